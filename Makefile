@@ -1,0 +1,52 @@
+# kyok: the two commands that matter are 'make demo' and 'make check'.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+MESON ?= meson
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+.PHONY: all deps check-deps build build-asan demo check test test-asan format format-check clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+check-deps:
+	@scripts/deps.sh check
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD)
+
+$(ASAN_BUILD)/build.ninja:
+	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
+		--buildtype=debug
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+build-asan: check-deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+# Builds, starts a local instance, runs a whole ceremony and shows the result.
+demo: build
+	scripts/demo.sh $(BUILD)
+
+test: check-deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+	$(MESON) test -C $(BUILD) --print-errorlogs --num-processes 2
+
+test-asan: build-asan
+	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 3
+
+# Everything: format, tests, then the same tests under ASan + UBSan.
+check: check-deps format-check test test-asan
+	@echo "make check: all tests passed (plain and sanitized builds)"
+
+format:
+	clang-format -i $(SOURCES)
+
+format-check:
+	@clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

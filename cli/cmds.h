@@ -1,0 +1,47 @@
+/* Entry points of every kyok command: main.c and tke.c list them in their tables. */
+#ifndef KYOK_CLI_CMDS_H
+#define KYOK_CLI_CMDS_H
+
+/* kyok <cmd> */
+int up_main(int argc, char **argv);
+int down_main(int argc, char **argv);
+int status_main(int argc, char **argv);
+int tke_main(int argc, char **argv);
+
+/* kyok tke <cmd>: tke_units.c */
+int tke_cryptounits_main(int argc, char **argv);
+int tke_cryptounit_add_main(int argc, char **argv);
+int tke_cryptounit_rm_main(int argc, char **argv);
+int tke_cryptounit_admins_main(int argc, char **argv);
+int tke_cryptounit_thrhlds_main(int argc, char **argv);
+int tke_cryptounit_mk_main(int argc, char **argv);
+int tke_cryptounit_compare_main(int argc, char **argv);
+/* tke_sigkeys.c */
+int tke_sigkeys_main(int argc, char **argv);
+int tke_sigkey_add_main(int argc, char **argv);
+int tke_sigkey_sel_main(int argc, char **argv);
+int tke_sigkey_rm_main(int argc, char **argv);
+/* tke_mks.c */
+int tke_mks_main(int argc, char **argv);
+int tke_mk_add_main(int argc, char **argv);
+int tke_mk_rm_main(int argc, char **argv);
+/* tke_admin.c */
+int tke_admin_add_main(int argc, char **argv);
+int tke_admin_rm_main(int argc, char **argv);
+int tke_thrhld_set_main(int argc, char **argv);
+int tke_exit_impr_main(int argc, char **argv);
+int tke_zeroize_main(int argc, char **argv);
+/* tke_mk.c */
+int tke_mk_load_main(int argc, char **argv);
+int tke_mk_commit_main(int argc, char **argv);
+int tke_mk_setimm_main(int argc, char **argv);
+int tke_mk_clrnew_main(int argc, char **argv);
+int tke_mk_clrcur_main(int argc, char **argv);
+/* tke_signing.c: commands prepared on one workstation, signed on others */
+int tke_cmd_show_main(int argc, char **argv);
+int tke_cmd_sign_main(int argc, char **argv);
+int tke_cmd_submit_main(int argc, char **argv);
+/* tke_autoinit.c */
+int tke_auto_init_main(int argc, char **argv);
+
+#endif

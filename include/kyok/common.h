@@ -1,0 +1,39 @@
+/* Shared definitions for libkyok. */
+#ifndef KYOK_COMMON_H
+#define KYOK_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KY_WUR __attribute__((warn_unused_result))
+
+#define KY_MK_LEN 32	 /* master key and key part: AES-256 */
+#define KY_VP_LEN 32	 /* verification pattern: SHA-256(0x01 || key) */
+#define KY_SKI_LEN 32	 /* subject key identifier: SHA-256 of the uncompressed point */
+#define KY_MAX_ADMINS 8
+#define KY_ADMIN_NAME_MAX 30
+#define KY_MIN_PARTS 2
+#define KY_MAX_PARTS 8
+#define KY_ID_MAX 64	 /* instance, unit and zone identifiers */
+
+/* A growable byte buffer. ky_buf_free cleanses before freeing. */
+struct ky_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+
+int ky_buf_append(struct ky_buf *b, const void *p, size_t n) KY_WUR;
+int ky_buf_append_str(struct ky_buf *b, const char *s) KY_WUR;
+void ky_buf_free(struct ky_buf *b);
+
+/* Hex helpers. ky_hex_decode fails (KY_ERR_MALFORMED) unless hex is exactly 2*n hex digits. */
+void ky_hex_encode(const uint8_t *p, size_t n, char *out /* 2n+1 */);
+int ky_hex_decode(const char *hex, uint8_t *out, size_t n) KY_WUR;
+
+/* Reads a whole file (at most max bytes, else KY_ERR_TOO_LARGE). */
+int ky_file_read(const char *path, size_t max, struct ky_buf *out) KY_WUR;
+/* Writes a file atomically: temp file in the same directory, fsync, rename, fsync dir. */
+int ky_file_write_atomic(const char *path, const void *p, size_t n, int mode) KY_WUR;
+
+#endif

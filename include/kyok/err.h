@@ -1,0 +1,110 @@
+/* kyok error codes: written once, as an X-macro.
+ *
+ * Each row: X(NAME, slug, exit code, HTTP status, message)
+ *   slug     stable name used on the wire and in JSON output
+ *   exit     process exit status the CLI uses for it
+ *   http     status a unit answers with
+ *   message  lowercase, says what was wrong (callers add the subject)
+ */
+#ifndef KYOK_ERR_H
+#define KYOK_ERR_H
+
+#define KY_EXIT_INTERNAL 1
+#define KY_EXIT_USAGE 2
+#define KY_EXIT_INPUT 3
+#define KY_EXIT_REFUSED 4
+#define KY_EXIT_STATE 5
+#define KY_EXIT_UNIT 6
+
+#define KY_ERRORS(X)                                                                               \
+	X(OK, "ok", 0, 200, "success")                                                                 \
+	X(INTERNAL, "internal", KY_EXIT_INTERNAL, 500, "internal error")                              \
+	X(NOMEM, "out-of-memory", KY_EXIT_INTERNAL, 500, "out of memory")                             \
+	X(CRYPTO, "crypto-failure", KY_EXIT_INTERNAL, 500, "cryptographic operation failed")          \
+	X(USAGE, "usage", KY_EXIT_USAGE, 400, "wrong usage")                                          \
+	X(CANCELLED, "cancelled", KY_EXIT_USAGE, 400, "cancelled")                                    \
+	X(IO, "io", KY_EXIT_INPUT, 500, "cannot read or write file")                                  \
+	X(NOT_FOUND, "not-found", KY_EXIT_INPUT, 404, "not found")                                    \
+	X(EXISTS, "exists", KY_EXIT_INPUT, 409, "already exists")                                     \
+	X(MALFORMED, "malformed", KY_EXIT_INPUT, 400, "malformed input")                              \
+	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                              \
+	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                              \
+	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                     \
+	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                          \
+	  "password too short: use at least 8 characters")                                            \
+	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")           \
+	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                    \
+	  "readable metadata does not match the encrypted copy: file was altered")                    \
+	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")        \
+	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                                  \
+	  "not a kyok signature key file")                                                            \
+	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file")   \
+	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                       \
+	  "sealed unit state cannot be opened: wrong seal key or damaged file")                       \
+	X(UNREACHABLE, "unit-unreachable", KY_EXIT_UNIT, 503, "crypto unit cannot be reached")        \
+	X(IDENTITY_CHANGED, "unit-identity-changed", KY_EXIT_UNIT, 502,                                \
+	  "crypto unit identity differs from the one pinned on first contact")                        \
+	X(BAD_REPLY, "bad-reply", KY_EXIT_UNIT, 502, "crypto unit reply is malformed or not signed by " \
+	                                            "the unit")                                       \
+	X(INSTANCE_DOWN, "instance-not-running", KY_EXIT_UNIT, 503, "instance is not running")        \
+	X(NO_UNITS, "no-units-selected", KY_EXIT_USAGE, 400,                                           \
+	  "no crypto units selected: run 'kyok tke cryptounit-add'")                                  \
+	X(NO_SIGNERS, "no-signers-selected", KY_EXIT_USAGE, 400,                                       \
+	  "no signature keys selected: run 'kyok tke sigkey-sel'")                                    \
+	X(NOT_COMMAND_OP, "unknown-command", KY_EXIT_INPUT, 400, "unknown command operation")         \
+	X(BAD_COMMAND, "bad-command", KY_EXIT_INPUT, 400, "malformed signed command")                 \
+	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                      \
+	  "command is for another service instance")                                                  \
+	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")       \
+	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                            \
+	  "wrong transaction counter: command replayed or out of date")                               \
+	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                        \
+	  "a signature on the command does not verify")                                               \
+	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                                  \
+	  "command signed by a key that is not an installed administrator")                           \
+	X(DUPLICATE_SIGNER, "duplicate-signer", KY_EXIT_REFUSED, 403,                                  \
+	  "the same administrator signed more than once: it counts once, not enough signatures")     \
+	X(NOT_ENOUGH_SIGNATURES, "not-enough-signatures", KY_EXIT_REFUSED, 403,                        \
+	  "not enough administrator signatures")                                                      \
+	X(DUPLICATE_ADMIN, "duplicate-admin", KY_EXIT_STATE, 409,                                      \
+	  "administrator already installed (same key or same name)")                                  \
+	X(ADMIN_TABLE_FULL, "admin-table-full", KY_EXIT_STATE, 409,                                    \
+	  "administrator table full: at most 8 administrators")                                       \
+	X(ADMIN_NAME, "admin-name-invalid", KY_EXIT_INPUT, 400,                                        \
+	  "administrator name must be 1 to 30 printable characters")                                  \
+	X(ADMIN_NOT_FOUND, "admin-not-found", KY_EXIT_STATE, 404, "no such administrator installed")  \
+	X(BAD_CERT, "bad-admin-certificate", KY_EXIT_INPUT, 400,                                       \
+	  "administrator certificate invalid: must be a self-signed P-521 certificate with a "        \
+	  "subject key identifier")                                                                   \
+	X(IMPRINT_MODE, "imprint-mode", KY_EXIT_STATE, 409,                                            \
+	  "not allowed in imprint mode: set thresholds first (cryptounit-thrhld-set)")                \
+	X(NOT_IMPRINT_MODE, "not-imprint-mode", KY_EXIT_STATE, 409,                                    \
+	  "allowed only in imprint mode: the crypto unit has left imprint mode")                      \
+	X(THRESHOLD_RANGE, "threshold-range", KY_EXIT_INPUT, 400, "thresholds must be 1 to 8")        \
+	X(THRESHOLD_ABOVE_ADMINS, "threshold-above-admins", KY_EXIT_STATE, 409,                        \
+	  "threshold above the number of installed administrators")                                  \
+	X(BELOW_THRESHOLD, "removal-below-threshold", KY_EXIT_STATE, 409,                              \
+	  "removal would leave fewer administrators than a threshold")                                \
+	X(REGISTER_STATE, "wrong-register-state", KY_EXIT_STATE, 409,                                  \
+	  "master key register is in the wrong state for this command")                               \
+	X(VP_MISMATCH, "vp-mismatch", KY_EXIT_STATE, 409,                                              \
+	  "verification pattern does not match the master key register")                              \
+	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                             \
+	  "new master key equals the current master key")                                             \
+	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")
+
+enum ky_err {
+#define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
+	KY_ERRORS(KY_ERR_ENUM)
+#undef KY_ERR_ENUM
+		KY_ERR__COUNT
+};
+
+const char *ky_err_message(int err);
+const char *ky_err_slug(int err);
+int ky_err_exit(int err);
+int ky_err_http(int err);
+/* Returns the code whose slug is s, or KY_ERR_INTERNAL when unknown. */
+int ky_err_from_slug(const char *s);
+
+#endif

@@ -1,0 +1,118 @@
+/* Whole-file reads and atomic writes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kyok/common.h"
+#include "kyok/err.h"
+
+int ky_file_read(const char *path, size_t max, struct ky_buf *out)
+{
+	int r = KY_ERR_IO;
+	uint8_t chunk[4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return errno == ENOENT ? KY_ERR_NOT_FOUND : KY_ERR_IO;
+	for (;;) {
+		ssize_t got = read(fd, chunk, sizeof(chunk));
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			r = KY_ERR_IO;
+			goto fail;
+		}
+		if (got == 0)
+			break;
+		if (out->len + (size_t)got > max) {
+			r = KY_ERR_TOO_LARGE;
+			goto fail;
+		}
+		if ((r = ky_buf_append(out, chunk, (size_t)got)) != 0)
+			goto fail;
+	}
+	r = 0;
+	goto done;
+fail:
+	ky_buf_free(out);
+done:
+	close(fd);
+	OPENSSL_cleanse(chunk, sizeof(chunk));
+	return r;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return KY_ERR_IO;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int ky_file_write_atomic(const char *path, const void *p, size_t n, int mode)
+{
+	int r = KY_ERR_IO;
+	int fd = -1, dfd = -1;
+	char *tmp = NULL, *dir = NULL, *slash;
+
+	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
+		tmp = NULL;
+		return KY_ERR_NOMEM;
+	}
+	if ((dir = strdup(path)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		goto out;
+	if (fchmod(fd, (mode_t)mode) != 0)
+		goto out_unlink;
+	if ((r = write_all(fd, p, n)) != 0)
+		goto out_unlink;
+	r = KY_ERR_IO;
+	if (fsync(fd) != 0)
+		goto out_unlink;
+	if (close(fd) != 0) {
+		fd = -1;
+		goto out_unlink;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0)
+		goto out_unlink;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) != 0)
+		goto out;
+	r = 0;
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	free(tmp);
+	free(dir);
+	return r;
+}

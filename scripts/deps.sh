@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs the Debian packages kyok needs to build, run and test, when missing.
+# Usage: scripts/deps.sh [build|check]
+set -eu
+
+mode=${1:-build}
+pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
+      libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
+      libcurl4-openssl-dev curl"
+if [ "$mode" = check ]; then
+	pkgs="$pkgs libcmocka-dev clang-format tmux"
+fi
+
+missing=""
+for p in $pkgs; do
+	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends$missing"
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+		sudo apt-get update -qq && sudo env DEBIAN_FRONTEND=noninteractive $cmd
+		exit 0
+	fi
+	echo "error: missing Debian packages:$missing" >&2
+	echo "run as root:  apt-get update && $cmd" >&2
+	exit 1
+fi
+echo "installing missing Debian packages:$missing" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $cmd
