@@ -8,7 +8,7 @@ pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
       libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
       libcurl4-openssl-dev curl"
 if [ "$mode" = check ]; then
-	pkgs="$pkgs libcmocka-dev clang-format tmux"
+	pkgs="$pkgs libcmocka-dev clang-format tmux jq xxd"
 fi
 
 missing=""

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The embedded default, end to end: a local 2-unit instance, a full key ceremony by three
+# administrators with three key parts, then auto-init of a second instance.
+# Usage: scripts/demo.sh [BUILD_DIR]   (make demo runs it)
+set -euo pipefail
+
+BUILD=${1:-build}
+KYOK="$BUILD/cli/kyok"
+export KYOK_UNITD="$BUILD/unitd/kyok-unitd"
+DEMO=${KYOK_DEMO_DIR:-$HOME/.kyok/demo}
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() {
+	printf '$ kyok %s\n' "$*"
+	"$KYOK" "$@"
+}
+
+# A previous demo's instances are stopped and replaced.
+for i in "$DEMO"/inst1 "$DEMO"/inst2; do
+	[ -f "$i/instance.json" ] && "$KYOK" down --instance "$i" >/dev/null 2>&1 || true
+done
+rm -rf "$DEMO"
+mkdir -p "$DEMO/pw"
+chmod 700 "$DEMO" "$DEMO/pw"
+
+# Each person's password lives in their own 0600 file, generated here (an interactive user
+# would type them at the prompts instead).
+pw() {
+	local f="$DEMO/pw/$1"
+	[ -f "$f" ] || { head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$f"; chmod 600 "$f"; }
+	echo "$f"
+}
+
+export KYOK_INSTANCE="$DEMO/inst1"
+export KYOK_TKE_FILES="$DEMO/tke1"
+
+step "Start a local instance: 2 crypto units in 2 zones"
+run up
+run tke cryptounits
+run tke cryptounit-add --units 1,2
+
+step "Three administrators create their signature keys"
+for who in alice bob carol; do
+	run tke sigkey-add --name "$who" --password-file "$(pw "$who")"
+done
+run tke sigkeys
+
+step "Install the administrators (imprint mode: no signature needed yet)"
+for n in 1 2 3; do
+	run tke cryptounit-admin-add --sigkey "$n"
+done
+run tke cryptounit-admins
+
+step "Set thresholds 2/2: leaves imprint mode, signed by alice and bob"
+run tke sigkey-sel --sigkeys 1,2
+run tke cryptounit-thrhld-set --signature 2 --revocation 2 \
+	--password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-thrhlds
+
+step "Three key part owners create their key parts"
+owners=(dora eve frank)
+for who in "${owners[@]}"; do
+	run tke mk-add --random --description "part of $who" --password-file "$(pw "part-$who")"
+done
+run tke mks
+
+step "Load the master key from the 3 parts (one signature per part), commit, activate"
+run tke sigkey-sel --sigkeys 1,2,3
+run tke cryptounit-mk-load --parts 1,2,3 \
+	--password-file "$(pw part-dora)" --password-file "$(pw part-eve)" \
+	--password-file "$(pw part-frank)" \
+	--password-file "$(pw alice)" --password-file "$(pw bob)" --password-file "$(pw carol)"
+run tke sigkey-sel --sigkeys 1,2
+run tke cryptounit-mk-commit --password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-mk-setimm --yes --password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-mk
+
+step "Both crypto units, side by side"
+run tke cryptounit-compare
+vp1=$("$KYOK" status --output json | jq -r '[.units[].current_mk.vp] | unique | .[]')
+
+step "auto-init: a second instance initialised in one command"
+export KYOK_INSTANCE="$DEMO/inst2"
+export KYOK_TKE_FILES="$DEMO/tke2"
+run up
+run tke cryptounit-add --units 1,2
+run tke auto-init --signature 2 --revocation 2 --new-admins grace,heidi,ivan \
+	--password-file "$(pw grace)" --password-file "$(pw grace)" \
+	--password-file "$(pw heidi)" --password-file "$(pw heidi)" \
+	--password-file "$(pw ivan)" --password-file "$(pw ivan)"
+run tke cryptounit-compare
+vp2=$("$KYOK" status --output json | jq -r '[.units[].current_mk.vp] | unique | .[]')
+
+step "Result"
+printf '%-34s %s\n' "instance 1 (manual ceremony):" "current master key VP ${vp1:0:16}... on both units"
+printf '%-34s %s\n' "instance 2 (auto-init):" "current master key VP ${vp2:0:16}... on both units"
+printf '\nInstances keep running: %s and %s\n' "$DEMO/inst1" "$DEMO/inst2"
+printf 'Stop them with: %s down --instance %s/inst1; %s down --instance %s/inst2\n' \
+	"$KYOK" "$DEMO" "$KYOK" "$DEMO"
