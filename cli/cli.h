@@ -21,9 +21,17 @@ int cli_dispatch(const char *prog, const struct cli_cmd *cmds, int argc, char **
 void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
 
 /* ---- errors: "error: <subject>: <message>[: <detail>]" on stderr; returns the exit
- * status for err (ky_err_exit). subject and detail may be NULL. */
+ * status for err (ky_err_exit). subject and detail may be NULL (an empty detail is left out).
+ *
+ * Convention: the cli_* and unit_* helpers below print their own error line (through
+ * cli_fail) before returning an error code, so a command just returns ky_err_exit(r).
+ * Exceptions: the pure parsers (cli_parse_numbers, cli_instance_parse) write a reason into
+ * their why buffer, and unit_command prints nothing: it hands every failure back in *detail.
+ * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Full name of the running command, e.g. "kyok tke sigkeys" (set by cli_dispatch). */
+const char *cli_cmd_name(void);
 
 /* ---- global options every command accepts (parsed by cli_common_opt) ----
  *   --output table|json      listings
@@ -47,8 +55,30 @@ extern struct cli_global cli_g;
 		{"password-fd", required_argument, NULL, 0x1003},                                  \
 		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
 		{"help", no_argument, NULL, 'h'}
-/* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed). */
+/* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
+ * 'h' is not handled here: each command prints its own usage for --help. */
 int cli_common_opt(int opt, const char *arg);
+/* Help lines for the common options, to end every command's usage text. */
+#define CLI_COMMON_HELP                                                                            \
+	"common options:\n"                                                                        \
+	"  --output table|json     listing format (default table)\n"                              \
+	"  --password-file PATH    read the next password asked from PATH (repeatable)\n"          \
+	"  --password-fd N         read passwords, one per line, from descriptor N\n"             \
+	"  --yes                   answer yes to confirmations\n"                                 \
+	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
+	"                          ~/.kyok/instance)\n"                                           \
+	"  --help                  this text\n"
+
+/* For commands that take only the common options and no operands: parses argv. Returns -1
+ * to go on, else the exit status to return at once (0 after --help, which prints usage). */
+int cli_opts_common_only(int argc, char **argv, const char *usage);
+/* After getopt: KY_ERR_USAGE (printed) when operands are left over. */
+int cli_no_operands(int argc, char **argv) KY_WUR;
+
+/* Parses a list of numbers "1,2,5" (spaces around items allowed): each 1..max, no
+ * duplicates, no empty items, at most cap. KY_ERR_USAGE with a reason in why. Pure. */
+int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, char *why,
+		      size_t whylen) KY_WUR;
 
 /* ---- prompts ----
  * Password: from the next --password-file, else the next line of --password-fd, else the
@@ -57,6 +87,10 @@ int cli_common_opt(int opt, const char *arg);
  * with cli_secret_free. */
 int cli_password(const char *prompt, bool confirm, char **out) KY_WUR;
 void cli_secret_free(char *s);
+/* A secret line other than a password (e.g. a key part value): from file when not NULL
+ * (one trailing newline stripped), else one line from fd when fd >= 0, else the terminal
+ * without echo. ky_secret_alloc'd like cli_password: free with cli_secret_free. */
+int cli_secret_read(const char *prompt, const char *file, int fd, char **out) KY_WUR;
 /* A visible line from the terminal (KY_ERR_USAGE when not interactive: name the flag). */
 int cli_prompt_line(const char *prompt, const char *flag_hint, char **out) KY_WUR;
 /* y/N confirmation; --yes answers yes; non-interactive without --yes: KY_ERR_CANCELLED. */
@@ -87,6 +121,12 @@ struct cli_instance {
 };
 const char *cli_instance_dir(void); /* --instance, $KYOK_INSTANCE, ~/.kyok/instance */
 int cli_instance_load(struct cli_instance *inst) KY_WUR;
+/* Pure parser of instance.json text (inst->dir is left alone); units sorted by number.
+ * KY_ERR_CONFIG with a reason in why. */
+int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
+		       size_t whylen) KY_WUR;
+/* The unit numbered number, or NULL. */
+const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int number);
 
 /* ---- TKE workspace: $KYOK_TKE_FILES or ~/.kyok/tke (created 0700) ----
  *   <ws>/sigkeys/<n>.sigkey      signature key files
@@ -99,8 +139,12 @@ int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units,
 		       size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */
 int cli_selection_set_units(const struct cli_instance *inst, const int *numbers,
 			    size_t n) KY_WUR;
+/* The selected unit numbers of inst, sorted, possibly none (no error for none). */
+int cli_selection_units(const struct cli_instance *inst, int *numbers, size_t cap,
+			size_t *n) KY_WUR;
 
-/* Signature keys of the workspace, numbered as 'sigkeys' lists them (sorted by file). */
+/* Signature keys of the workspace, numbered as 'sigkeys' lists them: in creation order
+ * (file modification time, then name), so numbers stay when a key is added. */
 struct cli_sigkey {
 	int number;
 	char path[512];
@@ -110,6 +154,8 @@ struct cli_sigkey {
 };
 int cli_sigkeys_list(struct cli_sigkey **keys, size_t *n) KY_WUR;
 int cli_selection_set_sigkeys(const char *const *paths, size_t n) KY_WUR;
+/* Removes one file from the signature key selection, keeping the order of the others. */
+int cli_selection_drop_sigkey(const char *path) KY_WUR;
 
 /* An unlocked signer: the selected signature keys, passwords asked in order. */
 struct cli_signer {
@@ -120,7 +166,7 @@ struct cli_signer {
 int cli_signers_open(struct cli_signer **signers, size_t *n) KY_WUR; /* KY_ERR_NO_SIGNERS */
 void cli_signers_free(struct cli_signer *signers, size_t n);
 
-/* Key part files of the workspace, numbered as 'mks' lists them. */
+/* Key part files of the workspace, numbered as 'mks' lists them (creation order too). */
 struct cli_keypart {
 	int number;
 	char path[512];
@@ -136,9 +182,24 @@ int unit_state(const struct cli_instance *inst, const struct cli_unit *u,
 int unit_importer(const struct cli_instance *inst, const struct cli_unit *u,
 		  X509 **cert) KY_WUR; /* checked: issued by the pinned identity */
 /* Submits a DER SignedData. On refusal returns the unit's error code and sets *detail
- * (malloc'd) to the unit's message + detail. On success *reply holds {"result","state"}. */
+ * (malloc'd) to the unit's message + detail. On success *reply holds {"result","state"}.
+ * Prints nothing: on every failure (refusal, unreachable, bad reply, changed identity)
+ * *detail explains it without naming the unit and without repeating ky_err_message(code)
+ * (the unit's message is left out when it is ours for that code), so
+ *   cli_fail(r, "crypto unit 1 (zone-1)", "%s", detail ? detail : "")
+ * prints the whole story. *detail may be "" (or NULL when out of memory); free() it. */
 int unit_command(const struct cli_instance *inst, const struct cli_unit *u, const uint8_t *cms,
 		 size_t n, json_t **reply, char **detail) KY_WUR;
+/* GET /v1/health, unsigned and unpinned ('kyok up' probing a fresh unit). Prints
+ * nothing: KY_ERR_UNREACHABLE or KY_ERR_BAD_REPLY with a reason in why. */
+int unit_health(const struct cli_unit *u, char *why, size_t whylen) KY_WUR;
+
+/* ---- known_units (workspace.c, used by client.c) ----
+ * Looks up the pinned fingerprint of (instance, unit): 0 and fp filled, KY_ERR_NOT_FOUND
+ * when not pinned (nothing printed), other errors printed. */
+int cli_known_unit_lookup(const char *instance, const char *unit, char fp[65]) KY_WUR;
+/* Appends a pin line (file created 0600). */
+int cli_known_unit_pin(const char *instance, const char *unit, const char *fp) KY_WUR;
 
 /* Command entry points (tke_*.c, up.c, ...) are declared in cmds.h. */
 

@@ -1,1 +1,273 @@
-/* placeholder */
+/* Command dispatch, error lines and the options every command accepts. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+struct cli_global cli_g = {.password_fd = -1};
+
+/* The running command, for messages: "kyok tke sigkeys", and its argv for getopt errors. */
+static char cli_cmd_full[128] = "kyok";
+static char **cli_cmd_argv;
+
+const char *cli_cmd_name(void)
+{
+	return cli_cmd_full;
+}
+
+int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
+{
+	char detail[1024] = "";
+
+	if (detail_fmt != NULL) {
+		va_list ap;
+		va_start(ap, detail_fmt);
+		vsnprintf(detail, sizeof(detail), detail_fmt, ap);
+		va_end(ap);
+	}
+	fputs("error: ", stderr);
+	if (subject != NULL && subject[0] != '\0')
+		fprintf(stderr, "%s: ", subject);
+	fputs(ky_err_message(err), stderr);
+	if (detail[0] != '\0')
+		fprintf(stderr, ": %s", detail);
+	fputc('\n', stderr);
+	return ky_err_exit(err);
+}
+
+void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds)
+{
+	int width = 0;
+
+	for (const struct cli_cmd *c = cmds; c->name != NULL; c++)
+		if ((int)strlen(c->name) > width)
+			width = (int)strlen(c->name);
+	fprintf(f, "usage: %s <command> [options]\n\ncommands:\n", prog);
+	for (const struct cli_cmd *c = cmds; c->name != NULL; c++)
+		fprintf(f, "  %-*s  %s\n", width, c->name, c->help);
+	fprintf(f, "\n'%s <command> --help' describes a command and its options.\n", prog);
+}
+
+static const struct cli_cmd *cli_cmd_find(const struct cli_cmd *cmds, const char *name)
+{
+	for (const struct cli_cmd *c = cmds; c->name != NULL; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+static int cli_run(const char *prog, const struct cli_cmd *c, int argc, char **argv)
+{
+	char saved[sizeof(cli_cmd_full)];
+	char **saved_argv = cli_cmd_argv;
+	int status;
+
+	memcpy(saved, cli_cmd_full, sizeof(saved));
+	snprintf(cli_cmd_full, sizeof(cli_cmd_full), "%s %s", prog, c->name);
+	cli_cmd_argv = argv;
+	optind = 0; /* full getopt reset for the command's own parsing */
+	opterr = 0; /* cli_common_opt prints unknown options itself */
+	status = c->fn(argc, argv);
+	memcpy(cli_cmd_full, saved, sizeof(saved));
+	cli_cmd_argv = saved_argv;
+	return status;
+}
+
+int cli_dispatch(const char *prog, const struct cli_cmd *cmds, int argc, char **argv)
+{
+	const struct cli_cmd *c;
+
+	if (argc < 2) {
+		cli_usage_table(stderr, prog, cmds);
+		return KY_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		if (argc > 2 && strcmp(argv[1], "help") == 0) {
+			char help[] = "--help";
+			char *hargv[3] = {argv[2], help, NULL};
+			if ((c = cli_cmd_find(cmds, argv[2])) == NULL)
+				return cli_fail(KY_ERR_USAGE, prog, "unknown command '%s': see '%s --help'",
+						argv[2], prog);
+			return cli_run(prog, c, 2, hargv);
+		}
+		cli_usage_table(stdout, prog, cmds);
+		return 0;
+	}
+	if ((c = cli_cmd_find(cmds, argv[1])) == NULL)
+		return cli_fail(KY_ERR_USAGE, prog, "unknown command '%s': see '%s --help'", argv[1],
+				prog);
+	return cli_run(prog, c, argc - 1, argv + 1);
+}
+
+static int cli_parse_fd(const char *arg, int *fd)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v < 0 || v > INT_MAX)
+		return KY_ERR_USAGE;
+	*fd = (int)v;
+	return 0;
+}
+
+int cli_common_opt(int opt, const char *arg)
+{
+	const char *word = NULL;
+
+	switch (opt) {
+	case 0x1001:
+		if (strcmp(arg, "json") == 0)
+			cli_g.json = true;
+		else if (strcmp(arg, "table") == 0)
+			cli_g.json = false;
+		else {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+				 "--output takes 'table' or 'json', not '%s'", arg);
+			return KY_ERR_USAGE;
+		}
+		return 0;
+	case 0x1002:
+		if (cli_g.npassword_files >= (int)(sizeof(cli_g.password_files) /
+						   sizeof(cli_g.password_files[0]))) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "too many --password-file options");
+			return KY_ERR_USAGE;
+		}
+		if (arg[0] == '\0') {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--password-file needs a path");
+			return KY_ERR_USAGE;
+		}
+		cli_g.password_files[cli_g.npassword_files++] = arg;
+		return 0;
+	case 0x1003:
+		if (cli_parse_fd(arg, &cli_g.password_fd) != 0) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+				 "--password-fd takes a descriptor number, not '%s'", arg);
+			return KY_ERR_USAGE;
+		}
+		return 0;
+	case 0x1004:
+		cli_g.yes = true;
+		return 0;
+	case 0x1005:
+		if (arg[0] == '\0') {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--instance needs a directory");
+			return KY_ERR_USAGE;
+		}
+		cli_g.instance_dir = arg;
+		return 0;
+	case '?':
+	case ':':
+		if (cli_cmd_argv != NULL && optind > 0)
+			word = cli_cmd_argv[optind - 1];
+		if (word != NULL && word[0] == '-')
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+				 "unknown option or missing value: '%s': see '%s --help'", word,
+				 cli_cmd_full);
+		else
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "unknown option: see '%s --help'",
+				 cli_cmd_full);
+		return KY_ERR_USAGE;
+	default:
+		cli_fail(KY_ERR_USAGE, cli_cmd_full, "unexpected option: see '%s --help'",
+			 cli_cmd_full);
+		return KY_ERR_USAGE;
+	}
+}
+
+int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, char *why,
+		      size_t whylen)
+{
+	const char *p = s;
+	size_t count = 0;
+
+	*n = 0;
+	if (s == NULL) {
+		snprintf(why, whylen, "no numbers given");
+		return KY_ERR_USAGE;
+	}
+	for (;;) {
+		const char *start, *end;
+		long v = 0;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		start = p;
+		while (*p >= '0' && *p <= '9') {
+			if (v <= INT_MAX / 10)
+				v = v * 10 + (*p - '0');
+			else
+				v = (long)INT_MAX + 1;
+			p++;
+		}
+		if (p == start) {
+			if (*p == ',' || *p == '\0')
+				snprintf(why, whylen, "empty item in number list '%s'", s);
+			else
+				snprintf(why, whylen, "'%s' is not a list of numbers like 1,2", s);
+			return KY_ERR_USAGE;
+		}
+		end = p;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != ',' && *p != '\0') {
+			snprintf(why, whylen, "'%s' is not a list of numbers like 1,2", s);
+			return KY_ERR_USAGE;
+		}
+		if (v < 1 || v > max) {
+			snprintf(why, whylen, "number %.*s out of range: use 1 to %d",
+				 (int)(end - start > 12 ? 12 : end - start), start, max);
+			return KY_ERR_USAGE;
+		}
+		for (size_t i = 0; i < count; i++)
+			if (out[i] == (int)v) {
+				snprintf(why, whylen, "number %ld given twice", v);
+				return KY_ERR_USAGE;
+			}
+		if (count == cap) {
+			snprintf(why, whylen, "too many numbers: at most %zu", cap);
+			return KY_ERR_USAGE;
+		}
+		out[count++] = (int)v;
+		if (*p == '\0')
+			break;
+		p++; /* the comma */
+	}
+	*n = count;
+	return 0;
+}
+
+int cli_opts_common_only(int argc, char **argv, const char *usage)
+{
+	static const struct option opts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage, stdout);
+			return 0;
+		}
+		if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if (cli_no_operands(argc, argv) != 0)
+		return ky_err_exit(KY_ERR_USAGE);
+	return -1;
+}
+
+int cli_no_operands(int argc, char **argv)
+{
+	if (optind < argc) {
+		cli_fail(KY_ERR_USAGE, cli_cmd_full, "unexpected argument '%s': see '%s --help'",
+			 argv[optind], cli_cmd_full);
+		return KY_ERR_USAGE;
+	}
+	return 0;
+}

@@ -1,1 +1,32 @@
-/* placeholder */
+/* kyok: the command table. Every command a user can type is listed here or in tke.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "kyok/crypto.h"
+
+#ifndef KYOK_VERSION
+#define KYOK_VERSION "0.1.0"
+#endif
+
+static const struct cli_cmd kyok_cmds[] = {
+    {"up", up_main, "start a local instance of crypto units (or restart its stopped units)"},
+    {"down", down_main, "stop the local instance's crypto units (--purge deletes them)"},
+    {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
+    {"tke", tke_main, "key ceremony commands, as 'ibmcloud tke': 'kyok tke --help'"},
+    {NULL, NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+		printf("kyok %s\n", KYOK_VERSION);
+		return 0;
+	}
+	if ((r = ky_crypto_init()) != 0)
+		return cli_fail(r, "kyok", "cannot initialise the crypto library");
+	return cli_dispatch("kyok", kyok_cmds, argc, argv);
+}

@@ -1,1 +1,553 @@
-/* placeholder */
+/* kyok tke cryptounit-mk-load, -mk-commit, -mk-setimm, -mk-clrnew, -mk-clrcur: the master
+ * key registers of the selected crypto units. */
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "cli/tke_signing.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+enum {
+	OPT_PREPARE = 0x2001,
+	OPT_PARTS,
+};
+
+#define TKE_PREPARE_HELP                                                                          \
+	"  --prepare FILE          do not sign or submit: write the unsigned commands into the\n" \
+	"                          command bundle FILE, to be signed with 'kyok tke cmd-sign'\n"  \
+	"                          (on other workstations too) and sent with 'kyok tke\n"         \
+	"                          cmd-submit'\n"
+
+static int tke_mk_opts(int argc, char **argv, const char *usage, const char **prepare,
+                       const char **parts)
+{
+	static const struct option with_parts[] = {
+	    {"prepare", required_argument, NULL, OPT_PREPARE},
+	    {"parts", required_argument, NULL, OPT_PARTS},
+	    CLI_COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	static const struct option without_parts[] = {
+	    {"prepare", required_argument, NULL, OPT_PREPARE},
+	    CLI_COMMON_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt;
+
+	*prepare = NULL;
+	if (parts != NULL)
+		*parts = NULL;
+	while ((opt = getopt_long(argc, argv, "h", parts != NULL ? with_parts : without_parts,
+	                          NULL)) != -1) {
+		if (opt == 'h') {
+			tke_print_help(usage);
+			return -1;
+		}
+		if (opt == OPT_PREPARE) {
+			*prepare = optarg;
+			continue;
+		}
+		if (opt == OPT_PARTS) {
+			*parts = optarg;
+			continue;
+		}
+		if (cli_common_opt(opt, optarg) != 0)
+			return KY_ERR_USAGE;
+	}
+	if (optind != argc)
+		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "unexpected argument '%s': see '%s --help'", argv[optind],
+		               cli_cmd_name());
+	return 0;
+}
+
+/* ---- cryptounit-mk-load ---- */
+
+struct mk_load_ctx {
+	size_t nparts;
+	uint8_t *parts; /* nparts * KY_MK_LEN, secure heap */
+	uint8_t vp[KY_VP_LEN];
+	char vp_hex[2 * KY_VP_LEN + 1];
+};
+
+static int mk_load_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
+{
+	struct mk_load_ctx *m = ctx;
+
+	(void)run;
+	if (u->st.new_state != KY_NEW_EMPTY) {
+		if (strcmp(u->st.new_vp, m->vp_hex) == 0) {
+			snprintf(u->detail, sizeof(u->detail),
+			         "new master key register already holds this key (%s)",
+			         ky_new_state_name(u->st.new_state));
+			u->result = TKE_UNCHANGED;
+			return 0;
+		}
+		snprintf(u->detail, sizeof(u->detail),
+		         "new master key register is %s with another key (vp %s): clear it first "
+		         "(cryptounit-mk-clrnew)",
+		         ky_new_state_name(u->st.new_state), u->st.new_vp);
+		return KY_ERR_REGISTER_STATE;
+	}
+	if (u->st.cur_state == KY_CUR_VALID && strcmp(u->st.cur_vp, m->vp_hex) == 0) {
+		snprintf(u->detail, sizeof(u->detail), "the current master key has vp %s",
+		         m->vp_hex);
+		return KY_ERR_SAME_KEY;
+	}
+	return 0;
+}
+
+static int mk_load_fill(void *ctx, struct tke_run *run, struct tke_unit *u, struct ky_command *c)
+{
+	int r = KY_ERR_INTERNAL;
+	struct mk_load_ctx *m = ctx;
+	X509 *importer = NULL;
+
+	/* unit_importer checks the certificate against the unit's pinned identity. */
+	if ((r = unit_importer(&run->inst, &u->u, &importer)) != 0) {
+		snprintf(u->detail, sizeof(u->detail),
+		         "cannot get the unit's importer certificate");
+		return r;
+	}
+	for (size_t i = 0; i < m->nparts; i++) {
+		if ((r = ky_envelope_seal(m->parts + i * KY_MK_LEN, KY_MK_LEN, importer,
+		                          &c->parts[i])) != 0) {
+			snprintf(u->detail, sizeof(u->detail),
+			         "cannot encrypt key part %zu to the unit's importer key", i + 1);
+			goto out;
+		}
+	}
+	c->nparts = m->nparts;
+	c->has_vp = true;
+	memcpy(c->vp, m->vp, KY_VP_LEN);
+	r = 0;
+out:
+	X509_free(importer);
+	return r;
+}
+
+/* Lists key part files on stderr and asks which to load. */
+static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char *flag, int *chosen,
+                          size_t *nchosen)
+{
+	int r = KY_ERR_INTERNAL;
+	char *line = NULL, why[256];
+	int maxnum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (parts[i].number > maxnum)
+			maxnum = parts[i].number;
+	if (flag == NULL) {
+		fprintf(stderr, "key part files:\n");
+		for (size_t i = 0; i < n; i++)
+			fprintf(stderr, "  %3d  %-40s  vp %s\n", parts[i].number,
+			        parts[i].description, parts[i].vp_hex);
+		if ((r = cli_prompt_line("key parts to load (numbers, comma-separated, 2 to 8)",
+		                         "--parts 1,2", &line)) != 0)
+			return r;
+		flag = line;
+	}
+	r = cli_parse_numbers(flag, maxnum, chosen, KY_MAX_PARTS + 1, nchosen, why, sizeof(why));
+	if (r != 0) {
+		tke_err(KY_ERR_USAGE, "--parts", "%s", why);
+		goto out;
+	}
+	if (*nchosen < KY_MIN_PARTS || *nchosen > KY_MAX_PARTS) {
+		r = tke_err(KY_ERR_KEY_PARTS, NULL, "%zu chosen", *nchosen);
+		goto out;
+	}
+	for (size_t k = 0; k < *nchosen; k++) {
+		bool found = false;
+		for (size_t i = 0; i < n; i++)
+			found = found || parts[i].number == chosen[k];
+		if (!found) {
+			r = tke_err(KY_ERR_NOT_FOUND, "key part",
+			            "no key part number %d: see 'kyok tke mks'", chosen[k]);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	free(line);
+	return r;
+}
+
+/* Before any password: mode of the units and enough signers selected for n parts. */
+static int mk_load_precheck(struct tke_run *run, size_t nparts, bool prepare)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_sigkey *keys = NULL;
+	size_t nkeys = 0, nsel = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		struct tke_unit *u = &run->units[i];
+		if (u->reachable && u->st.imprint) {
+			char subject[128];
+			snprintf(subject, sizeof(subject), "crypto unit %d (%s)", u->u.number,
+			         u->u.zone);
+			cli_fail(KY_ERR_IMPRINT_MODE, subject, NULL);
+			tke_note("nothing was sent to any crypto unit");
+			return KY_ERR_IMPRINT_MODE;
+		}
+	}
+	if (prepare)
+		return 0;
+	if ((r = tke_selected_sigkeys(&keys, &nkeys, &nsel)) != 0)
+		return r;
+	free(keys);
+	if (nsel < nparts) {
+		r = nsel == 0 ? KY_ERR_NO_SIGNERS : KY_ERR_NOT_ENOUGH_SIGNATURES;
+		return tke_err(
+		    r, NULL,
+		    "loading %zu key parts needs %zu signatures (one per key part), and %zu "
+		    "signature key%s %s selected: select more with 'kyok tke sigkey-sel'",
+		    nparts, nparts, nsel, nsel == 1 ? "" : "s", nsel == 1 ? "is" : "are");
+	}
+	/* Which selected keys are administrators of each unit: all units need nparts. */
+	for (size_t i = 0; i < run->n; i++) {
+		struct tke_unit *u = &run->units[i];
+		if (u->reachable && !u->skip) {
+			u->result = TKE_TODO;
+			u->required = (int)nparts;
+		}
+	}
+	return tke_run_check_signers(run); /* tke_run_plan starts afresh */
+}
+
+int tke_mk_load_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke cryptounit-mk-load [--parts N,N,...] [--prepare FILE]\n\n"
+	    "Loads a new master key into the new master key register of every selected crypto\n"
+	    "unit. The key is the XOR of 2 to 8 key part files of the workspace ('kyok tke\n"
+	    "mks'); each part's password is asked, and each part travels to a unit encrypted\n"
+	    "to that unit's importer key. Needs one administrator signature per key part.\n\n"
+	    "options:\n"
+	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
+	    "missing\n" TKE_PREPARE_HELP;
+	int r = KY_ERR_INTERNAL, status = 0;
+	const char *prepare = NULL, *parts_flag = NULL;
+	struct cli_keypart *parts = NULL;
+	size_t nparts_ws = 0, nchosen = 0;
+	int chosen[KY_MAX_PARTS + 1];
+	struct mk_load_ctx m = {0};
+	struct tke_run run = {0};
+	struct tke_op op = {KY_OP_MK_LOAD, mk_load_plan, mk_load_fill, &m};
+	uint8_t *key = NULL;
+	struct ky_keypart_info info[KY_MAX_PARTS];
+
+	if ((r = tke_mk_opts(argc, argv, usage, &prepare, &parts_flag)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = cli_keyparts_list(&parts, &nparts_ws)) != 0)
+		return ky_err_exit(r);
+	if (nparts_ws < KY_MIN_PARTS) {
+		status = cli_fail(KY_ERR_KEY_PARTS, NULL,
+		                  "the workspace has %zu key part file%s: create them with 'kyok "
+		                  "tke mk-add'",
+		                  nparts_ws, nparts_ws == 1 ? "" : "s");
+		goto out;
+	}
+	if ((r = mk_load_choose(parts, nparts_ws, parts_flag, chosen, &nchosen)) != 0)
+		goto out_r;
+	if ((r = tke_run_load(&run)) != 0)
+		goto out_r;
+	if ((r = mk_load_precheck(&run, nchosen, prepare != NULL)) != 0)
+		goto out_r;
+
+	m.nparts = nchosen;
+	if ((m.parts = ky_secret_alloc(nchosen * KY_MK_LEN)) == NULL ||
+	    (key = ky_secret_alloc(KY_MK_LEN)) == NULL) {
+		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		goto out_r;
+	}
+	memset(key, 0, KY_MK_LEN);
+	for (size_t k = 0; k < nchosen; k++) {
+		const struct cli_keypart *p = NULL;
+		char prompt[256], subject[700], *pw = NULL;
+
+		for (size_t i = 0; i < nparts_ws; i++)
+			if (parts[i].number == chosen[k])
+				p = &parts[i];
+		snprintf(prompt, sizeof(prompt), "password for key part '%s'", p->description);
+		if ((r = cli_password(prompt, false, &pw)) != 0)
+			goto out_r;
+		r = ky_keypart_open(p->path, pw, &info[k], m.parts + k * KY_MK_LEN);
+		cli_secret_free(pw);
+		snprintf(subject, sizeof(subject), "key part '%s' (%s)", p->description, p->path);
+		if (r != 0) {
+			cli_fail(r, subject, "nothing was sent to any crypto unit");
+			goto out_r;
+		}
+		for (size_t j = 0; j < k; j++) {
+			if (CRYPTO_memcmp(m.parts + j * KY_MK_LEN, m.parts + k * KY_MK_LEN,
+			                  KY_MK_LEN) == 0) {
+				r = tke_err(
+				    KY_ERR_KEY_PARTS, subject,
+				    "it holds the same value as key part '%s': choose distinct "
+				    "key parts",
+				    info[j].description);
+				goto out_r;
+			}
+		}
+		for (size_t b = 0; b < KY_MK_LEN; b++)
+			key[b] ^= m.parts[k * KY_MK_LEN + b];
+	}
+	if ((r = ky_vp(key, m.vp)) != 0) {
+		tke_err(r, NULL, "cannot compute the verification pattern");
+		goto out_r;
+	}
+	ky_secret_free(key, KY_MK_LEN);
+	key = NULL;
+	ky_hex_encode(m.vp, KY_VP_LEN, m.vp_hex);
+	tke_note("new master key verification pattern: %s", m.vp_hex);
+	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	goto out;
+out_r:
+	status = ky_err_exit(r);
+out:
+	ky_secret_free(key, KY_MK_LEN);
+	ky_secret_free(m.parts, m.nparts * KY_MK_LEN);
+	OPENSSL_cleanse(&m, sizeof(m));
+	tke_run_release(&run);
+	free(parts);
+	return status;
+}
+
+/* ---- the VP a register command carries ---- */
+
+struct mk_reg_ctx {
+	enum ky_op op;
+	char target[2 * KY_VP_LEN + 1]; /* VP of the new registers, "" when none is full */
+};
+
+/* All selected units that hold a new master key must hold the same one. */
+static int mk_reg_target(struct tke_run *run, struct mk_reg_ctx *m)
+{
+	bool differ = false;
+
+	m->target[0] = '\0';
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (!u->reachable || u->skip || u->st.new_state == KY_NEW_EMPTY)
+			continue;
+		if (m->target[0] == '\0')
+			snprintf(m->target, sizeof(m->target), "%s", u->st.new_vp);
+		else if (strcmp(m->target, u->st.new_vp) != 0)
+			differ = true;
+	}
+	if (!differ)
+		return 0;
+	cli_fail(KY_ERR_VP_MISMATCH, NULL,
+	         "the selected crypto units hold different new master keys: nothing was sent");
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (!u->reachable || u->skip)
+			continue;
+		fprintf(stderr, "  crypto unit %d (%s): new register %s%s%s\n", u->u.number,
+		        u->u.zone, ky_new_state_name(u->st.new_state),
+		        u->st.new_vp[0] != '\0' ? ", vp " : "", u->st.new_vp);
+	}
+	fprintf(stderr, "select units with the same key (cryptounit-add/-rm), or clear the wrong "
+	                "ones (cryptounit-mk-clrnew) and load them again\n");
+	return KY_ERR_VP_MISMATCH;
+}
+
+static int mk_reg_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
+{
+	struct mk_reg_ctx *m = ctx;
+	const struct tke_ustate *st = &u->st;
+
+	(void)run;
+	if (st->new_state == KY_NEW_EMPTY) {
+		if (st->cur_state == KY_CUR_VALID && m->target[0] != '\0' &&
+		    strcmp(st->cur_vp, m->target) == 0) {
+			snprintf(u->detail, sizeof(u->detail),
+			         "the key is already the current master key (vp %s)", st->cur_vp);
+			u->result = TKE_UNCHANGED;
+			return 0;
+		}
+		snprintf(u->detail, sizeof(u->detail),
+		         "new master key register is EMPTY: load a key first (cryptounit-mk-load)");
+		return KY_ERR_REGISTER_STATE;
+	}
+	if (m->op == KY_OP_MK_COMMIT && st->new_state == KY_NEW_COMMITTED) {
+		snprintf(u->detail, sizeof(u->detail), "new master key already committed (vp %s)",
+		         st->new_vp);
+		u->result = TKE_UNCHANGED;
+		return 0;
+	}
+	if (m->op == KY_OP_MK_SETIMM && st->new_state == KY_NEW_UNCOMMITTED) {
+		snprintf(u->detail, sizeof(u->detail),
+		         "new master key register is FULL UNCOMMITTED: commit it first "
+		         "(cryptounit-mk-commit)");
+		return KY_ERR_REGISTER_STATE;
+	}
+	return 0;
+}
+
+static int mk_reg_fill(void *ctx, struct tke_run *run, struct tke_unit *u, struct ky_command *c)
+{
+	(void)ctx;
+	(void)run;
+	/* The VP read from the unit's own new register. */
+	if (ky_hex_decode(u->st.new_vp, c->vp, KY_VP_LEN) != 0)
+		return KY_ERR_BAD_REPLY;
+	c->has_vp = true;
+	return 0;
+}
+
+static int mk_reg_main(int argc, char **argv, enum ky_op opcode, const char *usage)
+{
+	int r = KY_ERR_INTERNAL, status;
+	const char *prepare = NULL;
+	struct mk_reg_ctx m = {.op = opcode};
+	struct tke_run run = {0};
+	struct tke_op op = {opcode, mk_reg_plan, mk_reg_fill, &m};
+	char question[128];
+	const char *warning = NULL;
+
+	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = tke_run_load(&run)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if ((r = mk_reg_target(&run, &m)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if ((r = tke_run_plan(&run, &op)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if (opcode == KY_OP_MK_SETIMM) {
+		size_t n = tke_run_todo(&run, NULL);
+		warning =
+		    "warning: set-immediate makes the new master key the current one WITHOUT "
+		    "re-enciphering key storage: keys stored under the present current master "
+		    "key cannot be used with the new one. To keep them, rotate instead "
+		    "(cryptounit-mk-rotate), which re-enciphers key storage first.";
+		snprintf(question, sizeof(question),
+		         "set the new master key (vp %.16s...) as current on %zu crypto unit%s?",
+		         m.target, n, n == 1 ? "" : "s");
+	}
+	status =
+	    tke_run_finish(&run, prepare, warning, opcode == KY_OP_MK_SETIMM ? question : NULL);
+out:
+	tke_run_release(&run);
+	return status;
+}
+
+int tke_mk_commit_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke cryptounit-mk-commit [--prepare FILE]\n\n"
+	    "Commits the new master key register of every selected crypto unit (FULL\n"
+	    "UNCOMMITTED -> FULL COMMITTED). The command carries the verification pattern\n"
+	    "read from the unit's new register; the selected units must all hold the same new\n"
+	    "key. Needs as many signatures as the signature threshold.\n\n"
+	    "options:\n" TKE_PREPARE_HELP;
+	return mk_reg_main(argc, argv, KY_OP_MK_COMMIT, usage);
+}
+
+int tke_mk_setimm_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke cryptounit-mk-setimm [--prepare FILE]\n\n"
+	    "Makes the committed new master key the current one on every selected crypto unit\n"
+	    "and empties the new register. It does NOT re-encipher key storage (see\n"
+	    "cryptounit-mk-rotate). Asks for confirmation (--yes answers it). Needs one\n"
+	    "signature.\n\n"
+	    "options:\n" TKE_PREPARE_HELP;
+	return mk_reg_main(argc, argv, KY_OP_MK_SETIMM, usage);
+}
+
+/* ---- clear new / clear current ---- */
+
+static int mk_clrnew_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
+{
+	(void)ctx;
+	(void)run;
+	if (u->st.new_state == KY_NEW_EMPTY) {
+		snprintf(u->detail, sizeof(u->detail), "new master key register already EMPTY");
+		u->result = TKE_UNCHANGED;
+	}
+	return 0;
+}
+
+static int mk_clrcur_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
+{
+	(void)ctx;
+	(void)run;
+	if (u->st.cur_state == KY_CUR_EMPTY) {
+		snprintf(u->detail, sizeof(u->detail), "current master key register already EMPTY");
+		u->result = TKE_UNCHANGED;
+	}
+	return 0;
+}
+
+int tke_mk_clrnew_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke cryptounit-mk-clrnew [--prepare FILE]\n\n"
+	    "Clears the new master key register of every selected crypto unit. Needs one\n"
+	    "signature.\n\n"
+	    "options:\n" TKE_PREPARE_HELP;
+	int r = KY_ERR_INTERNAL, status;
+	const char *prepare = NULL;
+	struct tke_run run = {0};
+	struct tke_op op = {KY_OP_MK_CLRNEW, mk_clrnew_plan, NULL, NULL};
+
+	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = tke_run_load(&run)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+out:
+	tke_run_release(&run);
+	return status;
+}
+
+int tke_mk_clrcur_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke cryptounit-mk-clrcur [--prepare FILE]\n\n"
+	    "Clears the current master key register of every selected crypto unit: the unit\n"
+	    "cannot use key storage until a master key is set again. Asks for confirmation\n"
+	    "(--yes answers it). Needs one signature.\n\n"
+	    "options:\n" TKE_PREPARE_HELP;
+	int r = KY_ERR_INTERNAL, status;
+	const char *prepare = NULL;
+	struct tke_run run = {0};
+	struct tke_op op = {KY_OP_MK_CLRCUR, mk_clrcur_plan, NULL, NULL};
+	char question[128];
+	size_t n;
+
+	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = tke_run_load(&run)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if ((r = tke_run_plan(&run, &op)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	n = tke_run_todo(&run, NULL);
+	snprintf(question, sizeof(question),
+	         "clear the current master key register on %zu crypto unit%s?", n,
+	         n == 1 ? "" : "s");
+	status = tke_run_finish(&run, prepare,
+	                        "warning: clearing the current master key register makes key "
+	                        "storage unusable on these crypto units until a master key is set "
+	                        "again (load, commit, set-immediate).",
+	                        question);
+out:
+	tke_run_release(&run);
+	return status;
+}

@@ -1,1 +1,362 @@
-/* placeholder */
+/* kyok tke mks, mk-add, mk-rm: the master key part files of the workspace. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "kyok/crypto.h"
+
+#define MKS_SHORT_HEX 16
+#define MKS_MIN_PASSWORD 8
+#define MKS_DESC_MAX 127
+
+static const char *mks_base(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s != NULL ? s + 1 : path;
+}
+
+static int mks_print(const struct cli_keypart *parts, size_t n)
+{
+	static const char *const hdr[] = {"NUMBER", "DESCRIPTION", "VP", "FILE"};
+	int r = KY_ERR_NOMEM;
+	struct cli_table *t = NULL;
+	json_t *arr = NULL;
+
+	if (cli_g.json) {
+		if ((arr = json_array()) == NULL)
+			goto out;
+		for (size_t i = 0; i < n; i++)
+			if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
+								 parts[i].number, "description",
+								 parts[i].description, "vp",
+								 parts[i].vp_hex, "file",
+								 parts[i].path)) != 0)
+				goto out;
+		cli_print_json(json_pack("{s:o}", "keyparts", arr));
+		arr = NULL; /* transferred */
+		r = 0;
+		goto out;
+	}
+	if ((t = cli_table_new(4, hdr)) == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		char num[16], vp[MKS_SHORT_HEX + 1];
+		snprintf(num, sizeof(num), "%d", parts[i].number);
+		snprintf(vp, sizeof(vp), "%s", parts[i].vp_hex);
+		const char *row[] = {num, parts[i].description, vp, mks_base(parts[i].path)};
+		if (cli_table_add(t, row) != 0)
+			goto out;
+	}
+	printf("master key parts in %s/keyparts\n\n", cli_workspace());
+	cli_table_print(t, stdout);
+	if (n == 0)
+		printf("\nno key parts yet: 'kyok tke mk-add --random' creates one\n");
+	r = 0;
+out:
+	if (r != 0)
+		cli_fail(r, NULL, NULL);
+	json_decref(arr);
+	cli_table_free(t);
+	return r;
+}
+
+/* ---- mks ---- */
+
+static const char mks_usage[] =
+	"usage: kyok tke mks [options]\n"
+	"\n"
+	"Lists the master key part files of the workspace: number, description,\n"
+	"verification pattern (first 16 hex digits; --output json gives all) and file.\n"
+	"No password is needed.\n"
+	"\n" CLI_COMMON_HELP;
+
+int tke_mks_main(int argc, char **argv)
+{
+	int r;
+	struct cli_keypart *parts = NULL;
+	size_t n = 0;
+
+	if ((r = cli_opts_common_only(argc, argv, mks_usage)) >= 0)
+		return r;
+	if ((r = cli_keyparts_list(&parts, &n)) == 0)
+		r = mks_print(parts, n);
+	free(parts);
+	return ky_err_exit(r);
+}
+
+/* ---- mk-add ---- */
+
+static const char mk_add_usage[] =
+	"usage: kyok tke mk-add --random [--description TEXT] [options]\n"
+	"       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
+	"                       [--description TEXT] [options]\n"
+	"\n"
+	"Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
+	"password (asked twice; at least 8 characters). The description and the part's\n"
+	"verification pattern stay readable without the password.\n"
+	"\n"
+	"  --random                a new random part\n"
+	"  --value                 a known part: 64 hex digits, asked without echo, or read\n"
+	"                          from --value-file or --value-fd (never give it on the\n"
+	"                          command line)\n"
+	"  --value-file PATH       file holding the 64 hex digits (one line)\n"
+	"  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
+	"  --description TEXT      1 to 127 printable characters; asked when missing\n"
+	"\n" CLI_COMMON_HELP;
+
+static bool mks_desc_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > MKS_DESC_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Reads the part value: exactly 64 hex digits, into part (secure memory). */
+static int mks_read_value(const char *file, int fd, uint8_t *part)
+{
+	int r = KY_ERR_INTERNAL;
+	char *hex = NULL;
+
+	if ((r = cli_secret_read("key part value (64 hex digits, not shown)", file, fd, &hex)) !=
+	    0)
+		return r;
+	if ((r = ky_hex_decode(hex, part, KY_MK_LEN)) != 0) {
+		r = KY_ERR_MALFORMED;
+		cli_fail(r, "key part value",
+			 "expected exactly 64 hex digits (0-9, a-f), got %zu characters",
+			 strlen(hex));
+	}
+	cli_secret_free(hex);
+	return r;
+}
+
+static int mks_parse_fd(const char *arg, int *fd)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v < 0 || v > INT_MAX) {
+		cli_fail(KY_ERR_USAGE, "--value-fd", "takes a descriptor number, not '%s'", arg);
+		return KY_ERR_USAGE;
+	}
+	*fd = (int)v;
+	return 0;
+}
+
+int tke_mk_add_main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
+					     {"value", no_argument, NULL, 'v'},
+					     {"value-file", required_argument, NULL, 'f'},
+					     {"value-fd", required_argument, NULL, 'F'},
+					     {"description", required_argument, NULL, 'd'},
+					     CLI_COMMON_LONGOPTS,
+					     {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c, value_fd = -1;
+	bool random = false, value = false;
+	const char *value_file = NULL, *desc = NULL;
+	char *asked = NULL, *password = NULL;
+	char path[700], name_hex[9], prompt[200];
+	uint8_t *part = NULL, rnd[4];
+	struct cli_keypart *parts = NULL;
+	size_t n = 0;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(mk_add_usage, stdout);
+			return 0;
+		case 'r':
+			random = true;
+			break;
+		case 'v':
+			value = true;
+			break;
+		case 'f':
+			value_file = optarg;
+			break;
+		case 'F':
+			if (mks_parse_fd(optarg, &value_fd) != 0)
+				return ky_err_exit(KY_ERR_USAGE);
+			break;
+		case 'd':
+			desc = optarg;
+			break;
+		default:
+			if (cli_common_opt(c, optarg) != 0)
+				return ky_err_exit(KY_ERR_USAGE);
+			break;
+		}
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if (random == value)
+		return cli_fail(KY_ERR_USAGE, "mk-add",
+				"give exactly one of --random and --value: see 'kyok tke mk-add "
+				"--help'");
+	if (!value && (value_file != NULL || value_fd >= 0))
+		return cli_fail(KY_ERR_USAGE, "mk-add", "--value-file and --value-fd go with --value");
+	if (value_file != NULL && value_fd >= 0)
+		return cli_fail(KY_ERR_USAGE, "mk-add", "give --value-file or --value-fd, not both");
+	if (desc == NULL) {
+		if ((r = cli_prompt_line("key part description", "--description", &asked)) != 0)
+			goto out;
+		desc = asked;
+	}
+	if (!mks_desc_ok(desc)) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--description", "use 1 to %d printable ASCII characters",
+			 MKS_DESC_MAX);
+		goto out;
+	}
+	if ((r = cli_workspace_ensure()) != 0)
+		goto out;
+	if ((part = ky_secret_alloc(KY_MK_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if (random) {
+		if ((r = ky_random(part, KY_MK_LEN)) != 0) {
+			cli_fail(r, NULL, "no random bytes");
+			goto out;
+		}
+	} else if ((r = mks_read_value(value_file, value_fd, part)) != 0) {
+		goto out;
+	}
+	snprintf(prompt, sizeof(prompt), "password for the new key part '%s'", desc);
+	if ((r = cli_password(prompt, true, &password)) != 0)
+		goto out;
+	if (strlen(password) < MKS_MIN_PASSWORD) {
+		r = KY_ERR_WEAK_PASSWORD;
+		cli_fail(r, "key part", NULL);
+		goto out;
+	}
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		goto out;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), name_hex);
+	snprintf(path, sizeof(path), "%s/keyparts/%s.keypart", cli_workspace(), name_hex);
+	if ((r = ky_keypart_write(path, part, desc, password)) != 0) {
+		cli_fail(r, path, NULL);
+		goto out;
+	}
+	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(parts[i].path, path) != 0)
+			continue;
+		if (cli_g.json)
+			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
+						 "description", parts[i].description, "vp",
+						 parts[i].vp_hex, "file", path));
+		else
+			printf("created key part %d '%s'\n  VP   %s\n  file %s\n", parts[i].number,
+			       parts[i].description, parts[i].vp_hex, path);
+	}
+	r = 0;
+out:
+	ky_secret_free(part, KY_MK_LEN);
+	cli_secret_free(password);
+	free(asked);
+	free(parts);
+	return ky_err_exit(r);
+}
+
+/* ---- mk-rm ---- */
+
+static const char mk_rm_usage[] =
+	"usage: kyok tke mk-rm [--mk N] [options]\n"
+	"\n"
+	"Deletes a master key part file after confirmation (--yes skips it). A master key\n"
+	"cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
+	"for the number.\n"
+	"\n"
+	"  --mk N                  number of the key part to delete\n"
+	"\n" CLI_COMMON_HELP;
+
+int tke_mk_rm_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"mk", required_argument, NULL, 'm'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c, num;
+	const char *arg = NULL;
+	char *answer = NULL, why[160], question[800];
+	struct cli_keypart *parts = NULL, *p;
+	size_t n = 0, nnums = 0;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(mk_rm_usage, stdout);
+			return 0;
+		}
+		if (c == 'm')
+			arg = optarg;
+		else if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+		goto out;
+	if (n == 0) {
+		r = KY_ERR_NOT_FOUND;
+		cli_fail(r, "key parts", "the workspace has none");
+		goto out;
+	}
+	if (arg == NULL) {
+		bool saved_json = cli_g.json;
+		cli_g.json = false;
+		r = mks_print(parts, n);
+		cli_g.json = saved_json;
+		if (r != 0)
+			goto out;
+		putchar('\n');
+		fflush(stdout);
+		if ((r = cli_prompt_line("number of the key part to delete", "--mk", &answer)) != 0)
+			goto out;
+		arg = answer;
+	}
+	if ((r = cli_parse_numbers(arg, (int)n, &num, 1, &nnums, why, sizeof(why))) != 0) {
+		cli_fail(r, "--mk", "%s (the workspace has key parts 1 to %zu)", why, n);
+		goto out;
+	}
+	p = &parts[num - 1];
+	snprintf(question, sizeof(question),
+		 "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
+		 p->description, p->vp_hex, mks_base(p->path));
+	if ((r = cli_confirm(question)) != 0)
+		goto out;
+	if (unlink(p->path) != 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, p->path, "%s", strerror(errno));
+		goto out;
+	}
+	if (cli_g.json)
+		cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "deleted", p->number,
+					 "description", p->description, "vp", p->vp_hex, "file",
+					 p->path));
+	else
+		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
+	r = 0;
+out:
+	free(answer);
+	free(parts);
+	return ky_err_exit(r);
+}

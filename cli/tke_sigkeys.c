@@ -1,1 +1,395 @@
-/* placeholder */
+/* kyok tke sigkeys, sigkey-add, sigkey-sel, sigkey-rm: the administrators' signature key
+ * files of the workspace and which of them sign the next commands. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "kyok/crypto.h"
+
+#define SIGKEYS_SHORT_HEX 16
+#define SIGKEYS_MAX_SELECTED 16
+#define SIGKEYS_MIN_PASSWORD 8
+
+static const char *sigkeys_base(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s != NULL ? s + 1 : path;
+}
+
+static int sigkeys_print(const struct cli_sigkey *keys, size_t n)
+{
+	static const char *const hdr[] = {"NUMBER", "SELECTED", "ADMIN NAME", "SKI", "FILE"};
+	int r = KY_ERR_NOMEM;
+	struct cli_table *t = NULL;
+	json_t *arr = NULL;
+
+	if (cli_g.json) {
+		if ((arr = json_array()) == NULL)
+			goto out;
+		for (size_t i = 0; i < n; i++) {
+			char ski[2 * KY_SKI_LEN + 1];
+			ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
+			if (json_array_append_new(arr, json_pack("{s:i, s:b, s:s, s:s, s:s}", "number",
+								 keys[i].number, "selected",
+								 keys[i].selected, "name",
+								 keys[i].name, "ski", ski, "file",
+								 keys[i].path)) != 0)
+				goto out;
+		}
+		cli_print_json(json_pack("{s:o}", "sigkeys", arr));
+		arr = NULL; /* transferred */
+		r = 0;
+		goto out;
+	}
+	if ((t = cli_table_new(5, hdr)) == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		char num[16], ski[2 * KY_SKI_LEN + 1];
+		ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
+		ski[SIGKEYS_SHORT_HEX] = '\0';
+		snprintf(num, sizeof(num), "%d", keys[i].number);
+		const char *row[] = {num, keys[i].selected ? "yes" : "no", keys[i].name, ski,
+				     sigkeys_base(keys[i].path)};
+		if (cli_table_add(t, row) != 0)
+			goto out;
+	}
+	printf("signature keys in %s/sigkeys\n\n", cli_workspace());
+	cli_table_print(t, stdout);
+	if (n == 0)
+		printf("\nno signature keys yet: 'kyok tke sigkey-add' creates one\n");
+	r = 0;
+out:
+	if (r != 0)
+		cli_fail(r, NULL, NULL);
+	json_decref(arr);
+	cli_table_free(t);
+	return r;
+}
+
+/* ---- sigkeys ---- */
+
+static const char sigkeys_usage[] =
+	"usage: kyok tke sigkeys [options]\n"
+	"\n"
+	"Lists the signature key files of the workspace ($KYOK_TKE_FILES, default\n"
+	"~/.kyok/tke): number, whether selected to sign, administrator name, subject key\n"
+	"identifier (first 16 hex digits) and file. No password is needed.\n"
+	"\n" CLI_COMMON_HELP;
+
+int tke_sigkeys_main(int argc, char **argv)
+{
+	int r;
+	struct cli_sigkey *keys = NULL;
+	size_t n = 0;
+
+	if ((r = cli_opts_common_only(argc, argv, sigkeys_usage)) >= 0)
+		return r;
+	if ((r = cli_sigkeys_list(&keys, &n)) == 0)
+		r = sigkeys_print(keys, n);
+	free(keys);
+	return ky_err_exit(r);
+}
+
+/* ---- sigkey-add ---- */
+
+static const char sigkey_add_usage[] =
+	"usage: kyok tke sigkey-add [--name NAME] [options]\n"
+	"\n"
+	"Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
+	"certificate, in a file protected by a password (asked twice; at least 8\n"
+	"characters). Without --name, asks for the administrator name.\n"
+	"\n"
+	"  --name NAME             administrator name: 1 to 30 printable characters\n"
+	"\n" CLI_COMMON_HELP;
+
+static bool sigkeys_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > KY_ADMIN_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return s[0] != ' ' && s[n - 1] != ' ';
+}
+
+/* File name part made of the admin name: [A-Za-z0-9._-], others become '_'. */
+static void sigkeys_sanitise(const char *name, char *out, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; name[i] != '\0' && k + 1 < n; i++) {
+		char c = name[i];
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			  (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
+		out[k++] = ok ? c : '_';
+	}
+	out[k] = '\0';
+	if (k == 0)
+		snprintf(out, n, "admin");
+}
+
+int tke_sigkey_add_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"name", required_argument, NULL, 'n'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c;
+	const char *name = NULL;
+	char *asked = NULL, *password = NULL;
+	char file[64], path[700], prompt[128], rnd_hex[9], subject[64];
+	uint8_t rnd[4];
+	struct cli_sigkey *keys = NULL;
+	size_t n = 0;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(sigkey_add_usage, stdout);
+			return 0;
+		}
+		if (c == 'n')
+			name = optarg;
+		else if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if (name == NULL) {
+		if ((r = cli_prompt_line("administrator name", "--name", &asked)) != 0)
+			goto out;
+		name = asked;
+	}
+	if (!sigkeys_name_ok(name)) {
+		r = KY_ERR_ADMIN_NAME;
+		cli_fail(r, "--name", "'%.40s' has a character outside ASCII 32..126, a space at "
+				      "either end, or is too long",
+			 name);
+		goto out;
+	}
+	snprintf(subject, sizeof(subject), "administrator '%s'", name);
+	if ((r = cli_workspace_ensure()) != 0 || (r = cli_sigkeys_list(&keys, &n)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(keys[i].name, name) == 0) {
+			r = KY_ERR_EXISTS;
+			cli_fail(r, subject,
+				 "signature key %d (%s) already belongs to this administrator: one "
+				 "key per administrator",
+				 keys[i].number, sigkeys_base(keys[i].path));
+			goto out;
+		}
+	snprintf(prompt, sizeof(prompt), "password for the new signature key of '%s'", name);
+	if ((r = cli_password(prompt, true, &password)) != 0)
+		goto out;
+	if (strlen(password) < SIGKEYS_MIN_PASSWORD) {
+		r = KY_ERR_WEAK_PASSWORD;
+		cli_fail(r, subject, NULL);
+		goto out;
+	}
+	sigkeys_sanitise(name, file, sizeof(file) - 16);
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		goto out;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
+	snprintf(path, sizeof(path), "%s/sigkeys/%s-%s.sigkey", cli_workspace(), file, rnd_hex);
+	if ((r = ky_sigkey_create(path, name, password)) != 0) {
+		cli_fail(r, path, NULL);
+		goto out;
+	}
+	free(keys);
+	keys = NULL;
+	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		char ski[2 * KY_SKI_LEN + 1];
+		if (strcmp(keys[i].path, path) != 0)
+			continue;
+		ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
+		if (cli_g.json)
+			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", keys[i].number,
+						 "name", keys[i].name, "ski", ski, "file", path));
+		else
+			printf("created signature key %d for administrator '%s'\n  SKI  %s\n  "
+			       "file %s\nselect it to sign with 'kyok tke sigkey-sel'\n",
+			       keys[i].number, keys[i].name, ski, path);
+	}
+	r = 0;
+out:
+	cli_secret_free(password);
+	free(asked);
+	free(keys);
+	return ky_err_exit(r);
+}
+
+/* ---- sigkey-sel ---- */
+
+static const char sigkey_sel_usage[] =
+	"usage: kyok tke sigkey-sel [--sigkeys N[,N...]] [options]\n"
+	"\n"
+	"Selects the signature keys that sign the next commands, replacing the present\n"
+	"selection. Passwords are asked when a command is signed, not here. Without\n"
+	"--sigkeys, lists the keys and asks for their numbers.\n"
+	"\n"
+	"  --sigkeys LIST          signature key numbers, comma separated (e.g. 1,2)\n"
+	"\n" CLI_COMMON_HELP;
+
+int tke_sigkey_sel_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"sigkeys", required_argument, NULL, 's'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c;
+	const char *list = NULL;
+	char *answer = NULL, why[160];
+	struct cli_sigkey *keys = NULL;
+	size_t n = 0, nnums = 0;
+	int nums[SIGKEYS_MAX_SELECTED];
+	const char *paths[SIGKEYS_MAX_SELECTED];
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(sigkey_sel_usage, stdout);
+			return 0;
+		}
+		if (c == 's')
+			list = optarg;
+		else if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
+		goto out;
+	if (n == 0) {
+		r = KY_ERR_NOT_FOUND;
+		cli_fail(r, "signature keys", "the workspace has none: create one with 'kyok tke "
+					      "sigkey-add'");
+		goto out;
+	}
+	if (list == NULL) {
+		bool saved_json = cli_g.json;
+		cli_g.json = false;
+		r = sigkeys_print(keys, n);
+		cli_g.json = saved_json;
+		if (r != 0)
+			goto out;
+		putchar('\n');
+		fflush(stdout);
+		if ((r = cli_prompt_line("signature key numbers to select (comma separated)",
+					 "--sigkeys", &answer)) != 0)
+			goto out;
+		list = answer;
+	}
+	if ((r = cli_parse_numbers(list, (int)n, nums, SIGKEYS_MAX_SELECTED, &nnums, why,
+				   sizeof(why))) != 0) {
+		cli_fail(r, "--sigkeys", "%s (the workspace has signature keys 1 to %zu)", why, n);
+		goto out;
+	}
+	for (size_t i = 0; i < nnums; i++)
+		paths[i] = keys[nums[i] - 1].path;
+	if ((r = cli_selection_set_sigkeys(paths, nnums)) != 0)
+		goto out;
+	free(keys);
+	keys = NULL;
+	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
+		goto out;
+	if (!cli_g.json)
+		printf("selected %zu signature key%s\n\n", nnums, nnums == 1 ? "" : "s");
+	r = sigkeys_print(keys, n);
+out:
+	free(answer);
+	free(keys);
+	return ky_err_exit(r);
+}
+
+/* ---- sigkey-rm ---- */
+
+static const char sigkey_rm_usage[] =
+	"usage: kyok tke sigkey-rm [--sigkey N] [options]\n"
+	"\n"
+	"Deletes a signature key file after confirmation (--yes skips it) and drops it\n"
+	"from the selection. An administrator whose only key is deleted can no longer\n"
+	"sign. Without --sigkey, lists the keys and asks for the number.\n"
+	"\n"
+	"  --sigkey N              number of the signature key to delete\n"
+	"\n" CLI_COMMON_HELP;
+
+int tke_sigkey_rm_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"sigkey", required_argument, NULL, 's'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c, num;
+	const char *arg = NULL;
+	char *answer = NULL, why[160], question[700];
+	struct cli_sigkey *keys = NULL, *k;
+	size_t n = 0, nnums = 0;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(sigkey_rm_usage, stdout);
+			return 0;
+		}
+		if (c == 's')
+			arg = optarg;
+		else if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
+		goto out;
+	if (n == 0) {
+		r = KY_ERR_NOT_FOUND;
+		cli_fail(r, "signature keys", "the workspace has none");
+		goto out;
+	}
+	if (arg == NULL) {
+		bool saved_json = cli_g.json;
+		cli_g.json = false;
+		r = sigkeys_print(keys, n);
+		cli_g.json = saved_json;
+		if (r != 0)
+			goto out;
+		putchar('\n');
+		fflush(stdout);
+		if ((r = cli_prompt_line("number of the signature key to delete", "--sigkey",
+					 &answer)) != 0)
+			goto out;
+		arg = answer;
+	}
+	if ((r = cli_parse_numbers(arg, (int)n, &num, 1, &nnums, why, sizeof(why))) != 0) {
+		cli_fail(r, "--sigkey", "%s (the workspace has signature keys 1 to %zu)", why, n);
+		goto out;
+	}
+	k = &keys[num - 1];
+	snprintf(question, sizeof(question),
+		 "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
+		 k->number, k->name, sigkeys_base(k->path));
+	if ((r = cli_confirm(question)) != 0)
+		goto out;
+	/* Drop it from the selection first: a selection never names a missing file. */
+	if (k->selected && (r = cli_selection_drop_sigkey(k->path)) != 0)
+		goto out;
+	if (unlink(k->path) != 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, k->path, "%s", strerror(errno));
+		goto out;
+	}
+	if (cli_g.json)
+		cli_print_json(json_pack("{s:i, s:s, s:s}", "deleted", k->number, "name", k->name,
+					 "file", k->path));
+	else
+		printf("deleted signature key %d of administrator '%s' (%s)\n", k->number, k->name,
+		       k->path);
+	r = 0;
+out:
+	free(answer);
+	free(keys);
+	return ky_err_exit(r);
+}

@@ -1,1 +1,1124 @@
-/* placeholder */
+/* kyok up, down, status: a local instance of crypto units on loopback.
+ *
+ * Layout of an instance directory (0700):
+ *   instance.json          what 'kyok tke' reads: instance id, units, URLs
+ *   unit-<n>/unit.conf     the unit's configuration (kept across down/up)
+ *   unit-<n>/data/         the unit's sealed state
+ *   unit-<n>/pid           pid of the running kyok-unitd
+ *   unit-<n>/port          port it listens on (written by the unit)
+ *   unit-<n>/unit.log      its log
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "kyok/crypto.h"
+
+#define UP_MAX_UNITS 16
+#define UP_START_WAIT_MS 10000
+#define UP_STOP_WAIT_MS 5000
+#define UP_POLL_MS 50
+#define UP_SHORT_HEX 16
+
+/* ---- small helpers ---- */
+
+static void up_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static int up_uuid(char out[37])
+{
+	uint8_t b[16];
+	int r;
+
+	if ((r = ky_random(b, sizeof(b))) != 0)
+		return r;
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+		 b[14], b[15]);
+	return 0;
+}
+
+static bool up_id_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > KY_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Absolute form of dir (not resolved: it may not exist yet). */
+static int up_abs_dir(const char *dir, char *out, size_t n)
+{
+	char cwd[PATH_MAX];
+	size_t len;
+
+	if (dir[0] == '/') {
+		if (snprintf(out, n, "%s", dir) >= (int)n)
+			return KY_ERR_USAGE;
+	} else {
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return KY_ERR_IO;
+		if (snprintf(out, n, "%s/%s", cwd, dir) >= (int)n)
+			return KY_ERR_USAGE;
+	}
+	len = strlen(out);
+	while (len > 1 && out[len - 1] == '/')
+		out[--len] = '\0';
+	return 0;
+}
+
+static bool up_exists(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0;
+}
+
+static int up_mkdirs(const char *path)
+{
+	char p[PATH_MAX];
+
+	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return KY_ERR_USAGE;
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return KY_ERR_IO;
+		*s = '/';
+	}
+	if (mkdir(p, 0700) != 0 && errno != EEXIST)
+		return KY_ERR_IO;
+	return 0;
+}
+
+static int up_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int up_rm_rf(const char *path)
+{
+	if (nftw(path, up_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+		return KY_ERR_IO;
+	return 0;
+}
+
+static int up_write_text(const char *path, const char *text)
+{
+	return ky_file_write_atomic(path, text, strlen(text), 0600);
+}
+
+/* Reads a small file holding one positive number ("1234\n"). 0 when absent or malformed. */
+static long up_read_number(const char *path)
+{
+	struct ky_buf b = {0};
+	char text[32];
+	char *end;
+	long v;
+
+	if (ky_file_read(path, sizeof(text) - 1, &b) != 0)
+		return 0;
+	if (b.len == 0) {
+		ky_buf_free(&b);
+		return 0;
+	}
+	memcpy(text, b.data, b.len);
+	text[b.len] = '\0';
+	ky_buf_free(&b);
+	if (text[0] == '\0' || text[strlen(text) - 1] != '\n')
+		return 0; /* every writer ends the line: no newline means not complete */
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\n' || v <= 0)
+		return 0;
+	return v;
+}
+
+/* The last lines of a unit's log, on stderr, to explain a failed start. */
+static void up_log_tail(const char *log)
+{
+	struct ky_buf b = {0};
+	int fd = open(log, O_RDONLY | O_CLOEXEC);
+	off_t size;
+	char chunk[2048];
+	ssize_t got;
+	int lines = 0;
+	size_t start;
+
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	if (size > (off_t)sizeof(chunk))
+		lseek(fd, size - (off_t)sizeof(chunk), SEEK_SET);
+	else
+		lseek(fd, 0, SEEK_SET);
+	got = read(fd, chunk, sizeof(chunk));
+	close(fd);
+	if (got <= 0)
+		return;
+	start = (size_t)got;
+	while (start > 0) {
+		if (chunk[start - 1] == '\n' && start != (size_t)got && ++lines == 6)
+			break;
+		start--;
+	}
+	if (ky_buf_append(&b, chunk + start, (size_t)got - start) == 0 &&
+	    ky_buf_append(&b, "", 1) == 0) {
+		fprintf(stderr, "last lines of %s:\n", log);
+		for (char *line = (char *)b.data, *nl; *line != '\0'; line = nl + 1) {
+			nl = strchr(line, '\n');
+			if (nl == NULL) {
+				fprintf(stderr, "  | %s\n", line);
+				break;
+			}
+			fprintf(stderr, "  | %.*s\n", (int)(nl - line), line);
+		}
+	}
+	ky_buf_free(&b);
+}
+
+/* ---- finding and recognising kyok-unitd ---- */
+
+static bool up_executable(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* $KYOK_UNITD, next to this program, ../unitd/ from it (build tree), else $PATH. */
+static int up_find_unitd(char *out, size_t n)
+{
+	char self[PATH_MAX], *slash;
+	const char *env = getenv("KYOK_UNITD"), *path;
+	ssize_t len;
+
+	if (env != NULL && env[0] != '\0') {
+		if (!up_executable(env)) {
+			cli_fail(KY_ERR_CONFIG, "KYOK_UNITD", "'%s' is not an executable file", env);
+			return KY_ERR_CONFIG;
+		}
+		snprintf(out, n, "%s", env);
+		return 0;
+	}
+	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (len > 0) {
+		self[len] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL) {
+			*slash = '\0';
+			if (snprintf(out, n, "%s/kyok-unitd", self) < (int)n && up_executable(out))
+				return 0;
+			if (snprintf(out, n, "%s/../unitd/kyok-unitd", self) < (int)n &&
+			    up_executable(out))
+				return 0;
+		}
+	}
+	path = getenv("PATH");
+	if (path != NULL) {
+		char *copy = strdup(path), *save = NULL;
+		for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d != NULL;
+		     d = strtok_r(NULL, ":", &save)) {
+			if (snprintf(out, n, "%s/kyok-unitd", d[0] ? d : ".") < (int)n &&
+			    up_executable(out)) {
+				free(copy);
+				return 0;
+			}
+		}
+		free(copy);
+	}
+	cli_fail(KY_ERR_CONFIG, "kyok-unitd",
+		 "not found next to kyok, in ../unitd, or on PATH: set KYOK_UNITD to its path");
+	return KY_ERR_CONFIG;
+}
+
+/* True when pid runs kyok-unitd with this config file. */
+static bool up_pid_is_unit(pid_t pid, const char *conf)
+{
+	char link[64], exe[PATH_MAX], *base, *del;
+	char cmdline[4096];
+	ssize_t len;
+	int fd;
+	bool found = false;
+
+	if (pid <= 1)
+		return false;
+	snprintf(link, sizeof(link), "/proc/%ld/exe", (long)pid);
+	len = readlink(link, exe, sizeof(exe) - 1);
+	if (len <= 0)
+		return false;
+	exe[len] = '\0';
+	if ((del = strstr(exe, " (deleted)")) != NULL && del[10] == '\0')
+		*del = '\0'; /* rebuilt while running */
+	base = strrchr(exe, '/');
+	base = base != NULL ? base + 1 : exe;
+	if (strcmp(base, "kyok-unitd") != 0)
+		return false;
+	snprintf(link, sizeof(link), "/proc/%ld/cmdline", (long)pid);
+	if ((fd = open(link, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	len = read(fd, cmdline, sizeof(cmdline) - 1);
+	close(fd);
+	if (len <= 0)
+		return false;
+	cmdline[len] = '\0';
+	for (ssize_t i = 0; i < len; i += (ssize_t)strlen(cmdline + i) + 1)
+		if (strcmp(cmdline + i, conf) == 0)
+			found = true;
+	return found;
+}
+
+/* Alive and not a zombie. */
+static bool up_pid_alive(pid_t pid)
+{
+	char path[64], stat_line[256], *rp;
+	int fd;
+	ssize_t len;
+
+	if (kill(pid, 0) != 0 && errno == ESRCH)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	len = read(fd, stat_line, sizeof(stat_line) - 1);
+	close(fd);
+	if (len <= 0)
+		return false;
+	stat_line[len] = '\0';
+	rp = strrchr(stat_line, ')');
+	return rp == NULL || rp[1] == '\0' || rp[2] != 'Z';
+}
+
+/* ---- one unit's files ---- */
+
+struct up_unit {
+	int number;
+	char id[KY_ID_MAX + 1];
+	char zone[KY_ID_MAX + 1];
+	char dir[PATH_MAX / 2];
+	char conf[PATH_MAX / 2 + 16];
+	char pidf[PATH_MAX / 2 + 16];
+	char portf[PATH_MAX / 2 + 16];
+	char log[PATH_MAX / 2 + 16];
+	pid_t pid;
+	int port;
+	bool started; /* by this run */
+	const char *status;
+};
+
+static void up_unit_paths(struct up_unit *u, const char *dir)
+{
+	snprintf(u->dir, sizeof(u->dir), "%s/unit-%d", dir, u->number);
+	snprintf(u->conf, sizeof(u->conf), "%s/unit.conf", u->dir);
+	snprintf(u->pidf, sizeof(u->pidf), "%s/pid", u->dir);
+	snprintf(u->portf, sizeof(u->portf), "%s/port", u->dir);
+	snprintf(u->log, sizeof(u->log), "%s/unit.log", u->dir);
+}
+
+static int up_write_conf(const char *instance, const struct up_unit *u)
+{
+	char text[4096];
+	int n;
+
+	n = snprintf(text, sizeof(text),
+		     "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
+		     "instance = %s\n"
+		     "unit = %s\n"
+		     "zone = %s\n"
+		     "listen = 127.0.0.1:0\n"
+		     "data_dir = %s/data\n"
+		     "port_file = %s\n"
+		     "log_file = %s\n",
+		     u->number, instance, u->id, u->zone, u->dir, u->portf, u->log);
+	if (n < 0 || n >= (int)sizeof(text))
+		return KY_ERR_USAGE;
+	return up_write_text(u->conf, text);
+}
+
+/* A running unit of this config: its pid, else 0. */
+static pid_t up_unit_running(const struct up_unit *u)
+{
+	long pid = up_read_number(u->pidf);
+
+	if (pid > 0 && pid <= INT_MAX && up_pid_alive((pid_t)pid) &&
+	    up_pid_is_unit((pid_t)pid, u->conf))
+		return (pid_t)pid;
+	return 0;
+}
+
+/* Starts kyok-unitd detached: own session, stdin /dev/null, stdout and stderr to the log. */
+static int up_spawn(const char *unitd, struct up_unit *u)
+{
+	char pidtext[32];
+	pid_t pid;
+	int r;
+
+	unlink(u->portf);
+	pid = fork();
+	if (pid < 0) {
+		cli_fail(KY_ERR_INTERNAL, u->dir, "cannot fork: %s", strerror(errno));
+		return KY_ERR_INTERNAL;
+	}
+	if (pid == 0) {
+		char *const args[] = {(char *)"kyok-unitd", (char *)"--config", u->conf, NULL};
+		int in = open("/dev/null", O_RDONLY);
+		int out = open(u->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		sigset_t none;
+
+		if (setsid() < 0 || in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
+		    dup2(out, 2) < 0)
+			_exit(127);
+		closefrom(3);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(unitd, args);
+		dprintf(2, "kyok up: cannot run %s: %s\n", unitd, strerror(errno));
+		_exit(127);
+	}
+	u->pid = pid;
+	u->started = true;
+	snprintf(pidtext, sizeof(pidtext), "%ld\n", (long)pid);
+	if ((r = up_write_text(u->pidf, pidtext)) != 0) {
+		cli_fail(r, u->pidf, "cannot write the pid file");
+		return r;
+	}
+	return 0;
+}
+
+/* Waits for the port file of a unit started by this run. */
+static int up_wait_port(struct up_unit *u)
+{
+	for (long waited = 0; waited <= UP_START_WAIT_MS; waited += UP_POLL_MS) {
+		long port = up_read_number(u->portf);
+		int st;
+		if (port > 0 && port <= 65535) {
+			u->port = (int)port;
+			return 0;
+		}
+		if (waitpid(u->pid, &st, WNOHANG) == u->pid) {
+			u->pid = 0;
+			if (WIFEXITED(st))
+				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+					 "crypto unit %d exited at start with status %d", u->number,
+					 WEXITSTATUS(st));
+			else
+				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+					 "crypto unit %d was killed at start by signal %d", u->number,
+					 WTERMSIG(st));
+			up_log_tail(u->log);
+			return KY_ERR_UNREACHABLE;
+		}
+		up_sleep_ms(UP_POLL_MS);
+	}
+	cli_fail(KY_ERR_UNREACHABLE, u->dir, "crypto unit %d wrote no port file in %d seconds",
+		 u->number, UP_START_WAIT_MS / 1000);
+	up_log_tail(u->log);
+	return KY_ERR_UNREACHABLE;
+}
+
+/* SIGTERM, then SIGKILL after UP_STOP_WAIT_MS. Returns the number still alive. */
+static size_t up_stop_pids(const pid_t *pids, size_t n)
+{
+	size_t alive = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGTERM);
+	for (long waited = 0;; waited += UP_POLL_MS) {
+		alive = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (pids[i] <= 0)
+				continue;
+			waitpid(pids[i], NULL, WNOHANG); /* reaps only our own children */
+			if (up_pid_alive(pids[i]))
+				alive++;
+		}
+		if (alive == 0)
+			return 0;
+		if (waited >= UP_STOP_WAIT_MS)
+			break;
+		up_sleep_ms(UP_POLL_MS);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (pids[i] > 0 && up_pid_alive(pids[i])) {
+			fprintf(stderr, "warning: pid %ld did not stop in %d seconds: killing it\n",
+				(long)pids[i], UP_STOP_WAIT_MS / 1000);
+			kill(pids[i], SIGKILL);
+		}
+	for (long waited = 0; waited <= 2000; waited += UP_POLL_MS) {
+		alive = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (pids[i] <= 0)
+				continue;
+			waitpid(pids[i], NULL, WNOHANG);
+			if (up_pid_alive(pids[i]))
+				alive++;
+		}
+		if (alive == 0)
+			break;
+		up_sleep_ms(UP_POLL_MS);
+	}
+	return alive;
+}
+
+/* Stops the units this run started (after a failure). */
+static void up_undo_started(struct up_unit *units, size_t n)
+{
+	pid_t pids[UP_MAX_UNITS];
+
+	for (size_t i = 0; i < n; i++) {
+		pids[i] = units[i].started ? units[i].pid : 0;
+		if (units[i].started) {
+			unlink(units[i].pidf);
+			unlink(units[i].portf);
+		}
+	}
+	up_stop_pids(pids, n);
+}
+
+static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
+			     size_t n)
+{
+	int r = KY_ERR_NOMEM;
+	json_t *arr = json_array(), *j = NULL;
+	char path[PATH_MAX], *text = NULL;
+
+	if (arr == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		char url[64];
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
+							 units[i].number, "id", units[i].id, "zone",
+							 units[i].zone, "url", url)) != 0)
+			goto out;
+	}
+	if ((j = json_pack("{s:s, s:O}", "instance", instance, "units", arr)) == NULL ||
+	    (text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS)) == NULL)
+		goto out;
+	snprintf(path, sizeof(path), "%s/instance.json", dir);
+	if ((r = up_write_text(path, text)) != 0)
+		cli_fail(r, path, "%s", strerror(errno));
+out:
+	if (r == KY_ERR_NOMEM)
+		cli_fail(r, NULL, NULL);
+	free(text);
+	json_decref(j);
+	json_decref(arr);
+	return r;
+}
+
+static void up_report(const char *dir, const char *instance, struct up_unit *units, size_t n)
+{
+	static const char *const hdr[] = {"NUMBER", "ID", "ZONE", "URL", "PID", "STATUS"};
+	struct cli_table *t;
+	char def[PATH_MAX];
+	const char *home = getenv("HOME"), *env = getenv("KYOK_INSTANCE");
+
+	for (size_t i = 0; i < n; i++) {
+		char url[64];
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		struct cli_unit cu = {.number = units[i].number};
+		snprintf(cu.url, sizeof(cu.url), "%s", url);
+		char why[256];
+		if (unit_health(&cu, why, sizeof(why)) != 0)
+			fprintf(stderr, "warning: crypto unit %d does not answer its health check: %s\n",
+				units[i].number, why);
+	}
+	if (cli_g.json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n; i++) {
+			char url[64];
+			snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}", "number",
+							     units[i].number, "id", units[i].id,
+							     "zone", units[i].zone, "url", url, "pid",
+							     (int)units[i].pid, "status",
+							     units[i].status));
+		}
+		cli_print_json(json_pack("{s:s, s:s, s:o}", "instance", instance, "dir", dir,
+					 "units", arr));
+		return;
+	}
+	if ((t = cli_table_new(6, hdr)) == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char num[16], url[64], pid[24];
+		snprintf(num, sizeof(num), "%d", units[i].number);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
+		const char *row[] = {num, units[i].id, units[i].zone, url, pid, units[i].status};
+		if (cli_table_add(t, row) != 0)
+			break;
+	}
+	printf("instance %s in %s\n\n", instance, dir);
+	cli_table_print(t, stdout);
+	cli_table_free(t);
+	snprintf(def, sizeof(def), "%s/.kyok/instance", home ? home : "");
+	printf("\n");
+	if (strcmp(def, dir) != 0 && (env == NULL || strcmp(env, dir) != 0))
+		printf("to use it from this shell:  export KYOK_INSTANCE=%s\n", dir);
+	printf("next: 'kyok tke cryptounits', then 'kyok tke cryptounit-add'; "
+	       "'kyok down' stops the units\n");
+}
+
+/* ---- kyok up ---- */
+
+static const char up_usage[] =
+	"usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [options]\n"
+	"\n"
+	"Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
+	"zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
+	"units with their state (ports may change: instance.json is rewritten); units that\n"
+	"are running are left alone.\n"
+	"\n"
+	"  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
+	"                          else ~/.kyok/instance); created 0700\n"
+	"  --units N               number of crypto units, 1 to 16 (default 2)\n"
+	"  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
+	"\n"
+	"kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
+	"else on PATH.\n"
+	"\n" CLI_COMMON_HELP;
+
+static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
+{
+	char copy[2048], *save = NULL;
+	size_t count = 0;
+
+	if (snprintf(copy, sizeof(copy), "%s", list) >= (int)sizeof(copy))
+		return KY_ERR_USAGE;
+	if (list[0] == ',' || list[0] == '\0' || list[strlen(list) - 1] == ',' ||
+	    strstr(list, ",,") != NULL)
+		return KY_ERR_USAGE;
+	for (char *z = strtok_r(copy, ",", &save); z != NULL; z = strtok_r(NULL, ",", &save)) {
+		if (count == cap || !up_id_ok(z))
+			return KY_ERR_USAGE;
+		snprintf(zones[count++], KY_ID_MAX + 1, "%s", z);
+	}
+	*n = count;
+	return 0;
+}
+
+static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
+		     struct up_unit *units)
+{
+	int r = KY_ERR_INTERNAL;
+	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
+	size_t nzones = 0;
+	bool created_dir = false;
+	DIR *d;
+
+	if (zones_arg != NULL) {
+		if (up_parse_zones(zones_arg, zones, UP_MAX_UNITS, &nzones) != 0) {
+			cli_fail(KY_ERR_USAGE, "--zones",
+				 "'%s': give comma separated zone names of A-Z a-z 0-9 . _ -",
+				 zones_arg);
+			return KY_ERR_USAGE;
+		}
+		if ((int)nzones != nunits) {
+			cli_fail(KY_ERR_USAGE, "--zones", "%zu zones for %d units", nzones, nunits);
+			return KY_ERR_USAGE;
+		}
+	}
+	if ((d = opendir(dir)) != NULL) {
+		struct dirent *e;
+		bool empty = true;
+		while ((e = readdir(d)) != NULL)
+			if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+				empty = false;
+		closedir(d);
+		if (!empty) {
+			cli_fail(KY_ERR_EXISTS, dir,
+				 "directory is not empty and holds no instance.json: choose another "
+				 "--dir");
+			return KY_ERR_EXISTS;
+		}
+	} else if (errno == ENOENT) {
+		if ((r = up_mkdirs(dir)) != 0) {
+			cli_fail(r, dir, "cannot create directory: %s", strerror(errno));
+			return r;
+		}
+		created_dir = true;
+	} else {
+		cli_fail(KY_ERR_IO, dir, "%s", strerror(errno));
+		return KY_ERR_IO;
+	}
+	if ((r = up_uuid(instance)) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		goto fail;
+	}
+	for (int i = 0; i < nunits; i++) {
+		struct up_unit *u = &units[i];
+		u->number = i + 1;
+		up_unit_paths(u, dir);
+		if ((r = up_uuid(u->id)) != 0) {
+			cli_fail(r, NULL, "no random bytes");
+			goto fail;
+		}
+		if (zones_arg != NULL)
+			memcpy(u->zone, zones[i], sizeof(u->zone));
+		else
+			snprintf(u->zone, sizeof(u->zone), "zone-%d", u->number);
+		if (mkdir(u->dir, 0700) != 0) {
+			r = KY_ERR_IO;
+			cli_fail(r, u->dir, "cannot create directory: %s", strerror(errno));
+			goto fail;
+		}
+		if ((r = up_write_conf(instance, u)) != 0) {
+			cli_fail(r, u->conf, "cannot write the unit configuration");
+			goto fail;
+		}
+	}
+	for (int i = 0; i < nunits; i++)
+		if ((r = up_spawn(unitd, &units[i])) != 0)
+			goto fail;
+	for (int i = 0; i < nunits; i++) {
+		if ((r = up_wait_port(&units[i])) != 0)
+			goto fail;
+		units[i].status = "started";
+	}
+	if ((r = up_write_instance(dir, instance, units, (size_t)nunits)) != 0)
+		goto fail;
+	up_report(dir, instance, units, (size_t)nunits);
+	return 0;
+fail:
+	up_undo_started(units, (size_t)nunits);
+	/* Nothing half-made stays behind. */
+	if (created_dir) {
+		up_rm_rf(dir);
+	} else {
+		for (int i = 0; i < nunits; i++)
+			if (units[i].dir[0] != '\0')
+				up_rm_rf(units[i].dir);
+	}
+	fprintf(stderr, "nothing was kept in %s\n", dir);
+	return r;
+}
+
+static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
+		      struct up_unit *units)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_instance inst;
+	size_t n;
+
+	if ((r = cli_instance_load(&inst)) != 0)
+		return r;
+	n = inst.nunits;
+	if (nunits_arg > 0 && (size_t)nunits_arg != n) {
+		cli_fail(KY_ERR_USAGE, dir,
+			 "the instance there has %zu crypto units, not %d: 'kyok down --purge' "
+			 "deletes it",
+			 n, nunits_arg);
+		return KY_ERR_USAGE;
+	}
+	if (zones_arg != NULL)
+		fprintf(stderr, "note: instance exists: --zones ignored, zones stay as they are\n");
+	for (size_t i = 0; i < n; i++) {
+		struct up_unit *u = &units[i];
+		u->number = inst.units[i].number;
+		snprintf(u->id, sizeof(u->id), "%s", inst.units[i].id);
+		snprintf(u->zone, sizeof(u->zone), "%s", inst.units[i].zone);
+		up_unit_paths(u, dir);
+		if (!up_exists(u->conf)) {
+			cli_fail(KY_ERR_CONFIG, u->conf,
+				 "missing: the instance directory is damaged");
+			return KY_ERR_CONFIG;
+		}
+		if ((u->pid = up_unit_running(u)) > 0) {
+			long port = up_read_number(u->portf);
+			if (port <= 0 || port > 65535) {
+				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+					 "crypto unit %d runs (pid %ld) but has no port file",
+					 u->number, (long)u->pid);
+				return KY_ERR_UNREACHABLE;
+			}
+			u->port = (int)port;
+			u->status = "already running";
+			continue;
+		}
+		unlink(u->pidf);
+		if ((r = up_spawn(unitd, u)) != 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!units[i].started)
+			continue;
+		if ((r = up_wait_port(&units[i])) != 0)
+			goto fail;
+		units[i].status = "started";
+	}
+	if ((r = up_write_instance(dir, inst.id, units, n)) != 0)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(units[i].status, "already running") == 0 && !cli_g.json)
+			fprintf(stderr, "crypto unit %d is already running (pid %ld)\n",
+				units[i].number, (long)units[i].pid);
+	up_report(dir, inst.id, units, n);
+	return 0;
+fail:
+	up_undo_started(units, n);
+	return r;
+}
+
+int up_main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+					     {"units", required_argument, NULL, 'n'},
+					     {"zones", required_argument, NULL, 'z'},
+					     CLI_COMMON_LONGOPTS,
+					     {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c, nunits = 0;
+	const char *dir_arg = NULL, *zones = NULL;
+	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end;
+	struct up_unit *units = NULL;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(up_usage, stdout);
+			return 0;
+		case 'd':
+			dir_arg = optarg;
+			break;
+		case 'n': {
+			long v;
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > UP_MAX_UNITS)
+				return cli_fail(KY_ERR_USAGE, "--units",
+						"'%s': give a number of units from 1 to %d", optarg,
+						UP_MAX_UNITS);
+			nunits = (int)v;
+			break;
+		}
+		case 'z':
+			zones = optarg;
+			break;
+		default:
+			if (cli_common_opt(c, optarg) != 0)
+				return ky_err_exit(KY_ERR_USAGE);
+			break;
+		}
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) !=
+	    0)
+		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
+				"cannot use this directory path");
+	cli_g.instance_dir = dir;
+	if ((r = up_find_unitd(unitd, sizeof(unitd))) != 0)
+		return ky_err_exit(r);
+	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	snprintf(path, sizeof(path), "%s/instance.json", dir);
+	if (up_exists(path))
+		r = up_restart(dir, unitd, nunits, zones, units);
+	else
+		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, units);
+	free(units);
+	return ky_err_exit(r);
+}
+
+/* ---- kyok down ---- */
+
+static const char down_usage[] =
+	"usage: kyok down [--dir DIR] [--purge] [options]\n"
+	"\n"
+	"Stops the crypto units of a local instance (SIGTERM, SIGKILL after 5 seconds).\n"
+	"Their state stays in DIR: 'kyok up' brings the same units back.\n"
+	"\n"
+	"  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
+	"                          else ~/.kyok/instance)\n"
+	"  --purge                 also delete DIR with every unit's state, after\n"
+	"                          confirmation (--yes): administrators and master keys in\n"
+	"                          it are lost for good\n"
+	"\n" CLI_COMMON_HELP;
+
+/* Unit directories "unit-<n>" of dir, by number. */
+static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t count = 0;
+
+	*n = 0;
+	if (d == NULL)
+		return errno == ENOENT ? KY_ERR_NOT_FOUND : KY_ERR_IO;
+	while ((e = readdir(d)) != NULL && count < UP_MAX_UNITS) {
+		char *end;
+		long num;
+		if (strncmp(e->d_name, "unit-", 5) != 0)
+			continue;
+		num = strtol(e->d_name + 5, &end, 10);
+		if (end == e->d_name + 5 || *end != '\0' || num < 1 || num > UP_MAX_UNITS)
+			continue;
+		memset(&units[count], 0, sizeof(units[count]));
+		units[count].number = (int)num;
+		up_unit_paths(&units[count], dir);
+		count++;
+	}
+	closedir(d);
+	for (size_t i = 1; i < count; i++)
+		for (size_t k = i; k > 0 && units[k - 1].number > units[k].number; k--) {
+			struct up_unit tmp = units[k];
+			units[k] = units[k - 1];
+			units[k - 1] = tmp;
+		}
+	*n = count;
+	return 0;
+}
+
+int down_main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+					     {"purge", no_argument, NULL, 'p'},
+					     CLI_COMMON_LONGOPTS,
+					     {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c;
+	const char *dir_arg = NULL;
+	bool purge = false;
+	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], question[PATH_MAX + 128];
+	struct up_unit *units = NULL;
+	pid_t pids[UP_MAX_UNITS];
+	size_t n = 0, running = 0;
+	json_t *arr = NULL;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(down_usage, stdout);
+			return 0;
+		}
+		if (c == 'd')
+			dir_arg = optarg;
+		else if (c == 'p')
+			purge = true;
+		else if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) !=
+	    0)
+		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
+				"cannot use this directory path");
+	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	if ((r = up_scan_units(dir, units, &n)) != 0) {
+		cli_fail(r == KY_ERR_NOT_FOUND ? KY_ERR_INSTANCE_DOWN : r, dir,
+			 r == KY_ERR_NOT_FOUND ? "no such directory" : "cannot read the directory");
+		r = r == KY_ERR_NOT_FOUND ? KY_ERR_INSTANCE_DOWN : r;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/instance.json", dir);
+	if (n == 0 && !up_exists(path)) {
+		r = KY_ERR_INSTANCE_DOWN;
+		cli_fail(r, dir, "no kyok instance in this directory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		pids[i] = up_unit_running(&units[i]);
+		if (pids[i] > 0)
+			running++;
+	}
+	if (up_stop_pids(pids, n) != 0) {
+		r = KY_ERR_INTERNAL;
+		cli_fail(r, dir, "some crypto units did not stop");
+		goto out;
+	}
+	if (cli_g.json && (arr = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		unlink(units[i].pidf);
+		unlink(units[i].portf);
+		if (arr != NULL)
+			json_array_append_new(arr, json_pack("{s:i, s:b, s:i}", "number",
+							     units[i].number, "was_running",
+							     pids[i] > 0, "pid", (int)pids[i]));
+		else if (pids[i] > 0)
+			printf("stopped crypto unit %d (pid %ld)\n", units[i].number, (long)pids[i]);
+		else
+			printf("crypto unit %d was not running\n", units[i].number);
+	}
+	if (purge) {
+		snprintf(question, sizeof(question),
+			 "delete %s and the state of its %zu crypto units? their administrators "
+			 "and master keys are lost for good",
+			 dir, n);
+		if ((r = cli_confirm(question)) != 0)
+			goto out;
+		if ((r = up_rm_rf(dir)) != 0) {
+			cli_fail(r, dir, "cannot delete: %s", strerror(errno));
+			goto out;
+		}
+		if (arr == NULL)
+			printf("deleted %s\n", dir);
+	} else if (arr == NULL) {
+		printf("state kept in %s: 'kyok up%s%s' starts the units again\n", dir,
+		       dir_arg != NULL ? " --dir " : "", dir_arg != NULL ? dir : "");
+	}
+	if (arr != NULL) {
+		cli_print_json(json_pack("{s:s, s:o, s:b}", "dir", dir, "units", arr, "purged",
+					 purge));
+		arr = NULL; /* transferred */
+	}
+	r = 0;
+out:
+	json_decref(arr);
+	free(units);
+	return ky_err_exit(r);
+}
+
+/* ---- kyok status ---- */
+
+static const char status_usage[] =
+	"usage: kyok status [options]\n"
+	"\n"
+	"Shows every crypto unit of the instance: zone, whether it answers, mode (imprint or\n"
+	"secure), administrators, signature/revocation thresholds and both master key\n"
+	"registers (state and the first 16 hex digits of the verification pattern).\n"
+	"--output json gives each unit's full public state. Exits non-zero when a unit\n"
+	"does not answer.\n"
+	"\n" CLI_COMMON_HELP;
+
+static void status_register(const json_t *st, const char *reg, char *out, size_t n)
+{
+	const json_t *o = json_object_get(st, reg);
+	const char *state = json_string_value(json_object_get(o, "state"));
+	const char *vp = json_string_value(json_object_get(o, "vp"));
+
+	if (vp != NULL && vp[0] != '\0')
+		snprintf(out, n, "%s %.*s", state ? state : "?", UP_SHORT_HEX, vp);
+	else
+		snprintf(out, n, "%s", state ? state : "?");
+}
+
+int status_main(int argc, char **argv)
+{
+	static const char *const hdr[] = {"UNIT", "ZONE", "REACHABLE", "MODE", "ADMINS",
+					  "SIG/REV", "NEW MK", "CURRENT MK"};
+	int r = KY_ERR_INTERNAL, first = 0;
+	struct cli_instance inst;
+	struct cli_table *t = NULL;
+	json_t *arr = NULL;
+
+	if ((r = cli_opts_common_only(argc, argv, status_usage)) >= 0)
+		return r;
+	if ((r = cli_instance_load(&inst)) != 0)
+		return ky_err_exit(r);
+	r = KY_ERR_NOMEM;
+	if (cli_g.json ? (arr = json_array()) == NULL : (t = cli_table_new(8, hdr)) == NULL) {
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < inst.nunits; i++) {
+		const struct cli_unit *u = &inst.units[i];
+		json_t *st = NULL;
+		int e = unit_state(&inst, u, &st);
+		char num[16], admins[512], thr[32], newmk[128], curmk[128];
+
+		if (e != 0 && first == 0)
+			first = e;
+		if (arr != NULL) {
+			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:b, s:o?, s:s?}",
+							     "number", u->number, "id", u->id,
+							     "zone", u->zone, "url", u->url,
+							     "reachable", e == 0, "state", st,
+							     "error", e ? ky_err_slug(e) : NULL));
+			continue;
+		}
+		snprintf(num, sizeof(num), "%d", u->number);
+		if (e != 0) {
+			const char *row[] = {num, u->zone, "no", "-", "-", "-", "-", "-"};
+			if (cli_table_add(t, row) != 0)
+				goto nomem;
+			continue;
+		}
+		const json_t *list = json_object_get(st, "admins"), *a;
+		size_t k;
+		int len = snprintf(admins, sizeof(admins), "%zu", json_array_size(list));
+		json_array_foreach(list, k, a)
+		{
+			const char *name = json_string_value(json_object_get(a, "name"));
+			if (len < 0 || (size_t)len >= sizeof(admins))
+				break;
+			len += snprintf(admins + len, sizeof(admins) - (size_t)len, "%s%s",
+					k == 0 ? " (" : ", ", name ? name : "?");
+		}
+		if (json_array_size(list) > 0 && len >= 0 && (size_t)len < sizeof(admins) - 1)
+			strcat(admins, ")");
+		snprintf(thr, sizeof(thr), "%d/%d",
+			 (int)json_integer_value(json_object_get(st, "signature_threshold")),
+			 (int)json_integer_value(json_object_get(st, "revocation_threshold")));
+		status_register(st, "new_mk", newmk, sizeof(newmk));
+		status_register(st, "current_mk", curmk, sizeof(curmk));
+		const char *row[] = {num,
+				     u->zone,
+				     "yes",
+				     json_is_true(json_object_get(st, "imprint")) ? "imprint"
+										   : "secure",
+				     admins,
+				     thr,
+				     newmk,
+				     curmk};
+		e = cli_table_add(t, row);
+		json_decref(st);
+		if (e != 0)
+			goto nomem;
+	}
+	if (arr != NULL) {
+		cli_print_json(json_pack("{s:s, s:s, s:o}", "instance", inst.id, "dir", inst.dir,
+					 "units", arr));
+		arr = NULL; /* transferred */
+	} else {
+		printf("instance %s (%s)\n\n", inst.id, inst.dir);
+		cli_table_print(t, stdout);
+	}
+	r = first;
+	goto out;
+nomem:
+	r = KY_ERR_NOMEM;
+	cli_fail(r, NULL, NULL);
+out:
+	json_decref(arr);
+	cli_table_free(t);
+	return ky_err_exit(r);
+}

@@ -1,1 +1,770 @@
-/* placeholder */
+/* The TKE workspace: signature key files, key part files, pinned unit identities and the
+ * selection of crypto units and signature keys. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "kyok/crypto.h"
+
+#define CLI_SELECTION_MAX (256 * 1024)
+#define CLI_KNOWN_UNITS_MAX (1024 * 1024)
+#define CLI_SEL_MAX_UNITS 16
+
+const char *cli_workspace(void)
+{
+	static char dir[512];
+	const char *env, *home;
+
+	env = getenv("KYOK_TKE_FILES");
+	if (env != NULL && env[0] != '\0')
+		return env;
+	home = getenv("HOME");
+	if (home == NULL || home[0] == '\0') {
+		struct passwd *pw = getpwuid(getuid());
+		home = pw != NULL ? pw->pw_dir : "/";
+	}
+	snprintf(dir, sizeof(dir), "%s/.kyok/tke", home);
+	return dir;
+}
+
+/* mkdir -p with mode 0700 for every directory it creates. */
+static int cli_mkdirs(const char *path)
+{
+	char p[600];
+	struct stat st;
+
+	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return KY_ERR_USAGE;
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return KY_ERR_IO;
+		*s = '/';
+	}
+	if (mkdir(p, 0700) != 0 && errno != EEXIST)
+		return KY_ERR_IO;
+	if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
+		return KY_ERR_IO;
+	return 0;
+}
+
+int cli_workspace_ensure(void)
+{
+	static const char *const subdirs[] = {"", "/sigkeys", "/keyparts"};
+	const char *ws = cli_workspace();
+	char p[600];
+
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		int r;
+		snprintf(p, sizeof(p), "%s%s", ws, subdirs[i]);
+		if ((r = cli_mkdirs(p)) != 0) {
+			cli_fail(r, p, "cannot create workspace directory: %s", strerror(errno));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* ---- selection.json ---- */
+
+static bool cli_file_name_ok(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	if (n <= k || n > 255 || s[0] == '.' || strchr(s, '/') != NULL)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+			return false;
+	return strcmp(s + n - k, suffix) == 0;
+}
+
+static bool cli_sel_id_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > KY_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Pure parser of selection.json:
+ * {"<instance>": {"units": [numbers]}, ..., "sigkeys": ["<file>.sigkey", ...]} */
+static int cli_selection_parse(const char *text, size_t n, json_t **out, char *why,
+			       size_t whylen)
+{
+	int r = KY_ERR_CONFIG;
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *key;
+
+	*out = NULL;
+	root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		snprintf(why, whylen, "not JSON: line %d: %s", jerr.line, jerr.text);
+		return r;
+	}
+	if (!json_is_object(root)) {
+		snprintf(why, whylen, "not a JSON object");
+		goto out;
+	}
+	json_object_foreach(root, key, v)
+	{
+		size_t i;
+		json_t *item, *units;
+
+		if (strcmp(key, "sigkeys") == 0) {
+			if (!json_is_array(v)) {
+				snprintf(why, whylen, "'sigkeys' must be an array of file names");
+				goto out;
+			}
+			json_array_foreach(v, i, item)
+			{
+				const char *f = json_string_value(item);
+				if (f == NULL || !cli_file_name_ok(f, ".sigkey")) {
+					snprintf(why, whylen,
+						 "'sigkeys' item %zu must be a .sigkey file name", i + 1);
+					goto out;
+				}
+				for (size_t k = 0; k < i; k++)
+					if (strcmp(json_string_value(json_array_get(v, k)), f) == 0) {
+						snprintf(why, whylen, "'sigkeys' names '%s' twice", f);
+						goto out;
+					}
+			}
+			continue;
+		}
+		if (!cli_sel_id_ok(key)) {
+			snprintf(why, whylen, "'%.64s' is not an instance id", key);
+			goto out;
+		}
+		units = json_object_get(v, "units");
+		if (!json_is_object(v) || json_object_size(v) != 1 || !json_is_array(units)) {
+			snprintf(why, whylen, "instance '%s': expected {\"units\": [numbers]}", key);
+			goto out;
+		}
+		json_array_foreach(units, i, item)
+		{
+			json_int_t num = json_integer_value(item);
+			if (!json_is_integer(item) || num < 1 || num > CLI_SEL_MAX_UNITS) {
+				snprintf(why, whylen, "instance '%s': unit numbers must be 1 to %d",
+					 key, CLI_SEL_MAX_UNITS);
+				goto out;
+			}
+			for (size_t k = 0; k < i; k++)
+				if (json_integer_value(json_array_get(units, k)) == num) {
+					snprintf(why, whylen, "instance '%s': unit %d selected twice",
+						 key, (int)num);
+					goto out;
+				}
+		}
+	}
+	*out = root;
+	root = NULL; /* transferred */
+	r = 0;
+out:
+	json_decref(root);
+	return r;
+}
+
+static void cli_selection_path(char *p, size_t n)
+{
+	snprintf(p, n, "%s/selection.json", cli_workspace());
+}
+
+/* Loads the selection (an empty object when there is none yet). Prints errors. */
+static int cli_selection_load(json_t **sel)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf b = {0};
+	char path[600], why[256];
+
+	*sel = NULL;
+	cli_selection_path(path, sizeof(path));
+	r = ky_file_read(path, CLI_SELECTION_MAX, &b);
+	if (r == KY_ERR_NOT_FOUND) {
+		if ((*sel = json_object()) == NULL) {
+			r = KY_ERR_NOMEM;
+			cli_fail(r, path, NULL);
+			goto out;
+		}
+		r = 0;
+		goto out;
+	}
+	if (r != 0) {
+		cli_fail(r, path, NULL);
+		goto out;
+	}
+	if ((r = cli_selection_parse((const char *)b.data, b.len, sel, why, sizeof(why))) != 0) {
+		cli_fail(r, path, "%s: fix or delete the file", why);
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&b);
+	return r;
+}
+
+static int cli_selection_save(json_t *sel)
+{
+	int r = KY_ERR_NOMEM;
+	char path[600];
+	char *text = NULL;
+
+	cli_selection_path(path, sizeof(path));
+	if ((r = cli_workspace_ensure()) != 0)
+		return r;
+	if ((text = json_dumps(sel, JSON_INDENT(2) | JSON_SORT_KEYS)) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, path, NULL);
+		return r;
+	}
+	if ((r = ky_file_write_atomic(path, text, strlen(text), 0600)) != 0)
+		cli_fail(r, path, "%s", strerror(errno));
+	free(text);
+	return r;
+}
+
+static int cli_int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+int cli_selection_units(const struct cli_instance *inst, int *numbers, size_t cap, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *sel = NULL, *arr, *item;
+	size_t count = 0, i;
+
+	*n = 0;
+	if ((r = cli_selection_load(&sel)) != 0)
+		return r;
+	arr = json_object_get(json_object_get(sel, inst->id), "units");
+	json_array_foreach(arr, i, item)
+	{
+		int num = (int)json_integer_value(item);
+		if (cli_instance_unit(inst, num) == NULL) {
+			fprintf(stderr,
+				"warning: selected crypto unit %d is not part of instance %s: "
+				"ignored\n",
+				num, inst->id);
+			continue;
+		}
+		if (count < cap)
+			numbers[count++] = num;
+	}
+	qsort(numbers, count, sizeof(numbers[0]), cli_int_cmp);
+	*n = count;
+	json_decref(sel);
+	return 0;
+}
+
+int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_unit *out = NULL;
+	int numbers[CLI_SEL_MAX_UNITS];
+	size_t count = 0;
+
+	*units = NULL;
+	*n = 0;
+	if ((r = cli_selection_units(inst, numbers, CLI_SEL_MAX_UNITS, &count)) != 0)
+		return r;
+	if (count == 0) {
+		r = KY_ERR_NO_UNITS;
+		cli_fail(r, NULL, NULL);
+		return r;
+	}
+	if ((out = calloc(count, sizeof(*out))) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		return r;
+	}
+	for (size_t i = 0; i < count; i++)
+		out[i] = *cli_instance_unit(inst, numbers[i]);
+	*units = out;
+	*n = count;
+	return 0;
+}
+
+int cli_selection_set_units(const struct cli_instance *inst, const int *numbers, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *sel = NULL, *arr = NULL, *entry = NULL;
+	int sorted[CLI_SEL_MAX_UNITS];
+
+	if (n > CLI_SEL_MAX_UNITS) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, NULL, "at most %d crypto units", CLI_SEL_MAX_UNITS);
+		return r;
+	}
+	if ((r = cli_selection_load(&sel)) != 0)
+		goto out;
+	memcpy(sorted, numbers, n * sizeof(*numbers));
+	qsort(sorted, n, sizeof(sorted[0]), cli_int_cmp);
+	r = KY_ERR_NOMEM;
+	if (n == 0) {
+		json_object_del(sel, inst->id);
+	} else {
+		if ((arr = json_array()) == NULL || (entry = json_object()) == NULL)
+			goto nomem;
+		for (size_t i = 0; i < n; i++) {
+			if (cli_instance_unit(inst, sorted[i]) == NULL) {
+				r = KY_ERR_USAGE;
+				cli_fail(r, NULL, "instance %s has no crypto unit %d", inst->id,
+					 sorted[i]);
+				goto out;
+			}
+			if (json_array_append_new(arr, json_integer(sorted[i])) != 0)
+				goto nomem;
+		}
+		if (json_object_set_new(entry, "units", arr) != 0) {
+			arr = NULL;
+			goto nomem;
+		}
+		arr = NULL; /* transferred */
+		if (json_object_set_new(sel, inst->id, entry) != 0) {
+			entry = NULL;
+			goto nomem;
+		}
+		entry = NULL; /* transferred */
+	}
+	r = cli_selection_save(sel);
+	goto out;
+nomem:
+	cli_fail(r, NULL, NULL);
+out:
+	json_decref(arr);
+	json_decref(entry);
+	json_decref(sel);
+	return r;
+}
+
+static const char *cli_base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s != NULL ? s + 1 : path;
+}
+
+int cli_selection_set_sigkeys(const char *const *paths, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *sel = NULL, *arr = NULL;
+
+	if ((r = cli_selection_load(&sel)) != 0)
+		goto out;
+	r = KY_ERR_NOMEM;
+	if ((arr = json_array()) == NULL)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		const char *f = cli_base_name(paths[i]);
+		if (!cli_file_name_ok(f, ".sigkey")) {
+			r = KY_ERR_USAGE;
+			cli_fail(r, paths[i], "not a .sigkey file name");
+			goto out;
+		}
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(cli_base_name(paths[k]), f) == 0) {
+				r = KY_ERR_USAGE;
+				cli_fail(r, paths[i], "signature key selected twice");
+				goto out;
+			}
+		if (json_array_append_new(arr, json_string(f)) != 0)
+			goto nomem;
+	}
+	if (json_object_set_new(sel, "sigkeys", arr) != 0) {
+		arr = NULL;
+		goto nomem;
+	}
+	arr = NULL; /* transferred */
+	r = cli_selection_save(sel);
+	goto out;
+nomem:
+	cli_fail(r, NULL, NULL);
+out:
+	json_decref(arr);
+	json_decref(sel);
+	return r;
+}
+
+int cli_selection_drop_sigkey(const char *path)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *sel = NULL, *arr;
+	const char *f = cli_base_name(path);
+
+	if ((r = cli_selection_load(&sel)) != 0)
+		return r;
+	arr = json_object_get(sel, "sigkeys");
+	for (size_t i = 0; i < json_array_size(arr); i++)
+		if (strcmp(json_string_value(json_array_get(arr, i)), f) == 0) {
+			json_array_remove(arr, i);
+			break;
+		}
+	r = cli_selection_save(sel);
+	json_decref(sel);
+	return r;
+}
+
+/* ---- listing workspace files ---- */
+
+/* A workspace file and when it was written: files are listed in creation order, so that a
+ * new file gets the next number and the numbers of the others stay. */
+struct cli_dir_entry {
+	char *name;
+	struct timespec mtime;
+};
+
+static int cli_entry_cmp(const void *a, const void *b)
+{
+	const struct cli_dir_entry *x = a, *y = b;
+
+	if (x->mtime.tv_sec != y->mtime.tv_sec)
+		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static void cli_names_free(char **names, size_t n)
+{
+	if (names == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Names of the regular files in <ws>/<sub> ending in suffix, oldest first. Prints errors. */
+static int cli_dir_list(const char *sub, const char *suffix, char ***names, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	char dir[600];
+	DIR *d = NULL;
+	struct dirent *e;
+	struct cli_dir_entry *ents = NULL;
+	char **out = NULL;
+	size_t count = 0, cap = 0;
+
+	*names = NULL;
+	*n = 0;
+	snprintf(dir, sizeof(dir), "%s/%s", cli_workspace(), sub);
+	if ((d = opendir(dir)) == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		r = KY_ERR_IO;
+		cli_fail(r, dir, "%s", strerror(errno));
+		return r;
+	}
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		if (!cli_file_name_ok(e->d_name, suffix))
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (count == cap) {
+			size_t c2 = cap ? 2 * cap : 16;
+			struct cli_dir_entry *e2 = realloc(ents, c2 * sizeof(*e2));
+			if (e2 == NULL)
+				goto nomem;
+			ents = e2;
+			cap = c2;
+		}
+		if ((ents[count].name = strdup(e->d_name)) == NULL)
+			goto nomem;
+		ents[count].mtime = st.st_mtim;
+		count++;
+	}
+	qsort(ents, count, sizeof(*ents), cli_entry_cmp);
+	if (count > 0 && (out = calloc(count, sizeof(*out))) == NULL)
+		goto nomem;
+	for (size_t i = 0; i < count; i++) {
+		out[i] = ents[i].name;
+		ents[i].name = NULL; /* transferred */
+	}
+	*names = out;
+	*n = count;
+	r = 0;
+	goto out;
+nomem:
+	r = KY_ERR_NOMEM;
+	cli_fail(r, dir, NULL);
+out:
+	for (size_t i = 0; i < count; i++)
+		free(ents[i].name);
+	free(ents);
+	closedir(d);
+	return r;
+}
+
+int cli_sigkeys_list(struct cli_sigkey **keys, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	char **names = NULL;
+	size_t nnames = 0, count = 0;
+	struct cli_sigkey *out = NULL;
+	json_t *sel = NULL, *selkeys;
+
+	*keys = NULL;
+	*n = 0;
+	if ((r = cli_selection_load(&sel)) != 0)
+		goto out;
+	selkeys = json_object_get(sel, "sigkeys");
+	if ((r = cli_dir_list("sigkeys", ".sigkey", &names, &nnames)) != 0)
+		goto out;
+	if (nnames > 0 && (out = calloc(nnames, sizeof(*out))) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < nnames; i++) {
+		struct cli_sigkey *k = &out[count];
+		X509 *cert = NULL;
+		size_t j;
+		json_t *item;
+		int e;
+
+		snprintf(k->path, sizeof(k->path), "%s/sigkeys/%s", cli_workspace(), names[i]);
+		if ((e = ky_sigkey_read_cert(k->path, &cert)) != 0 ||
+		    (e = ky_cert_cn(cert, k->name, sizeof(k->name))) != 0 ||
+		    (e = ky_cert_ski(cert, k->ski)) != 0) {
+			fprintf(stderr, "warning: %s: %s: skipped\n", k->path, ky_err_message(e));
+			X509_free(cert);
+			memset(k, 0, sizeof(*k));
+			continue;
+		}
+		X509_free(cert);
+		json_array_foreach(selkeys, j, item)
+		{
+			if (strcmp(json_string_value(item), names[i]) == 0)
+				k->selected = true;
+		}
+		k->number = (int)++count;
+	}
+	*keys = out;
+	out = NULL; /* transferred */
+	*n = count;
+	r = 0;
+out:
+	free(out);
+	cli_names_free(names, nnames);
+	json_decref(sel);
+	return r;
+}
+
+int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	char **names = NULL;
+	size_t nnames = 0, count = 0;
+	struct cli_keypart *out = NULL;
+
+	*parts = NULL;
+	*n = 0;
+	if ((r = cli_dir_list("keyparts", ".keypart", &names, &nnames)) != 0)
+		goto out;
+	if (nnames > 0 && (out = calloc(nnames, sizeof(*out))) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < nnames; i++) {
+		struct cli_keypart *p = &out[count];
+		struct ky_keypart_info info;
+		int e;
+
+		snprintf(p->path, sizeof(p->path), "%s/keyparts/%s", cli_workspace(), names[i]);
+		memset(&info, 0, sizeof(info));
+		if ((e = ky_keypart_read_info(p->path, &info)) != 0) {
+			fprintf(stderr, "warning: %s: %s: skipped\n", p->path, ky_err_message(e));
+			memset(p, 0, sizeof(*p));
+			continue;
+		}
+		snprintf(p->description, sizeof(p->description), "%s", info.description);
+		ky_hex_encode(info.vp, KY_VP_LEN, p->vp_hex);
+		p->number = (int)++count;
+	}
+	*parts = out;
+	out = NULL; /* transferred */
+	*n = count;
+	r = 0;
+out:
+	free(out);
+	cli_names_free(names, nnames);
+	return r;
+}
+
+/* ---- signers ---- */
+
+void cli_signers_free(struct cli_signer *signers, size_t n)
+{
+	if (signers == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		X509_free(signers[i].cert);
+		EVP_PKEY_free(signers[i].key);
+	}
+	free(signers);
+}
+
+int cli_signers_open(struct cli_signer **signers, size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *sel = NULL, *selkeys, *item;
+	struct cli_signer *out = NULL;
+	size_t count = 0, i;
+	char *password = NULL;
+
+	*signers = NULL;
+	*n = 0;
+	if ((r = cli_selection_load(&sel)) != 0)
+		goto out;
+	selkeys = json_object_get(sel, "sigkeys");
+	if (json_array_size(selkeys) == 0) {
+		r = KY_ERR_NO_SIGNERS;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if ((out = calloc(json_array_size(selkeys), sizeof(*out))) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	json_array_foreach(selkeys, i, item)
+	{
+		struct cli_signer *s = &out[count];
+		char path[600], subject[128], prompt[128];
+		X509 *cert = NULL;
+
+		snprintf(path, sizeof(path), "%s/sigkeys/%s", cli_workspace(),
+			 json_string_value(item));
+		if ((r = ky_sigkey_read_cert(path, &cert)) != 0 ||
+		    (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
+			X509_free(cert);
+			if (r == KY_ERR_NOT_FOUND)
+				cli_fail(r, path,
+					 "selected signature key file is gone: run 'kyok tke "
+					 "sigkey-sel'");
+			else
+				cli_fail(r, path, NULL);
+			goto out;
+		}
+		X509_free(cert);
+		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
+		snprintf(prompt, sizeof(prompt), "password for signature key '%s'", s->name);
+		if ((r = cli_password(prompt, false, &password)) != 0)
+			goto out;
+		r = ky_sigkey_open(path, password, &s->cert, &s->key);
+		cli_secret_free(password);
+		password = NULL;
+		if (r != 0) {
+			cli_fail(r, subject, NULL);
+			goto out;
+		}
+		count++;
+	}
+	*signers = out;
+	out = NULL; /* transferred */
+	*n = count;
+	r = 0;
+out:
+	cli_signers_free(out, count);
+	cli_secret_free(password);
+	json_decref(sel);
+	return r;
+}
+
+/* ---- known_units: "<instance> <unit> <sha256 hex>" per line ---- */
+
+static void cli_known_units_path(char *p, size_t n)
+{
+	snprintf(p, n, "%s/known_units", cli_workspace());
+}
+
+int cli_known_unit_lookup(const char *instance, const char *unit, char fp[65])
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf b = {0};
+	char path[600];
+	char *text = NULL, *line, *save = NULL;
+
+	cli_known_units_path(path, sizeof(path));
+	r = ky_file_read(path, CLI_KNOWN_UNITS_MAX, &b);
+	if (r == KY_ERR_NOT_FOUND)
+		return r;
+	if (r != 0) {
+		cli_fail(r, path, NULL);
+		return r;
+	}
+	if ((text = strndup((const char *)b.data, b.len)) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, path, NULL);
+		goto out;
+	}
+	r = KY_ERR_NOT_FOUND;
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		char inst[KY_ID_MAX + 1], u[KY_ID_MAX + 1], hex[65], extra;
+		uint8_t raw[32];
+		if (line[0] == '#')
+			continue;
+		if (sscanf(line, "%64s %64s %64s %c", inst, u, hex, &extra) != 3)
+			continue;
+		if (strcmp(inst, instance) != 0 || strcmp(u, unit) != 0)
+			continue;
+		if (ky_hex_decode(hex, raw, sizeof(raw)) != 0) {
+			r = KY_ERR_CONFIG;
+			cli_fail(r, path, "line for crypto unit %s has a malformed fingerprint: "
+					  "delete that line to pin the unit again", unit);
+			goto out;
+		}
+		memcpy(fp, hex, 65);
+		r = 0;
+		break;
+	}
+out:
+	free(text);
+	ky_buf_free(&b);
+	return r;
+}
+
+int cli_known_unit_pin(const char *instance, const char *unit, const char *fp)
+{
+	int r = KY_ERR_INTERNAL;
+	char path[600], line[256];
+	int fd = -1, len;
+
+	if ((r = cli_workspace_ensure()) != 0)
+		return r;
+	cli_known_units_path(path, sizeof(path));
+	len = snprintf(line, sizeof(line), "%s %s %s\n", instance, unit, fp);
+	r = KY_ERR_IO;
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+		cli_fail(r, path, "%s", strerror(errno));
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}

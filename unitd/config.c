@@ -1,1 +1,389 @@
-/* placeholder */
+/* The unit configuration file: "key = value" lines, '#' comments, blank lines.
+ *
+ *   instance  = inst-1          required, 1..64 of [A-Za-z0-9._-]
+ *   unit      = unit-1          required, same
+ *   zone      = zone-a          required, same
+ *   listen    = 127.0.0.1:0     optional (this default), host:port, [v6]:port, port 0 = any
+ *   data_dir  = /var/lib/kyok   required, created 0700 when missing
+ *   port_file = unit.port       optional, receives the bound port
+ *   log_file  = unit.log        optional, stderr when absent
+ *
+ * Relative paths are resolved against the directory of the config file. The parser only
+ * parses: it touches no file but the one it reads.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/err.h"
+#include "unitd/unitd.h"
+
+enum config_kind { CONFIG_ID, CONFIG_LISTEN, CONFIG_PATH };
+
+struct config_key {
+	const char *name;
+	enum config_kind kind;
+	bool required;
+};
+
+static const struct config_key config_keys[] = {
+    {"instance", CONFIG_ID, true},    {"unit", CONFIG_ID, true},
+    {"zone", CONFIG_ID, true},        {"listen", CONFIG_LISTEN, false},
+    {"data_dir", CONFIG_PATH, true},  {"port_file", CONFIG_PATH, false},
+    {"log_file", CONFIG_PATH, false},
+};
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static void config_err(char *err, size_t errlen, const char *name, size_t line, const char *fmt,
+                       ...) __attribute__((format(printf, 5, 6)));
+
+static void config_err(char *err, size_t errlen, const char *name, size_t line, const char *fmt,
+                       ...)
+{
+	int off;
+	va_list ap;
+
+	if (line > 0)
+		off = snprintf(err, errlen, "%s:%zu: ", name, line);
+	else
+		off = snprintf(err, errlen, "%s: ", name);
+	if (off < 0 || (size_t)off >= errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err + off, errlen - (size_t)off, fmt, ap);
+	va_end(ap);
+}
+
+static bool config_id_ok(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n < 1 || n > KY_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool config_host_char_ok(char c, bool v6)
+{
+	if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	    c == '.' || c == '-')
+		return true;
+	return v6 && c == ':';
+}
+
+/* host:port, [v6-literal]:port. The port is 0..65535 in decimal. */
+static int config_listen_parse(const char *v, struct unitd_config *cfg)
+{
+	const char *host, *colon, *p;
+	size_t hostlen;
+	bool v6 = false;
+	unsigned long port = 0;
+
+	if (v[0] == '[') {
+		const char *close = strchr(v, ']');
+		if (close == NULL || close[1] != ':')
+			return KY_ERR_CONFIG;
+		host = v + 1;
+		hostlen = (size_t)(close - host);
+		colon = close + 1;
+		v6 = true;
+	} else {
+		colon = strrchr(v, ':');
+		if (colon == NULL)
+			return KY_ERR_CONFIG;
+		host = v;
+		hostlen = (size_t)(colon - v);
+		if (memchr(host, ':', hostlen) != NULL)
+			return KY_ERR_CONFIG; /* a v6 literal needs brackets */
+	}
+	if (hostlen < 1 || hostlen > UNITD_HOST_MAX)
+		return KY_ERR_CONFIG;
+	for (size_t i = 0; i < hostlen; i++)
+		if (!config_host_char_ok(host[i], v6))
+			return KY_ERR_CONFIG;
+	p = colon + 1;
+	if (*p == '\0' || strlen(p) > 5)
+		return KY_ERR_CONFIG;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return KY_ERR_CONFIG;
+		port = port * 10 + (unsigned long)(*p - '0');
+	}
+	if (port > 65535)
+		return KY_ERR_CONFIG;
+	memcpy(cfg->host, host, hostlen);
+	cfg->host[hostlen] = '\0';
+	cfg->port = (uint16_t)port;
+	return 0;
+}
+
+/* Absolute copy of v, resolved against base_dir when relative. */
+static int config_path_parse(const char *v, const char *base_dir, char **out)
+{
+	char *p = NULL;
+
+	for (const char *c = v; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return KY_ERR_CONFIG;
+	if (v[0] == '/' || base_dir == NULL || base_dir[0] == '\0') {
+		p = strdup(v);
+	} else if (asprintf(&p, "%s/%s", base_dir, v) < 0) {
+		p = NULL;
+	}
+	if (p == NULL)
+		return KY_ERR_NOMEM;
+	if (strlen(p) >= PATH_MAX) {
+		free(p);
+		return KY_ERR_CONFIG;
+	}
+	*out = p;
+	return 0;
+}
+
+static char **config_path_slot(struct unitd_config *cfg, const char *name)
+{
+	if (strcmp(name, "data_dir") == 0)
+		return &cfg->data_dir;
+	if (strcmp(name, "port_file") == 0)
+		return &cfg->port_file;
+	return &cfg->log_file;
+}
+
+static char *config_id_slot(struct unitd_config *cfg, const char *name)
+{
+	if (strcmp(name, "instance") == 0)
+		return cfg->instance;
+	if (strcmp(name, "unit") == 0)
+		return cfg->unit;
+	return cfg->zone;
+}
+
+static bool config_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Handles one "key = value" line (already stripped of its newline); seen[] holds the line
+ * each key was set on. */
+static int config_line(const char *name, const char *base_dir, size_t lineno, char *line,
+                       struct unitd_config *cfg, size_t seen[CONFIG_NKEYS], char *err,
+                       size_t errlen)
+{
+	char *key, *val, *eq, *end;
+	const struct config_key *k = NULL;
+	size_t ki;
+	int r;
+
+	while (config_blank(*line))
+		line++;
+	if (*line == '\0' || *line == '#')
+		return 0;
+	for (const char *c = line; *c; c++) {
+		if ((unsigned char)*c < 0x20 && *c != '\t') {
+			config_err(err, errlen, name, lineno, "control character in line");
+			return KY_ERR_CONFIG;
+		}
+	}
+	eq = strchr(line, '=');
+	if (eq == NULL) {
+		config_err(err, errlen, name, lineno, "expected 'key = value'");
+		return KY_ERR_CONFIG;
+	}
+	key = line;
+	end = eq;
+	while (end > key && config_blank(end[-1]))
+		end--;
+	*end = '\0';
+	val = eq + 1;
+	while (config_blank(*val))
+		val++;
+	end = val + strlen(val);
+	while (end > val && config_blank(end[-1]))
+		end--;
+	*end = '\0';
+
+	if (key[0] == '\0') {
+		config_err(err, errlen, name, lineno, "expected 'key = value': key is missing");
+		return KY_ERR_CONFIG;
+	}
+	for (ki = 0; ki < CONFIG_NKEYS; ki++) {
+		if (strcmp(config_keys[ki].name, key) == 0) {
+			k = &config_keys[ki];
+			break;
+		}
+	}
+	if (k == NULL) {
+		config_err(err, errlen, name, lineno,
+		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
+		           "port_file, log_file)",
+		           key);
+		return KY_ERR_CONFIG;
+	}
+	if (seen[ki] != 0) {
+		config_err(err, errlen, name, lineno, "duplicate key '%s' (first set on line %zu)",
+		           key, seen[ki]);
+		return KY_ERR_CONFIG;
+	}
+	seen[ki] = lineno;
+	if (val[0] == '\0') {
+		config_err(err, errlen, name, lineno, "empty value for '%s'", key);
+		return KY_ERR_CONFIG;
+	}
+
+	switch (k->kind) {
+	case CONFIG_ID:
+		if (!config_id_ok(val)) {
+			config_err(
+			    err, errlen, name, lineno,
+			    "bad value for '%s': use 1 to 64 characters of A-Z a-z 0-9 . _ -", key);
+			return KY_ERR_CONFIG;
+		}
+		strcpy(config_id_slot(cfg, key), val);
+		return 0;
+	case CONFIG_LISTEN:
+		if (config_listen_parse(val, cfg) != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for 'listen': expected host:port or [ipv6]:port with "
+			           "port 0 to 65535, e.g. 127.0.0.1:0");
+			return KY_ERR_CONFIG;
+		}
+		return 0;
+	case CONFIG_PATH:
+		r = config_path_parse(val, base_dir, config_path_slot(cfg, key));
+		if (r == KY_ERR_NOMEM) {
+			config_err(err, errlen, name, lineno, "out of memory");
+			return r;
+		}
+		if (r != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for '%s': path has control characters or is too long",
+			           key);
+			return KY_ERR_CONFIG;
+		}
+		return 0;
+	}
+	config_err(err, errlen, name, lineno, "internal error");
+	return KY_ERR_INTERNAL;
+}
+
+int unitd_config_parse(const char *name, const char *base_dir, const char *text, size_t n,
+                       struct unitd_config *cfg, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	size_t seen[CONFIG_NKEYS] = {0};
+	size_t lineno = 0, pos = 0;
+	char *line = NULL;
+
+	memset(cfg, 0, sizeof(*cfg));
+	strcpy(cfg->host, "127.0.0.1");
+	cfg->port = 0;
+	err[0] = '\0';
+
+	if (n > UNITD_CONFIG_MAX_BYTES) {
+		config_err(err, errlen, name, 0, "file too large (at most %d bytes)",
+		           UNITD_CONFIG_MAX_BYTES);
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
+	if ((line = malloc(n + 1)) == NULL) {
+		config_err(err, errlen, name, 0, "out of memory");
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	while (pos < n) {
+		const char *nl = memchr(text + pos, '\n', n - pos);
+		size_t len = nl ? (size_t)(nl - (text + pos)) : n - pos;
+
+		lineno++;
+		if (memchr(text + pos, '\0', len) != NULL) {
+			config_err(err, errlen, name, lineno, "NUL byte in line");
+			r = KY_ERR_CONFIG;
+			goto out;
+		}
+		memcpy(line, text + pos, len);
+		pos += len + (nl ? 1 : 0);
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		line[len] = '\0';
+		if ((r = config_line(name, base_dir, lineno, line, cfg, seen, err, errlen)) != 0)
+			goto out;
+	}
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		if (config_keys[i].required && seen[i] == 0) {
+			config_err(err, errlen, name, 0, "missing required key '%s'",
+			           config_keys[i].name);
+			r = KY_ERR_CONFIG;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	free(line);
+	if (r != 0)
+		unitd_config_release(cfg);
+	return r;
+}
+
+int unitd_config_load(const char *path, struct unitd_config *cfg, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf text = {0};
+	char *dir = NULL, *slash, *absdir = NULL;
+
+	memset(cfg, 0, sizeof(*cfg));
+	r = ky_file_read(path, UNITD_CONFIG_MAX_BYTES, &text);
+	if (r == KY_ERR_TOO_LARGE) {
+		snprintf(err, errlen, "%s: file too large (at most %d bytes)", path,
+		         UNITD_CONFIG_MAX_BYTES);
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
+	if (r != 0) {
+		snprintf(err, errlen, "%s: cannot read config file: %s", path,
+		         r == KY_ERR_NOT_FOUND ? "no such file" : strerror(errno));
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
+	if ((dir = strdup(path)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	/* Resolve the base now: the daemon's working directory is not the config's. */
+	if ((absdir = realpath(dir, NULL)) == NULL) {
+		snprintf(err, errlen, "%s: cannot resolve directory: %s", path, strerror(errno));
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
+	r = unitd_config_parse(path, absdir, (const char *)text.data, text.len, cfg, err, errlen);
+out:
+	ky_buf_free(&text);
+	free(dir);
+	free(absdir);
+	return r;
+}
+
+void unitd_config_release(struct unitd_config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->data_dir);
+	free(cfg->port_file);
+	free(cfg->log_file);
+	memset(cfg, 0, sizeof(*cfg));
+}

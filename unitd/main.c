@@ -1,1 +1,185 @@
-/* placeholder */
+/* kyok-unitd: one software crypto unit.
+ *
+ *   kyok-unitd --config unit.conf
+ *
+ * Start order: harden the process, read the config, open the log, take the data directory,
+ * open the seal, load or create the unit state, bind, serve, write the port file. SIGTERM
+ * or SIGINT stop it cleanly; SIGHUP reopens the log file.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "unitd/unitd.h"
+
+#ifndef KYOK_VERSION
+#define KYOK_VERSION "0.1.0"
+#endif
+
+static void unitd_usage(FILE *fp)
+{
+	fprintf(fp, "usage: kyok-unitd --config PATH\n"
+	            "\n"
+	            "Runs one kyok crypto unit: its sealed domain state and the admin endpoint\n"
+	            "/v1/admin/... that 'kyok tke' talks to.\n"
+	            "\n"
+	            "options:\n"
+	            "  -c, --config PATH   unit configuration file (required)\n"
+	            "  -h, --help          show this help\n"
+	            "  -V, --version       show the version\n"
+	            "\n"
+	            "config file: 'key = value' lines, '#' comments:\n"
+	            "  instance = ID       service instance (1..64 of A-Z a-z 0-9 . _ -)\n"
+	            "  unit = ID           this crypto unit\n"
+	            "  zone = ID           availability zone\n"
+	            "  listen = HOST:PORT  default 127.0.0.1:0 (0 = any free port)\n"
+	            "  data_dir = PATH     sealed state and seal key (created 0700)\n"
+	            "  port_file = PATH    optional: receives the bound port\n"
+	            "  log_file = PATH     optional: log here instead of stderr\n"
+	            "relative paths are taken from the config file's directory.\n");
+}
+
+/* A start failure: to the log, and to stderr too when the log is a file, so that whoever
+ * started the daemon sees why it stopped. */
+static void unitd_start_error(const struct unitd_config *cfg, const char *msg)
+{
+	unitd_log("error: %s", msg);
+	if (cfg->log_file != NULL)
+		fprintf(stderr, "error: %s\n", msg);
+}
+
+/* Writes "PORT\n" to path atomically. */
+static int unitd_port_file(const char *path, uint16_t port)
+{
+	char line[16];
+	int n = snprintf(line, sizeof(line), "%u\n", (unsigned)port);
+
+	return ky_file_write_atomic(path, line, (size_t)n, 0600);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	int r = KY_ERR_INTERNAL, status = KY_EXIT_INTERNAL, opt, sig = 0;
+	const char *config_path = NULL;
+	char err[UNITD_ERR_MAX] = "";
+	struct unitd_config cfg;
+	struct unitd_store st = {.lock_fd = -1};
+	struct ky_domain *dom = NULL;
+	struct unitd_server *srv = NULL;
+	sigset_t sigs;
+	bool port_written = false;
+
+	memset(&cfg, 0, sizeof(cfg));
+	while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'h':
+			unitd_usage(stdout);
+			return 0;
+		case 'V':
+			printf("kyok-unitd %s\n", KYOK_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "usage: kyok-unitd --config PATH (see --help)\n");
+			return KY_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "error: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "usage: kyok-unitd --config PATH (see --help)\n");
+		return KY_EXIT_USAGE;
+	}
+	if (config_path == NULL) {
+		fprintf(stderr, "error: missing --config PATH\n");
+		fprintf(stderr, "usage: kyok-unitd --config PATH (see --help)\n");
+		return KY_EXIT_USAGE;
+	}
+
+	/* Before anything secret exists. */
+	if ((r = unitd_harden(err, sizeof(err))) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		return ky_err_exit(r);
+	}
+	if ((r = unitd_config_load(config_path, &cfg, err, sizeof(err))) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if ((r = unitd_log_open(cfg.log_file, err, sizeof(err))) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		status = ky_err_exit(r);
+		goto out;
+	}
+	/* Blocked here, so every server thread inherits the mask and sigwait gets them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	if ((errno = pthread_sigmask(SIG_BLOCK, &sigs, NULL)) != 0) {
+		unitd_start_error(&cfg, "cannot block signals");
+		goto out;
+	}
+
+	if ((r = unitd_store_open(cfg.data_dir, &st, err, sizeof(err))) != 0 ||
+	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
+		unitd_start_error(&cfg, err);
+		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if ((r = unitd_server_start(&cfg, &st, &dom, &srv, err, sizeof(err))) != 0) {
+		unitd_start_error(&cfg, err);
+		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if (cfg.port_file != NULL) {
+		if ((r = unitd_port_file(cfg.port_file, unitd_server_port(srv))) != 0) {
+			snprintf(err, sizeof(err), "cannot write port file '%s': %s", cfg.port_file,
+			         ky_err_message(r));
+			unitd_start_error(&cfg, err);
+			status = ky_err_exit(r);
+			goto out;
+		}
+		port_written = true;
+	}
+	unitd_log("kyok-unitd: unit %s zone %s instance %s listening on %s:%u", cfg.unit, cfg.zone,
+	          cfg.instance, unitd_server_addr(srv), (unsigned)unitd_server_port(srv));
+
+	for (;;) {
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			unitd_log_reopen();
+			unitd_log("log reopened");
+			continue;
+		}
+		break;
+	}
+	unitd_log("kyok-unitd: unit %s stopping (%s)", cfg.unit,
+	          sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	status = 0;
+out:
+	unitd_server_free(srv); /* stops serving, frees the live state */
+	ky_domain_free(dom);
+	if (port_written)
+		(void)unlink(cfg.port_file);
+	unitd_store_release(&st);
+	if (status == 0)
+		unitd_log("kyok-unitd: unit %s stopped", cfg.unit);
+	unitd_config_release(&cfg);
+	unitd_log_close();
+	return status;
+}

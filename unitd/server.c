@@ -1,1 +1,692 @@
-/* placeholder */
+/* The unit's HTTP endpoints (include/kyok/wire.h) and its log.
+ *
+ * One mutex serialises commands and state reads. A command runs on a private copy of the
+ * state; the copy is sealed and written, and only then replaces the live state. Every reply
+ * is signed by the unit identity key over method, path, the request's nonce and the body.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "kyok/wire.h"
+#include "unitd/unitd.h"
+
+/* ---- log ---- */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static FILE *log_fp;   /* NULL = stderr */
+static char *log_path; /* NULL = stderr */
+
+static FILE *log_file_open(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	FILE *fp;
+
+	if (fd < 0)
+		return NULL;
+	if ((fp = fdopen(fd, "a")) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	setvbuf(fp, NULL, _IOLBF, 0);
+	return fp;
+}
+
+int unitd_log_open(const char *path, char *err, size_t errlen)
+{
+	FILE *fp;
+
+	if (path == NULL)
+		return 0;
+	if ((fp = log_file_open(path)) == NULL) {
+		snprintf(err, errlen, "cannot open log file '%s': %s", path, strerror(errno));
+		return KY_ERR_IO;
+	}
+	if ((log_path = strdup(path)) == NULL) {
+		fclose(fp);
+		snprintf(err, errlen, "out of memory");
+		return KY_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&log_lock);
+	log_fp = fp;
+	pthread_mutex_unlock(&log_lock);
+	return 0;
+}
+
+void unitd_log_reopen(void)
+{
+	FILE *fp;
+
+	if (log_path == NULL || (fp = log_file_open(log_path)) == NULL)
+		return;
+	pthread_mutex_lock(&log_lock);
+	if (log_fp != NULL)
+		fclose(log_fp);
+	log_fp = fp;
+	pthread_mutex_unlock(&log_lock);
+}
+
+void unitd_log_close(void)
+{
+	pthread_mutex_lock(&log_lock);
+	if (log_fp != NULL)
+		fclose(log_fp);
+	log_fp = NULL;
+	pthread_mutex_unlock(&log_lock);
+	free(log_path);
+	log_path = NULL;
+}
+
+static void log_vline(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
+static void log_vline(const char *fmt, va_list ap)
+{
+	char ts[32] = "-", line[1024];
+	struct timespec now;
+	struct tm tm;
+	size_t n;
+
+	if (clock_gettime(CLOCK_REALTIME, &now) == 0 && gmtime_r(&now.tv_sec, &tm) != NULL)
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	pthread_mutex_lock(&log_lock);
+	fprintf(log_fp ? log_fp : stderr, "%s %s\n", ts, line);
+	fflush(log_fp ? log_fp : stderr);
+	pthread_mutex_unlock(&log_lock);
+}
+
+void unitd_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(fmt, ap);
+	va_end(ap);
+}
+
+static void server_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void server_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	unitd_log("http: %s", msg);
+}
+
+/* ---- server ---- */
+
+struct unitd_server {
+	struct MHD_Daemon *mhd;
+	pthread_mutex_t lock; /* guards dom and every state write */
+	struct ky_domain *dom;
+	struct unitd_store *st;
+	uint16_t port;
+	char addr[INET6_ADDRSTRLEN + 3];
+};
+
+enum server_route {
+	ROUTE_HEALTH,
+	ROUTE_STATE,
+	ROUTE_IDENTITY,
+	ROUTE_IMPORTER,
+	ROUTE_COMMAND,
+};
+
+static const struct {
+	const char *path;
+	const char *method;
+	enum server_route route;
+} server_routes[] = {
+    {"/v1/health", "GET", ROUTE_HEALTH},           {"/v1/admin/state", "GET", ROUTE_STATE},
+    {"/v1/admin/identity", "GET", ROUTE_IDENTITY}, {"/v1/admin/importer", "GET", ROUTE_IMPORTER},
+    {"/v1/admin/command", "POST", ROUTE_COMMAND},
+};
+
+#define SERVER_NROUTES   (sizeof(server_routes) / sizeof(server_routes[0]))
+#define SERVER_DRAIN_MAX (16 * (size_t)KY_MAX_COMMAND_BYTES)
+#define SERVER_CT_JSON   "application/json"
+#define SERVER_CT_PEM    "application/x-pem-file"
+
+/* One request in progress. */
+struct server_req {
+	bool has_nonce;
+	char nonce[KY_NONCE_HEX + 1];
+	bool too_large;
+	bool answered;  /* a reply was queued before the body ended */
+	size_t drained; /* bytes thrown away after too_large */
+	struct ky_buf body;
+};
+
+static bool server_nonce_ok(const char *s)
+{
+	if (strlen(s) != KY_NONCE_HEX)
+		return false;
+	for (const char *c = s; *c; c++)
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+			return false;
+	return true;
+}
+
+static int server_json_cb(const char *buf, size_t size, void *data)
+{
+	return ky_buf_append(data, buf, size) == 0 ? 0 : -1;
+}
+
+/* Compact JSON and a newline. */
+static int server_json_body(const json_t *j, struct ky_buf *out)
+{
+	if (j == NULL)
+		return KY_ERR_NOMEM;
+	if (json_dump_callback(j, server_json_cb, out, JSON_COMPACT) != 0)
+		return KY_ERR_NOMEM;
+	return ky_buf_append(out, "\n", 1);
+}
+
+/* The identity key of the live state, with a reference of its own: replies are signed
+ * outside the lock, and a command may replace the state meanwhile. */
+static EVP_PKEY *server_identity_locked(struct unitd_server *srv)
+{
+	EVP_PKEY *k = srv->dom->identity_key;
+
+	if (k == NULL || EVP_PKEY_up_ref(k) != 1)
+		return NULL;
+	return k;
+}
+
+static enum MHD_Result server_send(struct MHD_Connection *c, EVP_PKEY *identity, const char *method,
+                                   const char *url, const char *nonce, unsigned status,
+                                   const char *ctype, const struct ky_buf *body, const char *allow)
+{
+	struct MHD_Response *resp = NULL;
+	char *sig = NULL;
+	enum MHD_Result ret = MHD_NO;
+	int r;
+
+	r = identity ? ky_reply_sign(identity, method, url, nonce, body->data, body->len, &sig)
+	             : KY_ERR_INTERNAL;
+	if (r != 0) {
+		/* An unsigned reply would be refused by the client anyway; say why here. */
+		unitd_log("error: cannot sign reply to %s %s: %s", method, url, ky_err_message(r));
+		sig = NULL;
+	}
+	resp = MHD_create_response_from_buffer(body->len, body->data, MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		goto out;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES ||
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES ||
+	    (sig != NULL && MHD_add_response_header(resp, KY_HDR_SIGNATURE, sig) != MHD_YES) ||
+	    (allow != NULL &&
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES))
+		goto out;
+	ret = MHD_queue_response(c, status, resp);
+out:
+	if (resp != NULL)
+		MHD_destroy_response(resp);
+	free(sig);
+	return ret;
+}
+
+static enum MHD_Result server_send_error(struct MHD_Connection *c, EVP_PKEY *identity,
+                                         const char *method, const char *url, const char *nonce,
+                                         int err, const char *detail, const char *allow)
+{
+	struct ky_buf body = {0};
+	json_t *j;
+	enum MHD_Result ret;
+
+	j = json_pack("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", ky_err_slug(err),
+	              "message", ky_err_message(err), "detail", detail ? detail : "");
+	if (server_json_body(j, &body) != 0) {
+		ky_buf_free(&body);
+		if (ky_buf_append_str(&body, "{\"ok\":false}\n") != 0)
+			ky_buf_free(&body);
+	}
+	json_decref(j);
+	ret = server_send(c, identity, method, url, nonce, (unsigned)ky_err_http(err),
+	                  SERVER_CT_JSON, &body, allow);
+	ky_buf_free(&body);
+	return ret;
+}
+
+/* Same, fetching the identity key itself. */
+static enum MHD_Result server_fail(struct unitd_server *srv, struct MHD_Connection *c,
+                                   const char *method, const char *url, const char *nonce, int err,
+                                   const char *detail, const char *allow)
+{
+	EVP_PKEY *id;
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&srv->lock);
+	id = server_identity_locked(srv);
+	pthread_mutex_unlock(&srv->lock);
+	ret = server_send_error(c, id, method, url, nonce, err, detail, allow);
+	EVP_PKEY_free(id);
+	return ret;
+}
+
+/* GET endpoints: a snapshot of the live state under the lock. */
+static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connection *c,
+                                  enum server_route route, const char *url, const char *nonce)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf body = {0};
+	const char *ctype = SERVER_CT_JSON;
+	json_t *j = NULL;
+	char *pem = NULL;
+	EVP_PKEY *id = NULL;
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&srv->lock);
+	id = server_identity_locked(srv);
+	switch (route) {
+	case ROUTE_HEALTH:
+		j = json_pack("{s:s}", "status", "ok");
+		r = j ? 0 : KY_ERR_NOMEM;
+		break;
+	case ROUTE_STATE:
+		j = ky_domain_public_json(srv->dom);
+		r = j ? 0 : KY_ERR_NOMEM;
+		break;
+	case ROUTE_IDENTITY:
+		r = ky_cert_to_pem(srv->dom->identity_cert, &pem);
+		ctype = SERVER_CT_PEM;
+		break;
+	case ROUTE_IMPORTER:
+		r = ky_cert_to_pem(srv->dom->importer_cert, &pem);
+		ctype = SERVER_CT_PEM;
+		break;
+	case ROUTE_COMMAND:
+		r = KY_ERR_INTERNAL;
+		break;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (r == 0)
+		r = j ? server_json_body(j, &body) : ky_buf_append_str(&body, pem);
+	if (r != 0)
+		ret = server_send_error(c, id, "GET", url, nonce, r, "", NULL);
+	else
+		ret = server_send(c, id, "GET", url, nonce, MHD_HTTP_OK, ctype, &body, NULL);
+	json_decref(j);
+	free(pem);
+	ky_buf_free(&body);
+	EVP_PKEY_free(id);
+	return ret;
+}
+
+/* What the log says about a command: its op and counter when it parses, else "-". */
+static void server_command_label(const uint8_t *cms, size_t n, char *op, size_t oplen,
+                                 char *counter, size_t counterlen)
+{
+	struct ky_buf content = {0};
+	struct ky_cms_signer *signers = NULL;
+	size_t nsigners = 0;
+	struct ky_command *cmd = NULL;
+
+	snprintf(op, oplen, "-");
+	snprintf(counter, counterlen, "-");
+	if (ky_cms_parse(cms, n, &content, &signers, &nsigners) != 0)
+		goto out;
+	if (ky_command_parse(content.data, content.len, &cmd) != 0)
+		goto out;
+	snprintf(op, oplen, "%s", ky_op_name(cmd->op));
+	snprintf(counter, counterlen, "%llu", (unsigned long long)cmd->counter);
+out:
+	ky_command_free(cmd);
+	free(signers);
+	ky_buf_free(&content);
+}
+
+/* Runs one command: on a copy, sealed and written before it replaces the live state. */
+static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
+                                      const char *url, const char *nonce, const struct ky_buf *cms)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_domain *copy = NULL, *old = NULL;
+	json_t *result = NULL, *state = NULL, *reply = NULL;
+	char detail[512] = "", op[32], counter[24], from[INET6_ADDRSTRLEN] = "-";
+	struct ky_buf body = {0};
+	EVP_PKEY *id = NULL;
+	const union MHD_ConnectionInfo *ci;
+	enum MHD_Result ret;
+
+	server_command_label(cms->data, cms->len, op, sizeof(op), counter, sizeof(counter));
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci != NULL && ci->client_addr != NULL)
+		(void)getnameinfo(ci->client_addr,
+		                  ci->client_addr->sa_family == AF_INET6
+		                      ? sizeof(struct sockaddr_in6)
+		                      : sizeof(struct sockaddr_in),
+		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
+
+	pthread_mutex_lock(&srv->lock);
+	if ((r = ky_domain_dup(srv->dom, &copy)) != 0) {
+		snprintf(detail, sizeof(detail), "cannot copy the unit state");
+		goto unlock;
+	}
+	if ((r = ky_ceremony_execute(copy, cms->data, cms->len, &result, detail, sizeof(detail))) !=
+	    0)
+		goto unlock;
+	if ((r = unitd_state_write(srv->st, copy)) != 0) {
+		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
+		          ky_err_message(r));
+		snprintf(detail, sizeof(detail),
+		         "the unit cannot write its sealed state: nothing was changed");
+		goto unlock;
+	}
+	old = srv->dom;
+	srv->dom = copy;
+	copy = NULL; /* transferred */
+	state = ky_domain_public_json(srv->dom);
+	r = 0;
+unlock:
+	id = server_identity_locked(srv);
+	pthread_mutex_unlock(&srv->lock);
+	ky_domain_free(copy);
+	ky_domain_free(old);
+
+	unitd_log("command from=%s op=%s counter=%s outcome=%s", from, op, counter, ky_err_slug(r));
+	if (r != 0) {
+		ret = server_send_error(c, id, "POST", url, nonce, r, detail, NULL);
+		goto out;
+	}
+	reply = json_pack("{s:b, s:o, s:o}", "ok", 1, "result", result ? result : json_object(),
+	                  "state", state);
+	result = state = NULL; /* transferred, also on failure */
+	if ((r = server_json_body(reply, &body)) != 0) {
+		ret = server_send_error(c, id, "POST", url, nonce, r,
+		                        "the command was carried out but its reply cannot be built",
+		                        NULL);
+		goto out;
+	}
+	ret = server_send(c, id, "POST", url, nonce, MHD_HTTP_OK, SERVER_CT_JSON, &body, NULL);
+out:
+	json_decref(result);
+	json_decref(state);
+	json_decref(reply);
+	ky_buf_free(&body);
+	EVP_PKEY_free(id);
+	return ret;
+}
+
+static enum MHD_Result server_too_large(struct unitd_server *srv, struct MHD_Connection *c,
+                                        const char *url, const char *nonce)
+{
+	char detail[96];
+
+	snprintf(detail, sizeof(detail), "a command is at most %d bytes", KY_MAX_COMMAND_BYTES);
+	return server_fail(srv, c, "POST", url, nonce, KY_ERR_TOO_LARGE, detail, NULL);
+}
+
+/* First call for a request: headers only. Answers at once unless a command body follows. */
+static enum MHD_Result server_begin(struct unitd_server *srv, struct MHD_Connection *c,
+                                    const char *url, const char *method, struct server_req *req)
+{
+	const char *nonce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, KY_HDR_NONCE);
+	const char *clen;
+	size_t i;
+
+	if (nonce != NULL) {
+		if (!server_nonce_ok(nonce))
+			return server_fail(srv, c, method, url, "", KY_ERR_MALFORMED,
+			                   "header Kyok-Nonce must be 32 lowercase hex characters",
+			                   NULL);
+		req->has_nonce = true;
+		memcpy(req->nonce, nonce, KY_NONCE_HEX + 1);
+	}
+	for (i = 0; i < SERVER_NROUTES; i++)
+		if (strcmp(server_routes[i].path, url) == 0)
+			break;
+	if (i == SERVER_NROUTES)
+		return server_fail(srv, c, method, url, req->nonce, KY_ERR_NOT_FOUND,
+		                   "no such endpoint", NULL);
+	if (strcmp(server_routes[i].method, method) != 0)
+		return server_fail(srv, c, method, url, req->nonce, KY_ERR_METHOD_NOT_ALLOWED,
+		                   server_routes[i].route == ROUTE_COMMAND
+		                       ? "use POST with a DER CMS SignedData body"
+		                       : "use GET",
+		                   server_routes[i].method);
+	if (server_routes[i].route != ROUTE_COMMAND)
+		return server_get(srv, c, server_routes[i].route, url, req->nonce);
+
+	clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (clen != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long long len = strtoull(clen, &end, 10);
+		if (errno != 0 || end == clen || *end != '\0' || len > KY_MAX_COMMAND_BYTES) {
+			unitd_log("command refused: Content-Length over %d bytes",
+			          KY_MAX_COMMAND_BYTES);
+			return server_too_large(srv, c, url, req->nonce);
+		}
+	}
+	return MHD_YES; /* the body follows */
+}
+
+static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
+{
+	struct unitd_server *srv = cls;
+	struct server_req *req = *con_cls;
+
+	(void)version;
+	if (req == NULL) {
+		if ((req = calloc(1, sizeof(*req))) == NULL)
+			return MHD_NO;
+		*con_cls = req;
+		return server_begin(srv, c, url, method, req);
+	}
+	if (*upload_data_size != 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (req->too_large) {
+			req->drained += n;
+			if (req->drained <= SERVER_DRAIN_MAX)
+				return MHD_YES;
+			unitd_log("command upload still going after %zu bytes: connection closed",
+			          SERVER_DRAIN_MAX);
+			return MHD_NO;
+		}
+		if (n > KY_MAX_COMMAND_BYTES - req->body.len) {
+			/* Stop buffering now; answer as soon as the server lets us. */
+			req->too_large = true;
+			ky_buf_free(&req->body);
+			unitd_log("command refused: body over %d bytes", KY_MAX_COMMAND_BYTES);
+			req->answered = server_too_large(srv, c, url, req->nonce) == MHD_YES;
+			return MHD_YES;
+		}
+		return ky_buf_append(&req->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+	}
+	if (req->answered)
+		return MHD_YES;
+	if (req->too_large)
+		return server_too_large(srv, c, url, req->nonce);
+	return server_command(srv, c, url, req->nonce, &req->body);
+}
+
+static void server_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                             enum MHD_RequestTerminationCode toe)
+{
+	struct server_req *req = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (req == NULL)
+		return;
+	ky_buf_free(&req->body);
+	free(req);
+	*con_cls = NULL;
+}
+
+static bool server_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+	}
+	return false;
+}
+
+/* Binds and listens on host:port; records the bound port and numeric address. */
+static int server_bind(struct unitd_server *srv, const char *host, uint16_t port, int *fd_out,
+                       bool *v6, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	char portstr[8], num[INET6_ADDRSTRLEN];
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int fd = -1, one = 1, gai, saved = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+	if ((gai = getaddrinfo(host, portstr, &hints, &res)) != 0) {
+		snprintf(err, errlen, "cannot resolve listen address '%s': %s", host,
+		         gai_strerror(gai));
+		return KY_ERR_CONFIG;
+	}
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		            ai->ai_protocol);
+		if (fd < 0) {
+			saved = errno;
+			continue;
+		}
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on %s:%u: %s", host, (unsigned)port,
+		         strerror(saved));
+		return KY_ERR_IO;
+	}
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) != 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sslen, num, sizeof(num), portstr, sizeof(portstr),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(err, errlen, "cannot read the bound address: %s", strerror(errno));
+		close(fd);
+		return KY_ERR_IO;
+	}
+	*v6 = ss.ss_family == AF_INET6;
+	snprintf(srv->addr, sizeof(srv->addr), *v6 ? "[%s]" : "%s", num);
+	srv->port = (uint16_t)atoi(portstr);
+	if (!server_is_loopback(&ss))
+		unitd_log("warning: listening on %s, not a loopback address: the admin endpoint "
+		          "has no TLS; put it behind a TLS proxy",
+		          srv->addr);
+	*fd_out = fd;
+	return 0;
+}
+
+int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
+                       struct ky_domain **dom, struct unitd_server **out, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct unitd_server *srv = NULL;
+	int fd = -1;
+	bool v6 = false;
+	unsigned flags;
+
+	if ((srv = calloc(1, sizeof(*srv))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return KY_ERR_NOMEM;
+	}
+	if (pthread_mutex_init(&srv->lock, NULL) != 0) {
+		free(srv);
+		snprintf(err, errlen, "cannot create a mutex");
+		return KY_ERR_INTERNAL;
+	}
+	srv->st = st;
+	if ((r = server_bind(srv, cfg->host, cfg->port, &fd, &v6, err, errlen)) != 0)
+		goto out;
+	srv->dom = *dom;
+	*dom = NULL; /* transferred */
+	flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+	        MHD_USE_ERROR_LOG;
+	if (v6)
+		flags |= MHD_USE_IPv6;
+	srv->mhd = MHD_start_daemon(
+	    flags, 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_mhd_log,
+	    srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED,
+	    server_completed, srv, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+	    30u, MHD_OPTION_END);
+	if (srv->mhd == NULL) {
+		r = KY_ERR_INTERNAL;
+		snprintf(err, errlen, "cannot start the HTTP server on %s:%u", srv->addr,
+		         (unsigned)srv->port);
+		goto out;
+	}
+	fd = -1; /* transferred */
+	*out = srv;
+	srv = NULL; /* transferred */
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (srv != NULL) {
+		if (srv->dom != NULL) {
+			*dom = srv->dom; /* given back: the caller still owns it on failure */
+			srv->dom = NULL;
+		}
+		pthread_mutex_destroy(&srv->lock);
+		free(srv);
+	}
+	return r;
+}
+
+uint16_t unitd_server_port(const struct unitd_server *srv)
+{
+	return srv->port;
+}
+
+const char *unitd_server_addr(const struct unitd_server *srv)
+{
+	return srv->addr;
+}
+
+void unitd_server_free(struct unitd_server *srv)
+{
+	if (srv == NULL)
+		return;
+	if (srv->mhd != NULL)
+		MHD_stop_daemon(srv->mhd);
+	ky_domain_free(srv->dom);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+}

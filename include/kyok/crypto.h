@@ -7,7 +7,7 @@
  *    Keys are ECDSA P-521, signatures ECDSA with SHA-512.
  *  - signed command: CMS SignedData, attached content, signers identified by SKI,
  *    signer certificates included (informative only: units trust their own admin table).
- *  - key part to a unit: CMS EnvelopedData, ECDH key agreement recipient
+ *  - key part to a unit: CMS AuthEnvelopedData (AES-256-GCM), ECDH key agreement recipient
  *    (dhSinglePass-stdDH-sha256kdf, AES-256 key wrap) to the unit's importer certificate.
  *  - key part file: readable header lines, then PEM "CMS" AuthEnvelopedData (AES-256-GCM)
  *    with a KEK recipient whose key is scrypt(password; N=2^17 r=8 p=1) over the salt named
@@ -121,8 +121,8 @@ int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub) 
 
 /* ---- CMS: key parts to units ---- */
 
-/* EnvelopedData of secret (n bytes) to the recipient certificate (EC P-521 ECDH,
- * sha256 KDF, AES-256 wrap, AES-256-CBC content is fine: the envelope travels inside a
+/* AuthEnvelopedData of secret (n bytes) to the recipient certificate (EC P-521 ECDH,
+ * sha256 KDF, AES-256 wrap, AES-256-GCM content; the envelope also travels inside a
  * signed command). */
 int ky_envelope_seal(const uint8_t *secret, size_t n, X509 *recip_cert,
 		     struct ky_buf *der) KY_WUR;

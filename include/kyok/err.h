@@ -91,7 +91,45 @@
 	  "verification pattern does not match the master key register")                              \
 	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                             \
 	  "new master key equals the current master key")                                             \
-	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")
+	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")      \
+	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                                \
+	  "method not allowed for this path")                                                      \
+	X(RECORD_TAMPERED, "record-tampered", KY_EXIT_STATE, 500,                                  \
+	  "stored key record failed authentication: not served")                                   \
+	X(MK_MISMATCH, "master-key-mismatch", KY_EXIT_STATE, 503,                                  \
+	  "master key mismatch: this crypto unit does not hold the master key this record is under") \
+	X(KEY_LIMIT, "key-limit", KY_EXIT_STATE, 409, "key limit reached")                         \
+	X(STORE, "store-failure", KY_EXIT_INTERNAL, 500, "key storage operation failed")           \
+	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503, "key storage is locked by another writer: retry") \
+	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \
+	  "key storage has an unknown schema version: written by a newer kyok?")                   \
+	X(CONFLICT, "conflict", KY_EXIT_STATE, 409, "record was changed concurrently: retry")      \
+	X(KEY_STATE, "key-state", KY_EXIT_STATE, 409, "key state does not allow this action")      \
+	X(KEY_NOT_ACTIVE, "key-not-active", KY_EXIT_STATE, 409, "key is not active")               \
+	X(KEY_DESTROYED, "key-destroyed", KY_EXIT_STATE, 410, "key is destroyed")                  \
+	X(KEY_NOT_DESTROYED, "key-not-destroyed", KY_EXIT_STATE, 409,                              \
+	  "key is not destroyed: only destroyed keys can be restored or purged")                   \
+	X(KEY_NOT_ROOT, "key-not-root", KY_EXIT_INPUT, 400,                                        \
+	  "action needs a root key: standard keys do not wrap or rotate")                          \
+	X(KEY_MATERIAL, "key-material", KY_EXIT_INPUT, 400,                                        \
+	  "key material has the wrong length: root keys take 16, 24 or 32 bytes")                  \
+	X(KEY_NAME, "key-name", KY_EXIT_INPUT, 400,                                                \
+	  "key name must be 2 to 90 printable characters, description at most 240")                \
+	X(ROTATE_MATERIAL, "rotate-material", KY_EXIT_INPUT, 400,                                  \
+	  "rotation of an imported key needs new key material; a generated key takes none")        \
+	X(DUAL_AUTH_OFF, "dual-auth-not-enabled", KY_EXIT_STATE, 409,                              \
+	  "dual authorization delete policy is not enabled on this key")                           \
+	X(DUAL_AUTH_REQUIRED, "dual-auth-required", KY_EXIT_STATE, 409,                            \
+	  "key needs dual authorization: another user must set it for deletion first (valid 7 days)") \
+	X(DUAL_AUTH_SAME_USER, "dual-auth-same-user", KY_EXIT_REFUSED, 403,                        \
+	  "the user who set the key for deletion cannot also delete it")                           \
+	X(RESTORE_EXPIRED, "restore-expired", KY_EXIT_STATE, 409,                                  \
+	  "key was destroyed more than 30 days ago: it can no longer be restored")                 \
+	X(PURGE_TOO_EARLY, "purge-too-early", KY_EXIT_STATE, 409,                                  \
+	  "key can be purged only 4 hours after it was destroyed")                                 \
+	X(WRAP_MALFORMED, "ciphertext-malformed", KY_EXIT_INPUT, 400,                              \
+	  "ciphertext is malformed: not a kyok wrapped key")                                       \
+	X(UNWRAP, "unwrap-failed", KY_EXIT_INPUT, 422, "ciphertext cannot be unwrapped with this key")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -1,1 +1,718 @@
-/* placeholder */
+/* The ceremony rules: how many signatures each command needs, and what it does.
+ *
+ * ky_ceremony_execute checks, in this order, each with its own error:
+ *   1. the command's form (CMS SignedData holding a kyok command);
+ *   2. instance, unit, transaction counter;
+ *   3. every signature: its signer must be an installed admin and it must verify;
+ *   4. the unit's mode (imprint or not) allows the command;
+ *   5. enough distinct admins signed (two signatures by one admin count once);
+ *   6. the command's own rules (admin table, thresholds, master key registers).
+ */
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kyok/ceremony.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define EXECUTE_SKI_SHOWN 8 /* bytes of an unknown signer's key id shown in messages */
+
+static bool ceremony_imprint(const struct ky_domain *d)
+{
+	return d->sig_threshold == 0;
+}
+
+static bool ceremony_threshold_valid(int t)
+{
+	return t >= 1 && t <= KY_MAX_ADMINS;
+}
+
+int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c, int *required)
+{
+	const bool imprint = ceremony_imprint(d);
+
+	*required = 0;
+	switch (c->op) {
+	case KY_OP_ADMIN_ADD:
+		*required = imprint ? 0 : d->sig_threshold;
+		return 0;
+	case KY_OP_ADMIN_RM:
+		*required = imprint ? 0 : d->rev_threshold;
+		return 0;
+	case KY_OP_THRESHOLDS_SET:
+		if (!imprint) {
+			*required = d->sig_threshold;
+			return 0;
+		}
+		/* Leaving imprint mode: the new threshold is the count, so it must be one. */
+		if (!ceremony_threshold_valid(c->sig) || !ceremony_threshold_valid(c->rev))
+			return KY_ERR_THRESHOLD_RANGE;
+		if ((size_t)c->sig > d->nadmins || (size_t)c->rev > d->nadmins)
+			return KY_ERR_THRESHOLD_ABOVE_ADMINS;
+		*required = c->sig;
+		return 0;
+	case KY_OP_EXIT_IMPRINT:
+		if (!imprint)
+			return KY_ERR_NOT_IMPRINT_MODE;
+		if (d->nadmins < 1)
+			return KY_ERR_THRESHOLD_ABOVE_ADMINS;
+		*required = 1;
+		return 0;
+	case KY_OP_ZEROIZE:
+		*required = imprint ? 0 : 1;
+		return 0;
+	case KY_OP_MK_LOAD:
+		if (imprint)
+			return KY_ERR_IMPRINT_MODE;
+		if (c->nparts < KY_MIN_PARTS || c->nparts > KY_MAX_PARTS)
+			return KY_ERR_KEY_PARTS;
+		*required = (int)c->nparts;
+		return 0;
+	case KY_OP_MK_COMMIT:
+	case KY_OP_MK_GENERATE:
+	case KY_OP_MK_EXPORT:
+	case KY_OP_MK_IMPORT:
+		if (imprint)
+			return KY_ERR_IMPRINT_MODE;
+		*required = d->sig_threshold;
+		return 0;
+	case KY_OP_MK_SETIMM:
+	case KY_OP_MK_CLRNEW:
+	case KY_OP_MK_CLRCUR:
+		if (imprint)
+			return KY_ERR_IMPRINT_MODE;
+		*required = 1;
+		return 0;
+	}
+	return KY_ERR_INTERNAL;
+}
+
+/* ---- helpers ---- */
+
+static int ceremony_find_admin(const struct ky_domain *d, const uint8_t ski[KY_SKI_LEN])
+{
+	for (size_t i = 0; i < d->nadmins; i++)
+		if (memcmp(d->admins[i].ski, ski, KY_SKI_LEN) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A name taken from an untrusted certificate, made safe to print. */
+static void ceremony_safe_name(const char *in, char out[KY_ADMIN_NAME_MAX + 1])
+{
+	size_t i;
+
+	for (i = 0; i < KY_ADMIN_NAME_MAX && in[i] != '\0'; i++)
+		out[i] = (in[i] >= 0x20 && in[i] < 0x7f && in[i] != '\'') ? in[i] : '?';
+	out[i] = '\0';
+}
+
+static int ceremony_result_set(json_t *res, const char *key, json_t *v)
+{
+	if (v == NULL || json_object_set_new(res, key, v) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
+static int ceremony_result_hex(json_t *res, const char *key, const uint8_t *p, size_t n)
+{
+	char hex[2 * KY_SKI_LEN + 1];
+
+	if (n > KY_SKI_LEN)
+		return KY_ERR_INTERNAL;
+	ky_hex_encode(p, n, hex);
+	return ceremony_result_set(res, key, json_string(hex));
+}
+
+static int ceremony_register_refused(char *detail, size_t len, const char *reg, const char *state,
+                                     const char *expected)
+{
+	ceremony_detail(detail, len, "%s master key register is %s, expected %s", reg, state,
+	                expected);
+	return KY_ERR_REGISTER_STATE;
+}
+
+static int ceremony_new_refused(const struct ky_domain *d, const char *expected, char *detail,
+                                size_t len)
+{
+	return ceremony_register_refused(detail, len, "new", ky_new_state_name(d->new_state),
+	                                 expected);
+}
+
+/* The new key register receives key (UNCOMMITTED) unless vp or the current key forbid. */
+static int ceremony_new_fill(struct ky_domain *d, const uint8_t key[KY_MK_LEN], bool has_vp,
+                             const uint8_t *vp, char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t kvp[KY_VP_LEN];
+
+	if ((r = ky_vp(key, kvp)) != 0)
+		goto out;
+	if (has_vp && CRYPTO_memcmp(kvp, vp, KY_VP_LEN) != 0) {
+		ceremony_detail(detail, len,
+		                "the key received does not have the verification pattern the "
+		                "command names");
+		r = KY_ERR_VP_MISMATCH;
+		goto out;
+	}
+	if (d->cur_state == KY_CUR_VALID && CRYPTO_memcmp(key, d->cur_key, KY_MK_LEN) == 0) {
+		ceremony_detail(detail, len,
+		                "the new master key is the one already in the current register");
+		r = KY_ERR_SAME_KEY;
+		goto out;
+	}
+	memcpy(d->new_key, key, KY_MK_LEN);
+	memcpy(d->new_vp, kvp, KY_VP_LEN);
+	d->new_state = KY_NEW_UNCOMMITTED;
+	r = 0;
+out:
+	OPENSSL_cleanse(kvp, sizeof(kvp));
+	return r;
+}
+
+static void ceremony_new_clear(struct ky_domain *d)
+{
+	OPENSSL_cleanse(d->new_key, KY_MK_LEN);
+	OPENSSL_cleanse(d->new_vp, KY_VP_LEN);
+	d->new_state = KY_NEW_EMPTY;
+}
+
+static void ceremony_cur_clear(struct ky_domain *d)
+{
+	OPENSSL_cleanse(d->cur_key, KY_MK_LEN);
+	OPENSSL_cleanse(d->cur_vp, KY_VP_LEN);
+	d->cur_state = KY_CUR_EMPTY;
+}
+
+/* ---- the ops ---- */
+
+static int ceremony_admin_add(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
+                              size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_admin a;
+
+	memset(&a, 0, sizeof(a));
+	if ((r = ky_admin_cert_check(c->cert)) != 0) {
+		ceremony_detail(detail, len, "%s",
+		                r == KY_ERR_ADMIN_NAME
+		                    ? "the certificate's common name is not 1 to 30 "
+		                      "printable characters"
+		                    : "the certificate is not a valid administrator "
+		                      "certificate");
+		return r;
+	}
+	if ((r = ky_cert_cn(c->cert, a.name, sizeof(a.name))) != 0 ||
+	    (r = ky_cert_ski(c->cert, a.ski)) != 0)
+		return r;
+	for (size_t i = 0; i < d->nadmins; i++) {
+		if (strcmp(d->admins[i].name, a.name) == 0) {
+			ceremony_detail(detail, len, "an administrator named '%s' is installed",
+			                a.name);
+			return KY_ERR_DUPLICATE_ADMIN;
+		}
+		if (memcmp(d->admins[i].ski, a.ski, KY_SKI_LEN) == 0) {
+			ceremony_detail(detail, len,
+			                "the key of '%s' is already installed as administrator "
+			                "'%s'",
+			                a.name, d->admins[i].name);
+			return KY_ERR_DUPLICATE_ADMIN;
+		}
+	}
+	if (d->nadmins >= KY_MAX_ADMINS) {
+		ceremony_detail(detail, len, "unit %s has %d administrators; remove one first",
+		                d->unit, KY_MAX_ADMINS);
+		return KY_ERR_ADMIN_TABLE_FULL;
+	}
+	if ((r = ceremony_result_set(res, "name", json_string(a.name))) != 0 ||
+	    (r = ceremony_result_hex(res, "ski", a.ski, KY_SKI_LEN)) != 0)
+		return r;
+	a.cert = c->cert;
+	c->cert = NULL; /* transferred */
+	d->admins[d->nadmins++] = a;
+	return 0;
+}
+
+static int ceremony_admin_rm(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
+                             size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	int i = ceremony_find_admin(d, c->ski);
+	int most = d->sig_threshold > d->rev_threshold ? d->sig_threshold : d->rev_threshold;
+
+	if (i < 0) {
+		char hex[2 * KY_SKI_LEN + 1];
+		ky_hex_encode(c->ski, KY_SKI_LEN, hex);
+		ceremony_detail(detail, len, "no administrator with key id %s on unit %s", hex,
+		                d->unit);
+		return KY_ERR_ADMIN_NOT_FOUND;
+	}
+	if (!ceremony_imprint(d) && d->nadmins - 1 < (size_t)most) {
+		ceremony_detail(detail, len,
+		                "removing '%s' would leave %zu administrators; thresholds are "
+		                "%d (signature) and %d (revocation)",
+		                d->admins[i].name, d->nadmins - 1, d->sig_threshold,
+		                d->rev_threshold);
+		return KY_ERR_BELOW_THRESHOLD;
+	}
+	if ((r = ceremony_result_set(res, "name", json_string(d->admins[i].name))) != 0 ||
+	    (r = ceremony_result_hex(res, "ski", d->admins[i].ski, KY_SKI_LEN)) != 0)
+		return r;
+	X509_free(d->admins[i].cert);
+	memmove(&d->admins[i], &d->admins[i + 1],
+	        (d->nadmins - (size_t)i - 1) * sizeof(struct ky_admin));
+	d->nadmins--;
+	memset(&d->admins[d->nadmins], 0, sizeof(struct ky_admin));
+	return 0;
+}
+
+static int ceremony_thresholds_set(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                                   char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+
+	if (!ceremony_threshold_valid(c->sig) || !ceremony_threshold_valid(c->rev)) {
+		ceremony_detail(detail, len, "signature %d, revocation %d: each must be 1 to %d",
+		                c->sig, c->rev, KY_MAX_ADMINS);
+		return KY_ERR_THRESHOLD_RANGE;
+	}
+	if ((size_t)c->sig > d->nadmins || (size_t)c->rev > d->nadmins) {
+		ceremony_detail(detail, len,
+		                "signature %d, revocation %d, but unit %s has %zu "
+		                "administrators",
+		                c->sig, c->rev, d->unit, d->nadmins);
+		return KY_ERR_THRESHOLD_ABOVE_ADMINS;
+	}
+	d->sig_threshold = c->sig;
+	d->rev_threshold = c->rev;
+	if ((r = ceremony_result_set(res, "signature", json_integer(c->sig))) != 0 ||
+	    (r = ceremony_result_set(res, "revocation", json_integer(c->rev))) != 0)
+		return r;
+	return 0;
+}
+
+static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                            char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t key[KY_MK_LEN], part[KY_MK_LEN];
+
+	memset(key, 0, sizeof(key));
+	if (d->new_state != KY_NEW_EMPTY) {
+		r = ceremony_new_refused(d, "EMPTY", detail, len);
+		goto out;
+	}
+	for (size_t i = 0; i < c->nparts; i++) {
+		if (ky_envelope_open(c->parts[i].data, c->parts[i].len, d->importer_key,
+		                     d->importer_cert, part, KY_MK_LEN) != 0) {
+			ceremony_detail(detail, len,
+			                "key part %zu cannot be opened with the importer key of "
+			                "unit %s",
+			                i + 1, d->unit);
+			r = KY_ERR_BAD_COMMAND;
+			goto out;
+		}
+		for (size_t j = 0; j < KY_MK_LEN; j++)
+			key[j] ^= part[j];
+	}
+	if ((r = ceremony_new_fill(d, key, c->has_vp, c->vp, detail, len)) != 0)
+		goto out;
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(part, sizeof(part));
+	return r;
+}
+
+static int ceremony_mk_commit(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                              char *detail, size_t len)
+{
+	if (d->new_state != KY_NEW_UNCOMMITTED)
+		return ceremony_new_refused(d, "FULL UNCOMMITTED", detail, len);
+	if (!c->has_vp || CRYPTO_memcmp(c->vp, d->new_vp, KY_VP_LEN) != 0) {
+		ceremony_detail(detail, len,
+		                "the command's verification pattern is not the one of the key "
+		                "in the new register");
+		return KY_ERR_VP_MISMATCH;
+	}
+	d->new_state = KY_NEW_COMMITTED;
+	return ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN);
+}
+
+static int ceremony_mk_setimm(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                              char *detail, size_t len)
+{
+	if (d->new_state != KY_NEW_COMMITTED)
+		return ceremony_new_refused(d, "FULL COMMITTED", detail, len);
+	if (c->has_vp && CRYPTO_memcmp(c->vp, d->new_vp, KY_VP_LEN) != 0) {
+		ceremony_detail(detail, len,
+		                "the command's verification pattern is not the one of the key "
+		                "in the new register");
+		return KY_ERR_VP_MISMATCH;
+	}
+	memcpy(d->cur_key, d->new_key, KY_MK_LEN);
+	memcpy(d->cur_vp, d->new_vp, KY_VP_LEN);
+	d->cur_state = KY_CUR_VALID;
+	ceremony_new_clear(d);
+	return ceremony_result_hex(res, "vp", d->cur_vp, KY_VP_LEN);
+}
+
+static void ceremony_zeroize(struct ky_domain *d)
+{
+	ceremony_new_clear(d);
+	ceremony_cur_clear(d);
+	for (size_t i = 0; i < d->nadmins; i++)
+		X509_free(d->admins[i].cert);
+	memset(d->admins, 0, sizeof(d->admins));
+	d->nadmins = 0;
+	d->sig_threshold = 0;
+	d->rev_threshold = 0;
+	/* next_counter goes on: commands signed before the zeroize stay dead. */
+}
+
+static int ceremony_mk_generate(struct ky_domain *d, json_t *res, char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t key[KY_MK_LEN];
+
+	if (d->new_state != KY_NEW_EMPTY) {
+		r = ceremony_new_refused(d, "EMPTY", detail, len);
+		goto out;
+	}
+	if ((r = ky_random(key, sizeof(key))) != 0)
+		goto out;
+	if ((r = ceremony_new_fill(d, key, false, NULL, detail, len)) != 0)
+		goto out;
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+/* Key parts and master keys travel only to P-521 EC keys (the importer keys of units). */
+static bool ceremony_p521(X509 *cert)
+{
+	EVP_PKEY *pk = X509_get0_pubkey(cert);
+	char group[32];
+	size_t glen = 0;
+
+	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
+		return false;
+	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+	                                   &glen) != 1)
+		return false;
+	return strcmp(group, "secp521r1") == 0;
+}
+
+static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                              char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *envs = NULL;
+	struct ky_buf der = {0};
+	char *b64 = NULL;
+
+	if (d->new_state == KY_NEW_EMPTY) {
+		r = ceremony_new_refused(d, "FULL UNCOMMITTED or FULL COMMITTED", detail, len);
+		goto out;
+	}
+	if ((envs = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < c->nrecips; i++) {
+		if (!ceremony_p521(c->recips[i])) {
+			ceremony_detail(detail, len, "recipient %zu is not a P-521 EC certificate",
+			                i + 1);
+			r = KY_ERR_BAD_COMMAND;
+			goto out;
+		}
+		if ((r = ky_envelope_seal(d->new_key, KY_MK_LEN, c->recips[i], &der)) != 0 ||
+		    (r = ky_b64_encode(der.data, der.len, &b64)) != 0)
+			goto out;
+		if (json_array_append_new(envs, json_string(b64)) != 0) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		free(b64);
+		b64 = NULL;
+		ky_buf_free(&der);
+	}
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	r = ceremony_result_set(res, "envelopes", envs);
+	envs = NULL; /* transferred */
+	if (r != 0)
+		goto out;
+	r = 0;
+out:
+	free(b64);
+	ky_buf_free(&der);
+	json_decref(envs);
+	return r;
+}
+
+static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                              char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t key[KY_MK_LEN];
+
+	memset(key, 0, sizeof(key));
+	if (d->new_state != KY_NEW_EMPTY) {
+		r = ceremony_new_refused(d, "EMPTY", detail, len);
+		goto out;
+	}
+	if (!c->has_vp) { /* the parser demands it; the rule does not rest on that alone */
+		r = KY_ERR_BAD_COMMAND;
+		goto out;
+	}
+	if (ky_envelope_open(c->envelope.data, c->envelope.len, d->importer_key, d->importer_cert,
+	                     key, KY_MK_LEN) != 0) {
+		ceremony_detail(detail, len,
+		                "the envelope cannot be opened with the importer key of unit %s",
+		                d->unit);
+		r = KY_ERR_BAD_COMMAND;
+		goto out;
+	}
+	if ((r = ceremony_new_fill(d, key, true, c->vp, detail, len)) != 0)
+		goto out;
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+static int ceremony_apply(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
+                          size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+
+	switch (c->op) {
+	case KY_OP_ADMIN_ADD:
+		return ceremony_admin_add(d, c, res, detail, len);
+	case KY_OP_ADMIN_RM:
+		return ceremony_admin_rm(d, c, res, detail, len);
+	case KY_OP_THRESHOLDS_SET:
+		return ceremony_thresholds_set(d, c, res, detail, len);
+	case KY_OP_EXIT_IMPRINT:
+		d->sig_threshold = 1;
+		d->rev_threshold = 1;
+		if ((r = ceremony_result_set(res, "signature", json_integer(1))) != 0 ||
+		    (r = ceremony_result_set(res, "revocation", json_integer(1))) != 0)
+			return r;
+		return 0;
+	case KY_OP_MK_LOAD:
+		return ceremony_mk_load(d, c, res, detail, len);
+	case KY_OP_MK_COMMIT:
+		return ceremony_mk_commit(d, c, res, detail, len);
+	case KY_OP_MK_SETIMM:
+		return ceremony_mk_setimm(d, c, res, detail, len);
+	case KY_OP_MK_CLRNEW:
+		if (d->new_state == KY_NEW_EMPTY)
+			return ceremony_new_refused(d, "FULL UNCOMMITTED or FULL COMMITTED", detail,
+			                            len);
+		ceremony_new_clear(d);
+		return 0;
+	case KY_OP_MK_CLRCUR:
+		if (d->cur_state != KY_CUR_VALID)
+			return ceremony_register_refused(detail, len, "current",
+			                                 ky_cur_state_name(d->cur_state), "VALID");
+		ceremony_cur_clear(d);
+		return 0;
+	case KY_OP_ZEROIZE:
+		ceremony_zeroize(d);
+		return 0;
+	case KY_OP_MK_GENERATE:
+		return ceremony_mk_generate(d, res, detail, len);
+	case KY_OP_MK_EXPORT:
+		return ceremony_mk_export(d, c, res, detail, len);
+	case KY_OP_MK_IMPORT:
+		return ceremony_mk_import(d, c, res, detail, len);
+	}
+	return KY_ERR_INTERNAL;
+}
+
+/* ---- signatures ---- */
+
+/* Steps 3 and 5: every signer is an admin whose signature verifies; enough distinct ones. */
+static int ceremony_check_signers(const struct ky_domain *d, const uint8_t *cms, size_t n,
+                                  const struct ky_cms_signer *signers, size_t nsigners,
+                                  int *distinct, int *twice, char *detail, size_t len)
+{
+	bool seen[KY_MAX_ADMINS] = {false};
+	char name[KY_ADMIN_NAME_MAX + 1];
+
+	*distinct = 0;
+	*twice = -1;
+	for (size_t i = 0; i < nsigners; i++) {
+		int a = ceremony_find_admin(d, signers[i].ski);
+		if (a < 0) {
+			ceremony_safe_name(signers[i].name, name);
+			if (name[0] != '\0') {
+				ceremony_detail(detail, len,
+				                "signer '%s' is not an administrator of unit %s",
+				                name, d->unit);
+			} else {
+				char hex[2 * EXECUTE_SKI_SHOWN + 1];
+				ky_hex_encode(signers[i].ski, EXECUTE_SKI_SHOWN, hex);
+				ceremony_detail(detail, len,
+				                "signer with key id %s... is not an administrator "
+				                "of unit %s",
+				                hex, d->unit);
+			}
+			return KY_ERR_SIGNER_NOT_ADMIN;
+		}
+		if (ky_cms_verify_signer(cms, n, i, X509_get0_pubkey(d->admins[a].cert)) != 0) {
+			ceremony_detail(detail, len, "the signature of admin '%s' does not verify",
+			                d->admins[a].name);
+			return KY_ERR_BAD_SIGNATURE;
+		}
+		if (seen[a]) {
+			if (*twice < 0)
+				*twice = a;
+		} else {
+			seen[a] = true;
+			(*distinct)++;
+		}
+	}
+	return 0;
+}
+
+int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_t **result,
+                        char *detail, size_t detaillen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf content = {0};
+	struct ky_cms_signer *signers = NULL;
+	size_t nsigners = 0;
+	struct ky_command *c = NULL;
+	json_t *res = NULL;
+	int required = 0, distinct = 0, twice = -1;
+
+	*result = NULL;
+	ceremony_detail(detail, detaillen, "%s", "");
+
+	/* 1. form */
+	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0) {
+		ceremony_detail(detail, detaillen, "%s",
+		                r == KY_ERR_BAD_COMMAND
+		                    ? "a signer of the command is not identified by a "
+		                      "32-byte key id"
+		                    : "the command is not a CMS SignedData with its content");
+		goto out;
+	}
+	if ((r = ceremony_command_parse(content.data, content.len, &c, detail, detaillen)) != 0)
+		goto out;
+
+	/* 2. addressee and counter */
+	if (strcmp(c->instance, d->instance) != 0) {
+		ceremony_detail(detail, detaillen,
+		                "command is for instance '%s', this unit belongs to '%s'",
+		                c->instance, d->instance);
+		r = KY_ERR_WRONG_INSTANCE;
+		goto out;
+	}
+	if (strcmp(c->unit, d->unit) != 0) {
+		ceremony_detail(detail, detaillen, "command is for unit '%s', this is unit '%s'",
+		                c->unit, d->unit);
+		r = KY_ERR_WRONG_UNIT;
+		goto out;
+	}
+	if (c->counter != d->next_counter) {
+		ceremony_detail(detail, detaillen,
+		                "command counter %llu, unit %s expected %llu: prepare the "
+		                "command again",
+		                (unsigned long long)c->counter, d->unit,
+		                (unsigned long long)d->next_counter);
+		r = KY_ERR_WRONG_COUNTER;
+		goto out;
+	}
+
+	/* 3. signatures */
+	if ((r = ceremony_check_signers(d, cms, n, signers, nsigners, &distinct, &twice, detail,
+	                                detaillen)) != 0)
+		goto out;
+
+	/* 4. mode */
+	if ((r = ky_ceremony_required(d, c, &required)) != 0) {
+		switch (r) {
+		case KY_ERR_IMPRINT_MODE:
+			ceremony_detail(detail, detaillen,
+			                "%s is refused: unit %s is in imprint mode",
+			                ky_op_name(c->op), d->unit);
+			break;
+		case KY_ERR_NOT_IMPRINT_MODE:
+			ceremony_detail(detail, detaillen, "unit %s has left imprint mode",
+			                d->unit);
+			break;
+		case KY_ERR_KEY_PARTS:
+			ceremony_detail(detail, detaillen, "%zu key parts, need %d to %d",
+			                c->nparts, KY_MIN_PARTS, KY_MAX_PARTS);
+			break;
+		case KY_ERR_THRESHOLD_RANGE:
+			ceremony_detail(detail, detaillen,
+			                "signature %d, revocation %d: each must be 1 to %d", c->sig,
+			                c->rev, KY_MAX_ADMINS);
+			break;
+		case KY_ERR_THRESHOLD_ABOVE_ADMINS:
+			ceremony_detail(detail, detaillen,
+			                "unit %s has %zu administrators, fewer than the threshold",
+			                d->unit, d->nadmins);
+			break;
+		default:
+			break;
+		}
+		goto out;
+	}
+
+	/* 5. enough distinct admins */
+	if (distinct < required) {
+		if (twice >= 0) {
+			ceremony_detail(detail, detaillen,
+			                "admin '%s' signed twice; it counts once: %d of %d "
+			                "required signatures",
+			                d->admins[twice].name, distinct, required);
+			r = KY_ERR_DUPLICATE_SIGNER;
+		} else {
+			ceremony_detail(detail, detaillen, "%d of %d required signatures", distinct,
+			                required);
+			r = KY_ERR_NOT_ENOUGH_SIGNATURES;
+		}
+		goto out;
+	}
+
+	/* 6. the op itself */
+	if ((res = json_pack("{s:s}", "op", ky_op_name(c->op))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = ceremony_apply(d, c, res, detail, detaillen)) != 0)
+		goto out;
+	d->next_counter++;
+	if ((r = ceremony_result_set(res, "next_counter",
+	                             json_integer((json_int_t)d->next_counter))) != 0)
+		goto out;
+	*result = res;
+	res = NULL; /* transferred */
+	ceremony_detail(detail, detaillen, "%s", "");
+	r = 0;
+out:
+	json_decref(res);
+	ky_command_free(c);
+	free(signers);
+	ky_buf_free(&content);
+	return r;
+}

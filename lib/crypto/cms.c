@@ -1,1 +1,352 @@
-/* placeholder */
+/* Signed commands: CMS SignedData with attached content, one SignerInfo per administrator,
+ * signers identified by SKI, ECDSA with SHA-512. Adding a signer keeps the others valid. */
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define CMS_MAX_BYTES  (16 * 1024 * 1024)
+#define CMS_SIGN_FLAGS (CMS_BINARY | CMS_USE_KEYID | CMS_NOSMIMECAP)
+
+static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
+{
+	const unsigned char *p = der;
+	CMS_ContentInfo *cms;
+
+	if (der == NULL || n == 0 || n > CMS_MAX_BYTES)
+		return KY_ERR_NOT_COMMAND;
+	cms = d2i_CMS_ContentInfo(NULL, &p, (long)n);
+	if (cms == NULL || p != der + n || OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed ||
+	    OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
+		CMS_ContentInfo_free(cms);
+		ERR_clear_error();
+		return KY_ERR_NOT_COMMAND;
+	}
+	*out = cms; /* transferred */
+	return 0;
+}
+
+static int cms_to_der(CMS_ContentInfo *cms, struct ky_buf *der)
+{
+	int r = KY_ERR_CRYPTO;
+	unsigned char *p = NULL;
+	int len = i2d_CMS_ContentInfo(cms, &p);
+
+	if (len <= 0)
+		goto out;
+	if ((r = ky_buf_append(der, p, (size_t)len)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_free(p);
+	return r;
+}
+
+/* The attached content, or NULL when detached. */
+static const ASN1_OCTET_STRING *cms_content(CMS_ContentInfo *cms)
+{
+	ASN1_OCTET_STRING **pos = CMS_get0_content(cms);
+
+	return pos != NULL ? *pos : NULL;
+}
+
+int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der)
+{
+	int r = KY_ERR_CRYPTO;
+	CMS_ContentInfo *cms = NULL;
+	ASN1_OCTET_STRING *os = NULL, **pos;
+
+	if (n > CMS_MAX_BYTES)
+		return KY_ERR_TOO_LARGE;
+	/* CMS_final needs a digest algorithm, which only a signer brings: with none yet, the
+	 * content goes straight into the encapsulated content slot. */
+	if ((cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL ||
+	    (pos = CMS_get0_content(cms)) == NULL)
+		goto out;
+	if ((os = ASN1_OCTET_STRING_new()) == NULL ||
+	    ASN1_OCTET_STRING_set(os, content, (int)n) != 1)
+		goto out;
+	ASN1_OCTET_STRING_free(*pos);
+	*pos = os;
+	os = NULL; /* transferred */
+	if ((r = cms_to_der(cms, der)) != 0)
+		goto out;
+	r = 0;
+out:
+	ASN1_OCTET_STRING_free(os);
+	CMS_ContentInfo_free(cms);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+/* 1 when cert is already among the certificates of cms. */
+static int cms_has_cert(CMS_ContentInfo *cms, X509 *cert)
+{
+	STACK_OF(X509) *certs = CMS_get1_certs(cms);
+	int found = 0;
+
+	for (int i = 0; i < sk_X509_num(certs) && !found; i++)
+		found = X509_cmp(sk_X509_value(certs, i), cert) == 0;
+	sk_X509_pop_free(certs, X509_free);
+	return found;
+}
+
+/* First signature: a fresh SignedData over the content, carrying over embedded certs. */
+static int cms_sign_fresh(CMS_ContentInfo *old, X509 *cert, EVP_PKEY *key, CMS_ContentInfo **out)
+{
+	int r = KY_ERR_CRYPTO;
+	const ASN1_OCTET_STRING *content = cms_content(old);
+	STACK_OF(X509) *certs = CMS_get1_certs(old);
+	unsigned int flags = CMS_SIGN_FLAGS;
+	CMS_ContentInfo *cms = NULL;
+	BIO *in = NULL;
+
+	if (content == NULL) {
+		r = KY_ERR_NOT_COMMAND;
+		goto out;
+	}
+	if ((in = BIO_new_mem_buf(ASN1_STRING_get0_data(content), ASN1_STRING_length(content))) ==
+	    NULL)
+		goto out;
+	if ((cms = CMS_sign(NULL, NULL, certs, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL)
+		goto out;
+	if (cms_has_cert(cms, cert))
+		flags |= CMS_NOCERTS;
+	if (CMS_add1_signer(cms, cert, key, EVP_sha512(), flags) == NULL ||
+	    CMS_final(cms, in, NULL, CMS_BINARY) != 1)
+		goto out;
+	*out = cms;
+	cms = NULL; /* transferred */
+	r = 0;
+out:
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	sk_X509_pop_free(certs, X509_free);
+	return r;
+}
+
+/* Reads the whole content through the digest BIOs of cms. */
+static int cms_digest_content(CMS_ContentInfo *cms, BIO **chain)
+{
+	uint8_t buf[4096];
+	BIO *bio = CMS_dataInit(cms, NULL);
+	int got;
+
+	if (bio == NULL)
+		return KY_ERR_BAD_SIGNATURE;
+	while ((got = BIO_read(bio, buf, sizeof(buf))) > 0)
+		;
+	if (got < 0) {
+		BIO_free_all(bio);
+		return KY_ERR_BAD_SIGNATURE;
+	}
+	*chain = bio; /* transferred */
+	return 0;
+}
+
+/* Every SignerInfo's message digest matches the content. Checked before a resign reuses one
+ * of them: otherwise a content swapped under existing signatures would be signed blind, the
+ * new signature covering the digest of content the signer never saw. */
+static int cms_check_digests(CMS_ContentInfo *cms)
+{
+	int r = KY_ERR_BAD_SIGNATURE;
+	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+	BIO *chain = NULL;
+
+	if ((r = cms_digest_content(cms, &chain)) != 0)
+		return r;
+	r = KY_ERR_BAD_SIGNATURE;
+	for (int i = 0; i < sk_CMS_SignerInfo_num(sis); i++) {
+		CMS_SignerInfo *si = sk_CMS_SignerInfo_value(sis, i);
+		if (CMS_signed_get_attr_count(si) <= 0 ||
+		    CMS_SignerInfo_verify_content(si, chain) != 1)
+			goto out;
+	}
+	r = 0;
+out:
+	BIO_free_all(chain);
+	return r;
+}
+
+int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
+{
+	int r = KY_ERR_INTERNAL;
+	CMS_ContentInfo *cms = NULL, *fresh = NULL;
+	struct ky_buf out = {0};
+	unsigned int flags = CMS_SIGN_FLAGS | CMS_REUSE_DIGEST;
+	uint8_t ski[KY_SKI_LEN];
+
+	if ((r = cms_from_der(der->data, der->len, &cms)) != 0)
+		goto out;
+	if (cms_content(cms) == NULL) {
+		r = KY_ERR_NOT_COMMAND;
+		goto out;
+	}
+	/* The signer id is the certificate's SKI: it must be the one units compute. */
+	if ((r = ky_cert_ski(cert, ski)) != 0)
+		goto out;
+	r = KY_ERR_CRYPTO;
+	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) <= 0) {
+		if ((r = cms_sign_fresh(cms, cert, key, &fresh)) != 0)
+			goto out;
+		CMS_ContentInfo_free(cms);
+		cms = fresh;
+		fresh = NULL; /* transferred */
+	} else {
+		/* Resign: the new SignerInfo takes the message digest of an existing SHA-512
+		 * signer, so the content is not re-encoded and earlier signatures stay valid. */
+		if ((r = cms_check_digests(cms)) != 0)
+			goto out;
+		r = KY_ERR_CRYPTO;
+		if (cms_has_cert(cms, cert))
+			flags |= CMS_NOCERTS;
+		if (CMS_add1_signer(cms, cert, key, EVP_sha512(), flags) == NULL)
+			goto out;
+	}
+	if ((r = cms_to_der(cms, &out)) != 0)
+		goto out;
+	ky_buf_free(der);
+	*der = out;
+	out = (struct ky_buf){0}; /* transferred */
+	r = 0;
+out:
+	ky_buf_free(&out);
+	CMS_ContentInfo_free(fresh);
+	CMS_ContentInfo_free(cms);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+/* Signer id of si as a 32-byte SKI; KY_ERR_BAD_COMMAND otherwise. */
+static int cms_signer_ski(CMS_SignerInfo *si, uint8_t ski[KY_SKI_LEN])
+{
+	ASN1_OCTET_STRING *keyid = NULL;
+	X509_NAME *issuer = NULL;
+	ASN1_INTEGER *sno = NULL;
+
+	if (CMS_SignerInfo_get0_signer_id(si, &keyid, &issuer, &sno) != 1 || keyid == NULL ||
+	    ASN1_STRING_length(keyid) != KY_SKI_LEN)
+		return KY_ERR_BAD_COMMAND;
+	memcpy(ski, ASN1_STRING_get0_data(keyid), KY_SKI_LEN);
+	return 0;
+}
+
+/* CN of the embedded certificate whose SKI is ski; "" when none fits. */
+static void cms_signer_name(STACK_OF(X509) * certs, const uint8_t ski[KY_SKI_LEN], char *name,
+                            size_t len)
+{
+	uint8_t got[KY_SKI_LEN];
+
+	name[0] = '\0';
+	for (int i = 0; i < sk_X509_num(certs); i++) {
+		X509 *c = sk_X509_value(certs, i);
+		if (ky_cert_ski(c, got) != 0 || memcmp(got, ski, KY_SKI_LEN) != 0)
+			continue;
+		if (ky_cert_cn(c, name, len) != 0)
+			name[0] = '\0';
+		return;
+	}
+}
+
+int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
+                 struct ky_cms_signer **signers, size_t *nsigners)
+{
+	int r = KY_ERR_INTERNAL;
+	CMS_ContentInfo *cms = NULL;
+	STACK_OF(CMS_SignerInfo) * sis;
+	STACK_OF(X509) *certs = NULL;
+	struct ky_cms_signer *list = NULL;
+	const ASN1_OCTET_STRING *data;
+	struct ky_buf body = {0};
+	int count;
+
+	if ((r = cms_from_der(der, n, &cms)) != 0)
+		goto out;
+	r = KY_ERR_NOT_COMMAND;
+	if ((data = cms_content(cms)) == NULL)
+		goto out;
+	if ((r = ky_buf_append(&body, ASN1_STRING_get0_data(data),
+	                       (size_t)ASN1_STRING_length(data))) != 0)
+		goto out;
+	sis = CMS_get0_SignerInfos(cms);
+	count = sis != NULL ? sk_CMS_SignerInfo_num(sis) : 0;
+	if (count < 0)
+		count = 0;
+	r = KY_ERR_NOMEM;
+	if ((list = calloc((size_t)count + 1, sizeof(*list))) == NULL)
+		goto out;
+	certs = CMS_get1_certs(cms);
+	for (int i = 0; i < count; i++) {
+		if ((r = cms_signer_ski(sk_CMS_SignerInfo_value(sis, i), list[i].ski)) != 0)
+			goto out;
+		cms_signer_name(certs, list[i].ski, list[i].name, sizeof(list[i].name));
+	}
+	*content = body;
+	body = (struct ky_buf){0}; /* transferred */
+	*signers = list;
+	list = NULL; /* transferred */
+	*nsigners = (size_t)count;
+	r = 0;
+out:
+	free(list);
+	ky_buf_free(&body);
+	sk_X509_pop_free(certs, X509_free);
+	CMS_ContentInfo_free(cms);
+	ERR_clear_error();
+	return r;
+}
+
+int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub)
+{
+	int r = KY_ERR_INTERNAL;
+	CMS_ContentInfo *cms = NULL;
+	STACK_OF(CMS_SignerInfo) * sis;
+	CMS_SignerInfo *si;
+	X509_ALGOR *digest = NULL;
+	X509 *holder = NULL;
+	BIO *chain = NULL;
+	uint8_t want[KY_SKI_LEN], got[KY_SKI_LEN];
+
+	if ((r = cms_from_der(der, n, &cms)) != 0)
+		goto out;
+	r = KY_ERR_BAD_SIGNATURE;
+	sis = CMS_get0_SignerInfos(cms);
+	if (pub == NULL || cms_content(cms) == NULL || sis == NULL ||
+	    i >= (size_t)sk_CMS_SignerInfo_num(sis))
+		goto out;
+	si = sk_CMS_SignerInfo_value(sis, (int)i);
+	/* The signer must name this key, use SHA-512 and sign attributes (content type and
+	 * message digest): a SignerInfo without them would sign the content directly. */
+	if (ky_ski(pub, want) != 0 || cms_signer_ski(si, got) != 0 ||
+	    memcmp(want, got, KY_SKI_LEN) != 0)
+		goto out;
+	CMS_SignerInfo_get0_algs(si, NULL, NULL, &digest, NULL);
+	if (digest == NULL || OBJ_obj2nid(digest->algorithm) != NID_sha512 ||
+	    CMS_signed_get_attr_count(si) <= 0)
+		goto out;
+	/* The SignerInfo takes its public key from a certificate: give it a bare holder of the
+	 * caller's key, so that nothing embedded in the command is ever trusted. */
+	if ((holder = X509_new()) == NULL || X509_set_pubkey(holder, pub) != 1)
+		goto out;
+	CMS_SignerInfo_set1_signer_cert(si, holder);
+	if (CMS_SignerInfo_verify(si) != 1)
+		goto out;
+	if ((r = cms_digest_content(cms, &chain)) != 0)
+		goto out;
+	r = KY_ERR_BAD_SIGNATURE;
+	if (CMS_SignerInfo_verify_content(si, chain) != 1)
+		goto out;
+	r = 0;
+out:
+	BIO_free_all(chain);
+	X509_free(holder);
+	CMS_ContentInfo_free(cms);
+	ERR_clear_error();
+	return r;
+}

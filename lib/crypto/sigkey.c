@@ -1,1 +1,226 @@
-/* placeholder */
+/* Signature key files: PEM certificate, then PEM PKCS#8 private key under scrypt. */
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define SIGKEY_MAX_BYTES    (64 * 1024)
+#define SIGKEY_MIN_PASSWORD 8
+#define SIGKEY_CERT_DAYS    3650
+#define SIGKEY_OU           "kyok administration"
+#define SIGKEY_SCRYPT_N     16384
+#define SIGKEY_SCRYPT_R     8
+#define SIGKEY_SCRYPT_P     5
+#define SIGKEY_SALT_LEN     16
+
+/* The two blocks of a sigkey file, as parsed structures. */
+struct sigkey_blocks {
+	X509 *cert;
+	X509_SIG *p8;
+};
+
+static void sigkey_blocks_release(struct sigkey_blocks *b)
+{
+	X509_free(b->cert);
+	X509_SIG_free(b->p8);
+	b->cert = NULL;
+	b->p8 = NULL;
+}
+
+/* Reads one PEM block of the expected type from bio and returns its DER. */
+static int sigkey_pem_block(BIO *bio, const char *want, unsigned char **der, long *len)
+{
+	char *name = NULL, *header = NULL;
+	int ok = PEM_read_bio(bio, &name, &header, der, len) == 1 && strcmp(name, want) == 0 &&
+	         header[0] == '\0';
+
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	if (!ok) {
+		OPENSSL_free(*der);
+		*der = NULL;
+	}
+	return ok ? 0 : KY_ERR_NOT_SIGKEY;
+}
+
+static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
+{
+	int r = KY_ERR_NOT_SIGKEY;
+	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	long len = 0;
+
+	if (bio == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = sigkey_pem_block(bio, PEM_STRING_X509, &der, &len)) != 0)
+		goto out;
+	p = der;
+	r = KY_ERR_NOT_SIGKEY;
+	if ((b->cert = d2i_X509(NULL, &p, len)) == NULL || p != der + len)
+		goto out;
+	OPENSSL_free(der);
+	der = NULL;
+	if ((r = sigkey_pem_block(bio, PEM_STRING_PKCS8, &der, &len)) != 0)
+		goto out;
+	p = der;
+	r = KY_ERR_NOT_SIGKEY;
+	if ((b->p8 = d2i_X509_SIG(NULL, &p, len)) == NULL || p != der + len)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_free(der);
+	BIO_free(bio);
+	if (r != 0)
+		sigkey_blocks_release(b);
+	ERR_clear_error();
+	return r;
+}
+
+static int sigkey_load(const char *path, struct sigkey_blocks *b)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf file = {0};
+
+	if ((r = ky_file_read(path, SIGKEY_MAX_BYTES, &file)) != 0)
+		goto out;
+	if ((r = sigkey_parse(&file, b)) != 0)
+		goto out;
+	/* A certificate that no longer passes the admin checks was edited. */
+	if (ky_admin_cert_check(b->cert) != 0) {
+		r = KY_ERR_TAMPERED;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0)
+		sigkey_blocks_release(b);
+	ky_buf_free(&file);
+	return r;
+}
+
+static int sigkey_encode(X509 *cert, EVP_PKEY *key, const char *password, struct ky_buf *out)
+{
+	int r = KY_ERR_CRYPTO;
+	PKCS8_PRIV_KEY_INFO *p8inf = NULL;
+	X509_ALGOR *pbe = NULL;
+	X509_SIG *p8 = NULL;
+	BIO *bio = NULL;
+	char *data = NULL;
+	long len;
+
+	if ((bio = BIO_new(BIO_s_mem())) == NULL || (p8inf = EVP_PKEY2PKCS8(key)) == NULL)
+		goto out;
+	pbe = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, SIGKEY_SALT_LEN, NULL, SIGKEY_SCRYPT_N,
+	                            SIGKEY_SCRYPT_R, SIGKEY_SCRYPT_P);
+	if (pbe == NULL)
+		goto out;
+	if ((p8 = PKCS8_set0_pbe(password, (int)strlen(password), p8inf, pbe)) == NULL)
+		goto out;
+	pbe = NULL; /* transferred */
+	if (PEM_write_bio_X509(bio, cert) != 1 || PEM_write_bio_PKCS8(bio, p8) != 1)
+		goto out;
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
+		goto out;
+	if ((r = ky_buf_append(out, data, (size_t)len)) != 0)
+		goto out;
+	r = 0;
+out:
+	BIO_free(bio);
+	X509_SIG_free(p8);
+	X509_ALGOR_free(pbe);
+	PKCS8_PRIV_KEY_INFO_free(p8inf);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+int ky_sigkey_create(const char *path, const char *name, const char *password)
+{
+	int r = KY_ERR_INTERNAL;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	struct ky_buf file = {0};
+	struct stat st;
+	size_t namelen = name != NULL ? strlen(name) : 0;
+
+	if (password == NULL || strlen(password) < SIGKEY_MIN_PASSWORD)
+		return KY_ERR_WEAK_PASSWORD;
+	if (namelen < 1 || namelen > KY_ADMIN_NAME_MAX)
+		return KY_ERR_ADMIN_NAME;
+	if (lstat(path, &st) == 0)
+		return KY_ERR_EXISTS;
+	if (errno != ENOENT)
+		return KY_ERR_IO;
+	if ((r = ky_ec_generate(&key)) != 0)
+		goto out;
+	if ((r = ky_cert_self_signed(key, name, SIGKEY_OU, SIGKEY_CERT_DAYS, &cert)) != 0)
+		goto out;
+	if ((r = ky_admin_cert_check(cert)) != 0)
+		goto out; /* KY_ERR_ADMIN_NAME for a name with unprintable characters */
+	if ((r = sigkey_encode(cert, key, password, &file)) != 0)
+		goto out;
+	if ((r = ky_file_write_atomic(path, file.data, file.len, 0600)) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_buf_free(&file);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return r;
+}
+
+int ky_sigkey_read_cert(const char *path, X509 **cert)
+{
+	int r = KY_ERR_INTERNAL;
+	struct sigkey_blocks b = {0};
+
+	if ((r = sigkey_load(path, &b)) != 0)
+		return r;
+	*cert = b.cert;
+	b.cert = NULL; /* transferred */
+	sigkey_blocks_release(&b);
+	return 0;
+}
+
+int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY **key)
+{
+	int r = KY_ERR_INTERNAL;
+	struct sigkey_blocks b = {0};
+	PKCS8_PRIV_KEY_INFO *p8inf = NULL;
+	EVP_PKEY *pk = NULL;
+
+	if (password == NULL)
+		return KY_ERR_WRONG_PASSWORD;
+	if ((r = sigkey_load(path, &b)) != 0)
+		goto out;
+	/* CBC has no integrity check of its own: a damaged ciphertext reads as a wrong password,
+	 * unless it still decrypts to a key, which the certificate comparison then catches. */
+	r = KY_ERR_WRONG_PASSWORD;
+	if ((p8inf = PKCS8_decrypt(b.p8, password, (int)strlen(password))) == NULL)
+		goto out;
+	r = KY_ERR_TAMPERED;
+	if ((pk = EVP_PKCS82PKEY(p8inf)) == NULL)
+		goto out;
+	if (EVP_PKEY_eq(X509_get0_pubkey(b.cert), pk) != 1)
+		goto out;
+	*cert = b.cert;
+	b.cert = NULL; /* transferred */
+	*key = pk;
+	pk = NULL; /* transferred */
+	r = 0;
+out:
+	EVP_PKEY_free(pk);
+	PKCS8_PRIV_KEY_INFO_free(p8inf);
+	sigkey_blocks_release(&b);
+	ERR_clear_error();
+	return r;
+}

@@ -1,5 +1,6 @@
 /* Byte buffers and hex. */
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +11,8 @@ int ky_buf_append(struct ky_buf *b, const void *p, size_t n)
 {
 	if (n == 0)
 		return 0;
-	if (b->len + n < b->len)
+	/* Bounded so that doubling the capacity below cannot overflow. */
+	if (b->len + n < b->len || b->len + n > SIZE_MAX / 2)
 		return KY_ERR_TOO_LARGE;
 	if (b->len + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 64;

@@ -1,0 +1,144 @@
+/* The engine behind every 'kyok tke' command that changes crypto units with signed
+ * commands: read each selected unit's state, decide per unit, check locally what can be
+ * checked, sign with the selected signature keys, submit, report per unit.
+ *
+ * A command's life: tke_run_load (states of the selected units) -> tke_run_plan (per unit:
+ * unchanged, to do, or refused before anything is sent; builds the command bytes) ->
+ * tke_run_check_signers (before any password) -> cli_signers_open -> tke_run_submit or
+ * tke_run_prepare -> tke_run_report. tke_run_command does all of it for the simple case.
+ */
+#ifndef KYOK_CLI_TKE_SIGNING_H
+#define KYOK_CLI_TKE_SIGNING_H
+
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "kyok/ceremony.h"
+
+/* A crypto unit's public state (GET /v1/admin/state), parsed. */
+struct tke_admin_info {
+	char name[KY_ADMIN_NAME_MAX + 1];
+	uint8_t ski[KY_SKI_LEN];
+	char ski_hex[2 * KY_SKI_LEN + 1];
+};
+struct tke_ustate {
+	bool imprint;
+	uint64_t counter; /* next transaction counter */
+	int sig, rev;
+	size_t nadmins;
+	struct tke_admin_info admins[KY_MAX_ADMINS];
+	enum ky_new_state new_state;
+	char new_vp[2 * KY_VP_LEN + 1]; /* "" when empty */
+	enum ky_cur_state cur_state;
+	char cur_vp[2 * KY_VP_LEN + 1];
+};
+int tke_ustate_parse(const json_t *j, struct tke_ustate *st) KY_WUR; /* KY_ERR_BAD_REPLY */
+/* Index of the admin with that SKI, or -1. */
+int tke_ustate_admin_by_ski(const struct tke_ustate *st, const uint8_t ski[KY_SKI_LEN]);
+int tke_ustate_admin_by_name(const struct tke_ustate *st, const char *name);
+
+enum tke_result {
+	TKE_TODO,        /* a command is to be sent */
+	TKE_CHANGED,     /* the unit accepted it */
+	TKE_UNCHANGED,   /* already in the desired state: nothing sent */
+	TKE_REFUSED,     /* refused by the unit, or locally before anything was sent */
+	TKE_UNREACHABLE, /* state or command could not be exchanged */
+	TKE_PREPARED,    /* written into a command bundle */
+};
+
+struct tke_unit {
+	struct cli_unit u;
+	bool skip;      /* not part of this step (auto-init) */
+	bool reachable; /* state was read */
+	struct tke_ustate st;
+	enum tke_result result;
+	int err;               /* refusal code */
+	char detail[640];      /* "unchanged" reason or refusal detail */
+	int required;          /* signatures the command needs on this unit */
+	struct ky_buf content; /* encoded command (TKE_TODO) */
+	struct ky_buf cms;     /* a command already signed, sent as is (cmd-submit) */
+	char op_summary[160];  /* e.g. "thresholds-set signature 2 revocation 2" */
+	json_t *result_json;   /* the unit's "result" after success */
+};
+
+struct tke_run {
+	struct cli_instance inst;
+	struct tke_unit *units;
+	size_t n;
+	bool local_refusal; /* set by tke_run_plan */
+	bool no_rerun_hint; /* report: no "re-run the command" line (auto-init) */
+};
+
+/* Per-command decisions. plan is called for every reachable, non-skipped unit: it leaves
+ * u->result at TKE_TODO, or sets TKE_UNCHANGED with u->detail, or returns an error code
+ * with u->detail for a refusal found locally. fill sets the op's fields of c (instance,
+ * unit, counter and op are set by the engine). */
+struct tke_op {
+	enum ky_op op;
+	int (*plan)(void *ctx, struct tke_run *run, struct tke_unit *u);
+	int (*fill)(void *ctx, struct tke_run *run, struct tke_unit *u, struct ky_command *c);
+	void *ctx;
+};
+
+/* Loads the instance and the selected units and reads every unit's state. Units that do
+ * not answer are marked unreachable; a unit whose identity changed, or a bad reply, is an
+ * error for the whole command (nothing is sent). */
+int tke_run_load(struct tke_run *run) KY_WUR;
+/* Same for the given unit ids (cmd-submit). */
+int tke_run_load_ids(struct tke_run *run, const char *const *ids, size_t n) KY_WUR;
+/* Reads every non-skipped unit's state again and clears results (next step). */
+int tke_run_refresh(struct tke_run *run) KY_WUR;
+void tke_run_release(struct tke_run *run);
+
+/* Plans op on every unit and builds each command. On a local refusal prints every one
+ * ("error: crypto unit N: ...") and "nothing was sent" and returns the first error. */
+int tke_run_plan(struct tke_run *run, const struct tke_op *op) KY_WUR;
+/* Number of units with a command to send; the largest signature count needed. */
+size_t tke_run_todo(const struct tke_run *run, int *max_required);
+/* Before any password: the selected signature keys (by SKI) that are administrators of
+ * each unit must be at least the unit's required count. Prints and returns the error. */
+int tke_run_check_signers(struct tke_run *run) KY_WUR;
+/* Signs each planned command with the signers that are administrators of its unit
+ * (when the unit needs signatures) and submits it. Results go to the units. */
+void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_t nsigners);
+/* Writes the planned commands, unsigned, into a command bundle. */
+int tke_run_prepare(struct tke_run *run, const char *path) KY_WUR;
+/* Prints the per-unit table and summary (or JSON with --output json when json_steps is
+ * NULL; else appends {"step": title, "units": [...]} to json_steps). Returns the exit
+ * status: 0, or ky_err_exit of the first refusal / unreachable unit. */
+int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps);
+
+/* The whole sequence for a simple command: plan, optional confirmation (question printed
+ * after warning, both may be NULL), signers, submit or prepare, report. Returns the exit
+ * status. */
+int tke_run_command(struct tke_run *run, const struct tke_op *op, const char *prepare,
+                    const char *warning, const char *question);
+
+/* tke_run_command after tke_run_plan (when the command looks at the plan first). */
+int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning,
+                   const char *question);
+
+/* Signature requirement of c on a unit in state st, by the ceremony's own rule. */
+int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *required) KY_WUR;
+
+/* ---- helpers shared by the command files ---- */
+
+/* Pure: a decimal integer in [lo, hi] (KY_ERR_USAGE, nothing printed). */
+int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
+/* Parses an integer flag value in [lo, hi]; prints the error. */
+int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out) KY_WUR;
+/* Asks for a line (or fails naming flag when not interactive) and parses an int. */
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out) KY_WUR;
+/* Prints usage text plus the common options on stdout. */
+void tke_print_help(const char *usage);
+/* Number of selected signature keys and their SKIs (no password needed). */
+int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected) KY_WUR;
+/* Opens one signature key file with a password (auto-init). */
+int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out) KY_WUR;
+/* cli_fail that returns err itself (not the exit status): for functions returning codes. */
+int tke_err(int err, const char *subject, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prints the common "unit N is in imprint mode" etc. style notices to stderr. */
+void tke_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,254 @@
+/* Key objects of the key-management API: root and standard keys, their versions, states and
+ * policies; the authoritative record sealed under the master key; wrap/unwrap/rewrap.
+ *
+ * Record (one per key, in the store's blob column):
+ *   blob = nonce (12) || AES-256-GCM(master key, record) || tag (16)
+ *   AAD  = lp("kyok-record-v1") || lp(instance) || lp(key id) || u32 latest version || lp(vp)
+ *          (lp = u16 big-endian length, then the bytes)
+ * The record holds every field of struct ky_key and every version's material. On open the
+ * clear columns of the row must equal the authenticated copy, else KY_ERR_RECORD_TAMPERED.
+ * A record is opened only under the master key whose VP it names: current or committed new
+ * register, else KY_ERR_MK_MISMATCH. New and updated records go under the committed new key
+ * when there is one (rotation in progress), else under the current key.
+ *
+ * Wrapped key (what clients get, base64 in the API):
+ *   "KYW1" || u32 BE key version || nonce (12) || AES-GCM(version material, plaintext) || tag
+ *   AAD = "KYW1" || lp(key id) || u32 version || u32 BE client aad length || client aad
+ * The cipher is AES-256-GCM for 32-byte root keys (AES-128/192-GCM for imported 16/24-byte
+ * root keys).
+ */
+#ifndef KYOK_KMS_H
+#define KYOK_KMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyok/common.h"
+#include "kyok/store.h"
+
+#define KY_KEY_DESC_MAX	       240
+#define KY_KEY_ACTOR_MAX       128
+#define KY_KEY_PAYLOAD_MAX     7500 /* imported standard key payload */
+#define KY_KEY_VERSIONS_MAX    10000
+#define KY_DEK_LEN	       32
+#define KY_WRAP_MAGIC	       "KYW1"
+#define KY_WRAP_NONCE_LEN      12
+#define KY_WRAP_TAG_LEN	       16
+#define KY_WRAP_OVERHEAD       (4 + 4 + KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
+#define KY_WRAP_PT_MAX	       7500
+#define KY_WRAP_AAD_MAX	       65536
+#define KY_KMS_DAY	       86400
+#define KY_KMS_RESTORE_WINDOW  (30 * KY_KMS_DAY) /* destroyed -> restorable */
+#define KY_KMS_PURGE_DELAY     (4 * 3600)	 /* destroyed -> purge allowed */
+#define KY_KMS_DUAL_AUTH_VALID (7 * KY_KMS_DAY) /* set for deletion -> expires */
+#define KY_KMS_BATCH_DEFAULT   500
+
+enum ky_key_state {
+	KY_KEY_PREACTIVE = 0, /* on paper only: never stored */
+	KY_KEY_ACTIVE = 1,
+	KY_KEY_SUSPENDED = 2,
+	KY_KEY_DEACTIVATED = 3, /* expiration date passed */
+	KY_KEY_DESTROYED = 5,
+};
+
+/* ---- master keys ---- */
+
+/* A master key register's content. Allocated in the secure heap by ky_mk_new. */
+struct ky_mk {
+	uint8_t key[KY_MK_LEN];
+	uint8_t vp[KY_VP_LEN];
+};
+
+int ky_mk_new(const uint8_t key[KY_MK_LEN], struct ky_mk **out) KY_WUR; /* computes the VP */
+void ky_mk_free(struct ky_mk *mk);
+
+/* What a crypto unit hands to every kms call: its store and its registers. */
+struct ky_kms {
+	struct ky_store *store;
+	const char *instance;
+	const struct ky_mk *current; /* current register, NULL when empty */
+	const struct ky_mk *next;    /* new register when committed, else NULL */
+};
+
+/* ---- key objects ---- */
+
+struct ky_key_version {
+	uint32_t n; /* 1, 2, ... */
+	char id[KY_UUID_LEN + 1];
+	int64_t created;
+	size_t len;
+	uint8_t *material; /* secure heap; NULL when loaded with KY_KMS_METADATA_ONLY */
+};
+
+struct ky_key {
+	char id[KY_UUID_LEN + 1];
+	char name[KY_KEY_NAME_MAX + 1];
+	char description[KY_KEY_DESC_MAX + 1];
+	int extractable; /* 1 = standard key, 0 = root key */
+	int imported;	 /* material came from the client */
+	int state;	 /* enum ky_key_state */
+	int64_t created;
+	int64_t updated;
+	int64_t expires; /* 0 = never */
+	int64_t deleted; /* deletion date, 0 = not deleted */
+	char created_by[KY_KEY_ACTOR_MAX + 1];
+	char deleted_by[KY_KEY_ACTOR_MAX + 1];
+	uint32_t rotation_months; /* rotation policy, 0 = none */
+	int dual_auth;		  /* dual-authorization delete policy */
+	char deletion_set_by[KY_KEY_ACTOR_MAX + 1]; /* "" = not set for deletion */
+	int64_t deletion_set_at;
+	uint32_t nversions;
+	struct ky_key_version *versions; /* ascending; versions[nversions - 1] is the newest */
+	/* storage bookkeeping, filled by ky_kms_record_open / _key_create */
+	int64_t seq;
+	int64_t rev;
+	uint8_t vp[KY_VP_LEN];
+};
+
+struct ky_key_spec {
+	const char *name;
+	const char *description; /* NULL = "" */
+	int extractable;
+	const uint8_t *payload; /* imported material; NULL = generate 32 bytes */
+	size_t len;		/* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
+	int64_t expires;	/* 0 = never */
+	const char *actor;	/* created_by; NULL = "" */
+};
+
+enum ky_key_action {
+	KY_KEY_ENABLE,
+	KY_KEY_DISABLE,
+	KY_KEY_ROTATE,
+	KY_KEY_SET_DELETION,
+	KY_KEY_UNSET_DELETION,
+	KY_KEY_DELETE,
+	KY_KEY_RESTORE,
+	KY_KEY_PURGE,
+	KY_KEY_SET_POLICY,
+};
+
+struct ky_key_act {
+	enum ky_key_action action;
+	const char *actor;	/* who asks (dual authorization, deleted_by) */
+	const uint8_t *payload; /* KY_KEY_ROTATE of an imported key */
+	size_t len;
+	int rotation_months; /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1..12 */
+	int dual_auth;	     /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1 on */
+};
+
+/* New key in memory (id and material generated unless imported). KY_ERR_KEY_NAME,
+ * KY_ERR_KEY_MATERIAL. */
+int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out) KY_WUR;
+void ky_key_free(struct ky_key *k); /* cleanses material; NULL ok */
+void ky_keys_free(struct ky_key **keys, size_t n);
+/* The state as of now: an Active key past its expiration date is Deactivated. */
+int ky_key_state_at(const struct ky_key *k, int64_t now);
+/* The rules: 0 when a may be applied to k now, else the refusal (KY_ERR_KEY_STATE,
+ * KY_ERR_KEY_NOT_ACTIVE, KY_ERR_KEY_DESTROYED, KY_ERR_KEY_NOT_DESTROYED, KY_ERR_KEY_NOT_ROOT,
+ * KY_ERR_ROTATE_MATERIAL, KY_ERR_KEY_MATERIAL, KY_ERR_DUAL_AUTH_*, KY_ERR_RESTORE_EXPIRED,
+ * KY_ERR_PURGE_TOO_EARLY). */
+int ky_key_check(const struct ky_key *k, const struct ky_key_act *a, int64_t now) KY_WUR;
+/* ky_key_check, then the change in memory (KY_KEY_PURGE changes nothing: the caller
+ * deletes the record). */
+int ky_key_apply(struct ky_key *k, const struct ky_key_act *a, int64_t now) KY_WUR;
+/* A random UUID v4, lowercase. */
+int ky_kms_uuid(char out[KY_UUID_LEN + 1]) KY_WUR;
+
+/* ---- the authoritative record ---- */
+
+#define KY_KMS_METADATA_ONLY 1 /* open/decode without key material (listings) */
+
+/* Serialises k (secure heap; free with ky_kms_buf_free). */
+int ky_kms_record_encode(const struct ky_key *k, uint8_t **out, size_t *len) KY_WUR;
+/* Parses a record (KY_ERR_MALFORMED). flags: KY_KMS_METADATA_ONLY. */
+int ky_kms_record_decode(const uint8_t *p, size_t n, int flags, struct ky_key **out) KY_WUR;
+void ky_kms_buf_free(uint8_t *p, size_t n); /* cleanses */
+/* Fills row (clear columns, vp, malloc'd blob) with k sealed under kms->next if set, else
+ * kms->current. row->rev is left to the caller (CAS token of the row it replaces). */
+int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
+		       struct ky_store_row *row) KY_WUR;
+/* KY_ERR_MK_MISMATCH, KY_ERR_RECORD_TAMPERED. */
+int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row, int flags,
+		       struct ky_key **out) KY_WUR;
+
+/* ---- keys in the store ---- */
+
+int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
+		      struct ky_key **out) KY_WUR;
+/* state is the state as of now (ky_key_state_at). */
+int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t now,
+		   struct ky_key **out) KY_WUR;
+/* Metadata of the keys matching f (NULL = all), in creation order; total = all matches. */
+int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
+		    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
+		    uint64_t *total) KY_WUR;
+/* Load, ky_key_apply, store with compare-and-swap (retried on a concurrent change); purge
+ * deletes the row. out (may be NULL) receives the key as stored (NULL after a purge). */
+int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,
+		   int64_t now, struct ky_key **out) KY_WUR;
+
+/* ---- system secrets (same sealing; AAD label "kyok-secret-v1", version 0) ---- */
+
+int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+		      int64_t now) KY_WUR;
+/* *p in the secure heap: ky_kms_buf_free(*p, *n). */
+int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p,
+		      size_t *n) KY_WUR;
+
+/* ---- master key rotation ---- */
+
+struct ky_kms_reenc {
+	uint64_t done;	    /* rows moved to the new key */
+	uint64_t raced;	    /* rows changed by a concurrent writer during their batch */
+	uint64_t failed;    /* rows that did not open under the old key (tampered) */
+	uint64_t remaining; /* rows still under the old key (estimate during the run) */
+	uint32_t batches;
+	char failed_name[KY_SECRET_NAME_MAX + 1]; /* first row that failed */
+};
+
+/* Called after each committed batch; non-zero stops the run (KY_ERR_CANCELLED). */
+typedef int (*ky_kms_progress_fn)(const struct ky_kms_reenc *st, void *arg);
+
+/* Moves every record (keys and secrets) from old to new_mk in transactional batches of
+ * batch rows (0 = KY_KMS_BATCH_DEFAULT). Resumable: works on whatever is still under old.
+ * Safe with concurrent writers (each swap is CAS on vp and rev). 0 when nothing is left
+ * under old; KY_ERR_RECORD_TAMPERED when some rows could not be opened (st->failed). */
+int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_mk *old,
+		      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
+		      struct ky_kms_reenc *st) KY_WUR;
+/* Records (keys + secrets) under vp: set-immediate must see 0 under the old key. */
+int ky_kms_count_under(struct ky_store *s, const uint8_t vp[KY_VP_LEN], uint64_t *n) KY_WUR;
+
+/* ---- wrap, unwrap, rewrap (root keys; allocation-free) ---- */
+
+/* out receives ptlen + KY_WRAP_OVERHEAD bytes (KY_ERR_TOO_LARGE if outcap is smaller).
+ * The key must be an Active root key loaded with material. */
+int ky_kms_wrap(const struct ky_key *k, const uint8_t *pt, size_t ptlen, const uint8_t *aad,
+		size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+/* Wrap without plaintext: generates a KY_DEK_LEN-byte data key into dek. */
+int ky_kms_wrap_dek(const struct ky_key *k, const uint8_t *aad, size_t aadlen,
+		    uint8_t dek[KY_DEK_LEN], uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+/* KY_ERR_WRAP_MALFORMED (not our format), KY_ERR_UNWRAP (wrong key, version, aad or
+ * tampered). Active or Deactivated keys unwrap. version (may be NULL) = version used. */
+int ky_kms_unwrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
+		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen,
+		  uint32_t *version) KY_WUR;
+/* Unwrap, then wrap under the newest version. */
+int ky_kms_rewrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
+		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+/* The version a ciphertext names, without any key (KY_ERR_WRAP_MALFORMED). */
+int ky_kms_wrap_version(const uint8_t *ct, size_t ctlen, uint32_t *version) KY_WUR;
+
+/* AES-GCM (key of 16, 24 or 32 bytes) with a per-thread cache of keyed contexts: no
+ * allocation once a key is cached. aad = aad1 || aad2. Open fails with KY_ERR_TAMPERED. */
+int ky_kms_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
+		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+		    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN]) KY_WUR;
+int ky_kms_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
+		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+		    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN],
+		    uint8_t *pt) KY_WUR;
+/* Frees the calling thread's cached contexts and key copies (also done at thread exit). */
+void ky_kms_thread_release(void);
+
+#endif

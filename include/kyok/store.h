@@ -1,0 +1,224 @@
+/* Key storage: one function table, one backend per URI scheme.
+ *
+ * The store keeps rows; it never sees a secret in the clear. Each row of the keys and secrets
+ * tables carries a few clear columns (for queries and listings), the verification pattern
+ * (VP) of the master key its blob is sealed under, and the blob itself. lib/kms seals and
+ * opens blobs and checks that the clear columns agree with the authenticated copy.
+ *
+ *   ky_store_open("sqlite:/var/lib/kyok/keys.db", &opts, &store)
+ *
+ * A store handle may be used by many threads at once: each thread gets its own backend
+ * connection. ky_store_begin / _commit / _rollback apply to the calling thread's connection.
+ * Several processes (the crypto units of an instance on one host) may open the same file.
+ *
+ * Every write bumps the row's rev; updates and re-encipherment swaps are compare-and-swap on
+ * (rev, vp), so a concurrent writer is never silently overwritten: the loser gets
+ * KY_ERR_CONFLICT (updates) or is left out of the swapped count (swaps).
+ */
+#ifndef KYOK_STORE_H
+#define KYOK_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyok/common.h"
+
+#define KY_STORE_SCHEMA_VERSION	  1
+#define KY_STORE_KEY_LIMIT_DEFAULT 5000
+#define KY_STORE_BUSY_MS_DEFAULT	  10000
+#define KY_UUID_LEN		  36  /* 8-4-4-4-12 hex, no NUL */
+#define KY_KEY_NAME_MAX		  90  /* Key Protect: 2 to 90 characters */
+#define KY_SECRET_NAME_MAX	  64
+#define KY_APIKEY_ROLE_MAX	  32
+#define KY_APIKEY_HASH_LEN	  32
+
+struct ky_store; /* opaque */
+
+struct ky_store_opts {
+	uint32_t key_limit;	    /* keys in the instance (all states until purged); 0 = 5,000 */
+	int busy_timeout_ms;	    /* wait for another process's write lock; 0 = 10 s */
+	int no_group_commit;	    /* 1: each insert commits alone (default: concurrent inserts
+				       share one commit) */
+	const char *instance;	    /* binds the store to this instance on first open and refuses
+				       another one later (KY_ERR_WRONG_INSTANCE); NULL = no check */
+};
+
+enum ky_store_table {
+	KY_STORE_KEYS,
+	KY_STORE_SECRETS,
+};
+
+/* One row of the keys table. blob is malloc'd and owned by the row. */
+struct ky_store_row {
+	char id[KY_UUID_LEN + 1];
+	int64_t seq; /* creation order, assigned by insert */
+	int64_t rev; /* write counter, assigned by insert/update: the CAS token */
+	char name[KY_KEY_NAME_MAX + 1];
+	int state;
+	int extractable;
+	int64_t created;
+	int64_t updated;
+	int64_t deleted; /* deletion date, 0 = not deleted */
+	uint32_t version; /* latest key version: bound in the blob's associated data */
+	uint8_t vp[KY_VP_LEN];
+	uint8_t *blob;
+	size_t bloblen;
+};
+
+/* One row of the secrets table (system secrets such as a token signing key). */
+struct ky_store_secret {
+	char name[KY_SECRET_NAME_MAX + 1];
+	int64_t seq;
+	int64_t rev;
+	int64_t created;
+	int64_t updated;
+	uint8_t vp[KY_VP_LEN];
+	uint8_t *blob;
+	size_t bloblen;
+};
+
+/* A row as re-encipherment sees it, for either table. */
+struct ky_store_vprow {
+	char name[KY_SECRET_NAME_MAX + 1]; /* key id or secret name */
+	int64_t seq;
+	int64_t rev;
+	uint32_t version; /* keys: latest version; secrets: 0 */
+	uint8_t *blob;
+	size_t bloblen;
+};
+
+struct ky_store_filter {
+	unsigned states; /* bit (1u << state) for each state wanted; 0 = every state */
+	int extractable; /* -1 = both, 0 = root keys only, 1 = standard keys only */
+};
+
+/* API keys: only a hash of the key is kept. */
+struct ky_store_apikey {
+	char id[KY_ID_MAX + 1];
+	char role[KY_APIKEY_ROLE_MAX + 1];
+	uint8_t hash[KY_APIKEY_HASH_LEN];
+	int64_t created;
+	int64_t revoked; /* 0 = valid */
+};
+
+enum ky_store_plan {
+	KY_STORE_PLAN_GET,	/* key lookup by id */
+	KY_STORE_PLAN_VP_FETCH, /* re-encipherment batch fetch */
+	KY_STORE_PLAN_APIKEY,	/* api key lookup by hash */
+};
+
+/* The backend function table. be is the backend's handle from open. */
+struct ky_store_ops {
+	const char *scheme; /* "sqlite" in "sqlite:/path" */
+	int (*open)(const char *location, const struct ky_store_opts *opts, void **be);
+	void (*close)(void *be);
+	int (*begin)(void *be); /* write transaction on this thread's connection */
+	int (*commit)(void *be);
+	int (*rollback)(void *be);
+	int (*key_insert)(void *be, struct ky_store_row *row);
+	int (*key_update)(void *be, struct ky_store_row *row);
+	int (*key_get)(void *be, const char *id, struct ky_store_row *row);
+	int (*key_delete)(void *be, const char *id, int64_t rev);
+	int (*key_list)(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
+			struct ky_store_row **rows, size_t *n);
+	int (*key_count)(void *be, const struct ky_store_filter *f, uint64_t *n);
+	int (*secret_put)(void *be, struct ky_store_secret *s, int64_t expect_rev);
+	int (*secret_get)(void *be, const char *name, struct ky_store_secret *s);
+	int (*secret_delete)(void *be, const char *name);
+	int (*vp_count)(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN], uint64_t *n);
+	int (*vp_fetch)(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+			int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n);
+	int (*vp_swap)(void *be, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
+		       const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+		       size_t *swapped);
+	int (*apikey_insert)(void *be, const struct ky_store_apikey *k);
+	int (*apikey_get)(void *be, const char *id, struct ky_store_apikey *k);
+	int (*apikey_find)(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
+			   struct ky_store_apikey *k);
+	int (*apikey_revoke)(void *be, const char *id, int64_t when);
+	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
+};
+
+extern const struct ky_store_ops ky_store_sqlite_ops;
+
+/* ---- opening ---- */
+
+/* uri = "<scheme>:<location>". KY_ERR_CONFIG for an unknown scheme, KY_ERR_STORE_SCHEMA for
+ * a schema newer than this program, KY_ERR_WRONG_INSTANCE (opts->instance differs from the
+ * one the store was created for). opts may be NULL (defaults). */
+int ky_store_open(const char *uri, const struct ky_store_opts *opts, struct ky_store **out) KY_WUR;
+void ky_store_close(struct ky_store *s); /* NULL ok; no other thread may still use s */
+
+/* ---- transactions (calling thread) ---- */
+
+/* BEGIN IMMEDIATE: takes the write lock now (KY_ERR_STORE_BUSY after the busy timeout).
+ * Nested begin is KY_ERR_USAGE. Inserts inside a transaction do not use group commit. */
+int ky_store_begin(struct ky_store *s) KY_WUR;
+int ky_store_commit(struct ky_store *s) KY_WUR;
+int ky_store_rollback(struct ky_store *s); /* no-op outside a transaction */
+
+/* ---- keys ---- */
+
+/* Inserts a new row: the key limit is checked in the same transaction (KY_ERR_KEY_LIMIT);
+ * KY_ERR_EXISTS for a duplicate id. Sets row->seq and row->rev. */
+int ky_store_key_insert(struct ky_store *s, struct ky_store_row *row) KY_WUR;
+/* Replaces every column of row->id iff its rev is still row->rev (else KY_ERR_CONFLICT;
+ * KY_ERR_NOT_FOUND if gone). Sets row->rev to the new rev. */
+int ky_store_key_update(struct ky_store *s, struct ky_store_row *row) KY_WUR;
+/* KY_ERR_NOT_FOUND. row is overwritten (release it before reuse). */
+int ky_store_key_get(struct ky_store *s, const char *id, struct ky_store_row *row) KY_WUR;
+/* Deletes (purges) row id iff its rev is rev (KY_ERR_CONFLICT / KY_ERR_NOT_FOUND). */
+int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev) KY_WUR;
+/* Rows in creation order, filtered; limit 0 = no limit. *rows is an array of *n rows. */
+int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
+		      uint64_t offset, struct ky_store_row **rows, size_t *n) KY_WUR;
+/* Rows matching f (NULL = all: constant time). */
+int ky_store_key_count(struct ky_store *s, const struct ky_store_filter *f, uint64_t *n) KY_WUR;
+void ky_store_row_release(struct ky_store_row *row); /* frees the blob, keeps the struct */
+void ky_store_rows_free(struct ky_store_row *rows, size_t n);
+
+/* ---- secrets ---- */
+
+/* expect_rev: 0 = create (KY_ERR_EXISTS if present), otherwise CAS on rev (KY_ERR_CONFLICT).
+ * Sets s->seq, s->rev. */
+int ky_store_secret_put(struct ky_store *s, struct ky_store_secret *sec,
+			int64_t expect_rev) KY_WUR;
+int ky_store_secret_get(struct ky_store *s, const char *name,
+			struct ky_store_secret *sec) KY_WUR;
+int ky_store_secret_delete(struct ky_store *s, const char *name) KY_WUR;
+void ky_store_secret_release(struct ky_store_secret *sec);
+
+/* ---- re-encipherment ---- */
+
+/* Rows of table t whose blob is under vp. */
+int ky_store_vp_count(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+		      uint64_t *n) KY_WUR;
+/* Up to max rows under vp with seq > after_seq, in seq order. */
+int ky_store_vp_fetch(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+		      int64_t after_seq, size_t max, struct ky_store_vprow **rows,
+		      size_t *n) KY_WUR;
+/* In ONE transaction, for each row: blob := rows[i].blob, vp := new_vp, rev += 1 where the
+ * stored row still has vp = old_vp and rev = rows[i].rev. *swapped counts rows replaced; a row
+ * changed meanwhile is left as the concurrent writer left it. */
+int ky_store_vp_swap(struct ky_store *s, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
+		     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+		     size_t *swapped) KY_WUR;
+void ky_store_vprows_free(struct ky_store_vprow *rows, size_t n);
+
+/* ---- API keys (hashes only) ---- */
+
+int ky_store_apikey_insert(struct ky_store *s, const struct ky_store_apikey *k) KY_WUR;
+int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apikey *k) KY_WUR;
+/* Lookup by hash (the caller compares nothing itself: the index does). KY_ERR_NOT_FOUND. */
+int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
+			 struct ky_store_apikey *k) KY_WUR;
+int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when) KY_WUR;
+
+/* ---- diagnostics ---- */
+
+/* The backend's query plan for a hot query, as text (tests check that indexes are used). */
+int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen) KY_WUR;
+/* Effective key limit. */
+uint32_t ky_store_key_limit(const struct ky_store *s);
+
+#endif

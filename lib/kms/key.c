@@ -1,0 +1,1109 @@
+/* Key objects: creation, the state rules, the authoritative record (encode, decode, seal,
+ * open), keys and secrets in the store, and re-encipherment under a new master key.
+ *
+ * Record plaintext, version 1 (integers big-endian, str = u16 length + bytes):
+ *   u8 1 | str id | str name | str description | u8 extractable | u8 imported | u8 state |
+ *   u8 dual_auth | u32 rotation_months | i64 created | i64 updated | i64 expires |
+ *   i64 deleted | str created_by | str deleted_by | str deletion_set_by |
+ *   i64 deletion_set_at | u32 nversions | nversions x (u32 n | str id | i64 created |
+ *   u16 len | material)
+ */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/err.h"
+#include "kyok/kms.h"
+
+#define KMS_RECORD_FORMAT 1
+#define KMS_LABEL_KEY	  "kyok-record-v1"
+#define KMS_LABEL_SECRET  "kyok-secret-v1"
+#define KMS_AAD_MAX	  (2 + 14 + 2 + KY_ID_MAX + 2 + KY_SECRET_NAME_MAX + 4 + 2 + KY_VP_LEN)
+#define KMS_SEAL_OVERHEAD (KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
+#define KMS_RETRIES	  16
+#define KMS_SECRET_MAX	  65536
+
+/* ---- master keys ---- */
+
+int ky_mk_new(const uint8_t key[KY_MK_LEN], struct ky_mk **out)
+{
+	static const uint8_t one = 0x01;
+	struct ky_mk *mk = NULL;
+	EVP_MD_CTX *md = NULL;
+	unsigned int n = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*out = NULL;
+	if ((mk = OPENSSL_secure_zalloc(sizeof(*mk))) == NULL)
+		return KY_ERR_NOMEM;
+	memcpy(mk->key, key, KY_MK_LEN);
+	if ((md = EVP_MD_CTX_new()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(md, &one, 1) != 1 ||
+	    EVP_DigestUpdate(md, mk->key, KY_MK_LEN) != 1 ||
+	    EVP_DigestFinal_ex(md, mk->vp, &n) != 1 || n != KY_VP_LEN) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	*out = mk;
+	mk = NULL; /* transferred */
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	ky_mk_free(mk);
+	return r;
+}
+
+void ky_mk_free(struct ky_mk *mk)
+{
+	OPENSSL_secure_clear_free(mk, sizeof(*mk));
+}
+
+/* ---- key objects ---- */
+
+int ky_kms_uuid(char out[KY_UUID_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t b[16];
+	size_t o = 0;
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return KY_ERR_CRYPTO;
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[b[i] >> 4];
+		out[o++] = hex[b[i] & 0x0f];
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+void ky_key_free(struct ky_key *k)
+{
+	if (k == NULL)
+		return;
+	for (uint32_t i = 0; i < k->nversions && k->versions; i++)
+		if (k->versions[i].material)
+			OPENSSL_secure_clear_free(k->versions[i].material, k->versions[i].len);
+	free(k->versions);
+	OPENSSL_cleanse(k, sizeof(*k));
+	free(k);
+}
+
+void ky_keys_free(struct ky_key **keys, size_t n)
+{
+	if (keys == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		ky_key_free(keys[i]);
+	free(keys);
+}
+
+static int key_text_ok(const char *s, size_t min, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n < min || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static int key_material_ok(int extractable, size_t len)
+{
+	if (extractable)
+		return len >= 1 && len <= KY_KEY_PAYLOAD_MAX;
+	return len == 16 || len == 24 || len == 32;
+}
+
+/* Appends a version: payload copied, or 32 random bytes. */
+static int key_add_version(struct ky_key *k, const uint8_t *payload, size_t len, int64_t now)
+{
+	struct ky_key_version *nv, *v;
+	int r;
+
+	if (k->nversions >= KY_KEY_VERSIONS_MAX)
+		return KY_ERR_TOO_LARGE;
+	if ((nv = realloc(k->versions, (k->nversions + 1) * sizeof(*nv))) == NULL)
+		return KY_ERR_NOMEM;
+	k->versions = nv;
+	v = &nv[k->nversions];
+	memset(v, 0, sizeof(*v));
+	v->n = k->nversions + 1;
+	v->created = now;
+	v->len = payload ? len : 32;
+	if ((r = ky_kms_uuid(v->id)) != 0)
+		return r;
+	if ((v->material = OPENSSL_secure_malloc(v->len)) == NULL)
+		return KY_ERR_NOMEM;
+	if (payload)
+		memcpy(v->material, payload, len);
+	else if (RAND_bytes(v->material, (int)v->len) != 1) {
+		OPENSSL_secure_clear_free(v->material, v->len);
+		v->material = NULL;
+		return KY_ERR_CRYPTO;
+	}
+	k->nversions++;
+	return 0;
+}
+
+int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
+{
+	struct ky_key *k = NULL;
+	int r = KY_ERR_INTERNAL;
+
+	*out = NULL;
+	if (!key_text_ok(spec->name, 2, KY_KEY_NAME_MAX) ||
+	    (spec->description && !key_text_ok(spec->description, 0, KY_KEY_DESC_MAX)) ||
+	    (spec->actor && !key_text_ok(spec->actor, 0, KY_KEY_ACTOR_MAX)))
+		return KY_ERR_KEY_NAME;
+	if (spec->payload && !key_material_ok(spec->extractable, spec->len))
+		return KY_ERR_KEY_MATERIAL;
+	if (spec->expires < 0)
+		return KY_ERR_USAGE;
+	if ((k = calloc(1, sizeof(*k))) == NULL)
+		return KY_ERR_NOMEM;
+	if ((r = ky_kms_uuid(k->id)) != 0)
+		goto out;
+	strcpy(k->name, spec->name);
+	if (spec->description)
+		strcpy(k->description, spec->description);
+	if (spec->actor)
+		strcpy(k->created_by, spec->actor);
+	k->extractable = spec->extractable ? 1 : 0;
+	k->imported = spec->payload != NULL;
+	k->state = KY_KEY_ACTIVE;
+	k->created = k->updated = now;
+	k->expires = spec->expires;
+	if ((r = key_add_version(k, spec->payload, spec->len, now)) != 0)
+		goto out;
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	ky_key_free(k);
+	return r;
+}
+
+int ky_key_state_at(const struct ky_key *k, int64_t now)
+{
+	if (k->state == KY_KEY_ACTIVE && k->expires > 0 && now >= k->expires)
+		return KY_KEY_DEACTIVATED;
+	return k->state;
+}
+
+int ky_key_check(const struct ky_key *k, const struct ky_key_act *a, int64_t now)
+{
+	int st = ky_key_state_at(k, now);
+	int destroyed = st == KY_KEY_DESTROYED;
+
+	switch (a->action) {
+	case KY_KEY_ENABLE:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		return st == KY_KEY_SUSPENDED ? 0 : KY_ERR_KEY_STATE;
+	case KY_KEY_DISABLE:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		return st == KY_KEY_ACTIVE ? 0 : KY_ERR_KEY_STATE;
+	case KY_KEY_ROTATE:
+		if (k->extractable)
+			return KY_ERR_KEY_NOT_ROOT;
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		if (st != KY_KEY_ACTIVE)
+			return KY_ERR_KEY_NOT_ACTIVE;
+		if (k->imported != (a->payload != NULL))
+			return KY_ERR_ROTATE_MATERIAL;
+		if (a->payload && !key_material_ok(0, a->len))
+			return KY_ERR_KEY_MATERIAL;
+		if (k->nversions >= KY_KEY_VERSIONS_MAX)
+			return KY_ERR_TOO_LARGE;
+		return 0;
+	case KY_KEY_SET_DELETION:
+	case KY_KEY_UNSET_DELETION:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		if (!k->dual_auth)
+			return KY_ERR_DUAL_AUTH_OFF;
+		if (!key_text_ok(a->actor, 1, KY_KEY_ACTOR_MAX))
+			return KY_ERR_USAGE;
+		return 0;
+	case KY_KEY_DELETE:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		if (a->actor && !key_text_ok(a->actor, 0, KY_KEY_ACTOR_MAX))
+			return KY_ERR_USAGE;
+		if (k->dual_auth) {
+			if (k->deletion_set_by[0] == '\0' ||
+			    now >= k->deletion_set_at + KY_KMS_DUAL_AUTH_VALID)
+				return KY_ERR_DUAL_AUTH_REQUIRED;
+			if (a->actor == NULL || a->actor[0] == '\0')
+				return KY_ERR_USAGE;
+			if (strcmp(a->actor, k->deletion_set_by) == 0)
+				return KY_ERR_DUAL_AUTH_SAME_USER;
+		}
+		return 0;
+	case KY_KEY_RESTORE:
+		if (!destroyed)
+			return KY_ERR_KEY_NOT_DESTROYED;
+		if (now >= k->deleted + KY_KMS_RESTORE_WINDOW)
+			return KY_ERR_RESTORE_EXPIRED;
+		return 0;
+	case KY_KEY_PURGE:
+		if (!destroyed)
+			return KY_ERR_KEY_NOT_DESTROYED;
+		if (now < k->deleted + KY_KMS_PURGE_DELAY)
+			return KY_ERR_PURGE_TOO_EARLY;
+		return 0;
+	case KY_KEY_SET_POLICY:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		if (a->rotation_months < -1 || a->rotation_months > 12 || a->dual_auth < -1 ||
+		    a->dual_auth > 1)
+			return KY_ERR_USAGE;
+		if (a->rotation_months > 0 && k->extractable)
+			return KY_ERR_KEY_NOT_ROOT;
+		return 0;
+	}
+	return KY_ERR_USAGE;
+}
+
+int ky_key_apply(struct ky_key *k, const struct ky_key_act *a, int64_t now)
+{
+	int r;
+
+	if ((r = ky_key_check(k, a, now)) != 0)
+		return r;
+	switch (a->action) {
+	case KY_KEY_ENABLE:
+		k->state = KY_KEY_ACTIVE;
+		break;
+	case KY_KEY_DISABLE:
+		k->state = KY_KEY_SUSPENDED;
+		break;
+	case KY_KEY_ROTATE:
+		if ((r = key_add_version(k, a->payload, a->len, now)) != 0)
+			return r;
+		break;
+	case KY_KEY_SET_DELETION:
+		strcpy(k->deletion_set_by, a->actor);
+		k->deletion_set_at = now;
+		break;
+	case KY_KEY_UNSET_DELETION:
+		k->deletion_set_by[0] = '\0';
+		k->deletion_set_at = 0;
+		break;
+	case KY_KEY_DELETE:
+		k->state = KY_KEY_DESTROYED;
+		k->deleted = now;
+		strcpy(k->deleted_by, a->actor ? a->actor : "");
+		k->deletion_set_by[0] = '\0';
+		k->deletion_set_at = 0;
+		break;
+	case KY_KEY_RESTORE:
+		k->state = KY_KEY_ACTIVE;
+		k->deleted = 0;
+		k->deleted_by[0] = '\0';
+		break;
+	case KY_KEY_PURGE:
+		return 0;
+	case KY_KEY_SET_POLICY:
+		if (a->rotation_months >= 0)
+			k->rotation_months = (uint32_t)a->rotation_months;
+		if (a->dual_auth >= 0) {
+			k->dual_auth = a->dual_auth;
+			if (!k->dual_auth) {
+				k->deletion_set_by[0] = '\0';
+				k->deletion_set_at = 0;
+			}
+		}
+		break;
+	}
+	k->updated = now;
+	return 0;
+}
+
+/* ---- record encoding ---- */
+
+struct enc {
+	uint8_t *p; /* NULL: measuring pass */
+	size_t len;
+};
+
+static void enc_put(struct enc *e, const void *p, size_t n)
+{
+	if (e->p && n)
+		memcpy(e->p + e->len, p, n);
+	e->len += n;
+}
+
+static void enc_u8(struct enc *e, uint8_t v)
+{
+	enc_put(e, &v, 1);
+}
+
+static void enc_u16(struct enc *e, uint16_t v)
+{
+	uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+	enc_put(e, b, 2);
+}
+
+static void enc_u32(struct enc *e, uint32_t v)
+{
+	uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+	enc_put(e, b, 4);
+}
+
+static void enc_i64(struct enc *e, int64_t v)
+{
+	enc_u32(e, (uint32_t)((uint64_t)v >> 32));
+	enc_u32(e, (uint32_t)(uint64_t)v);
+}
+
+static void enc_str(struct enc *e, const char *s)
+{
+	size_t n = strlen(s);
+	enc_u16(e, (uint16_t)n);
+	enc_put(e, s, n);
+}
+
+static void key_encode(struct enc *e, const struct ky_key *k)
+{
+	enc_u8(e, KMS_RECORD_FORMAT);
+	enc_str(e, k->id);
+	enc_str(e, k->name);
+	enc_str(e, k->description);
+	enc_u8(e, (uint8_t)(k->extractable ? 1 : 0));
+	enc_u8(e, (uint8_t)(k->imported ? 1 : 0));
+	enc_u8(e, (uint8_t)k->state);
+	enc_u8(e, (uint8_t)(k->dual_auth ? 1 : 0));
+	enc_u32(e, k->rotation_months);
+	enc_i64(e, k->created);
+	enc_i64(e, k->updated);
+	enc_i64(e, k->expires);
+	enc_i64(e, k->deleted);
+	enc_str(e, k->created_by);
+	enc_str(e, k->deleted_by);
+	enc_str(e, k->deletion_set_by);
+	enc_i64(e, k->deletion_set_at);
+	enc_u32(e, k->nversions);
+	for (uint32_t i = 0; i < k->nversions; i++) {
+		const struct ky_key_version *v = &k->versions[i];
+		enc_u32(e, v->n);
+		enc_str(e, v->id);
+		enc_i64(e, v->created);
+		enc_u16(e, (uint16_t)v->len);
+		enc_put(e, v->material, v->len);
+	}
+}
+
+int ky_kms_record_encode(const struct ky_key *k, uint8_t **out, size_t *len)
+{
+	struct enc e = {0};
+
+	*out = NULL;
+	*len = 0;
+	if (k->nversions == 0 || k->nversions > KY_KEY_VERSIONS_MAX)
+		return KY_ERR_USAGE;
+	for (uint32_t i = 0; i < k->nversions; i++)
+		if (k->versions[i].material == NULL || k->versions[i].len > UINT16_MAX)
+			return KY_ERR_USAGE; /* a metadata-only copy is never stored */
+	key_encode(&e, k);
+	if ((e.p = OPENSSL_secure_malloc(e.len)) == NULL)
+		return KY_ERR_NOMEM;
+	size_t n = e.len;
+	e.len = 0;
+	key_encode(&e, k);
+	if (e.len != n) {
+		OPENSSL_secure_clear_free(e.p, n);
+		return KY_ERR_INTERNAL;
+	}
+	*out = e.p;
+	*len = n;
+	return 0;
+}
+
+void ky_kms_buf_free(uint8_t *p, size_t n)
+{
+	if (p != NULL)
+		OPENSSL_secure_clear_free(p, n);
+}
+
+struct dec {
+	const uint8_t *p;
+	size_t n;
+	size_t off;
+	int bad;
+};
+
+static const uint8_t *dec_take(struct dec *d, size_t n)
+{
+	const uint8_t *q;
+
+	if (d->bad || d->n - d->off < n) {
+		d->bad = 1;
+		return NULL;
+	}
+	q = d->p + d->off;
+	d->off += n;
+	return q;
+}
+
+static uint8_t dec_u8(struct dec *d)
+{
+	const uint8_t *q = dec_take(d, 1);
+	return q ? q[0] : 0;
+}
+
+static uint16_t dec_u16(struct dec *d)
+{
+	const uint8_t *q = dec_take(d, 2);
+	return q ? (uint16_t)(q[0] << 8 | q[1]) : 0;
+}
+
+static uint32_t dec_u32(struct dec *d)
+{
+	const uint8_t *q = dec_take(d, 4);
+	return q ? (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3] : 0;
+}
+
+static int64_t dec_i64(struct dec *d)
+{
+	uint64_t hi = dec_u32(d);
+	uint64_t lo = dec_u32(d);
+	return (int64_t)(hi << 32 | lo);
+}
+
+/* A string of at most max bytes, no NUL inside. */
+static void dec_str(struct dec *d, char *out, size_t max)
+{
+	uint16_t n = dec_u16(d);
+	const uint8_t *q;
+
+	out[0] = '\0';
+	if (n > max) {
+		d->bad = 1;
+		return;
+	}
+	if ((q = dec_take(d, n)) == NULL)
+		return;
+	if (memchr(q, 0, n) != NULL) {
+		d->bad = 1;
+		return;
+	}
+	memcpy(out, q, n);
+	out[n] = '\0';
+}
+
+static int dec_state_ok(int st)
+{
+	return st == KY_KEY_ACTIVE || st == KY_KEY_SUSPENDED || st == KY_KEY_DEACTIVATED ||
+	       st == KY_KEY_DESTROYED;
+}
+
+int ky_kms_record_decode(const uint8_t *p, size_t n, int flags, struct ky_key **out)
+{
+	struct dec d = {.p = p, .n = n};
+	struct ky_key *k = NULL;
+	uint8_t b;
+	int r = KY_ERR_MALFORMED;
+
+	*out = NULL;
+	if ((k = calloc(1, sizeof(*k))) == NULL)
+		return KY_ERR_NOMEM;
+	if (dec_u8(&d) != KMS_RECORD_FORMAT)
+		goto out;
+	dec_str(&d, k->id, KY_UUID_LEN);
+	dec_str(&d, k->name, KY_KEY_NAME_MAX);
+	dec_str(&d, k->description, KY_KEY_DESC_MAX);
+	if ((b = dec_u8(&d)) > 1)
+		goto out;
+	k->extractable = b;
+	if ((b = dec_u8(&d)) > 1)
+		goto out;
+	k->imported = b;
+	k->state = dec_u8(&d);
+	if ((b = dec_u8(&d)) > 1)
+		goto out;
+	k->dual_auth = b;
+	k->rotation_months = dec_u32(&d);
+	k->created = dec_i64(&d);
+	k->updated = dec_i64(&d);
+	k->expires = dec_i64(&d);
+	k->deleted = dec_i64(&d);
+	dec_str(&d, k->created_by, KY_KEY_ACTOR_MAX);
+	dec_str(&d, k->deleted_by, KY_KEY_ACTOR_MAX);
+	dec_str(&d, k->deletion_set_by, KY_KEY_ACTOR_MAX);
+	k->deletion_set_at = dec_i64(&d);
+	uint32_t nv = dec_u32(&d);
+	if (d.bad || strlen(k->id) != KY_UUID_LEN || !dec_state_ok(k->state) || nv == 0 ||
+	    nv > KY_KEY_VERSIONS_MAX || k->rotation_months > 12)
+		goto out;
+	/* Each version takes at least 4 + 2 + 36 + 8 + 2 + 1 bytes: bound nv before allocating. */
+	if (nv > (n - d.off) / 53)
+		goto out;
+	if ((k->versions = calloc(nv, sizeof(*k->versions))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < nv; i++) {
+		struct ky_key_version *v = &k->versions[i];
+		const uint8_t *m;
+		v->n = dec_u32(&d);
+		dec_str(&d, v->id, KY_UUID_LEN);
+		v->created = dec_i64(&d);
+		v->len = dec_u16(&d);
+		if ((m = dec_take(&d, v->len)) == NULL || v->n != i + 1 ||
+		    strlen(v->id) != KY_UUID_LEN || !key_material_ok(k->extractable, v->len))
+			goto out;
+		k->nversions = i + 1; /* from here on ky_key_free owns v */
+		if (flags & KY_KMS_METADATA_ONLY)
+			continue;
+		if ((v->material = OPENSSL_secure_malloc(v->len)) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		memcpy(v->material, m, v->len);
+	}
+	if (d.off != d.n || (k->extractable && nv != 1))
+		goto out;
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	ky_key_free(k);
+	return r;
+}
+
+/* ---- sealing ---- */
+
+static void aad_lp(uint8_t *out, size_t *off, const void *p, size_t n)
+{
+	out[(*off)++] = (uint8_t)(n >> 8);
+	out[(*off)++] = (uint8_t)n;
+	memcpy(out + *off, p, n);
+	*off += n;
+}
+
+/* lp(label) || lp(instance) || lp(name) || u32 version || lp(vp) */
+static int kms_aad(uint8_t out[KMS_AAD_MAX], size_t *len, const char *label,
+		   const char *instance, const char *name, uint32_t version,
+		   const uint8_t vp[KY_VP_LEN])
+{
+	size_t off = 0, il = instance ? strlen(instance) : 0, nl = strlen(name);
+
+	if (il == 0 || il > KY_ID_MAX || nl > KY_SECRET_NAME_MAX)
+		return KY_ERR_USAGE;
+	aad_lp(out, &off, label, strlen(label));
+	aad_lp(out, &off, instance, il);
+	aad_lp(out, &off, name, nl);
+	out[off++] = (uint8_t)(version >> 24);
+	out[off++] = (uint8_t)(version >> 16);
+	out[off++] = (uint8_t)(version >> 8);
+	out[off++] = (uint8_t)version;
+	aad_lp(out, &off, vp, KY_VP_LEN);
+	*len = off;
+	return 0;
+}
+
+/* blob = nonce || GCM(mk, pt) || tag, malloc'd. */
+static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, const uint8_t *pt,
+		    size_t n, uint8_t **blob, size_t *bloblen)
+{
+	uint8_t *b;
+	int r;
+
+	*blob = NULL;
+	*bloblen = 0;
+	if ((b = malloc(n + KMS_SEAL_OVERHEAD)) == NULL)
+		return KY_ERR_NOMEM;
+	if (RAND_bytes(b, KY_WRAP_NONCE_LEN) != 1) {
+		free(b);
+		return KY_ERR_CRYPTO;
+	}
+	if ((r = ky_kms_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, pt, n,
+				 b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
+		free(b);
+		return r;
+	}
+	*blob = b;
+	*bloblen = n + KMS_SEAL_OVERHEAD;
+	return 0;
+}
+
+/* Opens blob into pt (bloblen - overhead bytes). KY_ERR_RECORD_TAMPERED on a bad tag. */
+static int kms_open(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen,
+		    const uint8_t *blob, size_t bloblen, uint8_t *pt)
+{
+	size_t n;
+	int r;
+
+	if (bloblen < KMS_SEAL_OVERHEAD)
+		return KY_ERR_RECORD_TAMPERED;
+	n = bloblen - KMS_SEAL_OVERHEAD;
+	r = ky_kms_gcm_open(mk->key, KY_MK_LEN, blob, aad, aadlen, NULL, 0,
+			    blob + KY_WRAP_NONCE_LEN, n, blob + KY_WRAP_NONCE_LEN + n, pt);
+	return r == KY_ERR_TAMPERED ? KY_ERR_RECORD_TAMPERED : r;
+}
+
+/* The register that holds vp, or NULL. */
+static const struct ky_mk *kms_mk_for(const struct ky_kms *kms, const uint8_t vp[KY_VP_LEN])
+{
+	if (kms->current && memcmp(kms->current->vp, vp, KY_VP_LEN) == 0)
+		return kms->current;
+	if (kms->next && memcmp(kms->next->vp, vp, KY_VP_LEN) == 0)
+		return kms->next;
+	return NULL;
+}
+
+/* Where new and updated records go: the committed new key during a rotation. */
+static const struct ky_mk *kms_mk_write(const struct ky_kms *kms)
+{
+	return kms->next ? kms->next : kms->current;
+}
+
+int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
+		       struct ky_store_row *row)
+{
+	const struct ky_mk *mk = kms_mk_write(kms);
+	uint8_t aad[KMS_AAD_MAX];
+	uint8_t *pt = NULL;
+	size_t aadlen = 0, ptlen = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (mk == NULL)
+		return KY_ERR_REGISTER_STATE;
+	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_KEY, kms->instance, k->id, k->nversions,
+			 mk->vp)) != 0)
+		return r;
+	if ((r = ky_kms_record_encode(k, &pt, &ptlen)) != 0)
+		return r;
+	ky_store_row_release(row);
+	memcpy(row->id, k->id, sizeof(row->id));
+	memcpy(row->name, k->name, sizeof(row->name));
+	row->state = k->state;
+	row->extractable = k->extractable;
+	row->created = k->created;
+	row->updated = k->updated;
+	row->deleted = k->deleted;
+	row->version = k->nversions;
+	memcpy(row->vp, mk->vp, KY_VP_LEN);
+	if ((r = kms_seal(mk, aad, aadlen, pt, ptlen, &row->blob, &row->bloblen)) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_kms_buf_free(pt, ptlen);
+	return r;
+}
+
+int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row, int flags,
+		       struct ky_key **out)
+{
+	const struct ky_mk *mk;
+	uint8_t aad[KMS_AAD_MAX];
+	uint8_t *pt = NULL;
+	size_t aadlen = 0, ptlen = 0;
+	struct ky_key *k = NULL;
+	int r = KY_ERR_INTERNAL;
+
+	*out = NULL;
+	if ((mk = kms_mk_for(kms, row->vp)) == NULL)
+		return KY_ERR_MK_MISMATCH;
+	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_KEY, kms->instance, row->id, row->version,
+			 row->vp)) != 0)
+		return r;
+	if (row->bloblen < KMS_SEAL_OVERHEAD + 1 || row->blob == NULL)
+		return KY_ERR_RECORD_TAMPERED;
+	ptlen = row->bloblen - KMS_SEAL_OVERHEAD;
+	if ((pt = OPENSSL_secure_malloc(ptlen)) == NULL)
+		return KY_ERR_NOMEM;
+	if ((r = kms_open(mk, aad, aadlen, row->blob, row->bloblen, pt)) != 0)
+		goto out;
+	if ((r = ky_kms_record_decode(pt, ptlen, flags, &k)) != 0) {
+		r = r == KY_ERR_NOMEM ? r : KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	/* The clear columns serve queries; they must say what the authenticated copy says. */
+	if (strcmp(k->id, row->id) != 0 || strcmp(k->name, row->name) != 0 ||
+	    k->state != row->state || k->extractable != (row->extractable ? 1 : 0) ||
+	    k->created != row->created || k->updated != row->updated ||
+	    k->deleted != row->deleted || k->nversions != row->version) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	k->seq = row->seq;
+	k->rev = row->rev;
+	memcpy(k->vp, row->vp, KY_VP_LEN);
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	ky_key_free(k);
+	ky_kms_buf_free(pt, ptlen);
+	return r;
+}
+
+/* ---- keys in the store ---- */
+
+int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
+		      struct ky_key **out)
+{
+	struct ky_key *k = NULL;
+	struct ky_store_row row = {0};
+	int r = KY_ERR_INTERNAL;
+
+	*out = NULL;
+	if ((r = ky_key_new(spec, now, &k)) != 0)
+		goto out;
+	if ((r = ky_kms_record_seal(kms, k, &row)) != 0)
+		goto out;
+	if ((r = ky_store_key_insert(kms->store, &row)) != 0)
+		goto out;
+	k->seq = row.seq;
+	k->rev = row.rev;
+	memcpy(k->vp, row.vp, KY_VP_LEN);
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	ky_store_row_release(&row);
+	ky_key_free(k);
+	return r;
+}
+
+int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t now,
+		   struct ky_key **out)
+{
+	struct ky_store_row row = {0};
+	int r;
+
+	*out = NULL;
+	if ((r = ky_store_key_get(kms->store, id, &row)) != 0)
+		return r;
+	r = ky_kms_record_open(kms, &row, flags, out);
+	ky_store_row_release(&row);
+	if (r == 0)
+		(*out)->state = ky_key_state_at(*out, now);
+	return r;
+}
+
+int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
+		    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
+		    uint64_t *total)
+{
+	struct ky_store_row *rows = NULL;
+	struct ky_key **v = NULL;
+	size_t nrows = 0, i = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*keys = NULL;
+	*n = 0;
+	if ((r = ky_store_key_count(kms->store, f, total)) != 0)
+		return r;
+	if ((r = ky_store_key_list(kms->store, f, limit, offset, &rows, &nrows)) != 0)
+		return r;
+	if (nrows && (v = calloc(nrows, sizeof(*v))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (i = 0; i < nrows; i++) {
+		if ((r = ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &v[i])) != 0)
+			goto out;
+		v[i]->state = ky_key_state_at(v[i], now);
+	}
+	*keys = v;
+	*n = nrows;
+	v = NULL; /* transferred */
+	r = 0;
+out:
+	ky_keys_free(v, i);
+	ky_store_rows_free(rows, nrows);
+	return r;
+}
+
+int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,
+		   int64_t now, struct ky_key **out)
+{
+	struct ky_store_row row = {0};
+	struct ky_key *k = NULL;
+	int r = KY_ERR_INTERNAL;
+
+	if (out)
+		*out = NULL;
+	for (int attempt = 0; attempt < KMS_RETRIES; attempt++) {
+		ky_key_free(k);
+		k = NULL;
+		ky_store_row_release(&row);
+		if ((r = ky_store_key_get(kms->store, id, &row)) != 0)
+			goto out;
+		if ((r = ky_kms_record_open(kms, &row, 0, &k)) != 0)
+			goto out;
+		if ((r = ky_key_apply(k, a, now)) != 0)
+			goto out;
+		if (a->action == KY_KEY_PURGE) {
+			r = ky_store_key_delete(kms->store, id, row.rev);
+			ky_key_free(k);
+			k = NULL;
+		} else {
+			int64_t rev = row.rev;
+			if ((r = ky_kms_record_seal(kms, k, &row)) != 0)
+				goto out;
+			row.rev = rev;
+			if ((r = ky_store_key_update(kms->store, &row)) == 0) {
+				k->seq = row.seq;
+				k->rev = row.rev;
+				memcpy(k->vp, row.vp, KY_VP_LEN);
+			}
+		}
+		if (r != KY_ERR_CONFLICT)
+			break;
+	}
+	if (r != 0)
+		goto out;
+	if (out) {
+		*out = k;
+		k = NULL; /* transferred */
+	}
+out:
+	ky_store_row_release(&row);
+	ky_key_free(k);
+	return r;
+}
+
+/* ---- secrets ---- */
+
+int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+		      int64_t now)
+{
+	const struct ky_mk *mk = kms_mk_write(kms);
+	struct ky_store_secret sec = {0}, old = {0};
+	uint8_t aad[KMS_AAD_MAX];
+	size_t aadlen = 0, nl = name ? strlen(name) : 0;
+	int64_t expect = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (mk == NULL)
+		return KY_ERR_REGISTER_STATE;
+	if (nl == 0 || nl > KY_SECRET_NAME_MAX || n == 0 || n > KMS_SECRET_MAX)
+		return KY_ERR_USAGE;
+	for (int attempt = 0; attempt < KMS_RETRIES; attempt++) {
+		ky_store_secret_release(&old);
+		ky_store_secret_release(&sec);
+		memset(&sec, 0, sizeof(sec));
+		r = ky_store_secret_get(kms->store, name, &old);
+		if (r != 0 && r != KY_ERR_NOT_FOUND)
+			goto out;
+		expect = r == 0 ? old.rev : 0;
+		memcpy(sec.name, name, nl + 1);
+		sec.created = r == 0 ? old.created : now;
+		sec.updated = now;
+		memcpy(sec.vp, mk->vp, KY_VP_LEN);
+		if ((r = kms_aad(aad, &aadlen, KMS_LABEL_SECRET, kms->instance, name, 0, mk->vp)) !=
+			    0 ||
+		    (r = kms_seal(mk, aad, aadlen, p, n, &sec.blob, &sec.bloblen)) != 0)
+			goto out;
+		r = ky_store_secret_put(kms->store, &sec, expect);
+		if (r != KY_ERR_CONFLICT && !(r == KY_ERR_EXISTS && expect == 0))
+			break;
+	}
+out:
+	ky_store_secret_release(&old);
+	ky_store_secret_release(&sec);
+	return r;
+}
+
+int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n)
+{
+	struct ky_store_secret sec = {0};
+	const struct ky_mk *mk;
+	uint8_t aad[KMS_AAD_MAX];
+	uint8_t *pt = NULL;
+	size_t aadlen = 0, ptlen = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*p = NULL;
+	*n = 0;
+	if ((r = ky_store_secret_get(kms->store, name, &sec)) != 0)
+		return r;
+	if ((mk = kms_mk_for(kms, sec.vp)) == NULL) {
+		r = KY_ERR_MK_MISMATCH;
+		goto out;
+	}
+	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_SECRET, kms->instance, sec.name, 0, sec.vp)) != 0)
+		goto out;
+	if (sec.bloblen <= KMS_SEAL_OVERHEAD) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	ptlen = sec.bloblen - KMS_SEAL_OVERHEAD;
+	if ((pt = OPENSSL_secure_malloc(ptlen)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = kms_open(mk, aad, aadlen, sec.blob, sec.bloblen, pt)) != 0)
+		goto out;
+	*p = pt;
+	*n = ptlen;
+	pt = NULL; /* transferred */
+	r = 0;
+out:
+	ky_kms_buf_free(pt, ptlen);
+	ky_store_secret_release(&sec);
+	return r;
+}
+
+/* ---- re-encipherment ---- */
+
+int ky_kms_count_under(struct ky_store *s, const uint8_t vp[KY_VP_LEN], uint64_t *n)
+{
+	uint64_t a = 0, b = 0;
+	int r;
+
+	*n = 0;
+	if ((r = ky_store_vp_count(s, KY_STORE_KEYS, vp, &a)) != 0 ||
+	    (r = ky_store_vp_count(s, KY_STORE_SECRETS, vp, &b)) != 0)
+		return r;
+	*n = a + b;
+	return 0;
+}
+
+/* Re-seals rows[0..n) from old to new in place, dropping (and counting) rows that do not
+ * open under old. Returns the number of rows kept in *kept. */
+static int reenc_batch(enum ky_store_table t, const char *instance, const struct ky_mk *old,
+		       const struct ky_mk *new_mk, struct ky_store_vprow *rows, size_t n,
+		       uint8_t **buf, size_t *bufcap, size_t *kept, struct ky_kms_reenc *st)
+{
+	const char *label = t == KY_STORE_KEYS ? KMS_LABEL_KEY : KMS_LABEL_SECRET;
+	uint8_t aad[KMS_AAD_MAX];
+	size_t aadlen, k = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		struct ky_store_vprow *w = &rows[i];
+		uint8_t *nb = NULL;
+		size_t nbl = 0, ptlen;
+
+		if (w->bloblen <= KMS_SEAL_OVERHEAD) {
+			r = KY_ERR_RECORD_TAMPERED;
+			goto failed;
+		}
+		ptlen = w->bloblen - KMS_SEAL_OVERHEAD;
+		if (ptlen > *bufcap) {
+			ky_kms_buf_free(*buf, *bufcap);
+			*bufcap = 0;
+			if ((*buf = OPENSSL_secure_malloc(ptlen)) == NULL)
+				return KY_ERR_NOMEM;
+			*bufcap = ptlen;
+		}
+		if ((r = kms_aad(aad, &aadlen, label, instance, w->name, w->version, old->vp)) != 0)
+			return r;
+		if ((r = kms_open(old, aad, aadlen, w->blob, w->bloblen, *buf)) != 0) {
+			if (r != KY_ERR_RECORD_TAMPERED)
+				return r;
+			goto failed;
+		}
+		if ((r = kms_aad(aad, &aadlen, label, instance, w->name, w->version,
+				 new_mk->vp)) != 0 ||
+		    (r = kms_seal(new_mk, aad, aadlen, *buf, ptlen, &nb, &nbl)) != 0) {
+			OPENSSL_cleanse(*buf, ptlen);
+			return r;
+		}
+		OPENSSL_cleanse(*buf, ptlen);
+		free(w->blob);
+		w->blob = nb;
+		w->bloblen = nbl;
+		if (k != i) {
+			struct ky_store_vprow tmp = rows[k];
+			rows[k] = *w;
+			*w = tmp;
+		}
+		k++;
+		continue;
+	failed:
+		if (st->failed++ == 0)
+			memcpy(st->failed_name, w->name, sizeof(st->failed_name));
+	}
+	*kept = k;
+	return 0;
+}
+
+int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_mk *old,
+		      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
+		      struct ky_kms_reenc *st)
+{
+	static const enum ky_store_table tables[] = {KY_STORE_KEYS, KY_STORE_SECRETS};
+	struct ky_store_vprow *rows = NULL;
+	uint8_t *buf = NULL;
+	size_t nrows = 0, bufcap = 0;
+	uint64_t start = 0, left = 0;
+	int r = KY_ERR_INTERNAL;
+
+	memset(st, 0, sizeof(*st));
+	if (batch == 0)
+		batch = KY_KMS_BATCH_DEFAULT;
+	if (memcmp(old->vp, new_mk->vp, KY_VP_LEN) == 0)
+		return KY_ERR_SAME_KEY;
+	if ((r = ky_kms_count_under(s, old->vp, &start)) != 0)
+		return r;
+	st->remaining = start;
+
+	/* Rounds: a row a concurrent writer re-wrote under the old key, or inserted under it,
+	 * is picked up by the next round. A round that finds only failed rows ends the run. */
+	for (int round = 0; round < KMS_RETRIES; round++) {
+		st->failed = 0;
+		for (size_t ti = 0; ti < sizeof(tables) / sizeof(tables[0]); ti++) {
+			int64_t after = 0;
+			for (;;) {
+				size_t kept = 0, swapped = 0;
+				if ((r = ky_store_vp_fetch(s, tables[ti], old->vp, after, batch, &rows,
+							   &nrows)) != 0)
+					goto out;
+				if (nrows == 0)
+					break;
+				after = rows[nrows - 1].seq;
+				if ((r = reenc_batch(tables[ti], instance, old, new_mk, rows, nrows,
+						     &buf, &bufcap, &kept, st)) != 0)
+					goto out;
+				if ((r = ky_store_vp_swap(s, tables[ti], old->vp, new_mk->vp, rows,
+							  kept, &swapped)) != 0)
+					goto out;
+				ky_store_vprows_free(rows, nrows);
+				rows = NULL;
+				nrows = 0;
+				st->done += swapped;
+				st->raced += kept - swapped;
+				st->batches++;
+				st->remaining = start > st->done ? start - st->done : 0;
+				if (fn != NULL && fn(st, arg) != 0) {
+					r = KY_ERR_CANCELLED;
+					goto out;
+				}
+			}
+		}
+		if ((r = ky_kms_count_under(s, old->vp, &left)) != 0)
+			goto out;
+		st->remaining = left;
+		if (left <= st->failed)
+			break;
+	}
+	if (st->failed > 0)
+		r = KY_ERR_RECORD_TAMPERED;
+	else if (st->remaining > 0)
+		r = KY_ERR_CONFLICT;
+	else
+		r = 0;
+out:
+	ky_store_vprows_free(rows, nrows);
+	ky_kms_buf_free(buf, bufcap);
+	return r;
+}

@@ -1,0 +1,1336 @@
+/* SQLite key storage backend.
+ *
+ * One file shared by the crypto units of an instance on one host: WAL journal (readers never
+ * block the writer), synchronous=FULL (a committed write survives power loss), busy_timeout
+ * (a writer of another process is waited for), BEGIN IMMEDIATE for every write transaction
+ * (the write lock is taken up front, so two writers never deadlock upgrading a read lock).
+ *
+ * Threads: every thread gets its own connection (a pthread key per store) with its own cache
+ * of prepared statements. Writers of one process queue on a mutex rather than polling the
+ * file lock. Concurrent inserts share one commit (group commit): a thread that finds no
+ * commit in progress becomes the leader and inserts every queued row in one transaction,
+ * each with its own result.
+ *
+ * Schema version 1 (meta.schema = '1'):
+ *   meta(k, v)               schema version, instance id
+ *   counters(k, n)           'keys' = row count of keys (kept by triggers: O(1) limit check)
+ *   keys(id PK, seq, rev, name, state, extractable, created, updated, deleted, version,
+ *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search
+ *   secrets(name PK, seq, rev, created, updated, vp, blob)
+ *   api_keys(id PK, role, hash UNIQUE, created, revoked)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kyok/err.h"
+#include "kyok/store.h"
+
+enum sq_stmt {
+	SQ_BEGIN,
+	SQ_COMMIT,
+	SQ_ROLLBACK,
+	SQ_KEY_TOTAL,
+	SQ_KEY_INSERT,
+	SQ_KEY_UPDATE,
+	SQ_KEY_REV,
+	SQ_KEY_GET,
+	SQ_KEY_DELETE,
+	SQ_KEY_LIST,
+	SQ_KEY_COUNT,
+	SQ_SECRET_INSERT,
+	SQ_SECRET_UPDATE,
+	SQ_SECRET_REV,
+	SQ_SECRET_GET,
+	SQ_SECRET_DELETE,
+	SQ_VP_COUNT_KEYS,
+	SQ_VP_COUNT_SECRETS,
+	SQ_VP_FETCH_KEYS,
+	SQ_VP_FETCH_SECRETS,
+	SQ_VP_SWAP_KEYS,
+	SQ_VP_SWAP_SECRETS,
+	SQ_APIKEY_INSERT,
+	SQ_APIKEY_GET,
+	SQ_APIKEY_FIND,
+	SQ_APIKEY_REVOKE,
+	SQ__COUNT
+};
+
+#define SQ_KEY_COLS "id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
+#define SQ_FILTER                                                                                  \
+	"(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2)"
+
+static const char *const sq_sql[SQ__COUNT] = {
+	[SQ_BEGIN] = "BEGIN IMMEDIATE",
+	[SQ_COMMIT] = "COMMIT",
+	[SQ_ROLLBACK] = "ROLLBACK",
+	[SQ_KEY_TOTAL] = "SELECT n FROM counters WHERE k = 'keys'",
+	[SQ_KEY_INSERT] = "INSERT INTO keys (" SQ_KEY_COLS ") VALUES (?1, "
+			  "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, ?2, ?3, ?4, ?5, ?6, ?7, "
+			  "?8, ?9, ?10) RETURNING seq",
+	[SQ_KEY_UPDATE] = "UPDATE keys SET rev = rev + 1, name = ?2, state = ?3, extractable = ?4, "
+			  "created = ?5, updated = ?6, deleted = ?7, version = ?8, vp = ?9, "
+			  "blob = ?10 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
+	[SQ_KEY_REV] = "SELECT rev FROM keys WHERE id = ?1",
+	[SQ_KEY_GET] = "SELECT " SQ_KEY_COLS " FROM keys WHERE id = ?1",
+	[SQ_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1 AND rev = ?2",
+	[SQ_KEY_LIST] = "SELECT " SQ_KEY_COLS " FROM keys WHERE " SQ_FILTER
+			" ORDER BY seq LIMIT ?3 OFFSET ?4",
+	[SQ_KEY_COUNT] = "SELECT count(*) FROM keys WHERE " SQ_FILTER,
+	[SQ_SECRET_INSERT] = "INSERT INTO secrets (name, seq, rev, created, updated, vp, blob) "
+			     "VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, ?2, "
+			     "?3, ?4, ?5) RETURNING seq, rev",
+	[SQ_SECRET_UPDATE] = "UPDATE secrets SET rev = rev + 1, updated = ?3, vp = ?4, blob = ?5 "
+			     "WHERE name = ?1 AND rev = ?6 RETURNING seq, rev",
+	[SQ_SECRET_REV] = "SELECT rev FROM secrets WHERE name = ?1",
+	[SQ_SECRET_GET] = "SELECT name, seq, rev, created, updated, vp, blob FROM secrets "
+			  "WHERE name = ?1",
+	[SQ_SECRET_DELETE] = "DELETE FROM secrets WHERE name = ?1",
+	[SQ_VP_COUNT_KEYS] = "SELECT count(*) FROM keys WHERE vp = ?1",
+	[SQ_VP_COUNT_SECRETS] = "SELECT count(*) FROM secrets WHERE vp = ?1",
+	[SQ_VP_FETCH_KEYS] = "SELECT id, seq, rev, version, blob FROM keys "
+			     "WHERE vp = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+	[SQ_VP_FETCH_SECRETS] = "SELECT name, seq, rev, 0, blob FROM secrets "
+				"WHERE vp = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+	[SQ_VP_SWAP_KEYS] = "UPDATE keys SET vp = ?2, blob = ?3, rev = rev + 1 "
+			    "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
+	[SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
+			       "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
+	[SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked) "
+			     "VALUES (?1, ?2, ?3, ?4, 0)",
+	[SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE id = ?1",
+	[SQ_APIKEY_FIND] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE hash = ?1",
+	[SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked = 0",
+};
+
+static const char sq_schema[] =
+	"CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) "
+	"WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS counters (k TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) "
+	"WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS keys ("
+	" id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
+	" name TEXT NOT NULL, state INTEGER NOT NULL, extractable INTEGER NOT NULL,"
+	" created INTEGER NOT NULL, updated INTEGER NOT NULL, deleted INTEGER NOT NULL,"
+	" version INTEGER NOT NULL, vp BLOB NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;"
+	"CREATE UNIQUE INDEX IF NOT EXISTS keys_seq ON keys (seq);"
+	"CREATE INDEX IF NOT EXISTS keys_vp ON keys (vp, seq);"
+	"CREATE TABLE IF NOT EXISTS secrets ("
+	" name TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
+	" created INTEGER NOT NULL, updated INTEGER NOT NULL, vp BLOB NOT NULL,"
+	" blob BLOB NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS secrets_vp ON secrets (vp, seq);"
+	"CREATE TABLE IF NOT EXISTS api_keys ("
+	" id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,"
+	" created INTEGER NOT NULL, revoked INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TRIGGER IF NOT EXISTS keys_count_ins AFTER INSERT ON keys BEGIN"
+	" UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
+	"CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
+	" UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;"
+	"INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
+	"INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
+
+struct sq_store;
+
+struct sq_conn {
+	sqlite3 *db;
+	sqlite3_stmt *st[SQ__COUNT];
+	struct sq_store *s;
+	struct sq_conn *prev, *next;
+	int in_txn; /* inside ky_store_begin: holds s->wlock */
+};
+
+/* A queued insert waiting for a group commit. */
+struct sq_gc_req {
+	struct ky_store_row *row;
+	int r;
+	int done;
+	struct sq_gc_req *next;
+};
+
+struct sq_store {
+	char *path;
+	struct ky_store_opts o;
+	pthread_key_t tls;
+	pthread_mutex_t lock;  /* conns list and group-commit queue */
+	pthread_mutex_t wlock; /* one writer at a time in this process */
+	pthread_cond_t gc_cond;
+	struct sq_conn *conns;
+	struct sq_gc_req *gc_head;
+	struct sq_gc_req **gc_tail;
+	int gc_busy;
+};
+
+/* ---- errors ---- */
+
+static int sq_err(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return KY_ERR_STORE_BUSY;
+	case SQLITE_CONSTRAINT:
+		return KY_ERR_EXISTS;
+	case SQLITE_NOMEM:
+		return KY_ERR_NOMEM;
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+	case SQLITE_READONLY:
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+		return KY_ERR_IO;
+	default:
+		return KY_ERR_STORE;
+	}
+}
+
+/* ---- connections ---- */
+
+static void sq_conn_close(struct sq_conn *c)
+{
+	if (c == NULL)
+		return;
+	for (int i = 0; i < SQ__COUNT; i++)
+		sqlite3_finalize(c->st[i]);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+static void sq_unlink(struct sq_store *s, struct sq_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+/* Thread exit: the thread's connection goes with it. */
+static void sq_conn_destructor(void *p)
+{
+	struct sq_conn *c = p;
+	struct sq_store *s = c->s;
+
+	if (c->in_txn) {
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		c->in_txn = 0;
+		pthread_mutex_unlock(&s->wlock);
+	}
+	pthread_mutex_lock(&s->lock);
+	sq_unlink(s, c);
+	pthread_mutex_unlock(&s->lock);
+	sq_conn_close(c);
+}
+
+static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
+{
+	int r = KY_ERR_INTERNAL;
+	struct sq_conn *c = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return KY_ERR_NOMEM;
+	c->s = s;
+	rc = sqlite3_open_v2(s->path, &c->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		r = sq_err(rc);
+		goto out;
+	}
+	sqlite3_extended_result_codes(c->db, 1);
+	sqlite3_busy_timeout(c->db, s->o.busy_timeout_ms);
+	/* No writable_schema, no file-level tricks through SQL. */
+	sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	rc = sqlite3_exec(c->db,
+			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+			  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
+			  NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		r = sq_err(rc);
+		goto out;
+	}
+	/* journal_mode answers the mode in force: refuse anything but WAL. */
+	if ((rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &st, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_step(st)) != SQLITE_ROW) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if (sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") != 0) {
+		r = KY_ERR_STORE;
+		goto out;
+	}
+	*out = c;
+	c = NULL; /* transferred */
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	sq_conn_close(c);
+	return r;
+}
+
+/* The calling thread's connection, opened on first use. */
+static int sq_conn(struct sq_store *s, struct sq_conn **out)
+{
+	struct sq_conn *c = pthread_getspecific(s->tls);
+	int r;
+
+	if (c != NULL) {
+		*out = c;
+		return 0;
+	}
+	if ((r = sq_conn_open(s, &c)) != 0)
+		return r;
+	if (pthread_setspecific(s->tls, c) != 0) {
+		sq_conn_close(c);
+		return KY_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	pthread_mutex_unlock(&s->lock);
+	*out = c;
+	return 0;
+}
+
+/* Prepared statement i of c, reset and with no bindings. */
+static int sq_stmt(struct sq_conn *c, enum sq_stmt i, sqlite3_stmt **out)
+{
+	int rc;
+
+	if (c->st[i] == NULL) {
+		rc = sqlite3_prepare_v3(c->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
+					NULL);
+		if (rc != SQLITE_OK)
+			return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	}
+	*out = c->st[i];
+	return 0;
+}
+
+static void sq_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+/* Runs a statement that returns no row. */
+static int sq_exec(struct sq_conn *c, enum sq_stmt i)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, i, &st)) != 0)
+		return r;
+	rc = sqlite3_step(st);
+	sq_done(st);
+	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+/* ---- write transactions ---- */
+
+/* Opens a write transaction unless the thread is inside ky_store_begin already. */
+static int sq_wbegin(struct sq_conn *c, int *opened)
+{
+	int r;
+
+	*opened = 0;
+	if (c->in_txn)
+		return 0;
+	pthread_mutex_lock(&c->s->wlock);
+	if ((r = sq_exec(c, SQ_BEGIN)) != 0) {
+		pthread_mutex_unlock(&c->s->wlock);
+		return r;
+	}
+	*opened = 1;
+	return 0;
+}
+
+/* Ends what sq_wbegin opened: commit when r is 0, else roll back. Returns the final result. */
+static int sq_wend(struct sq_conn *c, int opened, int r)
+{
+	if (!opened)
+		return r;
+	if (r == 0 && (r = sq_exec(c, SQ_COMMIT)) == 0)
+		goto out;
+	if (!sqlite3_get_autocommit(c->db))
+		(void)sq_exec(c, SQ_ROLLBACK);
+out:
+	pthread_mutex_unlock(&c->s->wlock);
+	return r;
+}
+
+static int sq_begin(void *be)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r, opened;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (c->in_txn)
+		return KY_ERR_USAGE;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	c->in_txn = 1;
+	return 0;
+}
+
+static int sq_commit(void *be)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (!c->in_txn)
+		return KY_ERR_USAGE;
+	c->in_txn = 0;
+	return sq_wend(c, 1, 0);
+}
+
+static int sq_rollback(void *be)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (!c->in_txn)
+		return 0;
+	c->in_txn = 0;
+	return sq_wend(c, 1, KY_ERR_CANCELLED) == KY_ERR_CANCELLED ? 0 : KY_ERR_STORE;
+}
+
+/* ---- column helpers ---- */
+
+static int sq_col_text(sqlite3_stmt *st, int i, char *out, size_t cap, int exact)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	int n = sqlite3_column_bytes(st, i);
+
+	if (t == NULL || n < 0 || (size_t)n >= cap || (exact && (size_t)n != cap - 1))
+		return KY_ERR_RECORD_TAMPERED;
+	memcpy(out, t, (size_t)n);
+	out[n] = '\0';
+	return 0;
+}
+
+static int sq_col_fixed(sqlite3_stmt *st, int i, uint8_t *out, size_t n)
+{
+	const void *p = sqlite3_column_blob(st, i);
+
+	if (p == NULL || (size_t)sqlite3_column_bytes(st, i) != n)
+		return KY_ERR_RECORD_TAMPERED;
+	memcpy(out, p, n);
+	return 0;
+}
+
+static int sq_col_blob(sqlite3_stmt *st, int i, uint8_t **out, size_t *n)
+{
+	const void *p = sqlite3_column_blob(st, i);
+	int len = sqlite3_column_bytes(st, i);
+
+	*out = NULL;
+	*n = 0;
+	if (p == NULL || len <= 0)
+		return KY_ERR_RECORD_TAMPERED;
+	if ((*out = malloc((size_t)len)) == NULL)
+		return KY_ERR_NOMEM;
+	memcpy(*out, p, (size_t)len);
+	*n = (size_t)len;
+	return 0;
+}
+
+static int sq_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	return sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Row of SQ_KEY_COLS at the cursor. */
+static int sq_read_key(sqlite3_stmt *st, struct ky_store_row *row)
+{
+	int r;
+
+	memset(row, 0, sizeof(*row));
+	if ((r = sq_col_text(st, 0, row->id, sizeof(row->id), 1)) != 0 ||
+	    (r = sq_col_text(st, 3, row->name, sizeof(row->name), 0)) != 0 ||
+	    (r = sq_col_fixed(st, 10, row->vp, KY_VP_LEN)) != 0)
+		return r;
+	row->seq = sqlite3_column_int64(st, 1);
+	row->rev = sqlite3_column_int64(st, 2);
+	row->state = sqlite3_column_int(st, 4);
+	row->extractable = sqlite3_column_int(st, 5);
+	row->created = sqlite3_column_int64(st, 6);
+	row->updated = sqlite3_column_int64(st, 7);
+	row->deleted = sqlite3_column_int64(st, 8);
+	row->version = (uint32_t)sqlite3_column_int64(st, 9);
+	return sq_col_blob(st, 11, &row->blob, &row->bloblen);
+}
+
+/* ---- keys ---- */
+
+/* Limit check and insert, inside the caller's write transaction. */
+static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+	int64_t total;
+
+	if ((r = sq_stmt(c, SQ_KEY_TOTAL, &st)) != 0)
+		return r;
+	rc = sqlite3_step(st);
+	total = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sq_done(st);
+	if (total < 0)
+		return rc == SQLITE_ROW || rc == SQLITE_DONE ? KY_ERR_STORE : sq_err(rc);
+	if ((uint64_t)total >= c->s->o.key_limit)
+		return KY_ERR_KEY_LIMIT;
+
+	if ((r = sq_stmt(c, SQ_KEY_INSERT, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, row->id);
+	sq_bind_text(st, 2, row->name);
+	sqlite3_bind_int(st, 3, row->state);
+	sqlite3_bind_int(st, 4, row->extractable ? 1 : 0);
+	sqlite3_bind_int64(st, 5, row->created);
+	sqlite3_bind_int64(st, 6, row->updated);
+	sqlite3_bind_int64(st, 7, row->deleted);
+	sqlite3_bind_int64(st, 8, row->version);
+	sqlite3_bind_blob(st, 9, row->vp, KY_VP_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 10, row->blob, (int)row->bloblen, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		row->seq = sqlite3_column_int64(st, 0);
+		row->rev = 1;
+		rc = sqlite3_step(st);
+	}
+	sq_done(st);
+	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+/* Leader of a group commit: all queued rows in one transaction. */
+static void sq_key_insert_batch(struct sq_conn *c, struct sq_gc_req *batch)
+{
+	struct sq_gc_req *q;
+	int r, opened;
+
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		goto fail;
+	for (q = batch; q != NULL; q = q->next) {
+		q->r = sq_key_insert_one(c, q->row);
+		/* A refusal of one row leaves the transaction usable; anything else ends it. */
+		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT) {
+			r = q->r;
+			(void)sq_wend(c, opened, r);
+			goto fail;
+		}
+	}
+	if ((r = sq_wend(c, opened, 0)) != 0)
+		goto fail;
+	return;
+fail:
+	for (q = batch; q != NULL; q = q->next)
+		q->r = r;
+}
+
+static int sq_key_insert(void *be, struct ky_store_row *row)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	struct sq_gc_req req = {.row = row};
+	int r, opened;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (c->in_txn || s->o.no_group_commit) {
+		if ((r = sq_wbegin(c, &opened)) != 0)
+			return r;
+		r = sq_key_insert_one(c, row);
+		return sq_wend(c, opened, r);
+	}
+
+	pthread_mutex_lock(&s->lock);
+	*s->gc_tail = &req;
+	s->gc_tail = &req.next;
+	while (!req.done) {
+		if (s->gc_busy) {
+			pthread_cond_wait(&s->gc_cond, &s->lock);
+			continue;
+		}
+		/* No commit in progress: lead one for everything queued (ours included). */
+		struct sq_gc_req *batch = s->gc_head, *q;
+		s->gc_head = NULL;
+		s->gc_tail = &s->gc_head;
+		s->gc_busy = 1;
+		pthread_mutex_unlock(&s->lock);
+		sq_key_insert_batch(c, batch);
+		pthread_mutex_lock(&s->lock);
+		for (q = batch; q != NULL;) {
+			struct sq_gc_req *next = q->next;
+			q->done = 1; /* q may be gone as soon as its owner sees this */
+			q = next;
+		}
+		s->gc_busy = 0;
+		pthread_cond_broadcast(&s->gc_cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return req.r;
+}
+
+/* After a CAS statement changed nothing: was the row changed or is it gone? */
+static int sq_miss(struct sq_conn *c, enum sq_stmt i, const char *name)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, i, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc == SQLITE_ROW)
+		return KY_ERR_CONFLICT;
+	if (rc == SQLITE_DONE)
+		return KY_ERR_NOT_FOUND;
+	return sq_err(rc);
+}
+
+static int sq_key_update(void *be, struct ky_store_row *row)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0, hit = 0;
+	int64_t seq = 0, rev = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_KEY_UPDATE, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, row->id);
+	sq_bind_text(st, 2, row->name);
+	sqlite3_bind_int(st, 3, row->state);
+	sqlite3_bind_int(st, 4, row->extractable ? 1 : 0);
+	sqlite3_bind_int64(st, 5, row->created);
+	sqlite3_bind_int64(st, 6, row->updated);
+	sqlite3_bind_int64(st, 7, row->deleted);
+	sqlite3_bind_int64(st, 8, row->version);
+	sqlite3_bind_blob(st, 9, row->vp, KY_VP_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 10, row->blob, (int)row->bloblen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, row->rev);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		hit = 1;
+		seq = sqlite3_column_int64(st, 0);
+		rev = sqlite3_column_int64(st, 1);
+		rc = sqlite3_step(st);
+	}
+	sq_done(st);
+	if (rc != SQLITE_DONE) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if (!hit) {
+		r = sq_miss(c, SQ_KEY_REV, row->id);
+		goto out;
+	}
+	r = 0;
+out:
+	r = sq_wend(c, opened, r);
+	if (r == 0) {
+		row->seq = seq;
+		row->rev = rev;
+	}
+	return r;
+}
+
+static int sq_key_get(void *be, const char *id, struct ky_store_row *row)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_KEY_GET, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = sq_read_key(st, row);
+	else
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+	sq_done(st);
+	if (r != 0)
+		ky_store_row_release(row);
+	return r;
+}
+
+static int sq_key_delete(void *be, const char *id, int64_t rev)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_KEY_DELETE, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, id);
+	sqlite3_bind_int64(st, 2, rev);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	else if (sqlite3_changes(c->db) != 1)
+		r = sq_miss(c, SQ_KEY_REV, id);
+out:
+	return sq_wend(c, opened, r);
+}
+
+static void sq_bind_filter(sqlite3_stmt *st, const struct ky_store_filter *f)
+{
+	sqlite3_bind_int64(st, 1, f ? (int64_t)f->states : 0);
+	sqlite3_bind_int(st, 2, f == NULL || f->extractable < 0 ? -1 : (f->extractable ? 1 : 0));
+}
+
+static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit,
+		       uint64_t offset, struct ky_store_row **rows, size_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	struct ky_store_row *v = NULL, *nv;
+	size_t len = 0, cap = 0;
+	int r, rc;
+
+	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_KEY_LIST, &st)) != 0)
+		return r;
+	if (offset > INT64_MAX)
+		return KY_ERR_USAGE;
+	sq_bind_filter(st, f);
+	sqlite3_bind_int64(st, 3, limit ? (int64_t)limit : -1);
+	sqlite3_bind_int64(st, 4, (int64_t)offset);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = KY_ERR_NOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		if ((r = sq_read_key(st, &v[len])) != 0) {
+			ky_store_row_release(&v[len]);
+			goto out;
+		}
+		len++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	*rows = v;
+	*n = len;
+	v = NULL; /* transferred */
+	len = 0;
+	r = 0;
+out:
+	sq_done(st);
+	ky_store_rows_free(v, len);
+	return r;
+}
+
+static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_filter *f,
+		    const uint8_t *vp, uint64_t *n)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, i, &st)) != 0)
+		return r;
+	if (vp != NULL)
+		sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
+	else if (i == SQ_KEY_COUNT)
+		sq_bind_filter(st, f);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		int64_t v = sqlite3_column_int64(st, 0);
+		*n = v < 0 ? 0 : (uint64_t)v;
+		r = 0;
+	} else {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	}
+	sq_done(st);
+	return r;
+}
+
+static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (f == NULL || (f->states == 0 && f->extractable < 0))
+		return sq_count(c, SQ_KEY_TOTAL, NULL, NULL, n);
+	return sq_count(c, SQ_KEY_COUNT, f, NULL, n);
+}
+
+/* ---- secrets ---- */
+
+static int sq_secret_put(void *be, struct ky_store_secret *sec, int64_t expect_rev)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0, hit = 0;
+	int64_t seq = 0, rev = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, expect_rev ? SQ_SECRET_UPDATE : SQ_SECRET_INSERT, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, sec->name);
+	sqlite3_bind_int64(st, 2, sec->created);
+	sqlite3_bind_int64(st, 3, sec->updated);
+	sqlite3_bind_blob(st, 4, sec->vp, KY_VP_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 5, sec->blob, (int)sec->bloblen, SQLITE_STATIC);
+	if (expect_rev)
+		sqlite3_bind_int64(st, 6, expect_rev);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		hit = 1;
+		seq = sqlite3_column_int64(st, 0);
+		rev = sqlite3_column_int64(st, 1);
+		rc = sqlite3_step(st);
+	}
+	sq_done(st);
+	if (rc != SQLITE_DONE) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if (!hit) {
+		r = sq_miss(c, SQ_SECRET_REV, sec->name);
+		goto out;
+	}
+	r = 0;
+out:
+	r = sq_wend(c, opened, r);
+	if (r == 0) {
+		sec->seq = seq;
+		sec->rev = rev;
+	}
+	return r;
+}
+
+static int sq_secret_get(void *be, const char *name, struct ky_store_secret *sec)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_SECRET_GET, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if ((r = sq_col_text(st, 0, sec->name, sizeof(sec->name), 0)) == 0 &&
+		    (r = sq_col_fixed(st, 5, sec->vp, KY_VP_LEN)) == 0) {
+			sec->seq = sqlite3_column_int64(st, 1);
+			sec->rev = sqlite3_column_int64(st, 2);
+			sec->created = sqlite3_column_int64(st, 3);
+			sec->updated = sqlite3_column_int64(st, 4);
+			r = sq_col_blob(st, 6, &sec->blob, &sec->bloblen);
+		}
+	} else {
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+	}
+	sq_done(st);
+	if (r != 0)
+		ky_store_secret_release(sec);
+	return r;
+}
+
+static int sq_secret_delete(void *be, const char *name)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_SECRET_DELETE, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	else if (sqlite3_changes(c->db) != 1)
+		r = KY_ERR_NOT_FOUND;
+out:
+	return sq_wend(c, opened, r);
+}
+
+/* ---- re-encipherment ---- */
+
+static int sq_vp_count(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN], uint64_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	return sq_count(c, t == KY_STORE_KEYS ? SQ_VP_COUNT_KEYS : SQ_VP_COUNT_SECRETS, NULL, vp,
+			n);
+}
+
+static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+		       int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	struct ky_store_vprow *v = NULL;
+	size_t len = 0;
+	int r, rc = SQLITE_DONE;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_stmt(c, t == KY_STORE_KEYS ? SQ_VP_FETCH_KEYS : SQ_VP_FETCH_SECRETS, &st)) !=
+	    0)
+		return r;
+	if (max > 100000)
+		max = 100000;
+	if ((v = calloc(max, sizeof(*v))) == NULL)
+		return KY_ERR_NOMEM;
+	sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, after_seq);
+	sqlite3_bind_int64(st, 3, (int64_t)max);
+	while (len < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct ky_store_vprow *w = &v[len];
+		if ((r = sq_col_text(st, 0, w->name, sizeof(w->name), 0)) != 0)
+			goto out;
+		w->seq = sqlite3_column_int64(st, 1);
+		w->rev = sqlite3_column_int64(st, 2);
+		w->version = (uint32_t)sqlite3_column_int64(st, 3);
+		len++;
+		if ((r = sq_col_blob(st, 4, &w->blob, &w->bloblen)) != 0)
+			goto out;
+	}
+	if (len < max && rc != SQLITE_DONE) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	*rows = v;
+	*n = len;
+	v = NULL; /* transferred */
+	len = 0;
+	r = 0;
+out:
+	sq_done(st);
+	ky_store_vprows_free(v, len);
+	return r;
+}
+
+static int sq_vp_swap(void *be, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
+		      const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+		      size_t *swapped)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	size_t done = 0;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, t == KY_STORE_KEYS ? SQ_VP_SWAP_KEYS : SQ_VP_SWAP_SECRETS, &st)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		sq_bind_text(st, 1, rows[i].name);
+		sqlite3_bind_blob(st, 2, new_vp, KY_VP_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 3, rows[i].blob, (int)rows[i].bloblen, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 4, old_vp, KY_VP_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 5, rows[i].rev);
+		rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE) {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			goto out;
+		}
+		done += (size_t)sqlite3_changes(c->db);
+	}
+	r = 0;
+out:
+	if ((r = sq_wend(c, opened, r)) == 0)
+		*swapped = done;
+	return r;
+}
+
+/* ---- api keys ---- */
+
+static int sq_apikey_insert(void *be, const struct ky_store_apikey *k)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_APIKEY_INSERT, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, k->id);
+	sq_bind_text(st, 2, k->role);
+	sqlite3_bind_blob(st, 3, k->hash, KY_APIKEY_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, k->created);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	r = rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+out:
+	return sq_wend(c, opened, r);
+}
+
+static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, size_t keylen,
+			  struct ky_store_apikey *k)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, i, &st)) != 0)
+		return r;
+	if (keylen == 0)
+		sq_bind_text(st, 1, key);
+	else
+		sqlite3_bind_blob(st, 1, key, (int)keylen, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if ((r = sq_col_text(st, 0, k->id, sizeof(k->id), 0)) == 0 &&
+		    (r = sq_col_text(st, 1, k->role, sizeof(k->role), 0)) == 0 &&
+		    (r = sq_col_fixed(st, 2, k->hash, KY_APIKEY_HASH_LEN)) == 0) {
+			k->created = sqlite3_column_int64(st, 3);
+			k->revoked = sqlite3_column_int64(st, 4);
+		}
+	} else {
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+	}
+	sq_done(st);
+	return r;
+}
+
+static int sq_apikey_get(void *be, const char *id, struct ky_store_apikey *k)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	return sq_apikey_read(c, SQ_APIKEY_GET, id, 0, k);
+}
+
+static int sq_apikey_find(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
+			  struct ky_store_apikey *k)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	return sq_apikey_read(c, SQ_APIKEY_FIND, hash, KY_APIKEY_HASH_LEN, k);
+}
+
+static int sq_apikey_revoke(void *be, const char *id, int64_t when)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	struct ky_store_apikey k;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_APIKEY_REVOKE, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, id);
+	sqlite3_bind_int64(st, 2, when > 0 ? when : 1);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	else if (sqlite3_changes(c->db) != 1)
+		r = sq_apikey_read(c, SQ_APIKEY_GET, id, 0, &k); /* revoked already: 0 */
+out:
+	return sq_wend(c, opened, r);
+}
+
+/* ---- diagnostics ---- */
+
+static int sq_plan(void *be, enum ky_store_plan what, char *out, size_t outlen)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st = NULL;
+	char sql[512];
+	enum sq_stmt i = SQ_KEY_GET;
+	size_t len = 0;
+	int r, rc;
+
+	switch (what) {
+	case KY_STORE_PLAN_GET:
+		i = SQ_KEY_GET;
+		break;
+	case KY_STORE_PLAN_VP_FETCH:
+		i = SQ_VP_FETCH_KEYS;
+		break;
+	case KY_STORE_PLAN_APIKEY:
+		i = SQ_APIKEY_FIND;
+		break;
+	}
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((size_t)snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", sq_sql[i]) >= sizeof(sql))
+		return KY_ERR_INTERNAL;
+	if ((rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL)) != SQLITE_OK)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *d = (const char *)sqlite3_column_text(st, 3);
+		int k = snprintf(out + len, outlen - len, "%s%s", len ? "; " : "", d ? d : "");
+		if (k < 0 || (size_t)k >= outlen - len) {
+			r = KY_ERR_TOO_LARGE;
+			goto out;
+		}
+		len += (size_t)k;
+	}
+	r = rc == SQLITE_DONE ? 0 : sq_err(rc);
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* ---- open and close ---- */
+
+static int sq_meta_get(struct sq_conn *c, const char *k, char *out, size_t cap)
+{
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	rc = sqlite3_prepare_v2(c->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	sq_bind_text(st, 1, k);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = sq_col_text(st, 0, out, cap, 0) ? KY_ERR_STORE_SCHEMA : 0;
+	else
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int sq_meta_set(struct sq_conn *c, const char *k, const char *v)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(c->db, "INSERT INTO meta (k, v) VALUES (?1, ?2)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sq_bind_text(st, 1, k);
+		sq_bind_text(st, 2, v);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+static int sq_has_meta(struct sq_conn *c, int *has)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(c->db,
+				"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+				"name = 'meta'",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		*has = sqlite3_column_int(st, 0) > 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+/* Creates the schema if missing, checks its version and the instance binding. */
+static int sq_init_schema(struct sq_conn *c)
+{
+	char v[KY_ID_MAX + 1];
+	int r, opened = 0, rc, has_meta = 0;
+	const char *instance = c->s->o.instance;
+
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_has_meta(c, &has_meta)) != 0)
+		goto out;
+	if (has_meta) {
+		/* An existing store: refuse a schema this program does not know before touching
+		 * anything. */
+		r = sq_meta_get(c, "schema", v, sizeof(v));
+		if (r == KY_ERR_NOT_FOUND || (r == 0 && strcmp(v, "1") != 0))
+			r = KY_ERR_STORE_SCHEMA;
+		if (r != 0)
+			goto out;
+	}
+	if ((rc = sqlite3_exec(c->db, sq_schema, NULL, NULL, NULL)) != SQLITE_OK) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if (instance != NULL) {
+		r = sq_meta_get(c, "instance", v, sizeof(v));
+		if (r == KY_ERR_NOT_FOUND)
+			r = sq_meta_set(c, "instance", instance);
+		else if (r == 0 && strcmp(v, instance) != 0)
+			r = KY_ERR_WRONG_INSTANCE;
+		if (r != 0)
+			goto out;
+	}
+	r = 0;
+out:
+	return sq_wend(c, opened, r);
+}
+
+static void sq_close(void *be)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+
+	if (s == NULL)
+		return;
+	c = pthread_getspecific(s->tls);
+	if (c != NULL && c->in_txn) {
+		(void)sq_exec(c, SQ_ROLLBACK);
+		c->in_txn = 0;
+		pthread_mutex_unlock(&s->wlock);
+	}
+	pthread_key_delete(s->tls); /* no destructor runs after this */
+	while ((c = s->conns) != NULL) {
+		sq_unlink(s, c);
+		sq_conn_close(c);
+	}
+	pthread_cond_destroy(&s->gc_cond);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_mutex_destroy(&s->lock);
+	free((char *)s->o.instance);
+	free(s->path);
+	free(s);
+}
+
+static int sq_open(const char *location, const struct ky_store_opts *opts, void **be)
+{
+	int r = KY_ERR_INTERNAL;
+	struct sq_store *s = NULL;
+	struct sq_conn *c;
+	int fd;
+
+	*be = NULL;
+	if (opts->instance != NULL &&
+	    (opts->instance[0] == '\0' || strlen(opts->instance) > KY_ID_MAX))
+		return KY_ERR_CONFIG;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return KY_ERR_NOMEM;
+	s->o = *opts;
+	s->o.instance = NULL;
+	s->gc_tail = &s->gc_head;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->wlock, NULL);
+	pthread_cond_init(&s->gc_cond, NULL);
+	if (pthread_key_create(&s->tls, sq_conn_destructor) != 0) {
+		pthread_cond_destroy(&s->gc_cond);
+		pthread_mutex_destroy(&s->wlock);
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return KY_ERR_NOMEM;
+	}
+	if ((s->path = strdup(location)) == NULL ||
+	    (opts->instance && (s->o.instance = strdup(opts->instance)) == NULL)) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	/* Create the file owner-only; SQLite gives the -wal and -shm files the same mode. */
+	if ((fd = open(location, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		r = KY_ERR_IO;
+		goto out;
+	}
+	close(fd);
+	if ((r = sq_conn(s, &c)) != 0 || (r = sq_init_schema(c)) != 0)
+		goto out;
+	*be = s;
+	s = NULL; /* transferred */
+	r = 0;
+out:
+	sq_close(s);
+	return r;
+}
+
+const struct ky_store_ops ky_store_sqlite_ops = {
+	.scheme = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.key_insert = sq_key_insert,
+	.key_update = sq_key_update,
+	.key_get = sq_key_get,
+	.key_delete = sq_key_delete,
+	.key_list = sq_key_list,
+	.key_count = sq_key_count,
+	.secret_put = sq_secret_put,
+	.secret_get = sq_secret_get,
+	.secret_delete = sq_secret_delete,
+	.vp_count = sq_vp_count,
+	.vp_fetch = sq_vp_fetch,
+	.vp_swap = sq_vp_swap,
+	.apikey_insert = sq_apikey_insert,
+	.apikey_get = sq_apikey_get,
+	.apikey_find = sq_apikey_find,
+	.apikey_revoke = sq_apikey_revoke,
+	.plan = sq_plan,
+};

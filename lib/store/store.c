@@ -1,0 +1,275 @@
+/* Key storage dispatch: picks the backend by URI scheme and forwards every call to its table. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/err.h"
+#include "kyok/store.h"
+
+struct ky_store {
+	const struct ky_store_ops *ops;
+	void *be;
+	uint32_t key_limit;
+};
+
+static const struct ky_store_ops *const store_backends[] = {
+	&ky_store_sqlite_ops,
+};
+
+static const struct ky_store_ops *store_find_backend(const char *uri, const char **location)
+{
+	const char *colon = strchr(uri, ':');
+
+	if (colon == NULL || colon == uri)
+		return NULL;
+	for (size_t i = 0; i < sizeof(store_backends) / sizeof(store_backends[0]); i++) {
+		const char *scheme = store_backends[i]->scheme;
+		size_t n = strlen(scheme);
+		if ((size_t)(colon - uri) == n && memcmp(uri, scheme, n) == 0) {
+			*location = colon + 1;
+			return store_backends[i];
+		}
+	}
+	return NULL;
+}
+
+int ky_store_open(const char *uri, const struct ky_store_opts *opts, struct ky_store **out)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_store_opts o = {0};
+	struct ky_store *s = NULL;
+	const char *location = NULL;
+	const struct ky_store_ops *ops;
+
+	*out = NULL;
+	if (uri == NULL)
+		return KY_ERR_CONFIG;
+	if (opts != NULL)
+		o = *opts;
+	if (o.key_limit == 0)
+		o.key_limit = KY_STORE_KEY_LIMIT_DEFAULT;
+	if (o.busy_timeout_ms <= 0)
+		o.busy_timeout_ms = KY_STORE_BUSY_MS_DEFAULT;
+	if ((ops = store_find_backend(uri, &location)) == NULL || *location == '\0') {
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	s->ops = ops;
+	s->key_limit = o.key_limit;
+	if ((r = ops->open(location, &o, &s->be)) != 0)
+		goto out;
+	*out = s;
+	s = NULL; /* transferred */
+	r = 0;
+out:
+	free(s);
+	return r;
+}
+
+void ky_store_close(struct ky_store *s)
+{
+	if (s == NULL)
+		return;
+	s->ops->close(s->be);
+	free(s);
+}
+
+uint32_t ky_store_key_limit(const struct ky_store *s)
+{
+	return s->key_limit;
+}
+
+int ky_store_begin(struct ky_store *s)
+{
+	return s->ops->begin(s->be);
+}
+
+int ky_store_commit(struct ky_store *s)
+{
+	return s->ops->commit(s->be);
+}
+
+int ky_store_rollback(struct ky_store *s)
+{
+	return s->ops->rollback(s->be);
+}
+
+static int store_check_row(const struct ky_store_row *row)
+{
+	if (row->blob == NULL || row->bloblen == 0 || strlen(row->id) != KY_UUID_LEN)
+		return KY_ERR_USAGE;
+	return 0;
+}
+
+int ky_store_key_insert(struct ky_store *s, struct ky_store_row *row)
+{
+	int r;
+
+	if ((r = store_check_row(row)) != 0)
+		return r;
+	return s->ops->key_insert(s->be, row);
+}
+
+int ky_store_key_update(struct ky_store *s, struct ky_store_row *row)
+{
+	int r;
+
+	if ((r = store_check_row(row)) != 0)
+		return r;
+	return s->ops->key_update(s->be, row);
+}
+
+int ky_store_key_get(struct ky_store *s, const char *id, struct ky_store_row *row)
+{
+	memset(row, 0, sizeof(*row));
+	if (id == NULL || strlen(id) != KY_UUID_LEN)
+		return KY_ERR_NOT_FOUND;
+	return s->ops->key_get(s->be, id, row);
+}
+
+int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev)
+{
+	if (id == NULL || strlen(id) != KY_UUID_LEN)
+		return KY_ERR_NOT_FOUND;
+	return s->ops->key_delete(s->be, id, rev);
+}
+
+int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
+		      uint64_t offset, struct ky_store_row **rows, size_t *n)
+{
+	const struct ky_store_filter all = {.states = 0, .extractable = -1};
+
+	*rows = NULL;
+	*n = 0;
+	return s->ops->key_list(s->be, f ? f : &all, limit, offset, rows, n);
+}
+
+int ky_store_key_count(struct ky_store *s, const struct ky_store_filter *f, uint64_t *n)
+{
+	*n = 0;
+	return s->ops->key_count(s->be, f, n);
+}
+
+void ky_store_row_release(struct ky_store_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->blob);
+	row->blob = NULL;
+	row->bloblen = 0;
+}
+
+void ky_store_rows_free(struct ky_store_row *rows, size_t n)
+{
+	if (rows == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		ky_store_row_release(&rows[i]);
+	free(rows);
+}
+
+int ky_store_secret_put(struct ky_store *s, struct ky_store_secret *sec, int64_t expect_rev)
+{
+	size_t n = strlen(sec->name);
+
+	if (n == 0 || n > KY_SECRET_NAME_MAX || sec->blob == NULL || sec->bloblen == 0 ||
+	    expect_rev < 0)
+		return KY_ERR_USAGE;
+	return s->ops->secret_put(s->be, sec, expect_rev);
+}
+
+int ky_store_secret_get(struct ky_store *s, const char *name, struct ky_store_secret *sec)
+{
+	memset(sec, 0, sizeof(*sec));
+	if (name == NULL || strlen(name) > KY_SECRET_NAME_MAX)
+		return KY_ERR_NOT_FOUND;
+	return s->ops->secret_get(s->be, name, sec);
+}
+
+int ky_store_secret_delete(struct ky_store *s, const char *name)
+{
+	if (name == NULL || strlen(name) > KY_SECRET_NAME_MAX)
+		return KY_ERR_NOT_FOUND;
+	return s->ops->secret_delete(s->be, name);
+}
+
+void ky_store_secret_release(struct ky_store_secret *sec)
+{
+	if (sec == NULL)
+		return;
+	free(sec->blob);
+	sec->blob = NULL;
+	sec->bloblen = 0;
+}
+
+int ky_store_vp_count(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+		      uint64_t *n)
+{
+	*n = 0;
+	return s->ops->vp_count(s->be, t, vp, n);
+}
+
+int ky_store_vp_fetch(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
+		      int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n)
+{
+	*rows = NULL;
+	*n = 0;
+	if (max == 0)
+		return KY_ERR_USAGE;
+	return s->ops->vp_fetch(s->be, t, vp, after_seq, max, rows, n);
+}
+
+int ky_store_vp_swap(struct ky_store *s, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
+		     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+		     size_t *swapped)
+{
+	*swapped = 0;
+	if (n == 0)
+		return 0;
+	return s->ops->vp_swap(s->be, t, old_vp, new_vp, rows, n, swapped);
+}
+
+void ky_store_vprows_free(struct ky_store_vprow *rows, size_t n)
+{
+	if (rows == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(rows[i].blob);
+	free(rows);
+}
+
+int ky_store_apikey_insert(struct ky_store *s, const struct ky_store_apikey *k)
+{
+	if (k->id[0] == '\0' || k->role[0] == '\0')
+		return KY_ERR_USAGE;
+	return s->ops->apikey_insert(s->be, k);
+}
+
+int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apikey *k)
+{
+	memset(k, 0, sizeof(*k));
+	return s->ops->apikey_get(s->be, id, k);
+}
+
+int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
+			 struct ky_store_apikey *k)
+{
+	memset(k, 0, sizeof(*k));
+	return s->ops->apikey_find(s->be, hash, k);
+}
+
+int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when)
+{
+	return s->ops->apikey_revoke(s->be, id, when);
+}
+
+int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen)
+{
+	if (outlen == 0)
+		return KY_ERR_USAGE;
+	out[0] = '\0';
+	return s->ops->plan(s->be, what, out, outlen);
+}

@@ -1,0 +1,773 @@
+/* Unit tests of the kyok command's pure helpers: tables, number lists, password and secret
+ * sources, the instance.json and selection.json parsers, known_units, and the workspace
+ * listings with real key files.
+ *
+ * The cli/ sources are compiled into this test directly (they are not a library), so that
+ * their file-local parsers can be tested too. client.c and up.c (libcurl, processes) are
+ * exercised by the integration tests instead.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka needs the four headers above first */
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/common.c"
+#include "cli/instance.c"
+#include "cli/prompt.c"
+#include "cli/table.c"
+#include "cli/workspace.c"
+
+static char tmpdir[256];
+
+static int group_setup(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "%s/kyok-test-cli-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	return ky_crypto_init() == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+	char cmd[400];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A fresh workspace directory per test. */
+static void use_workspace(const char *name)
+{
+	char ws[400];
+
+	snprintf(ws, sizeof(ws), "%s/%s", tmpdir, name);
+	assert_int_equal(setenv("KYOK_TKE_FILES", ws, 1), 0);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void reset_password_sources(void)
+{
+	cli_g.npassword_files = 0;
+	cli_g.password_fd = -1;
+	cli_next_password_file = 0;
+}
+
+static bool have_tty(void)
+{
+	int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* ---- tables ---- */
+
+static char *table_text(struct cli_table *t)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	assert_non_null(f);
+	cli_table_print(t, f);
+	fclose(f);
+	return text;
+}
+
+static void test_table(void **state)
+{
+	static const char *const hdr[] = {"NUMBER", "NAME", "SKI"};
+	const char *row1[] = {"1", "alice", "7904b887"};
+	const char *row2[] = {"12", NULL, "ab"};
+	const char *row3[] = {"3", "\xc3\xa9t\xc3\xa9", ""}; /* "été": 3 columns, 5 bytes */
+	struct cli_table *t;
+	char *text;
+
+	(void)state;
+	assert_null(cli_table_new(0, hdr));
+	assert_int_equal(cli_table_add(NULL, row1), KY_ERR_INTERNAL);
+	t = cli_table_new(3, hdr);
+	assert_non_null(t);
+	assert_int_equal(cli_table_add(t, row1), 0);
+	assert_int_equal(cli_table_add(t, row2), 0);
+	assert_int_equal(cli_table_add(t, row3), 0);
+	text = table_text(t);
+	assert_string_equal(text, "NUMBER   NAME    SKI\n"
+				  "1        alice   7904b887\n"
+				  "12       -       ab\n"
+				  "3        été\n");
+	free(text);
+	cli_table_free(t);
+	cli_table_free(NULL);
+
+	/* Header only. */
+	t = cli_table_new(2, hdr);
+	text = table_text(t);
+	assert_string_equal(text, "NUMBER   NAME\n");
+	free(text);
+	cli_table_free(t);
+
+	/* Many rows: the row array grows. */
+	t = cli_table_new(1, hdr);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(cli_table_add(t, row1), 0);
+	text = table_text(t);
+	assert_int_equal(strlen(text), strlen("NUMBER\n") + 100 * strlen("1\n"));
+	free(text);
+	cli_table_free(t);
+}
+
+/* ---- number lists ---- */
+
+static void test_parse_numbers(void **state)
+{
+	int out[4];
+	size_t n = 99;
+	char why[160];
+
+	(void)state;
+	assert_int_equal(cli_parse_numbers("1,2", 16, out, 4, &n, why, sizeof(why)), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[0], 1);
+	assert_int_equal(out[1], 2);
+	assert_int_equal(cli_parse_numbers(" 3 , 1 ", 16, out, 4, &n, why, sizeof(why)), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(out[0], 3);
+	assert_int_equal(out[1], 1);
+	assert_int_equal(cli_parse_numbers("16", 16, out, 4, &n, why, sizeof(why)), 0);
+	assert_int_equal(out[0], 16);
+
+	/* Every check trips. */
+	static const char *const bad[] = {"1,,2", "x", "0", "", ",", "1,", ",1", "17", "1,1",
+					  "1 2", "-1", "+1", "1x", "99999999999999999999", "1;2",
+					  "0x1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		n = 99;
+		assert_int_equal(cli_parse_numbers(bad[i], 16, out, 4, &n, why, sizeof(why)),
+				 KY_ERR_USAGE);
+		assert_int_equal(n, 0);
+		assert_true(why[0] != '\0');
+	}
+	assert_int_equal(cli_parse_numbers(NULL, 16, out, 4, &n, why, sizeof(why)),
+			 KY_ERR_USAGE);
+	/* More numbers than room. */
+	assert_int_equal(cli_parse_numbers("1,2,3,4,5", 16, out, 4, &n, why, sizeof(why)),
+			 KY_ERR_USAGE);
+	assert_non_null(strstr(why, "at most 4"));
+	/* The maximum is the caller's. */
+	assert_int_equal(cli_parse_numbers("3", 2, out, 4, &n, why, sizeof(why)), KY_ERR_USAGE);
+	assert_non_null(strstr(why, "1 to 2"));
+}
+
+/* ---- password and secret sources ---- */
+
+static void test_password_files(void **state)
+{
+	char p1[400], p2[400], pempty[400], pnl[400], ptwo[400], pmissing[400], plong[400];
+	char *pw = NULL;
+
+	(void)state;
+	reset_password_sources();
+	snprintf(p1, sizeof(p1), "%s/pw1", tmpdir);
+	snprintf(p2, sizeof(p2), "%s/pw2", tmpdir);
+	snprintf(pempty, sizeof(pempty), "%s/pw-empty", tmpdir);
+	snprintf(pnl, sizeof(pnl), "%s/pw-newline", tmpdir);
+	snprintf(ptwo, sizeof(ptwo), "%s/pw-two-lines", tmpdir);
+	snprintf(pmissing, sizeof(pmissing), "%s/pw-missing", tmpdir);
+	snprintf(plong, sizeof(plong), "%s/pw-long", tmpdir);
+	write_file(p1, "first password\n");
+	write_file(p2, "second-password"); /* no newline */
+	write_file(pempty, "");
+	write_file(pnl, "\n");
+	write_file(ptwo, "one\ntwo\n");
+	{
+		char big[CLI_SECRET_MAX + 2];
+		memset(big, 'a', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		write_file(plong, big);
+	}
+
+	/* Options: the k-th password comes from the k-th file. */
+	assert_int_equal(cli_common_opt(0x1002, p1), 0);
+	assert_int_equal(cli_common_opt(0x1002, p2), 0);
+	assert_int_equal(cli_password("password", true, &pw), 0);
+	assert_string_equal(pw, "first password"); /* one trailing newline stripped */
+	cli_secret_free(pw);
+	assert_int_equal(cli_password("password", false, &pw), 0);
+	assert_string_equal(pw, "second-password");
+	cli_secret_free(pw);
+	cli_secret_free(NULL);
+
+	/* Files that are not one secret line. */
+	const char *bad[] = {pempty, pnl, ptwo};
+	for (size_t i = 0; i < 3; i++) {
+		reset_password_sources();
+		assert_int_equal(cli_common_opt(0x1002, bad[i]), 0);
+		pw = (char *)"untouched";
+		assert_int_equal(cli_password("password", false, &pw), KY_ERR_USAGE);
+		assert_null(pw);
+	}
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, pmissing), 0);
+	assert_int_equal(cli_password("password", false, &pw), KY_ERR_NOT_FOUND);
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, plong), 0);
+	assert_int_equal(cli_password("password", false, &pw), KY_ERR_TOO_LARGE);
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, ""), KY_ERR_USAGE);
+
+	/* At most 16 files. */
+	reset_password_sources();
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(cli_common_opt(0x1002, p1), 0);
+	assert_int_equal(cli_common_opt(0x1002, p1), KY_ERR_USAGE);
+	reset_password_sources();
+
+	/* Secrets other than passwords: a file, like --value-file. */
+	assert_int_equal(cli_secret_read("value", p2, -1, &pw), 0);
+	assert_string_equal(pw, "second-password");
+	cli_secret_free(pw);
+	assert_int_equal(cli_secret_read("value", pempty, -1, &pw), KY_ERR_USAGE);
+}
+
+static void test_password_fd(void **state)
+{
+	int fds[2];
+	char *pw = NULL;
+	static const char lines[] = "alpha-pass\nbeta pass\n\nlast-no-newline";
+
+	(void)state;
+	reset_password_sources();
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(write(fds[1], lines, strlen(lines)), (ssize_t)strlen(lines));
+	close(fds[1]);
+	char num[16];
+	snprintf(num, sizeof(num), "%d", fds[0]);
+	assert_int_equal(cli_common_opt(0x1003, num), 0);
+	assert_int_equal(cli_password("password", true, &pw), 0);
+	assert_string_equal(pw, "alpha-pass");
+	cli_secret_free(pw);
+	assert_int_equal(cli_password("password", false, &pw), 0);
+	assert_string_equal(pw, "beta pass");
+	cli_secret_free(pw);
+	/* An empty line is no password. */
+	assert_int_equal(cli_password("password", false, &pw), KY_ERR_USAGE);
+	/* The last line may end without a newline. */
+	assert_int_equal(cli_password("password", false, &pw), 0);
+	assert_string_equal(pw, "last-no-newline");
+	cli_secret_free(pw);
+	/* Nothing left. */
+	assert_int_equal(cli_password("password", false, &pw), KY_ERR_USAGE);
+	assert_null(pw);
+	close(fds[0]);
+
+	/* A file is used before the descriptor. */
+	char p[400];
+	snprintf(p, sizeof(p), "%s/pw-before-fd", tmpdir);
+	write_file(p, "from-the-file\n");
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(write(fds[1], "from-the-fd\n", 12), 12);
+	close(fds[1]);
+	reset_password_sources();
+	cli_g.password_fd = fds[0];
+	assert_int_equal(cli_common_opt(0x1002, p), 0);
+	assert_int_equal(cli_password("password", false, &pw), 0);
+	assert_string_equal(pw, "from-the-file");
+	cli_secret_free(pw);
+	assert_int_equal(cli_password("password", false, &pw), 0);
+	assert_string_equal(pw, "from-the-fd");
+	cli_secret_free(pw);
+	close(fds[0]);
+
+	/* A descriptor for --value-fd. */
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(write(fds[1], "00ff\n", 5), 5);
+	close(fds[1]);
+	assert_int_equal(cli_secret_read("value", NULL, fds[0], &pw), 0);
+	assert_string_equal(pw, "00ff");
+	cli_secret_free(pw);
+	close(fds[0]);
+
+	/* Bad --password-fd values. */
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1003, "x"), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1003, "-1"), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1003, ""), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1003, "99999999999"), KY_ERR_USAGE);
+	reset_password_sources();
+}
+
+static void test_no_terminal(void **state)
+{
+	char *pw = NULL;
+
+	(void)state;
+	if (have_tty())
+		skip(); /* it would ask on the terminal */
+	reset_password_sources();
+	assert_int_equal(cli_password("password", true, &pw), KY_ERR_USAGE);
+	assert_null(pw);
+	assert_int_equal(cli_secret_read("value", NULL, -1, &pw), KY_ERR_USAGE);
+	assert_int_equal(cli_prompt_line("name", "--name", &pw), KY_ERR_USAGE);
+	assert_null(pw);
+	cli_g.yes = false;
+	assert_int_equal(cli_confirm("delete?"), KY_ERR_CANCELLED);
+	cli_g.yes = true;
+	assert_int_equal(cli_confirm("delete?"), 0);
+	cli_g.yes = false;
+}
+
+static void test_common_opts(void **state)
+{
+	(void)state;
+	assert_int_equal(cli_common_opt(0x1001, "json"), 0);
+	assert_true(cli_g.json);
+	assert_int_equal(cli_common_opt(0x1001, "table"), 0);
+	assert_false(cli_g.json);
+	assert_int_equal(cli_common_opt(0x1001, "yaml"), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1005, ""), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1005, "/some/dir"), 0);
+	assert_string_equal(cli_instance_dir(), "/some/dir");
+	cli_g.instance_dir = NULL;
+	assert_int_equal(cli_common_opt('?', NULL), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt('x', NULL), KY_ERR_USAGE);
+	assert_int_equal(cli_common_opt(0x1004, NULL), 0);
+	assert_true(cli_g.yes);
+	cli_g.yes = false;
+}
+
+/* ---- instance.json ---- */
+
+#define UNIT1 "{\"number\": 1, \"id\": \"u-1\", \"zone\": \"zone-1\", \"url\": \"http://127.0.0.1:1\"}"
+#define UNIT2 "{\"number\": 2, \"id\": \"u-2\", \"zone\": \"zone-2\", \"url\": \"https://h:2\"}"
+
+static int parse_instance(const char *text, struct cli_instance *inst)
+{
+	char why[256] = "";
+	int r;
+
+	memset(inst, 0, sizeof(*inst));
+	r = cli_instance_parse(text, strlen(text), inst, why, sizeof(why));
+	if (r != 0)
+		assert_true(why[0] != '\0');
+	return r;
+}
+
+static void test_instance_parse(void **state)
+{
+	struct cli_instance inst;
+
+	(void)state;
+	/* Units come out sorted by number; unknown fields are left for later versions. */
+	assert_int_equal(parse_instance("{\"instance\": \"inst-1\", \"extra\": 1, \"units\": [" UNIT2
+					", " UNIT1 "]}",
+					&inst),
+			 0);
+	assert_string_equal(inst.id, "inst-1");
+	assert_int_equal(inst.nunits, 2);
+	assert_int_equal(inst.units[0].number, 1);
+	assert_string_equal(inst.units[0].id, "u-1");
+	assert_string_equal(inst.units[0].zone, "zone-1");
+	assert_string_equal(inst.units[0].url, "http://127.0.0.1:1");
+	assert_int_equal(inst.units[1].number, 2);
+	assert_string_equal(inst.units[1].url, "https://h:2");
+	assert_non_null(cli_instance_unit(&inst, 2));
+	assert_null(cli_instance_unit(&inst, 3));
+
+	static const char *const bad[] = {
+	    "",
+	    "not json",
+	    "[]",
+	    "{\"instance\": \"i\", \"instance\": \"j\", \"units\": [" UNIT1 "]}",
+	    "{\"units\": [" UNIT1 "]}",
+	    "{\"instance\": 5, \"units\": [" UNIT1 "]}",
+	    "{\"instance\": \"\", \"units\": [" UNIT1 "]}",
+	    "{\"instance\": \"a b\", \"units\": [" UNIT1 "]}",
+	    "{\"instance\": \"../x\", \"units\": [" UNIT1 "]}",
+	    "{\"instance\": \"i\"}",
+	    "{\"instance\": \"i\", \"units\": {}}",
+	    "{\"instance\": \"i\", \"units\": []}",
+	    "{\"instance\": \"i\", \"units\": [1]}",
+	    "{\"instance\": \"i\", \"units\": [" UNIT1 ", " UNIT1 "]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 0, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 17, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": \"1\", \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"id\": \"u\", \"zone\": \"z\", \"url\": "
+	    "\"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"zone\": \"z\", \"url\": "
+	    "\"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u/1\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"\", "
+	    "\"url\": \"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"url\": "
+	    "\"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"ftp://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h /x\"}]}",
+	    /* same number twice, same id twice */
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}, {\"number\": 1, \"id\": \"v\", \"zone\": \"z\", \"url\": "
+	    "\"http://h\"}]}",
+	    "{\"instance\": \"i\", \"units\": [{\"number\": 1, \"id\": \"u\", \"zone\": \"z\", "
+	    "\"url\": \"http://h\"}, {\"number\": 2, \"id\": \"u\", \"zone\": \"z\", \"url\": "
+	    "\"http://h\"}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse_instance(bad[i], &inst), KY_ERR_CONFIG);
+		assert_int_equal(inst.nunits, 0);
+	}
+
+	/* An id longer than 64 characters. */
+	char text[512];
+	snprintf(text, sizeof(text), "{\"instance\": \"%065d\", \"units\": [" UNIT1 "]}", 0);
+	assert_int_equal(parse_instance(text, &inst), KY_ERR_CONFIG);
+	/* 17 units. */
+	{
+		char big[8192];
+		int off = snprintf(big, sizeof(big), "{\"instance\": \"i\", \"units\": [");
+		for (int i = 1; i <= 17; i++)
+			off += snprintf(big + off, sizeof(big) - (size_t)off,
+					"%s{\"number\": %d, \"id\": \"u%d\", \"zone\": \"z\", "
+					"\"url\": \"http://h\"}",
+					i > 1 ? ", " : "", i, i);
+		snprintf(big + off, sizeof(big) - (size_t)off, "]}");
+		assert_int_equal(parse_instance(big, &inst), KY_ERR_CONFIG);
+	}
+}
+
+static void test_instance_load(void **state)
+{
+	struct cli_instance inst;
+	char dir[400], path[450];
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/inst", tmpdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	cli_g.instance_dir = dir;
+	/* No instance.json: the instance is not running. */
+	assert_int_equal(cli_instance_load(&inst), KY_ERR_INSTANCE_DOWN);
+	snprintf(path, sizeof(path), "%s/instance.json", dir);
+	write_file(path, "{\"instance\": \"x\"");
+	assert_int_equal(cli_instance_load(&inst), KY_ERR_CONFIG);
+	write_file(path, "{\"instance\": \"inst-9\", \"units\": [" UNIT1 "]}");
+	assert_int_equal(cli_instance_load(&inst), 0);
+	assert_string_equal(inst.dir, dir);
+	assert_string_equal(inst.id, "inst-9");
+	cli_g.instance_dir = NULL;
+
+	/* $KYOK_INSTANCE, then ~/.kyok/instance. */
+	assert_int_equal(setenv("KYOK_INSTANCE", "/env/dir", 1), 0);
+	assert_string_equal(cli_instance_dir(), "/env/dir");
+	assert_int_equal(unsetenv("KYOK_INSTANCE"), 0);
+	assert_int_equal(setenv("HOME", "/home/someone", 1), 0);
+	assert_string_equal(cli_instance_dir(), "/home/someone/.kyok/instance");
+}
+
+/* ---- selection.json ---- */
+
+static int parse_selection(const char *text)
+{
+	json_t *sel = NULL;
+	char why[256] = "";
+	int r = cli_selection_parse(text, strlen(text), &sel, why, sizeof(why));
+
+	if (r == 0)
+		assert_non_null(sel);
+	else {
+		assert_null(sel);
+		assert_true(why[0] != '\0');
+	}
+	json_decref(sel);
+	return r;
+}
+
+static void test_selection_parse(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_selection("{}"), 0);
+	assert_int_equal(parse_selection("{\"inst-1\": {\"units\": [1, 2]}, \"inst-2\": {\"units\": "
+					 "[]}, \"sigkeys\": [\"a-1.sigkey\", \"b.sigkey\"]}"),
+			 0);
+
+	static const char *const bad[] = {
+	    "",
+	    "nope",
+	    "[]",
+	    "{\"sigkeys\": \"a.sigkey\"}",
+	    "{\"sigkeys\": [1]}",
+	    "{\"sigkeys\": [\"../a.sigkey\"]}",
+	    "{\"sigkeys\": [\"dir/a.sigkey\"]}",
+	    "{\"sigkeys\": [\".sigkey\"]}",
+	    "{\"sigkeys\": [\".hidden.sigkey\"]}",
+	    "{\"sigkeys\": [\"a.keypart\"]}",
+	    "{\"sigkeys\": [\"a\\n.sigkey\"]}",
+	    "{\"sigkeys\": [\"a.sigkey\", \"a.sigkey\"]}",
+	    "{\"sigkeys\": [], \"sigkeys\": []}",
+	    "{\"bad id\": {\"units\": [1]}}",
+	    "{\"i\": [1]}",
+	    "{\"i\": {}}",
+	    "{\"i\": {\"units\": [1], \"more\": 1}}",
+	    "{\"i\": {\"units\": 1}}",
+	    "{\"i\": {\"units\": [0]}}",
+	    "{\"i\": {\"units\": [17]}}",
+	    "{\"i\": {\"units\": [\"1\"]}}",
+	    "{\"i\": {\"units\": [1.5]}}",
+	    "{\"i\": {\"units\": [2, 2]}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(parse_selection(bad[i]), KY_ERR_CONFIG);
+}
+
+static void test_selection_units(void **state)
+{
+	struct cli_instance inst;
+	struct cli_unit *units = NULL;
+	size_t n = 99;
+	int nums[16], three[] = {3};
+	char path[450];
+
+	(void)state;
+	use_workspace("ws-units");
+	assert_int_equal(parse_instance("{\"instance\": \"inst-1\", \"units\": [" UNIT1 ", " UNIT2
+					"]}",
+					&inst),
+			 0);
+	/* Nothing selected yet. */
+	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(cli_selected_units(&inst, &units, &n), KY_ERR_NO_UNITS);
+	assert_null(units);
+
+	int two_one[] = {2, 1};
+	assert_int_equal(cli_selection_set_units(&inst, two_one, 2), 0);
+	assert_int_equal(cli_selected_units(&inst, &units, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(units[0].number, 1);
+	assert_int_equal(units[1].number, 2);
+	assert_string_equal(units[1].id, "u-2");
+	free(units);
+	/* A unit the instance does not have. */
+	assert_int_equal(cli_selection_set_units(&inst, three, 1), KY_ERR_USAGE);
+	/* Deselect everything. */
+	assert_int_equal(cli_selection_set_units(&inst, NULL, 0), 0);
+	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* A damaged selection file is reported, not ignored. */
+	snprintf(path, sizeof(path), "%s/selection.json", cli_workspace());
+	write_file(path, "{\"inst-1\": {\"units\": [0]}}");
+	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), KY_ERR_CONFIG);
+	assert_int_equal(cli_selection_set_units(&inst, two_one, 2), KY_ERR_CONFIG);
+	/* Numbers of units that are gone are skipped. */
+	write_file(path, "{\"inst-1\": {\"units\": [2, 5]}}");
+	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(nums[0], 2);
+}
+
+/* ---- known_units ---- */
+
+static void test_known_units(void **state)
+{
+	char fp[65], path[450];
+	static const char fp1[] = "fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262";
+	static const char fp2[] = "289f79f082a65a426bd69b4fb675a2d6ed7e2abdbb1dabf7baa07b0be39a1094";
+	struct stat st;
+
+	(void)state;
+	use_workspace("ws-known");
+	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_NOT_FOUND);
+	assert_int_equal(cli_known_unit_pin("i", "u1", fp1), 0);
+	assert_int_equal(cli_known_unit_pin("i", "u2", fp2), 0);
+	snprintf(path, sizeof(path), "%s/known_units", cli_workspace());
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), 0);
+	assert_string_equal(fp, fp1);
+	assert_int_equal(cli_known_unit_lookup("i", "u2", fp), 0);
+	assert_string_equal(fp, fp2);
+	assert_int_equal(cli_known_unit_lookup("other", "u1", fp), KY_ERR_NOT_FOUND);
+
+	/* Comments and junk lines are skipped; a malformed pin for the unit is an error. */
+	write_file(path, "# comment\njunk\ni u1 " "fd02\n");
+	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_CONFIG);
+	write_file(path, "i u1 zz0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262\n");
+	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_CONFIG);
+	write_file(path, "i u1 fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262 x\n");
+	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_NOT_FOUND);
+}
+
+/* ---- the workspace with real files ---- */
+
+static void test_sigkeys_and_signers(void **state)
+{
+	char path_a[600], path_b[600], pw_ok[400], pw_bad[400];
+	struct cli_sigkey *keys = NULL;
+	struct cli_signer *signers = NULL;
+	size_t n = 0;
+	struct timespec later[2] = {{0, UTIME_OMIT}, {2000000000, 0}};
+
+	(void)state;
+	use_workspace("ws-keys");
+	assert_int_equal(cli_workspace_ensure(), 0);
+	assert_int_equal(cli_sigkeys_list(&keys, &n), 0);
+	assert_int_equal(n, 0);
+	free(keys);
+
+	/* No selection: no signers. */
+	reset_password_sources();
+	assert_int_equal(cli_signers_open(&signers, &n), KY_ERR_NO_SIGNERS);
+
+	snprintf(path_a, sizeof(path_a), "%s/sigkeys/zed-00000001.sigkey", cli_workspace());
+	snprintf(path_b, sizeof(path_b), "%s/sigkeys/amy-00000002.sigkey", cli_workspace());
+	assert_int_equal(ky_sigkey_create(path_a, "zed", "zed-password"), 0);
+	assert_int_equal(ky_sigkey_create(path_b, "amy", "amy-password"), 0);
+	/* amy's file is newer: listed second although its name sorts first. */
+	assert_int_equal(utimensat(AT_FDCWD, path_b, later, 0), 0);
+	{
+		char junk[600];
+		snprintf(junk, sizeof(junk), "%s/sigkeys/junk.sigkey", cli_workspace());
+		write_file(junk, "not a key\n"); /* skipped with a warning */
+		snprintf(junk, sizeof(junk), "%s/sigkeys/notes.txt", cli_workspace());
+		write_file(junk, "ignored\n");
+	}
+	assert_int_equal(cli_sigkeys_list(&keys, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(keys[0].number, 1);
+	assert_string_equal(keys[0].name, "zed");
+	assert_string_equal(keys[0].path, path_a);
+	assert_int_equal(keys[1].number, 2);
+	assert_string_equal(keys[1].name, "amy");
+	assert_false(keys[0].selected);
+
+	/* Select amy then zed: order kept. */
+	const char *sel[] = {path_b, path_a};
+	assert_int_equal(cli_selection_set_sigkeys(sel, 2), 0);
+	const char *twice[] = {keys[1].path, keys[1].path};
+	assert_int_equal(cli_selection_set_sigkeys(twice, 2), KY_ERR_USAGE);
+	const char *notkey[] = {"/x/y.txt"};
+	assert_int_equal(cli_selection_set_sigkeys(notkey, 1), KY_ERR_USAGE);
+	free(keys);
+	assert_int_equal(cli_sigkeys_list(&keys, &n), 0);
+	assert_true(keys[0].selected && keys[1].selected);
+	free(keys);
+
+	/* Passwords asked in selection order: amy, then zed. */
+	snprintf(pw_ok, sizeof(pw_ok), "%s/pw-amy", tmpdir);
+	write_file(pw_ok, "amy-password\n");
+	snprintf(pw_bad, sizeof(pw_bad), "%s/pw-zed-wrong", tmpdir);
+	write_file(pw_bad, "not-zeds-password\n");
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, pw_ok), 0);
+	assert_int_equal(cli_common_opt(0x1002, pw_bad), 0);
+	assert_int_equal(cli_signers_open(&signers, &n), KY_ERR_WRONG_PASSWORD);
+	assert_null(signers);
+	assert_int_equal(n, 0);
+
+	char pw_zed[400];
+	snprintf(pw_zed, sizeof(pw_zed), "%s/pw-zed", tmpdir);
+	write_file(pw_zed, "zed-password\n");
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, pw_ok), 0);
+	assert_int_equal(cli_common_opt(0x1002, pw_zed), 0);
+	assert_int_equal(cli_signers_open(&signers, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(signers[0].name, "amy");
+	assert_string_equal(signers[1].name, "zed");
+	assert_non_null(signers[0].key);
+	assert_non_null(signers[1].cert);
+	cli_signers_free(signers, n);
+	cli_signers_free(NULL, 0);
+
+	/* Dropping zed keeps amy; a selected file that vanished is an error. */
+	assert_int_equal(cli_selection_drop_sigkey(path_a), 0);
+	assert_int_equal(cli_sigkeys_list(&keys, &n), 0);
+	assert_false(keys[0].selected);
+	assert_true(keys[1].selected);
+	free(keys);
+	assert_int_equal(cli_selection_set_sigkeys(sel, 2), 0);
+	assert_int_equal(unlink(path_a), 0);
+	reset_password_sources();
+	assert_int_equal(cli_common_opt(0x1002, pw_ok), 0);
+	assert_int_equal(cli_signers_open(&signers, &n), KY_ERR_NOT_FOUND);
+	reset_password_sources();
+}
+
+static void test_keyparts_list(void **state)
+{
+	char path[600];
+	struct cli_keypart *parts = NULL;
+	size_t n = 0;
+	uint8_t part[KY_MK_LEN], vp[KY_VP_LEN];
+	char vp_hex[2 * KY_VP_LEN + 1];
+
+	(void)state;
+	use_workspace("ws-parts");
+	assert_int_equal(cli_keyparts_list(&parts, &n), 0); /* no directory yet */
+	assert_int_equal(n, 0);
+	assert_int_equal(cli_workspace_ensure(), 0);
+	memset(part, 0x5a, sizeof(part));
+	snprintf(path, sizeof(path), "%s/keyparts/0000abcd.keypart", cli_workspace());
+	assert_int_equal(ky_keypart_write(path, part, "ops part 1", "part-password"), 0);
+	snprintf(path, sizeof(path), "%s/keyparts/broken.keypart", cli_workspace());
+	write_file(path, "garbage\n");
+	assert_int_equal(cli_keyparts_list(&parts, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(parts[0].number, 1);
+	assert_string_equal(parts[0].description, "ops part 1");
+	assert_int_equal(ky_vp(part, vp), 0);
+	ky_hex_encode(vp, sizeof(vp), vp_hex);
+	assert_string_equal(parts[0].vp_hex, vp_hex);
+	free(parts);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_parse_numbers),
+	    cmocka_unit_test(test_password_files),
+	    cmocka_unit_test(test_password_fd),
+	    cmocka_unit_test(test_no_terminal),
+	    cmocka_unit_test(test_common_opts),
+	    cmocka_unit_test(test_instance_parse),
+	    cmocka_unit_test(test_instance_load),
+	    cmocka_unit_test(test_selection_parse),
+	    cmocka_unit_test(test_selection_units),
+	    cmocka_unit_test(test_known_units),
+	    cmocka_unit_test(test_sigkeys_and_signers),
+	    cmocka_unit_test(test_keyparts_list),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,1286 @@
+/* Unit tests of lib/crypto: every refusal is tripped by a real negative case. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka needs the four headers above first */
+#include <cmocka.h>
+
+#include <openssl/core_names.h>
+#include <openssl/pem.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define PW_ALICE "alice password"
+#define PW_BOB   "bob password"
+#define PW_PART  "part password 1"
+
+/* Shared across the tests: made once, since scrypt makes every key file cost. */
+static char tmpdir[256];
+static char alice_path[300], bob_path[300];
+static X509 *alice_cert, *bob_cert;
+static EVP_PKEY *alice_key, *bob_key;
+
+static void path_in_tmp(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s/%s", tmpdir, name);
+}
+
+static void file_put(const char *path, const void *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(p, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void file_get(const char *path, struct ky_buf *b)
+{
+	*b = (struct ky_buf){0};
+	assert_int_equal(ky_file_read(path, 1 << 20, b), 0);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (ky_crypto_init() != 0)
+		return -1;
+	snprintf(tmpdir, sizeof(tmpdir), "%s/kyok-test-crypto-XXXXXX",
+	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	path_in_tmp(alice_path, sizeof(alice_path), "alice.sigkey");
+	path_in_tmp(bob_path, sizeof(bob_path), "bob.sigkey");
+	if (ky_sigkey_create(alice_path, "alice", PW_ALICE) != 0 ||
+	    ky_sigkey_create(bob_path, "bob", PW_BOB) != 0)
+		return -1;
+	if (ky_sigkey_open(alice_path, PW_ALICE, &alice_cert, &alice_key) != 0 ||
+	    ky_sigkey_open(bob_path, PW_BOB, &bob_cert, &bob_key) != 0)
+		return -1;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	char cmd[400];
+
+	(void)state;
+	X509_free(alice_cert);
+	X509_free(bob_cert);
+	EVP_PKEY_free(alice_key);
+	EVP_PKEY_free(bob_key);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- primitives ---- */
+
+static void test_random_and_secrets(void **state)
+{
+	uint8_t a[32] = {0}, b[32] = {0}, zero[32] = {0};
+	uint8_t *s;
+
+	(void)state;
+	assert_int_equal(ky_random(a, sizeof(a)), 0);
+	assert_int_equal(ky_random(b, sizeof(b)), 0);
+	assert_memory_not_equal(a, zero, sizeof(a));
+	assert_memory_not_equal(a, b, sizeof(a));
+	assert_int_equal(ky_random(a, 0), 0);
+
+	s = ky_secret_alloc(64);
+	assert_non_null(s);
+	assert_memory_equal(s, zero, 32); /* zeroed */
+	memset(s, 0xaa, 64);
+	ky_secret_free(s, 64);
+	ky_secret_free(NULL, 64);
+}
+
+static void test_vp(void **state)
+{
+	/* SHA-256(0x01 || 00 01 .. 1f), as computed by `openssl dgst -sha256`. */
+	static const char want[] =
+	    "491176b0f443c65a7c7d72df47d6cbc0d04e111fb5a619f60d3e77677ab6f919";
+	uint8_t key[KY_MK_LEN], vp[KY_VP_LEN], vp2[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+
+	(void)state;
+	for (int i = 0; i < KY_MK_LEN; i++)
+		key[i] = (uint8_t)i;
+	assert_int_equal(ky_vp(key, vp), 0);
+	ky_hex_encode(vp, sizeof(vp), hex);
+	assert_string_equal(hex, want);
+	key[31] ^= 1;
+	assert_int_equal(ky_vp(key, vp2), 0);
+	assert_memory_not_equal(vp, vp2, KY_VP_LEN);
+}
+
+static void test_ec_ski(void **state)
+{
+	EVP_PKEY *pk = NULL, *p256 = NULL;
+	uint8_t ski[KY_SKI_LEN], want[KY_SKI_LEN], point[200];
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&pk), 0);
+	assert_true(EVP_PKEY_is_a(pk, "EC"));
+	assert_int_equal(EVP_PKEY_get_bits(pk), 521);
+	assert_int_equal(ky_ski(pk, ski), 0);
+	/* Independently: SHA-256 of the encoded (uncompressed) public point. */
+	assert_int_equal(EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+	                                                 point, sizeof(point), &len),
+	                 1);
+	assert_int_equal(len, 133);
+	assert_int_equal(point[0], 0x04);
+	assert_int_equal(EVP_Digest(point, len, want, NULL, EVP_sha256(), NULL), 1);
+	assert_memory_equal(ski, want, KY_SKI_LEN);
+
+	/* Negative: not a P-521 key. */
+	p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	assert_non_null(p256);
+	assert_int_not_equal(ky_ski(p256, ski), 0);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(pk);
+}
+
+static void test_cert_self_signed(void **state)
+{
+	EVP_PKEY *pk = NULL;
+	X509 *cert = NULL;
+	uint8_t ski[KY_SKI_LEN], want[KY_SKI_LEN];
+	char cn[32];
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&pk), 0);
+	assert_int_equal(ky_cert_self_signed(pk, "carol", "kyok administration", 3650, &cert), 0);
+	assert_int_equal(ky_cert_cn(cert, cn, sizeof(cn)), 0);
+	assert_string_equal(cn, "carol");
+	assert_int_equal(ky_cert_ski(cert, ski), 0);
+	assert_int_equal(ky_ski(pk, want), 0);
+	assert_memory_equal(ski, want, KY_SKI_LEN);
+	assert_int_equal(ky_admin_cert_check(cert), 0);
+	assert_int_equal(X509_get_version(cert), X509_VERSION_3);
+	assert_int_equal(ASN1_STRING_length(X509_get0_serialNumber(cert)), 16);
+	/* CN buffer too small for "carol". */
+	assert_int_equal(ky_cert_cn(cert, cn, 5), KY_ERR_BAD_CERT);
+	assert_int_equal(ky_cert_verify_by(cert, pk), 0);
+	X509_free(cert);
+	cert = NULL;
+
+	/* Refusals: bad admin names. */
+	assert_int_equal(
+	    ky_cert_self_signed(pk, "abcdefghijabcdefghijabcdefghijX", "ou", 10, &cert), 0);
+	assert_int_equal(ky_admin_cert_check(cert), KY_ERR_ADMIN_NAME);
+	X509_free(cert);
+	assert_int_equal(ky_cert_self_signed(pk, "tab\tname", "ou", 10, &cert), 0);
+	assert_int_equal(ky_admin_cert_check(cert), KY_ERR_ADMIN_NAME);
+	X509_free(cert);
+	cert = NULL;
+	assert_int_not_equal(ky_cert_self_signed(pk, "", "ou", 10, &cert), 0);
+	assert_null(cert);
+	EVP_PKEY_free(pk);
+}
+
+/* Edits a certificate's DER: replaces the first occurrence of from by to (same length). */
+static X509 *cert_patched(X509 *cert, const char *from, const char *to)
+{
+	unsigned char *der = NULL, *hit;
+	const unsigned char *p;
+	int len = i2d_X509(cert, &der);
+	X509 *x;
+
+	assert_true(len > 0);
+	hit = memmem(der, (size_t)len, from, strlen(from));
+	assert_non_null(hit);
+	memcpy(hit, to, strlen(to));
+	p = der;
+	x = d2i_X509(NULL, &p, len);
+	assert_non_null(x);
+	OPENSSL_free(der);
+	return x;
+}
+
+static void test_admin_cert_refusals(void **state)
+{
+	EVP_PKEY *pk = NULL, *other = NULL, *p256 = NULL;
+	X509 *cert = NULL, *x = NULL;
+	uint8_t ski[KY_SKI_LEN];
+	X509_NAME *name;
+	char cn[64];
+	ASN1_OCTET_STRING *os;
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&pk), 0);
+	assert_int_equal(ky_ec_generate(&other), 0);
+	assert_int_equal(ky_cert_self_signed(pk, "dave", "kyok administration", 30, &cert), 0);
+
+	/* Edited subject: the self-signature no longer verifies. */
+	x = cert_patched(cert, "dave", "davf");
+	assert_int_equal(ky_admin_cert_check(x), KY_ERR_BAD_CERT);
+	X509_free(x);
+
+	/* Issued by another key: not self-signed. */
+	assert_int_equal(
+	    ky_cert_issue(pk, "dave", "kyok administration", alice_cert, alice_key, 30, &x), 0);
+	assert_int_equal(ky_admin_cert_check(x), KY_ERR_BAD_CERT);
+	assert_int_equal(ky_cert_verify_by(x, X509_get0_pubkey(alice_cert)), 0);
+	assert_int_equal(ky_cert_verify_by(x, pk), KY_ERR_BAD_SIGNATURE);
+	X509_free(x);
+
+	/* Self-signed, right key, but the SKI names another key. */
+	x = X509_dup(cert);
+	assert_non_null(x);
+	X509_EXTENSION_free(
+	    X509_delete_ext(x, X509_get_ext_by_NID(x, NID_subject_key_identifier, -1)));
+	assert_int_equal(ky_ski(other, ski), 0);
+	os = ASN1_OCTET_STRING_new();
+	assert_int_equal(ASN1_OCTET_STRING_set(os, ski, sizeof(ski)), 1);
+	assert_int_equal(X509_add1_ext_i2d(x, NID_subject_key_identifier, os, 0, 0), 1);
+	ASN1_OCTET_STRING_free(os);
+	assert_true(X509_sign(x, pk, EVP_sha512()) > 0);
+	assert_int_equal(ky_admin_cert_check(x), KY_ERR_BAD_CERT);
+	X509_free(x);
+
+	/* No SKI at all, and no CN at all. */
+	x = X509_new();
+	assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
+	name = X509_NAME_new();
+	assert_int_equal(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+	                                            (const unsigned char *)"org", -1, -1, 0),
+	                 1);
+	assert_int_equal(X509_set_subject_name(x, name), 1);
+	assert_int_equal(X509_set_issuer_name(x, name), 1);
+	X509_NAME_free(name);
+	assert_int_equal(X509_set_pubkey(x, pk), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 60);
+	assert_true(X509_sign(x, pk, EVP_sha512()) > 0);
+	assert_int_equal(ky_cert_ski(x, ski), KY_ERR_BAD_CERT);
+	assert_int_equal(ky_cert_cn(x, cn, sizeof(cn)), KY_ERR_BAD_CERT);
+	assert_int_equal(ky_admin_cert_check(x), KY_ERR_BAD_CERT);
+
+	/* A P-256 key, self-signed, with a 32-byte SKI: refused for the curve. */
+	p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	assert_non_null(p256);
+	assert_int_equal(X509_set_pubkey(x, p256), 1);
+	os = ASN1_OCTET_STRING_new();
+	assert_int_equal(ASN1_OCTET_STRING_set(os, ski, sizeof(ski)), 1);
+	assert_int_equal(X509_add1_ext_i2d(x, NID_subject_key_identifier, os, 0, 0), 1);
+	ASN1_OCTET_STRING_free(os);
+	assert_true(X509_sign(x, p256, EVP_sha512()) > 0);
+	assert_int_equal(ky_cert_ski(x, ski), 0);
+	assert_int_equal(ky_admin_cert_check(x), KY_ERR_BAD_CERT);
+	X509_free(x);
+
+	/* Issuing with a key that is not the issuer certificate's key. */
+	x = NULL;
+	assert_int_equal(ky_cert_issue(pk, "e", "ou", alice_cert, bob_key, 30, &x),
+	                 KY_ERR_BAD_CERT);
+	assert_null(x);
+
+	EVP_PKEY_free(p256);
+	X509_free(cert);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(other);
+}
+
+static void test_pem_der(void **state)
+{
+	char *pem = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *pk = NULL;
+	struct ky_buf der = {0};
+	char fp1[65], fp2[65];
+
+	(void)state;
+	assert_int_equal(ky_cert_to_pem(alice_cert, &pem), 0);
+	assert_non_null(strstr(pem, "-----BEGIN CERTIFICATE-----"));
+	assert_int_equal(ky_cert_from_pem(pem, &x), 0);
+	assert_int_equal(X509_cmp(x, alice_cert), 0);
+	X509_free(x);
+	x = NULL;
+	assert_int_equal(ky_cert_from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n", &x),
+	                 KY_ERR_MALFORMED);
+	assert_int_equal(ky_cert_from_pem("not pem", &x), KY_ERR_MALFORMED);
+	assert_null(x);
+	free(pem);
+
+	assert_int_equal(ky_pkey_to_der(alice_key, &der), 0);
+	assert_int_equal(ky_pkey_from_der(der.data, der.len, &pk), 0);
+	assert_int_equal(EVP_PKEY_eq(pk, alice_key), 1);
+	EVP_PKEY_free(pk);
+	pk = NULL;
+	/* Trailing byte, truncation, garbage. */
+	assert_int_equal(ky_buf_append(&der, "", 1), 0);
+	assert_int_equal(ky_pkey_from_der(der.data, der.len, &pk), KY_ERR_MALFORMED);
+	assert_int_equal(ky_pkey_from_der(der.data, der.len - 10, &pk), KY_ERR_MALFORMED);
+	assert_int_equal(ky_pkey_from_der((const uint8_t *)"garbage", 7, &pk), KY_ERR_MALFORMED);
+	assert_int_equal(ky_pkey_from_der(der.data, 0, &pk), KY_ERR_MALFORMED);
+	assert_null(pk);
+	ky_buf_free(&der);
+
+	/* Fingerprint: same for the key and its certificate, different for another key. */
+	assert_int_equal(ky_pubkey_fingerprint(alice_key, fp1), 0);
+	assert_int_equal(ky_pubkey_fingerprint(X509_get0_pubkey(alice_cert), fp2), 0);
+	assert_string_equal(fp1, fp2);
+	assert_int_equal(strlen(fp1), 64);
+	assert_int_equal(ky_pubkey_fingerprint(bob_key, fp2), 0);
+	assert_string_not_equal(fp1, fp2);
+}
+
+static void test_sign_verify(void **state)
+{
+	static const char msg[] = "message to sign";
+	struct ky_buf sig = {0};
+	EVP_PKEY *pub = X509_get0_pubkey(alice_cert);
+
+	(void)state;
+	assert_int_equal(ky_sign(alice_key, msg, sizeof(msg), &sig), 0);
+	assert_int_equal(ky_verify(pub, msg, sizeof(msg), sig.data, sig.len), 0);
+	/* Other message, other key, damaged signature, empty signature. */
+	assert_int_equal(ky_verify(pub, msg, sizeof(msg) - 1, sig.data, sig.len),
+	                 KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_verify(X509_get0_pubkey(bob_cert), msg, sizeof(msg), sig.data, sig.len),
+	                 KY_ERR_BAD_SIGNATURE);
+	sig.data[sig.len / 2] ^= 0x01;
+	assert_int_equal(ky_verify(pub, msg, sizeof(msg), sig.data, sig.len), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_verify(pub, msg, sizeof(msg), sig.data, 0), KY_ERR_BAD_SIGNATURE);
+	ky_buf_free(&sig);
+	/* Errors are translated, not left queued. */
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_b64(void **state)
+{
+	static const struct {
+		const char *plain, *b64;
+	} v[] = {{"", ""},
+	         {"f", "Zg=="},
+	         {"fo", "Zm8="},
+	         {"foo", "Zm9v"},
+	         {"foob", "Zm9vYg=="},
+	         {"fooba", "Zm9vYmE="},
+	         {"foobar", "Zm9vYmFy"}};
+	static const char *bad[] = {"Zm9",  "Zm 9v",    "Zm9v\n", "Z===", "=Zm9",
+	                            "Zm=v", "Zm9v====", "Zg=\n",  "Zm9*", "Zm9v Zm9v"};
+	char *s = NULL;
+	struct ky_buf b = {0};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		assert_int_equal(ky_b64_encode((const uint8_t *)v[i].plain, strlen(v[i].plain), &s),
+		                 0);
+		assert_string_equal(s, v[i].b64);
+		free(s);
+		assert_int_equal(ky_b64_decode(v[i].b64, &b), 0);
+		assert_int_equal(b.len, strlen(v[i].plain));
+		if (b.len)
+			assert_memory_equal(b.data, v[i].plain, b.len);
+		ky_buf_free(&b);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(ky_b64_decode(bad[i], &b), KY_ERR_MALFORMED);
+		assert_int_equal(b.len, 0);
+	}
+	assert_int_equal(ky_b64_decode(NULL, &b), KY_ERR_MALFORMED);
+}
+
+/* ---- signature key files ---- */
+
+static void test_sigkey_create_refusals(void **state)
+{
+	char path[300];
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "refused.sigkey");
+	assert_int_equal(ky_sigkey_create(path, "erin", "short"), KY_ERR_WEAK_PASSWORD);
+	assert_int_equal(ky_sigkey_create(path, "erin", "1234567"), KY_ERR_WEAK_PASSWORD);
+	assert_int_equal(ky_sigkey_create(path, "", PW_ALICE), KY_ERR_ADMIN_NAME);
+	assert_int_equal(ky_sigkey_create(path, "abcdefghijabcdefghijabcdefghijX", PW_ALICE),
+	                 KY_ERR_ADMIN_NAME);
+	assert_int_equal(ky_sigkey_create(path, "new\nline", PW_ALICE), KY_ERR_ADMIN_NAME);
+	assert_int_equal(access(path, F_OK), -1); /* nothing written */
+	assert_int_equal(ky_sigkey_create(alice_path, "alice", PW_ALICE), KY_ERR_EXISTS);
+}
+
+static void test_sigkey_files(void **state)
+{
+	struct stat st;
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	char cn[32];
+	BIO *bio;
+	EVP_PKEY *pk;
+
+	(void)state;
+	assert_int_equal(stat(alice_path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+
+	/* Independent reading with OpenSSL: the certificate, then the scrypt PKCS#8 key. */
+	bio = BIO_new_file(alice_path, "r");
+	assert_non_null(bio);
+	cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	assert_non_null(cert);
+	pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)PW_ALICE);
+	assert_non_null(pk);
+	assert_int_equal(EVP_PKEY_eq(pk, alice_key), 1);
+	EVP_PKEY_free(pk);
+	BIO_free(bio);
+	assert_int_equal(X509_cmp(cert, alice_cert), 0);
+	X509_free(cert);
+	cert = NULL;
+
+	assert_int_equal(ky_sigkey_read_cert(alice_path, &cert), 0);
+	assert_int_equal(ky_cert_cn(cert, cn, sizeof(cn)), 0);
+	assert_string_equal(cn, "alice");
+	X509_free(cert);
+	cert = NULL;
+	assert_int_equal(EVP_PKEY_eq(alice_key, X509_get0_pubkey(alice_cert)), 1);
+
+	assert_int_equal(ky_sigkey_open(alice_path, PW_BOB, &cert, &key), KY_ERR_WRONG_PASSWORD);
+	assert_int_equal(ky_sigkey_open(alice_path, "", &cert, &key), KY_ERR_WRONG_PASSWORD);
+	assert_null(cert);
+	assert_null(key);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_sigkey_not_sigkey(void **state)
+{
+	char path[300], tampered[300];
+	struct ky_buf a = {0}, b = {0}, mix = {0};
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	uint8_t *split_a, *split_b;
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "not-a-sigkey");
+	path_in_tmp(tampered, sizeof(tampered), "tampered.sigkey");
+
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_FOUND);
+	file_put(path, "hello\n", 6);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_SIGKEY);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_NOT_SIGKEY);
+
+	file_get(alice_path, &a);
+	file_get(bob_path, &b);
+	split_a = memmem(a.data, a.len, "-----BEGIN ENCRYPTED", 20);
+	split_b = memmem(b.data, b.len, "-----BEGIN ENCRYPTED", 20);
+	assert_non_null(split_a);
+	assert_non_null(split_b);
+
+	/* Certificate only. */
+	file_put(path, a.data, (size_t)(split_a - a.data));
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_SIGKEY);
+	/* Key only. */
+	file_put(path, split_a, a.len - (size_t)(split_a - a.data));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_NOT_SIGKEY);
+	/* Blocks swapped. */
+	assert_int_equal(ky_buf_append(&mix, split_a, a.len - (size_t)(split_a - a.data)), 0);
+	assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
+	file_put(path, mix.data, mix.len);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_SIGKEY);
+	ky_buf_free(&mix);
+
+	/* Alice's certificate with Bob's key (re-encrypted under Alice's password would need the
+	 * key: use Bob's block and Bob's password): the key does not match the certificate. */
+	assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
+	assert_int_equal(ky_buf_append(&mix, split_b, b.len - (size_t)(split_b - b.data)), 0);
+	file_put(tampered, mix.data, mix.len);
+	assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key), KY_ERR_TAMPERED);
+	ky_buf_free(&mix);
+
+	/* An edited certificate (name changed in the DER, re-encoded): tampered. */
+	{
+		char *pem = NULL;
+		X509 *x = cert_patched(alice_cert, "alice", "alicf");
+		assert_int_equal(ky_cert_to_pem(x, &pem), 0);
+		assert_int_equal(ky_buf_append_str(&mix, pem), 0);
+		assert_int_equal(ky_buf_append(&mix, split_a, a.len - (size_t)(split_a - a.data)),
+		                 0);
+		file_put(tampered, mix.data, mix.len);
+		assert_int_equal(ky_sigkey_read_cert(tampered, &cert), KY_ERR_TAMPERED);
+		assert_int_equal(ky_sigkey_open(tampered, PW_ALICE, &cert, &key), KY_ERR_TAMPERED);
+		free(pem);
+		X509_free(x);
+		ky_buf_free(&mix);
+	}
+	assert_null(cert);
+	assert_null(key);
+	ky_buf_free(&a);
+	ky_buf_free(&b);
+}
+
+/* ---- key part files ---- */
+
+static const uint8_t part_value[KY_MK_LEN] = {
+    0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+    0xf0, 0xe1, 0xd2, 0xc3, 0xb4, 0xa5, 0x96, 0x87, 0x78, 0x69, 0x5a, 0x4b, 0x3c, 0x2d, 0x1e, 0x0f};
+
+static char part_path[300];
+
+/* Writes the shared key part once. */
+static void keypart_ensure(void)
+{
+	if (part_path[0] != '\0')
+		return;
+	path_in_tmp(part_path, sizeof(part_path), "ops-part-1.keypart");
+	assert_int_equal(ky_keypart_write(part_path, part_value, "ops part 1", PW_PART), 0);
+}
+
+static void test_keypart_write_refusals(void **state)
+{
+	char path[300], longdesc[200];
+
+	(void)state;
+	keypart_ensure();
+	path_in_tmp(path, sizeof(path), "refused.keypart");
+	assert_int_equal(ky_keypart_write(path, part_value, "d", "short"), KY_ERR_WEAK_PASSWORD);
+	assert_int_equal(ky_keypart_write(path, part_value, "", PW_PART), KY_ERR_USAGE);
+	assert_int_equal(ky_keypart_write(path, part_value, "two\nlines", PW_PART), KY_ERR_USAGE);
+	memset(longdesc, 'x', 128);
+	longdesc[128] = '\0';
+	assert_int_equal(ky_keypart_write(path, part_value, longdesc, PW_PART), KY_ERR_USAGE);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(ky_keypart_write(part_path, part_value, "again", PW_PART), KY_ERR_EXISTS);
+}
+
+static void test_keypart_read_and_open(void **state)
+{
+	struct ky_keypart_info info, info2;
+	uint8_t part[KY_MK_LEN], vp[KY_VP_LEN];
+	struct stat st;
+	struct ky_buf f = {0};
+
+	(void)state;
+	keypart_ensure();
+	assert_int_equal(stat(part_path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	file_get(part_path, &f);
+	assert_true(f.len > 100);
+	assert_memory_equal(f.data, "kyok-key-part: 1\ndescription: ops part 1\nvp: ", 45);
+	ky_buf_free(&f);
+
+	assert_int_equal(ky_keypart_read_info(part_path, &info), 0);
+	assert_string_equal(info.description, "ops part 1");
+	assert_int_equal(ky_vp(part_value, vp), 0);
+	assert_memory_equal(info.vp, vp, KY_VP_LEN);
+
+	memset(part, 0, sizeof(part));
+	assert_int_equal(ky_keypart_open(part_path, PW_PART, &info2, part), 0);
+	assert_memory_equal(part, part_value, KY_MK_LEN);
+	assert_string_equal(info2.description, "ops part 1");
+	assert_memory_equal(info2.vp, vp, KY_VP_LEN);
+
+	assert_int_equal(ky_keypart_open(part_path, "wrong password", &info2, part),
+	                 KY_ERR_WRONG_PASSWORD);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* Writes a copy of the key part file with the first from replaced by to (same length). */
+static void keypart_patched(const char *path, const char *from, const char *to)
+{
+	struct ky_buf f = {0};
+	uint8_t *hit;
+
+	file_get(part_path, &f);
+	hit = memmem(f.data, f.len, from, strlen(from));
+	assert_non_null(hit);
+	memcpy(hit, to, strlen(to));
+	file_put(path, f.data, f.len);
+	ky_buf_free(&f);
+}
+
+static void test_keypart_metadata_altered(void **state)
+{
+	char path[300], vpline[80];
+	struct ky_keypart_info info;
+	uint8_t part[KY_MK_LEN], other[KY_MK_LEN], vp[KY_VP_LEN];
+
+	(void)state;
+	keypart_ensure();
+	path_in_tmp(path, sizeof(path), "altered.keypart");
+
+	/* One byte of the description: readable, and refused once decrypted. */
+	keypart_patched(path, "description: ops part 1", "description: ops part 2");
+	assert_int_equal(ky_keypart_read_info(path, &info), 0);
+	assert_string_equal(info.description, "ops part 2");
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_METADATA_ALTERED);
+
+	/* The VP of another part. */
+	memcpy(other, part_value, sizeof(other));
+	other[0] ^= 0xff;
+	assert_int_equal(ky_vp(other, vp), 0);
+	strcpy(vpline, "vp: ");
+	ky_hex_encode(vp, KY_VP_LEN, vpline + 4);
+	{
+		char from[80];
+		uint8_t real[KY_VP_LEN];
+		assert_int_equal(ky_vp(part_value, real), 0);
+		strcpy(from, "vp: ");
+		ky_hex_encode(real, KY_VP_LEN, from + 4);
+		keypart_patched(path, from, vpline);
+	}
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_METADATA_ALTERED);
+	unlink(path);
+}
+
+/* The CMS of the shared key part as DER, and its header text. */
+static void keypart_split(struct ky_buf *header, uint8_t **der, long *derlen)
+{
+	struct ky_buf f = {0};
+	uint8_t *pem;
+	BIO *bio;
+	char *name = NULL, *hdr = NULL;
+
+	file_get(part_path, &f);
+	pem = memmem(f.data, f.len, "-----BEGIN CMS-----", 19);
+	assert_non_null(pem);
+	*header = (struct ky_buf){0};
+	assert_int_equal(ky_buf_append(header, f.data, (size_t)(pem - f.data)), 0);
+	bio = BIO_new_mem_buf(pem, (int)(f.len - (size_t)(pem - f.data)));
+	assert_int_equal(PEM_read_bio(bio, &name, &hdr, der, derlen), 1);
+	assert_string_equal(name, "CMS");
+	OPENSSL_free(name);
+	OPENSSL_free(hdr);
+	BIO_free(bio);
+	ky_buf_free(&f);
+}
+
+/* Writes header + PEM(der) to path. */
+static void keypart_rebuild(const char *path, const struct ky_buf *header, const uint8_t *der,
+                            long derlen)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *pem = NULL;
+	long len;
+	struct ky_buf f = {0};
+
+	assert_true(PEM_write_bio(bio, "CMS", "", der, derlen) > 0);
+	len = BIO_get_mem_data(bio, &pem);
+	assert_int_equal(ky_buf_append(&f, header->data, header->len), 0);
+	assert_int_equal(ky_buf_append(&f, pem, (size_t)len), 0);
+	file_put(path, f.data, f.len);
+	ky_buf_free(&f);
+	BIO_free(bio);
+}
+
+/* Offset of the first occurrence of pattern in der. */
+static size_t der_find(const uint8_t *der, long len, const uint8_t *pat, size_t n)
+{
+	uint8_t *hit = memmem(der, (size_t)len, pat, n);
+	assert_non_null(hit);
+	return (size_t)(hit - der);
+}
+
+static void test_keypart_tampered(void **state)
+{
+	char path[300];
+	struct ky_buf header = {0};
+	uint8_t *der = NULL, part[KY_MK_LEN];
+	long derlen = 0;
+	size_t ct, wrapped;
+	struct ky_keypart_info info;
+	uint8_t pat[3];
+
+	(void)state;
+	keypart_ensure();
+	path_in_tmp(path, sizeof(path), "tampered.keypart");
+	keypart_split(&header, &der, &derlen);
+
+	/* encryptedContent [0] IMPLICIT, as long as header + part: flip one byte of it. */
+	assert_true(header.len + KY_MK_LEN >= 128 && header.len + KY_MK_LEN < 256);
+	pat[0] = 0x80;
+	pat[1] = 0x81;
+	pat[2] = (uint8_t)(header.len + KY_MK_LEN);
+	ct = der_find(der, derlen, pat, 3) + 3;
+	der[ct + 20] ^= 0x01;
+	keypart_rebuild(path, &header, der, derlen);
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_TAMPERED);
+	der[ct + 20] ^= 0x01;
+
+	/* The GCM tag: last 16 bytes of the structure. */
+	der[derlen - 3] ^= 0x80;
+	keypart_rebuild(path, &header, der, derlen);
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_TAMPERED);
+	der[derlen - 3] ^= 0x80;
+
+	/* The wrapped content key (OCTET STRING of 40 bytes): the unwrap fails, which reads
+	 * as a wrong password. */
+	pat[0] = 0x04;
+	pat[1] = 0x28;
+	wrapped = der_find(der, derlen, pat, 2) + 2;
+	der[wrapped + 5] ^= 0x01;
+	keypart_rebuild(path, &header, der, derlen);
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_WRONG_PASSWORD);
+	der[wrapped + 5] ^= 0x01;
+
+	/* Another recipient id: not the structure kyok writes. No KDF run. */
+	pat[0] = 'k';
+	pat[1] = 'y';
+	pat[2] = 'o';
+	der[der_find(der, derlen, pat, 3)] = 'K';
+	keypart_rebuild(path, &header, der, derlen);
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_TAMPERED);
+
+	/* Truncated DER: no KDF run either. */
+	keypart_rebuild(path, &header, der, derlen - 20);
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_TAMPERED);
+
+	OPENSSL_free(der);
+	ky_buf_free(&header);
+	unlink(path);
+}
+
+static void test_keypart_salt_edit(void **state)
+{
+	char path[300];
+	struct ky_buf f = {0};
+	uint8_t *salt;
+	struct ky_keypart_info info;
+	uint8_t part[KY_MK_LEN];
+
+	(void)state;
+	keypart_ensure();
+	path_in_tmp(path, sizeof(path), "salt.keypart");
+	file_get(part_path, &f);
+	salt = memmem(f.data, f.len, "kdf-salt: ", 10);
+	assert_non_null(salt);
+	salt[10] = salt[10] == '0' ? '1' : '0';
+	file_put(path, f.data, f.len);
+	/* Another salt derives another KEK: indistinguishable from a wrong password. */
+	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_WRONG_PASSWORD);
+	ky_buf_free(&f);
+	unlink(path);
+}
+
+static void test_keypart_not_key_part(void **state)
+{
+	static const char *edits[][2] = {
+	    {"kyok-key-part: 1", "kyok-key-part: 2"},
+	    {"kdf: scrypt", "kdf: SCRYPT"},
+	    {"kdf-n: 131072", "kdf-n: 065536"},
+	    {"kdf-n: 131072", "kdf-n: 131073"},
+	    {"kdf-n: 131072\n", "kdf-n: 16384\n\n"},
+	    {"kdf-r: 8", "kdf-r: 7"},
+	    {"kdf-r: 8", "kdf-r: 9"}, /* within bounds: that one is accepted */
+	    {"kdf-p: 1", "kdf-p: 0"},
+	    {"kdf-p: 1", "kdf-p: 9"},
+	    {"kdf-p: 1\n", "kdf-p:  1"},
+	    {"description: ", "description :"},
+	    {"\nvp: ", "\nVP: "},
+	    {"-----BEGIN CMS-----", "-----BEGIN PEM-----"},
+	    {"kdf-p: 1\n-", "kdf-p: 1\r\n"},
+	};
+	char path[300];
+	struct ky_buf f = {0};
+	struct ky_keypart_info info;
+	uint8_t part[KY_MK_LEN];
+
+	(void)state;
+	keypart_ensure();
+	path_in_tmp(path, sizeof(path), "not.keypart");
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		size_t from = strlen(edits[i][0]), to = strlen(edits[i][1]);
+		struct ky_buf g = {0};
+		uint8_t *hit;
+		file_get(part_path, &f);
+		hit = memmem(f.data, f.len, edits[i][0], from);
+		assert_non_null(hit);
+		assert_int_equal(ky_buf_append(&g, f.data, (size_t)(hit - f.data)), 0);
+		assert_int_equal(ky_buf_append(&g, edits[i][1], to), 0);
+		assert_int_equal(
+		    ky_buf_append(&g, hit + from, f.len - (size_t)(hit - f.data) - from), 0);
+		file_put(path, g.data, g.len);
+		if (i == 6) {
+			assert_int_equal(ky_keypart_read_info(path, &info), 0);
+		} else {
+			assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+			assert_int_equal(ky_keypart_open(path, PW_PART, &info, part),
+			                 KY_ERR_NOT_KEY_PART);
+		}
+		ky_buf_free(&g);
+		ky_buf_free(&f);
+	}
+	/* Uppercase hex in the VP. */
+	file_get(part_path, &f);
+	{
+		uint8_t *vp = memmem(f.data, f.len, "\nvp: ", 5);
+		for (size_t k = 5; k < 69; k++)
+			if (vp[k] >= 'a' && vp[k] <= 'f')
+				vp[k] = (uint8_t)(vp[k] - 'a' + 'A');
+	}
+	file_put(path, f.data, f.len);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	ky_buf_free(&f);
+
+	/* Other files: a sigkey, text, empty, missing. */
+	assert_int_equal(ky_keypart_read_info(alice_path, &info), KY_ERR_NOT_KEY_PART);
+	assert_int_equal(ky_keypart_open(alice_path, PW_ALICE, &info, part), KY_ERR_NOT_KEY_PART);
+	file_put(path, "hello\n", 6);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	file_put(path, "", 0);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	unlink(path);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_FOUND);
+	/* A key part file is not a sigkey either. */
+	{
+		X509 *cert = NULL;
+		assert_int_equal(ky_sigkey_read_cert(part_path, &cert), KY_ERR_NOT_SIGKEY);
+	}
+}
+
+/* ---- signed commands ---- */
+
+static const char command[] = "{\"op\":\"admin-add\",\"counter\":7}";
+
+static void cms_signed_by_both(struct ky_buf *der)
+{
+	*der = (struct ky_buf){0};
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), der), 0);
+	assert_int_equal(ky_cms_add_signer(der, alice_cert, alice_key), 0);
+	assert_int_equal(ky_cms_add_signer(der, bob_cert, bob_key), 0);
+}
+
+/* Index of the signer whose SKI is that of cert. */
+static size_t cms_index_of(const struct ky_cms_signer *s, size_t n, X509 *cert)
+{
+	uint8_t ski[KY_SKI_LEN];
+
+	assert_int_equal(ky_cert_ski(cert, ski), 0);
+	for (size_t i = 0; i < n; i++)
+		if (memcmp(s[i].ski, ski, KY_SKI_LEN) == 0)
+			return i;
+	fail_msg("signer not found");
+	return 0;
+}
+
+static void test_cms_unsigned_and_signers(void **state)
+{
+	struct ky_buf der = {0}, content = {0};
+	struct ky_cms_signer *s = NULL;
+	size_t n = 99, ia, ib;
+	EVP_PKEY *apub = X509_get0_pubkey(alice_cert), *bpub = X509_get0_pubkey(bob_cert);
+
+	(void)state;
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(content.len, strlen(command));
+	assert_memory_equal(content.data, command, content.len);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	free(s);
+	ky_buf_free(&content);
+
+	assert_int_equal(ky_cms_add_signer(&der, alice_cert, alice_key), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(s[0].name, "alice");
+	assert_memory_equal(content.data, command, content.len);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), 0);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, bpub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 1, apub), KY_ERR_BAD_SIGNATURE);
+	free(s);
+	ky_buf_free(&content);
+
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 2);
+	ia = cms_index_of(s, n, alice_cert);
+	ib = cms_index_of(s, n, bob_cert);
+	assert_int_not_equal(ia, ib);
+	assert_string_equal(s[ia].name, "alice");
+	assert_string_equal(s[ib].name, "bob");
+	/* Both signatures valid: adding Bob kept Alice's. Each only under its own key. */
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, bpub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, apub), KY_ERR_BAD_SIGNATURE);
+	free(s);
+	ky_buf_free(&content);
+
+	/* OpenSSL's own verification (signatures only, certificates not chained) agrees. */
+	{
+		const unsigned char *p = der.data;
+		CMS_ContentInfo *cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
+		BIO *out = BIO_new(BIO_s_mem());
+		assert_non_null(cms);
+		assert_int_equal(CMS_verify(cms, NULL, NULL, NULL, out, CMS_NO_SIGNER_CERT_VERIFY),
+		                 1);
+		BIO_free(out);
+		CMS_ContentInfo_free(cms);
+	}
+
+	/* The same key again: a third SignerInfo (the unit counts it once). */
+	assert_int_equal(ky_cms_add_signer(&der, alice_cert, alice_key), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(ky_cms_verify_signer(der.data, der.len, i,
+		                                      strcmp(s[i].name, "bob") == 0 ? bpub : apub),
+		                 0);
+	free(s);
+	ky_buf_free(&content);
+	ky_buf_free(&der);
+}
+
+static void test_cms_tampered(void **state)
+{
+	struct ky_buf der = {0}, content = {0};
+	struct ky_cms_signer *s = NULL;
+	size_t n = 0, ia, ib;
+	uint8_t *hit;
+	EVP_PKEY *apub = X509_get0_pubkey(alice_cert), *bpub = X509_get0_pubkey(bob_cert);
+
+	(void)state;
+	cms_signed_by_both(&der);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	ia = cms_index_of(s, n, alice_cert);
+	ib = cms_index_of(s, n, bob_cert);
+	free(s);
+	ky_buf_free(&content);
+
+	/* Content changed (counter 7 -> 8): parses, but no signature verifies. */
+	hit = memmem(der.data, der.len, "\"counter\":7", 11);
+	assert_non_null(hit);
+	hit[10] = '8';
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_non_null(memmem(content.data, content.len, "\"counter\":8", 11));
+	free(s);
+	ky_buf_free(&content);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), KY_ERR_BAD_SIGNATURE);
+	/* Nor can a third signer be added to it: that signature would reuse the digest of
+	 * the original content, which the signer never saw. */
+	{
+		X509 *ccert = NULL;
+		EVP_PKEY *ckey = NULL;
+		size_t len = der.len;
+		assert_int_equal(ky_ec_generate(&ckey), 0);
+		assert_int_equal(
+		    ky_cert_self_signed(ckey, "carol", "kyok administration", 30, &ccert), 0);
+		assert_int_equal(ky_cms_add_signer(&der, ccert, ckey), KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(der.len, len);
+		hit[10] = '7';
+		assert_int_equal(ky_cms_add_signer(&der, ccert, ckey), 0);
+		X509_free(ccert);
+		EVP_PKEY_free(ckey);
+		hit = memmem(der.data, der.len, "\"counter\":7", 11);
+		assert_non_null(hit);
+	}
+	/* Three signers now, in DER order: find Alice and Bob again. */
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 3);
+	ia = cms_index_of(s, n, alice_cert);
+	ib = cms_index_of(s, n, bob_cert);
+	free(s);
+	ky_buf_free(&content);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
+
+	/* Signature bytes of Alice's SignerInfo changed: hers fails, Bob's still verifies. */
+	{
+		const unsigned char *p = der.data;
+		CMS_ContentInfo *cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
+		CMS_SignerInfo *si = sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms), (int)ia);
+		ASN1_OCTET_STRING *sig = CMS_SignerInfo_get0_signature(si);
+		uint8_t *where = memmem(der.data, der.len, ASN1_STRING_get0_data(sig),
+		                        (size_t)ASN1_STRING_length(sig));
+		assert_non_null(where);
+		where[ASN1_STRING_length(sig) - 5] ^= 0x04;
+		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub),
+		                 KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+		where[ASN1_STRING_length(sig) - 5] ^= 0x04;
+		CMS_ContentInfo_free(cms);
+	}
+
+	/* A signed attribute of Alice's changed (her signing time's last digit): the
+	 * attributes are what the signature covers. Her signing time is the last UTCTime
+	 * (tag 0x17, 13 bytes, ending in 'Z') before her signature value. */
+	{
+		const unsigned char *p = der.data;
+		CMS_ContentInfo *cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
+		CMS_SignerInfo *si = sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(cms), (int)ia);
+		ASN1_OCTET_STRING *sig = CMS_SignerInfo_get0_signature(si);
+		uint8_t *end = memmem(der.data, der.len, ASN1_STRING_get0_data(sig),
+		                      (size_t)ASN1_STRING_length(sig));
+		uint8_t *t = NULL;
+		assert_non_null(end);
+		for (uint8_t *k = der.data; k + 15 <= end; k++)
+			if (k[0] == 0x17 && k[1] == 13 && k[14] == 'Z')
+				t = k;
+		assert_non_null(t);
+		t[13] ^= 0x01; /* another digit */
+		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub),
+		                 KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+		t[13] ^= 0x01;
+		CMS_ContentInfo_free(cms);
+	}
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+	/* Out of range index, NULL key. */
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 3, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, NULL), KY_ERR_BAD_SIGNATURE);
+	ky_buf_free(&der);
+}
+
+/* A SignedData made with OpenSSL directly, for shapes kyok never writes. */
+static void cms_made_by_openssl(unsigned int flags, const EVP_MD *md, struct ky_buf *der)
+{
+	BIO *in = BIO_new_mem_buf(command, (int)strlen(command));
+	CMS_ContentInfo *cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_BINARY | CMS_PARTIAL | flags);
+	unsigned char *p = NULL;
+	int len;
+
+	assert_non_null(cms);
+	assert_non_null(CMS_add1_signer(cms, alice_cert, alice_key, md, CMS_BINARY | flags));
+	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY | flags), 1);
+	len = i2d_CMS_ContentInfo(cms, &p);
+	assert_true(len > 0);
+	*der = (struct ky_buf){0};
+	assert_int_equal(ky_buf_append(der, p, (size_t)len), 0);
+	OPENSSL_free(p);
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+}
+
+static void test_cms_refusals(void **state)
+{
+	struct ky_buf der = {0}, content = {0};
+	struct ky_cms_signer *s = NULL;
+	size_t n = 0;
+	EVP_PKEY *apub = X509_get0_pubkey(alice_cert);
+
+	(void)state;
+	/* Not CMS at all, truncated, trailing bytes. */
+	assert_int_equal(ky_cms_parse((const uint8_t *)"garbage", 7, &content, &s, &n),
+	                 KY_ERR_NOT_COMMAND);
+	cms_signed_by_both(&der);
+	assert_int_equal(ky_cms_parse(der.data, der.len - 1, &content, &s, &n), KY_ERR_NOT_COMMAND);
+	assert_int_equal(ky_buf_append(&der, "\0", 1), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_NOT_COMMAND);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_NOT_COMMAND);
+	assert_int_equal(ky_cms_add_signer(&der, alice_cert, alice_key), KY_ERR_NOT_COMMAND);
+	ky_buf_free(&der);
+
+	/* An envelope is CMS but not SignedData. */
+	{
+		uint8_t secret[KY_MK_LEN] = {1};
+		assert_int_equal(ky_envelope_seal(secret, sizeof(secret), bob_cert, &der), 0);
+		assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n),
+		                 KY_ERR_NOT_COMMAND);
+		ky_buf_free(&der);
+	}
+
+	/* Detached content. */
+	cms_made_by_openssl(CMS_DETACHED | CMS_USE_KEYID, EVP_sha512(), &der);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_NOT_COMMAND);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), KY_ERR_NOT_COMMAND);
+	ky_buf_free(&der);
+
+	/* Signer named by issuer and serial instead of SKI. */
+	cms_made_by_openssl(0, EVP_sha512(), &der);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_BAD_COMMAND);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	ky_buf_free(&der);
+
+	/* SHA-256 instead of SHA-512: valid CMS, refused by kyok. */
+	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha256(), &der);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 1);
+	free(s);
+	ky_buf_free(&content);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	ky_buf_free(&der);
+
+	/* No signed attributes: the signature would cover the content directly. */
+	cms_made_by_openssl(CMS_USE_KEYID | CMS_NOATTR, EVP_sha512(), &der);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), KY_ERR_BAD_SIGNATURE);
+	ky_buf_free(&der);
+
+	/* Made by OpenSSL the kyok way (SKI, SHA-512, attributes): accepted, and kyok can
+	 * add a signer to it. */
+	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha512(), &der);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), 0);
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(
+		    ky_cms_verify_signer(
+		        der.data, der.len, i,
+		        X509_get0_pubkey(strcmp(s[i].name, "bob") == 0 ? bob_cert : alice_cert)),
+		    0);
+	free(s);
+	ky_buf_free(&content);
+
+	/* A certificate that does not go with the key. */
+	assert_int_not_equal(ky_cms_add_signer(&der, alice_cert, bob_key), 0);
+	ky_buf_free(&der);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* ---- envelopes ---- */
+
+static void test_envelope(void **state)
+{
+	EVP_PKEY *ukey = NULL, *okey = NULL;
+	X509 *ucert = NULL, *ocert = NULL;
+	uint8_t secret[KY_MK_LEN], out[KY_MK_LEN + 1];
+	struct ky_buf der = {0};
+
+	(void)state;
+	assert_int_equal(ky_random(secret, sizeof(secret)), 0);
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(ky_ec_generate(&okey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	assert_int_equal(
+	    ky_cert_issue(okey, "unit-2 importer", "kyok unit", alice_cert, alice_key, 30, &ocert),
+	    0);
+
+	assert_int_equal(ky_envelope_seal(secret, sizeof(secret), ucert, &der), 0);
+	assert_null(memmem(der.data, der.len, secret, sizeof(secret)));
+	memset(out, 0, sizeof(out));
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN), 0);
+	assert_memory_equal(out, secret, KY_MK_LEN);
+
+	/* Another unit's key and certificate; the right certificate with a wrong key. */
+	assert_int_equal(ky_envelope_open(der.data, der.len, okey, ocert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	assert_int_equal(ky_envelope_open(der.data, der.len, okey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	/* Wrong expected length, either way. */
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN - 1),
+	                 KY_ERR_BAD_COMMAND);
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN + 1),
+	                 KY_ERR_BAD_COMMAND);
+	/* Damaged tag (last bytes of the structure), truncated, garbage. */
+	der.data[der.len - 2] ^= 0x01;
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	der.data[der.len - 2] ^= 0x01;
+	assert_int_equal(ky_envelope_open(der.data, der.len - 1, ukey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	assert_int_equal(ky_envelope_open((const uint8_t *)"xx", 2, ukey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN), 0);
+	ky_buf_free(&der);
+
+	/* A signed command is not an envelope. */
+	cms_signed_by_both(&der);
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	ky_buf_free(&der);
+	assert_int_equal(ky_envelope_seal(secret, 0, ucert, &der), KY_ERR_USAGE);
+
+	X509_free(ucert);
+	X509_free(ocert);
+	EVP_PKEY_free(ukey);
+	EVP_PKEY_free(okey);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* ---- AEAD ---- */
+
+static void test_aead(void **state)
+{
+	uint8_t key[32], key2[32];
+	static const char aad[] = "instance-1/key-7/v1";
+	static const char pt[] = "root key material, 32 bytes long";
+	struct ky_buf sealed = {0}, opened = {0};
+	size_t positions[4];
+
+	(void)state;
+	assert_int_equal(ky_random(key, sizeof(key)), 0);
+	memcpy(key2, key, sizeof(key));
+	key2[0] ^= 1;
+	assert_int_equal(ky_aead_seal(key, aad, strlen(aad), pt, strlen(pt), &sealed), 0);
+	assert_int_equal(sealed.len, strlen(pt) + 28);
+	assert_int_equal(ky_aead_open(key, aad, strlen(aad), sealed.data, sealed.len, &opened), 0);
+	assert_int_equal(opened.len, strlen(pt));
+	assert_memory_equal(opened.data, pt, opened.len);
+	ky_buf_free(&opened);
+
+	/* Each region of the output: nonce, ciphertext, tag. */
+	positions[0] = 0;
+	positions[1] = 11;
+	positions[2] = 12 + 5;
+	positions[3] = sealed.len - 1;
+	for (size_t i = 0; i < 4; i++) {
+		sealed.data[positions[i]] ^= 0x20;
+		assert_int_equal(
+		    ky_aead_open(key, aad, strlen(aad), sealed.data, sealed.len, &opened),
+		    KY_ERR_TAMPERED);
+		assert_int_equal(opened.len, 0);
+		sealed.data[positions[i]] ^= 0x20;
+	}
+	/* Other associated data, no associated data, another key, truncated, too short. */
+	assert_int_equal(
+	    ky_aead_open(key, "instance-1/key-7/v2", strlen(aad), sealed.data, sealed.len, &opened),
+	    KY_ERR_TAMPERED);
+	assert_int_equal(ky_aead_open(key, NULL, 0, sealed.data, sealed.len, &opened),
+	                 KY_ERR_TAMPERED);
+	assert_int_equal(ky_aead_open(key2, aad, strlen(aad), sealed.data, sealed.len, &opened),
+	                 KY_ERR_TAMPERED);
+	assert_int_equal(ky_aead_open(key, aad, strlen(aad), sealed.data, sealed.len - 1, &opened),
+	                 KY_ERR_TAMPERED);
+	assert_int_equal(ky_aead_open(key, aad, strlen(aad), sealed.data, 27, &opened),
+	                 KY_ERR_TAMPERED);
+	assert_int_equal(opened.len, 0);
+	ky_buf_free(&sealed);
+
+	/* Empty plaintext, no AAD; two seals of the same input differ (random nonce). */
+	{
+		struct ky_buf a = {0}, b = {0};
+		assert_int_equal(ky_aead_seal(key, NULL, 0, "", 0, &a), 0);
+		assert_int_equal(a.len, 28);
+		assert_int_equal(ky_aead_open(key, NULL, 0, a.data, a.len, &opened), 0);
+		assert_int_equal(opened.len, 0);
+		assert_int_equal(ky_aead_seal(key, NULL, 0, "", 0, &b), 0);
+		assert_memory_not_equal(a.data, b.data, 12);
+		ky_buf_free(&a);
+		ky_buf_free(&b);
+	}
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_random_and_secrets),
+	    cmocka_unit_test(test_vp),
+	    cmocka_unit_test(test_ec_ski),
+	    cmocka_unit_test(test_cert_self_signed),
+	    cmocka_unit_test(test_admin_cert_refusals),
+	    cmocka_unit_test(test_pem_der),
+	    cmocka_unit_test(test_sign_verify),
+	    cmocka_unit_test(test_b64),
+	    cmocka_unit_test(test_sigkey_create_refusals),
+	    cmocka_unit_test(test_sigkey_files),
+	    cmocka_unit_test(test_sigkey_not_sigkey),
+	    cmocka_unit_test(test_keypart_write_refusals),
+	    cmocka_unit_test(test_keypart_read_and_open),
+	    cmocka_unit_test(test_keypart_metadata_altered),
+	    cmocka_unit_test(test_keypart_tampered),
+	    cmocka_unit_test(test_keypart_salt_edit),
+	    cmocka_unit_test(test_keypart_not_key_part),
+	    cmocka_unit_test(test_cms_unsigned_and_signers),
+	    cmocka_unit_test(test_cms_tampered),
+	    cmocka_unit_test(test_cms_refusals),
+	    cmocka_unit_test(test_envelope),
+	    cmocka_unit_test(test_aead),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,801 @@
+/* Key storage: the SQLite backend through the dispatch table, on real files in a temp dir. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kyok/err.h"
+#include "kyok/store.h"
+
+struct fx {
+	char dir[64];
+	char path[128];
+	char uri[160];
+	struct ky_store *s;
+};
+
+static const uint8_t vp_a[KY_VP_LEN] = {0xaa, 1};
+static const uint8_t vp_b[KY_VP_LEN] = {0xbb, 2};
+
+static void fx_paths(struct fx *f)
+{
+	snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+	snprintf(f->uri, sizeof(f->uri), "sqlite:%s", f->path);
+}
+
+static int fx_setup_opts(void **state, const struct ky_store_opts *o)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/kyok-store-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	fx_paths(f);
+	assert_int_equal(ky_store_open(f->uri, o, &f->s), 0);
+	*state = f;
+	return 0;
+}
+
+static int fx_setup(void **state)
+{
+	return fx_setup_opts(state, NULL);
+}
+
+static int fx_setup_limit3(void **state)
+{
+	struct ky_store_opts o = {.key_limit = 3};
+	return fx_setup_opts(state, &o);
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+	char p[192];
+
+	ky_store_close(f->s);
+	unlink(f->path);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", f->path);
+	unlink(p);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* A row with a made-up blob; the store never looks inside. */
+static void row_make(struct ky_store_row *row, int i, int state, int extractable,
+		     const uint8_t *vp)
+{
+	memset(row, 0, sizeof(*row));
+	snprintf(row->id, sizeof(row->id), "%08x-0000-4000-8000-%012x", (unsigned)i, (unsigned)i);
+	snprintf(row->name, sizeof(row->name), "key-%d", i);
+	row->state = state;
+	row->extractable = extractable;
+	row->created = 1700000000 + i;
+	row->updated = row->created;
+	row->version = 1;
+	memcpy(row->vp, vp, KY_VP_LEN);
+	row->bloblen = 40;
+	row->blob = malloc(row->bloblen);
+	assert_non_null(row->blob);
+	memset(row->blob, i & 0xff, row->bloblen);
+}
+
+static void insert_n(struct ky_store *s, int from, int n, const uint8_t *vp)
+{
+	struct ky_store_row row;
+
+	for (int i = from; i < from + n; i++) {
+		row_make(&row, i, 1 + (i % 2), i % 3 == 0, vp);
+		assert_int_equal(ky_store_key_insert(s, &row), 0);
+		ky_store_row_release(&row);
+	}
+}
+
+static void sql(const char *path, const char *q)
+{
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/* ---- opening ---- */
+
+static void test_open_uri(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	char uri[200];
+
+	assert_int_equal(ky_store_open("nosuch:/tmp/x.db", NULL, &s), KY_ERR_CONFIG);
+	assert_null(s);
+	assert_int_equal(ky_store_open("sqlite:", NULL, &s), KY_ERR_CONFIG);
+	assert_int_equal(ky_store_open("/tmp/no-scheme.db", NULL, &s), KY_ERR_CONFIG);
+	assert_int_equal(ky_store_open(NULL, NULL, &s), KY_ERR_CONFIG);
+	snprintf(uri, sizeof(uri), "sqlite:%s/missing-dir/keys.db", f->dir);
+	assert_int_equal(ky_store_open(uri, NULL, &s), KY_ERR_IO);
+	/* a second handle on the same file */
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	assert_int_equal(ky_store_key_limit(s), KY_STORE_KEY_LIMIT_DEFAULT);
+	ky_store_close(s);
+	ky_store_close(NULL);
+}
+
+static void test_open_file_mode_wal(void **state)
+{
+	struct fx *f = *state;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char p[192];
+	struct stat sb;
+
+	assert_int_equal(stat(f->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	assert_int_equal(stat(p, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+static void test_open_schema_newer(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+
+	sql(f->path, "UPDATE meta SET v = '2' WHERE k = 'schema'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), KY_ERR_STORE_SCHEMA);
+	assert_null(s);
+	sql(f->path, "DELETE FROM meta WHERE k = 'schema'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), KY_ERR_STORE_SCHEMA);
+	sql(f->path, "INSERT INTO meta VALUES ('schema', '1')");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	ky_store_close(s);
+}
+
+static void test_open_instance_binding(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	struct ky_store_opts a = {.instance = "inst-a"}, b = {.instance = "inst-b"};
+	struct ky_store_opts bad = {.instance = ""};
+
+	assert_int_equal(ky_store_open(f->uri, &a, &s), 0); /* binds */
+	ky_store_close(s);
+	assert_int_equal(ky_store_open(f->uri, &a, &s), 0);
+	ky_store_close(s);
+	assert_int_equal(ky_store_open(f->uri, &b, &s), KY_ERR_WRONG_INSTANCE);
+	assert_null(s);
+	assert_int_equal(ky_store_open(f->uri, &bad, &s), KY_ERR_CONFIG);
+}
+
+/* ---- keys ---- */
+
+static void test_key_insert_get(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+
+	row_make(&row, 7, 1, 0, vp_a);
+	row.deleted = 5;
+	row.version = 3;
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(row.seq, 1);
+	assert_int_equal(row.rev, 1);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	assert_string_equal(got.id, row.id);
+	assert_string_equal(got.name, "key-7");
+	assert_int_equal(got.state, 1);
+	assert_int_equal(got.extractable, 0);
+	assert_int_equal(got.created, row.created);
+	assert_int_equal(got.updated, row.updated);
+	assert_int_equal(got.deleted, 5);
+	assert_int_equal(got.version, 3);
+	assert_int_equal(got.seq, 1);
+	assert_int_equal(got.rev, 1);
+	assert_memory_equal(got.vp, vp_a, KY_VP_LEN);
+	assert_int_equal(got.bloblen, row.bloblen);
+	assert_memory_equal(got.blob, row.blob, row.bloblen);
+	ky_store_row_release(&got);
+
+	/* duplicate id */
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_EXISTS);
+	ky_store_row_release(&row);
+	/* seq follows creation order */
+	row_make(&row, 8, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(row.seq, 2);
+	ky_store_row_release(&row);
+
+	assert_int_equal(ky_store_key_get(f->s, "00000000-0000-4000-8000-00000000ffff", &got),
+			 KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_key_get(f->s, "short", &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_key_get(f->s, NULL, &got), KY_ERR_NOT_FOUND);
+	/* a row without a blob is not stored */
+	row_make(&row, 9, 1, 0, vp_a);
+	free(row.blob);
+	row.blob = NULL;
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_USAGE);
+}
+
+static void test_key_update_cas(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+
+	row_make(&row, 1, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	row.state = 2;
+	row.updated += 10;
+	assert_int_equal(ky_store_key_update(f->s, &row), 0);
+	assert_int_equal(row.rev, 2);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	assert_int_equal(got.state, 2);
+	assert_int_equal(got.rev, 2);
+	assert_int_equal(got.seq, 1);
+	ky_store_row_release(&got);
+	/* stale rev: refused, nothing changed */
+	row.rev = 1;
+	row.state = 5;
+	assert_int_equal(ky_store_key_update(f->s, &row), KY_ERR_CONFLICT);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	assert_int_equal(got.state, 2);
+	ky_store_row_release(&got);
+	/* delete: CAS too */
+	assert_int_equal(ky_store_key_delete(f->s, row.id, 1), KY_ERR_CONFLICT);
+	assert_int_equal(ky_store_key_delete(f->s, row.id, 2), 0);
+	assert_int_equal(ky_store_key_delete(f->s, row.id, 2), KY_ERR_NOT_FOUND);
+	row.rev = 2;
+	assert_int_equal(ky_store_key_update(f->s, &row), KY_ERR_NOT_FOUND);
+	ky_store_row_release(&row);
+}
+
+static void test_key_list_filters(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row *rows = NULL;
+	struct ky_store_filter flt = {.states = 0, .extractable = -1};
+	size_t n = 0;
+	uint64_t total = 0;
+
+	/* 12 rows: state 1 for even i, 2 for odd i; extractable when i % 3 == 0 */
+	insert_n(f->s, 0, 12, vp_a);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, 12);
+	assert_int_equal(ky_store_key_list(f->s, NULL, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 12);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rows[i].seq, (int64_t)i + 1);
+	ky_store_rows_free(rows, n);
+
+	/* limit and offset */
+	assert_int_equal(ky_store_key_list(f->s, &flt, 5, 10, &rows, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].name, "key-10");
+	ky_store_rows_free(rows, n);
+	assert_int_equal(ky_store_key_list(f->s, &flt, 3, 2, &rows, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].name, "key-2");
+	assert_string_equal(rows[2].name, "key-4");
+	ky_store_rows_free(rows, n);
+	assert_int_equal(ky_store_key_list(f->s, &flt, 3, 50, &rows, &n), 0);
+	assert_int_equal(n, 0);
+	ky_store_rows_free(rows, n);
+
+	/* state filter */
+	flt.states = 1u << 2;
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 6);
+	assert_int_equal(ky_store_key_list(f->s, &flt, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rows[i].state, 2);
+	ky_store_rows_free(rows, n);
+	flt.states = 1u << 5;
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 0);
+	flt.states = (1u << 1) | (1u << 2);
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 12);
+
+	/* extractable filter: i in {0, 3, 6, 9} */
+	flt.states = 0;
+	flt.extractable = 1;
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 4);
+	flt.extractable = 0;
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 8);
+	/* both: state 2 (odd) and extractable: 3, 9 */
+	flt.states = 1u << 2;
+	flt.extractable = 1;
+	assert_int_equal(ky_store_key_list(f->s, &flt, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].name, "key-3");
+	assert_string_equal(rows[1].name, "key-9");
+	ky_store_rows_free(rows, n);
+}
+
+static void test_key_limit(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row;
+	struct ky_store_row *rows = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ky_store_key_limit(f->s), 3);
+	insert_n(f->s, 0, 3, vp_a);
+	row_make(&row, 3, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	/* inside an explicit transaction too */
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	/* a purge frees a place */
+	assert_int_equal(ky_store_key_list(f->s, NULL, 1, 0, &rows, &n), 0);
+	assert_int_equal(ky_store_key_delete(f->s, rows[0].id, rows[0].rev), 0);
+	ky_store_rows_free(rows, n);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+	row_make(&row, 4, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	ky_store_row_release(&row);
+}
+
+static void test_key_limit_counter_tracks_sql_delete(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row;
+	uint64_t total = 0;
+
+	insert_n(f->s, 0, 3, vp_a);
+	/* the counter is kept by triggers, whoever deletes */
+	sql(f->path, "DELETE FROM keys WHERE name = 'key-1'");
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, 2);
+	row_make(&row, 9, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+}
+
+static void test_transactions(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+
+	assert_int_equal(ky_store_commit(f->s), KY_ERR_USAGE);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_store_begin(f->s), KY_ERR_USAGE);
+	insert_n(f->s, 0, 2, vp_a);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	row_make(&row, 0, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(ky_store_commit(f->s), 0);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	ky_store_row_release(&got);
+	ky_store_row_release(&row);
+}
+
+static void test_busy_other_writer(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s2 = NULL;
+	struct ky_store_opts o = {.busy_timeout_ms = 50};
+	sqlite3 *db = NULL;
+	struct ky_store_row row;
+
+	/* another "process" holds the write lock longer than our busy timeout */
+	assert_int_equal(ky_store_open(f->uri, &o, &s2), 0);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	row_make(&row, 1, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(s2, &row), KY_ERR_STORE_BUSY);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(ky_store_key_insert(s2, &row), 0);
+	ky_store_row_release(&row);
+	ky_store_close(s2);
+}
+
+static void test_plan_uses_index(void **state)
+{
+	struct fx *f = *state;
+	char plan[512];
+
+	insert_n(f->s, 0, 50, vp_a);
+	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
+	assert_true(strstr(plan, "USING PRIMARY KEY") != NULL || strstr(plan, "USING INDEX"));
+	assert_null(strstr(plan, "SCAN"));
+	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_VP_FETCH, plan, sizeof(plan)), 0);
+	assert_non_null(strstr(plan, "keys_vp"));
+	assert_null(strstr(plan, "SCAN"));
+	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_APIKEY, plan, sizeof(plan)), 0);
+	assert_true(strstr(plan, "USING INDEX") != NULL || strstr(plan, "PRIMARY KEY"));
+	assert_null(strstr(plan, "SCAN"));
+	/* too small an output buffer */
+	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
+}
+
+static void test_tampered_columns_refused(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+
+	row_make(&row, 1, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	/* a vp of the wrong size cannot be a record of ours */
+	sql(f->path, "UPDATE keys SET vp = x'00'");
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), KY_ERR_RECORD_TAMPERED);
+	assert_null(got.blob);
+	sql(f->path, "UPDATE keys SET vp = zeroblob(32), blob = x''");
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), KY_ERR_RECORD_TAMPERED);
+	ky_store_row_release(&row);
+}
+
+/* ---- re-encipherment support ---- */
+
+static void test_vp_count_fetch_swap(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_vprow *rows = NULL;
+	struct ky_store_row got;
+	size_t n = 0, swapped = 0;
+	uint64_t cnt = 0;
+
+	insert_n(f->s, 0, 10, vp_a);
+	insert_n(f->s, 10, 3, vp_b);
+	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_KEYS, vp_a, &cnt), 0);
+	assert_int_equal(cnt, 10);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, 0, 4, &rows, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(rows[0].seq, 1);
+	assert_int_equal(rows[3].seq, 4);
+	assert_int_equal(rows[0].version, 1);
+	assert_string_equal(rows[0].name, "00000000-0000-4000-8000-000000000000");
+	int64_t after = rows[3].seq;
+	ky_store_vprows_free(rows, n);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, after, 100, &rows, &n), 0);
+	assert_int_equal(n, 6);
+	assert_int_equal(rows[0].seq, 5);
+
+	/* a concurrent writer updates row 5 between fetch and swap: its update must survive */
+	assert_int_equal(ky_store_key_get(f->s, rows[0].name, &got), 0);
+	got.state = 2;
+	memset(got.blob, 0x77, got.bloblen);
+	assert_int_equal(ky_store_key_update(f->s, &got), 0);
+	ky_store_row_release(&got);
+
+	for (size_t i = 0; i < n; i++)
+		memset(rows[i].blob, 0xee, rows[i].bloblen);
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, vp_a, vp_b, rows, n, &swapped), 0);
+	assert_int_equal(swapped, 5);
+	assert_int_equal(ky_store_key_get(f->s, rows[0].name, &got), 0);
+	assert_int_equal(got.state, 2);
+	assert_int_equal(got.blob[0], 0x77);
+	assert_memory_equal(got.vp, vp_a, KY_VP_LEN);
+	ky_store_row_release(&got);
+	assert_int_equal(ky_store_key_get(f->s, rows[1].name, &got), 0);
+	assert_int_equal(got.blob[0], 0xee);
+	assert_memory_equal(got.vp, vp_b, KY_VP_LEN);
+	assert_int_equal(got.rev, 2);
+	ky_store_row_release(&got);
+	/* the same batch again: every row has moved on, nothing is swapped */
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, vp_a, vp_b, rows, n, &swapped), 0);
+	assert_int_equal(swapped, 0);
+	ky_store_vprows_free(rows, n);
+
+	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_KEYS, vp_a, &cnt), 0);
+	assert_int_equal(cnt, 5);
+	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_KEYS, vp_b, &cnt), 0);
+	assert_int_equal(cnt, 8);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, 0, 0, &rows, &n),
+			 KY_ERR_USAGE);
+}
+
+/* ---- secrets ---- */
+
+static void test_secrets(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_secret s = {0}, got;
+	uint8_t blob[48];
+	uint64_t cnt = 0;
+	struct ky_store_vprow *rows = NULL;
+	size_t n = 0, swapped = 0;
+
+	memset(blob, 0x42, sizeof(blob));
+	strcpy(s.name, "token-signing-key");
+	s.created = s.updated = 100;
+	memcpy(s.vp, vp_a, KY_VP_LEN);
+	s.blob = blob;
+	s.bloblen = sizeof(blob);
+	assert_int_equal(ky_store_secret_put(f->s, &s, 0), 0);
+	assert_int_equal(s.rev, 1);
+	assert_int_equal(ky_store_secret_put(f->s, &s, 0), KY_ERR_EXISTS);
+	assert_int_equal(ky_store_secret_get(f->s, "token-signing-key", &got), 0);
+	assert_int_equal(got.bloblen, sizeof(blob));
+	assert_memory_equal(got.blob, blob, sizeof(blob));
+	assert_int_equal(got.created, 100);
+	ky_store_secret_release(&got);
+	s.updated = 200;
+	assert_int_equal(ky_store_secret_put(f->s, &s, 1), 0);
+	assert_int_equal(s.rev, 2);
+	assert_int_equal(ky_store_secret_put(f->s, &s, 1), KY_ERR_CONFLICT);
+	assert_int_equal(ky_store_secret_get(f->s, "nope", &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_secret_put(f->s, &s, -1), KY_ERR_USAGE);
+
+	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_SECRETS, vp_a, &cnt), 0);
+	assert_int_equal(cnt, 1);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_SECRETS, vp_a, 0, 10, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].name, "token-signing-key");
+	assert_int_equal(rows[0].version, 0);
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_SECRETS, vp_a, vp_b, rows, n, &swapped),
+			 0);
+	assert_int_equal(swapped, 1);
+	ky_store_vprows_free(rows, n);
+	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_SECRETS, vp_b, &cnt), 0);
+	assert_int_equal(cnt, 1);
+
+	assert_int_equal(ky_store_secret_delete(f->s, "token-signing-key"), 0);
+	assert_int_equal(ky_store_secret_delete(f->s, "token-signing-key"), KY_ERR_NOT_FOUND);
+	s.name[0] = '\0';
+	assert_int_equal(ky_store_secret_put(f->s, &s, 0), KY_ERR_USAGE);
+}
+
+/* ---- api keys ---- */
+
+static void test_apikeys(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_apikey k = {0}, got;
+
+	strcpy(k.id, "apikey-1");
+	strcpy(k.role, "Manager");
+	memset(k.hash, 0x11, sizeof(k.hash));
+	k.created = 10;
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), KY_ERR_EXISTS);
+	strcpy(k.id, "apikey-2"); /* same hash: refused */
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), KY_ERR_EXISTS);
+	memset(k.hash, 0x22, sizeof(k.hash));
+	strcpy(k.role, "Reader");
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
+
+	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &got), 0);
+	assert_string_equal(got.id, "apikey-2");
+	assert_string_equal(got.role, "Reader");
+	assert_int_equal(got.revoked, 0);
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
+	assert_string_equal(got.role, "Manager");
+	memset(k.hash, 0x33, sizeof(k.hash));
+	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), KY_ERR_NOT_FOUND);
+
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500), 0);
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 600), 0); /* idempotent */
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
+	assert_int_equal(got.revoked, 500);
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-9", 500), KY_ERR_NOT_FOUND);
+	memset(&k, 0, sizeof(k));
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), KY_ERR_USAGE);
+}
+
+/* ---- concurrency ---- */
+
+#define GC_THREADS 8
+#define GC_EACH	   40
+
+struct gc_arg {
+	struct ky_store *s;
+	int base;
+	int ok;
+	int limit_hits;
+	int other;
+};
+
+static void *gc_thread(void *p)
+{
+	struct gc_arg *a = p;
+	struct ky_store_row row;
+
+	for (int i = 0; i < GC_EACH; i++) {
+		row_make(&row, a->base + i, 1, 0, vp_a);
+		int r = ky_store_key_insert(a->s, &row);
+		if (r == 0)
+			a->ok++;
+		else if (r == KY_ERR_KEY_LIMIT)
+			a->limit_hits++;
+		else
+			a->other++;
+		ky_store_row_release(&row);
+	}
+	return NULL;
+}
+
+static void run_threads(struct ky_store *s, struct gc_arg *args)
+{
+	pthread_t th[GC_THREADS];
+
+	for (int t = 0; t < GC_THREADS; t++) {
+		args[t] = (struct gc_arg){.s = s, .base = t * 1000};
+		assert_int_equal(pthread_create(&th[t], NULL, gc_thread, &args[t]), 0);
+	}
+	for (int t = 0; t < GC_THREADS; t++)
+		pthread_join(th[t], NULL);
+}
+
+static void test_group_commit_threads(void **state)
+{
+	struct fx *f = *state;
+	struct gc_arg args[GC_THREADS];
+	struct ky_store_row *rows = NULL;
+	size_t n = 0;
+	uint64_t total = 0;
+	int ok = 0;
+
+	run_threads(f->s, args);
+	for (int t = 0; t < GC_THREADS; t++) {
+		assert_int_equal(args[t].other, 0);
+		assert_int_equal(args[t].limit_hits, 0);
+		ok += args[t].ok;
+	}
+	assert_int_equal(ok, GC_THREADS * GC_EACH);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, GC_THREADS * GC_EACH);
+	/* seq is a strict creation order without duplicates */
+	assert_int_equal(ky_store_key_list(f->s, NULL, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, GC_THREADS * GC_EACH);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rows[i].seq, (int64_t)i + 1);
+	ky_store_rows_free(rows, n);
+}
+
+static void test_group_commit_limit(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	struct ky_store_opts o = {.key_limit = 100};
+	struct gc_arg args[GC_THREADS];
+	uint64_t total = 0;
+	int ok = 0, hits = 0;
+
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	run_threads(s, args);
+	for (int t = 0; t < GC_THREADS; t++) {
+		assert_int_equal(args[t].other, 0);
+		ok += args[t].ok;
+		hits += args[t].limit_hits;
+	}
+	assert_int_equal(ok, 100);
+	assert_int_equal(hits, GC_THREADS * GC_EACH - 100);
+	assert_int_equal(ky_store_key_count(s, NULL, &total), 0);
+	assert_int_equal(total, 100);
+	ky_store_close(s);
+}
+
+static void test_no_group_commit_threads(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	struct ky_store_opts o = {.no_group_commit = 1};
+	struct gc_arg args[GC_THREADS];
+	uint64_t total = 0;
+
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	run_threads(s, args);
+	for (int t = 0; t < GC_THREADS; t++)
+		assert_int_equal(args[t].ok, GC_EACH);
+	assert_int_equal(ky_store_key_count(s, NULL, &total), 0);
+	assert_int_equal(total, GC_THREADS * GC_EACH);
+	ky_store_close(s);
+}
+
+/* Two processes (as two crypto units on one host) writing the same file. */
+static void test_two_processes(void **state)
+{
+	struct fx *f = *state;
+	uint64_t total = 0;
+	int status = 0;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ky_store *s = NULL;
+		struct ky_store_row row;
+		int bad = 0;
+		if (ky_store_open(f->uri, NULL, &s) != 0)
+			_exit(2);
+		for (int i = 0; i < 100; i++) {
+			row_make(&row, 50000 + i, 1, 0, vp_a);
+			bad |= ky_store_key_insert(s, &row) != 0;
+			ky_store_row_release(&row);
+		}
+		ky_store_close(s);
+		_exit(bad ? 1 : 0);
+	}
+	insert_n(f->s, 0, 100, vp_a);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, 200);
+}
+
+/* A thread that exits releases its connection; the store goes on. */
+static void *get_thread(void *p)
+{
+	struct ky_store_row got;
+	struct ky_store *s = p;
+	static int rc;
+
+	rc = ky_store_key_get(s, "00000000-0000-4000-8000-000000000000", &got);
+	ky_store_row_release(&got);
+	return &rc;
+}
+
+static void test_thread_exit(void **state)
+{
+	struct fx *f = *state;
+	pthread_t th;
+	void *ret = NULL;
+
+	insert_n(f->s, 0, 1, vp_a);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pthread_create(&th, NULL, get_thread, f->s), 0);
+		pthread_join(th, &ret);
+		assert_int_equal(*(int *)ret, 0);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_uri, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_open_file_mode_wal, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_open_schema_newer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_open_instance_binding, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_key_insert_get, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_key_update_cas, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_key_list_filters, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_key_limit, fx_setup_limit3, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_key_limit_counter_tracks_sql_delete,
+						fx_setup_limit3, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_busy_other_writer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_plan_uses_index, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_columns_refused, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_vp_count_fetch_swap, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_apikeys, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_threads, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit_limit, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
+	};
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
