@@ -15,7 +15,7 @@
 struct cli_cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv); /* argv[0] is the command name */
-	const char *help;		  /* one line */
+	const char *help;                 /* one line */
 };
 int cli_dispatch(const char *prog, const struct cli_cmd *cmds, int argc, char **argv);
 void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
@@ -29,7 +29,7 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * their why buffer, and unit_command prints nothing: it hands every failure back in *detail.
  * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 /* Full name of the running command, e.g. "kyok tke sigkeys" (set by cli_dispatch). */
 const char *cli_cmd_name(void);
 
@@ -49,15 +49,18 @@ struct cli_global {
 	int password_fd;
 };
 extern struct cli_global cli_g;
+/* clang-format off */
 #define CLI_COMMON_LONGOPTS                                                                        \
 	{"output", required_argument, NULL, 0x1001},                                               \
 		{"password-file", required_argument, NULL, 0x1002},                                \
 		{"password-fd", required_argument, NULL, 0x1003},                                  \
 		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
 		{"help", no_argument, NULL, 'h'}
+/* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
 int cli_common_opt(int opt, const char *arg);
+/* clang-format off */
 /* Help lines for the common options, to end every command's usage text. */
 #define CLI_COMMON_HELP                                                                            \
 	"common options:\n"                                                                        \
@@ -68,6 +71,7 @@ int cli_common_opt(int opt, const char *arg);
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
 	"  --help                  this text\n"
+/* clang-format on */
 
 /* For commands that take only the common options and no operands: parses argv. Returns -1
  * to go on, else the exit status to return at once (0 after --help, which prints usage). */
@@ -78,7 +82,7 @@ int cli_no_operands(int argc, char **argv) KY_WUR;
 /* Parses a list of numbers "1,2,5" (spaces around items allowed): each 1..max, no
  * duplicates, no empty items, at most cap. KY_ERR_USAGE with a reason in why. Pure. */
 int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, char *why,
-		      size_t whylen) KY_WUR;
+                      size_t whylen) KY_WUR;
 
 /* ---- prompts ----
  * Password: from the next --password-file, else the next line of --password-fd, else the
@@ -124,7 +128,7 @@ int cli_instance_load(struct cli_instance *inst) KY_WUR;
 /* Pure parser of instance.json text (inst->dir is left alone); units sorted by number.
  * KY_ERR_CONFIG with a reason in why. */
 int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
-		       size_t whylen) KY_WUR;
+                       size_t whylen) KY_WUR;
 /* The unit numbered number, or NULL. */
 const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int number);
 
@@ -136,12 +140,11 @@ const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int nu
 const char *cli_workspace(void);
 int cli_workspace_ensure(void) KY_WUR;
 int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units,
-		       size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */
-int cli_selection_set_units(const struct cli_instance *inst, const int *numbers,
-			    size_t n) KY_WUR;
+                       size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */
+int cli_selection_set_units(const struct cli_instance *inst, const int *numbers, size_t n) KY_WUR;
 /* The selected unit numbers of inst, sorted, possibly none (no error for none). */
 int cli_selection_units(const struct cli_instance *inst, int *numbers, size_t cap,
-			size_t *n) KY_WUR;
+                        size_t *n) KY_WUR;
 
 /* Signature keys of the workspace, numbered as 'sigkeys' lists them: in creation order
  * (file modification time, then name), so numbers stay when a key is added. */
@@ -177,10 +180,9 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n) KY_WUR;
 
 /* ---- talking to a crypto unit: every reply's signature checked against the identity
  * pinned in known_units (pinned on first contact; KY_ERR_IDENTITY_CHANGED after). */
-int unit_state(const struct cli_instance *inst, const struct cli_unit *u,
-	       json_t **state) KY_WUR;
+int unit_state(const struct cli_instance *inst, const struct cli_unit *u, json_t **state) KY_WUR;
 int unit_importer(const struct cli_instance *inst, const struct cli_unit *u,
-		  X509 **cert) KY_WUR; /* checked: issued by the pinned identity */
+                  X509 **cert) KY_WUR; /* checked: issued by the pinned identity */
 /* Submits a DER SignedData. On refusal returns the unit's error code and sets *detail
  * (malloc'd) to the unit's message + detail. On success *reply holds {"result","state"}.
  * Prints nothing: on every failure (refusal, unreachable, bad reply, changed identity)
@@ -189,7 +191,7 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u,
  *   cli_fail(r, "crypto unit 1 (zone-1)", "%s", detail ? detail : "")
  * prints the whole story. *detail may be "" (or NULL when out of memory); free() it. */
 int unit_command(const struct cli_instance *inst, const struct cli_unit *u, const uint8_t *cms,
-		 size_t n, json_t **reply, char **detail) KY_WUR;
+                 size_t n, json_t **reply, char **detail) KY_WUR;
 /* GET /v1/health, unsigned and unpinned ('kyok up' probing a fresh unit). Prints
  * nothing: KY_ERR_UNREACHABLE or KY_ERR_BAD_REPLY with a reason in why. */
 int unit_health(const struct cli_unit *u, char *why, size_t whylen) KY_WUR;

@@ -16,10 +16,10 @@
 #include "kyok/crypto.h"
 #include "kyok/wire.h"
 
-#define CLIENT_BODY_MAX (4 * 1024 * 1024)
+#define CLIENT_BODY_MAX        (4 * 1024 * 1024)
 #define CLIENT_CONNECT_TIMEOUT 5L
-#define CLIENT_TOTAL_TIMEOUT 60L
-#define CLIENT_WHY_MAX 640
+#define CLIENT_TOTAL_TIMEOUT   60L
+#define CLIENT_WHY_MAX         640
 
 struct client_reply {
 	long status;
@@ -37,6 +37,19 @@ struct client_identity {
 };
 static struct client_identity client_ids[16];
 static size_t client_nids;
+
+/* A NUL-terminated copy of n bytes (strndup would scan past a buffer without NUL). */
+static char *client_text_dup(const uint8_t *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (s == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
 
 static int client_global_init(void)
 {
@@ -91,8 +104,8 @@ static size_t client_on_header(char *p, size_t size, size_t nmemb, void *ud)
 /* One HTTP exchange. Transport failures: KY_ERR_UNREACHABLE (or KY_ERR_BAD_REPLY for an
  * oversized reply) with a reason in why. */
 static int client_http(const struct cli_unit *u, const char *method, const char *path,
-		       const char *nonce, const uint8_t *body, size_t n, struct client_reply *rep,
-		       char *why, size_t whylen)
+                       const char *nonce, const uint8_t *body, size_t n, struct client_reply *rep,
+                       char *why, size_t whylen)
 {
 	int r = KY_ERR_INTERNAL;
 	CURL *h = NULL;
@@ -192,19 +205,20 @@ static int client_nonce(char out[KY_NONCE_HEX + 1])
 }
 
 /* Checks the reply signature with pub. */
-static int client_check_sig(EVP_PKEY *pub, const char *method, const char *path,
-			    const char *nonce, const struct client_reply *rep, char *why,
-			    size_t whylen)
+static int client_check_sig(EVP_PKEY *pub, const char *method, const char *path, const char *nonce,
+                            const struct client_reply *rep, char *why, size_t whylen)
 {
 	if (rep->sig[0] == '\0' || rep->sig_too_long) {
 		snprintf(why, whylen, "%s %s: reply is not signed (HTTP %ld)", method, path,
-			 rep->status);
+		         rep->status);
 		return KY_ERR_BAD_REPLY;
 	}
 	if (ky_reply_verify(pub, method, path, nonce, rep->body.data, rep->body.len, rep->sig) !=
 	    0) {
-		snprintf(why, whylen, "%s %s: reply signature does not verify with the unit's "
-				      "identity key", method, path);
+		snprintf(why, whylen,
+		         "%s %s: reply signature does not verify with the unit's "
+		         "identity key",
+		         method, path);
 		return KY_ERR_BAD_REPLY;
 	}
 	return 0;
@@ -257,7 +271,7 @@ static bool client_cert_ou_is(X509 *cert, const char *want)
 /* The unit's identity public key: fetched and checked against known_units once per
  * process; pinned on first contact. */
 static int client_identity(const struct cli_instance *inst, const struct cli_unit *u,
-			   EVP_PKEY **pub, char *why, size_t whylen)
+                           EVP_PKEY **pub, char *why, size_t whylen)
 {
 	int r = KY_ERR_INTERNAL;
 	struct client_reply rep;
@@ -279,15 +293,15 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 		snprintf(why, whylen, "cannot make a nonce");
 		goto out;
 	}
-	if ((r = client_http(u, "GET", "/v1/admin/identity", nonce, NULL, 0, &rep, why,
-			     whylen)) != 0)
+	if ((r = client_http(u, "GET", "/v1/admin/identity", nonce, NULL, 0, &rep, why, whylen)) !=
+	    0)
 		goto out;
 	r = KY_ERR_BAD_REPLY;
 	if (rep.status != 200) {
 		snprintf(why, whylen, "%s/v1/admin/identity: HTTP %ld", u->url, rep.status);
 		goto out;
 	}
-	if ((pem = strndup((const char *)rep.body.data, rep.body.len)) == NULL) {
+	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
 		r = KY_ERR_NOMEM;
 		snprintf(why, whylen, "out of memory");
 		goto out;
@@ -302,8 +316,8 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 	}
 	if (ky_cert_cn(cert, cn, sizeof(cn)) != 0 || strcmp(cn, u->id) != 0) {
 		snprintf(why, whylen,
-			 "identity certificate names unit '%.64s', instance.json says '%s'", cn,
-			 u->id);
+		         "identity certificate names unit '%.64s', instance.json says '%s'", cn,
+		         u->id);
 		goto out;
 	}
 	if (!client_cert_ou_is(cert, inst->id)) {
@@ -315,8 +329,7 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 		goto out;
 	}
 	/* The reply is signed with the key it presents: proves the unit holds it now. */
-	if ((r = client_check_sig(key, "GET", "/v1/admin/identity", nonce, &rep, why, whylen)) !=
-	    0)
+	if ((r = client_check_sig(key, "GET", "/v1/admin/identity", nonce, &rep, why, whylen)) != 0)
 		goto out;
 	if ((r = ky_pubkey_fingerprint(key, fp)) != 0) {
 		snprintf(why, whylen, "cannot fingerprint the identity key");
@@ -331,10 +344,10 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 	if (have_pin && strcmp(pinned, fp) != 0) {
 		r = KY_ERR_IDENTITY_CHANGED;
 		snprintf(why, whylen,
-			 "unit %s at %s now presents key sha256 %s, pinned sha256 %s: if that "
-			 "unit was re-created on purpose, check the new key with its operator, "
-			 "then delete its line from %s/known_units to pin it again",
-			 u->id, u->url, fp, pinned, cli_workspace());
+		         "unit %s at %s now presents key sha256 %s, pinned sha256 %s: if that "
+		         "unit was re-created on purpose, check the new key with its operator, "
+		         "then delete its line from %s/known_units to pin it again",
+		         u->id, u->url, fp, pinned, cli_workspace());
 		goto out;
 	}
 	if (!have_pin) {
@@ -343,7 +356,7 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 			goto out;
 		}
 		fprintf(stderr, "pinned identity of crypto unit %d (%s): sha256 %s\n", u->number,
-			u->id, fp);
+		        u->id, fp);
 	}
 	if (client_nids < sizeof(client_ids) / sizeof(client_ids[0])) {
 		struct client_identity *ci = &client_ids[client_nids++];
@@ -369,8 +382,8 @@ out:
 /* A signed exchange with a unit: identity, nonce, request, signature check, and for
  * replies other than 200 the unit's error code. On success rep holds the body. */
 static int client_exchange(const struct cli_instance *inst, const struct cli_unit *u,
-			   const char *method, const char *path, const uint8_t *body, size_t n,
-			   struct client_reply *rep, char *why, size_t whylen)
+                           const char *method, const char *path, const uint8_t *body, size_t n,
+                           struct client_reply *rep, char *why, size_t whylen)
 {
 	int r = KY_ERR_INTERNAL;
 	EVP_PKEY *pub;
@@ -425,7 +438,7 @@ int unit_state(const struct cli_instance *inst, const struct cli_unit *u, json_t
 
 	*state = NULL;
 	if ((r = client_exchange(inst, u, "GET", "/v1/admin/state", NULL, 0, &rep, why,
-				 sizeof(why))) != 0)
+	                         sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	r = KY_ERR_BAD_REPLY;
 	j = json_loadb((const char *)rep.body.data, rep.body.len, JSON_REJECT_DUPLICATES, NULL);
@@ -462,12 +475,12 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X50
 
 	*cert = NULL;
 	if ((r = client_exchange(inst, u, "GET", "/v1/admin/importer", NULL, 0, &rep, why,
-				 sizeof(why))) != 0)
+	                         sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
 		goto fail;
 	r = KY_ERR_BAD_REPLY;
-	if ((pem = strndup((const char *)rep.body.data, rep.body.len)) == NULL) {
+	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
 		r = KY_ERR_NOMEM;
 		snprintf(why, sizeof(why), "out of memory");
 		goto fail;
@@ -478,7 +491,7 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X50
 	}
 	if (ky_cert_verify_by(c, pub) != 0) {
 		snprintf(why, sizeof(why),
-			 "importer certificate is not issued by the unit's pinned identity");
+		         "importer certificate is not issued by the unit's pinned identity");
 		goto fail;
 	}
 	*cert = c;
@@ -495,7 +508,7 @@ out:
 }
 
 int unit_command(const struct cli_instance *inst, const struct cli_unit *u, const uint8_t *cms,
-		 size_t n, json_t **reply, char **detail)
+                 size_t n, json_t **reply, char **detail)
 {
 	int r = KY_ERR_INTERNAL;
 	struct client_reply rep;
@@ -510,7 +523,7 @@ int unit_command(const struct cli_instance *inst, const struct cli_unit *u, cons
 		goto fail;
 	}
 	if ((r = client_exchange(inst, u, "POST", "/v1/admin/command", cms, n, &rep, why,
-				 sizeof(why))) != 0)
+	                         sizeof(why))) != 0)
 		goto fail;
 	r = KY_ERR_BAD_REPLY;
 	j = json_loadb((const char *)rep.body.data, rep.body.len, JSON_REJECT_DUPLICATES, NULL);

@@ -92,16 +92,17 @@ int cli_dispatch(const char *prog, const struct cli_cmd *cmds, int argc, char **
 			char help[] = "--help";
 			char *hargv[3] = {argv[2], help, NULL};
 			if ((c = cli_cmd_find(cmds, argv[2])) == NULL)
-				return cli_fail(KY_ERR_USAGE, prog, "unknown command '%s': see '%s --help'",
-						argv[2], prog);
+				return cli_fail(KY_ERR_USAGE, prog,
+				                "unknown command '%s': see '%s --help'", argv[2],
+				                prog);
 			return cli_run(prog, c, 2, hargv);
 		}
 		cli_usage_table(stdout, prog, cmds);
 		return 0;
 	}
 	if ((c = cli_cmd_find(cmds, argv[1])) == NULL)
-		return cli_fail(KY_ERR_USAGE, prog, "unknown command '%s': see '%s --help'", argv[1],
-				prog);
+		return cli_fail(KY_ERR_USAGE, prog, "unknown command '%s': see '%s --help'",
+		                argv[1], prog);
 	return cli_run(prog, c, argc - 1, argv + 1);
 }
 
@@ -130,13 +131,13 @@ int cli_common_opt(int opt, const char *arg)
 			cli_g.json = false;
 		else {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
-				 "--output takes 'table' or 'json', not '%s'", arg);
+			         "--output takes 'table' or 'json', not '%s'", arg);
 			return KY_ERR_USAGE;
 		}
 		return 0;
 	case 0x1002:
-		if (cli_g.npassword_files >= (int)(sizeof(cli_g.password_files) /
-						   sizeof(cli_g.password_files[0]))) {
+		if (cli_g.npassword_files >=
+		    (int)(sizeof(cli_g.password_files) / sizeof(cli_g.password_files[0]))) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "too many --password-file options");
 			return KY_ERR_USAGE;
 		}
@@ -149,7 +150,7 @@ int cli_common_opt(int opt, const char *arg)
 	case 0x1003:
 		if (cli_parse_fd(arg, &cli_g.password_fd) != 0) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
-				 "--password-fd takes a descriptor number, not '%s'", arg);
+			         "--password-fd takes a descriptor number, not '%s'", arg);
 			return KY_ERR_USAGE;
 		}
 		return 0;
@@ -169,21 +170,21 @@ int cli_common_opt(int opt, const char *arg)
 			word = cli_cmd_argv[optind - 1];
 		if (word != NULL && word[0] == '-')
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
-				 "unknown option or missing value: '%s': see '%s --help'", word,
-				 cli_cmd_full);
+			         "unknown option or missing value: '%s': see '%s --help'", word,
+			         cli_cmd_full);
 		else
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "unknown option: see '%s --help'",
-				 cli_cmd_full);
+			         cli_cmd_full);
 		return KY_ERR_USAGE;
 	default:
 		cli_fail(KY_ERR_USAGE, cli_cmd_full, "unexpected option: see '%s --help'",
-			 cli_cmd_full);
+		         cli_cmd_full);
 		return KY_ERR_USAGE;
 	}
 }
 
 int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, char *why,
-		      size_t whylen)
+                      size_t whylen)
 {
 	const char *p = s;
 	size_t count = 0;
@@ -223,7 +224,7 @@ int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, c
 		}
 		if (v < 1 || v > max) {
 			snprintf(why, whylen, "number %.*s out of range: use 1 to %d",
-				 (int)(end - start > 12 ? 12 : end - start), start, max);
+			         (int)(end - start > 12 ? 12 : end - start), start, max);
 			return KY_ERR_USAGE;
 		}
 		for (size_t i = 0; i < count; i++)
@@ -266,7 +267,7 @@ int cli_no_operands(int argc, char **argv)
 {
 	if (optind < argc) {
 		cli_fail(KY_ERR_USAGE, cli_cmd_full, "unexpected argument '%s': see '%s --help'",
-			 argv[optind], cli_cmd_full);
+		         argv[optind], cli_cmd_full);
 		return KY_ERR_USAGE;
 	}
 	return 0;

@@ -8,7 +8,7 @@
 #include "cli/cli.h"
 
 #define CLI_INSTANCE_JSON_MAX (256 * 1024)
-#define CLI_MAX_UNITS (int)(sizeof(((struct cli_instance *)0)->units) / sizeof(struct cli_unit))
+#define CLI_MAX_UNITS         (int)(sizeof(((struct cli_instance *)0)->units) / sizeof(struct cli_unit))
 
 const char *cli_instance_dir(void)
 {
@@ -67,7 +67,7 @@ static int cli_unit_cmp(const void *a, const void *b)
 }
 
 int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, char *why,
-		       size_t whylen)
+                       size_t whylen)
 {
 	int r = KY_ERR_CONFIG;
 	json_error_t jerr;
@@ -87,7 +87,7 @@ int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, ch
 	id = json_string_value(json_object_get(root, "instance"));
 	if (id == NULL || !cli_id_ok(id)) {
 		snprintf(why, whylen, "'instance' must be 1 to %d characters of A-Z a-z 0-9 . _ -",
-			 KY_ID_MAX);
+		         KY_ID_MAX);
 		goto out;
 	}
 	units = json_object_get(root, "units");
@@ -113,22 +113,26 @@ int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, ch
 		if (!json_is_integer(num) || json_integer_value(num) < 1 ||
 		    json_integer_value(num) > CLI_MAX_UNITS) {
 			snprintf(why, whylen, "unit %zu: 'number' must be 1 to %d", i + 1,
-				 CLI_MAX_UNITS);
+			         CLI_MAX_UNITS);
 			goto out;
 		}
 		if (uid == NULL || !cli_id_ok(uid)) {
-			snprintf(why, whylen, "unit %zu: 'id' must be 1 to %d characters of A-Z a-z "
-					      "0-9 . _ -", i + 1, KY_ID_MAX);
+			snprintf(why, whylen,
+			         "unit %zu: 'id' must be 1 to %d characters of A-Z a-z "
+			         "0-9 . _ -",
+			         i + 1, KY_ID_MAX);
 			goto out;
 		}
 		if (zone == NULL || !cli_id_ok(zone)) {
-			snprintf(why, whylen, "unit %zu: 'zone' must be 1 to %d characters of A-Z "
-					      "a-z 0-9 . _ -", i + 1, KY_ID_MAX);
+			snprintf(why, whylen,
+			         "unit %zu: 'zone' must be 1 to %d characters of A-Z "
+			         "a-z 0-9 . _ -",
+			         i + 1, KY_ID_MAX);
 			goto out;
 		}
 		if (url == NULL || !cli_url_ok(url)) {
 			snprintf(why, whylen, "unit %zu: 'url' must be an http:// or https:// URL",
-				 i + 1);
+			         i + 1);
 			goto out;
 		}
 		cu->number = (int)json_integer_value(num);
@@ -175,8 +179,8 @@ int cli_instance_load(struct cli_instance *inst)
 		if (r == KY_ERR_NOT_FOUND) {
 			r = KY_ERR_INSTANCE_DOWN;
 			cli_fail(r, dir,
-				 "no instance.json there: start one with 'kyok up', or point "
-				 "--instance or KYOK_INSTANCE at its directory");
+			         "no instance.json there: start one with 'kyok up', or point "
+			         "--instance or KYOK_INSTANCE at its directory");
 		} else {
 			cli_fail(r, path, NULL);
 		}

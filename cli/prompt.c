@@ -17,7 +17,7 @@
 #include "cli/cli.h"
 #include "kyok/crypto.h"
 
-#define CLI_SECRET_MAX 1024 /* bytes of a secret, NUL excluded */
+#define CLI_SECRET_MAX    1024 /* bytes of a secret, NUL excluded */
 #define CLI_CONFIRM_TRIES 3
 
 static int cli_next_password_file;
@@ -65,7 +65,7 @@ static int cli_secret_from_file(const char *path, char **out)
 	}
 	if (n > CLI_SECRET_MAX) {
 		cli_fail(KY_ERR_TOO_LARGE, path, "a secret file holds at most %d bytes",
-			 CLI_SECRET_MAX);
+		         CLI_SECRET_MAX);
 		r = KY_ERR_TOO_LARGE;
 		goto out;
 	}

@@ -84,7 +84,7 @@ static size_t cli_text_width(const char *s)
 }
 
 static void cli_table_line(const struct cli_table *t, char *const *cells, const size_t *widths,
-			   FILE *f)
+                           FILE *f)
 {
 	size_t last = t->ncols;
 

@@ -510,13 +510,13 @@ int tke_thrhld_set_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	if (sig == NULL && (r = tke_ask_int("new signature threshold (1-8)", "--signature", 1,
-	                                    KY_MAX_ADMINS, &t.sig)) != 0) {
+	if (sig == NULL &&
+	    (r = tke_ask_threshold("new signature threshold (1-8)", "--signature", &t.sig)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
-	if (rev == NULL && (r = tke_ask_int("new revocation threshold (1-8)", "--revocation", 1,
-	                                    KY_MAX_ADMINS, &t.rev)) != 0) {
+	if (rev == NULL && (r = tke_ask_threshold("new revocation threshold (1-8)", "--revocation",
+	                                          &t.rev)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}

@@ -49,6 +49,7 @@ struct ai {
 	json_t *steps; /* --output json */
 	int step, nsteps;
 	bool left_imprint; /* a thresholds step changed some unit */
+	bool summary_done; /* the end state was printed */
 };
 
 static const char ai_usage[] =
@@ -144,6 +145,19 @@ static void ai_advice_stopped(const struct ai *ai, const char *title)
 	}
 	fprintf(stderr, "some crypto units have left imprint mode.\n");
 	ai_advice_not_imprint();
+}
+
+/* Out of imprint mode with the same current master key everywhere, new registers empty. */
+static bool ai_all_initialised(const struct tke_run *run)
+{
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (!u->reachable || u->st.imprint || u->st.cur_state != KY_CUR_VALID ||
+		    u->st.new_state != KY_NEW_EMPTY ||
+		    strcmp(u->st.cur_vp, run->units[0].st.cur_vp) != 0)
+			return false;
+	}
+	return run->n > 0;
 }
 
 /* ---- choosing the administrators ---- */
@@ -697,6 +711,7 @@ static int ai_summary(struct ai *ai)
 	const char *vp0 = NULL;
 
 	ai_skip_none(run);
+	ai->summary_done = true;
 	if ((r = tke_run_refresh(run)) != 0) {
 		json_decref(units);
 		return ky_err_exit(r);
@@ -746,9 +761,15 @@ static int ai_summary(struct ai *ai)
 		}
 	}
 	if (cli_g.json) {
-		cli_print_json(json_pack("{s:O, s:o, s:b, s:s?}", "steps", ai->steps, "units",
+		json_t *created = json_array();
+		for (size_t k = 0; created != NULL && k < ai->nadmins; k++)
+			if (ai->admins[k].created)
+				json_array_append_new(created, json_pack("{s:s, s:s}", "name",
+				                                         ai->admins[k].name, "file",
+				                                         ai->admins[k].path));
+		cli_print_json(json_pack("{s:O, s:o, s:b, s:s?, s:o?}", "steps", ai->steps, "units",
 		                         units, "current_vp_same", same, "current_vp",
-		                         same ? vp0 : NULL));
+		                         same ? vp0 : NULL, "created_sigkeys", created));
 		units = NULL;
 	} else {
 		printf("result\n");
@@ -945,6 +966,14 @@ int tke_auto_init_main(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (ai_all_initialised(&ai.run)) {
+		status = cli_fail(KY_ERR_NOT_IMPRINT_MODE, NULL,
+		                  "the selected crypto units are already initialised: current "
+		                  "master key vp %s on all of them; nothing was done",
+		                  ai.run.units[0].st.cur_vp);
+		tke_note("to start over: kyok tke cryptounit-zeroize, then kyok tke auto-init");
+		goto out;
+	}
 	for (size_t i = 0; i < ai.run.n; i++) {
 		if (!ai.run.units[i].st.imprint) {
 			status =
@@ -956,11 +985,11 @@ int tke_auto_init_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (ai.sig == 0 && (r = tke_ask_int("signature threshold (1-8)", "--signature", 1,
-	                                    KY_MAX_ADMINS, &ai.sig)) != 0)
+	if (ai.sig == 0 &&
+	    (r = tke_ask_threshold("signature threshold (1-8)", "--signature", &ai.sig)) != 0)
 		goto out_r;
-	if (ai.rev == 0 && (r = tke_ask_int("revocation threshold (1-8)", "--revocation", 1,
-	                                    KY_MAX_ADMINS, &ai.rev)) != 0)
+	if (ai.rev == 0 &&
+	    (r = tke_ask_threshold("revocation threshold (1-8)", "--revocation", &ai.rev)) != 0)
 		goto out_r;
 	if ((r = ai_choose(&ai, sigkeys, new_admins, admins)) != 0)
 		goto out_r;
@@ -979,6 +1008,9 @@ int tke_auto_init_main(int argc, char **argv)
 		goto out_r;
 	}
 	status = ai_run_steps(&ai);
+	if (status != 0 && ai.steps != NULL && !ai.summary_done)
+		/* The steps done so far, for scripts; the error is on stderr. */
+		cli_print_json(json_pack("{s:O, s:b}", "steps", ai.steps, "completed", 0));
 	goto out;
 out_r:
 	status = ky_err_exit(r);

@@ -369,8 +369,16 @@ static int mk_reg_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 			u->result = TKE_UNCHANGED;
 			return 0;
 		}
-		snprintf(u->detail, sizeof(u->detail),
-		         "new master key register is EMPTY: load a key first (cryptounit-mk-load)");
+		if (st->cur_state == KY_CUR_VALID && m->target[0] == '\0')
+			snprintf(u->detail, sizeof(u->detail),
+			         "new master key register is EMPTY (the current master key, vp %s, "
+			         "is in place): nothing to %s; load a new key first "
+			         "(cryptounit-mk-load)",
+			         st->cur_vp, m->op == KY_OP_MK_COMMIT ? "commit" : "set");
+		else
+			snprintf(u->detail, sizeof(u->detail),
+			         "new master key register is EMPTY: load a key first "
+			         "(cryptounit-mk-load)");
 		return KY_ERR_REGISTER_STATE;
 	}
 	if (m->op == KY_OP_MK_COMMIT && st->new_state == KY_NEW_COMMITTED) {

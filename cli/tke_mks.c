@@ -12,9 +12,9 @@
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
 
-#define MKS_SHORT_HEX 16
+#define MKS_SHORT_HEX    16
 #define MKS_MIN_PASSWORD 8
-#define MKS_DESC_MAX 127
+#define MKS_DESC_MAX     127
 
 static const char *mks_base(const char *path)
 {
@@ -34,11 +34,10 @@ static int mks_print(const struct cli_keypart *parts, size_t n)
 		if ((arr = json_array()) == NULL)
 			goto out;
 		for (size_t i = 0; i < n; i++)
-			if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
-								 parts[i].number, "description",
-								 parts[i].description, "vp",
-								 parts[i].vp_hex, "file",
-								 parts[i].path)) != 0)
+			if (json_array_append_new(
+			        arr, json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
+			                       "description", parts[i].description, "vp",
+			                       parts[i].vp_hex, "file", parts[i].path)) != 0)
 				goto out;
 		cli_print_json(json_pack("{s:o}", "keyparts", arr));
 		arr = NULL; /* transferred */
@@ -71,12 +70,12 @@ out:
 /* ---- mks ---- */
 
 static const char mks_usage[] =
-	"usage: kyok tke mks [options]\n"
-	"\n"
-	"Lists the master key part files of the workspace: number, description,\n"
-	"verification pattern (first 16 hex digits; --output json gives all) and file.\n"
-	"No password is needed.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke mks [options]\n"
+    "\n"
+    "Lists the master key part files of the workspace: number, description,\n"
+    "verification pattern (first 16 hex digits; --output json gives all) and file.\n"
+    "No password is needed.\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_mks_main(int argc, char **argv)
 {
@@ -95,22 +94,22 @@ int tke_mks_main(int argc, char **argv)
 /* ---- mk-add ---- */
 
 static const char mk_add_usage[] =
-	"usage: kyok tke mk-add --random [--description TEXT] [options]\n"
-	"       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
-	"                       [--description TEXT] [options]\n"
-	"\n"
-	"Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
-	"password (asked twice; at least 8 characters). The description and the part's\n"
-	"verification pattern stay readable without the password.\n"
-	"\n"
-	"  --random                a new random part\n"
-	"  --value                 a known part: 64 hex digits, asked without echo, or read\n"
-	"                          from --value-file or --value-fd (never give it on the\n"
-	"                          command line)\n"
-	"  --value-file PATH       file holding the 64 hex digits (one line)\n"
-	"  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
-	"  --description TEXT      1 to 127 printable characters; asked when missing\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke mk-add --random [--description TEXT] [options]\n"
+    "       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
+    "                       [--description TEXT] [options]\n"
+    "\n"
+    "Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
+    "password (asked twice; at least 8 characters). The description and the part's\n"
+    "verification pattern stay readable without the password.\n"
+    "\n"
+    "  --random                a new random part\n"
+    "  --value                 a known part: 64 hex digits, asked without echo, or read\n"
+    "                          from --value-file or --value-fd (never give it on the\n"
+    "                          command line)\n"
+    "  --value-file PATH       file holding the 64 hex digits (one line)\n"
+    "  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
+    "  --description TEXT      1 to 127 printable characters; asked when missing\n"
+    "\n" CLI_COMMON_HELP;
 
 static bool mks_desc_ok(const char *s)
 {
@@ -130,14 +129,18 @@ static int mks_read_value(const char *file, int fd, uint8_t *part)
 	int r = KY_ERR_INTERNAL;
 	char *hex = NULL;
 
-	if ((r = cli_secret_read("key part value (64 hex digits, not shown)", file, fd, &hex)) !=
-	    0)
+	if ((r = cli_secret_read("key part value (64 hex digits, not shown)", file, fd, &hex)) != 0)
 		return r;
 	if ((r = ky_hex_decode(hex, part, KY_MK_LEN)) != 0) {
 		r = KY_ERR_MALFORMED;
-		cli_fail(r, "key part value",
-			 "expected exactly 64 hex digits (0-9, a-f), got %zu characters",
-			 strlen(hex));
+		if (strlen(hex) != 2 * KY_MK_LEN)
+			cli_fail(r, "key part value",
+			         "expected exactly 64 hex digits (0-9, a-f), got %zu characters",
+			         strlen(hex));
+		else
+			cli_fail(r, "key part value",
+			         "expected exactly 64 hex digits (0-9, a-f): it holds other "
+			         "characters");
 	}
 	cli_secret_free(hex);
 	return r;
@@ -161,12 +164,12 @@ static int mks_parse_fd(const char *arg, int *fd)
 int tke_mk_add_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
-					     {"value", no_argument, NULL, 'v'},
-					     {"value-file", required_argument, NULL, 'f'},
-					     {"value-fd", required_argument, NULL, 'F'},
-					     {"description", required_argument, NULL, 'd'},
-					     CLI_COMMON_LONGOPTS,
-					     {NULL, 0, NULL, 0}};
+	                                     {"value", no_argument, NULL, 'v'},
+	                                     {"value-file", required_argument, NULL, 'f'},
+	                                     {"value-fd", required_argument, NULL, 'F'},
+	                                     {"description", required_argument, NULL, 'd'},
+	                                     CLI_COMMON_LONGOPTS,
+	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, value_fd = -1;
 	bool random = false, value = false;
 	const char *value_file = NULL, *desc = NULL;
@@ -207,12 +210,14 @@ int tke_mk_add_main(int argc, char **argv)
 		return ky_err_exit(r);
 	if (random == value)
 		return cli_fail(KY_ERR_USAGE, "mk-add",
-				"give exactly one of --random and --value: see 'kyok tke mk-add "
-				"--help'");
+		                "give exactly one of --random and --value: see 'kyok tke mk-add "
+		                "--help'");
 	if (!value && (value_file != NULL || value_fd >= 0))
-		return cli_fail(KY_ERR_USAGE, "mk-add", "--value-file and --value-fd go with --value");
+		return cli_fail(KY_ERR_USAGE, "mk-add",
+		                "--value-file and --value-fd go with --value");
 	if (value_file != NULL && value_fd >= 0)
-		return cli_fail(KY_ERR_USAGE, "mk-add", "give --value-file or --value-fd, not both");
+		return cli_fail(KY_ERR_USAGE, "mk-add",
+		                "give --value-file or --value-fd, not both");
 	if (desc == NULL) {
 		if ((r = cli_prompt_line("key part description", "--description", &asked)) != 0)
 			goto out;
@@ -221,7 +226,7 @@ int tke_mk_add_main(int argc, char **argv)
 	if (!mks_desc_ok(desc)) {
 		r = KY_ERR_USAGE;
 		cli_fail(r, "--description", "use 1 to %d printable ASCII characters",
-			 MKS_DESC_MAX);
+		         MKS_DESC_MAX);
 		goto out;
 	}
 	if ((r = cli_workspace_ensure()) != 0)
@@ -264,8 +269,8 @@ int tke_mk_add_main(int argc, char **argv)
 			continue;
 		if (cli_g.json)
 			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
-						 "description", parts[i].description, "vp",
-						 parts[i].vp_hex, "file", path));
+			                         "description", parts[i].description, "vp",
+			                         parts[i].vp_hex, "file", path));
 		else
 			printf("created key part %d '%s'\n  VP   %s\n  file %s\n", parts[i].number,
 			       parts[i].description, parts[i].vp_hex, path);
@@ -282,14 +287,14 @@ out:
 /* ---- mk-rm ---- */
 
 static const char mk_rm_usage[] =
-	"usage: kyok tke mk-rm [--mk N] [options]\n"
-	"\n"
-	"Deletes a master key part file after confirmation (--yes skips it). A master key\n"
-	"cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
-	"for the number.\n"
-	"\n"
-	"  --mk N                  number of the key part to delete\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke mk-rm [--mk N] [options]\n"
+    "\n"
+    "Deletes a master key part file after confirmation (--yes skips it). A master key\n"
+    "cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
+    "for the number.\n"
+    "\n"
+    "  --mk N                  number of the key part to delete\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_mk_rm_main(int argc, char **argv)
 {
@@ -339,8 +344,8 @@ int tke_mk_rm_main(int argc, char **argv)
 	}
 	p = &parts[num - 1];
 	snprintf(question, sizeof(question),
-		 "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
-		 p->description, p->vp_hex, mks_base(p->path));
+	         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
+	         p->description, p->vp_hex, mks_base(p->path));
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
 	if (unlink(p->path) != 0) {
@@ -350,8 +355,8 @@ int tke_mk_rm_main(int argc, char **argv)
 	}
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "deleted", p->number,
-					 "description", p->description, "vp", p->vp_hex, "file",
-					 p->path));
+		                         "description", p->description, "vp", p->vp_hex, "file",
+		                         p->path));
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
 	r = 0;

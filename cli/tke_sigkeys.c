@@ -11,7 +11,7 @@
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
 
-#define SIGKEYS_SHORT_HEX 16
+#define SIGKEYS_SHORT_HEX    16
 #define SIGKEYS_MAX_SELECTED 16
 #define SIGKEYS_MIN_PASSWORD 8
 
@@ -35,11 +35,11 @@ static int sigkeys_print(const struct cli_sigkey *keys, size_t n)
 		for (size_t i = 0; i < n; i++) {
 			char ski[2 * KY_SKI_LEN + 1];
 			ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
-			if (json_array_append_new(arr, json_pack("{s:i, s:b, s:s, s:s, s:s}", "number",
-								 keys[i].number, "selected",
-								 keys[i].selected, "name",
-								 keys[i].name, "ski", ski, "file",
-								 keys[i].path)) != 0)
+			if (json_array_append_new(arr,
+			                          json_pack("{s:i, s:b, s:s, s:s, s:s}", "number",
+			                                    keys[i].number, "selected",
+			                                    keys[i].selected, "name", keys[i].name,
+			                                    "ski", ski, "file", keys[i].path)) != 0)
 				goto out;
 		}
 		cli_print_json(json_pack("{s:o}", "sigkeys", arr));
@@ -55,7 +55,7 @@ static int sigkeys_print(const struct cli_sigkey *keys, size_t n)
 		ski[SIGKEYS_SHORT_HEX] = '\0';
 		snprintf(num, sizeof(num), "%d", keys[i].number);
 		const char *row[] = {num, keys[i].selected ? "yes" : "no", keys[i].name, ski,
-				     sigkeys_base(keys[i].path)};
+		                     sigkeys_base(keys[i].path)};
 		if (cli_table_add(t, row) != 0)
 			goto out;
 	}
@@ -75,12 +75,12 @@ out:
 /* ---- sigkeys ---- */
 
 static const char sigkeys_usage[] =
-	"usage: kyok tke sigkeys [options]\n"
-	"\n"
-	"Lists the signature key files of the workspace ($KYOK_TKE_FILES, default\n"
-	"~/.kyok/tke): number, whether selected to sign, administrator name, subject key\n"
-	"identifier (first 16 hex digits) and file. No password is needed.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke sigkeys [options]\n"
+    "\n"
+    "Lists the signature key files of the workspace ($KYOK_TKE_FILES, default\n"
+    "~/.kyok/tke): number, whether selected to sign, administrator name, subject key\n"
+    "identifier (first 16 hex digits) and file. No password is needed.\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_sigkeys_main(int argc, char **argv)
 {
@@ -99,14 +99,14 @@ int tke_sigkeys_main(int argc, char **argv)
 /* ---- sigkey-add ---- */
 
 static const char sigkey_add_usage[] =
-	"usage: kyok tke sigkey-add [--name NAME] [options]\n"
-	"\n"
-	"Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
-	"certificate, in a file protected by a password (asked twice; at least 8\n"
-	"characters). Without --name, asks for the administrator name.\n"
-	"\n"
-	"  --name NAME             administrator name: 1 to 30 printable characters\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke sigkey-add [--name NAME] [options]\n"
+    "\n"
+    "Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
+    "certificate, in a file protected by a password (asked twice; at least 8\n"
+    "characters). Without --name, asks for the administrator name.\n"
+    "\n"
+    "  --name NAME             administrator name: 1 to 30 printable characters\n"
+    "\n" CLI_COMMON_HELP;
 
 static bool sigkeys_name_ok(const char *s)
 {
@@ -128,7 +128,7 @@ static void sigkeys_sanitise(const char *name, char *out, size_t n)
 	for (size_t i = 0; name[i] != '\0' && k + 1 < n; i++) {
 		char c = name[i];
 		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			  (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
+		          (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
 		out[k++] = ok ? c : '_';
 	}
 	out[k] = '\0';
@@ -167,9 +167,10 @@ int tke_sigkey_add_main(int argc, char **argv)
 	}
 	if (!sigkeys_name_ok(name)) {
 		r = KY_ERR_ADMIN_NAME;
-		cli_fail(r, "--name", "'%.40s' has a character outside ASCII 32..126, a space at "
-				      "either end, or is too long",
-			 name);
+		cli_fail(r, "--name",
+		         "'%.40s' has a character outside ASCII 32..126, a space at "
+		         "either end, or is too long",
+		         name);
 		goto out;
 	}
 	snprintf(subject, sizeof(subject), "administrator '%s'", name);
@@ -179,9 +180,9 @@ int tke_sigkey_add_main(int argc, char **argv)
 		if (strcmp(keys[i].name, name) == 0) {
 			r = KY_ERR_EXISTS;
 			cli_fail(r, subject,
-				 "signature key %d (%s) already belongs to this administrator: one "
-				 "key per administrator",
-				 keys[i].number, sigkeys_base(keys[i].path));
+			         "signature key %d (%s) already belongs to this administrator: one "
+			         "key per administrator",
+			         keys[i].number, sigkeys_base(keys[i].path));
 			goto out;
 		}
 	snprintf(prompt, sizeof(prompt), "password for the new signature key of '%s'", name);
@@ -214,7 +215,7 @@ int tke_sigkey_add_main(int argc, char **argv)
 		ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
 		if (cli_g.json)
 			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", keys[i].number,
-						 "name", keys[i].name, "ski", ski, "file", path));
+			                         "name", keys[i].name, "ski", ski, "file", path));
 		else
 			printf("created signature key %d for administrator '%s'\n  SKI  %s\n  "
 			       "file %s\nselect it to sign with 'kyok tke sigkey-sel'\n",
@@ -231,14 +232,14 @@ out:
 /* ---- sigkey-sel ---- */
 
 static const char sigkey_sel_usage[] =
-	"usage: kyok tke sigkey-sel [--sigkeys N[,N...]] [options]\n"
-	"\n"
-	"Selects the signature keys that sign the next commands, replacing the present\n"
-	"selection. Passwords are asked when a command is signed, not here. Without\n"
-	"--sigkeys, lists the keys and asks for their numbers.\n"
-	"\n"
-	"  --sigkeys LIST          signature key numbers, comma separated (e.g. 1,2)\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke sigkey-sel [--sigkeys N[,N...]] [options]\n"
+    "\n"
+    "Selects the signature keys that sign the next commands, replacing the present\n"
+    "selection. Passwords are asked when a command is signed, not here. Without\n"
+    "--sigkeys, lists the keys and asks for their numbers.\n"
+    "\n"
+    "  --sigkeys LIST          signature key numbers, comma separated (e.g. 1,2)\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_sigkey_sel_main(int argc, char **argv)
 {
@@ -268,8 +269,9 @@ int tke_sigkey_sel_main(int argc, char **argv)
 		goto out;
 	if (n == 0) {
 		r = KY_ERR_NOT_FOUND;
-		cli_fail(r, "signature keys", "the workspace has none: create one with 'kyok tke "
-					      "sigkey-add'");
+		cli_fail(r, "signature keys",
+		         "the workspace has none: create one with 'kyok tke "
+		         "sigkey-add'");
 		goto out;
 	}
 	if (list == NULL) {
@@ -282,12 +284,12 @@ int tke_sigkey_sel_main(int argc, char **argv)
 		putchar('\n');
 		fflush(stdout);
 		if ((r = cli_prompt_line("signature key numbers to select (comma separated)",
-					 "--sigkeys", &answer)) != 0)
+		                         "--sigkeys", &answer)) != 0)
 			goto out;
 		list = answer;
 	}
 	if ((r = cli_parse_numbers(list, (int)n, nums, SIGKEYS_MAX_SELECTED, &nnums, why,
-				   sizeof(why))) != 0) {
+	                           sizeof(why))) != 0) {
 		cli_fail(r, "--sigkeys", "%s (the workspace has signature keys 1 to %zu)", why, n);
 		goto out;
 	}
@@ -311,14 +313,14 @@ out:
 /* ---- sigkey-rm ---- */
 
 static const char sigkey_rm_usage[] =
-	"usage: kyok tke sigkey-rm [--sigkey N] [options]\n"
-	"\n"
-	"Deletes a signature key file after confirmation (--yes skips it) and drops it\n"
-	"from the selection. An administrator whose only key is deleted can no longer\n"
-	"sign. Without --sigkey, lists the keys and asks for the number.\n"
-	"\n"
-	"  --sigkey N              number of the signature key to delete\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke sigkey-rm [--sigkey N] [options]\n"
+    "\n"
+    "Deletes a signature key file after confirmation (--yes skips it) and drops it\n"
+    "from the selection. An administrator whose only key is deleted can no longer\n"
+    "sign. Without --sigkey, lists the keys and asks for the number.\n"
+    "\n"
+    "  --sigkey N              number of the signature key to delete\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_sigkey_rm_main(int argc, char **argv)
 {
@@ -359,7 +361,7 @@ int tke_sigkey_rm_main(int argc, char **argv)
 		putchar('\n');
 		fflush(stdout);
 		if ((r = cli_prompt_line("number of the signature key to delete", "--sigkey",
-					 &answer)) != 0)
+		                         &answer)) != 0)
 			goto out;
 		arg = answer;
 	}
@@ -369,8 +371,8 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	}
 	k = &keys[num - 1];
 	snprintf(question, sizeof(question),
-		 "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
-		 k->number, k->name, sigkeys_base(k->path));
+	         "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
+	         k->number, k->name, sigkeys_base(k->path));
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
 	/* Drop it from the selection first: a selection never names a missing file. */
@@ -383,7 +385,7 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	}
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s}", "deleted", k->number, "name", k->name,
-					 "file", k->path));
+		                         "file", k->path));
 	else
 		printf("deleted signature key %d of administrator '%s' (%s)\n", k->number, k->name,
 		       k->path);

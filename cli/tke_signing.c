@@ -26,15 +26,13 @@
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "kyok/wire.h"
 
 #define TKE_BUNDLE_MAX     (16 * (size_t)KY_MAX_COMMAND_BYTES)
 #define TKE_PEM_NAME       "CMS"
 #define TKE_PEM_BEGIN      "-----BEGIN CMS-----"
 #define TKE_PEM_END        "-----END CMS-----"
 #define TKE_SIGNERS_PREFIX "# signers:"
-
-/* KY_MAX_COMMAND_BYTES lives in wire.h. */
-#include "kyok/wire.h"
 
 /* ---- small helpers ---- */
 
@@ -99,6 +97,19 @@ int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out)
 	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
 		return r;
 	r = tke_parse_int(line, flag, lo, hi, out);
+	free(line);
+	return r;
+}
+
+int tke_ask_threshold(const char *prompt, const char *flag, int *out)
+{
+	int r = KY_ERR_INTERNAL;
+	char *line = NULL;
+
+	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+		return r;
+	if (tke_int_parse(line, 1, KY_MAX_ADMINS, out) != 0)
+		r = tke_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
 	free(line);
 	return r;
 }
@@ -1212,6 +1223,8 @@ struct tke_parsed_cmd {
 
 static void tke_parsed_release(struct tke_parsed_cmd *pc, size_t n)
 {
+	if (pc == NULL)
+		return;
 	for (size_t i = 0; i < n; i++) {
 		ky_command_free(pc[i].c);
 		free(pc[i].signers);
@@ -1237,7 +1250,8 @@ static int tke_bundle_decode(const char *path, const struct tke_bundle *b,
 			r = ky_command_parse(content.data, content.len, &pc[i].c);
 		ky_buf_free(&content);
 		if (r != 0) {
-			cli_fail(r, path, "command %zu of %zu", i + 1, b->n);
+			cli_fail(r, path, "command %zu of %zu cannot be read as a kyok command",
+			         i + 1, b->n);
 			tke_parsed_release(pc, b->n);
 			return r;
 		}
@@ -1496,18 +1510,21 @@ int tke_cmd_submit_main(int argc, char **argv)
 				goto out;
 			}
 	}
-	if ((r = tke_run_load_ids(&run, ids, b.n)) != 0)
+	/* The instance first: a bundle for another instance names units unknown here. */
+	if ((r = cli_instance_load(&run.inst)) != 0)
 		goto out;
 	for (size_t i = 0; i < b.n; i++) {
 		if (strcmp(pc[i].c->instance, run.inst.id) != 0) {
 			r = KY_ERR_WRONG_INSTANCE;
 			cli_fail(r, file,
-			         "command %zu is for instance '%s', this instance is '%s': nothing "
-			         "was sent",
-			         i + 1, pc[i].c->instance, run.inst.id);
+			         "command %zu is for instance '%s', this instance is '%s' (%s): "
+			         "nothing was sent",
+			         i + 1, pc[i].c->instance, run.inst.id, run.inst.dir);
 			goto out;
 		}
 	}
+	if ((r = tke_run_load_ids(&run, ids, b.n)) != 0)
+		goto out;
 	/* Local checks against each unit's present state, before anything is sent. */
 	for (size_t i = 0; i < b.n; i++) {
 		struct tke_unit *u = &run.units[i];
@@ -1569,6 +1586,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 		r = tke_print_local_refusals(&run);
 		goto out;
 	}
+	run.no_rerun_hint = true; /* each unit left says "prepare the command again" */
 	tke_run_submit(&run, NULL, 0);
 	r = 0;
 	{

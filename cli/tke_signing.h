@@ -129,6 +129,8 @@ int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
 int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out) KY_WUR;
 /* Asks for a line (or fails naming flag when not interactive) and parses an int. */
 int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out) KY_WUR;
+/* Asks a threshold (1..8): KY_ERR_THRESHOLD_RANGE otherwise. */
+int tke_ask_threshold(const char *prompt, const char *flag, int *out) KY_WUR;
 /* Prints usage text plus the common options on stdout. */
 void tke_print_help(const char *usage);
 /* Number of selected signature keys and their SKIs (no password needed). */

@@ -8,7 +8,7 @@
 #include "cli/cli.h"
 #include "cli/cmds.h"
 
-#define UNITS_MAX 16
+#define UNITS_MAX       16
 #define UNITS_SHORT_HEX 16
 
 /* ---- reading the public state (ky_domain_public_json) ---- */
@@ -32,8 +32,8 @@ static const char *units_mode(const json_t *st)
 
 /* States of every unit (NULL for a unit that failed: its error is printed). Returns the
  * first error. */
-static int units_states(const struct cli_instance *inst, const struct cli_unit *units,
-			size_t n, json_t **states)
+static int units_states(const struct cli_instance *inst, const struct cli_unit *units, size_t n,
+                        json_t **states)
 {
 	int first = 0;
 
@@ -53,7 +53,7 @@ static void units_states_free(json_t **states, size_t n)
 
 /* Loads the instance and the selected units and their states. */
 static int units_load(struct cli_instance *inst, struct cli_unit **units, size_t *n,
-		      json_t **states, int *state_err)
+                      json_t **states, int *state_err)
 {
 	int r;
 
@@ -94,15 +94,15 @@ static int units_list(const struct cli_instance *inst)
 			selected = selected || sel[k] == u->number;
 		if (arr != NULL) {
 			if (json_array_append_new(
-				arr, json_pack("{s:b, s:i, s:s, s:s, s:s, s:s}", "selected", selected,
-					       "number", u->number, "id", u->id, "zone", u->zone,
-					       "type", "OPERATIONAL", "url", u->url)) != 0)
+			        arr, json_pack("{s:b, s:i, s:s, s:s, s:s, s:s}", "selected",
+			                       selected, "number", u->number, "id", u->id, "zone",
+			                       u->zone, "type", "OPERATIONAL", "url", u->url)) != 0)
 				goto out;
 			continue;
 		}
 		snprintf(num, sizeof(num), "%d", u->number);
-		const char *row[] = {selected ? "yes" : "no", num, u->id, u->zone, "OPERATIONAL",
-				     u->url};
+		const char *row[] = {selected ? "yes" : "no", num,   u->id, u->zone,
+		                     "OPERATIONAL",           u->url};
 		if (cli_table_add(t, row) != 0)
 			goto out;
 	}
@@ -118,7 +118,8 @@ static int units_list(const struct cli_instance *inst)
 		printf("instance %s (%s)\n\n", inst->id, inst->dir);
 		cli_table_print(t, stdout);
 		if (nsel == 0)
-			printf("\nno crypto unit selected: 'kyok tke cryptounit-add' selects some\n");
+			printf(
+			    "\nno crypto unit selected: 'kyok tke cryptounit-add' selects some\n");
 	}
 	r = 0;
 out:
@@ -131,11 +132,11 @@ out:
 }
 
 static const char cryptounits_usage[] =
-	"usage: kyok tke cryptounits [options]\n"
-	"\n"
-	"Lists the crypto units of the instance: whether later commands act on them\n"
-	"(SELECTED), their number, id, zone, type and URL.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounits [options]\n"
+    "\n"
+    "Lists the crypto units of the instance: whether later commands act on them\n"
+    "(SELECTED), their number, id, zone, type and URL.\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_cryptounits_main(int argc, char **argv)
 {
@@ -152,22 +153,22 @@ int tke_cryptounits_main(int argc, char **argv)
 /* ---- cryptounit-add, cryptounit-rm ---- */
 
 static const char cryptounit_add_usage[] =
-	"usage: kyok tke cryptounit-add [--units N[,N...]] [options]\n"
-	"\n"
-	"Adds crypto units to the selection that later commands act on. Without --units,\n"
-	"lists the units and asks for their numbers.\n"
-	"\n"
-	"  --units LIST            unit numbers to add, comma separated (e.g. 1,2)\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-add [--units N[,N...]] [options]\n"
+    "\n"
+    "Adds crypto units to the selection that later commands act on. Without --units,\n"
+    "lists the units and asks for their numbers.\n"
+    "\n"
+    "  --units LIST            unit numbers to add, comma separated (e.g. 1,2)\n"
+    "\n" CLI_COMMON_HELP;
 
 static const char cryptounit_rm_usage[] =
-	"usage: kyok tke cryptounit-rm [--units N[,N...]] [options]\n"
-	"\n"
-	"Removes crypto units from the selection. Without --units, lists the units and\n"
-	"asks for their numbers.\n"
-	"\n"
-	"  --units LIST            unit numbers to remove, comma separated (e.g. 2)\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-rm [--units N[,N...]] [options]\n"
+    "\n"
+    "Removes crypto units from the selection. Without --units, lists the units and\n"
+    "asks for their numbers.\n"
+    "\n"
+    "  --units LIST            unit numbers to remove, comma separated (e.g. 2)\n"
+    "\n" CLI_COMMON_HELP;
 
 static int units_select(int argc, char **argv, bool add)
 {
@@ -206,8 +207,8 @@ static int units_select(int argc, char **argv, bool add)
 		putchar('\n');
 		fflush(stdout);
 		if ((r = cli_prompt_line(add ? "crypto unit numbers to add (comma separated)"
-					     : "crypto unit numbers to remove (comma separated)",
-					 "--units", &answer)) != 0)
+		                             : "crypto unit numbers to remove (comma separated)",
+		                         "--units", &answer)) != 0)
 			goto out;
 		list = answer;
 	}
@@ -220,7 +221,7 @@ static int units_select(int argc, char **argv, bool add)
 		if (cli_instance_unit(&inst, nums[i]) == NULL) {
 			r = KY_ERR_USAGE;
 			cli_fail(r, "--units", "instance %s has no crypto unit %d (units 1 to %zu)",
-				 inst.id, nums[i], inst.nunits);
+			         inst.id, nums[i], inst.nunits);
 			goto out;
 		}
 	/* next = sel + nums, or sel - nums */
@@ -265,7 +266,7 @@ int tke_cryptounit_rm_main(int argc, char **argv)
 enum units_view { UNITS_ADMINS, UNITS_THRESHOLDS, UNITS_REGISTERS };
 
 static int units_view_table(const struct cli_unit *units, size_t n, json_t **states,
-			    enum units_view view)
+                            enum units_view view)
 {
 	static const char *const admins_hdr[] = {"UNIT", "ZONE", "ADMIN NAME", "SKI"};
 	static const char *const thr_hdr[] = {"UNIT", "ZONE", "MODE", "SIGNATURE", "REVOCATION"};
@@ -309,8 +310,7 @@ static int units_view_table(const struct cli_unit *units, size_t n, json_t **sta
 			{
 				char ski[UNITS_SHORT_HEX + 1];
 				snprintf(ski, sizeof(ski), "%s",
-					 json_string_value(json_object_get(a, "ski"))
-					     ?: "?");
+				         json_string_value(json_object_get(a, "ski")) ?: "?");
 				const char *row[] = {
 				    num, units[i].zone,
 				    json_string_value(json_object_get(a, "name")) ?: "?", ski};
@@ -329,12 +329,12 @@ static int units_view_table(const struct cli_unit *units, size_t n, json_t **sta
 		}
 		case UNITS_REGISTERS: {
 			static const char *const regs[2][2] = {{"new_mk", "NEW"},
-							       {"current_mk", "CURRENT"}};
+			                                       {"current_mk", "CURRENT"}};
 			for (int k = 0; k < 2; k++) {
 				const char *vp = units_str(st, regs[k][0], "vp");
 				const char *row[] = {num, units[i].zone, regs[k][1],
-						     units_str(st, regs[k][0], "state") ?: "?",
-						     vp != NULL && vp[0] != '\0' ? vp : "-"};
+				                     units_str(st, regs[k][0], "state") ?: "?",
+				                     vp != NULL && vp[0] != '\0' ? vp : "-"};
 				if (cli_table_add(t, row) != 0)
 					goto out;
 			}
@@ -385,9 +385,10 @@ static json_t *units_view_json(const struct cli_unit *u, const json_t *st, enum 
 			size_t i;
 			json_array_foreach(v, i, a)
 			{
-				json_array_append_new(arr, json_pack("{s:O?, s:O?}", "name",
-								     json_object_get(a, "name"), "ski",
-								     json_object_get(a, "ski")));
+				json_array_append_new(arr,
+				                      json_pack("{s:O?, s:O?}", "name",
+				                                json_object_get(a, "name"), "ski",
+				                                json_object_get(a, "ski")));
 			}
 			json_object_set_new(o, keys[k], arr);
 		} else {
@@ -427,25 +428,25 @@ out:
 }
 
 static const char cryptounit_admins_usage[] =
-	"usage: kyok tke cryptounit-admins [options]\n"
-	"\n"
-	"Shows the administrators installed in each selected crypto unit: name and subject\n"
-	"key identifier (SKI, first 16 hex digits; --output json gives all of it).\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-admins [options]\n"
+    "\n"
+    "Shows the administrators installed in each selected crypto unit: name and subject\n"
+    "key identifier (SKI, first 16 hex digits; --output json gives all of it).\n"
+    "\n" CLI_COMMON_HELP;
 
 static const char cryptounit_thrhlds_usage[] =
-	"usage: kyok tke cryptounit-thrhlds [options]\n"
-	"\n"
-	"Shows the mode (imprint or secure) and the signature and revocation thresholds of\n"
-	"each selected crypto unit.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-thrhlds [options]\n"
+    "\n"
+    "Shows the mode (imprint or secure) and the signature and revocation thresholds of\n"
+    "each selected crypto unit.\n"
+    "\n" CLI_COMMON_HELP;
 
 static const char cryptounit_mk_usage[] =
-	"usage: kyok tke cryptounit-mk [options]\n"
-	"\n"
-	"Shows the new and current master key registers of each selected crypto unit: state\n"
-	"and verification pattern (VP).\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-mk [options]\n"
+    "\n"
+    "Shows the new and current master key registers of each selected crypto unit: state\n"
+    "and verification pattern (VP).\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_cryptounit_admins_main(int argc, char **argv)
 {
@@ -486,8 +487,7 @@ static void units_row_set(struct units_row *row, size_t i, const char *cell, con
 }
 
 /* Builds the rows: administrators (one row per distinct SKI), thresholds, mode, registers. */
-static size_t units_compare_rows(json_t **states, size_t n, struct units_row *rows,
-				 size_t cap)
+static size_t units_compare_rows(json_t **states, size_t n, struct units_row *rows, size_t cap)
 {
 	size_t nrows = 0;
 	char skis[UNITS_MAX * 8][2 * 32 + 1];
@@ -515,28 +515,34 @@ static size_t units_compare_rows(json_t **states, size_t n, struct units_row *ro
 		for (size_t i = 0; i < n; i++) {
 			char c[16];
 			snprintf(c, sizeof(c), "%zu",
-				 json_array_size(json_object_get(states[i], "admins")));
+			         json_array_size(json_object_get(states[i], "admins")));
 			units_row_set(row, i, c, c);
 		}
 	}
 	for (size_t s = 0; s < nskis && nrows < cap; s++) {
 		struct units_row *row = &rows[nrows++];
-		snprintf(row->label, sizeof(row->label), "admin %.16s", skis[s]);
+		char ski[UNITS_SHORT_HEX + 1];
+		snprintf(ski, sizeof(ski), "%.16s", skis[s]);
 		for (size_t i = 0; i < n; i++) {
 			const json_t *a;
 			size_t k;
 			units_row_set(row, i, "-", "");
 			json_array_foreach(json_object_get(states[i], "admins"), k, a)
 			{
-				const char *ski = json_string_value(json_object_get(a, "ski"));
+				const char *aski = json_string_value(json_object_get(a, "ski"));
 				const char *name = json_string_value(json_object_get(a, "name"));
-				if (ski != NULL && strcmp(ski, skis[s]) == 0)
-					units_row_set(row, i, name ? name : "?", name ? name : "?");
+				if (aski == NULL || strcmp(aski, skis[s]) != 0)
+					continue;
+				/* the label names the admin as the first unit having it does */
+				if (row->label[0] == '\0')
+					snprintf(row->label, sizeof(row->label), "admin %.30s",
+					         name ? name : "?");
+				units_row_set(row, i, ski, name ? name : "?");
 			}
 		}
 	}
 	static const char *const ints[][2] = {{"signature threshold", "signature_threshold"},
-					       {"revocation threshold", "revocation_threshold"}};
+	                                      {"revocation threshold", "revocation_threshold"}};
 	for (size_t q = 0; q < 2 && nrows < cap; q++) {
 		struct units_row *row = &rows[nrows++];
 		snprintf(row->label, sizeof(row->label), "%s", ints[q][0]);
@@ -576,12 +582,12 @@ static size_t units_compare_rows(json_t **states, size_t n, struct units_row *ro
 }
 
 static const char cryptounit_compare_usage[] =
-	"usage: kyok tke cryptounit-compare [options]\n"
-	"\n"
-	"Compares the selected crypto units side by side: administrators, thresholds, mode\n"
-	"and master key registers. All units of an instance must be configured the same.\n"
-	"Exits 0 whether or not they differ; the last line says which.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok tke cryptounit-compare [options]\n"
+    "\n"
+    "Compares the selected crypto units side by side: administrators, thresholds, mode\n"
+    "and master key registers. All units of an instance must be configured the same.\n"
+    "Exits 0 whether or not they differ; the last line says which.\n"
+    "\n" CLI_COMMON_HELP;
 
 int tke_cryptounit_compare_main(int argc, char **argv)
 {
@@ -604,7 +610,7 @@ int tke_cryptounit_compare_main(int argc, char **argv)
 		goto out;
 	if ((r = state_err) != 0) {
 		cli_fail(r, "cryptounit-compare",
-			 "every selected crypto unit must answer to be compared");
+		         "every selected crypto unit must answer to be compared");
 		goto out;
 	}
 	r = KY_ERR_NOMEM;
@@ -615,12 +621,12 @@ int tke_cryptounit_compare_main(int argc, char **argv)
 	hdr[0] = "";
 	for (size_t i = 0; i < n; i++) {
 		snprintf(unit_hdr[i], sizeof(unit_hdr[i]), "UNIT %d (%s)", units[i].number,
-			 units[i].zone);
+		         units[i].zone);
 		hdr[i + 1] = unit_hdr[i];
-		if (json_array_append_new(junits, json_pack("{s:i, s:s, s:s, s:O}", "number",
-							    units[i].number, "id", units[i].id,
-							    "zone", units[i].zone, "state",
-							    states[i])) != 0)
+		if (json_array_append_new(junits,
+		                          json_pack("{s:i, s:s, s:s, s:O}", "number",
+		                                    units[i].number, "id", units[i].id, "zone",
+		                                    units[i].zone, "state", states[i])) != 0)
 			goto nomem;
 	}
 	hdr[n + 1] = "";
@@ -648,7 +654,7 @@ int tke_cryptounit_compare_main(int argc, char **argv)
 	}
 	if (cli_g.json) {
 		cli_print_json(json_pack("{s:b, s:s, s:O, s:O}", "identical", identical, "instance",
-					 inst.id, "units", junits, "differences", jdiffs));
+		                         inst.id, "units", junits, "differences", jdiffs));
 	} else {
 		cli_table_print(t, stdout);
 		putchar('\n');

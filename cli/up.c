@@ -28,11 +28,11 @@
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
 
-#define UP_MAX_UNITS 16
+#define UP_MAX_UNITS     16
 #define UP_START_WAIT_MS 10000
-#define UP_STOP_WAIT_MS 5000
-#define UP_POLL_MS 50
-#define UP_SHORT_HEX 16
+#define UP_STOP_WAIT_MS  5000
+#define UP_POLL_MS       50
+#define UP_SHORT_HEX     16
 
 /* ---- small helpers ---- */
 
@@ -53,10 +53,9 @@ static int up_uuid(char out[37])
 		return r;
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+	         b[13], b[14], b[15]);
 	return 0;
 }
 
@@ -229,7 +228,8 @@ static int up_find_unitd(char *out, size_t n)
 
 	if (env != NULL && env[0] != '\0') {
 		if (!up_executable(env)) {
-			cli_fail(KY_ERR_CONFIG, "KYOK_UNITD", "'%s' is not an executable file", env);
+			cli_fail(KY_ERR_CONFIG, "KYOK_UNITD", "'%s' is not an executable file",
+			         env);
 			return KY_ERR_CONFIG;
 		}
 		snprintf(out, n, "%s", env);
@@ -261,7 +261,7 @@ static int up_find_unitd(char *out, size_t n)
 		free(copy);
 	}
 	cli_fail(KY_ERR_CONFIG, "kyok-unitd",
-		 "not found next to kyok, in ../unitd, or on PATH: set KYOK_UNITD to its path");
+	         "not found next to kyok, in ../unitd, or on PATH: set KYOK_UNITD to its path");
 	return KY_ERR_CONFIG;
 }
 
@@ -354,15 +354,15 @@ static int up_write_conf(const char *instance, const struct up_unit *u)
 	int n;
 
 	n = snprintf(text, sizeof(text),
-		     "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
-		     "instance = %s\n"
-		     "unit = %s\n"
-		     "zone = %s\n"
-		     "listen = 127.0.0.1:0\n"
-		     "data_dir = %s/data\n"
-		     "port_file = %s\n"
-		     "log_file = %s\n",
-		     u->number, instance, u->id, u->zone, u->dir, u->portf, u->log);
+	             "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
+	             "instance = %s\n"
+	             "unit = %s\n"
+	             "zone = %s\n"
+	             "listen = 127.0.0.1:0\n"
+	             "data_dir = %s/data\n"
+	             "port_file = %s\n"
+	             "log_file = %s\n",
+	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log);
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -432,19 +432,19 @@ static int up_wait_port(struct up_unit *u)
 			u->pid = 0;
 			if (WIFEXITED(st))
 				cli_fail(KY_ERR_UNREACHABLE, u->dir,
-					 "crypto unit %d exited at start with status %d", u->number,
-					 WEXITSTATUS(st));
+				         "crypto unit %d exited at start with status %d", u->number,
+				         WEXITSTATUS(st));
 			else
 				cli_fail(KY_ERR_UNREACHABLE, u->dir,
-					 "crypto unit %d was killed at start by signal %d", u->number,
-					 WTERMSIG(st));
+				         "crypto unit %d was killed at start by signal %d",
+				         u->number, WTERMSIG(st));
 			up_log_tail(u->log);
 			return KY_ERR_UNREACHABLE;
 		}
 		up_sleep_ms(UP_POLL_MS);
 	}
 	cli_fail(KY_ERR_UNREACHABLE, u->dir, "crypto unit %d wrote no port file in %d seconds",
-		 u->number, UP_START_WAIT_MS / 1000);
+	         u->number, UP_START_WAIT_MS / 1000);
 	up_log_tail(u->log);
 	return KY_ERR_UNREACHABLE;
 }
@@ -475,7 +475,7 @@ static size_t up_stop_pids(const pid_t *pids, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if (pids[i] > 0 && up_pid_alive(pids[i])) {
 			fprintf(stderr, "warning: pid %ld did not stop in %d seconds: killing it\n",
-				(long)pids[i], UP_STOP_WAIT_MS / 1000);
+			        (long)pids[i], UP_STOP_WAIT_MS / 1000);
 			kill(pids[i], SIGKILL);
 		}
 	for (long waited = 0; waited <= 2000; waited += UP_POLL_MS) {
@@ -510,7 +510,7 @@ static void up_undo_started(struct up_unit *units, size_t n)
 }
 
 static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
-			     size_t n)
+                             size_t n)
 {
 	int r = KY_ERR_NOMEM;
 	json_t *arr = json_array(), *j = NULL;
@@ -522,8 +522,8 @@ static int up_write_instance(const char *dir, const char *instance, const struct
 		char url[64];
 		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
 		if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
-							 units[i].number, "id", units[i].id, "zone",
-							 units[i].zone, "url", url)) != 0)
+		                                         units[i].number, "id", units[i].id, "zone",
+		                                         units[i].zone, "url", url)) != 0)
 			goto out;
 	}
 	if ((j = json_pack("{s:s, s:O}", "instance", instance, "units", arr)) == NULL ||
@@ -555,22 +555,23 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 		snprintf(cu.url, sizeof(cu.url), "%s", url);
 		char why[256];
 		if (unit_health(&cu, why, sizeof(why)) != 0)
-			fprintf(stderr, "warning: crypto unit %d does not answer its health check: %s\n",
-				units[i].number, why);
+			fprintf(stderr,
+			        "warning: crypto unit %d does not answer its health check: %s\n",
+			        units[i].number, why);
 	}
 	if (cli_g.json) {
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
 			char url[64];
 			snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
-			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}", "number",
-							     units[i].number, "id", units[i].id,
-							     "zone", units[i].zone, "url", url, "pid",
-							     (int)units[i].pid, "status",
-							     units[i].status));
+			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
+			                                     "number", units[i].number, "id",
+			                                     units[i].id, "zone", units[i].zone,
+			                                     "url", url, "pid", (int)units[i].pid,
+			                                     "status", units[i].status));
 		}
-		cli_print_json(json_pack("{s:s, s:s, s:o}", "instance", instance, "dir", dir,
-					 "units", arr));
+		cli_print_json(
+		    json_pack("{s:s, s:s, s:o}", "instance", instance, "dir", dir, "units", arr));
 		return;
 	}
 	if ((t = cli_table_new(6, hdr)) == NULL)
@@ -598,21 +599,21 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
-	"usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [options]\n"
-	"\n"
-	"Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
-	"zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
-	"units with their state (ports may change: instance.json is rewritten); units that\n"
-	"are running are left alone.\n"
-	"\n"
-	"  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
-	"                          else ~/.kyok/instance); created 0700\n"
-	"  --units N               number of crypto units, 1 to 16 (default 2)\n"
-	"  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
-	"\n"
-	"kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
-	"else on PATH.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [options]\n"
+    "\n"
+    "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
+    "zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
+    "units with their state (ports may change: instance.json is rewritten); units that\n"
+    "are running are left alone.\n"
+    "\n"
+    "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
+    "                          else ~/.kyok/instance); created 0700\n"
+    "  --units N               number of crypto units, 1 to 16 (default 2)\n"
+    "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
+    "\n"
+    "kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
+    "else on PATH.\n"
+    "\n" CLI_COMMON_HELP;
 
 static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
 {
@@ -634,7 +635,7 @@ static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t 
 }
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-		     struct up_unit *units)
+                     struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL;
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
@@ -645,8 +646,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 	if (zones_arg != NULL) {
 		if (up_parse_zones(zones_arg, zones, UP_MAX_UNITS, &nzones) != 0) {
 			cli_fail(KY_ERR_USAGE, "--zones",
-				 "'%s': give comma separated zone names of A-Z a-z 0-9 . _ -",
-				 zones_arg);
+			         "'%s': give comma separated zone names of A-Z a-z 0-9 . _ -",
+			         zones_arg);
 			return KY_ERR_USAGE;
 		}
 		if ((int)nzones != nunits) {
@@ -662,9 +663,10 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 				empty = false;
 		closedir(d);
 		if (!empty) {
-			cli_fail(KY_ERR_EXISTS, dir,
-				 "directory is not empty and holds no instance.json: choose another "
-				 "--dir");
+			cli_fail(
+			    KY_ERR_EXISTS, dir,
+			    "directory is not empty and holds no instance.json: choose another "
+			    "--dir");
 			return KY_ERR_EXISTS;
 		}
 	} else if (errno == ENOENT) {
@@ -730,7 +732,7 @@ fail:
 }
 
 static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
-		      struct up_unit *units)
+                      struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_instance inst;
@@ -741,9 +743,9 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 	n = inst.nunits;
 	if (nunits_arg > 0 && (size_t)nunits_arg != n) {
 		cli_fail(KY_ERR_USAGE, dir,
-			 "the instance there has %zu crypto units, not %d: 'kyok down --purge' "
-			 "deletes it",
-			 n, nunits_arg);
+		         "the instance there has %zu crypto units, not %d: 'kyok down --purge' "
+		         "deletes it",
+		         n, nunits_arg);
 		return KY_ERR_USAGE;
 	}
 	if (zones_arg != NULL)
@@ -756,15 +758,15 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		up_unit_paths(u, dir);
 		if (!up_exists(u->conf)) {
 			cli_fail(KY_ERR_CONFIG, u->conf,
-				 "missing: the instance directory is damaged");
+			         "missing: the instance directory is damaged");
 			return KY_ERR_CONFIG;
 		}
 		if ((u->pid = up_unit_running(u)) > 0) {
 			long port = up_read_number(u->portf);
 			if (port <= 0 || port > 65535) {
 				cli_fail(KY_ERR_UNREACHABLE, u->dir,
-					 "crypto unit %d runs (pid %ld) but has no port file",
-					 u->number, (long)u->pid);
+				         "crypto unit %d runs (pid %ld) but has no port file",
+				         u->number, (long)u->pid);
 				return KY_ERR_UNREACHABLE;
 			}
 			u->port = (int)port;
@@ -784,10 +786,6 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 	}
 	if ((r = up_write_instance(dir, inst.id, units, n)) != 0)
 		goto fail;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(units[i].status, "already running") == 0 && !cli_g.json)
-			fprintf(stderr, "crypto unit %d is already running (pid %ld)\n",
-				units[i].number, (long)units[i].pid);
 	up_report(dir, inst.id, units, n);
 	return 0;
 fail:
@@ -798,10 +796,10 @@ fail:
 int up_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-					     {"units", required_argument, NULL, 'n'},
-					     {"zones", required_argument, NULL, 'z'},
-					     CLI_COMMON_LONGOPTS,
-					     {NULL, 0, NULL, 0}};
+	                                     {"units", required_argument, NULL, 'n'},
+	                                     {"zones", required_argument, NULL, 'z'},
+	                                     CLI_COMMON_LONGOPTS,
+	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, nunits = 0;
 	const char *dir_arg = NULL, *zones = NULL;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end;
@@ -819,10 +817,11 @@ int up_main(int argc, char **argv)
 			long v;
 			errno = 0;
 			v = strtol(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > UP_MAX_UNITS)
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 ||
+			    v > UP_MAX_UNITS)
 				return cli_fail(KY_ERR_USAGE, "--units",
-						"'%s': give a number of units from 1 to %d", optarg,
-						UP_MAX_UNITS);
+				                "'%s': give a number of units from 1 to %d", optarg,
+				                UP_MAX_UNITS);
 			nunits = (int)v;
 			break;
 		}
@@ -837,10 +836,9 @@ int up_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) !=
-	    0)
+	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) != 0)
 		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
-				"cannot use this directory path");
+		                "cannot use this directory path");
 	cli_g.instance_dir = dir;
 	if ((r = up_find_unitd(unitd, sizeof(unitd))) != 0)
 		return ky_err_exit(r);
@@ -858,17 +856,17 @@ int up_main(int argc, char **argv)
 /* ---- kyok down ---- */
 
 static const char down_usage[] =
-	"usage: kyok down [--dir DIR] [--purge] [options]\n"
-	"\n"
-	"Stops the crypto units of a local instance (SIGTERM, SIGKILL after 5 seconds).\n"
-	"Their state stays in DIR: 'kyok up' brings the same units back.\n"
-	"\n"
-	"  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
-	"                          else ~/.kyok/instance)\n"
-	"  --purge                 also delete DIR with every unit's state, after\n"
-	"                          confirmation (--yes): administrators and master keys in\n"
-	"                          it are lost for good\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok down [--dir DIR] [--purge] [options]\n"
+    "\n"
+    "Stops the crypto units of a local instance (SIGTERM, SIGKILL after 5 seconds).\n"
+    "Their state stays in DIR: 'kyok up' brings the same units back.\n"
+    "\n"
+    "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
+    "                          else ~/.kyok/instance)\n"
+    "  --purge                 also delete DIR with every unit's state, after\n"
+    "                          confirmation (--yes): administrators and master keys in\n"
+    "                          it are lost for good\n"
+    "\n" CLI_COMMON_HELP;
 
 /* Unit directories "unit-<n>" of dir, by number. */
 static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
@@ -907,16 +905,16 @@ static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
 int down_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-					     {"purge", no_argument, NULL, 'p'},
-					     CLI_COMMON_LONGOPTS,
-					     {NULL, 0, NULL, 0}};
+	                                     {"purge", no_argument, NULL, 'p'},
+	                                     CLI_COMMON_LONGOPTS,
+	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c;
 	const char *dir_arg = NULL;
 	bool purge = false;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], question[PATH_MAX + 128];
 	struct up_unit *units = NULL;
 	pid_t pids[UP_MAX_UNITS];
-	size_t n = 0, running = 0;
+	size_t n = 0;
 	json_t *arr = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -933,15 +931,14 @@ int down_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) !=
-	    0)
+	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) != 0)
 		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
-				"cannot use this directory path");
+		                "cannot use this directory path");
 	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	if ((r = up_scan_units(dir, units, &n)) != 0) {
 		cli_fail(r == KY_ERR_NOT_FOUND ? KY_ERR_INSTANCE_DOWN : r, dir,
-			 r == KY_ERR_NOT_FOUND ? "no such directory" : "cannot read the directory");
+		         r == KY_ERR_NOT_FOUND ? "no such directory" : "cannot read the directory");
 		r = r == KY_ERR_NOT_FOUND ? KY_ERR_INSTANCE_DOWN : r;
 		goto out;
 	}
@@ -951,11 +948,25 @@ int down_main(int argc, char **argv)
 		cli_fail(r, dir, "no kyok instance in this directory");
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++) {
-		pids[i] = up_unit_running(&units[i]);
-		if (pids[i] > 0)
-			running++;
+	if (purge) {
+		bool looks_like_instance = up_exists(path);
+		for (size_t i = 0; i < n; i++)
+			looks_like_instance = looks_like_instance || up_exists(units[i].conf);
+		if (!looks_like_instance) {
+			r = KY_ERR_INSTANCE_DOWN;
+			cli_fail(r, dir, "no kyok instance in this directory: not deleting it");
+			goto out;
+		}
+		/* Asked before anything is stopped: a "no" changes nothing. */
+		snprintf(question, sizeof(question),
+		         "delete %s and the state of its %zu crypto units? their administrators "
+		         "and master keys are lost for good",
+		         dir, n);
+		if ((r = cli_confirm(question)) != 0)
+			goto out;
 	}
+	for (size_t i = 0; i < n; i++)
+		pids[i] = up_unit_running(&units[i]);
 	if (up_stop_pids(pids, n) != 0) {
 		r = KY_ERR_INTERNAL;
 		cli_fail(r, dir, "some crypto units did not stop");
@@ -971,20 +982,15 @@ int down_main(int argc, char **argv)
 		unlink(units[i].portf);
 		if (arr != NULL)
 			json_array_append_new(arr, json_pack("{s:i, s:b, s:i}", "number",
-							     units[i].number, "was_running",
-							     pids[i] > 0, "pid", (int)pids[i]));
+			                                     units[i].number, "was_running",
+			                                     pids[i] > 0, "pid", (int)pids[i]));
 		else if (pids[i] > 0)
-			printf("stopped crypto unit %d (pid %ld)\n", units[i].number, (long)pids[i]);
+			printf("stopped crypto unit %d (pid %ld)\n", units[i].number,
+			       (long)pids[i]);
 		else
 			printf("crypto unit %d was not running\n", units[i].number);
 	}
 	if (purge) {
-		snprintf(question, sizeof(question),
-			 "delete %s and the state of its %zu crypto units? their administrators "
-			 "and master keys are lost for good",
-			 dir, n);
-		if ((r = cli_confirm(question)) != 0)
-			goto out;
 		if ((r = up_rm_rf(dir)) != 0) {
 			cli_fail(r, dir, "cannot delete: %s", strerror(errno));
 			goto out;
@@ -996,8 +1002,8 @@ int down_main(int argc, char **argv)
 		       dir_arg != NULL ? " --dir " : "", dir_arg != NULL ? dir : "");
 	}
 	if (arr != NULL) {
-		cli_print_json(json_pack("{s:s, s:o, s:b}", "dir", dir, "units", arr, "purged",
-					 purge));
+		cli_print_json(
+		    json_pack("{s:s, s:o, s:b}", "dir", dir, "units", arr, "purged", purge));
 		arr = NULL; /* transferred */
 	}
 	r = 0;
@@ -1010,14 +1016,14 @@ out:
 /* ---- kyok status ---- */
 
 static const char status_usage[] =
-	"usage: kyok status [options]\n"
-	"\n"
-	"Shows every crypto unit of the instance: zone, whether it answers, mode (imprint or\n"
-	"secure), administrators, signature/revocation thresholds and both master key\n"
-	"registers (state and the first 16 hex digits of the verification pattern).\n"
-	"--output json gives each unit's full public state. Exits non-zero when a unit\n"
-	"does not answer.\n"
-	"\n" CLI_COMMON_HELP;
+    "usage: kyok status [options]\n"
+    "\n"
+    "Shows every crypto unit of the instance: zone, whether it answers, mode (imprint or\n"
+    "secure), administrators, signature/revocation thresholds and both master key\n"
+    "registers (state and the first 16 hex digits of the verification pattern).\n"
+    "--output json gives each unit's full public state. Exits non-zero when a unit\n"
+    "does not answer.\n"
+    "\n" CLI_COMMON_HELP;
 
 static void status_register(const json_t *st, const char *reg, char *out, size_t n)
 {
@@ -1033,8 +1039,8 @@ static void status_register(const json_t *st, const char *reg, char *out, size_t
 
 int status_main(int argc, char **argv)
 {
-	static const char *const hdr[] = {"UNIT", "ZONE", "REACHABLE", "MODE", "ADMINS",
-					  "SIG/REV", "NEW MK", "CURRENT MK"};
+	static const char *const hdr[] = {"UNIT",   "ZONE",    "REACHABLE", "MODE",
+	                                  "ADMINS", "SIG/REV", "NEW MK",    "CURRENT MK"};
 	int r = KY_ERR_INTERNAL, first = 0;
 	struct cli_instance inst;
 	struct cli_table *t = NULL;
@@ -1058,11 +1064,11 @@ int status_main(int argc, char **argv)
 		if (e != 0 && first == 0)
 			first = e;
 		if (arr != NULL) {
-			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:b, s:o?, s:s?}",
-							     "number", u->number, "id", u->id,
-							     "zone", u->zone, "url", u->url,
-							     "reachable", e == 0, "state", st,
-							     "error", e ? ky_err_slug(e) : NULL));
+			json_array_append_new(
+			    arr,
+			    json_pack("{s:i, s:s, s:s, s:s, s:b, s:o?, s:s*}", "number", u->number,
+			              "id", u->id, "zone", u->zone, "url", u->url, "reachable",
+			              e == 0, "state", st, "error", e ? ky_err_slug(e) : NULL));
 			continue;
 		}
 		snprintf(num, sizeof(num), "%d", u->number);
@@ -1081,24 +1087,20 @@ int status_main(int argc, char **argv)
 			if (len < 0 || (size_t)len >= sizeof(admins))
 				break;
 			len += snprintf(admins + len, sizeof(admins) - (size_t)len, "%s%s",
-					k == 0 ? " (" : ", ", name ? name : "?");
+			                k == 0 ? " (" : ", ", name ? name : "?");
 		}
 		if (json_array_size(list) > 0 && len >= 0 && (size_t)len < sizeof(admins) - 1)
 			strcat(admins, ")");
 		snprintf(thr, sizeof(thr), "%d/%d",
-			 (int)json_integer_value(json_object_get(st, "signature_threshold")),
-			 (int)json_integer_value(json_object_get(st, "revocation_threshold")));
+		         (int)json_integer_value(json_object_get(st, "signature_threshold")),
+		         (int)json_integer_value(json_object_get(st, "revocation_threshold")));
 		status_register(st, "new_mk", newmk, sizeof(newmk));
 		status_register(st, "current_mk", curmk, sizeof(curmk));
-		const char *row[] = {num,
-				     u->zone,
-				     "yes",
-				     json_is_true(json_object_get(st, "imprint")) ? "imprint"
-										   : "secure",
-				     admins,
-				     thr,
-				     newmk,
-				     curmk};
+		const char *row[] = {
+		    num,    u->zone,
+		    "yes",  json_is_true(json_object_get(st, "imprint")) ? "imprint" : "secure",
+		    admins, thr,
+		    newmk,  curmk};
 		e = cli_table_add(t, row);
 		json_decref(st);
 		if (e != 0)
@@ -1106,7 +1108,7 @@ int status_main(int argc, char **argv)
 	}
 	if (arr != NULL) {
 		cli_print_json(json_pack("{s:s, s:s, s:o}", "instance", inst.id, "dir", inst.dir,
-					 "units", arr));
+		                         "units", arr));
 		arr = NULL; /* transferred */
 	} else {
 		printf("instance %s (%s)\n\n", inst.id, inst.dir);

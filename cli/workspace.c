@@ -13,9 +13,22 @@
 #include "cli/cli.h"
 #include "kyok/crypto.h"
 
-#define CLI_SELECTION_MAX (256 * 1024)
+#define CLI_SELECTION_MAX   (256 * 1024)
 #define CLI_KNOWN_UNITS_MAX (1024 * 1024)
-#define CLI_SEL_MAX_UNITS 16
+#define CLI_SEL_MAX_UNITS   16
+
+/* A NUL-terminated copy of n bytes (strndup would scan past a buffer without NUL). */
+static char *cli_text_dup(const uint8_t *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (s == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
 
 const char *cli_workspace(void)
 {
@@ -105,8 +118,7 @@ static bool cli_sel_id_ok(const char *s)
 
 /* Pure parser of selection.json:
  * {"<instance>": {"units": [numbers]}, ..., "sigkeys": ["<file>.sigkey", ...]} */
-static int cli_selection_parse(const char *text, size_t n, json_t **out, char *why,
-			       size_t whylen)
+static int cli_selection_parse(const char *text, size_t n, json_t **out, char *why, size_t whylen)
 {
 	int r = KY_ERR_CONFIG;
 	json_error_t jerr;
@@ -138,12 +150,15 @@ static int cli_selection_parse(const char *text, size_t n, json_t **out, char *w
 				const char *f = json_string_value(item);
 				if (f == NULL || !cli_file_name_ok(f, ".sigkey")) {
 					snprintf(why, whylen,
-						 "'sigkeys' item %zu must be a .sigkey file name", i + 1);
+					         "'sigkeys' item %zu must be a .sigkey file name",
+					         i + 1);
 					goto out;
 				}
 				for (size_t k = 0; k < i; k++)
-					if (strcmp(json_string_value(json_array_get(v, k)), f) == 0) {
-						snprintf(why, whylen, "'sigkeys' names '%s' twice", f);
+					if (strcmp(json_string_value(json_array_get(v, k)), f) ==
+					    0) {
+						snprintf(why, whylen, "'sigkeys' names '%s' twice",
+						         f);
 						goto out;
 					}
 			}
@@ -155,7 +170,8 @@ static int cli_selection_parse(const char *text, size_t n, json_t **out, char *w
 		}
 		units = json_object_get(v, "units");
 		if (!json_is_object(v) || json_object_size(v) != 1 || !json_is_array(units)) {
-			snprintf(why, whylen, "instance '%s': expected {\"units\": [numbers]}", key);
+			snprintf(why, whylen, "instance '%s': expected {\"units\": [numbers]}",
+			         key);
 			goto out;
 		}
 		json_array_foreach(units, i, item)
@@ -163,13 +179,14 @@ static int cli_selection_parse(const char *text, size_t n, json_t **out, char *w
 			json_int_t num = json_integer_value(item);
 			if (!json_is_integer(item) || num < 1 || num > CLI_SEL_MAX_UNITS) {
 				snprintf(why, whylen, "instance '%s': unit numbers must be 1 to %d",
-					 key, CLI_SEL_MAX_UNITS);
+				         key, CLI_SEL_MAX_UNITS);
 				goto out;
 			}
 			for (size_t k = 0; k < i; k++)
 				if (json_integer_value(json_array_get(units, k)) == num) {
-					snprintf(why, whylen, "instance '%s': unit %d selected twice",
-						 key, (int)num);
+					snprintf(why, whylen,
+					         "instance '%s': unit %d selected twice", key,
+					         (int)num);
 					goto out;
 				}
 		}
@@ -262,9 +279,9 @@ int cli_selection_units(const struct cli_instance *inst, int *numbers, size_t ca
 		int num = (int)json_integer_value(item);
 		if (cli_instance_unit(inst, num) == NULL) {
 			fprintf(stderr,
-				"warning: selected crypto unit %d is not part of instance %s: "
-				"ignored\n",
-				num, inst->id);
+			        "warning: selected crypto unit %d is not part of instance %s: "
+			        "ignored\n",
+			        num, inst->id);
 			continue;
 		}
 		if (count < cap)
@@ -317,8 +334,10 @@ int cli_selection_set_units(const struct cli_instance *inst, const int *numbers,
 	}
 	if ((r = cli_selection_load(&sel)) != 0)
 		goto out;
-	memcpy(sorted, numbers, n * sizeof(*numbers));
-	qsort(sorted, n, sizeof(sorted[0]), cli_int_cmp);
+	if (n > 0) {
+		memcpy(sorted, numbers, n * sizeof(*numbers));
+		qsort(sorted, n, sizeof(sorted[0]), cli_int_cmp);
+	}
 	r = KY_ERR_NOMEM;
 	if (n == 0) {
 		json_object_del(sel, inst->id);
@@ -329,7 +348,7 @@ int cli_selection_set_units(const struct cli_instance *inst, const int *numbers,
 			if (cli_instance_unit(inst, sorted[i]) == NULL) {
 				r = KY_ERR_USAGE;
 				cli_fail(r, NULL, "instance %s has no crypto unit %d", inst->id,
-					 sorted[i]);
+				         sorted[i]);
 				goto out;
 			}
 			if (json_array_append_new(arr, json_integer(sorted[i])) != 0)
@@ -494,7 +513,8 @@ static int cli_dir_list(const char *sub, const char *suffix, char ***names, size
 		ents[count].mtime = st.st_mtim;
 		count++;
 	}
-	qsort(ents, count, sizeof(*ents), cli_entry_cmp);
+	if (count > 0)
+		qsort(ents, count, sizeof(*ents), cli_entry_cmp);
 	if (count > 0 && (out = calloc(count, sizeof(*out))) == NULL)
 		goto nomem;
 	for (size_t i = 0; i < count; i++) {
@@ -656,14 +676,14 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 		X509 *cert = NULL;
 
 		snprintf(path, sizeof(path), "%s/sigkeys/%s", cli_workspace(),
-			 json_string_value(item));
+		         json_string_value(item));
 		if ((r = ky_sigkey_read_cert(path, &cert)) != 0 ||
 		    (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
 			X509_free(cert);
 			if (r == KY_ERR_NOT_FOUND)
 				cli_fail(r, path,
-					 "selected signature key file is gone: run 'kyok tke "
-					 "sigkey-sel'");
+				         "selected signature key file is gone: run 'kyok tke "
+				         "sigkey-sel'");
 			else
 				cli_fail(r, path, NULL);
 			goto out;
@@ -715,7 +735,7 @@ int cli_known_unit_lookup(const char *instance, const char *unit, char fp[65])
 		cli_fail(r, path, NULL);
 		return r;
 	}
-	if ((text = strndup((const char *)b.data, b.len)) == NULL) {
+	if ((text = cli_text_dup(b.data, b.len)) == NULL) {
 		r = KY_ERR_NOMEM;
 		cli_fail(r, path, NULL);
 		goto out;
@@ -732,8 +752,10 @@ int cli_known_unit_lookup(const char *instance, const char *unit, char fp[65])
 			continue;
 		if (ky_hex_decode(hex, raw, sizeof(raw)) != 0) {
 			r = KY_ERR_CONFIG;
-			cli_fail(r, path, "line for crypto unit %s has a malformed fingerprint: "
-					  "delete that line to pin the unit again", unit);
+			cli_fail(r, path,
+			         "line for crypto unit %s has a malformed fingerprint: "
+			         "delete that line to pin the unit again",
+			         unit);
 			goto out;
 		}
 		memcpy(fp, hex, 65);

@@ -248,6 +248,9 @@ int ky_kms_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_
 		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
 		    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN],
 		    uint8_t *pt) KY_WUR;
+/* A fresh random 96-bit nonce (from a per-thread block of DRBG output; a fork child never
+ * reuses its parent's block). */
+int ky_kms_nonce(uint8_t out[KY_WRAP_NONCE_LEN]) KY_WUR;
 /* Frees the calling thread's cached contexts and key copies (also done at thread exit). */
 void ky_kms_thread_release(void);
 

@@ -360,7 +360,7 @@ static int domain_parse_register(json_t *o, const char *key, bool is_new, struct
 		goto out;
 	if (full) {
 		r = KY_ERR_STATE_CORRUPT;
-		if (0)
+		if (ky_vp(k, vp) != 0 || CRYPTO_memcmp(vp, kvp, KY_VP_LEN) != 0)
 			goto out;
 	}
 	r = 0;

@@ -110,8 +110,9 @@ static int cms_sign_fresh(CMS_ContentInfo *old, X509 *cert, EVP_PKEY *key, CMS_C
 		r = KY_ERR_NOT_COMMAND;
 		goto out;
 	}
-	if ((in = BIO_new_mem_buf(ASN1_STRING_get0_data(content), ASN1_STRING_length(content))) ==
-	    NULL)
+	if ((in = BIO_new_mem_buf(ASN1_STRING_length(content) > 0 ? ASN1_STRING_get0_data(content)
+	                                                          : (const unsigned char *)"",
+	                          ASN1_STRING_length(content))) == NULL)
 		goto out;
 	if ((cms = CMS_sign(NULL, NULL, certs, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL)
 		goto out;

@@ -627,9 +627,9 @@ static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, c
 	*bloblen = 0;
 	if ((b = malloc(n + KMS_SEAL_OVERHEAD)) == NULL)
 		return KY_ERR_NOMEM;
-	if (RAND_bytes(b, KY_WRAP_NONCE_LEN) != 1) {
+	if ((r = ky_kms_nonce(b)) != 0) {
 		free(b);
-		return KY_ERR_CRYPTO;
+		return r;
 	}
 	if ((r = ky_kms_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, pt, n,
 				 b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
@@ -1068,8 +1068,11 @@ int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_
 				if ((r = ky_store_vp_fetch(s, tables[ti], old->vp, after, batch, &rows,
 							   &nrows)) != 0)
 					goto out;
-				if (nrows == 0)
+				if (nrows == 0) {
+					ky_store_vprows_free(rows, 0);
+					rows = NULL;
 					break;
+				}
 				after = rows[nrows - 1].seq;
 				if ((r = reenc_batch(tables[ti], instance, old, new_mk, rows, nrows,
 						     &buf, &bufcap, &kept, st)) != 0)

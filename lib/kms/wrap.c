@@ -25,9 +25,16 @@ struct gcm_slot {
 	uint64_t used;
 };
 
+/* Random nonces are drawn from the DRBG in blocks: one RAND_bytes call costs about as much
+ * for 2 KiB as for 12 bytes. A fork child drops its copy (gcm_atfork_child), so parent and
+ * child never use the same nonce. */
+#define GCM_NONCE_POOL (KY_WRAP_NONCE_LEN * 170)
+
 struct gcm_cache {
 	struct gcm_slot slot[GCM_SLOTS];
 	uint64_t tick;
+	size_t nonce_off; /* next unused byte of nonce_pool; GCM_NONCE_POOL = empty */
+	uint8_t nonce_pool[GCM_NONCE_POOL];
 };
 
 static __thread struct gcm_cache *gcm_tls;
@@ -53,9 +60,17 @@ static void gcm_destructor(void *p)
 	gcm_cache_free(p);
 }
 
+/* In a fork child only the forking thread exists: its pool is the parent's. */
+static void gcm_atfork_child(void)
+{
+	if (gcm_tls != NULL)
+		gcm_tls->nonce_off = GCM_NONCE_POOL;
+}
+
 static void gcm_init_once(void)
 {
-	gcm_key_ok = pthread_key_create(&gcm_key, gcm_destructor) == 0;
+	gcm_key_ok = pthread_key_create(&gcm_key, gcm_destructor) == 0 &&
+		     pthread_atfork(NULL, NULL, gcm_atfork_child) == 0;
 	gcm_cipher[0] = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
 	gcm_cipher[1] = EVP_CIPHER_fetch(NULL, "AES-192-GCM", NULL);
 	gcm_cipher[2] = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
@@ -84,6 +99,7 @@ static struct gcm_cache *gcm_cache_get(void)
 		return NULL;
 	if ((c = OPENSSL_zalloc(sizeof(*c))) == NULL)
 		return NULL;
+	c->nonce_off = GCM_NONCE_POOL;
 	for (int i = 0; i < GCM_SLOTS; i++) {
 		c->slot[i].ctx[0] = EVP_CIPHER_CTX_new();
 		c->slot[i].ctx[1] = EVP_CIPHER_CTX_new();
@@ -100,6 +116,24 @@ static struct gcm_cache *gcm_cache_get(void)
 	}
 	gcm_tls = c;
 	return c;
+}
+
+int ky_kms_nonce(uint8_t out[KY_WRAP_NONCE_LEN])
+{
+	struct gcm_cache *c = gcm_cache_get();
+
+	if (c == NULL)
+		return RAND_bytes(out, KY_WRAP_NONCE_LEN) == 1 ? 0 : KY_ERR_CRYPTO;
+	if (c->nonce_off + KY_WRAP_NONCE_LEN > GCM_NONCE_POOL) {
+		if (RAND_bytes(c->nonce_pool, GCM_NONCE_POOL) != 1)
+			return KY_ERR_CRYPTO;
+		c->nonce_off = 0;
+	}
+	memcpy(out, c->nonce_pool + c->nonce_off, KY_WRAP_NONCE_LEN);
+	/* used once: wipe it from the pool */
+	memset(c->nonce_pool + c->nonce_off, 0, KY_WRAP_NONCE_LEN);
+	c->nonce_off += KY_WRAP_NONCE_LEN;
+	return 0;
 }
 
 /* A context of direction enc keyed with key, IV still to be set. NULL on failure. */
@@ -284,8 +318,8 @@ int ky_kms_wrap(const struct ky_key *k, const uint8_t *pt, size_t ptlen, const u
 		return KY_ERR_USAGE;
 	memcpy(out, KY_WRAP_MAGIC, 4);
 	wrap_be32(out + 4, v->n);
-	if (RAND_bytes(out + 8, KY_WRAP_NONCE_LEN) != 1)
-		return KY_ERR_CRYPTO;
+	if ((r = ky_kms_nonce(out + 8)) != 0)
+		return r;
 	hl = wrap_aad(hdr, k->id, v->n, aadlen);
 	if ((r = ky_kms_gcm_seal(v->material, v->len, out + 8, hdr, hl, aad, aadlen, pt, ptlen,
 				 out + 8 + KY_WRAP_NONCE_LEN,

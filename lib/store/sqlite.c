@@ -258,7 +258,8 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	rc = sqlite3_exec(c->db,
 			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-			  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
+			  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+			  "PRAGMA mmap_size = 1073741824;",
 			  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_err(rc);
@@ -952,6 +953,10 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 	}
 	if (len < max && rc != SQLITE_DONE) {
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if (len == 0) {
+		r = 0;
 		goto out;
 	}
 	*rows = v;

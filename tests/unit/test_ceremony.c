@@ -893,6 +893,30 @@ static void e_importer_self_signed(json_t *o)
 	EVP_PKEY_free(k);
 	ky_buf_free(&der);
 }
+static void e_identity_other_key(json_t *o)
+{
+	/* a certificate named like the unit, signed by the identity key, for another key */
+	struct ky_buf der = {0};
+	EVP_PKEY *id = NULL, *other = NULL;
+	X509 *idcert = NULL, *cert = NULL;
+	char *pem = NULL;
+	assert_int_equal(ky_b64_decode(json_string_value(json_object_get(o, "identity_key")), &der),
+	                 0);
+	assert_int_equal(ky_pkey_from_der(der.data, der.len, &id), 0);
+	assert_int_equal(
+	    ky_cert_from_pem(json_string_value(json_object_get(o, "identity_cert")), &idcert), 0);
+	assert_int_equal(ky_ec_generate(&other), 0);
+	assert_int_equal(ky_cert_issue(other, UNIT, INSTANCE, idcert, id, 30, &cert), 0);
+	assert_int_equal(ky_cert_verify_by(cert, id), 0);
+	assert_int_equal(ky_cert_to_pem(cert, &pem), 0);
+	json_object_set_new(o, "identity_cert", json_string(pem));
+	free(pem);
+	X509_free(cert);
+	X509_free(idcert);
+	EVP_PKEY_free(other);
+	EVP_PKEY_free(id);
+	ky_buf_free(&der);
+}
 static void e_certs_swapped(json_t *o)
 {
 	json_t *id = json_object_get(o, "identity_cert");
@@ -955,6 +979,7 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_keys_swapped, "identity key does not match its certificate");
 	corrupt(d, e_importer_key_swapped, "importer key does not match its certificate");
 	corrupt(d, e_importer_self_signed, "importer certificate not issued by the identity");
+	corrupt(d, e_identity_other_key, "identity certificate for another key");
 	corrupt(d, e_certs_swapped, "certificates swapped");
 	corrupt(d, e_importer_not_by_identity, "importer not certified by identity");
 	corrupt(d, e_key_b64, "key not base64");

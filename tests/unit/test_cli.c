@@ -32,7 +32,7 @@ static int group_setup(void **state)
 {
 	(void)state;
 	snprintf(tmpdir, sizeof(tmpdir), "%s/kyok-test-cli-XXXXXX",
-		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	return ky_crypto_init() == 0 ? 0 : -1;
@@ -115,9 +115,9 @@ static void test_table(void **state)
 	assert_int_equal(cli_table_add(t, row3), 0);
 	text = table_text(t);
 	assert_string_equal(text, "NUMBER   NAME    SKI\n"
-				  "1        alice   7904b887\n"
-				  "12       -       ab\n"
-				  "3        été\n");
+	                          "1        alice   7904b887\n"
+	                          "12       -       ab\n"
+	                          "3        été\n");
 	free(text);
 	cli_table_free(t);
 	cli_table_free(NULL);
@@ -160,22 +160,22 @@ static void test_parse_numbers(void **state)
 	assert_int_equal(out[0], 16);
 
 	/* Every check trips. */
-	static const char *const bad[] = {"1,,2", "x", "0", "", ",", "1,", ",1", "17", "1,1",
-					  "1 2", "-1", "+1", "1x", "99999999999999999999", "1;2",
-					  "0x1"};
+	static const char *const bad[] = {
+	    "1,,2", "x",   "0",   "",   ",",  "1,", ",1",
+	    "17",   "1,1", "1 2", "-1", "+1", "1x", "99999999999999999999",
+	    "1;2",  "0x1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = '\0';
 		n = 99;
 		assert_int_equal(cli_parse_numbers(bad[i], 16, out, 4, &n, why, sizeof(why)),
-				 KY_ERR_USAGE);
+		                 KY_ERR_USAGE);
 		assert_int_equal(n, 0);
 		assert_true(why[0] != '\0');
 	}
-	assert_int_equal(cli_parse_numbers(NULL, 16, out, 4, &n, why, sizeof(why)),
-			 KY_ERR_USAGE);
+	assert_int_equal(cli_parse_numbers(NULL, 16, out, 4, &n, why, sizeof(why)), KY_ERR_USAGE);
 	/* More numbers than room. */
 	assert_int_equal(cli_parse_numbers("1,2,3,4,5", 16, out, 4, &n, why, sizeof(why)),
-			 KY_ERR_USAGE);
+	                 KY_ERR_USAGE);
 	assert_non_null(strstr(why, "at most 4"));
 	/* The maximum is the caller's. */
 	assert_int_equal(cli_parse_numbers("3", 2, out, 4, &n, why, sizeof(why)), KY_ERR_USAGE);
@@ -361,7 +361,8 @@ static void test_common_opts(void **state)
 
 /* ---- instance.json ---- */
 
-#define UNIT1 "{\"number\": 1, \"id\": \"u-1\", \"zone\": \"zone-1\", \"url\": \"http://127.0.0.1:1\"}"
+#define UNIT1 \
+	"{\"number\": 1, \"id\": \"u-1\", \"zone\": \"zone-1\", \"url\": \"http://127.0.0.1:1\"}"
 #define UNIT2 "{\"number\": 2, \"id\": \"u-2\", \"zone\": \"zone-2\", \"url\": \"https://h:2\"}"
 
 static int parse_instance(const char *text, struct cli_instance *inst)
@@ -382,10 +383,11 @@ static void test_instance_parse(void **state)
 
 	(void)state;
 	/* Units come out sorted by number; unknown fields are left for later versions. */
-	assert_int_equal(parse_instance("{\"instance\": \"inst-1\", \"extra\": 1, \"units\": [" UNIT2
-					", " UNIT1 "]}",
-					&inst),
-			 0);
+	assert_int_equal(
+	    parse_instance("{\"instance\": \"inst-1\", \"extra\": 1, \"units\": [" UNIT2 ", " UNIT1
+	                   "]}",
+	                   &inst),
+	    0);
 	assert_string_equal(inst.id, "inst-1");
 	assert_int_equal(inst.nunits, 2);
 	assert_int_equal(inst.units[0].number, 1);
@@ -458,9 +460,9 @@ static void test_instance_parse(void **state)
 		int off = snprintf(big, sizeof(big), "{\"instance\": \"i\", \"units\": [");
 		for (int i = 1; i <= 17; i++)
 			off += snprintf(big + off, sizeof(big) - (size_t)off,
-					"%s{\"number\": %d, \"id\": \"u%d\", \"zone\": \"z\", "
-					"\"url\": \"http://h\"}",
-					i > 1 ? ", " : "", i, i);
+			                "%s{\"number\": %d, \"id\": \"u%d\", \"zone\": \"z\", "
+			                "\"url\": \"http://h\"}",
+			                i > 1 ? ", " : "", i, i);
 		snprintf(big + off, sizeof(big) - (size_t)off, "]}");
 		assert_int_equal(parse_instance(big, &inst), KY_ERR_CONFIG);
 	}
@@ -516,9 +518,10 @@ static void test_selection_parse(void **state)
 {
 	(void)state;
 	assert_int_equal(parse_selection("{}"), 0);
-	assert_int_equal(parse_selection("{\"inst-1\": {\"units\": [1, 2]}, \"inst-2\": {\"units\": "
-					 "[]}, \"sigkeys\": [\"a-1.sigkey\", \"b.sigkey\"]}"),
-			 0);
+	assert_int_equal(
+	    parse_selection("{\"inst-1\": {\"units\": [1, 2]}, \"inst-2\": {\"units\": "
+	                    "[]}, \"sigkeys\": [\"a-1.sigkey\", \"b.sigkey\"]}"),
+	    0);
 
 	static const char *const bad[] = {
 	    "",
@@ -559,10 +562,9 @@ static void test_selection_units(void **state)
 
 	(void)state;
 	use_workspace("ws-units");
-	assert_int_equal(parse_instance("{\"instance\": \"inst-1\", \"units\": [" UNIT1 ", " UNIT2
-					"]}",
-					&inst),
-			 0);
+	assert_int_equal(
+	    parse_instance("{\"instance\": \"inst-1\", \"units\": [" UNIT1 ", " UNIT2 "]}", &inst),
+	    0);
 	/* Nothing selected yet. */
 	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), 0);
 	assert_int_equal(n, 0);
@@ -601,8 +603,10 @@ static void test_selection_units(void **state)
 static void test_known_units(void **state)
 {
 	char fp[65], path[450];
-	static const char fp1[] = "fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262";
-	static const char fp2[] = "289f79f082a65a426bd69b4fb675a2d6ed7e2abdbb1dabf7baa07b0be39a1094";
+	static const char fp1[] =
+	    "fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262";
+	static const char fp2[] =
+	    "289f79f082a65a426bd69b4fb675a2d6ed7e2abdbb1dabf7baa07b0be39a1094";
 	struct stat st;
 
 	(void)state;
@@ -620,11 +624,13 @@ static void test_known_units(void **state)
 	assert_int_equal(cli_known_unit_lookup("other", "u1", fp), KY_ERR_NOT_FOUND);
 
 	/* Comments and junk lines are skipped; a malformed pin for the unit is an error. */
-	write_file(path, "# comment\njunk\ni u1 " "fd02\n");
+	write_file(path, "# comment\njunk\ni u1 "
+	                 "fd02\n");
 	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_CONFIG);
 	write_file(path, "i u1 zz0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262\n");
 	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_CONFIG);
-	write_file(path, "i u1 fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262 x\n");
+	write_file(path,
+	           "i u1 fd0210be28ef56d3b0cf553f96e2e32513a86fe5d68d5a2b0e39d411ed7f0262 x\n");
 	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_NOT_FOUND);
 }
 
@@ -755,18 +761,12 @@ static void test_keyparts_list(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_table),
-	    cmocka_unit_test(test_parse_numbers),
-	    cmocka_unit_test(test_password_files),
-	    cmocka_unit_test(test_password_fd),
-	    cmocka_unit_test(test_no_terminal),
-	    cmocka_unit_test(test_common_opts),
-	    cmocka_unit_test(test_instance_parse),
-	    cmocka_unit_test(test_instance_load),
-	    cmocka_unit_test(test_selection_parse),
-	    cmocka_unit_test(test_selection_units),
-	    cmocka_unit_test(test_known_units),
-	    cmocka_unit_test(test_sigkeys_and_signers),
+	    cmocka_unit_test(test_table),           cmocka_unit_test(test_parse_numbers),
+	    cmocka_unit_test(test_password_files),  cmocka_unit_test(test_password_fd),
+	    cmocka_unit_test(test_no_terminal),     cmocka_unit_test(test_common_opts),
+	    cmocka_unit_test(test_instance_parse),  cmocka_unit_test(test_instance_load),
+	    cmocka_unit_test(test_selection_parse), cmocka_unit_test(test_selection_units),
+	    cmocka_unit_test(test_known_units),     cmocka_unit_test(test_sigkeys_and_signers),
 	    cmocka_unit_test(test_keyparts_list),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,0 +1,1275 @@
+/* Key objects, records sealed under master keys, wrap formats, state rules, re-encipherment.
+ * Real SQLite files in a temp dir, real OpenSSL, keys generated here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kyok/err.h"
+#include "kyok/kms.h"
+#include "kyok/store.h"
+
+#define NOW ((int64_t)1700000000)
+#define INSTANCE "inst-0001"
+
+struct fx {
+	char dir[64];
+	char path[128];
+	struct ky_store *s;
+	struct ky_mk *a; /* current master key */
+	struct ky_mk *b; /* the next one */
+	struct ky_kms kms;
+};
+
+static struct ky_mk *mk_random(void)
+{
+	uint8_t key[KY_MK_LEN];
+	struct ky_mk *mk = NULL;
+
+	assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
+	assert_int_equal(ky_mk_new(key, &mk), 0);
+	OPENSSL_cleanse(key, sizeof(key));
+	return mk;
+}
+
+static int fx_setup_opts(void **state, uint32_t limit)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct ky_store_opts o = {.key_limit = limit, .instance = INSTANCE};
+	char uri[160];
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/kyok-kms-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+	snprintf(uri, sizeof(uri), "sqlite:%s", f->path);
+	assert_int_equal(ky_store_open(uri, &o, &f->s), 0);
+	f->a = mk_random();
+	f->b = mk_random();
+	f->kms = (struct ky_kms){.store = f->s, .instance = INSTANCE, .current = f->a};
+	*state = f;
+	return 0;
+}
+
+static int fx_setup(void **state)
+{
+	return fx_setup_opts(state, 0);
+}
+
+static int fx_setup_limit3(void **state)
+{
+	return fx_setup_opts(state, 3);
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+	char p[192];
+
+	ky_store_close(f->s);
+	ky_mk_free(f->a);
+	ky_mk_free(f->b);
+	unlink(f->path);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", f->path);
+	unlink(p);
+	rmdir(f->dir);
+	free(f);
+	ky_kms_thread_release();
+	return 0;
+}
+
+static void sql(const char *path, const char *q)
+{
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+__attribute__((format(printf, 2, 3))) static void sqlf(const char *path, const char *fmt, ...)
+{
+	char q[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q, sizeof(q), fmt, ap);
+	va_end(ap);
+	sql(path, q);
+}
+
+static struct ky_key *create_root(struct fx *f, const char *name)
+{
+	struct ky_key_spec sp = {.name = name, .description = "a root key", .actor = "alice"};
+	struct ky_key *k = NULL;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+	return k;
+}
+
+static struct ky_key *load(struct fx *f, const char *id)
+{
+	struct ky_key *k = NULL;
+
+	assert_int_equal(ky_kms_key_get(&f->kms, id, 0, NOW, &k), 0);
+	return k;
+}
+
+static int act(struct fx *f, const char *id, enum ky_key_action a, const char *actor,
+	       int64_t now)
+{
+	struct ky_key_act ka = {.action = a, .actor = actor, .rotation_months = -1, .dual_auth = -1};
+	return ky_kms_key_act(&f->kms, id, &ka, now, NULL);
+}
+
+/* ---- master keys ---- */
+
+static void test_mk_vp(void **state)
+{
+	struct fx *f = *state;
+	uint8_t in[1 + KY_MK_LEN], vp[KY_VP_LEN];
+	unsigned int n = 0;
+
+	(void)state;
+	in[0] = 0x01;
+	memcpy(in + 1, f->a->key, KY_MK_LEN);
+	assert_int_equal(EVP_Digest(in, sizeof(in), vp, &n, EVP_sha256(), NULL), 1);
+	assert_memory_equal(vp, f->a->vp, KY_VP_LEN);
+	assert_memory_not_equal(f->a->vp, f->b->vp, KY_VP_LEN);
+	ky_mk_free(NULL);
+}
+
+/* ---- creation, get, list ---- */
+
+static void test_create_get_root(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "payments-root"), *g;
+
+	assert_int_equal(strlen(k->id), KY_UUID_LEN);
+	assert_int_equal(k->id[14], '4'); /* UUID v4 */
+	assert_int_equal(k->state, KY_KEY_ACTIVE);
+	assert_int_equal(k->extractable, 0);
+	assert_int_equal(k->imported, 0);
+	assert_int_equal(k->nversions, 1);
+	assert_int_equal(k->versions[0].len, 32);
+	assert_int_equal(k->seq, 1);
+	assert_memory_equal(k->vp, f->a->vp, KY_VP_LEN);
+	g = load(f, k->id);
+	assert_string_equal(g->name, "payments-root");
+	assert_string_equal(g->description, "a root key");
+	assert_string_equal(g->created_by, "alice");
+	assert_int_equal(g->created, NOW);
+	assert_string_equal(g->versions[0].id, k->versions[0].id);
+	assert_memory_equal(g->versions[0].material, k->versions[0].material, 32);
+	ky_key_free(g);
+	/* metadata only: no material */
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, KY_KMS_METADATA_ONLY, NOW, &g), 0);
+	assert_null(g->versions[0].material);
+	assert_int_equal(g->versions[0].len, 32);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_key_get(&f->kms, "00000000-0000-4000-8000-000000000000", 0, NOW, &g),
+			 KY_ERR_NOT_FOUND);
+	assert_null(g);
+	ky_key_free(k);
+}
+
+static void test_create_imported_and_refusals(void **state)
+{
+	struct fx *f = *state;
+	uint8_t m[64];
+	char longname[KY_KEY_NAME_MAX + 2];
+	struct ky_key *k = NULL, *g;
+	struct ky_key_spec sp = {.name = "imp"};
+
+	memset(m, 0x5a, sizeof(m));
+	sp.payload = m;
+	for (size_t len = 16; len <= 32; len += 8) {
+		sp.len = len;
+		assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+		assert_int_equal(k->imported, 1);
+		g = load(f, k->id);
+		assert_int_equal(g->versions[0].len, len);
+		assert_memory_equal(g->versions[0].material, m, len);
+		ky_key_free(g);
+		ky_key_free(k);
+	}
+	sp.len = 20;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_MATERIAL);
+	sp.len = 64;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_MATERIAL);
+	/* a standard key takes any payload size up to the maximum */
+	sp.extractable = 1;
+	sp.len = 20;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+	assert_int_equal(k->extractable, 1);
+	ky_key_free(k);
+	sp.len = KY_KEY_PAYLOAD_MAX + 1;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_MATERIAL);
+	sp.len = 0;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_MATERIAL);
+	/* names */
+	sp.payload = NULL;
+	sp.name = "a";
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_NAME);
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	sp.name = longname;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_NAME);
+	sp.name = "bad\nname";
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_NAME);
+	sp.name = NULL;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_NAME);
+	/* no master key loaded: nothing can be sealed */
+	struct ky_kms empty = {.store = f->s, .instance = INSTANCE};
+	sp.name = "fine";
+	assert_int_equal(ky_kms_key_create(&empty, &sp, NOW, &k), KY_ERR_REGISTER_STATE);
+}
+
+static void test_list(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key_spec sp = {.name = "listed"};
+	struct ky_key *k, **keys = NULL;
+	struct ky_store_filter flt = {.states = 0, .extractable = -1};
+	char ids[6][KY_UUID_LEN + 1];
+	size_t n = 0;
+	uint64_t total = 0;
+
+	for (int i = 0; i < 6; i++) {
+		sp.extractable = i % 2;
+		assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+		strcpy(ids[i], k->id);
+		ky_key_free(k);
+	}
+	assert_int_equal(act(f, ids[2], KY_KEY_DISABLE, "bob", NOW), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(n, 6);
+	assert_int_equal(total, 6);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(keys[i]->id, ids[i]);
+		assert_null(keys[i]->versions[0].material);
+	}
+	ky_keys_free(keys, n);
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 2, 3, NOW, &keys, &n, &total), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(total, 6);
+	assert_string_equal(keys[0]->id, ids[3]);
+	ky_keys_free(keys, n);
+	flt.states = 1u << KY_KEY_SUSPENDED;
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(total, 1);
+	assert_string_equal(keys[0]->id, ids[2]);
+	assert_int_equal(keys[0]->state, KY_KEY_SUSPENDED);
+	ky_keys_free(keys, n);
+	flt.states = 0;
+	flt.extractable = 1;
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(total, 3);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(keys[i]->extractable, 1);
+	ky_keys_free(keys, n);
+	/* one tampered row fails the whole listing rather than serving it */
+	sqlf(f->path, "UPDATE keys SET state = 1 WHERE id = '%s'", ids[2]);
+	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total),
+			 KY_ERR_RECORD_TAMPERED);
+	assert_null(keys);
+}
+
+static void test_limit(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k;
+
+	for (int i = 0; i < 3; i++)
+		ky_key_free(create_root(f, "limited"));
+	struct ky_key_spec sp = {.name = "one-too-many"};
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_LIMIT);
+	assert_null(k);
+	assert_string_equal(ky_err_message(KY_ERR_KEY_LIMIT), "key limit reached");
+}
+
+/* ---- tampering ---- */
+
+static void test_tampered_blob(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "victim"), *g = NULL;
+
+	/* flip one byte in the middle of the ciphertext */
+	sqlf(f->path,
+	     "UPDATE keys SET blob = substr(blob, 1, 40) || "
+	     "(CASE WHEN substr(blob, 41, 1) = x'00' THEN x'01' ELSE x'00' END) || "
+	     "substr(blob, 42) WHERE id = '%s'",
+	     k->id);
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	assert_null(g);
+	ky_key_free(k);
+}
+
+static void test_tampered_blob_byte_exact(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "victim"), *g = NULL;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	uint8_t *blob;
+	int n;
+
+	/* every region of the blob: nonce, ciphertext, tag */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT blob FROM keys WHERE id = ?", -1, &st, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	n = sqlite3_column_bytes(st, 0);
+	blob = malloc((size_t)n);
+	memcpy(blob, sqlite3_column_blob(st, 0), (size_t)n);
+	sqlite3_finalize(st);
+	int spots[] = {0, 11, 12, n / 2, n - 17, n - 16, n - 1};
+	for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
+		blob[spots[i]] ^= 0x01;
+		assert_int_equal(
+			sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
+			SQLITE_OK);
+		sqlite3_bind_blob(st, 1, blob, n, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, k->id, -1, SQLITE_STATIC);
+		assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+		sqlite3_finalize(st);
+		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+		blob[spots[i]] ^= 0x01;
+	}
+	/* restored: served again */
+	assert_int_equal(sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_blob(st, 1, blob, n, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, k->id, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(blob);
+	g = load(f, k->id);
+	ky_key_free(g);
+	ky_key_free(k);
+}
+
+static void test_tampered_clear_columns(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "columns"), *g = NULL;
+	static const char *const edits[] = {
+		"extractable = 1",	       "state = 2",		"state = 5",
+		"name = 'renamed'",	       "created = created + 1", "updated = updated + 1",
+		"deleted = 1",		       "version = 2",
+	};
+	static const char *const undo[] = {
+		"extractable = 0",	       "state = 1",		"state = 1",
+		"name = 'columns'",	       "created = created - 1", "updated = updated - 1",
+		"deleted = 0",		       "version = 1",
+	};
+
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		sqlf(f->path, "UPDATE keys SET %s WHERE id = '%s'", edits[i], k->id);
+		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+		assert_int_equal(ky_kms_key_get(&f->kms, k->id, KY_KMS_METADATA_ONLY, NOW, &g),
+				 KY_ERR_RECORD_TAMPERED);
+		sqlf(f->path, "UPDATE keys SET %s WHERE id = '%s'", undo[i], k->id);
+		g = load(f, k->id);
+		ky_key_free(g);
+	}
+	ky_key_free(k);
+}
+
+static void test_swapped_blobs(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k1 = create_root(f, "one"), *k2 = create_root(f, "one"), *g = NULL;
+	char q[512];
+
+	/* same name, same state: only the id in the AAD tells the records apart */
+	snprintf(q, sizeof(q),
+		 "UPDATE keys SET blob = (SELECT blob FROM keys WHERE id = '%s') WHERE id = '%s'",
+		 k2->id, k1->id);
+	sql(f->path, q);
+	assert_int_equal(ky_kms_key_get(&f->kms, k1->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	ky_key_free(k1);
+	ky_key_free(k2);
+}
+
+static void test_other_instance(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "bound"), *g = NULL;
+	struct ky_kms other = f->kms;
+
+	other.instance = "inst-0002";
+	assert_int_equal(ky_kms_key_get(&other, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	ky_key_free(k);
+}
+
+static void test_unknown_vp(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "under-a"), *g = NULL;
+	struct ky_kms only_b = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_kms none = {.store = f->s, .instance = INSTANCE};
+
+	assert_int_equal(ky_kms_key_get(&only_b, k->id, 0, NOW, &g), KY_ERR_MK_MISMATCH);
+	assert_null(g);
+	assert_int_equal(ky_kms_key_get(&none, k->id, 0, NOW, &g), KY_ERR_MK_MISMATCH);
+	/* a VP column pointed at b while the blob is under a: tag fails */
+	sqlf(f->path, "UPDATE keys SET vp = (SELECT vp FROM keys WHERE id = '%s')", k->id);
+	struct ky_kms both = {.store = f->s, .instance = INSTANCE, .current = f->b, .next = f->a};
+	assert_int_equal(ky_kms_key_get(&both, k->id, 0, NOW, &g), 0);
+	ky_key_free(g);
+	ky_key_free(k);
+}
+
+static void test_rotation_in_progress_writes_under_next(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "old"), *g = NULL, *n = NULL;
+	struct ky_kms rot = {.store = f->s, .instance = INSTANCE, .current = f->a, .next = f->b};
+	struct ky_kms only_b = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_key_spec sp = {.name = "new"};
+
+	/* an old record opens under the current key during the rotation */
+	assert_int_equal(ky_kms_key_get(&rot, k->id, 0, NOW, &g), 0);
+	ky_key_free(g);
+	/* a new record goes under the committed new key */
+	assert_int_equal(ky_kms_key_create(&rot, &sp, NOW, &n), 0);
+	assert_memory_equal(n->vp, f->b->vp, KY_VP_LEN);
+	assert_int_equal(ky_kms_key_get(&only_b, n->id, 0, NOW, &g), 0);
+	ky_key_free(g);
+	/* an update moves the record to the new key */
+	struct ky_key_act ka = {.action = KY_KEY_DISABLE, .rotation_months = -1, .dual_auth = -1};
+	assert_int_equal(ky_kms_key_act(&rot, k->id, &ka, NOW, &g), 0);
+	assert_memory_equal(g->vp, f->b->vp, KY_VP_LEN);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_key_get(&only_b, k->id, 0, NOW, &g), 0);
+	assert_int_equal(g->state, KY_KEY_SUSPENDED);
+	ky_key_free(g);
+	ky_key_free(n);
+	ky_key_free(k);
+}
+
+/* ---- record encoding ---- */
+
+static void test_record_roundtrip_and_truncation(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "enc"), *d = NULL;
+	struct ky_key_act rot = {.action = KY_KEY_ROTATE, .rotation_months = -1, .dual_auth = -1};
+	uint8_t *p = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ky_key_apply(k, &rot, NOW + 5), 0);
+	k->dual_auth = 1;
+	strcpy(k->deletion_set_by, "carol");
+	k->deletion_set_at = NOW + 7;
+	k->rotation_months = 3;
+	k->expires = NOW + 1000;
+	assert_int_equal(ky_kms_record_encode(k, &p, &n), 0);
+	assert_int_equal(ky_kms_record_decode(p, n, 0, &d), 0);
+	assert_string_equal(d->id, k->id);
+	assert_string_equal(d->deletion_set_by, "carol");
+	assert_int_equal(d->deletion_set_at, NOW + 7);
+	assert_int_equal(d->rotation_months, 3);
+	assert_int_equal(d->expires, NOW + 1000);
+	assert_int_equal(d->dual_auth, 1);
+	assert_int_equal(d->nversions, 2);
+	assert_int_equal(d->versions[1].n, 2);
+	assert_int_equal(d->versions[1].created, NOW + 5);
+	assert_memory_equal(d->versions[1].material, k->versions[1].material, 32);
+	ky_key_free(d);
+	/* every truncation and a trailing byte are refused */
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(ky_kms_record_decode(p, i, 0, &d), KY_ERR_MALFORMED);
+		assert_null(d);
+	}
+	uint8_t *q = malloc(n + 1);
+	memcpy(q, p, n);
+	q[n] = 0;
+	assert_int_equal(ky_kms_record_decode(q, n + 1, 0, &d), KY_ERR_MALFORMED);
+	/* wrong format byte, bad state, bad boolean */
+	q[0] = 2;
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	q[0] = 1;
+	size_t off_flags = 1 + 2 + KY_UUID_LEN + 2 + strlen(k->name) + 2 + strlen(k->description);
+	q[off_flags + 2] = 4; /* state 4 does not exist */
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	q[off_flags + 2] = 1;
+	q[off_flags] = 2; /* extractable must be 0 or 1 */
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	q[off_flags] = 0;
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), 0);
+	ky_key_free(d);
+	free(q);
+	ky_kms_buf_free(p, n);
+	/* a metadata-only copy is never encoded */
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, KY_KMS_METADATA_ONLY, NOW, &d), 0);
+	assert_int_equal(ky_kms_record_encode(d, &p, &n), KY_ERR_USAGE);
+	ky_key_free(d);
+	ky_key_free(k);
+}
+
+/* ---- wrap, unwrap, rewrap ---- */
+
+static void test_wrap_roundtrip(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "wrapper");
+	uint8_t pt[32], ct[32 + KY_WRAP_OVERHEAD], out[64], dek[KY_DEK_LEN];
+	const uint8_t aad[] = "tenant=7;purpose=backup";
+	size_t ctlen = 0, outlen = 0;
+	uint32_t ver = 0;
+
+	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+	/* without aad */
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ctlen, sizeof(ct));
+	assert_memory_equal(ct, "KYW1\0\0\0\1", 8);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, &ver), 0);
+	assert_int_equal(outlen, 32);
+	assert_int_equal(ver, 1);
+	assert_memory_equal(out, pt, 32);
+	/* aad given on unwrap but not on wrap */
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen,
+				       NULL),
+			 KY_ERR_UNWRAP);
+	/* with aad */
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), aad, sizeof(aad), ct, sizeof(ct), &ctlen),
+			 0);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen,
+				       NULL),
+			 0);
+	assert_memory_equal(out, pt, 32);
+	/* wrong aad, missing aad */
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad) - 2, out, sizeof(out),
+				       &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	/* output too small */
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct) - 1, &ctlen),
+			 KY_ERR_TOO_LARGE);
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, 31, &outlen, NULL),
+			 KY_ERR_TOO_LARGE);
+	/* empty plaintext */
+	assert_int_equal(ky_kms_wrap(k, pt, 0, NULL, 0, ct, sizeof(ct), &ctlen), KY_ERR_MALFORMED);
+	/* wrap without plaintext: a new data key */
+	assert_int_equal(ky_kms_wrap_dek(k, NULL, 0, dek, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
+	assert_int_equal(outlen, KY_DEK_LEN);
+	assert_memory_equal(out, dek, KY_DEK_LEN);
+	ky_key_free(k);
+}
+
+static void test_wrap_imported_sizes(void **state)
+{
+	struct fx *f = *state;
+	uint8_t m[32], pt[16], ct[16 + KY_WRAP_OVERHEAD], out[16];
+	struct ky_key_spec sp = {.name = "imported", .payload = m};
+	struct ky_key *k = NULL;
+	size_t ctlen = 0, outlen = 0;
+
+	assert_int_equal(RAND_bytes(m, sizeof(m)), 1);
+	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+	for (size_t len = 16; len <= 32; len += 8) {
+		sp.len = len;
+		assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+		assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+		assert_int_equal(
+			ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
+		assert_memory_equal(out, pt, sizeof(pt));
+		ky_key_free(k);
+	}
+}
+
+static void test_unwrap_tampered_and_malformed(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "wrapper");
+	uint8_t pt[32], ct[32 + KY_WRAP_OVERHEAD], out[64];
+	size_t ctlen = 0, outlen = 0;
+	uint32_t ver = 0;
+
+	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	/* each byte of nonce, ciphertext and tag */
+	for (size_t i = 8; i < ctlen; i++) {
+		ct[i] ^= 0x80;
+		assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+				 KY_ERR_UNWRAP);
+		ct[i] ^= 0x80;
+	}
+	/* magic */
+	for (size_t i = 0; i < 4; i++) {
+		ct[i] ^= 0x01;
+		assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+				 KY_ERR_WRAP_MALFORMED);
+		ct[i] ^= 0x01;
+	}
+	/* version: 0 is malformed, 2 does not exist, a larger one neither */
+	ct[7] = 0;
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_WRAP_MALFORMED);
+	ct[7] = 2;
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	ct[7] = 1;
+	ct[4] = 0x80;
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	ct[4] = 0;
+	/* truncated: every length up to the bare overhead is malformed, longer ones fail auth */
+	for (size_t n = 0; n <= KY_WRAP_OVERHEAD; n++)
+		assert_int_equal(ky_kms_unwrap(k, ct, n, NULL, 0, out, sizeof(out), &outlen, NULL),
+				 KY_ERR_WRAP_MALFORMED);
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen - 1, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	assert_int_equal(ky_kms_unwrap(k, NULL, 0, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_WRAP_MALFORMED);
+	assert_int_equal(ky_kms_wrap_version(ct, ctlen, &ver), 0);
+	assert_int_equal(ver, 1);
+	/* intact: still fine */
+	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
+	ky_key_free(k);
+}
+
+static void test_unwrap_other_key(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k1 = create_root(f, "one"), *k2 = create_root(f, "two");
+	uint8_t pt[32], ct[32 + KY_WRAP_OVERHEAD], out[64];
+	size_t ctlen = 0, outlen = 0;
+
+	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+	assert_int_equal(ky_kms_wrap(k1, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ky_kms_unwrap(k2, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	/* same material under another id (a copied key) still refuses: the id is in the AAD */
+	memcpy(k2->versions[0].material, k1->versions[0].material, 32);
+	assert_int_equal(ky_kms_unwrap(k2, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	ky_key_free(k1);
+	ky_key_free(k2);
+}
+
+static void test_rotate_unwrap_old_rewrap_new(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "rotating"), *g;
+	uint8_t pt[32], ct1[32 + KY_WRAP_OVERHEAD], ct2[32 + KY_WRAP_OVERHEAD], out[64];
+	size_t l1 = 0, l2 = 0, outlen = 0;
+	uint32_t ver = 0;
+	const uint8_t aad[] = "ctx";
+
+	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), aad, 3, ct1, sizeof(ct1), &l1), 0);
+	assert_int_equal(act(f, k->id, KY_KEY_ROTATE, "bob", NOW + 10), 0);
+	assert_int_equal(act(f, k->id, KY_KEY_ROTATE, "bob", NOW + 20), 0);
+	g = load(f, k->id);
+	assert_int_equal(g->nversions, 3);
+	assert_memory_equal(g->versions[0].material, k->versions[0].material, 32);
+	assert_memory_not_equal(g->versions[2].material, g->versions[0].material, 32);
+	/* old version still unwraps */
+	assert_int_equal(ky_kms_unwrap(g, ct1, l1, aad, 3, out, sizeof(out), &outlen, &ver), 0);
+	assert_int_equal(ver, 1);
+	assert_memory_equal(out, pt, 32);
+	/* new wraps use the newest */
+	assert_int_equal(ky_kms_wrap(g, pt, sizeof(pt), aad, 3, ct2, sizeof(ct2), &l2), 0);
+	assert_int_equal(ky_kms_wrap_version(ct2, l2, &ver), 0);
+	assert_int_equal(ver, 3);
+	/* rewrap moves an old ciphertext to the newest version */
+	assert_int_equal(ky_kms_rewrap(g, ct1, l1, aad, 3, ct2, sizeof(ct2), &l2), 0);
+	assert_int_equal(ky_kms_wrap_version(ct2, l2, &ver), 0);
+	assert_int_equal(ver, 3);
+	assert_int_equal(ky_kms_unwrap(g, ct2, l2, aad, 3, out, sizeof(out), &outlen, &ver), 0);
+	assert_int_equal(ver, 3);
+	assert_memory_equal(out, pt, 32);
+	/* the key as it was before the rotation cannot read version 3 */
+	assert_int_equal(ky_kms_unwrap(k, ct2, l2, aad, 3, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_UNWRAP);
+	/* rewrap refuses what unwrap refuses, and leaves no output */
+	assert_int_equal(ky_kms_rewrap(g, ct1, l1, NULL, 0, ct2, sizeof(ct2), &l2), KY_ERR_UNWRAP);
+	assert_int_equal(l2, 0);
+	ky_key_free(g);
+	ky_key_free(k);
+}
+
+static void test_wrap_refusals_by_key(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key_spec sp = {.name = "standard", .extractable = 1};
+	struct ky_key *std = NULL, *k = create_root(f, "root"), *g;
+	uint8_t pt[32] = {1}, ct[32 + KY_WRAP_OVERHEAD], out[64], dek[KY_DEK_LEN];
+	size_t ctlen = 0, outlen = 0;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &std), 0);
+	assert_int_equal(ky_kms_wrap(std, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen),
+			 KY_ERR_KEY_NOT_ROOT);
+	assert_int_equal(ky_kms_wrap_dek(std, NULL, 0, dek, ct, sizeof(ct), &ctlen),
+			 KY_ERR_KEY_NOT_ROOT);
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	/* suspended: no wrap, no unwrap */
+	assert_int_equal(act(f, k->id, KY_KEY_DISABLE, "m", NOW), 0);
+	g = load(f, k->id);
+	assert_int_equal(ky_kms_wrap(g, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen),
+			 KY_ERR_KEY_NOT_ACTIVE);
+	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_KEY_NOT_ACTIVE);
+	ky_key_free(g);
+	/* destroyed */
+	assert_int_equal(act(f, k->id, KY_KEY_DELETE, "m", NOW), 0);
+	g = load(f, k->id);
+	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+			 KY_ERR_KEY_DESTROYED);
+	ky_key_free(g);
+	ky_key_free(std);
+	ky_key_free(k);
+}
+
+static void test_deactivated_by_expiry(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key_spec ex = {.name = "expiring", .expires = NOW + 100};
+	struct ky_key *e = NULL, *g = NULL;
+	uint8_t pt[32] = {2}, ct[32 + KY_WRAP_OVERHEAD], ct2[32 + KY_WRAP_OVERHEAD], out[64];
+	size_t ctlen = 0, l2 = 0, outlen = 0;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &ex, NOW, &e), 0);
+	assert_int_equal(ky_kms_wrap(e, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+	assert_int_equal(ky_kms_key_get(&f->kms, e->id, 0, NOW + 100, &g), 0);
+	assert_int_equal(g->state, KY_KEY_DEACTIVATED);
+	assert_int_equal(ky_kms_wrap(g, pt, sizeof(pt), NULL, 0, ct2, sizeof(ct2), &l2),
+			 KY_ERR_KEY_NOT_ACTIVE);
+	assert_int_equal(ky_kms_rewrap(g, ct, ctlen, NULL, 0, ct2, sizeof(ct2), &l2),
+			 KY_ERR_KEY_NOT_ACTIVE);
+	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
+	ky_key_free(g);
+	/* a deactivated key is neither enabled, disabled nor rotated; it may be deleted */
+	assert_int_equal(act(f, e->id, KY_KEY_ENABLE, "m", NOW + 100), KY_ERR_KEY_STATE);
+	assert_int_equal(act(f, e->id, KY_KEY_DISABLE, "m", NOW + 100), KY_ERR_KEY_STATE);
+	assert_int_equal(act(f, e->id, KY_KEY_ROTATE, "m", NOW + 100), KY_ERR_KEY_NOT_ACTIVE);
+	assert_int_equal(act(f, e->id, KY_KEY_DELETE, "m", NOW + 100), 0);
+	ky_key_free(e);
+}
+
+/* ---- state rules ---- */
+
+static void test_transitions(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "lifecycle"), *g;
+	const char *id = k->id;
+
+	/* Active */
+	assert_int_equal(act(f, id, KY_KEY_ENABLE, "m", NOW), KY_ERR_KEY_STATE);
+	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW), KY_ERR_KEY_NOT_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW), KY_ERR_KEY_NOT_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "m", NOW), KY_ERR_DUAL_AUTH_OFF);
+	assert_int_equal(act(f, id, KY_KEY_UNSET_DELETION, "m", NOW), KY_ERR_DUAL_AUTH_OFF);
+	/* Active -> Suspended */
+	assert_int_equal(act(f, id, KY_KEY_DISABLE, "m", NOW + 1), 0);
+	g = load(f, id);
+	assert_int_equal(g->state, KY_KEY_SUSPENDED);
+	assert_int_equal(g->updated, NOW + 1);
+	ky_key_free(g);
+	/* Suspended: only back to Active or on to Destroyed */
+	assert_int_equal(act(f, id, KY_KEY_DISABLE, "m", NOW), KY_ERR_KEY_STATE);
+	assert_int_equal(act(f, id, KY_KEY_ROTATE, "m", NOW), KY_ERR_KEY_NOT_ACTIVE);
+	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW), KY_ERR_KEY_NOT_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW), KY_ERR_KEY_NOT_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_ENABLE, "m", NOW + 2), 0);
+	assert_int_equal(act(f, id, KY_KEY_DISABLE, "m", NOW + 3), 0);
+	/* Suspended -> Destroyed */
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "dave", NOW + 4), 0);
+	g = load(f, id);
+	assert_int_equal(g->state, KY_KEY_DESTROYED);
+	assert_int_equal(g->deleted, NOW + 4);
+	assert_string_equal(g->deleted_by, "dave");
+	ky_key_free(g);
+	/* Destroyed: everything but restore and purge refused */
+	assert_int_equal(act(f, id, KY_KEY_ENABLE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_DISABLE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_ROTATE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
+	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = 1, .dual_auth = -1};
+	assert_int_equal(ky_kms_key_act(&f->kms, id, &pol, NOW + 5, NULL), KY_ERR_KEY_DESTROYED);
+	/* purge only after 4 hours */
+	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 4 + KY_KMS_PURGE_DELAY - 1),
+			 KY_ERR_PURGE_TOO_EARLY);
+	/* restore within 30 days -> Active */
+	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW + 4 + KY_KMS_RESTORE_WINDOW - 1), 0);
+	g = load(f, id);
+	assert_int_equal(g->state, KY_KEY_ACTIVE);
+	assert_int_equal(g->deleted, 0);
+	ky_key_free(g);
+	/* Active -> Destroyed, not restorable after 30 days, purge after 4 h */
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "m", NOW + 100), 0);
+	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW + 100 + KY_KMS_RESTORE_WINDOW),
+			 KY_ERR_RESTORE_EXPIRED);
+	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 100 + KY_KMS_PURGE_DELAY), 0);
+	assert_int_equal(ky_kms_key_get(&f->kms, id, 0, NOW, &g), KY_ERR_NOT_FOUND);
+	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 100 + KY_KMS_PURGE_DELAY),
+			 KY_ERR_NOT_FOUND);
+	ky_key_free(k);
+}
+
+static void test_rotate_rules(void **state)
+{
+	struct fx *f = *state;
+	uint8_t m[32] = {9}, m2[32] = {8};
+	struct ky_key_spec sp = {.name = "imported", .payload = m, .len = 32};
+	struct ky_key_spec std_sp = {.name = "standard", .extractable = 1};
+	struct ky_key *imp = NULL, *std = NULL, *gen = create_root(f, "generated"), *g;
+	struct ky_key_act rot = {.action = KY_KEY_ROTATE, .rotation_months = -1, .dual_auth = -1};
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &imp), 0);
+	assert_int_equal(ky_kms_key_create(&f->kms, &std_sp, NOW, &std), 0);
+	/* standard keys do not rotate */
+	assert_int_equal(ky_kms_key_act(&f->kms, std->id, &rot, NOW, NULL), KY_ERR_KEY_NOT_ROOT);
+	/* imported keys need new material of a valid size; generated keys take none */
+	assert_int_equal(ky_kms_key_act(&f->kms, imp->id, &rot, NOW, NULL), KY_ERR_ROTATE_MATERIAL);
+	rot.payload = m2;
+	rot.len = 20;
+	assert_int_equal(ky_kms_key_act(&f->kms, imp->id, &rot, NOW, NULL), KY_ERR_KEY_MATERIAL);
+	assert_int_equal(ky_kms_key_act(&f->kms, gen->id, &rot, NOW, NULL), KY_ERR_ROTATE_MATERIAL);
+	rot.len = 32;
+	assert_int_equal(ky_kms_key_act(&f->kms, imp->id, &rot, NOW, &g), 0);
+	assert_int_equal(g->nversions, 2);
+	assert_memory_equal(g->versions[1].material, m2, 32);
+	ky_key_free(g);
+	/* policies */
+	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = 3, .dual_auth = -1};
+	assert_int_equal(ky_kms_key_act(&f->kms, gen->id, &pol, NOW, &g), 0);
+	assert_int_equal(g->rotation_months, 3);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_key_act(&f->kms, std->id, &pol, NOW, NULL), KY_ERR_KEY_NOT_ROOT);
+	pol.rotation_months = 13;
+	assert_int_equal(ky_kms_key_act(&f->kms, gen->id, &pol, NOW, NULL), KY_ERR_USAGE);
+	ky_key_free(imp);
+	ky_key_free(std);
+	ky_key_free(gen);
+}
+
+static void test_dual_auth_delete(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "guarded"), *g;
+	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = -1, .dual_auth = 1};
+	const char *id = k->id;
+
+	assert_int_equal(ky_kms_key_act(&f->kms, id, &pol, NOW, NULL), 0);
+	/* nobody set it for deletion */
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "alice", NOW), KY_ERR_DUAL_AUTH_REQUIRED);
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, NULL, NOW), KY_ERR_USAGE);
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "alice", NOW), 0);
+	g = load(f, id);
+	assert_string_equal(g->deletion_set_by, "alice");
+	ky_key_free(g);
+	/* the same user cannot delete */
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "alice", NOW + 1), KY_ERR_DUAL_AUTH_SAME_USER);
+	assert_int_equal(act(f, id, KY_KEY_DELETE, NULL, NOW + 1), KY_ERR_USAGE);
+	/* the authorization expires after 7 days */
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + KY_KMS_DUAL_AUTH_VALID),
+			 KY_ERR_DUAL_AUTH_REQUIRED);
+	/* cancelled */
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "alice", NOW + 10), 0);
+	assert_int_equal(act(f, id, KY_KEY_UNSET_DELETION, "carol", NOW + 11), 0);
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + 12), KY_ERR_DUAL_AUTH_REQUIRED);
+	/* set by one, deleted by another within 7 days */
+	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "alice", NOW + 20), 0);
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + 20 + KY_KMS_DUAL_AUTH_VALID - 1), 0);
+	g = load(f, id);
+	assert_int_equal(g->state, KY_KEY_DESTROYED);
+	assert_string_equal(g->deleted_by, "bob");
+	assert_string_equal(g->deletion_set_by, "");
+	ky_key_free(g);
+	ky_key_free(k);
+}
+
+/* ---- secrets ---- */
+
+static void test_secrets(void **state)
+{
+	struct fx *f = *state;
+	uint8_t sec[48], *p = NULL;
+	size_t n = 0;
+	struct ky_kms only_b = {.store = f->s, .instance = INSTANCE, .current = f->b};
+
+	assert_int_equal(RAND_bytes(sec, sizeof(sec)), 1);
+	assert_int_equal(ky_kms_secret_put(&f->kms, "token-signing", sec, sizeof(sec), NOW), 0);
+	assert_int_equal(ky_kms_secret_get(&f->kms, "token-signing", &p, &n), 0);
+	assert_int_equal(n, sizeof(sec));
+	assert_memory_equal(p, sec, n);
+	ky_kms_buf_free(p, n);
+	sec[0] ^= 1;
+	assert_int_equal(ky_kms_secret_put(&f->kms, "token-signing", sec, sizeof(sec), NOW + 1), 0);
+	assert_int_equal(ky_kms_secret_get(&f->kms, "token-signing", &p, &n), 0);
+	assert_memory_equal(p, sec, n);
+	ky_kms_buf_free(p, n);
+	assert_int_equal(ky_kms_secret_get(&only_b, "token-signing", &p, &n), KY_ERR_MK_MISMATCH);
+	assert_int_equal(ky_kms_secret_get(&f->kms, "nope", &p, &n), KY_ERR_NOT_FOUND);
+	sql(f->path, "UPDATE secrets SET blob = substr(blob, 1, 20) || x'00' || substr(blob, 22)");
+	assert_int_equal(ky_kms_secret_get(&f->kms, "token-signing", &p, &n), KY_ERR_RECORD_TAMPERED);
+	assert_null(p);
+	assert_int_equal(ky_kms_secret_put(&f->kms, "", sec, sizeof(sec), NOW), KY_ERR_USAGE);
+	assert_int_equal(ky_kms_secret_put(&f->kms, "x", sec, 0, NOW), KY_ERR_USAGE);
+}
+
+/* ---- re-encipherment ---- */
+
+static void create_many(struct fx *f, int n, char (*ids)[KY_UUID_LEN + 1])
+{
+	struct ky_key_spec sp = {.name = "bulk"};
+	struct ky_key *k;
+
+	assert_int_equal(ky_store_begin(f->s), 0);
+	for (int i = 0; i < n; i++) {
+		sp.extractable = i % 5 == 0;
+		assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+		if (ids)
+			strcpy(ids[i], k->id);
+		ky_key_free(k);
+	}
+	assert_int_equal(ky_store_commit(f->s), 0);
+}
+
+struct stop_after {
+	uint32_t batches;
+	uint32_t calls;
+};
+
+static int stop_after_cb(const struct ky_kms_reenc *st, void *arg)
+{
+	struct stop_after *s = arg;
+
+	s->calls++;
+	return st->batches >= s->batches;
+}
+
+static void check_all_open(struct fx *f, const struct ky_kms *kms, int n,
+			   char (*ids)[KY_UUID_LEN + 1])
+{
+	struct ky_key *g;
+
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(ky_kms_key_get(kms, ids[i], 0, NOW, &g), 0);
+		assert_memory_equal(g->vp, kms->current->vp, KY_VP_LEN);
+		ky_key_free(g);
+	}
+	(void)f;
+}
+
+static void test_reencipher_resume(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 1100 };
+	char(*ids)[KY_UUID_LEN + 1] = calloc(N, KY_UUID_LEN + 1);
+	struct ky_kms_reenc st;
+	struct stop_after stop = {.batches = 2};
+	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_kms during = {.store = f->s, .instance = INSTANCE, .current = f->a, .next = f->b};
+	uint64_t under = 0;
+	uint8_t sec[40] = {7}, *p = NULL;
+	size_t n = 0;
+	struct ky_key *g;
+
+	create_many(f, N, ids);
+	assert_int_equal(ky_kms_secret_put(&f->kms, "token-signing", sec, sizeof(sec), NOW), 0);
+	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
+	assert_int_equal(under, N + 1);
+	/* interrupted after 2 batches of 300 */
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop,
+					   &st),
+			 KY_ERR_CANCELLED);
+	assert_int_equal(st.batches, 2);
+	assert_int_equal(st.done, 600);
+	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
+	assert_int_equal(under, N + 1 - 600);
+	/* in the middle every key opens for a unit holding both registers */
+	for (int i = 0; i < N; i += 37) {
+		assert_int_equal(ky_kms_key_get(&during, ids[i], 0, NOW, &g), 0);
+		ky_key_free(g);
+	}
+	/* resumed: works on what is left */
+	stop.batches = 1000;
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop,
+					   &st),
+			 0);
+	assert_int_equal(st.done, N + 1 - 600);
+	assert_int_equal(st.failed, 0);
+	assert_int_equal(st.remaining, 0);
+	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
+	assert_int_equal(under, 0);
+	assert_int_equal(ky_kms_count_under(f->s, f->b->vp, &under), 0);
+	assert_int_equal(under, N + 1);
+	/* every key and the secret open under the new key alone */
+	check_all_open(f, &after, N, ids);
+	assert_int_equal(ky_kms_secret_get(&after, "token-signing", &p, &n), 0);
+	assert_memory_equal(p, sec, sizeof(sec));
+	ky_kms_buf_free(p, n);
+	/* a third run has nothing to do */
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 0, NULL, NULL, &st), 0);
+	assert_int_equal(st.done, 0);
+	/* same key twice is refused */
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->b, f->b, 0, NULL, NULL, &st),
+			 KY_ERR_SAME_KEY);
+	free(ids);
+}
+
+static void test_reencipher_cas_race(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 20 };
+	char ids[N][KY_UUID_LEN + 1];
+	struct ky_store_vprow *rows = NULL;
+	size_t n = 0, swapped = 0;
+	struct ky_kms during = {.store = f->s, .instance = INSTANCE, .current = f->a, .next = f->b};
+	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_key *g;
+
+	create_many(f, N, ids);
+	/* A re-encipher batch is read... */
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, f->a->vp, 0, N, &rows, &n), 0);
+	assert_int_equal(n, N);
+	/* ...meanwhile a unit holding the new key rotates key 3 (written under b), and a unit
+	 * that does not have it yet disables key 4 (written under a, new rev) */
+	struct ky_key_act rot = {.action = KY_KEY_ROTATE, .rotation_months = -1, .dual_auth = -1};
+	const char *root3 = ids[3], *root4 = ids[4];
+	assert_int_equal(ky_kms_key_act(&during, root3, &rot, NOW + 1, NULL), 0);
+	assert_int_equal(act(f, root4, KY_KEY_DISABLE, "m", NOW + 1), 0);
+	/* ...then the batch's swap (here with the old blobs: what matters is the CAS) */
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, f->a->vp, f->b->vp, rows, n,
+					  &swapped),
+			 0);
+	assert_int_equal(swapped, N - 2);
+	ky_store_vprows_free(rows, n);
+	/* the raced rows kept their updates */
+	assert_int_equal(ky_kms_key_get(&after, root3, 0, NOW, &g), 0);
+	assert_int_equal(g->nversions, 2);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_key_get(&f->kms, root4, 0, NOW, &g), 0);
+	assert_int_equal(g->state, KY_KEY_SUSPENDED);
+	ky_key_free(g);
+	/* (the swapped rows now carry blobs sealed under a but labelled b: the tag catches it) */
+	assert_int_equal(ky_kms_key_get(&after, ids[0], 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+}
+
+/* Between batches (progress callback): a unit without the new key disables a key still
+ * under a, a unit holding both rotates another one. */
+struct between {
+	struct fx *f;
+	const char *under_a;
+	const char *rotated;
+	int calls;
+};
+
+static int between_cb(const struct ky_kms_reenc *st, void *arg)
+{
+	struct between *b = arg;
+	struct ky_kms during = {.store = b->f->s, .instance = INSTANCE, .current = b->f->a,
+				.next = b->f->b};
+	struct ky_key_act rot = {.action = KY_KEY_ROTATE, .rotation_months = -1, .dual_auth = -1};
+
+	(void)st;
+	if (b->calls++ == 0) {
+		assert_int_equal(act(b->f, b->under_a, KY_KEY_DISABLE, "m", NOW + 1), 0);
+		assert_int_equal(ky_kms_key_act(&during, b->rotated, &rot, NOW + 1, NULL), 0);
+	}
+	return 0;
+}
+
+static void test_reencipher_updates_between_batches(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 60 };
+	char ids[N][KY_UUID_LEN + 1];
+	struct ky_kms_reenc st;
+	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_key *g;
+	struct between b = {.f = f, .under_a = ids[50], .rotated = ids[41]};
+
+	create_many(f, N, ids);
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 20, between_cb, &b, &st),
+			 0);
+	/* key 41 was moved by its own update, not by the run */
+	assert_int_equal(st.done, N - 1);
+	check_all_open(f, &after, N, ids);
+	assert_int_equal(ky_kms_key_get(&after, ids[50], 0, NOW, &g), 0);
+	assert_int_equal(g->state, KY_KEY_SUSPENDED);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_key_get(&after, ids[41], 0, NOW, &g), 0);
+	assert_int_equal(g->nversions, 2);
+	ky_key_free(g);
+}
+
+/* A writer thread racing the batches: no update is lost, whichever key it writes under. */
+#define RACE_N 200
+
+struct racer {
+	struct fx *f;
+	char (*ids)[KY_UUID_LEN + 1];
+	int expect_suspended[RACE_N];
+	int writes;
+	int stop;
+	int errors;
+};
+
+static void *racer_thread(void *arg)
+{
+	struct racer *rc = arg;
+	struct ky_kms during = {.store = rc->f->s, .instance = INSTANCE, .current = rc->f->a,
+				.next = rc->f->b};
+	struct ky_kms old_only = {.store = rc->f->s, .instance = INSTANCE, .current = rc->f->a};
+
+	for (int n = 0; n < 3000 && !__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE); n++) {
+		int i = (n * 7) % RACE_N;
+		/* every third write from a unit that has only the old key: once the record has
+		 * moved it gets a master key mismatch and changes nothing; before, it writes
+		 * under the old key with a new rev */
+		const struct ky_kms *k = n % 3 == 2 ? &old_only : &during;
+		struct ky_key_act a = {.action = rc->expect_suspended[i] ? KY_KEY_ENABLE
+									  : KY_KEY_DISABLE,
+				       .rotation_months = -1,
+				       .dual_auth = -1};
+		int r = ky_kms_key_act(k, rc->ids[i], &a, NOW, NULL);
+		if (r == 0)
+			rc->expect_suspended[i] = !rc->expect_suspended[i];
+		else if (r != KY_ERR_MK_MISMATCH)
+			rc->errors++;
+		__atomic_store_n(&rc->writes, n + 1, __ATOMIC_RELEASE);
+	}
+	ky_kms_thread_release();
+	return NULL;
+}
+
+static void test_reencipher_racing_writer(void **state)
+{
+	struct fx *f = *state;
+	char(*ids)[KY_UUID_LEN + 1] = calloc(RACE_N, KY_UUID_LEN + 1);
+	struct racer *rc = calloc(1, sizeof(*rc));
+	struct ky_kms_reenc st;
+	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	pthread_t th;
+	uint64_t under = 0, raced = 0;
+
+	create_many(f, RACE_N, ids);
+	rc->f = f;
+	rc->ids = ids;
+	assert_int_equal(pthread_create(&th, NULL, racer_thread, rc), 0);
+	while (__atomic_load_n(&rc->writes, __ATOMIC_ACQUIRE) < 5)
+		usleep(100);
+	/* small batches: many fetch/swap windows for the writer to land in */
+	int r = ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 2, NULL, NULL, &st);
+	assert_true(r == 0 || r == KY_ERR_CONFLICT);
+	raced = st.raced;
+	__atomic_store_n(&rc->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	assert_int_equal(rc->errors, 0);
+	/* the writer may have written under the old key after the run: finish */
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 2, NULL, NULL, &st), 0);
+	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
+	assert_int_equal(under, 0);
+	for (int i = 0; i < RACE_N; i++) {
+		struct ky_key *g = NULL;
+		assert_int_equal(ky_kms_key_get(&after, ids[i], 0, NOW, &g), 0);
+		assert_int_equal(g->state,
+				 rc->expect_suspended[i] ? KY_KEY_SUSPENDED : KY_KEY_ACTIVE);
+		ky_key_free(g);
+	}
+	if (getenv("KYOK_TEST_VERBOSE"))
+		fprintf(stderr, "racing writer: %d writes, %lu rows raced\n", rc->writes,
+			(unsigned long)raced);
+	free(rc);
+	free(ids);
+}
+
+static void test_reencipher_tampered_row(void **state)
+{
+	struct fx *f = *state;
+	enum { N = 30 };
+	char ids[N][KY_UUID_LEN + 1];
+	struct ky_kms_reenc st;
+	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	uint64_t under = 0;
+
+	create_many(f, N, ids);
+	sqlf(f->path, "UPDATE keys SET version = 9 WHERE id = '%s'", ids[7]);
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 8, NULL, NULL, &st),
+			 KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(st.failed, 1);
+	assert_string_equal(st.failed_name, ids[7]);
+	assert_int_equal(st.done, N - 1);
+	assert_int_equal(st.remaining, 1);
+	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
+	assert_int_equal(under, 1);
+	for (int i = 0; i < N; i++) {
+		struct ky_key *g = NULL;
+		int r = ky_kms_key_get(&after, ids[i], 0, NOW, &g);
+		assert_int_equal(r, i == 7 ? KY_ERR_MK_MISMATCH : 0);
+		ky_key_free(g);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_mk_vp, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_create_get_root, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_create_imported_and_refusals, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_list, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_limit, fx_setup_limit3, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_blob, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_blob_byte_exact, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_clear_columns, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_swapped_blobs, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_other_instance, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_vp, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_rotation_in_progress_writes_under_next, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_record_roundtrip_and_truncation, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_wrap_roundtrip, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_wrap_imported_sizes, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unwrap_tampered_and_malformed, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unwrap_other_key, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_unwrap_old_rewrap_new, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_wrap_refusals_by_key, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_deactivated_by_expiry, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_transitions, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reencipher_updates_between_batches, fx_setup,
+						fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reencipher_racing_writer, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_reencipher_tampered_row, fx_setup, fx_teardown),
+	};
+	return cmocka_run_group_tests_name("kms", tests, NULL, NULL);
+}
