@@ -21,7 +21,7 @@
 #include "kyok/store.h"
 
 #define INSTANCE "bench-instance"
-#define NOW	 ((int64_t)1700000000)
+#define NOW      ((int64_t)1700000000)
 
 static const char *bench_dir;
 static int bench_seq;
@@ -54,14 +54,13 @@ struct bench_db {
 
 static void bench_db_open(struct bench_db *db, int group_commit)
 {
-	struct ky_store_opts o = {.key_limit = 100000,
-				  .instance = INSTANCE,
-				  .no_group_commit = !group_commit};
+	struct ky_store_opts o = {
+	    .key_limit = 100000, .instance = INSTANCE, .no_group_commit = !group_commit};
 	char uri[600];
 	int r;
 
 	snprintf(db->path, sizeof(db->path), "%s/bench-kms-%d-%d.db", bench_dir, (int)getpid(),
-		 bench_seq++);
+	         bench_seq++);
 	snprintf(uri, sizeof(uri), "sqlite:%s", db->path);
 	if ((r = ky_store_open(uri, &o, &db->s)) != 0)
 		bench_die(db->path, r);
@@ -166,7 +165,8 @@ static double ky_wrap_ops(const struct ky_key *k, double *secs)
 	t0 = bench_now();
 	do {
 		for (int i = 0; i < 1024; i++, n++)
-			if ((r = ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen)) != 0)
+			if ((r = ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen)) !=
+			    0)
 				bench_die("wrap", r);
 		t = bench_now() - t0;
 	} while (t < CRYPTO_SECS);
@@ -189,7 +189,7 @@ static double ky_unwrap_ops(const struct ky_key *k, double *secs)
 	do {
 		for (int i = 0; i < 1024; i++, n++)
 			if ((r = ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen,
-					       NULL)) != 0)
+			                       NULL)) != 0)
 				bench_die("unwrap", r);
 		t = bench_now() - t0;
 	} while (t < CRYPTO_SECS);
@@ -258,10 +258,10 @@ static void bench_create(const struct ky_mk *mk, int threads, int each, int grou
 		t[i] = bench_create_once(mk, threads, each, group_commit);
 	qsort(t, 3, sizeof(t[0]), bench_cmp);
 	snprintf(name, sizeof(name), "create key, persisted, %d thread%s", threads,
-		 threads > 1 ? "s" : "");
+	         threads > 1 ? "s" : "");
 	snprintf(note, sizeof(note), "%s; median of 3 (%.0f..%.0f/s)",
-		 group_commit ? "group commit" : "1 commit each", threads * each / t[2],
-		 threads * each / t[0]);
+	         group_commit ? "group commit" : "1 commit each", threads * each / t[2],
+	         threads * each / t[0]);
 	bench_row(name, (double)threads * each, t[1], note);
 }
 
@@ -350,7 +350,7 @@ static void bench_reencipher(const struct ky_mk *a, const struct ky_mk *b, int n
 		bench_die("reencipher count", KY_ERR_INTERNAL);
 	snprintf(name, sizeof(name), "re-encipher %d keys", nkeys);
 	snprintf(note, sizeof(note), "%u batches of %d, %.3f s total", st.batches,
-		 KY_KMS_BATCH_DEFAULT, t);
+	         KY_KMS_BATCH_DEFAULT, t);
 	bench_row(name, (double)nkeys, t, note);
 	free(ids);
 	bench_db_close(&db);
@@ -385,8 +385,8 @@ int main(int argc, char **argv)
 	n3 = raw_open(&s3);
 	bench_row("raw AES-256-GCM open 32 B", n3, s3, "baseline: reused ctx");
 	n4 = ky_wrap_ops(root, &s4);
-	snprintf(note, sizeof(note), "%.2f x raw (random nonce), %.2f x counter", (n4 / s4) / (n1 / s1),
-		 (n4 / s4) / (n2 / s2));
+	snprintf(note, sizeof(note), "%.2f x raw (random nonce), %.2f x counter",
+	         (n4 / s4) / (n1 / s1), (n4 / s4) / (n2 / s2));
 	bench_row("kyok wrap 32-byte key", n4, s4, note);
 	n5 = ky_unwrap_ops(root, &s5);
 	snprintf(note, sizeof(note), "%.2f x raw open", (n5 / s5) / (n3 / s3));

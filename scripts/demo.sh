@@ -11,7 +11,7 @@ DEMO=${KYOK_DEMO_DIR:-$HOME/.kyok/demo}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() {
-	printf '$ kyok %s\n' "$*"
+	printf '$ kyok'; printf ' %q' "$@"; printf '\n'
 	"$KYOK" "$@"
 }
 
@@ -77,7 +77,7 @@ run tke cryptounit-mk
 
 step "Both crypto units, side by side"
 run tke cryptounit-compare
-vp1=$("$KYOK" status --output json | jq -r '[.units[].current_mk.vp] | unique | .[]')
+vp1=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
 
 step "auto-init: a second instance initialised in one command"
 export KYOK_INSTANCE="$DEMO/inst2"
@@ -89,7 +89,7 @@ run tke auto-init --signature 2 --revocation 2 --new-admins grace,heidi,ivan \
 	--password-file "$(pw heidi)" --password-file "$(pw heidi)" \
 	--password-file "$(pw ivan)" --password-file "$(pw ivan)"
 run tke cryptounit-compare
-vp2=$("$KYOK" status --output json | jq -r '[.units[].current_mk.vp] | unique | .[]')
+vp2=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
 
 step "Result"
 printf '%-34s %s\n' "instance 1 (manual ceremony):" "current master key VP ${vp1:0:16}... on both units"

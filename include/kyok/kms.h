@@ -26,21 +26,21 @@
 #include "kyok/common.h"
 #include "kyok/store.h"
 
-#define KY_KEY_DESC_MAX	       240
+#define KY_KEY_DESC_MAX        240
 #define KY_KEY_ACTOR_MAX       128
 #define KY_KEY_PAYLOAD_MAX     7500 /* imported standard key payload */
 #define KY_KEY_VERSIONS_MAX    10000
-#define KY_DEK_LEN	       32
-#define KY_WRAP_MAGIC	       "KYW1"
+#define KY_DEK_LEN             32
+#define KY_WRAP_MAGIC          "KYW1"
 #define KY_WRAP_NONCE_LEN      12
-#define KY_WRAP_TAG_LEN	       16
+#define KY_WRAP_TAG_LEN        16
 #define KY_WRAP_OVERHEAD       (4 + 4 + KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
-#define KY_WRAP_PT_MAX	       7500
-#define KY_WRAP_AAD_MAX	       65536
-#define KY_KMS_DAY	       86400
+#define KY_WRAP_PT_MAX         7500
+#define KY_WRAP_AAD_MAX        65536
+#define KY_KMS_DAY             86400
 #define KY_KMS_RESTORE_WINDOW  (30 * KY_KMS_DAY) /* destroyed -> restorable */
-#define KY_KMS_PURGE_DELAY     (4 * 3600)	 /* destroyed -> purge allowed */
-#define KY_KMS_DUAL_AUTH_VALID (7 * KY_KMS_DAY) /* set for deletion -> expires */
+#define KY_KMS_PURGE_DELAY     (4 * 3600)        /* destroyed -> purge allowed */
+#define KY_KMS_DUAL_AUTH_VALID (7 * KY_KMS_DAY)  /* set for deletion -> expires */
 #define KY_KMS_BATCH_DEFAULT   500
 
 enum ky_key_state {
@@ -85,16 +85,16 @@ struct ky_key {
 	char name[KY_KEY_NAME_MAX + 1];
 	char description[KY_KEY_DESC_MAX + 1];
 	int extractable; /* 1 = standard key, 0 = root key */
-	int imported;	 /* material came from the client */
-	int state;	 /* enum ky_key_state */
+	int imported;    /* material came from the client */
+	int state;       /* enum ky_key_state */
 	int64_t created;
 	int64_t updated;
 	int64_t expires; /* 0 = never */
 	int64_t deleted; /* deletion date, 0 = not deleted */
 	char created_by[KY_KEY_ACTOR_MAX + 1];
 	char deleted_by[KY_KEY_ACTOR_MAX + 1];
-	uint32_t rotation_months; /* rotation policy, 0 = none */
-	int dual_auth;		  /* dual-authorization delete policy */
+	uint32_t rotation_months;                   /* rotation policy, 0 = none */
+	int dual_auth;                              /* dual-authorization delete policy */
 	char deletion_set_by[KY_KEY_ACTOR_MAX + 1]; /* "" = not set for deletion */
 	int64_t deletion_set_at;
 	uint32_t nversions;
@@ -110,9 +110,9 @@ struct ky_key_spec {
 	const char *description; /* NULL = "" */
 	int extractable;
 	const uint8_t *payload; /* imported material; NULL = generate 32 bytes */
-	size_t len;		/* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
-	int64_t expires;	/* 0 = never */
-	const char *actor;	/* created_by; NULL = "" */
+	size_t len;             /* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
+	int64_t expires;        /* 0 = never */
+	const char *actor;      /* created_by; NULL = "" */
 };
 
 enum ky_key_action {
@@ -129,11 +129,11 @@ enum ky_key_action {
 
 struct ky_key_act {
 	enum ky_key_action action;
-	const char *actor;	/* who asks (dual authorization, deleted_by) */
+	const char *actor;      /* who asks (dual authorization, deleted_by) */
 	const uint8_t *payload; /* KY_KEY_ROTATE of an imported key */
 	size_t len;
 	int rotation_months; /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1..12 */
-	int dual_auth;	     /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1 on */
+	int dual_auth;       /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1 on */
 };
 
 /* New key in memory (id and material generated unless imported). KY_ERR_KEY_NAME,
@@ -166,40 +166,39 @@ void ky_kms_buf_free(uint8_t *p, size_t n); /* cleanses */
 /* Fills row (clear columns, vp, malloc'd blob) with k sealed under kms->next if set, else
  * kms->current. row->rev is left to the caller (CAS token of the row it replaces). */
 int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
-		       struct ky_store_row *row) KY_WUR;
+                       struct ky_store_row *row) KY_WUR;
 /* KY_ERR_MK_MISMATCH, KY_ERR_RECORD_TAMPERED. */
 int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row, int flags,
-		       struct ky_key **out) KY_WUR;
+                       struct ky_key **out) KY_WUR;
 
 /* ---- keys in the store ---- */
 
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
-		      struct ky_key **out) KY_WUR;
+                      struct ky_key **out) KY_WUR;
 /* state is the state as of now (ky_key_state_at). */
 int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t now,
-		   struct ky_key **out) KY_WUR;
+                   struct ky_key **out) KY_WUR;
 /* Metadata of the keys matching f (NULL = all), in creation order; total = all matches. */
 int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
-		    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
-		    uint64_t *total) KY_WUR;
+                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
+                    uint64_t *total) KY_WUR;
 /* Load, ky_key_apply, store with compare-and-swap (retried on a concurrent change); purge
  * deletes the row. out (may be NULL) receives the key as stored (NULL after a purge). */
 int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,
-		   int64_t now, struct ky_key **out) KY_WUR;
+                   int64_t now, struct ky_key **out) KY_WUR;
 
 /* ---- system secrets (same sealing; AAD label "kyok-secret-v1", version 0) ---- */
 
 int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
-		      int64_t now) KY_WUR;
+                      int64_t now) KY_WUR;
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
-int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p,
-		      size_t *n) KY_WUR;
+int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
 
 /* ---- master key rotation ---- */
 
 struct ky_kms_reenc {
-	uint64_t done;	    /* rows moved to the new key */
-	uint64_t raced;	    /* rows changed by a concurrent writer during their batch */
+	uint64_t done;      /* rows moved to the new key */
+	uint64_t raced;     /* rows changed by a concurrent writer during their batch */
 	uint64_t failed;    /* rows that did not open under the old key (tampered) */
 	uint64_t remaining; /* rows still under the old key (estimate during the run) */
 	uint32_t batches;
@@ -214,8 +213,8 @@ typedef int (*ky_kms_progress_fn)(const struct ky_kms_reenc *st, void *arg);
  * Safe with concurrent writers (each swap is CAS on vp and rev). 0 when nothing is left
  * under old; KY_ERR_RECORD_TAMPERED when some rows could not be opened (st->failed). */
 int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_mk *old,
-		      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
-		      struct ky_kms_reenc *st) KY_WUR;
+                      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
+                      struct ky_kms_reenc *st) KY_WUR;
 /* Records (keys + secrets) under vp: set-immediate must see 0 under the old key. */
 int ky_kms_count_under(struct ky_store *s, const uint8_t vp[KY_VP_LEN], uint64_t *n) KY_WUR;
 
@@ -224,30 +223,30 @@ int ky_kms_count_under(struct ky_store *s, const uint8_t vp[KY_VP_LEN], uint64_t
 /* out receives ptlen + KY_WRAP_OVERHEAD bytes (KY_ERR_TOO_LARGE if outcap is smaller).
  * The key must be an Active root key loaded with material. */
 int ky_kms_wrap(const struct ky_key *k, const uint8_t *pt, size_t ptlen, const uint8_t *aad,
-		size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+                size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
 /* Wrap without plaintext: generates a KY_DEK_LEN-byte data key into dek. */
 int ky_kms_wrap_dek(const struct ky_key *k, const uint8_t *aad, size_t aadlen,
-		    uint8_t dek[KY_DEK_LEN], uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+                    uint8_t dek[KY_DEK_LEN], uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
 /* KY_ERR_WRAP_MALFORMED (not our format), KY_ERR_UNWRAP (wrong key, version, aad or
  * tampered). Active or Deactivated keys unwrap. version (may be NULL) = version used. */
 int ky_kms_unwrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
-		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen,
-		  uint32_t *version) KY_WUR;
+                  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen,
+                  uint32_t *version) KY_WUR;
 /* Unwrap, then wrap under the newest version. */
 int ky_kms_rewrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
-		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
+                  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
 /* The version a ciphertext names, without any key (KY_ERR_WRAP_MALFORMED). */
 int ky_kms_wrap_version(const uint8_t *ct, size_t ctlen, uint32_t *version) KY_WUR;
 
 /* AES-GCM (key of 16, 24 or 32 bytes) with a per-thread cache of keyed contexts: no
  * allocation once a key is cached. aad = aad1 || aad2. Open fails with KY_ERR_TAMPERED. */
 int ky_kms_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-		    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN]) KY_WUR;
+                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+                    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN]) KY_WUR;
 int ky_kms_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-		    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN],
-		    uint8_t *pt) KY_WUR;
+                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+                    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN],
+                    uint8_t *pt) KY_WUR;
 /* A fresh random 96-bit nonce (from a per-thread block of DRBG output; a fork child never
  * reuses its parent's block). */
 int ky_kms_nonce(uint8_t out[KY_WRAP_NONCE_LEN]) KY_WUR;

@@ -23,23 +23,23 @@
 
 #include "kyok/common.h"
 
-#define KY_STORE_SCHEMA_VERSION	  1
+#define KY_STORE_SCHEMA_VERSION    1
 #define KY_STORE_KEY_LIMIT_DEFAULT 5000
-#define KY_STORE_BUSY_MS_DEFAULT	  10000
-#define KY_UUID_LEN		  36  /* 8-4-4-4-12 hex, no NUL */
-#define KY_KEY_NAME_MAX		  90  /* Key Protect: 2 to 90 characters */
-#define KY_SECRET_NAME_MAX	  64
-#define KY_APIKEY_ROLE_MAX	  32
-#define KY_APIKEY_HASH_LEN	  32
+#define KY_STORE_BUSY_MS_DEFAULT   10000
+#define KY_UUID_LEN                36 /* 8-4-4-4-12 hex, no NUL */
+#define KY_KEY_NAME_MAX            90 /* Key Protect: 2 to 90 characters */
+#define KY_SECRET_NAME_MAX         64
+#define KY_APIKEY_ROLE_MAX         32
+#define KY_APIKEY_HASH_LEN         32
 
 struct ky_store; /* opaque */
 
 struct ky_store_opts {
-	uint32_t key_limit;	    /* keys in the instance (all states until purged); 0 = 5,000 */
-	int busy_timeout_ms;	    /* wait for another process's write lock; 0 = 10 s */
-	int no_group_commit;	    /* 1: each insert commits alone (default: concurrent inserts
+	uint32_t key_limit;   /* keys in the instance (all states until purged); 0 = 5,000 */
+	int busy_timeout_ms;  /* wait for another process's write lock; 0 = 10 s */
+	int no_group_commit;  /* 1: each insert commits alone (default: concurrent inserts
 				       share one commit) */
-	const char *instance;	    /* binds the store to this instance on first open and refuses
+	const char *instance; /* binds the store to this instance on first open and refuses
 				       another one later (KY_ERR_WRONG_INSTANCE); NULL = no check */
 };
 
@@ -58,7 +58,7 @@ struct ky_store_row {
 	int extractable;
 	int64_t created;
 	int64_t updated;
-	int64_t deleted; /* deletion date, 0 = not deleted */
+	int64_t deleted;  /* deletion date, 0 = not deleted */
 	uint32_t version; /* latest key version: bound in the blob's associated data */
 	uint8_t vp[KY_VP_LEN];
 	uint8_t *blob;
@@ -102,9 +102,9 @@ struct ky_store_apikey {
 };
 
 enum ky_store_plan {
-	KY_STORE_PLAN_GET,	/* key lookup by id */
+	KY_STORE_PLAN_GET,      /* key lookup by id */
 	KY_STORE_PLAN_VP_FETCH, /* re-encipherment batch fetch */
-	KY_STORE_PLAN_APIKEY,	/* api key lookup by hash */
+	KY_STORE_PLAN_APIKEY,   /* api key lookup by hash */
 };
 
 /* The backend function table. be is the backend's handle from open. */
@@ -120,21 +120,21 @@ struct ky_store_ops {
 	int (*key_get)(void *be, const char *id, struct ky_store_row *row);
 	int (*key_delete)(void *be, const char *id, int64_t rev);
 	int (*key_list)(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
-			struct ky_store_row **rows, size_t *n);
+	                struct ky_store_row **rows, size_t *n);
 	int (*key_count)(void *be, const struct ky_store_filter *f, uint64_t *n);
 	int (*secret_put)(void *be, struct ky_store_secret *s, int64_t expect_rev);
 	int (*secret_get)(void *be, const char *name, struct ky_store_secret *s);
 	int (*secret_delete)(void *be, const char *name);
 	int (*vp_count)(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN], uint64_t *n);
 	int (*vp_fetch)(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-			int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n);
+	                const char *after, size_t max, struct ky_store_vprow **rows, size_t *n);
 	int (*vp_swap)(void *be, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
-		       const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
-		       size_t *swapped);
+	               const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+	               size_t *swapped);
 	int (*apikey_insert)(void *be, const struct ky_store_apikey *k);
 	int (*apikey_get)(void *be, const char *id, struct ky_store_apikey *k);
 	int (*apikey_find)(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
-			   struct ky_store_apikey *k);
+	                   struct ky_store_apikey *k);
 	int (*apikey_revoke)(void *be, const char *id, int64_t when);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
@@ -171,7 +171,7 @@ int ky_store_key_get(struct ky_store *s, const char *id, struct ky_store_row *ro
 int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev) KY_WUR;
 /* Rows in creation order, filtered; limit 0 = no limit. *rows is an array of *n rows. */
 int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
-		      uint64_t offset, struct ky_store_row **rows, size_t *n) KY_WUR;
+                      uint64_t offset, struct ky_store_row **rows, size_t *n) KY_WUR;
 /* Rows matching f (NULL = all: constant time). */
 int ky_store_key_count(struct ky_store *s, const struct ky_store_filter *f, uint64_t *n) KY_WUR;
 void ky_store_row_release(struct ky_store_row *row); /* frees the blob, keeps the struct */
@@ -181,10 +181,8 @@ void ky_store_rows_free(struct ky_store_row *rows, size_t n);
 
 /* expect_rev: 0 = create (KY_ERR_EXISTS if present), otherwise CAS on rev (KY_ERR_CONFLICT).
  * Sets s->seq, s->rev. */
-int ky_store_secret_put(struct ky_store *s, struct ky_store_secret *sec,
-			int64_t expect_rev) KY_WUR;
-int ky_store_secret_get(struct ky_store *s, const char *name,
-			struct ky_store_secret *sec) KY_WUR;
+int ky_store_secret_put(struct ky_store *s, struct ky_store_secret *sec, int64_t expect_rev) KY_WUR;
+int ky_store_secret_get(struct ky_store *s, const char *name, struct ky_store_secret *sec) KY_WUR;
 int ky_store_secret_delete(struct ky_store *s, const char *name) KY_WUR;
 void ky_store_secret_release(struct ky_store_secret *sec);
 
@@ -192,17 +190,18 @@ void ky_store_secret_release(struct ky_store_secret *sec);
 
 /* Rows of table t whose blob is under vp. */
 int ky_store_vp_count(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-		      uint64_t *n) KY_WUR;
-/* Up to max rows under vp with seq > after_seq, in seq order. */
+                      uint64_t *n) KY_WUR;
+/* Up to max rows under vp whose key id / secret name sorts after after ("" or NULL = from
+ * the start), in that order (storage order: a batch touches neighbouring pages). */
 int ky_store_vp_fetch(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-		      int64_t after_seq, size_t max, struct ky_store_vprow **rows,
-		      size_t *n) KY_WUR;
+                      const char *after, size_t max, struct ky_store_vprow **rows,
+                      size_t *n) KY_WUR;
 /* In ONE transaction, for each row: blob := rows[i].blob, vp := new_vp, rev += 1 where the
  * stored row still has vp = old_vp and rev = rows[i].rev. *swapped counts rows replaced; a row
  * changed meanwhile is left as the concurrent writer left it. */
 int ky_store_vp_swap(struct ky_store *s, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
-		     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
-		     size_t *swapped) KY_WUR;
+                     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+                     size_t *swapped) KY_WUR;
 void ky_store_vprows_free(struct ky_store_vprow *rows, size_t n);
 
 /* ---- API keys (hashes only) ---- */
@@ -211,7 +210,7 @@ int ky_store_apikey_insert(struct ky_store *s, const struct ky_store_apikey *k) 
 int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apikey *k) KY_WUR;
 /* Lookup by hash (the caller compares nothing itself: the index does). KY_ERR_NOT_FOUND. */
 int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
-			 struct ky_store_apikey *k) KY_WUR;
+                         struct ky_store_apikey *k) KY_WUR;
 int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when) KY_WUR;
 
 /* ---- diagnostics ---- */

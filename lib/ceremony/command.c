@@ -288,7 +288,7 @@ static int command_b64(json_t *v, const char *what, struct ky_buf *out, char *de
 {
 	const char *s = json_string_value(v);
 
-	if (!json_is_string(v) || strlen(s) != json_string_length(v) || *s == '\0' ||
+	if (!json_is_string(v) || strlen(s) != json_string_length(v) ||
 	    ky_b64_decode(s, out) != 0 || out->len == 0) {
 		ceremony_detail(detail, detaillen, "%s must be non-empty base64", what);
 		return KY_ERR_BAD_COMMAND;

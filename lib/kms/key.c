@@ -18,12 +18,12 @@
 #include "kyok/kms.h"
 
 #define KMS_RECORD_FORMAT 1
-#define KMS_LABEL_KEY	  "kyok-record-v1"
+#define KMS_LABEL_KEY     "kyok-record-v1"
 #define KMS_LABEL_SECRET  "kyok-secret-v1"
-#define KMS_AAD_MAX	  (2 + 14 + 2 + KY_ID_MAX + 2 + KY_SECRET_NAME_MAX + 4 + 2 + KY_VP_LEN)
+#define KMS_AAD_MAX       (2 + 14 + 2 + KY_ID_MAX + 2 + KY_SECRET_NAME_MAX + 4 + 2 + KY_VP_LEN)
 #define KMS_SEAL_OVERHEAD (KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
-#define KMS_RETRIES	  16
-#define KMS_SECRET_MAX	  65536
+#define KMS_RETRIES       16
+#define KMS_SECRET_MAX    65536
 
 /* ---- master keys ---- */
 
@@ -596,9 +596,8 @@ static void aad_lp(uint8_t *out, size_t *off, const void *p, size_t n)
 }
 
 /* lp(label) || lp(instance) || lp(name) || u32 version || lp(vp) */
-static int kms_aad(uint8_t out[KMS_AAD_MAX], size_t *len, const char *label,
-		   const char *instance, const char *name, uint32_t version,
-		   const uint8_t vp[KY_VP_LEN])
+static int kms_aad(uint8_t out[KMS_AAD_MAX], size_t *len, const char *label, const char *instance,
+                   const char *name, uint32_t version, const uint8_t vp[KY_VP_LEN])
 {
 	size_t off = 0, il = instance ? strlen(instance) : 0, nl = strlen(name);
 
@@ -618,7 +617,7 @@ static int kms_aad(uint8_t out[KMS_AAD_MAX], size_t *len, const char *label,
 
 /* blob = nonce || GCM(mk, pt) || tag, malloc'd. */
 static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, const uint8_t *pt,
-		    size_t n, uint8_t **blob, size_t *bloblen)
+                    size_t n, uint8_t **blob, size_t *bloblen)
 {
 	uint8_t *b;
 	int r;
@@ -632,7 +631,7 @@ static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, c
 		return r;
 	}
 	if ((r = ky_kms_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, pt, n,
-				 b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
+	                         b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
 		free(b);
 		return r;
 	}
@@ -642,8 +641,8 @@ static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, c
 }
 
 /* Opens blob into pt (bloblen - overhead bytes). KY_ERR_RECORD_TAMPERED on a bad tag. */
-static int kms_open(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen,
-		    const uint8_t *blob, size_t bloblen, uint8_t *pt)
+static int kms_open(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, const uint8_t *blob,
+                    size_t bloblen, uint8_t *pt)
 {
 	size_t n;
 	int r;
@@ -652,7 +651,7 @@ static int kms_open(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen,
 		return KY_ERR_RECORD_TAMPERED;
 	n = bloblen - KMS_SEAL_OVERHEAD;
 	r = ky_kms_gcm_open(mk->key, KY_MK_LEN, blob, aad, aadlen, NULL, 0,
-			    blob + KY_WRAP_NONCE_LEN, n, blob + KY_WRAP_NONCE_LEN + n, pt);
+	                    blob + KY_WRAP_NONCE_LEN, n, blob + KY_WRAP_NONCE_LEN + n, pt);
 	return r == KY_ERR_TAMPERED ? KY_ERR_RECORD_TAMPERED : r;
 }
 
@@ -672,8 +671,7 @@ static const struct ky_mk *kms_mk_write(const struct ky_kms *kms)
 	return kms->next ? kms->next : kms->current;
 }
 
-int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
-		       struct ky_store_row *row)
+int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k, struct ky_store_row *row)
 {
 	const struct ky_mk *mk = kms_mk_write(kms);
 	uint8_t aad[KMS_AAD_MAX];
@@ -684,7 +682,7 @@ int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
 	if (mk == NULL)
 		return KY_ERR_REGISTER_STATE;
 	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_KEY, kms->instance, k->id, k->nversions,
-			 mk->vp)) != 0)
+	                 mk->vp)) != 0)
 		return r;
 	if ((r = ky_kms_record_encode(k, &pt, &ptlen)) != 0)
 		return r;
@@ -707,7 +705,7 @@ out:
 }
 
 int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row, int flags,
-		       struct ky_key **out)
+                       struct ky_key **out)
 {
 	const struct ky_mk *mk;
 	uint8_t aad[KMS_AAD_MAX];
@@ -720,7 +718,7 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 	if ((mk = kms_mk_for(kms, row->vp)) == NULL)
 		return KY_ERR_MK_MISMATCH;
 	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_KEY, kms->instance, row->id, row->version,
-			 row->vp)) != 0)
+	                 row->vp)) != 0)
 		return r;
 	if (row->bloblen < KMS_SEAL_OVERHEAD + 1 || row->blob == NULL)
 		return KY_ERR_RECORD_TAMPERED;
@@ -756,7 +754,7 @@ out:
 /* ---- keys in the store ---- */
 
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
-		      struct ky_key **out)
+                      struct ky_key **out)
 {
 	struct ky_key *k = NULL;
 	struct ky_store_row row = {0};
@@ -782,7 +780,7 @@ out:
 }
 
 int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t now,
-		   struct ky_key **out)
+                   struct ky_key **out)
 {
 	struct ky_store_row row = {0};
 	int r;
@@ -798,8 +796,7 @@ int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t 
 }
 
 int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
-		    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
-		    uint64_t *total)
+                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n, uint64_t *total)
 {
 	struct ky_store_row *rows = NULL;
 	struct ky_key **v = NULL;
@@ -832,7 +829,7 @@ out:
 }
 
 int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,
-		   int64_t now, struct ky_key **out)
+                   int64_t now, struct ky_key **out)
 {
 	struct ky_store_row row = {0};
 	struct ky_key *k = NULL;
@@ -883,7 +880,7 @@ out:
 /* ---- secrets ---- */
 
 int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
-		      int64_t now)
+                      int64_t now)
 {
 	const struct ky_mk *mk = kms_mk_write(kms);
 	struct ky_store_secret sec = {0}, old = {0};
@@ -909,7 +906,7 @@ int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t 
 		sec.updated = now;
 		memcpy(sec.vp, mk->vp, KY_VP_LEN);
 		if ((r = kms_aad(aad, &aadlen, KMS_LABEL_SECRET, kms->instance, name, 0, mk->vp)) !=
-			    0 ||
+		        0 ||
 		    (r = kms_seal(mk, aad, aadlen, p, n, &sec.blob, &sec.bloblen)) != 0)
 			goto out;
 		r = ky_store_secret_put(kms->store, &sec, expect);
@@ -980,8 +977,8 @@ int ky_kms_count_under(struct ky_store *s, const uint8_t vp[KY_VP_LEN], uint64_t
 /* Re-seals rows[0..n) from old to new in place, dropping (and counting) rows that do not
  * open under old. Returns the number of rows kept in *kept. */
 static int reenc_batch(enum ky_store_table t, const char *instance, const struct ky_mk *old,
-		       const struct ky_mk *new_mk, struct ky_store_vprow *rows, size_t n,
-		       uint8_t **buf, size_t *bufcap, size_t *kept, struct ky_kms_reenc *st)
+                       const struct ky_mk *new_mk, struct ky_store_vprow *rows, size_t n,
+                       uint8_t **buf, size_t *bufcap, size_t *kept, struct ky_kms_reenc *st)
 {
 	const char *label = t == KY_STORE_KEYS ? KMS_LABEL_KEY : KMS_LABEL_SECRET;
 	uint8_t aad[KMS_AAD_MAX];
@@ -1012,8 +1009,8 @@ static int reenc_batch(enum ky_store_table t, const char *instance, const struct
 				return r;
 			goto failed;
 		}
-		if ((r = kms_aad(aad, &aadlen, label, instance, w->name, w->version,
-				 new_mk->vp)) != 0 ||
+		if ((r = kms_aad(aad, &aadlen, label, instance, w->name, w->version, new_mk->vp)) !=
+		        0 ||
 		    (r = kms_seal(new_mk, aad, aadlen, *buf, ptlen, &nb, &nbl)) != 0) {
 			OPENSSL_cleanse(*buf, ptlen);
 			return r;
@@ -1038,8 +1035,8 @@ static int reenc_batch(enum ky_store_table t, const char *instance, const struct
 }
 
 int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_mk *old,
-		      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
-		      struct ky_kms_reenc *st)
+                      const struct ky_mk *new_mk, size_t batch, ky_kms_progress_fn fn, void *arg,
+                      struct ky_kms_reenc *st)
 {
 	static const enum ky_store_table tables[] = {KY_STORE_KEYS, KY_STORE_SECRETS};
 	struct ky_store_vprow *rows = NULL;
@@ -1062,23 +1059,23 @@ int ky_kms_reencipher(struct ky_store *s, const char *instance, const struct ky_
 	for (int round = 0; round < KMS_RETRIES; round++) {
 		st->failed = 0;
 		for (size_t ti = 0; ti < sizeof(tables) / sizeof(tables[0]); ti++) {
-			int64_t after = 0;
+			char after[KY_SECRET_NAME_MAX + 1] = "";
 			for (;;) {
 				size_t kept = 0, swapped = 0;
-				if ((r = ky_store_vp_fetch(s, tables[ti], old->vp, after, batch, &rows,
-							   &nrows)) != 0)
+				if ((r = ky_store_vp_fetch(s, tables[ti], old->vp, after, batch,
+				                           &rows, &nrows)) != 0)
 					goto out;
 				if (nrows == 0) {
 					ky_store_vprows_free(rows, 0);
 					rows = NULL;
 					break;
 				}
-				after = rows[nrows - 1].seq;
+				memcpy(after, rows[nrows - 1].name, sizeof(after));
 				if ((r = reenc_batch(tables[ti], instance, old, new_mk, rows, nrows,
-						     &buf, &bufcap, &kept, st)) != 0)
+				                     &buf, &bufcap, &kept, st)) != 0)
 					goto out;
 				if ((r = ky_store_vp_swap(s, tables[ti], old->vp, new_mk->vp, rows,
-							  kept, &swapped)) != 0)
+				                          kept, &swapped)) != 0)
 					goto out;
 				ky_store_vprows_free(rows, nrows);
 				rows = NULL;

@@ -14,14 +14,14 @@
 #include "kyok/err.h"
 #include "kyok/kms.h"
 
-#define GCM_SLOTS 4
+#define GCM_SLOTS   4
 #define GCM_KEY_MAX 32
 
 struct gcm_slot {
 	EVP_CIPHER_CTX *ctx[2]; /* 0 decrypt, 1 encrypt */
-	unsigned ready;		/* bit d: ctx[d] holds the slot's key */
-	size_t keylen;		/* 0 = empty */
-	uint8_t *key;		/* secure heap, GCM_KEY_MAX bytes */
+	unsigned ready;         /* bit d: ctx[d] holds the slot's key */
+	size_t keylen;          /* 0 = empty */
+	uint8_t *key;           /* secure heap, GCM_KEY_MAX bytes */
 	uint64_t used;
 };
 
@@ -70,7 +70,7 @@ static void gcm_atfork_child(void)
 static void gcm_init_once(void)
 {
 	gcm_key_ok = pthread_key_create(&gcm_key, gcm_destructor) == 0 &&
-		     pthread_atfork(NULL, NULL, gcm_atfork_child) == 0;
+	             pthread_atfork(NULL, NULL, gcm_atfork_child) == 0;
 	gcm_cipher[0] = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
 	gcm_cipher[1] = EVP_CIPHER_fetch(NULL, "AES-192-GCM", NULL);
 	gcm_cipher[2] = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
@@ -178,7 +178,8 @@ static EVP_CIPHER_CTX *gcm_ctx(const uint8_t *key, size_t keylen, int enc)
 	}
 	sl->used = ++c->tick;
 	if (!(sl->ready & (1u << enc))) {
-		if (EVP_CipherInit_ex(sl->ctx[enc], gcm_cipher[ci], NULL, sl->key, NULL, enc) != 1) {
+		if (EVP_CipherInit_ex(sl->ctx[enc], gcm_cipher[ci], NULL, sl->key, NULL, enc) !=
+		    1) {
 			sl->keylen = 0;
 			return NULL;
 		}
@@ -200,8 +201,8 @@ static void gcm_forget(const uint8_t *key, size_t keylen)
 }
 
 int ky_kms_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-		    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN])
+                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+                    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN])
 {
 	EVP_CIPHER_CTX *ctx;
 	int l = 0, l2 = 0;
@@ -223,8 +224,8 @@ int ky_kms_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_
 }
 
 int ky_kms_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-		    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-		    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN], uint8_t *pt)
+                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
+                    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN], uint8_t *pt)
 {
 	EVP_CIPHER_CTX *ctx;
 	int l = 0, l2 = 0;
@@ -264,8 +265,7 @@ static void wrap_be32(uint8_t *p, uint32_t v)
 /* "KYW1" || lp(key id) || u32 version || u32 client aad length; the client aad follows. */
 #define WRAP_HDR_MAX (4 + 2 + KY_UUID_LEN + 4 + 4)
 
-static size_t wrap_aad(uint8_t out[WRAP_HDR_MAX], const char *id, uint32_t version,
-		       size_t aadlen)
+static size_t wrap_aad(uint8_t out[WRAP_HDR_MAX], const char *id, uint32_t version, size_t aadlen)
 {
 	size_t n = strlen(id), off = 0;
 
@@ -295,7 +295,7 @@ static int wrap_check_key(const struct ky_key *k, int unwrap)
 }
 
 int ky_kms_wrap(const struct ky_key *k, const uint8_t *pt, size_t ptlen, const uint8_t *aad,
-		size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen)
+                size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen)
 {
 	uint8_t hdr[WRAP_HDR_MAX];
 	const struct ky_key_version *v;
@@ -322,15 +322,15 @@ int ky_kms_wrap(const struct ky_key *k, const uint8_t *pt, size_t ptlen, const u
 		return r;
 	hl = wrap_aad(hdr, k->id, v->n, aadlen);
 	if ((r = ky_kms_gcm_seal(v->material, v->len, out + 8, hdr, hl, aad, aadlen, pt, ptlen,
-				 out + 8 + KY_WRAP_NONCE_LEN,
-				 out + 8 + KY_WRAP_NONCE_LEN + ptlen)) != 0)
+	                         out + 8 + KY_WRAP_NONCE_LEN,
+	                         out + 8 + KY_WRAP_NONCE_LEN + ptlen)) != 0)
 		return r;
 	*outlen = ptlen + KY_WRAP_OVERHEAD;
 	return 0;
 }
 
 int ky_kms_wrap_dek(const struct ky_key *k, const uint8_t *aad, size_t aadlen,
-		    uint8_t dek[KY_DEK_LEN], uint8_t *out, size_t outcap, size_t *outlen)
+                    uint8_t dek[KY_DEK_LEN], uint8_t *out, size_t outcap, size_t *outlen)
 {
 	int r;
 
@@ -358,7 +358,7 @@ int ky_kms_wrap_version(const uint8_t *ct, size_t ctlen, uint32_t *version)
 }
 
 int ky_kms_unwrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
-		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen, uint32_t *version)
+                  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen, uint32_t *version)
 {
 	uint8_t hdr[WRAP_HDR_MAX];
 	const struct ky_key_version *v;
@@ -386,7 +386,8 @@ int ky_kms_unwrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const
 		return KY_ERR_USAGE;
 	hl = wrap_aad(hdr, k->id, n, aadlen);
 	r = ky_kms_gcm_open(v->material, v->len, ct + 8, hdr, hl, aad, aadlen,
-			    ct + 8 + KY_WRAP_NONCE_LEN, ptlen, ct + 8 + KY_WRAP_NONCE_LEN + ptlen, out);
+	                    ct + 8 + KY_WRAP_NONCE_LEN, ptlen, ct + 8 + KY_WRAP_NONCE_LEN + ptlen,
+	                    out);
 	if (r == KY_ERR_TAMPERED)
 		return KY_ERR_UNWRAP;
 	if (r != 0)
@@ -398,7 +399,7 @@ int ky_kms_unwrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const
 }
 
 int ky_kms_rewrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const uint8_t *aad,
-		  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen)
+                  size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen)
 {
 	uint8_t pt[KY_WRAP_PT_MAX];
 	size_t ptlen = 0;

@@ -15,8 +15,9 @@
  *   meta(k, v)               schema version, instance id
  *   counters(k, n)           'keys' = row count of keys (kept by triggers: O(1) limit check)
  *   keys(id PK, seq, rev, name, state, extractable, created, updated, deleted, version,
- *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search
- *   secrets(name PK, seq, rev, created, updated, vp, blob)
+ *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search;
+ *                            keys_seq (listing order), keys_vp (vp, id) (re-encipherment)
+ *   secrets(name PK, seq, rev, created, updated, vp, blob), secrets_vp (vp, name)
  *   api_keys(id PK, role, hash UNIQUE, created, revoked)
  */
 #include <errno.h>
@@ -61,79 +62,80 @@ enum sq_stmt {
 	SQ__COUNT
 };
 
-#define SQ_KEY_COLS "id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
-#define SQ_FILTER                                                                                  \
-	"(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2)"
+#define SQ_KEY_COLS \
+	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
+#define SQ_FILTER "(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2)"
 
 static const char *const sq_sql[SQ__COUNT] = {
-	[SQ_BEGIN] = "BEGIN IMMEDIATE",
-	[SQ_COMMIT] = "COMMIT",
-	[SQ_ROLLBACK] = "ROLLBACK",
-	[SQ_KEY_TOTAL] = "SELECT n FROM counters WHERE k = 'keys'",
-	[SQ_KEY_INSERT] = "INSERT INTO keys (" SQ_KEY_COLS ") VALUES (?1, "
-			  "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, ?2, ?3, ?4, ?5, ?6, ?7, "
-			  "?8, ?9, ?10) RETURNING seq",
-	[SQ_KEY_UPDATE] = "UPDATE keys SET rev = rev + 1, name = ?2, state = ?3, extractable = ?4, "
-			  "created = ?5, updated = ?6, deleted = ?7, version = ?8, vp = ?9, "
-			  "blob = ?10 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
-	[SQ_KEY_REV] = "SELECT rev FROM keys WHERE id = ?1",
-	[SQ_KEY_GET] = "SELECT " SQ_KEY_COLS " FROM keys WHERE id = ?1",
-	[SQ_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1 AND rev = ?2",
-	[SQ_KEY_LIST] = "SELECT " SQ_KEY_COLS " FROM keys WHERE " SQ_FILTER
-			" ORDER BY seq LIMIT ?3 OFFSET ?4",
-	[SQ_KEY_COUNT] = "SELECT count(*) FROM keys WHERE " SQ_FILTER,
-	[SQ_SECRET_INSERT] = "INSERT INTO secrets (name, seq, rev, created, updated, vp, blob) "
-			     "VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, ?2, "
-			     "?3, ?4, ?5) RETURNING seq, rev",
-	[SQ_SECRET_UPDATE] = "UPDATE secrets SET rev = rev + 1, updated = ?3, vp = ?4, blob = ?5 "
-			     "WHERE name = ?1 AND rev = ?6 RETURNING seq, rev",
-	[SQ_SECRET_REV] = "SELECT rev FROM secrets WHERE name = ?1",
-	[SQ_SECRET_GET] = "SELECT name, seq, rev, created, updated, vp, blob FROM secrets "
-			  "WHERE name = ?1",
-	[SQ_SECRET_DELETE] = "DELETE FROM secrets WHERE name = ?1",
-	[SQ_VP_COUNT_KEYS] = "SELECT count(*) FROM keys WHERE vp = ?1",
-	[SQ_VP_COUNT_SECRETS] = "SELECT count(*) FROM secrets WHERE vp = ?1",
-	[SQ_VP_FETCH_KEYS] = "SELECT id, seq, rev, version, blob FROM keys "
-			     "WHERE vp = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-	[SQ_VP_FETCH_SECRETS] = "SELECT name, seq, rev, 0, blob FROM secrets "
-				"WHERE vp = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-	[SQ_VP_SWAP_KEYS] = "UPDATE keys SET vp = ?2, blob = ?3, rev = rev + 1 "
-			    "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
-	[SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
-			       "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
-	[SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked) "
-			     "VALUES (?1, ?2, ?3, ?4, 0)",
-	[SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE id = ?1",
-	[SQ_APIKEY_FIND] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE hash = ?1",
-	[SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked = 0",
+    [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_COMMIT] = "COMMIT",
+    [SQ_ROLLBACK] = "ROLLBACK",
+    [SQ_KEY_TOTAL] = "SELECT n FROM counters WHERE k = 'keys'",
+    [SQ_KEY_INSERT] = "INSERT INTO keys (" SQ_KEY_COLS ") VALUES (?1, "
+                      "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                      "?8, ?9, ?10) RETURNING seq",
+    [SQ_KEY_UPDATE] = "UPDATE keys SET rev = rev + 1, name = ?2, state = ?3, extractable = ?4, "
+                      "created = ?5, updated = ?6, deleted = ?7, version = ?8, vp = ?9, "
+                      "blob = ?10 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
+    [SQ_KEY_REV] = "SELECT rev FROM keys WHERE id = ?1",
+    [SQ_KEY_GET] = "SELECT " SQ_KEY_COLS " FROM keys WHERE id = ?1",
+    [SQ_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1 AND rev = ?2",
+    [SQ_KEY_LIST] =
+        "SELECT " SQ_KEY_COLS " FROM keys WHERE " SQ_FILTER " ORDER BY seq LIMIT ?3 OFFSET ?4",
+    [SQ_KEY_COUNT] = "SELECT count(*) FROM keys WHERE " SQ_FILTER,
+    [SQ_SECRET_INSERT] = "INSERT INTO secrets (name, seq, rev, created, updated, vp, blob) "
+                         "VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, ?2, "
+                         "?3, ?4, ?5) RETURNING seq, rev",
+    [SQ_SECRET_UPDATE] = "UPDATE secrets SET rev = rev + 1, updated = ?3, vp = ?4, blob = ?5 "
+                         "WHERE name = ?1 AND rev = ?6 RETURNING seq, rev",
+    [SQ_SECRET_REV] = "SELECT rev FROM secrets WHERE name = ?1",
+    [SQ_SECRET_GET] = "SELECT name, seq, rev, created, updated, vp, blob FROM secrets "
+                      "WHERE name = ?1",
+    [SQ_SECRET_DELETE] = "DELETE FROM secrets WHERE name = ?1",
+    [SQ_VP_COUNT_KEYS] = "SELECT count(*) FROM keys WHERE vp = ?1",
+    [SQ_VP_COUNT_SECRETS] = "SELECT count(*) FROM secrets WHERE vp = ?1",
+    /* Primary key order: a batch touches neighbouring leaf pages, not one page per row. */
+    [SQ_VP_FETCH_KEYS] = "SELECT id, seq, rev, version, blob FROM keys "
+                         "WHERE vp = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [SQ_VP_FETCH_SECRETS] = "SELECT name, seq, rev, 0, blob FROM secrets "
+                            "WHERE vp = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+    [SQ_VP_SWAP_KEYS] = "UPDATE keys SET vp = ?2, blob = ?3, rev = rev + 1 "
+                        "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
+    [SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
+                           "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
+    [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked) "
+                         "VALUES (?1, ?2, ?3, ?4, 0)",
+    [SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE id = ?1",
+    [SQ_APIKEY_FIND] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE hash = ?1",
+    [SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked = 0",
 };
 
 static const char sq_schema[] =
-	"CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) "
-	"WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS counters (k TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) "
-	"WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS keys ("
-	" id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
-	" name TEXT NOT NULL, state INTEGER NOT NULL, extractable INTEGER NOT NULL,"
-	" created INTEGER NOT NULL, updated INTEGER NOT NULL, deleted INTEGER NOT NULL,"
-	" version INTEGER NOT NULL, vp BLOB NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;"
-	"CREATE UNIQUE INDEX IF NOT EXISTS keys_seq ON keys (seq);"
-	"CREATE INDEX IF NOT EXISTS keys_vp ON keys (vp, seq);"
-	"CREATE TABLE IF NOT EXISTS secrets ("
-	" name TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
-	" created INTEGER NOT NULL, updated INTEGER NOT NULL, vp BLOB NOT NULL,"
-	" blob BLOB NOT NULL) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS secrets_vp ON secrets (vp, seq);"
-	"CREATE TABLE IF NOT EXISTS api_keys ("
-	" id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,"
-	" created INTEGER NOT NULL, revoked INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE TRIGGER IF NOT EXISTS keys_count_ins AFTER INSERT ON keys BEGIN"
-	" UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
-	"CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
-	" UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;"
-	"INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
-	"INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
+    "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) "
+    "WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS counters (k TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) "
+    "WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS keys ("
+    " id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
+    " name TEXT NOT NULL, state INTEGER NOT NULL, extractable INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, updated INTEGER NOT NULL, deleted INTEGER NOT NULL,"
+    " version INTEGER NOT NULL, vp BLOB NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS keys_seq ON keys (seq);"
+    "CREATE INDEX IF NOT EXISTS keys_vp ON keys (vp, id);"
+    "CREATE TABLE IF NOT EXISTS secrets ("
+    " name TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
+    " created INTEGER NOT NULL, updated INTEGER NOT NULL, vp BLOB NOT NULL,"
+    " blob BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS secrets_vp ON secrets (vp, name);"
+    "CREATE TABLE IF NOT EXISTS api_keys ("
+    " id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,"
+    " created INTEGER NOT NULL, revoked INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TRIGGER IF NOT EXISTS keys_count_ins AFTER INSERT ON keys BEGIN"
+    " UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
+    "CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
+    " UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;"
+    "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
+    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
 
 struct sq_store;
 
@@ -245,8 +247,8 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 		return KY_ERR_NOMEM;
 	c->s = s;
 	rc = sqlite3_open_v2(s->path, &c->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
-			     NULL);
+	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
+	                     NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_err(rc);
 		goto out;
@@ -257,10 +259,9 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	rc = sqlite3_exec(c->db,
-			  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-			  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
-			  "PRAGMA mmap_size = 1073741824;",
-			  NULL, NULL, NULL);
+	                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
+	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_err(rc);
 		goto out;
@@ -317,7 +318,7 @@ static int sq_stmt(struct sq_conn *c, enum sq_stmt i, sqlite3_stmt **out)
 
 	if (c->st[i] == NULL) {
 		rc = sqlite3_prepare_v3(c->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
-					NULL);
+		                        NULL);
 		if (rc != SQLITE_OK)
 			return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 	}
@@ -718,8 +719,8 @@ static void sq_bind_filter(sqlite3_stmt *st, const struct ky_store_filter *f)
 	sqlite3_bind_int(st, 2, f == NULL || f->extractable < 0 ? -1 : (f->extractable ? 1 : 0));
 }
 
-static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit,
-		       uint64_t offset, struct ky_store_row **rows, size_t *n)
+static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
+                       struct ky_store_row **rows, size_t *n)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
@@ -766,7 +767,7 @@ out:
 }
 
 static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_filter *f,
-		    const uint8_t *vp, uint64_t *n)
+                    const uint8_t *vp, uint64_t *n)
 {
 	sqlite3_stmt *st;
 	int r, rc;
@@ -915,11 +916,11 @@ static int sq_vp_count(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
 	return sq_count(c, t == KY_STORE_KEYS ? SQ_VP_COUNT_KEYS : SQ_VP_COUNT_SECRETS, NULL, vp,
-			n);
+	                n);
 }
 
 static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-		       int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n)
+                       const char *after, size_t max, struct ky_store_vprow **rows, size_t *n)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
@@ -930,15 +931,14 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
-	if ((r = sq_stmt(c, t == KY_STORE_KEYS ? SQ_VP_FETCH_KEYS : SQ_VP_FETCH_SECRETS, &st)) !=
-	    0)
+	if ((r = sq_stmt(c, t == KY_STORE_KEYS ? SQ_VP_FETCH_KEYS : SQ_VP_FETCH_SECRETS, &st)) != 0)
 		return r;
 	if (max > 100000)
 		max = 100000;
 	if ((v = calloc(max, sizeof(*v))) == NULL)
 		return KY_ERR_NOMEM;
 	sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, after_seq);
+	sq_bind_text(st, 2, after ? after : "");
 	sqlite3_bind_int64(st, 3, (int64_t)max);
 	while (len < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct ky_store_vprow *w = &v[len];
@@ -971,8 +971,8 @@ out:
 }
 
 static int sq_vp_swap(void *be, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
-		      const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
-		      size_t *swapped)
+                      const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+                      size_t *swapped)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
@@ -1034,7 +1034,7 @@ out:
 }
 
 static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, size_t keylen,
-			  struct ky_store_apikey *k)
+                          struct ky_store_apikey *k)
 {
 	sqlite3_stmt *st;
 	int r, rc;
@@ -1072,7 +1072,7 @@ static int sq_apikey_get(void *be, const char *id, struct ky_store_apikey *k)
 }
 
 static int sq_apikey_find(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
-			  struct ky_store_apikey *k)
+                          struct ky_store_apikey *k)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
@@ -1194,9 +1194,9 @@ static int sq_has_meta(struct sq_conn *c, int *has)
 	int rc;
 
 	rc = sqlite3_prepare_v2(c->db,
-				"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-				"name = 'meta'",
-				-1, &st, NULL);
+	                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+	                        "name = 'meta'",
+	                        -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		*has = sqlite3_column_int(st, 0) > 0;
 	sqlite3_finalize(st);
@@ -1315,27 +1315,27 @@ out:
 }
 
 const struct ky_store_ops ky_store_sqlite_ops = {
-	.scheme = "sqlite",
-	.open = sq_open,
-	.close = sq_close,
-	.begin = sq_begin,
-	.commit = sq_commit,
-	.rollback = sq_rollback,
-	.key_insert = sq_key_insert,
-	.key_update = sq_key_update,
-	.key_get = sq_key_get,
-	.key_delete = sq_key_delete,
-	.key_list = sq_key_list,
-	.key_count = sq_key_count,
-	.secret_put = sq_secret_put,
-	.secret_get = sq_secret_get,
-	.secret_delete = sq_secret_delete,
-	.vp_count = sq_vp_count,
-	.vp_fetch = sq_vp_fetch,
-	.vp_swap = sq_vp_swap,
-	.apikey_insert = sq_apikey_insert,
-	.apikey_get = sq_apikey_get,
-	.apikey_find = sq_apikey_find,
-	.apikey_revoke = sq_apikey_revoke,
-	.plan = sq_plan,
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .key_insert = sq_key_insert,
+    .key_update = sq_key_update,
+    .key_get = sq_key_get,
+    .key_delete = sq_key_delete,
+    .key_list = sq_key_list,
+    .key_count = sq_key_count,
+    .secret_put = sq_secret_put,
+    .secret_get = sq_secret_get,
+    .secret_delete = sq_secret_delete,
+    .vp_count = sq_vp_count,
+    .vp_fetch = sq_vp_fetch,
+    .vp_swap = sq_vp_swap,
+    .apikey_insert = sq_apikey_insert,
+    .apikey_get = sq_apikey_get,
+    .apikey_find = sq_apikey_find,
+    .apikey_revoke = sq_apikey_revoke,
+    .plan = sq_plan,
 };

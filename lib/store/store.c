@@ -12,7 +12,7 @@ struct ky_store {
 };
 
 static const struct ky_store_ops *const store_backends[] = {
-	&ky_store_sqlite_ops,
+    &ky_store_sqlite_ops,
 };
 
 static const struct ky_store_ops *store_find_backend(const char *uri, const char **location)
@@ -138,7 +138,7 @@ int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev)
 }
 
 int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
-		      uint64_t offset, struct ky_store_row **rows, size_t *n)
+                      uint64_t offset, struct ky_store_row **rows, size_t *n)
 {
 	const struct ky_store_filter all = {.states = 0, .extractable = -1};
 
@@ -206,25 +206,25 @@ void ky_store_secret_release(struct ky_store_secret *sec)
 }
 
 int ky_store_vp_count(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-		      uint64_t *n)
+                      uint64_t *n)
 {
 	*n = 0;
 	return s->ops->vp_count(s->be, t, vp, n);
 }
 
 int ky_store_vp_fetch(struct ky_store *s, enum ky_store_table t, const uint8_t vp[KY_VP_LEN],
-		      int64_t after_seq, size_t max, struct ky_store_vprow **rows, size_t *n)
+                      const char *after, size_t max, struct ky_store_vprow **rows, size_t *n)
 {
 	*rows = NULL;
 	*n = 0;
 	if (max == 0)
 		return KY_ERR_USAGE;
-	return s->ops->vp_fetch(s->be, t, vp, after_seq, max, rows, n);
+	return s->ops->vp_fetch(s->be, t, vp, after, max, rows, n);
 }
 
 int ky_store_vp_swap(struct ky_store *s, enum ky_store_table t, const uint8_t old_vp[KY_VP_LEN],
-		     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
-		     size_t *swapped)
+                     const uint8_t new_vp[KY_VP_LEN], const struct ky_store_vprow *rows, size_t n,
+                     size_t *swapped)
 {
 	*swapped = 0;
 	if (n == 0)
@@ -255,7 +255,7 @@ int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apik
 }
 
 int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
-			 struct ky_store_apikey *k)
+                         struct ky_store_apikey *k)
 {
 	memset(k, 0, sizeof(*k));
 	return s->ops->apikey_find(s->be, hash, k);

@@ -98,3 +98,91 @@ finish() {
 	fi
 	echo "$T_NAME: all checks passed"
 }
+
+# ---- talking to units directly, the way a hostile or foreign client would ----------------
+
+inst_file() { echo "$KYOK_INSTANCE/instance.json"; }
+instance_id() { jq -r .instance "$(inst_file)"; }
+unit_url() { jq -r ".units[] | select(.number==$1) | .url" "$(inst_file)"; }
+unit_id() { jq -r ".units[] | select(.number==$1) | .id" "$(inst_file)"; }
+unit_state() { curl -fsS "$(unit_url "$1")/v1/admin/state"; }
+unit_counter() { unit_state "$1" | jq -r .next_counter; }
+
+# sigkey_file NAME: the signature key file of administrator NAME in the workspace.
+sigkey_file() {
+	local f
+	for f in "$KYOK_TKE_FILES"/sigkeys/"$1"-*.sigkey; do
+		[ -f "$f" ] && { echo "$f"; return 0; }
+	done
+	echo "no signature key file for $1" >&2
+	return 1
+}
+
+# cmd_json N OP [FIELDS_JSON [COUNTER]]: a command for unit N, at its next counter.
+cmd_json() {
+	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-}
+	[ -n "$counter" ] || counter=$(unit_counter "$n")
+	jq -cn --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --argjson c "$counter" \
+		--arg op "$op" --argjson x "$extra" \
+		'{kyok: "admin-command-v1", instance: $i, unit: $u, counter: $c, op: $op} + $x'
+}
+
+# sign_cmd IN OUT NAME...: signs command JSON file IN with plain openssl, one SignerInfo per
+# administrator NAME (passwords in $T_DIR/pw/NAME), DER SignedData in OUT.
+sign_cmd() {
+	local in=$1 out=$2 f first=1
+	shift 2
+	for name in "$@"; do
+		f=$(sigkey_file "$name")
+		if [ $first -eq 1 ]; then
+			openssl cms -sign -binary -nodetach -md sha512 -keyid -in "$in" \
+				-signer "$f" -inkey "$f" -passin "file:$T_DIR/pw/$name" \
+				-outform DER -out "$out"
+			first=0
+		else
+			openssl cms -resign -binary -md sha512 -keyid -nocerts -inform DER -in "$out" \
+				-signer "$f" -inkey "$f" -passin "file:$T_DIR/pw/$name" \
+				-outform DER -out "$out.tmp"
+			mv "$out.tmp" "$out"
+		fi
+	done
+}
+
+# post_cmd N DER: posts a DER command to unit N, prints the reply body.
+post_cmd() {
+	curl -sS -X POST -H 'Content-Type: application/octet-stream' --data-binary "@$2" \
+		"$(unit_url "$1")/v1/admin/command"
+}
+
+# expect_refused DESC SLUG N DER: unit N must refuse with error code SLUG and change nothing.
+expect_refused() {
+	local desc=$1 slug=$2 n=$3 der=$4 before after reply code
+	before=$(unit_state "$n")
+	reply=$(post_cmd "$n" "$der")
+	code=$(jq -r '.error.code // "none"' <<<"$reply")
+	after=$(unit_state "$n")
+	if [ "$code" != "$slug" ]; then
+		fail "$desc: unit $n answered '$code', want '$slug': $reply"
+	elif [ "$before" != "$after" ]; then
+		fail "$desc: refused but the state of unit $n changed"
+	else
+		pass "$desc ($slug: $(jq -r .error.detail <<<"$reply"))"
+	fi
+}
+
+# expect_accepted DESC N DER: unit N must run the command.
+expect_accepted() {
+	local reply
+	reply=$(post_cmd "$2" "$3")
+	if [ "$(jq -r .ok <<<"$reply")" = true ]; then
+		pass "$1"
+	else
+		fail "$1: unit $2 refused: $reply"
+	fi
+}
+
+# bundle_der FILE K OUT: the K-th (1-based) CMS block of a command bundle, as DER.
+bundle_der() {
+	awk -v k="$2" '/-----BEGIN CMS-----/{n++} n==k{print} /-----END CMS-----/{if(n==k) exit}' "$1" |
+		openssl cms -cmsout -inform PEM -outform DER -out "$3"
+}

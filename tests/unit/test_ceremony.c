@@ -359,6 +359,10 @@ static void t_command_roundtrip(void **state)
 	c->unit[0] = '\0';
 	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
 	ky_command_free(c);
+	c = cmd(d, KY_OP_ZEROIZE);
+	c->counter = UINT64_MAX; /* JSON integers stop at 2^63-1 */
+	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
+	ky_command_free(c);
 	c = cmd(d, KY_OP_MK_EXPORT);
 	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
 	ky_command_free(c);
@@ -839,6 +843,11 @@ static void e_admin_same_key(json_t *o)
 {
 	add_admin_cert(o, admins[ALICE].key, "alias");
 }
+static void e_admin_not_admin_cert(json_t *o)
+{
+	/* the importer certificate parses and has a name and SKI, but is no admin's */
+	json_array_append(json_object_get(o, "admins"), json_object_get(o, "importer_cert"));
+}
 static void e_admin_garbage(json_t *o)
 {
 	json_array_set_new(json_object_get(o, "admins"), 1, json_string("garbage"));
@@ -969,6 +978,7 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_admin_twice, "same admin twice");
 	corrupt(d, e_admin_same_name, "two admins with one name");
 	corrupt(d, e_admin_same_key, "two admins with one key");
+	corrupt(d, e_admin_not_admin_cert, "admin certificate not self-signed");
 	corrupt(d, e_admin_garbage, "admin not a certificate");
 	corrupt(d, e_sig_above_admins, "signature threshold above admins");
 	corrupt(d, e_rev_above_admins, "revocation threshold above admins");

@@ -19,7 +19,7 @@
 #include "kyok/kms.h"
 #include "kyok/store.h"
 
-#define NOW ((int64_t)1700000000)
+#define NOW      ((int64_t)1700000000)
 #define INSTANCE "inst-0001"
 
 struct fx {
@@ -128,10 +128,10 @@ static struct ky_key *load(struct fx *f, const char *id)
 	return k;
 }
 
-static int act(struct fx *f, const char *id, enum ky_key_action a, const char *actor,
-	       int64_t now)
+static int act(struct fx *f, const char *id, enum ky_key_action a, const char *actor, int64_t now)
 {
-	struct ky_key_act ka = {.action = a, .actor = actor, .rotation_months = -1, .dual_auth = -1};
+	struct ky_key_act ka = {
+	    .action = a, .actor = actor, .rotation_months = -1, .dual_auth = -1};
 	return ky_kms_key_act(&f->kms, id, &ka, now, NULL);
 }
 
@@ -181,8 +181,9 @@ static void test_create_get_root(void **state)
 	assert_null(g->versions[0].material);
 	assert_int_equal(g->versions[0].len, 32);
 	ky_key_free(g);
-	assert_int_equal(ky_kms_key_get(&f->kms, "00000000-0000-4000-8000-000000000000", 0, NOW, &g),
-			 KY_ERR_NOT_FOUND);
+	assert_int_equal(
+	    ky_kms_key_get(&f->kms, "00000000-0000-4000-8000-000000000000", 0, NOW, &g),
+	    KY_ERR_NOT_FOUND);
 	assert_null(g);
 	ky_key_free(k);
 }
@@ -287,7 +288,7 @@ static void test_list(void **state)
 	/* one tampered row fails the whole listing rather than serving it */
 	sqlf(f->path, "UPDATE keys SET state = 1 WHERE id = '%s'", ids[2]);
 	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total),
-			 KY_ERR_RECORD_TAMPERED);
+	                 KY_ERR_RECORD_TAMPERED);
 	assert_null(keys);
 }
 
@@ -333,8 +334,8 @@ static void test_tampered_blob_byte_exact(void **state)
 
 	/* every region of the blob: nonce, ciphertext, tag */
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT blob FROM keys WHERE id = ?", -1, &st, NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db, "SELECT blob FROM keys WHERE id = ?", -1, &st, NULL), SQLITE_OK);
 	sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	n = sqlite3_column_bytes(st, 0);
@@ -345,18 +346,20 @@ static void test_tampered_blob_byte_exact(void **state)
 	for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++) {
 		blob[spots[i]] ^= 0x01;
 		assert_int_equal(
-			sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
-			SQLITE_OK);
+		    sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
+		    SQLITE_OK);
 		sqlite3_bind_blob(st, 1, blob, n, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, k->id, -1, SQLITE_STATIC);
 		assert_int_equal(sqlite3_step(st), SQLITE_DONE);
 		sqlite3_finalize(st);
-		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g),
+		                 KY_ERR_RECORD_TAMPERED);
 		blob[spots[i]] ^= 0x01;
 	}
 	/* restored: served again */
-	assert_int_equal(sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
-			 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db, "UPDATE keys SET blob = ? WHERE id = ?", -1, &st, NULL),
+	    SQLITE_OK);
 	sqlite3_bind_blob(st, 1, blob, n, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, k->id, -1, SQLITE_STATIC);
 	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
@@ -373,21 +376,32 @@ static void test_tampered_clear_columns(void **state)
 	struct fx *f = *state;
 	struct ky_key *k = create_root(f, "columns"), *g = NULL;
 	static const char *const edits[] = {
-		"extractable = 1",	       "state = 2",		"state = 5",
-		"name = 'renamed'",	       "created = created + 1", "updated = updated + 1",
-		"deleted = 1",		       "version = 2",
+	    "extractable = 1",
+	    "state = 2",
+	    "state = 5",
+	    "name = 'renamed'",
+	    "created = created + 1",
+	    "updated = updated + 1",
+	    "deleted = 1",
+	    "version = 2",
 	};
 	static const char *const undo[] = {
-		"extractable = 0",	       "state = 1",		"state = 1",
-		"name = 'columns'",	       "created = created - 1", "updated = updated - 1",
-		"deleted = 0",		       "version = 1",
+	    "extractable = 0",
+	    "state = 1",
+	    "state = 1",
+	    "name = 'columns'",
+	    "created = created - 1",
+	    "updated = updated - 1",
+	    "deleted = 0",
+	    "version = 1",
 	};
 
 	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
 		sqlf(f->path, "UPDATE keys SET %s WHERE id = '%s'", edits[i], k->id);
-		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+		assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g),
+		                 KY_ERR_RECORD_TAMPERED);
 		assert_int_equal(ky_kms_key_get(&f->kms, k->id, KY_KMS_METADATA_ONLY, NOW, &g),
-				 KY_ERR_RECORD_TAMPERED);
+		                 KY_ERR_RECORD_TAMPERED);
 		sqlf(f->path, "UPDATE keys SET %s WHERE id = '%s'", undo[i], k->id);
 		g = load(f, k->id);
 		ky_key_free(g);
@@ -403,8 +417,8 @@ static void test_swapped_blobs(void **state)
 
 	/* same name, same state: only the id in the AAD tells the records apart */
 	snprintf(q, sizeof(q),
-		 "UPDATE keys SET blob = (SELECT blob FROM keys WHERE id = '%s') WHERE id = '%s'",
-		 k2->id, k1->id);
+	         "UPDATE keys SET blob = (SELECT blob FROM keys WHERE id = '%s') WHERE id = '%s'",
+	         k2->id, k1->id);
 	sql(f->path, q);
 	assert_int_equal(ky_kms_key_get(&f->kms, k1->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
 	ky_key_free(k1);
@@ -549,28 +563,27 @@ static void test_wrap_roundtrip(void **state)
 	assert_int_equal(ver, 1);
 	assert_memory_equal(out, pt, 32);
 	/* aad given on unwrap but not on wrap */
-	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen,
-				       NULL),
-			 KY_ERR_UNWRAP);
+	assert_int_equal(
+	    ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen, NULL),
+	    KY_ERR_UNWRAP);
 	/* with aad */
 	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), aad, sizeof(aad), ct, sizeof(ct), &ctlen),
-			 0);
-	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen,
-				       NULL),
-			 0);
+	                 0);
+	assert_int_equal(
+	    ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad), out, sizeof(out), &outlen, NULL), 0);
 	assert_memory_equal(out, pt, 32);
 	/* wrong aad, missing aad */
-	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad) - 2, out, sizeof(out),
-				       &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	assert_int_equal(
+	    ky_kms_unwrap(k, ct, ctlen, aad, sizeof(aad) - 2, out, sizeof(out), &outlen, NULL),
+	    KY_ERR_UNWRAP);
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	/* output too small */
 	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct) - 1, &ctlen),
-			 KY_ERR_TOO_LARGE);
+	                 KY_ERR_TOO_LARGE);
 	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, 31, &outlen, NULL),
-			 KY_ERR_TOO_LARGE);
+	                 KY_ERR_TOO_LARGE);
 	/* empty plaintext */
 	assert_int_equal(ky_kms_wrap(k, pt, 0, NULL, 0, ct, sizeof(ct), &ctlen), KY_ERR_MALFORMED);
 	/* wrap without plaintext: a new data key */
@@ -594,9 +607,10 @@ static void test_wrap_imported_sizes(void **state)
 	for (size_t len = 16; len <= 32; len += 8) {
 		sp.len = len;
 		assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
-		assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
+		assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen),
+		                 0);
 		assert_int_equal(
-			ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
+		    ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
 		assert_memory_equal(out, pt, sizeof(pt));
 		ky_key_free(k);
 	}
@@ -615,37 +629,39 @@ static void test_unwrap_tampered_and_malformed(void **state)
 	/* each byte of nonce, ciphertext and tag */
 	for (size_t i = 8; i < ctlen; i++) {
 		ct[i] ^= 0x80;
-		assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-				 KY_ERR_UNWRAP);
+		assert_int_equal(
+		    ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+		    KY_ERR_UNWRAP);
 		ct[i] ^= 0x80;
 	}
 	/* magic */
 	for (size_t i = 0; i < 4; i++) {
 		ct[i] ^= 0x01;
-		assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-				 KY_ERR_WRAP_MALFORMED);
+		assert_int_equal(
+		    ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
+		    KY_ERR_WRAP_MALFORMED);
 		ct[i] ^= 0x01;
 	}
 	/* version: 0 is malformed, 2 does not exist, a larger one neither */
 	ct[7] = 0;
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_WRAP_MALFORMED);
+	                 KY_ERR_WRAP_MALFORMED);
 	ct[7] = 2;
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	ct[7] = 1;
 	ct[4] = 0x80;
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	ct[4] = 0;
 	/* truncated: every length up to the bare overhead is malformed, longer ones fail auth */
 	for (size_t n = 0; n <= KY_WRAP_OVERHEAD; n++)
 		assert_int_equal(ky_kms_unwrap(k, ct, n, NULL, 0, out, sizeof(out), &outlen, NULL),
-				 KY_ERR_WRAP_MALFORMED);
+		                 KY_ERR_WRAP_MALFORMED);
 	assert_int_equal(ky_kms_unwrap(k, ct, ctlen - 1, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	assert_int_equal(ky_kms_unwrap(k, NULL, 0, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_WRAP_MALFORMED);
+	                 KY_ERR_WRAP_MALFORMED);
 	assert_int_equal(ky_kms_wrap_version(ct, ctlen, &ver), 0);
 	assert_int_equal(ver, 1);
 	/* intact: still fine */
@@ -663,11 +679,11 @@ static void test_unwrap_other_key(void **state)
 	assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
 	assert_int_equal(ky_kms_wrap(k1, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
 	assert_int_equal(ky_kms_unwrap(k2, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	/* same material under another id (a copied key) still refuses: the id is in the AAD */
 	memcpy(k2->versions[0].material, k1->versions[0].material, 32);
 	assert_int_equal(ky_kms_unwrap(k2, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	ky_key_free(k1);
 	ky_key_free(k2);
 }
@@ -706,7 +722,7 @@ static void test_rotate_unwrap_old_rewrap_new(void **state)
 	assert_memory_equal(out, pt, 32);
 	/* the key as it was before the rotation cannot read version 3 */
 	assert_int_equal(ky_kms_unwrap(k, ct2, l2, aad, 3, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_UNWRAP);
+	                 KY_ERR_UNWRAP);
 	/* rewrap refuses what unwrap refuses, and leaves no output */
 	assert_int_equal(ky_kms_rewrap(g, ct1, l1, NULL, 0, ct2, sizeof(ct2), &l2), KY_ERR_UNWRAP);
 	assert_int_equal(l2, 0);
@@ -724,24 +740,24 @@ static void test_wrap_refusals_by_key(void **state)
 
 	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &std), 0);
 	assert_int_equal(ky_kms_wrap(std, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen),
-			 KY_ERR_KEY_NOT_ROOT);
+	                 KY_ERR_KEY_NOT_ROOT);
 	assert_int_equal(ky_kms_wrap_dek(std, NULL, 0, dek, ct, sizeof(ct), &ctlen),
-			 KY_ERR_KEY_NOT_ROOT);
+	                 KY_ERR_KEY_NOT_ROOT);
 	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
 	/* suspended: no wrap, no unwrap */
 	assert_int_equal(act(f, k->id, KY_KEY_DISABLE, "m", NOW), 0);
 	g = load(f, k->id);
 	assert_int_equal(ky_kms_wrap(g, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen),
-			 KY_ERR_KEY_NOT_ACTIVE);
+	                 KY_ERR_KEY_NOT_ACTIVE);
 	assert_int_equal(ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen), 0);
 	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_KEY_NOT_ACTIVE);
+	                 KY_ERR_KEY_NOT_ACTIVE);
 	ky_key_free(g);
 	/* destroyed */
 	assert_int_equal(act(f, k->id, KY_KEY_DELETE, "m", NOW), 0);
 	g = load(f, k->id);
 	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL),
-			 KY_ERR_KEY_DESTROYED);
+	                 KY_ERR_KEY_DESTROYED);
 	ky_key_free(g);
 	ky_key_free(std);
 	ky_key_free(k);
@@ -760,9 +776,9 @@ static void test_deactivated_by_expiry(void **state)
 	assert_int_equal(ky_kms_key_get(&f->kms, e->id, 0, NOW + 100, &g), 0);
 	assert_int_equal(g->state, KY_KEY_DEACTIVATED);
 	assert_int_equal(ky_kms_wrap(g, pt, sizeof(pt), NULL, 0, ct2, sizeof(ct2), &l2),
-			 KY_ERR_KEY_NOT_ACTIVE);
+	                 KY_ERR_KEY_NOT_ACTIVE);
 	assert_int_equal(ky_kms_rewrap(g, ct, ctlen, NULL, 0, ct2, sizeof(ct2), &l2),
-			 KY_ERR_KEY_NOT_ACTIVE);
+	                 KY_ERR_KEY_NOT_ACTIVE);
 	assert_int_equal(ky_kms_unwrap(g, ct, ctlen, NULL, 0, out, sizeof(out), &outlen, NULL), 0);
 	ky_key_free(g);
 	/* a deactivated key is neither enabled, disabled nor rotated; it may be deleted */
@@ -813,11 +829,12 @@ static void test_transitions(void **state)
 	assert_int_equal(act(f, id, KY_KEY_ROTATE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
 	assert_int_equal(act(f, id, KY_KEY_DELETE, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
 	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "m", NOW + 5), KY_ERR_KEY_DESTROYED);
-	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = 1, .dual_auth = -1};
+	struct ky_key_act pol = {
+	    .action = KY_KEY_SET_POLICY, .rotation_months = 1, .dual_auth = -1};
 	assert_int_equal(ky_kms_key_act(&f->kms, id, &pol, NOW + 5, NULL), KY_ERR_KEY_DESTROYED);
 	/* purge only after 4 hours */
 	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 4 + KY_KMS_PURGE_DELAY - 1),
-			 KY_ERR_PURGE_TOO_EARLY);
+	                 KY_ERR_PURGE_TOO_EARLY);
 	/* restore within 30 days -> Active */
 	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW + 4 + KY_KMS_RESTORE_WINDOW - 1), 0);
 	g = load(f, id);
@@ -827,11 +844,11 @@ static void test_transitions(void **state)
 	/* Active -> Destroyed, not restorable after 30 days, purge after 4 h */
 	assert_int_equal(act(f, id, KY_KEY_DELETE, "m", NOW + 100), 0);
 	assert_int_equal(act(f, id, KY_KEY_RESTORE, "m", NOW + 100 + KY_KMS_RESTORE_WINDOW),
-			 KY_ERR_RESTORE_EXPIRED);
+	                 KY_ERR_RESTORE_EXPIRED);
 	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 100 + KY_KMS_PURGE_DELAY), 0);
 	assert_int_equal(ky_kms_key_get(&f->kms, id, 0, NOW, &g), KY_ERR_NOT_FOUND);
 	assert_int_equal(act(f, id, KY_KEY_PURGE, "m", NOW + 100 + KY_KMS_PURGE_DELAY),
-			 KY_ERR_NOT_FOUND);
+	                 KY_ERR_NOT_FOUND);
 	ky_key_free(k);
 }
 
@@ -860,7 +877,8 @@ static void test_rotate_rules(void **state)
 	assert_memory_equal(g->versions[1].material, m2, 32);
 	ky_key_free(g);
 	/* policies */
-	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = 3, .dual_auth = -1};
+	struct ky_key_act pol = {
+	    .action = KY_KEY_SET_POLICY, .rotation_months = 3, .dual_auth = -1};
 	assert_int_equal(ky_kms_key_act(&f->kms, gen->id, &pol, NOW, &g), 0);
 	assert_int_equal(g->rotation_months, 3);
 	ky_key_free(g);
@@ -876,7 +894,8 @@ static void test_dual_auth_delete(void **state)
 {
 	struct fx *f = *state;
 	struct ky_key *k = create_root(f, "guarded"), *g;
-	struct ky_key_act pol = {.action = KY_KEY_SET_POLICY, .rotation_months = -1, .dual_auth = 1};
+	struct ky_key_act pol = {
+	    .action = KY_KEY_SET_POLICY, .rotation_months = -1, .dual_auth = 1};
 	const char *id = k->id;
 
 	assert_int_equal(ky_kms_key_act(&f->kms, id, &pol, NOW, NULL), 0);
@@ -892,14 +911,15 @@ static void test_dual_auth_delete(void **state)
 	assert_int_equal(act(f, id, KY_KEY_DELETE, NULL, NOW + 1), KY_ERR_USAGE);
 	/* the authorization expires after 7 days */
 	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + KY_KMS_DUAL_AUTH_VALID),
-			 KY_ERR_DUAL_AUTH_REQUIRED);
+	                 KY_ERR_DUAL_AUTH_REQUIRED);
 	/* cancelled */
 	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "alice", NOW + 10), 0);
 	assert_int_equal(act(f, id, KY_KEY_UNSET_DELETION, "carol", NOW + 11), 0);
 	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + 12), KY_ERR_DUAL_AUTH_REQUIRED);
 	/* set by one, deleted by another within 7 days */
 	assert_int_equal(act(f, id, KY_KEY_SET_DELETION, "alice", NOW + 20), 0);
-	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + 20 + KY_KMS_DUAL_AUTH_VALID - 1), 0);
+	assert_int_equal(act(f, id, KY_KEY_DELETE, "bob", NOW + 20 + KY_KMS_DUAL_AUTH_VALID - 1),
+	                 0);
 	g = load(f, id);
 	assert_int_equal(g->state, KY_KEY_DESTROYED);
 	assert_string_equal(g->deleted_by, "bob");
@@ -931,7 +951,8 @@ static void test_secrets(void **state)
 	assert_int_equal(ky_kms_secret_get(&only_b, "token-signing", &p, &n), KY_ERR_MK_MISMATCH);
 	assert_int_equal(ky_kms_secret_get(&f->kms, "nope", &p, &n), KY_ERR_NOT_FOUND);
 	sql(f->path, "UPDATE secrets SET blob = substr(blob, 1, 20) || x'00' || substr(blob, 22)");
-	assert_int_equal(ky_kms_secret_get(&f->kms, "token-signing", &p, &n), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_secret_get(&f->kms, "token-signing", &p, &n),
+	                 KY_ERR_RECORD_TAMPERED);
 	assert_null(p);
 	assert_int_equal(ky_kms_secret_put(&f->kms, "", sec, sizeof(sec), NOW), KY_ERR_USAGE);
 	assert_int_equal(ky_kms_secret_put(&f->kms, "x", sec, 0, NOW), KY_ERR_USAGE);
@@ -969,7 +990,7 @@ static int stop_after_cb(const struct ky_kms_reenc *st, void *arg)
 }
 
 static void check_all_open(struct fx *f, const struct ky_kms *kms, int n,
-			   char (*ids)[KY_UUID_LEN + 1])
+                           char (*ids)[KY_UUID_LEN + 1])
 {
 	struct ky_key *g;
 
@@ -1000,9 +1021,9 @@ static void test_reencipher_resume(void **state)
 	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
 	assert_int_equal(under, N + 1);
 	/* interrupted after 2 batches of 300 */
-	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop,
-					   &st),
-			 KY_ERR_CANCELLED);
+	assert_int_equal(
+	    ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop, &st),
+	    KY_ERR_CANCELLED);
 	assert_int_equal(st.batches, 2);
 	assert_int_equal(st.done, 600);
 	assert_int_equal(ky_kms_count_under(f->s, f->a->vp, &under), 0);
@@ -1014,9 +1035,8 @@ static void test_reencipher_resume(void **state)
 	}
 	/* resumed: works on what is left */
 	stop.batches = 1000;
-	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop,
-					   &st),
-			 0);
+	assert_int_equal(
+	    ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 300, stop_after_cb, &stop, &st), 0);
 	assert_int_equal(st.done, N + 1 - 600);
 	assert_int_equal(st.failed, 0);
 	assert_int_equal(st.remaining, 0);
@@ -1034,7 +1054,7 @@ static void test_reencipher_resume(void **state)
 	assert_int_equal(st.done, 0);
 	/* same key twice is refused */
 	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->b, f->b, 0, NULL, NULL, &st),
-			 KY_ERR_SAME_KEY);
+	                 KY_ERR_SAME_KEY);
 	free(ids);
 }
 
@@ -1051,7 +1071,7 @@ static void test_reencipher_cas_race(void **state)
 
 	create_many(f, N, ids);
 	/* A re-encipher batch is read... */
-	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, f->a->vp, 0, N, &rows, &n), 0);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, f->a->vp, NULL, N, &rows, &n), 0);
 	assert_int_equal(n, N);
 	/* ...meanwhile a unit holding the new key rotates key 3 (written under b), and a unit
 	 * that does not have it yet disables key 4 (written under a, new rev) */
@@ -1060,9 +1080,8 @@ static void test_reencipher_cas_race(void **state)
 	assert_int_equal(ky_kms_key_act(&during, root3, &rot, NOW + 1, NULL), 0);
 	assert_int_equal(act(f, root4, KY_KEY_DISABLE, "m", NOW + 1), 0);
 	/* ...then the batch's swap (here with the old blobs: what matters is the CAS) */
-	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, f->a->vp, f->b->vp, rows, n,
-					  &swapped),
-			 0);
+	assert_int_equal(
+	    ky_store_vp_swap(f->s, KY_STORE_KEYS, f->a->vp, f->b->vp, rows, n, &swapped), 0);
 	assert_int_equal(swapped, N - 2);
 	ky_store_vprows_free(rows, n);
 	/* the raced rows kept their updates */
@@ -1077,23 +1096,31 @@ static void test_reencipher_cas_race(void **state)
 }
 
 /* Between batches (progress callback): a unit without the new key disables a key still
- * under a, a unit holding both rotates another one. */
+ * under a, a unit holding both rotates another one still under a. */
 struct between {
 	struct fx *f;
-	const char *under_a;
-	const char *rotated;
+	char under_a[KY_UUID_LEN + 1];
+	char rotated[KY_UUID_LEN + 1];
 	int calls;
 };
 
 static int between_cb(const struct ky_kms_reenc *st, void *arg)
 {
 	struct between *b = arg;
-	struct ky_kms during = {.store = b->f->s, .instance = INSTANCE, .current = b->f->a,
-				.next = b->f->b};
+	struct ky_kms during = {
+	    .store = b->f->s, .instance = INSTANCE, .current = b->f->a, .next = b->f->b};
 	struct ky_key_act rot = {.action = KY_KEY_ROTATE, .rotation_months = -1, .dual_auth = -1};
+	struct ky_store_vprow *rows = NULL;
+	size_t n = 0;
 
 	(void)st;
 	if (b->calls++ == 0) {
+		assert_int_equal(
+		    ky_store_vp_fetch(b->f->s, KY_STORE_KEYS, b->f->a->vp, NULL, 2, &rows, &n), 0);
+		assert_int_equal(n, 2);
+		strcpy(b->under_a, rows[0].name);
+		strcpy(b->rotated, rows[1].name);
+		ky_store_vprows_free(rows, n);
 		assert_int_equal(act(b->f, b->under_a, KY_KEY_DISABLE, "m", NOW + 1), 0);
 		assert_int_equal(ky_kms_key_act(&during, b->rotated, &rot, NOW + 1, NULL), 0);
 	}
@@ -1108,18 +1135,17 @@ static void test_reencipher_updates_between_batches(void **state)
 	struct ky_kms_reenc st;
 	struct ky_kms after = {.store = f->s, .instance = INSTANCE, .current = f->b};
 	struct ky_key *g;
-	struct between b = {.f = f, .under_a = ids[50], .rotated = ids[41]};
+	struct between b = {.f = f};
 
 	create_many(f, N, ids);
-	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 20, between_cb, &b, &st),
-			 0);
-	/* key 41 was moved by its own update, not by the run */
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 20, between_cb, &b, &st), 0);
+	/* the rotated key was moved by its own update, not by the run */
 	assert_int_equal(st.done, N - 1);
 	check_all_open(f, &after, N, ids);
-	assert_int_equal(ky_kms_key_get(&after, ids[50], 0, NOW, &g), 0);
+	assert_int_equal(ky_kms_key_get(&after, b.under_a, 0, NOW, &g), 0);
 	assert_int_equal(g->state, KY_KEY_SUSPENDED);
 	ky_key_free(g);
-	assert_int_equal(ky_kms_key_get(&after, ids[41], 0, NOW, &g), 0);
+	assert_int_equal(ky_kms_key_get(&after, b.rotated, 0, NOW, &g), 0);
 	assert_int_equal(g->nversions, 2);
 	ky_key_free(g);
 }
@@ -1139,8 +1165,8 @@ struct racer {
 static void *racer_thread(void *arg)
 {
 	struct racer *rc = arg;
-	struct ky_kms during = {.store = rc->f->s, .instance = INSTANCE, .current = rc->f->a,
-				.next = rc->f->b};
+	struct ky_kms during = {
+	    .store = rc->f->s, .instance = INSTANCE, .current = rc->f->a, .next = rc->f->b};
 	struct ky_kms old_only = {.store = rc->f->s, .instance = INSTANCE, .current = rc->f->a};
 
 	for (int n = 0; n < 3000 && !__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE); n++) {
@@ -1149,10 +1175,10 @@ static void *racer_thread(void *arg)
 		 * moved it gets a master key mismatch and changes nothing; before, it writes
 		 * under the old key with a new rev */
 		const struct ky_kms *k = n % 3 == 2 ? &old_only : &during;
-		struct ky_key_act a = {.action = rc->expect_suspended[i] ? KY_KEY_ENABLE
-									  : KY_KEY_DISABLE,
-				       .rotation_months = -1,
-				       .dual_auth = -1};
+		struct ky_key_act a = {.action =
+		                           rc->expect_suspended[i] ? KY_KEY_ENABLE : KY_KEY_DISABLE,
+		                       .rotation_months = -1,
+		                       .dual_auth = -1};
 		int r = ky_kms_key_act(k, rc->ids[i], &a, NOW, NULL);
 		if (r == 0)
 			rc->expect_suspended[i] = !rc->expect_suspended[i];
@@ -1195,12 +1221,12 @@ static void test_reencipher_racing_writer(void **state)
 		struct ky_key *g = NULL;
 		assert_int_equal(ky_kms_key_get(&after, ids[i], 0, NOW, &g), 0);
 		assert_int_equal(g->state,
-				 rc->expect_suspended[i] ? KY_KEY_SUSPENDED : KY_KEY_ACTIVE);
+		                 rc->expect_suspended[i] ? KY_KEY_SUSPENDED : KY_KEY_ACTIVE);
 		ky_key_free(g);
 	}
 	if (getenv("KYOK_TEST_VERBOSE"))
 		fprintf(stderr, "racing writer: %d writes, %lu rows raced\n", rc->writes,
-			(unsigned long)raced);
+		        (unsigned long)raced);
 	free(rc);
 	free(ids);
 }
@@ -1217,7 +1243,7 @@ static void test_reencipher_tampered_row(void **state)
 	create_many(f, N, ids);
 	sqlf(f->path, "UPDATE keys SET version = 9 WHERE id = '%s'", ids[7]);
 	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 8, NULL, NULL, &st),
-			 KY_ERR_RECORD_TAMPERED);
+	                 KY_ERR_RECORD_TAMPERED);
 	assert_int_equal(st.failed, 1);
 	assert_string_equal(st.failed_name, ids[7]);
 	assert_int_equal(st.done, N - 1);
@@ -1235,41 +1261,41 @@ static void test_reencipher_tampered_row(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_mk_vp, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_create_get_root, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_create_imported_and_refusals, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_list, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_limit, fx_setup_limit3, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_blob, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_blob_byte_exact, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_clear_columns, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_swapped_blobs, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_other_instance, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_unknown_vp, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_rotation_in_progress_writes_under_next, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_record_roundtrip_and_truncation, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_wrap_roundtrip, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_wrap_imported_sizes, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_unwrap_tampered_and_malformed, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_unwrap_other_key, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_rotate_unwrap_old_rewrap_new, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_wrap_refusals_by_key, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_deactivated_by_expiry, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_transitions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reencipher_updates_between_batches, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reencipher_racing_writer, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reencipher_tampered_row, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_mk_vp, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_create_get_root, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_create_imported_and_refusals, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_list, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_limit, fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_tampered_blob, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_tampered_blob_byte_exact, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_tampered_clear_columns, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_swapped_blobs, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_other_instance, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_unknown_vp, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rotation_in_progress_writes_under_next, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_record_roundtrip_and_truncation, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_wrap_roundtrip, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_wrap_imported_sizes, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_unwrap_tampered_and_malformed, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_unwrap_other_key, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rotate_unwrap_old_rewrap_new, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_wrap_refusals_by_key, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_deactivated_by_expiry, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_transitions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reencipher_updates_between_batches, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reencipher_racing_writer, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reencipher_tampered_row, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("kms", tests, NULL, NULL);
 }

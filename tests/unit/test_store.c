@@ -74,8 +74,7 @@ static int fx_teardown(void **state)
 }
 
 /* A row with a made-up blob; the store never looks inside. */
-static void row_make(struct ky_store_row *row, int i, int state, int extractable,
-		     const uint8_t *vp)
+static void row_make(struct ky_store_row *row, int i, int state, int extractable, const uint8_t *vp)
 {
 	memset(row, 0, sizeof(*row));
 	snprintf(row->id, sizeof(row->id), "%08x-0000-4000-8000-%012x", (unsigned)i, (unsigned)i);
@@ -226,7 +225,7 @@ static void test_key_insert_get(void **state)
 	ky_store_row_release(&row);
 
 	assert_int_equal(ky_store_key_get(f->s, "00000000-0000-4000-8000-00000000ffff", &got),
-			 KY_ERR_NOT_FOUND);
+	                 KY_ERR_NOT_FOUND);
 	assert_int_equal(ky_store_key_get(f->s, "short", &got), KY_ERR_NOT_FOUND);
 	assert_int_equal(ky_store_key_get(f->s, NULL, &got), KY_ERR_NOT_FOUND);
 	/* a row without a blob is not stored */
@@ -467,13 +466,14 @@ static void test_vp_count_fetch_swap(void **state)
 	insert_n(f->s, 10, 3, vp_b);
 	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_KEYS, vp_a, &cnt), 0);
 	assert_int_equal(cnt, 10);
-	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, 0, 4, &rows, &n), 0);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, NULL, 4, &rows, &n), 0);
 	assert_int_equal(n, 4);
 	assert_int_equal(rows[0].seq, 1);
 	assert_int_equal(rows[3].seq, 4);
 	assert_int_equal(rows[0].version, 1);
 	assert_string_equal(rows[0].name, "00000000-0000-4000-8000-000000000000");
-	int64_t after = rows[3].seq;
+	char after[KY_SECRET_NAME_MAX + 1];
+	strcpy(after, rows[3].name);
 	ky_store_vprows_free(rows, n);
 	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, after, 100, &rows, &n), 0);
 	assert_int_equal(n, 6);
@@ -509,8 +509,8 @@ static void test_vp_count_fetch_swap(void **state)
 	assert_int_equal(cnt, 5);
 	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_KEYS, vp_b, &cnt), 0);
 	assert_int_equal(cnt, 8);
-	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, 0, 0, &rows, &n),
-			 KY_ERR_USAGE);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, "", 0, &rows, &n),
+	                 KY_ERR_USAGE);
 }
 
 /* ---- secrets ---- */
@@ -547,12 +547,12 @@ static void test_secrets(void **state)
 
 	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_SECRETS, vp_a, &cnt), 0);
 	assert_int_equal(cnt, 1);
-	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_SECRETS, vp_a, 0, 10, &rows, &n), 0);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_SECRETS, vp_a, "", 10, &rows, &n), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(rows[0].name, "token-signing-key");
 	assert_int_equal(rows[0].version, 0);
 	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_SECRETS, vp_a, vp_b, rows, n, &swapped),
-			 0);
+	                 0);
 	assert_int_equal(swapped, 1);
 	ky_store_vprows_free(rows, n);
 	assert_int_equal(ky_store_vp_count(f->s, KY_STORE_SECRETS, vp_b, &cnt), 0);
@@ -605,7 +605,7 @@ static void test_apikeys(void **state)
 /* ---- concurrency ---- */
 
 #define GC_THREADS 8
-#define GC_EACH	   40
+#define GC_EACH    40
 
 struct gc_arg {
 	struct ky_store *s;
@@ -774,28 +774,28 @@ static void test_thread_exit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_uri, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_open_file_mode_wal, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_open_schema_newer, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_open_instance_binding, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_key_insert_get, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_key_update_cas, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_key_list_filters, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_key_limit, fx_setup_limit3, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_key_limit_counter_tracks_sql_delete,
-						fx_setup_limit3, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_busy_other_writer, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_plan_uses_index, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_columns_refused, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_vp_count_fetch_swap, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_apikeys, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_group_commit_threads, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_group_commit_limit, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_uri, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_file_mode_wal, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_schema_newer, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_instance_binding, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_insert_get, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_update_cas, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_list_filters, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_limit, fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_limit_counter_tracks_sql_delete,
+	                                    fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_busy_other_writer, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_plan_uses_index, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_tampered_columns_refused, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_vp_count_fetch_swap, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_apikeys, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_limit, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
