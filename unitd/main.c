@@ -47,10 +47,10 @@ static void unitd_usage(FILE *fp)
 
 /* A start failure: to the log, and to stderr too when the log is a file, so that whoever
  * started the daemon sees why it stopped. */
-static void unitd_start_error(const struct unitd_config *cfg, const char *msg)
+static void unitd_start_error(const char *msg)
 {
 	unitd_log("error: %s", msg);
-	if (cfg->log_file != NULL)
+	if (!unitd_log_reaches_stderr())
 		fprintf(stderr, "error: %s\n", msg);
 }
 
@@ -130,18 +130,18 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	if ((errno = pthread_sigmask(SIG_BLOCK, &sigs, NULL)) != 0) {
-		unitd_start_error(&cfg, "cannot block signals");
+		unitd_start_error("cannot block signals");
 		goto out;
 	}
 
 	if ((r = unitd_store_open(cfg.data_dir, &st, err, sizeof(err))) != 0 ||
 	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
-		unitd_start_error(&cfg, err);
+		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
 	if ((r = unitd_server_start(&cfg, &st, &dom, &srv, err, sizeof(err))) != 0) {
-		unitd_start_error(&cfg, err);
+		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
@@ -149,7 +149,7 @@ int main(int argc, char **argv)
 		if ((r = unitd_port_file(cfg.port_file, unitd_server_port(srv))) != 0) {
 			snprintf(err, sizeof(err), "cannot write port file '%s': %s", cfg.port_file,
 			         ky_err_message(r));
-			unitd_start_error(&cfg, err);
+			unitd_start_error(err);
 			status = ky_err_exit(r);
 			goto out;
 		}

@@ -366,9 +366,16 @@ int unitd_store_open(const char *data_dir, struct unitd_store *st, char *err, si
 		goto out;
 	}
 	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		r = errno == EWOULDBLOCK ? KY_ERR_CONFIG : KY_ERR_IO;
-		snprintf(err, errlen, "data directory '%s' is in use by another kyok-unitd: %s",
-		         data_dir, strerror(errno));
+		if (errno == EWOULDBLOCK) {
+			r = KY_ERR_CONFIG;
+			snprintf(err, errlen,
+			         "data directory '%s' is in use by another kyok-unitd (it holds "
+			         "'%s'); stop that one first",
+			         data_dir, lock_path);
+		} else {
+			r = KY_ERR_IO;
+			snprintf(err, errlen, "cannot lock '%s': %s", lock_path, strerror(errno));
+		}
 		goto out;
 	}
 	store_remove_stale(data_dir);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,6 +81,19 @@ void unitd_log_reopen(void)
 	pthread_mutex_unlock(&log_lock);
 }
 
+bool unitd_log_reaches_stderr(void)
+{
+	struct stat a, b;
+	bool same = true;
+
+	pthread_mutex_lock(&log_lock);
+	if (log_fp != NULL)
+		same = fstat(fileno(log_fp), &a) == 0 && fstat(STDERR_FILENO, &b) == 0 &&
+		       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	pthread_mutex_unlock(&log_lock);
+	return same;
+}
+
 void unitd_log_close(void)
 {
 	pthread_mutex_lock(&log_lock);
@@ -106,6 +120,10 @@ static void log_vline(const char *fmt, va_list ap)
 	n = strlen(line);
 	while (n > 0 && line[n - 1] == '\n')
 		line[--n] = '\0';
+	/* One event, one line: nothing a client sends may start a line of its own. */
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	pthread_mutex_lock(&log_lock);
 	fprintf(log_fp ? log_fp : stderr, "%s %s\n", ts, line);
 	fflush(log_fp ? log_fp : stderr);
@@ -226,7 +244,8 @@ static enum MHD_Result server_send(struct MHD_Connection *c, EVP_PKEY *identity,
 	             : KY_ERR_INTERNAL;
 	if (r != 0) {
 		/* An unsigned reply would be refused by the client anyway; say why here. */
-		unitd_log("error: cannot sign reply to %s %s: %s", method, url, ky_err_message(r));
+		unitd_log("error: cannot sign reply to %.16s %.128s: %s", method, url,
+		          ky_err_message(r));
 		sig = NULL;
 	}
 	resp = MHD_create_response_from_buffer(body->len, body->data, MHD_RESPMEM_MUST_COPY);

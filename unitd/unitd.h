@@ -48,6 +48,8 @@ int unitd_harden(char *err, size_t errlen) KY_WUR;
 int unitd_log_open(const char *path, char *err, size_t errlen) KY_WUR;
 /* Reopens the log file after rotation (SIGHUP); keeps the old one on failure. */
 void unitd_log_reopen(void);
+/* True when the log lines already land on stderr (no log file, or stderr is that file). */
+bool unitd_log_reaches_stderr(void);
 void unitd_log_close(void);
 /* One line, prefixed with the UTC time. Never pass secrets. */
 void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

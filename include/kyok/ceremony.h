@@ -88,7 +88,9 @@ const char *ky_cur_state_name(enum ky_cur_state s); /* "EMPTY", "VALID" */
 struct ky_command *ky_command_new(void);
 void ky_command_free(struct ky_command *c);
 /* Strict parser: unknown fields, wrong types, bad hex/base64 -> KY_ERR_BAD_COMMAND;
- * unknown op -> KY_ERR_NOT_COMMAND_OP. */
+ * unknown op -> KY_ERR_NOT_COMMAND_OP; "kyok" tag missing or not "admin-command-v1" ->
+ * KY_ERR_NOT_COMMAND; more than 8 key parts -> KY_ERR_KEY_PARTS. "vp" is required for
+ * mk-commit and mk-import, optional for mk-load and mk-setimm. */
 int ky_command_parse(const uint8_t *json, size_t n, struct ky_command **out) KY_WUR;
 int ky_command_encode(const struct ky_command *c, struct ky_buf *json) KY_WUR;
 
@@ -109,7 +111,10 @@ json_t *ky_domain_public_json(const struct ky_domain *d);
 
 /* Number of distinct admin signatures op needs in d's present mode, or an error
  * (KY_ERR_IMPRINT_MODE, KY_ERR_NOT_IMPRINT_MODE). For thresholds-set in imprint mode this
- * is the new signature threshold; for mk-load the number of parts. */
+ * is the new signature threshold; for mk-load the number of parts. When that number
+ * itself is impossible the reason is returned instead: KY_ERR_KEY_PARTS (mk-load with
+ * other than 2..8 parts), KY_ERR_THRESHOLD_RANGE / KY_ERR_THRESHOLD_ABOVE_ADMINS
+ * (thresholds-set in imprint mode; exit-imprint with no admin installed). */
 int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c,
 			 int *required) KY_WUR;
 

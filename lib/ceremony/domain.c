@@ -330,8 +330,8 @@ static int domain_parse_register(json_t *o, const char *key, bool is_new, struct
 	uint8_t vp[KY_VP_LEN];
 	bool full = false;
 
-	if (!json_is_object(reg) || json_object_size(reg) != 3 ||
-	    !ceremony_json_only_keys(reg, keys) ||
+	/* Only these keys, each of them checked below (a missing one fails there). */
+	if (!json_is_object(reg) || !ceremony_json_only_keys(reg, keys) ||
 	    (state = ceremony_json_str(reg, "state")) == NULL)
 		goto out;
 	if (is_new) {
