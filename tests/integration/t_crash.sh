@@ -90,7 +90,7 @@ for round in $(seq "$ROUNDS"); do
 		break
 	fi
 	check_invariant "$round"
-	[ -n "${KYOK_CRASH_VERBOSE:-}" ] && echo "round $round: counter $(unit_counter 1)" >&2
+	if [ -n "${KYOK_CRASH_VERBOSE:-}" ]; then echo "round $round: counter $(unit_counter 1)" >&2; fi
 done
 total_after=$(unit_counter 1)
 pass "$ROUNDS kill -9 rounds, $((total_after - total_before)) commands completed in between, state consistent after each restart"
@@ -99,5 +99,5 @@ pass "$ROUNDS kill -9 rounds, $((total_after - total_before)) commands completed
 expect_ok "status after the crashes" "$KYOK" status
 expect_eq "no stray temporary state files" \
 	"$(find "$KYOK_INSTANCE/unit-1/data" -name '*.tmp*' | wc -l)" 0
-[ -n "${KYOK_CRASH_VERBOSE:-}" ] && sort "$C/replies" | uniq -c | sort -rn | head -5 >&2
+if [ -n "${KYOK_CRASH_VERBOSE:-}" ]; then sort "$C/replies" | uniq -c | sort -rn | head -5 >&2; fi
 finish
