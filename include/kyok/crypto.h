@@ -44,12 +44,16 @@ int ky_cert_ski(const X509 *cert, uint8_t ski[KY_SKI_LEN]) KY_WUR;
 /* Common name of cert into out (at most outlen-1 chars; KY_ERR_BAD_CERT if missing/longer). */
 int ky_cert_cn(const X509 *cert, char *out, size_t outlen) KY_WUR;
 /* Self-signed certificate: CN = cn, OU = ou, SKI/AKI = ky_ski, validity days. */
-int ky_cert_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days,
-			X509 **out) KY_WUR;
+int ky_cert_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days, X509 **out) KY_WUR;
+/* Self-signed certificate that may issue end-entity certificates (CA:TRUE, pathlen 0,
+ * keyCertSign): the unit identity, which certifies the unit's importer key, so that
+ * `openssl verify -partial_chain -CAfile identity.pem importer.pem` checks the chain. */
+int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, int days,
+                               X509 **out) KY_WUR;
 /* Certificate for subject_key issued by issuer (cert + key): used for the importer key,
  * certified by the unit identity key. */
 int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *issuer,
-		  EVP_PKEY *issuer_key, int days, X509 **out) KY_WUR;
+                  EVP_PKEY *issuer_key, int days, X509 **out) KY_WUR;
 /* Checks an admin certificate: P-521 key, self-signature valid, SKI extension equal to
  * ky_ski of the key, CN 1..30 printable chars. KY_ERR_BAD_CERT or KY_ERR_ADMIN_NAME. */
 int ky_admin_cert_check(X509 *cert) KY_WUR;
@@ -58,15 +62,15 @@ int ky_cert_verify_by(X509 *cert, EVP_PKEY *issuer_pub) KY_WUR;
 /* SHA-256 of the DER SubjectPublicKeyInfo, as lowercase hex (65 bytes with NUL). */
 int ky_pubkey_fingerprint(EVP_PKEY *pk, char out[65]) KY_WUR;
 
-int ky_cert_to_pem(X509 *cert, char **out) KY_WUR;	  /* malloc'd NUL-terminated */
-int ky_cert_from_pem(const char *pem, X509 **out) KY_WUR; /* KY_ERR_MALFORMED */
+int ky_cert_to_pem(X509 *cert, char **out) KY_WUR;           /* malloc'd NUL-terminated */
+int ky_cert_from_pem(const char *pem, X509 **out) KY_WUR;    /* KY_ERR_MALFORMED */
 int ky_pkey_to_der(EVP_PKEY *pk, struct ky_buf *out) KY_WUR; /* private key, PKCS#8 DER */
 int ky_pkey_from_der(const uint8_t *p, size_t n, EVP_PKEY **out) KY_WUR;
 
 /* ECDSA-SHA512 raw signatures (DER ECDSA-Sig-Value), used for unit reply signatures. */
 int ky_sign(EVP_PKEY *key, const void *msg, size_t n, struct ky_buf *sig) KY_WUR;
 int ky_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig,
-	      size_t siglen) KY_WUR; /* 0 or KY_ERR_BAD_SIGNATURE */
+              size_t siglen) KY_WUR; /* 0 or KY_ERR_BAD_SIGNATURE */
 
 /* ---- signature key files ---- */
 
@@ -77,8 +81,7 @@ int ky_sigkey_create(const char *path, const char *name, const char *password) K
 int ky_sigkey_read_cert(const char *path, X509 **cert) KY_WUR;
 /* Reads certificate and private key. KY_ERR_WRONG_PASSWORD, KY_ERR_NOT_SIGKEY,
  * KY_ERR_TAMPERED (key does not match certificate). */
-int ky_sigkey_open(const char *path, const char *password, X509 **cert,
-		   EVP_PKEY **key) KY_WUR;
+int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY **key) KY_WUR;
 
 /* ---- key part files ---- */
 
@@ -89,13 +92,13 @@ struct ky_keypart_info {
 
 /* Writes a key part file (mode 0600, refuses to overwrite). part is 32 bytes. */
 int ky_keypart_write(const char *path, const uint8_t part[KY_MK_LEN], const char *description,
-		     const char *password) KY_WUR;
+                     const char *password) KY_WUR;
 /* Header only, no password: KY_ERR_NOT_KEY_PART when not a key part file. */
 int ky_keypart_read_info(const char *path, struct ky_keypart_info *info) KY_WUR;
 /* Decrypts: KY_ERR_WRONG_PASSWORD, KY_ERR_TAMPERED, KY_ERR_METADATA_ALTERED,
  * KY_ERR_NOT_KEY_PART. part receives 32 bytes (caller cleanses). */
 int ky_keypart_open(const char *path, const char *password, struct ky_keypart_info *info,
-		    uint8_t part[KY_MK_LEN]) KY_WUR;
+                    uint8_t part[KY_MK_LEN]) KY_WUR;
 
 /* ---- CMS: signed commands ---- */
 
@@ -106,7 +109,7 @@ int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der) KY_WUR;
 int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key) KY_WUR;
 
 struct ky_cms_signer {
-	uint8_t ski[KY_SKI_LEN]; /* signer id */
+	uint8_t ski[KY_SKI_LEN];          /* signer id */
 	char name[KY_ADMIN_NAME_MAX + 1]; /* CN of the embedded certificate, "" if none */
 };
 
@@ -114,7 +117,7 @@ struct ky_cms_signer {
  * verifying anything. KY_ERR_NOT_COMMAND when not CMS SignedData with attached content;
  * KY_ERR_BAD_COMMAND when a signer is not identified by a 32-byte SKI. */
 int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
-		 struct ky_cms_signer **signers, size_t *nsigners) KY_WUR;
+                 struct ky_cms_signer **signers, size_t *nsigners) KY_WUR;
 /* Verifies signer number i of the SignedData against pub (signature over the signed
  * attributes and message digest of the content). 0 or KY_ERR_BAD_SIGNATURE. */
 int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub) KY_WUR;
@@ -124,21 +127,20 @@ int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub) 
 /* AuthEnvelopedData of secret (n bytes) to the recipient certificate (EC P-521 ECDH,
  * sha256 KDF, AES-256 wrap, AES-256-GCM content; the envelope also travels inside a
  * signed command). */
-int ky_envelope_seal(const uint8_t *secret, size_t n, X509 *recip_cert,
-		     struct ky_buf *der) KY_WUR;
+int ky_envelope_seal(const uint8_t *secret, size_t n, X509 *recip_cert, struct ky_buf *der) KY_WUR;
 /* Decrypts with the recipient key and cert. out receives exactly n bytes or
  * KY_ERR_BAD_COMMAND. Caller cleanses out. */
-int ky_envelope_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
-		     uint8_t *out, size_t n) KY_WUR;
+int ky_envelope_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert, uint8_t *out,
+                     size_t n) KY_WUR;
 
 /* ---- AEAD ---- */
 
 /* AES-256-GCM with a random 12-byte nonce: out = nonce || ciphertext || tag (16). */
-int ky_aead_seal(const uint8_t key[32], const void *aad, size_t aadlen, const void *pt,
-		 size_t n, struct ky_buf *out) KY_WUR;
+int ky_aead_seal(const uint8_t key[32], const void *aad, size_t aadlen, const void *pt, size_t n,
+                 struct ky_buf *out) KY_WUR;
 /* KY_ERR_TAMPERED when the tag fails. out receives n - 28 bytes. */
-int ky_aead_open(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in,
-		 size_t n, struct ky_buf *out) KY_WUR;
+int ky_aead_open(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in, size_t n,
+                 struct ky_buf *out) KY_WUR;
 
 /* Base64 (no newlines) helpers. */
 int ky_b64_encode(const uint8_t *p, size_t n, char **out) KY_WUR;

@@ -10,97 +10,101 @@
 #define KYOK_ERR_H
 
 #define KY_EXIT_INTERNAL 1
-#define KY_EXIT_USAGE 2
-#define KY_EXIT_INPUT 3
-#define KY_EXIT_REFUSED 4
-#define KY_EXIT_STATE 5
-#define KY_EXIT_UNIT 6
+#define KY_EXIT_USAGE    2
+#define KY_EXIT_INPUT    3
+#define KY_EXIT_REFUSED  4
+#define KY_EXIT_STATE    5
+#define KY_EXIT_UNIT     6
 
 #define KY_ERRORS(X)                                                                               \
-	X(OK, "ok", 0, 200, "success")                                                                 \
-	X(INTERNAL, "internal", KY_EXIT_INTERNAL, 500, "internal error")                              \
-	X(NOMEM, "out-of-memory", KY_EXIT_INTERNAL, 500, "out of memory")                             \
-	X(CRYPTO, "crypto-failure", KY_EXIT_INTERNAL, 500, "cryptographic operation failed")          \
-	X(USAGE, "usage", KY_EXIT_USAGE, 400, "wrong usage")                                          \
-	X(CANCELLED, "cancelled", KY_EXIT_USAGE, 400, "cancelled")                                    \
-	X(IO, "io", KY_EXIT_INPUT, 500, "cannot read or write file")                                  \
-	X(NOT_FOUND, "not-found", KY_EXIT_INPUT, 404, "not found")                                    \
-	X(EXISTS, "exists", KY_EXIT_INPUT, 409, "already exists")                                     \
-	X(MALFORMED, "malformed", KY_EXIT_INPUT, 400, "malformed input")                              \
-	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                              \
-	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                              \
-	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                     \
-	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                          \
-	  "password too short: use at least 8 characters")                                            \
-	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")           \
-	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                    \
-	  "readable metadata does not match the encrypted copy: file was altered")                    \
-	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")        \
-	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                                  \
-	  "not a kyok signature key file")                                                            \
-	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file")   \
-	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                       \
-	  "sealed unit state cannot be opened: wrong seal key or damaged file")                       \
-	X(UNREACHABLE, "unit-unreachable", KY_EXIT_UNIT, 503, "crypto unit cannot be reached")        \
-	X(IDENTITY_CHANGED, "unit-identity-changed", KY_EXIT_UNIT, 502,                                \
-	  "crypto unit identity differs from the one pinned on first contact")                        \
-	X(BAD_REPLY, "bad-reply", KY_EXIT_UNIT, 502, "crypto unit reply is malformed or not signed by " \
-	                                            "the unit")                                       \
-	X(INSTANCE_DOWN, "instance-not-running", KY_EXIT_UNIT, 503, "instance is not running")        \
-	X(NO_UNITS, "no-units-selected", KY_EXIT_USAGE, 400,                                           \
-	  "no crypto units selected: run 'kyok tke cryptounit-add'")                                  \
-	X(NO_SIGNERS, "no-signers-selected", KY_EXIT_USAGE, 400,                                       \
-	  "no signature keys selected: run 'kyok tke sigkey-sel'")                                    \
-	X(NOT_COMMAND_OP, "unknown-command", KY_EXIT_INPUT, 400, "unknown command operation")         \
-	X(BAD_COMMAND, "bad-command", KY_EXIT_INPUT, 400, "malformed signed command")                 \
-	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                      \
-	  "command is for another service instance")                                                  \
-	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")       \
-	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                            \
-	  "wrong transaction counter: command replayed or out of date")                               \
-	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                        \
-	  "a signature on the command does not verify")                                               \
-	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                                  \
-	  "command signed by a key that is not an installed administrator")                           \
-	X(DUPLICATE_SIGNER, "duplicate-signer", KY_EXIT_REFUSED, 403,                                  \
-	  "the same administrator signed more than once: it counts once, not enough signatures")     \
-	X(NOT_ENOUGH_SIGNATURES, "not-enough-signatures", KY_EXIT_REFUSED, 403,                        \
-	  "not enough administrator signatures")                                                      \
-	X(DUPLICATE_ADMIN, "duplicate-admin", KY_EXIT_STATE, 409,                                      \
-	  "administrator already installed (same key or same name)")                                  \
-	X(ADMIN_TABLE_FULL, "admin-table-full", KY_EXIT_STATE, 409,                                    \
-	  "administrator table full: at most 8 administrators")                                       \
-	X(ADMIN_NAME, "admin-name-invalid", KY_EXIT_INPUT, 400,                                        \
-	  "administrator name must be 1 to 30 printable characters")                                  \
-	X(ADMIN_NOT_FOUND, "admin-not-found", KY_EXIT_STATE, 404, "no such administrator installed")  \
-	X(BAD_CERT, "bad-admin-certificate", KY_EXIT_INPUT, 400,                                       \
-	  "administrator certificate invalid: must be a self-signed P-521 certificate with a "        \
-	  "subject key identifier")                                                                   \
-	X(IMPRINT_MODE, "imprint-mode", KY_EXIT_STATE, 409,                                            \
-	  "not allowed in imprint mode: set thresholds first (cryptounit-thrhld-set)")                \
-	X(NOT_IMPRINT_MODE, "not-imprint-mode", KY_EXIT_STATE, 409,                                    \
-	  "allowed only in imprint mode: the crypto unit has left imprint mode")                      \
-	X(THRESHOLD_RANGE, "threshold-range", KY_EXIT_INPUT, 400, "thresholds must be 1 to 8")        \
-	X(THRESHOLD_ABOVE_ADMINS, "threshold-above-admins", KY_EXIT_STATE, 409,                        \
-	  "threshold above the number of installed administrators")                                  \
-	X(BELOW_THRESHOLD, "removal-below-threshold", KY_EXIT_STATE, 409,                              \
-	  "removal would leave fewer administrators than a threshold")                                \
-	X(REGISTER_STATE, "wrong-register-state", KY_EXIT_STATE, 409,                                  \
-	  "master key register is in the wrong state for this command")                               \
-	X(VP_MISMATCH, "vp-mismatch", KY_EXIT_STATE, 409,                                              \
-	  "verification pattern does not match the master key register")                              \
-	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                             \
-	  "new master key equals the current master key")                                             \
-	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")      \
-	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                                \
+	X(OK, "ok", 0, 200, "success")                                                             \
+	X(INTERNAL, "internal", KY_EXIT_INTERNAL, 500, "internal error")                           \
+	X(NOMEM, "out-of-memory", KY_EXIT_INTERNAL, 500, "out of memory")                          \
+	X(CRYPTO, "crypto-failure", KY_EXIT_INTERNAL, 500, "cryptographic operation failed")       \
+	X(USAGE, "usage", KY_EXIT_USAGE, 400, "wrong usage")                                       \
+	X(CANCELLED, "cancelled", KY_EXIT_USAGE, 400, "cancelled")                                 \
+	X(IO, "io", KY_EXIT_INPUT, 500, "cannot read or write file")                               \
+	X(NOT_FOUND, "not-found", KY_EXIT_INPUT, 404, "not found")                                 \
+	X(EXISTS, "exists", KY_EXIT_INPUT, 409, "already exists")                                  \
+	X(MALFORMED, "malformed", KY_EXIT_INPUT, 400, "malformed input")                           \
+	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                           \
+	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                           \
+	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                  \
+	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
+	  "password too short: use at least 8 characters")                                         \
+	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
+	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                \
+	  "readable metadata does not match the encrypted copy: file was altered")                 \
+	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
+	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
+	  "not a kyok signature key file")                                                         \
+	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
+	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                   \
+	  "sealed unit state cannot be opened: wrong seal key or damaged file")                    \
+	X(UNREACHABLE, "unit-unreachable", KY_EXIT_UNIT, 503, "crypto unit cannot be reached")     \
+	X(IDENTITY_CHANGED, "unit-identity-changed", KY_EXIT_UNIT, 502,                            \
+	  "crypto unit identity differs from the one pinned on first contact")                     \
+	X(BAD_REPLY, "bad-reply", KY_EXIT_UNIT, 502,                                               \
+	  "crypto unit reply is malformed or not signed by "                                       \
+	  "the unit")                                                                              \
+	X(INSTANCE_DOWN, "instance-not-running", KY_EXIT_UNIT, 503, "instance is not running")     \
+	X(NO_UNITS, "no-units-selected", KY_EXIT_USAGE, 400,                                       \
+	  "no crypto units selected: run 'kyok tke cryptounit-add'")                               \
+	X(NO_SIGNERS, "no-signers-selected", KY_EXIT_USAGE, 400,                                   \
+	  "no signature keys selected: run 'kyok tke sigkey-sel'")                                 \
+	X(NOT_COMMAND_OP, "unknown-command", KY_EXIT_INPUT, 400, "unknown command operation")      \
+	X(BAD_COMMAND, "bad-command", KY_EXIT_INPUT, 400, "malformed signed command")              \
+	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                  \
+	  "command is for another service instance")                                               \
+	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
+	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
+	  "wrong transaction counter: command replayed or out of date")                            \
+	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
+	  "a signature on the command does not verify")                                            \
+	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \
+	  "command signed by a key that is not an installed administrator")                        \
+	X(DUPLICATE_SIGNER, "duplicate-signer", KY_EXIT_REFUSED, 403,                              \
+	  "the same administrator signed more than once: it counts once, not enough signatures")   \
+	X(NOT_ENOUGH_SIGNATURES, "not-enough-signatures", KY_EXIT_REFUSED, 403,                    \
+	  "not enough administrator signatures")                                                   \
+	X(DUPLICATE_ADMIN, "duplicate-admin", KY_EXIT_STATE, 409,                                  \
+	  "administrator already installed (same key or same name)")                               \
+	X(ADMIN_TABLE_FULL, "admin-table-full", KY_EXIT_STATE, 409,                                \
+	  "administrator table full: at most 8 administrators")                                    \
+	X(ADMIN_NAME, "admin-name-invalid", KY_EXIT_INPUT, 400,                                    \
+	  "administrator name must be 1 to 30 printable characters")                               \
+	X(ADMIN_NOT_FOUND, "admin-not-found", KY_EXIT_STATE, 404,                                  \
+	  "no such administrator installed")                                                       \
+	X(BAD_CERT, "bad-admin-certificate", KY_EXIT_INPUT, 400,                                   \
+	  "administrator certificate invalid: must be a self-signed P-521 certificate with a "     \
+	  "subject key identifier")                                                                \
+	X(IMPRINT_MODE, "imprint-mode", KY_EXIT_STATE, 409,                                        \
+	  "not allowed in imprint mode: set thresholds first (cryptounit-thrhld-set)")             \
+	X(NOT_IMPRINT_MODE, "not-imprint-mode", KY_EXIT_STATE, 409,                                \
+	  "allowed only in imprint mode: the crypto unit has left imprint mode")                   \
+	X(THRESHOLD_RANGE, "threshold-range", KY_EXIT_INPUT, 400, "thresholds must be 1 to 8")     \
+	X(THRESHOLD_ABOVE_ADMINS, "threshold-above-admins", KY_EXIT_STATE, 409,                    \
+	  "threshold above the number of installed administrators")                                \
+	X(BELOW_THRESHOLD, "removal-below-threshold", KY_EXIT_STATE, 409,                          \
+	  "removal would leave fewer administrators than a threshold")                             \
+	X(REGISTER_STATE, "wrong-register-state", KY_EXIT_STATE, 409,                              \
+	  "master key register is in the wrong state for this command")                            \
+	X(VP_MISMATCH, "vp-mismatch", KY_EXIT_STATE, 409,                                          \
+	  "verification pattern does not match the master key register")                           \
+	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                         \
+	  "new master key equals the current master key")                                          \
+	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")       \
+	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                            \
 	  "method not allowed for this path")                                                      \
 	X(RECORD_TAMPERED, "record-tampered", KY_EXIT_STATE, 500,                                  \
 	  "stored key record failed authentication: not served")                                   \
 	X(MK_MISMATCH, "master-key-mismatch", KY_EXIT_STATE, 503,                                  \
-	  "master key mismatch: this crypto unit does not hold the master key this record is under") \
+	  "master key mismatch: this crypto unit does not hold the master key this record is "     \
+	  "under")                                                                                 \
 	X(KEY_LIMIT, "key-limit", KY_EXIT_STATE, 409, "key limit reached")                         \
 	X(STORE, "store-failure", KY_EXIT_INTERNAL, 500, "key storage operation failed")           \
-	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503, "key storage is locked by another writer: retry") \
+	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503,                                             \
+	  "key storage is locked by another writer: retry")                                        \
 	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \
 	  "key storage has an unknown schema version: written by a newer kyok?")                   \
 	X(CONFLICT, "conflict", KY_EXIT_STATE, 409, "record was changed concurrently: retry")      \
@@ -120,7 +124,8 @@
 	X(DUAL_AUTH_OFF, "dual-auth-not-enabled", KY_EXIT_STATE, 409,                              \
 	  "dual authorization delete policy is not enabled on this key")                           \
 	X(DUAL_AUTH_REQUIRED, "dual-auth-required", KY_EXIT_STATE, 409,                            \
-	  "key needs dual authorization: another user must set it for deletion first (valid 7 days)") \
+	  "key needs dual authorization: another user must set it for deletion first (valid 7 "    \
+	  "days)")                                                                                 \
 	X(DUAL_AUTH_SAME_USER, "dual-auth-same-user", KY_EXIT_REFUSED, 403,                        \
 	  "the user who set the key for deletion cannot also delete it")                           \
 	X(RESTORE_EXPIRED, "restore-expired", KY_EXIT_STATE, 409,                                  \
@@ -129,13 +134,17 @@
 	  "key can be purged only 4 hours after it was destroyed")                                 \
 	X(WRAP_MALFORMED, "ciphertext-malformed", KY_EXIT_INPUT, 400,                              \
 	  "ciphertext is malformed: not a kyok wrapped key")                                       \
-	X(UNWRAP, "unwrap-failed", KY_EXIT_INPUT, 422, "ciphertext cannot be unwrapped with this key")
+	X(UNWRAP, "unwrap-failed", KY_EXIT_INPUT, 422,                                             \
+	  "ciphertext cannot be unwrapped with this key")                                          \
+	X(WEAK_KEY_FILE, "weak-key-file", KY_EXIT_INPUT, 400,                                      \
+	  "private key protected by a weak password key derivation: re-encrypt it with scrypt "    \
+	  "(N >= 16384, r >= 8, p >= 5) or PBKDF2-SHA256 (>= 600,000 iterations) and AES-256")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
 	KY_ERRORS(KY_ERR_ENUM)
 #undef KY_ERR_ENUM
-		KY_ERR__COUNT
+	    KY_ERR__COUNT
 };
 
 const char *ky_err_message(int err);

@@ -242,7 +242,8 @@ static int cert_name(const char *cn, const char *ou, X509_NAME **out)
 /* Builds and signs a v3 certificate for subject_key. issuer_name NULL: self-issued. */
 static int cert_build(EVP_PKEY *subject_key, const char *cn, const char *ou,
                       const X509_NAME *issuer_name, const uint8_t issuer_ski[KY_SKI_LEN],
-                      EVP_PKEY *signer, int days, const char *key_usage, X509 **out)
+                      EVP_PKEY *signer, int days, const char *constraints, const char *key_usage,
+                      X509 **out)
 {
 	int r = KY_ERR_CRYPTO;
 	uint8_t ski[KY_SKI_LEN], serial[SERIAL_LEN];
@@ -274,7 +275,7 @@ static int cert_build(EVP_PKEY *subject_key, const char *cn, const char *ou,
 	    X509_set_pubkey(x, subject_key) != 1)
 		goto out;
 	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-	if ((r = cert_add_ext_conf(x, &v3, NID_basic_constraints, "critical,CA:FALSE")) != 0 ||
+	if ((r = cert_add_ext_conf(x, &v3, NID_basic_constraints, constraints)) != 0 ||
 	    (r = cert_add_ext_conf(x, &v3, NID_key_usage, key_usage)) != 0 ||
 	    (r = cert_add_key_ids(x, ski, issuer_ski != NULL ? issuer_ski : ski)) != 0)
 		goto out;
@@ -295,7 +296,14 @@ out:
 
 int ky_cert_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days, X509 **out)
 {
-	return cert_build(key, cn, ou, NULL, NULL, key, days, "critical,digitalSignature", out);
+	return cert_build(key, cn, ou, NULL, NULL, key, days, "critical,CA:FALSE",
+	                  "critical,digitalSignature", out);
+}
+
+int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, int days, X509 **out)
+{
+	return cert_build(key, cn, ou, NULL, NULL, key, days, "critical,CA:TRUE,pathlen:0",
+	                  "critical,digitalSignature,keyCertSign", out);
 }
 
 int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *issuer,
@@ -311,7 +319,7 @@ int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *i
 	if ((r = ky_cert_ski(issuer, issuer_ski)) != 0)
 		return r;
 	return cert_build(subject_key, cn, ou, X509_get_subject_name(issuer), issuer_ski,
-	                  issuer_key, days, "critical,keyAgreement", out);
+	                  issuer_key, days, "critical,CA:FALSE", "critical,keyAgreement", out);
 }
 
 int ky_admin_cert_check(X509 *cert)

@@ -1,5 +1,7 @@
 /* Signature key files: PEM certificate, then PEM PKCS#8 private key under scrypt. */
 #include <errno.h>
+#include <openssl/asn1t.h>
+#include <stdbool.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
@@ -18,6 +20,11 @@
 #define SIGKEY_SCRYPT_R     8
 #define SIGKEY_SCRYPT_P     5
 #define SIGKEY_SALT_LEN     16
+#define SIGKEY_PBKDF2_MIN   600000
+
+/* The least work a file's password derivation must cost: scrypt N*r*p at least ours with
+ * r >= 8 (memory hardness), or PBKDF2 with HMAC-SHA256 at 600,000 iterations or more. */
+#define SIGKEY_SCRYPT_MIN_WORK ((uint64_t)SIGKEY_SCRYPT_N * SIGKEY_SCRYPT_R * SIGKEY_SCRYPT_P)
 
 /* The two blocks of a sigkey file, as parsed structures. */
 struct sigkey_blocks {
@@ -191,6 +198,63 @@ int ky_sigkey_read_cert(const char *path, X509 **cert)
 	return 0;
 }
 
+static bool sigkey_integer(const ASN1_INTEGER *a, uint64_t *v)
+{
+	return a != NULL && ASN1_INTEGER_get_uint64(v, a) == 1;
+}
+
+/* Refuses a private key whose protection is weaker than the format asks: only PBES2 with
+ * scrypt or PBKDF2-HMAC-SHA256 at our work factors, and an AES-256 cipher. */
+static int sigkey_kdf_check(const X509_SIG *p8)
+{
+	int r = KY_ERR_WEAK_KEY_FILE;
+	const X509_ALGOR *alg = NULL;
+	PBE2PARAM *pbe2 = NULL;
+	SCRYPT_PARAMS *sp = NULL;
+	PBKDF2PARAM *kp = NULL;
+	uint64_t n, rr, p, iter;
+	int cipher;
+
+	X509_SIG_get0(p8, &alg, NULL);
+	if (alg == NULL || OBJ_obj2nid(alg->algorithm) != NID_pbes2)
+		goto out;
+	if ((pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter)) == NULL)
+		goto out;
+	cipher = OBJ_obj2nid(pbe2->encryption->algorithm);
+	if (cipher != NID_aes_256_cbc && cipher != NID_aes_256_gcm)
+		goto out;
+	switch (OBJ_obj2nid(pbe2->keyfunc->algorithm)) {
+	case NID_id_scrypt:
+		sp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS),
+		                               pbe2->keyfunc->parameter);
+		if (sp == NULL || !sigkey_integer(sp->costParameter, &n) ||
+		    !sigkey_integer(sp->blockSize, &rr) ||
+		    !sigkey_integer(sp->parallelizationParameter, &p))
+			goto out;
+		if (rr < SIGKEY_SCRYPT_R || n > (1u << 24) || rr > 64 || p > 64 ||
+		    n * rr * p < SIGKEY_SCRYPT_MIN_WORK)
+			goto out;
+		break;
+	case NID_id_pbkdf2:
+		kp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM),
+		                               pbe2->keyfunc->parameter);
+		if (kp == NULL || !sigkey_integer(kp->iter, &iter) || iter < SIGKEY_PBKDF2_MIN)
+			goto out;
+		if (kp->prf == NULL || OBJ_obj2nid(kp->prf->algorithm) != NID_hmacWithSHA256)
+			goto out;
+		break;
+	default:
+		goto out;
+	}
+	r = 0;
+out:
+	PBE2PARAM_free(pbe2);
+	SCRYPT_PARAMS_free(sp);
+	PBKDF2PARAM_free(kp);
+	ERR_clear_error();
+	return r;
+}
+
 int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY **key)
 {
 	int r = KY_ERR_INTERNAL;
@@ -201,6 +265,8 @@ int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY
 	if (password == NULL)
 		return KY_ERR_WRONG_PASSWORD;
 	if ((r = sigkey_load(path, &b)) != 0)
+		goto out;
+	if ((r = sigkey_kdf_check(b.p8)) != 0)
 		goto out;
 	/* CBC has no integrity check of its own: a damaged ciphertext reads as a wrong password,
 	 * unless it still decrypts to a key, which the certificate comparison then catches. */

@@ -314,8 +314,8 @@ expect_eq "new register VP on both units" \
 
 # ---- 4b. identity and importer certificates, known_units ----
 
-expect_match "identity certificate: P-521, ECDSA-SHA512, CA:FALSE" \
-	"Signature Algorithm: ecdsa-with-SHA512.*NIST CURVE: P-521.*CA:FALSE.*Digital Signature" \
+expect_match "identity certificate: P-521, ECDSA-SHA512, CA:TRUE pathlen 0, certificate sign" \
+	"Signature Algorithm: ecdsa-with-SHA512.*NIST CURVE: P-521.*CA:TRUE, pathlen:0.*Digital Signature, Certificate Sign" \
 	"$(openssl x509 -in identity.pem -noout -text | tr '\n' ' ')"
 expect_match "importer certificate: P-521, key agreement" \
 	"NIST CURVE: P-521.*CA:FALSE.*Key Agreement" \
@@ -338,10 +338,9 @@ expect_eq "identity SKI = SHA-256 of its point" "$(cert_ski identity.pem)" \
 		tail -c 133 | openssl dgst -sha256 -r | cut -c1-64)"
 expect_eq "identity self-signature" "$(openssl verify -CAfile identity.pem identity.pem)" \
 	"identity.pem: OK"
-# The identity certificate is CA:FALSE without keyCertSign: a chain check refuses it.
-expect_fail "openssl verify refuses the identity as issuer" \
-	"invalid CA certificate|key usage does not include certificate signing" \
-	openssl verify -partial_chain -CAfile identity.pem importer.pem
+# The identity certificate may issue (CA:TRUE, pathlen 0, keyCertSign): openssl checks the chain.
+expect_eq "openssl verify: importer issued by the identity" \
+	"$(openssl verify -partial_chain -CAfile identity.pem importer.pem)" "importer.pem: OK"
 openssl x509 -in importer.pem -outform DER -out importer.der
 read -r o h l < <(openssl asn1parse -inform DER -in importer.der |
 	sed -n '2s/^ *\([0-9]*\):d=1 *hl=\([0-9]*\) *l= *\([0-9]*\) .*/\1 \2 \3/p')

@@ -8,6 +8,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -450,6 +451,64 @@ static void test_sigkey_files(void **state)
 	assert_null(cert);
 	assert_null(key);
 	assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* Writes alice's certificate with her key re-encrypted under the given PBES2 parameters. */
+static void sigkey_write_with(const char *path, X509_ALGOR *pbe)
+{
+	PKCS8_PRIV_KEY_INFO *inf = EVP_PKEY2PKCS8(alice_key);
+	X509_SIG *p8;
+	BIO *bio = BIO_new_file(path, "w");
+
+	assert_non_null(inf);
+	assert_non_null(pbe);
+	assert_non_null(bio);
+	p8 = PKCS8_set0_pbe(PW_ALICE, (int)strlen(PW_ALICE), inf, pbe);
+	assert_non_null(p8);
+	assert_int_equal(PEM_write_bio_X509(bio, alice_cert), 1);
+	assert_int_equal(PEM_write_bio_PKCS8(bio, p8), 1);
+	BIO_free(bio);
+	X509_SIG_free(p8);
+	PKCS8_PRIV_KEY_INFO_free(inf);
+}
+
+static void test_sigkey_weak_kdf(void **state)
+{
+	char path[300];
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "weak.sigkey");
+	/* PBKDF2 at OpenSSL's default 2,048 iterations: refused even with the right password. */
+	sigkey_write_with(
+	    path, PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 2048, NULL, 0, NULL, NID_hmacWithSHA256));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
+	assert_null(key);
+	unlink(path);
+	/* scrypt with p = 1: a fifth of the work the format asks. */
+	sigkey_write_with(path,
+	                  PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
+	unlink(path);
+	/* A 128-bit cipher. */
+	sigkey_write_with(path,
+	                  PKCS5_pbe2_set_scrypt(EVP_aes_128_cbc(), NULL, 0, NULL, 16384, 8, 5));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
+	unlink(path);
+	/* PBKDF2-HMAC-SHA1 even with many iterations. */
+	sigkey_write_with(
+	    path, PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 600000, NULL, 0, NULL, NID_hmacWithSHA1));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
+	unlink(path);
+	/* PBKDF2-HMAC-SHA256 at 600,000 iterations is as strong as the format asks. */
+	sigkey_write_with(
+	    path, PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), 600000, NULL, 0, NULL, NID_hmacWithSHA256));
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), 0);
+	assert_int_equal(EVP_PKEY_eq(key, alice_key), 1);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	unlink(path);
 }
 
 static void test_sigkey_not_sigkey(void **state)
@@ -1270,6 +1329,7 @@ int main(void)
 	    cmocka_unit_test(test_sigkey_create_refusals),
 	    cmocka_unit_test(test_sigkey_files),
 	    cmocka_unit_test(test_sigkey_not_sigkey),
+	    cmocka_unit_test(test_sigkey_weak_kdf),
 	    cmocka_unit_test(test_keypart_write_refusals),
 	    cmocka_unit_test(test_keypart_read_and_open),
 	    cmocka_unit_test(test_keypart_metadata_altered),
