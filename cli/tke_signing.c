@@ -454,9 +454,17 @@ static void tke_command_summary(const struct ky_command *c, char *out, size_t ou
 	case KY_OP_MK_COMMIT:
 	case KY_OP_MK_SETIMM:
 	case KY_OP_MK_IMPORT:
+	case KY_OP_MK_REENCIPHER:
 		if (c->has_vp)
 			ky_hex_encode(c->vp, KY_VP_LEN, hex);
 		snprintf(out, outlen, "vp %s", c->has_vp ? hex : "(none)");
+		break;
+	case KY_OP_APIKEY_CREATE:
+		snprintf(out, outlen, "API key '%s' (%s), role %s", c->apikey_name, c->apikey_id,
+		         c->role);
+		break;
+	case KY_OP_APIKEY_REVOKE:
+		snprintf(out, outlen, "API key %s", c->apikey_id);
 		break;
 	case KY_OP_MK_EXPORT:
 		snprintf(out, outlen, "to %zu importer certificates", c->nrecips);

@@ -39,26 +39,36 @@ struct ky_domain {
 	uint8_t cur_key[KY_MK_LEN];
 	uint8_t cur_vp[KY_VP_LEN];
 	EVP_PKEY *identity_key; /* signs every reply (outbound authentication) */
-	X509 *identity_cert;	/* self-signed, CN = unit id, OU = instance id */
+	X509 *identity_cert;    /* self-signed, CN = unit id, OU = instance id */
 	EVP_PKEY *importer_key; /* ECDH recipient of key parts */
-	X509 *importer_cert;	/* issued by the identity key */
+	X509 *importer_cert;    /* issued by the identity key */
 };
 
 enum ky_op {
 	KY_OP_ADMIN_ADD,      /* "admin-add"      {"cert": PEM} */
-	KY_OP_ADMIN_RM,	      /* "admin-rm"       {"ski": hex} */
+	KY_OP_ADMIN_RM,       /* "admin-rm"       {"ski": hex} */
 	KY_OP_THRESHOLDS_SET, /* "thresholds-set" {"signature": n, "revocation": n} */
 	KY_OP_EXIT_IMPRINT,   /* "exit-imprint"   {} : thresholds become 1/1 */
-	KY_OP_MK_LOAD,	      /* "mk-load"        {"parts": [b64 EnvelopedData...], "vp": hex} */
+	KY_OP_MK_LOAD,        /* "mk-load"        {"parts": [b64 EnvelopedData...], "vp": hex} */
 	KY_OP_MK_COMMIT,      /* "mk-commit"      {"vp": hex} */
 	KY_OP_MK_SETIMM,      /* "mk-setimm"      {"vp": hex} */
 	KY_OP_MK_CLRNEW,      /* "mk-clrnew"      {} */
 	KY_OP_MK_CLRCUR,      /* "mk-clrcur"      {} */
-	KY_OP_ZEROIZE,	      /* "zeroize"        {} */
+	KY_OP_ZEROIZE,        /* "zeroize"        {} */
 	KY_OP_MK_GENERATE,    /* "mk-generate"    {} : random key into the new register */
 	KY_OP_MK_EXPORT,      /* "mk-export"      {"recipients": [PEM importer certs]} */
 	KY_OP_MK_IMPORT,      /* "mk-import"      {"envelope": b64 EnvelopedData, "vp": hex} */
+	/* Ops whose effect is on key storage: the ceremony checks them, the daemon acts. */
+	KY_OP_MK_REENCIPHER, /* "mk-reencipher"  {"vp": hex of the committed new key} */
+	KY_OP_APIKEY_CREATE, /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
+	KY_OP_APIKEY_REVOKE, /* "apikey-revoke"  {"apikey_id"} */
 };
+#define KY_OP_LAST KY_OP_APIKEY_REVOKE
+
+#define KY_APIKEY_NAME_MAX 64
+#define KY_ROLE_MAX        16
+/* Service access roles of API keys, as the reference names them. */
+bool ky_role_valid(const char *role);
 
 /* A parsed command. JSON on the wire (the content of the CMS SignedData):
  * {"kyok": "admin-command-v1", "instance": "...", "unit": "...", "counter": N,
@@ -68,16 +78,20 @@ struct ky_command {
 	char unit[KY_ID_MAX + 1];
 	uint64_t counter;
 	enum ky_op op;
-	X509 *cert;		    /* admin-add */
-	uint8_t ski[KY_SKI_LEN];    /* admin-rm */
-	int sig, rev;		    /* thresholds-set */
-	size_t nparts;		    /* mk-load */
+	X509 *cert;              /* admin-add */
+	uint8_t ski[KY_SKI_LEN]; /* admin-rm */
+	int sig, rev;            /* thresholds-set */
+	size_t nparts;           /* mk-load */
 	struct ky_buf parts[KY_MAX_PARTS];
-	bool has_vp;		    /* mk-load, mk-commit, mk-setimm, mk-import */
+	bool has_vp; /* mk-load, mk-commit, mk-setimm, mk-import */
 	uint8_t vp[KY_VP_LEN];
-	size_t nrecips;		    /* mk-export */
+	size_t nrecips; /* mk-export */
 	X509 *recips[KY_MAX_ADMINS];
-	struct ky_buf envelope;	    /* mk-import */
+	struct ky_buf envelope;                   /* mk-import */
+	char apikey_id[KY_ID_MAX + 1];            /* apikey-create, apikey-revoke */
+	char apikey_name[KY_APIKEY_NAME_MAX + 1]; /* apikey-create */
+	char role[KY_ROLE_MAX + 1];
+	uint8_t hash[32]; /* SHA-256 of the API key's secret */
 };
 
 const char *ky_op_name(enum ky_op op);
@@ -96,7 +110,7 @@ int ky_command_encode(const struct ky_command *c, struct ky_buf *json) KY_WUR;
 
 /* New unit state in imprint mode with fresh identity and importer keys. */
 int ky_domain_new(const char *instance, const char *unit, const char *zone,
-		  struct ky_domain **out) KY_WUR;
+                  struct ky_domain **out) KY_WUR;
 void ky_domain_free(struct ky_domain *d);
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out) KY_WUR;
 /* Full state including secrets, for sealing. Caller ky_buf_free's (cleanses). */
@@ -116,7 +130,7 @@ json_t *ky_domain_public_json(const struct ky_domain *d);
  * other than 2..8 parts), KY_ERR_THRESHOLD_RANGE / KY_ERR_THRESHOLD_ABOVE_ADMINS
  * (thresholds-set in imprint mode; exit-imprint with no admin installed). */
 int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c,
-			 int *required) KY_WUR;
+                         int *required) KY_WUR;
 
 /* Runs one signed command (DER CMS SignedData) against d, which must be a private copy:
  * on error d may be partly changed and must be discarded. Check order: command form,
@@ -127,6 +141,6 @@ int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c,
  * detail receives a specific sentence for the error ("1 of 2 signatures", "signer
  * 'bob' is not an administrator", ...), "" when none. */
 int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_t **result,
-			char *detail, size_t detaillen) KY_WUR;
+                        char *detail, size_t detaillen) KY_WUR;
 
 #endif

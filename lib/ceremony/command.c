@@ -134,6 +134,12 @@ const char *ky_op_name(enum ky_op op)
 		return "mk-export";
 	case KY_OP_MK_IMPORT:
 		return "mk-import";
+	case KY_OP_MK_REENCIPHER:
+		return "mk-reencipher";
+	case KY_OP_APIKEY_CREATE:
+		return "apikey-create";
+	case KY_OP_APIKEY_REVOKE:
+		return "apikey-revoke";
 	}
 	return "unknown";
 }
@@ -142,7 +148,7 @@ int ky_op_from_name(const char *name, enum ky_op *op)
 {
 	if (name == NULL)
 		return KY_ERR_NOT_COMMAND_OP;
-	for (int i = KY_OP_ADMIN_ADD; i <= KY_OP_MK_IMPORT; i++) {
+	for (int i = KY_OP_ADMIN_ADD; i <= KY_OP_LAST; i++) {
 		if (strcmp(name, ky_op_name((enum ky_op)i)) == 0) {
 			*op = (enum ky_op)i;
 			return 0;
@@ -209,6 +215,8 @@ static const char *const *command_op_keys(enum ky_op op)
 	static const char *const vp[] = {"vp", NULL};
 	static const char *const recipients[] = {"recipients", NULL};
 	static const char *const import[] = {"envelope", "vp", NULL};
+	static const char *const apikey[] = {"apikey_id", "name", "role", "hash", NULL};
+	static const char *const apikey_id[] = {"apikey_id", NULL};
 
 	switch (op) {
 	case KY_OP_ADMIN_ADD:
@@ -221,9 +229,14 @@ static const char *const *command_op_keys(enum ky_op op)
 		return load;
 	case KY_OP_MK_COMMIT:
 	case KY_OP_MK_SETIMM:
+	case KY_OP_MK_REENCIPHER:
 		return vp;
 	case KY_OP_MK_EXPORT:
 		return recipients;
+	case KY_OP_APIKEY_CREATE:
+		return apikey;
+	case KY_OP_APIKEY_REVOKE:
+		return apikey_id;
 	case KY_OP_MK_IMPORT:
 		return import;
 	case KY_OP_EXIT_IMPRINT:
@@ -281,6 +294,33 @@ static int command_get_hex(json_t *o, const char *key, bool required, uint8_t *o
 	}
 	*present = true;
 	return 0;
+}
+
+/* Printable text field of 1 to outlen-1 characters. */
+static int command_get_text(json_t *o, const char *key, char *out, size_t outlen, char *detail,
+                            size_t detaillen)
+{
+	const char *s = ceremony_json_str(o, key);
+
+	if (s == NULL || !ceremony_id_valid(s, strlen(s), false) || strlen(s) >= outlen) {
+		ceremony_detail(detail, detaillen,
+		                "field '%s' must be a string of 1 to %zu printable characters", key,
+		                outlen - 1);
+		return KY_ERR_BAD_COMMAND;
+	}
+	memcpy(out, s, strlen(s) + 1);
+	return 0;
+}
+
+bool ky_role_valid(const char *role)
+{
+	static const char *const roles[] = {"Reader",  "ReaderPlus", "Writer",
+	                                    "Manager", "KeyPurge",   NULL};
+
+	for (size_t i = 0; role != NULL && roles[i] != NULL; i++)
+		if (strcmp(role, roles[i]) == 0)
+			return true;
+	return false;
 }
 
 static int command_b64(json_t *v, const char *what, struct ky_buf *out, char *detail,
@@ -359,10 +399,31 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 			return r;
 		c->has_vp = present;
 		return 0;
+	case KY_OP_APIKEY_CREATE:
+		if ((r = command_get_id(o, "apikey_id", c->apikey_id, detail, detaillen)) != 0 ||
+		    (r = command_get_text(o, "name", c->apikey_name, sizeof(c->apikey_name), detail,
+		                          detaillen)) != 0 ||
+		    (r = command_get_text(o, "role", c->role, sizeof(c->role), detail,
+		                          detaillen)) != 0)
+			return r;
+		if (!ky_role_valid(c->role)) {
+			ceremony_detail(
+			    detail, detaillen,
+			    "role '%s' is not one of Reader, ReaderPlus, Writer, Manager, "
+			    "KeyPurge",
+			    c->role);
+			return KY_ERR_BAD_COMMAND;
+		}
+		return command_get_hex(o, "hash", true, c->hash, sizeof(c->hash), &present, detail,
+		                       detaillen);
+	case KY_OP_APIKEY_REVOKE:
+		return command_get_id(o, "apikey_id", c->apikey_id, detail, detaillen);
 	case KY_OP_MK_COMMIT:
 	case KY_OP_MK_SETIMM:
-		/* Commit confirms the VP of what was loaded: there it is required. */
-		if ((r = command_get_hex(o, "vp", c->op == KY_OP_MK_COMMIT, c->vp, KY_VP_LEN,
+	case KY_OP_MK_REENCIPHER:
+		/* Commit confirms the VP of what was loaded: there it is required, and so for
+		 * re-encipherment, which names the key it moves storage to. */
+		if ((r = command_get_hex(o, "vp", c->op != KY_OP_MK_SETIMM, c->vp, KY_VP_LEN,
 		                         &present, detail, detaillen)) != 0)
 			return r;
 		c->has_vp = present;
@@ -560,9 +621,20 @@ static int command_encode_fields(const struct ky_command *c, json_t *o)
 		if (c->has_vp)
 			return command_set_hex(o, "vp", c->vp, KY_VP_LEN);
 		return 0;
+	case KY_OP_APIKEY_CREATE:
+		if (!ky_role_valid(c->role))
+			return KY_ERR_BAD_COMMAND;
+		if ((r = command_set(o, "apikey_id", json_string(c->apikey_id))) != 0 ||
+		    (r = command_set(o, "name", json_string(c->apikey_name))) != 0 ||
+		    (r = command_set(o, "role", json_string(c->role))) != 0)
+			return r;
+		return command_set_hex(o, "hash", c->hash, sizeof(c->hash));
+	case KY_OP_APIKEY_REVOKE:
+		return command_set(o, "apikey_id", json_string(c->apikey_id));
 	case KY_OP_MK_COMMIT:
 	case KY_OP_MK_SETIMM:
-		if (c->op == KY_OP_MK_COMMIT && !c->has_vp)
+	case KY_OP_MK_REENCIPHER:
+		if (c->op != KY_OP_MK_SETIMM && !c->has_vp)
 			return KY_ERR_BAD_COMMAND;
 		if (c->has_vp)
 			return command_set_hex(o, "vp", c->vp, KY_VP_LEN);

@@ -76,7 +76,7 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 
 	if ((r = ky_ec_generate(&d->identity_key)) != 0 ||
 	    (r = ky_cert_self_signed_issuer(d->identity_key, unit, instance, DOMAIN_CERT_DAYS,
-	                             &d->identity_cert)) != 0)
+	                                    &d->identity_cert)) != 0)
 		goto out;
 	/* "<unit> importer", the unit id shortened when the name would pass 64 chars. */
 	ulen = strlen(unit);

@@ -78,6 +78,7 @@ int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c, 
 	case KY_OP_MK_GENERATE:
 	case KY_OP_MK_EXPORT:
 	case KY_OP_MK_IMPORT:
+	case KY_OP_APIKEY_CREATE:
 		if (imprint)
 			return KY_ERR_IMPRINT_MODE;
 		*required = d->sig_threshold;
@@ -85,6 +86,8 @@ int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c, 
 	case KY_OP_MK_SETIMM:
 	case KY_OP_MK_CLRNEW:
 	case KY_OP_MK_CLRCUR:
+	case KY_OP_MK_REENCIPHER:
+	case KY_OP_APIKEY_REVOKE:
 		if (imprint)
 			return KY_ERR_IMPRINT_MODE;
 		*required = 1;
@@ -495,6 +498,29 @@ out:
 	return r;
 }
 
+/* Checks that storage can move from the current to the committed new key; the daemon does
+ * the moving once the command is accepted. */
+static int ceremony_mk_reencipher(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                                  char *detail, size_t len)
+{
+	int r = KY_ERR_INTERNAL;
+
+	if (d->cur_state != KY_CUR_VALID)
+		return ceremony_register_refused(detail, len, "current",
+		                                 ky_cur_state_name(d->cur_state), "VALID");
+	if (d->new_state != KY_NEW_COMMITTED)
+		return ceremony_new_refused(d, "FULL COMMITTED", detail, len);
+	if (CRYPTO_memcmp(c->vp, d->new_vp, KY_VP_LEN) != 0) {
+		ceremony_detail(detail, len,
+		                "the command names another key than the committed new master key");
+		return KY_ERR_VP_MISMATCH;
+	}
+	if ((r = ceremony_result_hex(res, "from_vp", d->cur_vp, KY_VP_LEN)) != 0 ||
+	    (r = ceremony_result_hex(res, "to_vp", d->new_vp, KY_VP_LEN)) != 0)
+		return r;
+	return 0;
+}
+
 static int ceremony_apply(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
                           size_t len)
 {
@@ -541,6 +567,16 @@ static int ceremony_apply(struct ky_domain *d, struct ky_command *c, json_t *res
 		return ceremony_mk_export(d, c, res, detail, len);
 	case KY_OP_MK_IMPORT:
 		return ceremony_mk_import(d, c, res, detail, len);
+	case KY_OP_MK_REENCIPHER:
+		return ceremony_mk_reencipher(d, c, res, detail, len);
+	case KY_OP_APIKEY_CREATE:
+		if ((r = ceremony_result_set(res, "apikey_id", json_string(c->apikey_id))) != 0 ||
+		    (r = ceremony_result_set(res, "name", json_string(c->apikey_name))) != 0 ||
+		    (r = ceremony_result_set(res, "role", json_string(c->role))) != 0)
+			return r;
+		return 0;
+	case KY_OP_APIKEY_REVOKE:
+		return ceremony_result_set(res, "apikey_id", json_string(c->apikey_id));
 	}
 	return KY_ERR_INTERNAL;
 }

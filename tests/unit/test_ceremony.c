@@ -261,7 +261,7 @@ static void t_names(void **state)
 {
 	(void)state;
 	enum ky_op op;
-	for (int i = KY_OP_ADMIN_ADD; i <= KY_OP_MK_IMPORT; i++) {
+	for (int i = KY_OP_ADMIN_ADD; i <= KY_OP_LAST; i++) {
 		assert_int_equal(ky_op_from_name(ky_op_name((enum ky_op)i), &op), 0);
 		assert_int_equal(op, i);
 	}
@@ -1764,6 +1764,97 @@ static void check_required(const struct ky_domain *d, struct ky_command *c,
 	}
 }
 
+static struct ky_command *cmd_apikey(const struct ky_domain *d, const char *role)
+{
+	struct ky_command *c = cmd(d, KY_OP_APIKEY_CREATE);
+	strcpy(c->apikey_id, "3f1c7e52-0d7a-4c1b-9b5e-2a6f0c9d8e71");
+	strcpy(c->apikey_name, "app-1");
+	snprintf(c->role, sizeof(c->role), "%s", role);
+	memset(c->hash, 0xab, sizeof(c->hash));
+	return c;
+}
+
+/* mk-reencipher is checked here and carried out by the daemon: current VALID, new FULL
+ * COMMITTED with the named VP; it changes no register. */
+static void t_reencipher(void **state)
+{
+	struct ky_domain *d = operational(UNIT);
+	uint8_t cur_vp[KY_VP_LEN], parts[2][KY_MK_LEN], key[KY_MK_LEN], vp[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+	json_t *res = NULL;
+
+	(void)state;
+	random_parts(parts, 2, key, vp);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_REENCIPHER, vp), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_REGISTER_STATE);
+	detail_has("current");
+	make_current(&d, cur_vp);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_REENCIPHER, vp), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_REGISTER_STATE);
+	detail_has("FULL COMMITTED");
+	assert_int_equal(run(&d, cmd_load(d, parts, 2, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_REENCIPHER, vp), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_REGISTER_STATE);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_REENCIPHER, cur_vp), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_VP_MISMATCH);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_REENCIPHER, vp), SIGNED_BY(ALICE), &res), 0);
+	vp_hex(cur_vp, hex);
+	assert_string_equal(json_string_value(json_object_get(res, "from_vp")), hex);
+	vp_hex(vp, hex);
+	assert_string_equal(json_string_value(json_object_get(res, "to_vp")), hex);
+	json_decref(res);
+	assert_int_equal(d->new_state, KY_NEW_COMMITTED);
+	assert_int_equal(d->cur_state, KY_CUR_VALID);
+	assert_memory_equal(d->cur_vp, cur_vp, KY_VP_LEN);
+	ky_domain_free(d);
+}
+
+static void t_apikey_ops(void **state)
+{
+	struct ky_domain *d = operational(UNIT);
+	struct ky_command *c;
+	struct ky_buf json = {0};
+	struct ky_command *back = NULL;
+	json_t *res = NULL;
+
+	(void)state;
+	/* Round trip through the wire form. */
+	c = cmd_apikey(d, "Manager");
+	assert_int_equal(ky_command_encode(c, &json), 0);
+	assert_int_equal(ky_command_parse(json.data, json.len, &back), 0);
+	assert_string_equal(back->apikey_id, c->apikey_id);
+	assert_string_equal(back->apikey_name, "app-1");
+	assert_string_equal(back->role, "Manager");
+	assert_memory_equal(back->hash, c->hash, sizeof(c->hash));
+	ky_command_free(back);
+	ky_buf_free(&json);
+	/* An unknown role is neither encoded nor parsed. */
+	strcpy(c->role, "Admin");
+	assert_int_equal(ky_command_encode(c, &json), KY_ERR_BAD_COMMAND);
+	ky_command_free(c);
+	const char *bad = "{\"kyok\":\"admin-command-v1\",\"instance\":\"" INSTANCE
+	                  "\",\"unit\":\"" UNIT "\",\"counter\":5,\"op\":\"apikey-create\","
+	                  "\"apikey_id\":\"k1\",\"name\":\"n\",\"role\":\"root\","
+	                  "\"hash\":\""
+	                  "00000000000000000000000000000000"
+	                  "00000000000000000000000000000000"
+	                  "\"}";
+	assert_int_equal(ky_command_parse((const uint8_t *)bad, strlen(bad), &back),
+	                 KY_ERR_BAD_COMMAND);
+
+	/* Creation needs the signature threshold; revocation one signature. */
+	assert_int_equal(run(&d, cmd_apikey(d, "Writer"), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_NOT_ENOUGH_SIGNATURES);
+	assert_int_equal(run(&d, cmd_apikey(d, "Writer"), SIGNED_BY(ALICE, BOB), &res), 0);
+	assert_string_equal(json_string_value(json_object_get(res, "role")), "Writer");
+	json_decref(res);
+	c = cmd(d, KY_OP_APIKEY_REVOKE);
+	strcpy(c->apikey_id, "3f1c7e52-0d7a-4c1b-9b5e-2a6f0c9d8e71");
+	assert_int_equal(run(&d, c, SIGNED_BY(CAROL), NULL), 0);
+	ky_domain_free(d);
+}
+
 static void t_required(void **state)
 {
 	(void)state;
@@ -1784,6 +1875,9 @@ static void t_required(void **state)
 	    {KY_OP_MK_GENERATE, KY_ERR_IMPRINT_MODE, 0},
 	    {KY_OP_MK_EXPORT, KY_ERR_IMPRINT_MODE, 0},
 	    {KY_OP_MK_IMPORT, KY_ERR_IMPRINT_MODE, 0},
+	    {KY_OP_MK_REENCIPHER, KY_ERR_IMPRINT_MODE, 0},
+	    {KY_OP_APIKEY_CREATE, KY_ERR_IMPRINT_MODE, 0},
+	    {KY_OP_APIKEY_REVOKE, KY_ERR_IMPRINT_MODE, 0},
 	};
 	const struct required_case after[] = {
 	    {KY_OP_ADMIN_ADD, 0, 3},
@@ -1799,6 +1893,9 @@ static void t_required(void **state)
 	    {KY_OP_MK_GENERATE, 0, 3},
 	    {KY_OP_MK_EXPORT, 0, 3},
 	    {KY_OP_MK_IMPORT, 0, 3},
+	    {KY_OP_MK_REENCIPHER, 0, 1},
+	    {KY_OP_APIKEY_CREATE, 0, 3},
+	    {KY_OP_APIKEY_REVOKE, 0, 1},
 	};
 
 	/* a table of 4 admins (the rule looks only at their number) */
@@ -1874,6 +1971,8 @@ int main(void)
 	    cmocka_unit_test(t_zeroize),
 	    cmocka_unit_test(t_generate_export_import),
 	    cmocka_unit_test(t_required),
+	    cmocka_unit_test(t_reencipher),
+	    cmocka_unit_test(t_apikey_ops),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
