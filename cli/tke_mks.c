@@ -49,7 +49,8 @@ static int mks_print(const struct cli_keypart *parts, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		char num[16], vp[MKS_SHORT_HEX + 1];
 		snprintf(num, sizeof(num), "%d", parts[i].number);
-		snprintf(vp, sizeof(vp), "%s", parts[i].vp_hex);
+		memcpy(vp, parts[i].vp_hex, MKS_SHORT_HEX);
+		vp[MKS_SHORT_HEX] = '\0';
 		const char *row[] = {num, parts[i].description, vp, mks_base(parts[i].path)};
 		if (cli_table_add(t, row) != 0)
 			goto out;
