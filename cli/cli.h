@@ -192,6 +192,10 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u,
  * prints the whole story. *detail may be "" (or NULL when out of memory); free() it. */
 int unit_command(const struct cli_instance *inst, const struct cli_unit *u, const uint8_t *cms,
                  size_t n, json_t **reply, char **detail) KY_WUR;
+/* A signed GET of another /v1/admin/... path (e.g. "/v1/admin/apikeys"): its JSON object
+ * reply in *out. Prints the error like unit_state. */
+int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const char *path,
+             json_t **out) KY_WUR;
 /* GET /v1/health, unsigned and unpinned ('kyok up' probing a fresh unit). Prints
  * nothing: KY_ERR_UNREACHABLE or KY_ERR_BAD_REPLY with a reason in why. */
 int unit_health(const struct cli_unit *u, char *why, size_t whylen) KY_WUR;

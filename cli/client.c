@@ -464,6 +464,28 @@ out:
 	return r;
 }
 
+int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const char *path,
+             json_t **out)
+{
+	int r = KY_ERR_INTERNAL;
+	struct client_reply rep;
+	char why[CLIENT_WHY_MAX] = "";
+	json_t *j = NULL;
+
+	*out = NULL;
+	if ((r = client_exchange(inst, u, "GET", path, NULL, 0, &rep, why, sizeof(why))) != 0)
+		return client_unit_fail(r, u, why);
+	j = json_loadb((const char *)rep.body.data, rep.body.len, JSON_REJECT_DUPLICATES, NULL);
+	ky_buf_free(&rep.body);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		snprintf(why, sizeof(why), "GET %s: reply is not a JSON object", path);
+		return client_unit_fail(KY_ERR_BAD_REPLY, u, why);
+	}
+	*out = j;
+	return 0;
+}
+
 int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
 {
 	int r = KY_ERR_INTERNAL;

@@ -7,6 +7,7 @@ int up_main(int argc, char **argv);
 int down_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
+int kp_main(int argc, char **argv);
 
 /* kyok tke <cmd>: tke_units.c */
 int tke_cryptounits_main(int argc, char **argv);
@@ -43,5 +44,32 @@ int tke_cmd_sign_main(int argc, char **argv);
 int tke_cmd_submit_main(int argc, char **argv);
 /* tke_autoinit.c */
 int tke_auto_init_main(int argc, char **argv);
+/* tke_rotate.c */
+int tke_mk_rotate_main(int argc, char **argv);
+/* tke_apikey.c */
+int tke_apikey_create_main(int argc, char **argv);
+int tke_apikeys_main(int argc, char **argv);
+int tke_apikey_revoke_main(int argc, char **argv);
+
+/* kyok kp <cmd>: kp_keys.c */
+int kp_keys_main(int argc, char **argv);
+int kp_key_create_main(int argc, char **argv);
+int kp_key_show_main(int argc, char **argv);
+int kp_key_rotate_main(int argc, char **argv);
+int kp_key_enable_main(int argc, char **argv);
+int kp_key_disable_main(int argc, char **argv);
+int kp_key_schedule_delete_main(int argc, char **argv);
+int kp_key_cancel_delete_main(int argc, char **argv);
+int kp_key_delete_main(int argc, char **argv);
+int kp_key_restore_main(int argc, char **argv);
+int kp_key_purge_main(int argc, char **argv);
+int kp_key_versions_main(int argc, char **argv);
+/* kp_wrap.c */
+int kp_wrap_main(int argc, char **argv);
+int kp_unwrap_main(int argc, char **argv);
+int kp_rewrap_main(int argc, char **argv);
+/* kp_policies.c */
+int kp_policies_main(int argc, char **argv);
+int kp_instance_policies_main(int argc, char **argv);
 
 #endif

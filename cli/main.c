@@ -15,6 +15,7 @@ static const struct cli_cmd kyok_cmds[] = {
     {"down", down_main, "stop the local instance's crypto units (--purge deletes them)"},
     {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
     {"tke", tke_main, "key ceremony commands, as 'ibmcloud tke': 'kyok tke --help'"},
+    {"kp", kp_main, "key management (Key Protect API) client: 'kyok kp --help'"},
     {NULL, NULL, NULL},
 };
 

@@ -29,6 +29,8 @@ static const struct cli_cmd tke_cmds[] = {
      "make the committed new master key current (no re-encipherment)"},
     {"cryptounit-mk-clrnew", tke_mk_clrnew_main, "clear the new master key register"},
     {"cryptounit-mk-clrcur", tke_mk_clrcur_main, "clear the current master key register"},
+    {"cryptounit-mk-rotate", tke_mk_rotate_main,
+     "re-encipher key storage under the committed new master key, then make it current"},
     /* commands prepared, signed and submitted apart (tke_signing.c) */
     {"cmd-show", tke_cmd_show_main, "show a prepared command file and its signatures"},
     {"cmd-sign", tke_cmd_sign_main, "add signatures to a prepared command file"},
@@ -36,6 +38,10 @@ static const struct cli_cmd tke_cmds[] = {
     /* the whole initialisation in one go (tke_autoinit.c) */
     {"auto-init", tke_auto_init_main,
      "initialise all units: admins, thresholds, one random master key"},
+    /* API keys of the key-management API (tke_apikey.c) */
+    {"apikey-create", tke_apikey_create_main, "create an API key (secret written to a file)"},
+    {"apikeys", tke_apikeys_main, "list the API keys of the instance"},
+    {"apikey-revoke", tke_apikey_revoke_main, "revoke an API key"},
     /* workspace files (tke_sigkeys.c, tke_mks.c) */
     {"sigkeys", tke_sigkeys_main, "list signature key files"},
     {"sigkey-add", tke_sigkey_add_main, "create a signature key file"},

@@ -7,6 +7,13 @@
  *   data_dir  = /var/lib/kyok   required, created 0700 when missing
  *   port_file = unit.port       optional, receives the bound port
  *   log_file  = unit.log        optional, stderr when absent
+ *   store     = sqlite:keys.db  optional, key storage shared by the units of the instance
+ *                               (a bare path means sqlite:PATH); the key API needs it
+ *   key_limit = 5000            optional, keys in the instance, 1..10,000,000
+ *   api_tls_cert = cert.pem     optional, PEM certificate chain of the HTTPS endpoint
+ *   api_tls_key  = key.pem      optional, its PEM private key (both or neither; required
+ *                               when listen is not a loopback address)
+ *   token_ttl = 3600            optional, lifetime of API access tokens, 60..86400 s
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -21,19 +28,28 @@
 #include "kyok/err.h"
 #include "unitd/unitd.h"
 
-enum config_kind { CONFIG_ID, CONFIG_LISTEN, CONFIG_PATH };
+enum config_kind { CONFIG_ID, CONFIG_LISTEN, CONFIG_PATH, CONFIG_STORE, CONFIG_UINT };
 
 struct config_key {
 	const char *name;
 	enum config_kind kind;
 	bool required;
+	uint32_t min, max; /* CONFIG_UINT */
 };
 
 static const struct config_key config_keys[] = {
-    {"instance", CONFIG_ID, true},    {"unit", CONFIG_ID, true},
-    {"zone", CONFIG_ID, true},        {"listen", CONFIG_LISTEN, false},
-    {"data_dir", CONFIG_PATH, true},  {"port_file", CONFIG_PATH, false},
-    {"log_file", CONFIG_PATH, false},
+    {"instance", CONFIG_ID, true, 0, 0},
+    {"unit", CONFIG_ID, true, 0, 0},
+    {"zone", CONFIG_ID, true, 0, 0},
+    {"listen", CONFIG_LISTEN, false, 0, 0},
+    {"data_dir", CONFIG_PATH, true, 0, 0},
+    {"port_file", CONFIG_PATH, false, 0, 0},
+    {"log_file", CONFIG_PATH, false, 0, 0},
+    {"store", CONFIG_STORE, false, 0, 0},
+    {"key_limit", CONFIG_UINT, false, 1, UNITD_KEY_LIMIT_MAX},
+    {"api_tls_cert", CONFIG_PATH, false, 0, 0},
+    {"api_tls_key", CONFIG_PATH, false, 0, 0},
+    {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -149,13 +165,72 @@ static int config_path_parse(const char *v, const char *base_dir, char **out)
 	return 0;
 }
 
+/* "sqlite:PATH" or a bare PATH (same): the path resolved like any other. A scheme this
+ * program has no backend for is left to ky_store_open to refuse by name. */
+static int config_store_parse(const char *v, const char *base_dir, char **out)
+{
+	const char *colon = strchr(v, ':'), *path = v;
+	char *p = NULL;
+	int r;
+
+	if (strncmp(v, "sqlite:", 7) == 0) {
+		path = v + 7;
+	} else if (colon != NULL && colon != v) {
+		for (const char *c = v; c < colon; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+				goto bare;
+		return KY_ERR_UNSUPPORTED; /* another backend's scheme */
+	}
+bare:
+	if (*path == '\0')
+		return KY_ERR_CONFIG;
+	if ((r = config_path_parse(path, base_dir, &p)) != 0)
+		return r;
+	if (asprintf(out, "sqlite:%s", p) < 0) {
+		*out = NULL;
+		free(p);
+		return KY_ERR_NOMEM;
+	}
+	free(p);
+	return 0;
+}
+
+/* Decimal in [min, max], no sign, no leading zero. */
+static int config_uint_parse(const char *v, uint32_t min, uint32_t max, uint32_t *out)
+{
+	uint64_t n = 0;
+
+	if (v[0] == '\0' || strlen(v) > 10 || (v[0] == '0' && v[1] != '\0'))
+		return KY_ERR_CONFIG;
+	for (const char *c = v; *c; c++) {
+		if (*c < '0' || *c > '9')
+			return KY_ERR_CONFIG;
+		n = n * 10 + (uint64_t)(*c - '0');
+	}
+	if (n < min || n > max)
+		return KY_ERR_CONFIG;
+	*out = (uint32_t)n;
+	return 0;
+}
+
 static char **config_path_slot(struct unitd_config *cfg, const char *name)
 {
 	if (strcmp(name, "data_dir") == 0)
 		return &cfg->data_dir;
 	if (strcmp(name, "port_file") == 0)
 		return &cfg->port_file;
+	if (strcmp(name, "api_tls_cert") == 0)
+		return &cfg->tls_cert;
+	if (strcmp(name, "api_tls_key") == 0)
+		return &cfg->tls_key;
 	return &cfg->log_file;
+}
+
+static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
+{
+	if (strcmp(name, "key_limit") == 0)
+		return &cfg->key_limit;
+	return &cfg->token_ttl;
 }
 
 static char *config_id_slot(struct unitd_config *cfg, const char *name)
@@ -224,7 +299,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 	if (k == NULL) {
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
-		           "port_file, log_file)",
+		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
+		           "token_ttl)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -270,6 +346,33 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			return KY_ERR_CONFIG;
 		}
 		return 0;
+	case CONFIG_STORE:
+		r = config_store_parse(val, base_dir, &cfg->store);
+		if (r == KY_ERR_NOMEM) {
+			config_err(err, errlen, name, lineno, "out of memory");
+			return r;
+		}
+		if (r == KY_ERR_UNSUPPORTED) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for 'store': unknown key storage '%.32s' (this kyok has "
+			           "sqlite:PATH)",
+			           val);
+			return KY_ERR_CONFIG;
+		}
+		if (r != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for 'store': expected sqlite:PATH or PATH");
+			return KY_ERR_CONFIG;
+		}
+		return 0;
+	case CONFIG_UINT:
+		if (config_uint_parse(val, k->min, k->max, config_uint_slot(cfg, key)) != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for '%s': expected a whole number from %lu to %lu", key,
+			           (unsigned long)k->min, (unsigned long)k->max);
+			return KY_ERR_CONFIG;
+		}
+		return 0;
 	}
 	config_err(err, errlen, name, lineno, "internal error");
 	return KY_ERR_INTERNAL;
@@ -286,6 +389,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	memset(cfg, 0, sizeof(*cfg));
 	strcpy(cfg->host, "127.0.0.1");
 	cfg->port = 0;
+	cfg->key_limit = 0;
+	cfg->token_ttl = UNITD_TOKEN_TTL_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {
@@ -324,6 +429,13 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 			r = KY_ERR_CONFIG;
 			goto out;
 		}
+	}
+	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+		config_err(err, errlen, name, 0, "'%s' is set but '%s' is not: set both or neither",
+		           cfg->tls_cert ? "api_tls_cert" : "api_tls_key",
+		           cfg->tls_cert ? "api_tls_key" : "api_tls_cert");
+		r = KY_ERR_CONFIG;
+		goto out;
 	}
 	r = 0;
 out:
@@ -385,5 +497,8 @@ void unitd_config_release(struct unitd_config *cfg)
 	free(cfg->data_dir);
 	free(cfg->port_file);
 	free(cfg->log_file);
+	free(cfg->store);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
 	memset(cfg, 0, sizeof(*cfg));
 }

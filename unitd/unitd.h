@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "kyok/ceremony.h"
 #include "kyok/common.h"
 
@@ -13,8 +15,12 @@
 
 /* ---- config.c: small and pure, no I/O beyond reading the file ---- */
 
-#define UNITD_CONFIG_MAX_BYTES (64 * 1024)
-#define UNITD_HOST_MAX         255
+#define UNITD_CONFIG_MAX_BYTES  (64 * 1024)
+#define UNITD_HOST_MAX          255
+#define UNITD_KEY_LIMIT_MAX     10000000u
+#define UNITD_TOKEN_TTL_MIN     60u
+#define UNITD_TOKEN_TTL_MAX     86400u
+#define UNITD_TOKEN_TTL_DEFAULT 3600u
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -25,6 +31,11 @@ struct unitd_config {
 	char *data_dir;                /* relative paths are resolved against the config's dir */
 	char *port_file;               /* NULL when not set */
 	char *log_file;                /* NULL = stderr */
+	char *store;                   /* "sqlite:/abs/path", NULL = no key storage (no key API) */
+	uint32_t key_limit;            /* 0 = the store's default */
+	char *tls_cert;                /* both or neither; NULL = plain HTTP (loopback only) */
+	char *tls_key;
+	uint32_t token_ttl; /* seconds */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -91,15 +102,82 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 /* Seals d and writes it atomically: afterwards the file holds d, or on error the old state. */
 int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 
+/* ---- keystore.c: the unit's view of key storage ----
+ *
+ * The store, the master key registers taken from the live domain state (current when VALID,
+ * new when FULL COMMITTED) and an in-memory cache of opened keys, API key records and the
+ * token signing key. API requests hold the registers for reading between _enter and _leave;
+ * a state swap replaces them (waiting for requests in flight). Every cache is dropped when
+ * the registers change, when this unit writes the row, and when another connection (another
+ * unit) committed anything since the calling thread last looked (ky_store_changed).
+ */
+
+struct unitd_keystore;
+struct ky_kms;
+struct ky_key;
+struct ky_store;
+struct ky_store_apikey;
+
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **out, char *err,
+                        size_t errlen) KY_WUR;
+void unitd_keystore_free(struct unitd_keystore *ks);
+struct ky_store *unitd_keystore_store(struct unitd_keystore *ks);
+const char *unitd_keystore_instance(const struct unitd_keystore *ks);
+/* Takes the registers of d; drops the caches when they differ from the ones held. */
+int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_domain *d) KY_WUR;
+/* Read hold on the registers, *kms filled. KY_ERR_NO_MASTER_KEY (hold not taken) when the
+ * unit holds no master key; a store error when the change check fails. */
+int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms) KY_WUR;
+void unitd_keystore_leave(struct unitd_keystore *ks);
+/* Drops every cache (after this unit wrote something that is cached). */
+void unitd_keystore_flush(struct unitd_keystore *ks);
+
+/* A cached, opened key (material in the secure heap), shared: release with _key_put. Inside
+ * a hold. The key's stored state; callers apply ky_key_state_at for expiry. */
+struct unitd_key_ref;
+int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, const char *id,
+                           int64_t now, struct unitd_key_ref **ref) KY_WUR;
+const struct ky_key *unitd_key_ref_key(const struct unitd_key_ref *ref);
+void unitd_keystore_key_put(struct unitd_keystore *ks, struct unitd_key_ref *ref);
+/* API key record by id (cached). KY_ERR_NOT_FOUND. */
+int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id,
+                          struct ky_store_apikey *out) KY_WUR;
+/* The token signing key (32 bytes), made by whichever unit needs it first. Inside a hold. */
+#define UNITD_TOKEN_KEY_LEN 32
+int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                             uint8_t out[UNITD_TOKEN_KEY_LEN]) KY_WUR;
+
+/* ---- storage_ops.c: ceremony ops that act on key storage, re-encipherment ---- */
+
+struct unitd_storage;
+int unitd_storage_new(struct unitd_keystore *ks, struct unitd_storage **out) KY_WUR;
+void unitd_storage_free(struct unitd_storage *so); /* stops and joins the worker */
+/* After ky_ceremony_execute succeeded on the copy, before the state is written: the guards
+ * and the store writes of apikey-create / -revoke. old is the live state. ks may be NULL (no
+ * store: the guards do not apply, the apikey ops are refused). */
+int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
+                               const struct ky_domain *copy, const uint8_t *cms, size_t n,
+                               char *detail, size_t detaillen) KY_WUR;
+/* After the state was written and swapped in: starts re-encipherment for mk-reencipher,
+ * stops a run whose registers are gone. */
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live,
+                               const uint8_t *cms, size_t n);
+/* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
+ * json null when there is no store. */
+json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);
+/* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked"}]}. */
+int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out) KY_WUR;
+
 /* ---- server.c ---- */
 
 struct unitd_server;
 
 /* Binds host:port (port 0 = a free one), starts serving. Takes ownership of *dom (set to
- * NULL). The store must outlive the server. */
+ * NULL) and of *ks (may be NULL: no key storage, no key API). The data directory store must
+ * outlive the server. Refuses a non-loopback address without TLS. */
 int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
-                       struct ky_domain **dom, struct unitd_server **out, char *err,
-                       size_t errlen) KY_WUR;
+                       struct ky_domain **dom, struct unitd_keystore **ks,
+                       struct unitd_server **out, char *err, size_t errlen) KY_WUR;
 uint16_t unitd_server_port(const struct unitd_server *srv);
 /* Numeric bound address, for the start line ("127.0.0.1", "[::1]"). */
 const char *unitd_server_addr(const struct unitd_server *srv);

@@ -138,7 +138,31 @@
 	  "ciphertext cannot be unwrapped with this key")                                          \
 	X(WEAK_KEY_FILE, "weak-key-file", KY_EXIT_INPUT, 400,                                      \
 	  "private key protected by a weak password key derivation: re-encrypt it with scrypt "    \
-	  "(N >= 16384, r >= 8, p >= 5) or PBKDF2-SHA256 (>= 600,000 iterations) and AES-256")
+	  "(N >= 16384, r >= 8, p >= 5) or PBKDF2-SHA256 (>= 600,000 iterations) and AES-256")     \
+	X(NO_MASTER_KEY, "no-master-key", KY_EXIT_STATE, 503,                                      \
+	  "this crypto unit has no master key: the instance is not initialised or was zeroized")   \
+	X(NOT_REENCIPHERED, "not-reenciphered", KY_EXIT_STATE, 409,                                \
+	  "key storage still has records under the current master key: run 'kyok tke "             \
+	  "cryptounit-mk-rotate' to re-encipher them first")                                       \
+	X(RECORDS_UNDER_NEW, "records-under-new-mk", KY_EXIT_STATE, 409,                           \
+	  "key storage has records under the new master key: clearing the new register would "     \
+	  "lose them")                                                                             \
+	X(RECORDS_UNDER_CURRENT, "records-under-current-mk", KY_EXIT_STATE, 409,                   \
+	  "key storage has records under the current master key: clearing the current register "   \
+	  "would make them unreadable (cryptounit-zeroize crypto-shreds on purpose)")              \
+	X(REENCIPHER_RUNNING, "reencipher-running", KY_EXIT_STATE, 409,                            \
+	  "key storage re-encipherment is running on this crypto unit: wait for it to finish")     \
+	X(NO_STORE, "no-key-storage", KY_EXIT_STATE, 409,                                          \
+	  "this crypto unit has no key storage configured: set 'store' in its unit.conf")          \
+	X(UNAUTHORIZED, "unauthorized", KY_EXIT_REFUSED, 401,                                      \
+	  "missing, invalid or expired bearer token")                                              \
+	X(FORBIDDEN, "forbidden", KY_EXIT_REFUSED, 403,                                            \
+	  "the role of this API key does not allow this action")                                   \
+	X(APIKEY_INVALID, "apikey-invalid", KY_EXIT_REFUSED, 400,                                  \
+	  "the API key is unknown or was revoked")                                                 \
+	X(INSTANCE_HEADER, "instance-header", KY_EXIT_USAGE, 400,                                  \
+	  "header Bluemix-Instance is missing or malformed: it must name the service instance")    \
+	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -191,6 +191,9 @@ int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key
 
 int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
                       int64_t now) KY_WUR;
+/* Creates the secret only if absent: KY_ERR_EXISTS when some unit made it first (read it). */
+int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                         int64_t now) KY_WUR;
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
 

@@ -31,6 +31,7 @@
 #define KY_SECRET_NAME_MAX         64
 #define KY_APIKEY_ROLE_MAX         32
 #define KY_APIKEY_HASH_LEN         32
+#define KY_STORE_APIKEY_NAME_MAX   64
 
 struct ky_store; /* opaque */
 
@@ -95,6 +96,7 @@ struct ky_store_filter {
 /* API keys: only a hash of the key is kept. */
 struct ky_store_apikey {
 	char id[KY_ID_MAX + 1];
+	char name[KY_STORE_APIKEY_NAME_MAX + 1]; /* label for listings, "" when none */
 	char role[KY_APIKEY_ROLE_MAX + 1];
 	uint8_t hash[KY_APIKEY_HASH_LEN];
 	int64_t created;
@@ -136,6 +138,8 @@ struct ky_store_ops {
 	int (*apikey_find)(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
 	                   struct ky_store_apikey *k);
 	int (*apikey_revoke)(void *be, const char *id, int64_t when);
+	int (*apikey_list)(void *be, struct ky_store_apikey **keys, size_t *n);
+	int (*changed)(void *be, int *changed);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
 
@@ -212,6 +216,16 @@ int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apik
 int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
                          struct ky_store_apikey *k) KY_WUR;
 int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when) KY_WUR;
+/* Every API key (revoked ones too), oldest first; *keys is malloc'd (free()). */
+int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size_t *n) KY_WUR;
+
+/* ---- change detection ---- */
+
+/* *changed = 1 when anything was committed to the store by another connection (another
+ * thread of this process, or another process) since the calling thread last asked, and on a
+ * thread's first call; else 0. The calling thread's own writes are not reported. Cheap:
+ * meant to be called once per request by caches above the store. */
+int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
 
 /* ---- diagnostics ---- */
 

@@ -879,8 +879,9 @@ out:
 
 /* ---- secrets ---- */
 
-int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
-                      int64_t now)
+/* create_only: KY_ERR_EXISTS when the secret is there already (never replaced). */
+static int kms_secret_write(const struct ky_kms *kms, const char *name, const uint8_t *p,
+                            size_t n, int64_t now, int create_only)
 {
 	const struct ky_mk *mk = kms_mk_write(kms);
 	struct ky_store_secret sec = {0}, old = {0};
@@ -900,6 +901,10 @@ int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t 
 		r = ky_store_secret_get(kms->store, name, &old);
 		if (r != 0 && r != KY_ERR_NOT_FOUND)
 			goto out;
+		if (r == 0 && create_only) {
+			r = KY_ERR_EXISTS;
+			goto out;
+		}
 		expect = r == 0 ? old.rev : 0;
 		memcpy(sec.name, name, nl + 1);
 		sec.created = r == 0 ? old.created : now;
@@ -910,13 +915,25 @@ int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t 
 		    (r = kms_seal(mk, aad, aadlen, p, n, &sec.blob, &sec.bloblen)) != 0)
 			goto out;
 		r = ky_store_secret_put(kms->store, &sec, expect);
-		if (r != KY_ERR_CONFLICT && !(r == KY_ERR_EXISTS && expect == 0))
+		if (create_only || (r != KY_ERR_CONFLICT && !(r == KY_ERR_EXISTS && expect == 0)))
 			break;
 	}
 out:
 	ky_store_secret_release(&old);
 	ky_store_secret_release(&sec);
 	return r;
+}
+
+int ky_kms_secret_put(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                      int64_t now)
+{
+	return kms_secret_write(kms, name, p, n, now, 0);
+}
+
+int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                         int64_t now)
+{
+	return kms_secret_write(kms, name, p, n, now, 1);
 }
 
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n)

@@ -18,7 +18,13 @@
  *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search;
  *                            keys_seq (listing order), keys_vp (vp, id) (re-encipherment)
  *   secrets(name PK, seq, rev, created, updated, vp, blob), secrets_vp (vp, name)
- *   api_keys(id PK, role, hash UNIQUE, created, revoked)
+ *   api_keys(id PK, name, role, hash UNIQUE, created, revoked)
+ *                            (name added after the first stores were made: added on open
+ *                            when missing)
+ *
+ * Change detection: PRAGMA data_version of the calling thread's connection moves whenever
+ * another connection (another thread, another process) commits; ky_store_changed reports it
+ * so that caches above the store can be dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +65,8 @@ enum sq_stmt {
 	SQ_APIKEY_GET,
 	SQ_APIKEY_FIND,
 	SQ_APIKEY_REVOKE,
+	SQ_APIKEY_LIST,
+	SQ_DATA_VERSION,
 	SQ__COUNT
 };
 
@@ -103,11 +111,15 @@ static const char *const sq_sql[SQ__COUNT] = {
                         "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
     [SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
                            "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
-    [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked) "
-                         "VALUES (?1, ?2, ?3, ?4, 0)",
-    [SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE id = ?1",
-    [SQ_APIKEY_FIND] = "SELECT id, role, hash, created, revoked FROM api_keys WHERE hash = ?1",
+    [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked, name) "
+                         "VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+    [SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked, name FROM api_keys WHERE id = ?1",
+    [SQ_APIKEY_FIND] =
+        "SELECT id, role, hash, created, revoked, name FROM api_keys WHERE hash = ?1",
     [SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked = 0",
+    [SQ_APIKEY_LIST] = "SELECT id, role, hash, created, revoked, name FROM api_keys "
+                       "ORDER BY created, id",
+    [SQ_DATA_VERSION] = "PRAGMA data_version",
 };
 
 static const char sq_schema[] =
@@ -129,7 +141,8 @@ static const char sq_schema[] =
     "CREATE INDEX IF NOT EXISTS secrets_vp ON secrets (vp, name);"
     "CREATE TABLE IF NOT EXISTS api_keys ("
     " id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,"
-    " created INTEGER NOT NULL, revoked INTEGER NOT NULL) WITHOUT ROWID;"
+    " created INTEGER NOT NULL, revoked INTEGER NOT NULL, name TEXT NOT NULL DEFAULT '')"
+    " WITHOUT ROWID;"
     "CREATE TRIGGER IF NOT EXISTS keys_count_ins AFTER INSERT ON keys BEGIN"
     " UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
     "CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
@@ -144,7 +157,9 @@ struct sq_conn {
 	sqlite3_stmt *st[SQ__COUNT];
 	struct sq_store *s;
 	struct sq_conn *prev, *next;
-	int in_txn; /* inside ky_store_begin: holds s->wlock */
+	int in_txn;           /* inside ky_store_begin: holds s->wlock */
+	int dv_known;         /* data_version read at least once */
+	int64_t data_version; /* as last read by ky_store_changed */
 };
 
 /* A queued insert waiting for a group commit. */
@@ -1026,6 +1041,7 @@ static int sq_apikey_insert(void *be, const struct ky_store_apikey *k)
 	sq_bind_text(st, 2, k->role);
 	sqlite3_bind_blob(st, 3, k->hash, KY_APIKEY_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, k->created);
+	sq_bind_text(st, 5, k->name);
 	rc = sqlite3_step(st);
 	sq_done(st);
 	r = rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
@@ -1052,6 +1068,7 @@ static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, si
 		    (r = sq_col_fixed(st, 2, k->hash, KY_APIKEY_HASH_LEN)) == 0) {
 			k->created = sqlite3_column_int64(st, 3);
 			k->revoked = sqlite3_column_int64(st, 4);
+			r = sq_col_text(st, 5, k->name, sizeof(k->name), 0);
 		}
 	} else {
 		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
@@ -1107,6 +1124,82 @@ static int sq_apikey_revoke(void *be, const char *id, int64_t when)
 		r = sq_apikey_read(c, SQ_APIKEY_GET, id, 0, &k); /* revoked already: 0 */
 out:
 	return sq_wend(c, opened, r);
+}
+
+static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	struct ky_store_apikey *v = NULL, *nv;
+	size_t cnt = 0, cap = 0;
+	int r, rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_APIKEY_LIST, &st)) != 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap = cap ? 2 * cap : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = KY_ERR_NOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		memset(&v[cnt], 0, sizeof(v[cnt]));
+		if ((r = sq_col_text(st, 0, v[cnt].id, sizeof(v[cnt].id), 0)) != 0 ||
+		    (r = sq_col_text(st, 1, v[cnt].role, sizeof(v[cnt].role), 0)) != 0 ||
+		    (r = sq_col_fixed(st, 2, v[cnt].hash, KY_APIKEY_HASH_LEN)) != 0 ||
+		    (r = sq_col_text(st, 5, v[cnt].name, sizeof(v[cnt].name), 0)) != 0)
+			goto out;
+		v[cnt].created = sqlite3_column_int64(st, 3);
+		v[cnt].revoked = sqlite3_column_int64(st, 4);
+		cnt++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	*out = v;
+	*n = cnt;
+	v = NULL; /* transferred */
+	r = 0;
+out:
+	sq_done(st);
+	free(v);
+	return r;
+}
+
+/* ---- change detection ---- */
+
+static int sq_changed(void *be, int *changed)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int64_t v;
+	int r, rc;
+
+	*changed = 1;
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_DATA_VERSION, &st)) != 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sq_done(st);
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	}
+	v = sqlite3_column_int64(st, 0);
+	sq_done(st);
+	*changed = !c->dv_known || v != c->data_version;
+	c->dv_known = 1;
+	c->data_version = v;
+	return 0;
 }
 
 /* ---- diagnostics ---- */
@@ -1203,6 +1296,28 @@ static int sq_has_meta(struct sq_conn *c, int *has)
 	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
 }
 
+/* Stores made before api_keys had a name column get one (same schema version: the column
+ * has a default and older programs never read it). */
+static int sq_apikey_name_column(struct sq_conn *c)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, has = 0;
+
+	rc = sqlite3_prepare_v2(c->db, "SELECT count(*) FROM pragma_table_info('api_keys') "
+	                               "WHERE name = 'name'",
+	                        -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		has = sqlite3_column_int(st, 0) > 0;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	if (has)
+		return 0;
+	rc = sqlite3_exec(c->db, "ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+	                  NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
 /* Creates the schema if missing, checks its version and the instance binding. */
 static int sq_init_schema(struct sq_conn *c)
 {
@@ -1227,6 +1342,8 @@ static int sq_init_schema(struct sq_conn *c)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		goto out;
 	}
+	if ((r = sq_apikey_name_column(c)) != 0)
+		goto out;
 	if (instance != NULL) {
 		r = sq_meta_get(c, "instance", v, sizeof(v));
 		if (r == KY_ERR_NOT_FOUND)
@@ -1337,5 +1454,7 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .apikey_get = sq_apikey_get,
     .apikey_find = sq_apikey_find,
     .apikey_revoke = sq_apikey_revoke,
+    .apikey_list = sq_apikey_list,
+    .changed = sq_changed,
     .plan = sq_plan,
 };

@@ -266,6 +266,16 @@ int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when)
 	return s->ops->apikey_revoke(s->be, id, when);
 }
 
+int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size_t *n)
+{
+	return s->ops->apikey_list(s->be, keys, n);
+}
+
+int ky_store_changed(struct ky_store *s, int *changed)
+{
+	return s->ops->changed(s->be, changed);
+}
+
 int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen)
 {
 	if (outlen == 0)

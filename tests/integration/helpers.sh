@@ -127,22 +127,34 @@ cmd_json() {
 		'{kyok: "admin-command-v1", instance: $i, unit: $u, counter: $c, op: $op} + $x'
 }
 
+# plain_key NAME: administrator NAME's private key, decrypted once into the test's private
+# directory (scrypt makes every decryption cost), for signing with plain openssl.
+plain_key() {
+	local k="$T_DIR/keys/$1.key" f
+	if [ ! -f "$k" ] || [ "$(stat -c %Y "$k")" -lt "$(stat -c %Y "$(sigkey_file "$1")")" ]; then
+		mkdir -p "$T_DIR/keys"
+		chmod 700 "$T_DIR/keys"
+		f=$(sigkey_file "$1")
+		openssl pkey -in "$f" -passin "file:$T_DIR/pw/$1" -out "$k"
+		openssl x509 -in "$f" -out "$T_DIR/keys/$1.crt"
+	fi
+	echo "$k"
+}
+
 # sign_cmd IN OUT NAME...: signs command JSON file IN with plain openssl, one SignerInfo per
 # administrator NAME (passwords in $T_DIR/pw/NAME), DER SignedData in OUT.
 sign_cmd() {
-	local in=$1 out=$2 f first=1
+	local in=$1 out=$2 k first=1
 	shift 2
 	for name in "$@"; do
-		f=$(sigkey_file "$name")
+		k=$(plain_key "$name")
 		if [ $first -eq 1 ]; then
 			openssl cms -sign -binary -nodetach -md sha512 -keyid -in "$in" \
-				-signer "$f" -inkey "$f" -passin "file:$T_DIR/pw/$name" \
-				-outform DER -out "$out"
+				-signer "${k%.key}.crt" -inkey "$k" -outform DER -out "$out"
 			first=0
 		else
 			openssl cms -resign -binary -md sha512 -keyid -nocerts -inform DER -in "$out" \
-				-signer "$f" -inkey "$f" -passin "file:$T_DIR/pw/$name" \
-				-outform DER -out "$out.tmp"
+				-signer "${k%.key}.crt" -inkey "$k" -outform DER -out "$out.tmp"
 			mv "$out.tmp" "$out"
 		fi
 	done

@@ -51,11 +51,11 @@ check_invariant() {
 	fail "round $1: counter $c but carol installed=$has: torn state"
 }
 
-# Signs the next 40 commands ahead, so that the client below only posts: commands then
+# Signs the next 8 commands ahead, so that the client below only posts: commands then
 # arrive back to back and the kill lands inside one (its state write included) most rounds.
 presign() {
 	local c=$1 i
-	for i in $(seq 0 39); do
+	for i in $(seq 0 7); do
 		next_command $((c + i))
 		mv "$C/cmd.der" "$C/seq-$i.der"
 	done
@@ -63,7 +63,7 @@ presign() {
 hammer() {
 	local i url
 	url="$(unit_url 1)/v1/admin/command"
-	for i in $(seq 0 39); do
+	for i in $(seq 0 7); do
 		curl -sS --data-binary "@$C/seq-$i.der" "$url" >>"$C/replies" 2>&1 || true
 		echo >>"$C/replies"
 	done

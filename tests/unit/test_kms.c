@@ -956,6 +956,15 @@ static void test_secrets(void **state)
 	assert_null(p);
 	assert_int_equal(ky_kms_secret_put(&f->kms, "", sec, sizeof(sec), NOW), KY_ERR_USAGE);
 	assert_int_equal(ky_kms_secret_put(&f->kms, "x", sec, 0, NOW), KY_ERR_USAGE);
+
+	/* Create-if-absent never replaces what another unit made first. */
+	assert_int_equal(ky_kms_secret_create(&f->kms, "signing-2", sec, sizeof(sec), NOW), 0);
+	sec[1] ^= 1;
+	assert_int_equal(ky_kms_secret_create(&f->kms, "signing-2", sec, sizeof(sec), NOW),
+	                 KY_ERR_EXISTS);
+	assert_int_equal(ky_kms_secret_get(&f->kms, "signing-2", &p, &n), 0);
+	assert_int_not_equal(p[1], sec[1]);
+	ky_kms_buf_free(p, n);
 }
 
 /* ---- re-encipherment ---- */

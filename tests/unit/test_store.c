@@ -564,6 +564,59 @@ static void test_secrets(void **state)
 	assert_int_equal(ky_store_secret_put(f->s, &s, 0), KY_ERR_USAGE);
 }
 
+/* ---- change detection ---- */
+
+struct changed_arg {
+	struct ky_store *s;
+	int changed;
+};
+
+static void *changed_thread(void *p)
+{
+	struct changed_arg *a = p;
+
+	assert_int_equal(ky_store_changed(a->s, &a->changed), 0);
+	return NULL;
+}
+
+static void test_changed(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *other = NULL;
+	struct ky_store_secret sec = {0};
+	uint8_t blob[40] = {1};
+	int changed = 0;
+	pthread_t t;
+	struct changed_arg a = {.s = f->s};
+
+	/* First call on a connection: changed (nothing is known yet). */
+	assert_int_equal(ky_store_changed(f->s, &changed), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(ky_store_changed(f->s, &changed), 0);
+	assert_int_equal(changed, 0);
+	/* Own writes are not reported. */
+	strcpy(sec.name, "s1");
+	memcpy(sec.vp, vp_a, KY_VP_LEN);
+	sec.blob = blob;
+	sec.bloblen = sizeof(blob);
+	assert_int_equal(ky_store_secret_put(f->s, &sec, 0), 0);
+	assert_int_equal(ky_store_changed(f->s, &changed), 0);
+	assert_int_equal(changed, 0);
+	/* Another process's (another handle's) commit is. */
+	assert_int_equal(ky_store_open(f->uri, NULL, &other), 0);
+	strcpy(sec.name, "s2");
+	assert_int_equal(ky_store_secret_put(other, &sec, 0), 0);
+	assert_int_equal(ky_store_changed(f->s, &changed), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(ky_store_changed(f->s, &changed), 0);
+	assert_int_equal(changed, 0);
+	ky_store_close(other);
+	/* A new thread's first call says changed. */
+	assert_int_equal(pthread_create(&t, NULL, changed_thread, &a), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(a.changed, 1);
+}
+
 /* ---- api keys ---- */
 
 static void test_apikeys(void **state)
@@ -598,6 +651,26 @@ static void test_apikeys(void **state)
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
 	assert_int_equal(got.revoked, 500);
 	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-9", 500), KY_ERR_NOT_FOUND);
+
+	/* Names and the listing (no hash leaves the store in a listing's order guarantees). */
+	{
+		struct ky_store_apikey *all = NULL;
+		size_t n = 0;
+
+		strcpy(k.id, "apikey-3");
+		strcpy(k.name, "ci-pipeline");
+		memset(k.hash, 0x44, sizeof(k.hash));
+		k.created = 20;
+		assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
+		assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), 0);
+		assert_string_equal(got.name, "ci-pipeline");
+		assert_int_equal(ky_store_apikey_list(f->s, &all, &n), 0);
+		assert_int_equal(n, 3);
+		assert_string_equal(all[0].id, "apikey-1");
+		assert_int_equal(all[0].revoked, 500);
+		assert_string_equal(all[2].name, "ci-pipeline");
+		free(all);
+	}
 	memset(&k, 0, sizeof(k));
 	assert_int_equal(ky_store_apikey_insert(f->s, &k), KY_ERR_USAGE);
 }
@@ -796,6 +869,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -1,0 +1,716 @@
+/* The key-management API client: API key -> token (POST /identity/token, as the Key
+ * Protect SDKs' IamAuthenticator does), then requests under /api/v2 with the token and the
+ * instance id (Bluemix-Instance). One libcurl handle per process, so connections stay open
+ * between requests (keep-alive). Units are tried in instance.json order: a unit that cannot
+ * be reached, or answers 5xx, hands over to the next one; tokens from one unit are valid on
+ * every unit of the instance.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/cli.h"
+#include "cli/kp_client.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define KP_BODY_MAX        (8 * 1024 * 1024)
+#define KP_CONNECT_TIMEOUT 5L
+#define KP_TOTAL_TIMEOUT   60L
+#define KP_APIKEY_MAX      512
+#define KP_TOKEN_MAX       8192
+#define KP_APIKEY_FILE_MAX 4096
+
+struct kp_opts kp_o;
+
+static struct {
+	bool loaded;
+	struct cli_instance inst;
+	CURL *h;
+	char *token; /* ky_secret_alloc(KP_TOKEN_MAX) */
+	char source[600]; /* where the API key came from, for messages */
+	size_t next; /* index of the unit to try first */
+} kp_s;
+
+/* ---- options ---- */
+
+int kp_common_opt(int opt, const char *arg)
+{
+	char *end;
+	long v;
+
+	switch (opt) {
+	case KP_OPT_APIKEY_FILE:
+		if (arg[0] == '\0')
+			return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--apikey-file needs a path"),
+			       KY_ERR_USAGE;
+		kp_o.apikey_file = arg;
+		return 0;
+	case KP_OPT_VERBOSE:
+		kp_o.verbose = true;
+		return 0;
+	case KP_OPT_UNIT:
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (errno != 0 || end == arg || *end != '\0' || v < 1 || v > 16) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+			         "--unit takes a crypto unit number, not '%s'", arg);
+			return KY_ERR_USAGE;
+		}
+		kp_o.unit = (int)v;
+		return 0;
+	case KP_OPT_CACERT:
+		if (arg[0] == '\0')
+			return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--cacert needs a path"),
+			       KY_ERR_USAGE;
+		kp_o.cacert = arg;
+		return 0;
+	default:
+		return cli_common_opt(opt, arg);
+	}
+}
+
+void kp_print_help(const char *usage)
+{
+	fputs(usage, stdout);
+	fputs("\n" KP_COMMON_HELP, stdout);
+}
+
+bool kp_key_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 90)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+int kp_key_operand(int argc, char **argv, const char **id)
+{
+	if (optind >= argc) {
+		cli_fail(KY_ERR_USAGE, cli_cmd_name(), "give the key ID: see '%s --help'",
+		         cli_cmd_name());
+		return KY_ERR_USAGE;
+	}
+	if (optind + 1 < argc) {
+		cli_fail(KY_ERR_USAGE, cli_cmd_name(), "unexpected argument '%s': see '%s --help'",
+		         argv[optind + 1], cli_cmd_name());
+		return KY_ERR_USAGE;
+	}
+	if (!kp_key_id_ok(argv[optind])) {
+		cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+		         "'%.100s' is not a key ID (letters, digits, '-', '_'; 'kyok kp keys' lists "
+		         "them)",
+		         argv[optind]);
+		return KY_ERR_USAGE;
+	}
+	*id = argv[optind];
+	return 0;
+}
+
+/* ---- files ---- */
+
+int kp_file_read(const char *path, const char *flag, size_t max, struct ky_buf *out)
+{
+	int r = ky_file_read(path, max, out);
+	char subject[600];
+
+	snprintf(subject, sizeof(subject), "%s %s", flag, path);
+	if (r == KY_ERR_TOO_LARGE)
+		return cli_fail(r, subject, "at most %zu bytes", max), r;
+	if (r == KY_ERR_NOT_FOUND)
+		return cli_fail(r, subject, "no such file"), r;
+	if (r != 0)
+		return cli_fail(r, subject, "%s", strerror(errno)), r;
+	if (out->len == 0) {
+		cli_fail(KY_ERR_MALFORMED, subject, "the file is empty");
+		return KY_ERR_MALFORMED;
+	}
+	return 0;
+}
+
+int kp_file_write(const char *path, const void *p, size_t n)
+{
+	int r = ky_file_write_atomic(path, p, n, 0600);
+
+	if (r != 0)
+		cli_fail(r, path, "cannot write the file: %s", strerror(errno));
+	return r;
+}
+
+/* ---- JSON ---- */
+
+void kp_json_cleanse(json_t *j)
+{
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	if (json_is_string(j)) {
+		OPENSSL_cleanse((char *)json_string_value(j), json_string_length(j));
+	} else if (json_is_object(j)) {
+		json_object_foreach(j, key, v)
+			kp_json_cleanse(v);
+	} else if (json_is_array(j)) {
+		json_array_foreach(j, i, v)
+			kp_json_cleanse(v);
+	}
+}
+
+void kp_reply_release(struct kp_reply *rep)
+{
+	if (rep == NULL)
+		return;
+	kp_json_cleanse(rep->json);
+	json_decref(rep->json);
+	ky_buf_free(&rep->body);
+	memset(rep, 0, sizeof(*rep));
+}
+
+/* ---- errors ---- */
+
+int kp_exit_for(long status, const char *code)
+{
+	if (code != NULL) {
+		int e = ky_err_from_slug(code);
+		if (e != KY_ERR_INTERNAL || strcmp(code, "internal") == 0)
+			return ky_err_exit(e);
+	}
+	switch (status) {
+	case 400:
+	case 404:
+	case 413:
+	case 422:
+		return KY_EXIT_INPUT;
+	case 401:
+	case 403:
+		return KY_EXIT_REFUSED;
+	case 409:
+	case 410:
+		return KY_EXIT_STATE;
+	default:
+		return status >= 500 ? KY_EXIT_UNIT : KY_EXIT_INTERNAL;
+	}
+}
+
+/* Printable copy of an untrusted string, at most n characters. */
+static void kp_clean_text(const char *s, char *out, size_t outlen, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; s != NULL && s[i] != '\0' && i < n && k + 1 < outlen; i++)
+		out[k++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	out[k] = '\0';
+}
+
+/* The API's error: KP {"resources": [{"errorMsg", "reasons": [{"code", "message"}]}]}, or
+ * the token service's {"errorCode", "errorMessage"}. */
+static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
+{
+	const json_t *res = json_array_get(json_object_get(rep->json, "resources"), 0);
+	const json_t *reason = json_array_get(json_object_get(res, "reasons"), 0);
+	const char *msg = json_string_value(json_object_get(res, "errorMsg"));
+	const char *code = json_string_value(json_object_get(reason, "code"));
+	const char *rmsg = json_string_value(json_object_get(reason, "message"));
+	char a[300], b[600], c[80];
+
+	if (msg == NULL && rmsg == NULL) {
+		msg = json_string_value(json_object_get(rep->json, "errorMessage"));
+		code = json_string_value(json_object_get(rep->json, "errorCode"));
+	}
+	if (msg == NULL && rmsg == NULL) {
+		fprintf(stderr, "error: %s: HTTP %ld from crypto unit %d\n", subject, rep->status,
+		        rep->unit != NULL ? rep->unit->number : 0);
+		return kp_exit_for(rep->status, NULL);
+	}
+	kp_clean_text(msg != NULL ? msg : rmsg, a, sizeof(a), 256);
+	kp_clean_text(rmsg, b, sizeof(b), 512);
+	kp_clean_text(code, c, sizeof(c), 64);
+	if (rmsg != NULL && msg != NULL && strcmp(a, b) != 0)
+		fprintf(stderr, "error: %s: %s: %s\n", subject, a, b);
+	else
+		fprintf(stderr, "error: %s: %s\n", subject, a);
+	if (kp_o.verbose)
+		fprintf(stderr, "  (HTTP %ld, reason %s, crypto unit %d)\n", rep->status,
+		        c[0] != '\0' ? c : "-", rep->unit != NULL ? rep->unit->number : 0);
+	return kp_exit_for(rep->status, code);
+}
+
+/* ---- HTTP ---- */
+
+static size_t kp_on_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+	struct ky_buf *b = ud;
+	size_t n = size * nmemb;
+
+	if (b->len + n > KP_BODY_MAX || ky_buf_append(b, p, n) != 0)
+		return 0;
+	return n;
+}
+
+static int kp_load(void)
+{
+	int r;
+
+	if (kp_s.loaded)
+		return 0;
+	if ((r = cli_instance_load(&kp_s.inst)) != 0)
+		return r;
+	if (kp_s.inst.nunits == 0)
+		return cli_fail(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit"),
+		       KY_ERR_CONFIG;
+	kp_s.next = 0;
+	if (kp_o.unit > 0) {
+		bool found = false;
+		for (size_t i = 0; i < kp_s.inst.nunits; i++)
+			if (kp_s.inst.units[i].number == kp_o.unit) {
+				kp_s.next = i;
+				found = true;
+			}
+		if (!found)
+			return cli_fail(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
+			                kp_o.unit),
+			       KY_ERR_USAGE;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+	    (kp_s.h = curl_easy_init()) == NULL)
+		return cli_fail(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client"),
+		       KY_ERR_INTERNAL;
+	kp_s.loaded = true;
+	return 0;
+}
+
+void kp_close(void)
+{
+	if (kp_s.h != NULL)
+		curl_easy_cleanup(kp_s.h);
+	ky_secret_free(kp_s.token, KP_TOKEN_MAX);
+	memset(&kp_s, 0, sizeof(kp_s));
+}
+
+static void kp_slist_free(struct curl_slist *l)
+{
+	for (struct curl_slist *p = l; p != NULL; p = p->next)
+		OPENSSL_cleanse(p->data, strlen(p->data));
+	curl_slist_free_all(l);
+}
+
+static int kp_slist_add(struct curl_slist **l, const char *line)
+{
+	struct curl_slist *n = curl_slist_append(*l, line);
+
+	if (n == NULL)
+		return KY_ERR_NOMEM;
+	*l = n;
+	return 0;
+}
+
+/* One exchange with unit u. Transport failure: KY_ERR_UNREACHABLE with why. */
+static int kp_http(const struct cli_unit *u, const char *method, const char *path,
+                   struct curl_slist *hdrs, const char *body, size_t n, struct kp_reply *rep,
+                   char *why, size_t whylen)
+{
+	CURL *h = kp_s.h;
+	char url[1024];
+	size_t base = strlen(u->url);
+	const char *ca = kp_o.cacert != NULL ? kp_o.cacert : getenv("KYOK_CA_FILE");
+	CURLcode cc;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->unit = u;
+	while (base > 0 && u->url[base - 1] == '/')
+		base--;
+	if (snprintf(url, sizeof(url), "%.*s%s", (int)base, u->url, path) >= (int)sizeof(url)) {
+		snprintf(why, whylen, "URL too long");
+		return KY_ERR_USAGE;
+	}
+	curl_easy_reset(h); /* options only: open connections stay */
+	if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, KP_CONNECT_TIMEOUT) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_TIMEOUT, KP_TOTAL_TIMEOUT) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1") != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kp_on_body) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_WRITEDATA, &rep->body) != CURLE_OK ||
+	    (ca != NULL && ca[0] != '\0' && curl_easy_setopt(h, CURLOPT_CAINFO, ca) != CURLE_OK)) {
+		snprintf(why, whylen, "cannot set up the HTTP request");
+		return KY_ERR_INTERNAL;
+	}
+	if (strcmp(method, "GET") == 0) {
+		cc = curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else {
+		cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body != NULL ? body : "");
+		if (cc == CURLE_OK)
+			cc = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+			                      (curl_off_t)(body != NULL ? n : 0));
+		if (cc == CURLE_OK && strcmp(method, "POST") != 0)
+			cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+		/* DELETE without a body: no Content-Length: 0 body sent as a POST would. */
+		if (cc == CURLE_OK && body == NULL && strcmp(method, "DELETE") == 0)
+			cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL) == CURLE_OK &&
+			             curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) == CURLE_OK &&
+			             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) == CURLE_OK
+			         ? CURLE_OK
+			         : CURLE_FAILED_INIT;
+	}
+	if (cc != CURLE_OK) {
+		snprintf(why, whylen, "cannot set up the HTTP request");
+		return KY_ERR_INTERNAL;
+	}
+	cc = curl_easy_perform(h);
+	if (cc != CURLE_OK) {
+		ky_buf_free(&rep->body);
+		if (cc == CURLE_WRITE_ERROR) {
+			snprintf(why, whylen, "%s: reply larger than %d bytes", url, KP_BODY_MAX);
+			return KY_ERR_BAD_REPLY;
+		}
+		snprintf(why, whylen, "%s: %s", url, curl_easy_strerror(cc));
+		return KY_ERR_UNREACHABLE;
+	}
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rep->status);
+	if (rep->body.len > 0)
+		rep->json = json_loadb((const char *)rep->body.data, rep->body.len, 0, NULL);
+	return 0;
+}
+
+/* ---- API key and token ---- */
+
+/* Trims whitespace at both ends of p[0..n), in place; returns the new length. */
+static size_t kp_trim(char *p, size_t n)
+{
+	size_t s = 0;
+
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' ||
+	                 p[n - 1] == '\t'))
+		n--;
+	while (s < n && (p[s] == ' ' || p[s] == '\t' || p[s] == '\n' || p[s] == '\r'))
+		s++;
+	memmove(p, p + s, n - s);
+	return n - s;
+}
+
+/* The API key: from --apikey-file / $KYOK_APIKEY_FILE (a JSON file with "apikey", as
+ * apikey-create writes it, or the key alone on one line), else $KYOK_APIKEY. */
+static int kp_apikey(char **out, char *source, size_t sourcelen)
+{
+	int r = KY_ERR_INTERNAL;
+	const char *path = kp_o.apikey_file != NULL ? kp_o.apikey_file : getenv("KYOK_APIKEY_FILE");
+	const char *env = getenv("KYOK_APIKEY");
+	struct ky_buf b = {0};
+	char *s = NULL;
+	size_t n;
+
+	*out = NULL;
+	if ((s = ky_secret_alloc(KP_APIKEY_MAX)) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL), KY_ERR_NOMEM;
+	if (path != NULL && path[0] != '\0') {
+		json_t *j;
+		const char *k;
+
+		snprintf(source, sourcelen, "API key file %s", path);
+		if ((r = kp_file_read(path, "--apikey-file", KP_APIKEY_FILE_MAX, &b)) != 0)
+			goto out;
+		r = KY_ERR_MALFORMED;
+		j = json_loadb((const char *)b.data, b.len, 0, NULL);
+		if (j != NULL) {
+			k = json_string_value(json_object_get(j, "apikey"));
+			n = k != NULL ? strlen(k) : 0;
+			if (n > 0 && n < KP_APIKEY_MAX)
+				memcpy(s, k, n + 1);
+			kp_json_cleanse(j);
+			json_decref(j);
+			if (n == 0 || n >= KP_APIKEY_MAX) {
+				cli_fail(r, source, "JSON without a usable \"apikey\" field");
+				goto out;
+			}
+		} else {
+			n = kp_trim((char *)b.data, b.len);
+			if (n == 0 || n >= KP_APIKEY_MAX || memchr(b.data, '\n', n) != NULL ||
+			    memchr(b.data, '\0', n) != NULL) {
+				cli_fail(r, source,
+				         "not an API key file: JSON with \"apikey\" (as 'kyok tke "
+				         "apikey-create' writes it), or the key alone on one line");
+				goto out;
+			}
+			memcpy(s, b.data, n);
+			s[n] = '\0';
+		}
+	} else if (env != NULL && env[0] != '\0') {
+		snprintf(source, sourcelen, "API key in $KYOK_APIKEY");
+		n = strlen(env);
+		if (n >= KP_APIKEY_MAX) {
+			r = cli_fail(KY_ERR_MALFORMED, source, "too long"), KY_ERR_MALFORMED;
+			goto out;
+		}
+		memcpy(s, env, n + 1);
+	} else {
+		r = KY_ERR_USAGE;
+		cli_fail(r, cli_cmd_name(),
+		         "no API key: give --apikey-file FILE (written by 'kyok tke apikey-create'), "
+		         "or set KYOK_APIKEY_FILE");
+		goto out;
+	}
+	for (const char *p = s; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+			r = KY_ERR_MALFORMED;
+			cli_fail(r, source, "the API key has characters an API key never has");
+			goto out;
+		}
+	*out = s;
+	s = NULL; /* transferred */
+	r = 0;
+out:
+	ky_secret_free(s, KP_APIKEY_MAX);
+	ky_buf_free(&b);
+	return r;
+}
+
+/* Form body "grant_type=...&apikey=..." (percent-encoded) in the secure heap. */
+static int kp_token_form(const char *apikey, char **out, size_t *cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *prefix = "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey=";
+	size_t need = strlen(prefix) + 3 * strlen(apikey) + 1, k;
+	char *s = ky_secret_alloc(need);
+
+	*out = NULL;
+	if (s == NULL)
+		return KY_ERR_NOMEM;
+	memcpy(s, prefix, strlen(prefix));
+	k = strlen(prefix);
+	for (const char *p = apikey; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			s[k++] = (char)c;
+		} else {
+			s[k++] = '%';
+			s[k++] = hex[c >> 4];
+			s[k++] = hex[c & 15];
+		}
+	}
+	s[k] = '\0';
+	*out = s;
+	*cap = need;
+	return 0;
+}
+
+/* POST /identity/token on u. 0 with kp_s.token set, or 0 with rep filled when the token
+ * service refused the key (4xx: rep->token_refused); KY_ERR_UNREACHABLE when u cannot be
+ * reached or answered 5xx (then rep holds the answer); other errors printed. */
+static int kp_token_at(const struct cli_unit *u, struct kp_reply *rep, char *why, size_t whylen)
+{
+	int r = KY_ERR_INTERNAL;
+	char *apikey = NULL, *form = NULL;
+	size_t cap = 0;
+	struct curl_slist *hdrs = NULL;
+	const char *tok;
+
+	if ((r = kp_apikey(&apikey, kp_s.source, sizeof(kp_s.source))) != 0)
+		return r;
+	if ((r = kp_token_form(apikey, &form, &cap)) != 0 ||
+	    (r = kp_slist_add(&hdrs, "Content-Type: application/x-www-form-urlencoded")) != 0 ||
+	    (r = kp_slist_add(&hdrs, "Accept: application/json")) != 0 ||
+	    (r = kp_slist_add(&hdrs, "Expect:")) != 0) {
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if ((r = kp_http(u, "POST", "/identity/token", hdrs, form, strlen(form), rep, why,
+	                 whylen)) != 0) {
+		if (r != KY_ERR_UNREACHABLE)
+			cli_fail(r, NULL, "%s", why);
+		goto out;
+	}
+	if (rep->status >= 500) {
+		snprintf(why, whylen, "token service answered HTTP %ld", rep->status);
+		r = KY_ERR_UNREACHABLE;
+		goto out;
+	}
+	if (rep->status != 200) {
+		rep->token_refused = true;
+		r = 0;
+		goto out;
+	}
+	tok = json_string_value(json_object_get(rep->json, "access_token"));
+	if (tok == NULL || strlen(tok) == 0 || strlen(tok) >= KP_TOKEN_MAX) {
+		r = KY_ERR_BAD_REPLY;
+		cli_fail(r, "token service", "crypto unit %d answered without an access_token",
+		         u->number);
+		goto out;
+	}
+	for (const char *p = tok; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+			r = KY_ERR_BAD_REPLY;
+			cli_fail(r, "token service", "the access token is not printable");
+			goto out;
+		}
+	if (kp_s.token == NULL && (kp_s.token = ky_secret_alloc(KP_TOKEN_MAX)) == NULL) {
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	memcpy(kp_s.token, tok, strlen(tok) + 1);
+	if (kp_o.verbose)
+		fprintf(stderr, "token from crypto unit %d (%s)\n", u->number, u->zone);
+	kp_reply_release(rep);
+	r = 0;
+out:
+	if (r != 0 && r != KY_ERR_UNREACHABLE)
+		kp_reply_release(rep);
+	kp_slist_free(hdrs);
+	ky_secret_free(form, cap);
+	ky_secret_free(apikey, KP_APIKEY_MAX);
+	return r;
+}
+
+/* ---- requests ---- */
+
+static int kp_api_headers(const char *ctype, const char *prefer, struct curl_slist **hdrs)
+{
+	int r = KY_ERR_NOMEM;
+	char line[KP_TOKEN_MAX + 64];
+	uint8_t cid[8];
+	char cidhex[17];
+
+	*hdrs = NULL;
+	snprintf(line, sizeof(line), "Authorization: Bearer %s", kp_s.token);
+	r = kp_slist_add(hdrs, line);
+	OPENSSL_cleanse(line, sizeof(line));
+	if (r != 0)
+		return r;
+	snprintf(line, sizeof(line), "Bluemix-Instance: %s", kp_s.inst.id);
+	if ((r = kp_slist_add(hdrs, line)) != 0 || (r = kp_slist_add(hdrs, "Accept: application/json")) != 0 ||
+	    (r = kp_slist_add(hdrs, "Expect:")) != 0)
+		return r;
+	if (ky_random(cid, sizeof(cid)) == 0) {
+		ky_hex_encode(cid, sizeof(cid), cidhex);
+		snprintf(line, sizeof(line), "Correlation-Id: kyok-kp-%s", cidhex);
+		if ((r = kp_slist_add(hdrs, line)) != 0)
+			return r;
+	}
+	if (ctype != NULL) {
+		snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+		if ((r = kp_slist_add(hdrs, line)) != 0)
+			return r;
+	}
+	if (prefer != NULL) {
+		snprintf(line, sizeof(line), "Prefer: %s", prefer);
+		if ((r = kp_slist_add(hdrs, line)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+int kp_request(const char *method, const char *path, const char *ctype, const json_t *body,
+               const char *prefer, struct kp_reply *rep)
+{
+	int r = KY_ERR_INTERNAL;
+	char *text = NULL, why[700] = "";
+	struct kp_reply last = {0};
+	size_t n;
+
+	memset(rep, 0, sizeof(*rep));
+	if ((r = kp_load()) != 0)
+		return r;
+	n = kp_s.inst.nunits;
+	if (body != NULL && (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL), KY_ERR_NOMEM;
+	r = KY_ERR_UNREACHABLE;
+	for (size_t t = 0; t < n; t++) {
+		size_t idx = (kp_s.next + t) % n;
+		const struct cli_unit *u = &kp_s.inst.units[idx];
+		struct curl_slist *hdrs = NULL;
+
+		why[0] = '\0';
+		if (kp_s.token == NULL) {
+			r = kp_token_at(u, rep, why, sizeof(why));
+			if (r == 0 && rep->token_refused)
+				goto out; /* the caller prints the token service's refusal */
+			if (r != 0 && r != KY_ERR_UNREACHABLE)
+				goto out; /* printed */
+		}
+		if (r == 0) {
+			if ((r = kp_api_headers(body != NULL ? ctype : NULL, prefer, &hdrs)) != 0) {
+				kp_slist_free(hdrs);
+				cli_fail(r, NULL, NULL);
+				goto out;
+			}
+			r = kp_http(u, method, path, hdrs, text, text != NULL ? strlen(text) : 0,
+			            rep, why, sizeof(why));
+			kp_slist_free(hdrs);
+			if (r != 0 && r != KY_ERR_UNREACHABLE) {
+				cli_fail(r, NULL, "%s", why);
+				goto out;
+			}
+			if (r == 0 && rep->status >= 500) {
+				snprintf(why, sizeof(why), "HTTP %ld", rep->status);
+				r = KY_ERR_UNREACHABLE;
+			}
+		}
+		if (r == 0) {
+			kp_s.next = idx; /* stay with the unit that serves */
+			if (kp_o.verbose)
+				fprintf(stderr, "served by crypto unit %d (%s, %s)\n", u->number,
+				        u->zone, u->url);
+			goto out;
+		}
+		/* This unit failed: keep its answer if it gave one, try the next. */
+		if (rep->status >= 500) {
+			kp_reply_release(&last);
+			last = *rep; /* transferred */
+			memset(rep, 0, sizeof(*rep));
+		}
+		if (kp_o.verbose || t + 1 < n)
+			fprintf(stderr, "crypto unit %d (%s): %s%s\n", u->number, u->zone,
+			        why[0] != '\0' ? why : ky_err_message(r),
+			        t + 1 < n ? ": trying the next unit" : "");
+		r = KY_ERR_UNREACHABLE;
+	}
+	if (last.status != 0) {
+		*rep = last; /* transferred: every unit failed, the last answer tells why */
+		memset(&last, 0, sizeof(last));
+		r = 0;
+		goto out;
+	}
+	cli_fail(KY_ERR_UNREACHABLE, "kyok kp",
+	         "no crypto unit of instance '%s' answers (%zu tried): is it running ('kyok "
+	         "status')?",
+	         kp_s.inst.id, n);
+	r = KY_ERR_UNREACHABLE;
+out:
+	kp_reply_release(&last);
+	if (text != NULL) {
+		OPENSSL_cleanse(text, strlen(text));
+		free(text);
+	}
+	return r;
+}
+
+int kp_call(const char *method, const char *path, const char *ctype, const json_t *body,
+            const char *prefer, const char *subject, struct kp_reply *rep)
+{
+	int r = kp_request(method, path, ctype, body, prefer, rep);
+	int status;
+
+	if (r != 0)
+		return ky_err_exit(r); /* printed */
+	if (rep->status >= 200 && rep->status < 300 && !rep->token_refused)
+		return 0;
+	status = kp_fail_reply(rep->token_refused ? kp_s.source : subject, rep);
+	kp_reply_release(rep);
+	return status;
+}

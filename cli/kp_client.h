@@ -1,0 +1,99 @@
+/* The key-management API client behind 'kyok kp': API key, token, one HTTP connection
+ * pool for the process, failover across the instance's crypto units, Key Protect errors.
+ * Private to cli/kp*.c.
+ */
+#ifndef KYOK_CLI_KP_CLIENT_H
+#define KYOK_CLI_KP_CLIENT_H
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "cli/cli.h"
+
+/* Options every 'kyok kp' command accepts besides the common ones. */
+struct kp_opts {
+	const char *apikey_file; /* --apikey-file, else $KYOK_APIKEY_FILE */
+	const char *cacert;      /* --cacert, else $KYOK_CA_FILE (https units) */
+	int unit;                /* --unit N: try that unit first (0 = the first) */
+	bool verbose;            /* --verbose: which unit served, failovers */
+};
+extern struct kp_opts kp_o;
+
+enum {
+	KP_OPT_APIKEY_FILE = 0x1101,
+	KP_OPT_VERBOSE,
+	KP_OPT_UNIT,
+	KP_OPT_CACERT,
+};
+/* clang-format off */
+#define KP_LONGOPTS                                                                                \
+	{"apikey-file", required_argument, NULL, KP_OPT_APIKEY_FILE},                              \
+		{"verbose", no_argument, NULL, KP_OPT_VERBOSE},                                    \
+		{"unit", required_argument, NULL, KP_OPT_UNIT},                                    \
+		{"cacert", required_argument, NULL, KP_OPT_CACERT}, CLI_COMMON_LONGOPTS
+#define KP_COMMON_HELP                                                                             \
+	"common options:\n"                                                                        \
+	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
+	"                          $KYOK_APIKEY_FILE, else the key itself in $KYOK_APIKEY\n"      \
+	"  --unit N                try crypto unit N first (default: the first); the others\n"   \
+	"                          are tried in turn when a unit fails\n"                        \
+	"  --cacert FILE           CA certificates for https units (default $KYOK_CA_FILE)\n"     \
+	"  --verbose               say which crypto unit served, and each failover\n"             \
+	"  --output table|json     output format (default table)\n"                               \
+	"  --yes                   answer yes to confirmations\n"                                 \
+	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
+	"                          ~/.kyok/instance)\n"                                           \
+	"  --help                  this text\n"
+/* clang-format on */
+
+/* The kp options, then the common ones (cli_common_opt). KY_ERR_USAGE (printed). */
+int kp_common_opt(int opt, const char *arg) KY_WUR;
+/* Prints usage and the common kp options on stdout. */
+void kp_print_help(const char *usage);
+
+/* Key ids and aliases go into URL paths: letters, digits, '-', '_', 1 to 90. Pure. */
+bool kp_key_id_ok(const char *id);
+/* Exactly one operand (the key id) after getopt: *id set, or KY_ERR_USAGE (printed). */
+int kp_key_operand(int argc, char **argv, const char **id) KY_WUR;
+
+struct kp_reply {
+	long status;
+	struct ky_buf body;
+	json_t *json; /* the body parsed, NULL when empty or not JSON */
+	const struct cli_unit *unit;
+	bool token_refused; /* the token service refused the API key (status 4xx) */
+};
+/* Cleanses every string of the reply (it may hold key material) and frees it. */
+void kp_reply_release(struct kp_reply *rep);
+
+/* One API request to path (e.g. "/api/v2/keys?limit=10"). body (may be NULL) is sent as
+ * ctype; prefer (may be NULL) is the Prefer header. Tries the units in instance.json order
+ * from --unit: a connection failure or an HTTP 5xx moves on to the next one. Returns 0
+ * with rep filled when a unit answered below 500, or when every unit answered 5xx (rep
+ * holds the last answer); KY_ERR_UNREACHABLE and others printed. The token is fetched on
+ * first use and kept for the process. */
+int kp_request(const char *method, const char *path, const char *ctype, const json_t *body,
+               const char *prefer, struct kp_reply *rep) KY_WUR;
+/* kp_request, then status check: 2xx -> 0; else the API's error is printed as
+ * "error: <subject>: <errorMsg>: <reason>" and the exit status returned (rep released). */
+int kp_call(const char *method, const char *path, const char *ctype, const json_t *body,
+            const char *prefer, const char *subject, struct kp_reply *rep);
+
+/* Exit status for an API error: the kyok error code named by the reason, else by HTTP
+ * status (400/404/413/422 input, 401/403 refused, 409/410 state, 5xx unit). Pure. */
+int kp_exit_for(long status, const char *code);
+
+/* Overwrites every string value inside j (secrets in request or reply bodies). */
+void kp_json_cleanse(json_t *j);
+
+/* Reads a file of at most max bytes into out (cleansed by ky_buf_free); errors printed
+ * with the flag that named it. Empty files are refused. */
+int kp_file_read(const char *path, const char *flag, size_t max, struct ky_buf *out) KY_WUR;
+/* Writes a 0600 file atomically; errors printed. */
+int kp_file_write(const char *path, const void *p, size_t n) KY_WUR;
+
+/* Frees the connection pool and cleanses the token (kyok kp calls it before exit). */
+void kp_close(void);
+
+#endif
