@@ -5,9 +5,11 @@
  * be reached, or answers 5xx, hands over to the next one; tokens from one unit are valid on
  * every unit of the instance.
  */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +33,9 @@ static struct {
 	bool loaded;
 	struct cli_instance inst;
 	CURL *h;
-	char *token; /* ky_secret_alloc(KP_TOKEN_MAX) */
+	char *token;      /* ky_secret_alloc(KP_TOKEN_MAX) */
 	char source[600]; /* where the API key came from, for messages */
-	size_t next; /* index of the unit to try first */
+	size_t next;      /* index of the unit to try first */
 } kp_s;
 
 /* ---- options ---- */
@@ -46,8 +48,7 @@ int kp_common_opt(int opt, const char *arg)
 	switch (opt) {
 	case KP_OPT_APIKEY_FILE:
 		if (arg[0] == '\0')
-			return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--apikey-file needs a path"),
-			       KY_ERR_USAGE;
+			return kp_err(KY_ERR_USAGE, cli_cmd_name(), "--apikey-file needs a path");
 		kp_o.apikey_file = arg;
 		return 0;
 	case KP_OPT_VERBOSE:
@@ -65,13 +66,26 @@ int kp_common_opt(int opt, const char *arg)
 		return 0;
 	case KP_OPT_CACERT:
 		if (arg[0] == '\0')
-			return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--cacert needs a path"),
-			       KY_ERR_USAGE;
+			return kp_err(KY_ERR_USAGE, cli_cmd_name(), "--cacert needs a path");
 		kp_o.cacert = arg;
 		return 0;
 	default:
 		return cli_common_opt(opt, arg);
 	}
+}
+
+int kp_err(int err, const char *subject, const char *fmt, ...)
+{
+	char detail[1024] = "";
+	va_list ap;
+
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(detail, sizeof(detail), fmt, ap);
+		va_end(ap);
+	}
+	cli_fail(err, subject, "%s", detail);
+	return err;
 }
 
 void kp_print_help(const char *usage)
@@ -108,10 +122,11 @@ int kp_key_operand(int argc, char **argv, const char **id)
 		return KY_ERR_USAGE;
 	}
 	if (!kp_key_id_ok(argv[optind])) {
-		cli_fail(KY_ERR_USAGE, cli_cmd_name(),
-		         "'%.100s' is not a key ID (letters, digits, '-', '_'; 'kyok kp keys' lists "
-		         "them)",
-		         argv[optind]);
+		cli_fail(
+		    KY_ERR_USAGE, cli_cmd_name(),
+		    "'%.100s' is not a key ID (letters, digits, '-', '_'; 'kyok kp keys' lists "
+		    "them)",
+		    argv[optind]);
 		return KY_ERR_USAGE;
 	}
 	*id = argv[optind];
@@ -127,11 +142,11 @@ int kp_file_read(const char *path, const char *flag, size_t max, struct ky_buf *
 
 	snprintf(subject, sizeof(subject), "%s %s", flag, path);
 	if (r == KY_ERR_TOO_LARGE)
-		return cli_fail(r, subject, "at most %zu bytes", max), r;
+		return kp_err(r, subject, "at most %zu bytes", max);
 	if (r == KY_ERR_NOT_FOUND)
-		return cli_fail(r, subject, "no such file"), r;
+		return kp_err(r, subject, "no such file");
 	if (r != 0)
-		return cli_fail(r, subject, "%s", strerror(errno)), r;
+		return kp_err(r, subject, "%s", strerror(errno));
 	if (out->len == 0) {
 		cli_fail(KY_ERR_MALFORMED, subject, "the file is empty");
 		return KY_ERR_MALFORMED;
@@ -159,12 +174,29 @@ void kp_json_cleanse(json_t *j)
 	if (json_is_string(j)) {
 		OPENSSL_cleanse((char *)json_string_value(j), json_string_length(j));
 	} else if (json_is_object(j)) {
-		json_object_foreach(j, key, v)
-			kp_json_cleanse(v);
+		json_object_foreach(j, key, v) kp_json_cleanse(v);
 	} else if (json_is_array(j)) {
-		json_array_foreach(j, i, v)
-			kp_json_cleanse(v);
+		json_array_foreach(j, i, v) kp_json_cleanse(v);
 	}
+}
+
+void kp_print_json(json_t *j)
+{
+	char *s;
+
+	if (j == NULL)
+		return;
+	s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+	if (s != NULL) {
+		fputs(s, stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+	}
+	if (j->refcount <= 1)
+		kp_json_cleanse(j);
+	json_decref(j);
 }
 
 void kp_reply_release(struct kp_reply *rep)
@@ -181,6 +213,18 @@ void kp_reply_release(struct kp_reply *rep)
 
 int kp_exit_for(long status, const char *code)
 {
+	char slug[80];
+	size_t n;
+
+	/* kyok's reason codes are its error slugs in Key Protect's style: "not-found" is
+	 * "NOT_FOUND_ERR". */
+	if (code != NULL && (n = strlen(code)) > 4 && n < sizeof(slug) &&
+	    strcmp(code + n - 4, "_ERR") == 0) {
+		for (size_t i = 0; i < n - 4; i++)
+			slug[i] = code[i] == '_' ? '-' : (char)tolower((unsigned char)code[i]);
+		slug[n - 4] = '\0';
+		code = slug;
+	}
 	if (code != NULL) {
 		int e = ky_err_from_slug(code);
 		if (e != KY_ERR_INTERNAL || strcmp(code, "internal") == 0)
@@ -213,6 +257,24 @@ static void kp_clean_text(const char *s, char *out, size_t outlen, size_t n)
 	out[k] = '\0';
 }
 
+/* "error: <subject>: <errorMsg>: <reason message>", without saying a part twice: kyok's
+ * errorMsg is "<HTTP status text>: <message>" and its reason "<message>[: <detail>]". */
+static void kp_error_line(const char *subject, const char *msg, const char *reason)
+{
+	const char *tail = strstr(msg, ": ");
+
+	if (reason == NULL || reason[0] == '\0' || strcmp(msg, reason) == 0 ||
+	    (strlen(msg) > strlen(reason) &&
+	     strcmp(msg + strlen(msg) - strlen(reason), reason) == 0))
+		fprintf(stderr, "error: %s: %s\n", subject, msg);
+	else if (strncmp(reason, msg, strlen(msg)) == 0)
+		fprintf(stderr, "error: %s: %s\n", subject, reason);
+	else if (tail != NULL && strncmp(reason, tail + 2, strlen(tail + 2)) == 0)
+		fprintf(stderr, "error: %s: %.*s: %s\n", subject, (int)(tail - msg), msg, reason);
+	else
+		fprintf(stderr, "error: %s: %s: %s\n", subject, msg, reason);
+}
+
 /* The API's error: KP {"resources": [{"errorMsg", "reasons": [{"code", "message"}]}]}, or
  * the token service's {"errorCode", "errorMessage"}. */
 static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
@@ -225,8 +287,11 @@ static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
 	char a[300], b[600], c[80];
 
 	if (msg == NULL && rmsg == NULL) {
+		/* the token service: IAM's errorCode, kyok's own code beside it */
 		msg = json_string_value(json_object_get(rep->json, "errorMessage"));
-		code = json_string_value(json_object_get(rep->json, "errorCode"));
+		code = json_string_value(json_object_get(rep->json, "kyokCode"));
+		if (code == NULL)
+			code = json_string_value(json_object_get(rep->json, "errorCode"));
 	}
 	if (msg == NULL && rmsg == NULL) {
 		fprintf(stderr, "error: %s: HTTP %ld from crypto unit %d\n", subject, rep->status,
@@ -236,10 +301,7 @@ static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
 	kp_clean_text(msg != NULL ? msg : rmsg, a, sizeof(a), 256);
 	kp_clean_text(rmsg, b, sizeof(b), 512);
 	kp_clean_text(code, c, sizeof(c), 64);
-	if (rmsg != NULL && msg != NULL && strcmp(a, b) != 0)
-		fprintf(stderr, "error: %s: %s: %s\n", subject, a, b);
-	else
-		fprintf(stderr, "error: %s: %s\n", subject, a);
+	kp_error_line(subject, a, rmsg != NULL ? b : NULL);
 	if (kp_o.verbose)
 		fprintf(stderr, "  (HTTP %ld, reason %s, crypto unit %d)\n", rep->status,
 		        c[0] != '\0' ? c : "-", rep->unit != NULL ? rep->unit->number : 0);
@@ -267,8 +329,7 @@ static int kp_load(void)
 	if ((r = cli_instance_load(&kp_s.inst)) != 0)
 		return r;
 	if (kp_s.inst.nunits == 0)
-		return cli_fail(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit"),
-		       KY_ERR_CONFIG;
+		return kp_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
 	kp_s.next = 0;
 	if (kp_o.unit > 0) {
 		bool found = false;
@@ -278,14 +339,12 @@ static int kp_load(void)
 				found = true;
 			}
 		if (!found)
-			return cli_fail(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
-			                kp_o.unit),
-			       KY_ERR_USAGE;
+			return kp_err(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
+			              kp_o.unit);
 	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
 	    (kp_s.h = curl_easy_init()) == NULL)
-		return cli_fail(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client"),
-		       KY_ERR_INTERNAL;
+		return kp_err(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client");
 	kp_s.loaded = true;
 	return 0;
 }
@@ -321,7 +380,7 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
                    char *why, size_t whylen)
 {
 	CURL *h = kp_s.h;
-	char url[1024];
+	char url[600];
 	size_t base = strlen(u->url);
 	const char *ca = kp_o.cacert != NULL ? kp_o.cacert : getenv("KYOK_CA_FILE");
 	CURLcode cc;
@@ -352,6 +411,9 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 	}
 	if (strcmp(method, "GET") == 0) {
 		cc = curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else if (body == NULL && strcmp(method, "POST") != 0) {
+		/* DELETE: no body at all */
+		cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	} else {
 		cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body != NULL ? body : "");
 		if (cc == CURLE_OK)
@@ -359,13 +421,6 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 			                      (curl_off_t)(body != NULL ? n : 0));
 		if (cc == CURLE_OK && strcmp(method, "POST") != 0)
 			cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-		/* DELETE without a body: no Content-Length: 0 body sent as a POST would. */
-		if (cc == CURLE_OK && body == NULL && strcmp(method, "DELETE") == 0)
-			cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL) == CURLE_OK &&
-			             curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) == CURLE_OK &&
-			             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) == CURLE_OK
-			         ? CURLE_OK
-			         : CURLE_FAILED_INIT;
 	}
 	if (cc != CURLE_OK) {
 		snprintf(why, whylen, "cannot set up the HTTP request");
@@ -394,8 +449,8 @@ static size_t kp_trim(char *p, size_t n)
 {
 	size_t s = 0;
 
-	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' ||
-	                 p[n - 1] == '\t'))
+	while (n > 0 &&
+	       (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
 		n--;
 	while (s < n && (p[s] == ' ' || p[s] == '\t' || p[s] == '\n' || p[s] == '\r'))
 		s++;
@@ -416,7 +471,7 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 
 	*out = NULL;
 	if ((s = ky_secret_alloc(KP_APIKEY_MAX)) == NULL)
-		return cli_fail(KY_ERR_NOMEM, NULL, NULL), KY_ERR_NOMEM;
+		return kp_err(KY_ERR_NOMEM, NULL, NULL);
 	if (path != NULL && path[0] != '\0') {
 		json_t *j;
 		const char *k;
@@ -453,15 +508,16 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 		snprintf(source, sourcelen, "API key in $KYOK_APIKEY");
 		n = strlen(env);
 		if (n >= KP_APIKEY_MAX) {
-			r = cli_fail(KY_ERR_MALFORMED, source, "too long"), KY_ERR_MALFORMED;
+			r = kp_err(KY_ERR_MALFORMED, source, "too long");
 			goto out;
 		}
 		memcpy(s, env, n + 1);
 	} else {
 		r = KY_ERR_USAGE;
-		cli_fail(r, cli_cmd_name(),
-		         "no API key: give --apikey-file FILE (written by 'kyok tke apikey-create'), "
-		         "or set KYOK_APIKEY_FILE");
+		cli_fail(
+		    r, cli_cmd_name(),
+		    "no API key: give --apikey-file FILE (written by 'kyok tke apikey-create'), "
+		    "or set KYOK_APIKEY_FILE");
 		goto out;
 	}
 	for (const char *p = s; *p != '\0'; p++)
@@ -593,7 +649,8 @@ static int kp_api_headers(const char *ctype, const char *prefer, struct curl_sli
 	if (r != 0)
 		return r;
 	snprintf(line, sizeof(line), "Bluemix-Instance: %s", kp_s.inst.id);
-	if ((r = kp_slist_add(hdrs, line)) != 0 || (r = kp_slist_add(hdrs, "Accept: application/json")) != 0 ||
+	if ((r = kp_slist_add(hdrs, line)) != 0 ||
+	    (r = kp_slist_add(hdrs, "Accept: application/json")) != 0 ||
 	    (r = kp_slist_add(hdrs, "Expect:")) != 0)
 		return r;
 	if (ky_random(cid, sizeof(cid)) == 0) {
@@ -628,7 +685,7 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 		return r;
 	n = kp_s.inst.nunits;
 	if (body != NULL && (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
-		return cli_fail(KY_ERR_NOMEM, NULL, NULL), KY_ERR_NOMEM;
+		return kp_err(KY_ERR_NOMEM, NULL, NULL);
 	r = KY_ERR_UNREACHABLE;
 	for (size_t t = 0; t < n; t++) {
 		size_t idx = (kp_s.next + t) % n;
@@ -636,6 +693,7 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 		struct curl_slist *hdrs = NULL;
 
 		why[0] = '\0';
+		r = 0;
 		if (kp_s.token == NULL) {
 			r = kp_token_at(u, rep, why, sizeof(why));
 			if (r == 0 && rep->token_refused)

@@ -49,6 +49,9 @@ enum {
 
 /* The kp options, then the common ones (cli_common_opt). KY_ERR_USAGE (printed). */
 int kp_common_opt(int opt, const char *arg) KY_WUR;
+/* cli_fail that returns err itself (for functions returning error codes). */
+int kp_err(int err, const char *subject, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Prints usage and the common kp options on stdout. */
 void kp_print_help(const char *usage);
 
@@ -83,6 +86,9 @@ int kp_call(const char *method, const char *path, const char *ctype, const json_
 /* Exit status for an API error: the kyok error code named by the reason, else by HTTP
  * status (400/404/413/422 input, 401/403 refused, 409/410 state, 5xx unit). Pure. */
 int kp_exit_for(long status, const char *code);
+
+/* cli_print_json that cleanses what it printed (replies may hold key material). */
+void kp_print_json(json_t *j);
 
 /* Overwrites every string value inside j (secrets in request or reply bodies). */
 void kp_json_cleanse(json_t *j);

@@ -43,6 +43,7 @@ enum {
 };
 
 struct apikey_ctx {
+	bool present; /* already in key storage */
 	char id[KY_ID_MAX + 1];
 	char name[KY_APIKEY_NAME_MAX + 1];
 	char role[KY_ROLE_MAX + 1];
@@ -122,7 +123,8 @@ static int apikey_file_read(const char *path, struct apikey_ctx *k, char **secre
 
 	*secret = NULL;
 	if ((r = ky_file_read(path, APIKEY_FILE_MAX, &b)) != 0) {
-		snprintf(why, whylen, "%s", r == KY_ERR_TOO_LARGE ? "file too large" : strerror(errno));
+		snprintf(why, whylen, "%s",
+		         r == KY_ERR_TOO_LARGE ? "file too large" : strerror(errno));
 		return r;
 	}
 	r = KY_ERR_MALFORMED;
@@ -198,6 +200,19 @@ out:
 	return r;
 }
 
+static int apikey_create_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
+{
+	const struct apikey_ctx *k = ctx;
+
+	(void)run;
+	if (k->present) {
+		snprintf(u->detail, sizeof(u->detail), "API key %s is already in key storage",
+		         k->id);
+		u->result = TKE_UNCHANGED;
+	}
+	return 0;
+}
+
 static int apikey_create_fill(void *ctx, struct tke_run *run, struct tke_unit *u,
                               struct ky_command *c)
 {
@@ -223,21 +238,24 @@ static int apikey_revoke_fill(void *ctx, struct tke_run *run, struct tke_unit *u
 	return 0;
 }
 
-/* A unit that ran the command but found key storage already holding its effect (another
- * unit of the instance stored it first) says so in its result: "changed": false. */
+/* The units share key storage: the first unit that runs the command changes it, the
+ * others run it (their transaction counters advance) and find it done. */
 static void apikey_mark_unchanged(struct tke_run *run, const char *what)
 {
+	const struct tke_unit *first = NULL;
+
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
-		json_t *ch;
 
-		if (u->skip || u->result != TKE_CHANGED || u->result_json == NULL)
+		if (u->skip || u->result != TKE_CHANGED)
 			continue;
-		ch = json_object_get(u->result_json, "changed");
-		if (json_is_false(ch)) {
-			u->result = TKE_UNCHANGED;
-			snprintf(u->detail, sizeof(u->detail), "%s", what);
+		if (first == NULL) {
+			first = u;
+			continue;
 		}
+		u->result = TKE_UNCHANGED;
+		snprintf(u->detail, sizeof(u->detail), "%s (through crypto unit %d)", what,
+		         first->u.number);
 	}
 }
 
@@ -279,6 +297,47 @@ static void apikey_help(const char *usage)
 	tke_print_help(usage);
 }
 
+static bool apikey_is_revoked(const json_t *a)
+{
+	const json_t *v = json_object_get(a, "revoked");
+
+	return json_is_true(v) || (json_is_integer(v) && json_integer_value(v) > 0) ||
+	       (json_is_string(v) && json_string_length(v) > 0);
+}
+
+/* The API key list read through the first reachable unit of a loaded run. *list is NULL
+ * when that unit does not list API keys (a unit without key storage). */
+static int apikey_list_from_run(struct tke_run *run, json_t **list)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *j = NULL;
+
+	*list = NULL;
+	for (size_t i = 0; i < run->n; i++) {
+		if (run->units[i].skip || !run->units[i].reachable)
+			continue;
+		if ((r = unit_get(&run->inst, &run->units[i].u, "/v1/admin/apikeys", &j)) != 0)
+			return r;
+		if (json_is_array(json_object_get(j, "apikeys")))
+			*list = json_incref(json_object_get(j, "apikeys"));
+		json_decref(j);
+		return 0;
+	}
+	return 0;
+}
+
+/* The entry of list with that id, or NULL. */
+static const json_t *apikey_find(const json_t *list, const char *id)
+{
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *a = json_array_get(list, i);
+		const char *aid = json_string_value(json_object_get(a, "id"));
+		if (aid != NULL && strcmp(aid, id) == 0)
+			return a;
+	}
+	return NULL;
+}
+
 /* ---- apikey-create ---- */
 
 static int apikey_default_path(const char *name, char *out, size_t outlen)
@@ -305,9 +364,9 @@ static size_t apikey_done_units(const struct tke_run *run)
 	size_t n = 0;
 
 	for (size_t i = 0; i < run->n; i++)
-		if (!run->units[i].skip && (run->units[i].result == TKE_CHANGED ||
-		                            run->units[i].result == TKE_UNCHANGED ||
-		                            run->units[i].result == TKE_PREPARED))
+		if (!run->units[i].skip &&
+		    (run->units[i].result == TKE_CHANGED || run->units[i].result == TKE_UNCHANGED ||
+		     run->units[i].result == TKE_PREPARED))
 			n++;
 	return n;
 }
@@ -321,20 +380,24 @@ int tke_apikey_create_main(int argc, char **argv)
 	    "The secret is generated here and written to a file readable by you only (default\n"
 	    "<workspace>/apikeys/NAME.apikey); the crypto units receive only its SHA-256, in a\n"
 	    "signed command sent to every selected unit (signature threshold). If the command\n"
-	    "is interrupted, run it again with the same name: the key in the file is sent again.\n\n"
+	    "is interrupted, run it again with the same name: the key in the file is sent "
+	    "again.\n\n"
 	    "options:\n"
 	    "  --name NAME             1 to 64 letters, digits, '.', '_', '-'\n"
 	    "  --role ROLE             Reader, ReaderPlus, Writer, Manager or KeyPurge\n"
 	    "  --out FILE              where to write the secret (never overwritten)\n"
 	    "  --show                  also print the secret (only when stdout is a terminal)\n"
-	    "  --prepare FILE          do not sign or submit: write the unsigned commands into the\n"
+	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "
+	    "the\n"
 	    "                          command bundle FILE (cmd-sign, cmd-submit); the secret\n"
 	    "                          file is written now\n";
-	static const struct option longopts[] = {
-	    {"name", required_argument, NULL, OPT_NAME}, {"role", required_argument, NULL, OPT_ROLE},
-	    {"out", required_argument, NULL, OPT_OUT},   {"show", no_argument, NULL, OPT_SHOW},
-	    {"prepare", required_argument, NULL, OPT_PREPARE}, CLI_COMMON_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {{"name", required_argument, NULL, OPT_NAME},
+	                                         {"role", required_argument, NULL, OPT_ROLE},
+	                                         {"out", required_argument, NULL, OPT_OUT},
+	                                         {"show", no_argument, NULL, OPT_SHOW},
+	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
+	                                         CLI_COMMON_LONGOPTS,
+	                                         {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	const char *name = NULL, *role = NULL, *out = NULL, *prepare = NULL;
 	bool show = false, created_file = false;
@@ -342,9 +405,10 @@ int tke_apikey_create_main(int argc, char **argv)
 	char *secret = NULL;
 	struct apikey_ctx k = {0};
 	struct tke_run run = {0};
-	struct tke_op op = {KY_OP_APIKEY_CREATE, NULL, apikey_create_fill, &k};
+	struct tke_op op = {KY_OP_APIKEY_CREATE, apikey_create_plan, apikey_create_fill, &k};
 	struct stat st;
-	json_t *steps = NULL;
+	json_t *steps = NULL, *list = NULL;
+	const json_t *found;
 
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -397,19 +461,26 @@ int tke_apikey_create_main(int argc, char **argv)
 		goto out;
 	}
 
+	/* What key storage holds, before any file is written. */
+	if ((r = apikey_list_from_run(&run, &list)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
 	if (lstat(path, &st) == 0) {
 		/* A re-run: the same key again, if the file is ours and for this name/role. */
 		r = apikey_file_read(path, &k, &secret, why, sizeof(why));
 		if (r != 0) {
-			status = cli_fail(KY_ERR_EXISTS, path,
-			                  "%s: choose another file with --out, or another name", why);
+			status =
+			    cli_fail(KY_ERR_EXISTS, path,
+			             "%s: choose another file with --out, or another name", why);
 			goto out;
 		}
 		if (strcmp(k.name, name) != 0 || strcmp(k.role, role) != 0) {
-			status = cli_fail(KY_ERR_EXISTS, path,
-			                  "holds API key '%s' with role %s: choose another file with "
-			                  "--out, or another name",
-			                  k.name, k.role);
+			status =
+			    cli_fail(KY_ERR_EXISTS, path,
+			             "holds API key '%s' with role %s: choose another file with "
+			             "--out, or another name",
+			             k.name, k.role);
 			goto out;
 		}
 		tke_note("%s already holds API key '%s' (id %s): sending that key again", path,
@@ -422,7 +493,8 @@ int tke_apikey_create_main(int argc, char **argv)
 			goto out;
 		}
 		if ((r = apikey_file_write(path, &k, secret)) != 0) {
-			status = cli_fail(r, path, "cannot write the API key file: %s", strerror(errno));
+			status =
+			    cli_fail(r, path, "cannot write the API key file: %s", strerror(errno));
 			goto out;
 		}
 		created_file = true;
@@ -431,13 +503,31 @@ int tke_apikey_create_main(int argc, char **argv)
 		status = cli_fail(r, NULL, "cannot hash the API key");
 		goto out;
 	}
+	if ((found = apikey_find(list, k.id)) != NULL) {
+		const char *role_now = json_string_value(json_object_get(found, "role"));
+		if (role_now == NULL || strcmp(role_now, k.role) != 0) {
+			status =
+			    cli_fail(KY_ERR_EXISTS, path,
+			             "key storage holds API key %s with role %s, this file says "
+			             "%s: not sent",
+			             k.id, role_now != NULL ? role_now : "?", k.role);
+			goto out;
+		}
+		if (apikey_is_revoked(found)) {
+			status =
+			    cli_fail(KY_ERR_APIKEY_INVALID, path,
+			             "API key %s in this file was revoked: it cannot be created "
+			             "again; remove the file, or make another key (--name, --out)",
+			             k.id);
+			goto out;
+		}
+		k.present = true;
+	}
 	if (cli_g.json && (steps = json_array()) == NULL) {
 		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
-	status = apikey_send(&run, &op, prepare, NULL,
-	                     "API key already in key storage (stored through another unit)",
-	                     steps);
+	status = apikey_send(&run, &op, prepare, NULL, "API key already in key storage", steps);
 	if (apikey_done_units(&run) == 0) {
 		if (created_file && unlink(path) == 0)
 			tke_note("no crypto unit took the API key: %s removed", path);
@@ -448,12 +538,12 @@ int tke_apikey_create_main(int argc, char **argv)
 		cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:O*}", "id", k.id, "name", k.name,
 		                         "role", k.role, "file", path, "units", units));
 	} else {
-		printf("API key '%s' (id %s), role %s: secret in %s\n", k.name, k.id, k.role,
-		       path);
+		printf("API key '%s' (id %s), role %s: secret in %s\n", k.name, k.id, k.role, path);
 		if (show)
 			printf("secret: %s\n", secret);
 	}
 out:
+	json_decref(list);
 	json_decref(steps);
 	ky_secret_free(secret, APIKEY_SECRET_MAX);
 	OPENSSL_cleanse(&k, sizeof(k));
@@ -471,21 +561,14 @@ static void apikey_time_text(const json_t *v, char *out, size_t outlen)
 	} else if (json_is_integer(v) && json_integer_value(v) > 0) {
 		time_t t = (time_t)json_integer_value(v);
 		struct tm tm;
-		if (gmtime_r(&t, &tm) == NULL || strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		if (gmtime_r(&t, &tm) == NULL ||
+		    strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 			snprintf(out, outlen, "%lld", (long long)json_integer_value(v));
 	} else if (json_is_true(v)) {
 		snprintf(out, outlen, "yes");
 	} else {
 		snprintf(out, outlen, "-");
 	}
-}
-
-static bool apikey_is_revoked(const json_t *a)
-{
-	const json_t *v = json_object_get(a, "revoked");
-
-	return json_is_true(v) || (json_is_integer(v) && json_integer_value(v) > 0) ||
-	       (json_is_string(v) && json_string_length(v) > 0);
 }
 
 /* GET /v1/admin/apikeys on the first selected unit that answers: {"apikeys": [...]}. */
@@ -613,7 +696,8 @@ int tke_apikey_revoke_main(int argc, char **argv)
 	    "confirmation (--yes answers it). 'kyok tke apikeys' lists the ids.\n\n"
 	    "options:\n"
 	    "  --id ID                 the API key's id\n"
-	    "  --prepare FILE          do not sign or submit: write the unsigned commands into the\n"
+	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "
+	    "the\n"
 	    "                          command bundle FILE (cmd-sign, cmd-submit)\n";
 	static const struct option longopts[] = {{"id", required_argument, NULL, OPT_ID},
 	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
@@ -624,9 +708,7 @@ int tke_apikey_revoke_main(int argc, char **argv)
 	struct apikey_revoke_ctx c = {0};
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_APIKEY_REVOKE, apikey_revoke_plan, apikey_revoke_fill, &c};
-	struct cli_instance inst;
 	json_t *list = NULL;
-	bool found = false;
 	char question[256];
 
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -652,32 +734,33 @@ int tke_apikey_revoke_main(int argc, char **argv)
 		                "--id ID is required: 'kyok tke apikeys' lists them");
 	snprintf(c.k.id, sizeof(c.k.id), "%s", id);
 
-	/* Is there such a key, and is it revoked already? */
-	if ((r = apikey_list_fetch(&inst, &list, NULL)) != 0)
-		return ky_err_exit(r);
-	for (size_t i = 0; i < json_array_size(list); i++) {
-		const json_t *a = json_array_get(list, i);
-		const char *aid = json_string_value(json_object_get(a, "id"));
-		if (aid != NULL && strcmp(aid, id) == 0) {
-			found = true;
-			c.revoked = apikey_is_revoked(a);
-			name = json_string_value(json_object_get(a, "name"));
-		}
-	}
-	if (!found) {
-		status = cli_fail(KY_ERR_NOT_FOUND, "API key",
-		                  "no API key with id '%s': 'kyok tke apikeys' lists them", id);
-		goto out;
-	}
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
+	/* Is there such a key, and is it revoked already? */
+	if ((r = apikey_list_from_run(&run, &list)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if (list != NULL) {
+		const json_t *a = apikey_find(list, id);
+		if (a == NULL) {
+			status =
+			    cli_fail(KY_ERR_NOT_FOUND, "API key",
+			             "no API key with id '%s': 'kyok tke apikeys' lists them", id);
+			goto out;
+		}
+		c.revoked = apikey_is_revoked(a);
+		name = json_string_value(json_object_get(a, "name"));
+		if (name != NULL && name[0] == '\0')
+			name = NULL;
+	}
 	snprintf(question, sizeof(question),
 	         "revoke API key %s%s%s%s? applications using it lose access", id,
 	         name != NULL ? " ('" : "", name != NULL ? name : "", name != NULL ? "')" : "");
-	status = apikey_send(&run, &op, prepare, question,
-	                     "API key already revoked (through another unit)", NULL);
+	status = apikey_send(&run, &op, prepare, c.revoked ? NULL : question,
+	                     "API key already revoked", NULL);
 out:
 	json_decref(list);
 	tke_run_release(&run);

@@ -444,6 +444,19 @@ static int mk_reg_main(int argc, char **argv, enum ky_op opcode, const char *usa
 	}
 	status =
 	    tke_run_finish(&run, prepare, warning, opcode == KY_OP_MK_SETIMM ? question : NULL);
+	if (opcode == KY_OP_MK_SETIMM && !cli_g.json) {
+		bool stale = false;
+		for (size_t i = 0; i < run.n; i++)
+			stale = stale ||
+			        (run.units[i].result == TKE_REFUSED &&
+			         strcmp(ky_err_slug(run.units[i].err), "not-reenciphered") == 0);
+		if (stale)
+			tke_note(
+			    "key storage still holds records under the current master key: run "
+			    "'kyok tke cryptounit-mk-rotate', which re-enciphers them under the "
+			    "new "
+			    "key and then sets it current on every unit");
+	}
 out:
 	tke_run_release(&run);
 	return status;

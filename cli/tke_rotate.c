@@ -25,9 +25,9 @@
 #include "kyok/err.h"
 
 #define ROT_POLL_MS      250
-#define ROT_PLAIN_EVERY  5     /* seconds between progress lines off a terminal */
-#define ROT_RESTARTS_MAX 3     /* mk-reencipher re-sent when the run stopped */
-#define ROT_STALL_POLLS  8     /* polls seeing no run and no progress before re-sending */
+#define ROT_PLAIN_EVERY  5 /* seconds between progress lines off a terminal */
+#define ROT_RESTARTS_MAX 3 /* mk-reencipher re-sent when the run stopped */
+#define ROT_STALL_POLLS  8 /* polls seeing no run and no progress before re-sending */
 
 struct rot {
 	struct tke_run run;
@@ -149,10 +149,11 @@ static int rot_check(struct rot *ro, size_t *npending)
 	for (size_t i = 0; i < ro->run.n; i++) {
 		const struct tke_unit *u = &ro->run.units[i];
 		if (!u->reachable) {
-			rot_refuse(u, KY_ERR_UNREACHABLE,
-			           "rotation needs every selected crypto unit: start it, or deselect "
-			           "it with 'kyok tke cryptounit-rm' (it will need the new key "
-			           "before it serves again)");
+			rot_refuse(
+			    u, KY_ERR_UNREACHABLE,
+			    "rotation needs every selected crypto unit: start it, or deselect "
+			    "it with 'kyok tke cryptounit-rm' (it will need the new key "
+			    "before it serves again)");
 			err = err != 0 ? err : KY_ERR_UNREACHABLE;
 		}
 	}
@@ -191,13 +192,14 @@ static int rot_check(struct rot *ro, size_t *npending)
 	}
 	if (ro->target[0] == '\0') {
 		const struct tke_unit *u = &ro->run.units[0];
-		cli_fail(KY_ERR_REGISTER_STATE, NULL,
-		         "no new master key to rotate to: the new master key register is EMPTY on "
-		         "every selected crypto unit (current master key %s%s). Load and commit a "
-		         "new master key first (cryptounit-mk-load, cryptounit-mk-commit), then run "
-		         "this command. A rotation that already finished leaves the units so.",
-		         u->st.cur_state == KY_CUR_VALID ? "vp " : "EMPTY",
-		         u->st.cur_state == KY_CUR_VALID ? u->st.cur_vp : "");
+		cli_fail(
+		    KY_ERR_REGISTER_STATE, NULL,
+		    "no new master key to rotate to: the new master key register is EMPTY on "
+		    "every selected crypto unit (current master key %s%s). Load and commit a "
+		    "new master key first (cryptounit-mk-load, cryptounit-mk-commit), then run "
+		    "this command. A rotation that already finished leaves the units so.",
+		    u->st.cur_state == KY_CUR_VALID ? "vp " : "EMPTY",
+		    u->st.cur_state == KY_CUR_VALID ? u->st.cur_vp : "");
 		err = KY_ERR_REGISTER_STATE;
 		goto refused;
 	}
@@ -210,11 +212,12 @@ static int rot_check(struct rot *ro, size_t *npending)
 			if (ro->old_vp[0] == '\0')
 				snprintf(ro->old_vp, sizeof(ro->old_vp), "%s", u->st.cur_vp);
 			else if (strcmp(ro->old_vp, u->st.cur_vp) != 0) {
-				rot_refuse(u, KY_ERR_VP_MISMATCH,
-				           "its current master key (vp %s) differs from that of other "
-				           "selected units (vp %s): the units must share one current "
-				           "master key",
-				           u->st.cur_vp, ro->old_vp);
+				rot_refuse(
+				    u, KY_ERR_VP_MISMATCH,
+				    "its current master key (vp %s) differs from that of other "
+				    "selected units (vp %s): the units must share one current "
+				    "master key",
+				    u->st.cur_vp, ro->old_vp);
 				err = err != 0 ? err : KY_ERR_VP_MISMATCH;
 			}
 			continue;
@@ -225,11 +228,12 @@ static int rot_check(struct rot *ro, size_t *npending)
 			           "re-encipher from (to set a first master key, use "
 			           "cryptounit-mk-setimm)");
 		else if (u->st.new_state == KY_NEW_EMPTY)
-			rot_refuse(u, KY_ERR_REGISTER_STATE,
-			           "new master key register is EMPTY (current vp %s): load and commit "
-			           "the new master key (vp %s) on this unit first (cryptounit-mk-load, "
-			           "cryptounit-mk-commit)",
-			           u->st.cur_vp, ro->target);
+			rot_refuse(
+			    u, KY_ERR_REGISTER_STATE,
+			    "new master key register is EMPTY (current vp %s): load and commit "
+			    "the new master key (vp %s) on this unit first (cryptounit-mk-load, "
+			    "cryptounit-mk-commit)",
+			    u->st.cur_vp, ro->target);
 		else
 			rot_refuse(u, KY_ERR_SAME_KEY, "the new master key equals the current one");
 		err = err != 0 ? err : KY_ERR_REGISTER_STATE;
@@ -396,11 +400,12 @@ static int rot_reencipher(struct rot *ro)
 			if ((other = rot_other_unit(ro, k)) < 0 || restarts >= ROT_RESTARTS_MAX) {
 				char subject[128];
 				rot_subject(&ro->run.units[k], subject, sizeof(subject));
-				return tke_err(r, subject,
-				               "it stopped answering during re-encipherment and no "
-				               "other selected unit can take over: run 'kyok tke "
-				               "cryptounit-mk-rotate' again when a unit is back (it "
-				               "continues where it stopped)");
+				return tke_err(
+				    r, subject,
+				    "it stopped answering during re-encipherment and no "
+				    "other selected unit can take over: run 'kyok tke "
+				    "cryptounit-mk-rotate' again when a unit is back (it "
+				    "continues where it stopped)");
 			}
 			restarts++;
 			k = (size_t)other;
@@ -484,8 +489,8 @@ static int rot_setimm(struct rot *ro)
 	if ((r = tke_run_plan(&ro->run, &op)) != 0)
 		return ky_err_exit(r);
 	tke_run_submit(&ro->run, ro->signers, ro->nsigners);
-	status = tke_run_report(&ro->run, "step 2 of 2: make the new master key current",
-	                        ro->steps);
+	status =
+	    tke_run_report(&ro->run, "step 2 of 2: make the new master key current", ro->steps);
 	for (size_t i = 0; i < ro->run.n; i++) {
 		const struct tke_unit *u = &ro->run.units[i];
 		if (u->result == TKE_REFUSED &&

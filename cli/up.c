@@ -7,6 +7,7 @@
  *   unit-<n>/pid           pid of the running kyok-unitd
  *   unit-<n>/port          port it listens on (written by the unit)
  *   unit-<n>/unit.log      its log
+ *   keys.db                key storage shared by the units (SQLite, WAL)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -348,7 +349,8 @@ static void up_unit_paths(struct up_unit *u, const char *dir)
 	snprintf(u->log, sizeof(u->log), "%s/unit.log", u->dir);
 }
 
-static int up_write_conf(const char *instance, const struct up_unit *u)
+/* dir: the instance directory, whose keys.db is the key storage all its units share. */
+static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u)
 {
 	char text[4096];
 	int n;
@@ -361,8 +363,9 @@ static int up_write_conf(const char *instance, const struct up_unit *u)
 	             "listen = 127.0.0.1:0\n"
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
-	             "log_file = %s\n",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log);
+	             "log_file = %s\n"
+	             "store = sqlite:%s/keys.db\n",
+	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir);
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -700,7 +703,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->dir, "cannot create directory: %s", strerror(errno));
 			goto fail;
 		}
-		if ((r = up_write_conf(instance, u)) != 0) {
+		if ((r = up_write_conf(dir, instance, u)) != 0) {
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
 		}

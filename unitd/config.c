@@ -353,10 +353,11 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			return r;
 		}
 		if (r == KY_ERR_UNSUPPORTED) {
-			config_err(err, errlen, name, lineno,
-			           "bad value for 'store': unknown key storage '%.32s' (this kyok has "
-			           "sqlite:PATH)",
-			           val);
+			config_err(
+			    err, errlen, name, lineno,
+			    "bad value for 'store': unknown key storage '%.32s' (this kyok has "
+			    "sqlite:PATH)",
+			    val);
 			return KY_ERR_CONFIG;
 		}
 		if (r != 0) {
@@ -368,8 +369,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 	case CONFIG_UINT:
 		if (config_uint_parse(val, k->min, k->max, config_uint_slot(cfg, key)) != 0) {
 			config_err(err, errlen, name, lineno,
-			           "bad value for '%s': expected a whole number from %lu to %lu", key,
-			           (unsigned long)k->min, (unsigned long)k->max);
+			           "bad value for '%s': expected a whole number from %lu to %lu",
+			           key, (unsigned long)k->min, (unsigned long)k->max);
 			return KY_ERR_CONFIG;
 		}
 		return 0;

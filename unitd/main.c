@@ -24,25 +24,32 @@
 
 static void unitd_usage(FILE *fp)
 {
-	fprintf(fp, "usage: kyok-unitd --config PATH\n"
-	            "\n"
-	            "Runs one kyok crypto unit: its sealed domain state and the admin endpoint\n"
-	            "/v1/admin/... that 'kyok tke' talks to.\n"
-	            "\n"
-	            "options:\n"
-	            "  -c, --config PATH   unit configuration file (required)\n"
-	            "  -h, --help          show this help\n"
-	            "  -V, --version       show the version\n"
-	            "\n"
-	            "config file: 'key = value' lines, '#' comments:\n"
-	            "  instance = ID       service instance (1..64 of A-Z a-z 0-9 . _ -)\n"
-	            "  unit = ID           this crypto unit\n"
-	            "  zone = ID           availability zone\n"
-	            "  listen = HOST:PORT  default 127.0.0.1:0 (0 = any free port)\n"
-	            "  data_dir = PATH     sealed state and seal key (created 0700)\n"
-	            "  port_file = PATH    optional: receives the bound port\n"
-	            "  log_file = PATH     optional: log here instead of stderr\n"
-	            "relative paths are taken from the config file's directory.\n");
+	fprintf(fp,
+	        "usage: kyok-unitd --config PATH\n"
+	        "\n"
+	        "Runs one kyok crypto unit: its sealed domain state, the admin endpoint\n"
+	        "/v1/admin/... that 'kyok tke' talks to, and the key API /api/v2/...\n"
+	        "(Key Protect v2 compatible) with its token service /identity/token.\n"
+	        "\n"
+	        "options:\n"
+	        "  -c, --config PATH   unit configuration file (required)\n"
+	        "  -h, --help          show this help\n"
+	        "  -V, --version       show the version\n"
+	        "\n"
+	        "config file: 'key = value' lines, '#' comments:\n"
+	        "  instance = ID       service instance (1..64 of A-Z a-z 0-9 . _ -)\n"
+	        "  unit = ID           this crypto unit\n"
+	        "  zone = ID           availability zone\n"
+	        "  listen = HOST:PORT  default 127.0.0.1:0 (0 = any free port)\n"
+	        "  data_dir = PATH     sealed state and seal key (created 0700)\n"
+	        "  port_file = PATH    optional: receives the bound port\n"
+	        "  log_file = PATH     optional: log here instead of stderr\n"
+	        "  store = sqlite:PATH key storage shared by the instance's units (key API)\n"
+	        "  key_limit = N       optional: keys in the instance (default 5000)\n"
+	        "  api_tls_cert = PATH PEM certificate chain: serve HTTPS (needed off loopback)\n"
+	        "  api_tls_key = PATH  its PEM private key\n"
+	        "  token_ttl = SECONDS optional: access token lifetime (default 3600)\n"
+	        "relative paths are taken from the config file's directory.\n");
 }
 
 /* A start failure: to the log, and to stderr too when the log is a file, so that whoever
@@ -77,6 +84,7 @@ int main(int argc, char **argv)
 	struct unitd_config cfg;
 	struct unitd_store st = {.lock_fd = -1};
 	struct ky_domain *dom = NULL;
+	struct unitd_keystore *ks = NULL;
 	struct unitd_server *srv = NULL;
 	sigset_t sigs;
 	bool port_written = false;
@@ -140,7 +148,12 @@ int main(int argc, char **argv)
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
-	if ((r = unitd_server_start(&cfg, &st, &dom, &srv, err, sizeof(err))) != 0) {
+	if (cfg.store != NULL && (r = unitd_keystore_open(&cfg, &ks, err, sizeof(err))) != 0) {
+		unitd_start_error(err);
+		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if ((r = unitd_server_start(&cfg, &st, &dom, &ks, &srv, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
@@ -155,8 +168,10 @@ int main(int argc, char **argv)
 		}
 		port_written = true;
 	}
-	unitd_log("kyok-unitd: unit %s zone %s instance %s listening on %s:%u", cfg.unit, cfg.zone,
-	          cfg.instance, unitd_server_addr(srv), (unsigned)unitd_server_port(srv));
+	unitd_log("kyok-unitd: unit %s zone %s instance %s listening on %s://%s:%u%s", cfg.unit,
+	          cfg.zone, cfg.instance, cfg.tls_cert ? "https" : "http", unitd_server_addr(srv),
+	          (unsigned)unitd_server_port(srv),
+	          cfg.store ? "" : " (no key storage: no key API)");
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)
@@ -172,7 +187,8 @@ int main(int argc, char **argv)
 	          sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	status = 0;
 out:
-	unitd_server_free(srv); /* stops serving, frees the live state */
+	unitd_server_free(srv); /* stops serving, frees the live state and key storage */
+	unitd_keystore_free(ks);
 	ky_domain_free(dom);
 	if (port_written)
 		(void)unlink(cfg.port_file);

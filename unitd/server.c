@@ -3,6 +3,11 @@
  * One mutex serialises commands and state reads. A command runs on a private copy of the
  * state; the copy is sealed and written, and only then replaces the live state. Every reply
  * is signed by the unit identity key over method, path, the request's nonce and the body.
+ *
+ * The same listening socket serves the key API (/api/v2/..., /identity/token: api.c), which
+ * never takes that mutex: it sees the master key registers through the keystore, updated
+ * after every state swap. MHD runs an epoll thread pool; long work (re-encipherment) has a
+ * thread of its own (storage_ops.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,6 +164,11 @@ struct unitd_server {
 	pthread_mutex_t lock; /* guards dom and every state write */
 	struct ky_domain *dom;
 	struct unitd_store *st;
+	struct unitd_keystore *ks;     /* NULL without key storage */
+	struct unitd_storage *storage; /* storage ops and re-encipherment */
+	struct unitd_api *api;
+	struct ky_buf tls_cert; /* PEM, kept while MHD runs */
+	struct ky_buf tls_key;  /* PEM, cleansed on free */
 	uint16_t port;
 	char addr[INET6_ADDRSTRLEN + 3];
 };
@@ -168,6 +179,7 @@ enum server_route {
 	ROUTE_IDENTITY,
 	ROUTE_IMPORTER,
 	ROUTE_COMMAND,
+	ROUTE_APIKEYS,
 };
 
 static const struct {
@@ -177,16 +189,19 @@ static const struct {
 } server_routes[] = {
     {"/v1/health", "GET", ROUTE_HEALTH},           {"/v1/admin/state", "GET", ROUTE_STATE},
     {"/v1/admin/identity", "GET", ROUTE_IDENTITY}, {"/v1/admin/importer", "GET", ROUTE_IMPORTER},
-    {"/v1/admin/command", "POST", ROUTE_COMMAND},
+    {"/v1/admin/command", "POST", ROUTE_COMMAND},  {"/v1/admin/apikeys", "GET", ROUTE_APIKEYS},
 };
 
 #define SERVER_NROUTES   (sizeof(server_routes) / sizeof(server_routes[0]))
 #define SERVER_DRAIN_MAX (16 * (size_t)KY_MAX_COMMAND_BYTES)
 #define SERVER_CT_JSON   "application/json"
 #define SERVER_CT_PEM    "application/x-pem-file"
+#define SERVER_CONN_MAX  1000u
 
 /* One request in progress. */
 struct server_req {
+	bool api; /* a key API request: api_req is its state */
+	void *api_req;
 	bool has_nonce;
 	char nonce[KY_NONCE_HEX + 1];
 	bool too_large;
@@ -303,6 +318,19 @@ static enum MHD_Result server_fail(struct unitd_server *srv, struct MHD_Connecti
 	return ret;
 }
 
+/* Adds "storage" (key storage as seen under d's registers) to a public state. */
+static int server_add_storage(struct unitd_server *srv, json_t *state, bool has_cur,
+                              const uint8_t cur_vp[KY_VP_LEN], bool has_new,
+                              const uint8_t new_vp[KY_VP_LEN])
+{
+	json_t *s =
+	    unitd_storage_json(srv->storage, has_cur ? cur_vp : NULL, has_new ? new_vp : NULL);
+
+	if (state == NULL || s == NULL || json_object_set_new(state, "storage", s) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
 /* GET endpoints: a snapshot of the live state under the lock. */
 static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connection *c,
                                   enum server_route route, const char *url, const char *nonce)
@@ -314,6 +342,8 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 	char *pem = NULL;
 	EVP_PKEY *id = NULL;
 	enum MHD_Result ret;
+	uint8_t cur_vp[KY_VP_LEN], new_vp[KY_VP_LEN];
+	bool has_cur = false, has_new = false;
 
 	pthread_mutex_lock(&srv->lock);
 	id = server_identity_locked(srv);
@@ -325,6 +355,13 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 	case ROUTE_STATE:
 		j = ky_domain_public_json(srv->dom);
 		r = j ? 0 : KY_ERR_NOMEM;
+		has_cur = srv->dom->cur_state == KY_CUR_VALID;
+		has_new = srv->dom->new_state != KY_NEW_EMPTY;
+		memcpy(cur_vp, srv->dom->cur_vp, KY_VP_LEN);
+		memcpy(new_vp, srv->dom->new_vp, KY_VP_LEN);
+		break;
+	case ROUTE_APIKEYS:
+		r = 0; /* read from the store below, outside the lock */
 		break;
 	case ROUTE_IDENTITY:
 		r = ky_cert_to_pem(srv->dom->identity_cert, &pem);
@@ -339,6 +376,11 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 		break;
 	}
 	pthread_mutex_unlock(&srv->lock);
+	/* Key storage is read outside the lock: commands go on meanwhile. */
+	if (r == 0 && route == ROUTE_STATE)
+		r = server_add_storage(srv, j, has_cur, cur_vp, has_new, new_vp);
+	if (r == 0 && route == ROUTE_APIKEYS)
+		r = unitd_storage_apikeys_json(srv->storage, &j);
 	if (r == 0)
 		r = j ? server_json_body(j, &body) : ky_buf_append_str(&body, pem);
 	if (r != 0)
@@ -379,7 +421,7 @@ out:
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
                                       const char *url, const char *nonce, const struct ky_buf *cms)
 {
-	int r = KY_ERR_INTERNAL;
+	int r = KY_ERR_INTERNAL, sop = -1;
 	struct ky_domain *copy = NULL, *old = NULL;
 	json_t *result = NULL, *state = NULL, *reply = NULL;
 	char detail[512] = "", op[32], counter[24], from[INET6_ADDRSTRLEN] = "-";
@@ -405,6 +447,10 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = ky_ceremony_execute(copy, cms->data, cms->len, &result, detail, sizeof(detail))) !=
 	    0)
 		goto unlock;
+	/* Key storage guards and writes: a refusal here discards the copy, nothing changed. */
+	if ((r = unitd_storage_before_write(srv->storage, srv->dom, cms->data, cms->len, &sop,
+	                                    detail, sizeof(detail))) != 0)
+		goto unlock;
 	if ((r = unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));
@@ -415,7 +461,20 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	old = srv->dom;
 	srv->dom = copy;
 	copy = NULL; /* transferred */
+	if (srv->ks != NULL && (r = unitd_keystore_set_registers(srv->ks, srv->dom)) != 0) {
+		/* The state is written: serve nothing rather than serve under stale registers. */
+		unitd_log("error: cannot take the new master key registers: %s", ky_err_message(r));
+		snprintf(detail, sizeof(detail),
+		         "the command was carried out but the key API cannot follow: restart the "
+		         "unit");
+		goto unlock;
+	}
+	unitd_storage_after_write(srv->storage, srv->dom, sop);
 	state = ky_domain_public_json(srv->dom);
+	if ((r = server_add_storage(srv, state, srv->dom->cur_state == KY_CUR_VALID,
+	                            srv->dom->cur_vp, srv->dom->new_state != KY_NEW_EMPTY,
+	                            srv->dom->new_vp)) != 0)
+		goto unlock;
 	r = 0;
 unlock:
 	id = server_identity_locked(srv);
@@ -514,8 +573,16 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 		if ((req = calloc(1, sizeof(*req))) == NULL)
 			return MHD_NO;
 		*con_cls = req;
+		if (unitd_api_owns(url)) {
+			req->api = true;
+			return unitd_api_handle(srv->api, c, url, method, upload_data,
+			                        upload_data_size, &req->api_req);
+		}
 		return server_begin(srv, c, url, method, req);
 	}
+	if (req->api)
+		return unitd_api_handle(srv->api, c, url, method, upload_data, upload_data_size,
+		                        &req->api_req);
 	if (*upload_data_size != 0) {
 		size_t n = *upload_data_size;
 
@@ -555,6 +622,7 @@ static void server_completed(void *cls, struct MHD_Connection *c, void **con_cls
 	(void)toe;
 	if (req == NULL)
 		return;
+	unitd_api_completed(req->api_req);
 	ky_buf_free(&req->body);
 	free(req);
 	*con_cls = NULL;
@@ -573,9 +641,10 @@ static bool server_is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
-/* Binds and listens on host:port; records the bound port and numeric address. */
-static int server_bind(struct unitd_server *srv, const char *host, uint16_t port, int *fd_out,
-                       bool *v6, char *err, size_t errlen)
+/* Binds and listens on host:port; records the bound port and numeric address. Plain HTTP
+ * is for loopback addresses only. */
+static int server_bind(struct unitd_server *srv, const char *host, uint16_t port, bool tls,
+                       int *fd_out, bool *v6, char *err, size_t errlen)
 {
 	struct addrinfo hints, *res = NULL;
 	char portstr[8], num[INET6_ADDRSTRLEN];
@@ -603,7 +672,7 @@ static int server_bind(struct unitd_server *srv, const char *host, uint16_t port
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0)
 			break;
 		saved = errno;
 		close(fd);
@@ -625,21 +694,90 @@ static int server_bind(struct unitd_server *srv, const char *host, uint16_t port
 	*v6 = ss.ss_family == AF_INET6;
 	snprintf(srv->addr, sizeof(srv->addr), *v6 ? "[%s]" : "%s", num);
 	srv->port = (uint16_t)atoi(portstr);
-	if (!server_is_loopback(&ss))
-		unitd_log("warning: listening on %s, not a loopback address: the admin endpoint "
-		          "has no TLS; put it behind a TLS proxy",
-		          srv->addr);
+	if (!server_is_loopback(&ss) && !tls) {
+		snprintf(err, errlen,
+		         "listen address %s is not a loopback address: it needs TLS (set "
+		         "api_tls_cert and api_tls_key in the unit configuration); plain HTTP is "
+		         "served on loopback addresses only",
+		         srv->addr);
+		close(fd);
+		return KY_ERR_CONFIG;
+	}
 	*fd_out = fd;
 	return 0;
 }
 
+/* Reads the TLS certificate chain and key (PEM) the HTTPS endpoint will use. */
+static int server_tls_load(struct unitd_server *srv, const struct unitd_config *cfg, char *err,
+                           size_t errlen)
+{
+	int r;
+
+	if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		snprintf(err, errlen,
+		         "this libmicrohttpd has no TLS support: api_tls_cert and "
+		         "api_tls_key cannot be used");
+		return KY_ERR_CONFIG;
+	}
+	if ((r = ky_file_read(cfg->tls_cert, 1024 * 1024, &srv->tls_cert)) != 0 ||
+	    ky_buf_append(&srv->tls_cert, "", 1) != 0) {
+		snprintf(err, errlen, "cannot read api_tls_cert '%s': %s", cfg->tls_cert,
+		         ky_err_message(r ? r : KY_ERR_NOMEM));
+		return KY_ERR_CONFIG;
+	}
+	if ((r = ky_file_read(cfg->tls_key, 1024 * 1024, &srv->tls_key)) != 0 ||
+	    ky_buf_append(&srv->tls_key, "", 1) != 0) {
+		snprintf(err, errlen, "cannot read api_tls_key '%s': %s", cfg->tls_key,
+		         ky_err_message(r ? r : KY_ERR_NOMEM));
+		return KY_ERR_CONFIG;
+	}
+	if (strstr((const char *)srv->tls_cert.data, "-----BEGIN CERTIFICATE-----") == NULL ||
+	    strstr((const char *)srv->tls_key.data, "PRIVATE KEY-----") == NULL) {
+		snprintf(err, errlen,
+		         "api_tls_cert must be a PEM certificate (chain) and api_tls_key a PEM "
+		         "private key");
+		return KY_ERR_CONFIG;
+	}
+	return 0;
+}
+
+/* Connections the process can hold: a few descriptors are kept for files and the store. */
+static unsigned server_conn_limit(void)
+{
+	struct rlimit rl;
+	unsigned lim = SERVER_CONN_MAX;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (rl.rlim_cur < 128)
+			lim = 32;
+		else if (rl.rlim_cur - 96 < lim)
+			lim = (unsigned)(rl.rlim_cur - 96);
+	}
+	return lim;
+}
+
+static unsigned server_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 2)
+		return 2;
+	return n > 64 ? 64 : (unsigned)n;
+}
+
 int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
-                       struct ky_domain **dom, struct unitd_server **out, char *err, size_t errlen)
+                       struct ky_domain **dom, struct unitd_keystore **ks,
+                       struct unitd_server **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	struct unitd_server *srv = NULL;
 	int fd = -1;
-	bool v6 = false;
+	bool v6 = false, tls = cfg->tls_cert != NULL;
 	unsigned flags;
 
 	if ((srv = calloc(1, sizeof(*srv))) == NULL) {
@@ -652,23 +790,52 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		return KY_ERR_INTERNAL;
 	}
 	srv->st = st;
-	if ((r = server_bind(srv, cfg->host, cfg->port, &fd, &v6, err, errlen)) != 0)
+	if (tls && (r = server_tls_load(srv, cfg, err, errlen)) != 0)
 		goto out;
+	if ((r = server_bind(srv, cfg->host, cfg->port, tls, &fd, &v6, err, errlen)) != 0)
+		goto out;
+	if (*ks != NULL && (r = unitd_keystore_set_registers(*ks, *dom)) != 0) {
+		snprintf(err, errlen, "cannot take the master key registers: %s",
+		         ky_err_message(r));
+		goto out;
+	}
+	if ((r = unitd_storage_new(*ks, &srv->storage)) != 0 ||
+	    (r = unitd_api_new(cfg, *ks, &srv->api)) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	srv->ks = *ks;
+	*ks = NULL; /* transferred */
 	srv->dom = *dom;
 	*dom = NULL; /* transferred */
-	flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-	        MHD_USE_ERROR_LOG;
+	flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
 	if (v6)
 		flags |= MHD_USE_IPv6;
-	srv->mhd = MHD_start_daemon(
-	    flags, 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER, server_mhd_log,
-	    srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED,
-	    server_completed, srv, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
-	    30u, MHD_OPTION_END);
+	if (tls)
+		flags |= MHD_USE_TLS;
+	{
+		struct MHD_OptionItem tls_opts[] = {
+		    {MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? srv->tls_cert.data : NULL},
+		    {MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? srv->tls_key.data : NULL},
+		    {MHD_OPTION_END, 0, NULL},
+		};
+		if (!tls)
+			tls_opts[0].option = MHD_OPTION_END;
+		srv->mhd = MHD_start_daemon(
+		    flags, 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER,
+		    server_mhd_log, srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+		    MHD_OPTION_NOTIFY_COMPLETED, server_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
+		    server_conn_limit(), MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+		    MHD_OPTION_THREAD_POOL_SIZE, server_threads(), MHD_OPTION_ARRAY, tls_opts,
+		    MHD_OPTION_END);
+	}
 	if (srv->mhd == NULL) {
 		r = KY_ERR_INTERNAL;
-		snprintf(err, errlen, "cannot start the HTTP server on %s:%u", srv->addr,
-		         (unsigned)srv->port);
+		snprintf(err, errlen, "cannot start the HTTP%s server on %s:%u%s", tls ? "S" : "",
+		         srv->addr, (unsigned)srv->port,
+		         tls ? " (check that api_tls_cert and api_tls_key are a matching PEM "
+		               "certificate and key)"
+		             : "");
 		goto out;
 	}
 	fd = -1; /* transferred */
@@ -683,6 +850,14 @@ out:
 			*dom = srv->dom; /* given back: the caller still owns it on failure */
 			srv->dom = NULL;
 		}
+		if (srv->ks != NULL) {
+			*ks = srv->ks;
+			srv->ks = NULL;
+		}
+		unitd_storage_free(srv->storage);
+		unitd_api_free(srv->api);
+		ky_buf_free(&srv->tls_cert);
+		ky_buf_free(&srv->tls_key);
 		pthread_mutex_destroy(&srv->lock);
 		free(srv);
 	}
@@ -705,7 +880,12 @@ void unitd_server_free(struct unitd_server *srv)
 		return;
 	if (srv->mhd != NULL)
 		MHD_stop_daemon(srv->mhd);
+	unitd_storage_free(srv->storage); /* stops and joins the re-encipherment worker */
+	unitd_api_free(srv->api);
+	unitd_keystore_free(srv->ks);
 	ky_domain_free(srv->dom);
+	ky_buf_free(&srv->tls_cert);
+	ky_buf_free(&srv->tls_key);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include "kyok/ceremony.h"
 #include "kyok/common.h"
@@ -156,17 +157,32 @@ void unitd_storage_free(struct unitd_storage *so); /* stops and joins the worker
  * and the store writes of apikey-create / -revoke. old is the live state. ks may be NULL (no
  * store: the guards do not apply, the apikey ops are refused). */
 int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
-                               const struct ky_domain *copy, const uint8_t *cms, size_t n,
-                               char *detail, size_t detaillen) KY_WUR;
-/* After the state was written and swapped in: starts re-encipherment for mk-reencipher,
- * stops a run whose registers are gone. */
-void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live,
-                               const uint8_t *cms, size_t n);
+                               const uint8_t *cms, size_t n, int *op, char *detail,
+                               size_t detaillen) KY_WUR;
+/* After the state was written and swapped in (op from _before_write): starts
+ * re-encipherment for mk-reencipher, stops a run whose registers are gone, drops the API key
+ * cache after apikey ops. */
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op);
 /* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
  * json null when there is no store. */
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);
 /* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked"}]}. */
 int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out) KY_WUR;
+
+/* ---- api.c: the key API and the token service (see api.h) ---- */
+
+struct unitd_api;
+/* ks may be NULL: every request is then answered "no key storage". */
+int unitd_api_new(const struct unitd_config *cfg, struct unitd_keystore *ks,
+                  struct unitd_api **out) KY_WUR;
+void unitd_api_free(struct unitd_api *api);
+/* True for /api/v2/... and /identity/token. */
+bool unitd_api_owns(const char *url);
+/* The MHD access handler for those URLs; *con_cls is the request's own state. */
+enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls);
+void unitd_api_completed(void *con_cls);
 
 /* ---- server.c ---- */
 

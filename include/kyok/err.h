@@ -157,7 +157,7 @@
 	X(UNAUTHORIZED, "unauthorized", KY_EXIT_REFUSED, 401,                                      \
 	  "missing, invalid or expired bearer token")                                              \
 	X(FORBIDDEN, "forbidden", KY_EXIT_REFUSED, 403,                                            \
-	  "the role of this API key does not allow this action")                                   \
+	  "not allowed: the API key's role or an instance policy forbids this action")             \
 	X(APIKEY_INVALID, "apikey-invalid", KY_EXIT_REFUSED, 400,                                  \
 	  "the API key is unknown or was revoked")                                                 \
 	X(INSTANCE_HEADER, "instance-header", KY_EXIT_USAGE, 400,                                  \

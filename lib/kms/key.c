@@ -880,8 +880,8 @@ out:
 /* ---- secrets ---- */
 
 /* create_only: KY_ERR_EXISTS when the secret is there already (never replaced). */
-static int kms_secret_write(const struct ky_kms *kms, const char *name, const uint8_t *p,
-                            size_t n, int64_t now, int create_only)
+static int kms_secret_write(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                            int64_t now, int create_only)
 {
 	const struct ky_mk *mk = kms_mk_write(kms);
 	struct ky_store_secret sec = {0}, old = {0};

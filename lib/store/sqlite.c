@@ -1303,8 +1303,9 @@ static int sq_apikey_name_column(struct sq_conn *c)
 	sqlite3_stmt *st = NULL;
 	int rc, has = 0;
 
-	rc = sqlite3_prepare_v2(c->db, "SELECT count(*) FROM pragma_table_info('api_keys') "
-	                               "WHERE name = 'name'",
+	rc = sqlite3_prepare_v2(c->db,
+	                        "SELECT count(*) FROM pragma_table_info('api_keys') "
+	                        "WHERE name = 'name'",
 	                        -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		has = sqlite3_column_int(st, 0) > 0;

@@ -33,6 +33,33 @@ for b in "$KYOK" "$UNITD"; do
 	expect_match "$n --version prints the version" "^$n [0-9]+\.[0-9]+\.[0-9]+$" "$out"
 done
 
+# ---- docs/commands.md is the real --help text ------------------------------------------------------
+# Each command's block there is its --help output, the common options left out; every command
+# the group helps list has its block. When a help text changes, regenerate docs/commands.md.
+DOC=$(dirname "$0")/../../docs/commands.md
+trim_blank() { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'; }
+# doc_block HEADING: the first code block after the line "### `HEADING`".
+doc_block() {
+	awk -v h="### \`$1\`" '$0 == h {f = 1; next} f && /^```$/ {if (b) exit; b = 1; next} b {print}' "$DOC"
+}
+# help_text CMD...: CMD --help without its common options.
+help_text() { "$@" --help | sed '/^common options:$/,$d' | trim_blank; }
+doc_bad=
+for group in "" tke kp; do
+	# shellcheck disable=SC2086
+	for c in $("$KYOK" $group --help | awk '/^  [a-z]/{print $1}'); do
+		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = kp ]; } && continue
+		name="kyok${group:+ $group} $c"
+		# shellcheck disable=SC2086
+		if [ "$(doc_block "$name")" != "$(help_text "$KYOK" $group "$c")" ]; then
+			doc_bad+=" '$name'"
+		fi
+	done
+done
+expect_eq "docs/commands.md has every command's --help, verbatim" "${doc_bad:-none}" none
+expect_ok "docs/commands.md has kyok-unitd --help, verbatim" \
+	grep -qF -- "$("$UNITD" --help | tail -n 3)" "$DOC"
+
 # ---- no instance yet ---------------------------------------------------------------------------
 run_rc "$KYOK" status
 expect_eq "status without an instance: exit 6" "$rc" 6
@@ -159,7 +186,9 @@ size=$(stat -c %s "$S")
 b=$(od -An -tu1 -j $((size - 40)) -N1 "$S" | tr -d ' ')
 printf "$(printf '\\%03o' $(((b + 1) % 256)))" | dd of="$S" bs=1 seek=$((size - 40)) conv=notrunc status=none
 sum=$(sha256sum <"$S")
-ls_before=$(ls -la --time-style=+%s "$I/unit-2/data")
+# data_dir_listing: name, size, mode and time of the data dir and everything in it.
+data_dir_listing() { find "$I/unit-2/data" -printf '%P %s %m %T@\n' | sort; }
+ls_before=$(data_dir_listing)
 run_rc "$KYOK" up
 if [ $rc -ne 0 ]; then pass "up with a damaged state.sealed: exit $rc"; else fail "up succeeded with a damaged state.sealed"; fi
 expect_match "... up names unit 2 and its exit" "crypto unit 2 exited at start" "$out"
@@ -169,7 +198,7 @@ expect_match "... the unit's log says why" \
 	"error: sealed state '$S' cannot be opened: wrong seal key or damaged file; refusing to start" \
 	"$(tail -n 2 "$I/unit-2/unit.log")"
 expect_eq "... state.sealed left untouched" "$(sha256sum <"$S")" "$sum"
-expect_eq "... nothing else changed in the data dir" "$(ls -la --time-style=+%s "$I/unit-2/data")" "$ls_before"
+expect_eq "... nothing else changed in the data dir" "$(data_dir_listing)" "$ls_before"
 run_rc "$KYOK" status
 expect_eq "... status: exit 6" "$rc" 6
 cp -p "$T_DIR/state.saved" "$S"

@@ -84,8 +84,8 @@ expect_ok "alice's key opens with her password (openssl)" openssl pkey -in "$FA"
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
 expect_eq "sigkeys json: 1,2 selected" \
 	"$("$KYOK" tke sigkeys --output json | jq -r '[.sigkeys[] | select(.selected) | .name] | join(",")')" "alice,bob"
-expect_refused_ws "sigkey-sel: number 9" "out of range|9" 2 "$KYOK" tke sigkey-sel --sigkeys 9
-expect_refused_ws "sigkey-sel: 1,1" "duplicate|twice|1" 2 "$KYOK" tke sigkey-sel --sigkeys 1,1
+expect_refused_ws "sigkey-sel: number 9" "^error: --sigkeys: wrong usage: number 9 out of range: use 1 to 4" 2 "$KYOK" tke sigkey-sel --sigkeys 9
+expect_refused_ws "sigkey-sel: 1,1" "^error: --sigkeys: wrong usage: number 1 given twice" 2 "$KYOK" tke sigkey-sel --sigkeys 1,1
 
 # ---- key parts -----------------------------------------------------------------------------------
 VAL=$(openssl rand -hex 32)
@@ -138,7 +138,7 @@ js=$("$KYOK" tke sigkeys --output json)
 expect_eq "sigkeys after rm: 3 left, bob gone" "$(jq -r '[.sigkeys[].name] | join(",")' <<<"$js")" \
 	"alice,$(printf 'n%.0s' $(seq 30)),carol"
 expect_eq "... selection keeps alice only" "$(jq -r '[.sigkeys[] | select(.selected) | .name] | join(",")' <<<"$js")" "alice"
-expect_refused_ws "sigkey-rm: number 7" "7" 2 "$KYOK" tke sigkey-rm --sigkey 7 --yes
+expect_refused_ws "sigkey-rm: number 7" "^error: --sigkey: wrong usage: number 7 out of range: use 1 to 3" 2 "$KYOK" tke sigkey-rm --sigkey 7 --yes
 expect_refused_ws "mk-rm without --yes, no terminal: cancelled" "cancelled" 2 \
 	"$KYOK" tke mk-rm --mk 2 </dev/null
 P2=$(jq -r '.keyparts[1].file' <<<"$("$KYOK" tke mks --output json)")
@@ -172,20 +172,28 @@ else
 	trap 'rc_=$?; "${TM[@]}" kill-server 2>/dev/null; (exit $rc_); cleanup' EXIT
 	"${TM[@]}" new-session -d -s t -x 200 -y 50 \
 		"env -i HOME='$HOME' KYOK_TKE_FILES='$KYOK_TKE_FILES' PATH='$PATH' TERM=xterm PS1='$ ' bash --norc --noprofile"
-	# screen: the whole pane, history included.
+	# screen: everything the terminal showed since the last fresh_screen, history included.
 	screen() { "${TM[@]}" capture-pane -p -J -S - -t t; }
-	# wait_for PATTERN: waits up to 15 s for PATTERN (grep -E) on the screen. After one
+	SEEN=
+	fresh_screen() {
+		SEEN+=$(screen)
+		"${TM[@]}" send-keys -t t clear Enter
+		sleep 0.2
+		"${TM[@]}" clear-history -t t
+	}
+	# wait_n N PATTERN: waits up to 15 s until PATTERN (grep -E) is on N lines of the screen,
+	# so that a secret is typed only once its prompt (with echo off) is there. After one
 	# timeout the terminal is taken as broken and the next waits fail at once.
 	TM_BROKEN=0
-	wait_for() {
+	wait_n() {
 		local _
 		[ $TM_BROKEN -eq 0 ] || return 1
 		for _ in $(seq 150); do
-			screen | grep -qE -- "$1" && return 0
+			[ "$(screen | grep -cE -- "$2")" -ge "$1" ] && return 0
 			sleep 0.1
 		done
 		TM_BROKEN=1
-		fail "terminal: '$1' never appeared: $(screen | tail -n 5)"
+		fail "terminal: '$2' never appeared $1 time(s): $(screen | tail -n 5)"
 		return 1
 	}
 	type_line() {
@@ -194,18 +202,20 @@ else
 	}
 	PE=$(newpw erin)
 	PEV=$(cat "$PE")
+	fresh_screen
 	type_line "$KYOK tke sigkey-add"
-	wait_for "^administrator name: ?$" && type_line erin
-	wait_for "^password for the new signature key of 'erin': ?$" && type_line "$PEV"
-	wait_for "^repeat password for the new signature key of 'erin': ?$"
+	PWQ="^password for the new signature key of 'erin': ?$"
+	wait_n 1 "^administrator name: ?$" && type_line erin
+	wait_n 1 "$PWQ" && type_line "$PEV"
+	wait_n 1 "^repeat password for the new signature key of 'erin': ?$"
 	ps -eo args >>"$PS_LOG"
 	# Two different entries: asked again.
 	type_line "${PEV}x"
-	wait_for "the two entries differ, try again"
-	wait_for "^password for the new signature key of 'erin': ?$" && type_line "$PEV"
-	wait_for "repeat password" && type_line "$PEV"
-	wait_for "^created signature key [0-9]+ for administrator 'erin'" && pass "interactive sigkey-add created erin's key"
-	expect_nomatch "terminal never shows erin's password" "$PEV" "$(screen)"
+	wait_n 1 "^the two entries differ, try again$"
+	wait_n 2 "$PWQ" && type_line "$PEV"
+	wait_n 2 "^repeat password" && type_line "$PEV"
+	wait_n 1 "^created signature key [0-9]+ for administrator 'erin'" &&
+		pass "interactive sigkey-add created erin's key"
 	FE=$(jq -r '.sigkeys[] | select(.name == "erin") | .file' <<<"$("$KYOK" tke sigkeys --output json)")
 	expect_ok "erin's key opens with the typed password (openssl)" \
 		openssl pkey -in "$FE" -passin "file:$PE" -noout
@@ -215,35 +225,40 @@ else
 	printf '%s\n' "$V2" >"$T_DIR/pw/value2"
 	PF=$(newpw frank)
 	PFV=$(cat "$PF")
-	type_line "clear"
+	fresh_screen
 	type_line "$KYOK tke mk-add --value --description 'typed value'"
-	wait_for "^key part value \(64 hex digits, not shown\): ?$" && type_line "$V2"
-	wait_for "^password for the new key part 'typed value': ?$" && type_line "$PFV"
-	wait_for "^repeat password" && type_line "$PFV"
-	wait_for "^created key part [0-9]+ 'typed value'" && pass "interactive mk-add --value created the part"
+	wait_n 1 "^key part value \(64 hex digits, not shown\): ?$" && type_line "$V2"
+	wait_n 1 "^password for the new key part 'typed value': ?$" && type_line "$PFV"
+	wait_n 1 "^repeat password" && type_line "$PFV"
+	wait_n 1 "^created key part [0-9]+ 'typed value'" && pass "interactive mk-add --value created the part"
 	expect_match "... with the VP of the typed value" \
 		"$({ printf '\001'; xxd -r -p <<<"$V2"; } | openssl dgst -sha256 -r | cut -c1-64)" "$(screen)"
-	expect_nomatch "terminal never shows the key part value" "$V2" "$(screen)"
-	expect_nomatch "terminal never shows frank's password" "$PFV" "$(screen)"
 
 	# Ctrl-C at a password prompt: nothing written, the terminal echoes again.
 	before=$(find "$KYOK_TKE_FILES" -type f | sort)
-	type_line "clear"
+	fresh_screen
 	type_line "$KYOK tke sigkey-add --name gina"
-	wait_for "^password for the new signature key of 'gina': ?$"
+	wait_n 1 "^password for the new signature key of 'gina': ?$"
 	"${TM[@]}" send-keys -t t C-c
 	type_line 'echo "rc=$?"; stty -a | grep -oE "(^| )-?echo( |$)"'
-	wait_for "^rc=[0-9]+$"
+	wait_n 1 "^rc=[0-9]+$"
+	sleep 0.3
 	expect_match "Ctrl-C at a password prompt: exit 130" "^rc=130$" "$(screen)"
-	expect_match "... echo is on again" "^ ?echo ?$" "$(screen | tail -n 3)"
+	expect_match "... echo is on again" "^ ?echo ?$" "$(screen)"
 	expect_eq "... nothing written" "$(find "$KYOK_TKE_FILES" -type f | sort)" "$before"
 
-	# Confirmation typed: 'n' keeps the file.
-	type_line "clear"
+	# A confirmation answered 'n' keeps the file.
+	fresh_screen
 	type_line "$KYOK tke mk-rm --mk 1"
-	wait_for "\[y/N\]: ?$" && type_line n
-	wait_for "cancelled"
+	wait_n 1 "\[y/N\]: ?$" && type_line n
+	wait_n 1 "cancelled"
 	[ -e "$P1" ] && pass "mk-rm answered 'n': file kept" || fail "mk-rm answered 'n' deleted the file"
+
+	fresh_screen
+	expect_nomatch "terminal never showed erin's password" "$PEV" "$SEEN"
+	expect_nomatch "terminal never showed the key part value" "$V2" "$SEEN"
+	expect_nomatch "terminal never showed frank's password" "$PFV" "$SEEN"
+	expect_match "(the check sees the terminal: it holds the commands typed)" "sigkey-add --name gina" "$SEEN"
 fi
 
 # ---- no secret outside the key files ------------------------------------------------------------------
@@ -251,15 +266,16 @@ for name in alice bob carol dave part erin frank; do
 	f=$T_DIR/pw/$name
 	[ -f "$f" ] || continue
 	v=$(cat "$f")
-	hits=$(grep -rlF -- "$v" "$T_DIR" --exclude-dir=pw 2>/dev/null || true)
+	hits=$(grep -rlF --exclude-dir=pw -- "$v" "$T_DIR" 2>/dev/null || true)
 	expect_eq "password of $name in no file outside the password dir" "$hits" ""
 	expect_nomatch "password of $name never in the process list" "$v" "$(cat "$PS_LOG")"
 done
 for v in "$VAL" "${V2:-}"; do
 	[ -n "$v" ] || continue
-	hits=$(grep -rliF -- "$v" "$T_DIR" --exclude-dir=pw 2>/dev/null || true)
+	hits=$(grep -rliF --exclude-dir=pw -- "$v" "$T_DIR" 2>/dev/null || true)
 	expect_eq "key part value ${v:0:8}... in no file" "$hits" ""
 done
-expect_eq "ps was sampled" "$([ -s "$PS_LOG" ] && echo yes)" yes
+expect_match "(ps was sampled while the commands ran)" "tke sigkey-add --name dave --password-file" "$(cat "$PS_LOG")"
+expect_match "(... and while a prompt waited)" "tke sigkey-add$" "$(cat "$PS_LOG")"
 
 finish

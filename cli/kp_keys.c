@@ -1,0 +1,773 @@
+/* kyok kp keys, key-create, key-show, key-versions, key-rotate, key-disable, key-enable,
+ * key-schedule-delete, key-cancel-delete, key-delete, key-restore, key-purge: keys over
+ * the Key Protect v2 API. Payloads given to the service come from files holding the raw
+ * bytes; payloads shown are base64.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "cli/kp_client.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define KP_KEY_CT      "application/vnd.ibm.kms.key+json"
+#define KP_PAYLOAD_MAX 7500
+#define KP_REPRESENT   "return=representation"
+#define KP_PATH_MAX    512
+
+enum {
+	OPT_LIMIT = 0x2001,
+	OPT_OFFSET,
+	OPT_STATE,
+	OPT_EXTRACTABLE,
+	OPT_NAME,
+	OPT_STANDARD,
+	OPT_PAYLOAD_FILE,
+	OPT_DESCRIPTION,
+	OPT_SHOW_PAYLOAD,
+};
+
+/* ---- showing keys ---- */
+
+static const char *kp_state_name(json_int_t s)
+{
+	switch (s) {
+	case 0:
+		return "Pre-activation";
+	case 1:
+		return "Active";
+	case 2:
+		return "Suspended";
+	case 3:
+		return "Deactivated";
+	case 5:
+		return "Destroyed";
+	default:
+		return "?";
+	}
+}
+
+static const char *kp_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s != NULL ? s : "";
+}
+
+static const char *kp_key_type(const json_t *k)
+{
+	return json_is_true(json_object_get(k, "extractable")) ? "standard" : "root";
+}
+
+static int kp_keys_table(const json_t *list)
+{
+	static const char *const hdr[] = {"ID", "NAME", "STATE", "TYPE", "CREATED"};
+	struct cli_table *t = cli_table_new(5, hdr);
+	int status = 0;
+
+	if (t == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *k = json_array_get(list, i);
+		const char *cells[5] = {
+		    kp_str(k, "id"), kp_str(k, "name"),
+		    kp_state_name(json_integer_value(json_object_get(k, "state"))), kp_key_type(k),
+		    kp_str(k, "creationDate")};
+		if (cli_table_add(t, cells) != 0) {
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+			break;
+		}
+	}
+	if (status == 0)
+		cli_table_print(t, stdout);
+	cli_table_free(t);
+	return status;
+}
+
+/* One key, field per line. */
+static void kp_key_print(const json_t *k, bool want_payload)
+{
+	const json_t *v;
+	const json_t *dad = json_object_get(k, "dualAuthDelete");
+	json_int_t state = json_integer_value(json_object_get(k, "state"));
+	const char *payload = json_string_value(json_object_get(k, "payload"));
+
+	printf("%-18s %s\n", "id", kp_str(k, "id"));
+	printf("%-18s %s\n", "name", kp_str(k, "name"));
+	if (kp_str(k, "description")[0] != '\0')
+		printf("%-18s %s\n", "description", kp_str(k, "description"));
+	printf("%-18s %s\n", "type", kp_key_type(k));
+	printf("%-18s %s (%lld)\n", "state", kp_state_name(state), (long long)state);
+	printf("%-18s %s\n", "imported",
+	       json_is_true(json_object_get(k, "imported")) ? "yes" : "no");
+	printf("%-18s %s%s%s\n", "created", kp_str(k, "creationDate"),
+	       kp_str(k, "createdBy")[0] != '\0' ? " by " : "", kp_str(k, "createdBy"));
+	if (kp_str(k, "lastUpdateDate")[0] != '\0')
+		printf("%-18s %s\n", "updated", kp_str(k, "lastUpdateDate"));
+	if (kp_str(k, "lastRotateDate")[0] != '\0')
+		printf("%-18s %s\n", "rotated", kp_str(k, "lastRotateDate"));
+	if ((v = json_object_get(k, "keyVersion")) != NULL && json_is_object(v))
+		printf("%-18s %s%s%s%s\n", "version", kp_str(v, "id"),
+		       kp_str(v, "creationDate")[0] != '\0' ? " (" : "", kp_str(v, "creationDate"),
+		       kp_str(v, "creationDate")[0] != '\0' ? ")" : "");
+	if (kp_str(k, "expirationDate")[0] != '\0')
+		printf("%-18s %s\n", "expires", kp_str(k, "expirationDate"));
+	if (json_is_object(dad))
+		printf("%-18s %s\n", "dual-auth delete",
+		       json_is_true(json_object_get(dad, "enabled")) ? "enabled" : "disabled");
+	if (json_is_true(json_object_get(k, "deleted")))
+		printf("%-18s %s%s%s\n", "deleted", kp_str(k, "deletionDate"),
+		       kp_str(k, "deletedBy")[0] != '\0' ? " by " : "", kp_str(k, "deletedBy"));
+	if (kp_str(k, "restoreExpirationDate")[0] != '\0')
+		printf("%-18s %s\n", "restorable until", kp_str(k, "restoreExpirationDate"));
+	if (kp_str(k, "purgeAllowedFrom")[0] != '\0')
+		printf("%-18s %s\n", "purge allowed from", kp_str(k, "purgeAllowedFrom"));
+	if (kp_str(k, "crn")[0] != '\0')
+		printf("%-18s %s\n", "crn", kp_str(k, "crn"));
+	if (!want_payload)
+		return;
+	if (payload != NULL)
+		printf("%-18s %s\n", "payload", payload);
+	else if (!json_is_true(json_object_get(k, "extractable")))
+		printf("%-18s (root keys never leave the service)\n", "payload");
+	else
+		printf("%-18s (none returned)\n", "payload");
+}
+
+/* The first resource of a collection reply. */
+static const json_t *kp_first(const struct kp_reply *rep)
+{
+	return json_array_get(json_object_get(rep->json, "resources"), 0);
+}
+
+/* Prints a reply: JSON as is, else the key (or only a line when there is none). */
+static int kp_print_key_reply(struct kp_reply *rep, const char *line_if_none)
+{
+	const json_t *k = kp_first(rep);
+
+	if (cli_g.json) {
+		if (rep->json != NULL)
+			kp_print_json(json_incref(rep->json));
+		else
+			kp_print_json(json_pack("{s:i}", "status", (int)rep->status));
+		return 0;
+	}
+	if (k != NULL && json_is_object(k))
+		kp_key_print(k, false);
+	else if (line_if_none != NULL)
+		printf("%s\n", line_if_none);
+	return 0;
+}
+
+/* ---- options shared by the key commands ---- */
+
+/* getopt over the kp and common options only, then the key id operand. Returns -1 after
+ * --help (printed), else 0 or KY_ERR_USAGE. */
+static int kp_id_only_opts(int argc, char **argv, const char *usage, const char **id)
+{
+	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			kp_print_help(usage);
+			return -1;
+		}
+		if (kp_common_opt(opt, optarg) != 0)
+			return KY_ERR_USAGE;
+	}
+	return kp_key_operand(argc, argv, id);
+}
+
+/* A payload file: raw bytes, base64'd for the API. *b64 malloc'd; cleanse and free it with
+ * kp_b64_free. */
+static int kp_payload_b64(const char *path, char **b64)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf raw = {0};
+
+	*b64 = NULL;
+	if ((r = kp_file_read(path, "--payload-file", KP_PAYLOAD_MAX, &raw)) != 0)
+		return r;
+	if ((r = ky_b64_encode(raw.data, raw.len, b64)) != 0)
+		cli_fail(r, path, NULL);
+	ky_buf_free(&raw);
+	return r;
+}
+
+static void kp_b64_free(char *b64)
+{
+	if (b64 == NULL)
+		return;
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+}
+
+static int kp_key_path(char *out, size_t outlen, const char *id, const char *suffix)
+{
+	if (snprintf(out, outlen, "/api/v2/keys/%s%s", id, suffix) >= (int)outlen)
+		return KY_ERR_USAGE;
+	return 0;
+}
+
+/* ---- keys ---- */
+
+/* Pure: "active,suspended" or "1,2" -> "1,2". KY_ERR_USAGE. */
+static int kp_states_parse(const char *s, char *out, size_t outlen)
+{
+	static const struct {
+		const char *name;
+		int n;
+	} names[] = {{"active", 1},    {"suspended", 2}, {"deactivated", 3},
+	             {"destroyed", 5}, {"deleted", 5},   {NULL, 0}};
+	char buf[128], *save = NULL, *tok;
+	size_t k = 0;
+
+	if (snprintf(buf, sizeof(buf), "%s", s) >= (int)sizeof(buf))
+		return KY_ERR_USAGE;
+	out[0] = '\0';
+	for (tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		int n = -1;
+		if (strlen(tok) == 1 &&
+		    (tok[0] == '1' || tok[0] == '2' || tok[0] == '3' || tok[0] == '5'))
+			n = tok[0] - '0';
+		for (size_t i = 0; names[i].name != NULL && n < 0; i++)
+			if (strcasecmp(tok, names[i].name) == 0)
+				n = names[i].n;
+		if (n < 0 || k + 3 > outlen)
+			return KY_ERR_USAGE;
+		k += (size_t)snprintf(out + k, outlen - k, "%s%d", k > 0 ? "," : "", n);
+	}
+	return k > 0 ? 0 : KY_ERR_USAGE;
+}
+
+static int kp_uint_opt(const char *flag, const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max) {
+		cli_fail(KY_ERR_USAGE, flag, "takes a number from 0 to %lu, not '%s'", max, s);
+		return KY_ERR_USAGE;
+	}
+	*out = v;
+	return 0;
+}
+
+int kp_keys_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp keys [--limit N] [--offset N] [--state LIST] [--extractable BOOL]\n\n"
+	    "Lists the keys of the instance: ID, NAME, STATE, TYPE (root or standard), CREATED.\n"
+	    "Any API key role but KeyPurge may list.\n\n"
+	    "options:\n"
+	    "  --limit N               at most N keys (1 to 5000; the service's default: 200)\n"
+	    "  --offset N              skip the first N keys\n"
+	    "  --state LIST            states to list: active, suspended, deactivated,\n"
+	    "                          destroyed, or their numbers 1,2,3,5 (default 1,2,3)\n"
+	    "  --extractable BOOL      true: standard keys only; false: root keys only\n";
+	static const struct option longopts[] = {
+	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"offset", required_argument, NULL, OPT_OFFSET},
+	    {"state", required_argument, NULL, OPT_STATE},
+	    {"extractable", required_argument, NULL, OPT_EXTRACTABLE},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	unsigned long limit = 0, offset = 0;
+	bool have_limit = false, have_offset = false;
+	const char *extractable = NULL;
+	char states[64] = "", path[KP_PATH_MAX], sep = '?';
+	size_t k;
+	struct kp_reply rep = {0};
+	const json_t *meta, *list, *total;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			kp_print_help(usage);
+			return 0;
+		case OPT_LIMIT:
+			if (kp_uint_opt("--limit", optarg, 5000, &limit) != 0 || limit == 0)
+				return limit == 0 ? cli_fail(KY_ERR_USAGE, "--limit",
+				                             "takes a number from 1 to 5000")
+				                  : KY_EXIT_USAGE;
+			have_limit = true;
+			break;
+		case OPT_OFFSET:
+			if (kp_uint_opt("--offset", optarg, 1000000000UL, &offset) != 0)
+				return KY_EXIT_USAGE;
+			have_offset = true;
+			break;
+		case OPT_STATE:
+			if (kp_states_parse(optarg, states, sizeof(states)) != 0)
+				return cli_fail(KY_ERR_USAGE, "--state",
+				                "'%s': give states like active,suspended or 1,2",
+				                optarg);
+			break;
+		case OPT_EXTRACTABLE:
+			if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0)
+				return cli_fail(KY_ERR_USAGE, "--extractable",
+				                "takes true or false, not '%s'", optarg);
+			extractable = optarg;
+			break;
+		default:
+			if (kp_common_opt(opt, optarg) != 0)
+				return KY_EXIT_USAGE;
+		}
+	}
+	if (cli_no_operands(argc, argv) != 0)
+		return KY_EXIT_USAGE;
+	k = (size_t)snprintf(path, sizeof(path), "/api/v2/keys");
+	if (have_limit) {
+		k += (size_t)snprintf(path + k, sizeof(path) - k, "%climit=%lu", sep, limit);
+		sep = '&';
+	}
+	if (have_offset) {
+		k += (size_t)snprintf(path + k, sizeof(path) - k, "%coffset=%lu", sep, offset);
+		sep = '&';
+	}
+	if (states[0] != '\0') {
+		k += (size_t)snprintf(path + k, sizeof(path) - k, "%cstate=%s", sep, states);
+		sep = '&';
+	}
+	if (extractable != NULL)
+		k += (size_t)snprintf(path + k, sizeof(path) - k, "%cextractable=%s", sep,
+		                      extractable);
+	if ((status = kp_call("GET", path, NULL, NULL, NULL, "keys", &rep)) != 0)
+		return status;
+	meta = json_object_get(rep.json, "metadata");
+	list = json_object_get(rep.json, "resources");
+	if (cli_g.json) {
+		kp_print_json(json_incref(rep.json));
+	} else if (list != NULL && !json_is_array(list)) {
+		status = cli_fail(KY_ERR_BAD_REPLY, "keys", "'resources' is not a list");
+	} else if ((status = kp_keys_table(list)) == 0) {
+		total = json_object_get(meta, "totalCount");
+		if (json_is_integer(total))
+			printf("%zu of %lld keys\n", json_array_size(list),
+			       (long long)json_integer_value(total));
+		else
+			printf("%zu key%s\n", json_array_size(list),
+			       json_array_size(list) == 1 ? "" : "s");
+	}
+	kp_reply_release(&rep);
+	return status;
+}
+
+/* ---- key-create ---- */
+
+int kp_key_create_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-create --name NAME [--standard] [--payload-file FILE]\n"
+	    "                          [--description TEXT]\n\n"
+	    "Creates a root key (wraps data keys; never leaves the service) or, with\n"
+	    "--standard, a standard key (its payload can be read back). The key material is\n"
+	    "generated by the service, or imported from FILE (raw bytes: 16, 24 or 32 for a\n"
+	    "root key). Needs the Writer or Manager role.\n\n"
+	    "options:\n"
+	    "  --name NAME             2 to 90 characters\n"
+	    "  --standard              a standard key instead of a root key\n"
+	    "  --payload-file FILE     import the key material from FILE (raw bytes)\n"
+	    "  --description TEXT      at most 240 characters\n";
+	static const struct option longopts[] = {
+	    {"name", required_argument, NULL, OPT_NAME},
+	    {"standard", no_argument, NULL, OPT_STANDARD},
+	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
+	    {"description", required_argument, NULL, OPT_DESCRIPTION},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	const char *name = NULL, *payload_file = NULL, *desc = NULL;
+	bool standard = false;
+	char *payload = NULL, subject[160];
+	json_t *res = NULL, *body = NULL;
+	struct kp_reply rep = {0};
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			kp_print_help(usage);
+			return 0;
+		case OPT_NAME:
+			name = optarg;
+			break;
+		case OPT_STANDARD:
+			standard = true;
+			break;
+		case OPT_PAYLOAD_FILE:
+			payload_file = optarg;
+			break;
+		case OPT_DESCRIPTION:
+			desc = optarg;
+			break;
+		default:
+			if (kp_common_opt(opt, optarg) != 0)
+				return KY_EXIT_USAGE;
+		}
+	}
+	if (cli_no_operands(argc, argv) != 0)
+		return KY_EXIT_USAGE;
+	if (name == NULL)
+		return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--name NAME is required");
+	if (payload_file != NULL && kp_payload_b64(payload_file, &payload) != 0)
+		return KY_EXIT_INPUT;
+	res =
+	    json_pack("{s:s, s:s, s:b}", "type", KP_KEY_CT, "name", name, "extractable", standard);
+	if (res == NULL ||
+	    (desc != NULL && json_object_set_new(res, "description", json_string(desc)) != 0) ||
+	    (payload != NULL && json_object_set_new(res, "payload", json_string(payload)) != 0)) {
+		status = cli_fail(KY_ERR_NOMEM, NULL, "or the name or description is not UTF-8");
+		goto out;
+	}
+	body = json_pack("{s:{s:s, s:i}, s:[O]}", "metadata", "collectionType", KP_KEY_CT,
+	                 "collectionTotal", 1, "resources", res);
+	if (body == NULL) {
+		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+		goto out;
+	}
+	snprintf(subject, sizeof(subject), "key '%.100s'", name);
+	if ((status = kp_call("POST", "/api/v2/keys", KP_KEY_CT, body, KP_REPRESENT, subject,
+	                      &rep)) != 0)
+		goto out;
+	status = kp_print_key_reply(&rep, "key created");
+out:
+	kp_reply_release(&rep);
+	kp_json_cleanse(body);
+	json_decref(body);
+	kp_json_cleanse(res);
+	json_decref(res);
+	kp_b64_free(payload);
+	return status;
+}
+
+/* ---- key-show, key-versions ---- */
+
+int kp_key_show_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-show ID [--show-payload]\n\n"
+	    "Shows a key's metadata. With --show-payload, also the payload of a standard key\n"
+	    "(base64; needs ReaderPlus, Writer or Manager); root keys never leave the service.\n\n"
+	    "options:\n"
+	    "  --show-payload          fetch and print a standard key's payload\n";
+	static const struct option longopts[] = {
+	    {"show-payload", no_argument, NULL, OPT_SHOW_PAYLOAD}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	bool show = false;
+	const char *id = NULL;
+	char path[KP_PATH_MAX], subject[160];
+	struct kp_reply rep = {0};
+	const json_t *k;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			kp_print_help(usage);
+			return 0;
+		}
+		if (opt == OPT_SHOW_PAYLOAD) {
+			show = true;
+			continue;
+		}
+		if (kp_common_opt(opt, optarg) != 0)
+			return KY_EXIT_USAGE;
+	}
+	if (kp_key_operand(argc, argv, &id) != 0)
+		return KY_EXIT_USAGE;
+	(void)kp_key_path(path, sizeof(path), id, show ? "" : "/metadata");
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call("GET", path, NULL, NULL, NULL, subject, &rep)) != 0)
+		return status;
+	k = kp_first(&rep);
+	if (cli_g.json)
+		kp_print_json(json_incref(rep.json));
+	else if (!json_is_object(k))
+		status = cli_fail(KY_ERR_BAD_REPLY, subject, "the reply holds no key");
+	else
+		kp_key_print(k, show);
+	if (status == 0 && show && json_is_true(json_object_get(k, "extractable")) &&
+	    !json_is_string(json_object_get(k, "payload")))
+		status =
+		    cli_fail(KY_ERR_FORBIDDEN, subject,
+		             "the service returned no payload: reading a standard key's payload "
+		             "needs the ReaderPlus, Writer or Manager role");
+	kp_reply_release(&rep);
+	return status;
+}
+
+int kp_key_versions_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-versions ID\n\n"
+	    "Lists the versions of a root key, newest first as the service returns them: each\n"
+	    "rotation adds one; wraps use the newest, unwraps any.\n";
+	static const char *const hdr[] = {"VERSION ID", "CREATED"};
+	int r, status = 0;
+	const char *id = NULL;
+	char path[KP_PATH_MAX], subject[160];
+	struct kp_reply rep = {0};
+	const json_t *list;
+	struct cli_table *t = NULL;
+
+	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
+		return r < 0 ? 0 : KY_EXIT_USAGE;
+	(void)kp_key_path(path, sizeof(path), id, "/versions");
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call("GET", path, NULL, NULL, NULL, subject, &rep)) != 0)
+		return status;
+	list = json_object_get(rep.json, "resources");
+	if (cli_g.json) {
+		kp_print_json(json_incref(rep.json));
+		goto out;
+	}
+	if ((t = cli_table_new(2, hdr)) == NULL) {
+		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *v = json_array_get(list, i);
+		const char *cells[2] = {kp_str(v, "id"), kp_str(v, "creationDate")};
+		if (cli_table_add(t, cells) != 0) {
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+			goto out;
+		}
+	}
+	cli_table_print(t, stdout);
+	printf("%zu version%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+out:
+	cli_table_free(t);
+	kp_reply_release(&rep);
+	return status;
+}
+
+/* ---- actions ---- */
+
+/* POST /api/v2/keys/{id}/actions/{action}, body {} or {"payload"} (rotate); prints done. */
+static int kp_key_action(int argc, char **argv, const char *usage, const char *action,
+                         bool takes_payload, const char *done)
+{
+	static const struct option with_payload[] = {
+	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	static const struct option without[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	const char *id = NULL, *payload_file = NULL;
+	char path[KP_PATH_MAX], subject[160], ctype[96], *payload = NULL;
+	json_t *body = NULL;
+	struct kp_reply rep = {0};
+
+	while ((opt = getopt_long(argc, argv, "h", takes_payload ? with_payload : without, NULL)) !=
+	       -1) {
+		if (opt == 'h') {
+			kp_print_help(usage);
+			return 0;
+		}
+		if (opt == OPT_PAYLOAD_FILE) {
+			payload_file = optarg;
+			continue;
+		}
+		if (kp_common_opt(opt, optarg) != 0)
+			return KY_EXIT_USAGE;
+	}
+	if (kp_key_operand(argc, argv, &id) != 0)
+		return KY_EXIT_USAGE;
+	if (payload_file != NULL && kp_payload_b64(payload_file, &payload) != 0)
+		return KY_EXIT_INPUT;
+	snprintf(path, sizeof(path), "/api/v2/keys/%s/actions/%s", id, action);
+	snprintf(subject, sizeof(subject), "key %s", id);
+	snprintf(ctype, sizeof(ctype), "application/vnd.ibm.kms.key_action_%s+json", action);
+	if ((body = payload != NULL ? json_pack("{s:s}", "payload", payload) : json_object()) ==
+	    NULL) {
+		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+		goto out;
+	}
+	if ((status = kp_call("POST", path, ctype, body, NULL, subject, &rep)) != 0)
+		goto out;
+	if (cli_g.json)
+		kp_print_json(rep.json != NULL ? json_incref(rep.json)
+		                               : json_pack("{s:s, s:s, s:i}", "id", id, "action",
+		                                           action, "status", (int)rep.status));
+	else
+		printf("key %s: %s\n", id, done);
+out:
+	kp_reply_release(&rep);
+	kp_json_cleanse(body);
+	json_decref(body);
+	kp_b64_free(payload);
+	return status;
+}
+
+int kp_key_rotate_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-rotate ID [--payload-file FILE]\n\n"
+	    "Rotates a root key: a new version wraps from now on; data keys wrapped with older\n"
+	    "versions still unwrap ('kyok kp rewrap' moves them to the newest). An imported key\n"
+	    "needs new material (--payload-file, raw bytes); a generated one takes none. Needs\n"
+	    "the Writer or Manager role.\n";
+	return kp_key_action(argc, argv, usage, "rotate", true, "rotated: new version created");
+}
+
+int kp_key_disable_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-disable ID\n\n"
+	    "Suspends a key (state 2): it wraps and unwraps nothing until enabled again. Needs\n"
+	    "the Manager role.\n";
+	return kp_key_action(argc, argv, usage, "disable", false, "disabled (Suspended)");
+}
+
+int kp_key_enable_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-enable ID\n\n"
+	    "Enables a suspended key again (state 1). Needs the Manager role.\n";
+	return kp_key_action(argc, argv, usage, "enable", false, "enabled (Active)");
+}
+
+int kp_key_schedule_delete_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-schedule-delete ID\n\n"
+	    "For a key under the dual-authorization delete policy: authorises its deletion.\n"
+	    "Another user (another API key) with the Manager role must then delete it within 7\n"
+	    "days ('kyok kp key-delete'). Needs the Writer or Manager role.\n";
+	return kp_key_action(argc, argv, usage, "setKeyForDeletion", false,
+	                     "scheduled for deletion: another user can delete it within 7 days");
+}
+
+int kp_key_cancel_delete_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-cancel-delete ID\n\n"
+	    "Cancels the deletion authorised by 'key-schedule-delete'. Needs the Writer or\n"
+	    "Manager role.\n";
+	return kp_key_action(argc, argv, usage, "unsetKeyForDeletion", false,
+	                     "deletion no longer authorised");
+}
+
+/* ---- delete, restore, purge ---- */
+
+int kp_key_delete_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-delete ID\n\n"
+	    "Deletes a key: its material is destroyed (state 5, Destroyed); it can be restored\n"
+	    "within 30 days ('kyok kp key-restore') and purged after 4 hours. A key under the\n"
+	    "dual-authorization policy must first be scheduled for deletion by another user.\n"
+	    "Needs the Manager role.\n";
+	int r, status = 0;
+	const char *id = NULL;
+	char path[KP_PATH_MAX], subject[160];
+	struct kp_reply rep = {0};
+
+	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
+		return r < 0 ? 0 : KY_EXIT_USAGE;
+	(void)kp_key_path(path, sizeof(path), id, "");
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call("DELETE", path, NULL, NULL, KP_REPRESENT, subject, &rep)) != 0)
+		return status;
+	if (cli_g.json)
+		status = kp_print_key_reply(&rep, NULL);
+	else
+		printf("key %s: deleted (restorable for 30 days with 'kyok kp key-restore')\n", id);
+	kp_reply_release(&rep);
+	return status;
+}
+
+int kp_key_restore_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-restore ID [--payload-file FILE]\n\n"
+	    "Restores a deleted key within 30 days of its deletion. An imported key may need\n"
+	    "its material again (--payload-file, raw bytes). Needs the Manager role.\n";
+	static const struct option longopts[] = {
+	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	const char *id = NULL, *payload_file = NULL;
+	char path[KP_PATH_MAX], subject[160], *payload = NULL;
+	json_t *body = NULL;
+	struct kp_reply rep = {0};
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			kp_print_help(usage);
+			return 0;
+		}
+		if (opt == OPT_PAYLOAD_FILE) {
+			payload_file = optarg;
+			continue;
+		}
+		if (kp_common_opt(opt, optarg) != 0)
+			return KY_EXIT_USAGE;
+	}
+	if (kp_key_operand(argc, argv, &id) != 0)
+		return KY_EXIT_USAGE;
+	if (payload_file != NULL && kp_payload_b64(payload_file, &payload) != 0)
+		return KY_EXIT_INPUT;
+	(void)kp_key_path(path, sizeof(path), id, "/restore");
+	snprintf(subject, sizeof(subject), "key %s", id);
+	body = json_pack("{s:{s:s, s:i}, s:[{}]}", "metadata", "collectionType", KP_KEY_CT,
+	                 "collectionTotal", 1, "resources");
+	if (body == NULL ||
+	    (payload != NULL &&
+	     json_object_set_new(json_array_get(json_object_get(body, "resources"), 0), "payload",
+	                         json_string(payload)) != 0)) {
+		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+		goto out;
+	}
+	if ((status = kp_call("POST", path, KP_KEY_CT, body, KP_REPRESENT, subject, &rep)) != 0)
+		goto out;
+	if (cli_g.json)
+		status = kp_print_key_reply(&rep, NULL);
+	else
+		printf("key %s: restored\n", id);
+out:
+	kp_reply_release(&rep);
+	kp_json_cleanse(body);
+	json_decref(body);
+	kp_b64_free(payload);
+	return status;
+}
+
+int kp_key_purge_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-purge ID\n\n"
+	    "Removes a deleted key for good, 4 hours or more after its deletion: it can no\n"
+	    "longer be restored. Asks for confirmation (--yes answers it). Needs the KeyPurge\n"
+	    "role.\n";
+	int r, status = 0;
+	const char *id = NULL;
+	char path[KP_PATH_MAX], subject[160], question[200];
+	struct kp_reply rep = {0};
+
+	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
+		return r < 0 ? 0 : KY_EXIT_USAGE;
+	snprintf(question, sizeof(question), "purge key %s for good? it cannot be restored after",
+	         id);
+	if ((r = cli_confirm(question)) != 0)
+		return ky_err_exit(r);
+	(void)kp_key_path(path, sizeof(path), id, "/purge");
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call("DELETE", path, NULL, NULL, KP_REPRESENT, subject, &rep)) != 0)
+		return status;
+	if (cli_g.json)
+		status = kp_print_key_reply(&rep, NULL);
+	else
+		printf("key %s: purged\n", id);
+	kp_reply_release(&rep);
+	return status;
+}

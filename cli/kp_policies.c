@@ -1,0 +1,306 @@
+/* kyok kp policies, instance-policies: the rotation and dual-authorization delete policies
+ * of one key, and the instance's policies. Without a setting option they show; with one
+ * they set it, then show the result.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "cli/kp_client.h"
+#include "kyok/err.h"
+
+#define KP_POLICY_CT "application/vnd.ibm.kms.policy+json"
+#define KP_PATH_MAX  512
+
+enum {
+	OPT_ROTATION = 0x2001,
+	OPT_DUAL_AUTH,
+};
+
+struct kp_policy_args {
+	int rotation;  /* -1 unchanged, 0 off, 1..12 months */
+	int dual_auth; /* -1 unchanged, 0 off, 1 on */
+};
+
+/* Pure: "off" -> 0, "1".."12" -> months. */
+static int kp_rotation_parse(const char *s, int *out)
+{
+	char *end;
+	long v;
+
+	if (strcmp(s, "off") == 0) {
+		*out = 0;
+		return 0;
+	}
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 12)
+		return KY_ERR_USAGE;
+	*out = (int)v;
+	return 0;
+}
+
+static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_policy_args *p)
+{
+	static const struct option longopts[] = {
+	    {"rotation-months", required_argument, NULL, OPT_ROTATION},
+	    {"dual-auth", required_argument, NULL, OPT_DUAL_AUTH},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt;
+
+	p->rotation = p->dual_auth = -1;
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			kp_print_help(usage);
+			return -1;
+		case OPT_ROTATION:
+			if (kp_rotation_parse(optarg, &p->rotation) != 0)
+				return kp_err(KY_ERR_USAGE, "--rotation-months",
+				              "takes 1 to 12 or 'off', not '%s'", optarg);
+			break;
+		case OPT_DUAL_AUTH:
+			if (strcmp(optarg, "on") == 0)
+				p->dual_auth = 1;
+			else if (strcmp(optarg, "off") == 0)
+				p->dual_auth = 0;
+			else
+				return kp_err(KY_ERR_USAGE, "--dual-auth",
+				              "takes on or off, not '%s'", optarg);
+			break;
+		default:
+			if (kp_common_opt(opt, optarg) != 0)
+				return KY_ERR_USAGE;
+		}
+	}
+	return 0;
+}
+
+static const char *kp_onoff(const json_t *enabled)
+{
+	return json_is_true(enabled) ? "enabled" : "disabled";
+}
+
+/* Rows of a key policy list: each resource holds "rotation" or "dualAuthDelete". */
+static int kp_key_policies_print(const struct kp_reply *rep)
+{
+	static const char *const hdr[] = {"POLICY", "STATE", "SETTING", "UPDATED"};
+	const json_t *list = json_object_get(rep->json, "resources");
+	struct cli_table *t = cli_table_new(4, hdr);
+	bool rot = false, dad = false;
+	int status = 0;
+
+	if (t == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *p = json_array_get(list, i), *o;
+		const char *upd = json_string_value(json_object_get(p, "lastUpdateDate"));
+		char setting[64] = "";
+		const char *cells[4];
+
+		if ((o = json_object_get(p, "rotation")) != NULL) {
+			const json_t *iv = json_object_get(o, "interval_month");
+			const json_t *en = json_object_get(o, "enabled");
+			rot = true;
+			if (json_is_integer(iv))
+				snprintf(setting, sizeof(setting), "every %lld month%s",
+				         (long long)json_integer_value(iv),
+				         json_integer_value(iv) == 1 ? "" : "s");
+			cells[0] = "rotation";
+			cells[1] = en == NULL ? (json_is_integer(iv) ? "enabled" : "disabled")
+			                      : kp_onoff(en);
+		} else if ((o = json_object_get(p, "dualAuthDelete")) != NULL) {
+			dad = true;
+			cells[0] = "dual-auth delete";
+			cells[1] = kp_onoff(json_object_get(o, "enabled"));
+		} else {
+			continue;
+		}
+		cells[2] = setting;
+		cells[3] = upd != NULL ? upd : "";
+		if (cli_table_add(t, cells) != 0) {
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+			goto out;
+		}
+	}
+	if (!rot) {
+		const char *cells[4] = {"rotation", "disabled", "", ""};
+		if (cli_table_add(t, cells) != 0)
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	}
+	if (!dad) {
+		const char *cells[4] = {"dual-auth delete", "disabled", "", ""};
+		if (cli_table_add(t, cells) != 0)
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	}
+	if (status == 0)
+		cli_table_print(t, stdout);
+out:
+	cli_table_free(t);
+	return status;
+}
+
+/* PUT path?policy=NAME with one resource. */
+static int kp_policy_put(const char *base, const char *policy, json_t *resource,
+                         const char *subject)
+{
+	char path[KP_PATH_MAX];
+	json_t *body;
+	struct kp_reply rep = {0};
+	int status;
+
+	if (resource == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	body = json_pack("{s:{s:s, s:i}, s:[o]}", "metadata", "collectionType", KP_POLICY_CT,
+	                 "collectionTotal", 1, "resources", resource);
+	if (body == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	snprintf(path, sizeof(path), "%s?policy=%s", base, policy);
+	status = kp_call("PUT", path, KP_POLICY_CT, body, NULL, subject, &rep);
+	kp_reply_release(&rep);
+	json_decref(body);
+	return status;
+}
+
+int kp_policies_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp policies ID [--rotation-months N|off] [--dual-auth on|off]\n\n"
+	    "Shows the policies of key ID: rotation (the key is rotated every N months) and\n"
+	    "dual-authorization delete (two different users are needed to delete it). With an\n"
+	    "option, sets that policy first. Needs the Manager role.\n\n"
+	    "options:\n"
+	    "  --rotation-months N|off rotate the root key every N months (1 to 12), or never\n"
+	    "  --dual-auth on|off      require a second user to delete the key\n";
+	struct kp_policy_args p;
+	int r, status = 0;
+	const char *id = NULL;
+	char base[KP_PATH_MAX], subject[160];
+	struct kp_reply rep = {0};
+
+	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
+		return r < 0 ? 0 : KY_EXIT_USAGE;
+	if (kp_key_operand(argc, argv, &id) != 0)
+		return KY_EXIT_USAGE;
+	snprintf(base, sizeof(base), "/api/v2/keys/%s/policies", id);
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if (p.rotation >= 0 &&
+	    (status = kp_policy_put(
+	         base, "rotation",
+	         p.rotation > 0
+	             ? json_pack("{s:s, s:{s:b, s:i}}", "type", KP_POLICY_CT, "rotation", "enabled",
+	                         1, "interval_month", p.rotation)
+	             : json_pack("{s:s, s:{s:b}}", "type", KP_POLICY_CT, "rotation", "enabled", 0),
+	         subject)) != 0)
+		return status;
+	if (p.dual_auth >= 0 &&
+	    (status = kp_policy_put(base, "dualAuthDelete",
+	                            json_pack("{s:s, s:{s:b}}", "type", KP_POLICY_CT,
+	                                      "dualAuthDelete", "enabled", p.dual_auth),
+	                            subject)) != 0)
+		return status;
+	if ((status = kp_call("GET", base, NULL, NULL, NULL, subject, &rep)) != 0)
+		return status;
+	if (cli_g.json)
+		kp_print_json(json_incref(rep.json));
+	else
+		status = kp_key_policies_print(&rep);
+	kp_reply_release(&rep);
+	return status;
+}
+
+/* Instance policies: [{"policy_type", "policy_data": {"enabled", "attributes"?}}]. */
+static int kp_instance_policies_print(const struct kp_reply *rep)
+{
+	static const char *const hdr[] = {"POLICY", "STATE", "SETTING", "UPDATED"};
+	const json_t *list = json_object_get(rep->json, "resources");
+	struct cli_table *t = cli_table_new(4, hdr);
+	int status = 0;
+
+	if (t == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *p = json_array_get(list, i);
+		const json_t *data = json_object_get(p, "policy_data");
+		const json_t *attrs = json_object_get(data, "attributes");
+		const char *type = json_string_value(json_object_get(p, "policy_type"));
+		const char *upd = json_string_value(json_object_get(p, "updated_at"));
+		char setting[256] = "";
+		const char *key;
+		json_t *v;
+		size_t k = 0;
+		const char *cells[4];
+
+		if (upd == NULL)
+			upd = json_string_value(json_object_get(p, "lastUpdateDate"));
+		json_object_foreach((json_t *)attrs, key, v)
+		{
+			char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+			if (s != NULL && k < sizeof(setting))
+				k += (size_t)snprintf(setting + k, sizeof(setting) - k, "%s%s=%s",
+				                      k > 0 ? ", " : "", key, s);
+			free(s);
+		}
+		cells[0] = type != NULL ? type : "?";
+		cells[1] = kp_onoff(json_object_get(data, "enabled"));
+		cells[2] = setting;
+		cells[3] = upd != NULL ? upd : "";
+		if (cli_table_add(t, cells) != 0) {
+			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
+			goto out;
+		}
+	}
+	cli_table_print(t, stdout);
+out:
+	cli_table_free(t);
+	return status;
+}
+
+int kp_instance_policies_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp instance-policies [--rotation-months N|off] [--dual-auth on|off]\n\n"
+	    "Shows the policies of the instance, which apply to keys created from then on. With\n"
+	    "an option, sets that policy first. Needs the Manager role.\n\n"
+	    "options:\n"
+	    "  --rotation-months N|off rotate new root keys every N months (1 to 12), or never\n"
+	    "  --dual-auth on|off      require a second user to delete new keys\n";
+	static const char base[] = "/api/v2/instance/policies";
+	struct kp_policy_args p;
+	int r, status = 0;
+	struct kp_reply rep = {0};
+
+	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
+		return r < 0 ? 0 : KY_EXIT_USAGE;
+	if (cli_no_operands(argc, argv) != 0)
+		return KY_EXIT_USAGE;
+	if (p.rotation >= 0 &&
+	    (status = kp_policy_put(base, "rotation",
+	                            p.rotation > 0
+	                                ? json_pack("{s:s, s:{s:b, s:{s:i}}}", "policy_type",
+	                                            "rotation", "policy_data", "enabled", 1,
+	                                            "attributes", "interval_month", p.rotation)
+	                                : json_pack("{s:s, s:{s:b}}", "policy_type", "rotation",
+	                                            "policy_data", "enabled", 0),
+	                            "instance policies")) != 0)
+		return status;
+	if (p.dual_auth >= 0 &&
+	    (status = kp_policy_put(base, "dualAuthDelete",
+	                            json_pack("{s:s, s:{s:b}}", "policy_type", "dualAuthDelete",
+	                                      "policy_data", "enabled", p.dual_auth),
+	                            "instance policies")) != 0)
+		return status;
+	if ((status = kp_call("GET", base, NULL, NULL, NULL, "instance policies", &rep)) != 0)
+		return status;
+	if (cli_g.json)
+		kp_print_json(json_incref(rep.json));
+	else
+		status = kp_instance_policies_print(&rep);
+	kp_reply_release(&rep);
+	return status;
+}

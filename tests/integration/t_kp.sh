@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The key-management API through 'kyok kp' on 2 real units sharing one key storage: API keys
+# for every role (kyok tke apikey-create), keys, wrap/unwrap/rewrap, rotation, policies,
+# dual-authorization delete, restore, purge; what each role may not do; failover when unit 1
+# dies; wrong and revoked API keys; malformed input files.
+. "$(dirname "$0")/helpers.sh"
+setup
+
+# run_rc CMD...: runs CMD, output (stdout and stderr) in $out, exit status in $rc.
+run_rc() {
+	rc=0
+	out=$("$@" 2>&1) || rc=$?
+}
+# expect_rc DESC EXIT PATTERN CMD...: CMD exits with EXIT and its output matches PATTERN.
+expect_rc() {
+	local desc=$1 want=$2 pat=$3
+	shift 3
+	run_rc "$@"
+	if [ "$rc" -ne "$want" ]; then
+		fail "$desc: exit $rc, want $want: $out"
+	elif ! grep -qE -- "$pat" <<<"$out"; then
+		fail "$desc: output does not match /$pat/: $out"
+	else
+		pass "$desc"
+	fi
+}
+AK="$KYOK_TKE_FILES/apikeys"
+# kp ROLE CMD ARGS...: kyok kp CMD with the API key of ROLE (file t-ROLE.apikey).
+kp() {
+	local role=$1 cmd=$2
+	shift 2
+	"$KYOK" kp "$cmd" --apikey-file "$AK/t-$role.apikey" "$@"
+}
+stdout_of() { "$@" 2>/dev/null; }
+
+# ---- an initialised instance ---------------------------------------------------------------
+"$KYOK" up --dir "$KYOK_INSTANCE" --units 2 >/dev/null 2>&1
+"$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+pa=$(newpw ann)
+expect_ok "auto-init (one administrator)" "$KYOK" tke auto-init --signature 1 --revocation 1 \
+	--new-admins ann --password-file "$pa"
+"$KYOK" tke sigkey-sel --sigkeys 1 >/dev/null 2>&1
+
+# ---- API keys ------------------------------------------------------------------------------
+for role in Reader ReaderPlus Writer Manager KeyPurge; do
+	run_rc "$KYOK" tke apikey-create --name "t-$role" --role "$role" --password-file "$pa"
+	if [ $rc -ne 0 ]; then
+		fail "apikey-create $role: exit $rc: $out"
+	elif grep -q 'kyok_' <<<"$out"; then
+		fail "apikey-create $role: the secret was printed"
+	else
+		pass "apikey-create $role (secret not printed)"
+	fi
+done
+expect_ok "apikey-create a second Manager (dual authorization)" "$KYOK" tke apikey-create \
+	--name t-Manager2 --role Manager --password-file "$pa"
+expect_eq "API key file is 0600" "$(stat -c %a "$AK/t-Writer.apikey")" 600
+expect_eq "API key file holds a kyok_ key" "$(jq -r '.apikey | startswith("kyok_")' "$AK/t-Writer.apikey")" true
+expect_rc "apikey-create again: same key, unchanged on both units" 0 \
+	'changed 0 of 2 crypto units' "$KYOK" tke apikey-create --name t-Writer --role Writer \
+	--password-file "$pa"
+expect_rc "apikey-create over a file with another role: refused" 3 'holds API key' \
+	"$KYOK" tke apikey-create --name t-Writer --role Manager --password-file "$pa"
+expect_rc "apikey-create with an unknown role" 2 'not one of Reader' \
+	"$KYOK" tke apikey-create --name bad --role Admin
+expect_rc "apikey-create with a name that is not a file name" 2 "use 1 to" \
+	"$KYOK" tke apikey-create --name ../x --role Reader
+list=$("$KYOK" tke apikeys --output json)
+expect_eq "apikeys lists 6 keys" "$(jq '.apikeys | length' <<<"$list")" 6
+expect_eq "apikeys shows names and roles" \
+	"$(jq -r '[.apikeys[] | select(.name == "t-KeyPurge") | .role] | join(",")' <<<"$list")" KeyPurge
+expect_eq "apikeys shows no hash" "$(jq '[.apikeys[] | has("hash")] | any' <<<"$list")" false
+expect_rc "apikeys table" 0 't-ReaderPlus +ReaderPlus' "$KYOK" tke apikeys
+
+# ---- keys ----------------------------------------------------------------------------------
+kid=$(stdout_of kp Writer key-create --name root-one --description "test root" --output json |
+	jq -r '.resources[0].id')
+if [[ "$kid" =~ ^[0-9a-f-]{36}$ ]]; then pass "Writer creates a root key ($kid)"; else fail "key-create: '$kid'"; fi
+expect_rc "Reader lists it" 0 "$kid +root-one +Active +root" kp Reader keys
+expect_rc "Reader shows its metadata" 0 'description +test root' kp Reader key-show "$kid"
+head -c 48 /dev/urandom >"$T_DIR/std.bin"
+sid=$(stdout_of kp Writer key-create --name std-one --standard --payload-file "$T_DIR/std.bin" \
+	--output json | jq -r '.resources[0].id')
+expect_eq "ReaderPlus reads the standard key's payload" \
+	"$(stdout_of kp ReaderPlus key-show "$sid" --show-payload --output json | jq -r '.resources[0].payload')" \
+	"$(base64 -w0 <"$T_DIR/std.bin")"
+expect_rc "key-show without --show-payload prints no payload" 0 '^' kp ReaderPlus key-show "$sid"
+if grep -q "$(base64 -w0 <"$T_DIR/std.bin")" <<<"$out"; then fail "payload shown without --show-payload"; else pass "payload hidden by default"; fi
+expect_rc "Reader cannot read a payload" 4 "key $sid: .*no payload" kp Reader key-show "$sid" --show-payload
+expect_eq "keys --extractable true: the standard key only" \
+	"$(stdout_of kp Reader keys --extractable true --output json | jq -r '[.resources[].id] | join(",")')" "$sid"
+expect_eq "keys --limit 1" "$(stdout_of kp Reader keys --limit 1 --output json | jq '.resources | length')" 1
+
+# ---- wrap, unwrap, rewrap -----------------------------------------------------------------
+expect_rc "wrap without a plaintext and nowhere to keep the data key: refused" 2 'dek-out' \
+	kp Reader wrap "$kid"
+kp Reader wrap "$kid" --dek-out "$T_DIR/dek.bin" >"$T_DIR/ct.txt" 2>"$T_DIR/err" ||
+	fail "Reader wrap: $(cat "$T_DIR/err")"
+expect_eq "generated data key: 32 bytes, 0600" "$(stat -c '%s %a' "$T_DIR/dek.bin")" "32 600"
+if grep -q "$(base64 -w0 <"$T_DIR/dek.bin")" "$T_DIR/ct.txt"; then fail "data key on stdout"; else pass "data key not on stdout"; fi
+expect_ok "Reader unwraps" kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" \
+	--out "$T_DIR/dek2.bin"
+expect_ok "... to the same data key" cmp "$T_DIR/dek.bin" "$T_DIR/dek2.bin"
+printf 'a secret of the application' >"$T_DIR/pt.bin"
+kp Writer wrap "$kid" --plaintext-file "$T_DIR/pt.bin" --aad tenant-1 --aad db >"$T_DIR/ct2.txt"
+expect_eq "unwrap with the aad, --show: base64 plaintext" \
+	"$(stdout_of kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct2.txt" --aad tenant-1 --aad db --show)" \
+	"$(base64 -w0 <"$T_DIR/pt.bin")"
+expect_rc "unwrap without the aad: refused" 3 "key $kid" \
+	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct2.txt" --show
+expect_rc "unwrap with another root key: refused" 3 "key $sid|unwrap" \
+	kp Reader unwrap "$sid" --ciphertext-file "$T_DIR/ct.txt" --show
+expect_ok "Writer rotates the root key" kp Writer key-rotate "$kid"
+expect_eq "two versions" "$(stdout_of kp Reader key-versions "$kid" --output json | jq '.resources | length')" 2
+kp Reader rewrap "$kid" --ciphertext-file "$T_DIR/ct.txt" >"$T_DIR/ct3.txt"
+if cmp -s "$T_DIR/ct.txt" "$T_DIR/ct3.txt"; then fail "rewrap gave the same ciphertext"; else pass "rewrap: new ciphertext"; fi
+expect_ok "the rewrapped key unwraps" kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct3.txt" \
+	--out "$T_DIR/dek3.bin"
+expect_ok "... to the same data key" cmp "$T_DIR/dek.bin" "$T_DIR/dek3.bin"
+expect_ok "the old ciphertext still unwraps" kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" \
+	--out "$T_DIR/dek4.bin"
+
+# ---- roles ---------------------------------------------------------------------------------
+expect_rc "Reader cannot create a key" 4 "key 'r-key'" kp Reader key-create --name r-key
+expect_rc "ReaderPlus cannot rotate" 4 "key $kid" kp ReaderPlus key-rotate "$kid"
+expect_rc "Writer cannot disable" 4 "key $kid" kp Writer key-disable "$kid"
+expect_rc "KeyPurge cannot list keys" 4 "keys" kp KeyPurge keys
+expect_rc "KeyPurge cannot wrap" 4 "key $kid" kp KeyPurge wrap "$kid" --show
+expect_ok "Manager disables" kp Manager key-disable "$kid"
+expect_rc "a disabled key does not wrap" 5 "key $kid" kp Reader wrap "$kid" --show
+expect_ok "Manager enables" kp Manager key-enable "$kid"
+expect_ok "... and it wraps again" kp Reader wrap "$kid" --show
+
+# ---- policies ------------------------------------------------------------------------------
+expect_rc "Writer cannot set policies" 4 "key $kid" kp Writer policies "$kid" --dual-auth on
+expect_rc "Manager sets rotation and dual authorization" 0 'every 3 months' \
+	kp Manager policies "$kid" --rotation-months 3 --dual-auth on
+expect_rc "... both shown" 0 'dual-auth delete +enabled' kp Manager policies "$kid"
+expect_rc "policies: bad interval" 2 'rotation-months' kp Manager policies "$kid" --rotation-months 13
+expect_rc "instance policies shown" 0 'POLICY' kp Manager instance-policies
+expect_rc "instance policy set" 0 'dualAuthDelete +disabled' kp Manager instance-policies --dual-auth off
+
+# ---- delete (dual authorization), restore, purge -----------------------------------------
+expect_rc "delete without the second user: refused" 5 "key $kid" kp Manager key-delete "$kid"
+expect_ok "Writer schedules the deletion" kp Writer key-schedule-delete "$kid"
+expect_rc "Writer cannot delete" 4 "key $kid" kp Writer key-delete "$kid"
+expect_ok "Manager (another user) deletes" kp Manager key-delete "$kid"
+expect_rc "a deleted key does not unwrap" 5 "key $kid" kp Reader unwrap "$kid" \
+	--ciphertext-file "$T_DIR/ct.txt" --show
+expect_eq "listed as destroyed" \
+	"$(stdout_of kp Reader keys --state destroyed --output json | jq -r '[.resources[].id] | join(",")')" "$kid"
+expect_ok "Manager restores it" kp Manager key-restore "$kid"
+expect_ok "Manager deletes the standard key" kp Manager key-delete "$sid"
+expect_rc "purge without --yes and no terminal: cancelled" 2 'cancelled' kp KeyPurge key-purge "$sid" </dev/null
+expect_rc "Manager cannot purge" 4 "key $sid" kp Manager key-purge "$sid" --yes
+expect_rc "KeyPurge may purge (refused only for the 4-hour delay)" 5 "key $sid" \
+	kp KeyPurge key-purge "$sid" --yes
+
+# ---- failover ------------------------------------------------------------------------------
+kill -9 "$(cat "$KYOK_INSTANCE/unit-1/pid")"
+sleep 0.2
+expect_rc "unit 1 dead: unwrap served by unit 2" 0 'served by crypto unit 2' \
+	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --out "$T_DIR/dek5.bin" --verbose
+expect_ok "... the same data key" cmp "$T_DIR/dek.bin" "$T_DIR/dek5.bin"
+expect_ok "unit 1 dead: key-create through unit 2" kp Writer key-create --name while-down
+"$KYOK" up >/dev/null 2>&1
+expect_rc "--unit 2 first" 0 'served by crypto unit 2' kp Reader keys --unit 2 --verbose
+
+# ---- wrong, revoked, missing API keys -----------------------------------------------------
+printf 'kyok_%s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" >"$T_DIR/wrong.apikey"
+expect_rc "an unknown API key: refused" 4 'wrong.apikey' \
+	"$KYOK" kp keys --apikey-file "$T_DIR/wrong.apikey"
+expect_rc "no API key at all" 2 'no API key' env -u KYOK_APIKEY -u KYOK_APIKEY_FILE "$KYOK" kp keys
+expect_ok "KYOK_APIKEY_FILE" env KYOK_APIKEY_FILE="$AK/t-Reader.apikey" "$KYOK" kp keys
+key_in_env() { KYOK_APIKEY="$(jq -r .apikey "$AK/t-Reader.apikey")" "$KYOK" kp keys; }
+expect_ok "KYOK_APIKEY (the key itself)" key_in_env
+
+expect_ok "apikey-create a key to revoke" "$KYOK" tke apikey-create --name t-Gone --role Reader \
+	--password-file "$pa"
+jq -j .apikey "$AK/t-Gone.apikey" >"$T_DIR/gone.raw"
+tok=$(curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@$T_DIR/gone.raw" "$(unit_url 1)/identity/token" | jq -r .access_token)
+api_status() {
+	curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" \
+		-H "Bluemix-Instance: $(instance_id)" "$(unit_url "$1")/api/v2/keys"
+}
+expect_eq "a token of that key works on unit 2" "$(api_status 2)" 200
+gone=$(jq -r .id "$AK/t-Gone.apikey")
+expect_rc "apikey-revoke: first unit changes it, the other finds it done" 0 \
+	'changed 1 of 2 crypto units' "$KYOK" tke apikey-revoke --id "$gone" --yes --password-file "$pa"
+expect_rc "apikey-revoke again: unchanged" 0 'already revoked' \
+	"$KYOK" tke apikey-revoke --id "$gone" --yes --password-file "$pa"
+expect_rc "apikey-revoke of an unknown id" 3 'no API key' \
+	"$KYOK" tke apikey-revoke --id nope --yes --password-file "$pa"
+sleep 2
+expect_eq "the token issued before the revocation is refused (unit 1)" "$(api_status 1)" 401
+expect_eq "... and on unit 2" "$(api_status 2)" 401
+expect_rc "a revoked API key gets no token" 4 't-Gone.apikey' kp Gone keys
+expect_rc "apikey-create with the revoked key's file: refused" 4 'revoked' \
+	"$KYOK" tke apikey-create --name t-Gone --role Reader --password-file "$pa"
+expect_eq "apikeys shows the revocation" \
+	"$("$KYOK" tke apikeys --output json | jq -r --arg i "$gone" '.apikeys[] | select(.id == $i) | (.revoked | type)')" string
+
+# ---- malformed input -----------------------------------------------------------------------
+printf 'line one\nline two\n' >"$T_DIR/two-lines.apikey"
+expect_rc "API key file of two lines" 3 'not an API key file' \
+	"$KYOK" kp keys --apikey-file "$T_DIR/two-lines.apikey"
+echo '{"apikey": 3}' >"$T_DIR/json.apikey"
+expect_rc "API key file with JSON but no key" 3 'apikey' "$KYOK" kp keys --apikey-file "$T_DIR/json.apikey"
+expect_rc "API key file missing" 3 'no such file' "$KYOK" kp keys --apikey-file "$T_DIR/none"
+echo 'not base64 !!' >"$T_DIR/bad-ct.txt"
+expect_rc "ciphertext file that is not base64" 3 'not a wrapped key' \
+	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/bad-ct.txt" --show
+head -c 60 /dev/urandom | base64 -w0 >"$T_DIR/junk-ct.txt"
+expect_rc "ciphertext that is base64 junk" 3 "key $kid" \
+	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/junk-ct.txt" --show
+: >"$T_DIR/empty"
+expect_rc "empty payload file" 3 'empty' kp Writer key-create --name e --payload-file "$T_DIR/empty"
+head -c 20 /dev/urandom >"$T_DIR/20.bin"
+expect_rc "root key material of 20 bytes" 3 "key 'odd'" kp Writer key-create --name odd \
+	--payload-file "$T_DIR/20.bin"
+head -c 9000 /dev/urandom >"$T_DIR/9000.bin"
+expect_rc "plaintext over 7500 bytes" 3 'at most 7500' kp Writer wrap "$kid" \
+	--plaintext-file "$T_DIR/9000.bin"
+expect_rc "key id with a slash" 2 'not a key ID' kp Reader key-show "../keys"
+expect_rc "unknown key" 3 'key 0{8}-' kp Reader key-show 00000000-0000-4000-8000-000000000000
+
+finish

@@ -1,0 +1,1235 @@
+/* The key-management API of a crypto unit, compatible with Key Protect v2, and its token
+ * service. Handlers are thin: they parse (api_json.c), check the caller against the role
+ * table below, and let lib/kms act.
+ *
+ *   POST   /identity/token                      API key -> access token (no bearer needed)
+ *   GET    /api/v2/keys                         list (limit, offset, state, extractable)
+ *   HEAD   /api/v2/keys                         Key-Total header
+ *   POST   /api/v2/keys                         create or import
+ *   GET    /api/v2/keys/{id}                    key (payload of standard keys by role)
+ *   GET    /api/v2/keys/{id}/metadata
+ *   GET    /api/v2/keys/{id}/versions           (limit, offset)
+ *   DELETE /api/v2/keys/{id}                    delete (dual authorization when set)
+ *   DELETE /api/v2/keys/{id}/purge
+ *   POST   /api/v2/keys/{id}/restore
+ *   POST   /api/v2/keys/{id}/actions/{action}   wrap unwrap rewrap rotate enable disable
+ *   POST   /api/v2/keys/{id}?action={action}      setKeyForDeletion unsetKeyForDeletion restore
+ *   GET    /api/v2/keys/{id}/policies           PUT the same (rotation, dualAuthDelete)
+ *   GET    /api/v2/instance/policies            PUT the same
+ *
+ * Every /api/v2 request: Authorization: Bearer <token from /identity/token>, Bluemix-Instance
+ * naming this instance. The caller's role comes from its API key record, looked up on every
+ * request (revocation takes effect at once), never from the token alone.
+ */
+#include <malloc.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kyok/ceremony.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "kyok/kms.h"
+#include "kyok/store.h"
+#include "unitd/api.h"
+#include "unitd/unitd.h"
+
+#define API_PREFIX          "/api/v2/"
+#define API_TOKEN_PATH      "/identity/token"
+#define API_CT_JSON         "application/json"
+#define API_SECRET_POLICIES "instance-policies"
+#define API_WRAP_BUF        (KY_WRAP_PT_MAX + KY_WRAP_OVERHEAD)
+
+/* ---- the role table: who may do what (hpcs-semantics.md, "Roles on the key API") ---- */
+
+enum api_role {
+	ROLE_READER = 1u << 0,
+	ROLE_READER_PLUS = 1u << 1,
+	ROLE_WRITER = 1u << 2,
+	ROLE_MANAGER = 1u << 3,
+	ROLE_KEY_PURGE = 1u << 4,
+};
+
+enum api_perm {
+	PERM_KEYS_READ,  /* list keys, key total, key metadata, versions, wrap, unwrap, rewrap */
+	PERM_PAYLOAD,    /* retrieve a key with its payload (standard keys) */
+	PERM_KEYS_WRITE, /* create, import, rotate; schedule and cancel deletion */
+	PERM_KEYS_ADMIN, /* enable, disable, delete, restore; key and instance policies */
+	PERM_PURGE,      /* purge a deleted key */
+};
+
+static const struct {
+	enum api_perm perm;
+	unsigned roles;
+} api_roles[] = {
+    {PERM_KEYS_READ, ROLE_READER | ROLE_READER_PLUS | ROLE_WRITER | ROLE_MANAGER},
+    {PERM_PAYLOAD, ROLE_READER_PLUS | ROLE_WRITER | ROLE_MANAGER},
+    {PERM_KEYS_WRITE, ROLE_WRITER | ROLE_MANAGER},
+    {PERM_KEYS_ADMIN, ROLE_MANAGER},
+    {PERM_PURGE, ROLE_KEY_PURGE},
+};
+
+static const struct {
+	const char *name;
+	enum api_role bit;
+} api_role_names[] = {
+    {"Reader", ROLE_READER},   {"ReaderPlus", ROLE_READER_PLUS}, {"Writer", ROLE_WRITER},
+    {"Manager", ROLE_MANAGER}, {"KeyPurge", ROLE_KEY_PURGE},
+};
+
+static unsigned api_role_bit(const char *role)
+{
+	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
+		if (strcmp(api_role_names[i].name, role) == 0)
+			return api_role_names[i].bit;
+	return 0;
+}
+
+static bool api_allowed(unsigned role, enum api_perm perm)
+{
+	for (size_t i = 0; i < sizeof(api_roles) / sizeof(api_roles[0]); i++)
+		if (api_roles[i].perm == perm)
+			return (api_roles[i].roles & role) != 0;
+	return false;
+}
+
+/* ---- routes ---- */
+
+enum api_route {
+	ROUTE_TOKEN,
+	ROUTE_KEYS_LIST,
+	ROUTE_KEYS_HEAD,
+	ROUTE_KEY_CREATE,
+	ROUTE_KEY_GET,
+	ROUTE_KEY_METADATA,
+	ROUTE_KEY_VERSIONS,
+	ROUTE_KEY_DELETE,
+	ROUTE_KEY_PURGE,
+	ROUTE_KEY_RESTORE,
+	ROUTE_KEY_ACTION,
+	ROUTE_KEY_POLICIES_GET,
+	ROUTE_KEY_POLICIES_PUT,
+	ROUTE_INSTANCE_POLICIES_GET,
+	ROUTE_INSTANCE_POLICIES_PUT,
+};
+
+/* path: segments after /api/v2/, "{id}" matches a key id. */
+static const struct {
+	const char *method;
+	const char *path;
+	enum api_route route;
+	enum api_perm perm; /* actions: from api_actions instead */
+	bool body;
+} api_routes[] = {
+    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false},
+    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false},
+    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true},
+    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false},
+    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, true}, /* ?action= */
+    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true},
+    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false},
+    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false},
+    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true},
+    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true},
+    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, true},
+    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false},
+    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true},
+    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false},
+    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true},
+};
+#define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
+
+enum api_action {
+	ACT_WRAP,
+	ACT_UNWRAP,
+	ACT_REWRAP,
+	ACT_ROTATE,
+	ACT_ENABLE,
+	ACT_DISABLE,
+	ACT_SET_DELETION,
+	ACT_UNSET_DELETION,
+	ACT_RESTORE,
+};
+
+static const struct {
+	const char *name;
+	enum api_action action;
+	enum api_perm perm;
+} api_actions[] = {
+    {"wrap", ACT_WRAP, PERM_KEYS_READ},
+    {"unwrap", ACT_UNWRAP, PERM_KEYS_READ},
+    {"rewrap", ACT_REWRAP, PERM_KEYS_READ},
+    {"rotate", ACT_ROTATE, PERM_KEYS_WRITE},
+    {"setKeyForDeletion", ACT_SET_DELETION, PERM_KEYS_WRITE},
+    {"unsetKeyForDeletion", ACT_UNSET_DELETION, PERM_KEYS_WRITE},
+    {"enable", ACT_ENABLE, PERM_KEYS_ADMIN},
+    {"disable", ACT_DISABLE, PERM_KEYS_ADMIN},
+    {"restore", ACT_RESTORE, PERM_KEYS_ADMIN},
+};
+#define API_NACTIONS (sizeof(api_actions) / sizeof(api_actions[0]))
+
+struct unitd_api {
+	struct unitd_keystore *ks; /* NULL: no key storage configured */
+	char instance[KY_ID_MAX + 1];
+	uint32_t token_ttl;
+};
+
+/* One request. */
+struct api_req {
+	int route; /* index into api_routes, -1 = token, -2 = not matched */
+	char id[KY_UUID_LEN + 1];
+	char action[32];
+	bool too_large, answered;
+	size_t drained;
+	struct ky_buf body;
+};
+
+/* What a handler works with and answers. */
+struct api_ctx {
+	struct unitd_api *api;
+	struct MHD_Connection *c;
+	struct api_req *q;
+	struct ky_kms kms;
+	bool held;
+	int64_t now;
+	char caller[KY_ID_MAX + 1];
+	unsigned role;
+	enum kp_prefer prefer;
+	/* reply */
+	unsigned status;
+	json_t *reply;
+	char key_total[24];
+	char detail[512];
+};
+
+static int64_t api_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static void api_detail(struct api_ctx *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void api_detail(struct api_ctx *x, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
+	va_end(ap);
+}
+
+static const char *api_query(struct api_ctx *x, const char *k)
+{
+	return MHD_lookup_connection_value(x->c, MHD_GET_ARGUMENT_KIND, k);
+}
+
+static const char *api_header(struct api_ctx *x, const char *k)
+{
+	return MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, k);
+}
+
+/* ---- replies ---- */
+
+static void api_free_cleansed(void *p)
+{
+	if (p != NULL) {
+		OPENSSL_cleanse(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+static bool api_correlation_ok(const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+
+	if (n == 0 || n > KP_CORRELATION_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x21 || v[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
+                                const struct ky_buf *body, const char *key_total,
+                                const char *correlation)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret = MHD_NO;
+	void *copy = NULL;
+
+	/* Bodies may hold key material: MHD frees them through the cleansing callback. */
+	if (body->len > 0 && (copy = malloc(body->len)) == NULL)
+		return MHD_NO;
+	if (body->len > 0)
+		memcpy(copy, body->data, body->len);
+	resp =
+	    MHD_create_response_from_buffer_with_free_callback(body->len, copy, api_free_cleansed);
+	if (resp == NULL) {
+		api_free_cleansed(copy);
+		return MHD_NO;
+	}
+	if ((body->len > 0 &&
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, API_CT_JSON) != MHD_YES) ||
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES ||
+	    (key_total != NULL && key_total[0] != '\0' &&
+	     MHD_add_response_header(resp, "Key-Total", key_total) != MHD_YES) ||
+	    (correlation != NULL && api_correlation_ok(correlation) &&
+	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES))
+		goto out;
+	ret = MHD_queue_response(c, status, resp);
+out:
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, const json_t *j,
+                                     const char *key_total)
+{
+	struct ky_buf body = {0};
+	enum MHD_Result ret;
+	const char *corr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Correlation-Id");
+
+	if (j != NULL && kp_json_dump(j, &body) != 0) {
+		ky_buf_free(&body);
+		if (ky_buf_append_str(&body, "{}\n") != 0)
+			return MHD_NO;
+		status = 500;
+	}
+	ret = api_send(c, status, &body, key_total, corr);
+	ky_buf_free(&body);
+	return ret;
+}
+
+static enum MHD_Result api_send_error(struct MHD_Connection *c, int err, const char *detail)
+{
+	json_t *j = kp_error_json(err, detail);
+	enum MHD_Result ret;
+
+	if (ky_err_http(err) >= 500)
+		unitd_log("api: %s: %s", ky_err_slug(err), detail ? detail : "");
+	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL);
+	json_decref(j);
+	return ret;
+}
+
+/* ---- matching ---- */
+
+/* Matches path (after /api/v2/) against pattern; fills id and action. */
+static bool api_match(const char *pattern, const char *path, struct api_req *q)
+{
+	while (*pattern != '\0') {
+		const char *pe = strchr(pattern, '/'), *se = strchr(path, '/');
+		size_t pl = pe ? (size_t)(pe - pattern) : strlen(pattern);
+		size_t sl = se ? (size_t)(se - path) : strlen(path);
+
+		if (pl == 4 && memcmp(pattern, "{id}", 4) == 0) {
+			if (sl == 0 || sl > KY_UUID_LEN + 8)
+				return false;
+			memcpy(q->id, path, sl < KY_UUID_LEN ? sl : KY_UUID_LEN);
+			q->id[sl < KY_UUID_LEN ? sl : KY_UUID_LEN] = '\0';
+			if (sl != KY_UUID_LEN)
+				q->id[0] = '?'; /* not a UUID: refused as such later */
+		} else if (pl == 8 && memcmp(pattern, "{action}", 8) == 0) {
+			if (sl == 0 || sl >= sizeof(q->action))
+				return false;
+			memcpy(q->action, path, sl);
+			q->action[sl] = '\0';
+		} else if (pl != sl || memcmp(pattern, path, pl) != 0) {
+			return false;
+		}
+		pattern += pl + (pe ? 1 : 0);
+		path += sl + (se ? 1 : 0);
+		if ((pe == NULL) != (se == NULL))
+			return false;
+	}
+	return *path == '\0';
+}
+
+bool unitd_api_owns(const char *url)
+{
+	return strncmp(url, API_PREFIX, strlen(API_PREFIX)) == 0 ||
+	       strcmp(url, API_TOKEN_PATH) == 0;
+}
+
+/* Route of (method, url): index, -1 token; *known_path when the path exists for another
+ * method. */
+static int api_route_of(const char *method, const char *url, struct api_req *q, bool *known_path)
+{
+	const char *path = url + strlen(API_PREFIX);
+
+	*known_path = false;
+	if (strcmp(url, API_TOKEN_PATH) == 0) {
+		*known_path = true;
+		return strcmp(method, "POST") == 0 ? -1 : -2;
+	}
+	for (size_t i = 0; i < API_NROUTES; i++) {
+		if (!api_match(api_routes[i].path, path, q))
+			continue;
+		*known_path = true;
+		if (strcmp(api_routes[i].method, method) == 0)
+			return (int)i;
+	}
+	return -2;
+}
+
+/* ---- authentication ---- */
+
+static int api_authenticate(struct api_ctx *x)
+{
+	struct unitd_api *api = x->api;
+	const char *auth = api_header(x, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *inst = api_header(x, "Bluemix-Instance");
+	const char *tok;
+	size_t toklen;
+	uint8_t key[UNITD_TOKEN_KEY_LEN];
+	struct token_claims cl;
+	struct ky_store_apikey ak;
+	int r;
+
+	if (token_bearer(auth, &tok, &toklen) != 0) {
+		api_detail(x, "send header 'Authorization: Bearer <token>' with a token from "
+		              "POST /identity/token");
+		return KY_ERR_UNAUTHORIZED;
+	}
+	if (inst == NULL || inst[0] == '\0') {
+		api_detail(x, "send header 'Bluemix-Instance: %s'", api->instance);
+		return KY_ERR_INSTANCE_HEADER;
+	}
+	if (api->ks == NULL) {
+		api_detail(x, "the key API needs key storage");
+		return KY_ERR_NO_STORE;
+	}
+	if ((r = unitd_keystore_enter(api->ks, &x->kms)) != 0)
+		return r;
+	x->held = true;
+	if ((r = unitd_keystore_token_key(api->ks, &x->kms, x->now, key)) != 0) {
+		api_detail(x, "cannot read the token signing key");
+		return r;
+	}
+	r = token_verify(key, tok, toklen, x->now, api->instance, &cl, x->detail,
+	                 sizeof(x->detail));
+	OPENSSL_cleanse(key, sizeof(key));
+	if (r != 0)
+		return r;
+	if (strcmp(inst, api->instance) != 0) {
+		api_detail(x, "header Bluemix-Instance names another service instance");
+		return KY_ERR_UNAUTHORIZED;
+	}
+	r = unitd_keystore_apikey(api->ks, cl.sub, &ak);
+	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
+		api_detail(x, "the API key of this token was revoked");
+		return KY_ERR_UNAUTHORIZED;
+	}
+	if (r != 0)
+		return r;
+	memcpy(x->caller, ak.id, sizeof(x->caller));
+	x->role = api_role_bit(ak.role);
+	return 0;
+}
+
+static int api_check(struct api_ctx *x, enum api_perm perm)
+{
+	if (api_allowed(x->role, perm))
+		return 0;
+	api_detail(x, "the role of API key '%s' does not allow this", x->caller);
+	return KY_ERR_FORBIDDEN;
+}
+
+/* ---- handlers ---- */
+
+static int api_key_id(struct api_ctx *x)
+{
+	if (!kp_uuid_ok(x->q->id)) {
+		api_detail(x, "the key id in the path must be a UUID");
+		return KY_ERR_MALFORMED;
+	}
+	/* Ids are stored in lower case. */
+	for (char *p = x->q->id; *p; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	return 0;
+}
+
+static int api_reply_key(struct api_ctx *x, unsigned status, const struct ky_key *k, bool payload)
+{
+	json_t *a = json_array();
+
+	if (a == NULL ||
+	    json_array_append_new(a, kp_key_json(k, x->api->instance, payload, x->now)) != 0) {
+		json_decref(a);
+		return KY_ERR_NOMEM;
+	}
+	x->reply = kp_collection(KP_TYPE_KEY, a);
+	x->status = status;
+	return x->reply ? 0 : KY_ERR_NOMEM;
+}
+
+static int api_keys_list(struct api_ctx *x, bool head)
+{
+	struct ky_store_filter f = {.states = (1u << KY_KEY_ACTIVE) | (1u << KY_KEY_SUSPENDED) |
+	                                      (1u << KY_KEY_DEACTIVATED),
+	                            .extractable = -1};
+	uint64_t limit = KP_LIST_DEFAULT, offset = 0, total = 0;
+	bool present, b;
+	unsigned mask;
+	struct ky_key **keys = NULL;
+	size_t n = 0;
+	json_t *a = NULL;
+	int r;
+
+	if (kp_query_uint(api_query(x, "limit"), KP_LIST_MAX, &present, &limit) != 0 ||
+	    (present && limit == 0)) {
+		api_detail(x, "query limit must be 1 to %d", KP_LIST_MAX);
+		return KY_ERR_MALFORMED;
+	}
+	if (kp_query_uint(api_query(x, "offset"), UINT32_MAX, &present, &offset) != 0) {
+		api_detail(x, "query offset must be a whole number");
+		return KY_ERR_MALFORMED;
+	}
+	if (kp_query_states(api_query(x, "state"), &present, &mask) != 0) {
+		api_detail(x, "query state must be a list like 1,2,5 (states 0 to 5)");
+		return KY_ERR_MALFORMED;
+	}
+	if (present)
+		f.states = mask;
+	if (kp_query_bool(api_query(x, "extractable"), &present, &b) != 0) {
+		api_detail(x, "query extractable must be true or false");
+		return KY_ERR_MALFORMED;
+	}
+	if (present)
+		f.extractable = b ? 1 : 0;
+	if (head) {
+		if ((r = ky_store_key_count(x->kms.store, &f, &total)) != 0)
+			return r;
+		snprintf(x->key_total, sizeof(x->key_total), "%llu", (unsigned long long)total);
+		x->status = 200;
+		return 0;
+	}
+	if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
+	                         &total)) != 0)
+		return r;
+	if ((a = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (json_array_append_new(
+		        a, kp_key_json(keys[i], x->api->instance, false, x->now)) != 0) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+	}
+	x->reply = kp_collection(KP_TYPE_KEY, a);
+	a = NULL; /* transferred */
+	if (x->reply == NULL ||
+	    json_object_set_new(json_object_get(x->reply, "metadata"), "totalCount",
+	                        json_integer((json_int_t)total)) != 0) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	snprintf(x->key_total, sizeof(x->key_total), "%llu", (unsigned long long)total);
+	x->status = 200;
+	r = 0;
+out:
+	json_decref(a);
+	ky_keys_free(keys, n);
+	return r;
+}
+
+/* Instance policies: a system secret, defaults when never set. */
+static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
+{
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	int r;
+
+	kp_instance_policies_init(p);
+	r = ky_kms_secret_get(&x->kms, API_SECRET_POLICIES, &raw, &n);
+	if (r == KY_ERR_NOT_FOUND)
+		return 0;
+	if (r != 0)
+		return r;
+	r = kp_instance_policies_decode(raw, n, p);
+	ky_kms_buf_free(raw, n);
+	if (r != 0) {
+		api_detail(x, "the stored instance policies do not parse");
+		return KY_ERR_RECORD_TAMPERED;
+	}
+	return 0;
+}
+
+static int api_key_create(struct api_ctx *x)
+{
+	struct kp_create cr;
+	struct kp_instance_policies pol;
+	struct ky_key_spec sp = {0};
+	struct ky_key *k = NULL, *k2 = NULL;
+	int r;
+
+	if ((r = kp_parse_create(x->q->body.data, x->q->body.len, &cr, x->detail,
+	                         sizeof(x->detail))) != 0)
+		return r;
+	if ((r = api_ipolicies_read(x, &pol)) != 0)
+		goto out;
+	if ((r = kp_instance_policies_allow(&pol, cr.extractable, cr.has_payload, x->detail,
+	                                    sizeof(x->detail))) != 0)
+		goto out;
+	if (cr.expires != 0 && cr.expires <= x->now) {
+		api_detail(x, "expirationDate is in the past");
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
+	sp.name = cr.name;
+	sp.description = cr.description;
+	sp.extractable = cr.extractable;
+	sp.payload = cr.has_payload ? cr.payload.data : NULL;
+	sp.len = cr.has_payload ? cr.payload.len : 0;
+	sp.expires = cr.expires;
+	sp.actor = x->caller;
+	r = ky_kms_key_create(&x->kms, &sp, x->now, &k);
+	if (r == KY_ERR_KEY_LIMIT)
+		api_detail(x, "the instance holds %lu keys, its limit (key_limit in unit.conf)",
+		           (unsigned long)ky_store_key_limit(x->kms.store));
+	if (r != 0)
+		goto out;
+	/* The instance's policies apply to keys made from now on. */
+	if (pol.dual_auth || (pol.rotation && !k->extractable)) {
+		struct ky_key_act a = {
+		    .action = KY_KEY_SET_POLICY,
+		    .actor = x->caller,
+		    .rotation_months = pol.rotation && !k->extractable ? pol.rotation_months : -1,
+		    .dual_auth = pol.dual_auth ? 1 : -1};
+		if ((r = ky_kms_key_act(&x->kms, k->id, &a, x->now, &k2)) != 0)
+			goto out;
+		ky_key_free(k);
+		k = k2;
+		k2 = NULL; /* transferred */
+	}
+	r = api_reply_key(
+	    x, 201, k, x->prefer == KP_PREFER_REPRESENTATION && api_allowed(x->role, PERM_PAYLOAD));
+out:
+	ky_key_free(k);
+	ky_key_free(k2);
+	kp_create_release(&cr);
+	return r;
+}
+
+static int api_key_get(struct api_ctx *x, bool metadata)
+{
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if ((r = ky_kms_key_get(&x->kms, x->q->id, metadata ? KY_KMS_METADATA_ONLY : 0, x->now,
+	                        &k)) != 0)
+		return r;
+	if (!metadata && k->state == KY_KEY_DESTROYED) {
+		api_detail(x, "key %s was deleted: its metadata is at /keys/%s/metadata", k->id,
+		           k->id);
+		r = KY_ERR_KEY_DESTROYED;
+		goto out;
+	}
+	r = api_reply_key(x, 200, k, !metadata && api_allowed(x->role, PERM_PAYLOAD));
+out:
+	ky_key_free(k);
+	return r;
+}
+
+static int api_key_versions(struct api_ctx *x)
+{
+	struct ky_key *k = NULL;
+	uint64_t limit = KP_LIST_DEFAULT, offset = 0;
+	bool present;
+	int r;
+
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if (kp_query_uint(api_query(x, "limit"), KP_LIST_MAX, &present, &limit) != 0 ||
+	    (present && limit == 0) ||
+	    kp_query_uint(api_query(x, "offset"), UINT32_MAX, &present, &offset) != 0) {
+		api_detail(x, "query limit must be 1 to %d, offset a whole number", KP_LIST_MAX);
+		return KY_ERR_MALFORMED;
+	}
+	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
+		return r;
+	x->reply = kp_versions_json(k, offset, limit);
+	if (x->reply != NULL)
+		json_object_set_new(json_object_get(x->reply, "metadata"), "totalCount",
+		                    json_integer(k->nversions));
+	x->status = 200;
+	r = x->reply ? 0 : KY_ERR_NOMEM;
+	ky_key_free(k);
+	return r;
+}
+
+/* A state change through lib/kms; 204, or the key with Prefer: return=representation. */
+static int api_key_act(struct api_ctx *x, struct ky_key_act *a, unsigned status_repr,
+                       bool always_body)
+{
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	a->actor = x->caller;
+	r = ky_kms_key_act(&x->kms, x->q->id, a, x->now, &k);
+	/* Whatever happened, this unit's cached copy is not trusted any more. */
+	unitd_keystore_flush(x->api->ks);
+	if (r == KY_ERR_DUAL_AUTH_REQUIRED)
+		api_detail(x,
+		           "set the key for deletion first (POST /keys/%s/actions/"
+		           "setKeyForDeletion) as another user",
+		           x->q->id);
+	if (r != 0)
+		goto out;
+	if (k == NULL) {
+		x->status = 204;
+	} else if (always_body || x->prefer == KP_PREFER_REPRESENTATION) {
+		r = api_reply_key(x, status_repr, k, false);
+	} else {
+		x->status = 204;
+	}
+out:
+	ky_key_free(k);
+	return r;
+}
+
+/* wrap, unwrap, rewrap: the hot path, through the key cache. */
+static int api_key_crypt(struct api_ctx *x, enum api_action act)
+{
+	struct kp_action_body b;
+	struct unitd_key_ref *ref = NULL;
+	const struct ky_key *k;
+	uint8_t *out = NULL, *out2 = NULL, dek[KY_DEK_LEN];
+	size_t outlen = 0, out2len = 0;
+	uint32_t ver = 0;
+	char *b64 = NULL, *b64b = NULL;
+	const struct ky_key_version *used = NULL, *newest;
+	int r;
+
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+	                         sizeof(x->detail))) != 0)
+		return r;
+	if (act != ACT_WRAP && !b.has_ciphertext) {
+		api_detail(x, "member 'ciphertext' is required");
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
+	if ((r = unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref)) != 0)
+		goto out;
+	k = unitd_key_ref_key(ref);
+	newest = &k->versions[k->nversions - 1];
+	if ((out = ky_secret_alloc(API_WRAP_BUF)) == NULL ||
+	    (out2 = ky_secret_alloc(API_WRAP_BUF)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	switch (act) {
+	case ACT_WRAP:
+		/* The cached copy keeps the state it was read with: expiry is checked here. */
+		if (ky_key_state_at(k, x->now) == KY_KEY_DEACTIVATED) {
+			api_detail(x, "key %s expired", k->id);
+			r = KY_ERR_KEY_NOT_ACTIVE;
+			goto out;
+		}
+		if (b.has_plaintext) {
+			r = ky_kms_wrap(k, b.plaintext.data, b.plaintext.len, b.aad.data, b.aad.len,
+			                out, API_WRAP_BUF, &outlen);
+		} else {
+			r = ky_kms_wrap_dek(k, b.aad.data, b.aad.len, dek, out, API_WRAP_BUF,
+			                    &outlen);
+			if (r == 0)
+				r = ky_b64_encode(dek, sizeof(dek), &b64b);
+		}
+		if (r != 0 || (r = ky_b64_encode(out, outlen, &b64)) != 0)
+			goto out;
+		x->reply =
+		    json_pack("{s:s, s:{s:s}}", "ciphertext", b64, "keyVersion", "id", newest->id);
+		if (x->reply != NULL && b64b != NULL &&
+		    json_object_set_new(x->reply, "plaintext", json_string(b64b)) != 0)
+			r = KY_ERR_NOMEM;
+		break;
+	case ACT_UNWRAP:
+		if ((r = ky_kms_unwrap(k, b.ciphertext.data, b.ciphertext.len, b.aad.data,
+		                       b.aad.len, out, API_WRAP_BUF, &outlen, &ver)) != 0)
+			goto out;
+		if (ver < 1 || ver > k->nversions) {
+			r = KY_ERR_UNWRAP;
+			goto out;
+		}
+		used = &k->versions[ver - 1];
+		if ((r = ky_b64_encode(out, outlen, &b64)) != 0)
+			goto out;
+		x->reply =
+		    json_pack("{s:s, s:{s:s}}", "plaintext", b64, "keyVersion", "id", used->id);
+		/* An old version's ciphertext comes back rewrapped under the newest version. */
+		if (x->reply != NULL && ver < k->nversions &&
+		    ky_key_state_at(k, x->now) == KY_KEY_ACTIVE) {
+			if ((r = ky_kms_wrap(k, out, outlen, b.aad.data, b.aad.len, out2,
+			                     API_WRAP_BUF, &out2len)) != 0 ||
+			    (r = ky_b64_encode(out2, out2len, &b64b)) != 0)
+				goto out;
+			if (json_object_set_new(x->reply, "ciphertext", json_string(b64b)) != 0 ||
+			    json_object_set_new(x->reply, "rewrappedKeyVersion",
+			                        json_pack("{s:s}", "id", newest->id)) != 0)
+				r = KY_ERR_NOMEM;
+		}
+		break;
+	case ACT_REWRAP:
+		if ((r = ky_kms_wrap_version(b.ciphertext.data, b.ciphertext.len, &ver)) != 0)
+			goto out;
+		if ((r = ky_kms_rewrap(k, b.ciphertext.data, b.ciphertext.len, b.aad.data,
+		                       b.aad.len, out, API_WRAP_BUF, &outlen)) != 0)
+			goto out;
+		if (ver < 1 || ver > k->nversions) {
+			r = KY_ERR_UNWRAP;
+			goto out;
+		}
+		if ((r = ky_b64_encode(out, outlen, &b64)) != 0)
+			goto out;
+		x->reply =
+		    json_pack("{s:s, s:{s:s}, s:{s:s}}", "ciphertext", b64, "keyVersion", "id",
+		              k->versions[ver - 1].id, "rewrappedKeyVersion", "id", newest->id);
+		break;
+	case ACT_ROTATE:
+	case ACT_ENABLE:
+	case ACT_DISABLE:
+	case ACT_SET_DELETION:
+	case ACT_UNSET_DELETION:
+	case ACT_RESTORE:
+		r = KY_ERR_INTERNAL;
+		goto out;
+	}
+	if (r == 0 && x->reply == NULL)
+		r = KY_ERR_NOMEM;
+	x->status = 200;
+out:
+	if (r == KY_ERR_KEY_NOT_ACTIVE && x->detail[0] == '\0')
+		api_detail(x, "key %s is suspended or deactivated", x->q->id);
+	if (b64 != NULL) {
+		OPENSSL_cleanse(b64, strlen(b64));
+		free(b64);
+	}
+	if (b64b != NULL) {
+		OPENSSL_cleanse(b64b, strlen(b64b));
+		free(b64b);
+	}
+	OPENSSL_cleanse(dek, sizeof(dek));
+	ky_secret_free(out, API_WRAP_BUF);
+	ky_secret_free(out2, API_WRAP_BUF);
+	unitd_keystore_key_put(x->api->ks, ref);
+	kp_action_release(&b);
+	return r;
+}
+
+static int api_action_by_name(struct api_ctx *x, size_t *idx)
+{
+	const char *name = x->q->action[0] ? x->q->action : api_query(x, "action");
+
+	for (size_t i = 0; name != NULL && i < API_NACTIONS; i++) {
+		if (strcmp(api_actions[i].name, name) == 0) {
+			*idx = i;
+			return 0;
+		}
+	}
+	api_detail(x,
+	           "unknown action '%.32s' (wrap, unwrap, rewrap, rotate, enable, disable, "
+	           "setKeyForDeletion, unsetKeyForDeletion, restore)",
+	           name ? name : "");
+	return KY_ERR_NOT_FOUND;
+}
+
+static int api_key_action(struct api_ctx *x)
+{
+	struct kp_action_body b;
+	struct ky_key_act a = {.rotation_months = -1, .dual_auth = -1};
+	size_t i;
+	int r;
+
+	if ((r = api_action_by_name(x, &i)) != 0)
+		return r;
+	if ((r = api_check(x, api_actions[i].perm)) != 0)
+		return r;
+	switch (api_actions[i].action) {
+	case ACT_WRAP:
+	case ACT_UNWRAP:
+	case ACT_REWRAP:
+		return api_key_crypt(x, api_actions[i].action);
+	case ACT_ROTATE:
+		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+		                         sizeof(x->detail))) != 0)
+			return r;
+		a.action = KY_KEY_ROTATE;
+		a.payload = b.has_payload ? b.payload.data : NULL;
+		a.len = b.has_payload ? b.payload.len : 0;
+		r = api_key_act(x, &a, 200, false);
+		kp_action_release(&b);
+		return r;
+	case ACT_ENABLE:
+		a.action = KY_KEY_ENABLE;
+		return api_key_act(x, &a, 200, false);
+	case ACT_DISABLE:
+		a.action = KY_KEY_DISABLE;
+		return api_key_act(x, &a, 200, false);
+	case ACT_SET_DELETION:
+		a.action = KY_KEY_SET_DELETION;
+		return api_key_act(x, &a, 200, false);
+	case ACT_UNSET_DELETION:
+		a.action = KY_KEY_UNSET_DELETION;
+		return api_key_act(x, &a, 200, false);
+	case ACT_RESTORE:
+		a.action = KY_KEY_RESTORE;
+		return api_key_act(x, &a, 201, true);
+	}
+	return KY_ERR_INTERNAL;
+}
+
+static int api_key_policies(struct api_ctx *x, bool put)
+{
+	const char *only = api_query(x, "policy");
+	struct kp_key_policy p;
+	struct ky_key *k = NULL;
+	int r;
+
+	if (only != NULL && only[0] == '\0')
+		only = NULL;
+	if (only != NULL && strcmp(only, "rotation") != 0 && strcmp(only, "dualAuthDelete") != 0) {
+		api_detail(x, "query policy must be rotation or dualAuthDelete");
+		return KY_ERR_MALFORMED;
+	}
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if (put) {
+		struct ky_key_act a = {.action = KY_KEY_SET_POLICY, .actor = x->caller};
+		if ((r = kp_parse_key_policies(x->q->body.data, x->q->body.len, only, &p, x->detail,
+		                               sizeof(x->detail))) != 0)
+			return r;
+		if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
+			return r;
+		if (k->dual_auth && p.dual_auth == 0) {
+			api_detail(
+			    x, "a dual authorization delete policy cannot be turned off once set");
+			r = KY_ERR_KEY_STATE;
+			goto out;
+		}
+		ky_key_free(k);
+		k = NULL;
+		a.rotation_months = p.rotation_months;
+		a.dual_auth = p.dual_auth;
+		r = ky_kms_key_act(&x->kms, x->q->id, &a, x->now, &k);
+		unitd_keystore_flush(x->api->ks);
+		if (r != 0)
+			goto out;
+	} else if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0) {
+		return r;
+	}
+	x->reply = kp_key_policies_json(k, x->api->instance, only);
+	x->status = 200;
+	r = x->reply ? 0 : KY_ERR_NOMEM;
+out:
+	ky_key_free(k);
+	return r;
+}
+
+static int api_instance_policies(struct api_ctx *x, bool put)
+{
+	const char *only = api_query(x, "policy");
+	struct kp_instance_policies p;
+	struct ky_buf enc = {0};
+	int r;
+
+	if (only != NULL && only[0] == '\0')
+		only = NULL;
+	if ((r = api_ipolicies_read(x, &p)) != 0)
+		return r;
+	if (!put) {
+		x->reply = kp_instance_policies_json(&p, only);
+		x->status = 200;
+		return x->reply ? 0 : KY_ERR_NOMEM;
+	}
+	if ((r = kp_parse_instance_policies(x->q->body.data, x->q->body.len, only, x->caller,
+	                                    x->now, &p, x->detail, sizeof(x->detail))) != 0)
+		return r;
+	if ((r = kp_instance_policies_encode(&p, &enc)) == 0)
+		r = ky_kms_secret_put(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now);
+	ky_buf_free(&enc);
+	if (r == 0)
+		x->status = 204;
+	return r;
+}
+
+static int api_dispatch_route(struct api_ctx *x)
+{
+	struct ky_key_act a = {.rotation_months = -1, .dual_auth = -1};
+	int route = x->q->route;
+	int r;
+
+	if (api_routes[route].route != ROUTE_KEY_ACTION &&
+	    (r = api_check(x, api_routes[route].perm)) != 0)
+		return r;
+	switch (api_routes[route].route) {
+	case ROUTE_TOKEN:
+		return KY_ERR_INTERNAL;
+	case ROUTE_KEYS_LIST:
+		return api_keys_list(x, false);
+	case ROUTE_KEYS_HEAD:
+		return api_keys_list(x, true);
+	case ROUTE_KEY_CREATE:
+		return api_key_create(x);
+	case ROUTE_KEY_GET:
+		return api_key_get(x, false);
+	case ROUTE_KEY_METADATA:
+		return api_key_get(x, true);
+	case ROUTE_KEY_VERSIONS:
+		return api_key_versions(x);
+	case ROUTE_KEY_DELETE:
+		a.action = KY_KEY_DELETE;
+		return api_key_act(x, &a, 200, false);
+	case ROUTE_KEY_PURGE:
+		a.action = KY_KEY_PURGE;
+		return api_key_act(x, &a, 200, false);
+	case ROUTE_KEY_RESTORE:
+		a.action = KY_KEY_RESTORE;
+		return api_key_act(x, &a, 201, true);
+	case ROUTE_KEY_ACTION:
+		return api_key_action(x);
+	case ROUTE_KEY_POLICIES_GET:
+		return api_key_policies(x, false);
+	case ROUTE_KEY_POLICIES_PUT:
+		return api_key_policies(x, true);
+	case ROUTE_INSTANCE_POLICIES_GET:
+		return api_instance_policies(x, false);
+	case ROUTE_INSTANCE_POLICIES_PUT:
+		return api_instance_policies(x, true);
+	}
+	return KY_ERR_INTERNAL;
+}
+
+/* ---- the token service ---- */
+
+static enum MHD_Result api_token_error(struct MHD_Connection *c, int err, const char *detail)
+{
+	json_t *j;
+	enum MHD_Result ret;
+	char code[64];
+
+	/* IAM's error shape: errorCode, errorMessage (the SDK reports errorMessage). */
+	if (err == KY_ERR_APIKEY_INVALID)
+		snprintf(code, sizeof(code), "BXNIM0415E");
+	else
+		snprintf(code, sizeof(code), "KYOK-%s", ky_err_slug(err));
+	j = json_pack("{s:s, s:s+++, s:s}", "errorCode", code, "errorMessage", ky_err_message(err),
+	              detail && detail[0] ? ": " : "", detail ? detail : "", "", "kyokCode",
+	              ky_err_slug(err));
+	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL);
+	json_decref(j);
+	return ret;
+}
+
+static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c, struct api_req *q)
+{
+	char apikey[TOKEN_APIKEY_MAX + 1], detail[256] = "", tok[TOKEN_MAX_LEN + 1];
+	uint8_t hash[KY_APIKEY_HASH_LEN], key[UNITD_TOKEN_KEY_LEN];
+	struct ky_store_apikey ak;
+	struct token_claims cl = {0};
+	struct ky_kms kms;
+	bool held = false;
+	json_t *j = NULL;
+	int64_t now = api_now();
+	enum MHD_Result ret;
+	int r;
+
+	if (api->ks == NULL) {
+		r = KY_ERR_NO_STORE;
+		goto out;
+	}
+	if ((r = token_form_parse((const char *)q->body.data, q->body.len, apikey, sizeof(apikey),
+	                          detail, sizeof(detail))) != 0)
+		goto out;
+	r = EVP_Digest(apikey, strlen(apikey), hash, NULL, EVP_sha256(), NULL) == 1 ? 0
+	                                                                            : KY_ERR_CRYPTO;
+	OPENSSL_cleanse(apikey, sizeof(apikey));
+	if (r != 0)
+		goto out;
+	r = ky_store_apikey_find(unitd_keystore_store(api->ks), hash, &ak);
+	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
+		r = KY_ERR_APIKEY_INVALID;
+		goto out;
+	}
+	if (r != 0)
+		goto out;
+	if ((r = unitd_keystore_enter(api->ks, &kms)) != 0)
+		goto out;
+	held = true;
+	if ((r = unitd_keystore_token_key(api->ks, &kms, now, key)) != 0)
+		goto out;
+	memcpy(cl.sub, ak.id, sizeof(cl.sub));
+	memcpy(cl.instance, api->instance, sizeof(cl.instance));
+	if (strlen(ak.role) >= sizeof(cl.role)) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	memcpy(cl.role, ak.role, strlen(ak.role) + 1);
+	cl.iat = now;
+	cl.exp = now + api->token_ttl;
+	{
+		uint8_t jti[16];
+		if ((r = ky_random(jti, sizeof(jti))) != 0)
+			goto out;
+		ky_hex_encode(jti, sizeof(jti), cl.jti);
+	}
+	r = token_issue(key, &cl, tok, sizeof(tok));
+	OPENSSL_cleanse(key, sizeof(key));
+	if (r != 0)
+		goto out;
+	j = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s}", "access_token", tok, "refresh_token",
+	              "not_supported", "token_type", "Bearer", "expires_in", (int)api->token_ttl,
+	              "expiration", (json_int_t)cl.exp, "scope", "ibm openid");
+	OPENSSL_cleanse(tok, sizeof(tok));
+	r = j ? 0 : KY_ERR_NOMEM;
+out:
+	if (held)
+		unitd_keystore_leave(api->ks);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (r != 0)
+		ret = api_token_error(c, r, detail);
+	else
+		ret = api_send_json(c, 200, j, NULL);
+	json_decref(j);
+	return ret;
+}
+
+/* ---- MHD glue ---- */
+
+static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, struct api_req *q)
+{
+	struct api_ctx x;
+	enum MHD_Result ret;
+	int r;
+
+	if (q->route == -1)
+		return api_token(api, c, q);
+	memset(&x, 0, sizeof(x));
+	x.api = api;
+	x.c = c;
+	x.q = q;
+	x.now = api_now();
+	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
+	if ((r = api_authenticate(&x)) == 0)
+		r = api_dispatch_route(&x);
+	if (x.held)
+		unitd_keystore_leave(api->ks);
+	if (r == KY_ERR_NOT_FOUND && x.detail[0] == '\0' && q->id[0] != '\0')
+		api_detail(&x, "no key with id %s", q->id);
+	if (r != 0)
+		ret = api_send_error(c, r, x.detail);
+	else
+		ret = api_send_json(c, x.status ? x.status : 200, x.reply, x.key_total);
+	json_decref(x.reply);
+	return ret;
+}
+
+static enum MHD_Result api_too_large(struct MHD_Connection *c)
+{
+	char d[64];
+
+	snprintf(d, sizeof(d), "a request body is at most %d bytes", KP_BODY_MAX);
+	return api_send_error(c, KY_ERR_TOO_LARGE, d);
+}
+
+enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+	struct api_req *q = *con_cls;
+
+	if (q == NULL) {
+		const char *clen;
+		bool known;
+
+		if ((q = calloc(1, sizeof(*q))) == NULL)
+			return MHD_NO;
+		*con_cls = q;
+		q->route = api_route_of(method, url, q, &known);
+		if (q->route == -2) {
+			q->answered = true;
+			if (known)
+				return api_send_error(c, KY_ERR_METHOD_NOT_ALLOWED, "");
+			return api_send_error(c, KY_ERR_NOT_FOUND, "no such endpoint");
+		}
+		clen =
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (clen != NULL && (strlen(clen) > 9 || strtoul(clen, NULL, 10) > KP_BODY_MAX)) {
+			q->too_large = true;
+			q->answered = true;
+			return api_too_large(c);
+		}
+		if (q->route >= 0 && !api_routes[q->route].body &&
+		    (clen == NULL || strcmp(clen, "0") == 0)) {
+			q->answered = true;
+			return api_run(api, c, q);
+		}
+		return MHD_YES; /* a body may follow */
+	}
+	if (*upload_data_size != 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (q->too_large || q->answered) {
+			q->drained += n;
+			return q->drained <= 16 * (size_t)KP_BODY_MAX ? MHD_YES : MHD_NO;
+		}
+		if (n > KP_BODY_MAX - q->body.len) {
+			q->too_large = true;
+			ky_buf_free(&q->body);
+			q->answered = api_too_large(c) == MHD_YES;
+			return MHD_YES;
+		}
+		return ky_buf_append(&q->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
+	}
+	if (q->answered)
+		return MHD_YES;
+	q->answered = true;
+	if (q->too_large)
+		return api_too_large(c);
+	return api_run(api, c, q);
+}
+
+void unitd_api_completed(void *con_cls)
+{
+	struct api_req *q = con_cls;
+
+	if (q == NULL)
+		return;
+	ky_buf_free(&q->body);
+	free(q);
+}
+
+int unitd_api_new(const struct unitd_config *cfg, struct unitd_keystore *ks, struct unitd_api **out)
+{
+	struct unitd_api *api = calloc(1, sizeof(*api));
+
+	*out = NULL;
+	if (api == NULL)
+		return KY_ERR_NOMEM;
+	api->ks = ks;
+	snprintf(api->instance, sizeof(api->instance), "%s", cfg->instance);
+	api->token_ttl = cfg->token_ttl ? cfg->token_ttl : UNITD_TOKEN_TTL_DEFAULT;
+	*out = api;
+	return 0;
+}
+
+void unitd_api_free(struct unitd_api *api)
+{
+	free(api);
+}

@@ -1,0 +1,175 @@
+/* The key-management API of a crypto unit (Key Protect v2 compatible), its token service and
+ * the small pure pieces they are made of.
+ *
+ *   api.c        HTTP: routes, authentication, the role table, handlers (thin: lib/kms acts)
+ *   api_json.c   pure: Key Protect bodies in and out, query values, dates, errors
+ *   token.c      pure: access tokens (JWT HS256), the token request form
+ */
+#ifndef KYOK_UNITD_API_H
+#define KYOK_UNITD_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kyok/common.h"
+#include "kyok/kms.h"
+
+#define KP_BODY_MAX        (64 * 1024) /* request bodies: larger ones get 413 */
+#define KP_TYPE_KEY        "application/vnd.ibm.kms.key+json"
+#define KP_TYPE_ERROR      "application/vnd.ibm.kms.error+json"
+#define KP_TYPE_VERSION    "application/vnd.ibm.kms.key_version+json"
+#define KP_TYPE_POLICY     "application/vnd.ibm.kms.policy+json"
+#define KP_TYPE_ACTION     "application/vnd.ibm.kms.key_action+json"
+#define KP_LIST_DEFAULT    200
+#define KP_LIST_MAX        5000
+#define KP_AAD_ITEMS_MAX   32
+#define KP_DATE_LEN        20 /* "2024-01-02T03:04:05Z" */
+#define KP_ACTOR_MAX       KY_KEY_ACTOR_MAX
+#define KP_CORRELATION_MAX 128
+
+/* ---- api_json.c ---- */
+
+/* RFC 3339 UTC, seconds precision. */
+void kp_date(int64_t t, char out[KP_DATE_LEN + 1]);
+/* Accepts "YYYY-MM-DDTHH:MM:SS", optional fraction, then "Z" or "+hh:mm"/"-hh:mm".
+ * KY_ERR_MALFORMED. */
+int kp_date_parse(const char *s, int64_t *out) KY_WUR;
+/* A lowercase or uppercase v4-shaped UUID (8-4-4-4-12 hex). */
+bool kp_uuid_ok(const char *s);
+
+/* Query values. An empty value counts as absent (the SDK sends "limit=" for an unset limit):
+ * *present is false and *out untouched. KY_ERR_MALFORMED otherwise when not valid. */
+int kp_query_uint(const char *v, uint64_t max, bool *present, uint64_t *out) KY_WUR;
+int kp_query_bool(const char *v, bool *present, bool *out) KY_WUR;
+/* "1,2,5" -> bits (1u << state); states 0..5; no blanks, no empty items. */
+int kp_query_states(const char *v, bool *present, unsigned *mask) KY_WUR;
+
+enum kp_prefer { KP_PREFER_NONE, KP_PREFER_MINIMAL, KP_PREFER_REPRESENTATION };
+/* Header Prefer: "return=minimal" or "return=representation" (other values: none). */
+enum kp_prefer kp_prefer_parse(const char *v);
+
+/* POST /keys: resources[0]. */
+struct kp_create {
+	char name[KY_KEY_NAME_MAX + 1];
+	char description[KY_KEY_DESC_MAX + 1];
+	int extractable;
+	bool has_payload;
+	struct ky_buf payload; /* secret: ky_buf_free cleanses */
+	int64_t expires;       /* 0 = none */
+};
+int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
+                    size_t detaillen) KY_WUR;
+void kp_create_release(struct kp_create *c);
+
+/* wrap / unwrap / rewrap / rotate / restore bodies. aad is the client's list of strings,
+ * each as u32 big-endian length then the bytes (the associated data given to lib/kms). */
+struct kp_action_body {
+	bool has_plaintext;
+	struct ky_buf plaintext; /* secret */
+	bool has_ciphertext;
+	struct ky_buf ciphertext;
+	bool has_aad;
+	struct ky_buf aad;
+	bool has_payload;      /* rotate of an imported key, restore */
+	struct ky_buf payload; /* secret */
+};
+/* Empty body (n == 0) = {}. Unknown members are ignored; known ones are type-checked. */
+int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
+                    size_t detaillen) KY_WUR;
+void kp_action_release(struct kp_action_body *a);
+
+/* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. */
+struct kp_key_policy {
+	int rotation_months; /* 0 = off, 1..12 */
+	int dual_auth;       /* 0 / 1 */
+};
+int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
+                          struct kp_key_policy *out, char *detail, size_t detaillen) KY_WUR;
+
+/* Instance policies: what is stored (a system secret, JSON) and what PUT changes. */
+struct kp_ipolicy_meta {
+	bool set; /* ever set */
+	int64_t created, updated;
+	char created_by[KP_ACTOR_MAX + 1];
+	char updated_by[KP_ACTOR_MAX + 1];
+};
+struct kp_instance_policies {
+	struct kp_ipolicy_meta dual_meta;
+	bool dual_auth;
+	struct kp_ipolicy_meta rot_meta;
+	bool rotation;
+	int rotation_months;
+	struct kp_ipolicy_meta kcia_meta;
+	bool kcia; /* keyCreateImportAccess enabled: the four booleans below apply */
+	bool create_root, create_standard, import_root, import_standard, enforce_token;
+};
+void kp_instance_policies_init(struct kp_instance_policies *p);
+int kp_instance_policies_decode(const uint8_t *p, size_t n,
+                                struct kp_instance_policies *out) KY_WUR;
+int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_buf *out) KY_WUR;
+/* Applies a PUT body to p (only = query "policy" or NULL). KY_ERR_UNSUPPORTED for policy
+ * types kyok does not enforce (allowedNetwork, allowedIP, metrics). */
+int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
+                               int64_t now, struct kp_instance_policies *p, char *detail,
+                               size_t detaillen) KY_WUR;
+/* GET /instance/policies resources (only = one type or NULL). */
+json_t *kp_instance_policies_json(const struct kp_instance_policies *p, const char *only);
+/* Whether p allows creating (imported = false) or importing a key of this kind. */
+int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable, bool imported,
+                               char *detail, size_t detaillen) KY_WUR;
+
+/* Building replies. */
+json_t *kp_collection(const char *type, json_t *resources /* stolen */);
+/* The key as Key Protect shows it. payload: include the newest version's material (standard
+ * keys only; callers check the role). crn names the instance. */
+json_t *kp_key_json(const struct ky_key *k, const char *instance, bool payload, int64_t now);
+json_t *kp_versions_json(const struct ky_key *k, uint64_t offset, uint64_t limit);
+json_t *kp_key_policies_json(const struct ky_key *k, const char *instance, const char *only);
+/* {"metadata": error collection, "resources": [{"errorMsg", "reasons": [{"code", "message",
+ * "status", "moreInfo"}]}]}: code is the kyok slug in upper case with '_' and "_ERR". */
+json_t *kp_error_json(int err, const char *detail);
+const char *kp_status_text(unsigned status);
+/* Appends compact JSON and a newline. */
+int kp_json_dump(const json_t *j, struct ky_buf *out) KY_WUR;
+
+/* ---- token.c ---- */
+
+#define TOKEN_MAX_LEN    2048
+#define TOKEN_KEY_LEN    32
+#define TOKEN_ROLE_MAX   16
+#define TOKEN_GRANT      "urn:ibm:params:oauth:grant-type:apikey"
+#define TOKEN_APIKEY_MAX 256
+#define TOKEN_CLOCK_SKEW 60
+/* base64url of {"alg":"HS256","typ":"JWT","kid":"kyok-1"}: the only header accepted. */
+#define TOKEN_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6Imt5b2stMSJ9"
+
+struct token_claims {
+	char sub[KY_ID_MAX + 1]; /* API key id */
+	char instance[KY_ID_MAX + 1];
+	char role[TOKEN_ROLE_MAX + 1];
+	int64_t iat, exp;
+	char jti[33];
+};
+
+/* base64url without padding. */
+int token_b64url_encode(const uint8_t *p, size_t n, char *out, size_t outcap) KY_WUR;
+int token_b64url_decode(const char *s, size_t n, uint8_t *out, size_t outcap,
+                        size_t *outlen) KY_WUR;
+/* The signed token, NUL-terminated in out. */
+int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, char *out,
+                size_t outcap) KY_WUR;
+/* Checks form, signature (constant time), iss, instance, exp and iat against now.
+ * KY_ERR_UNAUTHORIZED with a reason in detail. */
+int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, int64_t now,
+                 const char *instance, struct token_claims *out, char *detail,
+                 size_t detaillen) KY_WUR;
+/* The token request: application/x-www-form-urlencoded with grant_type (must be
+ * TOKEN_GRANT) and apikey; other fields ignored, duplicates refused. apikey is written to
+ * the caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant). */
+int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap, char *detail,
+                     size_t detaillen) KY_WUR;
+/* "Bearer <token>" -> pointer and length of the token, or KY_ERR_UNAUTHORIZED. */
+int token_bearer(const char *header, const char **tok, size_t *len) KY_WUR;
+
+#endif

@@ -1,0 +1,446 @@
+/* The unit's view of key storage: the store, the master key registers of the live state and
+ * the caches that keep the unwrap hot path off SQLite.
+ *
+ * Locks, always taken in this order:
+ *   regs   rwlock (writer-preferring): the registers. API requests read-hold it for the
+ *          length of one request; a state swap write-holds it for the swap.
+ *   lock   mutex: the caches. Held for lookups and inserts only, never across store I/O.
+ *
+ * A cached key is shared by reference count: the cache holds one reference while the entry is
+ * linked, each user one more. Dropping the caches unlinks every entry; the last user frees it.
+ * An entry loaded from the store is linked only if no drop happened while it was being read
+ * (generation check), so a row changed by someone else meanwhile is never cached stale.
+ */
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "kyok/kms.h"
+#include "kyok/store.h"
+#include "unitd/unitd.h"
+
+#define KS_BUCKETS          4096 /* power of two */
+#define KS_APIKEY_BUCKETS   64
+#define KS_MATERIAL_BUDGET  (384 * 1024) /* bytes of key material cached (secure heap) */
+#define KS_SECURE_ROUND     32           /* the secure heap's smallest block */
+#define KS_TOKEN_KEY_SECRET "token-signing-key"
+
+struct unitd_key_ref {
+	struct unitd_key_ref *next; /* hash chain */
+	atomic_int refs;
+	bool linked;
+	size_t cost; /* secure heap bytes of its material */
+	struct ky_key *key;
+};
+
+struct ks_apikey {
+	struct ks_apikey *next;
+	struct ky_store_apikey k;
+};
+
+struct unitd_keystore {
+	struct ky_store *store;
+	char instance[KY_ID_MAX + 1];
+
+	pthread_rwlock_t regs;
+	struct ky_mk *cur;  /* current register when VALID */
+	struct ky_mk *next; /* new register when FULL COMMITTED */
+
+	pthread_mutex_t lock;
+	uint64_t gen; /* bumped by every drop */
+	struct unitd_key_ref *keys[KS_BUCKETS];
+	size_t material; /* cost of the linked entries */
+	struct ks_apikey *apikeys[KS_APIKEY_BUCKETS];
+	bool have_token_key;
+	uint8_t *token_key; /* UNITD_TOKEN_KEY_LEN, secure heap */
+};
+
+static uint32_t ks_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++) {
+		h ^= (uint8_t)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static void ks_ref_free(struct unitd_key_ref *ref)
+{
+	if (ref == NULL)
+		return;
+	ky_key_free(ref->key);
+	free(ref);
+}
+
+/* Drops every cache. Caller holds ks->lock. */
+static void ks_drop_locked(struct unitd_keystore *ks)
+{
+	for (size_t b = 0; b < KS_BUCKETS; b++) {
+		struct unitd_key_ref *e = ks->keys[b], *nx;
+		for (; e != NULL; e = nx) {
+			nx = e->next;
+			e->next = NULL;
+			e->linked = false;
+			if (atomic_fetch_sub(&e->refs, 1) == 1)
+				ks_ref_free(e);
+		}
+		ks->keys[b] = NULL;
+	}
+	ks->material = 0;
+	for (size_t b = 0; b < KS_APIKEY_BUCKETS; b++) {
+		struct ks_apikey *a = ks->apikeys[b], *nx;
+		for (; a != NULL; a = nx) {
+			nx = a->next;
+			free(a);
+		}
+		ks->apikeys[b] = NULL;
+	}
+	if (ks->token_key != NULL)
+		OPENSSL_cleanse(ks->token_key, UNITD_TOKEN_KEY_LEN);
+	ks->have_token_key = false;
+	ks->gen++;
+}
+
+void unitd_keystore_flush(struct unitd_keystore *ks)
+{
+	if (ks == NULL)
+		return;
+	pthread_mutex_lock(&ks->lock);
+	ks_drop_locked(ks);
+	pthread_mutex_unlock(&ks->lock);
+}
+
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **out, char *err,
+                        size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct unitd_keystore *ks = NULL;
+	struct ky_store_opts o = {0};
+	pthread_rwlockattr_t attr;
+	bool attr_made = false, regs_made = false, lock_made = false;
+
+	*out = NULL;
+	if ((ks = calloc(1, sizeof(*ks))) == NULL ||
+	    (ks->token_key = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	snprintf(ks->instance, sizeof(ks->instance), "%s", cfg->instance);
+	if (pthread_rwlockattr_init(&attr) != 0)
+		goto lockfail;
+	attr_made = true;
+	/* A state swap must not wait behind an endless stream of API requests. */
+	if (pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP) !=
+	        0 ||
+	    pthread_rwlock_init(&ks->regs, &attr) != 0)
+		goto lockfail;
+	regs_made = true;
+	if (pthread_mutex_init(&ks->lock, NULL) != 0)
+		goto lockfail;
+	lock_made = true;
+
+	o.key_limit = cfg->key_limit;
+	o.instance = cfg->instance;
+	if ((r = ky_store_open(cfg->store, &o, &ks->store)) != 0) {
+		switch (r) {
+		case KY_ERR_WRONG_INSTANCE:
+			snprintf(err, errlen,
+			         "key storage '%s' belongs to another service instance than '%s'",
+			         cfg->store, cfg->instance);
+			break;
+		case KY_ERR_STORE_SCHEMA:
+			snprintf(err, errlen, "key storage '%s': %s", cfg->store,
+			         ky_err_message(r));
+			break;
+		case KY_ERR_CONFIG:
+			snprintf(err, errlen, "key storage '%s': unknown kind of storage",
+			         cfg->store);
+			break;
+		default:
+			snprintf(err, errlen, "cannot open key storage '%s': %s", cfg->store,
+			         ky_err_message(r));
+			break;
+		}
+		goto out;
+	}
+	pthread_rwlockattr_destroy(&attr);
+	*out = ks;
+	return 0;
+lockfail:
+	r = KY_ERR_INTERNAL;
+	snprintf(err, errlen, "cannot create a lock");
+out:
+	if (attr_made)
+		pthread_rwlockattr_destroy(&attr);
+	if (ks != NULL) {
+		if (regs_made)
+			pthread_rwlock_destroy(&ks->regs);
+		if (lock_made)
+			pthread_mutex_destroy(&ks->lock);
+		ky_secret_free(ks->token_key, UNITD_TOKEN_KEY_LEN);
+		free(ks);
+	}
+	return r;
+}
+
+void unitd_keystore_free(struct unitd_keystore *ks)
+{
+	if (ks == NULL)
+		return;
+	pthread_mutex_lock(&ks->lock);
+	ks_drop_locked(ks);
+	pthread_mutex_unlock(&ks->lock);
+	ky_mk_free(ks->cur);
+	ky_mk_free(ks->next);
+	ky_store_close(ks->store);
+	ky_secret_free(ks->token_key, UNITD_TOKEN_KEY_LEN);
+	pthread_mutex_destroy(&ks->lock);
+	pthread_rwlock_destroy(&ks->regs);
+	free(ks);
+}
+
+struct ky_store *unitd_keystore_store(struct unitd_keystore *ks)
+{
+	return ks->store;
+}
+
+const char *unitd_keystore_instance(const struct unitd_keystore *ks)
+{
+	return ks->instance;
+}
+
+static bool ks_same_mk(const struct ky_mk *a, const struct ky_mk *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return CRYPTO_memcmp(a->vp, b->vp, KY_VP_LEN) == 0;
+}
+
+int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_domain *d)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_mk *cur = NULL, *next = NULL;
+
+	if (d->cur_state == KY_CUR_VALID && (r = ky_mk_new(d->cur_key, &cur)) != 0)
+		goto out;
+	if (d->new_state == KY_NEW_COMMITTED && (r = ky_mk_new(d->new_key, &next)) != 0)
+		goto out;
+	pthread_rwlock_wrlock(&ks->regs);
+	if (!ks_same_mk(cur, ks->cur) || !ks_same_mk(next, ks->next)) {
+		/* Keys opened under registers that are gone are not served again. */
+		pthread_mutex_lock(&ks->lock);
+		ks_drop_locked(ks);
+		pthread_mutex_unlock(&ks->lock);
+	}
+	{
+		struct ky_mk *t = ks->cur;
+		ks->cur = cur;
+		cur = t;
+		t = ks->next;
+		ks->next = next;
+		next = t;
+	}
+	pthread_rwlock_unlock(&ks->regs);
+	r = 0;
+out:
+	ky_mk_free(cur);
+	ky_mk_free(next);
+	return r;
+}
+
+int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms)
+{
+	int r, changed = 1;
+
+	pthread_rwlock_rdlock(&ks->regs);
+	if (ks->cur == NULL && ks->next == NULL) {
+		pthread_rwlock_unlock(&ks->regs);
+		return KY_ERR_NO_MASTER_KEY;
+	}
+	if ((r = ky_store_changed(ks->store, &changed)) != 0) {
+		pthread_rwlock_unlock(&ks->regs);
+		return r;
+	}
+	if (changed)
+		unitd_keystore_flush(ks);
+	kms->store = ks->store;
+	kms->instance = ks->instance;
+	kms->current = ks->cur;
+	kms->next = ks->next;
+	return 0;
+}
+
+void unitd_keystore_leave(struct unitd_keystore *ks)
+{
+	pthread_rwlock_unlock(&ks->regs);
+}
+
+/* ---- opened keys ---- */
+
+static size_t ks_key_cost(const struct ky_key *k)
+{
+	size_t c = 0;
+
+	for (uint32_t i = 0; i < k->nversions; i++)
+		c += (k->versions[i].len + KS_SECURE_ROUND - 1) / KS_SECURE_ROUND * KS_SECURE_ROUND;
+	return c;
+}
+
+int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, const char *id,
+                           int64_t now, struct unitd_key_ref **ref)
+{
+	int r = KY_ERR_INTERNAL;
+	uint32_t b = ks_hash(id) & (KS_BUCKETS - 1);
+	struct unitd_key_ref *e, *made = NULL;
+	struct ky_key *k = NULL;
+	uint64_t gen;
+
+	*ref = NULL;
+	pthread_mutex_lock(&ks->lock);
+	for (e = ks->keys[b]; e != NULL; e = e->next) {
+		if (strcmp(e->key->id, id) == 0) {
+			atomic_fetch_add(&e->refs, 1);
+			pthread_mutex_unlock(&ks->lock);
+			*ref = e;
+			return 0;
+		}
+	}
+	gen = ks->gen;
+	pthread_mutex_unlock(&ks->lock);
+
+	if ((r = ky_kms_key_get(kms, id, 0, now, &k)) != 0)
+		return r;
+	if ((made = calloc(1, sizeof(*made))) == NULL) {
+		ky_key_free(k);
+		return KY_ERR_NOMEM;
+	}
+	made->key = k;
+	made->cost = ks_key_cost(k);
+	atomic_init(&made->refs, 1);
+	k = NULL; /* transferred */
+
+	pthread_mutex_lock(&ks->lock);
+	if (ks->gen == gen && ks->material + made->cost <= KS_MATERIAL_BUDGET) {
+		for (e = ks->keys[b]; e != NULL; e = e->next)
+			if (strcmp(e->key->id, id) == 0)
+				break;
+		if (e == NULL) {
+			made->next = ks->keys[b];
+			made->linked = true;
+			atomic_fetch_add(&made->refs, 1); /* the cache's reference */
+			ks->keys[b] = made;
+			ks->material += made->cost;
+		}
+	}
+	pthread_mutex_unlock(&ks->lock);
+	*ref = made;
+	return 0;
+}
+
+const struct ky_key *unitd_key_ref_key(const struct unitd_key_ref *ref)
+{
+	return ref->key;
+}
+
+void unitd_keystore_key_put(struct unitd_keystore *ks, struct unitd_key_ref *ref)
+{
+	(void)ks;
+	if (ref != NULL && atomic_fetch_sub(&ref->refs, 1) == 1)
+		ks_ref_free(ref);
+}
+
+/* ---- API key records ---- */
+
+int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id, struct ky_store_apikey *out)
+{
+	int r = KY_ERR_INTERNAL;
+	uint32_t b = ks_hash(id) & (KS_APIKEY_BUCKETS - 1);
+	struct ks_apikey *a;
+	uint64_t gen;
+
+	pthread_mutex_lock(&ks->lock);
+	for (a = ks->apikeys[b]; a != NULL; a = a->next) {
+		if (strcmp(a->k.id, id) == 0) {
+			*out = a->k;
+			pthread_mutex_unlock(&ks->lock);
+			return 0;
+		}
+	}
+	gen = ks->gen;
+	pthread_mutex_unlock(&ks->lock);
+
+	if ((r = ky_store_apikey_get(ks->store, id, out)) != 0)
+		return r;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return 0; /* not cached: the answer stands */
+	a->k = *out;
+	pthread_mutex_lock(&ks->lock);
+	if (ks->gen == gen) {
+		a->next = ks->apikeys[b];
+		ks->apikeys[b] = a;
+		a = NULL; /* transferred */
+	}
+	pthread_mutex_unlock(&ks->lock);
+	free(a);
+	return 0;
+}
+
+/* ---- the token signing key ---- */
+
+int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                             uint8_t out[UNITD_TOKEN_KEY_LEN])
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t *p = NULL, *fresh = NULL;
+	size_t n = 0;
+	uint64_t gen;
+
+	pthread_mutex_lock(&ks->lock);
+	if (ks->have_token_key) {
+		memcpy(out, ks->token_key, UNITD_TOKEN_KEY_LEN);
+		pthread_mutex_unlock(&ks->lock);
+		return 0;
+	}
+	gen = ks->gen;
+	pthread_mutex_unlock(&ks->lock);
+
+	r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
+	if (r == KY_ERR_NOT_FOUND) {
+		/* First unit to need it makes it; a unit that loses the race reads the winner's. */
+		if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0)
+			goto out;
+		r = ky_kms_secret_create(kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN, now);
+		if (r != 0 && r != KY_ERR_EXISTS)
+			goto out;
+		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
+	}
+	if (r != 0)
+		goto out;
+	if (n != UNITD_TOKEN_KEY_LEN) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	memcpy(out, p, UNITD_TOKEN_KEY_LEN);
+	pthread_mutex_lock(&ks->lock);
+	if (ks->gen == gen) {
+		memcpy(ks->token_key, p, UNITD_TOKEN_KEY_LEN);
+		ks->have_token_key = true;
+	}
+	pthread_mutex_unlock(&ks->lock);
+	r = 0;
+out:
+	ky_kms_buf_free(p, n);
+	ky_secret_free(fresh, UNITD_TOKEN_KEY_LEN);
+	return r;
+}

@@ -1,0 +1,442 @@
+/* Ceremony commands whose effect is on key storage, and the re-encipherment worker.
+ *
+ * lib/ceremony checks these commands like any other (signatures, counter, registers); the
+ * daemon carries them out against the store between the check and the state write:
+ *
+ *   apikey-create   insert the API key's hash (same id, hash and role again = done already)
+ *   apikey-revoke   mark it revoked
+ *   mk-setimm       refused while any record is under the current master key
+ *   mk-clrnew       refused while any record is under the new master key
+ *   mk-clrcur       refused while any record is under the current master key
+ *   mk-reencipher   after the write: a worker thread moves every record current -> new in
+ *                   batches (resumable: a new command continues where a crash stopped it)
+ *
+ * The worker holds its own copies of both keys and stops as soon as the registers it was
+ * started for are gone (zeroize, clear, set-immediate).
+ */
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kyok/ceremony.h"
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "kyok/kms.h"
+#include "kyok/store.h"
+#include "unitd/api.h"
+#include "unitd/unitd.h"
+
+#define STORAGE_BATCH    500
+#define STORAGE_VP_SHOWN 8
+
+struct unitd_storage {
+	struct unitd_keystore *ks; /* NULL: no key storage */
+	pthread_mutex_t lock;
+	bool joinable; /* a worker was started and not joined */
+	pthread_t thread;
+	bool running;
+	atomic_bool stop;
+	uint64_t done, total;
+	int error; /* of the last run, 0 = none */
+	uint8_t from_vp[KY_VP_LEN], to_vp[KY_VP_LEN];
+	struct ky_mk *old, *new_mk; /* the worker's copies */
+};
+
+int unitd_storage_new(struct unitd_keystore *ks, struct unitd_storage **out)
+{
+	struct unitd_storage *so = calloc(1, sizeof(*so));
+
+	*out = NULL;
+	if (so == NULL)
+		return KY_ERR_NOMEM;
+	if (pthread_mutex_init(&so->lock, NULL) != 0) {
+		free(so);
+		return KY_ERR_INTERNAL;
+	}
+	so->ks = ks;
+	atomic_init(&so->stop, false);
+	*out = so;
+	return 0;
+}
+
+static void storage_join(struct unitd_storage *so)
+{
+	bool joinable;
+
+	pthread_mutex_lock(&so->lock);
+	joinable = so->joinable;
+	so->joinable = false;
+	pthread_mutex_unlock(&so->lock);
+	if (joinable)
+		pthread_join(so->thread, NULL);
+}
+
+void unitd_storage_free(struct unitd_storage *so)
+{
+	if (so == NULL)
+		return;
+	atomic_store(&so->stop, true);
+	storage_join(so);
+	ky_mk_free(so->old);
+	ky_mk_free(so->new_mk);
+	pthread_mutex_destroy(&so->lock);
+	free(so);
+}
+
+/* ---- before the state write ---- */
+
+static void storage_vp_short(const uint8_t vp[KY_VP_LEN], char out[2 * STORAGE_VP_SHOWN + 1])
+{
+	ky_hex_encode(vp, STORAGE_VP_SHOWN, out);
+}
+
+static int storage_count(struct unitd_storage *so, const uint8_t vp[KY_VP_LEN], uint64_t *n,
+                         char *detail, size_t detaillen)
+{
+	int r = ky_kms_count_under(unitd_keystore_store(so->ks), vp, n);
+
+	if (r != 0)
+		snprintf(detail, detaillen, "cannot count the records in key storage: %s",
+		         ky_err_message(r));
+	return r;
+}
+
+static int storage_apikey_create(struct unitd_storage *so, const struct ky_command *c, char *detail,
+                                 size_t detaillen)
+{
+	struct ky_store *st = unitd_keystore_store(so->ks);
+	struct ky_store_apikey k, have;
+	int r;
+
+	memset(&k, 0, sizeof(k));
+	snprintf(k.id, sizeof(k.id), "%s", c->apikey_id);
+	snprintf(k.name, sizeof(k.name), "%s", c->apikey_name);
+	snprintf(k.role, sizeof(k.role), "%s", c->role);
+	memcpy(k.hash, c->hash, KY_APIKEY_HASH_LEN);
+	k.created = (int64_t)time(NULL);
+	r = ky_store_apikey_insert(st, &k);
+	if (r != KY_ERR_EXISTS)
+		goto out;
+	/* Sent to every unit of the instance, and re-sent after a failure: the same key again
+	 * is success. */
+	r = ky_store_apikey_get(st, k.id, &have);
+	if (r == 0 && CRYPTO_memcmp(have.hash, k.hash, KY_APIKEY_HASH_LEN) == 0 &&
+	    strcmp(have.role, k.role) == 0 && have.revoked == 0)
+		return 0;
+	if (r == 0)
+		snprintf(detail, detaillen, "an API key with id '%s' exists already%s", k.id,
+		         have.revoked ? " (revoked)" : "");
+	else if (r == KY_ERR_NOT_FOUND)
+		snprintf(detail, detaillen,
+		         "the same API key secret is registered under another id: make a new one");
+	r = KY_ERR_EXISTS;
+out:
+	if (r != 0 && detail[0] == '\0')
+		snprintf(detail, detaillen, "cannot store the API key: %s", ky_err_message(r));
+	return r;
+}
+
+int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
+                               const uint8_t *cms, size_t n, int *op, char *detail,
+                               size_t detaillen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf content = {0};
+	struct ky_cms_signer *signers = NULL;
+	size_t nsigners = 0;
+	struct ky_command *c = NULL;
+	uint64_t cnt = 0;
+	char vp[2 * STORAGE_VP_SHOWN + 1];
+	bool running;
+
+	*op = -1;
+	/* The command was checked by ky_ceremony_execute already: this only reads it. */
+	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0 ||
+	    (r = ky_command_parse(content.data, content.len, &c)) != 0)
+		goto out;
+	*op = (int)c->op;
+	switch (c->op) {
+	case KY_OP_APIKEY_CREATE:
+	case KY_OP_APIKEY_REVOKE:
+	case KY_OP_MK_REENCIPHER:
+		if (so->ks == NULL) {
+			snprintf(detail, detaillen, "unit %s has no 'store' in its unit.conf",
+			         old->unit);
+			r = KY_ERR_NO_STORE;
+			goto out;
+		}
+		if (c->op == KY_OP_APIKEY_CREATE)
+			r = storage_apikey_create(so, c, detail, detaillen);
+		else if (c->op == KY_OP_APIKEY_REVOKE &&
+		         (r = ky_store_apikey_revoke(unitd_keystore_store(so->ks), c->apikey_id,
+		                                     (int64_t)time(NULL))) != 0)
+			snprintf(detail, detaillen,
+			         r == KY_ERR_NOT_FOUND ? "no API key with id '%s'"
+			                               : "cannot revoke API key '%s'",
+			         c->apikey_id);
+		goto out;
+	case KY_OP_MK_SETIMM:
+	case KY_OP_MK_CLRCUR:
+		if (so->ks == NULL || old->cur_state != KY_CUR_VALID)
+			break;
+		if ((r = storage_count(so, old->cur_vp, &cnt, detail, detaillen)) != 0)
+			goto out;
+		if (cnt > 0) {
+			storage_vp_short(old->cur_vp, vp);
+			snprintf(detail, detaillen,
+			         "%llu record(s) in key storage are under the current master key "
+			         "(VP %s...)",
+			         (unsigned long long)cnt, vp);
+			r = c->op == KY_OP_MK_SETIMM ? KY_ERR_NOT_REENCIPHERED
+			                             : KY_ERR_RECORDS_UNDER_CURRENT;
+			goto out;
+		}
+		break;
+	case KY_OP_MK_CLRNEW:
+		if (so->ks == NULL || old->new_state == KY_NEW_EMPTY)
+			break;
+		pthread_mutex_lock(&so->lock);
+		running = so->running && memcmp(so->to_vp, old->new_vp, KY_VP_LEN) == 0;
+		pthread_mutex_unlock(&so->lock);
+		if (running) {
+			snprintf(detail, detaillen,
+			         "records are being moved to the new master key");
+			r = KY_ERR_REENCIPHER_RUNNING;
+			goto out;
+		}
+		if ((r = storage_count(so, old->new_vp, &cnt, detail, detaillen)) != 0)
+			goto out;
+		if (cnt > 0) {
+			storage_vp_short(old->new_vp, vp);
+			snprintf(detail, detaillen,
+			         "%llu record(s) in key storage are under the new master key (VP "
+			         "%s...): "
+			         "finish the rotation with cryptounit-mk-rotate",
+			         (unsigned long long)cnt, vp);
+			r = KY_ERR_RECORDS_UNDER_NEW;
+			goto out;
+		}
+		break;
+	case KY_OP_ADMIN_ADD:
+	case KY_OP_ADMIN_RM:
+	case KY_OP_THRESHOLDS_SET:
+	case KY_OP_EXIT_IMPRINT:
+	case KY_OP_MK_LOAD:
+	case KY_OP_MK_COMMIT:
+	case KY_OP_ZEROIZE:
+	case KY_OP_MK_GENERATE:
+	case KY_OP_MK_EXPORT:
+	case KY_OP_MK_IMPORT:
+		break;
+	}
+	r = 0;
+out:
+	ky_command_free(c);
+	free(signers);
+	ky_buf_free(&content);
+	return r;
+}
+
+/* ---- re-encipherment ---- */
+
+static int storage_progress(const struct ky_kms_reenc *st, void *arg)
+{
+	struct unitd_storage *so = arg;
+
+	pthread_mutex_lock(&so->lock);
+	so->done = st->done;
+	if (so->total < st->done + st->remaining)
+		so->total = st->done + st->remaining;
+	pthread_mutex_unlock(&so->lock);
+	return atomic_load(&so->stop) ? 1 : 0;
+}
+
+static void *storage_worker(void *arg)
+{
+	struct unitd_storage *so = arg;
+	struct ky_kms_reenc st;
+	uint64_t total = 0;
+	char from[2 * STORAGE_VP_SHOWN + 1], to[2 * STORAGE_VP_SHOWN + 1];
+	int r;
+
+	memset(&st, 0, sizeof(st));
+	storage_vp_short(so->from_vp, from);
+	storage_vp_short(so->to_vp, to);
+	if ((r = ky_kms_count_under(unitd_keystore_store(so->ks), so->from_vp, &total)) == 0) {
+		pthread_mutex_lock(&so->lock);
+		so->total = total;
+		pthread_mutex_unlock(&so->lock);
+		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s...",
+		          (unsigned long long)total, from, to);
+		r = ky_kms_reencipher(unitd_keystore_store(so->ks), unitd_keystore_instance(so->ks),
+		                      so->old, so->new_mk, STORAGE_BATCH, storage_progress, so,
+		                      &st);
+	}
+	pthread_mutex_lock(&so->lock);
+	so->running = false;
+	so->error = r;
+	if (r == 0 || r == KY_ERR_RECORD_TAMPERED || r == KY_ERR_CANCELLED)
+		so->done = st.done;
+	pthread_mutex_unlock(&so->lock);
+	if (r == 0)
+		unitd_log("reencipher: done: %llu record(s) moved to master key %s...",
+		          (unsigned long long)st.done, to);
+	else if (r == KY_ERR_RECORD_TAMPERED)
+		unitd_log("reencipher: stopped: %llu record(s) do not open (first: %.64s): %s",
+		          (unsigned long long)st.failed, st.failed_name, ky_err_message(r));
+	else
+		unitd_log("reencipher: stopped: %s", ky_err_message(r));
+	/* Nothing secret stays in this thread's caches. */
+	ky_kms_thread_release();
+	return NULL;
+}
+
+static void storage_start(struct unitd_storage *so, const struct ky_domain *live)
+{
+	struct ky_mk *old = NULL, *new_mk = NULL;
+	int r;
+
+	pthread_mutex_lock(&so->lock);
+	if (so->running && memcmp(so->from_vp, live->cur_vp, KY_VP_LEN) == 0 &&
+	    memcmp(so->to_vp, live->new_vp, KY_VP_LEN) == 0) {
+		pthread_mutex_unlock(&so->lock);
+		return; /* already at it */
+	}
+	pthread_mutex_unlock(&so->lock);
+	atomic_store(&so->stop, true);
+	storage_join(so);
+	atomic_store(&so->stop, false);
+
+	if ((r = ky_mk_new(live->cur_key, &old)) != 0 ||
+	    (r = ky_mk_new(live->new_key, &new_mk)) != 0) {
+		unitd_log("reencipher: cannot start: %s", ky_err_message(r));
+		goto fail;
+	}
+	pthread_mutex_lock(&so->lock);
+	ky_mk_free(so->old);
+	ky_mk_free(so->new_mk);
+	so->old = old;
+	so->new_mk = new_mk;
+	old = new_mk = NULL; /* transferred */
+	memcpy(so->from_vp, live->cur_vp, KY_VP_LEN);
+	memcpy(so->to_vp, live->new_vp, KY_VP_LEN);
+	so->running = true;
+	so->done = so->total = 0;
+	so->error = 0;
+	if ((r = pthread_create(&so->thread, NULL, storage_worker, so)) != 0) {
+		so->running = false;
+		so->error = KY_ERR_INTERNAL;
+		pthread_mutex_unlock(&so->lock);
+		unitd_log("reencipher: cannot start a thread");
+		goto fail;
+	}
+	so->joinable = true;
+	pthread_mutex_unlock(&so->lock);
+	return;
+fail:
+	ky_mk_free(old);
+	ky_mk_free(new_mk);
+}
+
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op)
+{
+	bool stale;
+
+	if (so == NULL || so->ks == NULL)
+		return;
+	pthread_mutex_lock(&so->lock);
+	stale = so->running &&
+	        (live->cur_state != KY_CUR_VALID || live->new_state != KY_NEW_COMMITTED ||
+	         memcmp(so->from_vp, live->cur_vp, KY_VP_LEN) != 0 ||
+	         memcmp(so->to_vp, live->new_vp, KY_VP_LEN) != 0);
+	pthread_mutex_unlock(&so->lock);
+	if (stale) {
+		unitd_log("reencipher: the master key registers changed: stopping");
+		atomic_store(&so->stop, true);
+	}
+	switch (op) {
+	case KY_OP_APIKEY_CREATE:
+	case KY_OP_APIKEY_REVOKE:
+		unitd_keystore_flush(so->ks);
+		break;
+	case KY_OP_MK_REENCIPHER:
+		storage_start(so, live);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- views ---- */
+
+json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp)
+{
+	uint64_t ncur = 0, nnew = 0, done, total;
+	bool running;
+	int err, r = 0;
+	json_t *re, *j;
+
+	if (so == NULL || so->ks == NULL)
+		return json_null();
+	if (cur_vp != NULL)
+		r = ky_kms_count_under(unitd_keystore_store(so->ks), cur_vp, &ncur);
+	if (r == 0 && new_vp != NULL)
+		r = ky_kms_count_under(unitd_keystore_store(so->ks), new_vp, &nnew);
+	pthread_mutex_lock(&so->lock);
+	running = so->running;
+	done = so->done;
+	total = so->total;
+	err = so->error;
+	pthread_mutex_unlock(&so->lock);
+	re = json_pack("{s:b, s:I, s:I, s:o}", "running", running, "done", (json_int_t)done,
+	               "total", (json_int_t)total, "error",
+	               err ? json_string(ky_err_slug(err)) : json_null());
+	if (r != 0)
+		return json_pack("{s:n, s:n, s:o, s:s}", "records_under_current",
+		                 "records_under_new", "reencipher", re, "store_error",
+		                 ky_err_slug(r));
+	j = json_pack("{s:I, s:I, s:o}", "records_under_current", (json_int_t)ncur,
+	              "records_under_new", (json_int_t)nnew, "reencipher", re);
+	return j;
+}
+
+int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out)
+{
+	struct ky_store_apikey *keys = NULL;
+	size_t n = 0;
+	json_t *a = NULL;
+	int r;
+
+	*out = NULL;
+	if (so == NULL || so->ks == NULL)
+		return KY_ERR_NO_STORE;
+	if ((r = ky_store_apikey_list(unitd_keystore_store(so->ks), &keys, &n)) != 0)
+		return r;
+	if ((a = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c[KP_DATE_LEN + 1], rv[KP_DATE_LEN + 1];
+		kp_date(keys[i].created, c);
+		kp_date(keys[i].revoked, rv);
+		if (json_array_append_new(
+		        a, json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", keys[i].id, "name",
+		                     keys[i].name, "role", keys[i].role, "created", c, "revoked",
+		                     keys[i].revoked ? json_string(rv) : json_null())) != 0) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+	}
+	*out = json_pack("{s:o}", "apikeys", a);
+	a = NULL; /* transferred */
+	r = *out ? 0 : KY_ERR_NOMEM;
+out:
+	json_decref(a);
+	OPENSSL_cleanse(keys, n * sizeof(*keys));
+	free(keys);
+	return r;
+}
