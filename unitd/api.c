@@ -25,6 +25,7 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,6 @@
 #define API_TOKEN_PATH      "/identity/token"
 #define API_CT_JSON         "application/json"
 #define API_SECRET_POLICIES "instance-policies"
-#define API_WRAP_BUF        (KY_WRAP_PT_MAX + KY_WRAP_OVERHEAD)
 
 /* ---- the role table: who may do what (hpcs-semantics.md, "Roles on the key API") ---- */
 
@@ -312,7 +312,8 @@ static enum MHD_Result api_send_error(struct MHD_Connection *c, int err, const c
 	json_t *j = kp_error_json(err, detail);
 	enum MHD_Result ret;
 
-	if (ky_err_http(err) >= 500)
+	/* Internal failures only: refusals and "no master key" are the client's business. */
+	if (ky_err_http(err) == 500)
 		unitd_log("api: %s: %s", ky_err_slug(err), detail ? detail : "");
 	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL);
 	json_decref(j);
@@ -381,6 +382,67 @@ static int api_route_of(const char *method, const char *url, struct api_req *q, 
 
 /* ---- authentication ---- */
 
+/* The last token each thread verified: a client sends the same token on every request of a
+ * keep-alive connection, so the signature and claims are checked once, not per request. The
+ * API key behind it is still looked up every time (revocation), and expiry re-checked. */
+struct api_token_memo {
+	size_t len; /* 0 = empty */
+	uint64_t epoch;
+	struct token_claims cl;
+	char tok[TOKEN_MAX_LEN];
+};
+static __thread struct api_token_memo *api_memo;
+static pthread_key_t api_memo_key;
+static pthread_once_t api_memo_once = PTHREAD_ONCE_INIT;
+static bool api_memo_key_made;
+
+static void api_memo_free(void *p)
+{
+	if (p != NULL) {
+		OPENSSL_cleanse(p, sizeof(struct api_token_memo));
+		free(p);
+	}
+}
+
+static void api_memo_init(void)
+{
+	api_memo_key_made = pthread_key_create(&api_memo_key, api_memo_free) == 0;
+}
+
+static bool api_memo_hit(const char *tok, size_t len, uint64_t epoch, int64_t now,
+                         struct token_claims *cl)
+{
+	struct api_token_memo *m = api_memo;
+
+	if (m == NULL || m->len != len || m->epoch != epoch || now >= m->cl.exp)
+		return false;
+	if (CRYPTO_memcmp(m->tok, tok, len) != 0)
+		return false;
+	*cl = m->cl;
+	return true;
+}
+
+static void api_memo_put(const char *tok, size_t len, uint64_t epoch, const struct token_claims *cl)
+{
+	struct api_token_memo *m = api_memo;
+
+	if (m == NULL) {
+		(void)pthread_once(&api_memo_once, api_memo_init);
+		/* Freed (cleansed) at thread exit through the key's destructor. */
+		if (!api_memo_key_made || (m = calloc(1, sizeof(*m))) == NULL)
+			return;
+		if (pthread_setspecific(api_memo_key, m) != 0) {
+			free(m);
+			return;
+		}
+		api_memo = m;
+	}
+	memcpy(m->tok, tok, len);
+	m->len = len;
+	m->epoch = epoch;
+	m->cl = *cl;
+}
+
 static int api_authenticate(struct api_ctx *x)
 {
 	struct unitd_api *api = x->api;
@@ -391,6 +453,7 @@ static int api_authenticate(struct api_ctx *x)
 	uint8_t key[UNITD_TOKEN_KEY_LEN];
 	struct token_claims cl;
 	struct ky_store_apikey ak;
+	uint64_t epoch;
 	int r;
 
 	if (token_bearer(auth, &tok, &toklen) != 0) {
@@ -409,15 +472,19 @@ static int api_authenticate(struct api_ctx *x)
 	if ((r = unitd_keystore_enter(api->ks, &x->kms)) != 0)
 		return r;
 	x->held = true;
-	if ((r = unitd_keystore_token_key(api->ks, &x->kms, x->now, key)) != 0) {
-		api_detail(x, "cannot read the token signing key");
-		return r;
+	epoch = unitd_keystore_epoch(api->ks);
+	if (!api_memo_hit(tok, toklen, epoch, x->now, &cl)) {
+		if ((r = unitd_keystore_token_key(api->ks, &x->kms, x->now, key)) != 0) {
+			api_detail(x, "cannot read the token signing key");
+			return r;
+		}
+		r = token_verify(key, tok, toklen, x->now, api->instance, &cl, x->detail,
+		                 sizeof(x->detail));
+		OPENSSL_cleanse(key, sizeof(key));
+		if (r != 0)
+			return r;
+		api_memo_put(tok, toklen, epoch, &cl);
 	}
-	r = token_verify(key, tok, toklen, x->now, api->instance, &cl, x->detail,
-	                 sizeof(x->detail));
-	OPENSSL_cleanse(key, sizeof(key));
-	if (r != 0)
-		return r;
 	if (strcmp(inst, api->instance) != 0) {
 		api_detail(x, "header Bluemix-Instance names another service instance");
 		return KY_ERR_UNAUTHORIZED;
@@ -709,7 +776,7 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 	struct unitd_key_ref *ref = NULL;
 	const struct ky_key *k;
 	uint8_t *out = NULL, *out2 = NULL, dek[KY_DEK_LEN];
-	size_t outlen = 0, out2len = 0;
+	size_t outlen = 0, out2len = 0, outcap = 0;
 	uint32_t ver = 0;
 	char *b64 = NULL, *b64b = NULL;
 	const struct ky_key_version *used = NULL, *newest;
@@ -729,8 +796,12 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		goto out;
 	k = unitd_key_ref_key(ref);
 	newest = &k->versions[k->nversions - 1];
-	if ((out = ky_secret_alloc(API_WRAP_BUF)) == NULL ||
-	    (out2 = ky_secret_alloc(API_WRAP_BUF)) == NULL) {
+	/* Room for the larger of: the plaintext wrapped, the ciphertext unwrapped (and wrapped
+	 * again under the newest version). */
+	outcap = (b.has_plaintext ? b.plaintext.len : KY_DEK_LEN) + KY_WRAP_OVERHEAD;
+	if (b.ciphertext.len + KY_WRAP_OVERHEAD > outcap)
+		outcap = b.ciphertext.len + KY_WRAP_OVERHEAD;
+	if ((out = ky_secret_alloc(outcap)) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
@@ -744,10 +815,9 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		}
 		if (b.has_plaintext) {
 			r = ky_kms_wrap(k, b.plaintext.data, b.plaintext.len, b.aad.data, b.aad.len,
-			                out, API_WRAP_BUF, &outlen);
+			                out, outcap, &outlen);
 		} else {
-			r = ky_kms_wrap_dek(k, b.aad.data, b.aad.len, dek, out, API_WRAP_BUF,
-			                    &outlen);
+			r = ky_kms_wrap_dek(k, b.aad.data, b.aad.len, dek, out, outcap, &outlen);
 			if (r == 0)
 				r = ky_b64_encode(dek, sizeof(dek), &b64b);
 		}
@@ -761,7 +831,7 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		break;
 	case ACT_UNWRAP:
 		if ((r = ky_kms_unwrap(k, b.ciphertext.data, b.ciphertext.len, b.aad.data,
-		                       b.aad.len, out, API_WRAP_BUF, &outlen, &ver)) != 0)
+		                       b.aad.len, out, outcap, &outlen, &ver)) != 0)
 			goto out;
 		if (ver < 1 || ver > k->nversions) {
 			r = KY_ERR_UNWRAP;
@@ -775,8 +845,12 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		/* An old version's ciphertext comes back rewrapped under the newest version. */
 		if (x->reply != NULL && ver < k->nversions &&
 		    ky_key_state_at(k, x->now) == KY_KEY_ACTIVE) {
-			if ((r = ky_kms_wrap(k, out, outlen, b.aad.data, b.aad.len, out2,
-			                     API_WRAP_BUF, &out2len)) != 0 ||
+			if ((out2 = ky_secret_alloc(outcap)) == NULL) {
+				r = KY_ERR_NOMEM;
+				goto out;
+			}
+			if ((r = ky_kms_wrap(k, out, outlen, b.aad.data, b.aad.len, out2, outcap,
+			                     &out2len)) != 0 ||
 			    (r = ky_b64_encode(out2, out2len, &b64b)) != 0)
 				goto out;
 			if (json_object_set_new(x->reply, "ciphertext", json_string(b64b)) != 0 ||
@@ -789,7 +863,7 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		if ((r = ky_kms_wrap_version(b.ciphertext.data, b.ciphertext.len, &ver)) != 0)
 			goto out;
 		if ((r = ky_kms_rewrap(k, b.ciphertext.data, b.ciphertext.len, b.aad.data,
-		                       b.aad.len, out, API_WRAP_BUF, &outlen)) != 0)
+		                       b.aad.len, out, outcap, &outlen)) != 0)
 			goto out;
 		if (ver < 1 || ver > k->nversions) {
 			r = KY_ERR_UNWRAP;
@@ -825,8 +899,8 @@ out:
 		free(b64b);
 	}
 	OPENSSL_cleanse(dek, sizeof(dek));
-	ky_secret_free(out, API_WRAP_BUF);
-	ky_secret_free(out2, API_WRAP_BUF);
+	ky_secret_free(out, outcap);
+	ky_secret_free(out2, outcap);
 	unitd_keystore_key_put(x->api->ks, ref);
 	kp_action_release(&b);
 	return r;

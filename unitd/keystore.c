@@ -47,8 +47,9 @@ struct unitd_keystore {
 	char instance[KY_ID_MAX + 1];
 
 	pthread_rwlock_t regs;
-	struct ky_mk *cur;  /* current register when VALID */
-	struct ky_mk *next; /* new register when FULL COMMITTED */
+	struct ky_mk *cur;          /* current register when VALID */
+	struct ky_mk *next;         /* new register when FULL COMMITTED */
+	atomic_uint_fast64_t epoch; /* bumped when the registers change */
 
 	pthread_mutex_t lock;
 	uint64_t gen; /* bumped by every drop */
@@ -206,6 +207,11 @@ void unitd_keystore_free(struct unitd_keystore *ks)
 	free(ks);
 }
 
+uint64_t unitd_keystore_epoch(struct unitd_keystore *ks)
+{
+	return atomic_load(&ks->epoch);
+}
+
 struct ky_store *unitd_keystore_store(struct unitd_keystore *ks)
 {
 	return ks->store;
@@ -238,6 +244,7 @@ int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_doma
 		pthread_mutex_lock(&ks->lock);
 		ks_drop_locked(ks);
 		pthread_mutex_unlock(&ks->lock);
+		atomic_fetch_add(&ks->epoch, 1);
 	}
 	{
 		struct ky_mk *t = ks->cur;

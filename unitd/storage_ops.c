@@ -265,10 +265,11 @@ static void *storage_worker(void *arg)
 	memset(&st, 0, sizeof(st));
 	storage_vp_short(so->from_vp, from);
 	storage_vp_short(so->to_vp, to);
-	if ((r = ky_kms_count_under(unitd_keystore_store(so->ks), so->from_vp, &total)) == 0) {
-		pthread_mutex_lock(&so->lock);
-		so->total = total;
-		pthread_mutex_unlock(&so->lock);
+	pthread_mutex_lock(&so->lock);
+	total = so->total;
+	r = so->error;
+	pthread_mutex_unlock(&so->lock);
+	if (r == 0) {
 		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s...",
 		          (unsigned long long)total, from, to);
 		r = ky_kms_reencipher(unitd_keystore_store(so->ks), unitd_keystore_instance(so->ks),
@@ -325,7 +326,8 @@ static void storage_start(struct unitd_storage *so, const struct ky_domain *live
 	memcpy(so->to_vp, live->new_vp, KY_VP_LEN);
 	so->running = true;
 	so->done = so->total = 0;
-	so->error = 0;
+	/* Counted here so that the command's reply already shows how much there is to do. */
+	so->error = ky_kms_count_under(unitd_keystore_store(so->ks), so->from_vp, &so->total);
 	if ((r = pthread_create(&so->thread, NULL, storage_worker, so)) != 0) {
 		so->running = false;
 		so->error = KY_ERR_INTERNAL;

@@ -123,6 +123,8 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **
                         size_t errlen) KY_WUR;
 void unitd_keystore_free(struct unitd_keystore *ks);
 struct ky_store *unitd_keystore_store(struct unitd_keystore *ks);
+/* Changes whenever the registers change (what was verified under the old ones is stale). */
+uint64_t unitd_keystore_epoch(struct unitd_keystore *ks);
 const char *unitd_keystore_instance(const struct unitd_keystore *ks);
 /* Takes the registers of d; drops the caches when they differ from the ones held. */
 int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_domain *d) KY_WUR;

@@ -221,10 +221,11 @@ int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size
 
 /* ---- change detection ---- */
 
-/* *changed = 1 when anything was committed to the store by another connection (another
- * thread of this process, or another process) since the calling thread last asked, and on a
- * thread's first call; else 0. The calling thread's own writes are not reported. Cheap:
- * meant to be called once per request by caches above the store. */
+/* *changed = 1 when anything may have been committed to the store since the calling thread
+ * last asked (by any thread or process; the thread's own writes may be reported too), and on
+ * a thread's first call; else 0. Commits made through kyok are seen at once; writes by other
+ * programs within a fraction of a second. Cheap (usually no system call): meant to be called
+ * once per request by caches above the store. */
 int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
 
 /* ---- diagnostics ---- */

@@ -22,17 +22,23 @@
  *                            (name added after the first stores were made: added on open
  *                            when missing)
  *
- * Change detection: PRAGMA data_version of the calling thread's connection moves whenever
- * another connection (another thread, another process) commits; ky_store_changed reports it
- * so that caches above the store can be dropped.
+ * Change detection (ky_store_changed, for caches above the store): every commit made through
+ * this backend, by any thread of any process, bumps a 64-bit counter in a small shared file
+ * next to the database (<path>-kyokgen, mmapped): checking it costs no system call. As a
+ * safety net (a writer that died between its commit and the bump, a write by another
+ * program) PRAGMA data_version is also checked at least every SQ_DV_INTERVAL_MS.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kyok/err.h"
@@ -69,6 +75,10 @@ enum sq_stmt {
 	SQ_DATA_VERSION,
 	SQ__COUNT
 };
+
+#define SQ_GEN_SUFFIX     "-kyokgen"
+#define SQ_GEN_SIZE       4096
+#define SQ_DV_INTERVAL_MS 250
 
 #define SQ_KEY_COLS \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
@@ -160,6 +170,9 @@ struct sq_conn {
 	int in_txn;           /* inside ky_store_begin: holds s->wlock */
 	int dv_known;         /* data_version read at least once */
 	int64_t data_version; /* as last read by ky_store_changed */
+	int64_t dv_checked;   /* when, in monotonic ms */
+	int gen_known;
+	uint64_t gen_seen; /* the shared commit counter, as last seen */
 };
 
 /* A queued insert waiting for a group commit. */
@@ -181,6 +194,7 @@ struct sq_store {
 	struct sq_gc_req *gc_head;
 	struct sq_gc_req **gc_tail;
 	int gc_busy;
+	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
 };
 
 /* ---- errors ---- */
@@ -384,8 +398,11 @@ static int sq_wend(struct sq_conn *c, int opened, int r)
 {
 	if (!opened)
 		return r;
-	if (r == 0 && (r = sq_exec(c, SQ_COMMIT)) == 0)
+	if (r == 0 && (r = sq_exec(c, SQ_COMMIT)) == 0) {
+		if (c->s->gen != NULL)
+			atomic_fetch_add_explicit(c->s->gen, 1, memory_order_release);
 		goto out;
+	}
 	if (!sqlite3_get_autocommit(c->db))
 		(void)sq_exec(c, SQ_ROLLBACK);
 out:
@@ -1176,17 +1193,39 @@ out:
 
 /* ---- change detection ---- */
 
+static int64_t sq_now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int sq_changed(void *be, int *changed)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
 	sqlite3_stmt *st;
-	int64_t v;
-	int r, rc;
+	int64_t v, now = sq_now_ms();
+	int r, rc, moved = 0;
 
 	*changed = 1;
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
+	if (s->gen != NULL) {
+		uint64_t g = atomic_load_explicit(s->gen, memory_order_acquire);
+
+		moved = !c->gen_known || g != c->gen_seen;
+		c->gen_seen = g;
+		c->gen_known = 1;
+		if (moved && c->dv_known)
+			return 0;
+		if (!moved && c->dv_known && now - c->dv_checked < SQ_DV_INTERVAL_MS) {
+			*changed = 0;
+			return 0;
+		}
+	}
 	if ((r = sq_stmt(c, SQ_DATA_VERSION, &st)) != 0)
 		return r;
 	rc = sqlite3_step(st);
@@ -1196,10 +1235,36 @@ static int sq_changed(void *be, int *changed)
 	}
 	v = sqlite3_column_int64(st, 0);
 	sq_done(st);
-	*changed = !c->dv_known || v != c->data_version;
+	*changed = moved || !c->dv_known || v != c->data_version;
 	c->dv_known = 1;
 	c->data_version = v;
+	c->dv_checked = now;
 	return 0;
+}
+
+/* Maps the shared commit counter; on any failure the store works without it. */
+static void sq_gen_map(struct sq_store *s)
+{
+	char *path = NULL;
+	struct stat sb;
+	void *p;
+	int fd;
+
+	if (asprintf(&path, "%s%s", s->path, SQ_GEN_SUFFIX) < 0)
+		return;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	free(path);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	    (sb.st_size < SQ_GEN_SIZE && ftruncate(fd, SQ_GEN_SIZE) != 0)) {
+		close(fd);
+		return;
+	}
+	p = mmap(NULL, SQ_GEN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p != MAP_FAILED)
+		s->gen = p;
 }
 
 /* ---- diagnostics ---- */
@@ -1377,6 +1442,8 @@ static void sq_close(void *be)
 		sq_unlink(s, c);
 		sq_conn_close(c);
 	}
+	if (s->gen != NULL)
+		munmap((void *)s->gen, SQ_GEN_SIZE);
 	pthread_cond_destroy(&s->gc_cond);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
@@ -1422,6 +1489,7 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 		goto out;
 	}
 	close(fd);
+	sq_gen_map(s);
 	if ((r = sq_conn(s, &c)) != 0 || (r = sq_init_schema(c)) != 0)
 		goto out;
 	*be = s;

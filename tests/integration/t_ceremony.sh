@@ -17,10 +17,11 @@ run_rc() {
 	rc=0
 	out=$("$@" 2>&1) || rc=$?
 }
-# pwf NAME...: --password-file arguments for the passwords of NAME...
-pwf() {
+# pw_args NAME...: PWARGS gets --password-file arguments for the passwords of NAME...
+pw_args() {
 	local n
-	for n in "$@"; do printf -- '--password-file\n%s\n' "$T_DIR/pw/$n"; done
+	PWARGS=()
+	for n in "$@"; do PWARGS+=(--password-file "$T_DIR/pw/$n"); done
 }
 # both_states: the full public state of both units, read with curl.
 both_states() { printf '%s\n%s\n' "$(unit_state 1)" "$(unit_state 2)"; }
@@ -70,29 +71,37 @@ expect_rerun "admin-add carol again" "$KYOK" tke cryptounit-admin-add --sigkey 3
 expect_match "... names the administrator" "administrator 'carol' already installed" "$out"
 
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
+pw_args alice bob
 expect_ok "thresholds 2/2 (leaves imprint mode)" "$KYOK" tke cryptounit-thrhld-set \
-	--signature 2 --revocation 2 $(pwf alice bob)
+	--signature 2 --revocation 2 "${PWARGS[@]}"
+pw_args alice bob
 expect_rerun "thresholds 2/2 again" "$KYOK" tke cryptounit-thrhld-set \
-	--signature 2 --revocation 2 $(pwf alice bob)
+	--signature 2 --revocation 2 "${PWARGS[@]}"
 
 for who in dora eve frank; do
 	expect_ok "mk-add --random for $who" "$KYOK" tke mk-add --random \
 		--description "part of $who" --password-file "$(newpw "part-$who")"
 done
 expect_ok "select alice, bob, carol" "$KYOK" tke sigkey-sel --sigkeys 1,2,3
-LOAD3=(tke cryptounit-mk-load --parts 1,2,3 $(pwf part-dora part-eve part-frank alice bob carol))
+pw_args part-dora part-eve part-frank alice bob carol
+# shellcheck disable=SC2054 # 1,2,3 is one argument
+LOAD3=(tke cryptounit-mk-load --parts 1,2,3 "${PWARGS[@]}")
 expect_ok "mk-load of 3 parts, 3 signatures" "$KYOK" "${LOAD3[@]}"
 expect_rerun "mk-load of the same parts again" "$KYOK" "${LOAD3[@]}"
 expect_match "... says the register holds the key" "already holds this key" "$out"
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
-expect_ok "mk-commit" "$KYOK" tke cryptounit-mk-commit $(pwf alice bob)
-expect_rerun "mk-commit again" "$KYOK" tke cryptounit-mk-commit $(pwf alice bob)
-expect_ok "mk-setimm --yes" "$KYOK" tke cryptounit-mk-setimm --yes $(pwf alice bob)
+pw_args alice bob
+expect_ok "mk-commit" "$KYOK" tke cryptounit-mk-commit "${PWARGS[@]}"
+pw_args alice bob
+expect_rerun "mk-commit again" "$KYOK" tke cryptounit-mk-commit "${PWARGS[@]}"
+pw_args alice bob
+expect_ok "mk-setimm --yes" "$KYOK" tke cryptounit-mk-setimm --yes "${PWARGS[@]}"
 # Once set-immediate ran on every unit the new register is empty: there is nothing left to
 # name the intended key, so a re-run is an error that says the current key is in place.
+pw_args alice bob
 expect_refused_cli "mk-setimm again: nothing to set" \
 	"new master key register is EMPTY \(the current master key, vp [0-9a-f]{64}, is in place\): nothing to set" \
-	5 "$KYOK" tke cryptounit-mk-setimm --yes $(pwf alice bob)
+	5 "$KYOK" tke cryptounit-mk-setimm --yes "${PWARGS[@]}"
 expect_match "... nothing was sent" "^nothing was sent to any crypto unit" "$out"
 
 # ---- the resulting state, read with curl ------------------------------------------------------
@@ -176,7 +185,8 @@ pid2=$(cat "$KYOK_INSTANCE/unit-2/pid")
 kill "$pid2"
 for _ in $(seq 50); do kill -0 "$pid2" 2>/dev/null || break; sleep 0.1; done
 before1=$(unit_state 1)
-run_rc "$KYOK" tke cryptounit-admin-add --sigkey 4 $(pwf alice bob)
+pw_args alice bob
+run_rc "$KYOK" tke cryptounit-admin-add --sigkey 4 "${PWARGS[@]}"
 if [ $rc -eq 0 ]; then
 	fail "admin-add with unit 2 down exits 0: $out"
 else
@@ -190,7 +200,8 @@ expect_eq "unit 1 has dave now" "$(unit_state 1 | jq -r '[.admins[].name] | inde
 expect_eq "unit 1 counter moved by one" "$(unit_counter 1)" "$(($(jq -r .next_counter <<<"$before1") + 1))"
 expect_ok "kyok up restarts unit 2" "$KYOK" up
 expect_eq "unit 2 back without dave" "$(unit_state 2 | jq -r '[.admins[].name] | index("dave") != null')" false
-run_rc "$KYOK" tke cryptounit-admin-add --sigkey 4 $(pwf alice bob)
+pw_args alice bob
+run_rc "$KYOK" tke cryptounit-admin-add --sigkey 4 "${PWARGS[@]}"
 expect_eq "re-run exits 0" "$rc" 0
 expect_match "... unit 1 unchanged" "^1 +zone-1 +unchanged: administrator 'dave' already installed" "$out"
 expect_match "... unit 2 changed" "^2 +zone-2 +changed" "$out"
@@ -202,18 +213,21 @@ expect_eq "compare: identical again" \
 # ---- mk-load inputs refused before anything is sent -------------------------------------------
 # A valid load would be parts 1,2 (dora, eve: another key than the current one), 2 signatures.
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
+# shellcheck disable=SC2054 # 1,2 is one argument
 LOAD2=(tke cryptounit-mk-load --parts 1,2)
 P1=$(jq -r '.keyparts[0].file' <<<"$mks")
 cp -p "$P1" "$T_DIR/p1.saved"
 # restore_p1: puts part 1's file back, with its time (parts are numbered by file time).
 restore_p1() { cp -p "$T_DIR/p1.saved" "$P1"; }
 
+pw_args part-eve part-eve alice bob
 expect_refused_cli "mk-load: wrong password for a key part" \
 	"key part 'part of dora' \(.*\): wrong password: nothing was sent" 3 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-eve part-eve alice bob)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
+pw_args part-dora part-eve alice alice
 expect_refused_cli "mk-load: wrong password for a signature key" \
 	"signature key 'bob': wrong password" 3 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice alice)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
 
 # One ciphertext byte flipped (the last byte of the encrypted content, inside the part).
 flip_ct() {
@@ -234,22 +248,25 @@ flip_ct "$P1"
 if cmp -s "$P1" "$T_DIR/p1.saved"; then fail "flip_ct did not change the file"; fi
 expect_eq "tampered part keeps its header" \
 	"$(sed '/^-----BEGIN CMS-----$/q' "$P1")" "$(sed '/^-----BEGIN CMS-----$/q' "$T_DIR/p1.saved")"
+pw_args part-dora part-eve alice bob
 expect_refused_cli "mk-load: a ciphertext byte flipped" \
 	"key part 'part of dora' \(.*\): file is damaged or was tampered with: nothing was sent" 3 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice bob)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
 restore_p1
 
 sed -i 's/^description: part of dora$/description: part of dora (v2)/' "$P1"
 touch -r "$T_DIR/p1.saved" "$P1"
+pw_args part-dora part-eve alice bob
 expect_refused_cli "mk-load: description altered" \
 	"key part 'part of dora \(v2\)' \(.*\): readable metadata does not match the encrypted copy: file was altered: nothing was sent" 3 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice bob)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
 restore_p1
 vp1=$(sed -n 's/^vp: //p' "$P1")
 sed -i "s/^vp: .*/vp: $(printf '%s' "$vp1" | tr '0-9a-f' '1-9a-f0')/" "$P1"
 touch -r "$T_DIR/p1.saved" "$P1"
+pw_args part-dora part-eve alice bob
 expect_refused_cli "mk-load: vp line altered" "readable metadata does not match the encrypted copy" 3 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice bob)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
 restore_p1
 
 # A file that is not a key part file in place of part 1: the workspace listing skips it with a
@@ -261,25 +278,31 @@ expect_match "mks warns about the file that is not a key part" \
 	"warning: $P1: not a kyok key part file: skipped" "$out"
 expect_eq "mks lists the 2 others" "$(grep -v '^warning' <<<"$out" | jq -r '[.keyparts[].description] | join(",")')" \
 	"part of eve,part of frank"
+pw_args part-dora part-eve part-frank alice bob carol
 expect_refused_cli "mk-load naming 3 parts with one not a key part file" \
 	"--parts: wrong usage: number 3 out of range: use 1 to 2" 2 \
-	"$KYOK" tke cryptounit-mk-load --parts 1,2,3 $(pwf part-dora part-eve part-frank alice bob carol)
+	"$KYOK" tke cryptounit-mk-load --parts 1,2,3 "${PWARGS[@]}"
 restore_p1
 
 expect_ok "select alice only" "$KYOK" tke sigkey-sel --sigkeys 1
+pw_args part-dora part-eve alice
 expect_refused_cli "mk-load: 2 parts, 1 signer selected" \
 	"not enough administrator signatures: loading 2 key parts needs 2 signatures \(one per key part\), and 1 signature key is selected: select more with 'kyok tke sigkey-sel'" 4 \
-	"$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice)
+	"$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
+pw_args part-dora alice
 expect_refused_cli "mk-load: --parts 1 (a master key needs 2 to 8 parts)" "a master key needs 2 to 8 key parts: 1 chosen" 3 \
-	"$KYOK" tke cryptounit-mk-load --parts 1 $(pwf part-dora alice)
+	"$KYOK" tke cryptounit-mk-load --parts 1 "${PWARGS[@]}"
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
 
 # ---- set-immediate needs a confirmation ---------------------------------------------------
-expect_ok "mk-load parts 1,2" "$KYOK" "${LOAD2[@]}" $(pwf part-dora part-eve alice bob)
-expect_ok "mk-commit" "$KYOK" tke cryptounit-mk-commit $(pwf alice bob)
+pw_args part-dora part-eve alice bob
+expect_ok "mk-load parts 1,2" "$KYOK" "${LOAD2[@]}" "${PWARGS[@]}"
+pw_args alice bob
+expect_ok "mk-commit" "$KYOK" tke cryptounit-mk-commit "${PWARGS[@]}"
 before=$(both_states)
 rc=0
-out=$("$KYOK" tke cryptounit-mk-setimm $(pwf alice bob) </dev/null 2>&1) || rc=$?
+pw_args alice bob
+out=$("$KYOK" tke cryptounit-mk-setimm "${PWARGS[@]}" </dev/null 2>&1) || rc=$?
 expect_eq "setimm without --yes and no terminal: exit 2" "$rc" 2
 expect_match "... cancelled, use --yes" "cancelled: no terminal to ask for confirmation: use --yes" "$out"
 expect_match "... nothing sent" "nothing was sent to any crypto unit" "$out"
@@ -289,14 +312,17 @@ expect_eq "new key still FULL COMMITTED on both" \
 
 # ---- zeroize -------------------------------------------------------------------------------
 rc=0
-out=$("$KYOK" tke cryptounit-zeroize $(pwf alice) </dev/null 2>&1) || rc=$?
+pw_args alice
+out=$("$KYOK" tke cryptounit-zeroize "${PWARGS[@]}" </dev/null 2>&1) || rc=$?
 expect_eq "zeroize without --yes and no terminal: exit 2, nothing sent" \
 	"$rc $(grep -c 'nothing was sent' <<<"$out")" "2 1"
-expect_ok "zeroize --yes" "$KYOK" tke cryptounit-zeroize --yes $(pwf alice bob)
+pw_args alice bob
+expect_ok "zeroize --yes" "$KYOK" tke cryptounit-zeroize --yes "${PWARGS[@]}"
 expect_eq "both units zeroized: imprint, no admin, thresholds 0/0, registers empty" \
 	"$(both_states | jq -r '[.imprint, (.admins | length), .signature_threshold, .revocation_threshold, .new_mk.state, .current_mk.state] | join(" ")' | sort -u)" \
 	"true 0 0 0 EMPTY EMPTY"
-expect_rerun "zeroize again" "$KYOK" tke cryptounit-zeroize --yes $(pwf alice)
+pw_args alice
+expect_rerun "zeroize again" "$KYOK" tke cryptounit-zeroize --yes "${PWARGS[@]}"
 expect_match "... already zeroized" "already zeroized" "$out"
 expect_eq "status says imprint on both" \
 	"$("$KYOK" status --output json | jq -r '[.units[].state.imprint] | join(",")')" "true,true"

@@ -43,17 +43,33 @@ token() {
 api() {
 	curl -sS -X "$2" -H "Authorization: Bearer $TOK" -H "Bluemix-Instance: $IID" \
 		-H 'Content-Type: application/json' -H 'Prefer: return=representation' \
-		${4:+--data-binary "$4"} -w '\n%{http_code}' "$(unit_url "$1")$3"
+		${4:+--data-binary "$4"} -w '\n%{http_code}\n' "$(unit_url "$1")$3"
 }
+# batch_add CONF N METHOD PATH BODY: appends one request to the curl config CONF.
+batch_add() {
+	if [ -s "$1" ]; then echo next >>"$1"; fi
+	cat >>"$1" <<-EOF
+		url = "${URLS[$2]}$4"
+		request = "$3"
+		header = "Authorization: Bearer $TOK"
+		header = "Bluemix-Instance: $IID"
+		header = "Content-Type: application/json"
+		header = "Prefer: return=representation"
+		data-binary = "$(sed 's/"/\\"/g' <<<"$5")"
+		write-out = "\\n"
+	EOF
+}
+# batch CONF: runs every request of CONF on one connection; the reply bodies, one a line.
+batch() { curl -sS -K "$1" | grep -v '^$'; }
 # unwrap_all N: every saved ciphertext through unit N; prints the number that failed.
 unwrap_all() {
-	local id ct pt bad=0 got
+	local id ct pt
+	: >"$T_DIR/unwrap.conf"
 	while read -r id ct pt; do
-		got=$(api "$1" POST "/api/v2/keys/$id/actions/unwrap" "{\"ciphertext\":\"$ct\"}" |
-			head -n1 | jq -r .plaintext 2>/dev/null)
-		[ "$got" = "$pt" ] || bad=$((bad + 1))
+		batch_add "$T_DIR/unwrap.conf" "$1" POST "/api/v2/keys/$id/actions/unwrap" "{\"ciphertext\":\"$ct\"}"
 	done <"$T_DIR/wrapped"
-	echo "$bad"
+	batch "$T_DIR/unwrap.conf" | jq -r '.plaintext // "failed"' >"$T_DIR/unwrapped"
+	awk '{print $3}' "$T_DIR/wrapped" | diff - "$T_DIR/unwrapped" | grep -c '^>' || true
 }
 
 # ---- an initialised instance with key storage --------------------------------------------
@@ -67,20 +83,25 @@ expect_ok "auto-init (2 administrators)" "$KYOK" tke auto-init --signature 1 --r
 expect_ok "apikey-create (Writer)" "$KYOK" tke apikey-create --name w --role Writer $(pwf ann ben)
 IID=$(instance_id)
 TOK=$(token w)
+URLS=(none "$(unit_url 1)" "$(unit_url 2)")
 
 # ---- key storage: N root keys, one wrapped data key each ---------------------------------
-: >"$T_DIR/wrapped"
+: >"$T_DIR/create.conf"
 for i in $(seq 1 "$N"); do
-	id=$(api 1 POST /api/v2/keys "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"k-$i\",\"extractable\":false}]}" |
-		head -n1 | jq -r '.resources[0].id')
-	api $((i % 2 + 1)) POST "/api/v2/keys/$id/actions/wrap" '{}' | head -n1 |
-		jq -r --arg id "$id" '"\($id) \(.ciphertext) \(.plaintext)"' >>"$T_DIR/wrapped"
+	batch_add "$T_DIR/create.conf" $((i % 2 + 1)) POST /api/v2/keys \
+		"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"k-$i\",\"extractable\":false}]}"
 done
+batch "$T_DIR/create.conf" | jq -r '.resources[0].id' >"$T_DIR/ids"
+: >"$T_DIR/wrap.conf"
+while read -r id; do
+	batch_add "$T_DIR/wrap.conf" 1 POST "/api/v2/keys/$id/actions/wrap" '{}'
+done <"$T_DIR/ids"
+batch "$T_DIR/wrap.conf" | jq -r '"\(.ciphertext) \(.plaintext)"' | paste -d' ' "$T_DIR/ids" - >"$T_DIR/wrapped"
 for i in 1 2 3; do
 	"$KYOK" kp key-create --name "kp-$i" --apikey-file "$AK/w.apikey" >/dev/null 2>&1 ||
 		fail "kp key-create kp-$i"
 done
-expect_eq "$N data keys wrapped" "$(grep -c ' .* ' "$T_DIR/wrapped")" "$N"
+expect_eq "$N data keys wrapped" "$(grep -cE '^[0-9a-f-]{36} [A-Za-z0-9+/=]{40,} [A-Za-z0-9+/=]{44}$' "$T_DIR/wrapped")" "$N"
 expect_eq "they unwrap before the rotation" "$(unwrap_all 2)" 0
 old_vp=$(unit_state 1 | jq -r .current_mk.vp)
 under=$(unit_state 1 | jq -r .storage.records_under_current)

@@ -133,7 +133,7 @@ FB=$(jq -r '.sigkeys[1].file' <<<"$("$KYOK" tke sigkeys --output json)")
 expect_refused_ws "sigkey-rm without --yes, no terminal: cancelled" "cancelled" 2 \
 	"$KYOK" tke sigkey-rm --sigkey 2 </dev/null
 expect_ok "sigkey-rm --sigkey 2 --yes" "$KYOK" tke sigkey-rm --sigkey 2 --yes
-[ -e "$FB" ] && fail "bob's key file still there" || pass "bob's key file deleted"
+if [ -e "$FB" ]; then fail "bob's key file still there"; else pass "bob's key file deleted"; fi
 js=$("$KYOK" tke sigkeys --output json)
 expect_eq "sigkeys after rm: 3 left, bob gone" "$(jq -r '[.sigkeys[].name] | join(",")' <<<"$js")" \
 	"alice,$(printf 'n%.0s' $(seq 30)),carol"
@@ -143,7 +143,7 @@ expect_refused_ws "mk-rm without --yes, no terminal: cancelled" "cancelled" 2 \
 	"$KYOK" tke mk-rm --mk 2 </dev/null
 P2=$(jq -r '.keyparts[1].file' <<<"$("$KYOK" tke mks --output json)")
 expect_ok "mk-rm --mk 2 --yes" "$KYOK" tke mk-rm --mk 2 --yes
-[ -e "$P2" ] && fail "key part 2 file still there" || pass "key part 2 file deleted"
+if [ -e "$P2" ]; then fail "key part 2 file still there"; else pass "key part 2 file deleted"; fi
 expect_eq "mks after rm: 1 left" "$("$KYOK" tke mks --output json | jq -r '[.keyparts[].description] | join(",")')" \
 	"known value"
 
@@ -169,7 +169,15 @@ if ! command -v tmux >/dev/null; then
 	echo "skip $T_NAME: tmux not installed, interactive prompts not tested" >&2
 else
 	TM=(tmux -S "$T_DIR/tmux.sock")
-	trap 'rc_=$?; "${TM[@]}" kill-server 2>/dev/null; (exit $rc_); cleanup' EXIT
+	# The terminal server goes first, then the helpers' cleanup with the script's status.
+	tm_cleanup() {
+		local rc=$?
+		set +e
+		"${TM[@]}" kill-server 2>/dev/null
+		(exit $rc)
+		cleanup
+	}
+	trap tm_cleanup EXIT
 	"${TM[@]}" new-session -d -s t -x 200 -y 50 \
 		"env -i HOME='$HOME' KYOK_TKE_FILES='$KYOK_TKE_FILES' PATH='$PATH' TERM=xterm PS1='$ ' bash --norc --noprofile"
 	# screen: everything the terminal showed since the last fresh_screen, history included.
@@ -252,7 +260,7 @@ else
 	type_line "$KYOK tke mk-rm --mk 1"
 	wait_n 1 "\[y/N\]: ?$" && type_line n
 	wait_n 1 "cancelled"
-	[ -e "$P1" ] && pass "mk-rm answered 'n': file kept" || fail "mk-rm answered 'n' deleted the file"
+	if [ -e "$P1" ]; then pass "mk-rm answered 'n': file kept"; else fail "mk-rm answered 'n' deleted the file"; fi
 
 	fresh_screen
 	expect_nomatch "terminal never showed erin's password" "$PEV" "$SEEN"

@@ -1,0 +1,286 @@
+// The official Key Protect Node.js SDK, unchanged, against a kyok instance: token service,
+// keys, wrap/unwrap/rewrap, rotation, disable/enable, dual-authorization delete, restore,
+// policies. Run by tests/integration/t_sdk.sh; everything comes from the environment:
+//   KYOK_URL            a unit's base URL (also the token service: <url>/identity/token)
+//   KYOK_URL_2          optional: another unit of the same instance (cross-unit checks)
+//   KYOK_INSTANCE_ID    the service instance id (header Bluemix-Instance)
+//   KYOK_APIKEY_MANAGER an API key with role Manager
+//   KYOK_APIKEY_WRITER  an API key with role Writer (the other user of dual authorization)
+//   KYOK_APIKEY_READER  an API key with role Reader
+// Prints one line per check and "N passed, N failed" at the end; exits 1 on any failure.
+'use strict';
+
+const assert = require('assert');
+const KeyProtectV2 = require('@ibm-cloud/ibm-key-protect/ibm-key-protect-api/v2');
+const { IamAuthenticator } = require('@ibm-cloud/ibm-key-protect/auth');
+
+const env = (name, required = true) => {
+  const v = process.env[name];
+  if (required && !v) {
+    console.error(`error: environment variable ${name} is not set`);
+    process.exit(2);
+  }
+  return v;
+};
+
+const url = env('KYOK_URL');
+const url2 = env('KYOK_URL_2', false);
+const instance = env('KYOK_INSTANCE_ID');
+
+function client(apikey, serviceUrl = url) {
+  return new KeyProtectV2({
+    authenticator: new IamAuthenticator({ apikey, url: serviceUrl }),
+    serviceUrl,
+  });
+}
+
+const manager = client(env('KYOK_APIKEY_MANAGER'));
+const writer = client(env('KYOK_APIKEY_WRITER'));
+const reader = client(env('KYOK_APIKEY_READER'));
+const manager2 = url2 ? client(env('KYOK_APIKEY_MANAGER'), url2) : null;
+
+let passed = 0;
+let failed = 0;
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   sdk: ${name}`);
+  } catch (e) {
+    failed++;
+    const body = e && e.body ? ` ${e.body}` : '';
+    console.log(`FAIL sdk: ${name}: ${e && e.message ? e.message : e}${body}`);
+  }
+}
+
+// Resolves to the SDK's error when the call fails as expected, else throws.
+async function refused(promise, status) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.strictEqual(e.status, status, `status ${e.status}, want ${status}: ${e.body}`);
+    return e;
+  }
+  throw new Error(`succeeded, want HTTP ${status}`);
+}
+
+const keyBody = (fields) => ({
+  metadata: { collectionType: 'application/vnd.ibm.kms.key+json', collectionTotal: 1 },
+  resources: [{ type: 'application/vnd.ibm.kms.key+json', ...fields }],
+});
+
+const b64 = (s) => Buffer.from(s).toString('base64');
+
+async function main() {
+  const p = { bluemixInstance: instance };
+  let rootId;
+  let stdId;
+  let wrapped;
+  let dek;
+  let ctAad;
+  let version1;
+
+  await check('create a root key', async () => {
+    const r = await writer.createKey({
+      ...p,
+      body: keyBody({ name: 'sdk-root', description: 'made by the SDK test', extractable: false }),
+      prefer: 'return=representation',
+    });
+    assert.strictEqual(r.status, 201);
+    const k = r.result.resources[0];
+    assert.strictEqual(k.name, 'sdk-root');
+    assert.strictEqual(k.state, 1);
+    assert.strictEqual(k.extractable, false);
+    assert.strictEqual(k.payload, undefined);
+    rootId = k.id;
+    version1 = k.keyVersion.id;
+  });
+
+  await check('list keys with filters and total', async () => {
+    const r = await reader.getKeys({ ...p, limit: 10, offset: 0, state: [1, 2], extractable: false });
+    assert.ok(r.result.resources.some((k) => k.id === rootId));
+    assert.ok(r.result.metadata.collectionTotal >= 1);
+    const h = await reader.getKeyCollectionMetadata({ ...p });
+    assert.ok(Number(h.headers['key-total']) >= 1, `Key-Total ${h.headers['key-total']}`);
+  });
+
+  await check('wrap without plaintext makes a 256-bit data key', async () => {
+    const r = await reader.wrapKey({ ...p, id: rootId, keyActionWrapBody: {} });
+    dek = r.result.plaintext;
+    wrapped = r.result.ciphertext;
+    assert.strictEqual(Buffer.from(dek, 'base64').length, 32);
+    assert.strictEqual(r.result.keyVersion.id, version1);
+  });
+
+  await check('unwrap gives the data key back', async () => {
+    const r = await reader.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } });
+    assert.strictEqual(r.result.plaintext, dek);
+  });
+
+  await check('wrap and unwrap with additional authenticated data', async () => {
+    const r = await reader.wrapKey({
+      ...p,
+      id: rootId,
+      keyActionWrapBody: { plaintext: b64('my data key'), aad: ['tenant-1', 'bucket-7'] },
+    });
+    ctAad = r.result.ciphertext;
+    const u = await reader.unwrapKey({
+      ...p,
+      id: rootId,
+      keyActionUnwrapBody: { ciphertext: ctAad, aad: ['tenant-1', 'bucket-7'] },
+    });
+    assert.strictEqual(Buffer.from(u.result.plaintext, 'base64').toString(), 'my data key');
+  });
+
+  await check('unwrap with the wrong aad is refused (422)', async () => {
+    await refused(
+      reader.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: ctAad, aad: ['tenant-2'] } }),
+      422,
+    );
+  });
+
+  await check('a reader cannot rotate (403)', async () => {
+    await refused(reader.rotateKey({ ...p, id: rootId }), 403);
+  });
+
+  await check('rotate makes a new version', async () => {
+    const r = await writer.rotateKey({ ...p, id: rootId });
+    assert.ok(r.status === 204 || r.status === 200, `status ${r.status}`);
+    const v = await reader.getKeyVersions({ ...p, id: rootId });
+    assert.strictEqual(v.result.resources.length, 2);
+    assert.strictEqual(v.result.resources[1].id, version1);
+  });
+
+  await check('unwrap of an old ciphertext returns it rewrapped', async () => {
+    const r = await reader.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } });
+    assert.strictEqual(r.result.plaintext, dek);
+    assert.strictEqual(r.result.keyVersion.id, version1);
+    assert.ok(r.result.ciphertext && r.result.ciphertext !== wrapped);
+    assert.notStrictEqual(r.result.rewrappedKeyVersion.id, version1);
+  });
+
+  await check('rewrap moves a ciphertext to the newest version', async () => {
+    const r = await reader.rewrapKey({ ...p, id: rootId, keyActionRewrapBody: { ciphertext: wrapped } });
+    assert.strictEqual(r.result.keyVersion.id, version1);
+    assert.notStrictEqual(r.result.rewrappedKeyVersion.id, version1);
+    const u = await reader.unwrapKey({
+      ...p,
+      id: rootId,
+      keyActionUnwrapBody: { ciphertext: r.result.ciphertext },
+    });
+    assert.strictEqual(u.result.plaintext, dek);
+    assert.strictEqual(u.result.ciphertext, undefined);
+  });
+
+  await check('disable: wrap refused, everywhere', async () => {
+    await manager.disableKey({ ...p, id: rootId });
+    await refused(reader.wrapKey({ ...p, id: rootId, keyActionWrapBody: {} }), 409);
+    if (manager2) {
+      await refused(manager2.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } }), 409);
+    }
+    const m = await reader.getKeyMetadata({ ...p, id: rootId });
+    assert.strictEqual(m.result.resources[0].state, 2);
+  });
+
+  await check('enable: wrap works again', async () => {
+    await manager.enableKey({ ...p, id: rootId });
+    await reader.wrapKey({ ...p, id: rootId, keyActionWrapBody: {} });
+    if (manager2) {
+      await manager2.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } });
+    }
+  });
+
+  await check('key policies: dual authorization delete on', async () => {
+    await manager.putPolicy({
+      ...p,
+      id: rootId,
+      policy: 'dualAuthDelete',
+      setKeyPoliciesOneOf: {
+        metadata: { collectionType: 'application/vnd.ibm.kms.policy+json', collectionTotal: 1 },
+        resources: [{ type: 'application/vnd.ibm.kms.policy+json', dualAuthDelete: { enabled: true } }],
+      },
+    });
+    const g = await manager.getPolicy({ ...p, id: rootId });
+    const d = g.result.resources.find((x) => x.dualAuthDelete);
+    assert.strictEqual(d.dualAuthDelete.enabled, true);
+  });
+
+  await check('delete without a second user is refused', async () => {
+    await refused(manager.deleteKey({ ...p, id: rootId }), 409);
+  });
+
+  await check('the same user cannot set and delete', async () => {
+    await manager.setKeyForDeletion({ ...p, id: rootId });
+    await refused(manager.deleteKey({ ...p, id: rootId }), 403);
+    await manager.unsetKeyForDeletion({ ...p, id: rootId });
+  });
+
+  await check('dual authorization delete: writer sets, manager deletes', async () => {
+    await writer.setKeyForDeletion({ ...p, id: rootId });
+    const m = await reader.getKeyMetadata({ ...p, id: rootId });
+    assert.strictEqual(m.result.resources[0].dualAuthDelete.keySetForDeletion, true);
+    const d = await manager.deleteKey({ ...p, id: rootId, prefer: 'return=representation' });
+    assert.strictEqual(d.result.resources[0].state, 5);
+    await refused(reader.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } }), 410);
+  });
+
+  await check('restore within 30 days', async () => {
+    const r = await manager.restoreKey({ ...p, id: rootId });
+    assert.strictEqual(r.status, 201);
+    const m = await reader.getKeyMetadata({ ...p, id: rootId });
+    assert.strictEqual(m.result.resources[0].state, 1);
+    const u = await reader.unwrapKey({ ...p, id: rootId, keyActionUnwrapBody: { ciphertext: wrapped } });
+    assert.strictEqual(u.result.plaintext, dek);
+  });
+
+  await check('standard key: payload for a writer, not for a reader', async () => {
+    const r = await writer.createKey({
+      ...p,
+      body: keyBody({ name: 'sdk-standard', extractable: true, payload: b64('standard secret') }),
+    });
+    stdId = r.result.resources[0].id;
+    const w = await writer.getKey({ ...p, id: stdId });
+    assert.strictEqual(Buffer.from(w.result.resources[0].payload, 'base64').toString(), 'standard secret');
+    const rd = await reader.getKey({ ...p, id: stdId });
+    assert.strictEqual(rd.result.resources[0].payload, undefined);
+  });
+
+  await check('instance policy: dual authorization for new keys', async () => {
+    await manager.putInstancePolicy({
+      ...p,
+      policy: 'dualAuthDelete',
+      setInstancePoliciesOneOf: {
+        metadata: { collectionType: 'application/vnd.ibm.kms.policy+json', collectionTotal: 1 },
+        resources: [{ policy_type: 'dualAuthDelete', policy_data: { enabled: true } }],
+      },
+    });
+    const g = await manager.getInstancePolicy({ ...p });
+    assert.strictEqual(g.result.resources[0].policy_data.enabled, true);
+    const r = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-dual' }) });
+    assert.strictEqual(r.result.resources[0].dualAuthDelete.enabled, true);
+    await manager.putInstancePolicy({
+      ...p,
+      setInstancePoliciesOneOf: {
+        metadata: { collectionType: 'application/vnd.ibm.kms.policy+json', collectionTotal: 1 },
+        resources: [{ policy_type: 'dualAuthDelete', policy_data: { enabled: false } }],
+      },
+    });
+  });
+
+  await check('another instance id is refused', async () => {
+    await refused(reader.getKeys({ bluemixInstance: 'not-this-instance' }), 401);
+  });
+
+  await check('a bad API key gets no token', async () => {
+    await refused(client('kyok_not-a-key').getKeys({ ...p }), 400);
+  });
+
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 ? 0 : 1);
+}
+
+main().catch((e) => {
+  console.error(`error: ${e && e.stack ? e.stack : e}`);
+  process.exit(1);
+});

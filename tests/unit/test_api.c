@@ -1,0 +1,821 @@
+/* The daemon's pure pieces of the key API: access tokens (JWT HS256), the token request form,
+ * Key Protect bodies and query values, replies, and the unit configuration keys of the key
+ * API. Every check has a case that trips it. Keys are generated here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+#include "kyok/kms.h"
+#include "unitd/api.h"
+#include "unitd/unitd.h"
+
+#define NOW  ((int64_t)1800000000)
+#define INST "inst-0001"
+
+static void key_random(uint8_t key[TOKEN_KEY_LEN])
+{
+	assert_int_equal(RAND_bytes(key, TOKEN_KEY_LEN), 1);
+}
+
+static struct token_claims claims_ok(void)
+{
+	struct token_claims c;
+
+	memset(&c, 0, sizeof(c));
+	strcpy(c.sub, "ak-writer");
+	strcpy(c.instance, INST);
+	strcpy(c.role, "Writer");
+	c.iat = NOW;
+	c.exp = NOW + 3600;
+	strcpy(c.jti, "00112233445566778899aabbccddeeff");
+	return c;
+}
+
+/* A token with arbitrary claims text, signed with key (to reach the checks after the MAC). */
+static void token_forge(const uint8_t key[TOKEN_KEY_LEN], const char *claims, char *out, size_t cap)
+{
+	size_t off, maclen = 0;
+	uint8_t mac[32];
+	OSSL_PARAM params[2];
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(m);
+
+	off = (size_t)snprintf(out, cap, "%s.", TOKEN_HEADER_B64);
+	assert_int_equal(
+	    token_b64url_encode((const uint8_t *)claims, strlen(claims), out + off, cap - off), 0);
+	off += strlen(out + off);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	assert_int_equal(EVP_MAC_init(ctx, key, TOKEN_KEY_LEN, params), 1);
+	assert_int_equal(EVP_MAC_update(ctx, (const unsigned char *)out, off), 1);
+	assert_int_equal(EVP_MAC_final(ctx, mac, &maclen, sizeof(mac)), 1);
+	out[off++] = '.';
+	assert_int_equal(token_b64url_encode(mac, maclen, out + off, cap - off), 0);
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(m);
+}
+
+/* ---- base64url ---- */
+
+static void test_b64url(void **state)
+{
+	uint8_t in[40], out[64];
+	char enc[80];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(RAND_bytes(in, sizeof(in)), 1);
+	for (size_t len = 0; len <= sizeof(in); len++) {
+		assert_int_equal(token_b64url_encode(in, len, enc, sizeof(enc)), 0);
+		assert_null(strchr(enc, '='));
+		assert_null(strchr(enc, '+'));
+		assert_null(strchr(enc, '/'));
+		assert_int_equal(token_b64url_decode(enc, strlen(enc), out, sizeof(out), &n), 0);
+		assert_int_equal(n, len);
+		assert_memory_equal(out, in, len);
+	}
+	/* The header constant is what it says. */
+	{
+		const char *h = "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"kyok-1\"}";
+		assert_int_equal(
+		    token_b64url_encode((const uint8_t *)h, strlen(h), enc, sizeof(enc)), 0);
+		assert_string_equal(enc, TOKEN_HEADER_B64);
+	}
+	assert_int_equal(token_b64url_decode("ab+c", 4, out, sizeof(out), &n), KY_ERR_MALFORMED);
+	assert_int_equal(token_b64url_decode("ab=c", 4, out, sizeof(out), &n), KY_ERR_MALFORMED);
+	assert_int_equal(token_b64url_decode("abcde", 5, out, sizeof(out), &n), KY_ERR_MALFORMED);
+	/* "QR" leaves non-zero bits: a second spelling of "A" is refused. */
+	assert_int_equal(token_b64url_decode("QR", 2, out, sizeof(out), &n), KY_ERR_MALFORMED);
+	assert_int_equal(token_b64url_decode("QQ", 2, out, sizeof(out), &n), 0);
+	assert_int_equal(token_b64url_decode("QUFB", 4, out, 2, &n), KY_ERR_TOO_LARGE);
+	assert_int_equal(token_b64url_encode(in, 30, enc, 40), KY_ERR_TOO_LARGE);
+}
+
+/* ---- tokens ---- */
+
+static void test_token_roundtrip(void **state)
+{
+	uint8_t key[TOKEN_KEY_LEN];
+	struct token_claims c = claims_ok(), got;
+	char tok[TOKEN_MAX_LEN + 1], d[256];
+
+	(void)state;
+	key_random(key);
+	assert_int_equal(token_issue(key, &c, tok, sizeof(tok)), 0);
+	assert_int_equal(strncmp(tok, TOKEN_HEADER_B64 ".", strlen(TOKEN_HEADER_B64) + 1), 0);
+	assert_int_equal(token_verify(key, tok, strlen(tok), NOW + 10, INST, &got, d, sizeof(d)),
+	                 0);
+	assert_string_equal(got.sub, "ak-writer");
+	assert_string_equal(got.role, "Writer");
+	assert_int_equal(got.exp, NOW + 3600);
+	assert_int_equal(token_issue(key, &c, tok, 40), KY_ERR_TOO_LARGE);
+}
+
+static void test_token_refusals(void **state)
+{
+	uint8_t key[TOKEN_KEY_LEN], other[TOKEN_KEY_LEN];
+	struct token_claims c = claims_ok(), got;
+	char tok[TOKEN_MAX_LEN + 1], bad[TOKEN_MAX_LEN + 1], d[256];
+	size_t n;
+
+	(void)state;
+	key_random(key);
+	key_random(other);
+	assert_int_equal(token_issue(key, &c, tok, sizeof(tok)), 0);
+	n = strlen(tok);
+	/* another key */
+	assert_int_equal(token_verify(other, tok, n, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	assert_non_null(strstr(d, "signature"));
+	assert_string_equal(got.sub, "");
+	/* a changed claim */
+	strcpy(bad, tok);
+	bad[strlen(TOKEN_HEADER_B64) + 5] ^= 1;
+	assert_int_equal(token_verify(key, bad, n, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	/* a changed signature */
+	strcpy(bad, tok);
+	bad[n - 3] = bad[n - 3] == 'A' ? 'B' : 'A';
+	assert_int_equal(token_verify(key, bad, n, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	/* a truncated signature, no signature, another header */
+	assert_int_equal(token_verify(key, tok, n - 1, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	assert_int_equal(
+	    token_verify(key, tok, strlen(TOKEN_HEADER_B64) + 1, NOW, INST, &got, d, sizeof(d)),
+	    KY_ERR_UNAUTHORIZED);
+	strcpy(bad, tok);
+	bad[3] = 'X';
+	assert_int_equal(token_verify(key, bad, n, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	/* expired, not yet issued, other instance */
+	assert_int_equal(token_verify(key, tok, n, NOW + 3600, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	assert_non_null(strstr(d, "expired"));
+	assert_int_equal(
+	    token_verify(key, tok, n, NOW - TOKEN_CLOCK_SKEW - 1, INST, &got, d, sizeof(d)),
+	    KY_ERR_UNAUTHORIZED);
+	assert_int_equal(token_verify(key, tok, n, NOW, "inst-0002", &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	assert_non_null(strstr(d, "another service instance"));
+	/* too long */
+	memset(bad, 'a', sizeof(bad) - 1);
+	bad[sizeof(bad) - 1] = '\0';
+	assert_int_equal(token_verify(key, bad, TOKEN_MAX_LEN + 1, NOW, INST, &got, d, sizeof(d)),
+	                 KY_ERR_UNAUTHORIZED);
+	/* Authentic but wrong claims: each one refused. */
+	{
+		static const char *const forged[] = {
+		    "{\"iss\":\"other\",\"sub\":\"a\",\"instance\":\"" INST
+		    "\",\"role\":\"Reader\","
+		    "\"iat\":1800000000,\"exp\":1800003600,\"jti\":\"x\"}",
+		    "{\"iss\":\"kyok\",\"instance\":\"" INST "\",\"role\":\"Reader\","
+		    "\"iat\":1800000000,\"exp\":1800003600,\"jti\":\"x\"}",
+		    "{\"iss\":\"kyok\",\"sub\":\"a b\",\"instance\":\"" INST
+		    "\",\"role\":\"Reader\","
+		    "\"iat\":1800000000,\"exp\":1800003600,\"jti\":\"x\"}",
+		    "{\"iss\":\"kyok\",\"sub\":\"a\",\"instance\":\"" INST "\",\"role\":\"Reader\","
+		    "\"iat\":\"1800000000\",\"exp\":1800003600,\"jti\":\"x\"}",
+		    "{\"iss\":\"kyok\",\"sub\":\"a\",\"instance\":\"" INST "\",\"role\":\"Reader\","
+		    "\"iat\":1800000000,\"exp\":1800000000,\"jti\":\"x\"}",
+		    "{\"iss\":\"kyok\",\"sub\":\"a\",\"sub\":\"b\",\"instance\":\"" INST
+		    "\",\"role\":\"Reader\",\"iat\":1800000000,\"exp\":1800003600,\"jti\":\"x\"}",
+		    "[1,2,3]",
+		};
+		for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+			token_forge(key, forged[i], bad, sizeof(bad));
+			assert_int_equal(
+			    token_verify(key, bad, strlen(bad), NOW, INST, &got, d, sizeof(d)),
+			    KY_ERR_UNAUTHORIZED);
+		}
+		token_forge(
+		    key,
+		    "{\"iss\":\"kyok\",\"sub\":\"a\",\"instance\":\"" INST
+		    "\",\"role\":\"Reader\",\"iat\":1800000000,\"exp\":1800003600,\"jti\":\"x\"}",
+		    bad, sizeof(bad));
+		assert_int_equal(token_verify(key, bad, strlen(bad), NOW, INST, &got, d, sizeof(d)),
+		                 0);
+	}
+}
+
+static void test_token_bearer(void **state)
+{
+	const char *t;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(token_bearer("Bearer abc.def ", &t, &n), 0);
+	assert_int_equal(n, 7);
+	assert_int_equal(strncmp(t, "abc.def", n), 0);
+	assert_int_equal(token_bearer("bearer x", &t, &n), 0);
+	assert_int_equal(token_bearer(NULL, &t, &n), KY_ERR_UNAUTHORIZED);
+	assert_int_equal(token_bearer("Basic abc", &t, &n), KY_ERR_UNAUTHORIZED);
+	assert_int_equal(token_bearer("Bearer    ", &t, &n), KY_ERR_UNAUTHORIZED);
+}
+
+static void test_token_form(void **state)
+{
+	char key[TOKEN_APIKEY_MAX + 1], d[256];
+	const char *ok = "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&"
+	                 "apikey=kyok_a%2Bb+c&response_type=cloud_iam";
+
+	(void)state;
+	assert_int_equal(token_form_parse(ok, strlen(ok), key, sizeof(key), d, sizeof(d)), 0);
+	assert_string_equal(key, "kyok_a+b c");
+	/* Order and unknown fields do not matter. */
+	{
+		const char *f = "scope=x&apikey=k1&&grant_type=" TOKEN_GRANT;
+		assert_int_equal(token_form_parse(f, strlen(f), key, sizeof(key), d, sizeof(d)), 0);
+		assert_string_equal(key, "k1");
+	}
+	static const struct {
+		const char *form;
+		int err;
+	} bad[] = {
+	    {"apikey=k1", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT, KY_ERR_MALFORMED},
+	    {"grant_type=password&apikey=k1", KY_ERR_UNSUPPORTED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&apikey=b", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&grant_type=" TOKEN_GRANT "&apikey=a", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a%2", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a%zz", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a%0ab", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey", KY_ERR_MALFORMED},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(token_form_parse(bad[i].form, strlen(bad[i].form), key,
+		                                  sizeof(key), d, sizeof(d)),
+		                 bad[i].err);
+		assert_string_equal(key, "");
+	}
+	/* An API key longer than the buffer. */
+	{
+		char big[600];
+		int o = snprintf(big, sizeof(big), "grant_type=%s&apikey=", TOKEN_GRANT);
+		memset(big + o, 'k', sizeof(big) - (size_t)o - 1);
+		big[sizeof(big) - 1] = '\0';
+		assert_int_equal(token_form_parse(big, strlen(big), key, sizeof(key), d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+	}
+	/* A NUL inside the body. */
+	assert_int_equal(token_form_parse("apikey=a\0b", 10, key, sizeof(key), d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+}
+
+/* ---- query values, dates, ids ---- */
+
+static void test_query(void **state)
+{
+	bool present, b;
+	uint64_t v = 7;
+	unsigned m = 0;
+
+	(void)state;
+	assert_int_equal(kp_query_uint("", 10, &present, &v), 0);
+	assert_false(present);
+	assert_int_equal(v, 7);
+	assert_int_equal(kp_query_uint(NULL, 10, &present, &v), 0);
+	assert_false(present);
+	assert_int_equal(kp_query_uint("10", 10, &present, &v), 0);
+	assert_true(present);
+	assert_int_equal(v, 10);
+	assert_int_equal(kp_query_uint("11", 10, &present, &v), KY_ERR_MALFORMED);
+	assert_int_equal(kp_query_uint("-1", 10, &present, &v), KY_ERR_MALFORMED);
+	assert_int_equal(kp_query_uint("1x", 10, &present, &v), KY_ERR_MALFORMED);
+	assert_int_equal(kp_query_uint("99999999999999999999", UINT64_MAX, &present, &v),
+	                 KY_ERR_MALFORMED);
+
+	assert_int_equal(kp_query_bool("true", &present, &b), 0);
+	assert_true(present && b);
+	assert_int_equal(kp_query_bool("false", &present, &b), 0);
+	assert_true(present && !b);
+	assert_int_equal(kp_query_bool("", &present, &b), 0);
+	assert_false(present);
+	assert_int_equal(kp_query_bool("TRUE", &present, &b), KY_ERR_MALFORMED);
+	assert_int_equal(kp_query_bool("1", &present, &b), KY_ERR_MALFORMED);
+
+	assert_int_equal(kp_query_states("1,2,5", &present, &m), 0);
+	assert_true(present);
+	assert_int_equal(m, (1u << 1) | (1u << 2) | (1u << 5));
+	assert_int_equal(kp_query_states("3", &present, &m), 0);
+	assert_int_equal(m, 1u << 3);
+	assert_int_equal(kp_query_states("", &present, &m), 0);
+	assert_false(present);
+	static const char *const bad[] = {"6", "1,", ",1", "1,,2", "1, 2", "12", "a", "1;2"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kp_query_states(bad[i], &present, &m), KY_ERR_MALFORMED);
+
+	assert_int_equal(kp_prefer_parse("return=minimal"), KP_PREFER_MINIMAL);
+	assert_int_equal(kp_prefer_parse("return=representation"), KP_PREFER_REPRESENTATION);
+	assert_int_equal(kp_prefer_parse(" return=representation; x"), KP_PREFER_REPRESENTATION);
+	assert_int_equal(kp_prefer_parse("return=representations"), KP_PREFER_NONE);
+	assert_int_equal(kp_prefer_parse(NULL), KP_PREFER_NONE);
+}
+
+static void test_dates_ids(void **state)
+{
+	char d[KP_DATE_LEN + 1];
+	int64_t t;
+
+	(void)state;
+	kp_date(NOW, d);
+	assert_string_equal(d, "2027-01-15T08:00:00Z");
+	assert_int_equal(kp_date_parse(d, &t), 0);
+	assert_int_equal(t, NOW);
+	assert_int_equal(kp_date_parse("2027-01-15T09:30:00.123+01:30", &t), 0);
+	assert_int_equal(t, NOW);
+	assert_int_equal(kp_date_parse("2027-01-15t06:00:00-02:00", &t), 0);
+	assert_int_equal(t, NOW);
+	static const char *const bad[] = {
+	    "2027-01-15",
+	    "2027-01-15T08:00:00",
+	    "2027-02-30T00:00:00Z",
+	    "2027-13-01T00:00:00Z",
+	    "2027-01-15T24:00:00Z",
+	    "2027-01-15T08:00:00+0100",
+	    "2027-01-15T08:00:00.Z",
+	    "2027-01-15T08:00:00Zx",
+	    "1969-12-31T23:59:59Z",
+	    "2027-01-15 08:00:00Z",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kp_date_parse(bad[i], &t), KY_ERR_MALFORMED);
+	assert_int_equal(kp_date_parse(NULL, &t), KY_ERR_MALFORMED);
+
+	assert_true(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abcd"));
+	assert_true(kp_uuid_ok("3F1A2B4C-0000-4000-8000-00000000ABCD"));
+	assert_false(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abc"));
+	assert_false(kp_uuid_ok("3f1a2b4c00000-4000-8000-00000000abcd"));
+	assert_false(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abcg"));
+	assert_false(kp_uuid_ok(NULL));
+}
+
+/* ---- bodies ---- */
+
+#define BODY(s) (const uint8_t *)(s), strlen(s)
+
+static void test_parse_create(void **state)
+{
+	struct kp_create c;
+	char d[256];
+
+	(void)state;
+	assert_int_equal(kp_parse_create(BODY("{\"metadata\":{\"collectionType\":\"" KP_TYPE_KEY
+	                                      "\",\"collectionTotal\":1},\"resources\":[{\"type\":"
+	                                      "\"" KP_TYPE_KEY "\",\"name\":\"root-1\","
+	                                      "\"description\":\"d\",\"extractable\":false,"
+	                                      "\"expirationDate\":\"2030-01-01T00:00:00Z\","
+	                                      "\"tags\":[\"x\"]}]}"),
+	                                 &c, d, sizeof(d)),
+	                 0);
+	assert_string_equal(c.name, "root-1");
+	assert_string_equal(c.description, "d");
+	assert_int_equal(c.extractable, 0);
+	assert_false(c.has_payload);
+	assert_true(c.expires > 0);
+	kp_create_release(&c);
+	assert_int_equal(kp_parse_create(BODY("{\"resources\":[{\"name\":\"std\",\"extractable\":"
+	                                      "true,\"payload\":\"c2VjcmV0\"}]}"),
+	                                 &c, d, sizeof(d)),
+	                 0);
+	assert_int_equal(c.extractable, 1);
+	assert_true(c.has_payload);
+	assert_int_equal(c.payload.len, 6);
+	assert_memory_equal(c.payload.data, "secret", 6);
+	kp_create_release(&c);
+
+	static const struct {
+		const char *body;
+		int err;
+	} bad[] = {
+	    {"", KY_ERR_MALFORMED},
+	    {"{", KY_ERR_MALFORMED},
+	    {"[]", KY_ERR_MALFORMED},
+	    {"{\"resources\":{}}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"a1\"},{\"name\":\"a2\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[\"x\"]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"a\"}]}", KY_ERR_KEY_NAME},
+	    {"{\"resources\":[{}]}", KY_ERR_KEY_NAME},
+	    {"{\"resources\":[{\"name\":\"ab\\ncd\"}]}", KY_ERR_KEY_NAME},
+	    {"{\"resources\":[{\"name\":\"a\\u0000b\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":42}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"type\":\"x\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"extractable\":\"yes\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"payload\":\"!!\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"payload\":\"\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"expirationDate\":\"tomorrow\"}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"encryptedNonce\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"name\":\"ok2\"}]}", KY_ERR_MALFORMED},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(kp_parse_create(BODY(bad[i].body), &c, d, sizeof(d)), bad[i].err);
+		assert_true(d[0] != '\0');
+		assert_false(c.has_payload);
+	}
+	/* Name and description lengths. */
+	{
+		char body[1200], name[92];
+		memset(name, 'n', 91);
+		name[91] = '\0';
+		snprintf(body, sizeof(body), "{\"resources\":[{\"name\":\"%s\"}]}", name);
+		assert_int_equal(kp_parse_create(BODY(body), &c, d, sizeof(d)), KY_ERR_KEY_NAME);
+		name[90] = '\0';
+		snprintf(body, sizeof(body), "{\"resources\":[{\"name\":\"%s\"}]}", name);
+		assert_int_equal(kp_parse_create(BODY(body), &c, d, sizeof(d)), 0);
+		kp_create_release(&c);
+	}
+	/* An oversized body. */
+	{
+		uint8_t *big = calloc(1, KP_BODY_MAX + 1);
+		assert_non_null(big);
+		memset(big, ' ', KP_BODY_MAX + 1);
+		assert_int_equal(kp_parse_create(big, KP_BODY_MAX + 1, &c, d, sizeof(d)),
+		                 KY_ERR_TOO_LARGE);
+		free(big);
+	}
+}
+
+static void test_parse_action(void **state)
+{
+	struct kp_action_body a;
+	char d[256];
+
+	(void)state;
+	assert_int_equal(kp_parse_action(NULL, 0, &a, d, sizeof(d)), 0);
+	assert_false(a.has_plaintext || a.has_ciphertext || a.has_aad || a.has_payload);
+	kp_action_release(&a);
+	assert_int_equal(kp_parse_action(BODY("{\"plaintext\":\"aGVsbG8=\",\"aad\":[\"ab\",\"\"]}"),
+	                                 &a, d, sizeof(d)),
+	                 0);
+	assert_true(a.has_plaintext);
+	assert_memory_equal(a.plaintext.data, "hello", 5);
+	/* aad: each string as u32 length then bytes, so ["ab",""] != ["a","b"]. */
+	assert_int_equal(a.aad.len, 4 + 2 + 4);
+	assert_memory_equal(a.aad.data, "\0\0\0\2ab\0\0\0\0", 10);
+	kp_action_release(&a);
+	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"),
+	                                 &a, d, sizeof(d)),
+	                 0);
+	assert_true(a.has_ciphertext);
+	assert_int_equal(a.ciphertext.len, 4);
+	kp_action_release(&a);
+
+	static const char *const bad[] = {
+	    "{\"plaintext\":1}",
+	    "{\"plaintext\":\"***\"}",
+	    "{\"ciphertext\":true}",
+	    "{\"aad\":\"x\"}",
+	    "{\"aad\":[1]}",
+	    "{\"aad\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\","
+	    "\"m\","
+	    "\"n\",\"o\",\"p\",\"q\",\"r\",\"s\",\"t\",\"u\",\"v\",\"w\",\"x\",\"y\",\"z\",\"1\","
+	    "\"2\","
+	    "\"3\",\"4\",\"5\",\"6\",\"7\"]}",
+	    "{\"resources\":[]}",
+	    "[\"x\"]",
+	    "{\"payload\":{}}",
+	    "not json",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(kp_parse_action(BODY(bad[i]), &a, d, sizeof(d)), KY_ERR_MALFORMED);
+		assert_false(a.has_plaintext);
+	}
+	/* A plaintext over the wrap limit. */
+	{
+		size_t n = KY_WRAP_PT_MAX + 3, o;
+		uint8_t *pt = calloc(1, n);
+		char *b64 = NULL, *body;
+		assert_non_null(pt);
+		assert_int_equal(ky_b64_encode(pt, n, &b64), 0);
+		body = malloc(strlen(b64) + 32);
+		assert_non_null(body);
+		o = (size_t)sprintf(body, "{\"plaintext\":\"%s\"}", b64);
+		assert_int_equal(kp_parse_action((const uint8_t *)body, o, &a, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+		free(body);
+		free(b64);
+		free(pt);
+	}
+}
+
+static void test_parse_key_policies(void **state)
+{
+	struct kp_key_policy p;
+	char d[256];
+
+	(void)state;
+	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"type\":\"" KP_TYPE_POLICY
+	                                            "\",\"rotation\":{\"interval_month\":3}}]}"),
+	                                       NULL, &p, d, sizeof(d)),
+	                 0);
+	assert_int_equal(p.rotation_months, 3);
+	assert_int_equal(p.dual_auth, -1);
+	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"rotation\":{\"enabled\":"
+	                                            "false}},{\"dualAuthDelete\":{\"enabled\":"
+	                                            "true}}]}"),
+	                                       NULL, &p, d, sizeof(d)),
+	                 0);
+	assert_int_equal(p.rotation_months, 0);
+	assert_int_equal(p.dual_auth, 1);
+	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"dualAuthDelete\":{"
+	                                            "\"enabled\":false}}]}"),
+	                                       "dualAuthDelete", &p, d, sizeof(d)),
+	                 0);
+	assert_int_equal(p.dual_auth, 0);
+
+	static const char *const bad[] = {
+	    "{\"resources\":[]}",
+	    "{\"resources\":[{}]}",
+	    "{\"resources\":[{\"rotation\":{\"interval_month\":3},\"dualAuthDelete\":{\"enabled\":"
+	    "true}}]}",
+	    "{\"resources\":[{\"rotation\":{\"interval_month\":13}}]}",
+	    "{\"resources\":[{\"rotation\":{\"interval_month\":0}}]}",
+	    "{\"resources\":[{\"rotation\":{\"interval_month\":\"3\"}}]}",
+	    "{\"resources\":[{\"rotation\":{}}]}",
+	    "{\"resources\":[{\"rotation\":{\"interval_month\":1}},{\"rotation\":{"
+	    "\"interval_month\":2}}]}",
+	    "{\"resources\":[{\"dualAuthDelete\":{}}]}",
+	    "{\"resources\":[{\"dualAuthDelete\":{\"enabled\":1}}]}",
+	    "{\"resources\":[{\"type\":\"x\",\"dualAuthDelete\":{\"enabled\":true}}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kp_parse_key_policies(BODY(bad[i]), NULL, &p, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+	/* The query names one policy: the other is refused, an unknown one too. */
+	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"rotation\":{"
+	                                            "\"interval_month\":3}}]}"),
+	                                       "dualAuthDelete", &p, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"rotation\":{"
+	                                            "\"interval_month\":3}}]}"),
+	                                       "allowedIP", &p, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+}
+
+static void test_instance_policies(void **state)
+{
+	struct kp_instance_policies p, q;
+	struct ky_buf enc = {0};
+	char d[256];
+	json_t *j;
+
+	(void)state;
+	kp_instance_policies_init(&p);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, true, d, sizeof(d)), 0);
+	assert_int_equal(
+	    kp_parse_instance_policies(
+	        BODY(
+	            "{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{"
+	            "\"enabled\":true}},{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":"
+	            "{\"enabled\":true,\"attributes\":{\"create_standard_key\":false,"
+	            "\"import_root_key\":false}}},{\"policy_type\":\"rotation\",\"policy_data\":{"
+	            "\"enabled\":true,\"attributes\":{\"interval_month\":6}}}]}"),
+	        NULL, "ak-manager", NOW, &p, d, sizeof(d)),
+	    0);
+	assert_true(p.dual_auth && p.kcia && p.rotation);
+	assert_int_equal(p.rotation_months, 6);
+	assert_string_equal(p.dual_meta.created_by, "ak-manager");
+	assert_int_equal(kp_instance_policies_allow(&p, 0, false, d, sizeof(d)), 0);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, false, d, sizeof(d)), KY_ERR_FORBIDDEN);
+	assert_int_equal(kp_instance_policies_allow(&p, 0, true, d, sizeof(d)), KY_ERR_FORBIDDEN);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, true, d, sizeof(d)), 0);
+
+	/* Stored form round trip. */
+	assert_int_equal(kp_instance_policies_encode(&p, &enc), 0);
+	assert_int_equal(kp_instance_policies_decode(enc.data, enc.len, &q), 0);
+	assert_true(q.dual_auth && q.kcia && !q.create_standard && !q.import_root && q.create_root);
+	assert_int_equal(q.rotation_months, 6);
+	assert_string_equal(q.kcia_meta.updated_by, "ak-manager");
+	ky_buf_free(&enc);
+	assert_int_equal(kp_instance_policies_decode(BODY("{}"), &q), KY_ERR_MALFORMED);
+	assert_int_equal(kp_instance_policies_decode(BODY("x"), &q), KY_ERR_MALFORMED);
+
+	j = kp_instance_policies_json(&p, "rotation");
+	assert_non_null(j);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(j, "metadata"), "collectionTotal")),
+	    1);
+	json_decref(j);
+
+	/* enforce_token: imports refused (kyok has no import tokens). */
+	assert_int_equal(kp_parse_instance_policies(
+	                     BODY("{\"resources\":[{\"policy_type\":"
+	                          "\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":"
+	                          "true,\"attributes\":{\"enforce_token\":true}}}]}"),
+	                     NULL, "m", NOW, &p, d, sizeof(d)),
+	                 0);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, true, d, sizeof(d)), KY_ERR_FORBIDDEN);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, false, d, sizeof(d)), 0);
+
+	q = p;
+	static const struct {
+		const char *body;
+		int err;
+	} bad[] = {
+	    {"{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":true}}]}",
+	     KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"policy_type\":\"metrics\",\"policy_data\":{\"enabled\":true}}]}",
+	     KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"policy_type\":\"bogus\",\"policy_data\":{\"enabled\":true}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_data\":{\"enabled\":true}}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":true}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":false,"
+	     "\"attributes\":{\"interval_month\":1}}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{"
+	     "\"enabled\":true,\"attributes\":{\"create_root_key\":\"no\"}}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[]}", KY_ERR_MALFORMED},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(kp_parse_instance_policies(BODY(bad[i].body), NULL, "m", NOW + 1,
+		                                            &p, d, sizeof(d)),
+		                 bad[i].err);
+		/* A refused body changes nothing. */
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+	assert_int_equal(
+	    kp_parse_instance_policies(BODY("{\"resources\":[{\"policy_type\":\"dualAuthDelete\","
+	                                    "\"policy_data\":{\"enabled\":false}}]}"),
+	                               "rotation", "m", NOW, &p, d, sizeof(d)),
+	    KY_ERR_MALFORMED);
+}
+
+/* ---- replies ---- */
+
+static void test_error_json(void **state)
+{
+	json_t *j, *reason;
+
+	(void)state;
+	j = kp_error_json(KY_ERR_KEY_NOT_ACTIVE, "key x is suspended");
+	assert_non_null(j);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "metadata"), "collectionType")),
+	    KP_TYPE_ERROR);
+	reason = json_array_get(
+	    json_object_get(json_array_get(json_object_get(j, "resources"), 0), "reasons"), 0);
+	assert_string_equal(json_string_value(json_object_get(reason, "code")),
+	                    "KEY_NOT_ACTIVE_ERR");
+	assert_int_equal(json_integer_value(json_object_get(reason, "status")), 409);
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(reason, "message")), "key x is suspended"));
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(j, "resources"), 0), "errorMsg")),
+	                    "Conflict: key is not active");
+	json_decref(j);
+	assert_string_equal(kp_status_text(413), "Payload Too Large");
+	assert_string_equal(kp_status_text(599), "Internal Server Error");
+}
+
+static void test_key_json(void **state)
+{
+	struct ky_key *k = NULL;
+	struct ky_key_spec sp = {.name = "std-1",
+	                         .extractable = 1,
+	                         .payload = (const uint8_t *)"abc",
+	                         .len = 3,
+	                         .actor = "ak-writer"};
+	struct ky_key_act del = {.action = KY_KEY_DELETE, .actor = "ak-manager"};
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(ky_key_new(&sp, NOW, &k), 0);
+	j = kp_key_json(k, INST, true, NOW);
+	assert_string_equal(json_string_value(json_object_get(j, "payload")), "YWJj");
+	assert_string_equal(json_string_value(json_object_get(j, "createdBy")), "ak-writer");
+	assert_true(json_is_false(json_object_get(j, "deleted")));
+	assert_non_null(strstr(json_string_value(json_object_get(j, "crn")), k->id));
+	json_decref(j);
+	j = kp_key_json(k, INST, false, NOW);
+	assert_null(json_object_get(j, "payload"));
+	json_decref(j);
+	/* Destroyed: no payload whatever is asked, deletion dates shown. */
+	assert_int_equal(ky_key_apply(k, &del, NOW + 5), 0);
+	j = kp_key_json(k, INST, true, NOW + 10);
+	assert_null(json_object_get(j, "payload"));
+	assert_int_equal(json_integer_value(json_object_get(j, "state")), 5);
+	assert_string_equal(json_string_value(json_object_get(j, "deletedBy")), "ak-manager");
+	assert_true(json_is_true(json_object_get(j, "restoreAllowed")));
+	json_decref(j);
+	ky_key_free(k);
+
+	/* Root keys never show a payload. */
+	sp.extractable = 0;
+	sp.payload = NULL;
+	assert_int_equal(ky_key_new(&sp, NOW, &k), 0);
+	j = kp_key_json(k, INST, true, NOW);
+	assert_null(json_object_get(j, "payload"));
+	json_decref(j);
+	j = kp_versions_json(k, 0, 10);
+	assert_int_equal(json_array_size(json_object_get(j, "resources")), 1);
+	json_decref(j);
+	j = kp_versions_json(k, 1, 10);
+	assert_int_equal(json_array_size(json_object_get(j, "resources")), 0);
+	json_decref(j);
+	ky_key_free(k);
+}
+
+/* ---- unit configuration: the key API's keys ---- */
+
+static int conf(const char *extra, struct unitd_config *cfg, char *err, size_t errlen)
+{
+	char text[1024];
+
+	snprintf(text, sizeof(text), "instance = i1\nunit = u1\nzone = z1\ndata_dir = data\n%s",
+	         extra);
+	return unitd_config_parse("unit.conf", "/etc/kyok", text, strlen(text), cfg, err, errlen);
+}
+
+static void test_config(void **state)
+{
+	struct unitd_config cfg;
+	char err[UNITD_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_null(cfg.store);
+	assert_int_equal(cfg.token_ttl, UNITD_TOKEN_TTL_DEFAULT);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\ntoken_ttl = 60\n"
+	                      "api_tls_cert = c.pem\napi_tls_key = /k.pem\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.store, "sqlite:/etc/kyok/keys.db");
+	assert_int_equal(cfg.key_limit, 10);
+	assert_int_equal(cfg.token_ttl, 60);
+	assert_string_equal(cfg.tls_cert, "/etc/kyok/c.pem");
+	assert_string_equal(cfg.tls_key, "/k.pem");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("store = /var/k.db\n", &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.store, "sqlite:/var/k.db");
+	unitd_config_release(&cfg);
+
+	static const struct {
+		const char *text;
+		const char *msg;
+	} bad[] = {
+	    {"store = pg:host=x\n", "unknown key storage"},
+	    {"store = sqlite:\n", "expected sqlite:PATH"},
+	    {"key_limit = 0\n", "1 to 10000000"},
+	    {"key_limit = 10000001\n", "whole number"},
+	    {"key_limit = 012\n", "whole number"},
+	    {"key_limit = -1\n", "whole number"},
+	    {"token_ttl = 59\n", "60 to 86400"},
+	    {"token_ttl = 86401\n", "60 to 86400"},
+	    {"token_ttl = 1h\n", "whole number"},
+	    {"api_tls_cert = c.pem\n", "set both or neither"},
+	    {"api_tls_key = k.pem\n", "set both or neither"},
+	    {"store = a.db\nstore = b.db\n", "duplicate key"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(conf(bad[i].text, &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("'%s': error '%s' lacks '%s'", bad[i].text, err, bad[i].msg);
+		assert_null(cfg.store);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_b64url),
+	    cmocka_unit_test(test_token_roundtrip),
+	    cmocka_unit_test(test_token_refusals),
+	    cmocka_unit_test(test_token_bearer),
+	    cmocka_unit_test(test_token_form),
+	    cmocka_unit_test(test_query),
+	    cmocka_unit_test(test_dates_ids),
+	    cmocka_unit_test(test_parse_create),
+	    cmocka_unit_test(test_parse_action),
+	    cmocka_unit_test(test_parse_key_policies),
+	    cmocka_unit_test(test_instance_policies),
+	    cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_key_json),
+	    cmocka_unit_test(test_config),
+	};
+
+	if (ky_crypto_init() != 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
