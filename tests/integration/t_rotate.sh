@@ -45,29 +45,25 @@ api() {
 		-H 'Content-Type: application/json' -H 'Prefer: return=representation' \
 		${4:+--data-binary "$4"} -w '\n%{http_code}\n' "$(unit_url "$1")$3"
 }
-# batch_add CONF N METHOD PATH BODY: appends one request to the curl config CONF.
-batch_add() {
-	if [ -s "$1" ]; then echo next >>"$1"; fi
-	cat >>"$1" <<-EOF
-		url = "${URLS[$2]}$4"
-		request = "$3"
-		header = "Authorization: Bearer $TOK"
-		header = "Bluemix-Instance: $IID"
-		header = "Content-Type: application/json"
-		header = "Prefer: return=representation"
-		data-binary = "$(sed 's/"/\\"/g' <<<"$5")"
-		write-out = "\\n"
-	EOF
+# batch_conf N METHOD: reads "PATH BODY" lines (BODY without spaces) on stdin, writes on
+# stdout a curl config that sends them all to unit N (one connection, one process).
+batch_conf() {
+	awk -v url="${URLS[$1]}" -v m="$2" -v tok="$TOK" -v iid="$IID" '{
+		body = $2; gsub(/"/, "\\\"", body)
+		if (NR > 1) print "next"
+		printf "url = \"%s%s\"\nrequest = \"%s\"\n", url, $1, m
+		printf "header = \"Authorization: Bearer %s\"\nheader = \"Bluemix-Instance: %s\"\n", tok, iid
+		print "header = \"Content-Type: application/json\""
+		print "header = \"Prefer: return=representation\""
+		printf "data-binary = \"%s\"\nwrite-out = \"\\n\"\n", body
+	}'
 }
-# batch CONF: runs every request of CONF on one connection; the reply bodies, one a line.
+# batch CONF: runs every request of CONF; the reply bodies, one a line.
 batch() { curl -sS -K "$1" | grep -v '^$'; }
 # unwrap_all N: every saved ciphertext through unit N; prints the number that failed.
 unwrap_all() {
-	local id ct pt
-	: >"$T_DIR/unwrap.conf"
-	while read -r id ct pt; do
-		batch_add "$T_DIR/unwrap.conf" "$1" POST "/api/v2/keys/$id/actions/unwrap" "{\"ciphertext\":\"$ct\"}"
-	done <"$T_DIR/wrapped"
+	awk '{printf "/api/v2/keys/%s/actions/unwrap {\"ciphertext\":\"%s\"}\n", $1, $2}' \
+		"$T_DIR/wrapped" | batch_conf "$1" POST >"$T_DIR/unwrap.conf"
 	batch "$T_DIR/unwrap.conf" | jq -r '.plaintext // "failed"' >"$T_DIR/unwrapped"
 	awk '{print $3}' "$T_DIR/wrapped" | diff - "$T_DIR/unwrapped" | grep -c '^>' || true
 }
@@ -86,16 +82,11 @@ TOK=$(token w)
 URLS=(none "$(unit_url 1)" "$(unit_url 2)")
 
 # ---- key storage: N root keys, one wrapped data key each ---------------------------------
-: >"$T_DIR/create.conf"
 for i in $(seq 1 "$N"); do
-	batch_add "$T_DIR/create.conf" $((i % 2 + 1)) POST /api/v2/keys \
-		"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"k-$i\",\"extractable\":false}]}"
-done
+	echo "/api/v2/keys {\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"k-$i\",\"extractable\":false}]}"
+done | batch_conf 2 POST >"$T_DIR/create.conf"
 batch "$T_DIR/create.conf" | jq -r '.resources[0].id' >"$T_DIR/ids"
-: >"$T_DIR/wrap.conf"
-while read -r id; do
-	batch_add "$T_DIR/wrap.conf" 1 POST "/api/v2/keys/$id/actions/wrap" '{}'
-done <"$T_DIR/ids"
+awk '{printf "/api/v2/keys/%s/actions/wrap {}\n", $1}' "$T_DIR/ids" | batch_conf 1 POST >"$T_DIR/wrap.conf"
 batch "$T_DIR/wrap.conf" | jq -r '"\(.ciphertext) \(.plaintext)"' | paste -d' ' "$T_DIR/ids" - >"$T_DIR/wrapped"
 for i in 1 2 3; do
 	"$KYOK" kp key-create --name "kp-$i" --apikey-file "$AK/w.apikey" >/dev/null 2>&1 ||
