@@ -854,8 +854,8 @@ static int ai_run_steps(struct ai *ai)
 		}
 		ai_skip_all_but(run, 0, false);
 		snprintf(what, sizeof(what),
-		         "export the master key from crypto unit %d to %zu units",
-		         run->units[0].u.number, m.nrecips);
+		         "export the master key from crypto unit %d to %zu other unit%s",
+		         run->units[0].u.number, m.nrecips, m.nrecips == 1 ? "" : "s");
 		if ((status = ai_step(ai, what, &op)) != 0)
 			goto out;
 		envs = json_object_get(run->units[0].result_json, "envelopes");
