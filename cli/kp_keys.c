@@ -350,6 +350,13 @@ int kp_keys_main(int argc, char **argv)
 		kp_print_json(json_incref(rep.json));
 	} else if (list != NULL && !json_is_array(list)) {
 		status = cli_fail(KY_ERR_BAD_REPLY, "keys", "'resources' is not a list");
+	} else if (json_array_size(list) == 0) {
+		total = json_object_get(meta, "totalCount");
+		if (json_is_integer(total) && json_integer_value(total) > 0)
+			printf("no keys in this range (%lld keys match)\n",
+			       (long long)json_integer_value(total));
+		else
+			printf("no keys\n");
 	} else if ((status = kp_keys_table(list)) == 0) {
 		total = json_object_get(meta, "totalCount");
 		if (json_is_integer(total))

@@ -541,6 +541,9 @@ int tke_apikey_create_main(int argc, char **argv)
 		printf("API key '%s' (id %s), role %s: secret in %s\n", k.name, k.id, k.role, path);
 		if (show)
 			printf("secret: %s\n", secret);
+		if (prepare != NULL)
+			printf("the key works once the commands in %s are signed and submitted\n",
+			       prepare);
 	}
 out:
 	json_decref(list);

@@ -124,23 +124,22 @@ static const struct {
 	const char *path;
 	enum api_route route;
 	enum api_perm perm; /* actions: from api_actions instead */
-	bool body;
 } api_routes[] = {
-    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false},
-    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false},
-    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true},
-    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false},
-    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, true}, /* ?action= */
-    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true},
-    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false},
-    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false},
-    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true},
-    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true},
-    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, true},
-    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false},
-    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true},
-    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false},
-    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true},
+    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ},
+    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ},
+    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE},
+    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ},
+    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ}, /* ?action= */
+    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN},
+    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ},
+    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ},
+    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE},
+    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN},
+    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ},
+    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN},
+    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN},
+    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN},
+    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -1248,12 +1247,9 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 			q->answered = true;
 			return api_too_large(c);
 		}
-		if (q->route >= 0 && !api_routes[q->route].body &&
-		    (clen == NULL || strcmp(clen, "0") == 0)) {
-			q->answered = true;
-			return api_run(api, c, q);
-		}
-		return MHD_YES; /* a body may follow */
+		/* Answered on a later call even without a body: a reply queued while MHD is still
+		 * reading the request makes it close the connection (no keep-alive). */
+		return MHD_YES;
 	}
 	if (*upload_data_size != 0) {
 		size_t n = *upload_data_size;

@@ -205,7 +205,9 @@ struct server_req {
 	bool has_nonce;
 	char nonce[KY_NONCE_HEX + 1];
 	bool too_large;
-	bool answered;  /* a reply was queued before the body ended */
+	bool answered; /* a reply was queued before the body ended */
+	bool get;      /* a GET endpoint: answered once the request is complete */
+	enum server_route route;
 	size_t drained; /* bytes thrown away after too_large */
 	struct ky_buf body;
 };
@@ -543,8 +545,13 @@ static enum MHD_Result server_begin(struct unitd_server *srv, struct MHD_Connect
 		                       ? "use POST with a DER CMS SignedData body"
 		                       : "use GET",
 		                   server_routes[i].method);
-	if (server_routes[i].route != ROUTE_COMMAND)
-		return server_get(srv, c, server_routes[i].route, url, req->nonce);
+	if (server_routes[i].route != ROUTE_COMMAND) {
+		/* Answered on the next call: a reply queued while MHD is still reading the request
+		 * makes it close the connection (no keep-alive). */
+		req->get = true;
+		req->route = server_routes[i].route;
+		return MHD_YES;
+	}
 
 	clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (clen != NULL) {
@@ -607,6 +614,9 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 	}
 	if (req->answered)
 		return MHD_YES;
+	req->answered = true;
+	if (req->get)
+		return server_get(srv, c, req->route, url, req->nonce);
 	if (req->too_large)
 		return server_too_large(srv, c, url, req->nonce);
 	return server_command(srv, c, url, req->nonce, &req->body);

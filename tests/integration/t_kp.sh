@@ -163,6 +163,9 @@ expect_rc "unit 1 dead: unwrap served by unit 2" 0 'served by crypto unit 2' \
 	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --out "$T_DIR/dek5.bin" --verbose
 expect_ok "... the same data key" cmp "$T_DIR/dek.bin" "$T_DIR/dek5.bin"
 expect_ok "unit 1 dead: key-create through unit 2" kp Writer key-create --name while-down
+expect_rc "unit 1 dead: cryptounit-mk-rotate refuses, names it, sends nothing" 6 \
+	'crypto unit 1 .*rotation needs every selected crypto unit' \
+	"$KYOK" tke cryptounit-mk-rotate --yes --password-file "$pa"
 "$KYOK" up >/dev/null 2>&1
 expect_rc "--unit 2 first" 0 'served by crypto unit 2' kp Reader keys --unit 2 --verbose
 
@@ -223,6 +226,20 @@ head -c 9000 /dev/urandom >"$T_DIR/9000.bin"
 expect_rc "plaintext over 7500 bytes" 3 'at most 7500' kp Writer wrap "$kid" \
 	--plaintext-file "$T_DIR/9000.bin"
 expect_rc "key id with a slash" 2 'not a key ID' kp Reader key-show "../keys"
+expect_rc "--state with an unknown state" 2 'give states like' kp Reader keys --state live
+expect_rc "--limit 0" 2 'limit' kp Reader keys --limit 0
+expect_rc "--extractable maybe" 2 'true or false' kp Reader keys --extractable maybe
+expect_rc "--dual-auth maybe" 2 'on or off' kp Manager policies "$kid" --dual-auth maybe
+expect_rc "--unit 9 of a 2-unit instance" 2 'no crypto unit 9' kp Reader keys --unit 9
+expect_rc "wrap: --dek-out with a plaintext" 2 'dek-out' kp Reader wrap "$kid" \
+	--plaintext-file "$T_DIR/pt.bin" --dek-out "$T_DIR/x"
+expect_rc "unwrap: nowhere to put the plaintext" 2 'give --out' kp Reader unwrap "$kid" \
+	--ciphertext-file "$T_DIR/ct.txt"
+expect_rc "rewrap takes no --show" 2 'rewrap takes' kp Reader rewrap "$kid" \
+	--ciphertext-file "$T_DIR/ct.txt" --show
+expect_rc "apikey-create --show with no terminal" 2 'only on a terminal' \
+	"$KYOK" tke apikey-create --name t-x --role Reader --show
+expect_rc "apikey-revoke without --id" 2 'id ID is required' "$KYOK" tke apikey-revoke --yes
 expect_rc "unknown key" 3 'key 0{8}-' kp Reader key-show 00000000-0000-4000-8000-000000000000
 
 finish
