@@ -11,7 +11,7 @@ DEMO=${KYOK_DEMO_DIR:-$HOME/.kyok/demo}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() {
-	printf '$ kyok'; printf ' %q' "$@"; printf '\n'
+	printf '$ kyok' >&2; printf ' %q' "$@" >&2; printf '\n' >&2
 	"$KYOK" "$@"
 }
 
@@ -79,6 +79,43 @@ step "Both crypto units, side by side"
 run tke cryptounit-compare
 vp1=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
 
+step "An application's API key (Manager role), made by the administrators"
+run tke apikey-create --name demo-app --role Manager \
+	--password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke apikeys
+export KYOK_APIKEY_FILE="$KYOK_TKE_FILES/apikeys/demo-app.apikey"
+
+step "A root key; a new data key wrapped under it, then unwrapped"
+run kp key-create --name demo-root-key --description "made by the demo"
+key=$("$KYOK" kp keys --output json |
+	jq -r '[.resources[] | select(.name == "demo-root-key")][0].id')
+run kp wrap "$key" --dek-out "$DEMO/dek.bin" >"$DEMO/wrapped.txt"
+printf 'wrapped data key: %.60s...\n' "$(cat "$DEMO/wrapped.txt")"
+run kp unwrap "$key" --ciphertext-file "$DEMO/wrapped.txt" --out "$DEMO/dek-1.bin"
+cmp -s "$DEMO/dek.bin" "$DEMO/dek-1.bin" && unwrap1=same || unwrap1=DIFFERENT
+echo "unwrapped data key is the one wrapped: $unwrap1"
+run kp keys
+
+step "Rotate the master key: two fresh key parts, load, commit, re-encipher, activate"
+for who in dora eve; do
+	run tke mk-add --random --description "rotation part of $who" \
+		--password-file "$(pw "rot-$who")"
+done
+run tke mks
+run tke cryptounit-mk-load --parts 4,5 \
+	--password-file "$(pw rot-dora)" --password-file "$(pw rot-eve)" \
+	--password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-mk-commit --password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-mk-rotate --yes --password-file "$(pw alice)" --password-file "$(pw bob)"
+run tke cryptounit-mk
+vp1r=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
+
+step "The same wrapped data key still unwraps after the rotation"
+run kp unwrap "$key" --ciphertext-file "$DEMO/wrapped.txt" --out "$DEMO/dek-2.bin"
+cmp -s "$DEMO/dek.bin" "$DEMO/dek-2.bin" && unwrap2=same || unwrap2=DIFFERENT
+echo "unwrapped data key after rotation is the one wrapped: $unwrap2"
+unset KYOK_APIKEY_FILE
+
 step "auto-init: a second instance initialised in one command"
 export KYOK_INSTANCE="$DEMO/inst2"
 export KYOK_TKE_FILES="$DEMO/tke2"
@@ -91,9 +128,18 @@ run tke auto-init --signature 2 --revocation 2 --new-admins grace,heidi,ivan \
 run tke cryptounit-compare
 vp2=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
 
-step "Result"
-printf '%-34s %s\n' "instance 1 (manual ceremony):" "current master key VP ${vp1:0:16}... on both units"
-printf '%-34s %s\n' "instance 2 (auto-init):" "current master key VP ${vp2:0:16}... on both units"
+step "What happened"
+row() { printf '%-48s %s\n' "$1" "$2"; }
+row "instance 1: ceremony by 3 admins, 3 parts" "master key VP ${vp1:0:16}... on both units"
+row "instance 1: root key created" "$key"
+row "instance 1: data key wrapped, unwrapped" "$unwrap1"
+row "instance 1: master key rotated" "VP ${vp1:0:16}... -> ${vp1r:0:16}..."
+row "instance 1: data key unwrapped after rotation" "$unwrap2"
+row "instance 2: auto-init" "master key VP ${vp2:0:16}... on both units"
+[ "$unwrap1" = same ] && [ "$unwrap2" = same ] && [ "$vp1" != "$vp1r" ] && [ -n "$vp2" ] || {
+	echo "demo: something did not go as it should (see above)" >&2
+	exit 1
+}
 printf '\nInstances keep running: %s and %s\n' "$DEMO/inst1" "$DEMO/inst2"
 printf 'Stop them with: %s down --instance %s/inst1; %s down --instance %s/inst2\n' \
 	"$KYOK" "$DEMO" "$KYOK" "$DEMO"

@@ -12,6 +12,12 @@ if [ "$mode" = check ]; then
 fi
 
 missing=""
+if [ "$mode" = check ]; then
+	# The Key Protect SDK test runs the official Node.js SDK: any node and npm will do
+	# (Debian's, or one already installed from elsewhere).
+	command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+	command -v npm >/dev/null 2>&1 || missing="$missing npm"
+fi
 for p in $pkgs; do
 	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
 		missing="$missing $p"
