@@ -6,9 +6,9 @@ set -eu
 mode=${1:-build}
 pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
       libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
-      libcurl4-openssl-dev curl"
+      libcurl4-openssl-dev curl jq"
 if [ "$mode" = check ]; then
-	pkgs="$pkgs libcmocka-dev clang-format tmux jq xxd"
+	pkgs="$pkgs libcmocka-dev clang-format tmux xxd"
 fi
 
 missing=""
