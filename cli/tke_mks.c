@@ -135,9 +135,10 @@ static int mks_read_value(const char *file, int fd, uint8_t *part)
 	if ((r = ky_hex_decode(hex, part, KY_MK_LEN)) != 0) {
 		r = KY_ERR_MALFORMED;
 		if (strlen(hex) != 2 * KY_MK_LEN)
-			cli_fail(r, "key part value",
-			         "expected exactly 64 hex digits (0-9, a-f or A-F), got %zu characters",
-			         strlen(hex));
+			cli_fail(
+			    r, "key part value",
+			    "expected exactly 64 hex digits (0-9, a-f or A-F), got %zu characters",
+			    strlen(hex));
 		else
 			cli_fail(r, "key part value",
 			         "expected exactly 64 hex digits (0-9, a-f or A-F): it holds other "

@@ -6,8 +6,8 @@
 const char *ky_err_message(int err)
 {
 	switch ((enum ky_err)err) {
-#define KY_ERR_MSG(name, slug, exitc, http, msg)                                                   \
-	case KY_ERR_##name:                                                                            \
+#define KY_ERR_MSG(name, slug, exitc, http, msg) \
+	case KY_ERR_##name:                      \
 		return msg;
 		KY_ERRORS(KY_ERR_MSG)
 #undef KY_ERR_MSG
@@ -20,8 +20,8 @@ const char *ky_err_message(int err)
 const char *ky_err_slug(int err)
 {
 	switch ((enum ky_err)err) {
-#define KY_ERR_SLUG(name, slug, exitc, http, msg)                                                  \
-	case KY_ERR_##name:                                                                            \
+#define KY_ERR_SLUG(name, slug, exitc, http, msg) \
+	case KY_ERR_##name:                       \
 		return slug;
 		KY_ERRORS(KY_ERR_SLUG)
 #undef KY_ERR_SLUG
@@ -34,8 +34,8 @@ const char *ky_err_slug(int err)
 int ky_err_exit(int err)
 {
 	switch ((enum ky_err)err) {
-#define KY_ERR_EXIT(name, slug, exitc, http, msg)                                                  \
-	case KY_ERR_##name:                                                                            \
+#define KY_ERR_EXIT(name, slug, exitc, http, msg) \
+	case KY_ERR_##name:                       \
 		return exitc;
 		KY_ERRORS(KY_ERR_EXIT)
 #undef KY_ERR_EXIT
@@ -48,8 +48,8 @@ int ky_err_exit(int err)
 int ky_err_http(int err)
 {
 	switch ((enum ky_err)err) {
-#define KY_ERR_HTTP(name, slug, exitc, http, msg)                                                  \
-	case KY_ERR_##name:                                                                            \
+#define KY_ERR_HTTP(name, slug, exitc, http, msg) \
+	case KY_ERR_##name:                       \
 		return http;
 		KY_ERRORS(KY_ERR_HTTP)
 #undef KY_ERR_HTTP

@@ -7,14 +7,14 @@
 
 #define KY_WUR __attribute__((warn_unused_result))
 
-#define KY_MK_LEN 32	 /* master key and key part: AES-256 */
-#define KY_VP_LEN 32	 /* verification pattern: SHA-256(0x01 || key) */
-#define KY_SKI_LEN 32	 /* subject key identifier: SHA-256 of the uncompressed point */
-#define KY_MAX_ADMINS 8
+#define KY_MK_LEN         32 /* master key and key part: AES-256 */
+#define KY_VP_LEN         32 /* verification pattern: SHA-256(0x01 || key) */
+#define KY_SKI_LEN        32 /* subject key identifier: SHA-256 of the uncompressed point */
+#define KY_MAX_ADMINS     8
 #define KY_ADMIN_NAME_MAX 30
-#define KY_MIN_PARTS 2
-#define KY_MAX_PARTS 8
-#define KY_ID_MAX 64	 /* instance, unit and zone identifiers */
+#define KY_MIN_PARTS      2
+#define KY_MAX_PARTS      8
+#define KY_ID_MAX         64 /* instance, unit and zone identifiers */
 
 /* A growable byte buffer. ky_buf_free cleanses before freeing. */
 struct ky_buf {

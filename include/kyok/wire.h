@@ -19,15 +19,15 @@
 
 #include "kyok/common.h"
 
-#define KY_HDR_NONCE "Kyok-Nonce"
-#define KY_HDR_SIGNATURE "Kyok-Signature"
-#define KY_NONCE_HEX 32
+#define KY_HDR_NONCE         "Kyok-Nonce"
+#define KY_HDR_SIGNATURE     "Kyok-Signature"
+#define KY_NONCE_HEX         32
 #define KY_MAX_COMMAND_BYTES (1024 * 1024)
 
 int ky_reply_sign(EVP_PKEY *identity, const char *method, const char *path, const char *nonce,
-		  const void *body, size_t n, char **sig_b64) KY_WUR;
+                  const void *body, size_t n, char **sig_b64) KY_WUR;
 /* 0 or KY_ERR_BAD_REPLY. */
-int ky_reply_verify(EVP_PKEY *identity_pub, const char *method, const char *path,
-		    const char *nonce, const void *body, size_t n, const char *sig_b64) KY_WUR;
+int ky_reply_verify(EVP_PKEY *identity_pub, const char *method, const char *path, const char *nonce,
+                    const void *body, size_t n, const char *sig_b64) KY_WUR;
 
 #endif
