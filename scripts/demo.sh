@@ -122,9 +122,7 @@ export KYOK_TKE_FILES="$DEMO/tke2"
 run up
 run tke cryptounit-add --units 1,2
 run tke auto-init --signature 2 --revocation 2 --new-admins grace,heidi,ivan \
-	--password-file "$(pw grace)" --password-file "$(pw grace)" \
-	--password-file "$(pw heidi)" --password-file "$(pw heidi)" \
-	--password-file "$(pw ivan)" --password-file "$(pw ivan)"
+	--password-file "$(pw grace)" --password-file "$(pw heidi)" --password-file "$(pw ivan)"
 run tke cryptounit-compare
 vp2=$("$KYOK" status --output json | jq -r '[.units[].state.current_mk.vp] | unique | .[]')
 
