@@ -440,7 +440,7 @@ static void tke_imprint_warning(const struct tke_run *run, const char *what, cha
 	for (size_t i = 0; i < run->n; i++) {
 		const struct tke_unit *u = &run->units[i];
 		size_t l = strlen(units);
-		if (u->skip || u->result != TKE_TODO || !u->st.imprint)
+		if (u->skip || u->result != TKE_PENDING || !u->st.imprint)
 			continue;
 		snprintf(units + l, sizeof(units) - l, "%s%d", l > 0 ? ", " : "", u->u.number);
 		n++;
@@ -623,7 +623,7 @@ int tke_zeroize_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	n = tke_run_todo(&run, NULL);
+	n = tke_run_pending(&run, NULL);
 	snprintf(question, sizeof(question), "zeroize %zu crypto unit%s?", n, n == 1 ? "" : "s");
 	status = tke_run_finish(
 	    &run, prepare,

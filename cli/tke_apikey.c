@@ -271,7 +271,7 @@ static int apikey_send(struct tke_run *run, const struct tke_op *op, const char 
 
 	if ((r = tke_run_plan(run, op)) != 0)
 		return ky_err_exit(r);
-	if (tke_run_todo(run, &maxreq) > 0) {
+	if (tke_run_pending(run, &maxreq) > 0) {
 		if (question != NULL && (r = cli_confirm(question)) != 0) {
 			tke_note("nothing was sent to any crypto unit");
 			return ky_err_exit(r);

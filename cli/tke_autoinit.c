@@ -488,7 +488,7 @@ static int ai_check_signers(struct ai *ai)
 		struct tke_unit *u = &run->units[i];
 		int have = 0;
 
-		if (u->skip || u->result != TKE_TODO || u->required == 0)
+		if (u->skip || u->result != TKE_PENDING || u->required == 0)
 			continue;
 		for (size_t s = 0; s < ai->nsigners; s++) {
 			uint8_t ski[KY_SKI_LEN];

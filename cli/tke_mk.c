@@ -210,7 +210,7 @@ static int mk_load_precheck(struct tke_run *run, size_t nparts, bool prepare)
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
 		if (u->reachable && !u->skip) {
-			u->result = TKE_TODO;
+			u->result = TKE_PENDING;
 			u->required = (int)nparts;
 		}
 	}
@@ -432,7 +432,7 @@ static int mk_reg_main(int argc, char **argv, enum ky_op opcode, const char *usa
 		goto out;
 	}
 	if (opcode == KY_OP_MK_SETIMM) {
-		size_t n = tke_run_todo(&run, NULL);
+		size_t n = tke_run_pending(&run, NULL);
 		warning =
 		    "warning: set-immediate makes the new master key the current one WITHOUT "
 		    "re-enciphering key storage: keys stored under the present current master "
@@ -559,7 +559,7 @@ int tke_mk_clrcur_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	n = tke_run_todo(&run, NULL);
+	n = tke_run_pending(&run, NULL);
 	snprintf(question, sizeof(question),
 	         "clear the current master key register on %zu crypto unit%s?", n,
 	         n == 1 ? "" : "s");

@@ -291,7 +291,7 @@ static void tke_unit_clear(struct tke_unit *u)
 	u->result_json = NULL;
 	ky_buf_free(&u->content);
 	ky_buf_free(&u->cms);
-	u->result = TKE_TODO;
+	u->result = TKE_PENDING;
 	u->err = 0;
 	u->detail[0] = '\0';
 	u->op_summary[0] = '\0';
@@ -567,14 +567,14 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 		if (r != 0)
 			return tke_err(r, "command", "cannot encode the command for crypto unit %d",
 			               u->u.number);
-		u->result = TKE_TODO;
+		u->result = TKE_PENDING;
 	}
 	if (run->local_refusal)
 		return tke_print_local_refusals(run);
 	return 0;
 }
 
-size_t tke_run_todo(const struct tke_run *run, int *max_required)
+size_t tke_run_pending(const struct tke_run *run, int *max_required)
 {
 	size_t n = 0;
 
@@ -582,7 +582,7 @@ size_t tke_run_todo(const struct tke_run *run, int *max_required)
 		*max_required = 0;
 	for (size_t i = 0; i < run->n; i++) {
 		const struct tke_unit *u = &run->units[i];
-		if (u->skip || u->result != TKE_TODO || !u->reachable)
+		if (u->skip || u->result != TKE_PENDING || !u->reachable)
 			continue;
 		n++;
 		if (max_required != NULL && u->required > *max_required)
@@ -624,7 +624,7 @@ int tke_run_check_signers(struct tke_run *run)
 	int maxreq = 0;
 	bool short_any = false;
 
-	if (tke_run_todo(run, &maxreq) == 0 || maxreq == 0)
+	if (tke_run_pending(run, &maxreq) == 0 || maxreq == 0)
 		return 0;
 	if ((r = tke_selected_sigkeys(&keys, &nkeys, &nsel)) != 0)
 		return r;
@@ -646,7 +646,7 @@ int tke_run_check_signers(struct tke_run *run)
 		char names[256];
 		int have;
 
-		if (u->skip || u->result != TKE_TODO || u->required == 0)
+		if (u->skip || u->result != TKE_PENDING || u->required == 0)
 			continue;
 		have = tke_count_admin_skis(&u->st, (const uint8_t(*)[KY_SKI_LEN])skis, nsel, names,
 		                            sizeof(names));
@@ -706,7 +706,7 @@ void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_
 		char *detail = NULL;
 		int r;
 
-		if (u->skip || u->result != TKE_TODO || !u->reachable)
+		if (u->skip || u->result != TKE_PENDING || !u->reachable)
 			continue;
 		if (u->cms.len > 0)
 			r = ky_buf_append(&der, u->cms.data, u->cms.len);
@@ -1001,7 +1001,7 @@ int tke_run_prepare(struct tke_run *run, const char *path)
 {
 	int r = KY_ERR_INTERNAL;
 	struct tke_bundle b = {0};
-	size_t ntodo = tke_run_todo(run, NULL);
+	size_t ntodo = tke_run_pending(run, NULL);
 
 	if (ntodo == 0) {
 		tke_note("no crypto unit needs this command: no bundle written");
@@ -1015,7 +1015,7 @@ int tke_run_prepare(struct tke_run *run, const char *path)
 		char line[512];
 		struct ky_command *c = NULL;
 
-		if (u->skip || u->result != TKE_TODO || !u->reachable)
+		if (u->skip || u->result != TKE_PENDING || !u->reachable)
 			continue;
 		bc = &b.cmds[b.n++];
 		if ((r = ky_command_parse(u->content.data, u->content.len, &c)) != 0)
@@ -1043,7 +1043,7 @@ int tke_run_prepare(struct tke_run *run, const char *path)
 		goto out_printed;
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
-		if (!u->skip && u->result == TKE_TODO && u->reachable)
+		if (!u->skip && u->result == TKE_PENDING && u->reachable)
 			tke_unit_set(u, TKE_PREPARED, 0, "%d signature%s needed", u->required,
 			             u->required == 1 ? "" : "s");
 	}
@@ -1061,7 +1061,7 @@ out_printed:
 static const char *tke_result_slug(enum tke_result res)
 {
 	switch (res) {
-	case TKE_TODO:
+	case TKE_PENDING:
 		return "not-sent";
 	case TKE_CHANGED:
 		return "changed";
@@ -1081,7 +1081,7 @@ static void tke_result_text(const struct tke_unit *u, char *out, size_t outlen)
 {
 	switch (u->result) {
 	case TKE_CHANGED:
-	case TKE_TODO:
+	case TKE_PENDING:
 		snprintf(out, outlen, "%s", tke_result_slug(u->result));
 		break;
 	case TKE_UNREACHABLE:
@@ -1126,7 +1126,7 @@ int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps)
 		if (u->result == TKE_PREPARED)
 			prepared++;
 		if (u->result == TKE_REFUSED || u->result == TKE_UNREACHABLE ||
-		    u->result == TKE_TODO) {
+		    u->result == TKE_PENDING) {
 			failed++;
 			if (status == 0)
 				status = ky_err_exit(u->err != 0 ? u->err : KY_ERR_INTERNAL);
@@ -1188,7 +1188,7 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 	size_t nsigners = 0;
 	int maxreq = 0;
 
-	if (tke_run_todo(run, &maxreq) > 0) {
+	if (tke_run_pending(run, &maxreq) > 0) {
 		if (warning != NULL)
 			tke_note("%s", warning);
 		if (question != NULL && (r = cli_confirm(question)) != 0) {
@@ -1208,7 +1208,7 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 		}
 	}
 	r = tke_run_report(run, NULL, NULL);
-	if (prepare != NULL && r == 0 && tke_run_todo(run, NULL) == 0 && !cli_g.json) {
+	if (prepare != NULL && r == 0 && tke_run_pending(run, NULL) == 0 && !cli_g.json) {
 		bool any = false;
 		for (size_t i = 0; i < run->n; i++)
 			any = any || run->units[i].result == TKE_PREPARED;

@@ -38,7 +38,7 @@ int tke_ustate_admin_by_ski(const struct tke_ustate *st, const uint8_t ski[KY_SK
 int tke_ustate_admin_by_name(const struct tke_ustate *st, const char *name);
 
 enum tke_result {
-	TKE_TODO,        /* a command is to be sent */
+	TKE_PENDING,     /* a command is to be sent */
 	TKE_CHANGED,     /* the unit accepted it */
 	TKE_UNCHANGED,   /* already in the desired state: nothing sent */
 	TKE_REFUSED,     /* refused by the unit, or locally before anything was sent */
@@ -55,7 +55,7 @@ struct tke_unit {
 	int err;               /* refusal code */
 	char detail[640];      /* "unchanged" reason or refusal detail */
 	int required;          /* signatures the command needs on this unit */
-	struct ky_buf content; /* encoded command (TKE_TODO) */
+	struct ky_buf content; /* encoded command (TKE_PENDING) */
 	struct ky_buf cms;     /* a command already signed, sent as is (cmd-submit) */
 	char op_summary[160];  /* e.g. "thresholds-set signature 2 revocation 2" */
 	json_t *result_json;   /* the unit's "result" after success */
@@ -70,7 +70,7 @@ struct tke_run {
 };
 
 /* Per-command decisions. plan is called for every reachable, non-skipped unit: it leaves
- * u->result at TKE_TODO, or sets TKE_UNCHANGED with u->detail, or returns an error code
+ * u->result at TKE_PENDING, or sets TKE_UNCHANGED with u->detail, or returns an error code
  * with u->detail for a refusal found locally. fill sets the op's fields of c (instance,
  * unit, counter and op are set by the engine). */
 struct tke_op {
@@ -94,7 +94,7 @@ void tke_run_release(struct tke_run *run);
  * ("error: crypto unit N: ...") and "nothing was sent" and returns the first error. */
 int tke_run_plan(struct tke_run *run, const struct tke_op *op) KY_WUR;
 /* Number of units with a command to send; the largest signature count needed. */
-size_t tke_run_todo(const struct tke_run *run, int *max_required);
+size_t tke_run_pending(const struct tke_run *run, int *max_required);
 /* Before any password: the selected signature keys (by SKI) that are administrators of
  * each unit must be at least the unit's required count. Prints and returns the error. */
 int tke_run_check_signers(struct tke_run *run) KY_WUR;

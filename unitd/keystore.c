@@ -431,6 +431,23 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
 		if (r != 0 && r != KY_ERR_EXISTS)
 			goto out;
 		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
+	} else if (r == KY_ERR_MK_MISMATCH) {
+		/* The stored key is under a master key this unit holds in neither register: the
+		 * instance was zeroized (crypto-shredded) and given a new master key. Nothing can
+		 * ever open the old one: a new token key replaces it, and tokens issued under the
+		 * old one stop working, as they must. */
+		unitd_log(
+		    "token signing key in key storage is under a master key this unit does not "
+		    "hold: replacing it (tokens issued before are no longer accepted)");
+		if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0 ||
+		    (r = ky_kms_secret_put(kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN,
+		                           now)) != 0)
+			goto out;
+		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
 	}
 	if (r != 0)
 		goto out;

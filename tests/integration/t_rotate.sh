@@ -221,5 +221,10 @@ if [ "$(unit_state 1 | jq -r .current_mk.vp)" != "$vp3" ]; then pass "a differen
 read -r id ct pt <"$T_DIR/wrapped"
 expect_rc "old records: master key mismatch" 5 'master key mismatch' \
 	"$KYOK" kp key-show "$id" --apikey-file "$AK/w.apikey"
+# The token key was shredded too: the units make a new one, and the instance serves again.
+expect_ok "new keys can be created under the new master key" \
+	"$KYOK" kp key-create --name after-shred --apikey-file "$AK/w.apikey"
+expect_rc "... while the old ones stay unreadable" 5 'master key mismatch' \
+	"$KYOK" kp key-show "$id" --apikey-file "$AK/w.apikey" --unit 2
 
 finish
