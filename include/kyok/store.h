@@ -91,6 +91,9 @@ struct ky_store_vprow {
 struct ky_store_filter {
 	unsigned states; /* bit (1u << state) for each state wanted; 0 = every state */
 	int extractable; /* -1 = both, 0 = root keys only, 1 = standard keys only */
+	/* NULL: records under any master key; else only records under vp_a or vp_b (vp_b may
+	 * be NULL): those the unit's registers can open. */
+	const uint8_t *vp_a, *vp_b;
 };
 
 /* API keys: only a hash of the key is kept. */

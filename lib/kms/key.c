@@ -803,11 +803,21 @@ int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, u
 	size_t nrows = 0, i = 0;
 	int r = KY_ERR_INTERNAL;
 
+	struct ky_store_filter mine = {.states = 0, .extractable = -1};
+
 	*keys = NULL;
 	*n = 0;
-	if ((r = ky_store_key_count(kms->store, f, total)) != 0)
+	/* Only records this unit's registers open: those under any other master key were
+	 * crypto-shredded (zeroize, then a new master key) and are nobody's keys any more. */
+	if (f != NULL)
+		mine = *f;
+	mine.vp_a = kms->current ? kms->current->vp : (kms->next ? kms->next->vp : NULL);
+	mine.vp_b = kms->next ? kms->next->vp : NULL;
+	if (mine.vp_a == NULL)
+		return KY_ERR_MK_MISMATCH;
+	if ((r = ky_store_key_count(kms->store, &mine, total)) != 0)
 		return r;
-	if ((r = ky_store_key_list(kms->store, f, limit, offset, &rows, &nrows)) != 0)
+	if ((r = ky_store_key_list(kms->store, &mine, limit, offset, &rows, &nrows)) != 0)
 		return r;
 	if (nrows && (v = calloc(nrows, sizeof(*v))) == NULL) {
 		r = KY_ERR_NOMEM;

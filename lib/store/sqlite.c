@@ -82,7 +82,9 @@ enum sq_stmt {
 
 #define SQ_KEY_COLS \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
-#define SQ_FILTER "(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2)"
+#define SQ_FILTER                                                                    \
+	"(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2) AND " \
+	"(?5 IS NULL OR vp = ?5 OR vp = ?6)"
 
 static const char *const sq_sql[SQ__COUNT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
@@ -749,6 +751,14 @@ static void sq_bind_filter(sqlite3_stmt *st, const struct ky_store_filter *f)
 {
 	sqlite3_bind_int64(st, 1, f ? (int64_t)f->states : 0);
 	sqlite3_bind_int(st, 2, f == NULL || f->extractable < 0 ? -1 : (f->extractable ? 1 : 0));
+	if (f != NULL && f->vp_a != NULL) {
+		sqlite3_bind_blob(st, 5, f->vp_a, KY_VP_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 6, f->vp_b != NULL ? f->vp_b : f->vp_a, KY_VP_LEN,
+		                  SQLITE_STATIC);
+	} else {
+		sqlite3_bind_null(st, 5);
+		sqlite3_bind_null(st, 6);
+	}
 }
 
 static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
@@ -830,7 +840,7 @@ static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
-	if (f == NULL || (f->states == 0 && f->extractable < 0))
+	if (f == NULL || (f->states == 0 && f->extractable < 0 && f->vp_a == NULL))
 		return sq_count(c, SQ_KEY_TOTAL, NULL, NULL, n);
 	return sq_count(c, SQ_KEY_COUNT, f, NULL, n);
 }

@@ -226,5 +226,8 @@ expect_ok "new keys can be created under the new master key" \
 	"$KYOK" kp key-create --name after-shred --apikey-file "$AK/w.apikey"
 expect_rc "... while the old ones stay unreadable" 5 'master key mismatch' \
 	"$KYOK" kp key-show "$id" --apikey-file "$AK/w.apikey" --unit 2
+expect_eq "listings hold only the keys under the new master key" \
+	"$("$KYOK" kp keys --output json --apikey-file "$AK/w.apikey" |
+		jq -r '[.metadata.collectionTotal, [.resources[].name]] | tostring')" '[1,["after-shred"]]'
 
 finish
