@@ -4,7 +4,8 @@ ASAN_BUILD ?= build-asan
 MESON ?= meson
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps check-deps build build-asan demo check test test-asan format format-check clean
+.PHONY: all deps check-deps build build-asan demo check test test-asan format format-check clean \
+	bench
 
 all: build
 
@@ -37,6 +38,13 @@ test: check-deps $(BUILD)/build.ninja
 
 test-asan: build-asan
 	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 3
+
+# Performance figures on this machine (docs/performance.md): installs wrk, builds, runs them.
+bench:
+	@scripts/deps.sh bench
+	@[ -f $(BUILD)/build.ninja ] || $(MESON) setup $(BUILD)
+	ninja -C $(BUILD)
+	bench/run.sh $(BUILD)
 
 # Everything: format, tests, then the same tests under ASan + UBSan.
 check: check-deps format-check test test-asan

@@ -1,10 +1,16 @@
 /* bench-kms: key storage and wrap figures, measured in one run.
  *
- *   bench-kms [DIR]     DIR for the temporary SQLite files (default $TMPDIR or /tmp)
+ *   bench-kms [--results FILE] [--only PART] [DIR]
+ *       DIR      for the temporary SQLite files (default $TMPDIR or /tmp)
+ *       FILE     also writes "name value..." lines there, for bench/run.sh
+ *       PART     crypto, create, lookup, lookup-big or reencipher alone (for profiling)
  *
  * Baseline: raw OpenSSL AES-256-GCM on 32-byte payloads with one reused context and a fixed
  * key, next to kyok's wrap/unwrap of 32-byte data keys (header, AAD, version lookup, cached
- * keyed context). Then persisted creations, lookups by id and re-encipherment on real files.
+ * keyed context). The seal baseline draws a fresh random 96-bit nonce per seal from the
+ * DRBG in blocks (as kyok does: one RAND_bytes call per nonce costs more than the seal);
+ * one RAND_bytes per seal and a counter nonce are shown too. Then persisted creations,
+ * lookups by id and re-encipherment on real files.
  */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -25,6 +31,7 @@
 
 static const char *bench_dir;
 static int bench_seq;
+static FILE *bench_results; /* --results, NULL without */
 
 static double bench_now(void)
 {
@@ -45,6 +52,25 @@ static void bench_row(const char *name, double ops, double secs, const char *not
 	printf("%-46s %10.0f %9.3f %12.0f  %s\n", name, ops, secs, secs > 0 ? ops / secs : 0.0,
 	       note);
 	fflush(stdout);
+}
+
+/* One line of the results file: an id and its numbers. */
+static void bench_result(const char *id, int n, const double *v)
+{
+	if (bench_results == NULL)
+		return;
+	fprintf(bench_results, "%s", id);
+	for (int i = 0; i < n; i++)
+		fprintf(bench_results, " %.6f", v[i]);
+	fprintf(bench_results, "\n");
+	fflush(bench_results);
+}
+
+static void bench_result_rate(const char *id, double ops, double secs)
+{
+	double v[2] = {secs > 0 ? ops / secs : 0.0, secs};
+
+	bench_result(id, 2, v);
 }
 
 struct bench_db {
@@ -78,123 +104,219 @@ static void bench_db_close(struct bench_db *db)
 	unlink(p);
 }
 
-/* ---- raw AES-256-GCM baseline ---- */
+/* ---- raw AES-256-GCM baseline and kyok wrap/unwrap ----
+ *
+ * Each state does n operations per call. A kyok figure and its baseline are measured in
+ * alternating slices (PAIR_ROUNDS of PAIR_SLICE seconds each), so that load from elsewhere
+ * on the machine weighs on both alike; the ratio is the median of the slice pairs' ratios.
+ */
 
 #define CRYPTO_SECS 1.0
+#define PAIR_ROUNDS 15
+#define PAIR_SLICE  0.2
+#define RAW_POOL    170 /* nonces per RAND_bytes call in the pooled baseline */
 
-static double raw_seal(int random_nonce, double *secs)
+enum raw_nonce {
+	RAW_NONCE_RAND_EACH, /* one RAND_bytes call per seal */
+	RAW_NONCE_RAND_POOL, /* random nonces drawn RAW_POOL at a time */
+	RAW_NONCE_COUNTER,   /* 64-bit counter */
+};
+
+struct raw_gcm {
+	EVP_CIPHER_CTX *ctx;
+	EVP_CIPHER *c;
+	enum raw_nonce mode;
+	uint8_t key[32], iv[12], pt[32], ct[32], tag[16], out[32], pool[12 * RAW_POOL];
+	size_t pool_off;
+	uint64_t counter;
+};
+
+static void raw_init(struct raw_gcm *g, enum raw_nonce mode, int enc)
 {
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-	uint8_t key[32], iv[12] = {0}, pt[32], ct[32], tag[16];
-	double t0, t;
-	long n = 0;
 	int l;
 
-	RAND_bytes(key, sizeof(key));
-	RAND_bytes(pt, sizeof(pt));
-	EVP_EncryptInit_ex(ctx, c, NULL, key, NULL);
-	t0 = bench_now();
-	do {
-		for (int i = 0; i < 1024; i++, n++) {
-			if (random_nonce)
-				RAND_bytes(iv, sizeof(iv));
-			else
-				memcpy(iv, &n, sizeof(n));
-			if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1 ||
-			    EVP_EncryptUpdate(ctx, ct, &l, pt, sizeof(pt)) != 1 ||
-			    EVP_EncryptFinal_ex(ctx, ct + l, &l) != 1 ||
-			    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
-				bench_die("raw seal", KY_ERR_CRYPTO);
-		}
-		t = bench_now() - t0;
-	} while (t < CRYPTO_SECS);
-	EVP_CIPHER_CTX_free(ctx);
-	EVP_CIPHER_free(c);
-	*secs = t;
-	return (double)n;
+	memset(g, 0, sizeof(*g));
+	g->mode = mode;
+	g->pool_off = sizeof(g->pool);
+	g->c = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	if (g->c == NULL || RAND_bytes(g->key, sizeof(g->key)) != 1 ||
+	    RAND_bytes(g->iv, sizeof(g->iv)) != 1 || RAND_bytes(g->pt, sizeof(g->pt)) != 1)
+		bench_die("raw setup", KY_ERR_CRYPTO);
+	if (!enc) { /* one ciphertext to open again and again */
+		g->ctx = EVP_CIPHER_CTX_new();
+		if (g->ctx == NULL || EVP_EncryptInit_ex(g->ctx, g->c, NULL, g->key, g->iv) != 1 ||
+		    EVP_EncryptUpdate(g->ctx, g->ct, &l, g->pt, sizeof(g->pt)) != 1 ||
+		    EVP_EncryptFinal_ex(g->ctx, g->ct + l, &l) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(g->ctx, EVP_CTRL_GCM_GET_TAG, 16, g->tag) != 1)
+			bench_die("raw setup", KY_ERR_CRYPTO);
+		EVP_CIPHER_CTX_free(g->ctx);
+	}
+	g->ctx = EVP_CIPHER_CTX_new();
+	if (g->ctx == NULL || (enc ? EVP_EncryptInit_ex(g->ctx, g->c, NULL, g->key, NULL)
+	                           : EVP_DecryptInit_ex(g->ctx, g->c, NULL, g->key, NULL)) != 1)
+		bench_die("raw setup", KY_ERR_CRYPTO);
 }
 
-static double raw_open(double *secs)
+static void raw_fini(struct raw_gcm *g)
 {
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-	uint8_t key[32], iv[12], pt[32], ct[32], tag[16], out[32];
-	double t0, t;
-	long n = 0;
+	EVP_CIPHER_CTX_free(g->ctx);
+	EVP_CIPHER_free(g->c);
+	OPENSSL_cleanse(g->key, sizeof(g->key));
+}
+
+/* What a careful caller writes: reused keyed context, a fresh 96-bit nonce per seal. */
+static void raw_seal_n(void *p, int n)
+{
+	struct raw_gcm *g = p;
 	int l;
 
-	RAND_bytes(key, sizeof(key));
-	RAND_bytes(iv, sizeof(iv));
-	RAND_bytes(pt, sizeof(pt));
-	EVP_EncryptInit_ex(ctx, c, NULL, key, iv);
-	EVP_EncryptUpdate(ctx, ct, &l, pt, sizeof(pt));
-	EVP_EncryptFinal_ex(ctx, ct + l, &l);
-	EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag);
-	EVP_CIPHER_CTX_free(ctx);
-	ctx = EVP_CIPHER_CTX_new();
-	EVP_DecryptInit_ex(ctx, c, NULL, key, NULL);
-	t0 = bench_now();
-	do {
-		for (int i = 0; i < 1024; i++, n++) {
-			if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1 ||
-			    EVP_DecryptUpdate(ctx, out, &l, ct, sizeof(ct)) != 1 ||
-			    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
-			    EVP_DecryptFinal_ex(ctx, out + l, &l) != 1)
-				bench_die("raw open", KY_ERR_CRYPTO);
+	for (int i = 0; i < n; i++) {
+		switch (g->mode) {
+		case RAW_NONCE_RAND_EACH:
+			if (RAND_bytes(g->iv, sizeof(g->iv)) != 1)
+				bench_die("RAND_bytes", KY_ERR_CRYPTO);
+			break;
+		case RAW_NONCE_RAND_POOL:
+			if (g->pool_off == sizeof(g->pool)) {
+				if (RAND_bytes(g->pool, sizeof(g->pool)) != 1)
+					bench_die("RAND_bytes", KY_ERR_CRYPTO);
+				g->pool_off = 0;
+			}
+			memcpy(g->iv, g->pool + g->pool_off, sizeof(g->iv));
+			g->pool_off += sizeof(g->iv);
+			break;
+		case RAW_NONCE_COUNTER:
+			g->counter++;
+			memcpy(g->iv, &g->counter, sizeof(g->counter));
+			break;
 		}
-		t = bench_now() - t0;
-	} while (t < CRYPTO_SECS);
-	EVP_CIPHER_CTX_free(ctx);
-	EVP_CIPHER_free(c);
-	*secs = t;
-	return (double)n;
+		if (EVP_EncryptInit_ex(g->ctx, NULL, NULL, NULL, g->iv) != 1 ||
+		    EVP_EncryptUpdate(g->ctx, g->ct, &l, g->pt, sizeof(g->pt)) != 1 ||
+		    EVP_EncryptFinal_ex(g->ctx, g->ct + l, &l) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(g->ctx, EVP_CTRL_GCM_GET_TAG, 16, g->tag) != 1)
+			bench_die("raw seal", KY_ERR_CRYPTO);
+	}
 }
 
-/* ---- kyok wrap / unwrap ---- */
-
-static double ky_wrap_ops(const struct ky_key *k, double *secs)
+static void raw_open_n(void *p, int n)
 {
-	uint8_t pt[32], ct[32 + KY_WRAP_OVERHEAD];
-	size_t ctlen;
-	double t0, t;
-	long n = 0;
-	int r;
+	struct raw_gcm *g = p;
+	int l;
 
-	RAND_bytes(pt, sizeof(pt));
-	t0 = bench_now();
-	do {
-		for (int i = 0; i < 1024; i++, n++)
-			if ((r = ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen)) !=
-			    0)
-				bench_die("wrap", r);
-		t = bench_now() - t0;
-	} while (t < CRYPTO_SECS);
-	*secs = t;
-	return (double)n;
+	for (int i = 0; i < n; i++)
+		if (EVP_DecryptInit_ex(g->ctx, NULL, NULL, NULL, g->iv) != 1 ||
+		    EVP_DecryptUpdate(g->ctx, g->out, &l, g->ct, sizeof(g->ct)) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(g->ctx, EVP_CTRL_GCM_SET_TAG, 16, g->tag) != 1 ||
+		    EVP_DecryptFinal_ex(g->ctx, g->out + l, &l) != 1)
+			bench_die("raw open", KY_ERR_CRYPTO);
 }
 
-static double ky_unwrap_ops(const struct ky_key *k, double *secs)
-{
+struct ky_wrapst {
+	const struct ky_key *k;
 	uint8_t pt[32], ct[32 + KY_WRAP_OVERHEAD], out[32];
-	size_t ctlen, outlen;
-	double t0, t;
-	long n = 0;
+	size_t ctlen;
+};
+
+static void ky_wrapst_init(struct ky_wrapst *w, const struct ky_key *k)
+{
 	int r;
 
-	RAND_bytes(pt, sizeof(pt));
-	if ((r = ky_kms_wrap(k, pt, sizeof(pt), NULL, 0, ct, sizeof(ct), &ctlen)) != 0)
+	memset(w, 0, sizeof(*w));
+	w->k = k;
+	if (RAND_bytes(w->pt, sizeof(w->pt)) != 1)
+		bench_die("RAND_bytes", KY_ERR_CRYPTO);
+	if ((r = ky_kms_wrap(k, w->pt, sizeof(w->pt), NULL, 0, w->ct, sizeof(w->ct), &w->ctlen)) !=
+	    0)
 		bench_die("wrap", r);
-	t0 = bench_now();
+}
+
+static void ky_wrap_n(void *p, int n)
+{
+	struct ky_wrapst *w = p;
+	size_t ctlen;
+	uint8_t ct[32 + KY_WRAP_OVERHEAD];
+	int r;
+
+	for (int i = 0; i < n; i++)
+		if ((r = ky_kms_wrap(w->k, w->pt, sizeof(w->pt), NULL, 0, ct, sizeof(ct),
+		                     &ctlen)) != 0)
+			bench_die("wrap", r);
+}
+
+static void ky_unwrap_n(void *p, int n)
+{
+	struct ky_wrapst *w = p;
+	size_t outlen;
+	int r;
+
+	for (int i = 0; i < n; i++)
+		if ((r = ky_kms_unwrap(w->k, w->ct, w->ctlen, NULL, 0, w->out, sizeof(w->out),
+		                       &outlen, NULL)) != 0)
+			bench_die("unwrap", r);
+}
+
+typedef void (*bench_ops_fn)(void *st, int n);
+
+/* Operations per second of f over at least secs seconds. */
+static double bench_rate(bench_ops_fn f, void *st, double secs, double *took)
+{
+	double t0 = bench_now(), t;
+	long n = 0;
+
 	do {
-		for (int i = 0; i < 1024; i++, n++)
-			if ((r = ky_kms_unwrap(k, ct, ctlen, NULL, 0, out, sizeof(out), &outlen,
-			                       NULL)) != 0)
-				bench_die("unwrap", r);
+		f(st, 256);
+		n += 256;
 		t = bench_now() - t0;
-	} while (t < CRYPTO_SECS);
-	*secs = t;
-	return (double)n;
+	} while (t < secs);
+	if (took != NULL)
+		*took = t;
+	return (double)n / t;
+}
+
+static int bench_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* kyok's f against the baseline's g, in alternating slices; prints both, records
+ * "<id> rate ratio ratio_min ratio_max" and "<base_id> rate" (rate: all slices' operations
+ * over their time; ratio: median of the slices' ratios). */
+static void bench_pair(const char *base_name, const char *base_id, bench_ops_fn g, void *gst,
+                       const char *name, const char *id, bench_ops_fn f, void *fst)
+{
+	double a[PAIR_ROUNDS], b[PAIR_ROUNDS], q[PAIR_ROUNDS], ta = 0, tb = 0, na = 0, nb = 0, t;
+	char note[128];
+
+	(void)bench_rate(g, gst, 0.1, NULL); /* warm caches and the DRBG */
+	(void)bench_rate(f, fst, 0.1, NULL);
+	for (int i = 0; i < PAIR_ROUNDS; i++) {
+		a[i] = bench_rate(g, gst, PAIR_SLICE, &t);
+		ta += t;
+		na += a[i] * t;
+		b[i] = bench_rate(f, fst, PAIR_SLICE, &t);
+		tb += t;
+		nb += b[i] * t;
+		q[i] = b[i] / a[i];
+	}
+	qsort(q, PAIR_ROUNDS, sizeof(q[0]), bench_cmp);
+	snprintf(note, sizeof(note), "baseline, in %d slices of %.1f s", PAIR_ROUNDS, PAIR_SLICE);
+	bench_row(base_name, na, ta, note);
+	snprintf(note, sizeof(note), "%.2f x baseline (median; slices %.2f..%.2f)",
+	         q[PAIR_ROUNDS / 2], q[0], q[PAIR_ROUNDS - 1]);
+	bench_row(name, nb, tb, note);
+	bench_result(base_id, 1, (double[]){na / ta});
+	bench_result(id, 4, (double[]){nb / tb, q[PAIR_ROUNDS / 2], q[0], q[PAIR_ROUNDS - 1]});
+}
+
+/* A single run of one baseline variant, for context. */
+static void bench_single(const char *name, const char *id, bench_ops_fn f, void *st,
+                         const char *note)
+{
+	double t, rate = bench_rate(f, st, CRYPTO_SECS, &t);
+
+	bench_row(name, rate * t, t, note);
+	bench_result_rate(id, rate * t, t);
 }
 
 /* ---- persisted creations ---- */
@@ -242,12 +364,6 @@ static double bench_create_once(const struct ky_mk *mk, int threads, int each, i
 	return t;
 }
 
-static int bench_cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* Median of 3 fresh files: the disk's fsync latency varies from run to run. */
 static void bench_create(const struct ky_mk *mk, int threads, int each, int group_commit)
 {
@@ -263,6 +379,10 @@ static void bench_create(const struct ky_mk *mk, int threads, int each, int grou
 	         group_commit ? "group commit" : "1 commit each", threads * each / t[2],
 	         threads * each / t[0]);
 	bench_row(name, (double)threads * each, t[1], note);
+	snprintf(name, sizeof(name), "create_%d_%s", threads, group_commit ? "group" : "each");
+	bench_result(
+	    name, 3,
+	    (double[]){threads * each / t[1], threads * each / t[2], threads * each / t[0]});
 }
 
 /* Bulk creation for the lookup and rotation figures: 1,000 keys per transaction. */
@@ -313,6 +433,8 @@ static void bench_lookup(const struct ky_mk *mk, int nkeys)
 	} while (t < CRYPTO_SECS);
 	snprintf(name, sizeof(name), "lookup by id (row), %d keys", nkeys);
 	bench_row(name, (double)n, t, "store only");
+	snprintf(name, sizeof(name), "lookup_row_%d", nkeys);
+	bench_result_rate(name, (double)n, t);
 	n = 0;
 	t0 = bench_now();
 	do {
@@ -325,6 +447,8 @@ static void bench_lookup(const struct ky_mk *mk, int nkeys)
 	} while (t < CRYPTO_SECS);
 	snprintf(name, sizeof(name), "lookup by id (opened key), %d keys", nkeys);
 	bench_row(name, (double)n, t, "row + GCM open + checks");
+	snprintf(name, sizeof(name), "lookup_key_%d", nkeys);
+	bench_result_rate(name, (double)n, t);
 	free(ids);
 	bench_db_close(&db);
 }
@@ -352,6 +476,8 @@ static void bench_reencipher(const struct ky_mk *a, const struct ky_mk *b, int n
 	snprintf(note, sizeof(note), "%u batches of %d, %.3f s total", st.batches,
 	         KY_KMS_BATCH_DEFAULT, t);
 	bench_row(name, (double)nkeys, t, note);
+	snprintf(name, sizeof(name), "reencipher_%d", nkeys);
+	bench_result_rate(name, (double)nkeys, t);
 	free(ids);
 	bench_db_close(&db);
 }
@@ -362,12 +488,28 @@ int main(int argc, char **argv)
 	struct ky_mk *a = NULL, *b = NULL;
 	struct ky_key_spec sp = {.name = "bench-root"};
 	struct ky_key *root = NULL;
-	double s1, s2, s3, s4, s5;
-	double n1, n2, n3, n4, n5;
-	char note[96];
-	int r;
+	struct raw_gcm g;
+	struct ky_wrapst w;
+	const char *only = NULL;
+	int r, argi = 1;
 
-	bench_dir = argc > 1 ? argv[1] : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	for (; argi + 1 < argc && argv[argi][0] == '-'; argi += 2) {
+		if (strcmp(argv[argi], "--only") == 0) {
+			only = argv[argi + 1];
+		} else if (strcmp(argv[argi], "--results") == 0) {
+			if ((bench_results = fopen(argv[argi + 1], "w")) == NULL) {
+				fprintf(stderr, "error: cannot write '%s'\n", argv[argi + 1]);
+				return 1;
+			}
+		} else {
+			break;
+		}
+	}
+	if (argc > argi + 1 || (argc == argi + 1 && argv[argi][0] == '-')) {
+		fprintf(stderr, "usage: bench-kms [--results FILE] [--only PART] [DIR]\n");
+		return 2;
+	}
+	bench_dir = argc > argi ? argv[argi] : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	RAND_bytes(ka, sizeof(ka));
 	RAND_bytes(kb, sizeof(kb));
 	if ((r = ky_mk_new(ka, &a)) != 0 || (r = ky_mk_new(kb, &b)) != 0)
@@ -378,28 +520,42 @@ int main(int argc, char **argv)
 	printf("kyok bench-kms: files in %s, SQLite %s, synchronous=FULL, WAL\n\n", bench_dir,
 	       sqlite3_libversion());
 	printf("%-46s %10s %9s %12s  %s\n", "benchmark", "ops", "seconds", "ops/s", "note");
-	n1 = raw_seal(1, &s1);
-	bench_row("raw AES-256-GCM seal 32 B, random nonce", n1, s1, "baseline: reused ctx");
-	n2 = raw_seal(0, &s2);
-	bench_row("raw AES-256-GCM seal 32 B, counter nonce", n2, s2, "no RAND_bytes per op");
-	n3 = raw_open(&s3);
-	bench_row("raw AES-256-GCM open 32 B", n3, s3, "baseline: reused ctx");
-	n4 = ky_wrap_ops(root, &s4);
-	snprintf(note, sizeof(note), "%.2f x raw (random nonce), %.2f x counter",
-	         (n4 / s4) / (n1 / s1), (n4 / s4) / (n2 / s2));
-	bench_row("kyok wrap 32-byte key", n4, s4, note);
-	n5 = ky_unwrap_ops(root, &s5);
-	snprintf(note, sizeof(note), "%.2f x raw open", (n5 / s5) / (n3 / s3));
-	bench_row("kyok unwrap 32-byte key", n5, s5, note);
-
-	bench_create(a, 1, 1000, 1);
-	bench_create(a, 1, 1000, 0);
-	bench_create(a, 8, 250, 1);
-	bench_create(a, 8, 250, 0);
-	bench_lookup(a, 50);
-	bench_lookup(a, 50000);
-	bench_reencipher(a, b, 5000);
-	bench_reencipher(a, b, 50000);
+#define PART(p) (only == NULL || strcmp(only, p) == 0)
+	ky_wrapst_init(&w, root);
+	if (!PART("crypto"))
+		goto create;
+	raw_init(&g, RAW_NONCE_RAND_POOL, 1);
+	bench_pair("raw AES-256-GCM seal 32 B, random nonce", "raw_seal", raw_seal_n, &g,
+	           "kyok wrap 32-byte key", "wrap", ky_wrap_n, &w);
+	raw_fini(&g);
+	raw_init(&g, RAW_NONCE_RAND_EACH, 1);
+	bench_single("raw seal, RAND_bytes per nonce", "raw_seal_rand_each", raw_seal_n, &g,
+	             "context: a DRBG call per seal");
+	raw_fini(&g);
+	raw_init(&g, RAW_NONCE_COUNTER, 1);
+	bench_single("raw seal, counter nonce", "raw_seal_counter", raw_seal_n, &g,
+	             "context: no randomness at all");
+	raw_fini(&g);
+	raw_init(&g, RAW_NONCE_COUNTER, 0);
+	bench_pair("raw AES-256-GCM open 32 B", "raw_open", raw_open_n, &g,
+	           "kyok unwrap 32-byte key", "unwrap", ky_unwrap_n, &w);
+	raw_fini(&g);
+create:
+	if (PART("create")) {
+		bench_create(a, 1, 1000, 1);
+		bench_create(a, 1, 1000, 0);
+		bench_create(a, 8, 250, 1);
+		bench_create(a, 8, 250, 0);
+	}
+	if (PART("lookup"))
+		bench_lookup(a, 50);
+	if (PART("lookup") || PART("lookup-big"))
+		bench_lookup(a, 50000);
+	if (PART("reencipher")) {
+		bench_reencipher(a, b, 5000);
+		bench_reencipher(a, b, 50000);
+	}
+#undef PART
 
 	ky_key_free(root);
 	ky_mk_free(a);
@@ -407,5 +563,9 @@ int main(int argc, char **argv)
 	ky_kms_thread_release();
 	OPENSSL_cleanse(ka, sizeof(ka));
 	OPENSSL_cleanse(kb, sizeof(kb));
+	if (bench_results != NULL && fclose(bench_results) != 0) {
+		fprintf(stderr, "error: cannot write the results file\n");
+		return 1;
+	}
 	return 0;
 }

@@ -13,7 +13,10 @@
  *   api_tls_cert = cert.pem     optional, PEM certificate chain of the HTTPS endpoint
  *   api_tls_key  = key.pem      optional, its PEM private key (both or neither; required
  *                               when listen is not a loopback address)
- *   token_ttl = 3600            optional, lifetime of API access tokens, 60..86400 s
+ *   token_ttl = 3600            optional, lifetime of API access tokens, 1..86400 s
+ *   reencipher_batch = 500      optional, records re-enciphered per transaction, 1..100,000
+ *   reencipher_pause_ms = 0     optional, pause between re-encipherment batches, 0..60,000 ms
+ *                               (keeps a rotation from hogging the disk)
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -50,6 +53,8 @@ static const struct config_key config_keys[] = {
     {"api_tls_cert", CONFIG_PATH, false, 0, 0},
     {"api_tls_key", CONFIG_PATH, false, 0, 0},
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
+    {"reencipher_batch", CONFIG_UINT, false, 1, UNITD_REENC_BATCH_MAX},
+    {"reencipher_pause_ms", CONFIG_UINT, false, 0, UNITD_REENC_PAUSE_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -230,6 +235,10 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 {
 	if (strcmp(name, "key_limit") == 0)
 		return &cfg->key_limit;
+	if (strcmp(name, "reencipher_batch") == 0)
+		return &cfg->reencipher_batch;
+	if (strcmp(name, "reencipher_pause_ms") == 0)
+		return &cfg->reencipher_pause_ms;
 	return &cfg->token_ttl;
 }
 
@@ -300,7 +309,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
-		           "token_ttl)",
+		           "token_ttl, reencipher_batch, reencipher_pause_ms)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -392,6 +401,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->port = 0;
 	cfg->key_limit = 0;
 	cfg->token_ttl = UNITD_TOKEN_TTL_DEFAULT;
+	cfg->reencipher_batch = UNITD_REENC_BATCH_DEFAULT;
+	cfg->reencipher_pause_ms = 0;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

@@ -49,6 +49,12 @@ static void unitd_usage(FILE *fp)
 	        "  api_tls_cert = PATH PEM certificate chain: serve HTTPS (needed off loopback)\n"
 	        "  api_tls_key = PATH  its PEM private key\n"
 	        "  token_ttl = SECONDS optional: access token lifetime (default 3600)\n"
+	        "  reencipher_batch = N\n"
+	        "                      optional: records re-enciphered per transaction during a\n"
+	        "                      master key rotation (default 500)\n"
+	        "  reencipher_pause_ms = MS\n"
+	        "                      optional: pause between those transactions, so that a\n"
+	        "                      rotation does not hog the disk (default 0)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 

@@ -180,6 +180,7 @@ enum server_route {
 	ROUTE_IMPORTER,
 	ROUTE_COMMAND,
 	ROUTE_APIKEYS,
+	ROUTE_LB_HEALTH,
 };
 
 static const struct {
@@ -190,6 +191,7 @@ static const struct {
     {"/v1/health", "GET", ROUTE_HEALTH},           {"/v1/admin/state", "GET", ROUTE_STATE},
     {"/v1/admin/identity", "GET", ROUTE_IDENTITY}, {"/v1/admin/importer", "GET", ROUTE_IMPORTER},
     {"/v1/admin/command", "POST", ROUTE_COMMAND},  {"/v1/admin/apikeys", "GET", ROUTE_APIKEYS},
+    {"/health", "GET", ROUTE_LB_HEALTH},
 };
 
 #define SERVER_NROUTES   (sizeof(server_routes) / sizeof(server_routes[0]))
@@ -374,6 +376,7 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 		ctype = SERVER_CT_PEM;
 		break;
 	case ROUTE_COMMAND:
+	case ROUTE_LB_HEALTH:
 		r = KY_ERR_INTERNAL;
 		break;
 	}
@@ -393,6 +396,25 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 	free(pem);
 	ky_buf_free(&body);
 	EVP_PKEY_free(id);
+	return ret;
+}
+
+/* GET /health, for load balancers: unsigned, no lock, no state. */
+static enum MHD_Result server_lb_health(struct MHD_Connection *c)
+{
+	static const char body[] = "{\"status\":\"ok\"}\n";
+	struct MHD_Response *resp;
+	enum MHD_Result ret = MHD_NO;
+
+	resp =
+	    MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, SERVER_CT_JSON) ==
+	        MHD_YES &&
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
+		ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
 	return ret;
 }
 
@@ -615,6 +637,8 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 	if (req->answered)
 		return MHD_YES;
 	req->answered = true;
+	if (req->get && req->route == ROUTE_LB_HEALTH)
+		return server_lb_health(c);
 	if (req->get)
 		return server_get(srv, c, req->route, url, req->nonce);
 	if (req->too_large)
@@ -809,7 +833,8 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = unitd_storage_new(*ks, &srv->storage)) != 0 ||
+	if ((r = unitd_storage_new(*ks, cfg->reencipher_batch, cfg->reencipher_pause_ms,
+	                           &srv->storage)) != 0 ||
 	    (r = unitd_api_new(cfg, *ks, &srv->api)) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;

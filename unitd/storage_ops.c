@@ -29,11 +29,13 @@
 #include "unitd/api.h"
 #include "unitd/unitd.h"
 
-#define STORAGE_BATCH    500
-#define STORAGE_VP_SHOWN 8
+#define STORAGE_VP_SHOWN      8
+#define STORAGE_PAUSE_TICK_MS 20 /* a pause looks at the stop flag this often */
 
 struct unitd_storage {
 	struct unitd_keystore *ks; /* NULL: no key storage */
+	uint32_t batch;            /* records per transaction */
+	uint32_t pause_ms;         /* after each batch */
 	pthread_mutex_t lock;
 	bool joinable; /* a worker was started and not joined */
 	pthread_t thread;
@@ -45,7 +47,8 @@ struct unitd_storage {
 	struct ky_mk *old, *new_mk; /* the worker's copies */
 };
 
-int unitd_storage_new(struct unitd_keystore *ks, struct unitd_storage **out)
+int unitd_storage_new(struct unitd_keystore *ks, uint32_t batch, uint32_t pause_ms,
+                      struct unitd_storage **out)
 {
 	struct unitd_storage *so = calloc(1, sizeof(*so));
 
@@ -57,6 +60,8 @@ int unitd_storage_new(struct unitd_keystore *ks, struct unitd_storage **out)
 		return KY_ERR_INTERNAL;
 	}
 	so->ks = ks;
+	so->batch = batch != 0 ? batch : UNITD_REENC_BATCH_DEFAULT;
+	so->pause_ms = pause_ms;
 	atomic_init(&so->stop, false);
 	*out = so;
 	return 0;
@@ -251,6 +256,18 @@ static int storage_progress(const struct ky_kms_reenc *st, void *arg)
 	if (so->total < st->done + st->remaining)
 		so->total = st->done + st->remaining;
 	pthread_mutex_unlock(&so->lock);
+	/* The operator's pause between batches (reencipher_pause_ms), cut short by a stop. */
+	for (uint32_t slept = 0; slept < so->pause_ms && !atomic_load(&so->stop);) {
+		uint32_t ms = so->pause_ms - slept;
+		struct timespec ts;
+
+		if (ms > STORAGE_PAUSE_TICK_MS)
+			ms = STORAGE_PAUSE_TICK_MS;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)ms * 1000000L;
+		nanosleep(&ts, NULL);
+		slept += ms;
+	}
 	return atomic_load(&so->stop) ? 1 : 0;
 }
 
@@ -270,11 +287,12 @@ static void *storage_worker(void *arg)
 	r = so->error;
 	pthread_mutex_unlock(&so->lock);
 	if (r == 0) {
-		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s...",
-		          (unsigned long long)total, from, to);
+		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s... (%u "
+		          "per batch, %u ms pause)",
+		          (unsigned long long)total, from, to, (unsigned)so->batch,
+		          (unsigned)so->pause_ms);
 		r = ky_kms_reencipher(unitd_keystore_store(so->ks), unitd_keystore_instance(so->ks),
-		                      so->old, so->new_mk, STORAGE_BATCH, storage_progress, so,
-		                      &st);
+		                      so->old, so->new_mk, so->batch, storage_progress, so, &st);
 	}
 	pthread_mutex_lock(&so->lock);
 	so->running = false;

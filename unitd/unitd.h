@@ -16,12 +16,15 @@
 
 /* ---- config.c: small and pure, no I/O beyond reading the file ---- */
 
-#define UNITD_CONFIG_MAX_BYTES  (64 * 1024)
-#define UNITD_HOST_MAX          255
-#define UNITD_KEY_LIMIT_MAX     10000000u
-#define UNITD_TOKEN_TTL_MIN     60u
-#define UNITD_TOKEN_TTL_MAX     86400u
-#define UNITD_TOKEN_TTL_DEFAULT 3600u
+#define UNITD_CONFIG_MAX_BYTES    (64 * 1024)
+#define UNITD_HOST_MAX            255
+#define UNITD_KEY_LIMIT_MAX       10000000u
+#define UNITD_TOKEN_TTL_MIN       1u
+#define UNITD_TOKEN_TTL_MAX       86400u
+#define UNITD_TOKEN_TTL_DEFAULT   3600u
+#define UNITD_REENC_BATCH_DEFAULT 500u
+#define UNITD_REENC_BATCH_MAX     100000u
+#define UNITD_REENC_PAUSE_MAX     60000u /* ms */
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -36,7 +39,9 @@ struct unitd_config {
 	uint32_t key_limit;            /* 0 = the store's default */
 	char *tls_cert;                /* both or neither; NULL = plain HTTP (loopback only) */
 	char *tls_key;
-	uint32_t token_ttl; /* seconds */
+	uint32_t token_ttl;           /* seconds */
+	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
+	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -153,7 +158,10 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
 /* ---- storage_ops.c: ceremony ops that act on key storage, re-encipherment ---- */
 
 struct unitd_storage;
-int unitd_storage_new(struct unitd_keystore *ks, struct unitd_storage **out) KY_WUR;
+/* batch: records per re-encipherment transaction (0 = the default); pause_ms: pause after
+ * each batch, so that a rotation does not hog the disk. */
+int unitd_storage_new(struct unitd_keystore *ks, uint32_t batch, uint32_t pause_ms,
+                      struct unitd_storage **out) KY_WUR;
 void unitd_storage_free(struct unitd_storage *so); /* stops and joins the worker */
 /* After ky_ceremony_execute succeeded on the copy, before the state is written: the guards
  * and the store writes of apikey-create / -revoke. old is the live state. ks may be NULL (no

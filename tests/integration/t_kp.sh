@@ -41,6 +41,15 @@ expect_ok "auto-init (one administrator)" "$KYOK" tke auto-init --signature 1 --
 	--new-admins ann --password-file "$pa"
 "$KYOK" tke sigkey-sel --sigkeys 1 >/dev/null 2>&1
 
+# ---- GET /health for load balancers: no token, no signature ------------------------------
+hcode=$(curl -s -D "$T_DIR/health.hdr" -o "$T_DIR/health.json" -w '%{http_code}' \
+	"$(unit_url 1)/health")
+expect_eq "GET /health without credentials: 200" "$hcode" 200
+expect_eq "GET /health body" "$(cat "$T_DIR/health.json")" '{"status":"ok"}'
+if grep -qi '^Kyok-Signature:' "$T_DIR/health.hdr"; then fail "GET /health is signed"; else pass "GET /health is not signed"; fi
+expect_eq "POST /health: 405" \
+	"$(curl -s -o /dev/null -w '%{http_code}' -X POST "$(unit_url 2)/health")" 405
+
 # ---- API keys ------------------------------------------------------------------------------
 for role in Reader ReaderPlus Writer Manager KeyPurge; do
 	run_rc "$KYOK" tke apikey-create --name "t-$role" --role "$role" --password-file "$pa"

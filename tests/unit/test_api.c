@@ -756,16 +756,24 @@ static void test_config(void **state)
 	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
 	assert_null(cfg.store);
 	assert_int_equal(cfg.token_ttl, UNITD_TOKEN_TTL_DEFAULT);
+	assert_int_equal(cfg.reencipher_batch, UNITD_REENC_BATCH_DEFAULT);
+	assert_int_equal(cfg.reencipher_pause_ms, 0);
 	unitd_config_release(&cfg);
-	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\ntoken_ttl = 60\n"
-	                      "api_tls_cert = c.pem\napi_tls_key = /k.pem\n",
+	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\ntoken_ttl = 1\n"
+	                      "api_tls_cert = c.pem\napi_tls_key = /k.pem\n"
+	                      "reencipher_batch = 7\nreencipher_pause_ms = 0\n",
 	                      &cfg, err, sizeof(err)),
 	                 0);
 	assert_string_equal(cfg.store, "sqlite:/etc/kyok/keys.db");
 	assert_int_equal(cfg.key_limit, 10);
-	assert_int_equal(cfg.token_ttl, 60);
+	assert_int_equal(cfg.token_ttl, 1);
+	assert_int_equal(cfg.reencipher_batch, 7);
+	assert_int_equal(cfg.reencipher_pause_ms, 0);
 	assert_string_equal(cfg.tls_cert, "/etc/kyok/c.pem");
 	assert_string_equal(cfg.tls_key, "/k.pem");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("reencipher_pause_ms = 60000\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.reencipher_pause_ms, 60000);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("store = /var/k.db\n", &cfg, err, sizeof(err)), 0);
 	assert_string_equal(cfg.store, "sqlite:/var/k.db");
@@ -781,8 +789,12 @@ static void test_config(void **state)
 	    {"key_limit = 10000001\n", "whole number"},
 	    {"key_limit = 012\n", "whole number"},
 	    {"key_limit = -1\n", "whole number"},
-	    {"token_ttl = 59\n", "60 to 86400"},
-	    {"token_ttl = 86401\n", "60 to 86400"},
+	    {"token_ttl = 0\n", "1 to 86400"},
+	    {"token_ttl = 86401\n", "1 to 86400"},
+	    {"reencipher_batch = 0\n", "1 to 100000"},
+	    {"reencipher_batch = 100001\n", "1 to 100000"},
+	    {"reencipher_pause_ms = 60001\n", "0 to 60000"},
+	    {"reencipher_pause_ms = 5ms\n", "whole number"},
 	    {"token_ttl = 1h\n", "whole number"},
 	    {"api_tls_cert = c.pem\n", "set both or neither"},
 	    {"api_tls_key = k.pem\n", "set both or neither"},
