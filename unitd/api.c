@@ -43,7 +43,11 @@
 #define API_PREFIX          "/api/v2/"
 #define API_TOKEN_PATH      "/identity/token"
 #define API_CT_JSON         "application/json"
-#define API_SECRET_POLICIES "instance-policies"
+#define API_SECRET_POLICIES UNITD_SECRET_POLICIES
+/* A record the instance keeps under its master key does not open here. */
+#define API_STALE_UNIT                                                                    \
+	"this unit does not hold the instance's master key (left behind by a master key " \
+	"rotation?): load, commit and set it on this unit"
 
 /* ---- the role table: who may do what (hpcs-semantics.md, "Roles on the key API") ---- */
 
@@ -474,7 +478,9 @@ static int api_authenticate(struct api_ctx *x)
 	epoch = unitd_keystore_epoch(api->ks);
 	if (!api_memo_hit(tok, toklen, epoch, x->now, &cl)) {
 		if ((r = unitd_keystore_token_key(api->ks, &x->kms, x->now, key)) != 0) {
-			api_detail(x, "cannot read the token signing key");
+			api_detail(x, "%s",
+			           r == KY_ERR_MK_MISMATCH ? "token signing key: " API_STALE_UNIT
+			                                   : "cannot read the token signing key");
 			return r;
 		}
 		r = token_verify(key, tok, toklen, x->now, api->instance, &cl, x->detail,
@@ -620,6 +626,8 @@ static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
 	r = ky_kms_secret_get(&x->kms, API_SECRET_POLICIES, &raw, &n);
 	if (r == KY_ERR_NOT_FOUND)
 		return 0;
+	if (r == KY_ERR_MK_MISMATCH)
+		api_detail(x, "instance policies: " API_STALE_UNIT);
 	if (r != 0)
 		return r;
 	r = kp_instance_policies_decode(raw, n, p);
@@ -1144,8 +1152,11 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 	if ((r = unitd_keystore_enter(api->ks, &kms)) != 0)
 		goto out;
 	held = true;
-	if ((r = unitd_keystore_token_key(api->ks, &kms, now, key)) != 0)
+	if ((r = unitd_keystore_token_key(api->ks, &kms, now, key)) != 0) {
+		if (r == KY_ERR_MK_MISMATCH)
+			snprintf(detail, sizeof(detail), "token signing key: %s", API_STALE_UNIT);
 		goto out;
+	}
 	memcpy(cl.sub, ak.id, sizeof(cl.sub));
 	memcpy(cl.instance, api->instance, sizeof(cl.instance));
 	if (strlen(ak.role) >= sizeof(cl.role)) {

@@ -27,7 +27,7 @@
 #define KS_APIKEY_BUCKETS   64
 #define KS_MATERIAL_BUDGET  (384 * 1024) /* bytes of key material cached (secure heap) */
 #define KS_SECURE_ROUND     32           /* the secure heap's smallest block */
-#define KS_TOKEN_KEY_SECRET "token-signing-key"
+#define KS_TOKEN_KEY_SECRET UNITD_SECRET_TOKEN_KEY
 
 struct unitd_key_ref {
 	struct unitd_key_ref *next; /* hash chain */
@@ -431,24 +431,11 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
 		if (r != 0 && r != KY_ERR_EXISTS)
 			goto out;
 		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
-	} else if (r == KY_ERR_MK_MISMATCH) {
-		/* The stored key is under a master key this unit holds in neither register: the
-		 * instance was zeroized (crypto-shredded) and given a new master key. Nothing can
-		 * ever open the old one: a new token key replaces it, and tokens issued under the
-		 * old one stop working, as they must. */
-		unitd_log(
-		    "token signing key in key storage is under a master key this unit does not "
-		    "hold: replacing it (tokens issued before are no longer accepted)");
-		if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
-			r = KY_ERR_NOMEM;
-			goto out;
-		}
-		if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0 ||
-		    (r = ky_kms_secret_put(kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN,
-		                           now)) != 0)
-			goto out;
-		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
 	}
+	/* KY_ERR_MK_MISMATCH: the stored key is under a master key this unit holds in neither
+	 * register. A unit left behind by a rotation must not replace it (that would void every
+	 * token of the instance, on every unit): only a unit given its first master key may,
+	 * see unitd_keystore_first_mk. */
 	if (r != 0)
 		goto out;
 	if (n != UNITD_TOKEN_KEY_LEN) {
@@ -464,6 +451,54 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
 	pthread_mutex_unlock(&ks->lock);
 	r = 0;
 out:
+	ky_kms_buf_free(p, n);
+	ky_secret_free(fresh, UNITD_TOKEN_KEY_LEN);
+	return r;
+}
+
+int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_kms kms;
+	uint8_t *p = NULL, *fresh = NULL;
+	size_t n = 0;
+
+	if ((r = unitd_keystore_enter(ks, &kms)) != 0)
+		return r;
+	r = ky_kms_secret_get(&kms, UNITD_SECRET_POLICIES, &p, &n);
+	ky_kms_buf_free(p, n);
+	p = NULL;
+	n = 0;
+	if (r == KY_ERR_MK_MISMATCH) {
+		unitd_log(
+		    "instance policies in key storage are under a master key this unit does not "
+		    "hold (crypto-shredded): removed, the defaults apply");
+		r = ky_store_secret_delete(kms.store, UNITD_SECRET_POLICIES);
+	}
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
+	r = ky_kms_secret_get(&kms, KS_TOKEN_KEY_SECRET, &p, &n);
+	if (r != KY_ERR_MK_MISMATCH) {
+		/* Readable, or not made yet (made on first need), or a store error. */
+		if (r == KY_ERR_NOT_FOUND)
+			r = 0;
+		goto out;
+	}
+	unitd_log("token signing key in key storage is under a master key this unit does not "
+	          "hold (crypto-shredded): replacing it (tokens issued before are no longer "
+	          "accepted)");
+	if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0 ||
+	    (r = ky_kms_secret_put(&kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN, now)) !=
+	        0)
+		goto out;
+	r = 0;
+out:
+	unitd_keystore_flush(ks);
+	unitd_keystore_leave(ks);
 	ky_kms_buf_free(p, n);
 	ky_secret_free(fresh, UNITD_TOKEN_KEY_LEN);
 	return r;

@@ -5,7 +5,10 @@
  *
  *   apikey-create   insert the API key's hash (same id, hash and role again = done already)
  *   apikey-revoke   mark it revoked
- *   mk-setimm       refused while any record is under the current master key
+ *   mk-setimm       refused while any record is under the current master key; when it
+ *                   gives the unit its first master key, the token signing key and instance
+ *                   policies found under a master key no register holds (crypto-shredded)
+ *                   are replaced / removed
  *   mk-clrnew       refused while any record is under the new master key
  *   mk-clrcur       refused while any record is under the current master key
  *   mk-reencipher   after the write: a worker thread moves every record current -> new in
@@ -44,6 +47,7 @@ struct unitd_storage {
 	uint64_t done, total;
 	int error; /* of the last run, 0 = none */
 	uint8_t from_vp[KY_VP_LEN], to_vp[KY_VP_LEN];
+	bool first_mk; /* the command checked last is a set-immediate on an empty register */
 	struct ky_mk *old, *new_mk; /* the worker's copies */
 };
 
@@ -158,6 +162,7 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 	bool running;
 
 	*op = -1;
+	so->first_mk = false;
 	/* The command was checked by ky_ceremony_execute already: this only reads it. */
 	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0 ||
 	    (r = ky_command_parse(content.data, content.len, &c)) != 0)
@@ -185,6 +190,7 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 		goto out;
 	case KY_OP_MK_SETIMM:
 	case KY_OP_MK_CLRCUR:
+		so->first_mk = c->op == KY_OP_MK_SETIMM && old->cur_state != KY_CUR_VALID;
 		if (so->ks == NULL || old->cur_state != KY_CUR_VALID)
 			break;
 		if ((r = storage_count(so, old->cur_vp, &cnt, detail, detaillen)) != 0)
@@ -364,6 +370,7 @@ fail:
 void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op)
 {
 	bool stale;
+	int r;
 
 	if (so == NULL || so->ks == NULL)
 		return;
@@ -384,6 +391,13 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 		break;
 	case KY_OP_MK_REENCIPHER:
 		storage_start(so, live);
+		break;
+	case KY_OP_MK_SETIMM:
+		/* The unit's first master key: what the daemon keeps in key storage under another
+		 * one was crypto-shredded (zeroize). */
+		if (so->first_mk && (r = unitd_keystore_first_mk(so->ks, (int64_t)time(NULL))) != 0)
+			unitd_log("first master key: cannot renew the token signing key: %s",
+			          ky_err_message(r));
 		break;
 	default:
 		break;

@@ -108,6 +108,10 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 /* Seals d and writes it atomically: afterwards the file holds d, or on error the old state. */
 int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 
+/* Records the daemon keeps in key storage's secrets, under the master key. */
+#define UNITD_SECRET_TOKEN_KEY "token-signing-key"
+#define UNITD_SECRET_POLICIES  "instance-policies"
+
 /* ---- keystore.c: the unit's view of key storage ----
  *
  * The store, the master key registers taken from the live domain state (current when VALID,
@@ -154,6 +158,13 @@ int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id,
 #define UNITD_TOKEN_KEY_LEN 32
 int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
                              uint8_t out[UNITD_TOKEN_KEY_LEN]) KY_WUR;
+/* After a set-immediate gave this unit its first master key (a new unit, or one zeroized and
+ * initialised again): the records the daemon keeps for the instance that are under a master
+ * key neither register holds were crypto-shredded with it. The token signing key is
+ * replaced, the instance policies removed (defaults apply). Nowhere else: a unit left behind
+ * by a rotation finds them under the instance's newer master key and must leave them alone
+ * (it answers master key mismatch). */
+int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now) KY_WUR;
 
 /* ---- storage_ops.c: ceremony ops that act on key storage, re-encipherment ---- */
 

@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# Every refusal of the key API in one place, at the HTTP level: each request must be answered
+# with the status and the Key Protect error body (application/vnd.ibm.kms.error+json, one
+# resource, reasons[0] with code, message, status) the SDKs expect, and key storage must be
+# exactly as before (digest of the whole database). One line of output per refusal.
+#   tokens: none, not Bearer, garbage, truncated, claims edited, alg none, signed with another
+#     secret, issued by another instance, expired (token_ttl = 3 in unit.conf)
+#   Bluemix-Instance missing or naming another instance
+#   roles: Reader / ReaderPlus create, Writer disable / delete / policies, Manager purge,
+#     KeyPurge wrap
+#   key storage: a record's ciphertext or its clear 'extractable' column altered in the
+#     database (sqlite3): detected, not served, by both units; a unit without the master key
+#     (a third unit never initialised; an instance not initialised): token service and API
+#     say so; the key limit (key_limit = 3)
+#   dual authorization: deletion set and delete by the same API key; no deletion set
+#   malformed JSON, a body over the limit (with and without Content-Length), unknown route,
+#   wrong method
+. "$(dirname "$0")/helpers.sh"
+setup
+IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
+
+A="$KYOK_INSTANCE" # the main instance: units 1 and 2 initialised, unit 3 not
+B="$T_DIR/instB"   # a second instance, 1 unit
+AK="$KYOK_TKE_FILES/apikeys"
+KT="application/vnd.ibm.kms.key+json"
+ET="application/vnd.ibm.kms.error+json"
+pa=$(newpw ann)
+
+url_of() { jq -r ".units[] | select(.number==$2) | .url" "$1/instance.json"; } # url_of DIR N
+iid_of() { jq -r .instance "$1/instance.json"; }
+# token_of FILE [URL]: an access token for the API key in FILE (JSON with .apikey).
+token_of() {
+	jq -j .apikey "$1" >"$T_DIR/ak.raw"
+	curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+		--data-urlencode "apikey@$T_DIR/ak.raw" "${2:-$(url_of "$A" 1)}/identity/token" |
+		jq -r .access_token
+}
+# digest DIR: the whole key storage of instance DIR (read-only), as one hash.
+digest() { sqlite3 -readonly "$1/keys.db" .dump | sha256sum | cut -c1-16; }
+# sel NAME...: selects the signature keys of those administrators.
+sel() {
+	local nums IFS=' '
+	nums=$("$KYOK" tke sigkeys --output json | jq -r --arg n "$*" \
+		'[.sigkeys[] | select(.name as $x | $n | split(" ") | index($x)) | .number] | join(",")')
+	"$KYOK" tke sigkey-sel --sigkeys "$nums" >/dev/null
+}
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+unb64url() {
+	local s
+	s=$(tr -- '-_' '+/')
+	while [ $((${#s} % 4)) -ne 0 ]; do s+="="; done
+	base64 -d <<<"$s"
+}
+
+# call [DIR] [N] ARGS...: curl to unit N (default 1) of instance DIR (default A); the body
+# in $T_DIR/body, the status in $status. ARGS: curl options, the path last.
+call() {
+	local dir=$A n=1 path
+	[ -d "${1:-}" ] && { dir=$1; shift; }
+	[[ ${1:-} =~ ^[1-3]$ ]] && { n=$1; shift; }
+	path=${*: -1}
+	status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' "${@:1:$#-1}" "$(url_of "$dir" "$n")$path")
+}
+# auth TOKEN [IID]: the headers of an authenticated request to instance A (or IID).
+auth() { printf -- '-H\nAuthorization: Bearer %s\n-H\nBluemix-Instance: %s\n' "$1" "${2:-$(iid_of "$A")}"; }
+json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n' "$1"; }
+create_json() {
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":%s}]}' \
+		"$KT" "$KT" "$1" "${2:-false}"
+}
+
+# refused DESC STATUS CODE [DIR] [N] ARGS...: the request must be refused with STATUS and a
+# Key Protect error body with reason CODE, key storage of the instance unchanged.
+refused() {
+	local desc=$1 want=$2 code=$3 dir=$A before after got msg
+	shift 3
+	[ -d "${1:-}" ] && dir=$1
+	before=$(digest "$dir")
+	call "$@"
+	after=$(digest "$dir")
+	got=$(jq -r --arg et "$ET" 'if .metadata.collectionType == $et and .metadata.collectionTotal == 1
+		and (.resources | length) == 1 and (.resources[0].errorMsg | type) == "string"
+		then "\(.resources[0].reasons[0].code) \(.resources[0].reasons[0].status)" else "not-a-kp-error" end' \
+		"$T_DIR/body" 2>/dev/null || echo "not-json")
+	msg=$(jq -r '.resources[0].reasons[0].message' "$T_DIR/body" 2>/dev/null || true)
+	if [ "$status" != "$want" ] || [ "$got" != "$code $want" ]; then
+		fail "$desc: got $status '$got', want $want '$code $want': $(head -c 300 "$T_DIR/body")"
+	elif [ "$before" != "$after" ]; then
+		fail "$desc: refused, but key storage changed"
+	else
+		pass "$desc: $status $code ($msg)"
+	fi
+}
+# accepted DESC STATUS [DIR] [N] ARGS...: the request must succeed with STATUS.
+accepted() {
+	local desc=$1 want=$2
+	shift 2
+	call "$@"
+	if [ "$status" = "$want" ]; then pass "$desc: $status"; else fail "$desc: got $status, want $want: $(head -c 300 "$T_DIR/body")"; fi
+}
+
+# ---- instance B, not initialised: no master key -------------------------------------------
+"$KYOK" up --dir "$B" --units 2 >/dev/null 2>&1
+"$KYOK" down --instance "$B" >/dev/null 2>&1
+printf 'key_limit = 3\n' | tee -a "$B/unit-1/unit.conf" >>"$B/unit-2/unit.conf"
+"$KYOK" up --instance "$B" >/dev/null 2>&1
+KYOK_INSTANCE=$B "$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+refused "API of an instance not initialised (no master key)" 503 NO_MASTER_KEY_ERR "$B" \
+	$(auth "any.bearer.token" "$(iid_of "$B")") /api/v2/keys
+
+# Initialised: its own master key and token signing key.
+expect_ok "instance B: auto-init" env KYOK_INSTANCE="$B" "$KYOK" tke auto-init --signature 1 \
+	--revocation 1 --new-admins bob,bea --password-file "$(newpw bob)" --password-file "$(newpw bea)"
+sel bob
+expect_ok "instance B: apikey-create" env KYOK_INSTANCE="$B" "$KYOK" tke apikey-create \
+	--name b-writer --role Writer --password-file "$T_DIR/pw/bob"
+TB=$(token_of "$AK/b-writer.apikey" "$(url_of "$B" 1)")
+
+# ---- instance A: API keys of every role; units 1 and 2 initialised, unit 3 not -------------
+"$KYOK" up --units 3 >/dev/null 2>&1
+"$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+expect_ok "instance A: auto-init" "$KYOK" tke auto-init --signature 1 --revocation 1 \
+	--new-admins ann --password-file "$pa"
+sel ann
+for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
+	"$KYOK" tke apikey-create --name "r-$role" --role "${role%2}" --password-file "$pa" >/dev/null 2>&1 ||
+		fail "apikey-create $role"
+done
+declare -A TOK
+for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
+	TOK[$role]=$(token_of "$AK/r-$role.apikey")
+done
+IA=$(iid_of "$A")
+W=${TOK[Writer]}
+M=${TOK[Manager]}
+# key ID: a root key made by the Writer.
+mkkey() {
+	call $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
+	jq -r '.resources[0].id' "$T_DIR/body"
+}
+K=$(mkkey main)
+accepted "control: the Writer's token wraps with key $K" 200 $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$K/actions/wrap"
+CT=$(jq -r .ciphertext "$T_DIR/body")
+
+# ---- tokens --------------------------------------------------------------------------------
+refused "no Authorization header" 401 UNAUTHORIZED_ERR -H "Bluemix-Instance: $IA" /api/v2/keys
+refused "Authorization: Basic instead of Bearer" 401 UNAUTHORIZED_ERR \
+	-H "Authorization: Basic $(printf 'a:b' | base64)" -H "Bluemix-Instance: $IA" /api/v2/keys
+refused "garbage bearer token" 401 UNAUTHORIZED_ERR $(auth "abc.def.ghi") /api/v2/keys
+refused "truncated token (signature cut short)" 401 UNAUTHORIZED_ERR $(auth "${W%?????}") /api/v2/keys
+IFS=. read -r th tp ts <<<"$W"
+edited=$(printf '%s' "$tp" | unb64url | jq -c '.role = "Manager" | .exp += 86400' | b64url)
+refused "token with its claims edited (role, exp), signature kept" 401 UNAUTHORIZED_ERR \
+	$(auth "$th.$edited.$ts") /api/v2/keys
+none=$(printf '{"alg":"none","typ":"JWT"}' | b64url)
+refused "token with alg none and no signature" 401 UNAUTHORIZED_ERR $(auth "$none.$tp.") /api/v2/keys
+# The same header and claims, signed with a secret that is not the instance's.
+sig=$(printf '%s.%s' "$th" "$tp" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$(head -c 32 /dev/urandom | xxd -p -c 64)" -binary | b64url)
+refused "token signed with another secret (claims of a real API key)" 401 UNAUTHORIZED_ERR \
+	$(auth "$th.$tp.$sig") /api/v2/keys
+accepted "control: instance B's token works on instance B" 200 "$B" $(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+refused "token issued by another instance (B), Bluemix-Instance of A" 401 UNAUTHORIZED_ERR \
+	$(auth "$TB") /api/v2/keys
+refused "token issued by another instance (B), Bluemix-Instance of B" 401 UNAUTHORIZED_ERR \
+	$(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+
+# ---- a unit of the instance without the master key (unit 3, never initialised) -------------
+jq -j .apikey "$AK/r-Reader.apikey" >"$T_DIR/ak.raw"
+before=$(digest "$A")
+status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "$A" 3)/identity/token")
+if [ "$status" = 503 ] && [ "$(jq -r .kyokCode "$T_DIR/body")" = no-master-key ] &&
+	[ "$(jq -r 'has("access_token")' "$T_DIR/body")" = false ] && [ "$before" = "$(digest "$A")" ]; then
+	pass "token service of a unit without the master key: 503 $(jq -r .errorCode "$T_DIR/body") ($(jq -r .errorMessage "$T_DIR/body"))"
+else
+	fail "token service of a unit without the master key: $status $(cat "$T_DIR/body")"
+fi
+refused "API of a unit without the master key (valid token from unit 1)" 503 NO_MASTER_KEY_ERR 3 \
+	$(auth "$W") "/api/v2/keys/$K"
+refused "... unwrap there" 503 NO_MASTER_KEY_ERR 3 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K/actions/unwrap"
+
+# ---- Bluemix-Instance ----------------------------------------------------------------------
+refused "Bluemix-Instance missing" 400 INSTANCE_HEADER_ERR -H "Authorization: Bearer $W" /api/v2/keys
+refused "Bluemix-Instance naming another instance" 401 UNAUTHORIZED_ERR $(auth "$W" "$(iid_of "$B")") /api/v2/keys
+refused "Bluemix-Instance naming no instance at all" 401 UNAUTHORIZED_ERR $(auth "$W" "nope") /api/v2/keys
+
+# ---- roles ---------------------------------------------------------------------------------
+refused "Reader creates a key" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") \
+	$(json_body "$(create_json by-reader)") -X POST /api/v2/keys
+refused "ReaderPlus creates a key" 403 FORBIDDEN_ERR 2 $(auth "${TOK[ReaderPlus]}") \
+	$(json_body "$(create_json by-readerplus)") -X POST /api/v2/keys
+refused "Writer disables a key" 403 FORBIDDEN_ERR $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$K/actions/disable"
+refused "Writer deletes a key" 403 FORBIDDEN_ERR 2 $(auth "$W") -X DELETE "/api/v2/keys/$K"
+refused "Writer sets a key policy" 403 FORBIDDEN_ERR $(auth "$W") \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.policy+json","dualAuthDelete":{"enabled":true}}]}') \
+	-X PUT "/api/v2/keys/$K/policies"
+refused "Writer reads key policies" 403 FORBIDDEN_ERR $(auth "$W") "/api/v2/keys/$K/policies"
+refused "Writer sets instance policies" 403 FORBIDDEN_ERR $(auth "$W") \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"dualAuthDelete","policy_data":{"enabled":true}}]}') \
+	-X PUT /api/v2/instance/policies
+P=$(mkkey to-purge)
+accepted "control: Manager deletes key $P" 204 $(auth "$M") -X DELETE "/api/v2/keys/$P"
+refused "Manager purges a deleted key" 403 FORBIDDEN_ERR $(auth "$M") -X DELETE "/api/v2/keys/$P/purge"
+refused "KeyPurge wraps" 403 FORBIDDEN_ERR 2 $(auth "${TOK[KeyPurge]}") $(json_body '{}') \
+	-X POST "/api/v2/keys/$K/actions/wrap"
+refused "KeyPurge unwraps" 403 FORBIDDEN_ERR $(auth "${TOK[KeyPurge]}") \
+	$(json_body "{\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K/actions/unwrap"
+
+# ---- dual authorization --------------------------------------------------------------------
+D=$(mkkey dual)
+accepted "Manager enables dual-auth delete on key $D" 200 $(auth "$M") \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.policy+json","dualAuthDelete":{"enabled":true}}]}') \
+	-X PUT "/api/v2/keys/$D/policies"
+refused "delete with no deletion set (second user missing)" 409 DUAL_AUTH_REQUIRED_ERR \
+	$(auth "$M") -X DELETE "/api/v2/keys/$D"
+accepted "Manager sets key $D for deletion" 204 $(auth "$M") -H 'Prefer: return=minimal' \
+	$(json_body '{}') -X POST "/api/v2/keys/$D/actions/setKeyForDeletion"
+refused "delete by the same API key that set the deletion" 403 DUAL_AUTH_SAME_USER_ERR 2 \
+	$(auth "$M") -X DELETE "/api/v2/keys/$D"
+accepted "delete by another Manager" 204 $(auth "${TOK[Manager2]}") -X DELETE "/api/v2/keys/$D"
+
+# ---- requests ------------------------------------------------------------------------------
+refused "malformed JSON" 400 MALFORMED_ERR $(auth "$W") $(json_body '{"metadata":{"collectionType"') \
+	-X POST /api/v2/keys
+refused "JSON of the wrong shape" 400 MALFORMED_ERR $(auth "$W") $(json_body '[1,2,3]') -X POST /api/v2/keys
+head -c 70000 /dev/zero | tr '\0' 'a' >"$T_DIR/big"
+refused "body over 64 KiB (Content-Length)" 413 TOO_LARGE_ERR $(auth "$W") \
+	-H 'Content-Type: application/json' --data-binary "@$T_DIR/big" -X POST /api/v2/keys
+refused "body over 64 KiB (chunked, no Content-Length)" 413 TOO_LARGE_ERR $(auth "$W") \
+	-H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' --data-binary "@$T_DIR/big" \
+	-X POST /api/v2/keys
+refused "unknown route" 404 NOT_FOUND_ERR $(auth "$W") /api/v2/nothing-here
+refused "unknown action" 404 NOT_FOUND_ERR $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$K/actions/explode"
+refused "wrong method (PATCH /api/v2/keys)" 405 METHOD_NOT_ALLOWED_ERR $(auth "$W") -X PATCH /api/v2/keys
+refused "wrong method (DELETE /api/v2/keys)" 405 METHOD_NOT_ALLOWED_ERR $(auth "$W") -X DELETE /api/v2/keys
+
+# ---- records altered in the database -------------------------------------------------------
+db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }
+T=$(mkkey tamper)
+for n in 1 2; do # both units have the key opened in their caches
+	accepted "control: unit $n wraps with key $T" 200 $n $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$T/actions/wrap"
+done
+TCT=$(jq -r .ciphertext "$T_DIR/body")
+orig=$(db "SELECT hex(blob) FROM keys WHERE id = '$T'")
+pos=$((40 + RANDOM % (${#orig} - 80)))
+c=${orig:$pos:1}
+flipped="${orig:0:$pos}$(printf '%X' $((0x$c ^ 1)))${orig:$((pos + 1))}"
+db "UPDATE keys SET blob = X'$flipped' WHERE id = '$T'"
+refused "record ciphertext altered (hex digit $pos): key read" 500 RECORD_TAMPERED_ERR \
+	$(auth "$M") "/api/v2/keys/$T"
+refused "... wrap on unit 1 (key was cached)" 500 RECORD_TAMPERED_ERR 1 $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$T/actions/wrap"
+refused "... unwrap on unit 2 (key was cached)" 500 RECORD_TAMPERED_ERR 2 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
+refused "... disable by a Manager (not rewritten under a valid seal)" 500 RECORD_TAMPERED_ERR 2 $(auth "$M") \
+	$(json_body '{}') -X POST "/api/v2/keys/$T/actions/disable"
+if grep -q '"plaintext"\|"ciphertext"' "$T_DIR/body"; then fail "a tampered record served key material"; fi
+db "UPDATE keys SET blob = X'$orig' WHERE id = '$T'"
+accepted "record restored: unit 2 unwraps again" 200 2 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
+
+db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$T'"
+refused "clear column 'extractable' flipped: key read" 500 RECORD_TAMPERED_ERR 2 $(auth "$M") "/api/v2/keys/$T"
+refused "... metadata" 500 RECORD_TAMPERED_ERR $(auth "$M") "/api/v2/keys/$T/metadata"
+refused "... unwrap on unit 1 (key was cached)" 500 RECORD_TAMPERED_ERR 1 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
+refused "... wrap on unit 2" 500 RECORD_TAMPERED_ERR 2 $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$T/actions/wrap"
+refused "... keys listed with extractable=true" 500 RECORD_TAMPERED_ERR $(auth "$M") "/api/v2/keys?extractable=true"
+db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$T'"
+accepted "column restored: unit 1 unwraps again" 200 1 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
+
+# ---- key limit (instance B: key_limit = 3) --------------------------------------------------
+for i in 1 2 3; do
+	accepted "instance B: key $i of 3" 201 "$B" $(auth "$TB" "$(iid_of "$B")") \
+		$(json_body "$(create_json "lim-$i")") -X POST /api/v2/keys
+done
+refused "key limit reached (key_limit = 3)" 409 KEY_LIMIT_ERR "$B" $(auth "$TB" "$(iid_of "$B")") \
+	$(json_body "$(create_json lim-4)") -X POST /api/v2/keys
+refused "... an import too" 409 KEY_LIMIT_ERR "$B" $(auth "$TB" "$(iid_of "$B")") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"$KT\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$KT\",\"name\":\"lim-5\",\"extractable\":false,\"payload\":\"$(head -c 32 /dev/urandom | base64 -w0)\"}]}") \
+	-X POST /api/v2/keys
+
+# ---- a unit left behind by a rotation (instance B: unit 2 deselected, rotation on unit 1) ---
+export KYOK_INSTANCE=$B
+"$KYOK" tke cryptounit-rm --units 2 >/dev/null
+"$KYOK" tke mk-add --random --description b1 --password-file "$(newpw pb1)" >/dev/null
+"$KYOK" tke mk-add --random --description b2 --password-file "$(newpw pb2)" >/dev/null
+sel bob bea
+expect_ok "instance B: new master key on unit 1 only" "$KYOK" tke cryptounit-mk-load --parts 1,2 \
+	--password-file "$T_DIR/pw/pb1" --password-file "$T_DIR/pw/pb2" \
+	--password-file "$T_DIR/pw/bob" --password-file "$T_DIR/pw/bea"
+sel bob
+"$KYOK" tke cryptounit-mk-commit --password-file "$T_DIR/pw/bob" >/dev/null
+expect_ok "instance B: rotation on unit 1" "$KYOK" tke cryptounit-mk-rotate --yes --password-file "$T_DIR/pw/bob"
+export KYOK_INSTANCE=$A
+TB=$(token_of "$AK/b-writer.apikey" "$(url_of "$B" 1)")
+refused "API of a unit left behind by a rotation (old master key), valid token" 503 MASTER_KEY_MISMATCH_ERR \
+	"$B" 2 $(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+jq -j .apikey "$AK/b-writer.apikey" >"$T_DIR/ak.raw"
+before=$(digest "$B")
+status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "$B" 2)/identity/token")
+if [ "$status" = 503 ] && [ "$(jq -r .kyokCode "$T_DIR/body")" = master-key-mismatch ] &&
+	[ "$(jq -r 'has("access_token")' "$T_DIR/body")" = false ] && [ "$before" = "$(digest "$B")" ]; then
+	pass "token service of a unit left behind by a rotation: 503 $(jq -r .errorCode "$T_DIR/body") ($(jq -r .errorMessage "$T_DIR/body"))"
+else
+	fail "token service of a unit left behind by a rotation: $status $(cat "$T_DIR/body")"
+fi
+accepted "... it left the instance's token signing key alone: the token still works on unit 1" 200 \
+	"$B" 1 $(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+
+# ---- expired token (instance B: token_ttl = 3) ----------------------------------------------
+"$KYOK" down --instance "$B" >/dev/null 2>&1
+printf 'token_ttl = 3\n' >>"$B/unit-1/unit.conf"
+"$KYOK" up --instance "$B" >/dev/null 2>&1
+jq -j .apikey "$AK/b-writer.apikey" >"$T_DIR/ak.raw"
+reply=$(curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "$B" 1)/identity/token")
+TB=$(jq -r .access_token <<<"$reply")
+expect_eq "instance B: tokens now live 3 s" "$(jq -r .expires_in <<<"$reply")" 3
+accepted "control: the fresh token works (and is remembered by the unit)" 200 "$B" \
+	$(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+sleep 3.2
+refused "expired token" 401 UNAUTHORIZED_ERR "$B" $(auth "$TB" "$(iid_of "$B")") /api/v2/keys
+
+# ---- instance B crypto-shredded (zeroize) and initialised again: it serves again ------------
+# What the units kept under the old master key (token signing key, instance policies) went
+# with it: neither may block the instance (a unit's first master key renews them).
+export KYOK_INSTANCE=$B
+"$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+expect_ok "instance B: a Manager API key" "$KYOK" tke apikey-create --name b-manager --role Manager \
+	--password-file "$T_DIR/pw/bob"
+export KYOK_INSTANCE=$A
+accepted "instance B: Manager sets the instance policy dualAuthDelete" 204 "$B" \
+	$(auth "$(token_of "$AK/b-manager.apikey" "$(url_of "$B" 1)")" "$(iid_of "$B")") \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"dualAuthDelete","policy_data":{"enabled":true}}]}') \
+	-X PUT /api/v2/instance/policies
+"$KYOK" down --instance "$B" >/dev/null 2>&1
+sed -i '/^key_limit/d' "$B/unit-1/unit.conf" "$B/unit-2/unit.conf"
+"$KYOK" up --instance "$B" >/dev/null 2>&1
+export KYOK_INSTANCE=$B
+expect_ok "instance B: zeroize both units" "$KYOK" tke cryptounit-zeroize --yes --password-file "$T_DIR/pw/bob"
+expect_ok "instance B: auto-init again (another master key)" "$KYOK" tke auto-init --signature 1 \
+	--revocation 1 --sigkeys "$("$KYOK" tke sigkeys --output json | jq -r '[.sigkeys[] | select(.name == "bob") | .number] | join(",")')" \
+	--password-file "$T_DIR/pw/bob"
+export KYOK_INSTANCE=$A
+TB=$(token_of "$AK/b-writer.apikey" "$(url_of "$B" 2)")
+accepted "instance B after the shred: unit 2 issues tokens, unit 1 creates a key" 201 "$B" 1 \
+	$(auth "$TB" "$(iid_of "$B")") $(json_body "$(create_json after-shred)") -X POST /api/v2/keys
+refused "... the old keys stay unreadable" 503 MASTER_KEY_MISMATCH_ERR "$B" 2 \
+	$(auth "$TB" "$(iid_of "$B")") "/api/v2/keys/$(sqlite3 -readonly "$B/keys.db" "SELECT id FROM keys WHERE name = 'lim-1'")"
+
+# Units stopped cleanly: a sanitizer build reports what it found in their logs.
+for d in "$T_DIR"/inst*; do "$KYOK" down --instance "$d" >/dev/null 2>&1 || true; done
+if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T_DIR"/inst*/unit-*/unit.log >/dev/null 2>&1; then
+	fail "a unit's log has a sanitizer report: $(grep -hE -m3 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T_DIR"/inst*/unit-*/unit.log)"
+else
+	pass "units stopped, no sanitizer report in their logs"
+fi
+finish
