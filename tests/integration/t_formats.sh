@@ -405,8 +405,9 @@ fi
 hl=$(head -n 4 "$S" | wc -c)
 size=$(stat -c %s "$S")
 key=$(xxd -p -c 64 "$K")
-iv=$(tail -c +$((hl + 1)) "$S" | head -c 12 | xxd -p)00000002
-tail -c +$((hl + 13)) "$S" | head -c $((size - hl - 12 - 16)) |
+# (head stops reading early: tail's SIGPIPE is expected, not a failure)
+iv=$({ tail -c +$((hl + 1)) "$S" || true; } | head -c 12 | xxd -p)00000002
+{ tail -c +$((hl + 13)) "$S" || true; } | head -c $((size - hl - 12 - 16)) |
 	openssl enc -d -aes-256-ctr -K "$key" -iv "$iv" >state.plain
 expect_eq "sealed state decrypts (no tag check) to the unit state" \
 	"$(jq -c '{kyok, instance, unit, new_mk: .new_mk.vp, admins: (.admins | length)}' state.plain)" \

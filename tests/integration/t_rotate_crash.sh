@@ -10,7 +10,7 @@
 # each round every ciphertext made before the first rotation unwraps to its plaintext, and no
 # key is lost. The units run with small re-encipherment batches and a pause between them
 # (reencipher_batch, reencipher_pause_ms in unit.conf) so that a rotation lasts long enough
-# to be killed inside. KYOK_CRASH_ROUNDS (25 = the full run) scales the number of rounds.
+# to be killed inside. Rounds: KYOK_CRASH_ROUNDS (default 25) x 10 / 25, at least 2.
 . "$(dirname "$0")/helpers.sh"
 setup
 
