@@ -96,12 +96,14 @@ static void bench_db_close(struct bench_db *db)
 {
 	char p[600];
 
+	static const char *const side[] = {"-wal", "-shm", "-kyokgen"}; /* SQLite's, the store's */
+
 	ky_store_close(db->s);
 	unlink(db->path);
-	snprintf(p, sizeof(p), "%s-wal", db->path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", db->path);
-	unlink(p);
+	for (size_t i = 0; i < sizeof(side) / sizeof(side[0]); i++) {
+		snprintf(p, sizeof(p), "%s%s", db->path, side[i]);
+		unlink(p);
+	}
 }
 
 /* ---- raw AES-256-GCM baseline and kyok wrap/unwrap ----
