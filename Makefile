@@ -1,11 +1,12 @@
 # kyok: the two commands that matter are 'make demo' and 'make check'.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+RELEASE_BUILD ?= build-release
 MESON ?= meson
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps check-deps build build-asan demo check test test-asan format format-check clean \
-	bench
+.PHONY: all deps check-deps build build-asan build-release demo check test test-asan format \
+	format-check clean bench
 
 all: build
 
@@ -28,6 +29,13 @@ build: deps $(BUILD)/build.ninja
 build-asan: check-deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
+$(RELEASE_BUILD)/build.ninja:
+	$(MESON) setup $(RELEASE_BUILD) --buildtype=release
+
+# -O3 sees more (inlining): its warnings are errors too.
+build-release: check-deps $(RELEASE_BUILD)/build.ninja
+	ninja -C $(RELEASE_BUILD)
+
 # Builds, starts a local instance, runs a whole ceremony and shows the result.
 demo: build
 	scripts/demo.sh $(BUILD)
@@ -46,8 +54,8 @@ bench:
 	ninja -C $(BUILD)
 	bench/run.sh $(BUILD)
 
-# Everything: format, tests, then the same tests under ASan + UBSan.
-check: check-deps format-check test test-asan
+# Everything: format, a release build, tests, then the same tests under ASan + UBSan.
+check: check-deps format-check build-release test test-asan
 	@echo "make check: all tests passed (plain and sanitized builds)"
 
 format:
@@ -57,4 +65,4 @@ format-check:
 	@clang-format --dry-run --Werror $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD)

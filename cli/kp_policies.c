@@ -107,7 +107,7 @@ static int kp_key_policies_print(const struct kp_reply *rep)
 			const json_t *iv = json_object_get(o, "interval_month");
 			const json_t *en = json_object_get(o, "enabled");
 			rot = true;
-			if (json_is_integer(iv))
+			if (json_is_integer(iv) && json_integer_value(iv) > 0)
 				snprintf(setting, sizeof(setting), "every %lld month%s",
 				         (long long)json_integer_value(iv),
 				         json_integer_value(iv) == 1 ? "" : "s");
@@ -229,7 +229,7 @@ static int kp_instance_policies_print(const struct kp_reply *rep)
 		const json_t *data = json_object_get(p, "policy_data");
 		const json_t *attrs = json_object_get(data, "attributes");
 		const char *type = json_string_value(json_object_get(p, "policy_type"));
-		const char *upd = json_string_value(json_object_get(p, "updated_at"));
+		const char *upd = json_string_value(json_object_get(p, "lastUpdated"));
 		char setting[256] = "";
 		const char *key;
 		json_t *v;

@@ -379,9 +379,10 @@ int tke_apikey_create_main(int argc, char **argv)
 	    "Creates an API key for the key-management API ('kyok kp', the Key Protect SDKs).\n"
 	    "The secret is generated here and written to a file readable by you only (default\n"
 	    "<workspace>/apikeys/NAME.apikey); the crypto units receive only its SHA-256, in a\n"
-	    "signed command sent to every selected unit (signature threshold). If the command\n"
-	    "is interrupted, run it again with the same name: the key in the file is sent "
-	    "again.\n\n"
+	    "signed command sent to every selected unit (signature threshold), which tags the\n"
+	    "row under a key kept under the master key: the units need their master key\n"
+	    "first. If the command is interrupted, run it again with the same name: the key\n"
+	    "in the file is sent again.\n\n"
 	    "options:\n"
 	    "  --name NAME             1 to 64 letters, digits, '.', '_', '-'\n"
 	    "  --role ROLE             Reader, ReaderPlus, Writer, Manager or KeyPurge\n"
@@ -623,12 +624,16 @@ int tke_apikeys_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke apikeys [--output json]\n\n"
 	    "Lists the API keys of the instance's key storage (read from the first selected\n"
-	    "crypto unit that answers): id, name, role, creation date, revocation. Secrets are\n"
-	    "never stored, only their hash, which is not shown.\n\n" CLI_COMMON_HELP;
-	static const char *const hdr[] = {"ID", "NAME", "ROLE", "CREATED", "REVOKED"};
+	    "crypto unit that answers): id, name, role, creation date, revocation, and whether\n"
+	    "the unit verified the row's integrity tag (ok; ALTERED: changed in key storage\n"
+	    "by someone without the master key, refused by every unit; unknown: the unit holds\n"
+	    "no master key). Secrets are never stored, only their hash, which is not "
+	    "shown.\n\n" CLI_COMMON_HELP;
+	static const char *const hdr[] = {"ID", "NAME", "ROLE", "CREATED", "REVOKED", "INTEGRITY"};
 	struct cli_instance inst;
 	json_t *list = NULL;
 	struct cli_table *t = NULL;
+	size_t altered = 0;
 	int r, status = 0;
 
 	if ((r = cli_opts_common_only(argc, argv, usage)) >= 0)
@@ -639,7 +644,7 @@ int tke_apikeys_main(int argc, char **argv)
 		cli_print_json(json_pack("{s:s, s:O}", "instance", inst.id, "apikeys", list));
 		goto out;
 	}
-	if ((t = cli_table_new(5, hdr)) == NULL) {
+	if ((t = cli_table_new(6, hdr)) == NULL) {
 		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
@@ -648,8 +653,9 @@ int tke_apikeys_main(int argc, char **argv)
 		const char *id = json_string_value(json_object_get(a, "id"));
 		const char *name = json_string_value(json_object_get(a, "name"));
 		const char *role = json_string_value(json_object_get(a, "role"));
+		const json_t *v = json_object_get(a, "verified");
 		char created[64], revoked[64];
-		const char *cells[5];
+		const char *cells[6];
 
 		apikey_time_text(json_object_get(a, "created"), created, sizeof(created));
 		apikey_time_text(json_object_get(a, "revoked"), revoked, sizeof(revoked));
@@ -658,6 +664,8 @@ int tke_apikeys_main(int argc, char **argv)
 		cells[2] = role != NULL ? role : "?";
 		cells[3] = created;
 		cells[4] = revoked;
+		cells[5] = json_is_true(v) ? "ok" : json_is_false(v) ? "ALTERED" : "unknown";
+		altered += json_is_false(v) ? 1 : 0;
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			goto out;
@@ -665,6 +673,10 @@ int tke_apikeys_main(int argc, char **argv)
 	}
 	cli_table_print(t, stdout);
 	printf("%zu API key%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
+	if (altered > 0)
+		printf("%zu API key%s ALTERED in key storage: refused by every unit; make new ones "
+		       "with kyok tke apikey-create\n",
+		       altered, altered == 1 ? " was" : "s were");
 out:
 	cli_table_free(t);
 	json_decref(list);

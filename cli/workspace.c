@@ -563,7 +563,13 @@ int cli_sigkeys_list(struct cli_sigkey **keys, size_t *n)
 		json_t *item;
 		int e;
 
-		snprintf(k->path, sizeof(k->path), "%s/sigkeys/%s", cli_workspace(), names[i]);
+		if ((size_t)snprintf(k->path, sizeof(k->path), "%s/sigkeys/%s", cli_workspace(),
+		                     names[i]) >= sizeof(k->path)) {
+			fprintf(stderr, "warning: %s/sigkeys/%s: path too long: skipped\n",
+			        cli_workspace(), names[i]);
+			memset(k, 0, sizeof(*k));
+			continue;
+		}
 		if ((e = ky_sigkey_read_cert(k->path, &cert)) != 0 ||
 		    (e = ky_cert_cn(cert, k->name, sizeof(k->name))) != 0 ||
 		    (e = ky_cert_ski(cert, k->ski)) != 0) {
@@ -612,7 +618,13 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
 		struct ky_keypart_info info;
 		int e;
 
-		snprintf(p->path, sizeof(p->path), "%s/keyparts/%s", cli_workspace(), names[i]);
+		if ((size_t)snprintf(p->path, sizeof(p->path), "%s/keyparts/%s", cli_workspace(),
+		                     names[i]) >= sizeof(p->path)) {
+			fprintf(stderr, "warning: %s/keyparts/%s: path too long: skipped\n",
+			        cli_workspace(), names[i]);
+			memset(p, 0, sizeof(*p));
+			continue;
+		}
 		memset(&info, 0, sizeof(info));
 		if ((e = ky_keypart_read_info(p->path, &info)) != 0) {
 			fprintf(stderr, "warning: %s: %s: skipped\n", p->path, ky_err_message(e));

@@ -446,6 +446,18 @@ static void api_memo_put(const char *tok, size_t len, uint64_t epoch, const stru
 	m->cl = *cl;
 }
 
+/* Why an API key record could not be used. */
+static void api_apikey_detail(char *detail, size_t len, int r, const char *id)
+{
+	if (r == KY_ERR_RECORD_TAMPERED)
+		snprintf(detail, len,
+		         "the record of API key '%s' in key storage does not verify (altered, or "
+		         "made without this instance's integrity key): refused",
+		         id);
+	else if (r == KY_ERR_MK_MISMATCH)
+		snprintf(detail, len, "API key integrity key: %s", API_STALE_UNIT);
+}
+
 static int api_authenticate(struct api_ctx *x)
 {
 	struct unitd_api *api = x->api;
@@ -494,13 +506,15 @@ static int api_authenticate(struct api_ctx *x)
 		api_detail(x, "header Bluemix-Instance names another service instance");
 		return KY_ERR_UNAUTHORIZED;
 	}
-	r = unitd_keystore_apikey(api->ks, cl.sub, &ak);
+	r = unitd_keystore_apikey(api->ks, &x->kms, cl.sub, x->now, &ak);
 	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
 		api_detail(x, "the API key of this token was revoked");
 		return KY_ERR_UNAUTHORIZED;
 	}
-	if (r != 0)
+	if (r != 0) {
+		api_apikey_detail(x->detail, sizeof(x->detail), r, cl.sub);
 		return r;
+	}
 	memcpy(x->caller, ak.id, sizeof(x->caller));
 	x->role = api_role_bit(ak.role);
 	return 0;
@@ -669,8 +683,11 @@ static int api_key_create(struct api_ctx *x)
 	sp.actor = x->caller;
 	r = ky_kms_key_create(&x->kms, &sp, x->now, &k);
 	if (r == KY_ERR_KEY_LIMIT)
-		api_detail(x, "the instance holds %lu keys, its limit (key_limit in unit.conf)",
-		           (unsigned long)ky_store_key_limit(x->kms.store));
+		api_detail(
+		    x,
+		    "the instance holds %lu keys under its master key, its limit (key_limit in "
+		    "unit.conf)",
+		    (unsigned long)ky_store_key_limit(x->kms.store));
 	if (r != 0)
 		goto out;
 	/* The instance's policies apply to keys made from now on. */
@@ -1142,16 +1159,18 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 	OPENSSL_cleanse(apikey, sizeof(apikey));
 	if (r != 0)
 		goto out;
-	r = ky_store_apikey_find(unitd_keystore_store(api->ks), hash, &ak);
+	if ((r = unitd_keystore_enter(api->ks, &kms)) != 0)
+		goto out;
+	held = true;
+	r = unitd_keystore_apikey_find(api->ks, &kms, hash, now, &ak);
 	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
 		r = KY_ERR_APIKEY_INVALID;
 		goto out;
 	}
-	if (r != 0)
+	if (r != 0) {
+		api_apikey_detail(detail, sizeof(detail), r, ak.id);
 		goto out;
-	if ((r = unitd_keystore_enter(api->ks, &kms)) != 0)
-		goto out;
-	held = true;
+	}
 	if ((r = unitd_keystore_token_key(api->ks, &kms, now, key)) != 0) {
 		if (r == KY_ERR_MK_MISMATCH)
 			snprintf(detail, sizeof(detail), "token signing key: %s", API_STALE_UNIT);

@@ -23,11 +23,23 @@
 #include "kyok/store.h"
 #include "unitd/unitd.h"
 
-#define KS_BUCKETS          4096 /* power of two */
-#define KS_APIKEY_BUCKETS   64
-#define KS_MATERIAL_BUDGET  (384 * 1024) /* bytes of key material cached (secure heap) */
-#define KS_SECURE_ROUND     32           /* the secure heap's smallest block */
-#define KS_TOKEN_KEY_SECRET UNITD_SECRET_TOKEN_KEY
+#define KS_BUCKETS         4096 /* power of two */
+#define KS_APIKEY_BUCKETS  64
+#define KS_MATERIAL_BUDGET (384 * 1024) /* bytes of key material cached (secure heap) */
+#define KS_SECURE_ROUND    32           /* the secure heap's smallest block */
+#define KS_SECRET_LEN      32
+
+/* The daemon's own secrets in key storage, each 32 random bytes made by whichever unit needs
+ * it first, and cached here while nothing changes in the store. */
+enum ks_secret {
+	KS_TOKEN_KEY,  /* signs access tokens */
+	KS_APIKEY_MAC, /* tags API key rows */
+	KS__NSECRETS,
+};
+static const char *const ks_secret_names[KS__NSECRETS] = {
+    [KS_TOKEN_KEY] = UNITD_SECRET_TOKEN_KEY,
+    [KS_APIKEY_MAC] = UNITD_SECRET_APIKEY_MAC,
+};
 
 struct unitd_key_ref {
 	struct unitd_key_ref *next; /* hash chain */
@@ -54,10 +66,10 @@ struct unitd_keystore {
 	pthread_mutex_t lock;
 	uint64_t gen; /* bumped by every drop */
 	struct unitd_key_ref *keys[KS_BUCKETS];
-	size_t material; /* cost of the linked entries */
-	struct ks_apikey *apikeys[KS_APIKEY_BUCKETS];
-	bool have_token_key;
-	uint8_t *token_key; /* UNITD_TOKEN_KEY_LEN, secure heap */
+	size_t material;                              /* cost of the linked entries */
+	struct ks_apikey *apikeys[KS_APIKEY_BUCKETS]; /* verified rows */
+	bool have_secret[KS__NSECRETS];
+	uint8_t *secret; /* KS__NSECRETS * KS_SECRET_LEN, secure heap */
 };
 
 static uint32_t ks_hash(const char *s)
@@ -102,9 +114,10 @@ static void ks_drop_locked(struct unitd_keystore *ks)
 		}
 		ks->apikeys[b] = NULL;
 	}
-	if (ks->token_key != NULL)
-		OPENSSL_cleanse(ks->token_key, UNITD_TOKEN_KEY_LEN);
-	ks->have_token_key = false;
+	if (ks->secret != NULL)
+		OPENSSL_cleanse(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
+	for (size_t i = 0; i < KS__NSECRETS; i++)
+		ks->have_secret[i] = false;
 	ks->gen++;
 }
 
@@ -128,7 +141,7 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **
 
 	*out = NULL;
 	if ((ks = calloc(1, sizeof(*ks))) == NULL ||
-	    (ks->token_key = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+	    (ks->secret = ky_secret_alloc(KS__NSECRETS * KS_SECRET_LEN)) == NULL) {
 		r = KY_ERR_NOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto out;
@@ -185,7 +198,7 @@ out:
 			pthread_rwlock_destroy(&ks->regs);
 		if (lock_made)
 			pthread_mutex_destroy(&ks->lock);
-		ky_secret_free(ks->token_key, UNITD_TOKEN_KEY_LEN);
+		ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 		free(ks);
 	}
 	return r;
@@ -201,7 +214,7 @@ void unitd_keystore_free(struct unitd_keystore *ks)
 	ky_mk_free(ks->cur);
 	ky_mk_free(ks->next);
 	ky_store_close(ks->store);
-	ky_secret_free(ks->token_key, UNITD_TOKEN_KEY_LEN);
+	ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	pthread_mutex_destroy(&ks->lock);
 	pthread_rwlock_destroy(&ks->regs);
 	free(ks);
@@ -363,9 +376,101 @@ void unitd_keystore_key_put(struct unitd_keystore *ks, struct unitd_key_ref *ref
 		ks_ref_free(ref);
 }
 
+/* ---- the daemon's secrets ---- */
+
+static int ks_secret(struct unitd_keystore *ks, const struct ky_kms *kms, enum ks_secret which,
+                     int64_t now, uint8_t out[KS_SECRET_LEN])
+{
+	int r = KY_ERR_INTERNAL;
+	const char *name = ks_secret_names[which];
+	uint8_t *p = NULL, *fresh = NULL, *slot = ks->secret + (size_t)which * KS_SECRET_LEN;
+	size_t n = 0;
+	uint64_t gen;
+
+	pthread_mutex_lock(&ks->lock);
+	if (ks->have_secret[which]) {
+		memcpy(out, slot, KS_SECRET_LEN);
+		pthread_mutex_unlock(&ks->lock);
+		return 0;
+	}
+	gen = ks->gen;
+	pthread_mutex_unlock(&ks->lock);
+
+	r = ky_kms_secret_get(kms, name, &p, &n);
+	if (r == KY_ERR_NOT_FOUND) {
+		/* First unit to need it makes it; a unit that loses the race reads the winner's. */
+		if ((fresh = ky_secret_alloc(KS_SECRET_LEN)) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = ky_random(fresh, KS_SECRET_LEN)) != 0)
+			goto out;
+		r = ky_kms_secret_create(kms, name, fresh, KS_SECRET_LEN, now);
+		if (r != 0 && r != KY_ERR_EXISTS)
+			goto out;
+		r = ky_kms_secret_get(kms, name, &p, &n);
+	}
+	/* KY_ERR_MK_MISMATCH: the stored secret is under a master key this unit holds in
+	 * neither register. A unit left behind by a rotation must not replace it (that would
+	 * void every token or API key of the instance, on every unit): only a unit given its
+	 * first master key may, see unitd_keystore_first_mk. */
+	if (r != 0)
+		goto out;
+	if (n != KS_SECRET_LEN) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	memcpy(out, p, KS_SECRET_LEN);
+	pthread_mutex_lock(&ks->lock);
+	if (ks->gen == gen) {
+		memcpy(slot, p, KS_SECRET_LEN);
+		ks->have_secret[which] = true;
+	}
+	pthread_mutex_unlock(&ks->lock);
+	r = 0;
+out:
+	ky_kms_buf_free(p, n);
+	ky_secret_free(fresh, KS_SECRET_LEN);
+	return r;
+}
+
+int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                             uint8_t out[UNITD_TOKEN_KEY_LEN])
+{
+	return ks_secret(ks, kms, KS_TOKEN_KEY, now, out);
+}
+
 /* ---- API key records ---- */
 
-int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id, struct ky_store_apikey *out)
+int unitd_keystore_apikey_seal(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                               struct ky_store_apikey *k)
+{
+	uint8_t key[KS_SECRET_LEN];
+	int r;
+
+	if ((r = ks_secret(ks, kms, KS_APIKEY_MAC, now, key)) == 0 &&
+	    (r = ky_kms_apikey_mac(key, ks->instance, k, k->mac)) == 0)
+		k->has_mac = true;
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+int unitd_keystore_apikey_check(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                                const struct ky_store_apikey *k)
+{
+	uint8_t key[KS_SECRET_LEN];
+	int r;
+
+	if (!k->has_mac)
+		return KY_ERR_RECORD_TAMPERED; /* no need to make the key for that */
+	if ((r = ks_secret(ks, kms, KS_APIKEY_MAC, now, key)) == 0)
+		r = ky_kms_apikey_check(key, ks->instance, k);
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+int unitd_keystore_apikey(struct unitd_keystore *ks, const struct ky_kms *kms, const char *id,
+                          int64_t now, struct ky_store_apikey *out)
 {
 	int r = KY_ERR_INTERNAL;
 	uint32_t b = ks_hash(id) & (KS_APIKEY_BUCKETS - 1);
@@ -383,7 +488,8 @@ int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id, struct ky_s
 	gen = ks->gen;
 	pthread_mutex_unlock(&ks->lock);
 
-	if ((r = ky_store_apikey_get(ks->store, id, out)) != 0)
+	if ((r = ky_store_apikey_get(ks->store, id, out)) != 0 ||
+	    (r = unitd_keystore_apikey_check(ks, kms, now, out)) != 0)
 		return r;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return 0; /* not cached: the answer stands */
@@ -399,61 +505,15 @@ int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id, struct ky_s
 	return 0;
 }
 
-/* ---- the token signing key ---- */
-
-int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
-                             uint8_t out[UNITD_TOKEN_KEY_LEN])
+int unitd_keystore_apikey_find(struct unitd_keystore *ks, const struct ky_kms *kms,
+                               const uint8_t hash[KY_APIKEY_HASH_LEN], int64_t now,
+                               struct ky_store_apikey *out)
 {
-	int r = KY_ERR_INTERNAL;
-	uint8_t *p = NULL, *fresh = NULL;
-	size_t n = 0;
-	uint64_t gen;
+	int r;
 
-	pthread_mutex_lock(&ks->lock);
-	if (ks->have_token_key) {
-		memcpy(out, ks->token_key, UNITD_TOKEN_KEY_LEN);
-		pthread_mutex_unlock(&ks->lock);
-		return 0;
-	}
-	gen = ks->gen;
-	pthread_mutex_unlock(&ks->lock);
-
-	r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
-	if (r == KY_ERR_NOT_FOUND) {
-		/* First unit to need it makes it; a unit that loses the race reads the winner's. */
-		if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
-			r = KY_ERR_NOMEM;
-			goto out;
-		}
-		if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0)
-			goto out;
-		r = ky_kms_secret_create(kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN, now);
-		if (r != 0 && r != KY_ERR_EXISTS)
-			goto out;
-		r = ky_kms_secret_get(kms, KS_TOKEN_KEY_SECRET, &p, &n);
-	}
-	/* KY_ERR_MK_MISMATCH: the stored key is under a master key this unit holds in neither
-	 * register. A unit left behind by a rotation must not replace it (that would void every
-	 * token of the instance, on every unit): only a unit given its first master key may,
-	 * see unitd_keystore_first_mk. */
-	if (r != 0)
-		goto out;
-	if (n != UNITD_TOKEN_KEY_LEN) {
-		r = KY_ERR_RECORD_TAMPERED;
-		goto out;
-	}
-	memcpy(out, p, UNITD_TOKEN_KEY_LEN);
-	pthread_mutex_lock(&ks->lock);
-	if (ks->gen == gen) {
-		memcpy(ks->token_key, p, UNITD_TOKEN_KEY_LEN);
-		ks->have_token_key = true;
-	}
-	pthread_mutex_unlock(&ks->lock);
-	r = 0;
-out:
-	ky_kms_buf_free(p, n);
-	ky_secret_free(fresh, UNITD_TOKEN_KEY_LEN);
-	return r;
+	if ((r = ky_store_apikey_find(ks->store, hash, out)) != 0)
+		return r;
+	return unitd_keystore_apikey_check(ks, kms, now, out);
 }
 
 int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
@@ -477,7 +537,26 @@ int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
 	}
 	if (r != 0 && r != KY_ERR_NOT_FOUND)
 		goto out;
-	r = ky_kms_secret_get(&kms, KS_TOKEN_KEY_SECRET, &p, &n);
+	/* The API keys were tagged under an integrity key that went with the old master key:
+	 * none of them can be trusted again. They go first, then the key (a crash in between
+	 * leaves the key shredded, and the next set-immediate does the rest). */
+	r = ky_kms_secret_get(&kms, UNITD_SECRET_APIKEY_MAC, &p, &n);
+	ky_kms_buf_free(p, n);
+	p = NULL;
+	n = 0;
+	if (r == KY_ERR_MK_MISMATCH) {
+		uint64_t gone = 0;
+		if ((r = ky_store_apikey_purge(kms.store, &gone)) != 0)
+			goto out;
+		unitd_log("API key integrity key in key storage is under a master key this unit "
+		          "does not hold (crypto-shredded): %llu API key(s) removed, make new ones "
+		          "with kyok tke apikey-create",
+		          (unsigned long long)gone);
+		r = ky_store_secret_delete(kms.store, UNITD_SECRET_APIKEY_MAC);
+	}
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
+	r = ky_kms_secret_get(&kms, UNITD_SECRET_TOKEN_KEY, &p, &n);
 	if (r != KY_ERR_MK_MISMATCH) {
 		/* Readable, or not made yet (made on first need), or a store error. */
 		if (r == KY_ERR_NOT_FOUND)
@@ -487,19 +566,18 @@ int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
 	unitd_log("token signing key in key storage is under a master key this unit does not "
 	          "hold (crypto-shredded): replacing it (tokens issued before are no longer "
 	          "accepted)");
-	if ((fresh = ky_secret_alloc(UNITD_TOKEN_KEY_LEN)) == NULL) {
+	if ((fresh = ky_secret_alloc(KS_SECRET_LEN)) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = ky_random(fresh, UNITD_TOKEN_KEY_LEN)) != 0 ||
-	    (r = ky_kms_secret_put(&kms, KS_TOKEN_KEY_SECRET, fresh, UNITD_TOKEN_KEY_LEN, now)) !=
-	        0)
+	if ((r = ky_random(fresh, KS_SECRET_LEN)) != 0 ||
+	    (r = ky_kms_secret_put(&kms, UNITD_SECRET_TOKEN_KEY, fresh, KS_SECRET_LEN, now)) != 0)
 		goto out;
 	r = 0;
 out:
 	unitd_keystore_flush(ks);
 	unitd_keystore_leave(ks);
 	ky_kms_buf_free(p, n);
-	ky_secret_free(fresh, UNITD_TOKEN_KEY_LEN);
+	ky_secret_free(fresh, KS_SECRET_LEN);
 	return r;
 }

@@ -3,8 +3,9 @@
  * lib/ceremony checks these commands like any other (signatures, counter, registers); the
  * daemon carries them out against the store between the check and the state write:
  *
- *   apikey-create   insert the API key's hash (same id, hash and role again = done already)
- *   apikey-revoke   mark it revoked
+ *   apikey-create   insert the API key's hash, tagged (same id, hash and role again = done
+ *                   already); needs a master key: the tag's key is kept under it
+ *   apikey-revoke   mark it revoked, tagged again (a row that does not verify is refused)
  *   mk-setimm       refused while any record is under the current master key; when it
  *                   gives the unit its first master key, the token signing key and instance
  *                   policies found under a master key no register holds (crypto-shredded)
@@ -113,28 +114,69 @@ static int storage_count(struct unitd_storage *so, const uint8_t vp[KY_VP_LEN], 
 	return r;
 }
 
-static int storage_apikey_create(struct unitd_storage *so, const struct ky_command *c, char *detail,
-                                 size_t detaillen)
+/* A read hold on the registers for an apikey op: the rows are tagged under a key that lives
+ * under the master key. */
+static int storage_enter(struct unitd_storage *so, const struct ky_domain *old, struct ky_kms *kms,
+                         char *detail, size_t detaillen)
+{
+	int r = unitd_keystore_enter(so->ks, kms);
+
+	if (r == KY_ERR_NO_MASTER_KEY)
+		snprintf(detail, detaillen,
+		         "unit %s holds no master key: API keys are tagged under a key that is "
+		         "kept under it (finish the master key ceremony first)",
+		         old->unit);
+	else if (r != 0)
+		snprintf(detail, detaillen, "cannot read key storage: %s", ky_err_message(r));
+	return r;
+}
+
+static void storage_apikey_detail(int r, const char *id, char *detail, size_t detaillen)
+{
+	if (r == KY_ERR_RECORD_TAMPERED)
+		snprintf(detail, detaillen,
+		         "the record of API key '%s' in key storage does not verify (altered, or "
+		         "not made by kyok): it is refused already",
+		         id);
+	else if (r == KY_ERR_MK_MISMATCH)
+		snprintf(detail, detaillen,
+		         "the API key integrity key is under a master key this unit does not hold");
+}
+
+static int storage_apikey_create(struct unitd_storage *so, const struct ky_domain *old,
+                                 const struct ky_command *c, char *detail, size_t detaillen)
 {
 	struct ky_store *st = unitd_keystore_store(so->ks);
 	struct ky_store_apikey k, have;
+	struct ky_kms kms;
+	int64_t now = (int64_t)time(NULL);
 	int r;
 
+	if ((r = storage_enter(so, old, &kms, detail, detaillen)) != 0)
+		return r;
 	memset(&k, 0, sizeof(k));
 	snprintf(k.id, sizeof(k.id), "%s", c->apikey_id);
 	snprintf(k.name, sizeof(k.name), "%s", c->apikey_name);
 	snprintf(k.role, sizeof(k.role), "%s", c->role);
 	memcpy(k.hash, c->hash, KY_APIKEY_HASH_LEN);
-	k.created = (int64_t)time(NULL);
+	k.created = now;
+	if ((r = unitd_keystore_apikey_seal(so->ks, &kms, now, &k)) != 0) {
+		storage_apikey_detail(r, k.id, detail, detaillen);
+		goto out;
+	}
 	r = ky_store_apikey_insert(st, &k);
 	if (r != KY_ERR_EXISTS)
 		goto out;
 	/* Sent to every unit of the instance, and re-sent after a failure: the same key again
 	 * is success. */
 	r = ky_store_apikey_get(st, k.id, &have);
+	if (r == 0 && (r = unitd_keystore_apikey_check(so->ks, &kms, now, &have)) != 0) {
+		storage_apikey_detail(r, k.id, detail, detaillen);
+		goto out;
+	}
 	if (r == 0 && CRYPTO_memcmp(have.hash, k.hash, KY_APIKEY_HASH_LEN) == 0 &&
 	    strcmp(have.role, k.role) == 0 && have.revoked == 0)
-		return 0;
+		goto out;
 	if (r == 0)
 		snprintf(detail, detaillen, "an API key with id '%s' exists already%s", k.id,
 		         have.revoked ? " (revoked)" : "");
@@ -143,8 +185,47 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_comma
 		         "the same API key secret is registered under another id: make a new one");
 	r = KY_ERR_EXISTS;
 out:
+	unitd_keystore_leave(so->ks);
 	if (r != 0 && detail[0] == '\0')
 		snprintf(detail, detaillen, "cannot store the API key: %s", ky_err_message(r));
+	OPENSSL_cleanse(&k, sizeof(k));
+	return r;
+}
+
+static int storage_apikey_revoke(struct unitd_storage *so, const struct ky_domain *old,
+                                 const struct ky_command *c, char *detail, size_t detaillen)
+{
+	struct ky_store *st = unitd_keystore_store(so->ks);
+	struct ky_store_apikey have, k;
+	struct ky_kms kms;
+	int64_t now = (int64_t)time(NULL);
+	int r;
+
+	if ((r = storage_enter(so, old, &kms, detail, detaillen)) != 0)
+		return r;
+	if ((r = ky_store_apikey_get(st, c->apikey_id, &have)) != 0 ||
+	    (r = unitd_keystore_apikey_check(so->ks, &kms, now, &have)) != 0) {
+		storage_apikey_detail(r, c->apikey_id, detail, detaillen);
+		goto out;
+	}
+	if (have.revoked != 0)
+		goto out; /* re-sent: done already */
+	k = have;
+	k.revoked = now > 0 ? now : 1;
+	if ((r = unitd_keystore_apikey_seal(so->ks, &kms, now, &k)) != 0 ||
+	    (r = ky_store_apikey_revoke(st, k.id, k.revoked, have.mac, k.mac)) != 0)
+		storage_apikey_detail(r, c->apikey_id, detail, detaillen);
+out:
+	unitd_keystore_leave(so->ks);
+	if (r == KY_ERR_NOT_FOUND)
+		snprintf(detail, detaillen, "no API key with id '%s'", c->apikey_id);
+	else if (r == KY_ERR_CONFLICT)
+		snprintf(detail, detaillen,
+		         "API key '%s' changed in key storage meanwhile: run the command again",
+		         c->apikey_id);
+	else if (r != 0 && detail[0] == '\0')
+		snprintf(detail, detaillen, "cannot revoke API key '%s': %s", c->apikey_id,
+		         ky_err_message(r));
 	return r;
 }
 
@@ -179,14 +260,9 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 			goto out;
 		}
 		if (c->op == KY_OP_APIKEY_CREATE)
-			r = storage_apikey_create(so, c, detail, detaillen);
-		else if (c->op == KY_OP_APIKEY_REVOKE &&
-		         (r = ky_store_apikey_revoke(unitd_keystore_store(so->ks), c->apikey_id,
-		                                     (int64_t)time(NULL))) != 0)
-			snprintf(detail, detaillen,
-			         r == KY_ERR_NOT_FOUND ? "no API key with id '%s'"
-			                               : "cannot revoke API key '%s'",
-			         c->apikey_id);
+			r = storage_apikey_create(so, old, c, detail, detaillen);
+		else if (c->op == KY_OP_APIKEY_REVOKE)
+			r = storage_apikey_revoke(so, old, c, detail, detaillen);
 		goto out;
 	case KY_OP_MK_SETIMM:
 	case KY_OP_MK_CLRCUR:
@@ -442,25 +518,42 @@ int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out)
 	struct ky_store_apikey *keys = NULL;
 	size_t n = 0;
 	json_t *a = NULL;
+	struct ky_kms kms;
+	bool held = false;
+	int64_t now = (int64_t)time(NULL);
 	int r;
 
 	*out = NULL;
 	if (so == NULL || so->ks == NULL)
 		return KY_ERR_NO_STORE;
-	if ((r = ky_store_apikey_list(unitd_keystore_store(so->ks), &keys, &n)) != 0)
+	/* Without a master key the rows are listed unchecked (verified: null). */
+	if ((r = unitd_keystore_enter(so->ks, &kms)) == 0)
+		held = true;
+	else if (r != KY_ERR_NO_MASTER_KEY)
 		return r;
+	if ((r = ky_store_apikey_list(unitd_keystore_store(so->ks), &keys, &n)) != 0)
+		goto out;
 	if ((a = json_array()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		char c[KP_DATE_LEN + 1], rv[KP_DATE_LEN + 1];
+		json_t *verified = json_null();
 		kp_date(keys[i].created, c);
 		kp_date(keys[i].revoked, rv);
+		if (held) {
+			r = unitd_keystore_apikey_check(so->ks, &kms, now, &keys[i]);
+			if (r != 0 && r != KY_ERR_RECORD_TAMPERED && r != KY_ERR_MK_MISMATCH)
+				goto out;
+			if (r != KY_ERR_MK_MISMATCH)
+				verified = json_boolean(r == 0);
+		}
 		if (json_array_append_new(
-		        a, json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", keys[i].id, "name",
+		        a, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "id", keys[i].id, "name",
 		                     keys[i].name, "role", keys[i].role, "created", c, "revoked",
-		                     keys[i].revoked ? json_string(rv) : json_null())) != 0) {
+		                     keys[i].revoked ? json_string(rv) : json_null(), "verified",
+		                     verified)) != 0) {
 			r = KY_ERR_NOMEM;
 			goto out;
 		}
@@ -469,6 +562,8 @@ int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out)
 	a = NULL; /* transferred */
 	r = *out ? 0 : KY_ERR_NOMEM;
 out:
+	if (held)
+		unitd_keystore_leave(so->ks);
 	json_decref(a);
 	OPENSSL_cleanse(keys, n * sizeof(*keys));
 	free(keys);

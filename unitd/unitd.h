@@ -11,6 +11,7 @@
 
 #include "kyok/ceremony.h"
 #include "kyok/common.h"
+#include "kyok/store.h"
 
 #define UNITD_ERR_MAX 512 /* room for one error sentence */
 
@@ -109,8 +110,9 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 
 /* Records the daemon keeps in key storage's secrets, under the master key. */
-#define UNITD_SECRET_TOKEN_KEY "token-signing-key"
-#define UNITD_SECRET_POLICIES  "instance-policies"
+#define UNITD_SECRET_TOKEN_KEY  "token-signing-key"
+#define UNITD_SECRET_POLICIES   "instance-policies"
+#define UNITD_SECRET_APIKEY_MAC "apikey-integrity-key"
 
 /* ---- keystore.c: the unit's view of key storage ----
  *
@@ -151,9 +153,22 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
                            int64_t now, struct unitd_key_ref **ref) KY_WUR;
 const struct ky_key *unitd_key_ref_key(const struct unitd_key_ref *ref);
 void unitd_keystore_key_put(struct unitd_keystore *ks, struct unitd_key_ref *ref);
-/* API key record by id (cached). KY_ERR_NOT_FOUND. */
-int unitd_keystore_apikey(struct unitd_keystore *ks, const char *id,
-                          struct ky_store_apikey *out) KY_WUR;
+/* API key records, inside a hold. A row is trusted only when its tag checks under the
+ * instance's API key integrity key (a secret under the master key, made on first need):
+ * KY_ERR_RECORD_TAMPERED otherwise, KY_ERR_MK_MISMATCH when that key is under a master key
+ * neither register holds. */
+/* By id (verified rows are cached). KY_ERR_NOT_FOUND. */
+int unitd_keystore_apikey(struct unitd_keystore *ks, const struct ky_kms *kms, const char *id,
+                          int64_t now, struct ky_store_apikey *out) KY_WUR;
+/* By hash of the secret. KY_ERR_NOT_FOUND. */
+int unitd_keystore_apikey_find(struct unitd_keystore *ks, const struct ky_kms *kms,
+                               const uint8_t hash[KY_APIKEY_HASH_LEN], int64_t now,
+                               struct ky_store_apikey *out) KY_WUR;
+/* Sets k->mac (and has_mac) for k as it is to be stored. */
+int unitd_keystore_apikey_seal(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                               struct ky_store_apikey *k) KY_WUR;
+int unitd_keystore_apikey_check(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
+                                const struct ky_store_apikey *k) KY_WUR;
 /* The token signing key (32 bytes), made by whichever unit needs it first. Inside a hold. */
 #define UNITD_TOKEN_KEY_LEN 32
 int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
@@ -161,7 +176,8 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
 /* After a set-immediate gave this unit its first master key (a new unit, or one zeroized and
  * initialised again): the records the daemon keeps for the instance that are under a master
  * key neither register holds were crypto-shredded with it. The token signing key is
- * replaced, the instance policies removed (defaults apply). Nowhere else: a unit left behind
+ * replaced, the instance policies removed (defaults apply), the API keys removed with their
+ * integrity key (none can be verified any more). Nowhere else: a unit left behind
  * by a rotation finds them under the instance's newer master key and must leave them alone
  * (it answers master key mismatch). */
 int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now) KY_WUR;
@@ -187,7 +203,8 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 /* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
  * json null when there is no store. */
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);
-/* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked"}]}. */
+/* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked","verified"}]}
+ * (verified: the row's tag checks; null when the unit cannot tell: no master key). */
 int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out) KY_WUR;
 
 /* ---- api.c: the key API and the token service (see api.h) ---- */

@@ -97,7 +97,7 @@
 	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                            \
 	  "method not allowed for this path")                                                      \
 	X(RECORD_TAMPERED, "record-tampered", KY_EXIT_STATE, 500,                                  \
-	  "stored key record failed authentication: not served")                                   \
+	  "stored record failed authentication: not served")                                       \
 	X(MK_MISMATCH, "master-key-mismatch", KY_EXIT_STATE, 503,                                  \
 	  "master key mismatch: this crypto unit does not hold the master key this record is "     \
 	  "under")                                                                                 \

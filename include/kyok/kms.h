@@ -197,6 +197,17 @@ int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
 
+/* ---- integrity of API key rows ---- */
+
+#define KY_APIKEY_MAC_KEY_LEN 32 /* the integrity key: a system secret */
+
+/* HMAC-SHA256 over every column of k but mac, and the instance id. */
+int ky_kms_apikey_mac(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *instance,
+                      const struct ky_store_apikey *k, uint8_t out[KY_APIKEY_MAC_LEN]) KY_WUR;
+/* 0 when k->mac is the tag of k; KY_ERR_RECORD_TAMPERED otherwise (no tag included). */
+int ky_kms_apikey_check(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *instance,
+                        const struct ky_store_apikey *k) KY_WUR;
+
 /* ---- master key rotation ---- */
 
 struct ky_kms_reenc {

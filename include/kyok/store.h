@@ -18,6 +18,7 @@
 #ifndef KYOK_STORE_H
 #define KYOK_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@
 #define KY_SECRET_NAME_MAX         64
 #define KY_APIKEY_ROLE_MAX         32
 #define KY_APIKEY_HASH_LEN         32
+#define KY_APIKEY_MAC_LEN          32
 #define KY_STORE_APIKEY_NAME_MAX   64
 
 struct ky_store; /* opaque */
@@ -64,6 +66,9 @@ struct ky_store_row {
 	uint8_t vp[KY_VP_LEN];
 	uint8_t *blob;
 	size_t bloblen;
+	/* insert only: records under this VP count toward the key limit too (the other master
+	 * key register during a rotation); NULL = only those under vp. */
+	const uint8_t *limit_vp;
 };
 
 /* One row of the secrets table (system secrets such as a token signing key). */
@@ -96,7 +101,8 @@ struct ky_store_filter {
 	const uint8_t *vp_a, *vp_b;
 };
 
-/* API keys: only a hash of the key is kept. */
+/* API keys: only a hash of the key is kept. The store keeps mac as it is given: computing
+ * and checking it is the caller's (ky_kms_apikey_mac). */
 struct ky_store_apikey {
 	char id[KY_ID_MAX + 1];
 	char name[KY_STORE_APIKEY_NAME_MAX + 1]; /* label for listings, "" when none */
@@ -104,6 +110,8 @@ struct ky_store_apikey {
 	uint8_t hash[KY_APIKEY_HASH_LEN];
 	int64_t created;
 	int64_t revoked; /* 0 = valid */
+	bool has_mac;    /* false: a row without one (made by hand, or by an older program) */
+	uint8_t mac[KY_APIKEY_MAC_LEN];
 };
 
 enum ky_store_plan {
@@ -140,8 +148,11 @@ struct ky_store_ops {
 	int (*apikey_get)(void *be, const char *id, struct ky_store_apikey *k);
 	int (*apikey_find)(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
 	                   struct ky_store_apikey *k);
-	int (*apikey_revoke)(void *be, const char *id, int64_t when);
+	int (*apikey_revoke)(void *be, const char *id, int64_t when,
+	                     const uint8_t old_mac[KY_APIKEY_MAC_LEN],
+	                     const uint8_t new_mac[KY_APIKEY_MAC_LEN]);
 	int (*apikey_list)(void *be, struct ky_store_apikey **keys, size_t *n);
+	int (*apikey_purge)(void *be, uint64_t *n);
 	int (*changed)(void *be, int *changed);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
@@ -218,9 +229,15 @@ int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apik
 /* Lookup by hash (the caller compares nothing itself: the index does). KY_ERR_NOT_FOUND. */
 int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
                          struct ky_store_apikey *k) KY_WUR;
-int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when) KY_WUR;
+/* Sets revoked = when and mac = new_mac iff the row is not revoked and its mac is still
+ * old_mac (KY_ERR_CONFLICT otherwise; 0 when it was revoked already; KY_ERR_NOT_FOUND). */
+int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when,
+                           const uint8_t old_mac[KY_APIKEY_MAC_LEN],
+                           const uint8_t new_mac[KY_APIKEY_MAC_LEN]) KY_WUR;
 /* Every API key (revoked ones too), oldest first; *keys is malloc'd (free()). */
 int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size_t *n) KY_WUR;
+/* Deletes every API key (their integrity key was crypto-shredded); *n = how many. */
+int ky_store_apikey_purge(struct ky_store *s, uint64_t *n) KY_WUR;
 
 /* ---- change detection ---- */
 

@@ -765,6 +765,9 @@ int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, 
 		goto out;
 	if ((r = ky_kms_record_seal(kms, k, &row)) != 0)
 		goto out;
+	/* The limit counts the records this unit opens: under either register. */
+	if (kms->next != NULL && kms->current != NULL)
+		row.limit_vp = kms->current->vp;
 	if ((r = ky_store_key_insert(kms->store, &row)) != 0)
 		goto out;
 	k->seq = row.seq;

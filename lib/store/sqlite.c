@@ -13,14 +13,15 @@
  *
  * Schema version 1 (meta.schema = '1'):
  *   meta(k, v)               schema version, instance id
- *   counters(k, n)           'keys' = row count of keys (kept by triggers: O(1) limit check)
+ *   counters(k, n)           'keys' = row count of keys, 'vp:<HEX>' = rows of keys under
+ *                            that VP (both kept by triggers: O(1) limit check)
  *   keys(id PK, seq, rev, name, state, extractable, created, updated, deleted, version,
  *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search;
  *                            keys_seq (listing order), keys_vp (vp, id) (re-encipherment)
  *   secrets(name PK, seq, rev, created, updated, vp, blob), secrets_vp (vp, name)
- *   api_keys(id PK, name, role, hash UNIQUE, created, revoked)
- *                            (name added after the first stores were made: added on open
- *                            when missing)
+ *   api_keys(id PK, name, role, hash UNIQUE, created, revoked, mac)
+ *                            (name, mac and the 'vp:' counters came after the first stores
+ *                            were made: added on open when missing)
  *
  * Change detection (ky_store_changed, for caches above the store): every commit made through
  * this backend, by any thread of any process, bumps a 64-bit counter in a small shared file
@@ -49,6 +50,7 @@ enum sq_stmt {
 	SQ_COMMIT,
 	SQ_ROLLBACK,
 	SQ_KEY_TOTAL,
+	SQ_KEY_UNDER,
 	SQ_KEY_INSERT,
 	SQ_KEY_UPDATE,
 	SQ_KEY_REV,
@@ -72,6 +74,7 @@ enum sq_stmt {
 	SQ_APIKEY_FIND,
 	SQ_APIKEY_REVOKE,
 	SQ_APIKEY_LIST,
+	SQ_APIKEY_PURGE,
 	SQ_DATA_VERSION,
 	SQ__COUNT
 };
@@ -82,6 +85,7 @@ enum sq_stmt {
 
 #define SQ_KEY_COLS \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
+#define SQ_APIKEY_COLS "id, role, hash, created, revoked, name, mac"
 #define SQ_FILTER                                                                    \
 	"(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2) AND " \
 	"(?5 IS NULL OR vp = ?5 OR vp = ?6)"
@@ -91,6 +95,9 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",
     [SQ_KEY_TOTAL] = "SELECT n FROM counters WHERE k = 'keys'",
+    /* Rows under ?1 or ?2 (?2 may be NULL), from the per-VP counters. */
+    [SQ_KEY_UNDER] = "SELECT coalesce(sum(n), 0) FROM counters WHERE k = 'vp:' || hex(?1) OR "
+                     "(?2 IS NOT NULL AND ?2 != ?1 AND k = 'vp:' || hex(?2))",
     [SQ_KEY_INSERT] = "INSERT INTO keys (" SQ_KEY_COLS ") VALUES (?1, "
                       "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, ?2, ?3, ?4, ?5, ?6, ?7, "
                       "?8, ?9, ?10) RETURNING seq",
@@ -123,16 +130,32 @@ static const char *const sq_sql[SQ__COUNT] = {
                         "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
     [SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
                            "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
-    [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (id, role, hash, created, revoked, name) "
-                         "VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-    [SQ_APIKEY_GET] = "SELECT id, role, hash, created, revoked, name FROM api_keys WHERE id = ?1",
-    [SQ_APIKEY_FIND] =
-        "SELECT id, role, hash, created, revoked, name FROM api_keys WHERE hash = ?1",
-    [SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked = 0",
-    [SQ_APIKEY_LIST] = "SELECT id, role, hash, created, revoked, name FROM api_keys "
-                       "ORDER BY created, id",
+    [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (" SQ_APIKEY_COLS ") "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [SQ_APIKEY_GET] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE id = ?1",
+    [SQ_APIKEY_FIND] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE hash = ?1",
+    [SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2, mac = ?4 "
+                         "WHERE id = ?1 AND revoked = 0 AND mac = ?3",
+    [SQ_APIKEY_LIST] = "SELECT " SQ_APIKEY_COLS " FROM api_keys ORDER BY created, id",
+    [SQ_APIKEY_PURGE] = "DELETE FROM api_keys",
     [SQ_DATA_VERSION] = "PRAGMA data_version",
 };
+
+/* Rows of keys per VP: the key limit counts only what a unit's registers open (records under
+ * a crypto-shredded master key are nobody's keys). */
+#define SQ_VP_TRIGGERS                                                          \
+	"CREATE TRIGGER IF NOT EXISTS keys_vp_ins AFTER INSERT ON keys BEGIN"   \
+	" INSERT INTO counters (k, n) VALUES ('vp:' || hex(NEW.vp), 1)"         \
+	" ON CONFLICT (k) DO UPDATE SET n = n + 1; END;"                        \
+	"CREATE TRIGGER IF NOT EXISTS keys_vp_del AFTER DELETE ON keys BEGIN"   \
+	" UPDATE counters SET n = n - 1 WHERE k = 'vp:' || hex(OLD.vp);"        \
+	" DELETE FROM counters WHERE k = 'vp:' || hex(OLD.vp) AND n <= 0; END;" \
+	"CREATE TRIGGER IF NOT EXISTS keys_vp_upd AFTER UPDATE OF vp ON keys"   \
+	" WHEN OLD.vp IS NOT NEW.vp BEGIN"                                      \
+	" UPDATE counters SET n = n - 1 WHERE k = 'vp:' || hex(OLD.vp);"        \
+	" DELETE FROM counters WHERE k = 'vp:' || hex(OLD.vp) AND n <= 0;"      \
+	" INSERT INTO counters (k, n) VALUES ('vp:' || hex(NEW.vp), 1)"         \
+	" ON CONFLICT (k) DO UPDATE SET n = n + 1; END;"
 
 static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) "
@@ -153,12 +176,12 @@ static const char sq_schema[] =
     "CREATE INDEX IF NOT EXISTS secrets_vp ON secrets (vp, name);"
     "CREATE TABLE IF NOT EXISTS api_keys ("
     " id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,"
-    " created INTEGER NOT NULL, revoked INTEGER NOT NULL, name TEXT NOT NULL DEFAULT '')"
-    " WITHOUT ROWID;"
+    " created INTEGER NOT NULL, revoked INTEGER NOT NULL, name TEXT NOT NULL DEFAULT '',"
+    " mac BLOB) WITHOUT ROWID;"
     "CREATE TRIGGER IF NOT EXISTS keys_count_ins AFTER INSERT ON keys BEGIN"
     " UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
     "CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
-    " UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;"
+    " UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;" SQ_VP_TRIGGERS
     "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
     "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
 
@@ -524,15 +547,21 @@ static int sq_read_key(sqlite3_stmt *st, struct ky_store_row *row)
 
 /* ---- keys ---- */
 
-/* Limit check and insert, inside the caller's write transaction. */
+/* Limit check (records under the row's VP and limit_vp) and insert, inside the caller's write
+ * transaction. */
 static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 {
 	sqlite3_stmt *st;
 	int r, rc;
 	int64_t total;
 
-	if ((r = sq_stmt(c, SQ_KEY_TOTAL, &st)) != 0)
+	if ((r = sq_stmt(c, SQ_KEY_UNDER, &st)) != 0)
 		return r;
+	sqlite3_bind_blob(st, 1, row->vp, KY_VP_LEN, SQLITE_STATIC);
+	if (row->limit_vp != NULL)
+		sqlite3_bind_blob(st, 2, row->limit_vp, KY_VP_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
 	rc = sqlite3_step(st);
 	total = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
 	sq_done(st);
@@ -832,6 +861,31 @@ static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_fil
 	return r;
 }
 
+/* Rows under vp_a or vp_b (may be NULL): constant time, from the per-VP counters. */
+static int sq_count_under(struct sq_conn *c, const uint8_t *vp_a, const uint8_t *vp_b, uint64_t *n)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, SQ_KEY_UNDER, &st)) != 0)
+		return r;
+	sqlite3_bind_blob(st, 1, vp_a, KY_VP_LEN, SQLITE_STATIC);
+	if (vp_b != NULL)
+		sqlite3_bind_blob(st, 2, vp_b, KY_VP_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		int64_t v = sqlite3_column_int64(st, 0);
+		*n = v < 0 ? 0 : (uint64_t)v;
+		r = 0;
+	} else {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	}
+	sq_done(st);
+	return r;
+}
+
 static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 {
 	struct sq_store *s = be;
@@ -842,6 +896,8 @@ static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 		return r;
 	if (f == NULL || (f->states == 0 && f->extractable < 0 && f->vp_a == NULL))
 		return sq_count(c, SQ_KEY_TOTAL, NULL, NULL, n);
+	if (f->states == 0 && f->extractable < 0)
+		return sq_count_under(c, f->vp_a, f->vp_b, n);
 	return sq_count(c, SQ_KEY_COUNT, f, NULL, n);
 }
 
@@ -1068,12 +1124,34 @@ static int sq_apikey_insert(void *be, const struct ky_store_apikey *k)
 	sq_bind_text(st, 2, k->role);
 	sqlite3_bind_blob(st, 3, k->hash, KY_APIKEY_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, k->created);
-	sq_bind_text(st, 5, k->name);
+	sqlite3_bind_int64(st, 5, k->revoked);
+	sq_bind_text(st, 6, k->name);
+	if (k->has_mac)
+		sqlite3_bind_blob(st, 7, k->mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 7);
 	rc = sqlite3_step(st);
 	sq_done(st);
 	r = rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
 out:
 	return sq_wend(c, opened, r);
+}
+
+/* Row of SQ_APIKEY_COLS at the cursor. A mac of the wrong size is kept as none. */
+static int sq_read_apikey(sqlite3_stmt *st, struct ky_store_apikey *k)
+{
+	int r;
+
+	memset(k, 0, sizeof(*k));
+	if ((r = sq_col_text(st, 0, k->id, sizeof(k->id), 0)) != 0 ||
+	    (r = sq_col_text(st, 1, k->role, sizeof(k->role), 0)) != 0 ||
+	    (r = sq_col_fixed(st, 2, k->hash, KY_APIKEY_HASH_LEN)) != 0 ||
+	    (r = sq_col_text(st, 5, k->name, sizeof(k->name), 0)) != 0)
+		return r;
+	k->created = sqlite3_column_int64(st, 3);
+	k->revoked = sqlite3_column_int64(st, 4);
+	k->has_mac = sq_col_fixed(st, 6, k->mac, KY_APIKEY_MAC_LEN) == 0;
+	return 0;
 }
 
 static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, size_t keylen,
@@ -1090,13 +1168,7 @@ static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, si
 		sqlite3_bind_blob(st, 1, key, (int)keylen, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		if ((r = sq_col_text(st, 0, k->id, sizeof(k->id), 0)) == 0 &&
-		    (r = sq_col_text(st, 1, k->role, sizeof(k->role), 0)) == 0 &&
-		    (r = sq_col_fixed(st, 2, k->hash, KY_APIKEY_HASH_LEN)) == 0) {
-			k->created = sqlite3_column_int64(st, 3);
-			k->revoked = sqlite3_column_int64(st, 4);
-			r = sq_col_text(st, 5, k->name, sizeof(k->name), 0);
-		}
+		r = sq_read_apikey(st, k);
 	} else {
 		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
 	}
@@ -1127,7 +1199,9 @@ static int sq_apikey_find(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
 	return sq_apikey_read(c, SQ_APIKEY_FIND, hash, KY_APIKEY_HASH_LEN, k);
 }
 
-static int sq_apikey_revoke(void *be, const char *id, int64_t when)
+static int sq_apikey_revoke(void *be, const char *id, int64_t when,
+                            const uint8_t old_mac[KY_APIKEY_MAC_LEN],
+                            const uint8_t new_mac[KY_APIKEY_MAC_LEN])
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
@@ -1143,12 +1217,15 @@ static int sq_apikey_revoke(void *be, const char *id, int64_t when)
 		goto out;
 	sq_bind_text(st, 1, id);
 	sqlite3_bind_int64(st, 2, when > 0 ? when : 1);
+	sqlite3_bind_blob(st, 3, old_mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 4, new_mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
-	else if (sqlite3_changes(c->db) != 1)
-		r = sq_apikey_read(c, SQ_APIKEY_GET, id, 0, &k); /* revoked already: 0 */
+	else if (sqlite3_changes(c->db) != 1 &&
+	         (r = sq_apikey_read(c, SQ_APIKEY_GET, id, 0, &k)) == 0 && k.revoked == 0)
+		r = KY_ERR_CONFLICT; /* changed since the caller read it; revoked already: 0 */
 out:
 	return sq_wend(c, opened, r);
 }
@@ -1177,14 +1254,8 @@ static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 			}
 			v = nv;
 		}
-		memset(&v[cnt], 0, sizeof(v[cnt]));
-		if ((r = sq_col_text(st, 0, v[cnt].id, sizeof(v[cnt].id), 0)) != 0 ||
-		    (r = sq_col_text(st, 1, v[cnt].role, sizeof(v[cnt].role), 0)) != 0 ||
-		    (r = sq_col_fixed(st, 2, v[cnt].hash, KY_APIKEY_HASH_LEN)) != 0 ||
-		    (r = sq_col_text(st, 5, v[cnt].name, sizeof(v[cnt].name), 0)) != 0)
+		if ((r = sq_read_apikey(st, &v[cnt])) != 0)
 			goto out;
-		v[cnt].created = sqlite3_column_int64(st, 3);
-		v[cnt].revoked = sqlite3_column_int64(st, 4);
 		cnt++;
 	}
 	if (rc != SQLITE_DONE) {
@@ -1199,6 +1270,29 @@ out:
 	sq_done(st);
 	free(v);
 	return r;
+}
+
+static int sq_apikey_purge(void *be, uint64_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_APIKEY_PURGE, &st)) != 0)
+		goto out;
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc == SQLITE_DONE)
+		*n = (uint64_t)sqlite3_changes(c->db);
+	else
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+out:
+	return sq_wend(c, opened, r);
 }
 
 /* ---- change detection ---- */
@@ -1371,34 +1465,60 @@ static int sq_has_meta(struct sq_conn *c, int *has)
 	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
 }
 
-/* Stores made before api_keys had a name column get one (same schema version: the column
- * has a default and older programs never read it). */
-static int sq_apikey_name_column(struct sq_conn *c)
+/* *has = the answer (a count) of query q is not 0. */
+static int sq_exists(struct sq_conn *c, const char *q, int *has)
 {
 	sqlite3_stmt *st = NULL;
-	int rc, has = 0;
+	int rc;
 
-	rc = sqlite3_prepare_v2(c->db,
-	                        "SELECT count(*) FROM pragma_table_info('api_keys') "
-	                        "WHERE name = 'name'",
-	                        -1, &st, NULL);
+	*has = 0;
+	rc = sqlite3_prepare_v2(c->db, q, -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
-		has = sqlite3_column_int(st, 0) > 0;
+		*has = sqlite3_column_int(st, 0) > 0;
 	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
-	if (has)
-		return 0;
-	rc = sqlite3_exec(c->db, "ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT ''",
-	                  NULL, NULL, NULL);
+	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+static int sq_run(struct sq_conn *c, const char *q)
+{
+	int rc = sqlite3_exec(c->db, q, NULL, NULL, NULL);
+
 	return rc == SQLITE_OK ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+/* Stores made by earlier versions of schema 1 get what came later (same schema version: older
+ * programs never read the new columns, and SQLite runs the triggers for them too):
+ *   api_keys.name     a label, '' by default
+ *   api_keys.mac      NULL by default: such a row is refused until it is made again
+ *   'vp:' counters    counted once from the keys table when their triggers are made. */
+static int sq_upgrade(struct sq_conn *c, int had_vp_triggers)
+{
+	int r, has;
+
+	if ((r = sq_exists(c,
+	                   "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'name'",
+	                   &has)) != 0 ||
+	    (!has && (r = sq_run(c, "ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL "
+	                            "DEFAULT ''")) != 0))
+		return r;
+	if ((r = sq_exists(c,
+	                   "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'mac'",
+	                   &has)) != 0 ||
+	    (!has && (r = sq_run(c, "ALTER TABLE api_keys ADD COLUMN mac BLOB")) != 0))
+		return r;
+	if (!had_vp_triggers &&
+	    (r = sq_run(c, "DELETE FROM counters WHERE k LIKE 'vp:%';"
+	                   "INSERT INTO counters (k, n) SELECT 'vp:' || hex(vp), count(*) "
+	                   "FROM keys GROUP BY vp;")) != 0)
+		return r;
+	return 0;
 }
 
 /* Creates the schema if missing, checks its version and the instance binding. */
 static int sq_init_schema(struct sq_conn *c)
 {
 	char v[KY_ID_MAX + 1];
-	int r, opened = 0, rc, has_meta = 0;
+	int r, opened = 0, rc, has_meta = 0, had_vp_triggers = 0;
 	const char *instance = c->s->o.instance;
 
 	if ((r = sq_wbegin(c, &opened)) != 0)
@@ -1414,11 +1534,16 @@ static int sq_init_schema(struct sq_conn *c)
 		if (r != 0)
 			goto out;
 	}
+	if ((r = sq_exists(c,
+	                   "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+	                   "name = 'keys_vp_ins'",
+	                   &had_vp_triggers)) != 0)
+		goto out;
 	if ((rc = sqlite3_exec(c->db, sq_schema, NULL, NULL, NULL)) != SQLITE_OK) {
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		goto out;
 	}
-	if ((r = sq_apikey_name_column(c)) != 0)
+	if ((r = sq_upgrade(c, had_vp_triggers)) != 0)
 		goto out;
 	if (instance != NULL) {
 		r = sq_meta_get(c, "instance", v, sizeof(v));
@@ -1534,6 +1659,7 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .apikey_find = sq_apikey_find,
     .apikey_revoke = sq_apikey_revoke,
     .apikey_list = sq_apikey_list,
+    .apikey_purge = sq_apikey_purge,
     .changed = sq_changed,
     .plan = sq_plan,
 };

@@ -9,9 +9,13 @@
 #   roles: Reader / ReaderPlus create, Writer disable / delete / policies, Manager purge,
 #     KeyPurge wrap
 #   key storage: a record's ciphertext or its clear 'extractable' column altered in the
-#     database (sqlite3): detected, not served, by both units; a unit without the master key
+#     database (sqlite3): detected, not served, by both units; API key rows altered (role
+#     raised, a key inserted with a copied / random / no tag, a hash swapped, a revocation
+#     undone): refused by the token service and the API of both units, listed ALTERED, not
+#     revocable; a unit without the master key
 #     (a third unit never initialised; an instance not initialised): token service and API
-#     say so; the key limit (key_limit = 3)
+#     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
+#     shredded records do not count; the API keys went with the master key)
 #   dual authorization: deletion set and delete by the same API key; no deletion set
 #   malformed JSON, a body over the limit (with and without Content-Length), unknown route,
 #   wrong method
@@ -274,6 +278,79 @@ db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$T'"
 accepted "column restored: unit 1 unwraps again" 200 1 $(auth "$W") \
 	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
 
+# ---- API key rows altered in the database ---------------------------------------------------
+# Someone who can write keys.db but holds no master key tries to raise a role, add a key of
+# their own, bring a revoked key back, or move a tag to another row: every unit refuses the
+# row (token service and API), and the listing says ALTERED.
+# token_refused DESC STATUS SLUG FILE [N]: the token service of unit N refuses the API key in
+# FILE with STATUS and kyokCode SLUG, and issues no token; key storage unchanged.
+token_refused() {
+	local before
+	before=$(digest "$A")
+	jq -j .apikey "$4" >"$T_DIR/ak.raw"
+	status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+		--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "$A" "${5:-1}")/identity/token")
+	if [ "$status" = "$2" ] && [ "$(jq -r .kyokCode "$T_DIR/body")" = "$3" ] &&
+		[ "$(jq -r 'has("access_token")' "$T_DIR/body")" = false ] && [ "$before" = "$(digest "$A")" ]; then
+		pass "$1: $status $3 ($(jq -r .errorMessage "$T_DIR/body"))"
+	else
+		fail "$1: $status $(cat "$T_DIR/body")"
+	fi
+}
+# settle: units notice writes by other programs within 250 ms.
+settle() { sleep 0.4; }
+R=${TOK[Reader]}
+db "UPDATE api_keys SET role = 'Manager' WHERE name = 'r-Reader'"
+settle
+token_refused "API key row: role raised Reader -> Manager: token service, unit 1" 500 record-tampered "$AK/r-Reader.apikey" 1
+token_refused "... unit 2" 500 record-tampered "$AK/r-Reader.apikey" 2
+refused "... a Reader token issued before: refused, not served as Manager" 500 RECORD_TAMPERED_ERR 2 \
+	$(auth "$R") /api/v2/keys
+if "$KYOK" tke apikeys | grep -q "r-Reader .*ALTERED" && "$KYOK" tke apikeys | grep -q "1 API key was ALTERED"; then
+	pass "... kyok tke apikeys shows the row ALTERED"
+else
+	fail "... kyok tke apikeys: $("$KYOK" tke apikeys 2>&1)"
+fi
+db "UPDATE api_keys SET role = 'Reader' WHERE name = 'r-Reader'"
+settle
+accepted "... role put back: the Reader token works again" 200 2 $(auth "$R") /api/v2/keys
+
+# A key of one's own, with a Manager role: its hash inserted, with the tag of a real row, with
+# a random tag, with none.
+printf '{"apikey":"%s"}' "$(head -c 32 /dev/urandom | xxd -p -c 64)" >"$T_DIR/forged.apikey"
+fhash=$(jq -j .apikey "$T_DIR/forged.apikey" | sha256sum | cut -c1-64)
+db "INSERT INTO api_keys (id, role, hash, created, revoked, name, mac) SELECT 'forged-1', 'Manager',
+	X'$fhash', created, 0, 'forged', mac FROM api_keys WHERE name = 'r-Manager'"
+settle
+token_refused "API key row inserted (tag copied from a real Manager row)" 500 record-tampered "$T_DIR/forged.apikey" 2
+db "UPDATE api_keys SET mac = randomblob(32) WHERE id = 'forged-1'"
+settle
+token_refused "... with a random tag" 500 record-tampered "$T_DIR/forged.apikey" 1
+db "UPDATE api_keys SET mac = NULL WHERE id = 'forged-1'"
+settle
+token_refused "... with no tag" 500 record-tampered "$T_DIR/forged.apikey" 1
+db "DELETE FROM api_keys WHERE id = 'forged-1'"
+# A real row's hash replaced by the forger's (keeps id, role and tag).
+orig_hash=$(db "SELECT hex(hash) FROM api_keys WHERE name = 'r-Manager'")
+db "UPDATE api_keys SET hash = X'$fhash' WHERE name = 'r-Manager'"
+settle
+token_refused "API key row: hash of a Manager key replaced by the forger's" 500 record-tampered "$T_DIR/forged.apikey" 2
+db "UPDATE api_keys SET hash = X'$orig_hash' WHERE name = 'r-Manager'"
+settle
+# A revoked key brought back.
+"$KYOK" tke apikey-create --name r-gone --role Writer --password-file "$pa" >/dev/null 2>&1 || fail "apikey-create r-gone"
+gid=$(jq -r .id "$AK/r-gone.apikey")
+G=$(token_of "$AK/r-gone.apikey")
+expect_ok "revoke r-gone" "$KYOK" tke apikey-revoke --id "$gid" --yes --password-file "$pa"
+db "UPDATE api_keys SET revoked = 0 WHERE id = '$gid'"
+settle
+token_refused "API key row: revocation undone (revoked = 0)" 500 record-tampered "$AK/r-gone.apikey" 1
+refused "... its token from before the revocation" 500 RECORD_TAMPERED_ERR 2 $(auth "$G") /api/v2/keys
+before=$(digest "$A")
+expect_fail "... and apikey-revoke refuses the altered row (nothing written)" "does not verify" \
+	"$KYOK" tke apikey-revoke --id "$gid" --yes --password-file "$pa"
+expect_eq "... key storage unchanged by the refused revoke" "$(digest "$A")" "$before"
+
 # ---- key limit (instance B: key_limit = 3) --------------------------------------------------
 for i in 1 2 3; do
 	accepted "instance B: key $i of 3" 201 "$B" $(auth "$TB" "$(iid_of "$B")") \
@@ -333,8 +410,9 @@ refused "expired token" 401 UNAUTHORIZED_ERR "$B" $(auth "$TB" "$(iid_of "$B")")
 # with it: neither may block the instance (a unit's first master key renews them).
 export KYOK_INSTANCE=$B
 "$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
-expect_ok "instance B: a Manager API key" "$KYOK" tke apikey-create --name b-manager --role Manager \
-	--password-file "$T_DIR/pw/bob"
+expect_fail "instance B: a Manager API key: unit 1 stores it, unit 2 (left behind by the rotation) cannot tag it" \
+	"2 +zone-2 +refused: master key mismatch.*integrity key is under a master key" \
+	"$KYOK" tke apikey-create --name b-manager --role Manager --password-file "$T_DIR/pw/bob"
 export KYOK_INSTANCE=$A
 accepted "instance B: Manager sets the instance policy dualAuthDelete" 204 "$B" \
 	$(auth "$(token_of "$AK/b-manager.apikey" "$(url_of "$B" 1)")" "$(iid_of "$B")") \
@@ -349,11 +427,39 @@ expect_ok "instance B: auto-init again (another master key)" "$KYOK" tke auto-in
 	--revocation 1 --sigkeys "$("$KYOK" tke sigkeys --output json | jq -r '[.sigkeys[] | select(.name == "bob") | .number] | join(",")')" \
 	--password-file "$T_DIR/pw/bob"
 export KYOK_INSTANCE=$A
-TB=$(token_of "$AK/b-writer.apikey" "$(url_of "$B" 2)")
+# The API keys went with the master key: their tags were made under a key kept under it.
+before=$(digest "$B")
+jq -j .apikey "$AK/b-writer.apikey" >"$T_DIR/ak.raw"
+status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "$B" 2)/identity/token")
+if [ "$status" = 400 ] && [ "$(jq -r .kyokCode "$T_DIR/body")" = apikey-invalid ] && [ "$before" = "$(digest "$B")" ]; then
+	pass "instance B after the shred: the API keys made before are gone (400 apikey-invalid)"
+else
+	fail "instance B after the shred: old API key: $status $(cat "$T_DIR/body")"
+fi
+expect_eq "... no api_keys row left from before" "$(sqlite3 -readonly "$B/keys.db" "SELECT count(*) FROM api_keys")" 0
+export KYOK_INSTANCE=$B
+expect_ok "instance B: a new API key" "$KYOK" tke apikey-create --name b-writer2 --role Writer \
+	--password-file "$T_DIR/pw/bob"
+export KYOK_INSTANCE=$A
+TB=$(token_of "$AK/b-writer2.apikey" "$(url_of "$B" 2)")
 accepted "instance B after the shred: unit 2 issues tokens, unit 1 creates a key" 201 "$B" 1 \
 	$(auth "$TB" "$(iid_of "$B")") $(json_body "$(create_json after-shred)") -X POST /api/v2/keys
 refused "... the old keys stay unreadable" 503 MASTER_KEY_MISMATCH_ERR "$B" 2 \
 	$(auth "$TB" "$(iid_of "$B")") "/api/v2/keys/$(sqlite3 -readonly "$B/keys.db" "SELECT id FROM keys WHERE name = 'lim-1'")"
+# The shredded records do not count toward the limit of the new master key (key_limit = 3
+# again, 3 shredded records and 1 new one in the database).
+export KYOK_INSTANCE=$A
+"$KYOK" down --instance "$B" >/dev/null 2>&1
+printf 'key_limit = 3\n' | tee -a "$B/unit-1/unit.conf" >>"$B/unit-2/unit.conf"
+"$KYOK" up --instance "$B" >/dev/null 2>&1
+for i in 2 3; do
+	accepted "instance B after the shred: key $i of 3 (3 shredded records in storage)" 201 "$B" \
+		$(auth "$TB" "$(iid_of "$B")") $(json_body "$(create_json "new-$i")") -X POST /api/v2/keys
+done
+refused "... the 4th: key limit of the new master key" 409 KEY_LIMIT_ERR "$B" 2 $(auth "$TB" "$(iid_of "$B")") \
+	$(json_body "$(create_json new-4)") -X POST /api/v2/keys
+expect_eq "... listing total counts only the 3 readable keys" "$(call "$B" $(auth "$TB" "$(iid_of "$B")") /api/v2/keys; jq -r .metadata.collectionTotal "$T_DIR/body")" 3
 
 # Units stopped cleanly: a sanitizer build reports what it found in their logs.
 for d in "$T_DIR"/inst*; do "$KYOK" down --instance "$d" >/dev/null 2>&1 || true; done

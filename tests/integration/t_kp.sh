@@ -147,7 +147,10 @@ expect_rc "Manager sets rotation and dual authorization" 0 'every 3 months' \
 expect_rc "... both shown" 0 'dual-auth delete +enabled' kp Manager policies "$kid"
 expect_rc "policies: bad interval" 2 'rotation-months' kp Manager policies "$kid" --rotation-months 13
 expect_rc "instance policies shown" 0 'POLICY' kp Manager instance-policies
-expect_rc "instance policy set" 0 'dualAuthDelete +disabled' kp Manager instance-policies --dual-auth off
+expect_rc "instance policy set (with its update date)" 0 'dualAuthDelete +disabled +20[0-9-]+T[0-9:]+Z' \
+	kp Manager instance-policies --dual-auth off
+expect_rc "rotation turned off: no interval shown" 0 '^rotation +disabled +20[0-9-]+T' \
+	kp Manager policies "$kid" --rotation-months off
 
 # ---- delete (dual authorization), restore, purge -----------------------------------------
 expect_rc "delete without the second user: refused" 5 "key $kid" kp Manager key-delete "$kid"

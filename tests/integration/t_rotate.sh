@@ -219,6 +219,13 @@ expect_ok "auto-init again: another random master key" "$KYOK" tke auto-init --s
 	--revocation 1 --sigkeys 1,2 $(pwf ann ben)
 if [ "$(unit_state 1 | jq -r .current_mk.vp)" != "$vp3" ]; then pass "a different vp"; else fail "same vp"; fi
 read -r id ct pt <"$T_DIR/wrapped"
+# The API key integrity key was shredded too: the unit given the new master key removed the
+# API keys, whose rows can no longer be checked.
+expect_rc "the API keys went with the old master key" 4 'unknown or was revoked' \
+	"$KYOK" kp keys --apikey-file "$AK/w.apikey"
+expect_eq "... no api_keys row left" "$(sqlite3 -readonly "$KYOK_INSTANCE/keys.db" 'SELECT count(*) FROM api_keys')" 0
+expect_ok "apikey-create with the same name registers the key in its file again" \
+	"$KYOK" tke apikey-create --name w --role Writer $(pwf ann ben)
 expect_rc "old records: master key mismatch" 5 'master key mismatch' \
 	"$KYOK" kp key-show "$id" --apikey-file "$AK/w.apikey"
 # The token key was shredded too: the units make a new one, and the instance serves again.

@@ -587,7 +587,8 @@ static void test_selection_units(void **state)
 	assert_int_equal(n, 0);
 
 	/* A damaged selection file is reported, not ignored. */
-	snprintf(path, sizeof(path), "%s/selection.json", cli_workspace());
+	assert_true((size_t)snprintf(path, sizeof(path), "%s/selection.json", cli_workspace()) <
+	            sizeof(path));
 	write_file(path, "{\"inst-1\": {\"units\": [0]}}");
 	assert_int_equal(cli_selection_units(&inst, nums, 16, &n), KY_ERR_CONFIG);
 	assert_int_equal(cli_selection_set_units(&inst, two_one, 2), KY_ERR_CONFIG);
@@ -614,7 +615,8 @@ static void test_known_units(void **state)
 	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), KY_ERR_NOT_FOUND);
 	assert_int_equal(cli_known_unit_pin("i", "u1", fp1), 0);
 	assert_int_equal(cli_known_unit_pin("i", "u2", fp2), 0);
-	snprintf(path, sizeof(path), "%s/known_units", cli_workspace());
+	assert_true((size_t)snprintf(path, sizeof(path), "%s/known_units", cli_workspace()) <
+	            sizeof(path));
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	assert_int_equal(cli_known_unit_lookup("i", "u1", fp), 0);

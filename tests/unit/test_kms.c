@@ -303,6 +303,73 @@ static void test_limit(void **state)
 	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), KY_ERR_KEY_LIMIT);
 	assert_null(k);
 	assert_string_equal(ky_err_message(KY_ERR_KEY_LIMIT), "key limit reached");
+
+	/* During a rotation the records under both registers count. */
+	struct ky_kms rot = {.store = f->s, .instance = INSTANCE, .current = f->a, .next = f->b};
+	assert_int_equal(ky_kms_key_create(&rot, &sp, NOW, &k), KY_ERR_KEY_LIMIT);
+	/* Under a new master key (the old one shredded) the old records count no more. */
+	struct ky_kms fresh = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ky_kms_key_create(&fresh, &sp, NOW, &k), 0);
+		ky_key_free(k);
+	}
+	assert_int_equal(ky_kms_key_create(&fresh, &sp, NOW, &k), KY_ERR_KEY_LIMIT);
+}
+
+/* ---- API key row tags ---- */
+
+static void test_apikey_mac(void **state)
+{
+	struct ky_store_apikey k, t;
+	uint8_t key[KY_APIKEY_MAC_KEY_LEN], other[KY_APIKEY_MAC_KEY_LEN];
+
+	(void)state;
+	assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
+	assert_int_equal(RAND_bytes(other, sizeof(other)), 1);
+	memset(&k, 0, sizeof(k));
+	strcpy(k.id, "ak-1");
+	strcpy(k.name, "ci");
+	strcpy(k.role, "Reader");
+	assert_int_equal(RAND_bytes(k.hash, sizeof(k.hash)), 1);
+	k.created = 1700000000;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &k), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_apikey_mac(key, INSTANCE, &k, k.mac), 0);
+	k.has_mac = true;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &k), 0);
+	assert_int_equal(ky_kms_apikey_check(other, INSTANCE, &k), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_apikey_check(key, "inst-0002", &k), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_apikey_mac(key, "", &k, t.mac), KY_ERR_USAGE);
+	/* every column is covered */
+	t = k;
+	strcpy(t.id, "ak-2");
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	strcpy(t.name, "cj");
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	strcpy(t.role, "Manager");
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	t.hash[31] ^= 1;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	t.created++;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	t.revoked = 1;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	t = k;
+	t.mac[0] ^= 0x80;
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
+	/* fields cannot slide into each other: id "ab" name "" differs from id "a" name "b" */
+	memset(&t, 0, sizeof(t));
+	strcpy(t.role, "Reader");
+	strcpy(t.id, "ab");
+	assert_int_equal(ky_kms_apikey_mac(key, INSTANCE, &t, t.mac), 0);
+	t.has_mac = true;
+	strcpy(t.id, "a");
+	strcpy(t.name, "b");
+	assert_int_equal(ky_kms_apikey_check(key, INSTANCE, &t), KY_ERR_RECORD_TAMPERED);
 }
 
 /* ---- tampering ---- */
@@ -1316,6 +1383,7 @@ int main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_racing_writer, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_tampered_row, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_apikey_mac),
 	};
 	return cmocka_run_group_tests_name("kms", tests, NULL, NULL);
 }

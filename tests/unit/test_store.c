@@ -375,6 +375,99 @@ static void test_key_limit_counter_tracks_sql_delete(void **state)
 	ky_store_row_release(&row);
 }
 
+/* The limit counts the records under the row's VP and limit_vp only: records under a
+ * crypto-shredded master key are nobody's keys. */
+static void test_key_limit_per_vp(void **state)
+{
+	struct fx *f = *state;
+	static const uint8_t vp_c[KY_VP_LEN] = {0xcc, 3};
+	struct ky_store_row row;
+	struct ky_store_filter fl = {.extractable = -1};
+	struct ky_store_vprow *vr = NULL;
+	size_t nv = 0, swapped = 0;
+	uint64_t cnt = 0;
+
+	insert_n(f->s, 0, 3, vp_a); /* full under vp_a */
+	row_make(&row, 10, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	ky_store_row_release(&row);
+	/* under another master key: room again */
+	insert_n(f->s, 10, 2, vp_b);
+	/* a rotation from vp_b to vp_c: both count */
+	row_make(&row, 20, 1, 0, vp_c);
+	row.limit_vp = vp_b;
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+	row_make(&row, 21, 1, 0, vp_c);
+	row.limit_vp = vp_b;
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	/* limit_vp equal to vp counts once */
+	row.limit_vp = vp_c;
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+
+	/* counts follow re-encipherment (vp updates), deletes, and writers outside kyok */
+	fl.vp_a = vp_b;
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 2);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_b, NULL, 1, &vr, &nv), 0);
+	assert_int_equal(nv, 1);
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, vp_b, vp_c, vr, nv, &swapped), 0);
+	assert_int_equal(swapped, 1);
+	ky_store_vprows_free(vr, nv);
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 1);
+	fl.vp_a = vp_c;
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 3);
+	fl.vp_b = vp_b;
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 4);
+	/* the same as counting the rows (the filtered query) */
+	fl.states = (1u << 1) | (1u << 2) | (1u << 3) | (1u << 5);
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 4);
+	sql(f->path, "DELETE FROM keys WHERE hex(vp) LIKE 'BB02%'");
+	fl.states = 0;
+	assert_int_equal(ky_store_key_count(f->s, &fl, &cnt), 0);
+	assert_int_equal(cnt, 3);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &cnt), 0);
+	assert_int_equal(cnt, 6);
+}
+
+/* A store made before the per-VP counters and the api_keys tag: opening it adds both, with
+ * the counters counted from the rows. */
+static void test_upgrade_old_store(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row;
+	struct ky_store_apikey got;
+	struct ky_store *s = NULL;
+	struct ky_store_opts o = {.key_limit = 3};
+
+	insert_n(f->s, 0, 3, vp_a);
+	ky_store_close(f->s);
+	f->s = NULL;
+	sql(f->path, "DROP TRIGGER keys_vp_ins; DROP TRIGGER keys_vp_del; DROP TRIGGER keys_vp_upd;"
+	             "DELETE FROM counters WHERE k LIKE 'vp:%';"
+	             "DROP TABLE api_keys;"
+	             "CREATE TABLE api_keys (id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL,"
+	             " hash BLOB NOT NULL UNIQUE, created INTEGER NOT NULL,"
+	             " revoked INTEGER NOT NULL) WITHOUT ROWID;"
+	             "INSERT INTO api_keys VALUES ('old-1', 'Manager', zeroblob(32), 5, 0);");
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	f->s = s;
+	row_make(&row, 7, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
+	ky_store_row_release(&row);
+	row_make(&row, 8, 1, 0, vp_b);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+	assert_int_equal(ky_store_apikey_get(f->s, "old-1", &got), 0);
+	assert_string_equal(got.name, "");
+	assert_false(got.has_mac);
+}
+
 static void test_transactions(void **state)
 {
 	struct fx *f = *state;
@@ -628,6 +721,8 @@ static void test_apikeys(void **state)
 {
 	struct fx *f = *state;
 	struct ky_store_apikey k = {0}, got;
+	uint8_t mac0[KY_APIKEY_MAC_LEN], mac1[KY_APIKEY_MAC_LEN];
+	uint64_t gone = 0;
 
 	strcpy(k.id, "apikey-1");
 	strcpy(k.role, "Manager");
@@ -651,11 +746,30 @@ static void test_apikeys(void **state)
 	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &got), KY_ERR_NOT_FOUND);
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), KY_ERR_NOT_FOUND);
 
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500), 0);
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 600), 0); /* idempotent */
+	/* apikey-1 was stored without a tag: the store says so, and revoke is a CAS on it */
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
+	assert_false(got.has_mac);
+	memset(mac0, 0x5a, sizeof(mac0));
+	memset(mac1, 0xa5, sizeof(mac1));
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500, mac0, mac1),
+	                 KY_ERR_CONFLICT);
+	sql(f->path, "UPDATE api_keys SET mac = zeroblob(32) WHERE id = 'apikey-1'");
+	memset(mac0, 0, sizeof(mac0));
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
+	assert_true(got.has_mac);
+	assert_memory_equal(got.mac, mac0, sizeof(mac0));
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500, mac0, mac1), 0);
+	/* idempotent, and the second revocation changes nothing */
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 600, mac1, mac0), 0);
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
 	assert_int_equal(got.revoked, 500);
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-9", 500), KY_ERR_NOT_FOUND);
+	assert_memory_equal(got.mac, mac1, sizeof(mac1));
+	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-9", 500, mac0, mac1),
+	                 KY_ERR_NOT_FOUND);
+	/* a tag of the wrong size is no tag */
+	sql(f->path, "UPDATE api_keys SET mac = x'0102' WHERE id = 'apikey-2'");
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-2", &got), 0);
+	assert_false(got.has_mac);
 
 	/* Names and the listing (no hash leaves the store in a listing's order guarantees). */
 	{
@@ -666,18 +780,29 @@ static void test_apikeys(void **state)
 		strcpy(k.name, "ci-pipeline");
 		memset(k.hash, 0x44, sizeof(k.hash));
 		k.created = 20;
+		k.has_mac = true;
+		memset(k.mac, 0x77, sizeof(k.mac));
 		assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
 		assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), 0);
 		assert_string_equal(got.name, "ci-pipeline");
+		assert_true(got.has_mac);
+		assert_memory_equal(got.mac, k.mac, sizeof(k.mac));
 		assert_int_equal(ky_store_apikey_list(f->s, &all, &n), 0);
 		assert_int_equal(n, 3);
 		assert_string_equal(all[0].id, "apikey-1");
 		assert_int_equal(all[0].revoked, 500);
 		assert_string_equal(all[2].name, "ci-pipeline");
+		assert_true(all[2].has_mac);
 		free(all);
 	}
 	memset(&k, 0, sizeof(k));
 	assert_int_equal(ky_store_apikey_insert(f->s, &k), KY_ERR_USAGE);
+	/* purge: every row */
+	assert_int_equal(ky_store_apikey_purge(f->s, &gone), 0);
+	assert_int_equal(gone, 3);
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_apikey_purge(f->s, &gone), 0);
+	assert_int_equal(gone, 0);
 }
 
 /* ---- concurrency ---- */
@@ -862,6 +987,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_key_limit, fx_setup_limit3, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_key_limit_counter_tracks_sql_delete,
 	                                    fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_limit_per_vp, fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_upgrade_old_store, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_busy_other_writer, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_plan_uses_index, fx_setup, fx_teardown),
