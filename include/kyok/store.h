@@ -63,6 +63,7 @@ struct ky_store_row {
 	int64_t updated;
 	int64_t deleted;  /* deletion date, 0 = not deleted */
 	uint32_t version; /* latest key version: bound in the blob's associated data */
+	int64_t expires;  /* expiration date, 0 = none (listings by state as of a date) */
 	uint8_t vp[KY_VP_LEN];
 	uint8_t *blob;
 	size_t bloblen;
@@ -96,6 +97,9 @@ struct ky_store_vprow {
 struct ky_store_filter {
 	unsigned states; /* bit (1u << state) for each state wanted; 0 = every state */
 	int extractable; /* -1 = both, 0 = root keys only, 1 = standard keys only */
+	/* > 0: states are matched as of this date (an Active key whose expiration date has
+	 * passed is Deactivated); 0: the stored state. */
+	int64_t now;
 	/* NULL: records under any master key; else only records under vp_a or vp_b (vp_b may
 	 * be NULL): those the unit's registers can open. */
 	const uint8_t *vp_a, *vp_b;

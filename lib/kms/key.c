@@ -695,6 +695,7 @@ int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k, struct 
 	row->updated = k->updated;
 	row->deleted = k->deleted;
 	row->version = k->nversions;
+	row->expires = k->expires;
 	memcpy(row->vp, mk->vp, KY_VP_LEN);
 	if ((r = kms_seal(mk, aad, aadlen, pt, ptlen, &row->blob, &row->bloblen)) != 0)
 		goto out;
@@ -735,7 +736,10 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 	if (strcmp(k->id, row->id) != 0 || strcmp(k->name, row->name) != 0 ||
 	    k->state != row->state || k->extractable != (row->extractable ? 1 : 0) ||
 	    k->created != row->created || k->updated != row->updated ||
-	    k->deleted != row->deleted || k->nversions != row->version) {
+	    k->deleted != row->deleted || k->nversions != row->version ||
+	    /* 0: a row from before the column, until it is written again (it only serves
+	     * listings by state) */
+	    (row->expires != 0 && k->expires != row->expires)) {
 		r = KY_ERR_RECORD_TAMPERED;
 		goto out;
 	}
@@ -814,6 +818,7 @@ int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, u
 	 * crypto-shredded (zeroize, then a new master key) and are nobody's keys any more. */
 	if (f != NULL)
 		mine = *f;
+	mine.now = now;
 	mine.vp_a = kms->current ? kms->current->vp : (kms->next ? kms->next->vp : NULL);
 	mine.vp_b = kms->next ? kms->next->vp : NULL;
 	if (mine.vp_a == NULL)

@@ -16,7 +16,7 @@
  *   counters(k, n)           'keys' = row count of keys, 'vp:<HEX>' = rows of keys under
  *                            that VP (both kept by triggers: O(1) limit check)
  *   keys(id PK, seq, rev, name, state, extractable, created, updated, deleted, version,
- *        vp, blob)           WITHOUT ROWID: lookup by id is one B-tree search;
+ *        vp, blob, expires)           WITHOUT ROWID: lookup by id is one B-tree search;
  *                            keys_seq (listing order), keys_vp (vp, id) (re-encipherment)
  *   secrets(name PK, seq, rev, created, updated, vp, blob), secrets_vp (vp, name)
  *   api_keys(id PK, name, role, hash UNIQUE, created, revoked, mac)
@@ -83,11 +83,14 @@ enum sq_stmt {
 #define SQ_GEN_SIZE       4096
 #define SQ_DV_INTERVAL_MS 250
 
-#define SQ_KEY_COLS \
-	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob"
+#define SQ_KEY_COLS                                                                              \
+	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob, " \
+	"expires"
 #define SQ_APIKEY_COLS "id, role, hash, created, revoked, name, mac"
-#define SQ_FILTER                                                                    \
-	"(?1 = 0 OR ((1 << state) & ?1) != 0) AND (?2 < 0 OR extractable = ?2) AND " \
+/* ?7 > 0: states as of that date (an Active key past its expiration date is Deactivated). */
+#define SQ_FILTER                                                                              \
+	"(?1 = 0 OR ((1 << (CASE WHEN ?7 > 0 AND state = 1 AND expires > 0 AND expires <= ?7 " \
+	"THEN 3 ELSE state END)) & ?1) != 0) AND (?2 < 0 OR extractable = ?2) AND "            \
 	"(?5 IS NULL OR vp = ?5 OR vp = ?6)"
 
 static const char *const sq_sql[SQ__COUNT] = {
@@ -100,10 +103,10 @@ static const char *const sq_sql[SQ__COUNT] = {
                      "(?2 IS NOT NULL AND ?2 != ?1 AND k = 'vp:' || hex(?2))",
     [SQ_KEY_INSERT] = "INSERT INTO keys (" SQ_KEY_COLS ") VALUES (?1, "
                       "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                      "?8, ?9, ?10) RETURNING seq",
+                      "?8, ?9, ?10, ?11) RETURNING seq",
     [SQ_KEY_UPDATE] = "UPDATE keys SET rev = rev + 1, name = ?2, state = ?3, extractable = ?4, "
                       "created = ?5, updated = ?6, deleted = ?7, version = ?8, vp = ?9, "
-                      "blob = ?10 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
+                      "blob = ?10, expires = ?12 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
     [SQ_KEY_REV] = "SELECT rev FROM keys WHERE id = ?1",
     [SQ_KEY_GET] = "SELECT " SQ_KEY_COLS " FROM keys WHERE id = ?1",
     [SQ_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1 AND rev = ?2",
@@ -166,7 +169,8 @@ static const char sq_schema[] =
     " id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL, rev INTEGER NOT NULL,"
     " name TEXT NOT NULL, state INTEGER NOT NULL, extractable INTEGER NOT NULL,"
     " created INTEGER NOT NULL, updated INTEGER NOT NULL, deleted INTEGER NOT NULL,"
-    " version INTEGER NOT NULL, vp BLOB NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;"
+    " version INTEGER NOT NULL, vp BLOB NOT NULL, blob BLOB NOT NULL,"
+    " expires INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
     "CREATE UNIQUE INDEX IF NOT EXISTS keys_seq ON keys (seq);"
     "CREATE INDEX IF NOT EXISTS keys_vp ON keys (vp, id);"
     "CREATE TABLE IF NOT EXISTS secrets ("
@@ -542,6 +546,7 @@ static int sq_read_key(sqlite3_stmt *st, struct ky_store_row *row)
 	row->updated = sqlite3_column_int64(st, 7);
 	row->deleted = sqlite3_column_int64(st, 8);
 	row->version = (uint32_t)sqlite3_column_int64(st, 9);
+	row->expires = sqlite3_column_int64(st, 12);
 	return sq_col_blob(st, 11, &row->blob, &row->bloblen);
 }
 
@@ -582,6 +587,7 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	sqlite3_bind_int64(st, 8, row->version);
 	sqlite3_bind_blob(st, 9, row->vp, KY_VP_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 10, row->blob, (int)row->bloblen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, row->expires);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		row->seq = sqlite3_column_int64(st, 0);
@@ -704,6 +710,7 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 	sqlite3_bind_blob(st, 9, row->vp, KY_VP_LEN, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 10, row->blob, (int)row->bloblen, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 11, row->rev);
+	sqlite3_bind_int64(st, 12, row->expires);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		hit = 1;
@@ -788,6 +795,7 @@ static void sq_bind_filter(sqlite3_stmt *st, const struct ky_store_filter *f)
 		sqlite3_bind_null(st, 5);
 		sqlite3_bind_null(st, 6);
 	}
+	sqlite3_bind_int64(st, 7, f != NULL && f->now > 0 ? f->now : 0);
 }
 
 static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
@@ -1490,6 +1498,8 @@ static int sq_run(struct sq_conn *c, const char *q)
  * programs never read the new columns, and SQLite runs the triggers for them too):
  *   api_keys.name     a label, '' by default
  *   api_keys.mac      NULL by default: such a row is refused until it is made again
+ *   keys.expires      0 by default (filters by state use the stored state for such a row
+ *                    until it is written again)
  *   'vp:' counters    counted once from the keys table when their triggers are made. */
 static int sq_upgrade(struct sq_conn *c, int had_vp_triggers)
 {
@@ -1505,6 +1515,12 @@ static int sq_upgrade(struct sq_conn *c, int had_vp_triggers)
 	                   "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'mac'",
 	                   &has)) != 0 ||
 	    (!has && (r = sq_run(c, "ALTER TABLE api_keys ADD COLUMN mac BLOB")) != 0))
+		return r;
+	if ((r = sq_exists(c,
+	                   "SELECT count(*) FROM pragma_table_info('keys') WHERE name = 'expires'",
+	                   &has)) != 0 ||
+	    (!has && (r = sq_run(c, "ALTER TABLE keys ADD COLUMN expires INTEGER NOT NULL "
+	                            "DEFAULT 0")) != 0))
 		return r;
 	if (!had_vp_triggers &&
 	    (r = sq_run(c, "DELETE FROM counters WHERE k LIKE 'vp:%';"

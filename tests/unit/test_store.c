@@ -440,7 +440,7 @@ static void test_key_limit_per_vp(void **state)
 static void test_upgrade_old_store(void **state)
 {
 	struct fx *f = *state;
-	struct ky_store_row row;
+	struct ky_store_row row, kr;
 	struct ky_store_apikey got;
 	struct ky_store *s = NULL;
 	struct ky_store_opts o = {.key_limit = 3};
@@ -449,6 +449,7 @@ static void test_upgrade_old_store(void **state)
 	ky_store_close(f->s);
 	f->s = NULL;
 	sql(f->path, "DROP TRIGGER keys_vp_ins; DROP TRIGGER keys_vp_del; DROP TRIGGER keys_vp_upd;"
+	             "ALTER TABLE keys DROP COLUMN expires;"
 	             "DELETE FROM counters WHERE k LIKE 'vp:%';"
 	             "DROP TABLE api_keys;"
 	             "CREATE TABLE api_keys (id TEXT PRIMARY KEY NOT NULL, role TEXT NOT NULL,"
@@ -461,7 +462,16 @@ static void test_upgrade_old_store(void **state)
 	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_KEY_LIMIT);
 	ky_store_row_release(&row);
 	row_make(&row, 8, 1, 0, vp_b);
+	row.expires = 1234;
 	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &kr), 0);
+	assert_int_equal(kr.expires, 1234);
+	ky_store_row_release(&kr);
+	ky_store_row_release(&row);
+	row_make(&row, 0, 1, 0, vp_a); /* a row from before: expires 0 */
+	assert_int_equal(ky_store_key_get(f->s, row.id, &kr), 0);
+	assert_int_equal(kr.expires, 0);
+	ky_store_row_release(&kr);
 	ky_store_row_release(&row);
 	assert_int_equal(ky_store_apikey_get(f->s, "old-1", &got), 0);
 	assert_string_equal(got.name, "");
