@@ -504,7 +504,15 @@ int tke_apikey_create_main(int argc, char **argv)
 		status = cli_fail(r, NULL, "cannot hash the API key");
 		goto out;
 	}
-	if ((found = apikey_find(list, k.id)) != NULL) {
+	/* What the listing says of a row only counts when the unit verified it. */
+	if ((found = apikey_find(list, k.id)) != NULL &&
+	    !json_is_true(json_object_get(found, "verified"))) {
+		tke_note("the row of API key %s in key storage does not verify: sending the key "
+		         "again",
+		         k.id);
+		found = NULL;
+	}
+	if (found != NULL) {
 		const char *role_now = json_string_value(json_object_get(found, "role"));
 		if (role_now == NULL || strcmp(role_now, k.role) != 0) {
 			status =
@@ -766,7 +774,8 @@ int tke_apikey_revoke_main(int argc, char **argv)
 			             "no API key with id '%s': 'kyok tke apikeys' lists them", id);
 			goto out;
 		}
-		c.revoked = apikey_is_revoked(a);
+		/* Only a verified row is known to be revoked. */
+		c.revoked = apikey_is_revoked(a) && json_is_true(json_object_get(a, "verified"));
 		name = json_string_value(json_object_get(a, "name"));
 		if (name != NULL && name[0] == '\0')
 			name = NULL;

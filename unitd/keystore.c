@@ -516,68 +516,90 @@ int unitd_keystore_apikey_find(struct unitd_keystore *ks, const struct ky_kms *k
 	return unitd_keystore_apikey_check(ks, kms, now, out);
 }
 
+/* Is the daemon's secret name under a master key neither register holds? */
+static int ks_shredded(const struct ky_kms *kms, const char *name, bool *shredded)
+{
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int r = ky_kms_secret_get(kms, name, &p, &n);
+
+	ky_kms_buf_free(p, n);
+	*shredded = r == KY_ERR_MK_MISMATCH;
+	return r == KY_ERR_MK_MISMATCH || r == KY_ERR_NOT_FOUND ? 0 : r;
+}
+
+/* The API keys were tagged under an integrity key that went with the old master key: none
+ * of them can be trusted again. Rows and key go in one transaction. */
+static int ks_first_mk_apikeys(const struct ky_kms *kms)
+{
+	uint64_t gone = 0;
+	bool shredded;
+	int r;
+
+	if ((r = ks_shredded(kms, UNITD_SECRET_APIKEY_MAC, &shredded)) != 0 || !shredded)
+		return r;
+	if ((r = ky_store_begin(kms->store)) != 0)
+		return r;
+	if ((r = ky_store_apikey_purge(kms->store, &gone)) != 0 ||
+	    ((r = ky_store_secret_delete(kms->store, UNITD_SECRET_APIKEY_MAC)) != 0 &&
+	     r != KY_ERR_NOT_FOUND) ||
+	    (r = ky_store_commit(kms->store)) != 0) {
+		(void)ky_store_rollback(kms->store);
+		return r;
+	}
+	unitd_log("API key integrity key in key storage is under a master key this unit does not "
+	          "hold (crypto-shredded): %llu API key(s) removed with it; make them again with "
+	          "kyok tke apikey-create (the same name sends the key in its file again)",
+	          (unsigned long long)gone);
+	return 0;
+}
+
+static int ks_first_mk_token_key(const struct ky_kms *kms, int64_t now)
+{
+	uint8_t *fresh = NULL;
+	bool shredded;
+	int r;
+
+	if ((r = ks_shredded(kms, UNITD_SECRET_TOKEN_KEY, &shredded)) != 0 || !shredded)
+		return r;
+	if ((fresh = ky_secret_alloc(KS_SECRET_LEN)) == NULL)
+		return KY_ERR_NOMEM;
+	if ((r = ky_random(fresh, KS_SECRET_LEN)) == 0 &&
+	    (r = ky_kms_secret_put(kms, UNITD_SECRET_TOKEN_KEY, fresh, KS_SECRET_LEN, now)) == 0)
+		unitd_log(
+		    "token signing key in key storage is under a master key this unit does "
+		    "not hold (crypto-shredded): replaced (tokens issued before are no longer "
+		    "accepted)");
+	ky_secret_free(fresh, KS_SECRET_LEN);
+	return r;
+}
+
 int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
 {
-	int r = KY_ERR_INTERNAL;
 	struct ky_kms kms;
-	uint8_t *p = NULL, *fresh = NULL;
-	size_t n = 0;
+	bool shredded;
+	int r, first = 0;
 
 	if ((r = unitd_keystore_enter(ks, &kms)) != 0)
 		return r;
-	r = ky_kms_secret_get(&kms, UNITD_SECRET_POLICIES, &p, &n);
-	ky_kms_buf_free(p, n);
-	p = NULL;
-	n = 0;
-	if (r == KY_ERR_MK_MISMATCH) {
-		unitd_log(
-		    "instance policies in key storage are under a master key this unit does not "
-		    "hold (crypto-shredded): removed, the defaults apply");
-		r = ky_store_secret_delete(kms.store, UNITD_SECRET_POLICIES);
+	/* Each step on its own: one that fails does not keep the others from being done. */
+	if ((r = ks_shredded(&kms, UNITD_SECRET_POLICIES, &shredded)) == 0 && shredded &&
+	    (r = ky_store_secret_delete(kms.store, UNITD_SECRET_POLICIES)) == 0)
+		unitd_log("instance policies in key storage are under a master key this unit does "
+		          "not hold (crypto-shredded): removed, the defaults apply");
+	if (r != 0 && r != KY_ERR_NOT_FOUND) {
+		unitd_log("first master key: instance policies: %s", ky_err_message(r));
+		first = first ? first : r;
 	}
-	if (r != 0 && r != KY_ERR_NOT_FOUND)
-		goto out;
-	/* The API keys were tagged under an integrity key that went with the old master key:
-	 * none of them can be trusted again. They go first, then the key (a crash in between
-	 * leaves the key shredded, and the next set-immediate does the rest). */
-	r = ky_kms_secret_get(&kms, UNITD_SECRET_APIKEY_MAC, &p, &n);
-	ky_kms_buf_free(p, n);
-	p = NULL;
-	n = 0;
-	if (r == KY_ERR_MK_MISMATCH) {
-		uint64_t gone = 0;
-		if ((r = ky_store_apikey_purge(kms.store, &gone)) != 0)
-			goto out;
-		unitd_log("API key integrity key in key storage is under a master key this unit "
-		          "does not hold (crypto-shredded): %llu API key(s) removed, make new ones "
-		          "with kyok tke apikey-create",
-		          (unsigned long long)gone);
-		r = ky_store_secret_delete(kms.store, UNITD_SECRET_APIKEY_MAC);
+	if ((r = ks_first_mk_apikeys(&kms)) != 0) {
+		unitd_log("first master key: API keys: %s", ky_err_message(r));
+		first = first ? first : r;
 	}
-	if (r != 0 && r != KY_ERR_NOT_FOUND)
-		goto out;
-	r = ky_kms_secret_get(&kms, UNITD_SECRET_TOKEN_KEY, &p, &n);
-	if (r != KY_ERR_MK_MISMATCH) {
-		/* Readable, or not made yet (made on first need), or a store error. */
-		if (r == KY_ERR_NOT_FOUND)
-			r = 0;
-		goto out;
+	if ((r = ks_first_mk_token_key(&kms, now)) != 0) {
+		unitd_log("first master key: token signing key: %s", ky_err_message(r));
+		first = first ? first : r;
 	}
-	unitd_log("token signing key in key storage is under a master key this unit does not "
-	          "hold (crypto-shredded): replacing it (tokens issued before are no longer "
-	          "accepted)");
-	if ((fresh = ky_secret_alloc(KS_SECRET_LEN)) == NULL) {
-		r = KY_ERR_NOMEM;
-		goto out;
-	}
-	if ((r = ky_random(fresh, KS_SECRET_LEN)) != 0 ||
-	    (r = ky_kms_secret_put(&kms, UNITD_SECRET_TOKEN_KEY, fresh, KS_SECRET_LEN, now)) != 0)
-		goto out;
-	r = 0;
-out:
 	unitd_keystore_flush(ks);
 	unitd_keystore_leave(ks);
-	ky_kms_buf_free(p, n);
-	ky_secret_free(fresh, KS_SECRET_LEN);
-	return r;
+	return first;
 }

@@ -4,8 +4,9 @@
  * daemon carries them out against the store between the check and the state write:
  *
  *   apikey-create   insert the API key's hash, tagged (same id, hash and role again = done
- *                   already); needs a master key: the tag's key is kept under it
- *   apikey-revoke   mark it revoked, tagged again (a row that does not verify is refused)
+ *                   already; a row of that key that does not verify is written again);
+ *                   needs a master key: the tag's key is kept under it
+ *   apikey-revoke   mark it revoked, tagged again (a row that does not verify too)
  *   mk-setimm       refused while any record is under the current master key; when it
  *                   gives the unit its first master key, the token signing key and instance
  *                   policies found under a master key no register holds (crypto-shredded)
@@ -133,14 +134,26 @@ static int storage_enter(struct unitd_storage *so, const struct ky_domain *old, 
 
 static void storage_apikey_detail(int r, const char *id, char *detail, size_t detaillen)
 {
-	if (r == KY_ERR_RECORD_TAMPERED)
-		snprintf(detail, detaillen,
-		         "the record of API key '%s' in key storage does not verify (altered, or "
-		         "not made by kyok): it is refused already",
-		         id);
-	else if (r == KY_ERR_MK_MISMATCH)
+	if (r == KY_ERR_MK_MISMATCH)
 		snprintf(detail, detaillen,
 		         "the API key integrity key is under a master key this unit does not hold");
+	else if (r == KY_ERR_CONFLICT)
+		snprintf(detail, detaillen,
+		         "API key '%s' changed in key storage meanwhile: run the command again",
+		         id);
+}
+
+/* Writes k (tagged here) over the stored row have, whatever have's tag says: the signed
+ * command is the authority. */
+static int storage_apikey_rewrite(struct unitd_storage *so, const struct ky_kms *kms, int64_t now,
+                                  struct ky_store_apikey *k, const struct ky_store_apikey *have)
+{
+	int r;
+
+	if ((r = unitd_keystore_apikey_seal(so->ks, kms, now, k)) != 0)
+		return r;
+	return ky_store_apikey_update(unitd_keystore_store(so->ks), k,
+	                              have->has_mac ? have->mac : NULL);
 }
 
 static int storage_apikey_create(struct unitd_storage *so, const struct ky_domain *old,
@@ -170,20 +183,43 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 	/* Sent to every unit of the instance, and re-sent after a failure: the same key again
 	 * is success. */
 	r = ky_store_apikey_get(st, k.id, &have);
-	if (r == 0 && (r = unitd_keystore_apikey_check(so->ks, &kms, now, &have)) != 0) {
+	if (r == KY_ERR_NOT_FOUND) {
+		snprintf(detail, detaillen,
+		         "the same API key secret is registered under another id: make a new one");
+		r = KY_ERR_EXISTS;
+		goto out;
+	}
+	if (r != 0)
+		goto out;
+	r = unitd_keystore_apikey_check(so->ks, &kms, now, &have);
+	if (r != 0 && r != KY_ERR_RECORD_TAMPERED) {
 		storage_apikey_detail(r, k.id, detail, detaillen);
 		goto out;
 	}
-	if (r == 0 && CRYPTO_memcmp(have.hash, k.hash, KY_APIKEY_HASH_LEN) == 0 &&
-	    strcmp(have.role, k.role) == 0 && have.revoked == 0)
-		goto out;
-	if (r == 0)
+	if (CRYPTO_memcmp(have.hash, k.hash, KY_APIKEY_HASH_LEN) != 0 ||
+	    strcmp(have.role, k.role) != 0) {
 		snprintf(detail, detaillen, "an API key with id '%s' exists already%s", k.id,
-		         have.revoked ? " (revoked)" : "");
-	else if (r == KY_ERR_NOT_FOUND)
-		snprintf(detail, detaillen,
-		         "the same API key secret is registered under another id: make a new one");
-	r = KY_ERR_EXISTS;
+		         r != 0         ? " (its row does not verify)"
+		         : have.revoked ? " (revoked)"
+		                        : "");
+		r = KY_ERR_EXISTS;
+		goto out;
+	}
+	if (r == 0) {
+		if (have.revoked != 0) {
+			snprintf(detail, detaillen, "API key '%s' exists already (revoked)", k.id);
+			r = KY_ERR_EXISTS;
+		}
+		goto out;
+	}
+	/* The same key, but its row does not verify (altered, made before rows were tagged, or
+	 * tagged under an integrity key that was shredded): the administrators' signed command
+	 * makes it again. */
+	if ((r = storage_apikey_rewrite(so, &kms, now, &k, &have)) == 0)
+		unitd_log("apikey-create: the row of API key %s did not verify: written again",
+		          k.id);
+	else
+		storage_apikey_detail(r, k.id, detail, detaillen);
 out:
 	unitd_keystore_leave(so->ks);
 	if (r != 0 && detail[0] == '\0')
@@ -199,30 +235,34 @@ static int storage_apikey_revoke(struct unitd_storage *so, const struct ky_domai
 	struct ky_store_apikey have, k;
 	struct ky_kms kms;
 	int64_t now = (int64_t)time(NULL);
-	int r;
+	int r, check;
 
 	if ((r = storage_enter(so, old, &kms, detail, detaillen)) != 0)
 		return r;
-	if ((r = ky_store_apikey_get(st, c->apikey_id, &have)) != 0 ||
-	    (r = unitd_keystore_apikey_check(so->ks, &kms, now, &have)) != 0) {
+	if ((r = ky_store_apikey_get(st, c->apikey_id, &have)) != 0)
+		goto out;
+	check = unitd_keystore_apikey_check(so->ks, &kms, now, &have);
+	if (check != 0 && check != KY_ERR_RECORD_TAMPERED) {
+		r = check;
 		storage_apikey_detail(r, c->apikey_id, detail, detaillen);
 		goto out;
 	}
-	if (have.revoked != 0)
+	if (check == 0 && have.revoked != 0)
 		goto out; /* re-sent: done already */
+	/* A row that does not verify is revoked all the same (tagged again as it stands, with
+	 * a revocation date): whatever was done to it, it serves nobody from now on. */
 	k = have;
 	k.revoked = now > 0 ? now : 1;
-	if ((r = unitd_keystore_apikey_seal(so->ks, &kms, now, &k)) != 0 ||
-	    (r = ky_store_apikey_revoke(st, k.id, k.revoked, have.mac, k.mac)) != 0)
+	if ((r = storage_apikey_rewrite(so, &kms, now, &k, &have)) != 0)
 		storage_apikey_detail(r, c->apikey_id, detail, detaillen);
+	else if (check != 0)
+		unitd_log(
+		    "apikey-revoke: the row of API key %s did not verify: revoked all the same",
+		    c->apikey_id);
 out:
 	unitd_keystore_leave(so->ks);
 	if (r == KY_ERR_NOT_FOUND)
 		snprintf(detail, detaillen, "no API key with id '%s'", c->apikey_id);
-	else if (r == KY_ERR_CONFLICT)
-		snprintf(detail, detaillen,
-		         "API key '%s' changed in key storage meanwhile: run the command again",
-		         c->apikey_id);
 	else if (r != 0 && detail[0] == '\0')
 		snprintf(detail, detaillen, "cannot revoke API key '%s': %s", c->apikey_id,
 		         ky_err_message(r));
@@ -472,7 +512,8 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 		/* The unit's first master key: what the daemon keeps in key storage under another
 		 * one was crypto-shredded (zeroize). */
 		if (so->first_mk && (r = unitd_keystore_first_mk(so->ks, (int64_t)time(NULL))) != 0)
-			unitd_log("first master key: cannot renew the token signing key: %s",
+			unitd_log("first master key: not every crypto-shredded record was renewed "
+			          "(%s): see the lines above",
 			          ky_err_message(r));
 		break;
 	default:

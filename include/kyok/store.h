@@ -152,11 +152,9 @@ struct ky_store_ops {
 	int (*apikey_get)(void *be, const char *id, struct ky_store_apikey *k);
 	int (*apikey_find)(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
 	                   struct ky_store_apikey *k);
-	int (*apikey_revoke)(void *be, const char *id, int64_t when,
-	                     const uint8_t old_mac[KY_APIKEY_MAC_LEN],
-	                     const uint8_t new_mac[KY_APIKEY_MAC_LEN]);
 	int (*apikey_list)(void *be, struct ky_store_apikey **keys, size_t *n);
 	int (*apikey_purge)(void *be, uint64_t *n);
+	int (*apikey_update)(void *be, const struct ky_store_apikey *k, const uint8_t *old_mac);
 	int (*changed)(void *be, int *changed);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
@@ -233,13 +231,13 @@ int ky_store_apikey_get(struct ky_store *s, const char *id, struct ky_store_apik
 /* Lookup by hash (the caller compares nothing itself: the index does). KY_ERR_NOT_FOUND. */
 int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_LEN],
                          struct ky_store_apikey *k) KY_WUR;
-/* Sets revoked = when and mac = new_mac iff the row is not revoked and its mac is still
- * old_mac (KY_ERR_CONFLICT otherwise; 0 when it was revoked already; KY_ERR_NOT_FOUND). */
-int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when,
-                           const uint8_t old_mac[KY_APIKEY_MAC_LEN],
-                           const uint8_t new_mac[KY_APIKEY_MAC_LEN]) KY_WUR;
 /* Every API key (revoked ones too), oldest first; *keys is malloc'd (free()). */
 int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size_t *n) KY_WUR;
+/* Replaces name, role, created, revoked and mac of row k->id iff its hash is still k->hash and
+ * its mac is still old_mac (NULL: the row has none, or one of the wrong size). KY_ERR_CONFLICT when the row changed,
+ * KY_ERR_NOT_FOUND when there is none. */
+int ky_store_apikey_update(struct ky_store *s, const struct ky_store_apikey *k,
+                           const uint8_t *old_mac) KY_WUR;
 /* Deletes every API key (their integrity key was crypto-shredded); *n = how many. */
 int ky_store_apikey_purge(struct ky_store *s, uint64_t *n) KY_WUR;
 

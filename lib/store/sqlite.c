@@ -72,9 +72,9 @@ enum sq_stmt {
 	SQ_APIKEY_INSERT,
 	SQ_APIKEY_GET,
 	SQ_APIKEY_FIND,
-	SQ_APIKEY_REVOKE,
 	SQ_APIKEY_LIST,
 	SQ_APIKEY_PURGE,
+	SQ_APIKEY_UPDATE,
 	SQ_DATA_VERSION,
 	SQ__COUNT
 };
@@ -137,10 +137,11 @@ static const char *const sq_sql[SQ__COUNT] = {
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQ_APIKEY_GET] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE id = ?1",
     [SQ_APIKEY_FIND] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE hash = ?1",
-    [SQ_APIKEY_REVOKE] = "UPDATE api_keys SET revoked = ?2, mac = ?4 "
-                         "WHERE id = ?1 AND revoked = 0 AND mac = ?3",
     [SQ_APIKEY_LIST] = "SELECT " SQ_APIKEY_COLS " FROM api_keys ORDER BY created, id",
     [SQ_APIKEY_PURGE] = "DELETE FROM api_keys",
+    [SQ_APIKEY_UPDATE] = "UPDATE api_keys SET role = ?2, created = ?4, revoked = ?5, name = ?6, "
+                         "mac = ?7 WHERE id = ?1 AND hash = ?3 AND "
+                         "(mac IS ?8 OR (?8 IS NULL AND length(mac) IS NOT 32))",
     [SQ_DATA_VERSION] = "PRAGMA data_version",
 };
 
@@ -1207,37 +1208,6 @@ static int sq_apikey_find(void *be, const uint8_t hash[KY_APIKEY_HASH_LEN],
 	return sq_apikey_read(c, SQ_APIKEY_FIND, hash, KY_APIKEY_HASH_LEN, k);
 }
 
-static int sq_apikey_revoke(void *be, const char *id, int64_t when,
-                            const uint8_t old_mac[KY_APIKEY_MAC_LEN],
-                            const uint8_t new_mac[KY_APIKEY_MAC_LEN])
-{
-	struct sq_store *s = be;
-	struct sq_conn *c;
-	sqlite3_stmt *st;
-	struct ky_store_apikey k;
-	int r, rc, opened = 0;
-
-	if ((r = sq_conn(s, &c)) != 0)
-		return r;
-	if ((r = sq_wbegin(c, &opened)) != 0)
-		return r;
-	if ((r = sq_stmt(c, SQ_APIKEY_REVOKE, &st)) != 0)
-		goto out;
-	sq_bind_text(st, 1, id);
-	sqlite3_bind_int64(st, 2, when > 0 ? when : 1);
-	sqlite3_bind_blob(st, 3, old_mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 4, new_mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sq_done(st);
-	if (rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
-	else if (sqlite3_changes(c->db) != 1 &&
-	         (r = sq_apikey_read(c, SQ_APIKEY_GET, id, 0, &k)) == 0 && k.revoked == 0)
-		r = KY_ERR_CONFLICT; /* changed since the caller read it; revoked already: 0 */
-out:
-	return sq_wend(c, opened, r);
-}
-
 static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 {
 	struct sq_store *s = be;
@@ -1278,6 +1248,42 @@ out:
 	sq_done(st);
 	free(v);
 	return r;
+}
+
+static int sq_apikey_update(void *be, const struct ky_store_apikey *k, const uint8_t *old_mac)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st;
+	struct ky_store_apikey have;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_APIKEY_UPDATE, &st)) != 0)
+		goto out;
+	sq_bind_text(st, 1, k->id);
+	sq_bind_text(st, 2, k->role);
+	sqlite3_bind_blob(st, 3, k->hash, KY_APIKEY_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, k->created);
+	sqlite3_bind_int64(st, 5, k->revoked);
+	sq_bind_text(st, 6, k->name);
+	sqlite3_bind_blob(st, 7, k->mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
+	if (old_mac != NULL)
+		sqlite3_bind_blob(st, 8, old_mac, KY_APIKEY_MAC_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 8);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	else if (sqlite3_changes(c->db) != 1 &&
+	         (r = sq_apikey_read(c, SQ_APIKEY_GET, k->id, 0, &have)) == 0)
+		r = KY_ERR_CONFLICT;
+out:
+	return sq_wend(c, opened, r);
 }
 
 static int sq_apikey_purge(void *be, uint64_t *n)
@@ -1673,9 +1679,9 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .apikey_insert = sq_apikey_insert,
     .apikey_get = sq_apikey_get,
     .apikey_find = sq_apikey_find,
-    .apikey_revoke = sq_apikey_revoke,
     .apikey_list = sq_apikey_list,
     .apikey_purge = sq_apikey_purge,
+    .apikey_update = sq_apikey_update,
     .changed = sq_changed,
     .plan = sq_plan,
 };

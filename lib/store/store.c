@@ -261,16 +261,17 @@ int ky_store_apikey_find(struct ky_store *s, const uint8_t hash[KY_APIKEY_HASH_L
 	return s->ops->apikey_find(s->be, hash, k);
 }
 
-int ky_store_apikey_revoke(struct ky_store *s, const char *id, int64_t when,
-                           const uint8_t old_mac[KY_APIKEY_MAC_LEN],
-                           const uint8_t new_mac[KY_APIKEY_MAC_LEN])
-{
-	return s->ops->apikey_revoke(s->be, id, when, old_mac, new_mac);
-}
-
 int ky_store_apikey_list(struct ky_store *s, struct ky_store_apikey **keys, size_t *n)
 {
 	return s->ops->apikey_list(s->be, keys, n);
+}
+
+int ky_store_apikey_update(struct ky_store *s, const struct ky_store_apikey *k,
+                           const uint8_t *old_mac)
+{
+	if (k->id[0] == '\0' || k->role[0] == '\0' || !k->has_mac)
+		return KY_ERR_USAGE;
+	return s->ops->apikey_update(s->be, k, old_mac);
 }
 
 int ky_store_apikey_purge(struct ky_store *s, uint64_t *n)

@@ -756,30 +756,41 @@ static void test_apikeys(void **state)
 	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &got), KY_ERR_NOT_FOUND);
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-3", &got), KY_ERR_NOT_FOUND);
 
-	/* apikey-1 was stored without a tag: the store says so, and revoke is a CAS on it */
+	/* apikey-1 was stored without a tag: the store says so; an update is a CAS on the
+	 * tag (NULL: none) and the hash */
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
 	assert_false(got.has_mac);
 	memset(mac0, 0x5a, sizeof(mac0));
 	memset(mac1, 0xa5, sizeof(mac1));
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500, mac0, mac1),
-	                 KY_ERR_CONFLICT);
-	sql(f->path, "UPDATE api_keys SET mac = zeroblob(32) WHERE id = 'apikey-1'");
-	memset(mac0, 0, sizeof(mac0));
-	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
-	assert_true(got.has_mac);
-	assert_memory_equal(got.mac, mac0, sizeof(mac0));
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 500, mac0, mac1), 0);
-	/* idempotent, and the second revocation changes nothing */
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-1", 600, mac1, mac0), 0);
+	got.revoked = 500;
+	got.has_mac = true;
+	memcpy(got.mac, mac1, sizeof(mac1));
+	assert_int_equal(ky_store_apikey_update(f->s, &got, mac0), KY_ERR_CONFLICT);
+	assert_int_equal(ky_store_apikey_update(f->s, &got, NULL), 0);
+	assert_int_equal(ky_store_apikey_update(f->s, &got, NULL), KY_ERR_CONFLICT);
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
 	assert_int_equal(got.revoked, 500);
+	assert_true(got.has_mac);
 	assert_memory_equal(got.mac, mac1, sizeof(mac1));
-	assert_int_equal(ky_store_apikey_revoke(f->s, "apikey-9", 500, mac0, mac1),
-	                 KY_ERR_NOT_FOUND);
-	/* a tag of the wrong size is no tag */
+	got.revoked = 600;
+	memcpy(got.mac, mac0, sizeof(mac0));
+	assert_int_equal(ky_store_apikey_update(f->s, &got, mac1), 0);
+	assert_int_equal(ky_store_apikey_get(f->s, "apikey-1", &got), 0);
+	assert_int_equal(got.revoked, 600);
+	/* the hash is part of the condition */
+	got.hash[0] ^= 1;
+	assert_int_equal(ky_store_apikey_update(f->s, &got, mac0), KY_ERR_CONFLICT);
+	strcpy(got.id, "apikey-9");
+	assert_int_equal(ky_store_apikey_update(f->s, &got, mac0), KY_ERR_NOT_FOUND);
+	got.has_mac = false;
+	assert_int_equal(ky_store_apikey_update(f->s, &got, mac0), KY_ERR_USAGE);
+	/* a tag of the wrong size is no tag, and is replaced like none */
 	sql(f->path, "UPDATE api_keys SET mac = x'0102' WHERE id = 'apikey-2'");
 	assert_int_equal(ky_store_apikey_get(f->s, "apikey-2", &got), 0);
 	assert_false(got.has_mac);
+	got.has_mac = true;
+	memcpy(got.mac, mac1, sizeof(mac1));
+	assert_int_equal(ky_store_apikey_update(f->s, &got, NULL), 0);
 
 	/* Names and the listing (no hash leaves the store in a listing's order guarantees). */
 	{
@@ -800,7 +811,7 @@ static void test_apikeys(void **state)
 		assert_int_equal(ky_store_apikey_list(f->s, &all, &n), 0);
 		assert_int_equal(n, 3);
 		assert_string_equal(all[0].id, "apikey-1");
-		assert_int_equal(all[0].revoked, 500);
+		assert_int_equal(all[0].revoked, 600);
 		assert_string_equal(all[2].name, "ci-pipeline");
 		assert_true(all[2].has_mac);
 		free(all);
