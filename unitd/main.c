@@ -148,7 +148,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	if ((r = unitd_store_open(cfg.data_dir, &st, err, sizeof(err))) != 0 ||
+	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
 	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);

@@ -441,6 +441,14 @@ out:
 	ky_buf_free(&content);
 }
 
+/* The command ky_ceremony_execute carried out was a zeroize (its result names the op). */
+static bool server_is_zeroize(json_t *result)
+{
+	const char *op = json_string_value(json_object_get(result, "op"));
+
+	return op != NULL && strcmp(op, ky_op_name(KY_OP_ZEROIZE)) == 0;
+}
+
 /* Runs one command: on a copy, sealed and written before it replaces the live state. */
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
                                       const char *url, const char *nonce, const struct ky_buf *cms)
@@ -475,7 +483,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = unitd_storage_before_write(srv->storage, srv->dom, cms->data, cms->len, &sop,
 	                                    detail, sizeof(detail))) != 0)
 		goto unlock;
-	if ((r = unitd_state_write(srv->st, copy)) != 0) {
+	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
+	if ((r = server_is_zeroize(result) ? unitd_state_rekey(srv->st, copy)
+	                                   : unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));
 		snprintf(detail, sizeof(detail),
