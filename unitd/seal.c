@@ -487,10 +487,9 @@ static int seal_backend_new(const struct unitd_config *cfg, struct unitd_seal **
 	case UNITD_SEAL_FILE:
 		return seal_file_new(out, err, errlen);
 	case UNITD_SEAL_TPM2:
+		return unitd_seal_tpm2_new(cfg, out, err, errlen);
 	case UNITD_SEAL_PKCS11:
-		snprintf(err, errlen, "seal = %s is not available in this kyok: use seal = file",
-		         unitd_seal_kind_name(cfg->seal));
-		return KY_ERR_UNSUPPORTED;
+		return unitd_seal_pkcs11_new(cfg, out, err, errlen);
 	}
 	snprintf(err, errlen, "unknown sealing backend");
 	return KY_ERR_INTERNAL;
