@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages kyok needs to build, run and test, when missing.
-# Usage: scripts/deps.sh [build|check|bench]   (bench: build's, and wrk for 'make bench')
+# Usage: scripts/deps.sh [build|check|bench|fuzz]
+#   bench: build's and wrk for 'make bench'; fuzz: build's and clang with libFuzzer
 set -eu
 
 mode=${1:-build}
@@ -11,6 +12,9 @@ if [ "$mode" = check ]; then
 	# swtpm and SoftHSM2 (with opensc's pkcs11-tool): the TPM and the token the sealing
 	# tests start; bsdutils' script types their PINs at a terminal.
 	pkgs="$pkgs libcmocka-dev clang-format tmux xxd swtpm swtpm-tools softhsm2 opensc bsdutils"
+fi
+if [ "$mode" = fuzz ]; then
+	pkgs="$pkgs clang libclang-rt-14-dev"
 fi
 if [ "$mode" = bench ]; then
 	pkgs="$pkgs wrk"
