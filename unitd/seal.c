@@ -1024,11 +1024,27 @@ static int state_first_key(struct unitd_store *st, char *err, size_t errlen)
 	}
 	r = ops->read(st->seal, st->key_path, &st->key, err, errlen);
 	if (r == 0) {
-		unitd_log("no sealed state yet: using the existing seal key '%s'", st->key_path);
-		return ops->attach(st->seal, st->key, err, errlen);
-	}
-	if (r != KY_ERR_NOT_FOUND)
+		r = ops->attach(st->seal, st->key, err, errlen);
+		if (r == 0) {
+			unitd_log("no sealed state yet: using the existing seal key '%s'",
+			          st->key_path);
+			return 0;
+		}
+		if (r != KY_ERR_SEAL_TPM_KEY_MISSING && r != KY_ERR_SEAL_TOKEN_KEY_MISSING)
+			return r;
+		/* A reference whose key the device never made (a first start cut short): no
+		 * state was ever sealed under it. */
+		unitd_log("no sealed state yet and the key of '%s' is not in the %s device: "
+		          "making a new seal key",
+		          st->key_path, ops->name);
+		err[0] = '\0';
+		if ((r = seal_key_discard(st, st->key, st->key_path, err, errlen)) != 0)
+			return r;
+		ops->key_free(st->key);
+		st->key = NULL;
+	} else if (r != KY_ERR_NOT_FOUND) {
 		return r;
+	}
 	if ((r = ops->create(st->seal, st->key_path, &st->key, err, errlen)) != 0)
 		return r;
 	seal_event(st, UNITD_SEAL_KEY_CREATED, st->key->id, 0);

@@ -121,6 +121,27 @@ expect_match "... the cause is named" \
 expect_eq "... nothing in the copy changed" "$(find "$C/data" -printf '%P %s %m %T@\n' | sort)" "$before"
 expect_eq "... token B holds no key" "$(token_keys hsm-b | grep -c 'Secret Key Object' || true)" 0
 
+# ---- a first start cut short: a reference whose key the token never made --------------------------
+F="$T_DIR/fresh"
+mkdir -p "$F/data"
+chmod 700 "$F/data"
+sed -e "s|^data_dir = .*|data_dir = $F/data|" -e "s|^port_file = .*|port_file = $F/port|" \
+	-e "s|^log_file = .*|log_file = $F/unit.log|" -e '/^store = /d' -e 's/^unit = .*/unit = fresh/' \
+	"$KYOK_INSTANCE/unit-1/unit.conf" >"$F/unit.conf"
+printf 'kyok-seal-pkcs11-v1\ntoken=%s\nlabel=kyok-seal\nid=%s\n' "$LABEL" "$(head -c 16 /dev/urandom | xxd -p)" \
+	>"$F/data/seal.pkcs11"
+chmod 600 "$F/data/seal.pkcs11"
+stale=$(sed -n 's/^id=//p' "$F/data/seal.pkcs11")
+"$UNITD" --config "$F/unit.conf" 2>"$F/err" &
+fpid=$!
+while [ ! -s "$F/port" ] && kill -0 $fpid 2>/dev/null; do sleep 0.1; done
+if [ -s "$F/port" ]; then pass "no state and a reference without its key: the unit starts"; else fail "unit did not start: $(cat "$F/err")"; fi
+kill $fpid 2>/dev/null || true
+wait $fpid || true
+expect_match "... it said why it made a new seal key" "the key of '$F/data/seal.pkcs11' is not in the pkcs11 device: making a new seal key" \
+	"$(cat "$F/unit.log")"
+if [ "$(sed -n 's/^id=//p' "$F/data/seal.pkcs11")" != "$stale" ]; then pass "... a new reference"; else fail "stale reference kept"; fi
+
 # ---- a wrong PIN -----------------------------------------------------------------------------
 expect_ok "down" "$KYOK" down
 cp -p "$T_DIR/pw/hsm-a-pin" "$T_DIR/pin.saved"
@@ -141,7 +162,7 @@ if [ "$ID2" != "$ID" ]; then pass "zeroize made a new seal key ($ID2)"; else fai
 expect_eq "... the state names it" "$(sed -n 5p "$S")" "key=$ID2"
 keys=$(token_keys hsm-a)
 expect_eq "... the old key is gone from the token" "$(grep -c "ID: *$ID" <<<"$keys" || true)" 0
-expect_eq "... one seal key in the token, as before" "$(grep -c 'Secret Key Object' <<<"$keys")" 1
+expect_eq "... the new one is there" "$(grep -c "ID: *$ID2" <<<"$keys")" 1
 expect_ok "down" "$KYOK" down
 cp -p "$S" "$T_DIR/state.after"
 cp -p "$T_DIR/state.before" "$S"
