@@ -103,4 +103,42 @@ expect_match "first-format state: refused by name" "is a sealed state of the fir
 cp -p "$T_DIR/state.after" "$S"
 expect_ok "up again" "$KYOK" up
 
+# ---- kill -9 at random moments of repeated zeroizes: the state always opens under one key ------
+# Zeroize and admin-add alternate (alice signs the zeroize, admin-add needs no signature in
+# imprint mode); each round kills unit 1 after a zeroize or two, at a random moment.
+"$KYOK" tke cryptounit-add --units 1 >/dev/null 2>&1
+zloop() {
+	while :; do
+		"$KYOK" tke cryptounit-admin-add --sigkey 1 >/dev/null 2>&1 || true
+		"$KYOK" tke cryptounit-zeroize --yes --password-file "$pa" >/dev/null 2>&1 || true
+	done
+}
+ROUNDS=$((${KYOK_CRASH_ROUNDS:-20} / 2))
+zeroized() { grep -cE 'op=zeroize counter=[0-9]+ outcome=ok' "$KYOK_INSTANCE/unit-1/unit.log" || true; }
+bad=0
+cut0=$(grep -c 'seal key switch cut short' "$KYOK_INSTANCE/unit-1/unit.log" || true)
+for round in $(seq "$ROUNDS"); do
+	want=$(($(zeroized) + 1 + RANDOM % 2))
+	zloop &
+	zpid=$!
+	while [ "$(zeroized)" -lt "$want" ] && kill -0 $zpid 2>/dev/null; do sleep 0.01; done
+	sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+	kill -9 "$(cat "$KYOK_INSTANCE/unit-1/pid")"
+	kill $zpid
+	wait $zpid 2>/dev/null || true
+	if ! "$KYOK" up >/dev/null 2>&1; then
+		fail "round $round: unit 1 does not restart: $(tail -n 2 "$KYOK_INSTANCE/unit-1/unit.log")"
+		bad=1
+		break
+	fi
+	if [ "$(ls "$D" | grep -c '^seal' || true)" != 1 ] || [ "$(key_line "$S")" != "key=$(file_key_id "$K")" ]; then
+		fail "round $round: data directory after restart: $(ls "$D" | tr '\n' ' ')"
+		bad=1
+		break
+	fi
+done
+cut=$(($(grep -c 'seal key switch cut short' "$KYOK_INSTANCE/unit-1/unit.log" || true) - cut0))
+[ $bad -eq 0 ] && pass "$ROUNDS kill -9 rounds during zeroizes: the unit restarts each time, one seal key, named by the state ($cut switches cut short resolved at start)"
+expect_ok "... unit 1 answers" unit_state 1
+
 finish
