@@ -2,7 +2,8 @@
 # The file sealing backend and the seal key switch of a zeroize: the sealed state names its
 # key; a zeroize replaces the key, so the state from before it never opens again (the unit
 # refuses to start on it and changes nothing); a switch cut short at either step is resolved
-# at start by the key the state names.
+# at start by the key the state names; kill -9 at random moments of repeated zeroizes never
+# leaves a unit that does not start.
 . "$(dirname "$0")/helpers.sh"
 setup
 
