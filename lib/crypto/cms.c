@@ -12,10 +12,140 @@
 #define CMS_MAX_BYTES  (16 * 1024 * 1024)
 #define CMS_SIGN_FLAGS (CMS_BINARY | CMS_USE_KEYID | CMS_NOSMIMECAP)
 
+/* ---- bounds ----
+ *
+ * A command is signed by at most one SignerInfo per administrator, carries at most one
+ * certificate per signer and names at most one digest algorithm per signer. Every count is
+ * checked on the decoded structure before anything is verified or digested, so that a
+ * hostile body costs a decode and a few comparisons, never a signature check per copy. */
+
+/* Reads one DER header at *p (definite lengths only): tag byte and content length; *p then
+ * points at the content. KY_ERR_NOT_COMMAND when it does not fit before end. */
+static int cms_der_header(const uint8_t **p, const uint8_t *end, uint8_t *tag, size_t *len)
+{
+	const uint8_t *q = *p;
+	size_t n = 0, k;
+
+	if (end - q < 2 || (q[0] & 0x1f) == 0x1f)
+		return KY_ERR_NOT_COMMAND;
+	*tag = *q++;
+	if (*q < 0x80) {
+		n = *q++;
+	} else {
+		k = *q++ & 0x7f;
+		if (k == 0 || k > 4 || (size_t)(end - q) < k)
+			return KY_ERR_NOT_COMMAND;
+		while (k-- > 0)
+			n = (n << 8) | *q++;
+	}
+	if ((size_t)(end - q) < n)
+		return KY_ERR_NOT_COMMAND;
+	*p = q;
+	*len = n;
+	return 0;
+}
+
+/* Number of entries of SignedData.digestAlgorithms, read from the DER encoding of cms
+ * (OpenSSL has no accessor for it). */
+static int cms_digest_algs(CMS_ContentInfo *cms, int *count)
+{
+	int r = KY_ERR_NOT_COMMAND;
+	unsigned char *der = NULL;
+	const uint8_t *p, *end, *set_end;
+	uint8_t tag;
+	size_t len;
+	int n = i2d_CMS_ContentInfo(cms, &der);
+
+	if (n <= 0)
+		goto out;
+	p = der;
+	end = der + n;
+	/* ContentInfo SEQUENCE { contentType OID, [0] EXPLICIT SignedData SEQUENCE { version
+	 * INTEGER, digestAlgorithms SET OF AlgorithmIdentifier, ... } } */
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
+		goto out;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x06)
+		goto out;
+	p += len;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0xa0 ||
+	    cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
+		goto out;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x02)
+		goto out;
+	p += len;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x31)
+		goto out;
+	set_end = p + len;
+	*count = 0;
+	while (p < set_end) {
+		if (cms_der_header(&p, set_end, &tag, &len) != 0 || tag != 0x30)
+			goto out;
+		p += len;
+		(*count)++;
+	}
+	r = 0;
+out:
+	OPENSSL_free(der);
+	return r;
+}
+
+/* 1 when two SignerInfos of sis carry the same signature value. */
+static int cms_has_duplicate_signature(STACK_OF(CMS_SignerInfo) * sis)
+{
+	int n = sk_CMS_SignerInfo_num(sis);
+
+	for (int i = 0; i < n; i++) {
+		ASN1_OCTET_STRING *a =
+		    CMS_SignerInfo_get0_signature(sk_CMS_SignerInfo_value(sis, i));
+		for (int j = i + 1; j < n; j++) {
+			ASN1_OCTET_STRING *b =
+			    CMS_SignerInfo_get0_signature(sk_CMS_SignerInfo_value(sis, j));
+			if (a != NULL && b != NULL && ASN1_STRING_length(a) > 0 &&
+			    ASN1_OCTET_STRING_cmp(a, b) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* The bounds of a command (see above), cheapest first. */
+static int cms_check_bounds(CMS_ContentInfo *cms)
+{
+	int r = KY_ERR_INTERNAL;
+	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+	STACK_OF(X509) *certs = NULL;
+	int ndigests = 0;
+
+	if (sis != NULL && sk_CMS_SignerInfo_num(sis) > KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_SIGNATURES;
+		goto out;
+	}
+	certs = CMS_get1_certs(cms);
+	if (certs != NULL && sk_X509_num(certs) > KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_CERTIFICATES;
+		goto out;
+	}
+	if ((r = cms_digest_algs(cms, &ndigests)) != 0)
+		goto out;
+	if (ndigests > KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_DIGESTS;
+		goto out;
+	}
+	if (sis != NULL && cms_has_duplicate_signature(sis)) {
+		r = KY_ERR_DUPLICATE_SIGNATURE;
+		goto out;
+	}
+	r = 0;
+out:
+	sk_X509_pop_free(certs, X509_free);
+	return r;
+}
+
 static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 {
 	const unsigned char *p = der;
 	CMS_ContentInfo *cms;
+	int r;
 
 	if (der == NULL || n == 0 || n > CMS_MAX_BYTES)
 		return KY_ERR_NOT_COMMAND;
@@ -25,6 +155,11 @@ static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 		CMS_ContentInfo_free(cms);
 		ERR_clear_error();
 		return KY_ERR_NOT_COMMAND;
+	}
+	if ((r = cms_check_bounds(cms)) != 0) {
+		CMS_ContentInfo_free(cms);
+		ERR_clear_error();
+		return r;
 	}
 	*out = cms; /* transferred */
 	return 0;
@@ -191,6 +326,10 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 	/* The signer id is the certificate's SKI: it must be the one units compute. */
 	if ((r = ky_cert_ski(cert, ski)) != 0)
 		goto out;
+	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) >= KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_SIGNATURES;
+		goto out;
+	}
 	r = KY_ERR_CRYPTO;
 	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) <= 0) {
 		if ((r = cms_sign_fresh(cms, cert, key, &fresh)) != 0)
