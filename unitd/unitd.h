@@ -26,6 +26,13 @@
 #define UNITD_REENC_BATCH_DEFAULT 500u
 #define UNITD_REENC_BATCH_MAX     100000u
 #define UNITD_REENC_PAUSE_MAX     60000u /* ms */
+/* Connections: total and per client address, and how long one may take (seconds). */
+#define UNITD_CONN_DEFAULT         1000u
+#define UNITD_CONN_MAX             100000u
+#define UNITD_CONN_CLIENT_DEFAULT  64u
+#define UNITD_IDLE_TIMEOUT_DEFAULT 30u
+#define UNITD_BODY_TIMEOUT_DEFAULT 60u
+#define UNITD_TIMEOUT_MAX          3600u
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -40,9 +47,13 @@ struct unitd_config {
 	uint32_t key_limit;            /* 0 = the store's default */
 	char *tls_cert;                /* both or neither; NULL = plain HTTP (loopback only) */
 	char *tls_key;
-	uint32_t token_ttl;           /* seconds */
-	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
-	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
+	uint32_t token_ttl;                  /* seconds */
+	uint32_t reencipher_batch;           /* records per re-encipherment transaction */
+	uint32_t reencipher_pause_ms;        /* pause between re-encipherment batches */
+	uint32_t max_connections;            /* open connections, all clients together */
+	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
+	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
+	uint32_t body_timeout;               /* s from a request's headers to its last byte */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the

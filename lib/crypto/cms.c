@@ -15,9 +15,11 @@
 /* ---- bounds ----
  *
  * A command is signed by at most one SignerInfo per administrator, carries at most one
- * certificate per signer and names at most one digest algorithm per signer. Every count is
- * checked on the decoded structure before anything is verified or digested, so that a
- * hostile body costs a decode and a few comparisons, never a signature check per copy. */
+ * certificate per signer and names at most one digest algorithm per signer. The counts are
+ * read from the DER before OpenSSL decodes anything (decoding a thousand certificates alone
+ * takes a second), and copies of a signature are refused on the decoded structure before
+ * any verification: a hostile body costs a walk over its bytes and a few comparisons, never
+ * a signature check or a digest per copy. A command is DER: indefinite lengths are refused. */
 
 /* Reads one DER header at *p (definite lengths only): tag byte and content length; *p then
  * points at the content. KY_ERR_NOT_COMMAND when it does not fit before end. */
@@ -45,48 +47,66 @@ static int cms_der_header(const uint8_t **p, const uint8_t *end, uint8_t *tag, s
 	return 0;
 }
 
-/* Number of entries of SignedData.digestAlgorithms, read from the DER encoding of cms
- * (OpenSSL has no accessor for it). */
-static int cms_digest_algs(CMS_ContentInfo *cms, int *count)
+/* Number of elements of the constructed value [p, p + len), or -1 when one is not DER. */
+static int cms_der_count(const uint8_t *p, size_t len)
 {
-	int r = KY_ERR_NOT_COMMAND;
-	unsigned char *der = NULL;
-	const uint8_t *p, *end, *set_end;
+	const uint8_t *end = p + len;
+	uint8_t tag;
+	size_t n;
+	int count = 0;
+
+	while (p < end) {
+		if (cms_der_header(&p, end, &tag, &n) != 0)
+			return -1;
+		p += n;
+		count++;
+	}
+	return count;
+}
+
+/* Counts digestAlgorithms, certificates and SignerInfos of a DER ContentInfo holding
+ * SignedData, before it is decoded:
+ *   ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT SignedData }
+ *   SignedData ::= SEQUENCE { version INTEGER, digestAlgorithms SET, encapContentInfo
+ *     SEQUENCE, certificates [0] IMPLICIT SET OPTIONAL, crls [1] IMPLICIT SET OPTIONAL,
+ *     signerInfos SET } */
+static int cms_der_bounds(const uint8_t *der, size_t n)
+{
+	const uint8_t *p = der, *end = der + n;
 	uint8_t tag;
 	size_t len;
-	int n = i2d_CMS_ContentInfo(cms, &der);
+	int digests = -1, certs = 0, signers = -1;
 
-	if (n <= 0)
-		goto out;
-	p = der;
-	end = der + n;
-	/* ContentInfo SEQUENCE { contentType OID, [0] EXPLICIT SignedData SEQUENCE { version
-	 * INTEGER, digestAlgorithms SET OF AlgorithmIdentifier, ... } } */
 	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
-		goto out;
+		return KY_ERR_NOT_COMMAND;
+	end = p + len;
 	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x06)
-		goto out;
+		return KY_ERR_NOT_COMMAND;
 	p += len;
 	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0xa0 ||
 	    cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
-		goto out;
-	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x02)
-		goto out;
-	p += len;
-	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x31)
-		goto out;
-	set_end = p + len;
-	*count = 0;
-	while (p < set_end) {
-		if (cms_der_header(&p, set_end, &tag, &len) != 0 || tag != 0x30)
-			goto out;
+		return KY_ERR_NOT_COMMAND;
+	end = p + len;
+	for (int i = 0; p < end; i++) {
+		if (cms_der_header(&p, end, &tag, &len) != 0)
+			return KY_ERR_NOT_COMMAND;
+		if (i == 1 && tag == 0x31)
+			digests = cms_der_count(p, len);
+		else if (tag == 0xa0)
+			certs = cms_der_count(p, len);
+		else if (tag == 0x31)
+			signers = cms_der_count(p, len);
 		p += len;
-		(*count)++;
 	}
-	r = 0;
-out:
-	OPENSSL_free(der);
-	return r;
+	if (digests < 0 || certs < 0 || signers < 0)
+		return KY_ERR_NOT_COMMAND;
+	if (signers > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_SIGNATURES;
+	if (certs > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_CERTIFICATES;
+	if (digests > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_DIGESTS;
+	return 0;
 }
 
 /* 1 when two SignerInfos of sis carry the same signature value. */
@@ -108,39 +128,6 @@ static int cms_has_duplicate_signature(STACK_OF(CMS_SignerInfo) * sis)
 	return 0;
 }
 
-/* The bounds of a command (see above), cheapest first. */
-static int cms_check_bounds(CMS_ContentInfo *cms)
-{
-	int r = KY_ERR_INTERNAL;
-	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
-	STACK_OF(X509) *certs = NULL;
-	int ndigests = 0;
-
-	if (sis != NULL && sk_CMS_SignerInfo_num(sis) > KY_MAX_ADMINS) {
-		r = KY_ERR_TOO_MANY_SIGNATURES;
-		goto out;
-	}
-	certs = CMS_get1_certs(cms);
-	if (certs != NULL && sk_X509_num(certs) > KY_MAX_ADMINS) {
-		r = KY_ERR_TOO_MANY_CERTIFICATES;
-		goto out;
-	}
-	if ((r = cms_digest_algs(cms, &ndigests)) != 0)
-		goto out;
-	if (ndigests > KY_MAX_ADMINS) {
-		r = KY_ERR_TOO_MANY_DIGESTS;
-		goto out;
-	}
-	if (sis != NULL && cms_has_duplicate_signature(sis)) {
-		r = KY_ERR_DUPLICATE_SIGNATURE;
-		goto out;
-	}
-	r = 0;
-out:
-	sk_X509_pop_free(certs, X509_free);
-	return r;
-}
-
 static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 {
 	const unsigned char *p = der;
@@ -149,6 +136,8 @@ static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 
 	if (der == NULL || n == 0 || n > CMS_MAX_BYTES)
 		return KY_ERR_NOT_COMMAND;
+	if ((r = cms_der_bounds(der, n)) != 0)
+		return r;
 	cms = d2i_CMS_ContentInfo(NULL, &p, (long)n);
 	if (cms == NULL || p != der + n || OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed ||
 	    OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
@@ -156,10 +145,9 @@ static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 		ERR_clear_error();
 		return KY_ERR_NOT_COMMAND;
 	}
-	if ((r = cms_check_bounds(cms)) != 0) {
+	if (cms_has_duplicate_signature(CMS_get0_SignerInfos(cms))) {
 		CMS_ContentInfo_free(cms);
-		ERR_clear_error();
-		return r;
+		return KY_ERR_DUPLICATE_SIGNATURE;
 	}
 	*out = cms; /* transferred */
 	return 0;
