@@ -70,14 +70,32 @@ static int cli_mkdirs(const char *path)
 	return 0;
 }
 
+/* The workspace directory holds signature keys and key parts: private to its owner, like
+ * each file in it (checked once per run; a workspace not created yet passes). */
+static int cli_workspace_check(void)
+{
+	static bool checked;
+	int r;
+
+	if (checked || (access(cli_workspace(), F_OK) != 0 && errno == ENOENT))
+		return 0;
+	if ((r = cli_check_private("workspace directory", cli_workspace())) != 0)
+		return r;
+	checked = true;
+	return 0;
+}
+
 int cli_workspace_ensure(void)
 {
 	static const char *const subdirs[] = {"", "/sigkeys", "/keyparts"};
 	const char *ws = cli_workspace();
 	char p[600];
+	int r;
+
+	if ((r = cli_workspace_check()) != 0)
+		return r;
 
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		int r;
 		snprintf(p, sizeof(p), "%s%s", ws, subdirs[i]);
 		if ((r = cli_mkdirs(p)) != 0) {
 			cli_fail(r, p, "cannot create workspace directory: %s", strerror(errno));
@@ -212,6 +230,8 @@ static int cli_selection_load(json_t **sel)
 	char path[600], why[256];
 
 	*sel = NULL;
+	if ((r = cli_workspace_check()) != 0)
+		goto out;
 	cli_selection_path(path, sizeof(path));
 	r = ky_file_read(path, CLI_SELECTION_MAX, &b);
 	if (r == KY_ERR_NOT_FOUND) {
@@ -485,6 +505,8 @@ static int cli_dir_list(const char *sub, const char *suffix, char ***names, size
 
 	*names = NULL;
 	*n = 0;
+	if ((r = cli_workspace_check()) != 0)
+		return r;
 	snprintf(dir, sizeof(dir), "%s/%s", cli_workspace(), sub);
 	if ((d = opendir(dir)) == NULL) {
 		if (errno == ENOENT)
@@ -701,6 +723,8 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 			goto out;
 		}
 		X509_free(cert);
+		if ((r = cli_check_private("signature key file", path)) != 0)
+			goto out;
 		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
 		snprintf(prompt, sizeof(prompt), "password for signature key '%s'", s->name);
 		if ((r = cli_password(prompt, false, &password)) != 0)

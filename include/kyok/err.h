@@ -30,6 +30,8 @@
 	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                           \
 	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                           \
 	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                  \
+	X(NOT_PRIVATE, "not-private", KY_EXIT_INPUT, 400,                                          \
+	  "open to other users: a secret must be readable and writable by its owner only")         \
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
