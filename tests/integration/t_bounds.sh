@@ -132,4 +132,11 @@ printf 'max_connections = 0\n' >>"$C/bad.conf"
 expect_fail "max_connections 0 is refused" "bad value for 'max_connections'" \
 	"$UNITD" --config "$C/bad.conf"
 
+# Units stopped cleanly: a sanitizer build reports what it found in their logs.
+"$KYOK" down >/dev/null 2>&1 || true
+if grep -hE -m3 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$KYOK_INSTANCE"/unit-*/unit.log; then
+	fail "a unit's log has a sanitizer report"
+else
+	pass "units stopped, no sanitizer report in their logs"
+fi
 finish
