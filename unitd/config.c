@@ -27,6 +27,15 @@
  *                               kyok-seal by default
  *   pkcs11_pin_file = PATH      seal = pkcs11: file holding the user PIN, required
  *                               (a setting of another backend than 'seal' is refused)
+ *   max_connections = 1000      optional, open connections of all clients, 1..100,000 (also
+ *                               bounded by the process's file descriptor limit)
+ *   max_connections_per_client = 64
+ *                               optional, open connections from one client address,
+ *                               0..100,000 (0 = no limit per address: behind a proxy)
+ *   idle_timeout = 30           optional, seconds without a byte before a connection is
+ *                               closed, 1..3600
+ *   body_timeout = 60           optional, seconds from a request's headers to the end of its
+ *                               body, 1..3600
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -79,6 +88,10 @@ static const struct config_key config_keys[] = {
     {"pkcs11_token", CONFIG_TEXT, false, 1, UNITD_TOKEN_LABEL_MAX},
     {"pkcs11_key_label", CONFIG_TEXT, false, 1, UNITD_KEY_LABEL_MAX},
     {"pkcs11_pin_file", CONFIG_PATH, false, 0, 0},
+    {"max_connections", CONFIG_UINT, false, 1, UNITD_CONN_MAX},
+    {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
+    {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
+    {"body_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -267,6 +280,14 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->reencipher_batch;
 	if (strcmp(name, "reencipher_pause_ms") == 0)
 		return &cfg->reencipher_pause_ms;
+	if (strcmp(name, "max_connections") == 0)
+		return &cfg->max_connections;
+	if (strcmp(name, "max_connections_per_client") == 0)
+		return &cfg->max_connections_per_client;
+	if (strcmp(name, "idle_timeout") == 0)
+		return &cfg->idle_timeout;
+	if (strcmp(name, "body_timeout") == 0)
+		return &cfg->body_timeout;
 	return &cfg->token_ttl;
 }
 
@@ -365,7 +386,9 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
-		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file)",
+		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
+		           "max_connections, max_connections_per_client, idle_timeout, "
+		           "body_timeout)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -537,6 +560,10 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->token_ttl = UNITD_TOKEN_TTL_DEFAULT;
 	cfg->reencipher_batch = UNITD_REENC_BATCH_DEFAULT;
 	cfg->reencipher_pause_ms = 0;
+	cfg->max_connections = UNITD_CONN_DEFAULT;
+	cfg->max_connections_per_client = UNITD_CONN_CLIENT_DEFAULT;
+	cfg->idle_timeout = UNITD_IDLE_TIMEOUT_DEFAULT;
+	cfg->body_timeout = UNITD_BODY_TIMEOUT_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

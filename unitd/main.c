@@ -68,6 +68,17 @@ static void unitd_usage(FILE *fp)
 	        "                      seal = pkcs11: label of the seal keys (default kyok-seal)\n"
 	        "  pkcs11_pin_file = PATH\n"
 	        "                      seal = pkcs11: file holding the token's user PIN\n"
+	        "  max_connections = N optional: open connections, all clients (default 1000)\n"
+	        "  max_connections_per_client = N\n"
+	        "                      optional: open connections from one client address;\n"
+	        "                      more are closed at once (default 64, 0 = no limit)\n"
+	        "  idle_timeout = SECONDS\n"
+	        "                      optional: a connection silent this long is closed\n"
+	        "                      (default 30)\n"
+	        "  body_timeout = SECONDS\n"
+	        "                      optional: a request body must arrive whole within this\n"
+	        "                      time of its headers, or the connection is closed\n"
+	        "                      (default 60)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 

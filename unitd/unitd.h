@@ -26,6 +26,13 @@
 #define UNITD_REENC_BATCH_DEFAULT 500u
 #define UNITD_REENC_BATCH_MAX     100000u
 #define UNITD_REENC_PAUSE_MAX     60000u /* ms */
+/* Connections: total and per client address, and how long one may take (seconds). */
+#define UNITD_CONN_DEFAULT         1000u
+#define UNITD_CONN_MAX             100000u
+#define UNITD_CONN_CLIENT_DEFAULT  64u
+#define UNITD_IDLE_TIMEOUT_DEFAULT 30u
+#define UNITD_BODY_TIMEOUT_DEFAULT 60u
+#define UNITD_TIMEOUT_MAX          3600u
 
 /* Where the seal key of the unit state lives (unit.conf 'seal'). */
 enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
@@ -51,11 +58,15 @@ struct unitd_config {
 	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
 	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
 	enum unitd_seal_kind seal;
-	char *tpm2_tcti;        /* tpm2: TCTI string; NULL = the TCTI loader's default */
-	char *pkcs11_module;    /* pkcs11: the module (shared object) path */
-	char *pkcs11_token;     /* pkcs11: token label */
-	char *pkcs11_key_label; /* pkcs11: CKA_LABEL of the seal keys (default kyok-seal) */
-	char *pkcs11_pin_file;  /* pkcs11: file holding the user PIN */
+	char *tpm2_tcti;          /* tpm2: TCTI string; NULL = the TCTI loader's default */
+	char *pkcs11_module;      /* pkcs11: the module (shared object) path */
+	char *pkcs11_token;       /* pkcs11: token label */
+	char *pkcs11_key_label;   /* pkcs11: CKA_LABEL of the seal keys (default kyok-seal) */
+	char *pkcs11_pin_file;    /* pkcs11: file holding the user PIN */
+	uint32_t max_connections; /* open connections, all clients together */
+	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
+	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
+	uint32_t body_timeout;               /* s from a request's headers to its last byte */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the

@@ -30,6 +30,8 @@
 	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                           \
 	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                           \
 	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                  \
+	X(NOT_PRIVATE, "not-private", KY_EXIT_INPUT, 400,                                          \
+	  "open to other users: a secret must be readable and writable by its owner only")         \
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
@@ -74,6 +76,14 @@
 	  "no signature keys selected: run 'kyok tke sigkey-sel'")                                 \
 	X(NOT_COMMAND_OP, "unknown-command", KY_EXIT_INPUT, 400, "unknown command operation")      \
 	X(BAD_COMMAND, "bad-command", KY_EXIT_INPUT, 400, "malformed signed command")              \
+	X(TOO_MANY_SIGNATURES, "too-many-signatures", KY_EXIT_INPUT, 400,                          \
+	  "signed command carries more than 8 signatures: one per administrator at most")          \
+	X(TOO_MANY_CERTIFICATES, "too-many-certificates", KY_EXIT_INPUT, 400,                      \
+	  "signed command carries more than 8 certificates: one per administrator at most")        \
+	X(TOO_MANY_DIGESTS, "too-many-digest-algorithms", KY_EXIT_INPUT, 400,                      \
+	  "signed command names more than 8 digest algorithms: kyok signs with SHA-512 only")      \
+	X(DUPLICATE_SIGNATURE, "duplicate-signature", KY_EXIT_INPUT, 400,                          \
+	  "signed command carries the same signature twice: remove the copy")                      \
 	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                  \
 	  "command is for another service instance")                                               \
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
