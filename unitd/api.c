@@ -44,6 +44,10 @@
 #define API_TOKEN_PATH      "/identity/token"
 #define API_CT_JSON         "application/json"
 #define API_SECRET_POLICIES UNITD_SECRET_POLICIES
+/* Request ids: the client's header, how long a reply is kept, the header on a replay. */
+#define API_HDR_REQUEST_ID "Idempotency-Key"
+#define API_HDR_REPLAYED   "Kyok-Replayed"
+#define API_REQUEST_TTL    (24 * 3600)
 /* A record the instance keeps under its master key does not open here. */
 #define API_STALE_UNIT                                                                    \
 	"this unit does not hold the instance's master key (left behind by a master key " \
@@ -128,22 +132,23 @@ static const struct {
 	const char *path;
 	enum api_route route;
 	enum api_perm perm; /* actions: from api_actions instead */
+	bool changes;       /* changes key storage: kept by request id (actions: api_actions) */
 } api_routes[] = {
-    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ},
-    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ},
-    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE},
-    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ},
-    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ}, /* ?action= */
-    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN},
-    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ},
-    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ},
-    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE},
-    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN},
-    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ},
-    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN},
-    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN},
-    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN},
-    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN},
+    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false},
+    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false},
+    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true},
+    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false},
+    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false}, /* ?action= */
+    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true},
+    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false},
+    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false},
+    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true},
+    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true},
+    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false},
+    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false},
+    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true},
+    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false},
+    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -163,16 +168,17 @@ static const struct {
 	const char *name;
 	enum api_action action;
 	enum api_perm perm;
+	bool changes; /* false: wrap, unwrap, rewrap change nothing stored */
 } api_actions[] = {
-    {"wrap", ACT_WRAP, PERM_KEYS_READ},
-    {"unwrap", ACT_UNWRAP, PERM_KEYS_READ},
-    {"rewrap", ACT_REWRAP, PERM_KEYS_READ},
-    {"rotate", ACT_ROTATE, PERM_KEYS_WRITE},
-    {"setKeyForDeletion", ACT_SET_DELETION, PERM_KEYS_WRITE},
-    {"unsetKeyForDeletion", ACT_UNSET_DELETION, PERM_KEYS_WRITE},
-    {"enable", ACT_ENABLE, PERM_KEYS_ADMIN},
-    {"disable", ACT_DISABLE, PERM_KEYS_ADMIN},
-    {"restore", ACT_RESTORE, PERM_KEYS_ADMIN},
+    {"wrap", ACT_WRAP, PERM_KEYS_READ, false},
+    {"unwrap", ACT_UNWRAP, PERM_KEYS_READ, false},
+    {"rewrap", ACT_REWRAP, PERM_KEYS_READ, false},
+    {"rotate", ACT_ROTATE, PERM_KEYS_WRITE, true},
+    {"setKeyForDeletion", ACT_SET_DELETION, PERM_KEYS_WRITE, true},
+    {"unsetKeyForDeletion", ACT_UNSET_DELETION, PERM_KEYS_WRITE, true},
+    {"enable", ACT_ENABLE, PERM_KEYS_ADMIN, true},
+    {"disable", ACT_DISABLE, PERM_KEYS_ADMIN, true},
+    {"restore", ACT_RESTORE, PERM_KEYS_ADMIN, true},
 };
 #define API_NACTIONS (sizeof(api_actions) / sizeof(api_actions[0]))
 
@@ -185,6 +191,8 @@ struct unitd_api {
 /* One request. */
 struct api_req {
 	int route; /* index into api_routes, -1 = token, -2 = not matched */
+	char method[8];
+	char *url; /* malloc'd */
 	char id[KY_UUID_LEN + 1];
 	char action[32];
 	bool too_large, answered;
@@ -208,6 +216,9 @@ struct api_ctx {
 	json_t *reply;
 	char key_total[24];
 	char detail[512];
+	/* a reply kept by request id, sent as it was stored (x->reply unused) */
+	bool replayed;
+	struct ky_buf stored; /* cleansed */
 };
 
 static int64_t api_now(void)
@@ -261,7 +272,7 @@ static bool api_correlation_ok(const char *v)
 
 static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
                                 const struct ky_buf *body, const char *key_total,
-                                const char *correlation)
+                                const char *correlation, bool replayed)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
@@ -284,7 +295,8 @@ static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
 	    (key_total != NULL && key_total[0] != '\0' &&
 	     MHD_add_response_header(resp, "Key-Total", key_total) != MHD_YES) ||
 	    (correlation != NULL && api_correlation_ok(correlation) &&
-	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES))
+	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES) ||
+	    (replayed && MHD_add_response_header(resp, API_HDR_REPLAYED, "true") != MHD_YES))
 		goto out;
 	ret = MHD_queue_response(c, status, resp);
 out:
@@ -305,7 +317,7 @@ static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, 
 			return MHD_NO;
 		status = 500;
 	}
-	ret = api_send(c, status, &body, key_total, corr);
+	ret = api_send(c, status, &body, key_total, corr, false);
 	ky_buf_free(&body);
 	return ret;
 }
@@ -1113,6 +1125,202 @@ static int api_dispatch_route(struct api_ctx *x)
 	return KY_ERR_INTERNAL;
 }
 
+/* ---- request ids: a state change carried out at most once ----
+ * A request that changes key storage and carries Idempotency-Key runs inside one write
+ * transaction with the row that records it: the reply (sealed), its status, the hash of the
+ * request. The same id from the same API key finds that row (on any unit: storage is shared)
+ * and gets the same reply, without a second change; with another request it is refused
+ * (KY_ERR_REQUEST_ID_REUSED). A request that fails records nothing: the transaction is
+ * rolled back, nothing changed, and sending it again is safe. */
+
+/* 1 to KY_REQUEST_ID_MAX of [A-Za-z0-9._:-]. Pure. */
+static bool api_request_id_ok(const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+
+	if (n == 0 || n > KY_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = v[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+			return false;
+	}
+	return true;
+}
+
+static bool api_route_changes(struct api_ctx *x)
+{
+	size_t i;
+	const char *name;
+
+	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION)
+		return api_routes[x->q->route].changes;
+	name = x->q->action[0] ? x->q->action : api_query(x, "action");
+	for (i = 0; name != NULL && i < API_NACTIONS; i++)
+		if (strcmp(api_actions[i].name, name) == 0)
+			return api_actions[i].changes;
+	return false; /* unknown action: refused by the handler */
+}
+
+static enum MHD_Result api_query_append(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+	struct ky_buf *b = cls;
+	char len[24];
+
+	(void)kind;
+	if (value == NULL)
+		value = "";
+	snprintf(len, sizeof(len), "%zu:", strlen(key));
+	if (ky_buf_append_str(b, len) != 0 || ky_buf_append_str(b, key) != 0)
+		goto fail;
+	snprintf(len, sizeof(len), "%zu:", strlen(value));
+	if (ky_buf_append_str(b, len) != 0 || ky_buf_append_str(b, value) != 0)
+		goto fail;
+	return MHD_YES;
+fail:
+	ky_buf_free(b); /* an empty buffer tells api_request_hash */
+	return MHD_NO;
+}
+
+/* The hash a request id is bound to: method, path, the query arguments as received (in
+ * order, each name and value prefixed with its length), body. */
+static int api_request_hash(struct api_ctx *x, uint8_t hash[KY_REQUEST_HASH_LEN])
+{
+	struct ky_buf path = {0};
+	int r = KY_ERR_NOMEM;
+
+	if (ky_buf_append_str(&path, x->q->url) != 0 || ky_buf_append_str(&path, "?") != 0)
+		goto out;
+	if (MHD_get_connection_values(x->c, MHD_GET_ARGUMENT_KIND, api_query_append, &path) < 0 ||
+	    path.len == 0)
+		goto out;
+	if (ky_buf_append(&path, "", 1) != 0)
+		goto out;
+	r = ky_kms_request_hash(x->q->method, (const char *)path.data, x->q->body.data,
+	                        x->q->body.len, hash);
+out:
+	ky_buf_free(&path);
+	return r;
+}
+
+static void api_date(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "%lld", (long long)t);
+}
+
+/* The kept reply of (caller, rid), as x->stored. */
+static int api_replay(struct api_ctx *x, const struct ky_store_request *req,
+                      const uint8_t hash[KY_REQUEST_HASH_LEN], const char *rid)
+{
+	uint8_t *body = NULL;
+	size_t n = 0;
+	char when[32];
+	int r;
+
+	api_date(req->created, when);
+	if (CRYPTO_memcmp(req->hash, hash, KY_REQUEST_HASH_LEN) != 0) {
+		api_detail(x,
+		           "request id '%s' was used at %s for a request with another method, "
+		           "path, query or body",
+		           rid, when);
+		return KY_ERR_REQUEST_ID_REUSED;
+	}
+	r = ky_kms_request_open(&x->kms, req, &body, &n);
+	if (r == KY_ERR_MK_MISMATCH) {
+		api_detail(x,
+		           "request id '%s' was carried out at %s; its reply is under a master key "
+		           "this unit does not hold",
+		           rid, when);
+		return KY_ERR_REQUEST_REPLY_GONE;
+	}
+	if (r == KY_ERR_RECORD_TAMPERED)
+		api_detail(x, "the kept reply of request id '%s' does not verify", rid);
+	if (r != 0)
+		return r;
+	r = ky_buf_append(&x->stored, body, n) == 0 ? 0 : KY_ERR_NOMEM;
+	ky_kms_buf_free(body, n);
+	if (r != 0)
+		return r;
+	x->status = (unsigned)req->status;
+	x->replayed = true;
+	return 0;
+}
+
+/* Runs a state change under its request id (header Idempotency-Key), or plainly without one. */
+static int api_dispatch_once(struct api_ctx *x)
+{
+	const char *rid = api_header(x, API_HDR_REQUEST_ID);
+	struct ky_store *st = x->kms.store;
+	struct ky_store_request req = {0};
+	uint8_t hash[KY_REQUEST_HASH_LEN];
+	bool in_txn = false;
+	uint64_t expired = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (rid == NULL || !api_route_changes(x))
+		return api_dispatch_route(x); /* reads change nothing: repeating them is safe */
+	if (!api_request_id_ok(rid)) {
+		api_detail(x, "got '%.40s'", rid);
+		return KY_ERR_REQUEST_ID_INVALID;
+	}
+	/* The role first: a caller who may not do this learns nothing from kept replies. */
+	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION &&
+	    (r = api_check(x, api_routes[x->q->route].perm)) != 0)
+		return r;
+	if ((r = api_request_hash(x, hash)) != 0)
+		return r;
+	if ((r = ky_store_begin(st)) != 0)
+		return r;
+	in_txn = true;
+	if ((r = ky_store_request_expire(st, x->now - API_REQUEST_TTL, &expired)) != 0)
+		goto out;
+	r = ky_store_request_get(st, x->caller, rid, &req);
+	if (r == 0) {
+		r = api_replay(x, &req, hash, rid);
+		goto out; /* rolled back: the expiry waits for the next change */
+	}
+	if (r != KY_ERR_NOT_FOUND)
+		goto out;
+	if ((r = api_dispatch_route(x)) != 0)
+		goto out;
+	/* The reply as it will be sent, kept with the change in the same transaction. */
+	if (x->reply != NULL && (r = kp_json_dump(x->reply, &x->stored)) != 0)
+		goto out;
+	memcpy(req.apikey, x->caller, sizeof(req.apikey));
+	snprintf(req.id, sizeof(req.id), "%s", rid);
+	memcpy(req.hash, hash, sizeof(hash));
+	req.status = x->status ? (int)x->status : 200;
+	req.created = x->now;
+	if ((r = ky_kms_request_seal(&x->kms, &req, x->stored.data, x->stored.len)) != 0)
+		goto out;
+	if ((r = ky_store_request_put(st, &req)) != 0)
+		goto out;
+	in_txn = false;
+	if ((r = ky_store_commit(st)) != 0)
+		goto out;
+	x->status = (unsigned)req.status;
+	x->replayed = false;
+	r = 0;
+out:
+	if (in_txn)
+		(void)ky_store_rollback(st);
+	if (r != 0) {
+		ky_buf_free(&x->stored);
+		json_decref(x->reply);
+		x->reply = NULL;
+		x->status = 0;
+	}
+	ky_store_request_release(&req);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return r;
+}
+
 /* ---- the token service ---- */
 
 static enum MHD_Result api_token_error(struct MHD_Connection *c, int err, const char *detail)
@@ -1229,16 +1437,21 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.now = api_now();
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
 	if ((r = api_authenticate(&x)) == 0)
-		r = api_dispatch_route(&x);
+		r = api_dispatch_once(&x);
 	if (x.held)
 		unitd_keystore_leave(api->ks);
 	if (r == KY_ERR_NOT_FOUND && x.detail[0] == '\0' && q->id[0] != '\0')
 		api_detail(&x, "no key with id %s", q->id);
 	if (r != 0)
 		ret = api_send_error(c, r, x.detail);
+	else if (x.stored.len > 0 || x.replayed)
+		ret = api_send(c, x.status, &x.stored, NULL,
+		               MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Correlation-Id"),
+		               x.replayed);
 	else
 		ret = api_send_json(c, x.status ? x.status : 200, x.reply, x.key_total);
 	json_decref(x.reply);
+	ky_buf_free(&x.stored);
 	return ret;
 }
 
@@ -1263,6 +1476,9 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		if ((q = calloc(1, sizeof(*q))) == NULL)
 			return MHD_NO;
 		*con_cls = q;
+		snprintf(q->method, sizeof(q->method), "%s", method);
+		if ((q->url = strdup(url)) == NULL)
+			return MHD_NO;
 		q->route = api_route_of(method, url, q, &known);
 		if (q->route == -2) {
 			q->answered = true;
@@ -1312,6 +1528,7 @@ void unitd_api_completed(void *con_cls)
 	if (q == NULL)
 		return;
 	ky_buf_free(&q->body);
+	free(q->url);
 	free(q);
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/common.c"
+#include "cli/failover.c"
 #include "cli/instance.c"
 #include "cli/prompt.c"
 #include "cli/table.c"
