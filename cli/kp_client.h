@@ -36,14 +36,17 @@ enum {
 	"common options:\n"                                                                        \
 	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
 	"                          $KYOK_APIKEY_FILE, else the key itself in $KYOK_APIKEY\n"      \
-	"  --unit N                try crypto unit N first (default: the first); the others\n"   \
-	"                          are tried in turn when a unit fails\n"                        \
+	"  --unit N                try crypto unit N first (default: the first, a unit that\n"  \
+	"                          failed in the last minute last); the others are tried in\n" \
+	"                          turn when a unit fails\n"                                      \
 	"  --cacert FILE           CA certificates for https units (default $KYOK_CA_FILE)\n"     \
 	"  --verbose               say which crypto unit served, and each failover\n"             \
 	"  --output table|json     output format (default table)\n"                               \
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
+	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
+	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
 	"  --help                  this text\n"
 /* clang-format on */
 
