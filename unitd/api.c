@@ -126,29 +126,33 @@ enum api_route {
 	ROUTE_INSTANCE_POLICIES_PUT,
 };
 
-/* path: segments after /api/v2/, "{id}" matches a key id. */
+/* path: segments after /api/v2/, "{id}" matches a key id. query: the query parameters the
+ * route takes (Key Protect's names, space-separated); any other is refused by name. */
 static const struct {
 	const char *method;
 	const char *path;
 	enum api_route route;
 	enum api_perm perm; /* actions: from api_actions instead */
 	bool changes;       /* changes key storage: kept by request id (actions: api_actions) */
+	const char *query;
 } api_routes[] = {
-    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false},
-    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false},
-    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true},
-    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false},
-    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false}, /* ?action= */
-    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true},
-    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false},
-    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false},
-    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true},
-    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true},
-    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false},
-    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false},
-    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true},
-    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false},
-    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true},
+    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false,
+     "limit offset state extractable search sort filter"},
+    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false, "state extractable search filter"},
+    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true, ""},
+    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false, ""},
+    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false, "action"},
+    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true, "force"},
+    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false, ""},
+    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false,
+     "limit offset totalCount allKeyStates"},
+    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true, ""},
+    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true, ""},
+    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false, ""},
+    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
+    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
+    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
+    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -569,6 +573,72 @@ static int api_reply_key(struct api_ctx *x, unsigned status, const struct ky_key
 	return x->reply ? 0 : KY_ERR_NOMEM;
 }
 
+/* A query value, NULL when absent or empty (the SDKs send "name=" for an unset option). */
+static const char *api_query_opt(struct api_ctx *x, const char *k)
+{
+	const char *v = api_query(x, k);
+
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static const struct kp_sort *api_sort_by;
+
+static int api_sort_cmp(const void *a, const void *b)
+{
+	return kp_sort_cmp(api_sort_by, *(struct ky_key *const *)a, *(struct ky_key *const *)b);
+}
+
+/* filter, search and sort over every key the store filter f matches: the page [offset,
+ * offset + limit) of the result in keys[0..n), total = all that matched. */
+static int api_keys_select(struct api_ctx *x, const struct ky_store_filter *f,
+                           const struct kp_filter *flt, const struct kp_search *srch,
+                           const struct kp_sort *sort, uint64_t limit, uint64_t offset,
+                           struct ky_key ***keys, size_t *n, uint64_t *total)
+{
+	static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct ky_key **all = NULL;
+	size_t nall = 0, kept = 0, i;
+	uint64_t stored = 0;
+	int r;
+
+	*keys = NULL;
+	*n = 0;
+	*total = 0;
+	/* Every key the store filter matches (an instance holds at most key_limit of them). */
+	if ((r = ky_kms_key_list(&x->kms, f, 0, 0, x->now, &all, &nall, &stored)) != 0)
+		return r;
+	for (i = 0; i < nall; i++) {
+		struct ky_key *k = all[i];
+
+		all[i] = NULL;
+		if (kp_filter_match(flt, k) && kp_search_match(srch, k))
+			all[kept++] = k; /* kept <= i */
+		else
+			ky_key_free(k);
+	}
+	if (sort->n > 0 && kept > 1) {
+		/* qsort has no context argument: one sort at a time. */
+		pthread_mutex_lock(&sort_lock);
+		api_sort_by = sort;
+		qsort(all, kept, sizeof(*all), api_sort_cmp);
+		api_sort_by = NULL;
+		pthread_mutex_unlock(&sort_lock);
+	}
+	*total = kept;
+	/* the page: free what is before and after it */
+	for (i = 0; i < kept; i++) {
+		struct ky_key *k = all[i];
+
+		all[i] = NULL;
+		if (i >= offset && i - offset < limit)
+			all[(*n)++] = k;
+		else
+			ky_key_free(k);
+	}
+	*keys = all;
+	return 0;
+}
+
 static int api_keys_list(struct api_ctx *x, bool head)
 {
 	struct ky_store_filter f = {.states = (1u << KY_KEY_ACTIVE) | (1u << KY_KEY_SUSPENDED) |
@@ -578,6 +648,9 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	bool present, b;
 	unsigned mask;
 	struct ky_key **keys = NULL;
+	struct kp_filter flt;
+	struct kp_sort sort;
+	struct kp_search srch;
 	size_t n = 0;
 	json_t *a = NULL;
 	int r;
@@ -603,16 +676,33 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	}
 	if (present)
 		f.extractable = b ? 1 : 0;
-	if (head) {
+	if ((r = kp_filter_parse(api_query_opt(x, "filter"), &flt, x->detail, sizeof(x->detail))) !=
+	        0 ||
+	    (r = kp_search_parse(api_query_opt(x, "search"), &srch, x->detail,
+	                         sizeof(x->detail))) != 0 ||
+	    (r = kp_sort_parse(api_query_opt(x, "sort"), &sort, x->detail, sizeof(x->detail))) != 0)
+		return r;
+	/* A filter on states widens the default (Active, Suspended, Deactivated) like the state
+	 * query does; both together must hold. */
+	if (flt.states != 0 && api_query_opt(x, "state") == NULL)
+		f.states = 0;
+	if (flt.present || srch.present || sort.n > 0) {
+		if ((r = api_keys_select(x, &f, &flt, &srch, &sort, head ? 0 : limit,
+		                         head ? 0 : offset, &keys, &n, &total)) != 0)
+			goto out;
+	} else if (head) {
 		if ((r = ky_store_key_count(x->kms.store, &f, &total)) != 0)
 			return r;
+	} else if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
+	                                &total)) != 0) {
+		return r;
+	}
+	if (head) {
 		snprintf(x->key_total, sizeof(x->key_total), "%llu", (unsigned long long)total);
 		x->status = 200;
-		return 0;
+		r = 0;
+		goto out;
 	}
-	if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
-	                         &total)) != 0)
-		return r;
 	if ((a = json_array()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -750,7 +840,7 @@ static int api_key_versions(struct api_ctx *x)
 {
 	struct ky_key *k = NULL;
 	uint64_t limit = KP_LIST_DEFAULT, offset = 0;
-	bool present;
+	bool present, b = false, all_states = false;
 	int r;
 
 	if ((r = api_key_id(x)) != 0)
@@ -761,8 +851,21 @@ static int api_key_versions(struct api_ctx *x)
 		api_detail(x, "query limit must be 1 to %d, offset a whole number", KP_LIST_MAX);
 		return KY_ERR_MALFORMED;
 	}
+	/* totalCount=true asks for metadata.totalCount, which kyok always gives. */
+	if (kp_query_bool(api_query(x, "totalCount"), &present, &b) != 0 ||
+	    kp_query_bool(api_query(x, "allKeyStates"), &present, &all_states) != 0) {
+		api_detail(x, "queries totalCount and allKeyStates must be true or false");
+		return KY_ERR_MALFORMED;
+	}
 	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
 		return r;
+	/* Without allKeyStates=true, only the versions of a key that is not destroyed. */
+	if (!all_states && k->state == KY_KEY_DESTROYED) {
+		api_detail(x, "key %s was deleted: ask with allKeyStates=true for its versions",
+		           k->id);
+		ky_key_free(k);
+		return KY_ERR_KEY_DESTROYED;
+	}
 	x->reply = kp_versions_json(k, offset, limit);
 	if (x->reply != NULL)
 		json_object_set_new(json_object_get(x->reply, "metadata"), "totalCount",
@@ -1078,12 +1181,66 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	return r;
 }
 
+/* Whether name is one of the space-separated words of list. Pure. */
+static bool api_word_in(const char *name, const char *list)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; *p != '\0';) {
+		size_t w = strcspn(p, " ");
+		if (w == n && strncmp(p, name, n) == 0)
+			return true;
+		p += w;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+struct api_query_check {
+	const char *allowed;
+	char bad[64];
+};
+
+static enum MHD_Result api_query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+	struct api_query_check *c = cls;
+
+	(void)kind;
+	(void)value;
+	if (api_word_in(key, c->allowed))
+		return MHD_YES;
+	snprintf(c->bad, sizeof(c->bad), "%s", key);
+	return MHD_NO;
+}
+
+/* Every query parameter is one the route takes (KY_ERR_QUERY_PARAM naming the first that is
+ * not). */
+static int api_query_check(struct api_ctx *x)
+{
+	const char *allowed = api_routes[x->q->route].query;
+	struct api_query_check c = {.allowed = allowed};
+
+	MHD_get_connection_values(x->c, MHD_GET_ARGUMENT_KIND, api_query_check_one, &c);
+	if (c.bad[0] == '\0')
+		return 0;
+	if (allowed[0] == '\0')
+		api_detail(x, "'%.60s': %s %s takes none", c.bad, api_routes[x->q->route].method,
+		           x->q->url);
+	else
+		api_detail(x, "'%.60s': %s %s takes %s", c.bad, api_routes[x->q->route].method,
+		           x->q->url, allowed);
+	return KY_ERR_QUERY_PARAM;
+}
+
 static int api_dispatch_route(struct api_ctx *x)
 {
 	struct ky_key_act a = {.rotation_months = -1, .dual_auth = -1};
 	int route = x->q->route;
 	int r;
 
+	if ((r = api_query_check(x)) != 0)
+		return r;
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
 		return r;
@@ -1102,9 +1259,17 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_key_get(x, true);
 	case ROUTE_KEY_VERSIONS:
 		return api_key_versions(x);
-	case ROUTE_KEY_DELETE:
+	case ROUTE_KEY_DELETE: {
+		bool present, force;
+		/* force=true deletes a key that protects registered resources: kyok has no
+		 * registrations, so a forced delete is the same delete. */
+		if (kp_query_bool(api_query(x, "force"), &present, &force) != 0) {
+			api_detail(x, "query force must be true or false");
+			return KY_ERR_MALFORMED;
+		}
 		a.action = KY_KEY_DELETE;
 		return api_key_act(x, &a, 200, false);
+	}
 	case ROUTE_KEY_PURGE:
 		a.action = KY_KEY_PURGE;
 		return api_key_act(x, &a, 200, false);
