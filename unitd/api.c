@@ -908,6 +908,8 @@ out:
 	return r;
 }
 
+static const char *api_action_name(enum api_action act);
+
 /* wrap, unwrap, rewrap: the hot path, through the key cache. */
 static int api_key_crypt(struct api_ctx *x, enum api_action act)
 {
@@ -926,6 +928,10 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
 	                         sizeof(x->detail))) != 0)
 		return r;
+	if ((r = kp_action_members(&b, api_action_name(act),
+	                           act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", x->detail,
+	                           sizeof(x->detail))) != 0)
+		goto out;
 	if (act != ACT_WRAP && !b.has_ciphertext) {
 		api_detail(x, "member 'ciphertext' is required");
 		r = KY_ERR_MALFORMED;
@@ -1045,6 +1051,31 @@ out:
 	return r;
 }
 
+static const char *api_action_name(enum api_action act)
+{
+	for (size_t i = 0; i < API_NACTIONS; i++)
+		if (api_actions[i].action == act)
+			return api_actions[i].name;
+	return "?";
+}
+
+/* A request that takes no body member: an empty body or an empty object (a payload to restore
+ * an imported key is refused: kyok keeps a deleted key's material until it is purged). */
+static int api_no_body(struct api_ctx *x, const char *what)
+{
+	struct kp_action_body b;
+	int r;
+
+	if (x->q->body.len == 0)
+		return 0;
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+	                         sizeof(x->detail))) != 0)
+		return r;
+	r = kp_action_members(&b, what, "", x->detail, sizeof(x->detail));
+	kp_action_release(&b);
+	return r;
+}
+
 static int api_action_by_name(struct api_ctx *x, size_t *idx)
 {
 	const char *name = x->q->action[0] ? x->q->action : api_query(x, "action");
@@ -1082,6 +1113,11 @@ static int api_key_action(struct api_ctx *x)
 		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
 		                         sizeof(x->detail))) != 0)
 			return r;
+		if ((r = kp_action_members(&b, "rotate", "payload", x->detail,
+		                           sizeof(x->detail))) != 0) {
+			kp_action_release(&b);
+			return r;
+		}
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;
@@ -1089,18 +1125,28 @@ static int api_key_action(struct api_ctx *x)
 		kp_action_release(&b);
 		return r;
 	case ACT_ENABLE:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_ENABLE;
 		return api_key_act(x, &a, 200, false);
 	case ACT_DISABLE:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_DISABLE;
 		return api_key_act(x, &a, 200, false);
 	case ACT_SET_DELETION:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_SET_DELETION;
 		return api_key_act(x, &a, 200, false);
 	case ACT_UNSET_DELETION:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_UNSET_DELETION;
 		return api_key_act(x, &a, 200, false);
 	case ACT_RESTORE:
+		if ((r = api_no_body(x, "restore")) != 0)
+			return r;
 		a.action = KY_KEY_RESTORE;
 		return api_key_act(x, &a, 201, true);
 	}
@@ -1267,13 +1313,19 @@ static int api_dispatch_route(struct api_ctx *x)
 			api_detail(x, "query force must be true or false");
 			return KY_ERR_MALFORMED;
 		}
+		if ((r = api_no_body(x, "delete")) != 0)
+			return r;
 		a.action = KY_KEY_DELETE;
 		return api_key_act(x, &a, 200, false);
 	}
 	case ROUTE_KEY_PURGE:
+		if ((r = api_no_body(x, "purge")) != 0)
+			return r;
 		a.action = KY_KEY_PURGE;
 		return api_key_act(x, &a, 200, false);
 	case ROUTE_KEY_RESTORE:
+		if ((r = api_no_body(x, "restore")) != 0)
+			return r;
 		a.action = KY_KEY_RESTORE;
 		return api_key_act(x, &a, 201, true);
 	case ROUTE_KEY_ACTION:

@@ -506,7 +506,19 @@ int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, c
 	/* Some clients wrap the body as a collection of one. */
 	o = j;
 	if (json_object_get(j, "resources") != NULL &&
-	    (r = kp_one_resource(j, &o, detail, detaillen)) != 0)
+	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
+	     (r = kp_members_known(j, "metadata resources", "the body", detail, detaillen)) != 0))
+		goto out;
+	if (json_object_get(o, "encryptedNonce") != NULL || json_object_get(o, "iv") != NULL) {
+		kp_detail(
+		    detail, detaillen,
+		    "members 'encryptedNonce' and 'iv': import tokens are not supported: send "
+		    "the payload over TLS");
+		r = KY_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if ((r = kp_members_known(o, "plaintext ciphertext aad payload", "the action", detail,
+	                          detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_b64(o, "plaintext", KY_WRAP_PT_MAX, &out->has_plaintext, &out->plaintext,
 	                    detail, detaillen)) != 0 ||
@@ -522,6 +534,41 @@ out:
 	if (r != 0)
 		kp_action_release(out);
 	return r;
+}
+
+int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
+                      char *detail, size_t detaillen)
+{
+	const struct {
+		const char *name;
+		bool has;
+	} m[] = {{"plaintext", a->has_plaintext},
+	         {"ciphertext", a->has_ciphertext},
+	         {"aad", a->has_aad},
+	         {"payload", a->has_payload}};
+
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		size_t n = strlen(m[i].name);
+		bool ok = false;
+		if (!m[i].has)
+			continue;
+		for (const char *p = takes; *p != '\0' && !ok;) {
+			size_t w = strcspn(p, " ");
+			ok = w == n && strncmp(p, m[i].name, n) == 0;
+			p += w;
+			p += strspn(p, " ");
+		}
+		if (!ok) {
+			if (takes[0] == '\0')
+				kp_detail(detail, detaillen, "member '%s': %s takes no body member",
+				          m[i].name, action);
+			else
+				kp_detail(detail, detaillen, "member '%s': %s takes only %s",
+				          m[i].name, action, takes);
+			return KY_ERR_MALFORMED;
+		}
+	}
+	return 0;
 }
 
 /* ---- key policies ---- */

@@ -110,7 +110,7 @@ MT=$(tok_of Manager)
 # api N TOKEN METHOD PATH RID [BODY]: status line in $code, body in $T_DIR/api.json, headers
 # in $T_DIR/api.hdr.
 api() {
-	local n=$1 tok=$2 m=$3 p=$4 rid=$5 body=${6:-}
+	local n=$1 tok=$2 m=$3 p=$4 rid=${5:-} body=${6:-}
 	local args=(-s -X "$m" -D "$T_DIR/api.hdr" -o "$T_DIR/api.json" -w '%{http_code}'
 		-H "Authorization: Bearer $tok" -H "Bluemix-Instance: $(instance_id)")
 	[ -n "$rid" ] && args+=(-H "Idempotency-Key: $rid")
@@ -164,6 +164,83 @@ if [ "$(jq -r .ciphertext "$T_DIR/api.json")" != "$c1" ]; then
 else
 	fail "... wrap answered with a kept reply"
 fi
+
+# ---- every query parameter and body member of the key API: implemented or refused by name ----
+uri() { jq -rn --arg v "$1" '$v | @uri'; }
+names() { jq -r '[.resources[].name] | join(",")' "$T_DIR/api.json"; }
+api 1 "$WT" GET "keys?search=rid"
+expect_eq "search=rid: the keys whose name holds rid" "$(names)" "rid-a,rid-b"
+api 1 "$WT" GET "keys?search=$(uri 'not:rid')"
+expect_eq "search=not:rid: the others" "$(names)" "dup-x"
+api 1 "$WT" GET "keys?search=$(uri 'exact:rid')"
+expect_eq "search=exact:rid: none" "$(jq '.resources | length' "$T_DIR/api.json"):$(jq .metadata.totalCount "$T_DIR/api.json")" "0:0"
+api 1 "$WT" GET "keys?search=$only"
+expect_eq "search=<a key id>: that key" "$(names)" "dup-x"
+api 1 "$WT" GET "keys?search=$(uri 'alias:rid')"
+expect_eq "search=alias:rid: none (kyok keys have no aliases)" "$(jq '.resources | length' "$T_DIR/api.json")" 0
+# (keys made in the same second keep their creation order: compare dates, not names)
+api 1 "$WT" GET "keys?sort=-creationDate"
+expect_eq "sort=-creationDate: newest first" \
+	"$(jq '[.resources[].creationDate] | . == (sort | reverse)' "$T_DIR/api.json")" true
+expect_eq "... dup-x, the oldest, last" "$(jq -r '.resources[-1].name' "$T_DIR/api.json")" dup-x
+second=$(jq -r '.resources[1].id' "$T_DIR/api.json")
+api 1 "$WT" GET "keys?sort=-creationDate&limit=1&offset=1"
+expect_eq "... paged after sorting" \
+	"$(jq -r '.resources[0].id' "$T_DIR/api.json"):$(jq .metadata.totalCount "$T_DIR/api.json")" \
+	"$second:3"
+api 1 "$WT" GET "keys?sort=state,-extractable,id"
+expect_eq "sort on three properties: 200" "$code:$(jq '.resources | length' "$T_DIR/api.json")" "200:3"
+api 1 "$WT" GET "keys?filter=$(uri 'state=5')"
+expect_eq "filter=state=5: the deleted key" "$(names)" "rid-a"
+api 1 "$WT" GET "keys?filter=$(uri "creationDate=lt:\"2000-01-01T00:00:00Z\"")"
+expect_eq "filter=creationDate=lt:2000: none" "$(jq '.resources | length' "$T_DIR/api.json")" 0
+api 1 "$WT" GET "keys?filter=$(uri 'extractable=false deletionDate=none')&search=rid"
+expect_eq "filter with two terms, and search" "$(names)" "rid-a,rid-b"
+code=$(curl -s -o /dev/null -D "$T_DIR/head.hdr" -w '%{http_code}' -I \
+	-H "Authorization: Bearer $WT" -H "Bluemix-Instance: $(instance_id)" \
+	"$(unit_url 1)/api/v2/keys?search=rid")
+expect_eq "HEAD with search: Key-Total counts the matches" \
+	"$code:$(grep -i '^Key-Total:' "$T_DIR/head.hdr" | tr -d '\r' | awk '{print $2}')" "200:2"
+api 1 "$WT" GET "keys?sort=name"
+expect_eq "sort=name: 400" "$code:$(reason)" "400:MALFORMED_ERR"
+api 1 "$WT" GET "keys?filter=$(uri 'name=x')"
+expect_eq "filter on an unknown property: 400" "$code" 400
+api 1 "$WT" GET "keys?foo=1"
+expect_eq "an unknown query parameter: 400" "$code:$(reason)" "400:QUERY_PARAMETER_UNSUPPORTED_ERR"
+expect_ok "... named" grep -q "'foo'" "$T_DIR/api.json"
+api 1 "$WT" GET "keys/$only?limit=1"
+expect_eq "a query parameter a route does not take: 400" "$code:$(reason)" "400:QUERY_PARAMETER_UNSUPPORTED_ERR"
+api 1 "$WT" GET "keys/$only/versions?totalCount=true&allKeyStates=false"
+expect_eq "versions with totalCount: 200 and the count" "$code:$(jq .metadata.totalCount "$T_DIR/api.json")" "200:1"
+api 1 "$WT" GET "keys/$ida/versions"
+expect_eq "versions of a deleted key without allKeyStates: 410" "$code:$(reason)" "410:KEY_DESTROYED_ERR"
+api 1 "$WT" GET "keys/$ida/versions?allKeyStates=true"
+expect_eq "... with allKeyStates=true: 200" "$code" 200
+api 1 "$WT" GET "keys/$ida/versions?allKeyStates=maybe"
+expect_eq "allKeyStates=maybe: 400" "$code" 400
+api 1 "$WT" POST keys "" '{"resources":[{"name":"with-alias","aliases":["a1"]}]}'
+expect_eq "create with aliases: 400 unsupported" "$code:$(reason)" "400:UNSUPPORTED_ERR"
+expect_ok "... names aliases" grep -q "'aliases'" "$T_DIR/api.json"
+api 1 "$WT" POST keys "" '{"resources":[{"name":"with-tags","tags":["t"]}]}'
+expect_eq "create with an unknown member: 400" "$code:$(reason)" "400:MALFORMED_ERR"
+expect_ok "... names it" grep -q "'tags'" "$T_DIR/api.json"
+expect_eq "... nothing made" "$(names_count with-alias)$(names_count with-tags)" "00"
+api 1 "$WT" POST "keys/$only/actions/wrap" "" '{"ciphertext":"AAAA"}'
+expect_eq "wrap with a ciphertext member: 400" "$code:$(reason)" "400:MALFORMED_ERR"
+api 1 "$WT" POST "keys/$only/actions/unwrap" "" "{\"ciphertext\":\"$c1\",\"plaintext\":\"AAAA\"}"
+expect_eq "unwrap with a plaintext member: 400" "$code" 400
+api 1 "$WT" POST "keys/$only/actions/wrap" "" '{"plain":"AAAA"}'
+expect_eq "wrap with an unknown member: 400" "$code" 400
+expect_ok "... named" grep -q "'plain'" "$T_DIR/api.json"
+api 1 "$MT" POST "keys/$only/actions/disable" "" '{"payload":"AAAA"}'
+expect_eq "disable with a body member: 400, the key stays Active" \
+	"$code:$(kp Reader keys --output json | jq -r --arg i "$only" '.resources[] | select(.id == $i) | .state')" "400:1"
+api 1 "$MT" POST "keys/$ida/restore" "" '{"resources":[{"payload":"AAAA"}]}'
+expect_eq "restore with a payload: 400 (kyok keeps the material)" "$code" 400
+api 1 "$MT" DELETE "keys/$only?force=maybe" ""
+expect_eq "delete with force=maybe: 400" "$code" 400
+api 1 "$MT" DELETE "keys/$only?force=true" ""
+expect_eq "delete with force=true: 204 (no registrations in kyok: the same delete)" "$code" 204
 
 # ---- timeouts -----------------------------------------------------------------------------------
 expect_rc "--timeout 0: refused" 2 "--timeout takes a whole number of seconds" \
