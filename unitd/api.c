@@ -1486,10 +1486,16 @@ static int api_dispatch_once(struct api_ctx *x)
 		api_detail(x, "got '%.40s'", rid);
 		return KY_ERR_REQUEST_ID_INVALID;
 	}
-	/* The role first: a caller who may not do this learns nothing from kept replies. */
-	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION &&
-	    (r = api_check(x, api_routes[x->q->route].perm)) != 0)
-		return r;
+	/* The role first: a caller who may not do this (any more) gets no kept reply. */
+	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION) {
+		if ((r = api_check(x, api_routes[x->q->route].perm)) != 0)
+			return r;
+	} else {
+		size_t i;
+		if ((r = api_action_by_name(x, &i)) != 0 ||
+		    (r = api_check(x, api_actions[i].perm)) != 0)
+			return r;
+	}
 	if ((r = api_request_hash(x, hash)) != 0)
 		return r;
 	if ((r = ky_store_begin(st)) != 0)

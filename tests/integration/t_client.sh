@@ -107,6 +107,7 @@ tok_of() {
 WT=$(tok_of Writer)
 W2T=$(tok_of Writer2)
 MT=$(tok_of Manager)
+RT=$(tok_of Reader)
 # api N TOKEN METHOD PATH RID [BODY]: status line in $code, body in $T_DIR/api.json, headers
 # in $T_DIR/api.hdr.
 api() {
@@ -134,6 +135,10 @@ expect_eq "... request-id-reused" "$(reason)" REQUEST_ID_REUSED_ERR
 expect_eq "... nothing made" "$(names_count rid-b)" 0
 api 1 "$WT" POST "keys?x=1" req-0001 "$body_a"
 expect_eq "the same request id with another query: 422" "$code" 422
+api 1 "$RT" POST keys req-0001 "$body_a"
+expect_eq "a Reader with a known request id: 403 (the role first, no kept reply)" "$code" 403
+api 1 "$RT" POST "keys/$ida/actions/rotate" req-0001 '{}'
+expect_eq "... on an action too" "$code" 403
 api 1 "$W2T" POST keys req-0001 "$body_a"
 expect_eq "the same request id from another API key is another request: 201" "$code" 201
 expect_eq "... a second key named rid-a" "$(names_count rid-a)" 2
