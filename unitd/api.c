@@ -1283,10 +1283,18 @@ static int api_dispatch_route(struct api_ctx *x)
 {
 	struct ky_key_act a = {.rotation_months = -1, .dual_auth = -1};
 	int route = x->q->route;
+	const char *ring;
 	int r;
 
 	if ((r = api_query_check(x)) != 0)
 		return r;
+	/* Every key is in the key ring 'default': a request about another ring is refused. */
+	if ((ring = api_header(x, "X-Kms-Key-Ring")) != NULL && ring[0] != '\0' &&
+	    strcmp(ring, "default") != 0) {
+		api_detail(x, "header X-Kms-Key-Ring '%.40s': kyok has one key ring, 'default'",
+		           ring);
+		return KY_ERR_UNSUPPORTED;
+	}
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
 		return r;

@@ -242,6 +242,12 @@ expect_eq "disable with a body member: 400, the key stays Active" \
 	"$code:$(kp Reader keys --output json | jq -r --arg i "$only" '.resources[] | select(.id == $i) | .state')" "400:1"
 api 1 "$MT" POST "keys/$ida/restore" "" '{"resources":[{"payload":"AAAA"}]}'
 expect_eq "restore with a payload: 400 (kyok keeps the material)" "$code" 400
+code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer $WT" \
+	-H "Bluemix-Instance: $(instance_id)" -H "X-Kms-Key-Ring: default" "$(unit_url 1)/api/v2/keys")
+expect_eq "X-Kms-Key-Ring: default: 200" "$code" 200
+code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer $WT" \
+	-H "Bluemix-Instance: $(instance_id)" -H "X-Kms-Key-Ring: ring-2" "$(unit_url 1)/api/v2/keys")
+expect_eq "X-Kms-Key-Ring naming another ring: 400 unsupported" "$code:$(reason)" "400:UNSUPPORTED_ERR"
 api 1 "$MT" DELETE "keys/$only?force=maybe" ""
 expect_eq "delete with force=maybe: 400" "$code" 400
 api 1 "$MT" DELETE "keys/$only?force=true" ""
