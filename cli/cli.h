@@ -47,6 +47,7 @@ const char *cli_cmd_name(void);
  *   --password-fd N          passwords asked are read one per line from descriptor N
  *   --yes                    answer yes to confirmations
  *   --instance DIR           instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)
+ *   --timeout SECONDS        wait for each crypto unit (default $KYOK_TIMEOUT, else 15)
  * Commands call cli_common_opt for each option getopt_long returns that they do not own. */
 struct cli_global {
 	bool json;
@@ -55,6 +56,7 @@ struct cli_global {
 	const char *password_files[16];
 	int npassword_files;
 	int password_fd;
+	long timeout; /* --timeout SECONDS, 0 = $KYOK_TIMEOUT or the default (cli/failover.h) */
 };
 extern struct cli_global cli_g;
 /* clang-format off */
@@ -63,7 +65,7 @@ extern struct cli_global cli_g;
 		{"password-file", required_argument, NULL, 0x1002},                                \
 		{"password-fd", required_argument, NULL, 0x1003},                                  \
 		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
-		{"help", no_argument, NULL, 'h'}
+		{"timeout", required_argument, NULL, 0x1006}, {"help", no_argument, NULL, 'h'}
 /* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
@@ -78,6 +80,8 @@ int cli_common_opt(int opt, const char *arg);
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
+	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
+	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
 	"  --help                  this text\n"
 /* clang-format on */
 

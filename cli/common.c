@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "kyok/crypto.h"
+#include "cli/failover.h"
 
 struct cli_global cli_g = {.password_fd = -1};
 
@@ -192,6 +193,14 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		cli_g.instance_dir = arg;
+		return 0;
+	case 0x1006:
+		if (cli_parse_timeout(arg, &cli_g.timeout) != 0) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+			         "--timeout takes a whole number of seconds from 1 to %d, not '%s'",
+			         CLI_TIMEOUT_MAX, arg);
+			return KY_ERR_USAGE;
+		}
 		return 0;
 	case '?':
 	case ':':

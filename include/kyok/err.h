@@ -192,7 +192,16 @@
 	  "the API key is unknown or was revoked")                                                 \
 	X(INSTANCE_HEADER, "instance-header", KY_EXIT_USAGE, 400,                                  \
 	  "header Bluemix-Instance is missing or malformed: it must name the service instance")    \
-	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")
+	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")                 \
+	X(QUERY_PARAM, "query-parameter-unsupported", KY_EXIT_USAGE, 400,                          \
+	  "query parameter not taken by this request")                                             \
+	X(REQUEST_ID_INVALID, "request-id-invalid", KY_EXIT_USAGE, 400,                            \
+	  "header Idempotency-Key is malformed: use 1 to 128 letters, digits, '-', '_', '.', ':'") \
+	X(REQUEST_ID_REUSED, "request-id-reused", KY_EXIT_INPUT, 422,                              \
+	  "this request id was used for another request: send a new id with a new request")        \
+	X(REQUEST_REPLY_GONE, "request-reply-unavailable", KY_EXIT_STATE, 409,                     \
+	  "the request with this id was carried out already, but its reply can no longer be "      \
+	  "read: read the current state instead of sending it again")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -1,5 +1,5 @@
 /* Key API query values and headers: limit/offset, booleans, state lists, dates, Prefer,
- * key ids. The input is one value. */
+ * key ids, the filter, sort and search of key listings. The input is one value. */
 #include <stdlib.h>
 
 #include "tests/fuzz/fuzz.h"
@@ -12,6 +12,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint64_t u = 0;
 	unsigned mask = 0;
 	int64_t t = 0;
+	struct kp_filter f;
+	struct kp_sort o;
+	struct kp_search q;
+	char detail[256];
 
 	FUZZ_IGNORE(kp_query_uint(v, KP_LIST_MAX, &present, &u));
 	FUZZ_IGNORE(kp_query_bool(v, &present, &b));
@@ -19,6 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_IGNORE(kp_date_parse(v, &t));
 	(void)kp_prefer_parse(v);
 	(void)kp_uuid_ok(v);
+	FUZZ_IGNORE(kp_filter_parse(v, &f, detail, sizeof(detail)));
+	FUZZ_IGNORE(kp_sort_parse(v, &o, detail, sizeof(detail)));
+	FUZZ_IGNORE(kp_search_parse(v, &q, detail, sizeof(detail)));
 	free(v);
 	return 0;
 }
