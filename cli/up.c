@@ -2,7 +2,9 @@
  *
  * Layout of an instance directory (0700):
  *   instance.json          what 'kyok tke' reads: instance id, units, URLs
+ *   anchor.key, anchor.crt the unit trust anchor (cli/anchor.c): certifies every unit
  *   unit-<n>/unit.conf     the unit's configuration (kept across down/up)
+ *   unit-<n>/identity.crt  the unit's identity certificate, issued by the anchor
  *   unit-<n>/data/         the unit's sealed state
  *   unit-<n>/pid           pid of the running kyok-unitd
  *   unit-<n>/port          port it listens on (written by the unit)
@@ -25,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
@@ -364,11 +367,25 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
-	             "store = sqlite:%s/keys.db\n",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir);
+	             "store = sqlite:%s/keys.db\n"
+	             "anchor_cert = %s/anchor.crt\n"
+	             "identity_cert = %s/identity.crt\n",
+	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir, dir,
+	             u->dir);
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
+}
+
+/* The unit's identity request, certified by the instance's anchor into identity.crt. */
+static int up_certify(const char *dir, const char *unitd, const char *instance,
+                      const struct up_unit *u)
+{
+	char csr[PATH_MAX / 2 + 16], crt[PATH_MAX / 2 + 16];
+
+	snprintf(csr, sizeof(csr), "%s/identity.csr", u->dir);
+	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
+	return cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id);
 }
 
 /* A running unit of this config: its pid, else 0. */
@@ -686,6 +703,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
+	if ((r = cli_anchor_create(dir, instance)) != 0)
+		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
@@ -707,6 +726,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
 		}
+		if ((r = up_certify(dir, unitd, instance, u)) != 0)
+			goto fail;
 	}
 	for (int i = 0; i < nunits; i++)
 		if ((r = up_spawn(unitd, &units[i])) != 0)

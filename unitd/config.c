@@ -17,6 +17,10 @@
  *   reencipher_batch = 500      optional, records re-enciphered per transaction, 1..100,000
  *   reencipher_pause_ms = 0     optional, pause between re-encipherment batches, 0..60,000 ms
  *                               (keeps a rotation from hogging the disk)
+ *   anchor_cert = anchor.crt    the instance's unit trust anchor certificate (PEM); must be
+ *                               the one sealed in the state (required to start)
+ *   identity_cert = identity.crt  this unit's identity certificate issued by the anchor
+ *                               (read once, when the state is created)
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -55,6 +59,8 @@ static const struct config_key config_keys[] = {
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
     {"reencipher_batch", CONFIG_UINT, false, 1, UNITD_REENC_BATCH_MAX},
     {"reencipher_pause_ms", CONFIG_UINT, false, 0, UNITD_REENC_PAUSE_MAX},
+    {"anchor_cert", CONFIG_PATH, false, 0, 0},
+    {"identity_cert", CONFIG_PATH, false, 0, 0},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -228,6 +234,10 @@ static char **config_path_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->tls_cert;
 	if (strcmp(name, "api_tls_key") == 0)
 		return &cfg->tls_key;
+	if (strcmp(name, "anchor_cert") == 0)
+		return &cfg->anchor_cert;
+	if (strcmp(name, "identity_cert") == 0)
+		return &cfg->identity_cert;
 	return &cfg->log_file;
 }
 
@@ -309,7 +319,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
-		           "token_ttl, reencipher_batch, reencipher_pause_ms)",
+		           "token_ttl, reencipher_batch, reencipher_pause_ms, anchor_cert, "
+		           "identity_cert)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -511,6 +522,8 @@ void unitd_config_release(struct unitd_config *cfg)
 	free(cfg->log_file);
 	free(cfg->store);
 	free(cfg->tls_cert);
+	free(cfg->anchor_cert);
+	free(cfg->identity_cert);
 	free(cfg->tls_key);
 	memset(cfg, 0, sizeof(*cfg));
 }

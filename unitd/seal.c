@@ -560,23 +560,24 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 
 	r = ky_file_read(st->state_path, SEAL_STATE_MAX, &file);
 	if (r == KY_ERR_NOT_FOUND) {
-		if ((r = ky_domain_new(cfg->instance, cfg->unit, cfg->zone, &d)) != 0) {
-			snprintf(err, errlen, "cannot create the unit state: %s",
-			         ky_err_message(r));
+		if ((r = unitd_identity_new_state(st, cfg, &d, err, errlen)) != 0)
 			goto out;
-		}
 		if ((r = unitd_state_write(st, d)) != 0) {
 			snprintf(err, errlen, "cannot write sealed state '%s': %s", st->state_path,
 			         ky_err_message(r));
 			goto out;
 		}
-		unitd_log("created new unit state in '%s' (imprint mode)", st->state_path);
+		unitd_identity_pending_drop(st);
+		unitd_log("created new unit state in '%s' (imprint mode), identity certified by "
+		          "anchor '%s'",
+		          st->state_path, cfg->anchor_cert);
 	} else if (r != 0) {
 		snprintf(err, errlen, "cannot read sealed state '%s': %s", st->state_path,
 		         ky_err_message(r));
 		goto out;
 	} else {
-		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0)
+		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0 ||
+		    (r = unitd_anchor_check(d, cfg, err, errlen)) != 0)
 			goto out;
 		if (strcmp(d->zone, cfg->zone) != 0) {
 			/* The operator moved the unit: record the new zone, atomically. */

@@ -43,6 +43,8 @@ struct unitd_config {
 	uint32_t token_ttl;           /* seconds */
 	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
 	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
+	char *anchor_cert;            /* the instance's unit trust anchor (PEM certificate) */
+	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -108,6 +110,23 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
                      char *err, size_t errlen) KY_WUR;
 /* Seals d and writes it atomically: afterwards the file holds d, or on error the old state. */
 int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
+
+/* ---- identity.c: the unit identity certified by the instance's anchor ---- */
+
+/* Makes (or finds) the pending identity key, sealed in data_dir, and writes its certificate
+ * request to csr_path. KY_ERR_EXISTS when the unit already has its state. */
+int unitd_identity_request(struct unitd_store *st, const struct unitd_config *cfg,
+                           const char *csr_path, char *err, size_t errlen) KY_WUR;
+/* A new state around the pending identity key and the certificates unit.conf names
+ * (identity_cert issued by anchor_cert). Not written: the caller writes it, then drops the
+ * pending key with unitd_identity_pending_drop. */
+int unitd_identity_new_state(struct unitd_store *st, const struct unitd_config *cfg,
+                             struct ky_domain **out, char *err, size_t errlen) KY_WUR;
+void unitd_identity_pending_drop(struct unitd_store *st);
+/* The anchor unit.conf names must be the one sealed in d: KY_ERR_ANCHOR_MISMATCH, or
+ * KY_ERR_CONFIG when none is named or it does not read. */
+int unitd_anchor_check(const struct ky_domain *d, const struct unitd_config *cfg, char *err,
+                       size_t errlen) KY_WUR;
 
 /* Records the daemon keeps in key storage's secrets, under the master key. */
 #define UNITD_SECRET_TOKEN_KEY  "token-signing-key"
