@@ -75,7 +75,9 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 	X509 *anchor = NULL, *identity = NULL;
 
 	*out = NULL;
-	if (instance == NULL || unit == NULL) {
+	if (instance == NULL || unit == NULL || zone == NULL ||
+	    !ceremony_id_valid(instance, strlen(instance), false) ||
+	    !ceremony_id_valid(unit, strlen(unit), false)) {
 		r = KY_ERR_USAGE;
 		goto out;
 	}
