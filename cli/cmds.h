@@ -5,6 +5,7 @@
 /* kyok <cmd> */
 int up_main(int argc, char **argv);
 int down_main(int argc, char **argv);
+int unit_add_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
 int kp_main(int argc, char **argv);
