@@ -45,6 +45,7 @@ int tke_cmd_sign_main(int argc, char **argv);
 int tke_cmd_submit_main(int argc, char **argv);
 /* tke_autoinit.c */
 int tke_auto_init_main(int argc, char **argv);
+int tke_auto_recover_main(int argc, char **argv);
 /* tke_rotate.c */
 int tke_mk_rotate_main(int argc, char **argv);
 /* tke_apikey.c */
