@@ -169,8 +169,10 @@ int main(int argc, char **argv)
 			status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 			goto out;
 		}
-		status = 0;
-		goto out;
+		unitd_store_release(&st);
+		unitd_config_release(&cfg);
+		unitd_log_close();
+		return 0;
 	}
 	if ((r = unitd_store_open(cfg.data_dir, &st, err, sizeof(err))) != 0 ||
 	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
