@@ -755,6 +755,26 @@ fail:
 	return r;
 }
 
+/* A unit whose state is gone starts afresh: a new identity key, certified by the anchor
+ * (its old pin in known_units then no longer matches, as it should). */
+static int up_recertify(const char *dir, const char *unitd, const char *instance,
+                        const struct up_unit *u)
+{
+	char state[PATH_MAX];
+	int r;
+
+	snprintf(state, sizeof(state), "%s/data/state.sealed", u->dir);
+	if (up_exists(state))
+		return 0;
+	if ((r = up_certify(dir, unitd, instance, u)) != 0)
+		return r;
+	fprintf(stderr,
+	        "note: crypto unit %d had no state: it starts afresh, in imprint mode, with a new "
+	        "identity certified by the instance's anchor\n",
+	        u->number);
+	return 0;
+}
+
 static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
                       struct up_unit *units)
 {
@@ -798,7 +818,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			continue;
 		}
 		unlink(u->pidf);
-		if ((r = up_spawn(unitd, u)) != 0)
+		if ((r = up_recertify(dir, unitd, inst.id, u)) != 0 ||
+		    (r = up_spawn(unitd, u)) != 0)
 			goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
