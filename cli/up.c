@@ -747,9 +747,13 @@ fail:
 	if (created_dir) {
 		up_rm_rf(dir);
 	} else {
+		char keyp[PATH_MAX], crtp[PATH_MAX];
 		for (int i = 0; i < nunits; i++)
 			if (units[i].dir[0] != '\0')
 				up_rm_rf(units[i].dir);
+		cli_anchor_paths(dir, keyp, sizeof(keyp), crtp, sizeof(crtp));
+		(void)unlink(keyp);
+		(void)unlink(crtp);
 	}
 	fprintf(stderr, "nothing was kept in %s\n", dir);
 	return r;

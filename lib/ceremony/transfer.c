@@ -48,7 +48,10 @@ static int transfer_identity_check(const struct ky_domain *d, X509 *identity, X5
 {
 	char ou[KY_ID_MAX + 1];
 
-	if (ky_cert_ou(identity, ou, sizeof(ou)) != 0 || strcmp(ou, d->instance) != 0)
+	/* A certificate without an OU names no instance at all: it is no unit's. */
+	if (ky_cert_ou(identity, ou, sizeof(ou)) != 0)
+		return KY_ERR_RECIPIENT_NOT_UNIT;
+	if (strcmp(ou, d->instance) != 0)
 		return KY_ERR_RECIPIENT_INSTANCE;
 	if (d->anchor_cert == NULL ||
 	    ky_cert_chain_verify(leaf != NULL ? leaf : identity, leaf != NULL ? identity : NULL,
@@ -58,7 +61,7 @@ static int transfer_identity_check(const struct ky_domain *d, X509 *identity, X5
 	    !ceremony_id_valid(unit, strlen(unit), false))
 		return KY_ERR_RECIPIENT_NOT_UNIT;
 	if (leaf != NULL && (ky_cert_ou(leaf, ou, sizeof(ou)) != 0 || strcmp(ou, d->instance) != 0))
-		return KY_ERR_RECIPIENT_INSTANCE;
+		return KY_ERR_RECIPIENT_NOT_UNIT; /* the anchor's unit made it: not an importer */
 	return 0;
 }
 
@@ -88,7 +91,7 @@ int ceremony_recipient_check(const struct ky_domain *d, X509 *importer, X509 *id
 	r = transfer_identity_check(d, identity, importer, to);
 	if (r == KY_ERR_RECIPIENT_INSTANCE) {
 		if (ky_cert_ou(identity, ou, sizeof(ou)) != 0)
-			snprintf(ou, sizeof(ou), "(none)");
+			ou[0] = '\0';
 		ceremony_detail(detail, len,
 		                "recipient %zu names instance '%s', unit %s belongs to '%s'", i + 1,
 		                ou, d->unit, d->instance);

@@ -385,7 +385,7 @@ expect_eq "reply without a nonce: empty nonce line" \
 # ---- 7. state JSON ----
 
 expect_eq "state JSON keys" "$(jq -c 'keys_unsorted' state.json)" \
-	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","storage"]'
+	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage"]'
 expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"
 jq -r '.admins[0].cert' state.json >admin1.pem

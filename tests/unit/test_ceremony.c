@@ -1993,6 +1993,12 @@ static void t_export_chain(void **state)
 	               "not issued by the unit trust anchor");
 	export_refused(&a, cmd_export(a, impostor), KY_ERR_RECIPIENT_NOT_UNIT,
 	               "not issued by the unit trust anchor");
+	EVP_PKEY *nk = NULL;
+	X509 *no_ou = self_signed(&nk, "unit-z", NULL, true);
+	export_refused(&a, cmd_export_chain(a, fresh, no_ou), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	X509_free(no_ou);
+	EVP_PKEY_free(nk);
 	/* b's genuine identity with an importer it did not issue */
 	export_refused(&a, cmd_export_chain(a, fresh, b->identity_cert), KY_ERR_RECIPIENT_NOT_UNIT,
 	               "not issued by the unit trust anchor");
