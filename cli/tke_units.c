@@ -578,14 +578,25 @@ static size_t units_compare_rows(json_t **states, size_t n, struct units_row *ro
 			}
 		}
 	}
+	if (nrows < cap) { /* the anchor that certified each unit (kyok up, kyok unit-add) */
+		struct units_row *row = &rows[nrows++];
+		snprintf(row->label, sizeof(row->label), "unit trust anchor");
+		for (size_t i = 0; i < n; i++) {
+			const char *fp = json_string_value(json_object_get(states[i], "anchor"));
+			char c[UNITS_SHORT_HEX + 1];
+			snprintf(c, sizeof(c), "%s", fp ? fp : "?");
+			units_row_set(row, i, c, fp ? fp : "?");
+		}
+	}
 	return nrows;
 }
 
 static const char cryptounit_compare_usage[] =
     "usage: kyok tke cryptounit-compare [options]\n"
     "\n"
-    "Compares the selected crypto units side by side: administrators, thresholds, mode\n"
-    "and master key registers. All units of an instance must be configured the same.\n"
+    "Compares the selected crypto units side by side: administrators, thresholds, mode,\n"
+    "master key registers and the unit trust anchor that certified each unit. All units\n"
+    "of an instance must be configured the same.\n"
     "Exits 0 whether or not they differ; the last line says which.\n"
     "\n" CLI_COMMON_HELP;
 

@@ -36,6 +36,10 @@
  *                               closed, 1..3600
  *   body_timeout = 60           optional, seconds from a request's headers to the end of its
  *                               body, 1..3600
+ *   anchor_cert = anchor.crt    the instance's unit trust anchor certificate (PEM); must be
+ *                               the one sealed in the state (required to start)
+ *   identity_cert = identity.crt  this unit's identity certificate issued by the anchor
+ *                               (read once, when the state is created)
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -92,6 +96,8 @@ static const struct config_key config_keys[] = {
     {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
     {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
     {"body_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
+    {"anchor_cert", CONFIG_PATH, false, 0, 0},
+    {"identity_cert", CONFIG_PATH, false, 0, 0},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -269,6 +275,10 @@ static char **config_path_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->pkcs11_module;
 	if (strcmp(name, "pkcs11_pin_file") == 0)
 		return &cfg->pkcs11_pin_file;
+	if (strcmp(name, "anchor_cert") == 0)
+		return &cfg->anchor_cert;
+	if (strcmp(name, "identity_cert") == 0)
+		return &cfg->identity_cert;
 	return &cfg->log_file;
 }
 
@@ -388,7 +398,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
-		           "body_timeout)",
+		           "body_timeout, anchor_cert, identity_cert)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -674,6 +684,8 @@ void unitd_config_release(struct unitd_config *cfg)
 	free(cfg->log_file);
 	free(cfg->store);
 	free(cfg->tls_cert);
+	free(cfg->anchor_cert);
+	free(cfg->identity_cert);
 	free(cfg->tls_key);
 	free(cfg->tpm2_tcti);
 	free(cfg->pkcs11_module);

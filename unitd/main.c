@@ -25,7 +25,7 @@
 static void unitd_usage(FILE *fp)
 {
 	fprintf(fp,
-	        "usage: kyok-unitd --config PATH\n"
+	        "usage: kyok-unitd --config PATH [--identity-request CSR]\n"
 	        "\n"
 	        "Runs one kyok crypto unit: its sealed domain state, the admin endpoint\n"
 	        "/v1/admin/... that 'kyok tke' talks to, and the key API /api/v2/...\n"
@@ -33,6 +33,11 @@ static void unitd_usage(FILE *fp)
 	        "\n"
 	        "options:\n"
 	        "  -c, --config PATH   unit configuration file (required)\n"
+	        "  --identity-request CSR\n"
+	        "                      for a new unit: make its identity key (kept sealed in\n"
+	        "                      data_dir), write its certificate request to CSR and exit;\n"
+	        "                      the holder of the instance's unit trust anchor issues\n"
+	        "                      identity_cert from it ('kyok up' does it locally)\n"
 	        "  -h, --help          show this help\n"
 	        "  -V, --version       show the version\n"
 	        "\n"
@@ -79,6 +84,11 @@ static void unitd_usage(FILE *fp)
 	        "                      optional: a request body must arrive whole within this\n"
 	        "                      time of its headers, or the connection is closed\n"
 	        "                      (default 60)\n"
+	        "  anchor_cert = PATH  the instance's unit trust anchor certificate (required:\n"
+	        "                      it must be the one sealed in the unit state)\n"
+	        "  identity_cert = PATH\n"
+	        "                      this unit's identity certificate issued by the anchor\n"
+	        "                      (read when the unit state is created)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 
@@ -104,12 +114,13 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
+	    {"identity-request", required_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
 	int r = KY_ERR_INTERNAL, status = KY_EXIT_INTERNAL, opt, sig = 0;
-	const char *config_path = NULL;
+	const char *config_path = NULL, *csr_path = NULL;
 	char err[UNITD_ERR_MAX] = "";
 	struct unitd_config cfg;
 	struct unitd_store st = {.lock_fd = -1};
@@ -124,6 +135,9 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
+			break;
+		case 'R':
+			csr_path = optarg;
 			break;
 		case 'h':
 			unitd_usage(stdout);
@@ -172,6 +186,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (csr_path != NULL) {
+		if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
+		    (r = unitd_identity_request(&st, &cfg, csr_path, err, sizeof(err))) != 0) {
+			unitd_start_error(err);
+			status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+			goto out;
+		}
+		unitd_store_release(&st);
+		unitd_config_release(&cfg);
+		unitd_log_close();
+		return 0;
+	}
 	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
 	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
 		unitd_start_error(err);

@@ -495,6 +495,28 @@ static bool server_is_zeroize(json_t *result)
 	return op != NULL && strcmp(op, ky_op_name(KY_OP_ZEROIZE)) == 0;
 }
 
+/* One log line per master key transfer a command made (mk-export, mk-import). */
+static void server_log_transfers(const json_t *result)
+{
+	size_t i;
+	json_t *t;
+
+	json_array_foreach(json_object_get(result, "transfers"), i, t)
+	{
+		const char *f[7];
+		static const char *const keys[] = {
+		    "op", "from", "from_identity", "to", "to_identity", "vp", NULL};
+		for (size_t k = 0; keys[k] != NULL; k++) {
+			f[k] = json_string_value(json_object_get(t, keys[k]));
+			if (f[k] == NULL)
+				f[k] = "-";
+		}
+		unitd_log("master key transfer: %s vp=%.16s from unit %s (identity sha256 %s) to "
+		          "unit %s (identity sha256 %s)",
+		          f[0], f[5], f[1], f[2], f[3], f[4]);
+	}
+}
+
 /* Runs one command: on a copy, sealed and written before it replaces the live state. */
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
                                       const char *url, const char *nonce, const struct ky_buf *cms)
@@ -563,6 +585,8 @@ unlock:
 	ky_domain_free(old);
 
 	unitd_log("command from=%s op=%s counter=%s outcome=%s", from, op, counter, ky_err_slug(r));
+	if (r == 0)
+		server_log_transfers(result);
 	if (r != 0) {
 		ret = server_send_error(c, id, "POST", url, nonce, r, detail, NULL);
 		goto out;

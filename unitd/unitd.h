@@ -67,6 +67,8 @@ struct unitd_config {
 	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
 	uint32_t body_timeout;               /* s from a request's headers to its last byte */
+	char *anchor_cert;   /* the instance's unit trust anchor (PEM certificate) */
+	char *identity_cert; /* this unit's identity certificate, issued by the anchor */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -197,6 +199,9 @@ void unitd_store_release(struct unitd_store *st);
 /* Every seal event (key made or destroyed, state sealed or unsealed or refused) is passed to
  * fn as well as logged; fn NULL stops that. */
 void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx);
+/* Before the first state: finds the seal key a first start cut short left, or makes one
+ * (st->key). Whatever is sealed before the state (the pending identity key) uses it. */
+int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen) KY_WUR;
 /* Loads the unit state, or creates and writes a new one (and its seal key) on first start.
  * Refuses a state that does not open (never overwrites it), belongs to another unit or
  * instance, names another backend or a seal key that no longer exists. Finishes or undoes a
@@ -208,6 +213,23 @@ int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 /* Same, under a new seal key, and destroys the old one (zeroize): no copy of an earlier
  * state opens afterwards. On error the file holds the old state under the old key. */
 int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
+
+/* ---- identity.c: the unit identity certified by the instance's anchor ---- */
+
+/* Makes (or finds) the pending identity key, sealed in data_dir, and writes its certificate
+ * request to csr_path. KY_ERR_EXISTS when the unit already has its state. */
+int unitd_identity_request(struct unitd_store *st, const struct unitd_config *cfg,
+                           const char *csr_path, char *err, size_t errlen) KY_WUR;
+/* A new state around the pending identity key and the certificates unit.conf names
+ * (identity_cert issued by anchor_cert). Not written: the caller writes it, then drops the
+ * pending key with unitd_identity_pending_drop. */
+int unitd_identity_new_state(struct unitd_store *st, const struct unitd_config *cfg,
+                             struct ky_domain **out, char *err, size_t errlen) KY_WUR;
+void unitd_identity_pending_drop(struct unitd_store *st);
+/* The anchor unit.conf names must be the one sealed in d: KY_ERR_ANCHOR_MISMATCH, or
+ * KY_ERR_CONFIG when none is named or it does not read. */
+int unitd_anchor_check(const struct ky_domain *d, const struct unitd_config *cfg, char *err,
+                       size_t errlen) KY_WUR;
 
 /* Records the daemon keeps in key storage's secrets, under the master key. */
 #define UNITD_SECRET_TOKEN_KEY  "token-signing-key"

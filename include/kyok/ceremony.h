@@ -22,6 +22,21 @@ struct ky_admin {
 	X509 *cert;
 };
 
+/* One master key transfer between two units of the instance, as a unit records it: the
+ * export on the sending unit, the import on the receiving one. fp = SHA-256 of the unit's
+ * identity public key (DER SubjectPublicKeyInfo), as 'known_units' pins it. */
+#define KY_MAX_TRANSFERS 16 /* the oldest record goes when a unit holds this many */
+enum ky_transfer_kind { KY_TRANSFER_EXPORT, KY_TRANSFER_IMPORT };
+struct ky_transfer {
+	enum ky_transfer_kind kind;
+	uint64_t counter; /* the transaction counter of the command that did it */
+	char from[KY_ID_MAX + 1];
+	char from_fp[65];
+	char to[KY_ID_MAX + 1];
+	char to_fp[65];
+	uint8_t vp[KY_VP_LEN];
+};
+
 /* Allocated in the OpenSSL secure heap (it holds master keys). */
 struct ky_domain {
 	char instance[KY_ID_MAX + 1];
@@ -42,6 +57,9 @@ struct ky_domain {
 	X509 *identity_cert;    /* self-signed, CN = unit id, OU = instance id */
 	EVP_PKEY *importer_key; /* ECDH recipient of key parts */
 	X509 *importer_cert;    /* issued by the identity key */
+	X509 *anchor_cert;      /* the instance's unit trust anchor: issued identity_cert */
+	size_t ntransfers;      /* master key transfers, oldest first (ceremony/transfer.c) */
+	struct ky_transfer transfers[KY_MAX_TRANSFERS];
 };
 
 enum ky_op {
@@ -56,8 +74,11 @@ enum ky_op {
 	KY_OP_MK_CLRCUR,      /* "mk-clrcur"      {} */
 	KY_OP_ZEROIZE,        /* "zeroize"        {} */
 	KY_OP_MK_GENERATE,    /* "mk-generate"    {} : random key into the new register */
-	KY_OP_MK_EXPORT,      /* "mk-export"      {"recipients": [PEM importer certs]} */
-	KY_OP_MK_IMPORT,      /* "mk-import"      {"envelope": b64 EnvelopedData, "vp": hex} */
+	KY_OP_MK_EXPORT,      /* "mk-export"      {"recipients": [{"importer": PEM,
+	                       *  "identity": PEM}], "register": "new"|"current" (optional)} */
+	KY_OP_MK_IMPORT,      /* "mk-import"      {"envelope": b64 EnvelopedData, "vp": hex,
+	                       *  "source": PEM identity of the exporting unit,
+	                       *  "signature": b64 of its transfer signature} */
 	/* Ops whose effect is on key storage: the ceremony checks them, the daemon acts. */
 	KY_OP_MK_REENCIPHER, /* "mk-reencipher"  {"vp": hex of the committed new key} */
 	KY_OP_APIKEY_CREATE, /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
@@ -85,10 +106,14 @@ struct ky_command {
 	struct ky_buf parts[KY_MAX_PARTS];
 	bool has_vp; /* mk-load, mk-commit, mk-setimm, mk-import */
 	uint8_t vp[KY_VP_LEN];
-	size_t nrecips; /* mk-export */
-	X509 *recips[KY_MAX_ADMINS];
-	struct ky_buf envelope;                   /* mk-import */
-	char apikey_id[KY_ID_MAX + 1];            /* apikey-create, apikey-revoke */
+	size_t nrecips;                 /* mk-export */
+	X509 *recips[KY_MAX_ADMINS];    /* importer certificates */
+	X509 *recip_ids[KY_MAX_ADMINS]; /* the identity certificate that issued each */
+	bool export_current;            /* "register": "current" */
+	X509 *source;                   /* mk-import: identity certificate of the sender */
+	struct ky_buf source_sig;       /* mk-import: its transfer signature */
+	struct ky_buf envelope;         /* mk-import */
+	char apikey_id[KY_ID_MAX + 1];  /* apikey-create, apikey-revoke */
 	char apikey_name[KY_APIKEY_NAME_MAX + 1]; /* apikey-create */
 	char role[KY_ROLE_MAX + 1];
 	uint8_t hash[32]; /* SHA-256 of the API key's secret */
@@ -108,9 +133,16 @@ void ky_command_free(struct ky_command *c);
 int ky_command_parse(const uint8_t *json, size_t n, struct ky_command **out) KY_WUR;
 int ky_command_encode(const struct ky_command *c, struct ky_buf *json) KY_WUR;
 
-/* New unit state in imprint mode with fresh identity and importer keys. */
+/* New unit state in imprint mode with fresh identity and importer keys, certified by a unit
+ * trust anchor made here and forgotten: for tests and tools, a unit on its own. */
 int ky_domain_new(const char *instance, const char *unit, const char *zone,
                   struct ky_domain **out) KY_WUR;
+/* New unit state in imprint mode around an identity key certified by the instance's anchor
+ * (identity_cert: CN = unit, OU = instance, issued by anchor_cert; KY_ERR_BAD_CERT else);
+ * a fresh importer key certified by the identity. References are taken, not stolen. */
+int ky_domain_new_certified(const char *instance, const char *unit, const char *zone,
+                            EVP_PKEY *identity_key, X509 *identity_cert, X509 *anchor_cert,
+                            struct ky_domain **out) KY_WUR;
 void ky_domain_free(struct ky_domain *d);
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out) KY_WUR;
 /* Full state including secrets, for sealing. Caller ky_buf_free's (cleanses). */
@@ -120,7 +152,10 @@ int ky_domain_parse(const uint8_t *p, size_t n, struct ky_domain **out) KY_WUR;
  * {"instance","unit","zone","imprint":bool,"next_counter":n,"signature_threshold":n,
  *  "revocation_threshold":n,"admins":[{"name","ski","cert"}],
  *  "new_mk":{"state":"EMPTY|FULL UNCOMMITTED|FULL COMMITTED","vp":hex|null},
- *  "current_mk":{"state":"EMPTY|VALID","vp":hex|null}} */
+ *  "current_mk":{"state":"EMPTY|VALID","vp":hex|null},
+ *  "identity": sha256 hex of the identity public key, "anchor": same of the anchor's,
+ *  "transfers":[{"op":"mk-export|mk-import","counter","from","from_identity","to",
+ *   "to_identity","vp"}]} */
 json_t *ky_domain_public_json(const struct ky_domain *d);
 
 /* Number of distinct admin signatures op needs in d's present mode, or an error

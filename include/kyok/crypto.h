@@ -54,6 +54,15 @@ int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, in
  * certified by the unit identity key. */
 int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *issuer,
                   EVP_PKEY *issuer_key, int days, X509 **out) KY_WUR;
+/* The unit trust anchor of an instance: self-signed CA (CA:TRUE, pathlen 1, keyCertSign),
+ * which certifies the identity key of every unit of the instance. */
+int ky_cert_anchor_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days,
+                               X509 **out) KY_WUR;
+/* A unit identity certificate for subject_pub (only its public half is used), issued by the
+ * anchor (cert + key): CN = unit id, OU = instance id, CA:TRUE pathlen 0 (it certifies the
+ * unit's importer key), digitalSignature + keyCertSign. */
+int ky_cert_issue_identity(EVP_PKEY *subject_pub, const char *cn, const char *ou, X509 *anchor,
+                           EVP_PKEY *anchor_key, int days, X509 **out) KY_WUR;
 /* Checks an admin certificate: P-521 key, self-signature valid, SKI extension equal to
  * ky_ski of the key, CN 1..30 printable chars. KY_ERR_BAD_CERT or KY_ERR_ADMIN_NAME. */
 int ky_admin_cert_check(X509 *cert) KY_WUR;
@@ -71,6 +80,22 @@ int ky_pkey_from_der(const uint8_t *p, size_t n, EVP_PKEY **out) KY_WUR;
 int ky_sign(EVP_PKEY *key, const void *msg, size_t n, struct ky_buf *sig) KY_WUR;
 int ky_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig,
               size_t siglen) KY_WUR; /* 0 or KY_ERR_BAD_SIGNATURE */
+
+/* ---- unit trust anchor and unit chains (anchor.c) ---- */
+
+/* The first OU of cert's subject into out (KY_ERR_BAD_CERT when missing or longer). */
+int ky_cert_ou(const X509 *cert, char *out, size_t outlen) KY_WUR;
+/* PEM certificate signing request for key (CN = cn, OU = ou), signed by key. malloc'd. */
+int ky_csr_create(EVP_PKEY *key, const char *cn, const char *ou, char **pem) KY_WUR;
+/* Reads a PEM CSR: its self-signature must verify and its key be P-521. *pub gets the
+ * public key, cn and ou the subject's names. KY_ERR_MALFORMED, KY_ERR_BAD_CERT. */
+int ky_csr_read(const char *pem, EVP_PKEY **pub, char cn[KY_ID_MAX + 1],
+                char ou[KY_ID_MAX + 1]) KY_WUR;
+/* Checks that cert (an identity certificate, or an importer certificate with identity as
+ * its issuer) chains to anchor: X.509 path validation with anchor as the only trust
+ * anchor (signatures, CA flags, path lengths, key usage, validity). identity may be NULL
+ * when cert is itself the identity. KY_ERR_BAD_SIGNATURE when it does not. */
+int ky_cert_chain_verify(X509 *cert, X509 *identity, X509 *anchor) KY_WUR;
 
 /* ---- signature key files ---- */
 

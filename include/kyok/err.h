@@ -201,7 +201,23 @@
 	  "this request id was used for another request: send a new id with a new request")        \
 	X(REQUEST_REPLY_GONE, "request-reply-unavailable", KY_EXIT_STATE, 409,                     \
 	  "the request with this id was carried out already, but its reply can no longer be "      \
-	  "read: read the current state instead of sending it again")
+	  "read: read the current state instead of sending it again")                              \
+	X(RECIPIENT_SELF, "recipient-is-self", KY_EXIT_REFUSED, 403,                               \
+	  "mk-export recipient is the exporting crypto unit itself: name another unit")            \
+	X(RECIPIENT_ADMIN, "recipient-is-admin", KY_EXIT_REFUSED, 403,                             \
+	  "mk-export recipient is an administrator's certificate: the master key goes only to "    \
+	  "the importer key of a crypto unit")                                                     \
+	X(RECIPIENT_INSTANCE, "recipient-other-instance", KY_EXIT_REFUSED, 403,                    \
+	  "mk-export recipient is a crypto unit of another service instance")                      \
+	X(RECIPIENT_NOT_UNIT, "recipient-not-certified", KY_EXIT_REFUSED, 403,                     \
+	  "mk-export recipient does not chain importer -> identity -> this instance's unit "       \
+	  "trust anchor: not a genuine crypto unit of the instance")                               \
+	X(SOURCE_NOT_UNIT, "source-not-certified", KY_EXIT_REFUSED, 403,                           \
+	  "mk-import envelope does not come from a crypto unit of this instance: its sender "      \
+	  "does not chain to the unit trust anchor or its transfer signature does not verify")     \
+	X(ANCHOR_MISMATCH, "anchor-mismatch", KY_EXIT_INPUT, 500,                                  \
+	  "the unit trust anchor named in the configuration is not the one sealed in the unit "    \
+	  "state")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

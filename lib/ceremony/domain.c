@@ -6,8 +6,11 @@
  *    "new_mk": {"state", "key": hex|null, "vp": hex|null},
  *    "current_mk": {"state", "key": hex|null, "vp": hex|null},
  *    "identity_key": b64 PKCS#8 DER, "identity_cert": PEM,
- *    "importer_key": b64 PKCS#8 DER, "importer_cert": PEM}
- * The parser accepts only a state every ceremony rule could have produced.
+ *    "importer_key": b64 PKCS#8 DER, "importer_cert": PEM,
+ *    "anchor_cert": PEM, "transfers": [{"op", "counter", "from", "from_identity", "to",
+ *    "to_identity", "vp"}]}
+ * The parser accepts only a state every ceremony rule could have produced: the identity
+ * certificate issued by the anchor, the importer certificate by the identity.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -46,10 +49,57 @@ void ky_domain_free(struct ky_domain *d)
 	X509_free(d->identity_cert);
 	EVP_PKEY_free(d->importer_key);
 	X509_free(d->importer_cert);
+	X509_free(d->anchor_cert);
 	ky_secret_free(d, sizeof(*d));
 }
 
+/* The identity certificate belongs to this unit of this instance and is issued by anchor. */
+static int domain_identity_check(const char *instance, const char *unit, EVP_PKEY *identity_key,
+                                 X509 *identity_cert, X509 *anchor_cert)
+{
+	char cn[DOMAIN_CN_MAX + 1], ou[DOMAIN_CN_MAX + 1];
+	EVP_PKEY *pub = X509_get0_pubkey(identity_cert);
+
+	if (pub == NULL || EVP_PKEY_eq(pub, identity_key) != 1 ||
+	    ky_cert_cn(identity_cert, cn, sizeof(cn)) != 0 || strcmp(cn, unit) != 0 ||
+	    ky_cert_ou(identity_cert, ou, sizeof(ou)) != 0 || strcmp(ou, instance) != 0 ||
+	    ky_cert_chain_verify(identity_cert, NULL, anchor_cert) != 0)
+		return KY_ERR_BAD_CERT;
+	return 0;
+}
+
 int ky_domain_new(const char *instance, const char *unit, const char *zone, struct ky_domain **out)
+{
+	int r = KY_ERR_INTERNAL;
+	EVP_PKEY *anchor_key = NULL, *identity_key = NULL;
+	X509 *anchor = NULL, *identity = NULL;
+
+	*out = NULL;
+	if (instance == NULL || unit == NULL || zone == NULL ||
+	    !ceremony_id_valid(instance, strlen(instance), false) ||
+	    !ceremony_id_valid(unit, strlen(unit), false)) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	if ((r = ky_ec_generate(&anchor_key)) != 0 ||
+	    (r = ky_cert_anchor_self_signed(anchor_key, "kyok unit anchor", instance,
+	                                    DOMAIN_CERT_DAYS, &anchor)) != 0 ||
+	    (r = ky_ec_generate(&identity_key)) != 0 ||
+	    (r = ky_cert_issue_identity(identity_key, unit, instance, anchor, anchor_key,
+	                                DOMAIN_CERT_DAYS, &identity)) != 0)
+		goto out;
+	r = ky_domain_new_certified(instance, unit, zone, identity_key, identity, anchor, out);
+out:
+	EVP_PKEY_free(anchor_key);
+	EVP_PKEY_free(identity_key);
+	X509_free(anchor);
+	X509_free(identity);
+	return r;
+}
+
+int ky_domain_new_certified(const char *instance, const char *unit, const char *zone,
+                            EVP_PKEY *identity_key, X509 *identity_cert, X509 *anchor_cert,
+                            struct ky_domain **out)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_domain *d = NULL;
@@ -60,10 +110,14 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 	if (instance == NULL || unit == NULL || zone == NULL ||
 	    !ceremony_id_valid(instance, strlen(instance), false) ||
 	    !ceremony_id_valid(unit, strlen(unit), false) ||
-	    !ceremony_id_valid(zone, strlen(zone), true)) {
+	    !ceremony_id_valid(zone, strlen(zone), true) || identity_key == NULL ||
+	    identity_cert == NULL || anchor_cert == NULL) {
 		r = KY_ERR_USAGE;
 		goto out;
 	}
+	if ((r = domain_identity_check(instance, unit, identity_key, identity_cert, anchor_cert)) !=
+	    0)
+		goto out;
 	if ((d = domain_alloc()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -74,10 +128,12 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 	d->new_state = KY_NEW_EMPTY;
 	d->cur_state = KY_CUR_EMPTY;
 
-	if ((r = ky_ec_generate(&d->identity_key)) != 0 ||
-	    (r = ky_cert_self_signed_issuer(d->identity_key, unit, instance, DOMAIN_CERT_DAYS,
-	                                    &d->identity_cert)) != 0)
+	if (EVP_PKEY_up_ref(identity_key) != 1 || (d->identity_key = identity_key) == NULL ||
+	    X509_up_ref(identity_cert) != 1 || (d->identity_cert = identity_cert) == NULL ||
+	    X509_up_ref(anchor_cert) != 1 || (d->anchor_cert = anchor_cert) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	/* "<unit> importer", the unit id shortened when the name would pass 64 chars. */
 	ulen = strlen(unit);
 	if (ulen > DOMAIN_CN_MAX - strlen(DOMAIN_IMPORTER_SUFFIX))
@@ -118,6 +174,8 @@ int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 		EVP_PKEY_up_ref(c->importer_key);
 	if (c->importer_cert != NULL)
 		X509_up_ref(c->importer_cert);
+	if (c->anchor_cert != NULL)
+		X509_up_ref(c->anchor_cert);
 	*out = c;
 	return 0;
 }
@@ -248,7 +306,9 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 	if ((r = domain_set(o, "identity_key", domain_key_json(d->identity_key))) != 0 ||
 	    (r = domain_set(o, "importer_key", domain_key_json(d->importer_key))) != 0 ||
 	    (r = domain_set(o, "identity_cert", domain_cert_json(d->identity_cert))) != 0 ||
-	    (r = domain_set(o, "importer_cert", domain_cert_json(d->importer_cert))) != 0)
+	    (r = domain_set(o, "importer_cert", domain_cert_json(d->importer_cert))) != 0 ||
+	    (r = domain_set(o, "anchor_cert", domain_cert_json(d->anchor_cert))) != 0 ||
+	    (r = domain_set(o, "transfers", ceremony_transfers_json(d))) != 0)
 		goto out;
 
 	if ((r = ceremony_json_dump(o, out)) != 0)
@@ -420,6 +480,8 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	                                   "identity_cert",
 	                                   "importer_key",
 	                                   "importer_cert",
+	                                   "anchor_cert",
+	                                   "transfers",
 	                                   NULL};
 	int r = KY_ERR_STATE_CORRUPT;
 	const char *tag;
@@ -452,14 +514,18 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	if ((r = domain_parse_key(o, "identity_key", &d->identity_key)) != 0 ||
 	    (r = domain_parse_key(o, "importer_key", &d->importer_key)) != 0 ||
 	    (r = domain_parse_cert(o, "identity_cert", &d->identity_cert)) != 0 ||
-	    (r = domain_parse_cert(o, "importer_cert", &d->importer_cert)) != 0)
+	    (r = domain_parse_cert(o, "importer_cert", &d->importer_cert)) != 0 ||
+	    (r = domain_parse_cert(o, "anchor_cert", &d->anchor_cert)) != 0)
 		return r;
 	if (!domain_key_matches(d->identity_cert, d->identity_key) ||
 	    !domain_key_matches(d->importer_cert, d->importer_key) ||
-	    ky_cert_verify_by(d->identity_cert, d->identity_key) != 0 ||
+	    domain_identity_check(d->instance, d->unit, d->identity_key, d->identity_cert,
+	                          d->anchor_cert) != 0 ||
 	    ky_cert_verify_by(d->importer_cert, d->identity_key) != 0 ||
 	    ky_cert_cn(d->identity_cert, cn, sizeof(cn)) != 0 || strcmp(cn, d->unit) != 0)
 		return KY_ERR_STATE_CORRUPT;
+	if ((r = ceremony_transfers_parse(json_object_get(o, "transfers"), d)) != 0)
+		return r;
 	return 0;
 }
 
@@ -493,6 +559,22 @@ out:
 
 /* ---- public view ---- */
 
+/* "identity" and "anchor": SHA-256 fingerprints of the two public keys (as known_units pins
+ * the identity); "transfers": the master key transfers this unit took part in. */
+static int domain_public_anchor(const struct ky_domain *d, json_t *o)
+{
+	char id_fp[65], anchor_fp[65];
+
+	if (ky_pubkey_fingerprint(d->identity_key, id_fp) != 0 || d->anchor_cert == NULL ||
+	    ky_pubkey_fingerprint(X509_get0_pubkey(d->anchor_cert), anchor_fp) != 0)
+		return KY_ERR_CRYPTO;
+	if (domain_set(o, "identity", json_string(id_fp)) != 0 ||
+	    domain_set(o, "anchor", json_string(anchor_fp)) != 0 ||
+	    domain_set(o, "transfers", ceremony_transfers_json(d)) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
 json_t *ky_domain_public_json(const struct ky_domain *d)
 {
 	json_t *o = NULL, *admins = NULL;
@@ -519,6 +601,8 @@ json_t *ky_domain_public_json(const struct ky_domain *d)
 	              "state", ky_cur_state_name(d->cur_state), "vp",
 	              domain_hex32_json(d->cur_vp, d->cur_state == KY_CUR_VALID));
 	/* json_pack consumed admins ("o" steals), on failure too. */
+	if (o == NULL || domain_public_anchor(d, o) != 0)
+		goto fail;
 	return o;
 fail:
 	json_decref(admins);

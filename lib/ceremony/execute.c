@@ -425,22 +425,36 @@ static bool ceremony_p521(X509 *cert)
 	return strcmp(group, "secp521r1") == 0;
 }
 
+/* The master key of one register leaves, one envelope per recipient, only to genuine units
+ * of this instance (ceremony_recipient_check); each envelope comes with this unit's transfer
+ * signature, and each transfer is recorded. */
 static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, json_t *res,
                               char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
-	json_t *envs = NULL;
+	json_t *envs = NULL, *sigs = NULL;
 	struct ky_buf der = {0};
-	char *b64 = NULL;
+	char *b64 = NULL, *sig = NULL, my_fp[65];
+	struct ky_transfer t;
+	const uint8_t *key = c->export_current ? d->cur_key : d->new_key;
+	const uint8_t *vp = c->export_current ? d->cur_vp : d->new_vp;
 
-	if (d->new_state == KY_NEW_EMPTY) {
+	memset(&t, 0, sizeof(t));
+	if (c->export_current && d->cur_state != KY_CUR_VALID) {
+		r = ceremony_register_refused(detail, len, "current",
+		                              ky_cur_state_name(d->cur_state), "VALID");
+		goto out;
+	}
+	if (!c->export_current && d->new_state == KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "FULL UNCOMMITTED or FULL COMMITTED", detail, len);
 		goto out;
 	}
-	if ((envs = json_array()) == NULL) {
+	if ((envs = json_array()) == NULL || (sigs = json_array()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
+	if ((r = ky_pubkey_fingerprint(d->identity_key, my_fp)) != 0)
+		goto out;
 	for (size_t i = 0; i < c->nrecips; i++) {
 		if (!ceremony_p521(c->recips[i])) {
 			ceremony_detail(detail, len, "recipient %zu is not a P-521 EC certificate",
@@ -448,28 +462,49 @@ static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, j
 			r = KY_ERR_BAD_COMMAND;
 			goto out;
 		}
-		if ((r = ky_envelope_seal(d->new_key, KY_MK_LEN, c->recips[i], &der)) != 0 ||
-		    (r = ky_b64_encode(der.data, der.len, &b64)) != 0)
+		t.kind = KY_TRANSFER_EXPORT;
+		t.counter = d->next_counter;
+		memcpy(t.from, d->unit, sizeof(t.from));
+		memcpy(t.from_fp, my_fp, sizeof(t.from_fp));
+		memcpy(t.vp, vp, KY_VP_LEN);
+		if ((r = ceremony_recipient_check(d, c->recips[i], c->recip_ids[i], i, t.to,
+		                                  t.to_fp, detail, len)) != 0)
 			goto out;
-		if (json_array_append_new(envs, json_string(b64)) != 0) {
+		if ((r = ky_envelope_seal(key, KY_MK_LEN, c->recips[i], &der)) != 0 ||
+		    (r = ky_b64_encode(der.data, der.len, &b64)) != 0 ||
+		    (r = ceremony_transfer_sign(d, t.to, vp, &der, &sig)) != 0)
+			goto out;
+		if (json_array_append_new(envs, json_string(b64)) != 0 ||
+		    json_array_append_new(sigs, json_string(sig)) != 0) {
 			r = KY_ERR_NOMEM;
 			goto out;
 		}
+		if ((r = ceremony_transfer_record(d, &t, res)) != 0)
+			goto out;
 		free(b64);
 		b64 = NULL;
+		free(sig);
+		sig = NULL;
 		ky_buf_free(&der);
 	}
-	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+	if ((r = ceremony_result_hex(res, "vp", vp, KY_VP_LEN)) != 0)
 		goto out;
 	r = ceremony_result_set(res, "envelopes", envs);
 	envs = NULL; /* transferred */
 	if (r != 0)
 		goto out;
+	r = ceremony_result_set(res, "signatures", sigs);
+	sigs = NULL; /* transferred */
+	if (r != 0)
+		goto out;
 	r = 0;
 out:
 	free(b64);
+	free(sig);
 	ky_buf_free(&der);
 	json_decref(envs);
+	json_decref(sigs);
+	OPENSSL_cleanse(&t, sizeof(t));
 	return r;
 }
 
@@ -478,8 +513,10 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 {
 	int r = KY_ERR_INTERNAL;
 	uint8_t key[KY_MK_LEN];
+	struct ky_transfer t;
 
 	memset(key, 0, sizeof(key));
+	memset(&t, 0, sizeof(t));
 	if (d->new_state != KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "EMPTY", detail, len);
 		goto out;
@@ -488,6 +525,13 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 		r = KY_ERR_BAD_COMMAND;
 		goto out;
 	}
+	t.kind = KY_TRANSFER_IMPORT;
+	t.counter = d->next_counter;
+	memcpy(t.to, d->unit, sizeof(t.to));
+	memcpy(t.vp, c->vp, KY_VP_LEN);
+	if ((r = ky_pubkey_fingerprint(d->identity_key, t.to_fp)) != 0 ||
+	    (r = ceremony_source_check(d, c, t.from, t.from_fp, detail, len)) != 0)
+		goto out;
 	if (ky_envelope_open(c->envelope.data, c->envelope.len, d->importer_key, d->importer_cert,
 	                     key, KY_MK_LEN) != 0) {
 		ceremony_detail(detail, len,
@@ -498,7 +542,8 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 	}
 	if ((r = ceremony_new_fill(d, key, true, c->vp, detail, len)) != 0)
 		goto out;
-	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0 ||
+	    (r = ceremony_transfer_record(d, &t, res)) != 0)
 		goto out;
 	r = 0;
 out:

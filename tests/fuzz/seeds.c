@@ -135,14 +135,18 @@ static void seeds_commands(struct ky_domain *d)
 				memset(&env, 0, sizeof(env)); /* transferred */
 			}
 			break;
-		case KY_OP_MK_EXPORT:
+		case KY_OP_MK_EXPORT: /* the chain of a unit: importer, identity */
 			c->nrecips = 1;
-			c->recips[0] = X509_dup(c2);
+			c->recips[0] = X509_dup(d->importer_cert);
+			c->recip_ids[0] = X509_dup(d->identity_cert);
+			c->export_current = true;
 			break;
 		case KY_OP_MK_IMPORT:
 			if (ky_random(part, sizeof(part)) != 0 ||
-			    ky_envelope_seal(part, sizeof(part), c1, &c->envelope) != 0)
+			    ky_envelope_seal(part, sizeof(part), c1, &c->envelope) != 0 ||
+			    ky_buf_append(&c->source_sig, part, sizeof(part)) != 0)
 				seeds_die("cannot seal a key");
+			c->source = X509_dup(d->identity_cert);
 			c->has_vp = true;
 			break;
 		case KY_OP_MK_COMMIT:

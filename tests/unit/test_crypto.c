@@ -1639,6 +1639,83 @@ static void test_aead(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* The anchor's side: identity requests, identity certificates, chain validation. */
+static void test_anchor_chain(void **state)
+{
+	(void)state;
+	EVP_PKEY *ak = NULL, *ik = NULL, *mk = NULL, *pub = NULL, *p256 = NULL, *ok2 = NULL;
+	X509 *anchor = NULL, *id = NULL, *imp = NULL, *other = NULL, *self_id = NULL;
+	char *pem = NULL, cn[KY_ID_MAX + 1], ou[KY_ID_MAX + 1];
+
+	assert_int_equal(ky_ec_generate(&ak), 0);
+	assert_int_equal(ky_cert_anchor_self_signed(ak, "kyok unit anchor", "inst", 30, &anchor),
+	                 0);
+	assert_int_equal(ky_cert_ou(anchor, ou, sizeof(ou)), 0);
+	assert_string_equal(ou, "inst");
+	assert_int_equal(ky_cert_ou(anchor, ou, 4), KY_ERR_BAD_CERT); /* does not fit */
+
+	/* a request names the unit and carries the key; the anchor issues from it */
+	assert_int_equal(ky_ec_generate(&ik), 0);
+	assert_int_equal(ky_csr_create(ik, "unit-1", "inst", &pem), 0);
+	assert_int_equal(ky_csr_read(pem, &pub, cn, ou), 0);
+	assert_string_equal(cn, "unit-1");
+	assert_string_equal(ou, "inst");
+	assert_int_equal(EVP_PKEY_eq(pub, ik), 1);
+	/* a request whose signature is broken does not read */
+	char *bad = strdup(pem);
+	char *mid = strstr(bad, "\n") + 40;
+	*mid = *mid == 'A' ? 'B' : 'A';
+	EVP_PKEY *bpub = NULL;
+	assert_int_not_equal(ky_csr_read(bad, &bpub, cn, ou), 0);
+	assert_null(bpub);
+	free(bad);
+	free(pem);
+	pem = NULL;
+	assert_int_equal(ky_csr_read("not a request", &bpub, cn, ou), KY_ERR_MALFORMED);
+	/* only P-521 */
+	p256 = EVP_EC_gen("P-256");
+	assert_non_null(p256);
+	assert_int_equal(ky_csr_create(p256, "unit-1", "inst", &pem), 0);
+	assert_int_equal(ky_csr_read(pem, &bpub, cn, ou), KY_ERR_BAD_CERT);
+	free(pem);
+	pem = NULL;
+
+	assert_int_equal(ky_cert_issue_identity(pub, "unit-1", "inst", anchor, ak, 30, &id), 0);
+	assert_int_equal(ky_ec_generate(&mk), 0);
+	assert_int_equal(ky_cert_issue(mk, "unit-1 importer", "inst", id, ik, 30, &imp), 0);
+	assert_int_equal(ky_cert_chain_verify(id, NULL, anchor), 0);
+	assert_int_equal(ky_cert_chain_verify(imp, id, anchor), 0);
+	/* the importer alone does not reach the anchor; nor does the anchor issue importers */
+	assert_int_equal(ky_cert_chain_verify(imp, NULL, anchor), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cert_chain_verify(imp, anchor, anchor), KY_ERR_BAD_SIGNATURE);
+	/* another anchor */
+	assert_int_equal(ky_ec_generate(&ok2), 0);
+	assert_int_equal(ky_cert_anchor_self_signed(ok2, "kyok unit anchor", "inst", 30, &other),
+	                 0);
+	assert_int_equal(ky_cert_chain_verify(imp, id, other), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cert_chain_verify(id, NULL, other), KY_ERR_BAD_SIGNATURE);
+	/* an identity that certified itself is not the anchor's */
+	assert_int_equal(ky_cert_self_signed_issuer(ik, "unit-1", "inst", 30, &self_id), 0);
+	assert_int_equal(ky_cert_chain_verify(imp, self_id, anchor), KY_ERR_BAD_SIGNATURE);
+	/* the anchor key must match the anchor certificate */
+	X509 *x = NULL;
+	assert_int_equal(ky_cert_issue_identity(pub, "unit-1", "inst", anchor, ok2, 30, &x),
+	                 KY_ERR_BAD_CERT);
+	assert_null(x);
+
+	EVP_PKEY_free(ak);
+	EVP_PKEY_free(ik);
+	EVP_PKEY_free(mk);
+	EVP_PKEY_free(pub);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(ok2);
+	X509_free(anchor);
+	X509_free(id);
+	X509_free(imp);
+	X509_free(other);
+	X509_free(self_id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1668,6 +1745,7 @@ int main(void)
 	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
+	    cmocka_unit_test(test_anchor_chain),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
