@@ -17,6 +17,10 @@
  *   reencipher_batch = 500      optional, records re-enciphered per transaction, 1..100,000
  *   reencipher_pause_ms = 0     optional, pause between re-encipherment batches, 0..60,000 ms
  *                               (keeps a rotation from hogging the disk)
+ *   audit_max_bytes = 67108864  optional, size at which the audit log moves on to a new file,
+ *                               4096..1,073,741,824 (the chain goes on across files)
+ *   audit_checkpoint_ms = 1000  optional, longest time audit lines wait for a signed
+ *                               checkpoint, 10..60,000 ms
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -55,6 +59,8 @@ static const struct config_key config_keys[] = {
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
     {"reencipher_batch", CONFIG_UINT, false, 1, UNITD_REENC_BATCH_MAX},
     {"reencipher_pause_ms", CONFIG_UINT, false, 0, UNITD_REENC_PAUSE_MAX},
+    {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
+    {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -239,6 +245,10 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->reencipher_batch;
 	if (strcmp(name, "reencipher_pause_ms") == 0)
 		return &cfg->reencipher_pause_ms;
+	if (strcmp(name, "audit_max_bytes") == 0)
+		return &cfg->audit_max_bytes;
+	if (strcmp(name, "audit_checkpoint_ms") == 0)
+		return &cfg->audit_checkpoint_ms;
 	return &cfg->token_ttl;
 }
 
@@ -309,7 +319,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
-		           "token_ttl, reencipher_batch, reencipher_pause_ms)",
+		           "token_ttl, reencipher_batch, reencipher_pause_ms, audit_max_bytes, "
+		           "audit_checkpoint_ms)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -403,6 +414,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->token_ttl = UNITD_TOKEN_TTL_DEFAULT;
 	cfg->reencipher_batch = UNITD_REENC_BATCH_DEFAULT;
 	cfg->reencipher_pause_ms = 0;
+	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
+	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

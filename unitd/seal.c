@@ -452,6 +452,7 @@ int unitd_state_write(struct unitd_store *st, const struct ky_domain *d)
 	}
 	if ((r = ky_file_write_atomic(st->state_path, out.data, out.len, 0600)) != 0)
 		goto out;
+	unitd_audit_seal(d);
 	r = 0;
 out:
 	ky_buf_free(&plain);
