@@ -42,6 +42,9 @@
 #define AUDIT_NAME_FMT   "audit-%08llu.jsonl"
 #define AUDIT_NAME_MAX   32
 #define AUDIT_FILE_LIMIT 99999999ull
+/* Room kept at the end of a file for the lines that close it (a checkpoint, or a stop line
+ * and a checkpoint: each under 600 bytes), so that no file grows past audit_max_bytes. */
+#define AUDIT_CLOSE_RESERVE 1024u
 
 static struct {
 	pthread_mutex_t lock;
@@ -203,7 +206,8 @@ fail:
 }
 
 /* Writes one event: members come ready (",\"a\":..."). A new file begins first when this
- * line would take the present one over its size. */
+ * line would leave the present one less than AUDIT_CLOSE_RESERVE below its size (a line
+ * longer than a whole file then goes alone into the new one). */
 static int audit_event(const char *event, const struct ky_audit_line *members, bool sync)
 {
 	int r = KY_ERR_INTERNAL;
@@ -221,7 +225,7 @@ static int audit_event(const char *event, const struct ky_audit_line *members, b
 		ky_audit_add_members(&l, members->s, members->len);
 		if ((r = ky_audit_end(&l)) != 0)
 			goto out;
-		if (round == 1 || audit.size + l.len + 1 <= audit.max)
+		if (round == 1 || audit.size + l.len + 1 + AUDIT_CLOSE_RESERVE <= audit.max)
 			break;
 		if ((r = audit_next_file_locked()) != 0)
 			goto out;
