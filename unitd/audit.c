@@ -2,19 +2,19 @@
  * line format, docs/formats.md how to check it).
  *
  * One mutex orders the lines: a line takes the next seq and the hash of the line before
- * under it, is written with one write(2) on an O_APPEND descriptor, and only then is the
- * request it records answered. Signing is the slow part (an ECDSA P-521 signature takes
- * about a millisecond), so lines are not signed one by one: a thread writes a checkpoint
- * line, signed by the identity key, when lines have waited audit_checkpoint_ms or
- * UNITD_AUDIT_CKPT_LINES of them are waiting; one is also written before a file is closed
- * and at stop. Through the chain a checkpoint covers every line before it. Checkpoints
- * and command lines are fsync'd; other lines reach the disk with the next checkpoint (a
- * crash of the process loses none of them; a power loss may lose those after the last
- * checkpoint).
+ * under it and is copied into the present file, which is written through a shared mapping
+ * with room reserved on disk ahead (a line costs a copy and a hash, no system call); only
+ * then is the request it records answered. Signing is the slow part (an ECDSA P-521
+ * signature takes about a millisecond), so lines are not signed one by one: a thread
+ * writes a checkpoint line, signed by the identity key, when lines have waited
+ * audit_checkpoint_ms or UNITD_AUDIT_CKPT_LINES of them are waiting; one is also written
+ * before a file is left and at stop. Through the chain a checkpoint covers every line
+ * before it. Checkpoints and command lines are fsync'd; other lines reach the disk with the
+ * next checkpoint (a crash of the process loses none of them: they are in the page cache;
+ * a power loss may lose those after the last checkpoint).
  *
- * A write that fails is undone (the file truncated back to its last whole line) and the
- * caller refuses what it was recording. When it cannot be undone, every later write fails
- * until the unit is restarted: a torn line must not be followed by more lines.
+ * A file left is cut to its lines. A unit that was killed leaves the reserved zero tail and
+ * maybe a line cut short mid-copy (never answered): the next start cuts both off.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +46,9 @@
 /* Room kept at the end of a file for the lines that close it (a checkpoint, or a stop line
  * and a checkpoint: each under 600 bytes), so that no file grows past audit_max_bytes. */
 #define AUDIT_CLOSE_RESERVE 1024u
+/* The present file is written through a shared mapping, reserved on disk (fallocate) this
+ * much at a time ahead of the lines: a line costs a copy, not a system call. */
+#define AUDIT_CHUNK (1024u * 1024u)
 
 static struct {
 	pthread_mutex_t lock;
@@ -52,12 +56,15 @@ static struct {
 	pthread_t thread;
 	bool open, thread_running, stop, broken;
 	int fd;
+	char *map;      /* the present file, mapped: map_len bytes, reserved on disk */
+	size_t map_len; /* the file's length on disk: lines (size) then zeros */
 	char *dir;
 	unsigned long long fileno;
 	uint64_t size, max;
 	uint64_t seq;
 	uint8_t hash[KY_AUDIT_HASH_LEN];
-	uint64_t pending; /* lines since the last checkpoint */
+	uint64_t pending;   /* lines since the last checkpoint */
+	size_t cut_partial; /* bytes of a line cut short, cut off at start */
 	uint32_t ckpt_ms;
 	EVP_PKEY *key;
 	char *cert_b64;
@@ -66,6 +73,58 @@ static struct {
 	time_t tsec; /* the second tbase holds */
 	char tbase[24];
 } audit = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+/* Room for n more bytes in the mapping: reserved on disk first, so that a full disk is an
+ * error here and never a fault when the line is copied. */
+static int audit_reserve_locked(size_t n)
+{
+	size_t want;
+	void *m;
+	int e;
+
+	if (audit.size + n <= audit.map_len)
+		return 0;
+	want = (audit.size + n + AUDIT_CHUNK - 1) / AUDIT_CHUNK * AUDIT_CHUNK;
+	if ((e = posix_fallocate(audit.fd, (off_t)audit.map_len, (off_t)(want - audit.map_len))) !=
+	    0) {
+		unitd_log("error: cannot reserve room in audit log file " AUDIT_NAME_FMT
+		          " in '%s': %s",
+		          audit.fileno, audit.dir, strerror(e));
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	m = audit.map == NULL ? mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED, audit.fd, 0)
+	                      : mremap(audit.map, audit.map_len, want, MREMAP_MAYMOVE);
+	if (m == MAP_FAILED) {
+		unitd_log("error: cannot map audit log file " AUDIT_NAME_FMT " in '%s': %s",
+		          audit.fileno, audit.dir, strerror(errno));
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	audit.map = m;
+	audit.map_len = want;
+	return 0;
+}
+
+/* Leaves the present file: its reserved tail cut off, synced, closed. */
+static int audit_file_close_locked(void)
+{
+	int r = 0;
+
+	if (audit.fd < 0)
+		return 0;
+	if (audit.map != NULL)
+		munmap(audit.map, audit.map_len);
+	if (ftruncate(audit.fd, (off_t)audit.size) != 0 || fdatasync(audit.fd) != 0) {
+		unitd_log("error: cannot cut audit log file " AUDIT_NAME_FMT
+		          " in '%s' to its lines: %s",
+		          audit.fileno, audit.dir, strerror(errno));
+		r = KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	close(audit.fd);
+	audit.fd = -1;
+	audit.map = NULL;
+	audit.map_len = 0;
+	return r;
+}
 
 static void audit_time_locked(char *out, size_t outlen)
 {
@@ -83,30 +142,21 @@ static void audit_time_locked(char *out, size_t outlen)
 	snprintf(out, outlen, "%s.%03ldZ", audit.tbase, now.tv_nsec / 1000000);
 }
 
-/* Writes one closed line and its newline; on failure undoes it. */
+/* Writes one closed line and its newline into the mapped file. */
 static int audit_append_locked(struct ky_audit_line *l, bool sync)
 {
-	ssize_t w;
 	size_t n = l->len + 1;
 	uint8_t h[KY_AUDIT_HASH_LEN];
+	int r;
 
 	if (audit.broken || audit.fd < 0)
 		return KY_ERR_AUDIT_UNAVAILABLE;
 	if (ky_audit_hash(l->s, l->len, h) != 0)
 		return KY_ERR_CRYPTO;
-	l->s[l->len] = '\n';
-	w = write(audit.fd, l->s, n);
-	l->s[l->len] = '\0';
-	if (w != (ssize_t)n) {
-		int saved = w < 0 ? errno : ENOSPC;
-		if (w > 0 && ftruncate(audit.fd, (off_t)audit.size) != 0)
-			audit.broken = true;
-		unitd_log("error: cannot write audit log file " AUDIT_NAME_FMT " in '%s': %s%s",
-		          audit.fileno, audit.dir, strerror(saved),
-		          audit.broken ? " (a partial line stays: no more lines until restart)"
-		                       : "");
-		return KY_ERR_AUDIT_UNAVAILABLE;
-	}
+	if ((r = audit_reserve_locked(n)) != 0)
+		return r;
+	memcpy(audit.map + audit.size, l->s, l->len);
+	audit.map[audit.size + l->len] = '\n';
 	audit.size += n;
 	audit.seq++;
 	memcpy(audit.hash, h, sizeof(h));
@@ -171,7 +221,7 @@ static int audit_next_file_locked(void)
 	}
 	snprintf(name, sizeof(name), AUDIT_NAME_FMT, audit.fileno + 1);
 	snprintf(path, sizeof(path), "%s/%s", audit.dir, name);
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		unitd_log("error: cannot create audit log file '%s': %s", path, strerror(errno));
 		return KY_ERR_AUDIT_UNAVAILABLE;
@@ -182,8 +232,11 @@ static int audit_next_file_locked(void)
 		r = KY_ERR_AUDIT_UNAVAILABLE;
 		goto fail;
 	}
-	if (audit.fd >= 0)
-		close(audit.fd);
+	if (audit_file_close_locked() != 0) {
+		audit.broken = true; /* the old file keeps a zero tail: stop here */
+		r = KY_ERR_AUDIT_UNAVAILABLE;
+		goto fail;
+	}
 	audit.fd = fd;
 	fd = -1; /* transferred */
 	audit.fileno++;
@@ -302,42 +355,78 @@ static int audit_newest(const char *dir, unsigned long long *newest, char *err, 
 	return 0;
 }
 
-/* Reads the last line of file number n: its seq and hash. *empty when the file has no
- * byte (a start that crashed right after creating it). */
+/* The end of the lines in fd (size bytes): lines hold no zero byte, the reserved tail
+ * only zeros, so the first zero byte is found by bisection. */
+static int audit_data_end(int fd, off_t size, off_t *end)
+{
+	off_t lo = 0, hi = size;
+	char c;
+
+	while (lo < hi) {
+		off_t mid = lo + (hi - lo) / 2;
+		if (pread(fd, &c, 1, mid) != 1)
+			return KY_ERR_IO;
+		if (c == '\0')
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	*end = lo;
+	return 0;
+}
+
+/* Reads the last line of file number n: its seq and hash. A unit that did not stop
+ * cleanly leaves the reserved zero tail, and maybe a line cut short while it was copied
+ * (its request was not answered): both are cut off here, the cut line's length kept for
+ * the start line. *empty when no line is left. */
 static int audit_tail(const char *dir, unsigned long long n, bool *empty, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL, fd = -1;
 	char path[4096], buf[KY_AUDIT_LINE_MAX + 2];
 	struct stat sb;
 	size_t want, start;
-	ssize_t got;
+	off_t end;
 	json_t *j = NULL, *jseq;
 
 	*empty = false;
 	snprintf(path, sizeof(path), "%s/" AUDIT_NAME_FMT, dir, n);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0 || fstat(fd, &sb) != 0) {
+	if ((fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) < 0 || fstat(fd, &sb) != 0 ||
+	    audit_data_end(fd, sb.st_size, &end) != 0) {
 		r = KY_ERR_IO;
 		snprintf(err, errlen, "cannot read audit log file '%s': %s", path, strerror(errno));
 		goto out;
 	}
-	if (sb.st_size == 0) {
-		*empty = true;
-		r = 0;
-		goto out;
-	}
-	want = sb.st_size > (off_t)sizeof(buf) ? sizeof(buf) : (size_t)sb.st_size;
-	got = pread(fd, buf, want, sb.st_size - (off_t)want);
-	if (got != (ssize_t)want) {
+	want = end > (off_t)sizeof(buf) ? sizeof(buf) : (size_t)end;
+	if (want > 0 && pread(fd, buf, want, end - (off_t)want) != (ssize_t)want) {
 		r = KY_ERR_IO;
 		snprintf(err, errlen, "cannot read audit log file '%s'", path);
 		goto out;
 	}
-	if (buf[want - 1] != '\n') {
-		r = KY_ERR_AUDIT_LINE;
-		snprintf(err, errlen,
-		         "audit log file '%s' ends in a partial line (a power loss?): keep it for "
-		         "inspection and move it out of '%s', then start the unit again",
-		         path, dir);
+	if (want > 0 && buf[want - 1] != '\n') {
+		size_t cut = 0;
+		while (cut < want && buf[want - 1 - cut] != '\n')
+			cut++;
+		if (cut == want && want == sizeof(buf)) {
+			r = KY_ERR_AUDIT_LINE;
+			snprintf(err, errlen,
+			         "audit log file '%s' does not end in audit lines: keep it for "
+			         "inspection and move it out of '%s', then start the unit again",
+			         path, dir);
+			goto out;
+		}
+		audit.cut_partial = cut;
+		end -= (off_t)cut;
+		want -= cut;
+	}
+	if (end != sb.st_size && (ftruncate(fd, end) != 0 || fdatasync(fd) != 0)) {
+		r = KY_ERR_IO;
+		snprintf(err, errlen, "cannot cut audit log file '%s' to its lines: %s", path,
+		         strerror(errno));
+		goto out;
+	}
+	if (want == 0) {
+		*empty = true;
+		r = 0;
 		goto out;
 	}
 	start = want - 1;
@@ -381,9 +470,10 @@ static int audit_cert_b64(X509 *cert, char **out)
 
 static void audit_release_locked(void)
 {
-	if (audit.fd >= 0)
-		close(audit.fd);
-	audit.fd = -1;
+	if (audit_file_close_locked() != 0)
+		unitd_log("error: audit log file " AUDIT_NAME_FMT " in '%s' keeps zero bytes "
+		          "after its last line",
+		          audit.fileno, audit.dir);
 	free(audit.dir);
 	audit.dir = NULL;
 	free(audit.cert_b64);
@@ -395,6 +485,7 @@ static void audit_release_locked(void)
 	audit.stop = false;
 	audit.seq = 0;
 	audit.pending = 0;
+	audit.cut_partial = 0;
 	memset(audit.hash, 0, sizeof(audit.hash));
 }
 
@@ -478,6 +569,8 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	ky_audit_add_str(&m, "zone", cfg->zone);
 	ky_audit_add_str(&m, "version", KYOK_VERSION);
 	ky_audit_add_uint(&m, "pid", (uint64_t)getpid());
+	if (audit.cut_partial > 0)
+		ky_audit_add_uint(&m, "cut_partial_line", audit.cut_partial);
 	if ((r = audit_event("start", &m, false)) != 0)
 		goto fail_unlocked;
 	ky_audit_members(&m);

@@ -87,8 +87,9 @@ void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * key at most every audit_checkpoint_ms, every UNITD_AUDIT_CKPT_LINES lines, before a
  * new file begins and at stop. Each start begins a new file, as does a file reaching
  * audit_max_bytes; its first line carries the identity certificate and links to the last
- * line of the file before. A line is written (write(2), in the kernel) before the request
- * it records is answered; checkpoints and command intents are also fsync'd. Every write
+ * line of the file before. A line is in the kernel (copied into the file's shared mapping)
+ * before the request it records is answered; checkpoints and command lines are also
+ * fsync'd. Every write
  * fails with KY_ERR_AUDIT_UNAVAILABLE when the line cannot be written, and the caller
  * refuses what it records. Until _open and after _close every call is a no-op. */
 

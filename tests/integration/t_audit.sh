@@ -42,7 +42,7 @@ create_json() {
 }
 digest() { sqlite3 -readonly "$KYOK_INSTANCE/keys.db" .dump | sha256sum | cut -c1-16; }
 # lines DIR: every line of a unit's log, in order.
-lines() { cat "$1"/audit-*.jsonl; }
+lines() { cat "$1"/audit-*.jsonl | tr -d '\0'; } # a running unit's file: zeros reserved ahead
 # verify_fails DESC PATTERN FILE...: 'kyok audit verify FILE...' must fail, naming PATTERN.
 verify_fails() {
 	local desc=$1 pat=$2
@@ -53,7 +53,7 @@ verify_fails() {
 wait_checkpoint() {
 	local i
 	for i in $(seq 1 600); do
-		tail -n 1 "$(ls "$1"/audit-*.jsonl | tail -n 1)" | grep -q '"event":"checkpoint"' && return 0
+		tr -d '\0' <"$(ls "$1"/audit-*.jsonl | tail -n 1)" | tail -n 1 | grep -q '"event":"checkpoint"' && return 0
 		sleep 0.1
 	done
 	fail "no checkpoint in $1"
@@ -148,8 +148,6 @@ first2=$(ls "$A1"/audit-*.jsonl | sed -n 2p)
 expect_eq "a new file begins with its file line, linked to the old file's last line" \
 	"$(head -n 1 "$first2" | jq -r '.event + " " + .prev')" \
 	"file $(tail -n 1 "$(ls "$A1"/audit-*.jsonl | sed -n 1p)" | tr -d '\n' | openssl dgst -sha256 -r | cut -c1-64)"
-big=$(for f in "$A1"/audit-*.jsonl; do stat -c %s "$f"; done | sort -n | tail -n 1)
-if [ "$big" -le 4096 ]; then pass "no file over audit_max_bytes ($big)"; else fail "a file of $big bytes"; fi
 
 # ---- verify, on the running units and after a stop ------------------------------------------
 wait_checkpoint "$A1"
@@ -161,6 +159,8 @@ expect_eq "verify after a stop: exit 0" "$rc" 0
 expect_match "... both units, ending with a clean stop" \
 	"crypto unit 1 .*ok: .*ends with a clean stop" "$out"
 expect_match "... unit 2" "crypto unit 2 .*ok: .*ends with a clean stop" "$out"
+big=$(for f in "$A1"/audit-*.jsonl; do stat -c %s "$f"; done | sort -n | tail -n 1)
+if [ "$big" -le 4096 ]; then pass "no file over audit_max_bytes ($big)"; else fail "a file of $big bytes"; fi
 expect_eq "stop, then a checkpoint, at the end" \
 	"$(lines "$A1" | tail -n 2 | jq -r .event | tr '\n' ' ')" "stop checkpoint "
 
@@ -268,7 +268,30 @@ rmdir "$blocker"
 call $(auth "$W") $(json_body "{\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K1/actions/unwrap"
 expect_eq "writable again: unwrap 200" "$status" 200
 expect_accepted "writable again: the same admin command runs" 1 "$T_DIR/cmd.der"
+# ---- a unit killed: the reserved zero tail, and a line cut short, are cut off at restart ------
+pid=$(cat "$KYOK_INSTANCE/unit-1/pid")
+kill -9 "$pid"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+last=$(ls "$A1"/audit-*.jsonl | tail -n 1)
+if [ "$(tail -c 1 "$last" | od -An -tx1 | tr -d ' ')" = 00 ]; then
+	pass "a killed unit's file ends in reserved zeros"
+else
+	fail "a killed unit's file does not end in zeros"
+fi
+lines_before=$(tr -d '\0' <"$last" | wc -l)
+printf '%s' "$(tr -d '\0' <"$last")" >"$last.tmp" # lines, then a line cut short, then zeros
+printf '\n{"seq":123,"prev":"00' >>"$last.tmp"
+head -c 5000 /dev/zero >>"$last.tmp"
+mv "$last.tmp" "$last"
+"$KYOK" up >/dev/null 2>&1
+expect_eq "restarted: the old file cut back to its whole lines" \
+	"$(wc -l <"$last") $(tail -c 1 "$last" | od -An -c | tr -d ' ')" "$lines_before \\n"
+expect_eq "... the start line says how long the cut line was" \
+	"$(lines "$A1" | jq -r 'select(.event=="start") | .cut_partial_line // empty' | tail -n 1)" 21
+wait_checkpoint "$A1"
+expect_ok "verify after the kill and restart (the killed run's last lines covered now)" \
+	"$KYOK" audit verify
 "$KYOK" down >/dev/null 2>&1
-expect_ok "verify after the outage and a stop" "$KYOK" audit verify
+expect_ok "verify after the outage, a kill and a stop" "$KYOK" audit verify
 
 finish
