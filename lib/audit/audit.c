@@ -322,10 +322,13 @@ static int audit_checkpoint(struct ky_audit_verifier *v, const char *where, json
 		goto out;
 	}
 	blen = (size_t)(line + n - 2 - (sigm + ml));
-	if ((b64 = strndup(sigm + ml, blen)) == NULL) {
+	/* line is not NUL-terminated: copy, do not strndup. */
+	if ((b64 = malloc(blen + 1)) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
+	memcpy(b64, sigm + ml, blen);
+	b64[blen] = '\0';
 	if (strchr(b64, '"') != NULL || ky_b64_decode(b64, &sig) != 0) {
 		r = KY_ERR_AUDIT_LINE;
 		snprintf(why, whylen, "%s: checkpoint sig is not base64", where);
