@@ -33,11 +33,16 @@
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
+	X(KEY_BLOCK_DAMAGED, "key-block-damaged", KY_EXIT_INPUT, 400,                              \
+	  "the encrypted private key in the file is damaged (its checksum does not match): "       \
+	  "restore the file from a backup")                                                        \
 	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                \
 	  "readable metadata does not match the encrypted copy: file was altered")                 \
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
 	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
 	  "not a kyok signature key file")                                                         \
+	X(EMPTY_FILE, "empty-file", KY_EXIT_INPUT, 400,                                            \
+	  "the file is empty: it was truncated or never written; restore it from a backup")        \
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
 	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                   \
 	  "sealed unit state cannot be opened: wrong seal key or damaged file")                    \
