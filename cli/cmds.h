@@ -9,6 +9,7 @@ int unit_add_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
 int kp_main(int argc, char **argv);
+int audit_main(int argc, char **argv);
 
 /* kyok tke <cmd>: tke_units.c */
 int tke_cryptounits_main(int argc, char **argv);

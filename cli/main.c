@@ -18,6 +18,7 @@ static const struct cli_cmd kyok_cmds[] = {
     {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
     {"tke", tke_main, "key ceremony commands, as 'ibmcloud tke': 'kyok tke --help'"},
     {"kp", kp_main, "key management (Key Protect API) client: 'kyok kp --help'"},
+    {"audit", audit_main, "check crypto units' audit logs: 'kyok audit verify --help'"},
     {NULL, NULL, NULL},
 };
 

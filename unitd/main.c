@@ -89,6 +89,11 @@ static void unitd_usage(FILE *fp)
 	        "  identity_cert = PATH\n"
 	        "                      this unit's identity certificate issued by the anchor\n"
 	        "                      (read when the unit state is created)\n"
+	        "  audit_max_bytes = N optional: size at which the audit log (data_dir/audit)\n"
+	        "                      goes on in a new file (default 67108864, at least 4096)\n"
+	        "  audit_checkpoint_ms = MS\n"
+	        "                      optional: longest wait of an audit line for its signed\n"
+	        "                      checkpoint (default 1000)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 
@@ -128,7 +133,7 @@ int main(int argc, char **argv)
 	struct unitd_keystore *ks = NULL;
 	struct unitd_server *srv = NULL;
 	sigset_t sigs;
-	bool port_written = false;
+	bool port_written = false, created = false;
 
 	memset(&cfg, 0, sizeof(cfg));
 	while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
@@ -198,8 +203,15 @@ int main(int argc, char **argv)
 		unitd_log_close();
 		return 0;
 	}
-	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
-	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
+	/* The audit log opens once the state is unsealed: its lines are signed by the unit's
+	 * identity key. No audit log, no service. */
+	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) == 0) {
+		created = access(st.state_path, F_OK) != 0;
+		r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err));
+	}
+	if (r == 0)
+		r = unitd_audit_open(&cfg, &st, dom, created, err, sizeof(err));
+	if (r != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
@@ -244,6 +256,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	unitd_server_free(srv); /* stops serving, frees the live state and key storage */
+	unitd_audit_close();    /* after the last request: stop line, final checkpoint */
 	unitd_keystore_free(ks);
 	ky_domain_free(dom);
 	if (port_written)

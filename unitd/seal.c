@@ -728,6 +728,7 @@ static int state_write_under(struct unitd_store *st, struct unitd_seal_key *k,
 		goto out;
 	if ((r = ky_file_write_atomic(st->state_path, out.data, out.len, 0600)) != 0)
 		goto out;
+	unitd_audit_seal(d);
 	r = 0;
 out:
 	seal_event(st, UNITD_SEAL_STATE_SEALED, k->id, r);

@@ -547,6 +547,10 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = ky_ceremony_execute(copy, cms->data, cms->len, &result, detail, sizeof(detail))) !=
 	    0)
 		goto unlock;
+	/* Recorded (and synced) before anything acts on it. */
+	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, srv->dom, cms->data, cms->len, from, 0,
+	                             false, detail, sizeof(detail))) != 0)
+		goto unlock;
 	/* Key storage guards and writes: a refusal here discards the copy, nothing changed. */
 	if ((r = unitd_storage_before_write(srv->storage, srv->dom, cms->data, cms->len, &sop,
 	                                    detail, sizeof(detail))) != 0)
@@ -579,6 +583,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		goto unlock;
 	r = 0;
 unlock:
+	/* old is set once the new state is written: the command took effect. */
+	r = unitd_audit_command(UNITD_AUDIT_DONE, old ? old : srv->dom, cms->data, cms->len, from,
+	                        r, old != NULL, detail, sizeof(detail));
 	id = server_identity_locked(srv);
 	pthread_mutex_unlock(&srv->lock);
 	ky_domain_free(copy);

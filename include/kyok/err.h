@@ -184,6 +184,18 @@
 	  "key storage re-encipherment is running on this crypto unit: wait for it to finish")     \
 	X(NO_STORE, "no-key-storage", KY_EXIT_STATE, 409,                                          \
 	  "this crypto unit has no key storage configured: set 'store' in its unit.conf")          \
+	X(AUDIT_UNAVAILABLE, "audit-unavailable", KY_EXIT_UNIT, 503,                               \
+	  "the crypto unit cannot write its audit log, so it refuses the request and changes "     \
+	  "nothing: free disk space or fix the audit directory's permissions")                     \
+	X(AUDIT_LINE, "audit-line-malformed", KY_EXIT_STATE, 400,                                  \
+	  "audit log line is not a kyok audit line (cut, or not from a kyok unit)")                \
+	X(AUDIT_CHAIN, "audit-chain-broken", KY_EXIT_STATE, 400,                                   \
+	  "audit log chain is broken: a line was removed, inserted, moved or edited")              \
+	X(AUDIT_SIGNATURE, "audit-signature-bad", KY_EXIT_STATE, 400,                              \
+	  "audit checkpoint signature does not verify under the unit's identity key")              \
+	X(AUDIT_UNSIGNED, "audit-unsigned", KY_EXIT_STATE, 400,                                    \
+	  "audit lines are not covered by a signed checkpoint (the unit is running or crashed): "  \
+	  "verify again after its next checkpoint")                                                \
 	X(UNAUTHORIZED, "unauthorized", KY_EXIT_REFUSED, 401,                                      \
 	  "missing, invalid or expired bearer token")                                              \
 	X(FORBIDDEN, "forbidden", KY_EXIT_REFUSED, 403,                                            \
