@@ -18,6 +18,7 @@
 
 #include "internal.h"
 #include "kyok/ceremony.h"
+#include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
@@ -31,8 +32,14 @@ static struct ky_domain *domain_alloc(void)
 {
 	struct ky_domain *d = ky_secret_alloc(sizeof(*d));
 
-	if (d != NULL)
-		memset(d, 0, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	memset(d, 0, sizeof(*d));
+	if ((d->keys = ky_secret_alloc(sizeof(*d->keys))) == NULL) {
+		ky_secret_free(d, sizeof(*d));
+		return NULL;
+	}
+	memset(d->keys, 0, sizeof(*d->keys));
 	return d;
 }
 
@@ -40,6 +47,7 @@ void ky_domain_free(struct ky_domain *d)
 {
 	if (d == NULL)
 		return;
+	ky_secret_free(d->keys, sizeof(*d->keys));
 	for (size_t i = 0; i < d->nadmins && i < KY_MAX_ADMINS; i++)
 		X509_free(d->admins[i].cert);
 	EVP_PKEY_free(d->identity_key);
@@ -100,13 +108,19 @@ out:
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 {
 	struct ky_domain *c;
+	struct ky_domain_keys *keys;
 
 	*out = NULL;
 	if (d == NULL || d->nadmins > KY_MAX_ADMINS)
 		return KY_ERR_INTERNAL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
 	if ((c = domain_alloc()) == NULL)
 		return KY_ERR_NOMEM;
+	keys = c->keys;
 	memcpy(c, d, sizeof(*c));
+	memcpy(keys, d->keys, sizeof(*keys));
+	c->keys = keys;
 	/* Certificates and keys are never changed once made: sharing them is safe. */
 	for (size_t i = 0; i < c->nadmins; i++)
 		X509_up_ref(c->admins[i].cert);
@@ -120,6 +134,26 @@ int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 		X509_up_ref(c->importer_cert);
 	*out = c;
 	return 0;
+}
+
+/* ---- master key registers, for key storage ---- */
+
+int ky_domain_mk(const struct ky_domain *d, enum ky_mk_register reg, struct ky_mk **out)
+{
+	*out = NULL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
+	switch (reg) {
+	case KY_MK_REGISTER_NEW:
+		if (d->new_state == KY_NEW_EMPTY)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->new_key, out);
+	case KY_MK_REGISTER_CURRENT:
+		if (d->cur_state != KY_CUR_VALID)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->cur_key, out);
+	}
+	return KY_ERR_INTERNAL;
 }
 
 /* ---- serialize ---- */
@@ -207,7 +241,7 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 	int r = KY_ERR_NOMEM;
 	json_t *o = NULL, *admins = NULL, *v = NULL;
 
-	if (d->nadmins > KY_MAX_ADMINS) {
+	if (d->nadmins > KY_MAX_ADMINS || d->keys == NULL) {
 		r = KY_ERR_INTERNAL;
 		goto out;
 	}
@@ -237,11 +271,11 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 		goto out;
 
 	/* Secret members: wiped in place by domain_cleanse_tree before the tree is freed. */
-	v = domain_register_json(ky_new_state_name(d->new_state), d->new_key, d->new_vp,
+	v = domain_register_json(ky_new_state_name(d->new_state), d->keys->new_key, d->new_vp,
 	                         d->new_state != KY_NEW_EMPTY);
 	if ((r = domain_set(o, "new_mk", v)) != 0)
 		goto out;
-	v = domain_register_json(ky_cur_state_name(d->cur_state), d->cur_key, d->cur_vp,
+	v = domain_register_json(ky_cur_state_name(d->cur_state), d->keys->cur_key, d->cur_vp,
 	                         d->cur_state == KY_CUR_VALID);
 	if ((r = domain_set(o, "current_mk", v)) != 0)
 		goto out;
@@ -353,7 +387,7 @@ static int domain_parse_register(json_t *o, const char *key, bool is_new, struct
 			goto out;
 		full = d->cur_state == KY_CUR_VALID;
 	}
-	uint8_t *k = is_new ? d->new_key : d->cur_key;
+	uint8_t *k = is_new ? d->keys->new_key : d->keys->cur_key;
 	uint8_t *kvp = is_new ? d->new_vp : d->cur_vp;
 	if ((r = domain_parse_hex32(reg, "key", full, k)) != 0 ||
 	    (r = domain_parse_hex32(reg, "vp", full, kvp)) != 0)

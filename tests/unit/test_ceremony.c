@@ -19,6 +19,8 @@
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+/* White-box: the master key bytes are compared where they live. */
+#include "lib/ceremony/internal.h"
 
 #define INSTANCE "inst-test"
 #define UNIT     "unit-a"
@@ -634,9 +636,9 @@ static void t_public_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(n, "vp")), hex);
 	/* nothing secret in it */
 	char *text = json_dumps(j, 0);
-	ky_hex_encode(d->new_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->new_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
-	ky_hex_encode(d->cur_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->cur_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
 	assert_null(strstr(text, "PRIVATE"));
 	free(text);
@@ -697,10 +699,10 @@ static void t_serialize_roundtrip(void **state)
 		assert_memory_equal(p->admins[i].ski, d->admins[i].ski, KY_SKI_LEN);
 	}
 	assert_int_equal(p->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(p->new_key, d->new_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->new_key, d->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(p->new_vp, d->new_vp, KY_VP_LEN);
 	assert_int_equal(p->cur_state, KY_CUR_VALID);
-	assert_memory_equal(p->cur_key, d->cur_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->cur_key, d->keys->cur_key, KY_MK_LEN);
 	assert_memory_equal(p->cur_vp, vp, KY_VP_LEN);
 	assert_int_equal(EVP_PKEY_eq(p->identity_key, d->identity_key), 1);
 	assert_int_equal(EVP_PKEY_eq(p->importer_key, d->importer_key), 1);
@@ -1518,7 +1520,7 @@ static void t_mk_register_flow(void **state)
 	assert_string_equal(json_string_value(json_object_get(res, "vp")), hex);
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	assert_int_equal(run(&d, cmd_load(d, parts, 2, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_string_equal(detail, "new master key register is FULL UNCOMMITTED, expected EMPTY");
@@ -1545,7 +1547,7 @@ static void t_mk_register_flow(void **state)
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_VALID);
-	assert_memory_equal(d->cur_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, key, KY_MK_LEN);
 	assert_memory_equal(d->cur_vp, vp, KY_VP_LEN);
 
 	/* the same key again is refused */
@@ -1598,7 +1600,7 @@ static void t_mk_load_parts(void **state)
 	assert_int_equal(ky_envelope_seal(parts[0], 16, d->importer_cert, &c->parts[0]), 0);
 	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_BAD_COMMAND);
 	assert_int_equal(run(&d, cmd_load(d, parts, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	ky_domain_free(other);
 	ky_domain_free(d);
 }
@@ -1629,8 +1631,8 @@ static void t_zeroize(void **state)
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_EMPTY);
 	static const uint8_t zero[KY_MK_LEN];
-	assert_memory_equal(d->new_key, zero, KY_MK_LEN);
-	assert_memory_equal(d->cur_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, zero, KY_MK_LEN);
 	/* the unit keeps its identity */
 	assert_ptr_equal(d->identity_cert, identity);
 
@@ -1720,12 +1722,12 @@ static void t_generate_export_import(void **state)
 	                 KY_ERR_BAD_COMMAND);
 	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
 	assert_int_equal(b->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(b->new_key, a->new_key, KY_MK_LEN);
+	assert_memory_equal(b->keys->new_key, a->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(b->new_vp, vp, KY_VP_LEN);
 	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_int_equal(run(&c3, cmd_import(c3, &env_c, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
-	assert_memory_equal(c3->new_key, a->new_key, KY_MK_LEN);
+	assert_memory_equal(c3->keys->new_key, a->keys->new_key, KY_MK_LEN);
 
 	/* b makes it current; the same key imported again is refused */
 	assert_int_equal(run(&b, cmd_vp(b, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
@@ -1938,6 +1940,123 @@ static void t_required(void **state)
 	ky_domain_free(d);
 }
 
+/* Verify once, apply later: what the verified command says, and apply's own refusals. */
+static void t_verify_apply(void **state)
+{
+	struct ky_domain *d, *copy = NULL, *snap = NULL;
+	struct ky_verified *v = NULL, *v2 = NULL;
+	struct ky_command_label label;
+	struct ky_buf der = {0}, der2 = {0}, state0 = {0}, state1 = {0};
+	json_t *res = NULL;
+	uint64_t counter;
+
+	(void)state;
+	d = operational(UNIT);
+	counter = d->next_counter;
+
+	/* Verified: op, counter, the admins who signed (each once, in signing order). */
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(BOB, ALICE, BOB), &der);
+	assert_int_equal(ky_domain_serialize(d, &state0), 0);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der.data, der.len, &v, &label, detail, sizeof(detail)), 0);
+	assert_string_equal(detail, "");
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_true(label.counter == counter);
+	assert_int_equal(ky_verified_op(v), KY_OP_MK_GENERATE);
+	assert_true(ky_verified_counter(v) == counter);
+	assert_int_equal(ky_verified_command(v)->op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_verified_nsigners(v), 2);
+	assert_string_equal(ky_verified_signer_name(v, 0), "bob");
+	assert_memory_equal(ky_verified_signer_ski(v, 0), admins[BOB].ski, KY_SKI_LEN);
+	assert_string_equal(ky_verified_signer_name(v, 1), "alice");
+	assert_memory_equal(ky_verified_signer_ski(v, 1), admins[ALICE].ski, KY_SKI_LEN);
+	assert_null(ky_verified_signer_name(v, 2));
+	assert_null(ky_verified_signer_ski(v, 2));
+	/* verify changes nothing */
+	assert_int_equal(ky_domain_serialize(d, &state1), 0);
+	assert_int_equal(state0.len, state1.len);
+	assert_memory_equal(state0.data, state1.data, state0.len);
+	ky_buf_free(&state1);
+
+	/* Another command ran meanwhile: the verified one is out of date. */
+	assert_int_equal(ky_domain_dup(d, &snap), 0);
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, CAROL), &der2);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der2.data, der2.len, &v2, NULL, detail, sizeof(detail)), 0);
+	assert_int_equal(run_der(&d, &der2, NULL), 0);
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	assert_null(res);
+	detail_has("another command reached unit unit-a");
+	ky_domain_free(copy);
+	copy = NULL;
+	/* the same verified command twice: the second apply finds the counter moved on */
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v2, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Same counter, other admins or thresholds or registers: refused as well. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->sig_threshold = 3;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	detail_has("not the one the command was verified against");
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	memcpy(copy->admins[1].ski, admins[DAVE].ski, KY_SKI_LEN);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->cur_state = KY_CUR_VALID;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* On the state it was verified against, it applies. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)), 0);
+	assert_non_null(res);
+	assert_string_equal(json_string_value(json_object_get(res, "op")), "mk-generate");
+	assert_true(copy->next_counter == counter + 1);
+	assert_int_equal(copy->new_state, KY_NEW_UNCOMMITTED);
+	json_decref(res);
+	res = NULL;
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Refused commands: no object; the label says what the command claimed. */
+	ky_verified_free(v);
+	v = NULL;
+	der.data[der.len - 3] ^= 0x01; /* inside the last signature */
+	assert_int_equal(
+	    ky_ceremony_verify(snap, der.data, der.len, &v, &label, detail, sizeof(detail)),
+	    KY_ERR_BAD_SIGNATURE);
+	assert_null(v);
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_ceremony_verify(snap, (const uint8_t *)"junk", 4, &v, &label, detail,
+	                                    sizeof(detail)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_null(v);
+	assert_false(label.parsed);
+	ky_verified_free(NULL);
+
+	ky_verified_free(v2);
+	ky_buf_free(&der);
+	ky_buf_free(&der2);
+	ky_buf_free(&state0);
+	ky_domain_free(snap);
+	ky_domain_free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1973,6 +2092,7 @@ int main(void)
 	    cmocka_unit_test(t_required),
 	    cmocka_unit_test(t_reencipher),
 	    cmocka_unit_test(t_apikey_ops),
+	    cmocka_unit_test(t_verify_apply),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
