@@ -40,8 +40,14 @@ struct ky_domain {
 	struct ky_admin admins[KY_MAX_ADMINS];
 	enum ky_new_state new_state;
 	uint8_t new_vp[KY_VP_LEN];
+	/* VPs of the key parts that formed the key, in load order; 0 parts when the key was
+	 * generated or imported (or the register is empty). Moved with the key on set-immediate. */
+	size_t new_nparts;
+	uint8_t new_part_vps[KY_MAX_PARTS][KY_VP_LEN];
 	enum ky_cur_state cur_state;
 	uint8_t cur_vp[KY_VP_LEN];
+	size_t cur_nparts;
+	uint8_t cur_part_vps[KY_MAX_PARTS][KY_VP_LEN];
 	struct ky_domain_keys *keys; /* new and current master keys; NULL only in a domain built
 	                              * by hand to ask ky_ceremony_required */
 	EVP_PKEY *identity_key;      /* signs every reply (outbound authentication) */
@@ -125,8 +131,11 @@ int ky_domain_parse(const uint8_t *p, size_t n, struct ky_domain **out) KY_WUR;
 /* Public view (no secret): what GET /v1/admin/state answers.
  * {"instance","unit","zone","imprint":bool,"next_counter":n,"signature_threshold":n,
  *  "revocation_threshold":n,"admins":[{"name","ski","cert"}],
- *  "new_mk":{"state":"EMPTY|FULL UNCOMMITTED|FULL COMMITTED","vp":hex|null},
- *  "current_mk":{"state":"EMPTY|VALID","vp":hex|null}} */
+ *  "new_mk":{"state":"EMPTY|FULL UNCOMMITTED|FULL COMMITTED","vp":hex|null,
+ *            "part_vps":[hex...]},
+ *  "current_mk":{"state":"EMPTY|VALID","vp":hex|null,"part_vps":[hex...]}}
+ * part_vps: the VPs of the key parts the key was loaded from; [] when it was generated or
+ * imported, or the register is empty. */
 json_t *ky_domain_public_json(const struct ky_domain *d);
 
 /* Number of distinct admin signatures op needs in d's present mode, or an error
@@ -171,7 +180,8 @@ void ky_verified_free(struct ky_verified *v);
 const struct ky_command *ky_verified_command(const struct ky_verified *v);
 enum ky_op ky_verified_op(const struct ky_verified *v);
 uint64_t ky_verified_counter(const struct ky_verified *v);
-/* The administrators whose signatures verified, each once, in the order they first signed. */
+/* The administrators whose signatures verified, each once, in the order of their first
+ * SignerInfo (CMS keeps SignerInfos as a DER SET: not the order of signing). */
 size_t ky_verified_nsigners(const struct ky_verified *v);
 const char *ky_verified_signer_name(const struct ky_verified *v, size_t i);
 const uint8_t *ky_verified_signer_ski(const struct ky_verified *v, size_t i); /* KY_SKI_LEN */

@@ -25,6 +25,7 @@
 #include "kyok/err.h"
 
 #define EXECUTE_SKI_SHOWN 8 /* bytes of an unknown signer's key id shown in messages */
+#define EXECUTE_VP_SHOWN  8 /* bytes of a key part's VP shown in messages */
 
 static bool ceremony_imprint(const struct ky_domain *d)
 {
@@ -151,6 +152,16 @@ static int ceremony_new_refused(const struct ky_domain *d, const char *expected,
 	                                 expected);
 }
 
+/* Constant time: the value is secret. */
+static bool ceremony_all_zero(const uint8_t v[KY_MK_LEN])
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < KY_MK_LEN; i++)
+		acc |= v[i];
+	return acc == 0;
+}
+
 /* The new key register receives key (UNCOMMITTED) unless vp or the current key forbid. */
 static int ceremony_new_fill(struct ky_domain *d, const uint8_t key[KY_MK_LEN], bool has_vp,
                              const uint8_t *vp, char *detail, size_t len)
@@ -173,8 +184,14 @@ static int ceremony_new_fill(struct ky_domain *d, const uint8_t key[KY_MK_LEN], 
 		r = KY_ERR_SAME_KEY;
 		goto out;
 	}
+	if (ceremony_all_zero(key)) {
+		ceremony_detail(detail, len, "the new master key would be all zero");
+		r = KY_ERR_MK_ZERO;
+		goto out;
+	}
 	memcpy(d->keys->new_key, key, KY_MK_LEN);
 	memcpy(d->new_vp, kvp, KY_VP_LEN);
+	d->new_nparts = 0; /* a loaded key's parts are recorded by mk-load */
 	d->new_state = KY_NEW_UNCOMMITTED;
 	r = 0;
 out:
@@ -186,6 +203,8 @@ static void ceremony_new_clear(struct ky_domain *d)
 {
 	OPENSSL_cleanse(d->keys->new_key, KY_MK_LEN);
 	OPENSSL_cleanse(d->new_vp, KY_VP_LEN);
+	OPENSSL_cleanse(d->new_part_vps, sizeof(d->new_part_vps));
+	d->new_nparts = 0;
 	d->new_state = KY_NEW_EMPTY;
 }
 
@@ -193,6 +212,8 @@ static void ceremony_cur_clear(struct ky_domain *d)
 {
 	OPENSSL_cleanse(d->keys->cur_key, KY_MK_LEN);
 	OPENSSL_cleanse(d->cur_vp, KY_VP_LEN);
+	OPENSSL_cleanse(d->cur_part_vps, sizeof(d->cur_part_vps));
+	d->cur_nparts = 0;
 	d->cur_state = KY_CUR_EMPTY;
 }
 
@@ -304,20 +325,85 @@ static int ceremony_thresholds_set(struct ky_domain *d, const struct ky_command 
 	return 0;
 }
 
+/* First 8 bytes of a part's VP in hex, to name the part in a message. */
+static void ceremony_part_vp_short(const uint8_t vp[KY_VP_LEN], char out[2 * EXECUTE_VP_SHOWN + 1])
+{
+	ky_hex_encode(vp, EXECUTE_VP_SHOWN, out);
+}
+
+/* Split knowledge: no part may be all zero or equal to another, the key they form must not be
+ * all zero or equal to any one of them. Each part is checked by value, after decryption:
+ * envelopes of the same part differ byte for byte. */
+static int ceremony_parts_check(const uint8_t (*parts)[KY_MK_LEN], const uint8_t (*vps)[KY_VP_LEN],
+                                size_t nparts, const uint8_t key[KY_MK_LEN], char *detail,
+                                size_t len)
+{
+	char a[2 * EXECUTE_VP_SHOWN + 1];
+
+	for (size_t i = 0; i < nparts; i++) {
+		if (ceremony_all_zero(parts[i])) {
+			ceremony_detail(detail, len, "key part %zu of %zu is all zero", i + 1,
+			                nparts);
+			return KY_ERR_PART_ZERO;
+		}
+	}
+	for (size_t i = 0; i < nparts; i++) {
+		for (size_t j = i + 1; j < nparts; j++) {
+			if (CRYPTO_memcmp(parts[i], parts[j], KY_MK_LEN) != 0)
+				continue;
+			ceremony_part_vp_short(vps[i], a);
+			ceremony_detail(detail, len,
+			                "key parts %zu and %zu of %zu are the same part (VP %s...)",
+			                i + 1, j + 1, nparts, a);
+			return KY_ERR_PART_DUPLICATE;
+		}
+	}
+	if (ceremony_all_zero(key)) {
+		ceremony_detail(detail, len,
+		                "the %zu key parts cancel out: together they give an all-zero key",
+		                nparts);
+		return KY_ERR_MK_ZERO;
+	}
+	for (size_t i = 0; i < nparts; i++) {
+		if (CRYPTO_memcmp(parts[i], key, KY_MK_LEN) != 0)
+			continue;
+		ceremony_part_vp_short(vps[i], a);
+		ceremony_detail(detail, len,
+		                "the master key would equal key part %zu (VP %s...): the other %zu "
+		                "parts cancel out",
+		                i + 1, a, nparts - 1);
+		return KY_ERR_MK_EQUALS_PART;
+	}
+	return 0;
+}
+
 static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, json_t *res,
                             char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
-	uint8_t key[KY_MK_LEN], part[KY_MK_LEN];
+	uint8_t key[KY_MK_LEN];
+	uint8_t(*parts)[KY_MK_LEN] = NULL;
+	uint8_t vps[KY_MAX_PARTS][KY_VP_LEN];
+	json_t *jvps = NULL;
 
 	memset(key, 0, sizeof(key));
 	if (d->new_state != KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "EMPTY", detail, len);
 		goto out;
 	}
+	if (c->nparts < KY_MIN_PARTS || c->nparts > KY_MAX_PARTS) {
+		ceremony_detail(detail, len, "%zu key parts, need %d to %d", c->nparts,
+		                KY_MIN_PARTS, KY_MAX_PARTS);
+		r = KY_ERR_KEY_PARTS;
+		goto out;
+	}
+	if ((parts = ky_secret_alloc(KY_MAX_PARTS * KY_MK_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < c->nparts; i++) {
 		if (ky_envelope_open(c->parts[i].data, c->parts[i].len, d->importer_key,
-		                     d->importer_cert, part, KY_MK_LEN) != 0) {
+		                     d->importer_cert, parts[i], KY_MK_LEN) != 0) {
 			ceremony_detail(detail, len,
 			                "key part %zu cannot be opened with the importer key of "
 			                "unit %s",
@@ -325,17 +411,42 @@ static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, jso
 			r = KY_ERR_BAD_COMMAND;
 			goto out;
 		}
+		if ((r = ky_vp(parts[i], vps[i])) != 0)
+			goto out;
 		for (size_t j = 0; j < KY_MK_LEN; j++)
-			key[j] ^= part[j];
+			key[j] ^= parts[i][j];
 	}
+	if ((r = ceremony_parts_check((const uint8_t(*)[KY_MK_LEN])parts,
+	                              (const uint8_t(*)[KY_VP_LEN])vps, c->nparts, key, detail,
+	                              len)) != 0)
+		goto out;
 	if ((r = ceremony_new_fill(d, key, c->has_vp, c->vp, detail, len)) != 0)
 		goto out;
+	memcpy(d->new_part_vps, vps, c->nparts * KY_VP_LEN);
+	d->new_nparts = c->nparts;
 	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	if ((jvps = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < d->new_nparts; i++) {
+		char hex[2 * KY_VP_LEN + 1];
+		ky_hex_encode(d->new_part_vps[i], KY_VP_LEN, hex);
+		if (json_array_append_new(jvps, json_string(hex)) != 0) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+	}
+	r = ceremony_result_set(res, "part_vps", jvps);
+	jvps = NULL; /* transferred */
+	if (r != 0)
 		goto out;
 	r = 0;
 out:
+	json_decref(jvps);
 	OPENSSL_cleanse(key, sizeof(key));
-	OPENSSL_cleanse(part, sizeof(part));
+	ky_secret_free(parts, KY_MAX_PARTS * KY_MK_LEN);
 	return r;
 }
 
@@ -367,6 +478,8 @@ static int ceremony_mk_setimm(struct ky_domain *d, const struct ky_command *c, j
 	}
 	memcpy(d->keys->cur_key, d->keys->new_key, KY_MK_LEN);
 	memcpy(d->cur_vp, d->new_vp, KY_VP_LEN);
+	memcpy(d->cur_part_vps, d->new_part_vps, sizeof(d->cur_part_vps));
+	d->cur_nparts = d->new_nparts;
 	d->cur_state = KY_CUR_VALID;
 	ceremony_new_clear(d);
 	return ceremony_result_hex(res, "vp", d->cur_vp, KY_VP_LEN);

@@ -615,12 +615,15 @@ static void t_public_json(void **state)
 	assert_non_null(
 	    strstr(json_string_value(json_object_get(a0, "cert")), "-----BEGIN CERTIFICATE-----"));
 	json_t *n = json_object_get(j, "new_mk");
-	assert_int_equal(json_object_size(n), 2);
+	assert_int_equal(json_object_size(n), 3);
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(n, "vp")));
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	json_t *cur = json_object_get(j, "current_mk");
 	assert_string_equal(json_string_value(json_object_get(cur, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(cur, "vp")));
+	assert_true(json_is_array(json_object_get(cur, "part_vps")));
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 0);
 	json_decref(j);
 
 	make_current(&d, vp);
@@ -634,6 +637,12 @@ static void t_public_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "FULL UNCOMMITTED");
 	vp_hex(d->new_vp, hex);
 	assert_string_equal(json_string_value(json_object_get(n, "vp")), hex);
+	/* the loaded key shows its 2 parts' VPs, the generated one none */
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 2);
+	vp_hex(d->cur_part_vps[1], hex);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(cur, "part_vps"), 1)),
+	                    hex);
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	/* nothing secret in it */
 	char *text = json_dumps(j, 0);
 	ky_hex_encode(d->keys->new_key, KY_MK_LEN, hex);
@@ -704,6 +713,9 @@ static void t_serialize_roundtrip(void **state)
 	assert_int_equal(p->cur_state, KY_CUR_VALID);
 	assert_memory_equal(p->keys->cur_key, d->keys->cur_key, KY_MK_LEN);
 	assert_memory_equal(p->cur_vp, vp, KY_VP_LEN);
+	assert_int_equal(p->new_nparts, 0);
+	assert_int_equal(p->cur_nparts, 2);
+	assert_memory_equal(p->cur_part_vps, d->cur_part_vps, 2 * KY_VP_LEN);
 	assert_int_equal(EVP_PKEY_eq(p->identity_key, d->identity_key), 1);
 	assert_int_equal(EVP_PKEY_eq(p->importer_key, d->importer_key), 1);
 	assert_int_equal(X509_cmp(p->identity_cert, d->identity_cert), 0);
@@ -952,6 +964,37 @@ static void e_unit_renamed(json_t *o)
 	json_object_set_new(o, "unit", json_string("unit-z"));
 }
 
+static void e_part_vps_one(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_remove(a, 1);
+}
+static void e_part_vps_on_empty(json_t *o)
+{
+	json_t *from = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *reg = json_object_get(o, "new_mk");
+	json_object_set_new(reg, "state", json_string("EMPTY"));
+	json_object_set_new(reg, "key", json_null());
+	json_object_set_new(reg, "vp", json_null());
+	json_object_set_new(reg, "part_vps", json_deep_copy(from));
+}
+static void e_part_vps_bad_hex(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_set_new(a, 0, json_string("00ff"));
+}
+static void e_part_vps_not_array(json_t *o)
+{
+	json_object_set_new(json_object_get(o, "current_mk"), "part_vps", json_string("x"));
+}
+static void e_part_vps_nine(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *v = json_array_get(a, 0);
+	for (int i = 0; i < 7; i++)
+		json_array_append(a, v);
+}
+
 static void t_serialize_corrupt(void **state)
 {
 	(void)state;
@@ -996,6 +1039,41 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_importer_not_by_identity, "importer not certified by identity");
 	corrupt(d, e_key_b64, "key not base64");
 	corrupt(d, e_unit_renamed, "unit id not the identity's name");
+	corrupt(d, e_part_vps_one, "a key loaded from one part");
+	corrupt(d, e_part_vps_on_empty, "part VPs in an empty register");
+	corrupt(d, e_part_vps_bad_hex, "part VP not 64 hex digits");
+	corrupt(d, e_part_vps_not_array, "part VPs not a list");
+	corrupt(d, e_part_vps_nine, "nine part VPs");
+	ky_domain_free(d);
+}
+
+/* A state sealed before part VPs were recorded opens, with none. */
+static void t_serialize_without_part_vps(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT), *p = NULL;
+	struct ky_buf ser = {0};
+	uint8_t vp[KY_VP_LEN];
+	json_error_t err;
+	json_t *o;
+	char *text;
+
+	make_current(&d, vp);
+	assert_int_equal(ky_domain_serialize(d, &ser), 0);
+	o = json_loadb((const char *)ser.data, ser.len, 0, &err);
+	assert_non_null(o);
+	assert_int_equal(json_object_del(json_object_get(o, "new_mk"), "part_vps"), 0);
+	assert_int_equal(json_object_del(json_object_get(o, "current_mk"), "part_vps"), 0);
+	text = json_dumps(o, JSON_COMPACT);
+	assert_int_equal(ky_domain_parse((const uint8_t *)text, strlen(text), &p), 0);
+	assert_int_equal(p->cur_state, KY_CUR_VALID);
+	assert_int_equal(p->cur_nparts, 0);
+	assert_int_equal(p->new_nparts, 0);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	json_decref(o);
+	ky_buf_free(&ser);
+	ky_domain_free(p);
 	ky_domain_free(d);
 }
 
@@ -1940,6 +2018,135 @@ static void t_required(void **state)
 	ky_domain_free(d);
 }
 
+/* Loads parts (count n) and expects refusal want with a detail naming the parts; the state
+ * must stay as it was, byte for byte. */
+static void load_refused(struct ky_domain **d, uint8_t parts[][KY_MK_LEN], size_t n, int want,
+                         const char *want_detail)
+{
+	struct ky_buf before = {0}, after = {0};
+	int who[KY_MAX_PARTS + 1];
+
+	for (size_t i = 0; i < n; i++)
+		who[i] = (int)i; /* one admin per part: alice, bob, carol, dave */
+	who[n] = -1;
+	assert_int_equal(ky_domain_serialize(*d, &before), 0);
+	assert_int_equal(run(d, cmd_load(*d, parts, n, NULL), who, NULL), want);
+	detail_has(want_detail);
+	assert_int_equal(ky_domain_serialize(*d, &after), 0);
+	assert_int_equal(before.len, after.len);
+	assert_memory_equal(before.data, after.data, before.len);
+	ky_buf_free(&before);
+	ky_buf_free(&after);
+}
+
+static void xor_into(uint8_t out[KY_MK_LEN], const uint8_t a[KY_MK_LEN], const uint8_t b[KY_MK_LEN])
+{
+	for (size_t i = 0; i < KY_MK_LEN; i++)
+		out[i] = a[i] ^ b[i];
+}
+
+/* Split knowledge: what mk-load refuses, by value, after decryption. */
+static void t_mk_load_custody(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT);
+	uint8_t p[KY_MAX_PARTS][KY_MK_LEN], a[KY_MK_LEN], b[KY_MK_LEN], c[KY_MK_LEN];
+	uint8_t key[KY_MK_LEN], vp[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+
+	assert_int_equal(run(&d, cmd_admin_add(d, admins[DAVE].cert), SIGNED_BY(ALICE, BOB), NULL),
+	                 0);
+
+	assert_int_equal(ky_random(a, sizeof(a)), 0);
+	assert_int_equal(ky_random(b, sizeof(b)), 0);
+	assert_int_equal(ky_random(c, sizeof(c)), 0);
+
+	/* [A, A]: the all-zero key */
+	memcpy(p[0], a, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	assert_int_equal(ky_vp(a, vp), 0);
+	vp_hex(vp, hex);
+	hex[16] = '\0';
+	load_refused(&d, p, 2, KY_ERR_PART_DUPLICATE, "key parts 1 and 2 of 2 are the same part");
+	detail_has(hex);
+	/* [A, B, A]: the key would be B */
+	memcpy(p[1], b, KY_MK_LEN);
+	memcpy(p[2], a, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_DUPLICATE, "key parts 1 and 3 of 3 are the same part");
+	/* [B, A, C, A]: the first equal pair is named */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	memcpy(p[2], c, KY_MK_LEN);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_PART_DUPLICATE, "key parts 2 and 4 of 4");
+	/* an all-zero part, first or last */
+	memset(p[0], 0, KY_MK_LEN);
+	memcpy(p[1], b, KY_MK_LEN);
+	load_refused(&d, p, 2, KY_ERR_PART_ZERO, "key part 1 of 2 is all zero");
+	memcpy(p[0], a, KY_MK_LEN);
+	memset(p[2], 0, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_ZERO, "key part 3 of 3 is all zero");
+	/* [A, B, A^B]: distinct parts that cancel out */
+	xor_into(p[2], a, b);
+	load_refused(&d, p, 3, KY_ERR_MK_ZERO, "the 3 key parts cancel out");
+	/* [A, B, C, B^C]: the key would be A, known to A's owner alone */
+	memcpy(p[2], c, KY_MK_LEN);
+	xor_into(p[3], b, c);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "the master key would equal key part 1");
+	/* ... wherever that part sits */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], c, KY_MK_LEN);
+	xor_into(p[2], b, c);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "key part 4");
+	assert_int_equal(d->new_state, KY_NEW_EMPTY);
+	assert_int_equal(d->new_nparts, 0);
+
+	/* Good parts: the key loads and the register records each part's VP, in order. */
+	random_parts(p, 3, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	for (size_t i = 0; i < 3; i++) {
+		uint8_t pvp[KY_VP_LEN];
+		assert_int_equal(ky_vp(p[i], pvp), 0);
+		assert_memory_equal(d->new_part_vps[i], pvp, KY_VP_LEN);
+	}
+	/* commit keeps them, set-immediate moves them to the current register */
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_SETIMM, vp), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(d->cur_nparts, 3);
+	assert_int_equal(ky_vp(p[2], vp), 0);
+	assert_memory_equal(d->cur_part_vps[2], vp, KY_VP_LEN);
+	/* a generated key has none; clearing the register clears them */
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	random_parts(p, 2, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 2, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 2);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRCUR), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->cur_nparts, 0);
+	static const uint8_t zero[KY_MAX_PARTS][KY_VP_LEN];
+	assert_memory_equal(d->cur_part_vps, zero, sizeof(zero));
+
+	/* An all-zero key is refused however it comes: imported too. */
+	{
+		struct ky_buf env = {0};
+		uint8_t zkey[KY_MK_LEN] = {0}, zvp[KY_VP_LEN];
+		assert_int_equal(ky_vp(zkey, zvp), 0);
+		envelope_to(d->importer_cert, zkey, &env);
+		assert_int_equal(run(&d, cmd_import(d, &env, zvp), SIGNED_BY(ALICE, BOB), NULL),
+		                 KY_ERR_MK_ZERO);
+		assert_int_equal(d->new_state, KY_NEW_EMPTY);
+		ky_buf_free(&env);
+	}
+	ky_domain_free(d);
+}
+
 /* Verify once, apply later: what the verified command says, and apply's own refusals. */
 static void t_verify_apply(void **state)
 {
@@ -1954,7 +2161,7 @@ static void t_verify_apply(void **state)
 	d = operational(UNIT);
 	counter = d->next_counter;
 
-	/* Verified: op, counter, the admins who signed (each once, in signing order). */
+	/* Verified: op, counter, the admins who signed (each once). */
 	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(BOB, ALICE, BOB), &der);
 	assert_int_equal(ky_domain_serialize(d, &state0), 0);
 	assert_int_equal(
@@ -1967,10 +2174,14 @@ static void t_verify_apply(void **state)
 	assert_true(ky_verified_counter(v) == counter);
 	assert_int_equal(ky_verified_command(v)->op, KY_OP_MK_GENERATE);
 	assert_int_equal(ky_verified_nsigners(v), 2);
-	assert_string_equal(ky_verified_signer_name(v, 0), "bob");
-	assert_memory_equal(ky_verified_signer_ski(v, 0), admins[BOB].ski, KY_SKI_LEN);
-	assert_string_equal(ky_verified_signer_name(v, 1), "alice");
-	assert_memory_equal(ky_verified_signer_ski(v, 1), admins[ALICE].ski, KY_SKI_LEN);
+	{
+		/* in the order of the SignerInfos (a DER SET: not the order of signing) */
+		size_t ia = strcmp(ky_verified_signer_name(v, 0), "alice") == 0 ? 0 : 1;
+		assert_string_equal(ky_verified_signer_name(v, ia), "alice");
+		assert_memory_equal(ky_verified_signer_ski(v, ia), admins[ALICE].ski, KY_SKI_LEN);
+		assert_string_equal(ky_verified_signer_name(v, 1 - ia), "bob");
+		assert_memory_equal(ky_verified_signer_ski(v, 1 - ia), admins[BOB].ski, KY_SKI_LEN);
+	}
 	assert_null(ky_verified_signer_name(v, 2));
 	assert_null(ky_verified_signer_ski(v, 2));
 	/* verify changes nothing */
@@ -2093,6 +2304,8 @@ int main(void)
 	    cmocka_unit_test(t_reencipher),
 	    cmocka_unit_test(t_apikey_ops),
 	    cmocka_unit_test(t_verify_apply),
+	    cmocka_unit_test(t_mk_load_custody),
+	    cmocka_unit_test(t_serialize_without_part_vps),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
