@@ -29,6 +29,14 @@ run_rc() {
 	rc=0
 	out=$("$@" 2>&1) || rc=$?
 }
+# expect_out DESC PATTERN: a line of $out matches PATTERN (grep -E).
+expect_out() {
+	if grep -qE -- "$2" <<<"$out"; then pass "$1"; else fail "$1: no line matches /$2/: $out"; fi
+}
+# expect_not_out DESC PATTERN: no line of $out matches PATTERN (grep -E).
+expect_not_out() {
+	if grep -qE -- "$2" <<<"$out"; then fail "$1: a line matches /$2/: $out"; else pass "$1"; fi
+}
 
 # part NAME: a fresh random 32-byte part in $C/NAME.
 part() { head -c 32 /dev/urandom >"$C/$1"; }
@@ -137,20 +145,17 @@ expect_eq "new register: the 3 parts' VPs, in load order" \
 	"$(unit_state 1 | jq -c .new_mk.part_vps)" "$want_vps"
 run_rc "$KYOK" tke cryptounit-mk
 expect_eq "cryptounit-mk: exit 0" "$rc" 0
-grep -qE "^1 +[^ ]+ +  key part 2 +$(vp_of "$C/B")$" <<<"$out" &&
-	pass "cryptounit-mk lists part 2's VP under unit 1's new register" ||
-	fail "cryptounit-mk lacks part 2's VP: $out"
-grep -qE "^2 +[^ ]+ +NEW +EMPTY +-$" <<<"$out" && ! grep -qE "^2 .*key part" <<<"$out" &&
-	pass "cryptounit-mk: no part rows under unit 2's empty registers" ||
-	fail "cryptounit-mk: unit 2's rows: $out"
+expect_out "cryptounit-mk lists part 2's VP under unit 1's new register" \
+	"^1 +[^ ]+ +  key part 2 +$(vp_of "$C/B")$"
+expect_out "cryptounit-mk: unit 2's new register is empty" "^2 +[^ ]+ +NEW +EMPTY +-$"
+expect_not_out "cryptounit-mk: no part rows under unit 2's empty registers" "^2 .*key part"
 expect_eq "cryptounit-mk --output json: part_vps of unit 1's new register" \
 	"$("$KYOK" tke cryptounit-mk --output json | jq -c '.units[] | select(.number==1) | .new_mk.part_vps')" \
 	"$want_vps"
 run_rc "$KYOK" tke cryptounit-compare
 expect_eq "cryptounit-compare: exit 0" "$rc" 0
-grep -qE "^new master key parts +${A_VP:0:8} $(vp_of "$C/B" | cut -c1-8) $(vp_of "$C/C" | cut -c1-8) +- +DIFFERENT$" <<<"$out" &&
-	pass "cryptounit-compare shows the parts and that unit 2 lacks them" ||
-	fail "cryptounit-compare part row: $out"
+expect_out "cryptounit-compare shows the parts and that unit 2 lacks them" \
+	"^new master key parts +${A_VP:0:8} $(vp_of "$C/B" | cut -c1-8) $(vp_of "$C/C" | cut -c1-8) +- +DIFFERENT$"
 expect_eq "cryptounit-compare --output json: difference named, part VPs in the state" \
 	"$("$KYOK" tke cryptounit-compare --output json | jq -c '[(.differences | index("new master key parts") != null), (.units[0].state.new_mk.part_vps | length)]')" \
 	"[true,3]"
@@ -176,39 +181,36 @@ sign_cmd "$C/g.json" "$C/g.der" alice bob
 expect_accepted "mk-generate" 1 "$C/g.der"
 expect_eq "generated key: no part VPs" "$(unit_state 1 | jq -c .new_mk.part_vps)" "[]"
 run_rc "$KYOK" tke cryptounit-mk
-grep -qE "^1 +[^ ]+ +  key parts +none: generated or imported +-$" <<<"$out" &&
-	pass "cryptounit-mk says a generated key has no parts" ||
-	fail "cryptounit-mk for a generated key: $out"
+expect_out "cryptounit-mk says a generated key has no parts" \
+	"^1 +[^ ]+ +  key parts +none: generated or imported +-$"
 
 # ---- the CLI: cmd-show flags a copied envelope before anyone signs ---------------------------
 load_der dup.der a1.der b.der a1.der
 openssl cms -cmsout -inform DER -in "$C/dup.der" -outform PEM -out "$C/dup.bundle"
 run_rc "$KYOK" tke cmd-show "$C/dup.bundle"
 expect_eq "cmd-show of a bundle with a copied envelope: exit 0" "$rc" 0
-grep -q "WARNING: *key parts 1 and 3 are the same envelope (identical bytes)" <<<"$out" &&
-	pass "cmd-show warns: key parts 1 and 3 are the same envelope" ||
-	fail "cmd-show does not warn about the copied envelope: $out"
+expect_out "cmd-show warns: key parts 1 and 3 are the same envelope" \
+	"WARNING: +key parts 1 and 3 are the same envelope \(identical bytes\)"
 expect_eq "cmd-show --output json: the warning" \
 	"$("$KYOK" tke cmd-show "$C/dup.bundle" --output json | jq -r '.commands[0].warnings[0]')" \
 	"key parts 1 and 3 are the same envelope (identical bytes): they cancel out, and the unit refuses the load; do not sign this command"
 load_der ok.der a1.der b.der
 openssl cms -cmsout -inform DER -in "$C/ok.der" -outform PEM -out "$C/ok.bundle"
 run_rc "$KYOK" tke cmd-show "$C/ok.bundle"
-grep -q WARNING <<<"$out" && fail "cmd-show warns about distinct envelopes: $out" ||
-	pass "cmd-show: no warning for distinct envelopes"
+expect_not_out "cmd-show: no warning for distinct envelopes" WARNING
 
 # ---- the CLI: mk-add --value refuses constant values -------------------------------------------
-before=$(ls "$KYOK_TKE_FILES"/keyparts 2>/dev/null | wc -l)
+nparts() { find "$KYOK_TKE_FILES/keyparts" -name '*.keypart' 2>/dev/null | wc -l; }
+before=$(nparts)
 for v in "$(printf '0%.0s' $(seq 64))" "$(printf 'ab%.0s' $(seq 32))"; do
 	printf '%s\n' "$v" >"$C/value"
 	run_rc "$KYOK" tke mk-add --value --value-file "$C/value" --description weak \
 		--password-file "$(newpw weak)"
 	expect_eq "mk-add --value ${v:0:8}...: exit 3" "$rc" 3
-	grep -q "error: key part value: key part value is one byte repeated" <<<"$out" &&
-		pass "mk-add --value ${v:0:8}... refused as one byte repeated" ||
-		fail "mk-add --value ${v:0:8}...: $out"
+	expect_out "mk-add --value ${v:0:8}... refused as one byte repeated" \
+		"^error: key part value: key part value is one byte repeated"
 done
-expect_eq "no key part file written" "$(ls "$KYOK_TKE_FILES"/keyparts 2>/dev/null | wc -l)" "$before"
+expect_eq "no key part file written" "$(nparts)" "$before"
 printf '%s\n' "$(xxd -p -c 64 "$C/A")" >"$C/value"
 expect_ok "mk-add --value of a random value works" "$KYOK" tke mk-add --value \
 	--value-file "$C/value" --description good --password-file "$(newpw good)"
