@@ -496,7 +496,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = unitd_storage_before_write(srv->storage, srv->dom, v, detail, sizeof(detail))) !=
 	    0)
 		goto done;
-	if ((r = unitd_state_write(srv->st, copy)) != 0) {
+	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
+	if ((r = ky_verified_op(v) == KY_OP_ZEROIZE ? unitd_state_rekey(srv->st, copy)
+	                                            : unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));
 		snprintf(detail, sizeof(detail),

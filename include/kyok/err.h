@@ -33,6 +33,9 @@
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
+	X(KEY_BLOCK_DAMAGED, "key-block-damaged", KY_EXIT_INPUT, 400,                              \
+	  "the encrypted private key in the file is damaged (its checksum does not match): "       \
+	  "restore the file from a backup")                                                        \
 	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                \
 	  "readable metadata does not match the encrypted copy: file was altered")                 \
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
@@ -43,6 +46,21 @@
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
 	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                   \
 	  "sealed unit state cannot be opened: wrong seal key or damaged file")                    \
+	X(SEAL_KEY_REPLACED, "seal-key-replaced", KY_EXIT_STATE, 500,                              \
+	  "sealed unit state was sealed under a seal key that no longer exists: it is older than " \
+	  "the unit's last zeroize (restored from a backup?) and can never be opened")             \
+	X(SEAL_BACKEND_MISMATCH, "seal-backend-mismatch", KY_EXIT_INPUT, 500,                      \
+	  "sealed unit state was sealed by another sealing backend than unit.conf's 'seal'")       \
+	X(SEAL_TPM_KEY_MISSING, "seal-key-not-in-tpm", KY_EXIT_STATE, 500,                         \
+	  "this TPM does not hold the unit's seal key: the data directory was sealed by another "  \
+	  "TPM (copied from another host?)")                                                       \
+	X(SEAL_TOKEN_KEY_MISSING, "seal-key-not-in-token", KY_EXIT_STATE, 500,                     \
+	  "this PKCS#11 token does not hold the unit's seal key: the data directory was sealed "   \
+	  "with another token (copied from another host?)")                                        \
+	X(SEAL_DEVICE, "seal-device-failure", KY_EXIT_UNIT, 500,                                   \
+	  "the TPM or PKCS#11 token that seals the unit state failed or cannot be reached")        \
+	X(SEAL_TOKEN_PIN, "seal-token-pin", KY_EXIT_INPUT, 500,                                    \
+	  "the PKCS#11 token refused the PIN in the PIN file")                                     \
 	X(UNREACHABLE, "unit-unreachable", KY_EXIT_UNIT, 503, "crypto unit cannot be reached")     \
 	X(IDENTITY_CHANGED, "unit-identity-changed", KY_EXIT_UNIT, 502,                            \
 	  "crypto unit identity differs from the one pinned on first contact")                     \

@@ -282,11 +282,19 @@ static int ceremony_admin_rm(struct ky_domain *d, const struct ky_command *c, js
 		return KY_ERR_ADMIN_NOT_FOUND;
 	}
 	if (!ceremony_imprint(d) && d->nadmins - 1 < (size_t)most) {
-		ceremony_detail(detail, len,
-		                "removing '%s' would leave %zu administrators; thresholds are "
-		                "%d (signature) and %d (revocation)",
-		                d->admins[i].name, d->nadmins - 1, d->sig_threshold,
-		                d->rev_threshold);
+		if (d->nadmins <= 1)
+			ceremony_detail(detail, len,
+			                "'%s' is the last administrator of unit %s, and a unit out "
+			                "of imprint mode keeps at least one: zeroize the unit to "
+			                "remove every administrator",
+			                d->admins[i].name, d->unit);
+		else
+			ceremony_detail(detail, len,
+			                "removing '%s' would leave %zu administrators; thresholds "
+			                "are %d (signature) and %d (revocation): lower both to %zu "
+			                "or less first",
+			                d->admins[i].name, d->nadmins - 1, d->sig_threshold,
+			                d->rev_threshold, d->nadmins - 1);
 		return KY_ERR_BELOW_THRESHOLD;
 	}
 	if ((r = ceremony_result_set(res, "name", json_string(d->admins[i].name))) != 0 ||
@@ -392,8 +400,8 @@ static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, jso
 		goto out;
 	}
 	if (c->nparts < KY_MIN_PARTS || c->nparts > KY_MAX_PARTS) {
-		ceremony_detail(detail, len, "%zu key parts, need %d to %d", c->nparts,
-		                KY_MIN_PARTS, KY_MAX_PARTS);
+		ceremony_detail(detail, len, "%zu key part%s given; a master key has %d to %d",
+		                c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
 		r = KY_ERR_KEY_PARTS;
 		goto out;
 	}
@@ -841,8 +849,8 @@ static void ceremony_required_detail(const struct ky_domain *d, const struct ky_
 		ceremony_detail(detail, len, "unit %s has left imprint mode", d->unit);
 		break;
 	case KY_ERR_KEY_PARTS:
-		ceremony_detail(detail, len, "%zu key parts, need %d to %d", c->nparts,
-		                KY_MIN_PARTS, KY_MAX_PARTS);
+		ceremony_detail(detail, len, "%zu key part%s given; a master key has %d to %d",
+		                c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
 		break;
 	case KY_ERR_THRESHOLD_RANGE:
 		ceremony_detail(detail, len, "signature %d, revocation %d: each must be 1 to %d",
