@@ -367,16 +367,16 @@ struct unitd_storage;
 int unitd_storage_new(struct unitd_keystore *ks, uint32_t batch, uint32_t pause_ms,
                       struct unitd_storage **out) KY_WUR;
 void unitd_storage_free(struct unitd_storage *so); /* stops and joins the worker */
-/* After ky_ceremony_execute succeeded on the copy, before the state is written: the guards
- * and the store writes of apikey-create / -revoke. old is the live state. ks may be NULL (no
- * store: the guards do not apply, the apikey ops are refused). */
+/* After ky_ceremony_apply succeeded on the copy, before the state is written: the guards
+ * and the store writes of apikey-create / -revoke, for the verified command v. old is the
+ * live state. ks may be NULL (no store: the guards do not apply, the apikey ops are
+ * refused). */
 int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
-                               const uint8_t *cms, size_t n, int *op, char *detail,
-                               size_t detaillen) KY_WUR;
-/* After the state was written and swapped in (op from _before_write): starts
- * re-encipherment for mk-reencipher, stops a run whose registers are gone, drops the API key
- * cache after apikey ops. */
-void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op);
+                               const struct ky_verified *v, char *detail, size_t detaillen) KY_WUR;
+/* After the state was written and swapped in: starts re-encipherment for mk-reencipher, stops
+ * a run whose registers are gone, drops the API key cache after apikey ops. */
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live,
+                               const struct ky_verified *v);
 /* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
  * json null when there is no store. */
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);

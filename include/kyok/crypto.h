@@ -147,9 +147,21 @@ struct ky_cms_signer {
  * (KY_ERR_DUPLICATE_SIGNATURE). */
 int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
                  struct ky_cms_signer **signers, size_t *nsigners) KY_WUR;
-/* Verifies signer number i of the SignedData against pub (signature over the signed
- * attributes and message digest of the content). 0 or KY_ERR_BAD_SIGNATURE. */
-int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub) KY_WUR;
+
+/* A SignedData decoded once, for the unit: content and signer ids are read without verifying
+ * anything; each signature is then checked against a key the caller trusts, on the same
+ * decoded structure. Errors of _parse as ky_cms_parse. */
+struct ky_cms_signed;
+int ky_cms_signed_parse(const uint8_t *der, size_t n, struct ky_cms_signed **out) KY_WUR;
+void ky_cms_signed_free(struct ky_cms_signed *sd);
+const uint8_t *ky_cms_signed_content(const struct ky_cms_signed *sd, size_t *len);
+size_t ky_cms_signed_nsigners(const struct ky_cms_signed *sd);
+/* Signer i (its SKI and the CN of the embedded certificate: unverified), NULL past the end. */
+const struct ky_cms_signer *ky_cms_signed_signer(const struct ky_cms_signed *sd, size_t i);
+/* Verifies signer i against pub: the signer id must be pub's SKI, the digest SHA-512, the
+ * signed attributes present, the signature over them and their message digest of the content
+ * valid. Nothing embedded in the command is trusted. 0 or KY_ERR_BAD_SIGNATURE. */
+int ky_cms_signed_verify(struct ky_cms_signed *sd, size_t i, EVP_PKEY *pub) KY_WUR;
 
 /* ---- CMS: key parts to units ---- */
 

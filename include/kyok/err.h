@@ -89,6 +89,9 @@
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
 	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
 	  "wrong transaction counter: command replayed or out of date")                            \
+	X(STATE_CHANGED, "state-changed", KY_EXIT_REFUSED, 409,                                    \
+	  "another command changed the crypto unit while this one was being verified: prepare "    \
+	  "it again")                                                                              \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
 	  "a signature on the command does not verify")                                            \
 	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \
@@ -124,6 +127,20 @@
 	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                         \
 	  "new master key equals the current master key")                                          \
 	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")       \
+	X(PART_ZERO, "key-part-zero", KY_EXIT_INPUT, 400,                                          \
+	  "a key part is all zero: it adds nothing to the master key; make parts with "            \
+	  "mk-add --random")                                                                       \
+	X(PART_DUPLICATE, "key-part-duplicate", KY_EXIT_INPUT, 400,                                \
+	  "two key parts are the same: they cancel out, and whoever holds one knows the "          \
+	  "other; load independently made parts")                                                  \
+	X(PART_VALUE_WEAK, "key-part-value-weak", KY_EXIT_INPUT, 400,                              \
+	  "key part value is one byte repeated (all zero included): use --random, or a value "     \
+	  "from a good random source")                                                             \
+	X(MK_ZERO, "master-key-zero", KY_EXIT_INPUT, 400,                                          \
+	  "the key parts combine to an all-zero master key: load independently made parts")        \
+	X(MK_EQUALS_PART, "master-key-equals-part", KY_EXIT_INPUT, 400,                            \
+	  "the master key equals one key part (the others cancel out): that part's owner alone "   \
+	  "would know it; load independently made parts")                                          \
 	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                            \
 	  "method not allowed for this path")                                                      \
 	X(RECORD_TAMPERED, "record-tampered", KY_EXIT_STATE, 500,                                  \

@@ -3,8 +3,8 @@
  * Sealed form (secrets included; the daemon encrypts it before it touches a disk):
  *   {"kyok": "unit-state-v1", "instance", "unit", "zone", "next_counter",
  *    "signature_threshold", "revocation_threshold", "admins": [PEM...],
- *    "new_mk": {"state", "key": hex|null, "vp": hex|null},
- *    "current_mk": {"state", "key": hex|null, "vp": hex|null},
+ *    "new_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
+ *    "current_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
  *    "identity_key": b64 PKCS#8 DER, "identity_cert": PEM,
  *    "importer_key": b64 PKCS#8 DER, "importer_cert": PEM,
  *    "anchor_cert": PEM, "transfers": [{"op", "counter", "from", "from_identity", "to",
@@ -21,6 +21,7 @@
 
 #include "internal.h"
 #include "kyok/ceremony.h"
+#include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
@@ -34,8 +35,14 @@ static struct ky_domain *domain_alloc(void)
 {
 	struct ky_domain *d = ky_secret_alloc(sizeof(*d));
 
-	if (d != NULL)
-		memset(d, 0, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	memset(d, 0, sizeof(*d));
+	if ((d->keys = ky_secret_alloc(sizeof(*d->keys))) == NULL) {
+		ky_secret_free(d, sizeof(*d));
+		return NULL;
+	}
+	memset(d->keys, 0, sizeof(*d->keys));
 	return d;
 }
 
@@ -43,6 +50,7 @@ void ky_domain_free(struct ky_domain *d)
 {
 	if (d == NULL)
 		return;
+	ky_secret_free(d->keys, sizeof(*d->keys));
 	for (size_t i = 0; i < d->nadmins && i < KY_MAX_ADMINS; i++)
 		X509_free(d->admins[i].cert);
 	EVP_PKEY_free(d->identity_key);
@@ -156,13 +164,19 @@ out:
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 {
 	struct ky_domain *c;
+	struct ky_domain_keys *keys;
 
 	*out = NULL;
 	if (d == NULL || d->nadmins > KY_MAX_ADMINS)
 		return KY_ERR_INTERNAL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
 	if ((c = domain_alloc()) == NULL)
 		return KY_ERR_NOMEM;
+	keys = c->keys;
 	memcpy(c, d, sizeof(*c));
+	memcpy(keys, d->keys, sizeof(*keys));
+	c->keys = keys;
 	/* Certificates and keys are never changed once made: sharing them is safe. */
 	for (size_t i = 0; i < c->nadmins; i++)
 		X509_up_ref(c->admins[i].cert);
@@ -178,6 +192,26 @@ int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 		X509_up_ref(c->anchor_cert);
 	*out = c;
 	return 0;
+}
+
+/* ---- master key registers, for key storage ---- */
+
+int ky_domain_mk(const struct ky_domain *d, enum ky_mk_register reg, struct ky_mk **out)
+{
+	*out = NULL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
+	switch (reg) {
+	case KY_MK_REGISTER_NEW:
+		if (d->new_state == KY_NEW_EMPTY)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->new_key, out);
+	case KY_MK_REGISTER_CURRENT:
+		if (d->cur_state != KY_CUR_VALID)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->cur_key, out);
+	}
+	return KY_ERR_INTERNAL;
 }
 
 /* ---- serialize ---- */
@@ -252,12 +286,30 @@ out:
 	return v;
 }
 
-/* {"state", "key", "vp"}; json_pack frees the members it was given when it fails. */
-static json_t *domain_register_json(const char *state, const uint8_t *key, const uint8_t *vp,
-                                    bool full)
+/* The VPs of the key parts a register's key was loaded from: [hex...]. */
+static json_t *domain_part_vps_json(const uint8_t (*vps)[KY_VP_LEN], size_t n)
 {
-	return json_pack("{s:s, s:o, s:o}", "state", state, "key", domain_hex32_json(key, full),
-	                 "vp", domain_hex32_json(vp, full));
+	json_t *a = json_array();
+
+	if (a == NULL || n > KY_MAX_PARTS)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (json_array_append_new(a, domain_hex32_json(vps[i], true)) != 0)
+			goto fail;
+	return a;
+fail:
+	json_decref(a);
+	return NULL;
+}
+
+/* {"state", "key", "vp", "part_vps"}; json_pack frees the members it was given when it
+ * fails. */
+static json_t *domain_register_json(const char *state, const uint8_t *key, const uint8_t *vp,
+                                    bool full, const uint8_t (*part_vps)[KY_VP_LEN], size_t nparts)
+{
+	return json_pack("{s:s, s:o, s:o, s:o}", "state", state, "key",
+	                 domain_hex32_json(key, full), "vp", domain_hex32_json(vp, full),
+	                 "part_vps", domain_part_vps_json(part_vps, nparts));
 }
 
 int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
@@ -265,7 +317,7 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 	int r = KY_ERR_NOMEM;
 	json_t *o = NULL, *admins = NULL, *v = NULL;
 
-	if (d->nadmins > KY_MAX_ADMINS) {
+	if (d->nadmins > KY_MAX_ADMINS || d->keys == NULL) {
 		r = KY_ERR_INTERNAL;
 		goto out;
 	}
@@ -295,12 +347,14 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 		goto out;
 
 	/* Secret members: wiped in place by domain_cleanse_tree before the tree is freed. */
-	v = domain_register_json(ky_new_state_name(d->new_state), d->new_key, d->new_vp,
-	                         d->new_state != KY_NEW_EMPTY);
+	v = domain_register_json(ky_new_state_name(d->new_state), d->keys->new_key, d->new_vp,
+	                         d->new_state != KY_NEW_EMPTY,
+	                         (const uint8_t(*)[KY_VP_LEN])d->new_part_vps, d->new_nparts);
 	if ((r = domain_set(o, "new_mk", v)) != 0)
 		goto out;
-	v = domain_register_json(ky_cur_state_name(d->cur_state), d->cur_key, d->cur_vp,
-	                         d->cur_state == KY_CUR_VALID);
+	v = domain_register_json(ky_cur_state_name(d->cur_state), d->keys->cur_key, d->cur_vp,
+	                         d->cur_state == KY_CUR_VALID,
+	                         (const uint8_t(*)[KY_VP_LEN])d->cur_part_vps, d->cur_nparts);
 	if ((r = domain_set(o, "current_mk", v)) != 0)
 		goto out;
 	if ((r = domain_set(o, "identity_key", domain_key_json(d->identity_key))) != 0 ||
@@ -381,9 +435,33 @@ static int domain_parse_hex32(json_t *o, const char *key, bool full, uint8_t out
 	return 0;
 }
 
+/* "part_vps": absent in states sealed before it existed (then none); else 0 or 2..8 VPs,
+ * none for an empty register. */
+static int domain_parse_part_vps(json_t *reg, bool full, uint8_t (*vps)[KY_VP_LEN], size_t *n)
+{
+	json_t *a = json_object_get(reg, "part_vps");
+	size_t count;
+
+	*n = 0;
+	if (a == NULL)
+		return 0;
+	if (!json_is_array(a))
+		return KY_ERR_STATE_CORRUPT;
+	count = json_array_size(a);
+	if (count > KY_MAX_PARTS || (count > 0 && (count < KY_MIN_PARTS || !full)))
+		return KY_ERR_STATE_CORRUPT;
+	for (size_t i = 0; i < count; i++) {
+		const char *hex = json_string_value(json_array_get(a, i));
+		if (hex == NULL || ky_hex_decode(hex, vps[i], KY_VP_LEN) != 0)
+			return KY_ERR_STATE_CORRUPT;
+	}
+	*n = count;
+	return 0;
+}
+
 static int domain_parse_register(json_t *o, const char *key, bool is_new, struct ky_domain *d)
 {
-	static const char *const keys[] = {"state", "key", "vp", NULL};
+	static const char *const keys[] = {"state", "key", "vp", "part_vps", NULL};
 	int r = KY_ERR_STATE_CORRUPT;
 	json_t *reg = json_object_get(o, key);
 	const char *state;
@@ -413,10 +491,13 @@ static int domain_parse_register(json_t *o, const char *key, bool is_new, struct
 			goto out;
 		full = d->cur_state == KY_CUR_VALID;
 	}
-	uint8_t *k = is_new ? d->new_key : d->cur_key;
+	uint8_t *k = is_new ? d->keys->new_key : d->keys->cur_key;
 	uint8_t *kvp = is_new ? d->new_vp : d->cur_vp;
 	if ((r = domain_parse_hex32(reg, "key", full, k)) != 0 ||
 	    (r = domain_parse_hex32(reg, "vp", full, kvp)) != 0)
+		goto out;
+	if ((r = domain_parse_part_vps(reg, full, is_new ? d->new_part_vps : d->cur_part_vps,
+	                               is_new ? &d->new_nparts : &d->cur_nparts)) != 0)
 		goto out;
 	if (full) {
 		r = KY_ERR_STATE_CORRUPT;
@@ -591,15 +672,18 @@ json_t *ky_domain_public_json(const struct ky_domain *d)
 		if (a == NULL || json_array_append_new(admins, a) != 0)
 			goto fail;
 	}
-	o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o}, s:{s:s, s:o}}",
-	              "instance", d->instance, "unit", d->unit, "zone", d->zone, "imprint",
-	              d->sig_threshold == 0, "next_counter", (json_int_t)d->next_counter,
-	              "signature_threshold", d->sig_threshold, "revocation_threshold",
-	              d->rev_threshold, "admins", admins, "new_mk", "state",
-	              ky_new_state_name(d->new_state), "vp",
-	              domain_hex32_json(d->new_vp, d->new_state != KY_NEW_EMPTY), "current_mk",
-	              "state", ky_cur_state_name(d->cur_state), "vp",
-	              domain_hex32_json(d->cur_vp, d->cur_state == KY_CUR_VALID));
+	o = json_pack(
+	    "{s:s, s:s, s:s, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o, s:o}, "
+	    "s:{s:s, s:o, s:o}}",
+	    "instance", d->instance, "unit", d->unit, "zone", d->zone, "imprint",
+	    d->sig_threshold == 0, "next_counter", (json_int_t)d->next_counter,
+	    "signature_threshold", d->sig_threshold, "revocation_threshold", d->rev_threshold,
+	    "admins", admins, "new_mk", "state", ky_new_state_name(d->new_state), "vp",
+	    domain_hex32_json(d->new_vp, d->new_state != KY_NEW_EMPTY), "part_vps",
+	    domain_part_vps_json((const uint8_t(*)[KY_VP_LEN])d->new_part_vps, d->new_nparts),
+	    "current_mk", "state", ky_cur_state_name(d->cur_state), "vp",
+	    domain_hex32_json(d->cur_vp, d->cur_state == KY_CUR_VALID), "part_vps",
+	    domain_part_vps_json((const uint8_t(*)[KY_VP_LEN])d->cur_part_vps, d->cur_nparts));
 	/* json_pack consumed admins ("o" steals), on failure too. */
 	if (o == NULL || domain_public_anchor(d, o) != 0)
 		goto fail;

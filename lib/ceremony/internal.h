@@ -8,6 +8,12 @@
 
 #include "kyok/ceremony.h"
 
+/* The master key registers' bytes (struct ky_domain's keys), in the secure heap. */
+struct ky_domain_keys {
+	uint8_t new_key[KY_MK_LEN];
+	uint8_t cur_key[KY_MK_LEN];
+};
+
 #define CEREMONY_COMMAND_TAG "admin-command-v1"
 #define CEREMONY_STATE_TAG   "unit-state-v1"
 

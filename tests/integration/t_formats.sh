@@ -393,8 +393,12 @@ expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"
 jq -r '.admins[0].cert' state.json >admin1.pem
 expect_eq "state admin cert is alice's" "$(cert_ski admin1.pem)" "$SKI_ALICE"
-expect_eq "state registers" "$(jq -c '[.new_mk, .current_mk]' state.json)" \
+expect_eq "state registers" "$(jq -c '[.new_mk, .current_mk] | map(del(.part_vps))' state.json)" \
 	"[{\"state\":\"FULL UNCOMMITTED\",\"vp\":\"$VP_NEW\"},{\"state\":\"EMPTY\",\"vp\":null}]"
+expect_eq "state part VPs: the vp lines of the two key part files" \
+	"$(jq -c '[(.new_mk.part_vps | sort), .current_mk.part_vps]' state.json)" \
+	"$(jq -cn --arg a "$(sed -n 's/^vp: //p' "$P1")" --arg b "$(sed -n 's/^vp: //p' "$P2")" \
+		'[([$a, $b] | sort), []]')"
 
 # ---- 6. sealed unit state ----
 

@@ -19,6 +19,8 @@
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+/* White-box: the master key bytes are compared where they live. */
+#include "lib/ceremony/internal.h"
 
 #define INSTANCE "inst-test"
 #define UNIT     "unit-a"
@@ -722,12 +724,15 @@ static void t_public_json(void **state)
 	assert_non_null(
 	    strstr(json_string_value(json_object_get(a0, "cert")), "-----BEGIN CERTIFICATE-----"));
 	json_t *n = json_object_get(j, "new_mk");
-	assert_int_equal(json_object_size(n), 2);
+	assert_int_equal(json_object_size(n), 3);
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(n, "vp")));
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	json_t *cur = json_object_get(j, "current_mk");
 	assert_string_equal(json_string_value(json_object_get(cur, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(cur, "vp")));
+	assert_true(json_is_array(json_object_get(cur, "part_vps")));
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 0);
 	json_decref(j);
 
 	make_current(&d, vp);
@@ -741,11 +746,17 @@ static void t_public_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "FULL UNCOMMITTED");
 	vp_hex(d->new_vp, hex);
 	assert_string_equal(json_string_value(json_object_get(n, "vp")), hex);
+	/* the loaded key shows its 2 parts' VPs, the generated one none */
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 2);
+	vp_hex(d->cur_part_vps[1], hex);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(cur, "part_vps"), 1)),
+	                    hex);
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	/* nothing secret in it */
 	char *text = json_dumps(j, 0);
-	ky_hex_encode(d->new_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->new_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
-	ky_hex_encode(d->cur_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->cur_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
 	assert_null(strstr(text, "PRIVATE"));
 	free(text);
@@ -806,11 +817,14 @@ static void t_serialize_roundtrip(void **state)
 		assert_memory_equal(p->admins[i].ski, d->admins[i].ski, KY_SKI_LEN);
 	}
 	assert_int_equal(p->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(p->new_key, d->new_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->new_key, d->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(p->new_vp, d->new_vp, KY_VP_LEN);
 	assert_int_equal(p->cur_state, KY_CUR_VALID);
-	assert_memory_equal(p->cur_key, d->cur_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->cur_key, d->keys->cur_key, KY_MK_LEN);
 	assert_memory_equal(p->cur_vp, vp, KY_VP_LEN);
+	assert_int_equal(p->new_nparts, 0);
+	assert_int_equal(p->cur_nparts, 2);
+	assert_memory_equal(p->cur_part_vps, d->cur_part_vps, 2 * KY_VP_LEN);
 	assert_int_equal(EVP_PKEY_eq(p->identity_key, d->identity_key), 1);
 	assert_int_equal(EVP_PKEY_eq(p->importer_key, d->importer_key), 1);
 	assert_int_equal(X509_cmp(p->identity_cert, d->identity_cert), 0);
@@ -1084,6 +1098,37 @@ static void e_transfer_bad_fp(json_t *o)
 	                                UNIT_B, "to_identity", "xyz", "vp", "00"));
 }
 
+static void e_part_vps_one(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_remove(a, 1);
+}
+static void e_part_vps_on_empty(json_t *o)
+{
+	json_t *from = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *reg = json_object_get(o, "new_mk");
+	json_object_set_new(reg, "state", json_string("EMPTY"));
+	json_object_set_new(reg, "key", json_null());
+	json_object_set_new(reg, "vp", json_null());
+	json_object_set_new(reg, "part_vps", json_deep_copy(from));
+}
+static void e_part_vps_bad_hex(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_set_new(a, 0, json_string("00ff"));
+}
+static void e_part_vps_not_array(json_t *o)
+{
+	json_object_set_new(json_object_get(o, "current_mk"), "part_vps", json_string("x"));
+}
+static void e_part_vps_nine(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *v = json_array_get(a, 0);
+	for (int i = 0; i < 7; i++)
+		json_array_append(a, v);
+}
+
 static void t_serialize_corrupt(void **state)
 {
 	(void)state;
@@ -1131,6 +1176,41 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_anchor_other, "identity not issued by the sealed anchor");
 	corrupt(d, e_transfer_not_ours, "a transfer this unit took no part in");
 	corrupt(d, e_transfer_bad_fp, "a transfer record with bad fields");
+	corrupt(d, e_part_vps_one, "a key loaded from one part");
+	corrupt(d, e_part_vps_on_empty, "part VPs in an empty register");
+	corrupt(d, e_part_vps_bad_hex, "part VP not 64 hex digits");
+	corrupt(d, e_part_vps_not_array, "part VPs not a list");
+	corrupt(d, e_part_vps_nine, "nine part VPs");
+	ky_domain_free(d);
+}
+
+/* A state sealed before part VPs were recorded opens, with none. */
+static void t_serialize_without_part_vps(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT), *p = NULL;
+	struct ky_buf ser = {0};
+	uint8_t vp[KY_VP_LEN];
+	json_error_t err;
+	json_t *o;
+	char *text;
+
+	make_current(&d, vp);
+	assert_int_equal(ky_domain_serialize(d, &ser), 0);
+	o = json_loadb((const char *)ser.data, ser.len, 0, &err);
+	assert_non_null(o);
+	assert_int_equal(json_object_del(json_object_get(o, "new_mk"), "part_vps"), 0);
+	assert_int_equal(json_object_del(json_object_get(o, "current_mk"), "part_vps"), 0);
+	text = json_dumps(o, JSON_COMPACT);
+	assert_int_equal(ky_domain_parse((const uint8_t *)text, strlen(text), &p), 0);
+	assert_int_equal(p->cur_state, KY_CUR_VALID);
+	assert_int_equal(p->cur_nparts, 0);
+	assert_int_equal(p->new_nparts, 0);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	json_decref(o);
+	ky_buf_free(&ser);
+	ky_domain_free(p);
 	ky_domain_free(d);
 }
 
@@ -1667,7 +1747,7 @@ static void t_mk_register_flow(void **state)
 	assert_string_equal(json_string_value(json_object_get(res, "vp")), hex);
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	assert_int_equal(run(&d, cmd_load(d, parts, 2, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_string_equal(detail, "new master key register is FULL UNCOMMITTED, expected EMPTY");
@@ -1694,7 +1774,7 @@ static void t_mk_register_flow(void **state)
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_VALID);
-	assert_memory_equal(d->cur_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, key, KY_MK_LEN);
 	assert_memory_equal(d->cur_vp, vp, KY_VP_LEN);
 
 	/* the same key again is refused */
@@ -1748,7 +1828,7 @@ static void t_mk_load_parts(void **state)
 	assert_int_equal(ky_envelope_seal(parts[0], 16, d->importer_cert, &c->parts[0]), 0);
 	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_BAD_COMMAND);
 	assert_int_equal(run(&d, cmd_load(d, parts, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	ky_domain_free(other);
 	ky_domain_free(d);
 }
@@ -1779,8 +1859,8 @@ static void t_zeroize(void **state)
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_EMPTY);
 	static const uint8_t zero[KY_MK_LEN];
-	assert_memory_equal(d->new_key, zero, KY_MK_LEN);
-	assert_memory_equal(d->cur_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, zero, KY_MK_LEN);
 	/* the unit keeps its identity */
 	assert_ptr_equal(d->identity_cert, identity);
 
@@ -1902,13 +1982,13 @@ static void t_generate_export_import(void **state)
 	assert_int_equal(ky_pubkey_fingerprint(a->identity_key, fp), 0);
 	assert_string_equal(b->transfers[0].from_fp, fp);
 	assert_int_equal(b->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(b->new_key, a->new_key, KY_MK_LEN);
+	assert_memory_equal(b->keys->new_key, a->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(b->new_vp, vp, KY_VP_LEN);
 	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_int_equal(
 	    run(&c3, cmd_import(c3, a, &env_c, &sig_c, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
-	assert_memory_equal(c3->new_key, a->new_key, KY_MK_LEN);
+	assert_memory_equal(c3->keys->new_key, a->keys->new_key, KY_MK_LEN);
 
 	/* b makes it current; the same key imported again is refused */
 	assert_int_equal(run(&b, cmd_vp(b, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
@@ -2294,6 +2374,265 @@ static void t_required(void **state)
 	ky_domain_free(d);
 }
 
+/* Loads parts (count n) and expects refusal want with a detail naming the parts; the state
+ * must stay as it was, byte for byte. */
+static void load_refused(struct ky_domain **d, uint8_t parts[][KY_MK_LEN], size_t n, int want,
+                         const char *want_detail)
+{
+	struct ky_buf before = {0}, after = {0};
+	int who[KY_MAX_PARTS + 1];
+
+	for (size_t i = 0; i < n; i++)
+		who[i] = (int)i; /* one admin per part: alice, bob, carol, dave */
+	who[n] = -1;
+	assert_int_equal(ky_domain_serialize(*d, &before), 0);
+	assert_int_equal(run(d, cmd_load(*d, parts, n, NULL), who, NULL), want);
+	detail_has(want_detail);
+	assert_int_equal(ky_domain_serialize(*d, &after), 0);
+	assert_int_equal(before.len, after.len);
+	assert_memory_equal(before.data, after.data, before.len);
+	ky_buf_free(&before);
+	ky_buf_free(&after);
+}
+
+static void xor_into(uint8_t out[KY_MK_LEN], const uint8_t a[KY_MK_LEN], const uint8_t b[KY_MK_LEN])
+{
+	for (size_t i = 0; i < KY_MK_LEN; i++)
+		out[i] = a[i] ^ b[i];
+}
+
+/* Split knowledge: what mk-load refuses, by value, after decryption. */
+static void t_mk_load_custody(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT);
+	uint8_t p[KY_MAX_PARTS][KY_MK_LEN], a[KY_MK_LEN], b[KY_MK_LEN], c[KY_MK_LEN];
+	uint8_t key[KY_MK_LEN], vp[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+
+	assert_int_equal(run(&d, cmd_admin_add(d, admins[DAVE].cert), SIGNED_BY(ALICE, BOB), NULL),
+	                 0);
+
+	assert_int_equal(ky_random(a, sizeof(a)), 0);
+	assert_int_equal(ky_random(b, sizeof(b)), 0);
+	assert_int_equal(ky_random(c, sizeof(c)), 0);
+
+	/* [A, A]: the all-zero key */
+	memcpy(p[0], a, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	assert_int_equal(ky_vp(a, vp), 0);
+	vp_hex(vp, hex);
+	hex[16] = '\0';
+	load_refused(&d, p, 2, KY_ERR_PART_DUPLICATE, "key parts 1 and 2 of 2 are the same part");
+	detail_has(hex);
+	/* [A, B, A]: the key would be B */
+	memcpy(p[1], b, KY_MK_LEN);
+	memcpy(p[2], a, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_DUPLICATE, "key parts 1 and 3 of 3 are the same part");
+	/* [B, A, C, A]: the first equal pair is named */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	memcpy(p[2], c, KY_MK_LEN);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_PART_DUPLICATE, "key parts 2 and 4 of 4");
+	/* an all-zero part, first or last */
+	memset(p[0], 0, KY_MK_LEN);
+	memcpy(p[1], b, KY_MK_LEN);
+	load_refused(&d, p, 2, KY_ERR_PART_ZERO, "key part 1 of 2 is all zero");
+	memcpy(p[0], a, KY_MK_LEN);
+	memset(p[2], 0, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_ZERO, "key part 3 of 3 is all zero");
+	/* [A, B, A^B]: distinct parts that cancel out */
+	xor_into(p[2], a, b);
+	load_refused(&d, p, 3, KY_ERR_MK_ZERO, "the 3 key parts cancel out");
+	/* [A, B, C, B^C]: the key would be A, known to A's owner alone */
+	memcpy(p[2], c, KY_MK_LEN);
+	xor_into(p[3], b, c);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "the master key would equal key part 1");
+	/* ... wherever that part sits */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], c, KY_MK_LEN);
+	xor_into(p[2], b, c);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "key part 4");
+	assert_int_equal(d->new_state, KY_NEW_EMPTY);
+	assert_int_equal(d->new_nparts, 0);
+
+	/* Good parts: the key loads and the register records each part's VP, in order. */
+	random_parts(p, 3, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	for (size_t i = 0; i < 3; i++) {
+		uint8_t pvp[KY_VP_LEN];
+		assert_int_equal(ky_vp(p[i], pvp), 0);
+		assert_memory_equal(d->new_part_vps[i], pvp, KY_VP_LEN);
+	}
+	/* commit keeps them, set-immediate moves them to the current register */
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_SETIMM, vp), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(d->cur_nparts, 3);
+	assert_int_equal(ky_vp(p[2], vp), 0);
+	assert_memory_equal(d->cur_part_vps[2], vp, KY_VP_LEN);
+	/* a generated key has none; clearing the register clears them */
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	random_parts(p, 2, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 2, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 2);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRCUR), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->cur_nparts, 0);
+	static const uint8_t zero[KY_MAX_PARTS][KY_VP_LEN];
+	assert_memory_equal(d->cur_part_vps, zero, sizeof(zero));
+
+	/* An all-zero key is refused however it comes: imported too. */
+	{
+		struct ky_buf env = {0}, sig = {0};
+		struct ky_domain *src = domain(UNIT_B);
+		uint8_t zkey[KY_MK_LEN] = {0}, zvp[KY_VP_LEN];
+		char *sig_b64 = NULL;
+		assert_int_equal(ky_vp(zkey, zvp), 0);
+		envelope_to(d->importer_cert, zkey, &env);
+		/* sent by a genuine unit of the instance, with its transfer signature */
+		assert_int_equal(ceremony_transfer_sign(src, d->unit, zvp, &env, &sig_b64), 0);
+		assert_int_equal(ky_b64_decode(sig_b64, &sig), 0);
+		assert_int_equal(
+		    run(&d, cmd_import(d, src, &env, &sig, zvp), SIGNED_BY(ALICE, BOB), NULL),
+		    KY_ERR_MK_ZERO);
+		assert_int_equal(d->new_state, KY_NEW_EMPTY);
+		free(sig_b64);
+		ky_buf_free(&sig);
+		ky_buf_free(&env);
+		ky_domain_free(src);
+	}
+	ky_domain_free(d);
+}
+
+/* Verify once, apply later: what the verified command says, and apply's own refusals. */
+static void t_verify_apply(void **state)
+{
+	struct ky_domain *d, *copy = NULL, *snap = NULL;
+	struct ky_verified *v = NULL, *v2 = NULL;
+	struct ky_command_label label;
+	struct ky_buf der = {0}, der2 = {0}, state0 = {0}, state1 = {0};
+	json_t *res = NULL;
+	uint64_t counter;
+
+	(void)state;
+	d = operational(UNIT);
+	counter = d->next_counter;
+
+	/* Verified: op, counter, the admins who signed (each once). */
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(BOB, ALICE, BOB), &der);
+	assert_int_equal(ky_domain_serialize(d, &state0), 0);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der.data, der.len, &v, &label, detail, sizeof(detail)), 0);
+	assert_string_equal(detail, "");
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_true(label.counter == counter);
+	assert_int_equal(ky_verified_op(v), KY_OP_MK_GENERATE);
+	assert_true(ky_verified_counter(v) == counter);
+	assert_int_equal(ky_verified_command(v)->op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_verified_nsigners(v), 2);
+	{
+		/* in the order of the SignerInfos (a DER SET: not the order of signing) */
+		size_t ia = strcmp(ky_verified_signer_name(v, 0), "alice") == 0 ? 0 : 1;
+		assert_string_equal(ky_verified_signer_name(v, ia), "alice");
+		assert_memory_equal(ky_verified_signer_ski(v, ia), admins[ALICE].ski, KY_SKI_LEN);
+		assert_string_equal(ky_verified_signer_name(v, 1 - ia), "bob");
+		assert_memory_equal(ky_verified_signer_ski(v, 1 - ia), admins[BOB].ski, KY_SKI_LEN);
+	}
+	assert_null(ky_verified_signer_name(v, 2));
+	assert_null(ky_verified_signer_ski(v, 2));
+	/* verify changes nothing */
+	assert_int_equal(ky_domain_serialize(d, &state1), 0);
+	assert_int_equal(state0.len, state1.len);
+	assert_memory_equal(state0.data, state1.data, state0.len);
+	ky_buf_free(&state1);
+
+	/* Another command ran meanwhile: the verified one is out of date. */
+	assert_int_equal(ky_domain_dup(d, &snap), 0);
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, CAROL), &der2);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der2.data, der2.len, &v2, NULL, detail, sizeof(detail)), 0);
+	assert_int_equal(run_der(&d, &der2, NULL), 0);
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	assert_null(res);
+	detail_has("another command reached unit unit-a");
+	ky_domain_free(copy);
+	copy = NULL;
+	/* the same verified command twice: the second apply finds the counter moved on */
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v2, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Same counter, other admins or thresholds or registers: refused as well. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->sig_threshold = 3;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	detail_has("not the one the command was verified against");
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	memcpy(copy->admins[1].ski, admins[DAVE].ski, KY_SKI_LEN);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->cur_state = KY_CUR_VALID;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* On the state it was verified against, it applies. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)), 0);
+	assert_non_null(res);
+	assert_string_equal(json_string_value(json_object_get(res, "op")), "mk-generate");
+	assert_true(copy->next_counter == counter + 1);
+	assert_int_equal(copy->new_state, KY_NEW_UNCOMMITTED);
+	json_decref(res);
+	res = NULL;
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Refused commands: no object; the label says what the command claimed. */
+	ky_verified_free(v);
+	v = NULL;
+	der.data[der.len - 3] ^= 0x01; /* inside the last signature */
+	assert_int_equal(
+	    ky_ceremony_verify(snap, der.data, der.len, &v, &label, detail, sizeof(detail)),
+	    KY_ERR_BAD_SIGNATURE);
+	assert_null(v);
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_ceremony_verify(snap, (const uint8_t *)"junk", 4, &v, &label, detail,
+	                                    sizeof(detail)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_null(v);
+	assert_false(label.parsed);
+	ky_verified_free(NULL);
+
+	ky_verified_free(v2);
+	ky_buf_free(&der);
+	ky_buf_free(&der2);
+	ky_buf_free(&state0);
+	ky_domain_free(snap);
+	ky_domain_free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2330,6 +2669,9 @@ int main(void)
 	    cmocka_unit_test(t_required),
 	    cmocka_unit_test(t_reencipher),
 	    cmocka_unit_test(t_apikey_ops),
+	    cmocka_unit_test(t_verify_apply),
+	    cmocka_unit_test(t_mk_load_custody),
+	    cmocka_unit_test(t_serialize_without_part_vps),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
