@@ -19,7 +19,7 @@
 #define CLIENT_BODY_MAX        (4 * 1024 * 1024)
 #define CLIENT_CONNECT_TIMEOUT 5L
 #define CLIENT_TOTAL_TIMEOUT   60L
-#define CLIENT_WHY_MAX         640
+#define CLIENT_WHY_MAX         1280
 
 struct client_reply {
 	long status;
@@ -344,9 +344,12 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 	if (have_pin && strcmp(pinned, fp) != 0) {
 		r = KY_ERR_IDENTITY_CHANGED;
 		snprintf(why, whylen,
-		         "unit %s at %s now presents key sha256 %s, pinned sha256 %s: if that "
-		         "unit was re-created on purpose, check the new key with its operator, "
-		         "then delete its line from %s/known_units to pin it again",
+		         "unit %s at %s now presents key sha256 %s, pinned sha256 %s: a unit "
+		         "whose state was created again (its data directory lost or deleted) "
+		         "has a new identity key, a new incarnation and no administrators; if "
+		         "its operator confirms that it was re-created and this key, delete its "
+		         "line from %s/known_units to pin it again and run the ceremony on it "
+		         "anew; otherwise another party answers at that address: do not go on",
 		         u->id, u->url, fp, pinned, cli_workspace());
 		goto out;
 	}

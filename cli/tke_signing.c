@@ -183,6 +183,10 @@ int tke_ustate_parse(const json_t *j, struct tke_ustate *st)
 	if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "imprint")))
 		return KY_ERR_BAD_REPLY;
 	st->imprint = json_is_true(json_object_get(j, "imprint"));
+	if ((s = json_string_value(json_object_get(j, "incarnation"))) == NULL ||
+	    ky_hex_decode(s, st->incarnation, KY_INCARNATION_LEN) != 0)
+		return KY_ERR_BAD_REPLY;
+	ky_hex_encode(st->incarnation, KY_INCARNATION_LEN, st->incarnation_hex);
 	if (tke_json_int(j, "next_counter", 0, INT64_MAX, &v) != 0)
 		return KY_ERR_BAD_REPLY;
 	st->counter = (uint64_t)v;
@@ -543,6 +547,7 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 			return tke_err(KY_ERR_NOMEM, NULL, NULL);
 		snprintf(c->instance, sizeof(c->instance), "%s", run->inst.id);
 		snprintf(c->unit, sizeof(c->unit), "%s", u->u.id);
+		memcpy(c->incarnation, u->st.incarnation, KY_INCARNATION_LEN);
 		c->counter = u->st.counter;
 		c->op = op->op;
 		if (op->fill != NULL && (r = op->fill(op->ctx, run, u, c)) != 0) {
@@ -1285,12 +1290,14 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 {
 	for (size_t i = 0; i < b->n; i++) {
 		const struct ky_command *c = pc[i].c;
-		char summary[256];
+		char summary[256], inc[2 * KY_INCARNATION_LEN + 1];
 
 		tke_command_summary(c, summary, sizeof(summary));
 		fprintf(f, "command %zu of %zu: %s\n", i + 1, b->n, ky_op_name(c->op));
-		fprintf(f, "  instance:  %s\n  unit:      %s\n  counter:   %llu\n", c->instance,
-		        c->unit, (unsigned long long)c->counter);
+		ky_hex_encode(c->incarnation, KY_INCARNATION_LEN, inc);
+		fprintf(f,
+		        "  instance:  %s\n  unit:      %s\n  incarnation: %s\n  counter:   %llu\n",
+		        c->instance, c->unit, inc, (unsigned long long)c->counter);
 		if (summary[0] != '\0')
 			fprintf(f, "  arguments: %s\n", summary);
 		if (pc[i].nsigners == 0)
@@ -1331,8 +1338,10 @@ int tke_cmd_show_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke cmd-show FILE [--output json]\n\n"
 	    "Shows each command of a command bundle (written by a command's --prepare FILE):\n"
-	    "its operation, instance, crypto unit, transaction counter, arguments, and who\n"
-	    "signed it so far. Nothing is verified here: signatures are checked by the unit.\n";
+	    "its operation, instance, crypto unit, incarnation of the unit's state (a unit\n"
+	    "whose state was created again has another), transaction counter, arguments, and\n"
+	    "who signed it so far. Nothing is verified here: signatures are checked by the\n"
+	    "unit.\n";
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};
@@ -1347,14 +1356,15 @@ int tke_cmd_show_main(int argc, char **argv)
 	if (cli_g.json) {
 		json_t *a = json_array();
 		for (size_t i = 0; a != NULL && i < b.n; i++) {
-			char summary[256];
+			char summary[256], inc[2 * KY_INCARNATION_LEN + 1];
 			tke_command_summary(pc[i].c, summary, sizeof(summary));
-			json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "op",
-			                                   ky_op_name(pc[i].c->op), "instance",
-			                                   pc[i].c->instance, "unit", pc[i].c->unit,
-			                                   "counter", (json_int_t)pc[i].c->counter,
-			                                   "args", summary, "signers",
-			                                   tke_signers_json(&pc[i])));
+			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
+			json_array_append_new(
+			    a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:o}", "op",
+			                 ky_op_name(pc[i].c->op), "instance", pc[i].c->instance,
+			                 "unit", pc[i].c->unit, "incarnation", inc, "counter",
+			                 (json_int_t)pc[i].c->counter, "args", summary, "signers",
+			                 tke_signers_json(&pc[i])));
 		}
 		cli_print_json(json_pack("{s:o, s:s}", "commands", a, "note",
 		                         "signatures are checked by the unit"));
@@ -1544,6 +1554,16 @@ int tke_cmd_submit_main(int argc, char **argv)
 			continue;
 		if ((r = ky_buf_append(&u->cms, b.cmds[i].der.data, b.cmds[i].der.len)) != 0)
 			goto out;
+		if (memcmp(u->st.incarnation, pc[i].c->incarnation, KY_INCARNATION_LEN) != 0) {
+			char inc[2 * KY_INCARNATION_LEN + 1];
+			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
+			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_INCARNATION,
+			             "the command names incarnation %s, the unit's state is "
+			             "incarnation %s: the unit was re-created since the command "
+			             "was prepared: not sent: prepare the command again",
+			             inc, u->st.incarnation_hex);
+			continue;
+		}
 		if (u->st.counter != pc[i].c->counter) {
 			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_COUNTER,
 			             "the command names transaction counter %llu, the unit is at "

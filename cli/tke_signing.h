@@ -22,6 +22,8 @@ struct tke_admin_info {
 	char ski_hex[2 * KY_SKI_LEN + 1];
 };
 struct tke_ustate {
+	uint8_t incarnation[KY_INCARNATION_LEN]; /* of the unit's state: every command names it */
+	char incarnation_hex[2 * KY_INCARNATION_LEN + 1];
 	bool imprint;
 	uint64_t counter; /* next transaction counter */
 	int sig, rev;

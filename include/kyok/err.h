@@ -57,6 +57,9 @@
 	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                  \
 	  "command is for another service instance")                                               \
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
+	X(WRONG_INCARNATION, "wrong-incarnation", KY_EXIT_REFUSED, 409,                            \
+	  "command is for another incarnation of the crypto unit: its state was created again "    \
+	  "since the command was prepared; prepare the command again")                             \
 	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
 	  "wrong transaction counter: command replayed or out of date")                            \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \

@@ -107,6 +107,7 @@ unit_url() { jq -r ".units[] | select(.number==$1) | .url" "$(inst_file)"; }
 unit_id() { jq -r ".units[] | select(.number==$1) | .id" "$(inst_file)"; }
 unit_state() { curl -fsS "$(unit_url "$1")/v1/admin/state"; }
 unit_counter() { unit_state "$1" | jq -r .next_counter; }
+unit_incarnation() { unit_state "$1" | jq -r .incarnation; }
 
 # sigkey_file NAME: the signature key file of administrator NAME in the workspace.
 sigkey_file() {
@@ -118,13 +119,16 @@ sigkey_file() {
 	return 1
 }
 
-# cmd_json N OP [FIELDS_JSON [COUNTER]]: a command for unit N, at its next counter.
+# cmd_json N OP [FIELDS_JSON [COUNTER [INCARNATION]]]: a command for unit N, at its next
+# counter and present incarnation.
 cmd_json() {
-	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-}
+	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-} inc=${5:-}
 	[ -n "$counter" ] || counter=$(unit_counter "$n")
-	jq -cn --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --argjson c "$counter" \
-		--arg op "$op" --argjson x "$extra" \
-		'{kyok: "admin-command-v1", instance: $i, unit: $u, counter: $c, op: $op} + $x'
+	[ -n "$inc" ] || inc=$(unit_incarnation "$n")
+	jq -cn --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --arg inc "$inc" \
+		--argjson c "$counter" --arg op "$op" --argjson x "$extra" \
+		'{kyok: "admin-command-v1", instance: $i, unit: $u, incarnation: $inc, counter: $c,
+		  op: $op} + $x'
 }
 
 # plain_key NAME: administrator NAME's private key, decrypted once into the test's private

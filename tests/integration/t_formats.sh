@@ -142,7 +142,7 @@ expect_fail "an unsigned block has no signer to verify" "no signers" \
 off=$(openssl asn1parse -inform PEM -in thr1.pem | awk -F: '/OCTET STRING/{print $1+0; exit}')
 openssl asn1parse -inform PEM -in thr1.pem -strparse "$off" -noout -out thr1.json
 expect_eq "command JSON of the unsigned block" "$(jq -c . thr1.json)" \
-	"{\"kyok\":\"admin-command-v1\",\"instance\":\"$INST\",\"unit\":\"$UNIT1\",\"counter\":2,\"op\":\"thresholds-set\",\"signature\":2,\"revocation\":2}"
+	"{\"kyok\":\"admin-command-v1\",\"instance\":\"$INST\",\"unit\":\"$UNIT1\",\"incarnation\":\"$(unit_state 1 | jq -r .incarnation)\",\"counter\":2,\"op\":\"thresholds-set\",\"signature\":2,\"revocation\":2}"
 
 "$KYOK" tke sigkey-sel --sigkeys "$N_ALICE" >/dev/null
 expect_ok "alice signs with kyok" "$KYOK" tke cmd-sign thr.bundle --password-file "$PWA"
