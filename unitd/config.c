@@ -17,6 +17,9 @@
  *   reencipher_batch = 500      optional, records re-enciphered per transaction, 1..100,000
  *   reencipher_pause_ms = 0     optional, pause between re-encipherment batches, 0..60,000 ms
  *                               (keeps a rotation from hogging the disk)
+ *   imprint_verifier = HEX      the Ed25519 public key (64 hex digits) of the instance's
+ *                               imprint credential; without it the unit accepts no command
+ *                               while in imprint mode
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -31,7 +34,14 @@
 #include "kyok/err.h"
 #include "unitd/unitd.h"
 
-enum config_kind { CONFIG_ID, CONFIG_LISTEN, CONFIG_PATH, CONFIG_STORE, CONFIG_UINT };
+enum config_kind {
+	CONFIG_ID,
+	CONFIG_LISTEN,
+	CONFIG_PATH,
+	CONFIG_STORE,
+	CONFIG_UINT,
+	CONFIG_VERIFIER
+};
 
 struct config_key {
 	const char *name;
@@ -55,6 +65,7 @@ static const struct config_key config_keys[] = {
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
     {"reencipher_batch", CONFIG_UINT, false, 1, UNITD_REENC_BATCH_MAX},
     {"reencipher_pause_ms", CONFIG_UINT, false, 0, UNITD_REENC_PAUSE_MAX},
+    {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -309,7 +320,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
-		           "token_ttl, reencipher_batch, reencipher_pause_ms)",
+		           "token_ttl, reencipher_batch, reencipher_pause_ms, imprint_verifier)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -374,6 +385,16 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			           "bad value for 'store': expected sqlite:PATH or PATH");
 			return KY_ERR_CONFIG;
 		}
+		return 0;
+	case CONFIG_VERIFIER:
+		if (ky_hex_decode(val, cfg->imprint.pub, KY_IMPRINT_PUB_LEN) != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for '%s': expected the 64 hex digits of the Ed25519 "
+			           "public key of the instance's imprint credential",
+			           key);
+			return KY_ERR_CONFIG;
+		}
+		cfg->imprint.configured = true;
 		return 0;
 	case CONFIG_UINT:
 		if (config_uint_parse(val, k->min, k->max, config_uint_slot(cfg, key)) != 0) {

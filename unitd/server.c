@@ -167,8 +167,9 @@ struct unitd_server {
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
-	struct ky_buf tls_cert; /* PEM, kept while MHD runs */
-	struct ky_buf tls_key;  /* PEM, cleansed on free */
+	struct unitd_imprint imprint; /* who may command the unit in imprint mode */
+	struct ky_buf tls_cert;       /* PEM, kept while MHD runs */
+	struct ky_buf tls_key;        /* PEM, cleansed on free */
 	uint16_t port;
 	char addr[INET6_ADDRSTRLEN + 3];
 };
@@ -464,6 +465,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
 
 	pthread_mutex_lock(&srv->lock);
+	if ((r = unitd_imprint_check(&srv->imprint, srv->dom, c, cms->data, cms->len, detail,
+	                             sizeof(detail))) != 0)
+		goto unlock;
 	if ((r = ky_domain_dup(srv->dom, &copy)) != 0) {
 		snprintf(detail, sizeof(detail), "cannot copy the unit state");
 		goto unlock;
@@ -824,6 +828,7 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		return KY_ERR_INTERNAL;
 	}
 	srv->st = st;
+	srv->imprint = cfg->imprint;
 	if (tls && (r = server_tls_load(srv, cfg, err, errlen)) != 0)
 		goto out;
 	if ((r = server_bind(srv, cfg->host, cfg->port, tls, &fd, &v6, err, errlen)) != 0)

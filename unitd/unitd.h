@@ -11,6 +11,7 @@
 
 #include "kyok/ceremony.h"
 #include "kyok/common.h"
+#include "kyok/imprint.h"
 #include "kyok/store.h"
 
 #define UNITD_ERR_MAX 512 /* room for one error sentence */
@@ -26,6 +27,12 @@
 #define UNITD_REENC_BATCH_DEFAULT 500u
 #define UNITD_REENC_BATCH_MAX     100000u
 #define UNITD_REENC_PAUSE_MAX     60000u /* ms */
+
+/* The public key of the instance's imprint credential (include/kyok/imprint.h). */
+struct unitd_imprint {
+	bool configured;
+	uint8_t pub[KY_IMPRINT_PUB_LEN];
+};
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -43,6 +50,7 @@ struct unitd_config {
 	uint32_t token_ttl;           /* seconds */
 	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
 	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
+	struct unitd_imprint imprint; /* imprint_verifier */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -53,6 +61,17 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 /* Reads path and parses it (KY_ERR_CONFIG with a message naming the file on any error). */
 int unitd_config_load(const char *path, struct unitd_config *cfg, char *err, size_t errlen) KY_WUR;
 void unitd_config_release(struct unitd_config *cfg);
+
+/* ---- imprint.c ---- */
+
+/* The imprint claim rule, for one POST /v1/admin/command: while the live state is in imprint
+ * mode the request must carry a Kyok-Imprint-Claim that verifies with the configured
+ * imprint verifier (KY_ERR_IMPRINT_CLAIM_REQUIRED when it is missing or none is configured);
+ * a claim that is sent must verify in any mode (KY_ERR_IMPRINT_CLAIM_INVALID). detail gets
+ * the sentence for the reply. */
+int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *live,
+                        struct MHD_Connection *c, const uint8_t *body, size_t n, char *detail,
+                        size_t detaillen) KY_WUR;
 
 /* ---- harden.c ---- */
 

@@ -62,6 +62,14 @@
 	  "since the command was prepared; prepare the command again")                             \
 	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
 	  "wrong transaction counter: command replayed or out of date")                            \
+	X(IMPRINT_CLAIM_REQUIRED, "imprint-claim-required", KY_EXIT_REFUSED, 403,                  \
+	  "the crypto unit is in imprint mode and accepts commands only with the instance's "      \
+	  "imprint credential: the operator who created the instance holds the file "              \
+	  "(imprint-credential.pem in the instance directory) and hands it to the "                \
+	  "administrator, who gives it with --imprint-credential FILE")                            \
+	X(IMPRINT_CLAIM_INVALID, "imprint-claim-invalid", KY_EXIT_REFUSED, 403,                    \
+	  "the imprint claim does not verify: the credential is not this instance's imprint "      \
+	  "credential, or the command was changed after it was claimed")                           \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
 	  "a signature on the command does not verify")                                            \
 	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \
