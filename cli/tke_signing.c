@@ -507,6 +507,27 @@ static int tke_print_local_refusals(struct tke_run *run)
 	return first;
 }
 
+/* Before any password: a unit in imprint mode takes the command only with the instance's
+ * imprint credential, so it must be at hand (the unit enforces it; this only fails early). */
+int tke_run_imprint_check(struct tke_run *run)
+{
+	int r = KY_ERR_INTERNAL;
+	char why[512] = "";
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip || !u->reachable || u->result != TKE_PENDING || !u->st.imprint)
+			continue;
+		if ((r = cli_imprint_require(why, sizeof(why))) != 0) {
+			cli_fail(r, "imprint credential", "%s", why);
+			tke_note("nothing was sent to any crypto unit");
+			return r;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 {
 	int r = KY_ERR_INTERNAL;
@@ -1204,7 +1225,8 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 			if ((r = tke_run_prepare(run, prepare)) != 0)
 				return ky_err_exit(r);
 		} else {
-			if ((r = tke_run_check_signers(run)) != 0)
+			if ((r = tke_run_imprint_check(run)) != 0 ||
+			    (r = tke_run_check_signers(run)) != 0)
 				return ky_err_exit(r);
 			if (maxreq > 0 && (r = cli_signers_open(&signers, &nsigners)) != 0)
 				return ky_err_exit(r);
@@ -1312,13 +1334,18 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 	}
 }
 
-static int tke_bundle_opts(int argc, char **argv, const char *usage, const char **file)
+/* imprint: the command sends commands, so it takes --imprint-credential. */
+static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprint,
+                           const char **file)
 {
 	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct option longopts_imprint[] = {
+	    CLI_IMPRINT_LONGOPT, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt;
 
 	*file = NULL;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", imprint ? longopts_imprint : longopts, NULL)) !=
+	       -1) {
 		if (opt == 'h') {
 			tke_print_help(usage);
 			return -1;
@@ -1347,7 +1374,7 @@ int tke_cmd_show_main(int argc, char **argv)
 	struct tke_bundle b = {0};
 	struct tke_parsed_cmd *pc = NULL;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);
@@ -1428,7 +1455,7 @@ int tke_cmd_sign_main(int argc, char **argv)
 	struct cli_signer *signers = NULL;
 	size_t nsigners = 0, added = 0;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);
@@ -1494,11 +1521,13 @@ out:
 int tke_cmd_submit_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cmd-submit FILE\n\n"
+	    "usage: kyok tke cmd-submit FILE [--imprint-credential FILE]\n\n"
 	    "Submits each command of the bundle FILE to its crypto unit (found by unit id in\n"
 	    "the instance) and reports per unit. A unit refuses a command whose transaction\n"
-	    "counter is out of date (another command ran since it was prepared): prepare the\n"
-	    "command again then.\n";
+	    "counter is out of date (another command ran since it was prepared), or that was\n"
+	    "prepared for an earlier incarnation of the unit (its state was created again\n"
+	    "since): prepare the command again then.\n\n"
+	    "options:\n" CLI_IMPRINT_HELP;
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};
@@ -1507,7 +1536,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 	const char **ids = NULL;
 	bool short_any = false;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, true, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);

@@ -30,19 +30,21 @@ int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *
 		return imprint ? KY_ERR_IMPRINT_CLAIM_REQUIRED : KY_ERR_IMPRINT_CLAIM_INVALID;
 	}
 	if (claim == NULL) {
-		snprintf(detail, detaillen,
-		         "unit %s is in imprint mode and the command came without a %s header made "
-		         "with the instance's imprint credential ('kyok tke' adds it when it finds "
-		         "the credential: --imprint-credential FILE)",
+		snprintf(detail, detaillen, "unit %s received the command without a %s header",
 		         live->unit, KY_HDR_IMPRINT_CLAIM);
 		return KY_ERR_IMPRINT_CLAIM_REQUIRED;
 	}
-	if (strlen(claim) > IMPRINT_CLAIM_MAX ||
-	    (r = ky_imprint_claim_verify(im->pub, claim, body, n)) != 0) {
+	r = strlen(claim) > IMPRINT_CLAIM_MAX ? KY_ERR_IMPRINT_CLAIM_INVALID
+	                                      : ky_imprint_claim_verify(im->pub, claim, body, n);
+	if (r == KY_ERR_IMPRINT_CLAIM_INVALID) {
 		snprintf(detail, detaillen,
 		         "the %s header does not verify with the imprint verifier of unit %s",
 		         KY_HDR_IMPRINT_CLAIM, live->unit);
-		return KY_ERR_IMPRINT_CLAIM_INVALID;
+		return r;
+	}
+	if (r != 0) {
+		snprintf(detail, detaillen, "the unit cannot check the imprint claim");
+		return r;
 	}
 	return 0;
 }

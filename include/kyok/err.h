@@ -67,6 +67,9 @@
 	  "imprint credential: the operator who created the instance holds the file "              \
 	  "(imprint-credential.pem in the instance directory) and hands it to the "                \
 	  "administrator, who gives it with --imprint-credential FILE")                            \
+	X(CREDENTIAL_EXPOSED, "credential-exposed", KY_EXIT_INPUT, 400,                            \
+	  "secret file may be read or written by others than its owner: make it yours, mode "      \
+	  "0600")                                                                                  \
 	X(IMPRINT_CLAIM_INVALID, "imprint-claim-invalid", KY_EXIT_REFUSED, 403,                    \
 	  "the imprint claim does not verify: the credential is not this instance's imprint "      \
 	  "credential, or the command was changed after it was claimed")                           \

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/common.c"
+#include "cli/imprint.c"
 #include "cli/instance.c"
 #include "cli/prompt.c"
 #include "cli/table.c"
