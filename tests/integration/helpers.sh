@@ -164,17 +164,37 @@ sign_cmd() {
 	done
 }
 
-# post_cmd N DER: posts a DER command to unit N, prints the reply body.
+# imprint_claim DER [CREDENTIAL]: the Kyok-Imprint-Claim value for a command, made with plain
+# openssl: Ed25519 over "kyok-imprint-claim-v1\n" || DER (credential: the instance's).
+imprint_claim() {
+	local der=$1 cred=${2:-$KYOK_INSTANCE/imprint-credential.pem}
+	{ printf 'kyok-imprint-claim-v1\n'; cat "$der"; } >"$der.claim-msg"
+	openssl pkeyutl -sign -rawin -inkey "$cred" -in "$der.claim-msg" | base64 -w0
+	rm -f "$der.claim-msg"
+}
+
+# post_cmd N DER: posts a DER command to unit N with an imprint claim made with the
+# instance's credential (units in imprint mode demand it; the others check it), prints the
+# reply body.
 post_cmd() {
-	curl -sS -X POST -H 'Content-Type: application/octet-stream' --data-binary "@$2" \
+	curl -sS -X POST -H 'Content-Type: application/octet-stream' \
+		-H "Kyok-Imprint-Claim: $(imprint_claim "$2")" --data-binary "@$2" \
 		"$(unit_url "$1")/v1/admin/command"
 }
 
-# expect_refused DESC SLUG N DER: unit N must refuse with error code SLUG and change nothing.
+# post_cmd_bare N DER [HEADER]: posts without a claim (or with HEADER as given), the way
+# someone who only reaches the port would.
+post_cmd_bare() {
+	curl -sS -X POST -H 'Content-Type: application/octet-stream' ${3:+-H "$3"} \
+		--data-binary "@$2" "$(unit_url "$1")/v1/admin/command"
+}
+
+# expect_refused DESC SLUG N DER [POSTER]: unit N must refuse with error code SLUG and change
+# nothing. POSTER (default post_cmd) sends the command, e.g. post_cmd_bare.
 expect_refused() {
-	local desc=$1 slug=$2 n=$3 der=$4 before after reply code
+	local desc=$1 slug=$2 n=$3 der=$4 poster=${5:-post_cmd} before after reply code
 	before=$(unit_state "$n")
-	reply=$(post_cmd "$n" "$der")
+	reply=$("$poster" "$n" "$der")
 	code=$(jq -r '.error.code // "none"' <<<"$reply")
 	after=$(unit_state "$n")
 	if [ "$code" != "$slug" ]; then

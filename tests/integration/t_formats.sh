@@ -260,7 +260,7 @@ for i in 1 2; do
 		-passin "file:$PW_DAVE" -in "load$i.json" -outform PEM -out "load$i.signed.pem"
 done
 expect_eq "mk-load fields" "$(jq -c '[keys_unsorted, (.parts | length)]' load1.json)" \
-	'[["kyok","instance","unit","counter","op","parts","vp"],2]'
+	'[["kyok","instance","unit","incarnation","counter","op","parts","vp"],2]'
 expect_eq "mk-load vp is VP(part one XOR part two)" "$(jq -r .vp load1.json)" "$VP_NEW"
 
 curl -sS "$U1/v1/admin/identity" -o identity.pem
@@ -381,7 +381,8 @@ expect_eq "reply without a nonce: empty nonce line" \
 # ---- 7. state JSON ----
 
 expect_eq "state JSON keys" "$(jq -c 'keys_unsorted' state.json)" \
-	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","storage"]'
+	'["instance","unit","zone","incarnation","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","storage"]'
+expect_match "state incarnation: 32 hex digits" '^[0-9a-f]{32}$' "$(jq -r .incarnation state.json)"
 expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"
 jq -r '.admins[0].cert' state.json >admin1.pem
