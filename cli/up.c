@@ -776,6 +776,13 @@ static const char up_usage[] =
     "  --units N               number of crypto units, 1 to 16 (default 2)\n"
     "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
     "\n"
+    "A new instance gets its imprint credential, DIR/imprint-credential.pem (mode 0600):\n"
+    "its units in imprint mode run commands only with a claim made with it, and each\n"
+    "unit.conf holds its public key (imprint_verifier). Hand it to the administrators\n"
+    "over a secure channel; delete it once the units left imprint mode if you like\n"
+    "(zeroize needs it again). An instance whose unit.conf files have no\n"
+    "imprint_verifier gets one (and a credential when there is none) when it starts.\n"
+    "\n"
     "kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
     "else on PATH.\n"
     "\n" CLI_COMMON_HELP;

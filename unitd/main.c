@@ -55,6 +55,10 @@ static void unitd_usage(FILE *fp)
 	        "  reencipher_pause_ms = MS\n"
 	        "                      optional: pause between those transactions, so that a\n"
 	        "                      rotation does not hog the disk (default 0)\n"
+	        "  imprint_verifier = HEX\n"
+	        "                      public key (64 hex digits) of the instance's imprint\n"
+	        "                      credential: in imprint mode the unit runs a command only\n"
+	        "                      with a claim made with it (none: it runs none)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 
