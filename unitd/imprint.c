@@ -1,6 +1,5 @@
 /* The imprint claim rule: while a unit is in imprint mode, only the holder of the instance's
  * imprint credential may send it commands (include/kyok/imprint.h has the format). */
-#include <microhttpd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,11 +11,10 @@
 #define IMPRINT_CLAIM_MAX 128 /* base64 of a 64-byte signature is 88 characters */
 
 int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *live,
-                        struct MHD_Connection *c, const uint8_t *body, size_t n, char *detail,
+                        const char *claim, const uint8_t *body, size_t n, char *detail,
                         size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
-	const char *claim = MHD_lookup_connection_value(c, MHD_HEADER_KIND, KY_HDR_IMPRINT_CLAIM);
 	const bool imprint = live->sig_threshold == 0;
 
 	if (claim == NULL && !imprint)

@@ -465,8 +465,10 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
 
 	pthread_mutex_lock(&srv->lock);
-	if ((r = unitd_imprint_check(&srv->imprint, srv->dom, c, cms->data, cms->len, detail,
-	                             sizeof(detail))) != 0)
+	if ((r = unitd_imprint_check(
+	         &srv->imprint, srv->dom,
+	         MHD_lookup_connection_value(c, MHD_HEADER_KIND, KY_HDR_IMPRINT_CLAIM), cms->data,
+	         cms->len, detail, sizeof(detail))) != 0)
 		goto unlock;
 	if ((r = ky_domain_dup(srv->dom, &copy)) != 0) {
 		snprintf(detail, sizeof(detail), "cannot copy the unit state");

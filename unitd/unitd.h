@@ -64,13 +64,14 @@ void unitd_config_release(struct unitd_config *cfg);
 
 /* ---- imprint.c ---- */
 
-/* The imprint claim rule, for one POST /v1/admin/command: while the live state is in imprint
- * mode the request must carry a Kyok-Imprint-Claim that verifies with the configured
- * imprint verifier (KY_ERR_IMPRINT_CLAIM_REQUIRED when it is missing or none is configured);
- * a claim that is sent must verify in any mode (KY_ERR_IMPRINT_CLAIM_INVALID). detail gets
- * the sentence for the reply. */
+/* The imprint claim rule, for one POST /v1/admin/command with body and header
+ * Kyok-Imprint-Claim claim (NULL when absent): while the live state is in imprint mode the
+ * claim must be there and verify with the configured imprint verifier
+ * (KY_ERR_IMPRINT_CLAIM_REQUIRED when it is missing or none is configured); a claim that is
+ * sent must verify in any mode (KY_ERR_IMPRINT_CLAIM_INVALID). detail gets the sentence for
+ * the reply. Pure: no I/O. */
 int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *live,
-                        struct MHD_Connection *c, const uint8_t *body, size_t n, char *detail,
+                        const char *claim, const uint8_t *body, size_t n, char *detail,
                         size_t detaillen) KY_WUR;
 
 /* ---- harden.c ---- */
