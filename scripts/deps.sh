@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages kyok needs to build, run and test, when missing.
-# Usage: scripts/deps.sh [build|check|bench]   (bench: build's, and wrk for 'make bench')
+# Usage: scripts/deps.sh [build|check|bench|fuzz]
+#   bench: build's and wrk for 'make bench'; fuzz: build's and clang with libFuzzer
 set -eu
 
 mode=${1:-build}
@@ -9,6 +10,9 @@ pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
       libcurl4-openssl-dev curl jq"
 if [ "$mode" = check ]; then
 	pkgs="$pkgs libcmocka-dev clang-format tmux xxd"
+fi
+if [ "$mode" = fuzz ]; then
+	pkgs="$pkgs clang libclang-rt-14-dev"
 fi
 if [ "$mode" = bench ]; then
 	pkgs="$pkgs wrk"

@@ -38,6 +38,8 @@
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
 	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
 	  "not a kyok signature key file")                                                         \
+	X(EMPTY_FILE, "empty-file", KY_EXIT_INPUT, 400,                                            \
+	  "the file is empty: it was truncated or never written; restore it from a backup")        \
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
 	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                   \
 	  "sealed unit state cannot be opened: wrong seal key or damaged file")                    \

@@ -99,6 +99,10 @@ static int sigkey_load(const char *path, struct sigkey_blocks *b)
 
 	if ((r = ky_file_read(path, SIGKEY_MAX_BYTES, &file)) != 0)
 		goto out;
+	if (file.len == 0) {
+		r = KY_ERR_EMPTY_FILE;
+		goto out;
+	}
 	if ((r = sigkey_parse(&file, b)) != 0)
 		goto out;
 	/* A certificate that no longer passes the admin checks was edited. */

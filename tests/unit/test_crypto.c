@@ -886,7 +886,7 @@ static void test_keypart_not_key_part(void **state)
 	file_put(path, "hello\n", 6);
 	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
 	file_put(path, "", 0);
-	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_EMPTY_FILE);
 	unlink(path);
 	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_FOUND);
 	/* A key part file is not a sigkey either. */
@@ -1191,6 +1191,27 @@ static void test_cms_refusals(void **state)
 
 /* ---- envelopes ---- */
 
+/* An empty file (truncated, or a failed copy) says so, for both secret file kinds. */
+static void test_empty_files(void **state)
+{
+	char path[300];
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	struct ky_keypart_info info;
+	uint8_t part[KY_MK_LEN];
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "empty");
+	file_put(path, "", 0);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_EMPTY_FILE);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_EMPTY_FILE);
+	assert_null(cert);
+	assert_null(key);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_EMPTY_FILE);
+	assert_int_equal(ky_keypart_open(path, PW_ALICE, &info, part), KY_ERR_EMPTY_FILE);
+	assert_string_equal(ky_err_slug(KY_ERR_EMPTY_FILE), "empty-file");
+}
+
 static void test_envelope(void **state)
 {
 	EVP_PKEY *ukey = NULL, *okey = NULL;
@@ -1339,6 +1360,7 @@ int main(void)
 	    cmocka_unit_test(test_cms_unsigned_and_signers),
 	    cmocka_unit_test(test_cms_tampered),
 	    cmocka_unit_test(test_cms_refusals),
+	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
 	};
