@@ -33,6 +33,9 @@
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
+	X(KEY_BLOCK_DAMAGED, "key-block-damaged", KY_EXIT_INPUT, 400,                              \
+	  "the encrypted private key in the file is damaged (its checksum does not match): "       \
+	  "restore the file from a backup")                                                        \
 	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                \
 	  "readable metadata does not match the encrypted copy: file was altered")                 \
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \

@@ -52,6 +52,9 @@ PW_DAVE=$(newpw dave)
 "$KYOK" tke sigkey-add --name alice --password-file "$PWA" >/dev/null
 F=$(ls "$KYOK_TKE_FILES"/sigkeys/alice-*.sigkey)
 expect_eq "sigkey file mode" "$(stat -c %a "$F")" 600
+expect_eq "sigkey checksum line is SHA-256 of the key block (formats.md, section 1)" \
+	"$(sed -n '/BEGIN ENCRYPTED/,/END ENCRYPTED/p' "$F" | openssl base64 -d | sha256sum | cut -d' ' -f1)" \
+	"$(grep '^kyok-key-block-sha256: ' "$F" | cut -d' ' -f2)"
 expect_eq "sigkey blocks" "$(grep -- '^-----BEGIN' "$F" | tr '\n' '|')" \
 	"-----BEGIN CERTIFICATE-----|-----BEGIN ENCRYPTED PRIVATE KEY-----|"
 

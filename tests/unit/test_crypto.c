@@ -453,6 +453,82 @@ static void test_sigkey_files(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* Removes the first line starting with prefix from the file text in b (in place). */
+static void text_drop_line(struct ky_buf *b, const char *prefix)
+{
+	char *at = memmem(b->data, b->len, prefix, strlen(prefix));
+	char *nl;
+
+	assert_non_null(at);
+	nl = memchr(at, '\n', b->len - (size_t)((uint8_t *)at - b->data));
+	assert_non_null(nl);
+	memmove(at, nl + 1, b->len - (size_t)((uint8_t *)nl + 1 - b->data));
+	b->len -= (size_t)(nl + 1 - at);
+}
+
+/* A damaged encrypted key block is told apart from a wrong password by the checksum line;
+ * files without the line (older ones, or made with openssl alone) still open. */
+static void test_sigkey_damaged_block(void **state)
+{
+	char path[300];
+	struct ky_buf f = {0}, g = {0};
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	char *end, *line;
+	int r;
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "damaged.sigkey");
+	file_get(alice_path, &f);
+	assert_non_null(memmem(f.data, f.len, "\nkyok-key-block-sha256: ", 24));
+	/* one base64 digit changed, two lines above the end of the key block */
+	end = memmem(f.data, f.len, "-----END ENCRYPTED PRIVATE KEY-----", 35);
+	assert_non_null(end);
+	line = end - 2;
+	while (*line != '\n')
+		line--;
+	line--;
+	while (*line != '\n')
+		line--;
+	line += 11;
+	*line = *line == 'A' ? 'B' : 'A';
+	file_put(path, f.data, f.len);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_KEY_BLOCK_DAMAGED);
+	assert_int_equal(ky_sigkey_open(path, PW_BOB, &cert, &key), KY_ERR_KEY_BLOCK_DAMAGED);
+	assert_null(key);
+	/* without the checksum line, the damage cannot be named */
+	text_drop_line(&f, "kyok-key-block-sha256: ");
+	file_put(path, f.data, f.len);
+	r = ky_sigkey_open(path, PW_ALICE, &cert, &key);
+	assert_int_not_equal(r, 0);
+	assert_int_not_equal(r, KY_ERR_KEY_BLOCK_DAMAGED);
+	ky_buf_free(&f);
+
+	/* an intact file without the line opens, and says wrong password when it is */
+	file_get(alice_path, &g);
+	text_drop_line(&g, "kyok-key-block-sha256: ");
+	file_put(path, g.data, g.len);
+	assert_int_equal(ky_sigkey_open(path, PW_BOB, &cert, &key), KY_ERR_WRONG_PASSWORD);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), 0);
+	assert_int_equal(EVP_PKEY_eq(key, alice_key), 1);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	key = NULL;
+	cert = NULL;
+	ky_buf_free(&g);
+
+	/* the line twice, or not 64 hex digits: not a signature key file */
+	file_get(alice_path, &g);
+	line = memmem(g.data, g.len, "kyok-key-block-sha256: ", 23);
+	assert_non_null(line);
+	line[23] = 'x';
+	file_put(path, g.data, g.len);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_SIGKEY);
+	ky_buf_free(&g);
+	assert_null(cert);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
 /* Writes alice's certificate with her key re-encrypted under the given PBES2 parameters. */
 static void sigkey_write_with(const char *path, X509_ALGOR *pbe)
 {
@@ -550,11 +626,25 @@ static void test_sigkey_not_sigkey(void **state)
 
 	/* Alice's certificate with Bob's key (re-encrypted under Alice's password would need the
 	 * key: use Bob's block and Bob's password): the key does not match the certificate. */
-	assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
-	assert_int_equal(ky_buf_append(&mix, split_b, b.len - (size_t)(split_b - b.data)), 0);
-	file_put(tampered, mix.data, mix.len);
-	assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key), KY_ERR_TAMPERED);
-	ky_buf_free(&mix);
+	{
+		uint8_t *sum_a = memmem(a.data, a.len, "kyok-key-block-sha256", 21);
+		uint8_t *sum_b = memmem(b.data, b.len, "kyok-key-block-sha256", 21);
+		assert_non_null(sum_a);
+		assert_non_null(sum_b);
+		assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(sum_a - a.data)), 0);
+		assert_int_equal(ky_buf_append(&mix, sum_b, b.len - (size_t)(sum_b - b.data)), 0);
+		file_put(tampered, mix.data, mix.len);
+		assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key), KY_ERR_TAMPERED);
+		ky_buf_free(&mix);
+		/* Bob's key block under Alice's checksum line: the block is not the one named. */
+		assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
+		assert_int_equal(ky_buf_append(&mix, split_b, b.len - (size_t)(split_b - b.data)),
+		                 0);
+		file_put(tampered, mix.data, mix.len);
+		assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key),
+		                 KY_ERR_KEY_BLOCK_DAMAGED);
+		ky_buf_free(&mix);
+	}
 
 	/* An edited certificate (name changed in the DER, re-encoded): tampered. */
 	{
@@ -1350,6 +1440,7 @@ int main(void)
 	    cmocka_unit_test(test_sigkey_create_refusals),
 	    cmocka_unit_test(test_sigkey_files),
 	    cmocka_unit_test(test_sigkey_not_sigkey),
+	    cmocka_unit_test(test_sigkey_damaged_block),
 	    cmocka_unit_test(test_sigkey_weak_kdf),
 	    cmocka_unit_test(test_keypart_write_refusals),
 	    cmocka_unit_test(test_keypart_read_and_open),
