@@ -139,4 +139,23 @@ expect_ok "auto-init with the credential in the instance directory" \
 	--password-file "$T_DIR/pw/alice" --password-file "$T_DIR/pw/bob"
 expect_eq "initialised" "$(unit_state 1 | jq -r '.current_mk.state')" VALID
 
+# ---- 5. an instance made before imprint credentials: kyok up gives it one -------------------
+"$KYOK" down >/dev/null
+rm -f "$CRED"
+sed -i '/^imprint_verifier = \|^# public key of the instance\|^# takes commands only/d' \
+	"$KYOK_INSTANCE"/unit-*/unit.conf
+expect_ok "kyok up on an instance whose units have no imprint_verifier" "$KYOK" up
+expect_eq "... made a new credential, mode 0600" "$(stat -c %a "$CRED")" 600
+expect_eq "... and gave every unit its public key" \
+	"$(grep -h '^imprint_verifier = ' "$KYOK_INSTANCE"/unit-*/unit.conf | sort -u | wc -l)" 1
+expect_ok "zeroize (signed by alice)" \
+	"$KYOK" tke cryptounit-zeroize --yes --password-file "$T_DIR/pw/alice"
+expect_ok "prepare admin-add alice" \
+	"$KYOK" tke cryptounit-admin-add --sigkey 1 --prepare "$C/add-alice2.bundle"
+bundle_der "$C/add-alice2.bundle" 1 "$C/add-alice2.der"
+bare_old_cred() { post_cmd_bare "$1" "$2" "Kyok-Imprint-Claim: $(imprint_claim "$2" "$C/cred.pem")"; }
+expect_refused "the replaced credential no longer claims" imprint-claim-invalid 1 \
+	"$C/add-alice2.der" bare_old_cred
+expect_accepted "the new one does" 1 "$C/add-alice2.der"
+
 finish
