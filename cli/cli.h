@@ -30,6 +30,14 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Refuses a secret file or directory that group or other users can access (the rule:
+ * ky_path_check_private): prints "error: <what> '<path>': open to other users...: <mode>:
+ * run 'chmod 600 <path>'" and returns the error code; 0 when private. what names the
+ * file for the user, e.g. "signature key file", "password file", "workspace directory". */
+int cli_check_private(const char *what, const char *path) KY_WUR;
+/* No core dumps, not dumpable, secure heap: the CLI holds passwords, key parts and private
+ * keys. First thing in main. */
+int cli_harden(void) KY_WUR;
 /* Full name of the running command, e.g. "kyok tke sigkeys" (set by cli_dispatch). */
 const char *cli_cmd_name(void);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kyok/crypto.h"
 
 struct cli_global cli_g = {.password_fd = -1};
 
@@ -38,6 +39,34 @@ int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
 		fprintf(stderr, ": %s", detail);
 	fputc('\n', stderr);
 	return ky_err_exit(err);
+}
+
+int cli_check_private(const char *what, const char *path)
+{
+	char why[800], subject[700];
+	int r = ky_path_check_private(path, why, sizeof(why));
+
+	if (r == 0)
+		return 0;
+	snprintf(subject, sizeof(subject), "%s '%s'", what, path);
+	cli_fail(r, subject, "%s", r == KY_ERR_NOT_FOUND ? "no such file" : why);
+	return r;
+}
+
+int cli_harden(void)
+{
+	char err[256];
+	int r = ky_process_harden(err, sizeof(err));
+
+	if (r != 0) {
+		cli_fail(r, "kyok", "%s", err);
+		return r;
+	}
+	if ((r = ky_crypto_init()) != 0) {
+		cli_fail(r, "kyok", "cannot initialise the crypto library");
+		return r;
+	}
+	return 0;
 }
 
 void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds)

@@ -477,6 +477,8 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 		const char *k;
 
 		snprintf(source, sourcelen, "API key file %s", path);
+		if ((r = cli_check_private("API key file", path)) != 0)
+			goto out;
 		if ((r = kp_file_read(path, "--apikey-file", KP_APIKEY_FILE_MAX, &b)) != 0)
 			goto out;
 		r = KY_ERR_MALFORMED;

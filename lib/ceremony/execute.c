@@ -673,11 +673,13 @@ int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_
 
 	/* 1. form */
 	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0) {
-		ceremony_detail(detail, detaillen, "%s",
-		                r == KY_ERR_BAD_COMMAND
-		                    ? "a signer of the command is not identified by a "
-		                      "32-byte key id"
-		                    : "the command is not a CMS SignedData with its content");
+		if (r == KY_ERR_BAD_COMMAND)
+			ceremony_detail(detail, detaillen, "%s",
+			                "a signer of the command is not identified by a 32-byte "
+			                "key id");
+		else if (r == KY_ERR_NOT_COMMAND)
+			ceremony_detail(detail, detaillen, "%s",
+			                "the command is not a CMS SignedData with its content");
 		goto out;
 	}
 	if ((r = ceremony_command_parse(content.data, content.len, &c, detail, detaillen)) != 0)

@@ -399,14 +399,15 @@ S="$KYOK_INSTANCE/unit-1/data/state.sealed"
 K="$KYOK_INSTANCE/unit-1/data/seal.key"
 expect_eq "state.sealed mode" "$(stat -c %a "$S")" 600
 expect_eq "seal.key mode and size" "$(stat -c '%a %s' "$K")" "600 32"
-expect_eq "state.sealed readable lines" "$(head -n 4 "$S" | tr '\n' '|')" \
-	"KYOKSEAL1|instance=$INST|unit=$UNIT1||"
+KEYID=$({ printf 'kyok-seal-key-id\0'; cat "$K"; } | sha256sum | cut -c1-16)
+expect_eq "state.sealed readable lines" "$(head -n 6 "$S" | tr '\n' '|')" \
+	"KYOKSEAL2|instance=$INST|unit=$UNIT1|seal=file|key=$KEYID||"
 if grep -aq -e alice -e dave -e BEGIN -e "$VP_NEW" "$S"; then
 	fail "state.sealed holds plaintext"
 else
 	pass "state.sealed holds no plaintext (admin names, PEM, VP)"
 fi
-hl=$(head -n 4 "$S" | wc -c)
+hl=$(head -n 6 "$S" | wc -c)
 size=$(stat -c %s "$S")
 key=$(xxd -p -c 64 "$K")
 # (head stops reading early: tail's SIGPIPE is expected, not a failure)

@@ -925,6 +925,78 @@ static void test_imprint_rule(void **state)
 	ky_domain_free(d);
 }
 
+/* ---- unit configuration: the sealing keys ---- */
+
+static void test_config_seal(void **state)
+{
+	struct unitd_config cfg;
+	char err[UNITD_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_FILE);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = file\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_FILE);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = tpm2\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_TPM2);
+	assert_null(cfg.tpm2_tcti);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = tpm2\ntpm2_tcti = swtpm:host=127.0.0.1,port=2321\n", &cfg,
+	                      err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.tpm2_tcti, "swtpm:host=127.0.0.1,port=2321");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = pkcs11\npkcs11_module = /usr/lib/m.so\npkcs11_token = kyok\n"
+	                      "pkcs11_pin_file = pin\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_PKCS11);
+	assert_string_equal(cfg.pkcs11_module, "/usr/lib/m.so");
+	assert_string_equal(cfg.pkcs11_token, "kyok");
+	assert_string_equal(cfg.pkcs11_key_label, UNITD_PKCS11_KEY_LABEL);
+	assert_string_equal(cfg.pkcs11_pin_file, "/etc/kyok/pin");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = kyok\n"
+	                      "pkcs11_pin_file = /pin\npkcs11_key_label = unit-1-seal\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.pkcs11_key_label, "unit-1-seal");
+	unitd_config_release(&cfg);
+
+	static const struct {
+		const char *text;
+		const char *msg;
+	} bad[] = {
+	    {"seal = hsm\n", "unknown sealing backend 'hsm' (use file, tpm2 or pkcs11)"},
+	    {"seal = file\nseal = tpm2\n", "duplicate key 'seal'"},
+	    {"tpm2_tcti = device:/dev/tpmrm0\n",
+	     "'tpm2_tcti' is a setting of seal = tpm2, but seal is file"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = t\npkcs11_pin_file = /p\n"
+	     "tpm2_tcti = tabrmd\n",
+	     "'tpm2_tcti' is a setting of seal = tpm2, but seal is pkcs11"},
+	    {"seal = tpm2\npkcs11_token = t\n",
+	     "'pkcs11_token' is a setting of seal = pkcs11, but seal is tpm2"},
+	    {"seal = pkcs11\npkcs11_token = t\npkcs11_pin_file = /p\n",
+	     "seal = pkcs11 needs 'pkcs11_module'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_pin_file = /p\n",
+	     "seal = pkcs11 needs 'pkcs11_token'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = t\n",
+	     "seal = pkcs11 needs 'pkcs11_pin_file'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_pin_file = /p\n"
+	     "pkcs11_token = 123456789012345678901234567890123\n",
+	     "'pkcs11_token': at most 32 characters"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(conf(bad[i].text, &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("'%s': error '%s' lacks '%s'", bad[i].text, err, bad[i].msg);
+		assert_null(cfg.pkcs11_module);
+		assert_null(cfg.tpm2_tcti);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -942,6 +1014,7 @@ int main(void)
 	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_key_json),
 	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_config_seal),
 	    cmocka_unit_test(test_config_imprint),
 	    cmocka_unit_test(test_imprint_rule),
 	};

@@ -35,6 +35,8 @@ static int group_setup(void **state)
 	(void)state;
 	snprintf(tmpdir, sizeof(tmpdir), "%s/kyok-test-cli-XXXXXX",
 	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	/* Files and directories the tests write are private, as the CLI wants secret files. */
+	umask(077);
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	return ky_crypto_init() == 0 ? 0 : -1;
