@@ -85,6 +85,19 @@ int cli_common_opt(int opt, const char *arg);
 	"  --help                  this text\n"
 /* clang-format on */
 
+/* --imprint-credential FILE, for the commands that act on crypto units in imprint mode:
+ * they list it in their options and usage; cli_common_opt takes it. */
+#define CLI_IMPRINT_OPT 0x1101
+#define CLI_IMPRINT_LONGOPT                                                    \
+	{                                                                      \
+		"imprint-credential", required_argument, NULL, CLI_IMPRINT_OPT \
+	}
+#define CLI_IMPRINT_HELP                                                                         \
+	"  --imprint-credential FILE\n"                                                          \
+	"                          the instance's imprint credential, which a unit in imprint\n" \
+	"                          mode demands (default: $KYOK_IMPRINT_CREDENTIAL_FILE, else\n" \
+	"                          imprint-credential.pem in the instance directory)\n"
+
 /* For commands that take only the common options and no operands: parses argv. Returns -1
  * to go on, else the exit status to return at once (0 after --help, which prints usage). */
 int cli_opts_common_only(int argc, char **argv, const char *usage);
@@ -215,6 +228,18 @@ int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const ch
 /* GET /v1/health, unsigned and unpinned ('kyok up' probing a fresh unit). Prints
  * nothing: KY_ERR_UNREACHABLE or KY_ERR_BAD_REPLY with a reason in why. */
 int unit_health(const struct cli_unit *u, char *why, size_t whylen) KY_WUR;
+
+/* ---- the imprint credential (imprint.c, used by client.c) ---- */
+void cli_imprint_set_file(const char *path);
+/* The Kyok-Imprint-Claim value for a command body (malloc'd), or NULL when no credential is
+ * given or in the instance directory. Errors (file missing, readable by others, not a
+ * credential) come back with a reason in why, nothing printed. */
+int cli_imprint_claim(const uint8_t *body, size_t n, char **claim, char *why, size_t whylen) KY_WUR;
+/* Before anything is sent to a unit in imprint mode: loads the credential, or
+ * KY_ERR_IMPRINT_CLAIM_REQUIRED with a reason in why when none is given or found. */
+int cli_imprint_require(char *why, size_t whylen) KY_WUR;
+/* The credential file used so far, or NULL. */
+const char *cli_imprint_path(void);
 
 /* ---- known_units (workspace.c, used by client.c) ----
  * Looks up the pinned fingerprint of (instance, unit): 0 and fp filled, KY_ERR_NOT_FOUND

@@ -16,10 +16,11 @@
 #include "cli/cli.h"
 #include "cli/failover.h"
 #include "kyok/crypto.h"
+#include "kyok/imprint.h"
 #include "kyok/wire.h"
 
 #define CLIENT_BODY_MAX (4 * 1024 * 1024)
-#define CLIENT_WHY_MAX  640
+#define CLIENT_WHY_MAX  1280
 
 struct client_reply {
 	long status;
@@ -104,13 +105,13 @@ static size_t client_on_header(char *p, size_t size, size_t nmemb, void *ud)
 /* One HTTP exchange. Transport failures: KY_ERR_UNREACHABLE (or KY_ERR_BAD_REPLY for an
  * oversized reply) with a reason in why. */
 static int client_http(const struct cli_unit *u, const char *method, const char *path,
-                       const char *nonce, const uint8_t *body, size_t n, struct client_reply *rep,
-                       char *why, size_t whylen)
+                       const char *nonce, const char *claim, const uint8_t *body, size_t n,
+                       struct client_reply *rep, char *why, size_t whylen)
 {
 	int r = KY_ERR_INTERNAL;
 	CURL *h = NULL;
 	struct curl_slist *hdrs = NULL, *h2;
-	char url[512], nonce_hdr[64];
+	char url[512], nonce_hdr[64], claim_hdr[160];
 	size_t base = strlen(u->url);
 	long connect_s = 0, total_s = 0;
 	CURLcode cc;
@@ -130,6 +131,17 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	if (nonce != NULL) {
 		snprintf(nonce_hdr, sizeof(nonce_hdr), "%s: %s", KY_HDR_NONCE, nonce);
 		if ((h2 = curl_slist_append(hdrs, nonce_hdr)) == NULL)
+			goto nomem;
+		hdrs = h2;
+	}
+	if (claim != NULL) {
+		if (snprintf(claim_hdr, sizeof(claim_hdr), "%s: %s", KY_HDR_IMPRINT_CLAIM, claim) >=
+		    (int)sizeof(claim_hdr)) {
+			r = KY_ERR_INTERNAL;
+			snprintf(why, whylen, "imprint claim too long");
+			goto out;
+		}
+		if ((h2 = curl_slist_append(hdrs, claim_hdr)) == NULL)
 			goto nomem;
 		hdrs = h2;
 	}
@@ -323,8 +335,8 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 		snprintf(why, whylen, "cannot make a nonce");
 		goto out;
 	}
-	if ((r = client_http(u, "GET", "/v1/admin/identity", nonce, NULL, 0, &rep, why, whylen)) !=
-	    0)
+	if ((r = client_http(u, "GET", "/v1/admin/identity", nonce, NULL, NULL, 0, &rep, why,
+	                     whylen)) != 0)
 		goto out;
 	r = KY_ERR_BAD_REPLY;
 	if (rep.status != 200) {
@@ -373,9 +385,12 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 	if (have_pin && strcmp(pinned, fp) != 0) {
 		r = KY_ERR_IDENTITY_CHANGED;
 		snprintf(why, whylen,
-		         "unit %s at %s now presents key sha256 %s, pinned sha256 %s: if that "
-		         "unit was re-created on purpose, check the new key with its operator, "
-		         "then delete its line from %s/known_units to pin it again",
+		         "unit %s at %s now presents key sha256 %s, pinned sha256 %s: a unit "
+		         "whose state was created again (its data directory lost or deleted) "
+		         "has a new identity key, a new incarnation and no administrators; if "
+		         "its operator confirms that it was re-created and this key, delete its "
+		         "line from %s/known_units to pin it again and run the ceremony on it "
+		         "anew; otherwise another party answers at that address: do not go on",
 		         u->id, u->url, fp, pinned, cli_workspace());
 		goto out;
 	}
@@ -411,8 +426,9 @@ out:
 /* A signed exchange with a unit: identity, nonce, request, signature check, and for
  * replies other than 200 the unit's error code. On success rep holds the body. */
 static int client_exchange(const struct cli_instance *inst, const struct cli_unit *u,
-                           const char *method, const char *path, const uint8_t *body, size_t n,
-                           struct client_reply *rep, char *why, size_t whylen)
+                           const char *method, const char *path, const char *claim,
+                           const uint8_t *body, size_t n, struct client_reply *rep, char *why,
+                           size_t whylen)
 {
 	int r = KY_ERR_INTERNAL;
 	EVP_PKEY *pub;
@@ -426,7 +442,7 @@ static int client_exchange(const struct cli_instance *inst, const struct cli_uni
 		snprintf(why, whylen, "cannot make a nonce");
 		return r;
 	}
-	if ((r = client_http(u, method, path, nonce, body, n, rep, why, whylen)) != 0)
+	if ((r = client_http(u, method, path, nonce, claim, body, n, rep, why, whylen)) != 0)
 		return r;
 	if ((r = client_check_sig(pub, method, path, nonce, rep, why, whylen)) != 0)
 		goto out;
@@ -466,7 +482,7 @@ int unit_state(const struct cli_instance *inst, const struct cli_unit *u, json_t
 	const char *ji, *ju;
 
 	*state = NULL;
-	if ((r = client_exchange(inst, u, "GET", "/v1/admin/state", NULL, 0, &rep, why,
+	if ((r = client_exchange(inst, u, "GET", "/v1/admin/state", NULL, NULL, 0, &rep, why,
 	                         sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	r = KY_ERR_BAD_REPLY;
@@ -502,7 +518,7 @@ int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const ch
 	json_t *j = NULL;
 
 	*out = NULL;
-	if ((r = client_exchange(inst, u, "GET", path, NULL, 0, &rep, why, sizeof(why))) != 0)
+	if ((r = client_exchange(inst, u, "GET", path, NULL, NULL, 0, &rep, why, sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	j = json_loadb((const char *)rep.body.data, rep.body.len, JSON_REJECT_DUPLICATES, NULL);
 	ky_buf_free(&rep.body);
@@ -525,7 +541,7 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X50
 	EVP_PKEY *pub = NULL;
 
 	*cert = NULL;
-	if ((r = client_exchange(inst, u, "GET", "/v1/admin/importer", NULL, 0, &rep, why,
+	if ((r = client_exchange(inst, u, "GET", "/v1/admin/importer", NULL, NULL, 0, &rep, why,
 	                         sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
@@ -568,7 +584,7 @@ int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u
 	EVP_PKEY *pub = NULL;
 
 	*cert = NULL;
-	if ((r = client_exchange(inst, u, "GET", "/v1/admin/identity", NULL, 0, &rep, why,
+	if ((r = client_exchange(inst, u, "GET", "/v1/admin/identity", NULL, NULL, 0, &rep, why,
 	                         sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
@@ -602,6 +618,17 @@ out:
 	return r;
 }
 
+/* A unit wanted an imprint claim and none was sent: say where the credential was looked for. */
+static void client_imprint_hint(char *why, size_t whylen)
+{
+	size_t len = strlen(why);
+
+	snprintf(why + len, whylen - len,
+	         "%sno imprint credential was found: give --imprint-credential FILE or set "
+	         "KYOK_IMPRINT_CREDENTIAL_FILE (none at %s/%s)",
+	         len > 0 ? ": " : "", cli_instance_dir(), KY_IMPRINT_CREDENTIAL_FILE);
+}
+
 int unit_command(const struct cli_instance *inst, const struct cli_unit *u, const uint8_t *cms,
                  size_t n, json_t **reply, char **detail)
 {
@@ -609,6 +636,7 @@ int unit_command(const struct cli_instance *inst, const struct cli_unit *u, cons
 	struct client_reply rep;
 	char why[CLIENT_WHY_MAX] = "";
 	json_t *j = NULL;
+	char *claim = NULL;
 
 	*reply = NULL;
 	*detail = NULL;
@@ -617,9 +645,14 @@ int unit_command(const struct cli_instance *inst, const struct cli_unit *u, cons
 		snprintf(why, sizeof(why), "command larger than %d bytes", KY_MAX_COMMAND_BYTES);
 		goto fail;
 	}
-	if ((r = client_exchange(inst, u, "POST", "/v1/admin/command", cms, n, &rep, why,
-	                         sizeof(why))) != 0)
+	if ((r = cli_imprint_claim(cms, n, &claim, why, sizeof(why))) != 0)
 		goto fail;
+	if ((r = client_exchange(inst, u, "POST", "/v1/admin/command", claim, cms, n, &rep, why,
+	                         sizeof(why))) != 0) {
+		if (r == KY_ERR_IMPRINT_CLAIM_REQUIRED && claim == NULL)
+			client_imprint_hint(why, sizeof(why));
+		goto fail;
+	}
 	r = KY_ERR_BAD_REPLY;
 	j = json_loadb((const char *)rep.body.data, rep.body.len, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(j)) {
@@ -644,6 +677,7 @@ int unit_command(const struct cli_instance *inst, const struct cli_unit *u, cons
 fail:
 	*detail = strdup(why);
 out:
+	free(claim);
 	json_decref(j);
 	ky_buf_free(&rep.body);
 	return r;
@@ -655,7 +689,7 @@ int unit_health(const struct cli_unit *u, char *why, size_t whylen)
 	struct client_reply rep;
 	json_t *j = NULL;
 
-	if ((r = client_http(u, "GET", "/v1/health", NULL, NULL, 0, &rep, why, whylen)) != 0)
+	if ((r = client_http(u, "GET", "/v1/health", NULL, NULL, NULL, 0, &rep, why, whylen)) != 0)
 		return r;
 	r = KY_ERR_BAD_REPLY;
 	if (rep.status != 200) {

@@ -202,6 +202,13 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		return 0;
+	case CLI_IMPRINT_OPT:
+		if (arg[0] == '\0') {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--imprint-credential needs a file");
+			return KY_ERR_USAGE;
+		}
+		cli_imprint_set_file(arg);
+		return 0;
 	case '?':
 	case ':':
 		if (cli_cmd_argv != NULL && optind > 0)

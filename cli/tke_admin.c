@@ -26,10 +26,11 @@ enum {
 	"                          (on other workstations too) and sent with 'kyok tke\n"         \
 	"                          cmd-submit'\n"
 
-/* Options of a command without flags of its own but --prepare. */
+/* Options of a command without flags of its own but --prepare (and the imprint credential). */
 static int tke_admin_opts_prepare(int argc, char **argv, const char *usage, const char **prepare)
 {
 	static const struct option longopts[] = {{"prepare", required_argument, NULL, OPT_PREPARE},
+	                                         CLI_IMPRINT_LONGOPT,
 	                                         CLI_COMMON_LONGOPTS,
 	                                         {NULL, 0, NULL, 0}};
 	int opt;
@@ -157,9 +158,10 @@ int tke_admin_add_main(int argc, char **argv)
 	    "signature is needed; afterwards as many as the signature threshold.\n\n"
 	    "options:\n"
 	    "  --sigkey N              the signature key to install (number from 'sigkeys');\n"
-	    "                          asked when missing\n" TKE_PREPARE_HELP;
+	    "                          asked when missing\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
 	static const struct option longopts[] = {{"sigkey", required_argument, NULL, OPT_SIGKEY},
 	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
+	                                         CLI_IMPRINT_LONGOPT,
 	                                         CLI_COMMON_LONGOPTS,
 	                                         {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, opt, status;
@@ -335,10 +337,11 @@ int tke_admin_rm_main(int argc, char **argv)
 	    "  --admin NAME            the administrator's name\n"
 	    "  --ski HEX               the administrator's key identifier (64 hex digits)\n"
 	    "                          (without either: choose from the installed "
-	    "ones)\n" TKE_PREPARE_HELP;
+	    "ones)\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
 	static const struct option longopts[] = {{"admin", required_argument, NULL, OPT_ADMIN},
 	                                         {"ski", required_argument, NULL, OPT_SKI},
 	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
+	                                         CLI_IMPRINT_LONGOPT,
 	                                         CLI_COMMON_LONGOPTS,
 	                                         {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, opt, status;
@@ -474,11 +477,12 @@ int tke_thrhld_set_main(int argc, char **argv)
 	    "options:\n"
 	    "  --signature N           new signature threshold (asked when missing)\n"
 	    "  --revocation N          new revocation threshold (asked when "
-	    "missing)\n" TKE_PREPARE_HELP;
+	    "missing)\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
 	static const struct option longopts[] = {
 	    {"signature", required_argument, NULL, OPT_SIGNATURE},
 	    {"revocation", required_argument, NULL, OPT_REVOCATION},
 	    {"prepare", required_argument, NULL, OPT_PREPARE},
+	    CLI_IMPRINT_LONGOPT,
 	    CLI_COMMON_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, opt, status;
@@ -566,7 +570,7 @@ int tke_exit_impr_main(int argc, char **argv)
 	    "usage: kyok tke cryptounit-exit-impr [--prepare FILE]\n\n"
 	    "Exits imprint mode on every selected crypto unit: both thresholds become 1.\n"
 	    "(cryptounit-thrhld-set does the same with thresholds of your choice.)\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};
@@ -613,7 +617,7 @@ int tke_zeroize_main(int argc, char **argv)
 	    "every administrator and returns the unit to imprint mode. Key storage cannot be\n"
 	    "used by the unit until the master key is loaded again from its key parts.\n"
 	    "Asks for confirmation (--yes answers it).\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};

@@ -68,7 +68,8 @@ static const char ai_usage[] =
     "  --admins N              number of administrators (default: the keys given)\n"
     "  --sigkeys N,N,...       existing signature keys to install (numbers from 'sigkeys')\n"
     "  --new-admins NAME,...   create a signature key for each name (passwords asked twice)\n"
-    "                          (without --sigkeys and --new-admins, both are asked)\n";
+    "                          (without --sigkeys and --new-admins, both are "
+    "asked)\n" CLI_IMPRINT_HELP;
 
 static void ai_release(struct ai *ai)
 {
@@ -939,6 +940,7 @@ int tke_auto_init_main(int argc, char **argv)
 	    {"admins", required_argument, NULL, OPT_ADMINS},
 	    {"sigkeys", required_argument, NULL, OPT_SIGKEYS},
 	    {"new-admins", required_argument, NULL, OPT_NEW_ADMINS},
+	    CLI_IMPRINT_LONGOPT,
 	    CLI_COMMON_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, opt, status = 0, admins = 0;
@@ -1012,6 +1014,14 @@ int tke_auto_init_main(int argc, char **argv)
 			             ai.run.units[i].u.number, ai.run.units[i].u.zone);
 			ai_print_units(&ai.run);
 			ai_advice_not_imprint();
+			goto out;
+		}
+	}
+	/* The units take the first commands only with the instance's imprint credential. */
+	{
+		char why[512] = "";
+		if ((r = cli_imprint_require(why, sizeof(why))) != 0) {
+			status = cli_fail(r, "imprint credential", "%s; nothing was done", why);
 			goto out;
 		}
 	}

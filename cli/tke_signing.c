@@ -183,6 +183,10 @@ int tke_ustate_parse(const json_t *j, struct tke_ustate *st)
 	if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "imprint")))
 		return KY_ERR_BAD_REPLY;
 	st->imprint = json_is_true(json_object_get(j, "imprint"));
+	if ((s = json_string_value(json_object_get(j, "incarnation"))) == NULL ||
+	    ky_hex_decode(s, st->incarnation, KY_INCARNATION_LEN) != 0)
+		return KY_ERR_BAD_REPLY;
+	ky_hex_encode(st->incarnation, KY_INCARNATION_LEN, st->incarnation_hex);
 	if (tke_json_int(j, "next_counter", 0, INT64_MAX, &v) != 0)
 		return KY_ERR_BAD_REPLY;
 	st->counter = (uint64_t)v;
@@ -503,6 +507,27 @@ static int tke_print_local_refusals(struct tke_run *run)
 	return first;
 }
 
+/* Before any password: a unit in imprint mode takes the command only with the instance's
+ * imprint credential, so it must be at hand (the unit enforces it; this only fails early). */
+int tke_run_imprint_check(struct tke_run *run)
+{
+	int r = KY_ERR_INTERNAL;
+	char why[512] = "";
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip || !u->reachable || u->result != TKE_PENDING || !u->st.imprint)
+			continue;
+		if ((r = cli_imprint_require(why, sizeof(why))) != 0) {
+			cli_fail(r, "imprint credential", "%s", why);
+			tke_note("nothing was sent to any crypto unit");
+			return r;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 {
 	int r = KY_ERR_INTERNAL;
@@ -543,6 +568,7 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 			return tke_err(KY_ERR_NOMEM, NULL, NULL);
 		snprintf(c->instance, sizeof(c->instance), "%s", run->inst.id);
 		snprintf(c->unit, sizeof(c->unit), "%s", u->u.id);
+		memcpy(c->incarnation, u->st.incarnation, KY_INCARNATION_LEN);
 		c->counter = u->st.counter;
 		c->op = op->op;
 		if (op->fill != NULL && (r = op->fill(op->ctx, run, u, c)) != 0) {
@@ -1199,7 +1225,8 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 			if ((r = tke_run_prepare(run, prepare)) != 0)
 				return ky_err_exit(r);
 		} else {
-			if ((r = tke_run_check_signers(run)) != 0)
+			if ((r = tke_run_imprint_check(run)) != 0 ||
+			    (r = tke_run_check_signers(run)) != 0)
 				return ky_err_exit(r);
 			if (maxreq > 0 && (r = cli_signers_open(&signers, &nsigners)) != 0)
 				return ky_err_exit(r);
@@ -1314,12 +1341,14 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 {
 	for (size_t i = 0; i < b->n; i++) {
 		const struct ky_command *c = pc[i].c;
-		char summary[256];
+		char summary[256], inc[2 * KY_INCARNATION_LEN + 1];
 
 		tke_command_summary(c, summary, sizeof(summary));
 		fprintf(f, "command %zu of %zu: %s\n", i + 1, b->n, ky_op_name(c->op));
-		fprintf(f, "  instance:  %s\n  unit:      %s\n  counter:   %llu\n", c->instance,
-		        c->unit, (unsigned long long)c->counter);
+		ky_hex_encode(c->incarnation, KY_INCARNATION_LEN, inc);
+		fprintf(f,
+		        "  instance:  %s\n  unit:      %s\n  incarnation: %s\n  counter:   %llu\n",
+		        c->instance, c->unit, inc, (unsigned long long)c->counter);
 		if (summary[0] != '\0')
 			fprintf(f, "  arguments: %s\n", summary);
 		char same[256];
@@ -1337,13 +1366,18 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 	}
 }
 
-static int tke_bundle_opts(int argc, char **argv, const char *usage, const char **file)
+/* imprint: the command sends commands, so it takes --imprint-credential. */
+static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprint,
+                           const char **file)
 {
 	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct option longopts_imprint[] = {
+	    CLI_IMPRINT_LONGOPT, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt;
 
 	*file = NULL;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", imprint ? longopts_imprint : longopts, NULL)) !=
+	       -1) {
 		if (opt == 'h') {
 			tke_print_help(usage);
 			return -1;
@@ -1363,17 +1397,18 @@ int tke_cmd_show_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke cmd-show FILE [--output json]\n\n"
 	    "Shows each command of a command bundle (written by a command's --prepare FILE):\n"
-	    "its operation, instance, crypto unit, transaction counter, arguments, and who\n"
-	    "signed it so far. Nothing is verified here: signatures are checked by the unit.\n"
-	    "A warning flags an mk-load whose key part envelopes are byte for byte the same\n"
-	    "(a part that cancels out with its copy): do not sign it. The unit refuses equal,\n"
-	    "all-zero or cancelling parts in any case, also those sealed separately.\n";
+	    "its operation, instance, crypto unit, incarnation of the unit's state (a unit\n"
+	    "whose state was created again has another), transaction counter, arguments, and\n"
+	    "who signed it so far. Nothing is verified here: signatures are checked by the\n"
+	    "unit. A warning flags an mk-load whose key part envelopes are byte for byte the\n"
+	    "same (a part that cancels out with its copy): do not sign it. The unit refuses\n"
+	    "equal, all-zero or cancelling parts in any case, also those sealed separately.\n";
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};
 	struct tke_parsed_cmd *pc = NULL;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);
@@ -1382,18 +1417,19 @@ int tke_cmd_show_main(int argc, char **argv)
 	if (cli_g.json) {
 		json_t *a = json_array();
 		for (size_t i = 0; a != NULL && i < b.n; i++) {
-			char summary[256], same[256], warning[512];
+			char summary[256], same[256], warning[512], inc[2 * KY_INCARNATION_LEN + 1];
 			json_t *warnings = json_array();
 			tke_command_summary(pc[i].c, summary, sizeof(summary));
+			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
 			if (warnings != NULL && tke_same_envelopes(pc[i].c, same, sizeof(same))) {
 				snprintf(warning, sizeof(warning), "%s " TKE_SAME_ENVELOPE_WARNING,
 				         same);
 				json_array_append_new(warnings, json_string(warning));
 			}
 			json_array_append_new(
-			    a, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:o}", "op",
+			    a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:o, s:o}", "op",
 			                 ky_op_name(pc[i].c->op), "instance", pc[i].c->instance,
-			                 "unit", pc[i].c->unit, "counter",
+			                 "unit", pc[i].c->unit, "incarnation", inc, "counter",
 			                 (json_int_t)pc[i].c->counter, "args", summary, "signers",
 			                 tke_signers_json(&pc[i]), "warnings", warnings));
 		}
@@ -1459,7 +1495,7 @@ int tke_cmd_sign_main(int argc, char **argv)
 	struct cli_signer *signers = NULL;
 	size_t nsigners = 0, added = 0;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);
@@ -1525,11 +1561,13 @@ out:
 int tke_cmd_submit_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cmd-submit FILE\n\n"
+	    "usage: kyok tke cmd-submit FILE [--imprint-credential FILE]\n\n"
 	    "Submits each command of the bundle FILE to its crypto unit (found by unit id in\n"
 	    "the instance) and reports per unit. A unit refuses a command whose transaction\n"
-	    "counter is out of date (another command ran since it was prepared): prepare the\n"
-	    "command again then.\n";
+	    "counter is out of date (another command ran since it was prepared), or that was\n"
+	    "prepared for an earlier incarnation of the unit (its state was created again\n"
+	    "since): prepare the command again then.\n\n"
+	    "options:\n" CLI_IMPRINT_HELP;
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};
@@ -1538,7 +1576,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 	const char **ids = NULL;
 	bool short_any = false;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, &file)) != 0)
+	if ((r = tke_bundle_opts(argc, argv, usage, true, &file)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_bundle_read(file, &b)) != 0)
 		return ky_err_exit(r);
@@ -1585,6 +1623,16 @@ int tke_cmd_submit_main(int argc, char **argv)
 			continue;
 		if ((r = ky_buf_append(&u->cms, b.cmds[i].der.data, b.cmds[i].der.len)) != 0)
 			goto out;
+		if (memcmp(u->st.incarnation, pc[i].c->incarnation, KY_INCARNATION_LEN) != 0) {
+			char inc[2 * KY_INCARNATION_LEN + 1];
+			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
+			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_INCARNATION,
+			             "the command names incarnation %s, the unit's state is "
+			             "incarnation %s: the unit was re-created since the command "
+			             "was prepared: not sent: prepare the command again",
+			             inc, u->st.incarnation_hex);
+			continue;
+		}
 		if (u->st.counter != pc[i].c->counter) {
 			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_COUNTER,
 			             "the command names transaction counter %llu, the unit is at "

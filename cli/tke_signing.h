@@ -22,6 +22,8 @@ struct tke_admin_info {
 	char ski_hex[2 * KY_SKI_LEN + 1];
 };
 struct tke_ustate {
+	uint8_t incarnation[KY_INCARNATION_LEN]; /* of the unit's state: every command names it */
+	char incarnation_hex[2 * KY_INCARNATION_LEN + 1];
 	bool imprint;
 	uint64_t counter; /* next transaction counter */
 	int sig, rev;
@@ -98,6 +100,10 @@ size_t tke_run_pending(const struct tke_run *run, int *max_required);
 /* Before any password: the selected signature keys (by SKI) that are administrators of
  * each unit must be at least the unit's required count. Prints and returns the error. */
 int tke_run_check_signers(struct tke_run *run) KY_WUR;
+/* Before any password and only when commands are to be sent: when a unit with a command to
+ * send is in imprint mode, the imprint credential must be at hand. Prints and returns the
+ * error (KY_ERR_IMPRINT_CLAIM_REQUIRED, or what is wrong with the credential file). */
+int tke_run_imprint_check(struct tke_run *run) KY_WUR;
 /* Signs each planned command with the signers that are administrators of its unit
  * (when the unit needs signatures) and submits it. Results go to the units. */
 void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_t nsigners);

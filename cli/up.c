@@ -10,6 +10,9 @@
  *   unit-<n>/port          port it listens on (written by the unit)
  *   unit-<n>/unit.log      its log
  *   keys.db                key storage shared by the units (SQLite, WAL)
+ *   imprint-credential.pem the instance's imprint credential (0600): units in imprint mode
+ *                          take commands only with a claim made with it; each unit.conf
+ *                          holds its public key (imprint_verifier)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +34,7 @@
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
+#include "kyok/imprint.h"
 
 #define UP_MAX_UNITS     16
 #define UP_START_WAIT_MS 10000
@@ -621,6 +625,164 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	       "'kyok down' stops the units\n");
 }
 
+/* ---- the imprint credential ---- */
+
+/* The imprint_verifier value in a unit.conf: 1 and hex filled, 0 when the file has none. */
+static int up_imprint_conf_verifier(const char *conf, char hex[2 * KY_IMPRINT_PUB_LEN + 1])
+{
+	struct ky_buf b = {0};
+	int found = 0;
+
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return 0;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " imprint_verifier = %64[0-9a-f]", hex) == 1 &&
+		    strlen(hex) == 2 * KY_IMPRINT_PUB_LEN) {
+			found = 1;
+			break;
+		}
+	}
+	ky_buf_free(&b);
+	return found;
+}
+
+/* Appends "imprint_verifier = HEX" to a unit.conf (rewritten atomically). */
+static int up_imprint_conf_add(const char *conf, const char *hex)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf b = {0};
+	char line[256];
+
+	snprintf(line, sizeof(line),
+	         "# public key of the instance's imprint credential: in imprint mode the unit\n"
+	         "# takes commands only with a claim made with it\nimprint_verifier = %s\n",
+	         hex);
+	if ((r = ky_file_read(conf, 64 * 1024, &b)) != 0 ||
+	    (b.len > 0 && b.data[b.len - 1] != '\n' && (r = ky_buf_append(&b, "\n", 1)) != 0) ||
+	    (r = ky_buf_append_str(&b, line)) != 0 ||
+	    (r = ky_file_write_atomic(conf, b.data, b.len, 0600)) != 0) {
+		cli_fail(r, conf, "cannot add the imprint verifier");
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&b);
+	return r;
+}
+
+/* Creates DIR/imprint-credential.pem (0600, refused when it exists) and gives its public key
+ * as hex. */
+static int up_imprint_create(const char *dir, char hex[2 * KY_IMPRINT_PUB_LEN + 1])
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf pem = {0};
+	uint8_t pub[KY_IMPRINT_PUB_LEN];
+	char path[PATH_MAX];
+	int fd = -1;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
+	if ((r = ky_imprint_credential_new(&pem, pub)) != 0) {
+		cli_fail(r, path, "cannot make the imprint credential");
+		goto out;
+	}
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		r = errno == EEXIST ? KY_ERR_EXISTS : KY_ERR_IO;
+		cli_fail(r, path, "cannot create: %s", strerror(errno));
+		goto out;
+	}
+	if (write(fd, pem.data, pem.len) != (ssize_t)pem.len || fsync(fd) != 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, path, "cannot write: %s", strerror(errno));
+		close(fd);
+		fd = -1;
+		unlink(path);
+		goto out;
+	}
+	ky_hex_encode(pub, sizeof(pub), hex);
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	ky_buf_free(&pem);
+	return r;
+}
+
+/* Public key of an existing DIR/imprint-credential.pem: 1 and hex filled, 0 when there is
+ * no such file, or an error (printed). */
+static int up_imprint_existing(const char *dir, char hex[2 * KY_IMPRINT_PUB_LEN + 1])
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf pem = {0};
+	EVP_PKEY *k = NULL;
+	uint8_t pub[KY_IMPRINT_PUB_LEN];
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
+	if ((r = ky_file_read(path, KY_IMPRINT_CREDENTIAL_MAX, &pem)) == KY_ERR_NOT_FOUND)
+		return 0;
+	if (r != 0 || (r = ky_imprint_credential_parse(pem.data, pem.len, &k)) != 0 ||
+	    (r = ky_imprint_public(k, pub)) != 0) {
+		cli_fail(r, path, "not an imprint credential");
+		goto out;
+	}
+	ky_hex_encode(pub, sizeof(pub), hex);
+	r = 1;
+out:
+	EVP_PKEY_free(k);
+	ky_buf_free(&pem);
+	return r;
+}
+
+/* Before an instance made by an older kyok starts again: a unit.conf without an
+ * imprint_verifier gets the one of the instance's credential, made now when there is none.
+ * A unit.conf that has one is left alone (the credential may have been deleted on purpose
+ * once the units left imprint mode). */
+static int up_imprint_upgrade(const char *dir, struct up_unit *units, size_t n)
+{
+	int r = KY_ERR_INTERNAL, have;
+	char hex[2 * KY_IMPRINT_PUB_LEN + 1], cur[2 * KY_IMPRINT_PUB_LEN + 1];
+	bool missing = false;
+
+	for (size_t i = 0; i < n; i++)
+		if (!up_imprint_conf_verifier(units[i].conf, cur))
+			missing = true;
+	if (!missing)
+		return 0;
+	if ((have = up_imprint_existing(dir, hex)) < 0)
+		return have;
+	if (have == 0) {
+		if ((r = up_imprint_create(dir, hex)) != 0)
+			return r;
+		fprintf(stderr, "note: made the instance's imprint credential %s/%s\n", dir,
+		        KY_IMPRINT_CREDENTIAL_FILE);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (up_imprint_conf_verifier(units[i].conf, cur))
+			continue;
+		if ((r = up_imprint_conf_add(units[i].conf, hex)) != 0)
+			return r;
+		fprintf(stderr,
+		        "note: %s: added imprint_verifier (takes effect when the unit starts)\n",
+		        units[i].conf);
+	}
+	return 0;
+}
+
+static void up_imprint_note(const char *dir)
+{
+	if (cli_g.json)
+		return;
+	printf("imprint credential: %s/%s (mode 0600). Units in imprint mode take commands\n"
+	       "only with it: hand it to the administrators over a secure channel; it can be\n"
+	       "deleted once the units left imprint mode (zeroize needs it again)\n",
+	       dir, KY_IMPRINT_CREDENTIAL_FILE);
+}
+
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
@@ -640,6 +802,13 @@ static const char up_usage[] =
     "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
     "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
     "                          docs/sealing.md); only when the instance is made\n"
+    "\n"
+    "A new instance gets its imprint credential, DIR/imprint-credential.pem (mode 0600):\n"
+    "its units in imprint mode run commands only with a claim made with it, and each\n"
+    "unit.conf holds its public key (imprint_verifier). Hand it to the administrators\n"
+    "over a secure channel; delete it once the units left imprint mode if you like\n"
+    "(zeroize needs it again). An instance whose unit.conf files have no\n"
+    "imprint_verifier gets one (and a credential when there is none) when it starts.\n"
     "\n"
     "kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
     "else on PATH.\n"
@@ -761,6 +930,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 {
 	int r = KY_ERR_INTERNAL;
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
+	char imprint_hex[2 * KY_IMPRINT_PUB_LEN + 1];
 	size_t nzones = 0;
 	bool created_dir = false;
 	DIR *d;
@@ -805,7 +975,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
-	if ((r = cli_anchor_create(dir, instance)) != 0)
+	if ((r = cli_anchor_create(dir, instance)) != 0 ||
+	    (r = up_imprint_create(dir, imprint_hex)) != 0)
 		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
@@ -828,7 +999,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
 		}
-		if ((r = up_certify(dir, unitd, instance, u)) != 0)
+		if ((r = up_imprint_conf_add(u->conf, imprint_hex)) != 0 ||
+		    (r = up_certify(dir, unitd, instance, u)) != 0)
 			goto fail;
 	}
 	for (int i = 0; i < nunits; i++)
@@ -842,6 +1014,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 	if ((r = up_write_instance(dir, instance, units, (size_t)nunits)) != 0)
 		goto fail;
 	up_report(dir, instance, units, (size_t)nunits);
+	up_imprint_note(dir);
 	return 0;
 fail:
 	up_undo_started(units, (size_t)nunits);
@@ -849,13 +1022,15 @@ fail:
 	if (created_dir) {
 		up_rm_rf(dir);
 	} else {
-		char keyp[PATH_MAX], crtp[PATH_MAX];
+		char keyp[PATH_MAX], crtp[PATH_MAX], cred[PATH_MAX];
 		for (int i = 0; i < nunits; i++)
 			if (units[i].dir[0] != '\0')
 				up_rm_rf(units[i].dir);
 		cli_anchor_paths(dir, keyp, sizeof(keyp), crtp, sizeof(crtp));
 		(void)unlink(keyp);
 		(void)unlink(crtp);
+		snprintf(cred, sizeof(cred), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
+		(void)unlink(cred);
 	}
 	fprintf(stderr, "nothing was kept in %s\n", dir);
 	return r;
@@ -911,6 +1086,11 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			         "missing: the instance directory is damaged");
 			return KY_ERR_CONFIG;
 		}
+	}
+	if ((r = up_imprint_upgrade(dir, units, n)) != 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		struct up_unit *u = &units[i];
 		if ((u->pid = up_unit_running(u)) > 0) {
 			long port = up_read_number(u->portf);
 			if (port <= 0 || port > 65535) {
@@ -1199,9 +1379,29 @@ int unit_add_main(int argc, char **argv)
 		goto out;
 	}
 	made_dir = true;
-	if ((r = up_write_conf(dir, inst.id, u, NULL)) != 0) {
-		cli_fail(r, u->conf, "cannot write the unit configuration");
-		goto out;
+	/* The instance's imprint verifier, as its other units have it (the new unit starts in
+	 * imprint mode): from their unit.conf, else from the credential, else a new one. */
+	{
+		char ihex[2 * KY_IMPRINT_PUB_LEN + 1] = "";
+		bool have = false;
+		for (size_t i = 0; i < n && !have; i++)
+			if (&units[i] != u && up_imprint_conf_verifier(units[i].conf, ihex))
+				have = true;
+		if (!have) {
+			int e = up_imprint_existing(dir, ihex);
+			if (e == 0)
+				e = up_imprint_create(dir, ihex) == 0 ? 1 : -1;
+			if (e != 1) {
+				r = KY_ERR_CONFIG;
+				goto out;
+			}
+		}
+		if ((r = up_write_conf(dir, inst.id, u, NULL)) != 0) {
+			cli_fail(r, u->conf, "cannot write the unit configuration");
+			goto out;
+		}
+		if ((r = up_imprint_conf_add(u->conf, ihex)) != 0)
+			goto out;
 	}
 	if ((r = up_certify(dir, unitd, inst.id, u)) != 0 || (r = up_spawn(unitd, u)) != 0 ||
 	    (r = up_wait_port(u)) != 0)

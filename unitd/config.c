@@ -44,6 +44,9 @@
  *                               4096..1,073,741,824 (the chain goes on across files)
  *   audit_checkpoint_ms = 1000  optional, longest time audit lines wait for a signed
  *                               checkpoint, 10..60,000 ms
+ *   imprint_verifier = HEX      the Ed25519 public key (64 hex digits) of the instance's
+ *                               imprint credential; without it the unit accepts no command
+ *                               while in imprint mode
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -66,6 +69,7 @@ enum config_kind {
 	CONFIG_UINT,
 	CONFIG_SEAL,
 	CONFIG_TEXT, /* printable ASCII, 1..max characters */
+	CONFIG_VERIFIER,
 };
 
 struct config_key {
@@ -104,6 +108,7 @@ static const struct config_key config_keys[] = {
     {"identity_cert", CONFIG_PATH, false, 0, 0},
     {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
     {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
+    {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -409,7 +414,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, anchor_cert, identity_cert, audit_max_bytes, "
-		           "audit_checkpoint_ms)",
+		           "audit_checkpoint_ms, imprint_verifier)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -474,6 +479,16 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			           "bad value for 'store': expected sqlite:PATH or PATH");
 			return KY_ERR_CONFIG;
 		}
+		return 0;
+	case CONFIG_VERIFIER:
+		if (ky_hex_decode(val, cfg->imprint.pub, KY_IMPRINT_PUB_LEN) != 0) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for '%s': expected the 64 hex digits of the Ed25519 "
+			           "public key of the instance's imprint credential",
+			           key);
+			return KY_ERR_CONFIG;
+		}
+		cfg->imprint.configured = true;
 		return 0;
 	case CONFIG_SEAL:
 		for (size_t i = 0; i < sizeof(config_seals) / sizeof(config_seals[0]); i++) {

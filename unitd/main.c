@@ -94,6 +94,10 @@ static void unitd_usage(FILE *fp)
 	        "  audit_checkpoint_ms = MS\n"
 	        "                      optional: longest wait of an audit line for its signed\n"
 	        "                      checkpoint (default 1000)\n"
+	        "  imprint_verifier = HEX\n"
+	        "                      public key (64 hex digits) of the instance's imprint\n"
+	        "                      credential: in imprint mode the unit runs a command only\n"
+	        "                      with a claim made with it (none: it runs none)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 

@@ -1082,20 +1082,31 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0 ||
 		    (r = unitd_anchor_check(d, cfg, err, errlen)) != 0)
 			goto out;
-		if (strcmp(d->zone, cfg->zone) != 0) {
-			/* The operator moved the unit: record the new zone, atomically. */
+		if (strcmp(d->zone, cfg->zone) != 0 || !ky_domain_has_incarnation(d)) {
+			/* The operator moved the unit: record the new zone, atomically. A state
+			 * sealed before incarnations existed gets one, written before it serves. */
 			if ((r = ky_domain_dup(d, &moved)) != 0) {
 				snprintf(err, errlen, "cannot copy the unit state: %s",
 				         ky_err_message(r));
 				goto out;
 			}
 			snprintf(moved->zone, sizeof(moved->zone), "%s", cfg->zone);
+			if (!ky_domain_has_incarnation(moved) &&
+			    (r = ky_domain_new_incarnation(moved)) != 0) {
+				snprintf(err, errlen, "cannot draw an incarnation: %s",
+				         ky_err_message(r));
+				goto out;
+			}
 			if ((r = unitd_state_write(st, moved)) != 0) {
 				snprintf(err, errlen, "cannot write sealed state '%s': %s",
 				         st->state_path, ky_err_message(r));
 				goto out;
 			}
-			unitd_log("zone changed from %s to %s", d->zone, moved->zone);
+			if (strcmp(d->zone, moved->zone) != 0)
+				unitd_log("zone changed from %s to %s", d->zone, moved->zone);
+			if (!ky_domain_has_incarnation(d))
+				unitd_log("unit state has no incarnation (sealed by an older "
+				          "version): gave it one");
 			ky_domain_free(d);
 			d = moved;
 			moved = NULL; /* transferred */

@@ -202,9 +202,10 @@ struct unitd_server {
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
-	struct ky_buf tls_cert; /* PEM, kept while MHD runs */
-	struct ky_buf tls_key;  /* PEM, cleansed on free */
-	uint32_t body_timeout;  /* seconds from a request's headers to its last byte */
+	struct unitd_imprint imprint; /* who may command the unit in imprint mode */
+	struct ky_buf tls_cert;       /* PEM, kept while MHD runs */
+	struct ky_buf tls_key;        /* PEM, cleansed on free */
+	uint32_t body_timeout;        /* seconds from a request's headers to its last byte */
 	uint16_t port;
 	char addr[INET6_ADDRSTRLEN + 3];
 };
@@ -478,9 +479,12 @@ static void server_command_label(const struct ky_command_label *label, char *op,
 
 /* Verifies a command against a snapshot of the state, outside the lock: nothing that is not
  * authenticated runs under it. */
-static int server_command_verify(struct unitd_server *srv, const struct ky_buf *cms,
-                                 struct ky_verified **v, struct ky_command_label *label,
-                                 char *detail, size_t detaillen)
+/* Verifies a command against a snapshot of the state, without the lock: the imprint claim
+ * first (in imprint mode only the credential's holder gets further), then the signed
+ * command. Apply re-checks under the lock that the state is still the one verified. */
+static int server_command_verify(struct unitd_server *srv, const char *claim,
+                                 const struct ky_buf *cms, struct ky_verified **v,
+                                 struct ky_command_label *label, char *detail, size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_domain *snap = NULL;
@@ -493,6 +497,9 @@ static int server_command_verify(struct unitd_server *srv, const struct ky_buf *
 		snprintf(detail, detaillen, "cannot copy the unit state");
 		goto out;
 	}
+	if ((r = unitd_imprint_check(&srv->imprint, snap, claim, cms->data, cms->len, detail,
+	                             detaillen)) != 0)
+		goto out;
 	if ((r = ky_ceremony_verify(snap, cms->data, cms->len, v, label, detail, detaillen)) != 0)
 		goto out;
 	r = 0;
@@ -548,7 +555,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		                      : sizeof(struct sockaddr_in),
 		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
 
-	if ((r = server_command_verify(srv, cms, &v, &label, detail, sizeof(detail))) != 0)
+	if ((r = server_command_verify(
+	         srv, MHD_lookup_connection_value(c, MHD_HEADER_KIND, KY_HDR_IMPRINT_CLAIM), cms,
+	         &v, &label, detail, sizeof(detail))) != 0)
 		goto done;
 
 	pthread_mutex_lock(&srv->lock);
@@ -936,6 +945,7 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		return KY_ERR_INTERNAL;
 	}
 	srv->st = st;
+	srv->imprint = cfg->imprint;
 	srv->body_timeout = cfg->body_timeout;
 	if (tls && (r = server_tls_load(srv, cfg, err, errlen)) != 0)
 		goto out;

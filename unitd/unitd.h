@@ -11,6 +11,7 @@
 
 #include "kyok/ceremony.h"
 #include "kyok/common.h"
+#include "kyok/imprint.h"
 #include "kyok/store.h"
 
 #define UNITD_ERR_MAX 512 /* room for one error sentence */
@@ -47,6 +48,12 @@ enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
 #define UNITD_AUDIT_CKPT_MAX      60000u
 #define UNITD_AUDIT_CKPT_DEFAULT  1000u
 
+/* The public key of the instance's imprint credential (include/kyok/imprint.h). */
+struct unitd_imprint {
+	bool configured;
+	uint8_t pub[KY_IMPRINT_PUB_LEN];
+};
+
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
 	char unit[KY_ID_MAX + 1];
@@ -77,6 +84,7 @@ struct unitd_config {
 	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
 	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
 	uint32_t audit_checkpoint_ms; /* longest wait of an audit line for its checkpoint */
+	struct unitd_imprint imprint; /* imprint_verifier */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -89,6 +97,18 @@ int unitd_config_load(const char *path, struct unitd_config *cfg, char *err, siz
 void unitd_config_release(struct unitd_config *cfg);
 /* "file", "tpm2", "pkcs11". */
 const char *unitd_seal_kind_name(enum unitd_seal_kind kind);
+
+/* ---- imprint.c ---- */
+
+/* The imprint claim rule, for one POST /v1/admin/command with body and header
+ * Kyok-Imprint-Claim claim (NULL when absent): while the live state is in imprint mode the
+ * claim must be there and verify with the configured imprint verifier
+ * (KY_ERR_IMPRINT_CLAIM_REQUIRED when it is missing or none is configured); a claim that is
+ * sent must verify in any mode (KY_ERR_IMPRINT_CLAIM_INVALID). detail gets the sentence for
+ * the reply. Pure: no I/O. */
+int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *live,
+                        const char *claim, const uint8_t *body, size_t n, char *detail,
+                        size_t detaillen) KY_WUR;
 
 /* ---- harden.c ---- */
 

@@ -14,6 +14,11 @@
 
 #include "kyok/common.h"
 
+/* A unit state's incarnation: random bytes drawn when the state is created. A state made
+ * again for the same unit id (data directory lost or deleted) has another one, so commands
+ * signed for the earlier state, whose counter started at 0 too, do not apply to it. */
+#define KY_INCARNATION_LEN 16
+
 enum ky_new_state { KY_NEW_EMPTY, KY_NEW_UNCOMMITTED, KY_NEW_COMMITTED };
 enum ky_cur_state { KY_CUR_EMPTY, KY_CUR_VALID };
 
@@ -48,8 +53,9 @@ struct ky_domain {
 	char instance[KY_ID_MAX + 1];
 	char unit[KY_ID_MAX + 1];
 	char zone[KY_ID_MAX + 1];
-	uint64_t next_counter; /* a command must carry exactly this value */
-	int sig_threshold;     /* 0 = imprint mode */
+	uint8_t incarnation[KY_INCARNATION_LEN]; /* fixed when the state is created */
+	uint64_t next_counter;                   /* a command must carry exactly this value */
+	int sig_threshold;                       /* 0 = imprint mode */
 	int rev_threshold;
 	size_t nadmins;
 	struct ky_admin admins[KY_MAX_ADMINS];
@@ -104,11 +110,12 @@ enum ky_op {
 bool ky_role_valid(const char *role);
 
 /* A parsed command. JSON on the wire (the content of the CMS SignedData):
- * {"kyok": "admin-command-v1", "instance": "...", "unit": "...", "counter": N,
- *  "op": "<name>", ...op fields above} */
+ * {"kyok": "admin-command-v1", "instance": "...", "unit": "...",
+ *  "incarnation": "<32 hex digits>", "counter": N, "op": "<name>", ...op fields above} */
 struct ky_command {
 	char instance[KY_ID_MAX + 1];
 	char unit[KY_ID_MAX + 1];
+	uint8_t incarnation[KY_INCARNATION_LEN];
 	uint64_t counter;
 	enum ky_op op;
 	X509 *cert;              /* admin-add */
@@ -145,8 +152,9 @@ void ky_command_free(struct ky_command *c);
 int ky_command_parse(const uint8_t *json, size_t n, struct ky_command **out) KY_WUR;
 int ky_command_encode(const struct ky_command *c, struct ky_buf *json) KY_WUR;
 
-/* New unit state in imprint mode with fresh identity and importer keys, certified by a unit
- * trust anchor made here and forgotten: for tests and tools, a unit on its own. */
+/* New unit state in imprint mode with fresh identity and importer keys and a fresh random
+ * incarnation, certified by a unit trust anchor made here and forgotten: for tests and
+ * tools, a unit on its own. */
 int ky_domain_new(const char *instance, const char *unit, const char *zone,
                   struct ky_domain **out) KY_WUR;
 /* New unit state in imprint mode around an identity key certified by the instance's anchor
@@ -156,12 +164,17 @@ int ky_domain_new_certified(const char *instance, const char *unit, const char *
                             EVP_PKEY *identity_key, X509 *identity_cert, X509 *anchor_cert,
                             struct ky_domain **out) KY_WUR;
 void ky_domain_free(struct ky_domain *d);
+/* False for a state sealed before incarnations existed (all zero): the daemon gives it one
+ * with ky_domain_new_incarnation and writes it before serving. */
+bool ky_domain_has_incarnation(const struct ky_domain *d);
+int ky_domain_new_incarnation(struct ky_domain *d) KY_WUR;
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out) KY_WUR;
 /* Full state including secrets, for sealing. Caller ky_buf_free's (cleanses). */
 int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out) KY_WUR;
 int ky_domain_parse(const uint8_t *p, size_t n, struct ky_domain **out) KY_WUR;
 /* Public view (no secret): what GET /v1/admin/state answers.
- * {"instance","unit","zone","imprint":bool,"next_counter":n,"signature_threshold":n,
+ * {"instance","unit","zone","incarnation":hex,"imprint":bool,"next_counter":n,
+ *  "signature_threshold":n,
  *  "revocation_threshold":n,"admins":[{"name","ski","cert"}],
  *  "new_mk":{"state":"EMPTY|FULL UNCOMMITTED|FULL COMMITTED","vp":hex|null,
  *            "part_vps":[hex...]},
@@ -202,7 +215,7 @@ struct ky_command_label {
 };
 
 /* Verifies cms against d (not changed). Check order, each with its own error: command form,
- * instance, unit, counter, every signature (signer not admin, bad signature: one CMS
+ * instance, unit, incarnation, counter, every signature (signer not admin, bad signature: one CMS
  * verification per SignerInfo), mode, signature count (duplicate signer, not enough).
  * label (may be NULL) is filled whenever the command's content parsed, verified or not.
  * detail receives a specific sentence for the error ("1 of 2 signatures", "signer 'bob' is

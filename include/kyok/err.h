@@ -87,11 +87,25 @@
 	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                  \
 	  "command is for another service instance")                                               \
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
+	X(WRONG_INCARNATION, "wrong-incarnation", KY_EXIT_REFUSED, 409,                            \
+	  "command is for another incarnation of the crypto unit: its state was created again "    \
+	  "since the command was prepared; prepare the command again")                             \
 	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
 	  "wrong transaction counter: command replayed or out of date")                            \
 	X(STATE_CHANGED, "state-changed", KY_EXIT_REFUSED, 409,                                    \
 	  "another command changed the crypto unit while this one was being verified: prepare "    \
 	  "it again")                                                                              \
+	X(IMPRINT_CLAIM_REQUIRED, "imprint-claim-required", KY_EXIT_REFUSED, 403,                  \
+	  "the crypto unit is in imprint mode and accepts commands only with the instance's "      \
+	  "imprint credential: the operator who created the instance holds the file "              \
+	  "(imprint-credential.pem in the instance directory) and hands it to the "                \
+	  "administrator, who gives it with --imprint-credential FILE")                            \
+	X(CREDENTIAL_EXPOSED, "credential-exposed", KY_EXIT_INPUT, 400,                            \
+	  "secret file may be read or written by others than its owner: make it yours, mode "      \
+	  "0600")                                                                                  \
+	X(IMPRINT_CLAIM_INVALID, "imprint-claim-invalid", KY_EXIT_REFUSED, 403,                    \
+	  "the imprint claim does not verify: the credential is not this instance's imprint "      \
+	  "credential, or the command was changed after it was claimed")                           \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
 	  "a signature on the command does not verify")                                            \
 	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \

@@ -1,8 +1,8 @@
 /* Admin commands: operation names, the strict JSON parser and its encoder.
  *
  * A command is the content of a CMS SignedData:
- *   {"kyok": "admin-command-v1", "instance": "...", "unit": "...", "counter": N,
- *    "op": "<name>", ...fields of that op}
+ *   {"kyok": "admin-command-v1", "instance": "...", "unit": "...",
+ *    "incarnation": "<32 hex digits>", "counter": N, "op": "<name>", ...fields of that op}
  * The parser accepts exactly the fields of the op and nothing else.
  */
 #include <jansson.h>
@@ -255,7 +255,8 @@ static const char *const *command_op_keys(enum ky_op op)
 
 static bool command_key_allowed(const char *k, enum ky_op op)
 {
-	static const char *const common[] = {"kyok", "instance", "unit", "counter", "op", NULL};
+	static const char *const common[] = {"kyok",    "instance", "unit", "incarnation",
+	                                     "counter", "op",       NULL};
 	const char *const *own = command_op_keys(op);
 
 	for (size_t i = 0; common[i] != NULL; i++)
@@ -525,6 +526,7 @@ int ceremony_command_parse(const uint8_t *json, size_t n, struct ky_command **ou
 	const char *s;
 	json_t *v;
 	const char *k;
+	bool present = false;
 
 	*out = NULL;
 	ceremony_detail(detail, detaillen, "%s", "");
@@ -565,7 +567,9 @@ int ceremony_command_parse(const uint8_t *json, size_t n, struct ky_command **ou
 		}
 	}
 	if ((r = command_get_id(o, "instance", c->instance, detail, detaillen)) != 0 ||
-	    (r = command_get_id(o, "unit", c->unit, detail, detaillen)) != 0)
+	    (r = command_get_id(o, "unit", c->unit, detail, detaillen)) != 0 ||
+	    (r = command_get_hex(o, "incarnation", true, c->incarnation, KY_INCARNATION_LEN,
+	                         &present, detail, detaillen)) != 0)
 		goto out;
 	v = json_object_get(o, "counter");
 	if (!json_is_integer(v) || json_integer_value(v) < 0) {
@@ -749,6 +753,7 @@ int ky_command_encode(const struct ky_command *c, struct ky_buf *json)
 	if ((r = command_set(o, "kyok", json_string(CEREMONY_COMMAND_TAG))) != 0 ||
 	    (r = command_set(o, "instance", json_string(c->instance))) != 0 ||
 	    (r = command_set(o, "unit", json_string(c->unit))) != 0 ||
+	    (r = command_set_hex(o, "incarnation", c->incarnation, KY_INCARNATION_LEN)) != 0 ||
 	    (r = command_set(o, "counter", json_integer((json_int_t)c->counter))) != 0 ||
 	    (r = command_set(o, "op", json_string(ky_op_name(c->op)))) != 0)
 		goto out;

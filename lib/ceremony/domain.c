@@ -1,7 +1,7 @@
 /* The unit's domain state: creation, copies, the sealed form and the public view.
  *
  * Sealed form (secrets included; the daemon encrypts it before it touches a disk):
- *   {"kyok": "unit-state-v1", "instance", "unit", "zone", "next_counter",
+ *   {"kyok": "unit-state-v1", "instance", "unit", "zone", "incarnation", "next_counter",
  *    "signature_threshold", "revocation_threshold", "admins": [PEM...],
  *    "new_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
  *    "current_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
@@ -10,7 +10,10 @@
  *    "anchor_cert": PEM, "transfers": [{"op", "counter", "from", "from_identity", "to",
  *    "to_identity", "vp"}]}
  * The parser accepts only a state every ceremony rule could have produced: the identity
- * certificate issued by the anchor, the importer certificate by the identity.
+ * certificate issued by the anchor, the importer certificate by the identity. "incarnation"
+ * (32 hex digits, never all zero) may be missing only in a state sealed before incarnations
+ * existed: it is then all zero in the parsed state, and the daemon draws one
+ * (ky_domain_has_incarnation) before it serves.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -76,6 +79,27 @@ static int domain_identity_check(const char *instance, const char *unit, EVP_PKE
 	return 0;
 }
 
+bool ky_domain_has_incarnation(const struct ky_domain *d)
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < KY_INCARNATION_LEN; i++)
+		acc |= d->incarnation[i];
+	return acc != 0;
+}
+
+int ky_domain_new_incarnation(struct ky_domain *d)
+{
+	int r = KY_ERR_INTERNAL;
+
+	/* All zero means "none" (ky_domain_has_incarnation): draw until it is not. */
+	do {
+		if ((r = ky_random(d->incarnation, KY_INCARNATION_LEN)) != 0)
+			return r;
+	} while (!ky_domain_has_incarnation(d));
+	return 0;
+}
+
 int ky_domain_new(const char *instance, const char *unit, const char *zone, struct ky_domain **out)
 {
 	int r = KY_ERR_INTERNAL;
@@ -133,6 +157,8 @@ int ky_domain_new_certified(const char *instance, const char *unit, const char *
 	memcpy(d->instance, instance, strlen(instance) + 1);
 	memcpy(d->unit, unit, strlen(unit) + 1);
 	memcpy(d->zone, zone, strlen(zone) + 1);
+	if ((r = ky_domain_new_incarnation(d)) != 0)
+		goto out;
 	d->new_state = KY_NEW_EMPTY;
 	d->cur_state = KY_CUR_EMPTY;
 
@@ -251,6 +277,16 @@ static json_t *domain_cert_json(X509 *cert)
 	return v;
 }
 
+static json_t *domain_incarnation_json(const struct ky_domain *d)
+{
+	char hex[2 * KY_INCARNATION_LEN + 1];
+
+	if (!ky_domain_has_incarnation(d))
+		return NULL;
+	ky_hex_encode(d->incarnation, KY_INCARNATION_LEN, hex);
+	return json_string(hex);
+}
+
 /* Hex of a 32-byte value, or null when absent. */
 static json_t *domain_hex32_json(const uint8_t *p, bool present)
 {
@@ -327,6 +363,7 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 	    (r = domain_set(o, "instance", json_string(d->instance))) != 0 ||
 	    (r = domain_set(o, "unit", json_string(d->unit))) != 0 ||
 	    (r = domain_set(o, "zone", json_string(d->zone))) != 0 ||
+	    (r = domain_set(o, "incarnation", domain_incarnation_json(d))) != 0 ||
 	    (r = domain_set(o, "next_counter", json_integer((json_int_t)d->next_counter))) != 0 ||
 	    (r = domain_set(o, "signature_threshold", json_integer(d->sig_threshold))) != 0 ||
 	    (r = domain_set(o, "revocation_threshold", json_integer(d->rev_threshold))) != 0)
@@ -384,6 +421,16 @@ static int domain_parse_id(json_t *o, const char *key, bool allow_empty, char ou
 	if (s == NULL || !ceremony_id_valid(s, strlen(s), allow_empty))
 		return KY_ERR_STATE_CORRUPT;
 	memcpy(out, s, strlen(s) + 1);
+	return 0;
+}
+
+static int domain_parse_incarnation(json_t *o, struct ky_domain *d)
+{
+	const char *s = ceremony_json_str(o, "incarnation");
+
+	if (s == NULL || ky_hex_decode(s, d->incarnation, KY_INCARNATION_LEN) != 0 ||
+	    !ky_domain_has_incarnation(d))
+		return KY_ERR_STATE_CORRUPT;
 	return 0;
 }
 
@@ -551,6 +598,7 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	                                   "instance",
 	                                   "unit",
 	                                   "zone",
+	                                   "incarnation",
 	                                   "next_counter",
 	                                   "signature_threshold",
 	                                   "revocation_threshold",
@@ -569,7 +617,11 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	json_int_t counter, sig, rev;
 	char cn[DOMAIN_CN_MAX + 1];
 
-	if (!json_is_object(o) || json_object_size(o) != sizeof(keys) / sizeof(keys[0]) - 1 ||
+	/* Every key, or every key but "incarnation" (a state sealed before it existed). */
+	const size_t nkeys = sizeof(keys) / sizeof(keys[0]) - 1;
+	const bool has_inc = json_object_get(o, "incarnation") != NULL;
+
+	if (!json_is_object(o) || json_object_size(o) != (has_inc ? nkeys : nkeys - 1) ||
 	    !ceremony_json_only_keys(o, keys))
 		return KY_ERR_STATE_CORRUPT;
 	if ((tag = ceremony_json_str(o, "kyok")) == NULL || strcmp(tag, CEREMONY_STATE_TAG) != 0)
@@ -577,6 +629,7 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	if ((r = domain_parse_id(o, "instance", false, d->instance)) != 0 ||
 	    (r = domain_parse_id(o, "unit", false, d->unit)) != 0 ||
 	    (r = domain_parse_id(o, "zone", true, d->zone)) != 0 ||
+	    (has_inc && (r = domain_parse_incarnation(o, d)) != 0) ||
 	    (r = domain_parse_int(o, "next_counter", INT64_MAX, &counter)) != 0 ||
 	    (r = domain_parse_int(o, "signature_threshold", KY_MAX_ADMINS, &sig)) != 0 ||
 	    (r = domain_parse_int(o, "revocation_threshold", KY_MAX_ADMINS, &rev)) != 0)
@@ -673,12 +726,13 @@ json_t *ky_domain_public_json(const struct ky_domain *d)
 			goto fail;
 	}
 	o = json_pack(
-	    "{s:s, s:s, s:s, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o, s:o}, "
+	    "{s:s, s:s, s:s, s:o, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o, s:o}, "
 	    "s:{s:s, s:o, s:o}}",
-	    "instance", d->instance, "unit", d->unit, "zone", d->zone, "imprint",
-	    d->sig_threshold == 0, "next_counter", (json_int_t)d->next_counter,
-	    "signature_threshold", d->sig_threshold, "revocation_threshold", d->rev_threshold,
-	    "admins", admins, "new_mk", "state", ky_new_state_name(d->new_state), "vp",
+	    "instance", d->instance, "unit", d->unit, "zone", d->zone, "incarnation",
+	    domain_incarnation_json(d), "imprint", d->sig_threshold == 0, "next_counter",
+	    (json_int_t)d->next_counter, "signature_threshold", d->sig_threshold,
+	    "revocation_threshold", d->rev_threshold, "admins", admins, "new_mk", "state",
+	    ky_new_state_name(d->new_state), "vp",
 	    domain_hex32_json(d->new_vp, d->new_state != KY_NEW_EMPTY), "part_vps",
 	    domain_part_vps_json((const uint8_t(*)[KY_VP_LEN])d->new_part_vps, d->new_nparts),
 	    "current_mk", "state", ky_cur_state_name(d->cur_state), "vp",

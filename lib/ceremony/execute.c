@@ -2,7 +2,7 @@
  *
  * ky_ceremony_verify checks, in this order, each with its own error:
  *   1. the command's form (CMS SignedData holding a kyok command), decoded once;
- *   2. instance, unit, transaction counter;
+ *   2. instance, unit, incarnation of the unit's state, transaction counter;
  *   3. every signature: its signer must be an installed admin and it must verify;
  *   4. the unit's mode (imprint or not) allows the command;
  *   5. enough distinct admins signed (two signatures by one admin count once).
@@ -751,6 +751,28 @@ static int ceremony_run_op(struct ky_domain *d, const struct ky_command *c, json
 	return KY_ERR_INTERNAL;
 }
 
+/* ---- addressee ---- */
+
+/* The command was prepared for this state of the unit, not for one it had before its state
+ * was created again (the counter restarts at 0 then, so it alone cannot tell). */
+static int ceremony_check_incarnation(const struct ky_domain *d, const struct ky_command *c,
+                                      char *detail, size_t len)
+{
+	char want[2 * KY_INCARNATION_LEN + 1], got[2 * KY_INCARNATION_LEN + 1];
+
+	if (ky_domain_has_incarnation(d) &&
+	    memcmp(c->incarnation, d->incarnation, KY_INCARNATION_LEN) == 0)
+		return 0;
+	ky_hex_encode(c->incarnation, KY_INCARNATION_LEN, got);
+	ky_hex_encode(d->incarnation, KY_INCARNATION_LEN, want);
+	ceremony_detail(detail, len,
+	                "command is for incarnation %s of unit %s, the unit's state is "
+	                "incarnation %s: the unit was re-created (its state made anew) after the "
+	                "command was prepared; prepare the command again",
+	                got, d->unit, want);
+	return KY_ERR_WRONG_INCARNATION;
+}
+
 /* ---- verify ---- */
 
 /* What a command was verified against: apply refuses a state where any of it differs. */
@@ -966,6 +988,8 @@ int ky_ceremony_verify(const struct ky_domain *d, const uint8_t *cms, size_t n,
 		r = KY_ERR_WRONG_UNIT;
 		goto out;
 	}
+	if ((r = ceremony_check_incarnation(d, v->cmd, detail, detaillen)) != 0)
+		goto out;
 	if (v->cmd->counter != d->next_counter) {
 		ceremony_detail(detail, detaillen,
 		                "command counter %llu, unit %s expected %llu: prepare the "

@@ -112,6 +112,7 @@ static void seeds_commands(struct ky_domain *d)
 			seeds_die("out of memory");
 		snprintf(c->instance, sizeof(c->instance), "%s", FUZZ_INSTANCE);
 		snprintf(c->unit, sizeof(c->unit), "%s", "unit-1");
+		memcpy(c->incarnation, d->incarnation, KY_INCARNATION_LEN);
 		c->counter = 0;
 		c->op = (enum ky_op)op;
 		switch (c->op) {
@@ -314,7 +315,9 @@ static void seeds_text(void)
 	    "# unit 1\ninstance = fuzz-instance\nunit = unit-1\nzone = zone-a\n"
 	    "listen = 127.0.0.1:0\ndata_dir = /nonexistent/unit-1\nport_file = port\n"
 	    "log_file = unit.log\nstore = sqlite:/nonexistent/keys.db\nkey_limit = 1000\n"
-	    "token_ttl = 3600\nreencipher_batch = 500\nreencipher_pause_ms = 0\n",
+	    "token_ttl = 3600\nreencipher_batch = 500\nreencipher_pause_ms = 0\n"
+	    "imprint_verifier = "
+	    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
 	    "instance=a\nunit=b\nzone=c\ndata_dir=d\napi_tls_cert = c.pem\napi_tls_key = k.pem\n",
 	};
 	static const char instance[] =

@@ -109,6 +109,7 @@ unit_url() { jq -r ".units[] | select(.number==$1) | .url" "$(inst_file)"; }
 unit_id() { jq -r ".units[] | select(.number==$1) | .id" "$(inst_file)"; }
 unit_state() { curl -fsS "$(unit_url "$1")/v1/admin/state"; }
 unit_counter() { unit_state "$1" | jq -r .next_counter; }
+unit_incarnation() { unit_state "$1" | jq -r .incarnation; }
 
 # sigkey_file NAME: the signature key file of administrator NAME in the workspace.
 sigkey_file() {
@@ -120,13 +121,16 @@ sigkey_file() {
 	return 1
 }
 
-# cmd_json N OP [FIELDS_JSON [COUNTER]]: a command for unit N, at its next counter.
+# cmd_json N OP [FIELDS_JSON [COUNTER [INCARNATION]]]: a command for unit N, at its next
+# counter and present incarnation.
 cmd_json() {
-	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-}
+	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-} inc=${5:-}
 	[ -n "$counter" ] || counter=$(unit_counter "$n")
-	jq -cn --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --argjson c "$counter" \
-		--arg op "$op" --argjson x "$extra" \
-		'{kyok: "admin-command-v1", instance: $i, unit: $u, counter: $c, op: $op} + $x'
+	[ -n "$inc" ] || inc=$(unit_incarnation "$n")
+	jq -cn --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --arg inc "$inc" \
+		--argjson c "$counter" --arg op "$op" --argjson x "$extra" \
+		'{kyok: "admin-command-v1", instance: $i, unit: $u, incarnation: $inc, counter: $c,
+		  op: $op} + $x'
 }
 
 # plain_key NAME: administrator NAME's private key, decrypted once into the test's private
@@ -162,17 +166,37 @@ sign_cmd() {
 	done
 }
 
-# post_cmd N DER: posts a DER command to unit N, prints the reply body.
+# imprint_claim DER [CREDENTIAL]: the Kyok-Imprint-Claim value for a command, made with plain
+# openssl: Ed25519 over "kyok-imprint-claim-v1\n" || DER (credential: the instance's).
+imprint_claim() {
+	local der=$1 cred=${2:-$KYOK_INSTANCE/imprint-credential.pem}
+	{ printf 'kyok-imprint-claim-v1\n'; cat "$der"; } >"$der.claim-msg"
+	openssl pkeyutl -sign -rawin -inkey "$cred" -in "$der.claim-msg" | base64 -w0
+	rm -f "$der.claim-msg"
+}
+
+# post_cmd N DER: posts a DER command to unit N with an imprint claim made with the
+# instance's credential (units in imprint mode demand it; the others check it), prints the
+# reply body.
 post_cmd() {
-	curl -sS -X POST -H 'Content-Type: application/octet-stream' --data-binary "@$2" \
+	curl -sS -X POST -H 'Content-Type: application/octet-stream' \
+		-H "Kyok-Imprint-Claim: $(imprint_claim "$2")" --data-binary "@$2" \
 		"$(unit_url "$1")/v1/admin/command"
 }
 
-# expect_refused DESC SLUG N DER: unit N must refuse with error code SLUG and change nothing.
+# post_cmd_bare N DER [HEADER]: posts without a claim (or with HEADER as given), the way
+# someone who only reaches the port would.
+post_cmd_bare() {
+	curl -sS -X POST -H 'Content-Type: application/octet-stream' ${3:+-H "$3"} \
+		--data-binary "@$2" "$(unit_url "$1")/v1/admin/command"
+}
+
+# expect_refused DESC SLUG N DER [POSTER]: unit N must refuse with error code SLUG and change
+# nothing. POSTER (default post_cmd) sends the command, e.g. post_cmd_bare.
 expect_refused() {
-	local desc=$1 slug=$2 n=$3 der=$4 before after reply code
+	local desc=$1 slug=$2 n=$3 der=$4 poster=${5:-post_cmd} before after reply code
 	before=$(unit_state "$n")
-	reply=$(post_cmd "$n" "$der")
+	reply=$("$poster" "$n" "$der")
 	code=$(jq -r '.error.code // "none"' <<<"$reply")
 	after=$(unit_state "$n")
 	if [ "$code" != "$slug" ]; then

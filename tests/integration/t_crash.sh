@@ -33,6 +33,7 @@ next_command() {
 	fi >"$C/cmd.json"
 	openssl cms -sign -binary -nodetach -md sha512 -keyid -in "$C/cmd.json" \
 		-signer "$C/alice.crt" -inkey "$C/alice.key" -outform DER -out "$C/cmd.der"
+	imprint_claim "$C/cmd.der" >"$C/cmd.claim"
 }
 
 # The counter is 1 now (alice was added at 0): one round trip brings it to 3, carol absent.
@@ -58,13 +59,15 @@ presign() {
 	for i in $(seq 0 7); do
 		next_command $((c + i))
 		mv "$C/cmd.der" "$C/seq-$i.der"
+		mv "$C/cmd.claim" "$C/seq-$i.claim"
 	done
 }
 hammer() {
 	local i url
 	url="$(unit_url 1)/v1/admin/command"
 	for i in $(seq 0 7); do
-		curl -sS --data-binary "@$C/seq-$i.der" "$url" >>"$C/replies" 2>&1 || true
+		curl -sS -H "Kyok-Imprint-Claim: $(cat "$C/seq-$i.claim")" \
+			--data-binary "@$C/seq-$i.der" "$url" >>"$C/replies" 2>&1 || true
 		echo >>"$C/replies"
 	done
 }

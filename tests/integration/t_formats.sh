@@ -145,7 +145,7 @@ expect_fail "an unsigned block has no signer to verify" "no signers" \
 off=$(openssl asn1parse -inform PEM -in thr1.pem | awk -F: '/OCTET STRING/{print $1+0; exit}')
 openssl asn1parse -inform PEM -in thr1.pem -strparse "$off" -noout -out thr1.json
 expect_eq "command JSON of the unsigned block" "$(jq -c . thr1.json)" \
-	"{\"kyok\":\"admin-command-v1\",\"instance\":\"$INST\",\"unit\":\"$UNIT1\",\"counter\":2,\"op\":\"thresholds-set\",\"signature\":2,\"revocation\":2}"
+	"{\"kyok\":\"admin-command-v1\",\"instance\":\"$INST\",\"unit\":\"$UNIT1\",\"incarnation\":\"$(unit_state 1 | jq -r .incarnation)\",\"counter\":2,\"op\":\"thresholds-set\",\"signature\":2,\"revocation\":2}"
 
 "$KYOK" tke sigkey-sel --sigkeys "$N_ALICE" >/dev/null
 expect_ok "alice signs with kyok" "$KYOK" tke cmd-sign thr.bundle --password-file "$PWA"
@@ -263,7 +263,7 @@ for i in 1 2; do
 		-passin "file:$PW_DAVE" -in "load$i.json" -outform PEM -out "load$i.signed.pem"
 done
 expect_eq "mk-load fields" "$(jq -c '[keys_unsorted, (.parts | length)]' load1.json)" \
-	'[["kyok","instance","unit","counter","op","parts","vp"],2]'
+	'[["kyok","instance","unit","incarnation","counter","op","parts","vp"],2]'
 expect_eq "mk-load vp is VP(part one XOR part two)" "$(jq -r .vp load1.json)" "$VP_NEW"
 
 curl -sS "$U1/v1/admin/identity" -o identity.pem
@@ -388,7 +388,8 @@ expect_eq "reply without a nonce: empty nonce line" \
 # ---- 7. state JSON ----
 
 expect_eq "state JSON keys" "$(jq -c 'keys_unsorted' state.json)" \
-	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage"]'
+	'["instance","unit","zone","incarnation","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage"]'
+expect_match "state incarnation: 32 hex digits" '^[0-9a-f]{32}$' "$(jq -r .incarnation state.json)"
 expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"
 jq -r '.admins[0].cert' state.json >admin1.pem

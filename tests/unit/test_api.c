@@ -16,6 +16,7 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "kyok/imprint.h"
 #include "kyok/kms.h"
 #include "unitd/api.h"
 #include "unitd/unitd.h"
@@ -817,6 +818,122 @@ static void test_config(void **state)
 	}
 }
 
+/* ---- unit configuration and rule: the imprint claim ---- */
+
+static void test_config_imprint(void **state)
+{
+	struct unitd_config cfg;
+	char err[UNITD_ERR_MAX];
+	const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+	char line[200];
+
+	(void)state;
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_false(cfg.imprint.configured);
+	unitd_config_release(&cfg);
+	snprintf(line, sizeof(line), "imprint_verifier = %s\n", hex);
+	assert_int_equal(conf(line, &cfg, err, sizeof(err)), 0);
+	assert_true(cfg.imprint.configured);
+	assert_int_equal(cfg.imprint.pub[1], 0x11);
+	assert_int_equal(cfg.imprint.pub[31], 0xff);
+	unitd_config_release(&cfg);
+	static const char *const bad[] = {
+	    "imprint_verifier = 0011\n",
+	    "imprint_verifier = "
+	    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00\n",
+	    "imprint_verifier = zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+	    "imprint_verifier = /etc/kyok/imprint-credential.pem\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(conf(bad[i], &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+		if (strstr(err, "64 hex digits of the Ed25519 public key") == NULL)
+			fail_msg("'%s': error '%s'", bad[i], err);
+		assert_false(cfg.imprint.configured);
+	}
+}
+
+static void test_imprint_rule(void **state)
+{
+	struct ky_domain *d = NULL;
+	struct ky_buf pem = {0};
+	EVP_PKEY *cred = NULL, *other = NULL;
+	struct unitd_imprint im = {0}, none = {0}, wrong = {0};
+	const uint8_t body[] = "the DER SignedData of a command";
+	const uint8_t body2[] = "the DER SignedData of another one";
+	char *claim = NULL, *claim_other = NULL, *claim_body2 = NULL, detail[512];
+
+	(void)state;
+	assert_int_equal(ky_domain_new("inst", "unit-1", "zone-1", &d), 0);
+	assert_int_equal(ky_imprint_credential_new(&pem, im.pub), 0);
+	im.configured = true;
+	assert_int_equal(ky_imprint_credential_parse(pem.data, pem.len, &cred), 0);
+	ky_buf_free(&pem);
+	assert_int_equal(ky_imprint_credential_new(&pem, wrong.pub), 0);
+	wrong.configured = true;
+	assert_int_equal(ky_imprint_credential_parse(pem.data, pem.len, &other), 0);
+	ky_buf_free(&pem);
+	assert_int_equal(ky_imprint_claim(cred, body, sizeof(body), &claim), 0);
+	assert_int_equal(ky_imprint_claim(other, body, sizeof(body), &claim_other), 0);
+	assert_int_equal(ky_imprint_claim(cred, body2, sizeof(body2), &claim_body2), 0);
+
+	/* imprint mode: only with a claim by the configured credential over this body */
+	assert_int_equal(d->sig_threshold, 0);
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, claim, body, sizeof(body), detail, sizeof(detail)), 0);
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, NULL, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_REQUIRED);
+	assert_non_null(strstr(detail, "without a Kyok-Imprint-Claim header"));
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, claim_other, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_non_null(strstr(detail, "does not verify"));
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, claim_body2, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(
+	    unitd_imprint_check(&wrong, d, claim, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_INVALID);
+	/* no verifier configured: nothing runs in imprint mode, claim or not */
+	assert_int_equal(
+	    unitd_imprint_check(&none, d, claim, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_REQUIRED);
+	assert_non_null(strstr(detail, "no imprint_verifier"));
+	assert_int_equal(
+	    unitd_imprint_check(&none, d, NULL, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_REQUIRED);
+
+	/* out of imprint mode: not needed; when sent, it must verify */
+	d->sig_threshold = 1;
+	d->rev_threshold = 1;
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, NULL, body, sizeof(body), detail, sizeof(detail)), 0);
+	assert_int_equal(
+	    unitd_imprint_check(&none, d, NULL, body, sizeof(body), detail, sizeof(detail)), 0);
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, claim, body, sizeof(body), detail, sizeof(detail)), 0);
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, claim_other, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(
+	    unitd_imprint_check(&none, d, claim, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_INVALID);
+
+	/* back to imprint mode (zeroize): required again */
+	d->sig_threshold = 0;
+	d->rev_threshold = 0;
+	assert_int_equal(
+	    unitd_imprint_check(&im, d, NULL, body, sizeof(body), detail, sizeof(detail)),
+	    KY_ERR_IMPRINT_CLAIM_REQUIRED);
+
+	free(claim);
+	free(claim_other);
+	free(claim_body2);
+	EVP_PKEY_free(cred);
+	EVP_PKEY_free(other);
+	ky_domain_free(d);
+}
+
 /* ---- unit configuration: the sealing keys ---- */
 
 static void test_config_seal(void **state)
@@ -1035,6 +1152,8 @@ int main(void)
 	    cmocka_unit_test(test_config_seal),
 	    cmocka_unit_test(test_list_filter),
 	    cmocka_unit_test(test_list_sort_search),
+	    cmocka_unit_test(test_config_imprint),
+	    cmocka_unit_test(test_imprint_rule),
 	};
 
 	if (ky_crypto_init() != 0)

@@ -25,6 +25,7 @@
 #define INSTANCE "inst-test"
 #define UNIT     "unit-a"
 #define UNIT_B   "unit-b"
+#define INC      "00112233445566778899aabbccddeeff" /* an incarnation, in parser tests */
 
 enum { ALICE, BOB, CAROL, DAVE, ERIN, FRANK, GRACE, HEIDI, IVAN, NADMINS };
 static const char *const admin_names[NADMINS] = {"alice", "bob",   "carol", "dave", "erin",
@@ -112,6 +113,7 @@ static struct ky_command *cmd(const struct ky_domain *d, enum ky_op op)
 	assert_non_null(c);
 	strcpy(c->instance, d->instance);
 	strcpy(c->unit, d->unit);
+	memcpy(c->incarnation, d->incarnation, KY_INCARNATION_LEN);
 	c->counter = d->next_counter;
 	c->op = op;
 	return c;
@@ -341,6 +343,7 @@ static void roundtrip(struct ky_command *c)
 	assert_int_equal(ky_command_parse(a.data, a.len, &p), 0);
 	assert_string_equal(p->instance, c->instance);
 	assert_string_equal(p->unit, c->unit);
+	assert_memory_equal(p->incarnation, c->incarnation, KY_INCARNATION_LEN);
 	assert_true(p->counter == c->counter);
 	assert_int_equal(p->op, c->op);
 	assert_int_equal(p->has_vp, c->has_vp);
@@ -485,12 +488,14 @@ static void t_command_parse_refusals(void **state)
 	json_decref(pemj);
 	free(pem);
 
-#define HEAD "{\"kyok\":\"admin-command-v1\",\"instance\":\"i\",\"unit\":\"u\",\"counter\":0,"
+#define HEAD                                                                                      \
+	"{\"kyok\":\"admin-command-v1\",\"instance\":\"i\",\"unit\":\"u\",\"incarnation\":\"" INC \
+	"\",\"counter\":0,"
 	/* accepted */
 	assert_int_equal(parse_json(HEAD "\"op\":\"zeroize\"}"), 0);
 	snprintf(buf, sizeof(buf),
 	         "{\"kyok\":\"admin-command-v1\",\"instance\":\"%s\",\"unit\":\"u\","
-	         "\"counter\":9223372036854775807,\"op\":\"zeroize\"}",
+	         "\"incarnation\":\"" INC "\",\"counter\":9223372036854775807,\"op\":\"zeroize\"}",
 	         id64);
 	assert_int_equal(parse_json(buf), 0);
 	snprintf(buf, sizeof(buf), HEAD "\"op\":\"admin-add\",\"cert\":%s}", pem_json);
@@ -500,14 +505,17 @@ static void t_command_parse_refusals(void **state)
 	assert_int_equal(parse_json("not json"), KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json("[1,2]"), KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json(HEAD "\"op\":\"zeroize\"} trailing"), KY_ERR_BAD_COMMAND);
-	assert_int_equal(parse_json("{\"instance\":\"i\",\"unit\":\"u\",\"counter\":0,"
+	assert_int_equal(parse_json("{\"instance\":\"i\",\"unit\":\"u\",\"incarnation\":\"" INC
+	                            "\",\"counter\":0,"
 	                            "\"op\":\"zeroize\"}"),
 	                 KY_ERR_NOT_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v2\",\"instance\":\"i\","
-	                            "\"unit\":\"u\",\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"unit\":\"u\",\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_NOT_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":1,\"instance\":\"i\",\"unit\":\"u\","
-	                            "\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_NOT_COMMAND);
 	assert_int_equal(parse_json(HEAD "\"op\":\"mk-rotate\"}"), KY_ERR_NOT_COMMAND_OP);
 	assert_int_equal(parse_json(HEAD "\"op\":7}"), KY_ERR_BAD_COMMAND);
@@ -519,36 +527,56 @@ static void t_command_parse_refusals(void **state)
 
 	/* ids and counter */
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"\","
-	                            "\"unit\":\"u\",\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"unit\":\"u\",\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 	snprintf(buf, sizeof(buf),
 	         "{\"kyok\":\"admin-command-v1\",\"instance\":\"%s\",\"unit\":\"u\","
-	         "\"counter\":0,\"op\":\"zeroize\"}",
+	         "\"incarnation\":\"" INC "\",\"counter\":0,\"op\":\"zeroize\"}",
 	         id65);
 	assert_int_equal(parse_json(buf), KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
-	                            "\"unit\":\"u\\u0000v\",\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"unit\":\"u\\u0000v\",\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
-	                            "\"unit\":\"u\\nv\",\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"unit\":\"u\\nv\",\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
-	                            "\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
-	                            "\"unit\":5,\"counter\":0,\"op\":\"zeroize\"}"),
+	                            "\"unit\":5,\"incarnation\":\"" INC
+	                            "\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 	static const char *const counters[] = {"-1",   "\"1\"", "1.0",
 	                                       "null", "true",  "18446744073709551616"};
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		snprintf(buf, sizeof(buf),
 		         "{\"kyok\":\"admin-command-v1\",\"instance\":\"i\",\"unit\":\"u\","
-		         "\"counter\":%s,\"op\":\"zeroize\"}",
+		         "\"incarnation\":\"" INC "\",\"counter\":%s,\"op\":\"zeroize\"}",
 		         counters[i]);
 		assert_int_equal(parse_json(buf), KY_ERR_BAD_COMMAND);
 	}
 	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
 	                            "\"unit\":\"u\",\"op\":\"zeroize\"}"),
+	                 KY_ERR_BAD_COMMAND);
+
+	/* incarnation: required, exactly 32 hex digits */
+	static const char *const incs[] = {
+	    "\"" INC "00\"", "\"0011\"", "\"\"", "\"zz112233445566778899aabbccddeeff\"", "17",
+	    "null"};
+	for (size_t i = 0; i < sizeof(incs) / sizeof(incs[0]); i++) {
+		snprintf(buf, sizeof(buf),
+		         "{\"kyok\":\"admin-command-v1\",\"instance\":\"i\",\"unit\":\"u\","
+		         "\"incarnation\":%s,\"counter\":0,\"op\":\"zeroize\"}",
+		         incs[i]);
+		assert_int_equal(parse_json(buf), KY_ERR_BAD_COMMAND);
+	}
+	assert_int_equal(parse_json("{\"kyok\":\"admin-command-v1\",\"instance\":\"i\","
+	                            "\"unit\":\"u\",\"counter\":0,\"op\":\"zeroize\"}"),
 	                 KY_ERR_BAD_COMMAND);
 
 	/* op fields */
@@ -703,11 +731,13 @@ static void t_public_json(void **state)
 
 	j = ky_domain_public_json(d);
 	assert_non_null(j);
-	assert_int_equal(json_object_size(j), 13);
+	assert_int_equal(json_object_size(j), 14);
 	assert_int_equal(json_array_size(json_object_get(j, "transfers")), 0);
 	assert_int_equal(strlen(json_string_value(json_object_get(j, "identity"))), 64);
 	assert_int_equal(strlen(json_string_value(json_object_get(j, "anchor"))), 64);
 	assert_string_equal(json_string_value(json_object_get(j, "instance")), INSTANCE);
+	ky_hex_encode(d->incarnation, KY_INCARNATION_LEN, hex);
+	assert_string_equal(json_string_value(json_object_get(j, "incarnation")), hex);
 	assert_string_equal(json_string_value(json_object_get(j, "unit")), UNIT);
 	assert_string_equal(json_string_value(json_object_get(j, "zone")), "zone-1");
 	assert_true(json_is_false(json_object_get(j, "imprint")));
@@ -808,6 +838,7 @@ static void t_serialize_roundtrip(void **state)
 	assert_string_equal(p->instance, d->instance);
 	assert_string_equal(p->unit, d->unit);
 	assert_string_equal(p->zone, d->zone);
+	assert_memory_equal(p->incarnation, d->incarnation, KY_INCARNATION_LEN);
 	assert_true(p->next_counter == d->next_counter);
 	assert_int_equal(p->sig_threshold, 2);
 	assert_int_equal(p->rev_threshold, 2);
@@ -1068,6 +1099,18 @@ static void e_key_b64(json_t *o)
 {
 	json_object_set_new(o, "importer_key", json_string("!!!!"));
 }
+static void e_incarnation_short(json_t *o)
+{
+	json_object_set_new(o, "incarnation", json_string("0011"));
+}
+static void e_incarnation_zero(json_t *o)
+{
+	json_object_set_new(o, "incarnation", json_string("00000000000000000000000000000000"));
+}
+static void e_incarnation_number(json_t *o)
+{
+	json_object_set_new(o, "incarnation", json_integer(1));
+}
 static void e_unit_renamed(json_t *o)
 {
 	json_object_set_new(o, "unit", json_string("unit-z"));
@@ -1129,6 +1172,35 @@ static void e_part_vps_nine(json_t *o)
 		json_array_append(a, v);
 }
 
+/* A state sealed before incarnations existed parses with none (all zero); the daemon gives
+ * it one before it serves. */
+static void t_serialize_no_incarnation(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT), *p = NULL;
+	struct ky_buf ser = {0};
+	json_error_t err;
+	json_t *o;
+	char *text;
+
+	assert_int_equal(ky_domain_serialize(d, &ser), 0);
+	o = json_loadb((const char *)ser.data, ser.len, 0, &err);
+	assert_non_null(o);
+	assert_int_equal(json_object_del(o, "incarnation"), 0);
+	text = json_dumps(o, JSON_COMPACT);
+	assert_non_null(text);
+	assert_int_equal(ky_domain_parse((const uint8_t *)text, strlen(text), &p), 0);
+	assert_false(ky_domain_has_incarnation(p));
+	assert_true(p->next_counter == d->next_counter);
+	assert_int_equal(p->nadmins, 3);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	json_decref(o);
+	ky_buf_free(&ser);
+	ky_domain_free(p);
+	ky_domain_free(d);
+}
+
 static void t_serialize_corrupt(void **state)
 {
 	(void)state;
@@ -1181,6 +1253,9 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_part_vps_bad_hex, "part VP not 64 hex digits");
 	corrupt(d, e_part_vps_not_array, "part VPs not a list");
 	corrupt(d, e_part_vps_nine, "nine part VPs");
+	corrupt(d, e_incarnation_short, "incarnation too short");
+	corrupt(d, e_incarnation_zero, "incarnation all zero");
+	corrupt(d, e_incarnation_number, "incarnation not a string");
 	ky_domain_free(d);
 }
 
@@ -1655,6 +1730,66 @@ static void t_counter_replay(void **state)
 	c = cmd_admin_rm(d, DAVE);
 	c->counter -= 1;
 	assert_int_equal(run(&d, c, SIGNED_BY(ERIN), NULL), KY_ERR_WRONG_COUNTER);
+	ky_domain_free(d);
+}
+
+/* A unit whose state was created again (same instance and unit ids, counter back at 0)
+ * refuses what was signed for its earlier state, with its own error. */
+static void t_incarnation_replay(void **state)
+{
+	(void)state;
+	struct ky_domain *old = domain(UNIT), *d = domain(UNIT), *copy = NULL;
+	struct ky_buf der = {0};
+	json_t *res = NULL;
+	struct ky_command *c;
+	char hex[2 * KY_INCARNATION_LEN + 1], raw[256];
+
+	assert_true(ky_domain_has_incarnation(old));
+	assert_memory_not_equal(old->incarnation, d->incarnation, KY_INCARNATION_LEN);
+	assert_true(old->next_counter == 0 && d->next_counter == 0);
+	/* admin-add prepared for the earlier state, counter 0 */
+	sign(cmd_admin_add(old, admins[ALICE].cert), UNSIGNED, &der);
+	assert_int_equal(run_der(&old, &der, NULL), 0);
+	assert_int_equal(run_der(&d, &der, NULL), KY_ERR_WRONG_INCARNATION);
+	ky_hex_encode(d->incarnation, KY_INCARNATION_LEN, hex);
+	detail_has(hex);
+	detail_has("re-created");
+	detail_has("prepare the command again");
+	assert_int_equal(d->nadmins, 0);
+	assert_true(d->next_counter == 0);
+	/* checked before the counter and the signatures, after instance and unit */
+	c = cmd_admin_add(d, admins[DAVE].cert);
+	c->incarnation[0] ^= 1;
+	c->counter = 7;
+	assert_int_equal(run(&d, c, SIGNED_BY(ERIN), NULL), KY_ERR_WRONG_INCARNATION);
+	c = cmd_admin_add(d, admins[DAVE].cert);
+	c->incarnation[0] ^= 1;
+	strcpy(c->unit, UNIT_B);
+	assert_int_equal(run(&d, c, UNSIGNED, NULL), KY_ERR_WRONG_UNIT);
+	/* a command without the field (as signed before incarnations existed) */
+	snprintf(raw, sizeof(raw),
+	         "{\"kyok\":\"admin-command-v1\",\"instance\":\"%s\",\"unit\":\"%s\","
+	         "\"counter\":0,\"op\":\"zeroize\"}",
+	         d->instance, d->unit);
+	ky_buf_free(&der);
+	assert_int_equal(ky_cms_unsigned((const uint8_t *)raw, strlen(raw), &der), 0);
+	assert_int_equal(run_der(&d, &der, NULL), KY_ERR_BAD_COMMAND);
+	detail_has("field 'incarnation' must be 32 hex digits");
+	/* a state without an incarnation (sealed by an older version) accepts nothing */
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	memset(copy->incarnation, 0, KY_INCARNATION_LEN);
+	assert_false(ky_domain_has_incarnation(copy));
+	c = cmd_admin_add(copy, admins[DAVE].cert);
+	ky_buf_free(&der);
+	sign(c, UNSIGNED, &der);
+	assert_int_equal(ky_ceremony_execute(copy, der.data, der.len, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_INCARNATION);
+	assert_null(res);
+	assert_int_equal(ky_domain_new_incarnation(copy), 0);
+	assert_true(ky_domain_has_incarnation(copy));
+	ky_buf_free(&der);
+	ky_domain_free(copy);
+	ky_domain_free(old);
 	ky_domain_free(d);
 }
 
@@ -2269,13 +2404,14 @@ static void t_apikey_ops(void **state)
 	strcpy(c->role, "Admin");
 	assert_int_equal(ky_command_encode(c, &json), KY_ERR_BAD_COMMAND);
 	ky_command_free(c);
-	const char *bad = "{\"kyok\":\"admin-command-v1\",\"instance\":\"" INSTANCE
-	                  "\",\"unit\":\"" UNIT "\",\"counter\":5,\"op\":\"apikey-create\","
-	                  "\"apikey_id\":\"k1\",\"name\":\"n\",\"role\":\"root\","
-	                  "\"hash\":\""
-	                  "00000000000000000000000000000000"
-	                  "00000000000000000000000000000000"
-	                  "\"}";
+	const char *bad =
+	    "{\"kyok\":\"admin-command-v1\",\"instance\":\"" INSTANCE "\",\"unit\":\"" UNIT
+	    "\",\"incarnation\":\"" INC "\",\"counter\":5,\"op\":\"apikey-create\","
+	    "\"apikey_id\":\"k1\",\"name\":\"n\",\"role\":\"root\","
+	    "\"hash\":\""
+	    "00000000000000000000000000000000"
+	    "00000000000000000000000000000000"
+	    "\"}";
 	assert_int_equal(ky_command_parse((const uint8_t *)bad, strlen(bad), &back),
 	                 KY_ERR_BAD_COMMAND);
 
@@ -2644,6 +2780,7 @@ int main(void)
 	    cmocka_unit_test(t_dup_independent),
 	    cmocka_unit_test(t_serialize_roundtrip),
 	    cmocka_unit_test(t_serialize_corrupt),
+	    cmocka_unit_test(t_serialize_no_incarnation),
 	    cmocka_unit_test(t_imprint_admins_free),
 	    cmocka_unit_test(t_imprint_thresholds_set),
 	    cmocka_unit_test(t_threshold_range),
@@ -2659,6 +2796,7 @@ int main(void)
 	    cmocka_unit_test(t_signer_not_admin),
 	    cmocka_unit_test(t_same_admin_twice),
 	    cmocka_unit_test(t_counter_replay),
+	    cmocka_unit_test(t_incarnation_replay),
 	    cmocka_unit_test(t_wrong_unit_instance),
 	    cmocka_unit_test(t_not_a_command),
 	    cmocka_unit_test(t_mk_register_flow),

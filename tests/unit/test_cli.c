@@ -20,8 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kyok/imprint.h"
 #include "cli/common.c"
 #include "cli/failover.c"
+#include "cli/imprint.c"
 #include "cli/instance.c"
 #include "cli/prompt.c"
 #include "cli/table.c"
@@ -911,18 +913,133 @@ static void test_request_safe(void **state)
 	assert_false(cli_api_request_safe("PUT", "/api/v2/keys/k/policies"));
 }
 
+/* ---- the imprint credential ---- */
+
+static void imprint_reset(void)
+{
+	EVP_PKEY_free(imprint_key);
+	imprint_key = NULL;
+	imprint_option = NULL;
+	imprint_path[0] = '\0';
+}
+
+static void write_credential(const char *path, mode_t mode, uint8_t pub[KY_IMPRINT_PUB_LEN])
+{
+	struct ky_buf pem = {0};
+	int fd;
+
+	assert_int_equal(ky_imprint_credential_new(&pem, pub), 0);
+	unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, pem.data, pem.len), (ssize_t)pem.len);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(chmod(path, mode), 0);
+	ky_buf_free(&pem);
+}
+
+static void test_imprint_credential(void **state)
+{
+	char dir[400], indir[450], other[450], why[1024];
+	const uint8_t body[] = "command bytes";
+	uint8_t pub[KY_IMPRINT_PUB_LEN], pub2[KY_IMPRINT_PUB_LEN];
+	char *claim = NULL;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/inst-imprint", tmpdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	cli_g.instance_dir = dir;
+	assert_int_equal(unsetenv("KYOK_IMPRINT_CREDENTIAL_FILE"), 0);
+	imprint_reset();
+
+	/* none anywhere: no claim, and the early check says where to put it */
+	assert_int_equal(cli_imprint_claim(body, sizeof(body), &claim, why, sizeof(why)), 0);
+	assert_null(claim);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), KY_ERR_IMPRINT_CLAIM_REQUIRED);
+	assert_non_null(strstr(why, "--imprint-credential FILE"));
+	assert_non_null(strstr(why, "inst-imprint/imprint-credential.pem"));
+
+	/* in the instance directory */
+	snprintf(indir, sizeof(indir), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
+	write_credential(indir, 0600, pub);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), 0);
+	assert_string_equal(cli_imprint_path(), indir);
+	assert_int_equal(cli_imprint_claim(body, sizeof(body), &claim, why, sizeof(why)), 0);
+	assert_non_null(claim);
+	assert_int_equal(ky_imprint_claim_verify(pub, claim, body, sizeof(body)), 0);
+	free(claim);
+	claim = NULL;
+
+	/* readable by others, or writable by the group: refused */
+	imprint_reset();
+	assert_int_equal(chmod(indir, 0644), 0);
+	assert_int_equal(cli_imprint_claim(body, sizeof(body), &claim, why, sizeof(why)),
+	                 KY_ERR_CREDENTIAL_EXPOSED);
+	assert_non_null(strstr(why, "mode 0644"));
+	assert_null(claim);
+	assert_int_equal(chmod(indir, 0620), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), KY_ERR_CREDENTIAL_EXPOSED);
+	assert_int_equal(chmod(indir, 0400), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), 0);
+
+	/* the environment variable before the instance directory; it must exist */
+	imprint_reset();
+	snprintf(other, sizeof(other), "%s/other.pem", tmpdir);
+	write_credential(other, 0600, pub2);
+	assert_int_equal(setenv("KYOK_IMPRINT_CREDENTIAL_FILE", other, 1), 0);
+	assert_int_equal(cli_imprint_claim(body, sizeof(body), &claim, why, sizeof(why)), 0);
+	assert_int_equal(ky_imprint_claim_verify(pub2, claim, body, sizeof(body)), 0);
+	free(claim);
+	claim = NULL;
+	imprint_reset();
+	assert_int_equal(setenv("KYOK_IMPRINT_CREDENTIAL_FILE", "/nonexistent/cred.pem", 1), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), KY_ERR_NOT_FOUND);
+	assert_non_null(strstr(why, "KYOK_IMPRINT_CREDENTIAL_FILE"));
+
+	/* --imprint-credential before both */
+	imprint_reset();
+	assert_int_equal(cli_common_opt(CLI_IMPRINT_OPT, indir), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), 0);
+	assert_string_equal(cli_imprint_path(), indir);
+	/* not a credential: a text file */
+	imprint_reset();
+	write_file(other, "not a key\n");
+	assert_int_equal(chmod(other, 0600), 0);
+	assert_int_equal(cli_common_opt(CLI_IMPRINT_OPT, other), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), KY_ERR_MALFORMED);
+	assert_non_null(strstr(why, "not an unencrypted Ed25519 private key"));
+	/* a directory */
+	imprint_reset();
+	assert_int_equal(cli_common_opt(CLI_IMPRINT_OPT, dir), 0);
+	assert_int_equal(cli_imprint_require(why, sizeof(why)), KY_ERR_IO);
+
+	imprint_reset();
+	assert_int_equal(unsetenv("KYOK_IMPRINT_CREDENTIAL_FILE"), 0);
+	cli_g.instance_dir = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_table),           cmocka_unit_test(test_parse_numbers),
-	    cmocka_unit_test(test_password_files),  cmocka_unit_test(test_password_fd),
-	    cmocka_unit_test(test_no_terminal),     cmocka_unit_test(test_common_opts),
-	    cmocka_unit_test(test_instance_parse),  cmocka_unit_test(test_instance_load),
-	    cmocka_unit_test(test_selection_parse), cmocka_unit_test(test_selection_units),
-	    cmocka_unit_test(test_known_units),     cmocka_unit_test(test_sigkeys_and_signers),
-	    cmocka_unit_test(test_keyparts_list),   cmocka_unit_test(test_timeouts),
-	    cmocka_unit_test(test_unit_order),      cmocka_unit_test(test_failures_parse),
-	    cmocka_unit_test(test_failures_file),   cmocka_unit_test(test_request_safe),
+	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_parse_numbers),
+	    cmocka_unit_test(test_password_files),
+	    cmocka_unit_test(test_password_fd),
+	    cmocka_unit_test(test_no_terminal),
+	    cmocka_unit_test(test_common_opts),
+	    cmocka_unit_test(test_instance_parse),
+	    cmocka_unit_test(test_instance_load),
+	    cmocka_unit_test(test_selection_parse),
+	    cmocka_unit_test(test_selection_units),
+	    cmocka_unit_test(test_known_units),
+	    cmocka_unit_test(test_sigkeys_and_signers),
+	    cmocka_unit_test(test_keyparts_list),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_unit_order),
+	    cmocka_unit_test(test_failures_parse),
+	    cmocka_unit_test(test_failures_file),
+	    cmocka_unit_test(test_request_safe),
+	    cmocka_unit_test(test_imprint_credential),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,4 +1,4 @@
-/* Unit tests of lib/wire: reply signatures. */
+/* Unit tests of lib/wire: reply signatures, imprint claims. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
+
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "kyok/imprint.h"
 #include "kyok/wire.h"
 
 static EVP_PKEY *identity, *other;
@@ -135,12 +138,128 @@ static void test_reply_refusals(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* ---- imprint claims ---- */
+
+static EVP_PKEY *imprint_cred(uint8_t pub[KY_IMPRINT_PUB_LEN])
+{
+	struct ky_buf pem = {0};
+	EVP_PKEY *k = NULL;
+
+	assert_int_equal(ky_imprint_credential_new(&pem, pub), 0);
+	assert_non_null(memmem(pem.data, pem.len, "-----BEGIN PRIVATE KEY-----", 27));
+	assert_int_equal(ky_imprint_credential_parse(pem.data, pem.len, &k), 0);
+	ky_buf_free(&pem);
+	return k;
+}
+
+static void test_imprint_claim(void **state)
+{
+	const uint8_t cmd[] = "0\x82 a DER SignedData, as far as the claim cares";
+	const uint8_t other_cmd[] = "0\x82 a DER SignedData, as far as the claim caret";
+	uint8_t pub[KY_IMPRINT_PUB_LEN], pub2[KY_IMPRINT_PUB_LEN], p[KY_IMPRINT_PUB_LEN];
+	EVP_PKEY *cred, *cred2;
+	char *claim = NULL, *claim2 = NULL, *bad;
+
+	(void)state;
+	cred = imprint_cred(pub);
+	cred2 = imprint_cred(pub2);
+	assert_memory_not_equal(pub, pub2, sizeof(pub));
+	assert_int_equal(ky_imprint_public(cred, p), 0);
+	assert_memory_equal(p, pub, sizeof(pub));
+
+	assert_int_equal(ky_imprint_claim(cred, cmd, sizeof(cmd), &claim), 0);
+	assert_int_equal(strlen(claim), 88); /* base64 of 64 bytes */
+	assert_int_equal(ky_imprint_claim_verify(pub, claim, cmd, sizeof(cmd)), 0);
+	/* another command, another credential, a changed claim, garbage: refused */
+	assert_int_equal(ky_imprint_claim_verify(pub, claim, other_cmd, sizeof(other_cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub2, claim, cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim(cred2, cmd, sizeof(cmd), &claim2), 0);
+	assert_int_equal(ky_imprint_claim_verify(pub, claim2, cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	bad = strdup(claim);
+	bad[5] = bad[5] == 'A' ? 'B' : 'A';
+	assert_int_equal(ky_imprint_claim_verify(pub, bad, cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub, "bm90IGEgc2lnbmF0dXJl", cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub, "!!!!", cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub, "", cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub, NULL, cmd, sizeof(cmd)),
+	                 KY_ERR_IMPRINT_CLAIM_INVALID);
+	assert_int_equal(ky_imprint_claim_verify(pub, claim, cmd, 0), KY_ERR_IMPRINT_CLAIM_INVALID);
+	/* the claim covers the context string: a bare signature over the body is not one */
+	{
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+		uint8_t sig[64];
+		size_t siglen = sizeof(sig);
+		char *b64 = NULL;
+		assert_int_equal(EVP_DigestSignInit(ctx, NULL, NULL, NULL, cred), 1);
+		assert_int_equal(EVP_DigestSign(ctx, sig, &siglen, cmd, sizeof(cmd)), 1);
+		assert_int_equal(ky_b64_encode(sig, siglen, &b64), 0);
+		assert_int_equal(ky_imprint_claim_verify(pub, b64, cmd, sizeof(cmd)),
+		                 KY_ERR_IMPRINT_CLAIM_INVALID);
+		free(b64);
+		EVP_MD_CTX_free(ctx);
+	}
+	free(bad);
+	free(claim);
+	free(claim2);
+	EVP_PKEY_free(cred);
+	EVP_PKEY_free(cred2);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_imprint_credential_parse(void **state)
+{
+	EVP_PKEY *k = NULL;
+	BIO *bio;
+	char *p = NULL;
+	long len;
+	uint8_t pub[KY_IMPRINT_PUB_LEN];
+	const char garbage[] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+	(void)state;
+	/* a P-521 key (the signature keys' kind) is not a credential */
+	bio = BIO_new(BIO_s_mem());
+	assert_int_equal(PEM_write_bio_PrivateKey(bio, identity, NULL, NULL, 0, NULL, NULL), 1);
+	len = BIO_get_mem_data(bio, &p);
+	assert_int_equal(ky_imprint_credential_parse((const uint8_t *)p, (size_t)len, &k),
+	                 KY_ERR_MALFORMED);
+	assert_null(k);
+	BIO_free(bio);
+	/* an encrypted one is not read (nothing asks for a passphrase) */
+	k = imprint_cred(pub);
+	bio = BIO_new(BIO_s_mem());
+	assert_int_equal(
+	    PEM_write_bio_PKCS8PrivateKey(bio, k, EVP_aes_256_cbc(), "passphrase", 10, NULL, NULL),
+	    1);
+	EVP_PKEY_free(k);
+	k = NULL;
+	len = BIO_get_mem_data(bio, &p);
+	assert_int_equal(ky_imprint_credential_parse((const uint8_t *)p, (size_t)len, &k),
+	                 KY_ERR_MALFORMED);
+	assert_null(k);
+	BIO_free(bio);
+	assert_int_equal(ky_imprint_credential_parse((const uint8_t *)garbage, strlen(garbage), &k),
+	                 KY_ERR_MALFORMED);
+	assert_int_equal(ky_imprint_credential_parse((const uint8_t *)"", 0, &k), KY_ERR_MALFORMED);
+	assert_int_equal(ky_imprint_public(identity, pub), KY_ERR_CRYPTO);
+	assert_null(k);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_reply_roundtrip),
 	    cmocka_unit_test(test_reply_message_layout),
 	    cmocka_unit_test(test_reply_refusals),
+	    cmocka_unit_test(test_imprint_claim),
+	    cmocka_unit_test(test_imprint_credential_parse),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
