@@ -34,6 +34,10 @@
 #define KY_APIKEY_HASH_LEN         32
 #define KY_APIKEY_MAC_LEN          32
 #define KY_STORE_APIKEY_NAME_MAX   64
+#define KY_STORE_LEDGER_KEY_LEN    32
+/* The secrets row that holds the storage integrity key: the one record the digest leaves out
+ * (it is needed to check the digest; it never changes but for re-encipherment). */
+#define KY_STORE_LEDGER_SECRET "storage-integrity-key"
 
 struct ky_store; /* opaque */
 
@@ -44,6 +48,8 @@ struct ky_store_opts {
 				       share one commit) */
 	const char *instance; /* binds the store to this instance on first open and refuses
 				       another one later (KY_ERR_WRONG_INSTANCE); NULL = no check */
+	int must_exist;       /* 1: refuse (KY_ERR_STORAGE_MISSING) a store that does not exist
+				       or is empty, instead of making a new one */
 };
 
 enum ky_store_table {
@@ -124,6 +130,13 @@ enum ky_store_plan {
 	KY_STORE_PLAN_APIKEY,   /* api key lookup by hash */
 };
 
+/* A position in the storage's history: generation (bumped by every write transaction) and
+ * epoch (bumped when the administrators accept storage that went back in time). */
+struct ky_store_ledger_pos {
+	uint64_t gen;
+	uint64_t epoch;
+};
+
 /* The backend function table. be is the backend's handle from open. */
 struct ky_store_ops {
 	const char *scheme; /* "sqlite" in "sqlite:/path" */
@@ -156,6 +169,10 @@ struct ky_store_ops {
 	int (*apikey_purge)(void *be, uint64_t *n);
 	int (*apikey_update)(void *be, const struct ky_store_apikey *k, const uint8_t *old_mac);
 	int (*changed)(void *be, int *changed);
+	int (*ledger_attach)(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+	                     const struct ky_store_ledger_pos *floor, int adopt,
+	                     struct ky_store_ledger_pos *pos);
+	int (*ledger_pos)(void *be, struct ky_store_ledger_pos *pos);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
 
@@ -249,6 +266,36 @@ int ky_store_apikey_purge(struct ky_store *s, uint64_t *n) KY_WUR;
  * programs within a fraction of a second. Cheap (usually no system call): meant to be called
  * once per request by caches above the store. */
 int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
+
+/* ---- storage digest (rollback detection) ----
+ *
+ * Once attached with the storage integrity key, the store keeps a digest of every record
+ * (keys, secrets but KY_STORE_LEDGER_SECRET, API keys): a generation, an epoch, the count and
+ * the sum mod 2^256 of one HMAC tag per record, MAC'd under the key, updated in the same
+ * transaction as every write. The handle keeps an index record -> tag, checked against the
+ * digest when attached and brought up to date through the generation when another process
+ * wrote. Every row read is checked against it before it is returned:
+ *   KY_ERR_RECORD_STALE      the row is not the one last written (older copy, made by hand)
+ *   KY_ERR_RECORD_MISSING    a record the digest holds is gone (deleted by hand)
+ *   KY_ERR_STORAGE_ROLLBACK  the digest is older than one this handle saw (or than floor)
+ *   KY_ERR_STORAGE_MISSING   the digest is gone (storage emptied or replaced by a new file)
+ *   KY_ERR_LEDGER_TAMPERED   the digest does not authenticate
+ *   KY_ERR_LEDGER_MISMATCH   the records do not add up to the digest
+ * Before attach nothing is checked, and a write to a store that has a digest is refused
+ * (KY_ERR_LEDGER_KEY) but for the KY_STORE_LEDGER_SECRET row.
+ *
+ * Attach: floor is the highest position the caller saw before (0/0: none; then the stored
+ * digest is taken as it is, or made when there is none). With floor->gen > 0 a store without
+ * a digest is KY_ERR_STORAGE_MISSING, an older generation or another epoch
+ * KY_ERR_STORAGE_ROLLBACK. adopt = 1 (a restore the administrators accepted, or a new
+ * integrity key): the records are taken as they are and a new digest is written at
+ * generation max(stored, floor) + 1, epoch max(stored, floor) + 1. *pos = where the store is.
+ * May be called again (a new key, or after a refusal). */
+int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+                           const struct ky_store_ledger_pos *floor, int adopt,
+                           struct ky_store_ledger_pos *pos) KY_WUR;
+/* The highest position checked by this handle; KY_ERR_USAGE when not attached. */
+int ky_store_ledger_pos(struct ky_store *s, struct ky_store_ledger_pos *pos) KY_WUR;
 
 /* ---- diagnostics ---- */
 
