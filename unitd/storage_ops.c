@@ -409,6 +409,13 @@ static void *storage_worker(void *arg)
 	r = so->error;
 	pthread_mutex_unlock(&so->lock);
 	if (r == 0) {
+		/* Key storage checked against its digest before anything is moved: the swaps
+		 * update it. */
+		struct ky_kms kms;
+		if ((r = unitd_keystore_enter(so->ks, &kms)) == 0)
+			unitd_keystore_leave(so->ks);
+	}
+	if (r == 0) {
 		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s... (%u "
 		          "per batch, %u ms pause)",
 		          (unsigned long long)total, from, to, (unsigned)so->batch,

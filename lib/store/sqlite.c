@@ -2250,7 +2250,7 @@ static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN]
 	struct sq_ledger_meta m;
 	struct ky_ledger_index ix = {0};
 	int r = KY_ERR_INTERNAL, opened = 0, have;
-	bool locked = false;
+	bool locked = false, authentic;
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
@@ -2274,7 +2274,8 @@ static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN]
 		r = KY_ERR_STORAGE_MISSING;
 		goto out;
 	}
-	if (have && (r = sq_ledger_meta_check(c, &m)) != 0 && !adopt)
+	authentic = have && (r = sq_ledger_meta_check(c, &m)) == 0;
+	if (have && !authentic && !adopt)
 		goto out;
 	if (have && !adopt && floor->gen > 0 && (m.epoch != floor->epoch || m.gen < floor->gen)) {
 		r = KY_ERR_STORAGE_ROLLBACK;
@@ -2292,7 +2293,9 @@ static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN]
 		uint64_t g = have && m.gen > floor->gen ? m.gen : floor->gen;
 		uint64_t e = have && m.epoch > floor->epoch ? m.epoch : floor->epoch;
 		m.gen = g + 1;
-		m.epoch = adopt ? e + 1 : e;
+		/* A restore accepted bumps the epoch; a new integrity key (the old one went with
+		 * its master key) does not: the history goes on. */
+		m.epoch = adopt && authentic ? e + 1 : e;
 		m.n = ix.n;
 		memcpy(m.sum, ix.sum, KY_LEDGER_TAG_LEN);
 		if ((r = sq_ledger_meta_write(c, &m)) != 0)
