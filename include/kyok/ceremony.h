@@ -59,11 +59,12 @@ enum ky_op {
 	KY_OP_MK_EXPORT,      /* "mk-export"      {"recipients": [PEM importer certs]} */
 	KY_OP_MK_IMPORT,      /* "mk-import"      {"envelope": b64 EnvelopedData, "vp": hex} */
 	/* Ops whose effect is on key storage: the ceremony checks them, the daemon acts. */
-	KY_OP_MK_REENCIPHER, /* "mk-reencipher"  {"vp": hex of the committed new key} */
-	KY_OP_APIKEY_CREATE, /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
-	KY_OP_APIKEY_REVOKE, /* "apikey-revoke"  {"apikey_id"} */
+	KY_OP_MK_REENCIPHER,  /* "mk-reencipher"  {"vp": hex of the committed new key} */
+	KY_OP_APIKEY_CREATE,  /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
+	KY_OP_APIKEY_REVOKE,  /* "apikey-revoke"  {"apikey_id"} */
+	KY_OP_STORAGE_ACCEPT, /* "storage-accept" {} : key storage taken as it is (a restore) */
 };
-#define KY_OP_LAST KY_OP_APIKEY_REVOKE
+#define KY_OP_LAST KY_OP_STORAGE_ACCEPT
 
 #define KY_APIKEY_NAME_MAX 64
 #define KY_ROLE_MAX        16

@@ -76,6 +76,7 @@ struct ky_store_row {
 	/* insert only: records under this VP count toward the key limit too (the other master
 	 * key register during a rotation); NULL = only those under vp. */
 	const uint8_t *limit_vp;
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 /* One row of the secrets table (system secrets such as a token signing key). */
@@ -88,6 +89,7 @@ struct ky_store_secret {
 	uint8_t vp[KY_VP_LEN];
 	uint8_t *blob;
 	size_t bloblen;
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 /* A row as re-encipherment sees it, for either table. */
@@ -122,6 +124,7 @@ struct ky_store_apikey {
 	int64_t revoked; /* 0 = valid */
 	bool has_mac;    /* false: a row without one (made by hand, or by an older program) */
 	uint8_t mac[KY_APIKEY_MAC_LEN];
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 enum ky_store_plan {
@@ -275,7 +278,12 @@ int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
  * transaction as every write. The handle keeps an index record -> tag, checked against the
  * digest when attached and brought up to date through the generation when another process
  * wrote. Every row read is checked against it before it is returned:
- *   KY_ERR_RECORD_STALE      the row is not the one last written (older copy, made by hand)
+ *   stale = true             the row is not the one last written (an older copy, altered or
+ *                            made by hand): returned so that the caller checks its own seal
+ *                            or tag first (KY_ERR_RECORD_TAMPERED when that fails, else
+ *                            KY_ERR_RECORD_STALE) and may write the record anew; it must
+ *                            never serve it. Re-encipherment fetches fail instead
+ *                            (KY_ERR_RECORD_STALE).
  *   KY_ERR_RECORD_MISSING    a record the digest holds is gone (deleted by hand)
  *   KY_ERR_STORAGE_ROLLBACK  the digest is older than one this handle saw (or than floor)
  *   KY_ERR_STORAGE_MISSING   the digest is gone (storage emptied or replaced by a new file)

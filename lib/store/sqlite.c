@@ -236,6 +236,7 @@ struct sq_touch {
 struct sq_seen {
 	uint8_t t;
 	bool present;
+	bool stale; /* set by sq_ledger_check */
 	char id[SQ_LID_MAX + 1];
 	uint8_t tag[KY_LEDGER_TAG_LEN];
 };
@@ -960,9 +961,10 @@ static bool sq_touched(const struct sq_conn *c, uint8_t t, const char *id)
 }
 
 /* Checks rows read at generation gen (gen_null: no digest row) by a read that began when the
- * index was at g0. 0, SQ_AGAIN (read again) or the refusal. The statement must be reset. */
+ * index was at g0: rows[i].stale is set for a row that is not what the digest holds. 0,
+ * SQ_AGAIN (read again) or the refusal. The statement must be reset. */
 static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64_t gen,
-                           const struct sq_seen *rows, size_t n)
+                           struct sq_seen *rows, size_t n)
 {
 	struct sq_ledger *L = &c->s->L;
 	int r = KY_ERR_INTERNAL;
@@ -988,11 +990,9 @@ static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64
 		    (c->ntouched > 0 && sq_touched(c, rows[i].t, rows[i].id)))
 			continue;
 		e = ky_ledger_index_find(&L->ix, rows[i].t, rows[i].id);
-		if (rows[i].present &&
-		    (e == NULL || CRYPTO_memcmp(e->tag, rows[i].tag, KY_LEDGER_TAG_LEN) != 0)) {
-			r = KY_ERR_RECORD_STALE;
-			goto out;
-		}
+		rows[i].stale =
+		    rows[i].present &&
+		    (e == NULL || CRYPTO_memcmp(e->tag, rows[i].tag, KY_LEDGER_TAG_LEN) != 0);
 		if (!rows[i].present && e != NULL) {
 			r = KY_ERR_RECORD_MISSING;
 			goto out;
@@ -1401,6 +1401,7 @@ static int sq_key_get(void *be, const char *id, struct ky_store_row *row)
 				continue;
 			}
 			r = k == SQ_AGAIN ? KY_ERR_STORE_BUSY : (k != 0 ? k : r);
+			row->stale = seen.stale;
 		}
 		break;
 	}
@@ -1510,6 +1511,8 @@ again:
 		len = cap = 0;
 		goto again;
 	}
+	for (size_t i = 0; s->L.on && i < len; i++)
+		v[i].stale = seen[i].stale;
 	*rows = v;
 	*n = len;
 	v = NULL; /* transferred */
@@ -1680,6 +1683,7 @@ static int sq_secret_get(void *be, const char *name, struct ky_store_secret *sec
 				continue;
 			}
 			r = k == SQ_AGAIN ? KY_ERR_STORE_BUSY : (k != 0 ? k : r);
+			sec->stale = seen.stale;
 		}
 		break;
 	}
@@ -1790,6 +1794,12 @@ again:
 			goto out;
 		}
 		goto again;
+	}
+	for (size_t i = 0; s->L.on && i < len; i++) {
+		if (seen[i].stale) {
+			r = KY_ERR_RECORD_STALE; /* never moved to the new key as if it were current */
+			goto out;
+		}
 	}
 	if (len == 0) {
 		r = 0;
@@ -1942,6 +1952,7 @@ static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, si
 				continue;
 			}
 			r = x == SQ_AGAIN ? KY_ERR_STORE_BUSY : (x != 0 ? x : r);
+			k->stale = seen.stale;
 		}
 		break;
 	}
@@ -2027,6 +2038,8 @@ again:
 		cnt = 0;
 		goto again;
 	}
+	for (size_t i = 0; s->L.on && i < cnt; i++)
+		v[i].stale = seen[i].stale;
 	*out = v;
 	*n = cnt;
 	v = NULL; /* transferred */

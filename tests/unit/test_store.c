@@ -711,8 +711,10 @@ static int key_get_r(struct ky_store *s, int i)
 
 	row_make(&row, i, 1, 0, vp_a);
 	r = ky_store_key_get(s, row.id, &got);
-	if (r == 0)
+	if (r == 0) {
+		r = got.stale ? KY_ERR_RECORD_STALE : 0; /* the row comes back, flagged */
 		ky_store_row_release(&got);
+	}
 	ky_store_row_release(&row);
 	return r;
 }
@@ -746,7 +748,11 @@ static void test_ledger_record_rollback(void **state)
 	assert_int_equal(key_get_r(f->s, 1), 0);
 	sql(f->path, "DELETE FROM keys WHERE name = 'key-1'; INSERT INTO keys SELECT * FROM old");
 	assert_int_equal(key_get_r(f->s, 1), KY_ERR_RECORD_STALE);
-	assert_int_equal(ky_store_key_list(f->s, NULL, 0, 0, &rows, &n), KY_ERR_RECORD_STALE);
+	assert_int_equal(ky_store_key_list(f->s, NULL, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rows[i].stale, strcmp(rows[i].name, "key-1") == 0);
+	ky_store_rows_free(rows, n);
 	assert_int_equal(key_get_r(f->s, 0), 0);
 	/* the same row with the current rev but the old content: still refused */
 	sql(f->path, "UPDATE keys SET rev = rev + 1 WHERE name = 'key-1'");
@@ -826,11 +832,21 @@ static void test_ledger_secrets_apikeys(void **state)
 	assert_int_equal(ky_store_secret_put(f->s, &sec, 1), 0);
 	sql(f->path, "DELETE FROM api_keys; INSERT INTO api_keys SELECT * FROM olda;"
 	             "DELETE FROM secrets; INSERT INTO secrets SELECT * FROM olds");
-	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), KY_ERR_RECORD_STALE);
-	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &ak), KY_ERR_RECORD_STALE);
-	assert_int_equal(ky_store_secret_get(f->s, "policies", &got), KY_ERR_RECORD_STALE);
-	assert_int_equal(ky_store_secret_get(f->s, KY_STORE_LEDGER_SECRET, &got), 0);
+	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), 0);
+	assert_true(ak.stale && ak.revoked == 0);
+	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &ak), 0);
+	assert_true(ak.stale);
+	assert_int_equal(ky_store_secret_get(f->s, "policies", &got), 0);
+	assert_true(got.stale);
 	ky_store_secret_release(&got);
+	assert_int_equal(ky_store_secret_get(f->s, KY_STORE_LEDGER_SECRET, &got), 0);
+	assert_false(got.stale);
+	ky_store_secret_release(&got);
+	/* written anew through the store: current again */
+	k.revoked = 11;
+	assert_int_equal(ky_store_apikey_update(f->s, &k, NULL), 0);
+	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), 0);
+	assert_false(ak.stale);
 	sql(f->path, "DELETE FROM api_keys");
 	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), KY_ERR_RECORD_MISSING);
 }
