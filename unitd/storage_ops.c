@@ -129,6 +129,10 @@ static int storage_enter(struct unitd_storage *so, const struct ky_domain *old, 
 		         "unit %s holds no master key: API keys are tagged under a key that is "
 		         "kept under it (finish the master key ceremony first)",
 		         old->unit);
+	else if (r == KY_ERR_MK_MISMATCH)
+		snprintf(detail, detaillen,
+		         "the storage integrity key is under a master key this unit does not hold: "
+		         "it cannot check key storage");
 	else if (r != 0)
 		snprintf(detail, detaillen, "cannot read key storage: %s", ky_err_message(r));
 	return r;

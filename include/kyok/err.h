@@ -114,6 +114,9 @@
 	X(STORAGE_MISSING, "storage-missing", KY_EXIT_STATE, 503,                                  \
 	  "key storage is missing or empty, but this crypto unit has held records in it: not "     \
 	  "served as new storage; restore the file from a backup")                                 \
+	X(STORE_DAMAGED, "storage-damaged", KY_EXIT_STATE, 503,                                    \
+	  "key storage file is damaged or was truncated (not a whole database any more): not "     \
+	  "served; stop the units and restore the file from a backup")                             \
 	X(LEDGER_TAMPERED, "storage-digest-tampered", KY_EXIT_STATE, 503,                          \
 	  "key storage digest failed authentication (altered by hand, or made under another "      \
 	  "integrity key): not served")                                                            \

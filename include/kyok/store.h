@@ -297,9 +297,10 @@ int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
  * a digest is KY_ERR_STORAGE_MISSING, an older generation or another epoch
  * KY_ERR_STORAGE_ROLLBACK. adopt = 1 (a restore the administrators accepted, or a new
  * integrity key): the records are taken as they are and a new digest is written at
- * generation max(stored, floor) + 1, epoch max(stored, floor) + 1 when the stored digest
- * authenticated under key (a restore), else max(stored, floor) (a new key: the digest's
- * history goes on). *pos = where the store is.
+ * generation max(stored, floor) + 1, epoch max(stored, floor + 1) when the stored digest
+ * authenticated under key (a restore: the first unit to accept it starts a new epoch, the
+ * others join it), else max(stored, floor) (a new key: the digest's history goes on).
+ * *pos = where the store is.
  * May be called again (a new key, or after a refusal). */
 int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
                            const struct ky_store_ledger_pos *floor, int adopt,

@@ -11,6 +11,7 @@
 
 #define LEDGER_TAG_LABEL  "kyok-ledger-tag-v1"
 #define LEDGER_META_LABEL "kyok-ledger-v1"
+#define LEDGER_LOG_LABEL  "kyok-ledger-log-v1"
 
 /* ---- arithmetic mod 2^256 ---- */
 
@@ -289,4 +290,26 @@ int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *i
 	if (ix->n > ix->nb)
 		ledger_grow(ix);
 	return 0;
+}
+
+int ky_ledger_log_pad(const struct ky_ledger_mac *m, uint64_t gen, uint8_t table, const char *id,
+                      uint8_t out[KY_LEDGER_TAG_LEN])
+{
+	int r = KY_ERR_CRYPTO;
+	EVP_MAC_CTX *c = NULL;
+
+	if (m->tmpl == NULL)
+		return KY_ERR_USAGE;
+	if ((c = EVP_MAC_CTX_dup(m->tmpl)) == NULL) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	if ((r = ledger_update(c, LEDGER_LOG_LABEL, sizeof(LEDGER_LOG_LABEL))) != 0 ||
+	    (r = ledger_u64(c, gen)) != 0 || (r = ledger_update(c, &table, 1)) != 0 ||
+	    (r = ledger_lp16(c, id)) != 0 || (r = ledger_final(c, out)) != 0)
+		goto out;
+	r = 0;
+out:
+	EVP_MAC_CTX_free(c);
+	return r;
 }

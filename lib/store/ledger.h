@@ -10,6 +10,10 @@
  *   sum   = the tags of every record, as 256-bit big-endian numbers, added mod 2^256
  *   mac   = HMAC-SHA256(K, "kyok-ledger-v1" 0x00 || u16 len || instance || u64 generation ||
  *                       u64 epoch || u64 count || sum)
+ *   log   the tag each write gave a record, hidden (tags are never stored in the clear: whoever
+ *         saw them could look for old rows that add up to the sum): tag XOR
+ *         HMAC-SHA256(K, "kyok-ledger-log-v1" 0x00 || u64 generation || u8 table || u16 len ||
+ *         id)
  * K is the storage integrity key (32 bytes, a system secret under the master key).
  */
 #ifndef KYOK_STORE_LEDGER_H
@@ -78,6 +82,10 @@ int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *i
                         const uint8_t *tag) KY_WUR;
 /* Moves src into dst (dst released first); src is left empty. */
 void ky_ledger_index_move(struct ky_ledger_index *dst, struct ky_ledger_index *src);
+
+/* The pad that hides the tag of (table, id) written at generation gen in the log. */
+int ky_ledger_log_pad(const struct ky_ledger_mac *m, uint64_t gen, uint8_t table, const char *id,
+                      uint8_t out[KY_LEDGER_TAG_LEN]) KY_WUR;
 
 /* a := a + b, a := a - b (mod 2^256, big-endian). */
 void ky_ledger_sum_add(uint8_t a[KY_LEDGER_TAG_LEN], const uint8_t b[KY_LEDGER_TAG_LEN]);

@@ -166,10 +166,11 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_LEDGER_PUT] = "INSERT INTO ledger (k, gen, epoch, n, sum, mac) VALUES (1, ?1, ?2, ?3, ?4, "
                       "?5) ON CONFLICT (k) DO UPDATE SET gen = ?1, epoch = ?2, n = ?3, sum = ?4, "
                       "mac = ?5",
-    [SQ_LEDGER_LOG] = "INSERT OR IGNORE INTO ledger_log (gen, t, id) VALUES (?1, ?2, ?3)",
+    [SQ_LEDGER_LOG] = "INSERT OR REPLACE INTO ledger_log (gen, t, id, tag) VALUES (?1, ?2, ?3, ?4)",
     [SQ_LEDGER_PRUNE] = "DELETE FROM ledger_log WHERE gen <= ?1",
     [SQ_LEDGER_GENS] = "SELECT count(DISTINCT gen) FROM ledger_log WHERE gen > ?1 AND gen <= ?2",
-    [SQ_LEDGER_CHANGED] = "SELECT DISTINCT t, id FROM ledger_log WHERE gen > ?1 AND gen <= ?2",
+    [SQ_LEDGER_CHANGED] = "SELECT gen, t, id, tag FROM ledger_log WHERE gen > ?1 AND gen <= ?2 "
+                          "ORDER BY gen",
 };
 
 /* Rows of keys per VP: the key limit counts only what a unit's registers open (records under
@@ -218,7 +219,7 @@ static const char sq_schema[] =
     " gen INTEGER NOT NULL, epoch INTEGER NOT NULL, n INTEGER NOT NULL, sum BLOB NOT NULL,"
     " mac BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS ledger_log (gen INTEGER NOT NULL, t INTEGER NOT NULL,"
-    " id TEXT NOT NULL, PRIMARY KEY (gen, t, id)) WITHOUT ROWID;"
+    " id TEXT NOT NULL, tag BLOB, PRIMARY KEY (gen, t, id)) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
     "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
 
@@ -313,6 +314,9 @@ static int sq_err(int rc)
 		return KY_ERR_EXISTS;
 	case SQLITE_NOMEM:
 		return KY_ERR_NOMEM;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return KY_ERR_STORE_DAMAGED;
 	case SQLITE_CANTOPEN:
 	case SQLITE_PERM:
 	case SQLITE_READONLY:
@@ -834,16 +838,15 @@ static bool sq_ledger_matches(const struct ky_ledger_index *ix, const struct sq_
 	return ix->n == m->n && CRYPTO_memcmp(ix->sum, m->sum, KY_LEDGER_TAG_LEN) == 0;
 }
 
-/* Brings the index to the digest's generation through ledger_log; 1 in *ok when count and sum
- * then match. Caller holds L->mu and a read snapshot. */
+/* Brings the index to the digest's generation through ledger_log (the tags as their writers
+ * gave them, not the rows as they are now: a row altered since is then found stale when read);
+ * 1 in *ok when count and sum then match. Caller holds L->mu and a read snapshot. */
 static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m, int *ok)
 {
 	struct sq_ledger *L = &c->s->L;
 	uint64_t from = atomic_load(&L->gen);
-	struct sq_touch *v = NULL, *nv;
-	size_t n = 0, cap = 0;
 	sqlite3_stmt *st;
-	struct sq_seen seen;
+	uint8_t pad[KY_LEDGER_TAG_LEN], tag[KY_LEDGER_TAG_LEN];
 	int r, rc;
 	int64_t gens = -1;
 
@@ -863,44 +866,38 @@ static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m
 		return r;
 	sqlite3_bind_int64(st, 1, (int64_t)from);
 	sqlite3_bind_int64(st, 2, (int64_t)m->gen);
+	L->broken = true; /* until the whole log is applied */
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const unsigned char *id = sqlite3_column_text(st, 1);
-		int t = sqlite3_column_int(st, 0);
+		uint64_t g = (uint64_t)sqlite3_column_int64(st, 0);
+		int t = sqlite3_column_int(st, 1);
+		const unsigned char *id = sqlite3_column_text(st, 2);
+		bool deleted = sqlite3_column_type(st, 3) == SQLITE_NULL;
+
 		if (id == NULL || t < KY_LEDGER_KEYS || t > KY_LEDGER_APIKEYS ||
-		    sqlite3_column_bytes(st, 1) > SQ_LID_MAX) {
-			rc = SQLITE_DONE;
-			r = KY_ERR_LEDGER_MISMATCH;
-			break;
+		    sqlite3_column_bytes(st, 2) > SQ_LID_MAX ||
+		    (!deleted && sq_col_fixed(st, 3, tag, KY_LEDGER_TAG_LEN) != 0)) {
+			sq_done(st);
+			return 0; /* a log row kyok did not write: rescan */
 		}
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
-				r = KY_ERR_NOMEM;
-				break;
+		if (!deleted) {
+			if ((r = ky_ledger_log_pad(&L->mac, g, (uint8_t)t, (const char *)id, pad)) !=
+			    0) {
+				sq_done(st);
+				return r;
 			}
-			v = nv;
+			for (size_t i = 0; i < KY_LEDGER_TAG_LEN; i++)
+				tag[i] ^= pad[i];
 		}
-		v[n].t = (uint8_t)t;
-		snprintf(v[n].id, sizeof(v[n].id), "%s", (const char *)id);
-		n++;
+		if ((r = ky_ledger_index_set(&L->ix, (uint8_t)t, (const char *)id,
+		                             deleted ? NULL : tag)) != 0) {
+			sq_done(st);
+			return r;
+		}
 	}
 	sq_done(st);
-	if (r == 0 && rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		if (sq_ledger_exempt(v[i].t, v[i].id))
-			continue;
-		if ((r = sq_ledger_read(c, v[i].t, v[i].id, &seen)) == 0)
-			r = ky_ledger_index_set(&L->ix, v[i].t, v[i].id,
-			                        seen.present ? seen.tag : NULL);
-	}
-	free(v);
-	if (r == KY_ERR_LEDGER_MISMATCH)
-		return 0; /* a log row kyok did not write: rescan */
-	if (r != 0) {
-		L->broken = true; /* partly applied */
-		return r;
-	}
+	if (rc != SQLITE_DONE)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	L->broken = false;
 	*ok = sq_ledger_matches(&L->ix, m);
 	return 0;
 }
@@ -1090,9 +1087,20 @@ static int sq_ledger_prepare(struct sq_conn *c, struct sq_seen **tags, size_t *n
 	if ((r = sq_stmt(c, SQ_LEDGER_LOG, &st)) != 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
+		uint8_t hidden[KY_LEDGER_TAG_LEN];
+		if (v[i].present) {
+			if ((r = ky_ledger_log_pad(&L->mac, m->gen, v[i].t, v[i].id, hidden)) != 0)
+				goto out;
+			for (size_t j = 0; j < KY_LEDGER_TAG_LEN; j++)
+				hidden[j] ^= v[i].tag[j];
+		}
 		sqlite3_bind_int64(st, 1, (int64_t)m->gen);
 		sqlite3_bind_int(st, 2, v[i].t);
 		sq_bind_text(st, 3, v[i].id);
+		if (v[i].present)
+			sqlite3_bind_blob(st, 4, hidden, KY_LEDGER_TAG_LEN, SQLITE_TRANSIENT);
+		else
+			sqlite3_bind_null(st, 4);
 		rc = sqlite3_step(st);
 		sq_done(st);
 		if (rc != SQLITE_DONE) {
@@ -1675,7 +1683,9 @@ static int sq_secret_get(void *be, const char *name, struct ky_store_secret *sec
 			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		}
 		sq_done(st);
-		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND)) {
+		/* The integrity key's own row is outside the digest: it is read to check it. */
+		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND) &&
+		    !sq_ledger_exempt(KY_LEDGER_SECRETS, name)) {
 			int k = sq_ledger_check(c, g0, gen_null, gen, &seen, 1);
 			if (k == SQ_AGAIN && tries < SQ_TRIES) {
 				ky_store_secret_release(sec);
@@ -2306,9 +2316,12 @@ static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN]
 		uint64_t g = have && m.gen > floor->gen ? m.gen : floor->gen;
 		uint64_t e = have && m.epoch > floor->epoch ? m.epoch : floor->epoch;
 		m.gen = g + 1;
-		/* A restore accepted bumps the epoch; a new integrity key (the old one went with
+		/* A restore accepted starts an epoch past the one this handle knew (or joins the
+		 * one another unit's accept started); a new integrity key (the old one went with
 		 * its master key) does not: the history goes on. */
-		m.epoch = adopt && authentic ? e + 1 : e;
+		m.epoch = e;
+		if (adopt && authentic && m.epoch < floor->epoch + 1)
+			m.epoch = floor->epoch + 1;
 		m.n = ix.n;
 		memcpy(m.sum, ix.sum, KY_LEDGER_TAG_LEN);
 		if ((r = sq_ledger_meta_write(c, &m)) != 0)

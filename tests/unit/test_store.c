@@ -796,6 +796,18 @@ static void test_ledger_two_handles(void **state)
 	assert_int_equal(ky_store_ledger_pos(f->s, &pos), 0);
 	assert_int_equal(ky_store_ledger_pos(s2, &pos2), 0);
 	assert_true(pos.gen == pos2.gen && pos.gen > 5);
+	/* a row written by one handle and rolled back before the other one looked: the other
+	 * learns the tag it was written with from the log, and finds the row stale */
+	sql(f->path, "CREATE TABLE old AS SELECT * FROM keys WHERE name = 'key-1'");
+	key_bump(s2, 1);
+	sql(f->path, "DELETE FROM keys WHERE name = 'key-1'; INSERT INTO keys SELECT * FROM old");
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_RECORD_STALE);
+	assert_int_equal(key_get_r(f->s, 2), 0);
+	assert_int_equal(key_get_r(s2, 1), KY_ERR_RECORD_STALE);
+	/* the log altered: the tags do not add up, every record is read and found wanting */
+	key_bump(s2, 2);
+	sql(f->path, "UPDATE ledger_log SET tag = zeroblob(32) WHERE tag IS NOT NULL");
+	assert_int_equal(key_get_r(f->s, 2), KY_ERR_LEDGER_MISMATCH);
 	ky_store_close(s2);
 }
 
@@ -901,6 +913,11 @@ static void test_ledger_whole_rollback(void **state)
 	s3 = ledger_open(f, &now, 0, 0);
 	assert_int_equal(key_get_r(s3, 10), 0);
 	ky_store_close(s3);
+	/* the first handle accepts too: it joins the epoch, and the second one reads on */
+	assert_int_equal(ky_store_ledger_attach(f->s, lkey, &seen, 1, &pos), 0);
+	assert_int_equal(pos.epoch, now.epoch);
+	assert_int_equal(key_get_r(f->s, 10), 0);
+	assert_int_equal(key_get_r(s2, 10), 0);
 	ky_store_close(s2);
 	unlink(copy);
 }
