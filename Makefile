@@ -2,11 +2,12 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 RELEASE_BUILD ?= build-release
+FUZZ_BUILD ?= build-fuzz
 MESON ?= meson
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
 .PHONY: all deps check-deps build build-asan build-release demo check test test-asan format \
-	format-check clean bench
+	format-check clean bench fuzz
 
 all: build
 
@@ -54,6 +55,12 @@ bench:
 	ninja -C $(BUILD)
 	bench/run.sh $(BUILD)
 
+# Fuzzing (clang + libFuzzer, ASan + UBSan): each target for FUZZ_SECONDS (default 60).
+# make check replays every seed and kept corpus input without libFuzzer (test fuzz_replay).
+fuzz:
+	@scripts/deps.sh fuzz
+	scripts/fuzz.sh $(FUZZ_BUILD)
+
 # Everything: format, a release build, tests, then the same tests under ASan + UBSan.
 check: check-deps format-check build-release test test-asan
 	@echo "make check: all tests passed (plain and sanitized builds)"
@@ -65,4 +72,4 @@ format-check:
 	@clang-format --dry-run --Werror $(SOURCES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(FUZZ_BUILD)

@@ -30,6 +30,14 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Refuses a secret file or directory that group or other users can access (the rule:
+ * ky_path_check_private): prints "error: <what> '<path>': open to other users...: <mode>:
+ * run 'chmod 600 <path>'" and returns the error code; 0 when private. what names the
+ * file for the user, e.g. "signature key file", "password file", "workspace directory". */
+int cli_check_private(const char *what, const char *path) KY_WUR;
+/* No core dumps, not dumpable, secure heap: the CLI holds passwords, key parts and private
+ * keys. First thing in main. */
+int cli_harden(void) KY_WUR;
 /* Full name of the running command, e.g. "kyok tke sigkeys" (set by cli_dispatch). */
 const char *cli_cmd_name(void);
 
@@ -39,6 +47,7 @@ const char *cli_cmd_name(void);
  *   --password-fd N          passwords asked are read one per line from descriptor N
  *   --yes                    answer yes to confirmations
  *   --instance DIR           instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)
+ *   --timeout SECONDS        wait for each crypto unit (default $KYOK_TIMEOUT, else 15)
  * Commands call cli_common_opt for each option getopt_long returns that they do not own. */
 struct cli_global {
 	bool json;
@@ -47,6 +56,7 @@ struct cli_global {
 	const char *password_files[16];
 	int npassword_files;
 	int password_fd;
+	long timeout; /* --timeout SECONDS, 0 = $KYOK_TIMEOUT or the default (cli/failover.h) */
 };
 extern struct cli_global cli_g;
 /* clang-format off */
@@ -55,7 +65,7 @@ extern struct cli_global cli_g;
 		{"password-file", required_argument, NULL, 0x1002},                                \
 		{"password-fd", required_argument, NULL, 0x1003},                                  \
 		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
-		{"help", no_argument, NULL, 'h'}
+		{"timeout", required_argument, NULL, 0x1006}, {"help", no_argument, NULL, 'h'}
 /* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
@@ -70,6 +80,8 @@ int cli_common_opt(int opt, const char *arg);
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
+	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
+	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
 	"  --help                  this text\n"
 /* clang-format on */
 

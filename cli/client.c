@@ -13,13 +13,12 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "cli/failover.h"
 #include "kyok/crypto.h"
 #include "kyok/wire.h"
 
-#define CLIENT_BODY_MAX        (4 * 1024 * 1024)
-#define CLIENT_CONNECT_TIMEOUT 5L
-#define CLIENT_TOTAL_TIMEOUT   60L
-#define CLIENT_WHY_MAX         640
+#define CLIENT_BODY_MAX (4 * 1024 * 1024)
+#define CLIENT_WHY_MAX  640
 
 struct client_reply {
 	long status;
@@ -112,9 +111,12 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	struct curl_slist *hdrs = NULL, *h2;
 	char url[512], nonce_hdr[64];
 	size_t base = strlen(u->url);
+	long connect_s = 0, total_s = 0;
 	CURLcode cc;
 
 	memset(rep, 0, sizeof(*rep));
+	if ((r = cli_timeouts(&connect_s, &total_s, why, whylen)) != 0)
+		return r;
 	while (base > 0 && u->url[base - 1] == '/')
 		base--;
 	snprintf(url, sizeof(url), "%.*s%s", (int)base, u->url, path);
@@ -143,8 +145,8 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CLIENT_CONNECT_TIMEOUT) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_TIMEOUT, CLIENT_TOTAL_TIMEOUT) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, connect_s) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_TIMEOUT, total_s) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, client_on_body) != CURLE_OK ||

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kyok/crypto.h"
+#include "cli/failover.h"
 
 struct cli_global cli_g = {.password_fd = -1};
 
@@ -38,6 +40,34 @@ int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
 		fprintf(stderr, ": %s", detail);
 	fputc('\n', stderr);
 	return ky_err_exit(err);
+}
+
+int cli_check_private(const char *what, const char *path)
+{
+	char why[800], subject[700];
+	int r = ky_path_check_private(path, why, sizeof(why));
+
+	if (r == 0)
+		return 0;
+	snprintf(subject, sizeof(subject), "%s '%s'", what, path);
+	cli_fail(r, subject, "%s", r == KY_ERR_NOT_FOUND ? "no such file" : why);
+	return r;
+}
+
+int cli_harden(void)
+{
+	char err[256];
+	int r = ky_process_harden(err, sizeof(err));
+
+	if (r != 0) {
+		cli_fail(r, "kyok", "%s", err);
+		return r;
+	}
+	if ((r = ky_crypto_init()) != 0) {
+		cli_fail(r, "kyok", "cannot initialise the crypto library");
+		return r;
+	}
+	return 0;
 }
 
 void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds)
@@ -163,6 +193,14 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		cli_g.instance_dir = arg;
+		return 0;
+	case 0x1006:
+		if (cli_parse_timeout(arg, &cli_g.timeout) != 0) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+			         "--timeout takes a whole number of seconds from 1 to %d, not '%s'",
+			         CLI_TIMEOUT_MAX, arg);
+			return KY_ERR_USAGE;
+		}
 		return 0;
 	case '?':
 	case ':':

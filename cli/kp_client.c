@@ -1,9 +1,15 @@
 /* The key-management API client: API key -> token (POST /identity/token, as the Key
  * Protect SDKs' IamAuthenticator does), then requests under /api/v2 with the token and the
  * instance id (Bluemix-Instance). One libcurl handle per process, so connections stay open
- * between requests (keep-alive). Units are tried in instance.json order: a unit that cannot
- * be reached, or answers 5xx, hands over to the next one; tokens from one unit are valid on
- * every unit of the instance.
+ * between requests (keep-alive). Tokens from one unit are valid on every unit of the
+ * instance.
+ *
+ * Failover: units are tried in instance.json order from --unit, those that failed in the
+ * last minute last (cli/failover.c). A unit that cannot be reached, does not answer in time
+ * or answers 5xx hands over to the next one. A request that changes something (anything but
+ * GET, HEAD, wrap, unwrap, rewrap) carries a request id made here (Idempotency-Key), the same
+ * on every unit it goes to: a unit that finds the id already carried out answers with the
+ * reply kept then, so the change happens once however many units it was sent to.
  */
 #include <ctype.h>
 #include <curl/curl.h>
@@ -14,18 +20,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "cli/cli.h"
+#include "cli/failover.h"
 #include "cli/kp_client.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
-#define KP_BODY_MAX        (8 * 1024 * 1024)
-#define KP_CONNECT_TIMEOUT 5L
-#define KP_TOTAL_TIMEOUT   60L
-#define KP_APIKEY_MAX      512
-#define KP_TOKEN_MAX       8192
-#define KP_APIKEY_FILE_MAX 4096
+#define KP_BODY_MAX         (8 * 1024 * 1024)
+#define KP_REQUEST_ID_BYTES 16
+#define KP_APIKEY_MAX       512
+#define KP_TOKEN_MAX        8192
+#define KP_APIKEY_FILE_MAX  4096
 
 struct kp_opts kp_o;
 
@@ -36,6 +43,8 @@ static struct {
 	char *token;      /* ky_secret_alloc(KP_TOKEN_MAX) */
 	char source[600]; /* where the API key came from, for messages */
 	size_t next;      /* index of the unit to try first */
+	long connect_s, total_s;
+	bool order_hint; /* unit-failures may reorder the units (not with --unit) */
 } kp_s;
 
 /* ---- options ---- */
@@ -331,6 +340,12 @@ static int kp_load(void)
 	if (kp_s.inst.nunits == 0)
 		return kp_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
 	kp_s.next = 0;
+	kp_s.order_hint = kp_o.unit == 0;
+	{
+		char why[200];
+		if ((r = cli_timeouts(&kp_s.connect_s, &kp_s.total_s, why, sizeof(why))) != 0)
+			return kp_err(r, cli_cmd_name(), "%s", why);
+	}
 	if (kp_o.unit > 0) {
 		bool found = false;
 		for (size_t i = 0; i < kp_s.inst.nunits; i++)
@@ -374,7 +389,18 @@ static int kp_slist_add(struct curl_slist **l, const char *line)
 	return 0;
 }
 
-/* One exchange with unit u. Transport failure: KY_ERR_UNREACHABLE with why. */
+static size_t kp_on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+	struct kp_reply *rep = ud;
+	size_t n = size * nmemb, k = strlen("Kyok-Replayed:");
+
+	if (n >= k && strncasecmp(p, "Kyok-Replayed:", k) == 0)
+		rep->replayed = true;
+	return n;
+}
+
+/* One exchange with unit u. Transport failure: KY_ERR_UNREACHABLE with why, and rep->sent
+ * when some of the request went out (the unit may have acted on it). */
 static int kp_http(const struct cli_unit *u, const char *method, const char *path,
                    struct curl_slist *hdrs, const char *body, size_t n, struct kp_reply *rep,
                    char *why, size_t whylen)
@@ -398,13 +424,15 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, KP_CONNECT_TIMEOUT) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_TIMEOUT, KP_TOTAL_TIMEOUT) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, kp_s.connect_s) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_TIMEOUT, kp_s.total_s) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kp_on_body) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEDATA, &rep->body) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kp_on_header) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_HEADERDATA, rep) != CURLE_OK ||
 	    (ca != NULL && ca[0] != '\0' && curl_easy_setopt(h, CURLOPT_CAINFO, ca) != CURLE_OK)) {
 		snprintf(why, whylen, "cannot set up the HTTP request");
 		return KY_ERR_INTERNAL;
@@ -428,6 +456,10 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 	}
 	cc = curl_easy_perform(h);
 	if (cc != CURLE_OK) {
+		long sent = 0;
+		/* Nothing sent (no connection, TLS handshake failed): the unit never saw it. */
+		rep->sent =
+		    curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent > 0;
 		ky_buf_free(&rep->body);
 		if (cc == CURLE_WRITE_ERROR) {
 			snprintf(why, whylen, "%s: reply larger than %d bytes", url, KP_BODY_MAX);
@@ -477,6 +509,8 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 		const char *k;
 
 		snprintf(source, sourcelen, "API key file %s", path);
+		if ((r = cli_check_private("API key file", path)) != 0)
+			goto out;
 		if ((r = kp_file_read(path, "--apikey-file", KP_APIKEY_FILE_MAX, &b)) != 0)
 			goto out;
 		r = KY_ERR_MALFORMED;
@@ -635,7 +669,8 @@ out:
 
 /* ---- requests ---- */
 
-static int kp_api_headers(const char *ctype, const char *prefer, struct curl_slist **hdrs)
+static int kp_api_headers(const char *ctype, const char *prefer, const char *rid,
+                          struct curl_slist **hdrs)
 {
 	int r = KY_ERR_NOMEM;
 	char line[KP_TOKEN_MAX + 64];
@@ -669,28 +704,70 @@ static int kp_api_headers(const char *ctype, const char *prefer, struct curl_sli
 		if ((r = kp_slist_add(hdrs, line)) != 0)
 			return r;
 	}
+	if (rid != NULL) {
+		snprintf(line, sizeof(line), "Idempotency-Key: %s", rid);
+		if ((r = kp_slist_add(hdrs, line)) != 0)
+			return r;
+	}
 	return 0;
+}
+
+/* The order to try the units in: from kp_s.next, recently failed ones last (unless --unit). */
+static void kp_order(size_t *order)
+{
+	int64_t failed[sizeof(kp_s.inst.units) / sizeof(kp_s.inst.units[0])];
+	bool have = false;
+
+	if (kp_s.order_hint) {
+		int r = cli_failures_load(&kp_s.inst, failed);
+		have = r == 0;
+		if (r != 0 && kp_o.verbose)
+			fprintf(stderr, "%s/unit-failures: unreadable (%s): units tried in order\n",
+			        kp_s.inst.dir, ky_err_message(r));
+	}
+	cli_unit_order(kp_s.inst.nunits, kp_s.next, have ? failed : NULL, (int64_t)time(NULL),
+	               order);
+}
+
+/* Notes in unit-failures that unit idx failed now (failed) or served (!failed). */
+static void kp_note(size_t idx, bool failed)
+{
+	int r = cli_failure_note(&kp_s.inst, idx, failed ? (int64_t)time(NULL) : 0);
+
+	if (r != 0 && kp_o.verbose)
+		fprintf(stderr, "%s/unit-failures: cannot note crypto unit %d (%s)\n",
+		        kp_s.inst.dir, kp_s.inst.units[idx].number, ky_err_message(r));
 }
 
 int kp_request(const char *method, const char *path, const char *ctype, const json_t *body,
                const char *prefer, struct kp_reply *rep)
 {
 	int r = KY_ERR_INTERNAL;
-	char *text = NULL, why[700] = "";
+	char *text = NULL, why[700] = "", rid[8 + 2 * KP_REQUEST_ID_BYTES + 1] = "";
 	struct kp_reply last = {0};
-	size_t n;
+	size_t n, order[sizeof(kp_s.inst.units) / sizeof(kp_s.inst.units[0])];
+	bool safe = cli_api_request_safe(method, path), maybe_done = false;
 
 	memset(rep, 0, sizeof(*rep));
 	if ((r = kp_load()) != 0)
 		return r;
 	n = kp_s.inst.nunits;
+	kp_order(order);
+	if (!safe) {
+		uint8_t raw[KP_REQUEST_ID_BYTES];
+		if ((r = ky_random(raw, sizeof(raw))) != 0)
+			return kp_err(r, NULL, "cannot make a request id");
+		memcpy(rid, "kyok-kp-", 8);
+		ky_hex_encode(raw, sizeof(raw), rid + 8);
+	}
 	if (body != NULL && (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
 		return kp_err(KY_ERR_NOMEM, NULL, NULL);
 	r = KY_ERR_UNREACHABLE;
 	for (size_t t = 0; t < n; t++) {
-		size_t idx = (kp_s.next + t) % n;
+		size_t idx = order[t];
 		const struct cli_unit *u = &kp_s.inst.units[idx];
 		struct curl_slist *hdrs = NULL;
+		bool sent = false;
 
 		why[0] = '\0';
 		r = 0;
@@ -702,7 +779,8 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 				goto out; /* printed */
 		}
 		if (r == 0) {
-			if ((r = kp_api_headers(body != NULL ? ctype : NULL, prefer, &hdrs)) != 0) {
+			if ((r = kp_api_headers(body != NULL ? ctype : NULL, prefer,
+			                        safe ? NULL : rid, &hdrs)) != 0) {
 				kp_slist_free(hdrs);
 				cli_fail(r, NULL, NULL);
 				goto out;
@@ -714,6 +792,7 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 				cli_fail(r, NULL, "%s", why);
 				goto out;
 			}
+			sent = r == 0 || rep->sent;
 			if (r == 0 && rep->status >= 500) {
 				snprintf(why, sizeof(why), "HTTP %ld", rep->status);
 				r = KY_ERR_UNREACHABLE;
@@ -721,33 +800,57 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 		}
 		if (r == 0) {
 			kp_s.next = idx; /* stay with the unit that serves */
+			kp_s.order_hint = false;
+			kp_note(idx, false);
 			if (kp_o.verbose)
 				fprintf(stderr, "served by crypto unit %d (%s, %s)\n", u->number,
 				        u->zone, u->url);
+			if (kp_o.verbose && rep->replayed)
+				fprintf(stderr,
+				        "request id %s had been carried out already: this is the "
+				        "reply kept then\n",
+				        rid);
 			goto out;
 		}
 		/* This unit failed: keep its answer if it gave one, try the next. */
+		kp_note(idx, true);
+		maybe_done = maybe_done || (sent && !safe);
 		if (rep->status >= 500) {
 			kp_reply_release(&last);
 			last = *rep; /* transferred */
 			memset(rep, 0, sizeof(*rep));
 		}
 		if (kp_o.verbose || t + 1 < n)
-			fprintf(stderr, "crypto unit %d (%s): %s%s\n", u->number, u->zone,
+			fprintf(stderr, "crypto unit %d (%s): %s%s%s%s\n", u->number, u->zone,
 			        why[0] != '\0' ? why : ky_err_message(r),
-			        t + 1 < n ? ": trying the next unit" : "");
+			        t + 1 < n ? ": trying the next unit" : "",
+			        t + 1 < n && sent && !safe ? " with the same request id " : "",
+			        t + 1 < n && sent && !safe ? rid : "");
 		r = KY_ERR_UNREACHABLE;
 	}
 	if (last.status != 0) {
 		*rep = last; /* transferred: every unit failed, the last answer tells why */
 		memset(&last, 0, sizeof(last));
+		if (maybe_done)
+			fprintf(
+			    stderr,
+			    "note: request id %s may have been carried out by a unit that did not "
+			    "answer: check before you try again\n",
+			    rid);
 		r = 0;
 		goto out;
 	}
-	cli_fail(KY_ERR_UNREACHABLE, "kyok kp",
-	         "no crypto unit of instance '%s' answers (%zu tried): is it running ('kyok "
-	         "status')?",
-	         kp_s.inst.id, n);
+	if (maybe_done)
+		cli_fail(KY_ERR_UNREACHABLE, "kyok kp",
+		         "no crypto unit of instance '%s' answered (%zu tried), and the request "
+		         "(request id %s) may have been carried out by one that did not answer: "
+		         "check the key's state (e.g. 'kyok kp keys') before you try again",
+		         kp_s.inst.id, n, rid);
+	else
+		cli_fail(KY_ERR_UNREACHABLE, "kyok kp",
+		         "no crypto unit of instance '%s' answers (%zu tried): is it running "
+		         "('kyok status')?",
+		         kp_s.inst.id, n);
 	r = KY_ERR_UNREACHABLE;
 out:
 	kp_reply_release(&last);

@@ -36,14 +36,17 @@ enum {
 	"common options:\n"                                                                        \
 	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
 	"                          $KYOK_APIKEY_FILE, else the key itself in $KYOK_APIKEY\n"      \
-	"  --unit N                try crypto unit N first (default: the first); the others\n"   \
-	"                          are tried in turn when a unit fails\n"                        \
+	"  --unit N                try crypto unit N first (default: the first, a unit that\n"  \
+	"                          failed in the last minute last); the others are tried in\n" \
+	"                          turn when a unit fails\n"                                      \
 	"  --cacert FILE           CA certificates for https units (default $KYOK_CA_FILE)\n"     \
 	"  --verbose               say which crypto unit served, and each failover\n"             \
 	"  --output table|json     output format (default table)\n"                               \
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
+	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
+	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
 	"  --help                  this text\n"
 /* clang-format on */
 
@@ -66,16 +69,20 @@ struct kp_reply {
 	json_t *json; /* the body parsed, NULL when empty or not JSON */
 	const struct cli_unit *unit;
 	bool token_refused; /* the token service refused the API key (status 4xx) */
+	bool replayed;      /* the unit had carried the request out already: its kept reply */
+	bool sent;          /* transport failure after some of the request went out */
 };
 /* Cleanses every string of the reply (it may hold key material) and frees it. */
 void kp_reply_release(struct kp_reply *rep);
 
 /* One API request to path (e.g. "/api/v2/keys?limit=10"). body (may be NULL) is sent as
  * ctype; prefer (may be NULL) is the Prefer header. Tries the units in instance.json order
- * from --unit: a connection failure or an HTTP 5xx moves on to the next one. Returns 0
- * with rep filled when a unit answered below 500, or when every unit answered 5xx (rep
- * holds the last answer); KY_ERR_UNREACHABLE and others printed. The token is fetched on
- * first use and kept for the process. */
+ * from --unit, units that failed in the last minute last: a connection failure, a timeout
+ * or an HTTP 5xx moves on to the next one. A request that changes something carries one
+ * request id (Idempotency-Key) to every unit it is sent to, so it is carried out once.
+ * Returns 0 with rep filled when a unit answered below 500, or when every unit answered 5xx
+ * (rep holds the last answer); KY_ERR_UNREACHABLE and others printed. The token is fetched
+ * on first use and kept for the process. */
 int kp_request(const char *method, const char *path, const char *ctype, const json_t *body,
                const char *prefer, struct kp_reply *rep) KY_WUR;
 /* kp_request, then status check: 2xx -> 0; else the API's error is printed as

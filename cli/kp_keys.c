@@ -695,16 +695,13 @@ int kp_key_delete_main(int argc, char **argv)
 int kp_key_restore_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-restore ID [--payload-file FILE]\n\n"
-	    "Restores a deleted key within 30 days of its deletion. An imported key may need\n"
-	    "its material again (--payload-file, raw bytes). Needs the Manager role.\n";
-	static const struct option longopts[] = {
-	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "usage: kyok kp key-restore ID\n\n"
+	    "Restores a deleted key within 30 days of its deletion, with the material it had\n"
+	    "(kyok keeps it until the key is purged). Needs the Manager role.\n";
+	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt, status = 0;
-	const char *id = NULL, *payload_file = NULL;
-	char path[KP_PATH_MAX], subject[160], *payload = NULL;
+	const char *id = NULL;
+	char path[KP_PATH_MAX], subject[160];
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
@@ -713,25 +710,16 @@ int kp_key_restore_main(int argc, char **argv)
 			kp_print_help(usage);
 			return 0;
 		}
-		if (opt == OPT_PAYLOAD_FILE) {
-			payload_file = optarg;
-			continue;
-		}
 		if (kp_common_opt(opt, optarg) != 0)
 			return KY_EXIT_USAGE;
 	}
 	if (kp_key_operand(argc, argv, &id) != 0)
 		return KY_EXIT_USAGE;
-	if (payload_file != NULL && kp_payload_b64(payload_file, &payload) != 0)
-		return KY_EXIT_INPUT;
 	(void)kp_key_path(path, sizeof(path), id, "/restore");
 	snprintf(subject, sizeof(subject), "key %s", id);
 	body = json_pack("{s:{s:s, s:i}, s:[{}]}", "metadata", "collectionType", KP_KEY_CT,
 	                 "collectionTotal", 1, "resources");
-	if (body == NULL ||
-	    (payload != NULL &&
-	     json_object_set_new(json_array_get(json_object_get(body, "resources"), 0), "payload",
-	                         json_string(payload)) != 0)) {
+	if (body == NULL) {
 		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
@@ -743,9 +731,7 @@ int kp_key_restore_main(int argc, char **argv)
 		printf("key %s: restored\n", id);
 out:
 	kp_reply_release(&rep);
-	kp_json_cleanse(body);
 	json_decref(body);
-	kp_b64_free(payload);
 	return status;
 }
 

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 		printf("kyok %s\n", KYOK_VERSION);
 		return 0;
 	}
-	if ((r = ky_crypto_init()) != 0)
-		return cli_fail(r, "kyok", "cannot initialise the crypto library");
+	if ((r = cli_harden()) != 0)
+		return ky_err_exit(r);
 	return cli_dispatch("kyok", kyok_cmds, argc, argv);
 }

@@ -38,14 +38,17 @@ void cli_secret_free(char *s)
 
 /* ---- sources ---- */
 
-/* Reads a secret from a file: one trailing newline stripped, not empty, one line. */
-static int cli_secret_from_file(const char *path, char **out)
+/* Reads a secret from a file (what names it in messages): private to its owner, one
+ * trailing newline stripped, not empty, one line. */
+static int cli_secret_from_file(const char *what, const char *path, char **out)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf b = {0};
 	char *s = NULL;
 	size_t n;
 
+	if ((r = cli_check_private(what, path)) != 0)
+		goto out;
 	if ((r = ky_file_read(path, CLI_SECRET_MAX + 1, &b)) != 0) {
 		if (r == KY_ERR_TOO_LARGE)
 			cli_fail(r, path, "a secret file holds at most %d bytes", CLI_SECRET_MAX);
@@ -311,7 +314,8 @@ int cli_password(const char *prompt, bool confirm, char **out)
 {
 	*out = NULL;
 	if (cli_next_password_file < cli_g.npassword_files)
-		return cli_secret_from_file(cli_g.password_files[cli_next_password_file++], out);
+		return cli_secret_from_file("password file",
+		                            cli_g.password_files[cli_next_password_file++], out);
 	if (cli_g.password_fd >= 0)
 		return cli_secret_from_fd(cli_g.password_fd, out);
 	return cli_secret_from_tty(prompt, confirm, "--password-file or --password-fd", out);
@@ -321,7 +325,7 @@ int cli_secret_read(const char *prompt, const char *file, int fd, char **out)
 {
 	*out = NULL;
 	if (file != NULL)
-		return cli_secret_from_file(file, out);
+		return cli_secret_from_file("secret file", file, out);
 	if (fd >= 0)
 		return cli_secret_from_fd(fd, out);
 	return cli_secret_from_tty(prompt, false, "a file or descriptor option", out);

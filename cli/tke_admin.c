@@ -244,10 +244,18 @@ static int admin_rm_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	}
 	if (!u->st.imprint &&
 	    ((int)u->st.nadmins - 1 < u->st.sig || (int)u->st.nadmins - 1 < u->st.rev)) {
-		snprintf(u->detail, sizeof(u->detail),
-		         "%zu administrators, signature threshold %d, revocation threshold %d: "
-		         "lower the thresholds first (cryptounit-thrhld-set)",
-		         u->st.nadmins, u->st.sig, u->st.rev);
+		if (u->st.nadmins <= 1)
+			snprintf(u->detail, sizeof(u->detail),
+			         "'%s' is the last administrator, and a unit out of imprint mode "
+			         "keeps at least one: to remove every administrator, zeroize the "
+			         "unit (cryptounit-zeroize)",
+			         u->st.admins[i].name);
+		else
+			snprintf(u->detail, sizeof(u->detail),
+			         "%zu administrators, signature threshold %d, revocation threshold "
+			         "%d: lower both thresholds to %zu or less first "
+			         "(cryptounit-thrhld-set)",
+			         u->st.nadmins, u->st.sig, u->st.rev, u->st.nadmins - 1);
 		return KY_ERR_BELOW_THRESHOLD;
 	}
 	return 0;

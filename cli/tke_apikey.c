@@ -469,6 +469,10 @@ int tke_apikey_create_main(int argc, char **argv)
 	}
 	if (lstat(path, &st) == 0) {
 		/* A re-run: the same key again, if the file is ours and for this name/role. */
+		if ((r = cli_check_private("API key file", path)) != 0) {
+			status = ky_err_exit(r);
+			goto out;
+		}
 		r = apikey_file_read(path, &k, &secret, why, sizeof(why));
 		if (r != 0) {
 			status =

@@ -389,6 +389,8 @@ static int ai_passwords(struct ai *ai)
 			char *pw = NULL;
 			char subject[128];
 
+			if ((r = cli_check_private("signature key file", a->path)) != 0)
+				return r;
 			snprintf(prompt, sizeof(prompt), "password for signature key '%s'",
 			         a->name);
 			if ((r = cli_password(prompt, false, &pw)) != 0)

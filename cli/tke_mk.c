@@ -271,6 +271,8 @@ int tke_mk_load_main(int argc, char **argv)
 		for (size_t i = 0; i < nparts_ws; i++)
 			if (parts[i].number == chosen[k])
 				p = &parts[i];
+		if ((r = cli_check_private("key part file", p->path)) != 0)
+			goto out_r;
 		snprintf(prompt, sizeof(prompt), "password for key part '%s'", p->description);
 		if ((r = cli_password(prompt, false, &pw)) != 0)
 			goto out_r;

@@ -349,10 +349,14 @@ static void up_unit_paths(struct up_unit *u, const char *dir)
 	snprintf(u->log, sizeof(u->log), "%s/unit.log", u->dir);
 }
 
-/* dir: the instance directory, whose keys.db is the key storage all its units share. */
-static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u)
+#define UP_SEAL_CONF_MAX 4096 /* --seal-config file */
+
+/* dir: the instance directory, whose keys.db is the key storage all its units share.
+ * seal_conf: sealing settings to add (NULL: none, the file backend). */
+static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
+                         const char *seal_conf)
 {
-	char text[4096];
+	char text[4096 + UP_SEAL_CONF_MAX];
 	int n;
 
 	n = snprintf(text, sizeof(text),
@@ -364,8 +368,10 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
-	             "store = sqlite:%s/keys.db\n",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir);
+	             "store = sqlite:%s/keys.db\n"
+	             "%s",
+	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir,
+	             seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -602,7 +608,8 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
-    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [options]\n"
+    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--seal-config FILE]\n"
+    "               [options]\n"
     "\n"
     "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
     "zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
@@ -613,6 +620,10 @@ static const char up_usage[] =
     "                          else ~/.kyok/instance); created 0700\n"
     "  --units N               number of crypto units, 1 to 16 (default 2)\n"
     "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
+    "  --seal-config FILE      sealing settings for every new unit's unit.conf: 'seal =\n"
+    "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
+    "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
+    "                          docs/sealing.md); only when the instance is made\n"
     "\n"
     "kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
     "else on PATH.\n"
@@ -637,8 +648,100 @@ static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t 
 	return 0;
 }
 
+/* Reads --seal-config: only sealing settings ("key = value" with a key below), comments and
+ * blank lines; paths absolute. *out is the text to add to each unit.conf. */
+static int up_seal_conf(const char *path, char **out)
+{
+	static const char *const keys[] = {"seal",
+	                                   "tpm2_tcti",
+	                                   "pkcs11_module",
+	                                   "pkcs11_token",
+	                                   "pkcs11_key_label",
+	                                   "pkcs11_pin_file",
+	                                   NULL};
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf b = {0};
+	size_t lineno = 0, pos = 0;
+
+	*out = NULL;
+	if ((r = ky_file_read(path, UP_SEAL_CONF_MAX, &b)) != 0) {
+		if (r == KY_ERR_TOO_LARGE)
+			r = KY_ERR_USAGE;
+		cli_fail(r, path, "--seal-config: cannot read the file (at most %d bytes of text)",
+		         UP_SEAL_CONF_MAX);
+		goto out;
+	}
+	if ((r = ky_buf_append(&b, "", 1)) != 0) { /* NUL-terminated */
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if (strlen((const char *)b.data) != b.len - 1) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, path, "--seal-config: not a text file");
+		goto out;
+	}
+	while (pos < b.len - 1) {
+		char *k = (char *)b.data + pos, *nl = strchr(k, '\n'), *eq, *v;
+		size_t klen;
+		bool known = false;
+
+		lineno++;
+		pos += nl != NULL ? (size_t)(nl - k) + 1 : strlen(k);
+		if (nl != NULL)
+			*nl = '\0';
+		while (*k == ' ' || *k == '\t')
+			k++;
+		if (*k == '\0' || *k == '#')
+			goto next;
+		if ((eq = strchr(k, '=')) == NULL) {
+			r = KY_ERR_USAGE;
+			cli_fail(r, path, "--seal-config line %zu: expected 'key = value'", lineno);
+			goto out;
+		}
+		for (klen = (size_t)(eq - k);
+		     klen > 0 && (k[klen - 1] == ' ' || k[klen - 1] == '\t'); klen--)
+			;
+		for (size_t i = 0; keys[i] != NULL; i++)
+			if (strlen(keys[i]) == klen && strncmp(keys[i], k, klen) == 0)
+				known = true;
+		if (!known) {
+			r = KY_ERR_USAGE;
+			cli_fail(r, path,
+			         "--seal-config line %zu: '%.*s' is not a sealing setting (seal, "
+			         "tpm2_tcti, pkcs11_module, pkcs11_token, pkcs11_key_label, "
+			         "pkcs11_pin_file)",
+			         lineno, (int)(klen > 64 ? 64 : klen), k);
+			goto out;
+		}
+		for (v = eq + 1; *v == ' ' || *v == '\t'; v++)
+			;
+		if ((strncmp(k, "pkcs11_module", klen) == 0 ||
+		     strncmp(k, "pkcs11_pin_file", klen) == 0) &&
+		    *v != '/') {
+			r = KY_ERR_USAGE;
+			cli_fail(r, path, "--seal-config line %zu: '%.*s' must be an absolute path",
+			         lineno, (int)klen, k);
+			goto out;
+		}
+	next:
+		if (nl != NULL)
+			*nl = '\n';
+	}
+	if (asprintf(out, "# sealing, from --seal-config\n%s%s", (const char *)b.data,
+	             b.len > 1 && b.data[b.len - 2] != '\n' ? "\n" : "") < 0) {
+		*out = NULL;
+		r = KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&b);
+	return r;
+}
+
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-                     struct up_unit *units)
+                     const char *seal_conf, struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL;
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
@@ -703,7 +806,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->dir, "cannot create directory: %s", strerror(errno));
 			goto fail;
 		}
-		if ((r = up_write_conf(dir, instance, u)) != 0) {
+		if ((r = up_write_conf(dir, instance, u, seal_conf)) != 0) {
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
 		}
@@ -801,11 +904,12 @@ int up_main(int argc, char **argv)
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
 	                                     {"units", required_argument, NULL, 'n'},
 	                                     {"zones", required_argument, NULL, 'z'},
+	                                     {"seal-config", required_argument, NULL, 'S'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, nunits = 0;
-	const char *dir_arg = NULL, *zones = NULL;
-	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end;
+	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL;
+	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -831,6 +935,9 @@ int up_main(int argc, char **argv)
 		case 'z':
 			zones = optarg;
 			break;
+		case 'S':
+			seal_path = optarg;
+			break;
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
@@ -848,10 +955,18 @@ int up_main(int argc, char **argv)
 	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	snprintf(path, sizeof(path), "%s/instance.json", dir);
-	if (up_exists(path))
+	if (up_exists(path) && seal_path != NULL)
+		r = cli_fail(KY_ERR_USAGE, "--seal-config",
+		             "the instance in %s exists: its units keep the sealing they were made "
+		             "with (a unit cannot change its sealing backend)",
+		             dir);
+	else if (seal_path != NULL && (r = up_seal_conf(seal_path, &seal_conf)) != 0)
+		;
+	else if (up_exists(path))
 		r = up_restart(dir, unitd, nunits, zones, units);
 	else
-		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, units);
+		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, seal_conf, units);
+	free(seal_conf);
 	free(units);
 	return ky_err_exit(r);
 }

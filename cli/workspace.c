@@ -70,14 +70,32 @@ static int cli_mkdirs(const char *path)
 	return 0;
 }
 
+/* The workspace directory holds signature keys and key parts: private to its owner, like
+ * each file in it (checked once per run; a workspace not created yet passes). */
+static int cli_workspace_check(void)
+{
+	static bool checked;
+	int r;
+
+	if (checked || (access(cli_workspace(), F_OK) != 0 && errno == ENOENT))
+		return 0;
+	if ((r = cli_check_private("workspace directory", cli_workspace())) != 0)
+		return r;
+	checked = true;
+	return 0;
+}
+
 int cli_workspace_ensure(void)
 {
 	static const char *const subdirs[] = {"", "/sigkeys", "/keyparts"};
 	const char *ws = cli_workspace();
 	char p[600];
+	int r;
+
+	if ((r = cli_workspace_check()) != 0)
+		return r;
 
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		int r;
 		snprintf(p, sizeof(p), "%s%s", ws, subdirs[i]);
 		if ((r = cli_mkdirs(p)) != 0) {
 			cli_fail(r, p, "cannot create workspace directory: %s", strerror(errno));
@@ -212,6 +230,8 @@ static int cli_selection_load(json_t **sel)
 	char path[600], why[256];
 
 	*sel = NULL;
+	if ((r = cli_workspace_check()) != 0)
+		goto out;
 	cli_selection_path(path, sizeof(path));
 	r = ky_file_read(path, CLI_SELECTION_MAX, &b);
 	if (r == KY_ERR_NOT_FOUND) {
@@ -445,17 +465,26 @@ int cli_selection_drop_sigkey(const char *path)
 
 /* ---- listing workspace files ---- */
 
-/* A workspace file and when it was written: files are listed in creation order, so that a
- * new file gets the next number and the numbers of the others stay. */
+/* Numbers of signature keys and key parts: their place in the order of creation, which is
+ * written down in <ws>/<sub>.order (one file name per line) the first time a file is seen,
+ * never read from file times. Copying, touching or restoring a file (same name) keeps its
+ * number; a deleted file keeps its line, so that restoring it gives it its place back; a
+ * new file (or one copied in under a new name) goes last. A workspace without that file
+ * (older kyok) gets it written in the order of file times, the order it was numbered by. */
+#define CLI_ORDER_MAX (1024 * 1024)
+
 struct cli_dir_entry {
 	char *name;
 	struct timespec mtime;
+	size_t place; /* line in the order file; SIZE_MAX when not there yet */
 };
 
 static int cli_entry_cmp(const void *a, const void *b)
 {
 	const struct cli_dir_entry *x = a, *y = b;
 
+	if (x->place != y->place)
+		return x->place < y->place ? -1 : 1;
 	if (x->mtime.tv_sec != y->mtime.tv_sec)
 		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
 	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
@@ -472,7 +501,100 @@ static void cli_names_free(char **names, size_t n)
 	free(names);
 }
 
-/* Names of the regular files in <ws>/<sub> ending in suffix, oldest first. Prints errors. */
+/* The place of each entry in the order file of dir (SIZE_MAX when absent). Lines that are not file names of
+ * this kind are refused: the file is kyok's, and a damaged one must not renumber keys. */
+static int cli_order_load(const char *dir, const char *suffix, struct cli_dir_entry *ents,
+                          size_t count)
+{
+	int r = KY_ERR_INTERNAL;
+	char path[700];
+	struct ky_buf b = {0};
+	size_t pos = 0, line = 0, places = 0;
+
+	for (size_t i = 0; i < count; i++)
+		ents[i].place = SIZE_MAX;
+	snprintf(path, sizeof(path), "%s.order", dir);
+	r = ky_file_read(path, CLI_ORDER_MAX, &b);
+	if (r == KY_ERR_NOT_FOUND)
+		return 0;
+	if (r != 0) {
+		cli_fail(r, path, "%s", r == KY_ERR_TOO_LARGE ? "file too large" : strerror(errno));
+		goto out;
+	}
+	while (pos < b.len) {
+		const uint8_t *nl = memchr(b.data + pos, '\n', b.len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - (b.data + pos)) : b.len - pos;
+		char name[256];
+
+		if (n > 0 && b.data[pos] != '#') {
+			if (n >= sizeof(name)) {
+				r = KY_ERR_MALFORMED;
+				cli_fail(r, path,
+				         "line %zu is too long: restore the file or delete it",
+				         line + 1);
+				goto out;
+			}
+			memcpy(name, b.data + pos, n);
+			name[n] = '\0';
+			if (!cli_file_name_ok(name, suffix)) {
+				r = KY_ERR_MALFORMED;
+				cli_fail(
+				    r, path,
+				    "line %zu is not a '*%s' file name: restore the file or delete "
+				    "it",
+				    line + 1, suffix);
+				goto out;
+			}
+			for (size_t i = 0; i < count; i++)
+				if (ents[i].place == SIZE_MAX && strcmp(ents[i].name, name) == 0)
+					ents[i].place = places;
+			places++;
+		}
+		line++;
+		pos += n + 1;
+	}
+	r = 0;
+out:
+	ky_buf_free(&b);
+	return r;
+}
+
+/* Appends the names of the entries without a place (sorted: last, by file time) to the
+ * order file of dir. A workspace that cannot be written keeps working: the numbers are
+ * then only as stable as the file times, and the user is told so. */
+static void cli_order_append(const char *dir, const struct cli_dir_entry *ents, size_t count)
+{
+	char path[700];
+	struct ky_buf b = {0};
+	size_t first = count;
+
+	for (size_t i = 0; i < count; i++)
+		if (ents[i].place == SIZE_MAX) {
+			first = i;
+			break;
+		}
+	if (first == count)
+		return;
+	snprintf(path, sizeof(path), "%s.order", dir);
+	if (ky_file_read(path, CLI_ORDER_MAX, &b) == KY_ERR_NOT_FOUND &&
+	    ky_buf_append_str(&b, "# kyok: the order of the files here gives their numbers; "
+	                          "kyok keeps it (do not edit)\n") != 0)
+		goto fail;
+	for (size_t i = first; i < count; i++)
+		if (ky_buf_append_str(&b, ents[i].name) != 0 || ky_buf_append(&b, "\n", 1) != 0)
+			goto fail;
+	if (ky_file_write_atomic(path, b.data, b.len, 0600) != 0)
+		goto fail;
+	ky_buf_free(&b);
+	return;
+fail:
+	fprintf(stderr, "warning: %s: cannot be written: numbers follow file times until it can\n",
+	        path);
+	ky_buf_free(&b);
+}
+
+/* Names of the regular files in <ws>/<sub> ending in suffix, in their numbering order (see
+ * above). Prints errors. */
 static int cli_dir_list(const char *sub, const char *suffix, char ***names, size_t *n)
 {
 	int r = KY_ERR_INTERNAL;
@@ -485,6 +607,8 @@ static int cli_dir_list(const char *sub, const char *suffix, char ***names, size
 
 	*names = NULL;
 	*n = 0;
+	if ((r = cli_workspace_check()) != 0)
+		return r;
 	snprintf(dir, sizeof(dir), "%s/%s", cli_workspace(), sub);
 	if ((d = opendir(dir)) == NULL) {
 		if (errno == ENOENT)
@@ -513,8 +637,11 @@ static int cli_dir_list(const char *sub, const char *suffix, char ***names, size
 		ents[count].mtime = st.st_mtim;
 		count++;
 	}
+	if ((r = cli_order_load(dir, suffix, ents, count)) != 0)
+		goto out;
 	if (count > 0)
 		qsort(ents, count, sizeof(*ents), cli_entry_cmp);
+	cli_order_append(dir, ents, count);
 	if (count > 0 && (out = calloc(count, sizeof(*out))) == NULL)
 		goto nomem;
 	for (size_t i = 0; i < count; i++) {
@@ -701,6 +828,8 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 			goto out;
 		}
 		X509_free(cert);
+		if ((r = cli_check_private("signature key file", path)) != 0)
+			goto out;
 		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
 		snprintf(prompt, sizeof(prompt), "password for signature key '%s'", s->name);
 		if ((r = cli_password(prompt, false, &password)) != 0)

@@ -1,14 +1,20 @@
 #!/bin/sh
 # Installs the Debian packages kyok needs to build, run and test, when missing.
-# Usage: scripts/deps.sh [build|check|bench]   (bench: build's, and wrk for 'make bench')
+# Usage: scripts/deps.sh [build|check|bench|fuzz]
+#   bench: build's and wrk for 'make bench'; fuzz: build's and clang with libFuzzer
 set -eu
 
 mode=${1:-build}
 pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
       libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
-      libcurl4-openssl-dev curl jq"
+      libcurl4-openssl-dev curl jq libtss2-dev libp11-kit-dev"
 if [ "$mode" = check ]; then
-	pkgs="$pkgs libcmocka-dev clang-format tmux xxd"
+	# swtpm and SoftHSM2 (with opensc's pkcs11-tool): the TPM and the token the sealing
+	# tests start; bsdutils' script types their PINs at a terminal.
+	pkgs="$pkgs libcmocka-dev clang-format tmux xxd swtpm swtpm-tools softhsm2 opensc bsdutils"
+fi
+if [ "$mode" = fuzz ]; then
+	pkgs="$pkgs clang libclang-rt-14-dev"
 fi
 if [ "$mode" = bench ]; then
 	pkgs="$pkgs wrk"

@@ -44,6 +44,10 @@
 #define API_TOKEN_PATH      "/identity/token"
 #define API_CT_JSON         "application/json"
 #define API_SECRET_POLICIES UNITD_SECRET_POLICIES
+/* Request ids: the client's header, how long a reply is kept, the header on a replay. */
+#define API_HDR_REQUEST_ID "Idempotency-Key"
+#define API_HDR_REPLAYED   "Kyok-Replayed"
+#define API_REQUEST_TTL    (24 * 3600)
 /* A record the instance keeps under its master key does not open here. */
 #define API_STALE_UNIT                                                                    \
 	"this unit does not hold the instance's master key (left behind by a master key " \
@@ -122,28 +126,33 @@ enum api_route {
 	ROUTE_INSTANCE_POLICIES_PUT,
 };
 
-/* path: segments after /api/v2/, "{id}" matches a key id. */
+/* path: segments after /api/v2/, "{id}" matches a key id. query: the query parameters the
+ * route takes (Key Protect's names, space-separated); any other is refused by name. */
 static const struct {
 	const char *method;
 	const char *path;
 	enum api_route route;
 	enum api_perm perm; /* actions: from api_actions instead */
+	bool changes;       /* changes key storage: kept by request id (actions: api_actions) */
+	const char *query;
 } api_routes[] = {
-    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ},
-    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ},
-    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE},
-    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ},
-    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ}, /* ?action= */
-    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN},
-    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ},
-    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ},
-    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE},
-    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN},
-    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ},
-    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN},
-    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN},
-    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN},
-    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN},
+    {"GET", "keys", ROUTE_KEYS_LIST, PERM_KEYS_READ, false,
+     "limit offset state extractable search sort filter"},
+    {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false, "state extractable search filter"},
+    {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true, ""},
+    {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false, ""},
+    {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false, "action"},
+    {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true, "force"},
+    {"GET", "keys/{id}/metadata", ROUTE_KEY_METADATA, PERM_KEYS_READ, false, ""},
+    {"GET", "keys/{id}/versions", ROUTE_KEY_VERSIONS, PERM_KEYS_READ, false,
+     "limit offset totalCount allKeyStates"},
+    {"DELETE", "keys/{id}/purge", ROUTE_KEY_PURGE, PERM_PURGE, true, ""},
+    {"POST", "keys/{id}/restore", ROUTE_KEY_RESTORE, PERM_KEYS_ADMIN, true, ""},
+    {"POST", "keys/{id}/actions/{action}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false, ""},
+    {"GET", "keys/{id}/policies", ROUTE_KEY_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
+    {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
+    {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
+    {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -163,16 +172,17 @@ static const struct {
 	const char *name;
 	enum api_action action;
 	enum api_perm perm;
+	bool changes; /* false: wrap, unwrap, rewrap change nothing stored */
 } api_actions[] = {
-    {"wrap", ACT_WRAP, PERM_KEYS_READ},
-    {"unwrap", ACT_UNWRAP, PERM_KEYS_READ},
-    {"rewrap", ACT_REWRAP, PERM_KEYS_READ},
-    {"rotate", ACT_ROTATE, PERM_KEYS_WRITE},
-    {"setKeyForDeletion", ACT_SET_DELETION, PERM_KEYS_WRITE},
-    {"unsetKeyForDeletion", ACT_UNSET_DELETION, PERM_KEYS_WRITE},
-    {"enable", ACT_ENABLE, PERM_KEYS_ADMIN},
-    {"disable", ACT_DISABLE, PERM_KEYS_ADMIN},
-    {"restore", ACT_RESTORE, PERM_KEYS_ADMIN},
+    {"wrap", ACT_WRAP, PERM_KEYS_READ, false},
+    {"unwrap", ACT_UNWRAP, PERM_KEYS_READ, false},
+    {"rewrap", ACT_REWRAP, PERM_KEYS_READ, false},
+    {"rotate", ACT_ROTATE, PERM_KEYS_WRITE, true},
+    {"setKeyForDeletion", ACT_SET_DELETION, PERM_KEYS_WRITE, true},
+    {"unsetKeyForDeletion", ACT_UNSET_DELETION, PERM_KEYS_WRITE, true},
+    {"enable", ACT_ENABLE, PERM_KEYS_ADMIN, true},
+    {"disable", ACT_DISABLE, PERM_KEYS_ADMIN, true},
+    {"restore", ACT_RESTORE, PERM_KEYS_ADMIN, true},
 };
 #define API_NACTIONS (sizeof(api_actions) / sizeof(api_actions[0]))
 
@@ -185,6 +195,8 @@ struct unitd_api {
 /* One request. */
 struct api_req {
 	int route; /* index into api_routes, -1 = token, -2 = not matched */
+	char method[8];
+	char *url; /* malloc'd */
 	char id[KY_UUID_LEN + 1];
 	char action[32];
 	bool too_large, answered;
@@ -208,6 +220,9 @@ struct api_ctx {
 	json_t *reply;
 	char key_total[24];
 	char detail[512];
+	/* a reply kept by request id, sent as it was stored (x->reply unused) */
+	bool replayed;
+	struct ky_buf stored; /* cleansed */
 };
 
 static int64_t api_now(void)
@@ -261,7 +276,7 @@ static bool api_correlation_ok(const char *v)
 
 static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
                                 const struct ky_buf *body, const char *key_total,
-                                const char *correlation)
+                                const char *correlation, bool replayed)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
@@ -284,7 +299,8 @@ static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
 	    (key_total != NULL && key_total[0] != '\0' &&
 	     MHD_add_response_header(resp, "Key-Total", key_total) != MHD_YES) ||
 	    (correlation != NULL && api_correlation_ok(correlation) &&
-	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES))
+	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES) ||
+	    (replayed && MHD_add_response_header(resp, API_HDR_REPLAYED, "true") != MHD_YES))
 		goto out;
 	ret = MHD_queue_response(c, status, resp);
 out:
@@ -305,7 +321,7 @@ static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, 
 			return MHD_NO;
 		status = 500;
 	}
-	ret = api_send(c, status, &body, key_total, corr);
+	ret = api_send(c, status, &body, key_total, corr, false);
 	ky_buf_free(&body);
 	return ret;
 }
@@ -562,6 +578,72 @@ static int api_reply_key(struct api_ctx *x, unsigned status, const struct ky_key
 	return x->reply ? 0 : KY_ERR_NOMEM;
 }
 
+/* A query value, NULL when absent or empty (the SDKs send "name=" for an unset option). */
+static const char *api_query_opt(struct api_ctx *x, const char *k)
+{
+	const char *v = api_query(x, k);
+
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static const struct kp_sort *api_sort_by;
+
+static int api_sort_cmp(const void *a, const void *b)
+{
+	return kp_sort_cmp(api_sort_by, *(struct ky_key *const *)a, *(struct ky_key *const *)b);
+}
+
+/* filter, search and sort over every key the store filter f matches: the page [offset,
+ * offset + limit) of the result in keys[0..n), total = all that matched. */
+static int api_keys_select(struct api_ctx *x, const struct ky_store_filter *f,
+                           const struct kp_filter *flt, const struct kp_search *srch,
+                           const struct kp_sort *sort, uint64_t limit, uint64_t offset,
+                           struct ky_key ***keys, size_t *n, uint64_t *total)
+{
+	static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct ky_key **all = NULL;
+	size_t nall = 0, kept = 0, i;
+	uint64_t stored = 0;
+	int r;
+
+	*keys = NULL;
+	*n = 0;
+	*total = 0;
+	/* Every key the store filter matches (an instance holds at most key_limit of them). */
+	if ((r = ky_kms_key_list(&x->kms, f, 0, 0, x->now, &all, &nall, &stored)) != 0)
+		return r;
+	for (i = 0; i < nall; i++) {
+		struct ky_key *k = all[i];
+
+		all[i] = NULL;
+		if (kp_filter_match(flt, k) && kp_search_match(srch, k))
+			all[kept++] = k; /* kept <= i */
+		else
+			ky_key_free(k);
+	}
+	if (sort->n > 0 && kept > 1) {
+		/* qsort has no context argument: one sort at a time. */
+		pthread_mutex_lock(&sort_lock);
+		api_sort_by = sort;
+		qsort(all, kept, sizeof(*all), api_sort_cmp);
+		api_sort_by = NULL;
+		pthread_mutex_unlock(&sort_lock);
+	}
+	*total = kept;
+	/* the page: free what is before and after it */
+	for (i = 0; i < kept; i++) {
+		struct ky_key *k = all[i];
+
+		all[i] = NULL;
+		if (i >= offset && i - offset < limit)
+			all[(*n)++] = k;
+		else
+			ky_key_free(k);
+	}
+	*keys = all;
+	return 0;
+}
+
 static int api_keys_list(struct api_ctx *x, bool head)
 {
 	struct ky_store_filter f = {.states = (1u << KY_KEY_ACTIVE) | (1u << KY_KEY_SUSPENDED) |
@@ -571,6 +653,9 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	bool present, b;
 	unsigned mask;
 	struct ky_key **keys = NULL;
+	struct kp_filter flt;
+	struct kp_sort sort;
+	struct kp_search srch;
 	size_t n = 0;
 	json_t *a = NULL;
 	int r;
@@ -596,16 +681,33 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	}
 	if (present)
 		f.extractable = b ? 1 : 0;
-	if (head) {
+	if ((r = kp_filter_parse(api_query_opt(x, "filter"), &flt, x->detail, sizeof(x->detail))) !=
+	        0 ||
+	    (r = kp_search_parse(api_query_opt(x, "search"), &srch, x->detail,
+	                         sizeof(x->detail))) != 0 ||
+	    (r = kp_sort_parse(api_query_opt(x, "sort"), &sort, x->detail, sizeof(x->detail))) != 0)
+		return r;
+	/* A filter on states widens the default (Active, Suspended, Deactivated) like the state
+	 * query does; both together must hold. */
+	if (flt.states != 0 && api_query_opt(x, "state") == NULL)
+		f.states = 0;
+	if (flt.present || srch.present || sort.n > 0) {
+		if ((r = api_keys_select(x, &f, &flt, &srch, &sort, head ? 0 : limit,
+		                         head ? 0 : offset, &keys, &n, &total)) != 0)
+			goto out;
+	} else if (head) {
 		if ((r = ky_store_key_count(x->kms.store, &f, &total)) != 0)
 			return r;
+	} else if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
+	                                &total)) != 0) {
+		return r;
+	}
+	if (head) {
 		snprintf(x->key_total, sizeof(x->key_total), "%llu", (unsigned long long)total);
 		x->status = 200;
-		return 0;
+		r = 0;
+		goto out;
 	}
-	if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
-	                         &total)) != 0)
-		return r;
 	if ((a = json_array()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -743,7 +845,7 @@ static int api_key_versions(struct api_ctx *x)
 {
 	struct ky_key *k = NULL;
 	uint64_t limit = KP_LIST_DEFAULT, offset = 0;
-	bool present;
+	bool present, b = false, all_states = false;
 	int r;
 
 	if ((r = api_key_id(x)) != 0)
@@ -754,8 +856,21 @@ static int api_key_versions(struct api_ctx *x)
 		api_detail(x, "query limit must be 1 to %d, offset a whole number", KP_LIST_MAX);
 		return KY_ERR_MALFORMED;
 	}
+	/* totalCount=true asks for metadata.totalCount, which kyok always gives. */
+	if (kp_query_bool(api_query(x, "totalCount"), &present, &b) != 0 ||
+	    kp_query_bool(api_query(x, "allKeyStates"), &present, &all_states) != 0) {
+		api_detail(x, "queries totalCount and allKeyStates must be true or false");
+		return KY_ERR_MALFORMED;
+	}
 	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
 		return r;
+	/* Without allKeyStates=true, only the versions of a key that is not destroyed. */
+	if (!all_states && k->state == KY_KEY_DESTROYED) {
+		api_detail(x, "key %s was deleted: ask with allKeyStates=true for its versions",
+		           k->id);
+		ky_key_free(k);
+		return KY_ERR_KEY_DESTROYED;
+	}
 	x->reply = kp_versions_json(k, offset, limit);
 	if (x->reply != NULL)
 		json_object_set_new(json_object_get(x->reply, "metadata"), "totalCount",
@@ -798,6 +913,8 @@ out:
 	return r;
 }
 
+static const char *api_action_name(enum api_action act);
+
 /* wrap, unwrap, rewrap: the hot path, through the key cache. */
 static int api_key_crypt(struct api_ctx *x, enum api_action act)
 {
@@ -816,6 +933,10 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
 	                         sizeof(x->detail))) != 0)
 		return r;
+	if ((r = kp_action_members(&b, api_action_name(act),
+	                           act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", x->detail,
+	                           sizeof(x->detail))) != 0)
+		goto out;
 	if (act != ACT_WRAP && !b.has_ciphertext) {
 		api_detail(x, "member 'ciphertext' is required");
 		r = KY_ERR_MALFORMED;
@@ -935,6 +1056,31 @@ out:
 	return r;
 }
 
+static const char *api_action_name(enum api_action act)
+{
+	for (size_t i = 0; i < API_NACTIONS; i++)
+		if (api_actions[i].action == act)
+			return api_actions[i].name;
+	return "?";
+}
+
+/* A request that takes no body member: an empty body or an empty object (a payload to restore
+ * an imported key is refused: kyok keeps a deleted key's material until it is purged). */
+static int api_no_body(struct api_ctx *x, const char *what)
+{
+	struct kp_action_body b;
+	int r;
+
+	if (x->q->body.len == 0)
+		return 0;
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+	                         sizeof(x->detail))) != 0)
+		return r;
+	r = kp_action_members(&b, what, "", x->detail, sizeof(x->detail));
+	kp_action_release(&b);
+	return r;
+}
+
 static int api_action_by_name(struct api_ctx *x, size_t *idx)
 {
 	const char *name = x->q->action[0] ? x->q->action : api_query(x, "action");
@@ -972,6 +1118,11 @@ static int api_key_action(struct api_ctx *x)
 		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
 		                         sizeof(x->detail))) != 0)
 			return r;
+		if ((r = kp_action_members(&b, "rotate", "payload", x->detail,
+		                           sizeof(x->detail))) != 0) {
+			kp_action_release(&b);
+			return r;
+		}
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;
@@ -979,18 +1130,28 @@ static int api_key_action(struct api_ctx *x)
 		kp_action_release(&b);
 		return r;
 	case ACT_ENABLE:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_ENABLE;
 		return api_key_act(x, &a, 200, false);
 	case ACT_DISABLE:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_DISABLE;
 		return api_key_act(x, &a, 200, false);
 	case ACT_SET_DELETION:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_SET_DELETION;
 		return api_key_act(x, &a, 200, false);
 	case ACT_UNSET_DELETION:
+		if ((r = api_no_body(x, api_actions[i].name)) != 0)
+			return r;
 		a.action = KY_KEY_UNSET_DELETION;
 		return api_key_act(x, &a, 200, false);
 	case ACT_RESTORE:
+		if ((r = api_no_body(x, "restore")) != 0)
+			return r;
 		a.action = KY_KEY_RESTORE;
 		return api_key_act(x, &a, 201, true);
 	}
@@ -1071,12 +1232,74 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	return r;
 }
 
+/* Whether name is one of the space-separated words of list. Pure. */
+static bool api_word_in(const char *name, const char *list)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; *p != '\0';) {
+		size_t w = strcspn(p, " ");
+		if (w == n && strncmp(p, name, n) == 0)
+			return true;
+		p += w;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+struct api_query_check {
+	const char *allowed;
+	char bad[64];
+};
+
+static enum MHD_Result api_query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+	struct api_query_check *c = cls;
+
+	(void)kind;
+	(void)value;
+	if (api_word_in(key, c->allowed))
+		return MHD_YES;
+	snprintf(c->bad, sizeof(c->bad), "%s", key);
+	return MHD_NO;
+}
+
+/* Every query parameter is one the route takes (KY_ERR_QUERY_PARAM naming the first that is
+ * not). */
+static int api_query_check(struct api_ctx *x)
+{
+	const char *allowed = api_routes[x->q->route].query;
+	struct api_query_check c = {.allowed = allowed};
+
+	MHD_get_connection_values(x->c, MHD_GET_ARGUMENT_KIND, api_query_check_one, &c);
+	if (c.bad[0] == '\0')
+		return 0;
+	if (allowed[0] == '\0')
+		api_detail(x, "'%.60s': %s %s takes none", c.bad, api_routes[x->q->route].method,
+		           x->q->url);
+	else
+		api_detail(x, "'%.60s': %s %s takes %s", c.bad, api_routes[x->q->route].method,
+		           x->q->url, allowed);
+	return KY_ERR_QUERY_PARAM;
+}
+
 static int api_dispatch_route(struct api_ctx *x)
 {
 	struct ky_key_act a = {.rotation_months = -1, .dual_auth = -1};
 	int route = x->q->route;
+	const char *ring;
 	int r;
 
+	if ((r = api_query_check(x)) != 0)
+		return r;
+	/* Every key is in the key ring 'default': a request about another ring is refused. */
+	if ((ring = api_header(x, "X-Kms-Key-Ring")) != NULL && ring[0] != '\0' &&
+	    strcmp(ring, "default") != 0) {
+		api_detail(x, "header X-Kms-Key-Ring '%.40s': kyok has one key ring, 'default'",
+		           ring);
+		return KY_ERR_UNSUPPORTED;
+	}
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
 		return r;
@@ -1095,13 +1318,27 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_key_get(x, true);
 	case ROUTE_KEY_VERSIONS:
 		return api_key_versions(x);
-	case ROUTE_KEY_DELETE:
+	case ROUTE_KEY_DELETE: {
+		bool present, force;
+		/* force=true deletes a key that protects registered resources: kyok has no
+		 * registrations, so a forced delete is the same delete. */
+		if (kp_query_bool(api_query(x, "force"), &present, &force) != 0) {
+			api_detail(x, "query force must be true or false");
+			return KY_ERR_MALFORMED;
+		}
+		if ((r = api_no_body(x, "delete")) != 0)
+			return r;
 		a.action = KY_KEY_DELETE;
 		return api_key_act(x, &a, 200, false);
+	}
 	case ROUTE_KEY_PURGE:
+		if ((r = api_no_body(x, "purge")) != 0)
+			return r;
 		a.action = KY_KEY_PURGE;
 		return api_key_act(x, &a, 200, false);
 	case ROUTE_KEY_RESTORE:
+		if ((r = api_no_body(x, "restore")) != 0)
+			return r;
 		a.action = KY_KEY_RESTORE;
 		return api_key_act(x, &a, 201, true);
 	case ROUTE_KEY_ACTION:
@@ -1116,6 +1353,208 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_instance_policies(x, true);
 	}
 	return KY_ERR_INTERNAL;
+}
+
+/* ---- request ids: a state change carried out at most once ----
+ * A request that changes key storage and carries Idempotency-Key runs inside one write
+ * transaction with the row that records it: the reply (sealed), its status, the hash of the
+ * request. The same id from the same API key finds that row (on any unit: storage is shared)
+ * and gets the same reply, without a second change; with another request it is refused
+ * (KY_ERR_REQUEST_ID_REUSED). A request that fails records nothing: the transaction is
+ * rolled back, nothing changed, and sending it again is safe. */
+
+/* 1 to KY_REQUEST_ID_MAX of [A-Za-z0-9._:-]. Pure. */
+static bool api_request_id_ok(const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+
+	if (n == 0 || n > KY_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = v[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+			return false;
+	}
+	return true;
+}
+
+static bool api_route_changes(struct api_ctx *x)
+{
+	size_t i;
+	const char *name;
+
+	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION)
+		return api_routes[x->q->route].changes;
+	name = x->q->action[0] ? x->q->action : api_query(x, "action");
+	for (i = 0; name != NULL && i < API_NACTIONS; i++)
+		if (strcmp(api_actions[i].name, name) == 0)
+			return api_actions[i].changes;
+	return false; /* unknown action: refused by the handler */
+}
+
+static enum MHD_Result api_query_append(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+	struct ky_buf *b = cls;
+	char len[24];
+
+	(void)kind;
+	if (value == NULL)
+		value = "";
+	snprintf(len, sizeof(len), "%zu:", strlen(key));
+	if (ky_buf_append_str(b, len) != 0 || ky_buf_append_str(b, key) != 0)
+		goto fail;
+	snprintf(len, sizeof(len), "%zu:", strlen(value));
+	if (ky_buf_append_str(b, len) != 0 || ky_buf_append_str(b, value) != 0)
+		goto fail;
+	return MHD_YES;
+fail:
+	ky_buf_free(b); /* an empty buffer tells api_request_hash */
+	return MHD_NO;
+}
+
+/* The hash a request id is bound to: method, path, the query arguments as received (in
+ * order, each name and value prefixed with its length), body. */
+static int api_request_hash(struct api_ctx *x, uint8_t hash[KY_REQUEST_HASH_LEN])
+{
+	struct ky_buf path = {0};
+	int r = KY_ERR_NOMEM;
+
+	if (ky_buf_append_str(&path, x->q->url) != 0 || ky_buf_append_str(&path, "?") != 0)
+		goto out;
+	if (MHD_get_connection_values(x->c, MHD_GET_ARGUMENT_KIND, api_query_append, &path) < 0 ||
+	    path.len == 0)
+		goto out;
+	if (ky_buf_append(&path, "", 1) != 0)
+		goto out;
+	r = ky_kms_request_hash(x->q->method, (const char *)path.data, x->q->body.data,
+	                        x->q->body.len, hash);
+out:
+	ky_buf_free(&path);
+	return r;
+}
+
+static void api_date(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, 32, "%lld", (long long)t);
+}
+
+/* The kept reply of (caller, rid), as x->stored. */
+static int api_replay(struct api_ctx *x, const struct ky_store_request *req,
+                      const uint8_t hash[KY_REQUEST_HASH_LEN], const char *rid)
+{
+	uint8_t *body = NULL;
+	size_t n = 0;
+	char when[32];
+	int r;
+
+	api_date(req->created, when);
+	if (CRYPTO_memcmp(req->hash, hash, KY_REQUEST_HASH_LEN) != 0) {
+		api_detail(x,
+		           "request id '%s' was used at %s for a request with another method, "
+		           "path, query or body",
+		           rid, when);
+		return KY_ERR_REQUEST_ID_REUSED;
+	}
+	r = ky_kms_request_open(&x->kms, req, &body, &n);
+	if (r == KY_ERR_MK_MISMATCH) {
+		api_detail(x,
+		           "request id '%s' was carried out at %s; its reply is under a master key "
+		           "this unit does not hold",
+		           rid, when);
+		return KY_ERR_REQUEST_REPLY_GONE;
+	}
+	if (r == KY_ERR_RECORD_TAMPERED)
+		api_detail(x, "the kept reply of request id '%s' does not verify", rid);
+	if (r != 0)
+		return r;
+	r = ky_buf_append(&x->stored, body, n) == 0 ? 0 : KY_ERR_NOMEM;
+	ky_kms_buf_free(body, n);
+	if (r != 0)
+		return r;
+	x->status = (unsigned)req->status;
+	x->replayed = true;
+	return 0;
+}
+
+/* Runs a state change under its request id (header Idempotency-Key), or plainly without one. */
+static int api_dispatch_once(struct api_ctx *x)
+{
+	const char *rid = api_header(x, API_HDR_REQUEST_ID);
+	struct ky_store *st = x->kms.store;
+	struct ky_store_request req = {0};
+	uint8_t hash[KY_REQUEST_HASH_LEN];
+	bool in_txn = false;
+	uint64_t expired = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (rid == NULL || !api_route_changes(x))
+		return api_dispatch_route(x); /* reads change nothing: repeating them is safe */
+	if (!api_request_id_ok(rid)) {
+		api_detail(x, "got '%.40s'", rid);
+		return KY_ERR_REQUEST_ID_INVALID;
+	}
+	/* The role first: a caller who may not do this (any more) gets no kept reply. */
+	if (api_routes[x->q->route].route != ROUTE_KEY_ACTION) {
+		if ((r = api_check(x, api_routes[x->q->route].perm)) != 0)
+			return r;
+	} else {
+		size_t i;
+		if ((r = api_action_by_name(x, &i)) != 0 ||
+		    (r = api_check(x, api_actions[i].perm)) != 0)
+			return r;
+	}
+	if ((r = api_request_hash(x, hash)) != 0)
+		return r;
+	if ((r = ky_store_begin(st)) != 0)
+		return r;
+	in_txn = true;
+	if ((r = ky_store_request_expire(st, x->now - API_REQUEST_TTL, &expired)) != 0)
+		goto out;
+	r = ky_store_request_get(st, x->caller, rid, &req);
+	if (r == 0) {
+		r = api_replay(x, &req, hash, rid);
+		goto out; /* rolled back: the expiry waits for the next change */
+	}
+	if (r != KY_ERR_NOT_FOUND)
+		goto out;
+	if ((r = api_dispatch_route(x)) != 0)
+		goto out;
+	/* The reply as it will be sent, kept with the change in the same transaction. */
+	if (x->reply != NULL && (r = kp_json_dump(x->reply, &x->stored)) != 0)
+		goto out;
+	memcpy(req.apikey, x->caller, sizeof(req.apikey));
+	snprintf(req.id, sizeof(req.id), "%s", rid);
+	memcpy(req.hash, hash, sizeof(hash));
+	req.status = x->status ? (int)x->status : 200;
+	req.created = x->now;
+	if ((r = ky_kms_request_seal(&x->kms, &req, x->stored.data, x->stored.len)) != 0)
+		goto out;
+	if ((r = ky_store_request_put(st, &req)) != 0)
+		goto out;
+	in_txn = false;
+	if ((r = ky_store_commit(st)) != 0)
+		goto out;
+	x->status = (unsigned)req.status;
+	x->replayed = false;
+	r = 0;
+out:
+	if (in_txn)
+		(void)ky_store_rollback(st);
+	if (r != 0) {
+		ky_buf_free(&x->stored);
+		json_decref(x->reply);
+		x->reply = NULL;
+		x->status = 0;
+	}
+	ky_store_request_release(&req);
+	OPENSSL_cleanse(hash, sizeof(hash));
+	return r;
 }
 
 /* ---- the token service ---- */
@@ -1234,16 +1673,21 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.now = api_now();
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
 	if ((r = api_authenticate(&x)) == 0)
-		r = api_dispatch_route(&x);
+		r = api_dispatch_once(&x);
 	if (x.held)
 		unitd_keystore_leave(api->ks);
 	if (r == KY_ERR_NOT_FOUND && x.detail[0] == '\0' && q->id[0] != '\0')
 		api_detail(&x, "no key with id %s", q->id);
 	if (r != 0)
 		ret = api_send_error(c, r, x.detail);
+	else if (x.stored.len > 0 || x.replayed)
+		ret = api_send(c, x.status, &x.stored, NULL,
+		               MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Correlation-Id"),
+		               x.replayed);
 	else
 		ret = api_send_json(c, x.status ? x.status : 200, x.reply, x.key_total);
 	json_decref(x.reply);
+	ky_buf_free(&x.stored);
 	return ret;
 }
 
@@ -1268,6 +1712,9 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		if ((q = calloc(1, sizeof(*q))) == NULL)
 			return MHD_NO;
 		*con_cls = q;
+		snprintf(q->method, sizeof(q->method), "%s", method);
+		if ((q->url = strdup(url)) == NULL)
+			return MHD_NO;
 		q->route = api_route_of(method, url, q, &known);
 		if (q->route == -2) {
 			q->answered = true;
@@ -1317,6 +1764,7 @@ void unitd_api_completed(void *con_cls)
 	if (q == NULL)
 		return;
 	ky_buf_free(&q->body);
+	free(q->url);
 	free(q);
 }
 

@@ -45,6 +45,64 @@ int kp_query_bool(const char *v, bool *present, bool *out) KY_WUR;
 /* "1,2,5" -> bits (1u << state); states 0..5; no blanks, no empty items. */
 int kp_query_states(const char *v, bool *present, unsigned *mask) KY_WUR;
 
+/* ---- api_query.c: filter, sort and search of GET /keys ---- */
+
+enum kp_date_prop {
+	KP_DATE_CREATION,
+	KP_DATE_DELETION,
+	KP_DATE_EXPIRATION,
+	KP_DATE_LAST_ROTATE,
+	KP_DATE_LAST_UPDATE,
+	KP_DATE__COUNT
+};
+enum kp_date_op { KP_OP_EQ, KP_OP_LT, KP_OP_LTE, KP_OP_GT, KP_OP_GTE, KP_OP_NONE };
+struct kp_date_term {
+	enum kp_date_op op;
+	int64_t t;
+};
+struct kp_filter {
+	bool present;
+	bool none;       /* contradictory terms: nothing matches */
+	int extractable; /* -1 = either */
+	unsigned states; /* 0 = any */
+	struct kp_date_term dates[KP_DATE__COUNT][3];
+	unsigned ndates[KP_DATE__COUNT];
+};
+enum kp_sort_prop {
+	KP_SORT_ID,
+	KP_SORT_STATE,
+	KP_SORT_EXTRACTABLE,
+	KP_SORT_IMPORTED,
+	KP_SORT_CREATION,
+	KP_SORT_LAST_UPDATE,
+	KP_SORT_LAST_ROTATE,
+	KP_SORT_DELETION,
+	KP_SORT_EXPIRATION,
+	KP_SORT__COUNT
+};
+struct kp_sort {
+	unsigned n; /* 0 = creation order */
+	struct {
+		enum kp_sort_prop prop;
+		bool desc;
+	} by[KP_SORT__COUNT];
+};
+enum kp_search_scope { KP_SEARCH_ANY, KP_SEARCH_NAME, KP_SEARCH_ALIAS };
+struct kp_search {
+	bool present, negate, exact;
+	enum kp_search_scope scope;
+	char text[KY_KEY_NAME_MAX + 1];
+};
+/* Parsers of the query values (NULL or "" = absent): KY_ERR_MALFORMED with a detail. */
+int kp_filter_parse(const char *s, struct kp_filter *f, char *detail, size_t detaillen) KY_WUR;
+int kp_sort_parse(const char *s, struct kp_sort *o, char *detail, size_t detaillen) KY_WUR;
+int kp_search_parse(const char *s, struct kp_search *q, char *detail, size_t detaillen) KY_WUR;
+/* k's state must be its state as of now (ky_key_state_at). */
+bool kp_filter_match(const struct kp_filter *f, const struct ky_key *k);
+bool kp_search_match(const struct kp_search *q, const struct ky_key *k);
+/* < 0, 0, > 0; ties broken by creation order. */
+int kp_sort_cmp(const struct kp_sort *o, const struct ky_key *a, const struct ky_key *b);
+
 enum kp_prefer { KP_PREFER_NONE, KP_PREFER_MINIMAL, KP_PREFER_REPRESENTATION };
 /* Header Prefer: "return=minimal" or "return=representation" (other values: none). */
 enum kp_prefer kp_prefer_parse(const char *v);
@@ -74,10 +132,16 @@ struct kp_action_body {
 	bool has_payload;      /* rotate of an imported key, restore */
 	struct ky_buf payload; /* secret */
 };
-/* Empty body (n == 0) = {}. Unknown members are ignored; known ones are type-checked. */
+/* Empty body (n == 0) = {}. Known members are type-checked; encryptedNonce and iv (import
+ * tokens) are KY_ERR_UNSUPPORTED, any other member KY_ERR_MALFORMED, named in detail. Which
+ * action takes which member is api.c's (kp_action_members). */
 int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
                     size_t detaillen) KY_WUR;
 void kp_action_release(struct kp_action_body *a);
+/* 0 when every member present in a is one of the space-separated names of takes; else
+ * KY_ERR_MALFORMED naming the first other one and the action. Pure. */
+int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
+                      char *detail, size_t detaillen) KY_WUR;
 
 /* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. */
 struct kp_key_policy {

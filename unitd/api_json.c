@@ -315,6 +315,33 @@ static bool kp_text_ok(const char *s)
 	return true;
 }
 
+/* Every member of o is one of the space-separated names of known; the first that is not is
+ * refused by name. */
+static int kp_members_known(json_t *o, const char *known, const char *where, char *detail,
+                            size_t detaillen)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v)
+	{
+		size_t n = strlen(k);
+		bool found = false;
+		for (const char *p = known; *p != '\0' && !found;) {
+			size_t w = strcspn(p, " ");
+			found = w == n && strncmp(p, k, n) == 0;
+			p += w;
+			p += strspn(p, " ");
+		}
+		if (!found) {
+			kp_detail(detail, detaillen, "unknown member '%.60s' in %s (it takes %s)",
+			          k, where, known);
+			return KY_ERR_MALFORMED;
+		}
+	}
+	return 0;
+}
+
 /* ---- POST /keys ---- */
 
 void kp_create_release(struct kp_create *c)
@@ -324,6 +351,8 @@ void kp_create_release(struct kp_create *c)
 	ky_buf_free(&c->payload);
 	memset(c, 0, sizeof(*c));
 }
+
+#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload encryptedNonce"
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
@@ -337,6 +366,22 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	if ((r = kp_load(body, n, false, &j, detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_one_resource(j, &res, detail, detaillen)) != 0)
+		goto out;
+	if ((r = kp_members_known(j, "metadata resources", "the body", detail, detaillen)) != 0)
+		goto out;
+	if (json_object_get(res, "aliases") != NULL) {
+		kp_detail(detail, detaillen, "member 'aliases': kyok keys have no aliases");
+		r = KY_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if (json_object_get(res, "iv") != NULL) {
+		kp_detail(
+		    detail, detaillen,
+		    "member 'iv': import tokens are not supported: send the payload over TLS");
+		r = KY_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if ((r = kp_members_known(res, KP_CREATE_MEMBERS, "the key", detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_str(res, "type", 128, &type, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "name", 1024, &name, detail, detaillen)) != 0 ||
@@ -461,7 +506,19 @@ int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, c
 	/* Some clients wrap the body as a collection of one. */
 	o = j;
 	if (json_object_get(j, "resources") != NULL &&
-	    (r = kp_one_resource(j, &o, detail, detaillen)) != 0)
+	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
+	     (r = kp_members_known(j, "metadata resources", "the body", detail, detaillen)) != 0))
+		goto out;
+	if (json_object_get(o, "encryptedNonce") != NULL || json_object_get(o, "iv") != NULL) {
+		kp_detail(
+		    detail, detaillen,
+		    "members 'encryptedNonce' and 'iv': import tokens are not supported: send "
+		    "the payload over TLS");
+		r = KY_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if ((r = kp_members_known(o, "plaintext ciphertext aad payload", "the action", detail,
+	                          detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_b64(o, "plaintext", KY_WRAP_PT_MAX, &out->has_plaintext, &out->plaintext,
 	                    detail, detaillen)) != 0 ||
@@ -477,6 +534,41 @@ out:
 	if (r != 0)
 		kp_action_release(out);
 	return r;
+}
+
+int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
+                      char *detail, size_t detaillen)
+{
+	const struct {
+		const char *name;
+		bool has;
+	} m[] = {{"plaintext", a->has_plaintext},
+	         {"ciphertext", a->has_ciphertext},
+	         {"aad", a->has_aad},
+	         {"payload", a->has_payload}};
+
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		size_t n = strlen(m[i].name);
+		bool ok = false;
+		if (!m[i].has)
+			continue;
+		for (const char *p = takes; *p != '\0' && !ok;) {
+			size_t w = strcspn(p, " ");
+			ok = w == n && strncmp(p, m[i].name, n) == 0;
+			p += w;
+			p += strspn(p, " ");
+		}
+		if (!ok) {
+			if (takes[0] == '\0')
+				kp_detail(detail, detaillen, "member '%s': %s takes no body member",
+				          m[i].name, action);
+			else
+				kp_detail(detail, detaillen, "member '%s': %s takes only %s",
+				          m[i].name, action, takes);
+			return KY_ERR_MALFORMED;
+		}
+	}
+	return 0;
 }
 
 /* ---- key policies ---- */

@@ -17,6 +17,25 @@
  *   reencipher_batch = 500      optional, records re-enciphered per transaction, 1..100,000
  *   reencipher_pause_ms = 0     optional, pause between re-encipherment batches, 0..60,000 ms
  *                               (keeps a rotation from hogging the disk)
+ *   seal = file                 optional, where the seal key lives: file (this default),
+ *                               tpm2 or pkcs11 (docs/sealing.md)
+ *   tpm2_tcti = swtpm:port=2321 seal = tpm2: how to reach the TPM (a TCTI string);
+ *                               optional, the TCTI loader's default when absent
+ *   pkcs11_module = PATH        seal = pkcs11: the token's PKCS#11 module, required
+ *   pkcs11_token = LABEL        seal = pkcs11: the token's label (1..32), required
+ *   pkcs11_key_label = LABEL    seal = pkcs11: label of the seal keys (1..64), optional,
+ *                               kyok-seal by default
+ *   pkcs11_pin_file = PATH      seal = pkcs11: file holding the user PIN, required
+ *                               (a setting of another backend than 'seal' is refused)
+ *   max_connections = 1000      optional, open connections of all clients, 1..100,000 (also
+ *                               bounded by the process's file descriptor limit)
+ *   max_connections_per_client = 64
+ *                               optional, open connections from one client address,
+ *                               0..100,000 (0 = no limit per address: behind a proxy)
+ *   idle_timeout = 30           optional, seconds without a byte before a connection is
+ *                               closed, 1..3600
+ *   body_timeout = 60           optional, seconds from a request's headers to the end of its
+ *                               body, 1..3600
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -31,7 +50,15 @@
 #include "kyok/err.h"
 #include "unitd/unitd.h"
 
-enum config_kind { CONFIG_ID, CONFIG_LISTEN, CONFIG_PATH, CONFIG_STORE, CONFIG_UINT };
+enum config_kind {
+	CONFIG_ID,
+	CONFIG_LISTEN,
+	CONFIG_PATH,
+	CONFIG_STORE,
+	CONFIG_UINT,
+	CONFIG_SEAL,
+	CONFIG_TEXT, /* printable ASCII, 1..max characters */
+};
 
 struct config_key {
 	const char *name;
@@ -55,6 +82,16 @@ static const struct config_key config_keys[] = {
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
     {"reencipher_batch", CONFIG_UINT, false, 1, UNITD_REENC_BATCH_MAX},
     {"reencipher_pause_ms", CONFIG_UINT, false, 0, UNITD_REENC_PAUSE_MAX},
+    {"seal", CONFIG_SEAL, false, 0, 0},
+    {"tpm2_tcti", CONFIG_TEXT, false, 1, UNITD_TCTI_MAX},
+    {"pkcs11_module", CONFIG_PATH, false, 0, 0},
+    {"pkcs11_token", CONFIG_TEXT, false, 1, UNITD_TOKEN_LABEL_MAX},
+    {"pkcs11_key_label", CONFIG_TEXT, false, 1, UNITD_KEY_LABEL_MAX},
+    {"pkcs11_pin_file", CONFIG_PATH, false, 0, 0},
+    {"max_connections", CONFIG_UINT, false, 1, UNITD_CONN_MAX},
+    {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
+    {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
+    {"body_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -228,6 +265,10 @@ static char **config_path_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->tls_cert;
 	if (strcmp(name, "api_tls_key") == 0)
 		return &cfg->tls_key;
+	if (strcmp(name, "pkcs11_module") == 0)
+		return &cfg->pkcs11_module;
+	if (strcmp(name, "pkcs11_pin_file") == 0)
+		return &cfg->pkcs11_pin_file;
 	return &cfg->log_file;
 }
 
@@ -239,7 +280,42 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->reencipher_batch;
 	if (strcmp(name, "reencipher_pause_ms") == 0)
 		return &cfg->reencipher_pause_ms;
+	if (strcmp(name, "max_connections") == 0)
+		return &cfg->max_connections;
+	if (strcmp(name, "max_connections_per_client") == 0)
+		return &cfg->max_connections_per_client;
+	if (strcmp(name, "idle_timeout") == 0)
+		return &cfg->idle_timeout;
+	if (strcmp(name, "body_timeout") == 0)
+		return &cfg->body_timeout;
 	return &cfg->token_ttl;
+}
+
+static char **config_text_slot(struct unitd_config *cfg, const char *name)
+{
+	if (strcmp(name, "tpm2_tcti") == 0)
+		return &cfg->tpm2_tcti;
+	if (strcmp(name, "pkcs11_token") == 0)
+		return &cfg->pkcs11_token;
+	return &cfg->pkcs11_key_label;
+}
+
+/* The sealing backends, by their unit.conf name. */
+static const struct {
+	const char *name;
+	enum unitd_seal_kind kind;
+} config_seals[] = {
+    {"file", UNITD_SEAL_FILE},
+    {"tpm2", UNITD_SEAL_TPM2},
+    {"pkcs11", UNITD_SEAL_PKCS11},
+};
+
+const char *unitd_seal_kind_name(enum unitd_seal_kind kind)
+{
+	for (size_t i = 0; i < sizeof(config_seals) / sizeof(config_seals[0]); i++)
+		if (config_seals[i].kind == kind)
+			return config_seals[i].name;
+	return "?";
 }
 
 static char *config_id_slot(struct unitd_config *cfg, const char *name)
@@ -309,7 +385,10 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
 		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
-		           "token_ttl, reencipher_batch, reencipher_pause_ms)",
+		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
+		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
+		           "max_connections, max_connections_per_client, idle_timeout, "
+		           "body_timeout)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -375,6 +454,30 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			return KY_ERR_CONFIG;
 		}
 		return 0;
+	case CONFIG_SEAL:
+		for (size_t i = 0; i < sizeof(config_seals) / sizeof(config_seals[0]); i++) {
+			if (strcmp(config_seals[i].name, val) == 0) {
+				cfg->seal = config_seals[i].kind;
+				return 0;
+			}
+		}
+		config_err(err, errlen, name, lineno,
+		           "bad value for 'seal': unknown sealing backend '%.32s' (use file, tpm2 "
+		           "or pkcs11)",
+		           val);
+		return KY_ERR_CONFIG;
+	case CONFIG_TEXT:
+		if (strlen(val) > k->max) {
+			config_err(err, errlen, name, lineno,
+			           "bad value for '%s': at most %lu characters", key,
+			           (unsigned long)k->max);
+			return KY_ERR_CONFIG;
+		}
+		if ((*config_text_slot(cfg, key) = strdup(val)) == NULL) {
+			config_err(err, errlen, name, lineno, "out of memory");
+			return KY_ERR_NOMEM;
+		}
+		return 0;
 	case CONFIG_UINT:
 		if (config_uint_parse(val, k->min, k->max, config_uint_slot(cfg, key)) != 0) {
 			config_err(err, errlen, name, lineno,
@@ -386,6 +489,60 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 	}
 	config_err(err, errlen, name, lineno, "internal error");
 	return KY_ERR_INTERNAL;
+}
+
+/* Index of key in config_keys. */
+static size_t config_key_index(const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].name, key) == 0)
+			break;
+	return i;
+}
+
+/* The backend settings fit 'seal': each one belongs to the chosen backend (none is
+ * ignored), and the ones it needs are there. */
+static int config_seal_check(const char *name, struct unitd_config *cfg,
+                             const size_t seen[CONFIG_NKEYS], char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		enum unitd_seal_kind kind;
+		bool required;
+	} settings[] = {
+	    {"tpm2_tcti", UNITD_SEAL_TPM2, false},
+	    {"pkcs11_module", UNITD_SEAL_PKCS11, true},
+	    {"pkcs11_token", UNITD_SEAL_PKCS11, true},
+	    {"pkcs11_key_label", UNITD_SEAL_PKCS11, false},
+	    {"pkcs11_pin_file", UNITD_SEAL_PKCS11, true},
+	};
+
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		size_t line = seen[config_key_index(settings[i].key)];
+
+		if (line != 0 && settings[i].kind != cfg->seal) {
+			config_err(err, errlen, name, line,
+			           "'%s' is a setting of seal = %s, but seal is %s: remove it or "
+			           "set seal = %s",
+			           settings[i].key, unitd_seal_kind_name(settings[i].kind),
+			           unitd_seal_kind_name(cfg->seal),
+			           unitd_seal_kind_name(settings[i].kind));
+			return KY_ERR_CONFIG;
+		}
+		if (line == 0 && settings[i].required && settings[i].kind == cfg->seal) {
+			config_err(err, errlen, name, 0, "seal = %s needs '%s'",
+			           unitd_seal_kind_name(cfg->seal), settings[i].key);
+			return KY_ERR_CONFIG;
+		}
+	}
+	if (cfg->seal == UNITD_SEAL_PKCS11 && cfg->pkcs11_key_label == NULL &&
+	    (cfg->pkcs11_key_label = strdup(UNITD_PKCS11_KEY_LABEL)) == NULL) {
+		config_err(err, errlen, name, 0, "out of memory");
+		return KY_ERR_NOMEM;
+	}
+	return 0;
 }
 
 int unitd_config_parse(const char *name, const char *base_dir, const char *text, size_t n,
@@ -403,6 +560,10 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->token_ttl = UNITD_TOKEN_TTL_DEFAULT;
 	cfg->reencipher_batch = UNITD_REENC_BATCH_DEFAULT;
 	cfg->reencipher_pause_ms = 0;
+	cfg->max_connections = UNITD_CONN_DEFAULT;
+	cfg->max_connections_per_client = UNITD_CONN_CLIENT_DEFAULT;
+	cfg->idle_timeout = UNITD_IDLE_TIMEOUT_DEFAULT;
+	cfg->body_timeout = UNITD_BODY_TIMEOUT_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {
@@ -442,6 +603,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 			goto out;
 		}
 	}
+	if ((r = config_seal_check(name, cfg, seen, err, errlen)) != 0)
+		goto out;
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
 		config_err(err, errlen, name, 0, "'%s' is set but '%s' is not: set both or neither",
 		           cfg->tls_cert ? "api_tls_cert" : "api_tls_key",
@@ -512,5 +675,10 @@ void unitd_config_release(struct unitd_config *cfg)
 	free(cfg->store);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);
+	free(cfg->tpm2_tcti);
+	free(cfg->pkcs11_module);
+	free(cfg->pkcs11_token);
+	free(cfg->pkcs11_key_label);
+	free(cfg->pkcs11_pin_file);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -41,7 +41,7 @@ static void unitd_usage(FILE *fp)
 	        "  unit = ID           this crypto unit\n"
 	        "  zone = ID           availability zone\n"
 	        "  listen = HOST:PORT  default 127.0.0.1:0 (0 = any free port)\n"
-	        "  data_dir = PATH     sealed state and seal key (created 0700)\n"
+	        "  data_dir = PATH     sealed state and the seal key's file (created 0700)\n"
 	        "  port_file = PATH    optional: receives the bound port\n"
 	        "  log_file = PATH     optional: log here instead of stderr\n"
 	        "  store = sqlite:PATH key storage shared by the instance's units (key API)\n"
@@ -55,6 +55,30 @@ static void unitd_usage(FILE *fp)
 	        "  reencipher_pause_ms = MS\n"
 	        "                      optional: pause between those transactions, so that a\n"
 	        "                      rotation does not hog the disk (default 0)\n"
+	        "  seal = file|tpm2|pkcs11\n"
+	        "                      optional: where the seal key lives (default file: a\n"
+	        "                      0600 file in data_dir; see docs/sealing.md)\n"
+	        "  tpm2_tcti = TCTI    seal = tpm2: how to reach the TPM, e.g.\n"
+	        "                      device:/dev/tpmrm0 (default: the TCTI loader's)\n"
+	        "  pkcs11_module = PATH\n"
+	        "                      seal = pkcs11: the token's PKCS#11 module\n"
+	        "  pkcs11_token = LABEL\n"
+	        "                      seal = pkcs11: the token's label\n"
+	        "  pkcs11_key_label = LABEL\n"
+	        "                      seal = pkcs11: label of the seal keys (default kyok-seal)\n"
+	        "  pkcs11_pin_file = PATH\n"
+	        "                      seal = pkcs11: file holding the token's user PIN\n"
+	        "  max_connections = N optional: open connections, all clients (default 1000)\n"
+	        "  max_connections_per_client = N\n"
+	        "                      optional: open connections from one client address;\n"
+	        "                      more are closed at once (default 64, 0 = no limit)\n"
+	        "  idle_timeout = SECONDS\n"
+	        "                      optional: a connection silent this long is closed\n"
+	        "                      (default 30)\n"
+	        "  body_timeout = SECONDS\n"
+	        "                      optional: a request body must arrive whole within this\n"
+	        "                      time of its headers, or the connection is closed\n"
+	        "                      (default 60)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 
@@ -148,7 +172,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	if ((r = unitd_store_open(cfg.data_dir, &st, err, sizeof(err))) != 0 ||
+	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
 	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);

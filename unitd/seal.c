@@ -1,19 +1,35 @@
-/* The data directory, the seal and the sealed unit state.
+/* The data directory, the seal keys and the sealed unit state.
  *
- * data_dir/seal.key      32 random bytes, mode 0600, made on first start (file backend)
- * data_dir/state.sealed  "KYOKSEAL1\n" "instance=<id>\n" "unit=<id>\n" "\n"
- *                        then ky_aead_seal(seal key,
- *                                          aad = "kyok-unit-state-v1\0" instance "\0" unit,
- *                                          ky_domain_serialize(state))
+ * data_dir/state.sealed  "KYOKSEAL2\n" "instance=<id>\n" "unit=<id>\n"
+ *                        "seal=<backend>\n" "key=<key id>\n" "\n"
+ *                        then the backend's seal(key,
+ *                                  aad = "kyok-unit-state-v2\0" instance "\0" unit "\0"
+ *                                        backend "\0" key id,
+ *                                  ky_domain_serialize(state))
+ * data_dir/seal.<ref>    the seal key's reference, mode 0600: the key itself (file backend,
+ *                        seal.key), or what the TPM or token needs to find it (seal.tpm2,
+ *                        seal.pkcs11). The key id is derived from it.
+ * data_dir/seal.<ref>.next  only while the seal key is being replaced (zeroize)
  * data_dir/lock          flock()ed while a daemon runs on the directory
  *
- * The readable lines only name the unit, so a daemon pointed at another unit's directory
- * can say so; they are bound to the ciphertext through the associated data.
+ * A state of the first format ("KYOKSEAL1\n", before seal keys were replaced) is refused by
+ * name: start it once with the kyok that wrote it and zeroize it, or make the unit anew.
+ *
+ * The readable lines only name the unit and its key, so a daemon pointed at another unit's
+ * directory, or at a state older than the key, can say so; they are bound to the ciphertext
+ * through the associated data.
+ *
+ * Replacing the seal key (unitd_state_rekey) is crash-safe: the new key is made under the
+ * .next reference, the state is sealed under it and renamed into place (the commit point),
+ * then the old key is destroyed and .next renamed over the old reference. At start the key
+ * id in the state's header decides which of the two references is kept; the other key is
+ * destroyed only after the state opened under the kept one.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,61 +42,68 @@
 #include "unitd/unitd.h"
 
 #define SEAL_KEY_LEN   32
-#define SEAL_MAGIC     "KYOKSEAL1\n"
-#define SEAL_AAD_LABEL "kyok-unit-state-v1"
+#define SEAL_MAGIC_V1  "KYOKSEAL1\n"
+#define SEAL_MAGIC     "KYOKSEAL2\n"
+#define SEAL_AAD_LABEL "kyok-unit-state-v2"
 #define SEAL_STATE_MAX (4 * 1024 * 1024)
+#define SEAL_REF_MAX   (64 * 1024)
+#define SEAL_ID_LABEL  "kyok-seal-key-id"
 
-/* ---- file backend ---- */
+/* ---- events ---- */
 
-struct seal_file {
-	uint8_t *key; /* SEAL_KEY_LEN bytes, secure heap */
-};
-
-static int seal_file_seal(struct unitd_seal *s, const void *aad, size_t aadlen, const uint8_t *pt,
-                          size_t n, struct ky_buf *out)
+static const char *seal_event_name(enum unitd_seal_event ev)
 {
-	struct seal_file *f = s->priv;
-
-	return ky_aead_seal(f->key, aad, aadlen, pt, n, out);
-}
-
-static int seal_file_open(struct unitd_seal *s, const void *aad, size_t aadlen, const uint8_t *in,
-                          size_t n, struct ky_buf *out)
-{
-	struct seal_file *f = s->priv;
-	int r = ky_aead_open(f->key, aad, aadlen, in, n, out);
-
-	if (r == KY_ERR_TAMPERED || r == KY_ERR_MALFORMED)
-		return KY_ERR_STATE_CORRUPT;
-	return r;
-}
-
-static void seal_file_free(struct unitd_seal *s)
-{
-	struct seal_file *f;
-
-	if (s == NULL)
-		return;
-	f = s->priv;
-	if (f != NULL) {
-		ky_secret_free(f->key, SEAL_KEY_LEN);
-		free(f);
+	switch (ev) {
+	case UNITD_SEAL_KEY_CREATED:
+		return "seal key created";
+	case UNITD_SEAL_KEY_DESTROYED:
+		return "seal key destroyed";
+	case UNITD_SEAL_STATE_SEALED:
+		return "state sealed";
+	case UNITD_SEAL_STATE_UNSEALED:
+		return "state unsealed";
+	case UNITD_SEAL_UNSEAL_REFUSED:
+		return "state not unsealed";
 	}
-	free(s);
+	return "?";
 }
 
-static const struct unitd_seal_ops seal_file_ops = {
-    .name = "file",
-    .seal = seal_file_seal,
-    .open = seal_file_open,
-    .free = seal_file_free,
-};
-
-static int seal_fsync_dir(const char *dir)
+/* Every seal event goes through here: the key events are logged, and all of them reach the
+ * observer when one is set. */
+static void seal_event(struct unitd_store *st, enum unitd_seal_event ev, const char *key_id,
+                       int outcome)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = 0;
+	const char *backend = st->seal != NULL ? st->seal->ops->name : "-";
 
+	if (ev == UNITD_SEAL_KEY_CREATED || ev == UNITD_SEAL_KEY_DESTROYED)
+		unitd_log("%s: backend=%s key=%s", seal_event_name(ev), backend,
+		          key_id ? key_id : "-");
+	if (st->observer != NULL)
+		st->observer(st->observer_ctx, ev, backend, key_id ? key_id : "-", outcome);
+}
+
+void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx)
+{
+	st->observer = fn;
+	st->observer_ctx = ctx;
+}
+
+/* ---- helpers for the backends ---- */
+
+int unitd_seal_fsync_dir(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd, r = 0;
+
+	if (dir == NULL)
+		return KY_ERR_NOMEM;
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir)
+		*slash = '\0';
+	else if (slash == dir)
+		dir[1] = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
 	if (fd < 0)
 		return KY_ERR_IO;
 	if (fsync(fd) != 0)
@@ -89,24 +112,17 @@ static int seal_fsync_dir(const char *dir)
 	return r;
 }
 
-/* Writes a fresh key to a temp file and links it into place: the key file appears whole or
- * not at all, and an existing one is never replaced. */
-static int seal_key_create(const char *dir, const char *path, uint8_t *key, char *err,
-                           size_t errlen)
+int unitd_seal_ref_write(const char *path, const void *data, size_t n, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	int fd = -1;
 	char *tmp = NULL;
 	size_t done = 0;
 
-	if (asprintf(&tmp, "%s/seal.key.tmp.%ld", dir, (long)getpid()) < 0) {
+	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
 		tmp = NULL;
 		r = KY_ERR_NOMEM;
 		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	if ((r = ky_random(key, SEAL_KEY_LEN)) != 0) {
-		snprintf(err, errlen, "cannot generate the seal key: %s", ky_err_message(r));
 		goto out;
 	}
 	(void)unlink(tmp);
@@ -116,8 +132,8 @@ static int seal_key_create(const char *dir, const char *path, uint8_t *key, char
 		snprintf(err, errlen, "cannot create seal key '%s': %s", tmp, strerror(errno));
 		goto out;
 	}
-	while (done < SEAL_KEY_LEN) {
-		ssize_t w = write(fd, key + done, SEAL_KEY_LEN - done);
+	while (done < n) {
+		ssize_t w = write(fd, (const uint8_t *)data + done, n - done);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
@@ -136,13 +152,14 @@ static int seal_key_create(const char *dir, const char *path, uint8_t *key, char
 	}
 	fd = -1;
 	if (link(tmp, path) != 0) {
-		r = KY_ERR_IO;
+		r = errno == EEXIST ? KY_ERR_EXISTS : KY_ERR_IO;
 		snprintf(err, errlen, "cannot create seal key '%s': %s", path, strerror(errno));
 		goto out_unlink;
 	}
 	(void)unlink(tmp);
-	if ((r = seal_fsync_dir(dir)) != 0) {
-		snprintf(err, errlen, "cannot sync directory '%s': %s", dir, strerror(errno));
+	if ((r = unitd_seal_fsync_dir(path)) != 0) {
+		snprintf(err, errlen, "cannot sync the directory of '%s': %s", path,
+		         strerror(errno));
 		goto out;
 	}
 	r = 0;
@@ -156,14 +173,24 @@ out:
 	return r;
 }
 
-static int seal_key_read(const char *path, uint8_t *key, char *err, size_t errlen)
+int unitd_seal_ref_read(const char *path, size_t max, struct ky_buf *out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = -1;
 	struct stat sb;
-	size_t done = 0;
+	uint8_t chunk[4096];
 
-	if (fd < 0) {
+	if (lstat(path, &sb) != 0) {
+		if (errno == ENOENT)
+			return KY_ERR_NOT_FOUND;
+		snprintf(err, errlen, "cannot stat seal key '%s': %s", path, strerror(errno));
+		return KY_ERR_IO;
+	}
+	if (S_ISLNK(sb.st_mode)) {
+		snprintf(err, errlen, "seal key '%s' is a symbolic link; refusing to start", path);
+		return KY_ERR_CONFIG;
+	}
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
 		snprintf(err, errlen, "cannot open seal key '%s': %s", path, strerror(errno));
 		return KY_ERR_IO;
 	}
@@ -192,88 +219,280 @@ static int seal_key_read(const char *path, uint8_t *key, char *err, size_t errle
 		         path, (unsigned)(sb.st_mode & 07777));
 		goto out;
 	}
-	if (sb.st_size != SEAL_KEY_LEN) {
-		snprintf(err, errlen,
-		         "seal key '%s' is %lld bytes, must be exactly %d; refusing to start", path,
-		         (long long)sb.st_size, SEAL_KEY_LEN);
+	if ((size_t)sb.st_size > max) {
+		snprintf(err, errlen, "seal key '%s' is %lld bytes, at most %zu; refusing to start",
+		         path, (long long)sb.st_size, max);
 		goto out;
 	}
-	while (done < SEAL_KEY_LEN) {
-		ssize_t got = read(fd, key + done, SEAL_KEY_LEN - done);
+	for (;;) {
+		ssize_t got = read(fd, chunk, sizeof(chunk));
 		if (got < 0 && errno == EINTR)
 			continue;
-		if (got <= 0) {
+		if (got < 0) {
 			r = KY_ERR_IO;
-			snprintf(err, errlen, "cannot read seal key '%s'", path);
-			goto out;
-		}
-		done += (size_t)got;
-	}
-	r = 0;
-out:
-	close(fd);
-	return r;
-}
-
-/* Opens the file seal backend of dir. state_exists: a sealed state is already there, so a
- * missing key must not be replaced by a new one. */
-static int seal_file_backend(const char *dir, bool state_exists, struct unitd_seal **out, char *err,
-                             size_t errlen)
-{
-	int r = KY_ERR_INTERNAL;
-	struct unitd_seal *s = NULL;
-	struct seal_file *f = NULL;
-	char *path = NULL;
-	struct stat sb;
-
-	if ((s = calloc(1, sizeof(*s))) == NULL || (f = calloc(1, sizeof(*f))) == NULL ||
-	    (f->key = ky_secret_alloc(SEAL_KEY_LEN)) == NULL ||
-	    asprintf(&path, "%s/seal.key", dir) < 0) {
-		path = NULL;
-		r = KY_ERR_NOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	s->ops = &seal_file_ops;
-	s->priv = f;
-	f = NULL; /* transferred */
-
-	if (lstat(path, &sb) != 0) {
-		if (errno != ENOENT) {
-			r = KY_ERR_IO;
-			snprintf(err, errlen, "cannot stat seal key '%s': %s", path,
+			snprintf(err, errlen, "cannot read seal key '%s': %s", path,
 			         strerror(errno));
 			goto out;
 		}
-		if (state_exists) {
-			r = KY_ERR_STATE_CORRUPT;
-			snprintf(err, errlen,
-			         "seal key '%s' is missing but the sealed state in '%s' exists: "
-			         "restore the seal key; refusing to start",
-			         path, dir);
+		if (got == 0)
+			break;
+		if (out->len + (size_t)got > max) {
+			r = KY_ERR_CONFIG;
+			snprintf(err, errlen, "seal key '%s' grew while read; refusing to start",
+			         path);
 			goto out;
 		}
-		r = seal_key_create(dir, path, ((struct seal_file *)s->priv)->key, err, errlen);
-	} else if (S_ISLNK(sb.st_mode)) {
-		r = KY_ERR_CONFIG;
-		snprintf(err, errlen, "seal key '%s' is a symbolic link; refusing to start", path);
-	} else {
-		r = seal_key_read(path, ((struct seal_file *)s->priv)->key, err, errlen);
+		if ((r = ky_buf_append(out, chunk, (size_t)got)) != 0) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
 	}
-	if (r != 0)
-		goto out;
-	*out = s;
-	s = NULL; /* transferred */
 	r = 0;
 out:
+	OPENSSL_cleanse(chunk, sizeof(chunk));
+	close(fd);
+	if (r != 0)
+		ky_buf_free(out);
+	return r;
+}
+
+int unitd_seal_ref_field(const struct ky_buf *b, const char *name, char *out, size_t outlen)
+{
+	size_t nlen = strlen(name), i = 0;
+
+	while (i < b->len) {
+		const uint8_t *line = b->data + i;
+		const uint8_t *nl = memchr(line, '\n', b->len - i);
+		size_t len;
+
+		if (nl == NULL)
+			return KY_ERR_MALFORMED; /* every line ends with a newline */
+		len = (size_t)(nl - line);
+		if (len > nlen && memcmp(line, name, nlen) == 0 && line[nlen] == '=') {
+			size_t vlen = len - nlen - 1;
+			if (vlen == 0 || vlen >= outlen)
+				return KY_ERR_MALFORMED;
+			for (size_t k = 0; k < vlen; k++)
+				if (line[nlen + 1 + k] < 0x20 || line[nlen + 1 + k] > 0x7e)
+					return KY_ERR_MALFORMED;
+			memcpy(out, line + nlen + 1, vlen);
+			out[vlen] = '\0';
+			return 0;
+		}
+		i += len + 1;
+	}
+	return KY_ERR_NOT_FOUND;
+}
+
+/* ---- file backend: the key itself in the reference file ---- */
+
+struct seal_file_key {
+	uint8_t *key; /* SEAL_KEY_LEN bytes, secure heap */
+};
+
+static void seal_file_key_free(struct unitd_seal_key *k)
+{
+	struct seal_file_key *f;
+
+	if (k == NULL)
+		return;
+	f = k->priv;
 	if (f != NULL) {
 		ky_secret_free(f->key, SEAL_KEY_LEN);
 		free(f);
 	}
-	if (s != NULL)
-		seal_file_free(s);
-	free(path);
+	free(k);
+}
+
+/* The id of a file key: the first 8 bytes of SHA-256(label || key), in hex. */
+static int seal_file_key_id(const uint8_t *key, char id[UNITD_SEAL_ID_MAX + 1])
+{
+	uint8_t md[32];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int r = KY_ERR_CRYPTO;
+
+	if (ctx == NULL)
+		return KY_ERR_NOMEM;
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, SEAL_ID_LABEL, sizeof(SEAL_ID_LABEL)) != 1 ||
+	    EVP_DigestUpdate(ctx, key, SEAL_KEY_LEN) != 1 ||
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != sizeof(md))
+		goto out;
+	ky_hex_encode(md, 8, id);
+	r = 0;
+out:
+	EVP_MD_CTX_free(ctx);
 	return r;
+}
+
+static int seal_file_key_new(struct unitd_seal_key **out)
+{
+	struct unitd_seal_key *k = calloc(1, sizeof(*k));
+	struct seal_file_key *f = calloc(1, sizeof(*f));
+
+	if (k == NULL || f == NULL || (f->key = ky_secret_alloc(SEAL_KEY_LEN)) == NULL) {
+		free(k);
+		free(f);
+		return KY_ERR_NOMEM;
+	}
+	k->priv = f;
+	*out = k;
+	return 0;
+}
+
+static int seal_file_create(struct unitd_seal *s, const char *path, struct unitd_seal_key **out,
+                            char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct unitd_seal_key *k = NULL;
+	struct seal_file_key *f;
+
+	if ((r = seal_file_key_new(&k)) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	k->ops = s->ops;
+	f = k->priv;
+	if ((r = ky_random(f->key, SEAL_KEY_LEN)) != 0) {
+		snprintf(err, errlen, "cannot generate the seal key: %s", ky_err_message(r));
+		goto out;
+	}
+	if ((r = seal_file_key_id(f->key, k->id)) != 0) {
+		snprintf(err, errlen, "cannot compute the seal key id: %s", ky_err_message(r));
+		goto out;
+	}
+	if ((r = unitd_seal_ref_write(path, f->key, SEAL_KEY_LEN, err, errlen)) != 0)
+		goto out;
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	seal_file_key_free(k);
+	return r;
+}
+
+static int seal_file_read(struct unitd_seal *s, const char *path, struct unitd_seal_key **out,
+                          char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct unitd_seal_key *k = NULL;
+	struct ky_buf b = {0};
+
+	if ((r = unitd_seal_ref_read(path, SEAL_REF_MAX, &b, err, errlen)) != 0)
+		goto out;
+	if (b.len != SEAL_KEY_LEN) {
+		r = KY_ERR_CONFIG;
+		snprintf(err, errlen,
+		         "seal key '%s' is %zu bytes, must be exactly %d; refusing to start", path,
+		         b.len, SEAL_KEY_LEN);
+		goto out;
+	}
+	if ((r = seal_file_key_new(&k)) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	k->ops = s->ops;
+	memcpy(((struct seal_file_key *)k->priv)->key, b.data, SEAL_KEY_LEN);
+	if ((r = seal_file_key_id(b.data, k->id)) != 0) {
+		snprintf(err, errlen, "cannot compute the seal key id: %s", ky_err_message(r));
+		goto out;
+	}
+	*out = k;
+	k = NULL; /* transferred */
+	r = 0;
+out:
+	ky_buf_free(&b);
+	seal_file_key_free(k);
+	return r;
+}
+
+/* The key is in the file: nothing to find, nothing to destroy beyond the file itself. */
+static int seal_file_attach(struct unitd_seal *s, struct unitd_seal_key *k, char *err,
+                            size_t errlen)
+{
+	(void)s;
+	(void)k;
+	(void)err;
+	(void)errlen;
+	return 0;
+}
+
+static int seal_file_destroy(struct unitd_seal *s, struct unitd_seal_key *k, char *err,
+                             size_t errlen)
+{
+	(void)s;
+	(void)k;
+	(void)err;
+	(void)errlen;
+	return 0;
+}
+
+static int seal_file_seal(struct unitd_seal *s, struct unitd_seal_key *k, const void *aad,
+                          size_t aadlen, const uint8_t *pt, size_t n, struct ky_buf *out)
+{
+	struct seal_file_key *f = k->priv;
+
+	(void)s;
+	return ky_aead_seal(f->key, aad, aadlen, pt, n, out);
+}
+
+static int seal_file_open(struct unitd_seal *s, struct unitd_seal_key *k, const void *aad,
+                          size_t aadlen, const uint8_t *in, size_t n, struct ky_buf *out)
+{
+	struct seal_file_key *f = k->priv;
+	int r = ky_aead_open(f->key, aad, aadlen, in, n, out);
+
+	(void)s;
+	if (r == KY_ERR_TAMPERED || r == KY_ERR_MALFORMED)
+		return KY_ERR_STATE_CORRUPT;
+	return r;
+}
+
+static void seal_file_free(struct unitd_seal *s)
+{
+	free(s);
+}
+
+static const struct unitd_seal_ops seal_file_ops = {
+    .name = "file",
+    .ref_name = "seal.key",
+    .create = seal_file_create,
+    .read = seal_file_read,
+    .attach = seal_file_attach,
+    .destroy = seal_file_destroy,
+    .seal = seal_file_seal,
+    .open = seal_file_open,
+    .key_free = seal_file_key_free,
+    .free = seal_file_free,
+};
+
+static int seal_file_new(struct unitd_seal **out, char *err, size_t errlen)
+{
+	struct unitd_seal *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return KY_ERR_NOMEM;
+	}
+	s->ops = &seal_file_ops;
+	*out = s;
+	return 0;
+}
+
+static int seal_backend_new(const struct unitd_config *cfg, struct unitd_seal **out, char *err,
+                            size_t errlen)
+{
+	switch (cfg->seal) {
+	case UNITD_SEAL_FILE:
+		return seal_file_new(out, err, errlen);
+	case UNITD_SEAL_TPM2:
+		return unitd_seal_tpm2_new(cfg, out, err, errlen);
+	case UNITD_SEAL_PKCS11:
+		return unitd_seal_pkcs11_new(cfg, out, err, errlen);
+	}
+	snprintf(err, errlen, "unknown sealing backend");
+	return KY_ERR_INTERNAL;
 }
 
 /* ---- data directory ---- */
@@ -305,8 +524,8 @@ static int store_mkdirs(const char *dir, char *err, size_t errlen)
 	return r;
 }
 
-/* Temp files of writes cut short by a crash (ky_file_write_atomic, seal_key_create): the
- * lock is held, so nobody else is writing them. */
+/* Temp files of writes cut short by a crash (ky_file_write_atomic, unitd_seal_ref_write):
+ * the lock is held, so nobody else is writing them. */
 static void store_remove_stale(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -316,7 +535,7 @@ static void store_remove_stale(const char *dir)
 		return;
 	while ((e = readdir(d)) != NULL) {
 		if (strncmp(e->d_name, "state.sealed.tmp.", 17) != 0 &&
-		    strncmp(e->d_name, "seal.key.tmp.", 13) != 0)
+		    !(strncmp(e->d_name, "seal.", 5) == 0 && strstr(e->d_name, ".tmp.") != NULL))
 			continue;
 		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
 			unitd_log("removed '%s/%s' left by an interrupted write", dir, e->d_name);
@@ -324,12 +543,13 @@ static void store_remove_stale(const char *dir)
 	closedir(d);
 }
 
-int unitd_store_open(const char *data_dir, struct unitd_store *st, char *err, size_t errlen)
+int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, char *err,
+                     size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
+	const char *data_dir = cfg->data_dir;
 	char *lock_path = NULL;
 	struct stat sb;
-	bool state_exists = true;
 
 	memset(st, 0, sizeof(*st));
 	st->lock_fd = -1;
@@ -379,17 +599,15 @@ int unitd_store_open(const char *data_dir, struct unitd_store *st, char *err, si
 		goto out;
 	}
 	store_remove_stale(data_dir);
-	if (lstat(st->state_path, &sb) != 0) {
-		if (errno != ENOENT) {
-			r = KY_ERR_IO;
-			snprintf(err, errlen, "cannot stat '%s': %s", st->state_path,
-			         strerror(errno));
-			goto out;
-		}
-		state_exists = false;
-	}
-	if ((r = seal_file_backend(data_dir, state_exists, &st->seal, err, errlen)) != 0)
+	if ((r = seal_backend_new(cfg, &st->seal, err, errlen)) != 0)
 		goto out;
+	if (asprintf(&st->key_path, "%s/%s", data_dir, st->seal->ops->ref_name) < 0 ||
+	    asprintf(&st->next_path, "%s/%s.next", data_dir, st->seal->ops->ref_name) < 0) {
+		st->next_path = NULL;
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
 	r = 0;
 out:
 	free(lock_path);
@@ -402,66 +620,170 @@ void unitd_store_release(struct unitd_store *st)
 {
 	if (st == NULL)
 		return;
-	if (st->seal != NULL)
+	if (st->seal != NULL) {
+		st->seal->ops->key_free(st->key);
+		st->seal->ops->key_free(st->old);
 		st->seal->ops->free(st->seal);
+	}
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
 	free(st->dir);
 	free(st->state_path);
+	free(st->key_path);
+	free(st->next_path);
 	memset(st, 0, sizeof(*st));
 	st->lock_fd = -1;
 }
 
+/* ---- seal key switch ---- */
+
+/* Destroys k in its device and removes its reference at path. */
+static int seal_key_discard(struct unitd_store *st, struct unitd_seal_key *k, const char *path,
+                            char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = st->seal->ops->destroy(st->seal, k, err, errlen)) != 0)
+		return r;
+	if (unlink(path) != 0 && errno != ENOENT) {
+		snprintf(err, errlen, "cannot remove seal key '%s': %s", path, strerror(errno));
+		return KY_ERR_IO;
+	}
+	if (unitd_seal_fsync_dir(path) != 0)
+		unitd_log("warning: cannot sync the directory of '%s'", path);
+	seal_event(st, UNITD_SEAL_KEY_DESTROYED, k->id, 0);
+	return 0;
+}
+
+/* The state on disk is sealed under st->key, whose reference is still .next: destroys the
+ * old key and moves .next over its reference. */
+static int seal_switch_finish(struct unitd_store *st, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+
+	if (!st->key_in_next)
+		return 0;
+	if (st->old != NULL) {
+		if ((r = st->seal->ops->destroy(st->seal, st->old, err, errlen)) != 0)
+			return r;
+		seal_event(st, UNITD_SEAL_KEY_DESTROYED, st->old->id, 0);
+		st->seal->ops->key_free(st->old);
+		st->old = NULL;
+	}
+	if (rename(st->next_path, st->key_path) != 0) {
+		snprintf(err, errlen, "cannot rename '%s' to '%s': %s", st->next_path, st->key_path,
+		         strerror(errno));
+		return KY_ERR_IO;
+	}
+	if ((r = unitd_seal_fsync_dir(st->key_path)) != 0) {
+		snprintf(err, errlen, "cannot sync the data directory '%s'", st->dir);
+		return r;
+	}
+	st->key_in_next = false;
+	return 0;
+}
+
 /* ---- sealed state ---- */
 
-static int state_aad(const char *instance, const char *unit, struct ky_buf *aad)
+static int state_aad(const char *instance, const char *unit, const char *backend,
+                     const char *key_id, struct ky_buf *aad)
 {
 	int r = KY_ERR_INTERNAL;
 
 	if ((r = ky_buf_append(aad, SEAL_AAD_LABEL, sizeof(SEAL_AAD_LABEL))) != 0 ||
 	    (r = ky_buf_append(aad, instance, strlen(instance) + 1)) != 0 ||
-	    (r = ky_buf_append(aad, unit, strlen(unit))) != 0)
+	    (r = ky_buf_append(aad, unit, strlen(unit) + 1)) != 0 ||
+	    (r = ky_buf_append(aad, backend, strlen(backend) + 1)) != 0 ||
+	    (r = ky_buf_append(aad, key_id, strlen(key_id))) != 0)
 		return r;
 	return 0;
 }
 
-int unitd_state_write(struct unitd_store *st, const struct ky_domain *d)
+/* Seals d under k and writes it atomically. */
+static int state_write_under(struct unitd_store *st, struct unitd_seal_key *k,
+                             const struct ky_domain *d)
 {
 	int r = KY_ERR_INTERNAL;
-	struct ky_buf plain = {0}, aad = {0}, out = {0};
+	const char *backend = st->seal->ops->name;
+	struct ky_buf plain = {0}, aad = {0}, out = {0}, sealed = {0};
 
 	if ((r = ky_domain_serialize(d, &plain)) != 0)
 		goto out;
-	if ((r = state_aad(d->instance, d->unit, &aad)) != 0)
+	if ((r = state_aad(d->instance, d->unit, backend, k->id, &aad)) != 0)
 		goto out;
 	if ((r = ky_buf_append_str(&out, SEAL_MAGIC)) != 0 ||
 	    (r = ky_buf_append_str(&out, "instance=")) != 0 ||
 	    (r = ky_buf_append_str(&out, d->instance)) != 0 ||
 	    (r = ky_buf_append_str(&out, "\nunit=")) != 0 ||
 	    (r = ky_buf_append_str(&out, d->unit)) != 0 ||
-	    (r = ky_buf_append_str(&out, "\n\n")) != 0)
+	    (r = ky_buf_append_str(&out, "\nseal=")) != 0 ||
+	    (r = ky_buf_append_str(&out, backend)) != 0 ||
+	    (r = ky_buf_append_str(&out, "\nkey=")) != 0 ||
+	    (r = ky_buf_append_str(&out, k->id)) != 0 || (r = ky_buf_append_str(&out, "\n\n")) != 0)
 		goto out;
-	{
-		struct ky_buf sealed = {0};
-		if ((r = st->seal->ops->seal(st->seal, aad.data, aad.len, plain.data, plain.len,
-		                             &sealed)) == 0)
-			r = ky_buf_append(&out, sealed.data, sealed.len);
-		ky_buf_free(&sealed);
-		if (r != 0)
-			goto out;
-	}
+	if ((r = st->seal->ops->seal(st->seal, k, aad.data, aad.len, plain.data, plain.len,
+	                             &sealed)) != 0)
+		goto out;
+	if ((r = ky_buf_append(&out, sealed.data, sealed.len)) != 0)
+		goto out;
 	if ((r = ky_file_write_atomic(st->state_path, out.data, out.len, 0600)) != 0)
 		goto out;
 	r = 0;
 out:
+	seal_event(st, UNITD_SEAL_STATE_SEALED, k->id, r);
 	ky_buf_free(&plain);
 	ky_buf_free(&aad);
 	ky_buf_free(&out);
+	ky_buf_free(&sealed);
 	return r;
 }
 
-/* Reads one "name=value\n" header line at *pos into val (KY_ID_MAX). */
-static int state_header_line(const struct ky_buf *b, size_t *pos, const char *name, char *val)
+int unitd_state_write(struct unitd_store *st, const struct ky_domain *d)
+{
+	return state_write_under(st, st->key, d);
+}
+
+int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d)
+{
+	int r = KY_ERR_INTERNAL;
+	char err[UNITD_ERR_MAX] = "";
+	struct unitd_seal_key *k = NULL;
+
+	/* A switch whose last step failed is finished first: .next is the live key then. */
+	if ((r = seal_switch_finish(st, err, sizeof(err))) != 0) {
+		unitd_log("error: cannot finish replacing the seal key: %s", err);
+		goto out;
+	}
+	if ((r = st->seal->ops->create(st->seal, st->next_path, &k, err, sizeof(err))) != 0) {
+		unitd_log("error: cannot make a new seal key: %s", err);
+		goto out;
+	}
+	seal_event(st, UNITD_SEAL_KEY_CREATED, k->id, 0);
+	if ((r = state_write_under(st, k, d)) != 0) {
+		/* The state on disk is still the old one, under the old key. */
+		if (seal_key_discard(st, k, st->next_path, err, sizeof(err)) != 0)
+			unitd_log("error: cannot remove the unused new seal key: %s", err);
+		goto out;
+	}
+	/* Committed: the state on disk is sealed under k. */
+	st->old = st->key;
+	st->key = k;
+	k = NULL; /* transferred */
+	st->key_in_next = true;
+	if (seal_switch_finish(st, err, sizeof(err)) != 0)
+		unitd_log("error: the state is sealed under the new seal key, but the old one is "
+		          "not destroyed yet (retried at the next zeroize and at start): %s",
+		          err);
+	r = 0;
+out:
+	if (k != NULL)
+		st->seal->ops->key_free(k);
+	return r;
+}
+
+/* Reads one "name=value\n" header line at *pos into val (max characters). */
+static int state_header_line(const struct ky_buf *b, size_t *pos, const char *name, char *val,
+                             size_t max)
 {
 	size_t nlen = strlen(name), i = *pos, len = 0;
 
@@ -470,7 +792,7 @@ static int state_header_line(const struct ky_buf *b, size_t *pos, const char *na
 		return KY_ERR_MALFORMED;
 	i += nlen + 1;
 	while (i < b->len && b->data[i] != '\n') {
-		if (len >= KY_ID_MAX || b->data[i] < 0x21 || b->data[i] > 0x7e)
+		if (len >= max || b->data[i] < 0x21 || b->data[i] > 0x7e)
 			return KY_ERR_MALFORMED;
 		val[len++] = (char)b->data[i++];
 	}
@@ -481,19 +803,132 @@ static int state_header_line(const struct ky_buf *b, size_t *pos, const char *na
 	return 0;
 }
 
+/* The readable header of a sealed state. */
+struct state_header {
+	char instance[KY_ID_MAX + 1];
+	char unit[KY_ID_MAX + 1];
+	char backend[16];
+	char key_id[UNITD_SEAL_ID_MAX + 1];
+	size_t body; /* offset of the sealed bytes */
+};
+
+static int state_header_parse(const struct ky_buf *file, struct state_header *h)
+{
+	size_t pos = strlen(SEAL_MAGIC);
+
+	memset(h, 0, sizeof(*h));
+	if (file->len >= pos && memcmp(file->data, SEAL_MAGIC_V1, pos) == 0)
+		return KY_ERR_UNSUPPORTED;
+	if (file->len < pos || memcmp(file->data, SEAL_MAGIC, pos) != 0)
+		return KY_ERR_MALFORMED;
+	if (state_header_line(file, &pos, "instance", h->instance, KY_ID_MAX) != 0 ||
+	    state_header_line(file, &pos, "unit", h->unit, KY_ID_MAX) != 0)
+		return KY_ERR_MALFORMED;
+	if (state_header_line(file, &pos, "seal", h->backend, sizeof(h->backend) - 1) != 0 ||
+	    state_header_line(file, &pos, "key", h->key_id, UNITD_SEAL_ID_MAX) != 0)
+		return KY_ERR_MALFORMED;
+	if (pos >= file->len || file->data[pos] != '\n')
+		return KY_ERR_MALFORMED;
+	h->body = pos + 1;
+	return 0;
+}
+
+/* Which seal key opens the state of header h: st->key is set to it, attached to its device.
+ * *other receives the other reference's key, to discard once the state opened
+ * (*other_path: its path), and st->key_in_next says whether the kept key is .next. Touches
+ * no file. */
+static int state_pick_key(struct unitd_store *st, const struct state_header *h,
+                          struct unitd_seal_key **other, const char **other_path, char *err,
+                          size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	const struct unitd_seal_ops *ops = st->seal->ops;
+	struct unitd_seal_key *cur = NULL, *next = NULL;
+
+	*other = NULL;
+	*other_path = NULL;
+	if (strcmp(h->backend, ops->name) != 0) {
+		r = KY_ERR_SEAL_BACKEND_MISMATCH;
+		snprintf(err, errlen,
+		         "sealed state '%s' was sealed by the '%s' backend, but unit.conf says "
+		         "seal = %s: set seal = %s (a unit cannot change its sealing backend); "
+		         "refusing to start",
+		         st->state_path, h->backend, ops->name, h->backend);
+		goto out;
+	}
+	r = ops->read(st->seal, st->key_path, &cur, err, errlen);
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
+	r = ops->read(st->seal, st->next_path, &next, err, errlen);
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
+	if (cur != NULL && strcmp(cur->id, h->key_id) == 0) {
+		st->key = cur;
+		cur = NULL; /* transferred */
+		*other = next;
+		next = NULL; /* transferred */
+		*other_path = st->next_path;
+		st->key_in_next = false;
+	} else if (next != NULL && strcmp(next->id, h->key_id) == 0) {
+		st->key = next;
+		next = NULL; /* transferred */
+		*other = cur;
+		cur = NULL; /* transferred */
+		*other_path = st->key_path;
+		st->key_in_next = true;
+	} else if (cur != NULL || next != NULL) {
+		r = KY_ERR_SEAL_KEY_REPLACED;
+		snprintf(err, errlen,
+		         "sealed state '%s' is sealed under seal key %s, but this unit's seal key "
+		         "is %s: the state is older than the unit's last zeroize (restored from a "
+		         "backup?) or comes from another unit, and no seal key that could open it "
+		         "exists any more; refusing to start and leaving it as it is",
+		         st->state_path, h->key_id, cur != NULL ? cur->id : next->id);
+		goto out;
+	} else {
+		r = KY_ERR_STATE_CORRUPT;
+		snprintf(err, errlen,
+		         "seal key '%s' is missing but the sealed state '%s' exists: restore the "
+		         "seal key; refusing to start",
+		         st->key_path, st->state_path);
+		goto out;
+	}
+	if ((r = ops->attach(st->seal, st->key, err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	if (r != 0) {
+		ops->key_free(st->key);
+		st->key = NULL;
+		ops->key_free(*other);
+		*other = NULL;
+	}
+	ops->key_free(cur);
+	ops->key_free(next);
+	return r;
+}
+
 static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
                       const struct ky_buf *file, struct ky_domain **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
-	char instance[KY_ID_MAX + 1], unit[KY_ID_MAX + 1];
-	size_t pos = strlen(SEAL_MAGIC);
+	struct state_header h;
 	struct ky_buf aad = {0}, plain = {0};
 	struct ky_domain *d = NULL;
+	struct unitd_seal_key *other = NULL;
+	const char *other_path = NULL;
 
-	if (file->len < pos || memcmp(file->data, SEAL_MAGIC, pos) != 0 ||
-	    state_header_line(file, &pos, "instance", instance) != 0 ||
-	    state_header_line(file, &pos, "unit", unit) != 0 || pos >= file->len ||
-	    file->data[pos] != '\n') {
+	r = state_header_parse(file, &h);
+	if (r == KY_ERR_UNSUPPORTED) {
+		r = KY_ERR_STATE_CORRUPT;
+		snprintf(err, errlen,
+		         "'%s' is a sealed state of the first format (KYOKSEAL1), which this kyok "
+		         "does not open: make the unit anew (kyok down --purge) or start it with "
+		         "the kyok that wrote it; refusing to start and leaving it as it is",
+		         st->state_path);
+		goto out;
+	}
+	if (r != 0) {
 		r = KY_ERR_STATE_CORRUPT;
 		snprintf(err, errlen,
 		         "'%s' is not a kyok sealed state (bad header); refusing to start and "
@@ -501,19 +936,24 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		         st->state_path);
 		goto out;
 	}
-	pos++;
-	if (strcmp(instance, cfg->instance) != 0 || strcmp(unit, cfg->unit) != 0) {
+	if (strcmp(h.instance, cfg->instance) != 0 || strcmp(h.unit, cfg->unit) != 0) {
 		r = KY_ERR_CONFIG;
 		snprintf(err, errlen,
 		         "'%s': state belongs to unit %s of instance %s, but the config says unit "
 		         "%s of instance %s; refusing to start",
-		         st->state_path, unit, instance, cfg->unit, cfg->instance);
+		         st->state_path, h.unit, h.instance, cfg->unit, cfg->instance);
 		goto out;
 	}
-	if ((r = state_aad(instance, unit, &aad)) != 0)
+	if ((r = state_pick_key(st, &h, &other, &other_path, err, errlen)) != 0) {
+		seal_event(st, UNITD_SEAL_UNSEAL_REFUSED, h.key_id, r);
 		goto out;
-	r = st->seal->ops->open(st->seal, aad.data, aad.len, file->data + pos, file->len - pos,
-	                        &plain);
+	}
+	if ((r = state_aad(h.instance, h.unit, h.backend, h.key_id, &aad)) != 0)
+		goto out;
+	r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file->data + h.body,
+	                        file->len - h.body, &plain);
+	seal_event(st, r == 0 ? UNITD_SEAL_STATE_UNSEALED : UNITD_SEAL_UNSEAL_REFUSED, st->key->id,
+	           r);
 	if (r == KY_ERR_STATE_CORRUPT) {
 		snprintf(err, errlen,
 		         "sealed state '%s' cannot be opened: wrong seal key or damaged file; "
@@ -533,22 +973,82 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		r = KY_ERR_STATE_CORRUPT;
 		goto out;
 	}
-	if (strcmp(d->instance, instance) != 0 || strcmp(d->unit, unit) != 0) {
+	if (strcmp(d->instance, h.instance) != 0 || strcmp(d->unit, h.unit) != 0) {
 		r = KY_ERR_STATE_CORRUPT;
 		snprintf(err, errlen,
 		         "sealed state '%s' names unit %s of instance %s inside but %s of %s "
 		         "outside; refusing to start",
-		         st->state_path, d->unit, d->instance, unit, instance);
+		         st->state_path, d->unit, d->instance, h.unit, h.instance);
 		goto out;
+	}
+	/* The state opened: what an interrupted key switch left is resolved now. */
+	if (st->key_in_next) {
+		unitd_log("finishing a seal key switch cut short: keeping key %s", st->key->id);
+		st->old = other;
+		other = NULL; /* transferred */
+		if ((r = seal_switch_finish(st, err, errlen)) != 0)
+			goto out;
+	} else if (other != NULL) {
+		unitd_log("removing seal key %s, made by a seal key switch cut short", other->id);
+		if ((r = seal_key_discard(st, other, other_path, err, errlen)) != 0)
+			goto out;
 	}
 	*out = d;
 	d = NULL; /* transferred */
 	r = 0;
 out:
+	if (other != NULL)
+		st->seal->ops->key_free(other);
 	ky_domain_free(d);
 	ky_buf_free(&aad);
 	ky_buf_free(&plain);
 	return r;
+}
+
+/* First start: the seal key is made (or one left by a first start cut short is taken). */
+static int state_first_key(struct unitd_store *st, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	const struct unitd_seal_ops *ops = st->seal->ops;
+	struct unitd_seal_key *next = NULL;
+
+	r = ops->read(st->seal, st->next_path, &next, err, errlen);
+	if (r == 0) {
+		/* No state was ever sealed under it. */
+		r = seal_key_discard(st, next, st->next_path, err, errlen);
+		ops->key_free(next);
+		if (r != 0)
+			return r;
+	} else if (r != KY_ERR_NOT_FOUND) {
+		return r;
+	}
+	r = ops->read(st->seal, st->key_path, &st->key, err, errlen);
+	if (r == 0) {
+		r = ops->attach(st->seal, st->key, err, errlen);
+		if (r == 0) {
+			unitd_log("no sealed state yet: using the existing seal key '%s'",
+			          st->key_path);
+			return 0;
+		}
+		if (r != KY_ERR_SEAL_TPM_KEY_MISSING && r != KY_ERR_SEAL_TOKEN_KEY_MISSING)
+			return r;
+		/* A reference whose key the device never made (a first start cut short): no
+		 * state was ever sealed under it. */
+		unitd_log("no sealed state yet and the key of '%s' is not in the %s device: "
+		          "making a new seal key",
+		          st->key_path, ops->name);
+		err[0] = '\0';
+		if ((r = seal_key_discard(st, st->key, st->key_path, err, errlen)) != 0)
+			return r;
+		ops->key_free(st->key);
+		st->key = NULL;
+	} else if (r != KY_ERR_NOT_FOUND) {
+		return r;
+	}
+	if ((r = ops->create(st->seal, st->key_path, &st->key, err, errlen)) != 0)
+		return r;
+	seal_event(st, UNITD_SEAL_KEY_CREATED, st->key->id, 0);
+	return 0;
 }
 
 int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, struct ky_domain **out,
@@ -560,6 +1060,8 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 
 	r = ky_file_read(st->state_path, SEAL_STATE_MAX, &file);
 	if (r == KY_ERR_NOT_FOUND) {
+		if ((r = state_first_key(st, err, errlen)) != 0)
+			goto out;
 		if ((r = ky_domain_new(cfg->instance, cfg->unit, cfg->zone, &d)) != 0) {
 			snprintf(err, errlen, "cannot create the unit state: %s",
 			         ky_err_message(r));
@@ -570,7 +1072,8 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 			         ky_err_message(r));
 			goto out;
 		}
-		unitd_log("created new unit state in '%s' (imprint mode)", st->state_path);
+		unitd_log("created new unit state in '%s' (imprint mode, seal = %s)",
+		          st->state_path, st->seal->ops->name);
 	} else if (r != 0) {
 		snprintf(err, errlen, "cannot read sealed state '%s': %s", st->state_path,
 		         ky_err_message(r));
@@ -657,8 +1160,8 @@ int unitd_mark_load(struct unitd_store *st, const char *instance, const char *un
 	}
 	if ((r = mark_aad(instance, unit, &aad)) != 0)
 		goto out;
-	if ((r = st->seal->ops->open(st->seal, aad.data, aad.len, file.data + m, file.len - m,
-	                             &plain)) != 0)
+	if ((r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file.data + m,
+	                             file.len - m, &plain)) != 0)
 		goto out;
 	if (plain.len != 16) {
 		r = KY_ERR_STATE_CORRUPT;
@@ -690,8 +1193,8 @@ int unitd_mark_write(struct unitd_store *st, const char *instance, const char *u
 		plain[15 - i] = (uint8_t)(pos->epoch >> (8 * i));
 	}
 	if ((r = mark_path(st, &path)) != 0 || (r = mark_aad(instance, unit, &aad)) != 0 ||
-	    (r = st->seal->ops->seal(st->seal, aad.data, aad.len, plain, sizeof(plain), &sealed)) !=
-	        0 ||
+	    (r = st->seal->ops->seal(st->seal, st->key, aad.data, aad.len, plain, sizeof(plain),
+	                             &sealed)) != 0 ||
 	    (r = ky_buf_append_str(&out, MARK_MAGIC)) != 0 ||
 	    (r = ky_buf_append(&out, sealed.data, sealed.len)) != 0 ||
 	    (r = ky_file_write_atomic(path, out.data, out.len, 0600)) != 0)

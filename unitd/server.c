@@ -8,6 +8,13 @@
  * never takes that mutex: it sees the master key registers through the keystore, updated
  * after every state swap. MHD runs an epoll thread pool; long work (re-encipherment) has a
  * thread of its own (storage_ops.c).
+ *
+ * What one client can cost is bounded (unit.conf): connections in total and per client
+ * address (MHD closes the extra ones as soon as they are accepted), seconds a connection may
+ * stay silent (idle_timeout) and seconds a request body may take after its headers
+ * (body_timeout); a command body is at most KY_MAX_COMMAND_BYTES, and its signer,
+ * certificate and digest counts are checked on the decoded structure before any signature
+ * (lib/crypto/cms.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -148,11 +155,39 @@ void unitd_log(const char *fmt, ...)
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/* MHD's own messages, at most SERVER_MHD_LOG_RATE a second: a client opening connections
+ * over its limit must not fill the disk with one line per refusal. */
+#define SERVER_MHD_LOG_RATE 20
+
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
+	static time_t window;
+	static unsigned in_window, dropped;
 	char msg[512];
+	unsigned report = 0;
+	bool show;
+	time_t now = time(NULL);
 
 	(void)cls;
+	pthread_mutex_lock(&rate_lock);
+	if (now != window) {
+		report = dropped;
+		window = now;
+		in_window = 0;
+		dropped = 0;
+	}
+	show = in_window < SERVER_MHD_LOG_RATE;
+	if (show)
+		in_window++;
+	else
+		dropped++;
+	pthread_mutex_unlock(&rate_lock);
+	if (report > 0)
+		unitd_log("http: %u more messages not logged (over %d a second)", report,
+		          SERVER_MHD_LOG_RATE);
+	if (!show)
+		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	unitd_log("http: %s", msg);
 }
@@ -169,6 +204,7 @@ struct unitd_server {
 	struct unitd_api *api;
 	struct ky_buf tls_cert; /* PEM, kept while MHD runs */
 	struct ky_buf tls_key;  /* PEM, cleansed on free */
+	uint32_t body_timeout;  /* seconds from a request's headers to its last byte */
 	uint16_t port;
 	char addr[INET6_ADDRSTRLEN + 3];
 };
@@ -198,7 +234,6 @@ static const struct {
 #define SERVER_DRAIN_MAX (16 * (size_t)KY_MAX_COMMAND_BYTES)
 #define SERVER_CT_JSON   "application/json"
 #define SERVER_CT_PEM    "application/x-pem-file"
-#define SERVER_CONN_MAX  1000u
 
 /* One request in progress. */
 struct server_req {
@@ -210,9 +245,20 @@ struct server_req {
 	bool answered; /* a reply was queued before the body ended */
 	bool get;      /* a GET endpoint: answered once the request is complete */
 	enum server_route route;
-	size_t drained; /* bytes thrown away after too_large */
+	size_t drained;          /* bytes thrown away after too_large */
+	struct timespec started; /* headers complete (CLOCK_MONOTONIC) */
 	struct ky_buf body;
 };
+
+/* True when the body of req has taken longer than the unit allows. */
+static bool server_body_late(const struct unitd_server *srv, const struct server_req *req)
+{
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now) != 0)
+		return false;
+	return now.tv_sec - req->started.tv_sec > (time_t)srv->body_timeout;
+}
 
 static bool server_nonce_ok(const char *s)
 {
@@ -441,6 +487,14 @@ out:
 	ky_buf_free(&content);
 }
 
+/* The command ky_ceremony_execute carried out was a zeroize (its result names the op). */
+static bool server_is_zeroize(json_t *result)
+{
+	const char *op = json_string_value(json_object_get(result, "op"));
+
+	return op != NULL && strcmp(op, ky_op_name(KY_OP_ZEROIZE)) == 0;
+}
+
 /* Runs one command: on a copy, sealed and written before it replaces the live state. */
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
                                       const char *url, const char *nonce, const struct ky_buf *cms)
@@ -475,7 +529,9 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = unitd_storage_before_write(srv->storage, srv->dom, cms->data, cms->len, &sop,
 	                                    detail, sizeof(detail))) != 0)
 		goto unlock;
-	if ((r = unitd_state_write(srv->st, copy)) != 0) {
+	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
+	if ((r = server_is_zeroize(result) ? unitd_state_rekey(srv->st, copy)
+	                                   : unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));
 		snprintf(detail, sizeof(detail),
@@ -602,12 +658,19 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 		if ((req = calloc(1, sizeof(*req))) == NULL)
 			return MHD_NO;
 		*con_cls = req;
+		if (clock_gettime(CLOCK_MONOTONIC, &req->started) != 0)
+			return MHD_NO;
 		if (unitd_api_owns(url)) {
 			req->api = true;
 			return unitd_api_handle(srv->api, c, url, method, upload_data,
 			                        upload_data_size, &req->api_req);
 		}
 		return server_begin(srv, c, url, method, req);
+	}
+	if (*upload_data_size != 0 && server_body_late(srv, req)) {
+		unitd_log("request body not complete %u s after its headers: connection closed",
+		          (unsigned)srv->body_timeout);
+		return MHD_NO;
 	}
 	if (req->api)
 		return unitd_api_handle(srv->api, c, url, method, upload_data, upload_data_size,
@@ -775,11 +838,12 @@ static int server_tls_load(struct unitd_server *srv, const struct unitd_config *
 	return 0;
 }
 
-/* Connections the process can hold: a few descriptors are kept for files and the store. */
-static unsigned server_conn_limit(void)
+/* Connections the process can hold, at most want: a few descriptors are kept for files and
+ * the store. */
+static unsigned server_conn_limit(unsigned want)
 {
 	struct rlimit rl;
-	unsigned lim = SERVER_CONN_MAX;
+	unsigned lim = want;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
 		if (rl.rlim_cur < rl.rlim_max) {
@@ -824,6 +888,7 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		return KY_ERR_INTERNAL;
 	}
 	srv->st = st;
+	srv->body_timeout = cfg->body_timeout;
 	if (tls && (r = server_tls_load(srv, cfg, err, errlen)) != 0)
 		goto out;
 	if ((r = server_bind(srv, cfg->host, cfg->port, tls, &fd, &v6, err, errlen)) != 0)
@@ -860,9 +925,10 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		    flags, 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER,
 		    server_mhd_log, srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 		    MHD_OPTION_NOTIFY_COMPLETED, server_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
-		    server_conn_limit(), MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-		    MHD_OPTION_THREAD_POOL_SIZE, server_threads(), MHD_OPTION_ARRAY, tls_opts,
-		    MHD_OPTION_END);
+		    server_conn_limit(cfg->max_connections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		    (unsigned)cfg->max_connections_per_client, MHD_OPTION_CONNECTION_TIMEOUT,
+		    (unsigned)cfg->idle_timeout, MHD_OPTION_THREAD_POOL_SIZE, server_threads(),
+		    MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
 	}
 	if (srv->mhd == NULL) {
 		r = KY_ERR_INTERNAL;

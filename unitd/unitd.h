@@ -26,6 +26,20 @@
 #define UNITD_REENC_BATCH_DEFAULT 500u
 #define UNITD_REENC_BATCH_MAX     100000u
 #define UNITD_REENC_PAUSE_MAX     60000u /* ms */
+/* Connections: total and per client address, and how long one may take (seconds). */
+#define UNITD_CONN_DEFAULT         1000u
+#define UNITD_CONN_MAX             100000u
+#define UNITD_CONN_CLIENT_DEFAULT  64u
+#define UNITD_IDLE_TIMEOUT_DEFAULT 30u
+#define UNITD_BODY_TIMEOUT_DEFAULT 60u
+#define UNITD_TIMEOUT_MAX          3600u
+
+/* Where the seal key of the unit state lives (unit.conf 'seal'). */
+enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
+#define UNITD_TCTI_MAX         255
+#define UNITD_TOKEN_LABEL_MAX  32 /* a PKCS#11 token label is 32 bytes, blank padded */
+#define UNITD_KEY_LABEL_MAX    64
+#define UNITD_PKCS11_KEY_LABEL "kyok-seal" /* default pkcs11_key_label */
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -43,6 +57,16 @@ struct unitd_config {
 	uint32_t token_ttl;           /* seconds */
 	uint32_t reencipher_batch;    /* records per re-encipherment transaction */
 	uint32_t reencipher_pause_ms; /* pause between re-encipherment batches */
+	enum unitd_seal_kind seal;
+	char *tpm2_tcti;          /* tpm2: TCTI string; NULL = the TCTI loader's default */
+	char *pkcs11_module;      /* pkcs11: the module (shared object) path */
+	char *pkcs11_token;       /* pkcs11: token label */
+	char *pkcs11_key_label;   /* pkcs11: CKA_LABEL of the seal keys (default kyok-seal) */
+	char *pkcs11_pin_file;    /* pkcs11: file holding the user PIN */
+	uint32_t max_connections; /* open connections, all clients together */
+	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
+	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
+	uint32_t body_timeout;               /* s from a request's headers to its last byte */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -53,6 +77,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 /* Reads path and parses it (KY_ERR_CONFIG with a message naming the file on any error). */
 int unitd_config_load(const char *path, struct unitd_config *cfg, char *err, size_t errlen) KY_WUR;
 void unitd_config_release(struct unitd_config *cfg);
+/* "file", "tpm2", "pkcs11". */
+const char *unitd_seal_kind_name(enum unitd_seal_kind kind);
 
 /* ---- harden.c ---- */
 
@@ -72,17 +98,45 @@ void unitd_log_close(void);
 /* One line, prefixed with the UTC time. Never pass secrets. */
 void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- seal.c ---- */
+/* ---- seal.c, seal_tpm2.c, seal_pkcs11.c: sealing backends ----
+ *
+ * The unit state is sealed under a seal key that one backend makes, finds, uses and
+ * destroys. Each key has a reference file in the data directory (ops->ref_name): the key
+ * itself for the file backend, what the TPM or token needs to find it for the others. A key
+ * has an id (hex) that the sealed state's readable header names.
+ */
 
-/* A sealing backend: a function table so TPM or PKCS#11 sealing can come later. */
+#define UNITD_SEAL_ID_MAX 64
+
 struct unitd_seal;
+struct unitd_seal_key {
+	const struct unitd_seal_ops *ops;
+	char id[UNITD_SEAL_ID_MAX + 1];
+	void *priv;
+};
 struct unitd_seal_ops {
-	const char *name;
-	int (*seal)(struct unitd_seal *s, const void *aad, size_t aadlen, const uint8_t *pt,
-	            size_t n, struct ky_buf *out);
+	const char *name;     /* as in unit.conf: "file", "tpm2", "pkcs11" */
+	const char *ref_name; /* reference file in the data directory: "seal.key" */
+	/* Makes a new key and writes its reference at path (never replacing a file). The key is
+	 * ready to use. */
+	int (*create)(struct unitd_seal *s, const char *path, struct unitd_seal_key **out,
+	              char *err, size_t errlen);
+	/* Reads the reference at path (KY_ERR_NOT_FOUND when there is none): sets the id and
+	 * touches no device. */
+	int (*read)(struct unitd_seal *s, const char *path, struct unitd_seal_key **out, char *err,
+	            size_t errlen);
+	/* Finds a read key in the device and makes it usable: KY_ERR_SEAL_TPM_KEY_MISSING or
+	 * KY_ERR_SEAL_TOKEN_KEY_MISSING when the device does not hold it. */
+	int (*attach)(struct unitd_seal *s, struct unitd_seal_key *k, char *err, size_t errlen);
+	/* Destroys the key in the device (already gone is success); leaves the reference file
+	 * to the caller. */
+	int (*destroy)(struct unitd_seal *s, struct unitd_seal_key *k, char *err, size_t errlen);
+	int (*seal)(struct unitd_seal *s, struct unitd_seal_key *k, const void *aad, size_t aadlen,
+	            const uint8_t *pt, size_t n, struct ky_buf *out);
 	/* KY_ERR_STATE_CORRUPT when the blob does not open. */
-	int (*open)(struct unitd_seal *s, const void *aad, size_t aadlen, const uint8_t *in,
-	            size_t n, struct ky_buf *out);
+	int (*open)(struct unitd_seal *s, struct unitd_seal_key *k, const void *aad, size_t aadlen,
+	            const uint8_t *in, size_t n, struct ky_buf *out);
+	void (*key_free)(struct unitd_seal_key *k); /* NULL is a no-op */
 	void (*free)(struct unitd_seal *s);
 };
 struct unitd_seal {
@@ -90,24 +144,70 @@ struct unitd_seal {
 	void *priv;
 };
 
+/* Backends other than file: connect to the device named in cfg. */
+int unitd_seal_tpm2_new(const struct unitd_config *cfg, struct unitd_seal **out, char *err,
+                        size_t errlen) KY_WUR;
+int unitd_seal_pkcs11_new(const struct unitd_config *cfg, struct unitd_seal **out, char *err,
+                          size_t errlen) KY_WUR;
+
+/* For the backends: a reference file written whole (temp file, fsync, link: an existing
+ * file is never replaced, KY_ERR_EXISTS) with mode 0600; read with the same checks as the
+ * seal key always had (regular, owned by us, 0600 at most, no symlink, at most max bytes;
+ * KY_ERR_NOT_FOUND when absent); one "name=value\n" line of a text reference. */
+int unitd_seal_ref_write(const char *path, const void *data, size_t n, char *err,
+                         size_t errlen) KY_WUR;
+int unitd_seal_ref_read(const char *path, size_t max, struct ky_buf *out, char *err,
+                        size_t errlen) KY_WUR;
+int unitd_seal_ref_field(const struct ky_buf *b, const char *name, char *out, size_t outlen) KY_WUR;
+/* fsync of the directory holding path. */
+int unitd_seal_fsync_dir(const char *path) KY_WUR;
+
+/* What sealing does, for whoever records it (an audit log): key_id "-" when unknown,
+ * outcome 0 or the error code. */
+enum unitd_seal_event {
+	UNITD_SEAL_KEY_CREATED,
+	UNITD_SEAL_KEY_DESTROYED,
+	UNITD_SEAL_STATE_SEALED,
+	UNITD_SEAL_STATE_UNSEALED,
+	UNITD_SEAL_UNSEAL_REFUSED,
+};
+typedef void unitd_seal_observer_fn(void *ctx, enum unitd_seal_event ev, const char *backend,
+                                    const char *key_id, int outcome);
+
 /* Holds the data directory: created 0700 when missing, locked against a second daemon. */
 struct unitd_store {
 	char *dir;
 	char *state_path;
+	char *key_path;  /* the seal key's reference */
+	char *next_path; /* the next one's, while the key is being replaced */
 	int lock_fd;
 	struct unitd_seal *seal;
+	struct unitd_seal_key *key; /* the state on disk is sealed under it */
+	struct unitd_seal_key *old; /* replaced, not destroyed yet (key_in_next) */
+	bool key_in_next;           /* key's reference is still next_path */
+	unitd_seal_observer_fn *observer;
+	void *observer_ctx;
 };
 
-/* Creates or checks data_dir, takes its lock, opens the file seal backend (seal.key:
- * created on first start, refused when its size or mode is wrong). */
-int unitd_store_open(const char *data_dir, struct unitd_store *st, char *err, size_t errlen) KY_WUR;
+/* Creates or checks cfg->data_dir, takes its lock, connects the sealing backend cfg->seal
+ * names. The seal key is found or made by unitd_state_load. */
+int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, char *err,
+                     size_t errlen) KY_WUR;
 void unitd_store_release(struct unitd_store *st);
-/* Loads the unit state, or creates and writes a new one on first start. Refuses a state
- * that does not open (never overwrites it) or belongs to another unit or instance. */
+/* Every seal event (key made or destroyed, state sealed or unsealed or refused) is passed to
+ * fn as well as logged; fn NULL stops that. */
+void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx);
+/* Loads the unit state, or creates and writes a new one (and its seal key) on first start.
+ * Refuses a state that does not open (never overwrites it), belongs to another unit or
+ * instance, names another backend or a seal key that no longer exists. Finishes or undoes a
+ * seal key switch that a crash cut short, once the state opened. */
 int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, struct ky_domain **out,
                      char *err, size_t errlen) KY_WUR;
 /* Seals d and writes it atomically: afterwards the file holds d, or on error the old state. */
 int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
+/* Same, under a new seal key, and destroys the old one (zeroize): no copy of an earlier
+ * state opens afterwards. On error the file holds the old state under the old key. */
+int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 
 /* The highest position of key storage this unit has seen (data_dir/storage.mark, sealed):
  * 0/0 when there is no mark. The mark lets a restarted unit refuse storage older than it saw,

@@ -33,6 +33,20 @@ int ky_hex_decode(const char *hex, uint8_t *out, size_t n) KY_WUR;
 
 /* Reads a whole file (at most max bytes, else KY_ERR_TOO_LARGE). */
 int ky_file_read(const char *path, size_t max, struct ky_buf *out) KY_WUR;
+/* Process hardening for every kyok program that holds secrets (the unit and the CLI): core
+ * dumps off (RLIMIT_CORE 0) and the process not dumpable (PR_SET_DUMPABLE 0: no core file
+ * whatever core_pattern says, no ptrace by other processes of the same user, /proc/PID/mem
+ * closed), and every block jansson frees wiped. Call first thing, before any jansson call.
+ * 0, or KY_ERR_INTERNAL with the reason in err. */
+int ky_process_harden(char *err, size_t errlen) KY_WUR;
+
+/* The rule for files and directories that hold secrets (signature keys, key parts,
+ * passwords, API keys, the workspace), as ssh applies it to a private key: group and other
+ * users have no access at all. A regular file wants mode 0600 or stricter, a directory 0700.
+ * Other kinds (a pipe, /dev/fd/N, a terminal) are not checked: nobody else can open them
+ * later. Symbolic links are followed. KY_ERR_NOT_PRIVATE with why = "<mode> ...: run 'chmod
+ * 600 PATH'" (the fix), KY_ERR_NOT_FOUND, or KY_ERR_IO. */
+int ky_path_check_private(const char *path, char *why, size_t whylen) KY_WUR;
 /* Writes a file atomically: temp file in the same directory, fsync, rename, fsync dir. */
 int ky_file_write_atomic(const char *path, const void *p, size_t n, int mode) KY_WUR;
 

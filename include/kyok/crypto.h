@@ -115,7 +115,11 @@ struct ky_cms_signer {
 
 /* Parses a SignedData: returns the content (malloc'd) and the signer ids, without
  * verifying anything. KY_ERR_NOT_COMMAND when not CMS SignedData with attached content;
- * KY_ERR_BAD_COMMAND when a signer is not identified by a 32-byte SKI. */
+ * KY_ERR_BAD_COMMAND when a signer is not identified by a 32-byte SKI. Bounds checked before
+ * anything else, by every function here that reads a SignedData: more than KY_MAX_ADMINS
+ * SignerInfos (KY_ERR_TOO_MANY_SIGNATURES), certificates (KY_ERR_TOO_MANY_CERTIFICATES) or
+ * digest algorithms (KY_ERR_TOO_MANY_DIGESTS); two SignerInfos with the same signature value
+ * (KY_ERR_DUPLICATE_SIGNATURE). */
 int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
                  struct ky_cms_signer **signers, size_t *nsigners) KY_WUR;
 /* Verifies signer number i of the SignedData against pub (signature over the signed

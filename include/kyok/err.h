@@ -30,17 +30,39 @@
 	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                           \
 	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                           \
 	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                  \
+	X(NOT_PRIVATE, "not-private", KY_EXIT_INPUT, 400,                                          \
+	  "open to other users: a secret must be readable and writable by its owner only")         \
 	X(WEAK_PASSWORD, "weak-password", KY_EXIT_INPUT, 400,                                      \
 	  "password too short: use at least 8 characters")                                         \
 	X(TAMPERED, "tampered", KY_EXIT_INPUT, 400, "file is damaged or was tampered with")        \
+	X(KEY_BLOCK_DAMAGED, "key-block-damaged", KY_EXIT_INPUT, 400,                              \
+	  "the encrypted private key in the file is damaged (its checksum does not match): "       \
+	  "restore the file from a backup")                                                        \
 	X(METADATA_ALTERED, "metadata-altered", KY_EXIT_INPUT, 400,                                \
 	  "readable metadata does not match the encrypted copy: file was altered")                 \
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
 	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
 	  "not a kyok signature key file")                                                         \
+	X(EMPTY_FILE, "empty-file", KY_EXIT_INPUT, 400,                                            \
+	  "the file is empty: it was truncated or never written; restore it from a backup")        \
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
 	X(STATE_CORRUPT, "state-corrupt", KY_EXIT_INTERNAL, 500,                                   \
 	  "sealed unit state cannot be opened: wrong seal key or damaged file")                    \
+	X(SEAL_KEY_REPLACED, "seal-key-replaced", KY_EXIT_STATE, 500,                              \
+	  "sealed unit state was sealed under a seal key that no longer exists: it is older than " \
+	  "the unit's last zeroize (restored from a backup?) and can never be opened")             \
+	X(SEAL_BACKEND_MISMATCH, "seal-backend-mismatch", KY_EXIT_INPUT, 500,                      \
+	  "sealed unit state was sealed by another sealing backend than unit.conf's 'seal'")       \
+	X(SEAL_TPM_KEY_MISSING, "seal-key-not-in-tpm", KY_EXIT_STATE, 500,                         \
+	  "this TPM does not hold the unit's seal key: the data directory was sealed by another "  \
+	  "TPM (copied from another host?)")                                                       \
+	X(SEAL_TOKEN_KEY_MISSING, "seal-key-not-in-token", KY_EXIT_STATE, 500,                     \
+	  "this PKCS#11 token does not hold the unit's seal key: the data directory was sealed "   \
+	  "with another token (copied from another host?)")                                        \
+	X(SEAL_DEVICE, "seal-device-failure", KY_EXIT_UNIT, 500,                                   \
+	  "the TPM or PKCS#11 token that seals the unit state failed or cannot be reached")        \
+	X(SEAL_TOKEN_PIN, "seal-token-pin", KY_EXIT_INPUT, 500,                                    \
+	  "the PKCS#11 token refused the PIN in the PIN file")                                     \
 	X(UNREACHABLE, "unit-unreachable", KY_EXIT_UNIT, 503, "crypto unit cannot be reached")     \
 	X(IDENTITY_CHANGED, "unit-identity-changed", KY_EXIT_UNIT, 502,                            \
 	  "crypto unit identity differs from the one pinned on first contact")                     \
@@ -54,6 +76,14 @@
 	  "no signature keys selected: run 'kyok tke sigkey-sel'")                                 \
 	X(NOT_COMMAND_OP, "unknown-command", KY_EXIT_INPUT, 400, "unknown command operation")      \
 	X(BAD_COMMAND, "bad-command", KY_EXIT_INPUT, 400, "malformed signed command")              \
+	X(TOO_MANY_SIGNATURES, "too-many-signatures", KY_EXIT_INPUT, 400,                          \
+	  "signed command carries more than 8 signatures: one per administrator at most")          \
+	X(TOO_MANY_CERTIFICATES, "too-many-certificates", KY_EXIT_INPUT, 400,                      \
+	  "signed command carries more than 8 certificates: one per administrator at most")        \
+	X(TOO_MANY_DIGESTS, "too-many-digest-algorithms", KY_EXIT_INPUT, 400,                      \
+	  "signed command names more than 8 digest algorithms: kyok signs with SHA-512 only")      \
+	X(DUPLICATE_SIGNATURE, "duplicate-signature", KY_EXIT_INPUT, 400,                          \
+	  "signed command carries the same signature twice: remove the copy")                      \
 	X(WRONG_INSTANCE, "wrong-instance", KY_EXIT_REFUSED, 403,                                  \
 	  "command is for another service instance")                                               \
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
@@ -185,7 +215,16 @@
 	  "the API key is unknown or was revoked")                                                 \
 	X(INSTANCE_HEADER, "instance-header", KY_EXIT_USAGE, 400,                                  \
 	  "header Bluemix-Instance is missing or malformed: it must name the service instance")    \
-	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")
+	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")                 \
+	X(QUERY_PARAM, "query-parameter-unsupported", KY_EXIT_USAGE, 400,                          \
+	  "query parameter not taken by this request")                                             \
+	X(REQUEST_ID_INVALID, "request-id-invalid", KY_EXIT_USAGE, 400,                            \
+	  "header Idempotency-Key is malformed: use 1 to 128 letters, digits, '-', '_', '.', ':'") \
+	X(REQUEST_ID_REUSED, "request-id-reused", KY_EXIT_INPUT, 422,                              \
+	  "this request id was used for another request: send a new id with a new request")        \
+	X(REQUEST_REPLY_GONE, "request-reply-unavailable", KY_EXIT_STATE, 409,                     \
+	  "the request with this id was carried out already, but its reply can no longer be "      \
+	  "read: read the current state instead of sending it again")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -198,6 +198,22 @@ int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
 
+/* ---- replies kept by request id (lib/kms/request.c) ---- */
+
+/* SHA-256 over method, path (with its query) and body, each length-prefixed: what a request
+ * id is bound to. */
+int ky_kms_request_hash(const char *method, const char *path, const uint8_t *body, size_t n,
+                        uint8_t out[KY_REQUEST_HASH_LEN]) KY_WUR;
+/* Seals body (n may be 0) into req->body under the master key new records go under, and sets
+ * req->vp; req's apikey, id, hash and status must be set (they are bound as associated
+ * data). KY_ERR_NO_MASTER_KEY without one. */
+int ky_kms_request_seal(const struct ky_kms *kms, struct ky_store_request *req, const uint8_t *body,
+                        size_t n) KY_WUR;
+/* Opens req->body: *body in the secure heap (free with ky_kms_buf_free(*body, *n)).
+ * KY_ERR_MK_MISMATCH when neither register holds req->vp, KY_ERR_RECORD_TAMPERED. */
+int ky_kms_request_open(const struct ky_kms *kms, const struct ky_store_request *req,
+                        uint8_t **body, size_t *n) KY_WUR;
+
 /* ---- integrity of API key rows ---- */
 
 #define KY_APIKEY_MAC_KEY_LEN 32 /* the integrity key: a system secret */

@@ -127,6 +127,24 @@ struct ky_store_apikey {
 	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
+/* A request that changed something, remembered under the id its client gave it (header
+ * Idempotency-Key), so that the same request sent again (to this unit or another) gets the
+ * same reply instead of a second change. The row is written in the transaction of the change
+ * itself. body is the reply body sealed by lib/kms (ky_kms_request_seal) under the master
+ * key whose VP is vp; the store never sees it in the clear. */
+#define KY_REQUEST_ID_MAX   128
+#define KY_REQUEST_HASH_LEN 32
+struct ky_store_request {
+	char apikey[KY_ID_MAX + 1];        /* the caller's API key id: ids are per caller */
+	char id[KY_REQUEST_ID_MAX + 1];    /* the client's request id */
+	uint8_t hash[KY_REQUEST_HASH_LEN]; /* SHA-256 of method, path and body */
+	int status;                        /* HTTP status of the reply */
+	int64_t created;
+	uint8_t vp[KY_VP_LEN];
+	uint8_t *body; /* sealed reply body, malloc'd */
+	size_t bodylen;
+};
+
 enum ky_store_plan {
 	KY_STORE_PLAN_GET,      /* key lookup by id */
 	KY_STORE_PLAN_VP_FETCH, /* re-encipherment batch fetch */
@@ -171,6 +189,10 @@ struct ky_store_ops {
 	int (*apikey_list)(void *be, struct ky_store_apikey **keys, size_t *n);
 	int (*apikey_purge)(void *be, uint64_t *n);
 	int (*apikey_update)(void *be, const struct ky_store_apikey *k, const uint8_t *old_mac);
+	int (*request_get)(void *be, const char *apikey, const char *id,
+	                   struct ky_store_request *req);
+	int (*request_put)(void *be, const struct ky_store_request *req);
+	int (*request_expire)(void *be, int64_t before, uint64_t *n);
 	int (*changed)(void *be, int *changed);
 	int (*ledger_attach)(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
 	                     const struct ky_store_ledger_pos *floor, int adopt,
@@ -260,6 +282,19 @@ int ky_store_apikey_update(struct ky_store *s, const struct ky_store_apikey *k,
                            const uint8_t *old_mac) KY_WUR;
 /* Deletes every API key (their integrity key was crypto-shredded); *n = how many. */
 int ky_store_apikey_purge(struct ky_store *s, uint64_t *n) KY_WUR;
+
+/* ---- request ids (Idempotency-Key) ---- */
+
+/* The row of (apikey, id): KY_ERR_NOT_FOUND when there is none. req is overwritten (release
+ * it before reuse). */
+int ky_store_request_get(struct ky_store *s, const char *apikey, const char *id,
+                         struct ky_store_request *req) KY_WUR;
+/* Inserts a row (KY_ERR_EXISTS when (apikey, id) has one). Meant for inside the write
+ * transaction (ky_store_begin) of the change the row records. */
+int ky_store_request_put(struct ky_store *s, const struct ky_store_request *req) KY_WUR;
+/* Deletes the rows created before before; *n = how many. */
+int ky_store_request_expire(struct ky_store *s, int64_t before, uint64_t *n) KY_WUR;
+void ky_store_request_release(struct ky_store_request *req); /* frees body, keeps the struct */
 
 /* ---- change detection ---- */
 

@@ -367,12 +367,20 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 	case KY_OP_THRESHOLDS_SET: {
 		json_t *sig = json_object_get(o, "signature");
 		json_t *rev = json_object_get(o, "revocation");
-		if (!json_is_integer(sig) || !json_is_integer(rev) ||
-		    json_integer_value(sig) < INT_MIN || json_integer_value(sig) > INT_MAX ||
-		    json_integer_value(rev) < INT_MIN || json_integer_value(rev) > INT_MAX) {
+		if (!json_is_integer(sig) || !json_is_integer(rev)) {
 			ceremony_detail(detail, detaillen,
 			                "fields 'signature' and 'revocation' must be integers");
 			return KY_ERR_BAD_COMMAND;
+		}
+		/* Integers, but far out of range: the range error, not a type error. */
+		if (json_integer_value(sig) < INT_MIN || json_integer_value(sig) > INT_MAX ||
+		    json_integer_value(rev) < INT_MIN || json_integer_value(rev) > INT_MAX) {
+			ceremony_detail(
+			    detail, detaillen,
+			    "signature %" JSON_INTEGER_FORMAT ", revocation %" JSON_INTEGER_FORMAT
+			    ": each must be 1 to %d",
+			    json_integer_value(sig), json_integer_value(rev), KY_MAX_ADMINS);
+			return KY_ERR_THRESHOLD_RANGE;
 		}
 		c->sig = (int)json_integer_value(sig);
 		c->rev = (int)json_integer_value(rev);
@@ -385,8 +393,9 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 			return KY_ERR_BAD_COMMAND;
 		}
 		if (json_array_size(v) > KY_MAX_PARTS) {
-			ceremony_detail(detail, detaillen, "%zu key parts, at most %d",
-			                json_array_size(v), KY_MAX_PARTS);
+			ceremony_detail(detail, detaillen,
+			                "%zu key parts given; a master key has %d to %d",
+			                json_array_size(v), KY_MIN_PARTS, KY_MAX_PARTS);
 			return KY_ERR_KEY_PARTS;
 		}
 		for (size_t i = 0; i < json_array_size(v); i++) {

@@ -258,11 +258,19 @@ static int ceremony_admin_rm(struct ky_domain *d, struct ky_command *c, json_t *
 		return KY_ERR_ADMIN_NOT_FOUND;
 	}
 	if (!ceremony_imprint(d) && d->nadmins - 1 < (size_t)most) {
-		ceremony_detail(detail, len,
-		                "removing '%s' would leave %zu administrators; thresholds are "
-		                "%d (signature) and %d (revocation)",
-		                d->admins[i].name, d->nadmins - 1, d->sig_threshold,
-		                d->rev_threshold);
+		if (d->nadmins <= 1)
+			ceremony_detail(detail, len,
+			                "'%s' is the last administrator of unit %s, and a unit out "
+			                "of imprint mode keeps at least one: zeroize the unit to "
+			                "remove every administrator",
+			                d->admins[i].name, d->unit);
+		else
+			ceremony_detail(detail, len,
+			                "removing '%s' would leave %zu administrators; thresholds "
+			                "are %d (signature) and %d (revocation): lower both to %zu "
+			                "or less first",
+			                d->admins[i].name, d->nadmins - 1, d->sig_threshold,
+			                d->rev_threshold, d->nadmins - 1);
 		return KY_ERR_BELOW_THRESHOLD;
 	}
 	if ((r = ceremony_result_set(res, "name", json_string(d->admins[i].name))) != 0 ||
@@ -646,11 +654,13 @@ int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_
 
 	/* 1. form */
 	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0) {
-		ceremony_detail(detail, detaillen, "%s",
-		                r == KY_ERR_BAD_COMMAND
-		                    ? "a signer of the command is not identified by a "
-		                      "32-byte key id"
-		                    : "the command is not a CMS SignedData with its content");
+		if (r == KY_ERR_BAD_COMMAND)
+			ceremony_detail(detail, detaillen, "%s",
+			                "a signer of the command is not identified by a 32-byte "
+			                "key id");
+		else if (r == KY_ERR_NOT_COMMAND)
+			ceremony_detail(detail, detaillen, "%s",
+			                "the command is not a CMS SignedData with its content");
 		goto out;
 	}
 	if ((r = ceremony_command_parse(content.data, content.len, &c, detail, detaillen)) != 0)
@@ -698,8 +708,9 @@ int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_
 			                d->unit);
 			break;
 		case KY_ERR_KEY_PARTS:
-			ceremony_detail(detail, detaillen, "%zu key parts, need %d to %d",
-			                c->nparts, KY_MIN_PARTS, KY_MAX_PARTS);
+			ceremony_detail(
+			    detail, detaillen, "%zu key part%s given; a master key has %d to %d",
+			    c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
 			break;
 		case KY_ERR_THRESHOLD_RANGE:
 			ceremony_detail(detail, detaillen,

@@ -12,19 +12,142 @@
 #define CMS_MAX_BYTES  (16 * 1024 * 1024)
 #define CMS_SIGN_FLAGS (CMS_BINARY | CMS_USE_KEYID | CMS_NOSMIMECAP)
 
+/* ---- bounds ----
+ *
+ * A command is signed by at most one SignerInfo per administrator, carries at most one
+ * certificate per signer and names at most one digest algorithm per signer. The counts are
+ * read from the DER before OpenSSL decodes anything (decoding a thousand certificates alone
+ * takes a second), and copies of a signature are refused on the decoded structure before
+ * any verification: a hostile body costs a walk over its bytes and a few comparisons, never
+ * a signature check or a digest per copy. A command is DER: indefinite lengths are refused. */
+
+/* Reads one DER header at *p (definite lengths only): tag byte and content length; *p then
+ * points at the content. KY_ERR_NOT_COMMAND when it does not fit before end. */
+static int cms_der_header(const uint8_t **p, const uint8_t *end, uint8_t *tag, size_t *len)
+{
+	const uint8_t *q = *p;
+	size_t n = 0, k;
+
+	if (end - q < 2 || (q[0] & 0x1f) == 0x1f)
+		return KY_ERR_NOT_COMMAND;
+	*tag = *q++;
+	if (*q < 0x80) {
+		n = *q++;
+	} else {
+		k = *q++ & 0x7f;
+		if (k == 0 || k > 4 || (size_t)(end - q) < k)
+			return KY_ERR_NOT_COMMAND;
+		while (k-- > 0)
+			n = (n << 8) | *q++;
+	}
+	if ((size_t)(end - q) < n)
+		return KY_ERR_NOT_COMMAND;
+	*p = q;
+	*len = n;
+	return 0;
+}
+
+/* Number of elements of the constructed value [p, p + len), or -1 when one is not DER. */
+static int cms_der_count(const uint8_t *p, size_t len)
+{
+	const uint8_t *end = p + len;
+	uint8_t tag;
+	size_t n;
+	int count = 0;
+
+	while (p < end) {
+		if (cms_der_header(&p, end, &tag, &n) != 0)
+			return -1;
+		p += n;
+		count++;
+	}
+	return count;
+}
+
+/* Counts digestAlgorithms, certificates and SignerInfos of a DER ContentInfo holding
+ * SignedData, before it is decoded:
+ *   ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT SignedData }
+ *   SignedData ::= SEQUENCE { version INTEGER, digestAlgorithms SET, encapContentInfo
+ *     SEQUENCE, certificates [0] IMPLICIT SET OPTIONAL, crls [1] IMPLICIT SET OPTIONAL,
+ *     signerInfos SET } */
+static int cms_der_bounds(const uint8_t *der, size_t n)
+{
+	const uint8_t *p = der, *end = der + n;
+	uint8_t tag;
+	size_t len;
+	int digests = -1, certs = 0, signers = -1;
+
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
+		return KY_ERR_NOT_COMMAND;
+	end = p + len;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x06)
+		return KY_ERR_NOT_COMMAND;
+	p += len;
+	if (cms_der_header(&p, end, &tag, &len) != 0 || tag != 0xa0 ||
+	    cms_der_header(&p, end, &tag, &len) != 0 || tag != 0x30)
+		return KY_ERR_NOT_COMMAND;
+	end = p + len;
+	for (int i = 0; p < end; i++) {
+		if (cms_der_header(&p, end, &tag, &len) != 0)
+			return KY_ERR_NOT_COMMAND;
+		if (i == 1 && tag == 0x31)
+			digests = cms_der_count(p, len);
+		else if (tag == 0xa0)
+			certs = cms_der_count(p, len);
+		else if (tag == 0x31)
+			signers = cms_der_count(p, len);
+		p += len;
+	}
+	if (digests < 0 || certs < 0 || signers < 0)
+		return KY_ERR_NOT_COMMAND;
+	if (signers > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_SIGNATURES;
+	if (certs > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_CERTIFICATES;
+	if (digests > KY_MAX_ADMINS)
+		return KY_ERR_TOO_MANY_DIGESTS;
+	return 0;
+}
+
+/* 1 when two SignerInfos of sis carry the same signature value. */
+static int cms_has_duplicate_signature(STACK_OF(CMS_SignerInfo) * sis)
+{
+	int n = sk_CMS_SignerInfo_num(sis);
+
+	for (int i = 0; i < n; i++) {
+		ASN1_OCTET_STRING *a =
+		    CMS_SignerInfo_get0_signature(sk_CMS_SignerInfo_value(sis, i));
+		for (int j = i + 1; j < n; j++) {
+			ASN1_OCTET_STRING *b =
+			    CMS_SignerInfo_get0_signature(sk_CMS_SignerInfo_value(sis, j));
+			if (a != NULL && b != NULL && ASN1_STRING_length(a) > 0 &&
+			    ASN1_OCTET_STRING_cmp(a, b) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 {
 	const unsigned char *p = der;
 	CMS_ContentInfo *cms;
+	int r;
 
 	if (der == NULL || n == 0 || n > CMS_MAX_BYTES)
 		return KY_ERR_NOT_COMMAND;
+	if ((r = cms_der_bounds(der, n)) != 0)
+		return r;
 	cms = d2i_CMS_ContentInfo(NULL, &p, (long)n);
 	if (cms == NULL || p != der + n || OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed ||
 	    OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
 		CMS_ContentInfo_free(cms);
 		ERR_clear_error();
 		return KY_ERR_NOT_COMMAND;
+	}
+	if (cms_has_duplicate_signature(CMS_get0_SignerInfos(cms))) {
+		CMS_ContentInfo_free(cms);
+		return KY_ERR_DUPLICATE_SIGNATURE;
 	}
 	*out = cms; /* transferred */
 	return 0;
@@ -191,6 +314,10 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 	/* The signer id is the certificate's SKI: it must be the one units compute. */
 	if ((r = ky_cert_ski(cert, ski)) != 0)
 		goto out;
+	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) >= KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_SIGNATURES;
+		goto out;
+	}
 	r = KY_ERR_CRYPTO;
 	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) <= 0) {
 		if ((r = cms_sign_fresh(cms, cert, key, &fresh)) != 0)

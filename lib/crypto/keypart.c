@@ -317,6 +317,8 @@ static int keypart_load(const char *path, struct ky_buf *file, struct keypart_he
 
 	if ((r = ky_file_read(path, KEYPART_MAX_BYTES, file)) != 0)
 		return r == KY_ERR_TOO_LARGE ? KY_ERR_NOT_KEY_PART : r;
+	if (file->len == 0)
+		return KY_ERR_EMPTY_FILE;
 	return keypart_parse_header((const char *)file->data, file->len, h);
 }
 

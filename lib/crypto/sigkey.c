@@ -1,4 +1,7 @@
-/* Signature key files: PEM certificate, then PEM PKCS#8 private key under scrypt. */
+/* Signature key files: PEM certificate, a checksum line, then PEM PKCS#8 private key under
+ * scrypt. The line "kyok-key-block-sha256: <hex>" between the blocks holds the SHA-256 of the
+ * encrypted key's DER: PEM readers skip it, and it tells a damaged key block (restore the
+ * file) from a wrong password, which CBC alone cannot. Files without the line still open. */
 #include <errno.h>
 #include <openssl/asn1t.h>
 #include <stdbool.h>
@@ -21,6 +24,7 @@
 #define SIGKEY_SCRYPT_P     5
 #define SIGKEY_SALT_LEN     16
 #define SIGKEY_PBKDF2_MIN   600000
+#define SIGKEY_SUM_LABEL    "kyok-key-block-sha256: "
 
 /* The least work a file's password derivation must cost: scrypt N*r*p at least ours with
  * r >= 8 (memory hardness), or PBKDF2 with HMAC-SHA256 at 600,000 iterations or more. */
@@ -30,6 +34,8 @@
 struct sigkey_blocks {
 	X509 *cert;
 	X509_SIG *p8;
+	bool has_sum; /* the checksum line was there */
+	uint8_t sum[32];
 };
 
 static void sigkey_blocks_release(struct sigkey_blocks *b)
@@ -56,6 +62,44 @@ static int sigkey_pem_block(BIO *bio, const char *want, unsigned char **der, lon
 	return ok ? 0 : KY_ERR_NOT_SIGKEY;
 }
 
+/* The checksum line, when the file has one: exactly one, 64 hex digits, between the blocks. */
+static int sigkey_sum_line(const struct ky_buf *file, struct sigkey_blocks *b)
+{
+	const char *text = (const char *)file->data, *at, *end_cert, *begin_key;
+	const size_t lablen = sizeof(SIGKEY_SUM_LABEL) - 1;
+	char hex[65];
+
+	b->has_sum = false;
+	at = memmem(text, file->len, "\n" SIGKEY_SUM_LABEL, lablen + 1);
+	if (at == NULL)
+		return 0;
+	at++;
+	end_cert = memmem(text, file->len, "-----END CERTIFICATE-----", 25);
+	begin_key = memmem(text, file->len, "-----BEGIN " PEM_STRING_PKCS8 "-----",
+	                   sizeof("-----BEGIN " PEM_STRING_PKCS8 "-----") - 1);
+	if (end_cert == NULL || begin_key == NULL || at < end_cert || at > begin_key ||
+	    (size_t)(begin_key - at) < lablen + 65 || at[lablen + 64] != '\n' ||
+	    memmem(at + 1, file->len - (size_t)(at + 1 - text), SIGKEY_SUM_LABEL, lablen) != NULL)
+		return KY_ERR_NOT_SIGKEY;
+	memcpy(hex, at + lablen, 64);
+	hex[64] = '\0';
+	if (ky_hex_decode(hex, b->sum, sizeof(b->sum)) != 0)
+		return KY_ERR_NOT_SIGKEY;
+	b->has_sum = true;
+	return 0;
+}
+
+/* SHA-256 of the DER of the encrypted key. */
+static int sigkey_block_sum(const X509_SIG *p8, uint8_t sum[32])
+{
+	unsigned char *der = NULL;
+	int len = i2d_X509_SIG(p8, &der);
+	int ok = len > 0 && EVP_Digest(der, (size_t)len, sum, NULL, EVP_sha256(), NULL) == 1;
+
+	OPENSSL_free(der);
+	return ok ? 0 : KY_ERR_CRYPTO;
+}
+
 static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
 {
 	int r = KY_ERR_NOT_SIGKEY;
@@ -76,6 +120,8 @@ static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
 		goto out;
 	OPENSSL_free(der);
 	der = NULL;
+	if ((r = sigkey_sum_line(file, b)) != 0)
+		goto out;
 	if ((r = sigkey_pem_block(bio, PEM_STRING_PKCS8, &der, &len)) != 0)
 		goto out;
 	p = der;
@@ -99,6 +145,10 @@ static int sigkey_load(const char *path, struct sigkey_blocks *b)
 
 	if ((r = ky_file_read(path, SIGKEY_MAX_BYTES, &file)) != 0)
 		goto out;
+	if (file.len == 0) {
+		r = KY_ERR_EMPTY_FILE;
+		goto out;
+	}
 	if ((r = sigkey_parse(&file, b)) != 0)
 		goto out;
 	/* A certificate that no longer passes the admin checks was edited. */
@@ -121,7 +171,8 @@ static int sigkey_encode(X509 *cert, EVP_PKEY *key, const char *password, struct
 	X509_ALGOR *pbe = NULL;
 	X509_SIG *p8 = NULL;
 	BIO *bio = NULL;
-	char *data = NULL;
+	char *data = NULL, hex[65];
+	uint8_t sum[32];
 	long len;
 
 	if ((bio = BIO_new(BIO_s_mem())) == NULL || (p8inf = EVP_PKEY2PKCS8(key)) == NULL)
@@ -133,7 +184,12 @@ static int sigkey_encode(X509 *cert, EVP_PKEY *key, const char *password, struct
 	if ((p8 = PKCS8_set0_pbe(password, (int)strlen(password), p8inf, pbe)) == NULL)
 		goto out;
 	pbe = NULL; /* transferred */
-	if (PEM_write_bio_X509(bio, cert) != 1 || PEM_write_bio_PKCS8(bio, p8) != 1)
+	if (sigkey_block_sum(p8, sum) != 0)
+		goto out;
+	ky_hex_encode(sum, sizeof(sum), hex);
+	if (PEM_write_bio_X509(bio, cert) != 1 ||
+	    BIO_printf(bio, "%s%s\n", SIGKEY_SUM_LABEL, hex) <= 0 ||
+	    PEM_write_bio_PKCS8(bio, p8) != 1)
 		goto out;
 	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
 		goto out;
@@ -268,16 +324,27 @@ int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY
 		goto out;
 	if ((r = sigkey_kdf_check(b.p8)) != 0)
 		goto out;
-	/* CBC has no integrity check of its own: a damaged ciphertext reads as a wrong password,
-	 * unless it still decrypts to a key, which the certificate comparison then catches. */
-	r = KY_ERR_WRONG_PASSWORD;
-	if ((p8inf = PKCS8_decrypt(b.p8, password, (int)strlen(password))) == NULL)
+	/* CBC has no integrity check of its own: the checksum line tells a damaged key block
+	 * from a wrong password. Without it (older files, or made with openssl alone) damage
+	 * reads as a wrong password, or as a key that does not match the certificate. */
+	if (b.has_sum) {
+		uint8_t sum[32];
+		if ((r = sigkey_block_sum(b.p8, sum)) != 0)
+			goto out;
+		if (CRYPTO_memcmp(sum, b.sum, sizeof(sum)) != 0) {
+			r = KY_ERR_KEY_BLOCK_DAMAGED;
+			goto out;
+		}
+	}
+	if ((p8inf = PKCS8_decrypt(b.p8, password, (int)strlen(password))) == NULL) {
+		r = KY_ERR_WRONG_PASSWORD;
 		goto out;
-	r = KY_ERR_TAMPERED;
-	if ((pk = EVP_PKCS82PKEY(p8inf)) == NULL)
+	}
+	if ((pk = EVP_PKCS82PKEY(p8inf)) == NULL ||
+	    EVP_PKEY_eq(X509_get0_pubkey(b.cert), pk) != 1) {
+		r = KY_ERR_TAMPERED;
 		goto out;
-	if (EVP_PKEY_eq(X509_get0_pubkey(b.cert), pk) != 1)
-		goto out;
+	}
 	*cert = b.cert;
 	b.cert = NULL; /* transferred */
 	*key = pk;

@@ -22,6 +22,8 @@
  *   api_keys(id PK, name, role, hash UNIQUE, created, revoked, mac)
  *                            (name, mac and the 'vp:' counters came after the first stores
  *                            were made: added on open when missing)
+ *   requests(apikey, id, hash, status, created, vp, body)  the replies of state changes by
+ *                            request id (Idempotency-Key); made on open when missing
  *
  * Change detection (ky_store_changed, for caches above the store): every commit made through
  * this backend, by any thread of any process, bumps a 64-bit counter in a small shared file
@@ -2141,6 +2143,133 @@ out:
 	return sq_wend(c, opened, r);
 }
 
+/* ---- request ids ----
+ * requests(apikey, id, hash, status, created, vp, body), primary key (apikey, id), index on
+ * created (expiry). Its own table, made on open when missing (sq_upgrade). The statements are
+ * prepared per call: they run once per state change, not on the hot path. */
+
+#define SQ_REQUESTS_SCHEMA                                                                \
+	"CREATE TABLE IF NOT EXISTS requests (apikey TEXT NOT NULL, id TEXT NOT NULL,"    \
+	" hash BLOB NOT NULL, status INTEGER NOT NULL, created INTEGER NOT NULL,"         \
+	" vp BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY (apikey, id)) WITHOUT ROWID;" \
+	"CREATE INDEX IF NOT EXISTS requests_created ON requests (created);"
+
+static int sq_prepare(struct sq_conn *c, const char *q, sqlite3_stmt **st)
+{
+	int rc = sqlite3_prepare_v2(c->db, q, -1, st, NULL);
+
+	return rc == SQLITE_OK ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+static int sq_request_get(void *be, const char *apikey, const char *id,
+                          struct ky_store_request *req)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st = NULL;
+	int r, rc;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_prepare(c,
+	                    "SELECT apikey, id, hash, status, created, vp, body FROM requests "
+	                    "WHERE apikey = ?1 AND id = ?2",
+	                    &st)) != 0)
+		return r;
+	if (sq_bind_text(st, 1, apikey) != SQLITE_OK || sq_bind_text(st, 2, id) != SQLITE_OK) {
+		r = KY_ERR_STORE;
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		r = KY_ERR_NOT_FOUND;
+		goto out;
+	}
+	if (rc != SQLITE_ROW) {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		goto out;
+	}
+	if ((r = sq_col_text(st, 0, req->apikey, sizeof(req->apikey), 0)) != 0 ||
+	    (r = sq_col_text(st, 1, req->id, sizeof(req->id), 0)) != 0 ||
+	    (r = sq_col_fixed(st, 2, req->hash, KY_REQUEST_HASH_LEN)) != 0 ||
+	    (r = sq_col_fixed(st, 5, req->vp, KY_VP_LEN)) != 0 ||
+	    (r = sq_col_blob(st, 6, &req->body, &req->bodylen)) != 0)
+		goto out;
+	req->status = sqlite3_column_int(st, 3);
+	req->created = sqlite3_column_int64(st, 4);
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int sq_request_put(void *be, const struct ky_store_request *req)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st = NULL;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_prepare(c,
+	                    "INSERT INTO requests (apikey, id, hash, status, created, vp, body) "
+	                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	                    &st)) != 0)
+		goto out;
+	if (sq_bind_text(st, 1, req->apikey) != SQLITE_OK ||
+	    sq_bind_text(st, 2, req->id) != SQLITE_OK ||
+	    sqlite3_bind_blob(st, 3, req->hash, KY_REQUEST_HASH_LEN, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 4, req->status) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 5, req->created) != SQLITE_OK ||
+	    sqlite3_bind_blob(st, 6, req->vp, KY_VP_LEN, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_blob(st, 7, req->body, (int)req->bodylen, SQLITE_STATIC) != SQLITE_OK) {
+		r = KY_ERR_STORE;
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_CONSTRAINT)
+		r = KY_ERR_EXISTS;
+	else if (rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	else
+		r = 0;
+out:
+	sqlite3_finalize(st);
+	return sq_wend(c, opened, r);
+}
+
+static int sq_request_expire(void *be, int64_t before, uint64_t *n)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	sqlite3_stmt *st = NULL;
+	int r, rc, opened = 0;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	if ((r = sq_prepare(c, "DELETE FROM requests WHERE created < ?1", &st)) != 0)
+		goto out;
+	if (sqlite3_bind_int64(st, 1, before) != SQLITE_OK) {
+		r = KY_ERR_STORE;
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		*n = (uint64_t)sqlite3_changes(c->db);
+		r = 0;
+	} else {
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	}
+out:
+	sqlite3_finalize(st);
+	return sq_wend(c, opened, r);
+}
+
 /* ---- change detection ---- */
 
 static int64_t sq_now_ms(void)
@@ -2459,6 +2588,8 @@ static int sq_upgrade(struct sq_conn *c, int had_vp_triggers)
 	    (!has && (r = sq_run(c, "ALTER TABLE keys ADD COLUMN expires INTEGER NOT NULL "
 	                            "DEFAULT 0")) != 0))
 		return r;
+	if ((r = sq_run(c, SQ_REQUESTS_SCHEMA)) != 0)
+		return r;
 	if (!had_vp_triggers &&
 	    (r = sq_run(c, "DELETE FROM counters WHERE k LIKE 'vp:%';"
 	                   "INSERT INTO counters (k, n) SELECT 'vp:' || hex(vp), count(*) "
@@ -2624,6 +2755,9 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .apikey_list = sq_apikey_list,
     .apikey_purge = sq_apikey_purge,
     .apikey_update = sq_apikey_update,
+    .request_get = sq_request_get,
+    .request_put = sq_request_put,
+    .request_expire = sq_request_expire,
     .changed = sq_changed,
     .ledger_attach = sq_ledger_attach,
     .ledger_pos = sq_ledger_pos,

@@ -1,4 +1,5 @@
 /* Key storage dispatch: picks the backend by URI scheme and forwards every call to its table. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,6 +279,45 @@ int ky_store_apikey_purge(struct ky_store *s, uint64_t *n)
 {
 	*n = 0;
 	return s->ops->apikey_purge(s->be, n);
+}
+
+static bool store_request_key_ok(const char *apikey, const char *id)
+{
+	size_t a = apikey ? strlen(apikey) : 0, n = id ? strlen(id) : 0;
+
+	return a > 0 && a <= KY_ID_MAX && n > 0 && n <= KY_REQUEST_ID_MAX;
+}
+
+int ky_store_request_get(struct ky_store *s, const char *apikey, const char *id,
+                         struct ky_store_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	if (!store_request_key_ok(apikey, id))
+		return KY_ERR_USAGE;
+	return s->ops->request_get(s->be, apikey, id, req);
+}
+
+int ky_store_request_put(struct ky_store *s, const struct ky_store_request *req)
+{
+	if (!store_request_key_ok(req->apikey, req->id) || req->body == NULL || req->bodylen == 0 ||
+	    req->status < 100 || req->status > 599)
+		return KY_ERR_USAGE;
+	return s->ops->request_put(s->be, req);
+}
+
+int ky_store_request_expire(struct ky_store *s, int64_t before, uint64_t *n)
+{
+	*n = 0;
+	return s->ops->request_expire(s->be, before, n);
+}
+
+void ky_store_request_release(struct ky_store_request *req)
+{
+	if (req == NULL)
+		return;
+	free(req->body);
+	req->body = NULL;
+	req->bodylen = 0;
 }
 
 int ky_store_changed(struct ky_store *s, int *changed)

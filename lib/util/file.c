@@ -1,5 +1,6 @@
 /* Whole-file reads and atomic writes. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -44,6 +45,34 @@ done:
 	close(fd);
 	OPENSSL_cleanse(chunk, sizeof(chunk));
 	return r;
+}
+
+int ky_path_check_private(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+	mode_t open_to;
+	const char *who;
+	bool dir;
+
+	if (stat(path, &st) != 0) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return errno == ENOENT ? KY_ERR_NOT_FOUND : KY_ERR_IO;
+	}
+	dir = S_ISDIR(st.st_mode);
+	if (!dir && !S_ISREG(st.st_mode))
+		return 0;
+	open_to = st.st_mode & (S_IRWXG | S_IRWXO);
+	if (open_to == 0)
+		return 0;
+	if ((open_to & (S_IRGRP | S_IROTH)) != 0)
+		who = (open_to & S_IROTH) != 0 ? "readable by all users" : "readable by its group";
+	else if ((open_to & (S_IWGRP | S_IWOTH)) != 0)
+		who = (open_to & S_IWOTH) != 0 ? "writable by all users" : "writable by its group";
+	else
+		who = "open to its group or all users";
+	snprintf(why, whylen, "%s (mode %04o): run 'chmod %s %s'", who,
+	         (unsigned)(st.st_mode & 07777), dir ? "700" : "600", path);
+	return KY_ERR_NOT_PRIVATE;
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n)

@@ -30,6 +30,8 @@ cleanup() {
 }
 
 setup() {
+	# Files the tests write (passwords, values) are private, as kyok wants secret files.
+	umask 077
 	T_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kyok-$T_NAME.XXXXXX")
 	trap cleanup EXIT
 	export HOME="$T_DIR/home"

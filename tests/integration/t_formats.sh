@@ -52,6 +52,9 @@ PW_DAVE=$(newpw dave)
 "$KYOK" tke sigkey-add --name alice --password-file "$PWA" >/dev/null
 F=$(ls "$KYOK_TKE_FILES"/sigkeys/alice-*.sigkey)
 expect_eq "sigkey file mode" "$(stat -c %a "$F")" 600
+expect_eq "sigkey checksum line is SHA-256 of the key block (formats.md, section 1)" \
+	"$(sed -n '/BEGIN ENCRYPTED/,/END ENCRYPTED/p' "$F" | openssl base64 -d | sha256sum | cut -d' ' -f1)" \
+	"$(grep '^kyok-key-block-sha256: ' "$F" | cut -d' ' -f2)"
 expect_eq "sigkey blocks" "$(grep -- '^-----BEGIN' "$F" | tr '\n' '|')" \
 	"-----BEGIN CERTIFICATE-----|-----BEGIN ENCRYPTED PRIVATE KEY-----|"
 
@@ -395,14 +398,15 @@ S="$KYOK_INSTANCE/unit-1/data/state.sealed"
 K="$KYOK_INSTANCE/unit-1/data/seal.key"
 expect_eq "state.sealed mode" "$(stat -c %a "$S")" 600
 expect_eq "seal.key mode and size" "$(stat -c '%a %s' "$K")" "600 32"
-expect_eq "state.sealed readable lines" "$(head -n 4 "$S" | tr '\n' '|')" \
-	"KYOKSEAL1|instance=$INST|unit=$UNIT1||"
+KEYID=$({ printf 'kyok-seal-key-id\0'; cat "$K"; } | sha256sum | cut -c1-16)
+expect_eq "state.sealed readable lines" "$(head -n 6 "$S" | tr '\n' '|')" \
+	"KYOKSEAL2|instance=$INST|unit=$UNIT1|seal=file|key=$KEYID||"
 if grep -aq -e alice -e dave -e BEGIN -e "$VP_NEW" "$S"; then
 	fail "state.sealed holds plaintext"
 else
 	pass "state.sealed holds no plaintext (admin names, PEM, VP)"
 fi
-hl=$(head -n 4 "$S" | wc -c)
+hl=$(head -n 6 "$S" | wc -c)
 size=$(stat -c %s "$S")
 key=$(xxd -p -c 64 "$K")
 # (head stops reading early: tail's SIGPIPE is expected, not a failure)

@@ -217,16 +217,25 @@ kill_rotating_unit() {
 	read -r run ndone total _ <<<"$rv"
 	kill_unit "$R"
 	s=$((3 - R))
+	# $rv was read before the kill: the unit may have finished meanwhile (a loaded machine
+	# runs this script slowly). Key storage, read through unit s, says where the kill landed.
 	read -r _ _ _ cur new _ <<<"$(view "$s")"
-	if [ "$cur" -gt 0 ] && [ "$new" -gt 0 ]; then
+	if [ "$cur" = 0 ] && [ "$new" = "$RECORDS" ]; then
+		count "missed: re-encipherment finished before the kill"
+		verbose "unit $R killed after it finished re-enciphering (it showed $ndone/$total before)"
+		[ "$how" = cli-first ] || cli_wait
+		restart
+		return 0
+	elif [ "$cur" -gt 0 ] && [ "$new" -gt 0 ] && [ $((cur + new)) = "$RECORDS" ]; then
 		count unit
 		verbose "unit $R killed with $ndone/$total re-enciphered; unit $s sees $cur records under the old key, $new under the new"
 	else
-		fail "round $round: unit $R killed at $ndone/$total but unit $s sees $cur under the old key, $new under the new"
+		fail "round $round: unit $R killed (it showed $ndone/$total) but unit $s sees $cur under the old key, $new under the new, of $RECORDS"
 	fi
 	if [ "$how" = failover ] || [ "$how" = failover-killed ]; then
-		# The CLI notices, has unit s take the work over and follows it there.
-		for _ in $(seq 500); do
+		# The CLI notices, has unit s take the work over and follows it there (or ends: the
+		# check below says which); 60 s is only a guard against a CLI that hangs.
+		for _ in $(seq 6000); do
 			grep -q 'took the re-encipherment over' "$T_DIR/cli.log" && break
 			kill -0 "$CLI" 2>/dev/null || break
 			sleep 0.01
@@ -261,7 +270,11 @@ kill_second() {
 	kill_unit "$s"
 	restart
 	read -r run _ _ cur new _ <<<"$(view "$s")"
-	if [ "$run" = false ] && [ "$cur" -gt 0 ] && [ "$new" -gt 0 ]; then
+	if [ "$run" = false ] && [ "$cur" = 0 ] && [ "$new" = "$RECORDS" ]; then
+		# It finished between the view above and the kill (see kill_rotating_unit).
+		count "missed: re-encipherment finished before the kill"
+	elif [ "$run" = false ] && [ "$cur" -gt 0 ] && [ "$new" -gt 0 ] &&
+		[ $((cur + new)) = "$RECORDS" ]; then
 		count unit
 		verbose "unit $s (after taking over) killed with $ndone/$total re-enciphered; restarted it shows $cur records under the old key, $new under the new"
 	else

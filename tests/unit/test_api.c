@@ -376,8 +376,7 @@ static void test_parse_create(void **state)
 	                                      "\",\"collectionTotal\":1},\"resources\":[{\"type\":"
 	                                      "\"" KP_TYPE_KEY "\",\"name\":\"root-1\","
 	                                      "\"description\":\"d\",\"extractable\":false,"
-	                                      "\"expirationDate\":\"2030-01-01T00:00:00Z\","
-	                                      "\"tags\":[\"x\"]}]}"),
+	                                      "\"expirationDate\":\"2030-01-01T00:00:00Z\"}]}"),
 	                                 &c, d, sizeof(d)),
 	                 0);
 	assert_string_equal(c.name, "root-1");
@@ -420,11 +419,21 @@ static void test_parse_create(void **state)
 	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"encryptedNonce\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"name\":\"ok2\"}]}", KY_ERR_MALFORMED},
+	    /* every member is implemented or refused by name */
+	    {"{\"resources\":[{\"name\":\"ok\",\"tags\":[\"x\"]}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[]}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_MALFORMED},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		d[0] = '\0';
 		assert_int_equal(kp_parse_create(BODY(bad[i].body), &c, d, sizeof(d)), bad[i].err);
 		assert_true(d[0] != '\0');
+		if (strstr(bad[i].body, "tags") != NULL)
+			assert_non_null(strstr(d, "'tags'"));
+		if (strstr(bad[i].body, "aliases") != NULL)
+			assert_non_null(strstr(d, "'aliases'"));
 		assert_false(c.has_payload);
 	}
 	/* Name and description lengths. */
@@ -808,6 +817,204 @@ static void test_config(void **state)
 	}
 }
 
+/* ---- unit configuration: the sealing keys ---- */
+
+static void test_config_seal(void **state)
+{
+	struct unitd_config cfg;
+	char err[UNITD_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_FILE);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = file\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_FILE);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = tpm2\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_TPM2);
+	assert_null(cfg.tpm2_tcti);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = tpm2\ntpm2_tcti = swtpm:host=127.0.0.1,port=2321\n", &cfg,
+	                      err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.tpm2_tcti, "swtpm:host=127.0.0.1,port=2321");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = pkcs11\npkcs11_module = /usr/lib/m.so\npkcs11_token = kyok\n"
+	                      "pkcs11_pin_file = pin\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	assert_int_equal(cfg.seal, UNITD_SEAL_PKCS11);
+	assert_string_equal(cfg.pkcs11_module, "/usr/lib/m.so");
+	assert_string_equal(cfg.pkcs11_token, "kyok");
+	assert_string_equal(cfg.pkcs11_key_label, UNITD_PKCS11_KEY_LABEL);
+	assert_string_equal(cfg.pkcs11_pin_file, "/etc/kyok/pin");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = kyok\n"
+	                      "pkcs11_pin_file = /pin\npkcs11_key_label = unit-1-seal\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.pkcs11_key_label, "unit-1-seal");
+	unitd_config_release(&cfg);
+
+	static const struct {
+		const char *text;
+		const char *msg;
+	} bad[] = {
+	    {"seal = hsm\n", "unknown sealing backend 'hsm' (use file, tpm2 or pkcs11)"},
+	    {"seal = file\nseal = tpm2\n", "duplicate key 'seal'"},
+	    {"tpm2_tcti = device:/dev/tpmrm0\n",
+	     "'tpm2_tcti' is a setting of seal = tpm2, but seal is file"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = t\npkcs11_pin_file = /p\n"
+	     "tpm2_tcti = tabrmd\n",
+	     "'tpm2_tcti' is a setting of seal = tpm2, but seal is pkcs11"},
+	    {"seal = tpm2\npkcs11_token = t\n",
+	     "'pkcs11_token' is a setting of seal = pkcs11, but seal is tpm2"},
+	    {"seal = pkcs11\npkcs11_token = t\npkcs11_pin_file = /p\n",
+	     "seal = pkcs11 needs 'pkcs11_module'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_pin_file = /p\n",
+	     "seal = pkcs11 needs 'pkcs11_token'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_token = t\n",
+	     "seal = pkcs11 needs 'pkcs11_pin_file'"},
+	    {"seal = pkcs11\npkcs11_module = /m.so\npkcs11_pin_file = /p\n"
+	     "pkcs11_token = 123456789012345678901234567890123\n",
+	     "'pkcs11_token': at most 32 characters"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(conf(bad[i].text, &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+		if (strstr(err, bad[i].msg) == NULL)
+			fail_msg("'%s': error '%s' lacks '%s'", bad[i].text, err, bad[i].msg);
+		assert_null(cfg.pkcs11_module);
+		assert_null(cfg.tpm2_tcti);
+	}
+}
+
+/* ---- filter, sort, search of GET /keys (api_query.c) ---- */
+
+static struct ky_key *qkey(const char *name, int extractable, int state, int64_t created)
+{
+	struct ky_key_spec sp = {.name = name, .extractable = extractable};
+	struct ky_key *k = NULL;
+
+	assert_int_equal(ky_key_new(&sp, created, &k), 0);
+	k->state = state;
+	k->seq = created;
+	return k;
+}
+
+static void test_list_filter(void **state)
+{
+	struct kp_filter f;
+	char d[300];
+	struct ky_key *a = qkey("payments-root", 0, KY_KEY_ACTIVE, 1700000000);
+	struct ky_key *b = qkey("db-password", 1, KY_KEY_SUSPENDED, 1800000000);
+
+	(void)state;
+	b->deleted = 0;
+	a->expires = 1900000000;
+	assert_int_equal(kp_filter_parse(NULL, &f, d, sizeof(d)), 0);
+	assert_false(f.present);
+	assert_true(kp_filter_match(&f, a));
+	assert_int_equal(kp_filter_parse("extractable=TRUE", &f, d, sizeof(d)), 0);
+	assert_false(kp_filter_match(&f, a));
+	assert_true(kp_filter_match(&f, b));
+	assert_int_equal(kp_filter_parse("state=1,5", &f, d, sizeof(d)), 0);
+	assert_true(kp_filter_match(&f, a));
+	assert_false(kp_filter_match(&f, b));
+	assert_int_equal(
+	    kp_filter_parse("creationDate=gte:\"2023-11-14T22:13:20Z\" creationDate=lt:\"2027-01-"
+	                    "01T00:00:00Z\"",
+	                    &f, d, sizeof(d)),
+	    0);
+	assert_true(kp_filter_match(&f, a));
+	assert_false(kp_filter_match(&f, b)); /* 2027-01-15 */
+	assert_int_equal(kp_filter_parse("creationDate=\"2023-11-14T22:13:20Z\"", &f, d, sizeof(d)),
+	                 0);
+	assert_true(kp_filter_match(&f, a));
+	assert_int_equal(kp_filter_parse("expirationDate=none", &f, d, sizeof(d)), 0);
+	assert_false(kp_filter_match(&f, a));
+	assert_true(kp_filter_match(&f, b));
+	assert_int_equal(kp_filter_parse("lastRotateDate=NONE deletionDate=none", &f, d, sizeof(d)),
+	                 0);
+	assert_true(kp_filter_match(&f, a));
+	assert_int_equal(kp_filter_parse("extractable=true extractable=false", &f, d, sizeof(d)),
+	                 0);
+	assert_false(kp_filter_match(&f, b)); /* contradictory: nothing */
+	static const char *const bad[] = {
+	    "name=x",
+	    "extractable=yes",
+	    "state=",
+	    "state=9",
+	    "creationDate=2023-11-14T22:13:20Z", /* no quotes */
+	    "creationDate=eq:\"2023-11-14T22:13:20Z\"",
+	    "creationDate=gt:\"yesterday\"",
+	    "creationDate=gt:none",
+	    "creationDate",
+	    "creationDate=none creationDate=none creationDate=none creationDate=none",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(kp_filter_parse(bad[i], &f, d, sizeof(d)), KY_ERR_MALFORMED);
+		assert_non_null(strstr(d, "query filter"));
+	}
+	ky_key_free(a);
+	ky_key_free(b);
+}
+
+static void test_list_sort_search(void **state)
+{
+	struct kp_sort o;
+	struct kp_search q;
+	char d[300];
+	struct ky_key *a = qkey("payments-root", 0, KY_KEY_ACTIVE, 1700000000);
+	struct ky_key *b = qkey("db-password", 1, KY_KEY_SUSPENDED, 1800000000);
+
+	(void)state;
+	assert_int_equal(kp_sort_parse(NULL, &o, d, sizeof(d)), 0);
+	assert_int_equal(o.n, 0);
+	assert_true(kp_sort_cmp(&o, a, b) < 0); /* creation order */
+	assert_int_equal(kp_sort_parse("-creationDate", &o, d, sizeof(d)), 0);
+	assert_true(kp_sort_cmp(&o, a, b) > 0);
+	assert_int_equal(kp_sort_parse("extractable,-state", &o, d, sizeof(d)), 0);
+	assert_int_equal(o.n, 2);
+	assert_true(kp_sort_cmp(&o, a, b) < 0);
+	assert_int_equal(kp_sort_parse("-state", &o, d, sizeof(d)), 0);
+	assert_true(kp_sort_cmp(&o, a, b) > 0);
+	assert_int_equal(kp_sort_parse("id", &o, d, sizeof(d)), 0);
+	assert_int_equal(kp_sort_cmp(&o, a, a), 0);
+	assert_int_equal(kp_sort_parse("name", &o, d, sizeof(d)), KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "'name'"));
+	assert_int_equal(kp_sort_parse("state,", &o, d, sizeof(d)), KY_ERR_MALFORMED);
+	assert_int_equal(kp_sort_parse("--state", &o, d, sizeof(d)), KY_ERR_MALFORMED);
+
+	assert_int_equal(kp_search_parse(NULL, &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse("PAY", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, a));
+	assert_false(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("not:pay", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, a));
+	assert_true(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("exact:payments", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse("exact:payments-root", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse(b->id, &q, d, sizeof(d)), 0); /* an id: exact */
+	assert_true(kp_search_match(&q, b));
+	assert_false(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse("name:pay", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse("alias:pay", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, a)); /* no aliases */
+	assert_int_equal(kp_search_parse("escape:not:", &q, d, sizeof(d)), 0);
+	assert_string_equal(q.text, "not:");
+	assert_false(q.negate);
+	assert_int_equal(kp_search_parse("not:", &q, d, sizeof(d)), KY_ERR_MALFORMED);
+	assert_int_equal(kp_search_parse("", &q, d, sizeof(d)), KY_ERR_MALFORMED);
+	ky_key_free(a);
+	ky_key_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -825,6 +1032,9 @@ int main(void)
 	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_key_json),
 	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_config_seal),
+	    cmocka_unit_test(test_list_filter),
+	    cmocka_unit_test(test_list_sort_search),
 	};
 
 	if (ky_crypto_init() != 0)

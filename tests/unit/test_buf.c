@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kyok/common.h"
@@ -144,12 +147,85 @@ static void test_file_write_read(void **state)
 	assert_null(b.data);
 }
 
+static void expect_not_private(const char *path, const char *mode, const char *fix)
+{
+	char why[700], want[700];
+
+	assert_int_equal(ky_path_check_private(path, why, sizeof(why)), KY_ERR_NOT_PRIVATE);
+	assert_non_null(strstr(why, mode));
+	snprintf(want, sizeof(want), "run 'chmod %s %s'", fix, path);
+	assert_non_null(strstr(why, want));
+}
+
+static void test_path_check_private(void **state)
+{
+	char dir[] = "/tmp/kyok-test-private.XXXXXX", f[128], fifo[128], why[700];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(f, sizeof(f), "%s/secret", dir);
+	snprintf(fifo, sizeof(fifo), "%s/pipe", dir);
+	assert_int_equal(ky_file_write_atomic(f, "x", 1, 0600), 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(ky_path_check_private(f, why, sizeof(why)), 0);
+	assert_int_equal(ky_path_check_private(dir, why, sizeof(why)), 0);
+	assert_int_equal(chmod(f, 0400), 0);
+	assert_int_equal(ky_path_check_private(f, why, sizeof(why)), 0);
+	assert_int_equal(chmod(f, 0644), 0);
+	expect_not_private(f, "readable by all users (mode 0644)", "600");
+	assert_int_equal(chmod(f, 0640), 0);
+	expect_not_private(f, "readable by its group (mode 0640)", "600");
+	assert_int_equal(chmod(f, 0620), 0);
+	expect_not_private(f, "writable by its group (mode 0620)", "600");
+	assert_int_equal(chmod(f, 0602), 0);
+	expect_not_private(f, "writable by all users (mode 0602)", "600");
+	assert_int_equal(chmod(f, 0601), 0);
+	expect_not_private(f, "(mode 0601)", "600");
+	assert_int_equal(chmod(dir, 0755), 0);
+	expect_not_private(dir, "readable by all users (mode 0755)", "700");
+	assert_int_equal(chmod(dir, 0711), 0);
+	expect_not_private(dir, "(mode 0711)", "700");
+	assert_int_equal(chmod(dir, 0700), 0);
+	/* A pipe is no file that others can open later. */
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(chmod(fifo, 0666), 0);
+	assert_int_equal(ky_path_check_private(fifo, why, sizeof(why)), 0);
+	assert_int_equal(unlink(fifo), 0);
+	assert_int_equal(unlink(f), 0);
+	assert_int_equal(ky_path_check_private(f, why, sizeof(why)), KY_ERR_NOT_FOUND);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* In a child: after ky_process_harden the process is not dumpable and may not dump core. */
+static void test_process_harden(void **state)
+{
+	int status = -1;
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char err[256];
+		struct rlimit rl;
+		int ok = ky_process_harden(err, sizeof(err)) == 0 &&
+		         prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0 &&
+		         getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur == 0 && rl.rlim_max == 0;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* This process was left as it was. */
+	assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_buf_append),
-	    cmocka_unit_test(test_hex),
-	    cmocka_unit_test(test_file_write_read),
+	    cmocka_unit_test(test_buf_append),      cmocka_unit_test(test_hex),
+	    cmocka_unit_test(test_file_write_read), cmocka_unit_test(test_path_check_private),
+	    cmocka_unit_test(test_process_harden),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -487,7 +487,7 @@ static void t_command_parse_refusals(void **state)
 	    {"\"op\":\"thresholds-set\",\"signature\":\"2\",\"revocation\":2}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"thresholds-set\",\"signature\":2.5,\"revocation\":2}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"thresholds-set\",\"signature\":10000000000,\"revocation\":2}",
-	     KY_ERR_BAD_COMMAND},
+	     KY_ERR_THRESHOLD_RANGE},
 	    {"\"op\":\"thresholds-set\",\"signature\":0,\"revocation\":9}", 0},
 	    {"\"op\":\"exit-imprint\",\"signature\":1}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-load\"}", KY_ERR_BAD_COMMAND},
@@ -1291,11 +1291,23 @@ static void t_admin_rm_rules(void **state)
 	assert_int_equal(run(&d, cmd_admin_rm(d, CAROL), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_BELOW_THRESHOLD);
 	detail_has("removing 'carol' would leave 2 administrators");
+	detail_has("lower both to 2 or less first");
 	/* the revocation threshold counts too */
 	assert_int_equal(run(&d, cmd_thresholds(d, 1, 3), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
 	assert_int_equal(run(&d, cmd_admin_rm(d, CAROL), SIGNED_BY(ALICE, BOB, CAROL), NULL),
 	                 KY_ERR_BELOW_THRESHOLD);
 	assert_int_equal(d->nadmins, 3);
+	ky_domain_free(d);
+
+	/* The last administrator: no threshold can go below 1, so the way out is zeroize. */
+	d = domain(UNIT);
+	assert_int_equal(run(&d, cmd_admin_add(d, admins[ALICE].cert), UNSIGNED, NULL), 0);
+	assert_int_equal(run(&d, cmd_thresholds(d, 1, 1), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(run(&d, cmd_admin_rm(d, ALICE), SIGNED_BY(ALICE), NULL),
+	                 KY_ERR_BELOW_THRESHOLD);
+	detail_has("'alice' is the last administrator");
+	detail_has("zeroize the unit");
+	assert_int_equal(d->nadmins, 1);
 	ky_domain_free(d);
 }
 
@@ -1586,6 +1598,7 @@ static void t_mk_load_parts(void **state)
 	c = cmd_load(d, parts, 1, NULL);
 	assert_int_equal(ky_ceremony_required(d, c, &required), KY_ERR_KEY_PARTS);
 	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_KEY_PARTS);
+	detail_has("1 key part given; a master key has 2 to 8");
 	/* a part sealed to another unit does not open here */
 	c = cmd_load(d, parts, 2, NULL);
 	ky_buf_free(&c->parts[1]);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/common.c"
+#include "cli/failover.c"
 #include "cli/instance.c"
 #include "cli/prompt.c"
 #include "cli/table.c"
@@ -33,6 +34,8 @@ static int group_setup(void **state)
 	(void)state;
 	snprintf(tmpdir, sizeof(tmpdir), "%s/kyok-test-cli-XXXXXX",
 	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	/* Files and directories the tests write are private, as the CLI wants secret files. */
+	umask(077);
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	return ky_crypto_init() == 0 ? 0 : -1;
@@ -760,6 +763,154 @@ static void test_keyparts_list(void **state)
 	free(parts);
 }
 
+/* ---- timeouts, unit order, safe requests (failover.c) ---- */
+
+static void test_timeouts(void **state)
+{
+	long v = 0, c = 0, t = 0;
+	char why[200];
+
+	(void)state;
+	assert_int_equal(cli_parse_timeout("2", &v), 0);
+	assert_int_equal(v, 2);
+	assert_int_equal(cli_parse_timeout("3600", &v), 0);
+	assert_int_equal(cli_parse_timeout("3601", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout("0", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout("-1", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout(" 5", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout("5s", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout("", &v), KY_ERR_USAGE);
+	assert_int_equal(cli_parse_timeout(NULL, &v), KY_ERR_USAGE);
+	cli_g.timeout = 0;
+	unsetenv("KYOK_TIMEOUT");
+	assert_int_equal(cli_timeouts(&c, &t, why, sizeof(why)), 0);
+	assert_int_equal(t, CLI_TIMEOUT_DEFAULT);
+	assert_int_equal(c, CLI_CONNECT_TIMEOUT);
+	setenv("KYOK_TIMEOUT", "2", 1);
+	assert_int_equal(cli_timeouts(&c, &t, why, sizeof(why)), 0);
+	assert_int_equal(t, 2);
+	assert_int_equal(c, 2); /* connecting never takes longer than the whole */
+	setenv("KYOK_TIMEOUT", "two", 1);
+	assert_int_equal(cli_timeouts(&c, &t, why, sizeof(why)), KY_ERR_USAGE);
+	assert_non_null(strstr(why, "'two'"));
+	cli_g.timeout = 7; /* --timeout wins over the environment */
+	assert_int_equal(cli_timeouts(&c, &t, why, sizeof(why)), 0);
+	assert_int_equal(t, 7);
+	assert_int_equal(c, CLI_CONNECT_TIMEOUT);
+	cli_g.timeout = 0;
+	unsetenv("KYOK_TIMEOUT");
+	assert_int_equal(cli_common_opt(0x1006, "9"), 0);
+	assert_int_equal(cli_g.timeout, 9);
+	assert_int_equal(cli_common_opt(0x1006, "nine"), KY_ERR_USAGE);
+	cli_g.timeout = 0;
+}
+
+static void test_unit_order(void **state)
+{
+	size_t order[4];
+	int64_t failed[4] = {0, 0, 0, 0};
+
+	(void)state;
+	cli_unit_order(3, 0, NULL, 1000, order);
+	assert_int_equal(order[0], 0);
+	assert_int_equal(order[1], 1);
+	assert_int_equal(order[2], 2);
+	cli_unit_order(3, 1, failed, 1000, order); /* --unit 2 */
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 2);
+	assert_int_equal(order[2], 0);
+	failed[0] = 990; /* failed 10 s ago: last */
+	cli_unit_order(3, 0, failed, 1000, order);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 2);
+	assert_int_equal(order[2], 0);
+	failed[0] = 1000 - CLI_FAILED_HOLD; /* long enough ago: back in its place */
+	cli_unit_order(3, 0, failed, 1000, order);
+	assert_int_equal(order[0], 0);
+	failed[0] = 2000; /* a time in the future (clock moved back): not trusted */
+	cli_unit_order(3, 0, failed, 1000, order);
+	assert_int_equal(order[0], 0);
+	failed[0] = 995;
+	failed[1] = 999; /* all failed: the usual order among them */
+	failed[2] = 998;
+	cli_unit_order(3, 0, failed, 1000, order);
+	assert_int_equal(order[0], 0);
+	assert_int_equal(order[1], 1);
+	assert_int_equal(order[2], 2);
+}
+
+static void test_failures_parse(void **state)
+{
+	struct cli_instance inst = {.nunits = 2};
+	int64_t at[2];
+	const char *ok = "unit-b 1700\n\nnot-a-unit 5\nunit-a 1600\n";
+
+	(void)state;
+	snprintf(inst.units[0].id, sizeof(inst.units[0].id), "unit-a");
+	snprintf(inst.units[1].id, sizeof(inst.units[1].id), "unit-b");
+	assert_int_equal(cli_failures_parse(ok, strlen(ok), &inst, at), 0);
+	assert_int_equal(at[0], 1600);
+	assert_int_equal(at[1], 1700);
+	assert_int_equal(cli_failures_parse("", 0, &inst, at), 0);
+	assert_int_equal(at[0], 0);
+	assert_int_equal(cli_failures_parse("unit-a\n", 7, &inst, at), KY_ERR_MALFORMED);
+	assert_int_equal(cli_failures_parse("unit-a 12x\n", 11, &inst, at), KY_ERR_MALFORMED);
+	assert_int_equal(cli_failures_parse("unit-a -3\n", 10, &inst, at), KY_ERR_MALFORMED);
+	assert_int_equal(cli_failures_parse("unit-a 1 2\n", 11, &inst, at), KY_ERR_MALFORMED);
+}
+
+static void test_failures_file(void **state)
+{
+	struct cli_instance inst = {.nunits = 2};
+	int64_t at[2];
+	char path[700];
+	struct stat st;
+
+	(void)state;
+	snprintf(inst.dir, sizeof(inst.dir), "%s/fail-inst", cli_workspace());
+	assert_int_equal(mkdir(inst.dir, 0700), 0);
+	snprintf(inst.units[0].id, sizeof(inst.units[0].id), "unit-a");
+	snprintf(inst.units[1].id, sizeof(inst.units[1].id), "unit-b");
+	assert_int_equal(cli_failures_load(&inst, at), 0); /* no file: none failed */
+	assert_int_equal(at[0] + at[1], 0);
+	assert_int_equal(cli_failure_note(&inst, 1, 1234), 0);
+	assert_int_equal(cli_failures_load(&inst, at), 0);
+	assert_int_equal(at[0], 0);
+	assert_int_equal(at[1], 1234);
+	snprintf(path, sizeof(path), "%s/unit-failures", inst.dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(cli_failure_note(&inst, 1, 0), 0); /* served again */
+	assert_int_equal(cli_failures_load(&inst, at), 0);
+	assert_int_equal(at[1], 0);
+	write_file(path, "garbage\n");
+	assert_int_equal(cli_failures_load(&inst, at), KY_ERR_MALFORMED);
+	assert_int_equal(cli_failure_note(&inst, 0, 77), 0); /* replaced */
+	assert_int_equal(cli_failures_load(&inst, at), 0);
+	assert_int_equal(at[0], 77);
+	assert_int_equal(cli_failure_note(&inst, 2, 77), KY_ERR_USAGE);
+}
+
+static void test_request_safe(void **state)
+{
+	(void)state;
+	assert_true(cli_api_request_safe("GET", "/api/v2/keys"));
+	assert_true(cli_api_request_safe("HEAD", "/api/v2/keys"));
+	assert_true(cli_api_request_safe("POST", "/api/v2/keys/k/actions/wrap"));
+	assert_true(cli_api_request_safe("POST", "/api/v2/keys/k/actions/unwrap"));
+	assert_true(cli_api_request_safe("POST", "/api/v2/keys/k/actions/rewrap"));
+	assert_true(cli_api_request_safe("POST", "/api/v2/keys/k?action=unwrap"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k/actions/rotate"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k/actions/wrapx"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k/actions/wrap/x"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k?action=restore"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k?action=wrap&x=1"));
+	assert_false(cli_api_request_safe("POST", "/api/v2/keys/k/restore"));
+	assert_false(cli_api_request_safe("DELETE", "/api/v2/keys/k"));
+	assert_false(cli_api_request_safe("PUT", "/api/v2/keys/k/policies"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -769,7 +920,9 @@ int main(void)
 	    cmocka_unit_test(test_instance_parse),  cmocka_unit_test(test_instance_load),
 	    cmocka_unit_test(test_selection_parse), cmocka_unit_test(test_selection_units),
 	    cmocka_unit_test(test_known_units),     cmocka_unit_test(test_sigkeys_and_signers),
-	    cmocka_unit_test(test_keyparts_list),
+	    cmocka_unit_test(test_keyparts_list),   cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_unit_order),      cmocka_unit_test(test_failures_parse),
+	    cmocka_unit_test(test_failures_file),   cmocka_unit_test(test_request_safe),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

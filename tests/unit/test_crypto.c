@@ -453,6 +453,82 @@ static void test_sigkey_files(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* Removes the first line starting with prefix from the file text in b (in place). */
+static void text_drop_line(struct ky_buf *b, const char *prefix)
+{
+	char *at = memmem(b->data, b->len, prefix, strlen(prefix));
+	char *nl;
+
+	assert_non_null(at);
+	nl = memchr(at, '\n', b->len - (size_t)((uint8_t *)at - b->data));
+	assert_non_null(nl);
+	memmove(at, nl + 1, b->len - (size_t)((uint8_t *)nl + 1 - b->data));
+	b->len -= (size_t)(nl + 1 - at);
+}
+
+/* A damaged encrypted key block is told apart from a wrong password by the checksum line;
+ * files without the line (older ones, or made with openssl alone) still open. */
+static void test_sigkey_damaged_block(void **state)
+{
+	char path[300];
+	struct ky_buf f = {0}, g = {0};
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	char *end, *line;
+	int r;
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "damaged.sigkey");
+	file_get(alice_path, &f);
+	assert_non_null(memmem(f.data, f.len, "\nkyok-key-block-sha256: ", 24));
+	/* one base64 digit changed, two lines above the end of the key block */
+	end = memmem(f.data, f.len, "-----END ENCRYPTED PRIVATE KEY-----", 35);
+	assert_non_null(end);
+	line = end - 2;
+	while (*line != '\n')
+		line--;
+	line--;
+	while (*line != '\n')
+		line--;
+	line += 11;
+	*line = *line == 'A' ? 'B' : 'A';
+	file_put(path, f.data, f.len);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_KEY_BLOCK_DAMAGED);
+	assert_int_equal(ky_sigkey_open(path, PW_BOB, &cert, &key), KY_ERR_KEY_BLOCK_DAMAGED);
+	assert_null(key);
+	/* without the checksum line, the damage cannot be named */
+	text_drop_line(&f, "kyok-key-block-sha256: ");
+	file_put(path, f.data, f.len);
+	r = ky_sigkey_open(path, PW_ALICE, &cert, &key);
+	assert_int_not_equal(r, 0);
+	assert_int_not_equal(r, KY_ERR_KEY_BLOCK_DAMAGED);
+	ky_buf_free(&f);
+
+	/* an intact file without the line opens, and says wrong password when it is */
+	file_get(alice_path, &g);
+	text_drop_line(&g, "kyok-key-block-sha256: ");
+	file_put(path, g.data, g.len);
+	assert_int_equal(ky_sigkey_open(path, PW_BOB, &cert, &key), KY_ERR_WRONG_PASSWORD);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), 0);
+	assert_int_equal(EVP_PKEY_eq(key, alice_key), 1);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	key = NULL;
+	cert = NULL;
+	ky_buf_free(&g);
+
+	/* the line twice, or not 64 hex digits: not a signature key file */
+	file_get(alice_path, &g);
+	line = memmem(g.data, g.len, "kyok-key-block-sha256: ", 23);
+	assert_non_null(line);
+	line[23] = 'x';
+	file_put(path, g.data, g.len);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_NOT_SIGKEY);
+	ky_buf_free(&g);
+	assert_null(cert);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
 /* Writes alice's certificate with her key re-encrypted under the given PBES2 parameters. */
 static void sigkey_write_with(const char *path, X509_ALGOR *pbe)
 {
@@ -550,11 +626,25 @@ static void test_sigkey_not_sigkey(void **state)
 
 	/* Alice's certificate with Bob's key (re-encrypted under Alice's password would need the
 	 * key: use Bob's block and Bob's password): the key does not match the certificate. */
-	assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
-	assert_int_equal(ky_buf_append(&mix, split_b, b.len - (size_t)(split_b - b.data)), 0);
-	file_put(tampered, mix.data, mix.len);
-	assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key), KY_ERR_TAMPERED);
-	ky_buf_free(&mix);
+	{
+		uint8_t *sum_a = memmem(a.data, a.len, "kyok-key-block-sha256", 21);
+		uint8_t *sum_b = memmem(b.data, b.len, "kyok-key-block-sha256", 21);
+		assert_non_null(sum_a);
+		assert_non_null(sum_b);
+		assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(sum_a - a.data)), 0);
+		assert_int_equal(ky_buf_append(&mix, sum_b, b.len - (size_t)(sum_b - b.data)), 0);
+		file_put(tampered, mix.data, mix.len);
+		assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key), KY_ERR_TAMPERED);
+		ky_buf_free(&mix);
+		/* Bob's key block under Alice's checksum line: the block is not the one named. */
+		assert_int_equal(ky_buf_append(&mix, a.data, (size_t)(split_a - a.data)), 0);
+		assert_int_equal(ky_buf_append(&mix, split_b, b.len - (size_t)(split_b - b.data)),
+		                 0);
+		file_put(tampered, mix.data, mix.len);
+		assert_int_equal(ky_sigkey_open(tampered, PW_BOB, &cert, &key),
+		                 KY_ERR_KEY_BLOCK_DAMAGED);
+		ky_buf_free(&mix);
+	}
 
 	/* An edited certificate (name changed in the DER, re-encoded): tampered. */
 	{
@@ -886,7 +976,7 @@ static void test_keypart_not_key_part(void **state)
 	file_put(path, "hello\n", 6);
 	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
 	file_put(path, "", 0);
-	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_EMPTY_FILE);
 	unlink(path);
 	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_FOUND);
 	/* A key part file is not a sigkey either. */
@@ -1189,7 +1279,241 @@ static void test_cms_refusals(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* DER of cms with the SignerInfos from index keep on left out (they stay in cms). */
+static void cms_der_keeping(CMS_ContentInfo *cms, int keep, struct ky_buf *der)
+{
+	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+	CMS_SignerInfo *held[16];
+	int nheld = 0, len;
+	unsigned char *p = NULL;
+
+	while (sk_CMS_SignerInfo_num(sis) > keep && nheld < 16)
+		held[nheld++] = sk_CMS_SignerInfo_pop(sis);
+	len = i2d_CMS_ContentInfo(cms, &p);
+	assert_true(len > 0);
+	*der = (struct ky_buf){0};
+	assert_int_equal(ky_buf_append(der, p, (size_t)len), 0);
+	OPENSSL_free(p);
+	while (nheld > 0)
+		assert_true(sk_CMS_SignerInfo_push(sis, held[--nheld]) > 0);
+}
+
+/* One DER header at *p: returns the content length, moves *p past the header. */
+static size_t der_header(const uint8_t **p, uint8_t want_tag)
+{
+	const uint8_t *q = *p;
+	size_t n = 0;
+
+	assert_int_equal(q[0], want_tag);
+	q++;
+	if (*q < 0x80) {
+		n = *q++;
+	} else {
+		for (int k = *q++ & 0x7f; k > 0; k--)
+			n = (n << 8) | *q++;
+	}
+	*p = q;
+	return n;
+}
+
+static void der_put_header(struct ky_buf *b, uint8_t tag, size_t n)
+{
+	uint8_t h[6] = {tag};
+	size_t hl;
+
+	if (n < 0x80) {
+		h[1] = (uint8_t)n;
+		hl = 2;
+	} else if (n < 0x10000) {
+		h[1] = 0x82;
+		h[2] = (uint8_t)(n >> 8);
+		h[3] = (uint8_t)n;
+		hl = 4;
+	} else {
+		h[1] = 0x83;
+		h[2] = (uint8_t)(n >> 16);
+		h[3] = (uint8_t)(n >> 8);
+		h[4] = (uint8_t)n;
+		hl = 5;
+	}
+	assert_int_equal(ky_buf_append(b, h, hl), 0);
+}
+
+/* Replaces SignedData.digestAlgorithms of a DER ContentInfo by count SHA-512 entries. */
+static void der_with_digest_algs(struct ky_buf *der, int count)
+{
+	static const uint8_t sha512[] = {0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48,
+	                                 0x01, 0x65, 0x03, 0x04, 0x02, 0x03};
+	const uint8_t *p = der->data, *oid, *ver, *rest, *end;
+	struct ky_buf set = {0}, sd = {0}, a0 = {0}, ci = {0};
+	size_t len, n;
+
+	der_header(&p, 0x30);
+	oid = p;
+	len = der_header(&p, 0x06);
+	p += len;
+	len = (size_t)(p - oid);
+	der_header(&p, 0xa0);
+	n = der_header(&p, 0x30);
+	end = p + n;
+	ver = p;
+	n = der_header(&p, 0x02);
+	p += n;
+	assert_int_equal(ky_buf_append(&sd, ver, (size_t)(p - ver)), 0);
+	n = der_header(&p, 0x31);
+	rest = p + n;
+	der_put_header(&sd, 0x31, (size_t)count * sizeof(sha512));
+	for (int i = 0; i < count; i++)
+		assert_int_equal(ky_buf_append(&sd, sha512, sizeof(sha512)), 0);
+	assert_int_equal(ky_buf_append(&sd, rest, (size_t)(end - rest)), 0);
+	der_put_header(&a0, 0x30, sd.len);
+	assert_int_equal(ky_buf_append(&a0, sd.data, sd.len), 0);
+	assert_int_equal(ky_buf_append(&set, oid, len), 0);
+	der_put_header(&set, 0xa0, a0.len);
+	assert_int_equal(ky_buf_append(&set, a0.data, a0.len), 0);
+	der_put_header(&ci, 0x30, set.len);
+	assert_int_equal(ky_buf_append(&ci, set.data, set.len), 0);
+	ky_buf_free(der);
+	*der = ci;
+	ky_buf_free(&set);
+	ky_buf_free(&sd);
+	ky_buf_free(&a0);
+}
+
+/* Every function reading a SignedData refuses one over its bounds, before verifying it. */
+static void cms_expect_refused(const struct ky_buf *der, int err)
+{
+	struct ky_buf content = {0}, copy = {0};
+	struct ky_cms_signer *s = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ky_cms_parse(der->data, der->len, &content, &s, &n), err);
+	assert_null(s);
+	assert_int_equal(content.len, 0);
+	assert_int_equal(ky_cms_verify_signer(der->data, der->len, 0, X509_get0_pubkey(alice_cert)),
+	                 err);
+	assert_int_equal(ky_buf_append(&copy, der->data, der->len), 0);
+	assert_int_equal(ky_cms_add_signer(&copy, bob_cert, bob_key), err);
+	assert_int_equal(copy.len, der->len);
+	ky_buf_free(&copy);
+	assert_int_equal(ERR_peek_error(), 0);
+}
+
+static void test_cms_bounds(void **state)
+{
+	struct ky_buf der = {0}, content = {0};
+	struct ky_cms_signer *s = NULL;
+	size_t n = 0;
+	BIO *in;
+	CMS_ContentInfo *cms;
+	X509 *certs[KY_MAX_ADMINS + 1] = {NULL};
+
+	(void)state;
+	/* Eight signatures (the most administrators there can be) parse; a ninth is refused,
+	 * also by ky_cms_add_signer. */
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	for (int i = 0; i < KY_MAX_ADMINS; i++)
+		assert_int_equal(ky_cms_add_signer(&der, i % 2 ? bob_cert : alice_cert,
+		                                   i % 2 ? bob_key : alice_key),
+		                 0);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, KY_MAX_ADMINS);
+	free(s);
+	s = NULL;
+	ky_buf_free(&content);
+	assert_int_equal(ky_cms_add_signer(&der, alice_cert, alice_key),
+	                 KY_ERR_TOO_MANY_SIGNATURES);
+	ky_buf_free(&der);
+
+	/* Nine SignerInfos made with OpenSSL. */
+	in = BIO_new_mem_buf(command, (int)strlen(command));
+	cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_BINARY | CMS_PARTIAL);
+	assert_non_null(cms);
+	for (int i = 0; i <= KY_MAX_ADMINS; i++)
+		assert_non_null(CMS_add1_signer(cms, alice_cert, alice_key, EVP_sha512(),
+		                                CMS_BINARY | CMS_USE_KEYID | CMS_NOCERTS));
+	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY), 1);
+	cms_der_keeping(cms, KY_MAX_ADMINS + 1, &der);
+	cms_expect_refused(&der, KY_ERR_TOO_MANY_SIGNATURES);
+	ky_buf_free(&der);
+	/* The same, one copy of a valid signature: refused as a copy, not verified twice. */
+	{
+		STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+		CMS_SignerInfo *held[KY_MAX_ADMINS + 1];
+		int nheld = 0;
+		while (sk_CMS_SignerInfo_num(sis) > 1)
+			held[nheld++] = sk_CMS_SignerInfo_pop(sis);
+		assert_true(sk_CMS_SignerInfo_push(sis, sk_CMS_SignerInfo_value(sis, 0)) > 0);
+		cms_der_keeping(cms, 2, &der);
+		(void)sk_CMS_SignerInfo_pop(sis); /* the second pointer to the same SignerInfo */
+		while (nheld > 0)
+			assert_true(sk_CMS_SignerInfo_push(sis, held[--nheld]) > 0);
+	}
+	cms_expect_refused(&der, KY_ERR_DUPLICATE_SIGNATURE);
+	ky_buf_free(&der);
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+
+	/* Nine certificates, one signature. */
+	in = BIO_new_mem_buf(command, (int)strlen(command));
+	cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_BINARY | CMS_PARTIAL);
+	assert_non_null(cms);
+	for (int i = 0; i <= KY_MAX_ADMINS; i++) {
+		char cn[16];
+		snprintf(cn, sizeof(cn), "cert%d", i);
+		assert_int_equal(ky_cert_self_signed(alice_key, cn, "test", 1, &certs[i]), 0);
+		assert_int_equal(CMS_add1_cert(cms, certs[i]), 1);
+	}
+	assert_non_null(CMS_add1_signer(cms, alice_cert, alice_key, EVP_sha512(),
+	                                CMS_BINARY | CMS_USE_KEYID | CMS_NOCERTS));
+	assert_int_equal(CMS_final(cms, in, NULL, CMS_BINARY), 1);
+	cms_der_keeping(cms, 1, &der);
+	cms_expect_refused(&der, KY_ERR_TOO_MANY_CERTIFICATES);
+	ky_buf_free(&der);
+	CMS_ContentInfo_free(cms);
+	BIO_free(in);
+	for (int i = 0; i <= KY_MAX_ADMINS; i++)
+		X509_free(certs[i]);
+
+	/* Nine digest algorithms named (SHA-512 each time), one signature: each named algorithm
+	 * would cost a pass over the content. OpenSSL cannot make it: spliced into the DER. */
+	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha512(), &der);
+	der_with_digest_algs(&der, KY_MAX_ADMINS);
+	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
+	assert_int_equal(n, 1);
+	free(s);
+	ky_buf_free(&content);
+	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, X509_get0_pubkey(alice_cert)),
+	                 0);
+	ky_buf_free(&der);
+	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha512(), &der);
+	der_with_digest_algs(&der, KY_MAX_ADMINS + 1);
+	cms_expect_refused(&der, KY_ERR_TOO_MANY_DIGESTS);
+	ky_buf_free(&der);
+}
+
 /* ---- envelopes ---- */
+
+/* An empty file (truncated, or a failed copy) says so, for both secret file kinds. */
+static void test_empty_files(void **state)
+{
+	char path[300];
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	struct ky_keypart_info info;
+	uint8_t part[KY_MK_LEN];
+
+	(void)state;
+	path_in_tmp(path, sizeof(path), "empty");
+	file_put(path, "", 0);
+	assert_int_equal(ky_sigkey_read_cert(path, &cert), KY_ERR_EMPTY_FILE);
+	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_EMPTY_FILE);
+	assert_null(cert);
+	assert_null(key);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_EMPTY_FILE);
+	assert_int_equal(ky_keypart_open(path, PW_ALICE, &info, part), KY_ERR_EMPTY_FILE);
+	assert_string_equal(ky_err_slug(KY_ERR_EMPTY_FILE), "empty-file");
+}
 
 static void test_envelope(void **state)
 {
@@ -1329,6 +1653,7 @@ int main(void)
 	    cmocka_unit_test(test_sigkey_create_refusals),
 	    cmocka_unit_test(test_sigkey_files),
 	    cmocka_unit_test(test_sigkey_not_sigkey),
+	    cmocka_unit_test(test_sigkey_damaged_block),
 	    cmocka_unit_test(test_sigkey_weak_kdf),
 	    cmocka_unit_test(test_keypart_write_refusals),
 	    cmocka_unit_test(test_keypart_read_and_open),
@@ -1339,6 +1664,8 @@ int main(void)
 	    cmocka_unit_test(test_cms_unsigned_and_signers),
 	    cmocka_unit_test(test_cms_tampered),
 	    cmocka_unit_test(test_cms_refusals),
+	    cmocka_unit_test(test_cms_bounds),
+	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
 	};

@@ -1424,6 +1424,87 @@ static void test_reencipher_tampered_row(void **state)
 	}
 }
 
+/* ---- replies kept by request id ---- */
+
+static void test_request_seal(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_request q = {0}, q2;
+	struct ky_kms only_b = {.store = f->s, .instance = INSTANCE, .current = f->b};
+	struct ky_kms a_next_b = {
+	    .store = f->s, .instance = INSTANCE, .current = f->a, .next = f->b};
+	struct ky_kms other = {.store = f->s, .instance = "another-instance", .current = f->a};
+	const char *reply = "{\"resources\":[{\"id\":\"k\"}]}";
+	uint8_t h1[KY_REQUEST_HASH_LEN], h2[KY_REQUEST_HASH_LEN], *p = NULL;
+	size_t n = 0;
+
+	/* the hash covers method, path and body, without ambiguity between them */
+	assert_int_equal(ky_kms_request_hash("POST", "/api/v2/keys?", (const uint8_t *)"ab", 2, h1),
+	                 0);
+	assert_int_equal(ky_kms_request_hash("POST", "/api/v2/keys?", (const uint8_t *)"ab", 2, h2),
+	                 0);
+	assert_memory_equal(h1, h2, sizeof(h1));
+	assert_int_equal(ky_kms_request_hash("PUT", "/api/v2/keys?", (const uint8_t *)"ab", 2, h2),
+	                 0);
+	assert_memory_not_equal(h1, h2, sizeof(h1));
+	assert_int_equal(ky_kms_request_hash("POST", "/api/v2/keys?a", (const uint8_t *)"b", 1, h2),
+	                 0);
+	assert_memory_not_equal(h1, h2, sizeof(h1));
+	assert_int_equal(ky_kms_request_hash("POST", "/api/v2/keys?", (const uint8_t *)"ac", 2, h2),
+	                 0);
+	assert_memory_not_equal(h1, h2, sizeof(h1));
+
+	snprintf(q.apikey, sizeof(q.apikey), "ak-1");
+	snprintf(q.id, sizeof(q.id), "rid-1");
+	memcpy(q.hash, h1, sizeof(h1));
+	q.status = 201;
+	assert_int_equal(ky_kms_request_seal(&f->kms, &q, (const uint8_t *)reply, strlen(reply)),
+	                 0);
+	assert_memory_equal(q.vp, f->a->vp, KY_VP_LEN);
+	assert_null(memmem(q.body, q.bodylen, "resources", 9)); /* never in the clear */
+	assert_int_equal(ky_kms_request_open(&f->kms, &q, &p, &n), 0);
+	assert_int_equal(n, strlen(reply));
+	assert_memory_equal(p, reply, n);
+	ky_kms_buf_free(p, n);
+	/* during a rotation both registers open it */
+	assert_int_equal(ky_kms_request_open(&a_next_b, &q, &p, &n), 0);
+	ky_kms_buf_free(p, n);
+	/* under a master key the unit does not hold */
+	assert_int_equal(ky_kms_request_open(&only_b, &q, &p, &n), KY_ERR_MK_MISMATCH);
+	assert_null(p);
+	/* every clear column is bound */
+	q2 = q;
+	q2.status = 200;
+	assert_int_equal(ky_kms_request_open(&f->kms, &q2, &p, &n), KY_ERR_RECORD_TAMPERED);
+	q2 = q;
+	q2.hash[0] ^= 1;
+	assert_int_equal(ky_kms_request_open(&f->kms, &q2, &p, &n), KY_ERR_RECORD_TAMPERED);
+	q2 = q;
+	snprintf(q2.id, sizeof(q2.id), "rid-2");
+	assert_int_equal(ky_kms_request_open(&f->kms, &q2, &p, &n), KY_ERR_RECORD_TAMPERED);
+	q2 = q;
+	snprintf(q2.apikey, sizeof(q2.apikey), "ak-2");
+	assert_int_equal(ky_kms_request_open(&f->kms, &q2, &p, &n), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_request_open(&other, &q, &p, &n), KY_ERR_RECORD_TAMPERED);
+	q.body[q.bodylen - 1] ^= 1;
+	assert_int_equal(ky_kms_request_open(&f->kms, &q, &p, &n), KY_ERR_RECORD_TAMPERED);
+	q2 = q;
+	q2.bodylen = 5;
+	assert_int_equal(ky_kms_request_open(&f->kms, &q2, &p, &n), KY_ERR_RECORD_TAMPERED);
+	ky_store_request_release(&q);
+	/* an empty reply (204), sealed under the new register during a rotation */
+	assert_int_equal(ky_kms_request_seal(&a_next_b, &q, NULL, 0), 0);
+	assert_memory_equal(q.vp, f->b->vp, KY_VP_LEN);
+	assert_int_equal(ky_kms_request_open(&only_b, &q, &p, &n), 0);
+	assert_int_equal(n, 0);
+	ky_kms_buf_free(p, n);
+	ky_store_request_release(&q);
+	{
+		struct ky_kms none = {.store = f->s, .instance = INSTANCE};
+		assert_int_equal(ky_kms_request_seal(&none, &q, NULL, 0), KY_ERR_NO_MASTER_KEY);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1464,6 +1545,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reencipher_racing_writer, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_tampered_row, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_apikey_mac),
+	    cmocka_unit_test_setup_teardown(test_request_seal, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_list_state_of_expired, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("kms", tests, NULL, NULL);

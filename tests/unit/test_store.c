@@ -1299,6 +1299,103 @@ static void test_thread_exit(void **state)
 	}
 }
 
+/* ---- request ids ---- */
+
+static void req_make(struct ky_store_request *q, const char *apikey, const char *id, int64_t t)
+{
+	memset(q, 0, sizeof(*q));
+	snprintf(q->apikey, sizeof(q->apikey), "%s", apikey);
+	snprintf(q->id, sizeof(q->id), "%s", id);
+	memset(q->hash, 0x11, sizeof(q->hash));
+	q->status = 201;
+	q->created = t;
+	memcpy(q->vp, vp_a, KY_VP_LEN);
+	q->bodylen = 30;
+	q->body = malloc(q->bodylen);
+	assert_non_null(q->body);
+	memset(q->body, 0x22, q->bodylen);
+}
+
+static void test_requests(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_request q, got;
+	struct ky_store_row row, kr;
+	uint64_t n = 9;
+
+	assert_int_equal(ky_store_request_get(f->s, "ak-1", "rid-1", &got), KY_ERR_NOT_FOUND);
+	req_make(&q, "ak-1", "rid-1", 1000);
+	assert_int_equal(ky_store_request_put(f->s, &q), 0);
+	assert_int_equal(ky_store_request_put(f->s, &q), KY_ERR_EXISTS);
+	assert_int_equal(ky_store_request_get(f->s, "ak-1", "rid-1", &got), 0);
+	assert_string_equal(got.apikey, "ak-1");
+	assert_string_equal(got.id, "rid-1");
+	assert_memory_equal(got.hash, q.hash, KY_REQUEST_HASH_LEN);
+	assert_int_equal(got.status, 201);
+	assert_int_equal(got.created, 1000);
+	assert_memory_equal(got.vp, vp_a, KY_VP_LEN);
+	assert_int_equal(got.bodylen, q.bodylen);
+	assert_memory_equal(got.body, q.body, q.bodylen);
+	ky_store_request_release(&got);
+	/* ids are per API key */
+	assert_int_equal(ky_store_request_get(f->s, "ak-2", "rid-1", &got), KY_ERR_NOT_FOUND);
+	snprintf(q.apikey, sizeof(q.apikey), "ak-2");
+	q.created = 2000;
+	assert_int_equal(ky_store_request_put(f->s, &q), 0);
+	/* bad arguments */
+	q.status = 99;
+	assert_int_equal(ky_store_request_put(f->s, &q), KY_ERR_USAGE);
+	q.status = 201;
+	q.id[0] = '\0';
+	assert_int_equal(ky_store_request_put(f->s, &q), KY_ERR_USAGE);
+	assert_int_equal(ky_store_request_get(f->s, "ak-1", "", &got), KY_ERR_USAGE);
+	/* expiry */
+	assert_int_equal(ky_store_request_expire(f->s, 1500, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ky_store_request_get(f->s, "ak-1", "rid-1", &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_request_get(f->s, "ak-2", "rid-1", &got), 0);
+	ky_store_request_release(&got);
+	/* in the transaction of a change: rolled back with it, committed with it */
+	snprintf(q.apikey, sizeof(q.apikey), "ak-3");
+	snprintf(q.id, sizeof(q.id), "rid-3");
+	row_make(&row, 1, 1, 0, vp_a);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(ky_store_request_put(f->s, &q), 0);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_store_request_get(f->s, "ak-3", "rid-3", &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &kr), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	assert_int_equal(ky_store_request_put(f->s, &q), 0);
+	assert_int_equal(ky_store_commit(f->s), 0);
+	assert_int_equal(ky_store_request_get(f->s, "ak-3", "rid-3", &got), 0);
+	ky_store_request_release(&got);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &kr), 0);
+	ky_store_row_release(&kr);
+	ky_store_row_release(&row);
+	ky_store_request_release(&q);
+}
+
+/* A store made before the requests table gets it on open. */
+static void test_requests_upgrade(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_request q, got;
+	struct ky_store *s = NULL;
+
+	ky_store_close(f->s);
+	f->s = NULL;
+	sql(f->path, "DROP TABLE requests;");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	req_make(&q, "ak-1", "rid-1", 1000);
+	assert_int_equal(ky_store_request_put(f->s, &q), 0);
+	assert_int_equal(ky_store_request_get(f->s, "ak-1", "rid-1", &got), 0);
+	ky_store_request_release(&got);
+	ky_store_request_release(&q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1333,6 +1430,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ledger_whole_rollback, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ledger_digest_refusals, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ledger_vp_swap, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_requests, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_requests_upgrade, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
