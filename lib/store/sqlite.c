@@ -882,8 +882,8 @@ static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m
 			return 0; /* a log row kyok did not write: rescan */
 		}
 		if (!deleted) {
-			if ((r = ky_ledger_log_pad(&L->mac, g, (uint8_t)t, (const char *)id, pad)) !=
-			    0) {
+			if ((r = ky_ledger_log_pad(&L->mac, g, (uint8_t)t, (const char *)id,
+			                           pad)) != 0) {
 				sq_done(st);
 				return r;
 			}
