@@ -334,6 +334,9 @@ int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_doma
 		ks_drop_locked(ks);
 		pthread_mutex_unlock(&ks->lock);
 		atomic_fetch_add(&ks->epoch, 1);
+		/* The storage integrity key is read again under the new registers (a zeroized unit
+		 * may find another one: a first master key elsewhere replaced it). */
+		atomic_store(&ks->attached, false);
 	}
 	{
 		struct ky_mk *t = ks->cur;

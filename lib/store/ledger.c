@@ -253,7 +253,7 @@ static void ledger_grow(struct ky_ledger_index *ix)
 }
 
 int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *id,
-                        const uint8_t *tag)
+                        const uint8_t *tag, uint64_t gen)
 {
 	struct ky_ledger_entry **pp, *e;
 	size_t n;
@@ -272,6 +272,7 @@ int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *i
 			return 0;
 		}
 		memcpy(e->tag, tag, KY_LEDGER_TAG_LEN);
+		e->gen = gen;
 		ky_ledger_sum_add(ix->sum, tag);
 		return 0;
 	}
@@ -281,6 +282,7 @@ int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *i
 	if ((e = malloc(sizeof(*e) + n + 1)) == NULL)
 		return KY_ERR_NOMEM;
 	e->table = table;
+	e->gen = gen;
 	memcpy(e->tag, tag, KY_LEDGER_TAG_LEN);
 	memcpy(e->id, id, n + 1);
 	e->next = *pp;

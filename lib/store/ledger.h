@@ -38,6 +38,7 @@ enum ky_ledger_table {
 struct ky_ledger_entry {
 	struct ky_ledger_entry *next;
 	uint8_t table;
+	uint64_t gen; /* generation of its last change (0: found by a full read) */
 	uint8_t tag[KY_LEDGER_TAG_LEN];
 	char id[]; /* NUL-terminated */
 };
@@ -77,9 +78,10 @@ void ky_ledger_index_release(struct ky_ledger_index *ix);
 /* The entry of (table, id), NULL when none. */
 struct ky_ledger_entry *ky_ledger_index_find(const struct ky_ledger_index *ix, uint8_t table,
                                              const char *id);
-/* Sets (tag non-NULL) or removes (tag NULL) the entry of (table, id), keeping sum and n. */
+/* Sets (tag non-NULL) or removes (tag NULL) the entry of (table, id), keeping sum and n; gen:
+ * the generation that changed it. */
 int ky_ledger_index_set(struct ky_ledger_index *ix, uint8_t table, const char *id,
-                        const uint8_t *tag) KY_WUR;
+                        const uint8_t *tag, uint64_t gen) KY_WUR;
 /* Moves src into dst (dst released first); src is left empty. */
 void ky_ledger_index_move(struct ky_ledger_index *dst, struct ky_ledger_index *src);
 

@@ -798,8 +798,8 @@ static int sq_ledger_meta_write(struct sq_conn *c, struct sq_ledger_meta *m)
 	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
 }
 
-/* Every record, tagged, into ix (initialised here). */
-static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix)
+/* Every record, tagged, into ix (initialised here), as of generation gen. */
+static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix, uint64_t gen)
 {
 	int r = KY_ERR_INTERNAL, rc = SQLITE_OK;
 	sqlite3_stmt *st = NULL;
@@ -817,7 +817,7 @@ static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix)
 			sq_bind_text(st, 1, KY_STORE_LEDGER_SECRET);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 			if ((r = sq_ledger_row(&c->s->L, st, t, 0, &seen)) != 0 ||
-			    (r = ky_ledger_index_set(ix, t, seen.id, seen.tag)) != 0)
+			    (r = ky_ledger_index_set(ix, t, seen.id, seen.tag, gen)) != 0)
 				goto out;
 		}
 		if (rc != SQLITE_DONE) {
@@ -891,7 +891,7 @@ static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m
 				tag[i] ^= pad[i];
 		}
 		if ((r = ky_ledger_index_set(&L->ix, (uint8_t)t, (const char *)id,
-		                             deleted ? NULL : tag)) != 0) {
+		                             deleted ? NULL : tag, g)) != 0) {
 			sq_done(st);
 			return r;
 		}
@@ -932,7 +932,7 @@ static int sq_ledger_sync(struct sq_conn *c)
 	if (!L->broken && (r = sq_ledger_apply_log(c, &m, &ok)) != 0)
 		goto out;
 	if (!ok) {
-		if ((r = sq_ledger_rescan(c, &fresh)) != 0)
+		if ((r = sq_ledger_rescan(c, &fresh, m.gen)) != 0)
 			goto out;
 		if (!sq_ledger_matches(&fresh, &m)) {
 			L->broken = true;
@@ -979,7 +979,9 @@ static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64
 		if ((r = sq_ledger_sync(c)) != 0)
 			goto out;
 	}
-	if (gen != atomic_load(&L->gen)) {
+	/* The index moved past the read's snapshot (a commit since): a record it has not seen
+	 * change since that snapshot is checked all the same, any other is read again. */
+	if (gen > atomic_load(&L->gen)) {
 		r = SQ_AGAIN;
 		goto out;
 	}
@@ -989,6 +991,10 @@ static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64
 		    (c->ntouched > 0 && sq_touched(c, rows[i].t, rows[i].id)))
 			continue;
 		e = ky_ledger_index_find(&L->ix, rows[i].t, rows[i].id);
+		if (gen != atomic_load(&L->gen) && (e != NULL ? e->gen > gen : rows[i].present)) {
+			r = SQ_AGAIN;
+			goto out;
+		}
 		rows[i].stale =
 		    rows[i].present &&
 		    (e == NULL || CRYPTO_memcmp(e->tag, rows[i].tag, KY_LEDGER_TAG_LEN) != 0);
@@ -1142,7 +1148,7 @@ static void sq_ledger_apply(struct sq_conn *c, const struct sq_seen *v, size_t n
 	if (atomic_load(&L->gen) + 1 == m->gen) {
 		for (size_t i = 0; r == 0 && i < n; i++)
 			r = ky_ledger_index_set(&L->ix, v[i].t, v[i].id,
-			                        v[i].present ? v[i].tag : NULL);
+			                        v[i].present ? v[i].tag : NULL, m->gen);
 		if (r != 0)
 			L->broken = true; /* out of memory: the next check reads everything */
 		atomic_store(&L->gen, m->gen);
@@ -2433,7 +2439,9 @@ static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN]
 		r = KY_ERR_STORAGE_ROLLBACK;
 		goto out;
 	}
-	if ((r = sq_ledger_rescan(c, &ix)) != 0)
+	/* as of the generation the digest will have (an upper bound: safe for the checks) */
+	if ((r = sq_ledger_rescan(c, &ix, (have && m.gen > floor->gen ? m.gen : floor->gen) + 1)) !=
+	    0)
 		goto out;
 	if (have && !adopt) {
 		if (!sq_ledger_matches(&ix, &m)) {
