@@ -195,6 +195,10 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n) KY_WUR;
 int unit_state(const struct cli_instance *inst, const struct cli_unit *u, json_t **state) KY_WUR;
 int unit_importer(const struct cli_instance *inst, const struct cli_unit *u,
                   X509 **cert) KY_WUR; /* checked: issued by the pinned identity */
+/* The unit's identity certificate: the one whose key is pinned (and, with the instance's
+ * anchor.crt, issued by that anchor). */
+int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u,
+                       X509 **cert) KY_WUR;
 /* Submits a DER SignedData. On refusal returns the unit's error code and sets *detail
  * (malloc'd) to the unit's message + detail. On success *reply holds {"result","state"}.
  * Prints nothing: on every failure (refusal, unreachable, bad reply, changed identity)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/failover.h"
 #include "kyok/crypto.h"
@@ -270,6 +271,33 @@ static bool client_cert_ou_is(X509 *cert, const char *want)
 	       memcmp(ASN1_STRING_get0_data(s), want, strlen(want)) == 0;
 }
 
+/* With the instance's anchor certificate at hand (<dir>/anchor.crt, made by 'kyok up'), a
+ * unit's identity must be issued by it: a unit the operator never certified is refused even
+ * on first contact. Without it, the pin alone decides. */
+static int client_identity_anchored(const struct cli_instance *inst, X509 *cert, char *why,
+                                    size_t whylen)
+{
+	X509 *anchor = NULL;
+	int r = cli_anchor_cert(inst->dir, &anchor);
+
+	if (r == KY_ERR_NOT_FOUND)
+		return 0;
+	if (r != 0) {
+		snprintf(why, whylen, "cannot read the instance's anchor.crt in %s", inst->dir);
+		return KY_ERR_CONFIG;
+	}
+	r = ky_cert_chain_verify(cert, NULL, anchor);
+	X509_free(anchor);
+	if (r != 0) {
+		snprintf(why, whylen,
+		         "identity certificate is not issued by the instance's unit trust anchor "
+		         "(%s/anchor.crt)",
+		         inst->dir);
+		return KY_ERR_BAD_REPLY;
+	}
+	return 0;
+}
+
 /* The unit's identity public key: fetched and checked against known_units once per
  * process; pinned on first contact. */
 static int client_identity(const struct cli_instance *inst, const struct cli_unit *u,
@@ -326,10 +354,9 @@ static int client_identity(const struct cli_instance *inst, const struct cli_uni
 		snprintf(why, whylen, "identity certificate is not for instance '%s'", inst->id);
 		goto out;
 	}
-	if (ky_cert_verify_by(cert, key) != 0) {
-		snprintf(why, whylen, "identity certificate is not validly self-signed");
+	if ((r = client_identity_anchored(inst, cert, why, whylen)) != 0)
 		goto out;
-	}
+	r = KY_ERR_BAD_REPLY;
 	/* The reply is signed with the key it presents: proves the unit holds it now. */
 	if ((r = client_check_sig(key, "GET", "/v1/admin/identity", nonce, &rep, why, whylen)) != 0)
 		goto out;
@@ -516,6 +543,50 @@ int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X50
 	if (ky_cert_verify_by(c, pub) != 0) {
 		snprintf(why, sizeof(why),
 		         "importer certificate is not issued by the unit's pinned identity");
+		goto fail;
+	}
+	*cert = c;
+	c = NULL; /* transferred */
+	r = 0;
+	goto out;
+fail:
+	client_unit_fail(r, u, why);
+out:
+	X509_free(c);
+	free(pem);
+	ky_buf_free(&rep.body);
+	return r;
+}
+
+int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
+{
+	int r = KY_ERR_INTERNAL;
+	struct client_reply rep;
+	char why[CLIENT_WHY_MAX] = "";
+	char *pem = NULL;
+	X509 *c = NULL;
+	EVP_PKEY *pub = NULL;
+
+	*cert = NULL;
+	if ((r = client_exchange(inst, u, "GET", "/v1/admin/identity", NULL, 0, &rep, why,
+	                         sizeof(why))) != 0)
+		return client_unit_fail(r, u, why);
+	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
+		goto fail;
+	r = KY_ERR_BAD_REPLY;
+	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(why, sizeof(why), "out of memory");
+		goto fail;
+	}
+	if (ky_cert_from_pem(pem, &c) != 0) {
+		snprintf(why, sizeof(why), "identity reply is not a PEM certificate");
+		goto fail;
+	}
+	if (X509_get0_pubkey(c) == NULL || EVP_PKEY_eq(X509_get0_pubkey(c), pub) != 1) {
+		r = KY_ERR_IDENTITY_CHANGED;
+		snprintf(why, sizeof(why),
+		         "identity certificate is not the unit's pinned identity");
 		goto fail;
 	}
 	*cert = c;

@@ -5,9 +5,11 @@
 /* kyok <cmd> */
 int up_main(int argc, char **argv);
 int down_main(int argc, char **argv);
+int unit_add_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
 int kp_main(int argc, char **argv);
+int audit_main(int argc, char **argv);
 
 /* kyok tke <cmd>: tke_units.c */
 int tke_cryptounits_main(int argc, char **argv);
@@ -45,6 +47,7 @@ int tke_cmd_sign_main(int argc, char **argv);
 int tke_cmd_submit_main(int argc, char **argv);
 /* tke_autoinit.c */
 int tke_auto_init_main(int argc, char **argv);
+int tke_auto_recover_main(int argc, char **argv);
 /* tke_rotate.c */
 int tke_mk_rotate_main(int argc, char **argv);
 /* tke_apikey.c */

@@ -12,10 +12,13 @@
 
 static const struct cli_cmd kyok_cmds[] = {
     {"up", up_main, "start a local instance of crypto units (or restart its stopped units)"},
+    {"unit-add", unit_add_main,
+     "add a crypto unit to the local instance, or re-create a lost one (--replace N)"},
     {"down", down_main, "stop the local instance's crypto units (--purge deletes them)"},
     {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
     {"tke", tke_main, "key ceremony commands, as 'ibmcloud tke': 'kyok tke --help'"},
     {"kp", kp_main, "key management (Key Protect API) client: 'kyok kp --help'"},
+    {"audit", audit_main, "check crypto units' audit logs: 'kyok audit verify --help'"},
     {NULL, NULL, NULL},
 };
 

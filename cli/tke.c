@@ -40,6 +40,9 @@ static const struct cli_cmd tke_cmds[] = {
     /* the whole initialisation in one go (tke_autoinit.c) */
     {"auto-init", tke_auto_init_main,
      "initialise all units: admins, thresholds, one random master key"},
+    /* a unit added or re-created gets what the live ones have (tke_autorecover.c) */
+    {"auto-recover", tke_auto_recover_main,
+     "bring new units to the live units' admins, thresholds and master key"},
     /* API keys of the key-management API (tke_apikey.c) */
     {"apikey-create", tke_apikey_create_main, "create an API key (secret written to a file)"},
     {"apikeys", tke_apikeys_main, "list the API keys of the instance"},

@@ -575,8 +575,11 @@ struct ai_mk {
 	char vp_hex[2 * KY_VP_LEN + 1];
 	uint8_t vp[KY_VP_LEN];
 	X509 *recips[KY_MAX_ADMINS];
+	X509 *recip_ids[KY_MAX_ADMINS]; /* identity certificates: the recipients' chains */
 	size_t nrecips;
+	X509 *source;                /* identity of the exporting unit */
 	struct ky_buf envelopes[16]; /* per unit index */
+	struct ky_buf signatures[16];
 };
 
 static int ai_generate_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
@@ -602,6 +605,9 @@ static int ai_export_fill(void *ctx, struct tke_run *run, struct tke_unit *u, st
 			return KY_ERR_CRYPTO;
 		c->recips[i] = m->recips[i];
 		c->nrecips = i + 1;
+		if (X509_up_ref(m->recip_ids[i]) != 1)
+			return KY_ERR_CRYPTO;
+		c->recip_ids[i] = m->recip_ids[i];
 	}
 	return 0;
 }
@@ -630,9 +636,12 @@ static int ai_import_fill(void *ctx, struct tke_run *run, struct tke_unit *u, st
 	struct ai_mk *m = ctx;
 	size_t idx = (size_t)(u - run->units);
 
-	if (idx >= 16 || m->envelopes[idx].len == 0)
+	if (idx >= 16 || m->envelopes[idx].len == 0 || m->signatures[idx].len == 0 ||
+	    m->source == NULL || X509_up_ref(m->source) != 1)
 		return KY_ERR_INTERNAL;
-	if (ky_buf_append(&c->envelope, m->envelopes[idx].data, m->envelopes[idx].len) != 0)
+	c->source = m->source;
+	if (ky_buf_append(&c->envelope, m->envelopes[idx].data, m->envelopes[idx].len) != 0 ||
+	    ky_buf_append(&c->source_sig, m->signatures[idx].data, m->signatures[idx].len) != 0)
 		return KY_ERR_NOMEM;
 	memcpy(c->vp, m->vp, KY_VP_LEN);
 	c->has_vp = true;
@@ -836,7 +845,7 @@ static int ai_run_steps(struct ai *ai)
 	}
 	if (run->n > 1) {
 		struct tke_op op = {KY_OP_MK_EXPORT, NULL, ai_export_fill, &m};
-		json_t *envs;
+		json_t *envs, *sigs;
 		char what[96];
 
 		if (run->n - 1 > KY_MAX_ADMINS || run->n > 16) {
@@ -844,10 +853,21 @@ static int ai_run_steps(struct ai *ai)
 			    cli_fail(KY_ERR_USAGE, NULL, "too many crypto units for one export");
 			goto out;
 		}
-		/* Importer certificates, each checked against its unit's pinned identity. */
+		/* Importer and identity certificates, each checked against its unit's pinned
+		 * identity: the chains the exporting unit checks against its anchor. */
+		if (unit_identity_cert(&run->inst, &run->units[0].u, &m.source) != 0) {
+			status = ky_err_exit(KY_ERR_IDENTITY_CHANGED);
+			ai_advice_stopped(ai, "fetching the identity certificates");
+			goto out;
+		}
 		for (size_t i = 1; i < run->n; i++) {
 			int r = unit_importer(&run->inst, &run->units[i].u, &m.recips[m.nrecips]);
+			if (r == 0)
+				r = unit_identity_cert(&run->inst, &run->units[i].u,
+				                       &m.recip_ids[m.nrecips]);
 			if (r != 0) {
+				X509_free(m.recips[m.nrecips]);
+				m.recips[m.nrecips] = NULL;
 				status = ky_err_exit(r);
 				ai_advice_stopped(ai, "fetching the importer certificates");
 				goto out;
@@ -861,7 +881,8 @@ static int ai_run_steps(struct ai *ai)
 		if ((status = ai_step(ai, what, &op)) != 0)
 			goto out;
 		envs = json_object_get(run->units[0].result_json, "envelopes");
-		if (json_array_size(envs) != m.nrecips) {
+		sigs = json_object_get(run->units[0].result_json, "signatures");
+		if (json_array_size(envs) != m.nrecips || json_array_size(sigs) != m.nrecips) {
 			status = cli_fail(KY_ERR_BAD_REPLY, "crypto unit",
 			                  "mk-export answered %zu envelopes for %zu recipients",
 			                  json_array_size(envs), m.nrecips);
@@ -869,7 +890,9 @@ static int ai_run_steps(struct ai *ai)
 		}
 		for (size_t i = 1; i < run->n; i++) {
 			const char *b64 = json_string_value(json_array_get(envs, i - 1));
-			if (b64 == NULL || ky_b64_decode(b64, &m.envelopes[i]) != 0) {
+			const char *sig = json_string_value(json_array_get(sigs, i - 1));
+			if (b64 == NULL || ky_b64_decode(b64, &m.envelopes[i]) != 0 ||
+			    sig == NULL || ky_b64_decode(sig, &m.signatures[i]) != 0) {
 				status = cli_fail(KY_ERR_BAD_REPLY, "crypto unit",
 				                  "mk-export envelope %zu is not base64", i);
 				goto out;
@@ -895,10 +918,15 @@ static int ai_run_steps(struct ai *ai)
 	}
 	status = ai_summary(ai);
 out:
-	for (size_t i = 0; i < m.nrecips; i++)
+	for (size_t i = 0; i < m.nrecips; i++) {
 		X509_free(m.recips[i]);
-	for (size_t i = 0; i < 16; i++)
+		X509_free(m.recip_ids[i]);
+	}
+	X509_free(m.source);
+	for (size_t i = 0; i < 16; i++) {
 		ky_buf_free(&m.envelopes[i]);
+		ky_buf_free(&m.signatures[i]);
+	}
 	OPENSSL_cleanse(&m, sizeof(m));
 	return status;
 }

@@ -106,7 +106,8 @@ static const char mk_add_usage[] =
     "  --random                a new random part\n"
     "  --value                 a known part: 64 hex digits, asked without echo, or read\n"
     "                          from --value-file or --value-fd (never give it on the\n"
-    "                          command line)\n"
+    "                          command line); one byte repeated (all zero included) is\n"
+    "                          refused\n"
     "  --value-file PATH       file holding the 64 hex digits (one line)\n"
     "  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
     "  --description TEXT      1 to 127 printable characters; asked when missing\n"
@@ -146,6 +147,16 @@ static int mks_read_value(const char *file, int fd, uint8_t *part)
 	}
 	cli_secret_free(hex);
 	return r;
+}
+
+/* One byte repeated (all zero included): no part anyone should hold. Constant time. */
+static bool mks_value_constant(const uint8_t part[KY_MK_LEN])
+{
+	uint8_t diff = 0;
+
+	for (size_t i = 1; i < KY_MK_LEN; i++)
+		diff |= part[i] ^ part[0];
+	return diff == 0;
 }
 
 static int mks_parse_fd(const char *arg, int *fd)
@@ -244,6 +255,10 @@ int tke_mk_add_main(int argc, char **argv)
 			goto out;
 		}
 	} else if ((r = mks_read_value(value_file, value_fd, part)) != 0) {
+		goto out;
+	} else if (mks_value_constant(part)) {
+		r = KY_ERR_PART_VALUE_WEAK;
+		cli_fail(r, "key part value", NULL);
 		goto out;
 	}
 	snprintf(prompt, sizeof(prompt), "password for the new key part '%s'", desc);

@@ -1282,6 +1282,35 @@ static json_t *tke_signers_json(const struct tke_parsed_cmd *pc)
 	return a;
 }
 
+/* mk-load: the envelopes that are byte for byte the same as an earlier one ("key parts 1
+ * and 3 are the same envelope", ...), into out; false when none. Only copies are seen here:
+ * the same part sealed twice gives different bytes, which only the unit can compare (and
+ * refuses). */
+static bool tke_same_envelopes(const struct ky_command *c, char *out, size_t outlen)
+{
+	bool found = false;
+
+	out[0] = '\0';
+	if (c->op != KY_OP_MK_LOAD)
+		return false;
+	for (size_t i = 0; i < c->nparts && i < KY_MAX_PARTS; i++) {
+		for (size_t j = i + 1; j < c->nparts && j < KY_MAX_PARTS; j++) {
+			size_t l = strlen(out);
+			if (c->parts[i].len != c->parts[j].len ||
+			    memcmp(c->parts[i].data, c->parts[j].data, c->parts[i].len) != 0)
+				continue;
+			snprintf(out + l, outlen - l, "%skey parts %zu and %zu", found ? ", " : "",
+			         i + 1, j + 1);
+			found = true;
+		}
+	}
+	return found;
+}
+
+#define TKE_SAME_ENVELOPE_WARNING                                                             \
+	"are the same envelope (identical bytes): they cancel out, and the unit refuses the " \
+	"load; do not sign this command"
+
 static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tke_parsed_cmd *pc)
 {
 	for (size_t i = 0; i < b->n; i++) {
@@ -1294,6 +1323,9 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 		        c->unit, (unsigned long long)c->counter);
 		if (summary[0] != '\0')
 			fprintf(f, "  arguments: %s\n", summary);
+		char same[256];
+		if (tke_same_envelopes(c, same, sizeof(same)))
+			fprintf(f, "  WARNING:   %s " TKE_SAME_ENVELOPE_WARNING "\n", same);
 		if (pc[i].nsigners == 0)
 			fprintf(f, "  signers:   none yet\n");
 		for (size_t k = 0; k < pc[i].nsigners; k++) {
@@ -1333,7 +1365,10 @@ int tke_cmd_show_main(int argc, char **argv)
 	    "usage: kyok tke cmd-show FILE [--output json]\n\n"
 	    "Shows each command of a command bundle (written by a command's --prepare FILE):\n"
 	    "its operation, instance, crypto unit, transaction counter, arguments, and who\n"
-	    "signed it so far. Nothing is verified here: signatures are checked by the unit.\n";
+	    "signed it so far. Nothing is verified here: signatures are checked by the unit.\n"
+	    "A warning flags an mk-load whose key part envelopes are byte for byte the same\n"
+	    "(a part that cancels out with its copy): do not sign it. The unit refuses equal,\n"
+	    "all-zero or cancelling parts in any case, also those sealed separately.\n";
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};
@@ -1348,14 +1383,20 @@ int tke_cmd_show_main(int argc, char **argv)
 	if (cli_g.json) {
 		json_t *a = json_array();
 		for (size_t i = 0; a != NULL && i < b.n; i++) {
-			char summary[256];
+			char summary[256], same[256], warning[512];
+			json_t *warnings = json_array();
 			tke_command_summary(pc[i].c, summary, sizeof(summary));
-			json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "op",
-			                                   ky_op_name(pc[i].c->op), "instance",
-			                                   pc[i].c->instance, "unit", pc[i].c->unit,
-			                                   "counter", (json_int_t)pc[i].c->counter,
-			                                   "args", summary, "signers",
-			                                   tke_signers_json(&pc[i])));
+			if (warnings != NULL && tke_same_envelopes(pc[i].c, same, sizeof(same))) {
+				snprintf(warning, sizeof(warning), "%s " TKE_SAME_ENVELOPE_WARNING,
+				         same);
+				json_array_append_new(warnings, json_string(warning));
+			}
+			json_array_append_new(
+			    a, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:o}", "op",
+			                 ky_op_name(pc[i].c->op), "instance", pc[i].c->instance,
+			                 "unit", pc[i].c->unit, "counter",
+			                 (json_int_t)pc[i].c->counter, "args", summary, "signers",
+			                 tke_signers_json(&pc[i]), "warnings", warnings));
 		}
 		cli_print_json(json_pack("{s:o, s:s}", "commands", a, "note",
 		                         "signatures are checked by the unit"));

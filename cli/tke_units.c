@@ -265,6 +265,29 @@ int tke_cryptounit_rm_main(int argc, char **argv)
 
 enum units_view { UNITS_ADMINS, UNITS_THRESHOLDS, UNITS_REGISTERS };
 
+/* Under a full register: one row per key part the key was loaded from (its VP), or one row
+ * saying it has none. */
+static int units_parts_rows(struct cli_table *t, const char *num, const char *zone,
+                            const json_t *reg)
+{
+	const json_t *vps = json_object_get(reg, "part_vps"), *v;
+	size_t k;
+	char label[32];
+
+	if (json_array_size(vps) == 0) {
+		const char *row[] = {num, zone, "  key parts", "none: generated or imported", "-"};
+		return cli_table_add(t, row);
+	}
+	json_array_foreach(vps, k, v)
+	{
+		snprintf(label, sizeof(label), "  key part %zu", k + 1);
+		const char *row[] = {num, zone, label, "", json_string_value(v) ?: "?"};
+		if (cli_table_add(t, row) != 0)
+			return KY_ERR_NOMEM;
+	}
+	return 0;
+}
+
 static int units_view_table(const struct cli_unit *units, size_t n, json_t **states,
                             enum units_view view)
 {
@@ -332,10 +355,14 @@ static int units_view_table(const struct cli_unit *units, size_t n, json_t **sta
 			                                       {"current_mk", "CURRENT"}};
 			for (int k = 0; k < 2; k++) {
 				const char *vp = units_str(st, regs[k][0], "vp");
+				const bool full = vp != NULL && vp[0] != '\0';
 				const char *row[] = {num, units[i].zone, regs[k][1],
 				                     units_str(st, regs[k][0], "state") ?: "?",
-				                     vp != NULL && vp[0] != '\0' ? vp : "-"};
+				                     full ? vp : "-"};
 				if (cli_table_add(t, row) != 0)
+					goto out;
+				if (full && units_parts_rows(t, num, units[i].zone,
+				                             json_object_get(st, regs[k][0])) != 0)
 					goto out;
 			}
 			break;
@@ -445,7 +472,9 @@ static const char cryptounit_mk_usage[] =
     "usage: kyok tke cryptounit-mk [options]\n"
     "\n"
     "Shows the new and current master key registers of each selected crypto unit: state\n"
-    "and verification pattern (VP).\n"
+    "and verification pattern (VP). Under a full register, the VP of each key part the\n"
+    "key was loaded from (compare them with 'kyok tke mks'), or 'none' for a key that\n"
+    "was generated on a unit or imported from one (--output json: \"part_vps\").\n"
     "\n" CLI_COMMON_HELP;
 
 int tke_cryptounit_admins_main(int argc, char **argv)
@@ -484,6 +513,42 @@ static void units_row_set(struct units_row *row, size_t i, const char *cell, con
 {
 	snprintf(row->cells[i], sizeof(row->cells[i]), "%s", cell);
 	snprintf(row->values[i], sizeof(row->values[i]), "%s", value);
+}
+
+/* The key parts of a full register: shown as the first 8 hex digits of each part's VP
+ * ("none" for a generated or imported key), compared by the full VPs. */
+static void units_parts_cell(struct units_row *row, size_t i, const json_t *reg)
+{
+	const json_t *vps = json_object_get(reg, "part_vps"), *v;
+	char cell[sizeof(row->cells[0])] = "", value[2 * EVP_MAX_MD_SIZE + 1];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = NULL;
+	size_t k;
+
+	if (json_array_size(vps) == 0) {
+		units_row_set(row, i, "none", "none");
+		return;
+	}
+	/* Up to 8 VPs do not fit a compared value: compare the SHA-256 of the list. */
+	if ((ctx = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		ctx = NULL;
+	json_array_foreach(vps, k, v)
+	{
+		const char *vp = json_string_value(v) ?: "?";
+		size_t cl = strlen(cell);
+		snprintf(cell + cl, sizeof(cell) - cl, "%s%.8s", k > 0 ? " " : "", vp);
+		if (ctx != NULL && EVP_DigestUpdate(ctx, vp, strlen(vp) + 1) != 1) {
+			EVP_MD_CTX_free(ctx);
+			ctx = NULL;
+		}
+	}
+	if (ctx != NULL && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1)
+		ky_hex_encode(md, mdlen, value);
+	else /* never equal to another unit's: shown as different rather than as the same */
+		snprintf(value, sizeof(value), "? unit %zu", i);
+	EVP_MD_CTX_free(ctx);
+	units_row_set(row, i, cell, value);
 }
 
 /* Builds the rows: administrators (one row per distinct SKI), thresholds, mode, registers. */
@@ -558,24 +623,39 @@ static size_t units_compare_rows(json_t **states, size_t n, struct units_row *ro
 		for (size_t i = 0; i < n; i++)
 			units_row_set(row, i, units_mode(states[i]), units_mode(states[i]));
 	}
-	static const char *const regs[][3] = {
-	    {"new master key", "new master key VP", "new_mk"},
-	    {"current master key", "current master key VP", "current_mk"}};
-	for (size_t q = 0; q < 2 && nrows + 2 <= cap; q++) {
+	static const char *const regs[][4] = {
+	    {"new master key", "new master key VP", "new master key parts", "new_mk"},
+	    {"current master key", "current master key VP", "current master key parts",
+	     "current_mk"}};
+	for (size_t q = 0; q < 2 && nrows + 3 <= cap; q++) {
 		struct units_row *srow = &rows[nrows++], *vrow = &rows[nrows++];
+		struct units_row *prow = &rows[nrows++];
 		snprintf(srow->label, sizeof(srow->label), "%s", regs[q][0]);
 		snprintf(vrow->label, sizeof(vrow->label), "%s", regs[q][1]);
+		snprintf(prow->label, sizeof(prow->label), "%s", regs[q][2]);
 		for (size_t i = 0; i < n; i++) {
-			const char *st = units_str(states[i], regs[q][2], "state");
-			const char *vp = units_str(states[i], regs[q][2], "vp");
+			const char *st = units_str(states[i], regs[q][3], "state");
+			const char *vp = units_str(states[i], regs[q][3], "vp");
 			char c[UNITS_SHORT_HEX + 1];
 			units_row_set(srow, i, st ? st : "?", st ? st : "?");
 			if (vp == NULL || vp[0] == '\0') {
 				units_row_set(vrow, i, "-", "");
+				units_row_set(prow, i, "-", "");
 			} else {
 				snprintf(c, sizeof(c), "%s", vp);
 				units_row_set(vrow, i, c, vp);
+				units_parts_cell(prow, i, json_object_get(states[i], regs[q][3]));
 			}
+		}
+	}
+	if (nrows < cap) { /* the anchor that certified each unit (kyok up, kyok unit-add) */
+		struct units_row *row = &rows[nrows++];
+		snprintf(row->label, sizeof(row->label), "unit trust anchor");
+		for (size_t i = 0; i < n; i++) {
+			const char *fp = json_string_value(json_object_get(states[i], "anchor"));
+			char c[UNITS_SHORT_HEX + 1];
+			snprintf(c, sizeof(c), "%s", fp ? fp : "?");
+			units_row_set(row, i, c, fp ? fp : "?");
 		}
 	}
 	return nrows;
@@ -584,8 +664,11 @@ static size_t units_compare_rows(json_t **states, size_t n, struct units_row *ro
 static const char cryptounit_compare_usage[] =
     "usage: kyok tke cryptounit-compare [options]\n"
     "\n"
-    "Compares the selected crypto units side by side: administrators, thresholds, mode\n"
-    "and master key registers. All units of an instance must be configured the same.\n"
+    "Compares the selected crypto units side by side: administrators, thresholds, mode,\n"
+    "master key registers (state, VP, and the VPs of the key parts each key was loaded\n"
+    "from: first 8 hex digits each, 'none' for a generated or imported key) and the unit\n"
+    "trust anchor that certified each unit. All units of an instance must be configured\n"
+    "the same.\n"
     "Exits 0 whether or not they differ; the last line says which.\n"
     "\n" CLI_COMMON_HELP;
 

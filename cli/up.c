@@ -2,7 +2,9 @@
  *
  * Layout of an instance directory (0700):
  *   instance.json          what 'kyok tke' reads: instance id, units, URLs
+ *   anchor.key, anchor.crt the unit trust anchor (cli/anchor.c): certifies every unit
  *   unit-<n>/unit.conf     the unit's configuration (kept across down/up)
+ *   unit-<n>/identity.crt  the unit's identity certificate, issued by the anchor
  *   unit-<n>/data/         the unit's sealed state
  *   unit-<n>/pid           pid of the running kyok-unitd
  *   unit-<n>/port          port it listens on (written by the unit)
@@ -25,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
@@ -369,12 +372,25 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "port_file = %s\n"
 	             "log_file = %s\n"
 	             "store = sqlite:%s/keys.db\n"
+	             "anchor_cert = %s/anchor.crt\n"
+	             "identity_cert = %s/identity.crt\n"
 	             "%s",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir,
-	             seal_conf != NULL ? seal_conf : "");
+	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir, dir,
+	             u->dir, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
+}
+
+/* The unit's identity request, certified by the instance's anchor into identity.crt. */
+static int up_certify(const char *dir, const char *unitd, const char *instance,
+                      const struct up_unit *u)
+{
+	char csr[PATH_MAX / 2 + 16], crt[PATH_MAX / 2 + 16];
+
+	snprintf(csr, sizeof(csr), "%s/identity.csr", u->dir);
+	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
+	return cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id);
 }
 
 /* A running unit of this config: its pid, else 0. */
@@ -789,6 +805,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
+	if ((r = cli_anchor_create(dir, instance)) != 0)
+		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
@@ -810,6 +828,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
 		}
+		if ((r = up_certify(dir, unitd, instance, u)) != 0)
+			goto fail;
 	}
 	for (int i = 0; i < nunits; i++)
 		if ((r = up_spawn(unitd, &units[i])) != 0)
@@ -829,12 +849,36 @@ fail:
 	if (created_dir) {
 		up_rm_rf(dir);
 	} else {
+		char keyp[PATH_MAX], crtp[PATH_MAX];
 		for (int i = 0; i < nunits; i++)
 			if (units[i].dir[0] != '\0')
 				up_rm_rf(units[i].dir);
+		cli_anchor_paths(dir, keyp, sizeof(keyp), crtp, sizeof(crtp));
+		(void)unlink(keyp);
+		(void)unlink(crtp);
 	}
 	fprintf(stderr, "nothing was kept in %s\n", dir);
 	return r;
+}
+
+/* A unit whose state is gone starts afresh: a new identity key, certified by the anchor
+ * (its old pin in known_units then no longer matches, as it should). */
+static int up_recertify(const char *dir, const char *unitd, const char *instance,
+                        const struct up_unit *u)
+{
+	char state[PATH_MAX];
+	int r;
+
+	snprintf(state, sizeof(state), "%s/data/state.sealed", u->dir);
+	if (up_exists(state))
+		return 0;
+	if ((r = up_certify(dir, unitd, instance, u)) != 0)
+		return r;
+	fprintf(stderr,
+	        "note: crypto unit %d had no state: it starts afresh, in imprint mode, with a new "
+	        "identity certified by the instance's anchor\n",
+	        u->number);
+	return 0;
 }
 
 static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
@@ -880,7 +924,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			continue;
 		}
 		unlink(u->pidf);
-		if ((r = up_spawn(unitd, u)) != 0)
+		if ((r = up_recertify(dir, unitd, inst.id, u)) != 0 ||
+		    (r = up_spawn(unitd, u)) != 0)
 			goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -967,6 +1012,222 @@ int up_main(int argc, char **argv)
 	else
 		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, seal_conf, units);
 	free(seal_conf);
+	free(units);
+	return ky_err_exit(r);
+}
+
+/* ---- kyok unit-add ---- */
+
+static const char unit_add_usage[] =
+    "usage: kyok unit-add [--replace N] [--zone ZONE] [options]\n"
+    "\n"
+    "Adds a crypto unit to the local instance, or re-creates unit N in place of a lost\n"
+    "one. The new unit makes its own identity key; the instance's unit trust anchor\n"
+    "(DIR/anchor.key, held by whoever runs 'kyok up', never by the administrators)\n"
+    "certifies it. The unit gets a new unit id and starts in imprint mode: select it\n"
+    "('kyok tke cryptounit-add') and run 'kyok tke auto-recover' to give it the\n"
+    "administrators, thresholds and master key of the live units.\n"
+    "\n"
+    "  --replace N             re-create unit N: it must not be running; what is left\n"
+    "                          of its state is deleted, after confirmation (--yes)\n"
+    "  --zone ZONE             zone of the new unit (default zone-N, or the zone of the\n"
+    "                          unit replaced)\n"
+    "\n" CLI_COMMON_HELP;
+
+/* Port of a unit URL "http://127.0.0.1:PORT", 0 when none. */
+static int up_url_port(const char *url)
+{
+	const char *colon = strrchr(url, ':');
+	char *end;
+	long v;
+
+	if (colon == NULL)
+		return 0;
+	v = strtol(colon + 1, &end, 10);
+	return (*end == '\0' && v > 0 && v <= 65535) ? (int)v : 0;
+}
+
+static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
+{
+	static const struct option opts[] = {{"replace", required_argument, NULL, 'r'},
+	                                     {"zone", required_argument, NULL, 'z'},
+	                                     CLI_COMMON_LONGOPTS,
+	                                     {NULL, 0, NULL, 0}};
+	int c;
+	char *end;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(unit_add_usage, stdout);
+			return -1;
+		case 'r': {
+			long v;
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 ||
+			    v > UP_MAX_UNITS) {
+				cli_fail(KY_ERR_USAGE, "--replace",
+				         "'%s': give the number of a crypto unit, 1 to %d", optarg,
+				         UP_MAX_UNITS);
+				return KY_ERR_USAGE;
+			}
+			*replace = (int)v;
+			break;
+		}
+		case 'z':
+			if (!up_id_ok(optarg)) {
+				cli_fail(KY_ERR_USAGE, "--zone",
+				         "'%s': use 1 to 64 of A-Z a-z 0-9 . _ -", optarg);
+				return KY_ERR_USAGE;
+			}
+			*zone = optarg;
+			break;
+		default:
+			if (cli_common_opt(c, optarg) != 0)
+				return KY_ERR_USAGE;
+			break;
+		}
+	}
+	return cli_no_operands(argc, argv);
+}
+
+int unit_add_main(int argc, char **argv)
+{
+	int r = KY_ERR_INTERNAL, replace = 0, maxnum = 0;
+	const char *zone = NULL;
+	char dir[PATH_MAX / 2 - 64], unitd[PATH_MAX], keyp[PATH_MAX], crtp[PATH_MAX];
+	char moved[PATH_MAX] = "", state[PATH_MAX];
+	struct cli_instance inst;
+	struct up_unit *units = NULL, *u = NULL;
+	size_t n, idx;
+	bool made_dir = false;
+
+	if ((r = up_add_parse(argc, argv, &replace, &zone)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = up_abs_dir(cli_instance_dir(), dir, sizeof(dir))) != 0)
+		return cli_fail(r, cli_instance_dir(), "cannot use this directory path");
+	cli_g.instance_dir = dir;
+	if ((r = up_find_unitd(unitd, sizeof(unitd))) != 0 || (r = cli_instance_load(&inst)) != 0)
+		return ky_err_exit(r);
+	cli_anchor_paths(dir, keyp, sizeof(keyp), crtp, sizeof(crtp));
+	if (!up_exists(keyp) || !up_exists(crtp))
+		return cli_fail(KY_ERR_NOT_FOUND, keyp,
+		                "this instance has no unit trust anchor: only the holder of its "
+		                "anchor can add a crypto unit");
+	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	n = inst.nunits;
+	for (size_t i = 0; i < n; i++) {
+		units[i].number = inst.units[i].number;
+		snprintf(units[i].id, sizeof(units[i].id), "%s", inst.units[i].id);
+		snprintf(units[i].zone, sizeof(units[i].zone), "%s", inst.units[i].zone);
+		up_unit_paths(&units[i], dir);
+		units[i].port = up_url_port(inst.units[i].url);
+		units[i].pid = up_unit_running(&units[i]);
+		units[i].status = units[i].pid > 0 ? "running" : "stopped";
+		if (units[i].number > maxnum)
+			maxnum = units[i].number;
+	}
+	if (replace > 0) {
+		for (idx = 0; idx < n && units[idx].number != replace; idx++)
+			;
+		if (idx == n) {
+			r = KY_ERR_NOT_FOUND;
+			cli_fail(r, "--replace", "the instance has no crypto unit %d", replace);
+			goto out;
+		}
+		u = &units[idx];
+		if (u->pid > 0) {
+			r = KY_ERR_EXISTS;
+			cli_fail(
+			    r, u->dir,
+			    "crypto unit %d runs (pid %ld): a live unit is not replaced; stop it "
+			    "first if it is really lost",
+			    replace, (long)u->pid);
+			goto out;
+		}
+		snprintf(state, sizeof(state), "%s/data/state.sealed", u->dir);
+		if (up_exists(state)) {
+			char question[PATH_MAX + 160];
+			snprintf(
+			    question, sizeof(question),
+			    "delete the state of crypto unit %d (%s) in %s? its administrators "
+			    "and master key registers are lost for good",
+			    replace, u->id, u->dir);
+			if ((r = cli_confirm(question)) != 0)
+				goto out;
+		}
+		/* Kept aside until the new unit runs, put back if it does not. */
+		snprintf(moved, sizeof(moved), "%s.replaced", u->dir);
+		if ((r = up_rm_rf(moved)) != 0 ||
+		    (up_exists(u->dir) && rename(u->dir, moved) != 0)) {
+			r = KY_ERR_IO;
+			cli_fail(r, u->dir, "cannot move aside: %s", strerror(errno));
+			moved[0] = '\0';
+			goto out;
+		}
+		if (zone != NULL)
+			snprintf(u->zone, sizeof(u->zone), "%s", zone);
+		u->status = "re-created";
+	} else {
+		if (n >= UP_MAX_UNITS || n >= sizeof(inst.units) / sizeof(inst.units[0])) {
+			r = KY_ERR_USAGE;
+			cli_fail(r, dir, "the instance has %zu crypto units, the most there can be",
+			         n);
+			goto out;
+		}
+		idx = n++;
+		u = &units[idx];
+		u->number = maxnum + 1;
+		up_unit_paths(u, dir);
+		if (zone != NULL)
+			snprintf(u->zone, sizeof(u->zone), "%s", zone);
+		else
+			snprintf(u->zone, sizeof(u->zone), "zone-%d", u->number);
+		u->status = "added";
+	}
+	u->pid = 0;
+	u->port = 0;
+	if ((r = up_uuid(u->id)) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		goto out;
+	}
+	if (mkdir(u->dir, 0700) != 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, u->dir, "cannot create directory: %s", strerror(errno));
+		goto out;
+	}
+	made_dir = true;
+	if ((r = up_write_conf(dir, inst.id, u, NULL)) != 0) {
+		cli_fail(r, u->conf, "cannot write the unit configuration");
+		goto out;
+	}
+	if ((r = up_certify(dir, unitd, inst.id, u)) != 0 || (r = up_spawn(unitd, u)) != 0 ||
+	    (r = up_wait_port(u)) != 0)
+		goto out;
+	if ((r = up_write_instance(dir, inst.id, units, n)) != 0)
+		goto out;
+	if (moved[0] != '\0' && up_rm_rf(moved) != 0)
+		fprintf(stderr, "warning: cannot delete %s: delete it by hand\n", moved);
+	moved[0] = '\0';
+	made_dir = false;
+	up_report(dir, inst.id, units, n);
+	if (!cli_g.json)
+		printf("crypto unit %d (%s) is in imprint mode: 'kyok tke cryptounit-add --units "
+		       "%d', then 'kyok tke auto-recover'\n",
+		       u->number, u->id, u->number);
+	r = 0;
+out:
+	if (r != 0 && u != NULL) {
+		if (u->started)
+			up_undo_started(u, 1);
+		if (made_dir)
+			up_rm_rf(u->dir);
+		if (moved[0] != '\0' && rename(moved, u->dir) != 0)
+			fprintf(stderr, "warning: the old state of crypto unit %d is in %s\n",
+			        u->number, moved);
+	}
 	free(units);
 	return ky_err_exit(r);
 }

@@ -211,8 +211,9 @@ struct api_ctx {
 	struct api_req *q;
 	struct ky_kms kms;
 	bool held;
+	bool acted; /* its audit intent is written: it may have changed key storage */
 	int64_t now;
-	char caller[KY_ID_MAX + 1];
+	char caller[KY_ID_MAX + 1]; /* the token's API key, once the token verified */
 	unsigned role;
 	enum kp_prefer prefer;
 	/* reply */
@@ -523,6 +524,7 @@ static int api_authenticate(struct api_ctx *x)
 			return r;
 		api_memo_put(tok, toklen, epoch, &cl);
 	}
+	memcpy(x->caller, cl.sub, sizeof(x->caller));
 	if (strcmp(inst, api->instance) != 0) {
 		api_detail(x, "header Bluemix-Instance names another service instance");
 		return KY_ERR_UNAUTHORIZED;
@@ -1557,6 +1559,18 @@ out:
 	return r;
 }
 
+/* The audit line of a request answered outside a route handler (token, refusals before
+ * routing): err, or KY_ERR_AUDIT_UNAVAILABLE (with detail) when it cannot be written. */
+static int api_audit_plain(const char *method, const char *path, const char *apikey, int err,
+                           char *detail, size_t detaillen)
+{
+	if (unitd_audit_api(UNITD_AUDIT_DONE, method, path, "", apikey, "",
+	                    (unsigned)ky_err_http(err), err) == 0)
+		return err;
+	snprintf(detail, detaillen, "the crypto unit cannot write its audit log");
+	return KY_ERR_AUDIT_UNAVAILABLE;
+}
+
 /* ---- the token service ---- */
 
 static enum MHD_Result api_token_error(struct MHD_Connection *c, int err, const char *detail)
@@ -1589,6 +1603,7 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 	json_t *j = NULL;
 	int64_t now = api_now();
 	enum MHD_Result ret;
+	char who[KY_ID_MAX + 1] = "";
 	int r;
 
 	if (api->ks == NULL) {
@@ -1607,6 +1622,8 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 		goto out;
 	held = true;
 	r = unitd_keystore_apikey_find(api->ks, &kms, hash, now, &ak);
+	if (r == 0)
+		memcpy(who, ak.id, sizeof(who));
 	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
 		r = KY_ERR_APIKEY_INVALID;
 		goto out;
@@ -1648,12 +1665,54 @@ out:
 	if (held)
 		unitd_keystore_leave(api->ks);
 	OPENSSL_cleanse(key, sizeof(key));
+	r = api_audit_plain("POST", API_TOKEN_PATH, who, r, detail, sizeof(detail));
 	if (r != 0)
 		ret = api_token_error(c, r, detail);
 	else
 		ret = api_send_json(c, 200, j, NULL);
 	json_decref(j);
 	return ret;
+}
+
+/* ---- the audit line of each request ---- */
+
+/* Reads key storage only: its audit line is written after the answer is known. */
+static bool api_reads_only(const struct api_ctx *x)
+{
+	const char *a = x->q->action[0] ? x->q->action : api_query((struct api_ctx *)x, "action");
+	const char *m = api_routes[x->q->route].method;
+
+	if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+		return true;
+	return api_routes[x->q->route].route == ROUTE_KEY_ACTION && a != NULL &&
+	       (strcmp(a, "wrap") == 0 || strcmp(a, "unwrap") == 0 || strcmp(a, "rewrap") == 0);
+}
+
+/* Writes the request's audit line: for phase INTENT only for a request that may change key
+ * storage (before it acts), for DONE always, once the answer is r. Returns what to answer:
+ * KY_ERR_AUDIT_UNAVAILABLE when the line cannot be written and the request did not act
+ * (nothing was changed; the answer it had is withheld); r otherwise. A request that acted
+ * keeps its answer: its intent line is in the log. */
+static int api_audit(struct api_ctx *x, enum unitd_audit_phase phase, int r)
+{
+	const struct api_req *q = x->q;
+	const char *action = q->action[0] ? q->action : api_query(x, "action");
+	unsigned status = r != 0 ? (unsigned)ky_err_http(r) : (x->status ? x->status : 200);
+	int a;
+
+	if (phase == UNITD_AUDIT_INTENT && api_reads_only(x))
+		return 0;
+	a = unitd_audit_api(phase, api_routes[q->route].method, api_routes[q->route].path, action,
+	                    x->caller, q->id, status, r);
+	if (a == 0)
+		return r;
+	if (phase == UNITD_AUDIT_DONE && x->acted) {
+		unitd_log("error: %s %s was carried out but its audit line could not be written",
+		          api_routes[q->route].method, api_routes[q->route].path);
+		return r;
+	}
+	api_detail(x, "the crypto unit cannot write its audit log");
+	return a;
 }
 
 /* ---- MHD glue ---- */
@@ -1672,12 +1731,15 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.q = q;
 	x.now = api_now();
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
-	if ((r = api_authenticate(&x)) == 0)
+	if ((r = api_authenticate(&x)) == 0 && (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
+		x.acted = !api_reads_only(&x);
 		r = api_dispatch_once(&x);
+	}
 	if (x.held)
 		unitd_keystore_leave(api->ks);
 	if (r == KY_ERR_NOT_FOUND && x.detail[0] == '\0' && q->id[0] != '\0')
 		api_detail(&x, "no key with id %s", q->id);
+	r = api_audit(&x, UNITD_AUDIT_DONE, r);
 	if (r != 0)
 		ret = api_send_error(c, r, x.detail);
 	else if (x.stored.len > 0 || x.replayed)
@@ -1691,12 +1753,24 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	return ret;
 }
 
-static enum MHD_Result api_too_large(struct MHD_Connection *c)
+/* A request refused before it reached a handler: audited, then answered. */
+static enum MHD_Result api_refuse(struct MHD_Connection *c, const char *method, const char *url,
+                                  int err, const char *detail)
+{
+	char d[128], path[160];
+
+	snprintf(d, sizeof(d), "%s", detail);
+	snprintf(path, sizeof(path), "%s", url); /* cut: a path is the client's to choose */
+	err = api_audit_plain(method, path, "", err, d, sizeof(d));
+	return api_send_error(c, err, d);
+}
+
+static enum MHD_Result api_too_large(struct MHD_Connection *c, const char *method, const char *url)
 {
 	char d[64];
 
 	snprintf(d, sizeof(d), "a request body is at most %d bytes", KP_BODY_MAX);
-	return api_send_error(c, KY_ERR_TOO_LARGE, d);
+	return api_refuse(c, method, url, KY_ERR_TOO_LARGE, d);
 }
 
 enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c, const char *url,
@@ -1719,15 +1793,15 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		if (q->route == -2) {
 			q->answered = true;
 			if (known)
-				return api_send_error(c, KY_ERR_METHOD_NOT_ALLOWED, "");
-			return api_send_error(c, KY_ERR_NOT_FOUND, "no such endpoint");
+				return api_refuse(c, method, url, KY_ERR_METHOD_NOT_ALLOWED, "");
+			return api_refuse(c, method, url, KY_ERR_NOT_FOUND, "no such endpoint");
 		}
 		clen =
 		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (clen != NULL && (strlen(clen) > 9 || strtoul(clen, NULL, 10) > KP_BODY_MAX)) {
 			q->too_large = true;
 			q->answered = true;
-			return api_too_large(c);
+			return api_too_large(c, method, url);
 		}
 		/* Answered on a later call even without a body: a reply queued while MHD is still
 		 * reading the request makes it close the connection (no keep-alive). */
@@ -1744,7 +1818,7 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		if (n > KP_BODY_MAX - q->body.len) {
 			q->too_large = true;
 			ky_buf_free(&q->body);
-			q->answered = api_too_large(c) == MHD_YES;
+			q->answered = api_too_large(c, method, url) == MHD_YES;
 			return MHD_YES;
 		}
 		return ky_buf_append(&q->body, upload_data, n) == 0 ? MHD_YES : MHD_NO;
@@ -1753,7 +1827,7 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		return MHD_YES;
 	q->answered = true;
 	if (q->too_large)
-		return api_too_large(c);
+		return api_too_large(c, method, url);
 	return api_run(api, c, q);
 }
 

@@ -36,6 +36,14 @@
  *                               closed, 1..3600
  *   body_timeout = 60           optional, seconds from a request's headers to the end of its
  *                               body, 1..3600
+ *   anchor_cert = anchor.crt    the instance's unit trust anchor certificate (PEM); must be
+ *                               the one sealed in the state (required to start)
+ *   identity_cert = identity.crt  this unit's identity certificate issued by the anchor
+ *                               (read once, when the state is created)
+ *   audit_max_bytes = 67108864  optional, size at which the audit log moves on to a new file,
+ *                               4096..1,073,741,824 (the chain goes on across files)
+ *   audit_checkpoint_ms = 1000  optional, longest time audit lines wait for a signed
+ *                               checkpoint, 10..60,000 ms
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -92,6 +100,10 @@ static const struct config_key config_keys[] = {
     {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
     {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
     {"body_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
+    {"anchor_cert", CONFIG_PATH, false, 0, 0},
+    {"identity_cert", CONFIG_PATH, false, 0, 0},
+    {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
+    {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -269,6 +281,10 @@ static char **config_path_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->pkcs11_module;
 	if (strcmp(name, "pkcs11_pin_file") == 0)
 		return &cfg->pkcs11_pin_file;
+	if (strcmp(name, "anchor_cert") == 0)
+		return &cfg->anchor_cert;
+	if (strcmp(name, "identity_cert") == 0)
+		return &cfg->identity_cert;
 	return &cfg->log_file;
 }
 
@@ -288,6 +304,10 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->idle_timeout;
 	if (strcmp(name, "body_timeout") == 0)
 		return &cfg->body_timeout;
+	if (strcmp(name, "audit_max_bytes") == 0)
+		return &cfg->audit_max_bytes;
+	if (strcmp(name, "audit_checkpoint_ms") == 0)
+		return &cfg->audit_checkpoint_ms;
 	return &cfg->token_ttl;
 }
 
@@ -388,7 +408,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
-		           "body_timeout)",
+		           "body_timeout, anchor_cert, identity_cert, audit_max_bytes, "
+		           "audit_checkpoint_ms)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -564,6 +585,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->max_connections_per_client = UNITD_CONN_CLIENT_DEFAULT;
 	cfg->idle_timeout = UNITD_IDLE_TIMEOUT_DEFAULT;
 	cfg->body_timeout = UNITD_BODY_TIMEOUT_DEFAULT;
+	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
+	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {
@@ -674,6 +697,8 @@ void unitd_config_release(struct unitd_config *cfg)
 	free(cfg->log_file);
 	free(cfg->store);
 	free(cfg->tls_cert);
+	free(cfg->anchor_cert);
+	free(cfg->identity_cert);
 	free(cfg->tls_key);
 	free(cfg->tpm2_tcti);
 	free(cfg->pkcs11_module);

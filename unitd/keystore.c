@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
@@ -323,9 +324,11 @@ int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_doma
 	int r = KY_ERR_INTERNAL;
 	struct ky_mk *cur = NULL, *next = NULL;
 
-	if (d->cur_state == KY_CUR_VALID && (r = ky_mk_new(d->cur_key, &cur)) != 0)
+	if (d->cur_state == KY_CUR_VALID &&
+	    (r = ky_domain_mk(d, KY_MK_REGISTER_CURRENT, &cur)) != 0)
 		goto out;
-	if (d->new_state == KY_NEW_COMMITTED && (r = ky_mk_new(d->new_key, &next)) != 0)
+	if (d->new_state == KY_NEW_COMMITTED &&
+	    (r = ky_domain_mk(d, KY_MK_REGISTER_NEW, &next)) != 0)
 		goto out;
 	pthread_rwlock_wrlock(&ks->regs);
 	if (!ks_same_mk(cur, ks->cur) || !ks_same_mk(next, ks->next)) {

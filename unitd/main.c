@@ -25,7 +25,7 @@
 static void unitd_usage(FILE *fp)
 {
 	fprintf(fp,
-	        "usage: kyok-unitd --config PATH\n"
+	        "usage: kyok-unitd --config PATH [--identity-request CSR]\n"
 	        "\n"
 	        "Runs one kyok crypto unit: its sealed domain state, the admin endpoint\n"
 	        "/v1/admin/... that 'kyok tke' talks to, and the key API /api/v2/...\n"
@@ -33,6 +33,11 @@ static void unitd_usage(FILE *fp)
 	        "\n"
 	        "options:\n"
 	        "  -c, --config PATH   unit configuration file (required)\n"
+	        "  --identity-request CSR\n"
+	        "                      for a new unit: make its identity key (kept sealed in\n"
+	        "                      data_dir), write its certificate request to CSR and exit;\n"
+	        "                      the holder of the instance's unit trust anchor issues\n"
+	        "                      identity_cert from it ('kyok up' does it locally)\n"
 	        "  -h, --help          show this help\n"
 	        "  -V, --version       show the version\n"
 	        "\n"
@@ -79,6 +84,16 @@ static void unitd_usage(FILE *fp)
 	        "                      optional: a request body must arrive whole within this\n"
 	        "                      time of its headers, or the connection is closed\n"
 	        "                      (default 60)\n"
+	        "  anchor_cert = PATH  the instance's unit trust anchor certificate (required:\n"
+	        "                      it must be the one sealed in the unit state)\n"
+	        "  identity_cert = PATH\n"
+	        "                      this unit's identity certificate issued by the anchor\n"
+	        "                      (read when the unit state is created)\n"
+	        "  audit_max_bytes = N optional: size at which the audit log (data_dir/audit)\n"
+	        "                      goes on in a new file (default 67108864, at least 4096)\n"
+	        "  audit_checkpoint_ms = MS\n"
+	        "                      optional: longest wait of an audit line for its signed\n"
+	        "                      checkpoint (default 1000)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 
@@ -104,12 +119,13 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
+	    {"identity-request", required_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
 	int r = KY_ERR_INTERNAL, status = KY_EXIT_INTERNAL, opt, sig = 0;
-	const char *config_path = NULL;
+	const char *config_path = NULL, *csr_path = NULL;
 	char err[UNITD_ERR_MAX] = "";
 	struct unitd_config cfg;
 	struct unitd_store st = {.lock_fd = -1};
@@ -117,13 +133,16 @@ int main(int argc, char **argv)
 	struct unitd_keystore *ks = NULL;
 	struct unitd_server *srv = NULL;
 	sigset_t sigs;
-	bool port_written = false;
+	bool port_written = false, created = false;
 
 	memset(&cfg, 0, sizeof(cfg));
 	while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
+			break;
+		case 'R':
+			csr_path = optarg;
 			break;
 		case 'h':
 			unitd_usage(stdout);
@@ -172,8 +191,27 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
-	    (r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err))) != 0) {
+	if (csr_path != NULL) {
+		if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
+		    (r = unitd_identity_request(&st, &cfg, csr_path, err, sizeof(err))) != 0) {
+			unitd_start_error(err);
+			status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+			goto out;
+		}
+		unitd_store_release(&st);
+		unitd_config_release(&cfg);
+		unitd_log_close();
+		return 0;
+	}
+	/* The audit log opens once the state is unsealed: its lines are signed by the unit's
+	 * identity key. No audit log, no service. */
+	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) == 0) {
+		created = access(st.state_path, F_OK) != 0;
+		r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err));
+	}
+	if (r == 0)
+		r = unitd_audit_open(&cfg, &st, dom, created, err, sizeof(err));
+	if (r != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
@@ -218,6 +256,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	unitd_server_free(srv); /* stops serving, frees the live state and key storage */
+	unitd_audit_close();    /* after the last request: stop line, final checkpoint */
 	unitd_keystore_free(ks);
 	ky_domain_free(dom);
 	if (port_written)

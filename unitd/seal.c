@@ -728,6 +728,7 @@ static int state_write_under(struct unitd_store *st, struct unitd_seal_key *k,
 		goto out;
 	if ((r = ky_file_write_atomic(st->state_path, out.data, out.len, 0600)) != 0)
 		goto out;
+	unitd_audit_seal(d);
 	r = 0;
 out:
 	seal_event(st, UNITD_SEAL_STATE_SEALED, k->id, r);
@@ -1006,7 +1007,7 @@ out:
 }
 
 /* First start: the seal key is made (or one left by a first start cut short is taken). */
-static int state_first_key(struct unitd_store *st, char *err, size_t errlen)
+int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	const struct unitd_seal_ops *ops = st->seal->ops;
@@ -1060,26 +1061,26 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 
 	r = ky_file_read(st->state_path, SEAL_STATE_MAX, &file);
 	if (r == KY_ERR_NOT_FOUND) {
-		if ((r = state_first_key(st, err, errlen)) != 0)
+		if ((r = unitd_seal_key_first(st, err, errlen)) != 0)
 			goto out;
-		if ((r = ky_domain_new(cfg->instance, cfg->unit, cfg->zone, &d)) != 0) {
-			snprintf(err, errlen, "cannot create the unit state: %s",
-			         ky_err_message(r));
+		if ((r = unitd_identity_new_state(st, cfg, &d, err, errlen)) != 0)
 			goto out;
-		}
 		if ((r = unitd_state_write(st, d)) != 0) {
 			snprintf(err, errlen, "cannot write sealed state '%s': %s", st->state_path,
 			         ky_err_message(r));
 			goto out;
 		}
-		unitd_log("created new unit state in '%s' (imprint mode, seal = %s)",
-		          st->state_path, st->seal->ops->name);
+		unitd_identity_pending_drop(st);
+		unitd_log("created new unit state in '%s' (imprint mode, seal = %s), identity "
+		          "certified by anchor '%s'",
+		          st->state_path, st->seal->ops->name, cfg->anchor_cert);
 	} else if (r != 0) {
 		snprintf(err, errlen, "cannot read sealed state '%s': %s", st->state_path,
 		         ky_err_message(r));
 		goto out;
 	} else {
-		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0)
+		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0 ||
+		    (r = unitd_anchor_check(d, cfg, err, errlen)) != 0)
 			goto out;
 		if (strcmp(d->zone, cfg->zone) != 0) {
 			/* The operator moved the unit: record the new zone, atomically. */

@@ -464,51 +464,82 @@ static enum MHD_Result server_lb_health(struct MHD_Connection *c)
 	return ret;
 }
 
-/* What the log says about a command: its op and counter when it parses, else "-". */
-static void server_command_label(const uint8_t *cms, size_t n, char *op, size_t oplen,
+/* What the log says about a command: its op and counter when it parsed, else "-". */
+static void server_command_label(const struct ky_command_label *label, char *op, size_t oplen,
                                  char *counter, size_t counterlen)
 {
-	struct ky_buf content = {0};
-	struct ky_cms_signer *signers = NULL;
-	size_t nsigners = 0;
-	struct ky_command *cmd = NULL;
-
 	snprintf(op, oplen, "-");
 	snprintf(counter, counterlen, "-");
-	if (ky_cms_parse(cms, n, &content, &signers, &nsigners) != 0)
-		goto out;
-	if (ky_command_parse(content.data, content.len, &cmd) != 0)
-		goto out;
-	snprintf(op, oplen, "%s", ky_op_name(cmd->op));
-	snprintf(counter, counterlen, "%llu", (unsigned long long)cmd->counter);
-out:
-	ky_command_free(cmd);
-	free(signers);
-	ky_buf_free(&content);
+	if (!label->parsed)
+		return;
+	snprintf(op, oplen, "%s", ky_op_name(label->op));
+	snprintf(counter, counterlen, "%llu", (unsigned long long)label->counter);
 }
 
-/* The command ky_ceremony_execute carried out was a zeroize (its result names the op). */
-static bool server_is_zeroize(json_t *result)
+/* Verifies a command against a snapshot of the state, outside the lock: nothing that is not
+ * authenticated runs under it. */
+static int server_command_verify(struct unitd_server *srv, const struct ky_buf *cms,
+                                 struct ky_verified **v, struct ky_command_label *label,
+                                 char *detail, size_t detaillen)
 {
-	const char *op = json_string_value(json_object_get(result, "op"));
+	int r = KY_ERR_INTERNAL;
+	struct ky_domain *snap = NULL;
 
-	return op != NULL && strcmp(op, ky_op_name(KY_OP_ZEROIZE)) == 0;
+	memset(label, 0, sizeof(*label));
+	pthread_mutex_lock(&srv->lock);
+	r = ky_domain_dup(srv->dom, &snap);
+	pthread_mutex_unlock(&srv->lock);
+	if (r != 0) {
+		snprintf(detail, detaillen, "cannot copy the unit state");
+		goto out;
+	}
+	if ((r = ky_ceremony_verify(snap, cms->data, cms->len, v, label, detail, detaillen)) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_domain_free(snap);
+	return r;
 }
 
-/* Runs one command: on a copy, sealed and written before it replaces the live state. */
+/* One log line per master key transfer a command made (mk-export, mk-import). */
+static void server_log_transfers(const json_t *result)
+{
+	size_t i;
+	json_t *t;
+
+	json_array_foreach(json_object_get(result, "transfers"), i, t)
+	{
+		const char *f[7];
+		static const char *const keys[] = {
+		    "op", "from", "from_identity", "to", "to_identity", "vp", NULL};
+		for (size_t k = 0; keys[k] != NULL; k++) {
+			f[k] = json_string_value(json_object_get(t, keys[k]));
+			if (f[k] == NULL)
+				f[k] = "-";
+		}
+		unitd_log("master key transfer: %s vp=%.16s from unit %s (identity sha256 %s) to "
+		          "unit %s (identity sha256 %s)",
+		          f[0], f[5], f[1], f[2], f[3], f[4]);
+	}
+}
+
+/* Runs one command: verified first, then applied to a copy under the lock, sealed and
+ * written before it replaces the live state. */
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
                                       const char *url, const char *nonce, const struct ky_buf *cms)
 {
-	int r = KY_ERR_INTERNAL, sop = -1;
+	int r = KY_ERR_INTERNAL;
 	struct ky_domain *copy = NULL, *old = NULL;
+	struct ky_verified *v = NULL;
+	struct ky_command_label label;
 	json_t *result = NULL, *state = NULL, *reply = NULL;
 	char detail[512] = "", op[32], counter[24], from[INET6_ADDRSTRLEN] = "-";
 	struct ky_buf body = {0};
 	EVP_PKEY *id = NULL;
 	const union MHD_ConnectionInfo *ci;
 	enum MHD_Result ret;
+	bool locked = false;
 
-	server_command_label(cms->data, cms->len, op, sizeof(op), counter, sizeof(counter));
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci != NULL && ci->client_addr != NULL)
 		(void)getnameinfo(ci->client_addr,
@@ -517,26 +548,34 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		                      : sizeof(struct sockaddr_in),
 		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
 
+	if ((r = server_command_verify(srv, cms, &v, &label, detail, sizeof(detail))) != 0)
+		goto done;
+
 	pthread_mutex_lock(&srv->lock);
+	locked = true;
 	if ((r = ky_domain_dup(srv->dom, &copy)) != 0) {
 		snprintf(detail, sizeof(detail), "cannot copy the unit state");
-		goto unlock;
+		goto done;
 	}
-	if ((r = ky_ceremony_execute(copy, cms->data, cms->len, &result, detail, sizeof(detail))) !=
-	    0)
-		goto unlock;
+	/* Refused when another command changed the state since it was verified. */
+	if ((r = ky_ceremony_apply(copy, v, &result, detail, sizeof(detail))) != 0)
+		goto done;
+	/* Recorded (and synced) before anything acts on it. */
+	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, srv->dom, cms->data, cms->len, from, 0,
+	                             false, detail, sizeof(detail))) != 0)
+		goto done;
 	/* Key storage guards and writes: a refusal here discards the copy, nothing changed. */
-	if ((r = unitd_storage_before_write(srv->storage, srv->dom, cms->data, cms->len, &sop,
-	                                    detail, sizeof(detail))) != 0)
-		goto unlock;
+	if ((r = unitd_storage_before_write(srv->storage, srv->dom, v, detail, sizeof(detail))) !=
+	    0)
+		goto done;
 	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
-	if ((r = server_is_zeroize(result) ? unitd_state_rekey(srv->st, copy)
-	                                   : unitd_state_write(srv->st, copy)) != 0) {
+	if ((r = ky_verified_op(v) == KY_OP_ZEROIZE ? unitd_state_rekey(srv->st, copy)
+	                                            : unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));
 		snprintf(detail, sizeof(detail),
 		         "the unit cannot write its sealed state: nothing was changed");
-		goto unlock;
+		goto done;
 	}
 	old = srv->dom;
 	srv->dom = copy;
@@ -547,22 +586,30 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		snprintf(detail, sizeof(detail),
 		         "the command was carried out but the key API cannot follow: restart the "
 		         "unit");
-		goto unlock;
+		goto done;
 	}
-	unitd_storage_after_write(srv->storage, srv->dom, sop);
+	unitd_storage_after_write(srv->storage, srv->dom, v);
 	state = ky_domain_public_json(srv->dom);
 	if ((r = server_add_storage(srv, state, srv->dom->cur_state == KY_CUR_VALID,
 	                            srv->dom->cur_vp, srv->dom->new_state != KY_NEW_EMPTY,
 	                            srv->dom->new_vp)) != 0)
-		goto unlock;
+		goto done;
 	r = 0;
-unlock:
+done:
+	if (!locked)
+		pthread_mutex_lock(&srv->lock);
+	/* old is set once the new state is written: the command took effect. */
+	r = unitd_audit_command(UNITD_AUDIT_DONE, old ? old : srv->dom, cms->data, cms->len, from,
+	                        r, old != NULL, detail, sizeof(detail));
 	id = server_identity_locked(srv);
 	pthread_mutex_unlock(&srv->lock);
 	ky_domain_free(copy);
 	ky_domain_free(old);
 
+	server_command_label(&label, op, sizeof(op), counter, sizeof(counter));
 	unitd_log("command from=%s op=%s counter=%s outcome=%s", from, op, counter, ky_err_slug(r));
+	if (r == 0)
+		server_log_transfers(result);
 	if (r != 0) {
 		ret = server_send_error(c, id, "POST", url, nonce, r, detail, NULL);
 		goto out;
@@ -578,6 +625,7 @@ unlock:
 	}
 	ret = server_send(c, id, "POST", url, nonce, MHD_HTTP_OK, SERVER_CT_JSON, &body, NULL);
 out:
+	ky_verified_free(v);
 	json_decref(result);
 	json_decref(state);
 	json_decref(reply);

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "kyok/ceremony.h"
+#include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
@@ -305,25 +306,15 @@ static int storage_accept(struct unitd_storage *so, const struct ky_domain *old,
 }
 
 int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
-                               const uint8_t *cms, size_t n, int *op, char *detail,
-                               size_t detaillen)
+                               const struct ky_verified *v, char *detail, size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
-	struct ky_buf content = {0};
-	struct ky_cms_signer *signers = NULL;
-	size_t nsigners = 0;
-	struct ky_command *c = NULL;
+	const struct ky_command *c = ky_verified_command(v);
 	uint64_t cnt = 0;
 	char vp[2 * STORAGE_VP_SHOWN + 1];
 	bool running;
 
-	*op = -1;
 	so->first_mk = false;
-	/* The command was checked by ky_ceremony_execute already: this only reads it. */
-	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0 ||
-	    (r = ky_command_parse(content.data, content.len, &c)) != 0)
-		goto out;
-	*op = (int)c->op;
 	switch (c->op) {
 	case KY_OP_APIKEY_CREATE:
 	case KY_OP_APIKEY_REVOKE:
@@ -338,6 +329,8 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 			r = storage_apikey_create(so, old, c, detail, detaillen);
 		else if (c->op == KY_OP_APIKEY_REVOKE)
 			r = storage_apikey_revoke(so, old, c, detail, detaillen);
+		else
+			r = 0; /* mk-reencipher: the worker starts after the write */
 		goto out;
 	case KY_OP_STORAGE_ACCEPT:
 		r = storage_accept(so, old, detail, detaillen);
@@ -399,9 +392,6 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 	}
 	r = 0;
 out:
-	ky_command_free(c);
-	free(signers);
-	ky_buf_free(&content);
 	return r;
 }
 
@@ -496,8 +486,8 @@ static void storage_start(struct unitd_storage *so, const struct ky_domain *live
 	storage_join(so);
 	atomic_store(&so->stop, false);
 
-	if ((r = ky_mk_new(live->cur_key, &old)) != 0 ||
-	    (r = ky_mk_new(live->new_key, &new_mk)) != 0) {
+	if ((r = ky_domain_mk(live, KY_MK_REGISTER_CURRENT, &old)) != 0 ||
+	    (r = ky_domain_mk(live, KY_MK_REGISTER_NEW, &new_mk)) != 0) {
 		unitd_log("reencipher: cannot start: %s", ky_err_message(r));
 		goto fail;
 	}
@@ -528,7 +518,8 @@ fail:
 	ky_mk_free(new_mk);
 }
 
-void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op)
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live,
+                               const struct ky_verified *v)
 {
 	bool stale;
 	int r;
@@ -545,7 +536,7 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 		unitd_log("reencipher: the master key registers changed: stopping");
 		atomic_store(&so->stop, true);
 	}
-	switch (op) {
+	switch (ky_verified_op(v)) {
 	case KY_OP_APIKEY_CREATE:
 	case KY_OP_APIKEY_REVOKE:
 	case KY_OP_STORAGE_ACCEPT:
@@ -562,7 +553,18 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 			          "(%s): see the lines above",
 			          ky_err_message(r));
 		break;
-	default:
+	case KY_OP_ADMIN_ADD:
+	case KY_OP_ADMIN_RM:
+	case KY_OP_THRESHOLDS_SET:
+	case KY_OP_EXIT_IMPRINT:
+	case KY_OP_MK_LOAD:
+	case KY_OP_MK_COMMIT:
+	case KY_OP_MK_CLRNEW:
+	case KY_OP_MK_CLRCUR:
+	case KY_OP_ZEROIZE:
+	case KY_OP_MK_GENERATE:
+	case KY_OP_MK_EXPORT:
+	case KY_OP_MK_IMPORT:
 		break;
 	}
 }

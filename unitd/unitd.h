@@ -36,10 +36,16 @@
 
 /* Where the seal key of the unit state lives (unit.conf 'seal'). */
 enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
-#define UNITD_TCTI_MAX         255
-#define UNITD_TOKEN_LABEL_MAX  32 /* a PKCS#11 token label is 32 bytes, blank padded */
-#define UNITD_KEY_LABEL_MAX    64
-#define UNITD_PKCS11_KEY_LABEL "kyok-seal" /* default pkcs11_key_label */
+#define UNITD_TCTI_MAX            255
+#define UNITD_TOKEN_LABEL_MAX     32 /* a PKCS#11 token label is 32 bytes, blank padded */
+#define UNITD_KEY_LABEL_MAX       64
+#define UNITD_PKCS11_KEY_LABEL    "kyok-seal" /* default pkcs11_key_label */
+#define UNITD_AUDIT_BYTES_MIN     4096u
+#define UNITD_AUDIT_BYTES_MAX     (1024u * 1024u * 1024u)
+#define UNITD_AUDIT_BYTES_DEFAULT (64u * 1024u * 1024u)
+#define UNITD_AUDIT_CKPT_MIN      10u /* ms */
+#define UNITD_AUDIT_CKPT_MAX      60000u
+#define UNITD_AUDIT_CKPT_DEFAULT  1000u
 
 struct unitd_config {
 	char instance[KY_ID_MAX + 1];
@@ -67,6 +73,10 @@ struct unitd_config {
 	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
 	uint32_t body_timeout;               /* s from a request's headers to its last byte */
+	char *anchor_cert;            /* the instance's unit trust anchor (PEM certificate) */
+	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
+	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
+	uint32_t audit_checkpoint_ms; /* longest wait of an audit line for its checkpoint */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -97,6 +107,53 @@ bool unitd_log_reaches_stderr(void);
 void unitd_log_close(void);
 /* One line, prefixed with the UTC time. Never pass secrets. */
 void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- audit.c: the unit's audit trail (docs/formats.md, "Audit log") ----
+ *
+ * One process-wide log in data_dir/audit/audit-NNNNNNNN.jsonl: JSON lines, hash-chained
+ * (seq, prev = SHA-256 of the line before), a checkpoint line signed by the unit identity
+ * key at most every audit_checkpoint_ms, every UNITD_AUDIT_CKPT_LINES lines, before a
+ * new file begins and at stop. Each start begins a new file, as does a file reaching
+ * audit_max_bytes; its first line carries the identity certificate and links to the last
+ * line of the file before. A line is in the kernel (copied into the file's shared mapping)
+ * before the request it records is answered; checkpoints and command lines are also
+ * fsync'd. Every write
+ * fails with KY_ERR_AUDIT_UNAVAILABLE when the line cannot be written, and the caller
+ * refuses what it records. Until _open and after _close every call is a no-op. */
+
+#define UNITD_AUDIT_CKPT_LINES 10000u
+
+struct unitd_store;
+
+enum unitd_audit_phase {
+	UNITD_AUDIT_INTENT, /* about to act: written and fsync'd first */
+	UNITD_AUDIT_DONE,   /* the outcome (or the refusal of what never got as far) */
+};
+/* Opens the log, writes the file, start and unseal lines (created: the state was made at
+ * this start), starts the checkpoint thread. On error the unit must not start. */
+int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *st,
+                     const struct ky_domain *d, bool created, char *err, size_t errlen) KY_WUR;
+/* Stop line and final checkpoint; stops the thread. */
+void unitd_audit_close(void);
+/* An admin command: op, counter and signers read from the CMS (names from d's admin table,
+ * d being the state the command ran against); from is the client address.
+ * INTENT, once the command checked out on a copy and before anything acts on it: 0, or
+ * KY_ERR_AUDIT_UNAVAILABLE with detail set (refuse: nothing changed).
+ * DONE, with outcome (an error code, detail its reason) and acted (the new state was
+ * written): returns the code to answer: outcome, or KY_ERR_AUDIT_UNAVAILABLE with detail
+ * set when the line cannot be written and the command did not act. A command that acted
+ * keeps its answer (its intent line is in the log). */
+int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d, const uint8_t *cms,
+                        size_t n, const char *from, int outcome, bool acted, char *detail,
+                        size_t detaillen) KY_WUR;
+/* A key API request: route is the matched pattern ("-" when none), apikey the caller's API
+ * key id ("" when unknown), key the key id in the path (""), status and err the answer
+ * (INTENT: 0 and 0). Never pass a token, a secret or a body. */
+int unitd_audit_api(enum unitd_audit_phase phase, const char *method, const char *route,
+                    const char *action, const char *apikey, const char *key, unsigned status,
+                    int err) KY_WUR;
+/* The sealed state was written (after the write): next counter and admin count. */
+void unitd_audit_seal(const struct ky_domain *d);
 
 /* ---- seal.c, seal_tpm2.c, seal_pkcs11.c: sealing backends ----
  *
@@ -197,6 +254,9 @@ void unitd_store_release(struct unitd_store *st);
 /* Every seal event (key made or destroyed, state sealed or unsealed or refused) is passed to
  * fn as well as logged; fn NULL stops that. */
 void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx);
+/* Before the first state: finds the seal key a first start cut short left, or makes one
+ * (st->key). Whatever is sealed before the state (the pending identity key) uses it. */
+int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen) KY_WUR;
 /* Loads the unit state, or creates and writes a new one (and its seal key) on first start.
  * Refuses a state that does not open (never overwrites it), belongs to another unit or
  * instance, names another backend or a seal key that no longer exists. Finishes or undoes a
@@ -216,6 +276,23 @@ int unitd_mark_load(struct unitd_store *st, const char *instance, const char *un
                     struct ky_store_ledger_pos *pos) KY_WUR;
 int unitd_mark_write(struct unitd_store *st, const char *instance, const char *unit,
                      const struct ky_store_ledger_pos *pos) KY_WUR;
+
+/* ---- identity.c: the unit identity certified by the instance's anchor ---- */
+
+/* Makes (or finds) the pending identity key, sealed in data_dir, and writes its certificate
+ * request to csr_path. KY_ERR_EXISTS when the unit already has its state. */
+int unitd_identity_request(struct unitd_store *st, const struct unitd_config *cfg,
+                           const char *csr_path, char *err, size_t errlen) KY_WUR;
+/* A new state around the pending identity key and the certificates unit.conf names
+ * (identity_cert issued by anchor_cert). Not written: the caller writes it, then drops the
+ * pending key with unitd_identity_pending_drop. */
+int unitd_identity_new_state(struct unitd_store *st, const struct unitd_config *cfg,
+                             struct ky_domain **out, char *err, size_t errlen) KY_WUR;
+void unitd_identity_pending_drop(struct unitd_store *st);
+/* The anchor unit.conf names must be the one sealed in d: KY_ERR_ANCHOR_MISMATCH, or
+ * KY_ERR_CONFIG when none is named or it does not read. */
+int unitd_anchor_check(const struct ky_domain *d, const struct unitd_config *cfg, char *err,
+                       size_t errlen) KY_WUR;
 
 /* Records the daemon keeps in key storage's secrets, under the master key. */
 #define UNITD_SECRET_TOKEN_KEY  "token-signing-key"
@@ -306,16 +383,16 @@ struct unitd_storage;
 int unitd_storage_new(struct unitd_keystore *ks, uint32_t batch, uint32_t pause_ms,
                       struct unitd_storage **out) KY_WUR;
 void unitd_storage_free(struct unitd_storage *so); /* stops and joins the worker */
-/* After ky_ceremony_execute succeeded on the copy, before the state is written: the guards
- * and the store writes of apikey-create / -revoke. old is the live state. ks may be NULL (no
- * store: the guards do not apply, the apikey ops are refused). */
+/* After ky_ceremony_apply succeeded on the copy, before the state is written: the guards
+ * and the store writes of apikey-create / -revoke, for the verified command v. old is the
+ * live state. ks may be NULL (no store: the guards do not apply, the apikey ops are
+ * refused). */
 int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
-                               const uint8_t *cms, size_t n, int *op, char *detail,
-                               size_t detaillen) KY_WUR;
-/* After the state was written and swapped in (op from _before_write): starts
- * re-encipherment for mk-reencipher, stops a run whose registers are gone, drops the API key
- * cache after apikey ops. */
-void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live, int op);
+                               const struct ky_verified *v, char *detail, size_t detaillen) KY_WUR;
+/* After the state was written and swapped in: starts re-encipherment for mk-reencipher, stops
+ * a run whose registers are gone, drops the API key cache after apikey ops. */
+void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain *live,
+                               const struct ky_verified *v);
 /* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
  * json null when there is no store. */
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);

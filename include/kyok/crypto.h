@@ -54,6 +54,15 @@ int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, in
  * certified by the unit identity key. */
 int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *issuer,
                   EVP_PKEY *issuer_key, int days, X509 **out) KY_WUR;
+/* The unit trust anchor of an instance: self-signed CA (CA:TRUE, pathlen 1, keyCertSign),
+ * which certifies the identity key of every unit of the instance. */
+int ky_cert_anchor_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days,
+                               X509 **out) KY_WUR;
+/* A unit identity certificate for subject_pub (only its public half is used), issued by the
+ * anchor (cert + key): CN = unit id, OU = instance id, CA:TRUE pathlen 0 (it certifies the
+ * unit's importer key), digitalSignature + keyCertSign. */
+int ky_cert_issue_identity(EVP_PKEY *subject_pub, const char *cn, const char *ou, X509 *anchor,
+                           EVP_PKEY *anchor_key, int days, X509 **out) KY_WUR;
 /* Checks an admin certificate: P-521 key, self-signature valid, SKI extension equal to
  * ky_ski of the key, CN 1..30 printable chars. KY_ERR_BAD_CERT or KY_ERR_ADMIN_NAME. */
 int ky_admin_cert_check(X509 *cert) KY_WUR;
@@ -71,6 +80,22 @@ int ky_pkey_from_der(const uint8_t *p, size_t n, EVP_PKEY **out) KY_WUR;
 int ky_sign(EVP_PKEY *key, const void *msg, size_t n, struct ky_buf *sig) KY_WUR;
 int ky_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig,
               size_t siglen) KY_WUR; /* 0 or KY_ERR_BAD_SIGNATURE */
+
+/* ---- unit trust anchor and unit chains (anchor.c) ---- */
+
+/* The first OU of cert's subject into out (KY_ERR_BAD_CERT when missing or longer). */
+int ky_cert_ou(const X509 *cert, char *out, size_t outlen) KY_WUR;
+/* PEM certificate signing request for key (CN = cn, OU = ou), signed by key. malloc'd. */
+int ky_csr_create(EVP_PKEY *key, const char *cn, const char *ou, char **pem) KY_WUR;
+/* Reads a PEM CSR: its self-signature must verify and its key be P-521. *pub gets the
+ * public key, cn and ou the subject's names. KY_ERR_MALFORMED, KY_ERR_BAD_CERT. */
+int ky_csr_read(const char *pem, EVP_PKEY **pub, char cn[KY_ID_MAX + 1],
+                char ou[KY_ID_MAX + 1]) KY_WUR;
+/* Checks that cert (an identity certificate, or an importer certificate with identity as
+ * its issuer) chains to anchor: X.509 path validation with anchor as the only trust
+ * anchor (signatures, CA flags, path lengths, key usage, validity). identity may be NULL
+ * when cert is itself the identity. KY_ERR_BAD_SIGNATURE when it does not. */
+int ky_cert_chain_verify(X509 *cert, X509 *identity, X509 *anchor) KY_WUR;
 
 /* ---- signature key files ---- */
 
@@ -122,9 +147,21 @@ struct ky_cms_signer {
  * (KY_ERR_DUPLICATE_SIGNATURE). */
 int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
                  struct ky_cms_signer **signers, size_t *nsigners) KY_WUR;
-/* Verifies signer number i of the SignedData against pub (signature over the signed
- * attributes and message digest of the content). 0 or KY_ERR_BAD_SIGNATURE. */
-int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub) KY_WUR;
+
+/* A SignedData decoded once, for the unit: content and signer ids are read without verifying
+ * anything; each signature is then checked against a key the caller trusts, on the same
+ * decoded structure. Errors of _parse as ky_cms_parse. */
+struct ky_cms_signed;
+int ky_cms_signed_parse(const uint8_t *der, size_t n, struct ky_cms_signed **out) KY_WUR;
+void ky_cms_signed_free(struct ky_cms_signed *sd);
+const uint8_t *ky_cms_signed_content(const struct ky_cms_signed *sd, size_t *len);
+size_t ky_cms_signed_nsigners(const struct ky_cms_signed *sd);
+/* Signer i (its SKI and the CN of the embedded certificate: unverified), NULL past the end. */
+const struct ky_cms_signer *ky_cms_signed_signer(const struct ky_cms_signed *sd, size_t i);
+/* Verifies signer i against pub: the signer id must be pub's SKI, the digest SHA-512, the
+ * signed attributes present, the signature over them and their message digest of the content
+ * valid. Nothing embedded in the command is trusted. 0 or KY_ERR_BAD_SIGNATURE. */
+int ky_cms_signed_verify(struct ky_cms_signed *sd, size_t i, EVP_PKEY *pub) KY_WUR;
 
 /* ---- CMS: key parts to units ---- */
 

@@ -89,6 +89,9 @@
 	X(WRONG_UNIT, "wrong-unit", KY_EXIT_REFUSED, 403, "command is for another crypto unit")    \
 	X(WRONG_COUNTER, "wrong-transaction-counter", KY_EXIT_REFUSED, 409,                        \
 	  "wrong transaction counter: command replayed or out of date")                            \
+	X(STATE_CHANGED, "state-changed", KY_EXIT_REFUSED, 409,                                    \
+	  "another command changed the crypto unit while this one was being verified: prepare "    \
+	  "it again")                                                                              \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
 	  "a signature on the command does not verify")                                            \
 	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \
@@ -124,6 +127,20 @@
 	X(SAME_KEY, "same-as-current", KY_EXIT_STATE, 409,                                         \
 	  "new master key equals the current master key")                                          \
 	X(KEY_PARTS, "key-parts", KY_EXIT_INPUT, 400, "a master key needs 2 to 8 key parts")       \
+	X(PART_ZERO, "key-part-zero", KY_EXIT_INPUT, 400,                                          \
+	  "a key part is all zero: it adds nothing to the master key; make parts with "            \
+	  "mk-add --random")                                                                       \
+	X(PART_DUPLICATE, "key-part-duplicate", KY_EXIT_INPUT, 400,                                \
+	  "two key parts are the same: they cancel out, and whoever holds one knows the "          \
+	  "other; load independently made parts")                                                  \
+	X(PART_VALUE_WEAK, "key-part-value-weak", KY_EXIT_INPUT, 400,                              \
+	  "key part value is one byte repeated (all zero included): use --random, or a value "     \
+	  "from a good random source")                                                             \
+	X(MK_ZERO, "master-key-zero", KY_EXIT_INPUT, 400,                                          \
+	  "the key parts combine to an all-zero master key: load independently made parts")        \
+	X(MK_EQUALS_PART, "master-key-equals-part", KY_EXIT_INPUT, 400,                            \
+	  "the master key equals one key part (the others cancel out): that part's owner alone "   \
+	  "would know it; load independently made parts")                                          \
 	X(METHOD_NOT_ALLOWED, "method-not-allowed", KY_EXIT_USAGE, 405,                            \
 	  "method not allowed for this path")                                                      \
 	X(RECORD_TAMPERED, "record-tampered", KY_EXIT_STATE, 500,                                  \
@@ -207,6 +224,18 @@
 	  "key storage re-encipherment is running on this crypto unit: wait for it to finish")     \
 	X(NO_STORE, "no-key-storage", KY_EXIT_STATE, 409,                                          \
 	  "this crypto unit has no key storage configured: set 'store' in its unit.conf")          \
+	X(AUDIT_UNAVAILABLE, "audit-unavailable", KY_EXIT_UNIT, 503,                               \
+	  "the crypto unit cannot write its audit log, so it refuses the request and changes "     \
+	  "nothing: free disk space or fix the audit directory's permissions")                     \
+	X(AUDIT_LINE, "audit-line-malformed", KY_EXIT_STATE, 400,                                  \
+	  "audit log line is not a kyok audit line (cut, or not from a kyok unit)")                \
+	X(AUDIT_CHAIN, "audit-chain-broken", KY_EXIT_STATE, 400,                                   \
+	  "audit log chain is broken: a line was removed, inserted, moved or edited")              \
+	X(AUDIT_SIGNATURE, "audit-signature-bad", KY_EXIT_STATE, 400,                              \
+	  "audit checkpoint signature does not verify under the unit's identity key")              \
+	X(AUDIT_UNSIGNED, "audit-unsigned", KY_EXIT_STATE, 400,                                    \
+	  "audit lines are not covered by a signed checkpoint (the unit is running or crashed): "  \
+	  "verify again after its next checkpoint")                                                \
 	X(UNAUTHORIZED, "unauthorized", KY_EXIT_REFUSED, 401,                                      \
 	  "missing, invalid or expired bearer token")                                              \
 	X(FORBIDDEN, "forbidden", KY_EXIT_REFUSED, 403,                                            \
@@ -224,7 +253,23 @@
 	  "this request id was used for another request: send a new id with a new request")        \
 	X(REQUEST_REPLY_GONE, "request-reply-unavailable", KY_EXIT_STATE, 409,                     \
 	  "the request with this id was carried out already, but its reply can no longer be "      \
-	  "read: read the current state instead of sending it again")
+	  "read: read the current state instead of sending it again")                              \
+	X(RECIPIENT_SELF, "recipient-is-self", KY_EXIT_REFUSED, 403,                               \
+	  "mk-export recipient is the exporting crypto unit itself: name another unit")            \
+	X(RECIPIENT_ADMIN, "recipient-is-admin", KY_EXIT_REFUSED, 403,                             \
+	  "mk-export recipient is an administrator's certificate: the master key goes only to "    \
+	  "the importer key of a crypto unit")                                                     \
+	X(RECIPIENT_INSTANCE, "recipient-other-instance", KY_EXIT_REFUSED, 403,                    \
+	  "mk-export recipient is a crypto unit of another service instance")                      \
+	X(RECIPIENT_NOT_UNIT, "recipient-not-certified", KY_EXIT_REFUSED, 403,                     \
+	  "mk-export recipient does not chain importer -> identity -> this instance's unit "       \
+	  "trust anchor: not a genuine crypto unit of the instance")                               \
+	X(SOURCE_NOT_UNIT, "source-not-certified", KY_EXIT_REFUSED, 403,                           \
+	  "mk-import envelope does not come from a crypto unit of this instance: its sender "      \
+	  "does not chain to the unit trust anchor or its transfer signature does not verify")     \
+	X(ANCHOR_MISMATCH, "anchor-mismatch", KY_EXIT_INPUT, 500,                                  \
+	  "the unit trust anchor named in the configuration is not the one sealed in the unit "    \
+	  "state")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -197,9 +197,13 @@ void ky_command_free(struct ky_command *c)
 	X509_free(c->cert);
 	for (size_t i = 0; i < KY_MAX_PARTS; i++)
 		ky_buf_free(&c->parts[i]);
-	for (size_t i = 0; i < KY_MAX_ADMINS; i++)
+	for (size_t i = 0; i < KY_MAX_ADMINS; i++) {
 		X509_free(c->recips[i]);
+		X509_free(c->recip_ids[i]);
+	}
 	ky_buf_free(&c->envelope);
+	X509_free(c->source);
+	ky_buf_free(&c->source_sig);
 	OPENSSL_cleanse(c, sizeof(*c));
 	free(c);
 }
@@ -215,8 +219,8 @@ static const char *const *command_op_keys(enum ky_op op)
 	static const char *const thresholds[] = {"signature", "revocation", NULL};
 	static const char *const load[] = {"parts", "vp", NULL};
 	static const char *const vp[] = {"vp", NULL};
-	static const char *const recipients[] = {"recipients", NULL};
-	static const char *const import[] = {"envelope", "vp", NULL};
+	static const char *const recipients[] = {"recipients", "register", NULL};
+	static const char *const import[] = {"envelope", "vp", "source", "signature", NULL};
 	static const char *const apikey[] = {"apikey_id", "name", "role", "hash", NULL};
 	static const char *const apikey_id[] = {"apikey_id", NULL};
 
@@ -351,6 +355,55 @@ static int command_cert(json_t *v, const char *what, X509 **out, char *detail, s
 	return 0;
 }
 
+/* mk-export: each recipient is a unit's chain {"importer": PEM, "identity": PEM}; "register"
+ * says which master key register leaves ("new" when absent). */
+static int command_parse_recipients(json_t *o, struct ky_command *c, char *detail, size_t detaillen)
+{
+	static const char *const chain[] = {"importer", "identity", NULL};
+	int r = KY_ERR_BAD_COMMAND;
+	json_t *v = json_object_get(o, "recipients"), *reg = json_object_get(o, "register");
+
+	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > KY_MAX_ADMINS) {
+		ceremony_detail(detail, detaillen,
+		                "field 'recipients' must be an array of 1 to %d unit chains "
+		                "({\"importer\": PEM, \"identity\": PEM})",
+		                KY_MAX_ADMINS);
+		return KY_ERR_BAD_COMMAND;
+	}
+	for (size_t i = 0; i < json_array_size(v); i++) {
+		json_t *e = json_array_get(v, i);
+		char what[48];
+
+		if (!json_is_object(e) || json_object_size(e) != 2 ||
+		    !ceremony_json_only_keys(e, chain)) {
+			ceremony_detail(detail, detaillen,
+			                "recipient %zu must be an object with exactly 'importer' "
+			                "and 'identity' certificates",
+			                i + 1);
+			return KY_ERR_BAD_COMMAND;
+		}
+		snprintf(what, sizeof(what), "recipient %zu importer", i + 1);
+		if ((r = command_cert(json_object_get(e, "importer"), what, &c->recips[i], detail,
+		                      detaillen)) != 0)
+			return r;
+		c->nrecips = i + 1;
+		snprintf(what, sizeof(what), "recipient %zu identity", i + 1);
+		if ((r = command_cert(json_object_get(e, "identity"), what, &c->recip_ids[i],
+		                      detail, detaillen)) != 0)
+			return r;
+	}
+	if (reg != NULL) {
+		const char *name = json_string_value(reg);
+		if (name == NULL || (strcmp(name, "new") != 0 && strcmp(name, "current") != 0)) {
+			ceremony_detail(detail, detaillen,
+			                "field 'register' must be \"new\" or \"current\"");
+			return KY_ERR_BAD_COMMAND;
+		}
+		c->export_current = strcmp(name, "current") == 0;
+	}
+	return 0;
+}
+
 static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, size_t detaillen)
 {
 	int r = KY_ERR_BAD_COMMAND;
@@ -441,27 +494,14 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 		c->has_vp = present;
 		return 0;
 	case KY_OP_MK_EXPORT:
-		v = json_object_get(o, "recipients");
-		if (!json_is_array(v) || json_array_size(v) == 0 ||
-		    json_array_size(v) > KY_MAX_ADMINS) {
-			ceremony_detail(detail, detaillen,
-			                "field 'recipients' must be an array of 1 to %d "
-			                "certificates",
-			                KY_MAX_ADMINS);
-			return KY_ERR_BAD_COMMAND;
-		}
-		for (size_t i = 0; i < json_array_size(v); i++) {
-			char what[32];
-			snprintf(what, sizeof(what), "recipient %zu", i + 1);
-			if ((r = command_cert(json_array_get(v, i), what, &c->recips[i], detail,
-			                      detaillen)) != 0)
-				return r;
-			c->nrecips = i + 1;
-		}
-		return 0;
+		return command_parse_recipients(o, c, detail, detaillen);
 	case KY_OP_MK_IMPORT:
 		if ((r = command_b64(json_object_get(o, "envelope"), "field 'envelope'",
-		                     &c->envelope, detail, detaillen)) != 0)
+		                     &c->envelope, detail, detaillen)) != 0 ||
+		    (r = command_cert(json_object_get(o, "source"), "field 'source'", &c->source,
+		                      detail, detaillen)) != 0 ||
+		    (r = command_b64(json_object_get(o, "signature"), "field 'signature'",
+		                     &c->source_sig, detail, detaillen)) != 0)
 			return r;
 		if ((r = command_get_hex(o, "vp", true, c->vp, KY_VP_LEN, &present, detail,
 		                         detaillen)) != 0)
@@ -658,17 +698,30 @@ static int command_encode_fields(const struct ky_command *c, json_t *o)
 		if ((a = json_array()) == NULL)
 			return KY_ERR_NOMEM;
 		for (size_t i = 0; i < c->nrecips; i++) {
-			json_t *v = command_cert_json(c->recips[i]);
+			json_t *v;
+			if (c->recips[i] == NULL || c->recip_ids[i] == NULL) {
+				json_decref(a);
+				return KY_ERR_BAD_COMMAND;
+			}
+			v = json_pack("{s:o, s:o}", "importer", command_cert_json(c->recips[i]),
+			              "identity", command_cert_json(c->recip_ids[i]));
 			if (v == NULL || json_array_append_new(a, v) != 0) {
 				json_decref(a);
-				return c->recips[i] == NULL ? KY_ERR_BAD_COMMAND : KY_ERR_NOMEM;
+				return KY_ERR_NOMEM;
 			}
 		}
-		return command_set(o, "recipients", a);
+		if ((r = command_set(o, "recipients", a)) != 0)
+			return r;
+		if (c->export_current)
+			return command_set(o, "register", json_string("current"));
+		return 0;
 	case KY_OP_MK_IMPORT:
-		if (!c->has_vp || c->envelope.len == 0)
+		if (!c->has_vp || c->envelope.len == 0 || c->source == NULL ||
+		    c->source_sig.len == 0)
 			return KY_ERR_BAD_COMMAND;
-		if ((r = command_set(o, "envelope", command_b64_json(&c->envelope))) != 0)
+		if ((r = command_set(o, "envelope", command_b64_json(&c->envelope))) != 0 ||
+		    (r = command_set(o, "source", command_cert_json(c->source))) != 0 ||
+		    (r = command_set(o, "signature", command_b64_json(&c->source_sig))) != 0)
 			return r;
 		return command_set_hex(o, "vp", c->vp, KY_VP_LEN);
 	case KY_OP_EXIT_IMPRINT:

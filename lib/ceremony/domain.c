@@ -3,11 +3,14 @@
  * Sealed form (secrets included; the daemon encrypts it before it touches a disk):
  *   {"kyok": "unit-state-v1", "instance", "unit", "zone", "next_counter",
  *    "signature_threshold", "revocation_threshold", "admins": [PEM...],
- *    "new_mk": {"state", "key": hex|null, "vp": hex|null},
- *    "current_mk": {"state", "key": hex|null, "vp": hex|null},
+ *    "new_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
+ *    "current_mk": {"state", "key": hex|null, "vp": hex|null, "part_vps": [hex...]},
  *    "identity_key": b64 PKCS#8 DER, "identity_cert": PEM,
- *    "importer_key": b64 PKCS#8 DER, "importer_cert": PEM}
- * The parser accepts only a state every ceremony rule could have produced.
+ *    "importer_key": b64 PKCS#8 DER, "importer_cert": PEM,
+ *    "anchor_cert": PEM, "transfers": [{"op", "counter", "from", "from_identity", "to",
+ *    "to_identity", "vp"}]}
+ * The parser accepts only a state every ceremony rule could have produced: the identity
+ * certificate issued by the anchor, the importer certificate by the identity.
  */
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -18,6 +21,7 @@
 
 #include "internal.h"
 #include "kyok/ceremony.h"
+#include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
@@ -31,8 +35,14 @@ static struct ky_domain *domain_alloc(void)
 {
 	struct ky_domain *d = ky_secret_alloc(sizeof(*d));
 
-	if (d != NULL)
-		memset(d, 0, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	memset(d, 0, sizeof(*d));
+	if ((d->keys = ky_secret_alloc(sizeof(*d->keys))) == NULL) {
+		ky_secret_free(d, sizeof(*d));
+		return NULL;
+	}
+	memset(d->keys, 0, sizeof(*d->keys));
 	return d;
 }
 
@@ -40,16 +50,64 @@ void ky_domain_free(struct ky_domain *d)
 {
 	if (d == NULL)
 		return;
+	ky_secret_free(d->keys, sizeof(*d->keys));
 	for (size_t i = 0; i < d->nadmins && i < KY_MAX_ADMINS; i++)
 		X509_free(d->admins[i].cert);
 	EVP_PKEY_free(d->identity_key);
 	X509_free(d->identity_cert);
 	EVP_PKEY_free(d->importer_key);
 	X509_free(d->importer_cert);
+	X509_free(d->anchor_cert);
 	ky_secret_free(d, sizeof(*d));
 }
 
+/* The identity certificate belongs to this unit of this instance and is issued by anchor. */
+static int domain_identity_check(const char *instance, const char *unit, EVP_PKEY *identity_key,
+                                 X509 *identity_cert, X509 *anchor_cert)
+{
+	char cn[DOMAIN_CN_MAX + 1], ou[DOMAIN_CN_MAX + 1];
+	EVP_PKEY *pub = X509_get0_pubkey(identity_cert);
+
+	if (pub == NULL || EVP_PKEY_eq(pub, identity_key) != 1 ||
+	    ky_cert_cn(identity_cert, cn, sizeof(cn)) != 0 || strcmp(cn, unit) != 0 ||
+	    ky_cert_ou(identity_cert, ou, sizeof(ou)) != 0 || strcmp(ou, instance) != 0 ||
+	    ky_cert_chain_verify(identity_cert, NULL, anchor_cert) != 0)
+		return KY_ERR_BAD_CERT;
+	return 0;
+}
+
 int ky_domain_new(const char *instance, const char *unit, const char *zone, struct ky_domain **out)
+{
+	int r = KY_ERR_INTERNAL;
+	EVP_PKEY *anchor_key = NULL, *identity_key = NULL;
+	X509 *anchor = NULL, *identity = NULL;
+
+	*out = NULL;
+	if (instance == NULL || unit == NULL || zone == NULL ||
+	    !ceremony_id_valid(instance, strlen(instance), false) ||
+	    !ceremony_id_valid(unit, strlen(unit), false)) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	if ((r = ky_ec_generate(&anchor_key)) != 0 ||
+	    (r = ky_cert_anchor_self_signed(anchor_key, "kyok unit anchor", instance,
+	                                    DOMAIN_CERT_DAYS, &anchor)) != 0 ||
+	    (r = ky_ec_generate(&identity_key)) != 0 ||
+	    (r = ky_cert_issue_identity(identity_key, unit, instance, anchor, anchor_key,
+	                                DOMAIN_CERT_DAYS, &identity)) != 0)
+		goto out;
+	r = ky_domain_new_certified(instance, unit, zone, identity_key, identity, anchor, out);
+out:
+	EVP_PKEY_free(anchor_key);
+	EVP_PKEY_free(identity_key);
+	X509_free(anchor);
+	X509_free(identity);
+	return r;
+}
+
+int ky_domain_new_certified(const char *instance, const char *unit, const char *zone,
+                            EVP_PKEY *identity_key, X509 *identity_cert, X509 *anchor_cert,
+                            struct ky_domain **out)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_domain *d = NULL;
@@ -60,10 +118,14 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 	if (instance == NULL || unit == NULL || zone == NULL ||
 	    !ceremony_id_valid(instance, strlen(instance), false) ||
 	    !ceremony_id_valid(unit, strlen(unit), false) ||
-	    !ceremony_id_valid(zone, strlen(zone), true)) {
+	    !ceremony_id_valid(zone, strlen(zone), true) || identity_key == NULL ||
+	    identity_cert == NULL || anchor_cert == NULL) {
 		r = KY_ERR_USAGE;
 		goto out;
 	}
+	if ((r = domain_identity_check(instance, unit, identity_key, identity_cert, anchor_cert)) !=
+	    0)
+		goto out;
 	if ((d = domain_alloc()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -74,10 +136,12 @@ int ky_domain_new(const char *instance, const char *unit, const char *zone, stru
 	d->new_state = KY_NEW_EMPTY;
 	d->cur_state = KY_CUR_EMPTY;
 
-	if ((r = ky_ec_generate(&d->identity_key)) != 0 ||
-	    (r = ky_cert_self_signed_issuer(d->identity_key, unit, instance, DOMAIN_CERT_DAYS,
-	                                    &d->identity_cert)) != 0)
+	if (EVP_PKEY_up_ref(identity_key) != 1 || (d->identity_key = identity_key) == NULL ||
+	    X509_up_ref(identity_cert) != 1 || (d->identity_cert = identity_cert) == NULL ||
+	    X509_up_ref(anchor_cert) != 1 || (d->anchor_cert = anchor_cert) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	/* "<unit> importer", the unit id shortened when the name would pass 64 chars. */
 	ulen = strlen(unit);
 	if (ulen > DOMAIN_CN_MAX - strlen(DOMAIN_IMPORTER_SUFFIX))
@@ -100,13 +164,19 @@ out:
 int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 {
 	struct ky_domain *c;
+	struct ky_domain_keys *keys;
 
 	*out = NULL;
 	if (d == NULL || d->nadmins > KY_MAX_ADMINS)
 		return KY_ERR_INTERNAL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
 	if ((c = domain_alloc()) == NULL)
 		return KY_ERR_NOMEM;
+	keys = c->keys;
 	memcpy(c, d, sizeof(*c));
+	memcpy(keys, d->keys, sizeof(*keys));
+	c->keys = keys;
 	/* Certificates and keys are never changed once made: sharing them is safe. */
 	for (size_t i = 0; i < c->nadmins; i++)
 		X509_up_ref(c->admins[i].cert);
@@ -118,8 +188,30 @@ int ky_domain_dup(const struct ky_domain *d, struct ky_domain **out)
 		EVP_PKEY_up_ref(c->importer_key);
 	if (c->importer_cert != NULL)
 		X509_up_ref(c->importer_cert);
+	if (c->anchor_cert != NULL)
+		X509_up_ref(c->anchor_cert);
 	*out = c;
 	return 0;
+}
+
+/* ---- master key registers, for key storage ---- */
+
+int ky_domain_mk(const struct ky_domain *d, enum ky_mk_register reg, struct ky_mk **out)
+{
+	*out = NULL;
+	if (d->keys == NULL)
+		return KY_ERR_INTERNAL;
+	switch (reg) {
+	case KY_MK_REGISTER_NEW:
+		if (d->new_state == KY_NEW_EMPTY)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->new_key, out);
+	case KY_MK_REGISTER_CURRENT:
+		if (d->cur_state != KY_CUR_VALID)
+			return KY_ERR_REGISTER_STATE;
+		return ky_mk_new(d->keys->cur_key, out);
+	}
+	return KY_ERR_INTERNAL;
 }
 
 /* ---- serialize ---- */
@@ -194,12 +286,30 @@ out:
 	return v;
 }
 
-/* {"state", "key", "vp"}; json_pack frees the members it was given when it fails. */
-static json_t *domain_register_json(const char *state, const uint8_t *key, const uint8_t *vp,
-                                    bool full)
+/* The VPs of the key parts a register's key was loaded from: [hex...]. */
+static json_t *domain_part_vps_json(const uint8_t (*vps)[KY_VP_LEN], size_t n)
 {
-	return json_pack("{s:s, s:o, s:o}", "state", state, "key", domain_hex32_json(key, full),
-	                 "vp", domain_hex32_json(vp, full));
+	json_t *a = json_array();
+
+	if (a == NULL || n > KY_MAX_PARTS)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (json_array_append_new(a, domain_hex32_json(vps[i], true)) != 0)
+			goto fail;
+	return a;
+fail:
+	json_decref(a);
+	return NULL;
+}
+
+/* {"state", "key", "vp", "part_vps"}; json_pack frees the members it was given when it
+ * fails. */
+static json_t *domain_register_json(const char *state, const uint8_t *key, const uint8_t *vp,
+                                    bool full, const uint8_t (*part_vps)[KY_VP_LEN], size_t nparts)
+{
+	return json_pack("{s:s, s:o, s:o, s:o}", "state", state, "key",
+	                 domain_hex32_json(key, full), "vp", domain_hex32_json(vp, full),
+	                 "part_vps", domain_part_vps_json(part_vps, nparts));
 }
 
 int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
@@ -207,7 +317,7 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 	int r = KY_ERR_NOMEM;
 	json_t *o = NULL, *admins = NULL, *v = NULL;
 
-	if (d->nadmins > KY_MAX_ADMINS) {
+	if (d->nadmins > KY_MAX_ADMINS || d->keys == NULL) {
 		r = KY_ERR_INTERNAL;
 		goto out;
 	}
@@ -237,18 +347,22 @@ int ky_domain_serialize(const struct ky_domain *d, struct ky_buf *out)
 		goto out;
 
 	/* Secret members: wiped in place by domain_cleanse_tree before the tree is freed. */
-	v = domain_register_json(ky_new_state_name(d->new_state), d->new_key, d->new_vp,
-	                         d->new_state != KY_NEW_EMPTY);
+	v = domain_register_json(ky_new_state_name(d->new_state), d->keys->new_key, d->new_vp,
+	                         d->new_state != KY_NEW_EMPTY,
+	                         (const uint8_t(*)[KY_VP_LEN])d->new_part_vps, d->new_nparts);
 	if ((r = domain_set(o, "new_mk", v)) != 0)
 		goto out;
-	v = domain_register_json(ky_cur_state_name(d->cur_state), d->cur_key, d->cur_vp,
-	                         d->cur_state == KY_CUR_VALID);
+	v = domain_register_json(ky_cur_state_name(d->cur_state), d->keys->cur_key, d->cur_vp,
+	                         d->cur_state == KY_CUR_VALID,
+	                         (const uint8_t(*)[KY_VP_LEN])d->cur_part_vps, d->cur_nparts);
 	if ((r = domain_set(o, "current_mk", v)) != 0)
 		goto out;
 	if ((r = domain_set(o, "identity_key", domain_key_json(d->identity_key))) != 0 ||
 	    (r = domain_set(o, "importer_key", domain_key_json(d->importer_key))) != 0 ||
 	    (r = domain_set(o, "identity_cert", domain_cert_json(d->identity_cert))) != 0 ||
-	    (r = domain_set(o, "importer_cert", domain_cert_json(d->importer_cert))) != 0)
+	    (r = domain_set(o, "importer_cert", domain_cert_json(d->importer_cert))) != 0 ||
+	    (r = domain_set(o, "anchor_cert", domain_cert_json(d->anchor_cert))) != 0 ||
+	    (r = domain_set(o, "transfers", ceremony_transfers_json(d))) != 0)
 		goto out;
 
 	if ((r = ceremony_json_dump(o, out)) != 0)
@@ -321,9 +435,33 @@ static int domain_parse_hex32(json_t *o, const char *key, bool full, uint8_t out
 	return 0;
 }
 
+/* "part_vps": absent in states sealed before it existed (then none); else 0 or 2..8 VPs,
+ * none for an empty register. */
+static int domain_parse_part_vps(json_t *reg, bool full, uint8_t (*vps)[KY_VP_LEN], size_t *n)
+{
+	json_t *a = json_object_get(reg, "part_vps");
+	size_t count;
+
+	*n = 0;
+	if (a == NULL)
+		return 0;
+	if (!json_is_array(a))
+		return KY_ERR_STATE_CORRUPT;
+	count = json_array_size(a);
+	if (count > KY_MAX_PARTS || (count > 0 && (count < KY_MIN_PARTS || !full)))
+		return KY_ERR_STATE_CORRUPT;
+	for (size_t i = 0; i < count; i++) {
+		const char *hex = json_string_value(json_array_get(a, i));
+		if (hex == NULL || ky_hex_decode(hex, vps[i], KY_VP_LEN) != 0)
+			return KY_ERR_STATE_CORRUPT;
+	}
+	*n = count;
+	return 0;
+}
+
 static int domain_parse_register(json_t *o, const char *key, bool is_new, struct ky_domain *d)
 {
-	static const char *const keys[] = {"state", "key", "vp", NULL};
+	static const char *const keys[] = {"state", "key", "vp", "part_vps", NULL};
 	int r = KY_ERR_STATE_CORRUPT;
 	json_t *reg = json_object_get(o, key);
 	const char *state;
@@ -353,10 +491,13 @@ static int domain_parse_register(json_t *o, const char *key, bool is_new, struct
 			goto out;
 		full = d->cur_state == KY_CUR_VALID;
 	}
-	uint8_t *k = is_new ? d->new_key : d->cur_key;
+	uint8_t *k = is_new ? d->keys->new_key : d->keys->cur_key;
 	uint8_t *kvp = is_new ? d->new_vp : d->cur_vp;
 	if ((r = domain_parse_hex32(reg, "key", full, k)) != 0 ||
 	    (r = domain_parse_hex32(reg, "vp", full, kvp)) != 0)
+		goto out;
+	if ((r = domain_parse_part_vps(reg, full, is_new ? d->new_part_vps : d->cur_part_vps,
+	                               is_new ? &d->new_nparts : &d->cur_nparts)) != 0)
 		goto out;
 	if (full) {
 		r = KY_ERR_STATE_CORRUPT;
@@ -420,6 +561,8 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	                                   "identity_cert",
 	                                   "importer_key",
 	                                   "importer_cert",
+	                                   "anchor_cert",
+	                                   "transfers",
 	                                   NULL};
 	int r = KY_ERR_STATE_CORRUPT;
 	const char *tag;
@@ -452,14 +595,18 @@ static int domain_parse_tree(json_t *o, struct ky_domain *d)
 	if ((r = domain_parse_key(o, "identity_key", &d->identity_key)) != 0 ||
 	    (r = domain_parse_key(o, "importer_key", &d->importer_key)) != 0 ||
 	    (r = domain_parse_cert(o, "identity_cert", &d->identity_cert)) != 0 ||
-	    (r = domain_parse_cert(o, "importer_cert", &d->importer_cert)) != 0)
+	    (r = domain_parse_cert(o, "importer_cert", &d->importer_cert)) != 0 ||
+	    (r = domain_parse_cert(o, "anchor_cert", &d->anchor_cert)) != 0)
 		return r;
 	if (!domain_key_matches(d->identity_cert, d->identity_key) ||
 	    !domain_key_matches(d->importer_cert, d->importer_key) ||
-	    ky_cert_verify_by(d->identity_cert, d->identity_key) != 0 ||
+	    domain_identity_check(d->instance, d->unit, d->identity_key, d->identity_cert,
+	                          d->anchor_cert) != 0 ||
 	    ky_cert_verify_by(d->importer_cert, d->identity_key) != 0 ||
 	    ky_cert_cn(d->identity_cert, cn, sizeof(cn)) != 0 || strcmp(cn, d->unit) != 0)
 		return KY_ERR_STATE_CORRUPT;
+	if ((r = ceremony_transfers_parse(json_object_get(o, "transfers"), d)) != 0)
+		return r;
 	return 0;
 }
 
@@ -493,6 +640,22 @@ out:
 
 /* ---- public view ---- */
 
+/* "identity" and "anchor": SHA-256 fingerprints of the two public keys (as known_units pins
+ * the identity); "transfers": the master key transfers this unit took part in. */
+static int domain_public_anchor(const struct ky_domain *d, json_t *o)
+{
+	char id_fp[65], anchor_fp[65];
+
+	if (ky_pubkey_fingerprint(d->identity_key, id_fp) != 0 || d->anchor_cert == NULL ||
+	    ky_pubkey_fingerprint(X509_get0_pubkey(d->anchor_cert), anchor_fp) != 0)
+		return KY_ERR_CRYPTO;
+	if (domain_set(o, "identity", json_string(id_fp)) != 0 ||
+	    domain_set(o, "anchor", json_string(anchor_fp)) != 0 ||
+	    domain_set(o, "transfers", ceremony_transfers_json(d)) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
 json_t *ky_domain_public_json(const struct ky_domain *d)
 {
 	json_t *o = NULL, *admins = NULL;
@@ -509,16 +672,21 @@ json_t *ky_domain_public_json(const struct ky_domain *d)
 		if (a == NULL || json_array_append_new(admins, a) != 0)
 			goto fail;
 	}
-	o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o}, s:{s:s, s:o}}",
-	              "instance", d->instance, "unit", d->unit, "zone", d->zone, "imprint",
-	              d->sig_threshold == 0, "next_counter", (json_int_t)d->next_counter,
-	              "signature_threshold", d->sig_threshold, "revocation_threshold",
-	              d->rev_threshold, "admins", admins, "new_mk", "state",
-	              ky_new_state_name(d->new_state), "vp",
-	              domain_hex32_json(d->new_vp, d->new_state != KY_NEW_EMPTY), "current_mk",
-	              "state", ky_cur_state_name(d->cur_state), "vp",
-	              domain_hex32_json(d->cur_vp, d->cur_state == KY_CUR_VALID));
+	o = json_pack(
+	    "{s:s, s:s, s:s, s:b, s:I, s:i, s:i, s:o, s:{s:s, s:o, s:o}, "
+	    "s:{s:s, s:o, s:o}}",
+	    "instance", d->instance, "unit", d->unit, "zone", d->zone, "imprint",
+	    d->sig_threshold == 0, "next_counter", (json_int_t)d->next_counter,
+	    "signature_threshold", d->sig_threshold, "revocation_threshold", d->rev_threshold,
+	    "admins", admins, "new_mk", "state", ky_new_state_name(d->new_state), "vp",
+	    domain_hex32_json(d->new_vp, d->new_state != KY_NEW_EMPTY), "part_vps",
+	    domain_part_vps_json((const uint8_t(*)[KY_VP_LEN])d->new_part_vps, d->new_nparts),
+	    "current_mk", "state", ky_cur_state_name(d->cur_state), "vp",
+	    domain_hex32_json(d->cur_vp, d->cur_state == KY_CUR_VALID), "part_vps",
+	    domain_part_vps_json((const uint8_t(*)[KY_VP_LEN])d->cur_part_vps, d->cur_nparts));
 	/* json_pack consumed admins ("o" steals), on failure too. */
+	if (o == NULL || domain_public_anchor(d, o) != 0)
+		goto fail;
 	return o;
 fail:
 	json_decref(admins);

@@ -1,18 +1,21 @@
 /* The ceremony rules: how many signatures each command needs, and what it does.
  *
- * ky_ceremony_execute checks, in this order, each with its own error:
- *   1. the command's form (CMS SignedData holding a kyok command);
+ * ky_ceremony_verify checks, in this order, each with its own error:
+ *   1. the command's form (CMS SignedData holding a kyok command), decoded once;
  *   2. instance, unit, transaction counter;
  *   3. every signature: its signer must be an installed admin and it must verify;
  *   4. the unit's mode (imprint or not) allows the command;
- *   5. enough distinct admins signed (two signatures by one admin count once);
- *   6. the command's own rules (admin table, thresholds, master key registers).
+ *   5. enough distinct admins signed (two signatures by one admin count once).
+ * ky_ceremony_apply then checks
+ *   6. the state is still the one verified against (same counter, admins, registers);
+ *   7. the command's own rules (admin table, thresholds, master key registers).
  */
 #include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +25,7 @@
 #include "kyok/err.h"
 
 #define EXECUTE_SKI_SHOWN 8 /* bytes of an unknown signer's key id shown in messages */
+#define EXECUTE_VP_SHOWN  8 /* bytes of a key part's VP shown in messages */
 
 static bool ceremony_imprint(const struct ky_domain *d)
 {
@@ -149,6 +153,16 @@ static int ceremony_new_refused(const struct ky_domain *d, const char *expected,
 	                                 expected);
 }
 
+/* Constant time: the value is secret. */
+static bool ceremony_all_zero(const uint8_t v[KY_MK_LEN])
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < KY_MK_LEN; i++)
+		acc |= v[i];
+	return acc == 0;
+}
+
 /* The new key register receives key (UNCOMMITTED) unless vp or the current key forbid. */
 static int ceremony_new_fill(struct ky_domain *d, const uint8_t key[KY_MK_LEN], bool has_vp,
                              const uint8_t *vp, char *detail, size_t len)
@@ -165,14 +179,20 @@ static int ceremony_new_fill(struct ky_domain *d, const uint8_t key[KY_MK_LEN], 
 		r = KY_ERR_VP_MISMATCH;
 		goto out;
 	}
-	if (d->cur_state == KY_CUR_VALID && CRYPTO_memcmp(key, d->cur_key, KY_MK_LEN) == 0) {
+	if (d->cur_state == KY_CUR_VALID && CRYPTO_memcmp(key, d->keys->cur_key, KY_MK_LEN) == 0) {
 		ceremony_detail(detail, len,
 		                "the new master key is the one already in the current register");
 		r = KY_ERR_SAME_KEY;
 		goto out;
 	}
-	memcpy(d->new_key, key, KY_MK_LEN);
+	if (ceremony_all_zero(key)) {
+		ceremony_detail(detail, len, "the new master key would be all zero");
+		r = KY_ERR_MK_ZERO;
+		goto out;
+	}
+	memcpy(d->keys->new_key, key, KY_MK_LEN);
 	memcpy(d->new_vp, kvp, KY_VP_LEN);
+	d->new_nparts = 0; /* a loaded key's parts are recorded by mk-load */
 	d->new_state = KY_NEW_UNCOMMITTED;
 	r = 0;
 out:
@@ -182,22 +202,26 @@ out:
 
 static void ceremony_new_clear(struct ky_domain *d)
 {
-	OPENSSL_cleanse(d->new_key, KY_MK_LEN);
+	OPENSSL_cleanse(d->keys->new_key, KY_MK_LEN);
 	OPENSSL_cleanse(d->new_vp, KY_VP_LEN);
+	OPENSSL_cleanse(d->new_part_vps, sizeof(d->new_part_vps));
+	d->new_nparts = 0;
 	d->new_state = KY_NEW_EMPTY;
 }
 
 static void ceremony_cur_clear(struct ky_domain *d)
 {
-	OPENSSL_cleanse(d->cur_key, KY_MK_LEN);
+	OPENSSL_cleanse(d->keys->cur_key, KY_MK_LEN);
 	OPENSSL_cleanse(d->cur_vp, KY_VP_LEN);
+	OPENSSL_cleanse(d->cur_part_vps, sizeof(d->cur_part_vps));
+	d->cur_nparts = 0;
 	d->cur_state = KY_CUR_EMPTY;
 }
 
 /* ---- the ops ---- */
 
-static int ceremony_admin_add(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
-                              size_t len)
+static int ceremony_admin_add(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                              char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_admin a;
@@ -237,14 +261,15 @@ static int ceremony_admin_add(struct ky_domain *d, struct ky_command *c, json_t 
 	if ((r = ceremony_result_set(res, "name", json_string(a.name))) != 0 ||
 	    (r = ceremony_result_hex(res, "ski", a.ski, KY_SKI_LEN)) != 0)
 		return r;
-	a.cert = c->cert;
-	c->cert = NULL; /* transferred */
+	if (X509_up_ref(c->cert) != 1)
+		return KY_ERR_CRYPTO;
+	a.cert = c->cert; /* shared with the verified command: certificates never change */
 	d->admins[d->nadmins++] = a;
 	return 0;
 }
 
-static int ceremony_admin_rm(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
-                             size_t len)
+static int ceremony_admin_rm(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                             char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
 	int i = ceremony_find_admin(d, c->ski);
@@ -309,20 +334,85 @@ static int ceremony_thresholds_set(struct ky_domain *d, const struct ky_command 
 	return 0;
 }
 
+/* First 8 bytes of a part's VP in hex, to name the part in a message. */
+static void ceremony_part_vp_short(const uint8_t vp[KY_VP_LEN], char out[2 * EXECUTE_VP_SHOWN + 1])
+{
+	ky_hex_encode(vp, EXECUTE_VP_SHOWN, out);
+}
+
+/* Split knowledge: no part may be all zero or equal to another, the key they form must not be
+ * all zero or equal to any one of them. Each part is checked by value, after decryption:
+ * envelopes of the same part differ byte for byte. */
+static int ceremony_parts_check(const uint8_t (*parts)[KY_MK_LEN], const uint8_t (*vps)[KY_VP_LEN],
+                                size_t nparts, const uint8_t key[KY_MK_LEN], char *detail,
+                                size_t len)
+{
+	char a[2 * EXECUTE_VP_SHOWN + 1];
+
+	for (size_t i = 0; i < nparts; i++) {
+		if (ceremony_all_zero(parts[i])) {
+			ceremony_detail(detail, len, "key part %zu of %zu is all zero", i + 1,
+			                nparts);
+			return KY_ERR_PART_ZERO;
+		}
+	}
+	for (size_t i = 0; i < nparts; i++) {
+		for (size_t j = i + 1; j < nparts; j++) {
+			if (CRYPTO_memcmp(parts[i], parts[j], KY_MK_LEN) != 0)
+				continue;
+			ceremony_part_vp_short(vps[i], a);
+			ceremony_detail(detail, len,
+			                "key parts %zu and %zu of %zu are the same part (VP %s...)",
+			                i + 1, j + 1, nparts, a);
+			return KY_ERR_PART_DUPLICATE;
+		}
+	}
+	if (ceremony_all_zero(key)) {
+		ceremony_detail(detail, len,
+		                "the %zu key parts cancel out: together they give an all-zero key",
+		                nparts);
+		return KY_ERR_MK_ZERO;
+	}
+	for (size_t i = 0; i < nparts; i++) {
+		if (CRYPTO_memcmp(parts[i], key, KY_MK_LEN) != 0)
+			continue;
+		ceremony_part_vp_short(vps[i], a);
+		ceremony_detail(detail, len,
+		                "the master key would equal key part %zu (VP %s...): the other %zu "
+		                "parts cancel out",
+		                i + 1, a, nparts - 1);
+		return KY_ERR_MK_EQUALS_PART;
+	}
+	return 0;
+}
+
 static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, json_t *res,
                             char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
-	uint8_t key[KY_MK_LEN], part[KY_MK_LEN];
+	uint8_t key[KY_MK_LEN];
+	uint8_t(*parts)[KY_MK_LEN] = NULL;
+	uint8_t vps[KY_MAX_PARTS][KY_VP_LEN];
+	json_t *jvps = NULL;
 
 	memset(key, 0, sizeof(key));
 	if (d->new_state != KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "EMPTY", detail, len);
 		goto out;
 	}
+	if (c->nparts < KY_MIN_PARTS || c->nparts > KY_MAX_PARTS) {
+		ceremony_detail(detail, len, "%zu key part%s given; a master key has %d to %d",
+		                c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
+		r = KY_ERR_KEY_PARTS;
+		goto out;
+	}
+	if ((parts = ky_secret_alloc(KY_MAX_PARTS * KY_MK_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < c->nparts; i++) {
 		if (ky_envelope_open(c->parts[i].data, c->parts[i].len, d->importer_key,
-		                     d->importer_cert, part, KY_MK_LEN) != 0) {
+		                     d->importer_cert, parts[i], KY_MK_LEN) != 0) {
 			ceremony_detail(detail, len,
 			                "key part %zu cannot be opened with the importer key of "
 			                "unit %s",
@@ -330,17 +420,42 @@ static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, jso
 			r = KY_ERR_BAD_COMMAND;
 			goto out;
 		}
+		if ((r = ky_vp(parts[i], vps[i])) != 0)
+			goto out;
 		for (size_t j = 0; j < KY_MK_LEN; j++)
-			key[j] ^= part[j];
+			key[j] ^= parts[i][j];
 	}
+	if ((r = ceremony_parts_check((const uint8_t(*)[KY_MK_LEN])parts,
+	                              (const uint8_t(*)[KY_VP_LEN])vps, c->nparts, key, detail,
+	                              len)) != 0)
+		goto out;
 	if ((r = ceremony_new_fill(d, key, c->has_vp, c->vp, detail, len)) != 0)
 		goto out;
+	memcpy(d->new_part_vps, vps, c->nparts * KY_VP_LEN);
+	d->new_nparts = c->nparts;
 	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+		goto out;
+	if ((jvps = json_array()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < d->new_nparts; i++) {
+		char hex[2 * KY_VP_LEN + 1];
+		ky_hex_encode(d->new_part_vps[i], KY_VP_LEN, hex);
+		if (json_array_append_new(jvps, json_string(hex)) != 0) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+	}
+	r = ceremony_result_set(res, "part_vps", jvps);
+	jvps = NULL; /* transferred */
+	if (r != 0)
 		goto out;
 	r = 0;
 out:
+	json_decref(jvps);
 	OPENSSL_cleanse(key, sizeof(key));
-	OPENSSL_cleanse(part, sizeof(part));
+	ky_secret_free(parts, KY_MAX_PARTS * KY_MK_LEN);
 	return r;
 }
 
@@ -370,8 +485,10 @@ static int ceremony_mk_setimm(struct ky_domain *d, const struct ky_command *c, j
 		                "in the new register");
 		return KY_ERR_VP_MISMATCH;
 	}
-	memcpy(d->cur_key, d->new_key, KY_MK_LEN);
+	memcpy(d->keys->cur_key, d->keys->new_key, KY_MK_LEN);
 	memcpy(d->cur_vp, d->new_vp, KY_VP_LEN);
+	memcpy(d->cur_part_vps, d->new_part_vps, sizeof(d->cur_part_vps));
+	d->cur_nparts = d->new_nparts;
 	d->cur_state = KY_CUR_VALID;
 	ceremony_new_clear(d);
 	return ceremony_result_hex(res, "vp", d->cur_vp, KY_VP_LEN);
@@ -426,22 +543,36 @@ static bool ceremony_p521(X509 *cert)
 	return strcmp(group, "secp521r1") == 0;
 }
 
+/* The master key of one register leaves, one envelope per recipient, only to genuine units
+ * of this instance (ceremony_recipient_check); each envelope comes with this unit's transfer
+ * signature, and each transfer is recorded. */
 static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, json_t *res,
                               char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
-	json_t *envs = NULL;
+	json_t *envs = NULL, *sigs = NULL;
 	struct ky_buf der = {0};
-	char *b64 = NULL;
+	char *b64 = NULL, *sig = NULL, my_fp[65];
+	struct ky_transfer t;
+	const uint8_t *key = c->export_current ? d->keys->cur_key : d->keys->new_key;
+	const uint8_t *vp = c->export_current ? d->cur_vp : d->new_vp;
 
-	if (d->new_state == KY_NEW_EMPTY) {
+	memset(&t, 0, sizeof(t));
+	if (c->export_current && d->cur_state != KY_CUR_VALID) {
+		r = ceremony_register_refused(detail, len, "current",
+		                              ky_cur_state_name(d->cur_state), "VALID");
+		goto out;
+	}
+	if (!c->export_current && d->new_state == KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "FULL UNCOMMITTED or FULL COMMITTED", detail, len);
 		goto out;
 	}
-	if ((envs = json_array()) == NULL) {
+	if ((envs = json_array()) == NULL || (sigs = json_array()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
+	if ((r = ky_pubkey_fingerprint(d->identity_key, my_fp)) != 0)
+		goto out;
 	for (size_t i = 0; i < c->nrecips; i++) {
 		if (!ceremony_p521(c->recips[i])) {
 			ceremony_detail(detail, len, "recipient %zu is not a P-521 EC certificate",
@@ -449,28 +580,49 @@ static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, j
 			r = KY_ERR_BAD_COMMAND;
 			goto out;
 		}
-		if ((r = ky_envelope_seal(d->new_key, KY_MK_LEN, c->recips[i], &der)) != 0 ||
-		    (r = ky_b64_encode(der.data, der.len, &b64)) != 0)
+		t.kind = KY_TRANSFER_EXPORT;
+		t.counter = d->next_counter;
+		memcpy(t.from, d->unit, sizeof(t.from));
+		memcpy(t.from_fp, my_fp, sizeof(t.from_fp));
+		memcpy(t.vp, vp, KY_VP_LEN);
+		if ((r = ceremony_recipient_check(d, c->recips[i], c->recip_ids[i], i, t.to,
+		                                  t.to_fp, detail, len)) != 0)
 			goto out;
-		if (json_array_append_new(envs, json_string(b64)) != 0) {
+		if ((r = ky_envelope_seal(key, KY_MK_LEN, c->recips[i], &der)) != 0 ||
+		    (r = ky_b64_encode(der.data, der.len, &b64)) != 0 ||
+		    (r = ceremony_transfer_sign(d, t.to, vp, &der, &sig)) != 0)
+			goto out;
+		if (json_array_append_new(envs, json_string(b64)) != 0 ||
+		    json_array_append_new(sigs, json_string(sig)) != 0) {
 			r = KY_ERR_NOMEM;
 			goto out;
 		}
+		if ((r = ceremony_transfer_record(d, &t, res)) != 0)
+			goto out;
 		free(b64);
 		b64 = NULL;
+		free(sig);
+		sig = NULL;
 		ky_buf_free(&der);
 	}
-	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+	if ((r = ceremony_result_hex(res, "vp", vp, KY_VP_LEN)) != 0)
 		goto out;
 	r = ceremony_result_set(res, "envelopes", envs);
 	envs = NULL; /* transferred */
 	if (r != 0)
 		goto out;
+	r = ceremony_result_set(res, "signatures", sigs);
+	sigs = NULL; /* transferred */
+	if (r != 0)
+		goto out;
 	r = 0;
 out:
 	free(b64);
+	free(sig);
 	ky_buf_free(&der);
 	json_decref(envs);
+	json_decref(sigs);
+	OPENSSL_cleanse(&t, sizeof(t));
 	return r;
 }
 
@@ -479,8 +631,10 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 {
 	int r = KY_ERR_INTERNAL;
 	uint8_t key[KY_MK_LEN];
+	struct ky_transfer t;
 
 	memset(key, 0, sizeof(key));
+	memset(&t, 0, sizeof(t));
 	if (d->new_state != KY_NEW_EMPTY) {
 		r = ceremony_new_refused(d, "EMPTY", detail, len);
 		goto out;
@@ -489,6 +643,13 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 		r = KY_ERR_BAD_COMMAND;
 		goto out;
 	}
+	t.kind = KY_TRANSFER_IMPORT;
+	t.counter = d->next_counter;
+	memcpy(t.to, d->unit, sizeof(t.to));
+	memcpy(t.vp, c->vp, KY_VP_LEN);
+	if ((r = ky_pubkey_fingerprint(d->identity_key, t.to_fp)) != 0 ||
+	    (r = ceremony_source_check(d, c, t.from, t.from_fp, detail, len)) != 0)
+		goto out;
 	if (ky_envelope_open(c->envelope.data, c->envelope.len, d->importer_key, d->importer_cert,
 	                     key, KY_MK_LEN) != 0) {
 		ceremony_detail(detail, len,
@@ -499,7 +660,8 @@ static int ceremony_mk_import(struct ky_domain *d, const struct ky_command *c, j
 	}
 	if ((r = ceremony_new_fill(d, key, true, c->vp, detail, len)) != 0)
 		goto out;
-	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0)
+	if ((r = ceremony_result_hex(res, "vp", d->new_vp, KY_VP_LEN)) != 0 ||
+	    (r = ceremony_transfer_record(d, &t, res)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -530,8 +692,8 @@ static int ceremony_mk_reencipher(struct ky_domain *d, const struct ky_command *
 	return 0;
 }
 
-static int ceremony_apply(struct ky_domain *d, struct ky_command *c, json_t *res, char *detail,
-                          size_t len)
+static int ceremony_run_op(struct ky_domain *d, const struct ky_command *c, json_t *res,
+                           char *detail, size_t len)
 {
 	int r = KY_ERR_INTERNAL;
 
@@ -592,29 +754,111 @@ static int ceremony_apply(struct ky_domain *d, struct ky_command *c, json_t *res
 	return KY_ERR_INTERNAL;
 }
 
-/* ---- signatures ---- */
+/* ---- verify ---- */
 
-/* Steps 3 and 5: every signer is an admin whose signature verifies; enough distinct ones. */
-static int ceremony_check_signers(const struct ky_domain *d, const uint8_t *cms, size_t n,
-                                  const struct ky_cms_signer *signers, size_t nsigners,
-                                  int *distinct, int *twice, char *detail, size_t len)
+/* What a command was verified against: apply refuses a state where any of it differs. */
+struct ceremony_binding {
+	char instance[KY_ID_MAX + 1];
+	char unit[KY_ID_MAX + 1];
+	uint64_t counter;
+	int sig_threshold, rev_threshold;
+	size_t nadmins;
+	uint8_t skis[KY_MAX_ADMINS][KY_SKI_LEN];
+	enum ky_new_state new_state;
+	uint8_t new_vp[KY_VP_LEN];
+	enum ky_cur_state cur_state;
+	uint8_t cur_vp[KY_VP_LEN];
+};
+
+struct ky_verified {
+	struct ky_command *cmd;
+	size_t nsigners;
+	char names[KY_MAX_ADMINS][KY_ADMIN_NAME_MAX + 1];
+	uint8_t skis[KY_MAX_ADMINS][KY_SKI_LEN];
+	struct ceremony_binding bound;
+};
+
+static void ceremony_bind(const struct ky_domain *d, struct ceremony_binding *b)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->instance, sizeof(b->instance), "%s", d->instance);
+	snprintf(b->unit, sizeof(b->unit), "%s", d->unit);
+	b->counter = d->next_counter;
+	b->sig_threshold = d->sig_threshold;
+	b->rev_threshold = d->rev_threshold;
+	b->nadmins = d->nadmins <= KY_MAX_ADMINS ? d->nadmins : KY_MAX_ADMINS;
+	for (size_t i = 0; i < b->nadmins; i++)
+		memcpy(b->skis[i], d->admins[i].ski, KY_SKI_LEN);
+	b->new_state = d->new_state;
+	if (d->new_state != KY_NEW_EMPTY)
+		memcpy(b->new_vp, d->new_vp, KY_VP_LEN);
+	b->cur_state = d->cur_state;
+	if (d->cur_state == KY_CUR_VALID)
+		memcpy(b->cur_vp, d->cur_vp, KY_VP_LEN);
+}
+
+void ky_verified_free(struct ky_verified *v)
+{
+	if (v == NULL)
+		return;
+	ky_command_free(v->cmd);
+	free(v);
+}
+
+const struct ky_command *ky_verified_command(const struct ky_verified *v)
+{
+	return v->cmd;
+}
+
+enum ky_op ky_verified_op(const struct ky_verified *v)
+{
+	return v->cmd->op;
+}
+
+uint64_t ky_verified_counter(const struct ky_verified *v)
+{
+	return v->cmd->counter;
+}
+
+size_t ky_verified_nsigners(const struct ky_verified *v)
+{
+	return v->nsigners;
+}
+
+const char *ky_verified_signer_name(const struct ky_verified *v, size_t i)
+{
+	return i < v->nsigners ? v->names[i] : NULL;
+}
+
+const uint8_t *ky_verified_signer_ski(const struct ky_verified *v, size_t i)
+{
+	return i < v->nsigners ? v->skis[i] : NULL;
+}
+
+/* Step 3: every SignerInfo names an installed admin and verifies under that admin's key
+ * (one verification each, on the structure decoded once). Admins who signed are recorded in
+ * v once each; *twice is an admin who signed more than once (-1: none). */
+static int ceremony_check_signers(const struct ky_domain *d, struct ky_cms_signed *sd,
+                                  struct ky_verified *v, int *twice, char *detail, size_t len)
 {
 	bool seen[KY_MAX_ADMINS] = {false};
 	char name[KY_ADMIN_NAME_MAX + 1];
+	const size_t n = ky_cms_signed_nsigners(sd);
 
-	*distinct = 0;
 	*twice = -1;
-	for (size_t i = 0; i < nsigners; i++) {
-		int a = ceremony_find_admin(d, signers[i].ski);
+	v->nsigners = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct ky_cms_signer *s = ky_cms_signed_signer(sd, i);
+		int a = ceremony_find_admin(d, s->ski);
 		if (a < 0) {
-			ceremony_safe_name(signers[i].name, name);
+			ceremony_safe_name(s->name, name);
 			if (name[0] != '\0') {
 				ceremony_detail(detail, len,
 				                "signer '%s' is not an administrator of unit %s",
 				                name, d->unit);
 			} else {
 				char hex[2 * EXECUTE_SKI_SHOWN + 1];
-				ky_hex_encode(signers[i].ski, EXECUTE_SKI_SHOWN, hex);
+				ky_hex_encode(s->ski, EXECUTE_SKI_SHOWN, hex);
 				ceremony_detail(detail, len,
 				                "signer with key id %s... is not an administrator "
 				                "of unit %s",
@@ -622,7 +866,7 @@ static int ceremony_check_signers(const struct ky_domain *d, const uint8_t *cms,
 			}
 			return KY_ERR_SIGNER_NOT_ADMIN;
 		}
-		if (ky_cms_verify_signer(cms, n, i, X509_get0_pubkey(d->admins[a].cert)) != 0) {
+		if (ky_cms_signed_verify(sd, i, X509_get0_pubkey(d->admins[a].cert)) != 0) {
 			ceremony_detail(detail, len, "the signature of admin '%s' does not verify",
 			                d->admins[a].name);
 			return KY_ERR_BAD_SIGNATURE;
@@ -630,30 +874,69 @@ static int ceremony_check_signers(const struct ky_domain *d, const uint8_t *cms,
 		if (seen[a]) {
 			if (*twice < 0)
 				*twice = a;
-		} else {
-			seen[a] = true;
-			(*distinct)++;
+			continue;
 		}
+		seen[a] = true;
+		memcpy(v->names[v->nsigners], d->admins[a].name, sizeof(v->names[0]));
+		memcpy(v->skis[v->nsigners], d->admins[a].ski, KY_SKI_LEN);
+		v->nsigners++;
 	}
 	return 0;
 }
 
-int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_t **result,
-                        char *detail, size_t detaillen)
+/* Step 4's refusal, said for this unit and command. */
+static void ceremony_required_detail(const struct ky_domain *d, const struct ky_command *c, int r,
+                                     char *detail, size_t len)
+{
+	switch (r) {
+	case KY_ERR_IMPRINT_MODE:
+		ceremony_detail(detail, len, "%s is refused: unit %s is in imprint mode",
+		                ky_op_name(c->op), d->unit);
+		break;
+	case KY_ERR_NOT_IMPRINT_MODE:
+		ceremony_detail(detail, len, "unit %s has left imprint mode", d->unit);
+		break;
+	case KY_ERR_KEY_PARTS:
+		ceremony_detail(detail, len, "%zu key part%s given; a master key has %d to %d",
+		                c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
+		break;
+	case KY_ERR_THRESHOLD_RANGE:
+		ceremony_detail(detail, len, "signature %d, revocation %d: each must be 1 to %d",
+		                c->sig, c->rev, KY_MAX_ADMINS);
+		break;
+	case KY_ERR_THRESHOLD_ABOVE_ADMINS:
+		ceremony_detail(detail, len,
+		                "unit %s has %zu administrators, fewer than the threshold", d->unit,
+		                d->nadmins);
+		break;
+	default:
+		break;
+	}
+}
+
+int ky_ceremony_verify(const struct ky_domain *d, const uint8_t *cms, size_t n,
+                       struct ky_verified **out, struct ky_command_label *label, char *detail,
+                       size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
-	struct ky_buf content = {0};
-	struct ky_cms_signer *signers = NULL;
-	size_t nsigners = 0;
-	struct ky_command *c = NULL;
-	json_t *res = NULL;
-	int required = 0, distinct = 0, twice = -1;
+	struct ky_cms_signed *sd = NULL;
+	struct ky_verified *v = NULL;
+	const uint8_t *content;
+	size_t clen = 0;
+	int required = 0, twice = -1;
 
-	*result = NULL;
+	*out = NULL;
+	if (label != NULL)
+		memset(label, 0, sizeof(*label));
 	ceremony_detail(detail, detaillen, "%s", "");
+	if ((v = calloc(1, sizeof(*v))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	ceremony_bind(d, &v->bound);
 
-	/* 1. form */
-	if ((r = ky_cms_parse(cms, n, &content, &signers, &nsigners)) != 0) {
+	/* 1. form: decoded here, once */
+	if ((r = ky_cms_signed_parse(cms, n, &sd)) != 0) {
 		if (r == KY_ERR_BAD_COMMAND)
 			ceremony_detail(detail, detaillen, "%s",
 			                "a signer of the command is not identified by a 32-byte "
@@ -663,93 +946,114 @@ int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_
 			                "the command is not a CMS SignedData with its content");
 		goto out;
 	}
-	if ((r = ceremony_command_parse(content.data, content.len, &c, detail, detaillen)) != 0)
+	content = ky_cms_signed_content(sd, &clen);
+	if ((r = ceremony_command_parse(content, clen, &v->cmd, detail, detaillen)) != 0)
 		goto out;
+	if (label != NULL) {
+		label->parsed = true;
+		label->op = v->cmd->op;
+		label->counter = v->cmd->counter;
+	}
 
 	/* 2. addressee and counter */
-	if (strcmp(c->instance, d->instance) != 0) {
+	if (strcmp(v->cmd->instance, d->instance) != 0) {
 		ceremony_detail(detail, detaillen,
 		                "command is for instance '%s', this unit belongs to '%s'",
-		                c->instance, d->instance);
+		                v->cmd->instance, d->instance);
 		r = KY_ERR_WRONG_INSTANCE;
 		goto out;
 	}
-	if (strcmp(c->unit, d->unit) != 0) {
+	if (strcmp(v->cmd->unit, d->unit) != 0) {
 		ceremony_detail(detail, detaillen, "command is for unit '%s', this is unit '%s'",
-		                c->unit, d->unit);
+		                v->cmd->unit, d->unit);
 		r = KY_ERR_WRONG_UNIT;
 		goto out;
 	}
-	if (c->counter != d->next_counter) {
+	if (v->cmd->counter != d->next_counter) {
 		ceremony_detail(detail, detaillen,
 		                "command counter %llu, unit %s expected %llu: prepare the "
 		                "command again",
-		                (unsigned long long)c->counter, d->unit,
+		                (unsigned long long)v->cmd->counter, d->unit,
 		                (unsigned long long)d->next_counter);
 		r = KY_ERR_WRONG_COUNTER;
 		goto out;
 	}
 
 	/* 3. signatures */
-	if ((r = ceremony_check_signers(d, cms, n, signers, nsigners, &distinct, &twice, detail,
-	                                detaillen)) != 0)
+	if ((r = ceremony_check_signers(d, sd, v, &twice, detail, detaillen)) != 0)
 		goto out;
 
 	/* 4. mode */
-	if ((r = ky_ceremony_required(d, c, &required)) != 0) {
-		switch (r) {
-		case KY_ERR_IMPRINT_MODE:
-			ceremony_detail(detail, detaillen,
-			                "%s is refused: unit %s is in imprint mode",
-			                ky_op_name(c->op), d->unit);
-			break;
-		case KY_ERR_NOT_IMPRINT_MODE:
-			ceremony_detail(detail, detaillen, "unit %s has left imprint mode",
-			                d->unit);
-			break;
-		case KY_ERR_KEY_PARTS:
-			ceremony_detail(
-			    detail, detaillen, "%zu key part%s given; a master key has %d to %d",
-			    c->nparts, c->nparts == 1 ? "" : "s", KY_MIN_PARTS, KY_MAX_PARTS);
-			break;
-		case KY_ERR_THRESHOLD_RANGE:
-			ceremony_detail(detail, detaillen,
-			                "signature %d, revocation %d: each must be 1 to %d", c->sig,
-			                c->rev, KY_MAX_ADMINS);
-			break;
-		case KY_ERR_THRESHOLD_ABOVE_ADMINS:
-			ceremony_detail(detail, detaillen,
-			                "unit %s has %zu administrators, fewer than the threshold",
-			                d->unit, d->nadmins);
-			break;
-		default:
-			break;
-		}
+	if ((r = ky_ceremony_required(d, v->cmd, &required)) != 0) {
+		ceremony_required_detail(d, v->cmd, r, detail, detaillen);
 		goto out;
 	}
 
 	/* 5. enough distinct admins */
-	if (distinct < required) {
+	if ((int)v->nsigners < required) {
 		if (twice >= 0) {
 			ceremony_detail(detail, detaillen,
-			                "admin '%s' signed twice; it counts once: %d of %d "
+			                "admin '%s' signed twice; it counts once: %zu of %d "
 			                "required signatures",
-			                d->admins[twice].name, distinct, required);
+			                d->admins[twice].name, v->nsigners, required);
 			r = KY_ERR_DUPLICATE_SIGNER;
 		} else {
-			ceremony_detail(detail, detaillen, "%d of %d required signatures", distinct,
-			                required);
+			ceremony_detail(detail, detaillen, "%zu of %d required signatures",
+			                v->nsigners, required);
 			r = KY_ERR_NOT_ENOUGH_SIGNATURES;
 		}
 		goto out;
 	}
+	*out = v;
+	v = NULL; /* transferred */
+	r = 0;
+out:
+	ky_verified_free(v);
+	ky_cms_signed_free(sd);
+	return r;
+}
 
-	/* 6. the op itself */
-	if ((res = json_pack("{s:s}", "op", ky_op_name(c->op))) == NULL) {
+/* ---- apply ---- */
+
+int ky_ceremony_apply(struct ky_domain *d, const struct ky_verified *v, json_t **result,
+                      char *detail, size_t detaillen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ceremony_binding now;
+	json_t *res = NULL;
+
+	*result = NULL;
+	ceremony_detail(detail, detaillen, "%s", "");
+	if (d->keys == NULL) {
+		r = KY_ERR_INTERNAL;
+		goto out;
+	}
+	/* 6. the state is still the one every check above was made against */
+	ceremony_bind(d, &now);
+	if (now.counter != v->bound.counter) {
+		ceremony_detail(detail, detaillen,
+		                "command counter %llu: another command reached unit %s while this "
+		                "one was being verified (now at %llu): prepare the command again",
+		                (unsigned long long)v->cmd->counter, d->unit,
+		                (unsigned long long)d->next_counter);
+		r = KY_ERR_WRONG_COUNTER;
+		goto out;
+	}
+	if (memcmp(&now, &v->bound, sizeof(now)) != 0) {
+		ceremony_detail(detail, detaillen,
+		                "the state of unit %s is not the one the command was verified "
+		                "against",
+		                d->unit);
+		r = KY_ERR_STATE_CHANGED;
+		goto out;
+	}
+
+	/* 7. the op itself */
+	if ((res = json_pack("{s:s}", "op", ky_op_name(v->cmd->op))) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = ceremony_apply(d, c, res, detail, detaillen)) != 0)
+	if ((r = ceremony_run_op(d, v->cmd, res, detail, detaillen)) != 0)
 		goto out;
 	d->next_counter++;
 	if ((r = ceremony_result_set(res, "next_counter",
@@ -761,8 +1065,22 @@ int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_
 	r = 0;
 out:
 	json_decref(res);
-	ky_command_free(c);
-	free(signers);
-	ky_buf_free(&content);
+	return r;
+}
+
+int ky_ceremony_execute(struct ky_domain *d, const uint8_t *cms, size_t n, json_t **result,
+                        char *detail, size_t detaillen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_verified *v = NULL;
+
+	*result = NULL;
+	if ((r = ky_ceremony_verify(d, cms, n, &v, NULL, detail, detaillen)) != 0)
+		goto out;
+	if ((r = ky_ceremony_apply(d, v, result, detail, detaillen)) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_verified_free(v);
 	return r;
 }

@@ -382,99 +382,158 @@ static void cms_signer_name(STACK_OF(X509) * certs, const uint8_t ski[KY_SKI_LEN
 	}
 }
 
-int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
-                 struct ky_cms_signer **signers, size_t *nsigners)
+/* A SignedData decoded once: content and signer ids read, signatures checked one by one
+ * against keys the caller trusts. The content digests are computed once, on first need. */
+struct ky_cms_signed {
+	CMS_ContentInfo *cms;
+	struct ky_buf content;
+	struct ky_cms_signer *signers;
+	size_t nsigners;
+	BIO *chain; /* digest BIOs that read the whole content, NULL until first verify */
+};
+
+void ky_cms_signed_free(struct ky_cms_signed *sd)
+{
+	if (sd == NULL)
+		return;
+	BIO_free_all(sd->chain);
+	CMS_ContentInfo_free(sd->cms);
+	ky_buf_free(&sd->content);
+	free(sd->signers);
+	free(sd);
+}
+
+int ky_cms_signed_parse(const uint8_t *der, size_t n, struct ky_cms_signed **out)
 {
 	int r = KY_ERR_INTERNAL;
-	CMS_ContentInfo *cms = NULL;
+	struct ky_cms_signed *sd = NULL;
 	STACK_OF(CMS_SignerInfo) * sis;
 	STACK_OF(X509) *certs = NULL;
-	struct ky_cms_signer *list = NULL;
 	const ASN1_OCTET_STRING *data;
-	struct ky_buf body = {0};
 	int count;
 
-	if ((r = cms_from_der(der, n, &cms)) != 0)
+	*out = NULL;
+	if ((sd = calloc(1, sizeof(*sd))) == NULL) {
+		r = KY_ERR_NOMEM;
 		goto out;
-	r = KY_ERR_NOT_COMMAND;
-	if ((data = cms_content(cms)) == NULL)
+	}
+	if ((r = cms_from_der(der, n, &sd->cms)) != 0)
 		goto out;
-	if ((r = ky_buf_append(&body, ASN1_STRING_get0_data(data),
+	if ((data = cms_content(sd->cms)) == NULL) {
+		r = KY_ERR_NOT_COMMAND;
+		goto out;
+	}
+	if ((r = ky_buf_append(&sd->content, ASN1_STRING_get0_data(data),
 	                       (size_t)ASN1_STRING_length(data))) != 0)
 		goto out;
-	sis = CMS_get0_SignerInfos(cms);
+	sis = CMS_get0_SignerInfos(sd->cms);
 	count = sis != NULL ? sk_CMS_SignerInfo_num(sis) : 0;
 	if (count < 0)
 		count = 0;
-	r = KY_ERR_NOMEM;
-	if ((list = calloc((size_t)count + 1, sizeof(*list))) == NULL)
+	if ((sd->signers = calloc((size_t)count + 1, sizeof(*sd->signers))) == NULL) {
+		r = KY_ERR_NOMEM;
 		goto out;
-	certs = CMS_get1_certs(cms);
-	for (int i = 0; i < count; i++) {
-		if ((r = cms_signer_ski(sk_CMS_SignerInfo_value(sis, i), list[i].ski)) != 0)
-			goto out;
-		cms_signer_name(certs, list[i].ski, list[i].name, sizeof(list[i].name));
 	}
-	*content = body;
-	body = (struct ky_buf){0}; /* transferred */
-	*signers = list;
-	list = NULL; /* transferred */
-	*nsigners = (size_t)count;
+	certs = CMS_get1_certs(sd->cms);
+	for (int i = 0; i < count; i++) {
+		if ((r = cms_signer_ski(sk_CMS_SignerInfo_value(sis, i), sd->signers[i].ski)) != 0)
+			goto out;
+		cms_signer_name(certs, sd->signers[i].ski, sd->signers[i].name,
+		                sizeof(sd->signers[i].name));
+	}
+	sd->nsigners = (size_t)count;
+	*out = sd;
+	sd = NULL; /* transferred */
 	r = 0;
 out:
-	free(list);
-	ky_buf_free(&body);
 	sk_X509_pop_free(certs, X509_free);
-	CMS_ContentInfo_free(cms);
+	ky_cms_signed_free(sd);
 	ERR_clear_error();
 	return r;
 }
 
-int ky_cms_verify_signer(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub)
+const uint8_t *ky_cms_signed_content(const struct ky_cms_signed *sd, size_t *len)
 {
-	int r = KY_ERR_INTERNAL;
-	CMS_ContentInfo *cms = NULL;
-	STACK_OF(CMS_SignerInfo) * sis;
+	*len = sd->content.len;
+	return sd->content.data;
+}
+
+size_t ky_cms_signed_nsigners(const struct ky_cms_signed *sd)
+{
+	return sd->nsigners;
+}
+
+const struct ky_cms_signer *ky_cms_signed_signer(const struct ky_cms_signed *sd, size_t i)
+{
+	return i < sd->nsigners ? &sd->signers[i] : NULL;
+}
+
+int ky_cms_signed_verify(struct ky_cms_signed *sd, size_t i, EVP_PKEY *pub)
+{
+	int r = KY_ERR_BAD_SIGNATURE;
+	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(sd->cms);
 	CMS_SignerInfo *si;
 	X509_ALGOR *digest = NULL;
 	X509 *holder = NULL;
-	BIO *chain = NULL;
-	uint8_t want[KY_SKI_LEN], got[KY_SKI_LEN];
+	uint8_t want[KY_SKI_LEN];
 
-	if ((r = cms_from_der(der, n, &cms)) != 0)
+	if (pub == NULL || sis == NULL || i >= sd->nsigners ||
+	    i >= (size_t)sk_CMS_SignerInfo_num(sis)) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
-	r = KY_ERR_BAD_SIGNATURE;
-	sis = CMS_get0_SignerInfos(cms);
-	if (pub == NULL || cms_content(cms) == NULL || sis == NULL ||
-	    i >= (size_t)sk_CMS_SignerInfo_num(sis))
-		goto out;
+	}
 	si = sk_CMS_SignerInfo_value(sis, (int)i);
 	/* The signer must name this key, use SHA-512 and sign attributes (content type and
 	 * message digest): a SignerInfo without them would sign the content directly. */
-	if (ky_ski(pub, want) != 0 || cms_signer_ski(si, got) != 0 ||
-	    memcmp(want, got, KY_SKI_LEN) != 0)
+	if (ky_ski(pub, want) != 0 || memcmp(want, sd->signers[i].ski, KY_SKI_LEN) != 0) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
+	}
 	CMS_SignerInfo_get0_algs(si, NULL, NULL, &digest, NULL);
 	if (digest == NULL || OBJ_obj2nid(digest->algorithm) != NID_sha512 ||
-	    CMS_signed_get_attr_count(si) <= 0)
+	    CMS_signed_get_attr_count(si) <= 0) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
+	}
 	/* The SignerInfo takes its public key from a certificate: give it a bare holder of the
 	 * caller's key, so that nothing embedded in the command is ever trusted. */
-	if ((holder = X509_new()) == NULL || X509_set_pubkey(holder, pub) != 1)
+	if ((holder = X509_new()) == NULL || X509_set_pubkey(holder, pub) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	CMS_SignerInfo_set1_signer_cert(si, holder);
-	if (CMS_SignerInfo_verify(si) != 1)
+	if (CMS_SignerInfo_verify(si) != 1) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
-	if ((r = cms_digest_content(cms, &chain)) != 0)
+	}
+	if (sd->chain == NULL && (r = cms_digest_content(sd->cms, &sd->chain)) != 0)
 		goto out;
-	r = KY_ERR_BAD_SIGNATURE;
-	if (CMS_SignerInfo_verify_content(si, chain) != 1)
+	if (CMS_SignerInfo_verify_content(si, sd->chain) != 1) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
+	}
 	r = 0;
 out:
-	BIO_free_all(chain);
 	X509_free(holder);
-	CMS_ContentInfo_free(cms);
 	ERR_clear_error();
+	return r;
+}
+
+int ky_cms_parse(const uint8_t *der, size_t n, struct ky_buf *content,
+                 struct ky_cms_signer **signers, size_t *nsigners)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_cms_signed *sd = NULL;
+
+	if ((r = ky_cms_signed_parse(der, n, &sd)) != 0)
+		goto out;
+	*content = sd->content;
+	sd->content = (struct ky_buf){0}; /* transferred */
+	*signers = sd->signers;
+	sd->signers = NULL; /* transferred */
+	*nsigners = sd->nsigners;
+	r = 0;
+out:
+	ky_cms_signed_free(sd);
 	return r;
 }

@@ -306,6 +306,29 @@ int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, in
 	                  "critical,digitalSignature,keyCertSign", out);
 }
 
+int ky_cert_anchor_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days, X509 **out)
+{
+	return cert_build(key, cn, ou, NULL, NULL, key, days, "critical,CA:TRUE,pathlen:1",
+	                  "critical,keyCertSign,cRLSign", out);
+}
+
+int ky_cert_issue_identity(EVP_PKEY *subject_pub, const char *cn, const char *ou, X509 *anchor,
+                           EVP_PKEY *anchor_key, int days, X509 **out)
+{
+	int r = KY_ERR_BAD_CERT;
+	uint8_t issuer_ski[KY_SKI_LEN];
+
+	if (X509_check_private_key(anchor, anchor_key) != 1) {
+		ERR_clear_error();
+		return KY_ERR_BAD_CERT;
+	}
+	if ((r = ky_cert_ski(anchor, issuer_ski)) != 0)
+		return r;
+	return cert_build(subject_pub, cn, ou, X509_get_subject_name(anchor), issuer_ski,
+	                  anchor_key, days, "critical,CA:TRUE,pathlen:0",
+	                  "critical,digitalSignature,keyCertSign", out);
+}
+
 int ky_cert_issue(EVP_PKEY *subject_key, const char *cn, const char *ou, X509 *issuer,
                   EVP_PKEY *issuer_key, int days, X509 **out)
 {

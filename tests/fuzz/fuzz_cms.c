@@ -1,4 +1,5 @@
-/* Signed admin commands: the CMS SignedData a unit receives from anyone on the network. */
+/* Signed admin commands: the CMS SignedData a unit receives from anyone on the network,
+ * decoded once and every signer checked on that structure, as a unit does. */
 #include <stdlib.h>
 
 #include "kyok/crypto.h"
@@ -17,13 +18,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct ky_buf content = {0};
-	struct ky_cms_signer *signers = NULL;
-	size_t nsigners = 0;
+	struct ky_cms_signed *sd = NULL;
+	size_t len = 0;
 
-	if (ky_cms_parse(data, size, &content, &signers, &nsigners) == 0 && nsigners > 0)
-		FUZZ_IGNORE(ky_cms_verify_signer(data, size, 0, cms_key));
-	free(signers);
-	ky_buf_free(&content);
+	if (ky_cms_signed_parse(data, size, &sd) == 0) {
+		(void)ky_cms_signed_content(sd, &len);
+		for (size_t i = 0; i < ky_cms_signed_nsigners(sd); i++)
+			FUZZ_IGNORE(ky_cms_signed_verify(sd, i, cms_key));
+	}
+	ky_cms_signed_free(sd);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kyok/audit.h"
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
@@ -135,14 +136,18 @@ static void seeds_commands(struct ky_domain *d)
 				memset(&env, 0, sizeof(env)); /* transferred */
 			}
 			break;
-		case KY_OP_MK_EXPORT:
+		case KY_OP_MK_EXPORT: /* the chain of a unit: importer, identity */
 			c->nrecips = 1;
-			c->recips[0] = X509_dup(c2);
+			c->recips[0] = X509_dup(d->importer_cert);
+			c->recip_ids[0] = X509_dup(d->identity_cert);
+			c->export_current = true;
 			break;
 		case KY_OP_MK_IMPORT:
 			if (ky_random(part, sizeof(part)) != 0 ||
-			    ky_envelope_seal(part, sizeof(part), c1, &c->envelope) != 0)
+			    ky_envelope_seal(part, sizeof(part), c1, &c->envelope) != 0 ||
+			    ky_buf_append(&c->source_sig, part, sizeof(part)) != 0)
 				seeds_die("cannot seal a key");
+			c->source = X509_dup(d->identity_cert);
 			c->has_vp = true;
 			break;
 		case KY_OP_MK_COMMIT:
@@ -327,6 +332,44 @@ static void seeds_text(void)
 	seeds_str("instance", instance);
 }
 
+/* An audit log as a unit writes it: file line with the certificate, lines, checkpoints. */
+static void seeds_audit(void)
+{
+	EVP_PKEY *k = NULL;
+	X509 *c = NULL;
+	unsigned char *der = NULL;
+	char *b64 = NULL;
+	struct ky_audit_line l;
+	struct ky_buf log = {0};
+	uint8_t h[KY_AUDIT_HASH_LEN] = {0};
+	static const char *const events[] = {"file", "start", "key-api",   "checkpoint",
+	                                     "seal", "stop",  "checkpoint"};
+	int n;
+
+	if (ky_ec_generate(&k) != 0 ||
+	    ky_cert_self_signed_issuer(k, "unit-1", FUZZ_INSTANCE, 30, &c) != 0 ||
+	    (n = i2d_X509(c, &der)) <= 0 || ky_b64_encode(der, (size_t)n, &b64) != 0)
+		seeds_die("cannot make an identity");
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+		ky_audit_begin(&l, i + 1, h, "2026-12-05T08:00:00.000Z", events[i]);
+		ky_audit_add_str(&l, "instance", FUZZ_INSTANCE);
+		ky_audit_add_str(&l, "unit", "unit-1");
+		if (i == 0)
+			ky_audit_add_str(&l, "cert", b64);
+		if (ky_audit_end(&l) != 0 ||
+		    (strcmp(events[i], "checkpoint") == 0 && ky_audit_sign(&l, k) != 0) ||
+		    ky_audit_hash(l.s, l.len, h) != 0 || ky_buf_append(&log, l.s, l.len) != 0 ||
+		    ky_buf_append(&log, "\n", 1) != 0)
+			seeds_die("cannot make an audit log");
+		seeds_put("audit", log.data, log.len);
+	}
+	OPENSSL_free(der);
+	free(b64);
+	X509_free(c);
+	EVP_PKEY_free(k);
+	ky_buf_free(&log);
+}
+
 int main(int argc, char **argv)
 {
 	struct ky_domain *d = NULL;
@@ -350,6 +393,7 @@ int main(int argc, char **argv)
 	seeds_kms();
 	seeds_token();
 	seeds_text();
+	seeds_audit();
 	printf("fuzz-seeds: seeds written to %s\n", seeds_dir);
 	return 0;
 }

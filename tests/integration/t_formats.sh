@@ -324,8 +324,8 @@ expect_match "importer certificate: P-521, key agreement" \
 	"NIST CURVE: P-521.*CA:FALSE.*Key Agreement" \
 	"$(openssl x509 -in importer.pem -noout -text | tr '\n' ' ')"
 out=$(openssl x509 -in identity.pem -noout -subject -issuer)
-expect_eq "identity: self-issued, CN = unit, OU = instance" "$out" \
-	"$(printf 'subject=OU = %s, CN = %s\nissuer=OU = %s, CN = %s' "$INST" "$UNIT1" "$INST" "$UNIT1")"
+expect_eq "identity: CN = unit, OU = instance, issued by the instance's unit trust anchor" "$out" \
+	"$(printf 'subject=OU = %s, CN = %s\nissuer=OU = %s, CN = kyok unit anchor' "$INST" "$UNIT1" "$INST")"
 expect_eq "importer: issued by the identity" \
 	"$(openssl x509 -in importer.pem -noout -issuer | sed 's/^issuer=//')" \
 	"$(openssl x509 -in identity.pem -noout -subject | sed 's/^subject=//')"
@@ -339,8 +339,12 @@ expect_eq "importer AKI = identity SKI" \
 expect_eq "identity SKI = SHA-256 of its point" "$(cert_ski identity.pem)" \
 	"$(openssl x509 -in identity.pem -noout -pubkey | openssl pkey -pubin -outform DER |
 		tail -c 133 | openssl dgst -sha256 -r | cut -c1-64)"
-expect_eq "identity self-signature" "$(openssl verify -CAfile identity.pem identity.pem)" \
+expect_eq "identity issued by the anchor" \
+	"$(openssl verify -CAfile "$KYOK_INSTANCE/anchor.crt" identity.pem | sed 's|^.*/||')" \
 	"identity.pem: OK"
+expect_eq "openssl verify: importer -> identity -> anchor" \
+	"$(openssl verify -CAfile "$KYOK_INSTANCE/anchor.crt" -untrusted identity.pem importer.pem)" \
+	"importer.pem: OK"
 # The identity certificate may issue (CA:TRUE, pathlen 0, keyCertSign): openssl checks the chain.
 expect_eq "openssl verify: importer issued by the identity" \
 	"$(openssl verify -partial_chain -CAfile identity.pem importer.pem)" "importer.pem: OK"
@@ -384,13 +388,17 @@ expect_eq "reply without a nonce: empty nonce line" \
 # ---- 7. state JSON ----
 
 expect_eq "state JSON keys" "$(jq -c 'keys_unsorted' state.json)" \
-	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","storage"]'
+	'["instance","unit","zone","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage"]'
 expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"
 jq -r '.admins[0].cert' state.json >admin1.pem
 expect_eq "state admin cert is alice's" "$(cert_ski admin1.pem)" "$SKI_ALICE"
-expect_eq "state registers" "$(jq -c '[.new_mk, .current_mk]' state.json)" \
+expect_eq "state registers" "$(jq -c '[.new_mk, .current_mk] | map(del(.part_vps))' state.json)" \
 	"[{\"state\":\"FULL UNCOMMITTED\",\"vp\":\"$VP_NEW\"},{\"state\":\"EMPTY\",\"vp\":null}]"
+expect_eq "state part VPs: the vp lines of the two key part files" \
+	"$(jq -c '[(.new_mk.part_vps | sort), .current_mk.part_vps]' state.json)" \
+	"$(jq -cn --arg a "$(sed -n 's/^vp: //p' "$P1")" --arg b "$(sed -n 's/^vp: //p' "$P2")" \
+		'[([$a, $b] | sort), []]')"
 
 # ---- 6. sealed unit state ----
 

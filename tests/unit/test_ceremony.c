@@ -19,6 +19,8 @@
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+/* White-box: the master key bytes are compared where they live. */
+#include "lib/ceremony/internal.h"
 
 #define INSTANCE "inst-test"
 #define UNIT     "unit-a"
@@ -35,6 +37,10 @@ struct admin {
 };
 static struct admin admins[NADMINS];
 static char detail[512];
+/* The unit trust anchor of INSTANCE, and the anchor of another instance. */
+#define OTHER_INSTANCE "inst-other"
+static EVP_PKEY *anchor_key, *other_anchor_key;
+static X509 *anchor, *other_anchor;
 
 /* Signer lists end with -1. */
 #define SIGNED_BY(...) ((const int[]){__VA_ARGS__, -1})
@@ -54,6 +60,13 @@ static int group_setup(void **state)
 		    ky_cert_ski(admins[i].cert, admins[i].ski) != 0)
 			return -1;
 	}
+	if (ky_ec_generate(&anchor_key) != 0 ||
+	    ky_cert_anchor_self_signed(anchor_key, "kyok unit anchor", INSTANCE, 30, &anchor) !=
+	        0 ||
+	    ky_ec_generate(&other_anchor_key) != 0 ||
+	    ky_cert_anchor_self_signed(other_anchor_key, "kyok unit anchor", OTHER_INSTANCE, 30,
+	                               &other_anchor) != 0)
+		return -1;
 	return 0;
 }
 
@@ -64,16 +77,33 @@ static int group_teardown(void **state)
 		EVP_PKEY_free(admins[i].key);
 		X509_free(admins[i].cert);
 	}
+	EVP_PKEY_free(anchor_key);
+	EVP_PKEY_free(other_anchor_key);
+	X509_free(anchor);
+	X509_free(other_anchor);
 	return 0;
 }
 
 /* ---- helpers ---- */
 
-static struct ky_domain *domain(const char *unit)
+/* A unit of instance whose identity the anchor (cert, key) certified. */
+static struct ky_domain *certified(const char *instance, const char *unit, X509 *a, EVP_PKEY *ak)
 {
 	struct ky_domain *d = NULL;
-	assert_int_equal(ky_domain_new(INSTANCE, unit, "zone-1", &d), 0);
+	EVP_PKEY *k = NULL;
+	X509 *id = NULL;
+	assert_int_equal(ky_ec_generate(&k), 0);
+	assert_int_equal(ky_cert_issue_identity(k, unit, instance, a, ak, 30, &id), 0);
+	assert_int_equal(ky_domain_new_certified(instance, unit, "zone-1", k, id, a, &d), 0);
+	EVP_PKEY_free(k);
+	X509_free(id);
 	return d;
+}
+
+/* Units of one instance share its anchor: they can pass the master key to each other. */
+static struct ky_domain *domain(const char *unit)
+{
+	return certified(INSTANCE, unit, anchor, anchor_key);
 }
 
 static struct ky_command *cmd(const struct ky_domain *d, enum ky_op op)
@@ -136,21 +166,45 @@ static struct ky_command *cmd_load(const struct ky_domain *d, uint8_t parts[][KY
 	return c;
 }
 
-static struct ky_command *cmd_import(const struct ky_domain *d, const struct ky_buf *env,
+/* mk-import of env, sent by unit from with its transfer signature sig. */
+static struct ky_command *cmd_import(const struct ky_domain *d, const struct ky_domain *from,
+                                     const struct ky_buf *env, const struct ky_buf *sig,
                                      const uint8_t *vp)
 {
 	struct ky_command *c = cmd_vp(d, KY_OP_MK_IMPORT, vp);
 	assert_int_equal(ky_buf_append(&c->envelope, env->data, env->len), 0);
+	assert_int_equal(ky_buf_append(&c->source_sig, sig->data, sig->len), 0);
+	X509_up_ref(from->identity_cert);
+	c->source = from->identity_cert;
 	return c;
 }
 
-static struct ky_command *cmd_export(const struct ky_domain *d, X509 *recip)
+/* mk-export to the chain importer -> identity. */
+static struct ky_command *cmd_export_chain(const struct ky_domain *d, X509 *importer,
+                                           X509 *identity)
 {
 	struct ky_command *c = cmd(d, KY_OP_MK_EXPORT);
-	X509_up_ref(recip);
-	c->recips[0] = recip;
+	X509_up_ref(importer);
+	X509_up_ref(identity);
+	c->recips[0] = importer;
+	c->recip_ids[0] = identity;
 	c->nrecips = 1;
 	return c;
+}
+
+/* mk-export to unit to. */
+static struct ky_command *cmd_export(const struct ky_domain *d, const struct ky_domain *to)
+{
+	return cmd_export_chain(d, to->importer_cert, to->identity_cert);
+}
+
+/* Envelope and signature number i of an mk-export result. */
+static void export_result(json_t *res, size_t i, struct ky_buf *env, struct ky_buf *sig)
+{
+	json_t *envs = json_object_get(res, "envelopes"),
+	       *sigs = json_object_get(res, "signatures");
+	assert_int_equal(ky_b64_decode(json_string_value(json_array_get(envs, i)), env), 0);
+	assert_int_equal(ky_b64_decode(json_string_value(json_array_get(sigs, i)), sig), 0);
 }
 
 /* Encodes c and signs it with the admins listed; frees c. */
@@ -298,9 +352,15 @@ static void roundtrip(struct ky_command *c)
 		assert_memory_equal(p->parts[i].data, c->parts[i].data, c->parts[i].len);
 	}
 	assert_int_equal(p->nrecips, c->nrecips);
-	for (size_t i = 0; i < c->nrecips; i++)
+	for (size_t i = 0; i < c->nrecips; i++) {
 		assert_int_equal(X509_cmp(p->recips[i], c->recips[i]), 0);
+		assert_int_equal(X509_cmp(p->recip_ids[i], c->recip_ids[i]), 0);
+	}
+	assert_int_equal(p->export_current, c->export_current);
 	assert_int_equal(p->envelope.len, c->envelope.len);
+	assert_int_equal(p->source_sig.len, c->source_sig.len);
+	if (c->source != NULL)
+		assert_int_equal(X509_cmp(p->source, c->source), 0);
 	if (c->cert != NULL)
 		assert_int_equal(X509_cmp(p->cert, c->cert), 0);
 	assert_memory_equal(p->ski, c->ski, KY_SKI_LEN);
@@ -339,15 +399,23 @@ static void t_command_roundtrip(void **state)
 	roundtrip(cmd(d, KY_OP_MK_CLRCUR));
 	roundtrip(cmd(d, KY_OP_ZEROIZE));
 	roundtrip(cmd(d, KY_OP_MK_GENERATE));
-	c = cmd_export(d, d->importer_cert);
+	c = cmd_export(d, d);
 	X509_up_ref(admins[BOB].cert);
 	c->recips[1] = admins[BOB].cert;
+	X509_up_ref(admins[CAROL].cert);
+	c->recip_ids[1] = admins[CAROL].cert;
 	c->nrecips = 2;
+	roundtrip(c);
+	c = cmd_export(d, d);
+	c->export_current = true;
 	roundtrip(c);
 	c = cmd(d, KY_OP_MK_IMPORT);
 	envelope_to(d->importer_cert, key, &c->envelope);
 	c->has_vp = true;
 	memcpy(c->vp, vp, KY_VP_LEN);
+	X509_up_ref(d->identity_cert);
+	c->source = d->identity_cert;
+	assert_int_equal(ky_buf_append(&c->source_sig, "sig", 3), 0);
 	roundtrip(c);
 
 	/* what the encoder refuses, it would not parse either */
@@ -364,6 +432,16 @@ static void t_command_roundtrip(void **state)
 	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
 	ky_command_free(c);
 	c = cmd(d, KY_OP_MK_EXPORT);
+	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
+	ky_command_free(c);
+	c = cmd_export(d, d); /* a recipient without its identity */
+	X509_free(c->recip_ids[0]);
+	c->recip_ids[0] = NULL;
+	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
+	ky_command_free(c);
+	c = cmd(d, KY_OP_MK_IMPORT); /* an import without its sender */
+	envelope_to(d->importer_cert, key, &c->envelope);
+	c->has_vp = true;
 	assert_int_equal(ky_command_encode(c, &out), KY_ERR_BAD_COMMAND);
 	ky_command_free(c);
 	assert_int_equal(out.len, 0);
@@ -510,13 +588,36 @@ static void t_command_parse_refusals(void **state)
 	    {"\"op\":\"mk-export\"}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-export\",\"recipients\":[]}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-export\",\"recipients\":[\"nope\"]}", KY_ERR_BAD_COMMAND},
-	    {"\"op\":\"mk-export\",\"recipients\":[PEM]}", 0},
+	    {"\"op\":\"mk-export\",\"recipients\":[PEM]}", KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM}]}", KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM,\"identity\":\"x\"}]}",
+	     KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM,\"identity\":PEM,"
+	     "\"x\":1}]}",
+	     KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM,\"identity\":PEM}]}", 0},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM,\"identity\":PEM}],"
+	     "\"register\":\"current\"}",
+	     0},
+	    {"\"op\":\"mk-export\",\"recipients\":[{\"importer\":PEM,\"identity\":PEM}],"
+	     "\"register\":\"old\"}",
+	     KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-export\",\"recipients\":[PEM,PEM,PEM,PEM,PEM,PEM,PEM,PEM,PEM]}",
 	     KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-import\",\"vp\":\"HEX64\"}", KY_ERR_BAD_COMMAND},
 	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\"}", KY_ERR_BAD_COMMAND},
-	    {"\"op\":\"mk-import\",\"envelope\":\"AA=A\",\"vp\":\"HEX64\"}", KY_ERR_BAD_COMMAND},
-	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\",\"vp\":\"HEX64\"}", 0},
+	    {"\"op\":\"mk-import\",\"envelope\":\"AA=A\",\"vp\":\"HEX64\",\"source\":PEM,"
+	     "\"signature\":\"AAAA\"}",
+	     KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\",\"vp\":\"HEX64\"}", KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\",\"vp\":\"HEX64\",\"source\":PEM}",
+	     KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\",\"vp\":\"HEX64\",\"source\":\"x\","
+	     "\"signature\":\"AAAA\"}",
+	     KY_ERR_BAD_COMMAND},
+	    {"\"op\":\"mk-import\",\"envelope\":\"AAAA\",\"vp\":\"HEX64\",\"source\":PEM,"
+	     "\"signature\":\"AAAA\"}",
+	     0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		/* expand HEX64, HEX63, PEM */
@@ -577,7 +678,14 @@ static void t_domain_new(void **state)
 	assert_string_equal(cn, UNIT);
 	assert_int_equal(ky_cert_cn(d->importer_cert, cn, sizeof(cn)), 0);
 	assert_string_equal(cn, UNIT " importer");
-	assert_int_equal(ky_cert_verify_by(d->identity_cert, d->identity_key), 0);
+	/* the identity is issued by the anchor, not by itself */
+	assert_int_equal(ky_cert_verify_by(d->identity_cert, X509_get0_pubkey(anchor)), 0);
+	assert_int_equal(ky_cert_verify_by(d->identity_cert, d->identity_key),
+	                 KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(X509_cmp(d->anchor_cert, anchor), 0);
+	assert_int_equal(ky_cert_chain_verify(d->importer_cert, d->identity_cert, anchor), 0);
+	assert_int_equal(ky_cert_chain_verify(d->importer_cert, d->identity_cert, other_anchor),
+	                 KY_ERR_BAD_SIGNATURE);
 	assert_int_equal(ky_cert_verify_by(d->importer_cert, d->identity_key), 0);
 	assert_int_equal(ky_cert_verify_by(d->importer_cert, d->importer_key),
 	                 KY_ERR_BAD_SIGNATURE);
@@ -595,7 +703,10 @@ static void t_public_json(void **state)
 
 	j = ky_domain_public_json(d);
 	assert_non_null(j);
-	assert_int_equal(json_object_size(j), 10);
+	assert_int_equal(json_object_size(j), 13);
+	assert_int_equal(json_array_size(json_object_get(j, "transfers")), 0);
+	assert_int_equal(strlen(json_string_value(json_object_get(j, "identity"))), 64);
+	assert_int_equal(strlen(json_string_value(json_object_get(j, "anchor"))), 64);
 	assert_string_equal(json_string_value(json_object_get(j, "instance")), INSTANCE);
 	assert_string_equal(json_string_value(json_object_get(j, "unit")), UNIT);
 	assert_string_equal(json_string_value(json_object_get(j, "zone")), "zone-1");
@@ -613,12 +724,15 @@ static void t_public_json(void **state)
 	assert_non_null(
 	    strstr(json_string_value(json_object_get(a0, "cert")), "-----BEGIN CERTIFICATE-----"));
 	json_t *n = json_object_get(j, "new_mk");
-	assert_int_equal(json_object_size(n), 2);
+	assert_int_equal(json_object_size(n), 3);
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(n, "vp")));
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	json_t *cur = json_object_get(j, "current_mk");
 	assert_string_equal(json_string_value(json_object_get(cur, "state")), "EMPTY");
 	assert_true(json_is_null(json_object_get(cur, "vp")));
+	assert_true(json_is_array(json_object_get(cur, "part_vps")));
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 0);
 	json_decref(j);
 
 	make_current(&d, vp);
@@ -632,11 +746,17 @@ static void t_public_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(n, "state")), "FULL UNCOMMITTED");
 	vp_hex(d->new_vp, hex);
 	assert_string_equal(json_string_value(json_object_get(n, "vp")), hex);
+	/* the loaded key shows its 2 parts' VPs, the generated one none */
+	assert_int_equal(json_array_size(json_object_get(cur, "part_vps")), 2);
+	vp_hex(d->cur_part_vps[1], hex);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(cur, "part_vps"), 1)),
+	                    hex);
+	assert_int_equal(json_array_size(json_object_get(n, "part_vps")), 0);
 	/* nothing secret in it */
 	char *text = json_dumps(j, 0);
-	ky_hex_encode(d->new_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->new_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
-	ky_hex_encode(d->cur_key, KY_MK_LEN, hex);
+	ky_hex_encode(d->keys->cur_key, KY_MK_LEN, hex);
 	assert_null(strstr(text, hex));
 	assert_null(strstr(text, "PRIVATE"));
 	free(text);
@@ -697,11 +817,14 @@ static void t_serialize_roundtrip(void **state)
 		assert_memory_equal(p->admins[i].ski, d->admins[i].ski, KY_SKI_LEN);
 	}
 	assert_int_equal(p->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(p->new_key, d->new_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->new_key, d->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(p->new_vp, d->new_vp, KY_VP_LEN);
 	assert_int_equal(p->cur_state, KY_CUR_VALID);
-	assert_memory_equal(p->cur_key, d->cur_key, KY_MK_LEN);
+	assert_memory_equal(p->keys->cur_key, d->keys->cur_key, KY_MK_LEN);
 	assert_memory_equal(p->cur_vp, vp, KY_VP_LEN);
+	assert_int_equal(p->new_nparts, 0);
+	assert_int_equal(p->cur_nparts, 2);
+	assert_memory_equal(p->cur_part_vps, d->cur_part_vps, 2 * KY_VP_LEN);
 	assert_int_equal(EVP_PKEY_eq(p->identity_key, d->identity_key), 1);
 	assert_int_equal(EVP_PKEY_eq(p->importer_key, d->importer_key), 1);
 	assert_int_equal(X509_cmp(p->identity_cert, d->identity_cert), 0);
@@ -949,6 +1072,62 @@ static void e_unit_renamed(json_t *o)
 {
 	json_object_set_new(o, "unit", json_string("unit-z"));
 }
+static void e_anchor_other(json_t *o)
+{
+	/* another anchor: the identity in the state is not issued by it */
+	char *pem = NULL;
+	assert_int_equal(ky_cert_to_pem(other_anchor, &pem), 0);
+	json_object_set_new(o, "anchor_cert", json_string(pem));
+	free(pem);
+}
+static void e_transfer_not_ours(json_t *o)
+{
+	char fp[65];
+	memset(fp, 'a', 64);
+	fp[64] = '\0';
+	json_array_append_new(json_object_get(o, "transfers"),
+	                      json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s}", "op", "mk-export",
+	                                "counter", 1, "from", "unit-q", "from_identity", fp, "to",
+	                                UNIT_B, "to_identity", fp, "vp", fp));
+}
+static void e_transfer_bad_fp(json_t *o)
+{
+	json_array_append_new(json_object_get(o, "transfers"),
+	                      json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s}", "op", "mk-export",
+	                                "counter", 1, "from", UNIT, "from_identity", "xyz", "to",
+	                                UNIT_B, "to_identity", "xyz", "vp", "00"));
+}
+
+static void e_part_vps_one(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_remove(a, 1);
+}
+static void e_part_vps_on_empty(json_t *o)
+{
+	json_t *from = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *reg = json_object_get(o, "new_mk");
+	json_object_set_new(reg, "state", json_string("EMPTY"));
+	json_object_set_new(reg, "key", json_null());
+	json_object_set_new(reg, "vp", json_null());
+	json_object_set_new(reg, "part_vps", json_deep_copy(from));
+}
+static void e_part_vps_bad_hex(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_array_set_new(a, 0, json_string("00ff"));
+}
+static void e_part_vps_not_array(json_t *o)
+{
+	json_object_set_new(json_object_get(o, "current_mk"), "part_vps", json_string("x"));
+}
+static void e_part_vps_nine(json_t *o)
+{
+	json_t *a = json_object_get(json_object_get(o, "current_mk"), "part_vps");
+	json_t *v = json_array_get(a, 0);
+	for (int i = 0; i < 7; i++)
+		json_array_append(a, v);
+}
 
 static void t_serialize_corrupt(void **state)
 {
@@ -994,6 +1173,44 @@ static void t_serialize_corrupt(void **state)
 	corrupt(d, e_importer_not_by_identity, "importer not certified by identity");
 	corrupt(d, e_key_b64, "key not base64");
 	corrupt(d, e_unit_renamed, "unit id not the identity's name");
+	corrupt(d, e_anchor_other, "identity not issued by the sealed anchor");
+	corrupt(d, e_transfer_not_ours, "a transfer this unit took no part in");
+	corrupt(d, e_transfer_bad_fp, "a transfer record with bad fields");
+	corrupt(d, e_part_vps_one, "a key loaded from one part");
+	corrupt(d, e_part_vps_on_empty, "part VPs in an empty register");
+	corrupt(d, e_part_vps_bad_hex, "part VP not 64 hex digits");
+	corrupt(d, e_part_vps_not_array, "part VPs not a list");
+	corrupt(d, e_part_vps_nine, "nine part VPs");
+	ky_domain_free(d);
+}
+
+/* A state sealed before part VPs were recorded opens, with none. */
+static void t_serialize_without_part_vps(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT), *p = NULL;
+	struct ky_buf ser = {0};
+	uint8_t vp[KY_VP_LEN];
+	json_error_t err;
+	json_t *o;
+	char *text;
+
+	make_current(&d, vp);
+	assert_int_equal(ky_domain_serialize(d, &ser), 0);
+	o = json_loadb((const char *)ser.data, ser.len, 0, &err);
+	assert_non_null(o);
+	assert_int_equal(json_object_del(json_object_get(o, "new_mk"), "part_vps"), 0);
+	assert_int_equal(json_object_del(json_object_get(o, "current_mk"), "part_vps"), 0);
+	text = json_dumps(o, JSON_COMPACT);
+	assert_int_equal(ky_domain_parse((const uint8_t *)text, strlen(text), &p), 0);
+	assert_int_equal(p->cur_state, KY_CUR_VALID);
+	assert_int_equal(p->cur_nparts, 0);
+	assert_int_equal(p->new_nparts, 0);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	json_decref(o);
+	ky_buf_free(&ser);
+	ky_domain_free(p);
 	ky_domain_free(d);
 }
 
@@ -1150,8 +1367,8 @@ static void t_imprint_mk_refused(void **state)
 	cs[3] = cmd(d, KY_OP_MK_CLRNEW);
 	cs[4] = cmd(d, KY_OP_MK_CLRCUR);
 	cs[5] = cmd(d, KY_OP_MK_GENERATE);
-	cs[6] = cmd_export(d, d->importer_cert);
-	cs[7] = cmd_import(d, &env, vp);
+	cs[6] = cmd_export(d, d);
+	cs[7] = cmd_import(d, d, &env, &env, vp);
 	for (size_t i = 0; i < 8; i++) {
 		int required = -1;
 		assert_int_equal(ky_ceremony_required(d, cs[i], &required), KY_ERR_IMPRINT_MODE);
@@ -1530,7 +1747,7 @@ static void t_mk_register_flow(void **state)
 	assert_string_equal(json_string_value(json_object_get(res, "vp")), hex);
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	assert_int_equal(run(&d, cmd_load(d, parts, 2, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_string_equal(detail, "new master key register is FULL UNCOMMITTED, expected EMPTY");
@@ -1557,7 +1774,7 @@ static void t_mk_register_flow(void **state)
 	json_decref(res);
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_VALID);
-	assert_memory_equal(d->cur_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, key, KY_MK_LEN);
 	assert_memory_equal(d->cur_vp, vp, KY_VP_LEN);
 
 	/* the same key again is refused */
@@ -1611,7 +1828,7 @@ static void t_mk_load_parts(void **state)
 	assert_int_equal(ky_envelope_seal(parts[0], 16, d->importer_cert, &c->parts[0]), 0);
 	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_BAD_COMMAND);
 	assert_int_equal(run(&d, cmd_load(d, parts, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
-	assert_memory_equal(d->new_key, key, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
 	ky_domain_free(other);
 	ky_domain_free(d);
 }
@@ -1642,8 +1859,8 @@ static void t_zeroize(void **state)
 	assert_int_equal(d->new_state, KY_NEW_EMPTY);
 	assert_int_equal(d->cur_state, KY_CUR_EMPTY);
 	static const uint8_t zero[KY_MK_LEN];
-	assert_memory_equal(d->new_key, zero, KY_MK_LEN);
-	assert_memory_equal(d->cur_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->new_key, zero, KY_MK_LEN);
+	assert_memory_equal(d->keys->cur_key, zero, KY_MK_LEN);
 	/* the unit keeps its identity */
 	assert_ptr_equal(d->identity_cert, identity);
 
@@ -1669,7 +1886,7 @@ static void t_generate_export_import(void **state)
 	uint8_t vp[KY_VP_LEN], wrong[KY_VP_LEN];
 
 	/* nothing to export yet */
-	assert_int_equal(run(&a, cmd_export(a, b->importer_cert), SIGNED_BY(ALICE, BOB), NULL),
+	assert_int_equal(run(&a, cmd_export(a, b), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
 	assert_string_equal(
 	    detail,
@@ -1688,7 +1905,7 @@ static void t_generate_export_import(void **state)
 	                 KY_ERR_REGISTER_STATE);
 
 	/* export: signature threshold, to P-521 certificates only */
-	assert_int_equal(run(&a, cmd_export(a, b->importer_cert), SIGNED_BY(ALICE), NULL),
+	assert_int_equal(run(&a, cmd_export(a, b), SIGNED_BY(ALICE), NULL),
 	                 KY_ERR_NOT_ENOUGH_SIGNATURES);
 	EVP_PKEY *p256 = EVP_EC_gen("P-256");
 	assert_non_null(p256);
@@ -1703,58 +1920,264 @@ static void t_generate_export_import(void **state)
 	X509_gmtime_adj(X509_getm_notAfter(p256_cert), 86400);
 	X509_set_pubkey(p256_cert, p256);
 	assert_true(X509_sign(p256_cert, p256, EVP_sha256()) > 0);
-	assert_int_equal(run(&a, cmd_export(a, p256_cert), SIGNED_BY(ALICE, BOB), NULL),
-	                 KY_ERR_BAD_COMMAND);
+	assert_int_equal(
+	    run(&a, cmd_export_chain(a, p256_cert, b->identity_cert), SIGNED_BY(ALICE, BOB), NULL),
+	    KY_ERR_BAD_COMMAND);
 	detail_has("recipient 1 is not a P-521");
 	X509_free(p256_cert);
 	EVP_PKEY_free(p256);
 
-	struct ky_command *c = cmd_export(a, b->importer_cert);
+	struct ky_command *c = cmd_export(a, b);
 	X509_up_ref(c3->importer_cert);
 	c->recips[1] = c3->importer_cert;
+	X509_up_ref(c3->identity_cert);
+	c->recip_ids[1] = c3->identity_cert;
 	c->nrecips = 2;
 	assert_int_equal(run(&a, c, SIGNED_BY(ALICE, BOB), &res), 0);
 	json_t *envs = json_object_get(res, "envelopes");
 	assert_int_equal(json_array_size(envs), 2);
-	assert_int_equal(ky_b64_decode(json_string_value(json_array_get(envs, 0)), &env), 0);
-	struct ky_buf env_c = {0};
-	assert_int_equal(ky_b64_decode(json_string_value(json_array_get(envs, 1)), &env_c), 0);
+	assert_int_equal(json_array_size(json_object_get(res, "signatures")), 2);
+	struct ky_buf env_c = {0}, sig = {0}, sig_c = {0};
+	export_result(res, 0, &env, &sig);
+	export_result(res, 1, &env_c, &sig_c);
+	/* recorded on the exporting unit, in the result and the state: both identities */
+	json_t *tr = json_object_get(res, "transfers");
+	assert_int_equal(json_array_size(tr), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(tr, 1), "to")),
+	                    "unit-c");
 	json_decref(res);
+	assert_int_equal(a->ntransfers, 2);
+	assert_int_equal(a->transfers[0].kind, KY_TRANSFER_EXPORT);
+	assert_string_equal(a->transfers[0].from, UNIT);
+	assert_string_equal(a->transfers[0].to, UNIT_B);
+	char fp[65];
+	assert_int_equal(ky_pubkey_fingerprint(b->identity_key, fp), 0);
+	assert_string_equal(a->transfers[0].to_fp, fp);
+	assert_int_equal(ky_pubkey_fingerprint(a->identity_key, fp), 0);
+	assert_string_equal(a->transfers[0].from_fp, fp);
+	assert_memory_equal(a->transfers[0].vp, vp, KY_VP_LEN);
 
 	/* import: signature threshold, vp required and matched, new register EMPTY */
 	memcpy(wrong, vp, KY_VP_LEN);
 	wrong[31] ^= 0x80;
-	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE), NULL),
+	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, vp), SIGNED_BY(ALICE), NULL),
 	                 KY_ERR_NOT_ENOUGH_SIGNATURES);
-	assert_int_equal(run(&b, cmd_import(b, &env, wrong), SIGNED_BY(ALICE, BOB), NULL),
-	                 KY_ERR_VP_MISMATCH);
-	/* the envelope for unit-c does not open on unit-b */
-	assert_int_equal(run(&b, cmd_import(b, &env_c, vp), SIGNED_BY(ALICE, BOB), NULL),
-	                 KY_ERR_BAD_COMMAND);
-	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	/* the transfer signature covers the vp, the envelope and the receiving unit */
+	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, wrong), SIGNED_BY(ALICE, BOB), NULL),
+	                 KY_ERR_SOURCE_NOT_UNIT);
+	assert_int_equal(run(&b, cmd_import(b, a, &env_c, &sig_c, vp), SIGNED_BY(ALICE, BOB), NULL),
+	                 KY_ERR_SOURCE_NOT_UNIT);
+	detail_has("transfer signature of unit unit-a does not verify");
+	assert_int_equal(run(&b, cmd_import(b, a, &env_c, &sig, vp), SIGNED_BY(ALICE, BOB), NULL),
+	                 KY_ERR_SOURCE_NOT_UNIT);
+	/* another sender named than the one that signed */
+	assert_int_equal(run(&b, cmd_import(b, c3, &env, &sig, vp), SIGNED_BY(ALICE, BOB), NULL),
+	                 KY_ERR_SOURCE_NOT_UNIT);
+	assert_int_equal(b->ntransfers, 0);
+	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(b->ntransfers, 1);
+	assert_int_equal(b->transfers[0].kind, KY_TRANSFER_IMPORT);
+	assert_string_equal(b->transfers[0].from, UNIT);
+	assert_string_equal(b->transfers[0].to, UNIT_B);
+	assert_int_equal(ky_pubkey_fingerprint(a->identity_key, fp), 0);
+	assert_string_equal(b->transfers[0].from_fp, fp);
 	assert_int_equal(b->new_state, KY_NEW_UNCOMMITTED);
-	assert_memory_equal(b->new_key, a->new_key, KY_MK_LEN);
+	assert_memory_equal(b->keys->new_key, a->keys->new_key, KY_MK_LEN);
 	assert_memory_equal(b->new_vp, vp, KY_VP_LEN);
-	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE, BOB), NULL),
+	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_REGISTER_STATE);
-	assert_int_equal(run(&c3, cmd_import(c3, &env_c, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
-	assert_memory_equal(c3->new_key, a->new_key, KY_MK_LEN);
+	assert_int_equal(
+	    run(&c3, cmd_import(c3, a, &env_c, &sig_c, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_memory_equal(c3->keys->new_key, a->keys->new_key, KY_MK_LEN);
 
 	/* b makes it current; the same key imported again is refused */
 	assert_int_equal(run(&b, cmd_vp(b, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
 	assert_int_equal(run(&b, cmd_vp(b, KY_OP_MK_SETIMM, vp), SIGNED_BY(ALICE), NULL), 0);
-	assert_int_equal(run(&b, cmd_import(b, &env, vp), SIGNED_BY(ALICE, BOB), NULL),
+	assert_int_equal(run(&b, cmd_import(b, a, &env, &sig, vp), SIGNED_BY(ALICE, BOB), NULL),
 	                 KY_ERR_SAME_KEY);
 
 	/* export works from FULL COMMITTED as well */
 	assert_int_equal(run(&a, cmd_vp(a, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
-	assert_int_equal(run(&a, cmd_export(a, b->importer_cert), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(run(&a, cmd_export(a, b), SIGNED_BY(ALICE, BOB), NULL), 0);
+
+	/* and the current register leaves when the command says so (b holds it current) */
+	c = cmd_export(a, b);
+	c->export_current = true;
+	assert_int_equal(run(&a, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_REGISTER_STATE);
+	detail_has("current master key register is EMPTY");
+	c = cmd_export(b, c3);
+	c->export_current = true;
+	assert_int_equal(run(&b, c, SIGNED_BY(ALICE, BOB), &res), 0);
+	assert_string_equal(json_string_value(json_object_get(res, "vp")),
+	                    json_string_value(json_object_get(res, "vp")));
+	uint8_t got[KY_VP_LEN];
+	assert_int_equal(
+	    ky_hex_decode(json_string_value(json_object_get(res, "vp")), got, KY_VP_LEN), 0);
+	assert_memory_equal(got, b->cur_vp, KY_VP_LEN);
+	json_decref(res);
 
 	ky_buf_free(&env);
 	ky_buf_free(&env_c);
+	ky_buf_free(&sig);
+	ky_buf_free(&sig_c);
 	ky_domain_free(a);
 	ky_domain_free(b);
 	ky_domain_free(c3);
+}
+
+/* ---- the master key leaves only for a genuine unit of the same instance ---- */
+
+/* A self-signed P-521 certificate (CA when ca) with this OU. */
+static X509 *self_signed(EVP_PKEY **key, const char *cn, const char *ou, bool ca)
+{
+	X509 *x = NULL;
+	assert_int_equal(ky_ec_generate(key), 0);
+	if (ca)
+		assert_int_equal(ky_cert_self_signed_issuer(*key, cn, ou, 30, &x), 0);
+	else
+		assert_int_equal(ky_cert_self_signed(*key, cn, ou, 30, &x), 0);
+	return x;
+}
+
+/* The export is refused with want and changes nothing. */
+static void export_refused(struct ky_domain **a, struct ky_command *c, int want, const char *why)
+{
+	uint64_t counter = (*a)->next_counter;
+	assert_int_equal(run(a, c, SIGNED_BY(ALICE, BOB), NULL), want);
+	detail_has(why);
+	assert_true((*a)->next_counter == counter);
+	assert_int_equal((*a)->ntransfers, 0);
+}
+
+static void t_export_chain(void **state)
+{
+	(void)state;
+	struct ky_domain *a = operational(UNIT), *b = operational(UNIT_B);
+	struct ky_domain *foreign =
+	    certified(OTHER_INSTANCE, UNIT_B, other_anchor, other_anchor_key);
+	/* a unit of the same instance name certified by another anchor (an impostor) */
+	EVP_PKEY *ik = NULL, *fk = NULL, *mk = NULL, *lk = NULL;
+	X509 *fake_anchor = self_signed(&ik, "kyok unit anchor", INSTANCE, true);
+	struct ky_domain *impostor = certified(INSTANCE, "unit-x", fake_anchor, ik);
+	X509 *fresh_id = self_signed(&fk, "unit-x", INSTANCE, true);
+	X509 *fresh = NULL;
+	X509 *self_id = NULL;
+	assert_int_equal(ky_ec_generate(&mk), 0);
+	assert_int_equal(ky_cert_issue(mk, "unit-x importer", INSTANCE, fresh_id, fk, 30, &fresh),
+	                 0);
+
+	assert_int_equal(run(&a, cmd(a, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, BOB), NULL), 0);
+
+	/* the unit itself */
+	export_refused(&a, cmd_export(a, a), KY_ERR_RECIPIENT_SELF, "is unit unit-a itself");
+	/* an administrator's certificate, as importer, as identity, or both */
+	export_refused(&a, cmd_export_chain(a, admins[ALICE].cert, admins[ALICE].cert),
+	               KY_ERR_RECIPIENT_ADMIN, "signature key of an administrator");
+	export_refused(&a, cmd_export_chain(a, admins[CAROL].cert, b->identity_cert),
+	               KY_ERR_RECIPIENT_ADMIN, "signature key of an administrator");
+	/* a genuine unit of another instance */
+	export_refused(&a, cmd_export(a, foreign), KY_ERR_RECIPIENT_INSTANCE,
+	               "names instance 'inst-other'");
+	/* fresh self-signed certificates, a chain that is not the anchor's */
+	export_refused(&a, cmd_export_chain(a, fresh, fresh_id), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	X509 *lone = self_signed(&lk, "unit-y", INSTANCE, false);
+	export_refused(&a, cmd_export_chain(a, lone, lone), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	export_refused(&a, cmd_export(a, impostor), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	EVP_PKEY *nk = NULL;
+	X509 *no_ou = self_signed(&nk, "unit-z", NULL, true);
+	export_refused(&a, cmd_export_chain(a, fresh, no_ou), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	X509_free(no_ou);
+	EVP_PKEY_free(nk);
+	/* b's genuine identity with an importer it did not issue */
+	export_refused(&a, cmd_export_chain(a, fresh, b->identity_cert), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	/* the anchor itself as the identity: the importer is not issued by it */
+	export_refused(&a, cmd_export_chain(a, b->importer_cert, anchor), KY_ERR_RECIPIENT_NOT_UNIT,
+	               "not issued by the unit trust anchor");
+	/* a unit issuing itself a second identity certificate is no unit of the anchor */
+	assert_int_equal(
+	    ky_cert_self_signed_issuer(b->identity_key, UNIT_B, INSTANCE, 30, &self_id), 0);
+	export_refused(&a, cmd_export_chain(a, b->importer_cert, self_id),
+	               KY_ERR_RECIPIENT_NOT_UNIT, "not issued by the unit trust anchor");
+	/* one bad recipient among good ones refuses the whole command */
+	struct ky_command *c = cmd_export(a, b);
+	X509_up_ref(fresh);
+	X509_up_ref(fresh_id);
+	c->recips[1] = fresh;
+	c->recip_ids[1] = fresh_id;
+	c->nrecips = 2;
+	export_refused(&a, c, KY_ERR_RECIPIENT_NOT_UNIT, "recipient 2");
+
+	/* the genuine unit b: accepted, and the anchor cannot be swapped in the state */
+	assert_int_equal(run(&a, cmd_export(a, b), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(a->ntransfers, 1);
+
+	/* mk-import from a sender outside the anchor, or from itself */
+	struct ky_buf env = {0}, sig = {0};
+	json_t *res = NULL;
+	c = cmd_export(impostor, b);
+	assert_int_equal(
+	    run(&impostor, cmd_admin_add(impostor, admins[ALICE].cert), UNSIGNED, NULL), 0);
+	ky_command_free(c);
+	assert_int_equal(run(&foreign, cmd_admin_add(foreign, admins[ALICE].cert), UNSIGNED, NULL),
+	                 0);
+	assert_int_equal(run(&foreign, cmd(foreign, KY_OP_EXIT_IMPRINT), SIGNED_BY(ALICE), NULL),
+	                 0);
+	assert_int_equal(run(&foreign, cmd(foreign, KY_OP_MK_GENERATE), SIGNED_BY(ALICE), NULL), 0);
+	/* foreign exports to a unit of its own instance; b is not one, so it signs for "unit-b"
+	 * of inst-other: b refuses the sender */
+	struct ky_domain *f2 = certified(OTHER_INSTANCE, "unit-f2", other_anchor, other_anchor_key);
+	assert_int_equal(run(&foreign, cmd_export(foreign, f2), SIGNED_BY(ALICE), &res), 0);
+	export_result(res, 0, &env, &sig);
+	json_decref(res);
+	assert_int_equal(run(&b, cmd_import(b, foreign, &env, &sig, foreign->new_vp),
+	                     SIGNED_BY(ALICE, BOB), NULL),
+	                 KY_ERR_SOURCE_NOT_UNIT);
+	detail_has("not issued by the unit trust anchor of instance 'inst-test'");
+	assert_int_equal(
+	    run(&b, cmd_import(b, b, &env, &sig, foreign->new_vp), SIGNED_BY(ALICE, BOB), NULL),
+	    KY_ERR_SOURCE_NOT_UNIT);
+	detail_has("is unit unit-b itself");
+	assert_int_equal(b->ntransfers, 0);
+
+	/* transfers survive the sealed form and show in the public view */
+	struct ky_buf ser = {0};
+	struct ky_domain *p = NULL;
+	assert_int_equal(ky_domain_serialize(a, &ser), 0);
+	assert_int_equal(ky_domain_parse(ser.data, ser.len, &p), 0);
+	assert_int_equal(p->ntransfers, 1);
+	assert_memory_equal(&p->transfers[0], &a->transfers[0], sizeof(p->transfers[0]));
+	assert_int_equal(X509_cmp(p->anchor_cert, anchor), 0);
+	json_t *j = ky_domain_public_json(p);
+	json_t *t0 = json_array_get(json_object_get(j, "transfers"), 0);
+	assert_string_equal(json_string_value(json_object_get(t0, "op")), "mk-export");
+	assert_string_equal(json_string_value(json_object_get(t0, "to")), UNIT_B);
+	assert_string_equal(json_string_value(json_object_get(t0, "to_identity")),
+	                    a->transfers[0].to_fp);
+	json_decref(j);
+
+	ky_buf_free(&ser);
+	ky_buf_free(&env);
+	ky_buf_free(&sig);
+	ky_domain_free(p);
+	ky_domain_free(f2);
+	X509_free(self_id);
+	X509_free(lone);
+	X509_free(fresh);
+	X509_free(fresh_id);
+	X509_free(fake_anchor);
+	EVP_PKEY_free(ik);
+	EVP_PKEY_free(fk);
+	EVP_PKEY_free(mk);
+	EVP_PKEY_free(lk);
+	ky_domain_free(impostor);
+	ky_domain_free(foreign);
+	ky_domain_free(a);
+	ky_domain_free(b);
 }
 
 /* ---- required signatures, directly ---- */
@@ -1951,6 +2374,265 @@ static void t_required(void **state)
 	ky_domain_free(d);
 }
 
+/* Loads parts (count n) and expects refusal want with a detail naming the parts; the state
+ * must stay as it was, byte for byte. */
+static void load_refused(struct ky_domain **d, uint8_t parts[][KY_MK_LEN], size_t n, int want,
+                         const char *want_detail)
+{
+	struct ky_buf before = {0}, after = {0};
+	int who[KY_MAX_PARTS + 1];
+
+	for (size_t i = 0; i < n; i++)
+		who[i] = (int)i; /* one admin per part: alice, bob, carol, dave */
+	who[n] = -1;
+	assert_int_equal(ky_domain_serialize(*d, &before), 0);
+	assert_int_equal(run(d, cmd_load(*d, parts, n, NULL), who, NULL), want);
+	detail_has(want_detail);
+	assert_int_equal(ky_domain_serialize(*d, &after), 0);
+	assert_int_equal(before.len, after.len);
+	assert_memory_equal(before.data, after.data, before.len);
+	ky_buf_free(&before);
+	ky_buf_free(&after);
+}
+
+static void xor_into(uint8_t out[KY_MK_LEN], const uint8_t a[KY_MK_LEN], const uint8_t b[KY_MK_LEN])
+{
+	for (size_t i = 0; i < KY_MK_LEN; i++)
+		out[i] = a[i] ^ b[i];
+}
+
+/* Split knowledge: what mk-load refuses, by value, after decryption. */
+static void t_mk_load_custody(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT);
+	uint8_t p[KY_MAX_PARTS][KY_MK_LEN], a[KY_MK_LEN], b[KY_MK_LEN], c[KY_MK_LEN];
+	uint8_t key[KY_MK_LEN], vp[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+
+	assert_int_equal(run(&d, cmd_admin_add(d, admins[DAVE].cert), SIGNED_BY(ALICE, BOB), NULL),
+	                 0);
+
+	assert_int_equal(ky_random(a, sizeof(a)), 0);
+	assert_int_equal(ky_random(b, sizeof(b)), 0);
+	assert_int_equal(ky_random(c, sizeof(c)), 0);
+
+	/* [A, A]: the all-zero key */
+	memcpy(p[0], a, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	assert_int_equal(ky_vp(a, vp), 0);
+	vp_hex(vp, hex);
+	hex[16] = '\0';
+	load_refused(&d, p, 2, KY_ERR_PART_DUPLICATE, "key parts 1 and 2 of 2 are the same part");
+	detail_has(hex);
+	/* [A, B, A]: the key would be B */
+	memcpy(p[1], b, KY_MK_LEN);
+	memcpy(p[2], a, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_DUPLICATE, "key parts 1 and 3 of 3 are the same part");
+	/* [B, A, C, A]: the first equal pair is named */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], a, KY_MK_LEN);
+	memcpy(p[2], c, KY_MK_LEN);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_PART_DUPLICATE, "key parts 2 and 4 of 4");
+	/* an all-zero part, first or last */
+	memset(p[0], 0, KY_MK_LEN);
+	memcpy(p[1], b, KY_MK_LEN);
+	load_refused(&d, p, 2, KY_ERR_PART_ZERO, "key part 1 of 2 is all zero");
+	memcpy(p[0], a, KY_MK_LEN);
+	memset(p[2], 0, KY_MK_LEN);
+	load_refused(&d, p, 3, KY_ERR_PART_ZERO, "key part 3 of 3 is all zero");
+	/* [A, B, A^B]: distinct parts that cancel out */
+	xor_into(p[2], a, b);
+	load_refused(&d, p, 3, KY_ERR_MK_ZERO, "the 3 key parts cancel out");
+	/* [A, B, C, B^C]: the key would be A, known to A's owner alone */
+	memcpy(p[2], c, KY_MK_LEN);
+	xor_into(p[3], b, c);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "the master key would equal key part 1");
+	/* ... wherever that part sits */
+	memcpy(p[0], b, KY_MK_LEN);
+	memcpy(p[1], c, KY_MK_LEN);
+	xor_into(p[2], b, c);
+	memcpy(p[3], a, KY_MK_LEN);
+	load_refused(&d, p, 4, KY_ERR_MK_EQUALS_PART, "key part 4");
+	assert_int_equal(d->new_state, KY_NEW_EMPTY);
+	assert_int_equal(d->new_nparts, 0);
+
+	/* Good parts: the key loads and the register records each part's VP, in order. */
+	random_parts(p, 3, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 3, vp), SIGNED_BY(ALICE, BOB, CAROL), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	for (size_t i = 0; i < 3; i++) {
+		uint8_t pvp[KY_VP_LEN];
+		assert_int_equal(ky_vp(p[i], pvp), 0);
+		assert_memory_equal(d->new_part_vps[i], pvp, KY_VP_LEN);
+	}
+	/* commit keeps them, set-immediate moves them to the current register */
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_COMMIT, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 3);
+	assert_int_equal(run(&d, cmd_vp(d, KY_OP_MK_SETIMM, vp), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(d->cur_nparts, 3);
+	assert_int_equal(ky_vp(p[2], vp), 0);
+	assert_memory_equal(d->cur_part_vps[2], vp, KY_VP_LEN);
+	/* a generated key has none; clearing the register clears them */
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	random_parts(p, 2, key, vp);
+	assert_int_equal(run(&d, cmd_load(d, p, 2, vp), SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_int_equal(d->new_nparts, 2);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRNEW), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->new_nparts, 0);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_CLRCUR), SIGNED_BY(ALICE), NULL), 0);
+	assert_int_equal(d->cur_nparts, 0);
+	static const uint8_t zero[KY_MAX_PARTS][KY_VP_LEN];
+	assert_memory_equal(d->cur_part_vps, zero, sizeof(zero));
+
+	/* An all-zero key is refused however it comes: imported too. */
+	{
+		struct ky_buf env = {0}, sig = {0};
+		struct ky_domain *src = domain(UNIT_B);
+		uint8_t zkey[KY_MK_LEN] = {0}, zvp[KY_VP_LEN];
+		char *sig_b64 = NULL;
+		assert_int_equal(ky_vp(zkey, zvp), 0);
+		envelope_to(d->importer_cert, zkey, &env);
+		/* sent by a genuine unit of the instance, with its transfer signature */
+		assert_int_equal(ceremony_transfer_sign(src, d->unit, zvp, &env, &sig_b64), 0);
+		assert_int_equal(ky_b64_decode(sig_b64, &sig), 0);
+		assert_int_equal(
+		    run(&d, cmd_import(d, src, &env, &sig, zvp), SIGNED_BY(ALICE, BOB), NULL),
+		    KY_ERR_MK_ZERO);
+		assert_int_equal(d->new_state, KY_NEW_EMPTY);
+		free(sig_b64);
+		ky_buf_free(&sig);
+		ky_buf_free(&env);
+		ky_domain_free(src);
+	}
+	ky_domain_free(d);
+}
+
+/* Verify once, apply later: what the verified command says, and apply's own refusals. */
+static void t_verify_apply(void **state)
+{
+	struct ky_domain *d, *copy = NULL, *snap = NULL;
+	struct ky_verified *v = NULL, *v2 = NULL;
+	struct ky_command_label label;
+	struct ky_buf der = {0}, der2 = {0}, state0 = {0}, state1 = {0};
+	json_t *res = NULL;
+	uint64_t counter;
+
+	(void)state;
+	d = operational(UNIT);
+	counter = d->next_counter;
+
+	/* Verified: op, counter, the admins who signed (each once). */
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(BOB, ALICE, BOB), &der);
+	assert_int_equal(ky_domain_serialize(d, &state0), 0);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der.data, der.len, &v, &label, detail, sizeof(detail)), 0);
+	assert_string_equal(detail, "");
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_true(label.counter == counter);
+	assert_int_equal(ky_verified_op(v), KY_OP_MK_GENERATE);
+	assert_true(ky_verified_counter(v) == counter);
+	assert_int_equal(ky_verified_command(v)->op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_verified_nsigners(v), 2);
+	{
+		/* in the order of the SignerInfos (a DER SET: not the order of signing) */
+		size_t ia = strcmp(ky_verified_signer_name(v, 0), "alice") == 0 ? 0 : 1;
+		assert_string_equal(ky_verified_signer_name(v, ia), "alice");
+		assert_memory_equal(ky_verified_signer_ski(v, ia), admins[ALICE].ski, KY_SKI_LEN);
+		assert_string_equal(ky_verified_signer_name(v, 1 - ia), "bob");
+		assert_memory_equal(ky_verified_signer_ski(v, 1 - ia), admins[BOB].ski, KY_SKI_LEN);
+	}
+	assert_null(ky_verified_signer_name(v, 2));
+	assert_null(ky_verified_signer_ski(v, 2));
+	/* verify changes nothing */
+	assert_int_equal(ky_domain_serialize(d, &state1), 0);
+	assert_int_equal(state0.len, state1.len);
+	assert_memory_equal(state0.data, state1.data, state0.len);
+	ky_buf_free(&state1);
+
+	/* Another command ran meanwhile: the verified one is out of date. */
+	assert_int_equal(ky_domain_dup(d, &snap), 0);
+	sign(cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, CAROL), &der2);
+	assert_int_equal(
+	    ky_ceremony_verify(d, der2.data, der2.len, &v2, NULL, detail, sizeof(detail)), 0);
+	assert_int_equal(run_der(&d, &der2, NULL), 0);
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	assert_null(res);
+	detail_has("another command reached unit unit-a");
+	ky_domain_free(copy);
+	copy = NULL;
+	/* the same verified command twice: the second apply finds the counter moved on */
+	assert_int_equal(ky_domain_dup(d, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v2, &res, detail, sizeof(detail)),
+	                 KY_ERR_WRONG_COUNTER);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Same counter, other admins or thresholds or registers: refused as well. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->sig_threshold = 3;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	detail_has("not the one the command was verified against");
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	memcpy(copy->admins[1].ski, admins[DAVE].ski, KY_SKI_LEN);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	copy->cur_state = KY_CUR_VALID;
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)),
+	                 KY_ERR_STATE_CHANGED);
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* On the state it was verified against, it applies. */
+	assert_int_equal(ky_domain_dup(snap, &copy), 0);
+	assert_int_equal(ky_ceremony_apply(copy, v, &res, detail, sizeof(detail)), 0);
+	assert_non_null(res);
+	assert_string_equal(json_string_value(json_object_get(res, "op")), "mk-generate");
+	assert_true(copy->next_counter == counter + 1);
+	assert_int_equal(copy->new_state, KY_NEW_UNCOMMITTED);
+	json_decref(res);
+	res = NULL;
+	ky_domain_free(copy);
+	copy = NULL;
+
+	/* Refused commands: no object; the label says what the command claimed. */
+	ky_verified_free(v);
+	v = NULL;
+	der.data[der.len - 3] ^= 0x01; /* inside the last signature */
+	assert_int_equal(
+	    ky_ceremony_verify(snap, der.data, der.len, &v, &label, detail, sizeof(detail)),
+	    KY_ERR_BAD_SIGNATURE);
+	assert_null(v);
+	assert_true(label.parsed);
+	assert_int_equal(label.op, KY_OP_MK_GENERATE);
+	assert_int_equal(ky_ceremony_verify(snap, (const uint8_t *)"junk", 4, &v, &label, detail,
+	                                    sizeof(detail)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_null(v);
+	assert_false(label.parsed);
+	ky_verified_free(NULL);
+
+	ky_verified_free(v2);
+	ky_buf_free(&der);
+	ky_buf_free(&der2);
+	ky_buf_free(&state0);
+	ky_domain_free(snap);
+	ky_domain_free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1983,9 +2665,13 @@ int main(void)
 	    cmocka_unit_test(t_mk_load_parts),
 	    cmocka_unit_test(t_zeroize),
 	    cmocka_unit_test(t_generate_export_import),
+	    cmocka_unit_test(t_export_chain),
 	    cmocka_unit_test(t_required),
 	    cmocka_unit_test(t_reencipher),
 	    cmocka_unit_test(t_apikey_ops),
+	    cmocka_unit_test(t_verify_apply),
+	    cmocka_unit_test(t_mk_load_custody),
+	    cmocka_unit_test(t_serialize_without_part_vps),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -990,6 +990,18 @@ static void test_keypart_not_key_part(void **state)
 
 static const char command[] = "{\"op\":\"admin-add\",\"counter\":7}";
 
+/* Decodes der once and verifies signer i against pub, as a unit does. */
+static int cms_verify_one(const uint8_t *der, size_t n, size_t i, EVP_PKEY *pub)
+{
+	struct ky_cms_signed *sd = NULL;
+	int r = ky_cms_signed_parse(der, n, &sd);
+
+	if (r == 0)
+		r = ky_cms_signed_verify(sd, i, pub);
+	ky_cms_signed_free(sd);
+	return r;
+}
+
 static void cms_signed_by_both(struct ky_buf *der)
 {
 	*der = (struct ky_buf){0};
@@ -1024,7 +1036,7 @@ static void test_cms_unsigned_and_signers(void **state)
 	assert_int_equal(n, 0);
 	assert_int_equal(content.len, strlen(command));
 	assert_memory_equal(content.data, command, content.len);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
 	free(s);
 	ky_buf_free(&content);
 
@@ -1033,9 +1045,9 @@ static void test_cms_unsigned_and_signers(void **state)
 	assert_int_equal(n, 1);
 	assert_string_equal(s[0].name, "alice");
 	assert_memory_equal(content.data, command, content.len);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), 0);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, bpub), KY_ERR_BAD_SIGNATURE);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 1, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, bpub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 1, apub), KY_ERR_BAD_SIGNATURE);
 	free(s);
 	ky_buf_free(&content);
 
@@ -1048,10 +1060,34 @@ static void test_cms_unsigned_and_signers(void **state)
 	assert_string_equal(s[ia].name, "alice");
 	assert_string_equal(s[ib].name, "bob");
 	/* Both signatures valid: adding Bob kept Alice's. Each only under its own key. */
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, bpub), KY_ERR_BAD_SIGNATURE);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, ib, bpub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, ia, bpub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, ib, apub), KY_ERR_BAD_SIGNATURE);
+	/* The same checks on one decoded structure, in any order, repeated: a wrong key given
+	 * to a signer before leaves nothing behind. */
+	{
+		struct ky_cms_signed *sd = NULL;
+		const uint8_t *body;
+		size_t blen = 0;
+
+		assert_int_equal(ky_cms_signed_parse(der.data, der.len, &sd), 0);
+		assert_int_equal(ky_cms_signed_nsigners(sd), 2);
+		body = ky_cms_signed_content(sd, &blen);
+		assert_int_equal(blen, content.len);
+		assert_memory_equal(body, content.data, blen);
+		assert_memory_equal(ky_cms_signed_signer(sd, ia)->ski, s[ia].ski, KY_SKI_LEN);
+		assert_string_equal(ky_cms_signed_signer(sd, ib)->name, "bob");
+		assert_null(ky_cms_signed_signer(sd, 2));
+		assert_int_equal(ky_cms_signed_verify(sd, ia, bpub), KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(ky_cms_signed_verify(sd, ia, apub), 0);
+		assert_int_equal(ky_cms_signed_verify(sd, ib, apub), KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(ky_cms_signed_verify(sd, ib, bpub), 0);
+		assert_int_equal(ky_cms_signed_verify(sd, ia, apub), 0);
+		assert_int_equal(ky_cms_signed_verify(sd, 2, apub), KY_ERR_BAD_SIGNATURE);
+		ky_cms_signed_free(sd);
+		ky_cms_signed_free(NULL);
+	}
 	free(s);
 	ky_buf_free(&content);
 
@@ -1072,8 +1108,8 @@ static void test_cms_unsigned_and_signers(void **state)
 	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
 	assert_int_equal(n, 3);
 	for (size_t i = 0; i < n; i++)
-		assert_int_equal(ky_cms_verify_signer(der.data, der.len, i,
-		                                      strcmp(s[i].name, "bob") == 0 ? bpub : apub),
+		assert_int_equal(cms_verify_one(der.data, der.len, i,
+		                                strcmp(s[i].name, "bob") == 0 ? bpub : apub),
 		                 0);
 	free(s);
 	ky_buf_free(&content);
@@ -1104,8 +1140,8 @@ static void test_cms_tampered(void **state)
 	assert_non_null(memmem(content.data, content.len, "\"counter\":8", 11));
 	free(s);
 	ky_buf_free(&content);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), KY_ERR_BAD_SIGNATURE);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, ib, bpub), KY_ERR_BAD_SIGNATURE);
 	/* Nor can a third signer be added to it: that signature would reuse the digest of
 	 * the original content, which the signer never saw. */
 	{
@@ -1131,7 +1167,7 @@ static void test_cms_tampered(void **state)
 	ib = cms_index_of(s, n, bob_cert);
 	free(s);
 	ky_buf_free(&content);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), 0);
 
 	/* Signature bytes of Alice's SignerInfo changed: hers fails, Bob's still verifies. */
 	{
@@ -1143,9 +1179,8 @@ static void test_cms_tampered(void **state)
 		                        (size_t)ASN1_STRING_length(sig));
 		assert_non_null(where);
 		where[ASN1_STRING_length(sig) - 5] ^= 0x04;
-		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub),
-		                 KY_ERR_BAD_SIGNATURE);
-		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+		assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(cms_verify_one(der.data, der.len, ib, bpub), 0);
 		where[ASN1_STRING_length(sig) - 5] ^= 0x04;
 		CMS_ContentInfo_free(cms);
 	}
@@ -1167,17 +1202,16 @@ static void test_cms_tampered(void **state)
 				t = k;
 		assert_non_null(t);
 		t[13] ^= 0x01; /* another digit */
-		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub),
-		                 KY_ERR_BAD_SIGNATURE);
-		assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+		assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), KY_ERR_BAD_SIGNATURE);
+		assert_int_equal(cms_verify_one(der.data, der.len, ib, bpub), 0);
 		t[13] ^= 0x01;
 		CMS_ContentInfo_free(cms);
 	}
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ia, apub), 0);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, ib, bpub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, ia, apub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, ib, bpub), 0);
 	/* Out of range index, NULL key. */
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 3, apub), KY_ERR_BAD_SIGNATURE);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, NULL), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 3, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, NULL), KY_ERR_BAD_SIGNATURE);
 	ky_buf_free(&der);
 }
 
@@ -1216,7 +1250,7 @@ static void test_cms_refusals(void **state)
 	assert_int_equal(ky_cms_parse(der.data, der.len - 1, &content, &s, &n), KY_ERR_NOT_COMMAND);
 	assert_int_equal(ky_buf_append(&der, "\0", 1), 0);
 	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_NOT_COMMAND);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_NOT_COMMAND);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_NOT_COMMAND);
 	assert_int_equal(ky_cms_add_signer(&der, alice_cert, alice_key), KY_ERR_NOT_COMMAND);
 	ky_buf_free(&der);
 
@@ -1232,14 +1266,14 @@ static void test_cms_refusals(void **state)
 	/* Detached content. */
 	cms_made_by_openssl(CMS_DETACHED | CMS_USE_KEYID, EVP_sha512(), &der);
 	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_NOT_COMMAND);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_NOT_COMMAND);
 	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), KY_ERR_NOT_COMMAND);
 	ky_buf_free(&der);
 
 	/* Signer named by issuer and serial instead of SKI. */
 	cms_made_by_openssl(0, EVP_sha512(), &der);
 	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), KY_ERR_BAD_COMMAND);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_BAD_COMMAND);
 	ky_buf_free(&der);
 
 	/* SHA-256 instead of SHA-512: valid CMS, refused by kyok. */
@@ -1248,25 +1282,25 @@ static void test_cms_refusals(void **state)
 	assert_int_equal(n, 1);
 	free(s);
 	ky_buf_free(&content);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
 	ky_buf_free(&der);
 
 	/* No signed attributes: the signature would cover the content directly. */
 	cms_made_by_openssl(CMS_USE_KEYID | CMS_NOATTR, EVP_sha512(), &der);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), KY_ERR_BAD_SIGNATURE);
 	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), KY_ERR_BAD_SIGNATURE);
 	ky_buf_free(&der);
 
 	/* Made by OpenSSL the kyok way (SKI, SHA-512, attributes): accepted, and kyok can
 	 * add a signer to it. */
 	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha512(), &der);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, apub), 0);
+	assert_int_equal(cms_verify_one(der.data, der.len, 0, apub), 0);
 	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), 0);
 	assert_int_equal(ky_cms_parse(der.data, der.len, &content, &s, &n), 0);
 	assert_int_equal(n, 2);
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(
-		    ky_cms_verify_signer(
+		    cms_verify_one(
 		        der.data, der.len, i,
 		        X509_get0_pubkey(strcmp(s[i].name, "bob") == 0 ? bob_cert : alice_cert)),
 		    0);
@@ -1390,8 +1424,11 @@ static void cms_expect_refused(const struct ky_buf *der, int err)
 	assert_int_equal(ky_cms_parse(der->data, der->len, &content, &s, &n), err);
 	assert_null(s);
 	assert_int_equal(content.len, 0);
-	assert_int_equal(ky_cms_verify_signer(der->data, der->len, 0, X509_get0_pubkey(alice_cert)),
-	                 err);
+	{
+		struct ky_cms_signed *sd = NULL;
+		assert_int_equal(ky_cms_signed_parse(der->data, der->len, &sd), err);
+		assert_null(sd);
+	}
 	assert_int_equal(ky_buf_append(&copy, der->data, der->len), 0);
 	assert_int_equal(ky_cms_add_signer(&copy, bob_cert, bob_key), err);
 	assert_int_equal(copy.len, der->len);
@@ -1483,8 +1520,12 @@ static void test_cms_bounds(void **state)
 	assert_int_equal(n, 1);
 	free(s);
 	ky_buf_free(&content);
-	assert_int_equal(ky_cms_verify_signer(der.data, der.len, 0, X509_get0_pubkey(alice_cert)),
-	                 0);
+	{
+		struct ky_cms_signed *sd = NULL;
+		assert_int_equal(ky_cms_signed_parse(der.data, der.len, &sd), 0);
+		assert_int_equal(ky_cms_signed_verify(sd, 0, X509_get0_pubkey(alice_cert)), 0);
+		ky_cms_signed_free(sd);
+	}
 	ky_buf_free(&der);
 	cms_made_by_openssl(CMS_USE_KEYID, EVP_sha512(), &der);
 	der_with_digest_algs(&der, KY_MAX_ADMINS + 1);
@@ -1639,6 +1680,83 @@ static void test_aead(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* The anchor's side: identity requests, identity certificates, chain validation. */
+static void test_anchor_chain(void **state)
+{
+	(void)state;
+	EVP_PKEY *ak = NULL, *ik = NULL, *mk = NULL, *pub = NULL, *p256 = NULL, *ok2 = NULL;
+	X509 *anchor = NULL, *id = NULL, *imp = NULL, *other = NULL, *self_id = NULL;
+	char *pem = NULL, cn[KY_ID_MAX + 1], ou[KY_ID_MAX + 1];
+
+	assert_int_equal(ky_ec_generate(&ak), 0);
+	assert_int_equal(ky_cert_anchor_self_signed(ak, "kyok unit anchor", "inst", 30, &anchor),
+	                 0);
+	assert_int_equal(ky_cert_ou(anchor, ou, sizeof(ou)), 0);
+	assert_string_equal(ou, "inst");
+	assert_int_equal(ky_cert_ou(anchor, ou, 4), KY_ERR_BAD_CERT); /* does not fit */
+
+	/* a request names the unit and carries the key; the anchor issues from it */
+	assert_int_equal(ky_ec_generate(&ik), 0);
+	assert_int_equal(ky_csr_create(ik, "unit-1", "inst", &pem), 0);
+	assert_int_equal(ky_csr_read(pem, &pub, cn, ou), 0);
+	assert_string_equal(cn, "unit-1");
+	assert_string_equal(ou, "inst");
+	assert_int_equal(EVP_PKEY_eq(pub, ik), 1);
+	/* a request whose signature is broken does not read */
+	char *bad = strdup(pem);
+	char *mid = strstr(bad, "\n") + 40;
+	*mid = *mid == 'A' ? 'B' : 'A';
+	EVP_PKEY *bpub = NULL;
+	assert_int_not_equal(ky_csr_read(bad, &bpub, cn, ou), 0);
+	assert_null(bpub);
+	free(bad);
+	free(pem);
+	pem = NULL;
+	assert_int_equal(ky_csr_read("not a request", &bpub, cn, ou), KY_ERR_MALFORMED);
+	/* only P-521 */
+	p256 = EVP_EC_gen("P-256");
+	assert_non_null(p256);
+	assert_int_equal(ky_csr_create(p256, "unit-1", "inst", &pem), 0);
+	assert_int_equal(ky_csr_read(pem, &bpub, cn, ou), KY_ERR_BAD_CERT);
+	free(pem);
+	pem = NULL;
+
+	assert_int_equal(ky_cert_issue_identity(pub, "unit-1", "inst", anchor, ak, 30, &id), 0);
+	assert_int_equal(ky_ec_generate(&mk), 0);
+	assert_int_equal(ky_cert_issue(mk, "unit-1 importer", "inst", id, ik, 30, &imp), 0);
+	assert_int_equal(ky_cert_chain_verify(id, NULL, anchor), 0);
+	assert_int_equal(ky_cert_chain_verify(imp, id, anchor), 0);
+	/* the importer alone does not reach the anchor; nor does the anchor issue importers */
+	assert_int_equal(ky_cert_chain_verify(imp, NULL, anchor), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cert_chain_verify(imp, anchor, anchor), KY_ERR_BAD_SIGNATURE);
+	/* another anchor */
+	assert_int_equal(ky_ec_generate(&ok2), 0);
+	assert_int_equal(ky_cert_anchor_self_signed(ok2, "kyok unit anchor", "inst", 30, &other),
+	                 0);
+	assert_int_equal(ky_cert_chain_verify(imp, id, other), KY_ERR_BAD_SIGNATURE);
+	assert_int_equal(ky_cert_chain_verify(id, NULL, other), KY_ERR_BAD_SIGNATURE);
+	/* an identity that certified itself is not the anchor's */
+	assert_int_equal(ky_cert_self_signed_issuer(ik, "unit-1", "inst", 30, &self_id), 0);
+	assert_int_equal(ky_cert_chain_verify(imp, self_id, anchor), KY_ERR_BAD_SIGNATURE);
+	/* the anchor key must match the anchor certificate */
+	X509 *x = NULL;
+	assert_int_equal(ky_cert_issue_identity(pub, "unit-1", "inst", anchor, ok2, 30, &x),
+	                 KY_ERR_BAD_CERT);
+	assert_null(x);
+
+	EVP_PKEY_free(ak);
+	EVP_PKEY_free(ik);
+	EVP_PKEY_free(mk);
+	EVP_PKEY_free(pub);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(ok2);
+	X509_free(anchor);
+	X509_free(id);
+	X509_free(imp);
+	X509_free(other);
+	X509_free(self_id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1668,6 +1786,7 @@ int main(void)
 	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
+	    cmocka_unit_test(test_anchor_chain),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

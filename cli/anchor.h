@@ -1,0 +1,22 @@
+/* The unit trust anchor of a local instance (cli/anchor.c). */
+#ifndef KYOK_CLI_ANCHOR_H
+#define KYOK_CLI_ANCHOR_H
+
+#include <openssl/x509.h>
+#include <stddef.h>
+
+#include "kyok/common.h"
+
+/* <dir>/anchor.key and <dir>/anchor.crt. */
+void cli_anchor_paths(const char *dir, char *key, size_t keylen, char *crt, size_t crtlen);
+/* Makes the anchor key (0600) and its self-signed CA certificate (OU = instance). Prints. */
+int cli_anchor_create(const char *dir, const char *instance) KY_WUR;
+/* Has kyok-unitd (conf) make its identity request (csr), checks it names unit of instance,
+ * issues the identity certificate with the anchor of dir into crt. Prints its errors. */
+int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, const char *log,
+                       const char *csr, const char *crt, const char *instance,
+                       const char *unit) KY_WUR;
+/* The anchor certificate of instance dir: KY_ERR_NOT_FOUND when it has none. Prints nothing. */
+int cli_anchor_cert(const char *dir, X509 **cert) KY_WUR;
+
+#endif
