@@ -39,6 +39,7 @@ int tke_mk_load_main(int argc, char **argv);
 int tke_mk_commit_main(int argc, char **argv);
 int tke_mk_setimm_main(int argc, char **argv);
 int tke_mk_clrnew_main(int argc, char **argv);
+int tke_storage_accept_main(int argc, char **argv);
 int tke_mk_clrcur_main(int argc, char **argv);
 /* tke_signing.c: commands prepared on one workstation, signed on others */
 int tke_cmd_show_main(int argc, char **argv);

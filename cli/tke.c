@@ -31,6 +31,8 @@ static const struct cli_cmd tke_cmds[] = {
     {"cryptounit-mk-clrcur", tke_mk_clrcur_main, "clear the current master key register"},
     {"cryptounit-mk-rotate", tke_mk_rotate_main,
      "re-encipher key storage under the committed new master key, then make it current"},
+    {"storage-accept", tke_storage_accept_main,
+     "accept key storage restored from a backup (older than the units have seen)"},
     /* commands prepared, signed and submitted apart (tke_signing.c) */
     {"cmd-show", tke_cmd_show_main, "show a prepared command file and its signatures"},
     {"cmd-sign", tke_cmd_sign_main, "add signatures to a prepared command file"},

@@ -574,3 +574,33 @@ out:
 	tke_run_release(&run);
 	return status;
 }
+
+/* ---- storage-accept ---- */
+
+int tke_storage_accept_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok tke storage-accept [--prepare FILE]\n\n"
+	    "Accepts key storage as it is now on every selected crypto unit: after a restore\n"
+	    "from a backup, the units refuse storage older than they have seen it (error\n"
+	    "storage-rolled-back) until the administrators accept it with this command. Each\n"
+	    "unit then takes the records as they are, writes a new storage digest past every\n"
+	    "position it has seen and serves them; keys made or changed after the backup are\n"
+	    "gone. Needs the signature threshold.\n\n"
+	    "options:\n" TKE_PREPARE_HELP;
+	int r = KY_ERR_INTERNAL, status;
+	const char *prepare = NULL;
+	struct tke_run run = {0};
+	struct tke_op op = {KY_OP_STORAGE_ACCEPT, NULL, NULL, NULL};
+
+	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	if ((r = tke_run_load(&run)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+out:
+	tke_run_release(&run);
+	return status;
+}

@@ -477,6 +477,7 @@ static void tke_command_summary(const struct ky_command *c, char *out, size_t ou
 	case KY_OP_MK_CLRNEW:
 	case KY_OP_MK_CLRCUR:
 	case KY_OP_ZEROIZE:
+	case KY_OP_STORAGE_ACCEPT:
 	case KY_OP_MK_GENERATE:
 		break;
 	}

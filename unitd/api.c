@@ -471,6 +471,11 @@ static void api_apikey_detail(char *detail, size_t len, int r, const char *id)
 		         "the record of API key '%s' in key storage does not verify (altered, or "
 		         "made without this instance's integrity key): refused",
 		         id);
+	else if (r == KY_ERR_RECORD_STALE)
+		snprintf(detail, len,
+		         "the record of API key '%s' in key storage is not the one last written "
+		         "(an older copy written back): refused",
+		         id);
 	else if (r == KY_ERR_MK_MISMATCH)
 		snprintf(detail, len, "API key integrity key: %s", API_STALE_UNIT);
 }

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kyok/ceremony_mk.h"
 #include "kyok/crypto.h"
@@ -35,12 +36,18 @@
 enum ks_secret {
 	KS_TOKEN_KEY,  /* signs access tokens */
 	KS_APIKEY_MAC, /* tags API key rows */
+	KS_LEDGER_KEY, /* MACs the storage digest */
 	KS__NSECRETS,
 };
 static const char *const ks_secret_names[KS__NSECRETS] = {
     [KS_TOKEN_KEY] = UNITD_SECRET_TOKEN_KEY,
     [KS_APIKEY_MAC] = UNITD_SECRET_APIKEY_MAC,
+    [KS_LEDGER_KEY] = KY_STORE_LEDGER_SECRET,
 };
+
+/* The storage mark is written when the digest moved and this long has passed since the last
+ * write (and when the unit stops): a restarted unit refuses storage older than that. */
+#define KS_MARK_INTERVAL_MS 1000
 
 struct unitd_key_ref {
 	struct unitd_key_ref *next; /* hash chain */
@@ -58,6 +65,15 @@ struct ks_apikey {
 struct unitd_keystore {
 	struct ky_store *store;
 	char instance[KY_ID_MAX + 1];
+	char unit[KY_ID_MAX + 1];
+
+	/* storage digest */
+	struct unitd_store *st;      /* the data directory: the storage mark */
+	pthread_mutex_t attach_lock; /* attach and mark writes */
+	atomic_bool attached;
+	struct ky_store_ledger_pos mark; /* as last written; under attach_lock */
+	atomic_int_fast64_t mark_ms;     /* when, monotonic */
+	int refused;                     /* last refusal logged, 0 = none */
 
 	pthread_rwlock_t regs;
 	struct ky_mk *cur;          /* current register when VALID */
@@ -131,14 +147,23 @@ void unitd_keystore_flush(struct unitd_keystore *ks)
 	pthread_mutex_unlock(&ks->lock);
 }
 
-int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **out, char *err,
-                        size_t errlen)
+static int64_t ks_now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
+                        struct unitd_keystore **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	struct unitd_keystore *ks = NULL;
 	struct ky_store_opts o = {0};
 	pthread_rwlockattr_t attr;
-	bool attr_made = false, regs_made = false, lock_made = false;
+	bool attr_made = false, regs_made = false, lock_made = false, attach_made = false;
 
 	*out = NULL;
 	if ((ks = calloc(1, sizeof(*ks))) == NULL ||
@@ -148,6 +173,18 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **
 		goto out;
 	}
 	snprintf(ks->instance, sizeof(ks->instance), "%s", cfg->instance);
+	snprintf(ks->unit, sizeof(ks->unit), "%s", cfg->unit);
+	ks->st = st;
+	if ((r = unitd_mark_load(st, cfg->instance, cfg->unit, &ks->mark)) != 0) {
+		snprintf(err, errlen,
+		         "storage mark '%s/storage.mark' does not open (%s): it records how far "
+		         "this unit has seen key storage; restore it with the data directory",
+		         st->dir, ky_err_message(r));
+		goto out;
+	}
+	if (pthread_mutex_init(&ks->attach_lock, NULL) != 0)
+		goto lockfail;
+	attach_made = true;
 	if (pthread_rwlockattr_init(&attr) != 0)
 		goto lockfail;
 	attr_made = true;
@@ -163,8 +200,17 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **
 
 	o.key_limit = cfg->key_limit;
 	o.instance = cfg->instance;
+	o.must_exist = ks->mark.gen > 0;
 	if ((r = ky_store_open(cfg->store, &o, &ks->store)) != 0) {
 		switch (r) {
+		case KY_ERR_STORAGE_MISSING:
+			snprintf(
+			    err, errlen,
+			    "key storage '%s' is missing or empty, but this unit has seen it hold "
+			    "records (generation %llu): not started on empty storage; restore "
+			    "the file from a backup (docs/keys.md, restoring key storage)",
+			    cfg->store, (unsigned long long)ks->mark.gen);
+			break;
 		case KY_ERR_WRONG_INSTANCE:
 			snprintf(err, errlen,
 			         "key storage '%s' belongs to another service instance than '%s'",
@@ -199,9 +245,60 @@ out:
 			pthread_rwlock_destroy(&ks->regs);
 		if (lock_made)
 			pthread_mutex_destroy(&ks->lock);
+		if (attach_made)
+			pthread_mutex_destroy(&ks->attach_lock);
 		ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 		free(ks);
 	}
+	return r;
+}
+
+/* Writes the storage mark when the digest moved past it (force: whenever it moved; else at
+ * most once per KS_MARK_INTERVAL_MS). */
+static void ks_mark_write(struct unitd_keystore *ks, bool force)
+{
+	struct ky_store_ledger_pos pos;
+	int64_t now = ks_now_ms();
+	int r;
+
+	if (!atomic_load(&ks->attached) ||
+	    (!force && now - atomic_load(&ks->mark_ms) < KS_MARK_INTERVAL_MS))
+		return;
+	if (force)
+		pthread_mutex_lock(&ks->attach_lock);
+	else if (pthread_mutex_trylock(&ks->attach_lock) != 0)
+		return;
+	atomic_store(&ks->mark_ms, now);
+	if (ky_store_ledger_pos(ks->store, &pos) == 0 &&
+	    (pos.gen != ks->mark.gen || pos.epoch != ks->mark.epoch)) {
+		if ((r = unitd_mark_write(ks->st, ks->instance, ks->unit, &pos)) == 0)
+			ks->mark = pos;
+		else
+			unitd_log("storage mark: cannot write it: %s", ky_err_message(r));
+	}
+	pthread_mutex_unlock(&ks->attach_lock);
+}
+
+int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_store *st,
+                               const struct ky_domain *d)
+{
+	int r = KY_ERR_INTERNAL, w;
+
+	pthread_mutex_lock(&ks->attach_lock);
+	if ((r = unitd_mark_remove(st)) != 0) {
+		unitd_log("storage mark: cannot remove it before the seal key is replaced: %s",
+		          ky_err_message(r));
+		goto out;
+	}
+	if ((r = unitd_state_rekey(st, d)) != 0)
+		goto out;
+	if (atomic_load(&ks->attached) &&
+	    (w = unitd_mark_write(st, ks->instance, ks->unit, &ks->mark)) != 0)
+		unitd_log("storage mark: cannot write it under the new seal key: %s",
+		          ky_err_message(w));
+	r = 0;
+out:
+	pthread_mutex_unlock(&ks->attach_lock);
 	return r;
 }
 
@@ -212,9 +309,11 @@ void unitd_keystore_free(struct unitd_keystore *ks)
 	pthread_mutex_lock(&ks->lock);
 	ks_drop_locked(ks);
 	pthread_mutex_unlock(&ks->lock);
+	ks_mark_write(ks, true);
 	ky_mk_free(ks->cur);
 	ky_mk_free(ks->next);
 	ky_store_close(ks->store);
+	pthread_mutex_destroy(&ks->attach_lock);
 	ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	pthread_mutex_destroy(&ks->lock);
 	pthread_rwlock_destroy(&ks->regs);
@@ -261,6 +360,9 @@ int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_doma
 		ks_drop_locked(ks);
 		pthread_mutex_unlock(&ks->lock);
 		atomic_fetch_add(&ks->epoch, 1);
+		/* The storage integrity key is read again under the new registers (a zeroized unit
+		 * may find another one: a first master key elsewhere replaced it). */
+		atomic_store(&ks->attached, false);
 	}
 	{
 		struct ky_mk *t = ks->cur;
@@ -278,7 +380,59 @@ out:
 	return r;
 }
 
-int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms)
+static int ks_secret(struct unitd_keystore *ks, const struct ky_kms *kms, enum ks_secret which,
+                     int64_t now, uint8_t out[KS_SECRET_LEN]);
+
+/* Checks key storage against its digest with the storage integrity key (made when missing)
+ * and the mark as floor; adopt: take storage as it is (see ky_store_ledger_attach). Inside a
+ * hold. */
+static int ks_attach(struct unitd_keystore *ks, const struct ky_kms *kms, int adopt)
+{
+	uint8_t *key = NULL;
+	struct ky_store_ledger_pos pos;
+	int r = KY_ERR_INTERNAL, w;
+
+	pthread_mutex_lock(&ks->attach_lock);
+	if (atomic_load(&ks->attached) && !adopt) {
+		r = 0;
+		goto out;
+	}
+	if ((key = ky_secret_alloc(KS_SECRET_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = ks_secret(ks, kms, KS_LEDGER_KEY, (int64_t)time(NULL), key)) != 0)
+		goto refused;
+	if ((r = ky_store_ledger_attach(ks->store, key, &ks->mark, adopt, &pos)) != 0)
+		goto refused;
+	if ((w = unitd_mark_write(ks->st, ks->instance, ks->unit, &pos)) == 0)
+		ks->mark = pos;
+	else
+		unitd_log("storage mark: cannot write it: %s", ky_err_message(w));
+	atomic_store(&ks->mark_ms, ks_now_ms());
+	atomic_store(&ks->attached, true);
+	if (ks->refused != 0 || adopt)
+		unitd_log("key storage: checked against its digest: generation %llu, epoch %llu%s",
+		          (unsigned long long)pos.gen, (unsigned long long)pos.epoch,
+		          adopt ? " (taken as it is)" : "");
+	ks->refused = 0;
+	r = 0;
+	goto out;
+refused:
+	atomic_store(&ks->attached, false);
+	if (r != ks->refused)
+		unitd_log("key storage refused (seen up to generation %llu, epoch %llu): %s",
+		          (unsigned long long)ks->mark.gen, (unsigned long long)ks->mark.epoch,
+		          ky_err_message(r));
+	ks->refused = r;
+out:
+	pthread_mutex_unlock(&ks->attach_lock);
+	ky_secret_free(key, KS_SECRET_LEN);
+	return r;
+}
+
+/* The hold; attach: check key storage first (see ks_attach). */
+static int ks_enter(struct unitd_keystore *ks, struct ky_kms *kms, bool attach)
 {
 	int r, changed = 1;
 
@@ -297,7 +451,36 @@ int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms)
 	kms->instance = ks->instance;
 	kms->current = ks->cur;
 	kms->next = ks->next;
+	if (attach) {
+		if (!atomic_load(&ks->attached) && (r = ks_attach(ks, kms, 0)) != 0) {
+			pthread_rwlock_unlock(&ks->regs);
+			return r;
+		}
+		ks_mark_write(ks, false);
+	}
 	return 0;
+}
+
+int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms)
+{
+	return ks_enter(ks, kms, true);
+}
+
+int unitd_keystore_accept(struct unitd_keystore *ks, struct ky_store_ledger_pos *pos)
+{
+	struct ky_kms kms;
+	int r;
+
+	if ((r = ks_enter(ks, &kms, false)) != 0)
+		return r;
+	if ((r = ks_attach(ks, &kms, 1)) == 0) {
+		pthread_mutex_lock(&ks->attach_lock);
+		*pos = ks->mark;
+		pthread_mutex_unlock(&ks->attach_lock);
+	}
+	unitd_keystore_flush(ks);
+	unitd_keystore_leave(ks);
+	return r;
 }
 
 void unitd_keystore_leave(struct unitd_keystore *ks)
@@ -577,14 +760,40 @@ static int ks_first_mk_token_key(const struct ky_kms *kms, int64_t now)
 	return r;
 }
 
+/* The storage integrity key went with the old master key: a new one, and a digest made anew
+ * under it from the records as they are (those under the old master key are shredded). */
+static int ks_first_mk_ledger(struct unitd_keystore *ks, const struct ky_kms *kms)
+{
+	bool shredded;
+	int r;
+
+	if ((r = ks_shredded(kms, KY_STORE_LEDGER_SECRET, &shredded)) != 0)
+		return r;
+	if (!shredded)
+		return ks_attach(ks, kms, 0);
+	if ((r = ky_store_secret_delete(kms->store, KY_STORE_LEDGER_SECRET)) != 0 &&
+	    r != KY_ERR_NOT_FOUND)
+		return r;
+	unitd_keystore_flush(ks);
+	unitd_log("storage integrity key in key storage is under a master key this unit does not "
+	          "hold (crypto-shredded): replaced, the storage digest made anew");
+	return ks_attach(ks, kms, 1);
+}
+
 int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
 {
 	struct ky_kms kms;
 	bool shredded;
 	int r, first = 0;
 
-	if ((r = unitd_keystore_enter(ks, &kms)) != 0)
+	if ((r = ks_enter(ks, &kms, false)) != 0)
 		return r;
+	/* First: the other steps write to key storage, which needs its digest key. */
+	if ((r = ks_first_mk_ledger(ks, &kms)) != 0) {
+		unitd_log("first master key: storage digest: %s", ky_err_message(r));
+		unitd_keystore_leave(ks);
+		return r;
+	}
 	/* Each step on its own: one that fails does not keep the others from being done. */
 	if ((r = ks_shredded(&kms, UNITD_SECRET_POLICIES, &shredded)) == 0 && shredded &&
 	    (r = ky_store_secret_delete(kms.store, UNITD_SECRET_POLICIES)) == 0)

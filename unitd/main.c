@@ -220,7 +220,7 @@ int main(int argc, char **argv)
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
-	if (cfg.store != NULL && (r = unitd_keystore_open(&cfg, &ks, err, sizeof(err))) != 0) {
+	if (cfg.store != NULL && (r = unitd_keystore_open(&cfg, &st, &ks, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;

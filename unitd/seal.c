@@ -1121,3 +1121,120 @@ out:
 	ky_buf_free(&file);
 	return r;
 }
+
+/* ---- storage mark ----
+ *
+ * data_dir/storage.mark  "KYOKMARK1\n" then seal(aad = "kyok-storage-mark-v1\0" instance "\0"
+ *                        unit, u64 BE generation || u64 BE epoch): the highest position of key
+ *                        storage this unit has seen. */
+
+#define MARK_MAGIC "KYOKMARK1\n"
+#define MARK_LABEL "kyok-storage-mark-v1"
+#define MARK_FILE  "storage.mark"
+#define MARK_MAX   4096
+
+static int mark_aad(const char *instance, const char *unit, struct ky_buf *aad)
+{
+	int r;
+
+	if ((r = ky_buf_append(aad, MARK_LABEL, sizeof(MARK_LABEL))) != 0 ||
+	    (r = ky_buf_append(aad, instance, strlen(instance) + 1)) != 0 ||
+	    (r = ky_buf_append(aad, unit, strlen(unit))) != 0)
+		return r;
+	return 0;
+}
+
+static int mark_path(const struct unitd_store *st, char **out)
+{
+	return asprintf(out, "%s/%s", st->dir, MARK_FILE) < 0 ? KY_ERR_NOMEM : 0;
+}
+
+int unitd_mark_load(struct unitd_store *st, const char *instance, const char *unit,
+                    struct ky_store_ledger_pos *pos)
+{
+	int r = KY_ERR_INTERNAL;
+	char *path = NULL;
+	struct ky_buf file = {0}, aad = {0}, plain = {0};
+	size_t m = strlen(MARK_MAGIC);
+
+	memset(pos, 0, sizeof(*pos));
+	if ((r = mark_path(st, &path)) != 0)
+		goto out;
+	if (access(path, F_OK) != 0 && errno == ENOENT) {
+		r = 0; /* never saw key storage */
+		goto out;
+	}
+	if ((r = ky_file_read(path, MARK_MAX, &file)) != 0)
+		goto out;
+	if (file.len < m || memcmp(file.data, MARK_MAGIC, m) != 0) {
+		r = KY_ERR_STATE_CORRUPT;
+		goto out;
+	}
+	if ((r = mark_aad(instance, unit, &aad)) != 0)
+		goto out;
+	if ((r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file.data + m,
+	                             file.len - m, &plain)) != 0)
+		goto out;
+	if (plain.len != 16) {
+		r = KY_ERR_STATE_CORRUPT;
+		goto out;
+	}
+	for (int i = 0; i < 8; i++) {
+		pos->gen = pos->gen << 8 | plain.data[i];
+		pos->epoch = pos->epoch << 8 | plain.data[8 + i];
+	}
+	r = 0;
+out:
+	free(path);
+	ky_buf_free(&file);
+	ky_buf_free(&aad);
+	ky_buf_free(&plain);
+	return r;
+}
+
+int unitd_mark_write(struct unitd_store *st, const char *instance, const char *unit,
+                     const struct ky_store_ledger_pos *pos)
+{
+	int r = KY_ERR_INTERNAL;
+	char *path = NULL;
+	struct ky_buf aad = {0}, sealed = {0}, out = {0};
+	uint8_t plain[16];
+
+	for (int i = 0; i < 8; i++) {
+		plain[7 - i] = (uint8_t)(pos->gen >> (8 * i));
+		plain[15 - i] = (uint8_t)(pos->epoch >> (8 * i));
+	}
+	if ((r = mark_path(st, &path)) != 0 || (r = mark_aad(instance, unit, &aad)) != 0 ||
+	    (r = st->seal->ops->seal(st->seal, st->key, aad.data, aad.len, plain, sizeof(plain),
+	                             &sealed)) != 0 ||
+	    (r = ky_buf_append_str(&out, MARK_MAGIC)) != 0 ||
+	    (r = ky_buf_append(&out, sealed.data, sealed.len)) != 0 ||
+	    (r = ky_file_write_atomic(path, out.data, out.len, 0600)) != 0)
+		goto out;
+	r = 0;
+out:
+	free(path);
+	ky_buf_free(&aad);
+	ky_buf_free(&sealed);
+	ky_buf_free(&out);
+	return r;
+}
+
+int unitd_mark_remove(struct unitd_store *st)
+{
+	int r = KY_ERR_INTERNAL;
+	char *path = NULL;
+
+	if ((r = mark_path(st, &path)) != 0)
+		return r;
+	if (unlink(path) != 0 && errno != ENOENT) {
+		r = KY_ERR_IO;
+		goto out;
+	}
+	if ((r = unitd_seal_fsync_dir(st->dir)) != 0)
+		goto out;
+	r = 0;
+out:
+	free(path);
+	return r;
+}

@@ -477,6 +477,13 @@ static void server_command_label(const struct ky_command_label *label, char *op,
 	snprintf(counter, counterlen, "%llu", (unsigned long long)label->counter);
 }
 
+/* A zeroize replaces the seal key; the storage mark, sealed under it, follows. */
+static int server_rekey(struct unitd_server *srv, const struct ky_domain *d)
+{
+	return srv->ks != NULL ? unitd_keystore_state_rekey(srv->ks, srv->st, d)
+	                       : unitd_state_rekey(srv->st, d);
+}
+
 /* Verifies a command against a snapshot of the state, outside the lock: nothing that is not
  * authenticated runs under it. */
 /* Verifies a command against a snapshot of the state, without the lock: the imprint claim
@@ -578,7 +585,7 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	    0)
 		goto done;
 	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
-	if ((r = ky_verified_op(v) == KY_OP_ZEROIZE ? unitd_state_rekey(srv->st, copy)
+	if ((r = ky_verified_op(v) == KY_OP_ZEROIZE ? server_rekey(srv, copy)
 	                                            : unitd_state_write(srv->st, copy)) != 0) {
 		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
 		          ky_err_message(r));

@@ -15,6 +15,8 @@
  *   mk-clrcur       refused while any record is under the current master key
  *   mk-reencipher   after the write: a worker thread moves every record current -> new in
  *                   batches (resumable: a new command continues where a crash stopped it)
+ *   storage-accept  key storage taken as it is (a restore from a backup the administrators
+ *                   accept): a new storage digest past every position the unit has seen
  *
  * The worker holds its own copies of both keys and stops as soon as the registers it was
  * started for are gone (zeroize, clear, set-immediate).
@@ -128,6 +130,10 @@ static int storage_enter(struct unitd_storage *so, const struct ky_domain *old, 
 		         "unit %s holds no master key: API keys are tagged under a key that is "
 		         "kept under it (finish the master key ceremony first)",
 		         old->unit);
+	else if (r == KY_ERR_MK_MISMATCH)
+		snprintf(detail, detaillen,
+		         "the storage integrity key is under a master key this unit does not hold: "
+		         "it cannot check key storage");
 	else if (r != 0)
 		snprintf(detail, detaillen, "cannot read key storage: %s", ky_err_message(r));
 	return r;
@@ -193,7 +199,7 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 	if (r != 0)
 		goto out;
 	r = unitd_keystore_apikey_check(so->ks, &kms, now, &have);
-	if (r != 0 && r != KY_ERR_RECORD_TAMPERED) {
+	if (r != 0 && r != KY_ERR_RECORD_TAMPERED && r != KY_ERR_RECORD_STALE) {
 		storage_apikey_detail(r, k.id, detail, detaillen);
 		goto out;
 	}
@@ -243,7 +249,7 @@ static int storage_apikey_revoke(struct unitd_storage *so, const struct ky_domai
 	if ((r = ky_store_apikey_get(st, c->apikey_id, &have)) != 0)
 		goto out;
 	check = unitd_keystore_apikey_check(so->ks, &kms, now, &have);
-	if (check != 0 && check != KY_ERR_RECORD_TAMPERED) {
+	if (check != 0 && check != KY_ERR_RECORD_TAMPERED && check != KY_ERR_RECORD_STALE) {
 		r = check;
 		storage_apikey_detail(r, c->apikey_id, detail, detaillen);
 		goto out;
@@ -268,6 +274,35 @@ out:
 		snprintf(detail, detaillen, "cannot revoke API key '%s': %s", c->apikey_id,
 		         ky_err_message(r));
 	return r;
+}
+
+/* storage-accept: key storage taken as it is, with a new digest past every position this
+ * unit has seen (the signatures were checked: the administrators accept a restore). */
+static int storage_accept(struct unitd_storage *so, const struct ky_domain *old, char *detail,
+                          size_t detaillen)
+{
+	struct ky_store_ledger_pos pos;
+	int r;
+
+	if (so->ks == NULL) {
+		snprintf(detail, detaillen, "unit %s has no 'store' in its unit.conf", old->unit);
+		return KY_ERR_NO_STORE;
+	}
+	if ((r = unitd_keystore_accept(so->ks, &pos)) != 0) {
+		if (r == KY_ERR_NO_MASTER_KEY)
+			snprintf(detail, detaillen,
+			         "unit %s holds no master key: key storage is checked under a key "
+			         "kept under it",
+			         old->unit);
+		else
+			snprintf(detail, detaillen, "key storage not accepted: %s",
+			         ky_err_message(r));
+		return r;
+	}
+	unitd_log("storage-accept: key storage taken as it is by signed command: generation "
+	          "%llu, epoch %llu",
+	          (unsigned long long)pos.gen, (unsigned long long)pos.epoch);
+	return 0;
 }
 
 int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain *old,
@@ -296,6 +331,9 @@ int unitd_storage_before_write(struct unitd_storage *so, const struct ky_domain 
 			r = storage_apikey_revoke(so, old, c, detail, detaillen);
 		else
 			r = 0; /* mk-reencipher: the worker starts after the write */
+		goto out;
+	case KY_OP_STORAGE_ACCEPT:
+		r = storage_accept(so, old, detail, detaillen);
 		goto out;
 	case KY_OP_MK_SETIMM:
 	case KY_OP_MK_CLRCUR:
@@ -399,6 +437,13 @@ static void *storage_worker(void *arg)
 	r = so->error;
 	pthread_mutex_unlock(&so->lock);
 	if (r == 0) {
+		/* Key storage checked against its digest before anything is moved: the swaps
+		 * update it. */
+		struct ky_kms kms;
+		if ((r = unitd_keystore_enter(so->ks, &kms)) == 0)
+			unitd_keystore_leave(so->ks);
+	}
+	if (r == 0) {
 		unitd_log("reencipher: moving %llu record(s) from master key %s... to %s... (%u "
 		          "per batch, %u ms pause)",
 		          (unsigned long long)total, from, to, (unsigned)so->batch,
@@ -494,6 +539,7 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 	switch (ky_verified_op(v)) {
 	case KY_OP_APIKEY_CREATE:
 	case KY_OP_APIKEY_REVOKE:
+	case KY_OP_STORAGE_ACCEPT:
 		unitd_keystore_flush(so->ks);
 		break;
 	case KY_OP_MK_REENCIPHER:
@@ -587,7 +633,8 @@ int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out)
 		kp_date(keys[i].revoked, rv);
 		if (held) {
 			r = unitd_keystore_apikey_check(so->ks, &kms, now, &keys[i]);
-			if (r != 0 && r != KY_ERR_RECORD_TAMPERED && r != KY_ERR_MK_MISMATCH)
+			if (r != 0 && r != KY_ERR_RECORD_TAMPERED && r != KY_ERR_RECORD_STALE &&
+			    r != KY_ERR_MK_MISMATCH)
 				goto out;
 			if (r != KY_ERR_MK_MISMATCH)
 				verified = json_boolean(r == 0);

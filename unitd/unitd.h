@@ -289,6 +289,16 @@ int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
  * state opens afterwards. On error the file holds the old state under the old key. */
 int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
 
+/* The highest position of key storage this unit has seen (data_dir/storage.mark, sealed):
+ * 0/0 when there is no mark. The mark lets a restarted unit refuse storage older than it saw,
+ * or missing. */
+int unitd_mark_load(struct unitd_store *st, const char *instance, const char *unit,
+                    struct ky_store_ledger_pos *pos) KY_WUR;
+int unitd_mark_write(struct unitd_store *st, const char *instance, const char *unit,
+                     const struct ky_store_ledger_pos *pos) KY_WUR;
+/* Removes the mark (before the seal key it is sealed under is replaced). */
+int unitd_mark_remove(struct unitd_store *st) KY_WUR;
+
 /* ---- identity.c: the unit identity certified by the instance's anchor ---- */
 
 /* Makes (or finds) the pending identity key, sealed in data_dir, and writes its certificate
@@ -327,9 +337,17 @@ struct ky_key;
 struct ky_store;
 struct ky_store_apikey;
 
-int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_keystore **out, char *err,
-                        size_t errlen) KY_WUR;
+/* st: the unit's data directory (its storage mark); it must outlive the keystore. Storage the
+ * mark says held records is refused when missing or empty (KY_ERR_STORAGE_MISSING). */
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
+                        struct unitd_keystore **out, char *err, size_t errlen) KY_WUR;
 void unitd_keystore_free(struct unitd_keystore *ks);
+/* unitd_state_rekey (zeroize) with the storage mark kept in step: mark writes are held off,
+ * the mark sealed under the old seal key is removed first, and written again under the new
+ * one. A crash in between leaves no mark: the unit starts without a floor and takes the
+ * storage's position again (it holds no master key after a zeroize anyway). */
+int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_store *st,
+                               const struct ky_domain *d) KY_WUR;
 struct ky_store *unitd_keystore_store(struct unitd_keystore *ks);
 /* Changes whenever the registers change (what was verified under the old ones is stale). */
 uint64_t unitd_keystore_epoch(struct unitd_keystore *ks);
@@ -337,7 +355,10 @@ const char *unitd_keystore_instance(const struct unitd_keystore *ks);
 /* Takes the registers of d; drops the caches when they differ from the ones held. */
 int unitd_keystore_set_registers(struct unitd_keystore *ks, const struct ky_domain *d) KY_WUR;
 /* Read hold on the registers, *kms filled. KY_ERR_NO_MASTER_KEY (hold not taken) when the
- * unit holds no master key; a store error when the change check fails. */
+ * unit holds no master key; a store error when the change check fails. The first hold checks
+ * the whole of key storage against its digest (see ky_store_ledger_attach, the storage
+ * integrity key is a system secret made by the first unit that needs it) and fails with the
+ * refusal until it passes; every read is then checked. */
 int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms) KY_WUR;
 void unitd_keystore_leave(struct unitd_keystore *ks);
 /* Drops every cache (after this unit wrote something that is cached). */
@@ -378,6 +399,9 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
  * by a rotation finds them under the instance's newer master key and must leave them alone
  * (it answers master key mismatch). */
 int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now) KY_WUR;
+/* storage-accept: takes key storage as it is (a restore the administrators accepted) and
+ * writes a new digest past every position seen; *pos = the new position. */
+int unitd_keystore_accept(struct unitd_keystore *ks, struct ky_store_ledger_pos *pos) KY_WUR;
 
 /* ---- storage_ops.c: ceremony ops that act on key storage, re-encipherment ---- */
 

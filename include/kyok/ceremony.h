@@ -98,11 +98,12 @@ enum ky_op {
 	                       *  "source": PEM identity of the exporting unit,
 	                       *  "signature": b64 of its transfer signature} */
 	/* Ops whose effect is on key storage: the ceremony checks them, the daemon acts. */
-	KY_OP_MK_REENCIPHER, /* "mk-reencipher"  {"vp": hex of the committed new key} */
-	KY_OP_APIKEY_CREATE, /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
-	KY_OP_APIKEY_REVOKE, /* "apikey-revoke"  {"apikey_id"} */
+	KY_OP_MK_REENCIPHER,  /* "mk-reencipher"  {"vp": hex of the committed new key} */
+	KY_OP_APIKEY_CREATE,  /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
+	KY_OP_APIKEY_REVOKE,  /* "apikey-revoke"  {"apikey_id"} */
+	KY_OP_STORAGE_ACCEPT, /* "storage-accept" {} : key storage taken as it is (a restore) */
 };
-#define KY_OP_LAST KY_OP_APIKEY_REVOKE
+#define KY_OP_LAST KY_OP_STORAGE_ACCEPT
 
 #define KY_APIKEY_NAME_MAX 64
 #define KY_ROLE_MAX        16

@@ -168,6 +168,29 @@
 	  "key storage is locked by another writer: retry")                                        \
 	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \
 	  "key storage has an unknown schema version: written by a newer kyok?")                   \
+	X(STORAGE_ROLLBACK, "storage-rolled-back", KY_EXIT_STATE, 503,                             \
+	  "key storage is older than this crypto unit has seen it (restored from a backup or "     \
+	  "replaced): not served; if the restore was meant, the administrators accept it with "    \
+	  "kyok tke storage-accept")                                                               \
+	X(STORAGE_MISSING, "storage-missing", KY_EXIT_STATE, 503,                                  \
+	  "key storage is missing or empty, but this crypto unit has held records in it: not "     \
+	  "served as new storage; restore the file from a backup")                                 \
+	X(STORE_DAMAGED, "storage-damaged", KY_EXIT_STATE, 503,                                    \
+	  "key storage file is damaged or was truncated (not a whole database any more): not "     \
+	  "served; stop the units and restore the file from a backup")                             \
+	X(LEDGER_TAMPERED, "storage-digest-tampered", KY_EXIT_STATE, 503,                          \
+	  "key storage digest failed authentication (altered by hand, or made under another "      \
+	  "integrity key): not served")                                                            \
+	X(LEDGER_MISMATCH, "storage-digest-mismatch", KY_EXIT_STATE, 503,                          \
+	  "key storage does not match its digest: a record was rolled back, deleted or copied "    \
+	  "by hand; not served")                                                                   \
+	X(LEDGER_KEY, "storage-digest-key", KY_EXIT_INTERNAL, 500,                                 \
+	  "key storage has a digest but no integrity key was given: write refused")                \
+	X(RECORD_STALE, "record-rolled-back", KY_EXIT_STATE, 500,                                  \
+	  "stored record is not the one last written (an older copy, or a copy made by hand): "    \
+	  "not served")                                                                            \
+	X(RECORD_MISSING, "record-deleted", KY_EXIT_STATE, 500,                                    \
+	  "stored record was deleted by hand: key storage no longer holds what was last written")  \
 	X(CONFLICT, "conflict", KY_EXIT_STATE, 409, "record was changed concurrently: retry")      \
 	X(KEY_STATE, "key-state", KY_EXIT_STATE, 409, "key state does not allow this action")      \
 	X(KEY_NOT_ACTIVE, "key-not-active", KY_EXIT_STATE, 409, "key is not active")               \

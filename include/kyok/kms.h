@@ -167,7 +167,8 @@ void ky_kms_buf_free(uint8_t *p, size_t n); /* cleanses */
  * kms->current. row->rev is left to the caller (CAS token of the row it replaces). */
 int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k,
                        struct ky_store_row *row) KY_WUR;
-/* KY_ERR_MK_MISMATCH, KY_ERR_RECORD_TAMPERED. */
+/* KY_ERR_MK_MISMATCH, KY_ERR_RECORD_TAMPERED, KY_ERR_RECORD_STALE (row->stale: it opens, but
+ * the storage digest holds another copy). */
 int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row, int flags,
                        struct ky_key **out) KY_WUR;
 
@@ -220,7 +221,8 @@ int ky_kms_request_open(const struct ky_kms *kms, const struct ky_store_request 
 /* HMAC-SHA256 over every column of k but mac, and the instance id. */
 int ky_kms_apikey_mac(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *instance,
                       const struct ky_store_apikey *k, uint8_t out[KY_APIKEY_MAC_LEN]) KY_WUR;
-/* 0 when k->mac is the tag of k; KY_ERR_RECORD_TAMPERED otherwise (no tag included). */
+/* 0 when k->mac is the tag of k; KY_ERR_RECORD_TAMPERED otherwise (no tag included);
+ * KY_ERR_RECORD_STALE when the tag checks but the row is stale (an older copy). */
 int ky_kms_apikey_check(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *instance,
                         const struct ky_store_apikey *k) KY_WUR;
 

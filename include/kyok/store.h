@@ -34,6 +34,10 @@
 #define KY_APIKEY_HASH_LEN         32
 #define KY_APIKEY_MAC_LEN          32
 #define KY_STORE_APIKEY_NAME_MAX   64
+#define KY_STORE_LEDGER_KEY_LEN    32
+/* The secrets row that holds the storage integrity key: the one record the digest leaves out
+ * (it is needed to check the digest; it never changes but for re-encipherment). */
+#define KY_STORE_LEDGER_SECRET "storage-integrity-key"
 
 struct ky_store; /* opaque */
 
@@ -44,6 +48,8 @@ struct ky_store_opts {
 				       share one commit) */
 	const char *instance; /* binds the store to this instance on first open and refuses
 				       another one later (KY_ERR_WRONG_INSTANCE); NULL = no check */
+	int must_exist;       /* 1: refuse (KY_ERR_STORAGE_MISSING) a store that does not exist
+				       or is empty, instead of making a new one */
 };
 
 enum ky_store_table {
@@ -70,6 +76,7 @@ struct ky_store_row {
 	/* insert only: records under this VP count toward the key limit too (the other master
 	 * key register during a rotation); NULL = only those under vp. */
 	const uint8_t *limit_vp;
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 /* One row of the secrets table (system secrets such as a token signing key). */
@@ -82,6 +89,7 @@ struct ky_store_secret {
 	uint8_t vp[KY_VP_LEN];
 	uint8_t *blob;
 	size_t bloblen;
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 /* A row as re-encipherment sees it, for either table. */
@@ -116,6 +124,7 @@ struct ky_store_apikey {
 	int64_t revoked; /* 0 = valid */
 	bool has_mac;    /* false: a row without one (made by hand, or by an older program) */
 	uint8_t mac[KY_APIKEY_MAC_LEN];
+	bool stale; /* read only: not the record the storage digest holds (see below) */
 };
 
 /* A request that changed something, remembered under the id its client gave it (header
@@ -140,6 +149,13 @@ enum ky_store_plan {
 	KY_STORE_PLAN_GET,      /* key lookup by id */
 	KY_STORE_PLAN_VP_FETCH, /* re-encipherment batch fetch */
 	KY_STORE_PLAN_APIKEY,   /* api key lookup by hash */
+};
+
+/* A position in the storage's history: generation (bumped by every write transaction) and
+ * epoch (bumped when the administrators accept storage that went back in time). */
+struct ky_store_ledger_pos {
+	uint64_t gen;
+	uint64_t epoch;
 };
 
 /* The backend function table. be is the backend's handle from open. */
@@ -178,6 +194,10 @@ struct ky_store_ops {
 	int (*request_put)(void *be, const struct ky_store_request *req);
 	int (*request_expire)(void *be, int64_t before, uint64_t *n);
 	int (*changed)(void *be, int *changed);
+	int (*ledger_attach)(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+	                     const struct ky_store_ledger_pos *floor, int adopt,
+	                     struct ky_store_ledger_pos *pos);
+	int (*ledger_pos)(void *be, struct ky_store_ledger_pos *pos);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 };
 
@@ -284,6 +304,44 @@ void ky_store_request_release(struct ky_store_request *req); /* frees body, keep
  * programs within a fraction of a second. Cheap (usually no system call): meant to be called
  * once per request by caches above the store. */
 int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
+
+/* ---- storage digest (rollback detection) ----
+ *
+ * Once attached with the storage integrity key, the store keeps a digest of every record
+ * (keys, secrets but KY_STORE_LEDGER_SECRET, API keys): a generation, an epoch, the count and
+ * the sum mod 2^256 of one HMAC tag per record, MAC'd under the key, updated in the same
+ * transaction as every write. The handle keeps an index record -> tag, checked against the
+ * digest when attached and brought up to date through the generation when another process
+ * wrote. Every row read is checked against it before it is returned:
+ *   stale = true             the row is not the one last written (an older copy, altered or
+ *                            made by hand): returned so that the caller checks its own seal
+ *                            or tag first (KY_ERR_RECORD_TAMPERED when that fails, else
+ *                            KY_ERR_RECORD_STALE) and may write the record anew; it must
+ *                            never serve it. Re-encipherment fetches fail instead
+ *                            (KY_ERR_RECORD_STALE).
+ *   KY_ERR_RECORD_MISSING    a record the digest holds is gone (deleted by hand)
+ *   KY_ERR_STORAGE_ROLLBACK  the digest is older than one this handle saw (or than floor)
+ *   KY_ERR_STORAGE_MISSING   the digest is gone (storage emptied or replaced by a new file)
+ *   KY_ERR_LEDGER_TAMPERED   the digest does not authenticate
+ *   KY_ERR_LEDGER_MISMATCH   the records do not add up to the digest
+ * Before attach nothing is checked, and a write to a store that has a digest is refused
+ * (KY_ERR_LEDGER_KEY) but for the KY_STORE_LEDGER_SECRET row.
+ *
+ * Attach: floor is the highest position the caller saw before (0/0: none; then the stored
+ * digest is taken as it is, or made when there is none). With floor->gen > 0 a store without
+ * a digest is KY_ERR_STORAGE_MISSING, an older generation or another epoch
+ * KY_ERR_STORAGE_ROLLBACK. adopt = 1 (a restore the administrators accepted, or a new
+ * integrity key): the records are taken as they are and a new digest is written at
+ * generation max(stored, floor) + 1, epoch max(stored, floor + 1) when the stored digest
+ * authenticated under key (a restore: the first unit to accept it starts a new epoch, the
+ * others join it), else max(stored, floor) (a new key: the digest's history goes on).
+ * *pos = where the store is.
+ * May be called again (a new key, or after a refusal). */
+int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+                           const struct ky_store_ledger_pos *floor, int adopt,
+                           struct ky_store_ledger_pos *pos) KY_WUR;
+/* The highest position checked by this handle; KY_ERR_USAGE when not attached. */
+int ky_store_ledger_pos(struct ky_store *s, struct ky_store_ledger_pos *pos) KY_WUR;
 
 /* ---- diagnostics ---- */
 

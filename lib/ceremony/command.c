@@ -140,6 +140,8 @@ const char *ky_op_name(enum ky_op op)
 		return "apikey-create";
 	case KY_OP_APIKEY_REVOKE:
 		return "apikey-revoke";
+	case KY_OP_STORAGE_ACCEPT:
+		return "storage-accept";
 	}
 	return "unknown";
 }
@@ -247,6 +249,7 @@ static const char *const *command_op_keys(enum ky_op op)
 	case KY_OP_MK_CLRNEW:
 	case KY_OP_MK_CLRCUR:
 	case KY_OP_ZEROIZE:
+	case KY_OP_STORAGE_ACCEPT:
 	case KY_OP_MK_GENERATE:
 		return none;
 	}
@@ -510,6 +513,7 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 	case KY_OP_MK_CLRNEW:
 	case KY_OP_MK_CLRCUR:
 	case KY_OP_ZEROIZE:
+	case KY_OP_STORAGE_ACCEPT:
 	case KY_OP_MK_GENERATE:
 		return 0;
 	}
@@ -728,6 +732,7 @@ static int command_encode_fields(const struct ky_command *c, json_t *o)
 	case KY_OP_MK_CLRNEW:
 	case KY_OP_MK_CLRCUR:
 	case KY_OP_ZEROIZE:
+	case KY_OP_STORAGE_ACCEPT:
 	case KY_OP_MK_GENERATE:
 		return 0;
 	}

@@ -83,6 +83,7 @@ int ky_ceremony_required(const struct ky_domain *d, const struct ky_command *c, 
 	case KY_OP_MK_EXPORT:
 	case KY_OP_MK_IMPORT:
 	case KY_OP_APIKEY_CREATE:
+	case KY_OP_STORAGE_ACCEPT:
 		if (imprint)
 			return KY_ERR_IMPRINT_MODE;
 		*required = d->sig_threshold;
@@ -747,6 +748,8 @@ static int ceremony_run_op(struct ky_domain *d, const struct ky_command *c, json
 		return 0;
 	case KY_OP_APIKEY_REVOKE:
 		return ceremony_result_set(res, "apikey_id", json_string(c->apikey_id));
+	case KY_OP_STORAGE_ACCEPT:
+		return 0; /* the unit's key storage is the daemon's (unitd/storage_ops.c) */
 	}
 	return KY_ERR_INTERNAL;
 }

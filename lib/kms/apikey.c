@@ -83,6 +83,9 @@ int ky_kms_apikey_check(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *in
 	if ((r = ky_kms_apikey_mac(key, instance, k, want)) != 0)
 		return r;
 	r = CRYPTO_memcmp(want, k->mac, KY_APIKEY_MAC_LEN) == 0 ? 0 : KY_ERR_RECORD_TAMPERED;
+	/* Tagged by kyok, but not the row the storage digest holds: an older copy. */
+	if (r == 0 && k->stale)
+		r = KY_ERR_RECORD_STALE;
 	OPENSSL_cleanse(want, sizeof(want));
 	return r;
 }

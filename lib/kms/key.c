@@ -743,6 +743,11 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 		r = KY_ERR_RECORD_TAMPERED;
 		goto out;
 	}
+	/* Sealed by kyok, but not the copy the storage digest holds: an older one. */
+	if (row->stale) {
+		r = KY_ERR_RECORD_STALE;
+		goto out;
+	}
 	k->seq = row->seq;
 	k->rev = row->rev;
 	memcpy(k->vp, row->vp, KY_VP_LEN);
@@ -984,6 +989,10 @@ int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, s
 	}
 	if ((r = kms_open(mk, aad, aadlen, sec.blob, sec.bloblen, pt)) != 0)
 		goto out;
+	if (sec.stale) {
+		r = KY_ERR_RECORD_STALE;
+		goto out;
+	}
 	*p = pt;
 	*n = ptlen;
 	pt = NULL; /* transferred */

@@ -33,6 +33,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -46,6 +47,7 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "lib/store/ledger.h"
 
 enum sq_stmt {
 	SQ_BEGIN,
@@ -78,6 +80,12 @@ enum sq_stmt {
 	SQ_APIKEY_PURGE,
 	SQ_APIKEY_UPDATE,
 	SQ_DATA_VERSION,
+	SQ_LEDGER_GET,
+	SQ_LEDGER_PUT,
+	SQ_LEDGER_LOG,
+	SQ_LEDGER_PRUNE,
+	SQ_LEDGER_GENS,
+	SQ_LEDGER_CHANGED,
 	SQ__COUNT
 };
 
@@ -88,7 +96,16 @@ enum sq_stmt {
 #define SQ_KEY_COLS                                                                              \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob, " \
 	"expires"
-#define SQ_APIKEY_COLS "id, role, hash, created, revoked, name, mac"
+#define SQ_APIKEY_COLS  "id, role, hash, created, revoked, name, mac"
+#define SQ_SECRET_COLS  "name, seq, rev, created, updated, vp, blob"
+#define SQ_KEY_NCOLS    13
+#define SQ_SECRET_NCOLS 7
+#define SQ_APIKEY_NCOLS 7
+/* The digest's generation, as one more column of a read: the row and the generation come
+ * from one snapshot. NULL when the store has no digest. */
+#define SQ_GEN_COL ", (SELECT gen FROM ledger WHERE k = 1)"
+/* Generations of ledger_log kept: a process that fell further behind reads every record. */
+#define SQ_LOG_KEEP 4096
 /* ?7 > 0: states as of that date (an Active key past its expiration date is Deactivated). */
 #define SQ_FILTER                                                                              \
 	"(?1 = 0 OR ((1 << (CASE WHEN ?7 > 0 AND state = 1 AND expires > 0 AND expires <= ?7 " \
@@ -110,10 +127,10 @@ static const char *const sq_sql[SQ__COUNT] = {
                       "created = ?5, updated = ?6, deleted = ?7, version = ?8, vp = ?9, "
                       "blob = ?10, expires = ?12 WHERE id = ?1 AND rev = ?11 RETURNING seq, rev",
     [SQ_KEY_REV] = "SELECT rev FROM keys WHERE id = ?1",
-    [SQ_KEY_GET] = "SELECT " SQ_KEY_COLS " FROM keys WHERE id = ?1",
+    [SQ_KEY_GET] = "SELECT " SQ_KEY_COLS SQ_GEN_COL " FROM (SELECT 1) LEFT JOIN keys ON id = ?1",
     [SQ_KEY_DELETE] = "DELETE FROM keys WHERE id = ?1 AND rev = ?2",
-    [SQ_KEY_LIST] =
-        "SELECT " SQ_KEY_COLS " FROM keys WHERE " SQ_FILTER " ORDER BY seq LIMIT ?3 OFFSET ?4",
+    [SQ_KEY_LIST] = "SELECT " SQ_KEY_COLS SQ_GEN_COL " FROM keys WHERE " SQ_FILTER
+                    " ORDER BY seq LIMIT ?3 OFFSET ?4",
     [SQ_KEY_COUNT] = "SELECT count(*) FROM keys WHERE " SQ_FILTER,
     [SQ_SECRET_INSERT] = "INSERT INTO secrets (name, seq, rev, created, updated, vp, blob) "
                          "VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, ?2, "
@@ -121,30 +138,41 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_SECRET_UPDATE] = "UPDATE secrets SET rev = rev + 1, updated = ?3, vp = ?4, blob = ?5 "
                          "WHERE name = ?1 AND rev = ?6 RETURNING seq, rev",
     [SQ_SECRET_REV] = "SELECT rev FROM secrets WHERE name = ?1",
-    [SQ_SECRET_GET] = "SELECT name, seq, rev, created, updated, vp, blob FROM secrets "
-                      "WHERE name = ?1",
+    [SQ_SECRET_GET] =
+        "SELECT " SQ_SECRET_COLS SQ_GEN_COL " FROM (SELECT 1) LEFT JOIN secrets ON name = ?1",
     [SQ_SECRET_DELETE] = "DELETE FROM secrets WHERE name = ?1",
     [SQ_VP_COUNT_KEYS] = "SELECT count(*) FROM keys WHERE vp = ?1",
     [SQ_VP_COUNT_SECRETS] = "SELECT count(*) FROM secrets WHERE vp = ?1",
     /* Primary key order: a batch touches neighbouring leaf pages, not one page per row. */
-    [SQ_VP_FETCH_KEYS] = "SELECT id, seq, rev, version, blob FROM keys "
-                         "WHERE vp = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    [SQ_VP_FETCH_SECRETS] = "SELECT name, seq, rev, 0, blob FROM secrets "
-                            "WHERE vp = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+    [SQ_VP_FETCH_KEYS] = "SELECT id, seq, rev, version, blob, " SQ_KEY_COLS SQ_GEN_COL
+                         " FROM keys WHERE vp = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [SQ_VP_FETCH_SECRETS] = "SELECT name, seq, rev, 0, blob, " SQ_SECRET_COLS SQ_GEN_COL
+                            " FROM secrets WHERE vp = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
     [SQ_VP_SWAP_KEYS] = "UPDATE keys SET vp = ?2, blob = ?3, rev = rev + 1 "
                         "WHERE id = ?1 AND vp = ?4 AND rev = ?5",
     [SQ_VP_SWAP_SECRETS] = "UPDATE secrets SET vp = ?2, blob = ?3, rev = rev + 1 "
                            "WHERE name = ?1 AND vp = ?4 AND rev = ?5",
     [SQ_APIKEY_INSERT] = "INSERT INTO api_keys (" SQ_APIKEY_COLS ") "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [SQ_APIKEY_GET] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE id = ?1",
-    [SQ_APIKEY_FIND] = "SELECT " SQ_APIKEY_COLS " FROM api_keys WHERE hash = ?1",
-    [SQ_APIKEY_LIST] = "SELECT " SQ_APIKEY_COLS " FROM api_keys ORDER BY created, id",
+    [SQ_APIKEY_GET] =
+        "SELECT " SQ_APIKEY_COLS SQ_GEN_COL " FROM (SELECT 1) LEFT JOIN api_keys ON id = ?1",
+    [SQ_APIKEY_FIND] =
+        "SELECT " SQ_APIKEY_COLS SQ_GEN_COL " FROM (SELECT 1) LEFT JOIN api_keys ON hash = ?1",
+    [SQ_APIKEY_LIST] = "SELECT " SQ_APIKEY_COLS SQ_GEN_COL " FROM api_keys ORDER BY created, id",
     [SQ_APIKEY_PURGE] = "DELETE FROM api_keys",
     [SQ_APIKEY_UPDATE] = "UPDATE api_keys SET role = ?2, created = ?4, revoked = ?5, name = ?6, "
                          "mac = ?7 WHERE id = ?1 AND hash = ?3 AND "
                          "(mac IS ?8 OR (?8 IS NULL AND length(mac) IS NOT 32))",
     [SQ_DATA_VERSION] = "PRAGMA data_version",
+    [SQ_LEDGER_GET] = "SELECT gen, epoch, n, sum, mac FROM ledger WHERE k = 1",
+    [SQ_LEDGER_PUT] = "INSERT INTO ledger (k, gen, epoch, n, sum, mac) VALUES (1, ?1, ?2, ?3, ?4, "
+                      "?5) ON CONFLICT (k) DO UPDATE SET gen = ?1, epoch = ?2, n = ?3, sum = ?4, "
+                      "mac = ?5",
+    [SQ_LEDGER_LOG] = "INSERT OR REPLACE INTO ledger_log (gen, t, id, tag) VALUES (?1, ?2, ?3, ?4)",
+    [SQ_LEDGER_PRUNE] = "DELETE FROM ledger_log WHERE gen <= ?1",
+    [SQ_LEDGER_GENS] = "SELECT count(DISTINCT gen) FROM ledger_log WHERE gen > ?1 AND gen <= ?2",
+    [SQ_LEDGER_CHANGED] = "SELECT gen, t, id, tag FROM ledger_log WHERE gen > ?1 AND gen <= ?2 "
+                          "ORDER BY gen",
 };
 
 /* Rows of keys per VP: the key limit counts only what a unit's registers open (records under
@@ -189,10 +217,50 @@ static const char sq_schema[] =
     " UPDATE counters SET n = n + 1 WHERE k = 'keys'; END;"
     "CREATE TRIGGER IF NOT EXISTS keys_count_del AFTER DELETE ON keys BEGIN"
     " UPDATE counters SET n = n - 1 WHERE k = 'keys'; END;" SQ_VP_TRIGGERS
+    "CREATE TABLE IF NOT EXISTS ledger (k INTEGER PRIMARY KEY CHECK (k = 1),"
+    " gen INTEGER NOT NULL, epoch INTEGER NOT NULL, n INTEGER NOT NULL, sum BLOB NOT NULL,"
+    " mac BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS ledger_log (gen INTEGER NOT NULL, t INTEGER NOT NULL,"
+    " id TEXT NOT NULL, tag BLOB, PRIMARY KEY (gen, t, id)) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
     "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
 
 struct sq_store;
+
+#define SQ_LID_MAX 64 /* key ids, secret names and API key ids are shorter */
+
+/* A record written in the open transaction. */
+struct sq_touch {
+	uint8_t t; /* enum ky_ledger_table */
+	char id[SQ_LID_MAX + 1];
+};
+
+/* A record as a read saw it, to check against the index. */
+struct sq_seen {
+	uint8_t t;
+	bool present;
+	bool stale; /* set by sq_ledger_check */
+	char id[SQ_LID_MAX + 1];
+	uint8_t tag[KY_LEDGER_TAG_LEN];
+};
+
+/* The digest row. */
+struct sq_ledger_meta {
+	uint64_t gen, epoch, n;
+	uint8_t sum[KY_LEDGER_TAG_LEN];
+	uint8_t mac[KY_LEDGER_TAG_LEN];
+};
+
+/* The storage digest of this handle (see store.h and the head of this file). */
+struct sq_ledger {
+	pthread_mutex_t mu; /* everything below but gen; taken after wlock, never before */
+	bool on;            /* attached: reads are checked, writes update the digest */
+	bool broken;        /* the last check failed: the next one reads every record */
+	struct ky_ledger_mac mac;
+	struct ky_ledger_index ix; /* tags as of gen */
+	_Atomic uint64_t gen;
+	uint64_t epoch;
+};
 
 struct sq_conn {
 	sqlite3 *db;
@@ -204,7 +272,9 @@ struct sq_conn {
 	int64_t data_version; /* as last read by ky_store_changed */
 	int64_t dv_checked;   /* when, in monotonic ms */
 	int gen_known;
-	uint64_t gen_seen; /* the shared commit counter, as last seen */
+	uint64_t gen_seen;        /* the shared commit counter, as last seen */
+	struct sq_touch *touched; /* records written by the open write transaction */
+	size_t ntouched, ctouched;
 };
 
 /* A queued insert waiting for a group commit. */
@@ -227,6 +297,7 @@ struct sq_store {
 	struct sq_gc_req **gc_tail;
 	int gc_busy;
 	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
+	struct sq_ledger L;
 };
 
 /* ---- errors ---- */
@@ -245,6 +316,9 @@ static int sq_err(int rc)
 		return KY_ERR_EXISTS;
 	case SQLITE_NOMEM:
 		return KY_ERR_NOMEM;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return KY_ERR_STORE_DAMAGED;
 	case SQLITE_CANTOPEN:
 	case SQLITE_PERM:
 	case SQLITE_READONLY:
@@ -265,6 +339,7 @@ static void sq_conn_close(struct sq_conn *c)
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(c->st[i]);
 	sqlite3_close(c->db);
+	free(c->touched);
 	free(c);
 }
 
@@ -408,9 +483,19 @@ static int sq_exec(struct sq_conn *c, enum sq_stmt i)
 
 /* ---- write transactions ---- */
 
-/* Opens a write transaction unless the thread is inside ky_store_begin already. */
+static int sq_run(struct sq_conn *c, const char *q);
+static int sq_ledger_sync(struct sq_conn *c);
+static int sq_ledger_prepare(struct sq_conn *c, struct sq_seen **tags, size_t *ntags,
+                             struct sq_ledger_meta *m);
+static void sq_ledger_apply(struct sq_conn *c, const struct sq_seen *v, size_t n,
+                            const struct sq_ledger_meta *m);
+static int sq_ledger_unattached_write(struct sq_conn *c);
+
+/* Opens a write transaction unless the thread is inside ky_store_begin already. An attached
+ * handle brings its digest index up to date inside it. */
 static int sq_wbegin(struct sq_conn *c, int *opened)
 {
+	struct sq_ledger *L = &c->s->L;
 	int r;
 
 	*opened = 0;
@@ -421,6 +506,17 @@ static int sq_wbegin(struct sq_conn *c, int *opened)
 		pthread_mutex_unlock(&c->s->wlock);
 		return r;
 	}
+	c->ntouched = 0;
+	if (L->on) {
+		pthread_mutex_lock(&L->mu);
+		r = sq_ledger_sync(c);
+		pthread_mutex_unlock(&L->mu);
+		if (r != 0) {
+			(void)sq_exec(c, SQ_ROLLBACK);
+			pthread_mutex_unlock(&c->s->wlock);
+			return r;
+		}
+	}
 	*opened = 1;
 	return 0;
 }
@@ -428,9 +524,23 @@ static int sq_wbegin(struct sq_conn *c, int *opened)
 /* Ends what sq_wbegin opened: commit when r is 0, else roll back. Returns the final result. */
 static int sq_wend(struct sq_conn *c, int opened, int r)
 {
+	struct sq_seen *tags = NULL;
+	size_t ntags = 0;
+	struct sq_ledger_meta m;
+	bool ledger = false;
+
 	if (!opened)
 		return r;
+	if (r == 0 && c->ntouched > 0) {
+		if (!c->s->L.on) {
+			r = sq_ledger_unattached_write(c);
+		} else if ((r = sq_ledger_prepare(c, &tags, &ntags, &m)) == 0) {
+			ledger = true;
+		}
+	}
 	if (r == 0 && (r = sq_exec(c, SQ_COMMIT)) == 0) {
+		if (ledger)
+			sq_ledger_apply(c, tags, ntags, &m);
 		if (c->s->gen != NULL)
 			atomic_fetch_add_explicit(c->s->gen, 1, memory_order_release);
 		goto out;
@@ -438,6 +548,8 @@ static int sq_wend(struct sq_conn *c, int opened, int r)
 	if (!sqlite3_get_autocommit(c->db))
 		(void)sq_exec(c, SQ_ROLLBACK);
 out:
+	c->ntouched = 0;
+	free(tags);
 	pthread_mutex_unlock(&c->s->wlock);
 	return r;
 }
@@ -531,6 +643,530 @@ static int sq_bind_text(sqlite3_stmt *st, int i, const char *s)
 	return sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
 }
 
+/* ---- storage digest ----
+ *
+ * Reads: every read statement returns the digest's generation as its last column, from the
+ * same snapshot as the rows. The rows' tags are checked against the index when the index is
+ * at that generation; when the store is ahead the index is brought up to date first (sync);
+ * when the index moved on meanwhile (another thread synced or committed) the read is made
+ * again (SQ_AGAIN); a generation below what the index had before the read began is a rollback.
+ * Rows this thread's open transaction wrote are not checked (they are not committed yet).
+ *
+ * Writes: sq_wbegin syncs the index inside the write transaction (the write lock keeps every
+ * other writer out until commit); each write records which records it touched; sq_wend, before
+ * COMMIT, reads those rows back, tags them, writes the new digest (generation + 1) and one
+ * ledger_log row per record, and after COMMIT applies the new tags to the index unless a sync
+ * already took the index past it.
+ *
+ * Sync: the digest row is read and its MAC checked; the records that ledger_log names for the
+ * generations in between are read and tagged again; count and sum must then equal the
+ * digest's. When the log does not cover every generation in between, or the sum does not
+ * match, every record is read (rescan): a mismatch then is KY_ERR_LEDGER_MISMATCH. */
+
+#define SQ_AGAIN (-1)
+#define SQ_TRIES 16
+
+static const char *const sq_ledger_scan[] = {
+    [KY_LEDGER_KEYS] = "SELECT " SQ_KEY_COLS " FROM keys",
+    [KY_LEDGER_SECRETS] = "SELECT " SQ_SECRET_COLS " FROM secrets WHERE name != ?1",
+    [KY_LEDGER_APIKEYS] = "SELECT " SQ_APIKEY_COLS " FROM api_keys",
+};
+static const int sq_ledger_ncols[] = {
+    [KY_LEDGER_KEYS] = SQ_KEY_NCOLS,
+    [KY_LEDGER_SECRETS] = SQ_SECRET_NCOLS,
+    [KY_LEDGER_APIKEYS] = SQ_APIKEY_NCOLS,
+};
+static const enum sq_stmt sq_ledger_get[] = {
+    [KY_LEDGER_KEYS] = SQ_KEY_GET,
+    [KY_LEDGER_SECRETS] = SQ_SECRET_GET,
+    [KY_LEDGER_APIKEYS] = SQ_APIKEY_GET,
+};
+
+static bool sq_ledger_exempt(uint8_t t, const char *id)
+{
+	return t == KY_LEDGER_SECRETS && strcmp(id, KY_STORE_LEDGER_SECRET) == 0;
+}
+
+/* The tag of the row at the cursor, columns first .. first + ncols - 1 (column first is the
+ * record's id). *present = 0 when the id column is NULL (a LEFT JOIN that found nothing). */
+static int sq_ledger_row(const struct sq_ledger *L, sqlite3_stmt *st, uint8_t t, int first,
+                         struct sq_seen *out)
+{
+	struct ky_ledger_field f[SQ_KEY_NCOLS];
+	int n = sq_ledger_ncols[t];
+	const unsigned char *id = sqlite3_column_text(st, first);
+
+	out->t = t;
+	out->present = false;
+	if (id == NULL)
+		return 0;
+	if ((size_t)sqlite3_column_bytes(st, first) > SQ_LID_MAX)
+		return KY_ERR_RECORD_STALE;
+	snprintf(out->id, sizeof(out->id), "%s", (const char *)id);
+	out->present = true;
+	for (int i = 0; i < n; i++) {
+		int col = first + i;
+		f[i].kind = sqlite3_column_type(st, col);
+		f[i].i = 0;
+		f[i].p = NULL;
+		f[i].len = 0;
+		if (f[i].kind == SQLITE_INTEGER) {
+			f[i].i = sqlite3_column_int64(st, col);
+		} else if (f[i].kind == SQLITE_TEXT) {
+			f[i].p = sqlite3_column_text(st, col);
+			f[i].len = (size_t)sqlite3_column_bytes(st, col);
+		} else if (f[i].kind == SQLITE_BLOB) {
+			f[i].p = sqlite3_column_blob(st, col);
+			f[i].len = (size_t)sqlite3_column_bytes(st, col);
+		} else if (f[i].kind == SQLITE_FLOAT) {
+			return KY_ERR_RECORD_STALE; /* never written by kyok */
+		}
+	}
+	return ky_ledger_tag(&L->mac, t, out->id, f, (size_t)n, out->tag);
+}
+
+/* Reads record (t, id) now and tags it. */
+static int sq_ledger_read(struct sq_conn *c, uint8_t t, const char *id, struct sq_seen *out)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, sq_ledger_get[t], &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = sq_ledger_row(&c->s->L, st, t, 0, out);
+	else
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	sq_done(st);
+	return r;
+}
+
+/* The digest row: KY_ERR_NOT_FOUND when there is none; its MAC is not checked here. */
+static int sq_ledger_meta_read(struct sq_conn *c, struct sq_ledger_meta *m)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, SQ_LEDGER_GET, &st)) != 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		m->gen = (uint64_t)sqlite3_column_int64(st, 0);
+		m->epoch = (uint64_t)sqlite3_column_int64(st, 1);
+		m->n = (uint64_t)sqlite3_column_int64(st, 2);
+		r = sq_col_fixed(st, 3, m->sum, KY_LEDGER_TAG_LEN) == 0 &&
+		            sq_col_fixed(st, 4, m->mac, KY_LEDGER_TAG_LEN) == 0
+		        ? 0
+		        : KY_ERR_LEDGER_TAMPERED;
+	} else {
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	}
+	sq_done(st);
+	return r;
+}
+
+static int sq_ledger_meta_check(struct sq_conn *c, const struct sq_ledger_meta *m)
+{
+	uint8_t want[KY_LEDGER_TAG_LEN];
+	int r;
+
+	if ((r = ky_ledger_meta_mac(&c->s->L.mac, c->s->o.instance, m->gen, m->epoch, m->n, m->sum,
+	                            want)) != 0)
+		return r;
+	return CRYPTO_memcmp(want, m->mac, KY_LEDGER_TAG_LEN) == 0 ? 0 : KY_ERR_LEDGER_TAMPERED;
+}
+
+static int sq_ledger_meta_write(struct sq_conn *c, struct sq_ledger_meta *m)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = ky_ledger_meta_mac(&c->s->L.mac, c->s->o.instance, m->gen, m->epoch, m->n, m->sum,
+	                            m->mac)) != 0)
+		return r;
+	if ((r = sq_stmt(c, SQ_LEDGER_PUT, &st)) != 0)
+		return r;
+	sqlite3_bind_int64(st, 1, (int64_t)m->gen);
+	sqlite3_bind_int64(st, 2, (int64_t)m->epoch);
+	sqlite3_bind_int64(st, 3, (int64_t)m->n);
+	sqlite3_bind_blob(st, 4, m->sum, KY_LEDGER_TAG_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 5, m->mac, KY_LEDGER_TAG_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+}
+
+/* Every record, tagged, into ix (initialised here), as of generation gen. */
+static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix, uint64_t gen)
+{
+	int r = KY_ERR_INTERNAL, rc = SQLITE_OK;
+	sqlite3_stmt *st = NULL;
+	struct sq_seen seen;
+
+	if ((r = ky_ledger_index_init(ix)) != 0)
+		return r;
+	for (uint8_t t = KY_LEDGER_KEYS; t <= KY_LEDGER_APIKEYS; t++) {
+		if ((rc = sqlite3_prepare_v2(c->db, sq_ledger_scan[t], -1, &st, NULL)) !=
+		    SQLITE_OK) {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			goto out;
+		}
+		if (t == KY_LEDGER_SECRETS)
+			sq_bind_text(st, 1, KY_STORE_LEDGER_SECRET);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			if ((r = sq_ledger_row(&c->s->L, st, t, 0, &seen)) != 0 ||
+			    (r = ky_ledger_index_set(ix, t, seen.id, seen.tag, gen)) != 0)
+				goto out;
+		}
+		if (rc != SQLITE_DONE) {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			goto out;
+		}
+		sqlite3_finalize(st);
+		st = NULL;
+	}
+	r = 0;
+out:
+	sqlite3_finalize(st);
+	if (r != 0)
+		ky_ledger_index_release(ix);
+	return r;
+}
+
+static bool sq_ledger_matches(const struct ky_ledger_index *ix, const struct sq_ledger_meta *m)
+{
+	return ix->n == m->n && CRYPTO_memcmp(ix->sum, m->sum, KY_LEDGER_TAG_LEN) == 0;
+}
+
+/* Brings the index to the digest's generation through ledger_log (the tags as their writers
+ * gave them, not the rows as they are now: a row altered since is then found stale when read);
+ * 1 in *ok when count and sum then match. Caller holds L->mu and a read snapshot. */
+static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m, int *ok)
+{
+	struct sq_ledger *L = &c->s->L;
+	uint64_t from = atomic_load(&L->gen);
+	sqlite3_stmt *st;
+	uint8_t pad[KY_LEDGER_TAG_LEN], tag[KY_LEDGER_TAG_LEN];
+	int r, rc;
+	int64_t gens = -1;
+
+	*ok = 0;
+	if ((r = sq_stmt(c, SQ_LEDGER_GENS, &st)) != 0)
+		return r;
+	sqlite3_bind_int64(st, 1, (int64_t)from);
+	sqlite3_bind_int64(st, 2, (int64_t)m->gen);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		gens = sqlite3_column_int64(st, 0);
+	sq_done(st);
+	if (gens < 0)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	if ((uint64_t)gens != m->gen - from)
+		return 0; /* not every generation is logged: rescan */
+	if ((r = sq_stmt(c, SQ_LEDGER_CHANGED, &st)) != 0)
+		return r;
+	sqlite3_bind_int64(st, 1, (int64_t)from);
+	sqlite3_bind_int64(st, 2, (int64_t)m->gen);
+	L->broken = true; /* until the whole log is applied */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t g = (uint64_t)sqlite3_column_int64(st, 0);
+		int t = sqlite3_column_int(st, 1);
+		const unsigned char *id = sqlite3_column_text(st, 2);
+		bool deleted = sqlite3_column_type(st, 3) == SQLITE_NULL;
+
+		if (id == NULL || t < KY_LEDGER_KEYS || t > KY_LEDGER_APIKEYS ||
+		    sqlite3_column_bytes(st, 2) > SQ_LID_MAX ||
+		    (!deleted && sq_col_fixed(st, 3, tag, KY_LEDGER_TAG_LEN) != 0)) {
+			sq_done(st);
+			return 0; /* a log row kyok did not write: rescan */
+		}
+		if (!deleted) {
+			if ((r = ky_ledger_log_pad(&L->mac, g, (uint8_t)t, (const char *)id,
+			                           pad)) != 0) {
+				sq_done(st);
+				return r;
+			}
+			for (size_t i = 0; i < KY_LEDGER_TAG_LEN; i++)
+				tag[i] ^= pad[i];
+		}
+		if ((r = ky_ledger_index_set(&L->ix, (uint8_t)t, (const char *)id,
+		                             deleted ? NULL : tag, g)) != 0) {
+			sq_done(st);
+			return r;
+		}
+	}
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	L->broken = false;
+	*ok = sq_ledger_matches(&L->ix, m);
+	return 0;
+}
+
+/* Brings the index up to the digest, checking it. Caller holds L->mu. Inside a write
+ * transaction it reads in it, else in a read transaction of its own. */
+static int sq_ledger_sync(struct sq_conn *c)
+{
+	struct sq_ledger *L = &c->s->L;
+	struct sq_ledger_meta m;
+	struct ky_ledger_index fresh = {0};
+	int r = KY_ERR_INTERNAL, own = sqlite3_get_autocommit(c->db), ok = 0;
+
+	if (own && (r = sq_run(c, "BEGIN")) != 0)
+		return r;
+	if ((r = sq_ledger_meta_read(c, &m)) != 0) {
+		r = r == KY_ERR_NOT_FOUND ? KY_ERR_STORAGE_MISSING : r;
+		goto out;
+	}
+	if ((r = sq_ledger_meta_check(c, &m)) != 0)
+		goto out;
+	if (m.epoch != L->epoch || m.gen < atomic_load(&L->gen)) {
+		r = KY_ERR_STORAGE_ROLLBACK;
+		goto out;
+	}
+	if (m.gen == atomic_load(&L->gen) && !L->broken) {
+		r = 0;
+		goto out;
+	}
+	if (!L->broken && (r = sq_ledger_apply_log(c, &m, &ok)) != 0)
+		goto out;
+	if (!ok) {
+		if ((r = sq_ledger_rescan(c, &fresh, m.gen)) != 0)
+			goto out;
+		if (!sq_ledger_matches(&fresh, &m)) {
+			L->broken = true;
+			r = KY_ERR_LEDGER_MISMATCH;
+			goto out;
+		}
+		ky_ledger_index_move(&L->ix, &fresh);
+	}
+	L->broken = false;
+	atomic_store(&L->gen, m.gen);
+	r = 0;
+out:
+	if (own)
+		(void)sq_run(c, "COMMIT"); /* read only */
+	ky_ledger_index_release(&fresh);
+	return r;
+}
+
+static bool sq_touched(const struct sq_conn *c, uint8_t t, const char *id)
+{
+	for (size_t i = 0; i < c->ntouched; i++)
+		if (c->touched[i].t == t && strcmp(c->touched[i].id, id) == 0)
+			return true;
+	return false;
+}
+
+/* Checks rows read at generation gen (gen_null: no digest row) by a read that began when the
+ * index was at g0: rows[i].stale is set for a row that is not what the digest holds. 0,
+ * SQ_AGAIN (read again) or the refusal. The statement must be reset. */
+static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64_t gen,
+                           struct sq_seen *rows, size_t n)
+{
+	struct sq_ledger *L = &c->s->L;
+	int r = KY_ERR_INTERNAL;
+
+	if (!L->on)
+		return 0;
+	if (gen_null)
+		return KY_ERR_STORAGE_MISSING;
+	if (gen < g0)
+		return KY_ERR_STORAGE_ROLLBACK;
+	pthread_mutex_lock(&L->mu);
+	if (gen > atomic_load(&L->gen) || L->broken) {
+		if ((r = sq_ledger_sync(c)) != 0)
+			goto out;
+	}
+	/* The index moved past the read's snapshot (a commit since): a record it has not seen
+	 * change since that snapshot is checked all the same, any other is read again. */
+	if (gen > atomic_load(&L->gen)) {
+		r = SQ_AGAIN;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct ky_ledger_entry *e;
+		if (sq_ledger_exempt(rows[i].t, rows[i].id) ||
+		    (c->ntouched > 0 && sq_touched(c, rows[i].t, rows[i].id)))
+			continue;
+		e = ky_ledger_index_find(&L->ix, rows[i].t, rows[i].id);
+		if (gen != atomic_load(&L->gen) && (e != NULL ? e->gen > gen : rows[i].present)) {
+			r = SQ_AGAIN;
+			goto out;
+		}
+		rows[i].stale =
+		    rows[i].present &&
+		    (e == NULL || CRYPTO_memcmp(e->tag, rows[i].tag, KY_LEDGER_TAG_LEN) != 0);
+		if (!rows[i].present && e != NULL) {
+			r = KY_ERR_RECORD_MISSING;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	pthread_mutex_unlock(&L->mu);
+	return r;
+}
+
+/* Notes that the open write transaction wrote record (t, id). */
+static int sq_touch(struct sq_conn *c, uint8_t t, const char *id)
+{
+	struct sq_touch *nv;
+
+	if (sq_ledger_exempt(t, id))
+		return 0;
+	if (strlen(id) > SQ_LID_MAX)
+		return KY_ERR_USAGE;
+	if (c->ntouched == c->ctouched) {
+		size_t cap = c->ctouched ? 2 * c->ctouched : 8;
+		if ((nv = realloc(c->touched, cap * sizeof(*nv))) == NULL)
+			return KY_ERR_NOMEM;
+		c->touched = nv;
+		c->ctouched = cap;
+	}
+	c->touched[c->ntouched].t = t;
+	snprintf(c->touched[c->ntouched].id, sizeof(c->touched[c->ntouched].id), "%s", id);
+	c->ntouched++;
+	return 0;
+}
+
+static int sq_touch_cmp(const void *a, const void *b)
+{
+	const struct sq_touch *x = a, *y = b;
+
+	if (x->t != y->t)
+		return x->t < y->t ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+/* Before COMMIT: the new digest and log rows, in the transaction. The new tags go to *tags
+ * (one per distinct touched record, in c->touched order after sorting; present = 0 for a
+ * deleted record) and *m is the new digest. */
+static int sq_ledger_prepare(struct sq_conn *c, struct sq_seen **tags, size_t *ntags,
+                             struct sq_ledger_meta *m)
+{
+	struct sq_ledger *L = &c->s->L;
+	struct sq_seen *v = NULL;
+	struct sq_ledger_meta cur;
+	size_t n = 0;
+	sqlite3_stmt *st;
+	int r = KY_ERR_INTERNAL, rc;
+
+	*tags = NULL;
+	*ntags = 0;
+	qsort(c->touched, c->ntouched, sizeof(*c->touched), sq_touch_cmp);
+	if ((v = calloc(c->ntouched, sizeof(*v))) == NULL)
+		return KY_ERR_NOMEM;
+	pthread_mutex_lock(&L->mu);
+	if ((r = sq_ledger_meta_read(c, &cur)) != 0) {
+		r = r == KY_ERR_NOT_FOUND ? KY_ERR_STORAGE_MISSING : r;
+		goto out;
+	}
+	if (cur.gen != atomic_load(&L->gen)) { /* synced at begin: no other writer since */
+		r = KY_ERR_STORAGE_ROLLBACK;
+		goto out;
+	}
+	*m = cur;
+	memcpy(m->sum, L->ix.sum, KY_LEDGER_TAG_LEN);
+	m->n = L->ix.n;
+	for (size_t i = 0; i < c->ntouched; i++) {
+		const struct ky_ledger_entry *e;
+		if (i > 0 && sq_touch_cmp(&c->touched[i - 1], &c->touched[i]) == 0)
+			continue;
+		if ((r = sq_ledger_read(c, c->touched[i].t, c->touched[i].id, &v[n])) != 0)
+			goto out;
+		v[n].t = c->touched[i].t;
+		snprintf(v[n].id, sizeof(v[n].id), "%s", c->touched[i].id);
+		e = ky_ledger_index_find(&L->ix, v[n].t, v[n].id);
+		if (e != NULL) {
+			ky_ledger_sum_sub(m->sum, e->tag);
+			m->n--;
+		}
+		if (v[n].present) {
+			ky_ledger_sum_add(m->sum, v[n].tag);
+			m->n++;
+		}
+		n++;
+	}
+	m->gen = cur.gen + 1;
+	if ((r = sq_ledger_meta_write(c, m)) != 0)
+		goto out;
+	if ((r = sq_stmt(c, SQ_LEDGER_LOG, &st)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t hidden[KY_LEDGER_TAG_LEN];
+		if (v[i].present) {
+			if ((r = ky_ledger_log_pad(&L->mac, m->gen, v[i].t, v[i].id, hidden)) != 0)
+				goto out;
+			for (size_t j = 0; j < KY_LEDGER_TAG_LEN; j++)
+				hidden[j] ^= v[i].tag[j];
+		}
+		sqlite3_bind_int64(st, 1, (int64_t)m->gen);
+		sqlite3_bind_int(st, 2, v[i].t);
+		sq_bind_text(st, 3, v[i].id);
+		if (v[i].present)
+			sqlite3_bind_blob(st, 4, hidden, KY_LEDGER_TAG_LEN, SQLITE_TRANSIENT);
+		else
+			sqlite3_bind_null(st, 4);
+		rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE) {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			goto out;
+		}
+	}
+	if (m->gen > SQ_LOG_KEEP) {
+		if ((r = sq_stmt(c, SQ_LEDGER_PRUNE, &st)) != 0)
+			goto out;
+		sqlite3_bind_int64(st, 1, (int64_t)(m->gen - SQ_LOG_KEEP));
+		rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE) {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			goto out;
+		}
+	}
+	*tags = v;
+	*ntags = n;
+	v = NULL; /* transferred */
+	r = 0;
+out:
+	pthread_mutex_unlock(&L->mu);
+	free(v);
+	return r;
+}
+
+/* After COMMIT: the index takes the new tags, unless a sync already took it further. */
+static void sq_ledger_apply(struct sq_conn *c, const struct sq_seen *v, size_t n,
+                            const struct sq_ledger_meta *m)
+{
+	struct sq_ledger *L = &c->s->L;
+	int r = 0;
+
+	pthread_mutex_lock(&L->mu);
+	if (atomic_load(&L->gen) + 1 == m->gen) {
+		for (size_t i = 0; r == 0 && i < n; i++)
+			r = ky_ledger_index_set(&L->ix, v[i].t, v[i].id,
+			                        v[i].present ? v[i].tag : NULL, m->gen);
+		if (r != 0)
+			L->broken = true; /* out of memory: the next check reads everything */
+		atomic_store(&L->gen, m->gen);
+	}
+	pthread_mutex_unlock(&L->mu);
+}
+
+/* A write to a store that has a digest, by a handle that is not attached. */
+static int sq_ledger_unattached_write(struct sq_conn *c)
+{
+	struct sq_ledger_meta m;
+	int r = sq_ledger_meta_read(c, &m);
+
+	if (r == KY_ERR_NOT_FOUND)
+		return 0;
+	return r == 0 ? KY_ERR_LEDGER_KEY : r;
+}
+
 /* Row of SQ_KEY_COLS at the cursor. */
 static int sq_read_key(sqlite3_stmt *st, struct ky_store_row *row)
 {
@@ -598,7 +1234,9 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 		rc = sqlite3_step(st);
 	}
 	sq_done(st);
-	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	if (rc != SQLITE_DONE)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
 /* Leader of a group commit: all queued rows in one transaction. */
@@ -730,7 +1368,7 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 		r = sq_miss(c, SQ_KEY_REV, row->id);
 		goto out;
 	}
-	r = 0;
+	r = sq_touch(c, KY_LEDGER_KEYS, row->id);
 out:
 	r = sq_wend(c, opened, r);
 	if (r == 0) {
@@ -749,13 +1387,40 @@ static int sq_key_get(void *be, const char *id, struct ky_store_row *row)
 
 	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_KEY_GET, &st)) != 0)
 		return r;
-	sq_bind_text(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		r = sq_read_key(st, row);
-	else
-		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
-	sq_done(st);
+	for (int tries = 0;; tries++) {
+		uint64_t g0 = atomic_load(&s->L.gen), gen = 0;
+		bool gen_null = true;
+		struct sq_seen seen = {0};
+
+		memset(row, 0, sizeof(*row));
+		snprintf(seen.id, sizeof(seen.id), "%s", id);
+		sq_bind_text(st, 1, id);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			gen_null = sqlite3_column_type(st, SQ_KEY_NCOLS) == SQLITE_NULL;
+			gen = (uint64_t)sqlite3_column_int64(st, SQ_KEY_NCOLS);
+			if (s->L.on)
+				r = sq_ledger_row(&s->L, st, KY_LEDGER_KEYS, 0, &seen);
+			if (r == 0)
+				r = sqlite3_column_type(st, 0) == SQLITE_NULL
+				        ? KY_ERR_NOT_FOUND
+				        : sq_read_key(st, row);
+		} else {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		}
+		sq_done(st);
+		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND)) {
+			int k = sq_ledger_check(c, g0, gen_null, gen, &seen, 1);
+			if (k == SQ_AGAIN && tries < SQ_TRIES) {
+				ky_store_row_release(row);
+				r = 0;
+				continue;
+			}
+			r = k == SQ_AGAIN ? KY_ERR_STORE_BUSY : (k != 0 ? k : r);
+			row->stale = seen.stale;
+		}
+		break;
+	}
 	if (r != 0)
 		ky_store_row_release(row);
 	return r;
@@ -782,6 +1447,8 @@ static int sq_key_delete(void *be, const char *id, int64_t rev)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 	else if (sqlite3_changes(c->db) != 1)
 		r = sq_miss(c, SQ_KEY_REV, id);
+	else
+		r = sq_touch(c, KY_LEDGER_KEYS, id);
 out:
 	return sq_wend(c, opened, r);
 }
@@ -808,35 +1475,60 @@ static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit
 	struct sq_conn *c;
 	sqlite3_stmt *st;
 	struct ky_store_row *v = NULL, *nv;
+	struct sq_seen *seen = NULL, *ns;
 	size_t len = 0, cap = 0;
-	int r, rc;
+	int r, rc, tries = 0;
+	uint64_t g0, gen = 0;
+	bool gen_null = false;
 
 	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_KEY_LIST, &st)) != 0)
 		return r;
 	if (offset > INT64_MAX)
 		return KY_ERR_USAGE;
+again:
+	g0 = atomic_load(&s->L.gen);
 	sq_bind_filter(st, f);
 	sqlite3_bind_int64(st, 3, limit ? (int64_t)limit : -1);
 	sqlite3_bind_int64(st, 4, (int64_t)offset);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (len == cap) {
 			cap = cap ? cap * 2 : 16;
-			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL ||
+			    (v = nv, (ns = realloc(seen, cap * sizeof(*seen))) == NULL)) {
 				r = KY_ERR_NOMEM;
 				goto out;
 			}
-			v = nv;
+			seen = ns;
 		}
 		if ((r = sq_read_key(st, &v[len])) != 0) {
 			ky_store_row_release(&v[len]);
 			goto out;
 		}
+		gen = (uint64_t)sqlite3_column_int64(st, SQ_KEY_NCOLS);
+		gen_null = sqlite3_column_type(st, SQ_KEY_NCOLS) == SQLITE_NULL;
 		len++;
+		if (s->L.on &&
+		    (r = sq_ledger_row(&s->L, st, KY_LEDGER_KEYS, 0, &seen[len - 1])) != 0)
+			goto out;
 	}
 	if (rc != SQLITE_DONE) {
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		goto out;
 	}
+	sq_done(st);
+	/* An empty answer carries no generation: it is checked by the next read. */
+	if (len > 0 && (r = sq_ledger_check(c, g0, gen_null, gen, seen, len)) != 0) {
+		if (r != SQ_AGAIN || ++tries > SQ_TRIES) {
+			r = r == SQ_AGAIN ? KY_ERR_STORE_BUSY : r;
+			goto out;
+		}
+		ky_store_rows_free(v, len);
+		v = NULL;
+		len = cap = 0;
+		goto again;
+	}
+	for (size_t i = 0; s->L.on && i < len; i++)
+		v[i].stale = seen[i].stale;
 	*rows = v;
 	*n = len;
 	v = NULL; /* transferred */
@@ -844,6 +1536,7 @@ static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit
 	r = 0;
 out:
 	sq_done(st);
+	free(seen);
 	ky_store_rows_free(v, len);
 	return r;
 }
@@ -951,7 +1644,7 @@ static int sq_secret_put(void *be, struct ky_store_secret *sec, int64_t expect_r
 		r = sq_miss(c, SQ_SECRET_REV, sec->name);
 		goto out;
 	}
-	r = 0;
+	r = sq_touch(c, KY_LEDGER_SECRETS, sec->name);
 out:
 	r = sq_wend(c, opened, r);
 	if (r == 0) {
@@ -970,21 +1663,48 @@ static int sq_secret_get(void *be, const char *name, struct ky_store_secret *sec
 
 	if ((r = sq_conn(s, &c)) != 0 || (r = sq_stmt(c, SQ_SECRET_GET, &st)) != 0)
 		return r;
-	sq_bind_text(st, 1, name);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		if ((r = sq_col_text(st, 0, sec->name, sizeof(sec->name), 0)) == 0 &&
-		    (r = sq_col_fixed(st, 5, sec->vp, KY_VP_LEN)) == 0) {
-			sec->seq = sqlite3_column_int64(st, 1);
-			sec->rev = sqlite3_column_int64(st, 2);
-			sec->created = sqlite3_column_int64(st, 3);
-			sec->updated = sqlite3_column_int64(st, 4);
-			r = sq_col_blob(st, 6, &sec->blob, &sec->bloblen);
+	for (int tries = 0;; tries++) {
+		uint64_t g0 = atomic_load(&s->L.gen), gen = 0;
+		bool gen_null = true;
+		struct sq_seen seen = {0};
+
+		sec->blob = NULL;
+		snprintf(seen.id, sizeof(seen.id), "%s", name);
+		sq_bind_text(st, 1, name);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			gen_null = sqlite3_column_type(st, SQ_SECRET_NCOLS) == SQLITE_NULL;
+			gen = (uint64_t)sqlite3_column_int64(st, SQ_SECRET_NCOLS);
+			r = s->L.on ? sq_ledger_row(&s->L, st, KY_LEDGER_SECRETS, 0, &seen) : 0;
+			if (r == 0 && sqlite3_column_type(st, 0) == SQLITE_NULL)
+				r = KY_ERR_NOT_FOUND;
+			if (r == 0 &&
+			    (r = sq_col_text(st, 0, sec->name, sizeof(sec->name), 0)) == 0 &&
+			    (r = sq_col_fixed(st, 5, sec->vp, KY_VP_LEN)) == 0) {
+				sec->seq = sqlite3_column_int64(st, 1);
+				sec->rev = sqlite3_column_int64(st, 2);
+				sec->created = sqlite3_column_int64(st, 3);
+				sec->updated = sqlite3_column_int64(st, 4);
+				r = sq_col_blob(st, 6, &sec->blob, &sec->bloblen);
+			}
+		} else {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		}
-	} else {
-		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+		sq_done(st);
+		/* The integrity key's own row is outside the digest: it is read to check it. */
+		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND) &&
+		    !sq_ledger_exempt(KY_LEDGER_SECRETS, name)) {
+			int k = sq_ledger_check(c, g0, gen_null, gen, &seen, 1);
+			if (k == SQ_AGAIN && tries < SQ_TRIES) {
+				ky_store_secret_release(sec);
+				r = 0;
+				continue;
+			}
+			r = k == SQ_AGAIN ? KY_ERR_STORE_BUSY : (k != 0 ? k : r);
+			sec->stale = seen.stale;
+		}
+		break;
 	}
-	sq_done(st);
 	if (r != 0)
 		ky_store_secret_release(sec);
 	return r;
@@ -1010,6 +1730,8 @@ static int sq_secret_delete(void *be, const char *name)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 	else if (sqlite3_changes(c->db) != 1)
 		r = KY_ERR_NOT_FOUND;
+	else
+		r = sq_touch(c, KY_LEDGER_SECRETS, name);
 out:
 	return sq_wend(c, opened, r);
 }
@@ -1035,8 +1757,13 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 	struct sq_conn *c;
 	sqlite3_stmt *st;
 	struct ky_store_vprow *v = NULL;
+	struct sq_seen *seen = NULL;
 	size_t len = 0;
-	int r, rc = SQLITE_DONE;
+	int r, rc = SQLITE_DONE, tries = 0;
+	uint64_t g0, gen = 0;
+	bool gen_null = false;
+	uint8_t lt = t == KY_STORE_KEYS ? KY_LEDGER_KEYS : KY_LEDGER_SECRETS;
+	int ncols = t == KY_STORE_KEYS ? SQ_KEY_NCOLS : SQ_SECRET_NCOLS;
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
@@ -1044,8 +1771,12 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 		return r;
 	if (max > 100000)
 		max = 100000;
-	if ((v = calloc(max, sizeof(*v))) == NULL)
+	if ((v = calloc(max, sizeof(*v))) == NULL || (seen = calloc(max, sizeof(*seen))) == NULL) {
+		free(v);
 		return KY_ERR_NOMEM;
+	}
+again:
+	g0 = atomic_load(&s->L.gen);
 	sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
 	sq_bind_text(st, 2, after ? after : "");
 	sqlite3_bind_int64(st, 3, (int64_t)max);
@@ -1059,10 +1790,34 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 		len++;
 		if ((r = sq_col_blob(st, 4, &w->blob, &w->bloblen)) != 0)
 			goto out;
+		gen = (uint64_t)sqlite3_column_int64(st, 5 + ncols);
+		gen_null = sqlite3_column_type(st, 5 + ncols) == SQLITE_NULL;
+		if (s->L.on && (r = sq_ledger_row(&s->L, st, lt, 5, &seen[len - 1])) != 0)
+			goto out;
 	}
 	if (len < max && rc != SQLITE_DONE) {
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		goto out;
+	}
+	sq_done(st);
+	if (len > 0 && (r = sq_ledger_check(c, g0, gen_null, gen, seen, len)) != 0) {
+		if (r != SQ_AGAIN || ++tries > SQ_TRIES) {
+			r = r == SQ_AGAIN ? KY_ERR_STORE_BUSY : r;
+			goto out;
+		}
+		ky_store_vprows_free(v, len);
+		len = 0;
+		if ((v = calloc(max, sizeof(*v))) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		goto again;
+	}
+	for (size_t i = 0; s->L.on && i < len; i++) {
+		if (seen[i].stale) {
+			r = KY_ERR_RECORD_STALE; /* never moved to the new key as if it were current */
+			goto out;
+		}
 	}
 	if (len == 0) {
 		r = 0;
@@ -1075,6 +1830,7 @@ static int sq_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 	r = 0;
 out:
 	sq_done(st);
+	free(seen);
 	ky_store_vprows_free(v, len);
 	return r;
 }
@@ -1107,7 +1863,13 @@ static int sq_vp_swap(void *be, enum ky_store_table t, const uint8_t old_vp[KY_V
 			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 			goto out;
 		}
-		done += (size_t)sqlite3_changes(c->db);
+		if (sqlite3_changes(c->db) == 1) {
+			done++;
+			if ((r = sq_touch(c,
+			                  t == KY_STORE_KEYS ? KY_LEDGER_KEYS : KY_LEDGER_SECRETS,
+			                  rows[i].name)) != 0)
+				goto out;
+		}
 	}
 	r = 0;
 out:
@@ -1143,7 +1905,8 @@ static int sq_apikey_insert(void *be, const struct ky_store_apikey *k)
 		sqlite3_bind_null(st, 7);
 	rc = sqlite3_step(st);
 	sq_done(st);
-	r = rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	r = rc == SQLITE_DONE ? sq_touch(c, KY_LEDGER_APIKEYS, k->id)
+	                      : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
 out:
 	return sq_wend(c, opened, r);
 }
@@ -1173,17 +1936,44 @@ static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, si
 
 	if ((r = sq_stmt(c, i, &st)) != 0)
 		return r;
-	if (keylen == 0)
-		sq_bind_text(st, 1, key);
-	else
-		sqlite3_bind_blob(st, 1, key, (int)keylen, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		r = sq_read_apikey(st, k);
-	} else {
-		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+	for (int tries = 0;; tries++) {
+		uint64_t g0 = atomic_load(&c->s->L.gen), gen = 0;
+		bool gen_null = true;
+		struct sq_seen seen = {0};
+
+		if (keylen == 0) {
+			snprintf(seen.id, sizeof(seen.id), "%s", (const char *)key);
+			sq_bind_text(st, 1, key);
+		} else {
+			sqlite3_bind_blob(st, 1, key, (int)keylen, SQLITE_STATIC);
+		}
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			gen_null = sqlite3_column_type(st, SQ_APIKEY_NCOLS) == SQLITE_NULL;
+			gen = (uint64_t)sqlite3_column_int64(st, SQ_APIKEY_NCOLS);
+			r = c->s->L.on ? sq_ledger_row(&c->s->L, st, KY_LEDGER_APIKEYS, 0, &seen)
+			               : 0;
+			if (r == 0)
+				r = sqlite3_column_type(st, 0) == SQLITE_NULL
+				        ? KY_ERR_NOT_FOUND
+				        : sq_read_apikey(st, k);
+		} else {
+			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		}
+		sq_done(st);
+		/* By hash, a missing row names no record: only the digest is checked. */
+		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND)) {
+			int x = sq_ledger_check(c, g0, gen_null, gen, &seen,
+			                        seen.present || keylen == 0 ? 1 : 0);
+			if (x == SQ_AGAIN && tries < SQ_TRIES) {
+				r = 0;
+				continue;
+			}
+			r = x == SQ_AGAIN ? KY_ERR_STORE_BUSY : (x != 0 ? x : r);
+			k->stale = seen.stale;
+		}
+		break;
 	}
-	sq_done(st);
 	return r;
 }
 
@@ -1216,8 +2006,11 @@ static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 	struct sq_conn *c;
 	sqlite3_stmt *st;
 	struct ky_store_apikey *v = NULL, *nv;
+	struct sq_seen *seen = NULL, *ns;
 	size_t cnt = 0, cap = 0;
-	int r, rc;
+	int r, rc, tries = 0;
+	uint64_t g0, gen = 0;
+	bool gen_null = false;
 
 	*out = NULL;
 	*n = 0;
@@ -1225,6 +2018,8 @@ static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 		return r;
 	if ((r = sq_stmt(c, SQ_APIKEY_LIST, &st)) != 0)
 		return r;
+again:
+	g0 = atomic_load(&s->L.gen);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (cnt == cap) {
 			cap = cap ? 2 * cap : 16;
@@ -1233,8 +2028,18 @@ static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 				goto out;
 			}
 			v = nv;
+			if ((ns = realloc(seen, cap * sizeof(*seen))) == NULL) {
+				r = KY_ERR_NOMEM;
+				goto out;
+			}
+			seen = ns;
 		}
 		if ((r = sq_read_apikey(st, &v[cnt])) != 0)
+			goto out;
+		gen = (uint64_t)sqlite3_column_int64(st, SQ_APIKEY_NCOLS);
+		gen_null = sqlite3_column_type(st, SQ_APIKEY_NCOLS) == SQLITE_NULL;
+		if (s->L.on &&
+		    (r = sq_ledger_row(&s->L, st, KY_LEDGER_APIKEYS, 0, &seen[cnt])) != 0)
 			goto out;
 		cnt++;
 	}
@@ -1242,12 +2047,24 @@ static int sq_apikey_list(void *be, struct ky_store_apikey **out, size_t *n)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
 		goto out;
 	}
+	sq_done(st);
+	if (cnt > 0 && (r = sq_ledger_check(c, g0, gen_null, gen, seen, cnt)) != 0) {
+		if (r != SQ_AGAIN || ++tries > SQ_TRIES) {
+			r = r == SQ_AGAIN ? KY_ERR_STORE_BUSY : r;
+			goto out;
+		}
+		cnt = 0;
+		goto again;
+	}
+	for (size_t i = 0; s->L.on && i < cnt; i++)
+		v[i].stale = seen[i].stale;
 	*out = v;
 	*n = cnt;
 	v = NULL; /* transferred */
 	r = 0;
 out:
 	sq_done(st);
+	free(seen);
 	free(v);
 	return r;
 }
@@ -1281,11 +2098,30 @@ static int sq_apikey_update(void *be, const struct ky_store_apikey *k, const uin
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
-	else if (sqlite3_changes(c->db) != 1 &&
-	         (r = sq_apikey_read(c, SQ_APIKEY_GET, k->id, 0, &have)) == 0)
+	else if (sqlite3_changes(c->db) == 1)
+		r = sq_touch(c, KY_LEDGER_APIKEYS, k->id);
+	else if ((r = sq_apikey_read(c, SQ_APIKEY_GET, k->id, 0, &have)) == 0)
 		r = KY_ERR_CONFLICT;
 out:
 	return sq_wend(c, opened, r);
+}
+
+/* Every API key row, as written by the open transaction (before a purge). */
+static int sq_apikey_touch_all(struct sq_conn *c)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0, rc;
+
+	if ((rc = sqlite3_prepare_v2(c->db, "SELECT id FROM api_keys", -1, &st, NULL)) != SQLITE_OK)
+		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *id = sqlite3_column_text(st, 0);
+		r = id != NULL ? sq_touch(c, KY_LEDGER_APIKEYS, (const char *)id) : 0;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+	sqlite3_finalize(st);
+	return r;
 }
 
 static int sq_apikey_purge(void *be, uint64_t *n)
@@ -1299,6 +2135,8 @@ static int sq_apikey_purge(void *be, uint64_t *n)
 		return r;
 	if ((r = sq_wbegin(c, &opened)) != 0)
 		return r;
+	if ((r = sq_apikey_touch_all(c)) != 0)
+		goto out;
 	if ((r = sq_stmt(c, SQ_APIKEY_PURGE, &st)) != 0)
 		goto out;
 	rc = sqlite3_step(st);
@@ -1558,6 +2396,107 @@ out:
 	return r;
 }
 
+/* ---- storage digest: attach ---- */
+
+static int sq_ledger_attach(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+                            const struct ky_store_ledger_pos *floor, int adopt,
+                            struct ky_store_ledger_pos *pos)
+{
+	struct sq_store *s = be;
+	struct sq_ledger *L = &s->L;
+	struct sq_conn *c;
+	struct sq_ledger_meta m;
+	struct ky_ledger_index ix = {0};
+	int r = KY_ERR_INTERNAL, opened = 0, have;
+	bool locked = false, authentic;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	if (c->in_txn)
+		return KY_ERR_USAGE;
+	pthread_mutex_lock(&L->mu);
+	L->on = false; /* the write transaction below must not sync under the old key */
+	pthread_mutex_unlock(&L->mu);
+	if ((r = sq_wbegin(c, &opened)) != 0)
+		return r;
+	pthread_mutex_lock(&L->mu);
+	locked = true;
+	ky_ledger_mac_release(&L->mac);
+	if ((r = ky_ledger_mac_init(&L->mac, key)) != 0)
+		goto out;
+	r = sq_ledger_meta_read(c, &m);
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
+	have = r == 0;
+	if (!have && floor->gen > 0 && !adopt) {
+		r = KY_ERR_STORAGE_MISSING;
+		goto out;
+	}
+	authentic = have && (r = sq_ledger_meta_check(c, &m)) == 0;
+	if (have && !authentic && !adopt)
+		goto out;
+	if (have && !adopt && floor->gen > 0 && (m.epoch != floor->epoch || m.gen < floor->gen)) {
+		r = KY_ERR_STORAGE_ROLLBACK;
+		goto out;
+	}
+	/* as of the generation the digest will have (an upper bound: safe for the checks) */
+	if ((r = sq_ledger_rescan(c, &ix, (have && m.gen > floor->gen ? m.gen : floor->gen) + 1)) !=
+	    0)
+		goto out;
+	if (have && !adopt) {
+		if (!sq_ledger_matches(&ix, &m)) {
+			r = KY_ERR_LEDGER_MISMATCH;
+			goto out;
+		}
+	} else {
+		/* A new digest: the records as they are, past every position seen before. */
+		uint64_t g = have && m.gen > floor->gen ? m.gen : floor->gen;
+		uint64_t e = have && m.epoch > floor->epoch ? m.epoch : floor->epoch;
+		m.gen = g + 1;
+		/* A restore accepted starts an epoch past the one this handle knew (or joins the
+		 * one another unit's accept started); a new integrity key (the old one went with
+		 * its master key) does not: the history goes on. */
+		m.epoch = e;
+		if (adopt && authentic && m.epoch < floor->epoch + 1)
+			m.epoch = floor->epoch + 1;
+		m.n = ix.n;
+		memcpy(m.sum, ix.sum, KY_LEDGER_TAG_LEN);
+		if ((r = sq_ledger_meta_write(c, &m)) != 0)
+			goto out;
+	}
+	ky_ledger_index_move(&L->ix, &ix);
+	atomic_store(&L->gen, m.gen);
+	L->epoch = m.epoch;
+	L->broken = false;
+	r = 0;
+out:
+	if (locked)
+		pthread_mutex_unlock(&L->mu);
+	ky_ledger_index_release(&ix);
+	r = sq_wend(c, opened, r);
+	pthread_mutex_lock(&L->mu);
+	L->on = r == 0;
+	if (r == 0) {
+		pos->gen = atomic_load(&L->gen);
+		pos->epoch = L->epoch;
+	}
+	pthread_mutex_unlock(&L->mu);
+	return r;
+}
+
+static int sq_ledger_pos(void *be, struct ky_store_ledger_pos *pos)
+{
+	struct sq_store *s = be;
+	int r;
+
+	pthread_mutex_lock(&s->L.mu);
+	r = s->L.on ? 0 : KY_ERR_USAGE;
+	pos->gen = atomic_load(&s->L.gen);
+	pos->epoch = s->L.epoch;
+	pthread_mutex_unlock(&s->L.mu);
+	return r;
+}
+
 /* ---- open and close ---- */
 
 static int sq_meta_get(struct sq_conn *c, const char *k, char *out, size_t cap)
@@ -1732,6 +2671,9 @@ static void sq_close(void *be)
 	}
 	if (s->gen != NULL)
 		munmap((void *)s->gen, SQ_GEN_SIZE);
+	ky_ledger_mac_release(&s->L.mac);
+	ky_ledger_index_release(&s->L.ix);
+	pthread_mutex_destroy(&s->L.mu);
 	pthread_cond_destroy(&s->gc_cond);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
@@ -1745,6 +2687,7 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	int r = KY_ERR_INTERNAL;
 	struct sq_store *s = NULL;
 	struct sq_conn *c;
+	struct stat sb;
 	int fd;
 
 	*be = NULL;
@@ -1758,8 +2701,10 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	s->gc_tail = &s->gc_head;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
+	pthread_mutex_init(&s->L.mu, NULL);
 	pthread_cond_init(&s->gc_cond, NULL);
 	if (pthread_key_create(&s->tls, sq_conn_destructor) != 0) {
+		pthread_mutex_destroy(&s->L.mu);
 		pthread_cond_destroy(&s->gc_cond);
 		pthread_mutex_destroy(&s->wlock);
 		pthread_mutex_destroy(&s->lock);
@@ -1769,6 +2714,11 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	if ((s->path = strdup(location)) == NULL ||
 	    (opts->instance && (s->o.instance = strdup(opts->instance)) == NULL)) {
 		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	/* Storage the caller knows held records is never made anew. */
+	if (opts->must_exist && (stat(location, &sb) != 0 || sb.st_size == 0)) {
+		r = KY_ERR_STORAGE_MISSING;
 		goto out;
 	}
 	/* Create the file owner-only; SQLite gives the -wal and -shm files the same mode. */
@@ -1817,5 +2767,7 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .request_put = sq_request_put,
     .request_expire = sq_request_expire,
     .changed = sq_changed,
+    .ledger_attach = sq_ledger_attach,
+    .ledger_pos = sq_ledger_pos,
     .plan = sq_plan,
 };

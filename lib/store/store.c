@@ -325,6 +325,20 @@ int ky_store_changed(struct ky_store *s, int *changed)
 	return s->ops->changed(s->be, changed);
 }
 
+int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
+                           const struct ky_store_ledger_pos *floor, int adopt,
+                           struct ky_store_ledger_pos *pos)
+{
+	static const struct ky_store_ledger_pos none = {0, 0};
+
+	return s->ops->ledger_attach(s->be, key, floor ? floor : &none, adopt, pos);
+}
+
+int ky_store_ledger_pos(struct ky_store *s, struct ky_store_ledger_pos *pos)
+{
+	return s->ops->ledger_pos(s->be, pos);
+}
+
 int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen)
 {
 	if (outlen == 0)

@@ -169,6 +169,7 @@ static void seeds_commands(struct ky_domain *d)
 		case KY_OP_MK_CLRNEW:
 		case KY_OP_MK_CLRCUR:
 		case KY_OP_ZEROIZE:
+		case KY_OP_STORAGE_ACCEPT:
 		case KY_OP_MK_GENERATE:
 			break;
 		}

@@ -374,6 +374,39 @@ static void test_apikey_mac(void **state)
 
 /* ---- tampering ---- */
 
+/* With the storage digest attached: a record written back from an older copy opens (kyok
+ * sealed it) but is refused as rolled back; an altered one is still refused as tampered;
+ * re-encipherment does not move a rolled-back record. */
+static void test_rolled_back_record(void **state)
+{
+	struct fx *f = *state;
+	static const uint8_t lkey[KY_STORE_LEDGER_KEY_LEN] = {9, 9};
+	struct ky_store_ledger_pos pos;
+	struct ky_key_act dis = {.action = KY_KEY_DISABLE, .actor = "alice"};
+	struct ky_key *k, *g = NULL;
+	struct ky_kms_reenc st;
+
+	assert_int_equal(ky_store_ledger_attach(f->s, lkey, NULL, 0, &pos), 0);
+	k = create_root(f, "victim");
+	sqlf(f->path, "CREATE TABLE old AS SELECT * FROM keys WHERE id = '%s'", k->id);
+	assert_int_equal(ky_kms_key_act(&f->kms, k->id, &dis, NOW, NULL), 0);
+	sqlf(f->path, "DELETE FROM keys WHERE id = '%s'; INSERT INTO keys SELECT * FROM old",
+	     k->id);
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_STALE);
+	assert_null(g);
+	sqlf(f->path, "UPDATE keys SET name = 'x' WHERE id = '%s'", k->id);
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	assert_int_equal(ky_kms_reencipher(f->s, INSTANCE, f->a, f->b, 0, NULL, NULL, &st),
+	                 KY_ERR_RECORD_STALE);
+	/* the current row back: served, and moved */
+	sqlf(f->path, "DROP TABLE old");
+	ky_key_free(k);
+	k = create_root(f, "other");
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), 0);
+	ky_key_free(g);
+	ky_key_free(k);
+}
+
 static void test_tampered_blob(void **state)
 {
 	struct fx *f = *state;
@@ -1482,6 +1515,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_list, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_limit, fx_setup_limit3, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_blob, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rolled_back_record, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_blob_byte_exact, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_clear_columns, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_swapped_blobs, fx_setup, fx_teardown),

@@ -527,14 +527,16 @@ static void test_plan_uses_index(void **state)
 
 	insert_n(f->s, 0, 50, vp_a);
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
+	/* Lookups read one constant row (the digest's generation comes with every answer): no
+	 * table may be scanned. */
 	assert_true(strstr(plan, "USING PRIMARY KEY") != NULL || strstr(plan, "USING INDEX"));
-	assert_null(strstr(plan, "SCAN"));
+	assert_null(strstr(plan, "SCAN keys"));
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_VP_FETCH, plan, sizeof(plan)), 0);
 	assert_non_null(strstr(plan, "keys_vp"));
-	assert_null(strstr(plan, "SCAN"));
+	assert_null(strstr(plan, "SCAN keys"));
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_APIKEY, plan, sizeof(plan)), 0);
 	assert_true(strstr(plan, "USING INDEX") != NULL || strstr(plan, "PRIMARY KEY"));
-	assert_null(strstr(plan, "SCAN"));
+	assert_null(strstr(plan, "SCAN api_keys"));
 	/* too small an output buffer */
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
 }
@@ -680,6 +682,308 @@ static void *changed_thread(void *p)
 
 	assert_int_equal(ky_store_changed(a->s, &a->changed), 0);
 	return NULL;
+}
+
+/* ---- storage digest ---- */
+
+static const uint8_t lkey[KY_STORE_LEDGER_KEY_LEN] = {7, 7, 7, 1};
+
+static struct ky_store *ledger_open(struct fx *f, const struct ky_store_ledger_pos *floor,
+                                    int adopt, int want)
+{
+	struct ky_store *s = NULL;
+	struct ky_store_ledger_pos pos;
+
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	assert_int_equal(ky_store_ledger_attach(s, lkey, floor, adopt, &pos), want);
+	return s;
+}
+
+static void ledger_attach(struct ky_store *s, struct ky_store_ledger_pos *pos)
+{
+	assert_int_equal(ky_store_ledger_attach(s, lkey, NULL, 0, pos), 0);
+}
+
+static int key_get_r(struct ky_store *s, int i)
+{
+	struct ky_store_row row, got;
+	int r;
+
+	row_make(&row, i, 1, 0, vp_a);
+	r = ky_store_key_get(s, row.id, &got);
+	if (r == 0) {
+		r = got.stale ? KY_ERR_RECORD_STALE : 0; /* the row comes back, flagged */
+		ky_store_row_release(&got);
+	}
+	ky_store_row_release(&row);
+	return r;
+}
+
+static void key_bump(struct ky_store *s, int i)
+{
+	struct ky_store_row row, got;
+
+	row_make(&row, i, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_get(s, row.id, &got), 0);
+	got.updated++;
+	assert_int_equal(ky_store_key_update(s, &got), 0);
+	ky_store_row_release(&got);
+	ky_store_row_release(&row);
+}
+
+/* A key row copied, changed through the store, the copy written back by hand: refused; a row
+ * deleted by hand, a row copied under another id: refused; the others are served. */
+static void test_ledger_record_rollback(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store_row *rows = NULL;
+	size_t n = 0;
+
+	ledger_attach(f->s, &pos);
+	assert_int_equal(pos.gen, 1);
+	insert_n(f->s, 0, 4, vp_a);
+	sql(f->path, "CREATE TABLE old AS SELECT * FROM keys WHERE name = 'key-1'");
+	key_bump(f->s, 1);
+	assert_int_equal(key_get_r(f->s, 1), 0);
+	sql(f->path, "DELETE FROM keys WHERE name = 'key-1'; INSERT INTO keys SELECT * FROM old");
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_RECORD_STALE);
+	assert_int_equal(ky_store_key_list(f->s, NULL, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rows[i].stale, strcmp(rows[i].name, "key-1") == 0);
+	ky_store_rows_free(rows, n);
+	assert_int_equal(key_get_r(f->s, 0), 0);
+	/* the same row with the current rev but the old content: still refused */
+	sql(f->path, "UPDATE keys SET rev = rev + 1 WHERE name = 'key-1'");
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_RECORD_STALE);
+	sql(f->path, "DELETE FROM keys WHERE name = 'key-2'");
+	assert_int_equal(key_get_r(f->s, 2), KY_ERR_RECORD_MISSING);
+	sql(f->path, "INSERT INTO keys SELECT '00000009-0000-4000-8000-000000000009', 99, rev, "
+	             "name, state, extractable, created, updated, deleted, version, vp, blob, "
+	             "expires FROM keys WHERE name = 'key-3'");
+	assert_int_equal(key_get_r(f->s, 9), KY_ERR_RECORD_STALE);
+	assert_int_equal(key_get_r(f->s, 3), 0);
+	/* a new handle finds that the records do not add up to the digest */
+	{
+		struct ky_store *s2 = ledger_open(f, NULL, 0, KY_ERR_LEDGER_MISMATCH);
+		ky_store_close(s2);
+	}
+}
+
+/* Another handle (another unit) writes: this one follows through the generation. */
+static void test_ledger_two_handles(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos, pos2;
+	struct ky_store *s2;
+	struct ky_store_row *rows = NULL;
+	size_t n = 0;
+
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 3, vp_a);
+	s2 = ledger_open(f, NULL, 0, 0);
+	assert_int_equal(key_get_r(s2, 2), 0);
+	insert_n(s2, 3, 2, vp_a);
+	key_bump(s2, 0);
+	assert_int_equal(key_get_r(f->s, 4), 0);
+	assert_int_equal(key_get_r(f->s, 0), 0);
+	key_bump(f->s, 0);
+	assert_int_equal(key_get_r(s2, 0), 0);
+	assert_int_equal(ky_store_key_list(s2, NULL, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 5);
+	ky_store_rows_free(rows, n);
+	assert_int_equal(ky_store_ledger_pos(f->s, &pos), 0);
+	assert_int_equal(ky_store_ledger_pos(s2, &pos2), 0);
+	assert_true(pos.gen == pos2.gen && pos.gen > 5);
+	/* a row written by one handle and rolled back before the other one looked: the other
+	 * learns the tag it was written with from the log, and finds the row stale */
+	sql(f->path, "CREATE TABLE old AS SELECT * FROM keys WHERE name = 'key-1'");
+	key_bump(s2, 1);
+	sql(f->path, "DELETE FROM keys WHERE name = 'key-1'; INSERT INTO keys SELECT * FROM old");
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_RECORD_STALE);
+	assert_int_equal(key_get_r(f->s, 2), 0);
+	assert_int_equal(key_get_r(s2, 1), KY_ERR_RECORD_STALE);
+	/* the log altered: the tags do not add up, every record is read and found wanting */
+	key_bump(s2, 2);
+	sql(f->path, "UPDATE ledger_log SET tag = zeroblob(32) WHERE tag IS NOT NULL");
+	assert_int_equal(key_get_r(f->s, 2), KY_ERR_LEDGER_MISMATCH);
+	ky_store_close(s2);
+}
+
+/* Secrets and API keys are in the digest too, but for the integrity key's own row. */
+static void test_ledger_secrets_apikeys(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store_secret sec = {0}, got = {0};
+	struct ky_store_apikey k = {0}, ak;
+	uint8_t blob[8] = {1, 2, 3};
+
+	ledger_attach(f->s, &pos);
+	snprintf(sec.name, sizeof(sec.name), "policies");
+	memcpy(sec.vp, vp_a, KY_VP_LEN);
+	sec.blob = blob;
+	sec.bloblen = sizeof(blob);
+	assert_int_equal(ky_store_secret_put(f->s, &sec, 0), 0);
+	snprintf(sec.name, sizeof(sec.name), "%s", KY_STORE_LEDGER_SECRET);
+	assert_int_equal(ky_store_secret_put(f->s, &sec, 0), 0);
+	snprintf(k.id, sizeof(k.id), "ak-1");
+	snprintf(k.role, sizeof(k.role), "Writer");
+	k.hash[0] = 1;
+	k.created = 5;
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
+	sql(f->path, "CREATE TABLE olds AS SELECT * FROM secrets; "
+	             "CREATE TABLE olda AS SELECT * FROM api_keys");
+	k.revoked = 9;
+	k.has_mac = true;
+	k.mac[0] = 1;
+	assert_int_equal(ky_store_apikey_update(f->s, &k, NULL), 0);
+	sec.updated = 3;
+	snprintf(sec.name, sizeof(sec.name), "policies");
+	assert_int_equal(ky_store_secret_put(f->s, &sec, 1), 0);
+	sql(f->path, "DELETE FROM api_keys; INSERT INTO api_keys SELECT * FROM olda;"
+	             "DELETE FROM secrets; INSERT INTO secrets SELECT * FROM olds");
+	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), 0);
+	assert_true(ak.stale && ak.revoked == 0);
+	assert_int_equal(ky_store_apikey_find(f->s, k.hash, &ak), 0);
+	assert_true(ak.stale);
+	assert_int_equal(ky_store_secret_get(f->s, "policies", &got), 0);
+	assert_true(got.stale);
+	ky_store_secret_release(&got);
+	assert_int_equal(ky_store_secret_get(f->s, KY_STORE_LEDGER_SECRET, &got), 0);
+	assert_false(got.stale);
+	ky_store_secret_release(&got);
+	/* written anew through the store: current again */
+	k.revoked = 11;
+	assert_int_equal(ky_store_apikey_update(f->s, &k, NULL), 0);
+	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), 0);
+	assert_false(ak.stale);
+	sql(f->path, "DELETE FROM api_keys");
+	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), KY_ERR_RECORD_MISSING);
+}
+
+static void store_copy(const char *from, const char *to)
+{
+	sqlite3 *a = NULL, *b = NULL;
+	sqlite3_backup *bk;
+
+	assert_int_equal(sqlite3_open(from, &a), SQLITE_OK);
+	assert_int_equal(sqlite3_open(to, &b), SQLITE_OK);
+	sqlite3_busy_timeout(b, 5000);
+	assert_non_null(bk = sqlite3_backup_init(b, "main", a, "main"));
+	assert_int_equal(sqlite3_backup_step(bk, -1), SQLITE_DONE);
+	assert_int_equal(sqlite3_backup_finish(bk), SQLITE_OK);
+	sqlite3_close(a);
+	sqlite3_close(b);
+}
+
+/* The whole storage replaced by an older copy of itself: refused by the handle that saw it
+ * newer, and by a new handle given the position seen before, until adopted; a handle that did
+ * not adopt refuses the new epoch. */
+static void test_ledger_whole_rollback(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos, seen, now;
+	struct ky_store *s2, *s3;
+	char copy[192];
+
+	snprintf(copy, sizeof(copy), "%s/old.db", f->dir);
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 3, vp_a);
+	store_copy(f->path, copy);
+	insert_n(f->s, 3, 2, vp_a);
+	key_bump(f->s, 0);
+	assert_int_equal(ky_store_ledger_pos(f->s, &seen), 0);
+	store_copy(copy, f->path);
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_STORAGE_ROLLBACK);
+	insert_n(f->s, 3, 0, vp_a);
+	s2 = ledger_open(f, &seen, 0, KY_ERR_STORAGE_ROLLBACK);
+	ky_store_close(s2);
+	s2 = ledger_open(f, &seen, 1, 0);
+	assert_int_equal(ky_store_ledger_pos(s2, &now), 0);
+	assert_true(now.gen > seen.gen && now.epoch == seen.epoch + 1);
+	assert_int_equal(key_get_r(s2, 1), 0);
+	assert_int_equal(key_get_r(s2, 4), KY_ERR_NOT_FOUND);
+	insert_n(s2, 10, 1, vp_a);
+	/* the first handle never adopted it */
+	assert_int_equal(key_get_r(f->s, 1), KY_ERR_STORAGE_ROLLBACK);
+	s3 = ledger_open(f, &seen, 0, KY_ERR_STORAGE_ROLLBACK);
+	ky_store_close(s3);
+	s3 = ledger_open(f, &now, 0, 0);
+	assert_int_equal(key_get_r(s3, 10), 0);
+	ky_store_close(s3);
+	/* the first handle accepts too: it joins the epoch, and the second one reads on */
+	assert_int_equal(ky_store_ledger_attach(f->s, lkey, &seen, 1, &pos), 0);
+	assert_int_equal(pos.epoch, now.epoch);
+	assert_int_equal(key_get_r(f->s, 10), 0);
+	assert_int_equal(key_get_r(s2, 10), 0);
+	ky_store_close(s2);
+	unlink(copy);
+}
+
+/* The digest row changed by hand, or gone; a handle that does not hold the key may not
+ * write; storage missing or empty is never made anew when it must exist. */
+static void test_ledger_digest_refusals(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store *s2 = NULL;
+	struct ky_store_opts must = {.must_exist = 1};
+	struct ky_store_row row;
+	FILE *fp;
+
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 2, vp_a);
+	assert_int_equal(ky_store_open(f->uri, NULL, &s2), 0);
+	row_make(&row, 5, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(s2, &row), KY_ERR_LEDGER_KEY);
+	ky_store_row_release(&row);
+	assert_int_equal(key_get_r(s2, 0), 0); /* not attached: not checked */
+	ky_store_close(s2);
+	sql(f->path, "UPDATE ledger SET gen = gen + 5");
+	assert_int_equal(key_get_r(f->s, 0), KY_ERR_LEDGER_TAMPERED);
+	sql(f->path, "UPDATE ledger SET gen = gen - 5");
+	assert_int_equal(key_get_r(f->s, 0), 0);
+	sql(f->path, "DELETE FROM ledger");
+	assert_int_equal(key_get_r(f->s, 0), KY_ERR_STORAGE_MISSING);
+	assert_int_equal(key_get_r(f->s, 7), KY_ERR_STORAGE_MISSING);
+	s2 = ledger_open(f, &pos, 0, KY_ERR_STORAGE_MISSING);
+	ky_store_close(s2);
+	/* the file gone, or empty */
+	ky_store_close(f->s);
+	f->s = NULL;
+	unlink(f->path);
+	assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
+	assert_int_equal(access(f->path, F_OK), -1);
+	assert_non_null(fp = fopen(f->path, "w"));
+	fclose(fp);
+	assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
+	assert_int_equal(ky_store_open(f->uri, NULL, &f->s), 0);
+}
+
+/* Re-encipherment swaps keep the digest whole. */
+static void test_ledger_vp_swap(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store_vprow *rows = NULL;
+	size_t n = 0, swapped = 0;
+	struct ky_store *s2;
+
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 6, vp_a);
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, NULL, 4, &rows, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, vp_a, vp_b, rows, n, &swapped), 0);
+	assert_int_equal(swapped, 4);
+	ky_store_vprows_free(rows, n);
+	s2 = ledger_open(f, &pos, 0, 0);
+	assert_int_equal(key_get_r(s2, 1), 0);
+	ky_store_close(s2);
+	sql(f->path, "UPDATE keys SET blob = x'00' WHERE name = 'key-5'");
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, NULL, 4, &rows, &n),
+	                 KY_ERR_RECORD_STALE);
 }
 
 static void test_changed(void **state)
@@ -1120,6 +1424,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_record_rollback, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_two_handles, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_secrets_apikeys, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_whole_rollback, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_digest_refusals, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_vp_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_upgrade, fx_setup, fx_teardown),
 	};

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Rollback detection, against two real units and the real SQLite file (sqlite3 CLI):
+#   a key row copied, the key deleted through the API, the old row written back: refused
+#     (record-rolled-back) on GET and unwrap, by both units; an API key row rolled back to
+#     before its revocation: refused by the token service of both units, then revoked again
+#     by the signed apikey-revoke; a record deleted by hand (record-deleted); a record copied
+#     under another id (record-tampered: its seal names the other id)
+#   the whole storage replaced by an older copy of itself (sqlite3 .restore): refused on the
+#     next read and when the units start again (storage-rolled-back) until a signed
+#     storage-accept, then served; a storage-accept whose signatures do not count: refused
+#   keys.db missing, or empty (0 bytes), when 'kyok up' starts the units: they do not start,
+#     the error says what happened and what to do
+. "$(dirname "$0")/helpers.sh"
+setup
+IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
+
+A="$KYOK_INSTANCE"
+DB="$A/keys.db"
+AK="$KYOK_TKE_FILES/apikeys"
+KT="application/vnd.ibm.kms.key+json"
+pa=$(newpw ann)
+pb=$(newpw ben)
+
+db() { sqlite3 "$DB" ".timeout 5000" "$@"; }
+url_of() { jq -r ".units[] | select(.number==$1) | .url" "$A/instance.json"; }
+iid() { jq -r .instance "$A/instance.json"; }
+# token_of FILE [N]: an access token for the API key in FILE from unit N (default 1); the
+# token service's answer in $T_DIR/tok.
+token_of() {
+	jq -j .apikey "$1" >"$T_DIR/ak.raw"
+	curl -sS -o "$T_DIR/tok" --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+		--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "${2:-1}")/identity/token" || true
+	jq -r '.access_token // empty' "$T_DIR/tok" 2>/dev/null || true
+}
+# call N ARGS...: curl to unit N; the body in $T_DIR/body, the status in $status.
+call() {
+	local n=$1 path
+	shift
+	path=${*: -1}
+	status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' "${@:1:$#-1}" "$(url_of "$n")$path")
+}
+auth() { printf -- '-H\nAuthorization: Bearer %s\n-H\nBluemix-Instance: %s\n' "$1" "$(iid)"; }
+json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n' "$1"; }
+create_json() {
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":false}]}' \
+		"$KT" "$KT" "$1"
+}
+kp_code() {
+	if [ ! -s "$T_DIR/body" ]; then echo none; else
+		jq -r '.resources[0].reasons[0].code // "none"' "$T_DIR/body" 2>/dev/null || echo "not-json"
+	fi
+}
+# answers DESC N STATUS CODE ARGS...: unit N answers STATUS with Key Protect reason CODE. A write
+# made by hand reaches a unit's caches within a fraction of a second: a few requests are made
+# until the answer changes (waiting on the state, never on a time).
+answers() {
+	local desc=$1 n=$2 want=$3 code=$4 got="" i
+	shift 4
+	for i in $(seq 1 100); do
+		call "$n" "$@"
+		got="$status $(kp_code)"
+		[ "$got" = "$want $code" ] && break
+	done
+	if [ "$got" = "$want $code" ]; then
+		pass "$desc: unit $n: $got ($(jq -r '.resources[0].reasons[0].message' "$T_DIR/body"))"
+	else
+		fail "$desc: unit $n: got $got, want $want $code: $(head -c 300 "$T_DIR/body")"
+	fi
+}
+on_both() {
+	local desc=$1
+	shift
+	answers "$desc" 1 "$@"
+	answers "$desc" 2 "$@"
+}
+mkkey() {
+	call 1 $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
+	jq -r '.resources[0].id' "$T_DIR/body"
+}
+unit_log_has() { grep -qE -- "$2" "$A/unit-$1/unit.log"; }
+
+"$KYOK" up --units 2 >/dev/null 2>&1
+"$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+expect_ok "auto-init (threshold 2: ann and ben sign)" "$KYOK" tke auto-init --signature 2 \
+	--revocation 1 --new-admins ann,ben --password-file "$pa" --password-file "$pb"
+"$KYOK" tke sigkey-sel --sigkeys 1,2 >/dev/null 2>&1
+for role in Writer Manager Reader; do
+	"$KYOK" tke apikey-create --name "r-$role" --role "$role" --password-file "$pa" \
+		--password-file "$pb" >/dev/null 2>&1 || fail "apikey-create $role"
+done
+W=$(token_of "$AK/r-Writer.apikey")
+M=$(token_of "$AK/r-Manager.apikey")
+K1=$(mkkey one)
+K2=$(mkkey two)
+K3=$(mkkey three)
+call 1 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$K1/actions/wrap"
+CT=$(jq -r .ciphertext "$T_DIR/body")
+UNWRAP=$(json_body "{\"ciphertext\":\"$CT\"}")
+expect_eq "key storage has a digest" "$(db "SELECT count(*) FROM ledger")" 1
+for n in 1 2; do # both units have the key opened in their caches
+	answers "control: unwrap" "$n" 200 none $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K1/actions/unwrap"
+done
+
+# ---- one record rolled back, deleted, copied --------------------------------------------------
+db "CREATE TABLE old_k AS SELECT * FROM keys WHERE id = '$K1'"
+answers "Manager deletes key one" 1 204 none $(auth "$M") -X DELETE "/api/v2/keys/$K1"
+db "DELETE FROM keys WHERE id = '$K1'; INSERT INTO keys SELECT * FROM old_k; DROP TABLE old_k"
+expect_eq "the old row of key one is back (Active, state 1)" \
+	"$(db "SELECT state FROM keys WHERE id = '$K1'")" 1
+on_both "rolled-back key row: GET" 500 RECORD_ROLLED_BACK_ERR $(auth "$M") "/api/v2/keys/$K1"
+on_both "rolled-back key row: unwrap" 500 RECORD_ROLLED_BACK_ERR $(auth "$W") $UNWRAP \
+	-X POST "/api/v2/keys/$K1/actions/unwrap"
+on_both "control: key two is served" 200 none $(auth "$M") "/api/v2/keys/$K2"
+
+db "DELETE FROM keys WHERE id = '$K2'"
+on_both "key row deleted by hand: GET" 500 RECORD_DELETED_ERR $(auth "$M") "/api/v2/keys/$K2"
+
+K9=$(printf '%s' "$K3" | sed 's/^......../99999999/')
+db "INSERT INTO keys SELECT '$K9', seq + 1000, rev, name, state, extractable, created, updated, \
+deleted, version, vp, blob, expires FROM keys WHERE id = '$K3'"
+# Its seal names the other id: refused as tampered before the digest is asked.
+on_both "key row copied under another id: GET" 500 RECORD_TAMPERED_ERR $(auth "$M") "/api/v2/keys/$K9"
+on_both "control: key three is served" 200 none $(auth "$M") "/api/v2/keys/$K3"
+
+# An API key revoked, its row from before the revocation written back.
+RID=$(jq -r .id "$AK/r-Reader.apikey")
+db "CREATE TABLE old_a AS SELECT * FROM api_keys WHERE id = '$RID'"
+expect_ok "apikey-revoke (Reader)" "$KYOK" tke apikey-revoke --yes --id "$RID" --password-file "$pa" \
+	--password-file "$pb"
+db "DELETE FROM api_keys WHERE id = '$RID'; INSERT INTO api_keys SELECT * FROM old_a; DROP TABLE old_a"
+for n in 1 2; do
+	tok=$(token_of "$AK/r-Reader.apikey" "$n")
+	if [ -z "$tok" ] && grep -q "record-rolled-back" "$T_DIR/tok"; then
+		pass "rolled-back API key row: token service of unit $n refuses ($(jq -r .errorMessage "$T_DIR/tok"))"
+	else
+		fail "rolled-back API key row: token service of unit $n: $(head -c 300 "$T_DIR/tok")"
+	fi
+done
+expect_ok "apikey-revoke writes the rolled-back row again" "$KYOK" tke apikey-revoke --yes --id "$RID" \
+	--password-file "$pa" --password-file "$pb"
+tok=$(token_of "$AK/r-Reader.apikey" 2)
+if [ -z "$tok" ] && grep -qE "unknown|revoked" "$T_DIR/tok"; then
+	pass "... the key is revoked again: $(jq -r .errorMessage "$T_DIR/tok")"
+else
+	fail "... after apikey-revoke: $(head -c 300 "$T_DIR/tok")"
+fi
+
+# Repair for what follows: the copied row out, key two's row is gone for good (a restore
+# would bring it back): the administrators accept storage as it is.
+db "DELETE FROM keys WHERE id IN ('$K9', '$K1')"
+expect_ok "storage-accept after the rows were repaired by hand" "$KYOK" tke storage-accept \
+	--password-file "$pa" --password-file "$pb"
+on_both "after storage-accept: key three is served" 200 none $(auth "$M") "/api/v2/keys/$K3"
+on_both "after storage-accept: key two is gone" 404 NOT_FOUND_ERR $(auth "$M") "/api/v2/keys/$K2"
+
+# ---- the whole storage replaced by an older copy -----------------------------------------------
+db ".backup '$T_DIR/old.db'"
+K4=$(mkkey four)
+on_both "control: key four made after the backup" 200 none $(auth "$M") "/api/v2/keys/$K4"
+db ".restore '$T_DIR/old.db'"
+on_both "older storage restored under running units: next read" 503 STORAGE_ROLLED_BACK_ERR \
+	$(auth "$M") "/api/v2/keys/$K3"
+"$KYOK" down >/dev/null 2>&1
+"$KYOK" up >/dev/null 2>&1
+on_both "older storage, units started again" 503 STORAGE_ROLLED_BACK_ERR $(auth "$M") "/api/v2/keys/$K3"
+unit_log_has 1 "key storage refused .*older than" &&
+	pass "unit log says why storage is refused" || fail "unit log does not say why storage is refused"
+
+# A storage-accept with one signature where the threshold is 2: refused, nothing served.
+"$KYOK" tke sigkey-sel --sigkeys 1 >/dev/null 2>&1
+expect_fail "storage-accept with 1 signature of 2" "signature" "$KYOK" tke storage-accept \
+	--password-file "$pa"
+on_both "... still refused" 503 STORAGE_ROLLED_BACK_ERR $(auth "$M") "/api/v2/keys/$K3"
+"$KYOK" tke sigkey-sel --sigkeys 1,2 >/dev/null 2>&1
+expect_ok "storage-accept (ann and ben sign)" "$KYOK" tke storage-accept --password-file "$pa" \
+	--password-file "$pb"
+on_both "restored storage served after storage-accept" 200 none $(auth "$M") "/api/v2/keys/$K3"
+on_both "... key four, made after the backup, is not in it" 404 NOT_FOUND_ERR $(auth "$M") "/api/v2/keys/$K4"
+on_both "... and the units write to it" 200 none $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$K3/actions/wrap"
+unit_log_has 2 "storage-accept: key storage taken as it is" &&
+	pass "unit log records the storage-accept" || fail "unit log lacks the storage-accept"
+
+# ---- storage missing, empty, truncated ----------------------------------------------------------
+"$KYOK" down >/dev/null 2>&1
+mv "$DB" "$T_DIR/keep.db"
+rm -f "$DB-wal" "$DB-shm"
+expect_fail "kyok up with keys.db missing" "key storage .* is missing or empty, but this unit has seen it" \
+	"$KYOK" up
+expect_eq "... no new keys.db made" "$(test -e "$DB" && echo made || echo none)" none
+: >"$DB"
+expect_fail "kyok up with keys.db empty (0 bytes)" "key storage .* is missing or empty" "$KYOK" up
+expect_eq "... still 0 bytes" "$(stat -c %s "$DB")" 0
+"$KYOK" down >/dev/null 2>&1 || true
+mv "$T_DIR/keep.db" "$DB"
+expect_ok "kyok up with keys.db back" "$KYOK" up
+on_both "keys served again" 200 none $(auth "$M") "/api/v2/keys/$K3"
+
+# ---- zeroize: the storage mark follows the new seal key -----------------------------------------
+# The mark is sealed under the unit's seal key, which a zeroize replaces: a unit killed right
+# after a zeroize must start again, on a mark it can open.
+[ -s "$A/unit-1/data/storage.mark" ] && pass "unit 1 keeps a storage mark" ||
+	fail "unit 1 has no storage mark"
+expect_ok "zeroize both units" "$KYOK" tke cryptounit-zeroize --yes --password-file "$pa" \
+	--password-file "$pb"
+for n in 1 2; do kill -9 "$(cat "$A/unit-$n/pid")" 2>/dev/null || true; done
+for n in 1 2; do
+	while kill -0 "$(cat "$A/unit-$n/pid")" 2>/dev/null; do sleep 0.1; done
+done
+expect_ok "kyok up after a zeroize and kill -9" "$KYOK" up
+expect_eq "unit 1 in imprint mode after the zeroize" "$(unit_state 1 | jq -r .imprint)" true
+"$KYOK" down >/dev/null 2>&1 || true
+
+finish
