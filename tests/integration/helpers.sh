@@ -224,3 +224,20 @@ bundle_der() {
 	awk -v k="$2" '/-----BEGIN CMS-----/{n++} n==k{print} /-----END CMS-----/{if(n==k) exit}' "$1" |
 		openssl cms -cmsout -inform PEM -outform DER -out "$3"
 }
+
+# certify_unit CONF: the unit CONF describes makes its identity request, and the instance's
+# anchor ($KYOK_INSTANCE/anchor.key) certifies it into the file CONF's identity_cert names,
+# with openssl exactly as docs/formats.md shows: how an operator brings up a unit by hand.
+certify_unit() {
+	local conf=$1 dir crt ski
+	dir=$(dirname "$conf")
+	crt=$(sed -n 's/^identity_cert = //p' "$conf")
+	"$UNITD" --config "$conf" --identity-request "$dir/unit.csr" || return 1
+	ski=$(openssl req -in "$dir/unit.csr" -noout -pubkey | openssl pkey -pubin -outform DER |
+		tail -c 133 | openssl dgst -sha256 -r | cut -c1-64 | sed 's/../&:/g; s/:$//')
+	printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,digitalSignature,keyCertSign\nsubjectKeyIdentifier=%s\n' \
+		"$ski" >"$dir/identity.ext"
+	openssl x509 -req -in "$dir/unit.csr" -CA "$KYOK_INSTANCE/anchor.crt" \
+		-CAkey "$KYOK_INSTANCE/anchor.key" -days 30 -extfile "$dir/identity.ext" -out "$crt" \
+		2>/dev/null
+}

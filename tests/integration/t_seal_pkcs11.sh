@@ -127,11 +127,15 @@ mkdir -p "$F/data"
 chmod 700 "$F/data"
 sed -e "s|^data_dir = .*|data_dir = $F/data|" -e "s|^port_file = .*|port_file = $F/port|" \
 	-e "s|^log_file = .*|log_file = $F/unit.log|" -e '/^store = /d' -e 's/^unit = .*/unit = fresh/' \
+	-e "s|^identity_cert = .*|identity_cert = $F/identity.crt|" \
 	"$KYOK_INSTANCE/unit-1/unit.conf" >"$F/unit.conf"
 printf 'kyok-seal-pkcs11-v1\ntoken=%s\nlabel=kyok-seal\nid=%s\n' "$LABEL" "$(head -c 16 /dev/urandom | xxd -p)" \
 	>"$F/data/seal.pkcs11"
 chmod 600 "$F/data/seal.pkcs11"
 stale=$(sed -n 's/^id=//p' "$F/data/seal.pkcs11")
+# A new unit is certified by the instance's anchor first; its identity request is the first
+# thing sealed, so the stale reference is met there.
+certify_unit "$F/unit.conf" 2>"$F/err" || fail "fresh unit: identity request: $(cat "$F/err")"
 "$UNITD" --config "$F/unit.conf" 2>"$F/err" &
 fpid=$!
 while [ ! -s "$F/port" ] && kill -0 $fpid 2>/dev/null; do sleep 0.1; done

@@ -109,7 +109,9 @@ O="$T_DIR/other"
 mkdir -p "$O"
 sed -e "s|^data_dir = .*|data_dir = $O/data|" -e "s|^port_file = .*|port_file = $O/port|" \
 	-e "s|^log_file = .*|log_file = $O/unit.log|" -e '/^store = /d' -e 's/^unit = .*/unit = other/' \
-	-e "s|^tpm2_tcti = .*|tpm2_tcti = $TB|" "$KYOK_INSTANCE/unit-1/unit.conf" >"$O/unit.conf"
+	-e "s|^tpm2_tcti = .*|tpm2_tcti = $TB|" -e "s|^identity_cert = .*|identity_cert = $O/identity.crt|" \
+	"$KYOK_INSTANCE/unit-1/unit.conf" >"$O/unit.conf"
+certify_unit "$O/unit.conf" 2>"$O/err" || fail "other unit: identity request: $(cat "$O/err")"
 "$UNITD" --config "$O/unit.conf" 2>"$O/err" &
 opid=$!
 while [ ! -s "$O/port" ] && kill -0 $opid 2>/dev/null; do sleep 0.1; done
