@@ -645,9 +645,29 @@ static const char *audit_phase(enum unitd_audit_phase phase)
 	return phase == UNITD_AUDIT_INTENT ? "intent" : "done";
 }
 
-int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d, const uint8_t *cms,
-                        size_t n, const char *from, int outcome, bool acted, char *detail,
-                        size_t detaillen)
+/* The signers of a verified command: the administrators whose signatures verified. */
+static void audit_verified_signers(struct ky_audit_line *m, const struct ky_verified *v)
+{
+	char ski[2 * KY_SKI_LEN + 1];
+
+	ky_audit_add_str(m, "op", ky_op_name(ky_verified_op(v)));
+	ky_audit_add_uint(m, "counter", ky_verified_counter(v));
+	ky_audit_add_json(m, "signers", "[");
+	for (size_t i = 0; i < ky_verified_nsigners(v); i++) {
+		ky_hex_encode(ky_verified_signer_ski(v, i), KY_SKI_LEN, ski);
+		ky_audit_add_members(m, i ? ",{\"name\":\"" : "{\"name\":\"", i ? 10 : 9);
+		ky_audit_add_escaped(m, ky_verified_signer_name(v, i));
+		ky_audit_add_members(m, "\"", 1);
+		ky_audit_add_str(m, "ski", ski);
+		ky_audit_add_bool(m, "admin", true);
+		ky_audit_add_members(m, "}", 1);
+	}
+	ky_audit_add_members(m, "]", 1);
+}
+
+int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
+                        const struct ky_verified *v, const uint8_t *cms, size_t n, const char *from,
+                        int outcome, bool acted, char *detail, size_t detaillen)
 {
 	struct ky_audit_line m;
 	struct ky_buf content = {0};
@@ -660,6 +680,13 @@ int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
 	ky_audit_members(&m);
 	ky_audit_add_str(&m, "phase", audit_phase(phase));
 	ky_audit_add_str(&m, "from", from);
+	if (v != NULL) {
+		/* Verified: the one decoded command, its verified signers; nothing parsed again. */
+		audit_verified_signers(&m, v);
+		goto outcome;
+	}
+	/* Refused before it verified: what the bytes claim, each signer marked as an
+	 * administrator of d or not. */
 	if (ky_cms_parse(cms, n, &content, &signers, &nsigners) == 0 &&
 	    ky_command_parse(content.data, content.len, &cmd) == 0) {
 		ky_audit_add_str(&m, "op", ky_op_name(cmd->op));
@@ -685,6 +712,7 @@ int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
 		ky_audit_add_members(&m, "}", 1);
 	}
 	ky_audit_add_members(&m, "]", 1);
+outcome:
 	if (phase == UNITD_AUDIT_DONE) {
 		ky_audit_add_str(&m, "outcome", ky_err_slug(outcome));
 		if (outcome != 0 && detail[0] != '\0')

@@ -577,7 +577,7 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = ky_ceremony_apply(copy, v, &result, detail, sizeof(detail))) != 0)
 		goto done;
 	/* Recorded (and synced) before anything acts on it. */
-	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, srv->dom, cms->data, cms->len, from, 0,
+	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, srv->dom, v, cms->data, cms->len, from, 0,
 	                             false, detail, sizeof(detail))) != 0)
 		goto done;
 	/* Key storage guards and writes: a refusal here discards the copy, nothing changed. */
@@ -615,8 +615,8 @@ done:
 	if (!locked)
 		pthread_mutex_lock(&srv->lock);
 	/* old is set once the new state is written: the command took effect. */
-	r = unitd_audit_command(UNITD_AUDIT_DONE, old ? old : srv->dom, cms->data, cms->len, from,
-	                        r, old != NULL, detail, sizeof(detail));
+	r = unitd_audit_command(UNITD_AUDIT_DONE, old ? old : srv->dom, v, cms->data, cms->len,
+	                        from, r, old != NULL, detail, sizeof(detail));
 	id = server_identity_locked(srv);
 	pthread_mutex_unlock(&srv->lock);
 	ky_domain_free(copy);
