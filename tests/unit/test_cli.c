@@ -869,7 +869,8 @@ static void test_failures_file(void **state)
 	struct stat st;
 
 	(void)state;
-	snprintf(inst.dir, sizeof(inst.dir), "%s/fail-inst", cli_workspace());
+	assert_true((size_t)snprintf(inst.dir, sizeof(inst.dir), "%s/fail-inst", cli_workspace()) <
+	            sizeof(inst.dir));
 	assert_int_equal(mkdir(inst.dir, 0700), 0);
 	snprintf(inst.units[0].id, sizeof(inst.units[0].id), "unit-a");
 	snprintf(inst.units[1].id, sizeof(inst.units[1].id), "unit-b");
