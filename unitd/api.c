@@ -351,7 +351,9 @@ static bool api_match(const char *pattern, const char *path, struct api_req *q)
 		size_t sl = se ? (size_t)(se - path) : strlen(path);
 
 		if (pl == 4 && memcmp(pattern, "{id}", 4) == 0) {
-			if (sl == 0 || sl > KY_UUID_LEN + 8)
+			/* Any other segment is a key id too: one that is not a UUID is refused as
+			 * such (400), not as an unknown endpoint. */
+			if (sl == 0)
 				return false;
 			memcpy(q->id, path, sl < KY_UUID_LEN ? sl : KY_UUID_LEN);
 			q->id[sl < KY_UUID_LEN ? sl : KY_UUID_LEN] = '\0';
@@ -543,11 +545,48 @@ static int api_authenticate(struct api_ctx *x)
 	return 0;
 }
 
+/* "Writer or Manager": the roles that allow perm, from the role table. */
+static void api_roles_allowing(enum api_perm perm, char *out, size_t outlen)
+{
+	size_t n = 0, len = 0, count = 0;
+	unsigned roles = 0;
+
+	for (size_t i = 0; i < sizeof(api_roles) / sizeof(api_roles[0]); i++)
+		if (api_roles[i].perm == perm)
+			roles = api_roles[i].roles;
+	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
+		if (roles & api_role_names[i].bit)
+			count++;
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++) {
+		if (!(roles & api_role_names[i].bit))
+			continue;
+		n++;
+		len += (size_t)snprintf(out + len, len < outlen ? outlen - len : 0, "%s%s",
+		                        n == 1 ? "" : (n == count ? " or " : ", "),
+		                        api_role_names[i].name);
+		if (len >= outlen)
+			return;
+	}
+}
+
+static const char *api_role_name(unsigned role)
+{
+	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
+		if (api_role_names[i].bit == role)
+			return api_role_names[i].name;
+	return "none";
+}
+
 static int api_check(struct api_ctx *x, enum api_perm perm)
 {
+	char need[64];
+
 	if (api_allowed(x->role, perm))
 		return 0;
-	api_detail(x, "the role of API key '%s' does not allow this", x->caller);
+	api_roles_allowing(perm, need, sizeof(need));
+	api_detail(x, "API key '%s' has the role %s; this needs the role %s", x->caller,
+	           api_role_name(x->role), need);
 	return KY_ERR_FORBIDDEN;
 }
 
@@ -556,7 +595,8 @@ static int api_check(struct api_ctx *x, enum api_perm perm)
 static int api_key_id(struct api_ctx *x)
 {
 	if (!kp_uuid_ok(x->q->id)) {
-		api_detail(x, "the key id in the path must be a UUID");
+		api_detail(x, "the key id in the path is not a UUID: a key id is 36 characters, "
+		              "8-4-4-4-12 hex digits (as 'kyok kp keys' lists them)");
 		return KY_ERR_MALFORMED;
 	}
 	/* Ids are stored in lower case. */
@@ -944,6 +984,14 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 		r = KY_ERR_MALFORMED;
 		goto out;
 	}
+	if (act == ACT_WRAP && b.has_plaintext && b.plaintext.len == 0) {
+		api_detail(x,
+		           "member 'plaintext' is empty: give 1 to %d bytes (base64), or leave it "
+		           "out to have a new 256-bit data key made and wrapped",
+		           KY_WRAP_PT_MAX);
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
 	if ((r = unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref)) != 0)
 		goto out;
 	k = unitd_key_ref_key(ref);
@@ -1093,10 +1141,16 @@ static int api_action_by_name(struct api_ctx *x, size_t *idx)
 			return 0;
 		}
 	}
+	if (name == NULL || name[0] == '\0') {
+		api_detail(x, "no action named: POST /api/v2/keys/{id} takes ?action= one of wrap, "
+		              "unwrap, rewrap, rotate, enable, disable, setKeyForDeletion, "
+		              "unsetKeyForDeletion, restore");
+		return KY_ERR_MALFORMED;
+	}
 	api_detail(x,
 	           "unknown action '%.32s' (wrap, unwrap, rewrap, rotate, enable, disable, "
 	           "setKeyForDeletion, unsetKeyForDeletion, restore)",
-	           name ? name : "");
+	           name);
 	return KY_ERR_NOT_FOUND;
 }
 

@@ -108,6 +108,9 @@
 	  "credential, or the command was changed after it was claimed")                           \
 	X(BAD_SIGNATURE, "bad-signature", KY_EXIT_REFUSED, 403,                                    \
 	  "a signature on the command does not verify")                                            \
+	X(WRONG_DIGEST, "wrong-digest", KY_EXIT_REFUSED, 403,                                      \
+	  "a signature on the command uses another digest than SHA-512: sign it with SHA-512 "     \
+	  "(openssl cms -sign -md sha512)")                                                        \
 	X(SIGNER_NOT_ADMIN, "signer-not-admin", KY_EXIT_REFUSED, 403,                              \
 	  "command signed by a key that is not an installed administrator")                        \
 	X(DUPLICATE_SIGNER, "duplicate-signer", KY_EXIT_REFUSED, 403,                              \

@@ -866,6 +866,7 @@ static int ceremony_check_signers(const struct ky_domain *d, struct ky_cms_signe
 	bool seen[KY_MAX_ADMINS] = {false};
 	char name[KY_ADMIN_NAME_MAX + 1];
 	const size_t n = ky_cms_signed_nsigners(sd);
+	int r = KY_ERR_INTERNAL;
 
 	*twice = -1;
 	v->nsigners = 0;
@@ -888,7 +889,14 @@ static int ceremony_check_signers(const struct ky_domain *d, struct ky_cms_signe
 			}
 			return KY_ERR_SIGNER_NOT_ADMIN;
 		}
-		if (ky_cms_signed_verify(sd, i, X509_get0_pubkey(d->admins[a].cert)) != 0) {
+		r = ky_cms_signed_verify(sd, i, X509_get0_pubkey(d->admins[a].cert));
+		if (r == KY_ERR_WRONG_DIGEST) {
+			ceremony_detail(detail, len,
+			                "admin '%s' signed with another digest than SHA-512",
+			                d->admins[a].name);
+			return r;
+		}
+		if (r != 0) {
 			ceremony_detail(detail, len, "the signature of admin '%s' does not verify",
 			                d->admins[a].name);
 			return KY_ERR_BAD_SIGNATURE;

@@ -490,8 +490,11 @@ int ky_cms_signed_verify(struct ky_cms_signed *sd, size_t i, EVP_PKEY *pub)
 		goto out;
 	}
 	CMS_SignerInfo_get0_algs(si, NULL, NULL, &digest, NULL);
-	if (digest == NULL || OBJ_obj2nid(digest->algorithm) != NID_sha512 ||
-	    CMS_signed_get_attr_count(si) <= 0) {
+	if (digest == NULL || OBJ_obj2nid(digest->algorithm) != NID_sha512) {
+		r = KY_ERR_WRONG_DIGEST;
+		goto out;
+	}
+	if (CMS_signed_get_attr_count(si) <= 0) {
 		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
 	}

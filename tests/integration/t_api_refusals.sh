@@ -96,6 +96,12 @@ refused() {
 		pass "$desc: $status $code ($msg)"
 	fi
 }
+# says DESC TEXT: the last refusal's message holds TEXT.
+says() {
+	local m
+	m=$(jq -r '.resources[0].reasons[0].message' "$T_DIR/body" 2>/dev/null || true)
+	if [[ $m == *"$2"* ]]; then pass "$1"; else fail "$1: message '$m' lacks '$2'"; fi
+}
 # accepted DESC STATUS [DIR] [N] ARGS...: the request must succeed with STATUS.
 accepted() {
 	local desc=$1 want=$2
@@ -194,10 +200,13 @@ refused "Bluemix-Instance naming no instance at all" 401 UNAUTHORIZED_ERR $(auth
 # ---- roles ---------------------------------------------------------------------------------
 refused "Reader creates a key" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") \
 	$(json_body "$(create_json by-reader)") -X POST /api/v2/keys
+says "... the message names the role held and the roles that may" \
+	"has the role Reader; this needs the role Writer or Manager"
 refused "ReaderPlus creates a key" 403 FORBIDDEN_ERR 2 $(auth "${TOK[ReaderPlus]}") \
 	$(json_body "$(create_json by-readerplus)") -X POST /api/v2/keys
 refused "Writer disables a key" 403 FORBIDDEN_ERR $(auth "$W") $(json_body '{}') \
 	-X POST "/api/v2/keys/$K/actions/disable"
+says "... Writer is told Manager is needed" "has the role Writer; this needs the role Manager"
 refused "Writer deletes a key" 403 FORBIDDEN_ERR 2 $(auth "$W") -X DELETE "/api/v2/keys/$K"
 refused "Writer sets a key policy" 403 FORBIDDEN_ERR $(auth "$W") \
 	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.policy+json","dualAuthDelete":{"enabled":true}}]}') \
@@ -209,6 +218,7 @@ refused "Writer sets instance policies" 403 FORBIDDEN_ERR $(auth "$W") \
 P=$(mkkey to-purge)
 accepted "control: Manager deletes key $P" 204 $(auth "$M") -X DELETE "/api/v2/keys/$P"
 refused "Manager purges a deleted key" 403 FORBIDDEN_ERR $(auth "$M") -X DELETE "/api/v2/keys/$P/purge"
+says "... Manager is told KeyPurge is needed" "has the role Manager; this needs the role KeyPurge"
 refused "KeyPurge wraps" 403 FORBIDDEN_ERR 2 $(auth "${TOK[KeyPurge]}") $(json_body '{}') \
 	-X POST "/api/v2/keys/$K/actions/wrap"
 refused "KeyPurge unwraps" 403 FORBIDDEN_ERR $(auth "${TOK[KeyPurge]}") \
@@ -231,6 +241,17 @@ accepted "delete by another Manager" 204 $(auth "${TOK[Manager2]}") -X DELETE "/
 refused "malformed JSON" 400 MALFORMED_ERR $(auth "$W") $(json_body '{"metadata":{"collectionType"') \
 	-X POST /api/v2/keys
 refused "JSON of the wrong shape" 400 MALFORMED_ERR $(auth "$W") $(json_body '[1,2,3]') -X POST /api/v2/keys
+refused "POST /keys/{id} with no action" 400 MALFORMED_ERR $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$K"
+says "... says the action is missing and lists them" "no action named: POST /api/v2/keys/{id} takes ?action="
+refused "a key id in quotes" 400 MALFORMED_ERR $(auth "$W") "/api/v2/keys/%22$K%22"
+says "... says the id is not a UUID" "the key id in the path is not a UUID"
+refused "a key id of 60 characters" 400 MALFORMED_ERR $(auth "$W") \
+	"/api/v2/keys/$(printf 'a%.0s' $(seq 60))"
+says "... says the id is not a UUID" "the key id in the path is not a UUID"
+refused "wrap of an empty plaintext" 400 MALFORMED_ERR $(auth "$W") $(json_body '{"plaintext":""}') \
+	-X POST "/api/v2/keys/$K/actions/wrap"
+says "... says the plaintext is empty and what to give" "member 'plaintext' is empty: give 1 to 7500 bytes"
 head -c 70000 /dev/zero | tr '\0' 'a' >"$T_DIR/big"
 refused "body over 64 KiB (Content-Length)" 413 TOO_LARGE_ERR $(auth "$W") \
 	-H 'Content-Type: application/json' --data-binary "@$T_DIR/big" -X POST /api/v2/keys

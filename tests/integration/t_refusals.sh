@@ -58,6 +58,11 @@ last=$(od -An -tu1 -j $((size - 1)) -N1 "$C/tsig.der" | tr -d ' ')
 printf "$(printf '\\%03o' $(((last + 1) % 256)))" |
 	dd of="$C/tsig.der" bs=1 seek=$((size - 1)) conv=notrunc status=none
 expect_refused "tampered signature bytes" bad-signature 1 "$C/tsig.der"
+# A valid signature, but over SHA-256: named as such, not as a signature that fails.
+k=$(plain_key alice)
+openssl cms -sign -binary -nodetach -md sha256 -keyid -in "$C/t.json" -signer "${k%.key}.crt" \
+	-inkey "$k" -outform DER -out "$C/sha256.der"
+expect_refused "a signature over SHA-256" wrong-digest 1 "$C/sha256.der"
 
 # Wrong unit, wrong instance, wrong counter.
 expect_refused "command for unit 1 sent to unit 2" wrong-unit 2 "$C/t.der"
