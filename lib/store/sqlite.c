@@ -2682,6 +2682,8 @@ static void sq_close(void *be)
 	free(s);
 }
 
+#define SQ_OPEN_RETRY_MS 50 /* between tries of a store busy at open */
+
 static int sq_open(const char *location, const struct ky_store_opts *opts, void **be)
 {
 	int r = KY_ERR_INTERNAL;
@@ -2728,7 +2730,17 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	}
 	close(fd);
 	sq_gen_map(s);
-	if ((r = sq_conn(s, &c)) != 0 || (r = sq_init_schema(c)) != 0)
+	/* Units started together race for the first write of a new file (WAL set-up, schema),
+	 * where SQLite can answer busy without waiting: wait here too, at most busy_timeout_ms,
+	 * then say busy. */
+	for (int waited = 0;; waited += SQ_OPEN_RETRY_MS) {
+		if ((r = sq_conn(s, &c)) == 0)
+			r = sq_init_schema(c);
+		if (r != KY_ERR_STORE_BUSY || waited >= s->o.busy_timeout_ms)
+			break;
+		usleep(SQ_OPEN_RETRY_MS * 1000);
+	}
+	if (r != 0)
 		goto out;
 	*be = s;
 	s = NULL; /* transferred */
