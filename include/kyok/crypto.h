@@ -20,6 +20,7 @@
 #include <openssl/cms.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 
 #include "kyok/common.h"
 
@@ -37,6 +38,8 @@ int ky_vp(const uint8_t key[KY_MK_LEN], uint8_t vp[KY_VP_LEN]) KY_WUR;
 /* ---- keys and certificates ---- */
 
 int ky_ec_generate(EVP_PKEY **out) KY_WUR; /* P-521 */
+/* True when pk is an EC key on P-521: the one curve of kyok's keys and certificates. */
+bool ky_pkey_is_p521(const EVP_PKEY *pk);
 /* SKI = SHA-256 of the uncompressed EC point of pk. */
 int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN]) KY_WUR;
 /* SKI extension of cert (KY_ERR_BAD_CERT when missing or not 32 bytes). */

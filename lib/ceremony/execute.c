@@ -528,21 +528,6 @@ out:
 	return r;
 }
 
-/* Key parts and master keys travel only to P-521 EC keys (the importer keys of units). */
-static bool ceremony_p521(X509 *cert)
-{
-	EVP_PKEY *pk = X509_get0_pubkey(cert);
-	char group[32];
-	size_t glen = 0;
-
-	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
-		return false;
-	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &glen) != 1)
-		return false;
-	return strcmp(group, "secp521r1") == 0;
-}
-
 /* The master key of one register leaves, one envelope per recipient, only to genuine units
  * of this instance (ceremony_recipient_check); each envelope comes with this unit's transfer
  * signature, and each transfer is recorded. */
@@ -574,7 +559,7 @@ static int ceremony_mk_export(struct ky_domain *d, const struct ky_command *c, j
 	if ((r = ky_pubkey_fingerprint(d->identity_key, my_fp)) != 0)
 		goto out;
 	for (size_t i = 0; i < c->nrecips; i++) {
-		if (!ceremony_p521(c->recips[i])) {
+		if (!ky_pkey_is_p521(X509_get0_pubkey(c->recips[i]))) {
 			ceremony_detail(detail, len, "recipient %zu is not a P-521 EC certificate",
 			                i + 1);
 			r = KY_ERR_BAD_COMMAND;

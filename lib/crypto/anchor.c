@@ -18,19 +18,6 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
-static bool anchor_p521(EVP_PKEY *pk)
-{
-	char group[32];
-	size_t glen = 0;
-
-	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
-		return false;
-	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &glen) != 1)
-		return false;
-	return strcmp(group, "secp521r1") == 0;
-}
-
 static int anchor_name_entry(const X509_NAME *name, int nid, char *out, size_t outlen)
 {
 	int i = X509_NAME_get_index_by_NID(name, nid, -1);
@@ -107,7 +94,7 @@ int ky_csr_read(const char *pem, EVP_PKEY **pub, char cn[KY_ID_MAX + 1], char ou
 	if (bio == NULL || (req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL)) == NULL)
 		goto out;
 	r = KY_ERR_BAD_CERT;
-	if ((pk = X509_REQ_get_pubkey(req)) == NULL || !anchor_p521(pk) ||
+	if ((pk = X509_REQ_get_pubkey(req)) == NULL || !ky_pkey_is_p521(pk) ||
 	    X509_REQ_verify(req, pk) != 1)
 		goto out;
 	if ((r = anchor_name_entry(X509_REQ_get_subject_name(req), NID_commonName, cn,

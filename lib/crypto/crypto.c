@@ -102,18 +102,17 @@ int ky_ec_generate(EVP_PKEY **out)
 	return 0;
 }
 
-/* 1 when pk is an EC key on P-521. */
-static int pkey_is_p521(const EVP_PKEY *pk)
+bool ky_pkey_is_p521(const EVP_PKEY *pk)
 {
 	char group[64];
 	size_t len = 0;
 
 	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
-		return 0;
+		return false;
 	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 	                                   &len) != 1) {
 		ERR_clear_error();
-		return 0;
+		return false;
 	}
 	return strcmp(group, "P-521") == 0 || strcmp(group, "secp521r1") == 0;
 }
@@ -126,7 +125,7 @@ int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
 	uint8_t point[1 + 2 * EC_FIELD_BYTES];
 	BIGNUM *x = NULL, *y = NULL;
 
-	if (!pkey_is_p521(pk)) {
+	if (!ky_pkey_is_p521(pk)) {
 		r = KY_ERR_BAD_CERT;
 		goto out;
 	}
@@ -353,7 +352,7 @@ int ky_admin_cert_check(X509 *cert)
 	size_t len;
 	EVP_PKEY *pk = X509_get0_pubkey(cert);
 
-	if (pk == NULL || !pkey_is_p521(pk))
+	if (pk == NULL || !ky_pkey_is_p521(pk))
 		goto out;
 	if (X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)) != 0 ||
 	    X509_verify(cert, pk) != 1)
