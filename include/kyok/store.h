@@ -77,6 +77,11 @@ struct ky_store_row {
 	 * key register during a rotation); NULL = only those under vp. */
 	const uint8_t *limit_vp;
 	bool stale; /* read only: not the record the storage digest holds (see below) */
+	/* listings only: this row could not be read (KY_ERR_RECORD_TAMPERED: a column of a
+	 * length or kind kyok never writes; KY_ERR_RECORD_STALE: a value its digest cannot
+	 * cover). Only id is set, from the row's id column, shortened with "..." when longer:
+	 * the listing withholds this row and goes on with the others. 0 = read. */
+	int fault;
 };
 
 /* One row of the secrets table (system secrets such as a token signing key). */

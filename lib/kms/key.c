@@ -841,7 +841,9 @@ int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, u
 		goto out;
 	}
 	for (i = 0; i < nrows; i++) {
-		r = ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &v[kept]);
+		r = rows[i].fault != 0
+		        ? rows[i].fault
+		        : ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &v[kept]);
 		if (r != 0 && wh != NULL &&
 		    (r == KY_ERR_RECORD_TAMPERED || r == KY_ERR_RECORD_STALE)) {
 			/* This record only: the others are still what was last written. */

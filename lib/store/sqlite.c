@@ -240,6 +240,7 @@ struct sq_seen {
 	uint8_t t;
 	bool present;
 	bool stale; /* set by sq_ledger_check */
+	bool skip;  /* a row a listing could not read: withheld, not checked */
 	char id[SQ_LID_MAX + 1];
 	uint8_t tag[KY_LEDGER_TAG_LEN];
 };
@@ -1010,7 +1011,7 @@ static int sq_ledger_check(struct sq_conn *c, uint64_t g0, bool gen_null, uint64
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct ky_ledger_entry *e;
-		if (sq_ledger_exempt(rows[i].t, rows[i].id) ||
+		if (rows[i].skip || sq_ledger_exempt(rows[i].t, rows[i].id) ||
 		    (c->ntouched > 0 && sq_touched(c, rows[i].t, rows[i].id)))
 			continue;
 		e = ky_ledger_index_find(&L->ix, rows[i].t, rows[i].id);
@@ -1210,6 +1211,25 @@ static int sq_read_key(sqlite3_stmt *st, struct ky_store_row *row)
 	row->version = (uint32_t)sqlite3_column_int64(st, 9);
 	row->expires = sqlite3_column_int64(st, 12);
 	return sq_col_blob(st, 11, &row->blob, &row->bloblen);
+}
+
+/* A listing's row that sq_read_key refused or whose digest tag cannot be made (fault): the
+ * row keeps only its id column, for the log, cut to fit with "..." when longer. */
+static void sq_key_fault(sqlite3_stmt *st, struct ky_store_row *row, int fault)
+{
+	const unsigned char *id = sqlite3_column_text(st, 0);
+	size_t n = id != NULL ? (size_t)sqlite3_column_bytes(st, 0) : 0;
+
+	ky_store_row_release(row);
+	memset(row, 0, sizeof(*row));
+	row->fault = fault;
+	if (id == NULL)
+		snprintf(row->id, sizeof(row->id), "?");
+	else if (n < sizeof(row->id))
+		memcpy(row->id, id, n + 1);
+	else
+		snprintf(row->id, sizeof(row->id), "%.*s...", (int)sizeof(row->id) - 4,
+		         (const char *)id);
 }
 
 /* ---- keys ---- */
@@ -1523,16 +1543,27 @@ again:
 			}
 			seen = ns;
 		}
-		if ((r = sq_read_key(st, &v[len])) != 0) {
+		/* A row kyok could not have written is withheld by the caller, not the listing. */
+		if ((r = sq_read_key(st, &v[len])) == KY_ERR_RECORD_TAMPERED) {
+			sq_key_fault(st, &v[len], r);
+			r = 0;
+		}
+		if (r != 0) {
 			ky_store_row_release(&v[len]);
 			goto out;
 		}
 		gen = (uint64_t)sqlite3_column_int64(st, SQ_KEY_NCOLS);
 		gen_null = sqlite3_column_type(st, SQ_KEY_NCOLS) == SQLITE_NULL;
+		memset(&seen[len], 0, sizeof(seen[len]));
 		len++;
-		if (s->L.on &&
-		    (r = sq_ledger_row(&s->L, st, KY_LEDGER_KEYS, 0, &seen[len - 1])) != 0)
-			goto out;
+		if (s->L.on && v[len - 1].fault == 0 &&
+		    (r = sq_ledger_row(&s->L, st, KY_LEDGER_KEYS, 0, &seen[len - 1])) != 0) {
+			if (r != KY_ERR_RECORD_STALE)
+				goto out;
+			sq_key_fault(st, &v[len - 1], r);
+			r = 0;
+		}
+		seen[len - 1].skip = v[len - 1].fault != 0;
 	}
 	if (rc != SQLITE_DONE) {
 		r = sq_fail(rc);

@@ -2,7 +2,9 @@
 # Key storage failing under running units, against real units and the real SQLite file:
 #   one key record altered by hand (sqlite3): its GET and unwrap are refused (record-tampered)
 #     and logged with its key id; the key listing answers for the others and says how many
-#     it withheld (header Kyok-Keys-Withheld), the log names the withheld key
+#     it withheld (header Kyok-Keys-Withheld), the log names the withheld key; the same for
+#     rows kyok could not have written (a name too long, a fraction in a number column, a copy
+#     under a longer id): they never make the whole listing fail
 #   keys.db truncated to 0 bytes while the units run: reads, creations and the token service
 #     are refused with storage-damaged (not "locked by another writer"), the log names the
 #     file and SQLite's own message; nothing is served until the file is back
@@ -133,6 +135,42 @@ done
 db "UPDATE keys SET name = 'two' WHERE id = '$K2'"
 for n in 1 2; do
 	answers "the row as it was: served again" "$n" 200 none $(auth "$W") "/api/v2/keys/$K2"
+done
+
+# ---- rows kyok could not have written: withheld too, never the whole listing refused -------
+# A name longer than any key's, a fraction in a number column, a copy under a longer id: each
+# row is withheld and named; the sound key is listed.
+db "UPDATE keys SET name = printf('%.300c', 'x') WHERE id = '$K2'"
+db "UPDATE keys SET created = created + 0.5 WHERE id = '$K3'"
+db "INSERT INTO keys SELECT id || '-copy', seq + 1000, rev, name, state, extractable, created,
+	updated, deleted, version, vp, blob, expires FROM keys WHERE id = '$K1'"
+for n in 1 2; do
+	for i in $(seq 1 100); do
+		call "$n" $(auth "$W") /api/v2/keys
+		held=$(awk -F': ' 'tolower($1) == "kyok-keys-withheld" { gsub(/\r/, "", $2); print $2 }' \
+			"$T_DIR/hdr")
+		[ "$status $held" = "200 3" ] && break
+	done
+	ids=$(jq -r '[.resources[].id] | join(",")' "$T_DIR/body" 2>/dev/null || echo "?")
+	if [ "$status" = 200 ] && [ "$ids" = "$K1" ] && [ "$held" = 3 ]; then
+		pass "unit $n lists the sound key, Kyok-Keys-Withheld: $held (unreadable rows)"
+	else
+		fail "unit $n listing with unreadable rows: status $status, ids $ids, withheld '$held':" \
+			"$(head -c 300 "$T_DIR/body")"
+	fi
+	log_has "$n" "unit $n names the row with a name no key has" \
+		"key $K2 withheld from the listing: record-tampered"
+	log_has "$n" "unit $n names the row with a fraction" \
+		"key $K3 withheld from the listing: record-rolled-back"
+	log_has "$n" "unit $n names the copy by its id, cut short" \
+		"key ${K1:0:33}\.\.\. withheld from the listing: record-tampered"
+done
+db "UPDATE keys SET name = 'two' WHERE id = '$K2'"
+db "UPDATE keys SET created = CAST(created AS INTEGER) WHERE id = '$K3'"
+db "DELETE FROM keys WHERE id = '$K1-copy'"
+for n in 1 2; do
+	answers "the rows as they were: key three served again" "$n" 200 none $(auth "$W") \
+		"/api/v2/keys/$K3"
 done
 
 # ---- keys.db truncated to 0 bytes while the units run ----------------------------------------
