@@ -27,7 +27,8 @@
 #include "kyok/err.h"
 #include "unitd/unitd.h"
 
-#define HEADER_TIMER_TICK_MS 200 /* how late a cut may come */
+#define HEADER_TIMER_TICK_MS  200 /* how late a cut may come */
+#define HEADER_TIMER_LOG_RATE 20  /* lines a second naming a cut connection */
 
 struct header_conn {
 	struct header_conn *prev, *next;
@@ -46,6 +47,10 @@ struct unitd_header_timer {
 	bool stop;
 	uint32_t timeout_s;
 	struct header_conn *head;
+	/* Clients that open connections and send nothing must not fill the disk: at most
+	 * HEADER_TIMER_LOG_RATE lines a second name a connection, then one line counts the rest. */
+	time_t log_second; /* CLOCK_MONOTONIC second of log_lines */
+	unsigned log_lines, log_unnamed;
 };
 
 /* CLOCK_MONOTONIC cannot fail with a valid pointer on Linux. */
@@ -68,6 +73,16 @@ static void header_timer_sweep_locked(struct unitd_header_timer *ht)
 	long long limit = (long long)ht->timeout_s * 1000;
 
 	header_timer_now(&now);
+	if (now.tv_sec != ht->log_second) {
+		if (ht->log_unnamed > 0)
+			unitd_log(
+			    "http: %u more connections closed: headers not complete after %u s "
+			    "(header_timeout; over %d lines a second)",
+			    ht->log_unnamed, (unsigned)ht->timeout_s, HEADER_TIMER_LOG_RATE);
+		ht->log_second = now.tv_sec;
+		ht->log_lines = 0;
+		ht->log_unnamed = 0;
+	}
 	for (struct header_conn *e = ht->head; e != NULL; e = e->next) {
 		if (!e->waiting || e->cut || header_timer_elapsed_ms(&e->since, &now) < limit)
 			continue;
@@ -78,6 +93,11 @@ static void header_timer_sweep_locked(struct unitd_header_timer *ht)
 		 * trickle in (MHD has the bytes): it is closed quietly, as idle pools expect. */
 		if (e->served)
 			continue;
+		if (ht->log_lines >= HEADER_TIMER_LOG_RATE) {
+			ht->log_unnamed++;
+			continue;
+		}
+		ht->log_lines++;
 		unitd_log("http: connection from %s closed: headers not complete after %u s "
 		          "(header_timeout)",
 		          e->peer, (unsigned)ht->timeout_s);

@@ -5,6 +5,7 @@
 #    idle_timeout) has its connection closed by the unit, which logs one line naming the
 #    client and the bound; another client's requests are answered meanwhile.
 #  - The same on a kept-alive connection after a whole request was answered.
+#  - Many connections cut at once: at most 20 lines a second name one; a line counts the rest.
 #  - header_timeout out of range is refused at start with a message naming the key.
 . "$(dirname "$0")/helpers.sh"
 setup
@@ -59,6 +60,34 @@ n=$(grep -c "http: connection from 127.0.0.1 closed: headers not complete after 
 	"$LOG" || true)
 expect_eq "the unit logged one line for the new connection, none for the kept-alive one" "$n" 1
 expect_ok "the unit still answers the CLI" "$KYOK" status
+
+# ---- many connections cut at once: at most 20 lines a second name one, one line counts the rest
+before=$(wc -l <"$LOG")
+if "$HOLD" hold 127.0.0.1 "$PORT" 127.0.0.1 60 0 >"$C/many" 2>&1 </dev/null; then
+	pass "60 connections that send nothing are all closed ($(head -n 1 "$C/many"))"
+else
+	fail "60 connections that send nothing were not all closed: $(cat "$C/many")"
+fi
+# cut_counts: "NAMED UNNAMED" for the lines logged since $before.
+cut_counts() {
+	tail -n "+$((before + 1))" "$LOG" | awk '
+		/closed: headers not complete after 2 s \(header_timeout\)$/ { named++ }
+		/more connections closed: headers not complete/ {
+			for (i = 1; i <= NF; i++) if ($i == "more") unnamed += $(i - 1) }
+		END { printf "%d %d\n", named, unnamed }'
+}
+# The count of the rest is logged by the sweeper's next round in a later second.
+for i in $(seq 1 100); do
+	read -r named unnamed <<<"$(cut_counts)"
+	[ $((named + unnamed)) -ge 60 ] && break
+	sleep 0.1
+done
+if [ $((named + unnamed)) -eq 60 ] && [ "$named" -lt 60 ] && [ "$unnamed" -gt 0 ]; then
+	pass "60 cuts: $named lines name a connection, $unnamed are counted in a line of their own"
+else
+	fail "60 cuts: $named lines name a connection, $unnamed counted (want fewer than 60 named," \
+		"the rest counted, 60 in all)"
+fi
 
 # ---- unit.conf values are checked ------------------------------------------------------------
 for v in 0 3601 -1 2s; do
