@@ -276,6 +276,11 @@ struct sq_conn {
 	uint64_t gen_seen;        /* the shared commit counter, as last seen */
 	struct sq_touch *touched; /* records written by the open write transaction */
 	size_t ntouched, ctouched;
+	/* SQLite opened the file read-only because it could not be written (a read-only mount,
+	 * chattr +i, its mode): writes fail with ro_errno, and sq_conn opens the file again, so
+	 * that they work once the cause is removed. */
+	int readonly;
+	int ro_errno;
 };
 
 /* A queued insert waiting for a group commit. */
@@ -409,6 +414,10 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 		goto out;
 	}
 	sqlite3_extended_result_codes(c->db, 1);
+	if (sqlite3_db_readonly(c->db, "main") == 1) {
+		c->readonly = 1;
+		c->ro_errno = access(s->path, W_OK) != 0 ? errno : 0;
+	}
 	sqlite3_busy_timeout(c->db, s->o.busy_timeout_ms);
 	/* No writable_schema, no file-level tricks through SQL. */
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
@@ -440,15 +449,34 @@ out:
 	return r;
 }
 
+/* True when no statement of c is in the middle of a read. */
+static bool sq_conn_idle(struct sq_conn *c)
+{
+	for (sqlite3_stmt *st = sqlite3_next_stmt(c->db, NULL); st != NULL;
+	     st = sqlite3_next_stmt(c->db, st))
+		if (sqlite3_stmt_busy(st))
+			return false;
+	return true;
+}
+
 /* The calling thread's connection, opened on first use. */
 static int sq_conn(struct sq_store *s, struct sq_conn **out)
 {
 	struct sq_conn *c = pthread_getspecific(s->tls);
 	int r;
 
-	if (c != NULL) {
+	if (c != NULL && (!c->readonly || c->in_txn || !sq_conn_idle(c))) {
 		*out = c;
 		return 0;
+	}
+	if (c != NULL) {
+		/* Opened read-only: the file may be writable again. */
+		(void)pthread_setspecific(s->tls, NULL);
+		pthread_mutex_lock(&s->lock);
+		sq_unlink(s, c);
+		pthread_mutex_unlock(&s->lock);
+		sq_conn_close(c);
+		c = NULL;
 	}
 	if ((r = sq_conn_open(s, &c)) != 0)
 		return r;
@@ -525,6 +553,11 @@ static int sq_wbegin(struct sq_conn *c, int *opened)
 	*opened = 0;
 	if (c->in_txn)
 		return 0;
+	if (c->readonly) {
+		sq_last.rc = SQLITE_READONLY;
+		sq_last.sys_errno = c->ro_errno;
+		return KY_ERR_IO;
+	}
 	pthread_mutex_lock(&c->s->wlock);
 	if ((r = sq_exec(c, SQ_BEGIN)) != 0) {
 		pthread_mutex_unlock(&c->s->wlock);

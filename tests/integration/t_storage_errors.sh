@@ -8,6 +8,9 @@
 #   keys.db truncated to 0 bytes while the units run: reads, creations and the token service
 #     are refused with storage-damaged (not "locked by another writer"), the log names the
 #     file and SQLite's own message; nothing is served until the file is back
+#   keys.db made immutable (chattr +i) while the units run: creations are refused (io), the log
+#     names the file, SQLite's and the system's message; once it is writable again,
+#     creations work without a restart
 #   the disk holding keys.db full (a 2 MiB tmpfs in a private mount namespace): a creation
 #     is refused with storage-full, "no space left" is in the answer, the log names the file
 #     and the system's message; nothing was written; with space again, creation works
@@ -206,6 +209,47 @@ for n in 1 2; do
 	answers "keys.db back: key one is served" "$n" 200 none $(auth "$W") "/api/v2/keys/$K1"
 done
 expect_eq "keys.db back: 3 key rows, none made while it was truncated" "$(key_rows)" 3
+
+# ---- keys.db that cannot be written (chattr +i) while the units run --------------------------
+# A unit's threads open key storage on first use; SQLite opens a file it cannot write
+# read-only. Units restarted, keys.db made immutable, then used: creations are refused naming
+# the system's reason; once the file can be written again, every creation works
+# without a restart (no thread keeps a read-only connection).
+"$KYOK" down >/dev/null 2>&1
+expect_ok "kyok up" "$KYOK" up
+if chattr +i "$DB" 2>/dev/null; then
+	trap 'chattr -i "$DB" 2>/dev/null || true; cleanup' EXIT
+	before=$(key_rows)
+	for n in 1 2; do
+		refused=0
+		for i in $(seq 1 20); do
+			call "$n" $(auth "$W") "/api/v2/keys/$K1"
+			call "$n" $(auth "$W") $(json_body "$(create_json "immutable$n-$i")") -X POST /api/v2/keys
+			[ "$status $(kp_code)" = "500 IO_ERR" ] && refused=$((refused + 1))
+		done
+		if [ "$refused" -gt 0 ]; then
+			pass "keys.db immutable: unit $n refused $refused of 20 creations with IO_ERR"
+		else
+			fail "keys.db immutable: unit $n refused no creation: $(head -c 300 "$T_DIR/body")"
+		fi
+		log_has "$n" "unit $n logs the file, SQLite's and the system's message" \
+			"api: POST /api/v2/keys.*: io: .*key storage '$DB': SQLite: attempt to write a readonly database .*system: Operation not permitted"
+	done
+	made=$(($(key_rows) - before))
+	chattr -i "$DB"
+	trap cleanup EXIT
+	for n in 1 2; do
+		ok=0
+		for i in $(seq 1 20); do
+			call "$n" $(auth "$W") $(json_body "$(create_json "writable$n-$i")") -X POST /api/v2/keys
+			[ "$status" = 201 ] && ok=$((ok + 1))
+		done
+		expect_eq "keys.db writable again: unit $n made 20 of 20 keys without a restart" "$ok" 20
+	done
+	expect_eq "every row is one that was answered 201" "$(key_rows)" $((before + made + 40))
+else
+	echo "skip t_storage_errors: chattr +i is not supported where keys.db is ($DB)" >&2
+fi
 
 # ---- the disk holding keys.db full ----------------------------------------------------------
 "$KYOK" down >/dev/null 2>&1
