@@ -199,12 +199,13 @@ int kp_json_dump(const json_t *j, struct ky_buf *out) KY_WUR;
 
 /* ---- token.c ---- */
 
-#define TOKEN_MAX_LEN    2048
-#define TOKEN_KEY_LEN    32
-#define TOKEN_ROLE_MAX   16
-#define TOKEN_GRANT      "urn:ibm:params:oauth:grant-type:apikey"
-#define TOKEN_APIKEY_MAX 256
-#define TOKEN_CLOCK_SKEW 60
+#define TOKEN_MAX_LEN       2048
+#define TOKEN_KEY_LEN       32
+#define TOKEN_ROLE_MAX      16
+#define TOKEN_GRANT         "urn:ibm:params:oauth:grant-type:apikey"
+#define TOKEN_RESPONSE_TYPE "cloud_iam"
+#define TOKEN_APIKEY_MAX    256
+#define TOKEN_CLOCK_SKEW    60
 /* base64url of {"alg":"HS256","typ":"JWT","kid":"kyok-1"}: the only header accepted. */
 #define TOKEN_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6Imt5b2stMSJ9"
 
@@ -229,8 +230,10 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
                  const char *instance, struct token_claims *out, char *detail,
                  size_t detaillen) KY_WUR;
 /* The token request: application/x-www-form-urlencoded with grant_type (must be
- * TOKEN_GRANT) and apikey; other fields ignored, duplicates refused. apikey is written to
- * the caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant). */
+ * TOKEN_GRANT), apikey and optionally response_type (must be TOKEN_RESPONSE_TYPE); any other
+ * field is KY_ERR_BODY_MEMBER naming it, duplicates are refused. apikey is written to the
+ * caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant_type or
+ * response_type of another value). */
 int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap, char *detail,
                      size_t detaillen) KY_WUR;
 /* "Bearer <token>" -> pointer and length of the token, or KY_ERR_UNAUTHORIZED. */
