@@ -465,7 +465,7 @@ static void test_parse_create(void **state)
 		if (strstr(bad[i].body, "\"extra\"") != NULL)
 			assert_non_null(strstr(d, "'extra'"));
 		if (strstr(bad[i].body, "aliases") != NULL)
-			assert_non_null(strstr(d, "'aliases'"));
+			assert_non_null(strstr(d, "'resources[0].aliases'"));
 		assert_false(c.has_payload);
 	}
 	/* Name and description lengths. */
