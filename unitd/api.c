@@ -972,13 +972,10 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 
 	if ((r = api_key_id(x)) != 0)
 		return r;
-	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
-	                         sizeof(x->detail))) != 0)
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, api_action_name(act),
+	                         act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", &b,
+	                         x->detail, sizeof(x->detail))) != 0)
 		return r;
-	if ((r = kp_action_members(&b, api_action_name(act),
-	                           act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", x->detail,
-	                           sizeof(x->detail))) != 0)
-		goto out;
 	if (act != ACT_WRAP && !b.has_ciphertext) {
 		api_detail(x, "member 'ciphertext' is required");
 		r = KY_ERR_MALFORMED;
@@ -1123,12 +1120,11 @@ static int api_no_body(struct api_ctx *x, const char *what)
 
 	if (x->q->body.len == 0)
 		return 0;
-	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, what, "", &b, x->detail,
 	                         sizeof(x->detail))) != 0)
 		return r;
-	r = kp_action_members(&b, what, "", x->detail, sizeof(x->detail));
 	kp_action_release(&b);
-	return r;
+	return 0;
 }
 
 static int api_action_by_name(struct api_ctx *x, size_t *idx)
@@ -1171,14 +1167,9 @@ static int api_key_action(struct api_ctx *x)
 	case ACT_REWRAP:
 		return api_key_crypt(x, api_actions[i].action);
 	case ACT_ROTATE:
-		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
-		                         sizeof(x->detail))) != 0)
+		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, "rotate", "payload", &b,
+		                         x->detail, sizeof(x->detail))) != 0)
 			return r;
-		if ((r = kp_action_members(&b, "rotate", "payload", x->detail,
-		                           sizeof(x->detail))) != 0) {
-			kp_action_release(&b);
-			return r;
-		}
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;

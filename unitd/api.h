@@ -132,16 +132,13 @@ struct kp_action_body {
 	bool has_payload;      /* rotate of an imported key, restore */
 	struct ky_buf payload; /* secret */
 };
-/* Empty body (n == 0) = {}. Known members are type-checked; encryptedNonce and iv (import
- * tokens) are KY_ERR_UNSUPPORTED, any other member KY_ERR_MALFORMED, named in detail. Which
- * action takes which member is api.c's (kp_action_members). */
-int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
-                    size_t detaillen) KY_WUR;
+/* Empty body (n == 0) = {}; a collection of one is taken too. action names the request in
+ * messages; takes is the space-separated list of the members it takes ("" for none): any other
+ * member is KY_ERR_BODY_MEMBER naming its path, encryptedNonce and iv (import tokens)
+ * KY_ERR_UNSUPPORTED. Members taken are type-checked. */
+int kp_parse_action(const uint8_t *body, size_t n, const char *action, const char *takes,
+                    struct kp_action_body *out, char *detail, size_t detaillen) KY_WUR;
 void kp_action_release(struct kp_action_body *a);
-/* 0 when every member present in a is one of the space-separated names of takes; else
- * KY_ERR_MALFORMED naming the first other one and the action. Pure. */
-int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
-                      char *detail, size_t detaillen) KY_WUR;
 
 /* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. */
 struct kp_key_policy {

@@ -320,8 +320,8 @@ static bool kp_text_ok(const char *s)
 /* Every member of o is one of the space-separated names of known (an empty list: none); the
  * first that is not is refused naming its path. path is where o sits in the body ("" for the
  * body itself, "resources[0].rotation", ...). */
-static int kp_members_known(json_t *o, const char *known, const char *path, char *detail,
-                            size_t detaillen)
+static int kp_members_check(json_t *o, const char *known, const char *path, const char *label,
+                            char *detail, size_t detaillen)
 {
 	const char *k;
 	json_t *v;
@@ -338,15 +338,23 @@ static int kp_members_known(json_t *o, const char *known, const char *path, char
 		}
 		if (found)
 			continue;
+		if (label == NULL)
+			label = path[0] ? path : "the body";
 		if (known[0] == '\0')
 			kp_detail(detail, detaillen, "member '%s%s%.60s': %s takes no member", path,
-			          path[0] ? "." : "", k, path[0] ? path : "the body");
+			          path[0] ? "." : "", k, label);
 		else
 			kp_detail(detail, detaillen, "member '%s%s%.60s': %s takes only %s", path,
-			          path[0] ? "." : "", k, path[0] ? path : "the body", known);
+			          path[0] ? "." : "", k, label, known);
 		return KY_ERR_BODY_MEMBER;
 	}
 	return 0;
+}
+
+static int kp_members_known(json_t *o, const char *known, const char *path, char *detail,
+                            size_t detaillen)
+{
+	return kp_members_check(o, known, path, NULL, detail, detaillen);
 }
 
 /* The optional "metadata" of a collection body: {"collectionType": type, "collectionTotal":
@@ -539,8 +547,8 @@ static int kp_aad(json_t *o, struct kp_action_body *out, char *detail, size_t de
 	return 0;
 }
 
-int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
-                    size_t detaillen)
+int kp_parse_action(const uint8_t *body, size_t n, const char *action, const char *takes,
+                    struct kp_action_body *out, char *detail, size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *o;
@@ -567,8 +575,7 @@ int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, c
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
-	if ((r = kp_members_known(o, "plaintext ciphertext aad payload", path, detail,
-	                          detaillen)) != 0)
+	if ((r = kp_members_check(o, takes, path, action, detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_b64(o, "plaintext", KY_WRAP_PT_MAX, &out->has_plaintext, &out->plaintext,
 	                    detail, detaillen)) != 0 ||
@@ -584,41 +591,6 @@ out:
 	if (r != 0)
 		kp_action_release(out);
 	return r;
-}
-
-int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
-                      char *detail, size_t detaillen)
-{
-	const struct {
-		const char *name;
-		bool has;
-	} m[] = {{"plaintext", a->has_plaintext},
-	         {"ciphertext", a->has_ciphertext},
-	         {"aad", a->has_aad},
-	         {"payload", a->has_payload}};
-
-	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-		size_t n = strlen(m[i].name);
-		bool ok = false;
-		if (!m[i].has)
-			continue;
-		for (const char *p = takes; *p != '\0' && !ok;) {
-			size_t w = strcspn(p, " ");
-			ok = w == n && strncmp(p, m[i].name, n) == 0;
-			p += w;
-			p += strspn(p, " ");
-		}
-		if (!ok) {
-			if (takes[0] == '\0')
-				kp_detail(detail, detaillen, "member '%s': %s takes no body member",
-				          m[i].name, action);
-			else
-				kp_detail(detail, detaillen, "member '%s': %s takes only %s",
-				          m[i].name, action, takes);
-			return KY_ERR_BODY_MEMBER;
-		}
-	}
-	return 0;
 }
 
 /* ---- key policies ---- */

@@ -491,27 +491,33 @@ static void test_parse_create(void **state)
 	}
 }
 
+/* kp_parse_action with every action member allowed. */
+#define ALL         "plaintext ciphertext aad payload"
+#define ALL_BODY(s) BODY(s), "wrap", ALL
+
 static void test_parse_action(void **state)
 {
 	struct kp_action_body a;
 	char d[256];
 
 	(void)state;
-	assert_int_equal(kp_parse_action(NULL, 0, &a, d, sizeof(d)), 0);
+	assert_int_equal(kp_parse_action(NULL, 0, "wrap", ALL, &a, d, sizeof(d)), 0);
 	assert_false(a.has_plaintext || a.has_ciphertext || a.has_aad || a.has_payload);
 	kp_action_release(&a);
-	assert_int_equal(kp_parse_action(BODY("{\"plaintext\":\"aGVsbG8=\",\"aad\":[\"ab\",\"\"]}"),
-	                                 &a, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"plaintext\":\"aGVsbG8=\",\"aad\":[\"ab\",\"\"]}"), &a, d,
+	                    sizeof(d)),
+	    0);
 	assert_true(a.has_plaintext);
 	assert_memory_equal(a.plaintext.data, "hello", 5);
 	/* aad: each string as u32 length then bytes, so ["ab",""] != ["a","b"]. */
 	assert_int_equal(a.aad.len, 4 + 2 + 4);
 	assert_memory_equal(a.aad.data, "\0\0\0\2ab\0\0\0\0", 10);
 	kp_action_release(&a);
-	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"),
-	                                 &a, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"), &a, d,
+	                    sizeof(d)),
+	    0);
 	assert_true(a.has_ciphertext);
 	assert_int_equal(a.ciphertext.len, 4);
 	kp_action_release(&a);
@@ -533,7 +539,8 @@ static void test_parse_action(void **state)
 	    "not json",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(kp_parse_action(BODY(bad[i]), &a, d, sizeof(d)), KY_ERR_MALFORMED);
+		assert_int_equal(kp_parse_action(ALL_BODY(bad[i]), &a, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
 		assert_false(a.has_plaintext);
 	}
 	/* Unknown members are named with their path, in either form. */
@@ -548,22 +555,27 @@ static void test_parse_action(void **state)
 	};
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
 		d[0] = '\0';
-		assert_int_equal(kp_parse_action(BODY(unknown[i].body), &a, d, sizeof(d)),
+		assert_int_equal(kp_parse_action(ALL_BODY(unknown[i].body), &a, d, sizeof(d)),
 		                 KY_ERR_BODY_MEMBER);
 		assert_non_null(strstr(d, unknown[i].name));
 		assert_false(a.has_plaintext);
 	}
 	d[0] = '\0';
 	assert_int_equal(
-	    kp_parse_action(BODY("{\"resources\":[{\"iv\":\"AA==\"}]}"), &a, d, sizeof(d)),
+	    kp_parse_action(ALL_BODY("{\"resources\":[{\"iv\":\"AA==\"}]}"), &a, d, sizeof(d)),
 	    KY_ERR_UNSUPPORTED);
 	assert_non_null(strstr(d, "'resources[0].iv'"));
 	/* A known member an action does not take. */
-	assert_int_equal(kp_parse_action(BODY("{\"ciphertext\":\"S1lXMQ==\"}"), &a, d, sizeof(d)),
-	                 0);
-	assert_int_equal(kp_action_members(&a, "wrap", "plaintext aad", d, sizeof(d)),
+	assert_int_equal(kp_parse_action(BODY("{\"ciphertext\":\"S1lXMQ==\"}"), "wrap",
+	                                 "plaintext aad", &a, d, sizeof(d)),
 	                 KY_ERR_BODY_MEMBER);
-	assert_non_null(strstr(d, "'ciphertext'"));
+	assert_non_null(strstr(d, "member 'ciphertext': wrap takes only plaintext aad"));
+	assert_false(a.has_ciphertext);
+	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"payload\":\"AA==\"}]}"),
+	                                 "restore", "", &a, d, sizeof(d)),
+	                 KY_ERR_BODY_MEMBER);
+	assert_non_null(strstr(d, "member 'resources[0].payload': restore takes no member"));
+	assert_int_equal(kp_parse_action(BODY("{}"), "restore", "", &a, d, sizeof(d)), 0);
 	kp_action_release(&a);
 	/* A plaintext over the wrap limit. */
 	{
@@ -575,8 +587,9 @@ static void test_parse_action(void **state)
 		body = malloc(strlen(b64) + 32);
 		assert_non_null(body);
 		o = (size_t)sprintf(body, "{\"plaintext\":\"%s\"}", b64);
-		assert_int_equal(kp_parse_action((const uint8_t *)body, o, &a, d, sizeof(d)),
-		                 KY_ERR_MALFORMED);
+		assert_int_equal(
+		    kp_parse_action((const uint8_t *)body, o, "wrap", ALL, &a, d, sizeof(d)),
+		    KY_ERR_MALFORMED);
 		free(body);
 		free(b64);
 		free(pt);
