@@ -1350,6 +1350,11 @@ static int api_dispatch_route(struct api_ctx *x)
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
 		return r;
+	/* A read takes no body member: one sent along is refused by name, not dropped. */
+	if ((strcmp(api_routes[route].method, "GET") == 0 ||
+	     strcmp(api_routes[route].method, "HEAD") == 0) &&
+	    (r = api_no_body(x, api_routes[route].method)) != 0)
+		return r;
 	switch (api_routes[route].route) {
 	case ROUTE_TOKEN:
 		return KY_ERR_INTERNAL;

@@ -22,7 +22,8 @@
 #   wrong method
 #   body members: an unknown member at each level of key policies, instance policies, create,
 #     actions (plain and as a collection): 400 naming its path, the policies read back
-#     unchanged; the token form's fields (response_type=cloud_iam taken, others refused)
+#     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
+#     taken, others refused)
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -361,6 +362,9 @@ member_refused "wrap as a collection: unknown member in the action" "resources[0
 member_refused "rotate: unknown member" color '{"color":1}' -X POST "/api/v2/keys/$K/actions/rotate"
 member_refused "setKeyForDeletion: unknown member" color '{"color":1}' \
 	-X POST "/api/v2/keys/$K/actions/setKeyForDeletion"
+member_refused "GET with a body member" color '{"color":1}' -X GET "/api/v2/keys/$K/policies"
+accepted "control: GET with an empty object as its body" 200 $(auth "$M") $(json_body '{}') \
+	-X GET "/api/v2/keys/$K/policies"
 refused "wrap: a member wrap does not take (ciphertext)" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$W") \
 	$(json_body "{\"plaintext\":\"aGVsbG8=\",\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K/actions/wrap"
 says "... names it" "member 'ciphertext': wrap takes only plaintext aad"
