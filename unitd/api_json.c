@@ -392,6 +392,18 @@ static int kp_metadata(json_t *j, const char *type, char *detail, size_t detaill
 	return 0;
 }
 
+/* The first of the members Key Protect uses with import tokens (which kyok does not offer)
+ * that o has, or NULL. */
+static const char *kp_import_token_member(json_t *o)
+{
+	static const char *const m[] = {"encryptedNonce", "iv", "encryptionAlgorithm"};
+
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+		if (json_object_get(o, m[i]) != NULL)
+			return m[i];
+	return NULL;
+}
+
 /* ---- POST /keys ---- */
 
 void kp_create_release(struct kp_create *c)
@@ -402,14 +414,14 @@ void kp_create_release(struct kp_create *c)
 	memset(c, 0, sizeof(*c));
 }
 
-#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload encryptedNonce"
+#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload"
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *res;
-	const char *type, *name, *desc, *exp, *nonce;
+	const char *type, *name, *desc, *exp, *tok;
 	size_t nl;
 
 	memset(out, 0, sizeof(*out));
@@ -426,11 +438,11 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
-	if (json_object_get(res, "iv") != NULL) {
-		kp_detail(
-		    detail, detaillen,
-		    "member 'resources[0].iv': import tokens are not supported: send the payload "
-		    "over TLS");
+	if ((tok = kp_import_token_member(res)) != NULL) {
+		kp_detail(detail, detaillen,
+		          "member 'resources[0].%s': import tokens are not supported: send the "
+		          "payload over TLS",
+		          tok);
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
@@ -440,7 +452,6 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	    (r = kp_opt_str(res, "name", 1024, &name, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "description", 1024, &desc, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "expirationDate", 64, &exp, detail, detaillen)) != 0 ||
-	    (r = kp_opt_str(res, "encryptedNonce", 1024, &nonce, detail, detaillen)) != 0 ||
 	    (r = kp_opt_bool(res, "extractable", &out->extractable, detail, detaillen)) != 0 ||
 	    (r = kp_opt_b64(res, "payload", KY_KEY_PAYLOAD_MAX, &out->has_payload, &out->payload,
 	                    detail, detaillen)) != 0)
@@ -448,13 +459,6 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	r = KY_ERR_MALFORMED;
 	if (type != NULL && strcmp(type, KP_TYPE_KEY) != 0) {
 		kp_detail(detail, detaillen, "member 'type' must be %s", KP_TYPE_KEY);
-		goto out;
-	}
-	if (nonce != NULL) {
-		kp_detail(detail, detaillen,
-		          "import tokens (encryptedNonce) are not supported: send the payload "
-		          "over TLS");
-		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
 	nl = name ? strlen(name) : 0;
@@ -552,7 +556,7 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *o;
-	const char *path = "";
+	const char *path = "", *tok;
 
 	memset(out, 0, sizeof(*out));
 	if ((r = kp_load(body, n, true, &j, detail, detaillen)) != 0)
@@ -566,12 +570,11 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 		goto out;
 	if (o != j)
 		path = "resources[0]";
-	if (json_object_get(o, "encryptedNonce") != NULL || json_object_get(o, "iv") != NULL) {
+	if ((tok = kp_import_token_member(o)) != NULL) {
 		kp_detail(detail, detaillen,
 		          "member '%s%s%s': import tokens are not supported: send the payload over "
 		          "TLS",
-		          path, path[0] ? "." : "",
-		          json_object_get(o, "encryptedNonce") != NULL ? "encryptedNonce" : "iv");
+		          path, path[0] ? "." : "", tok);
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}

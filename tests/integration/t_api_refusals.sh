@@ -355,6 +355,10 @@ member_refused "create: unknown member in metadata" metadata.color \
 	-X POST /api/v2/keys
 member_refused "create: unknown member in the body" color \
 	'{"resources":[{"name":"colored"}],"color":1}' -X POST /api/v2/keys
+refused "create: a member of import tokens (encryptionAlgorithm)" 400 UNSUPPORTED_ERR $(auth "$M") \
+	$(json_body '{"resources":[{"name":"tokened","payload":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}]}') \
+	-X POST /api/v2/keys
+says "... names it" "member 'resources[0].encryptionAlgorithm': import tokens are not supported"
 member_refused "wrap: unknown member" color '{"plaintext":"aGVsbG8=","color":1}' \
 	-X POST "/api/v2/keys/$K/actions/wrap"
 member_refused "wrap as a collection: unknown member in the action" "resources[0].color" \

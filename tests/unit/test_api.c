@@ -442,6 +442,8 @@ static void test_parse_create(void **state)
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[]}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}]}",
+	     KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_BODY_MEMBER},
 	    {"{\"metadata\":{\"collectionTotal\":1,\"tags\":1},\"resources\":[{\"name\":\"ok\"}]}",
 	     KY_ERR_BODY_MEMBER},
@@ -565,6 +567,11 @@ static void test_parse_action(void **state)
 	    kp_parse_action(ALL_BODY("{\"resources\":[{\"iv\":\"AA==\"}]}"), &a, d, sizeof(d)),
 	    KY_ERR_UNSUPPORTED);
 	assert_non_null(strstr(d, "'resources[0].iv'"));
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}"), &a, d,
+	                    sizeof(d)),
+	    KY_ERR_UNSUPPORTED);
+	assert_non_null(strstr(d, "'encryptionAlgorithm'"));
 	/* A known member an action does not take. */
 	assert_int_equal(kp_parse_action(BODY("{\"ciphertext\":\"S1lXMQ==\"}"), "wrap",
 	                                 "plaintext aad", &a, d, sizeof(d)),
