@@ -678,6 +678,15 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 				          "rotation needs interval_month 1 to 12");
 				goto out;
 			}
+			if (iv != NULL && !enabled) {
+				kp_detail(
+				    detail, detaillen,
+				    "member 'resources[%zu].rotation.interval_month' with enabled "
+				    "false: a disabled rotation policy keeps no interval, leave it "
+				    "out",
+				    i);
+				goto out;
+			}
 			if (iv != NULL && (!json_is_integer(iv) || json_integer_value(iv) < 1 ||
 			                   json_integer_value(iv) > 12)) {
 				kp_detail(detail, detaillen, "interval_month must be 1 to 12");

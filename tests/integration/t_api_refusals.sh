@@ -306,6 +306,11 @@ refused "key policies: collectionTotal not the number of resources" 400 MALFORME
 	$(json_body "{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":2},\"resources\":[$rot6]}") \
 	-X PUT "/api/v2/keys/$K/policies"
 says "... names metadata.collectionTotal" "metadata.collectionTotal"
+refused "key policies: interval_month on a disabled rotation policy (it would be dropped)" 400 \
+	MALFORMED_ERR $(auth "$M") \
+	$(json_body "{\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":6}}]}") \
+	-X PUT "/api/v2/keys/$K/policies"
+says "... names it" "member 'resources[0].rotation.interval_month' with enabled false"
 call $(auth "$M") "/api/v2/keys/$K/policies"
 expect_eq "key policies of $K read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$kpol_before"
 

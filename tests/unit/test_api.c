@@ -640,6 +640,7 @@ static void test_parse_key_policies(void **state)
 	    "{\"resources\":[{\"rotation\":{\"interval_month\":1}},{\"rotation\":{"
 	    "\"interval_month\":2}}]}",
 	    "{\"resources\":[{\"dualAuthDelete\":{}}]}",
+	    "{\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":3}}]}",
 	    "{\"resources\":[{\"dualAuthDelete\":{\"enabled\":1}}]}",
 	    "{\"resources\":[{\"type\":\"x\",\"dualAuthDelete\":{\"enabled\":true}}]}",
 	};
