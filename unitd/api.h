@@ -140,7 +140,8 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
                     struct kp_action_body *out, char *detail, size_t detaillen) KY_WUR;
 void kp_action_release(struct kp_action_body *a);
 
-/* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. */
+/* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. A
+ * member not taken, at any depth, is KY_ERR_BODY_MEMBER naming its path. */
 struct kp_key_policy {
 	int rotation_months; /* 0 = off, 1..12 */
 	int dual_auth;       /* 0 / 1 */
@@ -169,8 +170,9 @@ void kp_instance_policies_init(struct kp_instance_policies *p);
 int kp_instance_policies_decode(const uint8_t *p, size_t n,
                                 struct kp_instance_policies *out) KY_WUR;
 int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_buf *out) KY_WUR;
-/* Applies a PUT body to p (only = query "policy" or NULL). KY_ERR_UNSUPPORTED for policy
- * types kyok does not enforce (allowedNetwork, allowedIP, metrics). */
+/* Applies a PUT body to p (only = query "policy" or NULL), all of it or nothing.
+ * KY_ERR_UNSUPPORTED for policy types kyok does not enforce (allowedNetwork, allowedIP,
+ * metrics), KY_ERR_BODY_MEMBER naming the path of a member not taken, at any depth. */
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen) KY_WUR;
