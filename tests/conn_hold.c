@@ -11,12 +11,19 @@
  *     Sends a POST to PATH announcing a 1,000,000-byte body, then one byte every 100 ms.
  *     Exit 0 with "closed after B bytes" when the server closes the connection, 1 when the
  *     whole body went through.
+ *
+ *   conn_hold trickle HOST PORT PATH FIRST
+ *     Sends FIRST (0 or 1) whole GET requests for PATH on one connection, reading each
+ *     reply, then the request line of another and one header byte a second, never ending
+ *     the headers. Exit 0 with "closed after B header bytes" when the server closes the
+ *     connection, 1 when it is still open after TRICKLE_DEADLINE_S or a reply went wrong.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HOLD_DEADLINE_S 120
-#define DRIP_BODY       1000000L
+#define HOLD_DEADLINE_S    120
+#define DRIP_BODY          1000000L
+#define TRICKLE_DEADLINE_S 60
 
 enum conn_state { CONN_CONNECTING, CONN_OPEN, CONN_CLOSED, CONN_FAILED };
 
@@ -181,12 +189,104 @@ static int drip_main(char **argv)
 	return 0;
 }
 
+/* Reads one HTTP reply (headers and a Content-Length body) from fd; 0 when it was a 200. */
+static int trickle_reply(int fd)
+{
+	char buf[8192], *end, *cl;
+	size_t have = 0;
+	long body = 0;
+	ssize_t n;
+	bool ok;
+
+	for (;;) {
+		if (have == sizeof(buf) - 1)
+			return -1;
+		if ((n = read(fd, buf + have, sizeof(buf) - 1 - have)) <= 0)
+			return -1;
+		have += (size_t)n;
+		buf[have] = '\0';
+		if ((end = strstr(buf, "\r\n\r\n")) != NULL)
+			break;
+	}
+	ok = strncmp(buf, "HTTP/1.1 200", 12) == 0;
+	if ((cl = strstr(buf, "\r\nContent-Length:")) != NULL && cl < end)
+		body = atol(cl + 17);
+	body -= (long)(have - (size_t)(end + 4 - buf));
+	while (body > 0) {
+		if ((n = read(fd, buf, sizeof(buf))) <= 0)
+			return -1;
+		body -= n;
+	}
+	return ok ? 0 : -1;
+}
+
+static int trickle_main(char **argv)
+{
+	struct sockaddr_in dst;
+	char req[256], b[256];
+	int fd, first = atoi(argv[3]), n;
+	long sent = 0;
+	struct pollfd pf;
+	bool closed = false;
+	double end;
+
+	if (addr_of(argv[0], argv[1], &dst) != 0 || first < 0 || first > 1)
+		return 2;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+		fprintf(stderr, "conn_hold: connect: %s\n", strerror(errno));
+		return 2;
+	}
+	for (int i = 0; i < first; i++) {
+		n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", argv[2],
+		             argv[0]);
+		if (write(fd, req, (size_t)n) != n || trickle_reply(fd) != 0) {
+			printf("the whole request before the trickle got no reply\n");
+			return 1;
+		}
+	}
+	n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nX-Trickle: ", argv[2],
+	             argv[0]);
+	if (write(fd, req, (size_t)n) != n)
+		return 2;
+	end = now_s() + TRICKLE_DEADLINE_S;
+	while (now_s() < end) {
+		pf.fd = fd;
+		pf.events = POLLIN;
+		/* Pacing of this client, not a wait for the server: it sends its next byte. */
+		if (poll(&pf, 1, 1000) > 0) {
+			ssize_t r = read(fd, b, sizeof(b));
+			if (r <= 0) {
+				closed = true;
+				break;
+			}
+			printf("the server answered headers that never ended: %.*s\n", (int)r, b);
+			return 1;
+		}
+		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) {
+			closed = true;
+			break;
+		}
+		sent++;
+	}
+	close(fd);
+	if (!closed) {
+		printf("still open after %d s and %ld header bytes\n", TRICKLE_DEADLINE_S, sent);
+		return 1;
+	}
+	printf("closed after %ld header bytes\n", sent);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 7 && strcmp(argv[1], "hold") == 0)
 		return hold_main(argv + 2);
 	if (argc == 5 && strcmp(argv[1], "drip") == 0)
 		return drip_main(argv + 2);
-	fprintf(stderr, "usage: conn_hold hold HOST PORT SOURCE N LIMIT | drip HOST PORT PATH\n");
+	if (argc == 6 && strcmp(argv[1], "trickle") == 0)
+		return trickle_main(argv + 2);
+	fprintf(stderr, "usage: conn_hold hold HOST PORT SOURCE N LIMIT | drip HOST PORT PATH | "
+	                "trickle HOST PORT PATH FIRST\n");
 	return 2;
 }

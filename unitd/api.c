@@ -47,7 +47,9 @@
 /* Request ids: the client's header, how long a reply is kept, the header on a replay. */
 #define API_HDR_REQUEST_ID "Idempotency-Key"
 #define API_HDR_REPLAYED   "Kyok-Replayed"
-#define API_REQUEST_TTL    (24 * 3600)
+/* A key listing that left out records failing their own checks says how many. */
+#define API_HDR_WITHHELD "Kyok-Keys-Withheld"
+#define API_REQUEST_TTL  (24 * 3600)
 /* A record the instance keeps under its master key does not open here. */
 #define API_STALE_UNIT                                                                    \
 	"this unit does not hold the instance's master key (left behind by a master key " \
@@ -220,6 +222,7 @@ struct api_ctx {
 	unsigned status;
 	json_t *reply;
 	char key_total[24];
+	char withheld[24]; /* a listing: records left out (API_HDR_WITHHELD) */
 	char detail[512];
 	/* a reply kept by request id, sent as it was stored (x->reply unused) */
 	bool replayed;
@@ -275,7 +278,7 @@ static bool api_correlation_ok(const char *v)
 	return true;
 }
 
-static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
+static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status, const char *withheld,
                                 const struct ky_buf *body, const char *key_total,
                                 const char *correlation, bool replayed)
 {
@@ -301,7 +304,9 @@ static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status,
 	     MHD_add_response_header(resp, "Key-Total", key_total) != MHD_YES) ||
 	    (correlation != NULL && api_correlation_ok(correlation) &&
 	     MHD_add_response_header(resp, "Correlation-Id", correlation) != MHD_YES) ||
-	    (replayed && MHD_add_response_header(resp, API_HDR_REPLAYED, "true") != MHD_YES))
+	    (replayed && MHD_add_response_header(resp, API_HDR_REPLAYED, "true") != MHD_YES) ||
+	    (withheld != NULL && withheld[0] != '\0' &&
+	     MHD_add_response_header(resp, API_HDR_WITHHELD, withheld) != MHD_YES))
 		goto out;
 	ret = MHD_queue_response(c, status, resp);
 out:
@@ -310,7 +315,7 @@ out:
 }
 
 static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, const json_t *j,
-                                     const char *key_total)
+                                     const char *key_total, const char *withheld)
 {
 	struct ky_buf body = {0};
 	enum MHD_Result ret;
@@ -322,22 +327,72 @@ static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, 
 			return MHD_NO;
 		status = 500;
 	}
-	ret = api_send(c, status, &body, key_total, corr, false);
+	ret = api_send(c, status, withheld, &body, key_total, corr, false);
 	ky_buf_free(&body);
 	return ret;
 }
 
-static enum MHD_Result api_send_error(struct MHD_Connection *c, int err, const char *detail)
+static enum MHD_Result api_send_error_as(struct MHD_Connection *c, int err, const char *detail,
+                                         bool log)
 {
 	json_t *j = kp_error_json(err, detail);
 	enum MHD_Result ret;
 
 	/* Internal failures only: refusals and "no master key" are the client's business. */
-	if (ky_err_http(err) == 500)
+	if (log && ky_err_http(err) == 500)
 		unitd_log("api: %s: %s", ky_err_slug(err), detail ? detail : "");
-	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL);
+	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL, NULL);
 	json_decref(j);
 	return ret;
+}
+
+static enum MHD_Result api_send_error(struct MHD_Connection *c, int err, const char *detail)
+{
+	return api_send_error_as(c, err, detail, true);
+}
+
+/* Failures of key storage itself, or of one of its records: the operator's business. */
+static bool api_storage_err(int err);
+
+/* One log line with what an operator needs when a request failed inside the unit or in key
+ * storage: the request, the key, the caller, and for key storage what it answered (where it
+ * is, its own message, the system's). Refusals are the client's business: not logged. */
+static void api_log_failure(struct unitd_api *api, const char *method, const char *prefix,
+                            const char *path, const char *id, const char *caller, int r,
+                            const char *detail)
+{
+	char why[512] = "";
+
+	if (r == 0 || !(api_storage_err(r) || ky_err_http(r) == 500))
+		return;
+	if (api_storage_err(r) && api->ks != NULL)
+		ky_store_failure(unitd_keystore_store(api->ks), why, sizeof(why));
+	unitd_log("api: %s %s%s%s%s%s%s: %s: %s%s%s%s%s", method, prefix, path,
+	          id[0] ? " key " : "", id, caller[0] ? " API key " : "", caller, ky_err_slug(r),
+	          ky_err_message(r), detail[0] ? ": " : "", detail, why[0] ? "; " : "", why);
+}
+
+static bool api_storage_err(int err)
+{
+	switch (err) {
+	case KY_ERR_IO:
+	case KY_ERR_STORE:
+	case KY_ERR_STORE_BUSY:
+	case KY_ERR_STORE_FULL:
+	case KY_ERR_STORE_DAMAGED:
+	case KY_ERR_STORE_SCHEMA:
+	case KY_ERR_STORAGE_ROLLBACK:
+	case KY_ERR_STORAGE_MISSING:
+	case KY_ERR_LEDGER_TAMPERED:
+	case KY_ERR_LEDGER_MISMATCH:
+	case KY_ERR_LEDGER_KEY:
+	case KY_ERR_RECORD_TAMPERED:
+	case KY_ERR_RECORD_STALE:
+	case KY_ERR_RECORD_MISSING:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* ---- matching ---- */
@@ -630,6 +685,24 @@ static const char *api_query_opt(struct api_ctx *x, const char *k)
 
 static const struct kp_sort *api_sort_by;
 
+/* A listing left out records that fail their own checks: each is named in the log (the
+ * first KY_KMS_WITHHELD_IDS), the answer says how many (API_HDR_WITHHELD). A GET of one of
+ * them is refused with its own error. */
+static void api_report_withheld(struct api_ctx *x, const struct ky_kms_withheld *wh)
+{
+	if (wh->n == 0)
+		return;
+	for (size_t i = 0; i < wh->n && i < KY_KMS_WITHHELD_IDS; i++)
+		unitd_log("api: %s %s%s: key %s withheld from the listing: %s: %s",
+		          api_routes[x->q->route].method, API_PREFIX, api_routes[x->q->route].path,
+		          wh->ids[i], ky_err_slug(wh->errs[i]), ky_err_message(wh->errs[i]));
+	if (wh->n > KY_KMS_WITHHELD_IDS)
+		unitd_log("api: %s %s%s: %zu more keys withheld from the listing",
+		          api_routes[x->q->route].method, API_PREFIX, api_routes[x->q->route].path,
+		          wh->n - KY_KMS_WITHHELD_IDS);
+	snprintf(x->withheld, sizeof(x->withheld), "%zu", wh->n);
+}
+
 static int api_sort_cmp(const void *a, const void *b)
 {
 	return kp_sort_cmp(api_sort_by, *(struct ky_key *const *)a, *(struct ky_key *const *)b);
@@ -646,14 +719,16 @@ static int api_keys_select(struct api_ctx *x, const struct ky_store_filter *f,
 	struct ky_key **all = NULL;
 	size_t nall = 0, kept = 0, i;
 	uint64_t stored = 0;
+	struct ky_kms_withheld wh;
 	int r;
 
 	*keys = NULL;
 	*n = 0;
 	*total = 0;
 	/* Every key the store filter matches (an instance holds at most key_limit of them). */
-	if ((r = ky_kms_key_list(&x->kms, f, 0, 0, x->now, &all, &nall, &stored)) != 0)
+	if ((r = ky_kms_key_list(&x->kms, f, 0, 0, x->now, &all, &nall, &stored, &wh)) != 0)
 		return r;
+	api_report_withheld(x, &wh);
 	for (i = 0; i < nall; i++) {
 		struct ky_key *k = all[i];
 
@@ -740,9 +815,13 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	} else if (head) {
 		if ((r = ky_store_key_count(x->kms.store, &f, &total)) != 0)
 			return r;
-	} else if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
-	                                &total)) != 0) {
-		return r;
+	} else {
+		struct ky_kms_withheld wh;
+
+		if ((r = ky_kms_key_list(&x->kms, &f, (uint32_t)limit, offset, x->now, &keys, &n,
+		                         &total, &wh)) != 0)
+			return r;
+		api_report_withheld(x, &wh);
 	}
 	if (head) {
 		snprintf(x->key_total, sizeof(x->key_total), "%llu", (unsigned long long)total);
@@ -1637,7 +1716,7 @@ static enum MHD_Result api_token_error(struct MHD_Connection *c, int err, const 
 	j = json_pack("{s:s, s:s+++, s:s}", "errorCode", code, "errorMessage", ky_err_message(err),
 	              detail && detail[0] ? ": " : "", detail ? detail : "", "", "kyokCode",
 	              ky_err_slug(err));
-	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL);
+	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL, NULL);
 	json_decref(j);
 	return ret;
 }
@@ -1660,6 +1739,7 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 		r = KY_ERR_NO_STORE;
 		goto out;
 	}
+	ky_store_failure_clear(unitd_keystore_store(api->ks));
 	if ((r = token_form_parse((const char *)q->body.data, q->body.len, apikey, sizeof(apikey),
 	                          detail, sizeof(detail))) != 0)
 		goto out;
@@ -1715,11 +1795,12 @@ out:
 	if (held)
 		unitd_keystore_leave(api->ks);
 	OPENSSL_cleanse(key, sizeof(key));
+	api_log_failure(api, "POST", "", API_TOKEN_PATH, "", who, r, detail);
 	r = api_audit_plain("POST", API_TOKEN_PATH, who, r, detail, sizeof(detail));
 	if (r != 0)
 		ret = api_token_error(c, r, detail);
 	else
-		ret = api_send_json(c, 200, j, NULL);
+		ret = api_send_json(c, 200, j, NULL, NULL);
 	json_decref(j);
 	return ret;
 }
@@ -1781,6 +1862,8 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.q = q;
 	x.now = api_now();
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
+	if (api->ks != NULL)
+		ky_store_failure_clear(unitd_keystore_store(api->ks));
 	if ((r = api_authenticate(&x)) == 0 && (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
 		x.acted = !api_reads_only(&x);
 		r = api_dispatch_once(&x);
@@ -1789,15 +1872,17 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 		unitd_keystore_leave(api->ks);
 	if (r == KY_ERR_NOT_FOUND && x.detail[0] == '\0' && q->id[0] != '\0')
 		api_detail(&x, "no key with id %s", q->id);
+	api_log_failure(api, api_routes[q->route].method, API_PREFIX, api_routes[q->route].path,
+	                q->id, x.caller, r, x.detail);
 	r = api_audit(&x, UNITD_AUDIT_DONE, r);
 	if (r != 0)
-		ret = api_send_error(c, r, x.detail);
+		ret = api_send_error_as(c, r, x.detail, false);
 	else if (x.stored.len > 0 || x.replayed)
-		ret = api_send(c, x.status, &x.stored, NULL,
+		ret = api_send(c, x.status, NULL, &x.stored, NULL,
 		               MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Correlation-Id"),
 		               x.replayed);
 	else
-		ret = api_send_json(c, x.status ? x.status : 200, x.reply, x.key_total);
+		ret = api_send_json(c, x.status ? x.status : 200, x.reply, x.key_total, x.withheld);
 	json_decref(x.reply);
 	ky_buf_free(&x.stored);
 	return ret;

@@ -36,6 +36,9 @@
  *                               closed, 1..3600
  *   body_timeout = 60           optional, seconds from a request's headers to the end of its
  *                               body, 1..3600
+ *   header_timeout = 10         optional, seconds from a connection's accept (or the end of
+ *                               its previous request) to the end of a request's headers,
+ *                               1..3600
  *   anchor_cert = anchor.crt    the instance's unit trust anchor certificate (PEM); must be
  *                               the one sealed in the state (required to start)
  *   identity_cert = identity.crt  this unit's identity certificate issued by the anchor
@@ -104,6 +107,7 @@ static const struct config_key config_keys[] = {
     {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
     {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
     {"body_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
+    {"header_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
     {"anchor_cert", CONFIG_PATH, false, 0, 0},
     {"identity_cert", CONFIG_PATH, false, 0, 0},
     {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
@@ -309,6 +313,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->idle_timeout;
 	if (strcmp(name, "body_timeout") == 0)
 		return &cfg->body_timeout;
+	if (strcmp(name, "header_timeout") == 0)
+		return &cfg->header_timeout;
 	if (strcmp(name, "audit_max_bytes") == 0)
 		return &cfg->audit_max_bytes;
 	if (strcmp(name, "audit_checkpoint_ms") == 0)
@@ -413,8 +419,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
-		           "body_timeout, anchor_cert, identity_cert, audit_max_bytes, "
-		           "audit_checkpoint_ms, imprint_verifier)",
+		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
+		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -600,6 +606,7 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->max_connections_per_client = UNITD_CONN_CLIENT_DEFAULT;
 	cfg->idle_timeout = UNITD_IDLE_TIMEOUT_DEFAULT;
 	cfg->body_timeout = UNITD_BODY_TIMEOUT_DEFAULT;
+	cfg->header_timeout = UNITD_HEADER_TIMEOUT_DEFAULT;
 	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
 	err[0] = '\0';

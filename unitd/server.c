@@ -11,10 +11,11 @@
  *
  * What one client can cost is bounded (unit.conf): connections in total and per client
  * address (MHD closes the extra ones as soon as they are accepted), seconds a connection may
- * stay silent (idle_timeout) and seconds a request body may take after its headers
- * (body_timeout); a command body is at most KY_MAX_COMMAND_BYTES, and its signer,
- * certificate and digest counts are checked on the decoded structure before any signature
- * (lib/crypto/cms.c).
+ * stay silent (idle_timeout), seconds its request headers may take from the accept or the
+ * previous request (header_timeout, header_timer.c) and seconds a request body may take
+ * after its headers (body_timeout); a command body is at most KY_MAX_COMMAND_BYTES, and its
+ * signer, certificate and digest counts are checked on the decoded structure before any
+ * signature (lib/crypto/cms.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -202,10 +203,11 @@ struct unitd_server {
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
-	struct unitd_imprint imprint; /* who may command the unit in imprint mode */
-	struct ky_buf tls_cert;       /* PEM, kept while MHD runs */
-	struct ky_buf tls_key;        /* PEM, cleansed on free */
-	uint32_t body_timeout;        /* seconds from a request's headers to its last byte */
+	struct unitd_header_timer *headers; /* header_timeout: freed after MHD stops */
+	struct unitd_imprint imprint;       /* who may command the unit in imprint mode */
+	struct ky_buf tls_cert;             /* PEM, kept while MHD runs */
+	struct ky_buf tls_key;              /* PEM, cleansed on free */
+	uint32_t body_timeout;              /* seconds from a request's headers to its last byte */
 	uint16_t port;
 	char addr[INET6_ADDRSTRLEN + 3];
 };
@@ -722,6 +724,7 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 		if ((req = calloc(1, sizeof(*req))) == NULL)
 			return MHD_NO;
 		*con_cls = req;
+		unitd_header_timer_headers_done(srv->headers, c);
 		if (clock_gettime(CLOCK_MONOTONIC, &req->started) != 0)
 			return MHD_NO;
 		if (unitd_api_owns(url)) {
@@ -776,11 +779,11 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 static void server_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                              enum MHD_RequestTerminationCode toe)
 {
+	struct unitd_server *srv = cls;
 	struct server_req *req = *con_cls;
 
-	(void)cls;
-	(void)c;
 	(void)toe;
+	unitd_header_timer_request_done(srv->headers, c);
 	if (req == NULL)
 		return;
 	unitd_api_completed(req->api_req);
@@ -954,6 +957,10 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 	srv->st = st;
 	srv->imprint = cfg->imprint;
 	srv->body_timeout = cfg->body_timeout;
+	if ((r = unitd_header_timer_new(cfg->header_timeout, &srv->headers)) != 0) {
+		snprintf(err, errlen, "cannot start the header timer: %s", ky_err_message(r));
+		goto out;
+	}
 	if (tls && (r = server_tls_load(srv, cfg, err, errlen)) != 0)
 		goto out;
 	if ((r = server_bind(srv, cfg->host, cfg->port, tls, &fd, &v6, err, errlen)) != 0)
@@ -989,11 +996,13 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		srv->mhd = MHD_start_daemon(
 		    flags, 0, NULL, NULL, server_handle, srv, MHD_OPTION_EXTERNAL_LOGGER,
 		    server_mhd_log, srv, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-		    MHD_OPTION_NOTIFY_COMPLETED, server_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
-		    server_conn_limit(cfg->max_connections), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		    (unsigned)cfg->max_connections_per_client, MHD_OPTION_CONNECTION_TIMEOUT,
-		    (unsigned)cfg->idle_timeout, MHD_OPTION_THREAD_POOL_SIZE, server_threads(),
-		    MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+		    MHD_OPTION_NOTIFY_COMPLETED, server_completed, srv,
+		    MHD_OPTION_NOTIFY_CONNECTION, unitd_header_timer_notify, srv->headers,
+		    MHD_OPTION_CONNECTION_LIMIT, server_conn_limit(cfg->max_connections),
+		    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_client,
+		    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
+		    MHD_OPTION_THREAD_POOL_SIZE, server_threads(), MHD_OPTION_ARRAY, tls_opts,
+		    MHD_OPTION_END);
 	}
 	if (srv->mhd == NULL) {
 		r = KY_ERR_INTERNAL;
@@ -1022,6 +1031,7 @@ out:
 		}
 		unitd_storage_free(srv->storage);
 		unitd_api_free(srv->api);
+		unitd_header_timer_free(srv->headers);
 		ky_buf_free(&srv->tls_cert);
 		ky_buf_free(&srv->tls_key);
 		pthread_mutex_destroy(&srv->lock);
@@ -1046,7 +1056,8 @@ void unitd_server_free(struct unitd_server *srv)
 		return;
 	if (srv->mhd != NULL)
 		MHD_stop_daemon(srv->mhd);
-	unitd_storage_free(srv->storage); /* stops and joins the re-encipherment worker */
+	unitd_header_timer_free(srv->headers); /* after MHD: its connections are all closed */
+	unitd_storage_free(srv->storage);      /* stops and joins the re-encipherment worker */
 	unitd_api_free(srv->api);
 	unitd_keystore_free(srv->ks);
 	ky_domain_free(srv->dom);

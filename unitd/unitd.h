@@ -28,12 +28,13 @@
 #define UNITD_REENC_BATCH_MAX     100000u
 #define UNITD_REENC_PAUSE_MAX     60000u /* ms */
 /* Connections: total and per client address, and how long one may take (seconds). */
-#define UNITD_CONN_DEFAULT         1000u
-#define UNITD_CONN_MAX             100000u
-#define UNITD_CONN_CLIENT_DEFAULT  64u
-#define UNITD_IDLE_TIMEOUT_DEFAULT 30u
-#define UNITD_BODY_TIMEOUT_DEFAULT 60u
-#define UNITD_TIMEOUT_MAX          3600u
+#define UNITD_CONN_DEFAULT           1000u
+#define UNITD_CONN_MAX               100000u
+#define UNITD_CONN_CLIENT_DEFAULT    64u
+#define UNITD_IDLE_TIMEOUT_DEFAULT   30u
+#define UNITD_BODY_TIMEOUT_DEFAULT   60u
+#define UNITD_HEADER_TIMEOUT_DEFAULT 10u
+#define UNITD_TIMEOUT_MAX            3600u
 
 /* Where the seal key of the unit state lives (unit.conf 'seal'). */
 enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
@@ -80,6 +81,7 @@ struct unitd_config {
 	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
 	uint32_t body_timeout;               /* s from a request's headers to its last byte */
+	uint32_t header_timeout;             /* s from accept or the last request to its headers */
 	char *anchor_cert;            /* the instance's unit trust anchor (PEM certificate) */
 	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
 	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
@@ -127,6 +129,25 @@ bool unitd_log_reaches_stderr(void);
 void unitd_log_close(void);
 /* One line, prefixed with the UTC time. Never pass secrets. */
 void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- header_timer.c: the header timeout of the HTTP server ----
+ *
+ * A connection has timeout_s seconds from its accept, and from the end of each request,
+ * until the access handler sees the next request's headers; past that a sweeper thread
+ * shuts it down and logs one line. Give unitd_header_timer_notify to MHD as
+ * MHD_OPTION_NOTIFY_CONNECTION with the timer as its closure; free the timer after
+ * MHD_stop_daemon. */
+struct unitd_header_timer;
+
+int unitd_header_timer_new(uint32_t timeout_s, struct unitd_header_timer **out) KY_WUR;
+/* Stops and joins the sweeper; NULL is a no-op. */
+void unitd_header_timer_free(struct unitd_header_timer *ht);
+void unitd_header_timer_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                               enum MHD_ConnectionNotificationCode code);
+/* The access handler's first call for a request: its headers are complete. */
+void unitd_header_timer_headers_done(struct unitd_header_timer *ht, struct MHD_Connection *c);
+/* A request ended (MHD_OPTION_NOTIFY_COMPLETED): the connection waits for headers again. */
+void unitd_header_timer_request_done(struct unitd_header_timer *ht, struct MHD_Connection *c);
 
 /* ---- audit.c: the unit's audit trail (docs/formats.md, "Audit log") ----
  *

@@ -167,6 +167,9 @@
 	  "under")                                                                                 \
 	X(KEY_LIMIT, "key-limit", KY_EXIT_STATE, 409, "key limit reached")                         \
 	X(STORE, "store-failure", KY_EXIT_INTERNAL, 500, "key storage operation failed")           \
+	X(STORE_FULL, "storage-full", KY_EXIT_UNIT, 503,                                           \
+	  "no space left on the device that holds key storage: nothing was written; free space "   \
+	  "there, then retry")                                                                     \
 	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503,                                             \
 	  "key storage is locked by another writer: retry")                                        \
 	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \

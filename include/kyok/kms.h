@@ -179,10 +179,21 @@ int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, 
 /* state is the state as of now (ky_key_state_at). */
 int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t now,
                    struct ky_key **out) KY_WUR;
-/* Metadata of the keys matching f (NULL = all), in creation order; total = all matches. */
+/* Records a listing leaves out because they fail their own checks (KY_ERR_RECORD_TAMPERED,
+ * KY_ERR_RECORD_STALE): how many, and the ids and errors of the first KY_KMS_WITHHELD_IDS. */
+#define KY_KMS_WITHHELD_IDS 8
+struct ky_kms_withheld {
+	size_t n;
+	char ids[KY_KMS_WITHHELD_IDS][KY_UUID_LEN + 1];
+	int errs[KY_KMS_WITHHELD_IDS];
+};
+
+/* Metadata of the keys matching f (NULL = all), in creation order; total = all matches. With
+ * wh NULL one record that fails its checks fails the listing; otherwise it is left out and
+ * counted in *wh, and the others are listed. */
 int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
-                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n,
-                    uint64_t *total) KY_WUR;
+                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n, uint64_t *total,
+                    struct ky_kms_withheld *wh) KY_WUR;
 /* Load, ky_key_apply, store with compare-and-swap (retried on a concurrent change); purge
  * deletes the row. out (may be NULL) receives the key as stored (NULL after a purge). */
 int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,

@@ -199,6 +199,8 @@ struct ky_store_ops {
 	                     struct ky_store_ledger_pos *pos);
 	int (*ledger_pos)(void *be, struct ky_store_ledger_pos *pos);
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
+	void (*failure)(void *be, char *out, size_t outlen);
+	void (*failure_clear)(void *be);
 };
 
 extern const struct ky_store_ops ky_store_sqlite_ops;
@@ -344,6 +346,13 @@ int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER
 int ky_store_ledger_pos(struct ky_store *s, struct ky_store_ledger_pos *pos) KY_WUR;
 
 /* ---- diagnostics ---- */
+
+/* What the last failure on this thread was, as the backend knows it, for a log line: where
+ * the storage is and the backend's own message, e.g. "key storage '/srv/keys.db': SQLite:
+ * database or disk is full (result code 13); system: No space left on device". Without a
+ * failure since ky_store_failure_clear, only where the storage is. Never holds record data. */
+void ky_store_failure(struct ky_store *s, char *out, size_t outlen);
+void ky_store_failure_clear(struct ky_store *s);
 
 /* The backend's query plan for a hot query, as text (tests check that indexes are used). */
 int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen) KY_WUR;

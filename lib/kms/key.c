@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -808,17 +809,20 @@ int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t 
 }
 
 int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, uint32_t limit,
-                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n, uint64_t *total)
+                    uint64_t offset, int64_t now, struct ky_key ***keys, size_t *n, uint64_t *total,
+                    struct ky_kms_withheld *wh)
 {
 	struct ky_store_row *rows = NULL;
 	struct ky_key **v = NULL;
-	size_t nrows = 0, i = 0;
+	size_t nrows = 0, i = 0, kept = 0;
 	int r = KY_ERR_INTERNAL;
 
 	struct ky_store_filter mine = {.states = 0, .extractable = -1};
 
 	*keys = NULL;
 	*n = 0;
+	if (wh != NULL)
+		memset(wh, 0, sizeof(*wh));
 	/* Only records this unit's registers open: those under any other master key were
 	 * crypto-shredded (zeroize, then a new master key) and are nobody's keys any more. */
 	if (f != NULL)
@@ -837,16 +841,28 @@ int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, u
 		goto out;
 	}
 	for (i = 0; i < nrows; i++) {
-		if ((r = ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &v[i])) != 0)
+		r = ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &v[kept]);
+		if (r != 0 && wh != NULL &&
+		    (r == KY_ERR_RECORD_TAMPERED || r == KY_ERR_RECORD_STALE)) {
+			/* This record only: the others are still what was last written. */
+			if (wh->n < KY_KMS_WITHHELD_IDS) {
+				snprintf(wh->ids[wh->n], sizeof(wh->ids[wh->n]), "%s", rows[i].id);
+				wh->errs[wh->n] = r;
+			}
+			wh->n++;
+			continue;
+		}
+		if (r != 0)
 			goto out;
-		v[i]->state = ky_key_state_at(v[i], now);
+		v[kept]->state = ky_key_state_at(v[kept], now);
+		kept++;
 	}
 	*keys = v;
-	*n = nrows;
+	*n = kept;
 	v = NULL; /* transferred */
 	r = 0;
 out:
-	ky_keys_free(v, i);
+	ky_keys_free(v, kept);
 	ky_store_rows_free(rows, nrows);
 	return r;
 }

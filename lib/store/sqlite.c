@@ -302,6 +302,13 @@ struct sq_store {
 
 /* ---- errors ---- */
 
+/* The last SQLite failure on this thread, for ky_store_failure: SQLite's extended result
+ * code and the errno of the system call that failed, if one did. */
+static _Thread_local struct {
+	int rc;
+	int sys_errno;
+} sq_last;
+
 static int sq_err(int rc)
 {
 	switch (rc & 0xff) {
@@ -319,15 +326,26 @@ static int sq_err(int rc)
 	case SQLITE_CORRUPT:
 	case SQLITE_NOTADB:
 		return KY_ERR_STORE_DAMAGED;
+	case SQLITE_FULL:
+		return KY_ERR_STORE_FULL;
 	case SQLITE_CANTOPEN:
 	case SQLITE_PERM:
 	case SQLITE_READONLY:
 	case SQLITE_IOERR:
-	case SQLITE_FULL:
 		return KY_ERR_IO;
 	default:
 		return KY_ERR_STORE;
 	}
+}
+
+/* A failed SQLite call: remembered for ky_store_failure, never 0. */
+static int sq_fail(int rc)
+{
+	int r = sq_err(rc);
+
+	sq_last.rc = rc;
+	sq_last.sys_errno = 0;
+	return r != 0 ? r : KY_ERR_STORE;
 }
 
 /* ---- connections ---- */
@@ -386,7 +404,7 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
 	                     NULL);
 	if (rc != SQLITE_OK) {
-		r = sq_err(rc);
+		r = sq_fail(rc);
 		goto out;
 	}
 	sqlite3_extended_result_codes(c->db, 1);
@@ -399,13 +417,13 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
-		r = sq_err(rc);
+		r = sq_fail(rc);
 		goto out;
 	}
 	/* journal_mode answers the mode in force: refuse anything but WAL. */
 	if ((rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &st, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_step(st)) != SQLITE_ROW) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	if (sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") != 0) {
@@ -456,7 +474,7 @@ static int sq_stmt(struct sq_conn *c, enum sq_stmt i, sqlite3_stmt **out)
 		rc = sqlite3_prepare_v3(c->db, sq_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
 		                        NULL);
 		if (rc != SQLITE_OK)
-			return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			return sq_fail(rc);
 	}
 	*out = c->st[i];
 	return 0;
@@ -476,9 +494,14 @@ static int sq_exec(struct sq_conn *c, enum sq_stmt i)
 
 	if ((r = sq_stmt(c, i, &st)) != 0)
 		return r;
-	rc = sqlite3_step(st);
+	if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
+		sq_done(st);
+		return 0;
+	}
+	r = sq_fail(rc);
+	sq_last.sys_errno = sqlite3_system_errno(c->db); /* before the reset clears it */
 	sq_done(st);
-	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return r;
 }
 
 /* ---- write transactions ---- */
@@ -738,7 +761,7 @@ static int sq_ledger_read(struct sq_conn *c, uint8_t t, const char *id, struct s
 	if (rc == SQLITE_ROW)
 		r = sq_ledger_row(&c->s->L, st, t, 0, out);
 	else
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	sq_done(st);
 	return r;
 }
@@ -761,7 +784,7 @@ static int sq_ledger_meta_read(struct sq_conn *c, struct sq_ledger_meta *m)
 		        ? 0
 		        : KY_ERR_LEDGER_TAMPERED;
 	} else {
-		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_fail(rc);
 	}
 	sq_done(st);
 	return r;
@@ -795,7 +818,7 @@ static int sq_ledger_meta_write(struct sq_conn *c, struct sq_ledger_meta *m)
 	sqlite3_bind_blob(st, 5, m->mac, KY_LEDGER_TAG_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sq_done(st);
-	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_DONE ? 0 : sq_fail(rc);
 }
 
 /* Every record, tagged, into ix (initialised here), as of generation gen. */
@@ -810,7 +833,7 @@ static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix, uint6
 	for (uint8_t t = KY_LEDGER_KEYS; t <= KY_LEDGER_APIKEYS; t++) {
 		if ((rc = sqlite3_prepare_v2(c->db, sq_ledger_scan[t], -1, &st, NULL)) !=
 		    SQLITE_OK) {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 			goto out;
 		}
 		if (t == KY_LEDGER_SECRETS)
@@ -821,7 +844,7 @@ static int sq_ledger_rescan(struct sq_conn *c, struct ky_ledger_index *ix, uint6
 				goto out;
 		}
 		if (rc != SQLITE_DONE) {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 			goto out;
 		}
 		sqlite3_finalize(st);
@@ -861,7 +884,7 @@ static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m
 		gens = sqlite3_column_int64(st, 0);
 	sq_done(st);
 	if (gens < 0)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	if ((uint64_t)gens != m->gen - from)
 		return 0; /* not every generation is logged: rescan */
 	if ((r = sq_stmt(c, SQ_LEDGER_CHANGED, &st)) != 0)
@@ -898,7 +921,7 @@ static int sq_ledger_apply_log(struct sq_conn *c, const struct sq_ledger_meta *m
 	}
 	sq_done(st);
 	if (rc != SQLITE_DONE)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	L->broken = false;
 	*ok = sq_ledger_matches(&L->ix, m);
 	return 0;
@@ -1112,7 +1135,7 @@ static int sq_ledger_prepare(struct sq_conn *c, struct sq_seen **tags, size_t *n
 		rc = sqlite3_step(st);
 		sq_done(st);
 		if (rc != SQLITE_DONE) {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 			goto out;
 		}
 	}
@@ -1123,7 +1146,7 @@ static int sq_ledger_prepare(struct sq_conn *c, struct sq_seen **tags, size_t *n
 		rc = sqlite3_step(st);
 		sq_done(st);
 		if (rc != SQLITE_DONE) {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 			goto out;
 		}
 	}
@@ -1210,7 +1233,7 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	total = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
 	sq_done(st);
 	if (total < 0)
-		return rc == SQLITE_ROW || rc == SQLITE_DONE ? KY_ERR_STORE : sq_err(rc);
+		return rc == SQLITE_ROW || rc == SQLITE_DONE ? KY_ERR_STORE : sq_fail(rc);
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
 
@@ -1235,7 +1258,7 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	}
 	sq_done(st);
 	if (rc != SQLITE_DONE)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
@@ -1323,7 +1346,7 @@ static int sq_miss(struct sq_conn *c, enum sq_stmt i, const char *name)
 		return KY_ERR_CONFLICT;
 	if (rc == SQLITE_DONE)
 		return KY_ERR_NOT_FOUND;
-	return sq_err(rc);
+	return sq_fail(rc);
 }
 
 static int sq_key_update(void *be, struct ky_store_row *row)
@@ -1361,7 +1384,7 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 	}
 	sq_done(st);
 	if (rc != SQLITE_DONE) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	if (!hit) {
@@ -1406,7 +1429,7 @@ static int sq_key_get(void *be, const char *id, struct ky_store_row *row)
 				        ? KY_ERR_NOT_FOUND
 				        : sq_read_key(st, row);
 		} else {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 		}
 		sq_done(st);
 		if (rc == SQLITE_ROW && (r == 0 || r == KY_ERR_NOT_FOUND)) {
@@ -1444,7 +1467,7 @@ static int sq_key_delete(void *be, const char *id, int64_t rev)
 	rc = sqlite3_step(st);
 	sq_done(st);
 	if (rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	else if (sqlite3_changes(c->db) != 1)
 		r = sq_miss(c, SQ_KEY_REV, id);
 	else
@@ -1512,7 +1535,7 @@ again:
 			goto out;
 	}
 	if (rc != SQLITE_DONE) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	sq_done(st);
@@ -1559,7 +1582,7 @@ static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_fil
 		*n = v < 0 ? 0 : (uint64_t)v;
 		r = 0;
 	} else {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	}
 	sq_done(st);
 	return r;
@@ -1584,7 +1607,7 @@ static int sq_count_under(struct sq_conn *c, const uint8_t *vp_a, const uint8_t 
 		*n = v < 0 ? 0 : (uint64_t)v;
 		r = 0;
 	} else {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	}
 	sq_done(st);
 	return r;
@@ -1637,7 +1660,7 @@ static int sq_secret_put(void *be, struct ky_store_secret *sec, int64_t expect_r
 	}
 	sq_done(st);
 	if (rc != SQLITE_DONE) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	if (!hit) {
@@ -1688,7 +1711,7 @@ static int sq_secret_get(void *be, const char *name, struct ky_store_secret *sec
 				r = sq_col_blob(st, 6, &sec->blob, &sec->bloblen);
 			}
 		} else {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 		}
 		sq_done(st);
 		/* The integrity key's own row is outside the digest: it is read to check it. */
@@ -1727,7 +1750,7 @@ static int sq_secret_delete(void *be, const char *name)
 	rc = sqlite3_step(st);
 	sq_done(st);
 	if (rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	else if (sqlite3_changes(c->db) != 1)
 		r = KY_ERR_NOT_FOUND;
 	else
@@ -1796,7 +1819,7 @@ again:
 			goto out;
 	}
 	if (len < max && rc != SQLITE_DONE) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	sq_done(st);
@@ -1860,7 +1883,7 @@ static int sq_vp_swap(void *be, enum ky_store_table t, const uint8_t old_vp[KY_V
 		rc = sqlite3_step(st);
 		sq_done(st);
 		if (rc != SQLITE_DONE) {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 			goto out;
 		}
 		if (sqlite3_changes(c->db) == 1) {
@@ -1905,8 +1928,7 @@ static int sq_apikey_insert(void *be, const struct ky_store_apikey *k)
 		sqlite3_bind_null(st, 7);
 	rc = sqlite3_step(st);
 	sq_done(st);
-	r = rc == SQLITE_DONE ? sq_touch(c, KY_LEDGER_APIKEYS, k->id)
-	                      : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	r = rc == SQLITE_DONE ? sq_touch(c, KY_LEDGER_APIKEYS, k->id) : sq_fail(rc);
 out:
 	return sq_wend(c, opened, r);
 }
@@ -1958,7 +1980,7 @@ static int sq_apikey_read(struct sq_conn *c, enum sq_stmt i, const void *key, si
 				        ? KY_ERR_NOT_FOUND
 				        : sq_read_apikey(st, k);
 		} else {
-			r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+			r = sq_fail(rc);
 		}
 		sq_done(st);
 		/* By hash, a missing row names no record: only the digest is checked. */
@@ -2044,7 +2066,7 @@ again:
 		cnt++;
 	}
 	if (rc != SQLITE_DONE) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	sq_done(st);
@@ -2097,7 +2119,7 @@ static int sq_apikey_update(void *be, const struct ky_store_apikey *k, const uin
 	rc = sqlite3_step(st);
 	sq_done(st);
 	if (rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	else if (sqlite3_changes(c->db) == 1)
 		r = sq_touch(c, KY_LEDGER_APIKEYS, k->id);
 	else if ((r = sq_apikey_read(c, SQ_APIKEY_GET, k->id, 0, &have)) == 0)
@@ -2113,13 +2135,13 @@ static int sq_apikey_touch_all(struct sq_conn *c)
 	int r = 0, rc;
 
 	if ((rc = sqlite3_prepare_v2(c->db, "SELECT id FROM api_keys", -1, &st, NULL)) != SQLITE_OK)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const unsigned char *id = sqlite3_column_text(st, 0);
 		r = id != NULL ? sq_touch(c, KY_LEDGER_APIKEYS, (const char *)id) : 0;
 	}
 	if (r == 0 && rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	sqlite3_finalize(st);
 	return r;
 }
@@ -2144,7 +2166,7 @@ static int sq_apikey_purge(void *be, uint64_t *n)
 	if (rc == SQLITE_DONE)
 		*n = (uint64_t)sqlite3_changes(c->db);
 	else
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 out:
 	return sq_wend(c, opened, r);
 }
@@ -2164,7 +2186,7 @@ static int sq_prepare(struct sq_conn *c, const char *q, sqlite3_stmt **st)
 {
 	int rc = sqlite3_prepare_v2(c->db, q, -1, st, NULL);
 
-	return rc == SQLITE_OK ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_OK ? 0 : sq_fail(rc);
 }
 
 static int sq_request_get(void *be, const char *apikey, const char *id,
@@ -2192,7 +2214,7 @@ static int sq_request_get(void *be, const char *apikey, const char *id,
 		goto out;
 	}
 	if (rc != SQLITE_ROW) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	if ((r = sq_col_text(st, 0, req->apikey, sizeof(req->apikey), 0)) != 0 ||
@@ -2239,7 +2261,7 @@ static int sq_request_put(void *be, const struct ky_store_request *req)
 	if (rc == SQLITE_CONSTRAINT)
 		r = KY_ERR_EXISTS;
 	else if (rc != SQLITE_DONE)
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	else
 		r = 0;
 out:
@@ -2269,7 +2291,7 @@ static int sq_request_expire(void *be, int64_t before, uint64_t *n)
 		*n = (uint64_t)sqlite3_changes(c->db);
 		r = 0;
 	} else {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 	}
 out:
 	sqlite3_finalize(st);
@@ -2316,7 +2338,7 @@ static int sq_changed(void *be, int *changed)
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		sq_done(st);
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	}
 	v = sqlite3_column_int64(st, 0);
 	sq_done(st);
@@ -2354,6 +2376,33 @@ static void sq_gen_map(struct sq_store *s)
 
 /* ---- diagnostics ---- */
 
+static void sq_failure(void *be, char *out, size_t outlen)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c = pthread_getspecific(s->tls);
+	int sys = sq_last.sys_errno;
+
+	if (sq_last.rc == 0) {
+		snprintf(out, outlen, "key storage '%s'", s->path);
+		return;
+	}
+	/* The connection still knows the errno of an I/O failure (disk full, ...). */
+	if (sys == 0 && c != NULL && sqlite3_extended_errcode(c->db) == sq_last.rc)
+		sys = sqlite3_system_errno(c->db);
+	if ((sq_last.rc & 0xff) == SQLITE_FULL && sys == 0)
+		sys = ENOSPC; /* what SQLite's unix VFS answers SQLITE_FULL for */
+	snprintf(out, outlen, "key storage '%s': SQLite: %s (result code %d)%s%s", s->path,
+	         sqlite3_errstr(sq_last.rc), sq_last.rc, sys ? "; system: " : "",
+	         sys ? strerror(sys) : "");
+}
+
+static void sq_failure_clear(void *be)
+{
+	(void)be;
+	sq_last.rc = 0;
+	sq_last.sys_errno = 0;
+}
+
 static int sq_plan(void *be, enum ky_store_plan what, char *out, size_t outlen)
 {
 	struct sq_store *s = be;
@@ -2380,7 +2429,7 @@ static int sq_plan(void *be, enum ky_store_plan what, char *out, size_t outlen)
 	if ((size_t)snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", sq_sql[i]) >= sizeof(sql))
 		return KY_ERR_INTERNAL;
 	if ((rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL)) != SQLITE_OK)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *d = (const char *)sqlite3_column_text(st, 3);
 		int k = snprintf(out + len, outlen - len, "%s%s", len ? "; " : "", d ? d : "");
@@ -2506,13 +2555,13 @@ static int sq_meta_get(struct sq_conn *c, const char *k, char *out, size_t cap)
 
 	rc = sqlite3_prepare_v2(c->db, "SELECT v FROM meta WHERE k = ?1", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		return sq_fail(rc);
 	sq_bind_text(st, 1, k);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		r = sq_col_text(st, 0, out, cap, 0) ? KY_ERR_STORE_SCHEMA : 0;
 	else
-		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_err(rc);
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_fail(rc);
 	sqlite3_finalize(st);
 	return r;
 }
@@ -2529,7 +2578,7 @@ static int sq_meta_set(struct sq_conn *c, const char *k, const char *v)
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_DONE ? 0 : sq_fail(rc);
 }
 
 static int sq_has_meta(struct sq_conn *c, int *has)
@@ -2544,7 +2593,7 @@ static int sq_has_meta(struct sq_conn *c, int *has)
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		*has = sqlite3_column_int(st, 0) > 0;
 	sqlite3_finalize(st);
-	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_ROW ? 0 : sq_fail(rc);
 }
 
 /* *has = the answer (a count) of query q is not 0. */
@@ -2558,14 +2607,14 @@ static int sq_exists(struct sq_conn *c, const char *q, int *has)
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		*has = sqlite3_column_int(st, 0) > 0;
 	sqlite3_finalize(st);
-	return rc == SQLITE_ROW ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_ROW ? 0 : sq_fail(rc);
 }
 
 static int sq_run(struct sq_conn *c, const char *q)
 {
 	int rc = sqlite3_exec(c->db, q, NULL, NULL, NULL);
 
-	return rc == SQLITE_OK ? 0 : (sq_err(rc) ? sq_err(rc) : KY_ERR_STORE);
+	return rc == SQLITE_OK ? 0 : sq_fail(rc);
 }
 
 /* Stores made by earlier versions of schema 1 get what came later (same schema version: older
@@ -2632,7 +2681,7 @@ static int sq_init_schema(struct sq_conn *c)
 	                   &had_vp_triggers)) != 0)
 		goto out;
 	if ((rc = sqlite3_exec(c->db, sq_schema, NULL, NULL, NULL)) != SQLITE_OK) {
-		r = sq_err(rc) ? sq_err(rc) : KY_ERR_STORE;
+		r = sq_fail(rc);
 		goto out;
 	}
 	if ((r = sq_upgrade(c, had_vp_triggers)) != 0)
@@ -2782,4 +2831,6 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .ledger_attach = sq_ledger_attach,
     .ledger_pos = sq_ledger_pos,
     .plan = sq_plan,
+    .failure = sq_failure,
+    .failure_clear = sq_failure_clear,
 };

@@ -346,3 +346,18 @@ int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t
 	out[0] = '\0';
 	return s->ops->plan(s->be, what, out, outlen);
 }
+
+void ky_store_failure(struct ky_store *s, char *out, size_t outlen)
+{
+	if (outlen == 0)
+		return;
+	out[0] = '\0';
+	if (s != NULL)
+		s->ops->failure(s->be, out, outlen);
+}
+
+void ky_store_failure_clear(struct ky_store *s)
+{
+	if (s != NULL)
+		s->ops->failure_clear(s->be);
+}

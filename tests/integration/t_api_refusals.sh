@@ -431,7 +431,15 @@ refused "... unwrap on unit 1 (key was cached)" 500 RECORD_TAMPERED_ERR 1 $(auth
 	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"
 refused "... wrap on unit 2" 500 RECORD_TAMPERED_ERR 2 $(auth "$W") $(json_body '{}') \
 	-X POST "/api/v2/keys/$T/actions/wrap"
-refused "... keys listed with extractable=true" 500 RECORD_TAMPERED_ERR $(auth "$M") "/api/v2/keys?extractable=true"
+# The listing withholds that record only, and says so.
+accepted "... keys listed with extractable=true" 200 $(auth "$M") -D "$T_DIR/hdr" \
+	"/api/v2/keys?extractable=true"
+if [ "$(jq -r '[.resources[].id] | index("'"$T"'")' "$T_DIR/body")" = null ] &&
+	grep -qi '^Kyok-Keys-Withheld: 1' "$T_DIR/hdr"; then
+	pass "... the listing leaves the altered record out, Kyok-Keys-Withheld: 1"
+else
+	fail "... the listing: $(head -c 300 "$T_DIR/body") $(grep -i withheld "$T_DIR/hdr")"
+fi
 db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$T'"
 accepted "column restored: unit 1 unwraps again" 200 1 $(auth "$W") \
 	$(json_body "{\"ciphertext\":\"$TCT\"}") -X POST "/api/v2/keys/$T/actions/unwrap"

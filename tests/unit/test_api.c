@@ -908,6 +908,13 @@ static void test_config(void **state)
 	assert_int_equal(cfg.token_ttl, UNITD_TOKEN_TTL_DEFAULT);
 	assert_int_equal(cfg.reencipher_batch, UNITD_REENC_BATCH_DEFAULT);
 	assert_int_equal(cfg.reencipher_pause_ms, 0);
+	assert_int_equal(cfg.header_timeout, UNITD_HEADER_TIMEOUT_DEFAULT);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("header_timeout = 1\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.header_timeout, 1);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("header_timeout = 3600\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.header_timeout, 3600);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\ntoken_ttl = 1\n"
 	                      "api_tls_cert = c.pem\napi_tls_key = /k.pem\n"
@@ -946,6 +953,12 @@ static void test_config(void **state)
 	    {"reencipher_pause_ms = 60001\n", "0 to 60000"},
 	    {"reencipher_pause_ms = 5ms\n", "whole number"},
 	    {"token_ttl = 1h\n", "whole number"},
+	    {"header_timeout = 0\n",
+	     "bad value for 'header_timeout': expected a whole number from 1 "
+	     "to 3600"},
+	    {"header_timeout = 3601\n", "1 to 3600"},
+	    {"header_timeout = 10s\n", "whole number"},
+	    {"header_timout = 10\n", "unknown key 'header_timout'"},
 	    {"api_tls_cert = c.pem\n", "set both or neither"},
 	    {"api_tls_key = k.pem\n", "set both or neither"},
 	    {"store = a.db\nstore = b.db\n", "duplicate key"},

@@ -257,7 +257,7 @@ static void test_list(void **state)
 		ky_key_free(k);
 	}
 	assert_int_equal(act(f, ids[2], KY_KEY_DISABLE, "bob", NOW), 0);
-	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total, NULL), 0);
 	assert_int_equal(n, 6);
 	assert_int_equal(total, 6);
 	for (size_t i = 0; i < n; i++) {
@@ -265,13 +265,13 @@ static void test_list(void **state)
 		assert_null(keys[i]->versions[0].material);
 	}
 	ky_keys_free(keys, n);
-	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 2, 3, NOW, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 2, 3, NOW, &keys, &n, &total, NULL), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(total, 6);
 	assert_string_equal(keys[0]->id, ids[3]);
 	ky_keys_free(keys, n);
 	flt.states = 1u << KY_KEY_SUSPENDED;
-	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total, NULL), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(total, 1);
 	assert_string_equal(keys[0]->id, ids[2]);
@@ -279,7 +279,7 @@ static void test_list(void **state)
 	ky_keys_free(keys, n);
 	flt.states = 0;
 	flt.extractable = 1;
-	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &flt, 0, 0, NOW, &keys, &n, &total, NULL), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(total, 3);
 	for (size_t i = 0; i < n; i++)
@@ -287,9 +287,23 @@ static void test_list(void **state)
 	ky_keys_free(keys, n);
 	/* one tampered row fails the whole listing rather than serving it */
 	sqlf(f->path, "UPDATE keys SET state = 1 WHERE id = '%s'", ids[2]);
-	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total),
+	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total, NULL),
 	                 KY_ERR_RECORD_TAMPERED);
 	assert_null(keys);
+	/* ... or, when the caller asks, leaves that row out, names it and lists the others */
+	{
+		struct ky_kms_withheld wh;
+
+		assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total, &wh),
+		                 0);
+		assert_int_equal(n, 5);
+		assert_int_equal(wh.n, 1);
+		assert_string_equal(wh.ids[0], ids[2]);
+		assert_int_equal(wh.errs[0], KY_ERR_RECORD_TAMPERED);
+		for (size_t i = 0; i < n; i++)
+			assert_string_not_equal(keys[i]->id, ids[2]);
+		ky_keys_free(keys, n);
+	}
 }
 
 static void test_limit(void **state)
@@ -904,21 +918,25 @@ static void test_list_state_of_expired(void **state)
 	assert_int_equal(ky_kms_key_create(&f->kms, &ex, NOW, &e), 0);
 	assert_int_equal(ky_kms_key_create(&f->kms, &plain, NOW, &p), 0);
 	/* before the date */
-	assert_int_equal(ky_kms_key_list(&f->kms, &active, 0, 0, NOW + 99, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &active, 0, 0, NOW + 99, &keys, &n, &total, NULL),
+	                 0);
 	assert_int_equal(total, 2);
 	assert_int_equal(n, 2);
 	ky_keys_free(keys, n);
-	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 99, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 99, &keys, &n, &total, NULL),
+	                 0);
 	assert_int_equal(total, 0);
 	ky_keys_free(keys, n);
 	/* from the date on */
-	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 100, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 100, &keys, &n, &total, NULL),
+	                 0);
 	assert_int_equal(total, 1);
 	assert_int_equal(n, 1);
 	assert_string_equal(keys[0]->id, e->id);
 	assert_int_equal(keys[0]->state, KY_KEY_DEACTIVATED);
 	ky_keys_free(keys, n);
-	assert_int_equal(ky_kms_key_list(&f->kms, &active, 0, 0, NOW + 100, &keys, &n, &total), 0);
+	assert_int_equal(
+	    ky_kms_key_list(&f->kms, &active, 0, 0, NOW + 100, &keys, &n, &total, NULL), 0);
 	assert_int_equal(total, 1);
 	assert_string_equal(keys[0]->id, p->id);
 	ky_keys_free(keys, n);
@@ -928,7 +946,8 @@ static void test_list_state_of_expired(void **state)
 	assert_int_equal(ky_kms_key_get(&f->kms, e->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
 	assert_null(g);
 	sqlf(f->path, "UPDATE keys SET expires = 0 WHERE id = '%s'", e->id);
-	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 100, &keys, &n, &total), 0);
+	assert_int_equal(ky_kms_key_list(&f->kms, &deact, 0, 0, NOW + 100, &keys, &n, &total, NULL),
+	                 0);
 	assert_int_equal(total, 0);
 	ky_keys_free(keys, n);
 	ky_key_free(e);

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Key storage failing under running units, against real units and the real SQLite file:
+#   one key record altered by hand (sqlite3): its GET and unwrap are refused (record-tampered)
+#     and logged with its key id; the key listing answers for the others and says how many
+#     it withheld (header Kyok-Keys-Withheld), the log names the withheld key
+#   keys.db truncated to 0 bytes while the units run: reads, creations and the token service
+#     are refused with storage-damaged (not "locked by another writer"), the log names the
+#     file and SQLite's own message; nothing is served until the file is back
+#   the disk holding keys.db full (a 2 MiB tmpfs in a private mount namespace): a creation
+#     is refused with storage-full, "no space left" is in the answer, the log names the file
+#     and the system's message; nothing was written; with space again, creation works
+. "$(dirname "$0")/helpers.sh"
+
+# The disk-full part mounts a small tmpfs: the whole test runs in a mount namespace of its
+# own (root: a plain one; otherwise a user namespace where the test is root), so nothing is
+# mounted where the rest of the machine would see it.
+if [ -z "${KYOK_T_MOUNTNS:-}" ]; then
+	if [ "$(id -u)" -eq 0 ]; then ns=(unshare --mount --propagation private); else
+		ns=(unshare --user --map-root-user --mount --propagation private); fi
+	if "${ns[@]}" true 2>/dev/null; then
+		KYOK_T_MOUNTNS=1 exec "${ns[@]}" bash "$0" "$@"
+	fi
+	echo "SKIP t_storage_errors: no private mount namespace here ('${ns[*]} true' fails);" \
+		"run as root or allow unprivileged user namespaces" >&2
+	exit 77
+fi
+setup
+IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
+
+A="$KYOK_INSTANCE"
+DB="$A/keys.db"
+AK="$KYOK_TKE_FILES/apikeys"
+KT="application/vnd.ibm.kms.key+json"
+pa=$(newpw ann)
+
+db() { sqlite3 "$DB" ".timeout 5000" "$@"; }
+url_of() { jq -r ".units[] | select(.number==$1) | .url" "$A/instance.json"; }
+iid() { jq -r .instance "$A/instance.json"; }
+token_of() { # token_of FILE [N]: an access token for the API key in FILE from unit N
+	jq -j .apikey "$1" >"$T_DIR/ak.raw"
+	curl -sS -o "$T_DIR/tok" --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+		--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "${2:-1}")/identity/token" || true
+	jq -r '.access_token // empty' "$T_DIR/tok" 2>/dev/null || true
+}
+# call N ARGS...: curl to unit N; the body in $T_DIR/body, headers in $T_DIR/hdr, the status
+# in $status.
+call() {
+	local n=$1 path
+	shift
+	path=${*: -1}
+	status=$(curl -sS -D "$T_DIR/hdr" -o "$T_DIR/body" -w '%{http_code}' "${@:1:$#-1}" \
+		"$(url_of "$n")$path")
+}
+auth() { printf -- '-H\nAuthorization: Bearer %s\n-H\nBluemix-Instance: %s\n' "$1" "$(iid)"; }
+json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n' "$1"; }
+create_json() {
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":false}]}' \
+		"$KT" "$KT" "$1"
+}
+kp_code() {
+	if [ ! -s "$T_DIR/body" ]; then echo none; else
+		jq -r '.resources[0].reasons[0].code // "none"' "$T_DIR/body" 2>/dev/null || echo "not-json"
+	fi
+}
+kp_message() { jq -r '.resources[0].reasons[0].message // empty' "$T_DIR/body" 2>/dev/null || true; }
+# answers DESC N STATUS CODE ARGS...: unit N answers STATUS with Key Protect reason CODE. A write
+# made by hand reaches a unit's caches within a fraction of a second: a few requests are made
+# until the answer changes (waiting on the state, never on a time).
+answers() {
+	local desc=$1 n=$2 want=$3 code=$4 got="" i
+	shift 4
+	for i in $(seq 1 100); do
+		call "$n" "$@"
+		got="$status $(kp_code)"
+		[ "$got" = "$want $code" ] && break
+	done
+	if [ "$got" = "$want $code" ]; then
+		pass "$desc: unit $n: $got ($(kp_message))"
+	else
+		fail "$desc: unit $n: got $got, want $want $code: $(head -c 300 "$T_DIR/body")"
+	fi
+}
+mkkey() {
+	call 1 $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
+	jq -r '.resources[0].id' "$T_DIR/body"
+}
+# log_has N DESC REGEX: unit N's log has a line matching REGEX (extended).
+log_has() {
+	local line
+	line=$(grep -E -- "$3" "$A/unit-$1/unit.log" | tail -n 1 || true)
+	if [ -n "$line" ]; then pass "$2: ${line:0:400}"; else
+		fail "$2: no line matching '$3' in unit $1's log: $(tail -n 3 "$A/unit-$1/unit.log")"
+	fi
+}
+key_rows() { db "SELECT count(*) FROM keys"; }
+
+"$KYOK" up --units 2 >/dev/null 2>&1
+"$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+expect_ok "auto-init" "$KYOK" tke auto-init --signature 1 --revocation 1 --new-admins ann \
+	--password-file "$pa"
+"$KYOK" tke sigkey-sel --sigkeys 1 >/dev/null 2>&1
+"$KYOK" tke apikey-create --name w --role Manager --password-file "$pa" >/dev/null 2>&1 ||
+	fail "apikey-create"
+W=$(token_of "$AK/w.apikey")
+K1=$(mkkey one)
+K2=$(mkkey two)
+K3=$(mkkey three)
+call 1 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$K2/actions/wrap"
+UNWRAP=$(json_body "{\"ciphertext\":\"$(jq -r .ciphertext "$T_DIR/body")\"}")
+
+# ---- one record altered: only that key is refused ------------------------------------------
+db "UPDATE keys SET name = 'renamed' WHERE id = '$K2'"
+for n in 1 2; do
+	answers "altered key row: GET" "$n" 500 RECORD_TAMPERED_ERR $(auth "$W") "/api/v2/keys/$K2"
+	answers "altered key row: unwrap" "$n" 500 RECORD_TAMPERED_ERR $(auth "$W") $UNWRAP \
+		-X POST "/api/v2/keys/$K2/actions/unwrap"
+	answers "control: key one is served" "$n" 200 none $(auth "$W") "/api/v2/keys/$K1"
+	call "$n" $(auth "$W") /api/v2/keys
+	ids=$(jq -r '[.resources[].id] | sort | join(",")' "$T_DIR/body" 2>/dev/null || echo "?")
+	held=$(awk -F': ' 'tolower($1) == "kyok-keys-withheld" { gsub(/\r/, "", $2); print $2 }' \
+		"$T_DIR/hdr")
+	want=$(printf '%s\n%s\n' "$K1" "$K3" | sort | paste -sd, -)
+	if [ "$status" = 200 ] && [ "$ids" = "$want" ] && [ "$held" = 1 ]; then
+		pass "unit $n lists the two sound keys, Kyok-Keys-Withheld: $held"
+	else
+		fail "unit $n listing: status $status, ids $ids (want $want), withheld '$held'"
+	fi
+	log_has "$n" "unit $n logs the withheld key by id" \
+		"api: GET /api/v2/keys: key $K2 withheld from the listing: record-tampered"
+	log_has "$n" "unit $n logs the refused GET with the key id" \
+		"api: GET /api/v2/keys/\{id\} key $K2 API key .*: record-tampered: .*key storage '$DB'"
+done
+db "UPDATE keys SET name = 'two' WHERE id = '$K2'"
+for n in 1 2; do
+	answers "the row as it was: served again" "$n" 200 none $(auth "$W") "/api/v2/keys/$K2"
+done
+
+# ---- keys.db truncated to 0 bytes while the units run ----------------------------------------
+db "PRAGMA wal_checkpoint(TRUNCATE)" >/dev/null # every page in keys.db itself
+cp "$DB" "$T_DIR/keys.copy"
+: >"$DB"
+for n in 1 2; do
+	answers "keys.db truncated: GET" "$n" 503 STORAGE_DAMAGED_ERR $(auth "$W") "/api/v2/keys/$K1"
+	answers "keys.db truncated: create" "$n" 503 STORAGE_DAMAGED_ERR $(auth "$W") \
+		$(json_body "$(create_json four)") -X POST /api/v2/keys
+	answers "keys.db truncated: listing" "$n" 503 STORAGE_DAMAGED_ERR $(auth "$W") /api/v2/keys
+	tok=$(token_of "$AK/w.apikey" "$n")
+	if [ -z "$tok" ] && grep -q "storage-damaged" "$T_DIR/tok"; then
+		pass "keys.db truncated: token service of unit $n: $(jq -r .errorMessage "$T_DIR/tok")"
+	else
+		fail "keys.db truncated: token service of unit $n: $(head -c 300 "$T_DIR/tok")"
+	fi
+	log_has "$n" "unit $n logs the file and SQLite's message" \
+		"storage-damaged: .*key storage '$DB': SQLite: file is not a database"
+	if grep -q "locked by another writer" "$A/unit-$n/unit.log"; then
+		fail "unit $n still says 'locked by another writer'"
+	else
+		pass "unit $n never says 'locked by another writer'"
+	fi
+done
+expect_eq "keys.db still 0 bytes: nothing was written into it" "$(stat -c %s "$DB")" 0
+# What the message says: stop the units, restore the file.
+"$KYOK" down >/dev/null 2>&1
+cp "$T_DIR/keys.copy" "$DB"
+expect_ok "kyok up with keys.db restored" "$KYOK" up
+W=$(token_of "$AK/w.apikey")
+for n in 1 2; do
+	answers "keys.db back: key one is served" "$n" 200 none $(auth "$W") "/api/v2/keys/$K1"
+done
+expect_eq "keys.db back: 3 key rows, none made while it was truncated" "$(key_rows)" 3
+
+# ---- the disk holding keys.db full ----------------------------------------------------------
+"$KYOK" down >/dev/null 2>&1
+mkdir -p "$T_DIR/small"
+mount -t tmpfs -o size=2m kyok-test "$T_DIR/small"
+trap 'umount "$T_DIR/small" 2>/dev/null || true; cleanup' EXIT
+for f in "$DB" "$DB-wal" "$DB-shm" "$DB-kyokgen"; do
+	[ -e "$f" ] && mv "$f" "$T_DIR/small/"
+done
+DB="$T_DIR/small/keys.db"
+sed -i "s|^store = .*|store = sqlite:$DB|" "$A"/unit-*/unit.conf
+expect_ok "kyok up with keys.db on a 2 MiB file system" "$KYOK" up
+answers "control: key one is served from the small file system" 1 200 none $(auth "$W") \
+	"/api/v2/keys/$K1"
+before=$(key_rows)
+# Fill it: what is left is less than a page.
+dd if=/dev/zero of="$T_DIR/small/filler" bs=4k 2>/dev/null || true
+answers "disk full: create" 1 503 STORAGE_FULL_ERR $(auth "$W") $(json_body "$(create_json full)") \
+	-X POST /api/v2/keys
+kp_message | grep -q "no space left" && pass "the answer says 'no space left'" ||
+	fail "the answer does not say 'no space left': $(kp_message)"
+log_has 1 "the log names the file, SQLite's and the system's message" \
+	"api: POST /api/v2/keys API key .*: storage-full: .*key storage '$DB': SQLite: database or disk is full .*system: No space left on device"
+rm -f "$T_DIR/small/filler"
+expect_eq "disk full: no key row was written" "$(key_rows)" "$before"
+answers "space again: create" 1 201 none $(auth "$W") $(json_body "$(create_json five)") \
+	-X POST /api/v2/keys
+answers "space again: key one is served" 2 200 none $(auth "$W") "/api/v2/keys/$K1"
+"$KYOK" down >/dev/null 2>&1 || true
+finish
