@@ -68,7 +68,7 @@ port1=$(unit_url 1 | sed 's/.*://')
 "$PROXY" "$port1" "POST /api/v2/keys " "$T_DIR/proxy.port" "$T_DIR/held.http" \
 	2>"$T_DIR/proxy.err" &
 proxy_pid=$!
-trap 'kill "$proxy_pid" 2>/dev/null || true; cleanup' EXIT
+trap 'rc=$?; kill "$proxy_pid" 2>/dev/null || true; (exit $rc); cleanup' EXIT
 wait_file "$T_DIR/proxy.port" || fail "holdproxy did not start: $(cat "$T_DIR/proxy.err")"
 mkdir -p "$T_DIR/proxied"
 jq --arg u "http://127.0.0.1:$(cat "$T_DIR/proxy.port")" '.units[0].url = $u' \
@@ -268,7 +268,7 @@ expect_ok "KYOK_TIMEOUT=5" env KYOK_TIMEOUT=5 "$KYOK" kp keys --apikey-file "$AK
 rm -f "$KYOK_INSTANCE/unit-failures"
 pid1=$(cat "$KYOK_INSTANCE/unit-1/pid")
 kill -STOP "$pid1"
-trap 'kill -CONT "$pid1" 2>/dev/null || true; cleanup' EXIT
+trap 'rc=$?; kill -CONT "$pid1" 2>/dev/null || true; (exit $rc); cleanup' EXIT
 start=$(date +%s.%N)
 expect_rc "unit 1 stopped: keys --timeout 2 served by unit 2" 0 'served by crypto unit 2' \
 	kp Reader keys --timeout 2 --verbose
