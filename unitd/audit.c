@@ -665,7 +665,17 @@ static void audit_verified_signers(struct ky_audit_line *m, const struct ky_veri
 	ky_audit_add_members(m, "]", 1);
 }
 
-int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
+void unitd_audit_admins_of(const struct ky_domain *d, struct unitd_audit_admins *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t k = 0; d != NULL && k < d->nadmins && k < KY_MAX_ADMINS; k++) {
+		snprintf(out->a[k].name, sizeof(out->a[k].name), "%s", d->admins[k].name);
+		memcpy(out->a[k].ski, d->admins[k].ski, KY_SKI_LEN);
+		out->n = k + 1;
+	}
+}
+
+int unitd_audit_command(enum unitd_audit_phase phase, const struct unitd_audit_admins *adm,
                         const struct ky_verified *v, const uint8_t *cms, size_t n, const char *from,
                         int outcome, bool acted, char *detail, size_t detaillen)
 {
@@ -698,9 +708,9 @@ int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
 	for (size_t i = 0; i < nsigners; i++) {
 		const char *name = signers[i].name;
 		bool admin = false;
-		for (size_t k = 0; d != NULL && k < d->nadmins; k++)
-			if (CRYPTO_memcmp(d->admins[k].ski, signers[i].ski, KY_SKI_LEN) == 0) {
-				name = d->admins[k].name;
+		for (size_t k = 0; adm != NULL && k < adm->n; k++)
+			if (CRYPTO_memcmp(adm->a[k].ski, signers[i].ski, KY_SKI_LEN) == 0) {
+				name = adm->a[k].name;
 				admin = true;
 			}
 		ky_hex_encode(signers[i].ski, KY_SKI_LEN, ski);

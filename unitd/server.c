@@ -579,7 +579,7 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	if ((r = ky_ceremony_apply(copy, v, &result, detail, sizeof(detail))) != 0)
 		goto done;
 	/* Recorded (and synced) before anything acts on it. */
-	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, srv->dom, v, cms->data, cms->len, from, 0,
+	if ((r = unitd_audit_command(UNITD_AUDIT_INTENT, NULL, v, cms->data, cms->len, from, 0,
 	                             false, detail, sizeof(detail))) != 0)
 		goto done;
 	/* Key storage guards and writes: a refusal here discards the copy, nothing changed. */
@@ -614,13 +614,24 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		goto done;
 	r = 0;
 done:
-	if (!locked)
+	if (locked) {
+		/* old is set once the new state is written: the command took effect. */
+		r = unitd_audit_command(UNITD_AUDIT_DONE, NULL, v, cms->data, cms->len, from, r,
+		                        old != NULL, detail, sizeof(detail));
+		id = server_identity_locked(srv);
+		pthread_mutex_unlock(&srv->lock);
+	} else {
+		/* Refused before it verified: its line is made outside the lock, from what its
+		 * bytes claim and a copy of the administrators' names. */
+		struct unitd_audit_admins adm;
+
 		pthread_mutex_lock(&srv->lock);
-	/* old is set once the new state is written: the command took effect. */
-	r = unitd_audit_command(UNITD_AUDIT_DONE, old ? old : srv->dom, v, cms->data, cms->len,
-	                        from, r, old != NULL, detail, sizeof(detail));
-	id = server_identity_locked(srv);
-	pthread_mutex_unlock(&srv->lock);
+		unitd_audit_admins_of(srv->dom, &adm);
+		id = server_identity_locked(srv);
+		pthread_mutex_unlock(&srv->lock);
+		r = unitd_audit_command(UNITD_AUDIT_DONE, &adm, v, cms->data, cms->len, from, r,
+		                        false, detail, sizeof(detail));
+	}
 	ky_domain_free(copy);
 	ky_domain_free(old);
 

@@ -176,16 +176,27 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
                      const struct ky_domain *d, bool created, char *err, size_t errlen) KY_WUR;
 /* Stop line and final checkpoint; stops the thread. */
 void unitd_audit_close(void);
+/* The administrators' names and SKIs, copied out of the state under its lock, so that the
+ * audit line of a command refused before it verified is made without the lock. */
+struct unitd_audit_admins {
+	size_t n;
+	struct {
+		char name[KY_ADMIN_NAME_MAX + 1];
+		uint8_t ski[KY_SKI_LEN];
+	} a[KY_MAX_ADMINS];
+};
+void unitd_audit_admins_of(const struct ky_domain *d, struct unitd_audit_admins *out);
 /* An admin command. v: the verified command (op, counter, signers from it: nothing is
- * decoded again); NULL when it was refused before it verified: then what the CMS claims,
- * each signer named from d's admin table when it is one. from is the client address.
+ * decoded again; adm may be NULL); NULL when it was refused before it verified: then what
+ * the CMS claims, each signer named from adm when it is an administrator. from is the
+ * client address.
  * INTENT, once the command checked out on a copy and before anything acts on it: 0, or
  * KY_ERR_AUDIT_UNAVAILABLE with detail set (refuse: nothing changed).
  * DONE, with outcome (an error code, detail its reason) and acted (the new state was
  * written): returns the code to answer: outcome, or KY_ERR_AUDIT_UNAVAILABLE with detail
  * set when the line cannot be written and the command did not act. A command that acted
  * keeps its answer (its intent line is in the log). */
-int unitd_audit_command(enum unitd_audit_phase phase, const struct ky_domain *d,
+int unitd_audit_command(enum unitd_audit_phase phase, const struct unitd_audit_admins *adm,
                         const struct ky_verified *v, const uint8_t *cms, size_t n, const char *from,
                         int outcome, bool acted, char *detail, size_t detaillen) KY_WUR;
 /* A key API request: route is the matched pattern ("-" when none), apikey the caller's API
