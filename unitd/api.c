@@ -1051,13 +1051,10 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 
 	if ((r = api_key_id(x)) != 0)
 		return r;
-	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
-	                         sizeof(x->detail))) != 0)
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, api_action_name(act),
+	                         act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", &b,
+	                         x->detail, sizeof(x->detail))) != 0)
 		return r;
-	if ((r = kp_action_members(&b, api_action_name(act),
-	                           act == ACT_WRAP ? "plaintext aad" : "ciphertext aad", x->detail,
-	                           sizeof(x->detail))) != 0)
-		goto out;
 	if (act != ACT_WRAP && !b.has_ciphertext) {
 		api_detail(x, "member 'ciphertext' is required");
 		r = KY_ERR_MALFORMED;
@@ -1202,12 +1199,11 @@ static int api_no_body(struct api_ctx *x, const char *what)
 
 	if (x->q->body.len == 0)
 		return 0;
-	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
+	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, what, "", &b, x->detail,
 	                         sizeof(x->detail))) != 0)
 		return r;
-	r = kp_action_members(&b, what, "", x->detail, sizeof(x->detail));
 	kp_action_release(&b);
-	return r;
+	return 0;
 }
 
 static int api_action_by_name(struct api_ctx *x, size_t *idx)
@@ -1250,14 +1246,9 @@ static int api_key_action(struct api_ctx *x)
 	case ACT_REWRAP:
 		return api_key_crypt(x, api_actions[i].action);
 	case ACT_ROTATE:
-		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, &b, x->detail,
-		                         sizeof(x->detail))) != 0)
+		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, "rotate", "payload", &b,
+		                         x->detail, sizeof(x->detail))) != 0)
 			return r;
-		if ((r = kp_action_members(&b, "rotate", "payload", x->detail,
-		                           sizeof(x->detail))) != 0) {
-			kp_action_release(&b);
-			return r;
-		}
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;
@@ -1437,6 +1428,11 @@ static int api_dispatch_route(struct api_ctx *x)
 	}
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
+		return r;
+	/* A read takes no body member: one sent along is refused by name, not dropped. */
+	if ((strcmp(api_routes[route].method, "GET") == 0 ||
+	     strcmp(api_routes[route].method, "HEAD") == 0) &&
+	    (r = api_no_body(x, api_routes[route].method)) != 0)
 		return r;
 	switch (api_routes[route].route) {
 	case ROUTE_TOKEN:

@@ -132,18 +132,16 @@ struct kp_action_body {
 	bool has_payload;      /* rotate of an imported key, restore */
 	struct ky_buf payload; /* secret */
 };
-/* Empty body (n == 0) = {}. Known members are type-checked; encryptedNonce and iv (import
- * tokens) are KY_ERR_UNSUPPORTED, any other member KY_ERR_MALFORMED, named in detail. Which
- * action takes which member is api.c's (kp_action_members). */
-int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
-                    size_t detaillen) KY_WUR;
+/* Empty body (n == 0) = {}; a collection of one is taken too. action names the request in
+ * messages; takes is the space-separated list of the members it takes ("" for none): any other
+ * member is KY_ERR_BODY_MEMBER naming its path, encryptedNonce and iv (import tokens)
+ * KY_ERR_UNSUPPORTED. Members taken are type-checked. */
+int kp_parse_action(const uint8_t *body, size_t n, const char *action, const char *takes,
+                    struct kp_action_body *out, char *detail, size_t detaillen) KY_WUR;
 void kp_action_release(struct kp_action_body *a);
-/* 0 when every member present in a is one of the space-separated names of takes; else
- * KY_ERR_MALFORMED naming the first other one and the action. Pure. */
-int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
-                      char *detail, size_t detaillen) KY_WUR;
 
-/* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. */
+/* PUT /keys/{id}/policies. -1 = not given. only: "rotation", "dualAuthDelete" or NULL. A
+ * member not taken, at any depth, is KY_ERR_BODY_MEMBER naming its path. */
 struct kp_key_policy {
 	int rotation_months; /* 0 = off, 1..12 */
 	int dual_auth;       /* 0 / 1 */
@@ -172,8 +170,9 @@ void kp_instance_policies_init(struct kp_instance_policies *p);
 int kp_instance_policies_decode(const uint8_t *p, size_t n,
                                 struct kp_instance_policies *out) KY_WUR;
 int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_buf *out) KY_WUR;
-/* Applies a PUT body to p (only = query "policy" or NULL). KY_ERR_UNSUPPORTED for policy
- * types kyok does not enforce (allowedNetwork, allowedIP, metrics). */
+/* Applies a PUT body to p (only = query "policy" or NULL), all of it or nothing.
+ * KY_ERR_UNSUPPORTED for policy types kyok does not enforce (allowedNetwork, allowedIP,
+ * metrics), KY_ERR_BODY_MEMBER naming the path of a member not taken, at any depth. */
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen) KY_WUR;
@@ -199,12 +198,13 @@ int kp_json_dump(const json_t *j, struct ky_buf *out) KY_WUR;
 
 /* ---- token.c ---- */
 
-#define TOKEN_MAX_LEN    2048
-#define TOKEN_KEY_LEN    32
-#define TOKEN_ROLE_MAX   16
-#define TOKEN_GRANT      "urn:ibm:params:oauth:grant-type:apikey"
-#define TOKEN_APIKEY_MAX 256
-#define TOKEN_CLOCK_SKEW 60
+#define TOKEN_MAX_LEN       2048
+#define TOKEN_KEY_LEN       32
+#define TOKEN_ROLE_MAX      16
+#define TOKEN_GRANT         "urn:ibm:params:oauth:grant-type:apikey"
+#define TOKEN_RESPONSE_TYPE "cloud_iam"
+#define TOKEN_APIKEY_MAX    256
+#define TOKEN_CLOCK_SKEW    60
 /* base64url of {"alg":"HS256","typ":"JWT","kid":"kyok-1"}: the only header accepted. */
 #define TOKEN_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6Imt5b2stMSJ9"
 
@@ -229,8 +229,10 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
                  const char *instance, struct token_claims *out, char *detail,
                  size_t detaillen) KY_WUR;
 /* The token request: application/x-www-form-urlencoded with grant_type (must be
- * TOKEN_GRANT) and apikey; other fields ignored, duplicates refused. apikey is written to
- * the caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant). */
+ * TOKEN_GRANT), apikey and optionally response_type (must be TOKEN_RESPONSE_TYPE); any other
+ * field is KY_ERR_BODY_MEMBER naming it, duplicates are refused. apikey is written to the
+ * caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant_type or
+ * response_type of another value). */
 int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap, char *detail,
                      size_t detaillen) KY_WUR;
 /* "Bearer <token>" -> pointer and length of the token, or KY_ERR_UNAUTHORIZED. */

@@ -1,8 +1,10 @@
 /* Key Protect v2 bodies: small pure parsers for what clients send, builders for what they get.
  * Nothing here does I/O or touches key storage; every parser has negative tests.
  *
- * Parsers are lenient about members they do not know (SDKs send more than kyok uses) and
- * strict about the ones they do: a wrong type, bad base64 or an out-of-range value is
+ * Parsers take only the members Key Protect documents for the request: any other member, at
+ * any depth, is KY_ERR_BODY_MEMBER naming its path (e.g. 'resources[0].rotation.color'), and
+ * documented members kyok does not implement are KY_ERR_UNSUPPORTED naming them. Members they
+ * take are checked strictly: a wrong type, bad base64 or an out-of-range value is
  * KY_ERR_MALFORMED with a sentence in detail.
  */
 #include <jansson.h>
@@ -315,10 +317,11 @@ static bool kp_text_ok(const char *s)
 	return true;
 }
 
-/* Every member of o is one of the space-separated names of known; the first that is not is
- * refused by name. */
-static int kp_members_known(json_t *o, const char *known, const char *where, char *detail,
-                            size_t detaillen)
+/* Every member of o is one of the space-separated names of known (an empty list: none); the
+ * first that is not is refused naming its path. path is where o sits in the body ("" for the
+ * body itself, "resources[0].rotation", ...). */
+static int kp_members_check(json_t *o, const char *known, const char *path, const char *label,
+                            char *detail, size_t detaillen)
 {
 	const char *k;
 	json_t *v;
@@ -333,13 +336,72 @@ static int kp_members_known(json_t *o, const char *known, const char *where, cha
 			p += w;
 			p += strspn(p, " ");
 		}
-		if (!found) {
-			kp_detail(detail, detaillen, "unknown member '%.60s' in %s (it takes %s)",
-			          k, where, known);
-			return KY_ERR_MALFORMED;
-		}
+		if (found)
+			continue;
+		if (label == NULL)
+			label = path[0] ? path : "the body";
+		if (known[0] == '\0')
+			kp_detail(detail, detaillen, "member '%s%s%.60s': %s takes no member", path,
+			          path[0] ? "." : "", k, label);
+		else
+			kp_detail(detail, detaillen, "member '%s%s%.60s': %s takes only %s", path,
+			          path[0] ? "." : "", k, label, known);
+		return KY_ERR_BODY_MEMBER;
 	}
 	return 0;
+}
+
+static int kp_members_known(json_t *o, const char *known, const char *path, char *detail,
+                            size_t detaillen)
+{
+	return kp_members_check(o, known, path, NULL, detail, detaillen);
+}
+
+/* The optional "metadata" of a collection body: {"collectionType": type, "collectionTotal":
+ * the number of resources}. type NULL: any string. */
+static int kp_metadata(json_t *j, const char *type, char *detail, size_t detaillen)
+{
+	json_t *m = json_object_get(j, "metadata"), *t, *n;
+	int r;
+
+	if (m == NULL)
+		return 0;
+	if (!json_is_object(m)) {
+		kp_detail(detail, detaillen, "member 'metadata' must be an object");
+		return KY_ERR_MALFORMED;
+	}
+	if ((r = kp_members_known(m, "collectionType collectionTotal", "metadata", detail,
+	                          detaillen)) != 0)
+		return r;
+	t = json_object_get(m, "collectionType");
+	n = json_object_get(m, "collectionTotal");
+	if (t != NULL &&
+	    (!json_is_string(t) || (type != NULL && strcmp(json_string_value(t), type) != 0))) {
+		kp_detail(detail, detaillen, "member 'metadata.collectionType' must be %s",
+		          type != NULL ? type : "a string");
+		return KY_ERR_MALFORMED;
+	}
+	if (n != NULL && (!json_is_integer(n) ||
+	                  json_integer_value(n) !=
+	                      (json_int_t)json_array_size(json_object_get(j, "resources")))) {
+		kp_detail(detail, detaillen,
+		          "member 'metadata.collectionTotal' must be the number of resources, %zu",
+		          json_array_size(json_object_get(j, "resources")));
+		return KY_ERR_MALFORMED;
+	}
+	return 0;
+}
+
+/* The first of the members Key Protect uses with import tokens (which kyok does not offer)
+ * that o has, or NULL. */
+static const char *kp_import_token_member(json_t *o)
+{
+	static const char *const m[] = {"encryptedNonce", "iv", "encryptionAlgorithm"};
+
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+		if (json_object_get(o, m[i]) != NULL)
+			return m[i];
+	return NULL;
 }
 
 /* ---- POST /keys ---- */
@@ -352,14 +414,14 @@ void kp_create_release(struct kp_create *c)
 	memset(c, 0, sizeof(*c));
 }
 
-#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload encryptedNonce"
+#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload"
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *res;
-	const char *type, *name, *desc, *exp, *nonce;
+	const char *type, *name, *desc, *exp, *tok;
 	size_t nl;
 
 	memset(out, 0, sizeof(*out));
@@ -367,27 +429,29 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 		goto out;
 	if ((r = kp_one_resource(j, &res, detail, detaillen)) != 0)
 		goto out;
-	if ((r = kp_members_known(j, "metadata resources", "the body", detail, detaillen)) != 0)
+	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
+	    (r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
 		goto out;
 	if (json_object_get(res, "aliases") != NULL) {
-		kp_detail(detail, detaillen, "member 'aliases': kyok keys have no aliases");
+		kp_detail(detail, detaillen,
+		          "member 'resources[0].aliases': kyok keys have no aliases");
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
-	if (json_object_get(res, "iv") != NULL) {
-		kp_detail(
-		    detail, detaillen,
-		    "member 'iv': import tokens are not supported: send the payload over TLS");
+	if ((tok = kp_import_token_member(res)) != NULL) {
+		kp_detail(detail, detaillen,
+		          "member 'resources[0].%s': import tokens are not supported: send the "
+		          "payload over TLS",
+		          tok);
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
-	if ((r = kp_members_known(res, KP_CREATE_MEMBERS, "the key", detail, detaillen)) != 0)
+	if ((r = kp_members_known(res, KP_CREATE_MEMBERS, "resources[0]", detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_str(res, "type", 128, &type, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "name", 1024, &name, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "description", 1024, &desc, detail, detaillen)) != 0 ||
 	    (r = kp_opt_str(res, "expirationDate", 64, &exp, detail, detaillen)) != 0 ||
-	    (r = kp_opt_str(res, "encryptedNonce", 1024, &nonce, detail, detaillen)) != 0 ||
 	    (r = kp_opt_bool(res, "extractable", &out->extractable, detail, detaillen)) != 0 ||
 	    (r = kp_opt_b64(res, "payload", KY_KEY_PAYLOAD_MAX, &out->has_payload, &out->payload,
 	                    detail, detaillen)) != 0)
@@ -395,13 +459,6 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	r = KY_ERR_MALFORMED;
 	if (type != NULL && strcmp(type, KP_TYPE_KEY) != 0) {
 		kp_detail(detail, detaillen, "member 'type' must be %s", KP_TYPE_KEY);
-		goto out;
-	}
-	if (nonce != NULL) {
-		kp_detail(detail, detaillen,
-		          "import tokens (encryptedNonce) are not supported: send the payload "
-		          "over TLS");
-		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
 	nl = name ? strlen(name) : 0;
@@ -494,11 +551,12 @@ static int kp_aad(json_t *o, struct kp_action_body *out, char *detail, size_t de
 	return 0;
 }
 
-int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, char *detail,
-                    size_t detaillen)
+int kp_parse_action(const uint8_t *body, size_t n, const char *action, const char *takes,
+                    struct kp_action_body *out, char *detail, size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *o;
+	const char *path = "", *tok;
 
 	memset(out, 0, sizeof(*out));
 	if ((r = kp_load(body, n, true, &j, detail, detaillen)) != 0)
@@ -507,18 +565,20 @@ int kp_parse_action(const uint8_t *body, size_t n, struct kp_action_body *out, c
 	o = j;
 	if (json_object_get(j, "resources") != NULL &&
 	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
-	     (r = kp_members_known(j, "metadata resources", "the body", detail, detaillen)) != 0))
+	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
+	     (r = kp_metadata(j, NULL, detail, detaillen)) != 0))
 		goto out;
-	if (json_object_get(o, "encryptedNonce") != NULL || json_object_get(o, "iv") != NULL) {
-		kp_detail(
-		    detail, detaillen,
-		    "members 'encryptedNonce' and 'iv': import tokens are not supported: send "
-		    "the payload over TLS");
+	if (o != j)
+		path = "resources[0]";
+	if ((tok = kp_import_token_member(o)) != NULL) {
+		kp_detail(detail, detaillen,
+		          "member '%s%s%s': import tokens are not supported: send the payload over "
+		          "TLS",
+		          path, path[0] ? "." : "", tok);
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
-	if ((r = kp_members_known(o, "plaintext ciphertext aad payload", "the action", detail,
-	                          detaillen)) != 0)
+	if ((r = kp_members_check(o, takes, path, action, detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_b64(o, "plaintext", KY_WRAP_PT_MAX, &out->has_plaintext, &out->plaintext,
 	                    detail, detaillen)) != 0 ||
@@ -534,41 +594,6 @@ out:
 	if (r != 0)
 		kp_action_release(out);
 	return r;
-}
-
-int kp_action_members(const struct kp_action_body *a, const char *action, const char *takes,
-                      char *detail, size_t detaillen)
-{
-	const struct {
-		const char *name;
-		bool has;
-	} m[] = {{"plaintext", a->has_plaintext},
-	         {"ciphertext", a->has_ciphertext},
-	         {"aad", a->has_aad},
-	         {"payload", a->has_payload}};
-
-	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
-		size_t n = strlen(m[i].name);
-		bool ok = false;
-		if (!m[i].has)
-			continue;
-		for (const char *p = takes; *p != '\0' && !ok;) {
-			size_t w = strcspn(p, " ");
-			ok = w == n && strncmp(p, m[i].name, n) == 0;
-			p += w;
-			p += strspn(p, " ");
-		}
-		if (!ok) {
-			if (takes[0] == '\0')
-				kp_detail(detail, detaillen, "member '%s': %s takes no body member",
-				          m[i].name, action);
-			else
-				kp_detail(detail, detaillen, "member '%s': %s takes only %s",
-				          m[i].name, action, takes);
-			return KY_ERR_MALFORMED;
-		}
-	}
-	return 0;
 }
 
 /* ---- key policies ---- */
@@ -588,6 +613,8 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 	}
 	if ((r = kp_load(body, n, false, &j, detail, detaillen)) != 0)
 		goto out;
+	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0)
+		goto out;
 	r = KY_ERR_MALFORMED;
 	res = json_object_get(j, "resources");
 	if (!json_is_array(res) || json_array_size(res) < 1 || json_array_size(res) > 2) {
@@ -595,13 +622,27 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 		          "member 'resources' must be an array of 1 or 2 policies");
 		goto out;
 	}
+	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
+		goto out;
 	json_array_foreach(res, i, item)
 	{
 		json_t *rot = json_object_get(item, "rotation");
 		json_t *dual = json_object_get(item, "dualAuthDelete");
 		const char *type;
+		char path[48];
 
-		if (!json_is_object(item) || (rot == NULL) == (dual == NULL)) {
+		r = KY_ERR_MALFORMED;
+		if (!json_is_object(item)) {
+			kp_detail(detail, detaillen, "member 'resources[%zu]' must be an object",
+			          i);
+			goto out;
+		}
+		snprintf(path, sizeof(path), "resources[%zu]", i);
+		if ((r = kp_members_known(item, "type rotation dualAuthDelete", path, detail,
+		                          detaillen)) != 0)
+			goto out;
+		r = KY_ERR_MALFORMED;
+		if ((rot == NULL) == (dual == NULL)) {
 			kp_detail(detail, detaillen,
 			          "each policy must have exactly one of 'rotation' or "
 			          "'dualAuthDelete'");
@@ -621,15 +662,29 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 				kp_detail(detail, detaillen, "the query asks for policy %s", only);
 				goto out;
 			}
-			if (!json_is_object(rot) || out->rotation_months != -1 ||
-			    kp_opt_bool(rot, "enabled", &enabled, detail, detaillen) != 0) {
+			if (!json_is_object(rot) || out->rotation_months != -1) {
 				kp_detail(detail, detaillen,
 				          "member 'rotation' must be an object, once");
 				goto out;
 			}
+			snprintf(path, sizeof(path), "resources[%zu].rotation", i);
+			if ((r = kp_members_known(rot, "enabled interval_month", path, detail,
+			                          detaillen)) != 0 ||
+			    (r = kp_opt_bool(rot, "enabled", &enabled, detail, detaillen)) != 0)
+				goto out;
+			r = KY_ERR_MALFORMED;
 			if (iv == NULL && enabled) {
 				kp_detail(detail, detaillen,
 				          "rotation needs interval_month 1 to 12");
+				goto out;
+			}
+			if (iv != NULL && !enabled) {
+				kp_detail(
+				    detail, detaillen,
+				    "member 'resources[%zu].rotation.interval_month' with enabled "
+				    "false: a disabled rotation policy keeps no interval, leave it "
+				    "out",
+				    i);
 				goto out;
 			}
 			if (iv != NULL && (!json_is_integer(iv) || json_integer_value(iv) < 1 ||
@@ -644,8 +699,17 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 				kp_detail(detail, detaillen, "the query asks for policy %s", only);
 				goto out;
 			}
-			if (!json_is_object(dual) || out->dual_auth != -1 ||
-			    kp_opt_bool(dual, "enabled", &en, detail, detaillen) != 0 || en < 0) {
+			if (!json_is_object(dual) || out->dual_auth != -1) {
+				kp_detail(detail, detaillen,
+				          "member 'dualAuthDelete' must be {\"enabled\": "
+				          "true|false}, once");
+				goto out;
+			}
+			snprintf(path, sizeof(path), "resources[%zu].dualAuthDelete", i);
+			if ((r = kp_members_known(dual, "enabled", path, detail, detaillen)) != 0)
+				goto out;
+			r = KY_ERR_MALFORMED;
+			if (kp_opt_bool(dual, "enabled", &en, detail, detaillen) != 0 || en < 0) {
 				kp_detail(detail, detaillen,
 				          "member 'dualAuthDelete' must be {\"enabled\": "
 				          "true|false}, once");
@@ -780,9 +844,12 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *res, *item;
 	struct kp_instance_policies np = *p;
+	bool seen_dual = false, seen_rot = false, seen_kcia = false;
 	size_t i;
 
 	if ((r = kp_load(body, n, false, &j, detail, detaillen)) != 0)
+		goto out;
+	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0)
 		goto out;
 	r = KY_ERR_MALFORMED;
 	res = json_object_get(j, "resources");
@@ -791,14 +858,28 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 		          "member 'resources' must be an array of 1 to 6 policies");
 		goto out;
 	}
+	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
+		goto out;
 	json_array_foreach(res, i, item)
 	{
 		const char *type = NULL;
 		json_t *data = json_object_get(item, "policy_data"), *attrs;
 		int enabled = -1;
+		char path[64];
+		bool *seen;
 
-		if (!json_is_object(item) ||
-		    kp_opt_str(item, "policy_type", 64, &type, detail, detaillen) != 0 ||
+		r = KY_ERR_MALFORMED;
+		if (!json_is_object(item)) {
+			kp_detail(detail, detaillen, "member 'resources[%zu]' must be an object",
+			          i);
+			goto out;
+		}
+		snprintf(path, sizeof(path), "resources[%zu]", i);
+		if ((r = kp_members_known(item, "policy_type policy_data", path, detail,
+		                          detaillen)) != 0)
+			goto out;
+		r = KY_ERR_MALFORMED;
+		if (kp_opt_str(item, "policy_type", 64, &type, detail, detaillen) != 0 ||
 		    type == NULL) {
 			kp_detail(detail, detaillen, "each policy needs a string 'policy_type'");
 			goto out;
@@ -818,11 +899,37 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			kp_detail(detail, detaillen, "the query asks for policy %.64s", only);
 			goto out;
 		}
-		if (!json_is_object(data) ||
-		    kp_opt_bool(data, "enabled", &enabled, detail, detaillen) != 0 || enabled < 0) {
+		if (strcmp(type, "dualAuthDelete") == 0) {
+			seen = &seen_dual;
+		} else if (strcmp(type, "rotation") == 0) {
+			seen = &seen_rot;
+		} else if (strcmp(type, "keyCreateImportAccess") == 0) {
+			seen = &seen_kcia;
+		} else {
 			kp_detail(detail, detaillen,
-			          "policy '%.64s' needs policy_data {\"enabled\": true|false}",
+			          "unknown policy_type '%.64s' (dualAuthDelete, rotation, "
+			          "keyCreateImportAccess)",
 			          type);
+			goto out;
+		}
+		if (*seen) {
+			kp_detail(detail, detaillen, "policy_type '%s' is given twice", type);
+			goto out;
+		}
+		*seen = true;
+		if (!json_is_object(data)) {
+			kp_detail(detail, detaillen,
+			          "policy '%s' needs policy_data {\"enabled\": true|false}", type);
+			goto out;
+		}
+		snprintf(path, sizeof(path), "resources[%zu].policy_data", i);
+		if ((r = kp_members_known(data, "enabled attributes", path, detail, detaillen)) !=
+		    0)
+			goto out;
+		r = KY_ERR_MALFORMED;
+		if (kp_opt_bool(data, "enabled", &enabled, detail, detaillen) != 0 || enabled < 0) {
+			kp_detail(detail, detaillen,
+			          "policy '%s' needs policy_data {\"enabled\": true|false}", type);
 			goto out;
 		}
 		attrs = json_object_get(data, "attributes");
@@ -832,10 +939,22 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			    "policy_data.attributes must be an object, and only when enabled");
 			goto out;
 		}
-		if (strcmp(type, "dualAuthDelete") == 0) {
+		snprintf(path, sizeof(path), "resources[%zu].policy_data.attributes", i);
+		if (attrs != NULL &&
+		    (r = kp_members_known(attrs,
+		                          seen == &seen_dual ? ""
+		                          : seen == &seen_rot
+		                              ? "interval_month"
+		                              : "create_root_key create_standard_key "
+		                                "import_root_key import_standard_key "
+		                                "enforce_token",
+		                          path, detail, detaillen)) != 0)
+			goto out;
+		r = KY_ERR_MALFORMED;
+		if (seen == &seen_dual) {
 			np.dual_auth = enabled;
 			kp_meta_touch(&np.dual_meta, actor, now);
-		} else if (strcmp(type, "rotation") == 0) {
+		} else if (seen == &seen_rot) {
 			json_t *iv = json_object_get(attrs, "interval_month");
 			if (enabled && (!json_is_integer(iv) || json_integer_value(iv) < 1 ||
 			                json_integer_value(iv) > 12)) {
@@ -846,7 +965,7 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			np.rotation = enabled;
 			np.rotation_months = enabled ? (int)json_integer_value(iv) : 0;
 			kp_meta_touch(&np.rot_meta, actor, now);
-		} else if (strcmp(type, "keyCreateImportAccess") == 0) {
+		} else {
 			struct kp_instance_policies d;
 			kp_instance_policies_init(&d);
 			np.create_root = d.create_root;
@@ -868,12 +987,6 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 				goto out;
 			np.kcia = enabled;
 			kp_meta_touch(&np.kcia_meta, actor, now);
-		} else {
-			kp_detail(detail, detaillen,
-			          "unknown policy_type '%.64s' (dualAuthDelete, rotation, "
-			          "keyCreateImportAccess)",
-			          type);
-			goto out;
 		}
 	}
 	*p = np;

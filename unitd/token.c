@@ -358,8 +358,8 @@ static int form_decode(const char *s, size_t n, char *out, size_t cap)
 int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap, char *detail,
                      size_t detaillen)
 {
-	char name[32], grant[64];
-	bool have_grant = false, have_key = false;
+	char name[32], grant[64], rtype[32];
+	bool have_grant = false, have_key = false, have_rtype = false;
 	size_t pos = 0;
 	int r = KY_ERR_MALFORMED;
 
@@ -380,8 +380,14 @@ int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap,
 			token_detail(detail, detaillen, "the form has a field without '='");
 			goto fail;
 		}
-		if (form_decode(item, (size_t)(eq - item), name, sizeof(name)) != 0)
-			continue; /* a long or odd name is not one of ours */
+		if (form_decode(item, (size_t)(eq - item), name, sizeof(name)) != 0) {
+			token_detail(
+			    detail, detaillen,
+			    "a form field name is long or has control characters (the form "
+			    "takes grant_type, apikey, response_type)");
+			r = KY_ERR_BODY_MEMBER;
+			goto fail;
+		}
 		if (strcmp(name, "grant_type") == 0) {
 			if (have_grant) {
 				token_detail(detail, detaillen, "field grant_type is given twice");
@@ -412,6 +418,30 @@ int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap,
 				    "field apikey is empty, too long or has control characters");
 				goto fail;
 			}
+		} else if (strcmp(name, "response_type") == 0) {
+			if (have_rtype) {
+				token_detail(detail, detaillen,
+				             "field response_type is given twice");
+				goto fail;
+			}
+			have_rtype = true;
+			if (form_decode(eq + 1, len - (size_t)(eq + 1 - item), rtype,
+			                sizeof(rtype)) != 0 ||
+			    strcmp(rtype, TOKEN_RESPONSE_TYPE) != 0) {
+				token_detail(detail, detaillen,
+				             "response_type must be " TOKEN_RESPONSE_TYPE
+				             " (the only token kyok issues)");
+				r = KY_ERR_UNSUPPORTED;
+				goto fail;
+			}
+		} else {
+			if (detail != NULL && detaillen > 0)
+				snprintf(detail, detaillen,
+				         "field '%s' (the form takes grant_type, apikey, "
+				         "response_type)",
+				         name);
+			r = KY_ERR_BODY_MEMBER;
+			goto fail;
 		}
 	}
 	if (!have_grant || !have_key) {

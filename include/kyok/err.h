@@ -267,6 +267,8 @@
 	X(UNSUPPORTED, "unsupported", KY_EXIT_USAGE, 400, "not supported by kyok")                 \
 	X(QUERY_PARAM, "query-parameter-unsupported", KY_EXIT_USAGE, 400,                          \
 	  "query parameter not taken by this request")                                             \
+	X(BODY_MEMBER, "body-member-unsupported", KY_EXIT_USAGE, 400,                              \
+	  "body member not taken by this request")                                                 \
 	X(REQUEST_ID_INVALID, "request-id-invalid", KY_EXIT_USAGE, 400,                            \
 	  "header Idempotency-Key is malformed: use 1 to 128 letters, digits, '-', '_', '.', ':'") \
 	X(REQUEST_ID_REUSED, "request-id-reused", KY_EXIT_INPUT, 422,                              \

@@ -22,7 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	case 1: {
 		struct kp_action_body a = {0};
-		FUZZ_IGNORE(kp_parse_action(body, n, &a, detail, sizeof(detail)));
+		FUZZ_IGNORE(kp_parse_action(body, n, "wrap", "plaintext ciphertext aad payload", &a,
+		                            detail, sizeof(detail)));
 		kp_action_release(&a);
 		break;
 	}

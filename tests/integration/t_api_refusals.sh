@@ -20,6 +20,10 @@
 #   dual authorization: deletion set and delete by the same API key; no deletion set
 #   malformed JSON, a body over the limit (with and without Content-Length), unknown route,
 #   wrong method
+#   body members: an unknown member at each level of key policies, instance policies, create,
+#     actions (plain and as a collection): 400 naming its path, the policies read back
+#     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
+#     taken, others refused)
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -262,6 +266,138 @@ refused "unknown route" 404 NOT_FOUND_ERR $(auth "$W") /api/v2/nothing-here
 refused "unknown action" 404 NOT_FOUND_ERR $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$K/actions/explode"
 refused "wrong method (PATCH /api/v2/keys)" 405 METHOD_NOT_ALLOWED_ERR $(auth "$W") -X PATCH /api/v2/keys
 refused "wrong method (DELETE /api/v2/keys)" 405 METHOD_NOT_ALLOWED_ERR $(auth "$W") -X DELETE /api/v2/keys
+
+# ---- body members: each is one the request takes, or refused naming its path ---------------
+PT="application/vnd.ibm.kms.policy+json"
+# member_refused DESC PATH BODY ARGS...: 400 BODY_MEMBER_UNSUPPORTED_ERR naming PATH, storage
+# unchanged.
+member_refused() {
+	local desc=$1 path=$2 body=$3
+	shift 3
+	refused "$desc" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$M") $(json_body "$body") "$@"
+	says "... names '$path'" "member '$path'"
+}
+# Key policies of K: a known state, then one unknown member at each level.
+accepted "control: Manager sets a 3-month rotation policy on $K" 200 $(auth "$M") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":3}}]}") \
+	-X PUT "/api/v2/keys/$K/policies"
+call $(auth "$M") "/api/v2/keys/$K/policies"
+kpol_before=$(jq -cS .resources "$T_DIR/body")
+rot6="{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6}}"
+member_refused "key policies: unknown member in the body" color \
+	"{\"resources\":[$rot6],\"color\":1}" -X PUT "/api/v2/keys/$K/policies"
+member_refused "key policies: unknown member in metadata" metadata.color \
+	"{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":1,\"color\":1},\"resources\":[$rot6]}" \
+	-X PUT "/api/v2/keys/$K/policies"
+member_refused "key policies: unknown member in a policy" "resources[0].color" \
+	"{\"resources\":[{\"type\":\"$PT\",\"color\":1,\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
+	-X PUT "/api/v2/keys/$K/policies"
+member_refused "key policies: a reply member (id) sent back" "resources[0].id" \
+	"{\"resources\":[{\"id\":\"$K\",\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
+	-X PUT "/api/v2/keys/$K/policies"
+member_refused "key policies: unknown member in rotation" "resources[0].rotation.color" \
+	"{\"resources\":[{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6,\"color\":\"red\"}}]}" \
+	-X PUT "/api/v2/keys/$K/policies"
+member_refused "key policies: unknown member in the second policy's dualAuthDelete" \
+	"resources[1].dualAuthDelete.color" \
+	"{\"resources\":[$rot6,{\"type\":\"$PT\",\"dualAuthDelete\":{\"enabled\":true,\"color\":1}}]}" \
+	-X PUT "/api/v2/keys/$K/policies"
+refused "key policies: collectionTotal not the number of resources" 400 MALFORMED_ERR $(auth "$M") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":2},\"resources\":[$rot6]}") \
+	-X PUT "/api/v2/keys/$K/policies"
+says "... names metadata.collectionTotal" "metadata.collectionTotal"
+refused "key policies: interval_month on a disabled rotation policy (it would be dropped)" 400 \
+	MALFORMED_ERR $(auth "$M") \
+	$(json_body "{\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":6}}]}") \
+	-X PUT "/api/v2/keys/$K/policies"
+says "... names it" "member 'resources[0].rotation.interval_month' with enabled false"
+call $(auth "$M") "/api/v2/keys/$K/policies"
+expect_eq "key policies of $K read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$kpol_before"
+
+# Instance policies: a known state, then one unknown member at each level (each body would
+# otherwise forbid creating root keys).
+accepted "control: Manager sets keyCreateImportAccess off" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
+call $(auth "$M") /api/v2/instance/policies
+ipol_before=$(jq -cS .resources "$T_DIR/body")
+kcia='{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":false}}}'
+member_refused "instance policies: unknown member in the body" color \
+	"{\"resources\":[$kcia],\"color\":1}" -X PUT /api/v2/instance/policies
+member_refused "instance policies: unknown member in metadata" metadata.color \
+	"{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":1,\"color\":1},\"resources\":[$kcia]}" \
+	-X PUT /api/v2/instance/policies
+member_refused "instance policies: unknown member in a policy" "resources[0].color" \
+	'{"resources":[{"policy_type":"keyCreateImportAccess","color":1,"policy_data":{"enabled":true,"attributes":{"create_root_key":false}}}]}' \
+	-X PUT /api/v2/instance/policies
+member_refused "instance policies: unknown member in policy_data" "resources[0].policy_data.color" \
+	'{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"color":1,"attributes":{"create_root_key":false}}}]}' \
+	-X PUT /api/v2/instance/policies
+member_refused "instance policies: unknown attribute of keyCreateImportAccess" \
+	"resources[0].policy_data.attributes.create_hsm_key" \
+	'{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":false,"create_hsm_key":true}}}]}' \
+	-X PUT /api/v2/instance/policies
+member_refused "instance policies: unknown attribute of rotation, second policy" \
+	"resources[1].policy_data.attributes.color" \
+	"{\"resources\":[$kcia,{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"interval_month\":2,\"color\":1}}}]}" \
+	-X PUT /api/v2/instance/policies
+member_refused "instance policies: an attribute of dualAuthDelete (it takes none)" \
+	"resources[1].policy_data.attributes.color" \
+	"{\"resources\":[$kcia,{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"color\":1}}}]}" \
+	-X PUT /api/v2/instance/policies
+refused "instance policies: one policy given twice" 400 MALFORMED_ERR $(auth "$M") \
+	$(json_body "{\"resources\":[$kcia,{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":false}}]}") \
+	-X PUT /api/v2/instance/policies
+says "... says which" "policy_type 'keyCreateImportAccess' is given twice"
+call $(auth "$M") /api/v2/instance/policies
+expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$ipol_before"
+
+# Create, actions and requests without a body member.
+member_refused "create: unknown member in the key" "resources[0].color" \
+	"{\"resources\":[{\"type\":\"$KT\",\"name\":\"colored\",\"color\":1}]}" -X POST /api/v2/keys
+member_refused "create: unknown member in metadata" metadata.color \
+	"{\"metadata\":{\"collectionType\":\"$KT\",\"collectionTotal\":1,\"color\":1},\"resources\":[{\"name\":\"colored\"}]}" \
+	-X POST /api/v2/keys
+member_refused "create: unknown member in the body" color \
+	'{"resources":[{"name":"colored"}],"color":1}' -X POST /api/v2/keys
+refused "create: a member of import tokens (encryptionAlgorithm)" 400 UNSUPPORTED_ERR $(auth "$M") \
+	$(json_body '{"resources":[{"name":"tokened","payload":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}]}') \
+	-X POST /api/v2/keys
+says "... names it" "member 'resources[0].encryptionAlgorithm': import tokens are not supported"
+member_refused "wrap: unknown member" color '{"plaintext":"aGVsbG8=","color":1}' \
+	-X POST "/api/v2/keys/$K/actions/wrap"
+member_refused "wrap as a collection: unknown member in the action" "resources[0].color" \
+	'{"resources":[{"plaintext":"aGVsbG8=","color":1}]}' -X POST "/api/v2/keys/$K/actions/wrap"
+member_refused "rotate: unknown member" color '{"color":1}' -X POST "/api/v2/keys/$K/actions/rotate"
+member_refused "setKeyForDeletion: unknown member" color '{"color":1}' \
+	-X POST "/api/v2/keys/$K/actions/setKeyForDeletion"
+member_refused "GET with a body member" color '{"color":1}' -X GET "/api/v2/keys/$K/policies"
+accepted "control: GET with an empty object as its body" 200 $(auth "$M") $(json_body '{}') \
+	-X GET "/api/v2/keys/$K/policies"
+refused "wrap: a member wrap does not take (ciphertext)" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$W") \
+	$(json_body "{\"plaintext\":\"aGVsbG8=\",\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K/actions/wrap"
+says "... names it" "member 'ciphertext': wrap takes only plaintext aad"
+
+# The token form: grant_type, apikey and response_type=cloud_iam (what the SDKs send).
+# token_form DESC STATUS SLUG FIELD...: POST of those fields (plus the API key).
+token_form() {
+	local desc=$1 want=$2 slug=$3 st f args=()
+	shift 3
+	for f in "$@"; do args+=(--data-urlencode "$f"); done
+	jq -j .apikey "$AK/r-Reader.apikey" >"$T_DIR/ak.raw"
+	st=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' "${args[@]}" --data-urlencode "apikey@$T_DIR/ak.raw" \
+		"$(url_of "$A" 1)/identity/token")
+	if [ "$st" = "$want" ] && [ "$(jq -r '.kyokCode // "token"' "$T_DIR/body")" = "$slug" ]; then
+		pass "$desc: $st $slug ($(jq -r '.errorMessage // .token_type' "$T_DIR/body"))"
+	else
+		fail "$desc: got $st $(head -c 300 "$T_DIR/body"), want $want $slug"
+	fi
+}
+G='grant_type=urn:ibm:params:oauth:grant-type:apikey'
+token_form "token form with response_type=cloud_iam" 200 token "$G" response_type=cloud_iam
+token_form "token form with an unknown field" 400 body-member-unsupported "$G" scope=ibm
+if [[ $(jq -r .errorMessage "$T_DIR/body") == *"field 'scope'"* ]]; then pass "... names 'scope'"; else fail "... does not name 'scope': $(cat "$T_DIR/body")"; fi
+token_form "token form with response_type=uaa" 400 unsupported "$G" response_type=uaa
 
 # ---- records altered in the database -------------------------------------------------------
 db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }

@@ -255,7 +255,7 @@ fi
 "$KYOK" down >/dev/null 2>&1
 mkdir -p "$T_DIR/small"
 mount -t tmpfs -o size=2m kyok-test "$T_DIR/small"
-trap 'umount "$T_DIR/small" 2>/dev/null || true; cleanup' EXIT
+trap 'rc=$?; umount "$T_DIR/small" 2>/dev/null || true; (exit $rc); cleanup' EXIT
 for f in "$DB" "$DB-wal" "$DB-shm" "$DB-kyokgen"; do
 	[ -e "$f" ] && mv "$f" "$T_DIR/small/"
 done

@@ -234,11 +234,20 @@ static void test_token_form(void **state)
 	(void)state;
 	assert_int_equal(token_form_parse(ok, strlen(ok), key, sizeof(key), d, sizeof(d)), 0);
 	assert_string_equal(key, "kyok_a+b c");
-	/* Order and unknown fields do not matter. */
+	/* Order and empty fields do not matter; response_type is optional. */
 	{
-		const char *f = "scope=x&apikey=k1&&grant_type=" TOKEN_GRANT;
+		const char *f = "apikey=k1&&grant_type=" TOKEN_GRANT;
 		assert_int_equal(token_form_parse(f, strlen(f), key, sizeof(key), d, sizeof(d)), 0);
 		assert_string_equal(key, "k1");
+	}
+	/* Any other field is refused, named. */
+	{
+		const char *f = "scope=x&apikey=k1&grant_type=" TOKEN_GRANT;
+		d[0] = '\0';
+		assert_int_equal(token_form_parse(f, strlen(f), key, sizeof(key), d, sizeof(d)),
+		                 KY_ERR_BODY_MEMBER);
+		assert_non_null(strstr(d, "'scope'"));
+		assert_string_equal(key, "");
 	}
 	static const struct {
 		const char *form;
@@ -254,6 +263,14 @@ static void test_token_form(void **state)
 	    {"grant_type=" TOKEN_GRANT "&apikey=a%zz", KY_ERR_MALFORMED},
 	    {"grant_type=" TOKEN_GRANT "&apikey=a%0ab", KY_ERR_MALFORMED},
 	    {"grant_type=" TOKEN_GRANT "&apikey", KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&response_type=uaa", KY_ERR_UNSUPPORTED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&response_type=", KY_ERR_UNSUPPORTED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&response_type=cloud_iam&response_type=cloud_iam",
+	     KY_ERR_MALFORMED},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&receiver_client_ids=x", KY_ERR_BODY_MEMBER},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&a_field_name_longer_than_the_buffer=1",
+	     KY_ERR_BODY_MEMBER},
+	    {"grant_type=" TOKEN_GRANT "&apikey=a&%01=1", KY_ERR_BODY_MEMBER},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(token_form_parse(bad[i].form, strlen(bad[i].form), key,
@@ -421,20 +438,36 @@ static void test_parse_create(void **state)
 	    {"{\"resources\":[{\"name\":\"ok\",\"encryptedNonce\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"name\":\"ok2\"}]}", KY_ERR_MALFORMED},
 	    /* every member is implemented or refused by name */
-	    {"{\"resources\":[{\"name\":\"ok\",\"tags\":[\"x\"]}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"tags\":[\"x\"]}]}", KY_ERR_BODY_MEMBER},
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[]}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
-	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}]}",
+	     KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_BODY_MEMBER},
+	    {"{\"metadata\":{\"collectionTotal\":1,\"tags\":1},\"resources\":[{\"name\":\"ok\"}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"metadata\":[],\"resources\":[{\"name\":\"ok\"}]}", KY_ERR_MALFORMED},
+	    {"{\"metadata\":{\"collectionTotal\":2},\"resources\":[{\"name\":\"ok\"}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"metadata\":{\"collectionTotal\":\"1\"},\"resources\":[{\"name\":\"ok\"}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"metadata\":{\"collectionType\":\"" KP_TYPE_POLICY
+	     "\"},\"resources\":[{\"name\":\"ok\"}]}",
+	     KY_ERR_MALFORMED},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		d[0] = '\0';
 		assert_int_equal(kp_parse_create(BODY(bad[i].body), &c, d, sizeof(d)), bad[i].err);
 		assert_true(d[0] != '\0');
-		if (strstr(bad[i].body, "tags") != NULL)
-			assert_non_null(strstr(d, "'tags'"));
+		if (strstr(bad[i].body, "\"tags\":[") != NULL)
+			assert_non_null(strstr(d, "'resources[0].tags'"));
+		if (strstr(bad[i].body, "\"tags\":1") != NULL)
+			assert_non_null(strstr(d, "'metadata.tags'"));
+		if (strstr(bad[i].body, "\"extra\"") != NULL)
+			assert_non_null(strstr(d, "'extra'"));
 		if (strstr(bad[i].body, "aliases") != NULL)
-			assert_non_null(strstr(d, "'aliases'"));
+			assert_non_null(strstr(d, "'resources[0].aliases'"));
 		assert_false(c.has_payload);
 	}
 	/* Name and description lengths. */
@@ -460,27 +493,33 @@ static void test_parse_create(void **state)
 	}
 }
 
+/* kp_parse_action with every action member allowed. */
+#define ALL         "plaintext ciphertext aad payload"
+#define ALL_BODY(s) BODY(s), "wrap", ALL
+
 static void test_parse_action(void **state)
 {
 	struct kp_action_body a;
 	char d[256];
 
 	(void)state;
-	assert_int_equal(kp_parse_action(NULL, 0, &a, d, sizeof(d)), 0);
+	assert_int_equal(kp_parse_action(NULL, 0, "wrap", ALL, &a, d, sizeof(d)), 0);
 	assert_false(a.has_plaintext || a.has_ciphertext || a.has_aad || a.has_payload);
 	kp_action_release(&a);
-	assert_int_equal(kp_parse_action(BODY("{\"plaintext\":\"aGVsbG8=\",\"aad\":[\"ab\",\"\"]}"),
-	                                 &a, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"plaintext\":\"aGVsbG8=\",\"aad\":[\"ab\",\"\"]}"), &a, d,
+	                    sizeof(d)),
+	    0);
 	assert_true(a.has_plaintext);
 	assert_memory_equal(a.plaintext.data, "hello", 5);
 	/* aad: each string as u32 length then bytes, so ["ab",""] != ["a","b"]. */
 	assert_int_equal(a.aad.len, 4 + 2 + 4);
 	assert_memory_equal(a.aad.data, "\0\0\0\2ab\0\0\0\0", 10);
 	kp_action_release(&a);
-	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"),
-	                                 &a, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"), &a, d,
+	                    sizeof(d)),
+	    0);
 	assert_true(a.has_ciphertext);
 	assert_int_equal(a.ciphertext.len, 4);
 	kp_action_release(&a);
@@ -502,9 +541,49 @@ static void test_parse_action(void **state)
 	    "not json",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(kp_parse_action(BODY(bad[i]), &a, d, sizeof(d)), KY_ERR_MALFORMED);
+		assert_int_equal(kp_parse_action(ALL_BODY(bad[i]), &a, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
 		assert_false(a.has_plaintext);
 	}
+	/* Unknown members are named with their path, in either form. */
+	static const struct {
+		const char *body, *name;
+	} unknown[] = {
+	    {"{\"plaintext\":\"aGVsbG8=\",\"color\":1}", "'color'"},
+	    {"{\"resources\":[{\"plaintext\":\"aGVsbG8=\",\"color\":1}]}", "'resources[0].color'"},
+	    {"{\"resources\":[{\"plaintext\":\"aGVsbG8=\"}],\"color\":1}", "'color'"},
+	    {"{\"metadata\":{\"color\":1},\"resources\":[{\"plaintext\":\"aGVsbG8=\"}]}",
+	     "'metadata.color'"},
+	};
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(kp_parse_action(ALL_BODY(unknown[i].body), &a, d, sizeof(d)),
+		                 KY_ERR_BODY_MEMBER);
+		assert_non_null(strstr(d, unknown[i].name));
+		assert_false(a.has_plaintext);
+	}
+	d[0] = '\0';
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"resources\":[{\"iv\":\"AA==\"}]}"), &a, d, sizeof(d)),
+	    KY_ERR_UNSUPPORTED);
+	assert_non_null(strstr(d, "'resources[0].iv'"));
+	assert_int_equal(
+	    kp_parse_action(ALL_BODY("{\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}"), &a, d,
+	                    sizeof(d)),
+	    KY_ERR_UNSUPPORTED);
+	assert_non_null(strstr(d, "'encryptionAlgorithm'"));
+	/* A known member an action does not take. */
+	assert_int_equal(kp_parse_action(BODY("{\"ciphertext\":\"S1lXMQ==\"}"), "wrap",
+	                                 "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_BODY_MEMBER);
+	assert_non_null(strstr(d, "member 'ciphertext': wrap takes only plaintext aad"));
+	assert_false(a.has_ciphertext);
+	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"payload\":\"AA==\"}]}"),
+	                                 "restore", "", &a, d, sizeof(d)),
+	                 KY_ERR_BODY_MEMBER);
+	assert_non_null(strstr(d, "member 'resources[0].payload': restore takes no member"));
+	assert_int_equal(kp_parse_action(BODY("{}"), "restore", "", &a, d, sizeof(d)), 0);
+	kp_action_release(&a);
 	/* A plaintext over the wrap limit. */
 	{
 		size_t n = KY_WRAP_PT_MAX + 3, o;
@@ -515,8 +594,9 @@ static void test_parse_action(void **state)
 		body = malloc(strlen(b64) + 32);
 		assert_non_null(body);
 		o = (size_t)sprintf(body, "{\"plaintext\":\"%s\"}", b64);
-		assert_int_equal(kp_parse_action((const uint8_t *)body, o, &a, d, sizeof(d)),
-		                 KY_ERR_MALFORMED);
+		assert_int_equal(
+		    kp_parse_action((const uint8_t *)body, o, "wrap", ALL, &a, d, sizeof(d)),
+		    KY_ERR_MALFORMED);
 		free(body);
 		free(b64);
 		free(pt);
@@ -560,12 +640,44 @@ static void test_parse_key_policies(void **state)
 	    "{\"resources\":[{\"rotation\":{\"interval_month\":1}},{\"rotation\":{"
 	    "\"interval_month\":2}}]}",
 	    "{\"resources\":[{\"dualAuthDelete\":{}}]}",
+	    "{\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":3}}]}",
 	    "{\"resources\":[{\"dualAuthDelete\":{\"enabled\":1}}]}",
 	    "{\"resources\":[{\"type\":\"x\",\"dualAuthDelete\":{\"enabled\":true}}]}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(kp_parse_key_policies(BODY(bad[i]), NULL, &p, d, sizeof(d)),
 		                 KY_ERR_MALFORMED);
+	/* An unknown member at any level is refused naming its path. */
+	static const struct {
+		const char *body, *name;
+	} unknown[] = {
+	    {"{\"resources\":[{\"dualAuthDelete\":{\"enabled\":true}}],\"color\":1}", "'color'"},
+	    {"{\"metadata\":{\"collectionTotal\":1,\"color\":1},\"resources\":[{"
+	     "\"dualAuthDelete\":{\"enabled\":true}}]}",
+	     "'metadata.color'"},
+	    {"{\"resources\":[{\"dualAuthDelete\":{\"enabled\":true},\"color\":1}]}",
+	     "'resources[0].color'"},
+	    {"{\"resources\":[{\"dualAuthDelete\":{\"enabled\":true}},{\"rotation\":{"
+	     "\"interval_month\":3,\"color\":1}}]}",
+	     "'resources[1].rotation.color'"},
+	    {"{\"resources\":[{\"dualAuthDelete\":{\"enabled\":true,\"color\":1}}]}",
+	     "'resources[0].dualAuthDelete.color'"},
+	    {"{\"resources\":[{\"id\":\"x\",\"dualAuthDelete\":{\"enabled\":true}}]}",
+	     "'resources[0].id'"},
+	};
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(
+		    kp_parse_key_policies(BODY(unknown[i].body), NULL, &p, d, sizeof(d)),
+		    KY_ERR_BODY_MEMBER);
+		assert_non_null(strstr(d, unknown[i].name));
+	}
+	assert_int_equal(
+	    kp_parse_key_policies(BODY("{\"metadata\":{\"collectionType\":\"" KP_TYPE_POLICY
+	                               "\",\"collectionTotal\":2},\"resources\":[{"
+	                               "\"dualAuthDelete\":{\"enabled\":true}}]}"),
+	                          NULL, &p, d, sizeof(d)),
+	    KY_ERR_MALFORMED);
 	/* The query names one policy: the other is refused, an unknown one too. */
 	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"rotation\":{"
 	                                            "\"interval_month\":3}}]}"),
@@ -656,13 +768,41 @@ static void test_instance_policies(void **state)
 	     "\"enabled\":true,\"attributes\":{\"create_root_key\":\"no\"}}}]}",
 	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":"
+	     "true}},{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":false}}]}",
+	     KY_ERR_MALFORMED},
+	    /* unknown members, at each level */
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":"
+	     "false}}],\"color\":1}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"metadata\":{\"color\":1},\"resources\":[{\"policy_type\":\"dualAuthDelete\","
+	     "\"policy_data\":{\"enabled\":false}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"color\":1,\"policy_data\":{"
+	     "\"enabled\":false}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":"
+	     "false,\"color\":1}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"interval_month\":2,\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{"
+	     "\"enabled\":true,\"attributes\":{\"create_root_key\":true,\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		d[0] = '\0';
 		assert_int_equal(kp_parse_instance_policies(BODY(bad[i].body), NULL, "m", NOW + 1,
 		                                            &p, d, sizeof(d)),
 		                 bad[i].err);
 		/* A refused body changes nothing. */
 		assert_memory_equal(&p, &q, sizeof(p));
+		if (bad[i].err == KY_ERR_BODY_MEMBER)
+			assert_non_null(strstr(d, "color'"));
 	}
 	assert_int_equal(
 	    kp_parse_instance_policies(BODY("{\"resources\":[{\"policy_type\":\"dualAuthDelete\","
