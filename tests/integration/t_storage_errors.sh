@@ -218,7 +218,7 @@ expect_eq "keys.db back: 3 key rows, none made while it was truncated" "$(key_ro
 "$KYOK" down >/dev/null 2>&1
 expect_ok "kyok up" "$KYOK" up
 if chattr +i "$DB" 2>/dev/null; then
-	trap 'chattr -i "$DB" 2>/dev/null || true; cleanup' EXIT
+	trap 'rc=$?; chattr -i "$DB" 2>/dev/null || true; (exit $rc); cleanup' EXIT
 	before=$(key_rows)
 	for n in 1 2; do
 		refused=0
