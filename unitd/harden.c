@@ -8,6 +8,7 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "kyok/kms.h"
 #include "unitd/unitd.h"
 
 int unitd_harden(char *err, size_t errlen)
@@ -26,7 +27,8 @@ int unitd_harden(char *err, size_t errlen)
 		snprintf(err, errlen, "cannot ignore SIGPIPE: %s", strerror(errno));
 		goto out;
 	}
-	if ((r = ky_crypto_init()) != 0) {
+	/* Key records are opened in the secure heap, several at once. */
+	if ((r = ky_crypto_init_heap(KY_KMS_SECURE_HEAP)) != 0) {
 		snprintf(err, errlen, "cannot initialise cryptography: %s", ky_err_message(r));
 		goto out;
 	}

@@ -24,8 +24,11 @@
 
 #include "kyok/common.h"
 
-/* Call once at start: OpenSSL secure heap (best effort), error strings. */
+/* Call once at start: OpenSSL secure heap (best effort), error strings. ky_crypto_init sets
+ * up a 1 MiB secure heap; ky_crypto_init_heap one of heap bytes (a power of two), for a
+ * process that holds more secrets at once (a unit: KY_KMS_SECURE_HEAP). */
 int ky_crypto_init(void) KY_WUR;
+int ky_crypto_init_heap(size_t heap) KY_WUR;
 
 int ky_random(void *p, size_t n) KY_WUR;
 /* Secret buffers: secure heap, cleansed on free; ky_secret_free(NULL, n) is a no-op. */

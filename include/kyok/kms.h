@@ -26,10 +26,17 @@
 #include "kyok/common.h"
 #include "kyok/store.h"
 
-#define KY_KEY_DESC_MAX        240
-#define KY_KEY_ACTOR_MAX       128
-#define KY_KEY_PAYLOAD_MAX     7500 /* imported standard key payload */
-#define KY_KEY_VERSIONS_MAX    10000
+#define KY_KEY_DESC_MAX     240
+#define KY_KEY_ACTOR_MAX    128
+#define KY_KEY_PAYLOAD_MAX  7500 /* imported standard key payload */
+#define KY_KEY_VERSIONS_MAX 10000
+/* The largest sealed record a unit writes or opens (a root key of about 84 bytes a version
+ * reaches it after some 12,000 versions, more than KY_KEY_VERSIONS_MAX). A larger stored
+ * one is refused as tampered before any memory is set aside for it. */
+#define KY_KMS_RECORD_MAX (1024 * 1024)
+/* The secure heap a process that opens key records sets up: 24 records of
+ * KY_KMS_RECORD_MAX at once besides the unit's key cache (a power of two). */
+#define KY_KMS_SECURE_HEAP     (32 * 1024 * 1024)
 #define KY_DEK_LEN             32
 #define KY_WRAP_MAGIC          "KYW1"
 #define KY_WRAP_NONCE_LEN      12

@@ -26,9 +26,13 @@ static int crypto_secure_heap;
 
 int ky_crypto_init(void)
 {
+	return ky_crypto_init_heap(SECURE_HEAP_SIZE);
+}
+
+int ky_crypto_init_heap(size_t heap)
+{
 	if (!CRYPTO_secure_malloc_initialized())
-		crypto_secure_heap =
-		    CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN) != 0;
+		crypto_secure_heap = CRYPTO_secure_malloc_init(heap, SECURE_HEAP_MIN) != 0;
 	else
 		crypto_secure_heap = 1;
 	if (OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL) != 1) {

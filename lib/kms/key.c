@@ -687,6 +687,11 @@ int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k, struct 
 		return r;
 	if ((r = ky_kms_record_encode(k, &pt, &ptlen)) != 0)
 		return r;
+	/* Never write what could not be opened again. */
+	if (ptlen + KMS_SEAL_OVERHEAD > KY_KMS_RECORD_MAX) {
+		ky_kms_buf_free(pt, ptlen);
+		return KY_ERR_TOO_LARGE;
+	}
 	ky_store_row_release(row);
 	memcpy(row->id, k->id, sizeof(row->id));
 	memcpy(row->name, k->name, sizeof(row->name));
@@ -722,7 +727,8 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_KEY, kms->instance, row->id, row->version,
 	                 row->vp)) != 0)
 		return r;
-	if (row->bloblen < KMS_SEAL_OVERHEAD + 1 || row->blob == NULL)
+	if (row->bloblen < KMS_SEAL_OVERHEAD + 1 || row->blob == NULL ||
+	    row->bloblen > KY_KMS_RECORD_MAX)
 		return KY_ERR_RECORD_TAMPERED;
 	ptlen = row->bloblen - KMS_SEAL_OVERHEAD;
 	if ((pt = OPENSSL_secure_malloc(ptlen)) == NULL)
@@ -1052,7 +1058,7 @@ static int reenc_batch(enum ky_store_table t, const char *instance, const struct
 		uint8_t *nb = NULL;
 		size_t nbl = 0, ptlen;
 
-		if (w->bloblen <= KMS_SEAL_OVERHEAD) {
+		if (w->bloblen <= KMS_SEAL_OVERHEAD || w->bloblen > KY_KMS_RECORD_MAX) {
 			r = KY_ERR_RECORD_TAMPERED;
 			goto failed;
 		}

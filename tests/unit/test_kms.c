@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
 #include "kyok/store.h"
@@ -434,6 +436,65 @@ static void test_tampered_blob(void **state)
 	     k->id);
 	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
 	assert_null(g);
+	ky_key_free(k);
+}
+
+/* A stored record larger than any a unit writes (here: than the whole secure heap) is refused
+ * as tampered before memory is set
+ * aside for it (a huge blob would exhaust the secure heap for every request), and a listing
+ * withholds it; the secure heap a unit sets up holds 24 records of the largest size at once. */
+static void test_record_size_bound(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "huge"), *g = NULL, *other = create_root(f, "fine");
+	struct ky_key **keys = NULL;
+	struct ky_kms_withheld wh;
+	size_t n = 0;
+	uint64_t total = 0;
+	void *p[24];
+
+	sqlf(f->path, "UPDATE keys SET blob = zeroblob(%d) WHERE id = '%s'", KY_KMS_SECURE_HEAP + 1,
+	     k->id);
+	assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	assert_null(g);
+	assert_int_equal(ky_kms_key_list(&f->kms, NULL, 0, 0, NOW, &keys, &n, &total, &wh), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(keys[0]->id, other->id);
+	assert_int_equal(wh.n, 1);
+	assert_string_equal(wh.ids[0], k->id);
+	ky_keys_free(keys, n);
+	for (size_t i = 0; i < 24; i++) {
+		p[i] = OPENSSL_secure_malloc(KY_KMS_RECORD_MAX);
+		assert_non_null(p[i]);
+		assert_true(CRYPTO_secure_allocated(p[i]));
+	}
+	for (size_t i = 0; i < 24; i++)
+		OPENSSL_secure_clear_free(p[i], KY_KMS_RECORD_MAX);
+	ky_key_free(k);
+	ky_key_free(other);
+}
+
+/* A record that would be larger than a unit opens is never written: 200 versions of 7,500
+ * bytes each make about 1.5 MB. */
+static void test_record_size_bound_on_write(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *k = create_root(f, "grows");
+	struct ky_store_row row = {0};
+	struct ky_key_version *v;
+	const uint32_t nv = 200;
+
+	assert_non_null(v = realloc(k->versions, nv * sizeof(*v)));
+	k->versions = v;
+	for (uint32_t i = k->nversions; i < nv; i++) {
+		v[i] = v[0];
+		v[i].n = i + 1;
+		v[i].len = 7500;
+		assert_non_null(v[i].material = OPENSSL_secure_zalloc(v[i].len));
+	}
+	k->nversions = nv;
+	assert_int_equal(ky_kms_record_seal(&f->kms, k, &row), KY_ERR_TOO_LARGE);
+	assert_null(row.blob);
 	ky_key_free(k);
 }
 
@@ -1534,6 +1595,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_list, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_limit, fx_setup_limit3, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_blob, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_record_size_bound, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_record_size_bound_on_write, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rolled_back_record, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_blob_byte_exact, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_clear_columns, fx_setup, fx_teardown),
@@ -1567,5 +1630,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_request_seal, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_list_state_of_expired, fx_setup, fx_teardown),
 	};
+	/* The secure heap a unit sets up (unitd/harden.c). */
+	if (ky_crypto_init_heap(KY_KMS_SECURE_HEAP) != 0)
+		return 1;
 	return cmocka_run_group_tests_name("kms", tests, NULL, NULL);
 }
