@@ -357,14 +357,23 @@ static bool api_storage_err(int err);
 /* One log line with what an operator needs when a request failed inside the unit or in key
  * storage: the request, the key, the caller, and for key storage what it answered (where it
  * is, its own message, the system's). Refusals are the client's business: not logged. */
+#define API_FAILURE_LOG_RATE 20 /* lines a second: a broken storage fails every request */
+
 static void api_log_failure(struct unitd_api *api, const char *method, const char *prefix,
                             const char *path, const char *id, const char *caller, int r,
                             const char *detail)
 {
+	static struct unitd_log_rate rate = UNITD_LOG_RATE_INIT;
 	char why[512] = "";
+	unsigned missed;
 
 	if (r == 0 || !(api_storage_err(r) || ky_err_http(r) == 500))
 		return;
+	if (!unitd_log_rate_take(&rate, API_FAILURE_LOG_RATE, &missed))
+		return;
+	if (missed > 0)
+		unitd_log("api: %u more failed requests not logged (over %d a second)", missed,
+		          API_FAILURE_LOG_RATE);
 	if (api_storage_err(r) && api->ks != NULL)
 		ky_store_failure(unitd_keystore_store(api->ks), why, sizeof(why));
 	unitd_log("api: %s %s%s%s%s%s%s: %s: %s%s%s%s%s", method, prefix, path,

@@ -153,6 +153,28 @@ void unitd_log(const char *fmt, ...)
 	va_end(ap);
 }
 
+bool unitd_log_rate_take(struct unitd_log_rate *rl, unsigned per_second, unsigned *missed)
+{
+	time_t now = time(NULL);
+	bool take;
+
+	*missed = 0;
+	pthread_mutex_lock(&rl->lock);
+	if (now != rl->window) {
+		*missed = rl->dropped;
+		rl->window = now;
+		rl->in_window = 0;
+		rl->dropped = 0;
+	}
+	take = rl->in_window < per_second;
+	if (take)
+		rl->in_window++;
+	else
+		rl->dropped++;
+	pthread_mutex_unlock(&rl->lock);
+	return take;
+}
+
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
@@ -162,28 +184,12 @@ static void server_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
-	static time_t window;
-	static unsigned in_window, dropped;
+	static struct unitd_log_rate rate = UNITD_LOG_RATE_INIT;
 	char msg[512];
-	unsigned report = 0;
-	bool show;
-	time_t now = time(NULL);
+	unsigned report;
+	bool show = unitd_log_rate_take(&rate, SERVER_MHD_LOG_RATE, &report);
 
 	(void)cls;
-	pthread_mutex_lock(&rate_lock);
-	if (now != window) {
-		report = dropped;
-		window = now;
-		in_window = 0;
-		dropped = 0;
-	}
-	show = in_window < SERVER_MHD_LOG_RATE;
-	if (show)
-		in_window++;
-	else
-		dropped++;
-	pthread_mutex_unlock(&rate_lock);
 	if (report > 0)
 		unitd_log("http: %u more messages not logged (over %d a second)", report,
 		          SERVER_MHD_LOG_RATE);

@@ -2,9 +2,11 @@
 #ifndef KYOK_UNITD_H
 #define KYOK_UNITD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -129,6 +131,19 @@ bool unitd_log_reaches_stderr(void);
 void unitd_log_close(void);
 /* One line, prefixed with the UTC time. Never pass secrets. */
 void unitd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* At most per_second lines a second from one source of lines, so that no client can fill the
+ * disk: unitd_log_rate_take says whether this line may be written, and sets *missed to the
+ * lines held back in the second before when that one is over (write them as one line). */
+struct unitd_log_rate {
+	pthread_mutex_t lock;
+	time_t window;
+	unsigned in_window, dropped;
+};
+#define UNITD_LOG_RATE_INIT                        \
+	{                                          \
+		PTHREAD_MUTEX_INITIALIZER, 0, 0, 0 \
+	}
+bool unitd_log_rate_take(struct unitd_log_rate *rl, unsigned per_second, unsigned *missed);
 
 /* ---- header_timer.c: the header timeout of the HTTP server ----
  *

@@ -199,9 +199,28 @@ for n in 1 2; do
 		pass "unit $n never says 'locked by another writer'"
 	fi
 done
+# Every request fails now, each with a log line: at most 20 a second, then one line counts
+# the rest. 400 requests on one kept-alive connection.
+url1=$(url_of 1)
+mapfile -t urls < <(for i in $(seq 1 400); do echo "$url1/api/v2/keys/$K1"; done)
+curl -sS -o /dev/null -o /dev/null $(auth "$W") "${urls[@]}" >/dev/null 2>&1 || true
+# The count of the lines held back is written with the first failure of a later second.
+for i in $(seq 1 100); do
+	grep -q "more failed requests not logged" "$A/unit-1/unit.log" && break
+	curl -sS -o /dev/null $(auth "$W") "$url1/api/v2/keys/$K1" || true
+	sleep 0.1
+done
+"$KYOK" down >/dev/null 2>&1
+worst=$({ grep "api: GET /api/v2/keys/{id} key $K1.*storage-damaged" "$A/unit-1/unit.log" || true; } |
+	cut -c1-20 | sort | uniq -c | sort -rn | head -n 1 | awk '{print $1}')
+if [ "${worst:-0}" -le 20 ] && grep -q "api: [0-9]* more failed requests not logged (over 20 a second)" \
+	"$A/unit-1/unit.log"; then
+	pass "400 failing requests: at most ${worst:-0} lines in a second, the rest counted"
+else
+	fail "400 failing requests: ${worst:-0} lines in one second, or no line counting the rest"
+fi
 expect_eq "keys.db still 0 bytes: nothing was written into it" "$(stat -c %s "$DB")" 0
 # What the message says: stop the units, restore the file.
-"$KYOK" down >/dev/null 2>&1
 cp "$T_DIR/keys.copy" "$DB"
 expect_ok "kyok up with keys.db restored" "$KYOK" up
 W=$(token_of "$AK/w.apikey")
