@@ -545,6 +545,21 @@ static void server_log_transfers(const json_t *result)
 	}
 }
 
+/* The client's address, numeric ("-" when MHD cannot say). */
+static void server_peer(struct MHD_Connection *c, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+	snprintf(out, outlen, "-");
+	if (ci != NULL && ci->client_addr != NULL &&
+	    getnameinfo(ci->client_addr,
+	                ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	                                                       : sizeof(struct sockaddr_in),
+	                out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(out, outlen, "-");
+}
+
 /* Runs one command: verified first, then applied to a copy under the lock, sealed and
  * written before it replaces the live state. */
 static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Connection *c,
@@ -558,17 +573,10 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 	char detail[512] = "", op[32], counter[24], from[INET6_ADDRSTRLEN] = "-";
 	struct ky_buf body = {0};
 	EVP_PKEY *id = NULL;
-	const union MHD_ConnectionInfo *ci;
 	enum MHD_Result ret;
 	bool locked = false;
 
-	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (ci != NULL && ci->client_addr != NULL)
-		(void)getnameinfo(ci->client_addr,
-		                  ci->client_addr->sa_family == AF_INET6
-		                      ? sizeof(struct sockaddr_in6)
-		                      : sizeof(struct sockaddr_in),
-		                  from, sizeof(from), NULL, 0, NI_NUMERICHOST);
+	server_peer(c, from, sizeof(from));
 
 	if ((r = server_command_verify(
 	         srv, MHD_lookup_connection_value(c, MHD_HEADER_KIND, KY_HDR_IMPRINT_CLAIM), cms,
@@ -752,8 +760,13 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 		return server_begin(srv, c, url, method, req);
 	}
 	if (*upload_data_size != 0 && server_body_late(srv, req)) {
-		unitd_log("request body not complete %u s after its headers: connection closed",
-		          (unsigned)srv->body_timeout);
+		char from[INET6_ADDRSTRLEN];
+
+		server_peer(c, from, sizeof(from));
+		unitd_log(
+		    "http: connection from %s closed: request body not complete %u s after its "
+		    "headers (body_timeout)",
+		    from, (unsigned)srv->body_timeout);
 		return MHD_NO;
 	}
 	if (req->api)

@@ -463,8 +463,12 @@ static void *storage_worker(void *arg)
 	else if (r == KY_ERR_RECORD_TAMPERED)
 		unitd_log("reencipher: stopped: %llu record(s) do not open (first: %.64s): %s",
 		          (unsigned long long)st.failed, st.failed_name, ky_err_message(r));
-	else
-		unitd_log("reencipher: stopped: %s", ky_err_message(r));
+	else {
+		char why[512];
+
+		ky_store_failure(unitd_keystore_store(so->ks), why, sizeof(why));
+		unitd_log("reencipher: stopped: %s: %s", ky_err_message(r), why);
+	}
 	/* Nothing secret stays in this thread's caches. */
 	ky_kms_thread_release();
 	return NULL;

@@ -79,7 +79,8 @@ if out=$("$HOLD" drip 127.0.0.1 "$PORT" /v1/admin/command); then
 else
 	fail "a command body sent one byte at a time was not cut off: $out"
 fi
-grep -q "request body not complete 2 s after its headers" "$KYOK_INSTANCE/unit-1/unit.log" &&
+grep -q "http: connection from 127.0.0.1 closed: request body not complete 2 s after its headers" \
+	"$KYOK_INSTANCE/unit-1/unit.log" &&
 	pass "the unit logged the slow body" || fail "no word in the unit log about the slow body"
 
 # ---- signed command bombs ------------------------------------------------------------------
