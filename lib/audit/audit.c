@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,21 +31,32 @@ static void audit_puts(struct ky_audit_line *l, const char *p)
 	audit_put(l, p, strlen(p));
 }
 
+static bool audit_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 static void audit_put_escaped(struct ky_audit_line *l, const char *v)
 {
 	static const char hex[] = "0123456789abcdef";
 
 	for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
-		if (*c == '"' || *c == '\\') {
+		if (audit_plain(*c)) {
+			/* a run of characters that need no escape, in one copy */
+			const unsigned char *e = c + 1;
+
+			while (audit_plain(*e))
+				e++;
+			audit_put(l, (const char *)c, (size_t)(e - c));
+			c = e - 1;
+		} else if (*c == '"' || *c == '\\') {
 			char e[2] = {'\\', (char)*c};
 			audit_put(l, e, 2);
 		} else if (*c < 0x20) {
 			char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 15]};
 			audit_put(l, e, 6);
-		} else if (*c >= 0x7f) {
-			audit_put(l, "?", 1);
 		} else {
-			audit_put(l, (const char *)c, 1);
+			audit_put(l, "?", 1); /* 0x7f and above: a line is ASCII */
 		}
 	}
 }
@@ -154,9 +167,22 @@ out:
 	return r;
 }
 
+/* SHA-256 fetched once: a fetch for each line (EVP_sha256() in EVP_Digest) takes the
+ * provider's locks on every request that writes a line. */
+static EVP_MD *audit_sha256;
+static pthread_once_t audit_sha256_once = PTHREAD_ONCE_INIT;
+
+static void audit_sha256_fetch(void)
+{
+	audit_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int ky_audit_hash(const char *line, size_t n, uint8_t out[KY_AUDIT_HASH_LEN])
 {
-	return EVP_Digest(line, n, out, NULL, EVP_sha256(), NULL) == 1 ? 0 : KY_ERR_CRYPTO;
+	pthread_once(&audit_sha256_once, audit_sha256_fetch);
+	if (audit_sha256 == NULL)
+		return KY_ERR_CRYPTO;
+	return EVP_Digest(line, n, out, NULL, audit_sha256, NULL) == 1 ? 0 : KY_ERR_CRYPTO;
 }
 
 void ky_audit_time(int64_t sec, long nsec, char *out, size_t outlen)
