@@ -1,5 +1,6 @@
 /* Key objects, records sealed under master keys, wrap formats, state rules, re-encipherment.
  * Real SQLite files in a temp dir, real OpenSSL, keys generated here. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,7 +87,10 @@ static int fx_teardown(void **state)
 	unlink(p);
 	snprintf(p, sizeof(p), "%s-shm", f->path);
 	unlink(p);
-	rmdir(f->dir);
+	snprintf(p, sizeof(p), "%s-kyokgen", f->path); /* the shared commit counter */
+	unlink(p);
+	if (rmdir(f->dir) != 0)
+		fprintf(stderr, "test directory '%s' not removed: %s\n", f->dir, strerror(errno));
 	free(f);
 	ky_kms_thread_release();
 	return 0;

@@ -1,4 +1,5 @@
 /* Key storage: the SQLite backend through the dispatch table, on real files in a temp dir. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -68,7 +69,10 @@ static int fx_teardown(void **state)
 	unlink(p);
 	snprintf(p, sizeof(p), "%s-shm", f->path);
 	unlink(p);
-	rmdir(f->dir);
+	snprintf(p, sizeof(p), "%s-kyokgen", f->path); /* the shared commit counter */
+	unlink(p);
+	if (rmdir(f->dir) != 0)
+		fprintf(stderr, "test directory '%s' not removed: %s\n", f->dir, strerror(errno));
 	free(f);
 	return 0;
 }
