@@ -755,6 +755,7 @@ static int sq_ledger_row(const struct sq_ledger *L, sqlite3_stmt *st, uint8_t t,
 
 	out->t = t;
 	out->present = false;
+	out->skip = false;
 	if (id == NULL)
 		return 0;
 	if ((size_t)sqlite3_column_bytes(st, first) > SQ_LID_MAX)
