@@ -241,3 +241,60 @@ certify_unit() {
 		-CAkey "$KYOK_INSTANCE/anchor.key" -days 30 -extfile "$dir/identity.ext" -out "$crt" \
 		2>/dev/null
 }
+
+# ---- the key API over curl, as an application calls it --------------------------------------
+# For a test that sets IFS=$'\n' (so that $(kp_auth ...) and $(json_body ...) expand to one
+# curl argument a line), KT (the key content type) and, for db, DB (the keys.db path).
+
+db() { sqlite3 "$DB" ".timeout 5000" "$@"; }
+# token_of FILE [N]: an access token for the API key in FILE from unit N (default 1); the
+# token service's answer in $T_DIR/tok.
+token_of() {
+	jq -j .apikey "$1" >"$T_DIR/ak.raw"
+	curl -sS -o "$T_DIR/tok" --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+		--data-urlencode "apikey@$T_DIR/ak.raw" "$(unit_url "${2:-1}")/identity/token" || true
+	jq -r '.access_token // empty' "$T_DIR/tok" 2>/dev/null || true
+}
+# call N ARGS... PATH: curl to unit N; the body in $T_DIR/body, the headers in $T_DIR/hdr,
+# the status in $status.
+call() {
+	local n=$1 path
+	shift
+	path=${*: -1}
+	status=$(curl -sS -D "$T_DIR/hdr" -o "$T_DIR/body" -w '%{http_code}' "${@:1:$#-1}" \
+		"$(unit_url "$n")$path")
+}
+auth() { printf -- '-H\nAuthorization: Bearer %s\n-H\nBluemix-Instance: %s\n' "$1" "$(instance_id)"; }
+json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n' "$1"; }
+create_json() {
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":false}]}' \
+		"$KT" "$KT" "$1"
+}
+kp_code() {
+	if [ ! -s "$T_DIR/body" ]; then echo none; else
+		jq -r '.resources[0].reasons[0].code // "none"' "$T_DIR/body" 2>/dev/null || echo "not-json"
+	fi
+}
+kp_message() { jq -r '.resources[0].reasons[0].message // empty' "$T_DIR/body" 2>/dev/null || true; }
+# answers DESC N STATUS CODE ARGS...: unit N answers STATUS with Key Protect reason CODE. A write
+# made by hand reaches a unit's caches within a fraction of a second: a few requests are made
+# until the answer changes (waiting on the state, never on a time).
+answers() {
+	local desc=$1 n=$2 want=$3 code=$4 got="" i
+	shift 4
+	for i in $(seq 1 100); do
+		call "$n" "$@"
+		got="$status $(kp_code)"
+		[ "$got" = "$want $code" ] && break
+	done
+	if [ "$got" = "$want $code" ]; then
+		pass "$desc: unit $n: $got ($(kp_message))"
+	else
+		fail "$desc: unit $n: got $got, want $want $code: $(head -c 300 "$T_DIR/body")"
+	fi
+}
+# mkkey NAME: a root key made through unit 1 with the token in $W; prints its id.
+mkkey() {
+	call 1 $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
+	jq -r '.resources[0].id' "$T_DIR/body"
+}

@@ -21,61 +21,11 @@ KT="application/vnd.ibm.kms.key+json"
 pa=$(newpw ann)
 pb=$(newpw ben)
 
-db() { sqlite3 "$DB" ".timeout 5000" "$@"; }
-url_of() { jq -r ".units[] | select(.number==$1) | .url" "$A/instance.json"; }
-iid() { jq -r .instance "$A/instance.json"; }
-# token_of FILE [N]: an access token for the API key in FILE from unit N (default 1); the
-# token service's answer in $T_DIR/tok.
-token_of() {
-	jq -j .apikey "$1" >"$T_DIR/ak.raw"
-	curl -sS -o "$T_DIR/tok" --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-		--data-urlencode "apikey@$T_DIR/ak.raw" "$(url_of "${2:-1}")/identity/token" || true
-	jq -r '.access_token // empty' "$T_DIR/tok" 2>/dev/null || true
-}
-# call N ARGS...: curl to unit N; the body in $T_DIR/body, the status in $status.
-call() {
-	local n=$1 path
-	shift
-	path=${*: -1}
-	status=$(curl -sS -o "$T_DIR/body" -w '%{http_code}' "${@:1:$#-1}" "$(url_of "$n")$path")
-}
-auth() { printf -- '-H\nAuthorization: Bearer %s\n-H\nBluemix-Instance: %s\n' "$1" "$(iid)"; }
-json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n' "$1"; }
-create_json() {
-	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":false}]}' \
-		"$KT" "$KT" "$1"
-}
-kp_code() {
-	if [ ! -s "$T_DIR/body" ]; then echo none; else
-		jq -r '.resources[0].reasons[0].code // "none"' "$T_DIR/body" 2>/dev/null || echo "not-json"
-	fi
-}
-# answers DESC N STATUS CODE ARGS...: unit N answers STATUS with Key Protect reason CODE. A write
-# made by hand reaches a unit's caches within a fraction of a second: a few requests are made
-# until the answer changes (waiting on the state, never on a time).
-answers() {
-	local desc=$1 n=$2 want=$3 code=$4 got="" i
-	shift 4
-	for i in $(seq 1 100); do
-		call "$n" "$@"
-		got="$status $(kp_code)"
-		[ "$got" = "$want $code" ] && break
-	done
-	if [ "$got" = "$want $code" ]; then
-		pass "$desc: unit $n: $got ($(jq -r '.resources[0].reasons[0].message' "$T_DIR/body"))"
-	else
-		fail "$desc: unit $n: got $got, want $want $code: $(head -c 300 "$T_DIR/body")"
-	fi
-}
 on_both() {
 	local desc=$1
 	shift
 	answers "$desc" 1 "$@"
 	answers "$desc" 2 "$@"
-}
-mkkey() {
-	call 1 $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
-	jq -r '.resources[0].id' "$T_DIR/body"
 }
 unit_log_has() { grep -qE -- "$2" "$A/unit-$1/unit.log"; }
 
