@@ -1,20 +1,30 @@
 /* The unit's audit trail: data_dir/audit/audit-NNNNNNNN.jsonl (include/kyok/audit.h has the
  * line format, docs/formats.md how to check it).
  *
- * One mutex orders the lines: a line takes the next seq and the hash of the line before
- * under it and is copied into the present file, which is written through a shared mapping
- * with room reserved on disk ahead (a line costs a copy and a hash, no system call); only
- * then is the request it records answered. Signing is the slow part (an ECDSA P-521
- * signature takes about a millisecond), so lines are not signed one by one: a thread
- * writes a checkpoint line, signed by the identity key, when lines have waited
- * audit_checkpoint_ms or UNITD_AUDIT_CKPT_LINES of them are waiting; one is also written
- * before a file is left and at stop. Through the chain a checkpoint covers every line
- * before it. Checkpoints and command lines are fsync'd; other lines reach the disk with the
- * next checkpoint (a crash of the process loses none of them: they are in the page cache;
- * a power loss may lose those after the last checkpoint).
+ * Two mutexes. `lock` orders the lines: a line takes the next seq and the hash of the line
+ * before under it and is copied to the lines waiting to be written (a copy and a hash, no
+ * system call); only then is the request it records answered. `wlock` is held by whoever
+ * writes waiting lines to the present file (one pwrite for all of them), and taken before
+ * `lock` when both are held. A thread of the audit log writes the waiting lines about every
+ * AUDIT_WRITE_PAUSE_US (at once when it was idle), so lines are written in batches off the
+ * requests' path; a line that must be on disk before its caller goes on (an intent, an
+ * admin command, a checkpoint) is written and synced by its caller. Room on disk is
+ * reserved ahead (fallocate) before a line is taken: a full disk refuses the line, never
+ * loses it later.
+ *
+ * Signing is the slow part (an ECDSA P-521 signature takes about a millisecond), so lines
+ * are not signed one by one: the same thread writes a checkpoint line, signed by the
+ * identity key, when lines have waited audit_checkpoint_ms or UNITD_AUDIT_CKPT_LINES of them
+ * are waiting; one is also written before a file is left and at stop. Through the chain a
+ * checkpoint covers every line before it. Checkpoints are fdatasync'd outside `lock`:
+ * requests go on while the disk syncs.
+ *
+ * Why not a shared mapping of the file (as before): on ext4 every page of it written after
+ * a writeback faults again, and each writeback shoots down the mapping on every CPU; that
+ * cost about 15% of unwrap throughput.
  *
  * A file left is cut to its lines. A unit that was killed leaves the reserved zero tail and
- * maybe a line cut short mid-copy (never answered): the next start cuts both off.
+ * maybe a line cut short mid-write: the next start cuts both off.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,141 +55,260 @@
 /* Room kept at the end of a file for the lines that close it (a checkpoint, or a stop line
  * and a checkpoint: each under 600 bytes), so that no file grows past audit_max_bytes. */
 #define AUDIT_CLOSE_RESERVE 1024u
-/* The present file is written through a shared mapping, reserved on disk (fallocate) this
- * much at a time ahead of the lines: a line costs a copy, not a system call. */
-#define AUDIT_CHUNK (1024u * 1024u)
+/* Room on disk is reserved (fallocate) this much at a time ahead of the lines. */
+#define AUDIT_CHUNK (4u * 1024u * 1024u)
+/* Lines waiting to be written: at most this many bytes (a disk that stalls makes requests
+ * wait for it, rather than memory grow). */
+#define AUDIT_PEND_MAX (8u * 1024u * 1024u)
+/* The writer thread's pause between two writes, while lines keep coming: batches. */
+#define AUDIT_WRITE_PAUSE_US 1000
+
+struct audit_buf {
+	char *p;
+	size_t len, cap;
+};
 
 static struct {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_mutex_t lock;  /* the chain and the lines waiting */
+	pthread_mutex_t wlock; /* writing to the present file; taken before lock */
+	pthread_cond_t cond;   /* wakes the writer thread */
 	pthread_t thread;
-	bool open, thread_running, stop, broken;
-	int fd;
-	char *map;      /* the present file, mapped: map_len bytes, reserved on disk */
-	size_t map_len; /* the file's length on disk: lines (size) then zeros */
+	bool open, thread_running, stop, broken, writer_idle;
+	int fd; /* the present file: changes only under both locks */
 	char *dir;
 	unsigned long long fileno;
-	uint64_t size, max;
+	uint64_t size;     /* the present file's lines, written or waiting */
+	uint64_t written;  /* the bytes of them written to it */
+	uint64_t reserved; /* its length on disk: lines then zeros */
+	uint64_t max;
+	struct audit_buf pend;  /* lines waiting (under lock): they end the file at size */
+	struct audit_buf spare; /* the writer's buffer (under wlock) */
 	uint64_t seq;
 	uint8_t hash[KY_AUDIT_HASH_LEN];
 	uint64_t pending;   /* lines since the last checkpoint */
 	size_t cut_partial; /* bytes of a line cut short, cut off at start */
 	uint32_t ckpt_ms;
+	EVP_MD_CTX *md; /* hashes the lines, under lock */
 	EVP_PKEY *key;
 	char *cert_b64;
 	char instance[KY_ID_MAX + 1];
 	char unit[KY_ID_MAX + 1];
-	time_t tsec; /* the second tbase holds */
-	char tbase[24];
-} audit = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+} audit = {.lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
 
-/* Room for n more bytes in the mapping: reserved on disk first, so that a full disk is an
- * error here and never a fault when the line is copied. */
+/* Room for n more bytes in the present file: reserved on disk first, so that a full disk is
+ * an error here, before the line is taken, and never when it is written. */
 static int audit_reserve_locked(size_t n)
 {
-	size_t want;
-	void *m;
+	uint64_t want;
 	int e;
 
-	if (audit.size + n <= audit.map_len)
+	if (audit.size + n <= audit.reserved)
 		return 0;
 	want = (audit.size + n + AUDIT_CHUNK - 1) / AUDIT_CHUNK * AUDIT_CHUNK;
-	if ((e = posix_fallocate(audit.fd, (off_t)audit.map_len, (off_t)(want - audit.map_len))) !=
-	    0) {
+	if ((e = posix_fallocate(audit.fd, (off_t)audit.reserved,
+	                         (off_t)(want - audit.reserved))) != 0) {
 		unitd_log("error: cannot reserve room in audit log file " AUDIT_NAME_FMT
 		          " in '%s': %s",
 		          audit.fileno, audit.dir, strerror(e));
 		return KY_ERR_AUDIT_UNAVAILABLE;
 	}
-	m = audit.map == NULL ? mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED, audit.fd, 0)
-	                      : mremap(audit.map, audit.map_len, want, MREMAP_MAYMOVE);
-	if (m == MAP_FAILED) {
-		unitd_log("error: cannot map audit log file " AUDIT_NAME_FMT " in '%s': %s",
-		          audit.fileno, audit.dir, strerror(errno));
-		return KY_ERR_AUDIT_UNAVAILABLE;
-	}
-	/* The new pages are made writable now, in one call, rather than one fault (zeroing,
-	 * the file system's write check) for every few lines. Best effort: a kernel before 5.14
-	 * faults them in one by one. */
-	(void)madvise((uint8_t *)m + audit.map_len, want - audit.map_len, MADV_POPULATE_WRITE);
-	audit.map = m;
-	audit.map_len = want;
+	audit.reserved = want;
 	return 0;
 }
 
-/* Leaves the present file: its reserved tail cut off, synced, closed. */
+static int audit_pwrite(int fd, const char *p, size_t n, uint64_t off)
+{
+	while (n > 0) {
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? errno : EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+/* A write failed: the lines waiting are lost, every later line is refused (the unit answers
+ * audit-unavailable) until it is restarted. */
+static void audit_write_failed_locked(int e)
+{
+	if (!audit.broken)
+		unitd_log("error: cannot write audit log file " AUDIT_NAME_FMT " in '%s': %s: the "
+		          "unit refuses every request until it is restarted",
+		          audit.fileno, audit.dir, strerror(e));
+	audit.broken = true;
+	audit.pend.len = 0;
+}
+
+/* Writes the lines waiting, both locks held. */
+static int audit_flush_both(void)
+{
+	int e;
+
+	if (audit.broken)
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	if (audit.pend.len == 0)
+		return 0;
+	if ((e = audit_pwrite(audit.fd, audit.pend.p, audit.pend.len, audit.written)) != 0) {
+		audit_write_failed_locked(e);
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	audit.written += audit.pend.len;
+	audit.pend.len = 0;
+	return 0;
+}
+
+/* Writes the lines waiting, wlock held (not lock): they are taken under lock, written
+ * without it, so that lines keep coming meanwhile. */
+static int audit_flush_w(void)
+{
+	struct audit_buf b;
+	uint64_t off;
+	int fd, e;
+
+	pthread_mutex_lock(&audit.lock);
+	if (audit.broken) {
+		pthread_mutex_unlock(&audit.lock);
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	b = audit.pend;
+	audit.pend = audit.spare;
+	audit.spare = b;
+	off = audit.written;
+	fd = audit.fd;
+	pthread_mutex_unlock(&audit.lock);
+	if (b.len == 0)
+		return 0;
+	e = audit_pwrite(fd, b.p, b.len, off);
+	audit.spare.len = 0;
+	pthread_mutex_lock(&audit.lock);
+	if (e != 0)
+		audit_write_failed_locked(e);
+	else
+		audit.written += b.len;
+	pthread_mutex_unlock(&audit.lock);
+	return e != 0 ? KY_ERR_AUDIT_UNAVAILABLE : 0;
+}
+
+static int audit_datasync(int fd)
+{
+	if (fdatasync(fd) == 0)
+		return 0;
+	unitd_log("error: cannot sync audit log file " AUDIT_NAME_FMT " in '%s': %s", audit.fileno,
+	          audit.dir, strerror(errno));
+	return KY_ERR_AUDIT_UNAVAILABLE;
+}
+
+/* Every line taken so far on disk, wlock held (not lock). */
+static int audit_sync_w(void)
+{
+	int r = audit_flush_w();
+
+	return r != 0 ? r : audit_datasync(audit.fd);
+}
+
+/* Leaves the present file (both locks held): its lines written, its reserved tail cut off,
+ * synced, closed. */
 static int audit_file_close_locked(void)
 {
 	int r = 0;
 
 	if (audit.fd < 0)
 		return 0;
-	if (audit.map != NULL)
-		munmap(audit.map, audit.map_len);
-	if (ftruncate(audit.fd, (off_t)audit.size) != 0 || fdatasync(audit.fd) != 0) {
+	(void)audit_flush_both(); /* on failure, the lines written are kept: cut to them */
+	if (ftruncate(audit.fd, (off_t)audit.written) != 0 || fdatasync(audit.fd) != 0) {
 		unitd_log("error: cannot cut audit log file " AUDIT_NAME_FMT
 		          " in '%s' to its lines: %s",
 		          audit.fileno, audit.dir, strerror(errno));
 		r = KY_ERR_AUDIT_UNAVAILABLE;
 	}
+	if (audit.broken)
+		r = KY_ERR_AUDIT_UNAVAILABLE;
 	close(audit.fd);
 	audit.fd = -1;
-	audit.map = NULL;
-	audit.map_len = 0;
+	audit.reserved = 0;
 	return r;
 }
 
-static void audit_time_locked(char *out, size_t outlen)
+/* The time a line carries (taken before its seq: lines a millisecond apart may come in
+ * either order). The formatted second is kept per thread. */
+static void audit_now(char *out, size_t outlen)
 {
+	static __thread time_t tsec;
+	static __thread char tbase[24];
 	struct timespec now;
 	struct tm tm;
 
 	if (clock_gettime(CLOCK_REALTIME, &now) != 0)
 		now.tv_sec = 0, now.tv_nsec = 0;
-	if (now.tv_sec != audit.tsec || audit.tbase[0] == '\0') {
+	if (now.tv_sec != tsec || tbase[0] == '\0') {
 		if (gmtime_r(&now.tv_sec, &tm) == NULL ||
-		    strftime(audit.tbase, sizeof(audit.tbase), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-			snprintf(audit.tbase, sizeof(audit.tbase), "1970-01-01T00:00:00");
-		audit.tsec = now.tv_sec;
+		    strftime(tbase, sizeof(tbase), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+			snprintf(tbase, sizeof(tbase), "1970-01-01T00:00:00");
+		tsec = now.tv_sec;
 	}
-	snprintf(out, outlen, "%s.%03ldZ", audit.tbase, now.tv_nsec / 1000000);
+	snprintf(out, outlen, "%s.%03ldZ", tbase, now.tv_nsec / 1000000);
 }
 
-/* Writes one closed line and its newline into the mapped file. */
-static int audit_append_locked(struct ky_audit_line *l, bool sync)
+/* Takes one line, given as its head and body (kyok/audit.h; head NULL: body is the whole
+ * line): chained, room reserved, copied to the lines waiting (the caller made sure they
+ * have room for it: at most AUDIT_PEND_MAX). */
+static int audit_take_locked(const char *head, size_t hl, const char *body, size_t bl)
 {
-	size_t n = l->len + 1;
-	uint8_t h[KY_AUDIT_HASH_LEN];
+	size_t n = hl + bl + 1;
+	char *line;
 	int r;
 
 	if (audit.broken || audit.fd < 0)
 		return KY_ERR_AUDIT_UNAVAILABLE;
-	if (ky_audit_hash(l->s, l->len, h) != 0)
-		return KY_ERR_CRYPTO;
 	if ((r = audit_reserve_locked(n)) != 0)
 		return r;
-	memcpy(audit.map + audit.size, l->s, l->len);
-	audit.map[audit.size + l->len] = '\n';
-	audit.size += n;
-	audit.seq++;
-	memcpy(audit.hash, h, sizeof(h));
-	audit.pending++;
-	if (sync && fdatasync(audit.fd) != 0) {
-		unitd_log("error: cannot sync audit log file " AUDIT_NAME_FMT " in '%s': %s",
-		          audit.fileno, audit.dir, strerror(errno));
+	if (audit.pend.len + n > audit.pend.cap) {
+		size_t cap = audit.pend.cap ? audit.pend.cap : 64u * 1024u;
+		char *p;
+		while (cap < audit.pend.len + n)
+			cap *= 2;
+		if ((p = realloc(audit.pend.p, cap)) == NULL)
+			return KY_ERR_NOMEM;
+		audit.pend.p = p;
+		audit.pend.cap = cap;
+	}
+	line = audit.pend.p + audit.pend.len;
+	if (hl > 0)
+		memcpy(line, head, hl);
+	memcpy(line + hl, body, bl);
+	line[hl + bl] = '\n';
+	if (ky_audit_hash_in(audit.md, line, hl + bl, audit.hash) != 0) {
+		/* the chain's head is lost with the line: no line can follow */
+		unitd_log("error: cannot hash an audit line: the unit refuses every request until "
+		          "it is restarted");
+		audit.broken = true;
 		return KY_ERR_AUDIT_UNAVAILABLE;
 	}
+	audit.pend.len += n;
+	audit.size += n;
+	audit.seq++;
+	audit.pending++;
 	return 0;
+}
+
+static int audit_append_locked(const struct ky_audit_line *l)
+{
+	return audit_take_locked(NULL, 0, l->s, l->len);
 }
 
 static void audit_begin_locked(struct ky_audit_line *l, const char *event)
 {
 	char t[40];
 
-	audit_time_locked(t, sizeof(t));
+	audit_now(t, sizeof(t));
 	ky_audit_begin(l, audit.seq + 1, audit.hash, t, event);
 }
 
+/* Takes a signed checkpoint line (the caller syncs it). */
 static int audit_checkpoint_locked(void)
 {
 	int r = KY_ERR_INTERNAL;
@@ -193,7 +321,7 @@ static int audit_checkpoint_locked(void)
 		unitd_log("error: cannot sign an audit checkpoint: %s", ky_err_message(r));
 		return KY_ERR_AUDIT_UNAVAILABLE;
 	}
-	if ((r = audit_append_locked(&l, true)) != 0)
+	if ((r = audit_append_locked(&l)) != 0)
 		return r;
 	audit.pending = 0;
 	return 0;
@@ -209,8 +337,9 @@ static int audit_fsync_dir(void)
 	return r;
 }
 
-/* Closes the present file (after a checkpoint when lines wait) and begins the next one
- * with its file line, linked to the last line of the one before. */
+/* Closes the present file (after a checkpoint when lines wait: both synced) and begins the
+ * next one with its file line, linked to the last line of the one before. Both locks held,
+ * the lines waiting written (so that the file line has room). */
 static int audit_next_file_locked(void)
 {
 	int r = KY_ERR_INTERNAL, fd = -1;
@@ -245,12 +374,13 @@ static int audit_next_file_locked(void)
 	fd = -1; /* transferred */
 	audit.fileno++;
 	audit.size = 0;
+	audit.written = 0;
 	audit_begin_locked(&l, "file");
 	ky_audit_add_str(&l, "instance", audit.instance);
 	ky_audit_add_str(&l, "unit", audit.unit);
 	ky_audit_add_str(&l, "file", name);
 	ky_audit_add_str(&l, "cert", audit.cert_b64);
-	if ((r = ky_audit_end(&l)) != 0 || (r = audit_append_locked(&l, false)) != 0) {
+	if ((r = ky_audit_end(&l)) != 0 || (r = audit_append_locked(&l)) != 0) {
 		/* An empty file is skipped (and removed) at the next start. */
 		r = KY_ERR_AUDIT_UNAVAILABLE;
 		return r;
@@ -262,60 +392,135 @@ fail:
 	return r;
 }
 
-/* Writes one event: members come ready (",\"a\":..."). A new file begins first when this
- * line would leave the present one less than AUDIT_CLOSE_RESERVE below its size (a line
- * longer than a whole file then goes alone into the new one). */
-static int audit_event(const char *event, const struct ky_audit_line *members, bool sync)
+/* How far a line has gone when audit_event returns. */
+enum audit_reach {
+	AUDIT_TAKEN,   /* in the chain, room reserved: written within about a millisecond */
+	AUDIT_WRITTEN, /* in the file (a crash of the process cannot lose it) */
+	AUDIT_SYNCED,  /* on disk */
+};
+
+/* Writes one event: members come ready (",\"a\":..."), reach says how far.
+ * The line's body is made first, outside the lock; under it only its head (seq, prev) is
+ * made and the line hashed and copied. A new file begins first when this line would leave
+ * the present one less than AUDIT_CLOSE_RESERVE below its size (a line longer than a whole
+ * file then goes alone into the new one). That, and lines waiting with no room left, need
+ * wlock: taken (before lock), then looked at again. */
+static int audit_event(const char *event, const struct ky_audit_line *members,
+                       enum audit_reach reach)
 {
 	int r = KY_ERR_INTERNAL;
-	struct ky_audit_line l;
+	struct ky_audit_line body;
+	char t[40], head[KY_AUDIT_HEAD_MAX];
+	size_t hl;
+	bool wl = false, new_file = false;
 
 	if (members->over)
 		return KY_ERR_TOO_LARGE;
+	audit_now(t, sizeof(t));
+	ky_audit_body(&body, t, event);
+	ky_audit_add_members(&body, members->s, members->len);
+	if ((r = ky_audit_end(&body)) != 0 || body.len > KY_AUDIT_LINE_MAX - KY_AUDIT_HEAD_MAX)
+		return KY_ERR_TOO_LARGE;
 	pthread_mutex_lock(&audit.lock);
-	if (!audit.open) {
-		r = 0;
-		goto out;
-	}
-	for (int round = 0; round < 2; round++) {
-		audit_begin_locked(&l, event);
-		ky_audit_add_members(&l, members->s, members->len);
-		if ((r = ky_audit_end(&l)) != 0)
+	for (;;) {
+		bool need_file, need_room;
+		size_t n;
+		if (!audit.open) {
+			r = 0;
+			reach = AUDIT_TAKEN;
 			goto out;
-		if (round == 1 || audit.size + l.len + 1 + AUDIT_CLOSE_RESERVE <= audit.max)
+		}
+		hl = ky_audit_head(head, audit.seq + 1, audit.hash);
+		n = hl + body.len + 1;
+		need_file = !new_file && audit.size + n + AUDIT_CLOSE_RESERVE > audit.max;
+		need_room = audit.pend.len + n > AUDIT_PEND_MAX;
+		if (!need_file && !need_room)
 			break;
-		if ((r = audit_next_file_locked()) != 0)
+		if (!wl) {
+			pthread_mutex_unlock(&audit.lock);
+			pthread_mutex_lock(&audit.wlock);
+			pthread_mutex_lock(&audit.lock);
+			wl = true;
+			continue;
+		}
+		if ((r = audit_flush_both()) != 0)
 			goto out;
+		if (need_file) {
+			if ((r = audit_next_file_locked()) != 0)
+				goto out;
+			new_file = true;
+		}
 	}
-	if ((r = audit_append_locked(&l, sync)) != 0)
+	if ((r = audit_take_locked(head, hl, body.s, body.len)) != 0)
 		goto out;
-	if (audit.pending >= UNITD_AUDIT_CKPT_LINES && audit.thread_running)
+	if (audit.thread_running &&
+	    (audit.writer_idle || audit.pending >= UNITD_AUDIT_CKPT_LINES)) {
+		audit.writer_idle = false;
 		pthread_cond_signal(&audit.cond);
-	r = 0;
+	}
 out:
 	pthread_mutex_unlock(&audit.lock);
+	if (r == 0 && reach != AUDIT_TAKEN) {
+		if (!wl)
+			pthread_mutex_lock(&audit.wlock);
+		wl = true;
+		r = reach == AUDIT_SYNCED ? audit_sync_w() : audit_flush_w();
+	}
+	if (wl)
+		pthread_mutex_unlock(&audit.wlock);
 	return r;
 }
 
+static void audit_ts_add_ms(struct timespec *t, uint32_t ms)
+{
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+}
+
+static bool audit_ts_reached(const struct timespec *now, const struct timespec *t)
+{
+	return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+/* The writer: writes the lines waiting, pausing AUDIT_WRITE_PAUSE_US between two writes
+ * (it sleeps on cond while none wait), and takes a checkpoint every audit_checkpoint_ms
+ * when lines wait for one (or as soon as UNITD_AUDIT_CKPT_LINES do), synced. */
 static void *audit_thread(void *arg)
 {
-	struct timespec until;
+	struct timespec now, due;
+	const struct timespec pause = {0, AUDIT_WRITE_PAUSE_US * 1000L};
 
 	(void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &due);
+	audit_ts_add_ms(&due, audit.ckpt_ms);
 	pthread_mutex_lock(&audit.lock);
 	while (!audit.stop) {
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += audit.ckpt_ms / 1000;
-		until.tv_nsec += (long)(audit.ckpt_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
+		bool ckpt = false;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (audit_ts_reached(&now, &due)) {
+			ckpt = audit.pending > 0;
+			due = now;
+			audit_ts_add_ms(&due, audit.ckpt_ms);
 		}
-		while (!audit.stop && audit.pending < UNITD_AUDIT_CKPT_LINES &&
-		       pthread_cond_timedwait(&audit.cond, &audit.lock, &until) != ETIMEDOUT)
-			;
-		if (!audit.stop && audit.pending > 0 && !audit.broken)
-			(void)audit_checkpoint_locked(); /* logged; tried again next time */
+		ckpt = (ckpt || audit.pending >= UNITD_AUDIT_CKPT_LINES) && !audit.broken;
+		if (!ckpt && (audit.pend.len == 0 || audit.broken)) {
+			audit.writer_idle = true;
+			(void)pthread_cond_timedwait(&audit.cond, &audit.lock, &due);
+			audit.writer_idle = false;
+			continue;
+		}
+		if (ckpt && audit_checkpoint_locked() != 0)
+			ckpt = false; /* logged; tried again next time */
+		pthread_mutex_unlock(&audit.lock);
+		pthread_mutex_lock(&audit.wlock);
+		(void)(ckpt ? audit_sync_w() : audit_flush_w()); /* failures logged */
+		pthread_mutex_unlock(&audit.wlock);
+		nanosleep(&pause, NULL);
+		pthread_mutex_lock(&audit.lock);
 	}
 	pthread_mutex_unlock(&audit.lock);
 	return NULL;
@@ -380,8 +585,8 @@ static int audit_data_end(int fd, off_t size, off_t *end)
 }
 
 /* Reads the last line of file number n: its seq and hash. A unit that did not stop
- * cleanly leaves the reserved zero tail, and maybe a line cut short while it was copied
- * (its request was not answered): both are cut off here, the cut line's length kept for
+ * cleanly leaves the reserved zero tail, and maybe a line cut short while it was written:
+ * both are cut off here, the cut line's length kept for
  * the start line. *empty when no line is left. */
 static int audit_tail(const char *dir, unsigned long long n, bool *empty, char *err, size_t errlen)
 {
@@ -472,6 +677,7 @@ static int audit_cert_b64(X509 *cert, char **out)
 	return r;
 }
 
+/* Both locks held. */
 static void audit_release_locked(void)
 {
 	if (audit_file_close_locked() != 0)
@@ -484,10 +690,17 @@ static void audit_release_locked(void)
 	audit.cert_b64 = NULL;
 	EVP_PKEY_free(audit.key);
 	audit.key = NULL;
+	free(audit.pend.p);
+	free(audit.spare.p);
+	EVP_MD_CTX_free(audit.md);
+	audit.md = NULL;
+	memset(&audit.pend, 0, sizeof(audit.pend));
+	memset(&audit.spare, 0, sizeof(audit.spare));
 	audit.open = false;
 	audit.broken = false;
 	audit.stop = false;
 	audit.seq = 0;
+	audit.size = audit.written = 0;
 	audit.pending = 0;
 	audit.cut_partial = 0;
 	memset(audit.hash, 0, sizeof(audit.hash));
@@ -504,6 +717,7 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	pthread_condattr_t ca;
 	char state[64];
 
+	pthread_mutex_lock(&audit.wlock);
 	pthread_mutex_lock(&audit.lock);
 	if (asprintf(&audit.dir, "%s/" AUDIT_SUBDIR, st->dir) < 0) {
 		audit.dir = NULL;
@@ -555,6 +769,11 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 		goto fail;
 	}
 	audit.key = d->identity_key;
+	if ((audit.md = EVP_MD_CTX_new()) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if ((r = audit_cert_b64(d->identity_cert, &audit.cert_b64)) != 0) {
 		snprintf(err, errlen, "cannot encode the identity certificate");
 		goto fail;
@@ -566,6 +785,7 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 		goto fail;
 	}
 	pthread_mutex_unlock(&audit.lock);
+	pthread_mutex_unlock(&audit.wlock);
 
 	ky_audit_members(&m);
 	ky_audit_add_str(&m, "instance", d->instance);
@@ -575,7 +795,7 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	ky_audit_add_uint(&m, "pid", (uint64_t)getpid());
 	if (audit.cut_partial > 0)
 		ky_audit_add_uint(&m, "cut_partial_line", audit.cut_partial);
-	if ((r = audit_event("start", &m, false)) != 0)
+	if ((r = audit_event("start", &m, AUDIT_TAKEN)) != 0)
 		goto fail_unlocked;
 	ky_audit_members(&m);
 	ky_audit_add_str(&m, "backend", st->seal->ops->name);
@@ -583,9 +803,10 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	snprintf(state, sizeof(state), "%s", created ? "created" : "opened");
 	ky_audit_add_str(&m, "outcome", state);
 	ky_audit_add_uint(&m, "next_counter", d->next_counter);
-	if ((r = audit_event("unseal", &m, true)) != 0)
+	if ((r = audit_event("unseal", &m, AUDIT_SYNCED)) != 0)
 		goto fail_unlocked;
 
+	pthread_mutex_lock(&audit.wlock);
 	pthread_mutex_lock(&audit.lock);
 	if (pthread_condattr_init(&ca) != 0 ||
 	    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
@@ -598,19 +819,22 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	if (pthread_create(&audit.thread, NULL, audit_thread, NULL) != 0) {
 		pthread_cond_destroy(&audit.cond);
 		r = KY_ERR_INTERNAL;
-		snprintf(err, errlen, "cannot start the audit checkpoint thread");
+		snprintf(err, errlen, "cannot start the audit log's writer thread");
 		goto fail;
 	}
 	audit.thread_running = true;
 	pthread_mutex_unlock(&audit.lock);
+	pthread_mutex_unlock(&audit.wlock);
 	return 0;
 fail_unlocked:
 	snprintf(err, errlen, "cannot write the audit log in '%s': %s", audit.dir,
 	         ky_err_message(r));
+	pthread_mutex_lock(&audit.wlock);
 	pthread_mutex_lock(&audit.lock);
 fail:
 	audit_release_locked();
 	pthread_mutex_unlock(&audit.lock);
+	pthread_mutex_unlock(&audit.wlock);
 	return r;
 }
 
@@ -627,19 +851,23 @@ void unitd_audit_close(void)
 	pthread_mutex_unlock(&audit.lock);
 	if (running) {
 		pthread_join(audit.thread, NULL);
+		pthread_mutex_lock(&audit.lock);
+		audit.thread_running = false;
+		pthread_mutex_unlock(&audit.lock);
 		pthread_cond_destroy(&audit.cond);
 	}
 	ky_audit_members(&m);
 	ky_audit_add_str(&m, "unit", audit.unit);
-	if (audit_event("stop", &m, false) != 0)
+	if (audit_event("stop", &m, AUDIT_TAKEN) != 0)
 		unitd_log("error: cannot write the audit stop line");
+	pthread_mutex_lock(&audit.wlock);
 	pthread_mutex_lock(&audit.lock);
 	if (audit.open && audit.pending > 0 && audit_checkpoint_locked() != 0)
 		unitd_log("error: cannot write the final audit checkpoint: the last audit lines "
 		          "stay unsigned");
-	audit.thread_running = false;
-	audit_release_locked();
+	audit_release_locked(); /* writes and syncs the lines waiting */
 	pthread_mutex_unlock(&audit.lock);
+	pthread_mutex_unlock(&audit.wlock);
 }
 
 /* ---- events ---- */
@@ -732,7 +960,7 @@ outcome:
 		if (outcome != 0 && detail[0] != '\0')
 			ky_audit_add_str(&m, "reason", detail);
 	}
-	r = audit_event("admin-command", &m, true);
+	r = audit_event("admin-command", &m, AUDIT_SYNCED);
 	ky_command_free(cmd);
 	free(signers);
 	ky_buf_free(&content);
@@ -768,7 +996,9 @@ int unitd_audit_api(enum unitd_audit_phase phase, const char *method, const char
 		ky_audit_add_uint(&m, "status", status);
 		ky_audit_add_str(&m, "code", ky_err_slug(err));
 	}
-	return audit_event("key-api", &m, false);
+	/* an intent is in the file before its request acts; an outcome may follow later */
+	return audit_event("key-api", &m,
+	                   phase == UNITD_AUDIT_INTENT ? AUDIT_WRITTEN : AUDIT_TAKEN);
 }
 
 void unitd_audit_seal(const struct ky_domain *d)
@@ -780,6 +1010,6 @@ void unitd_audit_seal(const struct ky_domain *d)
 	ky_audit_add_uint(&m, "admins", d->nadmins);
 	ky_audit_add_str(&m, "new_mk", ky_new_state_name(d->new_state));
 	ky_audit_add_str(&m, "current_mk", ky_cur_state_name(d->cur_state));
-	if (audit_event("seal", &m, false) != 0)
+	if (audit_event("seal", &m, AUDIT_WRITTEN) != 0)
 		unitd_log("error: the sealed state was written but the audit log could not say so");
 }

@@ -171,11 +171,12 @@ void unitd_header_timer_request_done(struct unitd_header_timer *ht, struct MHD_C
  * key at most every audit_checkpoint_ms, every UNITD_AUDIT_CKPT_LINES lines, before a
  * new file begins and at stop. Each start begins a new file, as does a file reaching
  * audit_max_bytes; its first line carries the identity certificate and links to the last
- * line of the file before. A line is in the kernel (copied into the file's shared mapping)
- * before the request it records is answered; checkpoints and command lines are also
- * fsync'd. Every write
- * fails with KY_ERR_AUDIT_UNAVAILABLE when the line cannot be written, and the caller
- * refuses what it records. Until _open and after _close every call is a no-op. */
+ * line of the file before. A line has its place in the chain and its room reserved on disk
+ * before the request it records is answered, and is written within about a millisecond
+ * by the log's thread; lines written with sync (intents, commands, checkpoints) are on
+ * disk when the call returns. Every write fails with KY_ERR_AUDIT_UNAVAILABLE when the
+ * line cannot be taken, and the caller refuses what it records. Until _open and after
+ * _close every call is a no-op. */
 
 #define UNITD_AUDIT_CKPT_LINES 10000u
 

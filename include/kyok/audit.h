@@ -39,6 +39,14 @@ void ky_audit_members(struct ky_audit_line *l);
 /* Starts the line: {"seq":..,"prev":..,"time":..,"event":".." (no closing brace). */
 void ky_audit_begin(struct ky_audit_line *l, uint64_t seq, const uint8_t prev[KY_AUDIT_HASH_LEN],
                     const char *time, const char *event);
+/* The same line in two parts, so that the part that does not depend on the line before can
+ * be made first (the daemon makes it outside its lock): the head {"seq":..,"prev":".."
+ * (returns its length, under KY_AUDIT_HEAD_MAX), and the body ,"time":..,"event":".."
+ * that members and ky_audit_end complete. A line is its head and body, in that order. */
+#define KY_AUDIT_HEAD_MAX 112
+size_t ky_audit_head(char out[KY_AUDIT_HEAD_MAX], uint64_t seq,
+                     const uint8_t prev[KY_AUDIT_HASH_LEN]);
+void ky_audit_body(struct ky_audit_line *l, const char *time, const char *event);
 /* ,"name":"value": the value escaped for JSON; bytes outside printable ASCII become '?'. */
 void ky_audit_add_str(struct ky_audit_line *l, const char *name, const char *value);
 void ky_audit_add_uint(struct ky_audit_line *l, const char *name, uint64_t value);
@@ -56,6 +64,9 @@ int ky_audit_end(struct ky_audit_line *l) KY_WUR;
 int ky_audit_sign(struct ky_audit_line *l, EVP_PKEY *key) KY_WUR;
 
 int ky_audit_hash(const char *line, size_t n, uint8_t out[KY_AUDIT_HASH_LEN]) KY_WUR;
+/* The same with a context kept by the caller (no allocation per line). */
+int ky_audit_hash_in(EVP_MD_CTX *ctx, const char *line, size_t n,
+                     uint8_t out[KY_AUDIT_HASH_LEN]) KY_WUR;
 /* Time as the lines carry it, from a CLOCK_REALTIME reading. out: at least 32 bytes. */
 void ky_audit_time(int64_t sec, long nsec, char *out, size_t outlen);
 

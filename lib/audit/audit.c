@@ -74,24 +74,40 @@ void ky_audit_members(struct ky_audit_line *l)
 	l->over = false;
 }
 
-void ky_audit_begin(struct ky_audit_line *l, uint64_t seq, const uint8_t prev[KY_AUDIT_HASH_LEN],
-                    const char *time, const char *event)
+size_t ky_audit_head(char out[KY_AUDIT_HEAD_MAX], uint64_t seq,
+                     const uint8_t prev[KY_AUDIT_HASH_LEN])
 {
-	char num[24], phex[2 * KY_AUDIT_HASH_LEN + 1];
+	char phex[2 * KY_AUDIT_HASH_LEN + 1];
+	int n;
 
+	ky_hex_encode(prev, KY_AUDIT_HASH_LEN, phex);
+	n = snprintf(out, KY_AUDIT_HEAD_MAX, "{\"seq\":%llu,\"prev\":\"%s\"",
+	             (unsigned long long)seq, phex);
+	return n > 0 && n < KY_AUDIT_HEAD_MAX ? (size_t)n : 0; /* cannot be 0: the buffer fits */
+}
+
+void ky_audit_body(struct ky_audit_line *l, const char *time, const char *event)
+{
 	l->len = 0;
 	l->over = false;
-	snprintf(num, sizeof(num), "%llu", (unsigned long long)seq);
-	ky_hex_encode(prev, KY_AUDIT_HASH_LEN, phex);
-	audit_puts(l, "{\"seq\":");
-	audit_puts(l, num);
-	audit_puts(l, ",\"prev\":\"");
-	audit_puts(l, phex);
-	audit_puts(l, "\",\"time\":\"");
+	audit_puts(l, ",\"time\":\"");
 	audit_put_escaped(l, time);
 	audit_puts(l, "\",\"event\":\"");
 	audit_put_escaped(l, event);
 	audit_put(l, "\"", 1);
+}
+
+void ky_audit_begin(struct ky_audit_line *l, uint64_t seq, const uint8_t prev[KY_AUDIT_HASH_LEN],
+                    const char *time, const char *event)
+{
+	char head[KY_AUDIT_HEAD_MAX];
+	struct ky_audit_line body;
+
+	ky_audit_body(&body, time, event);
+	ky_audit_members(l);
+	audit_put(l, head, ky_audit_head(head, seq, prev));
+	audit_put(l, body.s, body.len);
+	l->over = l->over || body.over;
 }
 
 void ky_audit_add_str(struct ky_audit_line *l, const char *name, const char *value)
@@ -183,6 +199,18 @@ int ky_audit_hash(const char *line, size_t n, uint8_t out[KY_AUDIT_HASH_LEN])
 	if (audit_sha256 == NULL)
 		return KY_ERR_CRYPTO;
 	return EVP_Digest(line, n, out, NULL, audit_sha256, NULL) == 1 ? 0 : KY_ERR_CRYPTO;
+}
+
+int ky_audit_hash_in(EVP_MD_CTX *ctx, const char *line, size_t n, uint8_t out[KY_AUDIT_HASH_LEN])
+{
+	pthread_once(&audit_sha256_once, audit_sha256_fetch);
+	if (audit_sha256 == NULL)
+		return KY_ERR_CRYPTO;
+	return EVP_DigestInit_ex2(ctx, audit_sha256, NULL) == 1 &&
+	               EVP_DigestUpdate(ctx, line, n) == 1 &&
+	               EVP_DigestFinal_ex(ctx, out, NULL) == 1
+	           ? 0
+	           : KY_ERR_CRYPTO;
 }
 
 void ky_audit_time(int64_t sec, long nsec, char *out, size_t outlen)
