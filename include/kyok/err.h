@@ -304,6 +304,8 @@
 	X(CARD_REMOVED, "card-removed", KY_EXIT_STATE, 409,                                        \
 	  "the card was removed or reset since it was opened: open it again and enter its PIN "    \
 	  "again")                                                                                 \
+	X(CARD_BUSY, "card-in-use", KY_EXIT_STATE, 409,                                            \
+	  "another program holds the card: close it and try again")                                \
 	X(CARD_PROTOCOL, "card-protocol", KY_EXIT_UNIT, 502,                                       \
 	  "the card or its reader answered outside the protocol: check the reader and the card")   \
 	X(CARD_PIN_WRONG, "card-pin-wrong", KY_EXIT_REFUSED, 403,                                  \
