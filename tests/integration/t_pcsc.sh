@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The card stack, end to end: a private pcscd with two vpcd readers, kyok-card as the card,
+# lib/card (through card_probe) on the workstation's side, libpcsclite between them:
+#   the readers are listed; a card inserted in reader 1 is seen, the kyok applet selected,
+#     a wrong PIN refused with the tries left, the right one verified
+#   the card removed: the open session fails with card-removed; reinserted: a new session
+#     finds the PIN not verified (the card forgot it at power off)
+#   pcscd restarted under a verified session: kyok-card connects again by itself, the old
+#     session fails with card-removed, the new one finds the PIN not verified
+#   a second card in reader 2 answers too
+#   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT sent, and the parser
+#     finds a value that crossed and not one that did not
+#   kyok-card refuses an EEPROM or chip key file others can read, an unreachable reader (after
+#     its bound), a reader that breaks the vpcd protocol, and wrong usage
+. "$(dirname "$0")/helpers.sh"
+. "$(dirname "$0")/pcsc.sh"
+pcsc_namespace "$@"
+setup
+pcsc_start || { fail "pcscd did not start"; exit 1; }
+
+SELECT_HEX=00A4040006F06B796F6B0100 # with Le 00
+selects=0 # SELECTs the card answered
+
+# A session with card_probe, as a coprocess: ask CMD puts its one-line answer in $ans.
+sess_open() {
+	coproc SESS { "$CARD_PROBE" session "$1" 2>&1; }
+	ask open
+}
+ask() {
+	echo "$1" >&"${SESS[1]}"
+	IFS= read -r -t 300 ans <&"${SESS[0]}" || ans="(no answer from card_probe)"
+	if [ "$1" = select ] && [[ "$ans" == ok* ]]; then selects=$((selects + 1)); fi
+}
+sess_close() {
+	local pid=$SESS_PID
+	eval "exec ${SESS[1]}>&-"
+	wait "$pid" || true
+}
+# expect_ans DESC CMD PATTERN: the session's answer to CMD matches PATTERN (grep -E).
+expect_ans() {
+	ask "$2"
+	if grep -qE -- "$3" <<<"$ans"; then pass "$1: $ans"; else fail "$1: '$2' answered '$ans'"; fi
+}
+
+# PINs: generated, in files (never on argv). The minimal applet's EEPROM file is its PIN.
+newpin() {
+	local f="$T_DIR/pw/$1"
+	printf '%08d' $((RANDOM * 32768 + RANDOM)) >"$f"
+	chmod 600 "$f"
+	echo "$f"
+}
+pin_a=$(newpin alice)
+pin_b=$(newpin bob)
+wrong=$(newpin wrong)
+cp "$pin_a" "$T_DIR/cards/alice.eeprom"
+cp "$pin_b" "$T_DIR/cards/bob.eeprom"
+
+# ---- readers -------------------------------------------------------------------------------
+readers=$("$CARD_PROBE" readers)
+expect_eq "pcscd lists the two vpcd readers" "$(wc -l <<<"$readers")" 2
+expect_ok "reader 1 is empty" pcsc_wait_card 1 absent
+out=$(echo open | "$CARD_PROBE" session 1 2>&1 || true)
+if grep -q "^err card-absent: " <<<"$out"; then pass "no session without a card: $out"; else
+	fail "a session on an empty reader: $out"; fi
+
+# ---- a card in reader 1: SELECT, VERIFY ------------------------------------------------------
+card_insert 1 alice
+expect_ok "card in reader 1 seen present" pcsc_wait_card 1 present
+sess_open 1
+if [[ "$ans" == ok* ]]; then pass "session opened: $ans"; else fail "open: $ans"; fi
+expect_ans "the kyok applet answers SELECT" select '^ok'
+expect_ans "PIN not verified at first" verified '^ok no$'
+expect_ans "a wrong PIN is refused with the tries left" "verify $wrong" \
+	'^err card-pin-wrong: .*2 tries left'
+expect_ans "the right PIN is verified" "verify $pin_a" '^ok$'
+expect_ans "PIN verified in the session" verified '^ok yes$'
+expect_ans "the reader has no PIN pad (the caller prompts)" pinpad '^ok no$'
+
+# ---- removal and reinsertion: the PIN state is gone -------------------------------------------
+card_remove 1 || fail "kyok-card did not end cleanly on removal: $(tail -n 2 "$PCSC_DIR/card-1.log")"
+expect_ok "card in reader 1 seen absent" pcsc_wait_card 1 absent
+expect_ans "the open session sees the removal" verified '^err card-removed: '
+expect_ans "and stays ended" select '^err card-removed: '
+card_insert 1 alice
+expect_ok "card reinserted, seen present" pcsc_wait_card 1 present
+expect_ans "a new session" open '^ok'
+expect_ans "SELECT again" select '^ok'
+expect_ans "PIN not verified after reinsertion" verified '^ok no$'
+expect_ans "PIN verified again" "verify $pin_a" '^ok$'
+
+# ---- pcscd restarted: the card stays, its PIN state does not ---------------------------------
+if pcsc_restart; then pass "pcscd restarted on ports $PCSC_PORT, $((PCSC_PORT + 1))"; else
+	fail "pcscd did not restart"; fi
+expect_ok "the card is back in reader 1 by itself" pcsc_wait_card 1 present
+expect_ans "the session from before the restart has ended" verified '^err card-removed: '
+sess_close
+sess_open 1
+if [[ "$ans" == ok* ]]; then pass "new session after the restart"; else fail "open: $ans"; fi
+expect_ans "SELECT after the restart" select '^ok'
+expect_ans "PIN not verified after the restart" verified '^ok no$'
+sess_close
+if grep -q "closed the connection: card powered off, connecting again" "$PCSC_DIR/card-1.log"
+then pass "kyok-card saw the reader go and came back"; else
+	fail "kyok-card's log: $(tail -n 3 "$PCSC_DIR/card-1.log")"; fi
+
+# ---- reader 2 ---------------------------------------------------------------------------------
+card_insert 2 bob
+expect_ok "card in reader 2 seen present" pcsc_wait_card 2 present
+sess_open 2
+expect_ans "reader 2: SELECT" select '^ok'
+expect_ans "reader 2: another card's PIN is refused" "verify $pin_a" '^err card-pin-wrong: '
+expect_ans "reader 2: its own PIN is verified" "verify $pin_b" '^ok$'
+sess_close
+
+# ---- the APDU log ------------------------------------------------------------------------------
+n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
+expect_eq "pcscd's APDU log holds every SELECT sent ($selects)" "$n" "$selects"
+if pcsc_apdus | grep -qx "< 9000"; then pass "and the answers (9000)"; else
+	fail "no response 9000 in the APDU log"; fi
+if pcsc_crossed "$(xxd -p "$pin_b")"; then pass "the log parser finds a value that crossed"; else
+	fail "the PIN sent in a VERIFY is not found in the APDU log"; fi
+never=$(head -c 16 /dev/urandom | xxd -p)
+if pcsc_crossed "$never"; then fail "the log parser finds a value never sent: $never"; else
+	pass "and not a value never sent"; fi
+
+# ---- kyok-card's refusals ----------------------------------------------------------------------
+port=$(pcsc_free_ports)
+C="$T_DIR/cards"
+chmod 644 "$C/alice.eeprom"
+expect_fail "an EEPROM file others can read is refused" \
+	"EEPROM file '.*alice.eeprom': readable by all users .*chmod 600" \
+	"$KYOK_CARD" --eeprom "$C/alice.eeprom" --chip-key "$C/alice.chip" --port "$port" --wait 0
+chmod 600 "$C/alice.eeprom"
+: >"$C/carol.chip"
+chmod 640 "$C/carol.chip"
+expect_fail "a chip key file its group can read is refused" \
+	"chip key file '.*carol.chip': readable by its group" \
+	"$KYOK_CARD" --eeprom "$C/carol.eeprom" --chip-key "$C/carol.chip" --port "$port" --wait 0
+rm -f "$C/carol.chip"
+rc=0
+out=$("$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port "$port" --wait 0 \
+	2>&1) || rc=$?
+if [ $rc -eq 6 ] && grep -q "did not accept the card within 0 s.*start pcscd" <<<"$out"; then
+	pass "no reader on the port: exit 6, $out"
+else
+	fail "no reader on the port: exit $rc, $out"
+fi
+# A reader that breaks the protocol: a control code vpcd does not have, then an empty message.
+for msg in '\x00\x01\x07' '\x00\x00'; do
+	want=$([ "$msg" = '\x00\x00' ] && echo "empty message" || echo "control code 7")
+	perl -MIO::Socket::INET -e '
+		my $l = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
+			Listen => 1, ReuseAddr => 1) or die "listen: $!";
+		open(my $r, ">", $ARGV[1]) or die; close($r);
+		my $c = $l->accept or die; print $c eval "\"$ARGV[2]\""; 1 while sysread($c, my $b, 64);
+	' "$port" "$T_DIR/listening" "$msg" &
+	fake=$!
+	while [ ! -f "$T_DIR/listening" ] && kill -0 "$fake" 2>/dev/null; do sleep 0.05; done
+	rm -f "$T_DIR/listening"
+	rc=0
+	out=$("$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port "$port" \
+		--wait 60 2>&1) || rc=$?
+	wait "$fake" || true
+	if [ $rc -eq 6 ] && grep -q "$want" <<<"$out"; then pass "a reader sending $msg: exit 6"
+	else fail "a reader sending $msg: exit $rc, $out"; fi
+done
+expect_fail "--port is needed" "--port is missing" \
+	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip"
+expect_fail "a port out of range" "--port '70000': give a TCP port" \
+	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port 70000
+expect_ok "--help" "$KYOK_CARD" --help
+if "$KYOK_CARD" --help | grep -q "software card: it is as safe as the machine"; then
+	pass "--help says what a kyok-card is"; else fail "--help: $("$KYOK_CARD" --help)"; fi
+finish
