@@ -291,7 +291,13 @@
 	  "does not chain to the unit trust anchor or its transfer signature does not verify")     \
 	X(ANCHOR_MISMATCH, "anchor-mismatch", KY_EXIT_INPUT, 500,                                  \
 	  "the unit trust anchor named in the configuration is not the one sealed in the unit "    \
-	  "state")
+	  "state")                                                                                 \
+	X(CARD_EEPROM_DAMAGED, "card-eeprom-damaged", KY_EXIT_INPUT, 500,                          \
+	  "the card's EEPROM file is damaged, was altered, or belongs to another chip key: the "   \
+	  "card cannot be used; restore the file and its chip key together from a backup")         \
+	X(CARD_CHIP_KEY_MISSING, "card-chip-key-missing", KY_EXIT_INPUT, 500,                      \
+	  "the card's EEPROM file exists but its chip key file does not: restore the chip key "    \
+	  "file, or remove both files to start a blank card")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
