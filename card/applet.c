@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "card/internal.h"
 #include "kyok/crypto.h"
@@ -92,17 +93,24 @@ int kc_card_open(const char *eeprom_path, const char *chip_key_path, struct kc_c
 		snprintf(err, errlen, "card EEPROM '%s': %s", eeprom_path, ky_err_message(r));
 		goto out;
 	}
+	if (!eeprom_exists && key_exists) {
+		r = KY_ERR_CARD_EEPROM_MISSING;
+		snprintf(err, errlen, "card chip key '%s': %s", chip_key_path, ky_err_message(r));
+		goto out;
+	}
 	if (!eeprom_exists) {
-		/* a blank card: a new chip key (replacing any left without its EEPROM) */
+		/* a blank card: a new chip key, a new device key */
 		if ((r = chip_key_load(chip_key_path, true, c->chip_key, err, errlen)) != 0)
 			goto out;
 		if ((r = blank_state(&c->st)) != 0) {
 			snprintf(err, errlen, "card: %s", ky_err_message(r));
+			unlink(chip_key_path);
 			goto out;
 		}
 		if ((r = kc_eeprom_save(eeprom_path, c->chip_key, &c->st)) != 0) {
 			snprintf(err, errlen, "card EEPROM '%s': %s", eeprom_path,
 			         ky_err_message(r));
+			unlink(chip_key_path);
 			goto out;
 		}
 	} else {
@@ -152,23 +160,31 @@ static void forget(struct kc_card *c)
 	OPENSSL_cleanse(c->resp, KC_IO_MAX);
 }
 
+/* A card that went mute (its EEPROM could not be read back after a failed write) reads it
+ * again at the next power on or reset. */
+static void reload_if_mute(struct kc_card *c)
+{
+	struct kc_state st;
+
+	if (!c->mute || kc_eeprom_load(c->eeprom_path, c->chip_key, &st) != 0)
+		return;
+	kc_state_clear(&c->st);
+	c->st = st;
+	OPENSSL_cleanse(&st, sizeof(st));
+	c->mute = false;
+}
+
 void kc_card_power(struct kc_card *c, bool on)
 {
-	(void)on; /* on and off alike begin a new session */
 	forget(c);
+	if (on)
+		reload_if_mute(c);
 }
 
 void kc_card_reset(struct kc_card *c)
 {
-	struct kc_state st;
-
 	forget(c);
-	if (c->mute && kc_eeprom_load(c->eeprom_path, c->chip_key, &st) == 0) {
-		kc_state_clear(&c->st);
-		c->st = st;
-		OPENSSL_cleanse(&st, sizeof(st));
-		c->mute = false;
-	}
+	reload_if_mute(c);
 }
 
 size_t kc_card_atr(const struct kc_card *c, uint8_t *atr, size_t max)
@@ -314,30 +330,37 @@ uint16_t kc_cmd_verify(struct kc_card *c, const struct kc_apdu *a, struct kc_out
 
 typedef uint16_t (*kc_handler)(struct kc_card *c, const struct kc_apdu *a, struct kc_out *o);
 
+/* What a command takes besides CLA and INS: anything else given is refused (6700 for data,
+ * 6B00 for a non-zero P1 or P2), never ignored. */
+#define TAKES_DATA 0x01
+#define TAKES_P1   0x02
+#define TAKES_P2   0x04
+
 static const struct {
 	uint8_t cla; /* without the chaining bit */
 	uint8_t ins;
+	uint8_t takes;
 	kc_handler fn;
 } kc_commands[] = {
-    {0x00, 0xA4, cmd_select},               /* SELECT */
-    {0x00, 0x20, kc_cmd_verify},            /* VERIFY */
-    {0x80, 0x10, kc_cmd_create_zone},       /* CREATE ZONE: blank -> CA */
-    {0x80, 0x12, kc_cmd_enrol_sign},        /* ENROL SIGN: CA certifies a device key */
-    {0x80, 0x14, kc_cmd_enrol},             /* ENROL: blank -> EP11 */
-    {0x80, 0x16, kc_cmd_get_device},        /* GET DEVICE: device key, zone certificate */
-    {0x80, 0x18, kc_cmd_copy_begin},        /* COPY BEGIN: destination's challenge */
-    {0x80, 0x1A, kc_cmd_copy_export},       /* COPY EXPORT: source encrypts */
-    {0x80, 0x1C, kc_cmd_copy_import},       /* COPY IMPORT: destination decrypts */
-    {0x80, 0x1E, kc_cmd_unblock_challenge}, /* UNBLOCK CHALLENGE */
-    {0x80, 0x22, kc_cmd_unblock_sign},      /* UNBLOCK SIGN: CA signs the statement */
-    {0x80, 0x24, kc_cmd_unblock},           /* UNBLOCK: EP11 checks it, new PIN */
-    {0x80, 0x30, kc_cmd_gen_sigkey},        /* GENERATE SIGNATURE KEY */
-    {0x80, 0x32, kc_cmd_get_sigkey},        /* GET SIGNATURE KEY */
-    {0x80, 0x34, kc_cmd_sign},              /* SIGN a SHA-512 digest */
-    {0x80, 0x40, kc_cmd_gen_part},          /* GENERATE KEY PART */
-    {0x80, 0x42, kc_cmd_part_info},         /* KEY PART INFO */
-    {0x80, 0x44, kc_cmd_envelope},          /* ENVELOPE KEY PART */
-    {0x80, 0x46, kc_cmd_set_anchor},        /* SET ANCHOR */
+    {0x00, 0xA4, TAKES_DATA | TAKES_P1 | TAKES_P2, cmd_select}, /* SELECT */
+    {0x00, 0x20, TAKES_DATA | TAKES_P2, kc_cmd_verify},         /* VERIFY */
+    {0x80, 0x10, TAKES_DATA, kc_cmd_create_zone},               /* CREATE ZONE: blank -> CA */
+    {0x80, 0x12, TAKES_DATA, kc_cmd_enrol_sign},                /* ENROL SIGN (CA) */
+    {0x80, 0x14, TAKES_DATA, kc_cmd_enrol},                     /* ENROL: blank -> EP11 */
+    {0x80, 0x16, 0, kc_cmd_get_device},                         /* GET DEVICE */
+    {0x80, 0x18, 0, kc_cmd_copy_begin},                         /* COPY BEGIN (destination) */
+    {0x80, 0x1A, TAKES_DATA, kc_cmd_copy_export},               /* COPY EXPORT (source) */
+    {0x80, 0x1C, TAKES_DATA, kc_cmd_copy_import},               /* COPY IMPORT (destination) */
+    {0x80, 0x1E, 0, kc_cmd_unblock_challenge},                  /* UNBLOCK CHALLENGE (EP11) */
+    {0x80, 0x22, TAKES_DATA, kc_cmd_unblock_sign},              /* UNBLOCK SIGN (CA) */
+    {0x80, 0x24, TAKES_DATA, kc_cmd_unblock},                   /* UNBLOCK (EP11) */
+    {0x80, 0x30, 0, kc_cmd_gen_sigkey},                         /* GENERATE SIGNATURE KEY */
+    {0x80, 0x32, 0, kc_cmd_get_sigkey},                         /* GET SIGNATURE KEY */
+    {0x80, 0x34, TAKES_DATA, kc_cmd_sign},                      /* SIGN a SHA-512 digest */
+    {0x80, 0x40, TAKES_DATA, kc_cmd_gen_part},                  /* GENERATE KEY PART */
+    {0x80, 0x42, TAKES_P1, kc_cmd_part_info},                   /* KEY PART INFO */
+    {0x80, 0x44, TAKES_DATA | TAKES_P1, kc_cmd_envelope},       /* ENVELOPE KEY PART */
+    {0x80, 0x46, TAKES_DATA, kc_cmd_set_anchor},                /* SET ANCHOR */
 };
 
 #define INS_GET_RESPONSE 0xC0
@@ -383,6 +406,7 @@ size_t kc_card_apdu(struct kc_card *c, const uint8_t *cmd, size_t n, uint8_t *re
 	size_t lc = 0, le = 0, i;
 	bool chained, found = false;
 	kc_handler fn = NULL;
+	uint8_t takes = 0;
 	uint16_t sw;
 
 	if (max < 2)
@@ -415,6 +439,8 @@ size_t kc_card_apdu(struct kc_card *c, const uint8_t *cmd, size_t n, uint8_t *re
 			return sw_only(resp, SW_CONDITIONS);
 		if (a.p1 != 0 || a.p2 != 0)
 			return sw_only(resp, SW_WRONG_P1P2);
+		if (a.n > 0)
+			return sw_only(resp, SW_WRONG_LENGTH);
 		return send_pending(c, le == 0 ? 256 : le, resp, max);
 	}
 	/* any other command drops a response not read to the end */
@@ -424,13 +450,23 @@ size_t kc_card_apdu(struct kc_card *c, const uint8_t *cmd, size_t n, uint8_t *re
 	for (i = 0; i < sizeof(kc_commands) / sizeof(kc_commands[0]); i++) {
 		if (kc_commands[i].ins == a.ins) {
 			found = true;
-			if (kc_commands[i].cla == a.cla)
+			if (kc_commands[i].cla == a.cla) {
 				fn = kc_commands[i].fn;
+				takes = kc_commands[i].takes;
+			}
 		}
 	}
 	if (fn == NULL) {
 		chain_drop(c);
 		return sw_only(resp, found ? SW_CLA : SW_INS);
+	}
+	if ((a.n > 0 || chained) && !(takes & TAKES_DATA)) {
+		chain_drop(c);
+		return sw_only(resp, SW_WRONG_LENGTH);
+	}
+	if ((a.p1 != 0 && !(takes & TAKES_P1)) || (a.p2 != 0 && !(takes & TAKES_P2))) {
+		chain_drop(c);
+		return sw_only(resp, SW_WRONG_P1P2);
 	}
 
 	/* command chaining: every link names the same command */
@@ -466,9 +502,8 @@ size_t kc_card_apdu(struct kc_card *c, const uint8_t *cmd, size_t n, uint8_t *re
 		OPENSSL_cleanse(c->resp, o.len);
 		return sw_only(resp, sw);
 	}
+	/* up to Le bytes (256 when absent) now, the rest by GET RESPONSE */
 	c->resp_len = o.len;
 	c->resp_off = 0;
-	if (o.len <= 256 && o.len <= max - 2)
-		return send_pending(c, o.len, resp, max);
-	return sw_only(resp, (uint16_t)(SW_MORE | (o.len > 0xFF ? 0 : o.len)));
+	return send_pending(c, le == 0 ? 256 : le, resp, max);
 }

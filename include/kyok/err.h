@@ -297,6 +297,9 @@
 	  "card cannot be used; restore the file and its chip key together from a backup")         \
 	X(CARD_CHIP_KEY_MISSING, "card-chip-key-missing", KY_EXIT_INPUT, 500,                      \
 	  "the card's EEPROM file exists but its chip key file does not: restore the chip key "    \
+	  "file, or remove both files to start a blank card")                                      \
+	X(CARD_EEPROM_MISSING, "card-eeprom-missing", KY_EXIT_INPUT, 500,                          \
+	  "the card's chip key file exists but its EEPROM file does not: restore the EEPROM "      \
 	  "file, or remove both files to start a blank card")
 
 enum ky_err {

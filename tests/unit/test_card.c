@@ -230,6 +230,25 @@ static void test_select_and_framing(void **state)
 	assert_int_equal(resp[0] << 8 | resp[1], 0x6700);
 	/* GET RESPONSE with nothing pending */
 	assert_int_equal(tx(k.c, 0x00, 0xC0, 0, 0, NULL, 0, NULL), 0x6985);
+	/* what a command does not take is refused, not ignored */
+	assert_int_equal(tx(k.c, 0x80, 0x16, 0, 0, "x", 1, NULL), 0x6700);
+	assert_int_equal(tx(k.c, 0x80, 0x16, 1, 0, NULL, 0, NULL), 0x6B00);
+	assert_int_equal(tx(k.c, 0x80, 0x16, 0, 1, NULL, 0, NULL), 0x6B00);
+	assert_int_equal(tx(k.c, 0x80, 0x10, 0, 1, "x", 1, NULL), 0x6B00);
+	/* Le is honoured: the rest comes by GET RESPONSE */
+	{
+		static const uint8_t get_device_le16[] = {0x80, 0x16, 0x00, 0x00, 0x10};
+		struct ky_buf whole = {0};
+		uint16_t sw;
+
+		n = kc_card_apdu(k.c, get_device_le16, sizeof(get_device_le16), resp, sizeof(resp));
+		assert_int_equal(n, 16 + 2);
+		assert_int_equal(resp[16], 0x61);
+		sw = tx(k.c, 0x80, 0x16, 0, 0, NULL, 0, &whole);
+		assert_int_equal(sw, 0x9000);
+		assert_memory_equal(whole.data, resp, 16);
+		ky_buf_free(&whole);
+	}
 	/* a blank card has no PIN, no key, no parts */
 	assert_int_equal(verify(k.c, 1, "123456"), 0x6985);
 	assert_int_equal(tx(k.c, 0x80, 0x40, 0, 0, "d", 1, NULL), 0x6985);
@@ -895,6 +914,13 @@ static void test_eeprom_refusals(void **state)
 	assert_int_equal(chmod(other.key, 0600), 0);
 	assert_int_equal(kc_card_open(other.eeprom, other.key, &c, err, sizeof(err)), 0);
 	kc_card_free(c);
+	c = NULL;
+	/* a chip key without its EEPROM: refused, the key is kept */
+	assert_int_equal(unlink(other.eeprom), 0);
+	assert_int_equal(kc_card_open(other.eeprom, other.key, &c, err, sizeof(err)),
+	                 KY_ERR_CARD_EEPROM_MISSING);
+	assert_int_equal(access(other.key, F_OK), 0);
+	assert_int_equal(access(other.eeprom, F_OK), -1);
 }
 
 /* The try is spent in the EEPROM before the PIN is checked: when the EEPROM cannot be
