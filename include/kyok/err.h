@@ -292,6 +292,15 @@
 	X(ANCHOR_MISMATCH, "anchor-mismatch", KY_EXIT_INPUT, 500,                                  \
 	  "the unit trust anchor named in the configuration is not the one sealed in the unit "    \
 	  "state")                                                                                 \
+	X(CARD_EEPROM_DAMAGED, "card-eeprom-damaged", KY_EXIT_INPUT, 500,                          \
+	  "the card's EEPROM file is damaged, was altered, or belongs to another chip key: the "   \
+	  "card cannot be used; restore the file and its chip key together from a backup")         \
+	X(CARD_CHIP_KEY_MISSING, "card-chip-key-missing", KY_EXIT_INPUT, 500,                      \
+	  "the card's EEPROM file exists but its chip key file does not: restore the chip key "    \
+	  "file, or remove both files to start a blank card")                                      \
+	X(CARD_EEPROM_MISSING, "card-eeprom-missing", KY_EXIT_INPUT, 500,                          \
+	  "the card's chip key file exists but its EEPROM file does not: restore the EEPROM "      \
+	  "file, or remove both files to start a blank card")                                      \
 	X(CARD_READER_UNREACHABLE, "card-reader-unreachable", KY_EXIT_UNIT, 503,                   \
 	  "the virtual card reader does not accept the card: start pcscd with a vpcd reader on "   \
 	  "this host and port, or name the right --host and --port")                               \
