@@ -387,7 +387,7 @@ int ky_card_command(struct ky_card *c, const uint8_t hdr[4], const uint8_t *data
 		}
 		if ((*sw >> 8) != 0x61)
 			break;
-		apdu[0] = hdr[0] & (uint8_t)~CARD_CLA_CHAIN;
+		apdu[0] = 0x00; /* GET RESPONSE is interindustry, whatever the command's CLA */
 		apdu[1] = CARD_INS_GETRESP;
 		apdu[2] = 0x00;
 		apdu[3] = 0x00;
