@@ -7,8 +7,10 @@
 #     finds the PIN not verified (the card forgot it at power off)
 #   pcscd restarted under a verified session: kyok-card connects again by itself, the old
 #     session fails with card-removed, the new one finds the PIN not verified
+#   GET DEVICE's long answer comes through 61xx and GET RESPONSE, a 300-byte command through
+#     command chaining
 #   a second card in reader 2 answers too
-#   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT sent, and the parser
+#   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT answered, and the parser
 #     finds a value that crossed and not one that did not
 #   kyok-card refuses an EEPROM or chip key file others can read, an unreachable reader (after
 #     its bound), a reader that breaks the vpcd protocol, and wrong usage
@@ -42,18 +44,29 @@ expect_ans() {
 	if grep -qE -- "$3" <<<"$ans"; then pass "$1: $ans"; else fail "$1: '$2' answered '$ans'"; fi
 }
 
-# PINs: generated, in files (never on argv). The minimal applet's EEPROM file is its PIN.
+# PINs: generated, in files (never on argv), 6 to 16 characters as the card wants them.
 newpin() {
 	local f="$T_DIR/pw/$1"
 	printf '%08d' $((RANDOM * 32768 + RANDOM)) >"$f"
 	chmod 600 "$f"
 	echo "$f"
 }
-pin_a=$(newpin alice)
-pin_b=$(newpin bob)
+pin_a1=$(newpin alice-1)
+pin_a2=$(newpin alice-2)
+pin_b1=$(newpin bob-1)
+pin_b2=$(newpin bob-2)
 wrong=$(newpin wrong)
-cp "$pin_a" "$T_DIR/cards/alice.eeprom"
-cp "$pin_b" "$T_DIR/cards/bob.eeprom"
+hex() { xxd -p "$1" | tr -d '\n' | tr '[:lower:]' '[:upper:]'; }
+# fields HEX...: the card's field list, each a 2-byte length then its bytes.
+fields() {
+	local h
+	for h in "$@"; do printf '%04X%s' $((${#h} / 2)) "$h"; done
+}
+# make_ca PIN1 PIN2: CREATE ZONE on the blank card of the open session (a CA card).
+make_ca() {
+	expect_ans "a blank card becomes a CA card (CREATE ZONE)" \
+		"apdu 80100000$(fields "$(hex "$1")" "$(hex "$2")")" '^ok 9000 $'
+}
 
 # ---- readers -------------------------------------------------------------------------------
 readers=$("$CARD_PROBE" readers)
@@ -68,13 +81,34 @@ card_insert 1 alice
 expect_ok "card in reader 1 seen present" pcsc_wait_card 1 present
 sess_open 1
 if [[ "$ans" == ok* ]]; then pass "session opened: $ans"; else fail "open: $ans"; fi
-expect_ans "the kyok applet answers SELECT" select '^ok'
+expect_ans "the kyok applet answers SELECT: version 1, a blank card" select '^ok 0100'
+make_ca "$pin_a1" "$pin_a2"
+expect_ans "SELECT: now a CA card, 5 tries for each PIN" select '^ok 01010005050000'
 expect_ans "PIN not verified at first" verified '^ok no$'
 expect_ans "a wrong PIN is refused with the tries left" "verify $wrong" \
-	'^err card-pin-wrong: .*2 tries left'
-expect_ans "the right PIN is verified" "verify $pin_a" '^ok$'
+	'^err card-pin-wrong: .*4 tries left'
+expect_ans "the right PIN is verified" "verify $pin_a1" '^ok$'
 expect_ans "PIN verified in the session" verified '^ok yes$'
 expect_ans "the reader has no PIN pad (the caller prompts)" pinpad '^ok no$'
+expect_ans "PIN 2 verified (VERIFY P2 02)" "apdu 00200002$(hex "$pin_a2")" '^ok 9000 $'
+# GET DEVICE answers more than 256 bytes: 61xx, then GET RESPONSE, put together.
+ask "apdu 80160000"
+if [[ "$ans" =~ ^ok\ 9000\ ([0-9A-F]+)$ ]] && [ $((${#BASH_REMATCH[1]} / 2)) -gt 256 ]; then
+	pass "a long answer is read through GET RESPONSE ($((${#BASH_REMATCH[1]} / 2)) bytes)"
+else
+	fail "GET DEVICE: $ans"
+fi
+if pcsc_apdus | grep -qx "> 00C00000[0-9A-F]*"; then pass "GET RESPONSE crossed the reader"
+else fail "no GET RESPONSE in the APDU log"; fi
+# A command of 300 bytes goes in two links, the first with CLA bit 0x10 (the card then
+# refuses the data as no device key: 6A80).
+long=$(head -c 300 /dev/zero | xxd -p | tr -d '\n')
+expect_ans "a chained command reaches the card whole" "apdu 80120000$long" '^ok 6A80 $'
+if pcsc_apdus | grep -A1 -x "> 90120000FF0*" | grep -qx "< 9000"; then
+	pass "its first link (CLA 90, 255 bytes) crossed and was taken"
+else
+	fail "no chained link in the APDU log"
+fi
 
 # ---- removal and reinsertion: the PIN state is gone -------------------------------------------
 card_remove 1 || fail "kyok-card did not end cleanly on removal: $(tail -n 2 "$PCSC_DIR/card-1.log")"
@@ -86,7 +120,7 @@ expect_ok "card reinserted, seen present" pcsc_wait_card 1 present
 expect_ans "a new session" open '^ok'
 expect_ans "SELECT again" select '^ok'
 expect_ans "PIN not verified after reinsertion" verified '^ok no$'
-expect_ans "PIN verified again" "verify $pin_a" '^ok$'
+expect_ans "PIN verified again" "verify $pin_a1" '^ok$'
 
 # ---- pcscd restarted: the card stays, its PIN state does not ---------------------------------
 if pcsc_restart; then pass "pcscd restarted on ports $PCSC_PORT, $((PCSC_PORT + 1))"; else
@@ -108,8 +142,9 @@ card_insert 2 bob
 expect_ok "card in reader 2 seen present" pcsc_wait_card 2 present
 sess_open 2
 expect_ans "reader 2: SELECT" select '^ok'
-expect_ans "reader 2: another card's PIN is refused" "verify $pin_a" '^err card-pin-wrong: '
-expect_ans "reader 2: its own PIN is verified" "verify $pin_b" '^ok$'
+make_ca "$pin_b1" "$pin_b2"
+expect_ans "reader 2: another card's PIN is refused" "verify $pin_a1" '^err card-pin-wrong: '
+expect_ans "reader 2: its own PIN is verified" "verify $pin_b1" '^ok$'
 sess_close
 
 # ---- the APDU log ------------------------------------------------------------------------------
@@ -117,7 +152,7 @@ n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
 expect_eq "pcscd's APDU log holds every SELECT sent ($selects)" "$n" "$selects"
 if pcsc_apdus | grep -qx "< 9000"; then pass "and the answers (9000)"; else
 	fail "no response 9000 in the APDU log"; fi
-if pcsc_crossed "$(xxd -p "$pin_b")"; then pass "the log parser finds a value that crossed"; else
+if pcsc_crossed "$(hex "$pin_b1")"; then pass "the log parser finds a value that crossed"; else
 	fail "the PIN sent in a VERIFY is not found in the APDU log"; fi
 never=$(head -c 16 /dev/urandom | xxd -p)
 if pcsc_crossed "$never"; then fail "the log parser finds a value never sent: $never"; else
