@@ -50,11 +50,13 @@ static const char card_usage[] =
     "  --port N         the reader's TCP port (the vpcd reader.conf CHANNELID for its first\n"
     "                   reader, that plus 1 for its second)\n"
     "  --host ADDR      the reader's address (default 127.0.0.1)\n"
-    "  --wait SECONDS   how long to try to reach the reader before giving up (default 30)\n"
+    "  --wait SECONDS   how long to try to reach the reader, at start and after it closed\n"
+    "                   the connection, before giving up (default 30)\n"
     "  --help           this text\n"
     "\n"
     "A kyok-card is a software card: it is as safe as the machine it runs on.\n"
-    "Exit status: 0 when removed, 2 wrong usage, 3 bad file, 6 reader unreachable.\n";
+    "Exit status: 0 when removed, 1 internal error, 2 wrong usage, 3 a bad EEPROM or chip\n"
+    "key file, 6 the reader unreachable or breaking the vpcd protocol.\n";
 
 /* SIGTERM and SIGINT stay blocked except inside ppoll: they can only arrive there. */
 static volatile sig_atomic_t card_removed;

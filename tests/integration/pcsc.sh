@@ -2,7 +2,7 @@
 # virtual readers), kyok-cards inserted into and removed from them, and the APDU log.
 #
 #   pcsc_namespace "$@"   first thing: skips the test when pcscd or vpcd are missing, else
-#                         runs it again inside a mount namespace of its own
+#                         runs it again inside a mount and network namespace of its own
 #   setup; pcsc_start     after helpers.sh's setup: pcscd on a free port pair, its readers up
 #   card_insert N NAME    kyok-card NAME (files $T_DIR/cards/NAME.*) into reader N (1 or 2)
 #   card_remove N         stops that kyok-card: the card is pulled out
@@ -13,7 +13,9 @@
 # pcscd's socket is /run/pcscd/pcscd.comm, built into pcscd and libpcsclite: in the test's
 # mount namespace a tmpfs lies over /run/pcscd (or over /run when the system has no
 # /run/pcscd), so the test's pcscd and its clients meet there, and a pcscd of the system is
-# neither seen nor touched. Everything started here is stopped at exit.
+# neither seen nor touched. The network namespace (its own loopback) keeps the readers' TCP
+# ports, which vpcd opens on every address, away from everyone else on the machine.
+# Everything started here is stopped at exit.
 
 KYOK_CARD="$KYOK_BUILD/card/kyok-card"
 CARD_PROBE="$KYOK_BUILD/tests/card_probe"
@@ -30,13 +32,13 @@ pcsc_namespace() {
 		exit 77
 	fi
 	[ -n "${KYOK_T_PCSCNS:-}" ] && return 0
-	if [ "$(id -u)" -eq 0 ]; then ns=(unshare --mount --propagation private); else
-		ns=(unshare --user --map-root-user --mount --propagation private); fi
+	if [ "$(id -u)" -eq 0 ]; then ns=(unshare --mount --net --propagation private); else
+		ns=(unshare --user --map-root-user --mount --net --propagation private); fi
 	if "${ns[@]}" true 2>/dev/null; then
 		KYOK_T_PCSCNS=1 exec "${ns[@]}" bash "$0" "$@"
 	fi
-	echo "SKIP $T_NAME: no private mount namespace here ('${ns[*]} true' fails);" \
-		"run as root or allow unprivileged user namespaces" >&2
+	echo "SKIP $T_NAME: no private mount and network namespace here ('${ns[*]} true'" \
+		"fails); run as root or allow unprivileged user namespaces" >&2
 	exit 77
 }
 
@@ -83,6 +85,7 @@ pcsc_start() {
 	local try
 	PCSC_DIR="$T_DIR/pcsc"
 	mkdir -p "$PCSC_DIR/reader.conf.d" "$T_DIR/cards"
+	ip link set lo up
 	if [ -d /run/pcscd ]; then
 		mount -t tmpfs -o mode=0755,size=1m kyok-pcsc /run/pcscd
 	else

@@ -206,4 +206,7 @@ expect_fail "a port out of range" "--port '70000': give a TCP port" \
 expect_ok "--help" "$KYOK_CARD" --help
 if "$KYOK_CARD" --help | grep -q "software card: it is as safe as the machine"; then
 	pass "--help says what a kyok-card is"; else fail "--help: $("$KYOK_CARD" --help)"; fi
+doc=$(awk '$0 == "## kyok-card" {f = 1; next} f && /^```$/ {if (b) exit; b = 1; next} b {print}' \
+	"$(dirname "$0")/../../docs/commands.md")
+expect_eq "docs/commands.md has kyok-card --help, verbatim" "$doc" "$("$KYOK_CARD" --help)"
 finish
