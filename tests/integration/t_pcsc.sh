@@ -33,10 +33,12 @@ ask() {
 	IFS= read -r -t 300 ans <&"${SESS[0]}" || ans="(no answer from card_probe)"
 	if [ "$1" = select ] && [[ "$ans" == ok* ]]; then selects=$((selects + 1)); fi
 }
+# sess_close: ends the session; card_probe must exit 0 (a sanitizer's finding would not).
 sess_close() {
-	local pid=$SESS_PID
+	local pid=$SESS_PID rc=0
 	eval "exec ${SESS[1]}>&-"
-	wait "$pid" || true
+	wait "$pid" || rc=$?
+	[ $rc -eq 0 ] || fail "card_probe session ended with exit $rc"
 }
 # expect_ans DESC CMD PATTERN: the session's answer to CMD matches PATTERN (grep -E).
 expect_ans() {
@@ -146,6 +148,8 @@ make_ca "$pin_b1" "$pin_b2"
 expect_ans "reader 2: another card's PIN is refused" "verify $pin_a1" '^err card-pin-wrong: '
 expect_ans "reader 2: its own PIN is verified" "verify $pin_b1" '^ok$'
 sess_close
+card_remove 2 || fail "kyok-card in reader 2 did not end cleanly: $(tail -n 2 "$PCSC_DIR/card-2.log")"
+card_remove 1 || fail "kyok-card in reader 1 did not end cleanly: $(tail -n 2 "$PCSC_DIR/card-1.log")"
 
 # ---- the APDU log ------------------------------------------------------------------------------
 n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
