@@ -74,12 +74,16 @@ int ky_card_select(struct ky_card *c, uint8_t *info, size_t max, size_t *info_le
 /* Whether the reader has a PIN pad the card's PIN can be entered on (PC/SC part 10
  * FEATURE_VERIFY_PIN_DIRECT). Without one, the caller prompts without echo. */
 bool ky_card_has_pinpad(const struct ky_card *c);
-/* VERIFY (ISO 7816-4 INS 20) of PIN number pin_ref (P2) with the PIN given, or, with pin
- * NULL, typed on the reader's PIN pad. KY_ERR_CARD_PIN_WRONG with *tries_left set,
- * KY_ERR_CARD_BLOCKED, or KY_ERR_CARD_PROTOCOL for another status word (in err). The PIN is
- * cleansed from every buffer it passed through. */
+/* VERIFY (ISO 7816-4 INS 20) of PIN number pin_ref (P2) with the PIN given (1 to
+ * KY_CARD_PIN_MAX bytes, else KY_ERR_USAGE before anything is sent). KY_ERR_CARD_PIN_WRONG
+ * with *tries_left set, KY_ERR_CARD_BLOCKED, or KY_ERR_CARD_PROTOCOL for another status
+ * word (in err). The PIN is cleansed from every buffer of this library it passed through. */
 int ky_card_verify(struct ky_card *c, uint8_t pin_ref, const char *pin, size_t pin_len,
                    int *tries_left, char *err, size_t errlen) KY_WUR;
+/* The same VERIFY, the PIN typed on the reader's PIN pad (it never reaches the workstation):
+ * KY_ERR_USAGE when the reader has none. */
+int ky_card_verify_pinpad(struct ky_card *c, uint8_t pin_ref, int *tries_left, char *err,
+                          size_t errlen) KY_WUR;
 /* Whether PIN pin_ref is verified in this session (VERIFY without data), in *verified;
  * KY_ERR_CARD_BLOCKED when the PIN is blocked. */
 int ky_card_pin_verified(struct ky_card *c, uint8_t pin_ref, bool *verified, char *err,

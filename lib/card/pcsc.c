@@ -504,25 +504,35 @@ int ky_card_verify(struct ky_card *c, uint8_t pin_ref, const char *pin, size_t p
 	size_t none = 0;
 
 	*tries_left = -1;
-	if (pin == NULL) {
-		if (!ky_card_has_pinpad(c)) {
-			r = KY_ERR_USAGE;
-			snprintf(err, errlen, "reader '%s' has no PIN pad: give the PIN",
-			         c->reader);
-			goto out;
-		}
-		if ((r = card_verify_pinpad(c, pin_ref, &sw, err, errlen)) != 0)
-			goto out;
-	} else {
-		if (pin_len == 0 || pin_len > KY_CARD_PIN_MAX) {
-			r = KY_ERR_USAGE;
-			snprintf(err, errlen, "a card PIN has 1 to %d characters", KY_CARD_PIN_MAX);
-			goto out;
-		}
-		if ((r = ky_card_command(c, hdr, (const uint8_t *)pin, pin_len, NULL, 0, &none, &sw,
-		                         err, errlen)) != 0)
-			goto out;
+	if (pin == NULL || pin_len == 0 || pin_len > KY_CARD_PIN_MAX) {
+		r = KY_ERR_USAGE;
+		snprintf(err, errlen, "a card PIN has 1 to %d characters", KY_CARD_PIN_MAX);
+		goto out;
 	}
+	if ((r = ky_card_command(c, hdr, (const uint8_t *)pin, pin_len, NULL, 0, &none, &sw, err,
+	                         errlen)) != 0)
+		goto out;
+	if ((r = card_verify_sw(c, sw, tries_left, err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_verify_pinpad(struct ky_card *c, uint8_t pin_ref, int *tries_left, char *err,
+                          size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	uint16_t sw = 0;
+
+	*tries_left = -1;
+	if (!ky_card_has_pinpad(c)) {
+		r = KY_ERR_USAGE;
+		snprintf(err, errlen, "reader '%s' has no PIN pad: ask for the PIN", c->reader);
+		goto out;
+	}
+	if ((r = card_verify_pinpad(c, pin_ref, &sw, err, errlen)) != 0)
+		goto out;
 	if ((r = card_verify_sw(c, sw, tries_left, err, errlen)) != 0)
 		goto out;
 	r = 0;

@@ -9,7 +9,9 @@
 #     session fails with card-removed, the new one finds the PIN not verified
 #   GET DEVICE's long answer comes through 61xx and GET RESPONSE, a 300-byte command through
 #     command chaining
-#   a second card in reader 2 answers too
+#   a second card in reader 2 answers too; a second session on it is refused (card-in-use);
+#     five wrong PINs block it (card-blocked); reader 3 does not exist; a wait ends at its
+#     bound; without pcscd, pcsc-unavailable
 #   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT answered, and the parser
 #     finds a value that crossed and not one that did not
 #   kyok-card refuses an EEPROM or chip key file others can read, an unreachable reader (after
@@ -92,6 +94,8 @@ expect_ans "a wrong PIN is refused with the tries left" "verify $wrong" \
 expect_ans "the right PIN is verified" "verify $pin_a1" '^ok$'
 expect_ans "PIN verified in the session" verified '^ok yes$'
 expect_ans "the reader has no PIN pad (the caller prompts)" pinpad '^ok no$'
+expect_ans "so PIN entry on a PIN pad is refused" verify-pinpad \
+	"^err usage: reader 'Virtual PCD 00 00' has no PIN pad: ask for the PIN"
 expect_ans "PIN 2 verified (VERIFY P2 02)" "apdu 00200002$(hex "$pin_a2")" '^ok 9000 $'
 # GET DEVICE answers more than 256 bytes: 61xx, then GET RESPONSE, put together.
 ask "apdu 80160000"
@@ -147,9 +151,26 @@ expect_ans "reader 2: SELECT" select '^ok'
 make_ca "$pin_b1" "$pin_b2"
 expect_ans "reader 2: another card's PIN is refused" "verify $pin_a1" '^err card-pin-wrong: '
 expect_ans "reader 2: its own PIN is verified" "verify $pin_b1" '^ok$'
+out=$(echo open | "$CARD_PROBE" session 2 2>&1 || true)
+if grep -q "^err card-in-use: " <<<"$out"; then pass "a second session on a held card: $out"
+else fail "a second session on a held card: $out"; fi
+: >"$T_DIR/pw/empty"
+expect_ans "an empty PIN is refused before the card" "verify $T_DIR/pw/empty" \
+	'^err usage: a card PIN has 1 to 64 characters'
+for i in 1 2 3 4; do ask "verify $wrong"; done
+if [[ "$ans" == "err card-pin-wrong: "*"1 tries left" ]]; then pass "four wrong PINs: $ans"
+else fail "the fourth wrong PIN: $ans"; fi
+expect_ans "the fifth wrong PIN blocks the CA card" "verify $wrong" '^err card-blocked: '
+expect_ans "and its right PIN no longer opens it" "verify $pin_b1" '^err card-blocked: '
 sess_close
-card_remove 2 || fail "kyok-card in reader 2 did not end cleanly: $(tail -n 2 "$PCSC_DIR/card-2.log")"
 card_remove 1 || fail "kyok-card in reader 1 did not end cleanly: $(tail -n 2 "$PCSC_DIR/card-1.log")"
+
+expect_fail "reader 3 does not exist" "card-reader-missing: card reader 3: .*\(2 connected\)" \
+	"$CARD_PROBE" wait 3 present 1000
+card_remove 2 || fail "kyok-card in reader 2 did not end cleanly"
+expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
+expect_fail "waiting on an empty reader ends at its bound" "card-absent: .*still absent after 0 ms" \
+	"$CARD_PROBE" wait 2 present 0
 
 # ---- the APDU log ------------------------------------------------------------------------------
 n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
@@ -207,10 +228,18 @@ expect_fail "--port is needed" "--port is missing" \
 	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip"
 expect_fail "a port out of range" "--port '70000': give a TCP port" \
 	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port 70000
+expect_fail "an argument it does not take" "unexpected argument 'extra'" \
+	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port 1 extra
+expect_fail "a --wait out of range" "--wait 'soon': give whole seconds" \
+	"$KYOK_CARD" --eeprom "$C/dan.eeprom" --chip-key "$C/dan.chip" --port 1 --wait soon
 expect_ok "--help" "$KYOK_CARD" --help
 if "$KYOK_CARD" --help | grep -q "software card: it is as safe as the machine"; then
 	pass "--help says what a kyok-card is"; else fail "--help: $("$KYOK_CARD" --help)"; fi
 doc=$(awk '$0 == "## kyok-card" {f = 1; next} f && /^```$/ {if (b) exit; b = 1; next} b {print}' \
 	"$(dirname "$0")/../../docs/commands.md")
 expect_eq "docs/commands.md has kyok-card --help, verbatim" "$doc" "$("$KYOK_CARD" --help)"
+# ---- no pcscd ----------------------------------------------------------------------------------
+pcsc_stop
+expect_fail "without pcscd: pcsc-unavailable" "pcsc-unavailable: connecting to pcscd" \
+	"$CARD_PROBE" readers
 finish

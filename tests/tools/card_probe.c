@@ -6,6 +6,7 @@
  *                                             by lines on stdin, one answer line each:
  *     open            (re)opens the session       select          SELECT of the kyok applet
  *     verify FILE     VERIFY of PIN 1 with the PIN in FILE (never on argv)
+ *     verify-pinpad   VERIFY of PIN 1 typed on the reader's PIN pad
  *     verified        whether PIN 1 is verified   pinpad          whether the reader has one
  *     apdu HEX        one command: 4 header bytes, then data (chained when long)
  *   Answers: "ok [DETAIL]" or "err SLUG: MESSAGE". */
@@ -124,6 +125,11 @@ static int probe_session(struct ky_pcsc *p, const char *num)
 		} else if (strcmp(line, "verified") == 0) {
 			if ((r = ky_card_pin_verified(c, 0x01, &yes, err, sizeof(err))) == 0)
 				printf("ok %s\n", yes ? "yes" : "no");
+		} else if (strcmp(line, "verify-pinpad") == 0) {
+			int tries = -1;
+
+			if ((r = ky_card_verify_pinpad(c, 0x01, &tries, err, sizeof(err))) == 0)
+				printf("ok\n");
 		} else if (strcmp(line, "pinpad") == 0) {
 			r = 0;
 			printf("ok %s\n", ky_card_has_pinpad(c) ? "yes" : "no");
