@@ -50,6 +50,11 @@ int ky_pcsc_reader(struct ky_pcsc *p, unsigned number, char name[KY_CARD_READER_
 int ky_pcsc_wait(struct ky_pcsc *p, const char *reader, bool present, long timeout_ms, char *err,
                  size_t errlen) KY_WUR;
 
+/* The control code of feature tag in a PC/SC part 10 feature list (the answer to
+ * CM_IOCTL_GET_FEATURE_REQUEST: entries of tag, length 4, code big-endian), or 0 when the
+ * list does not have it or is malformed. */
+uint32_t ky_card_feature(const uint8_t *list, size_t n, uint8_t tag);
+
 /* Opens an exclusive session with the card in the reader: KY_ERR_CARD_ABSENT when empty. */
 int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
                  size_t errlen) KY_WUR;

@@ -1,5 +1,4 @@
 /* Smart cards through PC/SC (libpcsclite talking to pcscd): see include/kyok/card.h. */
-#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,27 +218,30 @@ out:
 	return r;
 }
 
-/* The reader's PIN pad, when it announces one (PC/SC part 10: a list of TLVs, tag, length
- * 4, the feature's control code big-endian). */
+uint32_t ky_card_feature(const uint8_t *list, size_t n, uint8_t tag)
+{
+	size_t i;
+
+	for (i = 0; i + 6 <= n; i += 6) {
+		if (list[i + 1] != 4)
+			return 0;
+		if (list[i] == tag)
+			return (uint32_t)list[i + 2] << 24 | (uint32_t)list[i + 3] << 16 |
+			       (uint32_t)list[i + 4] << 8 | list[i + 5];
+	}
+	return 0;
+}
+
+/* The reader's PIN pad, when it announces one. */
 static DWORD card_find_pinpad(SCARDHANDLE h)
 {
 	uint8_t buf[256];
-	DWORD len = 0, i;
+	DWORD len = 0;
 
 	if (SCardControl(h, CM_IOCTL_GET_FEATURE_REQUEST, NULL, 0, buf, sizeof(buf), &len) !=
 	    SCARD_S_SUCCESS)
 		return 0;
-	for (i = 0; i + 6 <= len; i += 2 + (DWORD)buf[i + 1]) {
-		uint32_t code;
-
-		if (buf[i + 1] != 4)
-			return 0;
-		if (buf[i] != FEATURE_VERIFY_PIN_DIRECT)
-			continue;
-		memcpy(&code, buf + i + 2, 4);
-		return ntohl(code);
-	}
-	return 0;
+	return ky_card_feature(buf, len, FEATURE_VERIFY_PIN_DIRECT);
 }
 
 int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
@@ -338,6 +340,7 @@ int ky_card_command(struct ky_card *c, const uint8_t hdr[4], const uint8_t *data
 	int r = KY_ERR_INTERNAL;
 	uint8_t apdu[CARD_APDU_MAX], rapdu[CARD_RAPDU_MAX];
 	size_t off = 0, rlen = 0, got = 0;
+	bool asked = false; /* a GET RESPONSE was sent */
 
 	*resp_len = 0;
 	if (n > KY_CARD_DATA_MAX) {
@@ -387,6 +390,15 @@ int ky_card_command(struct ky_card *c, const uint8_t hdr[4], const uint8_t *data
 		}
 		if ((*sw >> 8) != 0x61)
 			break;
+		if (body == 0 && asked) {
+			r = KY_ERR_CARD_PROTOCOL;
+			snprintf(err, errlen,
+			         "card in reader '%s': GET RESPONSE gave nothing and "
+			         "asked for more: %s",
+			         c->reader, ky_err_message(r));
+			goto out;
+		}
+		asked = true;
 		apdu[0] = 0x00; /* GET RESPONSE is interindustry, whatever the command's CLA */
 		apdu[1] = CARD_INS_GETRESP;
 		apdu[2] = 0x00;

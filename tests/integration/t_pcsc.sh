@@ -11,7 +11,8 @@
 #     command chaining
 #   a second card in reader 2 answers too; a second session on it is refused (card-in-use);
 #     five wrong PINs block it (card-blocked); reader 3 does not exist; a wait ends at its
-#     bound; without pcscd, pcsc-unavailable
+#     bound; a card that asks for GET RESPONSE for ever is given up (card-protocol); without
+#     pcscd, pcsc-unavailable
 #   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT answered, and the parser
 #     finds a value that crossed and not one that did not
 #   kyok-card refuses an EEPROM or chip key file others can read, an unreachable reader (after
@@ -171,6 +172,27 @@ card_remove 2 || fail "kyok-card in reader 2 did not end cleanly"
 expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
 expect_fail "waiting on an empty reader ends at its bound" "card-absent: .*still absent after 0 ms" \
 	"$CARD_PROBE" wait 2 present 0
+
+# A card that answers every command with 6100 (more data) and never gives any: the host
+# stops at the first empty GET RESPONSE instead of asking for ever.
+perl -MIO::Socket::INET -e '
+	my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $ARGV[0]) or die "$!";
+	sub get { my ($n, $b) = @_; my $got = ""; while (length($got) < $n) {
+		sysread($s, $b, $n - length($got)) or exit 0; $got .= $b } return $got }
+	while (1) {
+		my $msg = get(unpack("n", get(2)));
+		if ($msg eq "\x04") { my $atr = "\x3B\x80\x80\x01\x01"; print $s pack("n", 5) . $atr }
+		elsif (length($msg) > 1) { print $s pack("n", 2) . "\x61\x00" }
+		$s->flush;
+	}' $((PCSC_PORT + 1)) 2>>"$PCSC_DIR/card-2.log" &
+echo $! >"$PCSC_DIR/card-2.pid"
+expect_ok "a card that never ends its answer, in reader 2" pcsc_wait_card 2 present
+sess_open 2
+expect_ans "the host gives up on it at the first empty GET RESPONSE" "apdu 80160000" \
+	"^err card-protocol: .*GET RESPONSE gave nothing and asked for more"
+sess_close
+card_remove 2 || true # the perl card ends on SIGTERM with its signal's status
+expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
 
 # ---- the APDU log ------------------------------------------------------------------------------
 n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
