@@ -706,6 +706,43 @@ static void test_copy_ep11(void **state)
 	card_free(&other);
 }
 
+/* A full card (85 parts and a key) copies whole: the largest command and response. */
+static void test_copy_full_card(void **state)
+{
+	struct card ca, a, b;
+	struct ky_buf info = {0};
+	char desc[32], got[80];
+	uint8_t vpa[32], vpb[32];
+	int i;
+
+	(void)state;
+	make_ca(&ca);
+	make_ep11(&ca, &a);
+	make_ep11(&ca, &b);
+	assert_int_equal(verify(a.c, 1, PIN_EP11), 0x9000);
+	assert_int_equal(tx(a.c, 0x80, 0x30, 0, 0, NULL, 0, NULL), 0x9000);
+	for (i = 0; i < KC_MAX_PARTS; i++) {
+		snprintf(desc, sizeof(desc), "a description of part %d, long", i);
+		assert_int_equal(tx(a.c, 0x80, 0x40, 0, 0, desc, strlen(desc), NULL), 0x9000);
+	}
+	assert_int_equal(verify(b.c, 1, PIN_EP11), 0x9000);
+	assert_int_equal(copy(a.c, b.c, false, NULL), 0x9000);
+	card_reopen(&b);
+	select_info(b.c, &info);
+	assert_int_equal(info.data[5], KC_MAX_PARTS);
+	for (i = 0; i < KC_MAX_PARTS; i += 21) {
+		part_vp(a.c, (uint8_t)i, vpa, NULL, 0);
+		part_vp(b.c, (uint8_t)i, vpb, got, sizeof(got));
+		assert_memory_equal(vpa, vpb, 32);
+		snprintf(desc, sizeof(desc), "a description of part %d, long", i);
+		assert_string_equal(got, desc);
+	}
+	ky_buf_free(&info);
+	card_free(&ca);
+	card_free(&a);
+	card_free(&b);
+}
+
 static void test_ca_backup(void **state)
 {
 	struct card ca, bk, e;
@@ -895,6 +932,10 @@ static void test_eeprom_refusals(void **state)
 	assert_int_equal(truncate(ca.eeprom, 100), 0);
 	assert_int_equal(kc_card_open(ca.eeprom, ca.key, &c, err, sizeof(err)),
 	                 KY_ERR_CARD_EEPROM_DAMAGED);
+	/* an EEPROM open to others */
+	assert_int_equal(chmod(ca.eeprom, 0640), 0);
+	assert_int_equal(kc_card_open(ca.eeprom, ca.key, &c, err, sizeof(err)), KY_ERR_NOT_PRIVATE);
+	assert_non_null(strstr(err, "chmod 600"));
 	/* another card's chip key */
 	card_new(&other);
 	card_free(&other);
@@ -956,6 +997,28 @@ static void test_try_spent_first(void **state)
 	assert_int_equal(info.data[5], 0);
 	assert_int_equal(info.data[6], 0);
 	ky_buf_free(&info);
+	/* neither written nor read back: the card goes mute until reset, then reads it again */
+	{
+		char aside[420];
+
+		snprintf(aside, sizeof(aside), "%s.aside", e.eeprom);
+		assert_int_equal(rename(e.eeprom, aside), 0);
+		assert_int_equal(mkdir(blocker, 0700), 0);
+		assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x6F00);
+		assert_int_equal(tx(e.c, 0x00, 0xA4, 0x04, 0x00, aid, sizeof(aid), NULL), 0x6F00);
+		assert_int_equal(rmdir(blocker), 0);
+		kc_card_reset(e.c);
+		assert_int_equal(tx(e.c, 0x00, 0xA4, 0x04, 0x00, aid, sizeof(aid), NULL), 0x6F00);
+		assert_int_equal(rename(aside, e.eeprom), 0);
+		kc_card_power(e.c, false);
+		kc_card_power(e.c, true);
+		select_info(e.c, &info);
+		assert_int_equal(info.data[5], 0);
+		ky_buf_free(&info);
+		assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x6982);
+		assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+		assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x9000);
+	}
 	card_free(&ca);
 	card_free(&e);
 }
@@ -990,6 +1053,7 @@ int main(void)
 	    cmocka_unit_test(test_ep11_block_and_unblock),
 	    cmocka_unit_test(test_key_parts_limit),
 	    cmocka_unit_test(test_copy_ep11),
+	    cmocka_unit_test(test_copy_full_card),
 	    cmocka_unit_test(test_ca_backup),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_eeprom_refusals),
