@@ -258,19 +258,6 @@ static int card_parse_int(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
-/* The EEPROM and chip key files, when they exist, must be private (0600). */
-static int card_check_file(const char *what, const char *path)
-{
-	char why[512];
-	int r = ky_path_check_private(path, why, sizeof(why));
-
-	if (r == KY_ERR_NOT_FOUND)
-		return 0;
-	if (r != 0)
-		fprintf(stderr, "kyok-card: error: %s '%s': %s\n", what, path, why);
-	return r;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -345,10 +332,7 @@ int main(int argc, char **argv)
 		                       : "--port");
 		return KY_EXIT_USAGE;
 	}
-	if ((r = card_check_file("EEPROM file", eeprom)) != 0)
-		goto out;
-	if ((r = card_check_file("chip key file", chip)) != 0)
-		goto out;
+	/* The applet refuses EEPROM and chip key files that others can read or write. */
 	if ((r = kc_card_open(eeprom, chip, &c, err, sizeof(err))) != 0) {
 		fprintf(stderr, "kyok-card: error: %s\n", err);
 		goto out;
