@@ -64,20 +64,24 @@ pcsc_run() {
 		LIBPATH      $PCSC_VPCD
 		CHANNELID    $PCSC_PORT
 	EOF
+	local from ready
 	echo "---- pcscd started on ports $PCSC_PORT, $((PCSC_PORT + 1))" >>"$PCSC_DIR/pcscd.log"
+	from=$(($(wc -l <"$PCSC_DIR/pcscd.log") + 1))
 	pcscd --foreground --apdu --info --config "$PCSC_DIR/reader.conf.d" \
 		>>"$PCSC_DIR/pcscd.log" 2>&1 &
 	PCSC_PID=$!
-	# Its socket, then its readers: polled state, bounded by pcscd staying alive.
+	# Its socket, then its readers: polled state. pcscd adds its readers before it says
+	# "daemon ready"; ready without both (a port it could not listen on) is a failure.
 	while kill -0 "$PCSC_PID" 2>/dev/null; do
+		ready=$(tail -n +"$from" "$PCSC_DIR/pcscd.log" | grep -c "daemon ready" || true)
 		if [ -S /run/pcscd/pcscd.comm ] &&
 			[ "$("$CARD_PROBE" readers 2>/dev/null | wc -l)" -ge 2 ]; then
 			return 0
 		fi
+		[ "$ready" -gt 0 ] && [ -S /run/pcscd/pcscd.comm ] && break
 		sleep 0.05
 	done
-	wait "$PCSC_PID" 2>/dev/null || true
-	PCSC_PID=
+	pcsc_stop
 	return 1
 }
 

@@ -12,7 +12,7 @@
 #   a second card in reader 2 answers too; a second session on it is refused (card-in-use);
 #     five wrong PINs block it (card-blocked); reader 3 does not exist; a wait ends at its
 #     bound; a card that asks for GET RESPONSE for ever is given up (card-protocol); without
-#     pcscd, pcsc-unavailable
+#     pcscd, pcsc-unavailable; the harness sees a pcscd that cannot open its readers' port
 #   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT answered, and the parser
 #     finds a value that crossed and not one that did not
 #   kyok-card refuses an EEPROM or chip key file others can read, an unreachable reader (after
@@ -263,4 +263,17 @@ expect_eq "docs/commands.md has kyok-card --help, verbatim" "$doc" "$("$KYOK_CAR
 pcsc_stop
 expect_fail "without pcscd: pcsc-unavailable" "pcsc-unavailable: connecting to pcscd" \
 	"$CARD_PROBE" readers
+# The harness: a pcscd that cannot listen on its readers' port is a failed start, not a wait.
+perl -MIO::Socket::INET -e '
+	my $l = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0], Listen => 1,
+		ReuseAddr => 1) or die "listen: $!";
+	open(my $r, ">", $ARGV[1]) or die; close($r);
+	sleep 3600; # until killed below
+' "$PCSC_PORT" "$T_DIR/listening" &
+holder=$!
+while [ ! -f "$T_DIR/listening" ] && kill -0 "$holder" 2>/dev/null; do sleep 0.05; done
+if pcsc_run; then fail "pcscd started though its port was taken"; else
+	pass "pcscd on a taken port is a failed start: $(grep "Open Port .* Failed" "$PCSC_DIR/pcscd.log" | tail -n 1)"; fi
+kill "$holder" 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
 finish
