@@ -4,7 +4,8 @@
 #   the readers are listed; a card inserted in reader 1 is seen, the kyok applet selected,
 #     a wrong PIN refused with the tries left, the right one verified
 #   the card removed: the open session fails with card-removed; reinserted: a new session
-#     finds the PIN not verified (the card forgot it at power off)
+#     finds the PIN not verified (the card forgot it at power off); so does the session after
+#     one that ended (ending a session resets the card)
 #   pcscd restarted under a verified session: kyok-card connects again by itself, the old
 #     session fails with card-removed, the new one finds the PIN not verified
 #   GET DEVICE's long answer comes through 61xx and GET RESPONSE, a 300-byte command through
@@ -128,6 +129,10 @@ expect_ans "a new session" open '^ok'
 expect_ans "SELECT again" select '^ok'
 expect_ans "PIN not verified after reinsertion" verified '^ok no$'
 expect_ans "PIN verified again" "verify $pin_a1" '^ok$'
+expect_ans "the session ends (resetting the card) and a new one opens" open '^ok'
+expect_ans "SELECT in the new session" select '^ok'
+expect_ans "PIN not verified after a session's end" verified '^ok no$'
+expect_ans "PIN verified once more" "verify $pin_a1" '^ok$'
 
 # ---- pcscd restarted: the card stays, its PIN state does not ---------------------------------
 if pcsc_restart; then pass "pcscd restarted on ports $PCSC_PORT, $((PCSC_PORT + 1))"; else
