@@ -6,7 +6,8 @@
  * When the card is removed or reset under a session, every call on it fails with
  * KY_ERR_CARD_REMOVED from then on: the card forgot its verified PINs, so the caller opens
  * a new session and asks for the PIN again. Nothing is retried behind the caller's back: an
- * APDU that may have reached the card is never sent twice.
+ * APDU that may have reached the card is never sent twice. When pcscd itself stopped or
+ * restarted, the ky_pcsc is gone too (its calls fail): open a new one.
  *
  * Every function returns 0 or a KY_ERR_* code with a sentence in err that names the reader;
  * the card's own status words come back to the caller, they are not errors here. */
@@ -20,8 +21,8 @@
 #include "kyok/common.h"
 
 #define KY_CARD_READERS_MAX 16
-#define KY_CARD_READER_MAX  128  /* a reader's name, with its NUL */
-#define KY_CARD_DATA_MAX    4096 /* data of one command or response, chained */
+#define KY_CARD_READER_MAX  128   /* a reader's name, with its NUL */
+#define KY_CARD_DATA_MAX    16384 /* data of one command or response (the applet's limit) */
 #define KY_CARD_PIN_MAX     64
 
 /* The kyok applet's AID: "kyok", version 1. */

@@ -177,5 +177,6 @@ pcsc_apdus() {
 pcsc_crossed() {
 	local h
 	h=$(tr '[:lower:]' '[:upper:]' <<<"$1")
-	pcsc_apdus | cut -c3- | grep -qF -- "$h"
+	# grep reads to the end (-c): a grep -q stopping early would fail the pipeline (pipefail).
+	pcsc_apdus | cut -c3- | grep -cF -- "$h" >/dev/null
 }

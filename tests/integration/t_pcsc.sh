@@ -12,7 +12,8 @@
 #     command chaining
 #   a second card in reader 2 answers too; a second session on it is refused (card-in-use);
 #     five wrong PINs block it (card-blocked); reader 3 does not exist; a wait ends at its
-#     bound; a card that asks for GET RESPONSE for ever is given up (card-protocol); without
+#     bound; a card that asks for GET RESPONSE for ever is given up (card-protocol, or
+#     too-large past 16384 bytes); a command past 16384 bytes is not sent; without
 #     pcscd, pcsc-unavailable; the harness sees a pcscd that cannot open its readers' port
 #   the APDUs crossed the readers: pcscd's --apdu log holds every SELECT answered, and the parser
 #     finds a value that crossed and not one that did not
@@ -47,7 +48,8 @@ sess_close() {
 # expect_ans DESC CMD PATTERN: the session's answer to CMD matches PATTERN (grep -E).
 expect_ans() {
 	ask "$2"
-	if grep -qE -- "$3" <<<"$ans"; then pass "$1: $ans"; else fail "$1: '$2' answered '$ans'"; fi
+	if grep -qE -- "$3" <<<"$ans"; then pass "$1: ${ans:0:300}"; else
+		fail "$1: '${2:0:80}' answered '${ans:0:300}'"; fi
 }
 
 # PINs: generated, in files (never on argv), 6 to 16 characters as the card wants them.
@@ -106,13 +108,15 @@ if [[ "$ans" =~ ^ok\ 9000\ ([0-9A-F]+)$ ]] && [ $((${#BASH_REMATCH[1]} / 2)) -gt
 else
 	fail "GET DEVICE: $ans"
 fi
-if pcsc_apdus | grep -qx "> 00C00000[0-9A-F]*"; then pass "GET RESPONSE crossed the reader"
+# (The log is read whole before grep: a grep -q ending early would fail the pipeline.)
+apdus=$(pcsc_apdus)
+if grep -qx "> 00C00000[0-9A-F]*" <<<"$apdus"; then pass "GET RESPONSE crossed the reader"
 else fail "no GET RESPONSE in the APDU log"; fi
 # A command of 300 bytes goes in two links, the first with CLA bit 0x10 (the card then
 # refuses the data as no device key: 6A80).
 long=$(head -c 300 /dev/zero | xxd -p | tr -d '\n')
 expect_ans "a chained command reaches the card whole" "apdu 80120000$long" '^ok 6A80 $'
-if pcsc_apdus | grep -A1 -x "> 90120000FF0*" | grep -qx "< 9000"; then
+if grep -A1 -x "> 90120000FF0*" <<<"$(pcsc_apdus)" | grep -qx "< 9000"; then
 	pass "its first link (CLA 90, 255 bytes) crossed and was taken"
 else
 	fail "no chained link in the APDU log"
@@ -178,31 +182,46 @@ expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
 expect_fail "waiting on an empty reader ends at its bound" "card-absent: .*still absent after 0 ms" \
 	"$CARD_PROBE" wait 2 present 0
 
-# A card that answers every command with 6100 (more data) and never gives any: the host
-# stops at the first empty GET RESPONSE instead of asking for ever.
-perl -MIO::Socket::INET -e '
-	my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $ARGV[0]) or die "$!";
-	sub get { my ($n, $b) = @_; my $got = ""; while (length($got) < $n) {
-		sysread($s, $b, $n - length($got)) or exit 0; $got .= $b } return $got }
-	while (1) {
-		my $msg = get(unpack("n", get(2)));
-		if ($msg eq "\x04") { my $atr = "\x3B\x80\x80\x01\x01"; print $s pack("n", 5) . $atr }
-		elsif (length($msg) > 1) { print $s pack("n", 2) . "\x61\x00" }
-		$s->flush;
-	}' $((PCSC_PORT + 1)) 2>>"$PCSC_DIR/card-2.log" &
-echo $! >"$PCSC_DIR/card-2.pid"
-expect_ok "a card that never ends its answer, in reader 2" pcsc_wait_card 2 present
-sess_open 2
+# Cards that never end their answer: one answers every command with 6100 (more data) and
+# no data, one with 255 bytes and 6100 each time. The host stops at the first empty GET
+# RESPONSE, and once the answer outgrows its buffer, instead of asking for ever.
+endless_card() {
+	perl -MIO::Socket::INET -e '
+		my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $ARGV[0]) or die;
+		my $data = $ARGV[1] eq "empty" ? "" : "\x5A" x 255;
+		sub get { my ($n, $b) = @_; my $got = ""; while (length($got) < $n) {
+			sysread($s, $b, $n - length($got)) or exit 0; $got .= $b } return $got }
+		while (1) {
+			my $msg = get(unpack("n", get(2)));
+			my $out = $msg eq "\x04" ? "\x3B\x80\x80\x01\x01" :
+				length($msg) > 1 ? $data . "\x61\x00" : undef;
+			if (defined $out) { print $s pack("n", length($out)) . $out; $s->flush }
+		}' $((PCSC_PORT + 1)) "$1" 2>>"$PCSC_DIR/card-2.log" &
+	echo $! >"$PCSC_DIR/card-2.pid"
+	expect_ok "a card that never ends its answer ($1), in reader 2" pcsc_wait_card 2 present
+	sess_open 2
+}
+endless_card empty
 expect_ans "the host gives up on it at the first empty GET RESPONSE" "apdu 80160000" \
 	"^err card-protocol: .*GET RESPONSE gave nothing and asked for more"
 sess_close
 card_remove 2 || true # the perl card ends on SIGTERM with its signal's status
 expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
+endless_card full
+expect_ans "and on the other once the answer passes 16384 bytes" "apdu 80160000" \
+	"^err too-large: .*an answer longer than 16384 bytes"
+expect_ans "a command longer than 16384 bytes is refused before it is sent" \
+	"apdu 80120000$(head -c 16385 /dev/zero | xxd -p | tr -d '\n')" \
+	"^err too-large: a card command of 16385 bytes: at most 16384"
+sess_close
+card_remove 2 || true
+expect_ok "reader 2 empty again" pcsc_wait_card 2 absent
 
 # ---- the APDU log ------------------------------------------------------------------------------
-n=$(pcsc_apdus | grep -cx "> $SELECT_HEX" || true)
+apdus=$(pcsc_apdus)
+n=$(grep -cx "> $SELECT_HEX" <<<"$apdus" || true)
 expect_eq "pcscd's APDU log holds every SELECT sent ($selects)" "$n" "$selects"
-if pcsc_apdus | grep -qx "< 9000"; then pass "and the answers (9000)"; else
+if grep -qx "< 9000" <<<"$apdus"; then pass "and the answers (9000)"; else
 	fail "no response 9000 in the APDU log"; fi
 if pcsc_crossed "$(hex "$pin_b1")"; then pass "the log parser finds a value that crossed"; else
 	fail "the PIN sent in a VERIFY is not found in the APDU log"; fi

@@ -66,7 +66,8 @@ static int probe_verify(struct ky_card *c, const char *file, char *err, size_t e
 
 static int probe_apdu(struct ky_card *c, const char *hex, char *err, size_t errlen)
 {
-	static uint8_t cmd[KY_CARD_DATA_MAX + 4], resp[KY_CARD_DATA_MAX];
+	/* Room for a command longer than the library takes: it must refuse it. */
+	static uint8_t cmd[KY_CARD_DATA_MAX + 64], resp[KY_CARD_DATA_MAX];
 	size_t n = 0, got = 0;
 	uint16_t sw = 0;
 	int r;
