@@ -125,7 +125,7 @@ pcsc_restart() {
 pcsc_exit() {
 	local rc=$? f
 	for f in "$PCSC_DIR"/card-*.pid; do
-		[ -f "$f" ] && card_remove "$(basename "$f" .pid | cut -d- -f2)"
+		if [ -f "$f" ]; then card_remove "$(basename "$f" .pid | cut -d- -f2)" || true; fi
 	done
 	pcsc_stop
 	if [ $rc -ne 0 ] && [ -f "$PCSC_DIR/pcscd.log" ]; then
