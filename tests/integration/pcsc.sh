@@ -97,6 +97,9 @@ pcsc_start() {
 		mkdir -m 0755 /run/pcscd
 	fi
 	trap pcsc_exit EXIT
+	# A test stopped from outside (meson's timeout) still stops its pcscd and cards.
+	trap 'exit 143' TERM
+	trap 'exit 130' INT
 	# A port pair taken between the look and pcscd's bind: another pair.
 	for try in 1 2 3; do
 		PCSC_PORT=$(pcsc_free_ports)
