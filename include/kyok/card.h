@@ -23,7 +23,8 @@
 #define KY_CARD_READERS_MAX 16
 #define KY_CARD_READER_MAX  128   /* a reader's name, with its NUL */
 #define KY_CARD_DATA_MAX    16384 /* data of one command or response (the applet's limit) */
-#define KY_CARD_PIN_MAX     64
+#define KY_CARD_PIN_MIN     6     /* the kyok applet's PINs: 6 to 16 characters */
+#define KY_CARD_PIN_MAX     16
 
 /* The kyok applet's AID: "kyok", version 1. */
 #define KY_CARD_AID                                \
@@ -80,9 +81,9 @@ int ky_card_select(struct ky_card *c, uint8_t *info, size_t max, size_t *info_le
 /* Whether the reader has a PIN pad the card's PIN can be entered on (PC/SC part 10
  * FEATURE_VERIFY_PIN_DIRECT). Without one, the caller prompts without echo. */
 bool ky_card_has_pinpad(const struct ky_card *c);
-/* VERIFY (ISO 7816-4 INS 20) of PIN number pin_ref (P2) with the PIN given (1 to
- * KY_CARD_PIN_MAX bytes, else KY_ERR_USAGE before anything is sent). KY_ERR_CARD_PIN_WRONG
- * with *tries_left set, KY_ERR_CARD_BLOCKED, or KY_ERR_CARD_PROTOCOL for another status
+/* VERIFY (ISO 7816-4 INS 20) of PIN number pin_ref (P2) with the PIN given
+ * (KY_CARD_PIN_MIN to KY_CARD_PIN_MAX bytes, else KY_ERR_USAGE before anything is sent: a
+ * convenience, the card enforces its own rule). KY_ERR_CARD_PIN_WRONG with *tries_left set, KY_ERR_CARD_BLOCKED, or KY_ERR_CARD_PROTOCOL for another status
  * word (in err). The PIN is cleansed from every buffer of this library it passed through. */
 int ky_card_verify(struct ky_card *c, uint8_t pin_ref, const char *pin, size_t pin_len,
                    int *tries_left, char *err, size_t errlen) KY_WUR;

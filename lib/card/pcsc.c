@@ -479,9 +479,9 @@ static int card_verify_pinpad(struct ky_card *c, uint8_t pin_ref, uint16_t *sw, 
 		return KY_ERR_CARD_REMOVED;
 	}
 	memset(buf, 0, sizeof(buf));
-	v->bmFormatString = 0x82;      /* units are bytes, PIN at the start of the data, ASCII */
-	v->wPINMaxExtraDigit = 0x0440; /* 4 to 64 characters */
-	v->bEntryValidationCondition = 0x02; /* the OK key */
+	v->bmFormatString = 0x82; /* units are bytes, PIN at the start of the data, ASCII */
+	v->wPINMaxExtraDigit = KY_CARD_PIN_MIN << 8 | KY_CARD_PIN_MAX; /* characters */
+	v->bEntryValidationCondition = 0x02;                           /* the OK key */
 	v->bNumberMessage = 0x01;
 	v->wLangId = 0x0409;
 	v->ulDataLength = 5;
@@ -516,9 +516,10 @@ int ky_card_verify(struct ky_card *c, uint8_t pin_ref, const char *pin, size_t p
 	size_t none = 0;
 
 	*tries_left = -1;
-	if (pin == NULL || pin_len == 0 || pin_len > KY_CARD_PIN_MAX) {
+	if (pin == NULL || pin_len < KY_CARD_PIN_MIN || pin_len > KY_CARD_PIN_MAX) {
 		r = KY_ERR_USAGE;
-		snprintf(err, errlen, "a card PIN has 1 to %d characters", KY_CARD_PIN_MAX);
+		snprintf(err, errlen, "a card PIN has %d to %d characters", KY_CARD_PIN_MIN,
+		         KY_CARD_PIN_MAX);
 		goto out;
 	}
 	if ((r = ky_card_command(c, hdr, (const uint8_t *)pin, pin_len, NULL, 0, &none, &sw, err,

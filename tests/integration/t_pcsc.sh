@@ -166,7 +166,10 @@ if grep -q "^err card-in-use: " <<<"$out"; then pass "a second session on a held
 else fail "a second session on a held card: $out"; fi
 : >"$T_DIR/pw/empty"
 expect_ans "an empty PIN is refused before the card" "verify $T_DIR/pw/empty" \
-	'^err usage: a card PIN has 1 to 64 characters'
+	'^err usage: a card PIN has 6 to 16 characters'
+printf '%017d' 0 >"$T_DIR/pw/long"
+expect_ans "so is a PIN of 17 characters" "verify $T_DIR/pw/long" \
+	'^err usage: a card PIN has 6 to 16 characters'
 for i in 1 2 3 4; do ask "verify $wrong"; done
 if [[ "$ans" == "err card-pin-wrong: "*"1 tries left" ]]; then pass "four wrong PINs: $ans"
 else fail "the fourth wrong PIN: $ans"; fi
