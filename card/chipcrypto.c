@@ -50,8 +50,10 @@ int kc_pub_der(EVP_PKEY *pk, struct ky_buf *out)
 	unsigned char *der = NULL;
 	int len;
 
-	if ((len = i2d_PUBKEY(pk, &der)) <= 0)
+	if ((len = i2d_PUBKEY(pk, &der)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(out, der, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -132,8 +134,10 @@ int kc_zone_cert_check(const uint8_t *p, size_t n, uint8_t role, EVP_PKEY **zone
 	struct ky_buf zpub = {0}, dpub = {0}, tbs = {0};
 	EVP_PKEY *z = NULL, *d = NULL;
 
-	if (!kc_fields_parse(p, n, f, 4) || f[0].n != 1 || f[0].p[0] != role)
+	if (!kc_fields_parse(p, n, f, 4) || f[0].n != 1 || f[0].p[0] != role) {
+		r = KY_ERR_MALFORMED;
 		goto out;
+	}
 	if ((r = kc_pub_from_der(f[1].p, f[1].n, &z)) != 0 ||
 	    (r = kc_pub_from_der(f[2].p, f[2].n, &d)) != 0)
 		goto out;
@@ -171,11 +175,15 @@ int kc_transfer_key(EVP_PKEY *mine, EVP_PKEY *peer, const uint8_t nonce[KC_NONCE
 
 	if ((dctx = EVP_PKEY_CTX_new_from_pkey(NULL, mine, NULL)) == NULL ||
 	    EVP_PKEY_derive_init(dctx) != 1 || EVP_PKEY_derive_set_peer(dctx, peer) != 1 ||
-	    EVP_PKEY_derive(dctx, secret, &slen) != 1)
+	    EVP_PKEY_derive(dctx, secret, &slen) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((kdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL ||
-	    (kctx = EVP_KDF_CTX_new(kdf)) == NULL)
+	    (kctx = EVP_KDF_CTX_new(kdf)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
 	params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, secret, slen);
 	params[2] =
@@ -183,8 +191,10 @@ int kc_transfer_key(EVP_PKEY *mine, EVP_PKEY *peer, const uint8_t nonce[KC_NONCE
 	params[3] =
 	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, strlen(info));
 	params[4] = OSSL_PARAM_construct_end();
-	if (EVP_KDF_derive(kctx, key, 32, params) != 1)
+	if (EVP_KDF_derive(kctx, key, 32, params) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	r = 0;
 out:
 	OPENSSL_cleanse(secret, sizeof(secret));
@@ -204,8 +214,10 @@ int kc_sign_digest(EVP_PKEY *key, const uint8_t digest[KC_DIGEST_LEN], struct ky
 
 	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL)) == NULL ||
 	    EVP_PKEY_sign_init(ctx) != 1 || EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha512()) != 1 ||
-	    EVP_PKEY_sign(ctx, s, &len, digest, KC_DIGEST_LEN) != 1)
+	    EVP_PKEY_sign(ctx, s, &len, digest, KC_DIGEST_LEN) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(sig, s, len)) != 0)
 		goto out;
 	r = 0;

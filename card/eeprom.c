@@ -47,8 +47,10 @@ int kc_field_put(struct ky_buf *b, const void *p, size_t n)
 	int r = KY_ERR_TOO_LARGE;
 	uint8_t len[2];
 
-	if (n > 0xFFFF)
+	if (n > 0xFFFF) {
+		r = KY_ERR_TOO_LARGE;
 		goto out;
+	}
 	len[0] = (uint8_t)(n >> 8);
 	len[1] = (uint8_t)n;
 	if ((r = ky_buf_append(b, len, 2)) != 0)
@@ -161,24 +163,33 @@ int kc_contents_decode(const uint8_t *p, size_t n, struct kc_state *st)
 	size_t count, first, i;
 
 	/* the first field (signature key) and the second (the count, one byte) give the count */
-	if (n < 2)
+	if (n < 2) {
+		r = KY_ERR_MALFORMED;
 		goto out;
+	}
 	first = 2 + (((size_t)p[0] << 8) | p[1]);
-	if (first > n || n - first < 3 || p[first] != 0 || p[first + 1] != 1)
+	if (first > n || n - first < 3 || p[first] != 0 || p[first + 1] != 1) {
+		r = KY_ERR_MALFORMED;
 		goto out;
+	}
 	count = p[first + 2];
-	if (count > KC_MAX_PARTS || !kc_fields_parse(p, n, f, 2 + 2 * count))
+	if (count > KC_MAX_PARTS || !kc_fields_parse(p, n, f, 2 + 2 * count)) {
+		r = KY_ERR_MALFORMED;
 		goto out;
+	}
 	if (f[0].n > 0 && (r = ky_pkey_from_der(f[0].p, f[0].n, &st->sigkey)) != 0)
 		goto out;
-	r = KY_ERR_MALFORMED;
-	if (st->sigkey != NULL && !ky_pkey_is_p521(st->sigkey))
+	if (st->sigkey != NULL && !ky_pkey_is_p521(st->sigkey)) {
+		r = KY_ERR_MALFORMED;
 		goto out;
+	}
 	for (i = 0; i < count; i++) {
 		const struct kc_field *d = &f[2 + 2 * i], *k = &f[3 + 2 * i];
 
-		if (!desc_ok(d->p, d->n) || k->n != KY_MK_LEN)
+		if (!desc_ok(d->p, d->n) || k->n != KY_MK_LEN) {
+			r = KY_ERR_MALFORMED;
 			goto out;
+		}
 		memcpy(st->parts[i].desc, d->p, d->n);
 		st->parts[i].desc[d->n] = '\0';
 		memcpy(st->parts[i].part, k->p, KY_MK_LEN);
@@ -224,37 +235,55 @@ static int state_decode(const uint8_t *p, size_t n, struct kc_state *st)
 	EVP_PKEY *zcert_zone = NULL, *zcert_device = NULL;
 	uint8_t role;
 
-	if (!kc_fields_parse(p, n, f, 8) || f[0].n != 1 || f[0].p[0] > KC_TYPE_EP11)
+	if (!kc_fields_parse(p, n, f, 8) || f[0].n != 1 || f[0].p[0] > KC_TYPE_EP11) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
+	}
 	st->type = f[0].p[0];
-	if (ky_pkey_from_der(f[1].p, f[1].n, &st->device) != 0 || !ky_pkey_is_p521(st->device))
+	if (ky_pkey_from_der(f[1].p, f[1].n, &st->device) != 0 || !ky_pkey_is_p521(st->device)) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
-	if (get_pin(&f[4], &st->pin[0]) != 0 || get_pin(&f[5], &st->pin[1]) != 0)
+	}
+	if (get_pin(&f[4], &st->pin[0]) != 0 || get_pin(&f[5], &st->pin[1]) != 0) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
-	if (kc_contents_decode(f[7].p, f[7].n, st) != 0)
+	}
+	if (kc_contents_decode(f[7].p, f[7].n, st) != 0) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
+	}
 	if (st->type == KC_TYPE_BLANK) {
 		if (f[2].n != 0 || f[3].n != 0 || st->pin[0].set || st->pin[1].set || f[6].n != 0 ||
-		    st->sigkey != NULL || st->nparts != 0)
+		    st->sigkey != NULL || st->nparts != 0) {
+			r = KY_ERR_CARD_EEPROM_DAMAGED;
 			goto out;
+		}
 		r = 0;
 		goto out;
 	}
 	if (st->type == KC_TYPE_CA) {
 		if (ky_pkey_from_der(f[2].p, f[2].n, &st->zone) != 0 || !st->pin[1].set ||
-		    f[6].n != 0 || st->sigkey != NULL || st->nparts != 0)
+		    f[6].n != 0 || st->sigkey != NULL || st->nparts != 0) {
+			r = KY_ERR_CARD_EEPROM_DAMAGED;
 			goto out;
+		}
 		role = KC_TYPE_CA;
 	} else {
-		if (kc_pub_from_der(f[2].p, f[2].n, &st->zone) != 0 || st->pin[1].set)
+		if (kc_pub_from_der(f[2].p, f[2].n, &st->zone) != 0 || st->pin[1].set) {
+			r = KY_ERR_CARD_EEPROM_DAMAGED;
 			goto out;
+		}
 		role = KC_TYPE_EP11;
 	}
-	if (!st->pin[0].set || !ky_pkey_is_p521(st->zone))
+	if (!st->pin[0].set || !ky_pkey_is_p521(st->zone)) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
+	}
 	if (kc_zone_cert_check(f[3].p, f[3].n, role, &zcert_zone, &zcert_device) != 0 ||
-	    !kc_pub_equal(zcert_zone, st->zone) || !kc_pub_equal(zcert_device, st->device))
+	    !kc_pub_equal(zcert_zone, st->zone) || !kc_pub_equal(zcert_device, st->device)) {
+		r = KY_ERR_CARD_EEPROM_DAMAGED;
 		goto out;
+	}
 	if (ky_buf_append(&st->zone_cert, f[3].p, f[3].n) != 0) {
 		r = KY_ERR_NOMEM;
 		goto out;

@@ -20,11 +20,14 @@ uint16_t kc_cmd_gen_sigkey(struct kc_card *c, const struct kc_apdu *a, struct kc
 
 	if ((sw = kc_need_ep11_pin(c)) != SW_OK)
 		goto out;
-	sw = SW_CONDITIONS;
-	if (c->st.sigkey != NULL) /* one key per card: it is never replaced */
+	if (c->st.sigkey != NULL) { /* one key per card: it is never replaced */
+		sw = SW_CONDITIONS;
 		goto out;
-	if (ky_ec_generate(&key) != 0)
+	}
+	if (ky_ec_generate(&key) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	c->st.sigkey = key;
 	key = NULL; /* transferred */
 	if ((sw = kc_commit(c)) != SW_OK)
@@ -41,14 +44,18 @@ uint16_t kc_cmd_get_sigkey(struct kc_card *c, const struct kc_apdu *a, struct kc
 	uint16_t sw = SW_CONDITIONS;
 
 	(void)a;
-	if (c->st.type != KC_TYPE_EP11)
+	if (c->st.type != KC_TYPE_EP11) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_NO_DATA;
-	if (c->st.sigkey == NULL)
+	}
+	if (c->st.sigkey == NULL) {
+		sw = SW_NO_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (kc_pub_der(c->st.sigkey, &der) != 0)
+	}
+	if (kc_pub_der(c->st.sigkey, &der) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &der);
 out:
 	ky_buf_free(&der);
@@ -62,15 +69,18 @@ uint16_t kc_cmd_sign(struct kc_card *c, const struct kc_apdu *a, struct kc_out *
 
 	if ((sw = kc_need_ep11_pin(c)) != SW_OK)
 		goto out;
-	sw = SW_WRONG_LENGTH;
-	if (a->n != KC_DIGEST_LEN)
+	if (a->n != KC_DIGEST_LEN) {
+		sw = SW_WRONG_LENGTH;
 		goto out;
-	sw = SW_NO_DATA;
-	if (c->st.sigkey == NULL)
+	}
+	if (c->st.sigkey == NULL) {
+		sw = SW_NO_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (kc_sign_digest(c->st.sigkey, a->data, &sig) != 0)
+	}
+	if (kc_sign_digest(c->st.sigkey, a->data, &sig) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &sig);
 out:
 	ky_buf_free(&sig);
@@ -173,20 +183,25 @@ uint16_t kc_cmd_envelope(struct kc_card *c, const struct kc_apdu *a, struct kc_o
 		goto out;
 	if ((sw = part_at(c, a->p1, &kp)) != SW_OK)
 		goto out;
-	sw = SW_CONDITIONS;
 	if (c->st.anchor.len == 0 ||
-	    cert_from_der(c->st.anchor.data, c->st.anchor.len, &anchor) != 0)
+	    cert_from_der(c->st.anchor.data, c->st.anchor.len, &anchor) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
+	}
 	if (!kc_fields_parse(a->data, a->n, f, 2) ||
 	    cert_from_der(f[0].p, f[0].n, &importer) != 0 ||
-	    cert_from_der(f[1].p, f[1].n, &identity) != 0)
+	    cert_from_der(f[1].p, f[1].n, &identity) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (ky_cert_chain_verify(importer, identity, anchor) != 0)
+	}
+	if (ky_cert_chain_verify(importer, identity, anchor) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
-	if (ky_envelope_seal(kp->part, KY_MK_LEN, importer, &env) != 0)
+	}
+	if (ky_envelope_seal(kp->part, KY_MK_LEN, importer, &env) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &env);
 out:
 	X509_free(importer);
@@ -208,14 +223,17 @@ uint16_t kc_cmd_set_anchor(struct kc_card *c, const struct kc_apdu *a, struct kc
 
 	if ((sw = kc_need_ep11_pin(c)) != SW_OK)
 		goto out;
-	sw = SW_WRONG_DATA;
 	if (cert_from_der(a->data, a->n, &cert) != 0 || (pub = X509_get0_pubkey(cert)) == NULL ||
-	    !ky_pkey_is_p521(pub) || ky_cert_verify_by(cert, pub) != 0 || X509_check_ca(cert) == 0)
+	    !ky_pkey_is_p521(pub) || ky_cert_verify_by(cert, pub) != 0 ||
+	    X509_check_ca(cert) == 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
+	}
 	if (ky_buf_append(&der, a->data, a->n) != 0 ||
-	    EVP_Digest(a->data, a->n, fp, NULL, EVP_sha256(), NULL) != 1)
+	    EVP_Digest(a->data, a->n, fp, NULL, EVP_sha256(), NULL) != 1) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	ky_buf_free(&c->st.anchor);
 	c->st.anchor = der;
 	memset(&der, 0, sizeof(der)); /* transferred */

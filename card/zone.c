@@ -49,8 +49,10 @@ static uint16_t zone_cert_of(const struct kc_field *f, uint8_t role, EVP_PKEY *z
 	EVP_PKEY *z = NULL;
 	uint16_t sw = SW_WRONG_DATA;
 
-	if (kc_zone_cert_check(f->p, f->n, role, &z, device) != 0)
+	if (kc_zone_cert_check(f->p, f->n, role, &z, device) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
+	}
 	if (zone != NULL && !kc_pub_equal(z, zone)) {
 		EVP_PKEY_free(*device);
 		*device = NULL;
@@ -72,18 +74,24 @@ uint16_t kc_cmd_create_zone(struct kc_card *c, const struct kc_apdu *a, struct k
 	uint16_t sw = SW_CONDITIONS;
 
 	(void)o;
-	if (c->st.type != KC_TYPE_BLANK)
+	if (c->st.type != KC_TYPE_BLANK) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
-	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[0]) || !pin_len_ok(&f[1]))
+	}
+	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[0]) || !pin_len_ok(&f[1])) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
+	}
 	if (ky_ec_generate(&zone) != 0 ||
-	    kc_zone_cert_make(zone, KC_TYPE_CA, c->st.device, &cert) != 0)
+	    kc_zone_cert_make(zone, KC_TYPE_CA, c->st.device, &cert) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	if (kc_pin_set(&pins[0], f[0].p, f[0].n, KC_CA_TRIES) != 0 ||
-	    kc_pin_set(&pins[1], f[1].p, f[1].n, KC_CA_TRIES) != 0)
+	    kc_pin_set(&pins[1], f[1].p, f[1].n, KC_CA_TRIES) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	c->st.type = KC_TYPE_CA;
 	c->st.zone = zone;
 	zone = NULL; /* transferred */
@@ -106,14 +114,18 @@ uint16_t kc_cmd_enrol_sign(struct kc_card *c, const struct kc_apdu *a, struct kc
 
 	if ((sw = kc_need_ca_pins(c)) != SW_OK)
 		goto out;
-	sw = SW_WRONG_DATA;
-	if (kc_pub_from_der(a->data, a->n, &device) != 0)
+	if (kc_pub_from_der(a->data, a->n, &device) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (kc_pub_equal(device, c->st.device))
+	}
+	if (kc_pub_equal(device, c->st.device)) {
+		sw = SW_CONDITIONS;
 		goto out;
-	if (kc_zone_cert_make(c->st.zone, KC_TYPE_EP11, device, &cert) != 0)
+	}
+	if (kc_zone_cert_make(c->st.zone, KC_TYPE_EP11, device, &cert) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &cert);
 out:
 	EVP_PKEY_free(device);
@@ -130,19 +142,27 @@ uint16_t kc_cmd_enrol(struct kc_card *c, const struct kc_apdu *a, struct kc_out 
 	uint16_t sw = SW_CONDITIONS;
 
 	(void)o;
-	if (c->st.type != KC_TYPE_BLANK)
+	if (c->st.type != KC_TYPE_BLANK) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
-	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[1]))
+	}
+	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[1])) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	if (kc_zone_cert_check(f[0].p, f[0].n, KC_TYPE_EP11, &zone, &device) != 0)
+	}
+	if (kc_zone_cert_check(f[0].p, f[0].n, KC_TYPE_EP11, &zone, &device) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	if (!kc_pub_equal(device, c->st.device)) /* certifies another card */
+	}
+	if (!kc_pub_equal(device, c->st.device)) { /* certifies another card */
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
+	}
 	if (ky_buf_append(&cert, f[0].p, f[0].n) != 0 ||
-	    kc_pin_set(&pin, f[1].p, f[1].n, KC_EP11_TRIES) != 0)
+	    kc_pin_set(&pin, f[1].p, f[1].n, KC_EP11_TRIES) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	c->st.type = KC_TYPE_EP11;
 	c->st.zone = zone;
 	zone = NULL; /* transferred */
@@ -165,8 +185,10 @@ uint16_t kc_cmd_get_device(struct kc_card *c, const struct kc_apdu *a, struct kc
 
 	(void)a;
 	if (kc_pub_der(c->st.device, &dpub) != 0 || kc_field_put(&out, dpub.data, dpub.len) != 0 ||
-	    kc_field_put(&out, c->st.zone_cert.data, c->st.zone_cert.len) != 0)
+	    kc_field_put(&out, c->st.zone_cert.data, c->st.zone_cert.len) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &out);
 out:
 	ky_buf_free(&out);
@@ -207,34 +229,47 @@ uint16_t kc_cmd_copy_export(struct kc_card *c, const struct kc_apdu *a, struct k
 	if (sw != SW_OK)
 		goto out;
 	sw = SW_WRONG_DATA;
-	if (!kc_fields_parse(a->data, a->n, f, 2) || f[0].n != KC_NONCE_LEN)
+	if (!kc_fields_parse(a->data, a->n, f, 2) || f[0].n != KC_NONCE_LEN) {
+		sw = SW_WRONG_DATA;
 		goto out;
+	}
 	if (c->st.type == KC_TYPE_CA) {
 		/* the zone key goes to the blank card whose device key the holders of both
 		 * PINs present (docs/cards.md: what a CA backup trusts) */
-		if (kc_pub_from_der(f[1].p, f[1].n, &peer) != 0)
+		if (kc_pub_from_der(f[1].p, f[1].n, &peer) != 0) {
+			sw = SW_WRONG_DATA;
 			goto out;
+		}
 		sw = SW_CONDITIONS;
-		if (ky_pkey_to_der(c->st.zone, &payload) != 0)
+		if (ky_pkey_to_der(c->st.zone, &payload) != 0) {
+			sw = SW_CONDITIONS;
 			goto out;
+		}
 		info = COPY_INFO_CA;
 	} else {
 		if ((sw = zone_cert_of(&f[1], KC_TYPE_EP11, c->st.zone, &peer)) != SW_OK)
 			goto out;
 		sw = SW_CONDITIONS;
-		if (kc_contents_encode(&c->st, &payload) != 0)
+		if (kc_contents_encode(&c->st, &payload) != 0) {
+			sw = SW_CONDITIONS;
 			goto out;
+		}
 		info = COPY_INFO_EP11;
 	}
-	sw = SW_CONDITIONS;
-	if (kc_pub_equal(peer, c->st.device))
+	if (kc_pub_equal(peer, c->st.device)) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	if (kc_transfer_key(c->st.device, peer, f[0].p, info, key) != 0 ||
-	    ky_aead_seal(key, info, strlen(info), payload.data, payload.len, &sealed) != 0)
+	    ky_aead_seal(key, info, strlen(info), payload.data, payload.len, &sealed) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	if (kc_field_put(&out, c->st.zone_cert.data, c->st.zone_cert.len) != 0 ||
-	    kc_field_put(&out, sealed.data, sealed.len) != 0)
+	    kc_field_put(&out, sealed.data, sealed.len) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &out);
 out:
 	OPENSSL_cleanse(key, sizeof(key));
@@ -257,17 +292,21 @@ static uint16_t import_ep11(struct kc_card *c, const struct kc_field *f,
 
 	if ((sw = zone_cert_of(&f[0], KC_TYPE_EP11, c->st.zone, &peer)) != SW_OK)
 		goto out;
-	sw = SW_CONDITIONS;
-	if (kc_pub_equal(peer, c->st.device))
+	if (kc_pub_equal(peer, c->st.device)) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	if ((in = ky_secret_alloc(sizeof(*in))) == NULL ||
-	    kc_transfer_key(c->st.device, peer, nonce, COPY_INFO_EP11, key) != 0)
+	    kc_transfer_key(c->st.device, peer, nonce, COPY_INFO_EP11, key) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
+	}
 	if (ky_aead_open(key, COPY_INFO_EP11, strlen(COPY_INFO_EP11), f[1].p, f[1].n, &payload) !=
 	        0 ||
-	    kc_contents_decode(payload.data, payload.len, in) != 0)
+	    kc_contents_decode(payload.data, payload.len, in) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
+	}
 	EVP_PKEY_free(c->st.sigkey);
 	c->st.sigkey = in->sigkey;
 	in->sigkey = NULL; /* transferred */
@@ -295,24 +334,31 @@ static uint16_t import_ca(struct kc_card *c, const struct kc_field *f,
 	uint8_t key[32];
 	uint16_t sw = SW_WRONG_DATA;
 
-	if (!pin_len_ok(&f[2]) || !pin_len_ok(&f[3]))
+	if (!pin_len_ok(&f[2]) || !pin_len_ok(&f[3])) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	if (kc_zone_cert_check(f[0].p, f[0].n, KC_TYPE_CA, &zone_pub, &peer) != 0)
+	}
+	if (kc_zone_cert_check(f[0].p, f[0].n, KC_TYPE_CA, &zone_pub, &peer) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
+	}
 	if (kc_pub_equal(peer, c->st.device) ||
-	    kc_transfer_key(c->st.device, peer, nonce, COPY_INFO_CA, key) != 0)
+	    kc_transfer_key(c->st.device, peer, nonce, COPY_INFO_CA, key) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
+	}
 	if (ky_aead_open(key, COPY_INFO_CA, strlen(COPY_INFO_CA), f[1].p, f[1].n, &payload) != 0 ||
 	    ky_pkey_from_der(payload.data, payload.len, &zone) != 0 ||
-	    !kc_pub_equal(zone, zone_pub))
+	    !kc_pub_equal(zone, zone_pub)) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
+	}
 	if (kc_zone_cert_make(zone, KC_TYPE_CA, c->st.device, &cert) != 0 ||
 	    kc_pin_set(&pins[0], f[2].p, f[2].n, KC_CA_TRIES) != 0 ||
-	    kc_pin_set(&pins[1], f[3].p, f[3].n, KC_CA_TRIES) != 0)
+	    kc_pin_set(&pins[1], f[3].p, f[3].n, KC_CA_TRIES) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	c->st.type = KC_TYPE_CA;
 	c->st.zone = zone;
 	zone = NULL; /* transferred */
@@ -345,19 +391,27 @@ uint16_t kc_cmd_copy_import(struct kc_card *c, const struct kc_apdu *a, struct k
 		if ((sw = kc_need_ep11_pin(c)) != SW_OK)
 			goto out;
 		sw = SW_CONDITIONS;
-		if (!fresh)
+		if (!fresh) {
+			sw = SW_CONDITIONS;
 			goto out;
+		}
 		sw = SW_WRONG_DATA;
-		if (!kc_fields_parse(a->data, a->n, f, 2))
+		if (!kc_fields_parse(a->data, a->n, f, 2)) {
+			sw = SW_WRONG_DATA;
 			goto out;
+		}
 		sw = import_ep11(c, f, nonce);
 	} else if (c->st.type == KC_TYPE_BLANK) {
 		sw = SW_CONDITIONS;
-		if (!fresh)
+		if (!fresh) {
+			sw = SW_CONDITIONS;
 			goto out;
+		}
 		sw = SW_WRONG_DATA;
-		if (!kc_fields_parse(a->data, a->n, f, 4))
+		if (!kc_fields_parse(a->data, a->n, f, 4)) {
+			sw = SW_WRONG_DATA;
 			goto out;
+		}
 		sw = import_ca(c, f, nonce);
 	} else {
 		sw = SW_CONDITIONS;
@@ -408,15 +462,17 @@ uint16_t kc_cmd_unblock_sign(struct kc_card *c, const struct kc_apdu *a, struct 
 
 	if ((sw = kc_need_ca_pins(c)) != SW_OK)
 		goto out;
-	sw = SW_WRONG_DATA;
-	if (!kc_fields_parse(a->data, a->n, f, 2) || f[0].n != KC_NONCE_LEN)
+	if (!kc_fields_parse(a->data, a->n, f, 2) || f[0].n != KC_NONCE_LEN) {
+		sw = SW_WRONG_DATA;
 		goto out;
+	}
 	if ((sw = zone_cert_of(&f[1], KC_TYPE_EP11, c->st.zone, &device)) != SW_OK)
 		goto out;
-	sw = SW_CONDITIONS;
 	if (unblock_tbs(device, f[0].p, &tbs) != 0 ||
-	    ky_sign(c->st.zone, tbs.data, tbs.len, &sig) != 0)
+	    ky_sign(c->st.zone, tbs.data, tbs.len, &sig) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	sw = kc_out_buf(o, &sig);
 out:
 	EVP_PKEY_free(device);
@@ -436,21 +492,27 @@ uint16_t kc_cmd_unblock(struct kc_card *c, const struct kc_apdu *a, struct kc_ou
 	uint16_t sw = SW_CONDITIONS;
 
 	(void)o;
-	if (c->st.type != KC_TYPE_EP11 || !fresh)
+	if (c->st.type != KC_TYPE_EP11 || !fresh) {
+		sw = SW_CONDITIONS;
 		goto out;
-	sw = SW_WRONG_DATA;
-	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[1]))
+	}
+	if (!kc_fields_parse(a->data, a->n, f, 2) || !pin_len_ok(&f[1])) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (unblock_tbs(c->st.device, nonce, &tbs) != 0)
+	}
+	if (unblock_tbs(c->st.device, nonce, &tbs) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	/* only the zone key this card was enrolled under unblocks it */
-	sw = SW_WRONG_DATA;
-	if (ky_verify(c->st.zone, tbs.data, tbs.len, f[0].p, f[0].n) != 0)
+	if (ky_verify(c->st.zone, tbs.data, tbs.len, f[0].p, f[0].n) != 0) {
+		sw = SW_WRONG_DATA;
 		goto out;
-	sw = SW_CONDITIONS;
-	if (kc_pin_set(&pin, f[1].p, f[1].n, KC_EP11_TRIES) != 0)
+	}
+	if (kc_pin_set(&pin, f[1].p, f[1].n, KC_EP11_TRIES) != 0) {
+		sw = SW_CONDITIONS;
 		goto out;
+	}
 	c->st.pin[0] = pin;
 	c->verified[0] = false;
 	sw = kc_commit(c);

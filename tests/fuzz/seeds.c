@@ -373,6 +373,79 @@ static void seeds_audit(void)
 	ky_buf_free(&log);
 }
 
+/* ---- card: APDU sequences (fuzz_card.c: one length byte, then the APDU; 0 resets) ---- */
+
+static void seeds_apdu(struct ky_buf *b, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2,
+                       const void *data, size_t n)
+{
+	uint8_t head[6] = {(uint8_t)(4 + (n > 0 ? 1 + n : 0)), cla, ins, p1, p2, (uint8_t)n};
+
+	if (n > 250 || ky_buf_append(b, head, n > 0 ? 6 : 5) != 0 ||
+	    (n > 0 && ky_buf_append(b, data, n) != 0))
+		seeds_die("cannot make a card seed");
+}
+
+/* fields: each a 2-byte big-endian length and its bytes */
+static void seeds_field(struct ky_buf *b, const void *p, size_t n)
+{
+	uint8_t len[2] = {(uint8_t)(n >> 8), (uint8_t)n};
+
+	if (ky_buf_append(b, len, 2) != 0 || ky_buf_append(b, p, n) != 0)
+		seeds_die("cannot make a card seed");
+}
+
+static void seeds_card(void)
+{
+	static const uint8_t aid[] = {0xF0, 0x6B, 0x79, 0x6F, 0x6B, 0x01};
+	static const uint8_t reset = 0, get_response[] = {5, 0x00, 0xC0, 0x00, 0x00, 0x00};
+	struct ky_buf s = {0}, f = {0};
+	EVP_PKEY *pk = NULL;
+	unsigned char *spki = NULL;
+	int spkilen;
+
+	if (ky_ec_generate(&pk) != 0 || (spkilen = i2d_PUBKEY(pk, &spki)) <= 0)
+		seeds_die("cannot make a card seed key");
+	/* a CA card made, both PINs, a device key certified, the long answer read */
+	seeds_apdu(&s, 0x00, 0xA4, 0x04, 0x00, aid, sizeof(aid));
+	seeds_field(&f, "ca-pin-one", 10);
+	seeds_field(&f, "ca-pin-two", 10);
+	seeds_apdu(&s, 0x80, 0x10, 0, 0, f.data, f.len);
+	seeds_apdu(&s, 0x00, 0x20, 0, 1, "ca-pin-one", 10);
+	seeds_apdu(&s, 0x00, 0x20, 0, 2, "ca-pin-two", 10);
+	seeds_apdu(&s, 0x80, 0x12, 0, 0, spki, (size_t)spkilen);
+	if (ky_buf_append(&s, get_response, sizeof(get_response)) != 0 ||
+	    ky_buf_append(&s, get_response, sizeof(get_response)) != 0)
+		seeds_die("cannot make a card seed");
+	seeds_put("card", s.data, s.len);
+	ky_buf_free(&s);
+	/* the same zone made by a chained command, then a wrong PIN, a reset */
+	seeds_apdu(&s, 0x90, 0x10, 0, 0, f.data, 7);
+	seeds_apdu(&s, 0x80, 0x10, 0, 0, f.data + 7, f.len - 7);
+	seeds_apdu(&s, 0x00, 0x20, 0, 1, "wrong-pin", 9);
+	if (ky_buf_append(&s, &reset, 1) != 0)
+		seeds_die("cannot make a card seed");
+	seeds_apdu(&s, 0x80, 0x1E, 0, 0, NULL, 0);
+	seeds_put("card", s.data, s.len);
+	ky_buf_free(&s);
+	ky_buf_free(&f);
+	/* a blank card: its device, a copy begun and fed, an enrolment, a part refused */
+	seeds_apdu(&s, 0x80, 0x16, 0, 0, NULL, 0);
+	seeds_apdu(&s, 0x80, 0x18, 0, 0, NULL, 0);
+	seeds_field(&f, spki, 40);
+	seeds_field(&f, "sealed", 6);
+	seeds_field(&f, "backup-pin-1", 12);
+	seeds_field(&f, "backup-pin-2", 12);
+	seeds_apdu(&s, 0x80, 0x1C, 0, 0, f.data, f.len);
+	seeds_apdu(&s, 0x80, 0x14, 0, 0, f.data, f.len);
+	seeds_apdu(&s, 0x80, 0x40, 0, 0, "part", 4);
+	seeds_apdu(&s, 0x80, 0x42, 0, 0, NULL, 0);
+	seeds_put("card", s.data, s.len);
+	ky_buf_free(&s);
+	ky_buf_free(&f);
+	OPENSSL_free(spki);
+	EVP_PKEY_free(pk);
+}
+
 int main(int argc, char **argv)
 {
 	struct ky_domain *d = NULL;
@@ -397,6 +470,7 @@ int main(int argc, char **argv)
 	seeds_token();
 	seeds_text();
 	seeds_audit();
+	seeds_card();
 	printf("fuzz-seeds: seeds written to %s\n", seeds_dir);
 	return 0;
 }
