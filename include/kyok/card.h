@@ -62,6 +62,8 @@ int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, ch
                  size_t errlen) KY_WUR;
 /* Ends the session; the card is reset, so its verified PINs are forgotten. */
 void ky_card_free(struct ky_card *c);
+/* The name of the reader the session's card is in. */
+const char *ky_card_reader(const struct ky_card *c);
 /* The card's ATR, as the reader reported it when the session was opened. */
 size_t ky_card_atr(const struct ky_card *c, uint8_t *atr, size_t max);
 
@@ -95,5 +97,56 @@ int ky_card_verify_pinpad(struct ky_card *c, uint8_t pin_ref, int *tries_left, c
  * KY_ERR_CARD_BLOCKED when the PIN is blocked. */
 int ky_card_pin_verified(struct ky_card *c, uint8_t pin_ref, bool *verified, char *err,
                          size_t errlen) KY_WUR;
+
+/* ---- the kyok applet's commands (lib/card/applet_client.c; APDUs in docs/cards.md) ----
+ * Each returns 0 or a KY_ERR_* code with a sentence in err that names the reader. A status
+ * word the card refuses with becomes: 6982 KY_ERR_CARD_PIN_NEEDED, 6983 KY_ERR_CARD_BLOCKED,
+ * 6985 KY_ERR_CARD_NOT_ALLOWED, 6A80 KY_ERR_CARD_BAD_DATA, 6581 KY_ERR_CARD_WRITE, any other
+ * KY_ERR_CARD_PROTOCOL. */
+#define KY_CARD_ID_LEN    32 /* a zone id or device id: SHA-256 of the public key's point */
+#define KY_CARD_PARTS_MAX 85 /* key parts an EP11 card holds */
+#define KY_CARD_DESC_MAX  64 /* a key part's description */
+
+enum ky_card_kind { KY_CARD_BLANK = 0, KY_CARD_CA = 1, KY_CARD_EP11 = 2 };
+
+/* What SELECT tells about the card. */
+struct ky_card_info {
+	enum ky_card_kind kind;
+	bool blocked;
+	int tries1, tries2; /* tries left of PIN 1 and PIN 2 (0 for a PIN the card has not) */
+	unsigned parts;     /* key parts held */
+	bool sigkey;        /* a signature key was made */
+	uint8_t zone_id[KY_CARD_ID_LEN];
+	uint8_t device_id[KY_CARD_ID_LEN];
+};
+/* Parses SELECT's answer (pure): KY_ERR_CARD_PROTOCOL when it is not one (why says how). */
+int ky_card_info_parse(const uint8_t *b, size_t n, struct ky_card_info *info, char *why,
+                       size_t whylen) KY_WUR;
+/* SELECT, parsed. */
+int ky_card_status(struct ky_card *c, struct ky_card_info *info, char *err, size_t errlen) KY_WUR;
+/* Whether the card's ATR is the kyok software card's ("kyokcard"). */
+bool ky_card_is_software(const struct ky_card *c);
+
+/* CREATE ZONE: the blank card becomes a CA card of a new zone, with PIN 1 and PIN 2. */
+int ky_card_create_zone(struct ky_card *c, const char *pin1, const char *pin2, char *err,
+                        size_t errlen) KY_WUR;
+/* Enrols the blank card `blank` into the zone of CA card `ca` (both PINs verified on it):
+ * GET DEVICE on blank, ENROL SIGN on ca, ENROL on blank with its PIN. */
+int ky_card_enrol(struct ky_card *ca, struct ky_card *blank, const char *pin, char *err,
+                  size_t errlen) KY_WUR;
+/* Unblocks EP11 card `ep11` with CA card `ca` of its zone (both PINs verified on it) and
+ * gives it a new PIN: UNBLOCK CHALLENGE, UNBLOCK SIGN, UNBLOCK. */
+int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, char *err,
+                    size_t errlen) KY_WUR;
+/* Backs CA card `ca` (both PINs verified) up to the blank card `blank`, which becomes a CA
+ * card of the same zone with PIN 1 and PIN 2: COPY BEGIN, COPY EXPORT, COPY IMPORT. */
+int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin1, const char *pin2,
+                      char *err, size_t errlen) KY_WUR;
+/* The signature key's SubjectPublicKeyInfo (DER) into spki: *present false when none. */
+int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bool *present,
+                   char *err, size_t errlen) KY_WUR;
+/* KEY PART INFO of part index (0-based): its VP and its description (NUL-terminated). */
+int ky_card_part_info(struct ky_card *c, unsigned index, uint8_t vp[32],
+                      char desc[KY_CARD_DESC_MAX + 1], char *err, size_t errlen) KY_WUR;
 
 #endif

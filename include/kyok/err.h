@@ -321,7 +321,25 @@
 	  "wrong card PIN: the card counts every wrong PIN and blocks itself at its limit")        \
 	X(CARD_BLOCKED, "card-blocked", KY_EXIT_REFUSED, 403,                                      \
 	  "the card is blocked after too many wrong PINs: an EP11 card is unblocked by a CA "      \
-	  "card of its zone, a CA card never")
+	  "card of its zone, a CA card never")                                                     \
+	X(CARD_PIN_NEEDED, "card-pin-needed", KY_EXIT_REFUSED, 403,                                \
+	  "the card needs its PIN verified first: enter the PIN (a CA card: both PINs)")           \
+	X(CARD_NOT_ALLOWED, "card-not-allowed", KY_EXIT_REFUSED, 403,                              \
+	  "the card refuses the command now: it is the wrong kind of card, or of another zone, "   \
+	  "or not blank where a blank card is needed")                                             \
+	X(CARD_BAD_DATA, "card-bad-data", KY_EXIT_REFUSED, 403,                                    \
+	  "the card refuses what it was given: a certificate or signature that does not verify, "  \
+	  "or one made for another card")                                                          \
+	X(CARD_WRITE, "card-write-failed", KY_EXIT_UNIT, 503,                                      \
+	  "the card could not store the change: nothing changed on it; check the card")            \
+	X(CARD_WRONG_KIND, "card-wrong-kind", KY_EXIT_INPUT, 409,                                  \
+	  "the card in the reader is not the kind of card the command needs: insert the right "    \
+	  "card ('kyok scup show' tells which card is where)")                                     \
+	X(CARD_OTHER_ZONE, "card-other-zone", KY_EXIT_REFUSED, 403,                                \
+	  "the two cards are of different smart card zones: use the CA card of the EP11 "          \
+	  "card's own zone")                                                                       \
+	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
+	  "the two entries of the new PIN differ: nothing was changed; enter it again")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

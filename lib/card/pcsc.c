@@ -290,6 +290,11 @@ void ky_card_free(struct ky_card *c)
 	free(c);
 }
 
+const char *ky_card_reader(const struct ky_card *c)
+{
+	return c->reader;
+}
+
 size_t ky_card_atr(const struct ky_card *c, uint8_t *atr, size_t max)
 {
 	if (max < c->atr_len)
