@@ -8,6 +8,7 @@ int down_main(int argc, char **argv);
 int unit_add_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
+int scup_main(int argc, char **argv); /* scup.c: kyok scup <cmd>, its table there */
 int kp_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
 

@@ -1,4 +1,4 @@
-/* kyok: the command table. Every command a user can type is listed here or in tke.c. */
+/* kyok: the command table. Every command a user can type is listed here, in tke.c or in scup.c. */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +17,7 @@ static const struct cli_cmd kyok_cmds[] = {
     {"down", down_main, "stop the local instance's crypto units (--purge deletes them)"},
     {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
     {"tke", tke_main, "key ceremony commands, as 'ibmcloud tke': 'kyok tke --help'"},
+    {"scup", scup_main, "smart card utility: CA and EP11 cards, zones, PINs: 'kyok scup --help'"},
     {"kp", kp_main, "key management (Key Protect API) client: 'kyok kp --help'"},
     {"audit", audit_main, "check crypto units' audit logs: 'kyok audit verify --help'"},
     {NULL, NULL, NULL},

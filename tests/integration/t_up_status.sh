@@ -45,10 +45,10 @@ doc_block() {
 # help_text CMD...: CMD --help without its common options.
 help_text() { "$@" --help | sed '/^common options:$/,$d' | trim_blank; }
 doc_bad=
-for group in "" tke kp audit; do
+for group in "" tke scup kp audit; do
 	# shellcheck disable=SC2086
 	for c in $("$KYOK" $group --help | awk '/^  [a-z]/{print $1}'); do
-		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = kp ] || [ "$c" = audit ]; } && continue
+		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = scup ] || [ "$c" = kp ] || [ "$c" = audit ]; } && continue
 		name="kyok${group:+ $group} $c"
 		# shellcheck disable=SC2086
 		if [ "$(doc_block "### \`$name\`")" != "$(help_text "$KYOK" $group "$c")" ]; then

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# kyok scup, the smart card utility, through the whole card stack (a private pcscd, vpcd
+# readers, kyok-cards, libpcsclite, lib/card):
+#   a CA card is made and backed up to a blank card (same zone); two EP11 cards are enrolled,
+#     one by the backup; show tells kind, zone, tries, contents and that it is a software card
+#   three wrong EP11 PINs block the card (the tries left shown on the way); the CA card of
+#     another zone is refused to unblock it, its own zone's CA card unblocks it with a new PIN
+#   one CA PIN alone enrols nothing; five wrong CA PINs block a CA card for ever, scup says so
+#   a card removed and reinserted asks its PIN again
+#   refusals change nothing: a PIN file others can read, a PIN of the wrong length, a
+#     --pin-file too many, the wrong kind of card in a reader, a blocked CA card
+#   docs/commands.md holds every scup --help verbatim
+. "$(dirname "$0")/helpers.sh"
+. "$(dirname "$0")/pcsc.sh"
+pcsc_namespace "$@"
+setup
+pcsc_start || { fail "pcscd did not start"; exit 1; }
+
+# PINs: generated, in private files (never on argv).
+newpin() {
+	local f="$T_DIR/pw/$1"
+	printf '%08d' $((RANDOM * 32768 + RANDOM)) >"$f"
+	chmod 600 "$f"
+	echo "$f"
+}
+ca1_1=$(newpin ca1-1)
+ca1_2=$(newpin ca1-2)
+bk_1=$(newpin bk-1)
+bk_2=$(newpin bk-2)
+ca2_1=$(newpin ca2-1)
+ca2_2=$(newpin ca2-2)
+ep_a=$(newpin ep-a)
+ep_a2=$(newpin ep-a2)
+ep_b=$(newpin ep-b)
+wrong=$(newpin wrong)
+printf '12345' >"$T_DIR/pw/short"
+short="$T_DIR/pw/short"
+
+# put N NAME: the card NAME in reader N (whatever was there taken out first).
+put() {
+	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
+		card_remove "$1" || fail "kyok-card in reader $1 did not end cleanly"
+		pcsc_wait_card "$1" absent
+	fi
+	card_insert "$1" "$2"
+	pcsc_wait_card "$1" present
+}
+scup() { "$KYOK" scup "$@"; }
+# field N NAME: the value of 'NAME:' in the output of 'scup show --reader N'.
+field() { scup show --reader "$1" | sed -n "s/^$2: *//p"; }
+
+# ---- a CA card, its backup -------------------------------------------------------------------
+put 1 ca1
+expect_eq "a new card is blank" "$(field 1 card)" "blank card (kyok software card)"
+expect_ok "ca-init makes the blank card in reader 1 a CA card" \
+	scup ca-init --pin-file "$ca1_1" --pin-file "$ca1_2"
+grep -q "a CA card of the new zone" <<<"$out" && grep -q "kyok software card" <<<"$out" &&
+	pass "ca-init names the zone and says it is a software card" || fail "ca-init said: $out"
+zone1=$(field 1 zone)
+expect_eq "show: a CA card" "$(field 1 card)" "CA card (kyok software card)"
+expect_eq "show: both PINs have 5 tries" "$(field 1 "PIN tries")" "PIN 1 5 left, PIN 2 5 left"
+expect_fail "ca-init refuses a card that is not blank" "reader 1 .*not the kind of card.*it holds a CA card" \
+	scup ca-init --pin-file "$ca1_1" --pin-file "$ca1_2"
+
+put 2 ca1bk
+expect_ok "ca-backup: the CA card in reader 1 to the blank card in reader 2" \
+	scup ca-backup --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$bk_1" --pin-file "$bk_2"
+expect_eq "the backup is a CA card" "$(field 2 card)" "CA card (kyok software card)"
+expect_eq "of the same zone" "$(field 2 zone)" "$zone1"
+
+# ---- EP11 cards: one enrolled by the CA card, one by its backup -------------------------------
+put 2 epa
+expect_ok "ep11-init enrols the blank card in reader 2" \
+	scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$ep_a"
+expect_eq "the EP11 card is of the CA card's zone" "$(field 2 zone)" "$zone1"
+put 1 ca1bk
+put 2 epb
+expect_ok "the backup CA card enrols a second EP11 card" \
+	scup ep11-init --pin-file "$bk_1" --pin-file "$bk_2" --pin-file "$ep_b"
+expect_eq "of the same zone" "$(field 2 zone)" "$zone1"
+show=$(scup show --reader 2)
+grep -qx "card: *EP11 card (kyok software card)" <<<"$show" &&
+	grep -qx "PIN tries: *3 left" <<<"$show" && grep -qx "blocked: *no" <<<"$show" &&
+	grep -qx "signature key: none" <<<"$show" &&
+	grep -qx "key parts: *0 of 85 (85 free)" <<<"$show" &&
+	grep -q "only as safe as the machine it runs on" <<<"$show" &&
+	pass "show: an EP11 card, its tries, contents, and that it is a software card" ||
+	fail "show of an EP11 card: $show"
+expect_ok "the EP11 card's PIN verifies" scup pin-verify --reader 2 --pin-file "$ep_b"
+
+# ---- refusals that change nothing ------------------------------------------------------------
+put 2 blank1
+chmod 644 "$ca1_1"
+expect_fail "a PIN file others can read is refused, with the chmod hint" \
+	"open to other users.*chmod 600" scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" \
+	--pin-file "$ep_a"
+chmod 600 "$ca1_1"
+put 1 ca1
+expect_fail "a new PIN of 5 characters is refused" "a card PIN has 6 to 16 characters" \
+	scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$short"
+expect_fail "a --pin-file too many is refused" "asks 3 PINs, but 4 --pin-file" \
+	scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$ep_a" --pin-file "$ep_a"
+expect_fail "one CA PIN alone enrols nothing (PIN 2 wrong)" "wrong card PIN.*CA card PIN 2 wrong: 4 tries left" \
+	scup ep11-init --pin-file "$ca1_1" --pin-file "$wrong" --pin-file "$ep_a"
+expect_eq "after these refusals the card in reader 2 is still blank" "$(field 2 card)" \
+	"blank card (kyok software card)"
+expect_eq "the CA card counted the wrong PIN 2 only" "$(field 1 "PIN tries")" \
+	"PIN 1 5 left, PIN 2 4 left"
+expect_ok "the right PINs verify (and reset the count)" scup pin-verify --pin-file "$ca1_1" \
+	--pin-file "$ca1_2"
+expect_eq "tries back to 5" "$(field 1 "PIN tries")" "PIN 1 5 left, PIN 2 5 left"
+expect_fail "the wrong kind of card in reader 2" "reader 2 .*not the kind of card.*it holds a blank card" \
+	scup ep11-unblock --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$ep_a"
+expect_fail "a blank card has no PIN to verify" "reader 2 .*it holds a blank card: it has no PIN yet" \
+	scup pin-verify --reader 2 --pin-file "$ep_a"
+expect_fail "--reader is refused where the readers are fixed" "--reader is not an option" \
+	scup ep11-init --reader 1
+
+# ---- three wrong EP11 PINs block; unblock by the zone's CA card only ---------------------------
+put 2 epa
+expect_fail "a wrong EP11 PIN: 2 tries left" "wrong card PIN.*EP11 card PIN wrong: 2 tries left" \
+	scup pin-verify --reader 2 --pin-file "$wrong"
+expect_fail "again: 1 try left" "wrong card PIN.*EP11 card PIN wrong: 1 try left" \
+	scup pin-verify --reader 2 --pin-file "$wrong"
+expect_fail "the third blocks it, and scup says how to unblock it" \
+	"unblock it with a CA card of its zone" \
+	scup pin-verify --reader 2 --pin-file "$wrong"
+expect_eq "show: blocked" "$(field 2 blocked)" \
+	"yes: a CA card of its zone unblocks it ('kyok scup ep11-unblock')"
+expect_fail "the right PIN does not open a blocked card" "blocked after too many wrong PINs" \
+	scup pin-verify --reader 2 --pin-file "$ep_a"
+
+put 1 ca2
+expect_ok "a second zone's CA card" scup ca-init --pin-file "$ca2_1" --pin-file "$ca2_2"
+[ "$(field 1 zone)" != "$zone1" ] && pass "of another zone" || fail "the same zone twice"
+expect_fail "the other zone's CA card does not unblock it" "reader 2 .*different smart card zones" \
+	scup ep11-unblock --pin-file "$ca2_1" --pin-file "$ca2_2" --pin-file "$ep_a2"
+expect_eq "it stays blocked" "$(field 2 blocked)" \
+	"yes: a CA card of its zone unblocks it ('kyok scup ep11-unblock')"
+expect_eq "the other zone's CA card spent no try" "$(field 1 "PIN tries")" \
+	"PIN 1 5 left, PIN 2 5 left"
+
+put 1 ca1
+expect_ok "its own zone's CA card unblocks it, with a new PIN" \
+	scup ep11-unblock --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$ep_a2"
+expect_eq "show: not blocked, 3 tries" "$(field 2 blocked) $(field 2 "PIN tries")" "no 3 left"
+expect_fail "the old PIN is gone" "wrong card PIN.*EP11 card PIN wrong: 2 tries left" \
+	scup pin-verify --reader 2 --pin-file "$ep_a"
+expect_ok "the new PIN verifies" scup pin-verify --reader 2 --pin-file "$ep_a2"
+
+# ---- removed and reinserted: the PIN is asked again -------------------------------------------
+put 2 epa
+expect_fail "after reinsertion the card asks its PIN again (no terminal here to type it)" \
+	"no terminal to ask for EP11 card PIN" scup pin-verify --reader 2 </dev/null
+
+# ---- five wrong CA PINs block a CA card for ever ----------------------------------------------
+put 1 ca2
+for left in 4 3 2; do
+	expect_fail "a wrong CA PIN 1: $left tries left" "wrong card PIN.*CA card PIN 1 wrong: $left tries left" \
+		scup pin-verify --pin 1 --pin-file "$wrong"
+done
+expect_fail "a wrong CA PIN 1: 1 try left" "wrong card PIN.*CA card PIN 1 wrong: 1 try left" \
+	scup pin-verify --pin 1 --pin-file "$wrong"
+expect_fail "the fifth blocks the CA card, for ever, and scup says so" \
+	"blocked for ever: nothing can unblock it" \
+	scup pin-verify --pin 1 --pin-file "$wrong"
+expect_eq "show: blocked for ever" "$(field 1 blocked)" \
+	"yes, for ever: a CA card is never unblocked"
+put 2 blank2
+expect_fail "a blocked CA card enrols nothing" "blocked after too many wrong PINs" \
+	scup ep11-init --pin-file "$ca2_1" --pin-file "$ca2_2" --pin-file "$ep_a"
+expect_eq "the blank card stays blank" "$(field 2 card)" "blank card (kyok software card)"
+
+# ---- docs/commands.md holds every scup --help verbatim -----------------------------------------
+DOC=$(dirname "$0")/../../docs/commands.md
+doc_block() {
+	awk -v h="$1" '$0 == h {f = 1; next} f && /^```$/ {if (b) exit; b = 1; next} b {print}' "$DOC"
+}
+doc_bad=
+for c in $(scup --help | awk '/^  [a-z]/{print $1}'); do
+	[ "$(doc_block "### \`kyok scup $c\`")" = "$(scup "$c" --help)" ] || doc_bad+=" $c"
+done
+expect_eq "docs/commands.md has every kyok scup --help verbatim" "$doc_bad" ""
+
+finish
