@@ -347,6 +347,19 @@ static void test_ca_five_wrong_block_for_ever(void **state)
 	assert_int_equal(info.data[2], 1); /* blocked */
 	ky_buf_free(&info);
 	card_free(&ca);
+	/* PIN 2 alike */
+	make_ca(&ca);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x63C0 | (4 - i));
+	assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x6983);
+	assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x6983);
+	assert_int_equal(verify(ca.c, 1, PIN_CA1), 0x6983);
+	assert_int_equal(verify(ca.c, 2, PIN_CA2), 0x6983);
+	select_info(ca.c, &info);
+	assert_int_equal(info.data[2], 1);
+	assert_int_equal(info.data[4], 0);
+	ky_buf_free(&info);
+	card_free(&ca);
 }
 
 /* ---- EP11 cards ---- */
@@ -521,6 +534,26 @@ static void test_ep11_block_and_unblock(void **state)
 		assert_int_equal(tx(ca.c, 0x80, 0x22, 0, 0, d2.data, d2.len, NULL), 0x6982);
 		ky_buf_free(&ch);
 		ky_buf_free(&d2);
+	}
+	/* a challenge made for a copy is no unblock challenge */
+	{
+		struct ky_buf ch = {0}, d2 = {0}, sig2 = {0};
+		struct kc_field f[2];
+		struct card e3;
+
+		make_ep11(&ca, &e3);
+		assert_int_equal(verify(e3.c, 1, PIN_EP11), 0x9000);
+		assert_int_equal(tx(e3.c, 0x80, 0x18, 0, 0, NULL, 0, &ch), 0x9000);
+		assert_true(kc_fields_parse(ch.data + 32, ch.len - 32, f, 2));
+		fields2(&d2, ch.data, 32, f[1].p, f[1].n);
+		assert_int_equal(tx(ca.c, 0x80, 0x22, 0, 0, d2.data, d2.len, &sig2), 0x9000);
+		ky_buf_free(&d2);
+		fields2(&d2, sig2.data, sig2.len, "new-pin-9", 9);
+		assert_int_equal(tx(e3.c, 0x80, 0x24, 0, 0, d2.data, d2.len, NULL), 0x6985);
+		ky_buf_free(&ch);
+		ky_buf_free(&d2);
+		ky_buf_free(&sig2);
+		card_free(&e3);
 	}
 	/* the zone's CA with both PINs unblocks; the statement cannot be replayed */
 	ky_buf_free(&sig);
