@@ -301,7 +301,7 @@ uint16_t kc_cmd_verify(struct kc_card *c, const struct kc_apdu *a, struct kc_out
 	i = a->p2 - 1u;
 	pin = &c->st.pin[i];
 	max = c->st.type == KC_TYPE_CA ? KC_CA_TRIES : KC_EP11_TRIES;
-	if (kc_blocked(c))
+	if (kc_blocked(c) || pin->tries == 0)
 		return SW_BLOCKED;
 	if (a->n == 0) /* the number of tries left, checking nothing */
 		return c->verified[i] ? SW_OK : (uint16_t)(SW_WRONG_PIN | pin->tries);

@@ -1,6 +1,8 @@
 /* The kyok card applet: one card's chip (its EEPROM file and chip key) and the applet that
  * runs on it. Pure: no sockets; the transport (card/main.c, the vpcd protocol) feeds it.
- * docs/cards.md describes every command, the EEPROM file and the rules the card enforces. */
+ * docs/cards.md describes every command, the EEPROM file and the rules the card enforces.
+ * The process calls ky_process_harden() and ky_crypto_init() (kyok/crypto.h) before
+ * kc_card_open, so that the card's secrets live in the secure heap and never in a core. */
 #ifndef KYOK_CARD_APPLET_H
 #define KYOK_CARD_APPLET_H
 

@@ -401,7 +401,7 @@ static void seeds_card(void)
 	struct ky_buf s = {0}, f = {0};
 	EVP_PKEY *pk = NULL;
 	unsigned char *spki = NULL;
-	int spkilen;
+	int spkilen = 0;
 
 	if (ky_ec_generate(&pk) != 0 || (spkilen = i2d_PUBKEY(pk, &spki)) <= 0)
 		seeds_die("cannot make a card seed key");

@@ -347,6 +347,19 @@ static void test_ca_five_wrong_block_for_ever(void **state)
 	assert_int_equal(info.data[2], 1); /* blocked */
 	ky_buf_free(&info);
 	card_free(&ca);
+	/* PIN 2 alike */
+	make_ca(&ca);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x63C0 | (4 - i));
+	assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x6983);
+	assert_int_equal(verify(ca.c, 2, "wrong-pin"), 0x6983);
+	assert_int_equal(verify(ca.c, 1, PIN_CA1), 0x6983);
+	assert_int_equal(verify(ca.c, 2, PIN_CA2), 0x6983);
+	select_info(ca.c, &info);
+	assert_int_equal(info.data[2], 1);
+	assert_int_equal(info.data[4], 0);
+	ky_buf_free(&info);
+	card_free(&ca);
 }
 
 /* ---- EP11 cards ---- */
@@ -521,6 +534,26 @@ static void test_ep11_block_and_unblock(void **state)
 		assert_int_equal(tx(ca.c, 0x80, 0x22, 0, 0, d2.data, d2.len, NULL), 0x6982);
 		ky_buf_free(&ch);
 		ky_buf_free(&d2);
+	}
+	/* a challenge made for a copy is no unblock challenge */
+	{
+		struct ky_buf ch = {0}, d2 = {0}, sig2 = {0};
+		struct kc_field f[2];
+		struct card e3;
+
+		make_ep11(&ca, &e3);
+		assert_int_equal(verify(e3.c, 1, PIN_EP11), 0x9000);
+		assert_int_equal(tx(e3.c, 0x80, 0x18, 0, 0, NULL, 0, &ch), 0x9000);
+		assert_true(kc_fields_parse(ch.data + 32, ch.len - 32, f, 2));
+		fields2(&d2, ch.data, 32, f[1].p, f[1].n);
+		assert_int_equal(tx(ca.c, 0x80, 0x22, 0, 0, d2.data, d2.len, &sig2), 0x9000);
+		ky_buf_free(&d2);
+		fields2(&d2, sig2.data, sig2.len, "new-pin-9", 9);
+		assert_int_equal(tx(e3.c, 0x80, 0x24, 0, 0, d2.data, d2.len, NULL), 0x6985);
+		ky_buf_free(&ch);
+		ky_buf_free(&d2);
+		ky_buf_free(&sig2);
+		card_free(&e3);
 	}
 	/* the zone's CA with both PINs unblocks; the statement cannot be replayed */
 	ky_buf_free(&sig);
@@ -1023,6 +1056,137 @@ static void test_try_spent_first(void **state)
 	card_free(&e);
 }
 
+/* Refusals of the framing and of single commands not tripped above. */
+static void test_more_refusals(void **state)
+{
+	struct card ca, e;
+	struct ky_buf dev = {0}, d = {0}, cert = {0};
+	uint8_t link[5 + 255] = {0x90, 0x10, 0, 0, 255}, resp[258], get_resp[] = {0, 0xC0, 1, 0, 0};
+	char longdesc[KC_DESC_MAX + 2];
+	size_t n = 0;
+	int i;
+
+	(void)state;
+	make_ca(&ca);
+	/* a command chain longer than the card takes */
+	for (i = 0; i < KC_IO_MAX / 255; i++) {
+		n = kc_card_apdu(ca.c, link, sizeof(link), resp, sizeof(resp));
+		assert_int_equal(resp[n - 2] << 8 | resp[n - 1], 0x9000);
+	}
+	n = kc_card_apdu(ca.c, link, sizeof(link), resp, sizeof(resp));
+	assert_int_equal(resp[n - 2] << 8 | resp[n - 1], 0x6700);
+	/* VERIFY: P1, P2 */
+	assert_int_equal(tx(ca.c, 0x00, 0x20, 1, 1, "ca-pin-one", 10, NULL), 0x6B00);
+	assert_int_equal(tx(ca.c, 0x00, 0x20, 0, 3, "ca-pin-one", 10, NULL), 0x6B00);
+	assert_int_equal(tx(ca.c, 0x00, 0x20, 0, 1, "12345", 5, NULL), 0x6700);
+	/* GET RESPONSE: P1, data */
+	ca_login(&ca);
+	get_device(ca.c, &dev, NULL);
+	{
+		static const uint8_t get_device_le16[] = {0x80, 0x16, 0x00, 0x00, 0x10};
+		static const uint8_t get_resp_data[] = {0x00, 0xC0, 0x00, 0x00, 0x01, 0x00};
+
+		n = kc_card_apdu(ca.c, get_device_le16, sizeof(get_device_le16), resp,
+		                 sizeof(resp));
+		assert_int_equal(resp[n - 2], 0x61);
+		n = kc_card_apdu(ca.c, get_resp, sizeof(get_resp), resp, sizeof(resp));
+		assert_int_equal(resp[n - 2] << 8 | resp[n - 1], 0x6B00);
+		n = kc_card_apdu(ca.c, get_resp_data, sizeof(get_resp_data), resp, sizeof(resp));
+		assert_int_equal(resp[n - 2] << 8 | resp[n - 1], 0x6700);
+		/* the refusals kept the response; another command drops it */
+		get_resp[2] = 0;
+		n = kc_card_apdu(ca.c, get_resp, sizeof(get_resp), resp, sizeof(resp));
+		assert_int_equal(n, 256 + 2);
+		assert_int_equal(resp[n - 2], 0x61);
+		assert_int_equal(tx(ca.c, 0x80, 0x16, 0, 0, NULL, 0, NULL), 0x9000);
+		n = kc_card_apdu(ca.c, get_device_le16, sizeof(get_device_le16), resp,
+		                 sizeof(resp));
+		assert_int_equal(resp[n - 2], 0x61);
+		assert_int_equal(tx(ca.c, 0x00, 0xA4, 0x04, 0x00, aid, sizeof(aid), NULL), 0x9000);
+		n = kc_card_apdu(ca.c, get_resp, sizeof(get_resp), resp, sizeof(resp));
+		assert_int_equal(resp[n - 2] << 8 | resp[n - 1], 0x6985);
+	}
+	/* a CA card does not certify itself as an EP11 card */
+	assert_int_equal(tx(ca.c, 0x80, 0x12, 0, 0, dev.data, dev.len, NULL), 0x6985);
+	assert_int_equal(tx(ca.c, 0x80, 0x12, 0, 0, dev.data, dev.len - 1, NULL), 0x6A80);
+	/* an EP11 card: no PIN 2, no copy to itself, descriptions */
+	make_ep11(&ca, &e);
+	assert_int_equal(verify(e.c, 2, PIN_EP11), 0x6985);
+	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	memset(longdesc, 'd', sizeof(longdesc));
+	longdesc[KC_DESC_MAX + 1] = '\0';
+	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, longdesc, KC_DESC_MAX + 1, NULL), 0x6A80);
+	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, longdesc, KC_DESC_MAX, NULL), 0x9000);
+	get_device(e.c, NULL, &cert);
+	{
+		uint8_t nonce[32] = {0};
+
+		fields2(&d, nonce, sizeof(nonce), cert.data, cert.len);
+		assert_int_equal(tx(e.c, 0x80, 0x1A, 0, 0, d.data, d.len, NULL), 0x6985);
+		ky_buf_free(&d);
+		fields2(&d, nonce, 31, cert.data, cert.len);
+		assert_int_equal(tx(e.c, 0x80, 0x1A, 0, 0, d.data, d.len, NULL), 0x6A80);
+	}
+	ky_buf_free(&dev);
+	ky_buf_free(&d);
+	ky_buf_free(&cert);
+	card_free(&ca);
+	card_free(&e);
+}
+
+/* An EEPROM sealed under the right chip key whose contents are no state a card can be in. */
+static void test_eeprom_impossible_state(void **state)
+{
+	struct card ca, e;
+	struct kc_state st;
+	struct kc_card *c = NULL;
+	uint8_t key[KC_CHIP_KEY_LEN];
+	char err[512];
+	FILE *f;
+
+	(void)state;
+	make_ca(&ca);
+	make_ep11(&ca, &e);
+	card_free(&ca);
+	card_free(&e);
+	f = fopen(ca.key, "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(key, 1, sizeof(key), f), sizeof(key));
+	fclose(f);
+	assert_int_equal(kc_eeprom_load(ca.eeprom, key, &st), 0);
+	/* the state saved back as it is opens */
+	assert_int_equal(kc_eeprom_save(ca.eeprom, key, &st), 0);
+	assert_int_equal(kc_card_open(ca.eeprom, ca.key, &c, err, sizeof(err)), 0);
+	kc_card_free(c);
+	c = NULL;
+	/* a CA card with one PIN */
+	st.pin[1].set = false;
+	assert_int_equal(kc_eeprom_save(ca.eeprom, key, &st), 0);
+	assert_int_equal(kc_card_open(ca.eeprom, ca.key, &c, err, sizeof(err)),
+	                 KY_ERR_CARD_EEPROM_DAMAGED);
+	/* a blank card with a zone */
+	st.pin[1].set = true;
+	st.type = KC_TYPE_BLANK;
+	assert_int_equal(kc_eeprom_save(ca.eeprom, key, &st), 0);
+	assert_int_equal(kc_card_open(ca.eeprom, ca.key, &c, err, sizeof(err)),
+	                 KY_ERR_CARD_EEPROM_DAMAGED);
+	kc_state_clear(&st);
+	OPENSSL_cleanse(key, sizeof(key));
+	/* an EP11 card with the zone certificate of another card */
+	f = fopen(e.key, "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(key, 1, sizeof(key), f), sizeof(key));
+	fclose(f);
+	assert_int_equal(kc_eeprom_load(e.eeprom, key, &st), 0);
+	EVP_PKEY_free(st.device);
+	assert_int_equal(ky_ec_generate(&st.device), 0);
+	assert_int_equal(kc_eeprom_save(e.eeprom, key, &st), 0);
+	kc_state_clear(&st);
+	assert_int_equal(kc_card_open(e.eeprom, e.key, &c, err, sizeof(err)),
+	                 KY_ERR_CARD_EEPROM_DAMAGED);
+	OPENSSL_cleanse(key, sizeof(key));
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -1058,6 +1222,8 @@ int main(void)
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_eeprom_refusals),
 	    cmocka_unit_test(test_try_spent_first),
+	    cmocka_unit_test(test_more_refusals),
+	    cmocka_unit_test(test_eeprom_impossible_state),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
