@@ -47,7 +47,15 @@ put() {
 	card_insert "$1" "$2"
 	pcsc_wait_card "$1" present
 }
-scup() { "$KYOK" scup "$@"; }
+# scup ARGS: kyok scup; its stderr is also kept in scup.err, searched for sanitizer reports at
+# the end (a refusal's exit status alone would not show one).
+scup() {
+	local rc=0
+	"$KYOK" scup "$@" 2>"$T_DIR/scup.last" || rc=$?
+	cat "$T_DIR/scup.last" >&2
+	cat "$T_DIR/scup.last" >>"$T_DIR/scup.err"
+	return $rc
+}
 # field N NAME: the value of 'NAME:' in the output of 'scup show --reader N'.
 field() { scup show --reader "$1" | sed -n "s/^$2: *//p"; }
 
@@ -237,6 +245,14 @@ if command -v tmux >/dev/null; then
 		--pin-file "$ca2_2"
 else
 	echo "skip $T_NAME: tmux not installed, PINs typed at a terminal not tested" >&2
+fi
+
+# ---- no sanitizer report from kyok scup (a sanitized build), refusals included ------------------
+if grep -hE -m3 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T_DIR/scup.err" \
+	"$T_DIR"/tty.out 2>/dev/null; then
+	fail "kyok scup had a sanitizer report (above)"
+else
+	pass "no sanitizer report from kyok scup"
 fi
 
 # ---- docs/commands.md holds every scup --help verbatim -----------------------------------------
