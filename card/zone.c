@@ -27,13 +27,15 @@ static uint16_t nonce_give(struct kc_card *c, uint8_t ins)
 		return SW_CONDITIONS;
 	c->nonce_set = true;
 	c->nonce_ins = ins;
+	c->nonce_type = c->st.type;
 	return SW_OK;
 }
 
-/* Takes the challenge given by ins: once only, whatever comes of the command. */
+/* Takes the challenge given by ins to the card as it is now (a card enrolled since is another
+ * card): once only, whatever comes of the command. */
 static bool nonce_take(struct kc_card *c, uint8_t ins, uint8_t nonce[KC_NONCE_LEN])
 {
-	bool ok = c->nonce_set && c->nonce_ins == ins;
+	bool ok = c->nonce_set && c->nonce_ins == ins && c->nonce_type == c->st.type;
 
 	memcpy(nonce, c->nonce, KC_NONCE_LEN);
 	OPENSSL_cleanse(c->nonce, KC_NONCE_LEN);
