@@ -88,6 +88,7 @@ struct kc_card {
 	bool nonce_set;
 	uint8_t nonce[KC_NONCE_LEN]; /* the last challenge given (copy or unblock) */
 	uint8_t nonce_ins;           /* the command that gave it */
+	uint8_t nonce_type;          /* the card's type then */
 	uint8_t chain_ins;
 	uint8_t chain_p1, chain_p2;
 	size_t chain_len; /* bytes of a command chain received so far */

@@ -27,13 +27,15 @@ static uint16_t nonce_give(struct kc_card *c, uint8_t ins)
 		return SW_CONDITIONS;
 	c->nonce_set = true;
 	c->nonce_ins = ins;
+	c->nonce_type = c->st.type;
 	return SW_OK;
 }
 
-/* Takes the challenge given by ins: once only, whatever comes of the command. */
+/* Takes the challenge given by ins to the card as it is now (a card enrolled since is another
+ * card): once only, whatever comes of the command. */
 static bool nonce_take(struct kc_card *c, uint8_t ins, uint8_t nonce[KC_NONCE_LEN])
 {
-	bool ok = c->nonce_set && c->nonce_ins == ins;
+	bool ok = c->nonce_set && c->nonce_ins == ins && c->nonce_type == c->st.type;
 
 	memcpy(nonce, c->nonce, KC_NONCE_LEN);
 	OPENSSL_cleanse(c->nonce, KC_NONCE_LEN);
@@ -228,7 +230,6 @@ uint16_t kc_cmd_copy_export(struct kc_card *c, const struct kc_apdu *a, struct k
 		sw = kc_need_ep11_pin(c);
 	if (sw != SW_OK)
 		goto out;
-	sw = SW_WRONG_DATA;
 	if (!kc_fields_parse(a->data, a->n, f, 2) || f[0].n != KC_NONCE_LEN) {
 		sw = SW_WRONG_DATA;
 		goto out;
@@ -240,7 +241,6 @@ uint16_t kc_cmd_copy_export(struct kc_card *c, const struct kc_apdu *a, struct k
 			sw = SW_WRONG_DATA;
 			goto out;
 		}
-		sw = SW_CONDITIONS;
 		if (ky_pkey_to_der(c->st.zone, &payload) != 0) {
 			sw = SW_CONDITIONS;
 			goto out;
@@ -249,7 +249,6 @@ uint16_t kc_cmd_copy_export(struct kc_card *c, const struct kc_apdu *a, struct k
 	} else {
 		if ((sw = zone_cert_of(&f[1], KC_TYPE_EP11, c->st.zone, &peer)) != SW_OK)
 			goto out;
-		sw = SW_CONDITIONS;
 		if (kc_contents_encode(&c->st, &payload) != 0) {
 			sw = SW_CONDITIONS;
 			goto out;
@@ -390,24 +389,20 @@ uint16_t kc_cmd_copy_import(struct kc_card *c, const struct kc_apdu *a, struct k
 	if (c->st.type == KC_TYPE_EP11) {
 		if ((sw = kc_need_ep11_pin(c)) != SW_OK)
 			goto out;
-		sw = SW_CONDITIONS;
 		if (!fresh) {
 			sw = SW_CONDITIONS;
 			goto out;
 		}
-		sw = SW_WRONG_DATA;
 		if (!kc_fields_parse(a->data, a->n, f, 2)) {
 			sw = SW_WRONG_DATA;
 			goto out;
 		}
 		sw = import_ep11(c, f, nonce);
 	} else if (c->st.type == KC_TYPE_BLANK) {
-		sw = SW_CONDITIONS;
 		if (!fresh) {
 			sw = SW_CONDITIONS;
 			goto out;
 		}
-		sw = SW_WRONG_DATA;
 		if (!kc_fields_parse(a->data, a->n, f, 4)) {
 			sw = SW_WRONG_DATA;
 			goto out;

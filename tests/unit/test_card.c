@@ -711,6 +711,31 @@ static void test_copy_ep11(void **state)
 		ky_buf_free(&ocert);
 		ky_buf_free(&forged);
 	}
+	{
+		/* a challenge a card gave while blank is not taken once it is enrolled */
+		struct card fresh;
+		struct ky_buf ch = {0}, dev = {0}, zc = {0}, d2 = {0}, sealed2 = {0};
+
+		card_new(&fresh);
+		assert_int_equal(tx(fresh.c, 0x80, 0x18, 0, 0, NULL, 0, &ch), 0x9000);
+		get_device(fresh.c, &dev, NULL);
+		ca_login(&ca);
+		assert_int_equal(tx(ca.c, 0x80, 0x12, 0, 0, dev.data, dev.len, &zc), 0x9000);
+		fields2(&d2, zc.data, zc.len, PIN_EP11, strlen(PIN_EP11));
+		assert_int_equal(tx(fresh.c, 0x80, 0x14, 0, 0, d2.data, d2.len, NULL), 0x9000);
+		assert_int_equal(verify(fresh.c, 1, PIN_EP11), 0x9000);
+		ky_buf_free(&d2);
+		fields2(&d2, ch.data, 32, zc.data, zc.len);
+		assert_int_equal(tx(a.c, 0x80, 0x1A, 0, 0, d2.data, d2.len, &sealed2), 0x9000);
+		assert_int_equal(tx(fresh.c, 0x80, 0x1C, 0, 0, sealed2.data, sealed2.len, NULL),
+		                 0x6985);
+		ky_buf_free(&ch);
+		ky_buf_free(&dev);
+		ky_buf_free(&zc);
+		ky_buf_free(&d2);
+		ky_buf_free(&sealed2);
+		card_free(&fresh);
+	}
 	/* a copy to a card of the same zone gives the same parts and key */
 	assert_int_equal(copy(a.c, b.c, false, NULL), 0x9000);
 	card_reopen(&b);
