@@ -326,6 +326,49 @@ uint16_t kc_cmd_verify(struct kc_card *c, const struct kc_apdu *a, struct kc_out
 	return SW_OK;
 }
 
+/* CHANGE PIN: P2 = n, data = the new PIN of PIN n (CA: PIN 1 or 2), which must have been
+ * verified in this session: whoever knows a PIN replaces it. Its tries are back to the
+ * maximum and it stays verified. A blocked card changes no PIN. */
+static uint16_t cmd_change_pin(struct kc_card *c, const struct kc_apdu *a, struct kc_out *o)
+{
+	struct kc_pin pin = {0};
+	size_t i;
+	uint16_t sw = SW_CONDITIONS;
+
+	(void)o;
+	if (a->p2 != 0x01 && a->p2 != 0x02) {
+		sw = SW_WRONG_P1P2;
+		goto out;
+	}
+	if (c->st.type == KC_TYPE_BLANK || (a->p2 == 0x02 && c->st.type != KC_TYPE_CA)) {
+		sw = SW_CONDITIONS;
+		goto out;
+	}
+	i = a->p2 - 1u;
+	if (kc_blocked(c)) {
+		sw = SW_BLOCKED;
+		goto out;
+	}
+	if (!c->verified[i]) {
+		sw = SW_NOT_VERIFIED;
+		goto out;
+	}
+	if (a->n < KC_PIN_MIN || a->n > KC_PIN_MAX) {
+		sw = SW_WRONG_LENGTH;
+		goto out;
+	}
+	if (kc_pin_set(&pin, a->data, a->n,
+	               c->st.type == KC_TYPE_CA ? KC_CA_TRIES : KC_EP11_TRIES) != 0) {
+		sw = SW_CONDITIONS;
+		goto out;
+	}
+	c->st.pin[i] = pin;
+	sw = kc_commit(c);
+out:
+	OPENSSL_cleanse(&pin, sizeof(pin));
+	return sw;
+}
+
 /* ---- the command table ---- */
 
 typedef uint16_t (*kc_handler)(struct kc_card *c, const struct kc_apdu *a, struct kc_out *o);
@@ -354,6 +397,7 @@ static const struct {
     {0x80, 0x1E, 0, kc_cmd_unblock_challenge},                  /* UNBLOCK CHALLENGE (EP11) */
     {0x80, 0x22, TAKES_DATA, kc_cmd_unblock_sign},              /* UNBLOCK SIGN (CA) */
     {0x80, 0x24, TAKES_DATA, kc_cmd_unblock},                   /* UNBLOCK (EP11) */
+    {0x80, 0x26, TAKES_DATA | TAKES_P2, cmd_change_pin},        /* CHANGE PIN */
     {0x80, 0x30, 0, kc_cmd_gen_sigkey},                         /* GENERATE SIGNATURE KEY */
     {0x80, 0x32, 0, kc_cmd_get_sigkey},                         /* GET SIGNATURE KEY */
     {0x80, 0x34, TAKES_DATA, kc_cmd_sign},                      /* SIGN a SHA-512 digest */

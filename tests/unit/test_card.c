@@ -1081,6 +1081,66 @@ static void test_try_spent_first(void **state)
 	card_free(&e);
 }
 
+/* CHANGE PIN (80 26 00 0n): only a verified PIN is changed, by its holder; the old PIN is
+ * gone, the new one has full tries, across a reopen; a change that cannot be written is not
+ * made; a blocked card, a blank card, PIN 2 of an EP11 card and a wrong length are refused. */
+static void test_change_pin(void **state)
+{
+	struct card ca, e, blank;
+	struct ky_buf info = {0};
+	char blocker[400];
+
+	(void)state;
+	make_ca(&ca);
+	make_ep11(&ca, &e);
+	card_new(&blank);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "new-ep11-pin", 12, NULL), 0x6982);
+	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 2, "new-ep11-pin", 12, NULL), 0x6985);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 3, "new-ep11-pin", 12, NULL), 0x6B00);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 1, 1, "new-ep11-pin", 12, NULL), 0x6B00);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "short", 5, NULL), 0x6700);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "seventeen-chars-x", 17, NULL), 0x6700);
+	/* a change that cannot be written is not made */
+	snprintf(blocker, sizeof(blocker), "%s.tmp.%ld", e.eeprom, (long)getpid());
+	assert_int_equal(mkdir(blocker, 0700), 0);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "new-ep11-pin", 12, NULL), 0x6581);
+	assert_int_equal(rmdir(blocker), 0);
+	card_reopen(&e);
+	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	/* one wrong try, then the change: full tries, the old PIN gone, across a reopen */
+	card_reopen(&e);
+	assert_int_equal(verify(e.c, 1, "wrong-pin"), 0x63C2);
+	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "new-ep11-pin", 12, NULL), 0x9000);
+	card_reopen(&e);
+	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x63C2);
+	assert_int_equal(verify(e.c, 1, "new-ep11-pin"), 0x9000);
+	select_info(e.c, &info);
+	assert_int_equal(info.data[3], KC_EP11_TRIES);
+	ky_buf_free(&info);
+	/* a CA card: PIN 2 changed by its holder alone; PIN 1 is untouched */
+	card_reopen(&ca); /* make_ep11 verified both its PINs */
+	assert_int_equal(tx(ca.c, 0x80, 0x26, 0, 2, "new-ca-pin-2", 12, NULL), 0x6982);
+	assert_int_equal(verify(ca.c, 2, PIN_CA2), 0x9000);
+	assert_int_equal(tx(ca.c, 0x80, 0x26, 0, 2, "new-ca-pin-2", 12, NULL), 0x9000);
+	card_reopen(&ca);
+	assert_int_equal(verify(ca.c, 2, "new-ca-pin-2"), 0x9000);
+	assert_int_equal(verify(ca.c, 1, PIN_CA1), 0x9000);
+	/* a blank card has no PIN to change */
+	assert_int_equal(tx(blank.c, 0x80, 0x26, 0, 1, "new-blank-pin", 13, NULL), 0x6985);
+	/* a blocked card changes no PIN, though it was verified before it blocked */
+	card_reopen(&e);
+	assert_int_equal(verify(e.c, 1, "new-ep11-pin"), 0x9000);
+	assert_int_equal(verify(e.c, 1, "wrong-pin"), 0x63C2);
+	assert_int_equal(verify(e.c, 1, "wrong-pin"), 0x63C1);
+	assert_int_equal(verify(e.c, 1, "wrong-pin"), 0x6983);
+	assert_int_equal(tx(e.c, 0x80, 0x26, 0, 1, "other-new-pin", 13, NULL), 0x6983);
+	card_free(&ca);
+	card_free(&e);
+	card_free(&blank);
+}
+
 /* Refusals of the framing and of single commands not tripped above. */
 static void test_more_refusals(void **state)
 {
@@ -1247,6 +1307,7 @@ int main(void)
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_eeprom_refusals),
 	    cmocka_unit_test(test_try_spent_first),
+	    cmocka_unit_test(test_change_pin),
 	    cmocka_unit_test(test_more_refusals),
 	    cmocka_unit_test(test_eeprom_impossible_state),
 	};
