@@ -29,14 +29,16 @@ struct scup_opts {
 };
 
 /* clang-format off */
-#define SCUP_PIN_HELP                                                                              \
+/* What every command that asks PINs says about them, after its own text. */
+#define SCUP_PIN_NOTE                                                                              \
+	"\n"                                                                                       \
 	"PINs are 6 to 16 characters. A PIN the card already has is typed on the reader's\n"       \
 	"PIN pad when the reader has one, else asked without echo; a new PIN is asked\n"           \
 	"twice. --pin-file FILE (repeatable, private to its owner: chmod 600) gives the\n"         \
 	"PINs asked, one per file, in the order above, for scripts.\n"                             \
 	"A kyok-card is a software card: it is only as safe as the machine it runs on\n"          \
-	"and its two files.\n"                                                                     \
-	"\n"                                                                                       \
+	"and its two files.\n"
+#define SCUP_PIN_OPTS                                                                              \
 	"  --pin-file FILE         the next PIN asked is read from FILE (repeatable)\n"            \
 	"  --help                  this text\n"
 /* clang-format on */
@@ -459,10 +461,9 @@ static const char scup_verify_usage[] =
     "EP11 card's PIN, or a CA card's PIN 1 and PIN 2 (--pin: only that one). Every\n"
     "wrong PIN counts: an EP11 card blocks at the third (a CA card of its zone\n"
     "unblocks it), a CA card at the fifth wrong PIN 1 or PIN 2, for ever. Nothing\n"
-    "else changes on the card.\n"
-    "\n"
+    "else changes on the card.\n" SCUP_PIN_NOTE "\n"
     "  --reader N              the reader, numbered as pcscd lists them (default 1)\n"
-    "  --pin 1|2               a CA card: verify only PIN 1 or PIN 2\n" SCUP_PIN_HELP;
+    "  --pin 1|2               a CA card: verify only PIN 1 or PIN 2\n" SCUP_PIN_OPTS;
 
 static int scup_pin_verify_main(int argc, char **argv)
 {
@@ -510,6 +511,83 @@ out:
 	return ky_err_exit(r);
 }
 
+/* ---- pin-change ---- */
+
+static const char scup_change_usage[] =
+    "usage: kyok scup pin-change [--reader N] [--pin 1|2] [--pin-file FILE]...\n"
+    "\n"
+    "Changes a PIN of the card in reader N (default 1): an EP11 card's PIN, or the\n"
+    "PIN 1 or PIN 2 of a CA card (--pin, required there: each PIN's holder changes\n"
+    "their own, without the other). The PIN is verified first; a wrong one counts\n"
+    "as a wrong try. The new PIN has the card's full tries. A blocked card changes\n"
+    "no PIN.\n"
+    "PINs asked: the PIN, then its new value.\n" SCUP_PIN_NOTE "\n"
+    "  --reader N              the reader, numbered as pcscd lists them (default 1)\n"
+    "  --pin 1|2               a CA card: the PIN to change\n" SCUP_PIN_OPTS;
+
+static int scup_pin_change_main(int argc, char **argv)
+{
+	int r = KY_ERR_INTERNAL;
+	struct scup_opts o;
+	struct ky_pcsc *p = NULL;
+	struct scup_card sc = {0};
+	char err[SCUP_ERR], prompt[64], new_prompt[64];
+	char *pin = NULL;
+	uint8_t ref;
+
+	if ((r = scup_parse(argc, argv, scup_change_usage, true, true, &o)) >= 0)
+		return r;
+	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	if ((r = scup_open(p, o.reader != 0 ? o.reader : 1, &sc)) != 0)
+		goto out;
+	if (sc.info.kind == KY_CARD_BLANK) {
+		r = KY_ERR_CARD_WRONG_KIND;
+		cli_fail(r, sc.subject, "it holds a blank card: it has no PIN yet");
+		goto out;
+	}
+	if (sc.info.kind == KY_CARD_EP11 && o.pin == 2) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, sc.subject, "an EP11 card has one PIN: leave out --pin 2");
+		goto out;
+	}
+	if (sc.info.kind == KY_CARD_CA && o.pin == 0) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, sc.subject,
+		         "a CA card has two PINs: name the one to change with --pin 1 "
+		         "or --pin 2");
+		goto out;
+	}
+	ref = o.pin == 2 ? 2 : 1;
+	if (sc.info.kind == KY_CARD_EP11) {
+		snprintf(prompt, sizeof(prompt), "EP11 card PIN");
+		snprintf(new_prompt, sizeof(new_prompt), "new EP11 card PIN");
+	} else {
+		snprintf(prompt, sizeof(prompt), "CA card PIN %u", ref);
+		snprintf(new_prompt, sizeof(new_prompt), "new CA card PIN %u", ref);
+	}
+	if ((r = scup_verify(&o, &sc, ref, prompt)) != 0)
+		goto out;
+	if ((r = scup_pin_read(&o, new_prompt, true, &pin)) != 0)
+		goto out;
+	if ((r = scup_pin_files_used(&o)) != 0)
+		goto out;
+	if ((r = ky_card_change_pin(sc.c, ref, pin, err, sizeof(err))) != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	printf("%s changed on the %s in reader %u\n", prompt, scup_kind(sc.info.kind), sc.number);
+	scup_software_note(&sc);
+	r = 0;
+out:
+	cli_secret_free(pin);
+	scup_close(&sc);
+	ky_pcsc_free(p);
+	return ky_err_exit(r);
+}
+
 /* ---- ca-init ---- */
 
 static const char scup_ca_init_usage[] =
@@ -519,10 +597,9 @@ static const char scup_ca_init_usage[] =
     "card zone (its zone key) and takes two PINs, which every later use of the CA\n"
     "card needs both of (two people, one PIN each). Five wrong tries of either PIN\n"
     "block the CA card for ever: make a backup at once ('kyok scup ca-backup').\n"
-    "PINs asked: the new PIN 1, the new PIN 2.\n"
-    "\n"
+    "PINs asked: the new PIN 1, the new PIN 2.\n" SCUP_PIN_NOTE "\n"
     "  --reader N              the reader, numbered as pcscd lists them (default "
-    "1)\n" SCUP_PIN_HELP;
+    "1)\n" SCUP_PIN_OPTS;
 
 static int scup_ca_init_main(int argc, char **argv)
 {
@@ -617,8 +694,8 @@ static const char scup_ep11_init_usage[] =
     "becomes an EP11 card of that zone, with a PIN of its own. An EP11 card holds an\n"
     "administrator signature key and up to 85 master key parts; three wrong PINs\n"
     "block it until a CA card of its zone unblocks it.\n"
-    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n"
-    "\n" SCUP_PIN_HELP;
+    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE
+    "\n" SCUP_PIN_OPTS;
 
 static int scup_ep11_init_main(int argc, char **argv)
 {
@@ -664,8 +741,8 @@ static const char scup_ep11_unblock_usage[] =
     "gives it a new PIN (its tries are back to three). A CA card of another zone is\n"
     "refused, by this command and by the card. The EP11 card need not be blocked: a\n"
     "forgotten PIN is replaced the same way.\n"
-    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n"
-    "\n" SCUP_PIN_HELP;
+    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE
+    "\n" SCUP_PIN_OPTS;
 
 static int scup_ep11_unblock_main(int argc, char **argv)
 {
@@ -710,8 +787,8 @@ static const char scup_ca_backup_usage[] =
     "second CA card of the same zone, with two PINs of its own: it enrols and\n"
     "unblocks the zone's EP11 cards as the first one does. The zone key passes\n"
     "between the cards sealed to the blank card's device key, never in the clear.\n"
-    "PINs asked: the CA card's PIN 1 and PIN 2, the backup's new PIN 1 and PIN 2.\n"
-    "\n" SCUP_PIN_HELP;
+    "PINs asked: the CA card's PIN 1 and PIN 2, the backup's new PIN 1 and PIN 2.\n" SCUP_PIN_NOTE
+    "\n" SCUP_PIN_OPTS;
 
 static int scup_ca_backup_main(int argc, char **argv)
 {
@@ -763,6 +840,7 @@ static const struct cli_cmd scup_cmds[] = {
     {"ep11-unblock", scup_ep11_unblock_main,
      "unblock the EP11 card in reader 2 with its zone's CA card in reader 1"},
     {"pin-verify", scup_pin_verify_main, "verify a card's PIN and show the tries left"},
+    {"pin-change", scup_pin_change_main, "change an EP11 card's PIN or a CA card's PIN 1 or 2"},
     {NULL, NULL, NULL},
 };
 

@@ -142,6 +142,9 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
  * card of the same zone with PIN 1 and PIN 2: COPY BEGIN, COPY EXPORT, COPY IMPORT. */
 int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin1, const char *pin2,
                       char *err, size_t errlen) KY_WUR;
+/* CHANGE PIN: PIN pin_ref (1, or 2 of a CA card), verified in this session, becomes new_pin. */
+int ky_card_change_pin(struct ky_card *c, uint8_t pin_ref, const char *new_pin, char *err,
+                       size_t errlen) KY_WUR;
 /* The signature key's SubjectPublicKeyInfo (DER) into spki: *present false when none. */
 int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bool *present,
                    char *err, size_t errlen) KY_WUR;

@@ -21,6 +21,7 @@
 #define APP_UNBLOCK_CHAL  0x1E
 #define APP_UNBLOCK_SIGN  0x22
 #define APP_UNBLOCK       0x24
+#define APP_CHANGE_PIN    0x26
 #define APP_GET_SIGKEY    0x32
 #define APP_PART_INFO     0x42
 #define APP_CHALLENGE_LEN 32
@@ -88,6 +89,8 @@ static const char *app_what(uint8_t ins)
 		return "UNBLOCK SIGN";
 	case APP_UNBLOCK:
 		return "UNBLOCK";
+	case APP_CHANGE_PIN:
+		return "CHANGE PIN";
 	case APP_GET_SIGKEY:
 		return "GET SIGNATURE KEY";
 	case APP_PART_INFO:
@@ -98,11 +101,11 @@ static const char *app_what(uint8_t ins)
 
 /* One applet command: 0 on 9000, else the error its status word means (one home for that
  * mapping); *sw keeps the status word for callers that take one refusal as an answer. */
-static int app_cmd(struct ky_card *c, const char *reader, uint8_t ins, uint8_t p1,
+static int app_cmd(struct ky_card *c, const char *reader, uint8_t ins, uint8_t p1, uint8_t p2,
                    const uint8_t *data, size_t n, uint8_t *resp, size_t max, size_t *resp_len,
                    uint16_t *sw, char *err, size_t errlen)
 {
-	const uint8_t hdr[4] = {APP_CLA, ins, p1, 0x00};
+	const uint8_t hdr[4] = {APP_CLA, ins, p1, p2};
 	int r = KY_ERR_INTERNAL;
 	size_t none = 0;
 
@@ -216,7 +219,7 @@ int ky_card_create_zone(struct ky_card *c, const char *pin1, const char *pin2, c
 		r = KY_ERR_USAGE;
 		goto out;
 	}
-	if ((r = app_cmd(c, ky_card_reader(c), APP_CREATE_ZONE, 0, d, n, NULL, 0, NULL, &sw, err,
+	if ((r = app_cmd(c, ky_card_reader(c), APP_CREATE_ZONE, 0, 0, d, n, NULL, 0, NULL, &sw, err,
 	                 errlen)) != 0)
 		goto out;
 	r = 0;
@@ -240,7 +243,7 @@ int ky_card_enrol(struct ky_card *ca, struct ky_card *blank, const char *pin, ch
 		snprintf(err, errlen, "%s", ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(blank, ky_card_reader(blank), APP_GET_DEVICE, 0, NULL, 0, dev,
+	if ((r = app_cmd(blank, ky_card_reader(blank), APP_GET_DEVICE, 0, 0, NULL, 0, dev,
 	                 KY_CARD_DATA_MAX, &dev_len, &sw, err, errlen)) != 0)
 		goto out;
 	if (!app_fields(dev, dev_len, f, 2)) {
@@ -249,7 +252,7 @@ int ky_card_enrol(struct ky_card *ca, struct ky_card *blank, const char *pin, ch
 		         ky_card_reader(blank), ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(ca, ky_card_reader(ca), APP_ENROL_SIGN, 0, f[0].p, f[0].n, cert,
+	if ((r = app_cmd(ca, ky_card_reader(ca), APP_ENROL_SIGN, 0, 0, f[0].p, f[0].n, cert,
 	                 KY_CARD_DATA_MAX, &cert_len, &sw, err, errlen)) != 0)
 		goto out;
 	if ((r = app_put(d, KY_CARD_DATA_MAX, &n, cert, cert_len)) != 0 ||
@@ -258,8 +261,8 @@ int ky_card_enrol(struct ky_card *ca, struct ky_card *blank, const char *pin, ch
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(blank, ky_card_reader(blank), APP_ENROL, 0, d, n, NULL, 0, NULL, &sw, err,
-	                 errlen)) != 0)
+	if ((r = app_cmd(blank, ky_card_reader(blank), APP_ENROL, 0, 0, d, n, NULL, 0, NULL, &sw,
+	                 err, errlen)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -286,7 +289,7 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
 		snprintf(err, errlen, "%s", ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(ep11, ky_card_reader(ep11), APP_UNBLOCK_CHAL, 0, NULL, 0, chal,
+	if ((r = app_cmd(ep11, ky_card_reader(ep11), APP_UNBLOCK_CHAL, 0, 0, NULL, 0, chal,
 	                 KY_CARD_DATA_MAX, &chal_len, &sw, err, errlen)) != 0)
 		goto out;
 	if (chal_len < APP_CHALLENGE_LEN ||
@@ -305,8 +308,8 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(ca, ky_card_reader(ca), APP_UNBLOCK_SIGN, 0, d, n, sig, KY_CARD_DATA_MAX,
-	                 &sig_len, &sw, err, errlen)) != 0)
+	if ((r = app_cmd(ca, ky_card_reader(ca), APP_UNBLOCK_SIGN, 0, 0, d, n, sig,
+	                 KY_CARD_DATA_MAX, &sig_len, &sw, err, errlen)) != 0)
 		goto out;
 	n = 0;
 	if ((r = app_put(d, KY_CARD_DATA_MAX, &n, sig, sig_len)) != 0 ||
@@ -315,8 +318,8 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(ep11, ky_card_reader(ep11), APP_UNBLOCK, 0, d, n, NULL, 0, NULL, &sw, err,
-	                 errlen)) != 0)
+	if ((r = app_cmd(ep11, ky_card_reader(ep11), APP_UNBLOCK, 0, 0, d, n, NULL, 0, NULL, &sw,
+	                 err, errlen)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -343,7 +346,7 @@ int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin
 		snprintf(err, errlen, "%s", ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(blank, ky_card_reader(blank), APP_COPY_BEGIN, 0, NULL, 0, begin,
+	if ((r = app_cmd(blank, ky_card_reader(blank), APP_COPY_BEGIN, 0, 0, NULL, 0, begin,
 	                 KY_CARD_DATA_MAX, &begin_len, &sw, err, errlen)) != 0)
 		goto out;
 	if (begin_len < APP_CHALLENGE_LEN ||
@@ -361,8 +364,8 @@ int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(ca, ky_card_reader(ca), APP_COPY_EXPORT, 0, d, n, sealed, KY_CARD_DATA_MAX,
-	                 &sealed_len, &sw, err, errlen)) != 0)
+	if ((r = app_cmd(ca, ky_card_reader(ca), APP_COPY_EXPORT, 0, 0, d, n, sealed,
+	                 KY_CARD_DATA_MAX, &sealed_len, &sw, err, errlen)) != 0)
 		goto out;
 	if (!app_fields(sealed, sealed_len, s, 2)) {
 		r = KY_ERR_CARD_PROTOCOL;
@@ -379,8 +382,8 @@ int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin
 		         ky_err_message(r));
 		goto out;
 	}
-	if ((r = app_cmd(blank, ky_card_reader(blank), APP_COPY_IMPORT, 0, d, n, NULL, 0, NULL, &sw,
-	                 err, errlen)) != 0)
+	if ((r = app_cmd(blank, ky_card_reader(blank), APP_COPY_IMPORT, 0, 0, d, n, NULL, 0, NULL,
+	                 &sw, err, errlen)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -394,6 +397,20 @@ out:
 	return r;
 }
 
+int ky_card_change_pin(struct ky_card *c, uint8_t pin_ref, const char *new_pin, char *err,
+                       size_t errlen)
+{
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = app_cmd(c, ky_card_reader(c), APP_CHANGE_PIN, 0, pin_ref, (const uint8_t *)new_pin,
+	                 strlen(new_pin), NULL, 0, NULL, &sw, err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	return r;
+}
+
 int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bool *present,
                    char *err, size_t errlen)
 {
@@ -402,7 +419,7 @@ int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bo
 
 	*present = false;
 	*len = 0;
-	r = app_cmd(c, ky_card_reader(c), APP_GET_SIGKEY, 0, NULL, 0, spki, max, len, &sw, err,
+	r = app_cmd(c, ky_card_reader(c), APP_GET_SIGKEY, 0, 0, NULL, 0, spki, max, len, &sw, err,
 	            errlen);
 	if (r != 0 && sw == 0x6A88) {
 		r = 0; /* no signature key: that is the answer */
@@ -429,8 +446,8 @@ int ky_card_part_info(struct ky_card *c, unsigned index, uint8_t vp[32],
 		snprintf(err, errlen, "a card holds key parts 0 to %d", KY_CARD_PARTS_MAX - 1);
 		goto out;
 	}
-	if ((r = app_cmd(c, ky_card_reader(c), APP_PART_INFO, (uint8_t)index, NULL, 0, b, sizeof(b),
-	                 &n, &sw, err, errlen)) != 0)
+	if ((r = app_cmd(c, ky_card_reader(c), APP_PART_INFO, (uint8_t)index, 0, NULL, 0, b,
+	                 sizeof(b), &n, &sw, err, errlen)) != 0)
 		goto out;
 	if (n < APP_VP_LEN + 1 || n > APP_VP_LEN + KY_CARD_DESC_MAX) {
 		r = KY_ERR_CARD_PROTOCOL;

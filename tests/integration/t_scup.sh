@@ -5,6 +5,8 @@
 #     one by the backup; show tells kind, zone, tries, contents and that it is a software card
 #   three wrong EP11 PINs block the card (the tries left shown on the way); the CA card of
 #     another zone is refused to unblock it, its own zone's CA card unblocks it with a new PIN
+#   a PIN is changed by its holder (EP11 PIN, a CA card's PIN 2 alone), the old one gone; a
+#     wrong PIN or a blocked card changes none
 #   one CA PIN alone enrols nothing; five wrong CA PINs block a CA card for ever, scup says so
 #   a card removed and reinserted asks its PIN again
 #   refusals change nothing: a PIN file others can read, a PIN of the wrong length, a
@@ -34,6 +36,8 @@ ca2_2=$(newpin ca2-2)
 ep_a=$(newpin ep-a)
 ep_a2=$(newpin ep-a2)
 ep_b=$(newpin ep-b)
+ep_b2=$(newpin ep-b2)
+bk_2n=$(newpin bk-2n)
 wrong=$(newpin wrong)
 printf '12345' >"$T_DIR/pw/short"
 short="$T_DIR/pw/short"
@@ -98,6 +102,26 @@ grep -qx "card: *EP11 card (kyok software card)" <<<"$show" &&
 	fail "show of an EP11 card: $show"
 expect_ok "the EP11 card's PIN verifies" scup pin-verify --reader 2 --pin-file "$ep_b"
 
+# ---- PIN changes: by the holder, who knows the PIN ---------------------------------------------
+expect_fail "a wrong PIN changes nothing" "wrong card PIN.*EP11 card PIN wrong: 2 tries left" \
+	scup pin-change --reader 2 --pin-file "$wrong" --pin-file "$ep_b2"
+expect_ok "the EP11 card's PIN is changed" \
+	scup pin-change --reader 2 --pin-file "$ep_b" --pin-file "$ep_b2"
+expect_eq "with full tries again" "$(field 2 "PIN tries")" "3 left"
+expect_fail "the old EP11 PIN is gone" "wrong card PIN.*EP11 card PIN wrong: 2 tries left" \
+	scup pin-verify --reader 2 --pin-file "$ep_b"
+expect_ok "the new one verifies" scup pin-verify --reader 2 --pin-file "$ep_b2"
+expect_fail "a CA card's PIN change names the PIN" "name the one to change with --pin 1 or --pin 2" \
+	scup pin-change --pin-file "$bk_2" --pin-file "$bk_2n"
+expect_fail "an EP11 card has no PIN 2" "an EP11 card has one PIN" \
+	scup pin-change --reader 2 --pin 2 --pin-file "$ep_b2" --pin-file "$bk_2n"
+expect_ok "the backup CA card's PIN 2 is changed by its holder alone" \
+	scup pin-change --pin 2 --pin-file "$bk_2" --pin-file "$bk_2n"
+expect_fail "its old PIN 2 is gone" "wrong card PIN.*CA card PIN 2 wrong: 4 tries left" \
+	scup pin-verify --pin 2 --pin-file "$bk_2"
+expect_ok "PIN 1 unchanged, the new PIN 2 verifies" \
+	scup pin-verify --pin-file "$bk_1" --pin-file "$bk_2n"
+
 # ---- refusals that change nothing ------------------------------------------------------------
 put 2 blank1
 chmod 644 "$ca1_1"
@@ -139,6 +163,8 @@ expect_eq "show: blocked" "$(field 2 blocked)" \
 	"yes: a CA card of its zone unblocks it ('kyok scup ep11-unblock')"
 expect_fail "the right PIN does not open a blocked card" "blocked after too many wrong PINs" \
 	scup pin-verify --reader 2 --pin-file "$ep_a"
+expect_fail "a blocked card changes no PIN" "blocked after too many wrong PINs" \
+	scup pin-change --reader 2 --pin-file "$ep_a" --pin-file "$ep_a2"
 
 put 1 ca2
 expect_ok "a second zone's CA card" scup ca-init --pin-file "$ca2_1" --pin-file "$ca2_2"
