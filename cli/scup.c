@@ -116,14 +116,15 @@ static int scup_parse(int argc, char **argv, const char *usage, bool reader_opt,
 	return -1;
 }
 
-/* No --pin-file left over: each one names a PIN the command asks for. */
-static int scup_pin_files_used(const struct scup_opts *o)
+/* No more --pin-file than the command asks PINs (asks): checked before any PIN is verified,
+ * so that a surplus file stops the command before it touches a card. */
+static int scup_pin_files_fit(const struct scup_opts *o, int asks)
 {
-	if (o->next_pin_file < o->npin_files) {
+	if (o->npin_files > asks) {
 		cli_fail(
-		    KY_ERR_USAGE, o->pin_files[o->next_pin_file],
+		    KY_ERR_USAGE, o->pin_files[asks],
 		    "this command asks %d PIN%s, but %d --pin-file were given: nothing was done",
-		    o->next_pin_file, o->next_pin_file == 1 ? "" : "s", o->npin_files);
+		    asks, asks == 1 ? "" : "s", o->npin_files);
 		return KY_ERR_USAGE;
 	}
 	return 0;
@@ -491,6 +492,8 @@ static int scup_pin_verify_main(int argc, char **argv)
 		cli_fail(r, sc.subject, "an EP11 card has one PIN: leave out --pin 2");
 		goto out;
 	}
+	if ((r = scup_pin_files_fit(&o, sc.info.kind == KY_CARD_EP11 || o.pin != 0 ? 1 : 2)) != 0)
+		goto out;
 	if (sc.info.kind == KY_CARD_EP11) {
 		if ((r = scup_verify(&o, &sc, 1, "EP11 card PIN")) != 0)
 			goto out;
@@ -500,8 +503,6 @@ static int scup_pin_verify_main(int argc, char **argv)
 		if (o.pin != 1 && (r = scup_verify(&o, &sc, 2, "CA card PIN 2")) != 0)
 			goto out;
 	}
-	if ((r = scup_pin_files_used(&o)) != 0)
-		goto out;
 	printf("PIN verified on the %s in reader %u\n", scup_kind(sc.info.kind), sc.number);
 	scup_software_note(&sc);
 	r = 0;
@@ -568,11 +569,11 @@ static int scup_pin_change_main(int argc, char **argv)
 		snprintf(prompt, sizeof(prompt), "CA card PIN %u", ref);
 		snprintf(new_prompt, sizeof(new_prompt), "new CA card PIN %u", ref);
 	}
+	if ((r = scup_pin_files_fit(&o, 2)) != 0)
+		goto out;
 	if ((r = scup_verify(&o, &sc, ref, prompt)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, new_prompt, true, &pin)) != 0)
-		goto out;
-	if ((r = scup_pin_files_used(&o)) != 0)
 		goto out;
 	if ((r = ky_card_change_pin(sc.c, ref, pin, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -620,11 +621,11 @@ static int scup_ca_init_main(int argc, char **argv)
 		goto out;
 	if ((r = scup_need(&sc, KY_CARD_BLANK, "the card to make a CA card")) != 0)
 		goto out;
+	if ((r = scup_pin_files_fit(&o, 2)) != 0)
+		goto out;
 	if ((r = scup_pin_read(&o, "new CA card PIN 1", true, &pin1)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, "new CA card PIN 2", true, &pin2)) != 0)
-		goto out;
-	if ((r = scup_pin_files_used(&o)) != 0)
 		goto out;
 	if ((r = ky_card_create_zone(sc.c, pin1, pin2, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -710,11 +711,11 @@ static int scup_ep11_init_main(int argc, char **argv)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the card to enrol", false)) != 0)
 		goto out;
+	if ((r = scup_pin_files_fit(&o, 3)) != 0)
+		goto out;
 	if ((r = scup_verify_ca(&o, &ca)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, "new EP11 card PIN", true, &pin)) != 0)
-		goto out;
-	if ((r = scup_pin_files_used(&o)) != 0)
 		goto out;
 	if ((r = ky_card_enrol(ca.c, blank.c, pin, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -757,11 +758,11 @@ static int scup_ep11_unblock_main(int argc, char **argv)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &ep11, KY_CARD_EP11, "the card to unblock", true)) != 0)
 		goto out;
+	if ((r = scup_pin_files_fit(&o, 3)) != 0)
+		goto out;
 	if ((r = scup_verify_ca(&o, &ca)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, "new EP11 card PIN", true, &pin)) != 0)
-		goto out;
-	if ((r = scup_pin_files_used(&o)) != 0)
 		goto out;
 	if ((r = ky_card_unblock(ca.c, ep11.c, pin, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -803,13 +804,13 @@ static int scup_ca_backup_main(int argc, char **argv)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the backup card", false)) != 0)
 		goto out;
+	if ((r = scup_pin_files_fit(&o, 4)) != 0)
+		goto out;
 	if ((r = scup_verify_ca(&o, &ca)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, "new backup CA card PIN 1", true, &pin1)) != 0)
 		goto out;
 	if ((r = scup_pin_read(&o, "new backup CA card PIN 2", true, &pin2)) != 0)
-		goto out;
-	if ((r = scup_pin_files_used(&o)) != 0)
 		goto out;
 	if ((r = ky_card_backup_ca(ca.c, blank.c, pin1, pin2, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);

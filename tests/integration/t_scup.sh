@@ -132,8 +132,9 @@ chmod 600 "$ca1_1"
 put 1 ca1
 expect_fail "a new PIN of 5 characters is refused" "a card PIN has 6 to 16 characters" \
 	scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$short"
+# (refused before any PIN is verified: the wrong PIN 1 in it spends no try, as checked below)
 expect_fail "a --pin-file too many is refused" "asks 3 PINs, but 4 --pin-file" \
-	scup ep11-init --pin-file "$ca1_1" --pin-file "$ca1_2" --pin-file "$ep_a" --pin-file "$ep_a"
+	scup ep11-init --pin-file "$wrong" --pin-file "$ca1_2" --pin-file "$ep_a" --pin-file "$ep_a"
 expect_fail "one CA PIN alone enrols nothing (PIN 2 wrong)" "wrong card PIN.*CA card PIN 2 wrong: 4 tries left" \
 	scup ep11-init --pin-file "$ca1_1" --pin-file "$wrong" --pin-file "$ep_a"
 expect_eq "after these refusals the card in reader 2 is still blank" "$(field 2 card)" \
