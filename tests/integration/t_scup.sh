@@ -2,7 +2,8 @@
 # kyok scup, the smart card utility, through the whole card stack (a private pcscd, vpcd
 # readers, kyok-cards, libpcsclite, lib/card):
 #   a CA card is made and backed up to a blank card (same zone); two EP11 cards are enrolled,
-#     one by the backup; show tells kind, zone, tries, contents and that it is a software card
+#     one by the backup; show tells kind, zone, tries, contents (a signature key's SKI, a key
+#     part's VP and description, the slots free) and that it is a software card
 #   three wrong EP11 PINs block the card (the tries left shown on the way); the CA card of
 #     another zone is refused to unblock it, its own zone's CA card unblocks it with a new PIN
 #   a PIN is changed by its holder (EP11 PIN, a CA card's PIN 2 alone), the old one gone; a
@@ -121,6 +122,29 @@ expect_fail "its old PIN 2 is gone" "wrong card PIN.*CA card PIN 2 wrong: 4 trie
 	scup pin-verify --pin 2 --pin-file "$bk_2"
 expect_ok "PIN 1 unchanged, the new PIN 2 verifies" \
 	scup pin-verify --pin-file "$bk_1" --pin-file "$bk_2n"
+
+# ---- show: an EP11 card's signature key and key parts ------------------------------------------
+# Made on the card with the applet's own commands (card_probe, through lib/card), then shown.
+desc="ops part 1"
+made=$(printf 'open\nselect\nverify %s\napdu 80300000\napdu 80400000%s\n' "$ep_b2" \
+	"$(printf '%s' "$desc" | xxd -p | tr -d '\n')" | "$CARD_PROBE" session 2 2>&1 || true)
+spki=$(sed -n 4p <<<"$made" | sed -n 's/^ok 9000 //p')
+part=$(sed -n 5p <<<"$made" | sed -n 's/^ok 9000 //p')
+if [ -n "$spki" ] && [ ${#part} -eq 66 ]; then
+	pass "a signature key and a key part made on the EP11 card"
+else
+	fail "card_probe: $made"
+fi
+# SKI: SHA-256 of the uncompressed point, the last 133 bytes of a P-521 SubjectPublicKeyInfo.
+ski=$(printf '%s' "${spki: -266}" | xxd -r -p | sha256sum | cut -d' ' -f1)
+vp=$(tr '[:upper:]' '[:lower:]' <<<"${part:2}")
+show=$(scup show --reader 2)
+grep -qx "signature key: SKI $ski" <<<"$show" && pass "show: the signature key's SKI" ||
+	fail "show: no 'SKI $ski' in: $show"
+grep -qx "key parts: *1 of 85 (84 free)" <<<"$show" &&
+	grep -qx " *1  VP $vp  $desc" <<<"$show" &&
+	pass "show: the key part, its VP and description, 84 slots free" ||
+	fail "show: no key part 1 'VP $vp  $desc' in: $show"
 
 # ---- refusals that change nothing ------------------------------------------------------------
 put 2 blank1
