@@ -300,7 +300,28 @@
 	  "file, or remove both files to start a blank card")                                      \
 	X(CARD_EEPROM_MISSING, "card-eeprom-missing", KY_EXIT_INPUT, 500,                          \
 	  "the card's chip key file exists but its EEPROM file does not: restore the EEPROM "      \
-	  "file, or remove both files to start a blank card")
+	  "file, or remove both files to start a blank card")                                      \
+	X(CARD_READER_UNREACHABLE, "card-reader-unreachable", KY_EXIT_UNIT, 503,                   \
+	  "the virtual card reader does not accept the card: start pcscd with a vpcd reader on "   \
+	  "this host and port, or name the right --host and --port")                               \
+	X(PCSC_UNAVAILABLE, "pcsc-unavailable", KY_EXIT_UNIT, 503,                                 \
+	  "the PC/SC service does not answer: start pcscd")                                        \
+	X(CARD_NO_READER, "card-reader-missing", KY_EXIT_INPUT, 404,                               \
+	  "no such card reader: list the readers and name one that is connected")                  \
+	X(CARD_ABSENT, "card-absent", KY_EXIT_STATE, 409,                                          \
+	  "no card in the reader: insert the card")                                                \
+	X(CARD_REMOVED, "card-removed", KY_EXIT_STATE, 409,                                        \
+	  "the card was removed or reset since it was opened: open it again and enter its PIN "    \
+	  "again")                                                                                 \
+	X(CARD_BUSY, "card-in-use", KY_EXIT_STATE, 409,                                            \
+	  "another program holds the card: close it and try again")                                \
+	X(CARD_PROTOCOL, "card-protocol", KY_EXIT_UNIT, 502,                                       \
+	  "the card or its reader answered outside the protocol: check the reader and the card")   \
+	X(CARD_PIN_WRONG, "card-pin-wrong", KY_EXIT_REFUSED, 403,                                  \
+	  "wrong card PIN: the card counts every wrong PIN and blocks itself at its limit")        \
+	X(CARD_BLOCKED, "card-blocked", KY_EXIT_REFUSED, 403,                                      \
+	  "the card is blocked after too many wrong PINs: an EP11 card is unblocked by a CA "      \
+	  "card of its zone, a CA card never")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -1,0 +1,99 @@
+/* Smart cards seen from the workstation, through PC/SC (pcscd and libpcsclite): readers,
+ * waiting for a card, a session with one card, APDUs with command chaining and GET RESPONSE,
+ * and PIN entry on the reader's PIN pad when it has one.
+ *
+ * A session is opened exclusively (no other program talks to the card while it is open).
+ * When the card is removed or reset under a session, every call on it fails with
+ * KY_ERR_CARD_REMOVED from then on: the card forgot its verified PINs, so the caller opens
+ * a new session and asks for the PIN again. Nothing is retried behind the caller's back: an
+ * APDU that may have reached the card is never sent twice. When pcscd itself stopped or
+ * restarted, the ky_pcsc is gone too (its calls fail): open a new one.
+ *
+ * Every function returns 0 or a KY_ERR_* code with a sentence in err that names the reader;
+ * the card's own status words come back to the caller, they are not errors here. */
+#ifndef KYOK_CARD_H
+#define KYOK_CARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyok/common.h"
+
+#define KY_CARD_READERS_MAX 16
+#define KY_CARD_READER_MAX  128   /* a reader's name, with its NUL */
+#define KY_CARD_DATA_MAX    16384 /* data of one command or response (the applet's limit) */
+#define KY_CARD_PIN_MIN     6     /* the kyok applet's PINs: 6 to 16 characters */
+#define KY_CARD_PIN_MAX     16
+
+/* The kyok applet's AID: "kyok", version 1. */
+#define KY_CARD_AID                                \
+	{                                          \
+		0xF0, 0x6B, 0x79, 0x6F, 0x6B, 0x01 \
+	}
+#define KY_CARD_AID_LEN 6
+
+struct ky_pcsc;
+struct ky_card;
+
+/* A connection to the PC/SC service. KY_ERR_PCSC_UNAVAILABLE when pcscd does not answer. */
+int ky_pcsc_open(struct ky_pcsc **out, char *err, size_t errlen) KY_WUR;
+void ky_pcsc_free(struct ky_pcsc *p);
+
+/* The readers' names, in the service's order (reader 1 is names[0]). *n may be 0. */
+int ky_pcsc_readers(struct ky_pcsc *p, char names[][KY_CARD_READER_MAX], size_t max, size_t *n,
+                    char *err, size_t errlen) KY_WUR;
+/* The name of reader number `number` (1-based): KY_ERR_CARD_NO_READER when there is none. */
+int ky_pcsc_reader(struct ky_pcsc *p, unsigned number, char name[KY_CARD_READER_MAX], char *err,
+                   size_t errlen) KY_WUR;
+/* Waits until a card is present in the reader (present true) or the reader is empty, at most
+ * timeout_ms milliseconds (-1: no bound). The wait is pcscd's own state-change notification.
+ * KY_ERR_CARD_ABSENT (or KY_ERR_CARD_REMOVED when waiting for an empty reader) on timeout. */
+int ky_pcsc_wait(struct ky_pcsc *p, const char *reader, bool present, long timeout_ms, char *err,
+                 size_t errlen) KY_WUR;
+
+/* The control code of feature tag in a PC/SC part 10 feature list (the answer to
+ * CM_IOCTL_GET_FEATURE_REQUEST: entries of tag, length 4, code big-endian), or 0 when the
+ * list does not have it or is malformed. */
+uint32_t ky_card_feature(const uint8_t *list, size_t n, uint8_t tag);
+
+/* Opens an exclusive session with the card in the reader: KY_ERR_CARD_ABSENT when empty. */
+int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
+                 size_t errlen) KY_WUR;
+/* Ends the session; the card is reset, so its verified PINs are forgotten. */
+void ky_card_free(struct ky_card *c);
+/* The card's ATR, as the reader reported it when the session was opened. */
+size_t ky_card_atr(const struct ky_card *c, uint8_t *atr, size_t max);
+
+/* Sends one command: the 4-byte header cla ins p1 p2 and n bytes of data (up to
+ * KY_CARD_DATA_MAX, chained in pieces of 255 bytes with CLA bit 0x10 when longer), and
+ * collects the answer (61xx: GET RESPONSE until done) into resp (up to max bytes: more is
+ * KY_ERR_TOO_LARGE) with its status word in *sw. A chained command the card refuses midway
+ * ends there, with that status word. */
+int ky_card_command(struct ky_card *c, const uint8_t hdr[4], const uint8_t *data, size_t n,
+                    uint8_t *resp, size_t max, size_t *resp_len, uint16_t *sw, char *err,
+                    size_t errlen) KY_WUR;
+/* Selects the kyok applet; its answer (docs/cards.md) goes to info. KY_ERR_CARD_PROTOCOL
+ * when the card has no kyok applet. */
+int ky_card_select(struct ky_card *c, uint8_t *info, size_t max, size_t *info_len, char *err,
+                   size_t errlen) KY_WUR;
+
+/* Whether the reader has a PIN pad the card's PIN can be entered on (PC/SC part 10
+ * FEATURE_VERIFY_PIN_DIRECT). Without one, the caller prompts without echo. */
+bool ky_card_has_pinpad(const struct ky_card *c);
+/* VERIFY (ISO 7816-4 INS 20) of PIN number pin_ref (P2) with the PIN given
+ * (KY_CARD_PIN_MIN to KY_CARD_PIN_MAX bytes, else KY_ERR_USAGE before anything is sent: a
+ * convenience, the card enforces its own rule). KY_ERR_CARD_PIN_WRONG with *tries_left set, KY_ERR_CARD_BLOCKED, or KY_ERR_CARD_PROTOCOL for another status
+ * word (in err). The PIN is cleansed from every buffer of this library it passed through. */
+int ky_card_verify(struct ky_card *c, uint8_t pin_ref, const char *pin, size_t pin_len,
+                   int *tries_left, char *err, size_t errlen) KY_WUR;
+/* The same VERIFY, the PIN typed on the reader's PIN pad (it never reaches the workstation):
+ * KY_ERR_USAGE when the reader has none. */
+int ky_card_verify_pinpad(struct ky_card *c, uint8_t pin_ref, int *tries_left, char *err,
+                          size_t errlen) KY_WUR;
+/* Whether PIN pin_ref is verified in this session (VERIFY without data), in *verified;
+ * KY_ERR_CARD_BLOCKED when the PIN is blocked. */
+int ky_card_pin_verified(struct ky_card *c, uint8_t pin_ref, bool *verified, char *err,
+                         size_t errlen) KY_WUR;
+
+#endif
