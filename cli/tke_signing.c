@@ -718,7 +718,7 @@ static int tke_sign_for_unit(const struct tke_unit *u, const struct cli_signer *
 		if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[a])
 			continue;
 		used[a] = true;
-		if ((r = ky_cms_add_signer(der, signers[i].cert, signers[i].key)) != 0)
+		if ((r = cli_signer_sign(&signers[i], der)) != 0)
 			return r;
 	}
 	return 0;
@@ -1532,8 +1532,7 @@ int tke_cmd_sign_main(int argc, char **argv)
 				         signers[s].name);
 				continue;
 			}
-			if ((r = ky_cms_add_signer(&b.cmds[i].der, signers[s].cert,
-			                           signers[s].key)) != 0) {
+			if ((r = cli_signer_sign(&signers[s], &b.cmds[i].der)) != 0) {
 				cli_fail(r, file, "cannot add the signature of '%s' to command %zu",
 				         signers[s].name, i + 1);
 				goto out;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/token.h"
 #include "kyok/crypto.h"
 
 #define CLI_SELECTION_MAX   (256 * 1024)
@@ -781,8 +782,64 @@ void cli_signers_free(struct cli_signer *signers, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		X509_free(signers[i].cert);
 		EVP_PKEY_free(signers[i].key);
+		cli_token_free(signers[i].token);
 	}
 	free(signers);
+}
+
+int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der)
+{
+	struct ky_ext_signer ext;
+
+	if (s->token == NULL)
+		return ky_cms_add_signer(der, s->cert, s->key);
+	ext = (struct ky_ext_signer){X509_get0_pubkey(s->cert), cli_token_sign, s->token};
+	return ky_cms_add_signer_ext(der, s->cert, &ext);
+}
+
+/* Opens the token a token sigkey file names, finds its key, and proves with one signature
+ * that it is the certificate's key: a wrong token is found before anything is signed. */
+static int cli_signer_open_token(struct cli_signer *s, X509 *cert,
+                                 const struct ky_sigkey_token *tok, const char *subject)
+{
+	int r = KY_ERR_INTERNAL;
+	char prompt[160], why[CLI_TOKEN_WHY_MAX];
+	char *pin = NULL;
+	static const char probe[] = "kyok token key probe";
+	uint8_t md[64];
+	struct ky_buf sig = {0};
+
+	snprintf(prompt, sizeof(prompt), "PIN of token '%s' (signature key of '%s')", tok->label,
+	         s->name);
+	if ((r = cli_password(prompt, false, &pin)) != 0)
+		goto out;
+	if ((r = cli_token_open(tok->module, tok->label, tok->serial, pin, &s->token, why)) != 0) {
+		cli_fail(r, subject, "%s", why);
+		goto out;
+	}
+	if ((r = cli_token_key_attach(s->token, tok->id)) != 0) {
+		cli_fail(r, subject, "%s", cli_token_why(s->token));
+		goto out;
+	}
+	if (EVP_Digest(probe, sizeof(probe) - 1, md, NULL, EVP_sha512(), NULL) != 1) {
+		r = KY_ERR_CRYPTO;
+		cli_fail(r, subject, NULL);
+		goto out;
+	}
+	if ((r = cli_token_sign(s->token, md, sizeof(md), &sig)) != 0) {
+		cli_fail(r, subject, "%s", cli_token_why(s->token));
+		goto out;
+	}
+	if (ky_verify(X509_get0_pubkey(cert), probe, sizeof(probe) - 1, sig.data, sig.len) != 0) {
+		r = KY_ERR_TOKEN_SIGNATURE;
+		cli_fail(r, subject, "token '%s'", tok->label);
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&sig);
+	cli_secret_free(pin);
+	return r;
 }
 
 int cli_signers_open(struct cli_signer **signers, size_t *n)
@@ -813,10 +870,12 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 		struct cli_signer *s = &out[count];
 		char path[600], subject[128], prompt[128];
 		X509 *cert = NULL;
+		struct ky_sigkey_token tok;
+		bool in_token = false;
 
 		snprintf(path, sizeof(path), "%s/sigkeys/%s", cli_workspace(),
 		         json_string_value(item));
-		if ((r = ky_sigkey_read_cert(path, &cert)) != 0 ||
+		if ((r = ky_sigkey_read(path, &cert, &tok, &in_token)) != 0 ||
 		    (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
 			X509_free(cert);
 			if (r == KY_ERR_NOT_FOUND)
@@ -827,10 +886,20 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 				cli_fail(r, path, NULL);
 			goto out;
 		}
-		X509_free(cert);
-		if ((r = cli_check_private("signature key file", path)) != 0)
+		if ((r = cli_check_private("signature key file", path)) != 0) {
+			X509_free(cert);
 			goto out;
+		}
 		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
+		if (in_token) {
+			s->cert = cert;
+			cert = NULL; /* transferred */
+			count++;     /* s is freed with the others from here on */
+			if ((r = cli_signer_open_token(s, s->cert, &tok, subject)) != 0)
+				goto out;
+			continue;
+		}
+		X509_free(cert);
 		snprintf(prompt, sizeof(prompt), "password for signature key '%s'", s->name);
 		if ((r = cli_password(prompt, false, &password)) != 0)
 			goto out;

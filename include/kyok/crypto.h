@@ -114,6 +114,39 @@ int ky_sigkey_read_cert(const char *path, X509 **cert) KY_WUR;
  * KY_ERR_TAMPERED (key does not match certificate). */
 int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY **key) KY_WUR;
 
+/* A signature key kept in a PKCS#11 token: the file holds the certificate and where the key
+ * is (module, token label and serial, CKA_ID), never the key. */
+#define KY_TOKEN_MODULE_MAX 511
+#define KY_TOKEN_LABEL_MAX  32
+#define KY_TOKEN_SERIAL_MAX 16
+#define KY_TOKEN_ID_LEN     16
+struct ky_sigkey_token {
+	char module[KY_TOKEN_MODULE_MAX + 1]; /* absolute path of the PKCS#11 module */
+	char label[KY_TOKEN_LABEL_MAX + 1];   /* token label, trailing blanks removed */
+	char serial[KY_TOKEN_SERIAL_MAX + 1]; /* token serial number, trailing blanks removed */
+	uint8_t id[KY_TOKEN_ID_LEN];          /* CKA_ID of the private key */
+};
+struct ky_ext_signer;
+/* Makes the admin certificate (CN = name) of the token key s signs with and writes the token
+ * sigkey file naming tok (mode 0600, refuses to overwrite: KY_ERR_EXISTS). */
+int ky_sigkey_token_create(const char *path, const char *name, const struct ky_ext_signer *s,
+                           const struct ky_sigkey_token *tok) KY_WUR;
+/* Reads a sigkey file's certificate and, when the key is in a token, its reference:
+ * *in_token tells which form the file has. KY_ERR_NOT_SIGKEY, KY_ERR_TAMPERED. */
+int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok,
+                   bool *in_token) KY_WUR;
+
+/* A signer whose private key is elsewhere (a token): sign receives a SHA-512 digest and
+ * returns the DER ECDSA-Sig-Value over it in sig. pub is the key's public half. */
+struct ky_ext_signer {
+	EVP_PKEY *pub;
+	int (*sign)(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig);
+	void *arg;
+};
+/* ky_cert_self_signed with an external signer; the certificate is checked against pub. */
+int ky_cert_self_signed_ext(const struct ky_ext_signer *s, const char *cn, const char *ou, int days,
+                            X509 **out) KY_WUR;
+
 /* ---- key part files ---- */
 
 struct ky_keypart_info {
@@ -138,6 +171,10 @@ int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der) KY_WUR;
 /* Adds one signer (cert + key, SKI as signer id, SHA-512) to a SignedData, keeping every
  * existing SignerInfo valid (resign with the same content digest). der is replaced. */
 int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key) KY_WUR;
+/* The same with an external signer: the SignerInfo (signed attributes content type,
+ * signing time, SHA-512 message digest) is built here, its signature made by s, and the
+ * result verified against cert's key before der is replaced. */
+int ky_cms_add_signer_ext(struct ky_buf *der, X509 *cert, const struct ky_ext_signer *s) KY_WUR;
 
 struct ky_cms_signer {
 	uint8_t ski[KY_SKI_LEN];          /* signer id */

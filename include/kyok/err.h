@@ -291,7 +291,36 @@
 	  "does not chain to the unit trust anchor or its transfer signature does not verify")     \
 	X(ANCHOR_MISMATCH, "anchor-mismatch", KY_EXIT_INPUT, 500,                                  \
 	  "the unit trust anchor named in the configuration is not the one sealed in the unit "    \
-	  "state")
+	  "state")                                                                                 \
+	X(TOKEN_MODULE, "token-module", KY_EXIT_INPUT, 400,                                        \
+	  "the PKCS#11 module cannot be loaded: give the absolute path of the token's module "     \
+	  "(e.g. /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)")                                     \
+	X(TOKEN_NOT_FOUND, "token-not-found", KY_EXIT_INPUT, 404,                                  \
+	  "no token with that label is present: insert it, or check the label with "               \
+	  "'pkcs11-tool --module MODULE --list-token-slots'")                                      \
+	X(TOKEN_OTHER, "token-other-serial", KY_EXIT_INPUT, 400,                                   \
+	  "the token with that label has another serial number than the one the signature key "    \
+	  "file names: it is another token; insert the right one")                                 \
+	X(TOKEN_PIN, "token-wrong-pin", KY_EXIT_INPUT, 400, "wrong token PIN")                     \
+	X(TOKEN_PIN_LOCKED, "token-pin-locked", KY_EXIT_INPUT, 400,                                \
+	  "the token's user PIN is locked: unblock it with the token's own tools (SO PIN or PUK)") \
+	X(TOKEN_KEY_MISSING, "token-key-missing", KY_EXIT_INPUT, 404,                              \
+	  "the token holds no private key with the id the signature key file names: wrong token, " \
+	  "or the key was deleted")                                                                \
+	X(TOKEN_KEY_EXTRACTABLE, "token-key-extractable", KY_EXIT_REFUSED, 403,                    \
+	  "the private key in the token can be, or once could be, read out of it (it is not "      \
+	  "sensitive, is extractable, or was not always so): only a key generated in the token "   \
+	  "as sensitive and never extractable signs; make a new one with 'kyok tke sigkey-add "    \
+	  "--token-module'")                                                                       \
+	X(TOKEN_MECHANISM, "token-mechanism", KY_EXIT_INPUT, 400,                                  \
+	  "the token cannot do what is asked (ECDSA P-521 key generation and signing): use "       \
+	  "another token or a signature key file")                                                 \
+	X(TOKEN_DEVICE, "token-failure", KY_EXIT_INPUT, 500,                                       \
+	  "the token failed: check that it is inserted and works ('pkcs11-tool --module MODULE "   \
+	  "--list-token-slots')")                                                                  \
+	X(TOKEN_SIGNATURE, "token-bad-signature", KY_EXIT_INPUT, 500,                              \
+	  "the token's signature does not verify under the certificate of the signature key "      \
+	  "file: the key in the token is not the one the file was made with")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
