@@ -207,7 +207,7 @@ static int token_find_slot(struct cli_token *t, const char *label, const char *s
 	}
 	if (found == 0) {
 		r = token_fail(why, KY_ERR_TOKEN_NOT_FOUND,
-		               "module '%s' has no token labelled '%s' (%lu tokens present)",
+		               "module '%s' has no token labelled '%s' (tokens present: %lu)",
 		               t->m->path, label, (unsigned long)n);
 		goto out;
 	}

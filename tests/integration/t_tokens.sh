@@ -113,7 +113,8 @@ for who in alice bob; do
 	expect_eq "... the certificate's key is P-521" \
 		"$(openssl x509 -in "$f" -noout -text | grep -c 'NIST CURVE: P-521')" 1
 done
-expect_match "sigkeys lists both token keys" "alice.*$(printf '\n').*bob|alice" "$("$KYOK" tke sigkeys)"
+sk=$("$KYOK" tke sigkeys --output json)
+expect_eq "sigkeys lists both token keys" "$(jq -r '[.sigkeys[].name] | join(",")' <<<"$sk")" "alice,bob"
 
 # ---- the ceremony signed through the tokens --------------------------------------------------
 for n in 1 2; do
@@ -196,7 +197,6 @@ expect_refused_cli "admin-add with bob's PIN wrong" \
 	"signature key 'bob': wrong token PIN.*token 'kyok-bob'" 3 \
 	"$KYOK" tke cryptounit-admin-add --sigkey 3 --password-file "$T_DIR/pw/pin-alice" \
 	--password-file "$wrong"
-expect_match "... nothing was sent" "^nothing was sent|wrong token PIN" "$out"
 
 mv "$T_DIR/hsm/softhsm2.conf" "$T_DIR/hsm/softhsm2.conf.real"
 printf 'directories.tokendir = %s/hsm/empty\nobjectstore.backend = file\nlog.level = ERROR\n' \
