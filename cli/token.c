@@ -13,6 +13,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "cli/cli.h"
 #include "cli/token.h"
 #include "kyok/err.h"
 
@@ -547,5 +548,42 @@ out:
 	BN_free(bs);
 	ECDSA_SIG_free(es);
 	ERR_clear_error();
+	return r;
+}
+
+int cli_signer_open_token(struct cli_signer *s, const struct ky_sigkey_token *tok, const char *pin,
+                          char why[CLI_TOKEN_WHY_MAX])
+{
+	int r = KY_ERR_INTERNAL;
+	static const char probe[] = "kyok token key probe";
+	uint8_t md[64];
+	struct ky_buf sig = {0};
+	struct cli_token *t = NULL;
+
+	why[0] = '\0';
+	if ((r = cli_token_open(tok->module, tok->label, tok->serial, pin, &t, why)) != 0)
+		goto out;
+	if ((r = cli_token_key_attach(t, tok->id)) != 0) {
+		snprintf(why, CLI_TOKEN_WHY_MAX, "%s", t->why);
+		goto out;
+	}
+	r = KY_ERR_CRYPTO;
+	if (EVP_Digest(probe, sizeof(probe) - 1, md, NULL, EVP_sha512(), NULL) != 1)
+		goto out;
+	if ((r = cli_token_sign(t, md, sizeof(md), &sig)) != 0) {
+		snprintf(why, CLI_TOKEN_WHY_MAX, "%s", t->why);
+		goto out;
+	}
+	if (ky_verify(X509_get0_pubkey(s->cert), probe, sizeof(probe) - 1, sig.data, sig.len) !=
+	    0) {
+		r = token_fail(why, KY_ERR_TOKEN_SIGNATURE, "token '%s'", tok->label);
+		goto out;
+	}
+	s->token = t;
+	t = NULL; /* transferred */
+	r = 0;
+out:
+	cli_token_free(t);
+	ky_buf_free(&sig);
 	return r;
 }

@@ -42,4 +42,12 @@ int cli_token_key_attach(struct cli_token *t, const uint8_t id[KY_TOKEN_ID_LEN])
  * with CKM_ECDSA over md, the raw r || s turned into an ECDSA-Sig-Value. */
 int cli_token_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig) KY_WUR;
 
+/* For a token sigkey file whose certificate is in s->cert: opens the token tok names with
+ * pin, attaches the key, and proves with one signature over a fixed probe that it is the
+ * certificate's key (KY_ERR_TOKEN_SIGNATURE otherwise), so a wrong token is found before
+ * anything is signed. s->token is set on success; why says what failed. */
+struct cli_signer;
+int cli_signer_open_token(struct cli_signer *s, const struct ky_sigkey_token *tok, const char *pin,
+                          char why[CLI_TOKEN_WHY_MAX]) KY_WUR;
+
 #endif

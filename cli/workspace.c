@@ -797,51 +797,6 @@ int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der)
 	return ky_cms_add_signer_ext(der, s->cert, &ext);
 }
 
-/* Opens the token a token sigkey file names, finds its key, and proves with one signature
- * that it is the certificate's key: a wrong token is found before anything is signed. */
-static int cli_signer_open_token(struct cli_signer *s, X509 *cert,
-                                 const struct ky_sigkey_token *tok, const char *subject)
-{
-	int r = KY_ERR_INTERNAL;
-	char prompt[160], why[CLI_TOKEN_WHY_MAX];
-	char *pin = NULL;
-	static const char probe[] = "kyok token key probe";
-	uint8_t md[64];
-	struct ky_buf sig = {0};
-
-	snprintf(prompt, sizeof(prompt), "PIN of token '%s' (signature key of '%s')", tok->label,
-	         s->name);
-	if ((r = cli_password(prompt, false, &pin)) != 0)
-		goto out;
-	if ((r = cli_token_open(tok->module, tok->label, tok->serial, pin, &s->token, why)) != 0) {
-		cli_fail(r, subject, "%s", why);
-		goto out;
-	}
-	if ((r = cli_token_key_attach(s->token, tok->id)) != 0) {
-		cli_fail(r, subject, "%s", cli_token_why(s->token));
-		goto out;
-	}
-	if (EVP_Digest(probe, sizeof(probe) - 1, md, NULL, EVP_sha512(), NULL) != 1) {
-		r = KY_ERR_CRYPTO;
-		cli_fail(r, subject, NULL);
-		goto out;
-	}
-	if ((r = cli_token_sign(s->token, md, sizeof(md), &sig)) != 0) {
-		cli_fail(r, subject, "%s", cli_token_why(s->token));
-		goto out;
-	}
-	if (ky_verify(X509_get0_pubkey(cert), probe, sizeof(probe) - 1, sig.data, sig.len) != 0) {
-		r = KY_ERR_TOKEN_SIGNATURE;
-		cli_fail(r, subject, "token '%s'", tok->label);
-		goto out;
-	}
-	r = 0;
-out:
-	ky_buf_free(&sig);
-	cli_secret_free(pin);
-	return r;
-}
-
 int cli_signers_open(struct cli_signer **signers, size_t *n)
 {
 	int r = KY_ERR_INTERNAL;
@@ -868,7 +823,7 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 	json_array_foreach(selkeys, i, item)
 	{
 		struct cli_signer *s = &out[count];
-		char path[600], subject[128], prompt[128];
+		char path[600], subject[128], prompt[160];
 		X509 *cert = NULL;
 		struct ky_sigkey_token tok;
 		bool in_token = false;
@@ -892,11 +847,22 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 		}
 		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
 		if (in_token) {
+			char why[CLI_TOKEN_WHY_MAX];
+
 			s->cert = cert;
 			cert = NULL; /* transferred */
 			count++;     /* s is freed with the others from here on */
-			if ((r = cli_signer_open_token(s, s->cert, &tok, subject)) != 0)
+			snprintf(prompt, sizeof(prompt),
+			         "PIN of token '%s' (signature key of '%s')", tok.label, s->name);
+			if ((r = cli_password(prompt, false, &password)) != 0)
 				goto out;
+			r = cli_signer_open_token(s, &tok, password, why);
+			cli_secret_free(password);
+			password = NULL;
+			if (r != 0) {
+				cli_fail(r, subject, "%s", why);
+				goto out;
+			}
 			continue;
 		}
 		X509_free(cert);

@@ -190,6 +190,21 @@ expect_eq "unwrap on the other unit: 200" "$status" 200
 expect_eq "... gives back the data key" "$(jq -r .plaintext "$T_DIR/body")" "$DEK"
 IFS=$OLDIFS
 
+# auto-init of a second instance, signed by the same two tokens.
+(
+	export KYOK_INSTANCE="$T_DIR/inst2"
+	expect_ok "instance 2: kyok up" "$KYOK" up
+	expect_ok "instance 2: select units 1,2" "$KYOK" tke cryptounit-add --units 1,2
+	expect_ok "instance 2: auto-init with the two token keys" "$KYOK" tke auto-init \
+		--signature 2 --revocation 1 --sigkeys 1,2 "${PINS[@]}"
+	for n in 1 2; do
+		expect_eq "instance 2, unit $n: admins alice and bob, 2/1, a current master key" \
+			"$(unit_state "$n" | jq -r '[([.admins[].name] | sort | join(",")), .signature_threshold, .revocation_threshold, .current_mk.state] | join(" ")')" \
+			"alice,bob 2 1 VALID"
+	done
+	[ "$T_FAILS" -eq 0 ] || exit 1
+) || fail "auto-init of instance 2 with token keys"
+
 # ---- refusals: nothing reaches a unit ---------------------------------------------------------
 expect_ok "sigkey-add carol (key file)" "$KYOK" tke sigkey-add --name carol \
 	--password-file "$(newpw carol)"
