@@ -190,6 +190,19 @@ expect_eq "unwrap on the other unit: 200" "$status" 200
 expect_eq "... gives back the data key" "$(jq -r .plaintext "$T_DIR/body")" "$DEK"
 IFS=$OLDIFS
 
+# A command bundle signed by both tokens with cmd-sign, checked by openssl, then submitted.
+expect_ok "prepare thresholds 2/1" "$KYOK" tke cryptounit-thrhld-set --signature 2 \
+	--revocation 1 --prepare "$T_DIR/thr.bundle"
+expect_ok "cmd-sign with both tokens" "$KYOK" tke cmd-sign "$T_DIR/thr.bundle" "${PINS[@]}"
+expect_eq "cmd-show lists both signers on both commands" \
+	"$("$KYOK" tke cmd-show "$T_DIR/thr.bundle" --output json | jq -r '[.commands[].signers | length] | join(",")')" \
+	"2,2"
+expect_ok "openssl verifies the token-made signatures of the first block" \
+	openssl cms -verify -noverify -inform PEM -in "$T_DIR/thr.bundle" -out /dev/null
+expect_ok "cmd-submit" "$KYOK" tke cmd-submit "$T_DIR/thr.bundle"
+expect_eq "both units now 2/1" \
+	"$(both_states | jq -r '"\(.signature_threshold)/\(.revocation_threshold)"' | sort -u)" "2/1"
+
 # auto-init of a second instance, signed by the same two tokens.
 (
 	export KYOK_INSTANCE="$T_DIR/inst2"
