@@ -2,26 +2,29 @@
  * line format, docs/formats.md how to check it).
  *
  * Two mutexes. `lock` orders the lines: a line takes the next seq and the hash of the line
- * before under it and is copied to the lines waiting to be written (a copy and a hash, no
- * system call); only then is the request it records answered. `wlock` is held by whoever
- * writes waiting lines to the present file (one pwrite for all of them), and taken before
- * `lock` when both are held. A thread of the audit log writes the waiting lines about every
- * AUDIT_WRITE_PAUSE_US (at once when it was idle), so lines are written in batches off the
- * requests' path; a line that must be on disk before its caller goes on (an intent, an
- * admin command, a checkpoint) is written and synced by its caller. Room on disk is
- * reserved ahead (fallocate) before a line is taken: a full disk refuses the line, never
- * loses it later.
+ * before under it, with its room on disk reserved ahead (fallocate: a full disk refuses the
+ * line, never loses it later), and is copied to the lines waiting to be written. `wlock` is
+ * held by whoever writes waiting lines to the present file (one pwrite for all of them),
+ * and is taken before `lock` when both are held. A line reaches one of three points before
+ * its caller goes on (enum audit_reach): taken (the outcome of a key API request: written
+ * by the log's thread about every AUDIT_WRITE_PAUSE_US, at once after a quiet spell),
+ * written (a key API intent, a seal line: in the file, so that a crash of the process
+ * cannot lose it) or synced (admin commands, unseal: on disk; the sync runs after wlock is
+ * let go, on a duplicate of the descriptor, so that other lines are written meanwhile).
  *
  * Signing is the slow part (an ECDSA P-521 signature takes about a millisecond), so lines
- * are not signed one by one: the same thread writes a checkpoint line, signed by the
+ * are not signed one by one: the log's thread writes a checkpoint line, signed by the
  * identity key, when lines have waited audit_checkpoint_ms or UNITD_AUDIT_CKPT_LINES of them
- * are waiting; one is also written before a file is left and at stop. Through the chain a
- * checkpoint covers every line before it. Checkpoints are fdatasync'd outside `lock`:
- * requests go on while the disk syncs.
+ * are waiting, and syncs it; one is also written before a file is left and at stop. Through
+ * the chain a checkpoint covers every line before it.
+ *
+ * A failed write or sync breaks the log: every later line is refused (so every request,
+ * with audit-unavailable) until the unit is restarted. A sync is never retried: the kernel
+ * reports a failed writeback once, and the next sync would succeed without the lost lines.
  *
  * Why not a shared mapping of the file (as before): on ext4 every page of it written after
  * a writeback faults again, and each writeback shoots down the mapping on every CPU; that
- * cost about 15% of unwrap throughput.
+ * cost 18% of unwrap throughput (docs/performance.md).
  *
  * A file left is cut to its lines. A unit that was killed leaves the reserved zero tail and
  * maybe a line cut short mid-write: the next start cuts both off.
@@ -104,9 +107,17 @@ static int audit_reserve_locked(size_t n)
 
 	if (audit.size + n <= audit.reserved)
 		return 0;
+	/* a chunk, but never past the file's size limit (a line longer than a file excepted) */
 	want = (audit.size + n + AUDIT_CHUNK - 1) / AUDIT_CHUNK * AUDIT_CHUNK;
-	if ((e = posix_fallocate(audit.fd, (off_t)audit.reserved,
-	                         (off_t)(want - audit.reserved))) != 0) {
+	if (want > audit.max)
+		want = audit.max > audit.size + n ? audit.max : audit.size + n;
+	e = posix_fallocate(audit.fd, (off_t)audit.reserved, (off_t)(want - audit.reserved));
+	if (e == ENOSPC && want > audit.size + n) { /* a nearly full disk: this line's room only */
+		want = audit.size + n;
+		e = posix_fallocate(audit.fd, (off_t)audit.reserved,
+		                    (off_t)(want - audit.reserved));
+	}
+	if (e != 0) {
 		unitd_log("error: cannot reserve room in audit log file " AUDIT_NAME_FMT
 		          " in '%s': %s",
 		          audit.fileno, audit.dir, strerror(e));
@@ -193,21 +204,45 @@ static int audit_flush_w(void)
 	return e != 0 ? KY_ERR_AUDIT_UNAVAILABLE : 0;
 }
 
-static int audit_datasync(int fd)
+/* A sync failed: what it was to put on disk may be lost, and a later sync of the same file
+ * may well succeed without it (the kernel reports a failed writeback once). So the log is
+ * broken from here on. */
+static void audit_sync_failed(int e)
 {
-	if (fdatasync(fd) == 0)
-		return 0;
-	unitd_log("error: cannot sync audit log file " AUDIT_NAME_FMT " in '%s': %s", audit.fileno,
-	          audit.dir, strerror(errno));
-	return KY_ERR_AUDIT_UNAVAILABLE;
+	pthread_mutex_lock(&audit.lock);
+	if (!audit.broken)
+		unitd_log("error: cannot sync audit log file " AUDIT_NAME_FMT " in '%s': %s: the "
+		          "unit refuses every request until it is restarted",
+		          audit.fileno, audit.dir, strerror(e));
+	audit.broken = true;
+	audit.pend.len = 0;
+	pthread_mutex_unlock(&audit.lock);
 }
 
-/* Every line taken so far on disk, wlock held (not lock). */
-static int audit_sync_w(void)
+/* Every line taken so far written (wlock held, not lock), then on disk: wlock is let go
+ * before the sync, which runs on a duplicate of the file's descriptor (a new file may begin
+ * meanwhile), so that other lines can be written while the disk syncs. */
+static int audit_sync_unlock_w(void)
 {
-	int r = audit_flush_w();
+	int r = audit_flush_w(), fd = -1, e;
 
-	return r != 0 ? r : audit_datasync(audit.fd);
+	if (r == 0 && (fd = fcntl(audit.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		e = errno;
+		pthread_mutex_unlock(&audit.wlock);
+		audit_sync_failed(e);
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	pthread_mutex_unlock(&audit.wlock);
+	if (r != 0)
+		return r;
+	if (fdatasync(fd) != 0) {
+		e = errno;
+		close(fd);
+		audit_sync_failed(e);
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	}
+	close(fd);
+	return 0;
 }
 
 /* Leaves the present file (both locks held): its lines written, its reserved tail cut off,
@@ -219,10 +254,17 @@ static int audit_file_close_locked(void)
 	if (audit.fd < 0)
 		return 0;
 	(void)audit_flush_both(); /* on failure, the lines written are kept: cut to them */
-	if (ftruncate(audit.fd, (off_t)audit.written) != 0 || fdatasync(audit.fd) != 0) {
+	if (ftruncate(audit.fd, (off_t)audit.written) != 0) {
 		unitd_log("error: cannot cut audit log file " AUDIT_NAME_FMT
-		          " in '%s' to its lines: %s",
+		          " in '%s' to its lines (it keeps zero bytes after them): %s",
 		          audit.fileno, audit.dir, strerror(errno));
+		r = KY_ERR_AUDIT_UNAVAILABLE;
+	} else if (fdatasync(audit.fd) != 0) {
+		if (!audit.broken)
+			unitd_log("error: cannot sync audit log file " AUDIT_NAME_FMT
+			          " in '%s': %s",
+			          audit.fileno, audit.dir, strerror(errno));
+		audit.broken = true;
 		r = KY_ERR_AUDIT_UNAVAILABLE;
 	}
 	if (audit.broken)
@@ -314,6 +356,9 @@ static int audit_checkpoint_locked(void)
 	int r = KY_ERR_INTERNAL;
 	struct ky_audit_line l;
 
+	/* room first: a full disk fails here, before a signature is spent on the line */
+	if ((r = audit_reserve_locked(AUDIT_CLOSE_RESERVE)) != 0)
+		return r;
 	audit_begin_locked(&l, "checkpoint");
 	ky_audit_add_str(&l, "instance", audit.instance);
 	ky_audit_add_str(&l, "unit", audit.unit);
@@ -380,9 +425,18 @@ static int audit_next_file_locked(void)
 	ky_audit_add_str(&l, "unit", audit.unit);
 	ky_audit_add_str(&l, "file", name);
 	ky_audit_add_str(&l, "cert", audit.cert_b64);
-	if ((r = ky_audit_end(&l)) != 0 || (r = audit_append_locked(&l)) != 0) {
-		/* An empty file is skipped (and removed) at the next start. */
+	/* The file line is written at once: a unit killed now leaves a file that begins with
+	 * it, not one of reserved zeros. */
+	if ((r = ky_audit_end(&l)) != 0 || (r = audit_append_locked(&l)) != 0 ||
+	    (r = audit_flush_both()) != 0) {
+		/* No file may begin without its file line: this one goes, and the next line
+		 * tries again (audit_event, no present file). */
 		r = KY_ERR_AUDIT_UNAVAILABLE;
+		close(audit.fd);
+		audit.fd = -1;
+		audit.reserved = 0;
+		audit.fileno--;
+		(void)unlink(path);
 		return r;
 	}
 	return 0;
@@ -419,7 +473,7 @@ static int audit_event(const char *event, const struct ky_audit_line *members,
 	audit_now(t, sizeof(t));
 	ky_audit_body(&body, t, event);
 	ky_audit_add_members(&body, members->s, members->len);
-	if ((r = ky_audit_end(&body)) != 0 || body.len > KY_AUDIT_LINE_MAX - KY_AUDIT_HEAD_MAX)
+	if ((r = ky_audit_end(&body)) != 0)
 		return KY_ERR_TOO_LARGE;
 	pthread_mutex_lock(&audit.lock);
 	for (;;) {
@@ -430,9 +484,19 @@ static int audit_event(const char *event, const struct ky_audit_line *members,
 			reach = AUDIT_TAKEN;
 			goto out;
 		}
+		if (audit.broken) {
+			r = KY_ERR_AUDIT_UNAVAILABLE;
+			goto out;
+		}
 		hl = ky_audit_head(head, audit.seq + 1, audit.hash);
+		if (hl + body.len > KY_AUDIT_LINE_MAX) {
+			r = KY_ERR_TOO_LARGE;
+			goto out;
+		}
 		n = hl + body.len + 1;
-		need_file = !new_file && audit.size + n + AUDIT_CLOSE_RESERVE > audit.max;
+		/* no present file: the last one's successor could not be begun; try again */
+		need_file =
+		    !new_file && (audit.fd < 0 || audit.size + n + AUDIT_CLOSE_RESERVE > audit.max);
 		need_room = audit.pend.len + n > AUDIT_PEND_MAX;
 		if (!need_file && !need_room)
 			break;
@@ -463,8 +527,13 @@ out:
 	if (r == 0 && reach != AUDIT_TAKEN) {
 		if (!wl)
 			pthread_mutex_lock(&audit.wlock);
-		wl = true;
-		r = reach == AUDIT_SYNCED ? audit_sync_w() : audit_flush_w();
+		wl = false; /* let go here */
+		if (reach == AUDIT_SYNCED) {
+			r = audit_sync_unlock_w();
+		} else {
+			r = audit_flush_w();
+			pthread_mutex_unlock(&audit.wlock);
+		}
 	}
 	if (wl)
 		pthread_mutex_unlock(&audit.wlock);
@@ -493,6 +562,7 @@ static void *audit_thread(void *arg)
 {
 	struct timespec now, due;
 	const struct timespec pause = {0, AUDIT_WRITE_PAUSE_US * 1000L};
+	bool backoff = false; /* a checkpoint failed: the next one waits for due */
 
 	(void)arg;
 	clock_gettime(CLOCK_MONOTONIC, &due);
@@ -503,22 +573,30 @@ static void *audit_thread(void *arg)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (audit_ts_reached(&now, &due)) {
 			ckpt = audit.pending > 0;
+			backoff = false;
 			due = now;
 			audit_ts_add_ms(&due, audit.ckpt_ms);
 		}
-		ckpt = (ckpt || audit.pending >= UNITD_AUDIT_CKPT_LINES) && !audit.broken;
+		ckpt = (ckpt || (!backoff && audit.pending >= UNITD_AUDIT_CKPT_LINES)) &&
+		       !audit.broken && audit.fd >= 0;
 		if (!ckpt && (audit.pend.len == 0 || audit.broken)) {
 			audit.writer_idle = true;
 			(void)pthread_cond_timedwait(&audit.cond, &audit.lock, &due);
 			audit.writer_idle = false;
 			continue;
 		}
-		if (ckpt && audit_checkpoint_locked() != 0)
-			ckpt = false; /* logged; tried again next time */
+		if (ckpt && audit_checkpoint_locked() != 0) {
+			ckpt = false; /* logged; tried again at due */
+			backoff = true;
+		}
 		pthread_mutex_unlock(&audit.lock);
 		pthread_mutex_lock(&audit.wlock);
-		(void)(ckpt ? audit_sync_w() : audit_flush_w()); /* failures logged */
-		pthread_mutex_unlock(&audit.wlock);
+		if (ckpt) { /* failures logged, and the log broken */
+			(void)audit_sync_unlock_w();
+		} else {
+			(void)audit_flush_w();
+			pthread_mutex_unlock(&audit.wlock);
+		}
 		nanosleep(&pause, NULL);
 		pthread_mutex_lock(&audit.lock);
 	}
@@ -680,10 +758,7 @@ static int audit_cert_b64(X509 *cert, char **out)
 /* Both locks held. */
 static void audit_release_locked(void)
 {
-	if (audit_file_close_locked() != 0)
-		unitd_log("error: audit log file " AUDIT_NAME_FMT " in '%s' keeps zero bytes "
-		          "after its last line",
-		          audit.fileno, audit.dir);
+	(void)audit_file_close_locked(); /* failures logged */
 	free(audit.dir);
 	audit.dir = NULL;
 	free(audit.cert_b64);

@@ -183,7 +183,7 @@ void unitd_header_timer_request_done(struct unitd_header_timer *ht, struct MHD_C
 struct unitd_store;
 
 enum unitd_audit_phase {
-	UNITD_AUDIT_INTENT, /* about to act: written and fsync'd first */
+	UNITD_AUDIT_INTENT, /* about to act: in the file first (commands: on disk) */
 	UNITD_AUDIT_DONE,   /* the outcome (or the refusal of what never got as far) */
 };
 /* Opens the log, writes the file, start and unseal lines (created: the state was made at

@@ -14,6 +14,9 @@
 #   the disk holding keys.db full (a 2 MiB tmpfs in a private mount namespace): a creation
 #     is refused with storage-full, "no space left" is in the answer, the log names the file
 #     and the system's message; nothing was written; with space again, creation works
+#   the disk holding a unit's audit log full (a 1 MiB tmpfs): requests are refused with
+#     audit-unavailable once the reserved room is used up, no file begins without its file
+#     line, and with space again the unit goes on without a restart; the log verifies
 . "$(dirname "$0")/helpers.sh"
 
 # The disk-full part mounts a small tmpfs: the whole test runs in a mount namespace of its
@@ -246,5 +249,42 @@ expect_eq "disk full: no key row was written" "$(key_rows)" "$before"
 answers "space again: create" 1 201 none $(auth "$W") $(json_body "$(create_json five)") \
 	-X POST /api/v2/keys
 answers "space again: key one is served" 2 200 none $(auth "$W") "/api/v2/keys/$K1"
+
+# ---- the disk holding unit 1's audit log full -----------------------------------------------
+# Files of 64 KiB (their room is reserved whole); the disk filled: lines go on into the room
+# already reserved, then the next file cannot hold its first line: the unit refuses, and
+# starts no file without its file line; with space again, it goes on without a restart and
+# the log verifies across.
+"$KYOK" down >/dev/null 2>&1
+AU="$A/unit-1/data/audit"
+mv "$AU" "$AU.old"
+mkdir -m 700 "$AU"
+mount -t tmpfs -o size=1m,mode=0700 kyok-audit "$AU"
+trap 'rc=$?; umount "$AU" 2>/dev/null || true; umount "$T_DIR/small" 2>/dev/null || true; (exit $rc); cleanup' EXIT
+cp -a "$AU.old"/. "$AU"/
+printf 'audit_max_bytes = 65536\n' >>"$A/unit-1/unit.conf"
+expect_ok "kyok up with unit 1's audit log on a 1 MiB file system" "$KYOK" up
+answers "control: unwrap on unit 1" 1 200 none $(auth "$W") $UNWRAP \
+	-X POST "/api/v2/keys/$K2/actions/unwrap"
+dd if=/dev/zero of="$AU/filler" bs=4k 2>/dev/null || true
+files_before=$(ls "$AU"/audit-*.jsonl | wc -l)
+for i in $(seq 1 600); do # about 180 lines fill the file's room, then it must be refused
+	call 1 $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K2/actions/unwrap"
+	[ "$status" = 200 ] || break
+done
+expect_eq "audit disk full: unwrap refused 503 AUDIT_UNAVAILABLE_ERR (after $i)" \
+	"$status $(kp_code)" "503 AUDIT_UNAVAILABLE_ERR"
+log_has 1 "the log says the room cannot be reserved" \
+	"cannot reserve room in audit log file audit-[0-9]+\.jsonl in '$AU': No space left on device"
+answers "still full: refused again" 1 503 AUDIT_UNAVAILABLE_ERR $(auth "$W") $UNWRAP \
+	-X POST "/api/v2/keys/$K2/actions/unwrap"
+expect_eq "no file was begun without its file line" "$(ls "$AU"/audit-*.jsonl | wc -l)" \
+	"$files_before"
+rm -f "$AU/filler"
+answers "space again: unwrap on unit 1, no restart" 1 200 none $(auth "$W") $UNWRAP \
+	-X POST "/api/v2/keys/$K2/actions/unwrap"
+newest=$(ls "$AU"/audit-*.jsonl | tail -n 1)
+expect_eq "the new file begins with its file line" "$(head -n 1 "$newest" | jq -r .event)" file
 "$KYOK" down >/dev/null 2>&1 || true
+expect_ok "the audit log verifies across the outage" "$KYOK" audit verify
 finish
