@@ -100,8 +100,9 @@ int tke_sigkeys_main(int argc, char **argv)
 /* ---- sigkey-add ---- */
 
 static const char sigkey_add_usage[] =
-    "usage: kyok tke sigkey-add [--name NAME] [--token-module PATH --token-label LABEL]\n"
-    "                           [options]\n"
+    "usage: kyok tke sigkey-add [--name NAME]\n"
+    "                           [--token-module PATH --token-label LABEL\n"
+    "                            [--token-curve P-521|P-384]] [options]\n"
     "\n"
     "Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
     "certificate, in a file protected by a password (asked twice; at least 8\n"
@@ -115,6 +116,7 @@ static const char sigkey_add_usage[] =
     "  --name NAME             administrator name: 1 to 30 printable characters\n"
     "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
     "  --token-label LABEL     the token's label\n"
+    "  --token-curve CURVE     P-521 (default), or P-384 for a token without P-521\n"
     "\n" CLI_COMMON_HELP;
 
 static bool sigkeys_name_ok(const char *s)
@@ -148,7 +150,7 @@ static void sigkeys_sanitise(const char *name, char *out, size_t n)
 /* The key generated in the token, its certificate and the file naming both. The key pair
  * is destroyed again when the file cannot be written: no key without its file. */
 static int sigkeys_add_token(const char *path, const char *name, const char *module,
-                             const char *label, char *serial, size_t serial_len)
+                             const char *label, int bits, char *serial, size_t serial_len)
 {
 	int r = KY_ERR_INTERNAL;
 	char prompt[128], why[CLI_TOKEN_WHY_MAX], subject[96];
@@ -166,7 +168,7 @@ static int sigkeys_add_token(const char *path, const char *name, const char *mod
 		cli_fail(r, subject, "%s", why);
 		goto out;
 	}
-	if ((r = cli_token_ec_generate(t, name, tok.id, &pub)) != 0) {
+	if ((r = cli_token_ec_generate(t, name, bits, tok.id, &pub)) != 0) {
 		cli_fail(r, subject, "%s", cli_token_why(t));
 		goto out;
 	}
@@ -193,10 +195,12 @@ int tke_sigkey_add_main(int argc, char **argv)
 	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
 	                                     {"token-module", required_argument, NULL, 'm'},
 	                                     {"token-label", required_argument, NULL, 'l'},
+	                                     {"token-curve", required_argument, NULL, 'c'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c;
-	const char *name = NULL, *module = NULL, *label = NULL;
+	const char *name = NULL, *module = NULL, *label = NULL, *curve = NULL;
+	int bits = 521;
 	char serial[KY_TOKEN_SERIAL_MAX + 1] = "";
 	char *asked = NULL, *password = NULL;
 	char file[64], path[700], prompt[128], rnd_hex[9], subject[64];
@@ -215,6 +219,8 @@ int tke_sigkey_add_main(int argc, char **argv)
 			module = optarg;
 		else if (c == 'l')
 			label = optarg;
+		else if (c == 'c')
+			curve = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
 	}
@@ -226,6 +232,19 @@ int tke_sigkey_add_main(int argc, char **argv)
 		         "a key in a token needs both --token-module and --token-label");
 		return ky_err_exit(r);
 	}
+	if (curve != NULL && module == NULL) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-curve",
+		         "only a key in a token (--token-module) takes a curve");
+		return ky_err_exit(r);
+	}
+	if (curve != NULL && strcmp(curve, "P-521") != 0 && strcmp(curve, "P-384") != 0) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-curve", "'%.20s' is not P-521 or P-384", curve);
+		return ky_err_exit(r);
+	}
+	if (curve != NULL && strcmp(curve, "P-384") == 0)
+		bits = 384;
 	if (module != NULL && (module[0] != '/' || strlen(module) > KY_TOKEN_MODULE_MAX)) {
 		r = KY_ERR_USAGE;
 		cli_fail(r, "--token-module", "'%.80s' is not an absolute path of at most %d bytes",
@@ -271,7 +290,8 @@ int tke_sigkey_add_main(int argc, char **argv)
 	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
 	snprintf(path, sizeof(path), "%s/sigkeys/%s-%s.sigkey", cli_workspace(), file, rnd_hex);
 	if (module != NULL) {
-		if ((r = sigkeys_add_token(path, name, module, label, serial, sizeof(serial))) != 0)
+		if ((r = sigkeys_add_token(path, name, module, label, bits, serial,
+		                           sizeof(serial))) != 0)
 			goto out;
 	} else {
 		snprintf(prompt, sizeof(prompt), "password for the new signature key of '%s'",

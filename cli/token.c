@@ -18,6 +18,7 @@
 #include "kyok/err.h"
 
 #define TOKEN_P521_BYTES  66
+#define TOKEN_P384_BYTES  48
 #define TOKEN_MAX_MODULES 8
 
 /* A module is initialised once per process however many tokens of it are open (two
@@ -334,9 +335,12 @@ static int token_key_check(struct cli_token *t, CK_OBJECT_HANDLE obj)
 	return 0;
 }
 
-/* CKA_EC_POINT (a DER OCTET STRING, or the raw point from some tokens) as a P-521 key. */
-static int token_ec_pub(struct cli_token *t, CK_OBJECT_HANDLE obj, EVP_PKEY **out)
+/* CKA_EC_POINT (a DER OCTET STRING, or the raw point from some tokens) as a key on the
+ * curve of bits (521 or 384). */
+static int token_ec_pub(struct cli_token *t, CK_OBJECT_HANDLE obj, int bits, EVP_PKEY **out)
 {
+	const size_t field = bits == 521 ? TOKEN_P521_BYTES : TOKEN_P384_BYTES;
+	const char *group = bits == 521 ? "secp521r1" : "secp384r1";
 	int r = KY_ERR_TOKEN_DEVICE;
 	uint8_t buf[256];
 	CK_ATTRIBUTE a = {CKA_EC_POINT, buf, sizeof(buf)};
@@ -362,15 +366,15 @@ static int token_ec_pub(struct cli_token *t, CK_OBJECT_HANDLE obj, EVP_PKEY **ou
 		pt = buf;
 		ptlen = a.ulValueLen;
 	}
-	if (ptlen != 1 + 2 * TOKEN_P521_BYTES || pt[0] != 0x04) {
+	if (ptlen != 1 + 2 * field || pt[0] != 0x04) {
 		r = token_fail(t->why, KY_ERR_TOKEN_MECHANISM,
-		               "token '%s': the public key is not an uncompressed P-521 point",
-		               t->label);
+		               "token '%s': the public key is not an uncompressed P-%d point",
+		               t->label, bits);
 		goto out;
 	}
 	r = KY_ERR_CRYPTO;
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
-	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "secp521r1", 0) != 1 ||
+	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
 	    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen) != 1 ||
 	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
 		goto out;
@@ -378,7 +382,7 @@ static int token_ec_pub(struct cli_token *t, CK_OBJECT_HANDLE obj, EVP_PKEY **ou
 	    EVP_PKEY_fromdata_init(ctx) != 1 ||
 	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
 		r = token_fail(t->why, KY_ERR_TOKEN_MECHANISM,
-		               "token '%s': the public key is not a point of P-521", t->label);
+		               "token '%s': the public key is not a point of P-%d", t->label, bits);
 		goto out;
 	}
 	r = 0;
@@ -391,7 +395,7 @@ out:
 	return r;
 }
 
-static int token_mechanism(struct cli_token *t, CK_MECHANISM_TYPE mech, const char *name)
+static int token_mechanism(struct cli_token *t, CK_MECHANISM_TYPE mech, const char *name, int bits)
 {
 	CK_SESSION_INFO si;
 	CK_MECHANISM_INFO mi;
@@ -401,23 +405,26 @@ static int token_mechanism(struct cli_token *t, CK_MECHANISM_TYPE mech, const ch
 		return token_fail(t->why, KY_ERR_TOKEN_DEVICE, "token '%s': %s", t->label,
 		                  token_rv(rv));
 	rv = t->m->f->C_GetMechanismInfo(si.slotID, mech, &mi);
-	if (rv != CKR_OK || mi.ulMaxKeySize < 521 || mi.ulMinKeySize > 521)
+	if (rv != CKR_OK || mi.ulMaxKeySize < (CK_ULONG)bits || mi.ulMinKeySize > (CK_ULONG)bits)
 		return token_fail(t->why, KY_ERR_TOKEN_MECHANISM,
-		                  "token '%s' offers no %s for P-521 keys", t->label, name);
+		                  "token '%s' offers no %s for P-%d keys", t->label, name, bits);
 	return 0;
 }
 
-int cli_token_ec_generate(struct cli_token *t, const char *label, uint8_t id[KY_TOKEN_ID_LEN],
-                          EVP_PKEY **pub)
+int cli_token_ec_generate(struct cli_token *t, const char *label, int bits,
+                          uint8_t id[KY_TOKEN_ID_LEN], EVP_PKEY **pub)
 {
 	int r = KY_ERR_INTERNAL;
-	/* secp521r1 as the DER OBJECT IDENTIFIER CKA_EC_PARAMS takes. */
+	/* secp521r1 and secp384r1 as the DER OBJECT IDENTIFIER CKA_EC_PARAMS takes. */
 	static const uint8_t p521_oid[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+	static const uint8_t p384_oid[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+	const uint8_t *oid = bits == 521 ? p521_oid : p384_oid;
+	const CK_ULONG oidlen = bits == 521 ? sizeof(p521_oid) : sizeof(p384_oid);
 	CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_ATTRIBUTE pubt[] = {
 	    {CKA_TOKEN, &yes, sizeof(yes)},  {CKA_PRIVATE, &no, sizeof(no)},
-	    {CKA_VERIFY, &yes, sizeof(yes)}, {CKA_EC_PARAMS, (void *)p521_oid, sizeof(p521_oid)},
+	    {CKA_VERIFY, &yes, sizeof(yes)}, {CKA_EC_PARAMS, (void *)oid, oidlen},
 	    {CKA_ID, id, KY_TOKEN_ID_LEN},   {CKA_LABEL, (void *)label, strlen(label)},
 	};
 	CK_ATTRIBUTE privt[] = {
@@ -433,8 +440,10 @@ int cli_token_ec_generate(struct cli_token *t, const char *label, uint8_t id[KY_
 	};
 	CK_RV rv;
 
-	if ((r = token_mechanism(t, CKM_EC_KEY_PAIR_GEN, "EC key pair generation")) != 0 ||
-	    (r = token_mechanism(t, CKM_ECDSA, "ECDSA")) != 0)
+	if (bits != 521 && bits != 384)
+		return token_fail(t->why, KY_ERR_USAGE, "P-%d is not a curve of kyok", bits);
+	if ((r = token_mechanism(t, CKM_EC_KEY_PAIR_GEN, "EC key pair generation", bits)) != 0 ||
+	    (r = token_mechanism(t, CKM_ECDSA, "ECDSA", bits)) != 0)
 		goto out;
 	if ((r = ky_random(id, KY_TOKEN_ID_LEN)) != 0)
 		goto out;
@@ -447,14 +456,14 @@ int cli_token_ec_generate(struct cli_token *t, const char *label, uint8_t id[KY_
 		                       rv == CKR_TEMPLATE_INCONSISTENT
 		                   ? KY_ERR_TOKEN_MECHANISM
 		                   : KY_ERR_TOKEN_DEVICE,
-		               "token '%s': cannot generate a P-521 key pair: %s", t->label,
+		               "token '%s': cannot generate a P-%d key pair: %s", t->label, bits,
 		               token_rv(rv));
 		goto out;
 	}
 	/* What the token made, not what was asked for, decides. */
 	if ((r = token_key_check(t, t->priv)) != 0)
 		goto out;
-	if ((r = token_ec_pub(t, t->pub, pub)) != 0)
+	if ((r = token_ec_pub(t, t->pub, bits, pub)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -508,6 +517,7 @@ int cli_token_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *si
 	struct cli_token *t = arg;
 	CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
 	uint8_t raw[2 * TOKEN_P521_BYTES];
+	size_t half;
 	CK_ULONG rawlen = sizeof(raw);
 	ECDSA_SIG *es = NULL;
 	BIGNUM *br = NULL, *bs = NULL;
@@ -523,16 +533,18 @@ int cli_token_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *si
 		               token_rv(rv));
 		goto out;
 	}
-	if (rawlen != sizeof(raw)) {
+	/* r || s of a P-521 or a P-384 key; which key it was, the caller's check against the
+	 * certificate tells. */
+	if (rawlen != 2 * TOKEN_P521_BYTES && rawlen != 2 * TOKEN_P384_BYTES) {
 		r = token_fail(t->why, KY_ERR_TOKEN_MECHANISM,
-		               "token '%s': a %lu-byte signature is not a P-521 one", t->label,
-		               (unsigned long)rawlen);
+		               "token '%s': a %lu-byte signature is not a P-521 or P-384 one",
+		               t->label, (unsigned long)rawlen);
 		goto out;
 	}
+	half = rawlen / 2;
 	r = KY_ERR_CRYPTO;
-	if ((es = ECDSA_SIG_new()) == NULL ||
-	    (br = BN_bin2bn(raw, TOKEN_P521_BYTES, NULL)) == NULL ||
-	    (bs = BN_bin2bn(raw + TOKEN_P521_BYTES, TOKEN_P521_BYTES, NULL)) == NULL)
+	if ((es = ECDSA_SIG_new()) == NULL || (br = BN_bin2bn(raw, (int)half, NULL)) == NULL ||
+	    (bs = BN_bin2bn(raw + half, (int)half, NULL)) == NULL)
 		goto out;
 	if (ECDSA_SIG_set0(es, br, bs) != 1)
 		goto out;

@@ -27,11 +27,11 @@ void cli_token_free(struct cli_token *t);
 const char *cli_token_why(const struct cli_token *t);
 /* The token's serial number, trailing blanks removed. */
 const char *cli_token_serial(const struct cli_token *t);
-/* Generates an ECDSA P-521 key pair in the token under a new random CKA_ID (private key:
- * sensitive, not extractable, sign only), checks what the token made, and attaches it.
- * KY_ERR_TOKEN_MECHANISM when the token cannot. */
-int cli_token_ec_generate(struct cli_token *t, const char *label, uint8_t id[KY_TOKEN_ID_LEN],
-                          EVP_PKEY **pub) KY_WUR;
+/* Generates an ECDSA key pair on P-521 (bits 521) or P-384 (bits 384) in the token under
+ * a new random CKA_ID (private key: sensitive, not extractable, sign only), checks what the
+ * token made, and attaches it. KY_ERR_TOKEN_MECHANISM when the token cannot. */
+int cli_token_ec_generate(struct cli_token *t, const char *label, int bits,
+                          uint8_t id[KY_TOKEN_ID_LEN], EVP_PKEY **pub) KY_WUR;
 /* Destroys the key pair cli_token_ec_generate made (when a later step fails). */
 void cli_token_ec_destroy(struct cli_token *t);
 /* Finds the private key with CKA_ID id and checks it: an EC key, sensitive, not extractable,

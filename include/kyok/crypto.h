@@ -43,7 +43,10 @@ int ky_vp(const uint8_t key[KY_MK_LEN], uint8_t vp[KY_VP_LEN]) KY_WUR;
 int ky_ec_generate(EVP_PKEY **out) KY_WUR; /* P-521 */
 /* True when pk is an EC key on P-521: the one curve of kyok's keys and certificates. */
 bool ky_pkey_is_p521(const EVP_PKEY *pk);
-/* SKI = SHA-256 of the uncompressed EC point of pk. */
+/* True when pk is on a curve units accept for administrator keys: P-521, or P-384 for
+ * tokens that have no P-521 (a YubiKey's PIV application). */
+bool ky_pkey_is_admin_curve(const EVP_PKEY *pk);
+/* SKI = SHA-256 of the uncompressed EC point of pk (P-521, or P-384: an admin key). */
 int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN]) KY_WUR;
 /* SKI extension of cert (KY_ERR_BAD_CERT when missing or not 32 bytes). */
 int ky_cert_ski(const X509 *cert, uint8_t ski[KY_SKI_LEN]) KY_WUR;
@@ -69,7 +72,7 @@ int ky_cert_anchor_self_signed(EVP_PKEY *key, const char *cn, const char *ou, in
  * unit's importer key), digitalSignature + keyCertSign. */
 int ky_cert_issue_identity(EVP_PKEY *subject_pub, const char *cn, const char *ou, X509 *anchor,
                            EVP_PKEY *anchor_key, int days, X509 **out) KY_WUR;
-/* Checks an admin certificate: P-521 key, self-signature valid, SKI extension equal to
+/* Checks an admin certificate: P-521 or P-384 key, self-signature valid, SKI extension equal to
  * ky_ski of the key, CN 1..30 printable chars. KY_ERR_BAD_CERT or KY_ERR_ADMIN_NAME. */
 int ky_admin_cert_check(X509 *cert) KY_WUR;
 /* Checks that cert's signature verifies under issuer_pub. */

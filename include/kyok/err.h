@@ -126,8 +126,8 @@
 	X(ADMIN_NOT_FOUND, "admin-not-found", KY_EXIT_STATE, 404,                                  \
 	  "no such administrator installed")                                                       \
 	X(BAD_CERT, "bad-admin-certificate", KY_EXIT_INPUT, 400,                                   \
-	  "administrator certificate invalid: must be a self-signed P-521 certificate with a "     \
-	  "subject key identifier")                                                                \
+	  "administrator certificate invalid: must be a self-signed P-521 (or P-384) certificate " \
+	  "with a subject key identifier")                                                         \
 	X(IMPRINT_MODE, "imprint-mode", KY_EXIT_STATE, 409,                                        \
 	  "not allowed in imprint mode: set thresholds first (cryptounit-thrhld-set)")             \
 	X(NOT_IMPRINT_MODE, "not-imprint-mode", KY_EXIT_STATE, 409,                                \

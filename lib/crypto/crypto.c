@@ -107,19 +107,35 @@ int ky_ec_generate(EVP_PKEY **out)
 	return 0;
 }
 
+/* The curve of an EC key as OpenSSL names it; "" for anything else. */
+static void pkey_group(const EVP_PKEY *pk, char group[64])
+{
+	size_t len = 0;
+
+	group[0] = '\0';
+	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
+		return;
+	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, 64, &len) != 1) {
+		ERR_clear_error();
+		group[0] = '\0';
+	}
+}
+
 bool ky_pkey_is_p521(const EVP_PKEY *pk)
 {
 	char group[64];
-	size_t len = 0;
 
-	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
-		return false;
-	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &len) != 1) {
-		ERR_clear_error();
-		return false;
-	}
+	pkey_group(pk, group);
 	return strcmp(group, "P-521") == 0 || strcmp(group, "secp521r1") == 0;
+}
+
+bool ky_pkey_is_admin_curve(const EVP_PKEY *pk)
+{
+	char group[64];
+
+	pkey_group(pk, group);
+	return ky_pkey_is_p521(pk) || strcmp(group, "P-384") == 0 ||
+	       strcmp(group, "secp384r1") == 0;
 }
 
 int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
@@ -129,8 +145,10 @@ int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
 	 * rebuilt from its coordinates so that a key read in compressed form hashes the same. */
 	uint8_t point[1 + 2 * EC_FIELD_BYTES];
 	BIGNUM *x = NULL, *y = NULL;
+	/* P-521, or P-384 for administrators whose token has no P-521 (48-byte coordinates). */
+	int field = ky_pkey_is_p521(pk) ? EC_FIELD_BYTES : ky_pkey_is_admin_curve(pk) ? 48 : 0;
 
-	if (!ky_pkey_is_p521(pk)) {
+	if (field == 0) {
 		r = KY_ERR_BAD_CERT;
 		goto out;
 	}
@@ -138,10 +156,10 @@ int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
 	    EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1)
 		goto out;
 	point[0] = 0x04;
-	if (BN_bn2binpad(x, point + 1, EC_FIELD_BYTES) != EC_FIELD_BYTES ||
-	    BN_bn2binpad(y, point + 1 + EC_FIELD_BYTES, EC_FIELD_BYTES) != EC_FIELD_BYTES)
+	if (BN_bn2binpad(x, point + 1, field) != field ||
+	    BN_bn2binpad(y, point + 1 + field, field) != field)
 		goto out;
-	if (EVP_Digest(point, sizeof(point), ski, NULL, EVP_sha256(), NULL) != 1)
+	if (EVP_Digest(point, 1 + 2 * (size_t)field, ski, NULL, EVP_sha256(), NULL) != 1)
 		goto out;
 	r = 0;
 out:
@@ -445,7 +463,7 @@ int ky_admin_cert_check(X509 *cert)
 	size_t len;
 	EVP_PKEY *pk = X509_get0_pubkey(cert);
 
-	if (pk == NULL || !ky_pkey_is_p521(pk))
+	if (pk == NULL || !ky_pkey_is_admin_curve(pk))
 		goto out;
 	if (X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)) != 0 ||
 	    X509_verify(cert, pk) != 1)

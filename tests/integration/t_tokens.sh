@@ -218,12 +218,34 @@ expect_eq "both units now 2/1" \
 	[ "$T_FAILS" -eq 0 ] || exit 1
 ) || fail "auto-init of instance 2 with token keys"
 
+# ---- a P-384 key, for tokens without P-521 ----------------------------------------------------
+mk_token percy
+expect_ok "sigkey-add percy with a P-384 key in token kyok-percy" "$KYOK" tke sigkey-add \
+	--name percy --token-module "$MODULE" --token-label kyok-percy --token-curve P-384 \
+	--password-file "$T_DIR/pw/pin-percy"
+expect_eq "... the certificate's key is P-384" \
+	"$(openssl x509 -in "$(sigkey_file percy)" -noout -text | grep -c 'NIST CURVE: P-384')" 1
+run_rc "$KYOK" tke sigkey-add --name paula --token-module "$MODULE" --token-label kyok-percy \
+	--token-curve P-256
+expect_eq "sigkey-add --token-curve P-256: exit 2" "$rc" 2
+expect_match "... names the curves there are" "'P-256' is not P-521 or P-384" "$out"
+expect_ok "admin-add percy (P-384), signed by alice and bob" "$KYOK" tke cryptounit-admin-add \
+	--sigkey 3 "${PINS[@]}"
+expect_ok "select alice, percy" "$KYOK" tke sigkey-sel --sigkeys 1,3
+expect_ok "thresholds 2/2, signed by alice (P-521) and percy (P-384)" "$KYOK" tke \
+	cryptounit-thrhld-set --signature 2 --revocation 2 --password-file "$T_DIR/pw/pin-alice" \
+	--password-file "$T_DIR/pw/pin-percy"
+expect_eq "both units 2/2 again, three administrators" \
+	"$(both_states | jq -r '"\(.signature_threshold)/\(.revocation_threshold) \(.admins | length)"' | sort -u)" \
+	"2/2 3"
+expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
+
 # ---- refusals: nothing reaches a unit ---------------------------------------------------------
 expect_ok "sigkey-add carol (key file)" "$KYOK" tke sigkey-add --name carol \
 	--password-file "$(newpw carol)"
 expect_refused_cli "admin-add with bob's PIN wrong" \
 	"signature key 'bob': wrong token PIN.*token 'kyok-bob'" 3 \
-	"$KYOK" tke cryptounit-admin-add --sigkey 3 --password-file "$T_DIR/pw/pin-alice" \
+	"$KYOK" tke cryptounit-admin-add --sigkey 4 --password-file "$T_DIR/pw/pin-alice" \
 	--password-file "$wrong"
 
 mv "$T_DIR/hsm/softhsm2.conf" "$T_DIR/hsm/softhsm2.conf.real"
@@ -232,7 +254,7 @@ printf 'directories.tokendir = %s/hsm/empty\nobjectstore.backend = file\nlog.lev
 mkdir -p "$T_DIR/hsm/empty"
 expect_refused_cli "admin-add with alice's token missing" \
 	"signature key 'alice': no token with that label is present.*no token labelled 'kyok-alice'" 3 \
-	"$KYOK" tke cryptounit-admin-add --sigkey 3 "${PINS[@]}"
+	"$KYOK" tke cryptounit-admin-add --sigkey 4 "${PINS[@]}"
 mv "$T_DIR/hsm/softhsm2.conf.real" "$T_DIR/hsm/softhsm2.conf"
 
 # bob's key replaced in his token by one made outside it and imported under the same id: it
@@ -246,6 +268,6 @@ expect_match "the imported key is in bob's token, not local" "Private Key Object
 	"$(p11 bob --list-objects --type privkey)"
 expect_refused_cli "admin-add with an imported (once extractable) key in bob's token" \
 	"signature key 'bob': the private key in the token can be, or once could be, read out" 4 \
-	"$KYOK" tke cryptounit-admin-add --sigkey 3 "${PINS[@]}"
+	"$KYOK" tke cryptounit-admin-add --sigkey 4 "${PINS[@]}"
 expect_match "... names the attribute" "CKA_(ALWAYS_SENSITIVE|NEVER_EXTRACTABLE|LOCAL) is false|not sensitive or is extractable" "$out"
 finish

@@ -1757,6 +1757,45 @@ static void test_anchor_chain(void **state)
 	X509_free(self_id);
 }
 
+/* The curves of administrator keys: P-521 and P-384 (tokens without P-521), nothing else;
+ * a P-384 administrator's signed command verifies as a unit verifies it. */
+static void test_admin_curves(void **state)
+{
+	EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+	EVP_PKEY *p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *c384 = NULL, *c256 = NULL;
+	struct ky_buf der = {0};
+	struct ky_cms_signed *sd = NULL;
+
+	(void)state;
+	assert_non_null(p384);
+	assert_non_null(p256);
+	assert_true(ky_pkey_is_admin_curve(alice_key));
+	assert_true(ky_pkey_is_admin_curve(p384));
+	assert_false(ky_pkey_is_admin_curve(p256));
+	assert_false(ky_pkey_is_p521(p384));
+	assert_int_equal(ky_cert_self_signed(p384, "percy", "kyok administration", 30, &c384), 0);
+	assert_int_equal(ky_admin_cert_check(c384), 0);
+	/* kyok makes no certificate for a P-256 key (its SKI is not defined); an OpenSSL-made
+	 * one is refused by test_admin_cert_refusals and by units in t_refusals. */
+	assert_int_equal(ky_cert_self_signed(p256, "paula", "kyok administration", 30, &c256),
+	                 KY_ERR_BAD_CERT);
+	assert_null(c256);
+
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_cms_add_signer(&der, c384, p384), 0);
+	assert_int_equal(ky_cms_signed_parse(der.data, der.len, &sd), 0);
+	assert_int_equal(ky_cms_signed_verify(sd, 0, X509_get0_pubkey(c384)), 0);
+	assert_int_equal(ky_cms_signed_verify(sd, 0, X509_get0_pubkey(alice_cert)),
+	                 KY_ERR_BAD_SIGNATURE);
+	ky_cms_signed_free(sd);
+	ky_buf_free(&der);
+	X509_free(c384);
+	X509_free(c256);
+	EVP_PKEY_free(p384);
+	EVP_PKEY_free(p256);
+}
+
 /* ---- external signers (keys in tokens), played by a software key ---- */
 
 /* struct ky_ext_signer's sign with arg an EVP_PKEY: a DER ECDSA signature over the digest. */
@@ -1944,6 +1983,7 @@ int main(void)
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
+	    cmocka_unit_test(test_admin_curves),
 	    cmocka_unit_test(test_ext_signer_cert),
 	    cmocka_unit_test(test_ext_signer_cms),
 	    cmocka_unit_test(test_sigkey_token_files),
