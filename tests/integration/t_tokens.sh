@@ -174,6 +174,7 @@ expect_eq "current VP = SHA-256(0x01 || part1 ^ part2), as the units report it" 
 # An API key, signed through the tokens, then wrap and unwrap with it.
 expect_ok "apikey-create Writer, signed by both tokens" "$KYOK" tke apikey-create \
 	--name tok-writer --role Writer "${PINS[@]}"
+# shellcheck disable=SC2034 # KT is read by helpers.sh's create_json
 KT="application/vnd.ibm.kms.key+json"
 OLDIFS=$IFS
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -182,9 +183,12 @@ AT=$(token_of "$KYOK_TKE_FILES/apikeys/tok-writer.apikey")
 W=$AT
 K=$(mkkey tok-root)
 DEK=$(head -c 32 /dev/urandom | base64 -w0)
+# shellcheck disable=SC2046 # one argument a line (IFS)
 call 1 $(auth "$AT") $(json_body "{\"plaintext\":\"$DEK\"}") -X POST "/api/v2/keys/$K/actions/wrap"
+# shellcheck disable=SC2154 # call sets status
 expect_eq "wrap with the root key: 200" "$status" 200
 CT=$(jq -r .ciphertext "$T_DIR/body")
+# shellcheck disable=SC2046
 call 2 $(auth "$AT") $(json_body "{\"ciphertext\":\"$CT\"}") -X POST "/api/v2/keys/$K/actions/unwrap"
 expect_eq "unwrap on the other unit: 200" "$status" 200
 expect_eq "... gives back the data key" "$(jq -r .plaintext "$T_DIR/body")" "$DEK"
