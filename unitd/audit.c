@@ -74,6 +74,7 @@ struct audit_buf {
 static struct {
 	pthread_mutex_t lock;  /* the chain and the lines waiting */
 	pthread_mutex_t wlock; /* writing to the present file; taken before lock */
+	pthread_mutex_t slock; /* one sync at a time (a failure is reported once); no lock held */
 	pthread_cond_t cond;   /* wakes the writer thread */
 	pthread_t thread;
 	bool open, thread_running, stop, broken, writer_idle;
@@ -96,7 +97,10 @@ static struct {
 	char *cert_b64;
 	char instance[KY_ID_MAX + 1];
 	char unit[KY_ID_MAX + 1];
-} audit = {.lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+} audit = {.lock = PTHREAD_MUTEX_INITIALIZER,
+           .wlock = PTHREAD_MUTEX_INITIALIZER,
+           .slock = PTHREAD_MUTEX_INITIALIZER,
+           .fd = -1};
 
 /* Room for n more bytes in the present file: reserved on disk first, so that a full disk is
  * an error here, before the line is taken, and never when it is written. */
@@ -221,28 +225,37 @@ static void audit_sync_failed(int e)
 
 /* Every line taken so far written (wlock held, not lock), then on disk: wlock is let go
  * before the sync, which runs on a duplicate of the file's descriptor (a new file may begin
- * meanwhile), so that other lines can be written while the disk syncs. */
+ * meanwhile), so that other lines are written while the disk syncs. Syncs take slock: a
+ * failed write-back is reported to one sync only, so two at once could tell one of them
+ * all is well; and after a sync that succeeded the log is checked again (a file closed
+ * meanwhile may have had the failure reported to it, and broken the log). */
 static int audit_sync_unlock_w(void)
 {
-	int r = audit_flush_w(), fd = -1, e;
+	int r = audit_flush_w(), fd = -1, e = 0;
 
-	if (r == 0 && (fd = fcntl(audit.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-		e = errno;
+	if (r != 0 || audit.fd < 0) {
+		/* no present file: the last one was synced when it was left */
 		pthread_mutex_unlock(&audit.wlock);
-		audit_sync_failed(e);
-		return KY_ERR_AUDIT_UNAVAILABLE;
-	}
-	pthread_mutex_unlock(&audit.wlock);
-	if (r != 0)
 		return r;
-	if (fdatasync(fd) != 0) {
-		e = errno;
-		close(fd);
-		audit_sync_failed(e);
-		return KY_ERR_AUDIT_UNAVAILABLE;
 	}
-	close(fd);
-	return 0;
+	if ((fd = fcntl(audit.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		/* no descriptor to spare (a burst of connections): sync holding wlock */
+		pthread_mutex_lock(&audit.slock);
+		e = fdatasync(audit.fd) != 0 ? errno : 0;
+		pthread_mutex_unlock(&audit.wlock);
+	} else {
+		pthread_mutex_unlock(&audit.wlock);
+		pthread_mutex_lock(&audit.slock);
+		e = fdatasync(fd) != 0 ? errno : 0;
+		close(fd);
+	}
+	if (e != 0)
+		audit_sync_failed(e);
+	pthread_mutex_lock(&audit.lock);
+	r = audit.broken ? KY_ERR_AUDIT_UNAVAILABLE : 0;
+	pthread_mutex_unlock(&audit.lock);
+	pthread_mutex_unlock(&audit.slock);
+	return r;
 }
 
 /* Leaves the present file (both locks held): its lines written, its reserved tail cut off,
@@ -298,7 +311,7 @@ static void audit_now(char *out, size_t outlen)
 /* Takes one line, given as its head and body (kyok/audit.h; head NULL: body is the whole
  * line): chained, room reserved, copied to the lines waiting (the caller made sure they
  * have room for it: at most AUDIT_PEND_MAX). */
-static int audit_take_locked(const char *head, size_t hl, const char *body, size_t bl)
+static int audit_take_locked(const char *head, size_t hl, const char *body, size_t bl, size_t extra)
 {
 	size_t n = hl + bl + 1;
 	char *line;
@@ -306,7 +319,7 @@ static int audit_take_locked(const char *head, size_t hl, const char *body, size
 
 	if (audit.broken || audit.fd < 0)
 		return KY_ERR_AUDIT_UNAVAILABLE;
-	if ((r = audit_reserve_locked(n)) != 0)
+	if ((r = audit_reserve_locked(n + extra)) != 0)
 		return r;
 	if (audit.pend.len + n > audit.pend.cap) {
 		size_t cap = audit.pend.cap ? audit.pend.cap : 64u * 1024u;
@@ -339,7 +352,7 @@ static int audit_take_locked(const char *head, size_t hl, const char *body, size
 
 static int audit_append_locked(const struct ky_audit_line *l)
 {
-	return audit_take_locked(NULL, 0, l->s, l->len);
+	return audit_take_locked(NULL, 0, l->s, l->len, 0);
 }
 
 static void audit_begin_locked(struct ky_audit_line *l, const char *event)
@@ -356,6 +369,8 @@ static int audit_checkpoint_locked(void)
 	int r = KY_ERR_INTERNAL;
 	struct ky_audit_line l;
 
+	if (audit.broken || audit.fd < 0)
+		return KY_ERR_AUDIT_UNAVAILABLE;
 	/* room first: a full disk fails here, before a signature is spent on the line */
 	if ((r = audit_reserve_locked(AUDIT_CLOSE_RESERVE)) != 0)
 		return r;
@@ -436,7 +451,13 @@ static int audit_next_file_locked(void)
 		audit.fd = -1;
 		audit.reserved = 0;
 		audit.fileno--;
-		(void)unlink(path);
+		if (unlink(path) != 0) { /* a retry could not create it again */
+			unitd_log(
+			    "error: cannot remove audit log file '%s', left without its first "
+			    "line: %s: the unit refuses every request until it is restarted",
+			    path, strerror(errno));
+			audit.broken = true;
+		}
 		return r;
 	}
 	return 0;
@@ -515,7 +536,8 @@ static int audit_event(const char *event, const struct ky_audit_line *members,
 			new_file = true;
 		}
 	}
-	if ((r = audit_take_locked(head, hl, body.s, body.len)) != 0)
+	/* with room for the lines that close the file: any line taken can be signed */
+	if ((r = audit_take_locked(head, hl, body.s, body.len, AUDIT_CLOSE_RESERVE)) != 0)
 		goto out;
 	if (audit.thread_running &&
 	    (audit.writer_idle || audit.pending >= UNITD_AUDIT_CKPT_LINES)) {

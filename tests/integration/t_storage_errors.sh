@@ -268,23 +268,33 @@ answers "control: unwrap on unit 1" 1 200 none $(auth "$W") $UNWRAP \
 	-X POST "/api/v2/keys/$K2/actions/unwrap"
 dd if=/dev/zero of="$AU/filler" bs=4k 2>/dev/null || true
 files_before=$(ls "$AU"/audit-*.jsonl | wc -l)
+last=$(basename "$(ls "$AU"/audit-*.jsonl | tail -n 1)" .jsonl)
+next=$(printf 'audit-%08d.jsonl' $((10#${last#audit-} + 1)))
+rows_before=$(key_rows)
 for i in $(seq 1 600); do # about 180 lines fill the file's room, then it must be refused
 	call 1 $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K2/actions/unwrap"
 	[ "$status" = 200 ] || break
 done
 expect_eq "audit disk full: unwrap refused 503 AUDIT_UNAVAILABLE_ERR (after $i)" \
 	"$status $(kp_code)" "503 AUDIT_UNAVAILABLE_ERR"
-log_has 1 "the log says the room cannot be reserved" \
-	"cannot reserve room in audit log file audit-[0-9]+\.jsonl in '$AU': No space left on device"
+log_has 1 "the log says the next file's room cannot be reserved" \
+	"cannot reserve room in audit log file $next in '$AU': No space left on device"
 answers "still full: refused again" 1 503 AUDIT_UNAVAILABLE_ERR $(auth "$W") $UNWRAP \
 	-X POST "/api/v2/keys/$K2/actions/unwrap"
+answers "still full: a creation is refused" 1 503 AUDIT_UNAVAILABLE_ERR $(auth "$W") \
+	$(json_body "$(create_json audit-full)") -X POST /api/v2/keys
+expect_eq "... and made no key" "$(key_rows)" "$rows_before"
 expect_eq "no file was begun without its file line" "$(ls "$AU"/audit-*.jsonl | wc -l)" \
 	"$files_before"
 rm -f "$AU/filler"
 answers "space again: unwrap on unit 1, no restart" 1 200 none $(auth "$W") $UNWRAP \
 	-X POST "/api/v2/keys/$K2/actions/unwrap"
-newest=$(ls "$AU"/audit-*.jsonl | tail -n 1)
-expect_eq "the new file begins with its file line" "$(head -n 1 "$newest" | jq -r .event)" file
+expect_eq "the new file begins with its file line" "$(head -n 1 "$AU/$next" | jq -r .event)" file
+answers "space again: a creation on unit 1" 1 201 none $(auth "$W") \
+	$(json_body "$(create_json audit-back)") -X POST /api/v2/keys
+expect_eq "... its intent line is in the file" \
+	"$(tr -d '\0' <"$AU/$next" | jq -r 'select(.event == "key-api" and .phase == "intent" and .method == "POST") | .route' | tail -n 1)" \
+	keys
 "$KYOK" down >/dev/null 2>&1 || true
 expect_ok "the audit log verifies across the outage" "$KYOK" audit verify
 finish
