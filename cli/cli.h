@@ -185,14 +185,19 @@ int cli_selection_set_sigkeys(const char *const *paths, size_t n) KY_WUR;
 /* Removes one file from the signature key selection, keeping the order of the others. */
 int cli_selection_drop_sigkey(const char *path) KY_WUR;
 
-/* An unlocked signer: the selected signature keys, passwords asked in order. */
+/* An unlocked signer: the selected signature keys, passwords (or token PINs) asked in
+ * order. A key in a PKCS#11 token has token set and key NULL. */
+struct cli_token;
 struct cli_signer {
 	char name[KY_ADMIN_NAME_MAX + 1];
 	X509 *cert;
 	EVP_PKEY *key;
+	struct cli_token *token;
 };
 int cli_signers_open(struct cli_signer **signers, size_t *n) KY_WUR; /* KY_ERR_NO_SIGNERS */
 void cli_signers_free(struct cli_signer *signers, size_t n);
+/* Adds s's signature to the SignedData der (ky_cms_add_signer, or through the token). */
+int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der) KY_WUR;
 
 /* Key part files of the workspace, numbered as 'mks' lists them (creation order too). */
 struct cli_keypart {

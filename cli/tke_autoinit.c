@@ -390,17 +390,29 @@ static int ai_passwords(struct ai *ai)
 			char *pw = NULL;
 			char subject[128];
 
+			char why[CLI_TOKEN_WHY_MAX];
+			struct ky_sigkey_token tok;
+			bool in_token = false;
+			X509 *cert = NULL;
+
 			if ((r = cli_check_private("signature key file", a->path)) != 0)
 				return r;
-			snprintf(prompt, sizeof(prompt), "password for signature key '%s'",
-			         a->name);
+			if (ky_sigkey_read(a->path, &cert, &tok, &in_token) == 0 && in_token)
+				snprintf(prompt, sizeof(prompt),
+				         "PIN of token '%s' (signature key of '%s')", tok.label,
+				         a->name);
+			else
+				snprintf(prompt, sizeof(prompt), "password for signature key '%s'",
+				         a->name);
+			X509_free(cert);
 			if ((r = cli_password(prompt, false, &pw)) != 0)
 				return r;
-			r = tke_signer_open_path(a->path, pw, &ai->signers[ai->nsigners]);
+			r = tke_signer_open_path(a->path, pw, &ai->signers[ai->nsigners], why);
 			cli_secret_free(pw);
 			if (r != 0) {
 				snprintf(subject, sizeof(subject), "signature key '%s'", a->name);
-				return tke_err(r, subject, NULL);
+				return why[0] != '\0' ? tke_err(r, subject, "%s", why)
+				                      : tke_err(r, subject, NULL);
 			}
 			ai->nsigners++;
 		}
@@ -456,8 +468,10 @@ static int ai_create_keys(struct ai *ai)
 			goto fail;
 		}
 		if (i < (size_t)ai->sig) {
+			char why[CLI_TOKEN_WHY_MAX];
+
 			if ((r = tke_signer_open_path(a->path, a->password,
-			                              &ai->signers[ai->nsigners])) != 0) {
+			                              &ai->signers[ai->nsigners], why)) != 0) {
 				tke_err(r, a->path, NULL);
 				goto fail;
 			}

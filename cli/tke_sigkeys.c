@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/token.h"
 #include "kyok/crypto.h"
 
 #define SIGKEYS_SHORT_HEX    16
@@ -99,13 +100,23 @@ int tke_sigkeys_main(int argc, char **argv)
 /* ---- sigkey-add ---- */
 
 static const char sigkey_add_usage[] =
-    "usage: kyok tke sigkey-add [--name NAME] [options]\n"
+    "usage: kyok tke sigkey-add [--name NAME]\n"
+    "                           [--token-module PATH --token-label LABEL\n"
+    "                            [--token-curve P-521|P-384]] [options]\n"
     "\n"
     "Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
     "certificate, in a file protected by a password (asked twice; at least 8\n"
     "characters). Without --name, asks for the administrator name.\n"
     "\n"
+    "With --token-module and --token-label, the key is generated inside a PKCS#11\n"
+    "token instead (sensitive, never extractable) and the file holds only the\n"
+    "certificate and where the key is; the token's user PIN is asked (or read like a\n"
+    "password, from --password-file or --password-fd) here and whenever the key signs.\n"
+    "\n"
     "  --name NAME             administrator name: 1 to 30 printable characters\n"
+    "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
+    "  --token-label LABEL     the token's label\n"
+    "  --token-curve CURVE     P-521 (default), or P-384 for a token without P-521\n"
     "\n" CLI_COMMON_HELP;
 
 static bool sigkeys_name_ok(const char *s)
@@ -136,12 +147,61 @@ static void sigkeys_sanitise(const char *name, char *out, size_t n)
 		snprintf(out, n, "admin");
 }
 
+/* The key generated in the token, its certificate and the file naming both. The key pair
+ * is destroyed again when the file cannot be written: no key without its file. */
+static int sigkeys_add_token(const char *path, const char *name, const char *module,
+                             const char *label, int bits, char *serial, size_t serial_len)
+{
+	int r = KY_ERR_INTERNAL;
+	char prompt[128], why[CLI_TOKEN_WHY_MAX], subject[96];
+	char *pin = NULL;
+	struct cli_token *t = NULL;
+	struct ky_sigkey_token tok = {0};
+	struct ky_ext_signer ext = {0};
+	EVP_PKEY *pub = NULL;
+
+	snprintf(subject, sizeof(subject), "token '%s'", label);
+	snprintf(prompt, sizeof(prompt), "PIN of token '%s'", label);
+	if ((r = cli_password(prompt, false, &pin)) != 0)
+		goto out;
+	if ((r = cli_token_open(module, label, NULL, pin, &t, why)) != 0) {
+		cli_fail(r, subject, "%s", why);
+		goto out;
+	}
+	if ((r = cli_token_ec_generate(t, name, bits, tok.id, &pub)) != 0) {
+		cli_fail(r, subject, "%s", cli_token_why(t));
+		goto out;
+	}
+	snprintf(tok.module, sizeof(tok.module), "%s", module);
+	snprintf(tok.label, sizeof(tok.label), "%s", label);
+	snprintf(tok.serial, sizeof(tok.serial), "%s", cli_token_serial(t));
+	ext = (struct ky_ext_signer){pub, cli_token_sign, t};
+	if ((r = ky_sigkey_token_create(path, name, &ext, &tok)) != 0) {
+		cli_token_ec_destroy(t);
+		cli_fail(r, path, "%s", cli_token_why(t));
+		goto out;
+	}
+	snprintf(serial, serial_len, "%s", tok.serial);
+	r = 0;
+out:
+	EVP_PKEY_free(pub);
+	cli_token_free(t);
+	cli_secret_free(pin);
+	return r;
+}
+
 int tke_sigkey_add_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"name", required_argument, NULL, 'n'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+	                                     {"token-module", required_argument, NULL, 'm'},
+	                                     {"token-label", required_argument, NULL, 'l'},
+	                                     {"token-curve", required_argument, NULL, 'c'},
+	                                     CLI_COMMON_LONGOPTS,
+	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c;
-	const char *name = NULL;
+	const char *name = NULL, *module = NULL, *label = NULL, *curve = NULL;
+	int bits = 521;
+	char serial[KY_TOKEN_SERIAL_MAX + 1] = "";
 	char *asked = NULL, *password = NULL;
 	char file[64], path[700], prompt[128], rnd_hex[9], subject[64];
 	uint8_t rnd[4];
@@ -155,11 +215,48 @@ int tke_sigkey_add_main(int argc, char **argv)
 		}
 		if (c == 'n')
 			name = optarg;
+		else if (c == 'm')
+			module = optarg;
+		else if (c == 'l')
+			label = optarg;
+		else if (c == 'c')
+			curve = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	if ((module == NULL) != (label == NULL)) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, module == NULL ? "--token-label" : "--token-module",
+		         "a key in a token needs both --token-module and --token-label");
+		return ky_err_exit(r);
+	}
+	if (curve != NULL && module == NULL) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-curve",
+		         "only a key in a token (--token-module) takes a curve");
+		return ky_err_exit(r);
+	}
+	if (curve != NULL && strcmp(curve, "P-521") != 0 && strcmp(curve, "P-384") != 0) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-curve", "'%.20s' is not P-521 or P-384", curve);
+		return ky_err_exit(r);
+	}
+	if (curve != NULL && strcmp(curve, "P-384") == 0)
+		bits = 384;
+	if (module != NULL && (module[0] != '/' || strlen(module) > KY_TOKEN_MODULE_MAX)) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-module", "'%.80s' is not an absolute path of at most %d bytes",
+		         module, KY_TOKEN_MODULE_MAX);
+		return ky_err_exit(r);
+	}
+	if (label != NULL && (label[0] == '\0' || strlen(label) > KY_TOKEN_LABEL_MAX)) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--token-label", "'%.40s' is not a token label of 1 to %d bytes", label,
+		         KY_TOKEN_LABEL_MAX);
+		return ky_err_exit(r);
+	}
 	if (name == NULL) {
 		if ((r = cli_prompt_line("administrator name", "--name", &asked)) != 0)
 			goto out;
@@ -185,14 +282,6 @@ int tke_sigkey_add_main(int argc, char **argv)
 			         keys[i].number, sigkeys_base(keys[i].path));
 			goto out;
 		}
-	snprintf(prompt, sizeof(prompt), "password for the new signature key of '%s'", name);
-	if ((r = cli_password(prompt, true, &password)) != 0)
-		goto out;
-	if (strlen(password) < SIGKEYS_MIN_PASSWORD) {
-		r = KY_ERR_WEAK_PASSWORD;
-		cli_fail(r, subject, NULL);
-		goto out;
-	}
 	sigkeys_sanitise(name, file, sizeof(file) - 16);
 	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
 		cli_fail(r, NULL, "no random bytes");
@@ -200,9 +289,24 @@ int tke_sigkey_add_main(int argc, char **argv)
 	}
 	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
 	snprintf(path, sizeof(path), "%s/sigkeys/%s-%s.sigkey", cli_workspace(), file, rnd_hex);
-	if ((r = ky_sigkey_create(path, name, password)) != 0) {
-		cli_fail(r, path, NULL);
-		goto out;
+	if (module != NULL) {
+		if ((r = sigkeys_add_token(path, name, module, label, bits, serial,
+		                           sizeof(serial))) != 0)
+			goto out;
+	} else {
+		snprintf(prompt, sizeof(prompt), "password for the new signature key of '%s'",
+		         name);
+		if ((r = cli_password(prompt, true, &password)) != 0)
+			goto out;
+		if (strlen(password) < SIGKEYS_MIN_PASSWORD) {
+			r = KY_ERR_WEAK_PASSWORD;
+			cli_fail(r, subject, NULL);
+			goto out;
+		}
+		if ((r = ky_sigkey_create(path, name, password)) != 0) {
+			cli_fail(r, path, NULL);
+			goto out;
+		}
 	}
 	free(keys);
 	keys = NULL;
@@ -213,13 +317,21 @@ int tke_sigkey_add_main(int argc, char **argv)
 		if (strcmp(keys[i].path, path) != 0)
 			continue;
 		ky_hex_encode(keys[i].ski, KY_SKI_LEN, ski);
-		if (cli_g.json)
+		if (cli_g.json && module != NULL)
+			cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:s, s:s}}",
+			                         "number", keys[i].number, "name", keys[i].name,
+			                         "ski", ski, "file", path, "token", "module",
+			                         module, "label", label, "serial", serial));
+		else if (cli_g.json)
 			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", keys[i].number,
 			                         "name", keys[i].name, "ski", ski, "file", path));
 		else
 			printf("created signature key %d for administrator '%s'\n  SKI  %s\n  "
-			       "file %s\nselect it to sign with 'kyok tke sigkey-sel'\n",
-			       keys[i].number, keys[i].name, ski, path);
+			       "file %s\n%s%s%s%s%sselect it to sign with 'kyok tke sigkey-sel'\n",
+			       keys[i].number, keys[i].name, ski, path,
+			       module != NULL ? "  token " : "", module != NULL ? label : "",
+			       module != NULL ? " (serial " : "", module != NULL ? serial : "",
+			       module != NULL ? "), key generated in it\n" : "");
 	}
 	r = 0;
 out:

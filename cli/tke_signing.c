@@ -23,6 +23,7 @@
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "cli/tke_signing.h"
+#include "cli/token.h"
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
@@ -127,15 +128,28 @@ int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected)
 	return 0;
 }
 
-int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out)
+int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out,
+                         char why[CLI_TOKEN_WHY_MAX])
 {
 	int r = KY_ERR_INTERNAL;
+	struct ky_sigkey_token tok;
+	bool in_token = false;
 
 	memset(out, 0, sizeof(*out));
-	if ((r = ky_sigkey_open(path, password, &out->cert, &out->key)) != 0)
+	why[0] = '\0';
+	if ((r = ky_sigkey_read(path, &out->cert, &tok, &in_token)) != 0)
 		goto out;
 	if ((r = ky_cert_cn(out->cert, out->name, sizeof(out->name))) != 0)
 		goto out;
+	if (in_token) {
+		if ((r = cli_signer_open_token(out, &tok, password, why)) != 0)
+			goto out;
+	} else {
+		X509_free(out->cert);
+		out->cert = NULL;
+		if ((r = ky_sigkey_open(path, password, &out->cert, &out->key)) != 0)
+			goto out;
+	}
 	r = 0;
 out:
 	if (r != 0) {
@@ -718,7 +732,7 @@ static int tke_sign_for_unit(const struct tke_unit *u, const struct cli_signer *
 		if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[a])
 			continue;
 		used[a] = true;
-		if ((r = ky_cms_add_signer(der, signers[i].cert, signers[i].key)) != 0)
+		if ((r = cli_signer_sign(&signers[i], der)) != 0)
 			return r;
 	}
 	return 0;
@@ -1532,8 +1546,7 @@ int tke_cmd_sign_main(int argc, char **argv)
 				         signers[s].name);
 				continue;
 			}
-			if ((r = ky_cms_add_signer(&b.cmds[i].der, signers[s].cert,
-			                           signers[s].key)) != 0) {
+			if ((r = cli_signer_sign(&signers[s], &b.cmds[i].der)) != 0) {
 				cli_fail(r, file, "cannot add the signature of '%s' to command %zu",
 				         signers[s].name, i + 1);
 				goto out;

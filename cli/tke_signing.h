@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
+#include "cli/token.h"
 #include "kyok/ceremony.h"
 
 /* A crypto unit's public state (GET /v1/admin/state), parsed. */
@@ -141,8 +142,10 @@ int tke_ask_threshold(const char *prompt, const char *flag, int *out) KY_WUR;
 void tke_print_help(const char *usage);
 /* Number of selected signature keys and their SKIs (no password needed). */
 int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected) KY_WUR;
-/* Opens one signature key file with a password (auto-init). */
-int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out) KY_WUR;
+/* Opens one signature key file with a password, or the token it names with the PIN
+ * (auto-init); why says what the token said ("" for a key file). */
+int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out,
+                         char why[CLI_TOKEN_WHY_MAX]) KY_WUR;
 /* cli_fail that returns err itself (not the exit status): for functions returning codes. */
 int tke_err(int err, const char *subject, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

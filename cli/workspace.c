@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/token.h"
 #include "kyok/crypto.h"
 
 #define CLI_SELECTION_MAX   (256 * 1024)
@@ -781,8 +782,19 @@ void cli_signers_free(struct cli_signer *signers, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		X509_free(signers[i].cert);
 		EVP_PKEY_free(signers[i].key);
+		cli_token_free(signers[i].token);
 	}
 	free(signers);
+}
+
+int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der)
+{
+	struct ky_ext_signer ext;
+
+	if (s->token == NULL)
+		return ky_cms_add_signer(der, s->cert, s->key);
+	ext = (struct ky_ext_signer){X509_get0_pubkey(s->cert), cli_token_sign, s->token};
+	return ky_cms_add_signer_ext(der, s->cert, &ext);
 }
 
 int cli_signers_open(struct cli_signer **signers, size_t *n)
@@ -811,12 +823,14 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 	json_array_foreach(selkeys, i, item)
 	{
 		struct cli_signer *s = &out[count];
-		char path[600], subject[128], prompt[128];
+		char path[600], subject[128], prompt[160];
 		X509 *cert = NULL;
+		struct ky_sigkey_token tok;
+		bool in_token = false;
 
 		snprintf(path, sizeof(path), "%s/sigkeys/%s", cli_workspace(),
 		         json_string_value(item));
-		if ((r = ky_sigkey_read_cert(path, &cert)) != 0 ||
+		if ((r = ky_sigkey_read(path, &cert, &tok, &in_token)) != 0 ||
 		    (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
 			X509_free(cert);
 			if (r == KY_ERR_NOT_FOUND)
@@ -827,10 +841,31 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 				cli_fail(r, path, NULL);
 			goto out;
 		}
-		X509_free(cert);
-		if ((r = cli_check_private("signature key file", path)) != 0)
+		if ((r = cli_check_private("signature key file", path)) != 0) {
+			X509_free(cert);
 			goto out;
+		}
 		snprintf(subject, sizeof(subject), "signature key '%s'", s->name);
+		if (in_token) {
+			char why[CLI_TOKEN_WHY_MAX];
+
+			s->cert = cert;
+			cert = NULL; /* transferred */
+			count++;     /* s is freed with the others from here on */
+			snprintf(prompt, sizeof(prompt),
+			         "PIN of token '%s' (signature key of '%s')", tok.label, s->name);
+			if ((r = cli_password(prompt, false, &password)) != 0)
+				goto out;
+			r = cli_signer_open_token(s, &tok, password, why);
+			cli_secret_free(password);
+			password = NULL;
+			if (r != 0) {
+				cli_fail(r, subject, "%s", why);
+				goto out;
+			}
+			continue;
+		}
+		X509_free(cert);
 		snprintf(prompt, sizeof(prompt), "password for signature key '%s'", s->name);
 		if ((r = cli_password(prompt, false, &password)) != 0)
 			goto out;

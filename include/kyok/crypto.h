@@ -43,7 +43,10 @@ int ky_vp(const uint8_t key[KY_MK_LEN], uint8_t vp[KY_VP_LEN]) KY_WUR;
 int ky_ec_generate(EVP_PKEY **out) KY_WUR; /* P-521 */
 /* True when pk is an EC key on P-521: the one curve of kyok's keys and certificates. */
 bool ky_pkey_is_p521(const EVP_PKEY *pk);
-/* SKI = SHA-256 of the uncompressed EC point of pk. */
+/* True when pk is on a curve units accept for administrator keys: P-521, or P-384 for
+ * tokens that have no P-521 (a YubiKey's PIV application). */
+bool ky_pkey_is_admin_curve(const EVP_PKEY *pk);
+/* SKI = SHA-256 of the uncompressed EC point of pk (P-521, or P-384: an admin key). */
 int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN]) KY_WUR;
 /* SKI extension of cert (KY_ERR_BAD_CERT when missing or not 32 bytes). */
 int ky_cert_ski(const X509 *cert, uint8_t ski[KY_SKI_LEN]) KY_WUR;
@@ -69,7 +72,7 @@ int ky_cert_anchor_self_signed(EVP_PKEY *key, const char *cn, const char *ou, in
  * unit's importer key), digitalSignature + keyCertSign. */
 int ky_cert_issue_identity(EVP_PKEY *subject_pub, const char *cn, const char *ou, X509 *anchor,
                            EVP_PKEY *anchor_key, int days, X509 **out) KY_WUR;
-/* Checks an admin certificate: P-521 key, self-signature valid, SKI extension equal to
+/* Checks an admin certificate: P-521 or P-384 key, self-signature valid, SKI extension equal to
  * ky_ski of the key, CN 1..30 printable chars. KY_ERR_BAD_CERT or KY_ERR_ADMIN_NAME. */
 int ky_admin_cert_check(X509 *cert) KY_WUR;
 /* Checks that cert's signature verifies under issuer_pub. */
@@ -114,6 +117,39 @@ int ky_sigkey_read_cert(const char *path, X509 **cert) KY_WUR;
  * KY_ERR_TAMPERED (key does not match certificate). */
 int ky_sigkey_open(const char *path, const char *password, X509 **cert, EVP_PKEY **key) KY_WUR;
 
+/* A signature key kept in a PKCS#11 token: the file holds the certificate and where the key
+ * is (module, token label and serial, CKA_ID), never the key. */
+#define KY_TOKEN_MODULE_MAX 511
+#define KY_TOKEN_LABEL_MAX  32
+#define KY_TOKEN_SERIAL_MAX 16
+#define KY_TOKEN_ID_LEN     16
+struct ky_sigkey_token {
+	char module[KY_TOKEN_MODULE_MAX + 1]; /* absolute path of the PKCS#11 module */
+	char label[KY_TOKEN_LABEL_MAX + 1];   /* token label, trailing blanks removed */
+	char serial[KY_TOKEN_SERIAL_MAX + 1]; /* token serial number, trailing blanks removed */
+	uint8_t id[KY_TOKEN_ID_LEN];          /* CKA_ID of the private key */
+};
+struct ky_ext_signer;
+/* Makes the admin certificate (CN = name) of the token key s signs with and writes the token
+ * sigkey file naming tok (mode 0600, refuses to overwrite: KY_ERR_EXISTS). */
+int ky_sigkey_token_create(const char *path, const char *name, const struct ky_ext_signer *s,
+                           const struct ky_sigkey_token *tok) KY_WUR;
+/* Reads a sigkey file's certificate and, when the key is in a token, its reference:
+ * *in_token tells which form the file has. KY_ERR_NOT_SIGKEY, KY_ERR_TAMPERED. */
+int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok,
+                   bool *in_token) KY_WUR;
+
+/* A signer whose private key is elsewhere (a token): sign receives a SHA-512 digest and
+ * returns the DER ECDSA-Sig-Value over it in sig. pub is the key's public half. */
+struct ky_ext_signer {
+	EVP_PKEY *pub;
+	int (*sign)(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig);
+	void *arg;
+};
+/* ky_cert_self_signed with an external signer; the certificate is checked against pub. */
+int ky_cert_self_signed_ext(const struct ky_ext_signer *s, const char *cn, const char *ou, int days,
+                            X509 **out) KY_WUR;
+
 /* ---- key part files ---- */
 
 struct ky_keypart_info {
@@ -138,6 +174,10 @@ int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der) KY_WUR;
 /* Adds one signer (cert + key, SKI as signer id, SHA-512) to a SignedData, keeping every
  * existing SignerInfo valid (resign with the same content digest). der is replaced. */
 int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key) KY_WUR;
+/* The same with an external signer: the SignerInfo (signed attributes content type,
+ * signing time, SHA-512 message digest) is built here, its signature made by s, and the
+ * result verified against cert's key before der is replaced. */
+int ky_cms_add_signer_ext(struct ky_buf *der, X509 *cert, const struct ky_ext_signer *s) KY_WUR;
 
 struct ky_cms_signer {
 	uint8_t ski[KY_SKI_LEN];          /* signer id */

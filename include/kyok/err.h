@@ -126,8 +126,8 @@
 	X(ADMIN_NOT_FOUND, "admin-not-found", KY_EXIT_STATE, 404,                                  \
 	  "no such administrator installed")                                                       \
 	X(BAD_CERT, "bad-admin-certificate", KY_EXIT_INPUT, 400,                                   \
-	  "administrator certificate invalid: must be a self-signed P-521 certificate with a "     \
-	  "subject key identifier")                                                                \
+	  "administrator certificate invalid: must be a self-signed P-521 (or P-384) certificate " \
+	  "with a subject key identifier")                                                         \
 	X(IMPRINT_MODE, "imprint-mode", KY_EXIT_STATE, 409,                                        \
 	  "not allowed in imprint mode: set thresholds first (cryptounit-thrhld-set)")             \
 	X(NOT_IMPRINT_MODE, "not-imprint-mode", KY_EXIT_STATE, 409,                                \
@@ -322,6 +322,35 @@
 	X(CARD_BLOCKED, "card-blocked", KY_EXIT_REFUSED, 403,                                      \
 	  "the card is blocked after too many wrong PINs: an EP11 card is unblocked by a CA "      \
 	  "card of its zone, a CA card never")                                                     \
+	X(TOKEN_MODULE, "token-module", KY_EXIT_INPUT, 400,                                        \
+	  "the PKCS#11 module cannot be loaded: give the absolute path of the token's module "     \
+	  "(e.g. /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)")                                     \
+	X(TOKEN_NOT_FOUND, "token-not-found", KY_EXIT_INPUT, 404,                                  \
+	  "no token with that label is present: insert it, or check the label with "               \
+	  "'pkcs11-tool --module MODULE --list-token-slots'")                                      \
+	X(TOKEN_OTHER, "token-other-serial", KY_EXIT_INPUT, 400,                                   \
+	  "the token with that label has another serial number than the one the signature key "    \
+	  "file names: it is another token; insert the right one")                                 \
+	X(TOKEN_PIN, "token-wrong-pin", KY_EXIT_INPUT, 400, "wrong token PIN")                     \
+	X(TOKEN_PIN_LOCKED, "token-pin-locked", KY_EXIT_INPUT, 400,                                \
+	  "the token's user PIN is locked: unblock it with the token's own tools (SO PIN or PUK)") \
+	X(TOKEN_KEY_MISSING, "token-key-missing", KY_EXIT_INPUT, 404,                              \
+	  "the token holds no private key with the id the signature key file names: wrong token, " \
+	  "or the key was deleted")                                                                \
+	X(TOKEN_KEY_EXTRACTABLE, "token-key-extractable", KY_EXIT_REFUSED, 403,                    \
+	  "the private key in the token can be, or once could be, read out of it (it is not "      \
+	  "sensitive, is extractable, or was not always so): only a key generated in the token "   \
+	  "as sensitive and never extractable signs; make a new one with 'kyok tke sigkey-add "    \
+	  "--token-module'")                                                                       \
+	X(TOKEN_MECHANISM, "token-mechanism", KY_EXIT_INPUT, 400,                                  \
+	  "the token cannot do what is asked (ECDSA P-521 key generation and signing): use "       \
+	  "another token or a signature key file")                                                 \
+	X(TOKEN_DEVICE, "token-failure", KY_EXIT_INPUT, 500,                                       \
+	  "the token failed: check that it is inserted and works ('pkcs11-tool --module MODULE "   \
+	  "--list-token-slots')")                                                                  \
+	X(TOKEN_SIGNATURE, "token-bad-signature", KY_EXIT_INPUT, 500,                              \
+	  "the token's signature does not verify under the certificate of the signature key "      \
+	  "file: the key in the token is not the one the file was made with")                      \
 	X(CARD_PIN_NEEDED, "card-pin-needed", KY_EXIT_REFUSED, 403,                                \
 	  "the card needs its PIN verified first: enter the PIN (a CA card: both PINs)")           \
 	X(CARD_NOT_ALLOWED, "card-not-allowed", KY_EXIT_REFUSED, 403,                              \

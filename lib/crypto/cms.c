@@ -1,6 +1,8 @@
 /* Signed commands: CMS SignedData with attached content, one SignerInfo per administrator,
  * signers identified by SKI, ECDSA with SHA-512. Adding a signer keeps the others valid. */
+#include <limits.h>
 #include <openssl/cms.h>
+#include <openssl/pkcs7.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -345,6 +347,142 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 out:
 	ky_buf_free(&out);
 	CMS_ContentInfo_free(fresh);
+	CMS_ContentInfo_free(cms);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+/* The DER of si's signed attributes as a SET OF, which is what its signature covers.
+ * PKCS7_ATTR_SIGN is the same sorted SET OF Attribute as CMS's own template. */
+static int cms_signed_attrs_der(CMS_SignerInfo *si, struct ky_buf *out)
+{
+	int r = KY_ERR_CRYPTO;
+	STACK_OF(X509_ATTRIBUTE) *attrs = sk_X509_ATTRIBUTE_new_null();
+	unsigned char *der = NULL;
+	int len;
+
+	if (attrs == NULL)
+		goto out;
+	for (int i = 0; i < CMS_signed_get_attr_count(si); i++)
+		if (sk_X509_ATTRIBUTE_push(attrs, CMS_signed_get_attr(si, i)) <= 0)
+			goto out;
+	if ((len = ASN1_item_i2d((ASN1_VALUE *)attrs, &der, ASN1_ITEM_rptr(PKCS7_ATTR_SIGN))) <= 0)
+		goto out;
+	if ((r = ky_buf_append(out, der, (size_t)len)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_free(der);
+	sk_X509_ATTRIBUTE_free(attrs); /* the attributes stay with si */
+	return r;
+}
+
+/* Checks that the signer with cert's SKI in der verifies under cert's key. */
+static int cms_check_new_signer(const struct ky_buf *der, X509 *cert)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_cms_signed *sd = NULL;
+	uint8_t ski[KY_SKI_LEN];
+	size_t i, n;
+
+	if ((r = ky_cert_ski(cert, ski)) != 0)
+		return r;
+	if ((r = ky_cms_signed_parse(der->data, der->len, &sd)) != 0)
+		goto out;
+	n = ky_cms_signed_nsigners(sd);
+	for (i = 0; i < n; i++)
+		if (memcmp(ky_cms_signed_signer(sd, i)->ski, ski, KY_SKI_LEN) == 0)
+			break;
+	if (i == n) {
+		r = KY_ERR_INTERNAL;
+		goto out;
+	}
+	if ((r = ky_cms_signed_verify(sd, i, X509_get0_pubkey(cert))) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_cms_signed_free(sd);
+	return r;
+}
+
+int ky_cms_add_signer_ext(struct ky_buf *der, X509 *cert, const struct ky_ext_signer *s)
+{
+	int r = KY_ERR_INTERNAL;
+	CMS_ContentInfo *cms = NULL;
+	CMS_SignerInfo *si;
+	const ASN1_OCTET_STRING *content;
+	ASN1_OCTET_STRING *sigval;
+	ASN1_TIME *now = NULL;
+	struct ky_buf attrs = {0}, sig = {0}, out = {0};
+	unsigned int flags = CMS_SIGN_FLAGS | CMS_PARTIAL;
+	uint8_t ski[KY_SKI_LEN], md[64], amd[64];
+
+	if ((r = cms_from_der(der->data, der->len, &cms)) != 0)
+		goto out;
+	if ((content = cms_content(cms)) == NULL) {
+		r = KY_ERR_NOT_COMMAND;
+		goto out;
+	}
+	if ((r = ky_cert_ski(cert, ski)) != 0)
+		goto out;
+	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) >= KY_MAX_ADMINS) {
+		r = KY_ERR_TOO_MANY_SIGNATURES;
+		goto out;
+	}
+	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) > 0 &&
+	    (r = cms_check_digests(cms)) != 0)
+		goto out;
+	if (EVP_PKEY_eq(X509_get0_pubkey(cert), s->pub) != 1) {
+		r = KY_ERR_TAMPERED;
+		goto out;
+	}
+	r = KY_ERR_CRYPTO;
+	if (cms_has_cert(cms, cert))
+		flags |= CMS_NOCERTS;
+	/* CMS_PARTIAL: the SignerInfo is set up (signer id, algorithms, certificate) but not
+	 * signed; the public key is enough for that. The attributes and the signature follow. */
+	if ((si = CMS_add1_signer(cms, cert, s->pub, EVP_sha512(), flags)) == NULL)
+		goto out;
+	if (EVP_Digest(ASN1_STRING_get0_data(content), (size_t)ASN1_STRING_length(content), md,
+	               NULL, EVP_sha512(), NULL) != 1)
+		goto out;
+	if ((now = X509_gmtime_adj(NULL, 0)) == NULL)
+		goto out;
+	if (CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
+	                                OBJ_nid2obj(NID_pkcs7_data), -1) != 1 ||
+	    CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, ASN1_STRING_type(now), now,
+	                                -1) != 1 ||
+	    CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, md,
+	                                (int)sizeof(md)) != 1)
+		goto out;
+	if ((r = cms_signed_attrs_der(si, &attrs)) != 0)
+		goto out;
+	r = KY_ERR_CRYPTO;
+	if (EVP_Digest(attrs.data, attrs.len, amd, NULL, EVP_sha512(), NULL) != 1)
+		goto out;
+	if ((r = s->sign(s->arg, amd, sizeof(amd), &sig)) != 0)
+		goto out;
+	r = KY_ERR_CRYPTO;
+	if ((sigval = CMS_SignerInfo_get0_signature(si)) == NULL || sig.len > INT_MAX ||
+	    ASN1_OCTET_STRING_set(sigval, sig.data, (int)sig.len) != 1)
+		goto out;
+	if ((r = cms_to_der(cms, &out)) != 0)
+		goto out;
+	/* What was built here by hand must verify as a unit will verify it. */
+	if ((r = cms_check_new_signer(&out, cert)) != 0) {
+		r = r == KY_ERR_BAD_SIGNATURE ? KY_ERR_TOKEN_SIGNATURE : r;
+		goto out;
+	}
+	ky_buf_free(der);
+	*der = out;
+	out = (struct ky_buf){0}; /* transferred */
+	r = 0;
+out:
+	ky_buf_free(&out);
+	ky_buf_free(&sig);
+	ky_buf_free(&attrs);
+	ASN1_TIME_free(now);
 	CMS_ContentInfo_free(cms);
 	if (r != 0)
 		ERR_clear_error();

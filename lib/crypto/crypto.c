@@ -1,4 +1,5 @@
 /* Primitives: secure memory, randomness, VP, EC keys, certificates, ECDSA, base64. */
+#include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -106,19 +107,35 @@ int ky_ec_generate(EVP_PKEY **out)
 	return 0;
 }
 
+/* The curve of an EC key as OpenSSL names it; "" for anything else. */
+static void pkey_group(const EVP_PKEY *pk, char group[64])
+{
+	size_t len = 0;
+
+	group[0] = '\0';
+	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
+		return;
+	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, 64, &len) != 1) {
+		ERR_clear_error();
+		group[0] = '\0';
+	}
+}
+
 bool ky_pkey_is_p521(const EVP_PKEY *pk)
 {
 	char group[64];
-	size_t len = 0;
 
-	if (pk == NULL || !EVP_PKEY_is_a(pk, "EC"))
-		return false;
-	if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &len) != 1) {
-		ERR_clear_error();
-		return false;
-	}
+	pkey_group(pk, group);
 	return strcmp(group, "P-521") == 0 || strcmp(group, "secp521r1") == 0;
+}
+
+bool ky_pkey_is_admin_curve(const EVP_PKEY *pk)
+{
+	char group[64];
+
+	pkey_group(pk, group);
+	return ky_pkey_is_p521(pk) || strcmp(group, "P-384") == 0 ||
+	       strcmp(group, "secp384r1") == 0;
 }
 
 int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
@@ -128,8 +145,10 @@ int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
 	 * rebuilt from its coordinates so that a key read in compressed form hashes the same. */
 	uint8_t point[1 + 2 * EC_FIELD_BYTES];
 	BIGNUM *x = NULL, *y = NULL;
+	/* P-521, or P-384 for administrators whose token has no P-521 (48-byte coordinates). */
+	int field = ky_pkey_is_p521(pk) ? EC_FIELD_BYTES : ky_pkey_is_admin_curve(pk) ? 48 : 0;
 
-	if (!ky_pkey_is_p521(pk)) {
+	if (field == 0) {
 		r = KY_ERR_BAD_CERT;
 		goto out;
 	}
@@ -137,10 +156,10 @@ int ky_ski(const EVP_PKEY *pk, uint8_t ski[KY_SKI_LEN])
 	    EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1)
 		goto out;
 	point[0] = 0x04;
-	if (BN_bn2binpad(x, point + 1, EC_FIELD_BYTES) != EC_FIELD_BYTES ||
-	    BN_bn2binpad(y, point + 1 + EC_FIELD_BYTES, EC_FIELD_BYTES) != EC_FIELD_BYTES)
+	if (BN_bn2binpad(x, point + 1, field) != field ||
+	    BN_bn2binpad(y, point + 1 + field, field) != field)
 		goto out;
-	if (EVP_Digest(point, sizeof(point), ski, NULL, EVP_sha256(), NULL) != 1)
+	if (EVP_Digest(point, 1 + 2 * (size_t)field, ski, NULL, EVP_sha256(), NULL) != 1)
 		goto out;
 	r = 0;
 out:
@@ -303,6 +322,94 @@ int ky_cert_self_signed(EVP_PKEY *key, const char *cn, const char *ou, int days,
 	                  "critical,digitalSignature", out);
 }
 
+/* Replaces the signature of x (signed by a stand-in key, which set both signature algorithm
+ * fields to ecdsa-with-SHA512) by one of s over the same to-be-signed part, and checks the
+ * result against s->pub. */
+static int cert_sign_ext(X509 *x, const struct ky_ext_signer *s, X509 **out)
+{
+	int r = KY_ERR_CRYPTO;
+	unsigned char *tbs = NULL, *alg = NULL, *bits = NULL, *der = NULL, *p;
+	const unsigned char *q;
+	const ASN1_BIT_STRING *oldsig = NULL;
+	const X509_ALGOR *palg = NULL;
+	ASN1_BIT_STRING *bs = NULL;
+	struct ky_buf sig = {0};
+	uint8_t md[64];
+	int tbslen, alglen, bitslen, total, derlen;
+	X509 *x2 = NULL;
+
+	X509_get0_signature(&oldsig, &palg, x);
+	if (palg == NULL || OBJ_obj2nid(palg->algorithm) != NID_ecdsa_with_SHA512)
+		goto out;
+	if ((tbslen = i2d_re_X509_tbs(x, &tbs)) <= 0 || (alglen = i2d_X509_ALGOR(palg, &alg)) <= 0)
+		goto out;
+	if (EVP_Digest(tbs, (size_t)tbslen, md, NULL, EVP_sha512(), NULL) != 1)
+		goto out;
+	if ((r = s->sign(s->arg, md, sizeof(md), &sig)) != 0)
+		goto out;
+	r = KY_ERR_CRYPTO;
+	if ((bs = ASN1_BIT_STRING_new()) == NULL || sig.len > INT_MAX ||
+	    ASN1_BIT_STRING_set(bs, sig.data, (int)sig.len) != 1)
+		goto out;
+	/* Zero unused bits, said explicitly: otherwise trailing zero bits would be dropped. */
+	bs->flags = (bs->flags & ~0x07L) | ASN1_STRING_FLAG_BITS_LEFT;
+	if ((bitslen = i2d_ASN1_BIT_STRING(bs, &bits)) <= 0)
+		goto out;
+	total = tbslen + alglen + bitslen;
+	if ((derlen = ASN1_object_size(1, total, V_ASN1_SEQUENCE)) <= 0 ||
+	    (der = OPENSSL_malloc((size_t)derlen)) == NULL)
+		goto out;
+	p = der;
+	ASN1_put_object(&p, 1, total, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+	memcpy(p, tbs, (size_t)tbslen);
+	memcpy(p + tbslen, alg, (size_t)alglen);
+	memcpy(p + tbslen + alglen, bits, (size_t)bitslen);
+	q = der;
+	if ((x2 = d2i_X509(NULL, &q, derlen)) == NULL || q != der + derlen)
+		goto out;
+	if (X509_verify(x2, s->pub) != 1) {
+		r = KY_ERR_BAD_SIGNATURE;
+		goto out;
+	}
+	*out = x2;
+	x2 = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x2);
+	ASN1_BIT_STRING_free(bs);
+	ky_buf_free(&sig);
+	OPENSSL_free(tbs);
+	OPENSSL_free(alg);
+	OPENSSL_free(bits);
+	OPENSSL_free(der);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+int ky_cert_self_signed_ext(const struct ky_ext_signer *s, const char *cn, const char *ou, int days,
+                            X509 **out)
+{
+	int r = KY_ERR_INTERNAL;
+	EVP_PKEY *standin = NULL;
+	X509 *x = NULL;
+
+	/* OpenSSL signs only with a key it holds: a throwaway key signs first, which fills in
+	 * every field; its signature is then replaced by the token's. */
+	if ((r = ky_ec_generate(&standin)) != 0)
+		goto out;
+	if ((r = cert_build(s->pub, cn, ou, NULL, NULL, standin, days, "critical,CA:FALSE",
+	                    "critical,digitalSignature", &x)) != 0)
+		goto out;
+	if ((r = cert_sign_ext(x, s, out)) != 0)
+		goto out;
+	r = 0;
+out:
+	X509_free(x);
+	EVP_PKEY_free(standin);
+	return r;
+}
+
 int ky_cert_self_signed_issuer(EVP_PKEY *key, const char *cn, const char *ou, int days, X509 **out)
 {
 	return cert_build(key, cn, ou, NULL, NULL, key, days, "critical,CA:TRUE,pathlen:0",
@@ -356,7 +463,7 @@ int ky_admin_cert_check(X509 *cert)
 	size_t len;
 	EVP_PKEY *pk = X509_get0_pubkey(cert);
 
-	if (pk == NULL || !ky_pkey_is_p521(pk))
+	if (pk == NULL || !ky_pkey_is_admin_curve(pk))
 		goto out;
 	if (X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)) != 0 ||
 	    X509_verify(cert, pk) != 1)

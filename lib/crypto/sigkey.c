@@ -1,7 +1,14 @@
 /* Signature key files: PEM certificate, a checksum line, then PEM PKCS#8 private key under
  * scrypt. The line "kyok-key-block-sha256: <hex>" between the blocks holds the SHA-256 of the
  * encrypted key's DER: PEM readers skip it, and it tells a damaged key block (restore the
- * file) from a wrong password, which CBC alone cannot. Files without the line still open. */
+ * file) from a wrong password, which CBC alone cannot. Files without the line still open.
+ *
+ * A key in a PKCS#11 token: the PEM certificate, then exactly four lines that say where the
+ * key is, and no key block:
+ *   kyok-token-module: <absolute path of the PKCS#11 module>
+ *   kyok-token-label: <token label>
+ *   kyok-token-serial: <token serial number>
+ *   kyok-token-key-id: <CKA_ID of the private key, 32 hex digits> */
 #include <errno.h>
 #include <openssl/asn1t.h>
 #include <stdbool.h>
@@ -206,6 +213,187 @@ out:
 	return r;
 }
 
+#define SIGKEY_TOK_MODULE "kyok-token-module: "
+#define SIGKEY_TOK_LABEL  "kyok-token-label: "
+#define SIGKEY_TOK_SERIAL "kyok-token-serial: "
+#define SIGKEY_TOK_ID     "kyok-token-key-id: "
+
+static bool sigkey_printable(const char *s, size_t min, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n < min || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+static bool sigkey_token_ok(const struct ky_sigkey_token *tok)
+{
+	return sigkey_printable(tok->module, 2, KY_TOKEN_MODULE_MAX) && tok->module[0] == '/' &&
+	       sigkey_printable(tok->label, 1, KY_TOKEN_LABEL_MAX) &&
+	       sigkey_printable(tok->serial, 1, KY_TOKEN_SERIAL_MAX);
+}
+
+/* One "<prefix><value>\n" line at *p (before end): the value into out (at most cap-1). */
+static int sigkey_token_line(const char **p, const char *end, const char *prefix, char *out,
+                             size_t cap)
+{
+	size_t plen = strlen(prefix), vlen;
+	const char *nl;
+
+	if ((size_t)(end - *p) < plen || memcmp(*p, prefix, plen) != 0)
+		return KY_ERR_NOT_SIGKEY;
+	*p += plen;
+	if ((nl = memchr(*p, '\n', (size_t)(end - *p))) == NULL)
+		return KY_ERR_NOT_SIGKEY;
+	vlen = (size_t)(nl - *p);
+	if (vlen >= cap || memchr(*p, '\0', vlen) != NULL)
+		return KY_ERR_NOT_SIGKEY;
+	memcpy(out, *p, vlen);
+	out[vlen] = '\0';
+	*p = nl + 1;
+	return 0;
+}
+
+/* The token form: the certificate block, then the four lines, then nothing. */
+static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_sigkey_token *tok)
+{
+	int r = KY_ERR_NOT_SIGKEY;
+	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
+	unsigned char *der = NULL;
+	const unsigned char *q;
+	const char *p, *end;
+	char *rest = NULL, hex[2 * KY_TOKEN_ID_LEN + 2];
+	long len = 0, restlen;
+	X509 *x = NULL;
+
+	memset(tok, 0, sizeof(*tok));
+	if (bio == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = sigkey_pem_block(bio, PEM_STRING_X509, &der, &len)) != 0)
+		goto out;
+	q = der;
+	r = KY_ERR_NOT_SIGKEY;
+	if ((x = d2i_X509(NULL, &q, len)) == NULL || q != der + len)
+		goto out;
+	if ((restlen = BIO_get_mem_data(bio, &rest)) <= 0)
+		goto out;
+	p = rest;
+	end = rest + restlen;
+	if ((r = sigkey_token_line(&p, end, SIGKEY_TOK_MODULE, tok->module, sizeof(tok->module))) !=
+	        0 ||
+	    (r = sigkey_token_line(&p, end, SIGKEY_TOK_LABEL, tok->label, sizeof(tok->label))) !=
+	        0 ||
+	    (r = sigkey_token_line(&p, end, SIGKEY_TOK_SERIAL, tok->serial, sizeof(tok->serial))) !=
+	        0 ||
+	    (r = sigkey_token_line(&p, end, SIGKEY_TOK_ID, hex, sizeof(hex))) != 0)
+		goto out;
+	r = KY_ERR_NOT_SIGKEY;
+	if (p != end || strlen(hex) != 2 * KY_TOKEN_ID_LEN ||
+	    ky_hex_decode(hex, tok->id, KY_TOKEN_ID_LEN) != 0 || !sigkey_token_ok(tok))
+		goto out;
+	*cert = x;
+	x = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	OPENSSL_free(der);
+	BIO_free(bio);
+	ERR_clear_error();
+	return r;
+}
+
+int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok, bool *in_token)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf file = {0};
+	struct sigkey_blocks b = {0};
+	X509 *x = NULL;
+
+	*in_token = false;
+	if ((r = ky_file_read(path, SIGKEY_MAX_BYTES, &file)) != 0)
+		goto out;
+	if (file.len == 0) {
+		r = KY_ERR_EMPTY_FILE;
+		goto out;
+	}
+	if (memmem(file.data, file.len, "\n" SIGKEY_TOK_MODULE, sizeof(SIGKEY_TOK_MODULE)) !=
+	    NULL) {
+		if ((r = sigkey_token_parse(&file, &x, tok)) != 0)
+			goto out;
+		*in_token = true;
+	} else {
+		if ((r = sigkey_parse(&file, &b)) != 0)
+			goto out;
+		x = b.cert;
+		b.cert = NULL; /* transferred */
+	}
+	/* A certificate that no longer passes the admin checks was edited. */
+	if (ky_admin_cert_check(x) != 0) {
+		r = KY_ERR_TAMPERED;
+		goto out;
+	}
+	*cert = x;
+	x = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	sigkey_blocks_release(&b);
+	ky_buf_free(&file);
+	return r;
+}
+
+int ky_sigkey_token_create(const char *path, const char *name, const struct ky_ext_signer *s,
+                           const struct ky_sigkey_token *tok)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf file = {0};
+	struct stat st;
+	BIO *bio = NULL;
+	X509 *cert = NULL;
+	char *data = NULL, hex[2 * KY_TOKEN_ID_LEN + 1];
+	size_t namelen = name != NULL ? strlen(name) : 0;
+	long len;
+
+	if (namelen < 1 || namelen > KY_ADMIN_NAME_MAX)
+		return KY_ERR_ADMIN_NAME;
+	if (!sigkey_token_ok(tok))
+		return KY_ERR_USAGE;
+	if (lstat(path, &st) == 0)
+		return KY_ERR_EXISTS;
+	if (errno != ENOENT)
+		return KY_ERR_IO;
+	if ((r = ky_cert_self_signed_ext(s, name, SIGKEY_OU, SIGKEY_CERT_DAYS, &cert)) != 0)
+		goto out;
+	if ((r = ky_admin_cert_check(cert)) != 0)
+		goto out; /* KY_ERR_ADMIN_NAME for a name with unprintable characters */
+	ky_hex_encode(tok->id, KY_TOKEN_ID_LEN, hex);
+	r = KY_ERR_CRYPTO;
+	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1 ||
+	    BIO_printf(bio, "%s%s\n%s%s\n%s%s\n%s%s\n", SIGKEY_TOK_MODULE, tok->module,
+	               SIGKEY_TOK_LABEL, tok->label, SIGKEY_TOK_SERIAL, tok->serial, SIGKEY_TOK_ID,
+	               hex) <= 0)
+		goto out;
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
+		goto out;
+	if ((r = ky_buf_append(&file, data, (size_t)len)) != 0)
+		goto out;
+	if ((r = ky_file_write_atomic(path, file.data, file.len, 0600)) != 0)
+		goto out;
+	r = 0;
+out:
+	BIO_free(bio);
+	X509_free(cert);
+	ky_buf_free(&file);
+	ERR_clear_error();
+	return r;
+}
+
 int ky_sigkey_create(const char *path, const char *name, const char *password)
 {
 	int r = KY_ERR_INTERNAL;
@@ -243,15 +431,10 @@ out:
 
 int ky_sigkey_read_cert(const char *path, X509 **cert)
 {
-	int r = KY_ERR_INTERNAL;
-	struct sigkey_blocks b = {0};
+	struct ky_sigkey_token tok;
+	bool in_token;
 
-	if ((r = sigkey_load(path, &b)) != 0)
-		return r;
-	*cert = b.cert;
-	b.cert = NULL; /* transferred */
-	sigkey_blocks_release(&b);
-	return 0;
+	return ky_sigkey_read(path, cert, &tok, &in_token);
 }
 
 static bool sigkey_integer(const ASN1_INTEGER *a, uint64_t *v)

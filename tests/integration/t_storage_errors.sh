@@ -154,6 +154,7 @@ done
 # Every request fails now, each with a log line: at most 20 a second, then one line counts
 # the rest. 400 requests on one kept-alive connection.
 url1=$(unit_url 1)
+log_mark=$(wc -l <"$A/unit-1/unit.log")
 mapfile -t urls < <(for i in $(seq 1 400); do echo "$url1/api/v2/keys/$K1"; done)
 curl -sS -o /dev/null -o /dev/null $(auth "$W") "${urls[@]}" >/dev/null 2>&1 || true
 # The count of the lines held back is written with the first failure of a later second.
@@ -163,13 +164,20 @@ for i in $(seq 1 100); do
 	sleep 0.1
 done
 "$KYOK" down >/dev/null 2>&1
-worst=$({ grep "api: GET /api/v2/keys/{id} key $K1.*storage-damaged" "$A/unit-1/unit.log" || true; } |
-	cut -c1-20 | sort | uniq -c | sort -rn | head -n 1 | awk '{print $1}')
-if [ "${worst:-0}" -le 20 ] && grep -q "api: [0-9]* more failed requests not logged (over 20 a second)" \
-	"$A/unit-1/unit.log"; then
-	pass "400 failing requests: at most ${worst:-0} lines in a second, the rest counted"
+# A line is stamped a little after the limiter counted it (a busy machine may push it into
+# the next second), so the bound is on the whole burst: at most 20 for each second it
+# spanned, and one more second for the boundary.
+stamps=$(tail -n +$((log_mark + 1)) "$A/unit-1/unit.log" |
+	{ grep "api: GET /api/v2/keys/{id} key $K1.*storage-damaged" || true; } | cut -c1-19)
+lines=$(printf '%s\n' "$stamps" | grep -c . || true)
+span=$(printf '%s\n' "$stamps" | grep . | while read -r t; do date -u -d "${t}Z" +%s; done |
+	awk 'NR == 1 { lo = $1 } { hi = $1 } END { print (NR ? hi - lo + 1 : 0) }')
+if [ "$lines" -gt 0 ] && [ "$lines" -le $((20 * (span + 1))) ] &&
+	grep -q "api: [0-9]* more failed requests not logged (over 20 a second)" \
+		"$A/unit-1/unit.log"; then
+	pass "400 failing requests: $lines lines over $span s (at most 20 a second), the rest counted"
 else
-	fail "400 failing requests: ${worst:-0} lines in one second, or no line counting the rest"
+	fail "400 failing requests: $lines lines over $span s, or no line counting the rest"
 fi
 expect_eq "keys.db still 0 bytes: nothing was written into it" "$(stat -c %s "$DB")" 0
 # What the message says: stop the units, restore the file.

@@ -1757,6 +1757,202 @@ static void test_anchor_chain(void **state)
 	X509_free(self_id);
 }
 
+/* The curves of administrator keys: P-521 and P-384 (tokens without P-521), nothing else;
+ * a P-384 administrator's signed command verifies as a unit verifies it. */
+static void test_admin_curves(void **state)
+{
+	EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+	EVP_PKEY *p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *c384 = NULL, *c256 = NULL;
+	struct ky_buf der = {0};
+	struct ky_cms_signed *sd = NULL;
+
+	(void)state;
+	assert_non_null(p384);
+	assert_non_null(p256);
+	assert_true(ky_pkey_is_admin_curve(alice_key));
+	assert_true(ky_pkey_is_admin_curve(p384));
+	assert_false(ky_pkey_is_admin_curve(p256));
+	assert_false(ky_pkey_is_p521(p384));
+	assert_int_equal(ky_cert_self_signed(p384, "percy", "kyok administration", 30, &c384), 0);
+	assert_int_equal(ky_admin_cert_check(c384), 0);
+	/* kyok makes no certificate for a P-256 key (its SKI is not defined); an OpenSSL-made
+	 * one is refused by test_admin_cert_refusals and by units in t_refusals. */
+	assert_int_equal(ky_cert_self_signed(p256, "paula", "kyok administration", 30, &c256),
+	                 KY_ERR_BAD_CERT);
+	assert_null(c256);
+
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_cms_add_signer(&der, c384, p384), 0);
+	assert_int_equal(ky_cms_signed_parse(der.data, der.len, &sd), 0);
+	assert_int_equal(ky_cms_signed_verify(sd, 0, X509_get0_pubkey(c384)), 0);
+	assert_int_equal(ky_cms_signed_verify(sd, 0, X509_get0_pubkey(alice_cert)),
+	                 KY_ERR_BAD_SIGNATURE);
+	ky_cms_signed_free(sd);
+	ky_buf_free(&der);
+	X509_free(c384);
+	X509_free(c256);
+	EVP_PKEY_free(p384);
+	EVP_PKEY_free(p256);
+}
+
+/* ---- external signers (keys in tokens), played by a software key ---- */
+
+/* struct ky_ext_signer's sign with arg an EVP_PKEY: a DER ECDSA signature over the digest. */
+static int soft_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(arg, NULL);
+	uint8_t out[256];
+	size_t outlen = sizeof(out);
+	int ok = ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 &&
+	         EVP_PKEY_sign(ctx, out, &outlen, md, mdlen) == 1;
+
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? ky_buf_append(sig, out, outlen) : KY_ERR_CRYPTO;
+}
+
+/* Verifies, as a unit does, the signer of der whose SKI is cert's. */
+static int cms_verify_signer(const struct ky_buf *der, X509 *cert)
+{
+	struct ky_cms_signed *sd = NULL;
+	uint8_t ski[KY_SKI_LEN];
+	int r = ky_cms_signed_parse(der->data, der->len, &sd);
+
+	assert_int_equal(ky_cert_ski(cert, ski), 0);
+	for (size_t i = 0; r == 0 && i < ky_cms_signed_nsigners(sd); i++)
+		if (memcmp(ky_cms_signed_signer(sd, i)->ski, ski, KY_SKI_LEN) == 0) {
+			r = ky_cms_signed_verify(sd, i, X509_get0_pubkey(cert));
+			ky_cms_signed_free(sd);
+			return r;
+		}
+	ky_cms_signed_free(sd);
+	return r == 0 ? KY_ERR_NOT_FOUND : r;
+}
+
+static void test_ext_signer_cert(void **state)
+{
+	struct ky_ext_signer ext = {X509_get0_pubkey(alice_cert), soft_sign, alice_key};
+	struct ky_ext_signer liar = {X509_get0_pubkey(alice_cert), soft_sign, bob_key};
+	X509 *c = NULL;
+
+	(void)state;
+	assert_int_equal(ky_cert_self_signed_ext(&ext, "tess", "kyok administration", 30, &c), 0);
+	assert_int_equal(ky_admin_cert_check(c), 0);
+	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(c), alice_key), 1);
+	X509_free(c);
+	c = NULL;
+	/* A signer whose signatures are not by the key it names makes no certificate. */
+	assert_int_equal(ky_cert_self_signed_ext(&liar, "tess", "kyok administration", 30, &c),
+	                 KY_ERR_BAD_SIGNATURE);
+	assert_null(c);
+}
+
+static void test_ext_signer_cms(void **state)
+{
+	struct ky_ext_signer ext = {X509_get0_pubkey(alice_cert), soft_sign, alice_key};
+	struct ky_ext_signer liar = {X509_get0_pubkey(alice_cert), soft_sign, bob_key};
+	struct ky_ext_signer other = {X509_get0_pubkey(bob_cert), soft_sign, bob_key};
+	struct ky_buf der = {0}, before = {0};
+	struct ky_cms_signed *sd = NULL;
+
+	(void)state;
+	/* First signer through the external signer, second from a key file, and the reverse. */
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_cms_add_signer_ext(&der, alice_cert, &ext), 0);
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), 0);
+	assert_int_equal(cms_verify_signer(&der, alice_cert), 0);
+	assert_int_equal(cms_verify_signer(&der, bob_cert), 0);
+	ky_buf_free(&der);
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_cms_add_signer(&der, bob_cert, bob_key), 0);
+	assert_int_equal(ky_cms_add_signer_ext(&der, alice_cert, &ext), 0);
+	assert_int_equal(cms_verify_signer(&der, alice_cert), 0);
+	assert_int_equal(cms_verify_signer(&der, bob_cert), 0);
+	ky_buf_free(&der);
+
+	/* Refused, der left as it was: a signature by another key, a key not the certificate's. */
+	assert_int_equal(ky_cms_unsigned(command, strlen(command), &der), 0);
+	assert_int_equal(ky_buf_append(&before, der.data, der.len), 0);
+	assert_int_equal(ky_cms_add_signer_ext(&der, alice_cert, &liar), KY_ERR_TOKEN_SIGNATURE);
+	assert_int_equal(ky_cms_add_signer_ext(&der, alice_cert, &other), KY_ERR_TAMPERED);
+	assert_int_equal(der.len, before.len);
+	assert_memory_equal(der.data, before.data, der.len);
+	assert_int_equal(ky_cms_signed_parse(der.data, der.len, &sd), 0);
+	assert_int_equal(ky_cms_signed_nsigners(sd), 0);
+	ky_cms_signed_free(sd);
+	ky_buf_free(&der);
+	ky_buf_free(&before);
+}
+
+static void test_sigkey_token_files(void **state)
+{
+	struct ky_ext_signer ext = {X509_get0_pubkey(alice_cert), soft_sign, alice_key};
+	struct ky_sigkey_token tok = {.module = "/usr/lib/p11/module.so",
+	                              .label = "kyok-tess",
+	                              .serial = "0123abcd"},
+	                       got;
+	struct ky_buf file = {0};
+	char path[300], bad[300], *text;
+	bool in_token = true;
+	X509 *c = NULL;
+	static const struct {
+		const char *from, *to;
+	} edits[] = {
+	    {"kyok-token-module: /usr", "kyok-token-module: usr"},  /* not absolute */
+	    {"kyok-token-label: kyok-tess\n", ""},                  /* a line missing */
+	    {"kyok-token-serial: 0123abcd", "kyok-token-serial: "}, /* empty */
+	    {"kyok-token-key-id: 00", "kyok-token-key-id: 0"},      /* 31 hex digits */
+	    {"kyok-token-key-id: 00", "kyok-token-key-id: zz"},     /* not hex */
+	    {"kyok-token-label: kyok-tess", "kyok-token-label: 0123456789abcdef0123456789abcdefX"},
+	    {"-----END CERTIFICATE-----\n", "-----END CERTIFICATE-----\nx: y\n"}, /* a stray line */
+	};
+
+	(void)state;
+	memset(tok.id, 0, sizeof(tok.id));
+	tok.id[15] = 7;
+	path_in_tmp(path, sizeof(path), "tess.sigkey");
+	assert_int_equal(ky_sigkey_token_create(path, "tess", &ext, &tok), 0);
+	assert_int_equal(ky_sigkey_token_create(path, "tess", &ext, &tok), KY_ERR_EXISTS);
+	assert_int_equal(ky_sigkey_read(path, &c, &got, &in_token), 0);
+	assert_true(in_token);
+	assert_string_equal(got.module, tok.module);
+	assert_string_equal(got.label, tok.label);
+	assert_string_equal(got.serial, tok.serial);
+	assert_memory_equal(got.id, tok.id, KY_TOKEN_ID_LEN);
+	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(c), alice_key), 1);
+	X509_free(c);
+	c = NULL;
+	/* The certificate alone is read like any other sigkey file's; no password opens it. */
+	assert_int_equal(ky_sigkey_read_cert(path, &c), 0);
+	X509_free(c);
+	c = NULL;
+	assert_int_equal(ky_sigkey_read(alice_path, &c, &got, &in_token), 0);
+	assert_false(in_token);
+	X509_free(c);
+	c = NULL;
+
+	file_get(path, &file);
+	assert_int_equal(ky_buf_append(&file, "", 1), 0);
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		const char *at = strstr((const char *)file.data, edits[i].from);
+		size_t head;
+
+		assert_non_null(at);
+		head = (size_t)(at - (const char *)file.data);
+		text = malloc(file.len + 64);
+		assert_non_null(text);
+		memcpy(text, file.data, head);
+		snprintf(text + head, file.len + 64 - head, "%s%s", edits[i].to,
+		         at + strlen(edits[i].from));
+		snprintf(bad, sizeof(bad), "%s/tess-bad-%zu.sigkey", tmpdir, i);
+		file_put(bad, text, strlen(text));
+		free(text);
+		assert_int_equal(ky_sigkey_read(bad, &c, &got, &in_token), KY_ERR_NOT_SIGKEY);
+		assert_null(c);
+	}
+	ky_buf_free(&file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1787,6 +1983,10 @@ int main(void)
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
+	    cmocka_unit_test(test_admin_curves),
+	    cmocka_unit_test(test_ext_signer_cert),
+	    cmocka_unit_test(test_ext_signer_cms),
+	    cmocka_unit_test(test_sigkey_token_files),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
