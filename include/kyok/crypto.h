@@ -220,6 +220,24 @@ int ky_envelope_seal(const uint8_t *secret, size_t n, X509 *recip_cert, struct k
 int ky_envelope_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert, uint8_t *out,
                      size_t n) KY_WUR;
 
+/* ---- key parts to units from PKCS#11 tokens (docs/formats.md, section 5) ---- */
+
+#define KY_TOKEN_PART_ID_LEN 32
+/* The recipient field: SHA-256 of the importer certificate (DER). */
+int ky_token_part_recipient(X509 *cert, uint8_t id[KY_TOKEN_PART_ID_LEN]) KY_WUR;
+/* DER TokenKeyPart from its fields (orig: the originator public key). */
+int ky_token_part_encode(const uint8_t id[KY_TOKEN_PART_ID_LEN], EVP_PKEY *orig,
+                         const uint8_t *wrapped, size_t wlen, struct ky_buf *der) KY_WUR;
+/* The same computation as a token does, in software: a fresh P-521 ephemeral key, ECDH with
+ * the importer certificate's key, the KEK, the key wrap of part. */
+int ky_token_part_seal(const uint8_t part[KY_MK_LEN], X509 *recip_cert, struct ky_buf *der) KY_WUR;
+/* True when der parses as a TokenKeyPart (and so is not a CMS envelope). */
+bool ky_token_part_is(const uint8_t *der, size_t derlen);
+/* Unwraps with the importer key and certificate: out gets the 32-byte part, or one of
+ * KY_ERR_TOKEN_PART_{MALFORMED,VERSION,OTHER_UNIT,CURVE,UNWRAP}. Caller cleanses out. */
+int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
+                       uint8_t out[KY_MK_LEN]) KY_WUR;
+
 /* ---- AEAD ---- */
 
 /* AES-256-GCM with a random 12-byte nonce: out = nonce || ciphertext || tag (16). */

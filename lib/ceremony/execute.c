@@ -411,8 +411,17 @@ static int ceremony_mk_load(struct ky_domain *d, const struct ky_command *c, jso
 		goto out;
 	}
 	for (size_t i = 0; i < c->nparts; i++) {
-		if (ky_envelope_open(c->parts[i].data, c->parts[i].len, d->importer_key,
-		                     d->importer_cert, parts[i], KY_MK_LEN) != 0) {
+		if (ky_token_part_is(c->parts[i].data, c->parts[i].len)) {
+			/* The form a PKCS#11 token makes (docs/formats.md, section 5). */
+			if ((r = ky_token_part_open(c->parts[i].data, c->parts[i].len,
+			                            d->importer_key, d->importer_cert, parts[i])) !=
+			    0) {
+				ceremony_detail(detail, len, "key part %zu (token form) to unit %s",
+				                i + 1, d->unit);
+				goto out;
+			}
+		} else if (ky_envelope_open(c->parts[i].data, c->parts[i].len, d->importer_key,
+		                            d->importer_cert, parts[i], KY_MK_LEN) != 0) {
 			ceremony_detail(detail, len,
 			                "key part %zu cannot be opened with the importer key of "
 			                "unit %s",

@@ -1968,6 +1968,67 @@ static void t_mk_load_parts(void **state)
 	ky_domain_free(d);
 }
 
+/* mk-load of parts in the form a PKCS#11 token makes, alone and mixed with CMS envelopes. */
+static void t_mk_load_token_parts(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT), *other = operational(UNIT_B);
+	uint8_t parts[2][KY_MK_LEN], key[KY_MK_LEN], vp[KY_VP_LEN], pvp[KY_VP_LEN];
+	struct ky_command *c;
+	json_t *res = NULL;
+	char hex[2 * KY_VP_LEN + 1];
+
+	random_parts(parts, 2, key, vp);
+	/* a token part made for another unit */
+	c = cmd_load(d, parts, 2, NULL);
+	ky_buf_free(&c->parts[1]);
+	assert_int_equal(ky_token_part_seal(parts[1], other->importer_cert, &c->parts[1]), 0);
+	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_TOKEN_PART_OTHER_UNIT);
+	detail_has("key part 2 (token form) to unit");
+	assert_int_equal(d->new_state, KY_NEW_EMPTY);
+	/* an altered wrap (the last bytes of the structure) */
+	c = cmd_load(d, parts, 2, NULL);
+	ky_buf_free(&c->parts[0]);
+	assert_int_equal(ky_token_part_seal(parts[0], d->importer_cert, &c->parts[0]), 0);
+	c->parts[0].data[c->parts[0].len - 3] ^= 0x80;
+	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_TOKEN_PART_UNWRAP);
+	detail_has("key part 1 (token form) to unit");
+	assert_int_equal(d->new_state, KY_NEW_EMPTY);
+	/* mixed: one CMS envelope, one token part; the VPs are the parts' */
+	c = cmd_load(d, parts, 2, vp);
+	ky_buf_free(&c->parts[1]);
+	assert_int_equal(ky_token_part_seal(parts[1], d->importer_cert, &c->parts[1]), 0);
+	assert_int_equal(run(&d, c, SIGNED_BY(ALICE, BOB), &res), 0);
+	assert_memory_equal(d->keys->new_key, key, KY_MK_LEN);
+	assert_int_equal(d->new_nparts, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(ky_vp(parts[i], pvp), 0);
+		assert_memory_equal(d->new_part_vps[i], pvp, KY_VP_LEN);
+	}
+	ky_hex_encode(vp, KY_VP_LEN, hex);
+	assert_string_equal(json_string_value(json_object_get(res, "vp")), hex);
+	json_decref(res);
+	/* two token parts, on the other unit */
+	c = cmd_load(other, parts, 2, vp);
+	for (size_t i = 0; i < 2; i++) {
+		ky_buf_free(&c->parts[i]);
+		assert_int_equal(ky_token_part_seal(parts[i], other->importer_cert, &c->parts[i]),
+		                 0);
+	}
+	assert_int_equal(run(&other, c, SIGNED_BY(ALICE, BOB), NULL), 0);
+	assert_memory_equal(other->keys->new_key, key, KY_MK_LEN);
+	/* the same part twice, once in each form, is still one part given twice */
+	ky_domain_free(other);
+	other = operational(UNIT_B);
+	c = cmd_load(other, parts, 2, NULL);
+	ky_buf_free(&c->parts[1]);
+	assert_int_equal(ky_token_part_seal(parts[0], other->importer_cert, &c->parts[1]), 0);
+	assert_int_equal(run(&other, c, SIGNED_BY(ALICE, BOB), NULL), KY_ERR_PART_DUPLICATE);
+	assert_int_equal(other->new_state, KY_NEW_EMPTY);
+	ky_domain_free(other);
+	ky_domain_free(d);
+}
+
 static void t_zeroize(void **state)
 {
 	(void)state;
@@ -2801,6 +2862,7 @@ int main(void)
 	    cmocka_unit_test(t_not_a_command),
 	    cmocka_unit_test(t_mk_register_flow),
 	    cmocka_unit_test(t_mk_load_parts),
+	    cmocka_unit_test(t_mk_load_token_parts),
 	    cmocka_unit_test(t_zeroize),
 	    cmocka_unit_test(t_generate_export_import),
 	    cmocka_unit_test(t_export_chain),

@@ -1556,6 +1556,108 @@ static void test_empty_files(void **state)
 	assert_string_equal(ky_err_slug(KY_ERR_EMPTY_FILE), "empty-file");
 }
 
+/* Key parts in the form a PKCS#11 token makes: an ECDH-derived KEK and an AES key wrap. */
+static void test_token_part(void **state)
+{
+	EVP_PKEY *ukey = NULL, *okey = NULL, *p256 = NULL;
+	X509 *ucert = NULL, *ocert = NULL;
+	uint8_t part[KY_MK_LEN], out[KY_MK_LEN], id[KY_TOKEN_PART_ID_LEN], wrapped[40];
+	struct ky_buf der = {0}, der2 = {0}, other = {0};
+
+	(void)state;
+	assert_int_equal(ky_random(part, sizeof(part)), 0);
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(ky_ec_generate(&okey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	assert_int_equal(
+	    ky_cert_issue(okey, "unit-2 importer", "kyok unit", alice_cert, alice_key, 30, &ocert),
+	    0);
+
+	assert_int_equal(ky_token_part_seal(part, ucert, &der), 0);
+	assert_true(ky_token_part_is(der.data, der.len));
+	assert_null(memmem(der.data, der.len, part, sizeof(part)));
+	memset(out, 0, sizeof(out));
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+	assert_memory_equal(out, part, KY_MK_LEN);
+	/* Two seals of one part differ (a fresh ephemeral key each time) and both open. */
+	assert_int_equal(ky_token_part_seal(part, ucert, &der2), 0);
+	assert_false(der2.len == der.len && memcmp(der2.data, der.data, der.len) == 0);
+	assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out), 0);
+	assert_memory_equal(out, part, KY_MK_LEN);
+	ky_buf_free(&der2);
+
+	/* Made for another unit: its recipient is not this importer certificate. */
+	assert_int_equal(ky_token_part_open(der.data, der.len, okey, ocert, out),
+	                 KY_ERR_TOKEN_PART_OTHER_UNIT);
+	/* The right recipient, the wrong key: the wrap does not open. */
+	assert_int_equal(ky_token_part_open(der.data, der.len, okey, ucert, out),
+	                 KY_ERR_TOKEN_PART_UNWRAP);
+	/* Altered wrap: its last byte is the last byte of the structure. */
+	der.data[der.len - 1] ^= 0x01;
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_UNWRAP);
+	der.data[der.len - 1] ^= 0x01;
+	/* Truncated, trailing bytes, garbage. */
+	assert_int_equal(ky_token_part_open(der.data, der.len - 1, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	assert_false(ky_token_part_is(der.data, der.len - 1));
+	assert_int_equal(ky_buf_append(&der2, der.data, der.len), 0);
+	assert_int_equal(ky_buf_append(&der2, (const uint8_t *)"\0", 1), 0);
+	assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	ky_buf_free(&der2);
+	assert_int_equal(ky_token_part_open((const uint8_t *)"xx", 2, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	/* Version 2: the INTEGER right after the SEQUENCE header (long form, one length byte). */
+	assert_int_equal(der.data[1], 0x81);
+	assert_memory_equal(der.data + 3, "\x02\x01\x01", 3);
+	der.data[5] = 0x02;
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_VERSION);
+	der.data[5] = 0x01;
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+
+	/* An originator key on another curve (P-256). */
+	assert_int_equal(ky_token_part_recipient(ucert, id), 0);
+	assert_int_equal(ky_random(wrapped, sizeof(wrapped)), 0);
+	assert_non_null(p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"));
+	assert_int_equal(ky_token_part_encode(id, p256, wrapped, sizeof(wrapped), &other), 0);
+	assert_true(ky_token_part_is(other.data, other.len));
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+	ky_buf_free(&other);
+	/* A P-521 originator with a wrapped part of the wrong size. */
+	assert_int_equal(ky_token_part_encode(id, okey, wrapped, 32, &other), 0);
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	ky_buf_free(&other);
+	/* A random wrapped part of the right size does not pass the integrity check. */
+	assert_int_equal(ky_token_part_encode(id, okey, wrapped, sizeof(wrapped), &other), 0);
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_UNWRAP);
+	ky_buf_free(&other);
+
+	/* A CMS envelope is not the token form, and the token form is no CMS envelope. */
+	assert_int_equal(ky_envelope_seal(part, sizeof(part), ucert, &other), 0);
+	assert_false(ky_token_part_is(other.data, other.len));
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	assert_int_equal(ky_envelope_open(der.data, der.len, ukey, ucert, out, KY_MK_LEN),
+	                 KY_ERR_BAD_COMMAND);
+	ky_buf_free(&other);
+	assert_int_equal(ky_token_part_seal(part, NULL, &other), KY_ERR_USAGE);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&der);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(ukey);
+	EVP_PKEY_free(okey);
+	X509_free(ucert);
+	X509_free(ocert);
+}
+
 static void test_envelope(void **state)
 {
 	EVP_PKEY *ukey = NULL, *okey = NULL;
@@ -1981,6 +2083,7 @@ int main(void)
 	    cmocka_unit_test(test_cms_bounds),
 	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
+	    cmocka_unit_test(test_token_part),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
 	    cmocka_unit_test(test_admin_curves),

@@ -1,0 +1,278 @@
+/* Key parts to units, the form a PKCS#11 token can make without the part leaving it in clear
+ * (docs/formats.md, section 5):
+ *
+ *   TokenKeyPart ::= SEQUENCE {
+ *     version     INTEGER (1),
+ *     recipient   OCTET STRING (SIZE (32)),  -- SHA-256 of the importer certificate (DER)
+ *     originator  SubjectPublicKeyInfo,      -- ephemeral EC public key, P-521
+ *     wrappedPart OCTET STRING (SIZE (40)) } -- AES-256 key wrap (RFC 3394) of the part
+ *
+ *   Z    = ECDH(originator, importer): the x-coordinate, 66 bytes (CKM_ECDH1_DERIVE, CKD_NULL)
+ *   K0   = the last 32 bytes of Z (a CKD_NULL derivation to a 32-byte AES key)
+ *   info = SHA-256("kyok token key part 1" || recipient || uncompressed originator point)
+ *   KEK  = AES-256-ECB(K0, info)                 (CKM_AES_ECB_ENCRYPT_DATA)
+ *   wrappedPart = AES-256-KW(KEK, part)          (C_WrapKey, CKM_AES_KEY_WRAP)
+ *
+ * The signed mk-load command that carries it authenticates it. */
+#include <openssl/asn1t.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <string.h>
+
+#include "kyok/crypto.h"
+#include "kyok/err.h"
+
+#define TOKEN_PART_VERSION 1
+#define TOKEN_PART_Z_LEN   66 /* P-521 field size */
+#define TOKEN_PART_WRAPPED (KY_MK_LEN + 8)
+#define TOKEN_PART_LABEL   "kyok token key part 1"
+#define TOKEN_PART_POINT   133 /* uncompressed P-521 point */
+
+typedef struct {
+	ASN1_INTEGER *version;
+	ASN1_OCTET_STRING *recipient;
+	X509_PUBKEY *originator;
+	ASN1_OCTET_STRING *wrapped;
+} KY_TOKEN_PART;
+
+DECLARE_ASN1_FUNCTIONS(KY_TOKEN_PART)
+
+ASN1_SEQUENCE(KY_TOKEN_PART) =
+    {
+        ASN1_SIMPLE(KY_TOKEN_PART, version, ASN1_INTEGER),
+        ASN1_SIMPLE(KY_TOKEN_PART, recipient, ASN1_OCTET_STRING),
+        ASN1_SIMPLE(KY_TOKEN_PART, originator, X509_PUBKEY),
+        ASN1_SIMPLE(KY_TOKEN_PART, wrapped, ASN1_OCTET_STRING),
+} ASN1_SEQUENCE_END(KY_TOKEN_PART)
+
+        IMPLEMENT_ASN1_FUNCTIONS(KY_TOKEN_PART)
+
+            int ky_token_part_recipient(X509 * cert, uint8_t id[KY_TOKEN_PART_ID_LEN])
+{
+	unsigned int len = 0;
+
+	if (cert == NULL || X509_digest(cert, EVP_sha256(), id, &len) != 1 ||
+	    len != KY_TOKEN_PART_ID_LEN) {
+		ERR_clear_error();
+		return KY_ERR_CRYPTO;
+	}
+	return 0;
+}
+
+/* info = SHA-256(label || recipient || originator point): the data the KEK is made from. */
+static int token_part_info(const uint8_t id[KY_TOKEN_PART_ID_LEN], const EVP_PKEY *orig,
+                           uint8_t info[32])
+{
+	int r = KY_ERR_CRYPTO;
+	uint8_t point[TOKEN_PART_POINT];
+	size_t plen = 0;
+	EVP_MD_CTX *md = NULL;
+
+	if (EVP_PKEY_get_octet_string_param(orig, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
+	                                    &plen) != 1 ||
+	    plen != sizeof(point))
+		goto out;
+	if ((md = EVP_MD_CTX_new()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, TOKEN_PART_LABEL, strlen(TOKEN_PART_LABEL)) != 1 ||
+	    EVP_DigestUpdate(md, id, KY_TOKEN_PART_ID_LEN) != 1 ||
+	    EVP_DigestUpdate(md, point, plen) != 1 || EVP_DigestFinal_ex(md, info, NULL) != 1)
+		goto out;
+	r = 0;
+out:
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+/* KEK = AES-256-ECB(last 32 bytes of ECDH(priv, peer), info). Caller cleanses kek. */
+static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, const uint8_t info[32], uint8_t kek[32])
+{
+	int r = KY_ERR_CRYPTO;
+	EVP_PKEY_CTX *dctx = NULL;
+	EVP_CIPHER_CTX *c = NULL;
+	uint8_t z[TOKEN_PART_Z_LEN];
+	size_t zlen = sizeof(z);
+	int n = 0, fin = 0;
+
+	if ((dctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL || EVP_PKEY_derive_init(dctx) != 1 ||
+	    EVP_PKEY_derive_set_peer(dctx, peer) != 1 || EVP_PKEY_derive(dctx, z, &zlen) != 1 ||
+	    zlen != sizeof(z))
+		goto out;
+	if ((c = EVP_CIPHER_CTX_new()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if (EVP_EncryptInit_ex(c, EVP_aes_256_ecb(), NULL, z + sizeof(z) - 32, NULL) != 1 ||
+	    EVP_CIPHER_CTX_set_padding(c, 0) != 1 || EVP_EncryptUpdate(c, kek, &n, info, 32) != 1 ||
+	    EVP_EncryptFinal_ex(c, kek + n, &fin) != 1 || n + fin != 32)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_cleanse(z, sizeof(z));
+	EVP_CIPHER_CTX_free(c);
+	EVP_PKEY_CTX_free(dctx);
+	if (r != 0)
+		ERR_clear_error();
+	return r;
+}
+
+/* AES-256 key wrap (RFC 3394, default IV), either way. */
+static int token_part_kw(int enc, const uint8_t kek[32], const uint8_t *in, size_t n, uint8_t *out,
+                         size_t outlen)
+{
+	int r = KY_ERR_CRYPTO;
+	EVP_CIPHER_CTX *c = NULL;
+	int len = 0, fin = 0;
+
+	if ((c = EVP_CIPHER_CTX_new()) == NULL)
+		return KY_ERR_NOMEM;
+	EVP_CIPHER_CTX_set_flags(c, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+	if (EVP_CipherInit_ex(c, EVP_aes_256_wrap(), NULL, kek, NULL, enc) != 1)
+		goto out;
+	if (EVP_CipherUpdate(c, out, &len, in, (int)n) != 1 ||
+	    EVP_CipherFinal_ex(c, out + len, &fin) != 1 || (size_t)(len + fin) != outlen) {
+		r = enc ? KY_ERR_CRYPTO : KY_ERR_TOKEN_PART_UNWRAP;
+		goto out;
+	}
+	r = 0;
+out:
+	EVP_CIPHER_CTX_free(c);
+	ERR_clear_error();
+	return r;
+}
+
+int ky_token_part_encode(const uint8_t id[KY_TOKEN_PART_ID_LEN], EVP_PKEY *orig,
+                         const uint8_t *wrapped, size_t wlen, struct ky_buf *der)
+{
+	int r = KY_ERR_CRYPTO;
+	KY_TOKEN_PART *tp = NULL;
+	unsigned char *p = NULL;
+	int len;
+
+	if (id == NULL || orig == NULL || wrapped == NULL || wlen == 0 || der == NULL)
+		return KY_ERR_USAGE;
+	if ((tp = KY_TOKEN_PART_new()) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if (ASN1_INTEGER_set(tp->version, TOKEN_PART_VERSION) != 1 ||
+	    ASN1_OCTET_STRING_set(tp->recipient, id, KY_TOKEN_PART_ID_LEN) != 1 ||
+	    X509_PUBKEY_set(&tp->originator, orig) != 1 ||
+	    ASN1_OCTET_STRING_set(tp->wrapped, wrapped, (int)wlen) != 1)
+		goto out;
+	if ((len = i2d_KY_TOKEN_PART(tp, &p)) <= 0)
+		goto out;
+	if ((r = ky_buf_append(der, p, (size_t)len)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_free(p);
+	KY_TOKEN_PART_free(tp);
+	ERR_clear_error();
+	return r;
+}
+
+int ky_token_part_seal(const uint8_t part[KY_MK_LEN], X509 *recip_cert, struct ky_buf *der)
+{
+	int r = KY_ERR_CRYPTO;
+	EVP_PKEY *eph = NULL, *peer;
+	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32], wrapped[TOKEN_PART_WRAPPED];
+
+	if (part == NULL || recip_cert == NULL || der == NULL)
+		return KY_ERR_USAGE;
+	if ((peer = X509_get0_pubkey(recip_cert)) == NULL || !ky_pkey_is_p521(peer)) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	if ((r = ky_token_part_recipient(recip_cert, id)) != 0)
+		goto out;
+	if ((r = ky_ec_generate(&eph)) != 0)
+		goto out;
+	if ((r = token_part_info(id, eph, info)) != 0)
+		goto out;
+	if ((r = token_part_kek(eph, peer, info, kek)) != 0)
+		goto out;
+	if ((r = token_part_kw(1, kek, part, KY_MK_LEN, wrapped, sizeof(wrapped))) != 0)
+		goto out;
+	if ((r = ky_token_part_encode(id, eph, wrapped, sizeof(wrapped), der)) != 0)
+		goto out;
+	r = 0;
+out:
+	OPENSSL_cleanse(kek, sizeof(kek));
+	EVP_PKEY_free(eph);
+	ERR_clear_error();
+	return r;
+}
+
+bool ky_token_part_is(const uint8_t *der, size_t derlen)
+{
+	const unsigned char *p = der;
+	KY_TOKEN_PART *tp;
+	bool is;
+
+	if (der == NULL || derlen == 0 || derlen > 4096)
+		return false;
+	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
+	is = tp != NULL;
+	KY_TOKEN_PART_free(tp);
+	ERR_clear_error();
+	return is;
+}
+
+int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
+                       uint8_t out[KY_MK_LEN])
+{
+	int r = KY_ERR_TOKEN_PART_MALFORMED;
+	const unsigned char *p = der;
+	KY_TOKEN_PART *tp = NULL;
+	EVP_PKEY *orig = NULL;
+	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32];
+
+	if (der == NULL || derlen == 0 || derlen > 4096 || key == NULL || cert == NULL)
+		goto out;
+	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
+	if (tp == NULL || p != der + derlen) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	if (ASN1_INTEGER_get(tp->version) != TOKEN_PART_VERSION) {
+		r = KY_ERR_TOKEN_PART_VERSION;
+		goto out;
+	}
+	if ((r = ky_token_part_recipient(cert, id)) != 0)
+		goto out;
+	if (ASN1_STRING_length(tp->recipient) != KY_TOKEN_PART_ID_LEN ||
+	    memcmp(ASN1_STRING_get0_data(tp->recipient), id, KY_TOKEN_PART_ID_LEN) != 0) {
+		r = KY_ERR_TOKEN_PART_OTHER_UNIT;
+		goto out;
+	}
+	if ((orig = X509_PUBKEY_get(tp->originator)) == NULL || !ky_pkey_is_p521(orig)) {
+		r = KY_ERR_TOKEN_PART_CURVE;
+		goto out;
+	}
+	if (ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	if ((r = token_part_info(id, orig, info)) != 0)
+		goto out;
+	if ((r = token_part_kek(key, orig, info, kek)) != 0)
+		goto out;
+	if ((r = token_part_kw(0, kek, ASN1_STRING_get0_data(tp->wrapped), TOKEN_PART_WRAPPED, out,
+	                       KY_MK_LEN)) != 0) {
+		OPENSSL_cleanse(out, KY_MK_LEN);
+		goto out;
+	}
+	r = 0;
+out:
+	OPENSSL_cleanse(kek, sizeof(kek));
+	EVP_PKEY_free(orig);
+	KY_TOKEN_PART_free(tp);
+	ERR_clear_error();
+	return r;
+}
