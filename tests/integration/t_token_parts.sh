@@ -141,4 +141,45 @@ expect_eq "unit 2: new register's VP is the XOR's" "$(unit_state 2 | jq -r .new_
 expect_eq "unit 2: the part VPs, in order" "$(unit_state 2 | jq -r '.new_mk.part_vps | join(",")')" \
 	"$(vp_of "$C/part1"),$(vp_of "$C/part2")"
 
+# ---- parts made in a SoftHSM2 token: never readable, VP by C_DigestKey ---------------------------
+for u in 1 2; do
+	cmd_json "$u" mk-clrnew >"$C/c$u.json"
+	sign_cmd "$C/c$u.json" "$C/c$u.der" alice bob
+	expect_accepted "unit $u: new register cleared" "$u" "$C/c$u.der"
+done
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+[ -f "$MODULE" ] || {
+	fail "SoftHSM2 module $MODULE is missing: scripts/deps.sh check installs softhsm2"
+	finish
+}
+mkdir -p "$T_DIR/hsm/tokens"
+printf 'directories.tokendir = %s/hsm/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
+	"$T_DIR" >"$T_DIR/hsm/softhsm2.conf"
+export SOFTHSM2_CONF="$T_DIR/hsm/softhsm2.conf"
+so=$(cat "$(newpw so-ops)")
+pin=$(cat "$(newpw pin-ops)")
+printf '%s\n%s\n%s\n%s\n' "$so" "$so" "$pin" "$pin" |
+	script -qec "softhsm2-util --init-token --free --label kyok-ops" /dev/null >/dev/null
+TOKEN_PART=$KYOK_BUILD/tests/token_part
+vpA=$("$TOKEN_PART" "$MODULE" kyok-ops "$T_DIR/pw/pin-ops" "$C/tokA" "$C/importer1.pem" \
+	"$C/importer2.pem") || fail "token part A not made"
+vpB=$("$TOKEN_PART" "$MODULE" kyok-ops "$T_DIR/pw/pin-ops" "$C/tokB" "$C/importer2.pem") ||
+	fail "token part B not made"
+expect_eq "two token parts, two VPs" "$([ "$vpA" != "$vpB" ] && echo differ)" differ
+
+load_cmd 2 "$C/l2.der" "$C/tokA.1.der" "$C/tokB.1.der"
+expect_refused "a part wrapped in the token for unit 1, sent to unit 2" token-part-other-unit 2 \
+	"$C/l2.der"
+load_cmd 1 "$C/l.der" "$C/tokA.1.der" "$C/env2.der"
+expect_accepted "unit 1: mk-load of a token-made part and a file part's envelope" 1 "$C/l.der"
+expect_eq "unit 1: the part VPs are the token's C_DigestKey VP and the file part's" \
+	"$(unit_state 1 | jq -r '.new_mk.part_vps | join(",")')" "$vpA,$(vp_of "$C/part2")"
+load_cmd 2 "$C/l2.der" "$C/tokA.2.der" "$C/tokB.1.der"
+expect_accepted "unit 2: mk-load of two token-made parts" 2 "$C/l2.der"
+expect_eq "unit 2: the part VPs are the token's C_DigestKey VPs" \
+	"$(unit_state 2 | jq -r '.new_mk.part_vps | join(",")')" "$vpA,$vpB"
+expect_eq "unit 2: the key is not unit 1's (its second part differs)" \
+	"$([ "$(unit_state 1 | jq -r .new_mk.vp)" != "$(unit_state 2 | jq -r .new_mk.vp)" ] && echo differ)" \
+	differ
+
 finish
