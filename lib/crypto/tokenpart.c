@@ -24,11 +24,12 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
-#define TOKEN_PART_VERSION 1
-#define TOKEN_PART_Z_LEN   66 /* P-521 field size */
-#define TOKEN_PART_WRAPPED (KY_MK_LEN + 8)
-#define TOKEN_PART_LABEL   "kyok token key part 1"
-#define TOKEN_PART_POINT   133 /* uncompressed P-521 point */
+#define TOKEN_PART_VERSION   1
+#define TOKEN_PART_Z_LEN     66 /* P-521 field size */
+#define TOKEN_PART_WRAPPED   (KY_MK_LEN + 8)
+#define TOKEN_PART_LABEL     "kyok token key part 1"
+#define TOKEN_PART_POINT     133 /* uncompressed P-521 point */
+#define TOKEN_PART_MAX_BYTES 4096
 
 typedef struct {
 	ASN1_INTEGER *version;
@@ -65,15 +66,17 @@ ASN1_SEQUENCE(KY_TOKEN_PART) =
 static int token_part_info(const uint8_t id[KY_TOKEN_PART_ID_LEN], const EVP_PKEY *orig,
                            uint8_t info[32])
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	uint8_t point[TOKEN_PART_POINT];
 	size_t plen = 0;
 	EVP_MD_CTX *md = NULL;
 
 	if (EVP_PKEY_get_octet_string_param(orig, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
 	                                    &plen) != 1 ||
-	    plen != sizeof(point))
+	    plen != sizeof(point)) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((md = EVP_MD_CTX_new()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -81,8 +84,10 @@ static int token_part_info(const uint8_t id[KY_TOKEN_PART_ID_LEN], const EVP_PKE
 	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
 	    EVP_DigestUpdate(md, TOKEN_PART_LABEL, strlen(TOKEN_PART_LABEL)) != 1 ||
 	    EVP_DigestUpdate(md, id, KY_TOKEN_PART_ID_LEN) != 1 ||
-	    EVP_DigestUpdate(md, point, plen) != 1 || EVP_DigestFinal_ex(md, info, NULL) != 1)
+	    EVP_DigestUpdate(md, point, plen) != 1 || EVP_DigestFinal_ex(md, info, NULL) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	r = 0;
 out:
 	EVP_MD_CTX_free(md);
@@ -92,7 +97,7 @@ out:
 /* KEK = AES-256-ECB(last 32 bytes of ECDH(priv, peer), info). Caller cleanses kek. */
 static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, const uint8_t info[32], uint8_t kek[32])
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	EVP_PKEY_CTX *dctx = NULL;
 	EVP_CIPHER_CTX *c = NULL;
 	uint8_t z[TOKEN_PART_Z_LEN];
@@ -101,16 +106,20 @@ static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, const uint8_t info[32]
 
 	if ((dctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL || EVP_PKEY_derive_init(dctx) != 1 ||
 	    EVP_PKEY_derive_set_peer(dctx, peer) != 1 || EVP_PKEY_derive(dctx, z, &zlen) != 1 ||
-	    zlen != sizeof(z))
+	    zlen != sizeof(z)) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((c = EVP_CIPHER_CTX_new()) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
 	if (EVP_EncryptInit_ex(c, EVP_aes_256_ecb(), NULL, z + sizeof(z) - 32, NULL) != 1 ||
 	    EVP_CIPHER_CTX_set_padding(c, 0) != 1 || EVP_EncryptUpdate(c, kek, &n, info, 32) != 1 ||
-	    EVP_EncryptFinal_ex(c, kek + n, &fin) != 1 || n + fin != 32)
+	    EVP_EncryptFinal_ex(c, kek + n, &fin) != 1 || n + fin != 32) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	r = 0;
 out:
 	OPENSSL_cleanse(z, sizeof(z));
@@ -125,15 +134,17 @@ out:
 static int token_part_kw(int enc, const uint8_t kek[32], const uint8_t *in, size_t n, uint8_t *out,
                          size_t outlen)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	EVP_CIPHER_CTX *c = NULL;
 	int len = 0, fin = 0;
 
 	if ((c = EVP_CIPHER_CTX_new()) == NULL)
 		return KY_ERR_NOMEM;
 	EVP_CIPHER_CTX_set_flags(c, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
-	if (EVP_CipherInit_ex(c, EVP_aes_256_wrap(), NULL, kek, NULL, enc) != 1)
+	if (EVP_CipherInit_ex(c, EVP_aes_256_wrap(), NULL, kek, NULL, enc) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if (EVP_CipherUpdate(c, out, &len, in, (int)n) != 1 ||
 	    EVP_CipherFinal_ex(c, out + len, &fin) != 1 || (size_t)(len + fin) != outlen) {
 		r = enc ? KY_ERR_CRYPTO : KY_ERR_TOKEN_PART_UNWRAP;
@@ -149,7 +160,7 @@ out:
 int ky_token_part_encode(const uint8_t id[KY_TOKEN_PART_ID_LEN], EVP_PKEY *orig,
                          const uint8_t *wrapped, size_t wlen, struct ky_buf *der)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	KY_TOKEN_PART *tp = NULL;
 	unsigned char *p = NULL;
 	int len;
@@ -163,10 +174,14 @@ int ky_token_part_encode(const uint8_t id[KY_TOKEN_PART_ID_LEN], EVP_PKEY *orig,
 	if (ASN1_INTEGER_set(tp->version, TOKEN_PART_VERSION) != 1 ||
 	    ASN1_OCTET_STRING_set(tp->recipient, id, KY_TOKEN_PART_ID_LEN) != 1 ||
 	    X509_PUBKEY_set(&tp->originator, orig) != 1 ||
-	    ASN1_OCTET_STRING_set(tp->wrapped, wrapped, (int)wlen) != 1)
+	    ASN1_OCTET_STRING_set(tp->wrapped, wrapped, (int)wlen) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((len = i2d_KY_TOKEN_PART(tp, &p)) <= 0)
+	}
+	if ((len = i2d_KY_TOKEN_PART(tp, &p)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(der, p, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -179,7 +194,7 @@ out:
 
 int ky_token_part_seal(const uint8_t part[KY_MK_LEN], X509 *recip_cert, struct ky_buf *der)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	EVP_PKEY *eph = NULL, *peer;
 	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32], wrapped[TOKEN_PART_WRAPPED];
 
@@ -215,7 +230,7 @@ bool ky_token_part_is(const uint8_t *der, size_t derlen)
 	KY_TOKEN_PART *tp;
 	bool is;
 
-	if (der == NULL || derlen == 0 || derlen > 4096)
+	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES)
 		return false;
 	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
 	is = tp != NULL;
@@ -227,14 +242,17 @@ bool ky_token_part_is(const uint8_t *der, size_t derlen)
 int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
                        uint8_t out[KY_MK_LEN])
 {
-	int r = KY_ERR_TOKEN_PART_MALFORMED;
+	int r = KY_ERR_INTERNAL;
 	const unsigned char *p = der;
 	KY_TOKEN_PART *tp = NULL;
 	EVP_PKEY *orig = NULL;
 	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32];
 
-	if (der == NULL || derlen == 0 || derlen > 4096 || key == NULL || cert == NULL)
+	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES || key == NULL ||
+	    cert == NULL) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
+	}
 	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
 	if (tp == NULL || p != der + derlen) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
