@@ -96,6 +96,32 @@ expect_eq "TokenKeyPart: the recipient is SHA-256 of unit 1's importer certifica
 	"$(openssl x509 -in "$C/importer1.pem" -outform DER | openssl dgst -sha256 -r | cut -c1-64)"
 expect_eq "TokenKeyPart: a 40-byte wrapped part" "$(tail -n1 "$C/tok1.txt" | grep -o 'l= *40 ' | tr -d ' ')" "l=40"
 
+# ---- the openssl reproduction shown in docs/formats.md, run verbatim with a test key --------------
+R=$C/recipe
+mkdir -p "$R"
+awk '/^The whole computation can be reproduced with openssl/ {f = 1} f && /^```sh$/ {b = 1; next}
+	b && /^```$/ {exit} b' "$(dirname "$0")/../../docs/formats.md" >"$R/recipe.sh"
+expect_eq "docs/formats.md shows the reproduction, to the unwrap" "$(grep -c 'cmp - part.bin' "$R/recipe.sh")" 1
+(
+	cd "$R"
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -out imp.key
+	openssl req -new -x509 -key imp.key -subj "/CN=test importer" -days 2 -out importer.pem
+	head -c 32 /dev/urandom >part.bin
+	bash -e recipe.sh
+) >"$R/out" 2>&1 && pass "the reproduction runs; the unit's side unwraps the part" ||
+	fail "the reproduction of docs/formats.md fails: $(cat "$R/out")"
+# The same steps for unit 1's importer and part 1, up to the unit's side: loaded below.
+R1=$C/recipe1
+mkdir -p "$R1"
+sed '/^# The unit.s side/,$d' "$R/recipe.sh" >"$R1/recipe.sh"
+cp "$C/importer1.pem" "$R1/importer.pem"
+cp "$C/part1" "$R1/part.bin"
+(cd "$R1" && bash -e recipe.sh) >"$R1/out" 2>&1 ||
+	fail "the reproduction of docs/formats.md for unit 1 fails: $(cat "$R1/out")"
+expect_eq "the reproduction's TokenKeyPart: version 1, a 40-byte wrapped part" \
+	"$(openssl asn1parse -inform DER -in "$R/part.tok.der" | sed -n '2p;$p' |
+		grep -o 'INTEGER *:01\|l= *40 ' | tr -d ' ' | tr '\n' ' ')" "INTEGER:01 l=40 "
+
 # ---- refusals ------------------------------------------------------------------------------------
 envelope "$C/part2" "$C/importer1.pem" "$C/env2.der"
 token_part "$C/part1" "$C/importer2.pem" "$C/tok1for2.der"
@@ -127,8 +153,9 @@ load_cmd 1 "$C/l.der" "$C/tok1.der" "$C/tok1b.der"
 expect_refused "one part twice, in two token parts" key-part-duplicate 1 "$C/l.der"
 
 # ---- accepted: mixed on unit 1, two token parts on unit 2 ---------------------------------------
-load_cmd 1 "$C/l.der" "$C/tok1.der" "$C/env2.der"
-expect_accepted "mk-load of a token part and a CMS envelope" 1 "$C/l.der"
+load_cmd 1 "$C/l.der" "$R1/part.tok.der" "$C/env2.der"
+expect_accepted "mk-load of a token part (made as docs/formats.md shows) and a CMS envelope" 1 \
+	"$C/l.der"
 expect_eq "unit 1: new register's VP is the XOR's" "$(unit_state 1 | jq -r .new_mk.vp)" "$vp"
 expect_eq "unit 1: the part VPs, in order" "$(unit_state 1 | jq -r '.new_mk.part_vps | join(",")')" \
 	"$(vp_of "$C/part1"),$(vp_of "$C/part2")"
