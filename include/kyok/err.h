@@ -153,21 +153,6 @@
 	X(PART_VALUE_WEAK, "key-part-value-weak", KY_EXIT_INPUT, 400,                              \
 	  "key part value is one byte repeated (all zero included): use --random, or a value "     \
 	  "from a good random source")                                                             \
-	X(TOKEN_PART_MALFORMED, "token-part-malformed", KY_EXIT_INPUT, 400,                        \
-	  "token key part is not a well-formed TokenKeyPart (version, recipient, originator "      \
-	  "key, 40-byte wrapped part): make it again with the token")                              \
-	X(TOKEN_PART_VERSION, "token-part-version", KY_EXIT_INPUT, 400,                            \
-	  "token key part has a version this unit does not know (only 1): make it again with "     \
-	  "this kyok")                                                                             \
-	X(TOKEN_PART_OTHER_UNIT, "token-part-other-unit", KY_EXIT_INPUT, 400,                      \
-	  "token key part was made for another unit's importer certificate: make it again for "    \
-	  "this unit's importer certificate")                                                      \
-	X(TOKEN_PART_CURVE, "token-part-curve", KY_EXIT_INPUT, 400,                                \
-	  "token key part's originator key is not an EC P-521 key (the importer key's curve): "    \
-	  "make it again with a P-521 ephemeral key")                                              \
-	X(TOKEN_PART_UNWRAP, "token-part-unwrap", KY_EXIT_INPUT, 400,                              \
-	  "token key part does not unwrap with this unit's importer key (integrity check "         \
-	  "failed): it was altered or made with another key; make it again")                       \
 	X(MK_ZERO, "master-key-zero", KY_EXIT_INPUT, 400,                                          \
 	  "the key parts combine to an all-zero master key: load independently made parts")        \
 	X(MK_EQUALS_PART, "master-key-equals-part", KY_EXIT_INPUT, 400,                            \
@@ -383,7 +368,22 @@
 	  "the two cards are of different smart card zones: use the CA card of the EP11 "          \
 	  "card's own zone")                                                                       \
 	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
-	  "the two entries of the new PIN differ: nothing was changed; enter it again")
+	  "the two entries of the new PIN differ: nothing was changed; enter it again")            \
+	X(TOKEN_PART_MALFORMED, "token-part-malformed", KY_EXIT_INPUT, 400,                        \
+	  "token key part is not a well-formed TokenKeyPart (version, recipient, originator "      \
+	  "key, 40-byte wrapped part): make it again with the token")                              \
+	X(TOKEN_PART_VERSION, "token-part-version", KY_EXIT_INPUT, 400,                            \
+	  "token key part has a version this unit does not know (only 1): make it again with "     \
+	  "this kyok")                                                                             \
+	X(TOKEN_PART_OTHER_UNIT, "token-part-other-unit", KY_EXIT_INPUT, 400,                      \
+	  "token key part was made for another unit's importer certificate: make it again for "    \
+	  "this unit's importer certificate")                                                      \
+	X(TOKEN_PART_CURVE, "token-part-curve", KY_EXIT_INPUT, 400,                                \
+	  "token key part's originator key is not an EC P-521 key (the importer key's curve): "    \
+	  "make it again with a P-521 ephemeral key")                                              \
+	X(TOKEN_PART_UNWRAP, "token-part-unwrap", KY_EXIT_INPUT, 400,                              \
+	  "token key part does not unwrap with this unit's importer key (integrity check "         \
+	  "failed): it was altered or made with another key; make it again")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
