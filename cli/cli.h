@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "kyok/common.h"
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 
 /* One row of a dispatch table: main.c and tke.c each hold one array of these;
@@ -199,12 +200,15 @@ void cli_signers_free(struct cli_signer *signers, size_t n);
 /* Adds s's signature to the SignedData der (ky_cms_add_signer, or through the token). */
 int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der) KY_WUR;
 
-/* Key part files of the workspace, numbered as 'mks' lists them (creation order too). */
+/* Key part files of the workspace, numbered as 'mks' lists them (creation order too). A
+ * file of the token form (cli/token_part.h) has in_token set and names its token. */
 struct cli_keypart {
 	int number;
 	char path[512];
 	char description[128];
 	char vp_hex[2 * KY_VP_LEN + 1];
+	bool in_token;
+	char token_label[KY_TOKEN_LABEL_MAX + 1];
 };
 int cli_keyparts_list(struct cli_keypart **parts, size_t *n) KY_WUR;
 

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "cli/tke_signing.h"
+#include "cli/token_part.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 
@@ -79,6 +80,7 @@ struct mk_load_ctx {
 	bool has_vp;
 	uint8_t vp[KY_VP_LEN];
 	char vp_hex[2 * KY_VP_LEN + 1];
+	struct cli_token_set tokens; /* of the parts held in tokens, each opened once */
 };
 
 static bool mk_load_sealed_by_holder(const struct mk_load_ctx *m, size_t k)
@@ -289,12 +291,65 @@ static int mk_load_take_file(struct mk_load_ctx *m, size_t k, const struct cli_k
 	return 0;
 }
 
-/* Takes the chosen part k from where the workspace says it is held. */
+/* A part held in a token: the token seals it for every unit of the run that will get the
+ * command, to that unit's importer certificate (checked against its pinned identity). */
+static int mk_load_take_token(struct mk_load_ctx *m, size_t k, const struct cli_keypart *p,
+                              struct tke_run *run, struct ky_keypart_info *info)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_token_keypart tp;
+	struct cli_token_part_ref ref;
+	char subject[700], why[CLI_TOKEN_WHY_MAX];
+	X509 *importer = NULL;
+
+	snprintf(subject, sizeof(subject), "key part '%s' (%s)", p->description, p->path);
+	if ((r = cli_token_keypart_read(p->path, &tp, why, sizeof(why))) != 0)
+		return tke_err(r, subject, "%s", why);
+	if ((r = cli_token_keypart_take(&m->tokens, &tp, subject, &ref)) != 0)
+		return r;
+	snprintf(info[k].description, sizeof(info[k].description), "%s", tp.description);
+	memcpy(info[k].vp, tp.vp, KY_VP_LEN);
+	for (size_t i = 0; i < run->n; i++) {
+		struct tke_unit *u = &run->units[i];
+		char unit[128];
+
+		if (!u->reachable || u->skip)
+			continue;
+		snprintf(unit, sizeof(unit), "crypto unit %d (%s)", u->u.number, u->u.zone);
+		if ((r = unit_importer(&run->inst, &u->u, &importer)) != 0)
+			return tke_err(r, unit,
+			               "cannot get the unit's importer certificate; nothing "
+			               "was sent to any crypto unit");
+		r = cli_token_keypart_seal(&ref, importer, &m->sealed[k * m->nunits + i], why,
+		                           sizeof(why));
+		X509_free(importer);
+		importer = NULL;
+		if (r != 0)
+			return tke_err(r, subject,
+			               "%s (for %s); nothing was sent to any crypto unit", why,
+			               unit);
+	}
+	return 0;
+}
+
+/* Takes the chosen part k from where the workspace says it is held; two parts with one
+ * value (one VP) are refused whatever holds them. */
 static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_keypart *p,
                              struct tke_run *run, struct ky_keypart_info *info)
 {
-	(void)run; /* holders that seal for each unit need the run's units */
-	return mk_load_take_file(m, k, p, info);
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = p->in_token ? mk_load_take_token(m, k, p, run, info)
+	                     : mk_load_take_file(m, k, p, info)) != 0)
+		return r;
+	for (size_t j = 0; j < k; j++)
+		if (memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
+			return tke_err(
+			    KY_ERR_KEY_PARTS, p->description,
+			    "it holds the same value as key part '%s' (same verification "
+			    "pattern): choose distinct key parts",
+			    info[j].description);
+	return 0;
 }
 
 /* The new key's VP, when every part was read here (the units check it). */
@@ -344,7 +399,10 @@ int tke_mk_load_main(int argc, char **argv)
 	    "Loads a new master key into the new master key register of every selected crypto\n"
 	    "unit. The key is the XOR of 2 to 8 key part files of the workspace ('kyok tke\n"
 	    "mks'); each part's password is asked, and each part travels to a unit encrypted\n"
-	    "to that unit's importer key. Needs one administrator signature per key part.\n\n"
+	    "to that unit's importer key. A part held in a PKCS#11 token is sealed to each\n"
+	    "unit's importer key inside the token (its PIN asked once per token) and never\n"
+	    "appears here in clear; the units then report the new key's verification\n"
+	    "pattern. Needs one administrator signature per key part.\n\n"
 	    "options:\n"
 	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
 	    "missing\n" TKE_PREPARE_HELP;
@@ -407,6 +465,7 @@ int tke_mk_load_main(int argc, char **argv)
 out_r:
 	status = ky_err_exit(r);
 out:
+	cli_token_set_release(&m.tokens);
 	ky_secret_free(m.parts, m.nparts * KY_MK_LEN);
 	if (m.sealed != NULL)
 		for (size_t i = 0; i < m.nparts * m.nunits; i++)

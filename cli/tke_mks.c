@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/token_part.h"
 #include "kyok/crypto.h"
 
 #define MKS_SHORT_HEX    16
@@ -23,9 +24,26 @@ static const char *mks_base(const char *path)
 	return s != NULL ? s + 1 : path;
 }
 
+/* Where the part is: "file" (encrypted under a password), or "token 'LABEL'". */
+static void mks_held(const struct cli_keypart *p, char *out, size_t n)
+{
+	if (p->in_token)
+		snprintf(out, n, "token '%s'", p->token_label);
+	else
+		snprintf(out, n, "file");
+}
+
+static json_t *mks_json(const struct cli_keypart *p)
+{
+	return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s*}", "number", p->number, "description",
+	                 p->description, "vp", p->vp_hex, "file", p->path, "held",
+	                 p->in_token ? "token" : "file", "token_label",
+	                 p->in_token ? p->token_label : NULL);
+}
+
 static int mks_print(const struct cli_keypart *parts, size_t n)
 {
-	static const char *const hdr[] = {"NUMBER", "DESCRIPTION", "VP", "FILE"};
+	static const char *const hdr[] = {"NUMBER", "DESCRIPTION", "VP", "HELD IN", "FILE"};
 	int r = KY_ERR_NOMEM;
 	struct cli_table *t = NULL;
 	json_t *arr = NULL;
@@ -34,24 +52,22 @@ static int mks_print(const struct cli_keypart *parts, size_t n)
 		if ((arr = json_array()) == NULL)
 			goto out;
 		for (size_t i = 0; i < n; i++)
-			if (json_array_append_new(
-			        arr, json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
-			                       "description", parts[i].description, "vp",
-			                       parts[i].vp_hex, "file", parts[i].path)) != 0)
+			if (json_array_append_new(arr, mks_json(&parts[i])) != 0)
 				goto out;
 		cli_print_json(json_pack("{s:o}", "keyparts", arr));
 		arr = NULL; /* transferred */
 		r = 0;
 		goto out;
 	}
-	if ((t = cli_table_new(4, hdr)) == NULL)
+	if ((t = cli_table_new(5, hdr)) == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		char num[16], vp[MKS_SHORT_HEX + 1];
+		char num[16], vp[MKS_SHORT_HEX + 1], held[64];
 		snprintf(num, sizeof(num), "%d", parts[i].number);
 		memcpy(vp, parts[i].vp_hex, MKS_SHORT_HEX);
 		vp[MKS_SHORT_HEX] = '\0';
-		const char *row[] = {num, parts[i].description, vp, mks_base(parts[i].path)};
+		mks_held(&parts[i], held, sizeof(held));
+		const char *row[] = {num, parts[i].description, vp, held, mks_base(parts[i].path)};
 		if (cli_table_add(t, row) != 0)
 			goto out;
 	}
@@ -74,8 +90,9 @@ static const char mks_usage[] =
     "usage: kyok tke mks [options]\n"
     "\n"
     "Lists the master key part files of the workspace: number, description,\n"
-    "verification pattern (first 16 hex digits; --output json gives all) and file.\n"
-    "No password is needed.\n"
+    "verification pattern (first 16 hex digits; --output json gives all), where the\n"
+    "part is held (\"file\": in the file, under its password; \"token 'LABEL'\": in a\n"
+    "PKCS#11 token, never in clear here) and file. No password or PIN is needed.\n"
     "\n" CLI_COMMON_HELP;
 
 int tke_mks_main(int argc, char **argv)
@@ -98,6 +115,8 @@ static const char mk_add_usage[] =
     "usage: kyok tke mk-add --random [--description TEXT] [options]\n"
     "       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
     "                       [--description TEXT] [options]\n"
+    "       kyok tke mk-add --token-module PATH --token-label LABEL [--key-label TEXT]\n"
+    "                       [--description TEXT] [options]\n"
     "\n"
     "Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
     "password (asked twice; at least 8 characters). The description and the part's\n"
@@ -111,6 +130,17 @@ static const char mk_add_usage[] =
     "  --value-file PATH       file holding the 64 hex digits (one line)\n"
     "  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
     "  --description TEXT      1 to 127 printable characters; asked when missing\n"
+    "\n"
+    "With --token-module and --token-label (and neither --random nor --value), the\n"
+    "part is generated inside a PKCS#11 token as a sensitive AES-256 key that is never\n"
+    "read in clear, and the file holds only where it is and its verification pattern,\n"
+    "computed by the token. The token's user PIN is asked (or read like a password,\n"
+    "from --password-file or --password-fd) here and when the part is loaded.\n"
+    "\n"
+    "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
+    "  --token-label LABEL     the token's label\n"
+    "  --key-label TEXT        the key's label in the token (CKA_LABEL; 1 to 32\n"
+    "                          printable characters); default 'kyok key part'\n"
     "\n" CLI_COMMON_HELP;
 
 static bool mks_desc_ok(const char *s)
@@ -174,6 +204,100 @@ static int mks_parse_fd(const char *arg, int *fd)
 	return 0;
 }
 
+/* The created part, as mks lists it. */
+static int mks_print_created(const char *path)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_keypart *parts = NULL;
+	size_t n = 0;
+
+	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(parts[i].path, path) != 0)
+			continue;
+		if (cli_g.json)
+			cli_print_json(mks_json(&parts[i]));
+		else
+			printf("created key part %d '%s'%s%s%s\n  VP   %s\n  file %s\n",
+			       parts[i].number, parts[i].description,
+			       parts[i].in_token ? " in token '" : "",
+			       parts[i].in_token ? parts[i].token_label : "",
+			       parts[i].in_token ? "'" : "", parts[i].vp_hex, path);
+	}
+	free(parts);
+	return 0;
+}
+
+/* A new file name in keyparts/: 8 random hex digits. */
+static int mks_new_path(char *path, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t rnd[4];
+	char name_hex[9];
+
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		return r;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), name_hex);
+	snprintf(path, n, "%s/keyparts/%s.keypart", cli_workspace(), name_hex);
+	return 0;
+}
+
+/* mk-add --token-module PATH --token-label LABEL. */
+static int mks_add_token(bool with_value, const char *module, const char *label,
+                         const char *key_label, const char *desc)
+{
+	int r = KY_ERR_INTERNAL;
+	char *asked = NULL, path[700];
+
+	if (with_value)
+		return cli_fail(KY_ERR_USAGE, "mk-add",
+		                "a part in a token is generated by the token: drop --random, "
+		                "--value, --value-file and --value-fd");
+	if (module == NULL || label == NULL)
+		return cli_fail(
+		    KY_ERR_USAGE, module == NULL ? "--token-label" : "--token-module",
+		    "a key part in a token needs both --token-module and --token-label");
+	if (module[0] != '/' || strlen(module) > KY_TOKEN_MODULE_MAX)
+		return cli_fail(KY_ERR_USAGE, "--token-module",
+		                "'%.80s' is not an absolute path of at most %d bytes", module,
+		                KY_TOKEN_MODULE_MAX);
+	if (label[0] == '\0' || strlen(label) > KY_TOKEN_LABEL_MAX)
+		return cli_fail(KY_ERR_USAGE, "--token-label",
+		                "'%.40s' is not a token label of 1 to %d bytes", label,
+		                KY_TOKEN_LABEL_MAX);
+	if (key_label == NULL)
+		key_label = "kyok key part";
+	if (!mks_desc_ok(key_label) || strlen(key_label) > KY_TOKEN_LABEL_MAX)
+		return cli_fail(KY_ERR_USAGE, "--key-label",
+		                "use 1 to %d printable ASCII characters", KY_TOKEN_LABEL_MAX);
+	if (desc == NULL) {
+		if ((r = cli_prompt_line("key part description", "--description", &asked)) != 0)
+			goto out;
+		desc = asked;
+	}
+	if (!mks_desc_ok(desc)) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--description", "use 1 to %d printable ASCII characters",
+		         MKS_DESC_MAX);
+		goto out;
+	}
+	if ((r = cli_workspace_ensure()) != 0)
+		goto out;
+	if ((r = mks_new_path(path, sizeof(path))) != 0)
+		goto out;
+	if ((r = cli_token_keypart_add(path, desc, module, label, key_label)) != 0)
+		goto out;
+	if ((r = mks_print_created(path)) != 0)
+		goto out;
+	r = 0;
+out:
+	free(asked);
+	return ky_err_exit(r);
+}
+
 int tke_mk_add_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
@@ -181,16 +305,18 @@ int tke_mk_add_main(int argc, char **argv)
 	                                     {"value-file", required_argument, NULL, 'f'},
 	                                     {"value-fd", required_argument, NULL, 'F'},
 	                                     {"description", required_argument, NULL, 'd'},
+	                                     {"token-module", required_argument, NULL, 'M'},
+	                                     {"token-label", required_argument, NULL, 'L'},
+	                                     {"key-label", required_argument, NULL, 'K'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, value_fd = -1;
 	bool random = false, value = false;
 	const char *value_file = NULL, *desc = NULL;
+	const char *module = NULL, *label = NULL, *key_label = NULL;
 	char *asked = NULL, *password = NULL;
-	char path[700], name_hex[9], prompt[200];
-	uint8_t *part = NULL, rnd[4];
-	struct cli_keypart *parts = NULL;
-	size_t n = 0;
+	char path[700], prompt[200];
+	uint8_t *part = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -213,6 +339,15 @@ int tke_mk_add_main(int argc, char **argv)
 		case 'd':
 			desc = optarg;
 			break;
+		case 'M':
+			module = optarg;
+			break;
+		case 'L':
+			label = optarg;
+			break;
+		case 'K':
+			key_label = optarg;
+			break;
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
@@ -221,6 +356,8 @@ int tke_mk_add_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	if (module != NULL || label != NULL || key_label != NULL)
+		return mks_add_token(random || value, module, label, key_label, desc);
 	if (random == value)
 		return cli_fail(KY_ERR_USAGE, "mk-add",
 		                "give exactly one of --random and --value: see 'kyok tke mk-add "
@@ -269,35 +406,19 @@ int tke_mk_add_main(int argc, char **argv)
 		cli_fail(r, "key part", NULL);
 		goto out;
 	}
-	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
-		cli_fail(r, NULL, "no random bytes");
+	if ((r = mks_new_path(path, sizeof(path))) != 0)
 		goto out;
-	}
-	ky_hex_encode(rnd, sizeof(rnd), name_hex);
-	snprintf(path, sizeof(path), "%s/keyparts/%s.keypart", cli_workspace(), name_hex);
 	if ((r = ky_keypart_write(path, part, desc, password)) != 0) {
 		cli_fail(r, path, NULL);
 		goto out;
 	}
-	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+	if ((r = mks_print_created(path)) != 0)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(parts[i].path, path) != 0)
-			continue;
-		if (cli_g.json)
-			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
-			                         "description", parts[i].description, "vp",
-			                         parts[i].vp_hex, "file", path));
-		else
-			printf("created key part %d '%s'\n  VP   %s\n  file %s\n", parts[i].number,
-			       parts[i].description, parts[i].vp_hex, path);
-	}
 	r = 0;
 out:
 	ky_secret_free(part, KY_MK_LEN);
 	cli_secret_free(password);
 	free(asked);
-	free(parts);
 	return ky_err_exit(r);
 }
 
@@ -310,6 +431,10 @@ static const char mk_rm_usage[] =
     "cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
     "for the number.\n"
     "\n"
+    "For a part held in a token, only the file is deleted: the key stays in the token\n"
+    "(its id is printed) until it is deleted there with the token's own tools, e.g.\n"
+    "'pkcs11-tool --module MODULE --login --delete-object --type secrkey --id ID'.\n"
+    "\n"
     "  --mk N                  number of the key part to delete\n"
     "\n" CLI_COMMON_HELP;
 
@@ -319,7 +444,8 @@ int tke_mk_rm_main(int argc, char **argv)
 	    {"mk", required_argument, NULL, 'm'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, num;
 	const char *arg = NULL;
-	char *answer = NULL, why[160], question[800];
+	char *answer = NULL, why[200], question[800], id[2 * KY_TOKEN_ID_LEN + 1] = "";
+	struct cli_token_keypart tp;
 	struct cli_keypart *parts = NULL, *p;
 	size_t n = 0, nnums = 0;
 
@@ -360,6 +486,10 @@ int tke_mk_rm_main(int argc, char **argv)
 		goto out;
 	}
 	p = &parts[num - 1];
+	if (p->in_token && (r = cli_token_keypart_read(p->path, &tp, why, sizeof(why))) != 0) {
+		cli_fail(r, p->path, "%s", why);
+		goto out;
+	}
 	snprintf(question, sizeof(question),
 	         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
 	         p->description, p->vp_hex, mks_base(p->path));
@@ -376,6 +506,14 @@ int tke_mk_rm_main(int argc, char **argv)
 		                         p->path));
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
+	if (p->in_token) {
+		ky_hex_encode(tp.where.id, KY_TOKEN_ID_LEN, id);
+		fprintf(
+		    stderr,
+		    "note: the key stays in token '%s' (module %s, label '%s', id %s): delete it "
+		    "there with the token's own tools\n",
+		    tp.where.label, tp.where.module, tp.key_label, id);
+	}
 	r = 0;
 out:
 	free(answer);

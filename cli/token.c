@@ -41,7 +41,7 @@ struct cli_token {
 	char why[CLI_TOKEN_WHY_MAX];
 };
 
-static const char *token_rv(CK_RV rv)
+const char *cli_token_rv(unsigned long rv)
 {
 	static char buf[32];
 
@@ -140,7 +140,7 @@ static int token_module_get(const char *path, struct token_module **out, char *w
 	rv = m->f->C_Initialize(&args);
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		r = token_fail(why, KY_ERR_TOKEN_MODULE, "PKCS#11 module '%s' does not start: %s",
-		               path, token_rv(rv));
+		               path, cli_token_rv(rv));
 		goto out;
 	}
 	snprintf(m->path, sizeof(m->path), "%s", path);
@@ -169,7 +169,7 @@ static int token_find_slot(struct cli_token *t, const char *label, const char *s
 	if ((rv = t->m->f->C_GetSlotList(CK_TRUE, NULL, &n)) != CKR_OK) {
 		r = token_fail(why, KY_ERR_TOKEN_DEVICE,
 		               "PKCS#11 module '%s': cannot list slots: %s", t->m->path,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	if (n > 0 && (slots = calloc(n, sizeof(*slots))) == NULL) {
@@ -179,7 +179,7 @@ static int token_find_slot(struct cli_token *t, const char *label, const char *s
 	if (n > 0 && (rv = t->m->f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK) {
 		r = token_fail(why, KY_ERR_TOKEN_DEVICE,
 		               "PKCS#11 module '%s': cannot list slots: %s", t->m->path,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	for (CK_ULONG i = 0; i < n; i++) {
@@ -247,22 +247,23 @@ int cli_token_open(const char *module, const char *label, const char *serial, co
 	                            &t->session);
 	if (rv != CKR_OK) {
 		r = token_fail(why, KY_ERR_TOKEN_DEVICE, "token '%s': cannot open a session: %s",
-		               label, token_rv(rv));
+		               label, cli_token_rv(rv));
 		goto out;
 	}
 	t->session_open = true;
 	rv = t->m->f->C_Login(t->session, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-		r = token_fail(why, KY_ERR_TOKEN_PIN, "token '%s': %s", label, token_rv(rv));
+		r = token_fail(why, KY_ERR_TOKEN_PIN, "token '%s': %s", label, cli_token_rv(rv));
 		goto out;
 	}
 	if (rv == CKR_PIN_LOCKED) {
-		r = token_fail(why, KY_ERR_TOKEN_PIN_LOCKED, "token '%s': %s", label, token_rv(rv));
+		r = token_fail(why, KY_ERR_TOKEN_PIN_LOCKED, "token '%s': %s", label,
+		               cli_token_rv(rv));
 		goto out;
 	}
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		r = token_fail(why, KY_ERR_TOKEN_DEVICE, "token '%s': cannot log in: %s", label,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	*out = t;
@@ -293,6 +294,17 @@ const char *cli_token_serial(const struct cli_token *t)
 	return t->serial;
 }
 
+const char *cli_token_label(const struct cli_token *t)
+{
+	return t->label;
+}
+
+CK_FUNCTION_LIST_PTR cli_token_p11(const struct cli_token *t, CK_SESSION_HANDLE *session)
+{
+	*session = t->session;
+	return t->m->f;
+}
+
 /* Reads the boolean attributes that say whether the private key ever left, or can leave,
  * the token. An attribute the token does not know is not held against the key, except the
  * two that a signing key must have. */
@@ -313,7 +325,7 @@ static int token_key_check(struct cli_token *t, CK_OBJECT_HANDLE obj)
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
 		return token_fail(t->why, KY_ERR_TOKEN_DEVICE,
 		                  "token '%s': cannot read the key's attributes: %s", t->label,
-		                  token_rv(rv));
+		                  cli_token_rv(rv));
 	if (a[0].ulValueLen != sizeof(kt) || kt != CKK_EC)
 		return token_fail(t->why, KY_ERR_TOKEN_KEY_MISSING,
 		                  "token '%s': the key with that id is not an EC key", t->label);
@@ -355,7 +367,7 @@ static int token_ec_pub(struct cli_token *t, CK_OBJECT_HANDLE obj, int bits, EVP
 	if ((rv = t->m->f->C_GetAttributeValue(t->session, obj, &a, 1)) != CKR_OK) {
 		r = token_fail(t->why, KY_ERR_TOKEN_DEVICE,
 		               "token '%s': cannot read the public key: %s", t->label,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	if ((os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)a.ulValueLen)) != NULL &&
@@ -403,7 +415,7 @@ static int token_mechanism(struct cli_token *t, CK_MECHANISM_TYPE mech, const ch
 
 	if ((rv = t->m->f->C_GetSessionInfo(t->session, &si)) != CKR_OK)
 		return token_fail(t->why, KY_ERR_TOKEN_DEVICE, "token '%s': %s", t->label,
-		                  token_rv(rv));
+		                  cli_token_rv(rv));
 	rv = t->m->f->C_GetMechanismInfo(si.slotID, mech, &mi);
 	if (rv != CKR_OK || mi.ulMaxKeySize < (CK_ULONG)bits || mi.ulMinKeySize > (CK_ULONG)bits)
 		return token_fail(t->why, KY_ERR_TOKEN_MECHANISM,
@@ -457,7 +469,7 @@ int cli_token_ec_generate(struct cli_token *t, const char *label, int bits,
 		                   ? KY_ERR_TOKEN_MECHANISM
 		                   : KY_ERR_TOKEN_DEVICE,
 		               "token '%s': cannot generate a P-%d key pair: %s", t->label, bits,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	/* What the token made, not what was asked for, decides. */
@@ -495,12 +507,12 @@ int cli_token_key_attach(struct cli_token *t, const uint8_t id[KY_TOKEN_ID_LEN])
 
 	if ((rv = t->m->f->C_FindObjectsInit(t->session, tmpl, 2)) != CKR_OK)
 		return token_fail(t->why, KY_ERR_TOKEN_DEVICE, "token '%s': cannot search: %s",
-		                  t->label, token_rv(rv));
+		                  t->label, cli_token_rv(rv));
 	rv = t->m->f->C_FindObjects(t->session, objs, 2, &n);
 	(void)t->m->f->C_FindObjectsFinal(t->session);
 	if (rv != CKR_OK)
 		return token_fail(t->why, KY_ERR_TOKEN_DEVICE, "token '%s': cannot search: %s",
-		                  t->label, token_rv(rv));
+		                  t->label, cli_token_rv(rv));
 	if (n != 1)
 		return token_fail(t->why, KY_ERR_TOKEN_KEY_MISSING,
 		                  "token '%s' has %lu private keys with the id the file names",
@@ -530,7 +542,7 @@ int cli_token_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *si
 	if ((rv = t->m->f->C_SignInit(t->session, &mech, t->priv)) != CKR_OK ||
 	    (rv = t->m->f->C_Sign(t->session, (CK_BYTE_PTR)md, mdlen, raw, &rawlen)) != CKR_OK) {
 		r = token_fail(t->why, KY_ERR_TOKEN_DEVICE, "token '%s': cannot sign: %s", t->label,
-		               token_rv(rv));
+		               cli_token_rv(rv));
 		goto out;
 	}
 	/* r || s of a P-521 or a P-384 key; which key it was, the caller's check against the

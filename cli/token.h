@@ -11,6 +11,8 @@
 #include <openssl/evp.h>
 #include <stdint.h>
 
+#include <p11-kit/pkcs11.h>
+
 #include "kyok/common.h"
 #include "kyok/crypto.h"
 
@@ -27,6 +29,13 @@ void cli_token_free(struct cli_token *t);
 const char *cli_token_why(const struct cli_token *t);
 /* The token's serial number, trailing blanks removed. */
 const char *cli_token_serial(const struct cli_token *t);
+/* The label the token was opened by. */
+const char *cli_token_label(const struct cli_token *t);
+/* The module's functions and the logged-in session, for the objects other files work with
+ * (key parts: cli/token_part.c). Valid until cli_token_free. */
+CK_FUNCTION_LIST_PTR cli_token_p11(const struct cli_token *t, CK_SESSION_HANDLE *session);
+/* A PKCS#11 return value by name ("CKR_PIN_INCORRECT"), or in hex; a static buffer. */
+const char *cli_token_rv(unsigned long rv);
 /* Generates an ECDSA key pair on P-521 (bits 521) or P-384 (bits 384) in the token under
  * a new random CKA_ID (private key: sensitive, not extractable, sign only), checks what the
  * token made, and attaches it. KY_ERR_TOKEN_MECHANISM when the token cannot. */

@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "cli/token.h"
+#include "cli/token_part.h"
 #include "kyok/crypto.h"
 
 #define CLI_SELECTION_MAX   (256 * 1024)
@@ -725,6 +726,25 @@ out:
 	return r;
 }
 
+/* A key part file of the token form: its description and VP, and its token. */
+static int cli_keypart_token_info(struct cli_keypart *p, struct ky_keypart_info *info)
+{
+	struct cli_token_keypart tp;
+	char why[200];
+	int r = cli_token_keypart_read(p->path, &tp, why, sizeof(why));
+
+	if (r != 0) {
+		fprintf(stderr, "warning: %s: %s (%s): skipped\n", p->path, ky_err_message(r), why);
+		memset(p, 0, sizeof(*p));
+		return r;
+	}
+	snprintf(info->description, sizeof(info->description), "%s", tp.description);
+	memcpy(info->vp, tp.vp, KY_VP_LEN);
+	p->in_token = true;
+	snprintf(p->token_label, sizeof(p->token_label), "%s", tp.where.label);
+	return 0;
+}
+
 int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
 {
 	int r = KY_ERR_INTERNAL;
@@ -754,7 +774,10 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
 			continue;
 		}
 		memset(&info, 0, sizeof(info));
-		if ((e = ky_keypart_read_info(p->path, &info)) != 0) {
+		if ((e = ky_keypart_read_info(p->path, &info)) == KY_ERR_NOT_KEY_PART &&
+		    (e = cli_keypart_token_info(p, &info)) != 0)
+			continue; /* said why */
+		if (e != 0) {
 			fprintf(stderr, "warning: %s: %s: skipped\n", p->path, ky_err_message(e));
 			memset(p, 0, sizeof(*p));
 			continue;

@@ -383,7 +383,21 @@
 	  "make it again with a P-521 ephemeral key")                                              \
 	X(TOKEN_PART_UNWRAP, "token-part-unwrap", KY_EXIT_INPUT, 400,                              \
 	  "token key part does not unwrap with this unit's importer key (integrity check "         \
-	  "failed): it was altered or made with another key; make it again")
+	  "failed): it was altered or made with another key; make it again")                       \
+	X(TOKEN_PART_KEY_MISSING, "token-part-key-missing", KY_EXIT_INPUT, 404,                    \
+	  "the token holds no key part with the id the key part file names: wrong token, or the "  \
+	  "key was deleted from it")                                                               \
+	X(TOKEN_PART_EXPOSED, "token-part-exposed", KY_EXIT_REFUSED, 403,                          \
+	  "the key part in the token is not sensitive, was once readable, or was not generated "   \
+	  "in the token: its value may have been seen; make a new part with 'kyok tke mk-add "     \
+	  "--token-module'")                                                                       \
+	X(TOKEN_PART_VP, "token-part-vp-mismatch", KY_EXIT_INPUT, 400,                             \
+	  "the key in the token has another verification pattern than the key part file "          \
+	  "records: it is not the part the file was made with")                                    \
+	X(TOKEN_PART_MECHANISM, "token-part-mechanism", KY_EXIT_INPUT, 400,                        \
+	  "the token cannot do what a key part in a token needs (AES-256 key generation, "         \
+	  "SHA-256 of a key, ECDH on P-521, AES-ECB key derivation, AES key wrap): use another "   \
+	  "token or a key part file")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

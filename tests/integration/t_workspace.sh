@@ -118,8 +118,8 @@ expect_refused_ws "mk-add --value: no terminal, no file" "no terminal to ask for
 	"$KYOK" tke mk-add --value --description x --password-file "$PK" </dev/null
 
 run_rc "$KYOK" tke mks
-expect_match "mks table header" "^NUMBER +DESCRIPTION +VP +FILE$" "$out"
-expect_match "mks: known value is number 1 with its VP" "^1 +known value +${VP_VAL:0:16} +[0-9a-f]{8}\.keypart$" "$out"
+expect_match "mks table header" "^NUMBER +DESCRIPTION +VP +HELD IN +FILE$" "$out"
+expect_match "mks: known value is number 1 with its VP" "^1 +known value +${VP_VAL:0:16} +file +[0-9a-f]{8}\.keypart$" "$out"
 js=$("$KYOK" tke mks --output json)
 expect_eq "mks json: 2 parts in creation order" "$(jq -r '[.keyparts[] | "\(.number):\(.description)"] | join(",")' <<<"$js")" \
 	"1:known value,2:random part"
