@@ -28,6 +28,7 @@
 #include "cli/prompt.c"
 #include "cli/table.c"
 #include "cli/workspace.c"
+#include "cli/token_part.h"
 
 static char tmpdir[256];
 
@@ -939,6 +940,74 @@ static void write_credential(const char *path, mode_t mode, uint8_t pub[KY_IMPRI
 	ky_buf_free(&pem);
 }
 
+/* The token form of key part file: the good one parses, written and read back; every
+ * deviation is refused as not a key part file. */
+static void test_token_keypart_parse(void **state)
+{
+	static const char good[] =
+	    "{\"format\": \"kyok-token-keypart-1\", \"description\": \"ops part\", \"vp\": "
+	    "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\", \"module\": "
+	    "\"/usr/lib/softhsm/libsofthsm2.so\", \"token_label\": \"kyok-ops\", "
+	    "\"token_serial\": \"5c8a0e2b1f3d4a67\", \"key_label\": \"kyok key part\", "
+	    "\"key_id\": \"0123456789abcdef0123456789abcdef\"}";
+	/* Each: {from, to} replaces the first from in good. */
+	static const char *const bad[][2] = {
+	    {"kyok-token-keypart-1", "kyok-token-keypart-2"},
+	    {"\"ops part\"", "\"\""},
+	    {"\"ops part\"", "\"ops\\npart\""},
+	    {"\"ops part\"", "42"},
+	    {"eeff\", \"module", "eef\", \"module"},
+	    {"00112233", "0011223G"},
+	    {"00112233", "0011223A"},
+	    {"\"/usr/lib", "\"usr/lib"},
+	    {"\"kyok-ops\"", "\"\""},
+	    {"\"kyok-ops\"", "\"kyok-ops-kyok-ops-kyok-ops-kyok-ops\""},
+	    {"5c8a0e2b1f3d4a67", "5c8a0e2b1f3d4a67x"},
+	    {"\"kyok key part\"", "null"},
+	    {"cdef\"}", "cde\"}"},
+	    {"cdef\"}", "cdef\", \"extra\": \"x\"}"},
+	    {"\"key_id\"", "\"key_ID\""},
+	    {"\"description\": \"ops part\"", "\"description\": \"a\", \"description\": \"b\""},
+	    {"{\"format\"", "[{\"format\""},
+	};
+	struct cli_token_keypart tp, back;
+	char why[200], path[512], buf[1024];
+
+	(void)state;
+	assert_int_equal(cli_token_keypart_parse(good, strlen(good), &tp, why, sizeof(why)), 0);
+	assert_string_equal(tp.description, "ops part");
+	assert_string_equal(tp.where.module, "/usr/lib/softhsm/libsofthsm2.so");
+	assert_string_equal(tp.where.label, "kyok-ops");
+	assert_string_equal(tp.where.serial, "5c8a0e2b1f3d4a67");
+	assert_string_equal(tp.key_label, "kyok key part");
+	assert_int_equal(tp.vp[0], 0x00);
+	assert_int_equal(tp.vp[31], 0xff);
+	assert_int_equal(tp.where.id[0], 0x01);
+	assert_int_equal(tp.where.id[15], 0xef);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *at = strstr(good, bad[i][0]);
+		size_t pre;
+		assert_non_null(at);
+		pre = (size_t)(at - good);
+		snprintf(buf, sizeof(buf), "%.*s%s%s", (int)pre, good, bad[i][1],
+		         at + strlen(bad[i][0]));
+		why[0] = '\0';
+		assert_int_equal(cli_token_keypart_parse(buf, strlen(buf), &tp, why, sizeof(why)),
+		                 KY_ERR_NOT_KEY_PART);
+		assert_true(why[0] != '\0');
+	}
+	assert_int_equal(cli_token_keypart_parse("", 0, &tp, why, sizeof(why)),
+	                 KY_ERR_NOT_KEY_PART);
+	/* Written, read back the same; never over an existing file. */
+	assert_int_equal(cli_token_keypart_parse(good, strlen(good), &tp, why, sizeof(why)), 0);
+	snprintf(path, sizeof(path), "%s/token.keypart", tmpdir);
+	assert_int_equal(cli_token_keypart_write(path, &tp), 0);
+	assert_int_equal(cli_token_keypart_write(path, &tp), KY_ERR_EXISTS);
+	assert_int_equal(cli_token_keypart_read(path, &back, why, sizeof(why)), 0);
+	assert_memory_equal(&tp, &back, sizeof(tp));
+	assert_int_equal(unlink(path), 0);
+}
+
 static void test_imprint_credential(void **state)
 {
 	char dir[400], indir[450], other[450], why[1024];
@@ -1041,6 +1110,7 @@ int main(void)
 	    cmocka_unit_test(test_failures_file),
 	    cmocka_unit_test(test_request_safe),
 	    cmocka_unit_test(test_imprint_credential),
+	    cmocka_unit_test(test_token_keypart_parse),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
