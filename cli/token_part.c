@@ -74,7 +74,8 @@ int cli_token_keypart_parse(const char *text, size_t n, struct cli_token_keypart
 
 	memset(tp, 0, sizeof(*tp));
 	if (n == 0 || text[0] != '{') {
-		r = tp_fail(why, whylen, KY_ERR_NOT_KEY_PART, "not a token form of key part file");
+		why[0] = '\0'; /* not meant to be one: nothing more to say */
+		r = KY_ERR_NOT_KEY_PART;
 		goto out;
 	}
 	if ((root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr)) == NULL ||

@@ -37,7 +37,7 @@ struct cli_token_keypart {
 /* Pure parser of a token form of key part file's text: one JSON object with exactly the
  * members "format", "description", "vp", "module", "token_label", "token_serial",
  * "key_label" and "key_id", each a string of its own syntax. KY_ERR_NOT_KEY_PART when the
- * text is not one (why says what is wrong). */
+ * text is not one: why says what is wrong, or is "" when the text is not JSON at all. */
 int cli_token_keypart_parse(const char *text, size_t n, struct cli_token_keypart *tp, char *why,
                             size_t whylen) KY_WUR;
 /* Reads and parses path (at most CLI_TOKEN_PART_FILE_MAX bytes). KY_ERR_IO,

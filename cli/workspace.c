@@ -734,7 +734,8 @@ static int cli_keypart_token_info(struct cli_keypart *p, struct ky_keypart_info 
 	int r = cli_token_keypart_read(p->path, &tp, why, sizeof(why));
 
 	if (r != 0) {
-		fprintf(stderr, "warning: %s: %s (%s): skipped\n", p->path, ky_err_message(r), why);
+		fprintf(stderr, "warning: %s: %s%s%s%s: skipped\n", p->path, ky_err_message(r),
+		        why[0] != '\0' ? " (" : "", why, why[0] != '\0' ? ")" : "");
 		memset(p, 0, sizeof(*p));
 		return r;
 	}

