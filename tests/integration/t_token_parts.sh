@@ -360,4 +360,15 @@ expect_match "... says the key stays in the token, with its id" \
 	"the key stays in token 'kyok-two' .*id [0-9a-f]{32}" "$out"
 expect_eq "... the file is gone" "$(nparts)" 3
 
+# A part deleted from its token: the file stays, the load is refused before anything is sent.
+F2=$(jq -r '.keyparts[1].file' <<<"$mks")
+p11 --delete-object --type secrkey --id "$(jq -r .key_id "$F2")" >/dev/null
+expect_eq "ops part 2 deleted from token kyok-ops" "$(secret_keys)" 1
+before=$(counters)
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$T_DIR/pw/pin-ops" "${SIG[@]}"
+expect_eq "mk-load of a part deleted from its token: exit 3" "$rc" 3
+expect_match "... names the part and says the key is not in the token" \
+	"key part 'ops part 2'.*token holds no key part with the id" "$out"
+expect_eq "... the units are as they were" "$(counters)" "$before"
+
 finish
