@@ -186,8 +186,11 @@ static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char 
 	if (flag == NULL) {
 		fprintf(stderr, "key part files:\n");
 		for (size_t i = 0; i < n; i++)
-			fprintf(stderr, "  %3d  %-40s  vp %s\n", parts[i].number,
-			        parts[i].description, parts[i].vp_hex);
+			fprintf(stderr, "  %3d  %-40s  vp %s%s%s%s\n", parts[i].number,
+			        parts[i].description, parts[i].vp_hex,
+			        parts[i].in_token ? "  in token '" : "",
+			        parts[i].in_token ? parts[i].token_label : "",
+			        parts[i].in_token ? "'" : "");
 		if ((r = cli_prompt_line("key parts to load (numbers, comma-separated, 2 to 8)",
 		                         "--parts 1,2", &line)) != 0)
 			return r;

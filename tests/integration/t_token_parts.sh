@@ -271,6 +271,9 @@ expect_eq "mks: both held in token kyok-ops" \
 	"1 token kyok-ops,2 token kyok-ops"
 expect_match "mks (table) marks them as held in the token" "ops part 1 +[0-9a-f]{16} +token 'kyok-ops'" \
 	"$("$KYOK" tke mks)"
+run_rc "$KYOK" tke cryptounit-mk-load </dev/null
+expect_match "mk-load's list of parts to choose from says where each is held" \
+	"1  ops part 1 +vp [0-9a-f]{64}  in token 'kyok-ops'" "$out"
 VP1=$(jq -r '.keyparts[0].vp' <<<"$mks")
 VP2=$(jq -r '.keyparts[1].vp' <<<"$mks")
 F1=$(jq -r '.keyparts[0].file' <<<"$mks")
