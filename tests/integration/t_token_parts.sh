@@ -313,6 +313,22 @@ run_rc "$KYOK" tke cryptounit-mk-load --parts 3,2 --password-file "$T_DIR/pw/pin
 expect_eq "mk-load of a part file whose VP is not the token key's: exit 3" "$rc" 3
 expect_match "... says the VPs differ" "another verification pattern" "$out"
 expect_eq "... the units are as they were" "$(counters)" "$before"
+# Keys that are not parts kyok would make: one readable (not sensitive), one imported.
+head -c 32 /dev/urandom >"$C/imported.bin"
+p11 --keygen --key-type AES:32 --id 0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a --label readable >/dev/null
+p11 --write-object "$C/imported.bin" --type secrkey --key-type AES:32 --sensitive \
+	--id 0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b --label imported >/dev/null
+rm -f "$C/imported.bin"
+declare -A why=([readable]="the key part is not sensitive"
+	[imported]="CKA_ALWAYS_SENSITIVE is false|CKA_LOCAL is false")
+for k in readable:0a imported:0b; do
+	forged key_id "$(printf '%.0s'"${k#*:}" $(seq 16))"
+	run_rc "$KYOK" tke cryptounit-mk-load --parts 3,2 --password-file "$T_DIR/pw/pin-ops" "${SIG[@]}"
+	expect_eq "mk-load of a part file naming a key that is ${k%:*} there: exit 4" "$rc" 4
+	expect_match "... refused as exposed, saying why" "its value may have been seen.*(${why[${k%:*}]})|(${why[${k%:*}]}).*its value may have been seen" "$out"
+	expect_eq "... the units are as they were" "$(counters)" "$before"
+	p11 --delete-object --type secrkey --id "$(printf '%.0s'"${k#*:}" $(seq 16))" >/dev/null
+done
 forged key_label "$(printf '%040d' 0)"
 run_rc "$KYOK" tke mks
 expect_match "a token part file out of format is skipped with a warning" \
