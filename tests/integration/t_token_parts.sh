@@ -336,6 +336,12 @@ expect_match "a token part file out of format is skipped with a warning" \
 run_rc "$KYOK" tke cryptounit-mk-load --parts 1,1 --password-file "$T_DIR/pw/pin-ops" "${SIG[@]}"
 expect_eq "mk-load of one token part twice: refused" "$([ "$rc" -ne 0 ] && echo refused)" refused
 expect_eq "... the units are as they were" "$(counters)" "$before"
+forged description "ops part 1, again"
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,3 --password-file "$T_DIR/pw/pin-ops" "${SIG[@]}"
+expect_eq "mk-load of one token part through two files: exit 3" "$rc" 3
+expect_match "... refused: the same value" \
+	"ops part 1, again.*same value as key part 'ops part 1'" "$out"
+expect_eq "... the units are as they were" "$(counters)" "$before"
 rm "$KYOK_TKE_FILES/keyparts/ffffffff.keypart"
 
 # Two parts of one token: its PIN is asked once (a second ask would read alice's password).
