@@ -277,19 +277,32 @@ out:
 	return r;
 }
 
+/* The offset of the first element inside the outer SEQUENCE of der, whatever its length
+ * encoding (checked later, by the full parse): false when der does not start a SEQUENCE. */
+static bool token_part_first(const uint8_t *der, size_t derlen, size_t *off)
+{
+	size_t n;
+
+	if (derlen < 3 || der[0] != 0x30)
+		return false;
+	if (der[1] <= 0x80) /* short form, or indefinite */
+		n = 0;
+	else if (der[1] <= 0x84)
+		n = der[1] & 0x7f;
+	else
+		return false;
+	if (derlen < 3 + n)
+		return false;
+	*off = 2 + n;
+	return true;
+}
+
 bool ky_token_part_is(const uint8_t *der, size_t derlen)
 {
-	const unsigned char *p = der;
-	KY_TOKEN_PART *tp;
-	bool is;
+	size_t off = 0;
 
-	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES)
-		return false;
-	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
-	is = tp != NULL;
-	KY_TOKEN_PART_free(tp);
-	ERR_clear_error();
-	return is;
+	/* A TokenKeyPart starts with its version, an INTEGER; a CMS ContentInfo with an OID. */
+	return der != NULL && token_part_first(der, derlen, &off) && der[off] == V_ASN1_INTEGER;
 }
 
 int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
@@ -298,21 +311,38 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 	int r = KY_ERR_INTERNAL;
 	const unsigned char *p = der;
 	KY_TOKEN_PART *tp = NULL;
+	ASN1_INTEGER *version = NULL;
 	EVP_PKEY *orig = NULL;
 	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32];
+	size_t off = 0;
 
 	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES || key == NULL ||
 	    cert == NULL) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
+	/* The version first: another version may have another structure after it. */
+	if (!token_part_first(der, derlen, &off) || der[off] != V_ASN1_INTEGER) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	p = der + off;
+	if ((version = d2i_ASN1_INTEGER(NULL, &p, (long)(derlen - off))) == NULL) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	if (ASN1_INTEGER_get(version) != TOKEN_PART_VERSION) {
+		r = KY_ERR_TOKEN_PART_VERSION;
+		goto out;
+	}
+	p = der;
 	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
 	if (tp == NULL || p != der + derlen) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
-	if (ASN1_INTEGER_get(tp->version) != TOKEN_PART_VERSION) {
-		r = KY_ERR_TOKEN_PART_VERSION;
+	if (ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
 	if ((r = ky_token_part_recipient(cert, id)) != 0)
@@ -324,10 +354,6 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 	}
 	if ((r = token_part_originator(tp->originator, &orig)) != 0)
 		goto out;
-	if (ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
-		r = KY_ERR_TOKEN_PART_MALFORMED;
-		goto out;
-	}
 	if ((r = token_part_info(id, orig, KY_ERR_TOKEN_PART_CURVE, info)) != 0)
 		goto out;
 	if ((r = token_part_kek(key, orig, KY_ERR_TOKEN_PART_CURVE, info, kek)) != 0)
@@ -341,6 +367,7 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 out:
 	OPENSSL_cleanse(kek, sizeof(kek));
 	EVP_PKEY_free(orig);
+	ASN1_INTEGER_free(version);
 	KY_TOKEN_PART_free(tp);
 	ERR_clear_error();
 	return r;

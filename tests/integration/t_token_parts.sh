@@ -146,7 +146,7 @@ expect_refused "a token part of version 2" token-part-version 1 "$C/l.der"
 
 head -c 20 "$C/tok1.der" >"$C/tok1short.der"
 load_cmd 1 "$C/l.der" "$C/tok1short.der" "$C/env2.der"
-expect_refused "a truncated token part" bad-command 1 "$C/l.der"
+expect_refused "a truncated token part" token-part-malformed 1 "$C/l.der"
 
 token_part "$C/part1" "$C/importer1.pem" "$C/tok1b.der"
 load_cmd 1 "$C/l.der" "$C/tok1.der" "$C/tok1b.der"

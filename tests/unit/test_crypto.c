@@ -1602,7 +1602,7 @@ static void test_token_part(void **state)
 	/* Truncated, trailing bytes, garbage. */
 	assert_int_equal(ky_token_part_open(der.data, der.len - 1, ukey, ucert, out),
 	                 KY_ERR_TOKEN_PART_MALFORMED);
-	assert_false(ky_token_part_is(der.data, der.len - 1));
+	assert_true(ky_token_part_is(der.data, der.len - 1)); /* the form, not its validity */
 	assert_int_equal(ky_buf_append(&der2, der.data, der.len), 0);
 	assert_int_equal(ky_buf_append(&der2, (const uint8_t *)"\0", 1), 0);
 	assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out),
@@ -1630,6 +1630,11 @@ static void test_token_part(void **state)
 	ky_buf_free(&other);
 	/* A P-521 originator with a wrapped part of the wrong size. */
 	assert_int_equal(ky_token_part_encode(id, okey, wrapped, 32, &other), 0);
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	ky_buf_free(&other);
+	/* The structure is checked before the originator: a wrong size with a P-256 key too. */
+	assert_int_equal(ky_token_part_encode(id, p256, wrapped, 32, &other), 0);
 	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
 	                 KY_ERR_TOKEN_PART_MALFORMED);
 	ky_buf_free(&other);
@@ -1857,6 +1862,78 @@ static void test_anchor_chain(void **state)
 	X509_free(imp);
 	X509_free(other);
 	X509_free(self_id);
+}
+
+/* The form is decided by the first element (INTEGER: TokenKeyPart; OID: CMS), and the version
+ * is read before the rest, so that another version gets its own refusal whatever follows. */
+static void test_token_part_form(void **state)
+{
+	EVP_PKEY *ukey = NULL;
+	X509 *ucert = NULL;
+	uint8_t out[KY_MK_LEN];
+	struct ky_buf der = {0}, env = {0};
+	static const struct {
+		const char *what;
+		const char *der;
+		size_t len;
+		bool is;
+		int err;
+	} cases[] = {
+	    {"version 2, another structure", "\x30\x08\x02\x01\x02\x04\x03xyz", 10, true,
+	     KY_ERR_TOKEN_PART_VERSION},
+	    {"version 0", "\x30\x08\x02\x01\x00\x04\x03xyz", 10, true, KY_ERR_TOKEN_PART_VERSION},
+	    {"version -1", "\x30\x03\x02\x01\xff", 5, true, KY_ERR_TOKEN_PART_VERSION},
+	    {"version 2, long form length", "\x30\x81\x03\x02\x01\x02", 6, true,
+	     KY_ERR_TOKEN_PART_VERSION},
+	    {"version 1 and nothing else", "\x30\x03\x02\x01\x01", 5, true,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an INTEGER cut short", "\x30\x03\x02\x02\x01", 5, true, KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an INTEGER with a wrong length", "\x30\x03\x02\x09\x01", 5, true,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an OID first (CMS)", "\x30\x05\x06\x03\x2a\x03\x04", 7, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a SET, not a SEQUENCE", "\x31\x03\x02\x01\x01", 5, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a SEQUENCE header alone", "\x30\x03", 2, false, KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a length of 5 bytes", "\x30\x85\x00\x00\x00\x00\x03\x02\x01\x01", 10, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"garbage", "xx", 2, false, KY_ERR_TOKEN_PART_MALFORMED},
+	};
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		print_message("%s\n", cases[i].what);
+		assert_int_equal(ky_token_part_is((const uint8_t *)cases[i].der, cases[i].len),
+		                 cases[i].is);
+		assert_int_equal(ky_token_part_open((const uint8_t *)cases[i].der, cases[i].len,
+		                                    ukey, ucert, out),
+		                 cases[i].err);
+	}
+	assert_false(ky_token_part_is(NULL, 0));
+
+	/* Any cut of a real part is still the token form, and malformed; so is a cut envelope
+	 * never the token form. */
+	assert_int_equal(ky_token_part_seal(part_value, ucert, &der), 0);
+	assert_int_equal(ky_envelope_seal(part_value, KY_MK_LEN, ucert, &env), 0);
+	for (size_t n = 6; n < der.len; n += 7) {
+		assert_true(ky_token_part_is(der.data, n));
+		assert_int_equal(ky_token_part_open(der.data, n, ukey, ucert, out),
+		                 KY_ERR_TOKEN_PART_MALFORMED);
+	}
+	for (size_t n = 3; n < env.len; n += 11)
+		assert_false(ky_token_part_is(env.data, n));
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+	assert_memory_equal(out, part_value, KY_MK_LEN);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&der);
+	ky_buf_free(&env);
+	EVP_PKEY_free(ukey);
+	X509_free(ucert);
 }
 
 /* A DER length in front of n bytes of content, appended to b. */
@@ -2249,6 +2326,7 @@ int main(void)
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_token_part),
 	    cmocka_unit_test(test_token_part_originator),
+	    cmocka_unit_test(test_token_part_form),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
 	    cmocka_unit_test(test_admin_curves),
