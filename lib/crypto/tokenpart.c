@@ -313,8 +313,10 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 	KY_TOKEN_PART *tp = NULL;
 	ASN1_INTEGER *version = NULL;
 	EVP_PKEY *orig = NULL;
+	unsigned char *re = NULL;
 	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32];
 	size_t off = 0;
+	int relen;
 
 	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES || key == NULL ||
 	    cert == NULL) {
@@ -338,6 +340,13 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 	p = der;
 	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
 	if (tp == NULL || p != der + derlen) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	/* DER only: the parser takes BER too (indefinite or non-minimal lengths), so the
+	 * structure must re-encode to exactly the bytes received. */
+	if ((relen = i2d_KY_TOKEN_PART(tp, &re)) <= 0 || (size_t)relen != derlen ||
+	    memcmp(re, der, derlen) != 0) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
@@ -368,6 +377,7 @@ out:
 	OPENSSL_cleanse(kek, sizeof(kek));
 	EVP_PKEY_free(orig);
 	ASN1_INTEGER_free(version);
+	OPENSSL_free(re);
 	KY_TOKEN_PART_free(tp);
 	ERR_clear_error();
 	return r;

@@ -1936,6 +1936,70 @@ static void test_token_part_form(void **state)
 	X509_free(ucert);
 }
 
+/* DER only: the same structure in BER (indefinite or non-minimal lengths) is refused. */
+static void test_token_part_der_only(void **state)
+{
+	EVP_PKEY *ukey = NULL;
+	X509 *ucert = NULL;
+	uint8_t out[KY_MK_LEN];
+	struct ky_buf der = {0}, ber = {0};
+	size_t body;
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	assert_int_equal(ky_token_part_seal(part_value, ucert, &der), 0);
+	/* 30 81 LEN, then version (02 01 01), then recipient (04 20 ...). */
+	assert_memory_equal(der.data, "\x30\x81", 2);
+	body = der.data[2];
+	assert_int_equal(der.len, 3 + body);
+	assert_memory_equal(der.data + 3, "\x02\x01\x01\x04\x20", 5);
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+
+	/* The outer length in 2 bytes where 1 does. */
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x82, 0x00, (uint8_t)body}, 4),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 3, body), 0);
+	assert_true(ky_token_part_is(ber.data, ber.len));
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The outer SEQUENCE of indefinite length, closed by end-of-contents. */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x30\x80", 2), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 3, body), 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x00\x00", 2), 0);
+	assert_true(ky_token_part_is(ber.data, ber.len));
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The recipient's length in long form (04 81 20). */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x81, (uint8_t)(body + 1)}, 3),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x02\x01\x01\x04\x81\x20", 6), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 8, body - 5), 0);
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The version with a leading zero byte (02 02 00 01). */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x81, (uint8_t)(body + 1)}, 3),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x02\x02\x00\x01", 4), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 6, body - 3), 0);
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&der);
+	ky_buf_free(&ber);
+	EVP_PKEY_free(ukey);
+	X509_free(ucert);
+}
+
 /* A DER length in front of n bytes of content, appended to b. */
 static void der_append_len(struct ky_buf *b, size_t n)
 {
@@ -2327,6 +2391,7 @@ int main(void)
 	    cmocka_unit_test(test_token_part),
 	    cmocka_unit_test(test_token_part_originator),
 	    cmocka_unit_test(test_token_part_form),
+	    cmocka_unit_test(test_token_part_der_only),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
 	    cmocka_unit_test(test_admin_curves),
