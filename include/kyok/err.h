@@ -370,8 +370,8 @@
 	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
 	  "the two entries of the new PIN differ: nothing was changed; enter it again")            \
 	X(TOKEN_PART_MALFORMED, "token-part-malformed", KY_EXIT_INPUT, 400,                        \
-	  "token key part is not a well-formed TokenKeyPart (version, recipient, originator "      \
-	  "key, 40-byte wrapped part): make it again with the token")                              \
+	  "token key part is not a well-formed TokenKeyPart (DER: version, 32-byte recipient, "    \
+	  "originator key, 40-byte wrapped part): make it again with the token")                   \
 	X(TOKEN_PART_VERSION, "token-part-version", KY_EXIT_INPUT, 400,                            \
 	  "token key part has a version this unit does not know (only 1): make it again with "     \
 	  "this kyok")                                                                             \

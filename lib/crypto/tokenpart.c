@@ -350,14 +350,14 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
-	if (ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
+	if (ASN1_STRING_length(tp->recipient) != KY_TOKEN_PART_ID_LEN ||
+	    ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
 	if ((r = ky_token_part_recipient(cert, id)) != 0)
 		goto out;
-	if (ASN1_STRING_length(tp->recipient) != KY_TOKEN_PART_ID_LEN ||
-	    memcmp(ASN1_STRING_get0_data(tp->recipient), id, KY_TOKEN_PART_ID_LEN) != 0) {
+	if (memcmp(ASN1_STRING_get0_data(tp->recipient), id, KY_TOKEN_PART_ID_LEN) != 0) {
 		r = KY_ERR_TOKEN_PART_OTHER_UNIT;
 		goto out;
 	}

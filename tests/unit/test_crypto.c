@@ -1563,6 +1563,9 @@ static void test_token_part(void **state)
 	X509 *ucert = NULL, *ocert = NULL;
 	uint8_t part[KY_MK_LEN], out[KY_MK_LEN], id[KY_TOKEN_PART_ID_LEN], wrapped[40];
 	struct ky_buf der = {0}, der2 = {0}, other = {0};
+	X509_PUBKEY *spki = NULL;
+	unsigned char *spkider = NULL;
+	int spkilen;
 
 	(void)state;
 	assert_int_equal(ky_random(part, sizeof(part)), 0);
@@ -1633,6 +1636,37 @@ static void test_token_part(void **state)
 	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
 	                 KY_ERR_TOKEN_PART_MALFORMED);
 	ky_buf_free(&other);
+	/* A recipient of 31 or 33 bytes is malformed (SIZE (32)), not another unit's: the same
+	 * originator and wrapped part, this unit's id cut or lengthened. */
+	assert_non_null(spki = X509_PUBKEY_new());
+	assert_int_equal(X509_PUBKEY_set(&spki, okey), 1);
+	assert_true((spkilen = i2d_X509_PUBKEY(spki, &spkider)) > 0);
+	for (int d = -1; d <= 1; d += 2) {
+		uint8_t longid[KY_TOKEN_PART_ID_LEN + 1];
+
+		memcpy(longid, id, KY_TOKEN_PART_ID_LEN);
+		longid[KY_TOKEN_PART_ID_LEN] = 0;
+		assert_int_equal(ky_buf_append(&other, (const uint8_t *)"\x02\x01\x01\x04", 4), 0);
+		assert_int_equal(
+		    ky_buf_append(&other, (const uint8_t[]){(uint8_t)(KY_TOKEN_PART_ID_LEN + d)},
+		                  1),
+		    0);
+		assert_int_equal(ky_buf_append(&other, longid, (size_t)(KY_TOKEN_PART_ID_LEN + d)),
+		                 0);
+		assert_int_equal(ky_buf_append(&other, spkider, (size_t)spkilen), 0);
+		assert_int_equal(ky_buf_append(&other, (const uint8_t *)"\x04\x28", 2), 0);
+		assert_int_equal(ky_buf_append(&other, wrapped, sizeof(wrapped)), 0);
+		assert_true(other.len < 0x100);
+		assert_int_equal(
+		    ky_buf_append(&der2, (const uint8_t[]){0x30, 0x81, (uint8_t)other.len}, 3), 0);
+		assert_int_equal(ky_buf_append(&der2, other.data, other.len), 0);
+		assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out),
+		                 KY_ERR_TOKEN_PART_MALFORMED);
+		ky_buf_free(&other);
+		ky_buf_free(&der2);
+	}
+	OPENSSL_free(spkider);
+	X509_PUBKEY_free(spki);
 	/* The structure is checked before the originator: a wrong size with a P-256 key too. */
 	assert_int_equal(ky_token_part_encode(id, p256, wrapped, 32, &other), 0);
 	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
