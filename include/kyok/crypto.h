@@ -231,7 +231,9 @@ int ky_token_part_encode(const uint8_t id[KY_TOKEN_PART_ID_LEN], EVP_PKEY *orig,
 /* The same computation as a token does, in software: a fresh P-521 ephemeral key, ECDH with
  * the importer certificate's key, the KEK, the key wrap of part. */
 int ky_token_part_seal(const uint8_t part[KY_MK_LEN], X509 *recip_cert, struct ky_buf *der) KY_WUR;
-/* True when der parses as a TokenKeyPart (and so is not a CMS envelope). */
+/* True when der is to be read as a TokenKeyPart: a SEQUENCE whose first element is an
+ * INTEGER (a CMS ContentInfo starts with an OID). Well-formed or not: ky_token_part_open
+ * tells. */
 bool ky_token_part_is(const uint8_t *der, size_t derlen);
 /* Unwraps with the importer key and certificate: out gets the 32-byte part, or one of
  * KY_ERR_TOKEN_PART_{MALFORMED,VERSION,OTHER_UNIT,CURVE,UNWRAP}. Caller cleanses out. */

@@ -370,8 +370,8 @@
 	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
 	  "the two entries of the new PIN differ: nothing was changed; enter it again")            \
 	X(TOKEN_PART_MALFORMED, "token-part-malformed", KY_EXIT_INPUT, 400,                        \
-	  "token key part is not a well-formed TokenKeyPart (version, recipient, originator "      \
-	  "key, 40-byte wrapped part): make it again with the token")                              \
+	  "token key part is not a well-formed TokenKeyPart (DER: version, 32-byte recipient, "    \
+	  "originator key, 40-byte wrapped part): make it again with the token")                   \
 	X(TOKEN_PART_VERSION, "token-part-version", KY_EXIT_INPUT, 400,                            \
 	  "token key part has a version this unit does not know (only 1): make it again with "     \
 	  "this kyok")                                                                             \
@@ -379,8 +379,9 @@
 	  "token key part was made for another unit's importer certificate: make it again for "    \
 	  "this unit's importer certificate")                                                      \
 	X(TOKEN_PART_CURVE, "token-part-curve", KY_EXIT_INPUT, 400,                                \
-	  "token key part's originator key is not an EC P-521 key (the importer key's curve): "    \
-	  "make it again with a P-521 ephemeral key")                                              \
+	  "token key part's originator key is not a valid EC P-521 key written as the format "     \
+	  "says (namedCurve secp521r1, uncompressed point): make it again with a P-521 "           \
+	  "ephemeral key")                                                                         \
 	X(TOKEN_PART_UNWRAP, "token-part-unwrap", KY_EXIT_INPUT, 400,                              \
 	  "token key part does not unwrap with this unit's importer key (integrity check "         \
 	  "failed): it was altered or made with another key; make it again")                       \

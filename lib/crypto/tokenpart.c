@@ -29,6 +29,7 @@
 #define TOKEN_PART_WRAPPED   (KY_MK_LEN + 8)
 #define TOKEN_PART_LABEL     "kyok token key part 1"
 #define TOKEN_PART_POINT     133 /* uncompressed P-521 point */
+#define TOKEN_PART_SPKI      158 /* its SubjectPublicKeyInfo, DER */
 #define TOKEN_PART_MAX_BYTES 4096
 
 typedef struct {
@@ -62,19 +63,27 @@ ASN1_SEQUENCE(KY_TOKEN_PART) =
 	return 0;
 }
 
-/* info = SHA-256(label || recipient || originator point): the data the KEK is made from. */
+/* info = SHA-256(label || recipient || 0x04 || X || Y): the data the KEK is made from. The
+ * point is rebuilt from the key's coordinates, so the hash covers the canonical uncompressed
+ * encoding whatever bytes the key was read from. A key without P-521 coordinates gives
+ * orig_err. */
 static int token_part_info(const uint8_t id[KY_TOKEN_PART_ID_LEN], const EVP_PKEY *orig,
-                           uint8_t info[32])
+                           int orig_err, uint8_t info[32])
 {
 	int r = KY_ERR_INTERNAL;
 	uint8_t point[TOKEN_PART_POINT];
-	size_t plen = 0;
+	BIGNUM *x = NULL, *y = NULL;
 	EVP_MD_CTX *md = NULL;
 
-	if (EVP_PKEY_get_octet_string_param(orig, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
-	                                    &plen) != 1 ||
-	    plen != sizeof(point)) {
-		r = KY_ERR_CRYPTO;
+	if (EVP_PKEY_get_bn_param(orig, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
+	    EVP_PKEY_get_bn_param(orig, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1) {
+		r = orig_err;
+		goto out;
+	}
+	point[0] = 0x04;
+	if (BN_bn2binpad(x, point + 1, TOKEN_PART_Z_LEN) != TOKEN_PART_Z_LEN ||
+	    BN_bn2binpad(y, point + 1 + TOKEN_PART_Z_LEN, TOKEN_PART_Z_LEN) != TOKEN_PART_Z_LEN) {
+		r = orig_err;
 		goto out;
 	}
 	if ((md = EVP_MD_CTX_new()) == NULL) {
@@ -84,18 +93,24 @@ static int token_part_info(const uint8_t id[KY_TOKEN_PART_ID_LEN], const EVP_PKE
 	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
 	    EVP_DigestUpdate(md, TOKEN_PART_LABEL, strlen(TOKEN_PART_LABEL)) != 1 ||
 	    EVP_DigestUpdate(md, id, KY_TOKEN_PART_ID_LEN) != 1 ||
-	    EVP_DigestUpdate(md, point, plen) != 1 || EVP_DigestFinal_ex(md, info, NULL) != 1) {
+	    EVP_DigestUpdate(md, point, sizeof(point)) != 1 ||
+	    EVP_DigestFinal_ex(md, info, NULL) != 1) {
 		r = KY_ERR_CRYPTO;
 		goto out;
 	}
 	r = 0;
 out:
 	EVP_MD_CTX_free(md);
+	BN_free(x);
+	BN_free(y);
+	ERR_clear_error();
 	return r;
 }
 
-/* KEK = AES-256-ECB(last 32 bytes of ECDH(priv, peer), info). Caller cleanses kek. */
-static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, const uint8_t info[32], uint8_t kek[32])
+/* KEK = AES-256-ECB(last 32 bytes of ECDH(priv, peer), info). A peer key that does not
+ * derive with priv (not on its curve, not a valid point) gives peer_err. Caller cleanses kek. */
+static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, int peer_err, const uint8_t info[32],
+                          uint8_t kek[32])
 {
 	int r = KY_ERR_INTERNAL;
 	EVP_PKEY_CTX *dctx = NULL;
@@ -104,10 +119,14 @@ static int token_part_kek(EVP_PKEY *priv, EVP_PKEY *peer, const uint8_t info[32]
 	size_t zlen = sizeof(z);
 	int n = 0, fin = 0;
 
-	if ((dctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL || EVP_PKEY_derive_init(dctx) != 1 ||
-	    EVP_PKEY_derive_set_peer(dctx, peer) != 1 || EVP_PKEY_derive(dctx, z, &zlen) != 1 ||
-	    zlen != sizeof(z)) {
+	if ((dctx = EVP_PKEY_CTX_new(priv, NULL)) == NULL || EVP_PKEY_derive_init(dctx) != 1) {
 		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	/* The peer is validated here (EVP_PKEY_public_check): on the curve, not at infinity. */
+	if (EVP_PKEY_derive_set_peer(dctx, peer) != 1 || EVP_PKEY_derive(dctx, z, &zlen) != 1 ||
+	    zlen != sizeof(z)) {
+		r = peer_err;
 		goto out;
 	}
 	if ((c = EVP_CIPHER_CTX_new()) == NULL) {
@@ -208,9 +227,9 @@ int ky_token_part_seal(const uint8_t part[KY_MK_LEN], X509 *recip_cert, struct k
 		goto out;
 	if ((r = ky_ec_generate(&eph)) != 0)
 		goto out;
-	if ((r = token_part_info(id, eph, info)) != 0)
+	if ((r = token_part_info(id, eph, KY_ERR_CRYPTO, info)) != 0)
 		goto out;
-	if ((r = token_part_kek(eph, peer, info, kek)) != 0)
+	if ((r = token_part_kek(eph, peer, KY_ERR_CRYPTO, info, kek)) != 0)
 		goto out;
 	if ((r = token_part_kw(1, kek, part, KY_MK_LEN, wrapped, sizeof(wrapped))) != 0)
 		goto out;
@@ -224,19 +243,66 @@ out:
 	return r;
 }
 
+/* The originator as docs/formats.md writes it, byte for byte: id-ecPublicKey with the
+ * namedCurve secp521r1 (no explicit parameters), a BIT STRING with no unused bits holding the
+ * uncompressed point (0x04 || X || Y, 133 bytes), that decodes to a valid P-521 key. Anything
+ * else (another curve, a compressed, hybrid or infinity point) is KY_ERR_TOKEN_PART_CURVE. */
+static int token_part_originator(const X509_PUBKEY *spki, EVP_PKEY **orig)
+{
+	static const uint8_t head[] = {0x30, 0x81, 0x9b, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86,
+	                               0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b, 0x81,
+	                               0x04, 0x00, 0x23, 0x03, 0x81, 0x86, 0x00, 0x04};
+	int r = KY_ERR_INTERNAL;
+	unsigned char *der = NULL;
+	int len;
+
+	*orig = NULL;
+	if ((len = i2d_X509_PUBKEY(spki, &der)) != TOKEN_PART_SPKI ||
+	    memcmp(der, head, sizeof(head)) != 0) {
+		r = KY_ERR_TOKEN_PART_CURVE;
+		goto out;
+	}
+	if ((*orig = X509_PUBKEY_get(spki)) == NULL || !ky_pkey_is_p521(*orig)) {
+		r = KY_ERR_TOKEN_PART_CURVE;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0) {
+		EVP_PKEY_free(*orig);
+		*orig = NULL;
+	}
+	OPENSSL_free(der);
+	ERR_clear_error();
+	return r;
+}
+
+/* The offset of the first element inside the outer SEQUENCE of der, whatever its length
+ * encoding (checked later, by the full parse): false when der does not start a SEQUENCE. */
+static bool token_part_first(const uint8_t *der, size_t derlen, size_t *off)
+{
+	size_t n;
+
+	if (derlen < 3 || der[0] != 0x30)
+		return false;
+	if (der[1] <= 0x80) /* short form, or indefinite */
+		n = 0;
+	else if (der[1] <= 0x84)
+		n = der[1] & 0x7f;
+	else
+		return false;
+	if (derlen < 3 + n)
+		return false;
+	*off = 2 + n;
+	return true;
+}
+
 bool ky_token_part_is(const uint8_t *der, size_t derlen)
 {
-	const unsigned char *p = der;
-	KY_TOKEN_PART *tp;
-	bool is;
+	size_t off = 0;
 
-	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES)
-		return false;
-	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
-	is = tp != NULL;
-	KY_TOKEN_PART_free(tp);
-	ERR_clear_error();
-	return is;
+	/* A TokenKeyPart starts with its version, an INTEGER; a CMS ContentInfo with an OID. */
+	return der != NULL && token_part_first(der, derlen, &off) && der[off] == V_ASN1_INTEGER;
 }
 
 int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *cert,
@@ -245,41 +311,61 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 	int r = KY_ERR_INTERNAL;
 	const unsigned char *p = der;
 	KY_TOKEN_PART *tp = NULL;
+	ASN1_INTEGER *version = NULL;
 	EVP_PKEY *orig = NULL;
+	unsigned char *re = NULL;
 	uint8_t id[KY_TOKEN_PART_ID_LEN], info[32], kek[32];
+	size_t off = 0;
+	int relen;
 
 	if (der == NULL || derlen == 0 || derlen > TOKEN_PART_MAX_BYTES || key == NULL ||
 	    cert == NULL) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
+	/* The version first: another version may have another structure after it. */
+	if (!token_part_first(der, derlen, &off) || der[off] != V_ASN1_INTEGER) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	p = der + off;
+	if ((version = d2i_ASN1_INTEGER(NULL, &p, (long)(derlen - off))) == NULL) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	if (ASN1_INTEGER_get(version) != TOKEN_PART_VERSION) {
+		r = KY_ERR_TOKEN_PART_VERSION;
+		goto out;
+	}
+	p = der;
 	tp = d2i_KY_TOKEN_PART(NULL, &p, (long)derlen);
 	if (tp == NULL || p != der + derlen) {
 		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
-	if (ASN1_INTEGER_get(tp->version) != TOKEN_PART_VERSION) {
-		r = KY_ERR_TOKEN_PART_VERSION;
+	/* DER only: the parser takes BER too (indefinite or non-minimal lengths), so the
+	 * structure must re-encode to exactly the bytes received. */
+	if ((relen = i2d_KY_TOKEN_PART(tp, &re)) <= 0 || (size_t)relen != derlen ||
+	    memcmp(re, der, derlen) != 0) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
+		goto out;
+	}
+	if (ASN1_STRING_length(tp->recipient) != KY_TOKEN_PART_ID_LEN ||
+	    ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
+		r = KY_ERR_TOKEN_PART_MALFORMED;
 		goto out;
 	}
 	if ((r = ky_token_part_recipient(cert, id)) != 0)
 		goto out;
-	if (ASN1_STRING_length(tp->recipient) != KY_TOKEN_PART_ID_LEN ||
-	    memcmp(ASN1_STRING_get0_data(tp->recipient), id, KY_TOKEN_PART_ID_LEN) != 0) {
+	if (memcmp(ASN1_STRING_get0_data(tp->recipient), id, KY_TOKEN_PART_ID_LEN) != 0) {
 		r = KY_ERR_TOKEN_PART_OTHER_UNIT;
 		goto out;
 	}
-	if ((orig = X509_PUBKEY_get(tp->originator)) == NULL || !ky_pkey_is_p521(orig)) {
-		r = KY_ERR_TOKEN_PART_CURVE;
+	if ((r = token_part_originator(tp->originator, &orig)) != 0)
 		goto out;
-	}
-	if (ASN1_STRING_length(tp->wrapped) != TOKEN_PART_WRAPPED) {
-		r = KY_ERR_TOKEN_PART_MALFORMED;
+	if ((r = token_part_info(id, orig, KY_ERR_TOKEN_PART_CURVE, info)) != 0)
 		goto out;
-	}
-	if ((r = token_part_info(id, orig, info)) != 0)
-		goto out;
-	if ((r = token_part_kek(key, orig, info, kek)) != 0)
+	if ((r = token_part_kek(key, orig, KY_ERR_TOKEN_PART_CURVE, info, kek)) != 0)
 		goto out;
 	if ((r = token_part_kw(0, kek, ASN1_STRING_get0_data(tp->wrapped), TOKEN_PART_WRAPPED, out,
 	                       KY_MK_LEN)) != 0) {
@@ -290,6 +376,8 @@ int ky_token_part_open(const uint8_t *der, size_t derlen, EVP_PKEY *key, X509 *c
 out:
 	OPENSSL_cleanse(kek, sizeof(kek));
 	EVP_PKEY_free(orig);
+	ASN1_INTEGER_free(version);
+	OPENSSL_free(re);
 	KY_TOKEN_PART_free(tp);
 	ERR_clear_error();
 	return r;

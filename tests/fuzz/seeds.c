@@ -231,6 +231,30 @@ static void seeds_files(void)
 	OPENSSL_cleanse(pw, sizeof(pw));
 }
 
+/* TokenKeyPart parts (docs/formats.md, section 5): one to a fresh importer certificate, the
+ * recipient left for the target to set to its own, and a version 2. */
+static void seeds_tokenpart(void)
+{
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	struct ky_buf der = {0};
+	uint8_t part[KY_MK_LEN];
+
+	if (ky_ec_generate(&key) != 0 ||
+	    ky_cert_self_signed(key, "fuzz importer", "kyok unit", 365, &cert) != 0 ||
+	    ky_random(part, sizeof(part)) != 0 || ky_token_part_seal(part, cert, &der) != 0)
+		seeds_die("cannot make a token key part");
+	seeds_put("tokenpart", der.data, der.len);
+	if (der.len > 5 && der.data[5] == 0x01) {
+		der.data[5] = 0x02;
+		seeds_put("tokenpart", der.data, der.len);
+	}
+	OPENSSL_cleanse(part, sizeof(part));
+	ky_buf_free(&der);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+}
+
 static void seeds_kms(void)
 {
 	struct ky_key *k = NULL;
@@ -466,6 +490,7 @@ int main(int argc, char **argv)
 	seeds_domain(d);
 	ky_domain_free(d);
 	seeds_files();
+	seeds_tokenpart();
 	seeds_kms();
 	seeds_token();
 	seeds_text();

@@ -40,6 +40,12 @@ token_part() {
 		head -c 66 /dev/urandom >"$d/z.bin"
 		tail -c 65 "$d/eph.pub.der" >"$d/point.bin"
 	fi
+	# TP_COMPRESSED=1: the point compressed (0x02 or 0x03 by the parity of Y, then X).
+	if [ -n "${TP_COMPRESSED:-}" ]; then
+		printf "\\$(printf '%03o' $((2 + $(od -An -tu1 -j132 -N1 "$d/point.bin") % 2)))" >"$d/c.bin"
+		head -c 67 "$d/point.bin" | tail -c 66 >>"$d/c.bin"
+		mv "$d/c.bin" "$d/point.bin"
+	fi
 	openssl x509 -in "$imp" -outform DER | openssl dgst -sha256 -binary >"$d/recipient.bin"
 	{
 		printf 'kyok token key part 1'
@@ -140,13 +146,21 @@ token_part "$C/part1" "$C/importer1.pem" "$C/tok1p256.der" P-256
 load_cmd 1 "$C/l.der" "$C/tok1p256.der" "$C/env2.der"
 expect_refused "a token part with a P-256 originator key" token-part-curve 1 "$C/l.der"
 
+TP_COMPRESSED=1 token_part "$C/part1" "$C/importer1.pem" "$C/tok1comp.der"
+expect_eq "the compressed originator point: a BIT STRING of 1 + 67 bytes" \
+	"$(openssl asn1parse -inform DER -in "$C/tok1comp.der" | grep -o 'l= *68 prim: BIT STRING')" \
+	"l=  68 prim: BIT STRING"
+load_cmd 1 "$C/l.der" "$C/tok1comp.der" "$C/env2.der"
+expect_refused "a token part whose P-521 originator point is compressed (400, not a crypto failure)" \
+	token-part-curve 1 "$C/l.der"
+
 TP_VERSION=2 token_part "$C/part1" "$C/importer1.pem" "$C/tok1v2.der"
 load_cmd 1 "$C/l.der" "$C/tok1v2.der" "$C/env2.der"
 expect_refused "a token part of version 2" token-part-version 1 "$C/l.der"
 
 head -c 20 "$C/tok1.der" >"$C/tok1short.der"
 load_cmd 1 "$C/l.der" "$C/tok1short.der" "$C/env2.der"
-expect_refused "a truncated token part" bad-command 1 "$C/l.der"
+expect_refused "a truncated token part" token-part-malformed 1 "$C/l.der"
 
 token_part "$C/part1" "$C/importer1.pem" "$C/tok1b.der"
 load_cmd 1 "$C/l.der" "$C/tok1.der" "$C/tok1b.der"

@@ -7,9 +7,11 @@
  * In a session of the token labelled LABEL (user PIN read from PIN_FILE, never on argv): an
  * AES-256 part (session object; sensitive; extractable for the wrap only), its VP
  * SHA-256(0x01 || part) by C_DigestKey, then for each importer certificate i (PEM) an
- * ephemeral P-521 key pair, CKM_ECDH1_DERIVE (CKD_NULL) to K0, CKM_AES_ECB_ENCRYPT_DATA to the
- * KEK, C_WrapKey CKM_AES_KEY_WRAP, and OUT.i.der (i from 1). Prints the VP in hex. Fails when
- * the part's value can be read. */
+ * ephemeral P-521 key pair (session objects; the private key sensitive, not extractable,
+ * derive only), CKM_ECDH1_DERIVE (CKD_NULL) to K0, CKM_AES_ECB_ENCRYPT_DATA to the KEK,
+ * C_WrapKey CKM_AES_KEY_WRAP, the ephemeral pair, K0 and the KEK destroyed right after the wrap,
+ * and OUT.i.der (i from 1). Prints the VP in hex. Fails when the part's or the ephemeral
+ * private key's value can be read, or when an object is still there after C_DestroyObject. */
 #include <dlfcn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -74,7 +76,27 @@ static int tp_session(const char *label, const char *pin_file, CK_SESSION_HANDLE
 	return tp_fail("no token with this label", 0);
 }
 
-/* One TokenKeyPart of part to the importer certificate in cert_file, written to out_file. */
+/* Destroys the session object *h (if any) and checks that it is gone. */
+static int tp_destroy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+{
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+	CK_OBJECT_HANDLE o = *h;
+	CK_RV rv;
+
+	if (o == CK_INVALID_HANDLE)
+		return 0;
+	*h = CK_INVALID_HANDLE;
+	if ((rv = p11->C_DestroyObject(s, o)) != CKR_OK)
+		return tp_fail("C_DestroyObject", rv);
+	if ((rv = p11->C_GetAttributeValue(s, o, &a, 1)) != CKR_OBJECT_HANDLE_INVALID)
+		return tp_fail("an object is still there after C_DestroyObject", rv);
+	return 0;
+}
+
+/* One TokenKeyPart of part to the importer certificate in cert_file, written to out_file. The
+ * ephemeral private key opens the part (with the importer certificate, which is public): it
+ * is made in the token, never readable, and destroyed with K0 and the KEK after the wrap. */
 static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *cert_file,
                       const char *out_file)
 {
@@ -84,6 +106,7 @@ static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *ce
 	                        {CKA_TOKEN, &no, sizeof(no)}};
 	CK_ATTRIBUTE priv_t[] = {{CKA_TOKEN, &no, sizeof(no)},
 	                         {CKA_SENSITIVE, &yes, sizeof(yes)},
+	                         {CKA_EXTRACTABLE, &no, sizeof(no)},
 	                         {CKA_DERIVE, &yes, sizeof(yes)}};
 	CK_ATTRIBUTE k0_t[] = {{CKA_CLASS, &secret_class, sizeof(secret_class)},
 	                       {CKA_KEY_TYPE, &aes_type, sizeof(aes_type)},
@@ -99,7 +122,10 @@ static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *ce
 	                        {CKA_SENSITIVE, &yes, sizeof(yes)},
 	                        {CKA_EXTRACTABLE, &no, sizeof(no)},
 	                        {CKA_WRAP, &yes, sizeof(yes)}};
-	CK_OBJECT_HANDLE epub, epriv, k0, kek;
+	CK_OBJECT_HANDLE epub = CK_INVALID_HANDLE, epriv = CK_INVALID_HANDLE,
+	                 k0 = CK_INVALID_HANDLE, kek = CK_INVALID_HANDLE;
+	uint8_t value[256];
+	CK_ATTRIBUTE va = {CKA_VALUE, value, sizeof(value)};
 	uint8_t ec_point[POINT_LEN + 3], imp[POINT_LEN], id[KY_TOKEN_PART_ID_LEN], info[32],
 	    wrapped[64];
 	CK_ATTRIBUTE pa = {CKA_EC_POINT, ec_point, sizeof(ec_point)};
@@ -133,8 +159,12 @@ static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *ce
 		r = tp_fail("importer certificate without a P-521 key", 0);
 		goto out;
 	}
-	if ((rv = p11->C_GenerateKeyPair(s, &kpg, pub_t, 2, priv_t, 3, &epub, &epriv)) != CKR_OK) {
+	if ((rv = p11->C_GenerateKeyPair(s, &kpg, pub_t, 2, priv_t, 4, &epub, &epriv)) != CKR_OK) {
 		r = tp_fail("C_GenerateKeyPair", rv);
+		goto out;
+	}
+	if ((rv = p11->C_GetAttributeValue(s, epriv, &va, 1)) != CKR_ATTRIBUTE_SENSITIVE) {
+		r = tp_fail("the ephemeral private key's value is not refused as sensitive", rv);
 		goto out;
 	}
 	/* CKA_EC_POINT: the point in a DER OCTET STRING (04 81 85 04 ...). */
@@ -165,6 +195,11 @@ static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *ce
 		r = tp_fail("C_WrapKey(CKM_AES_KEY_WRAP)", rv);
 		goto out;
 	}
+	if (tp_destroy(s, &epriv) != 0 || tp_destroy(s, &epub) != 0 || tp_destroy(s, &k0) != 0 ||
+	    tp_destroy(s, &kek) != 0) {
+		r = 1;
+		goto out;
+	}
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
 	    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "P-521", 0) != 1 ||
 	    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, POINT_LEN) != 1 ||
@@ -191,6 +226,11 @@ static int tp_deliver(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE part, const char *ce
 	}
 	r = 0;
 out:
+	/* On a failure before the wrap's end: the objects made so far go too. */
+	(void)tp_destroy(s, &epriv);
+	(void)tp_destroy(s, &epub);
+	(void)tp_destroy(s, &k0);
+	(void)tp_destroy(s, &kek);
 	ky_buf_free(&der);
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(eph);

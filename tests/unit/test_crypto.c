@@ -1563,6 +1563,9 @@ static void test_token_part(void **state)
 	X509 *ucert = NULL, *ocert = NULL;
 	uint8_t part[KY_MK_LEN], out[KY_MK_LEN], id[KY_TOKEN_PART_ID_LEN], wrapped[40];
 	struct ky_buf der = {0}, der2 = {0}, other = {0};
+	X509_PUBKEY *spki = NULL;
+	unsigned char *spkider = NULL;
+	int spkilen;
 
 	(void)state;
 	assert_int_equal(ky_random(part, sizeof(part)), 0);
@@ -1602,7 +1605,7 @@ static void test_token_part(void **state)
 	/* Truncated, trailing bytes, garbage. */
 	assert_int_equal(ky_token_part_open(der.data, der.len - 1, ukey, ucert, out),
 	                 KY_ERR_TOKEN_PART_MALFORMED);
-	assert_false(ky_token_part_is(der.data, der.len - 1));
+	assert_true(ky_token_part_is(der.data, der.len - 1)); /* the form, not its validity */
 	assert_int_equal(ky_buf_append(&der2, der.data, der.len), 0);
 	assert_int_equal(ky_buf_append(&der2, (const uint8_t *)"\0", 1), 0);
 	assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out),
@@ -1630,6 +1633,42 @@ static void test_token_part(void **state)
 	ky_buf_free(&other);
 	/* A P-521 originator with a wrapped part of the wrong size. */
 	assert_int_equal(ky_token_part_encode(id, okey, wrapped, 32, &other), 0);
+	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+	ky_buf_free(&other);
+	/* A recipient of 31 or 33 bytes is malformed (SIZE (32)), not another unit's: the same
+	 * originator and wrapped part, this unit's id cut or lengthened. */
+	assert_non_null(spki = X509_PUBKEY_new());
+	assert_int_equal(X509_PUBKEY_set(&spki, okey), 1);
+	assert_true((spkilen = i2d_X509_PUBKEY(spki, &spkider)) > 0);
+	for (int d = -1; d <= 1; d += 2) {
+		uint8_t longid[KY_TOKEN_PART_ID_LEN + 1];
+
+		memcpy(longid, id, KY_TOKEN_PART_ID_LEN);
+		longid[KY_TOKEN_PART_ID_LEN] = 0;
+		assert_int_equal(ky_buf_append(&other, (const uint8_t *)"\x02\x01\x01\x04", 4), 0);
+		assert_int_equal(
+		    ky_buf_append(&other, (const uint8_t[]){(uint8_t)(KY_TOKEN_PART_ID_LEN + d)},
+		                  1),
+		    0);
+		assert_int_equal(ky_buf_append(&other, longid, (size_t)(KY_TOKEN_PART_ID_LEN + d)),
+		                 0);
+		assert_int_equal(ky_buf_append(&other, spkider, (size_t)spkilen), 0);
+		assert_int_equal(ky_buf_append(&other, (const uint8_t *)"\x04\x28", 2), 0);
+		assert_int_equal(ky_buf_append(&other, wrapped, sizeof(wrapped)), 0);
+		assert_true(other.len < 0x100);
+		assert_int_equal(
+		    ky_buf_append(&der2, (const uint8_t[]){0x30, 0x81, (uint8_t)other.len}, 3), 0);
+		assert_int_equal(ky_buf_append(&der2, other.data, other.len), 0);
+		assert_int_equal(ky_token_part_open(der2.data, der2.len, ukey, ucert, out),
+		                 KY_ERR_TOKEN_PART_MALFORMED);
+		ky_buf_free(&other);
+		ky_buf_free(&der2);
+	}
+	OPENSSL_free(spkider);
+	X509_PUBKEY_free(spki);
+	/* The structure is checked before the originator: a wrong size with a P-256 key too. */
+	assert_int_equal(ky_token_part_encode(id, p256, wrapped, 32, &other), 0);
 	assert_int_equal(ky_token_part_open(other.data, other.len, ukey, ucert, out),
 	                 KY_ERR_TOKEN_PART_MALFORMED);
 	ky_buf_free(&other);
@@ -1859,6 +1898,306 @@ static void test_anchor_chain(void **state)
 	X509_free(self_id);
 }
 
+/* The form is decided by the first element (INTEGER: TokenKeyPart; OID: CMS), and the version
+ * is read before the rest, so that another version gets its own refusal whatever follows. */
+static void test_token_part_form(void **state)
+{
+	EVP_PKEY *ukey = NULL;
+	X509 *ucert = NULL;
+	uint8_t out[KY_MK_LEN];
+	struct ky_buf der = {0}, env = {0};
+	static const struct {
+		const char *what;
+		const char *der;
+		size_t len;
+		bool is;
+		int err;
+	} cases[] = {
+	    {"version 2, another structure", "\x30\x08\x02\x01\x02\x04\x03xyz", 10, true,
+	     KY_ERR_TOKEN_PART_VERSION},
+	    {"version 0", "\x30\x08\x02\x01\x00\x04\x03xyz", 10, true, KY_ERR_TOKEN_PART_VERSION},
+	    {"version -1", "\x30\x03\x02\x01\xff", 5, true, KY_ERR_TOKEN_PART_VERSION},
+	    {"version 2, long form length", "\x30\x81\x03\x02\x01\x02", 6, true,
+	     KY_ERR_TOKEN_PART_VERSION},
+	    {"version 1 and nothing else", "\x30\x03\x02\x01\x01", 5, true,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an INTEGER cut short", "\x30\x03\x02\x02\x01", 5, true, KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an INTEGER with a wrong length", "\x30\x03\x02\x09\x01", 5, true,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"an OID first (CMS)", "\x30\x05\x06\x03\x2a\x03\x04", 7, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a SET, not a SEQUENCE", "\x31\x03\x02\x01\x01", 5, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a SEQUENCE header alone", "\x30\x03", 2, false, KY_ERR_TOKEN_PART_MALFORMED},
+	    {"a length of 5 bytes", "\x30\x85\x00\x00\x00\x00\x03\x02\x01\x01", 10, false,
+	     KY_ERR_TOKEN_PART_MALFORMED},
+	    {"garbage", "xx", 2, false, KY_ERR_TOKEN_PART_MALFORMED},
+	};
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		print_message("%s\n", cases[i].what);
+		assert_int_equal(ky_token_part_is((const uint8_t *)cases[i].der, cases[i].len),
+		                 cases[i].is);
+		assert_int_equal(ky_token_part_open((const uint8_t *)cases[i].der, cases[i].len,
+		                                    ukey, ucert, out),
+		                 cases[i].err);
+	}
+	assert_false(ky_token_part_is(NULL, 0));
+
+	/* Any cut of a real part is still the token form, and malformed; so is a cut envelope
+	 * never the token form. */
+	assert_int_equal(ky_token_part_seal(part_value, ucert, &der), 0);
+	assert_int_equal(ky_envelope_seal(part_value, KY_MK_LEN, ucert, &env), 0);
+	for (size_t n = 6; n < der.len; n += 7) {
+		assert_true(ky_token_part_is(der.data, n));
+		assert_int_equal(ky_token_part_open(der.data, n, ukey, ucert, out),
+		                 KY_ERR_TOKEN_PART_MALFORMED);
+	}
+	for (size_t n = 3; n < env.len; n += 11)
+		assert_false(ky_token_part_is(env.data, n));
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+	assert_memory_equal(out, part_value, KY_MK_LEN);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&der);
+	ky_buf_free(&env);
+	EVP_PKEY_free(ukey);
+	X509_free(ucert);
+}
+
+/* DER only: the same structure in BER (indefinite or non-minimal lengths) is refused. */
+static void test_token_part_der_only(void **state)
+{
+	EVP_PKEY *ukey = NULL;
+	X509 *ucert = NULL;
+	uint8_t out[KY_MK_LEN];
+	struct ky_buf der = {0}, ber = {0};
+	size_t body;
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	assert_int_equal(ky_token_part_seal(part_value, ucert, &der), 0);
+	/* 30 81 LEN, then version (02 01 01), then recipient (04 20 ...). */
+	assert_memory_equal(der.data, "\x30\x81", 2);
+	body = der.data[2];
+	assert_int_equal(der.len, 3 + body);
+	assert_memory_equal(der.data + 3, "\x02\x01\x01\x04\x20", 5);
+	assert_int_equal(ky_token_part_open(der.data, der.len, ukey, ucert, out), 0);
+
+	/* The outer length in 2 bytes where 1 does. */
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x82, 0x00, (uint8_t)body}, 4),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 3, body), 0);
+	assert_true(ky_token_part_is(ber.data, ber.len));
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The outer SEQUENCE of indefinite length, closed by end-of-contents. */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x30\x80", 2), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 3, body), 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x00\x00", 2), 0);
+	assert_true(ky_token_part_is(ber.data, ber.len));
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The recipient's length in long form (04 81 20). */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x81, (uint8_t)(body + 1)}, 3),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x02\x01\x01\x04\x81\x20", 6), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 8, body - 5), 0);
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	/* The version with a leading zero byte (02 02 00 01). */
+	ber.len = 0;
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t[]){0x30, 0x81, (uint8_t)(body + 1)}, 3),
+	                 0);
+	assert_int_equal(ky_buf_append(&ber, (const uint8_t *)"\x02\x02\x00\x01", 4), 0);
+	assert_int_equal(ky_buf_append(&ber, der.data + 6, body - 3), 0);
+	assert_int_equal(ky_token_part_open(ber.data, ber.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_MALFORMED);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&der);
+	ky_buf_free(&ber);
+	EVP_PKEY_free(ukey);
+	X509_free(ucert);
+}
+
+/* A DER length in front of n bytes of content, appended to b. */
+static void der_append_len(struct ky_buf *b, size_t n)
+{
+	uint8_t l[3] = {0x82, (uint8_t)(n >> 8), (uint8_t)n};
+
+	assert_true(n < 0x10000);
+	if (n < 0x80)
+		assert_int_equal(ky_buf_append(b, l + 2, 1), 0);
+	else if (n < 0x100)
+		assert_int_equal(ky_buf_append(b, (const uint8_t[]){0x81, (uint8_t)n}, 2), 0);
+	else
+		assert_int_equal(ky_buf_append(b, l, 3), 0);
+}
+
+/* A TokenKeyPart assembled by hand: version 1, recipient id, the SubjectPublicKeyInfo spki as
+ * given, wrapped part w. */
+static void token_part_assemble(const uint8_t id[KY_TOKEN_PART_ID_LEN], const uint8_t *spki,
+                                size_t spkilen, const uint8_t *w, size_t wlen, struct ky_buf *out)
+{
+	struct ky_buf body = {0};
+
+	assert_int_equal(ky_buf_append(&body, (const uint8_t *)"\x02\x01\x01\x04\x20", 5), 0);
+	assert_int_equal(ky_buf_append(&body, id, KY_TOKEN_PART_ID_LEN), 0);
+	assert_int_equal(ky_buf_append(&body, spki, spkilen), 0);
+	assert_int_equal(ky_buf_append(&body, (const uint8_t *)"\x04", 1), 0);
+	der_append_len(&body, wlen);
+	assert_int_equal(ky_buf_append(&body, w, wlen), 0);
+	out->len = 0;
+	assert_int_equal(ky_buf_append(out, (const uint8_t *)"\x30", 1), 0);
+	der_append_len(out, body.len);
+	assert_int_equal(ky_buf_append(out, body.data, body.len), 0);
+	ky_buf_free(&body);
+}
+
+/* The DER SubjectPublicKeyInfo of an id-ecPublicKey with the named curve nid and the point
+ * bytes pt as given (any encoding, valid or not). */
+static void spki_ec_raw(int nid, const uint8_t *pt, size_t ptlen, struct ky_buf *out)
+{
+	X509_PUBKEY *pub = X509_PUBKEY_new();
+	unsigned char *penc = OPENSSL_memdup(pt, ptlen), *der = NULL;
+	int len;
+
+	assert_non_null(pub);
+	assert_non_null(penc);
+	assert_int_equal(X509_PUBKEY_set0_param(pub, OBJ_nid2obj(NID_X9_62_id_ecPublicKey),
+	                                        V_ASN1_OBJECT, OBJ_nid2obj(nid), penc, (int)ptlen),
+	                 1);
+	assert_true((len = i2d_X509_PUBKEY(pub, &der)) > 0);
+	out->len = 0;
+	assert_int_equal(ky_buf_append(out, der, (size_t)len), 0);
+	OPENSSL_free(der);
+	X509_PUBKEY_free(pub);
+}
+
+/* The originator must be the canonical P-521 key (named curve, uncompressed point); any other
+ * encoding, and any key that does not derive, is token-part-curve, never a crypto failure. */
+static void test_token_part_originator(void **state)
+{
+	EVP_PKEY *ukey = NULL, *okey = NULL, *explicit = NULL, *dec = NULL, *p256 = NULL;
+	X509 *ucert = NULL;
+	uint8_t id[KY_TOKEN_PART_ID_LEN], wrapped[40], pt[133], bad[133], out[KY_MK_LEN];
+	size_t ptlen = 0;
+	struct ky_buf spki = {0}, tp = {0}, sealed = {0};
+	unsigned char *der = NULL;
+	const unsigned char *q;
+	int len;
+
+	(void)state;
+	assert_int_equal(ky_ec_generate(&ukey), 0);
+	assert_int_equal(ky_ec_generate(&okey), 0);
+	assert_int_equal(
+	    ky_cert_issue(ukey, "unit-1 importer", "kyok unit", alice_cert, alice_key, 30, &ucert),
+	    0);
+	assert_int_equal(ky_token_part_recipient(ucert, id), 0);
+	assert_int_equal(ky_random(wrapped, sizeof(wrapped)), 0);
+	assert_int_equal(
+	    EVP_PKEY_get_octet_string_param(okey, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt), &ptlen),
+	    1);
+	assert_int_equal(ptlen, sizeof(pt));
+	assert_int_equal(pt[0], 0x04);
+
+	/* The canonical encoding built by the same helpers gets as far as the unwrap. */
+	spki_ec_raw(NID_secp521r1, pt, sizeof(pt), &spki);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_UNWRAP);
+
+	/* Hybrid (0x06/0x07 || X || Y): OpenSSL decodes it, the unit refuses it. */
+	memcpy(bad, pt, sizeof(pt));
+	bad[0] = (uint8_t)(0x06 | (pt[132] & 1));
+	spki_ec_raw(NID_secp521r1, bad, sizeof(bad), &spki);
+	q = spki.data;
+	assert_non_null(dec = d2i_PUBKEY(NULL, &q, (long)spki.len));
+	EVP_PKEY_free(dec);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+
+	/* Compressed (0x02/0x03 || X): decodes too, refused. */
+	bad[0] = (uint8_t)(0x02 | (pt[132] & 1));
+	spki_ec_raw(NID_secp521r1, bad, 67, &spki);
+	q = spki.data;
+	assert_non_null(dec = d2i_PUBKEY(NULL, &q, (long)spki.len));
+	EVP_PKEY_free(dec);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+
+	/* The point at infinity (a single 0x00). */
+	spki_ec_raw(NID_secp521r1, (const uint8_t *)"\x00", 1, &spki);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+
+	/* 133 bytes starting 0x04 that are not a point of the curve. */
+	memcpy(bad, pt, sizeof(pt));
+	bad[132] ^= 0x01;
+	spki_ec_raw(NID_secp521r1, bad, sizeof(bad), &spki);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+
+	/* The P-521 point under another curve's name. */
+	spki_ec_raw(NID_secp384r1, pt, sizeof(pt), &spki);
+	token_part_assemble(id, spki.data, spki.len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+
+	/* Explicit curve parameters equal to P-521's, the same point: decodes as a P-521 key,
+	 * refused (only the namedCurve secp521r1). */
+	assert_non_null(explicit = EVP_PKEY_dup(okey));
+	assert_int_equal(EVP_PKEY_set_utf8_string_param(explicit, OSSL_PKEY_PARAM_EC_ENCODING,
+	                                                OSSL_PKEY_EC_ENCODING_EXPLICIT),
+	                 1);
+	assert_true((len = i2d_PUBKEY(explicit, &der)) > 200);
+	q = der;
+	assert_non_null(dec = d2i_PUBKEY(NULL, &q, len));
+	assert_true(ky_pkey_is_p521(dec));
+	EVP_PKEY_free(dec);
+	token_part_assemble(id, der, (size_t)len, wrapped, sizeof(wrapped), &tp);
+	assert_int_equal(ky_token_part_open(tp.data, tp.len, ukey, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+	OPENSSL_free(der);
+
+	/* A derivation that fails (here the importer key given is on P-256, so the P-521
+	 * originator does not derive with it) is the same refusal, not a crypto failure. */
+	assert_int_equal(ky_token_part_seal(part_value, ucert, &sealed), 0);
+	assert_non_null(p256 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"));
+	assert_int_equal(ky_token_part_open(sealed.data, sealed.len, p256, ucert, out),
+	                 KY_ERR_TOKEN_PART_CURVE);
+	assert_int_equal(ky_token_part_open(sealed.data, sealed.len, ukey, ucert, out), 0);
+	assert_memory_equal(out, part_value, KY_MK_LEN);
+
+	OPENSSL_cleanse(out, sizeof(out));
+	ky_buf_free(&sealed);
+	ky_buf_free(&spki);
+	ky_buf_free(&tp);
+	EVP_PKEY_free(p256);
+	EVP_PKEY_free(explicit);
+	EVP_PKEY_free(ukey);
+	EVP_PKEY_free(okey);
+	X509_free(ucert);
+}
+
 /* The curves of administrator keys: P-521 and P-384 (tokens without P-521), nothing else;
  * a P-384 administrator's signed command verifies as a unit verifies it. */
 static void test_admin_curves(void **state)
@@ -2084,6 +2423,9 @@ int main(void)
 	    cmocka_unit_test(test_empty_files),
 	    cmocka_unit_test(test_envelope),
 	    cmocka_unit_test(test_token_part),
+	    cmocka_unit_test(test_token_part_originator),
+	    cmocka_unit_test(test_token_part_form),
+	    cmocka_unit_test(test_token_part_der_only),
 	    cmocka_unit_test(test_aead),
 	    cmocka_unit_test(test_anchor_chain),
 	    cmocka_unit_test(test_admin_curves),
