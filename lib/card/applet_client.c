@@ -22,7 +22,9 @@
 #define APP_UNBLOCK_SIGN  0x22
 #define APP_UNBLOCK       0x24
 #define APP_CHANGE_PIN    0x26
+#define APP_GEN_SIGKEY    0x30
 #define APP_GET_SIGKEY    0x32
+#define APP_SIGN          0x34
 #define APP_PART_INFO     0x42
 #define APP_CHALLENGE_LEN 32
 #define APP_INFO_LEN      (7 + 2 * KY_CARD_ID_LEN)
@@ -91,8 +93,12 @@ static const char *app_what(uint8_t ins)
 		return "UNBLOCK";
 	case APP_CHANGE_PIN:
 		return "CHANGE PIN";
+	case APP_GEN_SIGKEY:
+		return "GENERATE SIGNATURE KEY";
 	case APP_GET_SIGKEY:
 		return "GET SIGNATURE KEY";
+	case APP_SIGN:
+		return "SIGN";
 	case APP_PART_INFO:
 		return "KEY PART INFO";
 	}
@@ -428,6 +434,36 @@ int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bo
 	if (r != 0)
 		goto out;
 	*present = true;
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_sigkey_generate(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, char *err,
+                            size_t errlen)
+{
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*len = 0;
+	if ((r = app_cmd(c, ky_card_reader(c), APP_GEN_SIGKEY, 0, 0, NULL, 0, spki, max, len, &sw,
+	                 err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_sign(struct ky_card *c, const uint8_t digest[KY_CARD_DIGEST_LEN], uint8_t *sig,
+                 size_t max, size_t *len, char *err, size_t errlen)
+{
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*len = 0;
+	if ((r = app_cmd(c, ky_card_reader(c), APP_SIGN, 0, 0, digest, KY_CARD_DIGEST_LEN, sig, max,
+	                 len, &sw, err, errlen)) != 0)
+		goto out;
 	r = 0;
 out:
 	return r;
