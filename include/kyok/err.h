@@ -43,6 +43,9 @@
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
 	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
 	  "not a kyok signature key file")                                                         \
+	X(SIGKEY_IN_CARD, "signature-key-in-card", KY_EXIT_INPUT, 400,                             \
+	  "this signature key is held by an EP11 smart card: this command signs only with key "    \
+	  "files and tokens")                                                                      \
 	X(EMPTY_FILE, "empty-file", KY_EXIT_INPUT, 400,                                            \
 	  "the file is empty: it was truncated or never written; restore it from a backup")        \
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
