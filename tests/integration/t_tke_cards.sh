@@ -4,6 +4,7 @@
 #   sigkey-add --card generates the administrator's key on the EP11 card in reader 1: the file
 #     names the card's zone and device and the key's SKI (the one 'scup show' reports), holds
 #     no key, and its certificate is signed by the card's key; sigkeys lists it
+#   the JSON answer names the file, the card's zone and device
 #   refusals that write nothing: a wrong PIN (tries shown), a card that has a key already, a CA
 #     card in reader 1, --card with --token-module
 #   a signed command refuses a card sigkey by name (signing with cards is not there yet)
@@ -94,8 +95,17 @@ grep -q "holds a signature key already: one key per card" <<<"$out" && pass "...
 expect_eq "... no file written" "$(nfiles)" 1
 
 put 1 epb
-expect_ok "bob's key on EP11 card b" "$KYOK" tke sigkey-add --name bob --card --password-file "$ep_b"
+expect_ok "bob's key on EP11 card b" "$KYOK" tke sigkey-add --name bob --card --password-file "$ep_b" \
+	--output json
+fb=$(find "$KYOK_TKE_FILES/sigkeys" -type f -name 'bob-*.sigkey')
 expect_eq "two card sigkey files" "$(nfiles)" 2
+expect_eq "... the JSON answer names bob's file, card zone and device as the file does" \
+	"$(jq -r '[.name, .file, .card.zone, .card.device] | join(" ")' <<<"$out")" \
+	"bob $fb $(sed -n 's/^kyok-card-zone: //p' "$fb") $(sed -n 's/^kyok-card-device: //p' "$fb")"
+expect_eq "... both cards of one zone" "$(sed -n 's/^kyok-card-zone: //p' "$f")" \
+	"$(sed -n 's/^kyok-card-zone: //p' "$fb")"
+[ "$(sed -n 's/^kyok-card-device: //p' "$f")" != "$(sed -n 's/^kyok-card-device: //p' "$fb")" ] &&
+	pass "... whose device ids differ" || fail "alice's and bob's cards have one device id"
 
 # ---- the card admins on the units; signing with a card key refused by name ------------------
 expect_ok "kyok up: 2 units" "$KYOK" up
