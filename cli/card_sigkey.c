@@ -3,6 +3,7 @@
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/card_sigkey.h"
 #include "cli/cli.h"
@@ -10,7 +11,8 @@
 #include "kyok/err.h"
 
 #define CARD_SIGKEY_ERR    512
-#define CARD_SIGKEY_READER 1 /* the signature card's reader */
+#define CARD_SIGKEY_READER 1  /* the signature card's reader */
+#define CARD_SIGKEY_ID_HEX 16 /* hex digits of a device id shown to people */
 
 /* struct ky_ext_signer's sign: SIGN on the card (arg) of the SHA-512 digest md. */
 static int card_sigkey_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig)
@@ -113,5 +115,325 @@ out:
 	ky_card_free_keep(c);
 	ky_pcsc_free(p);
 	cli_secret_free(pin);
+	return r;
+}
+
+/* ---- signing with card sigkeys ----
+ * One session with the card in reader 1 lasts for the whole command: a card whose PIN was
+ * verified signs every command of the invocation without asking again. Another card
+ * needed: the session ends leaving the card powered, the holder is asked for the next
+ * card, and the reader is watched (pcscd's notification) until it is swapped. */
+static struct {
+	struct ky_pcsc *p;
+	struct ky_card *c;
+	char reader[KY_CARD_READER_MAX];
+	uint8_t device_id[KY_CARD_ID_LEN]; /* of the card c is a session with */
+} card_slot;
+static bool card_said; /* card_signer_sign printed why it failed */
+
+static long card_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec;
+}
+
+static void card_id_hex(const uint8_t id[KY_CARD_ID_LEN], char out[CARD_SIGKEY_ID_HEX + 1])
+{
+	char hex[2 * KY_CARD_ID_LEN + 1];
+
+	ky_hex_encode(id, KY_CARD_ID_LEN, hex);
+	memcpy(out, hex, CARD_SIGKEY_ID_HEX);
+	out[CARD_SIGKEY_ID_HEX] = '\0';
+}
+
+void cli_card_signers_release(void)
+{
+	ky_card_free_keep(card_slot.c);
+	ky_pcsc_free(card_slot.p);
+	memset(&card_slot, 0, sizeof(card_slot));
+}
+
+/* Waits for reader 1 to be empty (present false) or to hold a card, until deadline: on
+ * timeout KY_ERR_CARD_ABSENT (no card came) or KY_ERR_CARD_WRONG_CARD (the card in the
+ * reader stayed). */
+static int card_wait(bool present, long deadline, const char *admin)
+{
+	int r = KY_ERR_INTERNAL;
+	char err[CARD_SIGKEY_ERR], subject[160];
+	long left = deadline - card_now_s();
+	long bound = cli_g.card_wait < 0 ? (long)CLI_CARD_WAIT_DEFAULT : cli_g.card_wait;
+
+	snprintf(subject, sizeof(subject), "reader %d '%s'", CARD_SIGKEY_READER, card_slot.reader);
+	if (left > 0 && (r = ky_pcsc_wait(card_slot.p, card_slot.reader, present, left * 1000, err,
+	                                  sizeof(err))) == 0)
+		return 0;
+	if (left > 0 && r != KY_ERR_CARD_ABSENT && r != KY_ERR_CARD_REMOVED) {
+		cli_fail(r, NULL, "%s", err);
+		return r;
+	}
+	if (present) {
+		r = KY_ERR_CARD_ABSENT;
+		cli_fail(r, subject,
+		         "the EP11 card of administrator '%s' was not inserted within the "
+		         "--card-wait bound (%ld s): nothing was sent",
+		         admin, bound);
+	} else {
+		r = KY_ERR_CARD_WRONG_CARD;
+		cli_fail(
+		    r, subject,
+		    "the card in the reader was not taken out for the EP11 card of "
+		    "administrator '%s' within the --card-wait bound (%ld s): nothing was sent",
+		    admin, bound);
+	}
+	return r;
+}
+
+/* Checks that the card of the open session is the one ref names and can sign. */
+static int card_check(const struct ky_sigkey_card *ref, const char *admin,
+                      const struct ky_card_info *info)
+{
+	int r = KY_ERR_INTERNAL;
+	char err[CARD_SIGKEY_ERR], subject[160], want[CARD_SIGKEY_ID_HEX + 1];
+	uint8_t spki[512], ski[KY_SIGKEY_CARD_ID_LEN];
+	const unsigned char *q = spki;
+	size_t n = 0;
+	bool present = false;
+	EVP_PKEY *pub = NULL;
+
+	snprintf(subject, sizeof(subject), "reader %d '%s'", CARD_SIGKEY_READER, card_slot.reader);
+	card_id_hex(ref->device_id, want);
+	if (info->blocked) {
+		r = KY_ERR_CARD_BLOCKED;
+		cli_fail(
+		    r, subject,
+		    "the EP11 card of administrator '%s' is blocked and signs nothing: unblock "
+		    "it with a CA card of its zone ('kyok scup ep11-unblock'); nothing was sent",
+		    admin);
+		goto out;
+	}
+	if ((r = ky_card_sigkey(card_slot.c, spki, sizeof(spki), &n, &present, err, sizeof(err))) !=
+	    0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	if (!present || (pub = d2i_PUBKEY(NULL, &q, (long)n)) == NULL || q != spki + n ||
+	    ky_sigkey_card_ski(pub, ski) != 0 || CRYPTO_memcmp(ski, ref->ski, sizeof(ski)) != 0) {
+		r = KY_ERR_CARD_WRONG_CARD;
+		cli_fail(r, subject,
+		         "the EP11 card (device %s) no longer holds the signature key of "
+		         "administrator '%s' its sigkey file names: nothing was sent",
+		         want, admin);
+		goto out;
+	}
+	r = 0;
+out:
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+/* Has the session of card_slot be with the card ref names, asking for it when another card
+ * or none is in reader 1 and waiting up to --card-wait for it. */
+static int card_get(const struct ky_sigkey_card *ref, const char *admin)
+{
+	int r = KY_ERR_INTERNAL;
+	char err[CARD_SIGKEY_ERR], subject[160], want[CARD_SIGKEY_ID_HEX + 1],
+	    have[CARD_SIGKEY_ID_HEX + 1];
+	struct ky_card_info info;
+	long wait = cli_g.card_wait < 0 ? CLI_CARD_WAIT_DEFAULT : cli_g.card_wait;
+	long deadline = card_now_s() + wait;
+	bool asked = false;
+
+	if (card_slot.c != NULL && memcmp(card_slot.device_id, ref->device_id, KY_CARD_ID_LEN) == 0)
+		return 0;
+	ky_card_free_keep(card_slot.c);
+	card_slot.c = NULL;
+	if (card_slot.p == NULL &&
+	    ((r = ky_pcsc_open(&card_slot.p, err, sizeof(err))) != 0 ||
+	     (r = ky_pcsc_reader(card_slot.p, CARD_SIGKEY_READER, card_slot.reader, err,
+	                         sizeof(err))) != 0)) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	snprintf(subject, sizeof(subject), "reader %d '%s'", CARD_SIGKEY_READER, card_slot.reader);
+	card_id_hex(ref->device_id, want);
+	for (;;) {
+		r = ky_card_open(card_slot.p, card_slot.reader, &card_slot.c, err, sizeof(err));
+		if (r == KY_ERR_CARD_ABSENT) {
+			if (!asked)
+				fprintf(
+				    stderr,
+				    "insert the EP11 card of administrator '%s' (device %s) into "
+				    "reader %d\n",
+				    admin, want, CARD_SIGKEY_READER);
+			asked = true;
+			if ((r = card_wait(true, deadline, admin)) != 0)
+				goto out;
+			continue;
+		}
+		if (r != 0 || (r = ky_card_status(card_slot.c, &info, err, sizeof(err))) != 0) {
+			cli_fail(r, NULL, "%s", err);
+			goto out;
+		}
+		if (info.kind == KY_CARD_EP11 &&
+		    memcmp(info.device_id, ref->device_id, KY_CARD_ID_LEN) == 0 &&
+		    memcmp(info.zone_id, ref->zone_id, KY_CARD_ID_LEN) == 0)
+			break;
+		card_id_hex(info.device_id, have);
+		/* Another card: left as it was (powered, its PINs kept), it is not ours. */
+		ky_card_free_keep(card_slot.c);
+		card_slot.c = NULL;
+		if (asked || wait == 0) {
+			r = KY_ERR_CARD_WRONG_CARD;
+			cli_fail(r, subject,
+			         "it holds %s card (device %s), not the EP11 card of administrator "
+			         "'%s' (device %s) that signs here: nothing was sent",
+			         info.kind == KY_CARD_EP11 ? "the EP11"
+			         : info.kind == KY_CARD_CA ? "a CA"
+			                                   : "a blank",
+			         have, admin, want);
+			goto out;
+		}
+		fprintf(stderr,
+		        "remove the card in reader %d (device %s) and insert the EP11 card of "
+		        "administrator '%s' (device %s) into reader %d\n",
+		        CARD_SIGKEY_READER, have, admin, want, CARD_SIGKEY_READER);
+		asked = true;
+		if ((r = card_wait(false, deadline, admin)) != 0 ||
+		    (r = card_wait(true, deadline, admin)) != 0)
+			goto out;
+	}
+	if ((r = card_check(ref, admin, &info)) != 0)
+		goto out;
+	memcpy(card_slot.device_id, ref->device_id, KY_CARD_ID_LEN);
+	r = 0;
+out:
+	if (r != 0) {
+		ky_card_free_keep(card_slot.c);
+		card_slot.c = NULL;
+	}
+	return r;
+}
+
+/* Verifies the PIN of the card in card_slot: the reader's PIN pad, else cli_card_pin. */
+static int card_pin(const char *admin)
+{
+	int r = KY_ERR_INTERNAL, tries = -1;
+	char err[CARD_SIGKEY_ERR], subject[160], prompt[160];
+	char *pin = NULL;
+
+	snprintf(subject, sizeof(subject), "reader %d '%s'", CARD_SIGKEY_READER, card_slot.reader);
+	if (ky_card_has_pinpad(card_slot.c)) {
+		fprintf(stderr,
+		        "enter the PIN of the EP11 card of administrator '%s' on the PIN pad "
+		        "of reader %d\n",
+		        admin, CARD_SIGKEY_READER);
+		r = ky_card_verify_pinpad(card_slot.c, 0x01, &tries, err, sizeof(err));
+	} else {
+		snprintf(prompt, sizeof(prompt), "PIN of the EP11 card of administrator '%s'",
+		         admin);
+		if ((r = cli_card_pin(prompt, &pin)) != 0)
+			goto out;
+		r = ky_card_verify(card_slot.c, 0x01, pin, strlen(pin), &tries, err, sizeof(err));
+	}
+	if (r == KY_ERR_CARD_PIN_WRONG && tries == 0) {
+		r = KY_ERR_CARD_BLOCKED;
+		cli_fail(
+		    r, subject,
+		    "EP11 card PIN wrong: the card is now blocked; unblock it with a CA card of "
+		    "its zone ('kyok scup ep11-unblock'); nothing was sent");
+		goto out;
+	}
+	if (r == KY_ERR_CARD_PIN_WRONG) {
+		cli_fail(
+		    r, subject,
+		    "EP11 card PIN wrong: %d tr%s left before the card blocks; nothing was sent",
+		    tries, tries == 1 ? "y" : "ies");
+		goto out;
+	}
+	if (r == KY_ERR_CARD_BLOCKED) {
+		cli_fail(
+		    r, subject,
+		    "unblock it with a CA card of its zone ('kyok scup ep11-unblock'); nothing "
+		    "was sent");
+		goto out;
+	}
+	if (r != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	r = 0;
+out:
+	cli_secret_free(pin);
+	return r;
+}
+
+/* struct ky_ext_signer's sign for a selected card sigkey: SIGN, and when the card answers
+ * that it needs its PIN (not verified since it was powered), the PIN then SIGN again. */
+static int card_signer_sign(void *arg, const uint8_t *md, size_t mdlen, struct ky_buf *sig)
+{
+	int r = KY_ERR_INTERNAL;
+	const struct cli_signer *s = arg;
+	uint8_t b[256];
+	size_t n = 0;
+	char err[CARD_SIGKEY_ERR];
+
+	card_said = true;
+	if (mdlen != KY_CARD_DIGEST_LEN) {
+		r = KY_ERR_INTERNAL;
+		cli_fail(r, NULL, "a digest of %zu bytes to sign", mdlen);
+		goto out;
+	}
+	r = ky_card_sign(card_slot.c, md, b, sizeof(b), &n, err, sizeof(err));
+	if (r == KY_ERR_CARD_PIN_NEEDED) {
+		if ((r = card_pin(s->name)) != 0)
+			goto out;
+		r = ky_card_sign(card_slot.c, md, b, sizeof(b), &n, err, sizeof(err));
+	}
+	if (r != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	if ((r = ky_buf_append(sig, b, n)) != 0) {
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	card_said = false;
+	r = 0;
+out:
+	return r;
+}
+
+int cli_card_signer_sign(const struct cli_signer *s, struct ky_buf *der)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_ext_signer ext = {X509_get0_pubkey(s->cert), card_signer_sign, (void *)s};
+
+	char subject[160];
+
+	if ((r = card_get(s->card, s->name)) != 0)
+		goto out;
+	card_said = false;
+	if ((r = ky_cms_add_signer_ext(der, s->cert, &ext)) != 0) {
+		snprintf(subject, sizeof(subject), "signature key '%s' (EP11 card)", s->name);
+		if (r == KY_ERR_TOKEN_SIGNATURE) {
+			r = KY_ERR_CARD_PROTOCOL;
+			cli_fail(
+			    r, subject,
+			    "the card's signature does not verify under the certificate of the "
+			    "signature key file: nothing was sent");
+		} else if (!card_said) {
+			cli_fail(r, subject, "nothing was sent");
+		}
+		if (r == KY_ERR_CARD_REMOVED) {
+			/* The card went away under the session: it forgot its PIN. */
+			ky_card_free(card_slot.c);
+			card_slot.c = NULL;
+		}
+		goto out;
+	}
+	r = 0;
+out:
 	return r;
 }

@@ -15,4 +15,15 @@
  * key yet. On success *card tells which card and key. Says what failed. */
 int cli_card_sigkey_add(const char *path, const char *name, struct ky_sigkey_card *card) KY_WUR;
 
+/* Adds the signature of card signer s (s->card set) to the SignedData der: the card s->card
+ * names must be in reader 1 (else asked for and waited on up to --card-wait, a wrong card
+ * refused with KY_ERR_CARD_WRONG_CARD), it signs the digest (its PIN asked only when it
+ * wants it: cli_card_pin) and the signature is checked against s->cert. The session stays
+ * open for the next signature. Says what failed. */
+struct cli_signer;
+struct ky_buf;
+int cli_card_signer_sign(const struct cli_signer *s, struct ky_buf *der) KY_WUR;
+/* Ends the signing session: the card is left powered, its PIN verified (NULL-safe). */
+void cli_card_signers_release(void);
+
 #endif

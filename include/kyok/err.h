@@ -371,7 +371,10 @@
 	  "the two cards are of different smart card zones: use the CA card of the EP11 "          \
 	  "card's own zone")                                                                       \
 	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
-	  "the two entries of the new PIN differ: nothing was changed; enter it again")
+	  "the two entries of the new PIN differ: nothing was changed; enter it again")            \
+	X(CARD_WRONG_CARD, "card-wrong-card", KY_EXIT_STATE, 409,                                  \
+	  "the card in the reader is not the one the signature key names: insert that "            \
+	  "administrator's EP11 card ('kyok tke sigkeys' and 'kyok scup show' tell which)")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -7,7 +7,15 @@
 #   the JSON answer names the file, the card's zone and device
 #   refusals that write nothing: a wrong PIN (tries shown), a card that has a key already, a CA
 #     card in reader 1, --card with --token-module
-#   a signed command refuses a card sigkey by name (signing with cards is not there yet)
+#   signing with the cards: the command signed by alice's then bob's card, each asked for on
+#     stderr (naming the card in the reader and the one wanted) and swapped in on that prompt;
+#     each card's PIN verified once for all its signatures (the APDU log: one VERIFY, a SIGN
+#     per unit), a bundle of two commands signed with one PIN, a --card-pin-file no card asked
+#     for named; the bundle signed by the other card too (a swap on the prompt) and submitted
+#     (signature threshold 2); a card taken out and put back asks its PIN again
+#   refusals where nothing is sent and no unit changes: the wrong card in reader 1 (at once
+#     with --card-wait 0, or inserted on the prompt), no card within --card-wait, a wrong PIN
+#     (tries shown, no SIGN), a blocked card (how to unblock it)
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
 pcsc_namespace "$@"
@@ -46,6 +54,8 @@ put 2 epa
 expect_ok "EP11 card a" "$KYOK" scup ep11-init --pin-file "$ca_1" --pin-file "$ca_2" --pin-file "$ep_a"
 put 2 epb
 expect_ok "EP11 card b" "$KYOK" scup ep11-init --pin-file "$ca_1" --pin-file "$ca_2" --pin-file "$ep_b"
+card_remove 2 || fail "kyok-card in reader 2 did not end cleanly" # each card in one reader at most
+pcsc_wait_card 2 absent
 
 # ---- refusals before any key ------------------------------------------------------------------
 run_rc "$KYOK" tke sigkey-add --name alice --card --password-file "$ep_a"
@@ -107,7 +117,7 @@ expect_eq "... both cards of one zone" "$(sed -n 's/^kyok-card-zone: //p' "$f")"
 [ "$(sed -n 's/^kyok-card-device: //p' "$f")" != "$(sed -n 's/^kyok-card-device: //p' "$fb")" ] &&
 	pass "... whose device ids differ" || fail "alice's and bob's cards have one device id"
 
-# ---- the card admins on the units; signing with a card key refused by name ------------------
+# ---- signing with the cards ------------------------------------------------------------------
 expect_ok "kyok up: 2 units" "$KYOK" up
 expect_ok "select units 1,2" "$KYOK" tke cryptounit-add --units 1,2
 for n in 1 2; do
@@ -117,15 +127,156 @@ done
 expect_eq "both units list alice and bob" \
 	"$(unit_state 1 | jq -r '[.admins[].name] | sort | join(",")') $(unit_state 2 | jq -r '[.admins[].name] | sort | join(",")')" \
 	"alice,bob alice,bob"
+dev_a=$(sed -n 's/^kyok-card-device: //p' "$f" | cut -c1-16)
+dev_b=$(sed -n 's/^kyok-card-device: //p' "$fb" | cut -c1-16)
+# APDUs of the kind given (VERIFY of PIN 1 with a PIN, SIGN) sent since the mark.
+mark() { MARK=$(pcsc_apdus | wc -l); }
+sent() { pcsc_apdus | tail -n +$((MARK + 1)) | grep -c "^> $1" || true; }
+VERIFY='00200001..' # VERIFY of PIN 1 with a PIN (not the bare status check)
+# signed: the SIGNs since the mark the card answered with a signature (9000); the first
+# SIGN after the card was powered on is answered 6982 (PIN not verified) and the PIN follows.
+signed() {
+	pcsc_apdus | tail -n +$((MARK + 1)) |
+		awk '/^> / {s = ($2 ~ /^80340000/)} /^< / && s {n += ($2 ~ /9000$/); s = 0} END {print n + 0}'
+}
+states() { unit_state 1; unit_state 2; }
+# bg CMD...: runs CMD in the background, its stderr in $T_DIR/bg.err; waitfor TEXT: until
+# that stderr holds TEXT (the CLI's prompt), failing when CMD ended first or after a bound.
+bg() {
+	: >"$T_DIR/bg.err"
+	"$@" >"$T_DIR/bg.out" 2>"$T_DIR/bg.err" &
+	BG=$!
+}
+waitfor() {
+	local i
+	for ((i = 0; i < 2400; i++)); do
+		grep -qF -- "$1" "$T_DIR/bg.err" && return 0
+		kill -0 "$BG" 2>/dev/null || break
+		sleep 0.05
+	done
+	grep -qF -- "$1" "$T_DIR/bg.err"
+}
+bgwait() {
+	rc=0
+	wait "$BG" || rc=$?
+	out=$(cat "$T_DIR/bg.out" "$T_DIR/bg.err")
+}
+
+# Bob's card is in reader 1; the command is signed by alice then bob: a swap on each prompt.
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
-before=$(unit_state 1; unit_state 2)
-run_rc "$KYOK" tke cryptounit-thrhld-set --signature 2 --revocation 2 --password-file "$ep_a" \
-	--password-file "$ep_b"
-after=$(unit_state 1; unit_state 2)
-if [ "$rc" -ne 0 ] && grep -q "held by an EP11 smart card" <<<"$out" && [ "$before" = "$after" ]; then
-	pass "a signed command refuses a card key by name, the units unchanged (exit $rc)"
+mark
+bg "$KYOK" tke cryptounit-thrhld-set --signature 2 --revocation 2 --card-pin-file "$ep_a" \
+	--card-pin-file "$ep_b"
+if waitfor "remove the card in reader 1 (device $dev_b) and insert the EP11 card of administrator 'alice' (device $dev_a) into reader 1"; then
+	pass "thrhld-set asks for alice's card, naming it and the card in the reader"
+	put 1 epa
 else
-	fail "signing with a card key: exit $rc: $out"
+	fail "no prompt for alice's card: $(cat "$T_DIR/bg.err")"
 fi
+if waitfor "insert the EP11 card of administrator 'bob' (device $dev_b) into reader 1"; then
+	pass "... then for bob's"
+	put 1 epb
+else
+	fail "no prompt for bob's card: $(cat "$T_DIR/bg.err")"
+fi
+bgwait
+expect_eq "thrhld-set 2/2 signed by both cards: exit 0" "$rc" 0
+for n in 1 2; do
+	expect_eq "unit $n: secure mode, 2/2" \
+		"$(unit_state "$n" | jq -r '[.imprint, .signature_threshold, .revocation_threshold] | join(" ")')" \
+		"false 2 2"
+done
+expect_eq "... 4 SIGNs (2 cards, 2 units), one PIN VERIFY per card" "$(signed) $(sent $VERIFY)" "4 2"
+
+# A command bundle of two commands (one per unit), then signed by bob's card: one PIN.
+expect_ok "prepare thresholds 2/1" "$KYOK" tke cryptounit-thrhld-set --signature 2 \
+	--revocation 1 --prepare "$T_DIR/thr.bundle"
+cp "$T_DIR/thr.bundle" "$T_DIR/thr2.bundle"
+expect_ok "select bob" "$KYOK" tke sigkey-sel --sigkeys 2
+put 1 epb # taken out and put back: the card forgot its PIN
+mark
+expect_ok "cmd-sign of two commands with bob's card" "$KYOK" tke cmd-sign "$T_DIR/thr.bundle" \
+	--card-pin-file "$ep_b" --card-pin-file "$wrong"
+expect_eq "... two SIGNs, the PIN verified once" "$(signed) $(sent $VERIFY)" "2 1"
+grep -q "note: --card-pin-file '$wrong' not read: no card asked for its PIN" <<<"$out" &&
+	pass "... the PIN file no card asked for is named, not read" || fail "... said: $out"
+expect_eq "... both commands signed by bob" \
+	"$("$KYOK" tke cmd-show "$T_DIR/thr.bundle" --output json | jq -r '[.commands[].signers[].name] | join(",")')" \
+	"bob,bob"
+expect_ok "openssl verifies the card-made signature of the first block" \
+	openssl cms -verify -noverify -inform PEM -in "$T_DIR/thr.bundle" -out /dev/null
+# alice adds hers (bob's card in the reader: a swap on the prompt), then the units take it.
+expect_ok "select alice" "$KYOK" tke sigkey-sel --sigkeys 1
+bg "$KYOK" tke cmd-sign "$T_DIR/thr.bundle" --card-pin-file "$ep_a"
+if waitfor "insert the EP11 card of administrator 'alice' (device $dev_a) into reader 1"; then
+	put 1 epa
+else
+	fail "no prompt for alice's card: $(cat "$T_DIR/bg.err")"
+fi
+bgwait
+expect_eq "cmd-sign with alice's card: exit 0" "$rc" 0
+expect_ok "cmd-submit of the bundle signed by both cards (threshold 2)" "$KYOK" tke cmd-submit \
+	"$T_DIR/thr.bundle"
+expect_eq "both units now 2/1" \
+	"$(states | jq -r '"\(.signature_threshold)/\(.revocation_threshold)"' | sort -u)" "2/1"
+
+expect_ok "select bob" "$KYOK" tke sigkey-sel --sigkeys 2
+put 1 epb
+mark
+expect_ok "reinserted: cmd-sign of the other bundle asks the PIN again" "$KYOK" tke cmd-sign \
+	"$T_DIR/thr2.bundle" --card-pin-file "$ep_b"
+expect_eq "... one VERIFY, two SIGNs" "$(signed) $(sent $VERIFY)" "2 1"
+
+# ---- refusals: nothing signed, nothing sent ----------------------------------------------------
+expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
+before=$(states)
+mark
+run_rc "$KYOK" tke cryptounit-thrhld-set --signature 2 --revocation 2 --card-wait 0 \
+	--card-pin-file "$ep_a" --card-pin-file "$ep_b"
+expect_eq "bob's card in reader 1 where alice's signs, --card-wait 0: exit 5" "$rc" 5
+grep -q "reader 1 .*not the one the signature key names.*it holds the EP11 card (device $dev_b), not the EP11 card of administrator 'alice' (device $dev_a)" <<<"$out" &&
+	pass "... names both cards" || fail "... said: $out"
+expect_eq "... nothing signed, no unit changed" "$(signed) $(states)" "0 $before"
+
+card_remove 1 || fail "kyok-card in reader 1 did not end cleanly"
+pcsc_wait_card 1 absent
+run_rc "$KYOK" tke cryptounit-thrhld-set --signature 2 --revocation 2 --card-wait 0
+expect_eq "reader 1 empty, --card-wait 0: exit 5" "$rc" 5
+grep -q "the EP11 card of administrator 'alice' was not inserted within the --card-wait bound (0 s): nothing was sent" <<<"$out" &&
+	pass "... says which card it waited for" || fail "... said: $out"
+expect_eq "... no unit changed" "$(states)" "$before"
+
+put 1 epa
+bg "$KYOK" tke cryptounit-thrhld-set --signature 2 --revocation 2 --card-pin-file "$ep_a"
+if waitfor "insert the EP11 card of administrator 'bob' (device $dev_b) into reader 1"; then
+	put 1 epa
+else
+	fail "no prompt for bob's card: $(cat "$T_DIR/bg.err")"
+fi
+bgwait
+expect_eq "alice's card put back where bob's was asked for: exit 5" "$rc" 5
+grep -q "not the one the signature key names.*it holds the EP11 card (device $dev_a), not the EP11 card of administrator 'bob' (device $dev_b)" <<<"$out" &&
+	pass "... names both cards" || fail "... said: $out"
+expect_eq "... no unit changed (alice's signature made, never sent)" "$(states)" "$before"
+
+mark
+expect_ok "select alice" "$KYOK" tke sigkey-sel --sigkeys 1
+sum=$(sha256sum <"$T_DIR/thr2.bundle")
+put 1 epa
+run_rc "$KYOK" tke cmd-sign "$T_DIR/thr2.bundle" --card-pin-file "$wrong"
+expect_eq "cmd-sign with alice's PIN wrong: exit 4" "$rc" 4
+grep -q "EP11 card PIN wrong: 2 tries left before the card blocks; nothing was sent" <<<"$out" &&
+	pass "... shows the tries left" || fail "... said: $out"
+expect_eq "... no SIGN, the bundle unchanged" "$(signed) $(sha256sum <"$T_DIR/thr2.bundle")" "0 $sum"
+for i in 1 2; do
+	run_rc "$KYOK" scup pin-verify --reader 1 --pin-file "$wrong"
+done
+grep -q "blocked" <<<"$out" && pass "alice's card blocked by wrong PINs" || fail "scup said: $out"
+put 1 epa
+run_rc "$KYOK" tke cmd-sign "$T_DIR/thr2.bundle" --card-pin-file "$ep_a"
+expect_eq "cmd-sign with alice's card blocked: exit 4" "$rc" 4
+grep -q "is blocked and signs nothing: unblock it with a CA card of its zone ('kyok scup ep11-unblock')" <<<"$out" &&
+	pass "... says how to unblock it" || fail "... said: $out"
+expect_eq "... no SIGN, the bundle unchanged" "$(signed) $(sha256sum <"$T_DIR/thr2.bundle")" "0 $sum"
 
 finish
