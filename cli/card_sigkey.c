@@ -127,7 +127,7 @@ static struct {
 	struct ky_pcsc *p;
 	struct ky_card *c;
 	char reader[KY_CARD_READER_MAX];
-	uint8_t device_id[KY_CARD_ID_LEN]; /* of the card c is a session with */
+	uint8_t ski[KY_SIGKEY_CARD_ID_LEN]; /* of the key the card of c holds */
 } card_slot;
 static bool card_said; /* card_signer_sign printed why it failed */
 
@@ -190,51 +190,37 @@ static int card_wait(bool present, long deadline, const char *admin)
 	return r;
 }
 
-/* Checks that the card of the open session is the one ref names and can sign. */
-static int card_check(const struct ky_sigkey_card *ref, const char *admin,
-                      const struct ky_card_info *info)
+/* Whether the card of the open session holds the signature key ref names (its SKI), in
+ * *holds. */
+static int card_holds(const struct ky_sigkey_card *ref, bool *holds)
 {
 	int r = KY_ERR_INTERNAL;
-	char err[CARD_SIGKEY_ERR], subject[160], want[CARD_SIGKEY_ID_HEX + 1];
+	char err[CARD_SIGKEY_ERR];
 	uint8_t spki[512], ski[KY_SIGKEY_CARD_ID_LEN];
 	const unsigned char *q = spki;
 	size_t n = 0;
 	bool present = false;
 	EVP_PKEY *pub = NULL;
 
-	snprintf(subject, sizeof(subject), "reader %d '%s'", CARD_SIGKEY_READER, card_slot.reader);
-	card_id_hex(ref->device_id, want);
-	if (info->blocked) {
-		r = KY_ERR_CARD_BLOCKED;
-		cli_fail(
-		    r, subject,
-		    "the EP11 card of administrator '%s' is blocked and signs nothing: unblock "
-		    "it with a CA card of its zone ('kyok scup ep11-unblock'); nothing was sent",
-		    admin);
-		goto out;
-	}
+	*holds = false;
 	if ((r = ky_card_sigkey(card_slot.c, spki, sizeof(spki), &n, &present, err, sizeof(err))) !=
 	    0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
 	}
-	if (!present || (pub = d2i_PUBKEY(NULL, &q, (long)n)) == NULL || q != spki + n ||
-	    ky_sigkey_card_ski(pub, ski) != 0 || CRYPTO_memcmp(ski, ref->ski, sizeof(ski)) != 0) {
-		r = KY_ERR_CARD_WRONG_CARD;
-		cli_fail(r, subject,
-		         "the EP11 card (device %s) no longer holds the signature key of "
-		         "administrator '%s' its sigkey file names: nothing was sent",
-		         want, admin);
-		goto out;
-	}
+	*holds = present && (pub = d2i_PUBKEY(NULL, &q, (long)n)) != NULL && q == spki + n &&
+	         ky_sigkey_card_ski(pub, ski) == 0 &&
+	         CRYPTO_memcmp(ski, ref->ski, sizeof(ski)) == 0;
 	r = 0;
 out:
 	EVP_PKEY_free(pub);
 	return r;
 }
 
-/* Has the session of card_slot be with the card ref names, asking for it when another card
- * or none is in reader 1 and waiting up to --card-wait for it. */
+/* Has the session of card_slot be with a card that holds the key ref names: the card the
+ * file names, or a copy of it (an EP11 card of the same zone holding the same key,
+ * 'kyok tke card-copy'). Asks for it when another card or none is in reader 1 and waits up
+ * to --card-wait for it. */
 static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 {
 	int r = KY_ERR_INTERNAL;
@@ -243,9 +229,9 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 	struct ky_card_info info;
 	long wait = cli_g.card_wait < 0 ? CLI_CARD_WAIT_DEFAULT : cli_g.card_wait;
 	long deadline = card_now_s() + wait;
-	bool asked = false;
+	bool asked = false, holds = false;
 
-	if (card_slot.c != NULL && memcmp(card_slot.device_id, ref->device_id, KY_CARD_ID_LEN) == 0)
+	if (card_slot.c != NULL && memcmp(card_slot.ski, ref->ski, sizeof(card_slot.ski)) == 0)
 		return 0;
 	ky_card_free_keep(card_slot.c);
 	card_slot.c = NULL;
@@ -276,11 +262,23 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 			cli_fail(r, NULL, "%s", err);
 			goto out;
 		}
-		if (info.kind == KY_CARD_EP11 &&
-		    memcmp(info.device_id, ref->device_id, KY_CARD_ID_LEN) == 0 &&
-		    memcmp(info.zone_id, ref->zone_id, KY_CARD_ID_LEN) == 0)
-			break;
 		card_id_hex(info.device_id, have);
+		holds = false;
+		if (info.kind == KY_CARD_EP11 &&
+		    memcmp(info.zone_id, ref->zone_id, KY_CARD_ID_LEN) == 0 &&
+		    (r = card_holds(ref, &holds)) != 0)
+			goto out;
+		if (holds)
+			break;
+		if (info.kind == KY_CARD_EP11 &&
+		    memcmp(info.device_id, ref->device_id, KY_CARD_ID_LEN) == 0) {
+			r = KY_ERR_CARD_WRONG_CARD;
+			cli_fail(r, subject,
+			         "the EP11 card (device %s) no longer holds the signature key of "
+			         "administrator '%s' its sigkey file names: nothing was sent",
+			         want, admin);
+			goto out;
+		}
 		/* Another card: left as it was (powered, its PINs kept), it is not ours. */
 		ky_card_free_keep(card_slot.c);
 		card_slot.c = NULL;
@@ -304,9 +302,21 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 		    (r = card_wait(true, deadline, admin)) != 0)
 			goto out;
 	}
-	if ((r = card_check(ref, admin, &info)) != 0)
+	if (info.blocked) {
+		r = KY_ERR_CARD_BLOCKED;
+		cli_fail(
+		    r, subject,
+		    "the EP11 card of administrator '%s' is blocked and signs nothing: unblock "
+		    "it with a CA card of its zone ('kyok scup ep11-unblock'); nothing was sent",
+		    admin);
 		goto out;
-	memcpy(card_slot.device_id, ref->device_id, KY_CARD_ID_LEN);
+	}
+	if (memcmp(info.device_id, ref->device_id, KY_CARD_ID_LEN) != 0)
+		fprintf(stderr,
+		        "note: the EP11 card in reader %d (device %s) is a copy of administrator "
+		        "'%s''s card (device %s): it holds the same signature key\n",
+		        CARD_SIGKEY_READER, have, admin, want);
+	memcpy(card_slot.ski, ref->ski, sizeof(card_slot.ski));
 	r = 0;
 out:
 	if (r != 0) {

@@ -146,6 +146,11 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
  * card of the same zone with PIN 1 and PIN 2: COPY BEGIN, COPY EXPORT, COPY IMPORT. */
 int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin1, const char *pin2,
                       char *err, size_t errlen) KY_WUR;
+/* Copies EP11 card `src` (its PIN verified) to EP11 card `dst` of the same zone (its PIN
+ * verified): COPY BEGIN on dst, COPY EXPORT on src, COPY IMPORT on dst. dst's signature key
+ * and key parts are replaced by src's; both cards check the other's zone certificate
+ * (KY_ERR_CARD_NOT_ALLOWED for another zone) and the contents cross the host sealed. */
+int ky_card_copy_ep11(struct ky_card *src, struct ky_card *dst, char *err, size_t errlen) KY_WUR;
 /* CHANGE PIN: PIN pin_ref (1, or 2 of a CA card), verified in this session, becomes new_pin. */
 int ky_card_change_pin(struct ky_card *c, uint8_t pin_ref, const char *new_pin, char *err,
                        size_t errlen) KY_WUR;

@@ -16,6 +16,9 @@
 #   refusals where nothing is sent and no unit changes: the wrong card in reader 1 (at once
 #     with --card-wait 0, or inserted on the prompt), no card within --card-wait, a wrong PIN
 #     (tries shown, no SIGN), a blocked card (how to unblock it)
+#   card-copy: bob's card copied card to card (COPY BEGIN, EXPORT, IMPORT once each) to a third
+#     card of the zone, which then holds bob's key and signs for bob (said to be a copy); a
+#     card of another zone refused before any PIN or COPY; a target holding a key needs --yes
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
 pcsc_namespace "$@"
@@ -32,6 +35,8 @@ ca_1=$(newpin ca-1)
 ca_2=$(newpin ca-2)
 ep_a=$(newpin ep-a)
 ep_b=$(newpin ep-b)
+ep_c=$(newpin ep-c)
+ep_x=$(newpin ep-x)
 wrong=$(newpin wrong)
 put() {
 	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
@@ -278,5 +283,58 @@ expect_eq "cmd-sign with alice's card blocked: exit 4" "$rc" 4
 grep -q "is blocked and signs nothing: unblock it with a CA card of its zone ('kyok scup ep11-unblock')" <<<"$out" &&
 	pass "... says how to unblock it" || fail "... said: $out"
 expect_eq "... no SIGN, the bundle unchanged" "$(signed) $(sha256sum <"$T_DIR/thr2.bundle")" "0 $sum"
+
+# ---- card-copy: bob's card copied to a third card of the zone, which then signs -------------
+put 1 ca
+put 2 epc
+expect_ok "EP11 card c of the zone" "$KYOK" scup ep11-init --pin-file "$ca_1" --pin-file "$ca_2" \
+	--pin-file "$ep_c"
+put 1 ca2
+expect_ok "a CA card of another zone" "$KYOK" scup ca-init --pin-file "$ca_1" --pin-file "$ca_2"
+put 2 epx
+expect_ok "an EP11 card of that other zone" "$KYOK" scup ep11-init --pin-file "$ca_1" \
+	--pin-file "$ca_2" --pin-file "$ep_x"
+put 1 epb
+mark
+run_rc "$KYOK" tke card-copy --card-pin-file "$ep_b" --card-pin-file "$ep_x"
+expect_eq "card-copy to an EP11 card of another zone: exit 4" "$rc" 4
+grep -q "reader 2 .*of another zone than the card in reader 1: a card is copied only within its zone" <<<"$out" &&
+	pass "... says so" || fail "... said: $out"
+expect_eq "... no PIN verified, no COPY command sent" \
+	"$(sent $VERIFY) $(sent '801[8ACac]0000')" "0 0"
+expect_eq "... the other zone's card still has no key" \
+	"$("$KYOK" scup show --reader 2 | sed -n 's/^signature key: *//p')" "none"
+
+put 2 epc
+mark
+expect_ok "card-copy of bob's card (reader 1) to card c (reader 2)" "$KYOK" tke card-copy \
+	--card-pin-file "$ep_b" --card-pin-file "$ep_c"
+grep -q "copied the EP11 card in reader 1 (device $dev_b) to the EP11 card in reader 2 (device [0-9a-f]\{16\}): its signature key and 0 key parts" <<<"$out" &&
+	pass "... says what it copied" || fail "... said: $out"
+expect_eq "... COPY BEGIN, EXPORT and IMPORT sent once each" \
+	"$(sent 80180000) $(sent 801A0000) $(sent 801C0000)" "1 1 1"
+expect_eq "card c now holds bob's key (the SKI of bob's file)" \
+	"$("$KYOK" scup show --reader 2 | sed -n 's/^signature key: SKI //p')" \
+	"$(sed -n 's/^kyok-card-key-ski: //p' "$fb")"
+run_rc "$KYOK" tke card-copy --card-pin-file "$ep_b" --card-pin-file "$ep_c" </dev/null
+expect_eq "card-copy onto a card holding a key, no --yes and no terminal: exit 2" "$rc" 2
+grep -q "cancelled: no terminal to ask for confirmation: use --yes" <<<"$out" &&
+	pass "... asks to confirm the replacement" || fail "... said: $out"
+grep -q "note: --card-pin-file '$ep_b' not read" <<<"$out" && pass "... before any PIN" ||
+	fail "... said: $out"
+
+card_remove 2 || fail "kyok-card in reader 2 did not end cleanly"
+pcsc_wait_card 2 absent
+put 1 epc
+expect_ok "prepare thresholds 2/2" "$KYOK" tke cryptounit-thrhld-set --signature 2 \
+	--revocation 2 --prepare "$T_DIR/thr3.bundle"
+expect_ok "select bob" "$KYOK" tke sigkey-sel --sigkeys 2
+expect_ok "cmd-sign for bob with the copy of his card" "$KYOK" tke cmd-sign "$T_DIR/thr3.bundle" \
+	--card-pin-file "$ep_c"
+grep -q "note: the EP11 card in reader 1 (device [0-9a-f]\{16\}) is a copy of administrator 'bob''s card (device $dev_b): it holds the same signature key" <<<"$out" &&
+	pass "... says the card is a copy of bob's" || fail "... said: $out"
+expect_eq "... both commands signed by bob" \
+	"$("$KYOK" tke cmd-show "$T_DIR/thr3.bundle" --output json | jq -r '[.commands[].signers[].name] | join(",")')" \
+	"bob,bob"
 
 finish
