@@ -16,8 +16,9 @@
 #   refusals where nothing is sent and no unit changes: the wrong card in reader 1 (at once
 #     with --card-wait 0, or inserted on the prompt), no card within --card-wait, a wrong PIN
 #     (tries shown, no SIGN), a blocked card (how to unblock it)
-#   card-copy: bob's card copied card to card (COPY BEGIN, EXPORT, IMPORT once each) to a third
-#     card of the zone, which then holds bob's key and signs for bob (said to be a copy); a
+#   card-copy: bob's card (his key and a key part) copied card to card (COPY BEGIN, EXPORT,
+#     IMPORT once each) to a third card of the zone, which then holds both and signs for bob
+#     (said to be a copy); copied again with --yes (the JSON answer); a
 #     card of another zone refused before any PIN or COPY; a target holding a key needs --yes
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
@@ -228,11 +229,15 @@ expect_eq "both units now 2/1" \
 expect_ok "select bob" "$KYOK" tke sigkey-sel --sigkeys 2
 put 1 epb
 mark
-expect_ok "reinserted: cmd-sign of the other bundle asks the PIN again" "$KYOK" tke cmd-sign \
-	"$T_DIR/thr2.bundle" --card-pin-file "$ep_b"
+expect_ok "reinserted: cmd-sign of the other bundle asks the PIN again (from --card-pin-fd)" \
+	"$KYOK" tke cmd-sign "$T_DIR/thr2.bundle" --card-pin-fd 3 3<"$ep_b"
 expect_eq "... one VERIFY, two SIGNs" "$(signed) $(sent $VERIFY)" "2 1"
 
 # ---- refusals: nothing signed, nothing sent ----------------------------------------------------
+run_rc "$KYOK" tke cmd-sign "$T_DIR/thr2.bundle" --card-wait 1h
+expect_eq "--card-wait 1h: exit 2" "$rc" 2
+grep -q "\-\-card-wait takes a whole number of seconds from 0 to 86400, not '1h'" <<<"$out" &&
+	pass "... says what it takes" || fail "... said: $out"
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
 before=$(states)
 mark
@@ -305,17 +310,32 @@ expect_eq "... no PIN verified, no COPY command sent" \
 expect_eq "... the other zone's card still has no key" \
 	"$("$KYOK" scup show --reader 2 | sed -n 's/^signature key: *//p')" "none"
 
+# A key part on bob's card, made with the applet's own command (card_probe, through lib/card).
+made=$(printf 'open\nselect\nverify %s\napdu 80400000%s\n' "$ep_b" \
+	"$(printf 'backup part' | xxd -p | tr -d '\n')" | "$CARD_PROBE" session 1 2>&1 || true)
+grep -qi "^ok 9000 [0-9a-f]\{66\}$" <<<"$(sed -n 4p <<<"$made")" && pass "a key part made on bob's card" ||
+	fail "card_probe: $made"
+parts_b=$("$KYOK" scup show --reader 1 | grep -E '^ *1  VP ')
 put 2 epc
 mark
 expect_ok "card-copy of bob's card (reader 1) to card c (reader 2)" "$KYOK" tke card-copy \
 	--card-pin-file "$ep_b" --card-pin-file "$ep_c"
-grep -q "copied the EP11 card in reader 1 (device $dev_b) to the EP11 card in reader 2 (device [0-9a-f]\{16\}): its signature key and 0 key parts" <<<"$out" &&
+grep -q "copied the EP11 card in reader 1 (device $dev_b) to the EP11 card in reader 2 (device [0-9a-f]\{16\}): its signature key and 1 key part$" <<<"$out" &&
 	pass "... says what it copied" || fail "... said: $out"
 expect_eq "... COPY BEGIN, EXPORT and IMPORT sent once each" \
 	"$(sent 80180000) $(sent 801A0000) $(sent 801C0000)" "1 1 1"
 expect_eq "card c now holds bob's key (the SKI of bob's file)" \
 	"$("$KYOK" scup show --reader 2 | sed -n 's/^signature key: SKI //p')" \
 	"$(sed -n 's/^kyok-card-key-ski: //p' "$fb")"
+expect_eq "... and his key part (VP and description)" \
+	"$("$KYOK" scup show --reader 2 | grep -E '^ *1  VP ')" "$parts_b"
+mark
+expect_ok "card-copy again with --yes: the target's contents replaced" "$KYOK" tke card-copy \
+	--yes --output json --card-pin-file "$ep_b" --card-pin-file "$ep_c"
+expect_eq "... its JSON answer: zone, devices, what was copied" \
+	"$(jq -r '[.zone, (.source | .[0:16]), (.signature_key | tostring), .key_parts] | join(" ")' <<<"$out")" \
+	"$(sed -n 's/^kyok-card-zone: //p' "$fb") $dev_b true 1"
+expect_eq "... one COPY IMPORT" "$(sent 801C0000)" "1"
 run_rc "$KYOK" tke card-copy --card-pin-file "$ep_b" --card-pin-file "$ep_c" </dev/null
 expect_eq "card-copy onto a card holding a key, no --yes and no terminal: exit 2" "$rc" 2
 grep -q "cancelled: no terminal to ask for confirmation: use --yes" <<<"$out" &&
