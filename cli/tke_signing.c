@@ -137,7 +137,19 @@ int tke_signer_open_path(const char *path, const char *password, struct cli_sign
 
 	memset(out, 0, sizeof(*out));
 	why[0] = '\0';
-	if ((r = ky_sigkey_read(path, &out->cert, &tok, &in_token)) != 0)
+	if ((r = ky_sigkey_read(path, &out->cert, &tok, &in_token)) == KY_ERR_SIGKEY_IN_CARD) {
+		/* The card is asked for, and its PIN when it wants it, when it signs. */
+		if ((out->card = calloc(1, sizeof(*out->card))) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = ky_sigkey_read_card(path, &out->cert, out->card)) != 0 ||
+		    (r = ky_cert_cn(out->cert, out->name, sizeof(out->name))) != 0)
+			goto out;
+		r = 0;
+		goto out;
+	}
+	if (r != 0)
 		goto out;
 	if ((r = ky_cert_cn(out->cert, out->name, sizeof(out->name))) != 0)
 		goto out;
@@ -155,6 +167,7 @@ out:
 	if (r != 0) {
 		X509_free(out->cert);
 		EVP_PKEY_free(out->key);
+		free(out->card);
 		memset(out, 0, sizeof(*out));
 	}
 	return r;

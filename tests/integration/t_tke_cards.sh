@@ -20,6 +20,7 @@
 #     IMPORT once each) to a third card of the zone, which then holds both and signs for bob
 #     (said to be a copy); copied again with --yes (the JSON answer); a
 #     card of another zone refused before any PIN or COPY; a target holding a key needs --yes
+#   auto-init of a second instance signed by a card key (the copy of bob's card)
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
 pcsc_namespace "$@"
@@ -356,5 +357,22 @@ grep -q "note: the EP11 card in reader 1 (device [0-9a-f]\{16\}) is a copy of ad
 expect_eq "... both commands signed by bob" \
 	"$("$KYOK" tke cmd-show "$T_DIR/thr3.bundle" --output json | jq -r '[.commands[].signers[].name] | join(",")')" \
 	"bob,bob"
+
+# ---- auto-init of a second instance, signed by bob's key on the copy of his card ------------
+(
+	export KYOK_INSTANCE="$T_DIR/inst2"
+	expect_ok "instance 2: kyok up" "$KYOK" up
+	expect_ok "instance 2: select units 1,2" "$KYOK" tke cryptounit-add --units 1,2
+	mark
+	expect_ok "instance 2: auto-init with bob's card key" "$KYOK" tke auto-init --signature 1 \
+		--revocation 1 --sigkeys 2 --card-pin-file "$ep_c"
+	for n in 1 2; do
+		expect_eq "instance 2, unit $n: admin bob, 1/1, a current master key" \
+			"$(unit_state "$n" | jq -r '[([.admins[].name] | join(",")), .signature_threshold, .revocation_threshold, .current_mk.state] | join(" ")')" \
+			"bob 1 1 VALID"
+	done
+	[ "$(signed)" -ge 2 ] && pass "... the card signed ($(signed) SIGNs)" || fail "no SIGN by the card"
+	[ "$T_FAILS" -eq 0 ] || exit 1
+) || fail "auto-init of instance 2 with a card key"
 
 finish
