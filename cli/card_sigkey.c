@@ -190,6 +190,53 @@ static int card_wait(bool present, long deadline, const char *admin)
 	return r;
 }
 
+/* Waits until the card of device old_id is no longer in reader 1: the reader empty, or
+ * another card in it already (a swap quicker than this watch: pcscd's notification of the
+ * removal may be gone by the time it is asked for). Times out at deadline with
+ * KY_ERR_CARD_WRONG_CARD. */
+static int card_wait_gone(const uint8_t old_id[KY_CARD_ID_LEN], long deadline, const char *admin)
+{
+	int r = KY_ERR_INTERNAL;
+	char err[CARD_SIGKEY_ERR];
+	struct ky_card *c = NULL;
+	struct ky_card_info info;
+
+	for (;;) {
+		long left = deadline - card_now_s();
+
+		if (left <= 0) {
+			r = card_wait(false, deadline, admin);
+			goto out;
+		}
+		/* Watch in slices of a second, each followed by a look at the card. */
+		r = ky_pcsc_wait(card_slot.p, card_slot.reader, false,
+		                 left > 1 ? 1000 : left * 1000, err, sizeof(err));
+		if (r == 0)
+			goto out;
+		if (r != KY_ERR_CARD_REMOVED) {
+			cli_fail(r, NULL, "%s", err);
+			goto out;
+		}
+		r = ky_card_open(card_slot.p, card_slot.reader, &c, err, sizeof(err));
+		if (r == KY_ERR_CARD_ABSENT) {
+			r = 0;
+			goto out;
+		}
+		if (r == 0 && (r = ky_card_status(c, &info, err, sizeof(err))) == 0 &&
+		    memcmp(info.device_id, old_id, KY_CARD_ID_LEN) != 0)
+			goto out;
+		ky_card_free_keep(c);
+		c = NULL;
+		if (r != 0 && r != KY_ERR_CARD_REMOVED) {
+			cli_fail(r, NULL, "%s", err);
+			goto out;
+		}
+	}
+out:
+	ky_card_free_keep(c);
+	return r;
+}
+
 /* Whether the card of the open session holds the signature key ref names (its SKI), in
  * *holds. */
 static int card_holds(const struct ky_sigkey_card *ref, bool *holds)
@@ -230,6 +277,7 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 	long wait = cli_g.card_wait < 0 ? CLI_CARD_WAIT_DEFAULT : cli_g.card_wait;
 	long deadline = card_now_s() + wait;
 	bool asked = false, holds = false;
+	uint8_t old_id[KY_CARD_ID_LEN];
 
 	if (card_slot.c != NULL && memcmp(card_slot.ski, ref->ski, sizeof(card_slot.ski)) == 0)
 		return 0;
@@ -298,8 +346,8 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 		        "administrator '%s' (device %s) into reader %d\n",
 		        CARD_SIGKEY_READER, have, admin, want, CARD_SIGKEY_READER);
 		asked = true;
-		if ((r = card_wait(false, deadline, admin)) != 0 ||
-		    (r = card_wait(true, deadline, admin)) != 0)
+		memcpy(old_id, info.device_id, KY_CARD_ID_LEN);
+		if ((r = card_wait_gone(old_id, deadline, admin)) != 0)
 			goto out;
 	}
 	if (info.blocked) {

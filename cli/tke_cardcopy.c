@@ -138,8 +138,8 @@ static int cardcopy_check(struct cardcopy_card *src, struct cardcopy_card *dst)
 		cli_fail(r, NULL, "%s", err);
 		goto out;
 	}
-	r = KY_ERR_CARD_PROTOCOL;
 	if (after.parts != src->info.parts || p1 != p2 || n1 != n2 || memcmp(k1, k2, n1) != 0) {
+		r = KY_ERR_CARD_PROTOCOL;
 		cli_fail(r, dst->subject,
 		         "after the copy the card does not hold what the card in reader %u holds",
 		         src->reader_no);

@@ -8,7 +8,8 @@
 #   refusals that write nothing: a wrong PIN (tries shown), a card that has a key already, a CA
 #     card in reader 1, --card with --token-module
 #   signing with the cards: the command signed by alice's then bob's card, each asked for on
-#     stderr (naming the card in the reader and the one wanted) and swapped in on that prompt;
+#     stderr (naming the card in the reader and the one wanted) and swapped in on that prompt
+#     (once while the CLI is stopped: a swap it did not see happen);
 #     each card's PIN verified once for all its signatures (the APDU log: one VERIFY, a SIGN
 #     per unit), a bundle of two commands signed with one PIN, a --card-pin-file no card asked
 #     for named; the bundle signed by the other card too (a swap on the prompt) and submitted
@@ -214,9 +215,13 @@ expect_ok "openssl verifies the card-made signature of the first block" \
 	openssl cms -verify -noverify -inform PEM -in "$T_DIR/thr.bundle" -out /dev/null
 # alice adds hers (bob's card in the reader: a swap on the prompt), then the units take it.
 expect_ok "select alice" "$KYOK" tke sigkey-sel --sigkeys 1
-bg "$KYOK" tke cmd-sign "$T_DIR/thr.bundle" --card-pin-file "$ep_a"
+# The CLI is stopped while the cards are swapped: when it goes on, pcscd's removal event
+# is long past and the card in the reader is already the one it asked for.
+bg "$KYOK" tke cmd-sign "$T_DIR/thr.bundle" --card-pin-file "$ep_a" --card-wait 120
 if waitfor "insert the EP11 card of administrator 'alice' (device $dev_a) into reader 1"; then
+	kill -STOP "$BG"
 	put 1 epa
+	kill -CONT "$BG"
 else
 	fail "no prompt for alice's card: $(cat "$T_DIR/bg.err")"
 fi
