@@ -467,7 +467,6 @@ int cli_card_signer_sign(const struct cli_signer *s, struct ky_buf *der)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_ext_signer ext = {X509_get0_pubkey(s->cert), card_signer_sign, (void *)s};
-
 	char subject[160];
 
 	if ((r = card_get(s->card, s->name)) != 0)

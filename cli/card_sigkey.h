@@ -15,9 +15,10 @@
  * key yet. On success *card tells which card and key. Says what failed. */
 int cli_card_sigkey_add(const char *path, const char *name, struct ky_sigkey_card *card) KY_WUR;
 
-/* Adds the signature of card signer s (s->card set) to the SignedData der: the card s->card
- * names must be in reader 1 (else asked for and waited on up to --card-wait, a wrong card
- * refused with KY_ERR_CARD_WRONG_CARD), it signs the digest (its PIN asked only when it
+/* Adds the signature of card signer s (s->card set) to the SignedData der: a card holding
+ * the key s->card names (that card, or a copy of it in the same zone) must be in reader 1
+ * (else asked for and waited on up to --card-wait, a wrong card refused with
+ * KY_ERR_CARD_WRONG_CARD), it signs the digest (its PIN asked only when it
  * wants it: cli_card_pin) and the signature is checked against s->cert. The session stays
  * open for the next signature. Says what failed. */
 struct cli_signer;
