@@ -49,7 +49,12 @@ const char *cli_cmd_name(void);
  *   --yes                    answer yes to confirmations
  *   --instance DIR           instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)
  *   --timeout SECONDS        wait for each crypto unit (default $KYOK_TIMEOUT, else 15)
+ *   --card-pin-file PATH     a signature card's PIN, read only when a card asks (repeatable)
+ *   --card-pin-fd N          card PINs, one a line, read only when a card asks
+ *   --card-wait SECONDS      bound on waiting for a signature card in reader 1
  * Commands call cli_common_opt for each option getopt_long returns that they do not own. */
+#define CLI_CARD_WAIT_DEFAULT 300 /* seconds for a signature card to be inserted */
+#define CLI_CARD_WAIT_MAX     86400
 struct cli_global {
 	bool json;
 	bool yes;
@@ -58,6 +63,11 @@ struct cli_global {
 	int npassword_files;
 	int password_fd;
 	long timeout; /* --timeout SECONDS, 0 = $KYOK_TIMEOUT or the default (cli/failover.h) */
+	const char *card_pin_files[16]; /* --card-pin-file: read only when a card asks its PIN */
+	int ncard_pin_files;
+	int card_pin_files_read;
+	int card_pin_fd;
+	long card_wait; /* --card-wait SECONDS for a card to be inserted; -1: the default */
 };
 extern struct cli_global cli_g;
 /* clang-format off */
@@ -66,7 +76,10 @@ extern struct cli_global cli_g;
 		{"password-file", required_argument, NULL, 0x1002},                                \
 		{"password-fd", required_argument, NULL, 0x1003},                                  \
 		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
-		{"timeout", required_argument, NULL, 0x1006}, {"help", no_argument, NULL, 'h'}
+		{"timeout", required_argument, NULL, 0x1006},                                      \
+		{"card-pin-file", required_argument, NULL, 0x1007},                                \
+		{"card-pin-fd", required_argument, NULL, 0x1008},                                  \
+		{"card-wait", required_argument, NULL, 0x1009}, {"help", no_argument, NULL, 'h'}
 /* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
@@ -83,6 +96,11 @@ int cli_common_opt(int opt, const char *arg);
 	"                          ~/.kyok/instance)\n"                                           \
 	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
 	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
+	"  --card-pin-file PATH    the PIN of a signature card, read only when the card asks\n"  \
+	"                          for it (repeatable: the next file for the next card asking)\n" \
+	"  --card-pin-fd N         card PINs, one per line, from descriptor N, when asked\n"     \
+	"  --card-wait SECONDS     wait at most this long for a signature card to be inserted\n" \
+	"                          into reader 1 (default 300; 0: do not wait)\n"               \
 	"  --help                  this text\n"
 /* clang-format on */
 
@@ -121,6 +139,13 @@ void cli_secret_free(char *s);
  * (one trailing newline stripped), else one line from fd when fd >= 0, else the terminal
  * without echo. ky_secret_alloc'd like cli_password: free with cli_secret_free. */
 int cli_secret_read(const char *prompt, const char *file, int fd, char **out) KY_WUR;
+/* A signature card's PIN, asked only when the card wants it: the next --card-pin-file, else
+ * a line of --card-pin-fd, else the terminal without echo (never a --password-file).
+ * ky_secret_alloc'd: free with cli_secret_free. */
+int cli_card_pin(const char *prompt, char **out) KY_WUR;
+/* Notes on stderr each --card-pin-file no card asked for (a card whose PIN was still
+ * verified asks none): given, not read, and said so. */
+void cli_card_pins_unread(void);
 /* A visible line from the terminal (KY_ERR_USAGE when not interactive: name the flag). */
 int cli_prompt_line(const char *prompt, const char *flag_hint, char **out) KY_WUR;
 /* y/N confirmation; --yes answers yes; non-interactive without --yes: KY_ERR_CANCELLED. */
@@ -194,6 +219,7 @@ struct cli_signer {
 	X509 *cert;
 	EVP_PKEY *key;
 	struct cli_token *token;
+	struct ky_sigkey_card *card; /* a key on an EP11 card (cli/card_sigkey.h) */
 };
 int cli_signers_open(struct cli_signer **signers, size_t *n) KY_WUR; /* KY_ERR_NO_SIGNERS */
 void cli_signers_free(struct cli_signer *signers, size_t n);

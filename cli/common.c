@@ -11,7 +11,7 @@
 #include "kyok/crypto.h"
 #include "cli/failover.h"
 
-struct cli_global cli_g = {.password_fd = -1};
+struct cli_global cli_g = {.password_fd = -1, .card_pin_fd = -1, .card_wait = -1};
 
 /* The running command, for messages: "kyok tke sigkeys", and its argv for getopt errors. */
 static char cli_cmd_full[128] = "kyok";
@@ -91,6 +91,13 @@ static const struct cli_cmd *cli_cmd_find(const struct cli_cmd *cmds, const char
 	return NULL;
 }
 
+void cli_card_pins_unread(void)
+{
+	for (; cli_g.card_pin_files_read < cli_g.ncard_pin_files; cli_g.card_pin_files_read++)
+		fprintf(stderr, "note: --card-pin-file '%s' not read: no card asked for its PIN\n",
+		        cli_g.card_pin_files[cli_g.card_pin_files_read]);
+}
+
 static int cli_run(const char *prog, const struct cli_cmd *c, int argc, char **argv)
 {
 	char saved[sizeof(cli_cmd_full)];
@@ -103,6 +110,7 @@ static int cli_run(const char *prog, const struct cli_cmd *c, int argc, char **a
 	optind = 0; /* full getopt reset for the command's own parsing */
 	opterr = 0; /* cli_common_opt prints unknown options itself */
 	status = c->fn(argc, argv);
+	cli_card_pins_unread();
 	memcpy(cli_cmd_full, saved, sizeof(saved));
 	cli_cmd_argv = saved_argv;
 	return status;
@@ -202,6 +210,41 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		return 0;
+	case 0x1007:
+		if (cli_g.ncard_pin_files >=
+		    (int)(sizeof(cli_g.card_pin_files) / sizeof(cli_g.card_pin_files[0]))) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "too many --card-pin-file options");
+			return KY_ERR_USAGE;
+		}
+		if (arg[0] == '\0') {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--card-pin-file needs a path");
+			return KY_ERR_USAGE;
+		}
+		cli_g.card_pin_files[cli_g.ncard_pin_files++] = arg;
+		return 0;
+	case 0x1008:
+		if (cli_parse_fd(arg, &cli_g.card_pin_fd) != 0) {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full,
+			         "--card-pin-fd takes a descriptor number, not '%s'", arg);
+			return KY_ERR_USAGE;
+		}
+		return 0;
+	case 0x1009: {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (errno != 0 || end == arg || *end != '\0' || v < 0 || v > CLI_CARD_WAIT_MAX) {
+			cli_fail(
+			    KY_ERR_USAGE, cli_cmd_full,
+			    "--card-wait takes a whole number of seconds from 0 to %d, not '%s'",
+			    CLI_CARD_WAIT_MAX, arg);
+			return KY_ERR_USAGE;
+		}
+		cli_g.card_wait = v;
+		return 0;
+	}
 	case CLI_IMPRINT_OPT:
 		if (arg[0] == '\0') {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--imprint-credential needs a file");

@@ -321,6 +321,17 @@ int cli_password(const char *prompt, bool confirm, char **out)
 	return cli_secret_from_tty(prompt, confirm, "--password-file or --password-fd", out);
 }
 
+int cli_card_pin(const char *prompt, char **out)
+{
+	*out = NULL;
+	if (cli_g.card_pin_files_read < cli_g.ncard_pin_files)
+		return cli_secret_from_file("card PIN file",
+		                            cli_g.card_pin_files[cli_g.card_pin_files_read++], out);
+	if (cli_g.card_pin_fd >= 0)
+		return cli_secret_from_fd(cli_g.card_pin_fd, out);
+	return cli_secret_from_tty(prompt, false, "--card-pin-file or --card-pin-fd", out);
+}
+
 int cli_secret_read(const char *prompt, const char *file, int fd, char **out)
 {
 	*out = NULL;

@@ -52,6 +52,8 @@ static const struct cli_cmd tke_cmds[] = {
     {"sigkey-add", tke_sigkey_add_main, "create a signature key file"},
     {"sigkey-sel", tke_sigkey_sel_main, "select the signature keys that sign commands"},
     {"sigkey-rm", tke_sigkey_rm_main, "delete a signature key file"},
+    {"card-copy", tke_card_copy_main,
+     "copy the EP11 card in reader 1 to the EP11 card of its zone in reader 2"},
     {"mks", tke_mks_main, "list master key part files"},
     {"mk-add", tke_mk_add_main, "create a master key part file (--random or --value)"},
     {"mk-rm", tke_mk_rm_main, "delete a master key part file"},

@@ -61,7 +61,8 @@ static const char ai_usage[] =
     "master key in the first selected unit, transfers it encrypted to every other unit's\n"
     "importer key, commits it and sets it as current on every unit. Passwords of the\n"
     "signature keys that sign (as many as the signature threshold) are asked once, at the\n"
-    "start.\n\n"
+    "start; a key on an EP11 card signs with the card in reader 1 instead, its PIN asked\n"
+    "when the card wants it.\n\n"
     "options:\n"
     "  --signature N           signature threshold, 1 to 8 (asked when missing)\n"
     "  --revocation N          revocation threshold, 1 to 8 (asked when missing)\n"
@@ -397,7 +398,8 @@ static int ai_passwords(struct ai *ai)
 
 			if ((r = cli_check_private("signature key file", a->path)) != 0)
 				return r;
-			if (ky_sigkey_read(a->path, &cert, &tok, &in_token) == 0 && in_token)
+			r = ky_sigkey_read(a->path, &cert, &tok, &in_token);
+			if (r == 0 && in_token)
 				snprintf(prompt, sizeof(prompt),
 				         "PIN of token '%s' (signature key of '%s')", tok.label,
 				         a->name);
@@ -405,7 +407,9 @@ static int ai_passwords(struct ai *ai)
 				snprintf(prompt, sizeof(prompt), "password for signature key '%s'",
 				         a->name);
 			X509_free(cert);
-			if ((r = cli_password(prompt, false, &pw)) != 0)
+			/* A key on a card: no password; its PIN is asked when the card signs. */
+			if (r != KY_ERR_SIGKEY_IN_CARD &&
+			    (r = cli_password(prompt, false, &pw)) != 0)
 				return r;
 			r = tke_signer_open_path(a->path, pw, &ai->signers[ai->nsigners], why);
 			cli_secret_free(pw);

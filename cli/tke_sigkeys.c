@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/card_sigkey.h"
 #include "cli/token.h"
 #include "kyok/crypto.h"
 
@@ -102,7 +103,7 @@ int tke_sigkeys_main(int argc, char **argv)
 static const char sigkey_add_usage[] =
     "usage: kyok tke sigkey-add [--name NAME]\n"
     "                           [--token-module PATH --token-label LABEL\n"
-    "                            [--token-curve P-521|P-384]] [options]\n"
+    "                            [--token-curve P-521|P-384]] [--card] [options]\n"
     "\n"
     "Creates a signature key (ECDSA P-521) for an administrator and its self-signed\n"
     "certificate, in a file protected by a password (asked twice; at least 8\n"
@@ -113,10 +114,19 @@ static const char sigkey_add_usage[] =
     "certificate and where the key is; the token's user PIN is asked (or read like a\n"
     "password, from --password-file or --password-fd) here and whenever the key signs.\n"
     "\n"
+    "With --card, the key is generated on the EP11 smart card in smart card reader 1\n"
+    "(it must have none yet), which signs the certificate; the card's PIN is asked (or\n"
+    "read like a password). The file holds the certificate, the card's zone and device\n"
+    "ids and the key's SKI. The card is left powered, its PIN entered, until it is\n"
+    "removed or pcscd powers it off. Commands signed with the key later ask for the\n"
+    "card in reader 1, and its PIN (--card-pin-file, --card-pin-fd) only if it wants\n"
+    "it.\n"
+    "\n"
     "  --name NAME             administrator name: 1 to 30 printable characters\n"
     "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
     "  --token-label LABEL     the token's label\n"
     "  --token-curve CURVE     P-521 (default), or P-384 for a token without P-521\n"
+    "  --card                  the key on the EP11 smart card in reader 1\n"
     "\n" CLI_COMMON_HELP;
 
 static bool sigkeys_name_ok(const char *s)
@@ -196,11 +206,14 @@ int tke_sigkey_add_main(int argc, char **argv)
 	                                     {"token-module", required_argument, NULL, 'm'},
 	                                     {"token-label", required_argument, NULL, 'l'},
 	                                     {"token-curve", required_argument, NULL, 'c'},
+	                                     {"card", no_argument, NULL, 'C'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c;
 	const char *name = NULL, *module = NULL, *label = NULL, *curve = NULL;
 	int bits = 521;
+	bool on_card = false;
+	struct ky_sigkey_card card;
 	char serial[KY_TOKEN_SERIAL_MAX + 1] = "";
 	char *asked = NULL, *password = NULL;
 	char file[64], path[700], prompt[128], rnd_hex[9], subject[64];
@@ -221,6 +234,8 @@ int tke_sigkey_add_main(int argc, char **argv)
 			label = optarg;
 		else if (c == 'c')
 			curve = optarg;
+		else if (c == 'C')
+			on_card = true;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
 	}
@@ -230,6 +245,11 @@ int tke_sigkey_add_main(int argc, char **argv)
 		r = KY_ERR_USAGE;
 		cli_fail(r, module == NULL ? "--token-label" : "--token-module",
 		         "a key in a token needs both --token-module and --token-label");
+		return ky_err_exit(r);
+	}
+	if (on_card && module != NULL) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, "--card", "a key is on a card or in a token: leave out --token-module");
 		return ky_err_exit(r);
 	}
 	if (curve != NULL && module == NULL) {
@@ -289,7 +309,10 @@ int tke_sigkey_add_main(int argc, char **argv)
 	}
 	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
 	snprintf(path, sizeof(path), "%s/sigkeys/%s-%s.sigkey", cli_workspace(), file, rnd_hex);
-	if (module != NULL) {
+	if (on_card) {
+		if ((r = cli_card_sigkey_add(path, name, &card)) != 0)
+			goto out;
+	} else if (module != NULL) {
 		if ((r = sigkeys_add_token(path, name, module, label, bits, serial,
 		                           sizeof(serial))) != 0)
 			goto out;
@@ -322,7 +345,17 @@ int tke_sigkey_add_main(int argc, char **argv)
 			                         "number", keys[i].number, "name", keys[i].name,
 			                         "ski", ski, "file", path, "token", "module",
 			                         module, "label", label, "serial", serial));
-		else if (cli_g.json)
+		else if (cli_g.json && on_card) {
+			char dev[2 * KY_SIGKEY_CARD_ID_LEN + 1],
+			    zone[2 * KY_SIGKEY_CARD_ID_LEN + 1];
+
+			ky_hex_encode(card.device_id, KY_SIGKEY_CARD_ID_LEN, dev);
+			ky_hex_encode(card.zone_id, KY_SIGKEY_CARD_ID_LEN, zone);
+			cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:s}}", "number",
+			                         keys[i].number, "name", keys[i].name, "ski", ski,
+			                         "file", path, "card", "zone", zone, "device",
+			                         dev));
+		} else if (cli_g.json)
 			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", keys[i].number,
 			                         "name", keys[i].name, "ski", ski, "file", path));
 		else
@@ -331,7 +364,9 @@ int tke_sigkey_add_main(int argc, char **argv)
 			       keys[i].number, keys[i].name, ski, path,
 			       module != NULL ? "  token " : "", module != NULL ? label : "",
 			       module != NULL ? " (serial " : "", module != NULL ? serial : "",
-			       module != NULL ? "), key generated in it\n" : "");
+			       module != NULL ? "), key generated in it\n"
+			       : on_card      ? "  key generated on the EP11 card in reader 1\n"
+			                      : "");
 	}
 	r = 0;
 out:

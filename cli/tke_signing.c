@@ -137,7 +137,19 @@ int tke_signer_open_path(const char *path, const char *password, struct cli_sign
 
 	memset(out, 0, sizeof(*out));
 	why[0] = '\0';
-	if ((r = ky_sigkey_read(path, &out->cert, &tok, &in_token)) != 0)
+	if ((r = ky_sigkey_read(path, &out->cert, &tok, &in_token)) == KY_ERR_SIGKEY_IN_CARD) {
+		/* The card is asked for, and its PIN when it wants it, when it signs. */
+		if ((out->card = calloc(1, sizeof(*out->card))) == NULL) {
+			r = KY_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = ky_sigkey_read_card(path, &out->cert, out->card)) != 0 ||
+		    (r = ky_cert_cn(out->cert, out->name, sizeof(out->name))) != 0)
+			goto out;
+		r = 0;
+		goto out;
+	}
+	if (r != 0)
 		goto out;
 	if ((r = ky_cert_cn(out->cert, out->name, sizeof(out->name))) != 0)
 		goto out;
@@ -155,6 +167,7 @@ out:
 	if (r != 0) {
 		X509_free(out->cert);
 		EVP_PKEY_free(out->key);
+		free(out->card);
 		memset(out, 0, sizeof(*out));
 	}
 	return r;
@@ -712,55 +725,76 @@ out:
 	return r;
 }
 
-/* Signs content for u with every signer that is one of its administrators (once each). */
-static int tke_sign_for_unit(const struct tke_unit *u, const struct cli_signer *signers,
-                             size_t nsigners, struct ky_buf *der)
+/* The command for each pending unit, signed by every signer that is one of its
+ * administrators (once each), into ders[i]; signer by signer, so that a key on a card signs
+ * for every unit while its card is in the reader. Nothing is sent here: a signer that
+ * fails (a wrong PIN, another card, a card not inserted in time) leaves every unit
+ * without its command. */
+static int tke_sign_all(struct tke_run *run, const struct cli_signer *signers, size_t nsigners,
+                        struct ky_buf *ders)
 {
 	int r = KY_ERR_INTERNAL;
-	bool used[KY_MAX_ADMINS] = {false};
+	bool(*used)[KY_MAX_ADMINS] = NULL;
 
-	if ((r = ky_cms_unsigned(u->content.data, u->content.len, der)) != 0)
-		return r;
-	if (u->required == 0)
-		return 0;
-	for (size_t i = 0; i < nsigners; i++) {
-		uint8_t ski[KY_SKI_LEN];
-		int a;
-
-		if (ky_cert_ski(signers[i].cert, ski) != 0)
-			continue;
-		if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[a])
-			continue;
-		used[a] = true;
-		if ((r = cli_signer_sign(&signers[i], der)) != 0)
-			return r;
-	}
-	return 0;
-}
-
-void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_t nsigners)
-{
+	if ((used = calloc(run->n + 1, sizeof(*used))) == NULL)
+		return KY_ERR_NOMEM;
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
-		struct ky_buf der = {0};
-		json_t *reply = NULL;
-		char *detail = NULL;
-		int r;
 
 		if (u->skip || u->result != TKE_PENDING || !u->reachable)
 			continue;
 		if (u->cms.len > 0)
-			r = ky_buf_append(&der, u->cms.data, u->cms.len);
+			r = ky_buf_append(&ders[i], u->cms.data, u->cms.len);
 		else
-			r = tke_sign_for_unit(u, signers, nsigners, &der);
+			r = ky_cms_unsigned(u->content.data, u->content.len, &ders[i]);
+		if (r != 0)
+			goto out;
+	}
+	for (size_t k = 0; k < nsigners; k++) {
+		uint8_t ski[KY_SKI_LEN];
+
+		if (ky_cert_ski(signers[k].cert, ski) != 0)
+			continue;
+		for (size_t i = 0; i < run->n; i++) {
+			struct tke_unit *u = &run->units[i];
+			int a;
+
+			if (u->skip || u->result != TKE_PENDING || !u->reachable ||
+			    u->cms.len > 0 || u->required == 0)
+				continue;
+			if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[i][a])
+				continue;
+			used[i][a] = true;
+			if ((r = cli_signer_sign(&signers[k], &ders[i])) != 0)
+				goto out;
+		}
+	}
+	r = 0;
+out:
+	free(used);
+	return r;
+}
+
+void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_t nsigners)
+{
+	struct ky_buf *ders = calloc(run->n + 1, sizeof(*ders));
+	int r = ders == NULL ? KY_ERR_NOMEM : tke_sign_all(run, signers, nsigners, ders);
+
+	for (size_t i = 0; i < run->n; i++) {
+		struct tke_unit *u = &run->units[i];
+		json_t *reply = NULL;
+		char *detail = NULL;
+
+		if (u->skip || u->result != TKE_PENDING || !u->reachable)
+			continue;
 		if (r != 0) {
-			tke_unit_set(u, TKE_REFUSED, r, "cannot sign the command");
-			ky_buf_free(&der);
+			tke_unit_set(u, TKE_REFUSED, r,
+			             "cannot sign the command: nothing was sent");
 			continue;
 		}
-		r = unit_command(&run->inst, &u->u, der.data, der.len, &reply, &detail);
-		ky_buf_free(&der);
-		if (r == 0) {
+		int rc =
+		    unit_command(&run->inst, &u->u, ders[i].data, ders[i].len, &reply, &detail);
+		if (rc == 0) {
 			json_t *res = json_object_get(reply, "result");
 			json_t *st = json_object_get(reply, "state");
 			struct tke_ustate nst;
@@ -769,20 +803,23 @@ void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_
 			u->result_json = json_incref(res);
 			if (st != NULL && tke_ustate_parse(st, &nst) == 0)
 				u->st = nst;
-		} else if (r == KY_ERR_UNREACHABLE || r == KY_ERR_INSTANCE_DOWN) {
-			tke_unit_set(u, TKE_UNREACHABLE, r, "%s", detail != NULL ? detail : "");
-		} else if (r == KY_ERR_WRONG_COUNTER) {
+		} else if (rc == KY_ERR_UNREACHABLE || rc == KY_ERR_INSTANCE_DOWN) {
+			tke_unit_set(u, TKE_UNREACHABLE, rc, "%s", detail != NULL ? detail : "");
+		} else if (rc == KY_ERR_WRONG_COUNTER) {
 			const char *d = detail != NULL ? detail : "";
-			tke_unit_set(u, TKE_REFUSED, r, "%s%s%s", d, d[0] != '\0' ? ": " : "",
+			tke_unit_set(u, TKE_REFUSED, rc, "%s%s%s", d, d[0] != '\0' ? ": " : "",
 			             u->cms.len > 0 ? "prepare the command again"
 			                            : "another command reached the unit meanwhile: "
 			                              "run the command again");
 		} else {
-			tke_unit_set(u, TKE_REFUSED, r, "%s", detail != NULL ? detail : "");
+			tke_unit_set(u, TKE_REFUSED, rc, "%s", detail != NULL ? detail : "");
 		}
 		json_decref(reply);
 		free(detail);
 	}
+	for (size_t i = 0; ders != NULL && i < run->n; i++)
+		ky_buf_free(&ders[i]);
+	free(ders);
 }
 
 /* ---- command bundles ---- */
@@ -1525,15 +1562,17 @@ int tke_cmd_sign_main(int argc, char **argv)
 	}
 	if ((r = cli_signers_open(&signers, &nsigners)) != 0)
 		goto out;
-	for (size_t i = 0; i < b.n; i++) {
-		for (size_t s = 0; s < nsigners; s++) {
-			uint8_t ski[KY_SKI_LEN];
+	/* Signer by signer: a key on a card signs every command while its card is in. */
+	for (size_t s = 0; s < nsigners; s++) {
+		uint8_t ski[KY_SKI_LEN];
+
+		if ((r = ky_cert_ski(signers[s].cert, ski)) != 0) {
+			cli_fail(r, signers[s].name, NULL);
+			goto out;
+		}
+		for (size_t i = 0; i < b.n; i++) {
 			bool dup = false;
 
-			if ((r = ky_cert_ski(signers[s].cert, ski)) != 0) {
-				cli_fail(r, signers[s].name, NULL);
-				goto out;
-			}
 			for (size_t k = 0; k < pc[i].nsigners; k++)
 				dup = dup || memcmp(pc[i].signers[k].ski, ski, KY_SKI_LEN) == 0;
 			for (size_t k = 0; k < s && !dup; k++) {

@@ -142,8 +142,9 @@ int tke_ask_threshold(const char *prompt, const char *flag, int *out) KY_WUR;
 void tke_print_help(const char *usage);
 /* Number of selected signature keys and their SKIs (no password needed). */
 int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected) KY_WUR;
-/* Opens one signature key file with a password, or the token it names with the PIN
- * (auto-init); why says what the token said ("" for a key file). */
+/* Opens one signature key file with a password, the token it names with the PIN, or the
+ * card it names (nothing asked here: the card signs through cli_signer_sign), for
+ * auto-init; why says what the token said ("" otherwise). */
 int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out,
                          char why[CLI_TOKEN_WHY_MAX]) KY_WUR;
 /* cli_fail that returns err itself (not the exit status): for functions returning codes. */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/card_sigkey.h"
 #include "cli/cli.h"
 #include "cli/token.h"
 #include "cli/token_part.h"
@@ -807,14 +808,18 @@ void cli_signers_free(struct cli_signer *signers, size_t n)
 		X509_free(signers[i].cert);
 		EVP_PKEY_free(signers[i].key);
 		cli_token_free(signers[i].token);
+		free(signers[i].card);
 	}
 	free(signers);
+	cli_card_signers_release();
 }
 
 int cli_signer_sign(const struct cli_signer *s, struct ky_buf *der)
 {
 	struct ky_ext_signer ext;
 
+	if (s->card != NULL)
+		return cli_card_signer_sign(s, der);
 	if (s->token == NULL)
 		return ky_cms_add_signer(der, s->cert, s->key);
 	ext = (struct ky_ext_signer){X509_get0_pubkey(s->cert), cli_token_sign, s->token};
@@ -854,8 +859,25 @@ int cli_signers_open(struct cli_signer **signers, size_t *n)
 
 		snprintf(path, sizeof(path), "%s/sigkeys/%s", cli_workspace(),
 		         json_string_value(item));
-		if ((r = ky_sigkey_read(path, &cert, &tok, &in_token)) != 0 ||
-		    (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
+		if ((r = ky_sigkey_read(path, &cert, &tok, &in_token)) == KY_ERR_SIGKEY_IN_CARD) {
+			/* Nothing asked now: the card is asked for, and its PIN when it wants it,
+			 * when it signs (cli_card_signer_sign). */
+			if ((s->card = calloc(1, sizeof(*s->card))) == NULL) {
+				r = KY_ERR_NOMEM;
+				cli_fail(r, NULL, NULL);
+				goto out;
+			}
+			count++; /* s is freed with the others from here on */
+			if ((r = ky_sigkey_read_card(path, &s->cert, s->card)) != 0 ||
+			    (r = ky_cert_cn(s->cert, s->name, sizeof(s->name))) != 0) {
+				cli_fail(r, path, NULL);
+				goto out;
+			}
+			if ((r = cli_check_private("signature key file", path)) != 0)
+				goto out;
+			continue;
+		}
+		if (r != 0 || (r = ky_cert_cn(cert, s->name, sizeof(s->name))) != 0) {
 			X509_free(cert);
 			if (r == KY_ERR_NOT_FOUND)
 				cli_fail(r, path,

@@ -62,6 +62,10 @@ int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, ch
                  size_t errlen) KY_WUR;
 /* Ends the session; the card is reset, so its verified PINs are forgotten. */
 void ky_card_free(struct ky_card *c);
+/* Ends the session and leaves the card powered: its verified PINs stay verified for the next
+ * session, until the card is removed or reset (a PIN asked once per insertion). Only for a
+ * card that stays in the holder's sight; NULL is a no-op. */
+void ky_card_free_keep(struct ky_card *c);
 /* The name of the reader the session's card is in. */
 const char *ky_card_reader(const struct ky_card *c);
 /* The card's ATR, as the reader reported it when the session was opened. */
@@ -142,12 +146,27 @@ int ky_card_unblock(struct ky_card *ca, struct ky_card *ep11, const char *pin, c
  * card of the same zone with PIN 1 and PIN 2: COPY BEGIN, COPY EXPORT, COPY IMPORT. */
 int ky_card_backup_ca(struct ky_card *ca, struct ky_card *blank, const char *pin1, const char *pin2,
                       char *err, size_t errlen) KY_WUR;
+/* Copies EP11 card `src` (its PIN verified) to EP11 card `dst` of the same zone (its PIN
+ * verified): COPY BEGIN on dst, COPY EXPORT on src, COPY IMPORT on dst. dst's signature key
+ * and key parts are replaced by src's; both cards check the other's zone certificate
+ * (KY_ERR_CARD_NOT_ALLOWED for another zone) and the contents cross the host sealed. */
+int ky_card_copy_ep11(struct ky_card *src, struct ky_card *dst, char *err, size_t errlen) KY_WUR;
 /* CHANGE PIN: PIN pin_ref (1, or 2 of a CA card), verified in this session, becomes new_pin. */
 int ky_card_change_pin(struct ky_card *c, uint8_t pin_ref, const char *new_pin, char *err,
                        size_t errlen) KY_WUR;
 /* The signature key's SubjectPublicKeyInfo (DER) into spki: *present false when none. */
 int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bool *present,
                    char *err, size_t errlen) KY_WUR;
+/* GENERATE SIGNATURE KEY (the EP11 card's PIN verified): the new key's SubjectPublicKeyInfo
+ * (DER) into spki. KY_ERR_CARD_NOT_ALLOWED when the card has one already. */
+int ky_card_sigkey_generate(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, char *err,
+                            size_t errlen) KY_WUR;
+/* SIGN of a SHA-512 digest with the signature key (the EP11 card's PIN verified): the ECDSA
+ * signature (DER) into sig. KY_ERR_CARD_PIN_NEEDED when the PIN is not verified in this
+ * card's power cycle. The caller checks the signature against the key before using it. */
+#define KY_CARD_DIGEST_LEN 64
+int ky_card_sign(struct ky_card *c, const uint8_t digest[KY_CARD_DIGEST_LEN], uint8_t *sig,
+                 size_t max, size_t *len, char *err, size_t errlen) KY_WUR;
 /* KEY PART INFO of part index (0-based): its VP and its description (NUL-terminated). */
 int ky_card_part_info(struct ky_card *c, unsigned index, uint8_t vp[32],
                       char desc[KY_CARD_DESC_MAX + 1], char *err, size_t errlen) KY_WUR;

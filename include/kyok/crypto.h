@@ -135,9 +135,30 @@ struct ky_ext_signer;
 int ky_sigkey_token_create(const char *path, const char *name, const struct ky_ext_signer *s,
                            const struct ky_sigkey_token *tok) KY_WUR;
 /* Reads a sigkey file's certificate and, when the key is in a token, its reference:
- * *in_token tells which form the file has. KY_ERR_NOT_SIGKEY, KY_ERR_TAMPERED. */
+ * *in_token tells which form the file has. KY_ERR_NOT_SIGKEY, KY_ERR_TAMPERED;
+ * KY_ERR_SIGKEY_IN_CARD for the card form (ky_sigkey_read_card reads that one). */
 int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok,
                    bool *in_token) KY_WUR;
+
+/* A signature key held by an EP11 smart card: the file holds the certificate and which card
+ * (its zone id and device id) and key (SKI: SHA-256 of the key's uncompressed point, as the
+ * card names it), never the key. */
+#define KY_SIGKEY_CARD_ID_LEN 32
+struct ky_sigkey_card {
+	uint8_t zone_id[KY_SIGKEY_CARD_ID_LEN];
+	uint8_t device_id[KY_SIGKEY_CARD_ID_LEN];
+	uint8_t ski[KY_SIGKEY_CARD_ID_LEN];
+};
+/* The SKI of an EC public key: SHA-256 of its uncompressed point. */
+int ky_sigkey_card_ski(EVP_PKEY *pub, uint8_t ski[KY_SIGKEY_CARD_ID_LEN]) KY_WUR;
+/* Makes the admin certificate (CN = name) of the card key s signs with and writes the card
+ * sigkey file naming card (mode 0600, refuses to overwrite: KY_ERR_EXISTS). KY_ERR_USAGE when
+ * card->ski is not s->pub's. */
+int ky_sigkey_card_create(const char *path, const char *name, const struct ky_ext_signer *s,
+                          const struct ky_sigkey_card *card) KY_WUR;
+/* Reads a card sigkey file: its certificate and the card's reference. KY_ERR_NOT_SIGKEY for
+ * another form or a malformed file, KY_ERR_TAMPERED when the SKI is not the certificate's. */
+int ky_sigkey_read_card(const char *path, X509 **cert, struct ky_sigkey_card *card) KY_WUR;
 
 /* A signer whose private key is elsewhere (a token): sign receives a SHA-512 digest and
  * returns the DER ECDSA-Sig-Value over it in sig. pub is the key's public half. */

@@ -43,6 +43,9 @@
 	X(NOT_KEY_PART, "not-a-key-part-file", KY_EXIT_INPUT, 400, "not a kyok key part file")     \
 	X(NOT_SIGKEY, "not-a-signature-key-file", KY_EXIT_INPUT, 400,                              \
 	  "not a kyok signature key file")                                                         \
+	X(SIGKEY_IN_CARD, "signature-key-in-card", KY_EXIT_INPUT, 400,                             \
+	  "this signature key is held by an EP11 smart card: this command signs only with key "    \
+	  "files and tokens")                                                                      \
 	X(EMPTY_FILE, "empty-file", KY_EXIT_INPUT, 400,                                            \
 	  "the file is empty: it was truncated or never written; restore it from a backup")        \
 	X(NOT_COMMAND, "not-a-command-file", KY_EXIT_INPUT, 400, "not a kyok signed command file") \
@@ -398,7 +401,10 @@
 	X(TOKEN_PART_MECHANISM, "token-part-mechanism", KY_EXIT_INPUT, 400,                        \
 	  "the token cannot do what a key part in a token needs (AES-256 key generation, "         \
 	  "SHA-256 of a key, ECDH on P-521, AES-ECB key derivation, AES key wrap): use another "   \
-	  "token or a key part file")
+	  "token or a key part file")                                                              \
+	X(CARD_WRONG_CARD, "card-wrong-card", KY_EXIT_STATE, 409,                                  \
+	  "the card in the reader is not the one the signature key names: insert that "            \
+	  "administrator's EP11 card ('kyok tke sigkeys' and 'kyok scup show' tell which)")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -22,7 +22,9 @@
 #define APP_UNBLOCK_SIGN  0x22
 #define APP_UNBLOCK       0x24
 #define APP_CHANGE_PIN    0x26
+#define APP_GEN_SIGKEY    0x30
 #define APP_GET_SIGKEY    0x32
+#define APP_SIGN          0x34
 #define APP_PART_INFO     0x42
 #define APP_CHALLENGE_LEN 32
 #define APP_INFO_LEN      (7 + 2 * KY_CARD_ID_LEN)
@@ -91,8 +93,12 @@ static const char *app_what(uint8_t ins)
 		return "UNBLOCK";
 	case APP_CHANGE_PIN:
 		return "CHANGE PIN";
+	case APP_GEN_SIGKEY:
+		return "GENERATE SIGNATURE KEY";
 	case APP_GET_SIGKEY:
 		return "GET SIGNATURE KEY";
+	case APP_SIGN:
+		return "SIGN";
 	case APP_PART_INFO:
 		return "KEY PART INFO";
 	}
@@ -397,6 +403,69 @@ out:
 	return r;
 }
 
+int ky_card_copy_ep11(struct ky_card *src, struct ky_card *dst, char *err, size_t errlen)
+{
+	int r = KY_ERR_NOMEM;
+	uint8_t *begin = NULL, *sealed = NULL, *d = NULL;
+	size_t begin_len = 0, sealed_len = 0, n = 0;
+	struct app_field f[2], s[2];
+	uint16_t sw = 0;
+
+	if ((begin = malloc(KY_CARD_DATA_MAX)) == NULL ||
+	    (sealed = malloc(KY_CARD_DATA_MAX)) == NULL || (d = malloc(KY_CARD_DATA_MAX)) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "%s", ky_err_message(r));
+		goto out;
+	}
+	if ((r = app_cmd(dst, ky_card_reader(dst), APP_COPY_BEGIN, 0, 0, NULL, 0, begin,
+	                 KY_CARD_DATA_MAX, &begin_len, &sw, err, errlen)) != 0)
+		goto out;
+	if (begin_len < APP_CHALLENGE_LEN ||
+	    !app_fields(begin + APP_CHALLENGE_LEN, begin_len - APP_CHALLENGE_LEN, f, 2)) {
+		r = KY_ERR_CARD_PROTOCOL;
+		snprintf(err, errlen,
+		         "card in reader '%s': COPY BEGIN answered no challenge and field list: %s",
+		         ky_card_reader(dst), ky_err_message(r));
+		goto out;
+	}
+	/* COPY EXPORT to an EP11 card: fields(its challenge, its zone certificate) */
+	if ((r = app_put(d, KY_CARD_DATA_MAX, &n, begin, APP_CHALLENGE_LEN)) != 0 ||
+	    (r = app_put(d, KY_CARD_DATA_MAX, &n, f[1].p, f[1].n)) != 0) {
+		snprintf(err, errlen, "card in reader '%s': COPY EXPORT: %s", ky_card_reader(src),
+		         ky_err_message(r));
+		goto out;
+	}
+	if ((r = app_cmd(src, ky_card_reader(src), APP_COPY_EXPORT, 0, 0, d, n, sealed,
+	                 KY_CARD_DATA_MAX, &sealed_len, &sw, err, errlen)) != 0)
+		goto out;
+	if (!app_fields(sealed, sealed_len, s, 2)) {
+		r = KY_ERR_CARD_PROTOCOL;
+		snprintf(err, errlen, "card in reader '%s': COPY EXPORT answered no field list: %s",
+		         ky_card_reader(src), ky_err_message(r));
+		goto out;
+	}
+	n = 0;
+	if ((r = app_put(d, KY_CARD_DATA_MAX, &n, s[0].p, s[0].n)) != 0 ||
+	    (r = app_put(d, KY_CARD_DATA_MAX, &n, s[1].p, s[1].n)) != 0) {
+		snprintf(err, errlen, "card in reader '%s': COPY IMPORT: %s", ky_card_reader(dst),
+		         ky_err_message(r));
+		goto out;
+	}
+	if ((r = app_cmd(dst, ky_card_reader(dst), APP_COPY_IMPORT, 0, 0, d, n, NULL, 0, NULL, &sw,
+	                 err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	if (d != NULL)
+		OPENSSL_cleanse(d, KY_CARD_DATA_MAX);
+	if (sealed != NULL)
+		OPENSSL_cleanse(sealed, KY_CARD_DATA_MAX);
+	free(d);
+	free(sealed);
+	free(begin);
+	return r;
+}
+
 int ky_card_change_pin(struct ky_card *c, uint8_t pin_ref, const char *new_pin, char *err,
                        size_t errlen)
 {
@@ -428,6 +497,36 @@ int ky_card_sigkey(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, bo
 	if (r != 0)
 		goto out;
 	*present = true;
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_sigkey_generate(struct ky_card *c, uint8_t *spki, size_t max, size_t *len, char *err,
+                            size_t errlen)
+{
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*len = 0;
+	if ((r = app_cmd(c, ky_card_reader(c), APP_GEN_SIGKEY, 0, 0, NULL, 0, spki, max, len, &sw,
+	                 err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_sign(struct ky_card *c, const uint8_t digest[KY_CARD_DIGEST_LEN], uint8_t *sig,
+                 size_t max, size_t *len, char *err, size_t errlen)
+{
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*len = 0;
+	if ((r = app_cmd(c, ky_card_reader(c), APP_SIGN, 0, 0, digest, KY_CARD_DIGEST_LEN, sig, max,
+	                 len, &sw, err, errlen)) != 0)
+		goto out;
 	r = 0;
 out:
 	return r;

@@ -290,6 +290,14 @@ void ky_card_free(struct ky_card *c)
 	free(c);
 }
 
+void ky_card_free_keep(struct ky_card *c)
+{
+	if (c == NULL)
+		return;
+	(void)SCardDisconnect(c->h, SCARD_LEAVE_CARD);
+	free(c);
+}
+
 const char *ky_card_reader(const struct ky_card *c)
 {
 	return c->reader;

@@ -258,16 +258,41 @@ static int sigkey_token_line(const char **p, const char *end, const char *prefix
 	return 0;
 }
 
+/* The reference forms' head: the certificate block, its text after it in *rest. */
+static int sigkey_ref_head(BIO *bio, X509 **x, const char **rest, const char **end)
+{
+	int r = KY_ERR_INTERNAL;
+	unsigned char *der = NULL;
+	const unsigned char *q;
+	char *data = NULL;
+	long len = 0, restlen;
+
+	if ((r = sigkey_pem_block(bio, PEM_STRING_X509, &der, &len)) != 0)
+		goto out;
+	q = der;
+	if ((*x = d2i_X509(NULL, &q, len)) == NULL || q != der + len) {
+		r = KY_ERR_NOT_SIGKEY;
+		goto out;
+	}
+	if ((restlen = BIO_get_mem_data(bio, &data)) <= 0) {
+		r = KY_ERR_NOT_SIGKEY;
+		goto out;
+	}
+	*rest = data;
+	*end = data + restlen;
+	r = 0;
+out:
+	OPENSSL_free(der);
+	return r;
+}
+
 /* The token form: the certificate block, then the four lines, then nothing. */
 static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_sigkey_token *tok)
 {
 	int r = KY_ERR_NOT_SIGKEY;
 	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
-	unsigned char *der = NULL;
-	const unsigned char *q;
-	const char *p, *end;
-	char *rest = NULL, hex[2 * KY_TOKEN_ID_LEN + 2];
-	long len = 0, restlen;
+	const char *p = NULL, *end = NULL;
+	char hex[2 * KY_TOKEN_ID_LEN + 2];
 	X509 *x = NULL;
 
 	memset(tok, 0, sizeof(*tok));
@@ -275,16 +300,8 @@ static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
-	if ((r = sigkey_pem_block(bio, PEM_STRING_X509, &der, &len)) != 0)
+	if ((r = sigkey_ref_head(bio, &x, &p, &end)) != 0)
 		goto out;
-	q = der;
-	r = KY_ERR_NOT_SIGKEY;
-	if ((x = d2i_X509(NULL, &q, len)) == NULL || q != der + len)
-		goto out;
-	if ((restlen = BIO_get_mem_data(bio, &rest)) <= 0)
-		goto out;
-	p = rest;
-	end = rest + restlen;
 	if ((r = sigkey_token_line(&p, end, SIGKEY_TOK_MODULE, tok->module, sizeof(tok->module))) !=
 	        0 ||
 	    (r = sigkey_token_line(&p, end, SIGKEY_TOK_LABEL, tok->label, sizeof(tok->label))) !=
@@ -302,20 +319,108 @@ static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_
 	r = 0;
 out:
 	X509_free(x);
-	OPENSSL_free(der);
 	BIO_free(bio);
 	ERR_clear_error();
 	return r;
 }
 
-int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok, bool *in_token)
+#define SIGKEY_CARD_ZONE   "kyok-card-zone: "
+#define SIGKEY_CARD_DEVICE "kyok-card-device: "
+#define SIGKEY_CARD_SKI    "kyok-card-key-ski: "
+
+/* One "<prefix><64 hex digits>\n" line of the card form into out (32 bytes). */
+static int sigkey_card_line(const char **p, const char *end, const char *prefix,
+                            uint8_t out[KY_SIGKEY_CARD_ID_LEN])
+{
+	int r = KY_ERR_NOT_SIGKEY;
+	char hex[2 * KY_SIGKEY_CARD_ID_LEN + 2];
+
+	if ((r = sigkey_token_line(p, end, prefix, hex, sizeof(hex))) != 0)
+		goto out;
+	if (strlen(hex) != 2 * KY_SIGKEY_CARD_ID_LEN ||
+	    ky_hex_decode(hex, out, KY_SIGKEY_CARD_ID_LEN) != 0) {
+		r = KY_ERR_NOT_SIGKEY;
+		goto out;
+	}
+	r = 0;
+out:
+	return r;
+}
+
+/* The card form: the certificate block, then the three lines, then nothing; the SKI must be
+ * the certificate key's. */
+static int sigkey_card_parse(const struct ky_buf *file, X509 **cert, struct ky_sigkey_card *card)
+{
+	int r = KY_ERR_NOT_SIGKEY;
+	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
+	const char *p = NULL, *end = NULL;
+	uint8_t ski[KY_SIGKEY_CARD_ID_LEN];
+	X509 *x = NULL;
+
+	memset(card, 0, sizeof(*card));
+	if (bio == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = sigkey_ref_head(bio, &x, &p, &end)) != 0)
+		goto out;
+	if ((r = sigkey_card_line(&p, end, SIGKEY_CARD_ZONE, card->zone_id)) != 0 ||
+	    (r = sigkey_card_line(&p, end, SIGKEY_CARD_DEVICE, card->device_id)) != 0 ||
+	    (r = sigkey_card_line(&p, end, SIGKEY_CARD_SKI, card->ski)) != 0)
+		goto out;
+	if (p != end) {
+		r = KY_ERR_NOT_SIGKEY;
+		goto out;
+	}
+	if ((r = ky_sigkey_card_ski(X509_get0_pubkey(x), ski)) != 0)
+		goto out;
+	if (CRYPTO_memcmp(ski, card->ski, sizeof(ski)) != 0) {
+		r = KY_ERR_TAMPERED;
+		goto out;
+	}
+	*cert = x;
+	x = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	BIO_free(bio);
+	ERR_clear_error();
+	return r;
+}
+
+int ky_sigkey_card_ski(EVP_PKEY *pub, uint8_t ski[KY_SIGKEY_CARD_ID_LEN])
+{
+	int r = KY_ERR_INTERNAL;
+	unsigned char *pt = NULL;
+	size_t n;
+
+	if (pub == NULL || (n = EVP_PKEY_get1_encoded_public_key(pub, &pt)) == 0) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	if (EVP_Digest(pt, n, ski, NULL, EVP_sha256(), NULL) != 1) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	r = 0;
+out:
+	OPENSSL_free(pt);
+	ERR_clear_error();
+	return r;
+}
+
+enum sigkey_kind { SIGKEY_IN_FILE, SIGKEY_IN_TOKEN, SIGKEY_IN_CARD };
+
+/* Any form of sigkey file: the certificate, and the token's or the card's reference. */
+static int sigkey_read_any(const char *path, X509 **cert, struct ky_sigkey_token *tok,
+                           struct ky_sigkey_card *card, enum sigkey_kind *kind)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf file = {0};
 	struct sigkey_blocks b = {0};
 	X509 *x = NULL;
 
-	*in_token = false;
+	*kind = SIGKEY_IN_FILE;
 	if ((r = ky_file_read(path, SIGKEY_MAX_BYTES, &file)) != 0)
 		goto out;
 	if (file.len == 0) {
@@ -326,7 +431,12 @@ int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok, b
 	    NULL) {
 		if ((r = sigkey_token_parse(&file, &x, tok)) != 0)
 			goto out;
-		*in_token = true;
+		*kind = SIGKEY_IN_TOKEN;
+	} else if (memmem(file.data, file.len, "\n" SIGKEY_CARD_ZONE, sizeof(SIGKEY_CARD_ZONE)) !=
+	           NULL) {
+		if ((r = sigkey_card_parse(&file, &x, card)) != 0)
+			goto out;
+		*kind = SIGKEY_IN_CARD;
 	} else {
 		if ((r = sigkey_parse(&file, &b)) != 0)
 			goto out;
@@ -345,6 +455,104 @@ out:
 	X509_free(x);
 	sigkey_blocks_release(&b);
 	ky_buf_free(&file);
+	return r;
+}
+
+int ky_sigkey_read(const char *path, X509 **cert, struct ky_sigkey_token *tok, bool *in_token)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_sigkey_card card;
+	enum sigkey_kind kind = SIGKEY_IN_FILE;
+	X509 *x = NULL;
+
+	*in_token = false;
+	if ((r = sigkey_read_any(path, &x, tok, &card, &kind)) != 0)
+		goto out;
+	if (kind == SIGKEY_IN_CARD) {
+		r = KY_ERR_SIGKEY_IN_CARD;
+		goto out;
+	}
+	*in_token = kind == SIGKEY_IN_TOKEN;
+	*cert = x;
+	x = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	return r;
+}
+
+int ky_sigkey_read_card(const char *path, X509 **cert, struct ky_sigkey_card *card)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_sigkey_token tok;
+	enum sigkey_kind kind = SIGKEY_IN_FILE;
+	X509 *x = NULL;
+
+	if ((r = sigkey_read_any(path, &x, &tok, card, &kind)) != 0)
+		goto out;
+	if (kind != SIGKEY_IN_CARD) {
+		r = KY_ERR_NOT_SIGKEY;
+		goto out;
+	}
+	*cert = x;
+	x = NULL; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	return r;
+}
+
+int ky_sigkey_card_create(const char *path, const char *name, const struct ky_ext_signer *s,
+                          const struct ky_sigkey_card *card)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf file = {0};
+	struct stat st;
+	BIO *bio = NULL;
+	X509 *cert = NULL;
+	uint8_t ski[KY_SIGKEY_CARD_ID_LEN];
+	char *data = NULL, zone[2 * KY_SIGKEY_CARD_ID_LEN + 1], dev[2 * KY_SIGKEY_CARD_ID_LEN + 1],
+	     hski[2 * KY_SIGKEY_CARD_ID_LEN + 1];
+	size_t namelen = name != NULL ? strlen(name) : 0;
+	long len;
+
+	if (namelen < 1 || namelen > KY_ADMIN_NAME_MAX)
+		return KY_ERR_ADMIN_NAME;
+	if ((r = ky_sigkey_card_ski(s->pub, ski)) != 0)
+		return r;
+	if (CRYPTO_memcmp(ski, card->ski, sizeof(ski)) != 0)
+		return KY_ERR_USAGE;
+	if (lstat(path, &st) == 0)
+		return KY_ERR_EXISTS;
+	if (errno != ENOENT)
+		return KY_ERR_IO;
+	if ((r = ky_cert_self_signed_ext(s, name, SIGKEY_OU, SIGKEY_CERT_DAYS, &cert)) != 0)
+		goto out;
+	if ((r = ky_admin_cert_check(cert)) != 0)
+		goto out; /* KY_ERR_ADMIN_NAME for a name with unprintable characters */
+	ky_hex_encode(card->zone_id, KY_SIGKEY_CARD_ID_LEN, zone);
+	ky_hex_encode(card->device_id, KY_SIGKEY_CARD_ID_LEN, dev);
+	ky_hex_encode(card->ski, KY_SIGKEY_CARD_ID_LEN, hski);
+	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1 ||
+	    BIO_printf(bio, "%s%s\n%s%s\n%s%s\n", SIGKEY_CARD_ZONE, zone, SIGKEY_CARD_DEVICE, dev,
+	               SIGKEY_CARD_SKI, hski) <= 0) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	if ((r = ky_buf_append(&file, data, (size_t)len)) != 0)
+		goto out;
+	if ((r = ky_file_write_atomic(path, file.data, file.len, 0600)) != 0)
+		goto out;
+	r = 0;
+out:
+	BIO_free(bio);
+	X509_free(cert);
+	ky_buf_free(&file);
+	ERR_clear_error();
 	return r;
 }
 
@@ -432,9 +640,10 @@ out:
 int ky_sigkey_read_cert(const char *path, X509 **cert)
 {
 	struct ky_sigkey_token tok;
-	bool in_token;
+	struct ky_sigkey_card card;
+	enum sigkey_kind kind;
 
-	return ky_sigkey_read(path, cert, &tok, &in_token);
+	return sigkey_read_any(path, cert, &tok, &card, &kind);
 }
 
 static bool sigkey_integer(const ASN1_INTEGER *a, uint64_t *v)

@@ -5,7 +5,8 @@
 #     a wrong PIN refused with the tries left, the right one verified
 #   the card removed: the open session fails with card-removed; reinserted: a new session
 #     finds the PIN not verified (the card forgot it at power off); so does the session after
-#     one that ended (ending a session resets the card)
+#     one that ended (ending a session resets the card); a session ended leaving the card
+#     powered keeps it verified for the next one
 #   pcscd restarted under a verified session: kyok-card connects again by itself, the old
 #     session fails with card-removed, the new one finds the PIN not verified
 #   GET DEVICE's long answer comes through 61xx and GET RESPONSE, a 300-byte command through
@@ -137,6 +138,10 @@ expect_ans "the session ends (resetting the card) and a new one opens" open '^ok
 expect_ans "SELECT in the new session" select '^ok'
 expect_ans "PIN not verified after a session's end" verified '^ok no$'
 expect_ans "PIN verified once more" "verify $pin_a1" '^ok$'
+expect_ans "the session ends leaving the card powered" leave '^ok$'
+expect_ans "a session after it" open '^ok'
+expect_ans "SELECT in that session" select '^ok'
+expect_ans "PIN still verified after a session left the card powered" verified '^ok yes$'
 
 # ---- pcscd restarted: the card stays, its PIN state does not ---------------------------------
 if pcsc_restart; then pass "pcscd restarted on ports $PCSC_PORT, $((PCSC_PORT + 1))"; else

@@ -4,6 +4,8 @@
 #   a CA card is made and backed up to a blank card (same zone); two EP11 cards are enrolled,
 #     one by the backup; show tells kind, zone, tries, contents (a signature key's SKI, a key
 #     part's VP and description, the slots free) and that it is a software card
+#   an EP11 card signs a SHA-512 digest (lib/card's SIGN) only with its PIN verified, the
+#     signature verifies under the key GENERATE SIGNATURE KEY returned; a second key refused
 #   three wrong EP11 PINs block the card (the tries left shown on the way); the CA card of
 #     another zone is refused to unblock it, its own zone's CA card unblocks it with a new PIN
 #   a PIN is changed by its holder (EP11 PIN, a CA card's PIN 2 alone), the old one gone; a
@@ -126,10 +128,27 @@ expect_ok "PIN 1 unchanged, the new PIN 2 verifies" \
 # ---- show: an EP11 card's signature key and key parts ------------------------------------------
 # Made on the card with the applet's own commands (card_probe, through lib/card), then shown.
 desc="ops part 1"
-made=$(printf 'open\nselect\nverify %s\napdu 80300000\napdu 80400000%s\n' "$ep_b2" \
-	"$(printf '%s' "$desc" | xxd -p | tr -d '\n')" | "$CARD_PROBE" session 2 2>&1 || true)
-spki=$(sed -n 4p <<<"$made" | sed -n 's/^ok 9000 //p')
-part=$(sed -n 5p <<<"$made" | sed -n 's/^ok 9000 //p')
+digest=$(head -c 100 /dev/urandom | sha512sum | cut -d' ' -f1)
+made=$(printf 'open\nselect\nsign %s\nverify %s\ngensig\napdu 80400000%s\nsign %s\ngensig\n' \
+	"$digest" "$ep_b2" "$(printf '%s' "$desc" | xxd -p | tr -d '\n')" "$digest" |
+	"$CARD_PROBE" session 2 2>&1 || true)
+grep -q "^err card-pin-needed: .*SIGN answered 6982" <<<"$(sed -n 3p <<<"$made")" &&
+	pass "SIGN without the PIN: pin-needed" || fail "SIGN before the PIN: $made"
+spki=$(sed -n 5p <<<"$made" | sed -n 's/^ok //p')
+sig=$(sed -n 7p <<<"$made" | sed -n 's/^ok //p')
+grep -q "^err card-not-allowed: .*GENERATE SIGNATURE KEY answered 6985" <<<"$(sed -n 8p <<<"$made")" &&
+	pass "a second signature key is refused" || fail "a second GENERATE SIGNATURE KEY: $made"
+printf '%s' "$spki" | xxd -r -p >"$T_DIR/card-sig.spki"
+printf '%s' "$digest" | xxd -r -p >"$T_DIR/card-sig.digest"
+printf '%s' "$sig" | xxd -r -p >"$T_DIR/card-sig.sig"
+expect_ok "SIGN: an ECDSA signature of the digest under the card's public key" \
+	openssl pkeyutl -verify -pubin -keyform DER -inkey "$T_DIR/card-sig.spki" \
+	-in "$T_DIR/card-sig.digest" -sigfile "$T_DIR/card-sig.sig"
+printf '\001' | dd of="$T_DIR/card-sig.digest" bs=1 seek=5 conv=notrunc 2>/dev/null
+expect_fail "that signature does not verify for another digest" "Verification Failure" \
+	openssl pkeyutl -verify -pubin -keyform DER -inkey "$T_DIR/card-sig.spki" \
+	-in "$T_DIR/card-sig.digest" -sigfile "$T_DIR/card-sig.sig"
+part=$(sed -n 6p <<<"$made" | sed -n 's/^ok 9000 //p')
 if [ -n "$spki" ] && [ ${#part} -eq 66 ]; then
 	pass "a signature key and a key part made on the EP11 card"
 else

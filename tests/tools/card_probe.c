@@ -5,10 +5,13 @@
  *   card_probe session N                      a session with the card in reader N, driven
  *                                             by lines on stdin, one answer line each:
  *     open            (re)opens the session       select          SELECT of the kyok applet
+ *     leave           ends the session, the card left powered (its PIN state kept)
  *     verify FILE     VERIFY of PIN 1 with the PIN in FILE (never on argv)
  *     verify-pinpad   VERIFY of PIN 1 typed on the reader's PIN pad
  *     verified        whether PIN 1 is verified   pinpad          whether the reader has one
  *     apdu HEX        one command: 4 header bytes, then data (chained when long)
+ *     gensig          GENERATE SIGNATURE KEY: its SubjectPublicKeyInfo in hex
+ *     sign HEX        SIGN of a SHA-512 digest (64 bytes in hex): the signature in hex
  *   Answers: "ok [DETAIL]" or "err SLUG: MESSAGE". */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -85,6 +88,24 @@ static int probe_apdu(struct ky_card *c, const char *hex, char *err, size_t errl
 	return 0;
 }
 
+static int probe_sign(struct ky_card *c, const char *hex, char *err, size_t errlen)
+{
+	uint8_t digest[KY_CARD_DIGEST_LEN], sig[256];
+	size_t n = 0, got = 0;
+	int r;
+
+	if (probe_unhex(hex, digest, sizeof(digest), &n) != 0 || n != sizeof(digest)) {
+		snprintf(err, errlen, "'%.64s': give a SHA-512 digest in hex", hex);
+		return KY_ERR_USAGE;
+	}
+	if ((r = ky_card_sign(c, digest, sig, sizeof(sig), &got, err, errlen)) != 0)
+		return r;
+	printf("ok ");
+	probe_hex(sig, got);
+	printf("\n");
+	return 0;
+}
+
 static int probe_session(struct ky_pcsc *p, const char *num)
 {
 	char line[2 * KY_CARD_DATA_MAX + 64], name[KY_CARD_READER_MAX], err[512];
@@ -107,6 +128,11 @@ static int probe_session(struct ky_pcsc *p, const char *num)
 			if ((r = probe_reader(p, num, name, err, sizeof(err))) == 0 &&
 			    (r = ky_card_open(p, name, &c, err, sizeof(err))) == 0)
 				printf("ok %s\n", name);
+		} else if (strcmp(line, "leave") == 0) {
+			ky_card_free_keep(c);
+			c = NULL;
+			r = 0;
+			printf("ok\n");
 		} else if (c == NULL) {
 			r = KY_ERR_USAGE;
 			snprintf(err, sizeof(err), "no session: send 'open' first");
@@ -134,6 +160,18 @@ static int probe_session(struct ky_pcsc *p, const char *num)
 		} else if (strcmp(line, "pinpad") == 0) {
 			r = 0;
 			printf("ok %s\n", ky_card_has_pinpad(c) ? "yes" : "no");
+		} else if (strcmp(line, "gensig") == 0) {
+			uint8_t spki[512];
+			size_t n = 0;
+
+			if ((r = ky_card_sigkey_generate(c, spki, sizeof(spki), &n, err,
+			                                 sizeof(err))) == 0) {
+				printf("ok ");
+				probe_hex(spki, n);
+				printf("\n");
+			}
+		} else if (strcmp(line, "sign") == 0 && arg != NULL) {
+			r = probe_sign(c, arg, err, sizeof(err));
 		} else if (strcmp(line, "apdu") == 0 && arg != NULL) {
 			r = probe_apdu(c, arg, err, sizeof(err));
 		} else {

@@ -2394,6 +2394,99 @@ static void test_sigkey_token_files(void **state)
 	ky_buf_free(&file);
 }
 
+/* The card form of sigkey files: written, read back, every malformed variant refused, its
+ * SKI bound to the certificate's key, and refused where a key file or token is read. */
+static void test_sigkey_card_files(void **state)
+{
+	struct ky_ext_signer ext = {X509_get0_pubkey(alice_cert), soft_sign, alice_key};
+	struct ky_sigkey_card card, got;
+	struct ky_sigkey_token tok;
+	struct ky_buf file = {0};
+	char path[300], bad[300], *text;
+	bool in_token = true;
+	X509 *c = NULL;
+	static const struct {
+		const char *from, *to;
+		int r;
+	} edits[] = {
+	    {"kyok-card-device: ", "", KY_ERR_NOT_SIGKEY},                  /* a line missing */
+	    {"kyok-card-zone: 11", "kyok-card-zone: 1", KY_ERR_NOT_SIGKEY}, /* 63 hex digits */
+	    {"kyok-card-device: 22", "kyok-card-device: zz", KY_ERR_NOT_SIGKEY}, /* not hex */
+	    {"kyok-card-zone: ", "kyok-card-zone:  ", KY_ERR_NOT_SIGKEY}, /* a blank too many */
+	    {"-----END CERTIFICATE-----\n", "-----END CERTIFICATE-----\nx: y\n", KY_ERR_NOT_SIGKEY},
+	    {"kyok-card-key-ski: ", "kyok-card-key-ski: 00", KY_ERR_NOT_SIGKEY}, /* 66 digits */
+	};
+
+	(void)state;
+	memset(card.zone_id, 0x11, sizeof(card.zone_id));
+	memset(card.device_id, 0x22, sizeof(card.device_id));
+	assert_int_equal(ky_sigkey_card_ski(alice_key, card.ski), 0);
+	path_in_tmp(path, sizeof(path), "carol.sigkey");
+	/* A SKI that is not the signer's key's writes nothing. */
+	card.ski[0] ^= 1;
+	assert_int_equal(ky_sigkey_card_create(path, "carol", &ext, &card), KY_ERR_USAGE);
+	card.ski[0] ^= 1;
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(ky_sigkey_card_create(path, "carol", &ext, &card), 0);
+	assert_int_equal(ky_sigkey_card_create(path, "carol", &ext, &card), KY_ERR_EXISTS);
+	assert_int_equal(ky_sigkey_read_card(path, &c, &got), 0);
+	assert_memory_equal(&got, &card, sizeof(card));
+	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(c), alice_key), 1);
+	X509_free(c);
+	c = NULL;
+	/* The certificate alone is read like any other sigkey file's. */
+	assert_int_equal(ky_sigkey_read_cert(path, &c), 0);
+	X509_free(c);
+	c = NULL;
+	/* Where only key files and tokens sign, the card form is named and refused. */
+	assert_int_equal(ky_sigkey_read(path, &c, &tok, &in_token), KY_ERR_SIGKEY_IN_CARD);
+	assert_null(c);
+	/* A key file is not a card sigkey file. */
+	assert_int_equal(ky_sigkey_read_card(alice_path, &c, &got), KY_ERR_NOT_SIGKEY);
+	assert_null(c);
+
+	file_get(path, &file);
+	assert_int_equal(ky_buf_append(&file, "", 1), 0);
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		const char *at = strstr((const char *)file.data, edits[i].from);
+		size_t head;
+
+		assert_non_null(at);
+		head = (size_t)(at - (const char *)file.data);
+		text = malloc(file.len + 64);
+		assert_non_null(text);
+		memcpy(text, file.data, head);
+		snprintf(text + head, file.len + 64 - head, "%s%s", edits[i].to,
+		         at + strlen(edits[i].from));
+		snprintf(bad, sizeof(bad), "%s/carol-bad-%zu.sigkey", tmpdir, i);
+		file_put(bad, text, strlen(text));
+		free(text);
+		assert_int_equal(ky_sigkey_read_card(bad, &c, &got), edits[i].r);
+		assert_null(c);
+	}
+	/* Another key's SKI, well formed: the file was edited. */
+	{
+		char hex[2 * KY_SIGKEY_CARD_ID_LEN + 1];
+		const char *at = strstr((const char *)file.data, "kyok-card-key-ski: ");
+		size_t head;
+
+		assert_non_null(at);
+		head = (size_t)(at - (const char *)file.data) + strlen("kyok-card-key-ski: ");
+		card.ski[31] ^= 0x80;
+		ky_hex_encode(card.ski, KY_SIGKEY_CARD_ID_LEN, hex);
+		text = malloc(file.len + 1);
+		assert_non_null(text);
+		memcpy(text, file.data, file.len);
+		memcpy(text + head, hex, strlen(hex));
+		snprintf(bad, sizeof(bad), "%s/carol-other-ski.sigkey", tmpdir);
+		file_put(bad, text, file.len - 1);
+		free(text);
+		assert_int_equal(ky_sigkey_read_card(bad, &c, &got), KY_ERR_TAMPERED);
+		assert_null(c);
+	}
+	ky_buf_free(&file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2432,6 +2525,7 @@ int main(void)
 	    cmocka_unit_test(test_ext_signer_cert),
 	    cmocka_unit_test(test_ext_signer_cms),
 	    cmocka_unit_test(test_sigkey_token_files),
+	    cmocka_unit_test(test_sigkey_card_files),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
