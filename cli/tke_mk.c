@@ -66,18 +66,42 @@ static int tke_mk_opts(int argc, char **argv, const char *usage, const char **pr
 
 /* ---- cryptounit-mk-load ---- */
 
+/* The chosen key parts. A part read on the workstation (a key part file) is kept in parts
+ * and sealed to each unit's importer key when its command is built. A part whose holder
+ * seals it itself, so that it never appears here in clear, is sealed for every unit before
+ * the run: sealed[k * nunits + i] is part k for run unit i. The new key's VP is known here
+ * only when every part was read here; otherwise the units report it. */
 struct mk_load_ctx {
 	size_t nparts;
-	uint8_t *parts; /* nparts * KY_MK_LEN, secure heap */
+	size_t nunits;
+	uint8_t *parts;        /* nparts * KY_MK_LEN, secure heap; zero for a holder's part */
+	struct ky_buf *sealed; /* nparts * nunits; empty for a part read here */
+	bool has_vp;
 	uint8_t vp[KY_VP_LEN];
 	char vp_hex[2 * KY_VP_LEN + 1];
 };
+
+static bool mk_load_sealed_by_holder(const struct mk_load_ctx *m, size_t k)
+{
+	for (size_t i = 0; i < m->nunits; i++)
+		if (m->sealed[k * m->nunits + i].len > 0)
+			return true;
+	return false;
+}
 
 static int mk_load_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	struct mk_load_ctx *m = ctx;
 
 	(void)run;
+	if (u->st.new_state != KY_NEW_EMPTY && !m->has_vp) {
+		snprintf(u->detail, sizeof(u->detail),
+		         "new master key register is %s (vp %s), and the key the chosen parts make "
+		         "is known only inside the units: clear the register first "
+		         "(cryptounit-mk-clrnew)",
+		         ky_new_state_name(u->st.new_state), u->st.new_vp);
+		return KY_ERR_REGISTER_STATE;
+	}
 	if (u->st.new_state != KY_NEW_EMPTY) {
 		if (strcmp(u->st.new_vp, m->vp_hex) == 0) {
 			snprintf(u->detail, sizeof(u->detail),
@@ -92,7 +116,7 @@ static int mk_load_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 		         ky_new_state_name(u->st.new_state), u->st.new_vp);
 		return KY_ERR_REGISTER_STATE;
 	}
-	if (u->st.cur_state == KY_CUR_VALID && strcmp(u->st.cur_vp, m->vp_hex) == 0) {
+	if (m->has_vp && u->st.cur_state == KY_CUR_VALID && strcmp(u->st.cur_vp, m->vp_hex) == 0) {
 		snprintf(u->detail, sizeof(u->detail), "the current master key has vp %s",
 		         m->vp_hex);
 		return KY_ERR_SAME_KEY;
@@ -105,6 +129,7 @@ static int mk_load_fill(void *ctx, struct tke_run *run, struct tke_unit *u, stru
 	int r = KY_ERR_INTERNAL;
 	struct mk_load_ctx *m = ctx;
 	X509 *importer = NULL;
+	size_t ui = (size_t)(u - run->units);
 
 	/* unit_importer checks the certificate against the unit's pinned identity. */
 	if ((r = unit_importer(&run->inst, &u->u, &importer)) != 0) {
@@ -113,6 +138,21 @@ static int mk_load_fill(void *ctx, struct tke_run *run, struct tke_unit *u, stru
 		return r;
 	}
 	for (size_t i = 0; i < m->nparts; i++) {
+		const struct ky_buf *held = &m->sealed[i * m->nunits + ui];
+
+		if (mk_load_sealed_by_holder(m, i)) {
+			if (held->len == 0) {
+				r = KY_ERR_INTERNAL;
+				snprintf(u->detail, sizeof(u->detail),
+				         "key part %zu was not sealed to this unit", i + 1);
+				goto out;
+			}
+			if ((r = ky_buf_append(&c->parts[i], held->data, held->len)) != 0) {
+				snprintf(u->detail, sizeof(u->detail), "out of memory");
+				goto out;
+			}
+			continue;
+		}
 		if ((r = ky_envelope_seal(m->parts + i * KY_MK_LEN, KY_MK_LEN, importer,
 		                          &c->parts[i])) != 0) {
 			snprintf(u->detail, sizeof(u->detail),
@@ -121,8 +161,9 @@ static int mk_load_fill(void *ctx, struct tke_run *run, struct tke_unit *u, stru
 		}
 	}
 	c->nparts = m->nparts;
-	c->has_vp = true;
-	memcpy(c->vp, m->vp, KY_VP_LEN);
+	c->has_vp = m->has_vp;
+	if (m->has_vp)
+		memcpy(c->vp, m->vp, KY_VP_LEN);
 	r = 0;
 out:
 	X509_free(importer);
@@ -217,6 +258,85 @@ static int mk_load_precheck(struct tke_run *run, size_t nparts, bool prepare)
 	return tke_run_check_signers(run); /* tke_run_plan starts afresh */
 }
 
+/* A key part file: its password asked, the part read into m->parts (row k). */
+static int mk_load_take_file(struct mk_load_ctx *m, size_t k, const struct cli_keypart *p,
+                             struct ky_keypart_info *info)
+{
+	int r = KY_ERR_INTERNAL;
+	char prompt[256], subject[700], *pw = NULL;
+
+	if ((r = cli_check_private("key part file", p->path)) != 0)
+		return r;
+	snprintf(prompt, sizeof(prompt), "password for key part '%s'", p->description);
+	if ((r = cli_password(prompt, false, &pw)) != 0)
+		return r;
+	r = ky_keypart_open(p->path, pw, &info[k], m->parts + k * KY_MK_LEN);
+	cli_secret_free(pw);
+	snprintf(subject, sizeof(subject), "key part '%s' (%s)", p->description, p->path);
+	if (r != 0) {
+		cli_fail(r, subject, "nothing was sent to any crypto unit");
+		return r;
+	}
+	for (size_t j = 0; j < k; j++) {
+		if (!mk_load_sealed_by_holder(m, j) &&
+		    CRYPTO_memcmp(m->parts + j * KY_MK_LEN, m->parts + k * KY_MK_LEN, KY_MK_LEN) ==
+		        0)
+			return tke_err(KY_ERR_KEY_PARTS, subject,
+			               "it holds the same value as key part '%s': choose distinct "
+			               "key parts",
+			               info[j].description);
+	}
+	return 0;
+}
+
+/* Takes the chosen part k from where the workspace says it is held. */
+static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_keypart *p,
+                             struct tke_run *run, struct ky_keypart_info *info)
+{
+	(void)run; /* holders that seal for each unit need the run's units */
+	return mk_load_take_file(m, k, p, info);
+}
+
+/* The new key's VP, when every part was read here (the units check it). */
+static int mk_load_vp(struct mk_load_ctx *m)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t *key = NULL;
+
+	m->has_vp = false;
+	for (size_t k = 0; k < m->nparts; k++)
+		if (mk_load_sealed_by_holder(m, k))
+			return 0;
+	if ((key = ky_secret_alloc(KY_MK_LEN)) == NULL)
+		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+	memset(key, 0, KY_MK_LEN);
+	for (size_t k = 0; k < m->nparts; k++)
+		for (size_t b = 0; b < KY_MK_LEN; b++)
+			key[b] ^= m->parts[k * KY_MK_LEN + b];
+	if ((r = ky_vp(key, m->vp)) != 0) {
+		tke_err(r, NULL, "cannot compute the verification pattern");
+		goto out;
+	}
+	ky_hex_encode(m->vp, KY_VP_LEN, m->vp_hex);
+	m->has_vp = true;
+	r = 0;
+out:
+	ky_secret_free(key, KY_MK_LEN);
+	return r;
+}
+
+/* The VP each unit reports for the key it received (cryptounit-mk-commit refuses units
+ * that disagree). */
+static void mk_load_print_vps(const struct tke_run *run)
+{
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->result == TKE_CHANGED)
+			tke_note("crypto unit %d: new master key verification pattern %s",
+			         u->u.number, u->st.new_vp);
+	}
+}
+
 int tke_mk_load_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -236,7 +356,6 @@ int tke_mk_load_main(int argc, char **argv)
 	struct mk_load_ctx m = {0};
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_MK_LOAD, mk_load_plan, mk_load_fill, &m};
-	uint8_t *key = NULL;
 	struct ky_keypart_info info[KY_MAX_PARTS];
 
 	if ((r = tke_mk_opts(argc, argv, usage, &prepare, &parts_flag)) != 0)
@@ -258,60 +377,41 @@ int tke_mk_load_main(int argc, char **argv)
 		goto out_r;
 
 	m.nparts = nchosen;
+	m.nunits = run.n;
 	if ((m.parts = ky_secret_alloc(nchosen * KY_MK_LEN)) == NULL ||
-	    (key = ky_secret_alloc(KY_MK_LEN)) == NULL) {
+	    (m.sealed = calloc(nchosen * (run.n > 0 ? run.n : 1), sizeof(*m.sealed))) == NULL) {
 		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
-	memset(key, 0, KY_MK_LEN);
+	memset(m.parts, 0, nchosen * KY_MK_LEN);
 	for (size_t k = 0; k < nchosen; k++) {
 		const struct cli_keypart *p = NULL;
-		char prompt[256], subject[700], *pw = NULL;
 
 		for (size_t i = 0; i < nparts_ws; i++)
 			if (parts[i].number == chosen[k])
 				p = &parts[i];
-		if ((r = cli_check_private("key part file", p->path)) != 0)
+		if ((r = mk_load_take_part(&m, k, p, &run, info)) != 0)
 			goto out_r;
-		snprintf(prompt, sizeof(prompt), "password for key part '%s'", p->description);
-		if ((r = cli_password(prompt, false, &pw)) != 0)
-			goto out_r;
-		r = ky_keypart_open(p->path, pw, &info[k], m.parts + k * KY_MK_LEN);
-		cli_secret_free(pw);
-		snprintf(subject, sizeof(subject), "key part '%s' (%s)", p->description, p->path);
-		if (r != 0) {
-			cli_fail(r, subject, "nothing was sent to any crypto unit");
-			goto out_r;
-		}
-		for (size_t j = 0; j < k; j++) {
-			if (CRYPTO_memcmp(m.parts + j * KY_MK_LEN, m.parts + k * KY_MK_LEN,
-			                  KY_MK_LEN) == 0) {
-				r = tke_err(
-				    KY_ERR_KEY_PARTS, subject,
-				    "it holds the same value as key part '%s': choose distinct "
-				    "key parts",
-				    info[j].description);
-				goto out_r;
-			}
-		}
-		for (size_t b = 0; b < KY_MK_LEN; b++)
-			key[b] ^= m.parts[k * KY_MK_LEN + b];
 	}
-	if ((r = ky_vp(key, m.vp)) != 0) {
-		tke_err(r, NULL, "cannot compute the verification pattern");
+	if ((r = mk_load_vp(&m)) != 0)
 		goto out_r;
-	}
-	ky_secret_free(key, KY_MK_LEN);
-	key = NULL;
-	ky_hex_encode(m.vp, KY_VP_LEN, m.vp_hex);
-	tke_note("new master key verification pattern: %s", m.vp_hex);
+	if (m.has_vp)
+		tke_note("new master key verification pattern: %s", m.vp_hex);
+	else
+		tke_note("the new master key's verification pattern is computed by the crypto "
+		         "units: each unit reports it");
 	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	if (!m.has_vp)
+		mk_load_print_vps(&run);
 	goto out;
 out_r:
 	status = ky_err_exit(r);
 out:
-	ky_secret_free(key, KY_MK_LEN);
 	ky_secret_free(m.parts, m.nparts * KY_MK_LEN);
+	if (m.sealed != NULL)
+		for (size_t i = 0; i < m.nparts * m.nunits; i++)
+			ky_buf_free(&m.sealed[i]);
+	free(m.sealed);
 	OPENSSL_cleanse(&m, sizeof(m));
 	tke_run_release(&run);
 	free(parts);
