@@ -371,7 +371,16 @@
 	  "the two cards are of different smart card zones: use the CA card of the EP11 "          \
 	  "card's own zone")                                                                       \
 	X(CARD_PIN_MISMATCH, "card-pin-mismatch", KY_EXIT_USAGE, 400,                              \
-	  "the two entries of the new PIN differ: nothing was changed; enter it again")
+	  "the two entries of the new PIN differ: nothing was changed; enter it again")            \
+	X(CARD_FULL, "card-full", KY_EXIT_REFUSED, 403,                                            \
+	  "the EP11 card holds 85 key parts, all it can: use another EP11 card of the zone")       \
+	X(CARD_PART_NOT_ON_CARD, "key-part-not-on-card", KY_EXIT_INPUT, 409,                       \
+	  "the card in the reader is not the one holding this key part, or no longer holds it "    \
+	  "as recorded: insert the EP11 card the key part file names")                             \
+	X(NO_ANCHOR, "instance-without-anchor", KY_EXIT_INPUT, 409,                                \
+	  "the instance has no unit trust anchor (anchor.crt), and an EP11 card envelopes key "    \
+	  "parts only to units certified by one: create the instance with 'kyok up', which makes " \
+	  "it, or load file key parts")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
