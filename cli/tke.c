@@ -53,7 +53,7 @@ static const struct cli_cmd tke_cmds[] = {
     {"sigkey-sel", tke_sigkey_sel_main, "select the signature keys that sign commands"},
     {"sigkey-rm", tke_sigkey_rm_main, "delete a signature key file"},
     {"mks", tke_mks_main, "list master key part files"},
-    {"mk-add", tke_mk_add_main, "create a master key part file (--random or --value)"},
+    {"mk-add", tke_mk_add_main, "create a master key part (--random, --value or --card)"},
     {"mk-rm", tke_mk_rm_main, "delete a master key part file"},
     {NULL, NULL, NULL},
 };

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/card_part.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "cli/tke_signing.h"
@@ -184,8 +185,9 @@ static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char 
 	if (flag == NULL) {
 		fprintf(stderr, "key part files:\n");
 		for (size_t i = 0; i < n; i++)
-			fprintf(stderr, "  %3d  %-40s  vp %s\n", parts[i].number,
-			        parts[i].description, parts[i].vp_hex);
+			fprintf(stderr, "  %3d  %-40s  vp %s%s\n", parts[i].number,
+			        parts[i].description, parts[i].vp_hex,
+			        parts[i].on_card ? "  (on an EP11 card)" : "");
 		if ((r = cli_prompt_line("key parts to load (numbers, comma-separated, 2 to 8)",
 		                         "--parts 1,2", &line)) != 0)
 			return r;
@@ -293,8 +295,20 @@ static int mk_load_take_file(struct mk_load_ctx *m, size_t k, const struct cli_k
 static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_keypart *p,
                              struct tke_run *run, struct ky_keypart_info *info)
 {
-	(void)run; /* holders that seal for each unit need the run's units */
-	return mk_load_take_file(m, k, p, info);
+	int r = KY_ERR_INTERNAL;
+
+	if (!p->on_card)
+		return mk_load_take_file(m, k, p, info);
+	if ((r = cli_card_part_seal(p->path, run, m->sealed + k * m->nunits, &info[k])) != 0)
+		return r;
+	for (size_t j = 0; j < k; j++)
+		if (CRYPTO_memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
+			return tke_err(
+			    KY_ERR_KEY_PARTS, p->path,
+			    "key part '%s' holds the same value as key part '%s': choose "
+			    "distinct key parts; nothing was sent to any crypto unit",
+			    info[k].description, info[j].description);
+	return 0;
 }
 
 /* The new key's VP, when every part was read here (the units check it). */
@@ -337,6 +351,47 @@ static void mk_load_print_vps(const struct tke_run *run)
 	}
 }
 
+/* Each unit that took the key records the VP of every part it received ("part_vps" of its
+ * result, in load order): they must be the VPs of the chosen parts (a part sealed on a card
+ * included), else the unit holds another key than the one chosen. */
+static int mk_load_check_part_vps(const struct tke_run *run, const struct ky_keypart_info *info,
+                                  size_t nparts)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		const json_t *vps = NULL;
+		char subject[128], want[2 * KY_VP_LEN + 1];
+
+		if (u->result != TKE_CHANGED)
+			continue;
+		snprintf(subject, sizeof(subject), "crypto unit %d (%s)", u->u.number, u->u.zone);
+		vps = json_object_get(u->result_json, "part_vps");
+		if (!json_is_array(vps) || json_array_size(vps) != nparts) {
+			r = tke_err(
+			    KY_ERR_VP_MISMATCH, subject,
+			    "its answer does not list the VP of each of the %zu key parts "
+			    "loaded: check it with 'kyok tke cryptounits --output json' and "
+			    "clear it (cryptounit-mk-clrnew)",
+			    nparts);
+			continue;
+		}
+		for (size_t k = 0; k < nparts; k++) {
+			const char *got = json_string_value(json_array_get(vps, k));
+
+			ky_hex_encode(info[k].vp, KY_VP_LEN, want);
+			if (got == NULL || strcmp(got, want) != 0)
+				r = tke_err(
+				    KY_ERR_VP_MISMATCH, subject,
+				    "it received key part %zu '%s' with vp %s, not %s: clear "
+				    "its new register (cryptounit-mk-clrnew)",
+				    k + 1, info[k].description, got != NULL ? got : "(none)", want);
+		}
+	}
+	return r;
+}
+
 int tke_mk_load_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -344,7 +399,10 @@ int tke_mk_load_main(int argc, char **argv)
 	    "Loads a new master key into the new master key register of every selected crypto\n"
 	    "unit. The key is the XOR of 2 to 8 key part files of the workspace ('kyok tke\n"
 	    "mks'); each part's password is asked, and each part travels to a unit encrypted\n"
-	    "to that unit's importer key. Needs one administrator signature per key part.\n\n"
+	    "to that unit's importer key. A part held by an EP11 card (mk-add --card) is\n"
+	    "encrypted by the card: its card is asked for in reader 2, its PIN is asked, and\n"
+	    "the units compute the new key's VP. Passwords and PINs are asked in the order of\n"
+	    "the parts. Needs one administrator signature per key part.\n\n"
 	    "options:\n"
 	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
 	    "missing\n" TKE_PREPARE_HELP;
@@ -403,6 +461,8 @@ int tke_mk_load_main(int argc, char **argv)
 	status = tke_run_command(&run, &op, prepare, NULL, NULL);
 	if (!m.has_vp)
 		mk_load_print_vps(&run);
+	if ((r = mk_load_check_part_vps(&run, info, m.nparts)) != 0 && status == 0)
+		status = ky_err_exit(r);
 	goto out;
 out_r:
 	status = ky_err_exit(r);

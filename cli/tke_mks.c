@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/card_part.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "kyok/crypto.h"
@@ -35,9 +36,10 @@ static int mks_print(const struct cli_keypart *parts, size_t n)
 			goto out;
 		for (size_t i = 0; i < n; i++)
 			if (json_array_append_new(
-			        arr, json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
-			                       "description", parts[i].description, "vp",
-			                       parts[i].vp_hex, "file", parts[i].path)) != 0)
+			        arr, json_pack("{s:i, s:s, s:s, s:s, s:s}", "number",
+			                       parts[i].number, "description", parts[i].description,
+			                       "vp", parts[i].vp_hex, "file", parts[i].path, "held",
+			                       parts[i].on_card ? "ep11-card" : "file")) != 0)
 				goto out;
 		cli_print_json(json_pack("{s:o}", "keyparts", arr));
 		arr = NULL; /* transferred */
@@ -47,11 +49,13 @@ static int mks_print(const struct cli_keypart *parts, size_t n)
 	if ((t = cli_table_new(4, hdr)) == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		char num[16], vp[MKS_SHORT_HEX + 1];
+		char num[16], vp[MKS_SHORT_HEX + 1], file[600];
 		snprintf(num, sizeof(num), "%d", parts[i].number);
 		memcpy(vp, parts[i].vp_hex, MKS_SHORT_HEX);
 		vp[MKS_SHORT_HEX] = '\0';
-		const char *row[] = {num, parts[i].description, vp, mks_base(parts[i].path)};
+		snprintf(file, sizeof(file), "%s%s", mks_base(parts[i].path),
+		         parts[i].on_card ? " (on an EP11 card)" : "");
+		const char *row[] = {num, parts[i].description, vp, file};
 		if (cli_table_add(t, row) != 0)
 			goto out;
 	}
@@ -74,8 +78,8 @@ static const char mks_usage[] =
     "usage: kyok tke mks [options]\n"
     "\n"
     "Lists the master key part files of the workspace: number, description,\n"
-    "verification pattern (first 16 hex digits; --output json gives all) and file.\n"
-    "No password is needed.\n"
+    "verification pattern (first 16 hex digits; --output json gives all) and file;\n"
+    "a part held by an EP11 card (mk-add --card) is marked so. No password is needed.\n"
     "\n" CLI_COMMON_HELP;
 
 int tke_mks_main(int argc, char **argv)
@@ -96,14 +100,21 @@ int tke_mks_main(int argc, char **argv)
 
 static const char mk_add_usage[] =
     "usage: kyok tke mk-add --random [--description TEXT] [options]\n"
+    "       kyok tke mk-add --card [--description TEXT] [options]\n"
     "       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
     "                       [--description TEXT] [options]\n"
     "\n"
     "Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
     "password (asked twice; at least 8 characters). The description and the part's\n"
-    "verification pattern stay readable without the password.\n"
+    "verification pattern stay readable without the password. With --card the part\n"
+    "is made and kept on an EP11 smart card instead, and the file only records it.\n"
     "\n"
     "  --random                a new random part\n"
+    "  --card                  a new random part generated on the EP11 card in reader 2,\n"
+    "                          where it stays: the file records the card and the part's\n"
+    "                          slot, description (1 to 64 characters) and VP, no secret.\n"
+    "                          The card's PIN is typed on the reader's PIN pad, or asked\n"
+    "                          without echo (or the first --password-file)\n"
     "  --value                 a known part: 64 hex digits, asked without echo, or read\n"
     "                          from --value-file or --value-fd (never give it on the\n"
     "                          command line); one byte repeated (all zero included) is\n"
@@ -174,23 +185,70 @@ static int mks_parse_fd(const char *arg, int *fd)
 	return 0;
 }
 
+/* Prints the new part as mks numbers it. */
+static int mks_print_added(const char *path, const char *where)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_keypart *parts = NULL;
+	size_t n = 0;
+
+	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(parts[i].path, path) != 0)
+			continue;
+		if (cli_g.json)
+			cli_print_json(json_pack(
+			    "{s:i, s:s, s:s, s:s, s:s}", "number", parts[i].number, "description",
+			    parts[i].description, "vp", parts[i].vp_hex, "file", path, "held",
+			    parts[i].on_card ? "ep11-card" : "file"));
+		else
+			printf("created key part %d '%s'%s\n  VP   %s\n  file %s\n",
+			       parts[i].number, parts[i].description, where, parts[i].vp_hex, path);
+	}
+	r = 0;
+out:
+	free(parts);
+	return r;
+}
+
+/* mk-add --card: the part made on the EP11 card in reader 2, its record written here. */
+static int mks_add_card(const char *desc)
+{
+	int r = KY_ERR_INTERNAL;
+	char path[700], name_hex[9], where[64];
+	uint8_t rnd[4];
+	struct cli_card_part cp;
+
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		cli_fail(r, NULL, "no random bytes");
+		return r;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), name_hex);
+	snprintf(path, sizeof(path), "%s/keyparts/%s.keypart", cli_workspace(), name_hex);
+	if ((r = cli_card_part_add(path, desc, &cp)) != 0)
+		return r;
+	snprintf(where, sizeof(where), " on the EP11 card in reader %d (slot %u)", CARD_PART_READER,
+	         cp.slot);
+	return mks_print_added(path, where);
+}
+
 int tke_mk_add_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
 	                                     {"value", no_argument, NULL, 'v'},
+	                                     {"card", no_argument, NULL, 'c'},
 	                                     {"value-file", required_argument, NULL, 'f'},
 	                                     {"value-fd", required_argument, NULL, 'F'},
 	                                     {"description", required_argument, NULL, 'd'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, value_fd = -1;
-	bool random = false, value = false;
+	bool random = false, value = false, card = false;
 	const char *value_file = NULL, *desc = NULL;
 	char *asked = NULL, *password = NULL;
 	char path[700], name_hex[9], prompt[200];
 	uint8_t *part = NULL, rnd[4];
-	struct cli_keypart *parts = NULL;
-	size_t n = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -202,6 +260,9 @@ int tke_mk_add_main(int argc, char **argv)
 			break;
 		case 'v':
 			value = true;
+			break;
+		case 'c':
+			card = true;
 			break;
 		case 'f':
 			value_file = optarg;
@@ -221,10 +282,10 @@ int tke_mk_add_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if (random == value)
+	if ((int)random + (int)value + (int)card != 1)
 		return cli_fail(KY_ERR_USAGE, "mk-add",
-		                "give exactly one of --random and --value: see 'kyok tke mk-add "
-		                "--help'");
+		                "give exactly one of --random, --value and --card: see 'kyok tke "
+		                "mk-add --help'");
 	if (!value && (value_file != NULL || value_fd >= 0))
 		return cli_fail(KY_ERR_USAGE, "mk-add",
 		                "--value-file and --value-fd go with --value");
@@ -244,6 +305,10 @@ int tke_mk_add_main(int argc, char **argv)
 	}
 	if ((r = cli_workspace_ensure()) != 0)
 		goto out;
+	if (card) {
+		r = mks_add_card(desc);
+		goto out;
+	}
 	if ((part = ky_secret_alloc(KY_MK_LEN)) == NULL) {
 		r = KY_ERR_NOMEM;
 		cli_fail(r, NULL, NULL);
@@ -279,25 +344,13 @@ int tke_mk_add_main(int argc, char **argv)
 		cli_fail(r, path, NULL);
 		goto out;
 	}
-	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+	if ((r = mks_print_added(path, "")) != 0)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(parts[i].path, path) != 0)
-			continue;
-		if (cli_g.json)
-			cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "number", parts[i].number,
-			                         "description", parts[i].description, "vp",
-			                         parts[i].vp_hex, "file", path));
-		else
-			printf("created key part %d '%s'\n  VP   %s\n  file %s\n", parts[i].number,
-			       parts[i].description, parts[i].vp_hex, path);
-	}
 	r = 0;
 out:
 	ky_secret_free(part, KY_MK_LEN);
 	cli_secret_free(password);
 	free(asked);
-	free(parts);
 	return ky_err_exit(r);
 }
 
@@ -308,7 +361,8 @@ static const char mk_rm_usage[] =
     "\n"
     "Deletes a master key part file after confirmation (--yes skips it). A master key\n"
     "cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
-    "for the number.\n"
+    "for the number. For a part held by an EP11 card only the record is deleted: the\n"
+    "part stays on the card (a card cannot delete a part).\n"
     "\n"
     "  --mk N                  number of the key part to delete\n"
     "\n" CLI_COMMON_HELP;
@@ -360,9 +414,15 @@ int tke_mk_rm_main(int argc, char **argv)
 		goto out;
 	}
 	p = &parts[num - 1];
-	snprintf(question, sizeof(question),
-	         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
-	         p->description, p->vp_hex, mks_base(p->path));
+	if (p->on_card)
+		snprintf(question, sizeof(question),
+		         "delete the record of key part %d '%s' (VP %.16s, %s)? the part stays on "
+		         "its EP11 card",
+		         p->number, p->description, p->vp_hex, mks_base(p->path));
+	else
+		snprintf(question, sizeof(question),
+		         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
+		         p->description, p->vp_hex, mks_base(p->path));
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
 	if (unlink(p->path) != 0) {
@@ -376,6 +436,9 @@ int tke_mk_rm_main(int argc, char **argv)
 		                         p->path));
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
+	if (p->on_card && !cli_g.json)
+		printf("the part itself stays on its EP11 card: 'kyok scup show --reader 2' lists "
+		       "it\n");
 	r = 0;
 out:
 	free(answer);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/card_part.h"
 #include "cli/cli.h"
 #include "cli/token.h"
 #include "kyok/crypto.h"
@@ -754,7 +755,10 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
 			continue;
 		}
 		memset(&info, 0, sizeof(info));
-		if ((e = ky_keypart_read_info(p->path, &info)) != 0) {
+		if ((e = ky_keypart_read_info(p->path, &info)) == KY_ERR_NOT_KEY_PART &&
+		    (e = cli_card_part_info(p->path, &info)) == 0)
+			p->on_card = true;
+		if (e != 0) {
 			fprintf(stderr, "warning: %s: %s: skipped\n", p->path, ky_err_message(e));
 			memset(p, 0, sizeof(*p));
 			continue;
