@@ -56,6 +56,17 @@ for group in "" tke scup kp audit; do
 		fi
 	done
 done
+# The command lists of kyok and of each group: each is one of the doc's code blocks, exactly.
+doc_blocks() { awk '/^```$/ {if (b) {printf "\036"; b = 0} else b = 1; next} b {print}' "$DOC"; }
+for group in "" tke scup kp audit; do
+	# shellcheck disable=SC2086
+	want=$(help_text "$KYOK" $group)
+	found=
+	while IFS= read -r -d $'\036' blk; do
+		[ "$(trim_blank <<<"$blk")" = "$want" ] && found=1
+	done < <(doc_blocks)
+	[ -n "$found" ] || doc_bad+=" 'kyok${group:+ $group}' (its command list)"
+done
 if [ -z "$doc_bad" ]; then
 	pass "docs/commands.md has every command's --help, verbatim"
 else
