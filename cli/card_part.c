@@ -24,8 +24,10 @@
 
 /* ---- the card ---- */
 
-/* The EP11 card's PIN: on the reader's PIN pad when it has one and no --password-file is
- * left, else asked like a password. A wrong PIN shows the tries left. */
+/* The EP11 card's PIN: on the reader's PIN pad when it has one and no --password-file or
+ * --password-fd is given, else asked like a password (cli_password: the next
+ * --password-file, --password-fd, or the terminal without echo). A wrong PIN shows the
+ * tries left. */
 static int card_part_pin(struct ky_card *c, const char *subject, const char *prompt)
 {
 	int r = KY_ERR_INTERNAL, tries = -1;

@@ -298,9 +298,12 @@ static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_k
 	int r = KY_ERR_INTERNAL;
 
 	if (!p->on_card)
-		return mk_load_take_file(m, k, p, info);
-	if ((r = cli_card_part_seal(p->path, run, m->sealed + k * m->nunits, &info[k])) != 0)
+		r = mk_load_take_file(m, k, p, info);
+	else
+		r = cli_card_part_seal(p->path, run, m->sealed + k * m->nunits, &info[k]);
+	if (r != 0)
 		return r;
+	/* One VP, one value: a card part and a file part (or two records) of one value. */
 	for (size_t j = 0; j < k; j++)
 		if (CRYPTO_memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
 			return tke_err(

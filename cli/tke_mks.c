@@ -431,9 +431,9 @@ int tke_mk_rm_main(int argc, char **argv)
 		goto out;
 	}
 	if (cli_g.json)
-		cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "deleted", p->number,
+		cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:s}", "deleted", p->number,
 		                         "description", p->description, "vp", p->vp_hex, "file",
-		                         p->path));
+		                         p->path, "held", p->on_card ? "ep11-card" : "file"));
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
 	if (p->on_card && !cli_g.json)

@@ -13,7 +13,7 @@
 #   mk-load refusals that send nothing to any unit: the wrong card in reader 2 (both devices
 #     named), a wrong PIN (tries shown, no envelope asked), a blocked card, an instance
 #     without its anchor
-#   a card holding 85 parts makes no 86th
+#   a card holding 85 parts makes no 86th; two records of one card part are not loaded together
 #   pcscd's APDU log: no part the cards hold ever crossed a reader in the clear
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
@@ -249,6 +249,17 @@ expect_eq "mk-add --card on a card holding 85 parts: exit 4" "$rc" 4
 grep -q "card-full\|holds 85 key parts, all it can" <<<"$out" && pass "... says the card is full" ||
 	fail "... said: $out"
 expect_eq "... no record written" "$(nparts_files)" "$n0"
+
+# ---- two records of one card part: refused, nothing sent ----------------------------------------
+cp "$fa" "$KYOK_TKE_FILES/keyparts/0000dup0.keypart"
+put 2 epa
+before=$(units_now)
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,4 --password-file "$ep_a" --password-file "$ep_a" \
+	"${SIGS[@]}"
+[ "$rc" -ne 0 ] && grep -q "holds the same value as key part 'part a'" <<<"$out" &&
+	pass "mk-load of two records of one card part is refused (exit $rc)" || fail "exit $rc: $out"
+expect_eq "... no unit changed" "$(units_now)" "$before"
+rm "$KYOK_TKE_FILES/keyparts/0000dup0.keypart"
 
 # ---- what crossed the readers ------------------------------------------------------------------
 if pcsc_crossed "$(sed -n 's/^vp: //p' "$fa")"; then pass "the APDU log shows part a's VP went across"; else
