@@ -229,6 +229,7 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 	uint8_t *anchor_der = NULL, *imp_der = NULL, *id_der = NULL, *env = NULL;
 	int anchor_len = 0, imp_len = 0, id_len = 0;
 	uint8_t fp[32], card_fp[32], vp[KY_VP_LEN];
+	char fp_hex[65];
 	char reader[KY_CARD_READER_MAX], subject[700], err[CARD_PART_ERR],
 	    desc[KY_CARD_DESC_MAX + 1], prompt[160];
 	size_t env_len = 0;
@@ -298,6 +299,9 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 		cli_fail(r, subject, "SET ANCHOR answered another certificate's fingerprint");
 		goto out;
 	}
+	ky_hex_encode(fp, sizeof(fp), fp_hex);
+	tke_note("unit trust anchor registered on the card: sha256 %s (%s/anchor.crt)", fp_hex,
+	         run->inst.dir);
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
 		char usubj[128];

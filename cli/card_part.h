@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "cli/tke_signing.h"
 #include "kyok/card.h"
 #include "kyok/common.h"
@@ -37,6 +39,12 @@ int cli_card_part_info(const char *path, struct ky_keypart_info *info) KY_WUR;
 
 /* Writes the record (mode 0600; KY_ERR_EXISTS rather than overwrite; KY_ERR_IO). */
 int cli_card_part_write(const char *path, const struct cli_card_part *cp) KY_WUR;
+
+/* Pure: the first of the n parts whose VP a unit's "part_vps" answer (an array, in load
+ * order) does not list as info[k].vp: 0 and *bad = n when every one matches; KY_ERR_VP_MISMATCH
+ * with *bad = k for part k, or *bad = n when the answer is not an array of n VPs. */
+int cli_part_vps_check(const json_t *vps, const struct ky_keypart_info *info, size_t n,
+                       size_t *bad) KY_WUR;
 
 /* mk-add --card: GENERATE KEY PART with desc on the EP11 card in reader 2 (its PIN on the
  * reader's PIN pad, else asked like a password), then the record written at path. On

@@ -168,3 +168,22 @@ out:
 		r = KY_ERR_IO;
 	return r;
 }
+
+int cli_part_vps_check(const json_t *vps, const struct ky_keypart_info *info, size_t n, size_t *bad)
+{
+	char want[2 * KY_VP_LEN + 1];
+
+	*bad = n;
+	if (!json_is_array(vps) || json_array_size(vps) != n)
+		return KY_ERR_VP_MISMATCH;
+	for (size_t k = 0; k < n; k++) {
+		const char *got = json_string_value(json_array_get(vps, k));
+
+		ky_hex_encode(info[k].vp, KY_VP_LEN, want);
+		if (got == NULL || strcmp(got, want) != 0) {
+			*bad = k;
+			return KY_ERR_VP_MISMATCH;
+		}
+	}
+	return 0;
+}

@@ -364,33 +364,30 @@ static int mk_load_check_part_vps(const struct tke_run *run, const struct ky_key
 
 	for (size_t i = 0; i < run->n; i++) {
 		const struct tke_unit *u = &run->units[i];
-		const json_t *vps = NULL;
+		const json_t *vps = NULL, *got = NULL;
 		char subject[128], want[2 * KY_VP_LEN + 1];
+		size_t k = 0;
 
 		if (u->result != TKE_CHANGED)
 			continue;
 		snprintf(subject, sizeof(subject), "crypto unit %d (%s)", u->u.number, u->u.zone);
 		vps = json_object_get(u->result_json, "part_vps");
-		if (!json_is_array(vps) || json_array_size(vps) != nparts) {
-			r = tke_err(
-			    KY_ERR_VP_MISMATCH, subject,
-			    "its answer does not list the VP of each of the %zu key parts "
-			    "loaded: check it with 'kyok tke cryptounits --output json' and "
-			    "clear it (cryptounit-mk-clrnew)",
-			    nparts);
+		if (cli_part_vps_check(vps, info, nparts, &k) == 0)
+			continue;
+		if (k == nparts) {
+			r = tke_err(KY_ERR_VP_MISMATCH, subject,
+			            "its answer does not list the VP of each of the %zu key parts "
+			            "loaded: clear its new register (cryptounit-mk-clrnew)",
+			            nparts);
 			continue;
 		}
-		for (size_t k = 0; k < nparts; k++) {
-			const char *got = json_string_value(json_array_get(vps, k));
-
-			ky_hex_encode(info[k].vp, KY_VP_LEN, want);
-			if (got == NULL || strcmp(got, want) != 0)
-				r = tke_err(
-				    KY_ERR_VP_MISMATCH, subject,
-				    "it received key part %zu '%s' with vp %s, not %s: clear "
-				    "its new register (cryptounit-mk-clrnew)",
-				    k + 1, info[k].description, got != NULL ? got : "(none)", want);
-		}
+		got = json_array_get(vps, k);
+		ky_hex_encode(info[k].vp, KY_VP_LEN, want);
+		r = tke_err(KY_ERR_VP_MISMATCH, subject,
+		            "it received key part %zu '%s' with vp %s, not %s: clear its new "
+		            "register (cryptounit-mk-clrnew)",
+		            k + 1, info[k].description,
+		            json_is_string(got) ? json_string_value(got) : "(none)", want);
 	}
 	return r;
 }

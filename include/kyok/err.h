@@ -378,9 +378,9 @@
 	  "the card in the reader is not the one holding this key part, or no longer holds it "    \
 	  "as recorded: insert the EP11 card the key part file names")                             \
 	X(NO_ANCHOR, "instance-without-anchor", KY_EXIT_INPUT, 409,                                \
-	  "the instance has no unit trust anchor (anchor.crt), and an EP11 card envelopes key "    \
-	  "parts only to units certified by one: create the instance with 'kyok up', which makes " \
-	  "it, or load file key parts")
+	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
+	  "card envelopes key parts only to units certified by one: copy the instance's "          \
+	  "anchor.crt (public; 'kyok up' made it) there, or load file key parts")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

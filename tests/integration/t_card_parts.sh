@@ -181,8 +181,8 @@ put 2 epa
 run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$ep_a" --password-file "$ep_b" "${SIGS[@]}"
 mv "$T_DIR/anchor.crt" "$KYOK_INSTANCE/anchor.crt"
 expect_eq "mk-load of a card part on an instance without anchor.crt: exit 3" "$rc" 3
-grep -q "instance has no unit trust anchor" <<<"$out" && pass "... says what is missing" ||
-	fail "... said: $out"
+grep -q "instance directory has no unit trust anchor certificate (anchor.crt).*copy the instance's anchor.crt" <<<"$out" &&
+	pass "... says what is missing and how to get it" || fail "... said: $out"
 expect_eq "the refusals changed no unit" "$(units_now)" "$before"
 expect_eq "... and no card was asked for an envelope" "$(envelopes)" "$env0"
 
@@ -203,6 +203,9 @@ rc=0
 wait "$pid" || rc=$?
 expect_eq "mk-load of two card parts: exit 0" "$rc" 0
 [ "$rc" -eq 0 ] || cat "$T_DIR/load.err" >&2
+anchor_fp=$(openssl x509 -in "$KYOK_INSTANCE/anchor.crt" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
+expect_eq "... it registered the instance's anchor on both cards (the SHA-256 shown)" \
+	"$(grep -c "unit trust anchor registered on the card: sha256 $anchor_fp" "$T_DIR/load.err")" 2
 grep -q "insert the EP11 card holding key part 'part a' (zone [0-9a-f]\{16\}\.\.\., device ${dev_a:0:16}\.\.\., slot 1) into reader 2" \
 	"$T_DIR/load.err" && pass "... the prompt names the part, zone, device and slot" ||
 	fail "... said: $(cat "$T_DIR/load.err")"

@@ -1109,6 +1109,44 @@ static void test_card_part_write_read(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* The part VPs a unit reports after a load: each must be the chosen part's. */
+static void test_part_vps_check(void **state)
+{
+	struct ky_keypart_info info[2];
+	char hex0[2 * KY_VP_LEN + 1], hex1[2 * KY_VP_LEN + 1];
+	json_t *vps;
+	size_t bad = 0;
+
+	(void)state;
+	memset(info, 0, sizeof(info));
+	memset(info[0].vp, 0x11, KY_VP_LEN);
+	memset(info[1].vp, 0x22, KY_VP_LEN);
+	ky_hex_encode(info[0].vp, KY_VP_LEN, hex0);
+	ky_hex_encode(info[1].vp, KY_VP_LEN, hex1);
+	vps = json_pack("[s, s]", hex0, hex1);
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), 0);
+	assert_int_equal(bad, 2);
+	json_decref(vps);
+	vps = json_pack("[s, s]", hex0, hex0); /* part 2 is not the chosen one */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 1);
+	json_decref(vps);
+	vps = json_pack("[s, s]", hex1, hex0); /* in another order */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 0);
+	json_decref(vps);
+	vps = json_pack("[s]", hex0); /* one VP for two parts */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 2);
+	json_decref(vps);
+	vps = json_pack("[s, i]", hex0, 1); /* not a VP */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 1);
+	json_decref(vps);
+	assert_int_equal(cli_part_vps_check(NULL, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1133,6 +1171,7 @@ int main(void)
 	    cmocka_unit_test(test_imprint_credential),
 	    cmocka_unit_test(test_card_part_parse),
 	    cmocka_unit_test(test_card_part_write_read),
+	    cmocka_unit_test(test_part_vps_check),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
