@@ -185,7 +185,7 @@ const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int nu
 
 /* ---- TKE workspace: $KYOK_TKE_FILES or ~/.kyok/tke (created 0700) ----
  *   <ws>/sigkeys/<n>.sigkey      signature key files
- *   <ws>/keyparts/<n>.keypart    key part files
+ *   <ws>/keyparts/<n>.keypart    key part files (or records of parts on EP11 cards)
  *   <ws>/known_units             pinned identities: "<instance> <unit> <sha256 hex>"
  *   <ws>/selection.json          {"<instance>": {"units": [numbers]}, "sigkeys": [files]} */
 const char *cli_workspace(void);
@@ -235,6 +235,7 @@ struct cli_keypart {
 	char vp_hex[2 * KY_VP_LEN + 1];
 	bool in_token;
 	char token_label[KY_TOKEN_LABEL_MAX + 1];
+	bool on_card; /* the card form: the part is held by an EP11 card (cli/card_part.h) */
 };
 int cli_keyparts_list(struct cli_keypart **parts, size_t *n) KY_WUR;
 

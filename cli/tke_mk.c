@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/card_part.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "cli/tke_signing.h"
@@ -186,11 +187,12 @@ static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char 
 	if (flag == NULL) {
 		fprintf(stderr, "key part files:\n");
 		for (size_t i = 0; i < n; i++)
-			fprintf(stderr, "  %3d  %-40s  vp %s%s%s%s\n", parts[i].number,
+			fprintf(stderr, "  %3d  %-40s  vp %s%s%s%s%s\n", parts[i].number,
 			        parts[i].description, parts[i].vp_hex,
 			        parts[i].in_token ? "  in token '" : "",
 			        parts[i].in_token ? parts[i].token_label : "",
-			        parts[i].in_token ? "'" : "");
+			        parts[i].in_token ? "'" : "",
+			        parts[i].on_card ? "  (on an EP11 card)" : "");
 		if ((r = cli_prompt_line("key parts to load (numbers, comma-separated, 2 to 8)",
 		                         "--parts 1,2", &line)) != 0)
 			return r;
@@ -342,15 +344,22 @@ static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_k
 {
 	int r = KY_ERR_INTERNAL;
 
-	if ((r = p->in_token ? mk_load_take_token(m, k, p, run, info)
-	                     : mk_load_take_file(m, k, p, info)) != 0)
+	if (p->in_token)
+		r = mk_load_take_token(m, k, p, run, info);
+	else if (p->on_card)
+		r = cli_card_part_seal(p->path, run, m->sealed + k * m->nunits, &info[k]);
+	else
+		r = mk_load_take_file(m, k, p, info);
+	if (r != 0)
 		return r;
+	/* One VP, one value: two parts of one value, whatever holds them, are refused. */
 	for (size_t j = 0; j < k; j++)
-		if (memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
+		if (CRYPTO_memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
 			return tke_err(
 			    KY_ERR_KEY_PARTS, p->description,
 			    "it holds the same value as key part '%s' (same verification "
-			    "pattern): choose distinct key parts",
+			    "pattern): choose distinct key parts; nothing was sent to any crypto "
+			    "unit",
 			    info[j].description);
 	return 0;
 }
@@ -395,6 +404,44 @@ static void mk_load_print_vps(const struct tke_run *run)
 	}
 }
 
+/* Each unit that took the key records the VP of every part it received ("part_vps" of its
+ * result, in load order): they must be the VPs of the chosen parts (a part sealed on a card
+ * included), else the unit holds another key than the one chosen. */
+static int mk_load_check_part_vps(const struct tke_run *run, const struct ky_keypart_info *info,
+                                  size_t nparts)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		const json_t *vps = NULL, *got = NULL;
+		char subject[128], want[2 * KY_VP_LEN + 1];
+		size_t k = 0;
+
+		if (u->result != TKE_CHANGED)
+			continue;
+		snprintf(subject, sizeof(subject), "crypto unit %d (%s)", u->u.number, u->u.zone);
+		vps = json_object_get(u->result_json, "part_vps");
+		if (cli_part_vps_check(vps, info, nparts, &k) == 0)
+			continue;
+		if (k == nparts) {
+			r = tke_err(KY_ERR_VP_MISMATCH, subject,
+			            "its answer does not list the VP of each of the %zu key parts "
+			            "loaded: clear its new register (cryptounit-mk-clrnew)",
+			            nparts);
+			continue;
+		}
+		got = json_array_get(vps, k);
+		ky_hex_encode(info[k].vp, KY_VP_LEN, want);
+		r = tke_err(KY_ERR_VP_MISMATCH, subject,
+		            "it received key part %zu '%s' with vp %s, not %s: clear its new "
+		            "register (cryptounit-mk-clrnew)",
+		            k + 1, info[k].description,
+		            json_is_string(got) ? json_string_value(got) : "(none)", want);
+	}
+	return r;
+}
+
 int tke_mk_load_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -403,9 +450,12 @@ int tke_mk_load_main(int argc, char **argv)
 	    "unit. The key is the XOR of 2 to 8 key part files of the workspace ('kyok tke\n"
 	    "mks'); each part's password is asked, and each part travels to a unit encrypted\n"
 	    "to that unit's importer key. A part held in a PKCS#11 token is sealed to each\n"
-	    "unit's importer key inside the token (its PIN asked once per token) and never\n"
-	    "appears here in clear; the units then report the new key's verification\n"
-	    "pattern. Needs one administrator signature per key part.\n\n"
+	    "unit's importer key inside the token (its PIN asked once per token); a part\n"
+	    "held by an EP11 card (mk-add --card) is encrypted by the card: its card is\n"
+	    "asked for in reader 2 and its PIN is asked. Such parts never appear here in\n"
+	    "clear, and the units then report the new key's verification pattern.\n"
+	    "Passwords and PINs are asked in the order of the parts. Needs one\n"
+	    "administrator signature per key part.\n\n"
 	    "options:\n"
 	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
 	    "missing\n" TKE_PREPARE_HELP;
@@ -464,6 +514,8 @@ int tke_mk_load_main(int argc, char **argv)
 	status = tke_run_command(&run, &op, prepare, NULL, NULL);
 	if (!m.has_vp)
 		mk_load_print_vps(&run);
+	if ((r = mk_load_check_part_vps(&run, info, m.nparts)) != 0 && status == 0)
+		status = ky_err_exit(r);
 	goto out;
 out_r:
 	status = ky_err_exit(r);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/card_part.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "cli/token_part.h"
@@ -29,6 +30,8 @@ static void mks_held(const struct cli_keypart *p, char *out, size_t n)
 {
 	if (p->in_token)
 		snprintf(out, n, "token '%s'", p->token_label);
+	else if (p->on_card)
+		snprintf(out, n, "EP11 card");
 	else
 		snprintf(out, n, "file");
 }
@@ -37,8 +40,10 @@ static json_t *mks_json(const struct cli_keypart *p)
 {
 	return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s*}", "number", p->number, "description",
 	                 p->description, "vp", p->vp_hex, "file", p->path, "held",
-	                 p->in_token ? "token" : "file", "token_label",
-	                 p->in_token ? p->token_label : NULL);
+	                 p->in_token  ? "token"
+	                 : p->on_card ? "ep11-card"
+	                              : "file",
+	                 "token_label", p->in_token ? p->token_label : NULL);
 }
 
 static int mks_print(const struct cli_keypart *parts, size_t n)
@@ -92,7 +97,8 @@ static const char mks_usage[] =
     "Lists the master key part files of the workspace: number, description,\n"
     "verification pattern (first 16 hex digits; --output json gives all), where the\n"
     "part is held (\"file\": in the file, under its password; \"token 'LABEL'\": in a\n"
-    "PKCS#11 token, never in clear here) and file. No password or PIN is needed.\n"
+    "PKCS#11 token; \"EP11 card\": on an EP11 smart card; never in clear here but in\n"
+    "a file) and file. No password or PIN is needed.\n"
     "\n" CLI_COMMON_HELP;
 
 int tke_mks_main(int argc, char **argv)
@@ -113,6 +119,7 @@ int tke_mks_main(int argc, char **argv)
 
 static const char mk_add_usage[] =
     "usage: kyok tke mk-add --random [--description TEXT] [options]\n"
+    "       kyok tke mk-add --card [--description TEXT] [options]\n"
     "       kyok tke mk-add --value [--value-file PATH | --value-fd N]\n"
     "                       [--description TEXT] [options]\n"
     "       kyok tke mk-add --token-module PATH --token-label LABEL [--key-label TEXT]\n"
@@ -120,9 +127,15 @@ static const char mk_add_usage[] =
     "\n"
     "Creates a master key part file: a 32-byte AES-256 part, encrypted under a\n"
     "password (asked twice; at least 8 characters). The description and the part's\n"
-    "verification pattern stay readable without the password.\n"
+    "verification pattern stay readable without the password. With --card the part\n"
+    "is made and kept on an EP11 smart card instead, and the file only records it.\n"
     "\n"
     "  --random                a new random part\n"
+    "  --card                  a new random part generated on the EP11 card in reader 2,\n"
+    "                          where it stays: the file records the card and the part's\n"
+    "                          slot, description (1 to 64 characters) and VP, no secret.\n"
+    "                          The card's PIN is typed on the reader's PIN pad, or asked\n"
+    "                          without echo (or the first --password-file)\n"
     "  --value                 a known part: 64 hex digits, asked without echo, or read\n"
     "                          from --value-file or --value-fd (never give it on the\n"
     "                          command line); one byte repeated (all zero included) is\n"
@@ -219,11 +232,13 @@ static int mks_print_created(const char *path)
 		if (cli_g.json)
 			cli_print_json(mks_json(&parts[i]));
 		else
-			printf("created key part %d '%s'%s%s%s\n  VP   %s\n  file %s\n",
+			printf("created key part %d '%s'%s%s%s%s\n  VP   %s\n  file %s\n",
 			       parts[i].number, parts[i].description,
 			       parts[i].in_token ? " in token '" : "",
 			       parts[i].in_token ? parts[i].token_label : "",
-			       parts[i].in_token ? "'" : "", parts[i].vp_hex, path);
+			       parts[i].in_token ? "'" : "",
+			       parts[i].on_card ? " on the EP11 card in reader 2" : "",
+			       parts[i].vp_hex, path);
 	}
 	free(parts);
 	return 0;
@@ -243,6 +258,20 @@ static int mks_new_path(char *path, size_t n)
 	ky_hex_encode(rnd, sizeof(rnd), name_hex);
 	snprintf(path, n, "%s/keyparts/%s.keypart", cli_workspace(), name_hex);
 	return 0;
+}
+
+/* mk-add --card: the part made on the EP11 card in reader 2, its record written here. */
+static int mks_add_card(const char *desc)
+{
+	int r = KY_ERR_INTERNAL;
+	char path[700];
+	struct cli_card_part cp;
+
+	if ((r = mks_new_path(path, sizeof(path))) != 0)
+		return r;
+	if ((r = cli_card_part_add(path, desc, &cp)) != 0)
+		return r;
+	return mks_print_created(path);
 }
 
 /* mk-add --token-module PATH --token-label LABEL. */
@@ -302,6 +331,7 @@ int tke_mk_add_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
 	                                     {"value", no_argument, NULL, 'v'},
+	                                     {"card", no_argument, NULL, 'c'},
 	                                     {"value-file", required_argument, NULL, 'f'},
 	                                     {"value-fd", required_argument, NULL, 'F'},
 	                                     {"description", required_argument, NULL, 'd'},
@@ -311,7 +341,7 @@ int tke_mk_add_main(int argc, char **argv)
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, value_fd = -1;
-	bool random = false, value = false;
+	bool random = false, value = false, card = false;
 	const char *value_file = NULL, *desc = NULL;
 	const char *module = NULL, *label = NULL, *key_label = NULL;
 	char *asked = NULL, *password = NULL;
@@ -328,6 +358,9 @@ int tke_mk_add_main(int argc, char **argv)
 			break;
 		case 'v':
 			value = true;
+			break;
+		case 'c':
+			card = true;
 			break;
 		case 'f':
 			value_file = optarg;
@@ -356,12 +389,19 @@ int tke_mk_add_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	if ((int)random + (int)value + (int)card > 1 ||
+	    (card && (module != NULL || label != NULL || key_label != NULL)))
+		return cli_fail(
+		    KY_ERR_USAGE, "mk-add",
+		    "a key part is random, a known value, on a card or in a token: give "
+		    "one of --random, --value, --card and --token-module: see 'kyok tke "
+		    "mk-add --help'");
 	if (module != NULL || label != NULL || key_label != NULL)
 		return mks_add_token(random || value, module, label, key_label, desc);
-	if (random == value)
+	if ((int)random + (int)value + (int)card != 1)
 		return cli_fail(KY_ERR_USAGE, "mk-add",
-		                "give exactly one of --random and --value: see 'kyok tke mk-add "
-		                "--help'");
+		                "give exactly one of --random, --value and --card: see 'kyok tke "
+		                "mk-add --help'");
 	if (!value && (value_file != NULL || value_fd >= 0))
 		return cli_fail(KY_ERR_USAGE, "mk-add",
 		                "--value-file and --value-fd go with --value");
@@ -381,6 +421,10 @@ int tke_mk_add_main(int argc, char **argv)
 	}
 	if ((r = cli_workspace_ensure()) != 0)
 		goto out;
+	if (card) {
+		r = mks_add_card(desc);
+		goto out;
+	}
 	if ((part = ky_secret_alloc(KY_MK_LEN)) == NULL) {
 		r = KY_ERR_NOMEM;
 		cli_fail(r, NULL, NULL);
@@ -429,7 +473,8 @@ static const char mk_rm_usage[] =
     "\n"
     "Deletes a master key part file after confirmation (--yes skips it). A master key\n"
     "cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
-    "for the number.\n"
+    "for the number. For a part held by an EP11 card only the record is deleted: the\n"
+    "part stays on the card (a card cannot delete a part).\n"
     "\n"
     "For a part held in a token, only the file is deleted: the key stays in the token\n"
     "(its id is printed) until it is deleted there with the token's own tools, e.g.\n"
@@ -490,9 +535,15 @@ int tke_mk_rm_main(int argc, char **argv)
 		cli_fail(r, p->path, "%s", why);
 		goto out;
 	}
-	snprintf(question, sizeof(question),
-	         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
-	         p->description, p->vp_hex, mks_base(p->path));
+	if (p->on_card)
+		snprintf(question, sizeof(question),
+		         "delete the record of key part %d '%s' (VP %.16s, %s)? the part stays on "
+		         "its EP11 card",
+		         p->number, p->description, p->vp_hex, mks_base(p->path));
+	else
+		snprintf(question, sizeof(question),
+		         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
+		         p->description, p->vp_hex, mks_base(p->path));
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
 	if (unlink(p->path) != 0) {
@@ -501,9 +552,9 @@ int tke_mk_rm_main(int argc, char **argv)
 		goto out;
 	}
 	if (cli_g.json)
-		cli_print_json(json_pack("{s:i, s:s, s:s, s:s}", "deleted", p->number,
+		cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:s}", "deleted", p->number,
 		                         "description", p->description, "vp", p->vp_hex, "file",
-		                         p->path));
+		                         p->path, "held", p->on_card ? "ep11-card" : "file"));
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
 	if (p->in_token) {
@@ -514,6 +565,9 @@ int tke_mk_rm_main(int argc, char **argv)
 		    "there with the token's own tools\n",
 		    tp.where.label, tp.where.module, tp.key_label, id);
 	}
+	if (p->on_card && !cli_g.json)
+		printf("the part itself stays on its EP11 card: 'kyok scup show --reader 2' lists "
+		       "it\n");
 	r = 0;
 out:
 	free(answer);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/card_part.h"
 #include "cli/card_sigkey.h"
 #include "cli/cli.h"
 #include "cli/token.h"
@@ -776,8 +777,12 @@ int cli_keyparts_list(struct cli_keypart **parts, size_t *n)
 			continue;
 		}
 		memset(&info, 0, sizeof(info));
+		/* A password-protected part file, else the record of a part on a card, else the
+		 * token form. */
 		if ((e = ky_keypart_read_info(p->path, &info)) == KY_ERR_NOT_KEY_PART &&
-		    (e = cli_keypart_token_info(p, &info)) != 0)
+		    (e = cli_card_part_info(p->path, &info)) == 0)
+			p->on_card = true;
+		else if (e == KY_ERR_NOT_KEY_PART && (e = cli_keypart_token_info(p, &info)) != 0)
 			continue; /* said why */
 		if (e != 0) {
 			fprintf(stderr, "warning: %s: %s: skipped\n", p->path, ky_err_message(e));

@@ -105,8 +105,8 @@ int ky_card_pin_verified(struct ky_card *c, uint8_t pin_ref, bool *verified, cha
 /* ---- the kyok applet's commands (lib/card/applet_client.c; APDUs in docs/cards.md) ----
  * Each returns 0 or a KY_ERR_* code with a sentence in err that names the reader. A status
  * word the card refuses with becomes: 6982 KY_ERR_CARD_PIN_NEEDED, 6983 KY_ERR_CARD_BLOCKED,
- * 6985 KY_ERR_CARD_NOT_ALLOWED, 6A80 KY_ERR_CARD_BAD_DATA, 6581 KY_ERR_CARD_WRITE, any other
- * KY_ERR_CARD_PROTOCOL. */
+ * 6985 KY_ERR_CARD_NOT_ALLOWED, 6A80 KY_ERR_CARD_BAD_DATA, 6581 KY_ERR_CARD_WRITE, 6A84
+ * KY_ERR_CARD_FULL, any other KY_ERR_CARD_PROTOCOL. */
 #define KY_CARD_ID_LEN    32 /* a zone id or device id: SHA-256 of the public key's point */
 #define KY_CARD_PARTS_MAX 85 /* key parts an EP11 card holds */
 #define KY_CARD_DESC_MAX  64 /* a key part's description */
@@ -170,5 +170,21 @@ int ky_card_sign(struct ky_card *c, const uint8_t digest[KY_CARD_DIGEST_LEN], ui
 /* KEY PART INFO of part index (0-based): its VP and its description (NUL-terminated). */
 int ky_card_part_info(struct ky_card *c, unsigned index, uint8_t vp[32],
                       char desc[KY_CARD_DESC_MAX + 1], char *err, size_t errlen) KY_WUR;
+/* GENERATE KEY PART (the EP11 card's PIN verified) with its description (1 to
+ * KY_CARD_DESC_MAX printable ASCII characters: the card's rule): the new part's index
+ * (0-based) and VP. KY_ERR_CARD_FULL when the card holds KY_CARD_PARTS_MAX parts. */
+int ky_card_part_generate(struct ky_card *c, const char *desc, unsigned *index, uint8_t vp[32],
+                          char *err, size_t errlen) KY_WUR;
+/* SET ANCHOR (the EP11 card's PIN verified): the unit trust anchor certificate (DER) the card
+ * envelopes key parts under; fp receives the SHA-256 of the DER the card registered. */
+int ky_card_set_anchor(struct ky_card *c, const uint8_t *der, size_t n, uint8_t fp[32], char *err,
+                       size_t errlen) KY_WUR;
+/* ENVELOPE KEY PART of part index (the EP11 card's PIN verified, an anchor registered) to the
+ * importer certificate issued by the identity certificate (both DER): the CMS
+ * AuthEnvelopedData (DER) into env. KY_ERR_CARD_NOT_ALLOWED when the importer does not chain
+ * to the card's anchor (or the card has none). */
+int ky_card_part_envelope(struct ky_card *c, unsigned index, const uint8_t *importer,
+                          size_t importer_len, const uint8_t *identity, size_t identity_len,
+                          uint8_t *env, size_t max, size_t *len, char *err, size_t errlen) KY_WUR;
 
 #endif

@@ -404,7 +404,16 @@
 	  "token or a key part file")                                                              \
 	X(CARD_WRONG_CARD, "card-wrong-card", KY_EXIT_STATE, 409,                                  \
 	  "the card in the reader is not the one the signature key names: insert that "            \
-	  "administrator's EP11 card ('kyok tke sigkeys' and 'kyok scup show' tell which)")
+	  "administrator's EP11 card ('kyok tke sigkeys' and 'kyok scup show' tell which)")        \
+	X(CARD_FULL, "card-full", KY_EXIT_REFUSED, 403,                                            \
+	  "the EP11 card holds 85 key parts, all it can: use another EP11 card of the zone")       \
+	X(CARD_PART_NOT_ON_CARD, "key-part-not-on-card", KY_EXIT_INPUT, 409,                       \
+	  "the card in the reader is not the one holding this key part, or no longer holds it "    \
+	  "as recorded: insert the EP11 card the key part file names")                             \
+	X(NO_ANCHOR, "instance-without-anchor", KY_EXIT_INPUT, 409,                                \
+	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
+	  "card envelopes key parts only to units certified by one: copy the instance's "          \
+	  "anchor.crt (public; 'kyok up' made it) there, or load file key parts")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -25,7 +25,10 @@
 #define APP_GEN_SIGKEY    0x30
 #define APP_GET_SIGKEY    0x32
 #define APP_SIGN          0x34
+#define APP_GEN_PART      0x40
 #define APP_PART_INFO     0x42
+#define APP_ENVELOPE      0x44
+#define APP_SET_ANCHOR    0x46
 #define APP_CHALLENGE_LEN 32
 #define APP_INFO_LEN      (7 + 2 * KY_CARD_ID_LEN)
 #define APP_VP_LEN        32
@@ -99,8 +102,14 @@ static const char *app_what(uint8_t ins)
 		return "GET SIGNATURE KEY";
 	case APP_SIGN:
 		return "SIGN";
+	case APP_GEN_PART:
+		return "GENERATE KEY PART";
 	case APP_PART_INFO:
 		return "KEY PART INFO";
+	case APP_ENVELOPE:
+		return "ENVELOPE KEY PART";
+	case APP_SET_ANCHOR:
+		return "SET ANCHOR";
 	}
 	return "command";
 }
@@ -137,6 +146,9 @@ static int app_cmd(struct ky_card *c, const char *reader, uint8_t ins, uint8_t p
 		break;
 	case 0x6581:
 		r = KY_ERR_CARD_WRITE;
+		break;
+	case 0x6A84:
+		r = KY_ERR_CARD_FULL;
 		break;
 	default:
 		r = KY_ERR_CARD_PROTOCOL;
@@ -569,5 +581,86 @@ int ky_card_part_info(struct ky_card *c, unsigned index, uint8_t vp[32],
 	desc[n - APP_VP_LEN] = '\0';
 	r = 0;
 out:
+	return r;
+}
+
+int ky_card_part_generate(struct ky_card *c, const char *desc, unsigned *index, uint8_t vp[32],
+                          char *err, size_t errlen)
+{
+	uint8_t b[1 + APP_VP_LEN];
+	size_t n = 0;
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = app_cmd(c, ky_card_reader(c), APP_GEN_PART, 0, 0, (const uint8_t *)desc,
+	                 strlen(desc), b, sizeof(b), &n, &sw, err, errlen)) != 0)
+		goto out;
+	if (n != sizeof(b) || b[0] >= KY_CARD_PARTS_MAX) {
+		r = KY_ERR_CARD_PROTOCOL;
+		snprintf(err, errlen,
+		         "card in reader '%s': GENERATE KEY PART answered %zu bytes: %s",
+		         ky_card_reader(c), n, ky_err_message(r));
+		goto out;
+	}
+	*index = b[0];
+	memcpy(vp, b + 1, APP_VP_LEN);
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_set_anchor(struct ky_card *c, const uint8_t *der, size_t n, uint8_t fp[32], char *err,
+                       size_t errlen)
+{
+	size_t len = 0;
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = app_cmd(c, ky_card_reader(c), APP_SET_ANCHOR, 0, 0, der, n, fp, 32, &len, &sw, err,
+	                 errlen)) != 0)
+		goto out;
+	if (len != 32) {
+		r = KY_ERR_CARD_PROTOCOL;
+		snprintf(err, errlen, "card in reader '%s': SET ANCHOR answered %zu bytes: %s",
+		         ky_card_reader(c), len, ky_err_message(r));
+		goto out;
+	}
+	r = 0;
+out:
+	return r;
+}
+
+int ky_card_part_envelope(struct ky_card *c, unsigned index, const uint8_t *importer,
+                          size_t importer_len, const uint8_t *identity, size_t identity_len,
+                          uint8_t *env, size_t max, size_t *len, char *err, size_t errlen)
+{
+	uint8_t *d = NULL;
+	size_t n = 0;
+	uint16_t sw = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*len = 0;
+	if (index >= KY_CARD_PARTS_MAX) {
+		r = KY_ERR_USAGE;
+		snprintf(err, errlen, "a card holds key parts 0 to %d", KY_CARD_PARTS_MAX - 1);
+		goto out;
+	}
+	if ((d = malloc(KY_CARD_DATA_MAX)) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "%s", ky_err_message(r));
+		goto out;
+	}
+	if ((r = app_put(d, KY_CARD_DATA_MAX, &n, importer, importer_len)) != 0 ||
+	    (r = app_put(d, KY_CARD_DATA_MAX, &n, identity, identity_len)) != 0) {
+		snprintf(err, errlen, "card in reader '%s': ENVELOPE KEY PART: %s",
+		         ky_card_reader(c), ky_err_message(r));
+		goto out;
+	}
+	if ((r = app_cmd(c, ky_card_reader(c), APP_ENVELOPE, (uint8_t)index, 0, d, n, env, max, len,
+	                 &sw, err, errlen)) != 0)
+		goto out;
+	r = 0;
+out:
+	free(d);
 	return r;
 }

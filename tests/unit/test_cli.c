@@ -1088,6 +1088,134 @@ static void test_imprint_credential(void **state)
 	cli_g.instance_dir = NULL;
 }
 
+/* The card form of a key part file: the one good text, and a refusal for each way off. */
+static const char card_part_good[] =
+    "kyok-key-part: 1\n"
+    "description: part of hana\n"
+    "vp: 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
+    "held-by: ep11-card\n"
+    "kyok-card-zone: 0101010101010101010101010101010101010101010101010101010101010101\n"
+    "kyok-card-device: 0202020202020202020202020202020202020202020202020202020202020202\n"
+    "kyok-card-part: 85\n";
+
+/* card_part_good with the first occurrence of from replaced by to. */
+static int card_part_variant(const char *from, const char *to, struct cli_card_part *cp)
+{
+	char text[1024];
+	const char *at = strstr(card_part_good, from);
+	size_t head;
+
+	assert_non_null(at);
+	head = (size_t)(at - card_part_good);
+	snprintf(text, sizeof(text), "%.*s%s%s", (int)head, card_part_good, to, at + strlen(from));
+	return cli_card_part_parse(text, strlen(text), cp);
+}
+
+static void test_card_part_parse(void **state)
+{
+	struct cli_card_part cp;
+	static const char *const bad[][2] = {
+	    {"kyok-key-part: 1", "kyok-key-part: 2"},
+	    {"description: part of hana", "description: "},
+	    {"description: part of hana",
+	     "description: 12345678901234567890123456789012345678901234567890123456789012345"},
+	    {"description: part", "description: \tpart"},
+	    {"vp: 00", "vp: 0"},
+	    {"vp: 00112233445566778899aabb", "vp: 00112233445566778899AABB"},
+	    {"held-by: ep11-card", "held-by: token"},
+	    {"kyok-card-zone: 01", "kyok-card-zone: 0"},
+	    {"kyok-card-device: 02", "kyok-card-device: 0g"},
+	    {"kyok-card-part: 85", "kyok-card-part: 86"},
+	    {"kyok-card-part: 85", "kyok-card-part: 0"},
+	    {"kyok-card-part: 85", "kyok-card-part: 01"},
+	    {"kyok-card-part: 85", "kyok-card-part: 8a"},
+	    {"kyok-card-part: 85\n", "kyok-card-part: 85"},
+	    {"kyok-card-part: 85\n", "kyok-card-part: 85\n\n"},
+	    {"kyok-card-part: 85\n", "kyok-card-part: 85\nextra: 1\n"},
+	    {"held-by: ep11-card\n", ""},
+	    {"vp: ", "kdf: scrypt\nvp: "},
+	};
+
+	(void)state;
+	assert_int_equal(cli_card_part_parse(card_part_good, strlen(card_part_good), &cp), 0);
+	assert_string_equal(cp.description, "part of hana");
+	assert_int_equal(cp.slot, 85);
+	assert_int_equal(cp.vp[1], 0x11);
+	assert_int_equal(cp.zone_id[31], 0x01);
+	assert_int_equal(cp.device_id[0], 0x02);
+	assert_int_equal(card_part_variant("85\n", "1\n", &cp), 0);
+	assert_int_equal(cp.slot, 1);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(card_part_variant(bad[i][0], bad[i][1], &cp), KY_ERR_NOT_KEY_PART);
+	/* a key part file is not the card form */
+	assert_int_equal(cli_card_part_parse("kyok-key-part: 1\ndescription: x\n", 32, &cp),
+	                 KY_ERR_NOT_KEY_PART);
+}
+
+/* The record written is the record read; it is never overwritten. */
+static void test_card_part_write_read(void **state)
+{
+	char dir[] = "/tmp/kyok-test-cardpart.XXXXXX", path[64];
+	struct cli_card_part cp, back;
+	struct ky_keypart_info info;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.keypart", dir);
+	assert_int_equal(cli_card_part_parse(card_part_good, strlen(card_part_good), &cp), 0);
+	assert_int_equal(cli_card_part_write(path, &cp), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(cli_card_part_read(path, &back), 0);
+	assert_memory_equal(&cp, &back, sizeof(cp));
+	assert_int_equal(cli_card_part_info(path, &info), 0);
+	assert_string_equal(info.description, "part of hana");
+	assert_memory_equal(info.vp, cp.vp, KY_VP_LEN);
+	assert_int_equal(ky_keypart_read_info(path, &info), KY_ERR_NOT_KEY_PART);
+	assert_int_equal(cli_card_part_write(path, &cp), KY_ERR_EXISTS);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* The part VPs a unit reports after a load: each must be the chosen part's. */
+static void test_part_vps_check(void **state)
+{
+	struct ky_keypart_info info[2];
+	char hex0[2 * KY_VP_LEN + 1], hex1[2 * KY_VP_LEN + 1];
+	json_t *vps;
+	size_t bad = 0;
+
+	(void)state;
+	memset(info, 0, sizeof(info));
+	memset(info[0].vp, 0x11, KY_VP_LEN);
+	memset(info[1].vp, 0x22, KY_VP_LEN);
+	ky_hex_encode(info[0].vp, KY_VP_LEN, hex0);
+	ky_hex_encode(info[1].vp, KY_VP_LEN, hex1);
+	vps = json_pack("[s, s]", hex0, hex1);
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), 0);
+	assert_int_equal(bad, 2);
+	json_decref(vps);
+	vps = json_pack("[s, s]", hex0, hex0); /* part 2 is not the chosen one */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 1);
+	json_decref(vps);
+	vps = json_pack("[s, s]", hex1, hex0); /* in another order */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 0);
+	json_decref(vps);
+	vps = json_pack("[s]", hex0); /* one VP for two parts */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 2);
+	json_decref(vps);
+	vps = json_pack("[s, i]", hex0, 1); /* not a VP */
+	assert_int_equal(cli_part_vps_check(vps, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 1);
+	json_decref(vps);
+	assert_int_equal(cli_part_vps_check(NULL, info, 2, &bad), KY_ERR_VP_MISMATCH);
+	assert_int_equal(bad, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1111,6 +1239,9 @@ int main(void)
 	    cmocka_unit_test(test_request_safe),
 	    cmocka_unit_test(test_imprint_credential),
 	    cmocka_unit_test(test_token_keypart_parse),
+	    cmocka_unit_test(test_card_part_parse),
+	    cmocka_unit_test(test_card_part_write_read),
+	    cmocka_unit_test(test_part_vps_check),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
