@@ -202,14 +202,18 @@ static int card_serve(struct kc_card *c, int fd, uint8_t *msg, uint8_t *resp, co
 			goto io;
 		if (len == 1) {
 			switch ((enum vpcd_ctrl)msg[0]) {
+			/* Logged: when a card forgot its PINs is what its holder needs to know. */
 			case VPCD_OFF:
 				kc_card_power(c, false);
+				fprintf(stderr, "kyok-card: powered off\n");
 				continue;
 			case VPCD_ON:
 				kc_card_power(c, true);
+				fprintf(stderr, "kyok-card: powered on\n");
 				continue;
 			case VPCD_RESET:
 				kc_card_reset(c);
+				fprintf(stderr, "kyok-card: reset\n");
 				continue;
 			case VPCD_ATR:
 				rlen = kc_card_atr(c, resp + 2, 33);

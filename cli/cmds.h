@@ -24,6 +24,7 @@ int tke_cryptounit_compare_main(int argc, char **argv);
 int tke_sigkeys_main(int argc, char **argv);
 int tke_sigkey_add_main(int argc, char **argv);
 int tke_card_copy_main(int argc, char **argv);
+int tke_card_keep_main(int argc, char **argv);
 int tke_sigkey_sel_main(int argc, char **argv);
 int tke_sigkey_rm_main(int argc, char **argv);
 /* tke_mks.c */

@@ -54,6 +54,8 @@ static const struct cli_cmd tke_cmds[] = {
     {"sigkey-rm", tke_sigkey_rm_main, "delete a signature key file"},
     {"card-copy", tke_card_copy_main,
      "copy the EP11 card in reader 1 to the EP11 card of its zone in reader 2"},
+    {"card-keep", tke_card_keep_main,
+     "keep the card in reader 1 powered: its PIN asked once per insertion"},
     {"mks", tke_mks_main, "list master key part files"},
     {"mk-add", tke_mk_add_main, "create a master key part (--random, --value or --card)"},
     {"mk-rm", tke_mk_rm_main, "delete a master key part file"},

@@ -57,7 +57,10 @@ int ky_pcsc_wait(struct ky_pcsc *p, const char *reader, bool present, long timeo
  * list does not have it or is malformed. */
 uint32_t ky_card_feature(const uint8_t *list, size_t n, uint8_t tag);
 
-/* Opens an exclusive session with the card in the reader: KY_ERR_CARD_ABSENT when empty. */
+/* Opens an exclusive session with the card in the reader: KY_ERR_CARD_ABSENT when empty,
+ * KY_ERR_CARD_BUSY when another program has a session. Beside a card-keep handle, the
+ * session is a shared connection inside a PC/SC transaction (as exclusive while it lasts;
+ * a second session then waits for the first). */
 int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
                  size_t errlen) KY_WUR;
 /* Ends the session; the card is reset, so its verified PINs are forgotten. */
@@ -66,6 +69,12 @@ void ky_card_free(struct ky_card *c);
  * session, until the card is removed or reset (a PIN asked once per insertion). Only for a
  * card that stays in the holder's sight; NULL is a no-op. */
 void ky_card_free_keep(struct ky_card *c);
+/* A handle that only keeps the card in the reader powered (pcscd powers off a card nobody
+ * holds, which forgets its PINs): no session, no APDU. Sessions of other programs go on
+ * beside it. ky_card_free ends it resetting the card (its PINs forgotten), ky_card_free_keep
+ * leaving it powered. KY_ERR_CARD_ABSENT when the reader is empty. */
+int ky_card_keep(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
+                 size_t errlen) KY_WUR;
 /* The name of the reader the session's card is in. */
 const char *ky_card_reader(const struct ky_card *c);
 /* The card's ATR, as the reader reported it when the session was opened. */

@@ -27,8 +27,9 @@ struct ky_card {
 	char reader[KY_CARD_READER_MAX];
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;
-	DWORD verify_ioctl; /* FEATURE_VERIFY_PIN_DIRECT, 0 when the reader has no PIN pad */
-	bool gone;          /* removed or reset under this session */
+	DWORD verify_ioctl;  /* FEATURE_VERIFY_PIN_DIRECT, 0 when the reader has no PIN pad */
+	bool gone;           /* removed or reset under this session */
+	bool in_transaction; /* a session's; a card-keep handle has none */
 };
 
 /* A PC/SC return code as one of ours. In a session, losing the card, the reader or the
@@ -259,8 +260,29 @@ int ky_card_open(struct ky_pcsc *p, const char *reader, struct ky_card **out, ch
 		goto out;
 	}
 	snprintf(c->reader, sizeof(c->reader), "%s", reader);
+	/* Exclusive: no other program sends the card an APDU while the session is open. When
+	 * another program holds the card shared (a 'kyok tke card-keep' keeping it powered),
+	 * the session is a shared connection inside a PC/SC transaction instead, which keeps
+	 * every other handle from sending, resetting or powering off the card until it ends
+	 * (another kyok session then waits for this one). */
 	rv = SCardConnect(p->ctx, reader, SCARD_SHARE_EXCLUSIVE,
 	                  SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &c->h, &c->protocol);
+	if (rv == SCARD_E_SHARING_VIOLATION) {
+		rv = SCardConnect(p->ctx, reader, SCARD_SHARE_SHARED,
+		                  SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &c->h, &c->protocol);
+		if (rv == SCARD_S_SUCCESS) {
+			c->in_transaction = true;
+			if ((rv = SCardBeginTransaction(c->h)) != SCARD_S_SUCCESS) {
+				r = pcsc_fail(rv, false,
+				              "taking the card for this session in reader", reader,
+				              err, errlen);
+				(void)SCardDisconnect(c->h, SCARD_LEAVE_CARD);
+				free(c);
+				c = NULL;
+				goto out;
+			}
+		}
+	}
 	if (rv != SCARD_S_SUCCESS) {
 		r = pcsc_fail(rv, false, "opening the card in reader", reader, err, errlen);
 		free(c);
@@ -282,20 +304,49 @@ out:
 	return r;
 }
 
-void ky_card_free(struct ky_card *c)
+static void card_close(struct ky_card *c, DWORD disposition)
 {
 	if (c == NULL)
 		return;
-	(void)SCardDisconnect(c->h, SCARD_RESET_CARD);
+	if (c->in_transaction)
+		(void)SCardEndTransaction(c->h, SCARD_LEAVE_CARD);
+	(void)SCardDisconnect(c->h, disposition);
 	free(c);
+}
+
+void ky_card_free(struct ky_card *c)
+{
+	card_close(c, SCARD_RESET_CARD);
 }
 
 void ky_card_free_keep(struct ky_card *c)
 {
-	if (c == NULL)
-		return;
-	(void)SCardDisconnect(c->h, SCARD_LEAVE_CARD);
-	free(c);
+	card_close(c, SCARD_LEAVE_CARD);
+}
+
+int ky_card_keep(struct ky_pcsc *p, const char *reader, struct ky_card **out, char *err,
+                 size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_card *c = NULL;
+	LONG rv;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "out of memory");
+		return r;
+	}
+	snprintf(c->reader, sizeof(c->reader), "%s", reader);
+	rv = SCardConnect(p->ctx, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                  &c->h, &c->protocol);
+	if (rv != SCARD_S_SUCCESS) {
+		r = pcsc_fail(rv, false, "holding the card in reader", reader, err, errlen);
+		free(c);
+		return r;
+	}
+	*out = c;
+	return 0;
 }
 
 const char *ky_card_reader(const struct ky_card *c)

@@ -1,0 +1,141 @@
+/* kyok tke card-keep: keeps the card in reader 1 powered between kyok commands, so that
+ * the PIN of an administrator's signature card is asked once per insertion. pcscd powers
+ * off a card that no program holds (about a second after the last session on Debian's
+ * pcscd), and a card powered off forgets its verified PIN. This command holds the card
+ * (a PC/SC connection that sends nothing) from its insertion to its removal, then waits
+ * for the next card; stopped (Ctrl-C, SIGTERM), it resets the card it holds, which forgets
+ * its PIN. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "kyok/card.h"
+#include "kyok/err.h"
+
+#define CARDKEEP_ERR     512
+#define CARDKEEP_TICK_MS 500 /* how often a wait looks at a stop request */
+
+static const char cardkeep_usage[] =
+    "usage: kyok tke card-keep [--reader N] [options]\n"
+    "\n"
+    "Keeps the smart card in reader 1 powered between kyok commands, so that the\n"
+    "PIN of a signature card is asked once per insertion: once entered, it stays\n"
+    "verified while the card stays in the reader. pcscd powers off a card no\n"
+    "program holds, which forgets its PIN; this command holds each card inserted\n"
+    "(it sends the card nothing) until it is removed, then waits for the next. Run\n"
+    "it beside the commands, in the workstation's session, and stop it (Ctrl-C)\n"
+    "when the ceremony ends: it then resets the card it holds, which forgets its\n"
+    "PIN. Whoever can run programs on this workstation while the PIN is verified\n"
+    "can have the card sign: keep the workstation and the card in your sight.\n"
+    "\n"
+    "  --reader N              the reader to watch (default 1)\n"
+    "\n" CLI_COMMON_HELP;
+
+static volatile sig_atomic_t cardkeep_stop;
+
+static void cardkeep_on_signal(int sig)
+{
+	(void)sig;
+	cardkeep_stop = 1;
+}
+
+/* Waits for the reader to hold a card (present) or to be empty, until a stop request:
+ * 0 when it does, 1 when stopped, an error code when pcscd fails. */
+static int cardkeep_wait(struct ky_pcsc *p, const char *reader, bool present)
+{
+	char err[CARDKEEP_ERR];
+
+	while (!cardkeep_stop) {
+		int r = ky_pcsc_wait(p, reader, present, CARDKEEP_TICK_MS, err, sizeof(err));
+		if (r == 0)
+			return 0;
+		if (r != KY_ERR_CARD_ABSENT && r != KY_ERR_CARD_REMOVED) {
+			cli_fail(r, NULL, "%s", err);
+			return r;
+		}
+	}
+	return 1;
+}
+
+int tke_card_keep_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"reader", required_argument, NULL, 'r'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int r = KY_ERR_INTERNAL, c;
+	unsigned number = 1;
+	struct ky_pcsc *p = NULL;
+	struct ky_card *held = NULL;
+	char reader[KY_CARD_READER_MAX], err[CARDKEEP_ERR];
+	struct sigaction sa;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(cardkeep_usage, stdout);
+			return 0;
+		}
+		if (c == 'r') {
+			char *end = NULL;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (end == optarg || *end != '\0' || v < 1 || v > 16) {
+				cli_fail(KY_ERR_USAGE, "--reader",
+				         "not a reader number 1 to 16: '%s'", optarg);
+				return ky_err_exit(KY_ERR_USAGE);
+			}
+			number = (unsigned)v;
+			continue;
+		}
+		if (cli_common_opt(c, optarg) != 0)
+			return ky_err_exit(KY_ERR_USAGE);
+	}
+	if ((r = cli_no_operands(argc, argv)) != 0)
+		return ky_err_exit(r);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = cardkeep_on_signal;
+	sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGINT, &sa, NULL);
+	(void)sigaction(SIGTERM, &sa, NULL);
+	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0 ||
+	    (r = ky_pcsc_reader(p, number, reader, err, sizeof(err))) != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	printf("keeping the card in reader %u '%s' powered; stop with Ctrl-C\n", number, reader);
+	fflush(stdout);
+	for (;;) {
+		if ((r = cardkeep_wait(p, reader, true)) != 0)
+			break;
+		r = ky_card_keep(p, reader, &held, err, sizeof(err));
+		if (r == KY_ERR_CARD_ABSENT)
+			continue; /* pulled out again at once */
+		if (r != 0) {
+			cli_fail(r, NULL, "%s", err);
+			break;
+		}
+		printf("card inserted in reader %u: held; its PIN, once entered, stays verified "
+		       "until it is removed\n",
+		       number);
+		fflush(stdout);
+		if ((r = cardkeep_wait(p, reader, false)) != 0)
+			break;
+		ky_card_free_keep(held);
+		held = NULL;
+		printf("card removed from reader %u: its PIN is forgotten\n", number);
+		fflush(stdout);
+	}
+	if (r == 1) {
+		if (held != NULL)
+			printf("stopped: the card in reader %u is reset, its PIN forgotten\n",
+			       number);
+		else
+			printf("stopped\n");
+		r = 0;
+	}
+out:
+	ky_card_free(held); /* resets the card: its PIN forgotten */
+	ky_pcsc_free(p);
+	return ky_err_exit(r);
+}
