@@ -151,13 +151,13 @@ static int card_part_der(X509 *x, uint8_t **der, int *n)
  * holder is asked to take out first. */
 static int card_part_wait(struct ky_pcsc *p, const char *reader, const struct cli_card_part *cp,
                           const char *subject, struct ky_card **out, unsigned *nparts,
-                          uint8_t last_device[KY_CARD_ID_LEN])
+                          uint8_t last_device[KY_CARD_ID_LEN], bool *copy,
+                          char have[2 * KY_CARD_ID_LEN + 1])
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_card *c = NULL;
 	struct ky_card_info info;
-	char err[CARD_PART_ERR], want[2 * KY_CARD_ID_LEN + 1], have[2 * KY_CARD_ID_LEN + 1],
-	    zone[2 * KY_CARD_ID_LEN + 1];
+	char err[CARD_PART_ERR], want[2 * KY_CARD_ID_LEN + 1], zone[2 * KY_CARD_ID_LEN + 1];
 
 	ky_hex_encode(cp->device_id, KY_CARD_ID_LEN, want);
 	ky_hex_encode(cp->zone_id, KY_CARD_ID_LEN, zone);
@@ -183,15 +183,25 @@ static int card_part_wait(struct ky_pcsc *p, const char *reader, const struct cl
 			cli_fail(r, NULL, "%s", err);
 			goto out;
 		}
-		if (CRYPTO_memcmp(info.device_id, cp->device_id, KY_CARD_ID_LEN) == 0)
+		ky_hex_encode(info.device_id, KY_CARD_ID_LEN, have);
+		*copy = false;
+		if (memcmp(info.device_id, cp->device_id, KY_CARD_ID_LEN) == 0)
 			break;
+		/* Another card of the part's zone, not the one just used: perhaps a copy made
+		 * with card-copy (the seed's backup cards); its slots are searched for the VP. */
+		if (memcmp(info.zone_id, cp->zone_id, KY_CARD_ID_LEN) == 0 &&
+		    memcmp(info.device_id, last_device, KY_CARD_ID_LEN) != 0) {
+			*copy = true;
+			break;
+		}
 		if (memcmp(info.device_id, last_device, KY_CARD_ID_LEN) != 0) {
-			ky_hex_encode(info.device_id, KY_CARD_ID_LEN, have);
 			r = KY_ERR_CARD_PART_NOT_ON_CARD;
-			cli_fail(r, subject,
-			         "the card in it is device %s, key part '%s' is held by device %s: "
-			         "nothing was sent to any card or crypto unit",
-			         have, cp->description, want);
+			cli_fail(
+			    r, subject,
+			    "the card in it is device %s of another zone; key part '%s' is held "
+			    "by device %s (or a copy of it) of zone %.16s...: nothing was sent to "
+			    "any card or crypto unit",
+			    have, cp->description, want, zone);
 			goto out;
 		}
 		ky_card_free(c);
@@ -232,8 +242,10 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 	char fp_hex[65];
 	char reader[KY_CARD_READER_MAX], subject[700], err[CARD_PART_ERR],
 	    desc[KY_CARD_DESC_MAX + 1], prompt[160];
+	char have[2 * KY_CARD_ID_LEN + 1];
 	size_t env_len = 0;
-	unsigned nparts = 0;
+	unsigned nparts = 0, slot = 0;
+	bool copy = false;
 
 	if ((r = cli_card_part_read(path, &cp)) != 0) {
 		cli_fail(r, path, NULL);
@@ -269,22 +281,46 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 		cli_fail(r, NULL, "%s", err);
 		goto out;
 	}
-	if ((r = card_part_wait(p, reader, &cp, subject, &c, &nparts, last_device)) != 0)
+	if ((r = card_part_wait(p, reader, &cp, subject, &c, &nparts, last_device, &copy, have)) !=
+	    0)
 		goto out;
-	memcpy(last_device, cp.device_id, KY_CARD_ID_LEN);
-	if (cp.slot <= nparts &&
-	    (r = ky_card_part_info(c, cp.slot - 1, vp, desc, err, sizeof(err))) != 0) {
-		cli_fail(r, NULL, "%s", err);
+	if (ky_hex_decode(have, last_device, KY_CARD_ID_LEN) != 0) {
+		r = KY_ERR_INTERNAL;
+		cli_fail(r, NULL, NULL);
 		goto out;
 	}
-	if (cp.slot > nparts || CRYPTO_memcmp(vp, cp.vp, KY_VP_LEN) != 0) {
+	/* The recorded slot; on a copy, whichever slot holds the part's VP. */
+	for (unsigned s = copy ? 1 : cp.slot; s <= nparts && slot == 0; s++) {
+		if ((r = ky_card_part_info(c, s - 1, vp, desc, err, sizeof(err))) != 0) {
+			cli_fail(r, NULL, "%s", err);
+			goto out;
+		}
+		if (CRYPTO_memcmp(vp, cp.vp, KY_VP_LEN) == 0)
+			slot = s;
+		else if (!copy)
+			break;
+	}
+	if (slot == 0) {
 		r = KY_ERR_CARD_PART_NOT_ON_CARD;
-		cli_fail(r, subject,
-		         "the card's slot %u does not hold the part the file records (its VP): "
-		         "nothing was sent to any card or crypto unit",
-		         cp.slot);
+		if (copy)
+			cli_fail(r, subject,
+			         "the EP11 card in reader %d (device %s) is of the part's zone but "
+			         "holds "
+			         "no part with its VP: nothing was sent to any card or crypto unit",
+			         CARD_PART_READER, have);
+		else
+			cli_fail(
+			    r, subject,
+			    "the card's slot %u does not hold the part the file records (its VP): "
+			    "nothing was sent to any card or crypto unit",
+			    cp.slot);
 		goto out;
 	}
+	if (copy)
+		tke_note(
+		    "the EP11 card in reader %d (device %.16s...) is a copy of the card holding "
+		    "key part '%s': its slot %u holds the part",
+		    CARD_PART_READER, have, cp.description, slot);
 	snprintf(prompt, sizeof(prompt), "PIN of the EP11 card holding key part '%s'",
 	         cp.description);
 	if ((r = card_part_pin(c, subject, prompt)) != 0)
@@ -318,7 +354,7 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 			cli_fail(r, usubj, NULL);
 			goto out;
 		}
-		if ((r = ky_card_part_envelope(c, cp.slot - 1, imp_der, (size_t)imp_len, id_der,
+		if ((r = ky_card_part_envelope(c, slot - 1, imp_der, (size_t)imp_len, id_der,
 		                               (size_t)id_len, env, CARD_PART_ENV_MAX, &env_len,
 		                               err, sizeof(err))) != 0) {
 			cli_fail(r, usubj, "%s", err);

@@ -10,8 +10,8 @@
 #     each card envelopes its part to each unit's importer key; commit, set-immediate, both
 #     units with one current VP, the VP of the XOR of the parts the cards hold
 #   a mixed load (a key part file and a card part)
-#   mk-load refusals that send nothing to any unit: the wrong card in reader 2 (both devices
-#     named), a wrong PIN (tries shown, no envelope asked), a blocked card, an instance
+#   mk-load refusals that send nothing to any unit: a card of the zone that holds no copy of the part in
+#     reader 2 (it is named), a wrong PIN (tries shown, no envelope asked), a blocked card, an instance
 #     without its anchor
 #   a card holding 85 parts makes no 86th; two records of one card part are not loaded together
 #   pcscd's APDU log: no part the cards hold ever crossed a reader in the clear
@@ -130,7 +130,7 @@ expect_ok "mk-add --card: part c on EP11 card c" \
 	"$KYOK" tke mk-add --card --description "part c" --password-file "$ep_c"
 fc=$(sed -n 's/^  file //p' <<<"$out")
 mks=$("$KYOK" tke mks)
-expect_eq "mks marks the three parts as on an EP11 card" "$(grep -c '(on an EP11 card)' <<<"$mks")" 3
+expect_eq "mks marks the three parts as held on an EP11 card" "$(grep -c ' EP11 card ' <<<"$mks")" 3
 
 # a blocked card makes no part
 for i in 1 2 3; do run_rc "$KYOK" tke mk-add --card --description "part x" --password-file "$wrong"; done
@@ -164,8 +164,8 @@ run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$ep_a" \
 expect_eq "mk-load with card b in reader 2 for part a: exit 3" "$rc" 3
 dev_a=$(sed -n 's/^kyok-card-device: //p' "$fa")
 dev_b=$(sed -n 's/^kyok-card-device: //p' "$fb")
-grep -q "the card in it is device $dev_b, key part 'part a' is held by device $dev_a" <<<"$out" &&
-	pass "... names both devices" || fail "... said: $out"
+grep -q "the EP11 card in reader 2 (device $dev_b) is of the part's zone but holds no part with its VP" <<<"$out" &&
+	pass "... a card of the zone that is no copy of card a: names it" || fail "... said: $out"
 put 2 epa
 run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$wrong" "${SIGS[@]}"
 expect_eq "mk-load with card a's PIN wrong: exit 4" "$rc" 4
