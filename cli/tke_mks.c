@@ -217,8 +217,8 @@ static int mks_parse_fd(const char *arg, int *fd)
 	return 0;
 }
 
-/* The created part, as mks lists it. */
-static int mks_print_created(const char *path)
+/* The created part, as mks lists it; where says where it is held, when not in a file. */
+static int mks_print_created(const char *path, const char *where)
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_keypart *parts = NULL;
@@ -236,9 +236,7 @@ static int mks_print_created(const char *path)
 			       parts[i].number, parts[i].description,
 			       parts[i].in_token ? " in token '" : "",
 			       parts[i].in_token ? parts[i].token_label : "",
-			       parts[i].in_token ? "'" : "",
-			       parts[i].on_card ? " on the EP11 card in reader 2" : "",
-			       parts[i].vp_hex, path);
+			       parts[i].in_token ? "'" : "", where, parts[i].vp_hex, path);
 	}
 	free(parts);
 	return 0;
@@ -264,14 +262,17 @@ static int mks_new_path(char *path, size_t n)
 static int mks_add_card(const char *desc)
 {
 	int r = KY_ERR_INTERNAL;
-	char path[700];
+	char path[700], where[64];
 	struct cli_card_part cp;
 
 	if ((r = mks_new_path(path, sizeof(path))) != 0)
 		return r;
+
 	if ((r = cli_card_part_add(path, desc, &cp)) != 0)
 		return r;
-	return mks_print_created(path);
+	snprintf(where, sizeof(where), " on the EP11 card in reader %d (slot %u)", CARD_PART_READER,
+	         cp.slot);
+	return mks_print_created(path, where);
 }
 
 /* mk-add --token-module PATH --token-label LABEL. */
@@ -319,7 +320,7 @@ static int mks_add_token(bool with_value, const char *module, const char *label,
 		goto out;
 	if ((r = cli_token_keypart_add(path, desc, module, label, key_label)) != 0)
 		goto out;
-	if ((r = mks_print_created(path)) != 0)
+	if ((r = mks_print_created(path, "")) != 0)
 		goto out;
 	r = 0;
 out:
@@ -456,7 +457,7 @@ int tke_mk_add_main(int argc, char **argv)
 		cli_fail(r, path, NULL);
 		goto out;
 	}
-	if ((r = mks_print_created(path)) != 0)
+	if ((r = mks_print_created(path, "")) != 0)
 		goto out;
 	r = 0;
 out:
