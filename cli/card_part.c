@@ -24,20 +24,19 @@
 
 /* ---- the card ---- */
 
-/* The EP11 card's PIN: on the reader's PIN pad when it has one and no --password-file or
- * --password-fd is given, else asked like a password (cli_password: the next
- * --password-file, --password-fd, or the terminal without echo). A wrong PIN shows the
- * tries left. */
+/* The EP11 card's PIN: on the reader's PIN pad when it has one, else as every card PIN
+ * (cli_card_pin: the next --card-pin-file, --card-pin-fd, or the terminal without echo).
+ * A wrong PIN shows the tries left. */
 static int card_part_pin(struct ky_card *c, const char *subject, const char *prompt)
 {
 	int r = KY_ERR_INTERNAL, tries = -1;
 	char err[CARD_PART_ERR], *pin = NULL;
 
-	if (cli_g.npassword_files == 0 && cli_g.password_fd < 0 && ky_card_has_pinpad(c)) {
+	if (ky_card_has_pinpad(c)) {
 		fprintf(stderr, "enter the PIN on the PIN pad of reader %d\n", CARD_PART_READER);
 		r = ky_card_verify_pinpad(c, 0x01, &tries, err, sizeof(err));
 	} else {
-		if ((r = cli_password(prompt, false, &pin)) != 0)
+		if ((r = cli_card_pin(prompt, &pin)) != 0)
 			goto out;
 		r = ky_card_verify(c, 0x01, pin, strlen(pin), &tries, err, sizeof(err));
 	}

@@ -77,9 +77,15 @@ int cli_card_sigkey_add(const char *path, const char *name, struct ky_sigkey_car
 		         "the EP11 card holds a signature key already: one key per card");
 		goto out;
 	}
-	if ((r = cli_password("PIN of the EP11 card in reader 1", false, &pin)) != 0)
-		goto out;
-	r = ky_card_verify(c, 0x01, pin, strlen(pin), &tries, err, sizeof(err));
+	if (ky_card_has_pinpad(c)) {
+		fprintf(stderr, "enter the PIN of the EP11 card on the PIN pad of reader %d\n",
+		        CARD_SIGKEY_READER);
+		r = ky_card_verify_pinpad(c, 0x01, &tries, err, sizeof(err));
+	} else {
+		if ((r = cli_card_pin("PIN of the EP11 card in reader 1", &pin)) != 0)
+			goto out;
+		r = ky_card_verify(c, 0x01, pin, strlen(pin), &tries, err, sizeof(err));
+	}
 	if (r == KY_ERR_CARD_PIN_WRONG) {
 		cli_fail(r, subject, "EP11 card PIN wrong: %d tr%s left before the card blocks",
 		         tries, tries == 1 ? "y" : "ies");

@@ -125,7 +125,7 @@ done
 pull 2
 put 1 alice
 expect_ok "alice's key generated on her EP11 card" "$KYOK" tke sigkey-add --name alice --card \
-	--password-file "${PIN[alice]}"
+	--card-pin-file "${PIN[alice]}"
 put 1 alice # a fresh insertion: its PIN is asked, whatever pcscd did since
 put 2 alice2
 expect_ok "alice's card copied to her second card" "$KYOK" tke card-copy \
@@ -133,7 +133,7 @@ expect_ok "alice's card copied to her second card" "$KYOK" tke card-copy \
 pull 2
 put 1 bob
 expect_ok "bob's key generated on his EP11 card" "$KYOK" tke sigkey-add --name bob --card \
-	--password-file "${PIN[bob]}"
+	--card-pin-file "${PIN[bob]}"
 pull 1
 
 # ---- key parts: each generated on its own card in reader 2 and copied to its backup ----------
@@ -141,7 +141,7 @@ declare -A PART_DESC=([p1]="part one" [p2]="part two")
 for c in p1 p2; do
 	put 2 "$c"
 	expect_ok "key part '${PART_DESC[$c]}' generated on card $c" "$KYOK" tke mk-add --card \
-		--description "${PART_DESC[$c]}" --password-file "${PIN[$c]}"
+		--description "${PART_DESC[$c]}" --card-pin-file "${PIN[$c]}"
 	pull 2
 	put 1 "$c"
 	put 2 "${c}bk"
@@ -176,8 +176,8 @@ done
 
 # ---- the master key from the two key part cards ----------------------------------------------
 with_cards "mk-load of the two parts from the backup cards (reader 2), signed by two cards" \
-	"$KYOK" tke cryptounit-mk-load --parts "$(part_no "part one"),$(part_no "part two")" --password-file "${PIN[p1bk]}" \
-	--password-file "${PIN[p2bk]}"
+	"$KYOK" tke cryptounit-mk-load --parts "$(part_no "part one"),$(part_no "part two")" --card-pin-file "${PIN[p1bk]}" \
+	--card-pin-file "${PIN[p2bk]}"
 grep -q "is a copy of the card holding key part 'part one'" <<<"$out" &&
 	pass "... the backup card of part one is named a copy" || fail "... said: $out"
 with_cards "mk-commit" "$KYOK" tke cryptounit-mk-commit
@@ -218,11 +218,11 @@ for c in p1 p2; do
 	put 2 "$c"
 	d=$([ "$c" = p1 ] && echo "part three" || echo "part four")
 	expect_ok "key part '$d' generated on card $c" "$KYOK" tke mk-add --card --description "$d" \
-		--password-file "${PIN[$c]}"
+		--card-pin-file "${PIN[$c]}"
 done
 pull 2
 with_cards "mk-load of parts 3 and 4" "$KYOK" tke cryptounit-mk-load --parts "$(part_no "part three"),$(part_no "part four")" \
-	--password-file "${PIN[p1]}" --password-file "${PIN[p2]}"
+	--card-pin-file "${PIN[p1]}" --card-pin-file "${PIN[p2]}"
 with_cards "mk-commit" "$KYOK" tke cryptounit-mk-commit
 with_cards "mk-rotate: key storage re-enciphered, the new key current" "$KYOK" tke \
 	cryptounit-mk-rotate --yes

@@ -83,18 +83,18 @@ done
 
 # ---- mk-add --card refusals ---------------------------------------------------------------------
 put 2 epa
-run_rc "$KYOK" tke mk-add --card --description "part a" --password-file "$wrong"
+run_rc "$KYOK" tke mk-add --card --description "part a" --card-pin-file "$wrong"
 expect_eq "mk-add --card with a wrong PIN: exit 4" "$rc" 4
 grep -q "EP11 card PIN wrong: 2 tries left" <<<"$out" && pass "... shows the tries left" ||
 	fail "... said: $out"
-run_rc "$KYOK" tke mk-add --card --description "$(printf 'x%.0s' $(seq 1 65))" --password-file "$ep_a"
+run_rc "$KYOK" tke mk-add --card --description "$(printf 'x%.0s' $(seq 1 65))" --card-pin-file "$ep_a"
 expect_eq "mk-add --card with a 65-character description: exit 2" "$rc" 2
 grep -q "1 to 64 printable ASCII characters" <<<"$out" && pass "... says what the card takes" ||
 	fail "... said: $out"
 run_rc "$KYOK" tke mk-add --card --random --description x
 expect_eq "mk-add --card with --random: exit 2" "$rc" 2
 put 2 ca
-run_rc "$KYOK" tke mk-add --card --description "part a" --password-file "$ca_1"
+run_rc "$KYOK" tke mk-add --card --description "part a" --card-pin-file "$ca_1"
 expect_eq "mk-add --card with a CA card in reader 2: exit 3" "$rc" 3
 grep -q "reader 2 .*key parts are held on an EP11 card in reader 2" <<<"$out" &&
 	pass "... names the reader and what it needs" || fail "... said: $out"
@@ -104,7 +104,7 @@ expect_eq "no part made on card a" "$(card_nparts)" 0
 
 # ---- parts made on cards a, b, c ---------------------------------------------------------------
 expect_ok "mk-add --card: part a on EP11 card a" \
-	"$KYOK" tke mk-add --card --description "part a" --password-file "$ep_a"
+	"$KYOK" tke mk-add --card --description "part a" --card-pin-file "$ep_a"
 grep -q "created key part 1 'part a' on the EP11 card in reader 2 (slot 1)" <<<"$out" &&
 	pass "... says where the part is" || fail "... said: $out"
 fa=$(sed -n 's/^  file //p' <<<"$out")
@@ -119,7 +119,7 @@ expect_eq "... and the VP of the part the card holds" "$(sed -n 's/^vp: //p' "$f
 	"$(printf '01%s' "$(card_parts epa)" | xxd -r -p | openssl dgst -sha256 -r | cut -d' ' -f1)"
 put 2 epb
 expect_ok "mk-add --card: part b on EP11 card b (JSON)" \
-	"$KYOK" tke mk-add --card --description "part b" --password-file "$ep_b" --output json
+	"$KYOK" tke mk-add --card --description "part b" --card-pin-file "$ep_b" --output json
 expect_eq "... JSON: number 2, held by an EP11 card" "$(jq -r '[.number, .held] | join(" ")' <<<"$out")" \
 	"2 ep11-card"
 fb=$(jq -r .file <<<"$out")
@@ -127,15 +127,15 @@ fb=$(jq -r .file <<<"$out")
 	pass "... the two records name two devices" || fail "one device id for cards a and b"
 put 2 epc
 expect_ok "mk-add --card: part c on EP11 card c" \
-	"$KYOK" tke mk-add --card --description "part c" --password-file "$ep_c"
+	"$KYOK" tke mk-add --card --description "part c" --card-pin-file "$ep_c"
 fc=$(sed -n 's/^  file //p' <<<"$out")
 mks=$("$KYOK" tke mks)
 expect_eq "mks marks the three parts as held on an EP11 card" "$(grep -c ' EP11 card ' <<<"$mks")" 3
 
 # a blocked card makes no part
-for i in 1 2 3; do run_rc "$KYOK" tke mk-add --card --description "part x" --password-file "$wrong"; done
+for i in 1 2 3; do run_rc "$KYOK" tke mk-add --card --description "part x" --card-pin-file "$wrong"; done
 grep -q "blocked" <<<"$out" && pass "three wrong PINs block card c" || fail "... said: $out"
-run_rc "$KYOK" tke mk-add --card --description "part x" --password-file "$ep_c"
+run_rc "$KYOK" tke mk-add --card --description "part x" --card-pin-file "$ep_c"
 expect_eq "mk-add --card on a blocked card: exit 4" "$rc" 4
 grep -q "unblock it with a CA card of its zone" <<<"$out" && pass "... says how to unblock it" ||
 	fail "... said: $out"
@@ -159,26 +159,26 @@ expect_ok "thresholds 2/2" "$KYOK" tke cryptounit-thrhld-set --signature 2 --rev
 before=$(units_now)
 env0=$(envelopes)
 put 2 epb
-run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$ep_a" \
-	--password-file "$ep_b" "${SIGS[@]}"
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --card-pin-file "$ep_a" \
+	--card-pin-file "$ep_b" "${SIGS[@]}"
 expect_eq "mk-load with card b in reader 2 for part a: exit 3" "$rc" 3
 dev_a=$(sed -n 's/^kyok-card-device: //p' "$fa")
 dev_b=$(sed -n 's/^kyok-card-device: //p' "$fb")
 grep -q "the EP11 card in reader 2 (device $dev_b) is of the part's zone but holds no part with its VP" <<<"$out" &&
 	pass "... a card of the zone that is no copy of card a: names it" || fail "... said: $out"
 put 2 epa
-run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$wrong" "${SIGS[@]}"
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --card-pin-file "$wrong" "${SIGS[@]}"
 expect_eq "mk-load with card a's PIN wrong: exit 4" "$rc" 4
 grep -q "EP11 card PIN wrong: 2 tries left" <<<"$out" && pass "... shows the tries left" ||
 	fail "... said: $out"
 put 2 epc
-run_rc "$KYOK" tke cryptounit-mk-load --parts 3,1 --password-file "$ep_c" "${SIGS[@]}"
+run_rc "$KYOK" tke cryptounit-mk-load --parts 3,1 --card-pin-file "$ep_c" "${SIGS[@]}"
 expect_eq "mk-load of a part on a blocked card: exit 4" "$rc" 4
 grep -q "unblock it with a CA card of its zone" <<<"$out" && pass "... says how to unblock it" ||
 	fail "... said: $out"
 mv "$KYOK_INSTANCE/anchor.crt" "$T_DIR/anchor.crt"
 put 2 epa
-run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$ep_a" --password-file "$ep_b" "${SIGS[@]}"
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,2 --card-pin-file "$ep_a" --card-pin-file "$ep_b" "${SIGS[@]}"
 mv "$T_DIR/anchor.crt" "$KYOK_INSTANCE/anchor.crt"
 expect_eq "mk-load of a card part on an instance without anchor.crt: exit 3" "$rc" 3
 grep -q "instance directory has no unit trust anchor certificate (anchor.crt).*copy the instance's anchor.crt" <<<"$out" &&
@@ -187,7 +187,7 @@ expect_eq "the refusals changed no unit" "$(units_now)" "$before"
 expect_eq "... and no card was asked for an envelope" "$(envelopes)" "$env0"
 
 # ---- a whole master key from two card parts, cards swapped on the prompt ------------------------
-"$KYOK" tke cryptounit-mk-load --parts 1,2 --password-file "$ep_a" --password-file "$ep_b" \
+"$KYOK" tke cryptounit-mk-load --parts 1,2 --card-pin-file "$ep_a" --card-pin-file "$ep_b" \
 	"${SIGS[@]}" >"$T_DIR/load.out" 2>"$T_DIR/load.err" &
 pid=$!
 # The CLI asks for part b's card, finds card a still there and asks for it to be taken out:
@@ -229,7 +229,7 @@ expect_ok "mk-add --value: part d, a file" "$KYOK" tke mk-add --value --value-fi
 	--description "part d" --password-file "$(newpw part-d)"
 put 2 epa
 expect_ok "mk-load of file part d and card part a" "$KYOK" tke cryptounit-mk-load --parts 4,1 \
-	--password-file "$T_DIR/pw/part-d" --password-file "$ep_a" "${SIGS[@]}"
+	--password-file "$T_DIR/pw/part-d" --card-pin-file "$ep_a" "${SIGS[@]}"
 want2=$(xor_vp "$value" "$pa")
 expect_eq "both units: the new key's VP is that of part d XOR part a" \
 	"$(unit_state 1 | jq -r .new_mk.vp) $(unit_state 2 | jq -r .new_mk.vp)" "$want2 $want2"
@@ -247,7 +247,7 @@ full=$({ printf 'open\nverify %s\n' "$ep_b"; for i in $(seq 2 85); do echo "apdu
 	"$CARD_PROBE" session 2 2>&1 | grep -c '^ok 9000' || true)
 expect_eq "card b takes parts 2 to 85 (GENERATE KEY PART through card_probe)" "$full" 84
 n0=$(nparts_files)
-run_rc "$KYOK" tke mk-add --card --description "part 86" --password-file "$ep_b"
+run_rc "$KYOK" tke mk-add --card --description "part 86" --card-pin-file "$ep_b"
 expect_eq "mk-add --card on a card holding 85 parts: exit 4" "$rc" 4
 grep -q "card-full\|holds 85 key parts, all it can" <<<"$out" && pass "... says the card is full" ||
 	fail "... said: $out"
@@ -257,7 +257,7 @@ expect_eq "... no record written" "$(nparts_files)" "$n0"
 cp "$fa" "$KYOK_TKE_FILES/keyparts/0000dup0.keypart"
 put 2 epa
 before=$(units_now)
-run_rc "$KYOK" tke cryptounit-mk-load --parts 1,4 --password-file "$ep_a" --password-file "$ep_a" \
+run_rc "$KYOK" tke cryptounit-mk-load --parts 1,4 --card-pin-file "$ep_a" --card-pin-file "$ep_a" \
 	"${SIGS[@]}"
 [ "$rc" -ne 0 ] && grep -q "holds the same value as key part 'part a'" <<<"$out" &&
 	pass "mk-load of two records of one card part is refused (exit $rc)" || fail "exit $rc: $out"

@@ -66,7 +66,7 @@ card_remove 2 || fail "kyok-card in reader 2 did not end cleanly" # each card in
 pcsc_wait_card 2 absent
 
 # ---- refusals before any key ------------------------------------------------------------------
-run_rc "$KYOK" tke sigkey-add --name alice --card --password-file "$ep_a"
+run_rc "$KYOK" tke sigkey-add --name alice --card --card-pin-file "$ep_a"
 expect_eq "sigkey-add --card with a CA card in reader 1: exit 3" "$rc" 3
 grep -q "reader 1 .*not the kind of card.*a signature key is made on an EP11 card in reader 1" <<<"$out" &&
 	pass "... names the reader and what it needs" || fail "... said: $out"
@@ -75,7 +75,7 @@ expect_eq "--card with --token-module: exit 2" "$rc" 2
 grep -q "a key is on a card or in a token" <<<"$out" && pass "... says why" || fail "... said: $out"
 
 put 1 epa
-run_rc "$KYOK" tke sigkey-add --name alice --card --password-file "$wrong"
+run_rc "$KYOK" tke sigkey-add --name alice --card --card-pin-file "$wrong"
 expect_eq "sigkey-add --card with a wrong PIN: exit 4" "$rc" 4
 grep -q "EP11 card PIN wrong: 2 tries left" <<<"$out" && pass "... shows the tries left" ||
 	fail "... said: $out"
@@ -84,7 +84,7 @@ expect_eq "no key made on the card" "$("$KYOK" scup show --reader 1 | sed -n 's/
 
 # ---- the key made on the card ------------------------------------------------------------------
 expect_ok "sigkey-add --card: alice's key on EP11 card a" \
-	"$KYOK" tke sigkey-add --name alice --card --password-file "$ep_a"
+	"$KYOK" tke sigkey-add --name alice --card --card-pin-file "$ep_a"
 grep -q "key generated on the EP11 card in reader 1" <<<"$out" && pass "... says where the key is" ||
 	fail "... said: $out"
 f=$(find "$KYOK_TKE_FILES/sigkeys" -type f -name 'alice-*.sigkey')
@@ -106,14 +106,14 @@ sk=$("$KYOK" tke sigkeys --output json)
 expect_eq "sigkeys lists alice's card key with the card's SKI" \
 	"$(jq -r '.sigkeys[] | select(.name == "alice") | .ski' <<<"$sk")" "$ski"
 
-run_rc "$KYOK" tke sigkey-add --name bob --card --password-file "$ep_a"
+run_rc "$KYOK" tke sigkey-add --name bob --card --card-pin-file "$ep_a"
 expect_eq "a second key on the same card: exit 4" "$rc" 4
 grep -q "holds a signature key already: one key per card" <<<"$out" && pass "... says so" ||
 	fail "... said: $out"
 expect_eq "... no file written" "$(nfiles)" 1
 
 put 1 epb
-expect_ok "bob's key on EP11 card b" "$KYOK" tke sigkey-add --name bob --card --password-file "$ep_b" \
+expect_ok "bob's key on EP11 card b" "$KYOK" tke sigkey-add --name bob --card --card-pin-file "$ep_b" \
 	--output json
 fb=$(find "$KYOK_TKE_FILES/sigkeys" -type f -name 'bob-*.sigkey')
 expect_eq "two card sigkey files" "$(nfiles)" 2
