@@ -6,7 +6,7 @@ FUZZ_BUILD ?= build-fuzz
 MESON ?= meson
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps check-deps build build-asan build-release demo check test test-asan format \
+.PHONY: all deps check-deps build build-asan build-release demo demo-cards check test test-asan format \
 	format-check clean bench fuzz
 
 all: build
@@ -40,6 +40,12 @@ build-release: check-deps $(RELEASE_BUILD)/build.ninja
 # Builds, starts a local instance, runs a whole ceremony and shows the result.
 demo: build
 	scripts/demo.sh $(BUILD)
+
+# The same with smart cards only: a private pcscd with two virtual readers and nine software
+# cards (installs pcscd, vsmartcard-vpcd and iproute2 when missing).
+demo-cards: build
+	@scripts/deps.sh cards
+	scripts/demo-cards.sh $(BUILD)
 
 test: check-deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages kyok needs to build, run and test, when missing.
-# Usage: scripts/deps.sh [build|check|bench|fuzz]
-#   bench: build's and wrk for 'make bench'; fuzz: build's and clang with libFuzzer
+# Usage: scripts/deps.sh [build|check|cards|bench|fuzz]
+#   cards: build's and the PC/SC stack of 'make demo-cards'; bench: build's and wrk for
+#   'make bench'; fuzz: build's and clang with libFuzzer
 set -eu
 
 mode=${1:-build}
@@ -14,6 +15,9 @@ if [ "$mode" = check ]; then
 	pkgs="$pkgs libcmocka-dev clang-format tmux xxd swtpm swtpm-tools softhsm2 opensc bsdutils"
 	# The card tests: a private pcscd with vsmartcard's virtual reader driver (vpcd), in a
 	# network namespace whose loopback iproute2's ip brings up.
+	pkgs="$pkgs pcscd vsmartcard-vpcd pcsc-tools iproute2"
+fi
+if [ "$mode" = cards ]; then
 	pkgs="$pkgs pcscd vsmartcard-vpcd pcsc-tools iproute2"
 fi
 if [ "$mode" = fuzz ]; then

@@ -9,6 +9,8 @@
 #   pcsc_wait_card N present|absent    until pcscd sees reader N so (its own notification)
 #   pcsc_restart          pcscd stopped and started again, the cards left in their readers
 #   pcsc_apdus            the APDUs that crossed the readers (see below)
+#   card_put N NAME, card_pull N, card_serve LOG PID    cards moved as a person would, and
+#                         as a kyok tke command asks (see below)
 #
 # pcscd's socket is /run/pcscd/pcscd.comm, built into pcscd and libpcsclite: in the test's
 # mount namespace a tmpfs lies over /run/pcscd (or over /run when the system has no
@@ -183,4 +185,54 @@ pcsc_crossed() {
 	h=$(tr '[:lower:]' '[:upper:]' <<<"$1")
 	# grep reads to the end (-c): a grep -q stopping early would fail the pipeline (pipefail).
 	pcsc_apdus | cut -c3- | grep -cF -- "$h" >/dev/null
+}
+
+# card_put N NAME: the card in reader N (if any) taken out, kyok-card NAME put in; returns
+# once pcscd sees it there. card_pull N: the card in reader N taken out.
+card_pull() {
+	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
+		card_remove "$1" || echo "kyok-card in reader $1 did not end cleanly" >&2
+		pcsc_wait_card "$1" absent
+	fi
+}
+card_put() {
+	card_pull "$1"
+	card_insert "$1" "$2"
+	pcsc_wait_card "$1" present
+}
+
+# card_serve LOG PID: does what a kyok tke command (PID) asks on its stderr (LOG) until it
+# ends: puts the card it names into the reader it names, from CARD_OF_ADMIN[name] (reader 1)
+# and CARD_OF_PART[description] (reader 2), associative arrays the caller fills. A card asked
+# for in reader 2 while another is in it goes in once the command asks to take that one out
+# (it reads the card in the reader first). Waits on the log, never on time.
+card_serve() {
+	local log=$1 pid=$2 seen=0 n line name pending=
+	while :; do
+		n=$(wc -l <"$log")
+		while [ "$seen" -lt "$n" ]; do
+			seen=$((seen + 1))
+			line=$(sed -n "${seen}p" "$log")
+			case $line in
+			*"insert the EP11 card of administrator '"*)
+				name=${line#*administrator \'}
+				card_put 1 "${CARD_OF_ADMIN[${name%%\'*}]}" ;;
+			*"insert the EP11 card holding key part '"*)
+				name=${line#*key part \'}
+				pending=${CARD_OF_PART[${name%%\'*}]}
+				if [ ! -f "$PCSC_DIR/card-2.pid" ]; then
+					card_put 2 "$pending"
+					pending=
+				fi ;;
+			*"remove the EP11 card from reader 2"*)
+				card_pull 2
+				if [ -n "$pending" ]; then
+					card_put 2 "$pending"
+					pending=
+				fi ;;
+			esac
+		done
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
 }

@@ -24,20 +24,8 @@ newpin() {
 	chmod 600 "$f"
 	echo "$f"
 }
-put() {
-	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
-		card_remove "$1" || fail "kyok-card in reader $1 did not end cleanly"
-		pcsc_wait_card "$1" absent
-	fi
-	card_insert "$1" "$2"
-	pcsc_wait_card "$1" present
-}
-pull() {
-	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
-		card_remove "$1" || fail "kyok-card in reader $1 did not end cleanly"
-		pcsc_wait_card "$1" absent
-	fi
-}
+put() { card_put "$@"; }
+pull() { card_pull "$@"; }
 ca1=$(newpin ca-1)
 ca2=$(newpin ca-2)
 bk1=$(newpin cabk-1)
@@ -45,44 +33,11 @@ bk2=$(newpin cabk-2)
 declare -A PIN
 for c in alice alice2 bob p1 p1bk p2 p2bk; do PIN[$c]=$(newpin "$c"); done
 
-# The cards the CLI asks for, by what it names: the administrator, the key part's description.
-declare -A ADMIN_CARD=([alice]=alice [bob]=bob)
-declare -A PART_CARD
-# serve_cards LOG PID: does what the CLI (PID) asks on its stderr (LOG) until it ends: puts
-# the card it names into the reader it names. A card asked for in reader 2 while another is
-# in it goes in once the CLI asks to take that one out (the CLI reads the card in the reader
-# first). Waits on the log, never on time.
-serve_cards() {
-	local log=$1 pid=$2 seen=0 n line name pending=
-	while :; do
-		n=$(wc -l <"$log")
-		while [ "$seen" -lt "$n" ]; do
-			seen=$((seen + 1))
-			line=$(sed -n "${seen}p" "$log")
-			case $line in
-			*"insert the EP11 card of administrator '"*)
-				name=${line#*administrator \'}
-				put 1 "${ADMIN_CARD[${name%%\'*}]}" ;;
-			*"insert the EP11 card holding key part '"*)
-				name=${line#*key part \'}
-				pending=${PART_CARD[${name%%\'*}]}
-				if [ ! -f "$PCSC_DIR/card-2.pid" ]; then
-					put 2 "$pending"
-					pending=
-				fi ;;
-			*"remove the EP11 card from reader 2"*)
-				pull 2
-				if [ -n "$pending" ]; then
-					put 2 "$pending"
-					pending=
-				fi ;;
-			esac
-		done
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.05
-	done
-}
-# with_cards NAME CMD...: CMD run with serve_cards answering it, the signature cards' PINs on
+# The cards the CLI asks for (card_serve), by what it names: the administrator, the key
+# part's description.
+declare -A CARD_OF_ADMIN=([alice]=alice [bob]=bob)
+declare -A CARD_OF_PART
+# with_cards NAME CMD...: CMD run with card_serve answering it, the signature cards' PINs on
 # a descriptor (alice's copy, bob, in the order the cards are asked for, as often as a command
 # of several steps asks); out, rc set as run_rc sets them.
 with_cards() {
@@ -91,7 +46,7 @@ with_cards() {
 	: >"$T_DIR/cards.err"
 	"$@" --card-pin-fd 3 3<"$T_DIR/pw/signers" >"$T_DIR/cards.out" 2>"$T_DIR/cards.err" &
 	pid=$!
-	serve_cards "$T_DIR/cards.err" "$pid"
+	card_serve "$T_DIR/cards.err" "$pid"
 	rc=0
 	wait "$pid" || rc=$?
 	out=$(cat "$T_DIR/cards.out" "$T_DIR/cards.err")
@@ -163,9 +118,9 @@ for n in 1 2; do
 done
 expect_ok "select alice, bob" "$KYOK" tke sigkey-sel --sigkeys 1,2
 # From here alice signs with her second card (the copy), and each part comes from its backup.
-ADMIN_CARD[alice]=alice2
-PART_CARD["part one"]=p1bk
-PART_CARD["part two"]=p2bk
+CARD_OF_ADMIN[alice]=alice2
+CARD_OF_PART["part one"]=p1bk
+CARD_OF_PART["part two"]=p2bk
 with_cards "thresholds 2/2, signed by alice's copy and bob's card" "$KYOK" tke \
 	cryptounit-thrhld-set --signature 2 --revocation 2
 for n in 1 2; do
@@ -212,8 +167,8 @@ expect_eq "... gives back the data key" "$(jq -r .plaintext "$T_DIR/body")" "$DE
 IFS=$OLDIFS
 
 # ---- rotation: a new master key from two more card parts ---------------------------------------
-PART_CARD["part three"]=p1
-PART_CARD["part four"]=p2
+CARD_OF_PART["part three"]=p1
+CARD_OF_PART["part four"]=p2
 for c in p1 p2; do
 	put 2 "$c"
 	d=$([ "$c" = p1 ] && echo "part three" || echo "part four")
