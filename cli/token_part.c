@@ -413,7 +413,7 @@ void cli_token_keypart_destroy(struct cli_token *t, const struct cli_token_keypa
 {
 	CK_SESSION_HANDLE s;
 	CK_FUNCTION_LIST_PTR f = cli_token_p11(t, &s);
-	CK_OBJECT_HANDLE obj;
+	CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
 	char why[CLI_TOKEN_WHY_MAX];
 
 	if (tp_find(f, s, tp->where.id, cli_token_label(t), &obj, why, sizeof(why)) == 0)
