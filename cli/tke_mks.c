@@ -400,9 +400,10 @@ int tke_mk_add_main(int argc, char **argv)
 	if (module != NULL || label != NULL || key_label != NULL)
 		return mks_add_token(random || value, module, label, key_label, desc);
 	if ((int)random + (int)value + (int)card != 1)
-		return cli_fail(KY_ERR_USAGE, "mk-add",
-		                "give exactly one of --random, --value and --card: see 'kyok tke "
-		                "mk-add --help'");
+		return cli_fail(
+		    KY_ERR_USAGE, "mk-add",
+		    "give one of --random, --value, --card and --token-module: see 'kyok "
+		    "tke mk-add --help'");
 	if (!value && (value_file != NULL || value_fd >= 0))
 		return cli_fail(KY_ERR_USAGE, "mk-add",
 		                "--value-file and --value-fd go with --value");

@@ -106,9 +106,9 @@ expect_refused_ws "mk-add --value: a non-hex digit" "expected exactly 64 hex dig
 openssl rand -hex 33 >"$T_DIR/pw/v66"
 expect_refused_ws "mk-add --value: 66 hex digits" "expected exactly 64 hex digits" 3 \
 	"$KYOK" tke mk-add --value --value-file "$T_DIR/pw/v66" --description x --password-file "$PK"
-expect_refused_ws "mk-add: both --random and --value" "give exactly one of --random and --value" 2 \
+expect_refused_ws "mk-add: both --random and --value" "give one of --random, --value, --card and --token-module" 2 \
 	"$KYOK" tke mk-add --random --value --description x --password-file "$PK"
-expect_refused_ws "mk-add: neither --random nor --value" "give exactly one of --random and --value" 2 \
+expect_refused_ws "mk-add: neither --random nor --value" "give one of --random, --value, --card and --token-module" 2 \
 	"$KYOK" tke mk-add --description x --password-file "$PK"
 expect_refused_ws "mk-add: short password" "password too short" 3 \
 	"$KYOK" tke mk-add --random --description x --password-file "$T_DIR/pw/short"
