@@ -111,6 +111,9 @@ uint16_t kc_cmd_gen_part(struct kc_card *c, const struct kc_apdu *a, struct kc_o
 		return sw;
 	if (!desc_printable(a->data, a->n))
 		return SW_WRONG_DATA;
+	/* A part is bound to the anchor registered when it is made: SET ANCHOR first. */
+	if (c->st.anchor.len == 0)
+		return SW_CONDITIONS;
 	if (c->st.nparts == KC_MAX_PARTS)
 		return SW_NO_MEMORY;
 	kp = &c->st.parts[c->st.nparts];
@@ -232,6 +235,20 @@ uint16_t kc_cmd_set_anchor(struct kc_card *c, const struct kc_apdu *a, struct kc
 	if (ky_buf_append(&der, a->data, a->n) != 0 ||
 	    EVP_Digest(a->data, a->n, fp, NULL, EVP_sha256(), NULL) != 1) {
 		sw = SW_CONDITIONS;
+		goto out;
+	}
+	/* The parts on the card are bound to the anchor they were made under: it cannot be
+	 * replaced while the card holds one, so nobody with the PIN (or with a card left
+	 * verified) can have a part enveloped to an importer of their own making. The same
+	 * anchor again is answered without a write. */
+	if (c->st.anchor.len > 0 &&
+	    (c->st.anchor.len != a->n || memcmp(c->st.anchor.data, a->data, a->n) != 0)) {
+		if (c->st.nparts > 0) {
+			sw = SW_CONDITIONS;
+			goto out;
+		}
+	} else if (c->st.anchor.len > 0) {
+		sw = kc_out_put(o, fp, sizeof(fp));
 		goto out;
 	}
 	ky_buf_free(&c->st.anchor);

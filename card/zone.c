@@ -11,7 +11,7 @@
 
 #define INS_COPY_BEGIN        0x18
 #define INS_UNBLOCK_CHALLENGE 0x1E
-#define COPY_INFO_EP11        "kyok-card copy v1 ep11 contents"
+#define COPY_INFO_EP11        "kyok-card copy v2 ep11 contents"
 #define COPY_INFO_CA          "kyok-card copy v1 ca zone key"
 #define UNBLOCK_LABEL         "kyok-card unblock v1"
 
@@ -249,7 +249,14 @@ uint16_t kc_cmd_copy_export(struct kc_card *c, const struct kc_apdu *a, struct k
 	} else {
 		if ((sw = zone_cert_of(&f[1], KC_TYPE_EP11, c->st.zone, &peer)) != SW_OK)
 			goto out;
-		if (kc_contents_encode(&c->st, &payload) != 0) {
+		/* The contents, then the anchor their key parts are bound to. */
+		struct ky_buf contents = {0};
+		int e = kc_contents_encode(&c->st, &contents);
+
+		if (e == 0)
+			e = kc_field_put(&payload, contents.data, contents.len);
+		ky_buf_free(&contents);
+		if (e != 0 || kc_field_put(&payload, c->st.anchor.data, c->st.anchor.len) != 0) {
 			sw = SW_CONDITIONS;
 			goto out;
 		}
@@ -284,6 +291,7 @@ static uint16_t import_ep11(struct kc_card *c, const struct kc_field *f,
                             const uint8_t nonce[KC_NONCE_LEN])
 {
 	struct ky_buf payload = {0};
+	struct kc_field pf[2];
 	struct kc_state *in = NULL;
 	EVP_PKEY *peer = NULL;
 	uint8_t key[32];
@@ -302,7 +310,9 @@ static uint16_t import_ep11(struct kc_card *c, const struct kc_field *f,
 	}
 	if (ky_aead_open(key, COPY_INFO_EP11, strlen(COPY_INFO_EP11), f[1].p, f[1].n, &payload) !=
 	        0 ||
-	    kc_contents_decode(payload.data, payload.len, in) != 0) {
+	    !kc_fields_parse(payload.data, payload.len, pf, 2) ||
+	    kc_contents_decode(pf[0].p, pf[0].n, in) != 0 || (in->nparts > 0 && pf[1].n == 0) ||
+	    ky_buf_append(&in->anchor, pf[1].p, pf[1].n) != 0) {
 		sw = SW_WRONG_DATA;
 		goto out;
 	}
@@ -311,11 +321,16 @@ static uint16_t import_ep11(struct kc_card *c, const struct kc_field *f,
 	in->sigkey = NULL; /* transferred */
 	c->st.nparts = in->nparts;
 	memcpy(c->st.parts, in->parts, sizeof(in->parts));
+	/* The parts keep the anchor they are bound to (ENVELOPE only to it). */
+	ky_buf_free(&c->st.anchor);
+	c->st.anchor = in->anchor;
+	memset(&in->anchor, 0, sizeof(in->anchor)); /* transferred */
 	sw = kc_commit(c);
 out:
 	OPENSSL_cleanse(key, sizeof(key));
 	if (in != NULL) {
 		EVP_PKEY_free(in->sigkey);
+		ky_buf_free(&in->anchor);
 		ky_secret_free(in, sizeof(*in));
 	}
 	EVP_PKEY_free(peer);

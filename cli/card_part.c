@@ -77,6 +77,8 @@ static int card_part_check_ep11(const struct ky_card_info *info, const char *sub
 	return 0;
 }
 
+static int card_part_anchor(struct ky_card *c, const char *dir, const char *subject);
+
 int cli_card_part_add(const char *path, const char *desc, struct cli_card_part *cp)
 {
 	int r = KY_ERR_INTERNAL;
@@ -111,6 +113,10 @@ int cli_card_part_add(const char *path, const char *desc, struct cli_card_part *
 	}
 	if ((r = card_part_pin(c, subject, "PIN of the EP11 card in reader 2")) != 0)
 		goto out;
+	/* The part is bound to the instance's anchor it is made under (the card refuses a part
+	 * without one, and a new anchor once it holds parts). */
+	if ((r = card_part_anchor(c, cli_instance_dir(), subject)) != 0)
+		goto out;
 	if ((r = ky_card_part_generate(c, desc, &index, cp->vp, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
@@ -143,6 +149,65 @@ static int card_part_der(X509 *x, uint8_t **der, int *n)
 		return KY_ERR_NOMEM;
 	}
 	return 0;
+}
+
+/* Registers the unit trust anchor of the instance in dir on the card (its PIN verified):
+ * SET ANCHOR, whose answer (the certificate's SHA-256) is compared with the file's. A card's
+ * key parts are bound to the anchor they were made under, so a card holding parts refuses
+ * another instance's anchor. */
+static int card_part_anchor(struct ky_card *c, const char *dir, const char *subject)
+{
+	int r = KY_ERR_INTERNAL;
+	X509 *anchor = NULL;
+	uint8_t *der = NULL, fp[32], card_fp[32];
+	int len = 0;
+	char err[CARD_PART_ERR], fp_hex[65];
+
+	r = cli_anchor_cert(dir, &anchor);
+	if (r == KY_ERR_NOT_FOUND) {
+		r = KY_ERR_NO_ANCHOR;
+		cli_fail(r, dir, "nothing was sent to the card");
+		goto out;
+	}
+	if (r != 0) {
+		cli_fail(r, dir, "cannot read the instance's anchor.crt");
+		goto out;
+	}
+	if ((r = card_part_der(anchor, &der, &len)) != 0) {
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if (EVP_Digest(der, (size_t)len, fp, NULL, EVP_sha256(), NULL) != 1) {
+		r = KY_ERR_INTERNAL;
+		cli_fail(r, NULL, "cannot hash the anchor certificate");
+		goto out;
+	}
+	r = ky_card_set_anchor(c, der, (size_t)len, card_fp, err, sizeof(err));
+	if (r == KY_ERR_CARD_NOT_ALLOWED) {
+		cli_fail(r, subject,
+		         "the card's key parts are bound to the unit trust anchor of another "
+		         "instance (they were made for it): they can be loaded only into that "
+		         "instance; nothing was sent to any crypto unit");
+		goto out;
+	}
+	if (r != 0) {
+		cli_fail(r, NULL, "%s", err);
+		goto out;
+	}
+	if (CRYPTO_memcmp(card_fp, fp, sizeof(fp)) != 0) {
+		r = KY_ERR_CARD_PROTOCOL;
+		cli_fail(r, subject, "SET ANCHOR answered another certificate's fingerprint");
+		goto out;
+	}
+	ky_hex_encode(fp, sizeof(fp), fp_hex);
+	if (!cli_g.json)
+		tke_note("unit trust anchor registered on the card: sha256 %s (%s/anchor.crt)",
+		         fp_hex, dir);
+	r = 0;
+out:
+	X509_free(anchor);
+	OPENSSL_free(der);
+	return r;
 }
 
 /* Waits for the card the record names in reader 2 and opens it. A card there that is not it
@@ -235,10 +300,9 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 	struct ky_pcsc *p = NULL;
 	struct ky_card *c = NULL;
 	X509 *anchor = NULL, *importer = NULL, *identity = NULL;
-	uint8_t *anchor_der = NULL, *imp_der = NULL, *id_der = NULL, *env = NULL;
-	int anchor_len = 0, imp_len = 0, id_len = 0;
-	uint8_t fp[32], card_fp[32], vp[KY_VP_LEN];
-	char fp_hex[65];
+	uint8_t *imp_der = NULL, *id_der = NULL, *env = NULL;
+	int imp_len = 0, id_len = 0;
+	uint8_t vp[KY_VP_LEN];
 	char reader[KY_CARD_READER_MAX], subject[700], err[CARD_PART_ERR],
 	    desc[KY_CARD_DESC_MAX + 1], prompt[160];
 	char have[2 * KY_CARD_ID_LEN + 1];
@@ -259,15 +323,6 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 	}
 	if (r != 0) {
 		cli_fail(r, run->inst.dir, "cannot read the instance's anchor.crt");
-		goto out;
-	}
-	if ((r = card_part_der(anchor, &anchor_der, &anchor_len)) != 0) {
-		cli_fail(r, NULL, NULL);
-		goto out;
-	}
-	if (EVP_Digest(anchor_der, (size_t)anchor_len, fp, NULL, EVP_sha256(), NULL) != 1) {
-		r = KY_ERR_INTERNAL;
-		cli_fail(r, NULL, "cannot hash the anchor certificate");
 		goto out;
 	}
 	if ((env = malloc(CARD_PART_ENV_MAX)) == NULL) {
@@ -315,6 +370,26 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 			    cp.slot);
 		goto out;
 	}
+	/* The record is plain text: its VP and slot could be edited to name another part of the
+	 * card, whose VP KEY PART INFO tells anyone. The card's own description must match too,
+	 * and the holder sees what the card holds before giving the PIN. */
+	if (strcmp(desc, cp.description) != 0) {
+		r = KY_ERR_CARD_PART_NOT_ON_CARD;
+		cli_fail(
+		    r, subject,
+		    "the card's part with the recorded VP (slot %u) is described '%s' on the "
+		    "card: the record is not the card's; nothing was sent to any card or crypto "
+		    "unit",
+		    slot, desc);
+		goto out;
+	}
+	{
+		char vp_hex[2 * KY_VP_LEN + 1];
+
+		ky_hex_encode(vp, KY_VP_LEN, vp_hex);
+		tke_note("the EP11 card in reader %d holds, in slot %u, key part '%s' with vp %s",
+		         CARD_PART_READER, slot, desc, vp_hex);
+	}
 	if (copy)
 		tke_note(
 		    "the EP11 card in reader %d (device %.16s...) is a copy of the card holding "
@@ -324,19 +399,8 @@ int cli_card_part_seal(const char *path, struct tke_run *run, struct ky_buf *sea
 	         cp.description);
 	if ((r = card_part_pin(c, subject, prompt)) != 0)
 		goto out;
-	if ((r = ky_card_set_anchor(c, anchor_der, (size_t)anchor_len, card_fp, err,
-	                            sizeof(err))) != 0) {
-		cli_fail(r, NULL, "%s", err);
+	if ((r = card_part_anchor(c, run->inst.dir, subject)) != 0)
 		goto out;
-	}
-	if (CRYPTO_memcmp(card_fp, fp, sizeof(fp)) != 0) {
-		r = KY_ERR_CARD_PROTOCOL;
-		cli_fail(r, subject, "SET ANCHOR answered another certificate's fingerprint");
-		goto out;
-	}
-	ky_hex_encode(fp, sizeof(fp), fp_hex);
-	tke_note("unit trust anchor registered on the card: sha256 %s (%s/anchor.crt)", fp_hex,
-	         run->inst.dir);
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
 		char usubj[128];
@@ -382,7 +446,6 @@ out:
 	X509_free(anchor);
 	X509_free(importer);
 	X509_free(identity);
-	OPENSSL_free(anchor_der);
 	OPENSSL_free(imp_der);
 	OPENSSL_free(id_der);
 	free(env);

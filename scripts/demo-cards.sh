@@ -106,6 +106,9 @@ run tke sigkey-add --name bob --card --card-pin-file "$(pin bob)"
 pull 1
 run tke sigkeys
 
+step "A local instance: 2 crypto units (its unit trust anchor binds the key parts made for it)"
+run up
+
 step "Master key parts generated on their cards (reader 2), each copied to a backup card"
 for n in 1 2; do
 	put 2 "part-$n"
@@ -122,8 +125,7 @@ put 2 part-1
 run scup show --reader 2
 pull 2
 
-step "A local instance: 2 crypto units; the administrators installed"
-run up
+step "The administrators installed"
 run tke cryptounit-add --units 1,2
 run tke cryptounit-admin-add --sigkey 1
 run tke cryptounit-admin-add --sigkey 2

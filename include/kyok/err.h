@@ -412,8 +412,9 @@
 	  "as recorded: insert the EP11 card the key part file names")                             \
 	X(NO_ANCHOR, "instance-without-anchor", KY_EXIT_INPUT, 409,                                \
 	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
-	  "card envelopes key parts only to units certified by one: copy the instance's "          \
-	  "anchor.crt (public; 'kyok up' made it) there, or load file key parts")
+	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
+	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
+	  "there, or use file key parts")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -91,6 +91,9 @@ expect_ok "bob's key generated on his EP11 card" "$KYOK" tke sigkey-add --name b
 	--card-pin-file "${PIN[bob]}"
 pull 1
 
+# ---- the instance (its unit trust anchor binds the key parts made for it) -------------------
+expect_ok "kyok up: 2 units" "$KYOK" up
+
 # ---- key parts: each generated on its own card in reader 2 and copied to its backup ----------
 declare -A PART_DESC=([p1]="part one" [p2]="part two")
 for c in p1 p2; do
@@ -109,8 +112,7 @@ mks=$("$KYOK" tke mks --output json)
 expect_eq "the workspace lists two key parts, both held on cards" \
 	"$(jq -r '[.keyparts[].held] | join(",")' <<<"$mks")" "ep11-card,ep11-card"
 
-# ---- the instance: administrators, thresholds 2/2 ------------------------------------------
-expect_ok "kyok up: 2 units" "$KYOK" up
+# ---- administrators, thresholds 2/2 ---------------------------------------------------------
 expect_ok "select units 1,2" "$KYOK" tke cryptounit-add --units 1,2
 for n in 1 2; do
 	expect_ok "admin-add card key $n (imprint mode: the certificate alone)" \

@@ -83,6 +83,12 @@ done
 
 # ---- mk-add --card refusals ---------------------------------------------------------------------
 put 2 epa
+run_rc "$KYOK" tke mk-add --card --description "part a" --card-pin-file "$ep_a"
+expect_eq "mk-add --card with no instance yet (no unit trust anchor to bind the part to): exit 3" \
+	"$rc" 3
+grep -q "no unit trust anchor certificate (anchor.crt)" <<<"$out" && pass "... says why" ||
+	fail "... said: $out"
+expect_ok "kyok up: 2 units" "$KYOK" up
 run_rc "$KYOK" tke mk-add --card --description "part a" --card-pin-file "$wrong"
 expect_eq "mk-add --card with a wrong PIN: exit 4" "$rc" 4
 grep -q "EP11 card PIN wrong: 2 tries left" <<<"$out" && pass "... shows the tries left" ||
@@ -142,7 +148,6 @@ grep -q "unblock it with a CA card of its zone" <<<"$out" && pass "... says how 
 expect_eq "... three key part files still" "$(nparts_files)" 3
 
 # ---- units, file signature keys, secure mode ------------------------------------------------------
-expect_ok "kyok up: 2 units" "$KYOK" up
 expect_ok "select units 1,2" "$KYOK" tke cryptounit-add --units 1,2
 for who in alice bob; do
 	expect_ok "sigkey-add $who (key file)" "$KYOK" tke sigkey-add --name "$who" \
@@ -263,6 +268,25 @@ run_rc "$KYOK" tke cryptounit-mk-load --parts 1,4 --card-pin-file "$ep_a" --card
 	pass "mk-load of two records of one card part is refused (exit $rc)" || fail "exit $rc: $out"
 expect_eq "... no unit changed" "$(units_now)" "$before"
 rm "$KYOK_TKE_FILES/keyparts/0000dup0.keypart"
+
+# ---- a record edited to name another part of its card: refused, nothing sent --------------------
+# Card b's slot 2 holds a part made through card_probe; its VP is no secret (KEY PART INFO).
+put 2 epb
+vp2=$("$KYOK" scup show --reader 2 | sed -n 's/^ *2  VP \([0-9a-f]*\)  .*$/\1/p')
+sed -e "s/^vp: .*/vp: $vp2/" -e "s/^kyok-card-part: .*/kyok-card-part: 2/" "$fb" \
+	>"$KYOK_TKE_FILES/keyparts/0000edit.keypart"
+chmod 600 "$KYOK_TKE_FILES/keyparts/0000edit.keypart"
+n_edit=$("$KYOK" tke mks --output json | jq -r '.keyparts[] | select(.file | endswith("0000edit.keypart")) | .number')
+before=$(units_now)
+env0=$(envelopes)
+run_rc "$KYOK" tke cryptounit-mk-load --parts "$n_edit",1 --card-pin-file "$ep_b" \
+	--card-pin-file "$ep_a" "${SIGS[@]}"
+expect_eq "mk-load of a record edited to name slot 2 of card b: exit 3" "$rc" 3
+grep -q "slot 2) is described '.*' on the card: the record is not the card's" <<<"$out" &&
+	pass "... the card's own description of that part differs from the record's: named" ||
+	fail "... said: $out"
+expect_eq "... no unit changed, no envelope asked" "$(units_now) $(envelopes)" "$before $env0"
+rm "$KYOK_TKE_FILES/keyparts/0000edit.keypart"
 
 # ---- what crossed the readers ------------------------------------------------------------------
 if pcsc_crossed "$(sed -n 's/^vp: //p' "$fa")"; then pass "the APDU log shows part a's VP went across"; else

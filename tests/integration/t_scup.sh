@@ -129,9 +129,17 @@ expect_ok "PIN 1 unchanged, the new PIN 2 verifies" \
 # Made on the card with the applet's own commands (card_probe, through lib/card), then shown.
 desc="ops part 1"
 digest=$(head -c 100 /dev/urandom | sha512sum | cut -d' ' -f1)
-made=$(printf 'open\nselect\nsign %s\nverify %s\ngensig\napdu 80400000%s\nsign %s\ngensig\n' \
-	"$digest" "$ep_b2" "$(printf '%s' "$desc" | xxd -p | tr -d '\n')" "$digest" |
+# A key part is bound to the unit trust anchor registered on the card: one made here first.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes -subj /CN=anchor \
+	-days 30 -addext basicConstraints=critical,CA:TRUE -keyout "$T_DIR/anchor.key" \
+	-outform DER -out "$T_DIR/anchor.der" 2>/dev/null || fail "openssl could not make an anchor"
+made=$(printf 'open\nselect\nsign %s\nverify %s\ngensig\napdu 80400000%s\nsign %s\ngensig\napdu 80460000%s\napdu 80400000%s\n' \
+	"$digest" "$ep_b2" "$(printf '%s' "$desc" | xxd -p | tr -d '\n')" "$digest" \
+	"$(xxd -p "$T_DIR/anchor.der" | tr -d '\n')" "$(printf '%s' "$desc" | xxd -p | tr -d '\n')" |
 	"$CARD_PROBE" session 2 2>&1 || true)
+grep -q "^ok 6985" <<<"$(sed -n 6p <<<"$made")" &&
+	pass "GENERATE KEY PART without an anchor registered: refused" ||
+	fail "GENERATE KEY PART without an anchor: $made"
 grep -q "^err card-pin-needed: .*SIGN answered 6982" <<<"$(sed -n 3p <<<"$made")" &&
 	pass "SIGN without the PIN: pin-needed" || fail "SIGN before the PIN: $made"
 spki=$(sed -n 5p <<<"$made" | sed -n 's/^ok //p')
@@ -148,7 +156,7 @@ printf '\001' | dd of="$T_DIR/card-sig.digest" bs=1 seek=5 conv=notrunc 2>/dev/n
 expect_fail "that signature does not verify for another digest" "Verification Failure" \
 	openssl pkeyutl -verify -pubin -keyform DER -inkey "$T_DIR/card-sig.spki" \
 	-in "$T_DIR/card-sig.digest" -sigfile "$T_DIR/card-sig.sig"
-part=$(sed -n 6p <<<"$made" | sed -n 's/^ok 9000 //p')
+part=$(sed -n 10p <<<"$made" | sed -n 's/^ok 9000 //p')
 if [ -n "$spki" ] && [ ${#part} -eq 66 ]; then
 	pass "a signature key and a key part made on the EP11 card"
 else

@@ -316,10 +316,12 @@ expect_eq "... no PIN verified, no COPY command sent" \
 expect_eq "... the other zone's card still has no key" \
 	"$("$KYOK" scup show --reader 2 | sed -n 's/^signature key: *//p')" "none"
 
-# A key part on bob's card, made with the applet's own command (card_probe, through lib/card).
-made=$(printf 'open\nselect\nverify %s\napdu 80400000%s\n' "$ep_b" \
+# A key part on bob's card, made with the applet's own commands (card_probe, through lib/card):
+# the instance's anchor registered first (a part is bound to it), then GENERATE KEY PART.
+made=$(printf 'open\nselect\nverify %s\napdu 80460000%s\napdu 80400000%s\n' "$ep_b" \
+	"$(openssl x509 -in "$KYOK_INSTANCE/anchor.crt" -outform DER | xxd -p | tr -d '\n')" \
 	"$(printf 'backup part' | xxd -p | tr -d '\n')" | "$CARD_PROBE" session 1 2>&1 || true)
-grep -qi "^ok 9000 [0-9a-f]\{66\}$" <<<"$(sed -n 4p <<<"$made")" && pass "a key part made on bob's card" ||
+grep -qi "^ok 9000 [0-9a-f]\{66\}$" <<<"$(sed -n 5p <<<"$made")" && pass "a key part made on bob's card" ||
 	fail "card_probe: $made"
 parts_b=$("$KYOK" scup show --reader 1 | grep -E '^ *1  VP ')
 put 2 epc

@@ -574,6 +574,9 @@ static void test_ep11_block_and_unblock(void **state)
 	card_free(&e2);
 }
 
+static void der_of(X509 *x, struct ky_buf *b);
+static void give_anchor(struct kc_card *c, struct ky_buf *der);
+
 static void test_key_parts_limit(void **state)
 {
 	struct card ca, e;
@@ -587,6 +590,9 @@ static void test_key_parts_limit(void **state)
 	make_ep11(&ca, &e);
 	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x6982);
 	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	/* a part is bound to the anchor registered when it is made: none yet, no part */
+	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x6985);
+	give_anchor(e.c, NULL);
 	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "bad\ndesc", 8, NULL), 0x6A80);
 	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, NULL, 0, NULL), 0x6A80);
 	for (i = 0; i < KC_MAX_PARTS; i++) {
@@ -658,6 +664,8 @@ static void test_copy_ep11(void **state)
 	char da[80], db[80];
 	uint16_t esw = 0;
 
+	struct ky_buf anchor_a = {0};
+
 	(void)state;
 	make_ca(&ca);
 	make_ca(&ca2);
@@ -666,6 +674,7 @@ static void test_copy_ep11(void **state)
 	make_ep11(&ca2, &other);
 	assert_int_equal(verify(a.c, 1, PIN_EP11), 0x9000);
 	assert_int_equal(tx(a.c, 0x80, 0x30, 0, 0, NULL, 0, &pa), 0x9000);
+	give_anchor(a.c, &anchor_a);
 	assert_int_equal(tx(a.c, 0x80, 0x40, 0, 0, "ops part 1", 10, NULL), 0x9000);
 	assert_int_equal(tx(a.c, 0x80, 0x40, 0, 0, "ops part 2", 10, NULL), 0x9000);
 	/* the destination's PIN is needed to overwrite it */
@@ -749,6 +758,25 @@ static void test_copy_ep11(void **state)
 	assert_int_equal(tx(b.c, 0x80, 0x32, 0, 0, NULL, 0, &pb), 0x9000);
 	assert_int_equal(pa.len, pb.len);
 	assert_memory_equal(pa.data, pb.data, pa.len);
+	/* the parts came with the anchor they are bound to: that one is taken again, another is
+	 * not */
+	assert_int_equal(verify(b.c, 1, PIN_EP11), 0x9000);
+	assert_int_equal(tx(b.c, 0x80, 0x46, 0, 0, anchor_a.data, anchor_a.len, NULL), 0x9000);
+	{
+		EVP_PKEY *k = NULL;
+		X509 *x = NULL;
+		struct ky_buf other_anchor = {0};
+
+		assert_int_equal(ky_ec_generate(&k), 0);
+		assert_int_equal(ky_cert_anchor_self_signed(k, "anchor", "inst", 30, &x), 0);
+		der_of(x, &other_anchor);
+		assert_int_equal(
+		    tx(b.c, 0x80, 0x46, 0, 0, other_anchor.data, other_anchor.len, NULL), 0x6985);
+		ky_buf_free(&other_anchor);
+		X509_free(x);
+		EVP_PKEY_free(k);
+	}
+	ky_buf_free(&anchor_a);
 	/* a CA card is no copy destination, a blank card no EP11 copy destination */
 	assert_int_equal(tx(ca.c, 0x80, 0x18, 0, 0, NULL, 0, NULL), 0x6985);
 	ky_buf_free(&pa);
@@ -779,6 +807,7 @@ static void test_copy_full_card(void **state)
 	make_ep11(&ca, &b);
 	assert_int_equal(verify(a.c, 1, PIN_EP11), 0x9000);
 	assert_int_equal(tx(a.c, 0x80, 0x30, 0, 0, NULL, 0, NULL), 0x9000);
+	give_anchor(a.c, NULL);
 	for (i = 0; i < KC_MAX_PARTS; i++) {
 		snprintf(desc, sizeof(desc), "a description of part %d, long", i);
 		assert_int_equal(tx(a.c, 0x80, 0x40, 0, 0, desc, strlen(desc), NULL), 0x9000);
@@ -866,6 +895,25 @@ static void der_of(X509 *x, struct ky_buf *b)
 	OPENSSL_free(p);
 }
 
+/* SET ANCHOR of a fresh self-signed anchor (the card's PIN verified): its DER into der when
+ * not NULL. */
+static void give_anchor(struct kc_card *c, struct ky_buf *der)
+{
+	EVP_PKEY *k = NULL;
+	X509 *a = NULL;
+	struct ky_buf d = {0};
+
+	assert_int_equal(ky_ec_generate(&k), 0);
+	assert_int_equal(ky_cert_anchor_self_signed(k, "anchor", "inst", 30, &a), 0);
+	der_of(a, &d);
+	assert_int_equal(tx(c, 0x80, 0x46, 0, 0, d.data, d.len, NULL), 0x9000);
+	if (der != NULL)
+		assert_int_equal(ky_buf_append(der, d.data, d.len), 0);
+	ky_buf_free(&d);
+	X509_free(a);
+	EVP_PKEY_free(k);
+}
+
 static void test_envelope(void **state)
 {
 	struct card ca, e;
@@ -908,11 +956,30 @@ static void test_envelope(void **state)
 	make_ep11(&ca, &e);
 	assert_int_equal(tx(e.c, 0x80, 0x46, 0, 0, adir.data, adir.len, NULL), 0x6982);
 	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
-	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "ops part", 8, NULL), 0x9000);
-	/* no anchor registered: no envelope */
-	assert_int_equal(tx(e.c, 0x80, 0x44, 0, 0, d.data, d.len, NULL), 0x6985);
+	/* no anchor registered: no part is made (a part is bound to the anchor it is made
+	 * under), so none is enveloped */
+	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "ops part", 8, NULL), 0x6985);
+	assert_int_equal(tx(e.c, 0x80, 0x44, 0, 0, d.data, d.len, NULL), 0x6A88);
 	/* an anchor that is not a CA certificate is refused */
 	assert_int_equal(tx(e.c, 0x80, 0x46, 0, 0, idder.data, idder.len, NULL), 0x6A80);
+	assert_int_equal(tx(e.c, 0x80, 0x46, 0, 0, adir.data, adir.len, &fp), 0x9000);
+	assert_int_equal(fp.len, 32);
+	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "ops part", 8, NULL), 0x9000);
+	/* with a part on the card, its anchor is not replaced: the PIN holder cannot register an
+	 * anchor of their own making (and have the part enveloped to their own importer); the
+	 * same anchor again is answered */
+	{
+		X509 *own = NULL;
+		struct ky_buf ownder = {0};
+
+		assert_int_equal(ky_cert_anchor_self_signed(rogue_key, "anchor", "inst", 30, &own),
+		                 0);
+		der_of(own, &ownder);
+		assert_int_equal(tx(e.c, 0x80, 0x46, 0, 0, ownder.data, ownder.len, NULL), 0x6985);
+		ky_buf_free(&ownder);
+		X509_free(own);
+	}
+	ky_buf_free(&fp);
 	assert_int_equal(tx(e.c, 0x80, 0x46, 0, 0, adir.data, adir.len, &fp), 0x9000);
 	assert_int_equal(fp.len, 32);
 	/* an importer that does not chain to the anchor is refused */
@@ -1046,6 +1113,7 @@ static void test_try_spent_first(void **state)
 	assert_int_equal(info.data[3], KC_EP11_TRIES);
 	/* a change that cannot be written is not made */
 	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	give_anchor(e.c, NULL);
 	assert_int_equal(mkdir(blocker, 0700), 0);
 	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, "part", 4, NULL), 0x6581);
 	assert_int_equal(tx(e.c, 0x80, 0x30, 0, 0, NULL, 0, NULL), 0x6581);
@@ -1198,6 +1266,7 @@ static void test_more_refusals(void **state)
 	make_ep11(&ca, &e);
 	assert_int_equal(verify(e.c, 2, PIN_EP11), 0x6985);
 	assert_int_equal(verify(e.c, 1, PIN_EP11), 0x9000);
+	give_anchor(e.c, NULL);
 	memset(longdesc, 'd', sizeof(longdesc));
 	longdesc[KC_DESC_MAX + 1] = '\0';
 	assert_int_equal(tx(e.c, 0x80, 0x40, 0, 0, longdesc, KC_DESC_MAX + 1, NULL), 0x6A80);
