@@ -11,7 +11,9 @@
 #include "kyok/err.h"
 
 #define CARD_SIGKEY_ERR    512
-#define CARD_SIGKEY_READER 1  /* the signature card's reader */
+#define CARD_SIGKEY_READER 1 /* the signature card's reader */
+
+static void card_done(struct ky_card *c);
 #define CARD_SIGKEY_ID_HEX 16 /* hex digits of a device id shown to people */
 
 /* struct ky_ext_signer's sign: SIGN on the card (arg) of the SHA-512 digest md. */
@@ -118,7 +120,7 @@ int cli_card_sigkey_add(const char *path, const char *name, struct ky_sigkey_car
 	r = 0;
 out:
 	EVP_PKEY_free(pub);
-	ky_card_free_keep(c);
+	card_done(c);
 	ky_pcsc_free(p);
 	cli_secret_free(pin);
 	return r;
@@ -154,9 +156,22 @@ static void card_id_hex(const uint8_t id[KY_CARD_ID_LEN], char out[CARD_SIGKEY_I
 	out[CARD_SIGKEY_ID_HEX] = '\0';
 }
 
+/* The end of a session with a card this command verified: the card is reset (its PIN
+ * forgotten, so no other program finds it verified), unless a 'kyok tke card-keep' holds the
+ * reader for this workspace: then it is left powered, its PIN asked once per insertion. */
+static void card_done(struct ky_card *c)
+{
+	if (c == NULL)
+		return;
+	if (cli_card_keep_running(CARD_SIGKEY_READER))
+		ky_card_free_keep(c);
+	else
+		ky_card_free(c);
+}
+
 void cli_card_signers_release(void)
 {
-	ky_card_free_keep(card_slot.c);
+	card_done(card_slot.c);
 	ky_pcsc_free(card_slot.p);
 	memset(&card_slot, 0, sizeof(card_slot));
 }
@@ -287,7 +302,7 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 
 	if (card_slot.c != NULL && memcmp(card_slot.ski, ref->ski, sizeof(card_slot.ski)) == 0)
 		return 0;
-	ky_card_free_keep(card_slot.c);
+	card_done(card_slot.c);
 	card_slot.c = NULL;
 	if (card_slot.p == NULL &&
 	    ((r = ky_pcsc_open(&card_slot.p, err, sizeof(err))) != 0 ||
@@ -374,7 +389,7 @@ static int card_get(const struct ky_sigkey_card *ref, const char *admin)
 	r = 0;
 out:
 	if (r != 0) {
-		ky_card_free_keep(card_slot.c);
+		card_done(card_slot.c);
 		card_slot.c = NULL;
 	}
 	return r;

@@ -143,6 +143,11 @@ int cli_secret_read(const char *prompt, const char *file, int fd, char **out) KY
  * a line of --card-pin-fd, else the terminal without echo (never a --password-file).
  * ky_secret_alloc'd: free with cli_secret_free. */
 int cli_card_pin(const char *prompt, char **out) KY_WUR;
+/* Whether a 'kyok tke card-keep' of this workspace holds reader N (its pid file names a live
+ * process): only then does a command leave a card it verified powered (its PIN kept). */
+bool cli_card_keep_running(unsigned reader);
+/* <workspace>/card-keep-N.pid, which card-keep writes while it runs. */
+void cli_card_keep_pid_path(unsigned reader, char *path, size_t n);
 /* Notes on stderr each --card-pin-file no card asked for (a card whose PIN was still
  * verified asks none): given, not read, and said so. */
 void cli_card_pins_unread(void);

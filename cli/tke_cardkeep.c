@@ -4,12 +4,16 @@
  * pcscd), and a card powered off forgets its verified PIN. This command holds the card
  * (a PC/SC connection that sends nothing) from its insertion to its removal, then waits
  * for the next card; stopped (Ctrl-C, SIGTERM), it resets the card it holds, which forgets
- * its PIN. */
+ * its PIN. While it runs, its pid is in the workspace (card-keep-N.pid): kyok commands leave
+ * a card they verified powered only then, and reset it otherwise. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
@@ -29,8 +33,11 @@ static const char cardkeep_usage[] =
     "(it sends the card nothing) until it is removed, then waits for the next. Run\n"
     "it beside the commands, in the workstation's session, and stop it (Ctrl-C)\n"
     "when the ceremony ends: it then resets the card it holds, which forgets its\n"
-    "PIN. Whoever can run programs on this workstation while the PIN is verified\n"
-    "can have the card sign: keep the workstation and the card in your sight.\n"
+    "PIN. Without card-keep, every kyok command resets the card it verified when it\n"
+    "ends. Whoever can run programs on this workstation while the PIN is verified\n"
+    "can use the card as if they had the PIN (sign, change the PIN): run it only on a\n"
+    "workstation nobody else uses, with the same workspace as the commands\n"
+    "($KYOK_TKE_FILES), and keep the card in your sight.\n"
     "\n"
     "  --reader N              the reader to watch (default 1)\n"
     "\n" CLI_COMMON_HELP;
@@ -61,6 +68,39 @@ static int cardkeep_wait(struct ky_pcsc *p, const char *reader, bool present)
 	return 1;
 }
 
+/* Writes this process's pid file; refuses when another card-keep of the reader runs. */
+static int cardkeep_pid_write(unsigned reader)
+{
+	char path[600], buf[32];
+	int fd, r = KY_ERR_INTERNAL, n;
+
+	if ((r = cli_workspace_ensure()) != 0)
+		return r;
+	if (cli_card_keep_running(reader)) {
+		r = KY_ERR_CARD_BUSY;
+		cli_fail(r, NULL, "another 'kyok tke card-keep' holds reader %u for this workspace",
+		         reader);
+		return r;
+	}
+	cli_card_keep_pid_path(reader, path, sizeof(path));
+	(void)unlink(path); /* a stale one */
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, path, "%s", strerror(errno));
+		return r;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, (size_t)n) != n) {
+		r = KY_ERR_IO;
+		cli_fail(r, path, "%s", strerror(errno));
+		close(fd);
+		(void)unlink(path);
+		return r;
+	}
+	close(fd);
+	return 0;
+}
+
 int tke_card_keep_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -71,6 +111,7 @@ int tke_card_keep_main(int argc, char **argv)
 	struct ky_card *held = NULL;
 	char reader[KY_CARD_READER_MAX], err[CARDKEEP_ERR];
 	struct sigaction sa;
+	bool pid_written = false;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
@@ -103,6 +144,9 @@ int tke_card_keep_main(int argc, char **argv)
 		cli_fail(r, NULL, "%s", err);
 		goto out;
 	}
+	if ((r = cardkeep_pid_write(number)) != 0)
+		goto out;
+	pid_written = true;
 	printf("keeping the card in reader %u '%s' powered; stop with Ctrl-C\n", number, reader);
 	fflush(stdout);
 	for (;;) {
@@ -127,15 +171,32 @@ int tke_card_keep_main(int argc, char **argv)
 		fflush(stdout);
 	}
 	if (r == 1) {
+		/* Printed before the reset: another program's PC/SC transaction makes it wait. */
 		if (held != NULL)
-			printf("stopped: the card in reader %u is reset, its PIN forgotten\n",
+			printf("stopped: the card in reader %u is reset, its PIN forgotten (when "
+			       "another program holds the card, the reset waits for it: remove the "
+			       "card to make it forget its PIN at once)\n",
 			       number);
 		else
 			printf("stopped\n");
+		fflush(stdout);
 		r = 0;
 	}
 out:
+	if (held != NULL) {
+		/* Another program's PC/SC transaction would make the reset wait: say so first. */
+		printf("resetting the card in reader %u (if another program holds it, this waits "
+		       "for it: remove the card to make it forget its PIN now)\n",
+		       number);
+		fflush(stdout);
+	}
 	ky_card_free(held); /* resets the card: its PIN forgotten */
 	ky_pcsc_free(p);
+	if (pid_written) {
+		char path[600];
+
+		cli_card_keep_pid_path(number, path, sizeof(path));
+		(void)unlink(path);
+	}
 	return ky_err_exit(r);
 }

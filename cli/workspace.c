@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1016,4 +1017,31 @@ out:
 	if (fd >= 0)
 		close(fd);
 	return r;
+}
+
+/* ---- kyok tke card-keep's pid file ---- */
+
+/* <workspace>/card-keep-N.pid */
+void cli_card_keep_pid_path(unsigned reader, char *path, size_t n)
+{
+	snprintf(path, n, "%s/card-keep-%u.pid", cli_workspace(), reader);
+}
+
+bool cli_card_keep_running(unsigned reader)
+{
+	char path[600], buf[32];
+	long pid;
+	ssize_t len;
+	int fd;
+
+	cli_card_keep_pid_path(reader, path, sizeof(path));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return false;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return false;
+	buf[len] = '\0';
+	pid = strtol(buf, NULL, 10);
+	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }

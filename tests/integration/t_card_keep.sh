@@ -8,6 +8,8 @@
 #   sessions of other programs go on beside card-keep's hold (a shared connection)
 #   the card removed and reinserted: card-keep says so, the PIN is asked again
 #   card-keep stopped: the card it holds is reset, its PIN forgotten
+#   without card-keep a kyok command resets the card it verified (no other program finds its PIN
+#     verified after it); beside card-keep (its pid file in the workspace) it leaves it verified
 #   --reader 9 (no such reader) and a bad --reader refused
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/pcsc.sh"
@@ -62,6 +64,15 @@ expect_ok "EP11 card b" "$KYOK" scup ep11-init --pin-file "$ca_1" --pin-file "$c
 card_remove 1 || fail "the CA card did not end cleanly"
 pcsc_wait_card 1 absent
 
+# ---- without card-keep, a kyok command resets the card it verified -----------------------------
+put 1 epa
+expect_ok "sigkey-add --card on card a (its PIN verified)" "$KYOK" tke sigkey-add --name alice \
+	--card --card-pin-file "$ep_a"
+expect_eq "... then the card's PIN is no longer verified: no other program finds it so" \
+	"$(probe 1 open select verified leave | sed -n '3s/^ok //p')" "no"
+card_remove 1 || fail "card a did not end cleanly"
+pcsc_wait_card 1 absent
+
 run_rc() {
 	rc=0
 	out=$("$@" 2>&1) || rc=$?
@@ -101,6 +112,23 @@ else
 	pass "... and was never powered off"
 fi
 
+# ---- a kyok command beside card-keep leaves the card verified ------------------------------------
+from=$(lines "$KEEP_OUT")
+card_remove 2 || fail "card b did not end cleanly"
+pcsc_wait_card 2 absent
+put 1 epb
+waitline "$KEEP_OUT" "$from" "card inserted in reader 1: held" || fail "card-keep: $(cat "$KEEP_OUT")"
+expect_ok "sigkey-add --card on card b, card-keep running" "$KYOK" tke sigkey-add --name bob \
+	--card --card-pin-file "$ep_b"
+expect_eq "... card b's PIN stays verified for the next command (card-keep's workspace pid file)" \
+	"$(probe 1 open select verified leave | sed -n '3s/^ok //p')" "yes"
+expect_eq "card-keep's pid file is in the workspace while it runs" \
+	"$(cat "$KYOK_TKE_FILES/card-keep-1.pid")" "$KEEP"
+run_rc "$KYOK" tke card-keep
+expect_eq "a second card-keep of reader 1 for this workspace: exit 5" "$rc" 5
+grep -q "another 'kyok tke card-keep' holds reader 1 for this workspace" <<<"$out" &&
+	pass "... says so" || fail "... said: $out"
+
 # ---- removed and reinserted: the PIN asked again ------------------------------------------
 from=$(lines "$KEEP_OUT")
 put 1 epa
@@ -123,5 +151,7 @@ grep -q "stopped: the card in reader 1 is reset, its PIN forgotten" "$KEEP_OUT" 
 waitline "$PCSC_DIR/card-1.log" "$from1" "kyok-card: reset" && pass "... and card a was reset" ||
 	fail "card a was not reset: $(cat "$PCSC_DIR/card-1.log")"
 expect_eq "card a forgot its PIN" "$(verified 1)" "no"
+[ ! -e "$KYOK_TKE_FILES/card-keep-1.pid" ] && pass "... and card-keep's pid file is gone" ||
+	fail "card-keep left its pid file"
 
 finish
