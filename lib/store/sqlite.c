@@ -2779,6 +2779,13 @@ static void sq_close(void *be)
 		pthread_mutex_unlock(&s->wlock);
 	}
 	pthread_key_delete(s->tls); /* no destructor runs after this */
+	/* Copy what the WAL holds into the database file before leaving, without waiting for
+	 * other units: SQLite does it itself only when the last connection of all processes
+	 * closes, and units that stop together can each see the other still open. A keys.db
+	 * copied or moved alone after the units stop is then whole. */
+	if (s->conns != NULL)
+		(void)sqlite3_wal_checkpoint_v2(s->conns->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+		                                NULL);
 	while ((c = s->conns) != NULL) {
 		sq_unlink(s, c);
 		sq_conn_close(c);

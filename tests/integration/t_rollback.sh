@@ -10,6 +10,8 @@
 #     storage-accept, then served; a storage-accept whose signatures do not count: refused
 #   keys.db missing, or empty (0 bytes), when 'kyok up' starts the units: they do not start,
 #     the error says what happened and what to do
+#   a keys.db copied alone after 'kyok down' while another program holds it open: whole (the
+#     units copy the WAL into it as they stop)
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -133,8 +135,10 @@ unit_log_has 2 "storage-accept: key storage taken as it is" &&
 
 # ---- storage missing, empty, truncated ----------------------------------------------------------
 "$KYOK" down >/dev/null 2>&1
-mv "$DB" "$T_DIR/keep.db"
-rm -f "$DB-wal" "$DB-shm"
+# The WAL goes with the file (deleting it would lose committed writes: an older storage).
+for f in "" -wal -shm; do
+	if [ -e "$DB$f" ]; then mv "$DB$f" "$T_DIR/keep.db$f"; fi
+done
 expect_fail "kyok up with keys.db missing" "key storage .* is missing or empty, but this unit has seen it" \
 	"$KYOK" up
 expect_eq "... no new keys.db made" "$(test -e "$DB" && echo made || echo none)" none
@@ -142,9 +146,28 @@ expect_eq "... no new keys.db made" "$(test -e "$DB" && echo made || echo none)"
 expect_fail "kyok up with keys.db empty (0 bytes)" "key storage .* is missing or empty" "$KYOK" up
 expect_eq "... still 0 bytes" "$(stat -c %s "$DB")" 0
 "$KYOK" down >/dev/null 2>&1 || true
-mv "$T_DIR/keep.db" "$DB"
+rm -f "$DB" "$DB-wal" "$DB-shm" # of the empty one
+for f in "" -wal -shm; do
+	if [ -e "$T_DIR/keep.db$f" ]; then mv "$T_DIR/keep.db$f" "$DB$f"; fi
+done
 expect_ok "kyok up with keys.db back" "$KYOK" up
 on_both "keys served again" 200 none $(auth "$M") "/api/v2/keys/$K3"
+
+# A unit that stops copies the WAL into keys.db, even while another program has it open (SQLite
+# itself does so only when the last connection of all closes): keys.db copied alone is whole.
+mkfifo "$T_DIR/sq.in"
+sqlite3 "$DB" <"$T_DIR/sq.in" >/dev/null 2>&1 &
+SQ=$!
+exec 7>"$T_DIR/sq.in"
+echo "SELECT count(*) FROM meta;" >&7
+K5=$(mkkey five)
+"$KYOK" down >/dev/null 2>&1
+cp "$DB" "$T_DIR/alone.db"
+exec 7>&-
+wait "$SQ" || true
+expect_eq "keys.db copied alone after 'kyok down' (another connection open) has the newest key" \
+	"$(sqlite3 "$T_DIR/alone.db" "SELECT count(*) FROM keys WHERE id = '$K5'")" 1
+"$KYOK" up >/dev/null 2>&1
 
 # ---- zeroize: the storage mark follows the new seal key -----------------------------------------
 # The mark is sealed under the unit's seal key, which a zeroize replaces: a unit killed right
