@@ -1481,6 +1481,27 @@ static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
 	return 0;
 }
 
+int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n)
+{
+	struct up_unit units[UP_MAX_UNITS];
+	size_t count = 0, found = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*n = 0;
+	if ((r = up_scan_units(dir, units, &count)) != 0 && r != KY_ERR_NOT_FOUND)
+		return r;
+	for (size_t i = 0; i < count && found < cap; i++) {
+		pid_t pid = up_unit_running(&units[i]);
+		if (pid <= 0)
+			continue;
+		numbers[found] = units[i].number;
+		pids[found] = (long)pid;
+		found++;
+	}
+	*n = found;
+	return 0;
+}
+
 int down_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
