@@ -3,7 +3,8 @@
 #   a backup taken while the units serve: the copy (0600) and its manifest (instance, SHA-256,
 #     keys, the master key VP with its key part VPs, the storage digest position); an existing
 #     file is not replaced
-#   a master key rotation after the backup
+#   a master key rotation after the backup; 'kyok tke mk-rm' of a part of the backup's master
+#     key names the backup (and asks: refused without --yes and without a terminal)
 #   restore refused while the units run (naming them), for a manifest of another instance, a
 #     file that does not match its manifest, a backup without manifest: nothing changes
 #   restore with the units stopped: the storage in place kept aside; the units refuse the
@@ -88,6 +89,13 @@ for n in 1 2; do # both units read the newest storage: each keeps how far it has
 	answers "key made after the backup served" "$n" 200 none $(auth "$W") "/api/v2/keys/$K2"
 done
 
+# mk-rm of a part of A: the backup named, the reminder printed; no terminal and no --yes: refused.
+expect_fail "mk-rm of a part of master key A names the backup" \
+	"backup $BK \(made .*\) is under master key VP ${VPA:0:16}.*made from this key part" \
+	"$KYOK" tke mk-rm --mk 1
+expect_eq "... and deleted nothing" "$("$KYOK" tke mks --output json | jq '.keyparts | length')" 4
+expect_fail "mk-rm of a part of B: the reminder, no backup named" \
+	"keep every key part of that master key.*none there needs this part" "$KYOK" tke mk-rm --mk 3
 
 # ---- restore refused: units running, another instance, a changed file, no manifest -------------
 before=$(sha "$DB")
