@@ -667,7 +667,7 @@ int backup_main(int argc, char **argv)
 	struct bk_contents ct;
 	json_t *state = NULL, *vps = NULL, *manifest = NULL;
 	char *text = NULL;
-	bool linked = false;
+	bool linked_copy = false, linked_manifest = false, missing;
 	struct stat st;
 
 	tmp[0] = mtmp[0] = '\0';
@@ -692,10 +692,11 @@ int backup_main(int argc, char **argv)
 		return ky_err_exit(r);
 	if ((r = bk_store_path(&inst, store, sizeof(store))) != 0)
 		goto out;
-	if (stat(store, &st) != 0 || st.st_size == 0) {
+	missing = stat(store, &st) != 0;
+	if (missing || st.st_size == 0) {
 		r = KY_ERR_STORAGE_MISSING;
 		cli_fail(r, store, "no key storage to copy there%s",
-		         errno == ENOENT ? "" : " (the file is empty)");
+		         missing ? "" : " (the file is empty)");
 		goto out;
 	}
 	/* The output's directory, made absolute: the list of backups names it from anywhere. */
@@ -782,31 +783,27 @@ int backup_main(int argc, char **argv)
 		goto out;
 	}
 	/* link(): never replaces a file someone made meanwhile. The copy first, the manifest
-	 * last: a manifest is there only for a whole copy. */
+	 * last: a manifest is there only for a whole copy. Both go again if the list of backups
+	 * cannot name them: nothing is left half done. */
 	if (link(tmp, outp) != 0) {
 		r = errno == EEXIST ? KY_ERR_EXISTS : KY_ERR_IO;
 		cli_fail(r, outp, "%s", strerror(errno));
 		goto out;
 	}
-	linked = true;
+	linked_copy = true;
 	if (link(mtmp, mpath) != 0) {
 		r = errno == EEXIST ? KY_ERR_EXISTS : KY_ERR_IO;
 		cli_fail(r, mpath, "%s", strerror(errno));
 		goto out;
 	}
+	linked_manifest = true;
 	if ((r = bk_fsync_path(dir, true)) != 0) {
 		cli_fail(r, dir, "cannot write the directory to disk");
-		unlink(mpath);
 		goto out;
 	}
-	linked = false; /* both in place */
-	if ((r = bk_list_add(inst.dir, outp, mpath, created, vps)) != 0) {
-		fprintf(stderr,
-		        "note: the backup itself is whole: %s (with %s); only the list of backups "
-		        "lacks it\n",
-		        outp, mpath);
+	if ((r = bk_list_add(inst.dir, outp, mpath, created, vps)) != 0)
 		goto out;
-	}
+	linked_copy = linked_manifest = false; /* in place, and listed */
 	if (cli_g.json) {
 		cli_print_json(json_incref(manifest));
 	} else {
@@ -830,10 +827,10 @@ int backup_main(int argc, char **argv)
 		                "register holds each master key, nor its key parts\n");
 	r = 0;
 out:
-	if (linked) {
-		unlink(outp);
+	if (linked_manifest)
 		unlink(mpath);
-	}
+	if (linked_copy)
+		unlink(outp);
 	if (tmp[0] != '\0')
 		unlink(tmp);
 	if (mtmp[0] != '\0')
@@ -1119,43 +1116,11 @@ static void bk_part_numbers(const char (*vps)[BK_VP_HEX + 1], size_t nvps, char 
 	free(parts);
 }
 
-/* What follows a restore: storage-accept, and the way back to the backup's master key when
- * it is not the one of the storage that was in place. */
-static void bk_restore_next(FILE *f, const struct bk_manifest *m, const struct bk_contents *before,
-                            bool had_before)
+/* The way back to the backup's master key old_vp (entry which of the manifest). */
+static void bk_way_back(FILE *f, const struct bk_manifest *m, size_t which, const char *old_vp)
 {
-	const char *old_vp = NULL;
-	size_t which = 0;
 	char nums[64];
 
-	/* The backup's master key that the units do not hold: one its records are under that
-	 * is not the one the storage in place was under. */
-	for (size_t i = 0; had_before && before->integrity_vp[0] != '\0' && i < m->nvps; i++) {
-		if (m->vps[i].records == 0 || strcmp(m->vps[i].vp, before->integrity_vp) == 0)
-			continue;
-		old_vp = m->vps[i].vp;
-		which = i;
-		break;
-	}
-	fprintf(f, "\nwhat follows:\n");
-	fprintf(f, "1. start the units: 'kyok up' (or 'systemctl start kyok-unitd@N' on each "
-	           "host).\n");
-	if (old_vp == NULL) {
-		fprintf(f,
-		        "2. they refuse the restored storage as older than what they have seen "
-		        "(storage-rolled-back) until\n"
-		        "   the administrators accept it, signed as the signature threshold asks:\n"
-		        "     kyok tke storage-accept\n"
-		        "   (if nothing was written since the backup, they serve it at once).\n");
-		return;
-	}
-	fprintf(f,
-	        "2. the backup's records are sealed under master key VP %s,\n"
-	        "   the storage that was in place under VP %s (the units' current master key):\n"
-	        "   the units answer master-key-mismatch until the backup's master key is back,\n"
-	        "   then storage-rolled-back (older storage) until the administrators accept it.\n"
-	        "   The way back, in this order:\n",
-	        old_vp, before->integrity_vp);
 	bk_part_numbers(m->vps[which].parts, m->vps[which].nparts, nums, sizeof(nums));
 	if (nums[0] != '\0') {
 		fprintf(
@@ -1179,6 +1144,63 @@ static void bk_restore_next(FILE *f, const struct bk_manifest *m, const struct b
 	        "   cryptounit-mk-load prints the VP of the key it loaded: it must be %.16s....\n"
 	        "   Keep the key parts of both master keys until no backup needs them.\n",
 	        old_vp);
+}
+
+/* What follows a restore: storage-accept, and the way back to the backup's master key when
+ * it is not the one of the storage that was in place (or when that storage could not be
+ * read: then the units' current master key decides). */
+static void bk_restore_next(FILE *f, const struct bk_manifest *m, const struct bk_contents *before,
+                            bool had_before)
+{
+	const char *old_vp = NULL;
+	size_t which = 0;
+	bool known = had_before && before->integrity_vp[0] != '\0';
+
+	/* A master key the backup's records are under that the storage in place was not. */
+	for (size_t i = 0; i < m->nvps; i++) {
+		if (m->vps[i].records == 0 ||
+		    (known && strcmp(m->vps[i].vp, before->integrity_vp) == 0))
+			continue;
+		old_vp = m->vps[i].vp;
+		which = i;
+		break;
+	}
+	fprintf(f, "\nwhat follows:\n");
+	fprintf(f, "1. start the units: 'kyok up' (or 'systemctl start kyok-unitd@N' on each "
+	           "host).\n");
+	if (old_vp == NULL) {
+		fprintf(f,
+		        "2. they refuse the restored storage as older than what they have seen "
+		        "(storage-rolled-back) until\n"
+		        "   the administrators accept it, signed as the signature threshold asks:\n"
+		        "     kyok tke storage-accept\n"
+		        "   (if nothing was written since the backup, they serve it at once).\n");
+		return;
+	}
+	if (known)
+		fprintf(
+		    f,
+		    "2. the backup's records are sealed under master key VP %s,\n"
+		    "   the storage that was in place under VP %s (the units' current master "
+		    "key):\n"
+		    "   the units answer master-key-mismatch until the backup's master key is "
+		    "back,\n"
+		    "   then storage-rolled-back (older storage) until the administrators accept "
+		    "it.\n"
+		    "   The way back, in this order:\n",
+		    old_vp, before->integrity_vp);
+	else
+		fprintf(
+		    f,
+		    "2. the backup's records are sealed under master key VP %s; no storage was "
+		    "in place to compare.\n"
+		    "   If 'kyok status' shows that VP as the units' current master key, accept "
+		    "the storage:\n"
+		    "     kyok tke storage-accept\n"
+		    "   If it shows another, the units answer master-key-mismatch: the way back, "
+		    "in this order:\n",
+		    old_vp);
+	bk_way_back(f, m, which, old_vp);
 }
 
 static const char restore_usage[] =

@@ -11,6 +11,7 @@
 #     older storage (storage-rolled-back); the printed way back (the backup's key parts into
 #     the new register, commit, storage-accept, rotate) followed as printed: keys served again
 #     and the data key wrapped before the backup unwraps
+#   restore where no storage is in place: the units' master key to compare with, the way back
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -163,4 +164,17 @@ done
 call 2 $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K1/actions/unwrap"
 expect_eq "the data key wrapped before the backup unwraps" "$status $(jq -r .plaintext "$T_DIR/body")" \
 	"200 $DK"
+
+# ---- restore where no storage is in place (the disk that held it lost) -------------------------
+"$KYOK" down >/dev/null 2>&1
+mkdir "$T_DIR/lost"
+mv "$DB"* "$T_DIR/lost/"
+expect_fail "kyok up without keys.db: refused (the units have seen storage)" "missing or empty" \
+	"$KYOK" up
+"$KYOK" down >/dev/null 2>&1 || true
+out=$("$KYOK" restore --from "$BK" 2>&1) || fail "restore with no storage in place: $out"
+grep -q "no storage was in place to compare" <<<"$out" && grep -q "cryptounit-mk-load --parts 1,2" <<<"$out" &&
+	pass "restore with no storage in place: says to compare with the units' master key, and the way back" ||
+	fail "restore with no storage in place: $out"
+expect_eq "... keys.db is the backup" "$(sha "$DB")" "$(sha "$BK")"
 finish
