@@ -705,10 +705,22 @@ int tke_mk_setimm_main(int argc, char **argv)
 
 /* ---- clear new / clear current ---- */
 
+/* The unit refuses both in imprint mode (its registers are empty there anyway): said before
+ * anything is signed, not reported as "unchanged". */
+static int mk_clr_imprint(struct tke_unit *u)
+{
+	snprintf(u->detail, sizeof(u->detail),
+	         "in imprint mode, where no master key register can be cleared: set the "
+	         "thresholds first (cryptounit-thrhld-set)");
+	return KY_ERR_IMPRINT_MODE;
+}
+
 static int mk_clrnew_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	(void)ctx;
 	(void)run;
+	if (u->st.imprint)
+		return mk_clr_imprint(u);
 	if (u->st.new_state == KY_NEW_EMPTY) {
 		snprintf(u->detail, sizeof(u->detail), "new master key register already EMPTY");
 		u->result = TKE_UNCHANGED;
@@ -720,6 +732,8 @@ static int mk_clrcur_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	(void)ctx;
 	(void)run;
+	if (u->st.imprint)
+		return mk_clr_imprint(u);
 	if (u->st.cur_state == KY_CUR_EMPTY) {
 		snprintf(u->detail, sizeof(u->detail), "current master key register already EMPTY");
 		u->result = TKE_UNCHANGED;
