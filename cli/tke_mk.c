@@ -456,7 +456,8 @@ int tke_mk_load_main(int argc, char **argv)
 	    "--card-pin-fd, terminal). Such parts never appear here in clear, and the units\n"
 	    "then report the new key's verification pattern. Passwords, token PINs and card\n"
 	    "PINs are asked in the order of the parts, before the signers'. Needs one\n"
-	    "administrator signature per key part.\n\n"
+	    "administrator signature per key part; every selected signature key signs,\n"
+	    "each asking its password.\n\n"
 	    "options:\n"
 	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
 	    "missing\n" TKE_PREPARE_HELP;
@@ -698,7 +699,8 @@ int tke_mk_setimm_main(int argc, char **argv)
 	    "Makes the committed new master key the current one on every selected crypto unit\n"
 	    "and empties the new register. It does NOT re-encipher key storage (see\n"
 	    "cryptounit-mk-rotate). Asks for confirmation (--yes answers it). Needs one\n"
-	    "signature.\n\n"
+	    "administrator signature; every selected signature key signs, each asking its\n"
+	    "password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	return mk_reg_main(argc, argv, KY_OP_MK_SETIMM, usage);
 }
@@ -746,7 +748,8 @@ int tke_mk_clrnew_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke cryptounit-mk-clrnew [--prepare FILE]\n\n"
 	    "Clears the new master key register of every selected crypto unit. Needs one\n"
-	    "signature.\n\n"
+	    "administrator signature; every selected signature key signs, each asking its\n"
+	    "password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
@@ -771,7 +774,8 @@ int tke_mk_clrcur_main(int argc, char **argv)
 	    "usage: kyok tke cryptounit-mk-clrcur [--prepare FILE]\n\n"
 	    "Clears the current master key register of every selected crypto unit: the unit\n"
 	    "cannot use key storage until a master key is set again. Asks for confirmation\n"
-	    "(--yes answers it). Needs one signature.\n\n"
+	    "(--yes answers it). Needs one administrator signature; every selected signature\n"
+	    "key signs, each asking its password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
