@@ -551,13 +551,13 @@ int tke_thrhld_set_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	if (sig == NULL &&
-	    (r = tke_ask_threshold("new signature threshold (1-8)", "--signature", &t.sig)) != 0) {
+	if (sig == NULL && (r = tke_ask_threshold("new signature threshold (1-8)", "--signature",
+	                                          KY_MAX_ADMINS, 0, &t.sig)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
 	if (rev == NULL && (r = tke_ask_threshold("new revocation threshold (1-8)", "--revocation",
-	                                          &t.rev)) != 0) {
+	                                          KY_MAX_ADMINS, 0, &t.rev)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}

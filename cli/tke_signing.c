@@ -90,26 +90,39 @@ int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out)
 	return 0;
 }
 
-int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out)
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	r = tke_parse_int(line, flag, lo, hi, out);
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else
+		r = tke_parse_int(line, flag, lo, hi, out);
 	free(line);
 	return r;
 }
 
-int tke_ask_threshold(const char *prompt, const char *flag, int *out)
+int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	if (tke_int_parse(line, 1, KY_MAX_ADMINS, out) != 0)
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else if (tke_int_parse(line, 1, hi, out) != 0)
 		r = tke_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
 	free(line);
 	return r;
