@@ -275,6 +275,31 @@ static int admin_rm_fill(void *ctx, struct tke_run *run, struct tke_unit *u, str
 	return 0;
 }
 
+/* An administrator no reachable selected unit has is a typo, not a success: refused before
+ * anything is signed. (One installed on some units only is removed from those.) */
+static int admin_rm_check_named(const struct tke_run *run, const struct admin_rm_ctx *a)
+{
+	size_t reachable = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip || !u->reachable)
+			continue;
+		reachable++;
+		if (admin_rm_find(a, &u->st) >= 0)
+			return 0;
+	}
+	if (reachable == 0)
+		return 0; /* the run reports the units it cannot reach */
+	if (a->by_name)
+		return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->name,
+		               "no selected crypto unit has an administrator of this name: "
+		               "'kyok tke cryptounit-admins' lists the installed ones");
+	return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->ski_hex,
+	               "no selected crypto unit has an administrator with this key identifier: "
+	               "'kyok tke cryptounit-admins' lists the installed ones");
+}
+
 /* Lists the administrators of the selected units and asks which one to remove. */
 static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 {
@@ -393,6 +418,10 @@ int tke_admin_rm_main(int argc, char **argv)
 		goto out;
 	}
 	if (name == NULL && ski == NULL && (r = admin_rm_choose(&run, &a)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if ((r = admin_rm_check_named(&run, &a)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
@@ -522,13 +551,13 @@ int tke_thrhld_set_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	if (sig == NULL &&
-	    (r = tke_ask_threshold("new signature threshold (1-8)", "--signature", &t.sig)) != 0) {
+	if (sig == NULL && (r = tke_ask_threshold("new signature threshold (1-8)", "--signature",
+	                                          KY_MAX_ADMINS, 0, &t.sig)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
 	if (rev == NULL && (r = tke_ask_threshold("new revocation threshold (1-8)", "--revocation",
-	                                          &t.rev)) != 0) {
+	                                          KY_MAX_ADMINS, 0, &t.rev)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}

@@ -90,26 +90,39 @@ int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out)
 	return 0;
 }
 
-int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out)
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	r = tke_parse_int(line, flag, lo, hi, out);
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else
+		r = tke_parse_int(line, flag, lo, hi, out);
 	free(line);
 	return r;
 }
 
-int tke_ask_threshold(const char *prompt, const char *flag, int *out)
+int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	if (tke_int_parse(line, 1, KY_MAX_ADMINS, out) != 0)
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else if (tke_int_parse(line, 1, hi, out) != 0)
 		r = tke_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
 	free(line);
 	return r;
@@ -1533,6 +1546,76 @@ static int tke_cmd_sign_needed(const struct tke_bundle *b, const struct tke_pars
 	return 0;
 }
 
+/* Before any password: every selected key is an administrator of every command's unit, as
+ * far as this workstation can see (the units of this instance it reaches). A unit refuses a
+ * whole command with one signature it does not know, and a signature cannot be taken back:
+ * better said here than at cmd-submit. Units it cannot read are left to cmd-submit. */
+static int tke_cmd_sign_check_admins(const struct tke_parsed_cmd *pc, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+	struct cli_sigkey *keys = NULL;
+	size_t nkeys = 0, nsel = 0;
+	struct tke_run run = {0};
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/instance.json", cli_instance_dir());
+	if (access(path, R_OK) != 0) {
+		tke_note("no instance at %s here: whether the signers are administrators of the "
+		         "commands' units is checked when the bundle is submitted",
+		         cli_instance_dir());
+		return 0;
+	}
+	if ((r = tke_selected_sigkeys(&keys, &nkeys, &nsel)) != 0)
+		return r;
+	if ((r = cli_instance_load(&run.inst)) != 0)
+		goto out;
+	if ((run.units = calloc(n == 0 ? 1 : n, sizeof(*run.units))) == NULL) {
+		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct cli_unit *found = NULL;
+
+		for (size_t k = 0; k < run.inst.nunits; k++)
+			if (strcmp(run.inst.units[k].id, pc[i].c->unit) == 0)
+				found = &run.inst.units[k];
+		run.units[i].skip = found == NULL || strcmp(pc[i].c->instance, run.inst.id) != 0;
+		if (found != NULL)
+			run.units[i].u = *found;
+		run.n = i + 1;
+	}
+	if ((r = tke_run_refresh(&run)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct tke_unit *u = &run.units[i];
+
+		if (u->skip || !u->reachable) {
+			tke_note(
+			    "command %zu: its crypto unit is not one this workstation reaches: "
+			    "its administrators are checked when the bundle is submitted",
+			    i + 1);
+			continue;
+		}
+		for (size_t k = 0; k < nkeys; k++) {
+			if (!keys[k].selected || tke_ustate_admin_by_ski(&u->st, keys[k].ski) >= 0)
+				continue;
+			r = tke_err(
+			    KY_ERR_SIGNER_NOT_ADMIN, keys[k].name,
+			    "signature key %d is not an administrator of crypto unit %d (%s), "
+			    "which would refuse command %zu whole with this signature on it: "
+			    "select only its administrators' keys ('kyok tke sigkey-sel'; "
+			    "'kyok tke cryptounit-admins' lists them); nothing was signed",
+			    keys[k].number, u->u.number, u->u.zone, i + 1);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	tke_run_release(&run);
+	free(keys);
+	return r;
+}
+
 int tke_cmd_sign_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -1560,6 +1643,8 @@ int tke_cmd_sign_main(int argc, char **argv)
 		r = r < 0 ? 0 : r;
 		goto out;
 	}
+	if ((r = tke_cmd_sign_check_admins(pc, b.n)) != 0)
+		goto out;
 	if ((r = cli_signers_open(&signers, &nsigners)) != 0)
 		goto out;
 	/* Signer by signer: a key on a card signs every command while its card is in. */
@@ -1715,9 +1800,14 @@ int tke_cmd_submit_main(int argc, char **argv)
 		free(skis);
 		for (size_t k = 0; k < pc[i].nsigners; k++) {
 			if (tke_ustate_admin_by_ski(&u->st, pc[i].signers[k].ski) < 0) {
-				tke_unit_set(u, TKE_REFUSED, KY_ERR_SIGNER_NOT_ADMIN,
-				             "signer '%s' is not an administrator of this unit",
-				             pc[i].signers[k].name);
+				tke_unit_set(
+				    u, TKE_REFUSED, KY_ERR_SIGNER_NOT_ADMIN,
+				    "signer '%s' is not an administrator of this unit, which "
+				    "refuses the whole command with that signature on it: not "
+				    "sent: prepare the command again and have it signed by "
+				    "the unit's administrators only ('kyok tke "
+				    "cryptounit-admins' lists them)",
+				    pc[i].signers[k].name);
 				short_any = true;
 				break;
 			}

@@ -134,10 +134,11 @@ int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *r
 int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
 /* Parses an integer flag value in [lo, hi]; prints the error. */
 int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out) KY_WUR;
-/* Asks for a line (or fails naming flag when not interactive) and parses an int. */
-int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out) KY_WUR;
-/* Asks a threshold (1..8): KY_ERR_THRESHOLD_RANGE otherwise. */
-int tke_ask_threshold(const char *prompt, const char *flag, int *out) KY_WUR;
+/* Asks for a line (or fails naming flag when not interactive) and parses an int. def, when
+ * not 0, is shown in brackets and taken for an empty answer. */
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, int *out) KY_WUR;
+/* Asks a threshold (1..hi): KY_ERR_THRESHOLD_RANGE otherwise; def as for tke_ask_int. */
+int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out) KY_WUR;
 /* Prints usage text plus the common options on stdout. */
 void tke_print_help(const char *usage);
 /* Number of selected signature keys and their SKIs (no password needed). */
