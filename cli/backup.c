@@ -34,19 +34,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/backup.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "kyok/store.h"
 
-#define BK_FORMAT           "kyok-backup-manifest-v1"
 #define BK_MANIFEST_SUFFIX  ".manifest.json"
 #define BK_LIST             "backups.json"
 #define BK_MANIFEST_MAX     (64 * 1024)
 #define BK_LIST_MAX         (4 * 1024 * 1024)
 #define BK_BUSY_MS          10000
-#define BK_MAX_VPS          16
 #define BK_CONF_MAX         (64 * 1024)
-#define BK_VP_HEX           (2 * KY_VP_LEN)
 #define BK_INTEGRITY_SECRET KY_STORE_LEDGER_SECRET
 
 /* ---- small helpers ---- */
@@ -218,7 +216,7 @@ out:
 /* ---- reading a copy of key storage ---- */
 
 struct bk_vp {
-	char vp[BK_VP_HEX + 1];
+	char vp[BACKUP_VP_HEX + 1];
 	long long keys, secrets;
 };
 
@@ -227,10 +225,10 @@ struct bk_contents {
 	char schema[16];
 	long long keys, api_keys;
 	size_t nvps;
-	struct bk_vp vps[BK_MAX_VPS];
+	struct bk_vp vps[BACKUP_MAX_VPS];
 	bool has_digest;
 	long long gen, epoch, digest_records;
-	char integrity_vp[BK_VP_HEX + 1]; /* the VP of the storage integrity key, "" if none */
+	char integrity_vp[BACKUP_VP_HEX + 1]; /* the VP of the storage integrity key, "" if none */
 };
 
 static int bk_sq_err(sqlite3 *db, const char *path, const char *what)
@@ -245,7 +243,7 @@ static struct bk_vp *bk_vp_slot(struct bk_contents *c, const char *vp)
 	for (size_t i = 0; i < c->nvps; i++)
 		if (strcmp(c->vps[i].vp, vp) == 0)
 			return &c->vps[i];
-	if (c->nvps == BK_MAX_VPS)
+	if (c->nvps == BACKUP_MAX_VPS)
 		return NULL;
 	memset(&c->vps[c->nvps], 0, sizeof(c->vps[0]));
 	snprintf(c->vps[c->nvps].vp, sizeof(c->vps[0].vp), "%s", vp);
@@ -267,14 +265,14 @@ static int bk_count_vps(sqlite3 *db, const char *path, const char *table, struct
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *vp = (const char *)sqlite3_column_text(st, 0);
 		struct bk_vp *s;
-		if (vp == NULL || strlen(vp) != BK_VP_HEX) {
+		if (vp == NULL || strlen(vp) != BACKUP_VP_HEX) {
 			r = KY_ERR_BACKUP_MISMATCH;
 			cli_fail(r, path, "a row of '%s' has no valid master key VP", table);
 			goto out;
 		}
 		if ((s = bk_vp_slot(c, vp)) == NULL) {
 			r = KY_ERR_BACKUP_MISMATCH;
-			cli_fail(r, path, "records under more than %d master keys", BK_MAX_VPS);
+			cli_fail(r, path, "records under more than %d master keys", BACKUP_MAX_VPS);
 			goto out;
 		}
 		if (strcmp(table, "keys") == 0)
@@ -756,10 +754,11 @@ int backup_main(int argc, char **argv)
 		const char *base = strrchr(outp, '/') + 1;
 		manifest = json_pack(
 		    "{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:O, s:s?, s:o, s:s}", "format",
-		    BK_FORMAT, "instance", ct.instance, "created", created, "file", base, "sha256",
-		    sha, "size", (json_int_t)0, "schema", ct.schema, "keys", (json_int_t)ct.keys,
-		    "api_keys", (json_int_t)ct.api_keys, "master_keys", vps, "integrity_key_vp",
-		    ct.integrity_vp[0] ? ct.integrity_vp : NULL, "storage_digest",
+		    BACKUP_FORMAT, "instance", ct.instance, "created", created, "file", base,
+		    "sha256", sha, "size", (json_int_t)0, "schema", ct.schema, "keys",
+		    (json_int_t)ct.keys, "api_keys", (json_int_t)ct.api_keys, "master_keys", vps,
+		    "integrity_key_vp", ct.integrity_vp[0] ? ct.integrity_vp : NULL,
+		    "storage_digest",
 		    ct.has_digest
 		        ? json_pack("{s:I, s:I, s:I}", "generation", (json_int_t)ct.gen, "epoch",
 		                    (json_int_t)ct.epoch, "records", (json_int_t)ct.digest_records)
@@ -843,131 +842,6 @@ out:
 }
 
 /* ---- kyok restore ---- */
-
-struct bk_manifest {
-	char instance[KY_ID_MAX + 1];
-	char created[32];
-	char sha256[65];
-	long long keys;
-	size_t nvps;
-	struct {
-		char vp[BK_VP_HEX + 1];
-		long long records;
-		size_t nparts;
-		char parts[KY_MAX_PARTS][BK_VP_HEX + 1];
-	} vps[BK_MAX_VPS];
-	bool has_digest;
-	long long gen;
-};
-
-static bool bk_is_hex(const char *s, size_t n)
-{
-	if (s == NULL || strlen(s) != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
-/* Pure parser of a manifest. KY_ERR_MALFORMED with a reason in why. */
-static int bk_manifest_parse(const char *text, size_t n, struct bk_manifest *m, char *why,
-                             size_t whylen)
-{
-	int r = KY_ERR_MALFORMED;
-	json_error_t jerr;
-	json_t *j = NULL, *vps, *v, *dg;
-	const char *s;
-	size_t i;
-
-	memset(m, 0, sizeof(*m));
-	if ((j = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr)) == NULL ||
-	    !json_is_object(j)) {
-		snprintf(why, whylen, "not JSON (line %d: %s)", jerr.line, jerr.text);
-		goto out;
-	}
-	if ((s = json_string_value(json_object_get(j, "format"))) == NULL ||
-	    strcmp(s, BK_FORMAT) != 0) {
-		snprintf(why, whylen, "'format' is not '%s'", BK_FORMAT);
-		goto out;
-	}
-	if ((s = json_string_value(json_object_get(j, "instance"))) == NULL || s[0] == '\0' ||
-	    strlen(s) > KY_ID_MAX) {
-		snprintf(why, whylen, "no valid 'instance'");
-		goto out;
-	}
-	snprintf(m->instance, sizeof(m->instance), "%s", s);
-	if ((s = json_string_value(json_object_get(j, "created"))) == NULL ||
-	    strlen(s) >= sizeof(m->created)) {
-		snprintf(why, whylen, "no valid 'created'");
-		goto out;
-	}
-	snprintf(m->created, sizeof(m->created), "%s", s);
-	if (!bk_is_hex(s = json_string_value(json_object_get(j, "sha256")), 64)) {
-		snprintf(why, whylen, "'sha256' is not 64 lowercase hex digits");
-		goto out;
-	}
-	snprintf(m->sha256, sizeof(m->sha256), "%s", s);
-	if (!json_is_integer(json_object_get(j, "keys")) ||
-	    (m->keys = json_integer_value(json_object_get(j, "keys"))) < 0) {
-		snprintf(why, whylen, "no valid 'keys'");
-		goto out;
-	}
-	vps = json_object_get(j, "master_keys");
-	if (!json_is_array(vps) || json_array_size(vps) > BK_MAX_VPS) {
-		snprintf(why, whylen, "'master_keys' is not a list of at most %d", BK_MAX_VPS);
-		goto out;
-	}
-	json_array_foreach(vps, i, v)
-	{
-		json_t *parts = json_object_get(v, "part_vps"), *p;
-		size_t k;
-		if (!bk_is_hex(s = json_string_value(json_object_get(v, "vp")), BK_VP_HEX) ||
-		    !json_is_integer(json_object_get(v, "keys")) ||
-		    !json_is_integer(json_object_get(v, "secrets"))) {
-			snprintf(why, whylen, "master key %zu: no valid 'vp', 'keys' or 'secrets'",
-			         i + 1);
-			goto out;
-		}
-		snprintf(m->vps[i].vp, sizeof(m->vps[i].vp), "%s", s);
-		m->vps[i].records = json_integer_value(json_object_get(v, "keys")) +
-		                    json_integer_value(json_object_get(v, "secrets"));
-		if (parts != NULL &&
-		    (!json_is_array(parts) || json_array_size(parts) > KY_MAX_PARTS)) {
-			snprintf(why, whylen,
-			         "master key %zu: 'part_vps' is not a list of at most %d", i + 1,
-			         KY_MAX_PARTS);
-			goto out;
-		}
-		json_array_foreach(parts, k, p)
-		{
-			if (!bk_is_hex(s = json_string_value(p), BK_VP_HEX)) {
-				snprintf(why, whylen, "master key %zu: part VP %zu is not a VP",
-				         i + 1, k + 1);
-				goto out;
-			}
-			snprintf(m->vps[i].parts[k], sizeof(m->vps[i].parts[k]), "%s", s);
-		}
-		m->vps[i].nparts = json_array_size(parts);
-	}
-	m->nvps = json_array_size(vps);
-	dg = json_object_get(j, "storage_digest");
-	if (json_is_object(dg)) {
-		if (!json_is_integer(json_object_get(dg, "generation"))) {
-			snprintf(why, whylen, "'storage_digest' has no 'generation'");
-			goto out;
-		}
-		m->has_digest = true;
-		m->gen = json_integer_value(json_object_get(dg, "generation"));
-	} else if (!json_is_null(dg)) {
-		snprintf(why, whylen, "'storage_digest' is neither an object nor null");
-		goto out;
-	}
-	r = 0;
-out:
-	json_decref(j);
-	return r;
-}
 
 /* Every unit of the instance stopped: no kyok-unitd runs on a unit.conf of the instance
  * directory, and no unit that instance.json lists answers. */
@@ -1090,7 +964,7 @@ out:
 
 /* The workspace's key part numbers whose VPs are vps, as "1,2" (empty when one is not in
  * the workspace). */
-static void bk_part_numbers(const char (*vps)[BK_VP_HEX + 1], size_t nvps, char *out, size_t n)
+static void bk_part_numbers(const char (*vps)[BACKUP_VP_HEX + 1], size_t nvps, char *out, size_t n)
 {
 	struct cli_keypart *parts = NULL;
 	size_t np = 0, len = 0;
@@ -1117,7 +991,7 @@ static void bk_part_numbers(const char (*vps)[BK_VP_HEX + 1], size_t nvps, char 
 }
 
 /* The way back to the backup's master key old_vp (entry which of the manifest). */
-static void bk_way_back(FILE *f, const struct bk_manifest *m, size_t which, const char *old_vp)
+static void bk_way_back(FILE *f, const struct backup_manifest *m, size_t which, const char *old_vp)
 {
 	char nums[64];
 
@@ -1149,8 +1023,8 @@ static void bk_way_back(FILE *f, const struct bk_manifest *m, size_t which, cons
 /* What follows a restore: storage-accept, and the way back to the backup's master key when
  * it is not the one of the storage that was in place (or when that storage could not be
  * read: then the units' current master key decides). */
-static void bk_restore_next(FILE *f, const struct bk_manifest *m, const struct bk_contents *before,
-                            bool had_before)
+static void bk_restore_next(FILE *f, const struct backup_manifest *m,
+                            const struct bk_contents *before, bool had_before)
 {
 	const char *old_vp = NULL;
 	size_t which = 0;
@@ -1231,7 +1105,7 @@ int restore_main(int argc, char **argv)
 	char mpath[PATH_MAX + 32], why[256], sha[65], store[PATH_MAX], tmp[PATH_MAX + 32];
 	char aside[PATH_MAX + 64], stamp[32], dir[PATH_MAX];
 	struct cli_instance inst;
-	struct bk_manifest m;
+	struct backup_manifest m;
 	struct bk_contents ct, before;
 	struct ky_buf b = {0};
 	bool had_before = false, moved = false;
@@ -1271,7 +1145,7 @@ int restore_main(int argc, char **argv)
 		cli_fail(r, mpath, NULL);
 		goto out;
 	}
-	if ((r = bk_manifest_parse((const char *)b.data, b.len, &m, why, sizeof(why))) != 0) {
+	if ((r = backup_manifest_parse((const char *)b.data, b.len, &m, why, sizeof(why))) != 0) {
 		cli_fail(r, mpath, "%s", why);
 		goto out;
 	}
