@@ -128,6 +128,19 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 /* Signature requirement of c on a unit in state st, by the ceremony's own rule. */
 int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *required) KY_WUR;
 
+/* ---- the engine's parts the bundle verbs (cli/tke_cmd.c) use ---- */
+
+/* Sets a unit's result, error and detail (fmt may format u->detail itself). */
+void tke_unit_set(struct tke_unit *u, enum tke_result res, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The command's own fields, in words (cmd-show, bundle comments). */
+void tke_command_summary(const struct ky_command *c, char *out, size_t outlen);
+/* Prints the refusals found before sending, and "nothing was sent"; returns the error. */
+int tke_print_local_refusals(struct tke_run *run) KY_WUR;
+/* How many of skis are administrators of st (each counted once); their names in names. */
+int tke_count_admin_skis(const struct tke_ustate *st, const uint8_t (*skis)[KY_SKI_LEN], size_t n,
+                         char *names, size_t nameslen);
+
 /* ---- helpers shared by the command files ---- */
 
 /* Pure: a decimal integer in [lo, hi] (KY_ERR_USAGE, nothing printed). */
