@@ -300,7 +300,8 @@ static int tke_cmd_sign_check_admins(const struct tke_parsed_cmd *pc, size_t n)
 			continue;
 		}
 		for (size_t k = 0; k < nkeys; k++) {
-			if (!keys[k].selected || tke_ustate_admin_by_ski(&u->st, keys[k].ski) >= 0)
+			if (!keys[k].selected ||
+			    ky_unit_state_admin_by_ski(&u->st, keys[k].ski) >= 0)
 				continue;
 			r = tke_err(
 			    KY_ERR_SIGNER_NOT_ADMIN, keys[k].name,
@@ -502,7 +503,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 		                            pc[i].nsigners, names, sizeof(names));
 		free(skis);
 		for (size_t k = 0; k < pc[i].nsigners; k++) {
-			if (tke_ustate_admin_by_ski(&u->st, pc[i].signers[k].ski) < 0) {
+			if (ky_unit_state_admin_by_ski(&u->st, pc[i].signers[k].ski) < 0) {
 				tke_unit_set(
 				    u, TKE_REFUSED, KY_ERR_SIGNER_NOT_ADMIN,
 				    "signer '%s' is not an administrator of this unit, which "

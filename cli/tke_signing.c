@@ -172,116 +172,7 @@ out:
 
 /* ---- unit state ---- */
 
-static int tke_json_int(const json_t *o, const char *key, json_int_t lo, json_int_t hi,
-                        json_int_t *out)
-{
-	json_t *v = json_object_get(o, key);
-
-	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-		return KY_ERR_BAD_REPLY;
-	*out = json_integer_value(v);
-	return 0;
-}
-
-static int tke_json_vp(const json_t *reg, bool full, char out[2 * KY_VP_LEN + 1])
-{
-	json_t *v = json_object_get(reg, "vp");
-	uint8_t tmp[KY_VP_LEN];
-
-	out[0] = '\0';
-	if (!full)
-		return json_is_null(v) || v == NULL ? 0 : KY_ERR_BAD_REPLY;
-	if (!json_is_string(v) || ky_hex_decode(json_string_value(v), tmp, sizeof(tmp)) != 0)
-		return KY_ERR_BAD_REPLY;
-	ky_hex_encode(tmp, sizeof(tmp), out);
-	return 0;
-}
-
-int tke_ustate_parse(const json_t *j, struct tke_ustate *st)
-{
-	json_int_t v;
-	json_t *admins, *reg;
-	const char *s;
-
-	memset(st, 0, sizeof(*st));
-	if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "imprint")))
-		return KY_ERR_BAD_REPLY;
-	st->imprint = json_is_true(json_object_get(j, "imprint"));
-	if ((s = json_string_value(json_object_get(j, "incarnation"))) == NULL ||
-	    ky_hex_decode(s, st->incarnation, KY_INCARNATION_LEN) != 0)
-		return KY_ERR_BAD_REPLY;
-	ky_hex_encode(st->incarnation, KY_INCARNATION_LEN, st->incarnation_hex);
-	if (tke_json_int(j, "next_counter", 0, INT64_MAX, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->counter = (uint64_t)v;
-	if (tke_json_int(j, "signature_threshold", 0, KY_MAX_ADMINS, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->sig = (int)v;
-	if (tke_json_int(j, "revocation_threshold", 0, KY_MAX_ADMINS, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->rev = (int)v;
-	admins = json_object_get(j, "admins");
-	if (!json_is_array(admins) || json_array_size(admins) > KY_MAX_ADMINS)
-		return KY_ERR_BAD_REPLY;
-	for (size_t i = 0; i < json_array_size(admins); i++) {
-		json_t *a = json_array_get(admins, i);
-		const char *name = json_string_value(json_object_get(a, "name"));
-		const char *ski = json_string_value(json_object_get(a, "ski"));
-		struct tke_admin_info *ai = &st->admins[i];
-
-		if (name == NULL || ski == NULL || strlen(name) > KY_ADMIN_NAME_MAX ||
-		    ky_hex_decode(ski, ai->ski, KY_SKI_LEN) != 0)
-			return KY_ERR_BAD_REPLY;
-		snprintf(ai->name, sizeof(ai->name), "%s", name);
-		ky_hex_encode(ai->ski, KY_SKI_LEN, ai->ski_hex);
-	}
-	st->nadmins = json_array_size(admins);
-
-	reg = json_object_get(j, "new_mk");
-	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
-		return KY_ERR_BAD_REPLY;
-	if (strcmp(s, ky_new_state_name(KY_NEW_EMPTY)) == 0)
-		st->new_state = KY_NEW_EMPTY;
-	else if (strcmp(s, ky_new_state_name(KY_NEW_UNCOMMITTED)) == 0)
-		st->new_state = KY_NEW_UNCOMMITTED;
-	else if (strcmp(s, ky_new_state_name(KY_NEW_COMMITTED)) == 0)
-		st->new_state = KY_NEW_COMMITTED;
-	else
-		return KY_ERR_BAD_REPLY;
-	if (tke_json_vp(reg, st->new_state != KY_NEW_EMPTY, st->new_vp) != 0)
-		return KY_ERR_BAD_REPLY;
-
-	reg = json_object_get(j, "current_mk");
-	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
-		return KY_ERR_BAD_REPLY;
-	if (strcmp(s, ky_cur_state_name(KY_CUR_EMPTY)) == 0)
-		st->cur_state = KY_CUR_EMPTY;
-	else if (strcmp(s, ky_cur_state_name(KY_CUR_VALID)) == 0)
-		st->cur_state = KY_CUR_VALID;
-	else
-		return KY_ERR_BAD_REPLY;
-	if (tke_json_vp(reg, st->cur_state == KY_CUR_VALID, st->cur_vp) != 0)
-		return KY_ERR_BAD_REPLY;
-	return 0;
-}
-
-int tke_ustate_admin_by_ski(const struct tke_ustate *st, const uint8_t ski[KY_SKI_LEN])
-{
-	for (size_t i = 0; i < st->nadmins; i++)
-		if (memcmp(st->admins[i].ski, ski, KY_SKI_LEN) == 0)
-			return (int)i;
-	return -1;
-}
-
-int tke_ustate_admin_by_name(const struct tke_ustate *st, const char *name)
-{
-	for (size_t i = 0; i < st->nadmins; i++)
-		if (strcmp(st->admins[i].name, name) == 0)
-			return (int)i;
-	return -1;
-}
-
-int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *required)
+int tke_required(const struct ky_unit_state *st, const struct ky_command *c, int *required)
 {
 	int r = KY_ERR_INTERNAL;
 	/* The ceremony's own rule decides; it reads only thresholds, admins and registers.
@@ -363,7 +254,7 @@ int tke_run_refresh(struct tke_run *run)
 		if (r != 0)
 			return r; /* printed by unit_state: identity changed, bad reply */
 		unit_id = json_string_value(json_object_get(st, "unit"));
-		r = tke_ustate_parse(st, &u->st);
+		r = ky_unit_state_parse(st, &u->st);
 		if (r == 0 && (unit_id == NULL || strcmp(unit_id, u->u.id) != 0))
 			r = KY_ERR_BAD_REPLY;
 		json_decref(st);
@@ -641,8 +532,8 @@ size_t tke_run_pending(const struct tke_run *run, int *max_required)
 }
 
 /* Distinct administrators of st among the given SKIs; names appended to names. */
-int tke_count_admin_skis(const struct tke_ustate *st, const uint8_t (*skis)[KY_SKI_LEN], size_t n,
-                         char *names, size_t nameslen)
+int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[KY_SKI_LEN],
+                         size_t n, char *names, size_t nameslen)
 {
 	bool seen[KY_MAX_ADMINS] = {false};
 	int count = 0;
@@ -650,7 +541,7 @@ int tke_count_admin_skis(const struct tke_ustate *st, const uint8_t (*skis)[KY_S
 	if (names != NULL && nameslen > 0)
 		names[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
-		int a = tke_ustate_admin_by_ski(st, skis[i]);
+		int a = ky_unit_state_admin_by_ski(st, skis[i]);
 		if (a < 0 || seen[a])
 			continue;
 		seen[a] = true;
@@ -757,7 +648,7 @@ static int tke_sign_all(struct tke_run *run, const struct cli_signer *signers, s
 			if (u->skip || u->result != TKE_PENDING || !u->reachable ||
 			    u->cms.len > 0 || u->required == 0)
 				continue;
-			if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[i][a])
+			if ((a = ky_unit_state_admin_by_ski(&u->st, ski)) < 0 || used[i][a])
 				continue;
 			used[i][a] = true;
 			if ((r = cli_signer_sign(&signers[k], &ders[i])) != 0)
@@ -792,11 +683,11 @@ void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_
 		if (rc == 0) {
 			json_t *res = json_object_get(reply, "result");
 			json_t *st = json_object_get(reply, "state");
-			struct tke_ustate nst;
+			struct ky_unit_state nst;
 
 			u->result = TKE_CHANGED;
 			u->result_json = json_incref(res);
-			if (st != NULL && tke_ustate_parse(st, &nst) == 0)
+			if (st != NULL && ky_unit_state_parse(st, &nst) == 0)
 				u->st = nst;
 		} else if (rc == KY_ERR_UNREACHABLE || rc == KY_ERR_INSTANCE_DOWN) {
 			tke_unit_set(u, TKE_UNREACHABLE, rc, "%s", detail != NULL ? detail : "");
