@@ -531,7 +531,7 @@ static json_t *bk_vps_json(const struct bk_contents *c, const json_t *state)
 				break;
 			}
 		}
-		o = json_pack("{s:s, s:I, s:I, s:s?, s:O?}", "vp", c->vps[i].vp, "keys",
+		o = json_pack("{s:s, s:I, s:I, s:s*, s:O*}", "vp", c->vps[i].vp, "keys",
 		              (json_int_t)c->vps[i].keys, "secrets", (json_int_t)c->vps[i].secrets,
 		              "register", reg, "part_vps", parts);
 		if (o == NULL || json_array_append_new(arr, o) != 0) {

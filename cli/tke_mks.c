@@ -492,7 +492,7 @@ static void mk_rm_warn_backups(const struct cli_keypart *p)
 					const char *vp = json_string_value(v);
 					uses = uses || (vp != NULL && strcmp(vp, p->vp_hex) == 0);
 				}
-				if (!uses && pv != NULL)
+				if (!uses && json_is_array(pv))
 					continue;
 				fprintf(
 				    stderr,

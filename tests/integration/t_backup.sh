@@ -12,6 +12,7 @@
 #     the new register, commit, storage-accept, rotate) followed as printed: keys served again
 #     and the data key wrapped before the backup unwraps
 #   restore where no storage is in place: the units' master key to compare with, the way back
+#   a backup with no unit running (no registers recorded), --output json of both commands
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -177,4 +178,21 @@ grep -q "no storage was in place to compare" <<<"$out" && grep -q "cryptounit-mk
 	pass "restore with no storage in place: says to compare with the units' master key, and the way back" ||
 	fail "restore with no storage in place: $out"
 expect_eq "... keys.db is the backup" "$(sha "$DB")" "$(sha "$BK")"
+
+# ---- with no unit running: a backup without registers; JSON output ------------------------------
+out=$("$KYOK" backup --output json --out "$T_DIR/bk/quiet" 2>"$T_DIR/quiet.err") || fail "backup, units down: $out"
+expect_eq "backup --output json prints the manifest; no unit answered: no register, no parts" \
+	"$(jq -r '"\(.format) \(.registers_from_unit // "none") \(.master_keys[0].part_vps // "none")"' <<<"$out")" \
+	"kyok-backup-manifest-v1 none none"
+grep -q "no crypto unit answered" "$T_DIR/quiet.err" && pass "... and says so" ||
+	fail "backup, units down: $(cat "$T_DIR/quiet.err")"
+expect_eq "backups.json lists both backups" "$(jq -r '.backups | length' "$A/backups.json")" 2
+out=$("$KYOK" restore --output json --from "$T_DIR/bk/quiet" 2>"$T_DIR/quiet.err") || fail "restore json: $out"
+expect_eq "restore --output json: what was restored and kept" \
+	"$(jq -r '"\(.restored) \(.kept != null) \(.keys)"' <<<"$out")" "$T_DIR/bk/quiet true 1"
+grep -q "kyok tke storage-accept" "$T_DIR/quiet.err" && pass "... what follows on stderr" ||
+	fail "restore json: $(cat "$T_DIR/quiet.err")"
+expect_fail "mk-rm of any part names a backup whose key parts were not recorded" \
+	"backup $T_DIR/bk/quiet \(made .*\) is under master key VP .*key parts were not recorded.*may need this part" \
+	"$KYOK" tke mk-rm --mk 3
 finish
