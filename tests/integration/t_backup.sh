@@ -76,6 +76,8 @@ expect_eq "manifest: the storage digest generation is the copy's" \
 	"$(jq -r .storage_digest.generation "$M")" "$(sqlite3 "$BK" 'SELECT gen FROM ledger')"
 expect_eq "the copy is a whole SQLite file holding the key" \
 	"$(sqlite3 "$BK" "PRAGMA quick_check; SELECT count(*) FROM keys WHERE id = '$K1'" | tr '\n' ' ')" "ok 1 "
+expect_eq "the copy's rows by master key VP, as docs/formats.md reads them" \
+	"$(sqlite3 "$BK" 'SELECT lower(hex(vp)), count(*) FROM keys GROUP BY vp')" "$VPA|1"
 expect_eq "backups.json lists it" "$(jq -r '.backups[0].file' "$A/backups.json")" "$BK"
 expect_fail "kyok backup onto an existing file" "never replaces" "$KYOK" backup --out "$BK"
 expect_fail "kyok backup without --out" "--out FILE is needed" "$KYOK" backup
