@@ -17,7 +17,7 @@
 set -euo pipefail
 
 BUILD=${1:-build}
-ROUNDS=${AB_ROUNDS:-4} # each round: one slice per side
+ROUNDS=${AB_ROUNDS:-10} # each round: one slice per side
 SLICE=${AB_SLICE:-2s}
 WRK_THREADS=2
 WRK_CONNS=64
