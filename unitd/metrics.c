@@ -169,11 +169,21 @@ int unitd_metrics_storage_check(struct unitd_keystore *ks)
 		r = metrics_check_r;
 		goto out;
 	}
-	/* The same check a key API request makes when it takes the registers: the change
-	 * counter, and the whole storage against its digest until that passed once. */
+	/* The check a key API request makes when it takes the registers (the change counter,
+	 * the whole storage against its digest until that passed once), and one read of a small
+	 * record as every read is checked: storage rolled back or replaced under the running unit
+	 * shows there. Nothing is opened: the record stays sealed. */
 	r = unitd_keystore_enter(ks, &kms);
-	if (r == 0)
+	if (r == 0) {
+		struct ky_store_secret sec;
+
+		memset(&sec, 0, sizeof(sec));
+		r = ky_store_secret_get(kms.store, UNITD_SECRET_TOKEN_KEY, &sec);
+		if (r == KY_ERR_NOT_FOUND)
+			r = 0;
+		ky_store_secret_release(&sec);
 		unitd_keystore_leave(ks);
+	}
 	metrics_check_r = r;
 	metrics_check_ms = now;
 	metrics_checked = true;
