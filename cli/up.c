@@ -67,21 +67,6 @@ static int up_uuid(char out[37])
 	return 0;
 }
 
-static bool up_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /* Absolute form of dir (not resolved: it may not exist yet). */
 static int up_abs_dir(const char *dir, char *out, size_t n)
 {
@@ -825,7 +810,7 @@ static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t 
 	    strstr(list, ",,") != NULL)
 		return KY_ERR_USAGE;
 	for (char *z = strtok_r(copy, ",", &save); z != NULL; z = strtok_r(NULL, ",", &save)) {
-		if (count == cap || !up_id_ok(z))
+		if (count == cap || !ky_id_valid(z))
 			return KY_ERR_USAGE;
 		snprintf(zones[count++], KY_ID_MAX + 1, "%s", z);
 	}
@@ -1256,7 +1241,7 @@ static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 			break;
 		}
 		case 'z':
-			if (!up_id_ok(optarg)) {
+			if (!ky_id_valid(optarg)) {
 				cli_fail(KY_ERR_USAGE, "--zone",
 				         "'%s': use 1 to 64 of A-Z a-z 0-9 . _ -", optarg);
 				return KY_ERR_USAGE;

@@ -124,21 +124,6 @@ static bool cli_file_name_ok(const char *s, const char *suffix)
 	return strcmp(s + n - k, suffix) == 0;
 }
 
-static bool cli_sel_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /* Pure parser of selection.json:
  * {"<instance>": {"units": [numbers]}, ..., "sigkeys": ["<file>.sigkey", ...]} */
 static int cli_selection_parse(const char *text, size_t n, json_t **out, char *why, size_t whylen)
@@ -187,7 +172,7 @@ static int cli_selection_parse(const char *text, size_t n, json_t **out, char *w
 			}
 			continue;
 		}
-		if (!cli_sel_id_ok(key)) {
+		if (!ky_id_valid(key)) {
 			snprintf(why, whylen, "'%.64s' is not an instance id", key);
 			goto out;
 		}

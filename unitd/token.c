@@ -180,21 +180,6 @@ out:
 
 /* ---- verify ---- */
 
-static bool token_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 static int token_claim_str(json_t *o, const char *k, char *out, size_t cap)
 {
 	json_t *v = json_object_get(o, k);
@@ -263,7 +248,7 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
 	if ((j = json_loadb(claims, dlen, JSON_REJECT_DUPLICATES, NULL)) == NULL ||
 	    !json_is_object(j) || token_claim_str(j, "iss", iss, sizeof(iss)) != 0 ||
 	    strcmp(iss, TOKEN_ISS) != 0 ||
-	    token_claim_str(j, "sub", out->sub, sizeof(out->sub)) != 0 || !token_id_ok(out->sub) ||
+	    token_claim_str(j, "sub", out->sub, sizeof(out->sub)) != 0 || !ky_id_valid(out->sub) ||
 	    token_claim_str(j, "instance", out->instance, sizeof(out->instance)) != 0 ||
 	    token_claim_str(j, "role", out->role, sizeof(out->role)) != 0 ||
 	    token_claim_str(j, "jti", out->jti, sizeof(out->jti)) != 0 ||
