@@ -493,7 +493,7 @@ int tke_apikey_create_main(int argc, char **argv)
 	} else {
 		snprintf(k.name, sizeof(k.name), "%s", name);
 		snprintf(k.role, sizeof(k.role), "%s", role);
-		if ((r = ky_kms_uuid(k.id)) != 0 || (r = apikey_secret_new(&secret)) != 0) {
+		if ((r = ky_uuid_new(k.id)) != 0 || (r = apikey_secret_new(&secret)) != 0) {
 			status = cli_fail(r, NULL, "cannot generate the API key");
 			goto out;
 		}

@@ -52,21 +52,6 @@ static void up_sleep_ms(long ms)
 		;
 }
 
-static int up_uuid(char out[37])
-{
-	uint8_t b[16];
-	int r;
-
-	if ((r = ky_random(b, sizeof(b))) != 0)
-		return r;
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-	         b[13], b[14], b[15]);
-	return 0;
-}
-
 /* Absolute form of dir (not resolved: it may not exist yet). */
 static int up_abs_dir(const char *dir, char *out, size_t n)
 {
@@ -956,7 +941,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(KY_ERR_IO, dir, "%s", strerror(errno));
 		return KY_ERR_IO;
 	}
-	if ((r = up_uuid(instance)) != 0) {
+	if ((r = ky_uuid_new(instance)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
@@ -967,7 +952,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
 		up_unit_paths(u, dir);
-		if ((r = up_uuid(u->id)) != 0) {
+		if ((r = ky_uuid_new(u->id)) != 0) {
 			cli_fail(r, NULL, "no random bytes");
 			goto fail;
 		}
@@ -1354,7 +1339,7 @@ int unit_add_main(int argc, char **argv)
 	}
 	u->pid = 0;
 	u->port = 0;
-	if ((r = up_uuid(u->id)) != 0) {
+	if ((r = ky_uuid_new(u->id)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto out;
 	}

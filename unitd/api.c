@@ -658,7 +658,7 @@ static int api_check(struct api_ctx *x, enum api_perm perm)
 
 static int api_key_id(struct api_ctx *x)
 {
-	if (!kp_uuid_ok(x->q->id)) {
+	if (!ky_uuid_valid(x->q->id)) {
 		api_detail(x, "the key id in the path is not a UUID: a key id is 36 characters, "
 		              "8-4-4-4-12 hex digits (as 'kyok kp keys' lists them)");
 		return KY_ERR_MALFORMED;
