@@ -80,25 +80,6 @@ static bool up_exists(const char *path)
 	return lstat(path, &st) == 0;
 }
 
-static int up_mkdirs(const char *path)
-{
-	char p[PATH_MAX];
-
-	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
-		return KY_ERR_USAGE;
-	for (char *s = p + 1; *s != '\0'; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return KY_ERR_IO;
-		*s = '/';
-	}
-	if (mkdir(p, 0700) != 0 && errno != EEXIST)
-		return KY_ERR_IO;
-	return 0;
-}
-
 static int up_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -932,8 +913,9 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			return KY_ERR_EXISTS;
 		}
 	} else if (errno == ENOENT) {
-		if ((r = up_mkdirs(dir)) != 0) {
-			cli_fail(r, dir, "cannot create directory: %s", strerror(errno));
+		if ((r = ky_mkdir_p(dir, 0700, NULL, 0)) != 0) {
+			cli_fail(r, dir, "cannot create directory: %s",
+			         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
 			return r;
 		}
 		created_dir = true;

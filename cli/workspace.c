@@ -52,29 +52,6 @@ const char *cli_workspace(void)
 	return dir;
 }
 
-/* mkdir -p with mode 0700 for every directory it creates. */
-static int cli_mkdirs(const char *path)
-{
-	char p[600];
-	struct stat st;
-
-	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
-		return KY_ERR_USAGE;
-	for (char *s = p + 1; *s != '\0'; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return KY_ERR_IO;
-		*s = '/';
-	}
-	if (mkdir(p, 0700) != 0 && errno != EEXIST)
-		return KY_ERR_IO;
-	if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
-		return KY_ERR_IO;
-	return 0;
-}
-
 /* The workspace directory holds signature keys and key parts: private to its owner, like
  * each file in it (checked once per run; a workspace not created yet passes). */
 static int cli_workspace_check(void)
@@ -102,8 +79,9 @@ int cli_workspace_ensure(void)
 
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
 		snprintf(p, sizeof(p), "%s%s", ws, subdirs[i]);
-		if ((r = cli_mkdirs(p)) != 0) {
-			cli_fail(r, p, "cannot create workspace directory: %s", strerror(errno));
+		if ((r = ky_mkdir_p(p, 0700, NULL, 0)) != 0) {
+			cli_fail(r, p, "cannot create workspace directory: %s",
+			         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
 			return r;
 		}
 	}
