@@ -1752,8 +1752,7 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 	if ((r = token_form_parse((const char *)q->body.data, q->body.len, apikey, sizeof(apikey),
 	                          detail, sizeof(detail))) != 0)
 		goto out;
-	r = EVP_Digest(apikey, strlen(apikey), hash, NULL, EVP_sha256(), NULL) == 1 ? 0
-	                                                                            : KY_ERR_CRYPTO;
+	r = ky_apikey_hash(apikey, hash);
 	OPENSSL_cleanse(apikey, sizeof(apikey));
 	if (r != 0)
 		goto out;
