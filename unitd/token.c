@@ -8,19 +8,18 @@
  * Pure: no I/O, no global state. The token request form parser lives here too.
  */
 #include <jansson.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "unitd/api.h"
 
 #define TOKEN_ISS         "kyok"
-#define TOKEN_MAC_LEN     32
+#define TOKEN_MAC_LEN     KY_HMAC_SHA256_LEN
 #define TOKEN_CLAIMS_MAX  1024
 #define TOKEN_SIG_B64_LEN 43 /* 32 bytes, unpadded */
 
@@ -103,33 +102,6 @@ int token_b64url_decode(const char *s, size_t n, uint8_t *out, size_t outcap, si
 	return 0;
 }
 
-/* ---- HMAC-SHA256 ---- */
-
-static int token_mac(const uint8_t key[TOKEN_KEY_LEN], const char *data, size_t n,
-                     uint8_t out[TOKEN_MAC_LEN])
-{
-	EVP_MAC *mac = NULL;
-	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM params[2];
-	size_t outlen = 0;
-	int r = KY_ERR_CRYPTO;
-
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
-	    (ctx = EVP_MAC_CTX_new(mac)) == NULL)
-		goto out;
-	if (EVP_MAC_init(ctx, key, TOKEN_KEY_LEN, params) != 1 ||
-	    EVP_MAC_update(ctx, (const unsigned char *)data, n) != 1 ||
-	    EVP_MAC_final(ctx, out, &outlen, TOKEN_MAC_LEN) != 1 || outlen != TOKEN_MAC_LEN)
-		goto out;
-	r = 0;
-out:
-	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(mac);
-	return r;
-}
-
 /* ---- issue ---- */
 
 int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, char *out,
@@ -159,7 +131,7 @@ int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, 
 	                             outcap - off)) != 0)
 		goto out;
 	off += strlen(out + off);
-	if ((r = token_mac(key, out, off, mac)) != 0)
+	if ((r = ky_hmac_sha256(key, TOKEN_KEY_LEN, out, off, mac)) != 0)
 		goto out;
 	if (off + 1 >= outcap) {
 		r = KY_ERR_TOO_LARGE;
@@ -229,7 +201,7 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
 		token_detail(detail, detaillen, "the bearer token is malformed");
 		return KY_ERR_UNAUTHORIZED;
 	}
-	if ((r = token_mac(key, tok, (size_t)(dot2 - tok), mac)) != 0)
+	if ((r = ky_hmac_sha256(key, TOKEN_KEY_LEN, tok, (size_t)(dot2 - tok), mac)) != 0)
 		return r;
 	if (CRYPTO_memcmp(mac, got, TOKEN_MAC_LEN) != 0) {
 		token_detail(detail, detaillen,
