@@ -271,17 +271,6 @@ int token_bearer(const char *header, const char **tok, size_t *len)
 
 /* ---- the token request form ---- */
 
-static int form_hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes one form component (+ is a space, %XX a byte) into out; no NUL or control bytes. */
 static int form_decode(const char *s, size_t n, char *out, size_t cap)
 {
@@ -295,8 +284,8 @@ static int form_decode(const char *s, size_t n, char *out, size_t cap)
 			int hi, lo;
 			if (i + 2 >= n)
 				return KY_ERR_MALFORMED;
-			hi = form_hex(s[i + 1]);
-			lo = form_hex(s[i + 2]);
+			hi = ky_hex_digit(s[i + 1]);
+			lo = ky_hex_digit(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return KY_ERR_MALFORMED;
 			c = (char)(hi << 4 | lo);

@@ -33,6 +33,8 @@ void ky_buf_free(struct ky_buf *b);
 /* Hex helpers. ky_hex_decode fails (KY_ERR_MALFORMED) unless hex is exactly 2*n hex digits. */
 void ky_hex_encode(const uint8_t *p, size_t n, char *out /* 2n+1 */);
 int ky_hex_decode(const char *hex, uint8_t *out, size_t n) KY_WUR;
+/* The value of one hex digit (0-9, a-f, A-F), or -1. */
+int ky_hex_digit(char c);
 
 /* Reads a whole file (at most max bytes, else KY_ERR_TOO_LARGE). */
 int ky_file_read(const char *path, size_t max, struct ky_buf *out) KY_WUR;

@@ -80,6 +80,25 @@ static void test_id_valid(void **state)
 	assert_false(ky_id_valid("caf\xc3\xa9"));
 }
 
+static void test_hex_digit(void **state)
+{
+	(void)state;
+	for (int c = 1; c < 256; c++) {
+		int want = c >= '0' && c <= '9'   ? c - '0'
+		           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+		           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+		                                  : -1;
+		assert_int_equal(ky_hex_digit((char)c), want);
+	}
+	assert_int_equal(ky_hex_digit('0'), 0);
+	assert_int_equal(ky_hex_digit('f'), 15);
+	assert_int_equal(ky_hex_digit('F'), 15);
+	assert_int_equal(ky_hex_digit('g'), -1);
+	assert_int_equal(ky_hex_digit('/'), -1);
+	assert_int_equal(ky_hex_digit(':'), -1);
+	assert_int_equal(ky_hex_digit('\0'), -1);
+}
+
 static void test_uuid(void **state)
 {
 	char u[KY_UUID_LEN + 1], v[KY_UUID_LEN + 1];
@@ -192,7 +211,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_id_valid),    cmocka_unit_test(test_uuid),
 	    cmocka_unit_test(test_mkdir_p),     cmocka_unit_test(test_apikey_hash),
-	    cmocka_unit_test(test_hmac_sha256),
+	    cmocka_unit_test(test_hmac_sha256), cmocka_unit_test(test_hex_digit),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
