@@ -88,6 +88,41 @@ int cli_workspace_ensure(void)
 	return 0;
 }
 
+int cli_sigkey_path_new(const char *name, char *out, size_t outlen)
+{
+	char base[KY_ADMIN_NAME_MAX + 1], rnd_hex[9];
+	uint8_t rnd[4];
+	size_t k = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (outlen > 0)
+		out[0] = '\0';
+	for (size_t i = 0; name[i] != '\0' && k + 1 < sizeof(base); i++) {
+		char c = name[i];
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		          (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
+		base[k++] = ok ? c : '_';
+	}
+	base[k] = '\0';
+	if (k == 0)
+		snprintf(base, sizeof(base), "admin");
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
+	if ((size_t)snprintf(out, outlen, "%s/sigkeys/%s-%s.sigkey", cli_workspace(), base,
+	                     rnd_hex) >= outlen) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0 && outlen > 0)
+		out[0] = '\0';
+	return r;
+}
+
 /* ---- selection.json ---- */
 
 static bool cli_file_name_ok(const char *s, const char *suffix)
