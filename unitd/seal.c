@@ -537,7 +537,8 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 	}
 	/* mkdir -p, 0700 for every directory it makes; a file in its place is said below */
 	if ((r = ky_mkdir_p(data_dir, 0700, at, sizeof(at))) != 0 &&
-	    !(r == KY_ERR_IO && errno == ENOTDIR && strcmp(at, data_dir) == 0)) {
+	    !(r == KY_ERR_IO && errno == ENOTDIR && strcmp(at, data_dir) == 0 &&
+	      stat(data_dir, &sb) == 0)) {
 		snprintf(err, errlen, "cannot create data directory '%s': %s",
 		         at[0] != '\0' ? at : data_dir,
 		         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
