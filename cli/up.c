@@ -3,11 +3,12 @@
  * Layout of an instance directory (0700):
  *   instance.json          what 'kyok tke' reads: instance id, units, URLs
  *   anchor.key, anchor.crt the unit trust anchor (cli/anchor.c): certifies every unit
- *   unit-<n>/unit.conf     the unit's configuration (kept across down/up)
+ *   unit-<n>/unit.conf     the unit's configuration (kept across down/up), with the port
+ *                          picked when the unit was made: its URL never changes
  *   unit-<n>/identity.crt  the unit's identity certificate, issued by the anchor
  *   unit-<n>/data/         the unit's sealed state
  *   unit-<n>/pid           pid of the running kyok-unitd
- *   unit-<n>/port          port it listens on (written by the unit)
+ *   unit-<n>/port          port it listens on (written by the unit once it listens)
  *   unit-<n>/unit.log      its log
  *   keys.db                key storage shared by the units (SQLite, WAL)
  *   imprint-credential.pem the instance's imprint credential (0600): units in imprint mode
@@ -20,11 +21,13 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -147,6 +150,102 @@ static int up_rm_rf(const char *path)
 static int up_write_text(const char *path, const char *text)
 {
 	return ky_file_write_atomic(path, text, strlen(text), 0600);
+}
+
+/* n distinct free TCP ports of 127.0.0.1, picked by the kernel: all bound at once, then
+ * released for the units to take. */
+static int up_free_ports(int *ports, size_t n)
+{
+	int r = KY_ERR_INTERNAL, fds[UP_MAX_UNITS];
+	size_t made = 0;
+
+	for (; made < n && made < UP_MAX_UNITS; made++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(a);
+		if ((fds[made] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    bind(fds[made], (struct sockaddr *)&a, sizeof(a)) != 0 ||
+		    getsockname(fds[made], (struct sockaddr *)&a, &len) != 0) {
+			r = KY_ERR_IO;
+			cli_fail(r, "127.0.0.1", "cannot find a free port: %s", strerror(errno));
+			if (fds[made] >= 0)
+				close(fds[made]);
+			goto out;
+		}
+		ports[made] = ntohs(a.sin_port);
+	}
+	r = 0;
+out:
+	for (size_t i = 0; i < made; i++)
+		close(fds[i]);
+	return r;
+}
+
+/* Port of the 'listen' line of a unit.conf: 0 when it is 0 (any free port, as older kyok
+ * wrote it), -1 when the file has no readable listen line. */
+static int up_conf_port(const char *conf)
+{
+	struct ky_buf b = {0};
+	int port = -1;
+
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return -1;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		char value[128], *colon, *end;
+		long v;
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " listen = %127s", value) != 1 ||
+		    (colon = strrchr(value, ':')) == NULL)
+			continue;
+		errno = 0;
+		v = strtol(colon + 1, &end, 10);
+		if (errno == 0 && end != colon + 1 && *end == '\0' && v >= 0 && v <= 65535)
+			port = (int)v;
+		break;
+	}
+	ky_buf_free(&b);
+	return port;
+}
+
+/* Rewrites the 'listen' line of a unit.conf (atomically) to 127.0.0.1:port. */
+static int up_conf_set_port(const char *conf, int port)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf in = {0}, out = {0};
+	char listen[64];
+
+	snprintf(listen, sizeof(listen), "listen = 127.0.0.1:%d\n", port);
+	if ((r = ky_file_read(conf, 64 * 1024, &in)) != 0 || (r = ky_buf_append(&in, "", 1)) != 0) {
+		cli_fail(r, conf, "cannot read the unit configuration");
+		goto out;
+	}
+	for (char *line = (char *)in.data, *nl; *line != '\0'; line = nl + 1) {
+		char key[16];
+		nl = strchr(line, '\n');
+		if (nl == NULL)
+			nl = line + strlen(line) - 1;
+		if (sscanf(line, " %15[a-z_] =", key) == 1 && strcmp(key, "listen") == 0)
+			r = ky_buf_append_str(&out, listen);
+		else
+			r = ky_buf_append(&out, line, (size_t)(nl - line) + 1);
+		if (r != 0) {
+			cli_fail(r, NULL, NULL);
+			goto out;
+		}
+	}
+	if ((r = ky_file_write_atomic(conf, out.data, out.len, 0600)) != 0) {
+		cli_fail(r, conf, "cannot write the unit configuration");
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&in);
+	ky_buf_free(&out);
+	return r;
 }
 
 /* Reads a small file holding one positive number ("1234\n"). 0 when absent or malformed. */
@@ -371,7 +470,7 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "instance = %s\n"
 	             "unit = %s\n"
 	             "zone = %s\n"
-	             "listen = 127.0.0.1:0\n"
+	             "listen = 127.0.0.1:%d\n"
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
@@ -379,8 +478,8 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "anchor_cert = %s/anchor.crt\n"
 	             "identity_cert = %s/identity.crt\n"
 	             "%s",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir, dir,
-	             u->dir, seal_conf != NULL ? seal_conf : "");
+	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, dir,
+	             dir, u->dir, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -786,18 +885,22 @@ static void up_imprint_note(const char *dir)
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
-    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--seal-config FILE]\n"
-    "               [options]\n"
+    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--port BASE]\n"
+    "               [--seal-config FILE] [options]\n"
     "\n"
     "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
     "zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
-    "units with their state (ports may change: instance.json is rewritten); units that\n"
-    "are running are left alone.\n"
+    "units with their state; units that are running are left alone. Each unit's port is\n"
+    "fixed when the unit is made (its unit.conf 'listen' line), so its URL in\n"
+    "instance.json never changes; a unit whose port is taken does not start and names\n"
+    "what holds it.\n"
     "\n"
     "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
     "                          else ~/.kyok/instance); created 0700\n"
     "  --units N               number of crypto units, 1 to 16 (default 2)\n"
     "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
+    "  --port BASE             ports of the new units: BASE, BASE+1, ... (default: free\n"
+    "                          ports picked once); only when the instance is made\n"
     "  --seal-config FILE      sealing settings for every new unit's unit.conf: 'seal =\n"
     "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
     "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
@@ -926,9 +1029,9 @@ out:
 }
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-                     const char *seal_conf, struct up_unit *units)
+                     int base_port, const char *seal_conf, struct up_unit *units)
 {
-	int r = KY_ERR_INTERNAL;
+	int r = KY_ERR_INTERNAL, ports[UP_MAX_UNITS];
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
 	char imprint_hex[2 * KY_IMPRINT_PUB_LEN + 1];
 	size_t nzones = 0;
@@ -975,12 +1078,18 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
+	/* Each unit's port is fixed now, in its unit.conf: its URL stays the same for good. */
+	for (int i = 0; i < nunits; i++)
+		ports[i] = base_port + i;
+	if (base_port == 0 && (r = up_free_ports(ports, (size_t)nunits)) != 0)
+		goto fail;
 	if ((r = cli_anchor_create(dir, instance)) != 0 ||
 	    (r = up_imprint_create(dir, imprint_hex)) != 0)
 		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
+		u->port = ports[i];
 		up_unit_paths(u, dir);
 		if ((r = up_uuid(u->id)) != 0) {
 			cli_fail(r, NULL, "no random bytes");
@@ -1056,6 +1165,49 @@ static int up_recertify(const char *dir, const char *unitd, const char *instance
 	return 0;
 }
 
+/* Port of a unit URL "http://127.0.0.1:PORT", 0 when none. */
+static int up_url_port(const char *url)
+{
+	const char *colon = strrchr(url, ':');
+	char *end;
+	long v;
+
+	if (colon == NULL)
+		return 0;
+	v = strtol(colon + 1, &end, 10);
+	return (*end == '\0' && v > 0 && v <= 65535) ? (int)v : 0;
+}
+
+/* Before an instance made by an older kyok starts again: a unit.conf with 'listen =
+ * 127.0.0.1:0' (a new port at every start) gets the port of the unit's URL in instance.json,
+ * or a free one, written into it: from now on its URL stays. */
+static int up_ports_upgrade(const struct cli_instance *inst, struct up_unit *units, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+
+	for (size_t i = 0; i < n; i++) {
+		struct up_unit *u = &units[i];
+		int port = up_conf_port(u->conf);
+		if (port < 0) {
+			r = KY_ERR_CONFIG;
+			cli_fail(r, u->conf,
+			         "no 'listen = HOST:PORT' line: the instance directory is "
+			         "damaged");
+			return r;
+		}
+		if (port > 0 || up_unit_running(u) > 0)
+			continue;
+		port = up_url_port(inst->units[i].url);
+		if (port == 0 && (r = up_free_ports(&port, 1)) != 0)
+			return r;
+		if ((r = up_conf_set_port(u->conf, port)) != 0)
+			return r;
+		fprintf(stderr, "note: %s: crypto unit %d keeps port %d from now on\n", u->conf,
+		        u->number, port);
+	}
+	return 0;
+}
+
 static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
                       struct up_unit *units)
 {
@@ -1087,7 +1239,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			return KY_ERR_CONFIG;
 		}
 	}
-	if ((r = up_imprint_upgrade(dir, units, n)) != 0)
+	if ((r = up_imprint_upgrade(dir, units, n)) != 0 ||
+	    (r = up_ports_upgrade(&inst, units, n)) != 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct up_unit *u = &units[i];
@@ -1130,9 +1283,10 @@ int up_main(int argc, char **argv)
 	                                     {"units", required_argument, NULL, 'n'},
 	                                     {"zones", required_argument, NULL, 'z'},
 	                                     {"seal-config", required_argument, NULL, 'S'},
+	                                     {"port", required_argument, NULL, 'P'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
-	int r = KY_ERR_INTERNAL, c, nunits = 0;
+	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
 	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
@@ -1163,6 +1317,16 @@ int up_main(int argc, char **argv)
 		case 'S':
 			seal_path = optarg;
 			break;
+		case 'P': {
+			long v;
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 65535)
+				return cli_fail(KY_ERR_USAGE, "--port",
+				                "'%s': give a port number from 1 to 65535", optarg);
+			base_port = (int)v;
+			break;
+		}
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
@@ -1171,6 +1335,10 @@ int up_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	if (base_port > 0 && base_port + (nunits > 0 ? nunits : 2) - 1 > 65535)
+		return cli_fail(KY_ERR_USAGE, "--port",
+		                "%d: the units' ports %d and up go past 65535: give a lower BASE",
+		                base_port, base_port);
 	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) != 0)
 		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
 		                "cannot use this directory path");
@@ -1181,16 +1349,22 @@ int up_main(int argc, char **argv)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	snprintf(path, sizeof(path), "%s/instance.json", dir);
 	if (up_exists(path) && seal_path != NULL)
-		r = cli_fail(KY_ERR_USAGE, "--seal-config",
-		             "the instance in %s exists: its units keep the sealing they were made "
-		             "with (a unit cannot change its sealing backend)",
-		             dir);
+		cli_fail(r = KY_ERR_USAGE, "--seal-config",
+		         "the instance in %s exists: its units keep the sealing they were made "
+		         "with (a unit cannot change its sealing backend)",
+		         dir);
+	else if (up_exists(path) && base_port > 0)
+		cli_fail(r = KY_ERR_USAGE, "--port",
+		         "the instance in %s exists: its units keep the ports they were made "
+		         "with; to move a unit, stop it and edit 'listen' in its unit.conf",
+		         dir);
 	else if (seal_path != NULL && (r = up_seal_conf(seal_path, &seal_conf)) != 0)
 		;
 	else if (up_exists(path))
 		r = up_restart(dir, unitd, nunits, zones, units);
 	else
-		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, seal_conf, units);
+		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, base_port, seal_conf,
+		              units);
 	free(seal_conf);
 	free(units);
 	return ky_err_exit(r);
@@ -1213,19 +1387,6 @@ static const char unit_add_usage[] =
     "  --zone ZONE             zone of the new unit (default zone-N, or the zone of the\n"
     "                          unit replaced)\n"
     "\n" CLI_COMMON_HELP;
-
-/* Port of a unit URL "http://127.0.0.1:PORT", 0 when none. */
-static int up_url_port(const char *url)
-{
-	const char *colon = strrchr(url, ':');
-	char *end;
-	long v;
-
-	if (colon == NULL)
-		return 0;
-	v = strtol(colon + 1, &end, 10);
-	return (*end == '\0' && v > 0 && v <= 65535) ? (int)v : 0;
-}
 
 static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 {
@@ -1368,7 +1529,9 @@ int unit_add_main(int argc, char **argv)
 		u->status = "added";
 	}
 	u->pid = 0;
-	u->port = 0;
+	/* A re-created unit keeps its port (and URL); a new one gets a free one. */
+	if (u->port == 0 && (r = up_free_ports(&u->port, 1)) != 0)
+		goto out;
 	if ((r = up_uuid(u->id)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto out;

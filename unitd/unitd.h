@@ -505,6 +505,9 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 uint16_t unitd_server_port(const struct unitd_server *srv);
 /* Numeric bound address, for the start line ("127.0.0.1", "[::1]"). */
 const char *unitd_server_addr(const struct unitd_server *srv);
+
+/* Names the program listening on TCP port ("pid N (name)"), or says it cannot be seen. */
+void unitd_port_holder(uint16_t port, char *out, size_t n);
 /* Stops serving (waits for requests in flight), frees the state. NULL is a no-op. */
 void unitd_server_free(struct unitd_server *srv);
 

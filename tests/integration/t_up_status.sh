@@ -88,6 +88,10 @@ expect_match "... unit 1 started in east" "^1 +[0-9a-f-]{36} +east +http://127\.
 expect_match "... unit 2 started in west" "^2 +[0-9a-f-]{36} +west +http://127\.0\.0\.1:[0-9]+ +[0-9]+ +started$" "$out"
 expect_eq "instance dir mode 0700" "$(stat -c %a "$I")" 700
 ids_before=$(jq -c '[.instance, [.units[] | [.number, .id, .zone]]]' "$I/instance.json")
+urls_before=$(jq -c '[.units[].url]' "$I/instance.json")
+port1=$(jq -r '.units[0].url' "$I/instance.json" | sed 's/.*://')
+port2=$(jq -r '.units[1].url' "$I/instance.json" | sed 's/.*://')
+expect_match "unit 1's port is fixed in its unit.conf" "^listen = 127\.0\.0\.1:$port1$" "$(cat "$I/unit-1/unit.conf")"
 pid1=$(cat "$I/unit-1/pid")
 pid2=$(cat "$I/unit-2/pid")
 
@@ -161,10 +165,50 @@ expect_eq "up after down: exit 0" "$rc" 0
 expect_eq "... both started" "$(grep -c ' started$' <<<"$out")" 2
 expect_eq "... same instance, unit ids and zones" \
 	"$(jq -c '[.instance, [.units[] | [.number, .id, .zone]]]' "$I/instance.json")" "$ids_before"
+expect_eq "... same URLs (ports fixed when the units were made)" \
+	"$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
 run_rc "$KYOK" status --output json
 expect_eq "... status exit 0 (pinned identities unchanged)" "$rc" 0
 expect_eq "... alice still installed on both" \
 	"$(jq -r '[.units[].state.admins[].name] | join(",")' <<<"$out")" "alice,alice"
+
+# ---- ports: kept across kill -9, a taken port is named ------------------------------------------
+pid1=$(cat "$I/unit-1/pid")
+kill -9 "$pid1"
+wait_gone "$pid1"
+run_rc "$KYOK" up
+expect_eq "up after kill -9 of unit 1: exit 0" "$rc" 0
+expect_match "... unit 1 started on its port again" "^1 .* http://127\.0\.0\.1:$port1 +[0-9]+ +started$" "$out"
+expect_eq "... same URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+"$KYOK" down >/dev/null
+# hold_port PORT: another program listens on PORT (pid in $holder) until killed.
+hold_port() {
+	rm -f "$T_DIR/holder.ready"
+	python3 -c 'import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+open(sys.argv[2], "w").close()
+time.sleep(120)' "$1" "$T_DIR/holder.ready" &
+	holder=$!
+	local _
+	for _ in $(seq 100); do [ -e "$T_DIR/holder.ready" ] && return 0; sleep 0.1; done
+	fail "the port holder did not start"
+}
+hold_port "$port2"
+run_rc "$KYOK" up
+expect_eq "up with unit 2's port taken: exit 6" "$rc" 6
+expect_match "... names the port, the program holding it and the fix" \
+	"cannot listen on 127\.0\.0\.1:$port2: the port is in use by pid $holder \(python3\): stop that program, or give this unit another port \('listen' in its unit.conf\)" "$out"
+expect_eq "... instance.json keeps the URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+kill "$holder"
+wait_gone "$holder"
+expect_ok "port free again: up" "$KYOK" up
+expect_eq "... same URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+run_rc "$KYOK" up --port 20000
+expect_eq "up --port on an existing instance: exit 2" "$rc" 2
+expect_match "... says the ports stay" "its units keep the ports they were made with" "$out"
 
 # ---- a unit re-created under the same id: identity changed --------------------------------------
 pid2=$(cat "$I/unit-2/pid")
