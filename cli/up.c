@@ -443,6 +443,8 @@ struct up_unit {
 	pid_t pid;
 	int port;
 	bool started; /* by this run */
+	bool failed;  /* did not start in this run; why says why */
+	char why[256];
 	const char *status;
 };
 
@@ -546,8 +548,9 @@ static int up_spawn(const char *unitd, struct up_unit *u)
 	return 0;
 }
 
-/* Waits for the port file of a unit started by this run. */
-static int up_wait_port(struct up_unit *u)
+/* Waits for the port file of a unit started by this run. On failure, u->why says why (the
+ * caller reports it, with the unit's log). */
+static int up_wait_port_quiet(struct up_unit *u)
 {
 	for (long waited = 0; waited <= UP_START_WAIT_MS; waited += UP_POLL_MS) {
 		long port = up_read_number(u->portf);
@@ -559,22 +562,32 @@ static int up_wait_port(struct up_unit *u)
 		if (waitpid(u->pid, &st, WNOHANG) == u->pid) {
 			u->pid = 0;
 			if (WIFEXITED(st))
-				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+				snprintf(u->why, sizeof(u->why),
 				         "crypto unit %d exited at start with status %d", u->number,
 				         WEXITSTATUS(st));
 			else
-				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+				snprintf(u->why, sizeof(u->why),
 				         "crypto unit %d was killed at start by signal %d",
 				         u->number, WTERMSIG(st));
-			up_log_tail(u->log);
 			return KY_ERR_UNREACHABLE;
 		}
 		up_sleep_ms(UP_POLL_MS);
 	}
-	cli_fail(KY_ERR_UNREACHABLE, u->dir, "crypto unit %d wrote no port file in %d seconds",
+	snprintf(u->why, sizeof(u->why), "crypto unit %d wrote no port file in %d seconds",
 	         u->number, UP_START_WAIT_MS / 1000);
-	up_log_tail(u->log);
 	return KY_ERR_UNREACHABLE;
+}
+
+/* The same, the failure reported as an error. */
+static int up_wait_port(struct up_unit *u)
+{
+	int r = up_wait_port_quiet(u);
+
+	if (r != 0) {
+		cli_fail(r, u->dir, "%s", u->why);
+		up_log_tail(u->log);
+	}
+	return r;
 }
 
 /* SIGTERM, then SIGKILL after UP_STOP_WAIT_MS. Returns the number still alive. */
@@ -678,6 +691,8 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 
 	for (size_t i = 0; i < n; i++) {
 		char url[64];
+		if (units[i].failed)
+			continue;
 		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
 		struct cli_unit cu = {.number = units[i].number};
 		snprintf(cu.url, sizeof(cu.url), "%s", url);
@@ -708,7 +723,10 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 		char num[16], url[64], pid[24];
 		snprintf(num, sizeof(num), "%d", units[i].number);
 		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
-		snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
+		if (units[i].pid > 0)
+			snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
+		else
+			snprintf(pid, sizeof(pid), "-");
 		const char *row[] = {num, units[i].id, units[i].zone, url, pid, units[i].status};
 		if (cli_table_add(t, row) != 0)
 			break;
@@ -893,7 +911,8 @@ static const char up_usage[] =
     "units with their state; units that are running are left alone. Each unit's port is\n"
     "fixed when the unit is made (its unit.conf 'listen' line), so its URL in\n"
     "instance.json never changes; a unit whose port is taken does not start and names\n"
-    "what holds it.\n"
+    "what holds it. A unit that cannot start is reported with its cause while the others\n"
+    "start; 'kyok up' then says which units serve and exits non-zero only when none does.\n"
     "\n"
     "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
     "                          else ~/.kyok/instance); created 0700\n"
@@ -1213,7 +1232,7 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_instance inst;
-	size_t n;
+	size_t n, serving = 0, nfailed = 0;
 
 	if ((r = cli_instance_load(&inst)) != 0)
 		return r;
@@ -1257,20 +1276,66 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			continue;
 		}
 		unlink(u->pidf);
+		u->port = up_conf_port(u->conf);
+		/* A unit that cannot start is reported; the others start all the same. */
 		if ((r = up_recertify(dir, unitd, inst.id, u)) != 0 ||
-		    (r = up_spawn(unitd, u)) != 0)
-			goto fail;
+		    (r = up_spawn(unitd, u)) != 0) {
+			u->failed = true;
+			snprintf(u->why, sizeof(u->why), "crypto unit %d cannot be started (%s)",
+			         u->number, ky_err_message(r));
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (!units[i].started)
+		if (units[i].failed || !units[i].started)
 			continue;
-		if ((r = up_wait_port(&units[i])) != 0)
-			goto fail;
+		if (up_wait_port_quiet(&units[i]) != 0) {
+			units[i].failed = true;
+			continue;
+		}
 		units[i].status = "started";
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!units[i].failed) {
+			serving++;
+			continue;
+		}
+		units[i].status = "failed";
+		units[i].pid = 0;
+		nfailed++;
+	}
+	/* Every failure is reported, as a warning while another unit serves. */
+	for (size_t i = 0; i < n; i++) {
+		if (!units[i].failed)
+			continue;
+		if (serving > 0)
+			fprintf(stderr, "warning: %s: %s\n", units[i].dir, units[i].why);
+		else
+			cli_fail(KY_ERR_UNREACHABLE, units[i].dir, "%s", units[i].why);
+		up_log_tail(units[i].log);
+	}
+	if (serving == 0) {
+		r = KY_ERR_UNREACHABLE;
+		cli_fail(r, dir,
+		         "no crypto unit of the instance serves: fix the causes above, then "
+		         "'kyok up' again");
+		return r;
 	}
 	if ((r = up_write_instance(dir, inst.id, units, n)) != 0)
 		goto fail;
 	up_report(dir, inst.id, units, n);
+	if (nfailed > 0) {
+		char list[256] = "";
+		size_t len = 0;
+		for (size_t i = 0; i < n && len < sizeof(list); i++)
+			if (!units[i].failed)
+				len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%d",
+				                        len > 0 ? ", " : "", units[i].number);
+		fprintf(
+		    stderr,
+		    "warning: %zu of %zu crypto units do not serve (see above); serving: crypto "
+		    "unit%s %s\n",
+		    nfailed, n, serving > 1 ? "s" : "", list);
+	}
 	return 0;
 fail:
 	up_undo_started(units, n);
