@@ -40,7 +40,7 @@
 #include "kyok/imprint.h"
 
 #define UP_MAX_UNITS     16
-#define UP_START_WAIT_MS 10000
+#define UP_START_WAIT_MS 30000 /* more than a unit waits for storage (10 s) */
 #define UP_STOP_WAIT_MS  5000
 #define UP_POLL_MS       50
 #define UP_SHORT_HEX     16

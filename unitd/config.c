@@ -47,6 +47,8 @@
  *                               4096..1,073,741,824 (the chain goes on across files)
  *   audit_checkpoint_ms = 1000  optional, longest time audit lines wait for a signed
  *                               checkpoint, 10..60,000 ms
+ *   store_lock_wait_ms = 10000  optional, how long the unit waits at start for key storage
+ *                               that another writer holds locked, 100..600,000 ms
  *   imprint_verifier = HEX      the Ed25519 public key (64 hex digits) of the instance's
  *                               imprint credential; without it the unit accepts no command
  *                               while in imprint mode
@@ -113,6 +115,7 @@ static const struct config_key config_keys[] = {
     {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
     {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
     {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
+    {"store_lock_wait_ms", CONFIG_UINT, false, UNITD_STORE_WAIT_MIN, UNITD_STORE_WAIT_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -319,6 +322,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->audit_max_bytes;
 	if (strcmp(name, "audit_checkpoint_ms") == 0)
 		return &cfg->audit_checkpoint_ms;
+	if (strcmp(name, "store_lock_wait_ms") == 0)
+		return &cfg->store_lock_wait_ms;
 	return &cfg->token_ttl;
 }
 
@@ -420,7 +425,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
-		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier)",
+		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, "
+		           "store_lock_wait_ms)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -609,6 +615,7 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->header_timeout = UNITD_HEADER_TIMEOUT_DEFAULT;
 	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
+	cfg->store_lock_wait_ms = UNITD_STORE_WAIT_DEFAULT;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

@@ -1,8 +1,9 @@
-/* Which program listens on a TCP port: to name it when a unit cannot take its port.
+/* Which program holds what a unit needs at start: to name it in the unit's error.
  *
- * Best effort, from /proc: the listening socket's inode in /proc/net/tcp and tcp6, then the
- * process holding a descriptor of that socket. Processes of other users are not readable
- * without privileges: then the answer is only that a program holds the port.
+ * Best effort, from /proc. A TCP port: the listening socket's inode in /proc/net/tcp and
+ * tcp6, then the process holding a descriptor of that socket. A file lock: the POSIX lock's
+ * line in /proc/locks. Processes of other users are not readable without privileges: then the
+ * answer is only that a program holds the port.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "unitd/unitd.h"
@@ -46,6 +48,21 @@ static unsigned long portholder_inode(const char *table, uint16_t port)
 	return inode;
 }
 
+/* "pid N (name)" of process pid. */
+static void portholder_name(long pid, char *out, size_t n)
+{
+	char path[64], comm[64] = "?";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	if ((f = fopen(path, "re")) != NULL) {
+		if (fgets(comm, sizeof(comm), f) != NULL)
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(f);
+	}
+	snprintf(out, n, "pid %ld (%s)", pid, comm);
+}
+
 /* "pid N (name)" of a process with a descriptor on socket inode, false when none is seen. */
 static bool portholder_process(unsigned long inode, char *out, size_t n)
 {
@@ -58,7 +75,7 @@ static bool portholder_process(unsigned long inode, char *out, size_t n)
 		return false;
 	snprintf(want, sizeof(want), "socket:[%lu]", inode);
 	while (!found && (e = readdir(proc)) != NULL) {
-		char fddir[64], comm[64] = "?";
+		char fddir[64];
 		DIR *fds;
 		struct dirent *fe;
 		long pid = strtol(e->d_name, NULL, 10);
@@ -82,16 +99,8 @@ static bool portholder_process(unsigned long inode, char *out, size_t n)
 			found = strcmp(target, want) == 0;
 		}
 		closedir(fds);
-		if (found) {
-			FILE *f;
-			snprintf(fddir, sizeof(fddir), "/proc/%ld/comm", pid);
-			if ((f = fopen(fddir, "re")) != NULL) {
-				if (fgets(comm, sizeof(comm), f) != NULL)
-					comm[strcspn(comm, "\n")] = '\0';
-				fclose(f);
-			}
-			snprintf(out, n, "pid %ld (%s)", pid, comm);
-		}
+		if (found)
+			portholder_name(pid, out, n);
 	}
 	closedir(proc);
 	return found;
@@ -107,4 +116,33 @@ void unitd_port_holder(uint16_t port, char *out, size_t n)
 		return;
 	snprintf(out, n, "a program this user cannot see; 'ss -ltnp sport = :%u' as root names it",
 	         (unsigned)port);
+}
+
+bool unitd_lock_holder(const char *path, long byte, char *out, size_t n)
+{
+	FILE *f;
+	char line[256];
+	struct stat sb;
+	bool found = false;
+
+	if (stat(path, &sb) != 0 || (f = fopen("/proc/locks", "re")) == NULL)
+		return false;
+	/* "1: POSIX  ADVISORY  WRITE 1234 08:02:5678 120 120" */
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		char kind[16], mode[16], end[24];
+		long pid, start;
+		unsigned long inode;
+
+		if (sscanf(line, "%*s %15s %*s %15s %ld %*x:%*x:%lu %ld %23s", kind, mode, &pid,
+		           &inode, &start, end) != 6)
+			continue;
+		if (strcmp(kind, "POSIX") != 0 || strcmp(mode, "WRITE") != 0 ||
+		    inode != (unsigned long)sb.st_ino || start > byte ||
+		    (strcmp(end, "EOF") != 0 && strtol(end, NULL, 10) < byte) || pid <= 0)
+			continue;
+		portholder_name(pid, out, n);
+		found = true;
+	}
+	fclose(f);
+	return found;
 }
