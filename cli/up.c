@@ -650,6 +650,35 @@ static void up_undo_started(struct up_unit *units, size_t n)
 	up_stop_pids(pids, n);
 }
 
+/* True when a unit.conf sets key (a "key = value" line). */
+static bool up_conf_has(const char *conf, const char *key)
+{
+	struct ky_buf b = {0};
+	bool found = false;
+
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return false;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		char k[32];
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " %31[a-z0-9_] =", k) == 1 && strcmp(k, key) == 0)
+			found = true;
+	}
+	ky_buf_free(&b);
+	return found;
+}
+
+/* The unit's URL: https when its unit.conf gives it a TLS certificate. */
+static void up_unit_url(const struct up_unit *u, char *out, size_t n)
+{
+	snprintf(out, n, "%s://127.0.0.1:%d",
+	         up_conf_has(u->conf, "api_tls_cert") ? "https" : "http", u->port);
+}
+
 static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
                              size_t n)
 {
@@ -661,7 +690,7 @@ static int up_write_instance(const char *dir, const char *instance, const struct
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		char url[64];
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		up_unit_url(&units[i], url, sizeof(url));
 		if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
 		                                         units[i].number, "id", units[i].id, "zone",
 		                                         units[i].zone, "url", url)) != 0)
@@ -693,7 +722,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 		char url[64];
 		if (units[i].failed)
 			continue;
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		up_unit_url(&units[i], url, sizeof(url));
 		struct cli_unit cu = {.number = units[i].number};
 		snprintf(cu.url, sizeof(cu.url), "%s", url);
 		char why[256];
@@ -706,7 +735,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
 			char url[64];
-			snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+			up_unit_url(&units[i], url, sizeof(url));
 			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
 			                                     "number", units[i].number, "id",
 			                                     units[i].id, "zone", units[i].zone,
@@ -722,7 +751,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	for (size_t i = 0; i < n; i++) {
 		char num[16], url[64], pid[24];
 		snprintf(num, sizeof(num), "%d", units[i].number);
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		up_unit_url(&units[i], url, sizeof(url));
 		if (units[i].pid > 0)
 			snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
 		else

@@ -56,6 +56,7 @@
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -206,6 +207,20 @@ static int config_listen_parse(const char *v, struct unitd_config *cfg)
 	cfg->host[hostlen] = '\0';
 	cfg->port = (uint16_t)port;
 	return 0;
+}
+
+/* True when host is an IP address literal outside loopback. A name is resolved when the unit
+ * binds, and refused there if it is not loopback: the same rule, checked again. */
+static bool config_host_not_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) != 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return !IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
 }
 
 /* Absolute copy of v, resolved against base_dir when relative. */
@@ -657,6 +672,15 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	}
 	if ((r = config_seal_check(name, cfg, seen, err, errlen)) != 0)
 		goto out;
+	if (cfg->tls_cert == NULL && config_host_not_loopback(cfg->host)) {
+		config_err(err, errlen, name, seen[config_key_index("listen")],
+		           "listen address %s is not a loopback address: it needs TLS (set "
+		           "api_tls_cert and api_tls_key); plain HTTP is served on loopback "
+		           "addresses only",
+		           cfg->host);
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
 		config_err(err, errlen, name, 0, "'%s' is set but '%s' is not: set both or neither",
 		           cfg->tls_cert ? "api_tls_cert" : "api_tls_key",

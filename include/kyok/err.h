@@ -178,6 +178,9 @@
 	  "there, then retry")                                                                     \
 	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503,                                             \
 	  "key storage is locked by another writer: retry")                                        \
+	X(TLS, "tls-failure", KY_EXIT_UNIT, 502,                                                   \
+	  "the TLS connection to the crypto unit failed: its certificate is not trusted by the "   \
+	  "CA file (--cacert, $KYOK_CA_FILE), names another host, or the handshake failed")        \
 	X(STORE_LOCKED_AT_START, "store-locked-at-start", KY_EXIT_UNIT, 503,                       \
 	  "key storage stayed locked by another writer for as long as the crypto unit waits at "   \
 	  "start: end the other program's write transaction, or raise store_lock_wait_ms in the "  \

@@ -331,6 +331,52 @@ expect_match "... and that no unit serves" "no crypto unit of the instance serve
 sed -i '/^store_lock_wait_ms = /d' "$I"/unit-*/unit.conf
 expect_ok "lock free: up" "$KYOK" up
 
+# ---- units on https: the operator's certificates ----------------------------------------------------
+# A test CA (EC P-256) and a certificate for 127.0.0.1 from it, another CA that did not issue it,
+# and a certificate for another name from the right CA.
+expect_ok "down" "$KYOK" down
+X=$T_DIR/tls
+mkdir -p "$X"
+ec() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$X/$1.key" "${@:2}" 2>/dev/null; }
+ec ca -x509 -out "$X/ca.crt" -subj /CN=test-ca -days 2
+ec other -x509 -out "$X/other.crt" -subj /CN=other-ca -days 2
+issue() { # NAME SAN
+	ec "$1" -out "$X/$1.csr" -subj "/CN=$1"
+	openssl x509 -req -in "$X/$1.csr" -CA "$X/ca.crt" -CAkey "$X/ca.key" -CAcreateserial -days 2 \
+		-out "$X/$1.crt" -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$2") 2>/dev/null
+}
+issue unit IP:127.0.0.1
+issue elsewhere DNS:unit.example
+for c in "$I"/unit-*/unit.conf; do printf 'api_tls_cert = %s\napi_tls_key = %s\n' "$X/unit.crt" "$X/unit.key" >>"$c"; done
+run_rc env KYOK_CA_FILE="$X/ca.crt" "$KYOK" up
+expect_eq "up with api_tls_cert/api_tls_key in unit.conf: exit 0" "$rc" 0
+expect_eq "... instance.json has https URLs, same ports" "$(jq -c '[.units[].url]' "$I/instance.json")" \
+	"$(jq -c '[.[] | sub("^http:"; "https:")]' <<<"$urls_before")"
+expect_match "... the table shows them" "^1 .* https://127\.0\.0\.1:$port1 +[0-9]+ +started$" "$out"
+expect_ok "status --cacert CA: over https" "$KYOK" status --cacert "$X/ca.crt"
+expect_ok "status with KYOK_CA_FILE" env KYOK_CA_FILE="$X/ca.crt" "$KYOK" status
+expect_ok "a ceremony query with --cacert" "$KYOK" tke cryptounit-admins --cacert "$X/ca.crt"
+run_rc "$KYOK" status --cacert "$X/other.crt"
+expect_eq "status with a CA that did not issue the units' certificate: exit 6" "$rc" 6
+expect_match "... says the TLS connection failed, why, the URL and the CA file" \
+	"crypto unit 1 \(east\): the TLS connection to the crypto unit failed: .*: https://127\.0\.0\.1:$port1/v1/admin/identity: SSL certificate problem: unable to get local issuer certificate \(CA certificates from '$X/other.crt'\)" "$out"
+run_rc "$KYOK" status
+expect_match "without a CA: the system's store is named, and how to give one" \
+	"the TLS connection to the crypto unit failed: .*\(CA certificates: the system's; give the instance's with --cacert FILE or KYOK_CA_FILE\)" "$out"
+run_rc env KYOK_APIKEY=not-a-key "$KYOK" kp keys --cacert "$X/other.crt"
+expect_eq "kp with the wrong CA: exit 6" "$rc" 6
+expect_match "... names the TLS failure, not 'is it running'" \
+	"the TLS connection to the crypto unit failed: .*https://127\.0\.0\.1:[0-9]+/.*unable to get local issuer certificate" "$out"
+if grep -q "is it running" <<<"$out"; then fail "... kp still asks whether the instance runs"; else pass "... and does not ask whether it runs"; fi
+cp "$X/ca.crt" "$I/ca.crt"
+expect_ok "the instance directory's ca.crt is used by default" "$KYOK" status
+expect_ok "down" "$KYOK" down
+sed -i "s|^api_tls_cert = .*|api_tls_cert = $X/elsewhere.crt|; s|^api_tls_key = .*|api_tls_key = $X/elsewhere.key|" "$I"/unit-*/unit.conf
+expect_ok "units with a certificate for another name: up" "$KYOK" up
+run_rc "$KYOK" status
+expect_match "status: the name mismatch is named" \
+	"the TLS connection to the crypto unit failed: .*https://127\.0\.0\.1:$port1/v1/admin/identity: .*(does not match|no alternative certificate subject name matches)" "$out"
+
 # ---- kyok-unitd configuration errors -----------------------------------------------------------------
 C=$T_DIR/conf
 mkdir -p "$C"
@@ -361,6 +407,13 @@ if [ -e "$C/data" ]; then
 else
 	pass "no data dir made on a refused configuration"
 fi
+mkdir -p "$C/any"
+sed 's/^listen = .*/listen = 0.0.0.0:0/' "$C/good.conf" >"$C/any/plain.conf"
+run_rc timeout 10 "$UNITD" --config "$C/any/plain.conf"
+expect_eq "kyok-unitd on 0.0.0.0 without TLS: exit 2" "$rc" 2
+expect_match "... refused at its configuration, naming the settings" \
+	"error: $C/any/plain.conf:5: listen address 0\\.0\\.0\\.0 is not a loopback address: it needs TLS \\(set api_tls_cert and api_tls_key\\)" "$out"
+if [ -e "$C/any/data" ]; then fail "... yet made its data dir"; else pass "... before making anything"; fi
 run_rc "$UNITD"
 expect_eq "kyok-unitd without --config: exit 2" "$rc" 2
 expect_match "... says --config is missing" "missing --config" "$out"
