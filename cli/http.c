@@ -80,17 +80,22 @@ static bool cli_http_is_tls(CURLcode cc)
 int cli_http_failure(CURLcode cc, const char *url, const char *errbuf, char *why, size_t n)
 {
 	const char *ca = cli_http_ca_file();
-	const char *detail = errbuf != NULL && errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc);
+	char detail[CURL_ERROR_SIZE + 128];
 
+	/* curl's text for the code, and its detail when it has one (which certificate check). */
+	if (errbuf != NULL && errbuf[0] != '\0')
+		snprintf(detail, sizeof(detail), "%s (%s)", curl_easy_strerror(cc), errbuf);
+	else
+		snprintf(detail, sizeof(detail), "%s", curl_easy_strerror(cc));
 	if (!cli_http_is_tls(cc)) {
 		snprintf(why, n, "%s: %s", url, detail);
 		return KY_ERR_UNREACHABLE;
 	}
 	if (ca != NULL)
-		snprintf(why, n, "%s: %s (CA certificates from '%s')", url, detail, ca);
+		snprintf(why, n, "%s: %s; CA certificates from '%s'", url, detail, ca);
 	else
 		snprintf(why, n,
-		         "%s: %s (CA certificates: the system's; give the instance's with --cacert "
+		         "%s: %s; CA certificates: the system's (give the instance's with --cacert "
 		         "FILE or KYOK_CA_FILE)",
 		         url, detail);
 	return KY_ERR_TLS;

@@ -11,6 +11,8 @@
  *   unit-<n>/port          port it listens on (written by the unit once it listens)
  *   unit-<n>/unit.log      its log
  *   keys.db                key storage shared by the units (SQLite, WAL)
+ *   ca.key, ca.crt         with --tls: the instance's TLS CA (cli/up_tls.c); each unit then
+ *                          has unit-<n>/tls.key and tls.crt, and serves HTTPS
  *   imprint-credential.pem the instance's imprint credential (0600): units in imprint mode
  *                          take commands only with a claim made with it; each unit.conf
  *                          holds its public key (imprint_verifier)
@@ -36,6 +38,7 @@
 #include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/up_tls.h"
 #include "kyok/crypto.h"
 #include "kyok/imprint.h"
 
@@ -464,8 +467,16 @@ static void up_unit_paths(struct up_unit *u, const char *dir)
 static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
                          const char *seal_conf)
 {
-	char text[4096 + UP_SEAL_CONF_MAX];
+	char text[4096 + UP_SEAL_CONF_MAX], tls[PATH_MAX + 128] = "", ca[PATH_MAX];
 	int n;
+
+	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. */
+	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
+	if (access(ca, F_OK) == 0)
+		snprintf(tls, sizeof(tls),
+		         "# HTTPS, certificate issued by the instance's TLS CA (%s/ca.crt)\n"
+		         "api_tls_cert = %s/tls.crt\napi_tls_key = %s/tls.key\n",
+		         dir, u->dir, u->dir);
 
 	n = snprintf(text, sizeof(text),
 	             "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
@@ -479,9 +490,9 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "store = sqlite:%s/keys.db\n"
 	             "anchor_cert = %s/anchor.crt\n"
 	             "identity_cert = %s/identity.crt\n"
-	             "%s",
+	             "%s%s",
 	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, dir,
-	             dir, u->dir, seal_conf != NULL ? seal_conf : "");
+	             dir, u->dir, tls, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -493,9 +504,17 @@ static int up_certify(const char *dir, const char *unitd, const char *instance,
 {
 	char csr[PATH_MAX / 2 + 16], crt[PATH_MAX / 2 + 16];
 
+	char ca[PATH_MAX];
+	int r;
+
 	snprintf(csr, sizeof(csr), "%s/identity.csr", u->dir);
 	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
-	return cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id);
+	if ((r = cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id)) != 0)
+		return r;
+	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
+	if (access(ca, F_OK) == 0)
+		return up_tls_unit(dir, u->dir, u->id);
+	return 0;
 }
 
 /* A running unit of this config: its pid, else 0. */
@@ -932,7 +951,7 @@ static void up_imprint_note(const char *dir)
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
-    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--port BASE]\n"
+    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--port BASE] [--tls]\n"
     "               [--seal-config FILE] [options]\n"
     "\n"
     "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
@@ -949,6 +968,10 @@ static const char up_usage[] =
     "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
     "  --port BASE             ports of the new units: BASE, BASE+1, ... (default: free\n"
     "                          ports picked once); only when the instance is made\n"
+    "  --tls                   serve HTTPS: make the instance's TLS CA (DIR/ca.crt, its\n"
+    "                          key DIR/ca.key 0600) and a certificate for each unit\n"
+    "                          (unit-N/tls.crt, for 127.0.0.1); commands that talk to\n"
+    "                          the units trust DIR/ca.crt; only when the instance is made\n"
     "  --seal-config FILE      sealing settings for every new unit's unit.conf: 'seal =\n"
     "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
     "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
@@ -1077,7 +1100,7 @@ out:
 }
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-                     int base_port, const char *seal_conf, struct up_unit *units)
+                     int base_port, bool tls, const char *seal_conf, struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL, ports[UP_MAX_UNITS];
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
@@ -1132,7 +1155,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 	if (base_port == 0 && (r = up_free_ports(ports, (size_t)nunits)) != 0)
 		goto fail;
 	if ((r = cli_anchor_create(dir, instance)) != 0 ||
-	    (r = up_imprint_create(dir, imprint_hex)) != 0)
+	    (r = up_imprint_create(dir, imprint_hex)) != 0 ||
+	    (tls && (r = up_tls_ca_create(dir, instance)) != 0))
 		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
@@ -1188,6 +1212,12 @@ fail:
 		(void)unlink(crtp);
 		snprintf(cred, sizeof(cred), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
 		(void)unlink(cred);
+		if (tls) {
+			snprintf(cred, sizeof(cred), "%s/ca.key", dir);
+			(void)unlink(cred);
+			snprintf(cred, sizeof(cred), "%s/ca.crt", dir);
+			(void)unlink(cred);
+		}
 	}
 	fprintf(stderr, "nothing was kept in %s\n", dir);
 	return r;
@@ -1378,9 +1408,11 @@ int up_main(int argc, char **argv)
 	                                     {"zones", required_argument, NULL, 'z'},
 	                                     {"seal-config", required_argument, NULL, 'S'},
 	                                     {"port", required_argument, NULL, 'P'},
+	                                     {"tls", no_argument, NULL, 'T'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
+	bool tls = false;
 	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
@@ -1410,6 +1442,9 @@ int up_main(int argc, char **argv)
 			break;
 		case 'S':
 			seal_path = optarg;
+			break;
+		case 'T':
+			tls = true;
 			break;
 		case 'P': {
 			long v;
@@ -1447,6 +1482,12 @@ int up_main(int argc, char **argv)
 		         "the instance in %s exists: its units keep the sealing they were made "
 		         "with (a unit cannot change its sealing backend)",
 		         dir);
+	else if (up_exists(path) && tls)
+		cli_fail(r = KY_ERR_USAGE, "--tls",
+		         "the instance in %s exists: --tls makes a TLS CA only for a new instance; "
+		         "give existing units api_tls_cert and api_tls_key in their unit.conf "
+		         "(docs/operations.md)",
+		         dir);
 	else if (up_exists(path) && base_port > 0)
 		cli_fail(r = KY_ERR_USAGE, "--port",
 		         "the instance in %s exists: its units keep the ports they were made "
@@ -1457,7 +1498,7 @@ int up_main(int argc, char **argv)
 	else if (up_exists(path))
 		r = up_restart(dir, unitd, nunits, zones, units);
 	else
-		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, base_port, seal_conf,
+		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, base_port, tls, seal_conf,
 		              units);
 	free(seal_conf);
 	free(units);
