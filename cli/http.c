@@ -82,15 +82,15 @@ int cli_http_failure(CURLcode cc, const char *url, const char *errbuf, char *why
 	const char *ca = cli_http_ca_file();
 	char detail[CURL_ERROR_SIZE + 128];
 
+	if (!cli_http_is_tls(cc)) {
+		snprintf(why, n, "%s: %s", url, curl_easy_strerror(cc));
+		return KY_ERR_UNREACHABLE;
+	}
 	/* curl's text for the code, and its detail when it has one (which certificate check). */
 	if (errbuf != NULL && errbuf[0] != '\0')
 		snprintf(detail, sizeof(detail), "%s (%s)", curl_easy_strerror(cc), errbuf);
 	else
 		snprintf(detail, sizeof(detail), "%s", curl_easy_strerror(cc));
-	if (!cli_http_is_tls(cc)) {
-		snprintf(why, n, "%s: %s", url, detail);
-		return KY_ERR_UNREACHABLE;
-	}
 	if (ca != NULL)
 		snprintf(why, n, "%s: %s; CA certificates from '%s'", url, detail, ca);
 	else
