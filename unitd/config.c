@@ -117,6 +117,7 @@ static const struct config_key config_keys[] = {
     {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
     {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
     {"store_lock_wait_ms", CONFIG_UINT, false, UNITD_STORE_WAIT_MIN, UNITD_STORE_WAIT_MAX},
+    {"metrics", CONFIG_UINT, false, 0, 1},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -339,6 +340,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->audit_checkpoint_ms;
 	if (strcmp(name, "store_lock_wait_ms") == 0)
 		return &cfg->store_lock_wait_ms;
+	if (strcmp(name, "metrics") == 0)
+		return &cfg->metrics;
 	return &cfg->token_ttl;
 }
 
@@ -440,7 +443,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
-		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, "
+		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, metrics, "
 		           "store_lock_wait_ms)",
 		           key);
 		return KY_ERR_CONFIG;
@@ -631,6 +634,7 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
 	cfg->store_lock_wait_ms = UNITD_STORE_WAIT_DEFAULT;
+	cfg->metrics = 1;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {
