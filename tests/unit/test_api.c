@@ -910,11 +910,10 @@ static void test_config(void **state)
 	assert_int_equal(cfg.reencipher_pause_ms, 0);
 	assert_int_equal(cfg.header_timeout, UNITD_HEADER_TIMEOUT_DEFAULT);
 	assert_int_equal(cfg.metrics, 1);
+	assert_int_equal(cfg.store_lock_wait_ms, UNITD_STORE_WAIT_DEFAULT);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("metrics = 0\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.metrics, 0);
-	unitd_config_release(&cfg);
-	assert_int_equal(cfg.store_lock_wait_ms, UNITD_STORE_WAIT_DEFAULT);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("listen = 0.0.0.0:443\napi_tls_cert = c.pem\napi_tls_key = k.pem\n",
 	                      &cfg, err, sizeof(err)),
