@@ -67,7 +67,8 @@ struct cli_global {
 	int ncard_pin_files;
 	int card_pin_files_read;
 	int card_pin_fd;
-	long card_wait; /* --card-wait SECONDS for a card to be inserted; -1: the default */
+	long card_wait;     /* --card-wait SECONDS for a card to be inserted; -1: the default */
+	const char *cacert; /* --cacert FILE: CA certificates of units served over HTTPS */
 };
 extern struct cli_global cli_g;
 /* clang-format off */
@@ -79,7 +80,8 @@ extern struct cli_global cli_g;
 		{"timeout", required_argument, NULL, 0x1006},                                      \
 		{"card-pin-file", required_argument, NULL, 0x1007},                                \
 		{"card-pin-fd", required_argument, NULL, 0x1008},                                  \
-		{"card-wait", required_argument, NULL, 0x1009}, {"help", no_argument, NULL, 'h'}
+		{"card-wait", required_argument, NULL, 0x1009},                                    \
+		{"cacert", required_argument, NULL, 0x100a}, {"help", no_argument, NULL, 'h'}
 /* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
@@ -101,6 +103,8 @@ int cli_common_opt(int opt, const char *arg);
 	"  --card-pin-fd N         card PINs, one per line, from descriptor N, when asked\n"     \
 	"  --card-wait SECONDS     wait at most this long for a signature card to be inserted\n" \
 	"                          into reader 1 (default 300; 0: do not wait)\n"               \
+	"  --cacert FILE           CA certificates that crypto units on https must chain to\n"  \
+	"                          (default $KYOK_CA_FILE, else the instance's ca.crt)\n"       \
 	"  --help                  this text\n"
 /* clang-format on */
 

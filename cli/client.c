@@ -15,6 +15,7 @@
 #include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/failover.h"
+#include "cli/http.h"
 #include "kyok/crypto.h"
 #include "kyok/imprint.h"
 #include "kyok/wire.h"
@@ -50,18 +51,6 @@ static char *client_text_dup(const uint8_t *p, size_t n)
 		memcpy(s, p, n);
 	s[n] = '\0';
 	return s;
-}
-
-static int client_global_init(void)
-{
-	static bool done;
-
-	if (done)
-		return 0;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return KY_ERR_INTERNAL;
-	done = true;
-	return 0;
 }
 
 static size_t client_on_body(char *p, size_t size, size_t nmemb, void *ud)
@@ -111,7 +100,7 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	int r = KY_ERR_INTERNAL;
 	CURL *h = NULL;
 	struct curl_slist *hdrs = NULL, *h2;
-	char url[512], nonce_hdr[64], claim_hdr[160];
+	char url[512], nonce_hdr[64], claim_hdr[160], errbuf[CURL_ERROR_SIZE];
 	size_t base = strlen(u->url);
 	long connect_s = 0, total_s = 0;
 	CURLcode cc;
@@ -122,7 +111,7 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	while (base > 0 && u->url[base - 1] == '/')
 		base--;
 	snprintf(url, sizeof(url), "%.*s%s", (int)base, u->url, path);
-	if ((r = client_global_init()) != 0 || (h = curl_easy_init()) == NULL) {
+	if ((h = cli_http_new()) == NULL) {
 		r = KY_ERR_INTERNAL;
 		snprintf(why, whylen, "cannot start the HTTP client");
 		goto out;
@@ -165,7 +154,8 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, client_on_body) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEDATA, rep) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, client_on_header) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_HEADERDATA, rep) != CURLE_OK) {
+	    curl_easy_setopt(h, CURLOPT_HEADERDATA, rep) != CURLE_OK ||
+	    cli_http_tls(h, errbuf) != 0) {
 		r = KY_ERR_INTERNAL;
 		snprintf(why, whylen, "cannot set up the HTTP request");
 		goto out;
@@ -190,8 +180,7 @@ static int client_http(const struct cli_unit *u, const char *method, const char 
 		goto out;
 	}
 	if (cc != CURLE_OK) {
-		r = KY_ERR_UNREACHABLE;
-		snprintf(why, whylen, "%s: %s", url, curl_easy_strerror(cc));
+		r = cli_http_failure(cc, url, errbuf, why, whylen);
 		goto out;
 	}
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rep->status);

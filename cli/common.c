@@ -245,6 +245,13 @@ int cli_common_opt(int opt, const char *arg)
 		cli_g.card_wait = v;
 		return 0;
 	}
+	case 0x100a:
+		if (arg[0] == '\0') {
+			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--cacert needs a file");
+			return KY_ERR_USAGE;
+		}
+		cli_g.cacert = arg;
+		return 0;
 	case CLI_IMPRINT_OPT:
 		if (arg[0] == '\0') {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--imprint-credential needs a file");

@@ -24,6 +24,7 @@
 
 #include "cli/cli.h"
 #include "cli/failover.h"
+#include "cli/http.h"
 #include "cli/kp_client.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
@@ -40,9 +41,10 @@ static struct {
 	bool loaded;
 	struct cli_instance inst;
 	CURL *h;
-	char *token;      /* ky_secret_alloc(KP_TOKEN_MAX) */
-	char source[600]; /* where the API key came from, for messages */
-	size_t next;      /* index of the unit to try first */
+	char errbuf[CURL_ERROR_SIZE]; /* curl's detail of a failed transfer */
+	char *token;                  /* ky_secret_alloc(KP_TOKEN_MAX) */
+	char source[600];             /* where the API key came from, for messages */
+	size_t next;                  /* index of the unit to try first */
 	long connect_s, total_s;
 	bool order_hint; /* unit-failures may reorder the units (not with --unit) */
 } kp_s;
@@ -72,11 +74,6 @@ int kp_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		kp_o.unit = (int)v;
-		return 0;
-	case KP_OPT_CACERT:
-		if (arg[0] == '\0')
-			return kp_err(KY_ERR_USAGE, cli_cmd_name(), "--cacert needs a path");
-		kp_o.cacert = arg;
 		return 0;
 	default:
 		return cli_common_opt(opt, arg);
@@ -376,8 +373,7 @@ static int kp_load(void)
 			return kp_err(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
 			              kp_o.unit);
 	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-	    (kp_s.h = curl_easy_init()) == NULL)
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (kp_s.h = cli_http_new()) == NULL)
 		return kp_err(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client");
 	kp_s.loaded = true;
 	return 0;
@@ -427,7 +423,6 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 	CURL *h = kp_s.h;
 	char url[600];
 	size_t base = strlen(u->url);
-	const char *ca = kp_o.cacert != NULL ? kp_o.cacert : getenv("KYOK_CA_FILE");
 	CURLcode cc;
 
 	memset(rep, 0, sizeof(*rep));
@@ -452,7 +447,7 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 	    curl_easy_setopt(h, CURLOPT_WRITEDATA, &rep->body) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kp_on_header) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_HEADERDATA, rep) != CURLE_OK ||
-	    (ca != NULL && ca[0] != '\0' && curl_easy_setopt(h, CURLOPT_CAINFO, ca) != CURLE_OK)) {
+	    cli_http_tls(h, kp_s.errbuf) != 0) {
 		snprintf(why, whylen, "cannot set up the HTTP request");
 		return KY_ERR_INTERNAL;
 	}
@@ -484,8 +479,7 @@ static int kp_http(const struct cli_unit *u, const char *method, const char *pat
 			snprintf(why, whylen, "%s: reply larger than %d bytes", url, KP_BODY_MAX);
 			return KY_ERR_BAD_REPLY;
 		}
-		snprintf(why, whylen, "%s: %s", url, curl_easy_strerror(cc));
-		return KY_ERR_UNREACHABLE;
+		return cli_http_failure(cc, url, kp_s.errbuf, why, whylen);
 	}
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rep->status);
 	if (rep->body.len > 0)

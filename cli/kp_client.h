@@ -14,7 +14,6 @@
 /* Options every 'kyok kp' command accepts besides the common ones. */
 struct kp_opts {
 	const char *apikey_file; /* --apikey-file, else $KYOK_APIKEY_FILE */
-	const char *cacert;      /* --cacert, else $KYOK_CA_FILE (https units) */
 	int unit;                /* --unit N: try that unit first (0 = the first) */
 	bool verbose;            /* --verbose: which unit served, failovers */
 };
@@ -24,14 +23,12 @@ enum {
 	KP_OPT_APIKEY_FILE = 0x1101,
 	KP_OPT_VERBOSE,
 	KP_OPT_UNIT,
-	KP_OPT_CACERT,
 };
 /* clang-format off */
 #define KP_LONGOPTS                                                                                \
 	{"apikey-file", required_argument, NULL, KP_OPT_APIKEY_FILE},                              \
 		{"verbose", no_argument, NULL, KP_OPT_VERBOSE},                                    \
-		{"unit", required_argument, NULL, KP_OPT_UNIT},                                    \
-		{"cacert", required_argument, NULL, KP_OPT_CACERT}, CLI_COMMON_LONGOPTS
+		{"unit", required_argument, NULL, KP_OPT_UNIT}, CLI_COMMON_LONGOPTS
 #define KP_COMMON_HELP                                                                             \
 	"common options:\n"                                                                        \
 	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
@@ -39,7 +36,8 @@ enum {
 	"  --unit N                try crypto unit N first (default: the first, a unit that\n"  \
 	"                          failed in the last minute last); the others are tried in\n" \
 	"                          turn when a unit fails\n"                                      \
-	"  --cacert FILE           CA certificates for https units (default $KYOK_CA_FILE)\n"     \
+	"  --cacert FILE           CA certificates that crypto units on https must chain to\n"  \
+	"                          (default $KYOK_CA_FILE, else the instance's ca.crt)\n"       \
 	"  --verbose               say which crypto unit served, and each failover\n"             \
 	"  --output table|json     output format (default table)\n"                               \
 	"  --yes                   answer yes to confirmations\n"                                 \

@@ -3,13 +3,16 @@
  * Layout of an instance directory (0700):
  *   instance.json          what 'kyok tke' reads: instance id, units, URLs
  *   anchor.key, anchor.crt the unit trust anchor (cli/anchor.c): certifies every unit
- *   unit-<n>/unit.conf     the unit's configuration (kept across down/up)
+ *   unit-<n>/unit.conf     the unit's configuration (kept across down/up), with the port
+ *                          picked when the unit was made: its URL never changes
  *   unit-<n>/identity.crt  the unit's identity certificate, issued by the anchor
  *   unit-<n>/data/         the unit's sealed state
  *   unit-<n>/pid           pid of the running kyok-unitd
- *   unit-<n>/port          port it listens on (written by the unit)
+ *   unit-<n>/port          port it listens on (written by the unit once it listens)
  *   unit-<n>/unit.log      its log
  *   keys.db                key storage shared by the units (SQLite, WAL)
+ *   ca.key, ca.crt         with --tls: the instance's TLS CA (cli/up_tls.c); each unit then
+ *                          has unit-<n>/tls.key and tls.crt, and serves HTTPS
  *   imprint-credential.pem the instance's imprint credential (0600): units in imprint mode
  *                          take commands only with a claim made with it; each unit.conf
  *                          holds its public key (imprint_verifier)
@@ -20,11 +23,13 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,11 +38,12 @@
 #include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/up_tls.h"
 #include "kyok/crypto.h"
 #include "kyok/imprint.h"
 
 #define UP_MAX_UNITS     16
-#define UP_START_WAIT_MS 10000
+#define UP_START_WAIT_MS 30000 /* more than a unit waits for storage (10 s) */
 #define UP_STOP_WAIT_MS  5000
 #define UP_POLL_MS       50
 #define UP_SHORT_HEX     16
@@ -98,6 +104,102 @@ static int up_rm_rf(const char *path)
 static int up_write_text(const char *path, const char *text)
 {
 	return ky_file_write_atomic(path, text, strlen(text), 0600);
+}
+
+/* n distinct free TCP ports of 127.0.0.1, picked by the kernel: all bound at once, then
+ * released for the units to take. */
+static int up_free_ports(int *ports, size_t n)
+{
+	int r = KY_ERR_INTERNAL, fds[UP_MAX_UNITS];
+	size_t made = 0;
+
+	for (; made < n && made < UP_MAX_UNITS; made++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(a);
+		if ((fds[made] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		    bind(fds[made], (struct sockaddr *)&a, sizeof(a)) != 0 ||
+		    getsockname(fds[made], (struct sockaddr *)&a, &len) != 0) {
+			r = KY_ERR_IO;
+			cli_fail(r, "127.0.0.1", "cannot find a free port: %s", strerror(errno));
+			if (fds[made] >= 0)
+				close(fds[made]);
+			goto out;
+		}
+		ports[made] = ntohs(a.sin_port);
+	}
+	r = 0;
+out:
+	for (size_t i = 0; i < made; i++)
+		close(fds[i]);
+	return r;
+}
+
+/* Port of the 'listen' line of a unit.conf: 0 when it is 0 (any free port, as older kyok
+ * wrote it), -1 when the file has no readable listen line. */
+static int up_conf_port(const char *conf)
+{
+	struct ky_buf b = {0};
+	int port = -1;
+
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return -1;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		char value[128], *colon, *end;
+		long v;
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " listen = %127s", value) != 1 ||
+		    (colon = strrchr(value, ':')) == NULL)
+			continue;
+		errno = 0;
+		v = strtol(colon + 1, &end, 10);
+		if (errno == 0 && end != colon + 1 && *end == '\0' && v >= 0 && v <= 65535)
+			port = (int)v;
+		break;
+	}
+	ky_buf_free(&b);
+	return port;
+}
+
+/* Rewrites the 'listen' line of a unit.conf (atomically) to 127.0.0.1:port. */
+static int up_conf_set_port(const char *conf, int port)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf in = {0}, out = {0};
+	char listen[64];
+
+	snprintf(listen, sizeof(listen), "listen = 127.0.0.1:%d\n", port);
+	if ((r = ky_file_read(conf, 64 * 1024, &in)) != 0 || (r = ky_buf_append(&in, "", 1)) != 0) {
+		cli_fail(r, conf, "cannot read the unit configuration");
+		goto out;
+	}
+	for (char *line = (char *)in.data, *nl; *line != '\0'; line = nl + 1) {
+		char key[16];
+		nl = strchr(line, '\n');
+		if (nl == NULL)
+			nl = line + strlen(line) - 1;
+		if (sscanf(line, " %15[a-z_] =", key) == 1 && strcmp(key, "listen") == 0)
+			r = ky_buf_append_str(&out, listen);
+		else
+			r = ky_buf_append(&out, line, (size_t)(nl - line) + 1);
+		if (r != 0) {
+			cli_fail(r, NULL, NULL);
+			goto out;
+		}
+	}
+	if ((r = ky_file_write_atomic(conf, out.data, out.len, 0600)) != 0) {
+		cli_fail(r, conf, "cannot write the unit configuration");
+		goto out;
+	}
+	r = 0;
+out:
+	ky_buf_free(&in);
+	ky_buf_free(&out);
+	return r;
 }
 
 /* Reads a small file holding one positive number ("1234\n"). 0 when absent or malformed. */
@@ -295,6 +397,8 @@ struct up_unit {
 	pid_t pid;
 	int port;
 	bool started; /* by this run */
+	bool failed;  /* did not start in this run; why says why */
+	char why[256];
 	const char *status;
 };
 
@@ -314,24 +418,32 @@ static void up_unit_paths(struct up_unit *u, const char *dir)
 static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
                          const char *seal_conf)
 {
-	char text[4096 + UP_SEAL_CONF_MAX];
+	char text[4096 + UP_SEAL_CONF_MAX], tls[PATH_MAX + 128] = "", ca[PATH_MAX];
 	int n;
+
+	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. */
+	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
+	if (access(ca, F_OK) == 0)
+		snprintf(tls, sizeof(tls),
+		         "# HTTPS, certificate issued by the instance's TLS CA (%s/ca.crt)\n"
+		         "api_tls_cert = %s/tls.crt\napi_tls_key = %s/tls.key\n",
+		         dir, u->dir, u->dir);
 
 	n = snprintf(text, sizeof(text),
 	             "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
 	             "instance = %s\n"
 	             "unit = %s\n"
 	             "zone = %s\n"
-	             "listen = 127.0.0.1:0\n"
+	             "listen = 127.0.0.1:%d\n"
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
 	             "store = sqlite:%s/keys.db\n"
 	             "anchor_cert = %s/anchor.crt\n"
 	             "identity_cert = %s/identity.crt\n"
-	             "%s",
-	             u->number, instance, u->id, u->zone, u->dir, u->portf, u->log, dir, dir,
-	             u->dir, seal_conf != NULL ? seal_conf : "");
+	             "%s%s",
+	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, dir,
+	             dir, u->dir, tls, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -343,9 +455,17 @@ static int up_certify(const char *dir, const char *unitd, const char *instance,
 {
 	char csr[PATH_MAX / 2 + 16], crt[PATH_MAX / 2 + 16];
 
+	char ca[PATH_MAX];
+	int r;
+
 	snprintf(csr, sizeof(csr), "%s/identity.csr", u->dir);
 	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
-	return cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id);
+	if ((r = cli_anchor_certify(dir, unitd, u->conf, u->log, csr, crt, instance, u->id)) != 0)
+		return r;
+	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
+	if (access(ca, F_OK) == 0)
+		return up_tls_unit(dir, u->dir, u->id);
+	return 0;
 }
 
 /* A running unit of this config: its pid, else 0. */
@@ -398,8 +518,9 @@ static int up_spawn(const char *unitd, struct up_unit *u)
 	return 0;
 }
 
-/* Waits for the port file of a unit started by this run. */
-static int up_wait_port(struct up_unit *u)
+/* Waits for the port file of a unit started by this run. On failure, u->why says why (the
+ * caller reports it, with the unit's log). */
+static int up_wait_port_quiet(struct up_unit *u)
 {
 	for (long waited = 0; waited <= UP_START_WAIT_MS; waited += UP_POLL_MS) {
 		long port = up_read_number(u->portf);
@@ -411,22 +532,32 @@ static int up_wait_port(struct up_unit *u)
 		if (waitpid(u->pid, &st, WNOHANG) == u->pid) {
 			u->pid = 0;
 			if (WIFEXITED(st))
-				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+				snprintf(u->why, sizeof(u->why),
 				         "crypto unit %d exited at start with status %d", u->number,
 				         WEXITSTATUS(st));
 			else
-				cli_fail(KY_ERR_UNREACHABLE, u->dir,
+				snprintf(u->why, sizeof(u->why),
 				         "crypto unit %d was killed at start by signal %d",
 				         u->number, WTERMSIG(st));
-			up_log_tail(u->log);
 			return KY_ERR_UNREACHABLE;
 		}
 		up_sleep_ms(UP_POLL_MS);
 	}
-	cli_fail(KY_ERR_UNREACHABLE, u->dir, "crypto unit %d wrote no port file in %d seconds",
+	snprintf(u->why, sizeof(u->why), "crypto unit %d wrote no port file in %d seconds",
 	         u->number, UP_START_WAIT_MS / 1000);
-	up_log_tail(u->log);
 	return KY_ERR_UNREACHABLE;
+}
+
+/* The same, the failure reported as an error. */
+static int up_wait_port(struct up_unit *u)
+{
+	int r = up_wait_port_quiet(u);
+
+	if (r != 0) {
+		cli_fail(r, u->dir, "%s", u->why);
+		up_log_tail(u->log);
+	}
+	return r;
 }
 
 /* SIGTERM, then SIGKILL after UP_STOP_WAIT_MS. Returns the number still alive. */
@@ -489,6 +620,35 @@ static void up_undo_started(struct up_unit *units, size_t n)
 	up_stop_pids(pids, n);
 }
 
+/* True when a unit.conf sets key (a "key = value" line). */
+static bool up_conf_has(const char *conf, const char *key)
+{
+	struct ky_buf b = {0};
+	bool found = false;
+
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return false;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		char k[32];
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " %31[a-z0-9_] =", k) == 1 && strcmp(k, key) == 0)
+			found = true;
+	}
+	ky_buf_free(&b);
+	return found;
+}
+
+/* The unit's URL: https when its unit.conf gives it a TLS certificate. */
+static void up_unit_url(const struct up_unit *u, char *out, size_t n)
+{
+	snprintf(out, n, "%s://127.0.0.1:%d",
+	         up_conf_has(u->conf, "api_tls_cert") ? "https" : "http", u->port);
+}
+
 static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
                              size_t n)
 {
@@ -500,7 +660,7 @@ static int up_write_instance(const char *dir, const char *instance, const struct
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		char url[64];
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		up_unit_url(&units[i], url, sizeof(url));
 		if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
 		                                         units[i].number, "id", units[i].id, "zone",
 		                                         units[i].zone, "url", url)) != 0)
@@ -530,7 +690,9 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 
 	for (size_t i = 0; i < n; i++) {
 		char url[64];
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+		if (units[i].failed)
+			continue;
+		up_unit_url(&units[i], url, sizeof(url));
 		struct cli_unit cu = {.number = units[i].number};
 		snprintf(cu.url, sizeof(cu.url), "%s", url);
 		char why[256];
@@ -543,7 +705,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
 			char url[64];
-			snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
+			up_unit_url(&units[i], url, sizeof(url));
 			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
 			                                     "number", units[i].number, "id",
 			                                     units[i].id, "zone", units[i].zone,
@@ -559,8 +721,11 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	for (size_t i = 0; i < n; i++) {
 		char num[16], url[64], pid[24];
 		snprintf(num, sizeof(num), "%d", units[i].number);
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", units[i].port);
-		snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
+		up_unit_url(&units[i], url, sizeof(url));
+		if (units[i].pid > 0)
+			snprintf(pid, sizeof(pid), "%ld", (long)units[i].pid);
+		else
+			snprintf(pid, sizeof(pid), "-");
 		const char *row[] = {num, units[i].id, units[i].zone, url, pid, units[i].status};
 		if (cli_table_add(t, row) != 0)
 			break;
@@ -737,18 +902,27 @@ static void up_imprint_note(const char *dir)
 /* ---- kyok up ---- */
 
 static const char up_usage[] =
-    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--seal-config FILE]\n"
-    "               [options]\n"
+    "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--port BASE] [--tls]\n"
+    "               [--seal-config FILE] [options]\n"
     "\n"
     "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
     "zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
-    "units with their state (ports may change: instance.json is rewritten); units that\n"
-    "are running are left alone.\n"
+    "units with their state; units that are running are left alone. Each unit's port is\n"
+    "fixed when the unit is made (its unit.conf 'listen' line), so its URL in\n"
+    "instance.json never changes; a unit whose port is taken does not start and names\n"
+    "what holds it. A unit that cannot start is reported with its cause while the others\n"
+    "start; 'kyok up' then says which units serve and exits non-zero only when none does.\n"
     "\n"
     "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
     "                          else ~/.kyok/instance); created 0700\n"
     "  --units N               number of crypto units, 1 to 16 (default 2)\n"
     "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
+    "  --port BASE             ports of the new units: BASE, BASE+1, ... (default: free\n"
+    "                          ports picked once); only when the instance is made\n"
+    "  --tls                   serve HTTPS: make the instance's TLS CA (DIR/ca.crt, its\n"
+    "                          key DIR/ca.key 0600) and a certificate for each unit\n"
+    "                          (unit-N/tls.crt, for 127.0.0.1); commands that talk to\n"
+    "                          the units trust DIR/ca.crt; only when the instance is made\n"
     "  --seal-config FILE      sealing settings for every new unit's unit.conf: 'seal =\n"
     "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
     "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
@@ -877,9 +1051,9 @@ out:
 }
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-                     const char *seal_conf, struct up_unit *units)
+                     int base_port, bool tls, const char *seal_conf, struct up_unit *units)
 {
-	int r = KY_ERR_INTERNAL;
+	int r = KY_ERR_INTERNAL, ports[UP_MAX_UNITS];
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
 	char imprint_hex[2 * KY_IMPRINT_PUB_LEN + 1];
 	size_t nzones = 0;
@@ -927,12 +1101,19 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
+	/* Each unit's port is fixed now, in its unit.conf: its URL stays the same for good. */
+	for (int i = 0; i < nunits; i++)
+		ports[i] = base_port + i;
+	if (base_port == 0 && (r = up_free_ports(ports, (size_t)nunits)) != 0)
+		goto fail;
 	if ((r = cli_anchor_create(dir, instance)) != 0 ||
-	    (r = up_imprint_create(dir, imprint_hex)) != 0)
+	    (r = up_imprint_create(dir, imprint_hex)) != 0 ||
+	    (tls && (r = up_tls_ca_create(dir, instance)) != 0))
 		goto fail;
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
+		u->port = ports[i];
 		up_unit_paths(u, dir);
 		if ((r = ky_uuid_new(u->id)) != 0) {
 			cli_fail(r, NULL, "no random bytes");
@@ -983,6 +1164,12 @@ fail:
 		(void)unlink(crtp);
 		snprintf(cred, sizeof(cred), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
 		(void)unlink(cred);
+		if (tls) {
+			snprintf(cred, sizeof(cred), "%s/ca.key", dir);
+			(void)unlink(cred);
+			snprintf(cred, sizeof(cred), "%s/ca.crt", dir);
+			(void)unlink(cred);
+		}
 	}
 	fprintf(stderr, "nothing was kept in %s\n", dir);
 	return r;
@@ -1008,12 +1195,55 @@ static int up_recertify(const char *dir, const char *unitd, const char *instance
 	return 0;
 }
 
+/* Port of a unit URL "http://127.0.0.1:PORT", 0 when none. */
+static int up_url_port(const char *url)
+{
+	const char *colon = strrchr(url, ':');
+	char *end;
+	long v;
+
+	if (colon == NULL)
+		return 0;
+	v = strtol(colon + 1, &end, 10);
+	return (*end == '\0' && v > 0 && v <= 65535) ? (int)v : 0;
+}
+
+/* Before an instance made by an older kyok starts again: a unit.conf with 'listen =
+ * 127.0.0.1:0' (a new port at every start) gets the port of the unit's URL in instance.json,
+ * or a free one, written into it: from now on its URL stays. */
+static int up_ports_upgrade(const struct cli_instance *inst, struct up_unit *units, size_t n)
+{
+	int r = KY_ERR_INTERNAL;
+
+	for (size_t i = 0; i < n; i++) {
+		struct up_unit *u = &units[i];
+		int port = up_conf_port(u->conf);
+		if (port < 0) {
+			r = KY_ERR_CONFIG;
+			cli_fail(r, u->conf,
+			         "no 'listen = HOST:PORT' line: the instance directory is "
+			         "damaged");
+			return r;
+		}
+		if (port > 0 || up_unit_running(u) > 0)
+			continue;
+		port = up_url_port(inst->units[i].url);
+		if (port == 0 && (r = up_free_ports(&port, 1)) != 0)
+			return r;
+		if ((r = up_conf_set_port(u->conf, port)) != 0)
+			return r;
+		fprintf(stderr, "note: %s: crypto unit %d keeps port %d from now on\n", u->conf,
+		        u->number, port);
+	}
+	return 0;
+}
+
 static int up_restart(const char *dir, const char *unitd, int nunits_arg, const char *zones_arg,
                       struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_instance inst;
-	size_t n;
+	size_t n, serving = 0, nfailed = 0;
 
 	if ((r = cli_instance_load(&inst)) != 0)
 		return r;
@@ -1039,7 +1269,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			return KY_ERR_CONFIG;
 		}
 	}
-	if ((r = up_imprint_upgrade(dir, units, n)) != 0)
+	if ((r = up_imprint_upgrade(dir, units, n)) != 0 ||
+	    (r = up_ports_upgrade(&inst, units, n)) != 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct up_unit *u = &units[i];
@@ -1056,20 +1287,66 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 			continue;
 		}
 		unlink(u->pidf);
+		u->port = up_conf_port(u->conf);
+		/* A unit that cannot start is reported; the others start all the same. */
 		if ((r = up_recertify(dir, unitd, inst.id, u)) != 0 ||
-		    (r = up_spawn(unitd, u)) != 0)
-			goto fail;
+		    (r = up_spawn(unitd, u)) != 0) {
+			u->failed = true;
+			snprintf(u->why, sizeof(u->why), "crypto unit %d cannot be started (%s)",
+			         u->number, ky_err_message(r));
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (!units[i].started)
+		if (units[i].failed || !units[i].started)
 			continue;
-		if ((r = up_wait_port(&units[i])) != 0)
-			goto fail;
+		if (up_wait_port_quiet(&units[i]) != 0) {
+			units[i].failed = true;
+			continue;
+		}
 		units[i].status = "started";
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!units[i].failed) {
+			serving++;
+			continue;
+		}
+		units[i].status = "failed";
+		units[i].pid = 0;
+		nfailed++;
+	}
+	/* Every failure is reported, as a warning while another unit serves. */
+	for (size_t i = 0; i < n; i++) {
+		if (!units[i].failed)
+			continue;
+		if (serving > 0)
+			fprintf(stderr, "warning: %s: %s\n", units[i].dir, units[i].why);
+		else
+			cli_fail(KY_ERR_UNREACHABLE, units[i].dir, "%s", units[i].why);
+		up_log_tail(units[i].log);
+	}
+	if (serving == 0) {
+		r = KY_ERR_UNREACHABLE;
+		cli_fail(r, dir,
+		         "no crypto unit of the instance serves: fix the causes above, then "
+		         "'kyok up' again");
+		return r;
 	}
 	if ((r = up_write_instance(dir, inst.id, units, n)) != 0)
 		goto fail;
 	up_report(dir, inst.id, units, n);
+	if (nfailed > 0) {
+		char list[256] = "";
+		size_t len = 0;
+		for (size_t i = 0; i < n && len < sizeof(list); i++)
+			if (!units[i].failed)
+				len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%d",
+				                        len > 0 ? ", " : "", units[i].number);
+		fprintf(
+		    stderr,
+		    "warning: %zu of %zu crypto units do not serve (see above); serving: crypto "
+		    "unit%s %s\n",
+		    nfailed, n, serving > 1 ? "s" : "", list);
+	}
 	return 0;
 fail:
 	up_undo_started(units, n);
@@ -1082,9 +1359,12 @@ int up_main(int argc, char **argv)
 	                                     {"units", required_argument, NULL, 'n'},
 	                                     {"zones", required_argument, NULL, 'z'},
 	                                     {"seal-config", required_argument, NULL, 'S'},
+	                                     {"port", required_argument, NULL, 'P'},
+	                                     {"tls", no_argument, NULL, 'T'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
-	int r = KY_ERR_INTERNAL, c, nunits = 0;
+	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
+	bool tls = false;
 	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
@@ -1115,6 +1395,19 @@ int up_main(int argc, char **argv)
 		case 'S':
 			seal_path = optarg;
 			break;
+		case 'T':
+			tls = true;
+			break;
+		case 'P': {
+			long v;
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 65535)
+				return cli_fail(KY_ERR_USAGE, "--port",
+				                "'%s': give a port number from 1 to 65535", optarg);
+			base_port = (int)v;
+			break;
+		}
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
@@ -1123,6 +1416,10 @@ int up_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	if (base_port > 0 && base_port + (nunits > 0 ? nunits : 2) - 1 > 65535)
+		return cli_fail(KY_ERR_USAGE, "--port",
+		                "%d: the units' ports %d and up go past 65535: give a lower BASE",
+		                base_port, base_port);
 	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) != 0)
 		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
 		                "cannot use this directory path");
@@ -1133,16 +1430,28 @@ int up_main(int argc, char **argv)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	snprintf(path, sizeof(path), "%s/instance.json", dir);
 	if (up_exists(path) && seal_path != NULL)
-		r = cli_fail(KY_ERR_USAGE, "--seal-config",
-		             "the instance in %s exists: its units keep the sealing they were made "
-		             "with (a unit cannot change its sealing backend)",
-		             dir);
+		cli_fail(r = KY_ERR_USAGE, "--seal-config",
+		         "the instance in %s exists: its units keep the sealing they were made "
+		         "with (a unit cannot change its sealing backend)",
+		         dir);
+	else if (up_exists(path) && tls)
+		cli_fail(r = KY_ERR_USAGE, "--tls",
+		         "the instance in %s exists: --tls makes a TLS CA only for a new instance; "
+		         "give existing units api_tls_cert and api_tls_key in their unit.conf "
+		         "(docs/operations.md)",
+		         dir);
+	else if (up_exists(path) && base_port > 0)
+		cli_fail(r = KY_ERR_USAGE, "--port",
+		         "the instance in %s exists: its units keep the ports they were made "
+		         "with; to move a unit, stop it and edit 'listen' in its unit.conf",
+		         dir);
 	else if (seal_path != NULL && (r = up_seal_conf(seal_path, &seal_conf)) != 0)
 		;
 	else if (up_exists(path))
 		r = up_restart(dir, unitd, nunits, zones, units);
 	else
-		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, seal_conf, units);
+		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, base_port, tls, seal_conf,
+		              units);
 	free(seal_conf);
 	free(units);
 	return ky_err_exit(r);
@@ -1165,19 +1474,6 @@ static const char unit_add_usage[] =
     "  --zone ZONE             zone of the new unit (default zone-N, or the zone of the\n"
     "                          unit replaced)\n"
     "\n" CLI_COMMON_HELP;
-
-/* Port of a unit URL "http://127.0.0.1:PORT", 0 when none. */
-static int up_url_port(const char *url)
-{
-	const char *colon = strrchr(url, ':');
-	char *end;
-	long v;
-
-	if (colon == NULL)
-		return 0;
-	v = strtol(colon + 1, &end, 10);
-	return (*end == '\0' && v > 0 && v <= 65535) ? (int)v : 0;
-}
 
 static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 {
@@ -1320,7 +1616,9 @@ int unit_add_main(int argc, char **argv)
 		u->status = "added";
 	}
 	u->pid = 0;
-	u->port = 0;
+	/* A re-created unit keeps its port (and URL); a new one gets a free one. */
+	if (u->port == 0 && (r = up_free_ports(&u->port, 1)) != 0)
+		goto out;
 	if ((r = ky_uuid_new(u->id)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto out;

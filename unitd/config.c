@@ -47,6 +47,8 @@
  *                               4096..1,073,741,824 (the chain goes on across files)
  *   audit_checkpoint_ms = 1000  optional, longest time audit lines wait for a signed
  *                               checkpoint, 10..60,000 ms
+ *   store_lock_wait_ms = 10000  optional, how long the unit waits at start for key storage
+ *                               that another writer holds locked, 100..600,000 ms
  *   imprint_verifier = HEX      the Ed25519 public key (64 hex digits) of the instance's
  *                               imprint credential; without it the unit accepts no command
  *                               while in imprint mode
@@ -54,6 +56,7 @@
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -113,6 +116,7 @@ static const struct config_key config_keys[] = {
     {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
     {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
     {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
+    {"store_lock_wait_ms", CONFIG_UINT, false, UNITD_STORE_WAIT_MIN, UNITD_STORE_WAIT_MAX},
     {"metrics", CONFIG_UINT, false, 0, 1},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -189,6 +193,20 @@ static int config_listen_parse(const char *v, struct unitd_config *cfg)
 	cfg->host[hostlen] = '\0';
 	cfg->port = (uint16_t)port;
 	return 0;
+}
+
+/* True when host is an IP address literal outside loopback. A name is resolved when the unit
+ * binds, and refused there if it is not loopback: the same rule, checked again. */
+static bool config_host_not_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) != 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return !IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
 }
 
 /* Absolute copy of v, resolved against base_dir when relative. */
@@ -305,6 +323,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->audit_max_bytes;
 	if (strcmp(name, "audit_checkpoint_ms") == 0)
 		return &cfg->audit_checkpoint_ms;
+	if (strcmp(name, "store_lock_wait_ms") == 0)
+		return &cfg->store_lock_wait_ms;
 	if (strcmp(name, "metrics") == 0)
 		return &cfg->metrics;
 	return &cfg->token_ttl;
@@ -408,7 +428,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
-		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier)",
+		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, metrics, "
+		           "store_lock_wait_ms)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -597,6 +618,7 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->header_timeout = UNITD_HEADER_TIMEOUT_DEFAULT;
 	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
+	cfg->store_lock_wait_ms = UNITD_STORE_WAIT_DEFAULT;
 	cfg->metrics = 1;
 	err[0] = '\0';
 
@@ -639,6 +661,15 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	}
 	if ((r = config_seal_check(name, cfg, seen, err, errlen)) != 0)
 		goto out;
+	if (cfg->tls_cert == NULL && config_host_not_loopback(cfg->host)) {
+		config_err(err, errlen, name, seen[config_key_index("listen")],
+		           "listen address %s is not a loopback address: it needs TLS (set "
+		           "api_tls_cert and api_tls_key); plain HTTP is served on loopback "
+		           "addresses only",
+		           cfg->host);
+		r = KY_ERR_CONFIG;
+		goto out;
+	}
 	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
 		config_err(err, errlen, name, 0, "'%s' is set but '%s' is not: set both or neither",
 		           cfg->tls_cert ? "api_tls_cert" : "api_tls_key",

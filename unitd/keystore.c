@@ -11,9 +11,11 @@
  * An entry loaded from the store is linked only if no drop happened while it was being read
  * (generation check), so a row changed by someone else meanwhile is never cached stale.
  */
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -161,6 +163,19 @@ static int64_t ks_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The program holding the write lock of SQLite key storage, when one is seen. In WAL mode a
+ * writer holds byte 120 of the -shm file (SQLite's unix VFS: WAL_WRITE_LOCK at UNIX_SHM_BASE);
+ * other storage backends name no holder. */
+static bool ks_lock_holder(const char *store, char *out, size_t n)
+{
+	char shm[PATH_MAX];
+
+	if (strncmp(store, "sqlite:", 7) != 0 ||
+	    snprintf(shm, sizeof(shm), "%s-shm", store + 7) >= (int)sizeof(shm))
+		return false;
+	return unitd_lock_holder(shm, 120, out, n);
+}
+
 int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
                         struct unitd_keystore **out, char *err, size_t errlen)
 {
@@ -169,6 +184,7 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 	struct ky_store_opts o = {0};
 	pthread_rwlockattr_t attr;
 	bool attr_made = false, regs_made = false, lock_made = false, attach_made = false;
+	char holder[160];
 
 	*out = NULL;
 	if ((ks = calloc(1, sizeof(*ks))) == NULL ||
@@ -206,7 +222,22 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 	o.key_limit = cfg->key_limit;
 	o.instance = cfg->instance;
 	o.must_exist = ks->mark.gen > 0;
+	o.busy_timeout_ms = (int)cfg->store_lock_wait_ms;
+	if (ks_lock_holder(cfg->store, holder, sizeof(holder)))
+		unitd_log("key storage '%s' is locked by another writer, %s: waiting up to %u ms",
+		          cfg->store, holder, (unsigned)cfg->store_lock_wait_ms);
 	if ((r = ky_store_open(cfg->store, &o, &ks->store)) != 0) {
+		if (r == KY_ERR_STORE_BUSY) {
+			r = KY_ERR_STORE_LOCKED_AT_START;
+			if (!ks_lock_holder(cfg->store, holder, sizeof(holder)))
+				snprintf(holder, sizeof(holder), "a program not seen from here");
+			snprintf(err, errlen,
+			         "key storage '%s' stayed locked by another writer (%s) for %u ms: "
+			         "not started; end that program's write transaction, or raise "
+			         "store_lock_wait_ms in the unit.conf",
+			         cfg->store, holder, (unsigned)cfg->store_lock_wait_ms);
+			goto out;
+		}
 		switch (r) {
 		case KY_ERR_STORAGE_MISSING:
 			snprintf(

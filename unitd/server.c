@@ -1042,6 +1042,15 @@ static int server_bind(struct unitd_server *srv, const char *host, uint16_t port
 		fd = -1;
 	}
 	freeaddrinfo(res);
+	if (fd < 0 && saved == EADDRINUSE && port != 0) {
+		char holder[160];
+		unitd_port_holder(port, holder, sizeof(holder));
+		snprintf(err, errlen,
+		         "cannot listen on %s:%u: the port is in use by %s: stop that program, or "
+		         "give this unit another port ('listen' in its unit.conf)",
+		         host, (unsigned)port, holder);
+		return KY_ERR_PORT_IN_USE;
+	}
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%u: %s", host, (unsigned)port,
 		         strerror(saved));

@@ -50,6 +50,9 @@ enum unitd_seal_kind { UNITD_SEAL_FILE, UNITD_SEAL_TPM2, UNITD_SEAL_PKCS11 };
 #define UNITD_AUDIT_CKPT_MIN      10u /* ms */
 #define UNITD_AUDIT_CKPT_MAX      60000u
 #define UNITD_AUDIT_CKPT_DEFAULT  1000u
+#define UNITD_STORE_WAIT_MIN      100u    /* ms: how long a starting unit waits for storage's */
+#define UNITD_STORE_WAIT_MAX      600000u /* write lock */
+#define UNITD_STORE_WAIT_DEFAULT  10000u
 
 /* The public key of the instance's imprint credential (include/kyok/imprint.h). */
 struct unitd_imprint {
@@ -88,6 +91,7 @@ struct unitd_config {
 	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
 	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
 	uint32_t audit_checkpoint_ms; /* longest wait of an audit line for its checkpoint */
+	uint32_t store_lock_wait_ms;  /* longest wait for key storage's write lock */
 	struct unitd_imprint imprint; /* imprint_verifier */
 	uint32_t metrics;             /* 1: requests counted for /metrics (default), 0: not */
 };
@@ -552,6 +556,12 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 uint16_t unitd_server_port(const struct unitd_server *srv);
 /* Numeric bound address, for the start line ("127.0.0.1", "[::1]"). */
 const char *unitd_server_addr(const struct unitd_server *srv);
+
+/* Names the program listening on TCP port ("pid N (name)"), or says it cannot be seen. */
+void unitd_port_holder(uint16_t port, char *out, size_t n);
+/* Names the program holding a write lock on byte `byte` of file path ("pid N (name)"): false
+ * when no such lock is seen. */
+bool unitd_lock_holder(const char *path, long byte, char *out, size_t n);
 /* Stops serving (waits for requests in flight), frees the state. NULL is a no-op. */
 void unitd_server_free(struct unitd_server *srv);
 

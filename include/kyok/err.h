@@ -29,6 +29,9 @@
 	X(MALFORMED, "malformed", KY_EXIT_INPUT, 400, "malformed input")                           \
 	X(TOO_LARGE, "too-large", KY_EXIT_INPUT, 413, "input too large")                           \
 	X(CONFIG, "config", KY_EXIT_INPUT, 500, "invalid configuration")                           \
+	X(PORT_IN_USE, "port-in-use", KY_EXIT_UNIT, 500,                                           \
+	  "the port is in use by another program: stop that program, or give the crypto unit "     \
+	  "another port ('listen' in its unit.conf)")                                              \
 	X(WRONG_PASSWORD, "wrong-password", KY_EXIT_INPUT, 400, "wrong password")                  \
 	X(NOT_PRIVATE, "not-private", KY_EXIT_INPUT, 400,                                          \
 	  "open to other users: a secret must be readable and writable by its owner only")         \
@@ -175,6 +178,13 @@
 	  "there, then retry")                                                                     \
 	X(STORE_BUSY, "store-busy", KY_EXIT_UNIT, 503,                                             \
 	  "key storage is locked by another writer: retry")                                        \
+	X(TLS, "tls-failure", KY_EXIT_UNIT, 502,                                                   \
+	  "the TLS connection to the crypto unit failed: its certificate is not trusted by the "   \
+	  "CA file (--cacert, $KYOK_CA_FILE), names another host, or the handshake failed")        \
+	X(STORE_LOCKED_AT_START, "store-locked-at-start", KY_EXIT_UNIT, 503,                       \
+	  "key storage stayed locked by another writer for as long as the crypto unit waits at "   \
+	  "start: end the other program's write transaction, or raise store_lock_wait_ms in the "  \
+	  "unit.conf")                                                                             \
 	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \
 	  "key storage has an unknown schema version: written by a newer kyok?")                   \
 	X(STORAGE_ROLLBACK, "storage-rolled-back", KY_EXIT_STATE, 503,                             \

@@ -2852,12 +2852,12 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	close(fd);
 	sq_gen_map(s);
 	/* Units started together race for the first write of a new file (WAL set-up, schema),
-	 * where SQLite can answer busy without waiting: wait here too, at most busy_timeout_ms,
-	 * then say busy. */
-	for (int waited = 0;; waited += SQ_OPEN_RETRY_MS) {
+	 * where SQLite can answer busy without waiting: wait here too, at most busy_timeout_ms
+	 * in all (measured: each try may itself wait in SQLite's busy handler), then say busy. */
+	for (int64_t start = sq_now_ms();;) {
 		if ((r = sq_conn(s, &c)) == 0)
 			r = sq_init_schema(c);
-		if (r != KY_ERR_STORE_BUSY || waited >= s->o.busy_timeout_ms)
+		if (r != KY_ERR_STORE_BUSY || sq_now_ms() - start >= s->o.busy_timeout_ms)
 			break;
 		usleep(SQ_OPEN_RETRY_MS * 1000);
 	}

@@ -2,7 +2,8 @@
 # kyok up / status / down on the embedded default, and a unit's start-up checks: the same
 # units come back with their state, a re-created unit is refused by its pinned identity, a
 # damaged sealed state or a readable seal key stops a unit from starting (and the file is
-# left as it is), configuration errors name file and line, the daemon cannot dump core and
+# left as it is) while the other units start, ports stay across restarts and a taken one is
+# named, configuration errors name file and line, the daemon cannot dump core and
 # refuses oversized requests.
 . "$(dirname "$0")/helpers.sh"
 setup
@@ -88,6 +89,10 @@ expect_match "... unit 1 started in east" "^1 +[0-9a-f-]{36} +east +http://127\.
 expect_match "... unit 2 started in west" "^2 +[0-9a-f-]{36} +west +http://127\.0\.0\.1:[0-9]+ +[0-9]+ +started$" "$out"
 expect_eq "instance dir mode 0700" "$(stat -c %a "$I")" 700
 ids_before=$(jq -c '[.instance, [.units[] | [.number, .id, .zone]]]' "$I/instance.json")
+urls_before=$(jq -c '[.units[].url]' "$I/instance.json")
+port1=$(jq -r '.units[0].url' "$I/instance.json" | sed 's/.*://')
+port2=$(jq -r '.units[1].url' "$I/instance.json" | sed 's/.*://')
+expect_match "unit 1's port is fixed in its unit.conf" "^listen = 127\.0\.0\.1:$port1$" "$(cat "$I/unit-1/unit.conf")"
 pid1=$(cat "$I/unit-1/pid")
 pid2=$(cat "$I/unit-2/pid")
 
@@ -161,10 +166,50 @@ expect_eq "up after down: exit 0" "$rc" 0
 expect_eq "... both started" "$(grep -c ' started$' <<<"$out")" 2
 expect_eq "... same instance, unit ids and zones" \
 	"$(jq -c '[.instance, [.units[] | [.number, .id, .zone]]]' "$I/instance.json")" "$ids_before"
+expect_eq "... same URLs (ports fixed when the units were made)" \
+	"$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
 run_rc "$KYOK" status --output json
 expect_eq "... status exit 0 (pinned identities unchanged)" "$rc" 0
 expect_eq "... alice still installed on both" \
 	"$(jq -r '[.units[].state.admins[].name] | join(",")' <<<"$out")" "alice,alice"
+
+# ---- ports: kept across kill -9, a taken port is named ------------------------------------------
+pid1=$(cat "$I/unit-1/pid")
+kill -9 "$pid1"
+wait_gone "$pid1"
+run_rc "$KYOK" up
+expect_eq "up after kill -9 of unit 1: exit 0" "$rc" 0
+expect_match "... unit 1 started on its port again" "^1 .* http://127\.0\.0\.1:$port1 +[0-9]+ +started$" "$out"
+expect_eq "... same URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+"$KYOK" down >/dev/null
+# hold_port PORT: another program listens on PORT (pid in $holder) until killed.
+hold_port() {
+	rm -f "$T_DIR/holder.ready"
+	python3 -c 'import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+open(sys.argv[2], "w").close()
+time.sleep(120)' "$1" "$T_DIR/holder.ready" &
+	holder=$!
+	local _
+	for _ in $(seq 100); do [ -e "$T_DIR/holder.ready" ] && return 0; sleep 0.1; done
+	fail "the port holder did not start"
+}
+hold_port "$port2"
+run_rc "$KYOK" up
+expect_eq "up with unit 2's port taken: exit 0 (unit 1 serves)" "$rc" 0
+expect_match "... names the port, the program holding it and the fix" \
+	"cannot listen on 127\.0\.0\.1:$port2: the port is in use by pid $holder \(python3\): stop that program, or give this unit another port \('listen' in its unit.conf\)" "$out"
+expect_eq "... instance.json keeps the URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+kill "$holder"
+wait "$holder" 2>/dev/null || true
+expect_ok "port free again: up" "$KYOK" up
+expect_eq "... same URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+run_rc "$KYOK" up --port 20000
+expect_eq "up --port on an existing instance: exit 2" "$rc" 2
+expect_match "... says the ports stay" "its units keep the ports they were made with" "$out"
 
 # ---- a unit re-created under the same id: identity changed --------------------------------------
 pid2=$(cat "$I/unit-2/pid")
@@ -205,32 +250,157 @@ sum=$(sha256sum <"$S")
 data_dir_listing() { find "$I/unit-2/data" -printf '%P %s %m %T@\n' | sort; }
 ls_before=$(data_dir_listing)
 run_rc "$KYOK" up
-if [ $rc -ne 0 ]; then pass "up with a damaged state.sealed: exit $rc"; else fail "up succeeded with a damaged state.sealed"; fi
-expect_match "... up names unit 2 and its exit" "crypto unit 2 exited at start" "$out"
-expect_match "... up shows the log line" \
+expect_eq "up with unit 2's state.sealed damaged: exit 0 (unit 1 serves)" "$rc" 0
+expect_match "... warns, naming unit 2 and its exit" "^warning: $I/unit-2: crypto unit 2 exited at start" "$out"
+expect_match "... shows the log line" \
 	"sealed state '$S' cannot be opened: wrong seal key or damaged file; refusing to start and leaving it as it is" "$out"
+expect_match "... says which serve" "warning: 1 of 2 crypto units do not serve \(see above\); serving: crypto unit 1$" "$out"
+expect_match "... unit 1 started" "^1 .* +[0-9]+ +started$" "$out"
+expect_match "... unit 2 failed" "^2 .* +- +failed$" "$out"
 expect_match "... the unit's log says why" \
 	"error: sealed state '$S' cannot be opened: wrong seal key or damaged file; refusing to start" \
 	"$(tail -n 2 "$I/unit-2/unit.log")"
 expect_eq "... state.sealed left untouched" "$(sha256sum <"$S")" "$sum"
 expect_eq "... nothing else changed in the data dir" "$(data_dir_listing)" "$ls_before"
+expect_eq "... instance.json keeps both URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
 run_rc "$KYOK" status
-expect_eq "... status: exit 6" "$rc" 6
-cp -p "$T_DIR/state.saved" "$S"
+expect_eq "... status: exit 6 (unit 2 down)" "$rc" 6
+expect_match "... status: unit 1 answers" "^1 +east +yes " "$out"
 
-# ---- seal key readable by others -----------------------------------------------------------------
+# ---- both units broken: seal key readable by others on unit 1 as well -------------------------------
 "$KYOK" down >/dev/null 2>&1 || true
 K=$I/unit-1/data/seal.key
 chmod 644 "$K"
 run_rc "$KYOK" up
-if [ $rc -ne 0 ]; then pass "up with seal.key 0644: exit $rc"; else fail "up succeeded with seal.key 0644"; fi
-expect_match "... refused at start, mode named" \
+expect_eq "up with no unit able to start: exit 6" "$rc" 6
+expect_match "... unit 1 refused at start, mode named" \
 	"seal key '$K' has mode 0644, wider than 0600; refusing to start" "$out"
+expect_match "... unit 2 named as an error" "^error: $I/unit-2: crypto unit cannot be reached: crypto unit 2 exited at start" "$out"
+expect_match "... says none serves" "no crypto unit of the instance serves" "$out"
 expect_eq "... mode left as it was" "$(stat -c %a "$K")" 644
 chmod 600 "$K"
+cp -p "$T_DIR/state.saved" "$S"
 expect_ok "seal.key 0600 and state restored: up" "$KYOK" up
 expect_eq "... alice still installed on both" \
 	"$("$KYOK" status --output json | jq -r '[.units[].state.admins[].name] | join(",")')" "alice,alice"
+
+# ---- key storage locked by another writer at start -------------------------------------------------
+# The sqlite3 shell holds the write lock (BEGIN IMMEDIATE) through a fifo until told to commit.
+expect_ok "down" "$KYOK" down
+mkfifo "$T_DIR/sql.fifo"
+# hold_store_lock: sqlite3 (pid in $sqlpid) holds keys.db's write lock; fd 7 drives it.
+hold_store_lock() {
+	sqlite3 "$I/keys.db" <"$T_DIR/sql.fifo" >/dev/null 2>&1 &
+	sqlpid=$!
+	exec 7>"$T_DIR/sql.fifo"
+	echo "BEGIN IMMEDIATE;" >&7
+	local _
+	for _ in $(seq 100); do
+		sqlite3 -cmd ".timeout 0" "$I/keys.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || return 0
+		sleep 0.1
+	done
+	fail "sqlite3 did not take the write lock"
+}
+hold_store_lock
+"$KYOK" up >"$T_DIR/up.out" 2>&1 &
+up_pid=$!
+for _ in $(seq 200); do
+	[ "$(cat "$I"/unit-*/unit.log | grep -c "is locked by another writer, pid $sqlpid (sqlite3): waiting up to 10000 ms")" -ge 2 ] && break
+	sleep 0.1
+done
+expect_eq "units starting on locked key storage wait, each logs it naming the holder" \
+	"$(cat "$I"/unit-*/unit.log | grep -c "is locked by another writer, pid $sqlpid (sqlite3): waiting up to 10000 ms")" 2
+echo "COMMIT;" >&7
+exec 7>&-
+wait "$sqlpid" || true
+rc=0
+wait "$up_pid" || rc=$?
+expect_eq "... lock released: up exits 0" "$rc" 0
+expect_eq "... both units started" "$(grep -c ' started$' "$T_DIR/up.out")" 2
+expect_ok "down" "$KYOK" down
+sed -i 's/^zone = .*/&\nstore_lock_wait_ms = 500/' "$I"/unit-*/unit.conf
+hold_store_lock
+run_rc "$KYOK" up
+echo "ROLLBACK;" >&7
+exec 7>&-
+wait "$sqlpid" || true
+expect_eq "lock held past store_lock_wait_ms: up exits 6" "$rc" 6
+expect_match "... names the storage, the holder, the wait and the fix" \
+	"error: key storage 'sqlite:$I/keys.db' stayed locked by another writer \(pid $sqlpid \(sqlite3\)\) for 500 ms: not started; end that program's write transaction, or raise store_lock_wait_ms in the unit.conf" "$out"
+expect_match "... and that no unit serves" "no crypto unit of the instance serves" "$out"
+sed -i '/^store_lock_wait_ms = /d' "$I"/unit-*/unit.conf
+expect_ok "lock free: up" "$KYOK" up
+
+# ---- units on https: the operator's certificates ----------------------------------------------------
+# A test CA (EC P-256) and a certificate for 127.0.0.1 from it, another CA that did not issue it,
+# and a certificate for another name from the right CA.
+expect_ok "down" "$KYOK" down
+X=$T_DIR/tls
+mkdir -p "$X"
+ec() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$X/$1.key" "${@:2}" 2>/dev/null; }
+ec ca -x509 -out "$X/ca.crt" -subj /CN=test-ca -days 2
+ec other -x509 -out "$X/other.crt" -subj /CN=other-ca -days 2
+issue() { # NAME SAN
+	ec "$1" -out "$X/$1.csr" -subj "/CN=$1"
+	openssl x509 -req -in "$X/$1.csr" -CA "$X/ca.crt" -CAkey "$X/ca.key" -CAcreateserial -days 2 \
+		-out "$X/$1.crt" -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$2") 2>/dev/null
+}
+issue unit IP:127.0.0.1
+issue elsewhere DNS:unit.example
+for c in "$I"/unit-*/unit.conf; do printf 'api_tls_cert = %s\napi_tls_key = %s\n' "$X/unit.crt" "$X/unit.key" >>"$c"; done
+run_rc env KYOK_CA_FILE="$X/ca.crt" "$KYOK" up
+expect_eq "up with api_tls_cert/api_tls_key in unit.conf: exit 0" "$rc" 0
+expect_eq "... instance.json has https URLs, same ports" "$(jq -c '[.units[].url]' "$I/instance.json")" \
+	"$(jq -c '[.[] | sub("^http:"; "https:")]' <<<"$urls_before")"
+expect_match "... the table shows them" "^1 .* https://127\.0\.0\.1:$port1 +[0-9]+ +started$" "$out"
+expect_ok "status --cacert CA: over https" "$KYOK" status --cacert "$X/ca.crt"
+expect_ok "status with KYOK_CA_FILE" env KYOK_CA_FILE="$X/ca.crt" "$KYOK" status
+expect_ok "a ceremony query with --cacert" "$KYOK" tke cryptounit-admins --cacert "$X/ca.crt"
+run_rc "$KYOK" status --cacert "$X/other.crt"
+expect_eq "status with a CA that did not issue the units' certificate: exit 6" "$rc" 6
+expect_match "... says the TLS connection failed, why, the URL and the CA file" \
+	"crypto unit 1 \(east\): the TLS connection to the crypto unit failed: .*: https://127\.0\.0\.1:$port1/v1/admin/identity: .*SSL certificate problem: unable to get local issuer certificate\); CA certificates from '$X/other.crt'" "$out"
+run_rc "$KYOK" status
+expect_match "without a CA: the system's store is named, and how to give one" \
+	"the TLS connection to the crypto unit failed: .*; CA certificates: the system's \(give the instance's with --cacert FILE or KYOK_CA_FILE\)" "$out"
+run_rc env KYOK_APIKEY=not-a-key "$KYOK" kp keys --cacert "$X/other.crt"
+expect_eq "kp with the wrong CA: exit 6" "$rc" 6
+expect_match "... names the TLS failure, not 'is it running'" \
+	"the TLS connection to the crypto unit failed: .*https://127\.0\.0\.1:[0-9]+/.*unable to get local issuer certificate" "$out"
+if grep -q "is it running" <<<"$out"; then fail "... kp still asks whether the instance runs"; else pass "... and does not ask whether it runs"; fi
+cp "$X/ca.crt" "$I/ca.crt"
+expect_ok "the instance directory's ca.crt is used by default" "$KYOK" status
+expect_ok "down" "$KYOK" down
+sed -i "s|^api_tls_cert = .*|api_tls_cert = $X/elsewhere.crt|; s|^api_tls_key = .*|api_tls_key = $X/elsewhere.key|" "$I"/unit-*/unit.conf
+expect_ok "units with a certificate for another name: up" "$KYOK" up
+run_rc "$KYOK" status
+expect_match "status: the name mismatch is named" \
+	"the TLS connection to the crypto unit failed: .*https://127\.0\.0\.1:$port1/v1/admin/identity: .*(does not match|no alternative certificate subject name matches)" "$out"
+
+# ---- kyok up --tls: the instance's own TLS CA ------------------------------------------------------
+J=$T_DIR/inst-tls
+run_rc "$KYOK" up --instance "$J" --units 1 --tls
+expect_eq "up --tls: exit 0" "$rc" 0
+expect_match "... unit 1 on https" "^1 .* https://127\.0\.0\.1:[0-9]+ +[0-9]+ +started$" "$out"
+expect_eq "... instance.json has the https URL" "$(jq -r '.units[0].url' "$J/instance.json" | cut -c1-8)" "https://"
+expect_eq "... CA key 0600, unit TLS key 0600" "$(stat -c %a "$J/ca.key") $(stat -c %a "$J/unit-1/tls.key")" "600 600"
+if grep -q "PRIVATE KEY" <<<"$out"; then fail "... printed a private key"; else pass "... prints no private key"; fi
+expect_ok "... the unit's certificate chains to ca.crt, for 127.0.0.1" \
+	openssl verify -CAfile "$J/ca.crt" -verify_ip 127.0.0.1 -purpose sslserver "$J/unit-1/tls.crt"
+expect_ok "... status trusts the instance's ca.crt by default" "$KYOK" status --instance "$J"
+expect_ok "... a ceremony command over https (select the unit, pinning its identity)" \
+	env KYOK_TKE_FILES="$T_DIR/ws-tls" "$KYOK" tke cryptounit-add --units 1 --instance "$J"
+expect_ok "... a ceremony query over https" \
+	env KYOK_TKE_FILES="$T_DIR/ws-tls" "$KYOK" tke cryptounit-admins --instance "$J"
+run_rc env KYOK_APIKEY=not-a-key "$KYOK" kp keys --instance "$J"
+expect_match "... the key API answers over https (the unit has no master key yet)" \
+	"this crypto unit has no master key" "$out"
+if grep -q "tls-failure\|TLS connection" <<<"$out"; then fail "... kp failed on TLS: $out"; else pass "... no TLS failure"; fi
+run_rc "$KYOK" status --instance "$J" --cacert "$X/ca.crt"
+expect_match "... --cacert overrides the instance's ca.crt" "the TLS connection to the crypto unit failed" "$out"
+run_rc "$KYOK" up --instance "$J" --tls
+expect_eq "up --tls on an existing instance: exit 2" "$rc" 2
+expect_match "... says why" "--tls makes a TLS CA only for a new instance" "$out"
 
 # ---- kyok-unitd configuration errors -----------------------------------------------------------------
 C=$T_DIR/conf
@@ -262,6 +432,13 @@ if [ -e "$C/data" ]; then
 else
 	pass "no data dir made on a refused configuration"
 fi
+mkdir -p "$C/any"
+sed 's/^listen = .*/listen = 0.0.0.0:0/' "$C/good.conf" >"$C/any/plain.conf"
+run_rc timeout 10 "$UNITD" --config "$C/any/plain.conf"
+expect_eq "kyok-unitd on 0.0.0.0 without TLS: exit 2" "$rc" 2
+expect_match "... refused at its configuration, naming the settings" \
+	"error: $C/any/plain.conf:5: listen address 0\\.0\\.0\\.0 is not a loopback address: it needs TLS \\(set api_tls_cert and api_tls_key\\)" "$out"
+if [ -e "$C/any/data" ]; then fail "... yet made its data dir"; else pass "... before making anything"; fi
 run_rc "$UNITD"
 expect_eq "kyok-unitd without --config: exit 2" "$rc" 2
 expect_match "... says --config is missing" "missing --config" "$out"

@@ -910,9 +910,21 @@ static void test_config(void **state)
 	assert_int_equal(cfg.reencipher_pause_ms, 0);
 	assert_int_equal(cfg.header_timeout, UNITD_HEADER_TIMEOUT_DEFAULT);
 	assert_int_equal(cfg.metrics, 1);
+	assert_int_equal(cfg.store_lock_wait_ms, UNITD_STORE_WAIT_DEFAULT);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("metrics = 0\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.metrics, 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("listen = 0.0.0.0:443\napi_tls_cert = c.pem\napi_tls_key = k.pem\n",
+	                      &cfg, err, sizeof(err)),
+	                 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("listen = 127.0.0.2:0\n", &cfg, err, sizeof(err)), 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("listen = [::1]:0\n", &cfg, err, sizeof(err)), 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("store_lock_wait_ms = 100\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.store_lock_wait_ms, 100);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("header_timeout = 1\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.header_timeout, 1);
@@ -961,6 +973,12 @@ static void test_config(void **state)
 	     "bad value for 'header_timeout': expected a whole number from 1 "
 	     "to 3600"},
 	    {"header_timeout = 3601\n", "1 to 3600"},
+	    {"store_lock_wait_ms = 99\n", "from 100 to 600000"},
+	    {"listen = 0.0.0.0:443\n",
+	     "listen address 0.0.0.0 is not a loopback address: it needs TLS"},
+	    {"listen = [::]:443\n", "not a loopback address"},
+	    {"listen = 10.1.2.3:443\n", "set api_tls_cert and api_tls_key"},
+	    {"store_lock_wait_ms = 600001\n", "from 100 to 600000"},
 	    {"metrics = 2\n", "bad value for 'metrics': expected a whole number from 0 to 1"},
 	    {"metrics = on\n", "whole number"},
 	    {"header_timeout = 10s\n", "whole number"},
