@@ -236,6 +236,10 @@ static int config_store_parse(const char *v, const char *base_dir, char **out)
 	char *p = NULL;
 	int r;
 
+	if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0) {
+		/* libpq's URI, as it is (lib/store/pg.c refuses one that holds a password) */
+		return (*out = strdup(v)) != NULL ? 0 : KY_ERR_NOMEM;
+	}
 	if (strncmp(v, "sqlite:", 7) == 0) {
 		path = v + 7;
 	} else if (colon != NULL && colon != v) {
@@ -476,7 +480,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			config_err(
 			    err, errlen, name, lineno,
 			    "bad value for 'store': unknown key storage '%.32s' (this kyok has "
-			    "sqlite:PATH)",
+			    "sqlite:PATH and postgresql://...)",
 			    val);
 			return KY_ERR_CONFIG;
 		}

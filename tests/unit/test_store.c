@@ -1,4 +1,6 @@
-/* Key storage: the SQLite backend through the dispatch table, on real files in a temp dir. */
+/* Key storage through the dispatch table: the SQLite backend on real files in a temp dir, or
+ * the PostgreSQL backend when KYOK_TEST_PG names a database (tests/pg_run.sh; see
+ * store_fixture.h). The tests that read SQLite files with SQLite itself are skipped there. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,11 +19,14 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "store_fixture.h"
 
 struct fx {
 	char dir[64];
-	char path[128];
-	char uri[160];
+	char path[TFX_URI_MAX]; /* SQLite: the file; PostgreSQL: the URI (for tfx_sql) */
+	char uri[TFX_URI_MAX];
+	bool pg;
+	char schema[48];
 	struct ky_store *s;
 };
 
@@ -30,8 +35,14 @@ static const uint8_t vp_b[KY_VP_LEN] = {0xbb, 2};
 
 static void fx_paths(struct fx *f)
 {
+	if (tfx_pg() != NULL) {
+		f->pg = true;
+		tfx_pg_schema_new(f->schema, sizeof(f->schema), f->uri, sizeof(f->uri));
+		memcpy(f->path, f->uri, sizeof(f->path));
+		return;
+	}
 	snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-	snprintf(f->uri, sizeof(f->uri), "sqlite:%s", f->path);
+	snprintf(f->uri, sizeof(f->uri), "sqlite:%.*s", (int)sizeof(f->uri) - 8, f->path);
 }
 
 static int fx_setup_opts(void **state, const struct ky_store_opts *o)
@@ -61,9 +72,15 @@ static int fx_setup_limit3(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
-	char p[192];
+	char p[TFX_URI_MAX + 16];
 
 	ky_store_close(f->s);
+	if (f->pg) {
+		tfx_pg_schema_drop(f->schema);
+		rmdir(f->dir);
+		free(f);
+		return 0;
+	}
 	unlink(f->path);
 	snprintf(p, sizeof(p), "%s-wal", f->path);
 	unlink(p);
@@ -108,12 +125,7 @@ static void insert_n(struct ky_store *s, int from, int n, const uint8_t *vp)
 
 static void sql(const char *path, const char *q)
 {
-	sqlite3 *db = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	tfx_sql(path, q);
 }
 
 /* ---- opening ---- */
@@ -143,9 +155,10 @@ static void test_open_file_mode_wal(void **state)
 	struct fx *f = *state;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
-	char p[192];
+	char p[TFX_URI_MAX + 16];
 	struct stat sb;
 
+	TFX_SQLITE_ONLY(f);
 	assert_int_equal(stat(f->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
 	snprintf(p, sizeof(p), "%s-wal", f->path);
@@ -449,6 +462,7 @@ static void test_upgrade_old_store(void **state)
 	struct ky_store *s = NULL;
 	struct ky_store_opts o = {.key_limit = 3};
 
+	TFX_SQLITE_ONLY(f);
 	insert_n(f->s, 0, 3, vp_a);
 	ky_store_close(f->s);
 	f->s = NULL;
@@ -513,6 +527,23 @@ static void test_busy_other_writer(void **state)
 
 	/* another "process" holds the write lock longer than our busy timeout */
 	assert_int_equal(ky_store_open(f->uri, &o, &s2), 0);
+	if (f->pg) {
+		PGconn *other = PQconnectdb(f->path);
+		PGresult *res;
+		assert_int_equal(PQstatus(other), CONNECTION_OK);
+		res = PQexec(other, "BEGIN; SELECT pg_advisory_xact_lock(1803120491, "
+		                    "hashtext(current_schema()))");
+		assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+		PQclear(res);
+		row_make(&row, 1, 1, 0, vp_a);
+		assert_int_equal(ky_store_key_insert(s2, &row), KY_ERR_STORE_BUSY);
+		PQclear(PQexec(other, "COMMIT"));
+		PQfinish(other);
+		assert_int_equal(ky_store_key_insert(s2, &row), 0);
+		ky_store_row_release(&row);
+		ky_store_close(s2);
+		return;
+	}
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	row_make(&row, 1, 1, 0, vp_a);
@@ -867,10 +898,30 @@ static void test_ledger_secrets_apikeys(void **state)
 	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), KY_ERR_RECORD_MISSING);
 }
 
+/* PostgreSQL: the storage's tables copied to bk_<table> in its schema and back. */
+static const char *const pg_tables[] = {"keys",   "secrets", "api_keys",   "requests",
+                                        "ledger", "meta",    "ledger_log", "counters"};
+
 static void store_copy(const char *from, const char *to)
 {
 	sqlite3 *a = NULL, *b = NULL;
 	sqlite3_backup *bk;
+	char q[256];
+
+	if (tfx_is_pg(from) || tfx_is_pg(to)) {
+		for (size_t i = 0; i < sizeof(pg_tables) / sizeof(pg_tables[0]); i++) {
+			if (tfx_is_pg(from))
+				snprintf(q, sizeof(q),
+				         "DROP TABLE IF EXISTS bk_%s; CREATE TABLE bk_%s AS SELECT * "
+				         "FROM %s",
+				         pg_tables[i], pg_tables[i], pg_tables[i]);
+			else
+				snprintf(q, sizeof(q), "DELETE FROM %s; INSERT INTO %s SELECT * FROM bk_%s",
+				         pg_tables[i], pg_tables[i], pg_tables[i]);
+			tfx_sql(tfx_is_pg(from) ? from : to, q);
+		}
+		return;
+	}
 
 	assert_int_equal(sqlite3_open(from, &a), SQLITE_OK);
 	assert_int_equal(sqlite3_open(to, &b), SQLITE_OK);
@@ -957,6 +1008,15 @@ static void test_ledger_digest_refusals(void **state)
 	/* the file gone, or empty */
 	ky_store_close(f->s);
 	f->s = NULL;
+	if (f->pg) { /* the schema emptied */
+		char q[256];
+		snprintf(q, sizeof(q), "DROP SCHEMA %s CASCADE; CREATE SCHEMA %s", f->schema,
+		         f->schema);
+		tfx_sql(f->path, q);
+		assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
+		assert_int_equal(ky_store_open(f->uri, NULL, &f->s), 0);
+		return;
+	}
 	unlink(f->path);
 	assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
 	assert_int_equal(access(f->path, F_OK), -1);
@@ -1388,6 +1448,7 @@ static void test_requests_upgrade(void **state)
 	struct ky_store_request q, got;
 	struct ky_store *s = NULL;
 
+	TFX_SQLITE_ONLY(f);
 	ky_store_close(f->s);
 	f->s = NULL;
 	sql(f->path, "DROP TABLE requests;");
