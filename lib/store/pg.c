@@ -123,9 +123,9 @@ enum pg_stmt {
 #define PG_APIKEY_NCOLS 7
 #define PG_GEN_COL      ", (SELECT gen FROM ledger WHERE ledger.k = 1)"
 #define PG_LOG_KEEP     4096
-#define PG_FILTER                                                                          \
-	"($1 = 0 OR ((1::int8 << (CASE WHEN $7 > 0 AND state = 1 AND expires > 0 AND "     \
-	"expires <= $7 THEN 3 ELSE state END)::int4) & $1) != 0) AND ($2 < 0 OR "          \
+#define PG_FILTER                                                                      \
+	"($1 = 0 OR ((1::int8 << (CASE WHEN $7 > 0 AND state = 1 AND expires > 0 AND " \
+	"expires <= $7 THEN 3 ELSE state END)::int4) & $1) != 0) AND ($2 < 0 OR "      \
 	"extractable = $2) AND ($5::bytea IS NULL OR vp = $5 OR vp = $6)"
 
 /* A statement and the types of its parameters: t text, i int8, b bytea. */
@@ -231,27 +231,27 @@ static const struct {
 };
 
 #define PG_ID "text COLLATE \"C\" NOT NULL"
-#define PG_COUNT_TRIGGERS                                                                      \
+#define PG_COUNT_TRIGGERS                                                                        \
 	"CREATE OR REPLACE FUNCTION kyok_keys_counters() RETURNS trigger LANGUAGE plpgsql AS $$" \
-	" BEGIN"                                                                               \
-	"  IF TG_OP IN ('DELETE', 'UPDATE') THEN"                                              \
-	"   UPDATE counters SET n = n - 1 WHERE k = 'vp:' || encode(OLD.vp, 'hex');"           \
-	"   DELETE FROM counters WHERE k = 'vp:' || encode(OLD.vp, 'hex') AND n <= 0;"         \
-	"  END IF;"                                                                            \
-	"  IF TG_OP IN ('INSERT', 'UPDATE') THEN"                                              \
-	"   INSERT INTO counters (k, n) VALUES ('vp:' || encode(NEW.vp, 'hex'), 1)"            \
-	"    ON CONFLICT (k) DO UPDATE SET n = counters.n + 1;"                                \
-	"  END IF;"                                                                            \
-	"  IF TG_OP = 'INSERT' THEN UPDATE counters SET n = n + 1 WHERE k = 'keys'; END IF;"    \
-	"  IF TG_OP = 'DELETE' THEN UPDATE counters SET n = n - 1 WHERE k = 'keys'; END IF;"    \
-	"  RETURN NULL;"                                                                       \
-	" END $$;"                                                                             \
+	" BEGIN"                                                                                 \
+	"  IF TG_OP IN ('DELETE', 'UPDATE') THEN"                                                \
+	"   UPDATE counters SET n = n - 1 WHERE k = 'vp:' || encode(OLD.vp, 'hex');"             \
+	"   DELETE FROM counters WHERE k = 'vp:' || encode(OLD.vp, 'hex') AND n <= 0;"           \
+	"  END IF;"                                                                              \
+	"  IF TG_OP IN ('INSERT', 'UPDATE') THEN"                                                \
+	"   INSERT INTO counters (k, n) VALUES ('vp:' || encode(NEW.vp, 'hex'), 1)"              \
+	"    ON CONFLICT (k) DO UPDATE SET n = counters.n + 1;"                                  \
+	"  END IF;"                                                                              \
+	"  IF TG_OP = 'INSERT' THEN UPDATE counters SET n = n + 1 WHERE k = 'keys'; END IF;"     \
+	"  IF TG_OP = 'DELETE' THEN UPDATE counters SET n = n - 1 WHERE k = 'keys'; END IF;"     \
+	"  RETURN NULL;"                                                                         \
+	" END $$;"                                                                               \
 	"CREATE OR REPLACE FUNCTION kyok_commits() RETURNS trigger LANGUAGE plpgsql AS $$"       \
-	" BEGIN UPDATE counters SET n = n + 1 WHERE k = 'commits'; RETURN NULL; END $$;"        \
-	"CREATE TRIGGER keys_counters AFTER INSERT OR DELETE OR UPDATE OF vp ON keys"          \
+	" BEGIN UPDATE counters SET n = n + 1 WHERE k = 'commits'; RETURN NULL; END $$;"         \
+	"CREATE TRIGGER keys_counters AFTER INSERT OR DELETE OR UPDATE OF vp ON keys"            \
 	" FOR EACH ROW EXECUTE FUNCTION kyok_keys_counters();"
 
-#define PG_COMMITS_TRIGGER(t)                                                            \
+#define PG_COMMITS_TRIGGER(t)                                                             \
 	"CREATE TRIGGER " t "_commits AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON " t \
 	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_commits();"
 
@@ -620,8 +620,39 @@ static int pg_conn(struct pg_store *s, struct pg_conn **out)
 	return 0;
 }
 
+/* After a statement failed: true when it may run again on a connection made anew. Only a
+ * statement that began outside a transaction qualifies: every write of this backend runs
+ * inside one, so such a statement is a read or a BEGIN, and nothing happened. One inside a
+ * transaction fails with it (the caller cannot know what the server did before the
+ * connection went). */
+static bool pg_retry(struct pg_conn *c, bool was_idle, int *tries)
+{
+	if (!was_idle || c->in_txn || (*tries)++ > 0 || PQstatus(c->db) != CONNECTION_BAD)
+		return false;
+	PQreset(c->db);
+	if (PQstatus(c->db) != CONNECTION_OK) {
+		pg_note("", PQerrorMessage(c->db));
+		return false;
+	}
+	return pg_session(c) == 0;
+}
+
+static int pg_run_once(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p,
+                       PGresult **res);
+
 /* Runs prepared statement i with params p; *res holds the result (rows or command). */
 static int pg_run(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p, PGresult **res)
+{
+	bool idle = PQtransactionStatus(c->db) == PQTRANS_IDLE;
+	int r, tries = 0;
+
+	while ((r = pg_run_once(c, i, p, res)) == KY_ERR_STORE_UNREACHABLE &&
+	       pg_retry(c, idle, &tries))
+		;
+	return r;
+}
+
+static int pg_run_once(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p, PGresult **res)
 {
 	char name[16];
 	ExecStatusType st;
@@ -674,11 +705,15 @@ static int pg_exec(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p,
 /* Runs plain SQL (transaction control, schema). */
 static int pg_sql_run(struct pg_conn *c, const char *q)
 {
-	PGresult *res = PQexec(c->db, q);
-	ExecStatusType st = PQresultStatus(res);
-	int r = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : pg_fail(c, res);
+	bool idle = PQtransactionStatus(c->db) == PQTRANS_IDLE;
+	int r, tries = 0;
 
-	PQclear(res);
+	do {
+		PGresult *res = PQexec(c->db, q);
+		ExecStatusType st = PQresultStatus(res);
+		r = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : pg_fail(c, res);
+		PQclear(res);
+	} while (r == KY_ERR_STORE_UNREACHABLE && pg_retry(c, idle, &tries));
 	return r;
 }
 
@@ -692,7 +727,7 @@ static void pg_ledger_apply(struct pg_conn *c, const struct pg_seen *v, size_t n
 static int pg_ledger_unattached_write(struct pg_conn *c);
 
 /* 1803120491 = 0x6b796f6b, "kyok": the advisory lock's first key */
-#define PG_BEGIN                                                                       \
+#define PG_BEGIN                                                                         \
 	"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SELECT pg_advisory_xact_lock(" \
 	"1803120491, hashtext(current_schema()))"
 
@@ -1042,8 +1077,7 @@ static int pg_ledger_sync(struct pg_conn *c)
 	int r = KY_ERR_INTERNAL, ok = 0;
 	bool own = PQtransactionStatus(c->db) == PQTRANS_IDLE;
 
-	if (own &&
-	    (r = pg_sql_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) != 0)
+	if (own && (r = pg_sql_run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) != 0)
 		return r;
 	if ((r = pg_ledger_meta_read(c, &m)) != 0) {
 		r = r == KY_ERR_NOT_FOUND ? KY_ERR_STORAGE_MISSING : r;
@@ -1560,8 +1594,9 @@ again:
 	if ((r = pg_run(c, PG_KEY_LIST, &p, &res)) != 0)
 		goto out;
 	len = 0;
-	if (PQntuples(res) > 0 && ((v = calloc((size_t)PQntuples(res), sizeof(*v))) == NULL ||
-	                           (seen = calloc((size_t)PQntuples(res), sizeof(*seen))) == NULL)) {
+	if (PQntuples(res) > 0 &&
+	    ((v = calloc((size_t)PQntuples(res), sizeof(*v))) == NULL ||
+	     (seen = calloc((size_t)PQntuples(res), sizeof(*seen))) == NULL)) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
@@ -1818,8 +1853,8 @@ static int pg_vp_fetch(void *be, enum ky_store_table t, const uint8_t vp[KY_VP_L
 	pg_p_int(&p, (int64_t)max);
 again:
 	g0 = atomic_load(&s->L.gen);
-	if ((r = pg_run(c, t == KY_STORE_KEYS ? PG_VP_FETCH_KEYS : PG_VP_FETCH_SECRETS, &p, &res)) !=
-	    0)
+	if ((r = pg_run(c, t == KY_STORE_KEYS ? PG_VP_FETCH_KEYS : PG_VP_FETCH_SECRETS, &p,
+	                &res)) != 0)
 		goto out;
 	for (int i = 0; i < PQntuples(res) && len < max; i++) {
 		struct ky_store_vprow *w = &v[len];
@@ -1901,7 +1936,8 @@ static int pg_vp_swap(void *be, enum ky_store_table t, const uint8_t old_vp[KY_V
 			goto out;
 		if (changes == 1) {
 			done++;
-			if ((r = pg_touch(c, t == KY_STORE_KEYS ? KY_LEDGER_KEYS : KY_LEDGER_SECRETS,
+			if ((r = pg_touch(c,
+			                  t == KY_STORE_KEYS ? KY_LEDGER_KEYS : KY_LEDGER_SECRETS,
 			                  rows[i].name)) != 0)
 				goto out;
 		}
@@ -2053,8 +2089,9 @@ again:
 	free(seen);
 	v = NULL;
 	seen = NULL;
-	if (PQntuples(res) > 0 && ((v = calloc((size_t)PQntuples(res), sizeof(*v))) == NULL ||
-	                           (seen = calloc((size_t)PQntuples(res), sizeof(*seen))) == NULL)) {
+	if (PQntuples(res) > 0 &&
+	    ((v = calloc((size_t)PQntuples(res), sizeof(*v))) == NULL ||
+	     (seen = calloc((size_t)PQntuples(res), sizeof(*seen))) == NULL)) {
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
@@ -2497,8 +2534,8 @@ static int pg_init_schema(struct pg_conn *c)
 		if (r == KY_ERR_NOT_FOUND) {
 			const char *pv[1] = {instance};
 			PGresult *res =
-			    PQexecParams(c->db, "INSERT INTO meta (k, v) VALUES ('instance', $1)", 1,
-			                 NULL, pv, NULL, NULL, 0);
+			    PQexecParams(c->db, "INSERT INTO meta (k, v) VALUES ('instance', $1)",
+			                 1, NULL, pv, NULL, NULL, 0);
 			r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_fail(c, res);
 			PQclear(res);
 		} else if (r == 0 && strcmp(v, instance) != 0) {
@@ -2658,18 +2695,18 @@ static int pg_open_short(const char *location, const struct ky_store_opts *opts,
 	return pg_open_scheme("postgres", location, opts, be);
 }
 
-#define PG_OPS_BODY                              \
-	.close = pg_close, .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback,         \
-	.key_insert = pg_key_insert, .key_update = pg_key_update, .key_get = pg_key_get,            \
-	.key_delete = pg_key_delete, .key_list = pg_key_list, .key_count = pg_key_count,            \
-	.secret_put = pg_secret_put, .secret_get = pg_secret_get,                                   \
-	.secret_delete = pg_secret_delete, .vp_count = pg_vp_count, .vp_fetch = pg_vp_fetch,        \
-	.vp_swap = pg_vp_swap, .apikey_insert = pg_apikey_insert, .apikey_get = pg_apikey_get,      \
-	.apikey_find = pg_apikey_find, .apikey_list = pg_apikey_list,                               \
-	.apikey_purge = pg_apikey_purge, .apikey_update = pg_apikey_update,                         \
-	.request_get = pg_request_get, .request_put = pg_request_put,                               \
-	.request_expire = pg_request_expire, .changed = pg_changed,                                 \
-	.ledger_attach = pg_ledger_attach, .ledger_pos = pg_ledger_pos, .plan = pg_plan,            \
+#define PG_OPS_BODY                                                                            \
+	.close = pg_close, .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback,    \
+	.key_insert = pg_key_insert, .key_update = pg_key_update, .key_get = pg_key_get,       \
+	.key_delete = pg_key_delete, .key_list = pg_key_list, .key_count = pg_key_count,       \
+	.secret_put = pg_secret_put, .secret_get = pg_secret_get,                              \
+	.secret_delete = pg_secret_delete, .vp_count = pg_vp_count, .vp_fetch = pg_vp_fetch,   \
+	.vp_swap = pg_vp_swap, .apikey_insert = pg_apikey_insert, .apikey_get = pg_apikey_get, \
+	.apikey_find = pg_apikey_find, .apikey_list = pg_apikey_list,                          \
+	.apikey_purge = pg_apikey_purge, .apikey_update = pg_apikey_update,                    \
+	.request_get = pg_request_get, .request_put = pg_request_put,                          \
+	.request_expire = pg_request_expire, .changed = pg_changed,                            \
+	.ledger_attach = pg_ledger_attach, .ledger_pos = pg_ledger_pos, .plan = pg_plan,       \
 	.failure = pg_failure, .failure_clear = pg_failure_clear, .open_failure = pg_open_failure
 
 const struct ky_store_ops ky_store_pg_ops = {

@@ -4,7 +4,7 @@
  *
  * tfx_sql runs SQL by hand on a test's storage ("another program"): a path for SQLite, the URI
  * for PostgreSQL. The few SQLite spellings the tests use are given PostgreSQL's:
- * x'..' and zeroblob(32) (bytea literals), hex(vp) (upper(encode(vp, 'hex'))). */
+ * x'..' and zeroblob(N) (bytea values), hex(vp) (upper(encode(vp, 'hex'))). */
 #ifndef KYOK_TESTS_STORE_FIXTURE_H
 #define KYOK_TESTS_STORE_FIXTURE_H
 
@@ -48,12 +48,12 @@ static void tfx_pg_exec(const char *conninfo, const char *q)
 /* q with SQLite's blob spellings made PostgreSQL's; malloc'd. */
 static char *tfx_pg_dialect(const char *q)
 {
-	static const char *const from[] = {"zeroblob(32)", "x'", "hex(vp)"};
-	static const char *const to[] = {
-	    "'\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea", "'\\x",
-	    "upper(encode(vp, 'hex'))"};
+	static const char *const from[] = {"zeroblob(", "x'", "hex(vp)"};
+	static const char *const to[] = {"decode(repeat('00', ", "'\\x",
+	                                 "upper(encode(vp, 'hex'))"};
 	size_t cap = strlen(q) * 8 + 1, n = 0;
 	char *out = malloc(cap);
+	const char *start = q;
 
 	assert_non_null(out);
 	while (*q) {
@@ -61,7 +61,28 @@ static char *tfx_pg_dialect(const char *q)
 		for (k = 0; k < 3; k++)
 			if (strncmp(q, from[k], strlen(from[k])) == 0)
 				break;
-		if (k < 3) {
+		/* x'..' only as a literal of its own, not the end of a word or of a string */
+		if (k == 1 && q > start &&
+		    (q[-1] == '\'' || q[-1] == '_' || (q[-1] >= 'a' && q[-1] <= 'z') ||
+		     (q[-1] >= 'A' && q[-1] <= 'Z') || (q[-1] >= '0' && q[-1] <= '9')))
+			k = 3;
+		if (k == 1) { /* x'HEX' -> '\xHEX'::bytea */
+			n += (size_t)snprintf(out + n, cap - n, "%s", to[k]);
+			q += strlen(from[k]);
+			while (*q && *q != '\'')
+				out[n++] = *q++;
+			if (*q == '\'')
+				q++;
+			n += (size_t)snprintf(out + n, cap - n, "'::bytea");
+			continue;
+		}
+		if (k == 0) { /* zeroblob(N) -> decode(repeat('00', N), 'hex') */
+			n += (size_t)snprintf(out + n, cap - n, "%s", to[k]);
+			q += strlen(from[k]);
+			while (*q >= '0' && *q <= '9')
+				out[n++] = *q++;
+			n += (size_t)snprintf(out + n, cap - n, "), 'hex'");
+		} else if (k < 3) {
 			n += (size_t)snprintf(out + n, cap - n, "%s", to[k]);
 			q += strlen(from[k]);
 		} else {
@@ -114,12 +135,20 @@ static void tfx_pg_schema_drop(const char *schema)
 
 /* For tests that read SQLite files with SQLite itself (WAL mode, file copies, an old schema
  * upgraded in place): there is no such thing on PostgreSQL. */
-#define TFX_SQLITE_ONLY(f)                                                                    \
-	do {                                                                                  \
-		if ((f)->pg) {                                                                \
+#define TFX_SQLITE_ONLY(f)                                                                        \
+	do {                                                                                      \
+		if ((f)->pg) {                                                                    \
 			fprintf(stderr, "skipped on PostgreSQL: reads the SQLite file itself\n"); \
-			skip();                                                               \
-		}                                                                             \
+			skip();                                                                   \
+		}                                                                                 \
+	} while (0)
+
+#define TFX_PG_ONLY(f)                                                              \
+	do {                                                                        \
+		if (!(f)->pg) {                                                     \
+			fprintf(stderr, "PostgreSQL only: KYOK_TEST_PG not set\n"); \
+			skip();                                                     \
+		}                                                                   \
 	} while (0)
 
 #endif

@@ -561,6 +561,24 @@ static void test_plan_uses_index(void **state)
 	char plan[512];
 
 	insert_n(f->s, 0, 50, vp_a);
+	if (f->pg) {
+		/* PostgreSQL's EXPLAIN: an index scan on the index named, never a Seq Scan */
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "Index Scan using keys_pkey"));
+		assert_null(strstr(plan, "Seq Scan on keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_VP_FETCH, plan, sizeof(plan)),
+		                 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "keys_vp"));
+		assert_null(strstr(plan, "Seq Scan on keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_APIKEY, plan, sizeof(plan)), 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "api_keys_hash_key"));
+		assert_null(strstr(plan, "Seq Scan on api_keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
+		return;
+	}
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
 	/* Lookups read one constant row (the digest's generation comes with every answer): no
 	 * table may be scanned. */
@@ -911,12 +929,14 @@ static void store_copy(const char *from, const char *to)
 	if (tfx_is_pg(from) || tfx_is_pg(to)) {
 		for (size_t i = 0; i < sizeof(pg_tables) / sizeof(pg_tables[0]); i++) {
 			if (tfx_is_pg(from))
-				snprintf(q, sizeof(q),
-				         "DROP TABLE IF EXISTS bk_%s; CREATE TABLE bk_%s AS SELECT * "
-				         "FROM %s",
-				         pg_tables[i], pg_tables[i], pg_tables[i]);
+				snprintf(
+				    q, sizeof(q),
+				    "DROP TABLE IF EXISTS bk_%s; CREATE TABLE bk_%s AS SELECT * "
+				    "FROM %s",
+				    pg_tables[i], pg_tables[i], pg_tables[i]);
 			else
-				snprintf(q, sizeof(q), "DELETE FROM %s; INSERT INTO %s SELECT * FROM bk_%s",
+				snprintf(q, sizeof(q),
+				         "DELETE FROM %s; INSERT INTO %s SELECT * FROM bk_%s",
 				         pg_tables[i], pg_tables[i], pg_tables[i]);
 			tfx_sql(tfx_is_pg(from) ? from : to, q);
 		}
@@ -1461,6 +1481,73 @@ static void test_requests_upgrade(void **state)
 	ky_store_request_release(&q);
 }
 
+/* ---- PostgreSQL: the server's own failures ---- */
+
+/* No server where the URI points: its own error, naming the storage and libpq's message; a
+ * password in the URI is refused before any connection and never repeated. */
+static void test_pg_unreachable_password(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	char why[512];
+
+	TFX_PG_ONLY(f);
+	assert_int_equal(ky_store_open("postgresql://kyok@/kyok?host=/nonexistent-kyok-dir&"
+	                               "connect_timeout=5",
+	                               NULL, &s),
+	                 KY_ERR_STORE_UNREACHABLE);
+	assert_null(s);
+	ky_store_open_failure(why, sizeof(why));
+	assert_non_null(strstr(why, "key storage 'postgresql://kyok@/nonexistent-kyok-dir/kyok'"));
+	assert_non_null(strstr(why, "PostgreSQL: "));
+	assert_non_null(strstr(why, "nonexistent-kyok-dir")); /* libpq's own words */
+	assert_int_equal(
+	    ky_store_open("postgresql://kyok:Secret-Pw-7@/kyok?host=/nonexistent", NULL, &s),
+	    KY_ERR_STORE_PASSWORD);
+	assert_int_equal(
+	    ky_store_open("postgres:///kyok?host=/nonexistent&password=Secret-Pw-7", NULL, &s),
+	    KY_ERR_STORE_PASSWORD);
+	ky_store_open_failure(why, sizeof(why));
+	assert_null(strstr(why, "Secret-Pw-7"));
+	assert_int_equal(ky_store_open("postgresql:kyok", NULL, &s), KY_ERR_CONFIG);
+}
+
+/* The server ends the unit's connections (a restart, a failover): a read made outside a
+ * transaction is made again on a new connection; a transaction in flight fails and is never
+ * retried. */
+static void test_pg_reconnect(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+	static const char kill[] =
+	    "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE pid <> "
+	    "pg_backend_pid() AND datname = current_database() AND backend_type = 'client backend'";
+	char why[512];
+
+	TFX_PG_ONLY(f);
+	insert_n(f->s, 0, 2, vp_a);
+	row_make(&row, 0, 1, 0, vp_a);
+	tfx_sql(f->path, kill);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	ky_store_row_release(&got);
+	tfx_sql(f->path, kill);
+	ky_store_row_release(&row);
+	row_make(&row, 7, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0); /* BEGIN made again */
+	ky_store_row_release(&row);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	tfx_sql(f->path, kill);
+	row_make(&row, 8, 1, 0, vp_a);
+	ky_store_failure_clear(f->s);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_STORE_UNREACHABLE);
+	ky_store_failure(f->s, why, sizeof(why));
+	assert_non_null(strstr(why, "PostgreSQL: "));
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1497,6 +1584,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ledger_vp_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_upgrade, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_pg_unreachable_password, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_pg_reconnect, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
