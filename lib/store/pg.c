@@ -41,7 +41,9 @@
  *   'commits' (statement triggers on every table of records: bumped by any write, kyok's or
  *   another program's), keys, secrets, api_keys, requests, ledger, ledger_log.
  *
- * Change detection (ky_store_changed): one round trip per call reading counters 'commits'.
+ * Change detection (ky_store_changed): one round trip per call reading counters 'commits' and
+ * the digest's generation and epoch (a whole schema restored from a backup, or a failover to
+ * a replica that had not received the last commits, takes them back: also a change).
  * A notification channel (LISTEN/NOTIFY) would be cheaper but arrives after the writer's
  * COMMIT has returned: a unit could serve a cached row in between that another unit had
  * already changed and acknowledged. The counter read cannot.
@@ -202,7 +204,9 @@ static const struct {
                           "(mac IS NOT DISTINCT FROM $8 OR ($8::bytea IS NULL AND "
                           "(mac IS NULL OR length(mac) != 32)))",
                           "ttbiitbb"},
-    [PG_COMMITS] = {"SELECT n FROM counters WHERE k = 'commits'", ""},
+    [PG_COMMITS] = {"SELECT n, (SELECT gen FROM ledger WHERE ledger.k = 1), (SELECT epoch FROM "
+                    "ledger WHERE ledger.k = 1) FROM counters WHERE k = 'commits'",
+                    ""},
     [PG_LEDGER_GET] = {"SELECT gen, epoch, n, sum, mac FROM ledger WHERE k = 1", ""},
     [PG_LEDGER_PUT] = {"INSERT INTO ledger (k, gen, epoch, n, sum, mac) VALUES (1, $1, $2, $3, "
                        "$4, $5) ON CONFLICT (k) DO UPDATE SET gen = $1, epoch = $2, n = $3, "
@@ -326,7 +330,8 @@ struct pg_conn {
 	int in_txn;  /* inside ky_store_begin: holds s->wlock */
 	int in_read; /* inside a read transaction of pg_ledger_sync */
 	int commits_known;
-	int64_t commits_seen;
+	int64_t commits_seen; /* with the digest's position: storage restored from a backup */
+	int64_t gen_seen, epoch_seen;
 	struct pg_touch *touched;
 	size_t ntouched, ctouched;
 };
@@ -2270,7 +2275,7 @@ static int pg_changed(void *be, int *changed)
 	struct pg_store *s = be;
 	struct pg_conn *c;
 	PGresult *res;
-	int64_t v;
+	int64_t v, gen, epoch;
 	int r;
 
 	*changed = 1;
@@ -2284,10 +2289,15 @@ static int pg_changed(void *be, int *changed)
 		return KY_ERR_STORE_DAMAGED;
 	}
 	v = pg_int(res, 0, 0);
+	gen = pg_int(res, 0, 1);
+	epoch = pg_int(res, 0, 2);
 	PQclear(res);
-	*changed = !c->commits_known || v != c->commits_seen;
+	*changed = !c->commits_known || v != c->commits_seen || gen != c->gen_seen ||
+	           epoch != c->epoch_seen;
 	c->commits_known = 1;
 	c->commits_seen = v;
+	c->gen_seen = gen;
+	c->epoch_seen = epoch;
 	return 0;
 }
 
