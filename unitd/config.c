@@ -8,7 +8,9 @@
  *   port_file = unit.port       optional, receives the bound port
  *   log_file  = unit.log        optional, stderr when absent
  *   store     = sqlite:keys.db  optional, key storage shared by the units of the instance
- *                               (a bare path means sqlite:PATH); the key API needs it
+ *                               (a bare path means sqlite:PATH; postgresql://... or
+ *                               postgres://...: a PostgreSQL database, docs/storage.md);
+ *                               the key API needs it
  *   key_limit = 5000            optional, keys in the instance, 1..10,000,000
  *   api_tls_cert = cert.pem     optional, PEM certificate chain of the HTTPS endpoint
  *   api_tls_key  = key.pem      optional, its PEM private key (both or neither; required
