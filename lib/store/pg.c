@@ -559,6 +559,18 @@ static int pg_session(struct pg_conn *c)
 	return r;
 }
 
+/* Defaults a URI may override (later keywords win, and the URI comes last): a server that
+ * does not answer is given up on instead of holding a unit's thread for minutes (TCP only;
+ * a Unix socket ignores them). */
+static const char *const pg_kw[] = {"connect_timeout",
+                                    "keepalives_idle",
+                                    "keepalives_interval",
+                                    "keepalives_count",
+                                    "tcp_user_timeout",
+                                    "dbname",
+                                    NULL};
+#define PG_CONNECT_DEFAULTS "10", "10", "5", "3", "30000"
+
 static int pg_conn_open(struct pg_store *s, struct pg_conn **out)
 {
 	int r = KY_ERR_INTERNAL;
@@ -568,7 +580,8 @@ static int pg_conn_open(struct pg_store *s, struct pg_conn **out)
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return KY_ERR_NOMEM;
 	c->s = s;
-	c->db = PQconnectdb(s->conninfo);
+	c->db = PQconnectdbParams(pg_kw,
+	                          (const char *const[]){PG_CONNECT_DEFAULTS, s->conninfo, NULL}, 1);
 	if (c->db == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
