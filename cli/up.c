@@ -399,21 +399,28 @@ static int up_store_check(const char *uri)
 		rest = uri + 13;
 	else if (strncmp(uri, "postgres://", 11) == 0)
 		rest = uri + 11;
-	else
-		return cli_fail(KY_ERR_USAGE, "--store",
-		                "'%.40s': give a PostgreSQL URI, postgresql://USER@HOST/DB", uri);
-	if (strlen(uri) >= UP_STORE_MAX)
-		return cli_fail(KY_ERR_USAGE, "--store", "URI longer than %d characters",
-		                UP_STORE_MAX - 1);
+	else {
+		(void)cli_fail(KY_ERR_USAGE, "--store",
+		               "'%.40s': give a PostgreSQL URI, postgresql://USER@HOST/DB", uri);
+		return KY_ERR_USAGE;
+	}
+	if (strlen(uri) >= UP_STORE_MAX) {
+		(void)cli_fail(KY_ERR_USAGE, "--store", "URI longer than %d characters",
+		               UP_STORE_MAX - 1);
+		return KY_ERR_USAGE;
+	}
 	for (const char *c = uri; *c; c++)
-		if ((unsigned char)*c <= ' ' || *c == 0x7f)
-			return cli_fail(KY_ERR_USAGE, "--store",
-			                "the URI has a space or control character");
+		if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+			(void)cli_fail(KY_ERR_USAGE, "--store",
+			               "the URI has a space or control character");
+			return KY_ERR_USAGE;
+		}
 	at = strchr(rest, '@');
 	if ((at != NULL && memchr(rest, ':', (size_t)(at - rest)) != NULL) ||
-	    strstr(uri, "password=") != NULL)
-		return cli_fail(KY_ERR_STORE_PASSWORD, "--store",
-		                "the URI holds a password: put it in a password file (PGPASSFILE)");
+	    strstr(uri, "password=") != NULL) {
+		(void)cli_fail(KY_ERR_STORE_PASSWORD, "--store", NULL);
+		return KY_ERR_STORE_PASSWORD;
+	}
 	return 0;
 }
 
@@ -1265,13 +1272,15 @@ int up_main(int argc, char **argv)
 	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	snprintf(path, sizeof(path), "%s/instance.json", dir);
-	if (up_exists(path) && store != NULL)
-		r = cli_fail(KY_ERR_USAGE, "--store",
-		             "the instance in %s exists: its units keep the key storage they were "
-		             "made with",
-		             dir);
-	else if (!up_exists(path) && store == NULL && store_env != NULL && store_env[0] != '\0' &&
-	         (r = up_store_check(store_env)) != 0)
+	if (up_exists(path) && store != NULL) {
+		(void)cli_fail(
+		    KY_ERR_USAGE, "--store",
+		    "the instance in %s exists: its units keep the key storage they were "
+		    "made with",
+		    dir);
+		r = KY_ERR_USAGE;
+	} else if (!up_exists(path) && store == NULL && store_env != NULL && store_env[0] != '\0' &&
+	           (r = up_store_check(store_env)) != 0)
 		;
 	else if (up_exists(path) && seal_path != NULL)
 		r = cli_fail(KY_ERR_USAGE, "--seal-config",
