@@ -38,8 +38,8 @@
  * with options=-csearch_path=NAME): the tables and columns of sqlite.c, with int8 for every
  * integer, bytea for every blob and text COLLATE "C" for ids (byte order, as SQLite's):
  *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>' (PL/pgSQL row triggers on keys) and
- *   'commits' (statement triggers on every table of records: bumped by any write, kyok's or
- *   another program's), keys, secrets, api_keys, requests, ledger, ledger_log.
+ *   'commits' (row and TRUNCATE triggers on every table of records: bumped by any row
+ *   written, kyok's or another program's), keys, secrets, api_keys, requests, ledger, ledger_log.
  *
  * Change detection (ky_store_changed): one round trip per call reading counters 'commits' and
  * the digest's generation and epoch (a whole schema restored from a backup, or a failover to
@@ -255,8 +255,11 @@ static const struct {
 	"CREATE TRIGGER keys_counters AFTER INSERT OR DELETE OR UPDATE OF vp ON keys"            \
 	" FOR EACH ROW EXECUTE FUNCTION kyok_keys_counters();"
 
-#define PG_COMMITS_TRIGGER(t)                                                             \
-	"CREATE TRIGGER " t "_commits AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON " t \
+/* Per row (a statement that changes no row is no change), and per TRUNCATE. */
+#define PG_COMMITS_TRIGGER(t)                                                 \
+	"CREATE TRIGGER " t "_commits AFTER INSERT OR UPDATE OR DELETE ON " t \
+	" FOR EACH ROW EXECUTE FUNCTION kyok_commits();"                      \
+	"CREATE TRIGGER " t "_truncated AFTER TRUNCATE ON " t                 \
 	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_commits();"
 
 static const char pg_schema[] =
