@@ -13,6 +13,8 @@
  *   keys.db                key storage shared by the units (SQLite, WAL)
  *   ca.key, ca.crt         with --tls: the instance's TLS CA (cli/up_tls.c); each unit then
  *                          has unit-<n>/tls.key and tls.crt, and serves HTTPS
+ *   store.uri              instead, when made with --store: the PostgreSQL URI of the key
+ *                          storage the units share (every unit.conf's store =)
  *   imprint-credential.pem the instance's imprint credential (0600): units in imprint mode
  *                          take commands only with a claim made with it; each unit.conf
  *                          holds its public key (imprint_verifier)
@@ -412,14 +414,82 @@ static void up_unit_paths(struct up_unit *u, const char *dir)
 }
 
 #define UP_SEAL_CONF_MAX 4096 /* --seal-config file */
+#define UP_STORE_MAX     1024 /* --store URI */
+#define UP_STORE_FILE    "store.uri"
 
-/* dir: the instance directory, whose keys.db is the key storage all its units share.
+/* The key storage of the instance in dir: DIR/store.uri when there is one (made with --store),
+ * else DIR/keys.db. */
+static int up_store(const char *dir, char *out, size_t cap)
+{
+	char path[PATH_MAX];
+	struct ky_buf b = {0};
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, UP_STORE_FILE);
+	if (access(path, F_OK) != 0) {
+		if ((size_t)snprintf(out, cap, "sqlite:%s/keys.db", dir) >= cap)
+			return KY_ERR_USAGE;
+		return 0;
+	}
+	if ((r = ky_file_read(path, UP_STORE_MAX, &b)) != 0)
+		return r;
+	if (b.len < 2 || b.len >= cap || b.data[b.len - 1] != '\n' ||
+	    memchr(b.data, '\0', b.len) != NULL || memchr(b.data, '\n', b.len - 1) != NULL) {
+		ky_buf_free(&b);
+		return KY_ERR_CONFIG;
+	}
+	memcpy(out, b.data, b.len - 1);
+	out[b.len - 1] = '\0';
+	ky_buf_free(&b);
+	return 0;
+}
+
+/* --store: a PostgreSQL URI without a password (the units refuse one too; see
+ * docs/storage.md), without spaces or control characters (one unit.conf line). */
+static int up_store_check(const char *uri)
+{
+	const char *at, *rest;
+
+	if (strncmp(uri, "postgresql://", 13) == 0)
+		rest = uri + 13;
+	else if (strncmp(uri, "postgres://", 11) == 0)
+		rest = uri + 11;
+	else {
+		(void)cli_fail(KY_ERR_USAGE, "--store",
+		               "'%.40s': give a PostgreSQL URI, postgresql://USER@HOST/DB", uri);
+		return KY_ERR_USAGE;
+	}
+	if (strlen(uri) >= UP_STORE_MAX) {
+		(void)cli_fail(KY_ERR_USAGE, "--store", "URI longer than %d characters",
+		               UP_STORE_MAX - 1);
+		return KY_ERR_USAGE;
+	}
+	for (const char *c = uri; *c; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+			(void)cli_fail(KY_ERR_USAGE, "--store",
+			               "the URI has a space or control character");
+			return KY_ERR_USAGE;
+		}
+	at = strchr(rest, '@');
+	if ((at != NULL && memchr(rest, ':', (size_t)(at - rest)) != NULL) ||
+	    strstr(uri, "password=") != NULL) {
+		(void)cli_fail(KY_ERR_STORE_PASSWORD, "--store", NULL);
+		return KY_ERR_STORE_PASSWORD;
+	}
+	return 0;
+}
+
+/* dir: the instance directory, whose key storage (up_store) all its units share.
  * seal_conf: sealing settings to add (NULL: none, the file backend). */
 static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
                          const char *seal_conf)
 {
-	char text[4096 + UP_SEAL_CONF_MAX], tls[PATH_MAX + 128] = "", ca[PATH_MAX];
-	int n;
+	char text[4096 + UP_SEAL_CONF_MAX + UP_STORE_MAX], store[UP_STORE_MAX + PATH_MAX];
+	char tls[PATH_MAX + 128] = "", ca[PATH_MAX];
+	int n, r;
+
+	if ((r = up_store(dir, store, sizeof(store))) != 0)
+		return r;
 
 	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. */
 	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
@@ -438,11 +508,11 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
-	             "store = sqlite:%s/keys.db\n"
+	             "store = %s\n"
 	             "anchor_cert = %s/anchor.crt\n"
 	             "identity_cert = %s/identity.crt\n"
 	             "%s%s",
-	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, dir,
+	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, store,
 	             dir, u->dir, tls, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
@@ -927,6 +997,11 @@ static const char up_usage[] =
     "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
     "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
     "                          docs/sealing.md); only when the instance is made\n"
+    "  --store URI             key storage the units share: a PostgreSQL URI,\n"
+    "                          postgresql://USER@HOST/DB?sslmode=verify-full, its password\n"
+    "                          in a password file (PGPASSFILE), never in the URI (default:\n"
+    "                          $KYOK_STORE, else DIR/keys.db, SQLite; see docs/storage.md);\n"
+    "                          only when the instance is made\n"
     "\n"
     "A new instance gets its imprint credential, DIR/imprint-credential.pem (mode 0600):\n"
     "its units in imprint mode run commands only with a claim made with it, and each\n"
@@ -1051,7 +1126,8 @@ out:
 }
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
-                     int base_port, bool tls, const char *seal_conf, struct up_unit *units)
+                     int base_port, bool tls, const char *seal_conf, const char *store,
+                     struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL, ports[UP_MAX_UNITS];
 	char instance[37], zones[UP_MAX_UNITS][KY_ID_MAX + 1];
@@ -1110,6 +1186,15 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 	    (r = up_imprint_create(dir, imprint_hex)) != 0 ||
 	    (tls && (r = up_tls_ca_create(dir, instance)) != 0))
 		goto fail;
+	if (store != NULL) {
+		char sp[PATH_MAX], line[UP_STORE_MAX + 2];
+		snprintf(sp, sizeof(sp), "%s/%s", dir, UP_STORE_FILE);
+		snprintf(line, sizeof(line), "%s\n", store);
+		if ((r = up_write_text(sp, line)) != 0) {
+			cli_fail(r, sp, "cannot write the key storage URI");
+			goto fail;
+		}
+	}
 	for (int i = 0; i < nunits; i++) {
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
@@ -1162,6 +1247,8 @@ fail:
 		cli_anchor_paths(dir, keyp, sizeof(keyp), crtp, sizeof(crtp));
 		(void)unlink(keyp);
 		(void)unlink(crtp);
+		snprintf(cred, sizeof(cred), "%s/%s", dir, UP_STORE_FILE);
+		(void)unlink(cred);
 		snprintf(cred, sizeof(cred), "%s/%s", dir, KY_IMPRINT_CREDENTIAL_FILE);
 		(void)unlink(cred);
 		if (tls) {
@@ -1361,11 +1448,13 @@ int up_main(int argc, char **argv)
 	                                     {"seal-config", required_argument, NULL, 'S'},
 	                                     {"port", required_argument, NULL, 'P'},
 	                                     {"tls", no_argument, NULL, 'T'},
+	                                     {"store", required_argument, NULL, 'R'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
 	bool tls = false;
-	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL;
+	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL, *store = NULL;
+	const char *store_env = getenv("KYOK_STORE");
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
 
@@ -1408,12 +1497,17 @@ int up_main(int argc, char **argv)
 			base_port = (int)v;
 			break;
 		}
+		case 'R':
+			store = optarg;
+			break;
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
 			break;
 		}
 	}
+	if (store != NULL && (r = up_store_check(store)) != 0)
+		return ky_err_exit(r);
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
 	if (base_port > 0 && base_port + (nunits > 0 ? nunits : 2) - 1 > 65535)
@@ -1429,7 +1523,15 @@ int up_main(int argc, char **argv)
 	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
 	snprintf(path, sizeof(path), "%s/instance.json", dir);
-	if (up_exists(path) && seal_path != NULL)
+	if (up_exists(path) && store != NULL)
+		cli_fail(r = KY_ERR_USAGE, "--store",
+		         "the instance in %s exists: its units keep the key storage they were "
+		         "made with",
+		         dir);
+	else if (!up_exists(path) && store == NULL && store_env != NULL && store_env[0] != '\0' &&
+	         (r = up_store_check(store_env)) != 0)
+		;
+	else if (up_exists(path) && seal_path != NULL)
 		cli_fail(r = KY_ERR_USAGE, "--seal-config",
 		         "the instance in %s exists: its units keep the sealing they were made "
 		         "with (a unit cannot change its sealing backend)",
@@ -1451,6 +1553,9 @@ int up_main(int argc, char **argv)
 		r = up_restart(dir, unitd, nunits, zones, units);
 	else
 		r = up_create(dir, unitd, nunits > 0 ? nunits : 2, zones, base_port, tls, seal_conf,
+		              store != NULL                               ? store
+		              : store_env != NULL && store_env[0] != '\0' ? store_env
+		                                                          : NULL,
 		              units);
 	free(seal_conf);
 	free(units);

@@ -7,12 +7,14 @@ set -eu
 
 mode=${1:-build}
 pkgs="meson ninja-build pkg-config gcc libc6-dev make openssl libssl-dev
-      libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
+      libsqlite3-dev sqlite3 libpq-dev libmicrohttpd-dev libjansson-dev
       libcurl4-openssl-dev curl jq libtss2-dev libp11-kit-dev libpcsclite-dev"
 if [ "$mode" = check ]; then
 	# swtpm and SoftHSM2 (with opensc's pkcs11-tool): the TPM and the token the sealing
 	# tests start; bsdutils' script types their PINs at a terminal.
 	pkgs="$pkgs libcmocka-dev clang-format tmux xxd swtpm swtpm-tools softhsm2 opensc bsdutils"
+	# The PostgreSQL server the store tests start a throw-away cluster of (tests/pg.sh).
+	pkgs="$pkgs postgresql"
 	# The card tests: a private pcscd with vsmartcard's virtual reader driver (vpcd), in a
 	# network namespace whose loopback iproute2's ip brings up.
 	pkgs="$pkgs pcscd vsmartcard-vpcd pcsc-tools iproute2"

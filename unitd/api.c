@@ -391,6 +391,7 @@ static bool api_storage_err(int err)
 	case KY_ERR_IO:
 	case KY_ERR_STORE:
 	case KY_ERR_STORE_BUSY:
+	case KY_ERR_STORE_UNREACHABLE:
 	case KY_ERR_STORE_FULL:
 	case KY_ERR_STORE_DAMAGED:
 	case KY_ERR_STORE_SCHEMA:

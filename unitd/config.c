@@ -8,7 +8,9 @@
  *   port_file = unit.port       optional, receives the bound port
  *   log_file  = unit.log        optional, stderr when absent
  *   store     = sqlite:keys.db  optional, key storage shared by the units of the instance
- *                               (a bare path means sqlite:PATH); the key API needs it
+ *                               (a bare path means sqlite:PATH; postgresql://... or
+ *                               postgres://...: a PostgreSQL database, docs/storage.md);
+ *                               the key API needs it
  *   key_limit = 5000            optional, keys in the instance, 1..10,000,000
  *   api_tls_cert = cert.pem     optional, PEM certificate chain of the HTTPS endpoint
  *   api_tls_key  = key.pem      optional, its PEM private key (both or neither; required
@@ -240,6 +242,10 @@ static int config_store_parse(const char *v, const char *base_dir, char **out)
 	char *p = NULL;
 	int r;
 
+	if (strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0) {
+		/* libpq's URI, as it is (lib/store/pg.c refuses one that holds a password) */
+		return (*out = strdup(v)) != NULL ? 0 : KY_ERR_NOMEM;
+	}
 	if (strncmp(v, "sqlite:", 7) == 0) {
 		path = v + 7;
 	} else if (colon != NULL && colon != v) {
@@ -485,7 +491,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 			config_err(
 			    err, errlen, name, lineno,
 			    "bad value for 'store': unknown key storage '%.32s' (this kyok has "
-			    "sqlite:PATH)",
+			    "sqlite:PATH and postgresql://...)",
 			    val);
 			return KY_ERR_CONFIG;
 		}

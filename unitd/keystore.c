@@ -252,6 +252,9 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 			         "key storage '%s' belongs to another service instance than '%s'",
 			         cfg->store, cfg->instance);
 			break;
+		case KY_ERR_STORE_PASSWORD: /* the URI is not repeated: it holds the password */
+			snprintf(err, errlen, "key storage: %s", ky_err_message(r));
+			break;
 		case KY_ERR_STORE_SCHEMA:
 			snprintf(err, errlen, "key storage '%s': %s", cfg->store,
 			         ky_err_message(r));
@@ -260,10 +263,13 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 			snprintf(err, errlen, "key storage '%s': unknown kind of storage",
 			         cfg->store);
 			break;
-		default:
-			snprintf(err, errlen, "cannot open key storage '%s': %s", cfg->store,
-			         ky_err_message(r));
+		default: {
+			char why[512];
+			ky_store_open_failure(why, sizeof(why));
+			snprintf(err, errlen, "cannot open key storage '%s': %s%s%s", cfg->store,
+			         ky_err_message(r), why[0] ? "; " : "", why);
 			break;
+		}
 		}
 		goto out;
 	}

@@ -185,6 +185,13 @@
 	  "key storage stayed locked by another writer for as long as the crypto unit waits at "   \
 	  "start: end the other program's write transaction, or raise store_lock_wait_ms in the "  \
 	  "unit.conf")                                                                             \
+	X(STORE_PASSWORD, "storage-uri-password", KY_EXIT_USAGE, 400,                              \
+	  "the key storage URI holds a password: take it out and put it in a password file "       \
+	  "(PGPASSFILE or ~/.pgpass of the user the unit runs as), or use a client certificate")   \
+	X(STORE_UNREACHABLE, "storage-unreachable", KY_EXIT_UNIT, 503,                             \
+	  "key storage server cannot be reached or refused the connection (the unit log names "    \
+	  "the server and its answer): a change in flight may or may not have been made; check "   \
+	  "the server, then read before you retry")                                                \
 	X(STORE_SCHEMA, "store-schema", KY_EXIT_INTERNAL, 500,                                     \
 	  "key storage has an unknown schema version: written by a newer kyok?")                   \
 	X(STORAGE_ROLLBACK, "storage-rolled-back", KY_EXIT_STATE, 503,                             \

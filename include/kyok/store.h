@@ -205,9 +205,14 @@ struct ky_store_ops {
 	int (*plan)(void *be, enum ky_store_plan what, char *out, size_t outlen);
 	void (*failure)(void *be, char *out, size_t outlen);
 	void (*failure_clear)(void *be);
+	/* What the last open that failed on this thread knew of the cause; NULL = nothing. */
+	void (*open_failure)(char *out, size_t outlen);
 };
 
 extern const struct ky_store_ops ky_store_sqlite_ops;
+/* "postgresql://..." and "postgres://...": libpq's URI (lib/store/pg.c) */
+extern const struct ky_store_ops ky_store_pg_ops;
+extern const struct ky_store_ops ky_store_pg_short_ops;
 
 /* ---- opening ---- */
 
@@ -357,6 +362,10 @@ int ky_store_ledger_pos(struct ky_store *s, struct ky_store_ledger_pos *pos) KY_
  * failure since ky_store_failure_clear, only where the storage is. Never holds record data. */
 void ky_store_failure(struct ky_store *s, char *out, size_t outlen);
 void ky_store_failure_clear(struct ky_store *s);
+/* The cause of the last ky_store_open that failed on this thread, as its backend knew it
+ * (e.g. "key storage 'postgresql://kyok@db1:5432/kyok': PostgreSQL: connection refused"),
+ * "" when it knew nothing more than the error code. Never holds a password. */
+void ky_store_open_failure(char *out, size_t outlen);
 
 /* The backend's query plan for a hot query, as text (tests check that indexes are used). */
 int ky_store_plan(struct ky_store *s, enum ky_store_plan what, char *out, size_t outlen) KY_WUR;

@@ -14,6 +14,8 @@ struct ky_store {
 
 static const struct ky_store_ops *const store_backends[] = {
     &ky_store_sqlite_ops,
+    &ky_store_pg_ops,
+    &ky_store_pg_short_ops,
 };
 
 static const struct ky_store_ops *store_find_backend(const char *uri, const char **location)
@@ -32,6 +34,9 @@ static const struct ky_store_ops *store_find_backend(const char *uri, const char
 	}
 	return NULL;
 }
+
+/* The backend of the last open that failed on this thread (ky_store_open_failure). */
+static _Thread_local const struct ky_store_ops *store_open_failed;
 
 int ky_store_open(const char *uri, const struct ky_store_opts *opts, struct ky_store **out)
 {
@@ -60,8 +65,10 @@ int ky_store_open(const char *uri, const struct ky_store_opts *opts, struct ky_s
 	}
 	s->ops = ops;
 	s->key_limit = o.key_limit;
-	if ((r = ops->open(location, &o, &s->be)) != 0)
+	if ((r = ops->open(location, &o, &s->be)) != 0) {
+		store_open_failed = ops;
 		goto out;
+	}
 	*out = s;
 	s = NULL; /* transferred */
 	r = 0;
@@ -354,6 +361,15 @@ void ky_store_failure(struct ky_store *s, char *out, size_t outlen)
 	out[0] = '\0';
 	if (s != NULL)
 		s->ops->failure(s->be, out, outlen);
+}
+
+void ky_store_open_failure(char *out, size_t outlen)
+{
+	if (outlen == 0)
+		return;
+	out[0] = '\0';
+	if (store_open_failed != NULL && store_open_failed->open_failure != NULL)
+		store_open_failed->open_failure(out, outlen);
 }
 
 void ky_store_failure_clear(struct ky_store *s)

@@ -26,7 +26,35 @@ cleanup() {
 		fi
 		rm -rf "$T_DIR"
 	fi
+	if store_is_pg; then
+		pg_stop
+	fi
 	exit $rc
+}
+
+# KYOK_TEST_STORE=pg: the instances a test makes keep their key storage in PostgreSQL, a
+# throw-away cluster of the test's own (tests/pg.sh), through 'kyok up' and $KYOK_STORE.
+store_is_pg() { [ "${KYOK_TEST_STORE:-}" = pg ]; }
+
+# store_query SQL: a read-only query on the key storage of $KYOK_INSTANCE (keys.db, or its
+# PostgreSQL database), one row a line; for SQL both speak.
+store_query() {
+	if store_is_pg; then
+		psql "$KYOK_PG_URI" -qAt -v ON_ERROR_STOP=1 -c "$1"
+	else
+		sqlite3 -readonly "$KYOK_INSTANCE/keys.db" "$1"
+	fi
+}
+
+# sqlite_only WHAT: a part of a test that opens keys.db with sqlite3 itself, skipped (with
+# why) when the key storage is PostgreSQL. Returns 1 then: 'sqlite_only "..." && ...'.
+sqlite_only() {
+	if store_is_pg; then
+		printf 'skip %s: %s (opens keys.db with sqlite3; key storage is PostgreSQL)\n' \
+			"$T_NAME" "$1"
+		return 1
+	fi
+	return 0
 }
 
 setup() {
@@ -41,6 +69,13 @@ setup() {
 	# Passwords are generated here, never fixed in the tree.
 	mkdir -p "$T_DIR/pw"
 	chmod 700 "$T_DIR/pw"
+	if store_is_pg; then
+		. "$(dirname "${BASH_SOURCE[0]}")/../pg.sh"
+		pg_start
+		export KYOK_STORE="$KYOK_PG_URI"
+	else
+		unset KYOK_STORE
+	fi
 }
 
 # newpw NAME: creates $T_DIR/pw/NAME holding a fresh random password; prints its path.

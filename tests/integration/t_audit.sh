@@ -40,7 +40,14 @@ json_body() { printf -- '-H\nContent-Type: application/json\n--data-binary\n%s\n
 create_json() {
 	printf '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"%s","extractable":false}]}' "$1"
 }
-digest() { sqlite3 -readonly "$KYOK_INSTANCE/keys.db" .dump | sha256sum | cut -c1-16; }
+# digest: a fingerprint of everything in key storage (keys.db, or its PostgreSQL database).
+digest() {
+	if store_is_pg; then
+		pg_dump --data-only "$KYOK_PG_URI" | sha256sum | cut -c1-16
+	else
+		sqlite3 -readonly "$KYOK_INSTANCE/keys.db" .dump | sha256sum | cut -c1-16
+	fi
+}
 # lines DIR: every line of a unit's log, in order.
 lines() { cat "$1"/audit-*.jsonl | tr -d '\0'; } # a running unit's file: zeros reserved ahead
 # verify_fails DESC PATTERN FILE...: 'kyok audit verify FILE...' must fail, naming PATTERN.

@@ -223,7 +223,7 @@ read -r id ct pt <"$T_DIR/wrapped"
 # API keys, whose rows can no longer be checked.
 expect_rc "the API keys went with the old master key" 4 'unknown or was revoked' \
 	"$KYOK" kp keys --apikey-file "$AK/w.apikey"
-expect_eq "... no api_keys row left" "$(sqlite3 -readonly "$KYOK_INSTANCE/keys.db" 'SELECT count(*) FROM api_keys')" 0
+expect_eq "... no api_keys row left" "$(store_query 'SELECT count(*) FROM api_keys')" 0
 expect_ok "apikey-create with the same name registers the key in its file again" \
 	"$KYOK" tke apikey-create --name w --role Writer $(pwf ann ben)
 expect_rc "old records: master key mismatch" 5 'master key mismatch' \

@@ -443,4 +443,16 @@ run_rc "$UNITD"
 expect_eq "kyok-unitd without --config: exit 2" "$rc" 2
 expect_match "... says --config is missing" "missing --config" "$out"
 
+# --store takes a PostgreSQL URI only, never one holding a password (the units refuse one too,
+# test_store); a refused instance leaves no directory behind.
+run_rc "$KYOK" up --dir "$T_DIR/inst-store" --store "sqlite:$T_DIR/k.db"
+expect_eq "up --store sqlite:...: exit 2" "$rc" 2
+expect_match "... asks for a PostgreSQL URI" "give a PostgreSQL URI" "$out"
+run_rc "$KYOK" up --dir "$T_DIR/inst-store" --store "postgresql://kyok:Pw-$RANDOM@db1/kyok"
+expect_eq "up --store with a password in the URI: exit 2" "$rc" 2
+expect_match "... says to use a password file" "password file" "$out"
+run_rc env KYOK_STORE="postgres:///kyok?password=x&host=/run" "$KYOK" up --dir "$T_DIR/inst-store"
+expect_eq "\$KYOK_STORE with a password: exit 2" "$rc" 2
+if [ -e "$T_DIR/inst-store" ]; then fail "a refused --store left $T_DIR/inst-store"; else pass "... no instance directory made"; fi
+
 finish

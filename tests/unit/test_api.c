@@ -951,6 +951,16 @@ static void test_config(void **state)
 	assert_int_equal(conf("store = /var/k.db\n", &cfg, err, sizeof(err)), 0);
 	assert_string_equal(cfg.store, "sqlite:/var/k.db");
 	unitd_config_release(&cfg);
+	/* PostgreSQL: libpq's URI kept as it is (the backend checks it when it opens) */
+	assert_int_equal(conf("store = postgresql://kyok@db1:5432/kyok?sslmode=verify-full\n", &cfg,
+	                      err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.store, "postgresql://kyok@db1:5432/kyok?sslmode=verify-full");
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("store = postgres:///kyok?host=/run/pg\n", &cfg, err, sizeof(err)),
+	                 0);
+	assert_string_equal(cfg.store, "postgres:///kyok?host=/run/pg");
+	unitd_config_release(&cfg);
 
 	static const struct {
 		const char *text;

@@ -1,5 +1,6 @@
 /* Key objects, records sealed under master keys, wrap formats, state rules, re-encipherment.
- * Real SQLite files in a temp dir, real OpenSSL, keys generated here. */
+ * Real SQLite files in a temp dir, or a PostgreSQL schema of their own when KYOK_TEST_PG names
+ * a database (store_fixture.h); real OpenSSL, keys generated here. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,13 +22,16 @@
 #include "kyok/err.h"
 #include "kyok/kms.h"
 #include "kyok/store.h"
+#include "store_fixture.h"
 
 #define NOW      ((int64_t)1700000000)
 #define INSTANCE "inst-0001"
 
 struct fx {
 	char dir[64];
-	char path[128];
+	char path[TFX_URI_MAX]; /* SQLite: the file; PostgreSQL: the URI (for tfx_sql) */
+	bool pg;
+	char schema[48];
 	struct ky_store *s;
 	struct ky_mk *a; /* current master key */
 	struct ky_mk *b; /* the next one */
@@ -49,13 +53,19 @@ static int fx_setup_opts(void **state, uint32_t limit)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct ky_store_opts o = {.key_limit = limit, .instance = INSTANCE};
-	char uri[160];
+	char uri[TFX_URI_MAX];
 
 	assert_non_null(f);
 	strcpy(f->dir, "/tmp/kyok-kms-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-	snprintf(uri, sizeof(uri), "sqlite:%s", f->path);
+	if (tfx_pg() != NULL) {
+		f->pg = true;
+		tfx_pg_schema_new(f->schema, sizeof(f->schema), uri, sizeof(uri));
+		memcpy(f->path, uri, sizeof(f->path));
+	} else {
+		snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+		snprintf(uri, sizeof(uri), "sqlite:%.*s", (int)sizeof(uri) - 8, f->path);
+	}
 	assert_int_equal(ky_store_open(uri, &o, &f->s), 0);
 	f->a = mk_random();
 	f->b = mk_random();
@@ -77,11 +87,18 @@ static int fx_setup_limit3(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
-	char p[192];
+	char p[TFX_URI_MAX + 16];
 
 	ky_store_close(f->s);
 	ky_mk_free(f->a);
 	ky_mk_free(f->b);
+	if (f->pg) {
+		tfx_pg_schema_drop(f->schema);
+		rmdir(f->dir);
+		free(f);
+		ky_kms_thread_release();
+		return 0;
+	}
 	unlink(f->path);
 	snprintf(p, sizeof(p), "%s-wal", f->path);
 	unlink(p);
@@ -98,12 +115,7 @@ static int fx_teardown(void **state)
 
 static void sql(const char *path, const char *q)
 {
-	sqlite3 *db = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	tfx_sql(path, q);
 }
 
 __attribute__((format(printf, 2, 3))) static void sqlf(const char *path, const char *fmt, ...)
@@ -512,6 +524,35 @@ static void test_tampered_blob_byte_exact(void **state)
 	int n;
 
 	/* every region of the blob: nonce, ciphertext, tag */
+	if (f->pg) { /* one bit flipped in place and back, by SQL */
+		PGconn *pc = PQconnectdb(f->path);
+		PGresult *res;
+		const char *pv[1] = {k->id};
+		assert_int_equal(PQstatus(pc), CONNECTION_OK);
+		res = PQexecParams(pc, "SELECT length(blob) FROM keys WHERE id = $1", 1, NULL, pv,
+		                   NULL, NULL, 0);
+		assert_int_equal(PQntuples(res), 1);
+		n = atoi(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		PQfinish(pc);
+		int at[] = {0, 11, 12, n / 2, n - 17, n - 16, n - 1};
+		for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+			sqlf(f->path,
+			     "UPDATE keys SET blob = set_byte(blob, %d, get_byte(blob, %d) # 1) "
+			     "WHERE id = '%s'",
+			     at[i], at[i], k->id);
+			assert_int_equal(ky_kms_key_get(&f->kms, k->id, 0, NOW, &g),
+			                 KY_ERR_RECORD_TAMPERED);
+			sqlf(f->path,
+			     "UPDATE keys SET blob = set_byte(blob, %d, get_byte(blob, %d) # 1) "
+			     "WHERE id = '%s'",
+			     at[i], at[i], k->id);
+		}
+		g = load(f, k->id);
+		ky_key_free(g);
+		ky_key_free(k);
+		return;
+	}
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	assert_int_equal(
 	    sqlite3_prepare_v2(db, "SELECT blob FROM keys WHERE id = ?", -1, &st, NULL), SQLITE_OK);

@@ -1,4 +1,6 @@
-/* Key storage: the SQLite backend through the dispatch table, on real files in a temp dir. */
+/* Key storage through the dispatch table: the SQLite backend on real files in a temp dir, or
+ * the PostgreSQL backend when KYOK_TEST_PG names a database (tests/pg_run.sh; see
+ * store_fixture.h). The tests that read SQLite files with SQLite itself are skipped there. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,11 +19,14 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "store_fixture.h"
 
 struct fx {
 	char dir[64];
-	char path[128];
-	char uri[160];
+	char path[TFX_URI_MAX]; /* SQLite: the file; PostgreSQL: the URI (for tfx_sql) */
+	char uri[TFX_URI_MAX];
+	bool pg;
+	char schema[48];
 	struct ky_store *s;
 };
 
@@ -30,8 +35,14 @@ static const uint8_t vp_b[KY_VP_LEN] = {0xbb, 2};
 
 static void fx_paths(struct fx *f)
 {
+	if (tfx_pg() != NULL) {
+		f->pg = true;
+		tfx_pg_schema_new(f->schema, sizeof(f->schema), f->uri, sizeof(f->uri));
+		memcpy(f->path, f->uri, sizeof(f->path));
+		return;
+	}
 	snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-	snprintf(f->uri, sizeof(f->uri), "sqlite:%s", f->path);
+	snprintf(f->uri, sizeof(f->uri), "sqlite:%.*s", (int)sizeof(f->uri) - 8, f->path);
 }
 
 static int fx_setup_opts(void **state, const struct ky_store_opts *o)
@@ -61,9 +72,15 @@ static int fx_setup_limit3(void **state)
 static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
-	char p[192];
+	char p[TFX_URI_MAX + 16];
 
 	ky_store_close(f->s);
+	if (f->pg) {
+		tfx_pg_schema_drop(f->schema);
+		rmdir(f->dir);
+		free(f);
+		return 0;
+	}
 	unlink(f->path);
 	snprintf(p, sizeof(p), "%s-wal", f->path);
 	unlink(p);
@@ -108,12 +125,7 @@ static void insert_n(struct ky_store *s, int from, int n, const uint8_t *vp)
 
 static void sql(const char *path, const char *q)
 {
-	sqlite3 *db = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	tfx_sql(path, q);
 }
 
 /* ---- opening ---- */
@@ -143,9 +155,10 @@ static void test_open_file_mode_wal(void **state)
 	struct fx *f = *state;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
-	char p[192];
+	char p[TFX_URI_MAX + 16];
 	struct stat sb;
 
+	TFX_SQLITE_ONLY(f);
 	assert_int_equal(stat(f->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
 	snprintf(p, sizeof(p), "%s-wal", f->path);
@@ -449,6 +462,7 @@ static void test_upgrade_old_store(void **state)
 	struct ky_store *s = NULL;
 	struct ky_store_opts o = {.key_limit = 3};
 
+	TFX_SQLITE_ONLY(f);
 	insert_n(f->s, 0, 3, vp_a);
 	ky_store_close(f->s);
 	f->s = NULL;
@@ -513,6 +527,23 @@ static void test_busy_other_writer(void **state)
 
 	/* another "process" holds the write lock longer than our busy timeout */
 	assert_int_equal(ky_store_open(f->uri, &o, &s2), 0);
+	if (f->pg) {
+		PGconn *other = PQconnectdb(f->path);
+		PGresult *res;
+		assert_int_equal(PQstatus(other), CONNECTION_OK);
+		res = PQexec(other, "BEGIN; SELECT pg_advisory_xact_lock(1803120491, "
+		                    "hashtext(current_schema()))");
+		assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+		PQclear(res);
+		row_make(&row, 1, 1, 0, vp_a);
+		assert_int_equal(ky_store_key_insert(s2, &row), KY_ERR_STORE_BUSY);
+		PQclear(PQexec(other, "COMMIT"));
+		PQfinish(other);
+		assert_int_equal(ky_store_key_insert(s2, &row), 0);
+		ky_store_row_release(&row);
+		ky_store_close(s2);
+		return;
+	}
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	row_make(&row, 1, 1, 0, vp_a);
@@ -530,6 +561,24 @@ static void test_plan_uses_index(void **state)
 	char plan[512];
 
 	insert_n(f->s, 0, 50, vp_a);
+	if (f->pg) {
+		/* PostgreSQL's EXPLAIN: an index scan on the index named, never a Seq Scan */
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "Index Scan using keys_pkey"));
+		assert_null(strstr(plan, "Seq Scan on keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_VP_FETCH, plan, sizeof(plan)),
+		                 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "keys_vp"));
+		assert_null(strstr(plan, "Seq Scan on keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_APIKEY, plan, sizeof(plan)), 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "api_keys_hash_key"));
+		assert_null(strstr(plan, "Seq Scan on api_keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
+		return;
+	}
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, sizeof(plan)), 0);
 	/* Lookups read one constant row (the digest's generation comes with every answer): no
 	 * table may be scanned. */
@@ -867,10 +916,32 @@ static void test_ledger_secrets_apikeys(void **state)
 	assert_int_equal(ky_store_apikey_get(f->s, "ak-1", &ak), KY_ERR_RECORD_MISSING);
 }
 
+/* PostgreSQL: the storage's tables copied to bk_<table> in its schema and back. */
+static const char *const pg_tables[] = {"keys",   "secrets", "api_keys",   "requests",
+                                        "ledger", "meta",    "ledger_log", "counters"};
+
 static void store_copy(const char *from, const char *to)
 {
 	sqlite3 *a = NULL, *b = NULL;
 	sqlite3_backup *bk;
+	char q[256];
+
+	if (tfx_is_pg(from) || tfx_is_pg(to)) {
+		for (size_t i = 0; i < sizeof(pg_tables) / sizeof(pg_tables[0]); i++) {
+			if (tfx_is_pg(from))
+				snprintf(
+				    q, sizeof(q),
+				    "DROP TABLE IF EXISTS bk_%s; CREATE TABLE bk_%s AS SELECT * "
+				    "FROM %s",
+				    pg_tables[i], pg_tables[i], pg_tables[i]);
+			else
+				snprintf(q, sizeof(q),
+				         "DELETE FROM %s; INSERT INTO %s SELECT * FROM bk_%s",
+				         pg_tables[i], pg_tables[i], pg_tables[i]);
+			tfx_sql(tfx_is_pg(from) ? from : to, q);
+		}
+		return;
+	}
 
 	assert_int_equal(sqlite3_open(from, &a), SQLITE_OK);
 	assert_int_equal(sqlite3_open(to, &b), SQLITE_OK);
@@ -957,6 +1028,15 @@ static void test_ledger_digest_refusals(void **state)
 	/* the file gone, or empty */
 	ky_store_close(f->s);
 	f->s = NULL;
+	if (f->pg) { /* the schema emptied */
+		char q[256];
+		snprintf(q, sizeof(q), "DROP SCHEMA %s CASCADE; CREATE SCHEMA %s", f->schema,
+		         f->schema);
+		tfx_sql(f->path, q);
+		assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
+		assert_int_equal(ky_store_open(f->uri, NULL, &f->s), 0);
+		return;
+	}
 	unlink(f->path);
 	assert_int_equal(ky_store_open(f->uri, &must, &s2), KY_ERR_STORAGE_MISSING);
 	assert_int_equal(access(f->path, F_OK), -1);
@@ -1388,6 +1468,7 @@ static void test_requests_upgrade(void **state)
 	struct ky_store_request q, got;
 	struct ky_store *s = NULL;
 
+	TFX_SQLITE_ONLY(f);
 	ky_store_close(f->s);
 	f->s = NULL;
 	sql(f->path, "DROP TABLE requests;");
@@ -1398,6 +1479,73 @@ static void test_requests_upgrade(void **state)
 	assert_int_equal(ky_store_request_get(f->s, "ak-1", "rid-1", &got), 0);
 	ky_store_request_release(&got);
 	ky_store_request_release(&q);
+}
+
+/* ---- PostgreSQL: the server's own failures ---- */
+
+/* No server where the URI points: its own error, naming the storage and libpq's message; a
+ * password in the URI is refused before any connection and never repeated. */
+static void test_pg_unreachable_password(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	char why[512];
+
+	TFX_PG_ONLY(f);
+	assert_int_equal(ky_store_open("postgresql://kyok@/kyok?host=/nonexistent-kyok-dir&"
+	                               "connect_timeout=5",
+	                               NULL, &s),
+	                 KY_ERR_STORE_UNREACHABLE);
+	assert_null(s);
+	ky_store_open_failure(why, sizeof(why));
+	assert_non_null(strstr(why, "key storage 'postgresql://kyok@/nonexistent-kyok-dir/kyok'"));
+	assert_non_null(strstr(why, "PostgreSQL: "));
+	assert_non_null(strstr(why, "nonexistent-kyok-dir")); /* libpq's own words */
+	assert_int_equal(
+	    ky_store_open("postgresql://kyok:Secret-Pw-7@/kyok?host=/nonexistent", NULL, &s),
+	    KY_ERR_STORE_PASSWORD);
+	assert_int_equal(
+	    ky_store_open("postgres:///kyok?host=/nonexistent&password=Secret-Pw-7", NULL, &s),
+	    KY_ERR_STORE_PASSWORD);
+	ky_store_open_failure(why, sizeof(why));
+	assert_null(strstr(why, "Secret-Pw-7"));
+	assert_int_equal(ky_store_open("postgresql:kyok", NULL, &s), KY_ERR_CONFIG);
+}
+
+/* The server ends the unit's connections (a restart, a failover): a read made outside a
+ * transaction is made again on a new connection; a transaction in flight fails and is never
+ * retried. */
+static void test_pg_reconnect(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row, got;
+	static const char kill[] =
+	    "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE pid <> "
+	    "pg_backend_pid() AND datname = current_database() AND backend_type = 'client backend'";
+	char why[512];
+
+	TFX_PG_ONLY(f);
+	insert_n(f->s, 0, 2, vp_a);
+	row_make(&row, 0, 1, 0, vp_a);
+	tfx_sql(f->path, kill);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), 0);
+	ky_store_row_release(&got);
+	tfx_sql(f->path, kill);
+	ky_store_row_release(&row);
+	row_make(&row, 7, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0); /* BEGIN made again */
+	ky_store_row_release(&row);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	tfx_sql(f->path, kill);
+	row_make(&row, 8, 1, 0, vp_a);
+	ky_store_failure_clear(f->s);
+	assert_int_equal(ky_store_key_insert(f->s, &row), KY_ERR_STORE_UNREACHABLE);
+	ky_store_failure(f->s, why, sizeof(why));
+	assert_non_null(strstr(why, "PostgreSQL: "));
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_store_key_get(f->s, row.id, &got), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
 }
 
 int main(void)
@@ -1436,6 +1584,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ledger_vp_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_upgrade, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_pg_unreachable_password, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_pg_reconnect, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
