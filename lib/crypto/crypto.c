@@ -663,18 +663,21 @@ int ky_sign(EVP_PKEY *key, const void *msg, size_t n, struct ky_buf *sig)
 	int r = KY_ERR_INTERNAL;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char *s = NULL;
-	size_t len = 0;
+	size_t len = 0, cap = 0;
 
 	if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha512(), NULL, key) != 1 ||
-	    EVP_DigestSign(ctx, NULL, &len, msg, n) != 1) {
+	    EVP_DigestSign(ctx, NULL, &cap, msg, n) != 1) {
 		r = KY_ERR_CRYPTO;
 		goto out;
 	}
-	if ((s = OPENSSL_malloc(len)) == NULL) {
+	if ((s = OPENSSL_malloc(cap)) == NULL) {
 		r = KY_ERR_CRYPTO;
 		goto out;
 	}
-	if (EVP_DigestSign(ctx, s, &len, msg, n) != 1) {
+	/* The length is checked, not trusted: OpenSSL 3.0's ECDSA reports success with a length
+	 * of (unsigned int)-1 when encoding the signature runs out of memory. */
+	len = cap;
+	if (EVP_DigestSign(ctx, s, &len, msg, n) != 1 || len == 0 || len > cap) {
 		r = KY_ERR_CRYPTO;
 		goto out;
 	}
