@@ -37,6 +37,10 @@ void ky_secret_free(void *p, size_t n);
 
 /* VP = SHA-256(0x01 || key). */
 int ky_vp(const uint8_t key[KY_MK_LEN], uint8_t vp[KY_VP_LEN]) KY_WUR;
+/* HMAC-SHA256 of msg (n bytes) under key (keylen bytes). */
+#define KY_HMAC_SHA256_LEN 32
+int ky_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size_t n,
+                   uint8_t mac[KY_HMAC_SHA256_LEN]) KY_WUR;
 
 /* ---- keys and certificates ---- */
 

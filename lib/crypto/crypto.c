@@ -97,6 +97,27 @@ out:
 	return r;
 }
 
+int ky_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size_t n,
+                   uint8_t mac[KY_HMAC_SHA256_LEN])
+{
+	int r = KY_ERR_INTERNAL;
+	size_t len = 0;
+
+	if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, keylen, msg, n, mac,
+	              KY_HMAC_SHA256_LEN, &len) == NULL ||
+	    len != KY_HMAC_SHA256_LEN) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0) {
+		OPENSSL_cleanse(mac, KY_HMAC_SHA256_LEN);
+		ERR_clear_error();
+	}
+	return r;
+}
+
 /* ---- keys and certificates ---- */
 
 int ky_ec_generate(EVP_PKEY **out)
