@@ -9,12 +9,12 @@
  *   u16 len | material)
  */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
 
@@ -30,31 +30,19 @@
 
 int ky_mk_new(const uint8_t key[KY_MK_LEN], struct ky_mk **out)
 {
-	static const uint8_t one = 0x01;
 	struct ky_mk *mk = NULL;
-	EVP_MD_CTX *md = NULL;
-	unsigned int n = 0;
 	int r = KY_ERR_INTERNAL;
 
 	*out = NULL;
 	if ((mk = OPENSSL_secure_zalloc(sizeof(*mk))) == NULL)
 		return KY_ERR_NOMEM;
 	memcpy(mk->key, key, KY_MK_LEN);
-	if ((md = EVP_MD_CTX_new()) == NULL) {
-		r = KY_ERR_NOMEM;
+	if ((r = ky_vp(mk->key, mk->vp)) != 0)
 		goto out;
-	}
-	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(md, &one, 1) != 1 ||
-	    EVP_DigestUpdate(md, mk->key, KY_MK_LEN) != 1 ||
-	    EVP_DigestFinal_ex(md, mk->vp, &n) != 1 || n != KY_VP_LEN) {
-		r = KY_ERR_CRYPTO;
-		goto out;
-	}
 	*out = mk;
 	mk = NULL; /* transferred */
 	r = 0;
 out:
-	EVP_MD_CTX_free(md);
 	ky_mk_free(mk);
 	return r;
 }
