@@ -31,6 +31,12 @@ int ky_envelope_seal(const uint8_t *secret, size_t n, X509 *recip_cert, struct k
 		r = KY_ERR_CRYPTO;
 		goto out;
 	}
+	/* The ciphertext must travel inside: OpenSSL 3.0's CMS_encrypt ignores a failure to make
+	 * the content attached (out of memory) and returns an envelope that no one can open. */
+	if (CMS_get0_content(cms) == NULL || *CMS_get0_content(cms) == NULL) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
 	/* CMS_KEY_PARAM leaves the key agreement context open to set the KDF digest. */
 	if ((ri = CMS_add1_recipient_cert(cms, recip_cert, CMS_KEY_PARAM)) == NULL ||
 	    CMS_RecipientInfo_type(ri) != CMS_RECIPINFO_AGREE) {
