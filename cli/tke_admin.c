@@ -69,13 +69,13 @@ static int admin_add_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	int i;
 
 	(void)run;
-	if ((i = tke_ustate_admin_by_ski(&u->st, a->ski)) >= 0) {
+	if ((i = ky_unit_state_admin_by_ski(&u->st, a->ski)) >= 0) {
 		snprintf(u->detail, sizeof(u->detail), "administrator '%s' already installed",
 		         u->st.admins[i].name);
 		u->result = TKE_UNCHANGED;
 		return 0;
 	}
-	if ((i = tke_ustate_admin_by_name(&u->st, a->name)) >= 0) {
+	if ((i = ky_unit_state_admin_by_name(&u->st, a->name)) >= 0) {
 		snprintf(u->detail, sizeof(u->detail),
 		         "the unit has an administrator named '%s' with another key (ski %s)",
 		         a->name, u->st.admins[i].ski_hex);
@@ -222,10 +222,10 @@ struct admin_rm_ctx {
 	char ski_hex[2 * KY_SKI_LEN + 1];
 };
 
-static int admin_rm_find(const struct admin_rm_ctx *a, const struct tke_ustate *st)
+static int admin_rm_find(const struct admin_rm_ctx *a, const struct ky_unit_state *st)
 {
-	return a->by_name ? tke_ustate_admin_by_name(st, a->name)
-	                  : tke_ustate_admin_by_ski(st, a->ski);
+	return a->by_name ? ky_unit_state_admin_by_name(st, a->name)
+	                  : ky_unit_state_admin_by_ski(st, a->ski);
 }
 
 static int admin_rm_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
@@ -304,7 +304,7 @@ static int admin_rm_check_named(const struct tke_run *run, const struct admin_rm
 static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 {
 	int r = KY_ERR_INTERNAL;
-	struct tke_admin_info list[KY_MAX_ADMINS * 16];
+	struct ky_unit_admin list[KY_MAX_ADMINS * 16];
 	size_t n = 0;
 	char *line = NULL;
 	int k = 0;
@@ -331,7 +331,7 @@ static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 		for (size_t i = 0; i < run->n; i++) {
 			const struct tke_unit *u = &run->units[i];
 			size_t l = strlen(units);
-			if (u->reachable && tke_ustate_admin_by_ski(&u->st, list[m].ski) >= 0)
+			if (u->reachable && ky_unit_state_admin_by_ski(&u->st, list[m].ski) >= 0)
 				snprintf(units + l, sizeof(units) - l, "%s%d", l > 0 ? "," : "",
 				         u->u.number);
 		}

@@ -364,7 +364,7 @@ static int ai_check_units(struct ai *ai)
 		size_t keep = 0;
 
 		for (size_t k = 0; k < ai->nadmins; k++) {
-			int j = tke_ustate_admin_by_name(&u->st, ai->admins[k].name);
+			int j = ky_unit_state_admin_by_name(&u->st, ai->admins[k].name);
 			if (j >= 0 &&
 			    (ai->admins[k].is_new ||
 			     memcmp(u->st.admins[j].ski, ai->admins[k].ski, KY_SKI_LEN) != 0))
@@ -536,7 +536,7 @@ static int ai_check_signers(struct ai *ai)
 		for (size_t s = 0; s < ai->nsigners; s++) {
 			uint8_t ski[KY_SKI_LEN];
 			if (ky_cert_ski(ai->signers[s].cert, ski) == 0 &&
-			    tke_ustate_admin_by_ski(&u->st, ski) >= 0)
+			    ky_unit_state_admin_by_ski(&u->st, ski) >= 0)
 				have++;
 		}
 		if (have < u->required) {
@@ -581,7 +581,7 @@ static int ai_admin_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	const struct ai_admin *a = ctx;
 
 	(void)run;
-	if (tke_ustate_admin_by_ski(&u->st, a->ski) >= 0) {
+	if (ky_unit_state_admin_by_ski(&u->st, a->ski) >= 0) {
 		snprintf(u->detail, sizeof(u->detail), "administrator '%s' already installed",
 		         a->name);
 		u->result = TKE_UNCHANGED;

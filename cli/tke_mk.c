@@ -576,7 +576,7 @@ static int mk_reg_target(struct tke_run *run, struct mk_reg_ctx *m)
 static int mk_reg_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	struct mk_reg_ctx *m = ctx;
-	const struct tke_ustate *st = &u->st;
+	const struct ky_unit_state *st = &u->st;
 
 	(void)run;
 	if (st->new_state == KY_NEW_EMPTY) {

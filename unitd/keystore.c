@@ -111,10 +111,13 @@ static void ks_ref_free(struct unitd_key_ref *ref)
 /* Drops every cache. Caller holds ks->lock. */
 static void ks_drop_locked(struct unitd_keystore *ks)
 {
+	uint64_t dropped = 0;
+
 	for (size_t b = 0; b < KS_BUCKETS; b++) {
 		struct unitd_key_ref *e = ks->keys[b], *nx;
 		for (; e != NULL; e = nx) {
 			nx = e->next;
+			dropped++;
 			e->next = NULL;
 			e->linked = false;
 			if (atomic_fetch_sub(&e->refs, 1) == 1)
@@ -131,6 +134,8 @@ static void ks_drop_locked(struct unitd_keystore *ks)
 		}
 		ks->apikeys[b] = NULL;
 	}
+	if (dropped > 0)
+		unitd_metrics_cache(UNITD_METRICS_CACHE_EVICT, dropped);
 	if (ks->secret != NULL)
 		OPENSSL_cleanse(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	for (size_t i = 0; i < KS__NSECRETS; i++)
@@ -514,12 +519,14 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 		if (strcmp(e->key->id, id) == 0) {
 			atomic_fetch_add(&e->refs, 1);
 			pthread_mutex_unlock(&ks->lock);
+			unitd_metrics_cache(UNITD_METRICS_CACHE_HIT, 1);
 			*ref = e;
 			return 0;
 		}
 	}
 	gen = ks->gen;
 	pthread_mutex_unlock(&ks->lock);
+	unitd_metrics_cache(UNITD_METRICS_CACHE_MISS, 1);
 
 	if ((r = ky_kms_key_get(kms, id, 0, now, &k)) != 0)
 		return r;
