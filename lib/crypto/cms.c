@@ -312,6 +312,8 @@ out:
 	return r;
 }
 
+static int cms_check_new_signer(const struct ky_buf *der, X509 *cert);
+
 int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 {
 	int r = KY_ERR_INTERNAL;
@@ -352,6 +354,10 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 		}
 	}
 	if ((r = cms_to_der(cms, &out)) != 0)
+		goto out;
+	/* OpenSSL 3.0's ECDSA can report success for a signature it failed to encode (out of
+	 * memory): the new signature is checked before the command is replaced. */
+	if ((r = cms_check_new_signer(&out, cert)) != 0)
 		goto out;
 	ky_buf_free(der);
 	*der = out;
