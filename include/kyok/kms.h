@@ -158,8 +158,6 @@ int ky_key_check(const struct ky_key *k, const struct ky_key_act *a, int64_t now
 /* ky_key_check, then the change in memory (KY_KEY_PURGE changes nothing: the caller
  * deletes the record). */
 int ky_key_apply(struct ky_key *k, const struct ky_key_act *a, int64_t now) KY_WUR;
-/* A random UUID v4, lowercase. */
-int ky_kms_uuid(char out[KY_UUID_LEN + 1]) KY_WUR;
 
 /* ---- the authoritative record ---- */
 

@@ -45,7 +45,7 @@ int ky_cert_ou(const X509 *cert, char *out, size_t outlen)
 
 int ky_csr_create(EVP_PKEY *key, const char *cn, const char *ou, char **pem)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	X509_REQ *req = NULL;
 	X509_NAME *name = NULL;
 	BIO *bio = NULL;
@@ -54,18 +54,24 @@ int ky_csr_create(EVP_PKEY *key, const char *cn, const char *ou, char **pem)
 
 	*pem = NULL;
 	if ((req = X509_REQ_new()) == NULL || (name = X509_NAME_new()) == NULL ||
-	    (bio = BIO_new(BIO_s_mem())) == NULL)
+	    (bio = BIO_new(BIO_s_mem())) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if (X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_UTF8, (const unsigned char *)ou, -1, -1,
 	                               0) != 1 ||
 	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
 	                               0) != 1 ||
 	    X509_REQ_set_version(req, 0) != 1 || X509_REQ_set_subject_name(req, name) != 1 ||
 	    X509_REQ_set_pubkey(req, key) != 1 || X509_REQ_sign(req, key, EVP_sha512()) <= 0 ||
-	    PEM_write_bio_X509_REQ(bio, req) != 1)
+	    PEM_write_bio_X509_REQ(bio, req) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
+	}
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((s = malloc((size_t)len + 1)) == NULL) {
 		r = KY_ERR_NOMEM;
 		goto out;
@@ -85,18 +91,21 @@ out:
 
 int ky_csr_read(const char *pem, EVP_PKEY **pub, char cn[KY_ID_MAX + 1], char ou[KY_ID_MAX + 1])
 {
-	int r = KY_ERR_MALFORMED;
+	int r = KY_ERR_INTERNAL;
 	BIO *bio = BIO_new_mem_buf(pem, -1);
 	X509_REQ *req = NULL;
 	EVP_PKEY *pk = NULL;
 
 	*pub = NULL;
-	if (bio == NULL || (req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL)) == NULL)
+	if (bio == NULL || (req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL)) == NULL) {
+		r = KY_ERR_MALFORMED;
 		goto out;
-	r = KY_ERR_BAD_CERT;
+	}
 	if ((pk = X509_REQ_get_pubkey(req)) == NULL || !ky_pkey_is_p521(pk) ||
-	    X509_REQ_verify(req, pk) != 1)
+	    X509_REQ_verify(req, pk) != 1) {
+		r = KY_ERR_BAD_CERT;
 		goto out;
+	}
 	if ((r = anchor_name_entry(X509_REQ_get_subject_name(req), NID_commonName, cn,
 	                           KY_ID_MAX + 1)) != 0 ||
 	    (r = anchor_name_entry(X509_REQ_get_subject_name(req), NID_organizationalUnitName, ou,
@@ -116,31 +125,41 @@ out:
 
 int ky_cert_chain_verify(X509 *cert, X509 *identity, X509 *anchor)
 {
-	int r = KY_ERR_BAD_SIGNATURE;
+	int r = KY_ERR_INTERNAL;
 	X509_STORE *store = NULL;
 	X509_STORE_CTX *ctx = NULL;
 	STACK_OF(X509) *untrusted = NULL;
 
-	if (cert == NULL || anchor == NULL)
+	if (cert == NULL || anchor == NULL) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
-	r = KY_ERR_NOMEM;
+	}
 	if ((store = X509_STORE_new()) == NULL || (ctx = X509_STORE_CTX_new()) == NULL ||
-	    (untrusted = sk_X509_new_null()) == NULL)
+	    (untrusted = sk_X509_new_null()) == NULL) {
+		r = KY_ERR_NOMEM;
 		goto out;
+	}
 	if (X509_STORE_add_cert(store, anchor) != 1 ||
-	    (identity != NULL && sk_X509_push(untrusted, identity) <= 0))
+	    (identity != NULL && sk_X509_push(untrusted, identity) <= 0)) {
+		r = KY_ERR_NOMEM;
 		goto out;
-	if (X509_STORE_CTX_init(ctx, store, cert, untrusted) != 1)
+	}
+	if (X509_STORE_CTX_init(ctx, store, cert, untrusted) != 1) {
+		r = KY_ERR_NOMEM;
 		goto out;
-	r = KY_ERR_BAD_SIGNATURE;
-	if (X509_verify_cert(ctx) != 1)
+	}
+	if (X509_verify_cert(ctx) != 1) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
+	}
 	/* The path found must end at the anchor itself, through the identity when given. */
 	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
 	int n = sk_X509_num(chain);
 	if (n != (identity != NULL ? 3 : 2) || X509_cmp(sk_X509_value(chain, n - 1), anchor) != 0 ||
-	    (identity != NULL && X509_cmp(sk_X509_value(chain, 1), identity) != 0))
+	    (identity != NULL && X509_cmp(sk_X509_value(chain, 1), identity) != 0)) {
+		r = KY_ERR_BAD_SIGNATURE;
 		goto out;
+	}
 	r = 0;
 out:
 	sk_X509_free(untrusted); /* the certificates stay the caller's */

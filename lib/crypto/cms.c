@@ -134,7 +134,7 @@ static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 {
 	const unsigned char *p = der;
 	CMS_ContentInfo *cms;
-	int r;
+	int r = KY_ERR_INTERNAL;
 
 	if (der == NULL || n == 0 || n > CMS_MAX_BYTES)
 		return KY_ERR_NOT_COMMAND;
@@ -157,12 +157,14 @@ static int cms_from_der(const uint8_t *der, size_t n, CMS_ContentInfo **out)
 
 static int cms_to_der(CMS_ContentInfo *cms, struct ky_buf *der)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	unsigned char *p = NULL;
 	int len = i2d_CMS_ContentInfo(cms, &p);
 
-	if (len <= 0)
+	if (len <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(der, p, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -181,7 +183,7 @@ static const ASN1_OCTET_STRING *cms_content(CMS_ContentInfo *cms)
 
 int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	CMS_ContentInfo *cms = NULL;
 	ASN1_OCTET_STRING *os = NULL, **pos;
 
@@ -190,11 +192,15 @@ int ky_cms_unsigned(const void *content, size_t n, struct ky_buf *der)
 	/* CMS_final needs a digest algorithm, which only a signer brings: with none yet, the
 	 * content goes straight into the encapsulated content slot. */
 	if ((cms = CMS_sign(NULL, NULL, NULL, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL ||
-	    (pos = CMS_get0_content(cms)) == NULL)
+	    (pos = CMS_get0_content(cms)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((os = ASN1_OCTET_STRING_new()) == NULL ||
-	    ASN1_OCTET_STRING_set(os, content, (int)n) != 1)
+	    ASN1_OCTET_STRING_set(os, content, (int)n) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	ASN1_OCTET_STRING_free(*pos);
 	*pos = os;
 	os = NULL; /* transferred */
@@ -224,7 +230,7 @@ static int cms_has_cert(CMS_ContentInfo *cms, X509 *cert)
 /* First signature: a fresh SignedData over the content, carrying over embedded certs. */
 static int cms_sign_fresh(CMS_ContentInfo *old, X509 *cert, EVP_PKEY *key, CMS_ContentInfo **out)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	const ASN1_OCTET_STRING *content = cms_content(old);
 	STACK_OF(X509) *certs = CMS_get1_certs(old);
 	unsigned int flags = CMS_SIGN_FLAGS;
@@ -237,15 +243,21 @@ static int cms_sign_fresh(CMS_ContentInfo *old, X509 *cert, EVP_PKEY *key, CMS_C
 	}
 	if ((in = BIO_new_mem_buf(ASN1_STRING_length(content) > 0 ? ASN1_STRING_get0_data(content)
 	                                                          : (const unsigned char *)"",
-	                          ASN1_STRING_length(content))) == NULL)
+	                          ASN1_STRING_length(content))) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((cms = CMS_sign(NULL, NULL, certs, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL)
+	}
+	if ((cms = CMS_sign(NULL, NULL, certs, NULL, CMS_BINARY | CMS_PARTIAL)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if (cms_has_cert(cms, cert))
 		flags |= CMS_NOCERTS;
 	if (CMS_add1_signer(cms, cert, key, EVP_sha512(), flags) == NULL ||
-	    CMS_final(cms, in, NULL, CMS_BINARY) != 1)
+	    CMS_final(cms, in, NULL, CMS_BINARY) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	*out = cms;
 	cms = NULL; /* transferred */
 	r = 0;
@@ -280,24 +292,27 @@ static int cms_digest_content(CMS_ContentInfo *cms, BIO **chain)
  * new signature covering the digest of content the signer never saw. */
 static int cms_check_digests(CMS_ContentInfo *cms)
 {
-	int r = KY_ERR_BAD_SIGNATURE;
+	int r = KY_ERR_INTERNAL;
 	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
 	BIO *chain = NULL;
 
 	if ((r = cms_digest_content(cms, &chain)) != 0)
 		return r;
-	r = KY_ERR_BAD_SIGNATURE;
 	for (int i = 0; i < sk_CMS_SignerInfo_num(sis); i++) {
 		CMS_SignerInfo *si = sk_CMS_SignerInfo_value(sis, i);
 		if (CMS_signed_get_attr_count(si) <= 0 ||
-		    CMS_SignerInfo_verify_content(si, chain) != 1)
+		    CMS_SignerInfo_verify_content(si, chain) != 1) {
+			r = KY_ERR_BAD_SIGNATURE;
 			goto out;
+		}
 	}
 	r = 0;
 out:
 	BIO_free_all(chain);
 	return r;
 }
+
+static int cms_check_new_signer(const struct ky_buf *der, X509 *cert);
 
 int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 {
@@ -320,7 +335,6 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 		r = KY_ERR_TOO_MANY_SIGNATURES;
 		goto out;
 	}
-	r = KY_ERR_CRYPTO;
 	if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) <= 0) {
 		if ((r = cms_sign_fresh(cms, cert, key, &fresh)) != 0)
 			goto out;
@@ -332,13 +346,18 @@ int ky_cms_add_signer(struct ky_buf *der, X509 *cert, EVP_PKEY *key)
 		 * signer, so the content is not re-encoded and earlier signatures stay valid. */
 		if ((r = cms_check_digests(cms)) != 0)
 			goto out;
-		r = KY_ERR_CRYPTO;
 		if (cms_has_cert(cms, cert))
 			flags |= CMS_NOCERTS;
-		if (CMS_add1_signer(cms, cert, key, EVP_sha512(), flags) == NULL)
+		if (CMS_add1_signer(cms, cert, key, EVP_sha512(), flags) == NULL) {
+			r = KY_ERR_CRYPTO;
 			goto out;
+		}
 	}
 	if ((r = cms_to_der(cms, &out)) != 0)
+		goto out;
+	/* OpenSSL 3.0's ECDSA can report success for a signature it failed to encode (out of
+	 * memory): the new signature is checked before the command is replaced. */
+	if ((r = cms_check_new_signer(&out, cert)) != 0)
 		goto out;
 	ky_buf_free(der);
 	*der = out;
@@ -357,18 +376,25 @@ out:
  * PKCS7_ATTR_SIGN is the same sorted SET OF Attribute as CMS's own template. */
 static int cms_signed_attrs_der(CMS_SignerInfo *si, struct ky_buf *out)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	STACK_OF(X509_ATTRIBUTE) *attrs = sk_X509_ATTRIBUTE_new_null();
 	unsigned char *der = NULL;
 	int len;
 
-	if (attrs == NULL)
+	if (attrs == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	for (int i = 0; i < CMS_signed_get_attr_count(si); i++)
-		if (sk_X509_ATTRIBUTE_push(attrs, CMS_signed_get_attr(si, i)) <= 0)
+		if (sk_X509_ATTRIBUTE_push(attrs, CMS_signed_get_attr(si, i)) <= 0) {
+			r = KY_ERR_CRYPTO;
 			goto out;
-	if ((len = ASN1_item_i2d((ASN1_VALUE *)attrs, &der, ASN1_ITEM_rptr(PKCS7_ATTR_SIGN))) <= 0)
+		}
+	if ((len = ASN1_item_i2d((ASN1_VALUE *)attrs, &der, ASN1_ITEM_rptr(PKCS7_ATTR_SIGN))) <=
+	    0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(out, der, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -437,36 +463,45 @@ int ky_cms_add_signer_ext(struct ky_buf *der, X509 *cert, const struct ky_ext_si
 		r = KY_ERR_TAMPERED;
 		goto out;
 	}
-	r = KY_ERR_CRYPTO;
 	if (cms_has_cert(cms, cert))
 		flags |= CMS_NOCERTS;
 	/* CMS_PARTIAL: the SignerInfo is set up (signer id, algorithms, certificate) but not
 	 * signed; the public key is enough for that. The attributes and the signature follow. */
-	if ((si = CMS_add1_signer(cms, cert, s->pub, EVP_sha512(), flags)) == NULL)
+	if ((si = CMS_add1_signer(cms, cert, s->pub, EVP_sha512(), flags)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if (EVP_Digest(ASN1_STRING_get0_data(content), (size_t)ASN1_STRING_length(content), md,
-	               NULL, EVP_sha512(), NULL) != 1)
+	               NULL, EVP_sha512(), NULL) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((now = X509_gmtime_adj(NULL, 0)) == NULL)
+	}
+	if ((now = X509_gmtime_adj(NULL, 0)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if (CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
 	                                OBJ_nid2obj(NID_pkcs7_data), -1) != 1 ||
 	    CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, ASN1_STRING_type(now), now,
 	                                -1) != 1 ||
 	    CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, md,
-	                                (int)sizeof(md)) != 1)
+	                                (int)sizeof(md)) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = cms_signed_attrs_der(si, &attrs)) != 0)
 		goto out;
-	r = KY_ERR_CRYPTO;
-	if (EVP_Digest(attrs.data, attrs.len, amd, NULL, EVP_sha512(), NULL) != 1)
+	if (EVP_Digest(attrs.data, attrs.len, amd, NULL, EVP_sha512(), NULL) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = s->sign(s->arg, amd, sizeof(amd), &sig)) != 0)
 		goto out;
-	r = KY_ERR_CRYPTO;
 	if ((sigval = CMS_SignerInfo_get0_signature(si)) == NULL || sig.len > INT_MAX ||
-	    ASN1_OCTET_STRING_set(sigval, sig.data, (int)sig.len) != 1)
+	    ASN1_OCTET_STRING_set(sigval, sig.data, (int)sig.len) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = cms_to_der(cms, &out)) != 0)
 		goto out;
 	/* What was built here by hand must verify as a unit will verify it. */
@@ -608,7 +643,7 @@ const struct ky_cms_signer *ky_cms_signed_signer(const struct ky_cms_signed *sd,
 
 int ky_cms_signed_verify(struct ky_cms_signed *sd, size_t i, EVP_PKEY *pub)
 {
-	int r = KY_ERR_BAD_SIGNATURE;
+	int r = KY_ERR_INTERNAL;
 	STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(sd->cms);
 	CMS_SignerInfo *si;
 	X509_ALGOR *digest = NULL;

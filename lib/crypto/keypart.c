@@ -120,7 +120,7 @@ static int keypart_uint(const char *v, size_t vlen, uint64_t min, uint64_t max, 
 /* Strict parser of the header; text is the whole file. */
 static int keypart_parse_header(const char *text, size_t textlen, struct keypart_header *h)
 {
-	int r = KY_ERR_NOT_KEY_PART;
+	int r = KY_ERR_INTERNAL;
 	size_t pos = 0, vlen = 0;
 	const char *v = NULL;
 	uint64_t x = 0;
@@ -189,7 +189,7 @@ static int keypart_format_header(const struct keypart_header *h, struct ky_buf *
 /* KEK = scrypt(password, salt, N, r, p), 32 bytes into kek (secure heap). */
 static int keypart_kek(const char *password, const struct keypart_header *h, uint8_t *kek)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
 	EVP_KDF_CTX *ctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
 	uint64_t n = h->n, maxmem = 2 * KEYPART_MEM_MAX;
@@ -206,8 +206,10 @@ static int keypart_kek(const char *password, const struct keypart_header *h, uin
 	    OSSL_PARAM_construct_end(),
 	};
 
-	if (ctx == NULL || EVP_KDF_derive(ctx, kek, KEYPART_KEK_LEN, params) != 1)
+	if (ctx == NULL || EVP_KDF_derive(ctx, kek, KEYPART_KEK_LEN, params) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	r = 0;
 out:
 	EVP_KDF_CTX_free(ctx);
@@ -222,7 +224,7 @@ out:
 /* AuthEnvelopedData of content to the KEK; PEM appended to out. */
 static int keypart_seal(const uint8_t *kek, const struct ky_buf *content, struct ky_buf *out)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	CMS_ContentInfo *cms = NULL;
 	BIO *in = NULL, *pem = NULL;
 	unsigned char *key = NULL, *id = NULL;
@@ -230,25 +232,37 @@ static int keypart_seal(const uint8_t *kek, const struct ky_buf *content, struct
 	long len;
 
 	if ((in = BIO_new_mem_buf(content->data, (int)content->len)) == NULL ||
-	    (pem = BIO_new(BIO_s_mem())) == NULL)
+	    (pem = BIO_new(BIO_s_mem())) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	cms = CMS_encrypt(NULL, NULL, EVP_aes_256_gcm(), CMS_BINARY | CMS_PARTIAL);
-	if (cms == NULL)
+	if (cms == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	/* The recipient takes both buffers: the key is clear-freed with the structure. */
 	if ((key = OPENSSL_malloc(KEYPART_KEK_LEN)) == NULL ||
-	    (id = OPENSSL_memdup(keypart_kek_id, sizeof(keypart_kek_id))) == NULL)
+	    (id = OPENSSL_memdup(keypart_kek_id, sizeof(keypart_kek_id))) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	memcpy(key, kek, KEYPART_KEK_LEN);
 	if (CMS_add0_recipient_key(cms, NID_id_aes256_wrap, key, KEYPART_KEK_LEN, id,
-	                           sizeof(keypart_kek_id), NULL, NULL, NULL) == NULL)
+	                           sizeof(keypart_kek_id), NULL, NULL, NULL) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	key = NULL; /* transferred */
 	id = NULL;  /* transferred */
-	if (CMS_final(cms, in, NULL, CMS_BINARY) != 1 || PEM_write_bio_CMS(pem, cms) != 1)
+	if (CMS_final(cms, in, NULL, CMS_BINARY) != 1 || PEM_write_bio_CMS(pem, cms) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((len = BIO_get_mem_data(pem, &data)) <= 0)
+	}
+	if ((len = BIO_get_mem_data(pem, &data)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(out, data, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -294,9 +308,10 @@ int ky_keypart_write(const char *path, const uint8_t part[KY_MK_LEN], const char
 	if ((r = ky_buf_append(&content, file.data, file.len)) != 0 ||
 	    (r = ky_buf_append(&content, part, KY_MK_LEN)) != 0)
 		goto out;
-	r = KY_ERR_NOMEM;
-	if ((kek = ky_secret_alloc(KEYPART_KEK_LEN)) == NULL)
+	if ((kek = ky_secret_alloc(KEYPART_KEK_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
 		goto out;
+	}
 	if ((r = keypart_kek(password, &h, kek)) != 0)
 		goto out;
 	if ((r = keypart_seal(kek, &content, &file)) != 0)
@@ -341,7 +356,7 @@ out:
  * recipient named "kyok" and nothing after the PEM block. */
 static int keypart_cms(const struct ky_buf *file, size_t off, CMS_ContentInfo **out)
 {
-	int r = KY_ERR_TAMPERED;
+	int r = KY_ERR_INTERNAL;
 	BIO *bio = BIO_new_mem_buf(file->data + off, (int)(file->len - off));
 	CMS_ContentInfo *cms = NULL;
 	STACK_OF(CMS_RecipientInfo) * ris;
@@ -351,16 +366,24 @@ static int keypart_cms(const struct ky_buf *file, size_t off, CMS_ContentInfo **
 		r = KY_ERR_NOMEM;
 		goto out;
 	}
-	if ((cms = PEM_read_bio_CMS(bio, NULL, NULL, NULL)) == NULL || BIO_pending(bio) != 0)
+	if ((cms = PEM_read_bio_CMS(bio, NULL, NULL, NULL)) == NULL || BIO_pending(bio) != 0) {
+		r = KY_ERR_TAMPERED;
 		goto out;
-	if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_id_smime_ct_authEnvelopedData)
+	}
+	if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_id_smime_ct_authEnvelopedData) {
+		r = KY_ERR_TAMPERED;
 		goto out;
-	if ((ris = CMS_get0_RecipientInfos(cms)) == NULL || sk_CMS_RecipientInfo_num(ris) != 1)
+	}
+	if ((ris = CMS_get0_RecipientInfos(cms)) == NULL || sk_CMS_RecipientInfo_num(ris) != 1) {
+		r = KY_ERR_TAMPERED;
 		goto out;
+	}
 	ri = sk_CMS_RecipientInfo_value(ris, 0);
 	if (CMS_RecipientInfo_type(ri) != CMS_RECIPINFO_KEK ||
-	    CMS_RecipientInfo_kekri_id_cmp(ri, keypart_kek_id, sizeof(keypart_kek_id)) != 0)
+	    CMS_RecipientInfo_kekri_id_cmp(ri, keypart_kek_id, sizeof(keypart_kek_id)) != 0) {
+		r = KY_ERR_TAMPERED;
 		goto out;
+	}
 	*out = cms;
 	cms = NULL; /* transferred */
 	r = 0;
@@ -400,25 +423,28 @@ int ky_keypart_open(const char *path, const char *password, struct ky_keypart_in
 		goto out;
 	if ((r = keypart_cms(&file, h.len, &cms)) != 0)
 		goto out;
-	r = KY_ERR_NOMEM;
 	if ((kek = ky_secret_alloc(KEYPART_KEK_LEN)) == NULL ||
-	    (plain = BIO_new(BIO_s_secmem())) == NULL)
+	    (plain = BIO_new(BIO_s_secmem())) == NULL) {
+		r = KY_ERR_NOMEM;
 		goto out;
+	}
 	if ((r = keypart_kek(password, &h, kek)) != 0)
 		goto out;
 	if ((r = keypart_decrypt(cms, kek, plain)) != 0)
 		goto out;
 	/* The authenticated copy of the header must equal the readable one, byte for byte. */
-	r = KY_ERR_METADATA_ALTERED;
 	len = BIO_get_mem_data(plain, &data);
 	if (len < 0 || (size_t)len != h.len + KY_MK_LEN ||
-	    CRYPTO_memcmp(data, file.data, h.len) != 0)
+	    CRYPTO_memcmp(data, file.data, h.len) != 0) {
+		r = KY_ERR_METADATA_ALTERED;
 		goto out;
+	}
 	if ((r = ky_vp((const uint8_t *)data + h.len, vp)) != 0)
 		goto out;
-	r = KY_ERR_METADATA_ALTERED;
-	if (CRYPTO_memcmp(vp, h.info.vp, KY_VP_LEN) != 0)
+	if (CRYPTO_memcmp(vp, h.info.vp, KY_VP_LEN) != 0) {
+		r = KY_ERR_METADATA_ALTERED;
 		goto out;
+	}
 	memcpy(part, data + h.len, KY_MK_LEN);
 	if (info != NULL)
 		*info = h.info;

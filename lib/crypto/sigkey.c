@@ -109,7 +109,7 @@ static int sigkey_block_sum(const X509_SIG *p8, uint8_t sum[32])
 
 static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
 {
-	int r = KY_ERR_NOT_SIGKEY;
+	int r = KY_ERR_INTERNAL;
 	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
 	unsigned char *der = NULL;
 	const unsigned char *p;
@@ -122,9 +122,10 @@ static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
 	if ((r = sigkey_pem_block(bio, PEM_STRING_X509, &der, &len)) != 0)
 		goto out;
 	p = der;
-	r = KY_ERR_NOT_SIGKEY;
-	if ((b->cert = d2i_X509(NULL, &p, len)) == NULL || p != der + len)
+	if ((b->cert = d2i_X509(NULL, &p, len)) == NULL || p != der + len) {
+		r = KY_ERR_NOT_SIGKEY;
 		goto out;
+	}
 	OPENSSL_free(der);
 	der = NULL;
 	if ((r = sigkey_sum_line(file, b)) != 0)
@@ -132,9 +133,10 @@ static int sigkey_parse(const struct ky_buf *file, struct sigkey_blocks *b)
 	if ((r = sigkey_pem_block(bio, PEM_STRING_PKCS8, &der, &len)) != 0)
 		goto out;
 	p = der;
-	r = KY_ERR_NOT_SIGKEY;
-	if ((b->p8 = d2i_X509_SIG(NULL, &p, len)) == NULL || p != der + len)
+	if ((b->p8 = d2i_X509_SIG(NULL, &p, len)) == NULL || p != der + len) {
+		r = KY_ERR_NOT_SIGKEY;
 		goto out;
+	}
 	r = 0;
 out:
 	OPENSSL_free(der);
@@ -173,7 +175,7 @@ out:
 
 static int sigkey_encode(X509 *cert, EVP_PKEY *key, const char *password, struct ky_buf *out)
 {
-	int r = KY_ERR_CRYPTO;
+	int r = KY_ERR_INTERNAL;
 	PKCS8_PRIV_KEY_INFO *p8inf = NULL;
 	X509_ALGOR *pbe = NULL;
 	X509_SIG *p8 = NULL;
@@ -182,24 +184,36 @@ static int sigkey_encode(X509 *cert, EVP_PKEY *key, const char *password, struct
 	uint8_t sum[32];
 	long len;
 
-	if ((bio = BIO_new(BIO_s_mem())) == NULL || (p8inf = EVP_PKEY2PKCS8(key)) == NULL)
+	if ((bio = BIO_new(BIO_s_mem())) == NULL || (p8inf = EVP_PKEY2PKCS8(key)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	pbe = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, SIGKEY_SALT_LEN, NULL, SIGKEY_SCRYPT_N,
 	                            SIGKEY_SCRYPT_R, SIGKEY_SCRYPT_P);
-	if (pbe == NULL)
+	if (pbe == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((p8 = PKCS8_set0_pbe(password, (int)strlen(password), p8inf, pbe)) == NULL)
+	}
+	if ((p8 = PKCS8_set0_pbe(password, (int)strlen(password), p8inf, pbe)) == NULL) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	pbe = NULL; /* transferred */
-	if (sigkey_block_sum(p8, sum) != 0)
+	if (sigkey_block_sum(p8, sum) != 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	ky_hex_encode(sum, sizeof(sum), hex);
 	if (PEM_write_bio_X509(bio, cert) != 1 ||
 	    BIO_printf(bio, "%s%s\n", SIGKEY_SUM_LABEL, hex) <= 0 ||
-	    PEM_write_bio_PKCS8(bio, p8) != 1)
+	    PEM_write_bio_PKCS8(bio, p8) != 1) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
+	}
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(out, data, (size_t)len)) != 0)
 		goto out;
 	r = 0;
@@ -289,7 +303,7 @@ out:
 /* The token form: the certificate block, then the four lines, then nothing. */
 static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_sigkey_token *tok)
 {
-	int r = KY_ERR_NOT_SIGKEY;
+	int r = KY_ERR_INTERNAL;
 	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
 	const char *p = NULL, *end = NULL;
 	char hex[2 * KY_TOKEN_ID_LEN + 2];
@@ -310,10 +324,11 @@ static int sigkey_token_parse(const struct ky_buf *file, X509 **cert, struct ky_
 	        0 ||
 	    (r = sigkey_token_line(&p, end, SIGKEY_TOK_ID, hex, sizeof(hex))) != 0)
 		goto out;
-	r = KY_ERR_NOT_SIGKEY;
 	if (p != end || strlen(hex) != 2 * KY_TOKEN_ID_LEN ||
-	    ky_hex_decode(hex, tok->id, KY_TOKEN_ID_LEN) != 0 || !sigkey_token_ok(tok))
+	    ky_hex_decode(hex, tok->id, KY_TOKEN_ID_LEN) != 0 || !sigkey_token_ok(tok)) {
+		r = KY_ERR_NOT_SIGKEY;
 		goto out;
+	}
 	*cert = x;
 	x = NULL; /* transferred */
 	r = 0;
@@ -332,7 +347,7 @@ out:
 static int sigkey_card_line(const char **p, const char *end, const char *prefix,
                             uint8_t out[KY_SIGKEY_CARD_ID_LEN])
 {
-	int r = KY_ERR_NOT_SIGKEY;
+	int r = KY_ERR_INTERNAL;
 	char hex[2 * KY_SIGKEY_CARD_ID_LEN + 2];
 
 	if ((r = sigkey_token_line(p, end, prefix, hex, sizeof(hex))) != 0)
@@ -351,7 +366,7 @@ out:
  * the certificate key's. */
 static int sigkey_card_parse(const struct ky_buf *file, X509 **cert, struct ky_sigkey_card *card)
 {
-	int r = KY_ERR_NOT_SIGKEY;
+	int r = KY_ERR_INTERNAL;
 	BIO *bio = BIO_new_mem_buf(file->data, (int)file->len);
 	const char *p = NULL, *end = NULL;
 	uint8_t ski[KY_SIGKEY_CARD_ID_LEN];
@@ -581,14 +596,17 @@ int ky_sigkey_token_create(const char *path, const char *name, const struct ky_e
 	if ((r = ky_admin_cert_check(cert)) != 0)
 		goto out; /* KY_ERR_ADMIN_NAME for a name with unprintable characters */
 	ky_hex_encode(tok->id, KY_TOKEN_ID_LEN, hex);
-	r = KY_ERR_CRYPTO;
 	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1 ||
 	    BIO_printf(bio, "%s%s\n%s%s\n%s%s\n%s%s\n", SIGKEY_TOK_MODULE, tok->module,
 	               SIGKEY_TOK_LABEL, tok->label, SIGKEY_TOK_SERIAL, tok->serial, SIGKEY_TOK_ID,
-	               hex) <= 0)
+	               hex) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
-	if ((len = BIO_get_mem_data(bio, &data)) <= 0)
+	}
+	if ((len = BIO_get_mem_data(bio, &data)) <= 0) {
+		r = KY_ERR_CRYPTO;
 		goto out;
+	}
 	if ((r = ky_buf_append(&file, data, (size_t)len)) != 0)
 		goto out;
 	if ((r = ky_file_write_atomic(path, file.data, file.len, 0600)) != 0)
@@ -655,7 +673,7 @@ static bool sigkey_integer(const ASN1_INTEGER *a, uint64_t *v)
  * scrypt or PBKDF2-HMAC-SHA256 at our work factors, and an AES-256 cipher. */
 static int sigkey_kdf_check(const X509_SIG *p8)
 {
-	int r = KY_ERR_WEAK_KEY_FILE;
+	int r = KY_ERR_INTERNAL;
 	const X509_ALGOR *alg = NULL;
 	PBE2PARAM *pbe2 = NULL;
 	SCRYPT_PARAMS *sp = NULL;
@@ -664,34 +682,49 @@ static int sigkey_kdf_check(const X509_SIG *p8)
 	int cipher;
 
 	X509_SIG_get0(p8, &alg, NULL);
-	if (alg == NULL || OBJ_obj2nid(alg->algorithm) != NID_pbes2)
+	if (alg == NULL || OBJ_obj2nid(alg->algorithm) != NID_pbes2) {
+		r = KY_ERR_WEAK_KEY_FILE;
 		goto out;
-	if ((pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter)) == NULL)
+	}
+	if ((pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter)) == NULL) {
+		r = KY_ERR_WEAK_KEY_FILE;
 		goto out;
+	}
 	cipher = OBJ_obj2nid(pbe2->encryption->algorithm);
-	if (cipher != NID_aes_256_cbc && cipher != NID_aes_256_gcm)
+	if (cipher != NID_aes_256_cbc && cipher != NID_aes_256_gcm) {
+		r = KY_ERR_WEAK_KEY_FILE;
 		goto out;
+	}
 	switch (OBJ_obj2nid(pbe2->keyfunc->algorithm)) {
 	case NID_id_scrypt:
 		sp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(SCRYPT_PARAMS),
 		                               pbe2->keyfunc->parameter);
 		if (sp == NULL || !sigkey_integer(sp->costParameter, &n) ||
 		    !sigkey_integer(sp->blockSize, &rr) ||
-		    !sigkey_integer(sp->parallelizationParameter, &p))
+		    !sigkey_integer(sp->parallelizationParameter, &p)) {
+			r = KY_ERR_WEAK_KEY_FILE;
 			goto out;
+		}
 		if (rr < SIGKEY_SCRYPT_R || n > (1u << 24) || rr > 64 || p > 64 ||
-		    n * rr * p < SIGKEY_SCRYPT_MIN_WORK)
+		    n * rr * p < SIGKEY_SCRYPT_MIN_WORK) {
+			r = KY_ERR_WEAK_KEY_FILE;
 			goto out;
+		}
 		break;
 	case NID_id_pbkdf2:
 		kp = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM),
 		                               pbe2->keyfunc->parameter);
-		if (kp == NULL || !sigkey_integer(kp->iter, &iter) || iter < SIGKEY_PBKDF2_MIN)
+		if (kp == NULL || !sigkey_integer(kp->iter, &iter) || iter < SIGKEY_PBKDF2_MIN) {
+			r = KY_ERR_WEAK_KEY_FILE;
 			goto out;
-		if (kp->prf == NULL || OBJ_obj2nid(kp->prf->algorithm) != NID_hmacWithSHA256)
+		}
+		if (kp->prf == NULL || OBJ_obj2nid(kp->prf->algorithm) != NID_hmacWithSHA256) {
+			r = KY_ERR_WEAK_KEY_FILE;
 			goto out;
+		}
 		break;
 	default:
+		r = KY_ERR_WEAK_KEY_FILE;
 		goto out;
 	}
 	r = 0;

@@ -12,11 +12,13 @@
  *   hash (32 bytes), created (i64), revoked (i64)
  */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <string.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
+
+_Static_assert(KY_APIKEY_MAC_LEN == KY_HMAC_SHA256_LEN, "the API key tag is an HMAC-SHA256");
 
 #define APIKEY_LABEL "kyok-apikey-v1"
 #define APIKEY_MSG_MAX                                                                     \
@@ -48,7 +50,7 @@ int ky_kms_apikey_mac(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *inst
                       const struct ky_store_apikey *k, uint8_t out[KY_APIKEY_MAC_LEN])
 {
 	uint8_t msg[APIKEY_MSG_MAX];
-	size_t n = 0, outlen = 0;
+	size_t n = 0;
 	int r;
 
 	if (instance == NULL || instance[0] == '\0')
@@ -63,11 +65,7 @@ int ky_kms_apikey_mac(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *inst
 	n += KY_APIKEY_HASH_LEN;
 	n += apikey_put_i64(msg + n, k->created);
 	n += apikey_put_i64(msg + n, k->revoked);
-	r = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, KY_APIKEY_MAC_KEY_LEN, msg, n, out,
-	              KY_APIKEY_MAC_LEN, &outlen) != NULL &&
-	            outlen == KY_APIKEY_MAC_LEN
-	        ? 0
-	        : KY_ERR_CRYPTO;
+	r = ky_hmac_sha256(key, KY_APIKEY_MAC_KEY_LEN, msg, n, out);
 	OPENSSL_cleanse(msg, sizeof(msg));
 	return r;
 }

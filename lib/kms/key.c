@@ -9,12 +9,12 @@
  *   u16 len | material)
  */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
 
@@ -30,31 +30,19 @@
 
 int ky_mk_new(const uint8_t key[KY_MK_LEN], struct ky_mk **out)
 {
-	static const uint8_t one = 0x01;
 	struct ky_mk *mk = NULL;
-	EVP_MD_CTX *md = NULL;
-	unsigned int n = 0;
 	int r = KY_ERR_INTERNAL;
 
 	*out = NULL;
 	if ((mk = OPENSSL_secure_zalloc(sizeof(*mk))) == NULL)
 		return KY_ERR_NOMEM;
 	memcpy(mk->key, key, KY_MK_LEN);
-	if ((md = EVP_MD_CTX_new()) == NULL) {
-		r = KY_ERR_NOMEM;
+	if ((r = ky_vp(mk->key, mk->vp)) != 0)
 		goto out;
-	}
-	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(md, &one, 1) != 1 ||
-	    EVP_DigestUpdate(md, mk->key, KY_MK_LEN) != 1 ||
-	    EVP_DigestFinal_ex(md, mk->vp, &n) != 1 || n != KY_VP_LEN) {
-		r = KY_ERR_CRYPTO;
-		goto out;
-	}
 	*out = mk;
 	mk = NULL; /* transferred */
 	r = 0;
 out:
-	EVP_MD_CTX_free(md);
 	ky_mk_free(mk);
 	return r;
 }
@@ -65,26 +53,6 @@ void ky_mk_free(struct ky_mk *mk)
 }
 
 /* ---- key objects ---- */
-
-int ky_kms_uuid(char out[KY_UUID_LEN + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	uint8_t b[16];
-	size_t o = 0;
-
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return KY_ERR_CRYPTO;
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hex[b[i] >> 4];
-		out[o++] = hex[b[i] & 0x0f];
-	}
-	out[o] = '\0';
-	return 0;
-}
 
 void ky_key_free(struct ky_key *k)
 {
@@ -142,7 +110,7 @@ static int key_add_version(struct ky_key *k, const uint8_t *payload, size_t len,
 	v->n = k->nversions + 1;
 	v->created = now;
 	v->len = payload ? len : 32;
-	if ((r = ky_kms_uuid(v->id)) != 0)
+	if ((r = ky_uuid_new(v->id)) != 0)
 		return r;
 	if ((v->material = OPENSSL_secure_malloc(v->len)) == NULL)
 		return KY_ERR_NOMEM;
@@ -173,7 +141,7 @@ int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
 		return KY_ERR_USAGE;
 	if ((k = calloc(1, sizeof(*k))) == NULL)
 		return KY_ERR_NOMEM;
-	if ((r = ky_kms_uuid(k->id)) != 0)
+	if ((r = ky_uuid_new(k->id)) != 0)
 		goto out;
 	strcpy(k->name, spec->name);
 	if (spec->description)

@@ -124,6 +124,25 @@ static void test_vp(void **state)
 	assert_memory_not_equal(vp, vp2, KY_VP_LEN);
 }
 
+static void test_hmac_sha256(void **state)
+{
+	/* RFC 4231, test case 2. */
+	static const char key[] = "Jefe", msg[] = "what do ya want for nothing?";
+	static const char want[] =
+	    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+	uint8_t mac[KY_HMAC_SHA256_LEN], mac2[KY_HMAC_SHA256_LEN];
+	char hex[2 * KY_HMAC_SHA256_LEN + 1];
+
+	(void)state;
+	assert_int_equal(ky_hmac_sha256((const uint8_t *)key, strlen(key), msg, strlen(msg), mac),
+	                 0);
+	ky_hex_encode(mac, sizeof(mac), hex);
+	assert_string_equal(hex, want);
+	assert_int_equal(
+	    ky_hmac_sha256((const uint8_t *)key, strlen(key), msg, strlen(msg) - 1, mac2), 0);
+	assert_memory_not_equal(mac, mac2, sizeof(mac));
+}
+
 static void test_ec_ski(void **state)
 {
 	EVP_PKEY *pk = NULL, *p256 = NULL;
@@ -2492,6 +2511,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_and_secrets),
 	    cmocka_unit_test(test_vp),
+	    cmocka_unit_test(test_hmac_sha256),
 	    cmocka_unit_test(test_ec_ski),
 	    cmocka_unit_test(test_cert_self_signed),
 	    cmocka_unit_test(test_admin_cert_refusals),
