@@ -51,6 +51,8 @@ static void unitd_usage(FILE *fp)
 	        "  log_file = PATH     optional: log here instead of stderr\n"
 	        "  store = sqlite:PATH key storage shared by the instance's units (key API)\n"
 	        "  key_limit = N       optional: keys in the instance (default 5000)\n"
+	        "  key_cache = N       optional: keys kept opened in memory (default key_limit,\n"
+	        "                      at most 100000; beyond it the least used are closed)\n"
 	        "  api_tls_cert = PATH PEM certificate chain: serve HTTPS (needed off loopback)\n"
 	        "  api_tls_key = PATH  its PEM private key\n"
 	        "  token_ttl = SECONDS optional: access token lifetime (default 3600)\n"
@@ -183,6 +185,11 @@ int main(int argc, char **argv)
 	if ((r = unitd_config_load(config_path, &cfg, err, sizeof(err))) != 0) {
 		fprintf(stderr, "error: %s\n", err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if ((r = unitd_secure_heap_init(&cfg, err, sizeof(err))) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		status = ky_err_exit(r);
 		goto out;
 	}
 	if ((r = unitd_log_open(cfg.log_file, err, sizeof(err))) != 0) {
