@@ -19,6 +19,14 @@
  * store is registered as a load: a change of its id applied meanwhile (or a drop of
  * everything: generation check) keeps it from being linked, so a row changed by someone
  * else is never cached stale.
+ *
+ * Size: the material of unitd_key_cache keys (key_cache in unit.conf; each counted for at
+ * least KS_KEY_COST bytes of secure heap), in a hash table of about one chain per key. When
+ * it is full the keys used least recently make room (CLOCK: a lookup marks a key; the hand
+ * clears marks and closes the first key it finds without one), so a working set larger
+ * than the cache costs a store read per miss, not a cliff. The secure heap is sized for the
+ * cache plus 16 MiB for records being opened (unitd_secure_heap_size); were it full anyway,
+ * opening a key fails with out-of-memory (HTTP 500), nothing is served from elsewhere.
  */
 #include <openssl/crypto.h>
 #include <pthread.h>

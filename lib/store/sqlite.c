@@ -24,12 +24,20 @@
  *                            were made: added on open when missing)
  *   requests(apikey, id, hash, status, created, vp, body)  the replies of state changes by
  *                            request id (Idempotency-Key); made on open when missing
+ *   changes(seq AUTOINCREMENT, rec, id)  the change log: one row per record written (rec 0
+ *                            key, 1 secret, 2 API key), added by triggers on keys, secrets and
+ *                            api_keys in the writing transaction (so writes by any program
+ *                            are logged), the oldest pruned past 16,384; made on open when
+ *                            missing
  *
  * Change detection (ky_store_changed, for caches above the store): every commit made through
  * this backend, by any thread of any process, bumps a 64-bit counter in a small shared file
  * next to the database (<path>-kyokgen, mmapped): checking it costs no system call. As a
  * safety net (a writer that died between its commit and the bump, a write by another
- * program) PRAGMA data_version is also checked at least every SQ_DV_INTERVAL_MS.
+ * program) PRAGMA data_version is also checked at least every SQ_DV_INTERVAL_MS. What changed
+ * is then read from the change log (ky_store_changes): the rows after the caller's position,
+ * which must still hold the row it was taken at (its fingerprint) and follow it without a
+ * gap up to sqlite_sequence's last number; anything else is "everything changed".
  */
 #include <errno.h>
 #include <fcntl.h>
