@@ -99,6 +99,10 @@ enum sq_stmt {
 	SQ__COUNT
 };
 
+/* Pages each connection keeps (negative: KiB): lookups in a large store stay off the file. */
+#define SQ_CACHE_KIB      -32768
+#define SQ_STR_(x)        #x
+#define SQ_STR(x)         SQ_STR_(x)
 #define SQ_GEN_SUFFIX     "-kyokgen"
 #define SQ_GEN_SIZE       4096
 #define SQ_DV_INTERVAL_MS 250
@@ -208,8 +212,6 @@ static const char *const sq_sql[SQ__COUNT] = {
  * its transaction; AUTOINCREMENT keeps seq rising even when every row is pruned; each insert
  * prunes what is older than SQ_CHANGES_KEEP changes. rec: enum ky_store_record. */
 #define SQ_CHANGES_KEEP 16384
-#define SQ_STR_(x)      #x
-#define SQ_STR(x)       SQ_STR_(x)
 #define SQ_CHANGE_TRIGGERS(tab, rec, col)                                            \
 	"CREATE TRIGGER IF NOT EXISTS " tab "_chg_ins AFTER INSERT ON " tab " BEGIN" \
 	" INSERT INTO changes (rec, id) VALUES (" rec ", NEW." col "); END;"         \
@@ -460,7 +462,8 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	rc = sqlite3_exec(c->db,
 	                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
+	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+	                  "PRAGMA cache_size = " SQ_STR(SQ_CACHE_KIB) ";",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_fail(rc);
