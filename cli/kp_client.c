@@ -286,6 +286,24 @@ static void kp_error_line(const char *subject, const char *msg, const char *reas
 
 /* The API's error: KP {"resources": [{"errorMsg", "reasons": [{"code", "message"}]}]}, or
  * the token service's {"errorCode", "errorMessage"}. */
+/* Refusals whose remedy is a kyok kp command: the unit's text names the API call (it answers
+ * every client), the CLI adds its own command. */
+static const struct {
+	const char *code;
+	const char *fix;
+} kp_fixes[] = {
+    {"DUAL_AUTH_REQUIRED_ERR",
+     "another user (another API key, Writer or Manager) authorises the deletion first with "
+     "'kyok kp key-schedule-delete ID'; then delete it within 7 days"},
+};
+
+static void kp_print_fix(const char *code)
+{
+	for (size_t i = 0; code != NULL && i < sizeof(kp_fixes) / sizeof(kp_fixes[0]); i++)
+		if (strcmp(code, kp_fixes[i].code) == 0)
+			fprintf(stderr, "fix: %s\n", kp_fixes[i].fix);
+}
+
 static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
 {
 	const json_t *res = json_array_get(json_object_get(rep->json, "resources"), 0);
@@ -311,6 +329,7 @@ static int kp_fail_reply(const char *subject, const struct kp_reply *rep)
 	kp_clean_text(rmsg, b, sizeof(b), 512);
 	kp_clean_text(code, c, sizeof(c), 64);
 	kp_error_line(subject, a, rmsg != NULL ? b : NULL);
+	kp_print_fix(code);
 	if (kp_o.verbose)
 		fprintf(stderr, "  (HTTP %ld, reason %s, crypto unit %d)\n", rep->status,
 		        c[0] != '\0' ? c : "-", rep->unit != NULL ? rep->unit->number : 0);

@@ -167,6 +167,13 @@ static int kp_policy_put(const char *base, const char *policy, json_t *resource,
 	return status;
 }
 
+/* The policy is kept and shown, as Key Protect keeps it; kyok does not act on it. */
+static void kp_rotation_note(void)
+{
+	fprintf(stderr, "note: kyok records the rotation policy but does not rotate keys on its "
+	                "schedule: rotate with 'kyok kp key-rotate ID' when it is due\n");
+}
+
 int kp_policies_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -176,6 +183,8 @@ int kp_policies_main(int argc, char **argv)
 	    "option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate the root key every N months (1 to 12), or never\n"
+	    "                          (recorded and shown; kyok does not rotate on it: use\n"
+	    "                          'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete the key\n";
 	struct kp_policy_args p;
 	int r, status = 0;
@@ -210,6 +219,8 @@ int kp_policies_main(int argc, char **argv)
 		kp_print_json(json_incref(rep.json));
 	else
 		status = kp_key_policies_print(&rep);
+	if (p.rotation > 0)
+		kp_rotation_note();
 	kp_reply_release(&rep);
 	return status;
 }
@@ -269,6 +280,8 @@ int kp_instance_policies_main(int argc, char **argv)
 	    "an option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate new root keys every N months (1 to 12), or never\n"
+	    "                          (recorded and shown; kyok does not rotate on it: use\n"
+	    "                          'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete new keys\n";
 	static const char base[] = "/api/v2/instance/policies";
 	struct kp_policy_args p;
@@ -301,6 +314,8 @@ int kp_instance_policies_main(int argc, char **argv)
 		kp_print_json(json_incref(rep.json));
 	else
 		status = kp_instance_policies_print(&rep);
+	if (p.rotation > 0)
+		kp_rotation_note();
 	kp_reply_release(&rep);
 	return status;
 }

@@ -69,13 +69,13 @@ static int admin_add_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	int i;
 
 	(void)run;
-	if ((i = tke_ustate_admin_by_ski(&u->st, a->ski)) >= 0) {
+	if ((i = ky_unit_state_admin_by_ski(&u->st, a->ski)) >= 0) {
 		snprintf(u->detail, sizeof(u->detail), "administrator '%s' already installed",
 		         u->st.admins[i].name);
 		u->result = TKE_UNCHANGED;
 		return 0;
 	}
-	if ((i = tke_ustate_admin_by_name(&u->st, a->name)) >= 0) {
+	if ((i = ky_unit_state_admin_by_name(&u->st, a->name)) >= 0) {
 		snprintf(u->detail, sizeof(u->detail),
 		         "the unit has an administrator named '%s' with another key (ski %s)",
 		         a->name, u->st.admins[i].ski_hex);
@@ -222,10 +222,10 @@ struct admin_rm_ctx {
 	char ski_hex[2 * KY_SKI_LEN + 1];
 };
 
-static int admin_rm_find(const struct admin_rm_ctx *a, const struct tke_ustate *st)
+static int admin_rm_find(const struct admin_rm_ctx *a, const struct ky_unit_state *st)
 {
-	return a->by_name ? tke_ustate_admin_by_name(st, a->name)
-	                  : tke_ustate_admin_by_ski(st, a->ski);
+	return a->by_name ? ky_unit_state_admin_by_name(st, a->name)
+	                  : ky_unit_state_admin_by_ski(st, a->ski);
 }
 
 static int admin_rm_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
@@ -275,11 +275,36 @@ static int admin_rm_fill(void *ctx, struct tke_run *run, struct tke_unit *u, str
 	return 0;
 }
 
+/* An administrator no reachable selected unit has is a typo, not a success: refused before
+ * anything is signed. (One installed on some units only is removed from those.) */
+static int admin_rm_check_named(const struct tke_run *run, const struct admin_rm_ctx *a)
+{
+	size_t reachable = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip || !u->reachable)
+			continue;
+		reachable++;
+		if (admin_rm_find(a, &u->st) >= 0)
+			return 0;
+	}
+	if (reachable == 0)
+		return 0; /* the run reports the units it cannot reach */
+	if (a->by_name)
+		return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->name,
+		               "no selected crypto unit has an administrator of this name: "
+		               "'kyok tke cryptounit-admins' lists the installed ones");
+	return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->ski_hex,
+	               "no selected crypto unit has an administrator with this key identifier: "
+	               "'kyok tke cryptounit-admins' lists the installed ones");
+}
+
 /* Lists the administrators of the selected units and asks which one to remove. */
 static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 {
 	int r = KY_ERR_INTERNAL;
-	struct tke_admin_info list[KY_MAX_ADMINS * 16];
+	struct ky_unit_admin list[KY_MAX_ADMINS * 16];
 	size_t n = 0;
 	char *line = NULL;
 	int k = 0;
@@ -306,7 +331,7 @@ static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 		for (size_t i = 0; i < run->n; i++) {
 			const struct tke_unit *u = &run->units[i];
 			size_t l = strlen(units);
-			if (u->reachable && tke_ustate_admin_by_ski(&u->st, list[m].ski) >= 0)
+			if (u->reachable && ky_unit_state_admin_by_ski(&u->st, list[m].ski) >= 0)
 				snprintf(units + l, sizeof(units) - l, "%s%d", l > 0 ? "," : "",
 				         u->u.number);
 		}
@@ -393,6 +418,10 @@ int tke_admin_rm_main(int argc, char **argv)
 		goto out;
 	}
 	if (name == NULL && ski == NULL && (r = admin_rm_choose(&run, &a)) != 0) {
+		status = ky_err_exit(r);
+		goto out;
+	}
+	if ((r = admin_rm_check_named(&run, &a)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
@@ -522,13 +551,13 @@ int tke_thrhld_set_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	if (sig == NULL &&
-	    (r = tke_ask_threshold("new signature threshold (1-8)", "--signature", &t.sig)) != 0) {
+	if (sig == NULL && (r = tke_ask_threshold("new signature threshold (1-8)", "--signature",
+	                                          KY_MAX_ADMINS, 0, &t.sig)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}
 	if (rev == NULL && (r = tke_ask_threshold("new revocation threshold (1-8)", "--revocation",
-	                                          &t.rev)) != 0) {
+	                                          KY_MAX_ADMINS, 0, &t.rev)) != 0) {
 		status = ky_err_exit(r);
 		goto out;
 	}

@@ -718,9 +718,10 @@ int tke_apikey_revoke_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok tke apikey-revoke --id ID [--prepare FILE]\n\n"
-	    "Revokes an API key on every selected crypto unit (one signature): tokens issued\n"
-	    "for it are refused within seconds, and it cannot get new ones. Asks for\n"
-	    "confirmation (--yes answers it). 'kyok tke apikeys' lists the ids.\n\n"
+	    "Revokes an API key on every selected crypto unit: tokens issued for it are\n"
+	    "refused within seconds, and it cannot get new ones. Asks for confirmation (--yes\n"
+	    "answers it). 'kyok tke apikeys' lists the ids. Needs one administrator\n"
+	    "signature; every selected signature key signs, each asking its password.\n\n"
 	    "options:\n"
 	    "  --id ID                 the API key's id\n"
 	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "

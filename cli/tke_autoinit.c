@@ -64,9 +64,13 @@ static const char ai_usage[] =
     "start; a key on an EP11 card signs with the card in reader 1 instead, its PIN asked\n"
     "when the card wants it.\n\n"
     "options:\n"
-    "  --signature N           signature threshold, 1 to 8 (asked when missing)\n"
-    "  --revocation N          revocation threshold, 1 to 8 (asked when missing)\n"
-    "  --admins N              number of administrators (default: the keys given)\n"
+    "  --signature N           signature threshold, 1 to 8 (asked when missing, after\n"
+    "                          the administrators; an empty answer is 2, or 1 with one\n"
+    "                          administrator)\n"
+    "  --revocation N          revocation threshold, 1 to 8 (asked the same way)\n"
+    "  --admins N              number of administrators (default: the keys given; asked\n"
+    "                          without --sigkeys and --new-admins, an empty answer being\n"
+    "                          the workspace's number of signature keys)\n"
     "  --sigkeys N,N,...       existing signature keys to install (numbers from 'sigkeys')\n"
     "  --new-admins NAME,...   create a signature key for each name (passwords asked twice)\n"
     "                          (without --sigkeys and --new-admins, both are "
@@ -244,17 +248,35 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 			maxnum = keys[i].number;
 	if (interactive) {
 		/* Interactive: how many, which existing keys, names of new ones. */
+		/* An empty answer takes the default in brackets: as many administrators as the
+		 * workspace has signature keys (at least 1), and those keys. */
+		int def = nkeys == 0 ? 1 : (nkeys > KY_MAX_ADMINS ? KY_MAX_ADMINS : (int)nkeys);
 		if (want == 0 && (r = tke_ask_int("number of administrators (1-8)", "--admins", 1,
-		                                  KY_MAX_ADMINS, &want)) != 0)
+		                                  KY_MAX_ADMINS, def, &want)) != 0)
 			goto out;
 		if (nkeys > 0) {
+			char defkeys[64] = "none", prompt[160];
+			size_t l = 0;
+
 			fprintf(stderr, "signature keys of the workspace:\n");
 			for (size_t i = 0; i < nkeys; i++)
 				fprintf(stderr, "  %3d  %s\n", keys[i].number, keys[i].name);
-			if ((r = cli_prompt_line("existing signature keys to use (numbers, "
-			                         "comma-separated, or 'none')",
-			                         "--sigkeys or --new-admins", &line)) != 0)
+			for (size_t i = 0; i < nkeys && (int)i < want; i++)
+				l += (size_t)snprintf(defkeys + l, sizeof(defkeys) - l, "%s%d",
+				                      i > 0 ? "," : "", keys[i].number);
+			snprintf(prompt, sizeof(prompt),
+			         "existing signature keys to use (numbers, comma-separated, or "
+			         "'none') [%s]",
+			         defkeys);
+			if ((r = cli_prompt_line(prompt, "--sigkeys or --new-admins", &line)) != 0)
 				goto out;
+			if (line[0] == '\0') {
+				free(line);
+				if ((line = strdup(defkeys)) == NULL) {
+					r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+					goto out;
+				}
+			}
 			if (strcmp(line, "none") != 0)
 				sigkeys = line;
 		}
@@ -342,7 +364,7 @@ static int ai_check_units(struct ai *ai)
 		size_t keep = 0;
 
 		for (size_t k = 0; k < ai->nadmins; k++) {
-			int j = tke_ustate_admin_by_name(&u->st, ai->admins[k].name);
+			int j = ky_unit_state_admin_by_name(&u->st, ai->admins[k].name);
 			if (j >= 0 &&
 			    (ai->admins[k].is_new ||
 			     memcmp(u->st.admins[j].ski, ai->admins[k].ski, KY_SKI_LEN) != 0))
@@ -514,7 +536,7 @@ static int ai_check_signers(struct ai *ai)
 		for (size_t s = 0; s < ai->nsigners; s++) {
 			uint8_t ski[KY_SKI_LEN];
 			if (ky_cert_ski(ai->signers[s].cert, ski) == 0 &&
-			    tke_ustate_admin_by_ski(&u->st, ski) >= 0)
+			    ky_unit_state_admin_by_ski(&u->st, ski) >= 0)
 				have++;
 		}
 		if (have < u->required) {
@@ -559,7 +581,7 @@ static int ai_admin_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	const struct ai_admin *a = ctx;
 
 	(void)run;
-	if (tke_ustate_admin_by_ski(&u->st, a->ski) >= 0) {
+	if (ky_unit_state_admin_by_ski(&u->st, a->ski) >= 0) {
 		snprintf(u->detail, sizeof(u->detail), "administrator '%s' already installed",
 		         a->name);
 		u->result = TKE_UNCHANGED;
@@ -1043,14 +1065,23 @@ int tke_auto_init_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (ai.sig == 0 &&
-	    (r = tke_ask_threshold("signature threshold (1-8)", "--signature", &ai.sig)) != 0)
-		goto out_r;
-	if (ai.rev == 0 &&
-	    (r = tke_ask_threshold("revocation threshold (1-8)", "--revocation", &ai.rev)) != 0)
-		goto out_r;
+	/* Who the administrators are first, then the thresholds, which cannot exceed their
+	 * number (default: 2 signatures where there are 2 administrators or more). */
 	if ((r = ai_choose(&ai, sigkeys, new_admins, admins)) != 0)
 		goto out_r;
+	{
+		int most = (int)ai.nadmins, def = most >= 2 ? 2 : 1;
+		char prompt[96];
+
+		snprintf(prompt, sizeof(prompt), "signature threshold (1-%d)", most);
+		if (ai.sig == 0 &&
+		    (r = tke_ask_threshold(prompt, "--signature", most, def, &ai.sig)) != 0)
+			goto out_r;
+		snprintf(prompt, sizeof(prompt), "revocation threshold (1-%d)", most);
+		if (ai.rev == 0 &&
+		    (r = tke_ask_threshold(prompt, "--revocation", most, def, &ai.rev)) != 0)
+			goto out_r;
+	}
 	if ((size_t)ai.sig > ai.nadmins || (size_t)ai.rev > ai.nadmins) {
 		status = cli_fail(KY_ERR_THRESHOLD_ABOVE_ADMINS, NULL,
 		                  "thresholds %d/%d with %zu administrator%s", ai.sig, ai.rev,

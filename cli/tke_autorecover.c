@@ -92,7 +92,7 @@ static bool ar_unit_done(const struct ar *ar, const struct tke_unit *u)
 	    u->st.rev != ar->rev || u->st.nadmins != ar->nadmins)
 		return false;
 	for (size_t k = 0; k < ar->nadmins; k++)
-		if (tke_ustate_admin_by_ski(&u->st, ar->admins[k].ski) < 0)
+		if (ky_unit_state_admin_by_ski(&u->st, ar->admins[k].ski) < 0)
 			return false;
 	return true;
 }
@@ -217,10 +217,10 @@ static int ar_step(struct ar *ar, const char *what, const struct tke_op *op, boo
 static int ar_admin_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	const struct ar_admin *a = ctx;
-	int j = tke_ustate_admin_by_name(&u->st, a->name);
+	int j = ky_unit_state_admin_by_name(&u->st, a->name);
 
 	(void)run;
-	if (tke_ustate_admin_by_ski(&u->st, a->ski) >= 0) {
+	if (ky_unit_state_admin_by_ski(&u->st, a->ski) >= 0) {
 		snprintf(u->detail, sizeof(u->detail), "administrator '%s' already installed",
 		         a->name);
 		u->result = TKE_UNCHANGED;

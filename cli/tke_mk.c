@@ -456,7 +456,8 @@ int tke_mk_load_main(int argc, char **argv)
 	    "--card-pin-fd, terminal). Such parts never appear here in clear, and the units\n"
 	    "then report the new key's verification pattern. Passwords, token PINs and card\n"
 	    "PINs are asked in the order of the parts, before the signers'. Needs one\n"
-	    "administrator signature per key part.\n\n"
+	    "administrator signature per key part; every selected signature key signs,\n"
+	    "each asking its password.\n\n"
 	    "options:\n"
 	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
 	    "missing\n" TKE_PREPARE_HELP;
@@ -575,7 +576,7 @@ static int mk_reg_target(struct tke_run *run, struct mk_reg_ctx *m)
 static int mk_reg_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	struct mk_reg_ctx *m = ctx;
-	const struct tke_ustate *st = &u->st;
+	const struct ky_unit_state *st = &u->st;
 
 	(void)run;
 	if (st->new_state == KY_NEW_EMPTY) {
@@ -698,17 +699,30 @@ int tke_mk_setimm_main(int argc, char **argv)
 	    "Makes the committed new master key the current one on every selected crypto unit\n"
 	    "and empties the new register. It does NOT re-encipher key storage (see\n"
 	    "cryptounit-mk-rotate). Asks for confirmation (--yes answers it). Needs one\n"
-	    "signature.\n\n"
+	    "administrator signature; every selected signature key signs, each asking its\n"
+	    "password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	return mk_reg_main(argc, argv, KY_OP_MK_SETIMM, usage);
 }
 
 /* ---- clear new / clear current ---- */
 
+/* The unit refuses both in imprint mode (its registers are empty there anyway): said before
+ * anything is signed, not reported as "unchanged". */
+static int mk_clr_imprint(struct tke_unit *u)
+{
+	snprintf(u->detail, sizeof(u->detail),
+	         "in imprint mode, where no master key register can be cleared: set the "
+	         "thresholds first (cryptounit-thrhld-set)");
+	return KY_ERR_IMPRINT_MODE;
+}
+
 static int mk_clrnew_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	(void)ctx;
 	(void)run;
+	if (u->st.imprint)
+		return mk_clr_imprint(u);
 	if (u->st.new_state == KY_NEW_EMPTY) {
 		snprintf(u->detail, sizeof(u->detail), "new master key register already EMPTY");
 		u->result = TKE_UNCHANGED;
@@ -720,6 +734,8 @@ static int mk_clrcur_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 {
 	(void)ctx;
 	(void)run;
+	if (u->st.imprint)
+		return mk_clr_imprint(u);
 	if (u->st.cur_state == KY_CUR_EMPTY) {
 		snprintf(u->detail, sizeof(u->detail), "current master key register already EMPTY");
 		u->result = TKE_UNCHANGED;
@@ -732,7 +748,8 @@ int tke_mk_clrnew_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke cryptounit-mk-clrnew [--prepare FILE]\n\n"
 	    "Clears the new master key register of every selected crypto unit. Needs one\n"
-	    "signature.\n\n"
+	    "administrator signature; every selected signature key signs, each asking its\n"
+	    "password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
@@ -757,7 +774,8 @@ int tke_mk_clrcur_main(int argc, char **argv)
 	    "usage: kyok tke cryptounit-mk-clrcur [--prepare FILE]\n\n"
 	    "Clears the current master key register of every selected crypto unit: the unit\n"
 	    "cannot use key storage until a master key is set again. Asks for confirmation\n"
-	    "(--yes answers it). Needs one signature.\n\n"
+	    "(--yes answers it). Needs one administrator signature; every selected signature\n"
+	    "key signs, each asking its password.\n\n"
 	    "options:\n" TKE_PREPARE_HELP;
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;

@@ -511,7 +511,8 @@ int tke_mk_rotate_main(int argc, char **argv)
 	    "master key by one unit, in batches, while the key API keeps serving; then the new\n"
 	    "key is made current on every unit (set-immediate). If anything stops it (this\n"
 	    "command, a unit), run it again: it continues where things stand. Asks for\n"
-	    "confirmation (--yes answers it). Needs one signature per unit and step.\n";
+	    "confirmation (--yes answers it). Needs one administrator signature per unit and\n"
+	    "step; every selected signature key signs each of them.\n";
 	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	struct rot ro = {0};

@@ -1,39 +1,23 @@
-/* The signed-command engine shared by the tke commands that change crypto units, and the
- * command bundles that let administrators on different workstations sign one command:
- * cmd-show, cmd-sign, cmd-submit.
- *
- * A command bundle is text: for each crypto unit, '#' comment lines that say what the
- * command does, then one PEM block "CMS" holding the DER CMS SignedData of the command
- * (no signer when prepared; cmd-sign adds one SignerInfo per signature key). openssl
- * reads each block: openssl cms -cmsout -print -inform PEM -in FILE (first block).
+/* The signed-command engine shared by the tke commands that change crypto units: read each
+ * unit's state, plan, check the signers, sign, submit (or prepare a bundle, cli/tke_bundle.c),
+ * report. The bundle verbs cmd-show, cmd-sign and cmd-submit are in cli/tke_cmd.c.
  */
 #include <errno.h>
-#include <getopt.h>
-#include <limits.h>
-#include <openssl/bio.h>
 #include <openssl/crypto.h>
-#include <openssl/pem.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/tke_bundle.h"
 #include "cli/tke_signing.h"
 #include "cli/token.h"
 #include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/wire.h"
-
-#define TKE_BUNDLE_MAX     (16 * (size_t)KY_MAX_COMMAND_BYTES)
-#define TKE_PEM_NAME       "CMS"
-#define TKE_PEM_BEGIN      "-----BEGIN CMS-----"
-#define TKE_PEM_END        "-----END CMS-----"
-#define TKE_SIGNERS_PREFIX "# signers:"
 
 /* ---- small helpers ---- */
 
@@ -90,26 +74,39 @@ int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out)
 	return 0;
 }
 
-int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out)
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	r = tke_parse_int(line, flag, lo, hi, out);
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else
+		r = tke_parse_int(line, flag, lo, hi, out);
 	free(line);
 	return r;
 }
 
-int tke_ask_threshold(const char *prompt, const char *flag, int *out)
+int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out)
 {
 	int r = KY_ERR_INTERNAL;
-	char *line = NULL;
+	char *line = NULL, full[256];
 
-	if ((r = cli_prompt_line(prompt, flag, &line)) != 0)
+	if (def != 0)
+		snprintf(full, sizeof(full), "%s [%d]", prompt, def);
+	else
+		snprintf(full, sizeof(full), "%s", prompt);
+	if ((r = cli_prompt_line(full, flag, &line)) != 0)
 		return r;
-	if (tke_int_parse(line, 1, KY_MAX_ADMINS, out) != 0)
+	if (def != 0 && line[0] == '\0')
+		*out = def;
+	else if (tke_int_parse(line, 1, hi, out) != 0)
 		r = tke_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
 	free(line);
 	return r;
@@ -175,116 +172,7 @@ out:
 
 /* ---- unit state ---- */
 
-static int tke_json_int(const json_t *o, const char *key, json_int_t lo, json_int_t hi,
-                        json_int_t *out)
-{
-	json_t *v = json_object_get(o, key);
-
-	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-		return KY_ERR_BAD_REPLY;
-	*out = json_integer_value(v);
-	return 0;
-}
-
-static int tke_json_vp(const json_t *reg, bool full, char out[2 * KY_VP_LEN + 1])
-{
-	json_t *v = json_object_get(reg, "vp");
-	uint8_t tmp[KY_VP_LEN];
-
-	out[0] = '\0';
-	if (!full)
-		return json_is_null(v) || v == NULL ? 0 : KY_ERR_BAD_REPLY;
-	if (!json_is_string(v) || ky_hex_decode(json_string_value(v), tmp, sizeof(tmp)) != 0)
-		return KY_ERR_BAD_REPLY;
-	ky_hex_encode(tmp, sizeof(tmp), out);
-	return 0;
-}
-
-int tke_ustate_parse(const json_t *j, struct tke_ustate *st)
-{
-	json_int_t v;
-	json_t *admins, *reg;
-	const char *s;
-
-	memset(st, 0, sizeof(*st));
-	if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "imprint")))
-		return KY_ERR_BAD_REPLY;
-	st->imprint = json_is_true(json_object_get(j, "imprint"));
-	if ((s = json_string_value(json_object_get(j, "incarnation"))) == NULL ||
-	    ky_hex_decode(s, st->incarnation, KY_INCARNATION_LEN) != 0)
-		return KY_ERR_BAD_REPLY;
-	ky_hex_encode(st->incarnation, KY_INCARNATION_LEN, st->incarnation_hex);
-	if (tke_json_int(j, "next_counter", 0, INT64_MAX, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->counter = (uint64_t)v;
-	if (tke_json_int(j, "signature_threshold", 0, KY_MAX_ADMINS, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->sig = (int)v;
-	if (tke_json_int(j, "revocation_threshold", 0, KY_MAX_ADMINS, &v) != 0)
-		return KY_ERR_BAD_REPLY;
-	st->rev = (int)v;
-	admins = json_object_get(j, "admins");
-	if (!json_is_array(admins) || json_array_size(admins) > KY_MAX_ADMINS)
-		return KY_ERR_BAD_REPLY;
-	for (size_t i = 0; i < json_array_size(admins); i++) {
-		json_t *a = json_array_get(admins, i);
-		const char *name = json_string_value(json_object_get(a, "name"));
-		const char *ski = json_string_value(json_object_get(a, "ski"));
-		struct tke_admin_info *ai = &st->admins[i];
-
-		if (name == NULL || ski == NULL || strlen(name) > KY_ADMIN_NAME_MAX ||
-		    ky_hex_decode(ski, ai->ski, KY_SKI_LEN) != 0)
-			return KY_ERR_BAD_REPLY;
-		snprintf(ai->name, sizeof(ai->name), "%s", name);
-		ky_hex_encode(ai->ski, KY_SKI_LEN, ai->ski_hex);
-	}
-	st->nadmins = json_array_size(admins);
-
-	reg = json_object_get(j, "new_mk");
-	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
-		return KY_ERR_BAD_REPLY;
-	if (strcmp(s, ky_new_state_name(KY_NEW_EMPTY)) == 0)
-		st->new_state = KY_NEW_EMPTY;
-	else if (strcmp(s, ky_new_state_name(KY_NEW_UNCOMMITTED)) == 0)
-		st->new_state = KY_NEW_UNCOMMITTED;
-	else if (strcmp(s, ky_new_state_name(KY_NEW_COMMITTED)) == 0)
-		st->new_state = KY_NEW_COMMITTED;
-	else
-		return KY_ERR_BAD_REPLY;
-	if (tke_json_vp(reg, st->new_state != KY_NEW_EMPTY, st->new_vp) != 0)
-		return KY_ERR_BAD_REPLY;
-
-	reg = json_object_get(j, "current_mk");
-	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
-		return KY_ERR_BAD_REPLY;
-	if (strcmp(s, ky_cur_state_name(KY_CUR_EMPTY)) == 0)
-		st->cur_state = KY_CUR_EMPTY;
-	else if (strcmp(s, ky_cur_state_name(KY_CUR_VALID)) == 0)
-		st->cur_state = KY_CUR_VALID;
-	else
-		return KY_ERR_BAD_REPLY;
-	if (tke_json_vp(reg, st->cur_state == KY_CUR_VALID, st->cur_vp) != 0)
-		return KY_ERR_BAD_REPLY;
-	return 0;
-}
-
-int tke_ustate_admin_by_ski(const struct tke_ustate *st, const uint8_t ski[KY_SKI_LEN])
-{
-	for (size_t i = 0; i < st->nadmins; i++)
-		if (memcmp(st->admins[i].ski, ski, KY_SKI_LEN) == 0)
-			return (int)i;
-	return -1;
-}
-
-int tke_ustate_admin_by_name(const struct tke_ustate *st, const char *name)
-{
-	for (size_t i = 0; i < st->nadmins; i++)
-		if (strcmp(st->admins[i].name, name) == 0)
-			return (int)i;
-	return -1;
-}
-
-int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *required)
+int tke_required(const struct ky_unit_state *st, const struct ky_command *c, int *required)
 {
 	int r = KY_ERR_INTERNAL;
 	/* The ceremony's own rule decides; it reads only thresholds, admins and registers.
@@ -329,9 +217,7 @@ static void tke_unit_clear(struct tke_unit *u)
 	u->required = 0;
 }
 
-static void tke_unit_set(struct tke_unit *u, enum tke_result res, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void tke_unit_set(struct tke_unit *u, enum tke_result res, int err, const char *fmt, ...)
+void tke_unit_set(struct tke_unit *u, enum tke_result res, int err, const char *fmt, ...)
 {
 	char text[sizeof(u->detail)] = "";
 	va_list ap;
@@ -368,7 +254,7 @@ int tke_run_refresh(struct tke_run *run)
 		if (r != 0)
 			return r; /* printed by unit_state: identity changed, bad reply */
 		unit_id = json_string_value(json_object_get(st, "unit"));
-		r = tke_ustate_parse(st, &u->st);
+		r = ky_unit_state_parse(st, &u->st);
 		if (r == 0 && (unit_id == NULL || strcmp(unit_id, u->u.id) != 0))
 			r = KY_ERR_BAD_REPLY;
 		json_decref(st);
@@ -450,7 +336,7 @@ void tke_run_release(struct tke_run *run)
 }
 
 /* The command's own fields, in words (cmd-show, bundle comments). */
-static void tke_command_summary(const struct ky_command *c, char *out, size_t outlen)
+void tke_command_summary(const struct ky_command *c, char *out, size_t outlen)
 {
 	char hex[2 * KY_SKI_LEN + 1];
 	char cn[KY_ADMIN_NAME_MAX + 1] = "?";
@@ -515,7 +401,7 @@ static void tke_unit_subject(const struct tke_unit *u, char *out, size_t outlen)
 	snprintf(out, outlen, "crypto unit %d (%s)", u->u.number, u->u.zone);
 }
 
-static int tke_print_local_refusals(struct tke_run *run)
+int tke_print_local_refusals(struct tke_run *run)
 {
 	int first = 0;
 
@@ -646,8 +532,8 @@ size_t tke_run_pending(const struct tke_run *run, int *max_required)
 }
 
 /* Distinct administrators of st among the given SKIs; names appended to names. */
-static int tke_count_admin_skis(const struct tke_ustate *st, const uint8_t (*skis)[KY_SKI_LEN],
-                                size_t n, char *names, size_t nameslen)
+int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[KY_SKI_LEN],
+                         size_t n, char *names, size_t nameslen)
 {
 	bool seen[KY_MAX_ADMINS] = {false};
 	int count = 0;
@@ -655,7 +541,7 @@ static int tke_count_admin_skis(const struct tke_ustate *st, const uint8_t (*ski
 	if (names != NULL && nameslen > 0)
 		names[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
-		int a = tke_ustate_admin_by_ski(st, skis[i]);
+		int a = ky_unit_state_admin_by_ski(st, skis[i]);
 		if (a < 0 || seen[a])
 			continue;
 		seen[a] = true;
@@ -762,7 +648,7 @@ static int tke_sign_all(struct tke_run *run, const struct cli_signer *signers, s
 			if (u->skip || u->result != TKE_PENDING || !u->reachable ||
 			    u->cms.len > 0 || u->required == 0)
 				continue;
-			if ((a = tke_ustate_admin_by_ski(&u->st, ski)) < 0 || used[i][a])
+			if ((a = ky_unit_state_admin_by_ski(&u->st, ski)) < 0 || used[i][a])
 				continue;
 			used[i][a] = true;
 			if ((r = cli_signer_sign(&signers[k], &ders[i])) != 0)
@@ -797,11 +683,11 @@ void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_
 		if (rc == 0) {
 			json_t *res = json_object_get(reply, "result");
 			json_t *st = json_object_get(reply, "state");
-			struct tke_ustate nst;
+			struct ky_unit_state nst;
 
 			u->result = TKE_CHANGED;
 			u->result_json = json_incref(res);
-			if (st != NULL && tke_ustate_parse(st, &nst) == 0)
+			if (st != NULL && ky_unit_state_parse(st, &nst) == 0)
 				u->st = nst;
 		} else if (rc == KY_ERR_UNREACHABLE || rc == KY_ERR_INSTANCE_DOWN) {
 			tke_unit_set(u, TKE_UNREACHABLE, rc, "%s", detail != NULL ? detail : "");
@@ -820,259 +706,6 @@ void tke_run_submit(struct tke_run *run, const struct cli_signer *signers, size_
 	for (size_t i = 0; ders != NULL && i < run->n; i++)
 		ky_buf_free(&ders[i]);
 	free(ders);
-}
-
-/* ---- command bundles ---- */
-
-struct tke_bundle_cmd {
-	struct ky_buf comments; /* '#' lines before the block, without "# signers:" */
-	struct ky_buf der;
-};
-struct tke_bundle {
-	struct tke_bundle_cmd *cmds;
-	size_t n;
-};
-
-static void tke_bundle_release(struct tke_bundle *b)
-{
-	for (size_t i = 0; i < b->n; i++) {
-		ky_buf_free(&b->cmds[i].comments);
-		ky_buf_free(&b->cmds[i].der);
-	}
-	free(b->cmds);
-	b->cmds = NULL;
-	b->n = 0;
-}
-
-/* Decodes one PEM block text (BEGIN..END lines included). */
-static int tke_pem_decode(const char *text, size_t n, struct ky_buf *der)
-{
-	int r = KY_ERR_NOT_COMMAND;
-	BIO *bio = BIO_new_mem_buf(text, (int)n);
-	char *name = NULL, *header = NULL;
-	unsigned char *data = NULL;
-	long len = 0;
-
-	if (bio == NULL)
-		return KY_ERR_NOMEM;
-	if (PEM_read_bio(bio, &name, &header, &data, &len) != 1 ||
-	    strcmp(name, TKE_PEM_NAME) != 0 || header[0] != '\0' || len <= 0)
-		goto out;
-	if ((r = ky_buf_append(der, data, (size_t)len)) != 0)
-		goto out;
-	r = 0;
-out:
-	BIO_free(bio);
-	OPENSSL_free(name);
-	OPENSSL_free(header);
-	OPENSSL_free(data);
-	return r;
-}
-
-/* Pure parser of a bundle's text. why receives "line N: ...". */
-static int tke_bundle_parse(const char *text, size_t n, struct tke_bundle *b, char *why,
-                            size_t whylen)
-{
-	int r = KY_ERR_NOT_COMMAND;
-	struct ky_buf comments = {0};
-	const char *p = text, *end = text + n, *block = NULL;
-	size_t lineno = 0, block_line = 0;
-
-	memset(b, 0, sizeof(*b));
-	why[0] = '\0';
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *le = nl != NULL ? nl : end;
-		size_t ll = (size_t)(le - p);
-
-		lineno++;
-		if (ll > 0 && p[ll - 1] == '\r')
-			ll--;
-		if (memchr(p, '\0', ll) != NULL) {
-			snprintf(why, whylen, "line %zu: binary data", lineno);
-			goto out;
-		}
-		if (block != NULL) {
-			if (ll == strlen(TKE_PEM_END) && memcmp(p, TKE_PEM_END, ll) == 0) {
-				struct tke_bundle_cmd *nc;
-
-				nc = realloc(b->cmds, (b->n + 1) * sizeof(*b->cmds));
-				if (nc == NULL) {
-					r = KY_ERR_NOMEM;
-					goto out;
-				}
-				b->cmds = nc;
-				memset(&b->cmds[b->n], 0, sizeof(b->cmds[b->n]));
-				b->cmds[b->n].comments = comments;
-				memset(&comments, 0, sizeof(comments)); /* transferred */
-				b->n++;
-				if ((r = tke_pem_decode(block, (size_t)(le - block),
-				                        &b->cmds[b->n - 1].der)) != 0) {
-					snprintf(why, whylen,
-					         "line %zu: the block is not valid PEM of a CMS "
-					         "structure",
-					         block_line);
-					goto out;
-				}
-				r = KY_ERR_NOT_COMMAND;
-				block = NULL;
-			}
-		} else if (ll == strlen(TKE_PEM_BEGIN) && memcmp(p, TKE_PEM_BEGIN, ll) == 0) {
-			block = p;
-			block_line = lineno;
-		} else if (ll == 0) {
-			/* blank line between blocks */
-		} else if (p[0] == '#') {
-			if (ll < strlen(TKE_SIGNERS_PREFIX) ||
-			    memcmp(p, TKE_SIGNERS_PREFIX, strlen(TKE_SIGNERS_PREFIX)) != 0) {
-				if ((r = ky_buf_append(&comments, p, ll)) != 0 ||
-				    (r = ky_buf_append(&comments, "\n", 1)) != 0)
-					goto out;
-				r = KY_ERR_NOT_COMMAND;
-			}
-		} else {
-			snprintf(why, whylen,
-			         "line %zu: unexpected text outside a command block (comments "
-			         "start with '#')",
-			         lineno);
-			goto out;
-		}
-		p = nl != NULL ? nl + 1 : end;
-	}
-	if (block != NULL) {
-		snprintf(why, whylen, "line %zu: command block has no END line", block_line);
-		goto out;
-	}
-	if (b->n == 0) {
-		snprintf(why, whylen, "no '%s' block", TKE_PEM_BEGIN);
-		goto out;
-	}
-	r = 0;
-out:
-	ky_buf_free(&comments);
-	if (r != 0)
-		tke_bundle_release(b);
-	return r;
-}
-
-static int tke_bundle_read(const char *path, struct tke_bundle *b)
-{
-	int r = KY_ERR_INTERNAL;
-	struct ky_buf text = {0};
-	char why[256];
-
-	memset(b, 0, sizeof(*b));
-	if ((r = ky_file_read(path, TKE_BUNDLE_MAX, &text)) != 0)
-		return tke_err(r, path, NULL);
-	if ((r = tke_bundle_parse((const char *)text.data, text.len, b, why, sizeof(why))) != 0)
-		cli_fail(r, path, "%s", why);
-	ky_buf_free(&text);
-	return r;
-}
-
-static int tke_pem_append(struct ky_buf *out, const struct ky_buf *der)
-{
-	int r = KY_ERR_NOMEM;
-	BIO *bio = BIO_new(BIO_s_mem());
-	char *p = NULL;
-	long n;
-
-	if (bio == NULL)
-		return KY_ERR_NOMEM;
-	if (PEM_write_bio(bio, TKE_PEM_NAME, "", der->data, (long)der->len) <= 0)
-		goto out;
-	n = BIO_get_mem_data(bio, &p);
-	if (n <= 0 || (r = ky_buf_append(out, p, (size_t)n)) != 0)
-		goto out;
-	r = 0;
-out:
-	BIO_free(bio);
-	return r;
-}
-
-/* "# signers: alice (ski ...), bob (ski ...)" or "# signers: none yet". */
-static int tke_signers_line(const struct ky_buf *der, struct ky_buf *out)
-{
-	int r = KY_ERR_INTERNAL;
-	struct ky_buf content = {0};
-	struct ky_cms_signer *s = NULL;
-	size_t ns = 0;
-
-	if ((r = ky_cms_parse(der->data, der->len, &content, &s, &ns)) != 0)
-		goto out;
-	if ((r = ky_buf_append_str(out, TKE_SIGNERS_PREFIX)) != 0)
-		goto out;
-	if (ns == 0 && (r = ky_buf_append_str(out, " none yet")) != 0)
-		goto out;
-	for (size_t i = 0; i < ns; i++) {
-		char hex[2 * KY_SKI_LEN + 1], item[160];
-		ky_hex_encode(s[i].ski, KY_SKI_LEN, hex);
-		snprintf(item, sizeof(item), "%s '%s' (ski %s)", i > 0 ? "," : "",
-		         s[i].name[0] != '\0' ? s[i].name : "?", hex);
-		if ((r = ky_buf_append_str(out, item)) != 0)
-			goto out;
-	}
-	r = ky_buf_append_str(out, "\n");
-out:
-	free(s);
-	ky_buf_free(&content);
-	return r;
-}
-
-static int tke_bundle_write(const char *path, const struct tke_bundle *b, bool overwrite)
-{
-	int r = KY_ERR_INTERNAL;
-	struct ky_buf text = {0};
-	struct stat sb;
-
-	if (!overwrite && lstat(path, &sb) == 0)
-		return tke_err(KY_ERR_EXISTS, path,
-		               "choose another file name or remove the old bundle");
-	if ((r = ky_buf_append_str(&text, "# kyok command bundle: 'kyok tke cmd-show FILE' shows "
-	                                  "it, 'kyok tke cmd-sign FILE' signs it,\n# 'kyok tke "
-	                                  "cmd-submit FILE' submits it. Each block is a CMS "
-	                                  "SignedData (openssl cms -cmsout -print).\n")) != 0)
-		goto out;
-	for (size_t i = 0; i < b->n; i++) {
-		if ((r = ky_buf_append_str(&text, "\n")) != 0)
-			goto out;
-		if (b->cmds[i].comments.len > 0 &&
-		    (r = ky_buf_append(&text, b->cmds[i].comments.data, b->cmds[i].comments.len)) !=
-		        0)
-			goto out;
-		if ((r = tke_signers_line(&b->cmds[i].der, &text)) != 0)
-			goto out;
-		if ((r = tke_pem_append(&text, &b->cmds[i].der)) != 0)
-			goto out;
-	}
-	if ((r = ky_file_write_atomic(path, text.data, text.len, 0600)) != 0) {
-		cli_fail(r, path, "cannot write the command bundle");
-		goto out;
-	}
-	r = 0;
-out:
-	ky_buf_free(&text);
-	return r;
-}
-
-/* Drops the header line the writer adds, so rewriting a bundle does not repeat it. */
-static void tke_bundle_strip_header(struct tke_bundle *b)
-{
-	const char *tag = "# kyok command bundle:";
-	struct ky_buf *c;
-
-	if (b->n == 0)
-		return;
-	c = &b->cmds[0].comments;
-	while (c->len >= strlen(tag) && memcmp(c->data, tag, strlen(tag)) == 0) {
-		/* drop two lines: the header is two lines long; further '#' lines stay */
-		for (int k = 0; k < 2 && c->len > 0; k++) {
-			uint8_t *nl = memchr(c->data, '\n', c->len);
-			size_t cut = nl != NULL ? (size_t)(nl - c->data) + 1 : c->len;
-			memmove(c->data, c->data + cut, c->len - cut);
-			c->len -= cut;
-		}
-	}
 }
 
 int tke_run_prepare(struct tke_run *run, const char *path)
@@ -1298,459 +931,4 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 			       prepare, prepare, prepare);
 	}
 	return r;
-}
-
-/* ---- cmd-show, cmd-sign, cmd-submit ---- */
-
-struct tke_parsed_cmd {
-	struct ky_command *c;
-	struct ky_cms_signer *signers;
-	size_t nsigners;
-};
-
-static void tke_parsed_release(struct tke_parsed_cmd *pc, size_t n)
-{
-	if (pc == NULL)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		ky_command_free(pc[i].c);
-		free(pc[i].signers);
-	}
-	free(pc);
-}
-
-static int tke_bundle_decode(const char *path, const struct tke_bundle *b,
-                             struct tke_parsed_cmd **out)
-{
-	int r = KY_ERR_INTERNAL;
-	struct tke_parsed_cmd *pc = calloc(b->n, sizeof(*pc));
-
-	*out = NULL;
-	if (pc == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
-	for (size_t i = 0; i < b->n; i++) {
-		struct ky_buf content = {0};
-
-		r = ky_cms_parse(b->cmds[i].der.data, b->cmds[i].der.len, &content, &pc[i].signers,
-		                 &pc[i].nsigners);
-		if (r == 0)
-			r = ky_command_parse(content.data, content.len, &pc[i].c);
-		ky_buf_free(&content);
-		if (r != 0) {
-			cli_fail(r, path, "command %zu of %zu cannot be read as a kyok command",
-			         i + 1, b->n);
-			tke_parsed_release(pc, b->n);
-			return r;
-		}
-	}
-	*out = pc;
-	return 0;
-}
-
-static json_t *tke_signers_json(const struct tke_parsed_cmd *pc)
-{
-	json_t *a = json_array();
-
-	for (size_t k = 0; a != NULL && k < pc->nsigners; k++) {
-		char hex[2 * KY_SKI_LEN + 1];
-		ky_hex_encode(pc->signers[k].ski, KY_SKI_LEN, hex);
-		json_array_append_new(
-		    a, json_pack("{s:s, s:s}", "name", pc->signers[k].name, "ski", hex));
-	}
-	return a;
-}
-
-/* mk-load: the envelopes that are byte for byte the same as an earlier one ("key parts 1
- * and 3 are the same envelope", ...), into out; false when none. Only copies are seen here:
- * the same part sealed twice gives different bytes, which only the unit can compare (and
- * refuses). */
-static bool tke_same_envelopes(const struct ky_command *c, char *out, size_t outlen)
-{
-	bool found = false;
-
-	out[0] = '\0';
-	if (c->op != KY_OP_MK_LOAD)
-		return false;
-	for (size_t i = 0; i < c->nparts && i < KY_MAX_PARTS; i++) {
-		for (size_t j = i + 1; j < c->nparts && j < KY_MAX_PARTS; j++) {
-			size_t l = strlen(out);
-			if (c->parts[i].len != c->parts[j].len ||
-			    memcmp(c->parts[i].data, c->parts[j].data, c->parts[i].len) != 0)
-				continue;
-			snprintf(out + l, outlen - l, "%skey parts %zu and %zu", found ? ", " : "",
-			         i + 1, j + 1);
-			found = true;
-		}
-	}
-	return found;
-}
-
-#define TKE_SAME_ENVELOPE_WARNING                                                             \
-	"are the same envelope (identical bytes): they cancel out, and the unit refuses the " \
-	"load; do not sign this command"
-
-static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tke_parsed_cmd *pc)
-{
-	for (size_t i = 0; i < b->n; i++) {
-		const struct ky_command *c = pc[i].c;
-		char summary[256], inc[2 * KY_INCARNATION_LEN + 1];
-
-		tke_command_summary(c, summary, sizeof(summary));
-		fprintf(f, "command %zu of %zu: %s\n", i + 1, b->n, ky_op_name(c->op));
-		ky_hex_encode(c->incarnation, KY_INCARNATION_LEN, inc);
-		fprintf(f,
-		        "  instance:  %s\n  unit:      %s\n  incarnation: %s\n  counter:   %llu\n",
-		        c->instance, c->unit, inc, (unsigned long long)c->counter);
-		if (summary[0] != '\0')
-			fprintf(f, "  arguments: %s\n", summary);
-		char same[256];
-		if (tke_same_envelopes(c, same, sizeof(same)))
-			fprintf(f, "  WARNING:   %s " TKE_SAME_ENVELOPE_WARNING "\n", same);
-		if (pc[i].nsigners == 0)
-			fprintf(f, "  signers:   none yet\n");
-		for (size_t k = 0; k < pc[i].nsigners; k++) {
-			char hex[2 * KY_SKI_LEN + 1];
-			ky_hex_encode(pc[i].signers[k].ski, KY_SKI_LEN, hex);
-			fprintf(f, "  %s '%s' ski %s\n", k == 0 ? "signers:  " : "           ",
-			        pc[i].signers[k].name[0] != '\0' ? pc[i].signers[k].name : "?",
-			        hex);
-		}
-	}
-}
-
-/* imprint: the command sends commands, so it takes --imprint-credential. */
-static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprint,
-                           const char **file)
-{
-	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-	static const struct option longopts_imprint[] = {
-	    CLI_IMPRINT_LONGOPT, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-	int opt;
-
-	*file = NULL;
-	while ((opt = getopt_long(argc, argv, "h", imprint ? longopts_imprint : longopts, NULL)) !=
-	       -1) {
-		if (opt == 'h') {
-			tke_print_help(usage);
-			return -1;
-		}
-		if (cli_common_opt(opt, optarg) != 0)
-			return KY_ERR_USAGE;
-	}
-	if (optind != argc - 1)
-		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
-		               "give exactly one bundle FILE: see '%s --help'", cli_cmd_name());
-	*file = argv[optind];
-	return 0;
-}
-
-int tke_cmd_show_main(int argc, char **argv)
-{
-	static const char usage[] =
-	    "usage: kyok tke cmd-show FILE [--output json]\n\n"
-	    "Shows each command of a command bundle (written by a command's --prepare FILE):\n"
-	    "its operation, instance, crypto unit, incarnation of the unit's state (a unit\n"
-	    "whose state was created again has another), transaction counter, arguments, and\n"
-	    "who signed it so far. Nothing is verified here: signatures are checked by the\n"
-	    "unit. A warning flags an mk-load whose key part envelopes are byte for byte the\n"
-	    "same (a part that cancels out with its copy): do not sign it. The unit refuses\n"
-	    "equal, all-zero or cancelling parts in any case, also those sealed separately.\n";
-	int r = KY_ERR_INTERNAL;
-	const char *file;
-	struct tke_bundle b = {0};
-	struct tke_parsed_cmd *pc = NULL;
-
-	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
-		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
-	if (cli_g.json) {
-		json_t *a = json_array();
-		for (size_t i = 0; a != NULL && i < b.n; i++) {
-			char summary[256], same[256], warning[512], inc[2 * KY_INCARNATION_LEN + 1];
-			json_t *warnings = json_array();
-			tke_command_summary(pc[i].c, summary, sizeof(summary));
-			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
-			if (warnings != NULL && tke_same_envelopes(pc[i].c, same, sizeof(same))) {
-				snprintf(warning, sizeof(warning), "%s " TKE_SAME_ENVELOPE_WARNING,
-				         same);
-				json_array_append_new(warnings, json_string(warning));
-			}
-			json_array_append_new(
-			    a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:o, s:o}", "op",
-			                 ky_op_name(pc[i].c->op), "instance", pc[i].c->instance,
-			                 "unit", pc[i].c->unit, "incarnation", inc, "counter",
-			                 (json_int_t)pc[i].c->counter, "args", summary, "signers",
-			                 tke_signers_json(&pc[i]), "warnings", warnings));
-		}
-		cli_print_json(json_pack("{s:o, s:s}", "commands", a, "note",
-		                         "signatures are checked by the unit"));
-	} else {
-		tke_show_bundle(stdout, &b, pc);
-		printf("signatures are checked by the unit when the bundle is submitted\n");
-	}
-	r = 0;
-out:
-	tke_parsed_release(pc, b.n);
-	tke_bundle_release(&b);
-	return ky_err_exit(r);
-}
-
-/* Before any password: some selected key has not signed some command yet.
- * Returns -1 (nothing to do, said so), 0 (go on) or an error (printed). */
-static int tke_cmd_sign_needed(const struct tke_bundle *b, const struct tke_parsed_cmd *pc)
-{
-	int r = KY_ERR_INTERNAL;
-	struct cli_sigkey *keys = NULL;
-	size_t nkeys = 0, nsel = 0;
-	bool needed = false;
-
-	if ((r = tke_selected_sigkeys(&keys, &nkeys, &nsel)) != 0)
-		return r;
-	if (nsel == 0) {
-		free(keys);
-		return tke_err(KY_ERR_NO_SIGNERS, NULL, NULL);
-	}
-	for (size_t k = 0; k < nkeys; k++) {
-		if (!keys[k].selected)
-			continue;
-		for (size_t i = 0; i < b->n; i++) {
-			bool has = false;
-			for (size_t s = 0; s < pc[i].nsigners; s++)
-				has = has ||
-				      memcmp(pc[i].signers[s].ski, keys[k].ski, KY_SKI_LEN) == 0;
-			needed = needed || !has;
-		}
-	}
-	free(keys);
-	if (!needed) {
-		tke_note("every command is already signed by the selected signature keys: nothing "
-		         "to sign");
-		return -1;
-	}
-	return 0;
-}
-
-int tke_cmd_sign_main(int argc, char **argv)
-{
-	static const char usage[] =
-	    "usage: kyok tke cmd-sign FILE\n\n"
-	    "Adds a signature by every selected signature key ('kyok tke sigkey-sel') to every\n"
-	    "command of the bundle FILE, and rewrites FILE. Passwords are asked per key.\n"
-	    "A key that already signed a command is not added twice.\n";
-	int r = KY_ERR_INTERNAL;
-	const char *file;
-	struct tke_bundle b = {0};
-	struct tke_parsed_cmd *pc = NULL;
-	struct cli_signer *signers = NULL;
-	size_t nsigners = 0, added = 0;
-
-	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
-		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
-	/* Whoever signs sees what they sign before giving a password. */
-	fprintf(stderr, "signing %s:\n", file);
-	tke_show_bundle(stderr, &b, pc);
-	if ((r = tke_cmd_sign_needed(&b, pc)) != 0) {
-		r = r < 0 ? 0 : r;
-		goto out;
-	}
-	if ((r = cli_signers_open(&signers, &nsigners)) != 0)
-		goto out;
-	/* Signer by signer: a key on a card signs every command while its card is in. */
-	for (size_t s = 0; s < nsigners; s++) {
-		uint8_t ski[KY_SKI_LEN];
-
-		if ((r = ky_cert_ski(signers[s].cert, ski)) != 0) {
-			cli_fail(r, signers[s].name, NULL);
-			goto out;
-		}
-		for (size_t i = 0; i < b.n; i++) {
-			bool dup = false;
-
-			for (size_t k = 0; k < pc[i].nsigners; k++)
-				dup = dup || memcmp(pc[i].signers[k].ski, ski, KY_SKI_LEN) == 0;
-			for (size_t k = 0; k < s && !dup; k++) {
-				uint8_t other[KY_SKI_LEN];
-				dup = ky_cert_ski(signers[k].cert, other) == 0 &&
-				      memcmp(other, ski, KY_SKI_LEN) == 0;
-			}
-			if (dup) {
-				tke_note("command %zu: already signed by '%s'", i + 1,
-				         signers[s].name);
-				continue;
-			}
-			if ((r = cli_signer_sign(&signers[s], &b.cmds[i].der)) != 0) {
-				cli_fail(r, file, "cannot add the signature of '%s' to command %zu",
-				         signers[s].name, i + 1);
-				goto out;
-			}
-			added++;
-		}
-	}
-	tke_bundle_strip_header(&b);
-	if ((r = tke_bundle_write(file, &b, true)) != 0)
-		goto out;
-	if (!cli_g.json) {
-		printf("added %zu signature%s to %zu command%s in %s\n", added,
-		       added == 1 ? "" : "s", b.n, b.n == 1 ? "" : "s", file);
-	} else {
-		cli_print_json(json_pack("{s:s, s:I, s:I}", "file", file, "signatures_added",
-		                         (json_int_t)added, "commands", (json_int_t)b.n));
-	}
-	r = 0;
-out:
-	cli_signers_free(signers, nsigners);
-	tke_parsed_release(pc, b.n);
-	tke_bundle_release(&b);
-	return ky_err_exit(r);
-}
-
-int tke_cmd_submit_main(int argc, char **argv)
-{
-	static const char usage[] =
-	    "usage: kyok tke cmd-submit FILE [--imprint-credential FILE]\n\n"
-	    "Submits each command of the bundle FILE to its crypto unit (found by unit id in\n"
-	    "the instance) and reports per unit. A unit refuses a command whose transaction\n"
-	    "counter is out of date (another command ran since it was prepared), or that was\n"
-	    "prepared for an earlier incarnation of the unit (its state was created again\n"
-	    "since): prepare the command again then.\n\n"
-	    "options:\n" CLI_IMPRINT_HELP;
-	int r = KY_ERR_INTERNAL;
-	const char *file;
-	struct tke_bundle b = {0};
-	struct tke_parsed_cmd *pc = NULL;
-	struct tke_run run = {0};
-	const char **ids = NULL;
-	bool short_any = false;
-
-	if ((r = tke_bundle_opts(argc, argv, usage, true, &file)) != 0)
-		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
-	if ((ids = calloc(b.n, sizeof(*ids))) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
-		goto out;
-	}
-	for (size_t i = 0; i < b.n; i++) {
-		ids[i] = pc[i].c->unit;
-		for (size_t k = 0; k < i; k++)
-			if (strcmp(ids[k], ids[i]) == 0) {
-				r = KY_ERR_BAD_COMMAND;
-				cli_fail(r, file,
-				         "two commands for crypto unit '%s': nothing was sent",
-				         ids[i]);
-				goto out;
-			}
-	}
-	/* The instance first: a bundle for another instance names units unknown here. */
-	if ((r = cli_instance_load(&run.inst)) != 0)
-		goto out;
-	for (size_t i = 0; i < b.n; i++) {
-		if (strcmp(pc[i].c->instance, run.inst.id) != 0) {
-			r = KY_ERR_WRONG_INSTANCE;
-			cli_fail(r, file,
-			         "command %zu is for instance '%s', this instance is '%s' (%s): "
-			         "nothing was sent",
-			         i + 1, pc[i].c->instance, run.inst.id, run.inst.dir);
-			goto out;
-		}
-	}
-	if ((r = tke_run_load_ids(&run, ids, b.n)) != 0)
-		goto out;
-	/* Local checks against each unit's present state, before anything is sent. */
-	for (size_t i = 0; i < b.n; i++) {
-		struct tke_unit *u = &run.units[i];
-		uint8_t(*skis)[KY_SKI_LEN] = NULL;
-		char names[256];
-		int have, req = 0;
-
-		if (!u->reachable)
-			continue;
-		if ((r = ky_buf_append(&u->cms, b.cmds[i].der.data, b.cmds[i].der.len)) != 0)
-			goto out;
-		if (memcmp(u->st.incarnation, pc[i].c->incarnation, KY_INCARNATION_LEN) != 0) {
-			char inc[2 * KY_INCARNATION_LEN + 1];
-			ky_hex_encode(pc[i].c->incarnation, KY_INCARNATION_LEN, inc);
-			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_INCARNATION,
-			             "the command names incarnation %s, the unit's state is "
-			             "incarnation %s: the unit was re-created since the command "
-			             "was prepared: not sent: prepare the command again",
-			             inc, u->st.incarnation_hex);
-			continue;
-		}
-		if (u->st.counter != pc[i].c->counter) {
-			tke_unit_set(u, TKE_REFUSED, KY_ERR_WRONG_COUNTER,
-			             "the command names transaction counter %llu, the unit is at "
-			             "%llu (%s): not sent: prepare the command again",
-			             (unsigned long long)pc[i].c->counter,
-			             (unsigned long long)u->st.counter,
-			             u->st.counter > pc[i].c->counter
-			                 ? "other commands ran since, or this one already ran"
-			                 : "the command is from the future");
-			continue;
-		}
-		r = tke_required(&u->st, pc[i].c, &req);
-		if (r != 0) {
-			tke_unit_set(u, TKE_REFUSED, r, NULL);
-			short_any = true;
-			continue;
-		}
-		u->required = req;
-		if ((skis = calloc(pc[i].nsigners + 1, sizeof(*skis))) == NULL) {
-			r = tke_err(KY_ERR_NOMEM, NULL, NULL);
-			goto out;
-		}
-		for (size_t k = 0; k < pc[i].nsigners; k++)
-			memcpy(skis[k], pc[i].signers[k].ski, KY_SKI_LEN);
-		have = tke_count_admin_skis(&u->st, (const uint8_t(*)[KY_SKI_LEN])skis,
-		                            pc[i].nsigners, names, sizeof(names));
-		free(skis);
-		for (size_t k = 0; k < pc[i].nsigners; k++) {
-			if (tke_ustate_admin_by_ski(&u->st, pc[i].signers[k].ski) < 0) {
-				tke_unit_set(u, TKE_REFUSED, KY_ERR_SIGNER_NOT_ADMIN,
-				             "signer '%s' is not an administrator of this unit",
-				             pc[i].signers[k].name);
-				short_any = true;
-				break;
-			}
-		}
-		if (u->result == TKE_REFUSED)
-			continue;
-		if (have < req) {
-			tke_unit_set(
-			    u, TKE_REFUSED, KY_ERR_NOT_ENOUGH_SIGNATURES,
-			    "%d of %d signatures%s%s%s: sign it with 'kyok tke cmd-sign %s'", have,
-			    req, have > 0 ? " (" : "", names, have > 0 ? ")" : "", file);
-			short_any = true;
-		}
-	}
-	if (short_any) {
-		r = tke_print_local_refusals(&run);
-		goto out;
-	}
-	run.no_rerun_hint = true; /* each unit left says "prepare the command again" */
-	tke_run_submit(&run, NULL, 0);
-	r = 0;
-	{
-		int status = tke_run_report(&run, NULL, NULL);
-		tke_run_release(&run);
-		tke_parsed_release(pc, b.n);
-		tke_bundle_release(&b);
-		free(ids);
-		return status;
-	}
-out:
-	tke_run_release(&run);
-	tke_parsed_release(pc, b.n);
-	tke_bundle_release(&b);
-	free(ids);
-	return ky_err_exit(r);
 }

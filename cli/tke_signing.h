@@ -16,30 +16,6 @@
 #include "cli/token.h"
 #include "kyok/ceremony.h"
 
-/* A crypto unit's public state (GET /v1/admin/state), parsed. */
-struct tke_admin_info {
-	char name[KY_ADMIN_NAME_MAX + 1];
-	uint8_t ski[KY_SKI_LEN];
-	char ski_hex[2 * KY_SKI_LEN + 1];
-};
-struct tke_ustate {
-	uint8_t incarnation[KY_INCARNATION_LEN]; /* of the unit's state: every command names it */
-	char incarnation_hex[2 * KY_INCARNATION_LEN + 1];
-	bool imprint;
-	uint64_t counter; /* next transaction counter */
-	int sig, rev;
-	size_t nadmins;
-	struct tke_admin_info admins[KY_MAX_ADMINS];
-	enum ky_new_state new_state;
-	char new_vp[2 * KY_VP_LEN + 1]; /* "" when empty */
-	enum ky_cur_state cur_state;
-	char cur_vp[2 * KY_VP_LEN + 1];
-};
-int tke_ustate_parse(const json_t *j, struct tke_ustate *st) KY_WUR; /* KY_ERR_BAD_REPLY */
-/* Index of the admin with that SKI, or -1. */
-int tke_ustate_admin_by_ski(const struct tke_ustate *st, const uint8_t ski[KY_SKI_LEN]);
-int tke_ustate_admin_by_name(const struct tke_ustate *st, const char *name);
-
 enum tke_result {
 	TKE_PENDING,     /* a command is to be sent */
 	TKE_CHANGED,     /* the unit accepted it */
@@ -53,7 +29,7 @@ struct tke_unit {
 	struct cli_unit u;
 	bool skip;      /* not part of this step (auto-init) */
 	bool reachable; /* state was read */
-	struct tke_ustate st;
+	struct ky_unit_state st;
 	enum tke_result result;
 	int err;               /* refusal code */
 	char detail[640];      /* "unchanged" reason or refusal detail */
@@ -126,7 +102,20 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
                    const char *question);
 
 /* Signature requirement of c on a unit in state st, by the ceremony's own rule. */
-int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *required) KY_WUR;
+int tke_required(const struct ky_unit_state *st, const struct ky_command *c, int *required) KY_WUR;
+
+/* ---- the engine's parts the bundle verbs (cli/tke_cmd.c) use ---- */
+
+/* Sets a unit's result, error and detail (fmt may format u->detail itself). */
+void tke_unit_set(struct tke_unit *u, enum tke_result res, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The command's own fields, in words (cmd-show, bundle comments). */
+void tke_command_summary(const struct ky_command *c, char *out, size_t outlen);
+/* Prints the refusals found before sending, and "nothing was sent"; returns the error. */
+int tke_print_local_refusals(struct tke_run *run) KY_WUR;
+/* How many of skis are administrators of st (each counted once); their names in names. */
+int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[KY_SKI_LEN],
+                         size_t n, char *names, size_t nameslen);
 
 /* ---- helpers shared by the command files ---- */
 
@@ -134,10 +123,11 @@ int tke_required(const struct tke_ustate *st, const struct ky_command *c, int *r
 int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
 /* Parses an integer flag value in [lo, hi]; prints the error. */
 int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out) KY_WUR;
-/* Asks for a line (or fails naming flag when not interactive) and parses an int. */
-int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int *out) KY_WUR;
-/* Asks a threshold (1..8): KY_ERR_THRESHOLD_RANGE otherwise. */
-int tke_ask_threshold(const char *prompt, const char *flag, int *out) KY_WUR;
+/* Asks for a line (or fails naming flag when not interactive) and parses an int. def, when
+ * not 0, is shown in brackets and taken for an empty answer. */
+int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, int *out) KY_WUR;
+/* Asks a threshold (1..hi): KY_ERR_THRESHOLD_RANGE otherwise; def as for tke_ask_int. */
+int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out) KY_WUR;
 /* Prints usage text plus the common options on stdout. */
 void tke_print_help(const char *usage);
 /* Number of selected signature keys and their SKIs (no password needed). */

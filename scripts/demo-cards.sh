@@ -24,10 +24,23 @@ cleanup() {
 }
 # shellcheck source=tests/integration/pcsc.sh
 . "$(dirname "$0")/../tests/integration/pcsc.sh"
+# Only a directory this script made (its mark inside) is replaced, and it says so.
 if [ -z "${KYOK_T_PCSCNS:-}" ]; then
-	rm -rf "$DEMO"
+	if [ -e "$DEMO" ]; then
+		if [ ! -f "$DEMO/.kyok-demo" ]; then
+			echo "demo-cards: $DEMO exists and was not made by the demo: not deleting" \
+				"it; set KYOK_DEMO_CARDS_DIR to a new directory (or remove it yourself)" >&2
+			exit 1
+		fi
+		echo "demo-cards: replacing the previous demo in $DEMO (KYOK_DEMO_CARDS_DIR=DIR" \
+			"puts it elsewhere)"
+		rm -rf "$DEMO"
+	else
+		echo "demo-cards: working in $DEMO (KYOK_DEMO_CARDS_DIR=DIR puts it elsewhere)"
+	fi
 	mkdir -p "$DEMO/pw"
 	chmod 700 "$DEMO" "$DEMO/pw"
+	: >"$DEMO/.kyok-demo"
 fi
 pcsc_namespace "$BUILD"
 

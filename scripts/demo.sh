@@ -15,13 +15,26 @@ run() {
 	"$KYOK" "$@"
 }
 
-# A previous demo's instances are stopped and replaced.
-for i in "$DEMO"/inst1 "$DEMO"/inst2; do
-	[ -f "$i/instance.json" ] && "$KYOK" down --instance "$i" >/dev/null 2>&1 || true
-done
-rm -rf "$DEMO"
+# A previous demo's instances are stopped and replaced, said so. Only a directory this script
+# made (its mark inside) is deleted: KYOK_DEMO_DIR pointing elsewhere by mistake is refused.
+if [ -e "$DEMO" ]; then
+	if [ ! -f "$DEMO/.kyok-demo" ]; then
+		echo "demo: $DEMO exists and was not made by the demo: not deleting it; set" \
+			"KYOK_DEMO_DIR to a new directory (or remove it yourself)" >&2
+		exit 1
+	fi
+	echo "demo: replacing the previous demo in $DEMO (its instances stopped, its files" \
+		"deleted; KYOK_DEMO_DIR=DIR puts the demo elsewhere)"
+	for i in "$DEMO"/inst1 "$DEMO"/inst2; do
+		[ -f "$i/instance.json" ] && "$KYOK" down --instance "$i" >/dev/null 2>&1 || true
+	done
+	rm -rf "$DEMO"
+else
+	echo "demo: working in $DEMO (KYOK_DEMO_DIR=DIR puts it elsewhere)"
+fi
 mkdir -p "$DEMO/pw"
 chmod 700 "$DEMO" "$DEMO/pw"
+: >"$DEMO/.kyok-demo"
 
 # Each person's password lives in their own 0600 file, generated here (an interactive user
 # would type them at the prompts instead).

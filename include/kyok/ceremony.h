@@ -187,6 +187,32 @@ int ky_domain_parse(const uint8_t *p, size_t n, struct ky_domain **out) KY_WUR;
  * imported, or the register is empty. */
 json_t *ky_domain_public_json(const struct ky_domain *d);
 
+/* That public state, read back by a workstation (what it needs to plan a command). */
+struct ky_unit_admin {
+	char name[KY_ADMIN_NAME_MAX + 1];
+	uint8_t ski[KY_SKI_LEN];
+	char ski_hex[2 * KY_SKI_LEN + 1];
+};
+struct ky_unit_state {
+	uint8_t incarnation[KY_INCARNATION_LEN]; /* of the unit's state: every command names it */
+	char incarnation_hex[2 * KY_INCARNATION_LEN + 1];
+	bool imprint;
+	uint64_t counter; /* next transaction counter */
+	int sig, rev;
+	size_t nadmins;
+	struct ky_unit_admin admins[KY_MAX_ADMINS];
+	enum ky_new_state new_state;
+	char new_vp[2 * KY_VP_LEN + 1]; /* "" when empty */
+	enum ky_cur_state cur_state;
+	char cur_vp[2 * KY_VP_LEN + 1];
+};
+/* Parses what ky_domain_public_json wrote: KY_ERR_BAD_REPLY when a member is missing, of
+ * the wrong type or out of range. */
+int ky_unit_state_parse(const json_t *j, struct ky_unit_state *st) KY_WUR;
+/* Index of the administrator with that SKI (or name), or -1. */
+int ky_unit_state_admin_by_ski(const struct ky_unit_state *st, const uint8_t ski[KY_SKI_LEN]);
+int ky_unit_state_admin_by_name(const struct ky_unit_state *st, const char *name);
+
 /* Number of distinct admin signatures op needs in d's present mode, or an error
  * (KY_ERR_IMPRINT_MODE, KY_ERR_NOT_IMPRINT_MODE). For thresholds-set in imprint mode this
  * is the new signature threshold; for mk-load the number of parts. When that number

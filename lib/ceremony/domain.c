@@ -747,3 +747,114 @@ fail:
 	json_decref(o);
 	return NULL;
 }
+
+/* ---- the public state, read back (ky_unit_state_parse) ---- */
+
+static int domain_state_int(const json_t *o, const char *key, json_int_t lo, json_int_t hi,
+                            json_int_t *out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return KY_ERR_BAD_REPLY;
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static int domain_state_vp(const json_t *reg, bool full, char out[2 * KY_VP_LEN + 1])
+{
+	json_t *v = json_object_get(reg, "vp");
+	uint8_t tmp[KY_VP_LEN];
+
+	out[0] = '\0';
+	if (!full)
+		return json_is_null(v) || v == NULL ? 0 : KY_ERR_BAD_REPLY;
+	if (!json_is_string(v) || ky_hex_decode(json_string_value(v), tmp, sizeof(tmp)) != 0)
+		return KY_ERR_BAD_REPLY;
+	ky_hex_encode(tmp, sizeof(tmp), out);
+	return 0;
+}
+
+int ky_unit_state_parse(const json_t *j, struct ky_unit_state *st)
+{
+	json_int_t v;
+	json_t *admins, *reg;
+	const char *s;
+
+	memset(st, 0, sizeof(*st));
+	if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "imprint")))
+		return KY_ERR_BAD_REPLY;
+	st->imprint = json_is_true(json_object_get(j, "imprint"));
+	if ((s = json_string_value(json_object_get(j, "incarnation"))) == NULL ||
+	    ky_hex_decode(s, st->incarnation, KY_INCARNATION_LEN) != 0)
+		return KY_ERR_BAD_REPLY;
+	ky_hex_encode(st->incarnation, KY_INCARNATION_LEN, st->incarnation_hex);
+	if (domain_state_int(j, "next_counter", 0, INT64_MAX, &v) != 0)
+		return KY_ERR_BAD_REPLY;
+	st->counter = (uint64_t)v;
+	if (domain_state_int(j, "signature_threshold", 0, KY_MAX_ADMINS, &v) != 0)
+		return KY_ERR_BAD_REPLY;
+	st->sig = (int)v;
+	if (domain_state_int(j, "revocation_threshold", 0, KY_MAX_ADMINS, &v) != 0)
+		return KY_ERR_BAD_REPLY;
+	st->rev = (int)v;
+	admins = json_object_get(j, "admins");
+	if (!json_is_array(admins) || json_array_size(admins) > KY_MAX_ADMINS)
+		return KY_ERR_BAD_REPLY;
+	for (size_t i = 0; i < json_array_size(admins); i++) {
+		json_t *a = json_array_get(admins, i);
+		const char *name = json_string_value(json_object_get(a, "name"));
+		const char *ski = json_string_value(json_object_get(a, "ski"));
+		struct ky_unit_admin *ai = &st->admins[i];
+
+		if (name == NULL || ski == NULL || strlen(name) > KY_ADMIN_NAME_MAX ||
+		    ky_hex_decode(ski, ai->ski, KY_SKI_LEN) != 0)
+			return KY_ERR_BAD_REPLY;
+		snprintf(ai->name, sizeof(ai->name), "%s", name);
+		ky_hex_encode(ai->ski, KY_SKI_LEN, ai->ski_hex);
+	}
+	st->nadmins = json_array_size(admins);
+
+	reg = json_object_get(j, "new_mk");
+	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
+		return KY_ERR_BAD_REPLY;
+	if (strcmp(s, ky_new_state_name(KY_NEW_EMPTY)) == 0)
+		st->new_state = KY_NEW_EMPTY;
+	else if (strcmp(s, ky_new_state_name(KY_NEW_UNCOMMITTED)) == 0)
+		st->new_state = KY_NEW_UNCOMMITTED;
+	else if (strcmp(s, ky_new_state_name(KY_NEW_COMMITTED)) == 0)
+		st->new_state = KY_NEW_COMMITTED;
+	else
+		return KY_ERR_BAD_REPLY;
+	if (domain_state_vp(reg, st->new_state != KY_NEW_EMPTY, st->new_vp) != 0)
+		return KY_ERR_BAD_REPLY;
+
+	reg = json_object_get(j, "current_mk");
+	if ((s = json_string_value(json_object_get(reg, "state"))) == NULL)
+		return KY_ERR_BAD_REPLY;
+	if (strcmp(s, ky_cur_state_name(KY_CUR_EMPTY)) == 0)
+		st->cur_state = KY_CUR_EMPTY;
+	else if (strcmp(s, ky_cur_state_name(KY_CUR_VALID)) == 0)
+		st->cur_state = KY_CUR_VALID;
+	else
+		return KY_ERR_BAD_REPLY;
+	if (domain_state_vp(reg, st->cur_state == KY_CUR_VALID, st->cur_vp) != 0)
+		return KY_ERR_BAD_REPLY;
+	return 0;
+}
+
+int ky_unit_state_admin_by_ski(const struct ky_unit_state *st, const uint8_t ski[KY_SKI_LEN])
+{
+	for (size_t i = 0; i < st->nadmins; i++)
+		if (memcmp(st->admins[i].ski, ski, KY_SKI_LEN) == 0)
+			return (int)i;
+	return -1;
+}
+
+int ky_unit_state_admin_by_name(const struct ky_unit_state *st, const char *name)
+{
+	for (size_t i = 0; i < st->nadmins; i++)
+		if (strcmp(st->admins[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}

@@ -4,7 +4,9 @@
  * Keys and passwords are fresh each run (nothing secret is kept in the tree). */
 #include <errno.h>
 #include <jansson.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -470,6 +472,33 @@ static void seeds_card(void)
 	EVP_PKEY_free(pk);
 }
 
+/* A command bundle as a workstation writes it: a header, two blocks with their comments. */
+static void seeds_bundle(void)
+{
+	struct ky_buf der = {0}, text = {0};
+	BIO *bio = NULL;
+	char *pem = NULL;
+	long n;
+
+	if (ky_cms_unsigned("{\"op\":\"x\"}", 10, &der) != 0 ||
+	    (bio = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio(bio, "CMS", "", der.data, (long)der.len) <= 0 ||
+	    (n = BIO_get_mem_data(bio, &pem)) <= 0)
+		seeds_die("cannot make a bundle seed");
+	if (ky_buf_append_str(&text, "# kyok command bundle\n") != 0)
+		seeds_die("out of memory");
+	for (int i = 0; i < 2; i++)
+		if (ky_buf_append_str(&text, "\n# kyok command: x unit 1\n# signers: none yet\n") !=
+		        0 ||
+		    ky_buf_append(&text, pem, (size_t)n) != 0)
+			seeds_die("out of memory");
+	seeds_put("bundle", text.data, text.len);
+	seeds_str("bundle", "-----BEGIN CMS-----\nAAAA\n-----END CMS-----\n");
+	BIO_free(bio);
+	ky_buf_free(&text);
+	ky_buf_free(&der);
+}
+
 int main(int argc, char **argv)
 {
 	struct ky_domain *d = NULL;
@@ -496,6 +525,7 @@ int main(int argc, char **argv)
 	seeds_text();
 	seeds_audit();
 	seeds_card();
+	seeds_bundle();
 	printf("fuzz-seeds: seeds written to %s\n", seeds_dir);
 	return 0;
 }

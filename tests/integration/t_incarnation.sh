@@ -46,6 +46,13 @@ expect_eq "admin-add bob runs at counter 0" "$(jq -r .ok <<<"$reply")" true
 expect_ok "add alice (CLI)" "$KYOK" tke cryptounit-admin-add --sigkey 1
 expect_ok "remove bob (CLI, imprint mode)" "$KYOK" tke cryptounit-admin-rm --admin bob
 expect_eq "bob is gone" "$(unit_state 1 | jq -c '[.admins[].name]')" '["alice"]'
+expect_fail "removing bob again (no unit has him): refused, not 'unchanged'" \
+	"bob: .*no selected crypto unit has an administrator of this name.*cryptounit-admins" \
+	"$KYOK" tke cryptounit-admin-rm --admin bob
+expect_fail "cryptounit-mk-clrnew in imprint mode: refused before signing" \
+	"in imprint mode.*cryptounit-thrhld-set" "$KYOK" tke cryptounit-mk-clrnew
+expect_fail "cryptounit-mk-clrcur in imprint mode: refused before signing" \
+	"in imprint mode.*cryptounit-thrhld-set" "$KYOK" tke cryptounit-mk-clrcur
 
 # ---- 2. the unit is re-created: stopped, data directory deleted, started again ---------------
 "$KYOK" down >/dev/null

@@ -144,6 +144,9 @@ expect_ok "... and it wraps again" kp Reader wrap "$kid" --show
 expect_rc "Writer cannot set policies" 4 "key $kid" kp Writer policies "$kid" --dual-auth on
 expect_rc "Manager sets rotation and dual authorization" 0 'every 3 months' \
 	kp Manager policies "$kid" --rotation-months 3 --dual-auth on
+expect_rc "... and is told kyok does not rotate on the schedule" 0 \
+	"does not rotate keys on its schedule.*kyok kp key-rotate" \
+	kp Manager policies "$kid" --rotation-months 3
 expect_rc "... both shown" 0 'dual-auth delete +enabled' kp Manager policies "$kid"
 expect_rc "policies: bad interval" 2 'rotation-months' kp Manager policies "$kid" --rotation-months 13
 expect_rc "instance policies shown" 0 'POLICY' kp Manager instance-policies
@@ -153,7 +156,8 @@ expect_rc "rotation turned off: no interval shown" 0 '^rotation +disabled +20[0-
 	kp Manager policies "$kid" --rotation-months off
 
 # ---- delete (dual authorization), restore, purge -----------------------------------------
-expect_rc "delete without the second user: refused" 5 "key $kid" kp Manager key-delete "$kid"
+expect_rc "delete without the second user: refused, the kyok kp command named" 5 \
+	"fix: .*'kyok kp key-schedule-delete ID'" kp Manager key-delete "$kid"
 expect_ok "Writer schedules the deletion" kp Writer key-schedule-delete "$kid"
 expect_rc "Writer cannot delete" 4 "key $kid" kp Writer key-delete "$kid"
 expect_ok "Manager (another user) deletes" kp Manager key-delete "$kid"

@@ -60,6 +60,29 @@ done
 expect_ok "first bundle submitted" "$KYOK" tke cmd-submit "$B/a.bundle"
 expect_fail "stale bundle: prepare again" "wrong transaction counter.*prepare the command again" \
 	"$KYOK" tke cmd-submit "$B/b.bundle"
+# A key that is no administrator: cmd-sign refuses it where it can read the units (a unit
+# refuses the whole command with such a signature on it); elsewhere cmd-submit names the fix.
+WC="$T_DIR/ws-mallory"
+pm=$(newpw mallory)
+KYOK_TKE_FILES=$WC "$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+KYOK_TKE_FILES=$WC "$KYOK" tke sigkey-add --name mallory --password-file "$pm" >/dev/null
+KYOK_TKE_FILES=$WC "$KYOK" tke sigkey-sel --sigkeys 1 >/dev/null
+"$KYOK" tke cryptounit-thrhld-set --signature 1 --revocation 1 --prepare "$B/c.bundle" >/dev/null
+sum=$(sha256sum <"$B/c.bundle")
+expect_fail "cmd-sign by a non-administrator: refused before the password" \
+	"mallory: .*signature key 1 is not an administrator of crypto unit 1 .*sigkey-sel.*nothing was signed" \
+	env KYOK_TKE_FILES="$WC" "$KYOK" tke cmd-sign "$B/c.bundle" --password-file "$pm"
+expect_eq "... the bundle is unchanged" "$(sha256sum <"$B/c.bundle")" "$sum"
+mkdir -p "$T_DIR/elsewhere"
+expect_ok "cmd-sign where no instance is reachable signs (the units decide)" \
+	env KYOK_TKE_FILES="$WC" KYOK_INSTANCE="$T_DIR/elsewhere" "$KYOK" tke cmd-sign \
+	"$B/c.bundle" --password-file "$pm"
+grep -q "checked when the bundle is submitted" <<<"$out" &&
+	pass "... and says the administrators are checked at submit" ||
+	fail "... no note that the administrators are checked at submit: $out"
+expect_fail "submit with a non-administrator's signature: the remedy named" \
+	"not an administrator of this unit.*prepare the command again.*cryptounit-admins" \
+	"$KYOK" tke cmd-submit "$B/c.bundle"
 expect_fail "garbage is not a bundle" "not a kyok signed command file" \
 	"$KYOK" tke cmd-show /etc/hostname
 

@@ -5,6 +5,7 @@
 # are never echoed, never in the process list, never in a file other than the key files.
 . "$(dirname "$0")/helpers.sh"
 setup
+. "$(dirname "$0")/tty.sh"
 
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: /$2/ not in: $3"; fi
@@ -165,49 +166,7 @@ sample_ps $!
 wait $! || fail "mk-add with --password-fd failed"
 
 # ---- interactive prompts in a real terminal ----------------------------------------------------------
-if ! command -v tmux >/dev/null; then
-	echo "skip $T_NAME: tmux not installed, interactive prompts not tested" >&2
-else
-	TM=(tmux -S "$T_DIR/tmux.sock")
-	# The terminal server goes first, then the helpers' cleanup with the script's status.
-	tm_cleanup() {
-		local rc=$?
-		set +e
-		"${TM[@]}" kill-server 2>/dev/null
-		(exit $rc)
-		cleanup
-	}
-	trap tm_cleanup EXIT
-	"${TM[@]}" new-session -d -s t -x 200 -y 50 \
-		"env -i HOME='$HOME' KYOK_TKE_FILES='$KYOK_TKE_FILES' PATH='$PATH' TERM=xterm PS1='$ ' bash --norc --noprofile"
-	# screen: everything the terminal showed since the last fresh_screen, history included.
-	screen() { "${TM[@]}" capture-pane -p -J -S - -t t; }
-	SEEN=
-	fresh_screen() {
-		SEEN+=$(screen)
-		"${TM[@]}" send-keys -t t clear Enter
-		sleep 0.2
-		"${TM[@]}" clear-history -t t
-	}
-	# wait_n N PATTERN: waits up to 15 s until PATTERN (grep -E) is on N lines of the screen,
-	# so that a secret is typed only once its prompt (with echo off) is there. After one
-	# timeout the terminal is taken as broken and the next waits fail at once.
-	TM_BROKEN=0
-	wait_n() {
-		local _
-		[ $TM_BROKEN -eq 0 ] || return 1
-		for _ in $(seq 150); do
-			[ "$(screen | grep -cE -- "$2")" -ge "$1" ] && return 0
-			sleep 0.1
-		done
-		TM_BROKEN=1
-		fail "terminal: '$2' never appeared $1 time(s): $(screen | tail -n 5)"
-		return 1
-	}
-	type_line() {
-		"${TM[@]}" send-keys -t t -l "$1"
-		"${TM[@]}" send-keys -t t Enter
-	}
+if tty_start KYOK_TKE_FILES="$KYOK_TKE_FILES"; then
 	PE=$(newpw erin)
 	PEV=$(cat "$PE")
 	fresh_screen

@@ -802,6 +802,89 @@ static void t_public_json(void **state)
 	ky_domain_free(d);
 }
 
+/* The workstation reads back what the unit wrote: every field, and a refusal for each kind
+ * of damage to a member it relies on. */
+static void state_refused(const json_t *good, const char *path, json_t *v)
+{
+	json_t *j = json_deep_copy(good), *o = j;
+	char key[64];
+	const char *dot = strchr(path, '.');
+	struct ky_unit_state st;
+
+	if (dot != NULL) {
+		snprintf(key, sizeof(key), "%.*s", (int)(dot - path), path);
+		o = json_object_get(j, key);
+		path = dot + 1;
+	}
+	if (v == NULL)
+		json_object_del(o, path);
+	else
+		json_object_set_new(o, path, v);
+	assert_int_equal(ky_unit_state_parse(j, &st), KY_ERR_BAD_REPLY);
+	json_decref(j);
+}
+
+static void t_unit_state_parse(void **state)
+{
+	(void)state;
+	struct ky_domain *d = operational(UNIT);
+	struct ky_unit_state st;
+	uint8_t vp[KY_VP_LEN];
+	char hex[2 * KY_VP_LEN + 1];
+	json_t *j, *nine;
+
+	make_current(&d, vp);
+	assert_int_equal(run(&d, cmd(d, KY_OP_MK_GENERATE), SIGNED_BY(ALICE, BOB), NULL), 0);
+	j = ky_domain_public_json(d);
+	assert_int_equal(ky_unit_state_parse(j, &st), 0);
+	assert_false(st.imprint);
+	assert_int_equal(st.counter, d->next_counter);
+	assert_int_equal(st.sig, 2);
+	assert_int_equal(st.rev, 2);
+	assert_memory_equal(st.incarnation, d->incarnation, KY_INCARNATION_LEN);
+	assert_int_equal(st.nadmins, 3);
+	assert_string_equal(st.admins[1].name, "bob");
+	assert_memory_equal(st.admins[1].ski, admins[BOB].ski, KY_SKI_LEN);
+	assert_int_equal(ky_unit_state_admin_by_ski(&st, admins[CAROL].ski), 2);
+	assert_int_equal(ky_unit_state_admin_by_name(&st, "alice"), 0);
+	assert_int_equal(ky_unit_state_admin_by_name(&st, "mallory"), -1);
+	assert_int_equal(st.cur_state, KY_CUR_VALID);
+	vp_hex(vp, hex);
+	assert_string_equal(st.cur_vp, hex);
+	assert_int_equal(st.new_state, KY_NEW_UNCOMMITTED);
+	vp_hex(d->new_vp, hex);
+	assert_string_equal(st.new_vp, hex);
+
+	state_refused(j, "imprint", NULL);
+	state_refused(j, "imprint", json_string("no"));
+	state_refused(j, "incarnation", json_string("zz"));
+	state_refused(j, "next_counter", json_integer(-1));
+	state_refused(j, "signature_threshold", json_integer(9));
+	state_refused(j, "revocation_threshold", json_string("2"));
+	state_refused(j, "admins", json_object());
+	nine = json_array();
+	for (int i = 0; i < 9; i++)
+		json_array_append(nine, json_array_get(json_object_get(j, "admins"), 0));
+	state_refused(j, "admins", nine);
+	state_refused(j, "new_mk.state", json_string("HALF"));
+	state_refused(j, "new_mk.vp", json_null());             /* a full register has a VP */
+	state_refused(j, "current_mk.vp", json_string("0011")); /* too short */
+	state_refused(j, "current_mk.state", NULL);
+	json_decref(j);
+
+	/* An empty register with a VP is refused too. */
+	ky_domain_free(d);
+	d = domain(UNIT);
+	j = ky_domain_public_json(d);
+	assert_int_equal(ky_unit_state_parse(j, &st), 0);
+	assert_true(st.imprint);
+	assert_int_equal(st.nadmins, 0);
+	assert_string_equal(st.cur_vp, "");
+	state_refused(j, "current_mk.vp", json_string(hex));
+	json_decref(j);
+	ky_domain_free(d);
+}
+
 static void t_dup_independent(void **state)
 {
 	(void)state;
@@ -2838,6 +2921,7 @@ int main(void)
 	    cmocka_unit_test(t_command_parse_refusals),
 	    cmocka_unit_test(t_domain_new),
 	    cmocka_unit_test(t_public_json),
+	    cmocka_unit_test(t_unit_state_parse),
 	    cmocka_unit_test(t_dup_independent),
 	    cmocka_unit_test(t_serialize_roundtrip),
 	    cmocka_unit_test(t_serialize_corrupt),

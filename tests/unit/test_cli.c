@@ -28,6 +28,7 @@
 #include "cli/prompt.c"
 #include "cli/table.c"
 #include "cli/workspace.c"
+#include "cli/tke_bundle.c"
 #include "cli/token_part.h"
 
 static char tmpdir[256];
@@ -1216,6 +1217,111 @@ static void test_part_vps_check(void **state)
 	assert_int_equal(bad, 2);
 }
 
+/* ---- command bundles (cli/tke_bundle.c) ---- */
+
+/* A bundle's text with the PEM of der (n blocks of it), comments before each. */
+static void bundle_text(const struct ky_buf *der, int n, struct ky_buf *out)
+{
+	struct tke_bundle b = {0};
+	char path[400];
+
+	b.cmds = calloc((size_t)n, sizeof(*b.cmds));
+	assert_non_null(b.cmds);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(ky_buf_append_str(&b.cmds[i].comments, "# kyok command: x\n"), 0);
+		assert_int_equal(ky_buf_append(&b.cmds[i].der, der->data, der->len), 0);
+	}
+	b.n = (size_t)n;
+	snprintf(path, sizeof(path), "%s/b-%d.bundle", tmpdir, n);
+	unlink(path);
+	assert_int_equal(tke_bundle_write(path, &b, false), 0);
+	assert_int_equal(tke_bundle_write(path, &b, false), KY_ERR_EXISTS); /* never replaced */
+	tke_bundle_release(&b);
+	assert_int_equal(ky_file_read(path, TKE_BUNDLE_MAX, out), 0);
+}
+
+static int bundle_parse_str(const char *text, struct tke_bundle *b, char *why, size_t whylen)
+{
+	return tke_bundle_parse(text, strlen(text), b, why, whylen);
+}
+
+static void test_bundle_parse(void **state)
+{
+	struct ky_buf der = {0}, text = {0};
+	struct tke_bundle b = {0};
+	char why[256], *t, *begin, *crlf;
+	size_t k = 0;
+
+	(void)state;
+	assert_int_equal(ky_cms_unsigned("hello", 5, &der), 0);
+	bundle_text(&der, 2, &text);
+	assert_int_equal(tke_bundle_parse((const char *)text.data, text.len, &b, why, sizeof(why)),
+	                 0);
+	assert_int_equal(b.n, 2);
+	for (size_t i = 0; i < b.n; i++) {
+		assert_int_equal(b.cmds[i].der.len, der.len);
+		assert_memory_equal(b.cmds[i].der.data, der.data, der.len);
+		/* the "# signers:" line is written from the block, never read back */
+		assert_null(strstr((const char *)b.cmds[i].comments.data, "# signers:"));
+	}
+	tke_bundle_release(&b);
+
+	/* The same text with CRLF line ends parses the same. */
+	t = calloc(2 * text.len + 1, 1);
+	assert_non_null(t);
+	for (size_t i = 0; i < text.len; i++) {
+		if (text.data[i] == '\n')
+			t[k++] = '\r';
+		t[k++] = (char)text.data[i];
+	}
+	assert_int_equal(tke_bundle_parse(t, k, &b, why, sizeof(why)), 0);
+	assert_int_equal(b.n, 2);
+	tke_bundle_release(&b);
+	crlf = t;
+
+	/* Refusals, each with the line it found the fault on. */
+	assert_int_equal(bundle_parse_str("", &b, why, sizeof(why)), KY_ERR_NOT_COMMAND);
+	assert_non_null(strstr(why, "no '-----BEGIN CMS-----' block"));
+	assert_int_equal(b.n, 0);
+	assert_int_equal(bundle_parse_str("# only a comment\n", &b, why, sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_int_equal(bundle_parse_str("# c\nhello\n", &b, why, sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_non_null(strstr(why, "line 2: unexpected text outside a command block"));
+	assert_int_equal(bundle_parse_str("# c\n-----BEGIN CMS-----\nAAAA\n", &b, why, sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_non_null(strstr(why, "line 2: command block has no END line"));
+	assert_int_equal(bundle_parse_str("-----BEGIN CMS-----\n!!!!\n-----END CMS-----\n", &b, why,
+	                                  sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_non_null(strstr(why, "line 1: the block is not valid PEM"));
+	assert_int_equal(b.n, 0); /* nothing kept of a refused bundle */
+	assert_int_equal(bundle_parse_str("-----BEGIN CERTIFICATE-----\nAAAA\n-----END "
+	                                  "CERTIFICATE-----\n",
+	                                  &b, why, sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_int_equal(
+	    bundle_parse_str("-----BEGIN CMS-----\n-----END CMS-----\n", &b, why, sizeof(why)),
+	    KY_ERR_NOT_COMMAND); /* empty block */
+	/* A NUL byte anywhere: binary data, refused. */
+	begin = strstr((char *)text.data, "-----BEGIN CMS-----");
+	assert_non_null(begin);
+	begin[25] = '\0';
+	assert_int_equal(tke_bundle_parse((const char *)text.data, text.len, &b, why, sizeof(why)),
+	                 KY_ERR_NOT_COMMAND);
+	assert_non_null(strstr(why, "binary data"));
+	/* Truncated anywhere inside the second block: refused, never one block of two. */
+	begin[25] = 'A';
+	begin = strstr(begin + 1, "-----BEGIN CMS-----");
+	assert_non_null(begin);
+	for (size_t cut = (size_t)(begin - (char *)text.data) + 1; cut < text.len - 2; cut += 7)
+		assert_int_not_equal(
+		    tke_bundle_parse((const char *)text.data, cut, &b, why, sizeof(why)), 0);
+	free(crlf);
+	ky_buf_free(&text);
+	ky_buf_free(&der);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1242,6 +1348,7 @@ int main(void)
 	    cmocka_unit_test(test_card_part_parse),
 	    cmocka_unit_test(test_card_part_write_read),
 	    cmocka_unit_test(test_part_vps_check),
+	    cmocka_unit_test(test_bundle_parse),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
