@@ -347,7 +347,8 @@ int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
  *          the log the position was taken from, more than KY_STORE_CHANGES_MAX changes, a
  *          gap): the caller must take every record as changed.
  * The answer comes from one snapshot. A caller that acts on it before reading any record
- * it caches never keeps a record older than that snapshot. */
+ * it caches never keeps a record older than that snapshot. On an error *pos is unchanged
+ * and *all = 1. Meant to be called when ky_store_changed says 1 (a few index reads). */
 int ky_store_changes(struct ky_store *s, struct ky_store_change_pos *pos,
                      struct ky_store_change **out, size_t *n, int *all) KY_WUR;
 
