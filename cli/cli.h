@@ -185,6 +185,15 @@ int cli_instance_load(struct cli_instance *inst) KY_WUR;
  * KY_ERR_CONFIG with a reason in why. */
 int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
                        size_t whylen) KY_WUR;
+/* The crypto units of the local instance in dir whose kyok-unitd runs (pid file, and the
+ * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap (up.c).
+ * No unit directory at all: 0 and *n = 0. */
+int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n) KY_WUR;
+/* The list of backups 'kyok backup' made of the instance in dir (<dir>/backups.json,
+ * backup.c): {"backups": [{"file", "manifest", "created", "master_keys": [{"vp",
+ * "part_vps"?, ...}]}]}. KY_ERR_NOT_FOUND (not printed) when there is none; other errors
+ * printed. */
+int backup_list_load(const char *dir, json_t **out) KY_WUR;
 /* The unit numbered number, or NULL. */
 const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int number);
 

@@ -11,6 +11,8 @@ int tke_main(int argc, char **argv);
 int scup_main(int argc, char **argv); /* scup.c: kyok scup <cmd>, its table there */
 int kp_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
+int backup_main(int argc, char **argv);  /* backup.c */
+int restore_main(int argc, char **argv); /* backup.c */
 
 /* kyok tke <cmd>: tke_units.c */
 int tke_cryptounits_main(int argc, char **argv);

@@ -470,6 +470,60 @@ out:
 
 /* ---- mk-rm ---- */
 
+/* Before a key part is deleted: the backups listed in the instance directory whose records
+ * are under a master key made from this part (by its VP, as the units reported it when the
+ * backup was made), and, always, the rule. Prints on stderr; refuses nothing. */
+static void mk_rm_warn_backups(const struct cli_keypart *p)
+{
+	const char *dir = cli_instance_dir();
+	json_t *list = NULL, *b, *mk, *v;
+	size_t i, k, q, named = 0;
+
+	if (backup_list_load(dir, &list) == 0) {
+		json_array_foreach(json_object_get(list, "backups"), i, b)
+		{
+			json_array_foreach(json_object_get(b, "master_keys"), k, mk)
+			{
+				const json_t *pv = json_object_get(mk, "part_vps");
+				const char *file = json_string_value(json_object_get(b, "file"));
+				bool uses = false;
+				json_array_foreach(pv, q, v)
+				{
+					const char *vp = json_string_value(v);
+					uses = uses || (vp != NULL && strcmp(vp, p->vp_hex) == 0);
+				}
+				if (!uses && json_is_array(pv))
+					continue;
+				fprintf(
+				    stderr,
+				    "warning: backup %s (made %s) is under master key VP %.16s..., "
+				    "%s%s\n",
+				    file ? file : "?",
+				    json_string_value(json_object_get(b, "created")) ?: "?",
+				    json_string_value(json_object_get(mk, "vp")) ?: "?",
+				    uses ? "made from this key part: without the part it cannot be "
+				           "restored"
+				         : "whose key parts were not recorded (no unit answered): "
+				           "it "
+				           "may need this part",
+				    file != NULL && access(file, F_OK) != 0
+				        ? " (the file is no longer there; copies of it may be)"
+				        : "");
+				named++;
+			}
+		}
+	}
+	json_decref(list);
+	fprintf(stderr,
+	        "note: a backup of key storage is restored only with the master key its records "
+	        "are under: keep every key part of that master key, with its password, as long as "
+	        "such a backup may be needed, also after a rotation. %s\n",
+	        named > 0 ? "The backups above may need this part."
+	                  : "kyok knows only the backups 'kyok backup' listed in the instance "
+	                    "directory's backups.json; none there needs this part, as far as the "
+	                    "units told which parts made each master key.");
+}
+
 static const char mk_rm_usage[] =
     "usage: kyok tke mk-rm [--mk N] [options]\n"
     "\n"
@@ -477,6 +531,11 @@ static const char mk_rm_usage[] =
     "cannot be rebuilt without all of its parts. Without --mk, lists the parts and asks\n"
     "for the number. For a part held by an EP11 card only the record is deleted: the\n"
     "part stays on the card (a card cannot delete a part).\n"
+    "\n"
+    "Before it asks, it names every backup listed in the instance directory's\n"
+    "backups.json (made by 'kyok backup') whose records are under a master key made\n"
+    "from this part, and reminds that a backup is restored only with its master key:\n"
+    "keep the parts of that key as long as such a backup may be needed.\n"
     "\n"
     "For a part held in a token, only the file is deleted: the key stays in the token\n"
     "(its id is printed) until it is deleted there with the token's own tools, e.g.\n"
@@ -546,6 +605,7 @@ int tke_mk_rm_main(int argc, char **argv)
 		snprintf(question, sizeof(question),
 		         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
 		         p->description, p->vp_hex, mks_base(p->path));
+	mk_rm_warn_backups(p);
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
 	if (unlink(p->path) != 0) {

@@ -1481,6 +1481,27 @@ static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
 	return 0;
 }
 
+int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n)
+{
+	struct up_unit units[UP_MAX_UNITS];
+	size_t count = 0, found = 0;
+	int r = KY_ERR_INTERNAL;
+
+	*n = 0;
+	if ((r = up_scan_units(dir, units, &count)) != 0 && r != KY_ERR_NOT_FOUND)
+		return r;
+	for (size_t i = 0; i < count && found < cap; i++) {
+		pid_t pid = up_unit_running(&units[i]);
+		if (pid <= 0)
+			continue;
+		numbers[found] = units[i].number;
+		pids[found] = (long)pid;
+		found++;
+	}
+	*n = found;
+	return 0;
+}
+
 int down_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
@@ -1600,9 +1621,42 @@ static const char status_usage[] =
     "Shows every crypto unit of the instance: zone, whether it answers, mode (imprint or\n"
     "secure), administrators, signature/revocation thresholds and both master key\n"
     "registers (state and the first 16 hex digits of the verification pattern).\n"
-    "--output json gives each unit's full public state. Exits non-zero when a unit\n"
-    "does not answer.\n"
+    "Below the table, each unit's readiness: 'ready' when it can serve keys, else\n"
+    "'not ready' and every reason (docs/operations.md, Monitoring), as its GET /ready\n"
+    "answers. --output json gives each unit's full public state (readiness in\n"
+    "\"ready\"). Exits non-zero when a unit does not answer; a unit not ready does not\n"
+    "change the exit status.\n"
     "\n" CLI_COMMON_HELP;
+
+/* "ready", "not ready: code, code", or why it is not known. */
+static void status_ready(const json_t *st, char *out, size_t n)
+{
+	const json_t *o = json_object_get(st, "ready"), *reasons = json_object_get(o, "reasons"),
+	             *e;
+	size_t k, len;
+
+	if (st == NULL) {
+		snprintf(out, n, "unknown (does not answer)");
+		return;
+	}
+	if (!json_is_boolean(json_object_get(o, "ready")) || !json_is_array(reasons)) {
+		snprintf(out, n, "unknown (the unit does not report it)");
+		return;
+	}
+	if (json_is_true(json_object_get(o, "ready"))) {
+		snprintf(out, n, "ready");
+		return;
+	}
+	len = (size_t)snprintf(out, n, "not ready:");
+	json_array_foreach(reasons, k, e)
+	{
+		const char *code = json_string_value(json_object_get(e, "code"));
+		if (len >= n)
+			break;
+		len += (size_t)snprintf(out + len, n - len, "%s %s", k == 0 ? "" : ",",
+		                        code ? code : "?");
+	}
+}
 
 static void status_register(const json_t *st, const char *reg, char *out, size_t n)
 {
@@ -1624,13 +1678,15 @@ int status_main(int argc, char **argv)
 	struct cli_instance inst;
 	struct cli_table *t = NULL;
 	json_t *arr = NULL;
+	char(*ready)[256] = NULL;
 
 	if ((r = cli_opts_common_only(argc, argv, status_usage)) >= 0)
 		return r;
 	if ((r = cli_instance_load(&inst)) != 0)
 		return ky_err_exit(r);
 	r = KY_ERR_NOMEM;
-	if (cli_g.json ? (arr = json_array()) == NULL : (t = cli_table_new(8, hdr)) == NULL) {
+	if ((ready = calloc(inst.nunits ? inst.nunits : 1, sizeof(*ready))) == NULL ||
+	    (cli_g.json ? (arr = json_array()) == NULL : (t = cli_table_new(8, hdr)) == NULL)) {
 		cli_fail(r, NULL, NULL);
 		goto out;
 	}
@@ -1642,6 +1698,7 @@ int status_main(int argc, char **argv)
 
 		if (e != 0 && first == 0)
 			first = e;
+		status_ready(e == 0 ? st : NULL, ready[i], sizeof(ready[i]));
 		if (arr != NULL) {
 			json_array_append_new(
 			    arr,
@@ -1692,6 +1749,9 @@ int status_main(int argc, char **argv)
 	} else {
 		printf("instance %s (%s)\n\n", inst.id, inst.dir);
 		cli_table_print(t, stdout);
+		printf("\n");
+		for (size_t i = 0; i < inst.nunits; i++)
+			printf("unit %d: %s\n", inst.units[i].number, ready[i]);
 	}
 	r = first;
 	goto out;
@@ -1701,5 +1761,6 @@ nomem:
 out:
 	json_decref(arr);
 	cli_table_free(t);
+	free(ready);
 	return ky_err_exit(r);
 }

@@ -192,11 +192,15 @@ struct unitd_api {
 	struct unitd_keystore *ks; /* NULL: no key storage configured */
 	char instance[KY_ID_MAX + 1];
 	uint32_t token_ttl;
+	/* metrics slots: each route, its path with another method; the token service */
+	int metric[API_NROUTES], metric_other[API_NROUTES];
+	int metric_token, metric_token_other;
 };
 
 /* One request. */
 struct api_req {
-	int route; /* index into api_routes, -1 = token, -2 = not matched */
+	int route;  /* index into api_routes, -1 = token, -2 = not matched */
+	int metric; /* metrics slot (unitd_metrics_route) */
 	char method[8];
 	char *url; /* malloc'd */
 	char id[KY_UUID_LEN + 1];
@@ -308,7 +312,7 @@ static enum MHD_Result api_send(struct MHD_Connection *c, unsigned status, const
 	    (withheld != NULL && withheld[0] != '\0' &&
 	     MHD_add_response_header(resp, API_HDR_WITHHELD, withheld) != MHD_YES))
 		goto out;
-	ret = MHD_queue_response(c, status, resp);
+	ret = unitd_metrics_queue(c, status, resp);
 out:
 	MHD_destroy_response(resp);
 	return ret;
@@ -1917,6 +1921,37 @@ static enum MHD_Result api_too_large(struct MHD_Connection *c, const char *metho
 	return api_refuse(c, method, url, KY_ERR_TOO_LARGE, d);
 }
 
+/* The metrics slot of a request: its route's, or its path's under "other" when the route does
+ * not take its method. */
+static int api_metric_of(const struct unitd_api *api, const struct api_req *q, const char *url,
+                         bool known)
+{
+	struct api_req scratch;
+
+	if (q->route >= 0)
+		return api->metric[q->route];
+	if (q->route == -1)
+		return api->metric_token;
+	if (!known)
+		return UNITD_METRICS_UNMATCHED;
+	if (strcmp(url, API_TOKEN_PATH) == 0)
+		return api->metric_token_other;
+	for (size_t i = 0; i < API_NROUTES; i++) {
+		memset(&scratch, 0, sizeof(scratch));
+		if (api_match(api_routes[i].path, url + strlen(API_PREFIX), &scratch))
+			return api->metric_other[i];
+	}
+	return UNITD_METRICS_UNMATCHED;
+}
+
+int unitd_api_metric(const struct unitd_api *api, const void *con_cls)
+{
+	const struct api_req *q = con_cls;
+
+	(void)api;
+	return q != NULL ? q->metric : UNITD_METRICS_UNMATCHED;
+}
+
 enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -1934,6 +1969,7 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
 		if ((q->url = strdup(url)) == NULL)
 			return MHD_NO;
 		q->route = api_route_of(method, url, q, &known);
+		q->metric = api_metric_of(api, q, url, known);
 		if (q->route == -2) {
 			q->answered = true;
 			if (known)
@@ -1996,6 +2032,13 @@ int unitd_api_new(const struct unitd_config *cfg, struct unitd_keystore *ks, str
 	api->ks = ks;
 	snprintf(api->instance, sizeof(api->instance), "%s", cfg->instance);
 	api->token_ttl = cfg->token_ttl ? cfg->token_ttl : UNITD_TOKEN_TTL_DEFAULT;
+	for (size_t i = 0; i < API_NROUTES; i++) {
+		api->metric[i] =
+		    unitd_metrics_route(api_routes[i].method, API_PREFIX, api_routes[i].path);
+		api->metric_other[i] = unitd_metrics_route("other", API_PREFIX, api_routes[i].path);
+	}
+	api->metric_token = unitd_metrics_route("POST", "", API_TOKEN_PATH);
+	api->metric_token_other = unitd_metrics_route("other", "", API_TOKEN_PATH);
 	*out = api;
 	return 0;
 }

@@ -346,6 +346,7 @@ static int audit_take_locked(const char *head, size_t hl, const char *body, size
 	audit.pend.len += n;
 	audit.size += n;
 	audit.seq++;
+	unitd_metrics_audit_line();
 	audit.pending++;
 	return 0;
 }

@@ -116,6 +116,7 @@ static const struct config_key config_keys[] = {
     {"audit_max_bytes", CONFIG_UINT, false, UNITD_AUDIT_BYTES_MIN, UNITD_AUDIT_BYTES_MAX},
     {"audit_checkpoint_ms", CONFIG_UINT, false, UNITD_AUDIT_CKPT_MIN, UNITD_AUDIT_CKPT_MAX},
     {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
+    {"metrics", CONFIG_UINT, false, 0, 1},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -324,6 +325,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->audit_max_bytes;
 	if (strcmp(name, "audit_checkpoint_ms") == 0)
 		return &cfg->audit_checkpoint_ms;
+	if (strcmp(name, "metrics") == 0)
+		return &cfg->metrics;
 	return &cfg->token_ttl;
 }
 
@@ -615,6 +618,7 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->header_timeout = UNITD_HEADER_TIMEOUT_DEFAULT;
 	cfg->audit_max_bytes = UNITD_AUDIT_BYTES_DEFAULT;
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
+	cfg->metrics = 1;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

@@ -183,6 +183,7 @@ static void ks_unlink_locked(struct unitd_keystore *ks, struct unitd_key_ref **p
 	e->clk_prev = e->clk_next = NULL;
 	e->linked = false;
 	ks->material -= e->cost;
+	unitd_metrics_cache(UNITD_METRICS_CACHE_EVICT, 1);
 	if (atomic_fetch_sub(&e->refs, 1) == 1)
 		ks_ref_free(e);
 }
@@ -699,6 +700,7 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 			atomic_fetch_add(&e->refs, 1);
 			e->used = true;
 			pthread_mutex_unlock(&ks->lock);
+			unitd_metrics_cache(UNITD_METRICS_CACHE_HIT, 1);
 			*ref = e;
 			return 0;
 		}
@@ -707,6 +709,7 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 	load.next = ks->loads;
 	ks->loads = &load;
 	pthread_mutex_unlock(&ks->lock);
+	unitd_metrics_cache(UNITD_METRICS_CACHE_MISS, 1);
 
 	if ((r = ky_kms_key_get(kms, id, 0, now, &k)) == 0 &&
 	    (made = calloc(1, sizeof(*made))) == NULL)

@@ -105,6 +105,8 @@ static void unitd_usage(FILE *fp)
 	        "                      public key (64 hex digits) of the instance's imprint\n"
 	        "                      credential: in imprint mode the unit runs a command only\n"
 	        "                      with a claim made with it (none: it runs none)\n"
+	        "  metrics = 1|0       optional: count requests by route for GET /metrics\n"
+	        "                      (default 1; 0 leaves the request counters out)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 

@@ -226,6 +226,8 @@ enum server_route {
 	ROUTE_COMMAND,
 	ROUTE_APIKEYS,
 	ROUTE_LB_HEALTH,
+	ROUTE_READY,
+	ROUTE_METRICS,
 };
 
 static const struct {
@@ -233,16 +235,25 @@ static const struct {
 	const char *method;
 	enum server_route route;
 } server_routes[] = {
-    {"/v1/health", "GET", ROUTE_HEALTH},           {"/v1/admin/state", "GET", ROUTE_STATE},
-    {"/v1/admin/identity", "GET", ROUTE_IDENTITY}, {"/v1/admin/importer", "GET", ROUTE_IMPORTER},
-    {"/v1/admin/command", "POST", ROUTE_COMMAND},  {"/v1/admin/apikeys", "GET", ROUTE_APIKEYS},
+    {"/v1/health", "GET", ROUTE_HEALTH},
+    {"/v1/admin/state", "GET", ROUTE_STATE},
+    {"/v1/admin/identity", "GET", ROUTE_IDENTITY},
+    {"/v1/admin/importer", "GET", ROUTE_IMPORTER},
+    {"/v1/admin/command", "POST", ROUTE_COMMAND},
+    {"/v1/admin/apikeys", "GET", ROUTE_APIKEYS},
     {"/health", "GET", ROUTE_LB_HEALTH},
+    {"/ready", "GET", ROUTE_READY},
+    {"/metrics", "GET", ROUTE_METRICS},
 };
 
-#define SERVER_NROUTES   (sizeof(server_routes) / sizeof(server_routes[0]))
-#define SERVER_DRAIN_MAX (16 * (size_t)KY_MAX_COMMAND_BYTES)
-#define SERVER_CT_JSON   "application/json"
-#define SERVER_CT_PEM    "application/x-pem-file"
+#define SERVER_NROUTES    (sizeof(server_routes) / sizeof(server_routes[0]))
+#define SERVER_DRAIN_MAX  (16 * (size_t)KY_MAX_COMMAND_BYTES)
+#define SERVER_CT_JSON    "application/json"
+#define SERVER_CT_PEM     "application/x-pem-file"
+#define SERVER_CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+/* The metrics slot of each route, and of the route's path asked with another method. */
+static int server_metric[SERVER_NROUTES], server_metric_other[SERVER_NROUTES];
 
 /* One request in progress. */
 struct server_req {
@@ -254,6 +265,8 @@ struct server_req {
 	bool answered; /* a reply was queued before the body ended */
 	bool get;      /* a GET endpoint: answered once the request is complete */
 	enum server_route route;
+	int metric;              /* metrics slot (unitd_metrics_route) */
+	bool counted;            /* its reply is counted */
 	size_t drained;          /* bytes thrown away after too_large */
 	struct timespec started; /* headers complete (CLOCK_MONOTONIC) */
 	struct ky_buf body;
@@ -331,7 +344,7 @@ static enum MHD_Result server_send(struct MHD_Connection *c, EVP_PKEY *identity,
 	    (allow != NULL &&
 	     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES))
 		goto out;
-	ret = MHD_queue_response(c, status, resp);
+	ret = unitd_metrics_queue(c, status, resp);
 out:
 	if (resp != NULL)
 		MHD_destroy_response(resp);
@@ -390,6 +403,64 @@ static int server_add_storage(struct unitd_server *srv, json_t *state, bool has_
 	return 0;
 }
 
+/* ---- readiness ---- */
+
+static int server_reason(json_t *reasons, int code, const char *detail)
+{
+	json_t *o = json_pack("{s:s, s:s}", "code", ky_err_slug(code), "message", detail);
+
+	return json_array_append_new(reasons, o) == 0 ? 0 : KY_ERR_NOMEM;
+}
+
+/* Why the unit cannot serve keys now, a JSON array of {code, message} ([] when it can; NULL
+ * out of memory): from the state it keeps, and key storage as a key API request would find
+ * it (unitd_metrics_storage_check: checked at most once a second). Nothing per key. */
+static json_t *server_readiness(struct unitd_server *srv)
+{
+	json_t *reasons = json_array();
+	bool imprint, cur;
+	int r = 0, s;
+
+	if (reasons == NULL)
+		return NULL;
+	pthread_mutex_lock(&srv->lock);
+	imprint = srv->dom->sig_threshold == 0;
+	cur = srv->dom->cur_state == KY_CUR_VALID;
+	pthread_mutex_unlock(&srv->lock);
+	if (imprint)
+		r = server_reason(reasons, KY_ERR_IMPRINT_MODE,
+		                  "the unit is in imprint mode: install its administrators and set "
+		                  "its signature thresholds (kyok tke auto-init)");
+	if (r == 0 && srv->ks == NULL)
+		r = server_reason(reasons, KY_ERR_NO_STORE,
+		                  "no key storage is configured: set 'store' in its unit.conf");
+	else if (r == 0 && !cur)
+		r = server_reason(reasons, KY_ERR_NO_MASTER_KEY,
+		                  "no current master key is loaded: load, commit and set one "
+		                  "(kyok tke auto-init, or cryptounit-mk-load, -mk-commit, "
+		                  "-mk-setimm)");
+	else if (r == 0 && (s = unitd_metrics_storage_check(srv->ks)) != 0)
+		r = server_reason(reasons, s, ky_err_message(s));
+	if (r != 0) {
+		json_decref(reasons);
+		return NULL;
+	}
+	return reasons;
+}
+
+/* Adds "ready": {"ready": bool, "reasons": [...]} to a public state. */
+static int server_add_ready(struct unitd_server *srv, json_t *state)
+{
+	json_t *reasons = server_readiness(srv), *o;
+
+	if (reasons == NULL)
+		return KY_ERR_NOMEM;
+	o = json_pack("{s:b, s:o}", "ready", json_array_size(reasons) == 0, "reasons", reasons);
+	if (o == NULL || json_object_set_new(state, "ready", o) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
 /* GET endpoints: a snapshot of the live state under the lock. */
 static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connection *c,
                                   enum server_route route, const char *url, const char *nonce)
@@ -432,6 +503,8 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 		break;
 	case ROUTE_COMMAND:
 	case ROUTE_LB_HEALTH:
+	case ROUTE_READY:
+	case ROUTE_METRICS:
 		r = KY_ERR_INTERNAL;
 		break;
 	}
@@ -439,6 +512,8 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 	/* Key storage is read outside the lock: commands go on meanwhile. */
 	if (r == 0 && route == ROUTE_STATE)
 		r = server_add_storage(srv, j, has_cur, cur_vp, has_new, new_vp);
+	if (r == 0 && route == ROUTE_STATE)
+		r = server_add_ready(srv, j);
 	if (r == 0 && route == ROUTE_APIKEYS)
 		r = unitd_storage_apikeys_json(srv->storage, &j);
 	if (r == 0)
@@ -454,22 +529,89 @@ static enum MHD_Result server_get(struct unitd_server *srv, struct MHD_Connectio
 	return ret;
 }
 
-/* GET /health, for load balancers: unsigned, no lock, no state. */
-static enum MHD_Result server_lb_health(struct MHD_Connection *c)
+/* An unsigned reply, for probes and scrapers. */
+static enum MHD_Result server_send_plain(struct MHD_Connection *c, unsigned status,
+                                         const char *ctype, const void *body, size_t len)
 {
-	static const char body[] = "{\"status\":\"ok\"}\n";
 	struct MHD_Response *resp;
 	enum MHD_Result ret = MHD_NO;
 
-	resp =
-	    MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+	resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		return MHD_NO;
-	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, SERVER_CT_JSON) ==
-	        MHD_YES &&
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_YES &&
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES)
-		ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+		ret = unitd_metrics_queue(c, status, resp);
 	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* GET /health, for load balancers (liveness): unsigned, no lock, no state. */
+static enum MHD_Result server_lb_health(struct MHD_Connection *c)
+{
+	static const char body[] = "{\"status\":\"ok\"}\n";
+
+	return server_send_plain(c, MHD_HTTP_OK, SERVER_CT_JSON, body, sizeof(body) - 1);
+}
+
+/* GET /ready (readiness): 200 when the unit can serve keys, else 503 naming each reason.
+ * Unsigned like /health: a probe reads the status. */
+static enum MHD_Result server_ready(struct unitd_server *srv, struct MHD_Connection *c)
+{
+	static const char oom[] = "{\"status\":\"not-ready\",\"reasons\":[]}\n";
+	json_t *reasons = server_readiness(srv), *j = NULL;
+	struct ky_buf body = {0};
+	unsigned status = MHD_HTTP_SERVICE_UNAVAILABLE;
+	enum MHD_Result ret;
+
+	if (reasons != NULL) {
+		bool ready = json_array_size(reasons) == 0;
+
+		status = ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+		j = json_pack("{s:s, s:o}", "status", ready ? "ready" : "not-ready", "reasons",
+		              reasons);
+	}
+	if (j == NULL || server_json_body(j, &body) != 0)
+		ret = server_send_plain(c, MHD_HTTP_INTERNAL_SERVER_ERROR, SERVER_CT_JSON, oom,
+		                        sizeof(oom) - 1);
+	else
+		ret = server_send_plain(c, status, SERVER_CT_JSON, body.data, body.len);
+	json_decref(j);
+	ky_buf_free(&body);
+	return ret;
+}
+
+/* GET /metrics: the Prometheus text exposition (metrics.c). Unsigned; nothing per key. */
+static enum MHD_Result server_metrics(struct unitd_server *srv, struct MHD_Connection *c)
+{
+	static const char fail[] = "# the unit cannot list its metrics now\n";
+	struct unitd_metrics_view v;
+	json_t *reasons = server_readiness(srv);
+	struct ky_buf body = {0};
+	enum MHD_Result ret;
+	int r;
+
+	memset(&v, 0, sizeof(v));
+	pthread_mutex_lock(&srv->lock);
+	v.imprint = srv->dom->sig_threshold == 0;
+	v.current = srv->dom->cur_state == KY_CUR_VALID;
+	v.new_loaded = srv->dom->new_state != KY_NEW_EMPTY;
+	v.new_committed = srv->dom->new_state == KY_NEW_COMMITTED;
+	pthread_mutex_unlock(&srv->lock);
+	v.ready = reasons != NULL && json_array_size(reasons) == 0;
+	if (srv->ks != NULL) {
+		v.store = unitd_keystore_store(srv->ks);
+		unitd_storage_progress(srv->storage, &v.reenc_running, &v.reenc_done,
+		                       &v.reenc_total);
+	}
+	r = reasons != NULL ? unitd_metrics_render(&v, &body) : KY_ERR_NOMEM;
+	if (r != 0)
+		ret = server_send_plain(c, MHD_HTTP_INTERNAL_SERVER_ERROR, SERVER_CT_METRICS, fail,
+		                        sizeof(fail) - 1);
+	else
+		ret = server_send_plain(c, MHD_HTTP_OK, SERVER_CT_METRICS, body.data, body.len);
+	json_decref(reasons);
+	ky_buf_free(&body);
 	return ret;
 }
 
@@ -708,6 +850,8 @@ static enum MHD_Result server_begin(struct unitd_server *srv, struct MHD_Connect
 	if (i == SERVER_NROUTES)
 		return server_fail(srv, c, method, url, req->nonce, KY_ERR_NOT_FOUND,
 		                   "no such endpoint", NULL);
+	req->metric = strcmp(server_routes[i].method, method) == 0 ? server_metric[i]
+	                                                           : server_metric_other[i];
 	if (strcmp(server_routes[i].method, method) != 0)
 		return server_fail(srv, c, method, url, req->nonce, KY_ERR_METHOD_NOT_ALLOWED,
 		                   server_routes[i].route == ROUTE_COMMAND
@@ -736,10 +880,10 @@ static enum MHD_Result server_begin(struct unitd_server *srv, struct MHD_Connect
 	return MHD_YES; /* the body follows */
 }
 
-static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const char *url,
-                                     const char *method, const char *version,
-                                     const char *upload_data, size_t *upload_data_size,
-                                     void **con_cls)
+static enum MHD_Result server_serve(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
 {
 	struct unitd_server *srv = cls;
 	struct server_req *req = *con_cls;
@@ -799,11 +943,36 @@ static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const 
 	req->answered = true;
 	if (req->get && req->route == ROUTE_LB_HEALTH)
 		return server_lb_health(c);
+	if (req->get && req->route == ROUTE_READY)
+		return server_ready(srv, c);
+	if (req->get && req->route == ROUTE_METRICS)
+		return server_metrics(srv, c);
 	if (req->get)
 		return server_get(srv, c, req->route, url, req->nonce);
 	if (req->too_large)
 		return server_too_large(srv, c, url, req->nonce);
 	return server_command(srv, c, url, req->nonce, &req->body);
+}
+
+/* Every request is counted once, when its reply was queued (unitd_metrics_queue). */
+static enum MHD_Result server_handle(void *cls, struct MHD_Connection *c, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
+{
+	struct unitd_server *srv = cls;
+	enum MHD_Result ret =
+	    server_serve(cls, c, url, method, version, upload_data, upload_data_size, con_cls);
+	struct server_req *req = *con_cls;
+	unsigned status = unitd_metrics_taken();
+
+	if (req != NULL && status != 0 && !req->counted) {
+		req->counted = true;
+		unitd_metrics_request(req->api ? unitd_api_metric(srv->api, req->api_req)
+		                               : req->metric,
+		                      status, &req->started);
+	}
+	return ret;
 }
 
 static void server_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -986,6 +1155,12 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 	}
 	srv->st = st;
 	srv->imprint = cfg->imprint;
+	unitd_metrics_init(cfg->metrics != 0);
+	for (size_t i = 0; i < SERVER_NROUTES; i++) {
+		server_metric[i] =
+		    unitd_metrics_route(server_routes[i].method, "", server_routes[i].path);
+		server_metric_other[i] = unitd_metrics_route("other", "", server_routes[i].path);
+	}
 	srv->body_timeout = cfg->body_timeout;
 	if ((r = unitd_header_timer_new(cfg->header_timeout, &srv->headers)) != 0) {
 		snprintf(err, errlen, "cannot start the header timer: %s", ky_err_message(r));

@@ -575,6 +575,16 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 
 /* ---- views ---- */
 
+void unitd_storage_progress(struct unitd_storage *so, bool *running, uint64_t *done,
+                            uint64_t *total)
+{
+	pthread_mutex_lock(&so->lock);
+	*running = so->running;
+	*done = so->done;
+	*total = so->total;
+	pthread_mutex_unlock(&so->lock);
+}
+
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp)
 {
 	uint64_t ncur = 0, nnew = 0, done, total;

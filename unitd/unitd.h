@@ -92,6 +92,7 @@ struct unitd_config {
 	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
 	uint32_t audit_checkpoint_ms; /* longest wait of an audit line for its checkpoint */
 	struct unitd_imprint imprint; /* imprint_verifier */
+	uint32_t metrics;             /* 1: requests counted for /metrics (default), 0: not */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -485,9 +486,53 @@ void unitd_storage_after_write(struct unitd_storage *so, const struct ky_domain 
 /* The "storage" member of GET /v1/admin/state for registers cur_vp / new_vp (NULL = none);
  * json null when there is no store. */
 json_t *unitd_storage_json(struct unitd_storage *so, const uint8_t *cur_vp, const uint8_t *new_vp);
+/* The re-encipherment of this unit: running, records moved and to move (last or running run). */
+void unitd_storage_progress(struct unitd_storage *so, bool *running, uint64_t *done,
+                            uint64_t *total);
 /* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked","verified"}]}
  * (verified: the row's tag checks; null when the unit cannot tell: no master key). */
 int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out) KY_WUR;
+
+/* ---- metrics.c: counters for GET /metrics, the storage check of GET /ready ---- */
+
+#define UNITD_METRICS_ROUTES_MAX 64
+#define UNITD_METRICS_UNMATCHED  0 /* the slot of a path no route table knows */
+
+/* At start, before the server serves: the start time, and whether requests are counted
+ * (unit.conf 'metrics'). */
+void unitd_metrics_init(bool counting);
+/* At start only: the slot of (method, prefix path), made on first use ("other" as method:
+ * a method the route does not take). UNITD_METRICS_UNMATCHED when the table is full. */
+int unitd_metrics_route(const char *method, const char *prefix, const char *path);
+/* MHD_queue_response, the status noted for the request this thread is handling. */
+enum MHD_Result unitd_metrics_queue(struct MHD_Connection *c, unsigned status,
+                                    struct MHD_Response *resp);
+/* The status queued on this thread since the last call (0 = none); clears it. */
+unsigned unitd_metrics_taken(void);
+/* One request of route slot answered with status, its headers complete at started
+ * (CLOCK_MONOTONIC). Lock-free. */
+void unitd_metrics_request(int route, unsigned status, const struct timespec *started);
+enum unitd_metrics_cache_event {
+	UNITD_METRICS_CACHE_HIT,
+	UNITD_METRICS_CACHE_MISS,
+	UNITD_METRICS_CACHE_EVICT,
+	UNITD_METRICS_CACHE__N,
+};
+void unitd_metrics_cache(enum unitd_metrics_cache_event ev, uint64_t n);
+void unitd_metrics_audit_line(void);
+struct unitd_keystore;
+/* Key storage as a key API request would find it (0, or why not), checked at most once a
+ * second: the result of the last check otherwise. */
+int unitd_metrics_storage_check(struct unitd_keystore *ks) KY_WUR;
+/* What the server knows of the unit when /metrics is asked. */
+struct unitd_metrics_view {
+	bool ready, imprint, current, new_loaded, new_committed;
+	struct ky_store *store; /* NULL: no key storage */
+	bool reenc_running;
+	uint64_t reenc_done, reenc_total;
+};
+/* The exposition text (format 0.0.4) appended to out. */
+int unitd_metrics_render(const struct unitd_metrics_view *v, struct ky_buf *out) KY_WUR;
 
 /* ---- api.c: the key API and the token service (see api.h) ---- */
 
@@ -503,6 +548,8 @@ enum MHD_Result unitd_api_handle(struct unitd_api *api, struct MHD_Connection *c
                                  const char *method, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls);
 void unitd_api_completed(void *con_cls);
+/* The metrics slot (unitd_metrics_route) of the request whose state is con_cls. */
+int unitd_api_metric(const struct unitd_api *api, const void *con_cls);
 
 /* ---- server.c ---- */
 

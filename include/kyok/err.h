@@ -187,6 +187,18 @@
 	X(STORE_DAMAGED, "storage-damaged", KY_EXIT_STATE, 503,                                    \
 	  "key storage file is damaged or was truncated (not a whole database any more): not "     \
 	  "served; stop the units and restore the file from a backup")                             \
+	X(BACKUP_NO_MANIFEST, "backup-manifest-missing", KY_EXIT_INPUT, 400,                       \
+	  "the backup has no manifest beside it (FILE.manifest.json, written by kyok backup): "    \
+	  "restore a backup together with its manifest")                                           \
+	X(BACKUP_MISMATCH, "backup-does-not-match-manifest", KY_EXIT_INPUT, 400,                   \
+	  "the backup file does not match its manifest (digest or contents differ): it was "       \
+	  "changed or truncated after kyok backup wrote it; use another backup")                   \
+	X(BACKUP_WRONG_INSTANCE, "backup-of-another-instance", KY_EXIT_INPUT, 400,                 \
+	  "the backup is of another service instance: restore only a backup of this instance")     \
+	X(UNITS_RUNNING, "units-running", KY_EXIT_STATE, 409,                                      \
+	  "crypto units of the instance are running: stop them before key storage is replaced")    \
+	X(BACKUP_NOT_SQLITE, "backup-needs-sqlite-storage", KY_EXIT_USAGE, 400,                    \
+	  "kyok backup and kyok restore copy SQLite key storage (store = sqlite:PATH) only")       \
 	X(LEDGER_TAMPERED, "storage-digest-tampered", KY_EXIT_STATE, 503,                          \
 	  "key storage digest failed authentication (altered by hand, or made under another "      \
 	  "integrity key): not served")                                                            \

@@ -298,3 +298,33 @@ mkkey() {
 	call 1 $(auth "$W") $(json_body "$(create_json "$1")") -X POST /api/v2/keys
 	jq -r '.resources[0].id' "$T_DIR/body"
 }
+# metrics_of N FILE: GET /metrics of unit N into FILE, checked by prom_check.awk (a fault fails
+# the test, named).
+metrics_of() {
+	curl -sS -o "$2" "$(unit_url "$1")/metrics"
+	if ! awk -f "$(dirname "${BASH_SOURCE[0]}")/prom_check.awk" "$2" >"$T_DIR/prom.err"; then
+		fail "GET /metrics of unit $1 is not valid exposition format: $(head -5 "$T_DIR/prom.err")"
+	fi
+}
+# metric FILE 'name{labels}': its value in FILE, 0 when the sample is not there.
+metric() {
+	awk -v s="$2" 'index($0, s " ") == 1 { v = substr($0, length(s) + 2) } END { print v == "" ? 0 : v }' "$1"
+}
+# ready_is DESC N STATUS [REASON...]: GET /ready of unit N answers STATUS with exactly these
+# reason codes, asked until it does (the storage check behind it runs at most once a second:
+# waiting on the answer, bounded).
+ready_is() {
+	local desc=$1 n=$2 want=$3 got="" i IFS=' '
+	shift 3
+	local codes="$*"
+	for i in $(seq 1 300); do
+		got="$(curl -sS -o "$T_DIR/ready" -w '%{http_code}' "$(unit_url "$n")/ready") $(jq -r '[.reasons[].code] | join(" ")' "$T_DIR/ready" 2>/dev/null || echo not-json)"
+		[ "$got" = "$want $codes" ] && break
+		sleep 0.1
+	done
+	if [ "$got" = "$want $codes" ]; then
+		pass "$desc: unit $n: GET /ready $got"
+	else
+		fail "$desc: unit $n: GET /ready: got '$got', want '$want $codes': $(head -c 300 "$T_DIR/ready")"
+	fi
+}

@@ -7,6 +7,8 @@
 #  - The same on a kept-alive connection after a whole request was answered.
 #  - Many connections cut at once: at most 20 lines a second name one; a line counts the rest.
 #  - header_timeout out of range is refused at start with a message naming the key.
+#  - A unit started without key storage ('store' left out) is not ready: GET /ready answers
+#    503 naming no-key-storage.
 . "$(dirname "$0")/helpers.sh"
 setup
 
@@ -98,8 +100,27 @@ for v in 0 3601 -1 2s; do
 		"bad value for 'header_timeout'.*1 to 3600" "$UNITD" --config "$C/bad.conf"
 done
 
-# Units stopped cleanly: a sanitizer build reports what it found in their logs.
 "$KYOK" down >/dev/null 2>&1 || true
+
+# ---- GET /ready of a unit without key storage -----------------------------------------------
+# Unit 2 alone, its unit.conf without 'store': not ready, and says so.
+grep -vE '^(store|port_file) ' "$KYOK_INSTANCE/unit-2/unit.conf" >"$C/nostore.conf"
+printf 'port_file = %s\n' "$C/nostore.port" >>"$C/nostore.conf"
+"$UNITD" --config "$C/nostore.conf" >/dev/null 2>&1 &
+NS=$!
+for i in $(seq 1 300); do
+	[ -s "$C/nostore.port" ] && break
+	kill -0 "$NS" 2>/dev/null || break
+	sleep 0.1
+done
+got=$(curl -sS -o "$C/ready.json" -w '%{http_code}' "http://127.0.0.1:$(cat "$C/nostore.port" 2>/dev/null)/ready" || true)
+expect_eq "unit without key storage: GET /ready" \
+	"$got $(jq -r '[.reasons[].code] | join(" ")' "$C/ready.json" 2>/dev/null || true)" \
+	"503 imprint-mode no-key-storage"
+kill "$NS" 2>/dev/null || true
+wait "$NS" || true
+
+# Units stopped cleanly: a sanitizer build reports what it found in their logs.
 if grep -hE -m3 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$KYOK_INSTANCE"/unit-*/unit.log; then
 	fail "a unit's log has a sanitizer report"
 else

@@ -12,6 +12,10 @@
 #     the error says what happened and what to do
 #   a keys.db copied alone after 'kyok down' while another program holds it open: whole (the
 #     units copy the WAL into it as they stop)
+#   readiness (GET /ready, kyok status): not ready in imprint mode without a master key, ready
+#     after the ceremony, not ready while storage is refused as rolled back, ready again after
+#     storage-accept; GET /metrics: valid exposition format, counters that move by exactly the
+#     requests made, histogram counts, no key id in it; other methods refused (405)
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -33,9 +37,18 @@ unit_log_has() { grep -qE -- "$2" "$A/unit-$1/unit.log"; }
 
 "$KYOK" up --units 2 >/dev/null 2>&1
 "$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
+ready_is "imprint mode" 1 503 imprint-mode no-master-key
+"$KYOK" status >"$T_DIR/st" 2>&1 || true
+grep -q "^unit 2: not ready: imprint-mode, no-master-key$" "$T_DIR/st" &&
+	pass "kyok status: unit 2 not ready, both reasons" || fail "kyok status: $(cat "$T_DIR/st")"
 expect_ok "auto-init (threshold 2: ann and ben sign)" "$KYOK" tke auto-init --signature 2 \
 	--revocation 1 --new-admins ann,ben --password-file "$pa" --password-file "$pb"
 "$KYOK" tke sigkey-sel --sigkeys 1,2 >/dev/null 2>&1
+ready_is "after the ceremony" 1 200
+ready_is "after the ceremony" 2 200
+"$KYOK" status >"$T_DIR/st" 2>&1 || true
+grep -q "^unit 1: ready$" "$T_DIR/st" && pass "kyok status: unit 1 ready" ||
+	fail "kyok status: $(cat "$T_DIR/st")"
 for role in Writer Manager Reader; do
 	"$KYOK" tke apikey-create --name "r-$role" --role "$role" --password-file "$pa" \
 		--password-file "$pb" >/dev/null 2>&1 || fail "apikey-create $role"
@@ -52,6 +65,46 @@ expect_eq "key storage has a digest" "$(db "SELECT count(*) FROM ledger")" 1
 for n in 1 2; do # both units have the key opened in their caches
 	answers "control: unwrap" "$n" 200 none $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K1/actions/unwrap"
 done
+
+# ---- metrics ----------------------------------------------------------------------------------
+metrics_of 1 "$T_DIR/m1"
+expect_eq "metrics: 3 active keys" "$(metric "$T_DIR/m1" 'kyok_keys{state="active"}')" 3
+expect_eq "metrics: current master key loaded" \
+	"$(metric "$T_DIR/m1" 'kyok_master_key_loaded{register="current"}')" 1
+expect_eq "metrics: ready" "$(metric "$T_DIR/m1" kyok_ready)" 1
+for i in 1 2 3; do curl -sS -o /dev/null "$(unit_url 1)/health"; done
+for i in 1 2 3 4; do
+	call 1 $(auth "$W") $UNWRAP -X POST "/api/v2/keys/$K1/actions/unwrap"
+	[ "$status" = 200 ] || fail "metrics: unwrap $i: $status"
+done
+for m in "POST /metrics" "DELETE /ready" "PUT /health"; do
+	expect_eq "$m: refused" \
+		"$(curl -sS -o /dev/null -w '%{http_code}' -X "${m% *}" "$(unit_url 1)${m#* }")" 405
+done
+metrics_of 1 "$T_DIR/m2"
+moved() { echo $(($(metric "$T_DIR/m2" "$1") - $(metric "$T_DIR/m1" "$1"))); }
+UW='method="POST",route="/api/v2/keys/{id}/actions/{action}"'
+expect_eq "metrics: GET /health counted 3 times" \
+	"$(moved 'kyok_http_requests_total{method="GET",route="/health",code="200"}')" 3
+expect_eq "metrics: unwrap counted 4 times (200)" "$(moved "kyok_http_requests_total{$UW,code=\"200\"}")" 4
+expect_eq "metrics: unwrap latency _count +4" "$(moved "kyok_http_request_duration_seconds_count{$UW}")" 4
+expect_eq "metrics: unwrap latency le=+Inf +4" \
+	"$(moved "kyok_http_request_duration_seconds_bucket{$UW,le=\"+Inf\"}")" 4
+expect_eq "metrics: GET /metrics counted once (the first scrape)" \
+	"$(moved 'kyok_http_requests_total{method="GET",route="/metrics",code="200"}')" 1
+for r in /metrics /ready /health; do
+	expect_eq "metrics: 405 of $r counted once" \
+		"$(moved "kyok_http_requests_total{method=\"other\",route=\"$r\",code=\"405\"}")" 1
+done
+expect_eq "metrics: key cache hits + misses +4 (one lookup an unwrap)" \
+	$(($(moved kyok_key_cache_hits_total) + $(moved kyok_key_cache_misses_total))) 4
+[ "$(moved kyok_audit_lines_total)" -ge 4 ] && pass "metrics: audit lines +$(moved kyok_audit_lines_total)" ||
+	fail "metrics: audit lines moved $(moved kyok_audit_lines_total), want at least 4"
+if grep -qiE "$K1|$K2|$K3|$W" "$T_DIR/m2"; then
+	fail "metrics: a key id or token in GET /metrics"
+else
+	pass "metrics: no key id or token in GET /metrics"
+fi
 
 # ---- one record rolled back, deleted, copied --------------------------------------------------
 db "CREATE TABLE old_k AS SELECT * FROM keys WHERE id = '$K1'"
@@ -112,6 +165,8 @@ on_both "control: key four made after the backup" 200 none $(auth "$M") "/api/v2
 db ".restore '$T_DIR/old.db'"
 on_both "older storage restored under running units: next read" 503 STORAGE_ROLLED_BACK_ERR \
 	$(auth "$M") "/api/v2/keys/$K3"
+ready_is "older storage restored" 1 503 storage-rolled-back
+ready_is "older storage restored" 2 503 storage-rolled-back
 "$KYOK" down >/dev/null 2>&1
 "$KYOK" up >/dev/null 2>&1
 on_both "older storage, units started again" 503 STORAGE_ROLLED_BACK_ERR $(auth "$M") "/api/v2/keys/$K3"
@@ -127,6 +182,7 @@ on_both "... still refused" 503 STORAGE_ROLLED_BACK_ERR $(auth "$M") "/api/v2/ke
 expect_ok "storage-accept (ann and ben sign)" "$KYOK" tke storage-accept --password-file "$pa" \
 	--password-file "$pb"
 on_both "restored storage served after storage-accept" 200 none $(auth "$M") "/api/v2/keys/$K3"
+ready_is "after storage-accept" 1 200
 on_both "... key four, made after the backup, is not in it" 404 NOT_FOUND_ERR $(auth "$M") "/api/v2/keys/$K4"
 on_both "... and the units write to it" 200 none $(auth "$W") $(json_body '{}') \
 	-X POST "/api/v2/keys/$K3/actions/wrap"

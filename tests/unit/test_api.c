@@ -909,6 +909,10 @@ static void test_config(void **state)
 	assert_int_equal(cfg.reencipher_batch, UNITD_REENC_BATCH_DEFAULT);
 	assert_int_equal(cfg.reencipher_pause_ms, 0);
 	assert_int_equal(cfg.header_timeout, UNITD_HEADER_TIMEOUT_DEFAULT);
+	assert_int_equal(cfg.metrics, 1);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("metrics = 0\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.metrics, 0);
 	unitd_config_release(&cfg);
 	assert_int_equal(conf("header_timeout = 1\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.header_timeout, 1);
@@ -961,6 +965,8 @@ static void test_config(void **state)
 	     "bad value for 'header_timeout': expected a whole number from 1 "
 	     "to 3600"},
 	    {"header_timeout = 3601\n", "1 to 3600"},
+	    {"metrics = 2\n", "bad value for 'metrics': expected a whole number from 0 to 1"},
+	    {"metrics = on\n", "whole number"},
 	    {"header_timeout = 10s\n", "whole number"},
 	    {"header_timout = 10\n", "unknown key 'header_timout'"},
 	    {"api_tls_cert = c.pem\n", "set both or neither"},
