@@ -203,6 +203,11 @@ const struct cli_unit *cli_instance_unit(const struct cli_instance *inst, int nu
  *   <ws>/known_units             pinned identities: "<instance> <unit> <sha256 hex>"
  *   <ws>/selection.json          {"<instance>": {"units": [numbers]}, "sigkeys": [files]} */
 const char *cli_workspace(void);
+/* The path of a new signature key file for administrator name: <ws>/sigkeys/<base>-<8 random
+ * hex>.sigkey, base being the name with every character but A-Z a-z 0-9 '-' '_' (and '.' not
+ * first) made '_', "admin" when empty. 0, KY_ERR_CRYPTO (no random bytes) or KY_ERR_USAGE
+ * (does not fit in outlen); the file is not made. */
+int cli_sigkey_path_new(const char *name, char *out, size_t outlen) KY_WUR;
 int cli_workspace_ensure(void) KY_WUR;
 int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units,
                        size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */

@@ -29,22 +29,6 @@ const char *cli_instance_dir(void)
 	return dir;
 }
 
-/* Identifiers as the unit's config accepts them: 1..64 of [A-Za-z0-9._-]. */
-static bool cli_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 static bool cli_url_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -85,7 +69,7 @@ int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, ch
 		goto out;
 	}
 	id = json_string_value(json_object_get(root, "instance"));
-	if (id == NULL || !cli_id_ok(id)) {
+	if (id == NULL || !ky_id_valid(id)) {
 		snprintf(why, whylen, "'instance' must be 1 to %d characters of A-Z a-z 0-9 . _ -",
 		         KY_ID_MAX);
 		goto out;
@@ -116,14 +100,14 @@ int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, ch
 			         CLI_MAX_UNITS);
 			goto out;
 		}
-		if (uid == NULL || !cli_id_ok(uid)) {
+		if (uid == NULL || !ky_id_valid(uid)) {
 			snprintf(why, whylen,
 			         "unit %zu: 'id' must be 1 to %d characters of A-Z a-z "
 			         "0-9 . _ -",
 			         i + 1, KY_ID_MAX);
 			goto out;
 		}
-		if (zone == NULL || !cli_id_ok(zone)) {
+		if (zone == NULL || !ky_id_valid(zone)) {
 			snprintf(why, whylen,
 			         "unit %zu: 'zone' must be 1 to %d characters of A-Z "
 			         "a-z 0-9 . _ -",

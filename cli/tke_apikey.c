@@ -47,7 +47,7 @@ struct apikey_ctx {
 	char id[KY_ID_MAX + 1];
 	char name[KY_APIKEY_NAME_MAX + 1];
 	char role[KY_ROLE_MAX + 1];
-	uint8_t hash[32];
+	uint8_t hash[KY_APIKEY_HASH_LEN];
 };
 
 /* Names become file names: letters, digits, '.', '_', '-', not starting with '.'. Pure. */
@@ -64,15 +64,6 @@ static bool apikey_name_ok(const char *s)
 			return false;
 	}
 	return true;
-}
-
-static int apikey_hash(const char *secret, uint8_t out[32])
-{
-	unsigned int n = 0;
-
-	if (EVP_Digest(secret, strlen(secret), out, &n, EVP_sha256(), NULL) != 1 || n != 32)
-		return KY_ERR_CRYPTO;
-	return 0;
 }
 
 /* A new secret "kyok_" + base64url(32 random bytes), no padding; ky_secret_alloc'd. */
@@ -493,7 +484,7 @@ int tke_apikey_create_main(int argc, char **argv)
 	} else {
 		snprintf(k.name, sizeof(k.name), "%s", name);
 		snprintf(k.role, sizeof(k.role), "%s", role);
-		if ((r = ky_kms_uuid(k.id)) != 0 || (r = apikey_secret_new(&secret)) != 0) {
+		if ((r = ky_uuid_new(k.id)) != 0 || (r = apikey_secret_new(&secret)) != 0) {
 			status = cli_fail(r, NULL, "cannot generate the API key");
 			goto out;
 		}
@@ -504,7 +495,7 @@ int tke_apikey_create_main(int argc, char **argv)
 		}
 		created_file = true;
 	}
-	if ((r = apikey_hash(secret, k.hash)) != 0) {
+	if ((r = ky_apikey_hash(secret, k.hash)) != 0) {
 		status = cli_fail(r, NULL, "cannot hash the API key");
 		goto out;
 	}

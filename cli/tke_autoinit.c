@@ -446,29 +446,6 @@ static int ai_passwords(struct ai *ai)
 	return 0;
 }
 
-/* File name made of the administrator's name, as sigkey-add names them. */
-static void ai_key_path(const char *name, char *out, size_t outlen)
-{
-	char base[40];
-	uint8_t rnd[4];
-	char rnd_hex[9];
-	size_t k = 0;
-
-	for (size_t i = 0; name[i] != '\0' && k + 1 < sizeof(base) - 8; i++) {
-		char c = name[i];
-		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		          (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
-		base[k++] = ok ? c : '_';
-	}
-	base[k] = '\0';
-	if (k == 0)
-		snprintf(base, sizeof(base), "admin");
-	if (ky_random(rnd, sizeof(rnd)) != 0)
-		memset(rnd, 0, sizeof(rnd));
-	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
-	snprintf(out, outlen, "%s/sigkeys/%s-%s.sigkey", cli_workspace(), base, rnd_hex);
-}
-
 /* Writes the new signature keys; on failure removes those written by this run. */
 static int ai_create_keys(struct ai *ai)
 {
@@ -482,7 +459,10 @@ static int ai_create_keys(struct ai *ai)
 
 		if (!a->is_new)
 			continue;
-		ai_key_path(a->name, a->path, sizeof(a->path));
+		if ((r = cli_sigkey_path_new(a->name, a->path, sizeof(a->path))) != 0) {
+			tke_err(r, a->name, "cannot name the signature key file of '%s'", a->name);
+			goto fail;
+		}
 		if ((r = ky_sigkey_create(a->path, a->name, a->password)) != 0) {
 			tke_err(r, a->path, "cannot create the signature key of '%s'", a->name);
 			goto fail;

@@ -141,22 +141,6 @@ static bool sigkeys_name_ok(const char *s)
 	return s[0] != ' ' && s[n - 1] != ' ';
 }
 
-/* File name part made of the admin name: [A-Za-z0-9._-], others become '_'. */
-static void sigkeys_sanitise(const char *name, char *out, size_t n)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; name[i] != '\0' && k + 1 < n; i++) {
-		char c = name[i];
-		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		          (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
-		out[k++] = ok ? c : '_';
-	}
-	out[k] = '\0';
-	if (k == 0)
-		snprintf(out, n, "admin");
-}
-
 /* The key generated in the token, its certificate and the file naming both. The key pair
  * is destroyed again when the file cannot be written: no key without its file. */
 static int sigkeys_add_token(const char *path, const char *name, const char *module,
@@ -216,8 +200,7 @@ int tke_sigkey_add_main(int argc, char **argv)
 	struct ky_sigkey_card card;
 	char serial[KY_TOKEN_SERIAL_MAX + 1] = "";
 	char *asked = NULL, *password = NULL;
-	char file[64], path[700], prompt[128], rnd_hex[9], subject[64];
-	uint8_t rnd[4];
+	char path[700], prompt[128], subject[64];
 	struct cli_sigkey *keys = NULL;
 	size_t n = 0;
 
@@ -302,13 +285,10 @@ int tke_sigkey_add_main(int argc, char **argv)
 			         keys[i].number, sigkeys_base(keys[i].path));
 			goto out;
 		}
-	sigkeys_sanitise(name, file, sizeof(file) - 16);
-	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
-		cli_fail(r, NULL, "no random bytes");
+	if ((r = cli_sigkey_path_new(name, path, sizeof(path))) != 0) {
+		cli_fail(r, subject, "cannot name the signature key file");
 		goto out;
 	}
-	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
-	snprintf(path, sizeof(path), "%s/sigkeys/%s-%s.sigkey", cli_workspace(), file, rnd_hex);
 	if (on_card) {
 		if ((r = cli_card_sigkey_add(path, name, &card)) != 0)
 			goto out;

@@ -52,36 +52,6 @@ static void up_sleep_ms(long ms)
 		;
 }
 
-static int up_uuid(char out[37])
-{
-	uint8_t b[16];
-	int r;
-
-	if ((r = ky_random(b, sizeof(b))) != 0)
-		return r;
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-	         b[13], b[14], b[15]);
-	return 0;
-}
-
-static bool up_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 /* Absolute form of dir (not resolved: it may not exist yet). */
 static int up_abs_dir(const char *dir, char *out, size_t n)
 {
@@ -108,25 +78,6 @@ static bool up_exists(const char *path)
 	struct stat st;
 
 	return lstat(path, &st) == 0;
-}
-
-static int up_mkdirs(const char *path)
-{
-	char p[PATH_MAX];
-
-	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
-		return KY_ERR_USAGE;
-	for (char *s = p + 1; *s != '\0'; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return KY_ERR_IO;
-		*s = '/';
-	}
-	if (mkdir(p, 0700) != 0 && errno != EEXIST)
-		return KY_ERR_IO;
-	return 0;
 }
 
 static int up_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -825,7 +776,7 @@ static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t 
 	    strstr(list, ",,") != NULL)
 		return KY_ERR_USAGE;
 	for (char *z = strtok_r(copy, ",", &save); z != NULL; z = strtok_r(NULL, ",", &save)) {
-		if (count == cap || !up_id_ok(z))
+		if (count == cap || !ky_id_valid(z))
 			return KY_ERR_USAGE;
 		snprintf(zones[count++], KY_ID_MAX + 1, "%s", z);
 	}
@@ -962,8 +913,9 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			return KY_ERR_EXISTS;
 		}
 	} else if (errno == ENOENT) {
-		if ((r = up_mkdirs(dir)) != 0) {
-			cli_fail(r, dir, "cannot create directory: %s", strerror(errno));
+		if ((r = ky_mkdir_p(dir, 0700, NULL, 0)) != 0) {
+			cli_fail(r, dir, "cannot create directory: %s",
+			         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
 			return r;
 		}
 		created_dir = true;
@@ -971,7 +923,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		cli_fail(KY_ERR_IO, dir, "%s", strerror(errno));
 		return KY_ERR_IO;
 	}
-	if ((r = up_uuid(instance)) != 0) {
+	if ((r = ky_uuid_new(instance)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto fail;
 	}
@@ -982,7 +934,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
 		up_unit_paths(u, dir);
-		if ((r = up_uuid(u->id)) != 0) {
+		if ((r = ky_uuid_new(u->id)) != 0) {
 			cli_fail(r, NULL, "no random bytes");
 			goto fail;
 		}
@@ -1256,7 +1208,7 @@ static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 			break;
 		}
 		case 'z':
-			if (!up_id_ok(optarg)) {
+			if (!ky_id_valid(optarg)) {
 				cli_fail(KY_ERR_USAGE, "--zone",
 				         "'%s': use 1 to 64 of A-Z a-z 0-9 . _ -", optarg);
 				return KY_ERR_USAGE;
@@ -1369,7 +1321,7 @@ int unit_add_main(int argc, char **argv)
 	}
 	u->pid = 0;
 	u->port = 0;
-	if ((r = up_uuid(u->id)) != 0) {
+	if ((r = ky_uuid_new(u->id)) != 0) {
 		cli_fail(r, NULL, "no random bytes");
 		goto out;
 	}

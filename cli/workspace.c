@@ -52,29 +52,6 @@ const char *cli_workspace(void)
 	return dir;
 }
 
-/* mkdir -p with mode 0700 for every directory it creates. */
-static int cli_mkdirs(const char *path)
-{
-	char p[600];
-	struct stat st;
-
-	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
-		return KY_ERR_USAGE;
-	for (char *s = p + 1; *s != '\0'; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST)
-			return KY_ERR_IO;
-		*s = '/';
-	}
-	if (mkdir(p, 0700) != 0 && errno != EEXIST)
-		return KY_ERR_IO;
-	if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
-		return KY_ERR_IO;
-	return 0;
-}
-
 /* The workspace directory holds signature keys and key parts: private to its owner, like
  * each file in it (checked once per run; a workspace not created yet passes). */
 static int cli_workspace_check(void)
@@ -102,12 +79,48 @@ int cli_workspace_ensure(void)
 
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
 		snprintf(p, sizeof(p), "%s%s", ws, subdirs[i]);
-		if ((r = cli_mkdirs(p)) != 0) {
-			cli_fail(r, p, "cannot create workspace directory: %s", strerror(errno));
+		if ((r = ky_mkdir_p(p, 0700, NULL, 0)) != 0) {
+			cli_fail(r, p, "cannot create workspace directory: %s",
+			         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
 			return r;
 		}
 	}
 	return 0;
+}
+
+int cli_sigkey_path_new(const char *name, char *out, size_t outlen)
+{
+	char base[KY_ADMIN_NAME_MAX + 1], rnd_hex[9];
+	uint8_t rnd[4];
+	size_t k = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (outlen > 0)
+		out[0] = '\0';
+	for (size_t i = 0; name[i] != '\0' && k + 1 < sizeof(base); i++) {
+		char c = name[i];
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		          (c >= '0' && c <= '9') || c == '-' || c == '_' || (c == '.' && k > 0);
+		base[k++] = ok ? c : '_';
+	}
+	base[k] = '\0';
+	if (k == 0)
+		snprintf(base, sizeof(base), "admin");
+	if ((r = ky_random(rnd, sizeof(rnd))) != 0) {
+		r = KY_ERR_CRYPTO;
+		goto out;
+	}
+	ky_hex_encode(rnd, sizeof(rnd), rnd_hex);
+	if ((size_t)snprintf(out, outlen, "%s/sigkeys/%s-%s.sigkey", cli_workspace(), base,
+	                     rnd_hex) >= outlen) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0 && outlen > 0)
+		out[0] = '\0';
+	return r;
 }
 
 /* ---- selection.json ---- */
@@ -122,21 +135,6 @@ static bool cli_file_name_ok(const char *s, const char *suffix)
 		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
 			return false;
 	return strcmp(s + n - k, suffix) == 0;
-}
-
-static bool cli_sel_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
 }
 
 /* Pure parser of selection.json:
@@ -187,7 +185,7 @@ static int cli_selection_parse(const char *text, size_t n, json_t **out, char *w
 			}
 			continue;
 		}
-		if (!cli_sel_id_ok(key)) {
+		if (!ky_id_valid(key)) {
 			snprintf(why, whylen, "'%.64s' is not an instance id", key);
 			goto out;
 		}

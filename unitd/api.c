@@ -662,7 +662,7 @@ static int api_check(struct api_ctx *x, enum api_perm perm)
 
 static int api_key_id(struct api_ctx *x)
 {
-	if (!kp_uuid_ok(x->q->id)) {
+	if (!ky_uuid_valid(x->q->id)) {
 		api_detail(x, "the key id in the path is not a UUID: a key id is 36 characters, "
 		              "8-4-4-4-12 hex digits (as 'kyok kp keys' lists them)");
 		return KY_ERR_MALFORMED;
@@ -1756,8 +1756,7 @@ static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c
 	if ((r = token_form_parse((const char *)q->body.data, q->body.len, apikey, sizeof(apikey),
 	                          detail, sizeof(detail))) != 0)
 		goto out;
-	r = EVP_Digest(apikey, strlen(apikey), hash, NULL, EVP_sha256(), NULL) == 1 ? 0
-	                                                                            : KY_ERR_CRYPTO;
+	r = ky_apikey_hash(apikey, hash);
 	OPENSSL_cleanse(apikey, sizeof(apikey));
 	if (r != 0)
 		goto out;

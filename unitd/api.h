@@ -35,8 +35,6 @@ void kp_date(int64_t t, char out[KP_DATE_LEN + 1]);
 /* Accepts "YYYY-MM-DDTHH:MM:SS", optional fraction, then "Z" or "+hh:mm"/"-hh:mm".
  * KY_ERR_MALFORMED. */
 int kp_date_parse(const char *s, int64_t *out) KY_WUR;
-/* A lowercase or uppercase v4-shaped UUID (8-4-4-4-12 hex). */
-bool kp_uuid_ok(const char *s);
 
 /* Query values. An empty value counts as absent (the SDK sends "limit=" for an unset limit):
  * *present is false and *out untouched. KY_ERR_MALFORMED otherwise when not valid. */

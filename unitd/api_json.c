@@ -112,23 +112,6 @@ int kp_date_parse(const char *s, int64_t *out)
 	return 0;
 }
 
-bool kp_uuid_ok(const char *s)
-{
-	if (s == NULL || strlen(s) != KY_UUID_LEN)
-		return false;
-	for (int i = 0; i < KY_UUID_LEN; i++) {
-		char c = s[i];
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (c != '-')
-				return false;
-		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-		             (c >= 'A' && c <= 'F'))) {
-			return false;
-		}
-	}
-	return true;
-}
-
 /* ---- query values ---- */
 
 int kp_query_uint(const char *v, uint64_t max, bool *present, uint64_t *out)

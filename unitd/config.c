@@ -140,21 +140,6 @@ static void config_err(char *err, size_t errlen, const char *name, size_t line, 
 	va_end(ap);
 }
 
-static bool config_id_ok(const char *v)
-{
-	size_t n = strlen(v);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = v[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 static bool config_host_char_ok(char c, bool v6)
 {
 	if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -446,7 +431,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 
 	switch (k->kind) {
 	case CONFIG_ID:
-		if (!config_id_ok(val)) {
+		if (!ky_id_valid(val)) {
 			config_err(
 			    err, errlen, name, lineno,
 			    "bad value for '%s': use 1 to 64 characters of A-Z a-z 0-9 . _ -", key);

@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -497,33 +498,6 @@ static int seal_backend_new(const struct unitd_config *cfg, struct unitd_seal **
 
 /* ---- data directory ---- */
 
-/* mkdir -p with mode 0700 for every directory it makes. */
-static int store_mkdirs(const char *dir, char *err, size_t errlen)
-{
-	char *p = strdup(dir);
-	int r = 0;
-
-	if (p == NULL)
-		return KY_ERR_NOMEM;
-	for (char *c = p + 1;; c++) {
-		if (*c != '/' && *c != '\0')
-			continue;
-		char save = *c;
-		*c = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-			snprintf(err, errlen, "cannot create data directory '%s': %s", p,
-			         strerror(errno));
-			r = KY_ERR_IO;
-			break;
-		}
-		*c = save;
-		if (save == '\0')
-			break;
-	}
-	free(p);
-	return r;
-}
-
 /* Temp files of writes cut short by a crash (ky_file_write_atomic, unitd_seal_ref_write):
  * the lock is held, so nobody else is writing them. */
 static void store_remove_stale(const char *dir)
@@ -548,7 +522,7 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 {
 	int r = KY_ERR_INTERNAL;
 	const char *data_dir = cfg->data_dir;
-	char *lock_path = NULL;
+	char *lock_path = NULL, at[PATH_MAX];
 	struct stat sb;
 
 	memset(st, 0, sizeof(*st));
@@ -561,8 +535,15 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	if ((r = store_mkdirs(data_dir, err, errlen)) != 0)
+	/* mkdir -p, 0700 for every directory it makes; a file in its place is said below */
+	if ((r = ky_mkdir_p(data_dir, 0700, at, sizeof(at))) != 0 &&
+	    !(r == KY_ERR_IO && errno == ENOTDIR && strcmp(at, data_dir) == 0 &&
+	      stat(data_dir, &sb) == 0)) {
+		snprintf(err, errlen, "cannot create data directory '%s': %s",
+		         at[0] != '\0' ? at : data_dir,
+		         r == KY_ERR_USAGE ? "path too long" : strerror(errno));
 		goto out;
+	}
 	r = KY_ERR_CONFIG;
 	if (stat(data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		snprintf(err, errlen, "data directory '%s' is not a directory", data_dir);

@@ -8,19 +8,18 @@
  * Pure: no I/O, no global state. The token request form parser lives here too.
  */
 #include <jansson.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "unitd/api.h"
 
 #define TOKEN_ISS         "kyok"
-#define TOKEN_MAC_LEN     32
+#define TOKEN_MAC_LEN     KY_HMAC_SHA256_LEN
 #define TOKEN_CLAIMS_MAX  1024
 #define TOKEN_SIG_B64_LEN 43 /* 32 bytes, unpadded */
 
@@ -103,33 +102,6 @@ int token_b64url_decode(const char *s, size_t n, uint8_t *out, size_t outcap, si
 	return 0;
 }
 
-/* ---- HMAC-SHA256 ---- */
-
-static int token_mac(const uint8_t key[TOKEN_KEY_LEN], const char *data, size_t n,
-                     uint8_t out[TOKEN_MAC_LEN])
-{
-	EVP_MAC *mac = NULL;
-	EVP_MAC_CTX *ctx = NULL;
-	OSSL_PARAM params[2];
-	size_t outlen = 0;
-	int r = KY_ERR_CRYPTO;
-
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
-	    (ctx = EVP_MAC_CTX_new(mac)) == NULL)
-		goto out;
-	if (EVP_MAC_init(ctx, key, TOKEN_KEY_LEN, params) != 1 ||
-	    EVP_MAC_update(ctx, (const unsigned char *)data, n) != 1 ||
-	    EVP_MAC_final(ctx, out, &outlen, TOKEN_MAC_LEN) != 1 || outlen != TOKEN_MAC_LEN)
-		goto out;
-	r = 0;
-out:
-	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(mac);
-	return r;
-}
-
 /* ---- issue ---- */
 
 int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, char *out,
@@ -159,7 +131,7 @@ int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, 
 	                             outcap - off)) != 0)
 		goto out;
 	off += strlen(out + off);
-	if ((r = token_mac(key, out, off, mac)) != 0)
+	if ((r = ky_hmac_sha256(key, TOKEN_KEY_LEN, out, off, mac)) != 0)
 		goto out;
 	if (off + 1 >= outcap) {
 		r = KY_ERR_TOO_LARGE;
@@ -179,21 +151,6 @@ out:
 }
 
 /* ---- verify ---- */
-
-static bool token_id_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > KY_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
 
 static int token_claim_str(json_t *o, const char *k, char *out, size_t cap)
 {
@@ -244,7 +201,7 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
 		token_detail(detail, detaillen, "the bearer token is malformed");
 		return KY_ERR_UNAUTHORIZED;
 	}
-	if ((r = token_mac(key, tok, (size_t)(dot2 - tok), mac)) != 0)
+	if ((r = ky_hmac_sha256(key, TOKEN_KEY_LEN, tok, (size_t)(dot2 - tok), mac)) != 0)
 		return r;
 	if (CRYPTO_memcmp(mac, got, TOKEN_MAC_LEN) != 0) {
 		token_detail(detail, detaillen,
@@ -263,7 +220,7 @@ int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, 
 	if ((j = json_loadb(claims, dlen, JSON_REJECT_DUPLICATES, NULL)) == NULL ||
 	    !json_is_object(j) || token_claim_str(j, "iss", iss, sizeof(iss)) != 0 ||
 	    strcmp(iss, TOKEN_ISS) != 0 ||
-	    token_claim_str(j, "sub", out->sub, sizeof(out->sub)) != 0 || !token_id_ok(out->sub) ||
+	    token_claim_str(j, "sub", out->sub, sizeof(out->sub)) != 0 || !ky_id_valid(out->sub) ||
 	    token_claim_str(j, "instance", out->instance, sizeof(out->instance)) != 0 ||
 	    token_claim_str(j, "role", out->role, sizeof(out->role)) != 0 ||
 	    token_claim_str(j, "jti", out->jti, sizeof(out->jti)) != 0 ||
@@ -314,17 +271,6 @@ int token_bearer(const char *header, const char **tok, size_t *len)
 
 /* ---- the token request form ---- */
 
-static int form_hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes one form component (+ is a space, %XX a byte) into out; no NUL or control bytes. */
 static int form_decode(const char *s, size_t n, char *out, size_t cap)
 {
@@ -338,8 +284,8 @@ static int form_decode(const char *s, size_t n, char *out, size_t cap)
 			int hi, lo;
 			if (i + 2 >= n)
 				return KY_ERR_MALFORMED;
-			hi = form_hex(s[i + 1]);
-			lo = form_hex(s[i + 2]);
+			hi = ky_hex_digit(s[i + 1]);
+			lo = ky_hex_digit(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return KY_ERR_MALFORMED;
 			c = (char)(hi << 4 | lo);

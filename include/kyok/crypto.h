@@ -38,6 +38,12 @@ void ky_secret_free(void *p, size_t n);
 /* VP = SHA-256(0x01 || key). */
 int ky_vp(const uint8_t key[KY_MK_LEN], uint8_t vp[KY_VP_LEN]) KY_WUR;
 
+/* HMAC-SHA256 of data under key, in one call: 0, KY_ERR_NOMEM or KY_ERR_CRYPTO. The one-shot
+ * MAC of the tree (access tokens); a MAC kept keyed across many messages is lib/store's. */
+#define KY_HMAC_SHA256_LEN 32
+int ky_hmac_sha256(const uint8_t *key, size_t keylen, const void *data, size_t n,
+                   uint8_t out[KY_HMAC_SHA256_LEN]) KY_WUR;
+
 /* ---- keys and certificates ---- */
 
 int ky_ec_generate(EVP_PKEY **out) KY_WUR; /* P-521 */

@@ -234,6 +234,13 @@ int ky_kms_request_open(const struct ky_kms *kms, const struct ky_store_request 
 
 /* ---- integrity of API key rows ---- */
 
+/* The hash an API key's secret is stored and looked up by: SHA-256 of its text (without the
+ * NUL). The CLI computes it when it makes a key (apikey-create carries only the hash), the unit
+ * when a client trades the secret for a token; both must agree byte for byte, so this is the
+ * one place that says how. A plain hash is enough: the secret is 32 random bytes, not a
+ * password. 0, KY_ERR_USAGE (NULL) or KY_ERR_CRYPTO (out zeroed). */
+int ky_apikey_hash(const char *secret, uint8_t out[KY_APIKEY_HASH_LEN]) KY_WUR;
+
 #define KY_APIKEY_MAC_KEY_LEN 32 /* the integrity key: a system secret */
 
 /* HMAC-SHA256 over every column of k but mac, and the instance id. */

@@ -27,7 +27,6 @@
 #define KY_STORE_SCHEMA_VERSION    1
 #define KY_STORE_KEY_LIMIT_DEFAULT 5000
 #define KY_STORE_BUSY_MS_DEFAULT   10000
-#define KY_UUID_LEN                36 /* 8-4-4-4-12 hex, no NUL */
 #define KY_KEY_NAME_MAX            90 /* Key Protect: 2 to 90 characters */
 #define KY_SECRET_NAME_MAX         64
 #define KY_APIKEY_ROLE_MAX         32

@@ -63,7 +63,7 @@ void ky_hex_encode(const uint8_t *p, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hex_nibble(char c)
+int ky_hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -79,7 +79,7 @@ int ky_hex_decode(const char *hex, uint8_t *out, size_t n)
 	if (hex == NULL || strlen(hex) != 2 * n)
 		return KY_ERR_MALFORMED;
 	for (size_t i = 0; i < n; i++) {
-		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+		int hi = ky_hex_digit(hex[2 * i]), lo = ky_hex_digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return KY_ERR_MALFORMED;
 		out[i] = (uint8_t)(hi << 4 | lo);

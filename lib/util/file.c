@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,5 +144,53 @@ out:
 		close(dfd);
 	free(tmp);
 	free(dir);
+	return r;
+}
+
+static int file_mkdir_one(const char *p, mode_t mode, char *at, size_t atlen)
+{
+	if (mkdir(p, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (at != NULL && atlen > 0)
+		snprintf(at, atlen, "%s", p);
+	return KY_ERR_IO;
+}
+
+int ky_mkdir_p(const char *path, mode_t mode, char *at, size_t atlen)
+{
+	char p[PATH_MAX];
+	struct stat st;
+	int r = KY_ERR_INTERNAL;
+
+	if (at != NULL && atlen > 0)
+		at[0] = '\0';
+	if (path == NULL || path[0] == '\0' ||
+	    snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
+		r = KY_ERR_USAGE;
+		goto out;
+	}
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if ((r = file_mkdir_one(p, mode, at, atlen)) != 0)
+			goto out;
+		*s = '/';
+	}
+	if ((r = file_mkdir_one(p, mode, at, atlen)) != 0)
+		goto out;
+	if (stat(p, &st) != 0) {
+		r = KY_ERR_IO;
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		if (at != NULL && atlen > 0)
+			snprintf(at, atlen, "%s", p);
+		r = KY_ERR_IO;
+		goto out;
+	}
+	r = 0;
+out:
 	return r;
 }

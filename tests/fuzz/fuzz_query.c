@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_IGNORE(kp_query_states(v, &present, &mask));
 	FUZZ_IGNORE(kp_date_parse(v, &t));
 	(void)kp_prefer_parse(v);
-	(void)kp_uuid_ok(v);
+	(void)ky_uuid_valid(v);
 	FUZZ_IGNORE(kp_filter_parse(v, &f, detail, sizeof(detail)));
 	FUZZ_IGNORE(kp_sort_parse(v, &o, detail, sizeof(detail)));
 	FUZZ_IGNORE(kp_search_parse(v, &q, detail, sizeof(detail)));

@@ -80,7 +80,7 @@ expect_eq "self-signature verifies" "$(openssl verify -CAfile "$F" "$F")" "$F: O
 
 expect_ok "private key opens with the password" \
 	openssl pkey -in "$F" -passin "file:$PWA" -noout
-expect_fail "private key refuses a wrong password" "bad decrypt|maybe wrong password|unable to load" \
+expect_fail "private key refuses a wrong password" "bad decrypt|maybe wrong password|unable to load|Could not read key" \
 	openssl pkey -in "$F" -passin "file:$PW_DAVE" -noout
 expect_eq "private key matches the certificate" \
 	"$(openssl pkey -in "$F" -passin "file:$PWA" -pubout)" \
@@ -388,7 +388,7 @@ expect_eq "reply without a nonce: empty nonce line" \
 # ---- 7. state JSON ----
 
 expect_eq "state JSON keys" "$(jq -c 'keys_unsorted' state.json)" \
-	'["instance","unit","zone","incarnation","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage"]'
+	'["instance","unit","zone","incarnation","imprint","next_counter","signature_threshold","revocation_threshold","admins","new_mk","current_mk","identity","anchor","transfers","storage","ready"]'
 expect_match "state incarnation: 32 hex digits" '^[0-9a-f]{32}$' "$(jq -r .incarnation state.json)"
 expect_eq "state admins" "$(jq -c '[.admins[] | [.name, .ski]]' state.json)" \
 	"[[\"alice\",\"$SKI_ALICE\"],[\"dave\",\"$SKI_DAVE\"]]"

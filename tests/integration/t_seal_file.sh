@@ -142,4 +142,20 @@ cut=$(($(grep -c 'seal key switch cut short' "$KYOK_INSTANCE/unit-1/unit.log" ||
 [ $bad -eq 0 ] && pass "$ROUNDS kill -9 rounds during zeroizes: the unit restarts each time, one seal key, named by the state ($cut switches cut short resolved at start)"
 expect_ok "... unit 1 answers" unit_state 1
 
+# ---- the data directory: made with its parents, or refused naming what is in the way ------------
+X="$T_DIR/dd"
+mkdir -p "$X"
+: >"$X/afile"
+dd_conf() { printf 'instance = i1\nunit = u1\nzone = z1\nlisten = 127.0.0.1:0\ndata_dir = %s\n' "$1" >"$X/u.conf"; }
+dd_conf "$X/afile"
+run_rc "$UNITD" --config "$X/u.conf"
+expect_eq "data_dir is a file: exit 2" "$rc" 2
+expect_match "... says it is not a directory" "data directory '$X/afile' is not a directory" "$out"
+dd_conf "$X/afile/sub"
+run_rc "$UNITD" --config "$X/u.conf"
+expect_eq "data_dir under a file: exit 3" "$rc" 3
+expect_match "... names the directory it could not make" \
+	"cannot create data directory '$X/afile/sub': Not a directory" "$out"
+expect_eq "... and made nothing" "$(find "$X" | sort | tr '\n' ' ')" "$X $X/afile $X/u.conf "
+
 finish

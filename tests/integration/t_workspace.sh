@@ -228,6 +228,12 @@ if tty_start KYOK_TKE_FILES="$KYOK_TKE_FILES"; then
 	expect_match "(the check sees the terminal: it holds the commands typed)" "sigkey-add --name gina" "$SEEN"
 fi
 
+# ---- a key file is named after its administrator -------------------------------------------------------
+expect_ok "sigkey-add '.ops lead/2'" \
+	"$KYOK" tke sigkey-add --name ".ops lead/2" --password-file "$(newpw ops)"
+expect_match "... its file: the name with every character but A-Z a-z 0-9 - _ (or a first .) made _" \
+	"^[0-9]+ +no +\.ops lead/2 +[0-9a-f]{16} +_ops_lead_2-[0-9a-f]{8}\.sigkey$" "$("$KYOK" tke sigkeys)"
+
 # ---- no secret outside the key files ------------------------------------------------------------------
 for name in alice bob carol dave part erin frank; do
 	f=$T_DIR/pw/$name

@@ -372,12 +372,12 @@ static void test_dates_ids(void **state)
 		assert_int_equal(kp_date_parse(bad[i], &t), KY_ERR_MALFORMED);
 	assert_int_equal(kp_date_parse(NULL, &t), KY_ERR_MALFORMED);
 
-	assert_true(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abcd"));
-	assert_true(kp_uuid_ok("3F1A2B4C-0000-4000-8000-00000000ABCD"));
-	assert_false(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abc"));
-	assert_false(kp_uuid_ok("3f1a2b4c00000-4000-8000-00000000abcd"));
-	assert_false(kp_uuid_ok("3f1a2b4c-0000-4000-8000-00000000abcg"));
-	assert_false(kp_uuid_ok(NULL));
+	assert_true(ky_uuid_valid("3f1a2b4c-0000-4000-8000-00000000abcd"));
+	assert_true(ky_uuid_valid("3F1A2B4C-0000-4000-8000-00000000ABCD"));
+	assert_false(ky_uuid_valid("3f1a2b4c-0000-4000-8000-00000000abc"));
+	assert_false(ky_uuid_valid("3f1a2b4c00000-4000-8000-00000000abcd"));
+	assert_false(ky_uuid_valid("3f1a2b4c-0000-4000-8000-00000000abcg"));
+	assert_false(ky_uuid_valid(NULL));
 }
 
 /* ---- bodies ---- */
