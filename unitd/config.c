@@ -12,6 +12,8 @@
  *                               postgres://...: a PostgreSQL database, docs/storage.md);
  *                               the key API needs it
  *   key_limit = 5000            optional, keys in the instance, 1..10,000,000
+ *   key_cache = N               optional, keys a unit keeps opened, 1..4,000,000 (default
+ *                               key_limit, at most 100,000; sizes the secure heap)
  *   api_tls_cert = cert.pem     optional, PEM certificate chain of the HTTPS endpoint
  *   api_tls_key  = key.pem      optional, its PEM private key (both or neither; required
  *                               when listen is not a loopback address)
@@ -97,6 +99,7 @@ static const struct config_key config_keys[] = {
     {"log_file", CONFIG_PATH, false, 0, 0},
     {"store", CONFIG_STORE, false, 0, 0},
     {"key_limit", CONFIG_UINT, false, 1, UNITD_KEY_LIMIT_MAX},
+    {"key_cache", CONFIG_UINT, false, 1, UNITD_KEY_CACHE_MAX},
     {"api_tls_cert", CONFIG_PATH, false, 0, 0},
     {"api_tls_key", CONFIG_PATH, false, 0, 0},
     {"token_ttl", CONFIG_UINT, false, UNITD_TOKEN_TTL_MIN, UNITD_TOKEN_TTL_MAX},
@@ -311,6 +314,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 {
 	if (strcmp(name, "key_limit") == 0)
 		return &cfg->key_limit;
+	if (strcmp(name, "key_cache") == 0)
+		return &cfg->key_cache;
 	if (strcmp(name, "reencipher_batch") == 0)
 		return &cfg->reencipher_batch;
 	if (strcmp(name, "reencipher_pause_ms") == 0)
@@ -429,7 +434,8 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 	if (k == NULL) {
 		config_err(err, errlen, name, lineno,
 		           "unknown key '%.64s' (known: instance, unit, zone, listen, data_dir, "
-		           "port_file, log_file, store, key_limit, api_tls_cert, api_tls_key, "
+		           "port_file, log_file, store, key_limit, key_cache, api_tls_cert, "
+		           "api_tls_key, "
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
 		           "max_connections, max_connections_per_client, idle_timeout, "

@@ -27,12 +27,18 @@ int unitd_harden(char *err, size_t errlen)
 		snprintf(err, errlen, "cannot ignore SIGPIPE: %s", strerror(errno));
 		goto out;
 	}
-	/* Key records are opened in the secure heap, several at once. */
-	if ((r = ky_crypto_init_heap(KY_KMS_SECURE_HEAP)) != 0) {
-		snprintf(err, errlen, "cannot initialise cryptography: %s", ky_err_message(r));
-		goto out;
-	}
 	r = 0;
 out:
+	return r;
+}
+
+int unitd_secure_heap_init(const struct unitd_config *cfg, char *err, size_t errlen)
+{
+	int r = KY_ERR_INTERNAL;
+
+	/* Key records are opened in the secure heap, several at once, and the key cache keeps
+	 * the material of key_cache keys there. */
+	if ((r = ky_crypto_init_heap(unitd_secure_heap_size(cfg))) != 0)
+		snprintf(err, errlen, "cannot initialise cryptography: %s", ky_err_message(r));
 	return r;
 }

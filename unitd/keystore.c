@@ -6,10 +6,27 @@
  *          length of one request; a state swap write-holds it for the swap.
  *   lock   mutex: the caches. Held for lookups and inserts only, never across store I/O.
  *
+ *   chg    mutex: reading the store's change log and applying it. Taken before lock.
+ *
  * A cached key is shared by reference count: the cache holds one reference while the entry is
- * linked, each user one more. Dropping the caches unlinks every entry; the last user frees it.
- * An entry loaded from the store is linked only if no drop happened while it was being read
- * (generation check), so a row changed by someone else meanwhile is never cached stale.
+ * linked, each user one more. Dropping an entry unlinks it; the last user frees it.
+ *
+ * Freshness: when the store says something changed (ky_store_changed, per thread, before
+ * every request), the unit reads the change log since the position it last applied
+ * (ky_store_changes, one thread at a time) and drops the cached keys the log names; a change
+ * of a secret or an API key drops those two small caches whole; a log that cannot tell
+ * (pruned past the position, replaced, an error) drops everything. A key being read from the
+ * store is registered as a load: a change of its id applied meanwhile (or a drop of
+ * everything: generation check) keeps it from being linked, so a row changed by someone
+ * else is never cached stale.
+ *
+ * Size: the material of unitd_key_cache keys (key_cache in unit.conf; each counted for at
+ * least KS_KEY_COST bytes of secure heap), in a hash table of about one chain per key. When
+ * it is full the keys used least recently make room (CLOCK: a lookup marks a key; the hand
+ * clears marks and closes the first key it finds without one), so a working set larger
+ * than the cache costs a store read per miss, not a cliff. The secure heap is sized for the
+ * cache plus 16 MiB for records being opened (unitd_secure_heap_size); were it full anyway,
+ * opening a key fails with out-of-memory (HTTP 500), nothing is served from elsewhere.
  */
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -27,11 +44,10 @@
 #include "kyok/store.h"
 #include "unitd/unitd.h"
 
-#define KS_BUCKETS         4096 /* power of two */
-#define KS_APIKEY_BUCKETS  64
-#define KS_MATERIAL_BUDGET (384 * 1024) /* bytes of key material cached (secure heap) */
-#define KS_SECURE_ROUND    32           /* the secure heap's smallest block */
-#define KS_SECRET_LEN      32
+#define KS_APIKEY_BUCKETS 64
+#define KS_SECURE_ROUND   32 /* the secure heap's smallest block */
+#define KS_KEY_COST       64 /* secure heap bytes a cached key counts for at least (2 versions) */
+#define KS_SECRET_LEN     32
 
 /* The daemon's own secrets in key storage, each 32 random bytes made by whichever unit needs
  * it first, and cached here while nothing changes in the store. */
@@ -52,11 +68,20 @@ static const char *const ks_secret_names[KS__NSECRETS] = {
 #define KS_MARK_INTERVAL_MS 1000
 
 struct unitd_key_ref {
-	struct unitd_key_ref *next; /* hash chain */
+	struct unitd_key_ref *next;                /* hash chain */
+	struct unitd_key_ref *clk_prev, *clk_next; /* the clock ring, while linked */
 	atomic_int refs;
 	bool linked;
-	size_t cost; /* secure heap bytes of its material */
+	bool used;   /* looked up since the clock hand last passed it */
+	size_t cost; /* secure heap bytes counted for its material */
 	struct ky_key *key;
+};
+
+/* A key being read from the store, not linked yet. */
+struct ks_load {
+	struct ks_load *next;
+	const char *id;
+	bool dead; /* a change of id was applied meanwhile: not to be linked */
 };
 
 struct ks_apikey {
@@ -82,10 +107,19 @@ struct unitd_keystore {
 	struct ky_mk *next;         /* new register when FULL COMMITTED */
 	atomic_uint_fast64_t epoch; /* bumped when the registers change */
 
+	pthread_mutex_t chg;
+	struct ky_store_change_pos chg_pos; /* the change log as applied; under chg */
+
 	pthread_mutex_t lock;
-	uint64_t gen; /* bumped by every drop */
-	struct unitd_key_ref *keys[KS_BUCKETS];
-	size_t material;                              /* cost of the linked entries */
+	uint64_t gen;                /* bumped by every drop of everything */
+	uint64_t sgen;               /* bumped by every drop of the secrets and API keys */
+	struct ks_load *loads;       /* keys being read */
+	struct unitd_key_ref **keys; /* hash table of nbuckets chains */
+	size_t nbuckets;             /* a power of two, about one per key of the budget */
+	size_t budget;               /* bytes of key material the cache may hold */
+	size_t material;             /* cost of the linked entries */
+	struct unitd_key_ref *hand;  /* the clock hand: next eviction candidate; NULL = empty */
+	bool evicting;               /* logged once: the cache is full */
 	struct ks_apikey *apikeys[KS_APIKEY_BUCKETS]; /* verified rows */
 	bool have_secret[KS__NSECRETS];
 	uint8_t *secret; /* KS__NSECRETS * KS_SECRET_LEN, secure heap */
@@ -110,24 +144,9 @@ static void ks_ref_free(struct unitd_key_ref *ref)
 	free(ref);
 }
 
-/* Drops every cache. Caller holds ks->lock. */
-static void ks_drop_locked(struct unitd_keystore *ks)
+/* Drops the daemon's secrets and the API keys. Caller holds ks->lock. */
+static void ks_drop_small_locked(struct unitd_keystore *ks)
 {
-	uint64_t dropped = 0;
-
-	for (size_t b = 0; b < KS_BUCKETS; b++) {
-		struct unitd_key_ref *e = ks->keys[b], *nx;
-		for (; e != NULL; e = nx) {
-			nx = e->next;
-			dropped++;
-			e->next = NULL;
-			e->linked = false;
-			if (atomic_fetch_sub(&e->refs, 1) == 1)
-				ks_ref_free(e);
-		}
-		ks->keys[b] = NULL;
-	}
-	ks->material = 0;
 	for (size_t b = 0; b < KS_APIKEY_BUCKETS; b++) {
 		struct ks_apikey *a = ks->apikeys[b], *nx;
 		for (; a != NULL; a = nx) {
@@ -136,13 +155,135 @@ static void ks_drop_locked(struct unitd_keystore *ks)
 		}
 		ks->apikeys[b] = NULL;
 	}
-	if (dropped > 0)
-		unitd_metrics_cache(UNITD_METRICS_CACHE_EVICT, dropped);
 	if (ks->secret != NULL)
 		OPENSSL_cleanse(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	for (size_t i = 0; i < KS__NSECRETS; i++)
 		ks->have_secret[i] = false;
+	ks->sgen++;
+}
+
+static struct unitd_key_ref **ks_bucket(struct unitd_keystore *ks, const char *id)
+{
+	return &ks->keys[ks_hash(id) & (ks->nbuckets - 1)];
+}
+
+/* Unlinks e (*pp points to it in its chain) and drops the cache's reference. Caller holds
+ * ks->lock. */
+static void ks_unlink_locked(struct unitd_keystore *ks, struct unitd_key_ref **pp,
+                             struct unitd_key_ref *e)
+{
+	*pp = e->next;
+	e->next = NULL;
+	if (e->clk_next == e) {
+		ks->hand = NULL;
+	} else {
+		if (ks->hand == e)
+			ks->hand = e->clk_next;
+		e->clk_prev->clk_next = e->clk_next;
+		e->clk_next->clk_prev = e->clk_prev;
+	}
+	e->clk_prev = e->clk_next = NULL;
+	e->linked = false;
+	ks->material -= e->cost;
+	unitd_metrics_cache(UNITD_METRICS_CACHE_EVICT, 1);
+	if (atomic_fetch_sub(&e->refs, 1) == 1)
+		ks_ref_free(e);
+}
+
+/* Unlinks the cached key id, and keeps a load of it from being linked. Caller holds ks->lock. */
+static void ks_drop_key_locked(struct unitd_keystore *ks, const char *id)
+{
+	struct unitd_key_ref **pp = ks_bucket(ks, id), *e;
+
+	for (struct ks_load *l = ks->loads; l != NULL; l = l->next)
+		if (strcmp(l->id, id) == 0)
+			l->dead = true;
+	for (; (e = *pp) != NULL; pp = &e->next) {
+		if (strcmp(e->key->id, id) == 0) {
+			ks_unlink_locked(ks, pp, e);
+			return;
+		}
+	}
+}
+
+/* CLOCK: makes room for need bytes. The hand passes over the ring; a key looked up since its
+ * last pass loses its mark and stays, the first one without a mark goes. Caller holds
+ * ks->lock. */
+static void ks_evict_locked(struct unitd_keystore *ks, size_t need)
+{
+	while (ks->hand != NULL && ks->material + need > ks->budget) {
+		struct unitd_key_ref *e = ks->hand, **pp;
+
+		if (e->used) {
+			e->used = false;
+			ks->hand = e->clk_next;
+			continue;
+		}
+		for (pp = ks_bucket(ks, e->key->id); *pp != e; pp = &(*pp)->next)
+			;
+		ks_unlink_locked(ks, pp, e);
+	}
+}
+
+/* Links e as the newest entry of its chain and of the ring (just behind the hand). Caller
+ * holds ks->lock and made room. */
+static void ks_link_locked(struct unitd_keystore *ks, struct unitd_key_ref **bucket,
+                           struct unitd_key_ref *e)
+{
+	e->next = *bucket;
+	*bucket = e;
+	if (ks->hand == NULL) {
+		e->clk_prev = e->clk_next = e;
+		ks->hand = e;
+	} else {
+		e->clk_next = ks->hand;
+		e->clk_prev = ks->hand->clk_prev;
+		e->clk_prev->clk_next = e;
+		ks->hand->clk_prev = e;
+	}
+	e->linked = true;
+	e->used = false;
+	atomic_fetch_add(&e->refs, 1); /* the cache's reference */
+	ks->material += e->cost;
+}
+
+/* Drops every cache. Caller holds ks->lock. */
+static void ks_drop_locked(struct unitd_keystore *ks)
+{
+	for (size_t b = 0; ks->keys != NULL && b < ks->nbuckets; b++)
+		while (ks->keys[b] != NULL)
+			ks_unlink_locked(ks, &ks->keys[b], ks->keys[b]);
+	ks_drop_small_locked(ks);
 	ks->gen++;
+}
+
+/* Applies what the store's change log says changed since the last call. */
+static int ks_changes_apply(struct unitd_keystore *ks)
+{
+	struct ky_store_change *v = NULL;
+	size_t n = 0;
+	int r = KY_ERR_INTERNAL, all = 1;
+	bool small = false;
+
+	pthread_mutex_lock(&ks->chg);
+	r = ky_store_changes(ks->store, &ks->chg_pos, &v, &n, &all);
+	pthread_mutex_lock(&ks->lock);
+	if (r != 0 || all) {
+		ks_drop_locked(ks);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			if (v[i].rec == KY_STORE_REC_KEY)
+				ks_drop_key_locked(ks, v[i].id);
+			else
+				small = true;
+		}
+		if (small)
+			ks_drop_small_locked(ks);
+	}
+	pthread_mutex_unlock(&ks->lock);
+	pthread_mutex_unlock(&ks->chg);
+	free(v);
+	return r;
 }
 
 void unitd_keystore_flush(struct unitd_keystore *ks)
@@ -152,6 +293,26 @@ void unitd_keystore_flush(struct unitd_keystore *ks)
 	pthread_mutex_lock(&ks->lock);
 	ks_drop_locked(ks);
 	pthread_mutex_unlock(&ks->lock);
+}
+
+uint32_t unitd_key_cache(const struct unitd_config *cfg)
+{
+	uint32_t limit = cfg->key_limit ? cfg->key_limit : KY_STORE_KEY_LIMIT_DEFAULT;
+
+	if (cfg->key_cache != 0)
+		return cfg->key_cache;
+	return limit < UNITD_KEY_CACHE_DEFAULT ? limit : UNITD_KEY_CACHE_DEFAULT;
+}
+
+#define KS_HEAP_BESIDE (16u * 1024 * 1024) /* secure heap for what is not cached */
+
+size_t unitd_secure_heap_size(const struct unitd_config *cfg)
+{
+	size_t need = (size_t)unitd_key_cache(cfg) * KS_KEY_COST + KS_HEAP_BESIDE, heap;
+
+	for (heap = KY_KMS_SECURE_HEAP; heap < need; heap *= 2)
+		;
+	return heap;
 }
 
 static int64_t ks_now_ms(void)
@@ -183,12 +344,21 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 	struct unitd_keystore *ks = NULL;
 	struct ky_store_opts o = {0};
 	pthread_rwlockattr_t attr;
-	bool attr_made = false, regs_made = false, lock_made = false, attach_made = false;
+	bool attr_made = false, regs_made = false, lock_made = false, attach_made = false,
+	     chg_made = false;
 	char holder[160];
 
 	*out = NULL;
 	if ((ks = calloc(1, sizeof(*ks))) == NULL ||
 	    (ks->secret = ky_secret_alloc(KS__NSECRETS * KS_SECRET_LEN)) == NULL) {
+		r = KY_ERR_NOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	ks->budget = (size_t)unitd_key_cache(cfg) * KS_KEY_COST;
+	for (ks->nbuckets = 64; ks->nbuckets < unitd_key_cache(cfg); ks->nbuckets *= 2)
+		;
+	if ((ks->keys = calloc(ks->nbuckets, sizeof(*ks->keys))) == NULL) {
 		r = KY_ERR_NOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto out;
@@ -218,6 +388,9 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 	if (pthread_mutex_init(&ks->lock, NULL) != 0)
 		goto lockfail;
 	lock_made = true;
+	if (pthread_mutex_init(&ks->chg, NULL) != 0)
+		goto lockfail;
+	chg_made = true;
 
 	o.key_limit = cfg->key_limit;
 	o.instance = cfg->instance;
@@ -287,9 +460,12 @@ out:
 			pthread_rwlock_destroy(&ks->regs);
 		if (lock_made)
 			pthread_mutex_destroy(&ks->lock);
+		if (chg_made)
+			pthread_mutex_destroy(&ks->chg);
 		if (attach_made)
 			pthread_mutex_destroy(&ks->attach_lock);
 		ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
+		free(ks->keys);
 		free(ks);
 	}
 	return r;
@@ -358,7 +534,9 @@ void unitd_keystore_free(struct unitd_keystore *ks)
 	pthread_mutex_destroy(&ks->attach_lock);
 	ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	pthread_mutex_destroy(&ks->lock);
+	pthread_mutex_destroy(&ks->chg);
 	pthread_rwlock_destroy(&ks->regs);
+	free(ks->keys);
 	free(ks);
 }
 
@@ -487,8 +665,10 @@ static int ks_enter(struct unitd_keystore *ks, struct ky_kms *kms, bool attach)
 		pthread_rwlock_unlock(&ks->regs);
 		return r;
 	}
-	if (changed)
-		unitd_keystore_flush(ks);
+	if (changed && (r = ks_changes_apply(ks)) != 0) {
+		pthread_rwlock_unlock(&ks->regs);
+		return r;
+	}
 	kms->store = ks->store;
 	kms->instance = ks->instance;
 	kms->current = ks->cur;
@@ -538,23 +718,24 @@ static size_t ks_key_cost(const struct ky_key *k)
 
 	for (uint32_t i = 0; i < k->nversions; i++)
 		c += (k->versions[i].len + KS_SECURE_ROUND - 1) / KS_SECURE_ROUND * KS_SECURE_ROUND;
-	return c;
+	return c > KS_KEY_COST ? c : KS_KEY_COST;
 }
 
 int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, const char *id,
                            int64_t now, struct unitd_key_ref **ref)
 {
 	int r = KY_ERR_INTERNAL;
-	uint32_t b = ks_hash(id) & (KS_BUCKETS - 1);
-	struct unitd_key_ref *e, *made = NULL;
+	struct unitd_key_ref **bucket = ks_bucket(ks, id), *e, *made = NULL;
 	struct ky_key *k = NULL;
+	struct ks_load load = {.id = id}, **pp;
 	uint64_t gen;
 
 	*ref = NULL;
 	pthread_mutex_lock(&ks->lock);
-	for (e = ks->keys[b]; e != NULL; e = e->next) {
+	for (e = *bucket; e != NULL; e = e->next) {
 		if (strcmp(e->key->id, id) == 0) {
 			atomic_fetch_add(&e->refs, 1);
+			e->used = true;
 			pthread_mutex_unlock(&ks->lock);
 			unitd_metrics_cache(UNITD_METRICS_CACHE_HIT, 1);
 			*ref = e;
@@ -562,34 +743,46 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 		}
 	}
 	gen = ks->gen;
+	load.next = ks->loads;
+	ks->loads = &load;
 	pthread_mutex_unlock(&ks->lock);
 	unitd_metrics_cache(UNITD_METRICS_CACHE_MISS, 1);
 
-	if ((r = ky_kms_key_get(kms, id, 0, now, &k)) != 0)
-		return r;
-	if ((made = calloc(1, sizeof(*made))) == NULL) {
-		ky_key_free(k);
-		return KY_ERR_NOMEM;
+	if ((r = ky_kms_key_get(kms, id, 0, now, &k)) == 0 &&
+	    (made = calloc(1, sizeof(*made))) == NULL)
+		r = KY_ERR_NOMEM;
+	if (made != NULL) {
+		made->key = k;
+		made->cost = ks_key_cost(k);
+		atomic_init(&made->refs, 1);
+		k = NULL; /* transferred */
 	}
-	made->key = k;
-	made->cost = ks_key_cost(k);
-	atomic_init(&made->refs, 1);
-	k = NULL; /* transferred */
 
 	pthread_mutex_lock(&ks->lock);
-	if (ks->gen == gen && ks->material + made->cost <= KS_MATERIAL_BUDGET) {
-		for (e = ks->keys[b]; e != NULL; e = e->next)
+	for (pp = &ks->loads; *pp != &load; pp = &(*pp)->next)
+		;
+	*pp = load.next;
+	if (r == 0 && ks->gen == gen && !load.dead && made->cost <= ks->budget) {
+		for (e = *bucket; e != NULL; e = e->next)
 			if (strcmp(e->key->id, id) == 0)
 				break;
 		if (e == NULL) {
-			made->next = ks->keys[b];
-			made->linked = true;
-			atomic_fetch_add(&made->refs, 1); /* the cache's reference */
-			ks->keys[b] = made;
-			ks->material += made->cost;
+			if (ks->material + made->cost > ks->budget && !ks->evicting) {
+				ks->evicting = true;
+				unitd_log(
+				    "key cache full (%zu bytes of key material, key_cache in "
+				    "unit.conf): the keys used least recently are closed to make "
+				    "room, and opened again from key storage when used",
+				    ks->budget);
+			}
+			ks_evict_locked(ks, made->cost);
+			ks_link_locked(ks, bucket, made);
 		}
 	}
 	pthread_mutex_unlock(&ks->lock);
+	ky_key_free(k);
+	if (r != 0)
+		return r;
 	*ref = made;
 	return 0;
 }
@@ -623,7 +816,7 @@ static int ks_secret(struct unitd_keystore *ks, const struct ky_kms *kms, enum k
 		pthread_mutex_unlock(&ks->lock);
 		return 0;
 	}
-	gen = ks->gen;
+	gen = ks->sgen;
 	pthread_mutex_unlock(&ks->lock);
 
 	r = ky_kms_secret_get(kms, name, &p, &n);
@@ -652,7 +845,7 @@ static int ks_secret(struct unitd_keystore *ks, const struct ky_kms *kms, enum k
 	}
 	memcpy(out, p, KS_SECRET_LEN);
 	pthread_mutex_lock(&ks->lock);
-	if (ks->gen == gen) {
+	if (ks->sgen == gen) {
 		memcpy(slot, p, KS_SECRET_LEN);
 		ks->have_secret[which] = true;
 	}
@@ -715,7 +908,7 @@ int unitd_keystore_apikey(struct unitd_keystore *ks, const struct ky_kms *kms, c
 			return 0;
 		}
 	}
-	gen = ks->gen;
+	gen = ks->sgen;
 	pthread_mutex_unlock(&ks->lock);
 
 	if ((r = ky_store_apikey_get(ks->store, id, out)) != 0 ||
@@ -725,7 +918,7 @@ int unitd_keystore_apikey(struct unitd_keystore *ks, const struct ky_kms *kms, c
 		return 0; /* not cached: the answer stands */
 	a->k = *out;
 	pthread_mutex_lock(&ks->lock);
-	if (ks->gen == gen) {
+	if (ks->sgen == gen) {
 		a->next = ks->apikeys[b];
 		ks->apikeys[b] = a;
 		a = NULL; /* transferred */

@@ -54,6 +54,8 @@ static void unitd_usage(FILE *fp)
 	        "  store_lock_wait_ms = MS\n"
 	        "                      optional: how long to wait at start for key storage\n"
 	        "                      locked by another writer (default 10000)\n"
+	        "  key_cache = N       optional: keys kept opened in memory (default key_limit,\n"
+	        "                      at most 100000; beyond it the least used are closed)\n"
 	        "  api_tls_cert = PATH PEM certificate chain: serve HTTPS (needed off loopback)\n"
 	        "  api_tls_key = PATH  its PEM private key\n"
 	        "  token_ttl = SECONDS optional: access token lifetime (default 3600)\n"
@@ -188,6 +190,11 @@ int main(int argc, char **argv)
 	if ((r = unitd_config_load(config_path, &cfg, err, sizeof(err))) != 0) {
 		fprintf(stderr, "error: %s\n", err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
+		goto out;
+	}
+	if ((r = unitd_secure_heap_init(&cfg, err, sizeof(err))) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		status = ky_err_exit(r);
 		goto out;
 	}
 	if ((r = unitd_log_open(cfg.log_file, err, sizeof(err))) != 0) {

@@ -23,6 +23,8 @@
 #define UNITD_CONFIG_MAX_BYTES    (64 * 1024)
 #define UNITD_HOST_MAX            255
 #define UNITD_KEY_LIMIT_MAX       10000000u
+#define UNITD_KEY_CACHE_MAX       4000000u
+#define UNITD_KEY_CACHE_DEFAULT   100000u /* at most, by default: key_limit when lower */
 #define UNITD_TOKEN_TTL_MIN       1u
 #define UNITD_TOKEN_TTL_MAX       86400u
 #define UNITD_TOKEN_TTL_DEFAULT   3600u
@@ -71,6 +73,7 @@ struct unitd_config {
 	char *log_file;                /* NULL = stderr */
 	char *store;                   /* "sqlite:/abs/path", NULL = no key storage (no key API) */
 	uint32_t key_limit;            /* 0 = the store's default */
+	uint32_t key_cache;            /* keys kept opened; 0 = unitd_key_cache's default */
 	char *tls_cert;                /* both or neither; NULL = plain HTTP (loopback only) */
 	char *tls_key;
 	uint32_t token_ttl;           /* seconds */
@@ -124,6 +127,9 @@ int unitd_imprint_check(const struct unitd_imprint *im, const struct ky_domain *
 /* No core dumps, not dumpable, umask 077, SIGPIPE ignored, OpenSSL secure heap, jansson
  * memory cleansed on free. Call first thing, before anything secret exists. */
 int unitd_harden(char *err, size_t errlen) KY_WUR;
+/* The OpenSSL secure heap, sized for the key cache (unitd_secure_heap_size); after the
+ * configuration is read, before anything secret exists. */
+int unitd_secure_heap_init(const struct unitd_config *cfg, char *err, size_t errlen) KY_WUR;
 
 /* ---- log (server.c) ---- */
 
@@ -417,6 +423,12 @@ int unitd_keystore_enter(struct unitd_keystore *ks, struct ky_kms *kms) KY_WUR;
 void unitd_keystore_leave(struct unitd_keystore *ks);
 /* Drops every cache (after this unit wrote something that is cached). */
 void unitd_keystore_flush(struct unitd_keystore *ks);
+/* Keys the unit keeps opened: key_cache, else key_limit (the store's default when unset) up
+ * to UNITD_KEY_CACHE_DEFAULT. */
+uint32_t unitd_key_cache(const struct unitd_config *cfg);
+/* Bytes of secure heap: KY_KMS_SECURE_HEAP, or more when the key cache needs it (a power of
+ * two, with 16 MiB beside the cache for the records being opened). */
+size_t unitd_secure_heap_size(const struct unitd_config *cfg);
 
 /* A cached, opened key (material in the secure heap), shared: release with _key_put. Inside
  * a hold. The key's stored state; callers apply ky_key_state_at for expiry. */

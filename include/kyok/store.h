@@ -162,6 +162,26 @@ struct ky_store_ledger_pos {
 	uint64_t epoch;
 };
 
+/* A record written (inserted, updated or deleted) by a committed transaction. */
+enum ky_store_record {
+	KY_STORE_REC_KEY,    /* id is a key id */
+	KY_STORE_REC_SECRET, /* id is a secret name */
+	KY_STORE_REC_APIKEY, /* id is an API key id */
+};
+#define KY_STORE_CHANGE_ID_MAX 64 /* key ids, secret names and API key ids are shorter */
+struct ky_store_change {
+	enum ky_store_record rec;
+	char id[KY_STORE_CHANGE_ID_MAX + 1];
+};
+/* A position in the change log: seq counts the record changes ever logged; check is the
+ * backend's fingerprint of the change at seq (0 when seq is 0), so that a log that is not the
+ * one the position was taken from (a file replaced, rows removed) is noticed. */
+struct ky_store_change_pos {
+	uint64_t seq;
+	uint64_t check;
+};
+#define KY_STORE_CHANGES_MAX 4096 /* longer answers are "everything changed" */
+
 /* The backend function table. be is the backend's handle from open. */
 struct ky_store_ops {
 	const char *scheme; /* "sqlite" in "sqlite:/path" */
@@ -198,6 +218,8 @@ struct ky_store_ops {
 	int (*request_put)(void *be, const struct ky_store_request *req);
 	int (*request_expire)(void *be, int64_t before, uint64_t *n);
 	int (*changed)(void *be, int *changed);
+	int (*changes)(void *be, struct ky_store_change_pos *pos, struct ky_store_change **out,
+	               size_t *n, int *all);
 	int (*ledger_attach)(void *be, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
 	                     const struct ky_store_ledger_pos *floor, int adopt,
 	                     struct ky_store_ledger_pos *pos);
@@ -315,6 +337,24 @@ void ky_store_request_release(struct ky_store_request *req); /* frees body, keep
  * programs within a fraction of a second. Cheap (usually no system call): meant to be called
  * once per request by caches above the store. */
 int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
+
+/* What changed since *pos, for caches above the store that drop only what changed.
+ *
+ * The backend logs every record change (keys, secrets, API keys) in the transaction that makes
+ * it, whoever writes (any thread, process or host, and programs other than kyok: the SQLite
+ * backend logs with triggers), and keeps at least the last KY_STORE_CHANGES_MAX changes.
+ * In: *pos, where the caller last was ({0, 0}: the start of the log). Out: *pos = where the
+ * log is now, and either
+ *   *all = 0, *out = the records changed after the old position up to the new one (*n of
+ *          them, a record possibly more than once, in commit order; malloc'd, free()), or
+ *   *all = 1, *out = NULL: the log cannot tell (pruned past the old position, behind it, not
+ *          the log the position was taken from, more than KY_STORE_CHANGES_MAX changes, a
+ *          gap): the caller must take every record as changed.
+ * The answer comes from one snapshot. A caller that acts on it before reading any record
+ * it caches never keeps a record older than that snapshot. On an error *pos is unchanged
+ * and *all = 1. Meant to be called when ky_store_changed says 1 (a few index reads). */
+int ky_store_changes(struct ky_store *s, struct ky_store_change_pos *pos,
+                     struct ky_store_change **out, size_t *n, int *all) KY_WUR;
 
 /* ---- storage digest (rollback detection) ----
  *

@@ -24,12 +24,20 @@
  *                            were made: added on open when missing)
  *   requests(apikey, id, hash, status, created, vp, body)  the replies of state changes by
  *                            request id (Idempotency-Key); made on open when missing
+ *   changes(seq AUTOINCREMENT, rec, id)  the change log: one row per record written (rec 0
+ *                            key, 1 secret, 2 API key), added by triggers on keys, secrets and
+ *                            api_keys in the writing transaction (so writes by any program
+ *                            are logged), the oldest pruned past 16,384; made on open when
+ *                            missing
  *
  * Change detection (ky_store_changed, for caches above the store): every commit made through
  * this backend, by any thread of any process, bumps a 64-bit counter in a small shared file
  * next to the database (<path>-kyokgen, mmapped): checking it costs no system call. As a
  * safety net (a writer that died between its commit and the bump, a write by another
- * program) PRAGMA data_version is also checked at least every SQ_DV_INTERVAL_MS.
+ * program) PRAGMA data_version is also checked at least every SQ_DV_INTERVAL_MS. What changed
+ * is then read from the change log (ky_store_changes): the rows after the caller's position,
+ * which must still hold the row it was taken at (its fingerprint) and follow it without a
+ * gap up to sqlite_sequence's last number; anything else is "everything changed".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,9 +94,15 @@ enum sq_stmt {
 	SQ_LEDGER_PRUNE,
 	SQ_LEDGER_GENS,
 	SQ_LEDGER_CHANGED,
+	SQ_CHANGES_LAST,
+	SQ_CHANGES_FROM,
 	SQ__COUNT
 };
 
+/* Pages each connection keeps (negative: KiB): lookups in a large store stay off the file. */
+#define SQ_CACHE_KIB      -32768
+#define SQ_STR_(x)        #x
+#define SQ_STR(x)         SQ_STR_(x)
 #define SQ_GEN_SUFFIX     "-kyokgen"
 #define SQ_GEN_SIZE       4096
 #define SQ_DV_INTERVAL_MS 250
@@ -171,6 +185,9 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_LEDGER_LOG] = "INSERT OR REPLACE INTO ledger_log (gen, t, id, tag) VALUES (?1, ?2, ?3, ?4)",
     [SQ_LEDGER_PRUNE] = "DELETE FROM ledger_log WHERE gen <= ?1",
     [SQ_LEDGER_GENS] = "SELECT count(DISTINCT gen) FROM ledger_log WHERE gen > ?1 AND gen <= ?2",
+    [SQ_CHANGES_LAST] = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
+                        "'changes'), 0)",
+    [SQ_CHANGES_FROM] = "SELECT seq, rec, id FROM changes WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
     [SQ_LEDGER_CHANGED] = "SELECT gen, t, id, tag FROM ledger_log WHERE gen > ?1 AND gen <= ?2 "
                           "ORDER BY gen",
 };
@@ -190,6 +207,27 @@ static const char *const sq_sql[SQ__COUNT] = {
 	" DELETE FROM counters WHERE k = 'vp:' || hex(OLD.vp) AND n <= 0;"      \
 	" INSERT INTO counters (k, n) VALUES ('vp:' || hex(NEW.vp), 1)"         \
 	" ON CONFLICT (k) DO UPDATE SET n = n + 1; END;"
+
+/* The change log (ky_store_changes): triggers log every record change, by any program, in
+ * its transaction; AUTOINCREMENT keeps seq rising even when every row is pruned; each insert
+ * prunes what is older than SQ_CHANGES_KEEP changes. rec: enum ky_store_record. */
+#define SQ_CHANGES_KEEP 16384
+#define SQ_CHANGE_TRIGGERS(tab, rec, col)                                            \
+	"CREATE TRIGGER IF NOT EXISTS " tab "_chg_ins AFTER INSERT ON " tab " BEGIN" \
+	" INSERT INTO changes (rec, id) VALUES (" rec ", NEW." col "); END;"         \
+	"CREATE TRIGGER IF NOT EXISTS " tab "_chg_upd AFTER UPDATE ON " tab " BEGIN" \
+	" INSERT INTO changes (rec, id) VALUES (" rec ", OLD." col ");"              \
+	" INSERT INTO changes (rec, id) SELECT " rec ", NEW." col " WHERE NEW." col  \
+	" IS NOT OLD." col "; END;"                                                  \
+	"CREATE TRIGGER IF NOT EXISTS " tab "_chg_del AFTER DELETE ON " tab " BEGIN" \
+	" INSERT INTO changes (rec, id) VALUES (" rec ", OLD." col "); END;"
+#define SQ_CHANGES_SCHEMA                                                            \
+	"CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT," \
+	" rec INTEGER NOT NULL, id TEXT NOT NULL);"                                  \
+	"CREATE TRIGGER IF NOT EXISTS changes_prune AFTER INSERT ON changes BEGIN"   \
+	" DELETE FROM changes WHERE seq <= NEW.seq - " SQ_STR(                       \
+	    SQ_CHANGES_KEEP) "; END;" SQ_CHANGE_TRIGGERS("keys", "0", "id")          \
+	    SQ_CHANGE_TRIGGERS("secrets", "1", "name") SQ_CHANGE_TRIGGERS("api_keys", "2", "id")
 
 static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY NOT NULL, v TEXT NOT NULL) "
@@ -223,7 +261,7 @@ static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS ledger_log (gen INTEGER NOT NULL, t INTEGER NOT NULL,"
     " id TEXT NOT NULL, tag BLOB, PRIMARY KEY (gen, t, id)) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
-    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');";
+    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');" SQ_CHANGES_SCHEMA;
 
 struct sq_store;
 
@@ -424,7 +462,8 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 	rc = sqlite3_exec(c->db,
 	                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;",
+	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+	                  "PRAGMA cache_size = " SQ_STR(SQ_CACHE_KIB) ";",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_fail(rc);
@@ -2414,6 +2453,135 @@ static int sq_changed(void *be, int *changed)
 	return 0;
 }
 
+/* The fingerprint of change seq (a consistency check, not a MAC). */
+static uint64_t sq_change_check(uint64_t seq, int rec, const unsigned char *id)
+{
+	uint64_t h = 14695981039346656037ull ^ seq;
+
+	h = (h ^ (uint8_t)rec) * 1099511628211ull;
+	for (; id != NULL && *id; id++)
+		h = (h ^ *id) * 1099511628211ull;
+	return h;
+}
+
+/* The fingerprint of the change at seq in the log, 0 when there is none. */
+static int sq_change_at(struct sq_conn *c, uint64_t seq, uint64_t *check)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	*check = 0;
+	if ((r = sq_stmt(c, SQ_CHANGES_FROM, &st)) != 0)
+		return r;
+	sqlite3_bind_int64(st, 1, (int64_t)seq);
+	sqlite3_bind_int64(st, 2, 1);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) == seq)
+		*check =
+		    sq_change_check(seq, sqlite3_column_int(st, 1), sqlite3_column_text(st, 2));
+	sq_done(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_fail(rc);
+}
+
+/* Reads the log from pos->seq on, in the caller's read transaction. The row at pos->seq (none
+ * at 0) must be the one pos was taken at, and the rows after it must follow without a gap up
+ * to the last sequence number handed out. */
+static int sq_changes_read(struct sq_conn *c, struct ky_store_change_pos *pos,
+                           struct ky_store_change **out, size_t *n, int *all)
+{
+	struct ky_store_change *v = NULL;
+	sqlite3_stmt *st;
+	uint64_t last = 0, expect = pos->seq, check = pos->check;
+	size_t cnt = 0;
+	int r = KY_ERR_INTERNAL, rc;
+	bool anchored = pos->seq == 0, broken = false;
+
+	if ((r = sq_stmt(c, SQ_CHANGES_LAST, &st)) != 0)
+		goto out;
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		sq_done(st);
+		r = sq_fail(rc);
+		goto out;
+	}
+	last = (uint64_t)sqlite3_column_int64(st, 0);
+	sq_done(st);
+	if (last < pos->seq || last - pos->seq > KY_STORE_CHANGES_MAX) {
+		broken = true;
+		goto answer;
+	}
+	if (last > pos->seq && (v = calloc(last - pos->seq, sizeof(*v))) == NULL) {
+		r = KY_ERR_NOMEM;
+		goto out;
+	}
+	if ((r = sq_stmt(c, SQ_CHANGES_FROM, &st)) != 0)
+		goto out;
+	sqlite3_bind_int64(st, 1, (int64_t)pos->seq);
+	sqlite3_bind_int64(st, 2, (int64_t)(last - pos->seq + 1));
+	while (!broken && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+		int rec = sqlite3_column_int(st, 1);
+		const unsigned char *id = sqlite3_column_text(st, 2);
+
+		if (seq == pos->seq && seq > 0) {
+			anchored = sq_change_check(seq, rec, id) == pos->check;
+			continue;
+		}
+		if (!anchored || seq != expect + 1 || seq > last || id == NULL ||
+		    rec < KY_STORE_REC_KEY || rec > KY_STORE_REC_APIKEY ||
+		    (size_t)sqlite3_column_bytes(st, 2) > KY_STORE_CHANGE_ID_MAX) {
+			broken = true;
+			break;
+		}
+		v[cnt].rec = (enum ky_store_record)rec;
+		memcpy(v[cnt].id, id, (size_t)sqlite3_column_bytes(st, 2));
+		cnt++;
+		expect = seq;
+		check = sq_change_check(seq, rec, id);
+	}
+	sq_done(st);
+	if (!broken && rc != SQLITE_DONE) {
+		r = sq_fail(rc);
+		goto out;
+	}
+	if (!anchored || expect != last)
+		broken = true; /* the old position or changes after it are gone */
+answer:
+	if (broken) {
+		free(v);
+		v = NULL;
+		cnt = 0;
+		if ((r = sq_change_at(c, last, &check)) != 0)
+			goto out;
+	}
+	pos->seq = last;
+	pos->check = check;
+	*all = broken;
+	*out = v;
+	*n = cnt;
+	v = NULL; /* transferred */
+	r = 0;
+out:
+	free(v);
+	return r;
+}
+
+static int sq_changes(void *be, struct ky_store_change_pos *pos, struct ky_store_change **out,
+                      size_t *n, int *all)
+{
+	struct sq_store *s = be;
+	struct sq_conn *c;
+	int r = KY_ERR_INTERNAL, own;
+
+	if ((r = sq_conn(s, &c)) != 0)
+		return r;
+	own = sqlite3_get_autocommit(c->db);
+	if (own && (r = sq_run(c, "BEGIN")) != 0)
+		return r;
+	r = sq_changes_read(c, pos, out, n, all);
+	if (own)
+		(void)sq_run(c, "COMMIT"); /* read only */
+	return r;
+}
+
 /* Maps the shared commit counter; on any failure the store works without it. */
 static void sq_gen_map(struct sq_store *s)
 {
@@ -2900,6 +3068,7 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .request_put = sq_request_put,
     .request_expire = sq_request_expire,
     .changed = sq_changed,
+    .changes = sq_changes,
     .ledger_attach = sq_ledger_attach,
     .ledger_pos = sq_ledger_pos,
     .plan = sq_plan,

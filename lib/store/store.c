@@ -332,6 +332,19 @@ int ky_store_changed(struct ky_store *s, int *changed)
 	return s->ops->changed(s->be, changed);
 }
 
+int ky_store_changes(struct ky_store *s, struct ky_store_change_pos *pos,
+                     struct ky_store_change **out, size_t *n, int *all)
+{
+	*out = NULL;
+	*n = 0;
+	*all = 1;
+	/* A backend without a change log (PostgreSQL today) cannot tell what changed: everything
+	 * is taken as changed, which is always safe. */
+	if (s->ops->changes == NULL)
+		return 0;
+	return s->ops->changes(s->be, pos, out, n, all);
+}
+
 int ky_store_ledger_attach(struct ky_store *s, const uint8_t key[KY_STORE_LEDGER_KEY_LEN],
                            const struct ky_store_ledger_pos *floor, int adopt,
                            struct ky_store_ledger_pos *pos)

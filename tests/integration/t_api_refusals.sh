@@ -117,7 +117,7 @@ accepted() {
 # ---- instance B, not initialised: no master key -------------------------------------------
 "$KYOK" up --dir "$B" --units 2 >/dev/null 2>&1
 "$KYOK" down --instance "$B" >/dev/null 2>&1
-printf 'key_limit = 3\n' | tee -a "$B/unit-1/unit.conf" >>"$B/unit-2/unit.conf"
+printf 'key_limit = 3\nkey_cache = 2\n' | tee -a "$B/unit-1/unit.conf" >>"$B/unit-2/unit.conf"
 "$KYOK" up --instance "$B" >/dev/null 2>&1
 KYOK_INSTANCE=$B "$KYOK" tke cryptounit-add --units 1,2 >/dev/null 2>&1
 refused "API of an instance not initialised (no master key)" 503 NO_MASTER_KEY_ERR "$B" \
@@ -399,6 +399,32 @@ token_form "token form with an unknown field" 400 body-member-unsupported "$G" s
 if [[ $(jq -r .errorMessage "$T_DIR/body") == *"field 'scope'"* ]]; then pass "... names 'scope'"; else fail "... does not name 'scope': $(cat "$T_DIR/body")"; fi
 token_form "token form with response_type=uaa" 400 unsupported "$G" response_type=uaa
 
+# ---- a key changed through one unit is never served stale by another -------------------------
+# Unit 1 has key F opened in its cache; unit 2 changes it; the very next request to unit 1 sees
+# the change (no waiting: unit 2 answered after its commit).
+F=$(mkkey fresh)
+accepted "control: unit 1 wraps with key $F (now in its cache)" 200 1 $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$F/actions/wrap"
+FCT=$(jq -r .ciphertext "$T_DIR/body")
+FV1=$(jq -r .keyVersion.id "$T_DIR/body")
+accepted "unit 2 disables key $F" 204 2 $(auth "$M") $(json_body '{}') -X POST "/api/v2/keys/$F/actions/disable"
+refused "... unit 1 refuses to unwrap with it at once" 409 KEY_NOT_ACTIVE_ERR 1 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$FCT\"}") -X POST "/api/v2/keys/$F/actions/unwrap"
+accepted "unit 2 enables key $F" 204 2 $(auth "$M") $(json_body '{}') -X POST "/api/v2/keys/$F/actions/enable"
+accepted "... unit 1 unwraps with it at once" 200 1 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$FCT\"}") -X POST "/api/v2/keys/$F/actions/unwrap"
+accepted "unit 2 rotates key $F" 204 2 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$F/actions/rotate"
+accepted "... unit 1 wraps at once" 200 1 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$F/actions/wrap"
+FV2=$(jq -r .keyVersion.id "$T_DIR/body")
+if [ -n "$FV2" ] && [ "$FV2" != null ] && [ "$FV2" != "$FV1" ]; then
+	pass "... under the new key version ($FV1 -> $FV2)"
+else
+	fail "... wrapped under version '$FV2', before the rotation '$FV1'"
+fi
+accepted "unit 2 deletes key $F" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$F"
+refused "... unit 1 refuses to unwrap with it at once" 410 KEY_DESTROYED_ERR 1 $(auth "$W") \
+	$(json_body "{\"ciphertext\":\"$FCT\"}") -X POST "/api/v2/keys/$F/actions/unwrap"
+
 # ---- records altered in the database -------------------------------------------------------
 db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }
 T=$(mkkey tamper)
@@ -538,6 +564,23 @@ for i in 1 2 3; do
 done
 refused "key limit reached (key_limit = 3)" 409 KEY_LIMIT_ERR "$B" $(auth "$TB" "$(iid_of "$B")") \
 	$(json_body "$(create_json lim-4)") -X POST /api/v2/keys
+# A key cache smaller than the keys in use (key_cache = 2, 3 keys): every answer is right.
+for i in 1 2 3; do
+	LIM[$i]=$(sqlite3 -readonly "$B/keys.db" "SELECT id FROM keys WHERE name = 'lim-$i'")
+	call "$B" $(auth "$TB" "$(iid_of "$B")") $(json_body '{}') -X POST "/api/v2/keys/${LIM[$i]}/actions/wrap"
+	LCT[$i]=$(jq -r .ciphertext "$T_DIR/body")
+	LPT[$i]=$(jq -r .plaintext "$T_DIR/body")
+done
+bad=0
+for round in 1 2 3; do
+	for i in 1 3 2; do
+		call "$B" $(auth "$TB" "$(iid_of "$B")") $(json_body "{\"ciphertext\":\"${LCT[$i]}\"}") \
+			-X POST "/api/v2/keys/${LIM[$i]}/actions/unwrap"
+		[ "$status" = 200 ] && [ "$(jq -r .plaintext "$T_DIR/body")" = "${LPT[$i]}" ] || bad=$((bad + 1))
+	done
+done
+expect_eq "key_cache = 2, 3 keys unwrapping in turn (9 unwraps): wrong answers" "$bad" 0
+if grep -q 'key cache full' "$B/unit-1/unit.log"; then pass "... the unit logged that its key cache is full"; else fail "... no 'key cache full' line in the unit log"; fi
 refused "... an import too" 409 KEY_LIMIT_ERR "$B" $(auth "$TB" "$(iid_of "$B")") \
 	$(json_body "{\"metadata\":{\"collectionType\":\"$KT\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$KT\",\"name\":\"lim-5\",\"extractable\":false,\"payload\":\"$(head -c 32 /dev/urandom | base64 -w0)\"}]}") \
 	-X POST /api/v2/keys
@@ -599,7 +642,7 @@ accepted "instance B: Manager sets the instance policy dualAuthDelete" 204 "$B" 
 	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"dualAuthDelete","policy_data":{"enabled":true}}]}') \
 	-X PUT /api/v2/instance/policies
 "$KYOK" down --instance "$B" >/dev/null 2>&1
-sed -i '/^key_limit/d' "$B/unit-1/unit.conf" "$B/unit-2/unit.conf"
+sed -i '/^key_limit/d; /^key_cache/d' "$B/unit-1/unit.conf" "$B/unit-2/unit.conf"
 "$KYOK" up --instance "$B" >/dev/null 2>&1
 export KYOK_INSTANCE=$B
 expect_ok "instance B: zeroize both units" "$KYOK" tke cryptounit-zeroize --yes --password-file "$T_DIR/pw/bob"

@@ -932,13 +932,15 @@ static void test_config(void **state)
 	assert_int_equal(conf("header_timeout = 3600\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.header_timeout, 3600);
 	unitd_config_release(&cfg);
-	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\ntoken_ttl = 1\n"
+	assert_int_equal(conf("store = sqlite:keys.db\nkey_limit = 10\nkey_cache = 4000000\n"
+	                      "token_ttl = 1\n"
 	                      "api_tls_cert = c.pem\napi_tls_key = /k.pem\n"
 	                      "reencipher_batch = 7\nreencipher_pause_ms = 0\n",
 	                      &cfg, err, sizeof(err)),
 	                 0);
 	assert_string_equal(cfg.store, "sqlite:/etc/kyok/keys.db");
 	assert_int_equal(cfg.key_limit, 10);
+	assert_int_equal(cfg.key_cache, 4000000);
 	assert_int_equal(cfg.token_ttl, 1);
 	assert_int_equal(cfg.reencipher_batch, 7);
 	assert_int_equal(cfg.reencipher_pause_ms, 0);
@@ -972,6 +974,8 @@ static void test_config(void **state)
 	    {"key_limit = 10000001\n", "whole number"},
 	    {"key_limit = 012\n", "whole number"},
 	    {"key_limit = -1\n", "whole number"},
+	    {"key_cache = 0\n", "1 to 4000000"},
+	    {"key_cache = 4000001\n", "1 to 4000000"},
 	    {"token_ttl = 0\n", "1 to 86400"},
 	    {"token_ttl = 86401\n", "1 to 86400"},
 	    {"reencipher_batch = 0\n", "1 to 100000"},

@@ -128,6 +128,21 @@ static void sql(const char *path, const char *q)
 	tfx_sql(path, q);
 }
 
+static int64_t sql_int(const char *path, const char *q)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
 /* ---- opening ---- */
 
 static void test_open_uri(void **state)
@@ -1113,6 +1128,174 @@ static void test_changed(void **state)
 	assert_int_equal(a.changed, 1);
 }
 
+/* ---- change log ---- */
+
+/* The changes since *pos: asserts the log could tell, returns how many name (rec, id). */
+static size_t changes_of(struct ky_store *s, struct ky_store_change_pos *pos, size_t *total,
+                         enum ky_store_record rec, const char *id)
+{
+	struct ky_store_change *v = NULL;
+	size_t n = 0, hits = 0;
+	int all = -1;
+
+	assert_int_equal(ky_store_changes(s, pos, &v, &n, &all), 0);
+	assert_int_equal(all, 0);
+	for (size_t i = 0; i < n; i++)
+		hits += v[i].rec == rec && strcmp(v[i].id, id) == 0;
+	free(v);
+	if (total != NULL)
+		*total = n;
+	return hits;
+}
+
+static int changes_all(struct ky_store *s, struct ky_store_change_pos *pos)
+{
+	struct ky_store_change *v = NULL;
+	size_t n = 0;
+	int all = -1;
+
+	assert_int_equal(ky_store_changes(s, pos, &v, &n, &all), 0);
+	if (all)
+		assert_null(v);
+	free(v);
+	return all;
+}
+
+/* Every write path logs the records it changed; nothing else is logged. */
+static void test_changes_every_write(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_change_pos pos = {0, 0};
+	struct ky_store *other = NULL;
+	struct ky_store_row row, got;
+	struct ky_store_secret sec = {0};
+	struct ky_store_apikey k = {0};
+	struct ky_store_vprow *rows = NULL;
+	uint8_t blob[40] = {1};
+	size_t n = 0, swapped = 0;
+	uint64_t gone = 0;
+	const char *id0 = "00000000-0000-4000-8000-000000000000";
+	const char *id1 = "00000001-0000-4000-8000-000000000001";
+
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, ""), 0);
+	assert_int_equal(n, 0);
+	insert_n(f->s, 0, 2, vp_a);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 1);
+	assert_int_equal(n, 2);
+	/* read again from the same position: nothing new */
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 0);
+	assert_int_equal(n, 0);
+	/* update, delete */
+	assert_int_equal(ky_store_key_get(f->s, id0, &got), 0);
+	got.state = 3;
+	assert_int_equal(ky_store_key_update(f->s, &got), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 1);
+	assert_int_equal(n, 1);
+	/* a refused CAS and a rolled back transaction log nothing */
+	got.rev = 1;
+	assert_int_equal(ky_store_key_update(f->s, &got), KY_ERR_CONFLICT);
+	ky_store_row_release(&got);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	row_make(&row, 7, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(ky_store_key_get(f->s, id1, &got), 0);
+	assert_int_equal(ky_store_key_delete(f->s, id1, got.rev), 0);
+	ky_store_row_release(&got);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id1), 1);
+	assert_int_equal(n, 1);
+	/* re-encipherment swaps */
+	assert_int_equal(ky_store_vp_fetch(f->s, KY_STORE_KEYS, vp_a, NULL, 10, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ky_store_vp_swap(f->s, KY_STORE_KEYS, vp_a, vp_b, rows, n, &swapped), 0);
+	assert_int_equal(swapped, 1);
+	ky_store_vprows_free(rows, n);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 1);
+	assert_int_equal(n, 1);
+	/* secrets */
+	strcpy(sec.name, "s1");
+	memcpy(sec.vp, vp_a, KY_VP_LEN);
+	sec.blob = blob;
+	sec.bloblen = sizeof(blob);
+	assert_int_equal(ky_store_secret_put(f->s, &sec, 0), 0);
+	assert_int_equal(ky_store_secret_put(f->s, &sec, sec.rev), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_SECRET, "s1"), 2);
+	assert_int_equal(ky_store_secret_delete(f->s, "s1"), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_SECRET, "s1"), 1);
+	/* API keys: insert, update, purge */
+	strcpy(k.id, "apikey-1");
+	strcpy(k.role, "Manager");
+	memset(k.hash, 0x11, sizeof(k.hash));
+	assert_int_equal(ky_store_apikey_insert(f->s, &k), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_APIKEY, "apikey-1"), 1);
+	k.revoked = 5;
+	k.has_mac = true;
+	memset(k.mac, 0x5a, sizeof(k.mac));
+	assert_int_equal(ky_store_apikey_update(f->s, &k, NULL), 0);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_APIKEY, "apikey-1"), 1);
+	assert_int_equal(ky_store_apikey_purge(f->s, &gone), 0);
+	assert_int_equal(gone, 1);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_APIKEY, "apikey-1"), 1);
+	/* another handle (another process), and another program writing by hand */
+	assert_int_equal(ky_store_open(f->uri, NULL, &other), 0);
+	insert_n(other, 20, 1, vp_a);
+	ky_store_close(other);
+	assert_int_equal(
+	    changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, "00000014-0000-4000-8000-000000000014"),
+	    1);
+	sql(f->path, "UPDATE keys SET state = 2 WHERE name = 'key-0'");
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, id0), 1);
+	assert_int_equal(n, 1);
+}
+
+/* A position the log cannot answer for: everything changed, and the new position works. */
+static void test_changes_too_old(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_change_pos pos = {0, 0}, old, bad;
+	size_t n = 0;
+
+	insert_n(f->s, 0, 3, vp_a);
+	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, ""), 0);
+	assert_int_equal(n, 3);
+	old = pos;
+	/* more changes than an answer lists: everything */
+	sql(f->path,
+	    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000)"
+	    " INSERT INTO changes (rec, id) SELECT 0, 'k' || x FROM c");
+	assert_int_equal(changes_all(f->s, &pos), 1);
+	assert_int_equal(pos.seq, old.seq + 5000);
+	assert_int_equal(changes_all(f->s, &pos), 0);
+	/* pruned past the position (a unit that slept too long) */
+	old = pos;
+	insert_n(f->s, 10, 5, vp_a);
+	sql(f->path, "DELETE FROM changes WHERE seq <= (SELECT max(seq) - 2 FROM changes)");
+	assert_int_equal(changes_all(f->s, &old), 1);
+	/* the log keeps 16,384 changes, pruned as it goes */
+	sql(f->path,
+	    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 17000)"
+	    " INSERT INTO changes (rec, id) SELECT 0, 'k' || x FROM c");
+	assert_int_equal(sql_int(f->path, "SELECT count(*) FROM changes"), 16384);
+	assert_int_equal(changes_all(f->s, &pos), 1);
+	/* the log went back (an older copy of the file), or is another log */
+	bad = pos;
+	bad.seq = old.seq + 1000000;
+	assert_int_equal(changes_all(f->s, &bad), 1);
+	bad = pos;
+	bad.check ^= 1;
+	insert_n(f->s, 100, 1, vp_a);
+	pos = bad;
+	assert_int_equal(changes_all(f->s, &pos), 1);
+	/* a gap */
+	insert_n(f->s, 101, 3, vp_a);
+	sql(f->path, "DELETE FROM changes WHERE seq = (SELECT max(seq) - 1 FROM changes)");
+	assert_int_equal(changes_all(f->s, &pos), 1);
+	assert_int_equal(changes_all(f->s, &pos), 0);
+}
+
 /* ---- api keys ---- */
 
 static void test_apikeys(void **state)
@@ -1576,6 +1759,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changes_every_write, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changes_too_old, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ledger_record_rollback, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ledger_two_handles, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ledger_secrets_apikeys, fx_setup, fx_teardown),
