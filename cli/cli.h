@@ -31,6 +31,10 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same line, returning err itself (not the exit status): for functions that return
+ * error codes to their caller. */
+int cli_err(int err, const char *subject, const char *detail_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Refuses a secret file or directory that group or other users can access (the rule:
  * ky_path_check_private): prints "error: <what> '<path>': open to other users...: <mode>:
  * run 'chmod 600 <path>'" and returns the error code; 0 when private. what names the

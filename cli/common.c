@@ -22,16 +22,12 @@ const char *cli_cmd_name(void)
 	return cli_cmd_full;
 }
 
-int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
+static void cli_fail_v(int err, const char *subject, const char *detail_fmt, va_list ap)
 {
 	char detail[1024] = "";
 
-	if (detail_fmt != NULL) {
-		va_list ap;
-		va_start(ap, detail_fmt);
+	if (detail_fmt != NULL)
 		vsnprintf(detail, sizeof(detail), detail_fmt, ap);
-		va_end(ap);
-	}
 	fputs("error: ", stderr);
 	if (subject != NULL && subject[0] != '\0')
 		fprintf(stderr, "%s: ", subject);
@@ -39,7 +35,26 @@ int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
 	if (detail[0] != '\0')
 		fprintf(stderr, ": %s", detail);
 	fputc('\n', stderr);
+}
+
+int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, detail_fmt);
+	cli_fail_v(err, subject, detail_fmt, ap);
+	va_end(ap);
 	return ky_err_exit(err);
+}
+
+int cli_err(int err, const char *subject, const char *detail_fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, detail_fmt);
+	cli_fail_v(err, subject, detail_fmt, ap);
+	va_end(ap);
+	return err;
 }
 
 int cli_check_private(const char *what, const char *path)

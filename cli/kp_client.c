@@ -59,7 +59,7 @@ int kp_common_opt(int opt, const char *arg)
 	switch (opt) {
 	case KP_OPT_APIKEY_FILE:
 		if (arg[0] == '\0')
-			return kp_err(KY_ERR_USAGE, cli_cmd_name(), "--apikey-file needs a path");
+			return cli_err(KY_ERR_USAGE, cli_cmd_name(), "--apikey-file needs a path");
 		kp_o.apikey_file = arg;
 		return 0;
 	case KP_OPT_VERBOSE:
@@ -78,20 +78,6 @@ int kp_common_opt(int opt, const char *arg)
 	default:
 		return cli_common_opt(opt, arg);
 	}
-}
-
-int kp_err(int err, const char *subject, const char *fmt, ...)
-{
-	char detail[1024] = "";
-	va_list ap;
-
-	if (fmt != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(detail, sizeof(detail), fmt, ap);
-		va_end(ap);
-	}
-	cli_fail(err, subject, "%s", detail);
-	return err;
 }
 
 void kp_print_help(const char *usage)
@@ -148,11 +134,11 @@ int kp_file_read(const char *path, const char *flag, size_t max, struct ky_buf *
 
 	snprintf(subject, sizeof(subject), "%s %s", flag, path);
 	if (r == KY_ERR_TOO_LARGE)
-		return kp_err(r, subject, "at most %zu bytes", max);
+		return cli_err(r, subject, "at most %zu bytes", max);
 	if (r == KY_ERR_NOT_FOUND)
-		return kp_err(r, subject, "no such file");
+		return cli_err(r, subject, "no such file");
 	if (r != 0)
-		return kp_err(r, subject, "%s", strerror(errno));
+		return cli_err(r, subject, "%s", strerror(errno));
 	if (out->len == 0) {
 		cli_fail(KY_ERR_MALFORMED, subject, "the file is empty");
 		return KY_ERR_MALFORMED;
@@ -354,13 +340,13 @@ static int kp_load(void)
 	if ((r = cli_instance_load(&kp_s.inst)) != 0)
 		return r;
 	if (kp_s.inst.nunits == 0)
-		return kp_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
+		return cli_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
 	kp_s.next = 0;
 	kp_s.order_hint = kp_o.unit == 0;
 	{
 		char why[200];
 		if ((r = cli_timeouts(&kp_s.connect_s, &kp_s.total_s, why, sizeof(why))) != 0)
-			return kp_err(r, cli_cmd_name(), "%s", why);
+			return cli_err(r, cli_cmd_name(), "%s", why);
 	}
 	if (kp_o.unit > 0) {
 		bool found = false;
@@ -370,11 +356,11 @@ static int kp_load(void)
 				found = true;
 			}
 		if (!found)
-			return kp_err(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
-			              kp_o.unit);
+			return cli_err(KY_ERR_USAGE, "--unit", "the instance has no crypto unit %d",
+			               kp_o.unit);
 	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (kp_s.h = cli_http_new()) == NULL)
-		return kp_err(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client");
+		return cli_err(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client");
 	kp_s.loaded = true;
 	return 0;
 }
@@ -516,7 +502,7 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 
 	*out = NULL;
 	if ((s = ky_secret_alloc(KP_APIKEY_MAX)) == NULL)
-		return kp_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	if (path != NULL && path[0] != '\0') {
 		json_t *j;
 		const char *k;
@@ -555,7 +541,7 @@ static int kp_apikey(char **out, char *source, size_t sourcelen)
 		snprintf(source, sourcelen, "API key in $KYOK_APIKEY");
 		n = strlen(env);
 		if (n >= KP_APIKEY_MAX) {
-			r = kp_err(KY_ERR_MALFORMED, source, "too long");
+			r = cli_err(KY_ERR_MALFORMED, source, "too long");
 			goto out;
 		}
 		memcpy(s, env, n + 1);
@@ -769,12 +755,12 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 	if (!safe) {
 		uint8_t raw[KP_REQUEST_ID_BYTES];
 		if ((r = ky_random(raw, sizeof(raw))) != 0)
-			return kp_err(r, NULL, "cannot make a request id");
+			return cli_err(r, NULL, "cannot make a request id");
 		memcpy(rid, "kyok-kp-", 8);
 		ky_hex_encode(raw, sizeof(raw), rid + 8);
 	}
 	if (body != NULL && (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
-		return kp_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	r = KY_ERR_UNREACHABLE;
 	for (size_t t = 0; t < n; t++) {
 		size_t idx = order[t];

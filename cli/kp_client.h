@@ -50,9 +50,6 @@ enum {
 
 /* The kp options, then the common ones (cli_common_opt). KY_ERR_USAGE (printed). */
 int kp_common_opt(int opt, const char *arg) KY_WUR;
-/* cli_fail that returns err itself (for functions returning error codes). */
-int kp_err(int err, const char *subject, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Prints usage and the common kp options on stdout. */
 void kp_print_help(const char *usage);
 

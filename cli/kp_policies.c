@@ -61,8 +61,8 @@ static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_po
 			return -1;
 		case OPT_ROTATION:
 			if (kp_rotation_parse(optarg, &p->rotation) != 0)
-				return kp_err(KY_ERR_USAGE, "--rotation-months",
-				              "takes 1 to 12 or 'off', not '%s'", optarg);
+				return cli_err(KY_ERR_USAGE, "--rotation-months",
+				               "takes 1 to 12 or 'off', not '%s'", optarg);
 			break;
 		case OPT_DUAL_AUTH:
 			if (strcmp(optarg, "on") == 0)
@@ -70,8 +70,8 @@ static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_po
 			else if (strcmp(optarg, "off") == 0)
 				p->dual_auth = 0;
 			else
-				return kp_err(KY_ERR_USAGE, "--dual-auth",
-				              "takes on or off, not '%s'", optarg);
+				return cli_err(KY_ERR_USAGE, "--dual-auth",
+				               "takes on or off, not '%s'", optarg);
 			break;
 		default:
 			if (kp_common_opt(opt, optarg) != 0)

@@ -68,7 +68,7 @@ static int kp_wrap_opts(int argc, char **argv, const char *usage, struct kp_wrap
 			break;
 		case OPT_AAD:
 			if (a->naad == KP_AAD_MAX)
-				return kp_err(KY_ERR_USAGE, "--aad", "at most %d", KP_AAD_MAX);
+				return cli_err(KY_ERR_USAGE, "--aad", "at most %d", KP_AAD_MAX);
 			a->aad[a->naad++] = optarg;
 			break;
 		case OPT_DEK_OUT:
@@ -143,7 +143,7 @@ static int kp_ciphertext_read(const char *path, char **b64)
 		goto out;
 	}
 	if ((*b64 = malloc(e - s + 1)) == NULL) {
-		r = kp_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
 	memcpy(*b64, b.data + s, e - s);

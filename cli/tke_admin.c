@@ -49,7 +49,7 @@ static int tke_admin_opts_prepare(int argc, char **argv, const char *usage, cons
 			return KY_ERR_USAGE;
 	}
 	if (optind != argc)
-		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		               "unexpected argument '%s': see '%s --help'", argv[optind],
 		               cli_cmd_name());
 	return 0;
@@ -113,7 +113,7 @@ static int tke_choose_sigkey(const char *flag_value, struct cli_sigkey *out)
 	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
 		return r;
 	if (n == 0) {
-		r = tke_err(KY_ERR_NOT_FOUND, "signature keys",
+		r = cli_err(KY_ERR_NOT_FOUND, "signature keys",
 		            "the workspace %s has none: create one with 'kyok tke sigkey-add'",
 		            cli_workspace());
 		goto out;
@@ -141,7 +141,7 @@ static int tke_choose_sigkey(const char *flag_value, struct cli_sigkey *out)
 		}
 	}
 	if (r != 0)
-		tke_err(r, "signature key", "no signature key number %d: see 'kyok tke sigkeys'",
+		cli_err(r, "signature key", "no signature key number %d: see 'kyok tke sigkeys'",
 		        number);
 out:
 	free(line);
@@ -292,10 +292,10 @@ static int admin_rm_check_named(const struct tke_run *run, const struct admin_rm
 	if (reachable == 0)
 		return 0; /* the run reports the units it cannot reach */
 	if (a->by_name)
-		return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->name,
+		return cli_err(KY_ERR_ADMIN_NOT_FOUND, a->name,
 		               "no selected crypto unit has an administrator of this name: "
 		               "'kyok tke cryptounit-admins' lists the installed ones");
-	return tke_err(KY_ERR_ADMIN_NOT_FOUND, a->ski_hex,
+	return cli_err(KY_ERR_ADMIN_NOT_FOUND, a->ski_hex,
 	               "no selected crypto unit has an administrator with this key identifier: "
 	               "'kyok tke cryptounit-admins' lists the installed ones");
 }
@@ -323,7 +323,7 @@ static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 		}
 	}
 	if (n == 0)
-		return tke_err(KY_ERR_ADMIN_NOT_FOUND, NULL,
+		return cli_err(KY_ERR_ADMIN_NOT_FOUND, NULL,
 		               "no administrator is installed on the selected crypto units");
 	fprintf(stderr, "administrators of the selected crypto units:\n");
 	for (size_t m = 0; m < n; m++) {

@@ -341,11 +341,11 @@ static int apikey_default_path(const char *name, char *out, size_t outlen)
 		return r;
 	snprintf(dir, sizeof(dir), "%s/apikeys", cli_workspace());
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return tke_err(KY_ERR_IO, dir, "cannot create the directory: %s", strerror(errno));
+		return cli_err(KY_ERR_IO, dir, "cannot create the directory: %s", strerror(errno));
 	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return tke_err(KY_ERR_IO, dir, "not a directory");
+		return cli_err(KY_ERR_IO, dir, "not a directory");
 	if (snprintf(out, outlen, "%s/%s.apikey", dir, name) >= (int)outlen)
-		return tke_err(KY_ERR_USAGE, dir, "path too long");
+		return cli_err(KY_ERR_USAGE, dir, "path too long");
 	return 0;
 }
 
@@ -593,7 +593,7 @@ static int apikey_list_fetch(struct cli_instance *inst, json_t **list, int *unit
 		return r;
 	if (n == 0) {
 		free(sel);
-		return tke_err(KY_ERR_NO_UNITS, NULL, NULL);
+		return cli_err(KY_ERR_NO_UNITS, NULL, NULL);
 	}
 	r = KY_ERR_UNREACHABLE;
 	for (size_t i = 0; i < n; i++) {
@@ -606,7 +606,7 @@ static int apikey_list_fetch(struct cli_instance *inst, json_t **list, int *unit
 			char subject[128];
 			snprintf(subject, sizeof(subject), "crypto unit %d (%s)", sel[i].number,
 			         sel[i].zone);
-			r = tke_err(KY_ERR_BAD_REPLY, subject, "API key list without 'apikeys'");
+			r = cli_err(KY_ERR_BAD_REPLY, subject, "API key list without 'apikeys'");
 			break;
 		}
 		*list = json_incref(json_object_get(j, "apikeys"));

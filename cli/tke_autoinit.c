@@ -174,7 +174,7 @@ static int ai_add_existing(struct ai *ai, const struct cli_sigkey *keys, size_t 
 	struct ai_admin *a;
 
 	if (ai->nadmins >= KY_MAX_ADMINS)
-		return tke_err(KY_ERR_ADMIN_TABLE_FULL, NULL, NULL);
+		return cli_err(KY_ERR_ADMIN_TABLE_FULL, NULL, NULL);
 	a = &ai->admins[ai->nadmins];
 	for (size_t i = 0; i < nkeys; i++) {
 		if (keys[i].number != number)
@@ -186,12 +186,12 @@ static int ai_add_existing(struct ai *ai, const struct cli_sigkey *keys, size_t 
 		    (r = ky_cert_ski(a->cert, a->ski)) != 0) {
 			X509_free(a->cert);
 			a->cert = NULL;
-			return tke_err(r, a->path, NULL);
+			return cli_err(r, a->path, NULL);
 		}
 		ai->nadmins++;
 		return 0;
 	}
-	return tke_err(KY_ERR_NOT_FOUND, "signature key",
+	return cli_err(KY_ERR_NOT_FOUND, "signature key",
 	               "no signature key number %d: see 'kyok tke sigkeys'", number);
 }
 
@@ -200,15 +200,15 @@ static int ai_add_new(struct ai *ai, const char *name, size_t len)
 	struct ai_admin *a;
 
 	if (ai->nadmins >= KY_MAX_ADMINS)
-		return tke_err(KY_ERR_ADMIN_TABLE_FULL, NULL, NULL);
+		return cli_err(KY_ERR_ADMIN_TABLE_FULL, NULL, NULL);
 	a = &ai->admins[ai->nadmins];
 	if (len > KY_ADMIN_NAME_MAX)
-		return tke_err(KY_ERR_ADMIN_NAME, NULL, "'%.*s' is longer than 30 characters",
+		return cli_err(KY_ERR_ADMIN_NAME, NULL, "'%.*s' is longer than 30 characters",
 		               (int)(len > 40 ? 40 : len), name);
 	memcpy(a->name, name, len);
 	a->name[len] = '\0';
 	if (!ai_name_ok(a->name))
-		return tke_err(KY_ERR_ADMIN_NAME, a->name,
+		return cli_err(KY_ERR_ADMIN_NAME, a->name,
 		               "use 1 to 30 printable ASCII characters, no space at either end");
 	a->is_new = true;
 	ai->nadmins++;
@@ -273,7 +273,7 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 			if (line[0] == '\0') {
 				free(line);
 				if ((line = strdup(defkeys)) == NULL) {
-					r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+					r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 					goto out;
 				}
 			}
@@ -283,13 +283,13 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 	}
 	if (sigkeys != NULL) {
 		if (maxnum == 0) {
-			r = tke_err(KY_ERR_NOT_FOUND, "--sigkeys",
+			r = cli_err(KY_ERR_NOT_FOUND, "--sigkeys",
 			            "the workspace has no signature keys: use --new-admins");
 			goto out;
 		}
 		if ((r = cli_parse_numbers(sigkeys, maxnum, nums, KY_MAX_ADMINS + 1, &nnums, why,
 		                           sizeof(why))) != 0) {
-			tke_err(r, "--sigkeys", "%s", why);
+			cli_err(r, "--sigkeys", "%s", why);
 			goto out;
 		}
 		for (size_t k = 0; k < nnums; k++)
@@ -315,7 +315,7 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 	if (want == 0)
 		want = (int)ai->nadmins;
 	if (ai->nadmins == 0 || (size_t)want != ai->nadmins) {
-		r = tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		r = cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		            "%d administrators asked, %zu given with --sigkeys and --new-admins",
 		            want, ai->nadmins);
 		goto out;
@@ -324,13 +324,13 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 	for (size_t i = 0; i < ai->nadmins; i++) {
 		for (size_t k = 0; k < i; k++) {
 			if (strcmp(ai->admins[i].name, ai->admins[k].name) == 0) {
-				r = tke_err(KY_ERR_DUPLICATE_ADMIN, ai->admins[i].name,
+				r = cli_err(KY_ERR_DUPLICATE_ADMIN, ai->admins[i].name,
 				            "named twice");
 				goto out;
 			}
 			if (!ai->admins[i].is_new && !ai->admins[k].is_new &&
 			    memcmp(ai->admins[i].ski, ai->admins[k].ski, KY_SKI_LEN) == 0) {
-				r = tke_err(KY_ERR_DUPLICATE_ADMIN, ai->admins[i].name,
+				r = cli_err(KY_ERR_DUPLICATE_ADMIN, ai->admins[i].name,
 				            "signature keys '%s' and '%s' are the same key",
 				            ai->admins[k].path, ai->admins[i].path);
 				goto out;
@@ -339,7 +339,7 @@ static int ai_choose(struct ai *ai, const char *sigkeys, const char *new_admins,
 		if (ai->admins[i].is_new) {
 			for (size_t k = 0; k < nkeys; k++)
 				if (strcmp(keys[k].name, ai->admins[i].name) == 0) {
-					r = tke_err(KY_ERR_EXISTS, ai->admins[i].name,
+					r = cli_err(KY_ERR_EXISTS, ai->admins[i].name,
 					            "signature key %d already belongs to this "
 					            "administrator: use --sigkeys %d",
 					            keys[k].number, keys[k].number);
@@ -368,7 +368,7 @@ static int ai_check_units(struct ai *ai)
 			if (j >= 0 &&
 			    (ai->admins[k].is_new ||
 			     memcmp(u->st.admins[j].ski, ai->admins[k].ski, KY_SKI_LEN) != 0))
-				return tke_err(
+				return cli_err(
 				    KY_ERR_DUPLICATE_ADMIN, ai->admins[k].name,
 				    "crypto unit %d already has an administrator of that "
 				    "name with another key",
@@ -383,7 +383,7 @@ static int ai_check_units(struct ai *ai)
 			keep += ours ? 0 : 1;
 		}
 		if (keep + ai->nadmins > KY_MAX_ADMINS)
-			return tke_err(KY_ERR_ADMIN_TABLE_FULL, NULL,
+			return cli_err(KY_ERR_ADMIN_TABLE_FULL, NULL,
 			               "crypto unit %d already has %zu other administrators",
 			               u->u.number, keep);
 	}
@@ -397,7 +397,7 @@ static int ai_passwords(struct ai *ai)
 	int r = KY_ERR_INTERNAL;
 
 	if ((ai->signers = calloc((size_t)ai->sig, sizeof(*ai->signers))) == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	for (size_t i = 0; i < ai->nadmins; i++) {
 		struct ai_admin *a = &ai->admins[i];
 		char prompt[128];
@@ -408,7 +408,7 @@ static int ai_passwords(struct ai *ai)
 			if ((r = cli_password(prompt, true, &a->password)) != 0)
 				return r;
 			if (strlen(a->password) < AI_MIN_PASSWORD)
-				return tke_err(KY_ERR_WEAK_PASSWORD, a->name, NULL);
+				return cli_err(KY_ERR_WEAK_PASSWORD, a->name, NULL);
 		} else if (i < (size_t)ai->sig) {
 			char *pw = NULL;
 			char subject[128];
@@ -437,8 +437,8 @@ static int ai_passwords(struct ai *ai)
 			cli_secret_free(pw);
 			if (r != 0) {
 				snprintf(subject, sizeof(subject), "signature key '%s'", a->name);
-				return why[0] != '\0' ? tke_err(r, subject, "%s", why)
-				                      : tke_err(r, subject, NULL);
+				return why[0] != '\0' ? cli_err(r, subject, "%s", why)
+				                      : cli_err(r, subject, NULL);
 			}
 			ai->nsigners++;
 		}
@@ -460,17 +460,17 @@ static int ai_create_keys(struct ai *ai)
 		if (!a->is_new)
 			continue;
 		if ((r = cli_sigkey_path_new(a->name, a->path, sizeof(a->path))) != 0) {
-			tke_err(r, a->name, "cannot name the signature key file of '%s'", a->name);
+			cli_err(r, a->name, "cannot name the signature key file of '%s'", a->name);
 			goto fail;
 		}
 		if ((r = ky_sigkey_create(a->path, a->name, a->password)) != 0) {
-			tke_err(r, a->path, "cannot create the signature key of '%s'", a->name);
+			cli_err(r, a->path, "cannot create the signature key of '%s'", a->name);
 			goto fail;
 		}
 		a->created = true;
 		if ((r = ky_sigkey_read_cert(a->path, &a->cert)) != 0 ||
 		    (r = ky_cert_ski(a->cert, a->ski)) != 0) {
-			tke_err(r, a->path, NULL);
+			cli_err(r, a->path, NULL);
 			goto fail;
 		}
 		if (i < (size_t)ai->sig) {
@@ -478,7 +478,7 @@ static int ai_create_keys(struct ai *ai)
 
 			if ((r = tke_signer_open_path(a->path, a->password,
 			                              &ai->signers[ai->nsigners], why)) != 0) {
-				tke_err(r, a->path, NULL);
+				cli_err(r, a->path, NULL);
 				goto fail;
 			}
 			ai->nsigners++;
@@ -523,7 +523,7 @@ static int ai_check_signers(struct ai *ai)
 			char subject[128];
 			snprintf(subject, sizeof(subject), "crypto unit %d (%s)", u->u.number,
 			         u->u.zone);
-			return tke_err(KY_ERR_NOT_ENOUGH_SIGNATURES, subject,
+			return cli_err(KY_ERR_NOT_ENOUGH_SIGNATURES, subject,
 			               "%d of %d signatures available", have, u->required);
 		}
 	}
@@ -1073,7 +1073,7 @@ int tke_auto_init_main(int argc, char **argv)
 	if ((r = ai_passwords(&ai)) != 0 || (r = ai_create_keys(&ai)) != 0)
 		goto out_r;
 	if (cli_g.json && (ai.steps = json_array()) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
 	status = ai_run_steps(&ai);

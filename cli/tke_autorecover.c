@@ -104,11 +104,11 @@ static int ar_classify(struct ar *ar)
 	bool found = false;
 
 	if (run->n > AR_MAX_UNITS)
-		return tke_err(KY_ERR_USAGE, NULL, "at most %d crypto units", AR_MAX_UNITS);
+		return cli_err(KY_ERR_USAGE, NULL, "at most %d crypto units", AR_MAX_UNITS);
 	for (size_t i = 0; i < run->n; i++) {
 		const struct tke_unit *u = &run->units[i];
 		if (!u->reachable)
-			return tke_err(KY_ERR_UNREACHABLE, NULL,
+			return cli_err(KY_ERR_UNREACHABLE, NULL,
 			               "crypto unit %d (%s) does not answer: deselect it "
 			               "('kyok tke cryptounit-rm') or re-create it ('kyok unit-add "
 			               "--replace %d'); nothing was done",
@@ -122,15 +122,15 @@ static int ar_classify(struct ar *ar)
 		snprintf(ar->vp_hex, sizeof(ar->vp_hex), "%s", u->st.cur_vp);
 	}
 	if (!found)
-		return tke_err(KY_ERR_NO_MASTER_KEY, NULL,
+		return cli_err(KY_ERR_NO_MASTER_KEY, NULL,
 		               "no selected crypto unit holds a current master key: select a live "
 		               "unit too ('kyok tke cryptounit-add'); nothing was done");
 	if (ky_hex_decode(ar->vp_hex, ar->vp, KY_VP_LEN) != 0)
-		return tke_err(KY_ERR_BAD_REPLY, NULL, "current master key vp '%s'", ar->vp_hex);
+		return cli_err(KY_ERR_BAD_REPLY, NULL, "current master key vp '%s'", ar->vp_hex);
 	for (size_t i = 0; i < run->n; i++) {
 		const struct tke_unit *u = &run->units[i];
 		if (ar_live(u) && strcmp(u->st.cur_vp, ar->vp_hex) != 0)
-			return tke_err(
+			return cli_err(
 			    KY_ERR_VP_MISMATCH, NULL,
 			    "crypto units %d and %d hold different current master keys "
 			    "(vp %.16s and %.16s): auto-recover does not choose; see 'kyok "
@@ -155,7 +155,7 @@ static int ar_read_admins(struct ar *ar)
 		struct ar_admin *ad = &ar->admins[ar->nadmins];
 		const char *pem = json_string_value(json_object_get(a, "cert"));
 		if (k >= KY_MAX_ADMINS || pem == NULL || ky_cert_from_pem(pem, &ad->cert) != 0) {
-			r = tke_err(KY_ERR_BAD_REPLY, NULL,
+			r = cli_err(KY_ERR_BAD_REPLY, NULL,
 			            "crypto unit %d: administrator %zu has no readable certificate",
 			            src->u.number, k + 1);
 			goto out;
@@ -164,14 +164,14 @@ static int ar_read_admins(struct ar *ar)
 		if (ky_admin_cert_check(ad->cert) != 0 ||
 		    ky_cert_cn(ad->cert, ad->name, sizeof(ad->name)) != 0 ||
 		    ky_cert_ski(ad->cert, ad->ski) != 0) {
-			r = tke_err(KY_ERR_BAD_REPLY, NULL,
+			r = cli_err(KY_ERR_BAD_REPLY, NULL,
 			            "crypto unit %d: administrator %zu has an invalid certificate",
 			            src->u.number, k + 1);
 			goto out;
 		}
 	}
 	if (ar->nadmins != src->st.nadmins) {
-		r = tke_err(KY_ERR_BAD_REPLY, NULL, "crypto unit %d: administrator list changed",
+		r = cli_err(KY_ERR_BAD_REPLY, NULL, "crypto unit %d: administrator list changed",
 		            src->u.number);
 		goto out;
 	}
@@ -565,7 +565,7 @@ int tke_auto_recover_main(int argc, char **argv)
 		printf("\n\n");
 	}
 	if (cli_g.json && (ar.steps = json_array()) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
 	if ((r = cli_signers_open(&ar.signers, &ar.nsigners)) != 0)

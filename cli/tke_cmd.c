@@ -43,7 +43,7 @@ static int tke_bundle_decode(const char *path, const struct tke_bundle *b,
 
 	*out = NULL;
 	if (pc == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	for (size_t i = 0; i < b->n; i++) {
 		struct ky_buf content = {0};
 
@@ -154,7 +154,7 @@ static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprin
 			return KY_ERR_USAGE;
 	}
 	if (optind != argc - 1)
-		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		               "give exactly one bundle FILE: see '%s --help'", cli_cmd_name());
 	*file = argv[optind];
 	return 0;
@@ -227,7 +227,7 @@ static int tke_cmd_sign_needed(const struct tke_bundle *b, const struct tke_pars
 		return r;
 	if (nsel == 0) {
 		free(keys);
-		return tke_err(KY_ERR_NO_SIGNERS, NULL, NULL);
+		return cli_err(KY_ERR_NO_SIGNERS, NULL, NULL);
 	}
 	for (size_t k = 0; k < nkeys; k++) {
 		if (!keys[k].selected)
@@ -273,7 +273,7 @@ static int tke_cmd_sign_check_admins(const struct tke_parsed_cmd *pc, size_t n)
 	if ((r = cli_instance_load(&run.inst)) != 0)
 		goto out;
 	if ((run.units = calloc(n == 0 ? 1 : n, sizeof(*run.units))) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -303,7 +303,7 @@ static int tke_cmd_sign_check_admins(const struct tke_parsed_cmd *pc, size_t n)
 			if (!keys[k].selected ||
 			    ky_unit_state_admin_by_ski(&u->st, keys[k].ski) >= 0)
 				continue;
-			r = tke_err(
+			r = cli_err(
 			    KY_ERR_SIGNER_NOT_ADMIN, keys[k].name,
 			    "signature key %d is not an administrator of crypto unit %d (%s), "
 			    "which would refuse command %zu whole with this signature on it: "
@@ -425,7 +425,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
 		goto out;
 	if ((ids = calloc(b.n, sizeof(*ids))) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
 	for (size_t i = 0; i < b.n; i++) {
@@ -494,7 +494,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 		}
 		u->required = req;
 		if ((skis = calloc(pc[i].nsigners + 1, sizeof(*skis))) == NULL) {
-			r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+			r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 			goto out;
 		}
 		for (size_t k = 0; k < pc[i].nsigners; k++)

@@ -60,7 +60,7 @@ static int tke_mk_opts(int argc, char **argv, const char *usage, const char **pr
 			return KY_ERR_USAGE;
 	}
 	if (optind != argc)
-		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		               "unexpected argument '%s': see '%s --help'", argv[optind],
 		               cli_cmd_name());
 	return 0;
@@ -200,11 +200,11 @@ static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char 
 	}
 	r = cli_parse_numbers(flag, maxnum, chosen, KY_MAX_PARTS + 1, nchosen, why, sizeof(why));
 	if (r != 0) {
-		tke_err(KY_ERR_USAGE, "--parts", "%s", why);
+		cli_err(KY_ERR_USAGE, "--parts", "%s", why);
 		goto out;
 	}
 	if (*nchosen < KY_MIN_PARTS || *nchosen > KY_MAX_PARTS) {
-		r = tke_err(KY_ERR_KEY_PARTS, NULL, "%zu chosen", *nchosen);
+		r = cli_err(KY_ERR_KEY_PARTS, NULL, "%zu chosen", *nchosen);
 		goto out;
 	}
 	for (size_t k = 0; k < *nchosen; k++) {
@@ -212,7 +212,7 @@ static int mk_load_choose(const struct cli_keypart *parts, size_t n, const char 
 		for (size_t i = 0; i < n; i++)
 			found = found || parts[i].number == chosen[k];
 		if (!found) {
-			r = tke_err(KY_ERR_NOT_FOUND, "key part",
+			r = cli_err(KY_ERR_NOT_FOUND, "key part",
 			            "no key part number %d: see 'kyok tke mks'", chosen[k]);
 			goto out;
 		}
@@ -248,7 +248,7 @@ static int mk_load_precheck(struct tke_run *run, size_t nparts, bool prepare)
 	free(keys);
 	if (nsel < nparts) {
 		r = nsel == 0 ? KY_ERR_NO_SIGNERS : KY_ERR_NOT_ENOUGH_SIGNATURES;
-		return tke_err(
+		return cli_err(
 		    r, NULL,
 		    "loading %zu key parts needs %zu signatures (one per key part), and %zu "
 		    "signature key%s %s selected: select more with 'kyok tke sigkey-sel'",
@@ -288,7 +288,7 @@ static int mk_load_take_file(struct mk_load_ctx *m, size_t k, const struct cli_k
 		if (!mk_load_sealed_by_holder(m, j) &&
 		    CRYPTO_memcmp(m->parts + j * KY_MK_LEN, m->parts + k * KY_MK_LEN, KY_MK_LEN) ==
 		        0)
-			return tke_err(KY_ERR_KEY_PARTS, subject,
+			return cli_err(KY_ERR_KEY_PARTS, subject,
 			               "it holds the same value as key part '%s': choose distinct "
 			               "key parts",
 			               info[j].description);
@@ -309,7 +309,7 @@ static int mk_load_take_token(struct mk_load_ctx *m, size_t k, const struct cli_
 
 	snprintf(subject, sizeof(subject), "key part '%s' (%s)", p->description, p->path);
 	if ((r = cli_token_keypart_read(p->path, &tp, why, sizeof(why))) != 0)
-		return tke_err(r, subject, "%s", why);
+		return cli_err(r, subject, "%s", why);
 	if ((r = cli_token_keypart_take(&m->tokens, &tp, subject, &ref)) != 0)
 		return r;
 	snprintf(info[k].description, sizeof(info[k].description), "%s", tp.description);
@@ -322,7 +322,7 @@ static int mk_load_take_token(struct mk_load_ctx *m, size_t k, const struct cli_
 			continue;
 		snprintf(unit, sizeof(unit), "crypto unit %d (%s)", u->u.number, u->u.zone);
 		if ((r = unit_importer(&run->inst, &u->u, &importer)) != 0)
-			return tke_err(r, unit,
+			return cli_err(r, unit,
 			               "cannot get the unit's importer certificate; nothing "
 			               "was sent to any crypto unit");
 		r = cli_token_keypart_seal(&ref, importer, &m->sealed[k * m->nunits + i], why,
@@ -330,7 +330,7 @@ static int mk_load_take_token(struct mk_load_ctx *m, size_t k, const struct cli_
 		X509_free(importer);
 		importer = NULL;
 		if (r != 0)
-			return tke_err(r, subject,
+			return cli_err(r, subject,
 			               "%s (for %s); nothing was sent to any crypto unit", why,
 			               unit);
 	}
@@ -355,7 +355,7 @@ static int mk_load_take_part(struct mk_load_ctx *m, size_t k, const struct cli_k
 	/* One VP, one value: two parts of one value, whatever holds them, are refused. */
 	for (size_t j = 0; j < k; j++)
 		if (CRYPTO_memcmp(info[j].vp, info[k].vp, KY_VP_LEN) == 0)
-			return tke_err(
+			return cli_err(
 			    KY_ERR_KEY_PARTS, p->description,
 			    "it holds the same value as key part '%s' (same verification "
 			    "pattern): choose distinct key parts; nothing was sent to any crypto "
@@ -375,13 +375,13 @@ static int mk_load_vp(struct mk_load_ctx *m)
 		if (mk_load_sealed_by_holder(m, k))
 			return 0;
 	if ((key = ky_secret_alloc(KY_MK_LEN)) == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	memset(key, 0, KY_MK_LEN);
 	for (size_t k = 0; k < m->nparts; k++)
 		for (size_t b = 0; b < KY_MK_LEN; b++)
 			key[b] ^= m->parts[k * KY_MK_LEN + b];
 	if ((r = ky_vp(key, m->vp)) != 0) {
-		tke_err(r, NULL, "cannot compute the verification pattern");
+		cli_err(r, NULL, "cannot compute the verification pattern");
 		goto out;
 	}
 	ky_hex_encode(m->vp, KY_VP_LEN, m->vp_hex);
@@ -425,7 +425,7 @@ static int mk_load_check_part_vps(const struct tke_run *run, const struct ky_key
 		if (cli_part_vps_check(vps, info, nparts, &k) == 0)
 			continue;
 		if (k == nparts) {
-			r = tke_err(KY_ERR_VP_MISMATCH, subject,
+			r = cli_err(KY_ERR_VP_MISMATCH, subject,
 			            "its answer does not list the VP of each of the %zu key parts "
 			            "loaded: clear its new register (cryptounit-mk-clrnew)",
 			            nparts);
@@ -433,7 +433,7 @@ static int mk_load_check_part_vps(const struct tke_run *run, const struct ky_key
 		}
 		got = json_array_get(vps, k);
 		ky_hex_encode(info[k].vp, KY_VP_LEN, want);
-		r = tke_err(KY_ERR_VP_MISMATCH, subject,
+		r = cli_err(KY_ERR_VP_MISMATCH, subject,
 		            "it received key part %zu '%s' with vp %s, not %s: clear its new "
 		            "register (cryptounit-mk-clrnew)",
 		            k + 1, info[k].description,
@@ -493,7 +493,7 @@ int tke_mk_load_main(int argc, char **argv)
 	m.nunits = run.n;
 	if ((m.parts = ky_secret_alloc(nchosen * KY_MK_LEN)) == NULL ||
 	    (m.sealed = calloc(nchosen * (run.n > 0 ? run.n : 1), sizeof(*m.sealed))) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
 	memset(m.parts, 0, nchosen * KY_MK_LEN);

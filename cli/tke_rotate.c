@@ -114,7 +114,7 @@ static int rot_storage_read(struct rot *ro, const struct tke_unit *u, struct rot
 	json_decref(st);
 	if (r != 0) {
 		rot_subject(u, subject, sizeof(subject));
-		return tke_err(r, subject, "its state has a malformed 'storage' object");
+		return cli_err(r, subject, "its state has a malformed 'storage' object");
 	}
 	return 0;
 }
@@ -400,7 +400,7 @@ static int rot_reencipher(struct rot *ro)
 			if ((other = rot_other_unit(ro, k)) < 0 || restarts >= ROT_RESTARTS_MAX) {
 				char subject[128];
 				rot_subject(&ro->run.units[k], subject, sizeof(subject));
-				return tke_err(
+				return cli_err(
 				    r, subject,
 				    "it stopped answering during re-encipherment and no "
 				    "other selected unit can take over: run 'kyok tke "
@@ -417,7 +417,7 @@ static int rot_reencipher(struct rot *ro)
 		if (r != 0)
 			return r;
 		if (!s.have)
-			return tke_err(KY_ERR_BAD_REPLY, NULL,
+			return cli_err(KY_ERR_BAD_REPLY, NULL,
 			               "the unit's state no longer shows key storage");
 		total = start_total > s.total ? start_total : s.total;
 		if (s.under_current > total)
@@ -434,7 +434,7 @@ static int rot_reencipher(struct rot *ro)
 			if (tty)
 				fputc('\n', stderr);
 			rot_subject(&ro->run.units[k], subject, sizeof(subject));
-			return tke_err(ky_err_from_slug(s.error), subject,
+			return cli_err(ky_err_from_slug(s.error), subject,
 			               "re-encipherment stopped (%s) with %llu records still under "
 			               "the current master key",
 			               s.error, (unsigned long long)s.under_current);
@@ -447,7 +447,7 @@ static int rot_reencipher(struct rot *ro)
 					if (tty)
 						fputc('\n', stderr);
 					rot_subject(&ro->run.units[k], subject, sizeof(subject));
-					return tke_err(KY_ERR_INTERNAL, subject,
+					return cli_err(KY_ERR_INTERNAL, subject,
 					               "re-encipherment keeps stopping with %llu "
 					               "records left: see the unit's log",
 					               (unsigned long long)s.under_current);
@@ -557,7 +557,7 @@ int tke_mk_rotate_main(int argc, char **argv)
 	if ((r = cli_signers_open(&ro.signers, &ro.nsigners)) != 0)
 		goto out_r;
 	if (cli_g.json && (ro.steps = json_array()) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
 	if ((r = rot_reencipher(&ro)) != 0) {

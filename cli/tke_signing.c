@@ -31,20 +31,6 @@ void tke_note(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-int tke_err(int err, const char *subject, const char *fmt, ...)
-{
-	char detail[1024] = "";
-	va_list ap;
-
-	if (fmt != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(detail, sizeof(detail), fmt, ap);
-		va_end(ap);
-	}
-	cli_fail(err, subject, "%s", detail);
-	return err;
-}
-
 void tke_print_help(const char *usage)
 {
 	fputs(usage, stdout);
@@ -69,7 +55,7 @@ int tke_int_parse(const char *s, int lo, int hi, int *out)
 int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out)
 {
 	if (tke_int_parse(s, lo, hi, out) != 0)
-		return tke_err(KY_ERR_USAGE, cli_cmd_name(),
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		               "%s takes a number from %d to %d, not '%s'", flag, lo, hi, s);
 	return 0;
 }
@@ -107,7 +93,7 @@ int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int
 	if (def != 0 && line[0] == '\0')
 		*out = def;
 	else if (tke_int_parse(line, 1, hi, out) != 0)
-		r = tke_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
+		r = cli_err(KY_ERR_THRESHOLD_RANGE, prompt, "not '%s'", line);
 	free(line);
 	return r;
 }
@@ -282,7 +268,7 @@ int tke_run_load(struct tke_run *run)
 	if ((r = cli_selected_units(&run->inst, &sel, &n)) != 0)
 		goto out;
 	if (n == 0) {
-		r = tke_err(KY_ERR_NO_UNITS, NULL, NULL);
+		r = cli_err(KY_ERR_NO_UNITS, NULL, NULL);
 		goto out;
 	}
 	if ((run->units = calloc(n, sizeof(*run->units))) == NULL) {
@@ -307,7 +293,7 @@ int tke_run_load_ids(struct tke_run *run, const char *const *ids, size_t n)
 	if ((r = cli_instance_load(&run->inst)) != 0)
 		return r;
 	if ((run->units = calloc(n == 0 ? 1 : n, sizeof(*run->units))) == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	for (size_t i = 0; i < n; i++) {
 		const struct cli_unit *found = NULL;
 
@@ -315,7 +301,7 @@ int tke_run_load_ids(struct tke_run *run, const char *const *ids, size_t n)
 			if (strcmp(run->inst.units[k].id, ids[i]) == 0)
 				found = &run->inst.units[k];
 		if (found == NULL)
-			return tke_err(KY_ERR_NOT_FOUND, ids[i],
+			return cli_err(KY_ERR_NOT_FOUND, ids[i],
 			               "no crypto unit with this id in instance '%s' (%s)",
 			               run->inst.id, run->inst.dir);
 		run->units[i].u = *found;
@@ -457,7 +443,7 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 		tke_unit_clear(u);
 		/* Mode first: a command not allowed in the unit's mode says so, whatever else. */
 		if ((c = ky_command_new()) == NULL)
-			return tke_err(KY_ERR_NOMEM, NULL, NULL);
+			return cli_err(KY_ERR_NOMEM, NULL, NULL);
 		c->op = op->op;
 		r = tke_required(&u->st, c, &req);
 		if (r == KY_ERR_IMPRINT_MODE || r == KY_ERR_NOT_IMPRINT_MODE)
@@ -479,7 +465,7 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 			continue;
 		}
 		if ((c = ky_command_new()) == NULL)
-			return tke_err(KY_ERR_NOMEM, NULL, NULL);
+			return cli_err(KY_ERR_NOMEM, NULL, NULL);
 		snprintf(c->instance, sizeof(c->instance), "%s", run->inst.id);
 		snprintf(c->unit, sizeof(c->unit), "%s", u->u.id);
 		memcpy(c->incarnation, u->st.incarnation, KY_INCARNATION_LEN);
@@ -505,7 +491,7 @@ int tke_run_plan(struct tke_run *run, const struct tke_op *op)
 		r = ky_command_encode(c, &u->content);
 		ky_command_free(c);
 		if (r != 0)
-			return tke_err(r, "command", "cannot encode the command for crypto unit %d",
+			return cli_err(r, "command", "cannot encode the command for crypto unit %d",
 			               u->u.number);
 		u->result = TKE_PENDING;
 	}
@@ -575,7 +561,7 @@ int tke_run_check_signers(struct tke_run *run)
 		goto out;
 	}
 	if ((skis = calloc(nsel, sizeof(*skis))) == NULL) {
-		r = tke_err(KY_ERR_NOMEM, NULL, NULL);
+		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
 	for (size_t i = 0; i < nkeys; i++)
@@ -719,7 +705,7 @@ int tke_run_prepare(struct tke_run *run, const char *path)
 		return 0;
 	}
 	if ((b.cmds = calloc(ntodo, sizeof(*b.cmds))) == NULL)
-		return tke_err(KY_ERR_NOMEM, NULL, NULL);
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
 	for (size_t i = 0; i < run->n; i++) {
 		struct tke_unit *u = &run->units[i];
 		struct tke_bundle_cmd *bc;

@@ -137,9 +137,6 @@ int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected)
  * auto-init; why says what the token said ("" otherwise). */
 int tke_signer_open_path(const char *path, const char *password, struct cli_signer *out,
                          char why[CLI_TOKEN_WHY_MAX]) KY_WUR;
-/* cli_fail that returns err itself (not the exit status): for functions returning codes. */
-int tke_err(int err, const char *subject, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Prints the common "unit N is in imprint mode" etc. style notices to stderr. */
 void tke_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
