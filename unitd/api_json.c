@@ -1,4 +1,6 @@
 /* Key Protect v2 bodies: small pure parsers for what clients send, builders for what they get.
+ * Size: one parser and one builder per documented body, all of the same shape; they stay
+ * together so that the strictness rules below apply to every one of them.
  * Nothing here does I/O or touches key storage; every parser has negative tests.
  *
  * Parsers take only the members Key Protect documents for the request: any other member, at

@@ -1,5 +1,8 @@
 /* The ceremony rules: how many signatures each command needs, and what it does.
  *
+ * Size: every command's checks and effects in one file, on purpose: a rule is read against
+ * the others (thresholds, modes, registers), and the verification order below is one path.
+ *
  * ky_ceremony_verify checks, in this order, each with its own error:
  *   1. the command's form (CMS SignedData holding a kyok command), decoded once;
  *   2. instance, unit, incarnation of the unit's state, transaction counter;

@@ -1,5 +1,8 @@
 /* PostgreSQL key storage backend.
  *
+ * Size: like sqlite.c, one backend of the store function table in one file, on purpose: the
+ * locking argument below covers every write path in it.
+ *
  *   store = postgresql://kyok@db1.example:5432/kyok?sslmode=verify-full
  *
  * The URI is libpq's own (postgresql:// or postgres://, every libpq parameter); the password

@@ -1,5 +1,9 @@
 /* SQLite key storage backend.
  *
+ * Size: one backend of the store function table (include/kyok/store.h) in one file, on
+ * purpose: its statements, transactions, group commit, change detection and storage digest
+ * share one connection model and one write lock, and a reader checks them side by side.
+ *
  * One file shared by the crypto units of an instance on one host: WAL journal (readers never
  * block the writer), synchronous=FULL (a committed write survives power loss), busy_timeout
  * (a writer of another process is waited for), BEGIN IMMEDIATE for every write transaction
