@@ -11,7 +11,9 @@
 #    (2 threads, 64 keep-alive connections, 1 s warm-up each) on GET /health and
 #    POST .../actions/unwrap in 5 alternating rounds of 1 s (5 s each: load from elsewhere
 #    weighs on both alike), then 5 s of POST /api/v2/keys (persisted creations), then unwrap
-#    alone and unwrap while 4 more connections create keys, in 5 alternating rounds of 1 s.
+#    alone and unwrap while 4 more connections create keys, in 5 alternating rounds of 1 s;
+#    then the same unit restarted with a TLS certificate: GET /health and unwrap over HTTPS,
+#    5 alternating rounds of 1 s (target: unwrap >= 0.7 x /health, both over HTTPS).
 # Then one table: measure, value, target or baseline, ratio, verdict.
 #
 # Everything it starts is stopped at exit; passwords, API key and token live in a temp dir
@@ -318,6 +320,47 @@ for ((i = 1; i <= HTTP_ROUNDS; i++)); do
 		"$T/wrk-busy-create.out"
 done
 
+# The same unit over HTTPS: stopped, given a certificate of a CA made here (P-256, for
+# 127.0.0.1) in its unit.conf, started again on the same port; the key and the token stay.
+# wrk keeps its TLS sessions open (keep-alive): the figure is the cost of TLS on requests,
+# not of handshakes.
+echo "the same unit over HTTPS: GET /health and POST $UNWRAP_PATH, $HTTP_ROUNDS alternating" \
+	"rounds of $HTTP_SLICE"
+{
+	"$KYOK" down
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=bench-ca -keyout "$T/http/ca.key" -out "$T/http/ca.crt"
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+		-keyout "$T/http/tls.key" -out "$T/http/tls.csr"
+	printf 'subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n' >"$T/http/ext"
+	openssl x509 -req -in "$T/http/tls.csr" -CA "$T/http/ca.crt" -CAkey "$T/http/ca.key" \
+		-CAcreateserial -days 2 -extfile "$T/http/ext" -out "$T/http/tls.crt"
+	chmod 600 "$T/http/tls.key"
+	printf 'api_tls_cert = %s\napi_tls_key = %s\n' "$T/http/tls.crt" "$T/http/tls.key" \
+		>>"$KYOK_INSTANCE/unit-1/unit.conf"
+	KYOK_CA_FILE="$T/http/ca.crt" "$KYOK" up
+} >>"$T/setup.log" 2>&1
+URL=$(jq -r '.units[0].url' "$KYOK_INSTANCE/instance.json")
+PID=$(cat "$KYOK_INSTANCE/unit-1/pid")
+case $URL in
+https://*) ;;
+*)
+	echo "error: the unit does not serve HTTPS after its restart ($URL)" >&2
+	exit 1
+	;;
+esac
+if [ "$(curl -fsS --cacert "$T/http/ca.crt" "$URL/health")" != '{"status":"ok"}' ]; then
+	echo "error: GET $URL/health does not answer over HTTPS" >&2
+	exit 1
+fi
+note_load https-unwrap
+warm_up "$T/http/health.lua" /health
+warm_up "$T/http/unwrap.lua" "$UNWRAP_PATH"
+for ((i = 1; i <= HTTP_ROUNDS; i++)); do
+	run_wrk health_tls "$T/http/health.lua" /health "$HTTP_SLICE"
+	run_wrk unwrap_tls "$T/http/unwrap.lua" "$UNWRAP_PATH" "$HTTP_SLICE"
+done
+
 # Per kind: rate = all 2xx replies over all run time; latency: median over runs; server CPU
 # per request; other work: mean. Unwrap against /health: median of the rounds' ratios.
 awk '
@@ -346,6 +389,13 @@ END {
 	}
 	for (i = 2; i <= m; i++) for (j = i; j > 1 && q[j - 1] > q[j]; j--) { t = q[j]; q[j] = q[j - 1]; q[j - 1] = t }
 	printf "busyratio %.3f %.3f %.3f\n", m % 2 ? q[(m + 1) / 2] : (q[m / 2] + q[m / 2 + 1]) / 2, lo, hi
+	m = n["unwrap_tls"]; lo = 1e9; hi = 0
+	for (i = 1; i <= m; i++) {
+		q[i] = rate["unwrap_tls", i] / rate["health_tls", i]
+		if (q[i] < lo) lo = q[i]; if (q[i] > hi) hi = q[i]
+	}
+	for (i = 2; i <= m; i++) for (j = i; j > 1 && q[j - 1] > q[j]; j--) { t = q[j]; q[j] = q[j - 1]; q[j - 1] = t }
+	printf "tlsratio %.3f %.3f %.3f\n", m % 2 ? q[(m + 1) / 2] : (q[m / 2] + q[m / 2 + 1]) / 2, lo, hi
 }' "$T/http-runs.res" >"$T/http.res"
 echo
 
@@ -389,6 +439,7 @@ function busy(p) { return p > 20 ? " (" p "% other work)" : "" } # CPU used by o
 $1 == "K" { k[$2] = $3; k2[$2] = $4; k3[$2] = $5; k4[$2] = $6 }
 $1 == "H" && $2 == "ratio" { rq = $3; rqlo = $4; rqhi = $5; next }
 $1 == "H" && $2 == "busyratio" { bq = $3; bqlo = $4; bqhi = $5; next }
+$1 == "H" && $2 == "tlsratio" { tq = $3; tqlo = $4; tqhi = $5; next }
 $1 == "H" { h[$2] = $3; herr[$2] = $5; hp50[$2] = $6; hp99[$2] = $7; hcpu[$2] = $8; hoth[$2] = $9 }
 $1 == "O" { kother = $3; next }
 $1 == "L" { load = load sprintf("  %-14s %-16s %s%%\n", $2, $3 " " $4 " " $5, $6) }
@@ -413,6 +464,10 @@ END {
 	    ">= 0.9 x unwrap alone " g(h["unwrap_alone"]) "/s",
 	    sprintf("%.2f (%.2f..%.2f)", bq, bqlo, bqhi),
 	    verdict(bq >= 0.9, herr["unwrap_busy"] + herr["unwrap_alone"]) busy(hoth["unwrap_busy"]))
+	row("HTTPS unwrap (TLS kept alive)", g(h["unwrap_tls"]) "/s",
+	    ">= 0.7 x HTTPS GET /health " g(h["health_tls"]) "/s",
+	    sprintf("%.2f (%.2f..%.2f)", tq, tqlo, tqhi),
+	    verdict(tq >= 0.7, herr["unwrap_tls"] + herr["health_tls"]) busy(hoth["unwrap_tls"]))
 	row("HTTP unwrap vs SoftHSM 2.6 in-process", g(h["unwrap"]) "/s", "> " g(softhsm) "/s",
 	    sprintf("%.2f", h["unwrap"] / softhsm),
 	    verdict(h["unwrap"] > softhsm, herr["unwrap"]) busy(hoth["unwrap"]))

@@ -136,6 +136,16 @@ int cli_no_operands(int argc, char **argv) KY_WUR;
 int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, char *why,
                       size_t whylen) KY_WUR;
 
+/* One entry of a numbered listing (signature keys, key parts) by its number: from arg (the
+ * value of flag) or, when arg is NULL, by printing the listing (print(ctx), as a table even
+ * with --output json) and asking. n == 0 is KY_ERR_NOT_FOUND naming what ("key parts").
+ * Errors are printed. */
+int cli_pick_number(const char *what, const char *flag, const char *question, size_t n,
+                    int (*print)(const void *ctx), const void *ctx, const char *arg,
+                    int *num) KY_WUR;
+/* Deletes a workspace file: KY_ERR_IO naming it and why (printed). */
+int cli_unlink(const char *path) KY_WUR;
+
 /* ---- prompts ----
  * Password: from the next --password-file, else the next line of --password-fd, else the
  * terminal without echo (confirm asks twice). No terminal and no source: KY_ERR_USAGE with
@@ -234,6 +244,10 @@ struct cli_sigkey {
 	bool selected;
 };
 int cli_sigkeys_list(struct cli_sigkey **keys, size_t *n) KY_WUR;
+struct cli_sigkey_list { /* a listing, for cli_pick_number */
+	struct cli_sigkey *keys;
+	size_t n;
+};
 int cli_selection_set_sigkeys(const char *const *paths, size_t n) KY_WUR;
 /* Removes one file from the signature key selection, keeping the order of the others. */
 int cli_selection_drop_sigkey(const char *path) KY_WUR;
@@ -265,6 +279,10 @@ struct cli_keypart {
 	bool on_card; /* the card form: the part is held by an EP11 card (cli/card_part.h) */
 };
 int cli_keyparts_list(struct cli_keypart **parts, size_t *n) KY_WUR;
+struct cli_keypart_list { /* a listing, for cli_pick_number */
+	struct cli_keypart *parts;
+	size_t n;
+};
 
 /* ---- talking to a crypto unit: every reply's signature checked against the identity
  * pinned in known_units (pinned on first contact; KY_ERR_IDENTITY_CHANGED after). */

@@ -544,16 +544,23 @@ static const char mk_rm_usage[] =
     "  --mk N                  number of the key part to delete\n"
     "\n" CLI_COMMON_HELP;
 
+static int mks_print_ctx(const void *ctx)
+{
+	const struct cli_keypart_list *l = ctx;
+
+	return mks_print(l->parts, l->n);
+}
+
 int tke_mk_rm_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"mk", required_argument, NULL, 'm'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-	int r = KY_ERR_INTERNAL, c, num;
+	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
-	char *answer = NULL, why[200], question[800], id[2 * KY_TOKEN_ID_LEN + 1] = "";
+	char why[200], question[800], id[2 * KY_TOKEN_ID_LEN + 1] = "";
 	struct cli_token_keypart tp;
+	struct cli_keypart_list l = {0};
 	struct cli_keypart *parts = NULL, *p;
-	size_t n = 0, nnums = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
@@ -567,30 +574,12 @@ int tke_mk_rm_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = cli_keyparts_list(&parts, &n)) != 0)
+	if ((r = cli_keyparts_list(&l.parts, &l.n)) != 0)
 		goto out;
-	if (n == 0) {
-		r = KY_ERR_NOT_FOUND;
-		cli_fail(r, "key parts", "the workspace has none");
+	parts = l.parts;
+	if ((r = cli_pick_number("key parts", "--mk", "number of the key part to delete", l.n,
+	                         mks_print_ctx, &l, arg, &num)) != 0)
 		goto out;
-	}
-	if (arg == NULL) {
-		bool saved_json = cli_g.json;
-		cli_g.json = false;
-		r = mks_print(parts, n);
-		cli_g.json = saved_json;
-		if (r != 0)
-			goto out;
-		putchar('\n');
-		fflush(stdout);
-		if ((r = cli_prompt_line("number of the key part to delete", "--mk", &answer)) != 0)
-			goto out;
-		arg = answer;
-	}
-	if ((r = cli_parse_numbers(arg, (int)n, &num, 1, &nnums, why, sizeof(why))) != 0) {
-		cli_fail(r, "--mk", "%s (the workspace has key parts 1 to %zu)", why, n);
-		goto out;
-	}
 	p = &parts[num - 1];
 	if (p->in_token && (r = cli_token_keypart_read(p->path, &tp, why, sizeof(why))) != 0) {
 		cli_fail(r, p->path, "%s", why);
@@ -608,11 +597,8 @@ int tke_mk_rm_main(int argc, char **argv)
 	mk_rm_warn_backups(p);
 	if ((r = cli_confirm(question)) != 0)
 		goto out;
-	if (unlink(p->path) != 0) {
-		r = KY_ERR_IO;
-		cli_fail(r, p->path, "%s", strerror(errno));
+	if ((r = cli_unlink(p->path)) != 0)
 		goto out;
-	}
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:s}", "deleted", p->number,
 		                         "description", p->description, "vp", p->vp_hex, "file",
@@ -632,7 +618,6 @@ int tke_mk_rm_main(int argc, char **argv)
 		       "it\n");
 	r = 0;
 out:
-	free(answer);
 	free(parts);
 	return ky_err_exit(r);
 }

@@ -449,15 +449,22 @@ static const char sigkey_rm_usage[] =
     "  --sigkey N              number of the signature key to delete\n"
     "\n" CLI_COMMON_HELP;
 
+static int sigkeys_print_ctx(const void *ctx)
+{
+	const struct cli_sigkey_list *l = ctx;
+
+	return sigkeys_print(l->keys, l->n);
+}
+
 int tke_sigkey_rm_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"sigkey", required_argument, NULL, 's'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-	int r = KY_ERR_INTERNAL, c, num;
+	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
-	char *answer = NULL, why[160], question[700];
-	struct cli_sigkey *keys = NULL, *k;
-	size_t n = 0, nnums = 0;
+	char question[700];
+	struct cli_sigkey_list l = {0};
+	struct cli_sigkey *k;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
@@ -471,32 +478,12 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = cli_sigkeys_list(&keys, &n)) != 0)
+	if ((r = cli_sigkeys_list(&l.keys, &l.n)) != 0 ||
+	    (r = cli_pick_number("signature keys", "--sigkey",
+	                         "number of the signature key to delete", l.n, sigkeys_print_ctx,
+	                         &l, arg, &num)) != 0)
 		goto out;
-	if (n == 0) {
-		r = KY_ERR_NOT_FOUND;
-		cli_fail(r, "signature keys", "the workspace has none");
-		goto out;
-	}
-	if (arg == NULL) {
-		bool saved_json = cli_g.json;
-		cli_g.json = false;
-		r = sigkeys_print(keys, n);
-		cli_g.json = saved_json;
-		if (r != 0)
-			goto out;
-		putchar('\n');
-		fflush(stdout);
-		if ((r = cli_prompt_line("number of the signature key to delete", "--sigkey",
-		                         &answer)) != 0)
-			goto out;
-		arg = answer;
-	}
-	if ((r = cli_parse_numbers(arg, (int)n, &num, 1, &nnums, why, sizeof(why))) != 0) {
-		cli_fail(r, "--sigkey", "%s (the workspace has signature keys 1 to %zu)", why, n);
-		goto out;
-	}
-	k = &keys[num - 1];
+	k = &l.keys[num - 1];
 	snprintf(question, sizeof(question),
 	         "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
 	         k->number, k->name, sigkeys_base(k->path));
@@ -505,11 +492,8 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	/* Drop it from the selection first: a selection never names a missing file. */
 	if (k->selected && (r = cli_selection_drop_sigkey(k->path)) != 0)
 		goto out;
-	if (unlink(k->path) != 0) {
-		r = KY_ERR_IO;
-		cli_fail(r, k->path, "%s", strerror(errno));
+	if ((r = cli_unlink(k->path)) != 0)
 		goto out;
-	}
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s}", "deleted", k->number, "name", k->name,
 		                         "file", k->path));
@@ -518,7 +502,6 @@ int tke_sigkey_rm_main(int argc, char **argv)
 		       k->path);
 	r = 0;
 out:
-	free(answer);
-	free(keys);
+	free(l.keys);
 	return ky_err_exit(r);
 }

@@ -1043,3 +1043,43 @@ bool cli_card_keep_running(unsigned reader)
 	pid = strtol(buf, NULL, 10);
 	return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
+
+int cli_pick_number(const char *what, const char *flag, const char *question, size_t n,
+                    int (*print)(const void *ctx), const void *ctx, const char *arg, int *num)
+{
+	int r = KY_ERR_INTERNAL;
+	char *answer = NULL, why[160];
+	size_t nnums = 0;
+
+	if (n == 0)
+		return cli_err(KY_ERR_NOT_FOUND, what, "the workspace has none");
+	if (arg == NULL) {
+		bool saved_json = cli_g.json;
+
+		cli_g.json = false;
+		r = print(ctx);
+		cli_g.json = saved_json;
+		if (r != 0)
+			goto out;
+		putchar('\n');
+		fflush(stdout);
+		if ((r = cli_prompt_line(question, flag, &answer)) != 0)
+			goto out;
+		arg = answer;
+	}
+	if ((r = cli_parse_numbers(arg, (int)n, num, 1, &nnums, why, sizeof(why))) != 0) {
+		cli_err(r, flag, "%s (the workspace has %s 1 to %zu)", why, what, n);
+		goto out;
+	}
+	r = 0;
+out:
+	free(answer);
+	return r;
+}
+
+int cli_unlink(const char *path)
+{
+	if (unlink(path) != 0)
+		return cli_err(KY_ERR_IO, path, "%s", strerror(errno));
+	return 0;
+}
