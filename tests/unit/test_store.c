@@ -1177,6 +1177,11 @@ static void test_changes_every_write(void **state)
 	const char *id0 = "00000000-0000-4000-8000-000000000000";
 	const char *id1 = "00000001-0000-4000-8000-000000000001";
 
+	if (f->pg) { /* PostgreSQL has no change log yet: its units drop every cached key */
+		fprintf(stderr, "skipped on PostgreSQL: no change log there\n");
+		skip();
+	}
+
 	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, ""), 0);
 	assert_int_equal(n, 0);
 	insert_n(f->s, 0, 2, vp_a);
@@ -1257,6 +1262,11 @@ static void test_changes_too_old(void **state)
 	struct fx *f = *state;
 	struct ky_store_change_pos pos = {0, 0}, old, bad;
 	size_t n = 0;
+
+	if (f->pg) { /* PostgreSQL has no change log yet: its units drop every cached key */
+		fprintf(stderr, "skipped on PostgreSQL: no change log there\n");
+		skip();
+	}
 
 	insert_n(f->s, 0, 3, vp_a);
 	assert_int_equal(changes_of(f->s, &pos, &n, KY_STORE_REC_KEY, ""), 0);
