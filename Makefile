@@ -49,10 +49,10 @@ demo-cards: build
 
 test: check-deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
-	$(MESON) test -C $(BUILD) --print-errorlogs --num-processes 3
+	$(MESON) test -C $(BUILD) --print-errorlogs --num-processes 4
 
 test-asan: build-asan
-	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs --num-processes 3 --timeout-multiplier 3
+	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs --num-processes 4 --timeout-multiplier 3
 
 # Performance figures on this machine (docs/performance.md): installs wrk, builds, runs them.
 bench:

@@ -7,6 +7,16 @@ KYOK="$KYOK_BUILD/cli/kyok"
 UNITD="$KYOK_BUILD/unitd/kyok-unitd"
 export KYOK_UNITD="$UNITD"
 
+# Each test runs in a network namespace of its own, with only a loopback, when it can (root,
+# unshare and ip): a unit keeps the port it was made with, and a test that stops and restarts
+# units must never find that port taken by a unit of another test running at the same time.
+# A test that needs the outside network (npm) sets KYOK_T_SHARED_NET=1 before sourcing this.
+if [ -z "${KYOK_T_NETNS:-}" ] && [ -z "${KYOK_T_SHARED_NET:-}" ] && [ "$(id -u)" -eq 0 ] &&
+	command -v unshare >/dev/null && command -v ip >/dev/null && unshare --net true 2>/dev/null; then
+	export KYOK_T_NETNS=1
+	exec unshare --net bash -c 'ip link set lo up && exec bash "$@"' bash "$0" "$@"
+fi
+
 T_NAME=$(basename "$0" .sh)
 T_FAILS=0
 

@@ -2,7 +2,9 @@
 # The official Key Protect Node.js SDK (tests/sdk, pinned in its package-lock.json) against a
 # real 2-unit instance: auto-init, API keys made with signed apikey-create commands, then
 # tests/sdk/kp_sdk_test.js with the unit URLs and the API keys in its environment (never on
-# a command line). Skipped (exit 77) when node or npm is missing.
+# a command line). Skipped (exit 77) when node or npm is missing. It keeps the machine's
+# network: npm may fetch the SDK from its registry.
+KYOK_T_SHARED_NET=1
 . "$(dirname "$0")/helpers.sh"
 SDK_SRC=$(cd "$(dirname "$0")/../sdk" && pwd)
 NPM_CACHE=${npm_config_cache:-${HOME:-/root}/.npm}

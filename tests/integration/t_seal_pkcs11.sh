@@ -107,7 +107,7 @@ expect_ok "... the same data key" cmp "$T_DIR/dek" "$T_DIR/dek2"
 C="$T_DIR/copy"
 mkdir -p "$C"
 cp -a "$D" "$C/data"
-sed -e "s|^data_dir = .*|data_dir = $C/data|" -e "s|^port_file = .*|port_file = $C/port|" \
+sed -e "s|^data_dir = .*|data_dir = $C/data|" -e "s|^port_file = .*|port_file = $C/port|" -e "s|^listen = .*|listen = 127.0.0.1:0|" \
 	-e "s|^log_file = .*|log_file = $C/unit.log|" -e '/^store = /d' \
 	-e "s|^pkcs11_pin_file = .*|pkcs11_pin_file = $T_DIR/pw/hsm-b-pin|" \
 	"$KYOK_INSTANCE/unit-1/unit.conf" >"$C/unit.conf"
@@ -125,7 +125,7 @@ expect_eq "... token B holds no key" "$(token_keys hsm-b | grep -c 'Secret Key O
 F="$T_DIR/fresh"
 mkdir -p "$F/data"
 chmod 700 "$F/data"
-sed -e "s|^data_dir = .*|data_dir = $F/data|" -e "s|^port_file = .*|port_file = $F/port|" \
+sed -e "s|^data_dir = .*|data_dir = $F/data|" -e "s|^port_file = .*|port_file = $F/port|" -e "s|^listen = .*|listen = 127.0.0.1:0|" \
 	-e "s|^log_file = .*|log_file = $F/unit.log|" -e '/^store = /d' -e 's/^unit = .*/unit = fresh/' \
 	-e "s|^identity_cert = .*|identity_cert = $F/identity.crt|" \
 	"$KYOK_INSTANCE/unit-1/unit.conf" >"$F/unit.conf"
@@ -189,10 +189,10 @@ expect_ok "state after the zeroize back: up" "$KYOK" up
 expect_eq "... unit 1 in imprint mode" "$(unit_state 1 | jq -r .imprint)" true
 
 # ---- unit.conf: the pkcs11 settings ------------------------------------------------------------
-sed '/^pkcs11_pin_file/d' "$KYOK_INSTANCE/unit-1/unit.conf" >"$T_DIR/nopin.conf"
+sed -e '/^pkcs11_pin_file/d' -e 's|^listen = .*|listen = 127.0.0.1:0|' "$KYOK_INSTANCE/unit-1/unit.conf" >"$T_DIR/nopin.conf"
 expect_fail "seal = pkcs11 without a PIN file: refused" "seal = pkcs11 needs 'pkcs11_pin_file'" \
 	"$UNITD" --config "$T_DIR/nopin.conf"
-sed 's/^seal = pkcs11/seal = file/' "$KYOK_INSTANCE/unit-1/unit.conf" >"$T_DIR/mixed.conf"
+sed -e 's/^seal = pkcs11/seal = file/' -e 's|^listen = .*|listen = 127.0.0.1:0|' "$KYOK_INSTANCE/unit-1/unit.conf" >"$T_DIR/mixed.conf"
 expect_fail "pkcs11 settings with seal = file: refused" \
 	"'pkcs11_module' is a setting of seal = pkcs11, but seal is file" \
 	"$UNITD" --config "$T_DIR/mixed.conf"

@@ -86,7 +86,7 @@ expect_ok "... the same data key" cmp "$T_DIR/dek" "$T_DIR/dek2"
 # ---- the data directory copied next to another TPM -----------------------------------------
 # copy_conf DIR TCTI: unit.conf for a copy of unit 1's data directory in DIR.
 copy_conf() {
-	sed -e "s|^data_dir = .*|data_dir = $1/data|" -e "s|^port_file = .*|port_file = $1/port|" \
+	sed -e "s|^data_dir = .*|data_dir = $1/data|" -e "s|^port_file = .*|port_file = $1/port|" -e "s|^listen = .*|listen = 127.0.0.1:0|" \
 		-e "s|^log_file = .*|log_file = $1/unit.log|" -e '/^store = /d' \
 		-e "s|^tpm2_tcti = .*|tpm2_tcti = $2|" "$KYOK_INSTANCE/unit-1/unit.conf" >"$1/unit.conf"
 }
@@ -107,7 +107,7 @@ expect_eq "... nothing in the copy changed" "$(listing)" "$before"
 # Another unit on TPM B takes handle 0x81000100 for a parent of its own.
 O="$T_DIR/other"
 mkdir -p "$O"
-sed -e "s|^data_dir = .*|data_dir = $O/data|" -e "s|^port_file = .*|port_file = $O/port|" \
+sed -e "s|^data_dir = .*|data_dir = $O/data|" -e "s|^port_file = .*|port_file = $O/port|" -e "s|^listen = .*|listen = 127.0.0.1:0|" \
 	-e "s|^log_file = .*|log_file = $O/unit.log|" -e '/^store = /d' -e 's/^unit = .*/unit = other/' \
 	-e "s|^tpm2_tcti = .*|tpm2_tcti = $TB|" -e "s|^identity_cert = .*|identity_cert = $O/identity.crt|" \
 	"$KYOK_INSTANCE/unit-1/unit.conf" >"$O/unit.conf"
