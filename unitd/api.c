@@ -15,6 +15,8 @@
  *   POST   /api/v2/keys/{id}/actions/{action}   wrap unwrap rewrap rotate enable disable
  *   POST   /api/v2/keys/{id}?action={action}      setKeyForDeletion unsetKeyForDeletion restore
  *   GET    /api/v2/keys/{id}/policies           PUT the same (rotation, dualAuthDelete)
+ *   POST   /api/v2/keys/{id}/aliases/{alias}    DELETE the same: key aliases
+ * {id} is a key id or one of the key's aliases (api_key_id resolves it).
  *   GET    /api/v2/instance/policies            PUT the same
  *
  * Every /api/v2 request: Authorization: Bearer <token from /identity/token>, Bluemix-Instance
@@ -126,6 +128,8 @@ enum api_route {
 	ROUTE_KEY_POLICIES_PUT,
 	ROUTE_INSTANCE_POLICIES_GET,
 	ROUTE_INSTANCE_POLICIES_PUT,
+	ROUTE_KEY_ALIAS_CREATE,
+	ROUTE_KEY_ALIAS_DELETE,
 };
 
 /* path: segments after /api/v2/, "{id}" matches a key id. query: the query parameters the
@@ -155,6 +159,8 @@ static const struct {
     {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
     {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
     {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
+    {"POST", "keys/{id}/aliases/{alias}", ROUTE_KEY_ALIAS_CREATE, PERM_KEYS_WRITE, true, ""},
+    {"DELETE", "keys/{id}/aliases/{alias}", ROUTE_KEY_ALIAS_DELETE, PERM_KEYS_ADMIN, true, ""},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -203,7 +209,9 @@ struct api_req {
 	int metric; /* metrics slot (unitd_metrics_route) */
 	char method[8];
 	char *url; /* malloc'd */
-	char id[KY_UUID_LEN + 1];
+	/* the {id} segment: a key id or alias until api_key_id, then the key id */
+	char id[KY_KEY_ALIAS_MAX + 1];
+	char alias[KY_KEY_ALIAS_MAX + 1]; /* the {alias} segment */
 	char action[32];
 	bool too_large, answered;
 	size_t drained;
@@ -420,14 +428,21 @@ static bool api_match(const char *pattern, const char *path, struct api_req *q)
 		size_t sl = se ? (size_t)(se - path) : strlen(path);
 
 		if (pl == 4 && memcmp(pattern, "{id}", 4) == 0) {
-			/* Any other segment is a key id too: one that is not a UUID is refused as
-			 * such (400), not as an unknown endpoint. */
+			/* Any other segment is a key id or alias too: one that is neither is
+			 * refused as such (400), not as an unknown endpoint. */
 			if (sl == 0)
 				return false;
-			memcpy(q->id, path, sl < KY_UUID_LEN ? sl : KY_UUID_LEN);
-			q->id[sl < KY_UUID_LEN ? sl : KY_UUID_LEN] = '\0';
-			if (sl != KY_UUID_LEN)
-				q->id[0] = '?'; /* not a UUID: refused as such later */
+			memcpy(q->id, path, sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX);
+			q->id[sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX] = '\0';
+			if (sl > KY_KEY_ALIAS_MAX)
+				q->id[0] = '?'; /* too long: refused as such later */
+		} else if (pl == 7 && memcmp(pattern, "{alias}", 7) == 0) {
+			if (sl == 0)
+				return false;
+			memcpy(q->alias, path, sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX);
+			q->alias[sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX] = '\0';
+			if (sl > KY_KEY_ALIAS_MAX)
+				q->alias[0] = '?'; /* too long: refused as such later */
 		} else if (pl == 8 && memcmp(pattern, "{action}", 8) == 0) {
 			if (sl == 0 || sl >= sizeof(q->action))
 				return false;
@@ -661,17 +676,40 @@ static int api_check(struct api_ctx *x, enum api_perm perm)
 
 /* ---- handlers ---- */
 
+/* The key a request names in its path, by id or by alias: x->q->id becomes its key id. The one
+ * resolution every route of a key goes through. */
 static int api_key_id(struct api_ctx *x)
 {
-	if (!ky_uuid_valid(x->q->id)) {
-		api_detail(x, "the key id in the path is not a UUID: a key id is 36 characters, "
-		              "8-4-4-4-12 hex digits (as 'kyok kp keys' lists them)");
+	char id[KY_UUID_LEN + 1];
+	int r;
+
+	if (ky_uuid_valid(x->q->id)) {
+		/* Ids are stored in lower case. */
+		for (char *p = x->q->id; *p; p++)
+			if (*p >= 'A' && *p <= 'F')
+				*p = (char)(*p - 'A' + 'a');
+		return 0;
+	}
+	if (!ky_key_alias_valid(x->q->id)) {
+		api_detail(
+		    x,
+		    "'%.40s' in the path is neither a key id nor a key alias: a key id is "
+		    "36 characters, 8-4-4-4-12 hex digits (as 'kyok kp keys' lists them); an "
+		    "alias is 2 to 90 letters, digits, '-' and '_'",
+		    x->q->id[0] == '?' ? "(longer than 90 characters)" : x->q->id);
 		return KY_ERR_MALFORMED;
 	}
-	/* Ids are stored in lower case. */
-	for (char *p = x->q->id; *p; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
+	r = ky_kms_alias_resolve(&x->kms, x->q->id, x->now, id);
+	if (r == KY_ERR_NOT_FOUND)
+		api_detail(x, "no key has the alias '%s' (aliases are case sensitive)", x->q->id);
+	else if (r == KY_ERR_RECORD_TAMPERED)
+		api_detail(x,
+		           "key storage's alias index names a key for the alias '%s' whose record "
+		           "does not list it (the index was altered): refused",
+		           x->q->id);
+	if (r != 0)
+		return r;
+	memcpy(x->q->id, id, sizeof(id));
 	return 0;
 }
 
@@ -901,6 +939,7 @@ static int api_key_create(struct api_ctx *x)
 	struct kp_instance_policies pol;
 	struct ky_key_spec sp = {0};
 	struct ky_key *k = NULL, *k2 = NULL;
+	const char *aliases[KY_KEY_ALIASES_MAX];
 	int r;
 
 	if ((r = kp_parse_create(x->q->body.data, x->q->body.len, &cr, x->detail,
@@ -923,7 +962,14 @@ static int api_key_create(struct api_ctx *x)
 	sp.len = cr.has_payload ? cr.payload.len : 0;
 	sp.expires = cr.expires;
 	sp.actor = x->caller;
+	for (size_t i = 0; i < cr.naliases; i++)
+		aliases[i] = cr.aliases[i];
+	sp.aliases = aliases;
+	sp.naliases = cr.naliases;
 	r = ky_kms_key_create(&x->kms, &sp, x->now, &k);
+	if (r == KY_ERR_KEY_ALIAS_EXISTS)
+		api_detail(x, "one of the aliases in member 'resources[0].aliases' (each may be "
+		              "given once, and none may be another key's)");
 	if (r == KY_ERR_KEY_LIMIT)
 		api_detail(
 		    x,
@@ -1049,6 +1095,51 @@ out:
 }
 
 static const char *api_action_name(enum api_action act);
+
+static int api_no_body(struct api_ctx *x, const char *what);
+
+/* POST and DELETE /keys/{id}/aliases/{alias}: 201 with the alias, or 204. */
+static int api_key_alias(struct api_ctx *x, bool add)
+{
+	struct ky_key_act a = {.action = add ? KY_KEY_ALIAS_ADD : KY_KEY_ALIAS_DELETE,
+	                       .rotation_months = -1,
+	                       .dual_auth = -1,
+	                       .alias = x->q->alias};
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = api_no_body(x, add ? "alias creation" : "alias deletion")) != 0)
+		return r;
+	if (add && !ky_key_alias_valid(x->q->alias)) {
+		api_detail(x, "'%.40s'",
+		           x->q->alias[0] == '?' ? "(longer than 90 characters)" : x->q->alias);
+		return KY_ERR_KEY_ALIAS_INVALID;
+	}
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	a.actor = x->caller;
+	r = ky_kms_key_act(&x->kms, x->q->id, &a, x->now, &k);
+	/* Whatever happened, this unit's cached copy is not trusted any more. */
+	unitd_keystore_flush(x->api->ks);
+	if (r == KY_ERR_KEY_ALIAS_EXISTS)
+		api_detail(x, "alias '%s'", x->q->alias);
+	else if (r == KY_ERR_KEY_ALIAS_QUOTA)
+		api_detail(x, "key %s", x->q->id);
+	else if (r == KY_ERR_KEY_ALIAS_NOT_FOUND)
+		api_detail(x, "key %s has no alias '%.90s'", x->q->id, x->q->alias);
+	if (r != 0)
+		goto out;
+	if (add) {
+		x->reply = kp_alias_json(k, x->q->alias);
+		x->status = 201;
+		r = x->reply ? 0 : KY_ERR_NOMEM;
+	} else {
+		x->status = 204;
+	}
+out:
+	ky_key_free(k);
+	return r;
+}
 
 /* wrap, unwrap, rewrap: the hot path, through the key cache. */
 static int api_key_crypt(struct api_ctx *x, enum api_action act)
@@ -1496,6 +1587,10 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_instance_policies(x, false);
 	case ROUTE_INSTANCE_POLICIES_PUT:
 		return api_instance_policies(x, true);
+	case ROUTE_KEY_ALIAS_CREATE:
+		return api_key_alias(x, true);
+	case ROUTE_KEY_ALIAS_DELETE:
+		return api_key_alias(x, false);
 	}
 	return KY_ERR_INTERNAL;
 }

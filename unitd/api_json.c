@@ -399,7 +399,41 @@ void kp_create_release(struct kp_create *c)
 	memset(c, 0, sizeof(*c));
 }
 
-#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload"
+#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload aliases"
+
+/* Member 'aliases' of a new key: an array of at most KY_KEY_ALIASES_MAX valid aliases. */
+static int kp_create_aliases(json_t *res, struct kp_create *out, char *detail, size_t detaillen)
+{
+	json_t *v = json_object_get(res, "aliases"), *item;
+	size_t i;
+
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_array(v)) {
+		kp_detail(detail, detaillen,
+		          "member 'resources[0].aliases' must be an array of "
+		          "strings");
+		return KY_ERR_MALFORMED;
+	}
+	if (json_array_size(v) > KY_KEY_ALIASES_MAX) {
+		kp_detail(detail, detaillen, "member 'resources[0].aliases' holds %zu",
+		          json_array_size(v));
+		return KY_ERR_KEY_ALIAS_QUOTA;
+	}
+	json_array_foreach(v, i, item)
+	{
+		const char *a = json_string_value(item);
+
+		if (a == NULL || !ky_key_alias_valid(a)) {
+			kp_detail(detail, detaillen, "member 'resources[0].aliases[%zu]'%s%.40s%s",
+			          i, a ? ": '" : " is not a string", a ? a : "", a ? "'" : "");
+			return KY_ERR_KEY_ALIAS_INVALID;
+		}
+		snprintf(out->aliases[i], sizeof(out->aliases[i]), "%s", a);
+	}
+	out->naliases = json_array_size(v);
+	return 0;
+}
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
@@ -417,12 +451,8 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
 	    (r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
 		goto out;
-	if (json_object_get(res, "aliases") != NULL) {
-		kp_detail(detail, detaillen,
-		          "member 'resources[0].aliases': kyok keys have no aliases");
-		r = KY_ERR_UNSUPPORTED;
+	if ((r = kp_create_aliases(res, out, detail, detaillen)) != 0)
 		goto out;
-	}
 	if ((tok = kp_import_token_member(res)) != NULL) {
 		kp_detail(detail, detaillen,
 		          "member 'resources[0].%s': import tokens are not supported: send the "
@@ -1145,6 +1175,12 @@ json_t *kp_key_json(const struct ky_key *k, const char *instance, bool payload, 
 	} else {
 		r |= kp_set(o, "dualAuthDelete", json_pack("{s:b}", "enabled", 0));
 	}
+	if (k->naliases > 0) {
+		json_t *al = json_array();
+		for (uint32_t i = 0; al != NULL && i < k->naliases; i++)
+			r |= json_array_append_new(al, json_string(k->aliases[i].name));
+		r |= kp_set(o, "aliases", al);
+	}
 	r |= kp_set(o, "keyRingID", json_string("default"));
 	r |= kp_set(o, "deleted", json_boolean(st == KY_KEY_DESTROYED));
 	if (st == KY_KEY_DESTROYED) {
@@ -1291,4 +1327,22 @@ int kp_json_dump(const json_t *j, struct ky_buf *out)
 	if (json_dump_callback(j, kp_dump_cb, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0)
 		return KY_ERR_NOMEM;
 	return ky_buf_append(out, "\n", 1);
+}
+
+/* ---- key aliases ---- */
+
+json_t *kp_alias_json(const struct ky_key *k, const char *alias)
+{
+	const struct ky_key_alias *a = NULL;
+	char d[KP_DATE_LEN + 1];
+
+	for (uint32_t i = 0; i < k->naliases; i++)
+		if (strcmp(k->aliases[i].name, alias) == 0)
+			a = &k->aliases[i];
+	if (a == NULL)
+		return NULL;
+	kp_date(a->created, d);
+	return kp_collection(KP_TYPE_ALIAS,
+	                     json_pack("[{s:s, s:s, s:s, s:s}]", "keyId", k->id, "alias", a->name,
+	                               "createdBy", a->created_by, "creationDate", d));
 }

@@ -443,7 +443,17 @@
 	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
 	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
 	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
-	  "there, or use file key parts")
+	  "there, or use file key parts")                                                          \
+	X(KEY_ALIAS_INVALID, "key-alias-invalid", KY_EXIT_INPUT, 400,                              \
+	  "a key alias is 2 to 90 characters, letters, digits, '-' and '_', and not a UUID "       \
+	  "(aliases are case sensitive)")                                                          \
+	X(KEY_ALIAS_EXISTS, "key-alias-not-unique", KY_EXIT_STATE, 409,                            \
+	  "the alias is in use by a key of this instance (an alias names one key): choose "        \
+	  "another alias, or delete it from the key that has it first")                            \
+	X(KEY_ALIAS_QUOTA, "key-alias-quota", KY_EXIT_REFUSED, 400,                                \
+	  "the key has 5 aliases, as many as a key may have: delete one of them first")            \
+	X(KEY_ALIAS_NOT_FOUND, "key-alias-not-found", KY_EXIT_INPUT, 404,                          \
+	  "the key has no such alias: its aliases are in its metadata ('aliases')")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

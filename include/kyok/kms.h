@@ -87,6 +87,13 @@ struct ky_key_version {
 	uint8_t *material; /* secure heap; NULL when loaded with KY_KMS_METADATA_ONLY */
 };
 
+/* A key alias: another name a key is addressed by, unique in the instance. */
+struct ky_key_alias {
+	char name[KY_KEY_ALIAS_MAX + 1];
+	char created_by[KY_KEY_ACTOR_MAX + 1];
+	int64_t created;
+};
+
 struct ky_key {
 	char id[KY_UUID_LEN + 1];
 	char name[KY_KEY_NAME_MAX + 1];
@@ -106,6 +113,8 @@ struct ky_key {
 	int64_t deletion_set_at;
 	uint32_t nversions;
 	struct ky_key_version *versions; /* ascending; versions[nversions - 1] is the newest */
+	uint32_t naliases;               /* 0..KY_KEY_ALIASES_MAX, in the order they were made */
+	struct ky_key_alias aliases[KY_KEY_ALIASES_MAX];
 	/* storage bookkeeping, filled by ky_kms_record_open / _key_create */
 	int64_t seq;
 	int64_t rev;
@@ -116,10 +125,13 @@ struct ky_key_spec {
 	const char *name;
 	const char *description; /* NULL = "" */
 	int extractable;
-	const uint8_t *payload; /* imported material; NULL = generate 32 bytes */
-	size_t len;             /* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
-	int64_t expires;        /* 0 = never */
-	const char *actor;      /* created_by; NULL = "" */
+	const uint8_t *payload;     /* imported material; NULL = generate 32 bytes */
+	size_t len;                 /* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
+	int64_t expires;            /* 0 = never */
+	const char *actor;          /* created_by; NULL = "" */
+	const char *const *aliases; /* naliases of them (KY_ERR_KEY_ALIAS_INVALID, _QUOTA,
+	                               _EXISTS for one given twice) */
+	size_t naliases;
 };
 
 enum ky_key_action {
@@ -132,6 +144,8 @@ enum ky_key_action {
 	KY_KEY_RESTORE,
 	KY_KEY_PURGE,
 	KY_KEY_SET_POLICY,
+	KY_KEY_ALIAS_ADD,    /* alias: KY_ERR_KEY_ALIAS_INVALID, _EXISTS (this key), _QUOTA */
+	KY_KEY_ALIAS_DELETE, /* alias: KY_ERR_KEY_ALIAS_NOT_FOUND */
 };
 
 struct ky_key_act {
@@ -141,7 +155,12 @@ struct ky_key_act {
 	size_t len;
 	int rotation_months; /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1..12 */
 	int dual_auth;       /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1 on */
+	const char *alias;   /* KY_KEY_ALIAS_ADD, KY_KEY_ALIAS_DELETE */
 };
+
+/* What a key alias may be (Key Protect's rule): 2 to KY_KEY_ALIAS_MAX characters of
+ * A-Z a-z 0-9 '-' '_', and not a UUID (in either case: it would read as a key id). */
+bool ky_key_alias_valid(const char *alias);
 
 /* New key in memory (id and material generated unless imported). KY_ERR_KEY_NAME,
  * KY_ERR_KEY_MATERIAL. */
@@ -178,6 +197,12 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
                        struct ky_key **out) KY_WUR;
 
 /* ---- keys in the store ---- */
+
+/* The key that has alias: its id in id. KY_ERR_NOT_FOUND when no key has it;
+ * KY_ERR_RECORD_TAMPERED when the store's alias index names a key whose sealed record does not
+ * list the alias (the index was altered); the errors of ky_kms_key_get. */
+int ky_kms_alias_resolve(const struct ky_kms *kms, const char *alias, int64_t now,
+                         char id[KY_UUID_LEN + 1]) KY_WUR;
 
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
                       struct ky_key **out) KY_WUR;

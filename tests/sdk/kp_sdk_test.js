@@ -1,6 +1,6 @@
 // The official Key Protect Node.js SDK, unchanged, against a kyok instance: token service,
 // keys, wrap/unwrap/rewrap, rotation, disable/enable, dual-authorization delete, restore,
-// policies. Run by tests/integration/t_sdk.sh; everything comes from the environment:
+// policies, key aliases. Run by tests/integration/t_sdk.sh; everything comes from the environment:
 //   KYOK_URL            a unit's base URL (also the token service: <url>/identity/token)
 //   KYOK_URL_2          optional: another unit of the same instance (cross-unit checks)
 //   KYOK_INSTANCE_ID    the service instance id (header Bluemix-Instance)
@@ -71,6 +71,54 @@ const keyBody = (fields) => ({
 });
 
 const b64 = (s) => Buffer.from(s).toString('base64');
+
+// Key aliases: created, used in place of the id, deleted, and their refusals.
+async function aliasChecks(p) {
+  const alias = `sdk-alias-${process.pid}`;
+  let keyId;
+
+  await check('key aliases: create an alias', async () => {
+    const k = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-aliased' }) });
+    keyId = k.result.resources[0].id;
+    const r = await writer.createKeyAlias({ ...p, id: keyId, alias });
+    assert.strictEqual(r.status, 201);
+    assert.strictEqual(r.result.resources[0].keyId, keyId);
+    assert.strictEqual(r.result.resources[0].alias, alias);
+  });
+
+  await check('key aliases: get and wrap by alias', async () => {
+    const r = await reader.getKey({ ...p, id: alias });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.resources[0].id, keyId);
+    assert.deepStrictEqual(r.result.resources[0].aliases, [alias]);
+    const w = await reader.wrapKey({ ...p, id: alias, keyActionWrapBody: {} });
+    const u = await reader.unwrapKey({
+      ...p,
+      id: keyId,
+      keyActionUnwrapBody: { ciphertext: w.result.ciphertext },
+    });
+    assert.strictEqual(u.result.plaintext, w.result.plaintext);
+  });
+
+  await check('key aliases: in use (409), 6th (400), a reader (403)', async () => {
+    const other = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-aliased-2' }) });
+    const e = await refused(
+      writer.createKeyAlias({ ...p, id: other.result.resources[0].id, alias }),
+      409
+    );
+    assert.ok(String(e.body).includes('KEY_ALIAS_NOT_UNIQUE_ERR'), e.body);
+    for (let i = 2; i <= 5; i++) await writer.createKeyAlias({ ...p, id: keyId, alias: `${alias}-${i}` });
+    await refused(writer.createKeyAlias({ ...p, id: keyId, alias: `${alias}-6` }), 400);
+    await refused(reader.createKeyAlias({ ...p, id: keyId, alias: `${alias}-r` }), 403);
+  });
+
+  await check('key aliases: delete', async () => {
+    const r = await manager.deleteKeyAlias({ ...p, id: keyId, alias });
+    assert.strictEqual(r.status, 204);
+    await refused(reader.getKey({ ...p, id: alias }), 404);
+    await refused(manager.deleteKeyAlias({ ...p, id: keyId, alias }), 404);
+  });
+}
 
 async function main() {
   const p = { bluemixInstance: instance };
@@ -275,6 +323,8 @@ async function main() {
   await check('a bad API key gets no token', async () => {
     await refused(client('kyok_not-a-key').getKeys({ ...p }), 400);
   });
+
+  await aliasChecks(p);
 
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);

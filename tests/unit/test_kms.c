@@ -741,9 +741,16 @@ static void test_record_roundtrip_and_truncation(void **state)
 	q[n] = 0;
 	assert_int_equal(ky_kms_record_decode(q, n + 1, 0, &d), KY_ERR_MALFORMED);
 	/* wrong format byte, bad state, bad boolean */
-	q[0] = 2;
+	q[0] = 3;
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	/* format 1 has no aliases: the alias count would be a trailing byte */
 	q[0] = 1;
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	assert_int_equal(q[n - 1], 0);
+	assert_int_equal(ky_kms_record_decode(q, n - 1, 0, &d), 0);
+	assert_int_equal(d->naliases, 0);
+	ky_key_free(d);
+	q[0] = 2;
 	size_t off_flags = 1 + 2 + KY_UUID_LEN + 2 + strlen(k->name) + 2 + strlen(k->description);
 	q[off_flags + 2] = 4; /* state 4 does not exist */
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
@@ -760,6 +767,140 @@ static void test_record_roundtrip_and_truncation(void **state)
 	assert_int_equal(ky_kms_record_encode(d, &p, &n), KY_ERR_USAGE);
 	ky_key_free(d);
 	ky_key_free(k);
+}
+
+/* ---- key aliases ---- */
+
+static int alias_act(struct fx *f, const char *id, enum ky_key_action a, const char *alias,
+                     struct ky_key **out)
+{
+	struct ky_key_act ka = {
+	    .action = a, .actor = "bob", .rotation_months = -1, .dual_auth = -1, .alias = alias};
+	return ky_kms_key_act(&f->kms, id, &ka, NOW + 9, out);
+}
+
+static void test_alias_rule(void **state)
+{
+	static const char *const good[] = {"ab", "US-South-Test-Key", "a_b-c9", "0123456789",
+	                                   "00000000-0000-0000-0000-00000000000"};
+	static const char *const bad[] = {"",
+	                                  "a",
+	                                  "a b",
+	                                  "a.b",
+	                                  "a/b",
+	                                  "é-x",
+	                                  "key:1",
+	                                  "00000000-0000-0000-0000-000000000000",
+	                                  "ABCDEF01-2345-6789-abcd-ef0123456789"};
+	char longest[KY_KEY_ALIAS_MAX + 2];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(ky_key_alias_valid(good[i]));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(ky_key_alias_valid(bad[i]));
+	assert_false(ky_key_alias_valid(NULL));
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[KY_KEY_ALIAS_MAX] = '\0';
+	assert_true(ky_key_alias_valid(longest));
+	longest[KY_KEY_ALIAS_MAX] = 'a';
+	longest[KY_KEY_ALIAS_MAX + 1] = '\0';
+	assert_false(ky_key_alias_valid(longest));
+}
+
+/* Aliases given at creation and added later are in the sealed record, unique in the store,
+ * at most 5 a key; resolution finds the key and checks its record. */
+static void test_aliases(void **state)
+{
+	struct fx *f = *state;
+	const char *two[] = {"billing", "billing-eu"}, *twice[] = {"same", "same"};
+	const char *bad[] = {"ok-one", "not valid"}, *six[] = {"a1", "a2", "a3", "a4", "a5", "a6"};
+	const char *taken[] = {"fresh", "billing"};
+	struct ky_key_spec sp = {
+	    .name = "with-aliases", .actor = "alice", .aliases = two, .naliases = 2};
+	struct ky_key *k = NULL, *g = NULL, *o = create_root(f, "other");
+	char id[KY_UUID_LEN + 1];
+	uint8_t *p = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+	assert_int_equal(k->naliases, 2);
+	g = load(f, k->id);
+	assert_int_equal(g->naliases, 2);
+	assert_string_equal(g->aliases[0].name, "billing");
+	assert_string_equal(g->aliases[1].name, "billing-eu");
+	assert_string_equal(g->aliases[0].created_by, "alice");
+	assert_int_equal(g->aliases[1].created, NOW);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing-eu", NOW, id), 0);
+	assert_string_equal(id, k->id);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "Billing", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* refusals at creation: nothing stored */
+	sp.aliases = twice;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_EXISTS);
+	sp.aliases = bad;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_INVALID);
+	sp.aliases = six;
+	sp.naliases = 6;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_QUOTA);
+	sp.aliases = taken;
+	sp.naliases = 2;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_EXISTS);
+	assert_null(g);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "fresh", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* added and deleted one by one */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, "no spaces", NULL),
+	                 KY_ERR_KEY_ALIAS_INVALID);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, six[i], NULL), 0);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, six[3], &g), KY_ERR_KEY_ALIAS_QUOTA);
+	assert_null(g);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_DELETE, "billing", &g), 0);
+	assert_int_equal(g->naliases, 4);
+	assert_string_equal(g->aliases[0].name, "billing-eu");
+	assert_string_equal(g->aliases[3].name, "a3");
+	assert_string_equal(g->aliases[3].created_by, "bob");
+	ky_key_free(g);
+	g = NULL;
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_DELETE, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_NOT_FOUND);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), KY_ERR_NOT_FOUND);
+	/* the freed alias goes to another key */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "billing", NULL), 0);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), 0);
+	assert_string_equal(id, o->id);
+
+	/* a destroyed key takes no new alias; it keeps its own until purged */
+	assert_int_equal(act(f, o->id, KY_KEY_DELETE, "alice", NOW + 10), 0);
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "late", NULL), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW + 11, id), 0);
+	assert_int_equal(act(f, o->id, KY_KEY_PURGE, "alice", NOW + 10 + KY_KMS_PURGE_DELAY), 0);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* the index is not the authority: a row naming a key whose record does not list the
+	 * alias is refused */
+	tfx_sql(f->path, "INSERT INTO key_aliases (alias, id) SELECT 'planted', id FROM keys");
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "planted", NOW, id), KY_ERR_RECORD_TAMPERED);
+	assert_string_equal(id, "");
+
+	/* the record round trip keeps every alias field */
+	g = load(f, k->id);
+	assert_int_equal(ky_kms_record_encode(g, &p, &n), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_record_decode(p, n, 0, &g), 0);
+	assert_int_equal(g->naliases, 4);
+	assert_string_equal(g->aliases[1].name, "a1");
+	assert_int_equal(g->aliases[1].created, NOW + 9);
+	ky_key_free(g);
+	ky_kms_buf_free(p, n);
+	ky_key_free(k);
+	ky_key_free(o);
 }
 
 /* ---- wrap, unwrap, rewrap ---- */
@@ -1664,6 +1805,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_transitions, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_alias_rule),
+	    cmocka_unit_test_setup_teardown(test_aliases, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
