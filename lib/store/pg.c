@@ -273,9 +273,9 @@ static const struct {
 	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_commits();"
 
 /* Schema 2: the alias index (sqlite.c's key_aliases). */
-#define PG_ALIASES_SCHEMA                                                       \
-	"CREATE TABLE key_aliases (alias " PG_ID " PRIMARY KEY, id " PG_ID ");" \
-	"CREATE INDEX key_aliases_id ON key_aliases (id);"
+#define PG_ALIASES_SCHEMA                                                                     \
+	"CREATE TABLE IF NOT EXISTS key_aliases (alias " PG_ID " PRIMARY KEY, id " PG_ID ");" \
+	"CREATE INDEX IF NOT EXISTS key_aliases_id ON key_aliases (id);"
 
 static const char pg_schema[] =
     "CREATE TABLE meta (k " PG_ID " PRIMARY KEY, v text NOT NULL);"
