@@ -453,7 +453,21 @@
 	X(KEY_ALIAS_QUOTA, "key-alias-quota", KY_EXIT_REFUSED, 400,                                \
 	  "the key has 5 aliases, as many as a key may have: delete one of them first")            \
 	X(KEY_ALIAS_NOT_FOUND, "key-alias-not-found", KY_EXIT_INPUT, 404,                          \
-	  "the key has no such alias: its aliases are in its metadata ('aliases')")
+	  "the key has no such alias: its aliases are in its metadata ('aliases')")                \
+	X(KEY_RING_INVALID, "key-ring-invalid", KY_EXIT_INPUT, 400,                                \
+	  "a key ring id is 2 to 100 characters: letters, digits and '-'")                         \
+	X(KEY_RING_EXISTS, "key-ring-exists", KY_EXIT_STATE, 409,                                  \
+	  "the instance has a key ring with this id already: choose another id")                   \
+	X(KEY_RING_NOT_FOUND, "key-ring-not-found", KY_EXIT_INPUT, 404,                            \
+	  "the instance has no key ring with this id: 'GET /api/v2/key_rings' lists them")         \
+	X(KEY_RING_NOT_EMPTY, "key-ring-not-empty", KY_EXIT_STATE, 409,                            \
+	  "the key ring holds keys (in any state, until purged): move them to another key ring "   \
+	  "(PATCH /api/v2/keys/{id}) or purge them first")                                         \
+	X(KEY_RING_DEFAULT, "key-ring-default", KY_EXIT_REFUSED, 400,                              \
+	  "the key ring 'default' is every instance's own: it is never deleted")                   \
+	X(KEY_RING_QUOTA, "key-ring-quota", KY_EXIT_REFUSED, 400,                                  \
+	  "the instance has 50 key rings besides 'default', as many as it may have: delete one "   \
+	  "first")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -27,9 +27,11 @@
 #define KY_STORE_SCHEMA_VERSION    2
 #define KY_STORE_KEY_LIMIT_DEFAULT 5000
 #define KY_STORE_BUSY_MS_DEFAULT   10000
-#define KY_KEY_NAME_MAX            90 /* Key Protect: 2 to 90 characters */
-#define KY_KEY_ALIAS_MAX           90 /* a key alias: 2 to 90 characters (ky_key_alias_valid) */
-#define KY_KEY_ALIASES_MAX         5  /* aliases of one key */
+#define KY_KEY_NAME_MAX            90  /* Key Protect: 2 to 90 characters */
+#define KY_KEY_ALIAS_MAX           90  /* a key alias: 2 to 90 characters (ky_key_alias_valid) */
+#define KY_KEY_ALIASES_MAX         5   /* aliases of one key */
+#define KY_KEY_RING_MAX            100 /* a key ring id: 2 to 100 characters (ky_key_ring_valid) */
+#define KY_KEY_RING_DEFAULT        "default"
 #define KY_SECRET_NAME_MAX         64
 #define KY_APIKEY_ROLE_MAX         32
 #define KY_APIKEY_HASH_LEN         32

@@ -6,9 +6,11 @@
  *   u8 dual_auth | u32 rotation_months | i64 created | i64 updated | i64 expires |
  *   i64 deleted | str created_by | str deleted_by | str deletion_set_by |
  *   i64 deletion_set_at | u32 nversions | nversions x (u32 n | str id | i64 created |
- *   u16 len | material) | u8 naliases | naliases x (str alias | str created_by | i64 created)
- * Version 1 is version 2 without the aliases (records written before them): read as a key
- * without aliases, and written as version 2 the next time the key changes.
+ *   u16 len | material) | u8 naliases | naliases x (str alias | str created_by | i64 created) |
+ *   str key_ring
+ * Version 1 is version 2 without the aliases and the key ring (records written before them):
+ * read as a key without aliases in the ring 'default', and written as version 2 the next time
+ * the key changes.
  */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -187,7 +189,8 @@ int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
 		return KY_ERR_KEY_MATERIAL;
 	if (spec->expires < 0)
 		return KY_ERR_USAGE;
-	if (spec->naliases > 0 && spec->aliases == NULL)
+	if ((spec->naliases > 0 && spec->aliases == NULL) ||
+	    (spec->ring != NULL && !ky_key_ring_valid(spec->ring)))
 		return KY_ERR_USAGE;
 	if ((k = calloc(1, sizeof(*k))) == NULL)
 		return KY_ERR_NOMEM;
@@ -205,6 +208,7 @@ int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
 		strcpy(k->created_by, spec->actor);
 	k->extractable = spec->extractable ? 1 : 0;
 	k->imported = spec->payload != NULL;
+	snprintf(k->ring, sizeof(k->ring), "%s", spec->ring ? spec->ring : KY_KEY_RING_DEFAULT);
 	k->state = KY_KEY_ACTIVE;
 	k->created = k->updated = now;
 	k->expires = spec->expires;
@@ -308,6 +312,10 @@ int ky_key_check(const struct ky_key *k, const struct ky_key_act *a, int64_t now
 		if (a->alias == NULL || key_alias_at(k, a->alias) < 0)
 			return KY_ERR_KEY_ALIAS_NOT_FOUND;
 		return 0;
+	case KY_KEY_SET_RING:
+		if (!ky_key_ring_valid(a->ring))
+			return KY_ERR_KEY_RING_INVALID;
+		return 0;
 	}
 	return KY_ERR_USAGE;
 }
@@ -373,6 +381,9 @@ int ky_key_apply(struct ky_key *k, const struct ky_key_act *a, int64_t now)
 		memset(&k->aliases[k->naliases], 0, sizeof(k->aliases[0]));
 		break;
 	}
+	case KY_KEY_SET_RING:
+		snprintf(k->ring, sizeof(k->ring), "%s", a->ring);
+		break;
 	}
 	k->updated = now;
 	return 0;
@@ -456,6 +467,7 @@ static void key_encode(struct enc *e, const struct ky_key *k)
 		enc_str(e, k->aliases[i].created_by);
 		enc_i64(e, k->aliases[i].created);
 	}
+	enc_str(e, k->ring[0] ? k->ring : KY_KEY_RING_DEFAULT);
 }
 
 int ky_kms_record_encode(const struct ky_key *k, uint8_t **out, size_t *len)
@@ -642,6 +654,11 @@ int ky_kms_record_decode(const uint8_t *p, size_t n, int flags, struct ky_key **
 				goto out;
 			k->naliases = (uint32_t)i + 1;
 		}
+		dec_str(&d, k->ring, KY_KEY_RING_MAX);
+		if (!d.bad && !ky_key_ring_valid(k->ring))
+			goto out;
+	} else {
+		snprintf(k->ring, sizeof(k->ring), "%s", KY_KEY_RING_DEFAULT);
 	}
 	if (d.bad || d.off != d.n || (k->extractable && nv != 1))
 		goto out;

@@ -18,6 +18,10 @@
 #     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
 #     shredded records do not count; the API keys went with the master key)
 #   dual authorization: deletion set and delete by the same API key; no deletion set
+#   key rings: made twice, 'default', a bad id, by a Reader; a key made in a missing ring; a
+#     bad header; a key looked up, wrapped, moved under another ring's header; deleted while
+#     it holds a key, 'default', by a Writer; a key moved by a Writer, to a missing ring, with
+#     another member
 #   key aliases: every route kind by alias, on both units; alias in use, on its own key, a
 #     UUID, bad characters and lengths, by a Reader, deleted by a Writer, a 6th, unknown, in
 #     another case, not the key's; at creation: in use, twice, 6, invalid, not an array; the
@@ -505,6 +509,49 @@ refused "alias index altered to name another key" 500 RECORD_TAMPERED_ERR $(auth
 says "... says so" "does not list it"
 sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AO' WHERE alias = 'app-key'"
 accepted "... put back, served again" 200 $(auth "$W") /api/v2/keys/app-key
+
+# ---- key rings -----------------------------------------------------------------------------
+# Rings made, listed and deleted; keys made in a ring (header X-Kms-Key-Ring), moved (PATCH),
+# listed and looked up through the header; the refusals, on both units.
+ring_hdr() { printf -- '-H\nX-Kms-Key-Ring: %s\n' "$1"; }
+patch_json() { json_body "{\"keyRingID\":\"$1\"}"; }
+accepted "key ring 'team-a' created (Writer)" 201 $(auth "$W") -X POST /api/v2/key_rings/team-a
+refused "... again" 409 KEY_RING_EXISTS_ERR 2 $(auth "$W") -X POST /api/v2/key_rings/team-a
+refused "key ring 'default' created" 409 KEY_RING_EXISTS_ERR $(auth "$W") -X POST /api/v2/key_rings/default
+refused "key ring id with '_'" 400 KEY_RING_INVALID_ERR $(auth "$W") -X POST /api/v2/key_rings/team_b
+refused "key ring creation by a Reader" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST /api/v2/key_rings/by-reader
+accepted "key rings listed (Reader, unit 2)" 200 2 $(auth "${TOK[Reader]}") "/api/v2/key_rings?totalCount=true"
+expect_eq "... default and team-a" "$(jq -r '[.metadata.collectionType, .metadata.totalCount, (.resources | map(.id) | join(","))] | join(" ")' "$T_DIR/body")" \
+	"application/vnd.ibm.kms.key_ring+json 2 default,team-a"
+accepted "key made in team-a (header)" 201 $(auth "$W") $(ring_hdr team-a) $(json_body "$(create_json in-ring)") -X POST /api/v2/keys
+RK=$(jq -r '.resources[0].id' "$T_DIR/body")
+expect_eq "... its keyRingID" "$(jq -r '.resources[0].keyRingID' "$T_DIR/body")" team-a
+refused "key made in a ring that does not exist" 404 KEY_RING_NOT_FOUND_ERR $(auth "$W") $(ring_hdr team-z) \
+	$(json_body "$(create_json nowhere)") -X POST /api/v2/keys
+refused "header naming no valid ring" 400 KEY_RING_INVALID_ERR $(auth "$W") $(ring_hdr 'a b') /api/v2/keys
+accepted "listing with header team-a (unit 2)" 200 2 $(auth "$W") $(ring_hdr team-a) /api/v2/keys
+expect_eq "... only its key" "$(jq -r '[.resources[].id] | join(" ")' "$T_DIR/body")" "$RK"
+accepted "listing with header default" 200 $(auth "$W") $(ring_hdr default) /api/v2/keys
+expect_eq "... not its key" "$(jq -r --arg k "$RK" '[.resources[].id | select(. == $k)] | length' "$T_DIR/body")" 0
+accepted "GET of the key with header team-a" 200 $(auth "$W") $(ring_hdr team-a) "/api/v2/keys/$RK"
+refused "GET of the key with header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
+refused "wrap with it under header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) $(json_body '{}') \
+	-X POST "/api/v2/keys/$RK/actions/wrap"
+refused "key ring deleted while it holds a key" 409 KEY_RING_NOT_EMPTY_ERR $(auth "$M") -X DELETE /api/v2/key_rings/team-a
+says "... says how many" "holds 1 key"
+refused "key ring 'default' deleted" 400 KEY_RING_DEFAULT_ERR $(auth "$M") -X DELETE /api/v2/key_rings/default
+refused "key ring deletion by a Writer" 403 FORBIDDEN_ERR $(auth "$W") -X DELETE /api/v2/key_rings/team-a
+refused "key moved by a Writer (Manager only)" 403 FORBIDDEN_ERR $(auth "$W") $(patch_json default) -X PATCH "/api/v2/keys/$RK"
+refused "key moved under a header naming another ring" 404 NOT_FOUND_ERR $(auth "$M") $(ring_hdr default) \
+	$(patch_json default) -X PATCH "/api/v2/keys/$RK"
+refused "key moved to a ring that does not exist" 404 KEY_RING_NOT_FOUND_ERR $(auth "$M") $(patch_json team-z) -X PATCH "/api/v2/keys/$RK"
+refused "key moved with another member" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$M") \
+	$(json_body '{"keyRingID":"default","name":"x"}') -X PATCH "/api/v2/keys/$RK"
+accepted "key moved to default (header team-a, unit 2)" 200 2 $(auth "$M") $(ring_hdr team-a) $(patch_json default) -X PATCH "/api/v2/keys/$RK"
+expect_eq "... its keyRingID" "$(jq -r '.resources[0].keyRingID' "$T_DIR/body")" default
+accepted "... unit 1 finds it under header default at once" 200 1 $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
+accepted "key ring 'team-a' deleted, empty now" 204 $(auth "$M") -X DELETE /api/v2/key_rings/team-a
+refused "... again" 404 KEY_RING_NOT_FOUND_ERR 2 $(auth "$M") -X DELETE /api/v2/key_rings/team-a
 
 # ---- records altered in the database -------------------------------------------------------
 db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }

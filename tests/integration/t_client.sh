@@ -247,7 +247,7 @@ code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer 
 expect_eq "X-Kms-Key-Ring: default: 200" "$code" 200
 code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer $WT" \
 	-H "Bluemix-Instance: $(instance_id)" -H "X-Kms-Key-Ring: ring-2" "$(unit_url 1)/api/v2/keys")
-expect_eq "X-Kms-Key-Ring naming another ring: 400 unsupported" "$code:$(reason)" "400:UNSUPPORTED_ERR"
+expect_eq "X-Kms-Key-Ring naming a ring the instance does not have: 404" "$code:$(reason)" "404:KEY_RING_NOT_FOUND_ERR"
 api 1 "$MT" DELETE "keys/$only?force=maybe" ""
 expect_eq "delete with force=maybe: 400" "$code" 400
 api 1 "$MT" DELETE "keys/$only?force=true" ""

@@ -1,6 +1,6 @@
 // The official Key Protect Node.js SDK, unchanged, against a kyok instance: token service,
 // keys, wrap/unwrap/rewrap, rotation, disable/enable, dual-authorization delete, restore,
-// policies, key aliases. Run by tests/integration/t_sdk.sh; everything comes from the environment:
+// policies, key aliases, key rings. Run by tests/integration/t_sdk.sh; everything comes from the environment:
 //   KYOK_URL            a unit's base URL (also the token service: <url>/identity/token)
 //   KYOK_URL_2          optional: another unit of the same instance (cross-unit checks)
 //   KYOK_INSTANCE_ID    the service instance id (header Bluemix-Instance)
@@ -117,6 +117,54 @@ async function aliasChecks(p) {
     assert.strictEqual(r.status, 204);
     await refused(reader.getKey({ ...p, id: alias }), 404);
     await refused(manager.deleteKeyAlias({ ...p, id: keyId, alias }), 404);
+  });
+}
+
+// Key rings: created, listed, a key moved in and out, deleted.
+async function ringChecks(p) {
+  const ring = `sdk-ring-${process.pid}`;
+  let keyId;
+
+  await check('key rings: create and list', async () => {
+    const r = await manager.createKeyRing({ ...p, keyRingId: ring });
+    assert.strictEqual(r.status, 201);
+    const l = await reader.listKeyRings({ ...p });
+    const ids = l.result.resources.map((g) => g.id);
+    assert.ok(ids.includes('default') && ids.includes(ring), ids.join(','));
+  });
+
+  // The pinned SDK (0.1.2) predates patchKey: the same request through the SDK's own request
+  // machinery (its authenticator, base URL and error handling), as later SDKs send it.
+  const patchKey = (c, id, keyRing, body) =>
+    c.createRequest({
+      options: { url: '/api/v2/keys/{id}', method: 'PATCH', body, path: { id } },
+      defaultOptions: {
+        ...c.baseOptions,
+        headers: {
+          'Accept': 'application/json',
+          'Content-Type': 'application/vnd.ibm.kms.key+json',
+          'Bluemix-Instance': instance,
+          'X-Kms-Key-Ring': keyRing,
+        },
+      },
+    });
+
+  await check('key rings: PATCH /keys/{id} moves a key in and out', async () => {
+    const k = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-ringed' }) });
+    keyId = k.result.resources[0].id;
+    let r = await patchKey(manager, keyId, 'default', { keyRingID: ring });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.resources[0].keyRingID, ring);
+    await refused(manager.deleteKeyRing({ ...p, keyRingId: ring }), 409);
+    await refused(patchKey(manager, keyId, 'default', { keyRingID: 'default' }), 404);
+    r = await patchKey(manager, keyId, ring, { keyRingID: 'default' });
+    assert.strictEqual(r.result.resources[0].keyRingID, 'default');
+  });
+
+  await check('key rings: delete', async () => {
+    const r = await manager.deleteKeyRing({ ...p, keyRingId: ring });
+    assert.strictEqual(r.status, 204);
+    await refused(manager.deleteKeyRing({ ...p, keyRingId: ring }), 404);
   });
 }
 
@@ -325,6 +373,7 @@ async function main() {
   });
 
   await aliasChecks(p);
+  await ringChecks(p);
 
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);

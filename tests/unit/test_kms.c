@@ -743,13 +743,21 @@ static void test_record_roundtrip_and_truncation(void **state)
 	/* wrong format byte, bad state, bad boolean */
 	q[0] = 3;
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
-	/* format 1 has no aliases: the alias count would be a trailing byte */
+	/* format 1 has no aliases and no key ring: they would be trailing bytes (u8 0, then
+	 * str "default") */
 	q[0] = 1;
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
-	assert_int_equal(q[n - 1], 0);
-	assert_int_equal(ky_kms_record_decode(q, n - 1, 0, &d), 0);
+	assert_int_equal(q[n - 10], 0);
+	assert_memory_equal(q + n - 9, "\0\7default", 9);
+	assert_int_equal(ky_kms_record_decode(q, n - 10, 0, &d), 0);
 	assert_int_equal(d->naliases, 0);
+	assert_string_equal(d->ring, "default");
 	ky_key_free(d);
+	/* format 2 with a ring that is no ring id */
+	q[0] = 2;
+	q[n - 3] = '_';
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	q[n - 3] = 'u';
 	q[0] = 2;
 	size_t off_flags = 1 + 2 + KY_UUID_LEN + 2 + strlen(k->name) + 2 + strlen(k->description);
 	q[off_flags + 2] = 4; /* state 4 does not exist */
@@ -901,6 +909,91 @@ static void test_aliases(void **state)
 	ky_kms_buf_free(p, n);
 	ky_key_free(k);
 	ky_key_free(o);
+}
+
+/* ---- key rings ---- */
+
+static void test_rings(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key_spec sp = {.name = "in-ring", .actor = "alice", .ring = "team-a"};
+	struct ky_key_rings l;
+	struct ky_key *k = NULL, *g = NULL;
+	size_t holding = 9;
+	uint64_t count = 1;
+	char id[8];
+	uint8_t bad[] = {1, 0, 1, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+	assert_true(ky_key_ring_valid("team-a"));
+	assert_true(ky_key_ring_valid("AB"));
+	assert_false(ky_key_ring_valid("a"));
+	assert_false(ky_key_ring_valid("team_a"));
+	assert_false(ky_key_ring_valid("team a"));
+	assert_false(ky_key_ring_valid(NULL));
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "default"), 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "team-a"), KY_ERR_KEY_RING_NOT_FOUND);
+	/* a key in a ring that does not exist: nothing stored */
+	assert_int_equal(ky_kms_key_create_in(&f->kms, &sp, NOW, &k), KY_ERR_KEY_RING_NOT_FOUND);
+	assert_null(k);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &count), 0);
+	assert_int_equal(count, 0);
+
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-a", "alice", NOW), 0);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-a", "bob", NOW), KY_ERR_KEY_RING_EXISTS);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "default", "bob", NOW),
+	                 KY_ERR_KEY_RING_EXISTS);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "no_underscore", "bob", NOW),
+	                 KY_ERR_KEY_RING_INVALID);
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.rings[0].id, "team-a");
+	assert_string_equal(l.rings[0].created_by, "alice");
+	assert_int_equal(l.rings[0].created, NOW);
+
+	assert_int_equal(ky_kms_key_create_in(&f->kms, &sp, NOW, &k), 0);
+	assert_string_equal(k->ring, "team-a");
+	g = load(f, k->id);
+	assert_string_equal(g->ring, "team-a");
+	ky_key_free(g);
+	/* not deleted while it holds a key, in any state */
+	assert_int_equal(act(f, k->id, KY_KEY_DELETE, "alice", NOW + 1), 0);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", NOW + 2, &holding),
+	                 KY_ERR_KEY_RING_NOT_EMPTY);
+	assert_int_equal(holding, 1);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "default", NOW, &holding),
+	                 KY_ERR_KEY_RING_DEFAULT);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-b", NOW, &holding),
+	                 KY_ERR_KEY_RING_NOT_FOUND);
+	/* moved out: the ring can go */
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "team-b", "alice", NOW + 3, &g),
+	                 KY_ERR_KEY_RING_NOT_FOUND);
+	assert_null(g);
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "default", "alice", NOW + 3, &g), 0);
+	assert_string_equal(g->ring, "default");
+	ky_key_free(g);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", NOW + 4, &holding), 0);
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 0);
+	/* inside the caller's transaction: rolled back with it */
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-c", "alice", NOW), 0);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "team-c"), KY_ERR_KEY_RING_NOT_FOUND);
+	/* at most KY_KEY_RINGS_MAX */
+	for (int i = 0; i < KY_KEY_RINGS_MAX; i++) {
+		snprintf(id, sizeof(id), "r-%d", i);
+		assert_int_equal(ky_kms_ring_create(&f->kms, id, "alice", NOW), 0);
+	}
+	assert_int_equal(ky_kms_ring_create(&f->kms, "one-more", "alice", NOW),
+	                 KY_ERR_KEY_RING_QUOTA);
+	/* the stored list: what kyok never writes is refused */
+	assert_int_equal(ky_kms_rings_decode(bad, 2, &l), KY_ERR_MALFORMED);
+	assert_int_equal(ky_kms_rings_decode(bad, sizeof(bad), &l), KY_ERR_MALFORMED); /* 'x' */
+	bad[0] = 2;
+	assert_int_equal(ky_kms_rings_decode(bad, 3, &l), KY_ERR_MALFORMED);
+	ky_key_free(k);
 }
 
 /* ---- wrap, unwrap, rewrap ---- */
@@ -1807,6 +1900,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_alias_rule),
 	    cmocka_unit_test_setup_teardown(test_aliases, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rings, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
