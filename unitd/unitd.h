@@ -131,7 +131,7 @@ int unitd_harden(char *err, size_t errlen) KY_WUR;
  * configuration is read, before anything secret exists. */
 int unitd_secure_heap_init(const struct unitd_config *cfg, char *err, size_t errlen) KY_WUR;
 
-/* ---- log (server.c) ---- */
+/* ---- log.c ---- */
 
 /* Opens the log (path NULL = stderr). */
 int unitd_log_open(const char *path, char *err, size_t errlen) KY_WUR;
