@@ -92,12 +92,27 @@ static const struct {
     {"Manager", ROLE_MANAGER}, {"KeyPurge", ROLE_KEY_PURGE},
 };
 
+/* The bits of a role list ("Manager,KeyPurge": the roles OR'd); 0 when it names a role this
+ * table does not know (no role at all rather than some). */
 static unsigned api_role_bit(const char *role)
 {
-	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
-		if (strcmp(api_role_names[i].name, role) == 0)
-			return api_role_names[i].bit;
-	return 0;
+	unsigned bits = 0;
+
+	for (const char *p = role;;) {
+		const char *e = strchr(p, ',');
+		size_t n = e != NULL ? (size_t)(e - p) : strlen(p), i;
+
+		for (i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
+			if (strlen(api_role_names[i].name) == n &&
+			    memcmp(api_role_names[i].name, p, n) == 0)
+				break;
+		if (i == sizeof(api_role_names) / sizeof(api_role_names[0]))
+			return 0;
+		bits |= api_role_names[i].bit;
+		if (e == NULL)
+			return bits;
+		p = e + 1;
+	}
 }
 
 static bool api_allowed(unsigned role, enum api_perm perm)
@@ -639,23 +654,38 @@ static void api_roles_allowing(enum api_perm perm, char *out, size_t outlen)
 	}
 }
 
-static const char *api_role_name(unsigned role)
+/* "the role Manager", "the roles Writer, KeyPurge", "no role". */
+static void api_role_names_of(unsigned role, char *out, size_t outlen)
 {
+	size_t len = 0, count = 0;
+
 	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
-		if (api_role_names[i].bit == role)
-			return api_role_names[i].name;
-	return "none";
+		if (role & api_role_names[i].bit)
+			count++;
+	snprintf(out, outlen, "%s",
+	         count == 0   ? "no role"
+	         : count == 1 ? "the role "
+	                      : "the roles ");
+	len = strlen(out);
+	for (size_t i = 0, n = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++) {
+		if (!(role & api_role_names[i].bit))
+			continue;
+		len += (size_t)snprintf(out + len, len < outlen ? outlen - len : 0, "%s%s",
+		                        n++ == 0 ? "" : ", ", api_role_names[i].name);
+		if (len >= outlen)
+			return;
+	}
 }
 
 static int api_check(struct api_ctx *x, enum api_perm perm)
 {
-	char need[64];
+	char need[64], have[80];
 
 	if (api_allowed(x->role, perm))
 		return 0;
 	api_roles_allowing(perm, need, sizeof(need));
-	api_detail(x, "API key '%s' has the role %s; this needs the role %s", x->caller,
-	           api_role_name(x->role), need);
+	api_role_names_of(x->role, have, sizeof(have));
+	api_detail(x, "API key '%s' has %s; this needs the role %s", x->caller, have, need);
 	return KY_ERR_FORBIDDEN;
 }
 

@@ -198,7 +198,7 @@ int kp_json_dump(const json_t *j, struct ky_buf *out) KY_WUR;
 
 #define TOKEN_MAX_LEN       2048
 #define TOKEN_KEY_LEN       32
-#define TOKEN_ROLE_MAX      16
+#define TOKEN_ROLE_MAX      KY_APIKEY_ROLE_MAX
 #define TOKEN_GRANT         "urn:ibm:params:oauth:grant-type:apikey"
 #define TOKEN_RESPONSE_TYPE "cloud_iam"
 #define TOKEN_APIKEY_MAX    256

@@ -443,7 +443,10 @@
 	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
 	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
 	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
-	  "there, or use file key parts")
+	  "there, or use file key parts")                                                          \
+	X(APIKEY_ROLES, "apikey-roles", KY_EXIT_USAGE, 400,                                        \
+	  "not a list of API key roles (one or more of Reader, ReaderPlus, Writer, Manager, "      \
+	  "KeyPurge, each once, separated by commas)")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -141,6 +141,23 @@ for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
 	"$KYOK" tke apikey-create --name "r-$role" --role "${role%2}" --password-file "$pa" >/dev/null 2>&1 ||
 		fail "apikey-create $role"
 done
+# The unit's own check of apikey-create's role list, with commands built by hand (openssl
+# cms) and posted to the unit: a repeated or unknown role is refused by name and nothing is
+# stored; a list in another order is stored in the canonical one.
+akhash=$(head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1)
+for bad in Manager,Manager Manager,Admin Manager,,KeyPurge; do
+	cmd_json 1 apikey-create "{\"apikey_id\":\"r-bad\",\"name\":\"bad\",\"role\":\"$bad\",\"hash\":\"$akhash\"}" >"$T_DIR/ak.json"
+	sign_cmd "$T_DIR/ak.json" "$T_DIR/ak.der" ann
+	before=$(digest "$A")
+	expect_refused "unit: apikey-create with role list '$bad'" apikey-roles 1 "$T_DIR/ak.der"
+	expect_eq "... key storage unchanged" "$(digest "$A")" "$before"
+done
+cmd_json 1 apikey-create "{\"apikey_id\":\"r-two\",\"name\":\"two\",\"role\":\"KeyPurge,Writer\",\"hash\":\"$akhash\"}" >"$T_DIR/ak.json"
+sign_cmd "$T_DIR/ak.json" "$T_DIR/ak.der" ann
+expect_eq "unit: apikey-create with 'KeyPurge,Writer' taken" "$(post_cmd 1 "$T_DIR/ak.der" | jq -r .ok)" true
+expect_eq "... stored and listed as 'Writer,KeyPurge', its tag verified" \
+	"$(curl -fsS "$(url_of "$A" 2)/v1/admin/apikeys" | jq -r '.apikeys[] | select(.id == "r-two") | "\(.role) \(.verified)"')" \
+	"Writer,KeyPurge true"
 declare -A TOK
 for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
 	TOK[$role]=$(token_of "$AK/r-$role.apikey")

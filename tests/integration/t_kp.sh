@@ -80,6 +80,17 @@ expect_eq "apikeys shows names and roles" \
 	"$(jq -r '[.apikeys[] | select(.name == "t-KeyPurge") | .role] | join(",")' <<<"$list")" KeyPurge
 expect_eq "apikeys shows no hash" "$(jq '[.apikeys[] | has("hash")] | any' <<<"$list")" false
 expect_rc "apikeys table" 0 't-ReaderPlus +ReaderPlus' "$KYOK" tke apikeys
+# An API key with several roles: given in any order, stored and listed in one order.
+expect_rc "apikey-create with two roles" 0 'role Manager,KeyPurge' \
+	"$KYOK" tke apikey-create --name t-MgrPurge --role KeyPurge,Manager --password-file "$pa"
+expect_eq "... listed with both roles, in the stored order" \
+	"$("$KYOK" tke apikeys --output json | jq -r '.apikeys[] | select(.name == "t-MgrPurge") | .role')" \
+	"Manager,KeyPurge"
+expect_eq "... its file says the same" "$(jq -r .role "$AK/t-MgrPurge.apikey")" "Manager,KeyPurge"
+expect_rc "apikey-create with a role given twice: refused by name" 2 "role 'Manager' is given twice" \
+	"$KYOK" tke apikey-create --name bad --role Manager,Manager
+expect_rc "apikey-create with an unknown role in a list: refused by name" 2 "role 'Admin' is not one of" \
+	"$KYOK" tke apikey-create --name bad --role Manager,Admin
 
 # ---- keys ----------------------------------------------------------------------------------
 kid=$(stdout_of kp Writer key-create --name root-one --description "test root" --output json |
@@ -171,6 +182,11 @@ expect_rc "purge without --yes and no terminal: cancelled" 2 'cancelled' kp KeyP
 expect_rc "Manager cannot purge" 4 "key $sid" kp Manager key-purge "$sid" --yes
 expect_rc "KeyPurge may purge (refused only for the 4-hour delay)" 5 "key $sid" \
 	kp KeyPurge key-purge "$sid" --yes
+expect_rc "Manager,KeyPurge may purge too (refused only for the delay)" 5 "key $sid: .*4 hours after" \
+	kp MgrPurge key-purge "$sid" --yes
+expect_ok "... and, as a Manager, restores" kp MgrPurge key-restore "$sid"
+expect_ok "... deletes" kp MgrPurge key-delete "$sid"
+expect_rc "... and lists keys (KeyPurge alone cannot)" 0 "$sid" kp MgrPurge keys --state destroyed
 
 # ---- failover ------------------------------------------------------------------------------
 kill -9 "$(cat "$KYOK_INSTANCE/unit-1/pid")"
