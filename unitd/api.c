@@ -925,6 +925,35 @@ static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
 	return 0;
 }
 
+/* The caller's address, as allowedIP ranges are matched against it. */
+static int api_caller_addr(struct api_ctx *x, struct kp_cidr *addr)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(x->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+	if (ci == NULL || kp_addr_of(ci->client_addr, addr) != 0) {
+		api_detail(x, "cannot tell the address this request comes from");
+		return KY_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+/* The instance policy allowedIP, on every request of the key API once its token checked. */
+static int api_allowed_ip(struct api_ctx *x)
+{
+	struct kp_instance_policies pol;
+	struct kp_cidr addr;
+	int r;
+
+	if ((r = api_ipolicies_read(x, &pol)) != 0)
+		return r;
+	if (!pol.allowed_ip)
+		return 0;
+	if ((r = api_caller_addr(x, &addr)) != 0)
+		return r;
+	return kp_allowed_ip_check(&pol, &addr, x->detail, sizeof(x->detail));
+}
+
 static int api_key_create(struct api_ctx *x)
 {
 	struct kp_create cr;
@@ -1394,6 +1423,18 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	if ((r = kp_parse_instance_policies(x->q->body.data, x->q->body.len, only, x->caller,
 	                                    x->now, &p, x->detail, sizeof(x->detail))) != 0)
 		return r;
+	if (p.allowed_ip) {
+		/* A list that leaves out its sender's address would lock the sender out. */
+		struct kp_cidr addr;
+		char a[KP_CIDR_TEXT_MAX + 1];
+		if ((r = api_caller_addr(x, &addr)) != 0)
+			return r;
+		if (kp_allowed_ip_check(&p, &addr, NULL, 0) != 0) {
+			kp_addr_format(&addr, a, sizeof(a));
+			api_detail(x, "this request comes from %s", a);
+			return KY_ERR_IP_POLICY_LOCKOUT;
+		}
+	}
 	if ((r = kp_instance_policies_encode(&p, &enc)) == 0)
 		r = ky_kms_secret_put(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now);
 	ky_buf_free(&enc);
@@ -1907,7 +1948,8 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
 	if (api->ks != NULL)
 		ky_store_failure_clear(unitd_keystore_store(api->ks));
-	if ((r = api_authenticate(&x)) == 0 && (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
+	if ((r = api_authenticate(&x)) == 0 && (r = api_allowed_ip(&x)) == 0 &&
+	    (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
 		x.acted = !api_reads_only(&x);
 		r = api_dispatch_once(&x);
 	}
