@@ -1109,6 +1109,24 @@ static void test_config(void **state)
 	assert_int_equal(conf("metrics = 0\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.metrics, 0);
 	unitd_config_release(&cfg);
+	/* The policy pass: every hour by default, its clock the system's. */
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.policy_pass_interval, 3600);
+	assert_int_equal(cfg.policy_pass_days_ahead, 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(
+	    conf("policy_pass_interval = 1\npolicy_pass_days_ahead = 91\n", &cfg, err, sizeof(err)),
+	    0);
+	assert_int_equal(cfg.policy_pass_interval, 1);
+	assert_int_equal(cfg.policy_pass_days_ahead, 91);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("policy_pass_interval = 0\n", &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_interval = 86401\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_days_ahead = 36501\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_days_ahead = -1\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
 	assert_int_equal(conf("listen = 0.0.0.0:443\napi_tls_cert = c.pem\napi_tls_key = k.pem\n",
 	                      &cfg, err, sizeof(err)),
 	                 0);
