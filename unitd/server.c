@@ -74,6 +74,7 @@ struct unitd_server {
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
+	struct unitd_policy_pass *pass;     /* rotation policies, purge after 90 days */
 	struct unitd_header_timer *headers; /* header_timeout: freed after MHD stops */
 	struct unitd_imprint imprint;       /* who may command the unit in imprint mode */
 	struct ky_buf tls_cert;             /* PEM, kept while MHD runs */
@@ -1093,6 +1094,12 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		goto out;
 	}
 	fd = -1; /* transferred */
+	if ((r = unitd_policy_pass_start(cfg, srv->ks, &srv->pass)) != 0) {
+		snprintf(err, errlen, "cannot start the policy pass: %s", ky_err_message(r));
+		MHD_stop_daemon(srv->mhd);
+		srv->mhd = NULL;
+		goto out;
+	}
 	*out = srv;
 	srv = NULL; /* transferred */
 	r = 0;
@@ -1135,6 +1142,7 @@ void unitd_server_free(struct unitd_server *srv)
 		return;
 	if (srv->mhd != NULL)
 		MHD_stop_daemon(srv->mhd);
+	unitd_policy_pass_stop(srv->pass);     /* joins its thread: before key storage goes */
 	unitd_header_timer_free(srv->headers); /* after MHD: its connections are all closed */
 	unitd_storage_free(srv->storage);      /* stops and joins the re-encipherment worker */
 	unitd_api_free(srv->api);
