@@ -33,7 +33,7 @@
 #define KY_KEY_RING_MAX            100 /* a key ring id: 2 to 100 characters (ky_key_ring_valid) */
 #define KY_KEY_RING_DEFAULT        "default"
 #define KY_SECRET_NAME_MAX         64
-#define KY_APIKEY_ROLE_MAX         32
+#define KY_APIKEY_ROLE_MAX         48 /* a role list (KY_ROLE_MAX) */
 #define KY_APIKEY_HASH_LEN         32
 #define KY_APIKEY_MAC_LEN          32
 #define KY_STORE_APIKEY_NAME_MAX   64
