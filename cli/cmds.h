@@ -80,5 +80,7 @@ int kp_rewrap_main(int argc, char **argv);
 /* kp_policies.c */
 int kp_policies_main(int argc, char **argv);
 int kp_instance_policies_main(int argc, char **argv);
+int kp_key_policy_update_main(int argc, char **argv);
+int kp_instance_policy_update_main(int argc, char **argv);
 
 #endif

@@ -75,9 +75,30 @@ int kp_common_opt(int opt, const char *arg)
 		}
 		kp_o.unit = (int)v;
 		return 0;
+	case 'i':
+		if (arg[0] == '\0')
+			return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+			               "-i/--instance-ID needs an ID");
+		kp_o.instance_id = arg;
+		return 0;
+	case 'o':
+		/* -o json, as ibmcloud kp spells --output json (it accepts JSON too) */
+		return cli_common_opt(0x1001, strcasecmp(arg, "json") == 0 ? "json" : arg);
 	default:
 		return cli_common_opt(opt, arg);
 	}
+}
+
+int kp_refuse_opt(const char *name, const char *why)
+{
+	return cli_fail(KY_ERR_KP_OPTION_NOT_OFFERED, name, "%s", why);
+}
+
+int kp_instance_check(const char *have, const char *want)
+{
+	if (want == NULL || want[0] == '\0' || strcmp(have, want) == 0)
+		return 0;
+	return KY_ERR_KP_INSTANCE_MISMATCH;
 }
 
 void kp_print_help(const char *usage)
@@ -341,6 +362,15 @@ static int kp_load(void)
 		return r;
 	if (kp_s.inst.nunits == 0)
 		return cli_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
+	{
+		const char *env = getenv("KP_INSTANCE_ID");
+		const char *want = kp_o.instance_id != NULL ? kp_o.instance_id : env;
+		if ((r = kp_instance_check(kp_s.inst.id, want)) != 0)
+			return cli_err(
+			    r, kp_o.instance_id != NULL ? "-i/--instance-ID" : "$KP_INSTANCE_ID",
+			    "'%.100s' is not this instance: %s/instance.json is instance '%s'",
+			    want, kp_s.inst.dir, kp_s.inst.id);
+	}
 	kp_s.next = 0;
 	kp_s.order_hint = kp_o.unit == 0;
 	{

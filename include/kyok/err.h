@@ -443,7 +443,12 @@
 	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
 	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
 	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
-	  "there, or use file key parts")
+	  "there, or use file key parts")                                                          \
+	X(KP_INSTANCE_MISMATCH, "kp-instance-mismatch", KY_EXIT_INPUT, 400,                        \
+	  "the instance ID given is not this instance's: give the one in the instance "            \
+	  "directory's instance.json, or leave -i and $KP_INSTANCE_ID out")                        \
+	X(KP_OPTION_NOT_OFFERED, "kp-option-not-offered", KY_EXIT_USAGE, 400,                      \
+	  "this ibmcloud kp option is not offered by kyok kp")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
