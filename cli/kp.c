@@ -43,6 +43,17 @@ static const struct kp_verb kp_verbs[] = {
      "show or set the instance's policies"},
     {"instance-policy-update", "instance policy-update", kp_instance_policy_update_main,
      "set an instance policy"},
+    /* key rings, aliases, import tokens, registrations (kp_rings.c): units may lack them */
+    {"key-rings", "key-rings", kp_key_rings_main, "list key rings"},
+    {"key-ring-create", "key-ring create", kp_key_ring_create_main, "create a key ring"},
+    {"key-ring-delete", "key-ring delete", kp_key_ring_delete_main, "delete a key ring"},
+    {"key-alias-create", "key alias-create", kp_key_alias_create_main, "give a key an alias"},
+    {"key-alias-delete", "key alias-delete", kp_key_alias_delete_main, "remove a key's alias"},
+    {"import-token-create", "import-token create", kp_import_token_create_main,
+     "create the import token"},
+    {"import-token-show", "import-token show", kp_import_token_show_main, "show the import token"},
+    {"registrations", "registrations", kp_registrations_main,
+     "list registrations (of one key: -k)"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -904,3 +904,40 @@ int kp_call(const char *method, const char *path, const char *ctype, const json_
 	kp_reply_release(rep);
 	return status;
 }
+
+/* A unit's answer to a request for an endpoint it does not have: kyok-unitd answers 404
+ * with the reason "no such endpoint", or 405 for a path it knows with another method. A
+ * unit without registrations reads GET /api/v2/keys/registrations as a key whose id is
+ * "registrations" and refuses it as no UUID (400). */
+static bool kp_no_endpoint(const struct kp_reply *rep, const char *path)
+{
+	const json_t *res = json_array_get(json_object_get(rep->json, "resources"), 0);
+	const json_t *reason = json_array_get(json_object_get(res, "reasons"), 0);
+	const char *rmsg = json_string_value(json_object_get(reason, "message"));
+
+	return rep->status == 405 ||
+	       (rep->status == 404 && rmsg != NULL && strstr(rmsg, "no such endpoint") != NULL) ||
+	       (rep->status == 400 && strcmp(path, "/api/v2/keys/registrations") == 0);
+}
+
+int kp_call_feature(const char *method, const char *path, const char *ctype, const json_t *body,
+                    const char *subject, const char *feature, struct kp_reply *rep)
+{
+	int r = kp_request(method, path, ctype, body, NULL, rep);
+	int status;
+
+	if (r != 0)
+		return ky_err_exit(r); /* printed */
+	if (rep->status >= 200 && rep->status < 300 && !rep->token_refused)
+		return 0;
+	if (!rep->token_refused && kp_no_endpoint(rep, path)) {
+		status = cli_fail(
+		    KY_ERR_KP_NOT_OFFERED, subject, "%s: crypto unit %d answered HTTP %ld to %s %s",
+		    feature, rep->unit != NULL ? rep->unit->number : 0, rep->status, method, path);
+		kp_reply_release(rep);
+		return status;
+	}
+	status = kp_fail_reply(rep->token_refused ? kp_s.source : subject, rep);
+	kp_reply_release(rep);
+	return status;
+}

@@ -105,6 +105,14 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 int kp_call(const char *method, const char *path, const char *ctype, const json_t *body,
             const char *prefer, const char *subject, struct kp_reply *rep);
 
+/* kp_call for the Key Protect features that a unit may not have (key rings, aliases, import
+ * tokens, registrations): a unit without the endpoint (HTTP 404 "no such endpoint", or 405)
+ * is reported as "error: <subject>: the instance's crypto units do not offer this Key
+ * Protect feature: ..." naming the feature, the request and the unit; anything else as
+ * kp_call does. */
+int kp_call_feature(const char *method, const char *path, const char *ctype, const json_t *body,
+                    const char *subject, const char *feature, struct kp_reply *rep);
+
 /* Exit status for an API error: the kyok error code named by the reason, else by HTTP
  * status (400/404/413/422 input, 401/403 refused, 409/410 state, 5xx unit). Pure. */
 int kp_exit_for(long status, const char *code);

@@ -448,7 +448,10 @@
 	  "the instance ID given is not this instance's: give the one in the instance "            \
 	  "directory's instance.json, or leave -i and $KP_INSTANCE_ID out")                        \
 	X(KP_OPTION_NOT_OFFERED, "kp-option-not-offered", KY_EXIT_USAGE, 400,                      \
-	  "this ibmcloud kp option is not offered by kyok kp")
+	  "this ibmcloud kp option is not offered by kyok kp")                                     \
+	X(KP_NOT_OFFERED, "kp-not-offered", KY_EXIT_INPUT, 404,                                    \
+	  "the instance's crypto units do not offer this Key Protect feature: their "              \
+	  "kyok-unitd has no such endpoint")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

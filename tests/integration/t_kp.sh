@@ -404,4 +404,51 @@ expect_eq "kp help key create = kp key-create --help" "$("$KYOK" kp help key cre
 expect_eq "kp key wrap --help = kp wrap --help" "$("$KYOK" kp key wrap --help)" "$("$KYOK" kp wrap --help)"
 expect_rc "errors name the spelling typed" 2 "^error: kyok kp key show: wrong usage: give the key ID" "$KYOK" kp key show
 
+# ---- key rings, aliases, import tokens, registrations: done, or said plainly not offered ------
+# feature DESC CMD...: CMD succeeds, or exits 3 saying that the units do not offer the feature,
+# naming the request and the unit (never a bare "not found"), and changes nothing.
+feature() {
+	local desc=$1
+	shift
+	run_rc "$@"
+	if [ "$rc" -eq 0 ]; then
+		pass "$desc: offered, done"
+	elif [ "$rc" -eq 3 ] && grep -qE "do not offer this Key Protect feature: .*: crypto unit [0-9]+ answered HTTP 40[045] to (GET|POST|DELETE) /api/v2/" <<<"$out"; then
+		pass "$desc: not offered, said so"
+	else
+		fail "$desc: exit $rc: $out"
+	fi
+}
+mtok=$(jq -j .apikey "$AK/t-Manager.apikey" | curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@-" "$(unit_url 1)/identity/token" | jq -r .access_token)
+rings=$(curl -s -H "Authorization: Bearer $mtok" -H "Bluemix-Instance: $iid" -w '\n%{http_code}' \
+	"$(unit_url 1)/api/v2/key_rings")
+if [ "${rings##*$'\n'}" = 404 ] && grep -q 'no such endpoint' <<<"$rings"; then
+	expect_rc "key-rings on units without key rings: said plainly" 3 \
+		"^error: key rings: the instance's crypto units do not offer this Key Protect feature: their kyok-unitd has no such endpoint: key rings: crypto unit [12] answered HTTP 404 to GET /api/v2/key_rings$" \
+		kpi Manager key-rings
+else
+	expect_eq "key-rings -o json: what the unit lists" \
+		"$(stdout_of kpi Manager key-rings -o json | jq -c '[.resources[].id]')" \
+		"$(sed '$d' <<<"$rings" | jq -c '[.resources[].id]')"
+fi
+feature "key-ring create" kpi Manager key-ring create kp-ring-1
+feature "key-ring-create" kpi Manager key-ring-create kp-ring-2
+feature "key-ring delete" kpi Manager key-ring delete kp-ring-1
+feature "key-ring-delete -f" kpi Manager key-ring-delete kp-ring-2 -f
+feature "key alias-create ID ALIAS" kpi Manager key alias-create "$k2" kp-alias-1
+feature "key-alias-create ID -a ALIAS" kpi Manager key-alias-create "$k2" -a kp-alias-2
+feature "key alias-delete" kpi Manager key alias-delete "$k2" kp-alias-1
+feature "key-alias-delete" kpi Manager key-alias-delete "$k2" kp-alias-2
+feature "import-token create -e -m" kpi Manager import-token create -e 600 -m 2
+feature "import-token-show -o json" kpi Manager import-token-show -o json
+feature "registrations" kpi Manager registrations
+feature "registrations -k" kpi Manager registrations -k "$k2"
+expect_rc "key-ring create: a ring ID that is not one" 2 "'a/b' is not a key ring ID" kpi Manager key-ring create a/b
+expect_rc "key alias-create: the alias twice" 2 'the alias is given twice' kpi Manager key alias-create "$k2" x1 -a x2
+expect_rc "import-token create -e 0" 2 '^error: -e/--expiration: ' kpi Manager import-token create -e 0
+expect_rc "kp key-rnigs: did you mean" 2 "did you mean 'kyok kp key-rings'" "$KYOK" kp key-rnigs
+expect_rc "kp key-ring craete: did you mean" 2 "did you mean 'kyok kp key-ring create'" "$KYOK" kp key-ring craete r
+expect_eq "the key kept no alias" "$(stdout_of kpi Reader key show "$k2" -o json | jq -r '.resources[0].aliases // [] | length')" 0
+
 finish
