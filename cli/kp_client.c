@@ -193,6 +193,12 @@ void kp_json_cleanse(json_t *j)
 	}
 }
 
+const char *kp_json_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s != NULL ? s : "";
+}
+
 void kp_print_json(json_t *j)
 {
 	char *s;

@@ -117,6 +117,9 @@ int kp_call_feature(const char *method, const char *path, const char *ctype, con
  * status (400/404/413/422 input, 401/403 refused, 409/410 state, 5xx unit). Pure. */
 int kp_exit_for(long status, const char *code);
 
+/* The string member key of o, or "" (never NULL). Pure. */
+const char *kp_json_str(const json_t *o, const char *key);
+
 /* cli_print_json that cleanses what it printed (replies may hold key material). */
 void kp_print_json(json_t *j);
 

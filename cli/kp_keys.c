@@ -86,12 +86,6 @@ static const char *kp_state_name(json_int_t s)
 	}
 }
 
-static const char *kp_str(const json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-	return s != NULL ? s : "";
-}
-
 static const char *kp_key_type(const json_t *k)
 {
 	return json_is_true(json_object_get(k, "extractable")) ? "standard" : "root";
@@ -108,9 +102,9 @@ static int kp_keys_table(const json_t *list)
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *k = json_array_get(list, i);
 		const char *cells[5] = {
-		    kp_str(k, "id"), kp_str(k, "name"),
+		    kp_json_str(k, "id"), kp_json_str(k, "name"),
 		    kp_state_name(json_integer_value(json_object_get(k, "state"))), kp_key_type(k),
-		    kp_str(k, "creationDate")};
+		    kp_json_str(k, "creationDate")};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			break;
@@ -130,38 +124,40 @@ static void kp_key_print(const json_t *k, bool want_payload)
 	json_int_t state = json_integer_value(json_object_get(k, "state"));
 	const char *payload = json_string_value(json_object_get(k, "payload"));
 
-	printf("%-18s %s\n", "id", kp_str(k, "id"));
-	printf("%-18s %s\n", "name", kp_str(k, "name"));
-	if (kp_str(k, "description")[0] != '\0')
-		printf("%-18s %s\n", "description", kp_str(k, "description"));
+	printf("%-18s %s\n", "id", kp_json_str(k, "id"));
+	printf("%-18s %s\n", "name", kp_json_str(k, "name"));
+	if (kp_json_str(k, "description")[0] != '\0')
+		printf("%-18s %s\n", "description", kp_json_str(k, "description"));
 	printf("%-18s %s\n", "type", kp_key_type(k));
 	printf("%-18s %s (%lld)\n", "state", kp_state_name(state), (long long)state);
 	printf("%-18s %s\n", "imported",
 	       json_is_true(json_object_get(k, "imported")) ? "yes" : "no");
-	printf("%-18s %s%s%s\n", "created", kp_str(k, "creationDate"),
-	       kp_str(k, "createdBy")[0] != '\0' ? " by " : "", kp_str(k, "createdBy"));
-	if (kp_str(k, "lastUpdateDate")[0] != '\0')
-		printf("%-18s %s\n", "updated", kp_str(k, "lastUpdateDate"));
-	if (kp_str(k, "lastRotateDate")[0] != '\0')
-		printf("%-18s %s\n", "rotated", kp_str(k, "lastRotateDate"));
+	printf("%-18s %s%s%s\n", "created", kp_json_str(k, "creationDate"),
+	       kp_json_str(k, "createdBy")[0] != '\0' ? " by " : "", kp_json_str(k, "createdBy"));
+	if (kp_json_str(k, "lastUpdateDate")[0] != '\0')
+		printf("%-18s %s\n", "updated", kp_json_str(k, "lastUpdateDate"));
+	if (kp_json_str(k, "lastRotateDate")[0] != '\0')
+		printf("%-18s %s\n", "rotated", kp_json_str(k, "lastRotateDate"));
 	if ((v = json_object_get(k, "keyVersion")) != NULL && json_is_object(v))
-		printf("%-18s %s%s%s%s\n", "version", kp_str(v, "id"),
-		       kp_str(v, "creationDate")[0] != '\0' ? " (" : "", kp_str(v, "creationDate"),
-		       kp_str(v, "creationDate")[0] != '\0' ? ")" : "");
-	if (kp_str(k, "expirationDate")[0] != '\0')
-		printf("%-18s %s\n", "expires", kp_str(k, "expirationDate"));
+		printf("%-18s %s%s%s%s\n", "version", kp_json_str(v, "id"),
+		       kp_json_str(v, "creationDate")[0] != '\0' ? " (" : "",
+		       kp_json_str(v, "creationDate"),
+		       kp_json_str(v, "creationDate")[0] != '\0' ? ")" : "");
+	if (kp_json_str(k, "expirationDate")[0] != '\0')
+		printf("%-18s %s\n", "expires", kp_json_str(k, "expirationDate"));
 	if (json_is_object(dad))
 		printf("%-18s %s\n", "dual-auth delete",
 		       json_is_true(json_object_get(dad, "enabled")) ? "enabled" : "disabled");
 	if (json_is_true(json_object_get(k, "deleted")))
-		printf("%-18s %s%s%s\n", "deleted", kp_str(k, "deletionDate"),
-		       kp_str(k, "deletedBy")[0] != '\0' ? " by " : "", kp_str(k, "deletedBy"));
-	if (kp_str(k, "restoreExpirationDate")[0] != '\0')
-		printf("%-18s %s\n", "restorable until", kp_str(k, "restoreExpirationDate"));
-	if (kp_str(k, "purgeAllowedFrom")[0] != '\0')
-		printf("%-18s %s\n", "purge allowed from", kp_str(k, "purgeAllowedFrom"));
-	if (kp_str(k, "crn")[0] != '\0')
-		printf("%-18s %s\n", "crn", kp_str(k, "crn"));
+		printf("%-18s %s%s%s\n", "deleted", kp_json_str(k, "deletionDate"),
+		       kp_json_str(k, "deletedBy")[0] != '\0' ? " by " : "",
+		       kp_json_str(k, "deletedBy"));
+	if (kp_json_str(k, "restoreExpirationDate")[0] != '\0')
+		printf("%-18s %s\n", "restorable until", kp_json_str(k, "restoreExpirationDate"));
+	if (kp_json_str(k, "purgeAllowedFrom")[0] != '\0')
+		printf("%-18s %s\n", "purge allowed from", kp_json_str(k, "purgeAllowedFrom"));
+	if (kp_json_str(k, "crn")[0] != '\0')
+		printf("%-18s %s\n", "crn", kp_json_str(k, "crn"));
 	if (!want_payload)
 		return;
 	if (payload != NULL)
@@ -639,7 +635,7 @@ int kp_key_versions_main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *v = json_array_get(list, i);
-		const char *cells[2] = {kp_str(v, "id"), kp_str(v, "creationDate")};
+		const char *cells[2] = {kp_json_str(v, "id"), kp_json_str(v, "creationDate")};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			goto out;

@@ -25,12 +25,6 @@ enum {
 	OPT_RETRIEVALS,
 };
 
-static const char *kp_s_of(const json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-	return s != NULL ? s : "";
-}
-
 /* Key ring IDs go into URL paths: letters, digits and '-', 2 to 100 (Key Protect's rule). */
 static bool kp_ring_id_ok(const char *id)
 {
@@ -140,8 +134,8 @@ int kp_key_rings_main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *k = json_array_get(list, i);
-		const char *cells[3] = {kp_s_of(k, "id"), kp_s_of(k, "creationDate"),
-		                        kp_s_of(k, "createdBy")};
+		const char *cells[3] = {kp_json_str(k, "id"), kp_json_str(k, "creationDate"),
+		                        kp_json_str(k, "createdBy")};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			goto out;
@@ -451,7 +445,7 @@ int kp_registrations_main(int argc, char **argv)
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *g = json_array_get(list, i);
 		const char *cells[3] = {
-		    kp_s_of(g, "keyId"), kp_s_of(g, "resourceCrn"),
+		    kp_json_str(g, "keyId"), kp_json_str(g, "resourceCrn"),
 		    json_is_true(json_object_get(g, "preventKeyDeletion")) ? "yes" : "no"};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
