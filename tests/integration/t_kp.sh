@@ -387,6 +387,10 @@ expect_rc "key restore --key-material: refused" 2 "restore takes none" kpi Manag
 expect_rc "key wrap -p: refused, the value not echoed" 2 '^error: -p/--plaintext: .*--plaintext-file FILE' \
 	kpi Reader key wrap "$k2" -p c2VjcmV0LWRhdGEta2V5
 if grep -q c2VjcmV0LWRhdGEta2V5 <<<"$out"; then fail "key wrap -p: the value echoed"; else pass "key wrap -p: the value not echoed"; fi
+expect_rc "wrap --plaintext: refused" 2 '^error: -p/--plaintext: this ibmcloud kp option' \
+	kpi Reader wrap "$k2" --plaintext c2VjcmV0LWRhdGEta2V5
+expect_rc "key rotate -n, -v: refused" 2 '^error: -n/--encrypted-nonce: .*without an import token' \
+	kpi Writer key rotate "$k2" -n AAAA -v BBBB
 expect_rc "key wrap -a with a comma: refused" 2 "^error: -a: .*holds a comma" kpi Reader key wrap "$k2" --show -a a,b
 expect_rc "keys -c: refused" 2 '^error: -c/--crn: .*-o json' kpi Reader keys -c
 expect_eq "no key made by a refused command" \
@@ -441,6 +445,9 @@ feature "key-alias-create ID -a ALIAS" kpi Manager key-alias-create "$k2" -a kp-
 feature "key alias-delete" kpi Manager key alias-delete "$k2" kp-alias-1
 feature "key-alias-delete" kpi Manager key-alias-delete "$k2" kp-alias-2
 feature "import-token create -e -m" kpi Manager import-token create -e 600 -m 2
+feature "import-token-create --expiration --max-retrievals" kpi Manager import-token-create \
+	--expiration 600 --max-retrievals 2
+feature "import-token show" kpi Manager import-token show
 feature "import-token-show -o json" kpi Manager import-token-show -o json
 feature "registrations" kpi Manager registrations
 feature "registrations -k" kpi Manager registrations -k "$k2"
