@@ -2,7 +2,9 @@
 # The key-management API through 'kyok kp' on 2 real units sharing one key storage: API keys
 # for every role (kyok tke apikey-create), keys, wrap/unwrap/rewrap, rotation, policies,
 # dual-authorization delete, restore, purge; what each role may not do; failover when unit 1
-# dies; wrong and revoked API keys; malformed input files.
+# dies; wrong and revoked API keys; malformed input files. Then ibmcloud kp's spelling of every
+# command beside kyok's, -o json, -i, "did you mean", the ibmcloud options refused by name, and
+# the features a unit may not offer (key rings, aliases, import tokens, registrations).
 . "$(dirname "$0")/helpers.sh"
 setup
 
