@@ -170,11 +170,12 @@ static int kp_policy_put(const char *base, const char *policy, json_t *resource,
 	return status;
 }
 
-/* The policy is kept and shown, as Key Protect keeps it; kyok does not act on it. */
+/* When the units act on a rotation policy (unitd/scheduler.c). */
 static void kp_rotation_note(void)
 {
-	fprintf(stderr, "note: kyok records the rotation policy but does not rotate keys on its "
-	                "schedule: rotate with 'kyok kp key-rotate ID' when it is due\n");
+	fprintf(stderr, "note: the crypto units rotate a root key when its rotation policy is due "
+	                "(checked every hour): imported keys excepted, rotate those with 'kyok kp "
+	                "key-rotate ID --payload-file FILE'\n");
 }
 
 static int kp_key_policies_run(const char *id, const struct kp_policy_args *pp);
@@ -189,8 +190,8 @@ int kp_policies_main(int argc, char **argv)
 	    "option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate the root key every N months (1 to 12), or never\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete the key\n";
 	struct kp_policy_args p;
 	int r;
@@ -298,8 +299,8 @@ int kp_instance_policies_main(int argc, char **argv)
 	    "an option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate new root keys every N months (1 to 12), or never\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete new keys\n";
 	struct kp_policy_args p;
 	int r;
@@ -398,9 +399,11 @@ static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool 
 		if (!key && (strcmp(type, "allowed-network") == 0 ||
 		             strcmp(type, "allowed-ip") == 0 || strcmp(type, "metrics") == 0 ||
 		             strcmp(type, "key-create-import-access") == 0)) {
-			kp_refuse_opt(type,
-			              "kyok's units would not enforce it, so kyok kp does not set "
-			              "it");
+			cli_fail(
+			    KY_ERR_KP_OPTION_NOT_OFFERED, type,
+			    "it sets rotation and dual-auth-delete only: set %s with the key API "
+			    "(PUT /api/v2/instance/policies, docs/api.md)",
+			    type);
 			return KY_ERR_KP_OPTION_NOT_OFFERED;
 		}
 		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
@@ -445,8 +448,8 @@ int kp_key_policy_update_main(int argc, char **argv)
 	    "  -d, --disable           disable the policy\n"
 	    "  -m, --monthly-interval MONTHS\n"
 	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n";
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n";
 	struct kp_policy_args p;
 	const char *id = NULL;
 	int r;
@@ -465,14 +468,15 @@ int kp_instance_policy_update_main(int argc, char **argv)
 	    "Sets one policy of the instance, as 'kyok kp instance-policies --rotation-months\n"
 	    "N|off' or '--dual-auth on|off' does, then shows the instance's policies. The\n"
 	    "policies allowed-network, allowed-ip, metrics and key-create-import-access are\n"
-	    "refused: kyok's units would not enforce them. Needs the Manager role.\n\n"
+	    "refused by name: set them with the key API (docs/api.md). Needs the Manager\n"
+	    "role.\n\n"
 	    "options:\n"
 	    "  -e, --enable            enable the policy\n"
 	    "  -d, --disable           disable the policy\n"
 	    "  -m, --monthly-interval MONTHS\n"
 	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n";
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n";
 	struct kp_policy_args p;
 	int r;
 
