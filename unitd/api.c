@@ -187,7 +187,7 @@ static const struct {
     {"PATCH", "keys/{id}", ROUTE_KEY_PATCH, PERM_KEYS_ADMIN, true, ""},
     {"GET", "key_rings", ROUTE_RINGS_LIST, PERM_KEYS_READ, false, "limit offset totalCount"},
     {"POST", "key_rings/{ring}", ROUTE_RING_CREATE, PERM_KEYS_WRITE, true, ""},
-    {"DELETE", "key_rings/{ring}", ROUTE_RING_DELETE, PERM_KEYS_ADMIN, true, ""},
+    {"DELETE", "key_rings/{ring}", ROUTE_RING_DELETE, PERM_KEYS_ADMIN, true, "force"},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -1271,6 +1271,7 @@ static int api_ring_change(struct api_ctx *x, bool create)
 {
 	const char *id = x->q->ring;
 	size_t holding = 0;
+	bool present, force = false;
 	int r;
 
 	if ((r = api_no_body(x, create ? "key ring creation" : "key ring deletion")) != 0)
@@ -1279,10 +1280,15 @@ static int api_ring_change(struct api_ctx *x, bool create)
 		api_detail(x, "'%.40s'", id[0] == '?' ? "(longer than 100 characters)" : id);
 		return KY_ERR_KEY_RING_INVALID;
 	}
+	/* force=true: the deleted keys in the ring move to 'default' (Key Protect's meaning). */
+	if (!create && kp_query_bool(api_query(x, "force"), &present, &force) != 0) {
+		api_detail(x, "query force must be true or false");
+		return KY_ERR_MALFORMED;
+	}
 	if (create)
 		r = ky_kms_ring_create(&x->kms, id, x->caller, x->now);
 	else
-		r = ky_kms_ring_delete(&x->kms, id, x->now, &holding);
+		r = ky_kms_ring_delete(&x->kms, id, force, x->now, &holding);
 	if (r == KY_ERR_KEY_RING_NOT_EMPTY)
 		api_detail(x, "key ring '%s' holds %zu key%s", id, holding,
 		           holding == 1 ? "" : "s");

@@ -163,7 +163,8 @@ struct ky_key_act {
 };
 
 /* What a key alias may be (Key Protect's rule): 2 to KY_KEY_ALIAS_MAX characters of
- * A-Z a-z 0-9 '-' '_', and not a UUID (in either case: it would read as a key id). */
+ * A-Z a-z 0-9 '-' '_', not a UUID (in either case: it would read as a key id), and not
+ * "registrations" (GET /keys/registrations is another request). */
 bool ky_key_alias_valid(const char *alias);
 
 /* New key in memory (id and material generated unless imported). KY_ERR_KEY_NAME,
@@ -262,8 +263,9 @@ int ky_kms_ring_check(const struct ky_kms *kms, const char *id) KY_WUR;
 int ky_kms_ring_create(const struct ky_kms *kms, const char *id, const char *actor,
                        int64_t now) KY_WUR;
 /* KY_ERR_KEY_RING_DEFAULT, KY_ERR_KEY_RING_NOT_FOUND, KY_ERR_KEY_RING_NOT_EMPTY (*holding =
- * how many keys, in any state until purged, are in it). */
-int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, int64_t now,
+ * how many keys are in it: in any state until purged; with force, those not deleted). force
+ * (Key Protect's force=true): the deleted keys in it are moved to 'default' first. */
+int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, bool force, int64_t now,
                        size_t *holding) KY_WUR;
 /* ky_kms_key_create in the ring spec->ring, which must exist (KY_ERR_KEY_RING_NOT_FOUND), in
  * one write transaction with the check (or the caller's). */

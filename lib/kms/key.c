@@ -103,7 +103,9 @@ bool ky_key_alias_valid(const char *alias)
 {
 	size_t n = alias ? strnlen(alias, KY_KEY_ALIAS_MAX + 1) : 0;
 
-	if (n < 2 || n > KY_KEY_ALIAS_MAX || ky_uuid_valid(alias))
+	/* "registrations": /keys/registrations is a Key Protect endpoint, not a key */
+	if (n < 2 || n > KY_KEY_ALIAS_MAX || ky_uuid_valid(alias) ||
+	    strcmp(alias, "registrations") == 0)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = alias[i];

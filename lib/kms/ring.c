@@ -234,7 +234,8 @@ out:
 	return ring_end(kms, opened, r);
 }
 
-int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, int64_t now, size_t *holding)
+int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, bool force, int64_t now,
+                       size_t *holding)
 {
 	struct ky_key_rings l;
 	struct ky_store_filter all = {.states = 0, .extractable = -1};
@@ -261,12 +262,23 @@ int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, int64_t now, si
 	if ((r = ky_kms_key_list(kms, &all, 0, 0, now, &keys, &nkeys, &total, NULL)) != 0)
 		goto out;
 	for (size_t i = 0; i < nkeys; i++)
-		if (strcmp(keys[i]->ring, id) == 0)
+		if (strcmp(keys[i]->ring, id) == 0 &&
+		    (!force || keys[i]->state != KY_KEY_DESTROYED))
 			held++;
 	if (held > 0) {
 		*holding = held;
 		r = KY_ERR_KEY_RING_NOT_EMPTY;
 		goto out;
+	}
+	/* force: the deleted keys go to 'default', in this transaction */
+	for (size_t i = 0; force && i < nkeys; i++) {
+		struct ky_key_act a = {.action = KY_KEY_SET_RING,
+		                       .rotation_months = -1,
+		                       .dual_auth = -1,
+		                       .ring = KY_KEY_RING_DEFAULT};
+		if (strcmp(keys[i]->ring, id) == 0 &&
+		    (r = ky_kms_key_act(kms, keys[i]->id, &a, now, NULL)) != 0)
+			goto out;
 	}
 	memmove(&l.rings[at], &l.rings[at + 1], (l.n - (size_t)at - 1) * sizeof(l.rings[0]));
 	l.n--;

@@ -791,7 +791,8 @@ static void test_alias_rule(void **state)
 {
 	static const char *const good[] = {"ab", "US-South-Test-Key", "a_b-c9", "0123456789",
 	                                   "00000000-0000-0000-0000-00000000000"};
-	static const char *const bad[] = {"",
+	static const char *const bad[] = {"registrations",
+	                                  "",
 	                                  "a",
 	                                  "a b",
 	                                  "a.b",
@@ -918,7 +919,7 @@ static void test_rings(void **state)
 	struct fx *f = *state;
 	struct ky_key_spec sp = {.name = "in-ring", .actor = "alice", .ring = "team-a"};
 	struct ky_key_rings l;
-	struct ky_key *k = NULL, *g = NULL;
+	struct ky_key *k = NULL, *g = NULL, *o = NULL;
 	size_t holding = 9;
 	uint64_t count = 1;
 	char id[8];
@@ -959,12 +960,12 @@ static void test_rings(void **state)
 	ky_key_free(g);
 	/* not deleted while it holds a key, in any state */
 	assert_int_equal(act(f, k->id, KY_KEY_DELETE, "alice", NOW + 1), 0);
-	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", NOW + 2, &holding),
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", false, NOW + 2, &holding),
 	                 KY_ERR_KEY_RING_NOT_EMPTY);
 	assert_int_equal(holding, 1);
-	assert_int_equal(ky_kms_ring_delete(&f->kms, "default", NOW, &holding),
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "default", false, NOW, &holding),
 	                 KY_ERR_KEY_RING_DEFAULT);
-	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-b", NOW, &holding),
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-b", false, NOW, &holding),
 	                 KY_ERR_KEY_RING_NOT_FOUND);
 	/* moved out: the ring can go */
 	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "team-b", "alice", NOW + 3, &g),
@@ -973,7 +974,25 @@ static void test_rings(void **state)
 	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "default", "alice", NOW + 3, &g), 0);
 	assert_string_equal(g->ring, "default");
 	ky_key_free(g);
-	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", NOW + 4, &holding), 0);
+	/* force: a ring holding only deleted keys goes, they move to 'default' */
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-d", "alice", NOW), 0);
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "team-d", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	o = create_root(f, "live");
+	assert_int_equal(ky_kms_key_move(&f->kms, o->id, "team-d", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-d", true, NOW + 4, &holding),
+	                 KY_ERR_KEY_RING_NOT_EMPTY);
+	assert_int_equal(holding, 1); /* the live one */
+	assert_int_equal(ky_kms_key_move(&f->kms, o->id, "default", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-d", true, NOW + 4, &holding), 0);
+	g = load(f, k->id);
+	assert_string_equal(g->ring, "default");
+	assert_int_equal(g->state, KY_KEY_DESTROYED);
+	ky_key_free(g);
+	ky_key_free(o);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", false, NOW + 4, &holding), 0);
 	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
 	assert_int_equal(l.n, 0);
 	/* inside the caller's transaction: rolled back with it */
