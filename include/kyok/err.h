@@ -443,7 +443,24 @@
 	  "the instance directory has no unit trust anchor certificate (anchor.crt), and an EP11 " \
 	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
 	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
-	  "there, or use file key parts")
+	  "there, or use file key parts")                                                          \
+	X(IMPORT_TOKEN_MISSING, "import-token-missing", KY_EXIT_STATE, 404,                        \
+	  "this instance has no import token: create one (POST /api/v2/import_token)")             \
+	X(IMPORT_TOKEN_EXPIRED, "import-token-expired", KY_EXIT_STATE, 409,                        \
+	  "the import token has expired: create a new one (POST /api/v2/import_token)")            \
+	X(IMPORT_TOKEN_USED_UP, "import-token-retrievals-used-up", KY_EXIT_STATE, 409,             \
+	  "the import token was retrieved as many times as it allows (maxAllowedRetrievals): "     \
+	  "create a new one (POST /api/v2/import_token)")                                          \
+	X(IMPORT_PAYLOAD, "import-payload-undecryptable", KY_EXIT_INPUT, 400,                      \
+	  "the payload does not decrypt with the import token's private key: encrypt the key "     \
+	  "with RSAES-OAEP to the public key of the current import token (SHA-256, or SHA-1 with " \
+	  "encryptionAlgorithm RSAES_OAEP_SHA_1)")                                                 \
+	X(INCORRECT_NONCE_IV, "incorrect-nonce-iv", KY_EXIT_INPUT, 400,                            \
+	  "the encrypted nonce does not decrypt with the imported key and the given iv: encrypt "  \
+	  "the import token's nonce with AES-GCM under the key being imported, and send that iv")  \
+	X(INCORRECT_NONCE, "incorrect-nonce", KY_EXIT_INPUT, 400,                                  \
+	  "the encrypted nonce is not the import token's current nonce: retrieve the import "      \
+	  "token (GET /api/v2/import_token) and encrypt the nonce it gives")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
