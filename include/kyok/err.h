@@ -460,7 +460,9 @@
 	  "the import token's nonce with AES-GCM under the key being imported, and send that iv")  \
 	X(INCORRECT_NONCE, "incorrect-nonce", KY_EXIT_INPUT, 400,                                  \
 	  "the encrypted nonce is not the import token's current nonce: retrieve the import "      \
-	  "token (GET /api/v2/import_token) and encrypt the nonce it gives")
+	  "token (GET /api/v2/import_token) and encrypt the nonce it gives")                       \
+	X(SYNC_TOO_EARLY, "sync-too-early", KY_EXIT_STATE, 409,                                    \
+	  "a sync of associated resources can be asked only an hour after the key's last change")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
