@@ -1298,16 +1298,12 @@ out:
 	return r;
 }
 
-/* How long after a key's last change a sync of its associated resources may be asked (Key
- * Protect's rule; kyok has no associated resources to notify). */
-#define API_SYNC_WAIT 3600
-
 /* POST /keys/{id}/actions/sync: no other service holds kyok keys, so there is nothing to
- * notify; the answer is Key Protect's: 409 within an hour of the key's last change, else 204. */
+ * notify; the answer is Key Protect's (kp_sync_check): 409 within an hour of the key's last
+ * change, else 204. */
 static int api_key_sync(struct api_ctx *x)
 {
 	struct ky_key *k = NULL;
-	char at[KP_DATE_LEN + 1], from[KP_DATE_LEN + 1];
 	int r;
 
 	if ((r = api_no_body(x, "sync")) != 0)
@@ -1316,16 +1312,8 @@ static int api_key_sync(struct api_ctx *x)
 		return r;
 	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
 		return r;
-	if (x->now < k->updated + API_SYNC_WAIT) {
-		kp_date(k->updated, at);
-		kp_date(k->updated + API_SYNC_WAIT, from);
-		api_detail(x, "key %s was changed at %s: a sync can be asked from %s", k->id, at,
-		           from);
-		r = KY_ERR_SYNC_TOO_EARLY;
-	} else {
+	if ((r = kp_sync_check(k->id, k->updated, x->now, x->detail, sizeof(x->detail))) == 0)
 		x->status = 204;
-		r = 0;
-	}
 	ky_key_free(k);
 	return r;
 }

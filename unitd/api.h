@@ -231,6 +231,12 @@ int kp_parse_import_token(const uint8_t *body, size_t n, uint32_t *expiration,
  * retrieval (payload_b64 not NULL), payload and nonce. Pure. */
 json_t *kp_import_token_json(const struct ky_import_token *t, const char *payload_b64,
                              const char *nonce_b64);
+/* How long after a key's last change a sync of its associated resources may be asked. */
+#define KP_SYNC_WAIT 3600
+/* Key Protect's rule for a sync of key id last changed at updated: KY_ERR_SYNC_TOO_EARLY
+ * (saying from when) before updated + KP_SYNC_WAIT, else 0. Pure. */
+int kp_sync_check(const char *id, int64_t updated, int64_t now, char *detail,
+                  size_t detaillen) KY_WUR;
 /* An empty registration collection (kyok keys protect no other service's resources). */
 json_t *kp_registrations_json(bool total_count);
 /* A write transaction of the request's own, unless it runs in one already (in_txn): *mine

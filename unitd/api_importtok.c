@@ -205,6 +205,19 @@ json_t *kp_import_token_json(const struct ky_import_token *t, const char *payloa
 	return o;
 }
 
+int kp_sync_check(const char *id, int64_t updated, int64_t now, char *detail, size_t detaillen)
+{
+	char at[KP_DATE_LEN + 1], from[KP_DATE_LEN + 1];
+
+	if (now >= updated + KP_SYNC_WAIT)
+		return 0;
+	kp_date(updated, at);
+	kp_date(updated + KP_SYNC_WAIT, from);
+	it_detail(detail, detaillen, "key %s was changed at %s: a sync can be asked from %s", id,
+	          at, from);
+	return KY_ERR_SYNC_TOO_EARLY;
+}
+
 json_t *kp_registrations_json(bool total_count)
 {
 	json_t *o = kp_collection(KP_TYPE_REGISTRATION, json_array());

@@ -1486,6 +1486,14 @@ static void test_import_token_bodies(void **state)
 	assert_int_equal(json_array_size(json_object_get(j, "resources")), 0);
 	json_decref(j);
 
+	/* sync: an hour after the key's last change */
+	d[0] = '\0';
+	assert_int_equal(kp_sync_check("k1", NOW - 3599, NOW, d, sizeof(d)), KY_ERR_SYNC_TOO_EARLY);
+	assert_non_null(strstr(d, "key k1 was changed at 2027-01-15T07:00:01Z: a sync can be asked "
+	                          "from 2027-01-15T08:00:01Z"));
+	assert_int_equal(kp_sync_check("k1", NOW - 3600, NOW, d, sizeof(d)), 0);
+	assert_int_equal(kp_sync_check("k1", NOW - 86400, NOW, d, sizeof(d)), 0);
+
 	/* Key Protect's one code for two refusals */
 	j = kp_error_json(KY_ERR_PURGE_TOO_EARLY, NULL);
 	{
