@@ -167,11 +167,12 @@ static int kp_policy_put(const char *base, const char *policy, json_t *resource,
 	return status;
 }
 
-/* The policy is kept and shown, as Key Protect keeps it; kyok does not act on it. */
+/* When the units act on a rotation policy (unitd/scheduler.c). */
 static void kp_rotation_note(void)
 {
-	fprintf(stderr, "note: kyok records the rotation policy but does not rotate keys on its "
-	                "schedule: rotate with 'kyok kp key-rotate ID' when it is due\n");
+	fprintf(stderr, "note: the crypto units rotate a root key when its rotation policy is due "
+	                "(checked every hour): imported keys excepted, rotate those with 'kyok kp "
+	                "key-rotate ID --payload-file FILE'\n");
 }
 
 int kp_policies_main(int argc, char **argv)
@@ -183,8 +184,8 @@ int kp_policies_main(int argc, char **argv)
 	    "option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate the root key every N months (1 to 12), or never\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete the key\n";
 	struct kp_policy_args p;
 	int r, status = 0;
@@ -280,8 +281,8 @@ int kp_instance_policies_main(int argc, char **argv)
 	    "an option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  --rotation-months N|off rotate new root keys every N months (1 to 12), or never\n"
-	    "                          (recorded and shown; kyok does not rotate on it: use\n"
-	    "                          'kyok kp key-rotate')\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete new keys\n";
 	static const char base[] = "/api/v2/instance/policies";
 	struct kp_policy_args p;

@@ -365,7 +365,8 @@ static size_t apikey_done_units(const struct tke_run *run)
 int tke_apikey_create_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke apikey-create --name NAME --role ROLE [--out FILE] [--show]\n"
+	    "usage: kyok tke apikey-create --name NAME --role ROLE[,ROLE...] [--out FILE] "
+	    "[--show]\n"
 	    "                              [--prepare FILE]\n\n"
 	    "Creates an API key for the key-management API ('kyok kp', the Key Protect SDKs).\n"
 	    "The secret is generated here and written to a file readable by you only (default\n"
@@ -376,7 +377,8 @@ int tke_apikey_create_main(int argc, char **argv)
 	    "in the file is sent again.\n\n"
 	    "options:\n"
 	    "  --name NAME             1 to 64 letters, digits, '.', '_', '-'\n"
-	    "  --role ROLE             Reader, ReaderPlus, Writer, Manager or KeyPurge\n"
+	    "  --role ROLE[,ROLE...]   Reader, ReaderPlus, Writer, Manager or KeyPurge; several\n"
+	    "                          separated by commas (Manager,KeyPurge: delete and purge)\n"
 	    "  --out FILE              where to write the secret (never overwritten)\n"
 	    "  --show                  also print the secret (only when stdout is a terminal)\n"
 	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "
@@ -393,7 +395,7 @@ int tke_apikey_create_main(int argc, char **argv)
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	const char *name = NULL, *role = NULL, *out = NULL, *prepare = NULL;
 	bool show = false, created_file = false;
-	char path[700], why[256];
+	char path[700], why[256], roles[KY_ROLE_MAX + 1];
 	char *secret = NULL;
 	struct apikey_ctx k = {0};
 	struct tke_run run = {0};
@@ -435,10 +437,9 @@ int tke_apikey_create_main(int argc, char **argv)
 		return cli_fail(KY_ERR_USAGE, "--name",
 		                "'%s': use 1 to %d letters, digits, '.', '_' or '-' (not first)",
 		                name, KY_APIKEY_NAME_MAX);
-	if (!ky_role_valid(role))
-		return cli_fail(KY_ERR_USAGE, "--role",
-		                "'%s' is not one of Reader, ReaderPlus, Writer, Manager, KeyPurge",
-		                role);
+	if ((r = ky_roles_canonical(role, roles, why, sizeof(why))) != 0)
+		return cli_fail(r, "--role", "%s", why);
+	role = roles; /* canonical order: what the units store */
 	if (show && !isatty(STDOUT_FILENO))
 		return cli_fail(KY_ERR_USAGE, "--show",
 		                "the secret is printed only on a terminal: read it from the file");

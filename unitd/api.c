@@ -96,12 +96,27 @@ static const struct {
     {"Manager", ROLE_MANAGER}, {"KeyPurge", ROLE_KEY_PURGE},
 };
 
+/* The bits of a role list ("Manager,KeyPurge": the roles OR'd); 0 when it names a role this
+ * table does not know (no role at all rather than some). */
 static unsigned api_role_bit(const char *role)
 {
-	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
-		if (strcmp(api_role_names[i].name, role) == 0)
-			return api_role_names[i].bit;
-	return 0;
+	unsigned bits = 0;
+
+	for (const char *p = role;;) {
+		const char *e = strchr(p, ',');
+		size_t n = e != NULL ? (size_t)(e - p) : strlen(p), i;
+
+		for (i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
+			if (strlen(api_role_names[i].name) == n &&
+			    memcmp(api_role_names[i].name, p, n) == 0)
+				break;
+		if (i == sizeof(api_role_names) / sizeof(api_role_names[0]))
+			return 0;
+		bits |= api_role_names[i].bit;
+		if (e == NULL)
+			return bits;
+		p = e + 1;
+	}
 }
 
 static bool api_allowed(unsigned role, enum api_perm perm)
@@ -667,23 +682,38 @@ static void api_roles_allowing(enum api_perm perm, char *out, size_t outlen)
 	}
 }
 
-static const char *api_role_name(unsigned role)
+/* "the role Manager", "the roles Writer, KeyPurge", "no role". */
+static void api_role_names_of(unsigned role, char *out, size_t outlen)
 {
+	size_t len = 0, count = 0;
+
 	for (size_t i = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++)
-		if (api_role_names[i].bit == role)
-			return api_role_names[i].name;
-	return "none";
+		if (role & api_role_names[i].bit)
+			count++;
+	snprintf(out, outlen, "%s",
+	         count == 0   ? "no role"
+	         : count == 1 ? "the role "
+	                      : "the roles ");
+	len = strlen(out);
+	for (size_t i = 0, n = 0; i < sizeof(api_role_names) / sizeof(api_role_names[0]); i++) {
+		if (!(role & api_role_names[i].bit))
+			continue;
+		len += (size_t)snprintf(out + len, len < outlen ? outlen - len : 0, "%s%s",
+		                        n++ == 0 ? "" : ", ", api_role_names[i].name);
+		if (len >= outlen)
+			return;
+	}
 }
 
 static int api_check(struct api_ctx *x, enum api_perm perm)
 {
-	char need[64];
+	char need[64], have[80];
 
 	if (api_allowed(x->role, perm))
 		return 0;
 	api_roles_allowing(perm, need, sizeof(need));
-	api_detail(x, "API key '%s' has the role %s; this needs the role %s", x->caller,
-	           api_role_name(x->role), need);
+	api_role_names_of(x->role, have, sizeof(have));
+	api_detail(x, "API key '%s' has %s; this needs the role %s", x->caller, have, need);
 	return KY_ERR_FORBIDDEN;
 }
 
@@ -921,6 +951,35 @@ static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
 		return KY_ERR_RECORD_TAMPERED;
 	}
 	return 0;
+}
+
+/* The caller's address, as allowedIP ranges are matched against it. */
+static int api_caller_addr(struct api_ctx *x, struct kp_cidr *addr)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(x->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+	if (ci == NULL || kp_addr_of(ci->client_addr, addr) != 0) {
+		api_detail(x, "cannot tell the address this request comes from");
+		return KY_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+/* The instance policy allowedIP, on every request of the key API once its token checked. */
+static int api_allowed_ip(struct api_ctx *x)
+{
+	struct kp_instance_policies pol;
+	struct kp_cidr addr;
+	int r;
+
+	if ((r = api_ipolicies_read(x, &pol)) != 0)
+		return r;
+	if (!pol.allowed_ip)
+		return 0;
+	if ((r = api_caller_addr(x, &addr)) != 0)
+		return r;
+	return kp_allowed_ip_check(&pol, &addr, x->detail, sizeof(x->detail));
 }
 
 static int api_key_create(struct api_ctx *x)
@@ -1466,6 +1525,18 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	if ((r = kp_parse_instance_policies(x->q->body.data, x->q->body.len, only, x->caller,
 	                                    x->now, &p, x->detail, sizeof(x->detail))) != 0)
 		return r;
+	if (p.allowed_ip) {
+		/* A list that leaves out its sender's address would lock the sender out. */
+		struct kp_cidr addr;
+		char a[KP_CIDR_TEXT_MAX + 1];
+		if ((r = api_caller_addr(x, &addr)) != 0)
+			return r;
+		if (kp_allowed_ip_check(&p, &addr, NULL, 0) != 0) {
+			kp_addr_format(&addr, a, sizeof(a));
+			api_detail(x, "this request comes from %s", a);
+			return KY_ERR_IP_POLICY_LOCKOUT;
+		}
+	}
 	if ((r = kp_instance_policies_encode(&p, &enc)) == 0)
 		r = ky_kms_secret_put(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now);
 	ky_buf_free(&enc);
@@ -2028,7 +2099,8 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 	x.prefer = kp_prefer_parse(api_header(&x, "Prefer"));
 	if (api->ks != NULL)
 		ky_store_failure_clear(unitd_keystore_store(api->ks));
-	if ((r = api_authenticate(&x)) == 0 && (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
+	if ((r = api_authenticate(&x)) == 0 && (r = api_allowed_ip(&x)) == 0 &&
+	    (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
 		x.acted = !api_reads_only(&x);
 		r = api_dispatch_once(&x);
 	}

@@ -3,6 +3,7 @@
  *
  *   api.c        HTTP: routes, authentication, the role table, handlers (thin: lib/kms acts)
  *   api_json.c   pure: Key Protect bodies in and out, query values, dates, errors
+ *   api_netpolicy.c  pure: allowedIP's address ranges
  *   api_importtok.c  import tokens and secure import: their bodies, and the token in storage
  *   token.c      pure: access tokens (JWT HS256), the token request form
  */
@@ -12,6 +13,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "kyok/common.h"
 #include "kyok/kms.h"
@@ -166,6 +168,17 @@ struct kp_ipolicy_meta {
 	char created_by[KP_ACTOR_MAX + 1];
 	char updated_by[KP_ACTOR_MAX + 1];
 };
+/* An address range of allowedIP (api_netpolicy.c); an address is a range of all its bits. */
+#define KP_ALLOWED_IP_MAX 64
+#define KP_CIDR_TEXT_MAX  49 /* "ffff:...:ffff/128" */
+struct kp_cidr {
+	uint8_t family; /* 4 or 6 */
+	uint8_t bits;   /* prefix length */
+	uint8_t addr[16];
+};
+/* allowedNetwork's two values, as Key Protect names them. */
+#define KP_NETWORK_PUBLIC_AND_PRIVATE "public-and-private"
+#define KP_NETWORK_PRIVATE_ONLY       "private-only"
 struct kp_instance_policies {
 	struct kp_ipolicy_meta dual_meta;
 	bool dual_auth;
@@ -175,14 +188,24 @@ struct kp_instance_policies {
 	struct kp_ipolicy_meta kcia_meta;
 	bool kcia; /* keyCreateImportAccess enabled: the four booleans below apply */
 	bool create_root, create_standard, import_root, import_standard, enforce_token;
+	/* Stored and listed; enforced: allowedIP (kp_allowed_ip_check). */
+	struct kp_ipolicy_meta net_meta;
+	bool allowed_network;
+	bool private_only; /* allowed_network "private-only" (else "public-and-private") */
+	struct kp_ipolicy_meta ip_meta;
+	bool allowed_ip;
+	size_t nranges;
+	struct kp_cidr ranges[KP_ALLOWED_IP_MAX];
+	struct kp_ipolicy_meta metrics_meta;
+	bool metrics;
 };
 void kp_instance_policies_init(struct kp_instance_policies *p);
 int kp_instance_policies_decode(const uint8_t *p, size_t n,
                                 struct kp_instance_policies *out) KY_WUR;
 int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_buf *out) KY_WUR;
 /* Applies a PUT body to p (only = query "policy" or NULL), all of it or nothing.
- * KY_ERR_UNSUPPORTED for policy types kyok does not enforce (allowedNetwork, allowedIP,
- * metrics), KY_ERR_BODY_MEMBER naming the path of a member not taken, at any depth. */
+ * KY_ERR_BODY_MEMBER naming the path of a member not taken, at any depth; KY_ERR_MALFORMED
+ * for a bad value (an allowedIP range: kp_cidr_parse). */
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen) KY_WUR;
@@ -197,6 +220,23 @@ enum kp_origin {
 /* Whether p allows making a key of this kind with material of this origin. */
 int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable,
                                enum kp_origin origin, char *detail, size_t detaillen) KY_WUR;
+
+/* ---- api_netpolicy.c: allowedIP ---- */
+
+/* "address/prefix", IPv4 or IPv6, no bits beyond the prefix: KY_ERR_MALFORMED with a detail
+ * that names s and what to write. */
+int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detaillen) KY_WUR;
+/* "192.0.2.0/24" (cap: KP_CIDR_TEXT_MAX + 1); kp_addr_format: the address alone. */
+void kp_cidr_format(const struct kp_cidr *c, char *out, size_t cap);
+void kp_addr_format(const struct kp_cidr *c, char *out, size_t cap);
+/* A socket address as a range of one address (an IPv4-mapped IPv6 address as IPv4).
+ * KY_ERR_USAGE for another family. */
+int kp_addr_of(const struct sockaddr *sa, struct kp_cidr *out) KY_WUR;
+bool kp_cidr_match(const struct kp_cidr *range, const struct kp_cidr *addr);
+/* 0 when p has no allowedIP policy enabled or one of its ranges holds addr, else
+ * KY_ERR_IP_NOT_ALLOWED naming the address. */
+int kp_allowed_ip_check(const struct kp_instance_policies *p, const struct kp_cidr *addr,
+                        char *detail, size_t detaillen) KY_WUR;
 
 /* Building replies. */
 json_t *kp_collection(const char *type, json_t *resources /* stolen */);
@@ -262,7 +302,7 @@ int kp_import_token_unseal(const struct ky_kms *kms, const struct kp_secure *s,
 
 #define TOKEN_MAX_LEN       2048
 #define TOKEN_KEY_LEN       32
-#define TOKEN_ROLE_MAX      16
+#define TOKEN_ROLE_MAX      KY_APIKEY_ROLE_MAX
 #define TOKEN_GRANT         "urn:ibm:params:oauth:grant-type:apikey"
 #define TOKEN_RESPONSE_TYPE "cloud_iam"
 #define TOKEN_APIKEY_MAX    256

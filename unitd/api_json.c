@@ -712,6 +712,37 @@ static json_t *kp_meta_json(const struct kp_ipolicy_meta *m)
 	                 m->created_by, "updated_by", m->updated_by);
 }
 
+/* The policies added after the first three: allowedNetwork, allowedIP, metrics. Each is a
+ * member of its own that a reader of the older form leaves alone. */
+static int kp_ipolicies_encode_net(const struct kp_instance_policies *p, json_t *j)
+{
+	json_t *ips = json_array();
+	char t[KP_CIDR_TEXT_MAX + 1];
+
+	for (size_t i = 0; ips != NULL && i < p->nranges; i++) {
+		kp_cidr_format(&p->ranges[i], t, sizeof(t));
+		if (json_array_append_new(ips, json_string(t)) != 0) {
+			json_decref(ips);
+			ips = NULL;
+		}
+	}
+	/* ips first: json_pack takes it, whether it succeeds or not. */
+	if (ips == NULL ||
+	    json_object_set_new(j, "allowedIP",
+	                        json_pack("{s:o, s:b, s:o}", "meta", kp_meta_json(&p->ip_meta),
+	                                  "enabled", p->allowed_ip, "allowed_ip", ips)) != 0 ||
+	    json_object_set_new(j, "allowedNetwork",
+	                        json_pack("{s:o, s:b, s:s}", "meta", kp_meta_json(&p->net_meta),
+	                                  "enabled", p->allowed_network, "allowed_network",
+	                                  p->private_only ? KP_NETWORK_PRIVATE_ONLY
+	                                                  : KP_NETWORK_PUBLIC_AND_PRIVATE)) != 0 ||
+	    json_object_set_new(j, "metrics",
+	                        json_pack("{s:o, s:b}", "meta", kp_meta_json(&p->metrics_meta),
+	                                  "enabled", p->metrics)) != 0)
+		return KY_ERR_NOMEM;
+	return 0;
+}
+
 int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_buf *out)
 {
 	json_t *j;
@@ -727,7 +758,8 @@ int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_
 	              p->enforce_token);
 	if (j == NULL)
 		return KY_ERR_NOMEM;
-	r = kp_json_dump(j, out);
+	if ((r = kp_ipolicies_encode_net(p, j)) == 0)
+		r = kp_json_dump(j, out);
 	json_decref(j);
 	return r;
 }
@@ -748,6 +780,47 @@ static int kp_meta_decode(json_t *o, struct kp_ipolicy_meta *m)
 	m->updated = u;
 	strcpy(m->created_by, cb);
 	strcpy(m->updated_by, ub);
+	return 0;
+}
+
+/* allowedNetwork, allowedIP, metrics: absent in what older units wrote (never set). */
+static int kp_ipolicies_decode_net(json_t *j, struct kp_instance_policies *out)
+{
+	json_t *net = json_object_get(j, "allowedNetwork"), *ip = json_object_get(j, "allowedIP");
+	json_t *met = json_object_get(j, "metrics"), *ips = NULL, *v;
+	const char *nw = NULL;
+	int en;
+	size_t i;
+
+	if (net != NULL) {
+		if (json_unpack(net, "{s:b, s:s}", "enabled", &en, "allowed_network", &nw) != 0 ||
+		    kp_meta_decode(net, &out->net_meta) != 0)
+			return KY_ERR_MALFORMED;
+		if (strcmp(nw, KP_NETWORK_PRIVATE_ONLY) != 0 &&
+		    strcmp(nw, KP_NETWORK_PUBLIC_AND_PRIVATE) != 0)
+			return KY_ERR_MALFORMED;
+		out->allowed_network = en;
+		out->private_only = strcmp(nw, KP_NETWORK_PRIVATE_ONLY) == 0;
+	}
+	if (ip != NULL) {
+		if (json_unpack(ip, "{s:b, s:o}", "enabled", &en, "allowed_ip", &ips) != 0 ||
+		    !json_is_array(ips) || json_array_size(ips) > KP_ALLOWED_IP_MAX ||
+		    (en && json_array_size(ips) == 0) || kp_meta_decode(ip, &out->ip_meta) != 0)
+			return KY_ERR_MALFORMED;
+		json_array_foreach(ips, i, v)
+		{
+			if (kp_cidr_parse(json_string_value(v), &out->ranges[i], NULL, 0) != 0)
+				return KY_ERR_MALFORMED;
+		}
+		out->nranges = json_array_size(ips);
+		out->allowed_ip = en;
+	}
+	if (met != NULL) {
+		if (json_unpack(met, "{s:b}", "enabled", &en) != 0 ||
+		    kp_meta_decode(met, &out->metrics_meta) != 0)
+			return KY_ERR_MALFORMED;
+		out->metrics = en;
+	}
 	return 0;
 }
 
@@ -780,6 +853,8 @@ int kp_instance_policies_decode(const uint8_t *p, size_t n, struct kp_instance_p
 	out->import_root = ir;
 	out->import_standard = is;
 	out->enforce_token = et;
+	if ((r = kp_ipolicies_decode_net(j, out)) != 0)
+		goto out;
 	r = 0;
 out:
 	json_decref(j);
@@ -808,15 +883,84 @@ static int kp_attr_bool(json_t *attrs, const char *k, bool *out, char *detail, s
 	return r;
 }
 
+/* One resource of type allowedNetwork, allowedIP or metrics (members already checked by
+ * name) applied to np. */
+static int kp_ipolicy_net_apply(const char *type, int enabled, json_t *attrs, const char *actor,
+                                int64_t now, struct kp_instance_policies *np, char *detail,
+                                size_t detaillen)
+{
+	if (strcmp(type, "metrics") == 0) {
+		np->metrics = enabled;
+		kp_meta_touch(&np->metrics_meta, actor, now);
+		return 0;
+	}
+	if (strcmp(type, "allowedNetwork") == 0) {
+		json_t *v = json_object_get(attrs, "allowed_network");
+		const char *nw = json_string_value(v);
+		if (enabled && (nw == NULL || (strcmp(nw, KP_NETWORK_PRIVATE_ONLY) != 0 &&
+		                               strcmp(nw, KP_NETWORK_PUBLIC_AND_PRIVATE) != 0))) {
+			kp_detail(
+			    detail, detaillen,
+			    "allowedNetwork needs attributes.allowed_network \"%s\" or \"%s\"",
+			    KP_NETWORK_PUBLIC_AND_PRIVATE, KP_NETWORK_PRIVATE_ONLY);
+			return KY_ERR_MALFORMED;
+		}
+		np->allowed_network = enabled;
+		np->private_only = enabled && strcmp(nw, KP_NETWORK_PRIVATE_ONLY) == 0;
+		kp_meta_touch(&np->net_meta, actor, now);
+		return 0;
+	}
+	/* allowedIP */
+	{
+		json_t *ips = json_object_get(attrs, "allowed_ip"), *v;
+		struct kp_cidr ranges[KP_ALLOWED_IP_MAX];
+		size_t i;
+		if (enabled && (!json_is_array(ips) || json_array_size(ips) < 1 ||
+		                json_array_size(ips) > KP_ALLOWED_IP_MAX)) {
+			kp_detail(detail, detaillen,
+			          "allowedIP needs attributes.allowed_ip, an array of 1 to %d "
+			          "address ranges (\"192.0.2.0/24\")",
+			          KP_ALLOWED_IP_MAX);
+			return KY_ERR_MALFORMED;
+		}
+		json_array_foreach(ips, i, v)
+		{
+			int r;
+			if (!json_is_string(v)) {
+				kp_detail(detail, detaillen,
+				          "allowed_ip[%zu] must be a string \"address/prefix\"", i);
+				return KY_ERR_MALFORMED;
+			}
+			if ((r = kp_cidr_parse(json_string_value(v), &ranges[i], detail,
+			                       detaillen)) != 0)
+				return r;
+			for (size_t k = 0; k < i; k++) {
+				if (memcmp(&ranges[k], &ranges[i], sizeof(ranges[i])) == 0) {
+					kp_detail(detail, detaillen,
+					          "allowed_ip lists '%.64s' twice",
+					          json_string_value(v));
+					return KY_ERR_MALFORMED;
+				}
+			}
+		}
+		np->allowed_ip = enabled;
+		np->nranges = enabled ? json_array_size(ips) : 0;
+		if (enabled)
+			memcpy(np->ranges, ranges, np->nranges * sizeof(ranges[0]));
+		kp_meta_touch(&np->ip_meta, actor, now);
+		return 0;
+	}
+}
+
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen)
 {
-	static const char *const unsupported[] = {"allowedNetwork", "allowedIP", "metrics", NULL};
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *res, *item;
 	struct kp_instance_policies np = *p;
 	bool seen_dual = false, seen_rot = false, seen_kcia = false;
+	bool seen_net = false, seen_ip = false, seen_metrics = false;
 	size_t i;
 
 	if ((r = kp_load(body, n, false, &j, detail, detaillen)) != 0)
@@ -856,17 +1000,6 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			kp_detail(detail, detaillen, "each policy needs a string 'policy_type'");
 			goto out;
 		}
-		for (size_t u = 0; unsupported[u] != NULL; u++) {
-			if (strcmp(type, unsupported[u]) == 0) {
-				kp_detail(detail, detaillen,
-				          "instance policy '%s' is not supported by kyok (it would "
-				          "not be "
-				          "enforced)",
-				          type);
-				r = KY_ERR_UNSUPPORTED;
-				goto out;
-			}
-		}
 		if (only != NULL && strcmp(only, type) != 0) {
 			kp_detail(detail, detaillen, "the query asks for policy %.64s", only);
 			goto out;
@@ -877,10 +1010,16 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			seen = &seen_rot;
 		} else if (strcmp(type, "keyCreateImportAccess") == 0) {
 			seen = &seen_kcia;
+		} else if (strcmp(type, "allowedNetwork") == 0) {
+			seen = &seen_net;
+		} else if (strcmp(type, "allowedIP") == 0) {
+			seen = &seen_ip;
+		} else if (strcmp(type, "metrics") == 0) {
+			seen = &seen_metrics;
 		} else {
 			kp_detail(detail, detaillen,
 			          "unknown policy_type '%.64s' (dualAuthDelete, rotation, "
-			          "keyCreateImportAccess)",
+			          "keyCreateImportAccess, allowedNetwork, allowedIP, metrics)",
 			          type);
 			goto out;
 		}
@@ -914,16 +1053,22 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 		snprintf(path, sizeof(path), "resources[%zu].policy_data.attributes", i);
 		if (attrs != NULL &&
 		    (r = kp_members_known(attrs,
-		                          seen == &seen_dual ? ""
-		                          : seen == &seen_rot
-		                              ? "interval_month"
+		                          seen == &seen_dual || seen == &seen_metrics ? ""
+		                          : seen == &seen_rot ? "interval_month"
+		                          : seen == &seen_net ? "allowed_network"
+		                          : seen == &seen_ip
+		                              ? "allowed_ip"
 		                              : "create_root_key create_standard_key "
 		                                "import_root_key import_standard_key "
 		                                "enforce_token",
 		                          path, detail, detaillen)) != 0)
 			goto out;
 		r = KY_ERR_MALFORMED;
-		if (seen == &seen_dual) {
+		if (seen == &seen_net || seen == &seen_ip || seen == &seen_metrics) {
+			if ((r = kp_ipolicy_net_apply(type, enabled, attrs, actor, now, &np, detail,
+			                              detaillen)) != 0)
+				goto out;
+		} else if (seen == &seen_dual) {
 			np.dual_auth = enabled;
 			kp_meta_touch(&np.dual_meta, actor, now);
 		} else if (seen == &seen_rot) {
@@ -979,6 +1124,52 @@ static json_t *kp_ipolicy_item(const char *type, const struct kp_ipolicy_meta *m
 	                 type, "policy_data", data);
 }
 
+/* allowedNetwork, allowedIP and metrics, when ever set, appended to a. */
+static int kp_ipolicies_json_net(const struct kp_instance_policies *p, const char *only, json_t *a)
+{
+	json_t *data, *ips;
+	char t[KP_CIDR_TEXT_MAX + 1];
+
+	if (p->net_meta.set && (only == NULL || strcmp(only, "allowedNetwork") == 0)) {
+		data =
+		    p->allowed_network
+		        ? json_pack("{s:b, s:{s:s}}", "enabled", 1, "attributes", "allowed_network",
+		                    p->private_only ? KP_NETWORK_PRIVATE_ONLY
+		                                    : KP_NETWORK_PUBLIC_AND_PRIVATE)
+		        : json_pack("{s:b}", "enabled", 0);
+		if (json_array_append_new(
+		        a, kp_ipolicy_item("allowedNetwork", &p->net_meta, data)) != 0)
+			return KY_ERR_NOMEM;
+	}
+	if (p->ip_meta.set && (only == NULL || strcmp(only, "allowedIP") == 0)) {
+		if ((ips = json_array()) == NULL)
+			return KY_ERR_NOMEM;
+		for (size_t i = 0; i < p->nranges; i++) {
+			kp_cidr_format(&p->ranges[i], t, sizeof(t));
+			if (json_array_append_new(ips, json_string(t)) != 0) {
+				json_decref(ips);
+				return KY_ERR_NOMEM;
+			}
+		}
+		if (p->allowed_ip) {
+			data = json_pack("{s:b, s:{s:o}}", "enabled", 1, "attributes", "allowed_ip",
+			                 ips);
+		} else {
+			json_decref(ips);
+			data = json_pack("{s:b}", "enabled", 0);
+		}
+		if (json_array_append_new(a, kp_ipolicy_item("allowedIP", &p->ip_meta, data)) != 0)
+			return KY_ERR_NOMEM;
+	}
+	if (p->metrics_meta.set && (only == NULL || strcmp(only, "metrics") == 0)) {
+		data = json_pack("{s:b}", "enabled", p->metrics);
+		if (json_array_append_new(a, kp_ipolicy_item("metrics", &p->metrics_meta, data)) !=
+		    0)
+			return KY_ERR_NOMEM;
+	}
+	return 0;
+}
+
 json_t *kp_instance_policies_json(const struct kp_instance_policies *p, const char *only)
 {
 	json_t *a = json_array(), *it;
@@ -1012,6 +1203,8 @@ json_t *kp_instance_policies_json(const struct kp_instance_policies *p, const ch
 		if (json_array_append_new(a, it) != 0)
 			goto fail;
 	}
+	if (kp_ipolicies_json_net(p, only, a) != 0)
+		goto fail;
 	return kp_collection(KP_TYPE_POLICY, a);
 fail:
 	json_decref(a);

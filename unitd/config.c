@@ -56,6 +56,10 @@
  *   imprint_verifier = HEX      the Ed25519 public key (64 hex digits) of the instance's
  *                               imprint credential; without it the unit accepts no command
  *                               while in imprint mode
+ *   policy_pass_interval = 3600 optional, seconds between two passes of the policy pass
+ *                               (rotation policies, purge 90 days after deletion), 1..86400
+ *   policy_pass_days_ahead = 0  optional, a testing aid: the policy pass's clock runs this
+ *                               many days ahead of the system's, 0..36500
  *
  * Relative paths are resolved against the directory of the config file. The parser only
  * parses: it touches no file but the one it reads.
@@ -123,6 +127,8 @@ static const struct config_key config_keys[] = {
     {"imprint_verifier", CONFIG_VERIFIER, false, 0, 0},
     {"store_lock_wait_ms", CONFIG_UINT, false, UNITD_STORE_WAIT_MIN, UNITD_STORE_WAIT_MAX},
     {"metrics", CONFIG_UINT, false, 0, 1},
+    {"policy_pass_interval", CONFIG_UINT, false, 1, UNITD_POLICY_PASS_INTERVAL_MAX},
+    {"policy_pass_days_ahead", CONFIG_UINT, false, 0, UNITD_POLICY_PASS_AHEAD_MAX},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -338,6 +344,10 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->store_lock_wait_ms;
 	if (strcmp(name, "metrics") == 0)
 		return &cfg->metrics;
+	if (strcmp(name, "policy_pass_interval") == 0)
+		return &cfg->policy_pass_interval;
+	if (strcmp(name, "policy_pass_days_ahead") == 0)
+		return &cfg->policy_pass_days_ahead;
 	return &cfg->token_ttl;
 }
 
@@ -441,7 +451,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
 		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, metrics, "
-		           "store_lock_wait_ms)",
+		           "store_lock_wait_ms, policy_pass_interval, policy_pass_days_ahead)",
 		           key);
 		return KY_ERR_CONFIG;
 	}
@@ -632,6 +642,8 @@ int unitd_config_parse(const char *name, const char *base_dir, const char *text,
 	cfg->audit_checkpoint_ms = UNITD_AUDIT_CKPT_DEFAULT;
 	cfg->store_lock_wait_ms = UNITD_STORE_WAIT_DEFAULT;
 	cfg->metrics = 1;
+	cfg->policy_pass_interval = UNITD_POLICY_PASS_INTERVAL_DEFAULT;
+	cfg->policy_pass_days_ahead = 0;
 	err[0] = '\0';
 
 	if (n > UNITD_CONFIG_MAX_BYTES) {

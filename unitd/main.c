@@ -110,6 +110,13 @@ static void unitd_usage(FILE *fp)
 	        "                      with a claim made with it (none: it runs none)\n"
 	        "  metrics = 1|0       optional: count requests by route for GET /metrics\n"
 	        "                      (default 1; 0 leaves the request counters out)\n"
+	        "  policy_pass_interval = SECONDS\n"
+	        "                      optional: how often the unit rotates keys whose\n"
+	        "                      rotation policy is due and purges keys deleted 90 days\n"
+	        "                      ago (default 3600)\n"
+	        "  policy_pass_days_ahead = DAYS\n"
+	        "                      optional, for tests only: that pass's clock runs DAYS\n"
+	        "                      ahead of the system's (default 0)\n"
 	        "relative paths are taken from the config file's directory.\n");
 }
 

@@ -333,6 +333,29 @@ static void metrics_counter(struct metrics_out *o, const char *name, const char 
 	            (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
 }
 
+/* The policy pass's totals (scheduler.c). */
+static void metrics_policy_pass(struct metrics_out *o)
+{
+	struct unitd_policy_pass_counts c;
+
+	unitd_policy_pass_counts(&c);
+	metrics_head(o, "kyok_policy_passes_total", "counter",
+	             "Policy passes this unit ran (rotation policies, purge 90 days after "
+	             "deletion).");
+	metrics_put(o, "kyok_policy_passes_total %llu\n", (unsigned long long)c.runs);
+	metrics_head(o, "kyok_policy_keys_total", "counter",
+	             "Keys the policy pass of this unit acted on: rotated, purged; raced: changed "
+	             "by another unit first; failed: left alone (logged).");
+	metrics_put(o, "kyok_policy_keys_total{outcome=\"rotated\"} %llu\n",
+	            (unsigned long long)c.rotated);
+	metrics_put(o, "kyok_policy_keys_total{outcome=\"purged\"} %llu\n",
+	            (unsigned long long)c.purged);
+	metrics_put(o, "kyok_policy_keys_total{outcome=\"raced\"} %llu\n",
+	            (unsigned long long)c.raced);
+	metrics_put(o, "kyok_policy_keys_total{outcome=\"failed\"} %llu\n",
+	            (unsigned long long)c.failed);
+}
+
 int unitd_metrics_render(const struct unitd_metrics_view *v, struct ky_buf *out)
 {
 	struct metrics_out o = {.b = out, .r = 0};
@@ -383,6 +406,8 @@ int unitd_metrics_render(const struct unitd_metrics_view *v, struct ky_buf *out)
 	metrics_counter(&o, "kyok_audit_lines_total",
 	                "Lines taken into the unit's audit log since the unit started.",
 	                &metrics_audit_lines);
+	if (v->store != NULL)
+		metrics_policy_pass(&o);
 	metrics_gauge(&o, "kyok_start_time_seconds", "When the unit started (Unix time).",
 	              (unsigned long long)metrics_start);
 	if (clock_gettime(CLOCK_MONOTONIC, &now) == 0 && now.tv_sec >= metrics_start_mono.tv_sec)

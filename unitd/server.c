@@ -1,4 +1,4 @@
-/* The unit's HTTP endpoints (include/kyok/wire.h) and its log.
+/* The unit's HTTP endpoints (include/kyok/wire.h).
  *
  * One mutex serialises commands and state reads. A command runs on a private copy of the
  * state; the copy is sealed and written, and only then replaces the live state. Every reply
@@ -40,141 +40,6 @@
 #include "kyok/wire.h"
 #include "unitd/unitd.h"
 
-/* ---- log ---- */
-
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static FILE *log_fp;   /* NULL = stderr */
-static char *log_path; /* NULL = stderr */
-
-static FILE *log_file_open(const char *path)
-{
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	FILE *fp;
-
-	if (fd < 0)
-		return NULL;
-	if ((fp = fdopen(fd, "a")) == NULL) {
-		close(fd);
-		return NULL;
-	}
-	setvbuf(fp, NULL, _IOLBF, 0);
-	return fp;
-}
-
-int unitd_log_open(const char *path, char *err, size_t errlen)
-{
-	FILE *fp;
-
-	if (path == NULL)
-		return 0;
-	if ((fp = log_file_open(path)) == NULL) {
-		snprintf(err, errlen, "cannot open log file '%s': %s", path, strerror(errno));
-		return KY_ERR_IO;
-	}
-	if ((log_path = strdup(path)) == NULL) {
-		fclose(fp);
-		snprintf(err, errlen, "out of memory");
-		return KY_ERR_NOMEM;
-	}
-	pthread_mutex_lock(&log_lock);
-	log_fp = fp;
-	pthread_mutex_unlock(&log_lock);
-	return 0;
-}
-
-void unitd_log_reopen(void)
-{
-	FILE *fp;
-
-	if (log_path == NULL || (fp = log_file_open(log_path)) == NULL)
-		return;
-	pthread_mutex_lock(&log_lock);
-	if (log_fp != NULL)
-		fclose(log_fp);
-	log_fp = fp;
-	pthread_mutex_unlock(&log_lock);
-}
-
-bool unitd_log_reaches_stderr(void)
-{
-	struct stat a, b;
-	bool same = true;
-
-	pthread_mutex_lock(&log_lock);
-	if (log_fp != NULL)
-		same = fstat(fileno(log_fp), &a) == 0 && fstat(STDERR_FILENO, &b) == 0 &&
-		       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-	pthread_mutex_unlock(&log_lock);
-	return same;
-}
-
-void unitd_log_close(void)
-{
-	pthread_mutex_lock(&log_lock);
-	if (log_fp != NULL)
-		fclose(log_fp);
-	log_fp = NULL;
-	pthread_mutex_unlock(&log_lock);
-	free(log_path);
-	log_path = NULL;
-}
-
-static void log_vline(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
-
-static void log_vline(const char *fmt, va_list ap)
-{
-	char ts[32] = "-", line[1024];
-	struct timespec now;
-	struct tm tm;
-	size_t n;
-
-	if (clock_gettime(CLOCK_REALTIME, &now) == 0 && gmtime_r(&now.tv_sec, &tm) != NULL)
-		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	n = strlen(line);
-	while (n > 0 && line[n - 1] == '\n')
-		line[--n] = '\0';
-	/* One event, one line: nothing a client sends may start a line of its own. */
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			line[i] = '?';
-	pthread_mutex_lock(&log_lock);
-	fprintf(log_fp ? log_fp : stderr, "%s %s\n", ts, line);
-	fflush(log_fp ? log_fp : stderr);
-	pthread_mutex_unlock(&log_lock);
-}
-
-void unitd_log(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vline(fmt, ap);
-	va_end(ap);
-}
-
-bool unitd_log_rate_take(struct unitd_log_rate *rl, unsigned per_second, unsigned *missed)
-{
-	time_t now = time(NULL);
-	bool take;
-
-	*missed = 0;
-	pthread_mutex_lock(&rl->lock);
-	if (now != rl->window) {
-		*missed = rl->dropped;
-		rl->window = now;
-		rl->in_window = 0;
-		rl->dropped = 0;
-	}
-	take = rl->in_window < per_second;
-	if (take)
-		rl->in_window++;
-	else
-		rl->dropped++;
-	pthread_mutex_unlock(&rl->lock);
-	return take;
-}
-
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
@@ -209,6 +74,7 @@ struct unitd_server {
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
+	struct unitd_policy_pass *pass;     /* rotation policies, purge after 90 days */
 	struct unitd_header_timer *headers; /* header_timeout: freed after MHD stops */
 	struct unitd_imprint imprint;       /* who may command the unit in imprint mode */
 	struct ky_buf tls_cert;             /* PEM, kept while MHD runs */
@@ -1228,6 +1094,12 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		goto out;
 	}
 	fd = -1; /* transferred */
+	if ((r = unitd_policy_pass_start(cfg, srv->ks, &srv->pass)) != 0) {
+		snprintf(err, errlen, "cannot start the policy pass: %s", ky_err_message(r));
+		MHD_stop_daemon(srv->mhd);
+		srv->mhd = NULL;
+		goto out;
+	}
 	*out = srv;
 	srv = NULL; /* transferred */
 	r = 0;
@@ -1270,6 +1142,7 @@ void unitd_server_free(struct unitd_server *srv)
 		return;
 	if (srv->mhd != NULL)
 		MHD_stop_daemon(srv->mhd);
+	unitd_policy_pass_stop(srv->pass);     /* joins its thread: before key storage goes */
 	unitd_header_timer_free(srv->headers); /* after MHD: its connections are all closed */
 	unitd_storage_free(srv->storage);      /* stops and joins the re-encipherment worker */
 	unitd_api_free(srv->api);

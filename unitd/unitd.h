@@ -20,17 +20,20 @@
 
 /* ---- config.c: small and pure, no I/O beyond reading the file ---- */
 
-#define UNITD_CONFIG_MAX_BYTES    (64 * 1024)
-#define UNITD_HOST_MAX            255
-#define UNITD_KEY_LIMIT_MAX       10000000u
-#define UNITD_KEY_CACHE_MAX       4000000u
-#define UNITD_KEY_CACHE_DEFAULT   100000u /* at most, by default: key_limit when lower */
-#define UNITD_TOKEN_TTL_MIN       1u
-#define UNITD_TOKEN_TTL_MAX       86400u
-#define UNITD_TOKEN_TTL_DEFAULT   3600u
-#define UNITD_REENC_BATCH_DEFAULT 500u
-#define UNITD_REENC_BATCH_MAX     100000u
-#define UNITD_REENC_PAUSE_MAX     60000u /* ms */
+#define UNITD_CONFIG_MAX_BYTES             (64 * 1024)
+#define UNITD_HOST_MAX                     255
+#define UNITD_KEY_LIMIT_MAX                10000000u
+#define UNITD_KEY_CACHE_MAX                4000000u
+#define UNITD_KEY_CACHE_DEFAULT            100000u /* at most, by default: key_limit when lower */
+#define UNITD_TOKEN_TTL_MIN                1u
+#define UNITD_TOKEN_TTL_MAX                86400u
+#define UNITD_TOKEN_TTL_DEFAULT            3600u
+#define UNITD_REENC_BATCH_DEFAULT          500u
+#define UNITD_REENC_BATCH_MAX              100000u
+#define UNITD_REENC_PAUSE_MAX              60000u /* ms */
+#define UNITD_POLICY_PASS_INTERVAL_DEFAULT 3600u  /* s */
+#define UNITD_POLICY_PASS_INTERVAL_MAX     86400u /* s */
+#define UNITD_POLICY_PASS_AHEAD_MAX        36500u /* days */
 /* Connections: total and per client address, and how long one may take (seconds). */
 #define UNITD_CONN_DEFAULT           1000u
 #define UNITD_CONN_MAX               100000u
@@ -90,13 +93,15 @@ struct unitd_config {
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */
 	uint32_t body_timeout;               /* s from a request's headers to its last byte */
 	uint32_t header_timeout;             /* s from accept or the last request to its headers */
-	char *anchor_cert;            /* the instance's unit trust anchor (PEM certificate) */
-	char *identity_cert;          /* this unit's identity certificate, issued by the anchor */
-	uint32_t audit_max_bytes;     /* audit log file size at which a new file begins */
-	uint32_t audit_checkpoint_ms; /* longest wait of an audit line for its checkpoint */
-	uint32_t store_lock_wait_ms;  /* longest wait for key storage's write lock */
-	struct unitd_imprint imprint; /* imprint_verifier */
-	uint32_t metrics;             /* 1: requests counted for /metrics (default), 0: not */
+	char *anchor_cert;             /* the instance's unit trust anchor (PEM certificate) */
+	char *identity_cert;           /* this unit's identity certificate, issued by the anchor */
+	uint32_t audit_max_bytes;      /* audit log file size at which a new file begins */
+	uint32_t audit_checkpoint_ms;  /* longest wait of an audit line for its checkpoint */
+	uint32_t store_lock_wait_ms;   /* longest wait for key storage's write lock */
+	struct unitd_imprint imprint;  /* imprint_verifier */
+	uint32_t metrics;              /* 1: requests counted for /metrics (default), 0: not */
+	uint32_t policy_pass_interval; /* s between policy passes (scheduler.c) */
+	uint32_t policy_pass_days_ahead; /* the policy pass's clock ahead of the system's (tests) */
 };
 
 /* Parses config text. name is what messages call the file ("unit.conf"), base_dir the
@@ -131,7 +136,7 @@ int unitd_harden(char *err, size_t errlen) KY_WUR;
  * configuration is read, before anything secret exists. */
 int unitd_secure_heap_init(const struct unitd_config *cfg, char *err, size_t errlen) KY_WUR;
 
-/* ---- log (server.c) ---- */
+/* ---- log.c ---- */
 
 /* Opens the log (path NULL = stderr). */
 int unitd_log_open(const char *path, char *err, size_t errlen) KY_WUR;
@@ -496,6 +501,23 @@ void unitd_storage_progress(struct unitd_storage *so, bool *running, uint64_t *d
 /* GET /v1/admin/apikeys: {"apikeys": [{"id","name","role","created","revoked","verified"}]}
  * (verified: the row's tag checks; null when the unit cannot tell: no master key). */
 int unitd_storage_apikeys_json(struct unitd_storage *so, json_t **out) KY_WUR;
+
+/* ---- scheduler.c: the policy pass (rotation policies, purge 90 days after deletion) ---- */
+
+struct unitd_policy_pass;
+struct ky_kms_sched;
+/* Starts the pass's thread (nothing without key storage: *out NULL). */
+int unitd_policy_pass_start(const struct unitd_config *cfg, struct unitd_keystore *ks,
+                            struct unitd_policy_pass **out) KY_WUR;
+void unitd_policy_pass_stop(struct unitd_policy_pass *pp); /* NULL ok; joins the thread */
+/* One pass at now (logged, audited, counted). KY_ERR_NO_MASTER_KEY and the errors of key
+ * storage when it cannot run. */
+int unitd_policy_pass_run(struct unitd_keystore *ks, int64_t now, struct ky_kms_sched *st) KY_WUR;
+/* Totals since the unit started, for /metrics. */
+struct unitd_policy_pass_counts {
+	uint64_t runs, rotated, purged, raced, failed;
+};
+void unitd_policy_pass_counts(struct unitd_policy_pass_counts *c);
 
 /* ---- metrics.c: counters for GET /metrics, the storage check of GET /ready ---- */
 

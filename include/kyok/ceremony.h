@@ -99,15 +99,26 @@ enum ky_op {
 	                       *  "signature": b64 of its transfer signature} */
 	/* Ops whose effect is on key storage: the ceremony checks them, the daemon acts. */
 	KY_OP_MK_REENCIPHER,  /* "mk-reencipher"  {"vp": hex of the committed new key} */
-	KY_OP_APIKEY_CREATE,  /* "apikey-create"  {"apikey_id", "name", "role", "hash": hex} */
+	KY_OP_APIKEY_CREATE,  /* "apikey-create"  {"apikey_id", "name", "role": role list,
+	                       *  "hash": hex} */
 	KY_OP_APIKEY_REVOKE,  /* "apikey-revoke"  {"apikey_id"} */
 	KY_OP_STORAGE_ACCEPT, /* "storage-accept" {} : key storage taken as it is (a restore) */
 };
 #define KY_OP_LAST KY_OP_STORAGE_ACCEPT
 
 #define KY_APIKEY_NAME_MAX 64
-#define KY_ROLE_MAX        16
-/* Service access roles of API keys, as the reference names them. */
+/* The longest role list: every role once, "Reader,ReaderPlus,Writer,Manager,KeyPurge". */
+#define KY_ROLE_MAX 48
+/* Service access roles of API keys, as the reference names them. An API key holds one or
+ * more of them, written as a comma list in the canonical order Reader, ReaderPlus, Writer,
+ * Manager, KeyPurge (no blanks): that text is what the unit stores and tags, so two lists of
+ * the same roles are the same text. */
+/* in (roles in any order, comma-separated) -> out in the canonical order. An empty list or
+ * item, an unknown role or one given twice is KY_ERR_APIKEY_ROLES, named in detail (which
+ * may be NULL). */
+int ky_roles_canonical(const char *in, char out[KY_ROLE_MAX + 1], char *detail,
+                       size_t detaillen) KY_WUR;
+/* Whether role is a valid role list in the canonical order (a single role is one). */
 bool ky_role_valid(const char *role);
 
 /* A parsed command. JSON on the wire (the content of the CMS SignedData):

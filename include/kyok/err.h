@@ -444,6 +444,15 @@
 	  "card makes key parts bound to one and envelopes them only to units it certified: "      \
 	  "create the instance first ('kyok up'), or copy the instance's anchor.crt (public) "     \
 	  "there, or use file key parts")                                                          \
+	X(APIKEY_ROLES, "apikey-roles", KY_EXIT_USAGE, 400,                                        \
+	  "not a list of API key roles (one or more of Reader, ReaderPlus, Writer, Manager, "      \
+	  "KeyPurge, each once, separated by commas)")                                             \
+	X(IP_NOT_ALLOWED, "ip-not-allowed", KY_EXIT_REFUSED, 401,                                  \
+	  "the instance accepts requests only from the addresses its allowedIP policy lists: "     \
+	  "send from one of them, or have a Manager change the policy from one of them")           \
+	X(IP_POLICY_LOCKOUT, "ip-policy-lockout", KY_EXIT_INPUT, 400,                              \
+	  "the allowedIP policy would refuse the address this request comes from, and so lock "    \
+	  "its sender out: list that address (or its range) too")                                  \
 	X(IMPORT_TOKEN_MISSING, "import-token-missing", KY_EXIT_STATE, 404,                        \
 	  "this instance has no import token: create one (POST /api/v2/import_token)")             \
 	X(IMPORT_TOKEN_EXPIRED, "import-token-expired", KY_EXIT_STATE, 409,                        \

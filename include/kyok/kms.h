@@ -249,6 +249,44 @@ int ky_kms_apikey_mac(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *inst
 int ky_kms_apikey_check(const uint8_t key[KY_APIKEY_MAC_KEY_LEN], const char *instance,
                         const struct ky_store_apikey *k) KY_WUR;
 
+/* ---- policies acted on over time (lib/kms/schedule.c) ---- */
+
+#define KY_KMS_AUTO_PURGE (90 * KY_KMS_DAY) /* destroyed -> purged by the pass */
+
+enum ky_kms_due { KY_KMS_DUE_NONE, KY_KMS_DUE_ROTATE, KY_KMS_DUE_PURGE };
+
+/* The date k's rotation policy rotates it: its newest version's creation plus
+ * rotation_months calendar months (UTC; the day clamped to the month's last); 0 = no
+ * policy. */
+int64_t ky_kms_rotation_due(const struct ky_key *k);
+/* What is due on k at now: rotation (a generated root key, Active as of now, whose rotation
+ * date has come), purge (destroyed KY_KMS_AUTO_PURGE or more before now), or nothing. */
+enum ky_kms_due ky_kms_due(const struct ky_key *k, int64_t now);
+/* Does what is due on the key of row (as read from the store) at now, with one
+ * compare-and-swap on row->rev, never retried: KY_ERR_CONFLICT (or KY_ERR_NOT_FOUND) when
+ * another writer changed the row since it was read. *done: what was done (NONE: nothing was
+ * due); out (may be NULL): the key as written (NULL after a purge). */
+int ky_kms_due_apply(const struct ky_kms *kms, const struct ky_store_row *row, int64_t now,
+                     enum ky_kms_due *done, struct ky_key **out) KY_WUR;
+
+struct ky_kms_sched {
+	uint64_t keys;    /* Active and destroyed keys looked at */
+	uint64_t rotated; /* rotated by their rotation policy */
+	uint64_t purged;  /* purged KY_KMS_AUTO_PURGE after their deletion */
+	uint64_t raced;   /* due, but changed by another writer first: left alone */
+	uint64_t failed;  /* records that did not open or could not be changed: left alone */
+};
+/* Told of each key acted on or that failed: before (metadata; NULL when it did not open),
+ * after (as written; NULL after a purge or a failure), what was (or was to be) done, err. */
+typedef void (*ky_kms_sched_fn)(const char *id, const struct ky_key *before,
+                                const struct ky_key *after, enum ky_kms_due what, int err,
+                                void *arg);
+/* One pass over the keys this unit's registers open: each due key is acted on with
+ * ky_kms_due_apply. A key that fails is counted and left; the pass goes on. 0, or the store's
+ * error when it cannot list. */
+int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_fn fn, void *arg,
+                         struct ky_kms_sched *st) KY_WUR;
+
 /* ---- master key rotation ---- */
 
 struct ky_kms_reenc {

@@ -29,7 +29,7 @@
 #define KY_STORE_BUSY_MS_DEFAULT   10000
 #define KY_KEY_NAME_MAX            90 /* Key Protect: 2 to 90 characters */
 #define KY_SECRET_NAME_MAX         64
-#define KY_APIKEY_ROLE_MAX         32
+#define KY_APIKEY_ROLE_MAX         48 /* a role list (KY_ROLE_MAX) */
 #define KY_APIKEY_HASH_LEN         32
 #define KY_APIKEY_MAC_LEN          32
 #define KY_STORE_APIKEY_NAME_MAX   64

@@ -320,15 +320,73 @@ static int command_get_text(json_t *o, const char *key, char *out, size_t outlen
 	return 0;
 }
 
+/* The roles in their canonical order (ky_roles_canonical). */
+static const char *const ky_roles[] = {"Reader", "ReaderPlus", "Writer", "Manager", "KeyPurge"};
+#define KY_NROLES (sizeof(ky_roles) / sizeof(ky_roles[0]))
+
+int ky_roles_canonical(const char *in, char out[KY_ROLE_MAX + 1], char *detail, size_t detaillen)
+{
+	unsigned seen = 0;
+	size_t len = 0;
+	const char *p = in;
+
+	out[0] = '\0';
+	if (in == NULL || in[0] == '\0') {
+		ceremony_detail(detail, detaillen,
+		                "no role given: name one or more of Reader, ReaderPlus, Writer, "
+		                "Manager, KeyPurge, separated by commas");
+		return KY_ERR_APIKEY_ROLES;
+	}
+	for (;;) {
+		const char *e = strchr(p, ',');
+		size_t n = e != NULL ? (size_t)(e - p) : strlen(p), i;
+
+		for (i = 0; i < KY_NROLES; i++)
+			if (strlen(ky_roles[i]) == n && memcmp(ky_roles[i], p, n) == 0)
+				break;
+		if (n == 0) {
+			ceremony_detail(
+			    detail, detaillen,
+			    "role list '%.64s' has an empty item: separate the roles by "
+			    "single commas, without blanks",
+			    in);
+			return KY_ERR_APIKEY_ROLES;
+		}
+		if (i == KY_NROLES) {
+			ceremony_detail(
+			    detail, detaillen,
+			    "role '%.*s' is not one of Reader, ReaderPlus, Writer, Manager, "
+			    "KeyPurge",
+			    (int)(n < 32 ? n : 32), p);
+			return KY_ERR_APIKEY_ROLES;
+		}
+		if (seen & (1u << i)) {
+			ceremony_detail(detail, detaillen,
+			                "role '%s' is given twice: name each role once",
+			                ky_roles[i]);
+			return KY_ERR_APIKEY_ROLES;
+		}
+		seen |= 1u << i;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	for (size_t i = 0; i < KY_NROLES; i++) {
+		if (!(seen & (1u << i)))
+			continue;
+		/* Every role once fits: KY_ROLE_MAX is that list's length and more. */
+		len += (size_t)snprintf(out + len, KY_ROLE_MAX + 1 - len, "%s%s", len ? "," : "",
+		                        ky_roles[i]);
+	}
+	return 0;
+}
+
 bool ky_role_valid(const char *role)
 {
-	static const char *const roles[] = {"Reader",  "ReaderPlus", "Writer",
-	                                    "Manager", "KeyPurge",   NULL};
+	char canon[KY_ROLE_MAX + 1];
 
-	for (size_t i = 0; role != NULL && roles[i] != NULL; i++)
-		if (strcmp(role, roles[i]) == 0)
-			return true;
-	return false;
+	return role != NULL && ky_roles_canonical(role, canon, NULL, 0) == 0 &&
+	       strcmp(canon, role) == 0;
 }
 
 static int command_b64(json_t *v, const char *what, struct ky_buf *out, char *detail,
@@ -472,13 +530,13 @@ static int command_parse_fields(json_t *o, struct ky_command *c, char *detail, s
 		    (r = command_get_text(o, "role", c->role, sizeof(c->role), detail,
 		                          detaillen)) != 0)
 			return r;
-		if (!ky_role_valid(c->role)) {
-			ceremony_detail(
-			    detail, detaillen,
-			    "role '%s' is not one of Reader, ReaderPlus, Writer, Manager, "
-			    "KeyPurge",
-			    c->role);
-			return KY_ERR_BAD_COMMAND;
+		/* The unit's check of the roles: what it stores and tags is the canonical
+		 * list, the one the role table is read from. */
+		{
+			char canon[KY_ROLE_MAX + 1];
+			if ((r = ky_roles_canonical(c->role, canon, detail, detaillen)) != 0)
+				return r;
+			memcpy(c->role, canon, sizeof(canon));
 		}
 		return command_get_hex(o, "hash", true, c->hash, sizeof(c->hash), &present, detail,
 		                       detaillen);

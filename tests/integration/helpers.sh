@@ -173,7 +173,7 @@ inst_get() {
 				"$f" >"$t" && touch -r "$t.t" "$t" && mv "$t" "$c" || { rm -f "$t" "$t.t"; return 1; }
 		rm -f "$t.t"
 	fi
-	while read -r k v; do
+	while IFS=' ' read -r k v; do # whatever IFS the test set (t_api_refusals: newline)
 		[ "$k" = "$1" ] && { echo "$v"; return 0; }
 	done <"$c"
 	return 0
@@ -200,7 +200,7 @@ sigkey_file() {
 cmd_json() {
 	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-} inc=${5:-}
 	if [ -z "$counter" ] && [ -z "$inc" ]; then
-		read -r counter inc < <(unit_state "$n" | jq -r '"\(.next_counter) \(.incarnation)"')
+		IFS=' ' read -r counter inc < <(unit_state "$n" | jq -r '"\(.next_counter) \(.incarnation)"')
 	fi
 	[ -n "$counter" ] || counter=$(unit_counter "$n")
 	[ -n "$inc" ] || inc=$(unit_incarnation "$n")

@@ -25,6 +25,11 @@
 #     registrations (empty), purge too early (REQ_TOO_EARLY_ERR)
 #   malformed JSON, a body over the limit (with and without Content-Length), unknown route,
 #   wrong method
+#   API key roles: apikey-create commands built by hand with a role repeated, unknown or an
+#     empty item: refused by the unit, nothing stored; a list out of order stored in order
+#   instance policies allowedNetwork, allowedIP, metrics: set, listed; allowedIP enforced by
+#     both units on a request from an address not listed (127.0.0.2), a PUT that would lock
+#     its sender out, ranges and values that do not parse
 #   body members: an unknown member at each level of key policies, instance policies, create,
 #     actions (plain and as a collection): 400 naming its path, the policies read back
 #     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
@@ -146,6 +151,23 @@ for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
 	"$KYOK" tke apikey-create --name "r-$role" --role "${role%2}" --password-file "$pa" >/dev/null 2>&1 ||
 		fail "apikey-create $role"
 done
+# The unit's own check of apikey-create's role list, with commands built by hand (openssl
+# cms) and posted to the unit: a repeated or unknown role is refused by name and nothing is
+# stored; a list in another order is stored in the canonical one.
+akhash=$(head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1)
+for bad in Manager,Manager Manager,Admin Manager,,KeyPurge; do
+	cmd_json 1 apikey-create "{\"apikey_id\":\"r-bad\",\"name\":\"bad\",\"role\":\"$bad\",\"hash\":\"$akhash\"}" >"$T_DIR/ak.json"
+	sign_cmd "$T_DIR/ak.json" "$T_DIR/ak.der" ann
+	before=$(digest "$A")
+	expect_refused "unit: apikey-create with role list '$bad'" apikey-roles 1 "$T_DIR/ak.der"
+	expect_eq "... key storage unchanged" "$(digest "$A")" "$before"
+done
+cmd_json 1 apikey-create "{\"apikey_id\":\"r-two\",\"name\":\"two\",\"role\":\"KeyPurge,Writer\",\"hash\":\"$akhash\"}" >"$T_DIR/ak.json"
+sign_cmd "$T_DIR/ak.json" "$T_DIR/ak.der" ann
+expect_eq "unit: apikey-create with 'KeyPurge,Writer' taken" "$(post_cmd 1 "$T_DIR/ak.der" | jq -r .ok)" true
+expect_eq "... stored and listed as 'Writer,KeyPurge', its tag verified" \
+	"$(curl -fsS "$(url_of "$A" 2)/v1/admin/apikeys" | jq -r '.apikeys[] | select(.id == "r-two") | "\(.role) \(.verified)"')" \
+	"Writer,KeyPurge true"
 declare -A TOK
 for role in Reader ReaderPlus Writer Manager Manager2 KeyPurge; do
 	TOK[$role]=$(token_of "$AK/r-$role.apikey")
@@ -356,6 +378,49 @@ refused "instance policies: one policy given twice" 400 MALFORMED_ERR $(auth "$M
 says "... says which" "policy_type 'keyCreateImportAccess' is given twice"
 call $(auth "$M") /api/v2/instance/policies
 expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$ipol_before"
+
+# ---- instance policies allowedNetwork, allowedIP, metrics -----------------------------------
+# allowedIP is enforced on every request of the key API, by every unit: a request from
+# another loopback address (curl --interface 127.0.0.2) stands for a host not listed.
+netpol='{"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"private-only"}}},{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/32","::1/128"]}}},{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
+accepted "Manager sets allowedNetwork, allowedIP and metrics in one PUT" 204 $(auth "$M") \
+	$(json_body "$netpol") -X PUT /api/v2/instance/policies
+call 2 $(auth "$M") /api/v2/instance/policies
+expect_eq "... listed by unit 2, each with its data" \
+	"$(jq -c '[.resources[] | select(.policy_type | test("^(allowed|metrics)")) | [.policy_type, .policy_data, (.createdBy | length > 0), (.lastUpdated | length)]]' "$T_DIR/body")" \
+	'[["allowedNetwork",{"enabled":true,"attributes":{"allowed_network":"private-only"}},true,20],["allowedIP",{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/32","::1/128"]}},true,20],["metrics",{"enabled":true},true,20]]'
+call $(auth "$M") "/api/v2/instance/policies?policy=allowedIP"
+expect_eq "... ?policy=allowedIP lists that one" "$(jq -c '[.resources[].policy_type]' "$T_DIR/body")" '["allowedIP"]'
+accepted "a request from 127.0.0.1 (listed): served" 200 $(auth "$W") /api/v2/keys
+refused "a request from 127.0.0.2 (not listed): refused" 401 IP_NOT_ALLOWED_ERR \
+	--interface 127.0.0.2 $(auth "$W") /api/v2/keys
+says "... naming the address" "does not list the address 127.0.0.2 "
+refused "... by unit 2 too" 401 IP_NOT_ALLOWED_ERR 2 --interface 127.0.0.2 $(auth "$W") \
+	$(json_body "$(create_json from-elsewhere)") -X POST /api/v2/keys
+refused "... a Manager's change of the policy too" 401 IP_NOT_ALLOWED_ERR --interface 127.0.0.2 \
+	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
+refused "allowedIP that leaves out its sender's own address: refused" 400 IP_POLICY_LOCKOUT_ERR \
+	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["10.0.0.0/8"]}}}]}') \
+	-X PUT /api/v2/instance/policies
+says "... naming that address" "this request comes from 127.0.0.1"
+refused "allowedIP with a range that has bits beyond its prefix" 400 MALFORMED_ERR $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/8"]}}}]}') \
+	-X PUT /api/v2/instance/policies
+says "... says what to write" "write '127.0.0.0/8'"
+refused "allowedIP with an attribute Key Protect's private endpoint port (not taken)" 400 BODY_MEMBER_UNSUPPORTED_ERR \
+	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"],"private_endpoint_port":8443}}}]}') \
+	-X PUT /api/v2/instance/policies
+refused "allowedNetwork with another value" 400 MALFORMED_ERR $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"everywhere"}}}]}') \
+	-X PUT /api/v2/instance/policies
+accepted "allowedIP widened to 127.0.0.0/8" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}') \
+	-X PUT "/api/v2/instance/policies?policy=allowedIP"
+accepted "... a request from 127.0.0.2 is served" 200 --interface 127.0.0.2 $(auth "$W") /api/v2/keys
+accepted "allowedIP turned off" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
 
 # Create, actions and requests without a body member.
 member_refused "create: unknown member in the key" "resources[0].color" \

@@ -2,7 +2,9 @@
 # The key-management API through 'kyok kp' on 2 real units sharing one key storage: API keys
 # for every role (kyok tke apikey-create), keys, wrap/unwrap/rewrap, rotation, policies,
 # dual-authorization delete, restore, purge; what each role may not do; failover when unit 1
-# dies; wrong and revoked API keys; malformed input files.
+# dies; wrong and revoked API keys; malformed input files; an API key with two roles; the
+# policy pass (rotation by policy, purge 90 days after deletion) with the units' pass clock
+# moved ahead.
 . "$(dirname "$0")/helpers.sh"
 setup
 
@@ -80,6 +82,17 @@ expect_eq "apikeys shows names and roles" \
 	"$(jq -r '[.apikeys[] | select(.name == "t-KeyPurge") | .role] | join(",")' <<<"$list")" KeyPurge
 expect_eq "apikeys shows no hash" "$(jq '[.apikeys[] | has("hash")] | any' <<<"$list")" false
 expect_rc "apikeys table" 0 't-ReaderPlus +ReaderPlus' "$KYOK" tke apikeys
+# An API key with several roles: given in any order, stored and listed in one order.
+expect_rc "apikey-create with two roles" 0 'role Manager,KeyPurge' \
+	"$KYOK" tke apikey-create --name t-MgrPurge --role KeyPurge,Manager --password-file "$pa"
+expect_eq "... listed with both roles, in the stored order" \
+	"$("$KYOK" tke apikeys --output json | jq -r '.apikeys[] | select(.name == "t-MgrPurge") | .role')" \
+	"Manager,KeyPurge"
+expect_eq "... its file says the same" "$(jq -r .role "$AK/t-MgrPurge.apikey")" "Manager,KeyPurge"
+expect_rc "apikey-create with a role given twice: refused by name" 2 "role 'Manager' is given twice" \
+	"$KYOK" tke apikey-create --name bad --role Manager,Manager
+expect_rc "apikey-create with an unknown role in a list: refused by name" 2 "role 'Admin' is not one of" \
+	"$KYOK" tke apikey-create --name bad --role Manager,Admin
 
 # ---- keys ----------------------------------------------------------------------------------
 kid=$(stdout_of kp Writer key-create --name root-one --description "test root" --output json |
@@ -144,8 +157,8 @@ expect_ok "... and it wraps again" kp Reader wrap "$kid" --show
 expect_rc "Writer cannot set policies" 4 "key $kid" kp Writer policies "$kid" --dual-auth on
 expect_rc "Manager sets rotation and dual authorization" 0 'every 3 months' \
 	kp Manager policies "$kid" --rotation-months 3 --dual-auth on
-expect_rc "... and is told kyok does not rotate on the schedule" 0 \
-	"does not rotate keys on its schedule.*kyok kp key-rotate" \
+expect_rc "... and is told when the units rotate it" 0 \
+	"rotate a root key when its rotation policy is due.*kyok kp key-rotate" \
 	kp Manager policies "$kid" --rotation-months 3
 expect_rc "... both shown" 0 'dual-auth delete +enabled' kp Manager policies "$kid"
 expect_rc "policies: bad interval" 2 'rotation-months' kp Manager policies "$kid" --rotation-months 13
@@ -171,6 +184,11 @@ expect_rc "purge without --yes and no terminal: cancelled" 2 'cancelled' kp KeyP
 expect_rc "Manager cannot purge" 4 "key $sid" kp Manager key-purge "$sid" --yes
 expect_rc "KeyPurge may purge (refused only for the 4-hour delay)" 5 "key $sid" \
 	kp KeyPurge key-purge "$sid" --yes
+expect_rc "Manager,KeyPurge may purge too (refused only for the delay)" 5 "key $sid: .*4 hours after" \
+	kp MgrPurge key-purge "$sid" --yes
+expect_ok "... and, as a Manager, restores" kp MgrPurge key-restore "$sid"
+expect_ok "... deletes" kp MgrPurge key-delete "$sid"
+expect_rc "... and lists keys (KeyPurge alone cannot)" 0 "$sid" kp MgrPurge keys --state destroyed
 
 # ---- failover ------------------------------------------------------------------------------
 kill -9 "$(cat "$KYOK_INSTANCE/unit-1/pid")"
@@ -257,5 +275,55 @@ expect_rc "apikey-create --show with no terminal" 2 'only on a terminal' \
 	"$KYOK" tke apikey-create --name t-x --role Reader --show
 expect_rc "apikey-revoke without --id" 2 'id ID is required' "$KYOK" tke apikey-revoke --yes
 expect_rc "unknown key" 3 'key 0{8}-' kp Reader key-show 00000000-0000-4000-8000-000000000000
+
+# ---- policies acted on over time: the policy pass of both units -----------------------------
+# The units are restarted with the pass's clock some days ahead (policy_pass_days_ahead, a
+# testing aid of unit.conf) and a pass every second; the test waits for passes to have run
+# (kyok_policy_passes_total), never for time.
+prk=$(stdout_of kp Writer key-create --name rotates-monthly --output json | jq -r '.resources[0].id')
+expect_ok "a key with a rotation policy of 1 month" kp Manager policies "$prk" --rotation-months 1
+pdk=$(stdout_of kp Writer key-create --name deleted-now --output json | jq -r '.resources[0].id')
+expect_ok "a key deleted now" kp Manager key-delete "$pdk"
+# ahead DAYS: both units restarted, the pass's clock DAYS ahead; returns once each unit has
+# finished a pass.
+ahead() {
+	local n i
+	"$KYOK" down >/dev/null 2>&1
+	for n in 1 2; do
+		sed -i '/^policy_pass_/d' "$KYOK_INSTANCE/unit-$n/unit.conf"
+		printf 'policy_pass_interval = 1\npolicy_pass_days_ahead = %s\n' "$1" >>"$KYOK_INSTANCE/unit-$n/unit.conf"
+	done
+	"$KYOK" up >/dev/null 2>&1 || fail "kyok up with policy_pass_days_ahead = $1"
+	for n in 1 2; do
+		for i in $(seq 1 300); do
+			metrics_of "$n" "$T_DIR/m$n"
+			[ "$(metric "$T_DIR/m$n" kyok_policy_passes_total)" -ge 2 ] && break
+			sleep 0.1
+		done
+		[ "$(metric "$T_DIR/m$n" kyok_policy_passes_total)" -ge 2 ] || fail "unit $n ran no policy pass"
+	done
+}
+versions() { stdout_of kp Reader key-versions "$1" --output json | jq '.resources | length'; }
+ahead 27
+expect_eq "27 days on: the monthly key is not rotated" "$(versions "$prk")" 1
+expect_rc "27 days on: the deleted key is not purged" 0 "$pdk" kp MgrPurge keys --state destroyed
+ahead 91
+expect_eq "91 days on: the monthly key is rotated, once, with two units running the pass" \
+	"$(versions "$prk")" 2
+expect_rc "... its lastRotateDate shows it" 0 'lastRotateDate' \
+	kp Reader key-show "$prk" --output json
+expect_eq "... counted once over both units' /metrics" \
+	"$(($(metric "$T_DIR/m1" 'kyok_policy_keys_total{outcome="rotated"}') + $(metric "$T_DIR/m2" 'kyok_policy_keys_total{outcome="rotated"}')))" 1
+expect_rc "91 days on: the key deleted then is purged" 3 "key $pdk" kp Reader key-show "$pdk"
+if grep -rqh --include='*.jsonl' "\"method\":\"POLICY\".*\"action\":\"rotate\".*\"key\":\"$prk\"" "$KYOK_INSTANCE"; then
+	pass "... the rotation is in a unit's audit log"
+else
+	fail "no audit line of the policy pass's rotation of $prk"
+fi
+if grep -rqh "policy pass: key $pdk purged" "$KYOK_INSTANCE"; then
+	pass "... the purge is in a unit's log"
+else
+	fail "no log line of the policy pass's purge of $pdk"
+fi
 
 finish

@@ -385,6 +385,46 @@ async function main() {
     });
   });
 
+  await check('instance policies: allowedNetwork, allowedIP and metrics at once', async () => {
+    const put = await manager.putInstancePolicy({
+      ...p,
+      setInstancePoliciesOneOf: {
+        metadata: { collectionType: 'application/vnd.ibm.kms.policy+json', collectionTotal: 3 },
+        resources: [
+          {
+            policy_type: 'allowedNetwork',
+            policy_data: { enabled: true, attributes: { allowed_network: 'public-and-private' } },
+          },
+          {
+            policy_type: 'allowedIP',
+            policy_data: { enabled: true, attributes: { allowed_ip: ['127.0.0.0/8', '::1/128'] } },
+          },
+          { policy_type: 'metrics', policy_data: { enabled: true } },
+        ],
+      },
+    });
+    assert.strictEqual(put.status, 204);
+    const g = await manager.getInstancePolicy({ ...p });
+    const byType = Object.fromEntries(g.result.resources.map((r) => [r.policy_type, r]));
+    assert.strictEqual(byType.allowedNetwork.policy_data.attributes.allowed_network, 'public-and-private');
+    assert.deepStrictEqual(byType.allowedIP.policy_data.attributes.allowed_ip, ['127.0.0.0/8', '::1/128']);
+    assert.strictEqual(byType.metrics.policy_data.enabled, true);
+    for (const t of ['allowedNetwork', 'allowedIP', 'metrics'])
+      assert.ok(byType[t].creationDate && byType[t].createdBy && byType[t].updatedBy && byType[t].lastUpdated);
+    const one = await manager.getInstancePolicy({ ...p, policy: 'allowedIP' });
+    assert.strictEqual(one.result.resources.length, 1);
+    // The caller (loopback) is listed: served. Turned off again for what follows.
+    await reader.getKeys({ ...p });
+    await manager.putInstancePolicy({
+      ...p,
+      policy: 'allowedIP',
+      setInstancePoliciesOneOf: {
+        metadata: { collectionType: 'application/vnd.ibm.kms.policy+json', collectionTotal: 1 },
+        resources: [{ policy_type: 'allowedIP', policy_data: { enabled: false } }],
+      },
+    });
+  });
+
   await importTokenChecks(p);
 
   await check('another instance id is refused', async () => {

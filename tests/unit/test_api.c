@@ -7,6 +7,9 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -737,7 +740,7 @@ static void test_instance_policies(void **state)
 	    1);
 	json_decref(j);
 
-	/* enforce_token: imports refused (kyok has no import tokens). */
+	/* enforce_token: imports in the clear refused, imports through the token allowed. */
 	assert_int_equal(kp_parse_instance_policies(
 	                     BODY("{\"resources\":[{\"policy_type\":"
 	                          "\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":"
@@ -758,9 +761,7 @@ static void test_instance_policies(void **state)
 		int err;
 	} bad[] = {
 	    {"{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":true}}]}",
-	     KY_ERR_UNSUPPORTED},
-	    {"{\"resources\":[{\"policy_type\":\"metrics\",\"policy_data\":{\"enabled\":true}}]}",
-	     KY_ERR_UNSUPPORTED},
+	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"policy_type\":\"bogus\",\"policy_data\":{\"enabled\":true}}]}",
 	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"policy_data\":{\"enabled\":true}}]}", KY_ERR_MALFORMED},
@@ -816,6 +817,199 @@ static void test_instance_policies(void **state)
 	    kp_parse_instance_policies(BODY("{\"resources\":[{\"policy_type\":\"dualAuthDelete\","
 	                                    "\"policy_data\":{\"enabled\":false}}]}"),
 	                               "rotation", "m", NOW, &p, d, sizeof(d)),
+	    KY_ERR_MALFORMED);
+}
+
+/* allowedNetwork, allowedIP, metrics: parsed, stored, listed; allowedIP's ranges. */
+static void test_instance_net_policies(void **state)
+{
+	struct kp_instance_policies p, q;
+	struct ky_buf enc = {0};
+	struct kp_cidr c, a;
+	struct sockaddr_in in4 = {.sin_family = AF_INET};
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+	char d[256], t[KP_CIDR_TEXT_MAX + 1];
+	json_t *j, *o;
+
+	(void)state;
+	kp_instance_policies_init(&p);
+	assert_int_equal(
+	    kp_parse_instance_policies(
+	        BODY("{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{"
+	             "\"enabled\":true,\"attributes\":{\"allowed_network\":\"private-only\"}}},"
+	             "{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":true,"
+	             "\"attributes\":{\"allowed_ip\":[\"10.0.0.0/8\",\"2001:DB8::/32\","
+	             "\"192.0.2.7/32\"]}}},{\"policy_type\":\"metrics\",\"policy_data\":{"
+	             "\"enabled\":true}}]}"),
+	        NULL, "ak-manager", NOW, &p, d, sizeof(d)),
+	    0);
+	assert_true(p.allowed_network && p.private_only && p.allowed_ip && p.metrics);
+	assert_int_equal(p.nranges, 3);
+	assert_string_equal(p.ip_meta.created_by, "ak-manager");
+	assert_false(p.dual_meta.set);
+
+	/* Stored and read back; a stored form without the new members (an older unit's) reads
+	 * as never set. */
+	assert_int_equal(kp_instance_policies_encode(&p, &enc), 0);
+	assert_int_equal(kp_instance_policies_decode(enc.data, enc.len, &q), 0);
+	assert_true(q.allowed_network && q.private_only && q.allowed_ip && q.metrics);
+	assert_int_equal(q.nranges, 3);
+	assert_memory_equal(q.ranges, p.ranges, 3 * sizeof(p.ranges[0]));
+	o = json_loadb((const char *)enc.data, enc.len, 0, NULL);
+	assert_non_null(o);
+	json_object_del(o, "allowedNetwork");
+	json_object_del(o, "allowedIP");
+	json_object_del(o, "metrics");
+	ky_buf_free(&enc);
+	assert_int_equal(kp_json_dump(o, &enc), 0);
+	json_decref(o);
+	assert_int_equal(kp_instance_policies_decode(enc.data, enc.len, &q), 0);
+	assert_false(q.net_meta.set || q.ip_meta.set || q.metrics_meta.set || q.allowed_ip);
+	ky_buf_free(&enc);
+
+	/* Listed as Key Protect lists them; ranges in their canonical text. */
+	j = kp_instance_policies_json(&p, "allowedIP");
+	assert_non_null(j);
+	o = json_array_get(json_object_get(j, "resources"), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "policy_type")), "allowedIP");
+	o = json_object_get(json_object_get(json_object_get(o, "policy_data"), "attributes"),
+	                    "allowed_ip");
+	assert_int_equal(json_array_size(o), 3);
+	assert_string_equal(json_string_value(json_array_get(o, 1)), "2001:db8::/32");
+	json_decref(j);
+	j = kp_instance_policies_json(&p, NULL);
+	assert_int_equal(json_array_size(json_object_get(j, "resources")), 3);
+	json_decref(j);
+
+	/* The caller's address against the ranges. */
+	assert_int_equal(inet_pton(AF_INET, "10.200.3.4", &in4.sin_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in4, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), 0);
+	assert_int_equal(inet_pton(AF_INET, "11.0.0.1", &in4.sin_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in4, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), KY_ERR_IP_NOT_ALLOWED);
+	assert_non_null(strstr(d, "address 11.0.0.1 "));
+	assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.7", &in6.sin6_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in6, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), 0);
+	assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.8", &in6.sin6_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in6, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), KY_ERR_IP_NOT_ALLOWED);
+	assert_int_equal(inet_pton(AF_INET6, "2001:db8:ffff::1", &in6.sin6_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in6, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), 0);
+	assert_int_equal(inet_pton(AF_INET6, "2001:db9::1", &in6.sin6_addr), 1);
+	assert_int_equal(kp_addr_of((struct sockaddr *)&in6, &a), 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), KY_ERR_IP_NOT_ALLOWED);
+	/* Prefixes that end inside a byte; /0; the other family never matches. */
+	assert_int_equal(kp_cidr_parse("192.0.2.64/26", &c, d, sizeof(d)), 0);
+	assert_int_equal(kp_cidr_parse("192.0.2.127/32", &a, d, sizeof(d)), 0);
+	assert_true(kp_cidr_match(&c, &a));
+	assert_int_equal(kp_cidr_parse("192.0.2.128/32", &a, d, sizeof(d)), 0);
+	assert_false(kp_cidr_match(&c, &a));
+	assert_int_equal(kp_cidr_parse("192.0.2.63/32", &a, d, sizeof(d)), 0);
+	assert_false(kp_cidr_match(&c, &a));
+	assert_int_equal(kp_cidr_parse("0.0.0.0/0", &c, d, sizeof(d)), 0);
+	assert_true(kp_cidr_match(&c, &a));
+	assert_int_equal(kp_cidr_parse("::/0", &c, d, sizeof(d)), 0);
+	assert_false(kp_cidr_match(&c, &a));
+	kp_cidr_format(&c, t, sizeof(t));
+	assert_string_equal(t, "::/0");
+	/* Turned off: nothing is enforced, and the listing says so. */
+	assert_int_equal(kp_parse_instance_policies(
+	                     BODY("{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{"
+	                          "\"enabled\":false}}]}"),
+	                     "allowedIP", "m", NOW, &p, d, sizeof(d)),
+	                 0);
+	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), 0);
+	j = kp_instance_policies_json(&p, "allowedIP");
+	o = json_object_get(json_array_get(json_object_get(j, "resources"), 0), "policy_data");
+	assert_true(json_is_false(json_object_get(o, "enabled")));
+	assert_null(json_object_get(o, "attributes"));
+	json_decref(j);
+
+	q = p;
+	static const struct {
+		const char *ips, *why;
+	} badip[] = {
+	    {"[]", "array of 1 to"},
+	    {"\"10.0.0.0/8\"", "array of 1 to"},
+	    {"[\"10.0.0.1\"]", "'10.0.0.1' is not an address range"},
+	    {"[\"10.1.2.3/8\"]", "write '10.0.0.0/8'"},
+	    {"[\"2001:db8::1/32\"]", "write '2001:db8::/32'"},
+	    {"[\"10.0.0.0/33\"]", "prefix must be 0 to 32"},
+	    {"[\"::/129\"]", "prefix must be 0 to 128"},
+	    {"[\"10.0.0.0/08\"]", "prefix must be 0 to 32"},
+	    {"[\"10.0.0.0/\"]", "prefix must be 0 to 32"},
+	    {"[\"10.0.0.0/8x\"]", "prefix must be 0 to 32"},
+	    {"[\"10.0.0.0/-8\"]", "prefix must be 0 to 32"},
+	    {"[\"ten/8\"]", "'ten' is not an IPv4 or IPv6 address"},
+	    {"[\"/8\"]", "not an address range"},
+	    {"[8]", "allowed_ip[0] must be a string"},
+	    {"[\"10.0.0.0/8\",\"10.0.0.0/8\"]", "lists '10.0.0.0/8' twice"},
+	};
+	for (size_t i = 0; i < sizeof(badip) / sizeof(badip[0]); i++) {
+		char body[512];
+		snprintf(body, sizeof(body),
+		         "{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{"
+		         "\"enabled\":true,\"attributes\":{\"allowed_ip\":%s}}}]}",
+		         badip[i].ips);
+		d[0] = '\0';
+		assert_int_equal(kp_parse_instance_policies((const uint8_t *)body, strlen(body),
+		                                            NULL, "m", NOW, &p, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+		if (strstr(d, badip[i].why) == NULL)
+			fail_msg("allowed_ip %s: detail '%s' lacks '%s'", badip[i].ips, d,
+			         badip[i].why);
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+	static const struct {
+		const char *body;
+		int err;
+	} bad[] = {
+	    {"{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{\"enabled\":"
+	     "true}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"allowed_network\":\"everywhere\"}}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"allowed_network\":\"private-only\",\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"allowed_ip\":[\"10.0.0.0/8\"],\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"metrics\",\"policy_data\":{\"enabled\":"
+	     "true,\"attributes\":{\"color\":1}}}]}",
+	     KY_ERR_BODY_MEMBER},
+	    {"{\"resources\":[{\"policy_type\":\"metrics\",\"policy_data\":{}}]}",
+	     KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"policy_type\":\"metrics\",\"policy_data\":{\"enabled\":true}},"
+	     "{\"policy_type\":\"metrics\",\"policy_data\":{\"enabled\":false}}]}",
+	     KY_ERR_MALFORMED},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(
+		    kp_parse_instance_policies(BODY(bad[i].body), NULL, "m", NOW, &p, d, sizeof(d)),
+		    bad[i].err);
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+	/* A stored form that does not parse is refused as a whole. */
+	assert_int_equal(
+	    kp_instance_policies_decode(
+	        BODY("{\"dualAuthDelete\":{\"meta\":{\"set\":false,\"created\":0,\"updated\":0,"
+	             "\"created_by\":\"\",\"updated_by\":\"\"},\"enabled\":false},\"rotation\":{"
+	             "\"meta\":{\"set\":false,\"created\":0,\"updated\":0,\"created_by\":\"\","
+	             "\"updated_by\":\"\"},\"enabled\":false,\"interval_month\":0},"
+	             "\"keyCreateImportAccess\":{\"meta\":{\"set\":false,\"created\":0,"
+	             "\"updated\":0,\"created_by\":\"\",\"updated_by\":\"\"},\"enabled\":false,"
+	             "\"create_root_key\":true,\"create_standard_key\":true,\"import_root_key\":"
+	             "true,"
+	             "\"import_standard_key\":true,\"enforce_token\":false},\"allowedIP\":{"
+	             "\"meta\":{"
+	             "\"set\":true,\"created\":0,\"updated\":0,\"created_by\":\"\",\"updated_by\":"
+	             "\"\"},\"enabled\":true,\"allowed_ip\":[\"10.1.0.0/8\"]}}"),
+	        &q),
 	    KY_ERR_MALFORMED);
 }
 
@@ -923,6 +1117,24 @@ static void test_config(void **state)
 	assert_int_equal(conf("metrics = 0\n", &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.metrics, 0);
 	unitd_config_release(&cfg);
+	/* The policy pass: every hour by default, its clock the system's. */
+	assert_int_equal(conf("", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.policy_pass_interval, 3600);
+	assert_int_equal(cfg.policy_pass_days_ahead, 0);
+	unitd_config_release(&cfg);
+	assert_int_equal(
+	    conf("policy_pass_interval = 1\npolicy_pass_days_ahead = 91\n", &cfg, err, sizeof(err)),
+	    0);
+	assert_int_equal(cfg.policy_pass_interval, 1);
+	assert_int_equal(cfg.policy_pass_days_ahead, 91);
+	unitd_config_release(&cfg);
+	assert_int_equal(conf("policy_pass_interval = 0\n", &cfg, err, sizeof(err)), KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_interval = 86401\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_days_ahead = 36501\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
+	assert_int_equal(conf("policy_pass_days_ahead = -1\n", &cfg, err, sizeof(err)),
+	                 KY_ERR_CONFIG);
 	assert_int_equal(conf("listen = 0.0.0.0:443\napi_tls_cert = c.pem\napi_tls_key = k.pem\n",
 	                      &cfg, err, sizeof(err)),
 	                 0);
@@ -1540,6 +1752,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_action),
 	    cmocka_unit_test(test_parse_key_policies),
 	    cmocka_unit_test(test_instance_policies),
+	    cmocka_unit_test(test_instance_net_policies),
 	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_key_json),
 	    cmocka_unit_test(test_config),

@@ -2557,7 +2557,7 @@ static void t_apikey_ops(void **state)
 	    "00000000000000000000000000000000"
 	    "\"}";
 	assert_int_equal(ky_command_parse((const uint8_t *)bad, strlen(bad), &back),
-	                 KY_ERR_BAD_COMMAND);
+	                 KY_ERR_APIKEY_ROLES);
 
 	/* Creation needs the signature threshold; revocation one signature. */
 	assert_int_equal(run(&d, cmd_apikey(d, "Writer"), SIGNED_BY(ALICE), NULL),
@@ -2568,6 +2568,80 @@ static void t_apikey_ops(void **state)
 	c = cmd(d, KY_OP_APIKEY_REVOKE);
 	strcpy(c->apikey_id, "3f1c7e52-0d7a-4c1b-9b5e-2a6f0c9d8e71");
 	assert_int_equal(run(&d, c, SIGNED_BY(CAROL), NULL), 0);
+	ky_domain_free(d);
+}
+
+/* apikey-create's role field as the unit parses it: a role list, taken in any order and
+ * kept in the canonical one; an unknown, empty or repeated role is refused by name. */
+static int parse_role(const char *role, char *got, size_t gotlen, char *why)
+{
+	char json[512];
+	struct ky_command *c = NULL;
+	int r;
+
+	snprintf(json, sizeof(json),
+	         "{\"kyok\":\"admin-command-v1\",\"instance\":\"" INSTANCE "\",\"unit\":\"" UNIT
+	         "\",\"incarnation\":\"" INC "\",\"counter\":5,\"op\":\"apikey-create\","
+	         "\"apikey_id\":\"k1\",\"name\":\"n\",\"role\":\"%s\",\"hash\":\"%064d\"}",
+	         role, 0);
+	why[0] = '\0';
+	r = ceremony_command_parse((const uint8_t *)json, strlen(json), &c, why, 256);
+	if (r == 0)
+		snprintf(got, gotlen, "%s", c->role);
+	ky_command_free(c);
+	return r;
+}
+
+static void t_apikey_roles(void **state)
+{
+	char got[KY_ROLE_MAX + 1], why[256], canon[KY_ROLE_MAX + 1];
+	struct ky_command *c, *back = NULL;
+	struct ky_domain *d = operational(UNIT);
+	struct ky_buf json = {0};
+	static const struct {
+		const char *in, *why;
+	} bad[] = {
+	    {"Manager,Manager", "role 'Manager' is given twice"},
+	    {"KeyPurge,Reader,KeyPurge", "role 'KeyPurge' is given twice"},
+	    {"Manager,Admin", "role 'Admin' is not one of"},
+	    {"manager", "role 'manager' is not one of"},
+	    {"Manager,", "empty item"},
+	    {",Manager", "empty item"},
+	    {"Manager,,KeyPurge", "empty item"},
+	    {"Manager, KeyPurge", "role ' KeyPurge' is not one of"},
+	};
+
+	(void)state;
+	assert_int_equal(parse_role("Manager", got, sizeof(got), why), 0);
+	assert_string_equal(got, "Manager");
+	assert_int_equal(parse_role("KeyPurge,Manager", got, sizeof(got), why), 0);
+	assert_string_equal(got, "Manager,KeyPurge");
+	assert_int_equal(
+	    parse_role("KeyPurge,Manager,Writer,ReaderPlus,Reader", got, sizeof(got), why), 0);
+	assert_string_equal(got, "Reader,ReaderPlus,Writer,Manager,KeyPurge");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(parse_role(bad[i].in, got, sizeof(got), why), KY_ERR_APIKEY_ROLES);
+		if (strstr(why, bad[i].why) == NULL)
+			fail_msg("role '%s': detail '%s' lacks '%s'", bad[i].in, why, bad[i].why);
+	}
+	assert_int_equal(ky_roles_canonical("", canon, why, sizeof(why)), KY_ERR_APIKEY_ROLES);
+	assert_int_equal(ky_roles_canonical(NULL, canon, NULL, 0), KY_ERR_APIKEY_ROLES);
+	/* The rule of stored rows and files: canonical lists only. */
+	assert_true(ky_role_valid("Manager,KeyPurge"));
+	assert_true(ky_role_valid("Reader"));
+	assert_false(ky_role_valid("KeyPurge,Manager"));
+	assert_false(ky_role_valid("Manager,Manager"));
+	assert_false(ky_role_valid(""));
+	/* Encoded as it is, when canonical; a list out of order is not encoded. */
+	c = cmd_apikey(d, "Writer,KeyPurge");
+	assert_int_equal(ky_command_encode(c, &json), 0);
+	assert_int_equal(ky_command_parse(json.data, json.len, &back), 0);
+	assert_string_equal(back->role, "Writer,KeyPurge");
+	ky_command_free(back);
+	ky_buf_free(&json);
+	strcpy(c->role, "KeyPurge,Writer");
+	assert_int_equal(ky_command_encode(c, &json), KY_ERR_BAD_COMMAND);
+	ky_command_free(c);
 	ky_domain_free(d);
 }
 
@@ -2953,6 +3027,7 @@ int main(void)
 	    cmocka_unit_test(t_required),
 	    cmocka_unit_test(t_reencipher),
 	    cmocka_unit_test(t_apikey_ops),
+	    cmocka_unit_test(t_apikey_roles),
 	    cmocka_unit_test(t_verify_apply),
 	    cmocka_unit_test(t_mk_load_custody),
 	    cmocka_unit_test(t_serialize_without_part_vps),

@@ -1630,10 +1630,148 @@ static void test_request_seal(void **state)
 	}
 }
 
+/* ---- policies acted on over time (lib/kms/schedule.c) ---- */
+
+static struct ky_key *key_at(int64_t created, uint32_t months)
+{
+	struct ky_key_spec sp = {.name = "due", .actor = "alice"};
+	struct ky_key *k = NULL;
+
+	assert_int_equal(ky_key_new(&sp, created, &k), 0);
+	k->rotation_months = months;
+	return k;
+}
+
+static void test_rotation_due(void **state)
+{
+	static const struct {
+		int64_t created;
+		uint32_t months;
+		int64_t due;
+	} cases[] = {
+	    {1706695200, 1, 1709200800},  /* 2024-01-31 + 1 month: Feb 29 (leap year) */
+	    {1675159200, 1, 1677578400},  /* 2023-01-31 + 1 month: Feb 28 */
+	    {1734251400, 2, 1739608200},  /* 2024-12-15 + 2 months: 2025-02-15, across the year */
+	    {1706695200, 12, 1738317600}, /* 2024-01-31 + 12 months */
+	    {1733011199, 6, 1748649599},  /* 2024-11-30 23:59:59 + 6 months: May 30 */
+	};
+	struct ky_key *k;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		k = key_at(cases[i].created, cases[i].months);
+		assert_int_equal(ky_kms_rotation_due(k), cases[i].due);
+		assert_int_equal(ky_kms_due(k, cases[i].due - 1), KY_KMS_DUE_NONE);
+		assert_int_equal(ky_kms_due(k, cases[i].due), KY_KMS_DUE_ROTATE);
+		ky_key_free(k);
+	}
+	/* No policy; an imported, a standard, a disabled or an expired key: never rotated. */
+	k = key_at(NOW, 0);
+	assert_int_equal(ky_kms_rotation_due(k), 0);
+	assert_int_equal(ky_kms_due(k, NOW + 400 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->rotation_months = 1;
+	assert_int_equal(ky_kms_due(k, NOW + 31 * KY_KMS_DAY), KY_KMS_DUE_ROTATE);
+	assert_int_equal(ky_kms_due(k, NOW + 27 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->imported = 1;
+	assert_int_equal(ky_kms_due(k, NOW + 31 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->imported = 0;
+	k->extractable = 1;
+	assert_int_equal(ky_kms_due(k, NOW + 31 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->extractable = 0;
+	k->state = KY_KEY_SUSPENDED;
+	assert_int_equal(ky_kms_due(k, NOW + 31 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->state = KY_KEY_ACTIVE;
+	k->expires = NOW + 20 * KY_KMS_DAY;
+	assert_int_equal(ky_kms_due(k, NOW + 31 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	k->expires = 0;
+	/* Purge: 90 days after the deletion, not a second before; a policy no longer counts. */
+	k->state = KY_KEY_DESTROYED;
+	k->deleted = NOW;
+	assert_int_equal(ky_kms_due(k, NOW + 90 * KY_KMS_DAY - 1), KY_KMS_DUE_NONE);
+	assert_int_equal(ky_kms_due(k, NOW + 89 * KY_KMS_DAY), KY_KMS_DUE_NONE);
+	assert_int_equal(ky_kms_due(k, NOW + 90 * KY_KMS_DAY), KY_KMS_DUE_PURGE);
+	ky_key_free(k);
+}
+
+static void test_policy_pass(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key *r = create_root(f, "rotates"), *d = create_root(f, "deleted"), *k = NULL;
+	struct ky_key *r2 = create_root(f, "raced"), *d2 = create_root(f, "raced-purge");
+	struct ky_key_act pol = {
+	    .action = KY_KEY_SET_POLICY, .rotation_months = 1, .dual_auth = -1};
+	struct ky_store_row ra = {0}, rb = {0};
+	struct ky_kms_sched st;
+	enum ky_kms_due done;
+
+	assert_int_equal(ky_kms_key_act(&f->kms, r->id, &pol, NOW, NULL), 0);
+	assert_int_equal(ky_kms_key_act(&f->kms, r2->id, &pol, NOW, NULL), 0);
+	assert_int_equal(act(f, d->id, KY_KEY_DELETE, "bob", NOW), 0);
+	assert_int_equal(act(f, d2->id, KY_KEY_DELETE, "bob", NOW), 0);
+
+	/* Two units read the same due key; the first to write wins, the second is told. */
+	assert_int_equal(ky_store_key_get(f->s, r2->id, &ra), 0);
+	assert_int_equal(ky_store_key_get(f->s, r2->id, &rb), 0);
+	assert_int_equal(ky_kms_due_apply(&f->kms, &ra, NOW + 31 * KY_KMS_DAY, &done, &k), 0);
+	assert_int_equal(done, KY_KMS_DUE_ROTATE);
+	assert_int_equal(k->nversions, 2);
+	ky_key_free(k);
+	assert_int_equal(ky_kms_due_apply(&f->kms, &rb, NOW + 31 * KY_KMS_DAY, &done, NULL),
+	                 KY_ERR_CONFLICT);
+	k = load(f, r2->id);
+	assert_int_equal(k->nversions, 2);
+	ky_key_free(k);
+	ky_store_row_release(&ra);
+	ky_store_row_release(&rb);
+	assert_int_equal(ky_store_key_get(f->s, d2->id, &ra), 0);
+	assert_int_equal(ky_store_key_get(f->s, d2->id, &rb), 0);
+	assert_int_equal(ky_kms_due_apply(&f->kms, &ra, NOW + 90 * KY_KMS_DAY, &done, NULL), 0);
+	assert_int_equal(done, KY_KMS_DUE_PURGE);
+	assert_int_not_equal(ky_kms_due_apply(&f->kms, &rb, NOW + 90 * KY_KMS_DAY, &done, NULL), 0);
+	ky_store_row_release(&ra);
+	ky_store_row_release(&rb);
+	/* Not due: nothing written. */
+	assert_int_equal(ky_store_key_get(f->s, r->id, &ra), 0);
+	assert_int_equal(ky_kms_due_apply(&f->kms, &ra, NOW + 27 * KY_KMS_DAY, &done, NULL), 0);
+	assert_int_equal(done, KY_KMS_DUE_NONE);
+	ky_store_row_release(&ra);
+
+	/* Whole passes. */
+	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 27 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(st.keys, 3);
+	assert_int_equal(st.rotated + st.purged + st.raced + st.failed, 0);
+	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(st.rotated, 1);
+	assert_int_equal(st.purged, 0);
+	k = load(f, r->id);
+	assert_int_equal(k->nversions, 2);
+	assert_int_equal(k->versions[1].created, NOW + 31 * KY_KMS_DAY);
+	ky_key_free(k);
+	/* Run again at the same date (another unit): rotated once. */
+	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(st.rotated + st.purged, 0);
+	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 89 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(st.purged, 0);
+	k = load(f, d->id);
+	ky_key_free(k);
+	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(st.purged, 1);
+	assert_int_equal(ky_kms_key_get(&f->kms, d->id, 0, NOW, &k), KY_ERR_NOT_FOUND);
+	/* Without a master key there is nothing to open. */
+	struct ky_kms none = {.store = f->s, .instance = INSTANCE};
+	assert_int_equal(ky_kms_schedule_pass(&none, NOW, NULL, NULL, &st), KY_ERR_MK_MISMATCH);
+	ky_key_free(r);
+	ky_key_free(d);
+	ky_key_free(r2);
+	ky_key_free(d2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_mk_vp, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_rotation_due),
+	    cmocka_unit_test_setup_teardown(test_policy_pass, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_create_get_root, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_create_imported_and_refusals, fx_setup,
 	                                    fx_teardown),
