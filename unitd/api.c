@@ -937,7 +937,7 @@ static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
 	int r;
 
 	kp_instance_policies_init(p);
-	r = ky_kms_secret_get(&x->kms, API_SECRET_POLICIES, &raw, &n);
+	r = unitd_keystore_policies(x->api->ks, &x->kms, &raw, &n);
 	if (r == KY_ERR_NOT_FOUND)
 		return 0;
 	if (r == KY_ERR_MK_MISMATCH)
@@ -945,7 +945,7 @@ static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
 	if (r != 0)
 		return r;
 	r = kp_instance_policies_decode(raw, n, p);
-	ky_kms_buf_free(raw, n);
+	free(raw);
 	if (r != 0) {
 		api_detail(x, "the stored instance policies do not parse");
 		return KY_ERR_RECORD_TAMPERED;
@@ -1539,6 +1539,8 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	}
 	if ((r = kp_instance_policies_encode(&p, &enc)) == 0)
 		r = ky_kms_secret_put(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now);
+	/* Written or not, the next read is from the store. */
+	unitd_keystore_policies_drop(x->api->ks);
 	ky_buf_free(&enc);
 	if (r == 0)
 		x->status = 204;

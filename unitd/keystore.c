@@ -124,6 +124,10 @@ struct unitd_keystore {
 	struct ks_apikey *apikeys[KS_APIKEY_BUCKETS]; /* verified rows */
 	bool have_secret[KS__NSECRETS];
 	uint8_t *secret; /* KS__NSECRETS * KS_SECRET_LEN, secure heap */
+	/* the instance policies record as opened (not secret; read on every key API request) */
+	enum { KS_POL_UNKNOWN, KS_POL_HAVE, KS_POL_NONE } pol_state;
+	uint8_t *pol;
+	size_t pol_len;
 };
 
 static uint32_t ks_hash(const char *s)
@@ -160,6 +164,10 @@ static void ks_drop_small_locked(struct unitd_keystore *ks)
 		OPENSSL_cleanse(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	for (size_t i = 0; i < KS__NSECRETS; i++)
 		ks->have_secret[i] = false;
+	free(ks->pol);
+	ks->pol = NULL;
+	ks->pol_len = 0;
+	ks->pol_state = KS_POL_UNKNOWN;
 	ks->sgen++;
 }
 
@@ -862,6 +870,83 @@ int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms
                              uint8_t out[UNITD_TOKEN_KEY_LEN])
 {
 	return ks_secret(ks, kms, KS_TOKEN_KEY, now, out);
+}
+
+/* ---- the instance policies record ---- */
+
+int unitd_keystore_policies(struct unitd_keystore *ks, const struct ky_kms *kms, uint8_t **out,
+                            size_t *n)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t *p = NULL, *copy = NULL;
+	size_t len = 0;
+	uint64_t gen;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&ks->lock);
+	if (ks->pol_state == KS_POL_NONE) {
+		pthread_mutex_unlock(&ks->lock);
+		return KY_ERR_NOT_FOUND;
+	}
+	if (ks->pol_state == KS_POL_HAVE) {
+		if ((copy = malloc(ks->pol_len)) != NULL) {
+			memcpy(copy, ks->pol, ks->pol_len);
+			*out = copy;
+			*n = ks->pol_len;
+		}
+		pthread_mutex_unlock(&ks->lock);
+		return copy != NULL ? 0 : KY_ERR_NOMEM;
+	}
+	gen = ks->sgen;
+	pthread_mutex_unlock(&ks->lock);
+
+	r = ky_kms_secret_get(kms, UNITD_SECRET_POLICIES, &p, &len);
+	if (r == KY_ERR_NOT_FOUND) {
+		pthread_mutex_lock(&ks->lock);
+		if (ks->sgen == gen)
+			ks->pol_state = KS_POL_NONE;
+		pthread_mutex_unlock(&ks->lock);
+		return r;
+	}
+	if (r != 0)
+		goto out; /* an error is never cached */
+	r = KY_ERR_NOMEM;
+	if ((*out = malloc(len > 0 ? len : 1)) == NULL ||
+	    (copy = malloc(len > 0 ? len : 1)) == NULL)
+		goto out;
+	memcpy(*out, p, len);
+	memcpy(copy, p, len);
+	*n = len;
+	pthread_mutex_lock(&ks->lock);
+	if (ks->sgen == gen && ks->pol_state == KS_POL_UNKNOWN) {
+		ks->pol = copy;
+		ks->pol_len = len;
+		ks->pol_state = KS_POL_HAVE;
+		copy = NULL; /* transferred */
+	}
+	pthread_mutex_unlock(&ks->lock);
+	r = 0;
+out:
+	if (r != 0) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	free(copy);
+	ky_kms_buf_free(p, len);
+	return r;
+}
+
+void unitd_keystore_policies_drop(struct unitd_keystore *ks)
+{
+	pthread_mutex_lock(&ks->lock);
+	free(ks->pol);
+	ks->pol = NULL;
+	ks->pol_len = 0;
+	ks->pol_state = KS_POL_UNKNOWN;
+	ks->sgen++;
+	pthread_mutex_unlock(&ks->lock);
 }
 
 /* ---- API key records ---- */

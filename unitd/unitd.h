@@ -458,6 +458,12 @@ int unitd_keystore_apikey_seal(struct unitd_keystore *ks, const struct ky_kms *k
                                struct ky_store_apikey *k) KY_WUR;
 int unitd_keystore_apikey_check(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
                                 const struct ky_store_apikey *k) KY_WUR;
+/* The instance policies record, opened (*out malloc'd: free it), inside a hold. Kept until a
+ * change of any secret is seen in the change log, or unitd_keystore_policies_drop (after this
+ * unit wrote it). KY_ERR_NOT_FOUND: never set. */
+int unitd_keystore_policies(struct unitd_keystore *ks, const struct ky_kms *kms, uint8_t **out,
+                            size_t *n) KY_WUR;
+void unitd_keystore_policies_drop(struct unitd_keystore *ks);
 /* The token signing key (32 bytes), made by whichever unit needs it first. Inside a hold. */
 #define UNITD_TOKEN_KEY_LEN 32
 int unitd_keystore_token_key(struct unitd_keystore *ks, const struct ky_kms *kms, int64_t now,
