@@ -453,6 +453,14 @@
 	X(IP_POLICY_LOCKOUT, "ip-policy-lockout", KY_EXIT_INPUT, 400,                              \
 	  "the allowedIP policy would refuse the address this request comes from, and so lock "    \
 	  "its sender out: list that address (or its range) too")                                  \
+	X(KP_INSTANCE_MISMATCH, "kp-instance-mismatch", KY_EXIT_INPUT, 400,                        \
+	  "the instance ID given is not this instance's: give the one in the instance "            \
+	  "directory's instance.json, or leave -i and $KP_INSTANCE_ID out")                        \
+	X(KP_OPTION_NOT_OFFERED, "kp-option-not-offered", KY_EXIT_USAGE, 400,                      \
+	  "this ibmcloud kp option is not offered by kyok kp")                                     \
+	X(KP_NOT_OFFERED, "kp-not-offered", KY_EXIT_INPUT, 404,                                    \
+	  "the instance's crypto units do not offer this Key Protect feature: their "              \
+	  "kyok-unitd has no such endpoint")                                                       \
 	X(IMPORT_TOKEN_MISSING, "import-token-missing", KY_EXIT_STATE, 404,                        \
 	  "this instance has no import token: create one (POST /api/v2/import_token)")             \
 	X(IMPORT_TOKEN_EXPIRED, "import-token-expired", KY_EXIT_STATE, 409,                        \
