@@ -1658,6 +1658,18 @@ static int api_key_action(struct api_ctx *x)
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;
+		/* New material given with the rotation is an import: keyCreateImportAccess
+		 * applies to it as to a root key imported on create. */
+		if (b.has_payload || b.secure.present) {
+			struct kp_instance_policies pol;
+			if ((r = api_ipolicies_read(x, &pol)) != 0 ||
+			    (r = kp_instance_policies_allow(
+			         &pol, 0, b.secure.present ? KP_IMPORTED_TOKEN : KP_IMPORTED,
+			         x->detail, sizeof(x->detail))) != 0) {
+				kp_action_release(&b);
+				return r;
+			}
+		}
 		r = b.secure.present ? api_key_rotate_sealed(x, &a, &b)
 		                     : api_key_act(x, &a, 200, false);
 		kp_action_release(&b);

@@ -578,6 +578,11 @@ refused "enforce_token: a root key imported in the clear" 403 FORBIDDEN_ERR $(au
 	$(json_body "{\"resources\":[{\"name\":\"clear\",\"payload\":\"$(base64 -w0 "$T_DIR/imp.key")\"}]}") \
 	-X POST /api/v2/keys
 says "... names the policy" "requires import tokens (enforce_token)"
+refused "enforce_token: new material in the clear for a rotation (an import too)" 403 FORBIDDEN_ERR \
+	2 $(auth "$W") $(json_body "{\"payload\":\"$(base64 -w0 "$T_DIR/imp16.key")\"}") \
+	-X POST "/api/v2/keys/$SK/actions/rotate"
+call $(auth "$W") "/api/v2/keys/$SK/versions"
+expect_eq "... no version was added" "$(jq -r '.metadata.collectionTotal' "$T_DIR/body")" 2
 accepted "enforce_token: a root key imported through the token" 201 $(auth "$W") \
 	$(json_body "$(simport enforced "$(sealed "$T_DIR/other.key" "$NONCE")")") -X POST /api/v2/keys
 accepted "Manager sets keyCreateImportAccess off again" 204 $(auth "$M") \
