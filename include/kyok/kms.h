@@ -213,6 +213,16 @@ int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8
                          int64_t now) KY_WUR;
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
+/* ky_kms_secret_get, and *rev the rev the record is stored at (0 when it is not read). */
+int ky_kms_secret_get_rev(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n,
+                          int64_t *rev) KY_WUR;
+/* Compare-and-swap: writes the secret only if it is still at expect_rev (from
+ * ky_kms_secret_get_rev; 0 = only if absent), else KY_ERR_CONFLICT and nothing is written,
+ * never retried here. For a read-modify-write: on KY_ERR_CONFLICT read again and re-apply the
+ * change to what is stored now. ky_kms_secret_put, by contrast, replaces whatever is stored
+ * (last writer wins): only for a whole value that depends on nothing stored. */
+int ky_kms_secret_put_rev(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                          int64_t now, int64_t expect_rev) KY_WUR;
 
 /* ---- replies kept by request id (lib/kms/request.c) ---- */
 

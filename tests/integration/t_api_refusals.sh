@@ -24,7 +24,8 @@
 #     empty item: refused by the unit, nothing stored; a list out of order stored in order
 #   instance policies allowedNetwork, allowedIP, metrics: set, listed; allowedIP enforced by
 #     both units on a request from an address not listed (127.0.0.2), a PUT that would lock
-#     its sender out, ranges and values that do not parse
+#     its sender out, ranges and values that do not parse; two PUTs at once, one per unit:
+#     neither lost
 #   body members: an unknown member at each level of key policies, instance policies, create,
 #     actions (plain and as a collection): 400 naming its path, the policies read back
 #     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
@@ -415,6 +416,28 @@ accepted "allowedIP widened to 127.0.0.0/8" 204 $(auth "$M") \
 accepted "... a request from 127.0.0.2 is served" 200 --interface 127.0.0.2 $(auth "$W") /api/v2/keys
 accepted "allowedIP turned off" 204 $(auth "$M") \
 	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
+# Two PUTs of different policies at once, one per unit: each is applied to what the other
+# stored (compare-and-swap), so both stand whatever the order.
+ipol_put() { # ipol_put N BODY: PUT to unit N in the background, its status in $T_DIR/put-N
+	curl -sS -o /dev/null -w '%{http_code}' $(auth "$M") $(json_body "$2") -X PUT \
+		"$(url_of "$A" "$1")/api/v2/instance/policies" >"$T_DIR/put-$1" &
+}
+lost=0
+for round in 1 2 3 4 5 6; do
+	call $(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
+		-X PUT /api/v2/instance/policies
+	ipol_put 1 '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}'
+	p1=$!
+	ipol_put 2 '{"resources":[{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
+	wait "$p1" $!
+	call 2 $(auth "$M") /api/v2/instance/policies
+	got="$(cat "$T_DIR/put-1") $(cat "$T_DIR/put-2") $(jq -c '[.resources[] | select(.policy_type == "allowedIP" or .policy_type == "metrics") | .policy_data.enabled]' "$T_DIR/body")"
+	[ "$got" = "204 204 [true,true]" ] || { lost=$((lost + 1)); echo "round $round: $got" >&2; }
+done
+expect_eq "two concurrent PUTs of instance policies, one per unit (6 rounds): rounds where one was lost" "$lost" 0
+accepted "allowedIP turned off again" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 
 # Create, actions and requests without a body member.

@@ -1241,6 +1241,60 @@ static void test_secrets(void **state)
 	ky_kms_buf_free(p, n);
 }
 
+/* Two read-modify-writes from the same read: the second is refused, never written over the
+ * first; read again, it applies to what the first left. */
+static void test_secret_compare_and_swap(void **state)
+{
+	struct fx *f = *state;
+	const uint8_t v1[] = "base", a[] = "base+a", b[] = "base+b", ab[] = "base+a+b";
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int64_t rev = 0, rev_a = 0, rev_b = 0;
+
+	/* absent: rev 0, and a write expecting 0 creates it */
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev),
+	                 KY_ERR_NOT_FOUND);
+	assert_null(p);
+	assert_int_equal(rev, 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", v1, sizeof(v1), NOW, 0), 0);
+	/* a second creator from the same (empty) read loses */
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW, 0),
+	                 KY_ERR_CONFLICT);
+
+	/* two writers read the same rev */
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_a), 0);
+	assert_memory_equal(p, v1, sizeof(v1));
+	ky_kms_buf_free(p, n);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_b), 0);
+	ky_kms_buf_free(p, n);
+	assert_true(rev_a > 0);
+	assert_int_equal(rev_a, rev_b);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", a, sizeof(a), NOW + 1, rev_a),
+	                 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 1, rev_b),
+	                 KY_ERR_CONFLICT);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev), 0);
+	assert_memory_equal(p, a, sizeof(a)); /* the first write stands */
+	assert_true(rev != rev_b);
+	ky_kms_buf_free(p, n);
+	/* the loser re-applies its change to what is stored now */
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", ab, sizeof(ab), NOW + 2, rev),
+	                 0);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_a), 0);
+	assert_memory_equal(p, ab, sizeof(ab));
+	ky_kms_buf_free(p, n);
+	/* ky_kms_secret_put still replaces whatever is stored */
+	assert_int_equal(ky_kms_secret_put(&f->kms, "policies", v1, sizeof(v1), NOW + 3), 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 3, rev_a),
+	                 KY_ERR_CONFLICT);
+	/* gone since it was read: a conflict too */
+	sql(f->path, "DELETE FROM secrets WHERE name = 'policies'");
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 4, rev_a),
+	                 KY_ERR_CONFLICT);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 4, -1),
+	                 KY_ERR_USAGE);
+}
+
 /* ---- re-encipherment ---- */
 
 static void create_many(struct fx *f, int n, char (*ids)[KY_UUID_LEN + 1])
@@ -1803,6 +1857,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_secret_compare_and_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_updates_between_batches, fx_setup,
