@@ -212,21 +212,28 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 		r = KY_ERR_EXISTS;
 		goto out;
 	}
-	if (r == 0) {
-		if (have.revoked != 0) {
-			snprintf(detail, detaillen, "API key '%s' exists already (revoked)", k.id);
-			r = KY_ERR_EXISTS;
-		}
+	if (r != 0) {
+		/* The same key, but its row does not verify: altered (a revocation undone, say), or
+		 * without a tag. Neither is written again: a row rewritten from the command would
+		 * drop whatever the row held before it was altered, a revocation first; and a row
+		 * without a tag cannot tell whether it was ever revoked (a tag removed and a
+		 * revocation undone look like a row made before rows were tagged). A new key
+		 * under another name is the way; apikey-revoke still revokes this row. */
+		snprintf(
+		    detail, detaillen,
+		    "API key '%s': its stored row does not verify (%s): it is not written again; "
+		    "make a new API key under another name, and revoke this one "
+		    "(kyok tke apikey-revoke --id %s)",
+		    k.id, have.has_mac ? "altered" : "it has no tag", k.id);
+		r = KY_ERR_APIKEY_ROW_ALTERED;
 		goto out;
 	}
-	/* The same key, but its row does not verify (altered, made before rows were tagged, or
-	 * tagged under an integrity key that was shredded): the administrators' signed command
-	 * makes it again. */
-	if ((r = storage_apikey_rewrite(so, &kms, now, &k, &have)) == 0)
-		unitd_log("apikey-create: the row of API key %s did not verify: written again",
-		          k.id);
-	else
-		storage_apikey_detail(r, k.id, detail, detaillen);
+	if (have.revoked != 0) {
+		snprintf(detail, detaillen, "API key '%s' exists already (revoked)", k.id);
+		r = KY_ERR_EXISTS;
+		goto out;
+	}
+	r = 0;
 out:
 	unitd_keystore_leave(so->ks);
 	if (r != 0 && detail[0] == '\0')

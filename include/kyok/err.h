@@ -452,7 +452,10 @@
 	  "send from one of them, or have a Manager change the policy from one of them")           \
 	X(IP_POLICY_LOCKOUT, "ip-policy-lockout", KY_EXIT_INPUT, 400,                              \
 	  "the allowedIP policy would refuse the address this request comes from, and so lock "    \
-	  "its sender out: list that address (or its range) too")
+	  "its sender out: list that address (or its range) too")                                  \
+	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
+	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
+	  "never written again: make a new API key under another name, and revoke this one")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

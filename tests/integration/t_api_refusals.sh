@@ -12,8 +12,8 @@
 #     database (sqlite3): detected, not served, by both units; API key rows altered (role
 #     raised, a key inserted with a copied / random / no tag, a hash swapped, a revocation
 #     undone): refused by the token service and the API of both units, listed ALTERED,
-#     revocable all the same; a row without a tag written again by apikey-create; a unit
-#     without the master key
+#     revocable all the same; an altered row (a revocation undone) or one without a tag never
+#     written again by apikey-create with the same name; a unit without the master key
 #     (a third unit never initialised; an instance not initialised): token service and API
 #     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
 #     shredded records do not count; the API keys went with the master key)
@@ -636,14 +636,35 @@ if "$KYOK" tke apikeys | grep -qE "r-gone .*20[0-9-]+T[0-9:]+Z +ok$"; then
 else
 	fail "... listing: $("$KYOK" tke apikeys 2>&1)"
 fi
-# A row without a tag (made by hand, or before rows were tagged): apikey-create with the
-# same name sends the key in its file again, and the units write the row again.
+# The revocation undone again, then apikey-create with the same name (it sends the key in
+# its file again): the units never write an altered row again, so the revocation stands.
+db "UPDATE api_keys SET revoked = 0 WHERE id = '$gid'"
+settle
+before=$(digest "$A")
+expect_fail "revocation undone, then apikey-create with the same name: refused by the units" \
+	"$gid.*does not verify \(altered\).*another name" \
+	"$KYOK" tke apikey-create --name r-gone --role Writer --password-file "$pa"
+expect_eq "... the row is left as it was" "$(digest "$A")" "$before"
+token_refused "... the token service still refuses the key" 500 record-tampered "$AK/r-gone.apikey" 2
+if "$KYOK" tke apikeys | grep -q "make new ones under other names"; then
+	pass "... kyok tke apikeys says to make new keys under other names"
+else
+	fail "... kyok tke apikeys: $("$KYOK" tke apikeys 2>&1)"
+fi
+expect_ok "... apikey-revoke revokes it again" "$KYOK" tke apikey-revoke --id "$gid" --yes --password-file "$pa"
+# A row without a tag (made by hand, or before rows were tagged): it cannot show whether it
+# was revoked, so it is not written again either; a new key under another name replaces it.
 db "UPDATE api_keys SET mac = NULL WHERE name = 'r-ReaderPlus'"
 settle
 token_refused "API key row without a tag" 500 record-tampered "$AK/r-ReaderPlus.apikey" 1
-expect_ok "... apikey-create with the same name writes it again" \
+before=$(digest "$A")
+expect_fail "... apikey-create with the same name: refused, not written again" \
+	"does not verify \(it has no tag\).*another name" \
 	"$KYOK" tke apikey-create --name r-ReaderPlus --role ReaderPlus --password-file "$pa"
-accepted "... its token works again" 200 2 $(auth "$(token_of "$AK/r-ReaderPlus.apikey")") /api/v2/keys
+expect_eq "... the row is left as it was" "$(digest "$A")" "$before"
+expect_ok "... a new key under another name" \
+	"$KYOK" tke apikey-create --name r-ReaderPlus-2 --role ReaderPlus --password-file "$pa"
+accepted "... its token works" 200 2 $(auth "$(token_of "$AK/r-ReaderPlus-2.apikey")") /api/v2/keys
 
 # ---- key limit (instance B: key_limit = 3) --------------------------------------------------
 for i in 1 2 3; do
