@@ -291,11 +291,17 @@ struct ky_kms_sched {
 typedef void (*ky_kms_sched_fn)(const char *id, const struct ky_key *before,
                                 const struct ky_key *after, enum ky_kms_due what, int err,
                                 void *arg);
+/* Asked before a due key is acted on (k: its metadata; due: what is to be done): 0 to go
+ * ahead, or an error that ends the pass with nothing more done (the caller's audit log
+ * refusing the intent line, say). */
+typedef int (*ky_kms_sched_gate_fn)(const char *id, const struct ky_key *k, enum ky_kms_due due,
+                                    void *arg);
 /* One pass over the keys this unit's registers open: each due key is acted on with
- * ky_kms_due_apply. A key that fails is counted and left; the pass goes on. 0, or the store's
- * error when it cannot list. */
-int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_fn fn, void *arg,
-                         struct ky_kms_sched *st) KY_WUR;
+ * ky_kms_due_apply, once gate (may be NULL) let it. A key that fails is counted and left; the
+ * pass goes on. 0, the store's error when it cannot list, or the error gate gave (the key it
+ * refused, and all after it, left alone). */
+int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gate_fn gate,
+                         ky_kms_sched_fn fn, void *arg, struct ky_kms_sched *st) KY_WUR;
 
 /* ---- master key rotation ---- */
 

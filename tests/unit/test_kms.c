@@ -1747,6 +1747,28 @@ static void test_rotation_due(void **state)
 	ky_key_free(k);
 }
 
+static int gate_calls;
+
+static int gate_refuse(const char *id, const struct ky_key *k, enum ky_kms_due due, void *arg)
+{
+	(void)arg;
+	assert_non_null(id);
+	assert_non_null(k);
+	assert_int_not_equal(due, KY_KMS_DUE_NONE);
+	gate_calls++;
+	return KY_ERR_AUDIT_UNAVAILABLE;
+}
+
+static int gate_allow(const char *id, const struct ky_key *k, enum ky_kms_due due, void *arg)
+{
+	(void)id;
+	(void)k;
+	(void)due;
+	(void)arg;
+	gate_calls++;
+	return 0;
+}
+
 static void test_policy_pass(void **state)
 {
 	struct fx *f = *state;
@@ -1791,10 +1813,25 @@ static void test_policy_pass(void **state)
 	ky_store_row_release(&ra);
 
 	/* Whole passes. */
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 27 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 27 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.keys, 3);
 	assert_int_equal(st.rotated + st.purged + st.raced + st.failed, 0);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	/* A gate that refuses (the audit log does not take the intent line): the pass ends
+	 * with its error, nothing rotated; one that lets it: rotated. */
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, gate_refuse, NULL, NULL, &st),
+	    KY_ERR_AUDIT_UNAVAILABLE);
+	assert_int_equal(gate_calls, 1);
+	assert_int_equal(st.rotated + st.purged, 0);
+	k = load(f, r->id);
+	assert_int_equal(k->nversions, 1);
+	ky_key_free(k);
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, gate_allow, NULL, NULL, &st), 0);
+	assert_int_equal(gate_calls, 1);
 	assert_int_equal(st.rotated, 1);
 	assert_int_equal(st.purged, 0);
 	k = load(f, r->id);
@@ -1802,18 +1839,30 @@ static void test_policy_pass(void **state)
 	assert_int_equal(k->versions[1].created, NOW + 31 * KY_KMS_DAY);
 	ky_key_free(k);
 	/* Run again at the same date (another unit): rotated once. */
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.rotated + st.purged, 0);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 89 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 89 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.purged, 0);
 	k = load(f, d->id);
 	ky_key_free(k);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, gate_refuse, NULL, NULL, &st),
+	    KY_ERR_AUDIT_UNAVAILABLE);
+	assert_int_equal(gate_calls, 1);
+	assert_int_equal(st.purged, 0);
+	k = load(f, d->id); /* still there */
+	ky_key_free(k);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.purged, 1);
 	assert_int_equal(ky_kms_key_get(&f->kms, d->id, 0, NOW, &k), KY_ERR_NOT_FOUND);
 	/* Without a master key there is nothing to open. */
 	struct ky_kms none = {.store = f->s, .instance = INSTANCE};
-	assert_int_equal(ky_kms_schedule_pass(&none, NOW, NULL, NULL, &st), KY_ERR_MK_MISMATCH);
+	assert_int_equal(ky_kms_schedule_pass(&none, NOW, NULL, NULL, NULL, &st),
+	                 KY_ERR_MK_MISMATCH);
 	ky_key_free(r);
 	ky_key_free(d);
 	ky_key_free(r2);
