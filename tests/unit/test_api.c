@@ -905,6 +905,11 @@ static void test_instance_net_policies(void **state)
 	assert_true(kp_cidr_match(&c, &a));
 	assert_int_equal(kp_cidr_parse("::/0", &c, d, sizeof(d)), 0);
 	assert_false(kp_cidr_match(&c, &a));
+	/* Next to the mapped range, not in it: taken. */
+	assert_int_equal(kp_cidr_parse("::fffe:0:0/96", &c, d, sizeof(d)), 0);
+	assert_int_equal(kp_cidr_parse("::ffff:0:0/96", &c, d, sizeof(d)), KY_ERR_MALFORMED);
+	assert_int_equal(c.family, 0);
+	assert_int_equal(kp_cidr_parse("::/0", &c, d, sizeof(d)), 0);
 	kp_cidr_format(&c, t, sizeof(t));
 	assert_string_equal(t, "::/0");
 	/* Turned off: nothing is enforced, and the listing says so. */
@@ -939,6 +944,14 @@ static void test_instance_net_policies(void **state)
 	    {"[\"/8\"]", "not an address range"},
 	    {"[8]", "allowed_ip[0] must be a string"},
 	    {"[\"10.0.0.0/8\",\"10.0.0.0/8\"]", "lists '10.0.0.0/8' twice"},
+	    /* IPv4-mapped ranges never match (callers are matched as IPv4): the IPv4 range */
+	    {"[\"::ffff:127.0.0.1/128\"]", "IPv4-mapped IPv6 range, which never matches: "
+	                                   "callers are matched by their IPv4 address: write the "
+	                                   "IPv4 range '127.0.0.1/32'"},
+	    {"[\"::ffff:0:0/96\"]", "write the IPv4 range '0.0.0.0/0'"},
+	    {"[\"::ffff:10.1.0.0/112\"]", "write the IPv4 range '10.1.0.0/16'"},
+	    {"[\"::ffff:10.1.2.3/112\"]", "write the IPv4 range '10.1.0.0/16'"},
+	    {"[\"::ffff:0:0/80\"]", "write '::/80'"},
 	};
 	for (size_t i = 0; i < sizeof(badip) / sizeof(badip[0]); i++) {
 		char body[512];
