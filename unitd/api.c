@@ -1474,6 +1474,10 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 
 	if (only != NULL && only[0] == '\0')
 		only = NULL;
+	if (only != NULL && !kp_instance_policy_known(only)) {
+		api_detail(x, "query policy must be one of " KP_IPOLICY_TYPES);
+		return KY_ERR_MALFORMED;
+	}
 	if (!put) {
 		if ((r = api_ipolicies_read(x, &p)) != 0)
 			return r;

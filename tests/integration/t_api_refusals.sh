@@ -26,6 +26,7 @@
 #     both units on a request from an address not listed (127.0.0.2), a PUT that would lock
 #     its sender out, ranges and values that do not parse; two PUTs at once, one per unit:
 #     neither lost
+#   instance policies: an attribute given as null, ?policy= naming an unknown type (GET, PUT)
 #   body members: an unknown member at each level of key policies, instance policies, create,
 #     actions (plain and as a collection): 400 naming its path, the policies read back
 #     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
@@ -372,6 +373,15 @@ refused "instance policies: one policy given twice" 400 MALFORMED_ERR $(auth "$M
 	$(json_body "{\"resources\":[$kcia,{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":false}}]}") \
 	-X PUT /api/v2/instance/policies
 says "... says which" "policy_type 'keyCreateImportAccess' is given twice"
+refused "instance policies: an attribute given as null (not taken as left out)" 400 MALFORMED_ERR \
+	$(auth "$M") $(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":null}}}]}') \
+	-X PUT /api/v2/instance/policies
+says "... names it" "member 'attributes.create_root_key' is null"
+refused "instance policies: GET ?policy= an unknown type" 400 MALFORMED_ERR $(auth "$M") \
+	"/api/v2/instance/policies?policy=bogus"
+says "... names the types taken" "must be one of dualAuthDelete, rotation, keyCreateImportAccess, allowedNetwork, allowedIP, metrics"
+refused "... a PUT too" 400 MALFORMED_ERR $(auth "$M") $(json_body "{\"resources\":[$kcia]}") \
+	-X PUT "/api/v2/instance/policies?policy=bogus"
 call $(auth "$M") /api/v2/instance/policies
 expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$ipol_before"
 

@@ -810,6 +810,41 @@ static void test_instance_policies(void **state)
 	                                    "\"policy_data\":{\"enabled\":false}}]}"),
 	                               "rotation", "m", NOW, &p, d, sizeof(d)),
 	    KY_ERR_MALFORMED);
+	/* An attribute given as null is refused by name, not taken as left out. */
+	static const char *const kcia_attrs[] = {"create_root_key", "create_standard_key",
+	                                         "import_root_key", "import_standard_key",
+	                                         "enforce_token"};
+	for (size_t i = 0; i < sizeof(kcia_attrs) / sizeof(kcia_attrs[0]); i++) {
+		char body[256], want[96];
+		snprintf(body, sizeof(body),
+		         "{\"resources\":[{\"policy_type\":\"keyCreateImportAccess\","
+		         "\"policy_data\":{\"enabled\":true,\"attributes\":{\"%s\":null}}}]}",
+		         kcia_attrs[i]);
+		snprintf(want, sizeof(want), "member 'attributes.%s' is null", kcia_attrs[i]);
+		d[0] = '\0';
+		assert_int_equal(kp_parse_instance_policies((const uint8_t *)body, strlen(body),
+		                                            NULL, "m", NOW + 1, &p, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+		assert_non_null(strstr(d, want));
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+	/* The types ?policy= may name, and the message that lists them. */
+	assert_true(kp_instance_policy_known("dualAuthDelete"));
+	assert_true(kp_instance_policy_known("rotation"));
+	assert_true(kp_instance_policy_known("keyCreateImportAccess"));
+	assert_true(kp_instance_policy_known("allowedNetwork"));
+	assert_true(kp_instance_policy_known("allowedIP"));
+	assert_true(kp_instance_policy_known("metrics"));
+	assert_false(kp_instance_policy_known("bogus"));
+	assert_false(kp_instance_policy_known("allowedip"));
+	assert_false(kp_instance_policy_known(""));
+	d[0] = '\0';
+	assert_int_equal(kp_parse_instance_policies(
+	                     BODY("{\"resources\":[{\"policy_type\":\"bogus\",\"policy_data\":{"
+	                          "\"enabled\":true}}]}"),
+	                     NULL, "m", NOW + 1, &p, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "unknown policy_type 'bogus' (" KP_IPOLICY_TYPES ")"));
 }
 
 /* allowedNetwork, allowedIP, metrics: parsed, stored, listed; allowedIP's ranges. */
