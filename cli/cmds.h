@@ -80,5 +80,16 @@ int kp_rewrap_main(int argc, char **argv);
 /* kp_policies.c */
 int kp_policies_main(int argc, char **argv);
 int kp_instance_policies_main(int argc, char **argv);
+int kp_key_policy_update_main(int argc, char **argv);
+int kp_instance_policy_update_main(int argc, char **argv);
+/* kp_rings.c */
+int kp_key_rings_main(int argc, char **argv);
+int kp_key_ring_create_main(int argc, char **argv);
+int kp_key_ring_delete_main(int argc, char **argv);
+int kp_key_alias_create_main(int argc, char **argv);
+int kp_key_alias_delete_main(int argc, char **argv);
+int kp_import_token_create_main(int argc, char **argv);
+int kp_import_token_show_main(int argc, char **argv);
+int kp_registrations_main(int argc, char **argv);
 
 #endif

@@ -75,9 +75,30 @@ int kp_common_opt(int opt, const char *arg)
 		}
 		kp_o.unit = (int)v;
 		return 0;
+	case 'i':
+		if (arg[0] == '\0')
+			return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+			               "-i/--instance-ID needs an ID");
+		kp_o.instance_id = arg;
+		return 0;
+	case 'o':
+		/* -o json, as ibmcloud kp spells --output json (it accepts JSON too) */
+		return cli_common_opt(0x1001, strcasecmp(arg, "json") == 0 ? "json" : arg);
 	default:
 		return cli_common_opt(opt, arg);
 	}
+}
+
+int kp_refuse_opt(const char *name, const char *why)
+{
+	return cli_fail(KY_ERR_KP_OPTION_NOT_OFFERED, name, "%s", why);
+}
+
+int kp_instance_check(const char *have, const char *want)
+{
+	if (want == NULL || want[0] == '\0' || strcmp(have, want) == 0)
+		return 0;
+	return KY_ERR_KP_INSTANCE_MISMATCH;
 }
 
 void kp_print_help(const char *usage)
@@ -170,6 +191,12 @@ void kp_json_cleanse(json_t *j)
 	} else if (json_is_array(j)) {
 		json_array_foreach(j, i, v) kp_json_cleanse(v);
 	}
+}
+
+const char *kp_json_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s != NULL ? s : "";
 }
 
 void kp_print_json(json_t *j)
@@ -341,6 +368,15 @@ static int kp_load(void)
 		return r;
 	if (kp_s.inst.nunits == 0)
 		return cli_err(KY_ERR_CONFIG, kp_s.inst.dir, "instance.json lists no crypto unit");
+	{
+		const char *env = getenv("KP_INSTANCE_ID");
+		const char *want = kp_o.instance_id != NULL ? kp_o.instance_id : env;
+		if ((r = kp_instance_check(kp_s.inst.id, want)) != 0)
+			return cli_err(
+			    r, kp_o.instance_id != NULL ? "-i/--instance-ID" : "$KP_INSTANCE_ID",
+			    "'%.100s' is not this instance: %s/instance.json is instance '%s'",
+			    want, kp_s.inst.dir, kp_s.inst.id);
+	}
 	kp_s.next = 0;
 	kp_s.order_hint = kp_o.unit == 0;
 	{
@@ -870,6 +906,43 @@ int kp_call(const char *method, const char *path, const char *ctype, const json_
 		return ky_err_exit(r); /* printed */
 	if (rep->status >= 200 && rep->status < 300 && !rep->token_refused)
 		return 0;
+	status = kp_fail_reply(rep->token_refused ? kp_s.source : subject, rep);
+	kp_reply_release(rep);
+	return status;
+}
+
+/* A unit's answer to a request for an endpoint it does not have: kyok-unitd answers 404
+ * with the reason "no such endpoint", or 405 for a path it knows with another method. A
+ * unit without registrations reads GET /api/v2/keys/registrations as a key whose id is
+ * "registrations" and refuses it as no UUID (400). */
+static bool kp_no_endpoint(const struct kp_reply *rep, const char *path)
+{
+	const json_t *res = json_array_get(json_object_get(rep->json, "resources"), 0);
+	const json_t *reason = json_array_get(json_object_get(res, "reasons"), 0);
+	const char *rmsg = json_string_value(json_object_get(reason, "message"));
+
+	return rep->status == 405 ||
+	       (rep->status == 404 && rmsg != NULL && strstr(rmsg, "no such endpoint") != NULL) ||
+	       (rep->status == 400 && strcmp(path, "/api/v2/keys/registrations") == 0);
+}
+
+int kp_call_feature(const char *method, const char *path, const char *ctype, const json_t *body,
+                    const char *subject, const char *feature, struct kp_reply *rep)
+{
+	int r = kp_request(method, path, ctype, body, NULL, rep);
+	int status;
+
+	if (r != 0)
+		return ky_err_exit(r); /* printed */
+	if (rep->status >= 200 && rep->status < 300 && !rep->token_refused)
+		return 0;
+	if (!rep->token_refused && kp_no_endpoint(rep, path)) {
+		status = cli_fail(
+		    KY_ERR_KP_NOT_OFFERED, subject, "%s: crypto unit %d answered HTTP %ld to %s %s",
+		    feature, rep->unit != NULL ? rep->unit->number : 0, rep->status, method, path);
+		kp_reply_release(rep);
+		return status;
+	}
 	status = kp_fail_reply(rep->token_refused ? kp_s.source : subject, rep);
 	kp_reply_release(rep);
 	return status;

@@ -16,6 +16,7 @@ struct kp_opts {
 	const char *apikey_file; /* --apikey-file, else $KYOK_APIKEY_FILE */
 	int unit;                /* --unit N: try that unit first (0 = the first) */
 	bool verbose;            /* --verbose: which unit served, failovers */
+	const char *instance_id; /* -i/--instance-ID: must be the instance's id */
 };
 extern struct kp_opts kp_o;
 
@@ -28,7 +29,11 @@ enum {
 #define KP_LONGOPTS                                                                                \
 	{"apikey-file", required_argument, NULL, KP_OPT_APIKEY_FILE},                              \
 		{"verbose", no_argument, NULL, KP_OPT_VERBOSE},                                    \
-		{"unit", required_argument, NULL, KP_OPT_UNIT}, CLI_COMMON_LONGOPTS
+		{"unit", required_argument, NULL, KP_OPT_UNIT},                                    \
+		{"instance-ID", required_argument, NULL, 'i'},                                     \
+		{"instance-id", required_argument, NULL, 'i'}, CLI_COMMON_LONGOPTS
+/* The short options of every kp command (ibmcloud kp's -i and -o), to begin each optstring. */
+#define KP_SHORTOPTS "hi:o:"
 #define KP_COMMON_HELP                                                                             \
 	"common options:\n"                                                                        \
 	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
@@ -39,7 +44,9 @@ enum {
 	"  --cacert FILE           CA certificates that crypto units on https must chain to\n"  \
 	"                          (default $KYOK_CA_FILE, else the instance's ca.crt)\n"       \
 	"  --verbose               say which crypto unit served, and each failover\n"             \
-	"  --output table|json     output format (default table)\n"                               \
+	"  -i, --instance-ID ID    refuse to run unless ID is the instance's id (as is\n"         \
+	"                          $KP_INSTANCE_ID when set)\n"                                    \
+	"  -o, --output table|json output format (default table)\n"                               \
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
 	"                          ~/.kyok/instance)\n"                                           \
@@ -50,6 +57,19 @@ enum {
 
 /* The kp options, then the common ones (cli_common_opt). KY_ERR_USAGE (printed). */
 int kp_common_opt(int opt, const char *arg) KY_WUR;
+/* Refuses an ibmcloud kp option that kyok kp does not offer, by name, with the reason:
+ * prints "error: <name>: this ibmcloud kp option is not offered by kyok kp: <why>" and
+ * returns the exit status. */
+int kp_refuse_opt(const char *name, const char *why);
+/* Reasons shared by several commands. */
+#define KP_WHY_SECRET_ARGV                                                                      \
+	"key material on the command line is seen by every user of this host (ps, /proc): put " \
+	"the raw bytes in a file and give --payload-file FILE"
+#define KP_WHY_IMPORT_TOKEN \
+	"kyok kp imports key material over TLS from --payload-file FILE, without an import token"
+/* The instance ID kp_load compares with the instance's (pure): 0, or
+ * KY_ERR_KP_INSTANCE_MISMATCH when want is set and differs. */
+int kp_instance_check(const char *have, const char *want) KY_WUR;
 /* Prints usage and the common kp options on stdout. */
 void kp_print_help(const char *usage);
 
@@ -85,9 +105,20 @@ int kp_request(const char *method, const char *path, const char *ctype, const js
 int kp_call(const char *method, const char *path, const char *ctype, const json_t *body,
             const char *prefer, const char *subject, struct kp_reply *rep);
 
+/* kp_call for the Key Protect features that a unit may not have (key rings, aliases, import
+ * tokens, registrations): a unit without the endpoint (HTTP 404 "no such endpoint", or 405)
+ * is reported as "error: <subject>: the instance's crypto units do not offer this Key
+ * Protect feature: ..." naming the feature, the request and the unit; anything else as
+ * kp_call does. */
+int kp_call_feature(const char *method, const char *path, const char *ctype, const json_t *body,
+                    const char *subject, const char *feature, struct kp_reply *rep);
+
 /* Exit status for an API error: the kyok error code named by the reason, else by HTTP
  * status (400/404/413/422 input, 401/403 refused, 409/410 state, 5xx unit). Pure. */
 int kp_exit_for(long status, const char *code);
+
+/* The string member key of o, or "" (never NULL). Pure. */
+const char *kp_json_str(const json_t *o, const char *key);
 
 /* cli_print_json that cleanses what it printed (replies may hold key material). */
 void kp_print_json(json_t *j);

@@ -32,7 +32,39 @@ enum {
 	OPT_PAYLOAD_FILE,
 	OPT_DESCRIPTION,
 	OPT_SHOW_PAYLOAD,
+	OPT_EXPIRATION,
+	OPT_FORCE,
+	/* ibmcloud kp options kyok kp refuses, with the reason */
+	OPT_KEY_MATERIAL,
+	OPT_NONCE,
+	OPT_IV,
+	OPT_ALIASES,
+	OPT_KEY_RING,
+	OPT_CRN,
 };
+
+/* The ibmcloud kp options of key create, rotate and restore that kyok kp refuses. */
+/* clang-format off */
+#define KP_IMPORT_LONGOPTS                                                                         \
+	{"key-material", required_argument, NULL, OPT_KEY_MATERIAL},                               \
+		{"encrypted-nonce", required_argument, NULL, OPT_NONCE},                           \
+		{"iv", required_argument, NULL, OPT_IV}
+/* clang-format on */
+
+/* Refuses -k, -n, -v (OPT_KEY_MATERIAL, OPT_NONCE, OPT_IV); returns 0 for other options. */
+static int kp_import_refused(int opt, const char *why_material)
+{
+	switch (opt) {
+	case OPT_KEY_MATERIAL:
+		return kp_refuse_opt("-k/--key-material", why_material);
+	case OPT_NONCE:
+		return kp_refuse_opt("-n/--encrypted-nonce", KP_WHY_IMPORT_TOKEN);
+	case OPT_IV:
+		return kp_refuse_opt("-v/--iv", KP_WHY_IMPORT_TOKEN);
+	default:
+		return 0;
+	}
+}
 
 /* ---- showing keys ---- */
 
@@ -54,12 +86,6 @@ static const char *kp_state_name(json_int_t s)
 	}
 }
 
-static const char *kp_str(const json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-	return s != NULL ? s : "";
-}
-
 static const char *kp_key_type(const json_t *k)
 {
 	return json_is_true(json_object_get(k, "extractable")) ? "standard" : "root";
@@ -76,9 +102,9 @@ static int kp_keys_table(const json_t *list)
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *k = json_array_get(list, i);
 		const char *cells[5] = {
-		    kp_str(k, "id"), kp_str(k, "name"),
+		    kp_json_str(k, "id"), kp_json_str(k, "name"),
 		    kp_state_name(json_integer_value(json_object_get(k, "state"))), kp_key_type(k),
-		    kp_str(k, "creationDate")};
+		    kp_json_str(k, "creationDate")};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			break;
@@ -98,38 +124,40 @@ static void kp_key_print(const json_t *k, bool want_payload)
 	json_int_t state = json_integer_value(json_object_get(k, "state"));
 	const char *payload = json_string_value(json_object_get(k, "payload"));
 
-	printf("%-18s %s\n", "id", kp_str(k, "id"));
-	printf("%-18s %s\n", "name", kp_str(k, "name"));
-	if (kp_str(k, "description")[0] != '\0')
-		printf("%-18s %s\n", "description", kp_str(k, "description"));
+	printf("%-18s %s\n", "id", kp_json_str(k, "id"));
+	printf("%-18s %s\n", "name", kp_json_str(k, "name"));
+	if (kp_json_str(k, "description")[0] != '\0')
+		printf("%-18s %s\n", "description", kp_json_str(k, "description"));
 	printf("%-18s %s\n", "type", kp_key_type(k));
 	printf("%-18s %s (%lld)\n", "state", kp_state_name(state), (long long)state);
 	printf("%-18s %s\n", "imported",
 	       json_is_true(json_object_get(k, "imported")) ? "yes" : "no");
-	printf("%-18s %s%s%s\n", "created", kp_str(k, "creationDate"),
-	       kp_str(k, "createdBy")[0] != '\0' ? " by " : "", kp_str(k, "createdBy"));
-	if (kp_str(k, "lastUpdateDate")[0] != '\0')
-		printf("%-18s %s\n", "updated", kp_str(k, "lastUpdateDate"));
-	if (kp_str(k, "lastRotateDate")[0] != '\0')
-		printf("%-18s %s\n", "rotated", kp_str(k, "lastRotateDate"));
+	printf("%-18s %s%s%s\n", "created", kp_json_str(k, "creationDate"),
+	       kp_json_str(k, "createdBy")[0] != '\0' ? " by " : "", kp_json_str(k, "createdBy"));
+	if (kp_json_str(k, "lastUpdateDate")[0] != '\0')
+		printf("%-18s %s\n", "updated", kp_json_str(k, "lastUpdateDate"));
+	if (kp_json_str(k, "lastRotateDate")[0] != '\0')
+		printf("%-18s %s\n", "rotated", kp_json_str(k, "lastRotateDate"));
 	if ((v = json_object_get(k, "keyVersion")) != NULL && json_is_object(v))
-		printf("%-18s %s%s%s%s\n", "version", kp_str(v, "id"),
-		       kp_str(v, "creationDate")[0] != '\0' ? " (" : "", kp_str(v, "creationDate"),
-		       kp_str(v, "creationDate")[0] != '\0' ? ")" : "");
-	if (kp_str(k, "expirationDate")[0] != '\0')
-		printf("%-18s %s\n", "expires", kp_str(k, "expirationDate"));
+		printf("%-18s %s%s%s%s\n", "version", kp_json_str(v, "id"),
+		       kp_json_str(v, "creationDate")[0] != '\0' ? " (" : "",
+		       kp_json_str(v, "creationDate"),
+		       kp_json_str(v, "creationDate")[0] != '\0' ? ")" : "");
+	if (kp_json_str(k, "expirationDate")[0] != '\0')
+		printf("%-18s %s\n", "expires", kp_json_str(k, "expirationDate"));
 	if (json_is_object(dad))
 		printf("%-18s %s\n", "dual-auth delete",
 		       json_is_true(json_object_get(dad, "enabled")) ? "enabled" : "disabled");
 	if (json_is_true(json_object_get(k, "deleted")))
-		printf("%-18s %s%s%s\n", "deleted", kp_str(k, "deletionDate"),
-		       kp_str(k, "deletedBy")[0] != '\0' ? " by " : "", kp_str(k, "deletedBy"));
-	if (kp_str(k, "restoreExpirationDate")[0] != '\0')
-		printf("%-18s %s\n", "restorable until", kp_str(k, "restoreExpirationDate"));
-	if (kp_str(k, "purgeAllowedFrom")[0] != '\0')
-		printf("%-18s %s\n", "purge allowed from", kp_str(k, "purgeAllowedFrom"));
-	if (kp_str(k, "crn")[0] != '\0')
-		printf("%-18s %s\n", "crn", kp_str(k, "crn"));
+		printf("%-18s %s%s%s\n", "deleted", kp_json_str(k, "deletionDate"),
+		       kp_json_str(k, "deletedBy")[0] != '\0' ? " by " : "",
+		       kp_json_str(k, "deletedBy"));
+	if (kp_json_str(k, "restoreExpirationDate")[0] != '\0')
+		printf("%-18s %s\n", "restorable until", kp_json_str(k, "restoreExpirationDate"));
+	if (kp_json_str(k, "purgeAllowedFrom")[0] != '\0')
+		printf("%-18s %s\n", "purge allowed from", kp_json_str(k, "purgeAllowedFrom"));
+	if (kp_json_str(k, "crn")[0] != '\0')
+		printf("%-18s %s\n", "crn", kp_json_str(k, "crn"));
 	if (!want_payload)
 		return;
 	if (payload != NULL)
@@ -174,7 +202,7 @@ static int kp_id_only_opts(int argc, char **argv, const char *usage, const char 
 	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			kp_print_help(usage);
 			return -1;
@@ -269,16 +297,23 @@ int kp_keys_main(int argc, char **argv)
 	    "Lists the keys of the instance: ID, NAME, STATE, TYPE (root or standard), CREATED.\n"
 	    "Any API key role but KeyPurge may list.\n\n"
 	    "options:\n"
-	    "  --limit N               at most N keys (1 to 5000; the service's default: 200)\n"
-	    "  --offset N              skip the first N keys\n"
-	    "  --state LIST            states to list: active, suspended, deactivated,\n"
-	    "                          destroyed, or their numbers 1,2,3,5 (default 1,2,3)\n"
-	    "  --extractable BOOL      true: standard keys only; false: root keys only\n";
+	    "  -n, --limit N           at most N keys (1 to 5000; the service's default: 200);\n"
+	    "                          also spelled --number-of-keys\n"
+	    "  -s, --offset N          skip the first N keys; also spelled --starting-offset\n"
+	    "  -t, --state LIST        states to list: active, suspended, deactivated,\n"
+	    "                          destroyed, or their numbers 1,2,3,5 (default 1,2,3);\n"
+	    "                          also spelled --key-states\n"
+	    "  --extractable BOOL      true: standard keys only; false: root keys only\n"
+	    "  (ibmcloud kp's -c/--crn is refused: -o json shows each key's crn)\n";
 	static const struct option longopts[] = {
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"number-of-keys", required_argument, NULL, OPT_LIMIT},
 	    {"offset", required_argument, NULL, OPT_OFFSET},
+	    {"starting-offset", required_argument, NULL, OPT_OFFSET},
 	    {"state", required_argument, NULL, OPT_STATE},
+	    {"key-states", required_argument, NULL, OPT_STATE},
 	    {"extractable", required_argument, NULL, OPT_EXTRACTABLE},
+	    {"crn", no_argument, NULL, OPT_CRN},
 	    KP_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int opt, status = 0;
@@ -290,11 +325,17 @@ int kp_keys_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const json_t *meta, *list, *total;
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "n:s:t:c", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			kp_print_help(usage);
 			return 0;
+		case 'c':
+		case OPT_CRN:
+			return kp_refuse_opt("-c/--crn",
+			                     "kyok kp lists key IDs: -o json shows each "
+			                     "key's crn");
+		case 'n':
 		case OPT_LIMIT:
 			if (kp_uint_opt("--limit", optarg, 5000, &limit) != 0 || limit == 0)
 				return limit == 0 ? cli_fail(KY_ERR_USAGE, "--limit",
@@ -302,11 +343,13 @@ int kp_keys_main(int argc, char **argv)
 				                  : KY_EXIT_USAGE;
 			have_limit = true;
 			break;
+		case 's':
 		case OPT_OFFSET:
 			if (kp_uint_opt("--offset", optarg, 1000000000UL, &offset) != 0)
 				return KY_EXIT_USAGE;
 			have_offset = true;
 			break;
+		case 't':
 		case OPT_STATE:
 			if (kp_states_parse(optarg, states, sizeof(states)) != 0)
 				return cli_fail(KY_ERR_USAGE, "--state",
@@ -376,31 +419,44 @@ int kp_key_create_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp key-create --name NAME [--standard] [--payload-file FILE]\n"
-	    "                          [--description TEXT]\n\n"
+	    "                          [--description TEXT] [--expiration-date DATE]\n"
+	    "       kyok kp key create NAME [-s] [-D TEXT] [-e DATE] [--payload-file FILE]\n\n"
 	    "Creates a root key (wraps data keys; never leaves the service) or, with\n"
 	    "--standard, a standard key (its payload can be read back). The key material is\n"
 	    "generated by the service, or imported from FILE (raw bytes: 16, 24 or 32 for a\n"
 	    "root key). Needs the Writer or Manager role.\n\n"
 	    "options:\n"
-	    "  --name NAME             2 to 90 characters\n"
-	    "  --standard              a standard key instead of a root key\n"
+	    "  --name NAME             2 to 90 characters (or NAME as the operand)\n"
+	    "  -s, --standard          a standard key instead of a root key (also spelled\n"
+	    "                          --standard-key)\n"
 	    "  --payload-file FILE     import the key material from FILE (raw bytes)\n"
-	    "  --description TEXT      at most 240 characters\n";
+	    "  -D, --description TEXT  at most 240 characters\n"
+	    "  -e, --expiration-date DATE\n"
+	    "                          the key expires then (RFC 3339, e.g.\n"
+	    "                          2030-01-31T00:00:00Z): it no longer wraps from that date\n"
+	    "  (ibmcloud kp's -k/--key-material, -n/--encrypted-nonce, -v/--iv, -a/--aliases\n"
+	    "  and -r/--key-ring are refused, each with the reason)\n";
 	static const struct option longopts[] = {
 	    {"name", required_argument, NULL, OPT_NAME},
 	    {"standard", no_argument, NULL, OPT_STANDARD},
+	    {"standard-key", no_argument, NULL, OPT_STANDARD},
 	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
 	    {"description", required_argument, NULL, OPT_DESCRIPTION},
+	    {"expiration-date", required_argument, NULL, OPT_EXPIRATION},
+	    {"aliases", required_argument, NULL, OPT_ALIASES},
+	    {"key-ring", required_argument, NULL, OPT_KEY_RING},
+	    KP_IMPORT_LONGOPTS,
 	    KP_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int opt, status = 0;
-	const char *name = NULL, *payload_file = NULL, *desc = NULL;
+	const char *name = NULL, *payload_file = NULL, *desc = NULL, *expires = NULL;
 	bool standard = false;
 	char *payload = NULL, subject[160];
 	json_t *res = NULL, *body = NULL;
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "sD:e:k:n:v:a:r:", longopts, NULL)) !=
+	       -1) {
 		switch (opt) {
 		case 'h':
 			kp_print_help(usage);
@@ -408,30 +464,65 @@ int kp_key_create_main(int argc, char **argv)
 		case OPT_NAME:
 			name = optarg;
 			break;
+		case 's':
 		case OPT_STANDARD:
 			standard = true;
 			break;
 		case OPT_PAYLOAD_FILE:
 			payload_file = optarg;
 			break;
+		case 'D':
 		case OPT_DESCRIPTION:
 			desc = optarg;
 			break;
+		case 'e':
+		case OPT_EXPIRATION:
+			expires = optarg;
+			break;
+		case 'a':
+		case OPT_ALIASES:
+			return kp_refuse_opt("-a/--aliases",
+			                     "kyok kp creates keys without aliases, "
+			                     "and addresses keys by ID");
+		case 'r':
+		case OPT_KEY_RING:
+			return kp_refuse_opt("-r/--key-ring",
+			                     "kyok kp creates keys in the default key ring");
+		case 'k':
+			return kp_import_refused(OPT_KEY_MATERIAL, KP_WHY_SECRET_ARGV);
+		case 'n':
+			return kp_import_refused(OPT_NONCE, NULL);
+		case 'v':
+			return kp_import_refused(OPT_IV, NULL);
+		case OPT_KEY_MATERIAL:
+		case OPT_NONCE:
+		case OPT_IV:
+			return kp_import_refused(opt, KP_WHY_SECRET_ARGV);
 		default:
 			if (kp_common_opt(opt, optarg) != 0)
 				return KY_EXIT_USAGE;
 		}
 	}
+	if (optind < argc && name != NULL)
+		return cli_fail(
+		    KY_ERR_USAGE, cli_cmd_name(),
+		    "the name is given twice ('%.100s' and --name '%.100s'): give it once",
+		    argv[optind], name);
+	if (optind < argc)
+		name = argv[optind++];
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if (name == NULL)
-		return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--name NAME is required");
+		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+		                "give the key's name: NAME, or --name NAME");
 	if (payload_file != NULL && kp_payload_b64(payload_file, &payload) != 0)
 		return KY_EXIT_INPUT;
 	res =
 	    json_pack("{s:s, s:s, s:b}", "type", KP_KEY_CT, "name", name, "extractable", standard);
 	if (res == NULL ||
 	    (desc != NULL && json_object_set_new(res, "description", json_string(desc)) != 0) ||
+	    (expires != NULL &&
+	     json_object_set_new(res, "expirationDate", json_string(expires)) != 0) ||
 	    (payload != NULL && json_object_set_new(res, "payload", json_string(payload)) != 0)) {
 		status = cli_fail(KY_ERR_NOMEM, NULL, "or the name or description is not UTF-8");
 		goto out;
@@ -462,7 +553,8 @@ out:
 int kp_key_show_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-show ID [--show-payload]\n\n"
+	    "usage: kyok kp key-show ID [--show-payload]\n"
+	    "       kyok kp key show ID [--show-payload]\n\n"
 	    "Shows a key's metadata. With --show-payload, also the payload of a standard key\n"
 	    "(base64; needs ReaderPlus, Writer or Manager); root keys never leave the service.\n\n"
 	    "options:\n"
@@ -476,7 +568,7 @@ int kp_key_show_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const json_t *k;
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			kp_print_help(usage);
 			return 0;
@@ -514,7 +606,8 @@ int kp_key_show_main(int argc, char **argv)
 int kp_key_versions_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-versions ID\n\n"
+	    "usage: kyok kp key-versions ID\n"
+	    "       kyok kp key versions ID\n\n"
 	    "Lists the versions of a root key, newest first as the service returns them: each\n"
 	    "rotation adds one; wraps use the newest, unwraps any.\n";
 	static const char *const hdr[] = {"VERSION ID", "CREATED"};
@@ -542,7 +635,7 @@ int kp_key_versions_main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		const json_t *v = json_array_get(list, i);
-		const char *cells[2] = {kp_str(v, "id"), kp_str(v, "creationDate")};
+		const char *cells[2] = {kp_json_str(v, "id"), kp_json_str(v, "creationDate")};
 		if (cli_table_add(t, cells) != 0) {
 			status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 			goto out;
@@ -564,6 +657,7 @@ static int kp_key_action(int argc, char **argv, const char *usage, const char *a
 {
 	static const struct option with_payload[] = {
 	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
+	    KP_IMPORT_LONGOPTS,
 	    KP_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	static const struct option without[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
@@ -573,12 +667,16 @@ static int kp_key_action(int argc, char **argv, const char *usage, const char *a
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, "h", takes_payload ? with_payload : without, NULL)) !=
-	       -1) {
+	while ((opt = getopt_long(argc, argv, takes_payload ? KP_SHORTOPTS "k:n:v:" : KP_SHORTOPTS,
+	                          takes_payload ? with_payload : without, NULL)) != -1) {
 		if (opt == 'h') {
 			kp_print_help(usage);
 			return 0;
 		}
+		if (opt == 'k' || opt == 'n' || opt == 'v')
+			opt = opt == 'k' ? OPT_KEY_MATERIAL : opt == 'n' ? OPT_NONCE : OPT_IV;
+		if (opt == OPT_KEY_MATERIAL || opt == OPT_NONCE || opt == OPT_IV)
+			return kp_import_refused(opt, KP_WHY_SECRET_ARGV);
 		if (opt == OPT_PAYLOAD_FILE) {
 			payload_file = optarg;
 			continue;
@@ -617,7 +715,8 @@ out:
 int kp_key_rotate_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-rotate ID [--payload-file FILE]\n\n"
+	    "usage: kyok kp key-rotate ID [--payload-file FILE]\n"
+	    "       kyok kp key rotate ID [--payload-file FILE]\n\n"
 	    "Rotates a root key: a new version wraps from now on; data keys wrapped with older\n"
 	    "versions still unwrap ('kyok kp rewrap' moves them to the newest). An imported key\n"
 	    "needs new material (--payload-file, raw bytes); a generated one takes none. Needs\n"
@@ -628,7 +727,8 @@ int kp_key_rotate_main(int argc, char **argv)
 int kp_key_disable_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-disable ID\n\n"
+	    "usage: kyok kp key-disable ID\n"
+	    "       kyok kp key disable ID\n\n"
 	    "Suspends a key (state 2): it wraps and unwraps nothing until enabled again. Needs\n"
 	    "the Manager role.\n";
 	return kp_key_action(argc, argv, usage, "disable", false, "disabled (Suspended)");
@@ -637,7 +737,8 @@ int kp_key_disable_main(int argc, char **argv)
 int kp_key_enable_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-enable ID\n\n"
+	    "usage: kyok kp key-enable ID\n"
+	    "       kyok kp key enable ID\n\n"
 	    "Enables a suspended key again (state 1). Needs the Manager role.\n";
 	return kp_key_action(argc, argv, usage, "enable", false, "enabled (Active)");
 }
@@ -645,7 +746,8 @@ int kp_key_enable_main(int argc, char **argv)
 int kp_key_schedule_delete_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-schedule-delete ID\n\n"
+	    "usage: kyok kp key-schedule-delete ID\n"
+	    "       kyok kp key schedule-delete ID\n\n"
 	    "For a key under the dual-authorization delete policy: authorises its deletion.\n"
 	    "Another user (another API key) with the Manager role must then delete it within 7\n"
 	    "days ('kyok kp key-delete'). Needs the Writer or Manager role.\n";
@@ -656,7 +758,8 @@ int kp_key_schedule_delete_main(int argc, char **argv)
 int kp_key_cancel_delete_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-cancel-delete ID\n\n"
+	    "usage: kyok kp key-cancel-delete ID\n"
+	    "       kyok kp key cancel-delete ID\n\n"
 	    "Cancels the deletion authorised by 'key-schedule-delete'. Needs the Writer or\n"
 	    "Manager role.\n";
 	return kp_key_action(argc, argv, usage, "unsetKeyForDeletion", false,
@@ -668,19 +771,39 @@ int kp_key_cancel_delete_main(int argc, char **argv)
 int kp_key_delete_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-delete ID\n\n"
+	    "usage: kyok kp key-delete ID [--force]\n"
+	    "       kyok kp key delete ID [-f]\n\n"
 	    "Deletes a key: its material is destroyed (state 5, Destroyed); it can be restored\n"
 	    "within 30 days ('kyok kp key-restore') and purged after 4 hours. A key under the\n"
 	    "dual-authorization policy must first be scheduled for deletion by another user.\n"
-	    "Needs the Manager role.\n";
-	int r, status = 0;
+	    "Needs the Manager role.\n\n"
+	    "options:\n"
+	    "  -f, --force             delete even a key that protects registered resources (as\n"
+	    "                          Key Protect's force=true; kyok has no registrations, so\n"
+	    "                          it is the same delete)\n";
+	static const struct option longopts[] = {
+	    {"force", no_argument, NULL, OPT_FORCE}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	int opt, status = 0;
+	bool force = false;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
 	struct kp_reply rep = {0};
 
-	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
-	(void)kp_key_path(path, sizeof(path), id, "");
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "f", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			kp_print_help(usage);
+			return 0;
+		}
+		if (opt == 'f' || opt == OPT_FORCE) {
+			force = true;
+			continue;
+		}
+		if (kp_common_opt(opt, optarg) != 0)
+			return KY_EXIT_USAGE;
+	}
+	if (kp_key_operand(argc, argv, &id) != 0)
+		return KY_EXIT_USAGE;
+	(void)kp_key_path(path, sizeof(path), id, force ? "?force=true" : "");
 	snprintf(subject, sizeof(subject), "key %s", id);
 	if ((status = kp_call("DELETE", path, NULL, NULL, KP_REPRESENT, subject, &rep)) != 0)
 		return status;
@@ -695,21 +818,29 @@ int kp_key_delete_main(int argc, char **argv)
 int kp_key_restore_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-restore ID\n\n"
+	    "usage: kyok kp key-restore ID\n"
+	    "       kyok kp key restore ID\n\n"
 	    "Restores a deleted key within 30 days of its deletion, with the material it had\n"
 	    "(kyok keeps it until the key is purged). Needs the Manager role.\n";
-	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	    KP_IMPORT_LONGOPTS, KP_LONGOPTS, {NULL, 0, NULL, 0}};
 	int opt, status = 0;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "k:n:v:", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			kp_print_help(usage);
 			return 0;
 		}
+		if (opt == 'k' || opt == 'n' || opt == 'v')
+			opt = opt == 'k' ? OPT_KEY_MATERIAL : opt == 'n' ? OPT_NONCE : OPT_IV;
+		if (opt == OPT_KEY_MATERIAL || opt == OPT_NONCE || opt == OPT_IV)
+			return kp_import_refused(opt,
+			                         "kyok keeps a deleted key's material until it is "
+			                         "purged: restore takes none");
 		if (kp_common_opt(opt, optarg) != 0)
 			return KY_EXIT_USAGE;
 	}
@@ -738,7 +869,8 @@ out:
 int kp_key_purge_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-purge ID\n\n"
+	    "usage: kyok kp key-purge ID\n"
+	    "       kyok kp key purge ID\n\n"
 	    "Removes a deleted key for good, 4 hours or more after its deletion: it can no\n"
 	    "longer be restored. Asks for confirmation (--yes answers it). Needs the KeyPurge\n"
 	    "role.\n";

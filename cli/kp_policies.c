@@ -19,6 +19,9 @@
 enum {
 	OPT_ROTATION = 0x2001,
 	OPT_DUAL_AUTH,
+	OPT_ENABLE,
+	OPT_DISABLE,
+	OPT_MONTHLY,
 };
 
 struct kp_policy_args {
@@ -54,7 +57,7 @@ static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_po
 	int opt;
 
 	p->rotation = p->dual_auth = -1;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			kp_print_help(usage);
@@ -175,10 +178,13 @@ static void kp_rotation_note(void)
 	                "key-rotate ID --payload-file FILE'\n");
 }
 
+static int kp_key_policies_run(const char *id, const struct kp_policy_args *pp);
+
 int kp_policies_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp policies ID [--rotation-months N|off] [--dual-auth on|off]\n\n"
+	    "usage: kyok kp policies ID [--rotation-months N|off] [--dual-auth on|off]\n"
+	    "       kyok kp key policies ID [--rotation-months N|off] [--dual-auth on|off]\n\n"
 	    "Shows the policies of key ID: rotation (the key is rotated every N months) and\n"
 	    "dual-authorization delete (two different users are needed to delete it). With an\n"
 	    "option, sets that policy first. Needs the Manager role.\n\n"
@@ -188,15 +194,24 @@ int kp_policies_main(int argc, char **argv)
 	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete the key\n";
 	struct kp_policy_args p;
-	int r, status = 0;
+	int r;
 	const char *id = NULL;
-	char base[KP_PATH_MAX], subject[160];
-	struct kp_reply rep = {0};
 
 	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (kp_key_operand(argc, argv, &id) != 0)
 		return KY_EXIT_USAGE;
+	return kp_key_policies_run(id, &p);
+}
+
+/* Sets what p says of key id's policies, then shows them all. */
+static int kp_key_policies_run(const char *id, const struct kp_policy_args *pp)
+{
+	struct kp_policy_args p = *pp;
+	int status = 0;
+	char base[KP_PATH_MAX], subject[160];
+	struct kp_reply rep = {0};
+
 	snprintf(base, sizeof(base), "/api/v2/keys/%s/policies", id);
 	snprintf(subject, sizeof(subject), "key %s", id);
 	if (p.rotation >= 0 &&
@@ -273,10 +288,13 @@ out:
 	return status;
 }
 
+static int kp_instance_policies_run(const struct kp_policy_args *pp);
+
 int kp_instance_policies_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp instance-policies [--rotation-months N|off] [--dual-auth on|off]\n\n"
+	    "usage: kyok kp instance-policies [--rotation-months N|off] [--dual-auth on|off]\n"
+	    "       kyok kp instance policies [--rotation-months N|off] [--dual-auth on|off]\n\n"
 	    "Shows the policies of the instance, which apply to keys created from then on. With\n"
 	    "an option, sets that policy first. Needs the Manager role.\n\n"
 	    "options:\n"
@@ -284,15 +302,24 @@ int kp_instance_policies_main(int argc, char **argv)
 	    "                          (the crypto units rotate generated keys when it is due;\n"
 	    "                          imported ones need 'kyok kp key-rotate')\n"
 	    "  --dual-auth on|off      require a second user to delete new keys\n";
-	static const char base[] = "/api/v2/instance/policies";
 	struct kp_policy_args p;
-	int r, status = 0;
-	struct kp_reply rep = {0};
+	int r;
 
 	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
+	return kp_instance_policies_run(&p);
+}
+
+/* Sets what p says of the instance's policies, then shows them all. */
+static int kp_instance_policies_run(const struct kp_policy_args *pp)
+{
+	static const char base[] = "/api/v2/instance/policies";
+	struct kp_policy_args p = *pp;
+	int status = 0;
+	struct kp_reply rep = {0};
+
 	if (p.rotation >= 0 &&
 	    (status = kp_policy_put(base, "rotation",
 	                            p.rotation > 0
@@ -319,4 +346,141 @@ int kp_instance_policies_main(int argc, char **argv)
 		kp_rotation_note();
 	kp_reply_release(&rep);
 	return status;
+}
+
+/* ---- policy-update, in ibmcloud kp's shape ---- */
+
+/* The options and operands of 'key policy-update' (key: TYPE ID) and 'instance
+ * policy-update' (TYPE): TYPE rotation (-e/-d, -m MONTHS) or dual-auth-delete (-e/-d).
+ * Fills p; -1 after --help (printed), else 0 or KY_ERR_USAGE (printed). */
+static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool key,
+                                 struct kp_policy_args *p, const char **id)
+{
+	static const struct option longopts[] = {
+	    {"enable", no_argument, NULL, OPT_ENABLE},
+	    {"disable", no_argument, NULL, OPT_DISABLE},
+	    {"monthly-interval", required_argument, NULL, OPT_MONTHLY},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	int opt, months = -1;
+	bool enable = false, disable = false;
+	const char *type;
+
+	p->rotation = p->dual_auth = -1;
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "edm:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			kp_print_help(usage);
+			return -1;
+		case 'e':
+		case OPT_ENABLE:
+			enable = true;
+			break;
+		case 'd':
+		case OPT_DISABLE:
+			disable = true;
+			break;
+		case 'm':
+		case OPT_MONTHLY:
+			if (kp_rotation_parse(optarg, &months) != 0 || months == 0)
+				return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
+				               "takes 1 to 12 (months), not '%s'", optarg);
+			break;
+		default:
+			if (kp_common_opt(opt, optarg) != 0)
+				return KY_ERR_USAGE;
+		}
+	}
+	if (optind >= argc)
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "give the policy: rotation or dual-auth-delete");
+	type = argv[optind++];
+	if (strcmp(type, "rotation") != 0 && strcmp(type, "dual-auth-delete") != 0) {
+		if (!key && (strcmp(type, "allowed-network") == 0 ||
+		             strcmp(type, "allowed-ip") == 0 || strcmp(type, "metrics") == 0 ||
+		             strcmp(type, "key-create-import-access") == 0)) {
+			cli_fail(
+			    KY_ERR_KP_OPTION_NOT_OFFERED, type,
+			    "it sets rotation and dual-auth-delete only: set %s with the key API "
+			    "(PUT /api/v2/instance/policies, docs/api.md)",
+			    type);
+			return KY_ERR_KP_OPTION_NOT_OFFERED;
+		}
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "'%.64s' is not a policy: give rotation or dual-auth-delete", type);
+	}
+	if (key) {
+		if (kp_key_operand(argc, argv, id) != 0)
+			return KY_ERR_USAGE;
+	} else if (cli_no_operands(argc, argv) != 0) {
+		return KY_ERR_USAGE;
+	}
+	if (enable == disable && !(strcmp(type, "rotation") == 0 && months > 0 && !disable))
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "give -e/--enable or -d/--disable (one of them)");
+	if (strcmp(type, "dual-auth-delete") == 0) {
+		if (months >= 0)
+			return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
+			               "is for the rotation policy");
+		p->dual_auth = enable ? 1 : 0;
+		return 0;
+	}
+	if (disable && months >= 0)
+		return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
+		               "sets an enabled rotation: leave it out with -d/--disable");
+	if (!disable && months < 0)
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "give -m MONTHS (1 to 12): the rotation interval to enable");
+	p->rotation = disable ? 0 : months;
+	return 0;
+}
+
+int kp_key_policy_update_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-policy-update rotation ID (-m MONTHS [-e] | -d)\n"
+	    "       kyok kp key-policy-update dual-auth-delete ID (-e | -d)\n"
+	    "       kyok kp key policy-update rotation|dual-auth-delete ID ...\n\n"
+	    "Sets one policy of key ID, as 'kyok kp policies ID --rotation-months N|off' or\n"
+	    "'--dual-auth on|off' does, then shows the key's policies. Needs the Manager role.\n\n"
+	    "options:\n"
+	    "  -e, --enable            enable the policy\n"
+	    "  -d, --disable           disable the policy\n"
+	    "  -m, --monthly-interval MONTHS\n"
+	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n";
+	struct kp_policy_args p;
+	const char *id = NULL;
+	int r;
+
+	if ((r = kp_policy_update_opts(argc, argv, usage, true, &p, &id)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	return kp_key_policies_run(id, &p);
+}
+
+int kp_instance_policy_update_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp instance-policy-update rotation (-m MONTHS [-e] | -d)\n"
+	    "       kyok kp instance-policy-update dual-auth-delete (-e | -d)\n"
+	    "       kyok kp instance policy-update rotation|dual-auth-delete ...\n\n"
+	    "Sets one policy of the instance, as 'kyok kp instance-policies --rotation-months\n"
+	    "N|off' or '--dual-auth on|off' does, then shows the instance's policies. The\n"
+	    "policies allowed-network, allowed-ip, metrics and key-create-import-access are\n"
+	    "refused by name: set them with the key API (docs/api.md). Needs the Manager\n"
+	    "role.\n\n"
+	    "options:\n"
+	    "  -e, --enable            enable the policy\n"
+	    "  -d, --disable           disable the policy\n"
+	    "  -m, --monthly-interval MONTHS\n"
+	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
+	    "                          (the crypto units rotate generated keys when it is due;\n"
+	    "                          imported ones need 'kyok kp key-rotate')\n";
+	struct kp_policy_args p;
+	int r;
+
+	if ((r = kp_policy_update_opts(argc, argv, usage, false, &p, NULL)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
+	return kp_instance_policies_run(&p);
 }

@@ -28,12 +28,14 @@ enum {
 	OPT_DEK_OUT,
 	OPT_OUT,
 	OPT_SHOW,
+	OPT_PLAINTEXT,
 };
 
 struct kp_wrap_args {
 	const char *id;
 	const char *plaintext_file;
 	const char *ciphertext_file;
+	const char *ciphertext; /* unwrap's second operand, as ibmcloud kp takes it */
 	const char *dek_out;
 	const char *out;
 	bool show;
@@ -41,7 +43,10 @@ struct kp_wrap_args {
 	size_t naad;
 };
 
-static int kp_wrap_opts(int argc, char **argv, const char *usage, struct kp_wrap_args *a)
+/* Options of wrap, unwrap, rewrap; then the key ID, and with ct_operand an optional
+ * ciphertext after it. Returns -1 after --help (printed), else 0 or an error (printed). */
+static int kp_wrap_opts(int argc, char **argv, const char *usage, bool ct_operand,
+                        struct kp_wrap_args *a)
 {
 	static const struct option longopts[] = {
 	    {"plaintext-file", required_argument, NULL, OPT_PLAINTEXT_FILE},
@@ -50,16 +55,38 @@ static int kp_wrap_opts(int argc, char **argv, const char *usage, struct kp_wrap
 	    {"dek-out", required_argument, NULL, OPT_DEK_OUT},
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"show", no_argument, NULL, OPT_SHOW},
+	    {"plaintext", required_argument, NULL, OPT_PLAINTEXT},
 	    KP_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int opt;
 
 	memset(a, 0, sizeof(*a));
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "a:p:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			kp_print_help(usage);
 			return -1;
+		case 'p':
+		case OPT_PLAINTEXT:
+			kp_refuse_opt(
+			    "-p/--plaintext",
+			    "a data key on the command line is seen by every user of this "
+			    "host (ps, /proc): put the raw bytes in a file and give "
+			    "--plaintext-file FILE");
+			return KY_ERR_KP_OPTION_NOT_OFFERED;
+		case 'a':
+			/* ibmcloud kp's -a: one string each here; a comma would be read otherwise */
+			if (strchr(optarg, ',') != NULL)
+				return cli_err(
+				    KY_ERR_USAGE, "-a",
+				    "'%.100s' holds a comma: -a takes one AAD string each "
+				    "(repeat -a for more); for a string with a comma give "
+				    "--aad",
+				    optarg);
+			if (a->naad == KP_AAD_MAX)
+				return cli_err(KY_ERR_USAGE, "-a", "at most %d", KP_AAD_MAX);
+			a->aad[a->naad++] = optarg;
+			break;
 		case OPT_PLAINTEXT_FILE:
 			a->plaintext_file = optarg;
 			break;
@@ -85,6 +112,8 @@ static int kp_wrap_opts(int argc, char **argv, const char *usage, struct kp_wrap
 				return KY_ERR_USAGE;
 		}
 	}
+	if (ct_operand && argc - optind == 2)
+		a->ciphertext = argv[--argc];
 	return kp_key_operand(argc, argv, &a->id);
 }
 
@@ -115,6 +144,25 @@ fail:
 	kp_json_cleanse(body);
 	json_decref(body);
 	return NULL;
+}
+
+/* A wrapped key given as text (unwrap's CIPHERTEXT): base64 that decodes to something.
+ * *b64 malloc'd. */
+static int kp_ciphertext_text(const char *text, const char *subject, char **b64)
+{
+	struct ky_buf bin = {0};
+	int r = ky_b64_decode(text, &bin);
+	bool empty = bin.len == 0;
+
+	*b64 = NULL;
+	ky_buf_free(&bin);
+	if (r != 0 || empty)
+		return cli_err(
+		    KY_ERR_MALFORMED, subject,
+		    "not a wrapped key: give the base64 text that 'kyok kp wrap' printed");
+	if ((*b64 = strdup(text)) == NULL)
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
+	return 0;
 }
 
 /* A ciphertext file: the base64 text 'wrap' printed (whitespace around it ignored).
@@ -196,7 +244,9 @@ int kp_wrap_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp wrap ID [--plaintext-file FILE] [--aad TEXT]...\n"
-	    "                       [--dek-out FILE] [--show]\n\n"
+	    "                       [--dek-out FILE] [--show]\n"
+	    "       kyok kp key wrap ID [--plaintext-file FILE] [-a TEXT]... [--dek-out FILE]\n"
+	    "                           [--show]\n\n"
 	    "Wraps (encrypts) a data key with the root key ID and prints the wrapped key\n"
 	    "(base64) on stdout. Without --plaintext-file the service makes a new 256-bit data\n"
 	    "key: it is written to --dek-out FILE (0600), and printed on a second line only\n"
@@ -204,9 +254,12 @@ int kp_wrap_main(int argc, char **argv)
 	    "KeyPurge may wrap.\n\n"
 	    "options:\n"
 	    "  --plaintext-file FILE   the data key to wrap (raw bytes, at most 7500)\n"
-	    "  --aad TEXT              additional authenticated data (repeatable)\n"
+	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
+	    "                          comma, which ibmcloud kp reads as a separator)\n"
 	    "  --dek-out FILE          where to write a generated data key (raw bytes, 0600)\n"
-	    "  --show                  print a generated data key (base64) after the wrapped key\n";
+	    "  --show                  print a generated data key (base64) after the wrapped key\n"
+	    "  (ibmcloud kp's -p/--plaintext is refused: a data key on the command line is seen\n"
+	    "  by other users of the host)\n";
 	struct kp_wrap_args a;
 	int r, status = 0;
 	struct ky_buf pt = {0};
@@ -215,7 +268,7 @@ int kp_wrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *ct, *dek;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, false, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.ciphertext_file != NULL || a.out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
@@ -283,13 +336,16 @@ int kp_unwrap_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp unwrap ID --ciphertext-file FILE [--aad TEXT]...\n"
-	    "                         (--out FILE | --show)\n\n"
-	    "Unwraps (decrypts) a wrapped data key with the root key ID. The plaintext goes to\n"
-	    "--out FILE (raw bytes, 0600), or with --show to stdout in base64. Give the same\n"
-	    "--aad values as to wrap, in the same order. Any role but KeyPurge may unwrap.\n\n"
+	    "                         (--out FILE | --show)\n"
+	    "       kyok kp key unwrap ID CIPHERTEXT [-a TEXT]... (--out FILE | --show)\n\n"
+	    "Unwraps (decrypts) a wrapped data key with the root key ID. The wrapped key is the\n"
+	    "base64 text 'wrap' printed: in a file, or as the operand CIPHERTEXT. The plaintext\n"
+	    "goes to --out FILE (raw bytes, 0600), or with --show to stdout in base64. Give the\n"
+	    "same AAD values as to wrap, in the same order. Any role but KeyPurge may unwrap.\n\n"
 	    "options:\n"
 	    "  --ciphertext-file FILE  the wrapped key: the base64 text 'wrap' printed\n"
-	    "  --aad TEXT              additional authenticated data (repeatable)\n"
+	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
+	    "                          comma, which ibmcloud kp reads as a separator)\n"
 	    "  --out FILE              where to write the plaintext (raw bytes, 0600)\n"
 	    "  --show                  print the plaintext (base64) on stdout\n";
 	struct kp_wrap_args a;
@@ -299,17 +355,25 @@ int kp_unwrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *pt, *rewrapped;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, true, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.plaintext_file != NULL || a.dek_out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "--plaintext-file and --dek-out are for wrap");
-	if (a.ciphertext_file == NULL)
-		return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "--ciphertext-file FILE is required");
+	if (a.ciphertext_file != NULL && a.ciphertext != NULL)
+		return cli_fail(
+		    KY_ERR_USAGE, cli_cmd_name(),
+		    "the wrapped key is given twice (CIPHERTEXT and --ciphertext-file): "
+		    "give one");
+	if (a.ciphertext_file == NULL && a.ciphertext == NULL)
+		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+		                "give the wrapped key: --ciphertext-file FILE, or CIPHERTEXT after "
+		                "the key ID");
 	if (a.out == NULL && !a.show)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "give --out FILE for the plaintext (or --show to print it)");
-	if (kp_ciphertext_read(a.ciphertext_file, &ct64) != 0)
+	if (a.ciphertext != NULL ? kp_ciphertext_text(a.ciphertext, "CIPHERTEXT", &ct64) != 0
+	                         : kp_ciphertext_read(a.ciphertext_file, &ct64) != 0)
 		return KY_EXIT_INPUT;
 	if ((body = kp_wrap_body(&a, NULL, ct64)) == NULL) {
 		status = cli_fail(KY_ERR_NOMEM, NULL, "or an --aad is not UTF-8");
@@ -361,13 +425,15 @@ out:
 int kp_rewrap_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp rewrap ID --ciphertext-file FILE [--aad TEXT]...\n\n"
+	    "usage: kyok kp rewrap ID --ciphertext-file FILE [--aad TEXT]...\n"
+	    "       kyok kp key rewrap ID --ciphertext-file FILE [-a TEXT]...\n\n"
 	    "Re-wraps a wrapped data key with the newest version of the root key ID (after\n"
 	    "'key-rotate') and prints the new wrapped key (base64) on stdout. The data key does\n"
 	    "not leave the service. Any role but KeyPurge may rewrap.\n\n"
 	    "options:\n"
 	    "  --ciphertext-file FILE  the wrapped key: the base64 text 'wrap' printed\n"
-	    "  --aad TEXT              additional authenticated data (repeatable)\n";
+	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
+	    "                          comma, which ibmcloud kp reads as a separator)\n";
 	struct kp_wrap_args a;
 	int r, status = 0;
 	char *ct64 = NULL, path[KP_PATH_MAX], subject[160];
@@ -375,7 +441,7 @@ int kp_rewrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *ct;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, false, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.plaintext_file != NULL || a.dek_out != NULL || a.out != NULL || a.show)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),

@@ -12,10 +12,14 @@
  *   DELETE /api/v2/keys/{id}                    delete (dual authorization when set)
  *   DELETE /api/v2/keys/{id}/purge
  *   POST   /api/v2/keys/{id}/restore
- *   POST   /api/v2/keys/{id}/actions/{action}   wrap unwrap rewrap rotate enable disable
+ *   POST   /api/v2/keys/{id}/actions/{action}   wrap unwrap rewrap rotate enable disable sync
  *   POST   /api/v2/keys/{id}?action={action}      setKeyForDeletion unsetKeyForDeletion restore
  *   GET    /api/v2/keys/{id}/policies           PUT the same (rotation, dualAuthDelete)
  *   GET    /api/v2/instance/policies            PUT the same
+ *   POST   /api/v2/import_token                 new import token (api_importtok.c)
+ *   GET    /api/v2/import_token                 its public key and nonce (one retrieval)
+ *   GET    /api/v2/keys/registrations           empty: kyok keys protect no other service's
+ *   GET    /api/v2/keys/{id}/registrations      resources
  *
  * Every /api/v2 request: Authorization: Bearer <token from /identity/token>, Bluemix-Instance
  * naming this instance. The caller's role comes from its API key record, looked up on every
@@ -141,7 +145,14 @@ enum api_route {
 	ROUTE_KEY_POLICIES_PUT,
 	ROUTE_INSTANCE_POLICIES_GET,
 	ROUTE_INSTANCE_POLICIES_PUT,
+	ROUTE_IMPORT_TOKEN_POST,
+	ROUTE_IMPORT_TOKEN_GET,
+	ROUTE_REGISTRATIONS,
+	ROUTE_KEY_REGISTRATIONS,
 };
+
+/* The query parameters of a registration listing. */
+#define API_REG_QUERY "limit offset urlEncodedResourceCRNQuery preventKeyDeletion totalCount"
 
 /* path: segments after /api/v2/, "{id}" matches a key id. query: the query parameters the
  * route takes (Key Protect's names, space-separated); any other is refused by name. */
@@ -157,6 +168,8 @@ static const struct {
      "limit offset state extractable search sort filter"},
     {"HEAD", "keys", ROUTE_KEYS_HEAD, PERM_KEYS_READ, false, "state extractable search filter"},
     {"POST", "keys", ROUTE_KEY_CREATE, PERM_KEYS_WRITE, true, ""},
+    /* before keys/{id}: "registrations" is no key id */
+    {"GET", "keys/registrations", ROUTE_REGISTRATIONS, PERM_KEYS_READ, false, API_REG_QUERY},
     {"GET", "keys/{id}", ROUTE_KEY_GET, PERM_KEYS_READ, false, ""},
     {"POST", "keys/{id}", ROUTE_KEY_ACTION, PERM_KEYS_READ, false, "action"},
     {"DELETE", "keys/{id}", ROUTE_KEY_DELETE, PERM_KEYS_ADMIN, true, "force"},
@@ -170,6 +183,10 @@ static const struct {
     {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
     {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
     {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
+    {"POST", "import_token", ROUTE_IMPORT_TOKEN_POST, PERM_KEYS_WRITE, true, ""},
+    {"GET", "import_token", ROUTE_IMPORT_TOKEN_GET, PERM_KEYS_WRITE, false, ""},
+    {"GET", "keys/{id}/registrations", ROUTE_KEY_REGISTRATIONS, PERM_KEYS_READ, false,
+     API_REG_QUERY},
 };
 #define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
 
@@ -183,6 +200,7 @@ enum api_action {
 	ACT_SET_DELETION,
 	ACT_UNSET_DELETION,
 	ACT_RESTORE,
+	ACT_SYNC,
 };
 
 static const struct {
@@ -200,6 +218,7 @@ static const struct {
     {"enable", ACT_ENABLE, PERM_KEYS_ADMIN, true},
     {"disable", ACT_DISABLE, PERM_KEYS_ADMIN, true},
     {"restore", ACT_RESTORE, PERM_KEYS_ADMIN, true},
+    {"sync", ACT_SYNC, PERM_KEYS_WRITE, false},
 };
 #define API_NACTIONS (sizeof(api_actions) / sizeof(api_actions[0]))
 
@@ -232,7 +251,8 @@ struct api_ctx {
 	struct api_req *q;
 	struct ky_kms kms;
 	bool held;
-	bool acted; /* its audit intent is written: it may have changed key storage */
+	bool acted;  /* its audit intent is written: it may have changed key storage */
+	bool in_txn; /* runs inside the write transaction of its request id */
 	int64_t now;
 	char caller[KY_ID_MAX + 1]; /* the token's API key, once the token verified */
 	unsigned role;
@@ -470,6 +490,7 @@ bool unitd_api_owns(const char *url)
 static int api_route_of(const char *method, const char *url, struct api_req *q, bool *known_path)
 {
 	const char *path = url + strlen(API_PREFIX);
+	bool literal = false;
 
 	*known_path = false;
 	if (strcmp(url, API_TOKEN_PATH) == 0) {
@@ -477,8 +498,15 @@ static int api_route_of(const char *method, const char *url, struct api_req *q, 
 		return strcmp(method, "POST") == 0 ? -1 : -2;
 	}
 	for (size_t i = 0; i < API_NROUTES; i++) {
+		bool has_id = strstr(api_routes[i].path, "{id}") != NULL;
+
 		if (!api_match(api_routes[i].path, path, q))
 			continue;
+		/* A path a route names word for word (keys/registrations) is no key id for the
+		 * other methods: they get 405, not a key id refused. */
+		if (literal && has_id)
+			continue;
+		literal = literal || !has_id;
 		*known_path = true;
 		if (strcmp(api_routes[i].method, method) == 0)
 			return (int)i;
@@ -982,6 +1010,9 @@ static int api_key_create(struct api_ctx *x)
 	struct kp_instance_policies pol;
 	struct ky_key_spec sp = {0};
 	struct ky_key *k = NULL, *k2 = NULL;
+	uint8_t key[KY_MK_LEN];
+	size_t keylen = 0;
+	bool txn = false;
 	int r;
 
 	if ((r = kp_parse_create(x->q->body.data, x->q->body.len, &cr, x->detail,
@@ -989,8 +1020,11 @@ static int api_key_create(struct api_ctx *x)
 		return r;
 	if ((r = api_ipolicies_read(x, &pol)) != 0)
 		goto out;
-	if ((r = kp_instance_policies_allow(&pol, cr.extractable, cr.has_payload, x->detail,
-	                                    sizeof(x->detail))) != 0)
+	if ((r = kp_instance_policies_allow(&pol, cr.extractable,
+	                                    !cr.has_payload     ? KP_GENERATED
+	                                    : cr.secure.present ? KP_IMPORTED_TOKEN
+	                                                        : KP_IMPORTED,
+	                                    x->detail, sizeof(x->detail))) != 0)
 		goto out;
 	if (cr.expires != 0 && cr.expires <= x->now) {
 		api_detail(x, "expirationDate is in the past");
@@ -1002,6 +1036,18 @@ static int api_key_create(struct api_ctx *x)
 	sp.extractable = cr.extractable;
 	sp.payload = cr.has_payload ? cr.payload.data : NULL;
 	sp.len = cr.has_payload ? cr.payload.len : 0;
+	/* A secure import: the key comes out of the import token, whose nonce is used up in the
+	 * transaction that stores the key. */
+	if (cr.secure.present) {
+		if ((r = kp_txn_begin(&x->kms, x->in_txn, &txn)) != 0)
+			goto out;
+		if ((r = kp_import_token_unseal(&x->kms, &cr.secure, &cr.payload, x->now, key,
+		                                sizeof(key), &keylen, x->detail,
+		                                sizeof(x->detail))) != 0)
+			goto out;
+		sp.payload = key;
+		sp.len = keylen;
+	}
 	sp.expires = cr.expires;
 	sp.actor = x->caller;
 	r = ky_kms_key_create(&x->kms, &sp, x->now, &k);
@@ -1029,6 +1075,9 @@ static int api_key_create(struct api_ctx *x)
 	r = api_reply_key(
 	    x, 201, k, x->prefer == KP_PREFER_REPRESENTATION && api_allowed(x->role, PERM_PAYLOAD));
 out:
+	if (txn)
+		r = kp_txn_end(&x->kms, true, r);
+	OPENSSL_cleanse(key, sizeof(key));
 	ky_key_free(k);
 	ky_key_free(k2);
 	kp_create_release(&cr);
@@ -1252,6 +1301,7 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 	case ACT_SET_DELETION:
 	case ACT_UNSET_DELETION:
 	case ACT_RESTORE:
+	case ACT_SYNC:
 		r = KY_ERR_INTERNAL;
 		goto out;
 	}
@@ -1301,6 +1351,54 @@ static int api_no_body(struct api_ctx *x, const char *what)
 	return 0;
 }
 
+/* Rotation of an imported root key with material encrypted to the import token: the token's
+ * nonce is used up in the transaction that stores the new version. */
+static int api_key_rotate_sealed(struct api_ctx *x, struct ky_key_act *a,
+                                 const struct kp_action_body *b)
+{
+	uint8_t key[KY_MK_LEN];
+	size_t keylen = 0;
+	bool txn = false;
+	int r;
+
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if ((r = kp_txn_begin(&x->kms, x->in_txn, &txn)) != 0)
+		return r;
+	if ((r = kp_import_token_unseal(&x->kms, &b->secure, &b->payload, x->now, key, sizeof(key),
+	                                &keylen, x->detail, sizeof(x->detail))) != 0)
+		goto out;
+	a->payload = key;
+	a->len = keylen;
+	r = api_key_act(x, a, 200, false);
+out:
+	r = kp_txn_end(&x->kms, txn, r);
+	a->payload = NULL;
+	a->len = 0;
+	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+/* POST /keys/{id}/actions/sync: no other service holds kyok keys, so there is nothing to
+ * notify; the answer is Key Protect's (kp_sync_check): 409 within an hour of the key's last
+ * change, else 204. */
+static int api_key_sync(struct api_ctx *x)
+{
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = api_no_body(x, "sync")) != 0)
+		return r;
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
+		return r;
+	if ((r = kp_sync_check(k->id, k->updated, x->now, x->detail, sizeof(x->detail))) == 0)
+		x->status = 204;
+	ky_key_free(k);
+	return r;
+}
+
 static int api_action_by_name(struct api_ctx *x, size_t *idx)
 {
 	const char *name = x->q->action[0] ? x->q->action : api_query(x, "action");
@@ -1314,12 +1412,12 @@ static int api_action_by_name(struct api_ctx *x, size_t *idx)
 	if (name == NULL || name[0] == '\0') {
 		api_detail(x, "no action named: POST /api/v2/keys/{id} takes ?action= one of wrap, "
 		              "unwrap, rewrap, rotate, enable, disable, setKeyForDeletion, "
-		              "unsetKeyForDeletion, restore");
+		              "unsetKeyForDeletion, restore, sync");
 		return KY_ERR_MALFORMED;
 	}
 	api_detail(x,
 	           "unknown action '%.32s' (wrap, unwrap, rewrap, rotate, enable, disable, "
-	           "setKeyForDeletion, unsetKeyForDeletion, restore)",
+	           "setKeyForDeletion, unsetKeyForDeletion, restore, sync)",
 	           name);
 	return KY_ERR_NOT_FOUND;
 }
@@ -1341,15 +1439,19 @@ static int api_key_action(struct api_ctx *x)
 	case ACT_REWRAP:
 		return api_key_crypt(x, api_actions[i].action);
 	case ACT_ROTATE:
-		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, "rotate", "payload", &b,
+		if ((r = kp_parse_action(x->q->body.data, x->q->body.len, "rotate",
+		                         "payload encryptedNonce iv encryptionAlgorithm", &b,
 		                         x->detail, sizeof(x->detail))) != 0)
 			return r;
 		a.action = KY_KEY_ROTATE;
 		a.payload = b.has_payload ? b.payload.data : NULL;
 		a.len = b.has_payload ? b.payload.len : 0;
-		r = api_key_act(x, &a, 200, false);
+		r = b.secure.present ? api_key_rotate_sealed(x, &a, &b)
+		                     : api_key_act(x, &a, 200, false);
 		kp_action_release(&b);
 		return r;
+	case ACT_SYNC:
+		return api_key_sync(x);
 	case ACT_ENABLE:
 		if ((r = api_no_body(x, api_actions[i].name)) != 0)
 			return r;
@@ -1505,6 +1607,39 @@ static int api_instance_policies(struct api_ctx *x, bool put)
 	return r;
 }
 
+/* GET /keys/registrations and /keys/{id}/registrations: kyok keys protect no resource of
+ * another service, so the collection is empty; the key of the second must exist. The query
+ * parameters are checked, and filter nothing out of nothing. */
+static int api_registrations(struct api_ctx *x)
+{
+	struct ky_key *k = NULL;
+	uint64_t v;
+	bool present, b, total = false;
+	int r;
+
+	if (kp_query_uint(api_query(x, "limit"), KP_LIST_MAX, &present, &v) != 0 ||
+	    (present && v == 0) ||
+	    kp_query_uint(api_query(x, "offset"), UINT32_MAX, &present, &v) != 0) {
+		api_detail(x, "query limit must be 1 to %d, offset a whole number", KP_LIST_MAX);
+		return KY_ERR_MALFORMED;
+	}
+	if (kp_query_bool(api_query(x, "preventKeyDeletion"), &present, &b) != 0 ||
+	    kp_query_bool(api_query(x, "totalCount"), &present, &total) != 0) {
+		api_detail(x, "queries preventKeyDeletion and totalCount must be true or false");
+		return KY_ERR_MALFORMED;
+	}
+	if (api_routes[x->q->route].route == ROUTE_KEY_REGISTRATIONS) {
+		if ((r = api_key_id(x)) != 0)
+			return r;
+		if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
+			return r;
+		ky_key_free(k);
+	}
+	x->reply = kp_registrations_json(present && total);
+	x->status = 200;
+	return x->reply ? 0 : KY_ERR_NOMEM;
+}
+
 /* Whether name is one of the space-separated words of list. Pure. */
 static bool api_word_in(const char *name, const char *list)
 {
@@ -1629,6 +1764,17 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_instance_policies(x, false);
 	case ROUTE_INSTANCE_POLICIES_PUT:
 		return api_instance_policies(x, true);
+	case ROUTE_IMPORT_TOKEN_POST:
+		x->status = 200;
+		return kp_import_token_create(&x->kms, x->in_txn, x->q->body.data, x->q->body.len,
+		                              x->now, &x->reply, x->detail, sizeof(x->detail));
+	case ROUTE_IMPORT_TOKEN_GET:
+		x->status = 200;
+		return kp_import_token_retrieve(&x->kms, x->in_txn, x->now, &x->reply, x->detail,
+		                                sizeof(x->detail));
+	case ROUTE_REGISTRATIONS:
+	case ROUTE_KEY_REGISTRATIONS:
+		return api_registrations(x);
 	}
 	return KY_ERR_INTERNAL;
 }
@@ -1792,6 +1938,7 @@ static int api_dispatch_once(struct api_ctx *x)
 	if ((r = ky_store_begin(st)) != 0)
 		return r;
 	in_txn = true;
+	x->in_txn = true;
 	if ((r = ky_store_request_expire(st, x->now - API_REQUEST_TTL, &expired)) != 0)
 		goto out;
 	r = ky_store_request_get(st, x->caller, rid, &req);
@@ -1824,6 +1971,7 @@ static int api_dispatch_once(struct api_ctx *x)
 out:
 	if (in_txn)
 		(void)ky_store_rollback(st);
+	x->in_txn = false;
 	if (r != 0) {
 		ky_buf_free(&x->stored);
 		json_decref(x->reply);
@@ -1959,6 +2107,9 @@ static bool api_reads_only(const struct api_ctx *x)
 	const char *a = x->q->action[0] ? x->q->action : api_query((struct api_ctx *)x, "action");
 	const char *m = api_routes[x->q->route].method;
 
+	/* A retrieval of the import token counts down its retrievals. */
+	if (api_routes[x->q->route].route == ROUTE_IMPORT_TOKEN_GET)
+		return false;
 	if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
 		return true;
 	return api_routes[x->q->route].route == ROUTE_KEY_ACTION && a != NULL &&

@@ -4,6 +4,7 @@
  *   api.c        HTTP: routes, authentication, the role table, handlers (thin: lib/kms acts)
  *   api_json.c   pure: Key Protect bodies in and out, query values, dates, errors
  *   api_netpolicy.c  pure: allowedIP's address ranges
+ *   api_importtok.c  import tokens and secure import: their bodies, and the token in storage
  *   token.c      pure: access tokens (JWT HS256), the token request form
  */
 #ifndef KYOK_UNITD_API_H
@@ -107,6 +108,15 @@ enum kp_prefer { KP_PREFER_NONE, KP_PREFER_MINIMAL, KP_PREFER_REPRESENTATION };
 /* Header Prefer: "return=minimal" or "return=representation" (other values: none). */
 enum kp_prefer kp_prefer_parse(const char *v);
 
+/* The members of a secure import (api_importtok.c): the payload beside them is the key
+ * encrypted to the import token. */
+struct kp_secure {
+	bool present; /* encryptedNonce and iv given */
+	struct ky_buf enc_nonce;
+	struct ky_buf iv;
+	int oaep_sha1; /* encryptionAlgorithm RSAES_OAEP_SHA_1 */
+};
+
 /* POST /keys: resources[0]. */
 struct kp_create {
 	char name[KY_KEY_NAME_MAX + 1];
@@ -115,6 +125,7 @@ struct kp_create {
 	bool has_payload;
 	struct ky_buf payload; /* secret: ky_buf_free cleanses */
 	int64_t expires;       /* 0 = none */
+	struct kp_secure secure;
 };
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen) KY_WUR;
@@ -129,13 +140,14 @@ struct kp_action_body {
 	struct ky_buf ciphertext;
 	bool has_aad;
 	struct ky_buf aad;
-	bool has_payload;      /* rotate of an imported key, restore */
-	struct ky_buf payload; /* secret */
+	bool has_payload;        /* rotate of an imported key, restore */
+	struct ky_buf payload;   /* secret */
+	struct kp_secure secure; /* rotate with an import token */
 };
 /* Empty body (n == 0) = {}; a collection of one is taken too. action names the request in
  * messages; takes is the space-separated list of the members it takes ("" for none): any other
- * member is KY_ERR_BODY_MEMBER naming its path, encryptedNonce and iv (import tokens)
- * KY_ERR_UNSUPPORTED. Members taken are type-checked. */
+ * member is KY_ERR_BODY_MEMBER naming its path. Members taken are type-checked; encryptedNonce,
+ * iv and encryptionAlgorithm (when takes has them) go to secure. */
 int kp_parse_action(const uint8_t *body, size_t n, const char *action, const char *takes,
                     struct kp_action_body *out, char *detail, size_t detaillen) KY_WUR;
 void kp_action_release(struct kp_action_body *a);
@@ -204,9 +216,15 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 bool kp_instance_policy_known(const char *type);
 /* GET /instance/policies resources (only = one type or NULL). */
 json_t *kp_instance_policies_json(const struct kp_instance_policies *p, const char *only);
-/* Whether p allows creating (imported = false) or importing a key of this kind. */
-int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable, bool imported,
-                               char *detail, size_t detaillen) KY_WUR;
+/* Where a key's material comes from. */
+enum kp_origin {
+	KP_GENERATED = 0,
+	KP_IMPORTED = 1,       /* payload in the clear (over TLS) */
+	KP_IMPORTED_TOKEN = 2, /* payload encrypted to the import token */
+};
+/* Whether p allows making a key of this kind with material of this origin. */
+int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable,
+                               enum kp_origin origin, char *detail, size_t detaillen) KY_WUR;
 
 /* ---- api_netpolicy.c: allowedIP ---- */
 
@@ -233,11 +251,57 @@ json_t *kp_key_json(const struct ky_key *k, const char *instance, bool payload, 
 json_t *kp_versions_json(const struct ky_key *k, uint64_t offset, uint64_t limit);
 json_t *kp_key_policies_json(const struct ky_key *k, const char *instance, const char *only);
 /* {"metadata": error collection, "resources": [{"errorMsg", "reasons": [{"code", "message",
- * "status", "moreInfo"}]}]}: code is the kyok slug in upper case with '_' and "_ERR". */
+ * "status", "moreInfo"}]}]}: code is the kyok slug in upper case with '_' and "_ERR", or
+ * Key Protect's code where it gives one code to several refusals (REQ_TOO_EARLY_ERR). */
 json_t *kp_error_json(int err, const char *detail);
 const char *kp_status_text(unsigned status);
 /* Appends compact JSON and a newline. */
 int kp_json_dump(const json_t *j, struct ky_buf *out) KY_WUR;
+
+/* ---- api_importtok.c: import tokens, secure import, registrations ---- */
+
+struct ky_import_token;
+/* The secure import members of o (a create resource or an action body; path names o in
+ * messages): nothing present = 0 with out->present false; encryptedNonce and iv need each
+ * other and a payload (has_payload); encryptionAlgorithm is RSAES_OAEP_SHA_256 (default) or
+ * RSAES_OAEP_SHA_1. KY_ERR_MALFORMED with a detail. Pure. */
+int kp_secure_parse(json_t *o, const char *path, bool has_payload, struct kp_secure *out,
+                    char *detail, size_t detaillen) KY_WUR;
+void kp_secure_release(struct kp_secure *s);
+/* POST /import_token: {"expiration": 300..86400 (600), "maxAllowedRetrievals": 1..500 (1)};
+ * an empty body takes the defaults. Pure. */
+int kp_parse_import_token(const uint8_t *body, size_t n, uint32_t *expiration,
+                          uint32_t *max_retrievals, char *detail, size_t detaillen) KY_WUR;
+/* {creationDate, expirationDate, maxAllowedRetrievals, remainingRetrievals} and, for a
+ * retrieval (payload_b64 not NULL), payload and nonce. Pure. */
+json_t *kp_import_token_json(const struct ky_import_token *t, const char *payload_b64,
+                             const char *nonce_b64);
+/* How long after a key's last change a sync of its associated resources may be asked. */
+#define KP_SYNC_WAIT 3600
+/* Key Protect's rule for a sync of key id last changed at updated: KY_ERR_SYNC_TOO_EARLY
+ * (saying from when) before updated + KP_SYNC_WAIT, else 0. Pure. */
+int kp_sync_check(const char *id, int64_t updated, int64_t now, char *detail,
+                  size_t detaillen) KY_WUR;
+/* An empty registration collection (kyok keys protect no other service's resources). */
+json_t *kp_registrations_json(bool total_count);
+/* A write transaction of the request's own, unless it runs in one already (in_txn): *mine
+ * says which. kp_txn_end commits one of its own when r is 0 (returning the commit's result)
+ * and rolls it back otherwise (returning r). */
+int kp_txn_begin(const struct ky_kms *kms, bool in_txn, bool *mine) KY_WUR;
+int kp_txn_end(const struct ky_kms *kms, bool mine, int r) KY_WUR;
+/* POST /import_token: a new token replaces the instance's one. in_txn: the request runs in a
+ * write transaction already (else these functions run their own). */
+int kp_import_token_create(const struct ky_kms *kms, bool in_txn, const uint8_t *body, size_t n,
+                           int64_t now, json_t **reply, char *detail, size_t detaillen) KY_WUR;
+/* GET /import_token: counts one retrieval and answers the public key and nonce. */
+int kp_import_token_retrieve(const struct ky_kms *kms, bool in_txn, int64_t now, json_t **reply,
+                             char *detail, size_t detaillen) KY_WUR;
+/* Opens a secure import with the instance's token: the key into key (cap bytes), and the
+ * token's nonce used up in key storage. Must run in the write transaction that stores the
+ * key, so that a failure after it leaves the nonce as it was. */
+int kp_import_token_unseal(const struct ky_kms *kms, const struct kp_secure *s,
+                           const struct ky_buf *payload, int64_t now, uint8_t *key, size_t cap,
+                           size_t *keylen, char *detail, size_t detaillen) KY_WUR;
 
 /* ---- token.c ---- */
 

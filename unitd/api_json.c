@@ -377,18 +377,6 @@ static int kp_metadata(json_t *j, const char *type, char *detail, size_t detaill
 	return 0;
 }
 
-/* The first of the members Key Protect uses with import tokens (which kyok does not offer)
- * that o has, or NULL. */
-static const char *kp_import_token_member(json_t *o)
-{
-	static const char *const m[] = {"encryptedNonce", "iv", "encryptionAlgorithm"};
-
-	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-		if (json_object_get(o, m[i]) != NULL)
-			return m[i];
-	return NULL;
-}
-
 /* ---- POST /keys ---- */
 
 void kp_create_release(struct kp_create *c)
@@ -396,17 +384,20 @@ void kp_create_release(struct kp_create *c)
 	if (c == NULL)
 		return;
 	ky_buf_free(&c->payload);
+	kp_secure_release(&c->secure);
 	memset(c, 0, sizeof(*c));
 }
 
-#define KP_CREATE_MEMBERS "type name description expirationDate extractable payload"
+#define KP_CREATE_MEMBERS                                                             \
+	"type name description expirationDate extractable payload encryptedNonce iv " \
+	"encryptionAlgorithm"
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *res;
-	const char *type, *name, *desc, *exp, *tok;
+	const char *type, *name, *desc, *exp;
 	size_t nl;
 
 	memset(out, 0, sizeof(*out));
@@ -420,14 +411,6 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	if (json_object_get(res, "aliases") != NULL) {
 		kp_detail(detail, detaillen,
 		          "member 'resources[0].aliases': kyok keys have no aliases");
-		r = KY_ERR_UNSUPPORTED;
-		goto out;
-	}
-	if ((tok = kp_import_token_member(res)) != NULL) {
-		kp_detail(detail, detaillen,
-		          "member 'resources[0].%s': import tokens are not supported: send the "
-		          "payload over TLS",
-		          tok);
 		r = KY_ERR_UNSUPPORTED;
 		goto out;
 	}
@@ -476,6 +459,16 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 		kp_detail(detail, detaillen, "member 'payload' is empty");
 		goto out;
 	}
+	if ((r = kp_secure_parse(res, "resources[0]", out->has_payload, &out->secure, detail,
+	                         detaillen)) != 0)
+		goto out;
+	if (out->secure.present && out->extractable) {
+		kp_detail(detail, detaillen,
+		          "an import token imports root keys only: send a standard key's payload "
+		          "as it is (over TLS), without encryptedNonce and iv");
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
 	r = 0;
 out:
 	json_decref(j);
@@ -494,6 +487,7 @@ void kp_action_release(struct kp_action_body *a)
 	ky_buf_free(&a->ciphertext);
 	ky_buf_free(&a->aad);
 	ky_buf_free(&a->payload);
+	kp_secure_release(&a->secure);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -541,7 +535,7 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 {
 	int r = KY_ERR_INTERNAL;
 	json_t *j = NULL, *o;
-	const char *path = "", *tok;
+	const char *path = "";
 
 	memset(out, 0, sizeof(*out));
 	if ((r = kp_load(body, n, true, &j, detail, detaillen)) != 0)
@@ -555,14 +549,6 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 		goto out;
 	if (o != j)
 		path = "resources[0]";
-	if ((tok = kp_import_token_member(o)) != NULL) {
-		kp_detail(detail, detaillen,
-		          "member '%s%s%s': import tokens are not supported: send the payload over "
-		          "TLS",
-		          path, path[0] ? "." : "", tok);
-		r = KY_ERR_UNSUPPORTED;
-		goto out;
-	}
 	if ((r = kp_members_check(o, takes, path, action, detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_b64(o, "plaintext", KY_WRAP_PT_MAX, &out->has_plaintext, &out->plaintext,
@@ -571,7 +557,8 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 	                    &out->has_ciphertext, &out->ciphertext, detail, detaillen)) != 0 ||
 	    (r = kp_opt_b64(o, "payload", KY_KEY_PAYLOAD_MAX, &out->has_payload, &out->payload,
 	                    detail, detaillen)) != 0 ||
-	    (r = kp_aad(o, out, detail, detaillen)) != 0)
+	    (r = kp_aad(o, out, detail, detaillen)) != 0 ||
+	    (r = kp_secure_parse(o, path, out->has_payload, &out->secure, detail, detaillen)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -1244,18 +1231,20 @@ fail:
 	return NULL;
 }
 
-int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable, bool imported,
-                               char *detail, size_t detaillen)
+int kp_instance_policies_allow(const struct kp_instance_policies *p, int extractable,
+                               enum kp_origin origin, char *detail, size_t detaillen)
 {
-	bool ok;
+	bool ok, imported = origin != KP_GENERATED;
 	const char *what;
 
 	if (!p->kcia)
 		return 0;
-	if (imported && p->enforce_token) {
-		kp_detail(detail, detaillen,
-		          "the instance policy keyCreateImportAccess requires import tokens, which "
-		          "kyok does not offer: imports are refused");
+	if (origin == KP_IMPORTED && p->enforce_token) {
+		kp_detail(
+		    detail, detaillen,
+		    "the instance policy keyCreateImportAccess requires import tokens "
+		    "(enforce_token): encrypt the key to the instance's import token and send "
+		    "encryptedNonce and iv with it");
 		return KY_ERR_FORBIDDEN;
 	}
 	if (extractable) {
@@ -1465,6 +1454,16 @@ const char *kp_status_text(unsigned status)
 	}
 }
 
+/* Refusals whose Key Protect reason code is not their slug's: Key Protect gives one code to
+ * several of kyok's refusals (moreInfo keeps kyok's slug apart). */
+static const struct {
+	int err;
+	const char *code;
+} kp_codes[] = {
+    {KY_ERR_PURGE_TOO_EARLY, "REQ_TOO_EARLY_ERR"},
+    {KY_ERR_SYNC_TOO_EARLY, "REQ_TOO_EARLY_ERR"},
+};
+
 json_t *kp_error_json(int err, const char *detail)
 {
 	char code[64], msg[768];
@@ -1479,6 +1478,9 @@ json_t *kp_error_json(int err, const char *detail)
 		        ? '_'
 		        : (char)(slug[i] >= 'a' && slug[i] <= 'z' ? slug[i] - 'a' + 'A' : slug[i]);
 	snprintf(code + i, sizeof(code) - i, "_ERR");
+	for (i = 0; i < sizeof(kp_codes) / sizeof(kp_codes[0]); i++)
+		if (kp_codes[i].err == err)
+			snprintf(code, sizeof(code), "%s", kp_codes[i].code);
 	if (detail != NULL && detail[0] != '\0')
 		snprintf(msg, sizeof(msg), "%s: %s", ky_err_message(err), detail);
 	else

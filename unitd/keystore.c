@@ -41,6 +41,7 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
+#include "kyok/kms_import.h"
 #include "kyok/store.h"
 #include "unitd/unitd.h"
 
@@ -1123,6 +1124,14 @@ int unitd_keystore_first_mk(struct unitd_keystore *ks, int64_t now)
 		          "not hold (crypto-shredded): removed, the defaults apply");
 	if (r != 0 && r != KY_ERR_NOT_FOUND) {
 		unitd_log("first master key: instance policies: %s", ky_err_message(r));
+		first = first ? first : r;
+	}
+	if ((r = ks_shredded(&kms, KY_IMPORT_TOKEN_SECRET, &shredded)) == 0 && shredded &&
+	    (r = ky_store_secret_delete(kms.store, KY_IMPORT_TOKEN_SECRET)) == 0)
+		unitd_log("import token in key storage is under a master key this unit does not "
+		          "hold (crypto-shredded): removed, a new one can be created");
+	if (r != 0 && r != KY_ERR_NOT_FOUND) {
+		unitd_log("first master key: import token: %s", ky_err_message(r));
 		first = first ? first : r;
 	}
 	if ((r = ks_first_mk_apikeys(&kms)) != 0) {

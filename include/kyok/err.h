@@ -453,6 +453,33 @@
 	X(IP_POLICY_LOCKOUT, "ip-policy-lockout", KY_EXIT_INPUT, 400,                              \
 	  "the allowedIP policy would refuse the address this request comes from, and so lock "    \
 	  "its sender out: list that address (or its range) too")                                  \
+	X(KP_INSTANCE_MISMATCH, "kp-instance-mismatch", KY_EXIT_INPUT, 400,                        \
+	  "the instance ID given is not this instance's: give the one in the instance "            \
+	  "directory's instance.json, or leave -i and $KP_INSTANCE_ID out")                        \
+	X(KP_OPTION_NOT_OFFERED, "kp-option-not-offered", KY_EXIT_USAGE, 400,                      \
+	  "this ibmcloud kp option is not offered by kyok kp")                                     \
+	X(KP_NOT_OFFERED, "kp-not-offered", KY_EXIT_INPUT, 404,                                    \
+	  "the instance's crypto units do not offer this Key Protect feature: their "              \
+	  "kyok-unitd has no such endpoint")                                                       \
+	X(IMPORT_TOKEN_MISSING, "import-token-missing", KY_EXIT_STATE, 404,                        \
+	  "this instance has no import token: create one (POST /api/v2/import_token)")             \
+	X(IMPORT_TOKEN_EXPIRED, "import-token-expired", KY_EXIT_STATE, 409,                        \
+	  "the import token has expired: create a new one (POST /api/v2/import_token)")            \
+	X(IMPORT_TOKEN_USED_UP, "import-token-retrievals-used-up", KY_EXIT_STATE, 409,             \
+	  "the import token was retrieved as many times as it allows (maxAllowedRetrievals): "     \
+	  "create a new one (POST /api/v2/import_token)")                                          \
+	X(IMPORT_PAYLOAD, "import-payload-undecryptable", KY_EXIT_INPUT, 400,                      \
+	  "the payload does not decrypt with the import token's private key: encrypt the key "     \
+	  "with RSAES-OAEP to the public key of the current import token (SHA-256, or SHA-1 with " \
+	  "encryptionAlgorithm RSAES_OAEP_SHA_1)")                                                 \
+	X(INCORRECT_NONCE_IV, "incorrect-nonce-iv", KY_EXIT_INPUT, 400,                            \
+	  "the encrypted nonce does not decrypt with the imported key and the given iv: encrypt "  \
+	  "the import token's nonce with AES-GCM under the key being imported, and send that iv")  \
+	X(INCORRECT_NONCE, "incorrect-nonce", KY_EXIT_INPUT, 400,                                  \
+	  "the encrypted nonce is not the import token's current nonce: retrieve the import "      \
+	  "token (GET /api/v2/import_token) and encrypt the nonce it gives")                       \
+	X(SYNC_TOO_EARLY, "sync-too-early", KY_EXIT_STATE, 409,                                    \
+	  "a sync of associated resources can be asked only an hour after the key's last change")  \
 	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
 	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
 	  "never written again: make a new API key under another name, and revoke this one")

@@ -1,6 +1,10 @@
-/* Key API request bodies. The first byte chooses the parser, the rest is the body. */
+/* Key API request bodies. The first byte chooses the parser, the rest is the body. The
+ * import token's body and stored form ride along with the instance policies'. */
 #include <stdlib.h>
+#include <string.h>
 
+#include "kyok/kms.h"
+#include "kyok/kms_import.h"
 #include "tests/fuzz/fuzz.h"
 #include "unitd/api.h"
 
@@ -22,8 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	case 1: {
 		struct kp_action_body a = {0};
-		FUZZ_IGNORE(kp_parse_action(body, n, "wrap", "plaintext ciphertext aad payload", &a,
-		                            detail, sizeof(detail)));
+		FUZZ_IGNORE(kp_parse_action(body, n, "wrap",
+		                            "plaintext ciphertext aad payload encryptedNonce iv "
+		                            "encryptionAlgorithm",
+		                            &a, detail, sizeof(detail)));
 		kp_action_release(&a);
 		break;
 	}
@@ -35,13 +41,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	case 3: {
 		struct kp_instance_policies p;
+		uint32_t e, m;
 		kp_instance_policies_init(&p);
 		FUZZ_IGNORE(kp_parse_instance_policies(body, n, NULL, "fuzz", 1700000000, &p,
 		                                       detail, sizeof(detail)));
+		FUZZ_IGNORE(kp_parse_import_token(body, n, &e, &m, detail, sizeof(detail)));
 		break;
 	}
 	default: {
 		struct kp_instance_policies p;
+		struct ky_import_token *t = NULL;
+		if (ky_import_token_decode(body, n, &t) == 0) {
+			uint8_t *again = NULL;
+			size_t an = 0;
+			if (ky_import_token_encode(t, &again, &an) != 0 || an != n ||
+			    memcmp(again, body, n) != 0)
+				abort();
+			ky_kms_buf_free(again, an);
+			ky_import_token_free(t);
+		}
 		kp_instance_policies_init(&p);
 		if (kp_instance_policies_decode(body, n, &p) == 0) {
 			struct ky_buf again = {0};

@@ -18,6 +18,11 @@
 #     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
 #     shredded records do not count; the API keys went with the master key)
 #   dual authorization: deletion set and delete by the same API key; no deletion set
+#   import tokens: none yet, roles, bad bodies, retrievals used up (one retrieval counted per
+#     GET, on either unit); secure import: payload not for the token, nonce under another
+#     key, another nonce, a nonce used again, a refused rotation leaves the nonce usable,
+#     standard keys, enforce_token; a new token replaces the old; sync within the hour,
+#     registrations (empty), purge too early (REQ_TOO_EARLY_ERR)
 #   malformed JSON, a body over the limit (with and without Content-Length), unknown route,
 #   wrong method
 #   API key roles: apikey-create commands built by hand with a role repeated, unknown or an
@@ -458,10 +463,10 @@ member_refused "create: unknown member in metadata" metadata.color \
 	-X POST /api/v2/keys
 member_refused "create: unknown member in the body" color \
 	'{"resources":[{"name":"colored"}],"color":1}' -X POST /api/v2/keys
-refused "create: a member of import tokens (encryptionAlgorithm)" 400 UNSUPPORTED_ERR $(auth "$M") \
+refused "create: a member of secure import alone (encryptionAlgorithm)" 400 MALFORMED_ERR $(auth "$M") \
 	$(json_body '{"resources":[{"name":"tokened","payload":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}]}') \
 	-X POST /api/v2/keys
-says "... names it" "member 'resources[0].encryptionAlgorithm': import tokens are not supported"
+says "... says what is missing" "'resources[0].encryptedNonce' and 'resources[0].iv' together: encryptedNonce is missing"
 member_refused "wrap: unknown member" color '{"plaintext":"aGVsbG8=","color":1}' \
 	-X POST "/api/v2/keys/$K/actions/wrap"
 member_refused "wrap as a collection: unknown member in the action" "resources[0].color" \
@@ -496,6 +501,144 @@ token_form "token form with response_type=cloud_iam" 200 token "$G" response_typ
 token_form "token form with an unknown field" 400 body-member-unsupported "$G" scope=ibm
 if [[ $(jq -r .errorMessage "$T_DIR/body") == *"field 'scope'"* ]]; then pass "... names 'scope'"; else fail "... does not name 'scope': $(cat "$T_DIR/body")"; fi
 token_form "token form with response_type=uaa" 400 unsupported "$G" response_type=uaa
+
+# ---- import tokens and secure import -------------------------------------------------------
+# The client's side, as Key Protect documents it: the key RSAES-OAEP encrypted to the token's
+# public key (openssl pkeyutl), the token's nonce AES-GCM encrypted under the key (nonce_seal).
+NONCE_SEAL=$KYOK_BUILD/tests/nonce_seal
+IT=/api/v2/import_token
+# it_get N: retrieves the import token on unit N: its public key into $T_DIR/it.pem, the
+# nonce into $NONCE.
+it_get() {
+	accepted "Writer retrieves the import token on unit $1" 200 "$1" $(auth "$W") $IT
+	jq -r .payload "$T_DIR/body" | base64 -d >"$T_DIR/it.pem"
+	NONCE=$(jq -r .nonce "$T_DIR/body")
+}
+# sealed KEYFILE NONCE [MD [PEM]]: the JSON members of a secure import of KEYFILE's key.
+sealed() {
+	local p e
+	p=$(openssl pkeyutl -encrypt -pubin -inkey "${4:-$T_DIR/it.pem}" -pkeyopt rsa_padding_mode:oaep \
+		-pkeyopt "rsa_oaep_md:${3:-sha256}" -pkeyopt "rsa_mgf1_md:${3:-sha256}" -in "$1" | base64 -w0)
+	e=$("$NONCE_SEAL" "$1" "$2") || fail "nonce_seal $1"
+	printf '"payload":"%s","encryptedNonce":"%s","iv":"%s"' "$p" "${e% *}" "${e#* }"
+}
+simport() { printf '{"resources":[{"type":"%s","name":"%s","extractable":%s,%s}]}' "$KT" "$1" "${3:-false}" "$2"; }
+head -c 32 /dev/urandom >"$T_DIR/imp.key"
+head -c 32 /dev/urandom >"$T_DIR/other.key"
+head -c 16 /dev/urandom >"$T_DIR/imp16.key"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null |
+	openssl pkey -pubout -out "$T_DIR/other.pem"
+
+refused "import token: retrieved before any was made" 404 IMPORT_TOKEN_MISSING_ERR $(auth "$W") $IT
+refused "import token: secure import before any was made" 404 IMPORT_TOKEN_MISSING_ERR $(auth "$W") \
+	$(json_body "$(simport no-token "$(sealed "$T_DIR/imp.key" AAAAAAAAAAAAAAAA sha256 "$T_DIR/other.pem")")") \
+	-X POST /api/v2/keys
+refused "Reader creates an import token" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") $(json_body '{}') -X POST $IT
+says "... Writer or Manager is needed" "this needs the role Writer or Manager"
+refused "ReaderPlus retrieves the import token" 403 FORBIDDEN_ERR 2 $(auth "${TOK[ReaderPlus]}") $IT
+refused "import token: expiration under 300 s" 400 MALFORMED_ERR $(auth "$W") \
+	$(json_body '{"expiration":299}') -X POST $IT
+says "... names it and its range" "member 'expiration' must be a whole number of seconds, 300 to 86400"
+refused "import token: 501 retrievals" 400 MALFORMED_ERR $(auth "$W") \
+	$(json_body '{"maxAllowedRetrievals":501}') -X POST $IT
+member_refused "import token: unknown member" color '{"expiration":600,"color":1}' -X POST $IT
+accepted "Writer creates an import token (3 retrievals)" 200 $(auth "$W") \
+	$(json_body '{"expiration":900,"maxAllowedRetrievals":3}') -X POST $IT
+expect_eq "... it says 3 retrievals, 3 left, 900 s" \
+	"$(jq -r '"\(.maxAllowedRetrievals) \(.remainingRetrievals) \((.expirationDate | fromdate) - (.creationDate | fromdate)) \(has("payload"))"' "$T_DIR/body")" \
+	"3 3 900 false"
+it_get 2
+expect_eq "... a 4096-bit RSA public key, PEM; 2 retrievals left" \
+	"$(openssl pkey -pubin -in "$T_DIR/it.pem" -noout -text | head -1 | tr -d ' ') $(jq -r .remainingRetrievals "$T_DIR/body")" \
+	"Public-Key:(4096bit) 2"
+N1=$NONCE
+refused "secure import: payload encrypted to another key" 400 IMPORT_PAYLOAD_UNDECRYPTABLE_ERR \
+	$(auth "$W") $(json_body "$(simport bad "$(sealed "$T_DIR/imp.key" "$N1" sha256 "$T_DIR/other.pem")")") \
+	-X POST /api/v2/keys
+refused "secure import: payload OAEP with SHA-1, encryptionAlgorithm not saying so" 400 \
+	IMPORT_PAYLOAD_UNDECRYPTABLE_ERR $(auth "$W") \
+	$(json_body "$(simport bad "$(sealed "$T_DIR/imp.key" "$N1" sha1)")") -X POST /api/v2/keys
+good=$(sealed "$T_DIR/imp.key" "$N1")
+other=$(sealed "$T_DIR/other.key" "$N1")
+refused "secure import: the nonce encrypted under another key than the payload's" 400 \
+	INCORRECT_NONCE_IV_ERR $(auth "$W") \
+	$(json_body "$(simport bad "${good%%,\"encryptedNonce*},${other#*,}")") -X POST /api/v2/keys
+refused "secure import: another nonce than the token's" 400 INCORRECT_NONCE_ERR 2 $(auth "$W") \
+	$(json_body "$(simport bad "$(sealed "$T_DIR/imp.key" "$(head -c 12 /dev/urandom | base64)")")") \
+	-X POST /api/v2/keys
+says "... says to retrieve the token" "retrieve the import token (GET /api/v2/import_token)"
+refused "secure import of a standard key" 400 MALFORMED_ERR $(auth "$W") \
+	$(json_body "$(simport std "$good" true)") -X POST /api/v2/keys
+says "... root keys only" "an import token imports root keys only"
+accepted "secure import of a root key (AES-256, OAEP SHA-256) on unit 1" 201 1 $(auth "$W") \
+	$(json_body "$(simport secured "$good")") -X POST /api/v2/keys
+SK=$(jq -r '.resources[0].id' "$T_DIR/body")
+expect_eq "... imported, 256 bits" "$(jq -r '"\(.resources[0].imported) \(.resources[0].algorithmBitSize)"' "$T_DIR/body")" "true 256"
+accepted "... it wraps on unit 2" 200 2 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$SK/actions/wrap"
+refused "secure import again with the same nonce (a nonce imports one key)" 400 INCORRECT_NONCE_ERR \
+	$(auth "$W") $(json_body "$(simport again "$good")") -X POST /api/v2/keys
+says "... says so" "this nonce imported a key already"
+it_get 1
+if [ "$NONCE" != "$N1" ] && [ "$(jq -r .remainingRetrievals "$T_DIR/body")" = 1 ]; then
+	pass "... the next retrieval gives a fresh nonce, 1 retrieval left"
+else
+	fail "... nonce $N1 -> $NONCE, $(jq -r .remainingRetrievals "$T_DIR/body") left"
+fi
+refused "secure rotation of a generated key (it takes no material)" 400 ROTATE_MATERIAL_ERR $(auth "$W") \
+	$(json_body "{$(sealed "$T_DIR/imp16.key" "$NONCE")}") -X POST "/api/v2/keys/$K/actions/rotate"
+accepted "secure rotation of the imported key (AES-128, OAEP SHA-1): the refusal left the nonce usable" \
+	204 2 $(auth "$W") \
+	$(json_body "{$(sealed "$T_DIR/imp16.key" "$NONCE" sha1),\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_1\"}") \
+	-X POST "/api/v2/keys/$SK/actions/rotate"
+call $(auth "$W") "/api/v2/keys/$SK/metadata"
+expect_eq "... a second version, 128 bits" "$(jq -r '.resources[0].algorithmBitSize' "$T_DIR/body")" 128
+# enforce_token: an import in the clear is refused, one through the token goes.
+it_get 1
+accepted "Manager sets keyCreateImportAccess with enforce_token" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"enforce_token":true}}}]}') \
+	-X PUT /api/v2/instance/policies
+refused "enforce_token: a root key imported in the clear" 403 FORBIDDEN_ERR $(auth "$W") \
+	$(json_body "{\"resources\":[{\"name\":\"clear\",\"payload\":\"$(base64 -w0 "$T_DIR/imp.key")\"}]}") \
+	-X POST /api/v2/keys
+says "... names the policy" "requires import tokens (enforce_token)"
+accepted "enforce_token: a root key imported through the token" 201 $(auth "$W") \
+	$(json_body "$(simport enforced "$(sealed "$T_DIR/other.key" "$NONCE")")") -X POST /api/v2/keys
+accepted "Manager sets keyCreateImportAccess off again" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
+refused "a fourth retrieval of a token of 3" 409 IMPORT_TOKEN_RETRIEVALS_USED_UP_ERR 2 $(auth "$W") $IT
+says "... says to make a new one" "create a new one (POST /api/v2/import_token)"
+cp "$T_DIR/it.pem" "$T_DIR/old.pem"
+accepted "Manager creates a new import token (defaults: 1 retrieval, 600 s)" 200 $(auth "$M") -X POST $IT
+expect_eq "... 1 retrieval, 600 s" \
+	"$(jq -r '"\(.maxAllowedRetrievals) \((.expirationDate | fromdate) - (.creationDate | fromdate))"' "$T_DIR/body")" "1 600"
+it_get 2
+refused "secure import to the replaced token's public key" 400 IMPORT_PAYLOAD_UNDECRYPTABLE_ERR \
+	$(auth "$W") $(json_body "$(simport old "$(sealed "$T_DIR/imp.key" "$NONCE" sha256 "$T_DIR/old.pem")")") \
+	-X POST /api/v2/keys
+
+# ---- sync, registrations, purge too early ---------------------------------------------------
+refused "sync of a key changed within the hour" 409 REQ_TOO_EARLY_ERR $(auth "$W") \
+	-X POST "/api/v2/keys/$SK/actions/sync"
+says "... says from when" "a sync can be asked from"
+refused "Reader asks a sync" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST "/api/v2/keys/$SK/actions/sync"
+refused "sync with a body member" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$W") $(json_body '{"color":1}') \
+	-X POST "/api/v2/keys/$SK/actions/sync"
+accepted "registrations of every key (not read as a key id)" 200 $(auth "${TOK[Reader]}") \
+	"/api/v2/keys/registrations?limit=&totalCount=true"
+expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .metadata.totalCount, .resources]' "$T_DIR/body")" '[0,0,[]]'
+accepted "registrations of key $SK" 200 2 $(auth "${TOK[Reader]}") "/api/v2/keys/$SK/registrations"
+expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .resources]' "$T_DIR/body")" '[0,[]]'
+refused "registrations of a key that does not exist" 404 NOT_FOUND_ERR $(auth "$W") \
+	"/api/v2/keys/00000000-0000-4000-8000-000000000000/registrations"
+refused "POST /api/v2/keys/registrations (not read as a key id)" 405 METHOD_NOT_ALLOWED_ERR \
+	$(auth "$W") $(json_body '{}') -X POST /api/v2/keys/registrations
+refused "registrations with limit=0" 400 MALFORMED_ERR $(auth "$W") "/api/v2/keys/registrations?limit=0"
+refused "registrations with an unknown query parameter" 400 QUERY_PARAMETER_UNSUPPORTED_ERR $(auth "$W") \
+	"/api/v2/keys/registrations?color=red"
+refused "an unknown path under /api/v2/keys/{id}" 404 NOT_FOUND_ERR $(auth "$W") "/api/v2/keys/$SK/nothing-here"
+refused "KeyPurge purges a key deleted just now (Key Protect's code)" 409 REQ_TOO_EARLY_ERR \
+	$(auth "${TOK[KeyPurge]}") -X DELETE "/api/v2/keys/$P/purge"
 
 # ---- a key changed through one unit is never served stale by another -------------------------
 # Unit 1 has key F opened in its cache; unit 2 changes it; the very next request to unit 1 sees
@@ -760,6 +903,9 @@ accepted "instance B: Manager sets the instance policy dualAuthDelete" 204 "$B" 
 	$(auth "$(token_of "$AK/b-manager.apikey" "$(url_of "$B" 1)")" "$(iid_of "$B")") \
 	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"dualAuthDelete","policy_data":{"enabled":true}}]}') \
 	-X PUT /api/v2/instance/policies
+accepted "instance B: Manager creates an import token" 200 "$B" \
+	$(auth "$(token_of "$AK/b-manager.apikey" "$(url_of "$B" 1)")" "$(iid_of "$B")") \
+	$(json_body '{"maxAllowedRetrievals":5}') -X POST /api/v2/import_token
 "$KYOK" down --instance "$B" >/dev/null 2>&1
 sed -i '/^key_limit/d; /^key_cache/d' "$B/unit-1/unit.conf" "$B/unit-2/unit.conf"
 "$KYOK" up --instance "$B" >/dev/null 2>&1
@@ -787,6 +933,8 @@ export KYOK_INSTANCE=$A
 TB=$(token_of "$AK/b-writer2.apikey" "$(url_of "$B" 2)")
 accepted "instance B after the shred: unit 2 issues tokens, unit 1 creates a key" 201 "$B" 1 \
 	$(auth "$TB" "$(iid_of "$B")") $(json_body "$(create_json after-shred)") -X POST /api/v2/keys
+refused "... the import token went with the old master key" 404 IMPORT_TOKEN_MISSING_ERR "$B" 2 \
+	$(auth "$TB" "$(iid_of "$B")") /api/v2/import_token
 refused "... the old keys stay unreadable" 503 MASTER_KEY_MISMATCH_ERR "$B" 2 \
 	$(auth "$TB" "$(iid_of "$B")") "/api/v2/keys/$(sqlite3 -readonly "$B/keys.db" "SELECT id FROM keys WHERE name = 'lim-1'")"
 # The shredded records do not count toward the limit of the new master key (key_limit = 3

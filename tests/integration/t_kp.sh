@@ -2,9 +2,11 @@
 # The key-management API through 'kyok kp' on 2 real units sharing one key storage: API keys
 # for every role (kyok tke apikey-create), keys, wrap/unwrap/rewrap, rotation, policies,
 # dual-authorization delete, restore, purge; what each role may not do; failover when unit 1
-# dies; wrong and revoked API keys; malformed input files; an API key with two roles; the
-# policy pass (rotation by policy, purge 90 days after deletion) with the units' pass clock
-# moved ahead.
+# dies; wrong and revoked API keys; malformed input files; an API key with two roles. Then
+# ibmcloud kp's spelling of every command beside kyok's, -o json, -i, "did you mean", the
+# ibmcloud options refused by name, and the features a unit may not offer (key rings, aliases,
+# import tokens, registrations). Last, the policy pass (rotation by policy, purge 90 days after
+# deletion) with the units' pass clock moved ahead.
 . "$(dirname "$0")/helpers.sh"
 setup
 
@@ -275,6 +277,206 @@ expect_rc "apikey-create --show with no terminal" 2 'only on a terminal' \
 	"$KYOK" tke apikey-create --name t-x --role Reader --show
 expect_rc "apikey-revoke without --id" 2 'id ID is required' "$KYOK" tke apikey-revoke --yes
 expect_rc "unknown key" 3 'key 0{8}-' kp Reader key-show 00000000-0000-4000-8000-000000000000
+
+# ---- ibmcloud kp's spellings: each verb both ways, -o json, -i, did you mean, refusals --------
+# kpi ROLE ARGS...: kyok kp ARGS with the API key of ROLE given last (words stay together).
+kpi() {
+	local role=$1
+	shift
+	"$KYOK" kp "$@" --apikey-file "$AK/t-$role.apikey"
+}
+iid=$(instance_id)
+k2=$(stdout_of kpi Writer key create kp-two -D "two words" -o json | jq -r '.resources[0].id')
+if [[ "$k2" =~ ^[0-9a-f-]{36}$ ]]; then pass "key create NAME -D -o json ($k2)"; else fail "key create: '$k2'"; fi
+expect_eq "key show -o json: the description" \
+	"$(stdout_of kpi Reader key show "$k2" -o json | jq -r '.resources[0].description')" "two words"
+expect_rc "key-show, the same key" 0 'description +two words' kpi Reader key-show "$k2"
+k3=$(stdout_of kpi Writer key-create --name kp-three --standard-key --payload-file "$T_DIR/std.bin" \
+	--output json | jq -r '.resources[0].id')
+expect_eq "key-create --standard-key: a standard key" \
+	"$(stdout_of kpi Reader key show "$k3" -o json | jq -r '.resources[0].extractable')" true
+k4=$(stdout_of kpi Writer key create kp-four -s -e 2099-01-31T00:00:00Z -o json | jq -r '.resources[0].id')
+expect_eq "key create -s -e DATE: standard, with that expiration date" \
+	"$(stdout_of kpi Reader key-show "$k4" -o json | jq -r '.resources[0] | "\(.extractable) \(.expirationDate)"')" \
+	"true 2099-01-31T00:00:00Z"
+expect_rc "key create: the name twice" 2 'the name is given twice' kpi Writer key create a --name b
+expect_eq "keys -n 1 -o json: one key" "$(stdout_of kpi Reader keys -n 1 -o json | jq '.resources | length')" 1
+expect_eq "keys --number-of-keys 2 --starting-offset 1: the 2nd and 3rd keys" \
+	"$(stdout_of kpi Reader keys --number-of-keys 2 --starting-offset 1 -o json | jq -r '[.resources[].id] | join(",")')" \
+	"$(stdout_of kpi Reader keys -o json | jq -r '[.resources[1,2].id] | join(",")')"
+expect_eq "keys -t destroyed -o json (key-states)" \
+	"$(stdout_of kpi Reader keys -t destroyed -o json | jq -r '[.resources[].id] | join(",")')" \
+	"$(stdout_of kpi Reader keys --key-states 5 -o json | jq -r '[.resources[].id] | join(",")')"
+# wrap, unwrap, rewrap; CIPHERTEXT as unwrap's operand
+kpi Reader key wrap "$k2" --plaintext-file "$T_DIR/pt.bin" -a tenant-1 -a db -o json >"$T_DIR/w.json"
+jq -j .ciphertext "$T_DIR/w.json" >"$T_DIR/ct5.txt"
+expect_eq "key wrap -a -o json: a ciphertext and the key version" \
+	"$(jq -r '(.ciphertext | length > 0), (.keyVersion | length == 36)' "$T_DIR/w.json" | tr '\n' ' ')" "true true "
+expect_eq "key unwrap ID CIPHERTEXT -a -a --show" \
+	"$(stdout_of kpi Reader key unwrap "$k2" "$(cat "$T_DIR/ct5.txt")" -a tenant-1 -a db --show)" \
+	"$(base64 -w0 <"$T_DIR/pt.bin")"
+expect_eq "unwrap --ciphertext-file --aad -o json" \
+	"$(stdout_of kpi Reader unwrap "$k2" --ciphertext-file "$T_DIR/ct5.txt" --aad tenant-1 --aad db --show -o json | jq -r .plaintext)" \
+	"$(base64 -w0 <"$T_DIR/pt.bin")"
+expect_rc "key unwrap: the ciphertext twice" 2 'given twice' kpi Reader key unwrap "$k2" \
+	"$(cat "$T_DIR/ct5.txt")" --ciphertext-file "$T_DIR/ct5.txt" --show
+expect_rc "key unwrap: a CIPHERTEXT that is not base64" 3 "CIPHERTEXT: .*not a wrapped key" \
+	kpi Reader key unwrap "$k2" 'not base64!' --show
+expect_rc "key unwrap: no -a, refused by the unit" 3 "key $k2" \
+	kpi Reader key unwrap "$k2" "$(cat "$T_DIR/ct5.txt")" --show
+expect_rc "key wrap (a new data key) to --dek-out" 0 '^' kpi Reader key wrap "$k2" --dek-out "$T_DIR/dek6.bin"
+expect_eq "... 32 bytes" "$(stat -c %s "$T_DIR/dek6.bin")" 32
+# rotate, versions, rewrap
+expect_ok "key rotate" kpi Writer key rotate "$k2"
+expect_ok "key-rotate" kpi Writer key-rotate "$k2"
+expect_eq "key versions -o json: 3" "$(stdout_of kpi Reader key versions "$k2" -o json | jq '.resources | length')" 3
+expect_rc "key-versions table" 0 '^3 versions' kpi Reader key-versions "$k2"
+expect_rc "key rewrap" 0 '^[A-Za-z0-9+/=]{40,}$' kpi Reader key rewrap "$k2" --ciphertext-file "$T_DIR/ct5.txt" -a tenant-1 -a db
+expect_rc "rewrap -o json" 0 '"rewrappedKeyVersion"' kpi Reader rewrap "$k2" --ciphertext-file "$T_DIR/ct5.txt" \
+	--aad tenant-1 --aad db -o json
+# disable, enable
+state_of() { stdout_of kpi Reader key show "$1" -o json | jq -r '.resources[0].state'; }
+expect_ok "key disable" kpi Manager key disable "$k2"
+expect_eq "... Suspended (2)" "$(state_of "$k2")" 2
+expect_ok "key enable" kpi Manager key enable "$k2"
+expect_eq "... Active (1)" "$(state_of "$k2")" 1
+expect_ok "key-disable" kpi Manager key-disable "$k2"
+expect_eq "... Suspended (2)" "$(state_of "$k2")" 2
+expect_ok "key-enable" kpi Manager key-enable "$k2"
+expect_eq "... Active (1)" "$(state_of "$k2")" 1
+# key policies
+expect_rc "key policies" 0 '^rotation +disabled' kpi Manager key policies "$k2"
+expect_rc "key policy-update rotation -m 2" 0 '^rotation +enabled +every 2 months' \
+	kpi Manager key policy-update rotation "$k2" -m 2
+expect_rc "key-policy-update rotation -d" 0 '^rotation +disabled' \
+	kpi Manager key-policy-update rotation "$k2" -d
+expect_rc "key policy-update dual-auth-delete -e" 0 'dual-auth delete +enabled' \
+	kpi Manager key policy-update dual-auth-delete "$k2" --enable
+expect_eq "policies -o json: dual-auth-delete on" \
+	"$(stdout_of kpi Manager policies "$k2" -o json | jq -r '[.resources[] | select(.dualAuthDelete) | .dualAuthDelete.enabled] | join(",")')" true
+expect_rc "key policy-update: -e and -d" 2 'one of them' kpi Manager key policy-update dual-auth-delete "$k2" -e -d
+expect_rc "key policy-update rotation -e without -m" 2 'give -m MONTHS' kpi Manager key policy-update rotation "$k2" -e
+expect_rc "key policy-update rotation -m 13" 2 'monthly-interval' kpi Manager key policy-update rotation "$k2" -m 13
+expect_rc "key policy-update of an unknown policy" 2 "'colour' is not a policy" kpi Manager key policy-update colour "$k2" -e
+# schedule-delete, cancel-delete (dual authorization), delete, restore, purge
+expect_ok "key schedule-delete" kpi Writer key schedule-delete "$k2"
+expect_ok "key cancel-delete" kpi Writer key cancel-delete "$k2"
+expect_rc "... so the delete is refused again" 5 "key $k2" kpi Manager key delete "$k2"
+expect_ok "key-schedule-delete" kpi Writer key-schedule-delete "$k2"
+expect_ok "key-cancel-delete" kpi Writer key-cancel-delete "$k2"
+expect_ok "key delete -f (no dual authorization on this key)" kpi Manager key delete "$k3" -f
+expect_eq "... Destroyed (5)" "$(state_of "$k3")" 5
+expect_ok "key restore" kpi Manager key restore "$k3"
+expect_eq "... Active (1)" "$(state_of "$k3")" 1
+expect_ok "key-delete --force" kpi Manager key-delete "$k3" --force
+expect_ok "key-restore" kpi Manager key-restore "$k3"
+expect_ok "key-delete" kpi Manager key-delete "$k3"
+expect_rc "key purge: reaches the unit (refused for the 4-hour delay)" 5 "key $k3" kpi KeyPurge key purge "$k3" --yes
+expect_rc "key-purge: the same" 5 "key $k3" kpi KeyPurge key-purge "$k3" --yes
+# instance policies
+expect_rc "instance policies" 0 '^POLICY' kpi Manager instance policies
+expect_rc "instance policy-update dual-auth-delete -d" 0 'dualAuthDelete +disabled' \
+	kpi Manager instance policy-update dual-auth-delete -d
+expect_rc "instance-policy-update rotation -d" 0 '^rotation +disabled' kpi Manager instance-policy-update rotation -d
+expect_eq "instance-policies -o json" \
+	"$(stdout_of kpi Manager instance-policies -o json | jq -r '[.resources[] | select(.policy_type == "dualAuthDelete") | .policy_data.enabled] | join(",")')" false
+for t in allowed-network metrics key-create-import-access; do
+	expect_rc "instance policy-update $t: refused by name" 2 "^error: $t: this ibmcloud kp option is not offered by kyok kp: it sets rotation and dual-auth-delete only: set $t with the key API" \
+		kpi Manager instance policy-update "$t" -e
+done
+# -i / --instance-ID / $KP_INSTANCE_ID
+expect_ok "keys -i (this instance)" kpi Reader keys -i "$iid"
+expect_ok "key show --instance-ID (this instance)" kpi Reader key show "$k2" --instance-ID "$iid"
+expect_rc "-i of another instance: refused, naming both" 3 \
+	"^error: -i/--instance-ID: the instance ID given is not this instance's.*'not-$iid' is not this instance: .*instance '$iid'" \
+	kpi Writer key create kp-wrong-instance -i "not-$iid"
+expect_rc "\$KP_INSTANCE_ID of another instance: refused" 3 "KP_INSTANCE_ID.*'other' is not this instance" \
+	env KP_INSTANCE_ID=other "$KYOK" kp keys --apikey-file "$AK/t-Reader.apikey"
+expect_ok "\$KP_INSTANCE_ID of this instance" env KP_INSTANCE_ID="$iid" "$KYOK" kp keys --apikey-file "$AK/t-Reader.apikey"
+# refused ibmcloud kp options: by name, with the reason, nothing sent
+for o in "-k AAAA" "--key-material AAAA" "-n AAAA" "--encrypted-nonce AAAA" "-v AAAA" "--iv AAAA" \
+	"-a al" "--aliases al" "-r ring" "--key-ring ring"; do
+	n=${o%% *}
+	# shellcheck disable=SC2086
+	expect_rc "key create $n: refused by name" 2 "^error: -?.*${n#-}.*: this ibmcloud kp option is not offered by kyok kp: " \
+		kpi Writer key create kp-refused $o
+done
+expect_rc "key create -k: the reason" 2 'seen by every user of this host.*--payload-file' kpi Writer key create kp-refused -k AAAA
+expect_rc "key rotate -k: refused" 2 '^error: -k/--key-material: this ibmcloud' kpi Writer key rotate "$k2" -k AAAA
+expect_rc "key restore --key-material: refused" 2 "restore takes none" kpi Manager key restore "$k3" --key-material AAAA
+expect_rc "key wrap -p: refused, the value not echoed" 2 '^error: -p/--plaintext: .*--plaintext-file FILE' \
+	kpi Reader key wrap "$k2" -p c2VjcmV0LWRhdGEta2V5
+if grep -q c2VjcmV0LWRhdGEta2V5 <<<"$out"; then fail "key wrap -p: the value echoed"; else pass "key wrap -p: the value not echoed"; fi
+expect_rc "wrap --plaintext: refused" 2 '^error: -p/--plaintext: this ibmcloud kp option' \
+	kpi Reader wrap "$k2" --plaintext c2VjcmV0LWRhdGEta2V5
+expect_rc "key rotate -n, -v: refused" 2 '^error: -n/--encrypted-nonce: .*without an import token' \
+	kpi Writer key rotate "$k2" -n AAAA -v BBBB
+expect_rc "key wrap -a with a comma: refused" 2 "^error: -a: .*holds a comma" kpi Reader key wrap "$k2" --show -a a,b
+expect_rc "keys -c: refused" 2 '^error: -c/--crn: .*-o json' kpi Reader keys -c
+expect_eq "no key made by a refused command" \
+	"$(stdout_of kpi Reader keys --limit 5000 --state 1,2,3,5 -o json | jq '[.resources[] | select(.name == "kp-refused" or .name == "kp-wrong-instance")] | length')" 0
+# did you mean, at both levels and in both spellings; help in both spellings
+expect_rc "kp kye create: did you mean" 2 "unknown command 'kye': did you mean 'kyok kp key create'" "$KYOK" kp kye create x
+expect_rc "kp key craete: did you mean" 2 "unknown command 'key craete': did you mean 'kyok kp key create'" "$KYOK" kp key craete x
+expect_rc "kp key-craete: did you mean" 2 "unknown command 'key-craete': did you mean 'kyok kp key-create'" "$KYOK" kp key-craete
+expect_rc "kp instance polices: did you mean" 2 "did you mean 'kyok kp instance policies'" "$KYOK" kp instance polices
+expect_rc "kp key frobnicate: no guess" 2 "unknown command 'key frobnicate': see 'kyok kp key --help'" "$KYOK" kp key frobnicate
+expect_rc "kp key --help: the group's commands" 0 '^  create +key-create +create a root key' "$KYOK" kp key --help
+expect_rc "kp key alone: the group's commands, exit 2" 2 '^usage: kyok kp key <command>' "$KYOK" kp key
+expect_rc "kp --help: both spellings" 0 '^  key-create +key create +create a root key' "$KYOK" kp --help
+expect_eq "kp help key create = kp key-create --help" "$("$KYOK" kp help key create)" "$("$KYOK" kp key-create --help)"
+expect_eq "kp key wrap --help = kp wrap --help" "$("$KYOK" kp key wrap --help)" "$("$KYOK" kp wrap --help)"
+expect_rc "errors name the spelling typed" 2 "^error: kyok kp key show: wrong usage: give the key ID" "$KYOK" kp key show
+
+# ---- key rings, aliases, import tokens, registrations: done, or said plainly not offered ------
+# feature DESC CMD...: CMD succeeds, or exits 3 saying that the units do not offer the feature,
+# naming the request and the unit (never a bare "not found"), and changes nothing.
+feature() {
+	local desc=$1
+	shift
+	run_rc "$@"
+	if [ "$rc" -eq 0 ]; then
+		pass "$desc: offered, done"
+	elif [ "$rc" -eq 3 ] && grep -qE "do not offer this Key Protect feature: .*: crypto unit [0-9]+ answered HTTP 40[045] to (GET|POST|DELETE) /api/v2/" <<<"$out"; then
+		pass "$desc: not offered, said so"
+	else
+		fail "$desc: exit $rc: $out"
+	fi
+}
+mtok=$(jq -j .apikey "$AK/t-Manager.apikey" | curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
+	--data-urlencode "apikey@-" "$(unit_url 1)/identity/token" | jq -r .access_token)
+rings=$(curl -s -H "Authorization: Bearer $mtok" -H "Bluemix-Instance: $iid" -w '\n%{http_code}' \
+	"$(unit_url 1)/api/v2/key_rings")
+if [ "${rings##*$'\n'}" = 404 ] && grep -q 'no such endpoint' <<<"$rings"; then
+	expect_rc "key-rings on units without key rings: said plainly" 3 \
+		"^error: key rings: the instance's crypto units do not offer this Key Protect feature: their kyok-unitd has no such endpoint: key rings: crypto unit [12] answered HTTP 404 to GET /api/v2/key_rings$" \
+		kpi Manager key-rings
+else
+	expect_eq "key-rings -o json: what the unit lists" \
+		"$(stdout_of kpi Manager key-rings -o json | jq -c '[.resources[].id]')" \
+		"$(sed '$d' <<<"$rings" | jq -c '[.resources[].id]')"
+fi
+feature "key-ring create" kpi Manager key-ring create kp-ring-1
+feature "key-ring-create" kpi Manager key-ring-create kp-ring-2
+feature "key-ring delete" kpi Manager key-ring delete kp-ring-1
+feature "key-ring-delete -f" kpi Manager key-ring-delete kp-ring-2 -f
+feature "key alias-create ID ALIAS" kpi Manager key alias-create "$k2" kp-alias-1
+feature "key-alias-create ID -a ALIAS" kpi Manager key-alias-create "$k2" -a kp-alias-2
+feature "key alias-delete" kpi Manager key alias-delete "$k2" kp-alias-1
+feature "key-alias-delete" kpi Manager key-alias-delete "$k2" kp-alias-2
+feature "import-token create -e -m" kpi Manager import-token create -e 600 -m 2
+feature "import-token-create --expiration --max-retrievals" kpi Manager import-token-create \
+	--expiration 600 --max-retrievals 2
+feature "import-token show" kpi Manager import-token show
+feature "import-token-show -o json" kpi Manager import-token-show -o json
+feature "registrations" kpi Manager registrations
+feature "registrations -k" kpi Manager registrations -k "$k2"
+expect_rc "key-ring create: a ring ID that is not one" 2 "'a/b' is not a key ring ID" kpi Manager key-ring create a/b
+expect_rc "key alias-create: the alias twice" 2 'the alias is given twice' kpi Manager key alias-create "$k2" x1 -a x2
+expect_rc "import-token create -e 0" 2 '^error: -e/--expiration: ' kpi Manager import-token create -e 0
+expect_rc "kp key-rnigs: did you mean" 2 "did you mean 'kyok kp key-rings'" "$KYOK" kp key-rnigs
+expect_rc "kp key-ring craete: did you mean" 2 "did you mean 'kyok kp key-ring create'" "$KYOK" kp key-ring craete r
+expect_eq "the key kept no alias" "$(stdout_of kpi Reader key show "$k2" -o json | jq -r '.resources[0].aliases // [] | length')" 0
 
 # ---- policies acted on over time: the policy pass of both units -----------------------------
 # The units are restarted with the pass's clock some days ahead (policy_pass_days_ahead, a

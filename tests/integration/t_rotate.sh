@@ -2,8 +2,9 @@
 # Master key rotation with key storage: a few hundred keys and wrapped data keys, a new master
 # key from fresh key parts, set-immediate refused while records are under the old key,
 # cryptounit-mk-rotate while the API serves (every request answered), every ciphertext still
-# unwraps; a rotation resumed from a half-done state; zeroize crypto-shreds (the API says
-# there is no master key); a different master key does not open the old records.
+# unwraps and the import token opens (same public key); a rotation resumed from a half-done
+# state; zeroize crypto-shreds (the API says there is no master key); a different master key
+# does not open the old records.
 . "$(dirname "$0")/helpers.sh"
 setup
 
@@ -94,6 +95,10 @@ for i in 1 2 3; do
 done
 expect_eq "$N data keys wrapped" "$(grep -cE '^[0-9a-f-]{36} [A-Za-z0-9+/=]{40,} [A-Za-z0-9+/=]{44}$' "$T_DIR/wrapped")" "$N"
 expect_eq "they unwrap before the rotation" "$(unwrap_all 2)" 0
+# The import token is a secret in key storage like the others: re-enciphered with them.
+expect_eq "an import token (a secret of key storage)" \
+	"$(api 1 POST /api/v2/import_token '{"maxAllowedRetrievals":2}' | tail -n1)" 200
+api 1 GET /api/v2/import_token | head -n1 | jq -r .payload >"$T_DIR/it.before"
 old_vp=$(unit_state 1 | jq -r .current_mk.vp)
 under=$(unit_state 1 | jq -r .storage.records_under_current)
 if [ "$under" -ge $((N + 3)) ]; then pass "storage: $under records under the current key"; else fail "records under current: $under"; fi
@@ -161,6 +166,10 @@ expect_eq "no record left under the old key" "$(unit_state 1 | jq -r .storage.re
 if [ "$old_vp" != "$new_vp" ]; then pass "vp changed"; else fail "vp did not change"; fi
 expect_eq "every ciphertext still unwraps (unit 1)" "$(unwrap_all 1)" 0
 expect_eq "every ciphertext still unwraps (unit 2)" "$(unwrap_all 2)" 0
+api 2 GET /api/v2/import_token >"$T_DIR/it.after"
+expect_eq "the import token opens under the new key: the same public key, 0 retrievals left" \
+	"$(head -n1 "$T_DIR/it.after" | jq -r '"\(.payload == "'"$(cat "$T_DIR/it.before")"'") \(.remainingRetrievals)"') $(tail -n1 "$T_DIR/it.after")" \
+	"true 0 200"
 read -r id ct pt <"$T_DIR/wrapped"
 printf '%s\n' "$ct" >"$T_DIR/ct1.txt"
 expect_eq "kp unwraps after the rotation" \

@@ -1,6 +1,6 @@
 // The official Key Protect Node.js SDK, unchanged, against a kyok instance: token service,
 // keys, wrap/unwrap/rewrap, rotation, disable/enable, dual-authorization delete, restore,
-// policies. Run by tests/integration/t_sdk.sh; everything comes from the environment:
+// policies, import tokens and secure import, registrations, sync. Run by tests/integration/t_sdk.sh; everything comes from the environment:
 //   KYOK_URL            a unit's base URL (also the token service: <url>/identity/token)
 //   KYOK_URL_2          optional: another unit of the same instance (cross-unit checks)
 //   KYOK_INSTANCE_ID    the service instance id (header Bluemix-Instance)
@@ -11,6 +11,7 @@
 'use strict';
 
 const assert = require('assert');
+const crypto = require('crypto');
 const KeyProtectV2 = require('@ibm-cloud/ibm-key-protect/ibm-key-protect-api/v2');
 const { IamAuthenticator } = require('@ibm-cloud/ibm-key-protect/auth');
 
@@ -71,6 +72,122 @@ const keyBody = (fields) => ({
 });
 
 const b64 = (s) => Buffer.from(s).toString('base64');
+
+// Import tokens and secure import as a Key Protect client does them with node's crypto: the
+// key RSAES-OAEP encrypted to the token's public key, the token's nonce AES-GCM encrypted under
+// the key; then registrations (none) and sync (too early after a change).
+async function importTokenChecks(p) {
+  let pub;
+  let nonce;
+  let importedId;
+  const key = crypto.randomBytes(32);
+  const seal = (k, n, oaepHash = 'sha256') => {
+    const iv = crypto.randomBytes(12);
+    const c = crypto.createCipheriv(`aes-${k.length * 8}-gcm`, k, iv);
+    const enc = Buffer.concat([c.update(n), c.final(), c.getAuthTag()]);
+    const payload = crypto.publicEncrypt(
+      { key: pub, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash }, k);
+    return {
+      payload: payload.toString('base64'),
+      encryptedNonce: enc.toString('base64'),
+      iv: iv.toString('base64'),
+    };
+  };
+  const retrieve = async (left) => {
+    const r = await writer.getImportToken({ ...p });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.maxAllowedRetrievals, 2);
+    assert.strictEqual(r.result.remainingRetrievals, left);
+    pub = Buffer.from(r.result.payload, 'base64').toString();
+    nonce = Buffer.from(r.result.nonce, 'base64');
+    assert.ok(pub.startsWith('-----BEGIN PUBLIC KEY-----'), pub.slice(0, 40));
+    assert.strictEqual(nonce.length, 12);
+  };
+
+  await check('import token: a Reader may not create one (403)', async () => {
+    await refused(reader.postImportToken({ ...p, expiration: 600 }), 403);
+  });
+
+  await check('import token: postImportToken', async () => {
+    const r = await writer.postImportToken({ ...p, expiration: 900, maxAllowedRetrievals: 2 });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.maxAllowedRetrievals, 2);
+    assert.strictEqual(r.result.remainingRetrievals, 2);
+    const secs = (Date.parse(r.result.expirationDate) - Date.parse(r.result.creationDate)) / 1000;
+    assert.strictEqual(secs, 900);
+  });
+
+  await check('import token: getImportToken gives a public key and a nonce', async () => {
+    await retrieve(1);
+  });
+
+  await check('secure import of a root key', async () => {
+    const r = await writer.createKey({
+      ...p,
+      body: keyBody({ name: 'sdk-secure', extractable: false, ...seal(key, nonce) }),
+    });
+    assert.strictEqual(r.status, 201);
+    assert.strictEqual(r.result.resources[0].imported, true);
+    importedId = r.result.resources[0].id;
+  });
+
+  await check('the imported key is the one sent: a wrap opens with it', async () => {
+    const r = await writer.wrapKey({
+      ...p, id: importedId, keyActionWrapBody: { plaintext: b64('secured') },
+    });
+    const ct = Buffer.from(r.result.ciphertext, 'base64');
+    const id = Buffer.from(importedId);
+    const hdr = Buffer.alloc(4 + 2 + id.length + 8);
+    hdr.write('KYW1', 0);
+    hdr.writeUInt16BE(id.length, 4);
+    id.copy(hdr, 6);
+    hdr.writeUInt32BE(ct.readUInt32BE(4), 6 + id.length);
+    const d = crypto.createDecipheriv('aes-256-gcm', key, ct.subarray(8, 20));
+    d.setAAD(hdr);
+    d.setAuthTag(ct.subarray(ct.length - 16));
+    const pt = Buffer.concat([d.update(ct.subarray(20, ct.length - 16)), d.final()]);
+    assert.strictEqual(pt.toString(), 'secured');
+  });
+
+  await check('secure import with the nonce used already is refused (400)', async () => {
+    const e = await refused(writer.createKey({
+      ...p, body: keyBody({ name: 'sdk-again', extractable: false, ...seal(key, nonce) }),
+    }), 400);
+    assert.ok(e.body.includes('INCORRECT_NONCE_ERR'), e.body);
+  });
+
+  await check('secure rotation of the imported key (SHA-1 OAEP)', async () => {
+    await retrieve(0);
+    const k2 = crypto.randomBytes(16);
+    const r = await writer.rotateKey({
+      ...p,
+      id: importedId,
+      keyActionRotateBody: { ...seal(k2, nonce, 'sha1'), encryptionAlgorithm: 'RSAES_OAEP_SHA_1' },
+    });
+    assert.ok(r.status === 204 || r.status === 200, `status ${r.status}`);
+    const v = await reader.getKeyVersions({ ...p, id: importedId });
+    assert.strictEqual(v.result.resources.length, 2);
+  });
+
+  await check('import token: retrievals used up (409)', async () => {
+    const e = await refused(writer.getImportToken({ ...p }), 409);
+    assert.ok(e.body.includes('IMPORT_TOKEN_RETRIEVALS_USED_UP_ERR'), e.body);
+  });
+
+  await check('registrations: none for a key, none for all keys', async () => {
+    const r = await reader.getRegistrations({ ...p, id: importedId });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.metadata.collectionTotal, 0);
+    const all = await reader.getRegistrationsAllKeys({ ...p });
+    assert.strictEqual(all.status, 200);
+    assert.strictEqual(all.result.metadata.collectionTotal, 0);
+  });
+
+  await check('sync of a key changed within the hour: 409 REQ_TOO_EARLY_ERR', async () => {
+    const e = await refused(writer.syncAssociatedResources({ ...p, id: importedId }), 409);
+    assert.ok(e.body.includes('REQ_TOO_EARLY_ERR'), e.body);
+  });
+}
 
 async function main() {
   const p = { bluemixInstance: instance };
@@ -307,6 +424,8 @@ async function main() {
       },
     });
   });
+
+  await importTokenChecks(p);
 
   await check('another instance id is refused', async () => {
     await refused(reader.getKeys({ bluemixInstance: 'not-this-instance' }), 401);

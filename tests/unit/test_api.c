@@ -21,6 +21,7 @@
 #include "kyok/err.h"
 #include "kyok/imprint.h"
 #include "kyok/kms.h"
+#include "kyok/kms_import.h"
 #include "unitd/api.h"
 #include "unitd/unitd.h"
 
@@ -438,15 +439,16 @@ static void test_parse_create(void **state)
 	    {"{\"resources\":[{\"name\":\"ok\",\"payload\":\"\"}]}", KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"expirationDate\":\"tomorrow\"}]}",
 	     KY_ERR_MALFORMED},
-	    {"{\"resources\":[{\"name\":\"ok\",\"encryptedNonce\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
+	    /* a secure import needs payload, encryptedNonce and iv together */
+	    {"{\"resources\":[{\"name\":\"ok\",\"encryptedNonce\":\"abc\"}]}", KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"name\":\"ok2\"}]}", KY_ERR_MALFORMED},
 	    /* every member is implemented or refused by name */
 	    {"{\"resources\":[{\"name\":\"ok\",\"tags\":[\"x\"]}]}", KY_ERR_BODY_MEMBER},
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_UNSUPPORTED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[]}]}", KY_ERR_UNSUPPORTED},
-	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_UNSUPPORTED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\",\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}]}",
-	     KY_ERR_UNSUPPORTED},
+	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_BODY_MEMBER},
 	    {"{\"metadata\":{\"collectionTotal\":1,\"tags\":1},\"resources\":[{\"name\":\"ok\"}]}",
 	     KY_ERR_BODY_MEMBER},
@@ -565,15 +567,16 @@ static void test_parse_action(void **state)
 		assert_non_null(strstr(d, unknown[i].name));
 		assert_false(a.has_plaintext);
 	}
+	/* Secure import members: refused by name where an action does not take them. */
 	d[0] = '\0';
 	assert_int_equal(
 	    kp_parse_action(ALL_BODY("{\"resources\":[{\"iv\":\"AA==\"}]}"), &a, d, sizeof(d)),
-	    KY_ERR_UNSUPPORTED);
+	    KY_ERR_BODY_MEMBER);
 	assert_non_null(strstr(d, "'resources[0].iv'"));
 	assert_int_equal(
 	    kp_parse_action(ALL_BODY("{\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}"), &a, d,
 	                    sizeof(d)),
-	    KY_ERR_UNSUPPORTED);
+	    KY_ERR_BODY_MEMBER);
 	assert_non_null(strstr(d, "'encryptionAlgorithm'"));
 	/* A known member an action does not take. */
 	assert_int_equal(kp_parse_action(BODY("{\"ciphertext\":\"S1lXMQ==\"}"), "wrap",
@@ -737,15 +740,20 @@ static void test_instance_policies(void **state)
 	    1);
 	json_decref(j);
 
-	/* enforce_token: imports refused (kyok has no import tokens). */
+	/* enforce_token: imports in the clear refused, imports through the token allowed. */
 	assert_int_equal(kp_parse_instance_policies(
 	                     BODY("{\"resources\":[{\"policy_type\":"
 	                          "\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":"
 	                          "true,\"attributes\":{\"enforce_token\":true}}}]}"),
 	                     NULL, "m", NOW, &p, d, sizeof(d)),
 	                 0);
-	assert_int_equal(kp_instance_policies_allow(&p, 1, true, d, sizeof(d)), KY_ERR_FORBIDDEN);
-	assert_int_equal(kp_instance_policies_allow(&p, 1, false, d, sizeof(d)), 0);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, KP_IMPORTED, d, sizeof(d)),
+	                 KY_ERR_FORBIDDEN);
+	assert_non_null(strstr(d, "enforce_token"));
+	assert_int_equal(kp_instance_policies_allow(&p, 0, KP_IMPORTED, d, sizeof(d)),
+	                 KY_ERR_FORBIDDEN);
+	assert_int_equal(kp_instance_policies_allow(&p, 0, KP_IMPORTED_TOKEN, d, sizeof(d)), 0);
+	assert_int_equal(kp_instance_policies_allow(&p, 1, KP_GENERATED, d, sizeof(d)), 0);
 
 	q = p;
 	static const struct {
@@ -1583,6 +1591,201 @@ static void test_list_sort_search(void **state)
 	ky_key_free(b);
 }
 
+/* Import tokens and secure import (unitd/api_importtok.c): the bodies. */
+static void test_import_token_bodies(void **state)
+{
+	struct kp_create c;
+	struct kp_action_body a;
+	struct kp_secure sec;
+	uint32_t e, m;
+	json_t *j;
+	char d[256];
+	/* a 12-byte nonce + 16-byte tag, and a 12-byte IV */
+	const char *ok_res = "{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\","
+	                     "\"encryptedNonce\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\","
+	                     "\"iv\":\"AAAAAAAAAAAAAAAA\"}]}";
+
+	(void)state;
+	/* POST /import_token */
+	assert_int_equal(kp_parse_import_token(NULL, 0, &e, &m, d, sizeof(d)), 0);
+	assert_int_equal(e, KY_IMPORT_EXPIRATION_DEFAULT);
+	assert_int_equal(m, KY_IMPORT_RETRIEVALS_DEFAULT);
+	assert_int_equal(kp_parse_import_token(BODY("{}"), &e, &m, d, sizeof(d)), 0);
+	assert_int_equal(
+	    kp_parse_import_token(BODY("{\"expiration\":80000,\"maxAllowedRetrievals\":30}"), &e,
+	                          &m, d, sizeof(d)),
+	    0);
+	assert_int_equal(e, 80000);
+	assert_int_equal(m, 30);
+	static const struct {
+		const char *body;
+		int err;
+		const char *says;
+	} bad[] = {
+	    {"{\"expiration\":299}", KY_ERR_MALFORMED, "'expiration'"},
+	    {"{\"expiration\":86401}", KY_ERR_MALFORMED, "'expiration'"},
+	    {"{\"expiration\":\"600\"}", KY_ERR_MALFORMED, "'expiration'"},
+	    {"{\"expiration\":600.5}", KY_ERR_MALFORMED, "'expiration'"},
+	    {"{\"maxAllowedRetrievals\":0}", KY_ERR_MALFORMED, "'maxAllowedRetrievals'"},
+	    {"{\"maxAllowedRetrievals\":501}", KY_ERR_MALFORMED, "'maxAllowedRetrievals'"},
+	    {"{\"maxAllowedRetrievals\":true}", KY_ERR_MALFORMED, "'maxAllowedRetrievals'"},
+	    {"{\"expiration\":600,\"expiration\":700}", KY_ERR_MALFORMED, "not valid JSON"},
+	    {"{\"color\":1}", KY_ERR_BODY_MEMBER, "'color'"},
+	    {"[1]", KY_ERR_MALFORMED, "JSON object"},
+	    {"{", KY_ERR_MALFORMED, "not valid JSON"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(kp_parse_import_token(BODY(bad[i].body), &e, &m, d, sizeof(d)),
+		                 bad[i].err);
+		if (strstr(d, bad[i].says) == NULL)
+			fail_msg("%s: '%s' does not say %s", bad[i].body, d, bad[i].says);
+	}
+
+	/* POST /keys with an import token */
+	assert_int_equal(kp_parse_create(BODY(ok_res), &c, d, sizeof(d)), 0);
+	assert_true(c.secure.present);
+	assert_int_equal(c.secure.enc_nonce.len, 28);
+	assert_int_equal(c.secure.iv.len, 12);
+	assert_int_equal(c.secure.oaep_sha1, 0);
+	kp_create_release(&c);
+	assert_int_equal(
+	    kp_parse_create(BODY("{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\","
+	                         "\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\","
+	                         "\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_1\"}]}"),
+	                    &c, d, sizeof(d)),
+	    0);
+	assert_int_equal(c.secure.oaep_sha1, 1);
+	kp_create_release(&c);
+	static const struct {
+		const char *body;
+		const char *says;
+	} bad_create[] = {
+	    {"{\"resources\":[{\"name\":\"imp\",\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\"}]}",
+	     "payload is missing"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"iv\":\"AAAA\"}]}",
+	     "encryptedNonce is missing"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"encryptedNonce\":"
+	     "\"AAAA\"}]}",
+	     "iv is missing"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"encryptedNonce\":"
+	     "\"AAAA\",\"iv\":\"AAAA\",\"encryptionAlgorithm\":\"RSA_PKCS1\"}]}",
+	     "'resources[0].encryptionAlgorithm'"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"encryptedNonce\":"
+	     "\"!!\",\"iv\":\"AAAA\"}]}",
+	     "'resources[0].encryptedNonce' must be base64"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"encryptedNonce\":"
+	     "\"AAAA\",\"iv\":\"\"}]}",
+	     "'resources[0].iv' must be base64"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\",\"encryptedNonce\":"
+	     "\"AAAA\",\"iv\":\"AAAAAAAAAAAAAAAAAAAA\"}]}",
+	     "'resources[0].iv' must be base64 of 1 to 12 bytes"},
+	    {"{\"resources\":[{\"name\":\"imp\",\"extractable\":true,\"payload\":\"AAAA\","
+	     "\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\"}]}",
+	     "root keys only"},
+	};
+	for (size_t i = 0; i < sizeof(bad_create) / sizeof(bad_create[0]); i++) {
+		d[0] = '\0';
+		assert_int_equal(kp_parse_create(BODY(bad_create[i].body), &c, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+		if (strstr(d, bad_create[i].says) == NULL)
+			fail_msg("%s: '%s' does not say %s", bad_create[i].body, d,
+			         bad_create[i].says);
+		assert_false(c.secure.present);
+		assert_null(c.secure.enc_nonce.data);
+	}
+
+	/* rotate takes them; another action refuses them by name */
+	assert_int_equal(kp_parse_action(BODY("{\"payload\":\"AAAA\",\"encryptedNonce\":\"AAAA\","
+	                                      "\"iv\":\"AAAA\"}"),
+	                                 "rotate", "payload encryptedNonce iv encryptionAlgorithm",
+	                                 &a, d, sizeof(d)),
+	                 0);
+	assert_true(a.secure.present);
+	kp_action_release(&a);
+	assert_false(a.secure.present);
+	assert_int_equal(kp_parse_action(BODY("{\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\"}"),
+	                                 "rotate", "payload encryptedNonce iv encryptionAlgorithm",
+	                                 &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "payload is missing"));
+	assert_int_equal(
+	    kp_parse_action(BODY("{\"encryptedNonce\":\"AAAA\"}"), "restore", "", &a, d, sizeof(d)),
+	    KY_ERR_BODY_MEMBER);
+	assert_non_null(strstr(d, "'encryptedNonce': restore takes no member"));
+
+	/* kp_secure_parse on its own: nothing given is no secure import */
+	j = json_pack("{s:s}", "payload", "AAAA");
+	assert_int_equal(kp_secure_parse(j, "", true, &sec, d, sizeof(d)), 0);
+	assert_false(sec.present);
+	json_decref(j);
+
+	/* replies */
+	{
+		struct ky_import_token t = {
+		    .created = NOW, .expires = NOW + 600, .max_retrievals = 30, .remaining = 29};
+		j = kp_import_token_json(&t, NULL, NULL);
+		assert_non_null(j);
+		assert_int_equal(json_integer_value(json_object_get(j, "maxAllowedRetrievals")),
+		                 30);
+		assert_int_equal(json_integer_value(json_object_get(j, "remainingRetrievals")), 29);
+		assert_non_null(json_string_value(json_object_get(j, "expirationDate")));
+		assert_null(json_object_get(j, "payload"));
+		json_decref(j);
+		j = kp_import_token_json(&t, "UEVN", "bm9uY2U=");
+		assert_string_equal(json_string_value(json_object_get(j, "payload")), "UEVN");
+		assert_string_equal(json_string_value(json_object_get(j, "nonce")), "bm9uY2U=");
+		json_decref(j);
+	}
+	j = kp_registrations_json(true);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(j, "metadata"), "collectionTotal")),
+	    0);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(j, "metadata"), "totalCount")), 0);
+	assert_int_equal(json_array_size(json_object_get(j, "resources")), 0);
+	json_decref(j);
+
+	/* sync: an hour after the key's last change */
+	d[0] = '\0';
+	assert_int_equal(kp_sync_check("k1", NOW - 3599, NOW, d, sizeof(d)), KY_ERR_SYNC_TOO_EARLY);
+	assert_non_null(strstr(d, "key k1 was changed at 2027-01-15T07:00:01Z: a sync can be asked "
+	                          "from 2027-01-15T08:00:01Z"));
+	assert_int_equal(kp_sync_check("k1", NOW - 3600, NOW, d, sizeof(d)), 0);
+	assert_int_equal(kp_sync_check("k1", NOW - 86400, NOW, d, sizeof(d)), 0);
+
+	/* Key Protect's one code for two refusals */
+	j = kp_error_json(KY_ERR_PURGE_TOO_EARLY, NULL);
+	{
+		json_t *rs = json_array_get(
+		    json_object_get(json_array_get(json_object_get(j, "resources"), 0), "reasons"),
+		    0);
+		assert_string_equal(json_string_value(json_object_get(rs, "code")),
+		                    "REQ_TOO_EARLY_ERR");
+		assert_string_equal(json_string_value(json_object_get(rs, "moreInfo")),
+		                    "purge-too-early");
+	}
+	json_decref(j);
+	j = kp_error_json(KY_ERR_SYNC_TOO_EARLY, NULL);
+	assert_string_equal(
+	    json_string_value(json_object_get(
+	        json_array_get(
+	            json_object_get(json_array_get(json_object_get(j, "resources"), 0), "reasons"),
+	            0),
+	        "code")),
+	    "REQ_TOO_EARLY_ERR");
+	json_decref(j);
+	j = kp_error_json(KY_ERR_INCORRECT_NONCE_IV, NULL);
+	assert_string_equal(
+	    json_string_value(json_object_get(
+	        json_array_get(
+	            json_object_get(json_array_get(json_object_get(j, "resources"), 0), "reasons"),
+	            0),
+	        "code")),
+	    "INCORRECT_NONCE_IV_ERR");
+	json_decref(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1606,6 +1809,7 @@ int main(void)
 	    cmocka_unit_test(test_list_sort_search),
 	    cmocka_unit_test(test_config_imprint),
 	    cmocka_unit_test(test_imprint_rule),
+	    cmocka_unit_test(test_import_token_bodies),
 	};
 
 	if (ky_crypto_init() != 0)

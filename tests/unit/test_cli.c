@@ -29,6 +29,7 @@
 #include "cli/table.c"
 #include "cli/workspace.c"
 #include "cli/tke_bundle.c"
+#include "cli/kp_verbs.c"
 #include "cli/token_part.h"
 
 static char tmpdir[256];
@@ -1325,6 +1326,174 @@ static void test_bundle_parse(void **state)
 	ky_buf_free(&der);
 }
 
+/* ---- kyok kp's verb table: lookup in both spellings, edit distance, did you mean ---- */
+
+static int verb_run(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return 0;
+}
+
+static const struct kp_verb test_verbs[] = {
+    {"keys", "keys", verb_run, "list keys"},
+    {"key-create", "key create", verb_run, "create a key"},
+    {"wrap", "key wrap", verb_run, "wrap"},
+    {"instance-policies", "instance policies", verb_run, "instance policies"},
+    {"deep-verb", "key policy-update rotation", verb_run, "three words"},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* kp_verb_find on a NULL-terminated list of words; *used set. */
+static const struct kp_verb *find_words(int *used, const char *w0, ...)
+{
+	char *words[8];
+	int n = 0;
+	va_list ap;
+
+	words[n++] = (char *)w0;
+	va_start(ap, w0);
+	while (n < 8 && (words[n] = va_arg(ap, char *)) != NULL)
+		n++;
+	va_end(ap);
+	return kp_verb_find(test_verbs, n, words, used);
+}
+
+static void test_kp_verb_find(void **state)
+{
+	int used = -1;
+
+	(void)state;
+	/* both spellings, one row */
+	assert_ptr_equal(find_words(&used, "key", "create", "NAME", NULL), &test_verbs[1]);
+	assert_int_equal(used, 2);
+	assert_ptr_equal(find_words(&used, "key-create", "--name", "x", NULL), &test_verbs[1]);
+	assert_int_equal(used, 1);
+	assert_ptr_equal(find_words(&used, "wrap", "ID", NULL), &test_verbs[2]);
+	assert_int_equal(used, 1);
+	assert_ptr_equal(find_words(&used, "key", "wrap", "ID", NULL), &test_verbs[2]);
+	assert_int_equal(used, 2);
+	assert_ptr_equal(find_words(&used, "keys", NULL), &test_verbs[0]);
+	assert_int_equal(used, 1);
+	assert_ptr_equal(find_words(&used, "key", "policy-update", "rotation", "ID", NULL),
+	                 &test_verbs[4]);
+	assert_int_equal(used, 3);
+	assert_ptr_equal(find_words(&used, "instance", "policies", "-o", "json", NULL),
+	                 &test_verbs[3]);
+	assert_int_equal(used, 2);
+	/* a group alone, an incomplete spelling, options, case, unknown words: no row */
+	assert_null(find_words(&used, "key", NULL));
+	assert_int_equal(used, 0);
+	assert_null(find_words(&used, "key", "policy-update", NULL));
+	assert_null(find_words(&used, "key", "--help", NULL));
+	assert_null(find_words(&used, "key", "-i", "create", NULL));
+	assert_null(find_words(&used, "-i", "x", "keys", NULL));
+	assert_null(find_words(&used, "key", "Create", NULL));
+	assert_null(find_words(&used, "create", NULL));
+	assert_null(find_words(&used, "key create", NULL)); /* one argument with a space */
+	assert_null(kp_verb_find(test_verbs, 0, NULL, &used));
+	/* groups: the first word of a spelling of 2 or more words */
+	assert_true(kp_verb_is_group(test_verbs, "key"));
+	assert_true(kp_verb_is_group(test_verbs, "instance"));
+	assert_false(kp_verb_is_group(test_verbs, "keys"));
+	assert_false(kp_verb_is_group(test_verbs, "wrap"));
+	assert_false(kp_verb_is_group(test_verbs, "key-create"));
+}
+
+static void test_kp_edit_distance(void **state)
+{
+	char long_word[KP_VERB_WORD_MAX + 2];
+
+	(void)state;
+	assert_int_equal(kp_edit_distance("", ""), 0);
+	assert_int_equal(kp_edit_distance("key", "key"), 0);
+	assert_int_equal(kp_edit_distance("kye", "key"), 1);       /* a transposition */
+	assert_int_equal(kp_edit_distance("craete", "create"), 1); /* a transposition */
+	assert_int_equal(kp_edit_distance("creat", "create"), 1);  /* a deletion */
+	assert_int_equal(kp_edit_distance("keys", "key"), 1);      /* an insertion */
+	assert_int_equal(kp_edit_distance("wrop", "wrap"), 1);     /* a substitution */
+	assert_int_equal(kp_edit_distance("kyes", "key"), 2);
+	assert_int_equal(kp_edit_distance("abc", "xyz"), 3);
+	assert_int_equal(kp_edit_distance("", "abc"), 3);
+	assert_int_equal(kp_edit_distance("key-create", "create-key"), 8);
+	assert_int_equal(kp_edit_distance("ab", "ba"), kp_edit_distance("ba", "ab"));
+	memset(long_word, 'k', sizeof(long_word) - 1);
+	long_word[sizeof(long_word) - 1] = '\0';
+	assert_true(kp_edit_distance(long_word, "key") == SIZE_MAX);
+	assert_true(kp_edit_distance("key", long_word) == SIZE_MAX);
+	long_word[KP_VERB_WORD_MAX] = '\0'; /* 64 bytes: still measured */
+	assert_int_equal(kp_edit_distance(long_word, long_word), 0);
+}
+
+/* kp_verb_suggest on words; the suggestion, or "" for none. */
+static const char *suggest(const char *w0, const char *w1)
+{
+	static char out[160];
+	char *words[2] = {(char *)w0, (char *)w1};
+
+	if (!kp_verb_suggest(test_verbs, w1 != NULL ? 2 : 1, words, out, sizeof(out)))
+		out[0] = '\0';
+	return out;
+}
+
+static void test_kp_verb_suggest(void **state)
+{
+	char small[4];
+	char *words[1] = {(char *)"kye"};
+
+	(void)state;
+	/* the first level, completed by the next word when that makes a command */
+	assert_string_equal(suggest("kye", "create"), "key create");
+	assert_string_equal(suggest("kye", NULL), "key");
+	assert_string_equal(suggest("kye", "nothing"), "key");
+	assert_string_equal(suggest("kye", "--help"), "key");
+	assert_string_equal(suggest("instanse", "policies"), "instance policies");
+	/* kyok's spelling */
+	assert_string_equal(suggest("key-craete", NULL), "key-create");
+	assert_string_equal(suggest("wrpa", "ID"), "wrap");
+	assert_string_equal(suggest("kyes", NULL), "keys");
+	/* the second level: a verb of the group */
+	assert_string_equal(suggest("key", "craete"), "key create");
+	assert_string_equal(suggest("key", "wrpa"), "key wrap");
+	assert_string_equal(suggest("instance", "polices"), "instance policies");
+	/* too far, or as far as the word is long: nothing */
+	assert_string_equal(suggest("frobnicate", NULL), "");
+	assert_string_equal(suggest("key", "frobnicate"), "");
+	assert_string_equal(suggest("x", NULL), "");
+	assert_string_equal(suggest("ab", NULL), "");
+	/* the output is cut to its buffer, never overrun */
+	assert_true(kp_verb_suggest(test_verbs, 1, words, small, sizeof(small)));
+	assert_string_equal(small, "key");
+}
+
+static void test_kp_verbs_usage(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(f = open_memstream(&text, &len));
+	kp_verbs_usage(f, test_verbs, NULL);
+	assert_int_equal(fclose(f), 0);
+	/* every row, both spellings, the flat name first on its line */
+	assert_non_null(
+	    strstr(text, "\n  key-create         key create                  create a key\n"));
+	assert_non_null(strstr(text, "\n  instance-policies  instance policies           instance "
+	                             "policies\n"));
+	free(text);
+	assert_non_null(f = open_memstream(&text, &len));
+	kp_verbs_usage(f, test_verbs, "key");
+	assert_int_equal(fclose(f), 0);
+	/* the group's rows only */
+	assert_non_null(strstr(text, "usage: kyok kp key <command>"));
+	assert_non_null(strstr(text, "\n  create                  key-create  create a key\n"));
+	assert_non_null(strstr(text, "\n  policy-update rotation  deep-verb   three words\n"));
+	assert_null(strstr(text, "instance"));
+	assert_null(strstr(text, "list keys"));
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1352,6 +1521,10 @@ int main(void)
 	    cmocka_unit_test(test_card_part_write_read),
 	    cmocka_unit_test(test_part_vps_check),
 	    cmocka_unit_test(test_bundle_parse),
+	    cmocka_unit_test(test_kp_verb_find),
+	    cmocka_unit_test(test_kp_edit_distance),
+	    cmocka_unit_test(test_kp_verb_suggest),
+	    cmocka_unit_test(test_kp_verbs_usage),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
