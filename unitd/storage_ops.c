@@ -180,6 +180,19 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 	snprintf(k.role, sizeof(k.role), "%s", c->role);
 	memcpy(k.hash, c->hash, KY_APIKEY_HASH_LEN);
 	k.created = now;
+	/* A row deleted by hand (the storage digest still holds it) is not made anew either:
+	 * it may have been a revoked one. */
+	if ((r = ky_store_apikey_get(st, k.id, &have)) == KY_ERR_RECORD_MISSING) {
+		snprintf(detail, detaillen,
+		         "API key '%s': its stored row was deleted from key storage by hand (the "
+		         "storage digest still holds it): it is not written again; make a new API "
+		         "key under another name",
+		         k.id);
+		r = KY_ERR_APIKEY_ROW_ALTERED;
+		goto out;
+	}
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
 	if ((r = unitd_keystore_apikey_seal(so->ks, &kms, now, &k)) != 0) {
 		storage_apikey_detail(r, k.id, detail, detaillen);
 		goto out;

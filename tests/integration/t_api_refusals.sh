@@ -805,6 +805,15 @@ else
 	fail "... kyok tke apikeys: $("$KYOK" tke apikeys 2>&1)"
 fi
 expect_ok "... apikey-revoke revokes it again" "$KYOK" tke apikey-revoke --id "$gid" --yes --password-file "$pa"
+# The revoked row deleted by hand: the storage digest still holds it, and apikey-create with
+# the same name does not make it anew.
+db "DELETE FROM api_keys WHERE id = '$gid'"
+settle
+before=$(digest "$A")
+expect_fail "revoked row deleted by hand, then apikey-create with the same name: refused" \
+	"$gid.*deleted from key storage by hand.*another name" \
+	"$KYOK" tke apikey-create --name r-gone --role Writer --password-file "$pa"
+expect_eq "... nothing written" "$(digest "$A")" "$before"
 # A row without a tag (made by hand, or before rows were tagged): it cannot show whether it
 # was revoked, so it is not written again either; a new key under another name replaces it.
 db "UPDATE api_keys SET mac = NULL WHERE name = 'r-ReaderPlus'"
