@@ -15,6 +15,12 @@
  *   POST   /api/v2/keys/{id}/actions/{action}   wrap unwrap rewrap rotate enable disable sync
  *   POST   /api/v2/keys/{id}?action={action}      setKeyForDeletion unsetKeyForDeletion restore
  *   GET    /api/v2/keys/{id}/policies           PUT the same (rotation, dualAuthDelete)
+ *   POST   /api/v2/keys/{id}/aliases/{alias}    DELETE the same: key aliases
+ *   PATCH  /api/v2/keys/{id}                    {"keyRingID"}: move the key to another ring
+ *   GET    /api/v2/key_rings                    POST, DELETE /api/v2/key_rings/{ring}
+ * Header X-Kms-Key-Ring: the ring a key is made in, a listing is limited to, and a key that
+ * a path names must be in (api_key_ring).
+ * {id} is a key id or one of the key's aliases (api_key_id resolves it).
  *   GET    /api/v2/instance/policies            PUT the same
  *   POST   /api/v2/import_token                 new import token (api_importtok.c)
  *   GET    /api/v2/import_token                 its public key and nonce (one retrieval)
@@ -145,6 +151,12 @@ enum api_route {
 	ROUTE_KEY_POLICIES_PUT,
 	ROUTE_INSTANCE_POLICIES_GET,
 	ROUTE_INSTANCE_POLICIES_PUT,
+	ROUTE_KEY_ALIAS_CREATE,
+	ROUTE_KEY_ALIAS_DELETE,
+	ROUTE_KEY_PATCH,
+	ROUTE_RINGS_LIST,
+	ROUTE_RING_CREATE,
+	ROUTE_RING_DELETE,
 	ROUTE_IMPORT_TOKEN_POST,
 	ROUTE_IMPORT_TOKEN_GET,
 	ROUTE_REGISTRATIONS,
@@ -183,6 +195,12 @@ static const struct {
     {"PUT", "keys/{id}/policies", ROUTE_KEY_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
     {"GET", "instance/policies", ROUTE_INSTANCE_POLICIES_GET, PERM_KEYS_ADMIN, false, "policy"},
     {"PUT", "instance/policies", ROUTE_INSTANCE_POLICIES_PUT, PERM_KEYS_ADMIN, true, "policy"},
+    {"POST", "keys/{id}/aliases/{alias}", ROUTE_KEY_ALIAS_CREATE, PERM_KEYS_WRITE, true, ""},
+    {"DELETE", "keys/{id}/aliases/{alias}", ROUTE_KEY_ALIAS_DELETE, PERM_KEYS_ADMIN, true, ""},
+    {"PATCH", "keys/{id}", ROUTE_KEY_PATCH, PERM_KEYS_ADMIN, true, ""},
+    {"GET", "key_rings", ROUTE_RINGS_LIST, PERM_KEYS_READ, false, "limit offset totalCount"},
+    {"POST", "key_rings/{ring}", ROUTE_RING_CREATE, PERM_KEYS_WRITE, true, ""},
+    {"DELETE", "key_rings/{ring}", ROUTE_RING_DELETE, PERM_KEYS_ADMIN, true, "force"},
     {"POST", "import_token", ROUTE_IMPORT_TOKEN_POST, PERM_KEYS_WRITE, true, ""},
     {"GET", "import_token", ROUTE_IMPORT_TOKEN_GET, PERM_KEYS_WRITE, false, ""},
     {"GET", "keys/{id}/registrations", ROUTE_KEY_REGISTRATIONS, PERM_KEYS_READ, false,
@@ -237,7 +255,10 @@ struct api_req {
 	int metric; /* metrics slot (unitd_metrics_route) */
 	char method[8];
 	char *url; /* malloc'd */
-	char id[KY_UUID_LEN + 1];
+	/* the {id} segment: a key id or alias until api_key_id, then the key id */
+	char id[KY_KEY_ALIAS_MAX + 1];
+	char alias[KY_KEY_ALIAS_MAX + 1]; /* the {alias} segment */
+	char ring[KY_KEY_RING_MAX + 1];   /* the {ring} segment */
 	char action[32];
 	bool too_large, answered;
 	size_t drained;
@@ -455,14 +476,28 @@ static bool api_match(const char *pattern, const char *path, struct api_req *q)
 		size_t sl = se ? (size_t)(se - path) : strlen(path);
 
 		if (pl == 4 && memcmp(pattern, "{id}", 4) == 0) {
-			/* Any other segment is a key id too: one that is not a UUID is refused as
-			 * such (400), not as an unknown endpoint. */
+			/* Any other segment is a key id or alias too: one that is neither is
+			 * refused as such (400), not as an unknown endpoint. */
 			if (sl == 0)
 				return false;
-			memcpy(q->id, path, sl < KY_UUID_LEN ? sl : KY_UUID_LEN);
-			q->id[sl < KY_UUID_LEN ? sl : KY_UUID_LEN] = '\0';
-			if (sl != KY_UUID_LEN)
-				q->id[0] = '?'; /* not a UUID: refused as such later */
+			memcpy(q->id, path, sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX);
+			q->id[sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX] = '\0';
+			if (sl > KY_KEY_ALIAS_MAX)
+				q->id[0] = '?'; /* too long: refused as such later */
+		} else if (pl == 6 && memcmp(pattern, "{ring}", 6) == 0) {
+			if (sl == 0)
+				return false;
+			memcpy(q->ring, path, sl < KY_KEY_RING_MAX ? sl : KY_KEY_RING_MAX);
+			q->ring[sl < KY_KEY_RING_MAX ? sl : KY_KEY_RING_MAX] = '\0';
+			if (sl > KY_KEY_RING_MAX)
+				q->ring[0] = '?'; /* too long: refused as such later */
+		} else if (pl == 7 && memcmp(pattern, "{alias}", 7) == 0) {
+			if (sl == 0)
+				return false;
+			memcpy(q->alias, path, sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX);
+			q->alias[sl < KY_KEY_ALIAS_MAX ? sl : KY_KEY_ALIAS_MAX] = '\0';
+			if (sl > KY_KEY_ALIAS_MAX)
+				q->alias[0] = '?'; /* too long: refused as such later */
 		} else if (pl == 8 && memcmp(pattern, "{action}", 8) == 0) {
 			if (sl == 0 || sl >= sizeof(q->action))
 				return false;
@@ -719,18 +754,71 @@ static int api_check(struct api_ctx *x, enum api_perm perm)
 
 /* ---- handlers ---- */
 
+/* The key ring named by header X-Kms-Key-Ring, NULL when none. */
+static const char *api_ring_header(struct api_ctx *x)
+{
+	const char *h = api_header(x, "X-Kms-Key-Ring");
+
+	return h != NULL && h[0] != '\0' ? h : NULL;
+}
+
+/* With header X-Kms-Key-Ring, the key x->q->id must be in that ring: a key of another ring is
+ * not found there (as Key Protect answers). */
+static int api_key_ring(struct api_ctx *x)
+{
+	const char *ring = api_ring_header(x);
+	struct ky_key *k = NULL;
+	int r;
+
+	if (ring == NULL)
+		return 0;
+	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
+		return r;
+	if (strcmp(k->ring, ring) != 0) {
+		api_detail(
+		    x, "key %s is not in the key ring '%.100s' that header X-Kms-Key-Ring names",
+		    x->q->id, ring);
+		r = KY_ERR_NOT_FOUND;
+	}
+	ky_key_free(k);
+	return r;
+}
+
+/* The key a request names in its path, by id or by alias: x->q->id becomes its key id. The one
+ * resolution every route of a key goes through. */
 static int api_key_id(struct api_ctx *x)
 {
-	if (!ky_uuid_valid(x->q->id)) {
-		api_detail(x, "the key id in the path is not a UUID: a key id is 36 characters, "
-		              "8-4-4-4-12 hex digits (as 'kyok kp keys' lists them)");
+	char id[KY_UUID_LEN + 1];
+	int r;
+
+	if (ky_uuid_valid(x->q->id)) {
+		/* Ids are stored in lower case. */
+		for (char *p = x->q->id; *p; p++)
+			if (*p >= 'A' && *p <= 'F')
+				*p = (char)(*p - 'A' + 'a');
+		return api_key_ring(x);
+	}
+	if (!ky_key_alias_valid(x->q->id)) {
+		api_detail(
+		    x,
+		    "'%.40s' in the path is neither a key id nor a key alias: a key id is "
+		    "36 characters, 8-4-4-4-12 hex digits (as 'kyok kp keys' lists them); an "
+		    "alias is 2 to 90 letters, digits, '-' and '_'",
+		    x->q->id[0] == '?' ? "(longer than 90 characters)" : x->q->id);
 		return KY_ERR_MALFORMED;
 	}
-	/* Ids are stored in lower case. */
-	for (char *p = x->q->id; *p; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	return 0;
+	r = ky_kms_alias_resolve(&x->kms, x->q->id, x->now, id);
+	if (r == KY_ERR_NOT_FOUND)
+		api_detail(x, "no key has the alias '%s' (aliases are case sensitive)", x->q->id);
+	else if (r == KY_ERR_RECORD_TAMPERED)
+		api_detail(x,
+		           "key storage's alias index names a key for the alias '%s' whose record "
+		           "does not list it (the index was altered): refused",
+		           x->q->id);
+	if (r != 0)
+		return r;
+	memcpy(x->q->id, id, sizeof(id));
+	return api_key_ring(x);
 }
 
 static int api_reply_key(struct api_ctx *x, unsigned status, const struct ky_key *k, bool payload)
@@ -784,8 +872,8 @@ static int api_sort_cmp(const void *a, const void *b)
  * offset + limit) of the result in keys[0..n), total = all that matched. */
 static int api_keys_select(struct api_ctx *x, const struct ky_store_filter *f,
                            const struct kp_filter *flt, const struct kp_search *srch,
-                           const struct kp_sort *sort, uint64_t limit, uint64_t offset,
-                           struct ky_key ***keys, size_t *n, uint64_t *total)
+                           const struct kp_sort *sort, const char *ring, uint64_t limit,
+                           uint64_t offset, struct ky_key ***keys, size_t *n, uint64_t *total)
 {
 	static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
 	struct ky_key **all = NULL;
@@ -805,7 +893,8 @@ static int api_keys_select(struct api_ctx *x, const struct ky_store_filter *f,
 		struct ky_key *k = all[i];
 
 		all[i] = NULL;
-		if (kp_filter_match(flt, k) && kp_search_match(srch, k))
+		if (kp_filter_match(flt, k) && kp_search_match(srch, k) &&
+		    (ring == NULL || strcmp(k->ring, ring) == 0))
 			all[kept++] = k; /* kept <= i */
 		else
 			ky_key_free(k);
@@ -880,9 +969,11 @@ static int api_keys_list(struct api_ctx *x, bool head)
 	 * query does; both together must hold. */
 	if (flt.states != 0 && api_query_opt(x, "state") == NULL)
 		f.states = 0;
-	if (flt.present || srch.present || sort.n > 0) {
-		if ((r = api_keys_select(x, &f, &flt, &srch, &sort, head ? 0 : limit,
-		                         head ? 0 : offset, &keys, &n, &total)) != 0)
+	/* With X-Kms-Key-Ring, the keys of that ring only. */
+	if (flt.present || srch.present || sort.n > 0 || api_ring_header(x) != NULL) {
+		if ((r = api_keys_select(x, &f, &flt, &srch, &sort, api_ring_header(x),
+		                         head ? 0 : limit, head ? 0 : offset, &keys, &n, &total)) !=
+		    0)
 			goto out;
 	} else if (head) {
 		if ((r = ky_store_key_count(x->kms.store, &f, &total)) != 0)
@@ -1010,6 +1101,7 @@ static int api_key_create(struct api_ctx *x)
 	struct kp_instance_policies pol;
 	struct ky_key_spec sp = {0};
 	struct ky_key *k = NULL, *k2 = NULL;
+	const char *aliases[KY_KEY_ALIASES_MAX];
 	uint8_t key[KY_MK_LEN];
 	size_t keylen = 0;
 	bool txn = false;
@@ -1050,7 +1142,17 @@ static int api_key_create(struct api_ctx *x)
 	}
 	sp.expires = cr.expires;
 	sp.actor = x->caller;
-	r = ky_kms_key_create(&x->kms, &sp, x->now, &k);
+	for (size_t i = 0; i < cr.naliases; i++)
+		aliases[i] = cr.aliases[i];
+	sp.aliases = aliases;
+	sp.naliases = cr.naliases;
+	sp.ring = api_ring_header(x);
+	r = ky_kms_key_create_in(&x->kms, &sp, x->now, &k);
+	if (r == KY_ERR_KEY_RING_NOT_FOUND)
+		api_detail(x, "header X-Kms-Key-Ring '%.100s'", sp.ring);
+	if (r == KY_ERR_KEY_ALIAS_EXISTS)
+		api_detail(x, "one of the aliases in member 'resources[0].aliases' (each may be "
+		              "given once, and none may be another key's)");
 	if (r == KY_ERR_KEY_LIMIT)
 		api_detail(
 		    x,
@@ -1179,6 +1281,138 @@ out:
 }
 
 static const char *api_action_name(enum api_action act);
+
+static int api_no_body(struct api_ctx *x, const char *what);
+
+/* PATCH /keys/{id} {"keyRingID": RING}: 200 and the key in its new ring. */
+static int api_key_patch(struct api_ctx *x)
+{
+	char ring[KY_KEY_RING_MAX + 1];
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = kp_parse_patch(x->q->body.data, x->q->body.len, ring, x->detail,
+	                        sizeof(x->detail))) != 0)
+		return r;
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	r = ky_kms_key_move(&x->kms, x->q->id, ring, x->caller, x->now, &k);
+	unitd_keystore_flush(x->api->ks);
+	if (r == KY_ERR_KEY_RING_NOT_FOUND)
+		api_detail(x, "member 'keyRingID': '%s'", ring);
+	if (r != 0)
+		return r;
+	r = api_reply_key(x, 200, k, false);
+	ky_key_free(k);
+	return r;
+}
+
+/* GET /key_rings (limit, offset, totalCount). */
+static int api_rings_list(struct api_ctx *x)
+{
+	struct ky_key_rings *l = NULL;
+	uint64_t limit = KP_LIST_DEFAULT, offset = 0;
+	bool present, total = false;
+	int r;
+
+	if (kp_query_uint(api_query(x, "limit"), KP_LIST_MAX, &present, &limit) != 0 ||
+	    (present && limit == 0) ||
+	    kp_query_uint(api_query(x, "offset"), UINT32_MAX, &present, &offset) != 0 ||
+	    kp_query_bool(api_query(x, "totalCount"), &present, &total) != 0) {
+		api_detail(x,
+		           "query limit must be 1 to %d, offset a whole number, totalCount true "
+		           "or false",
+		           KP_LIST_MAX);
+		return KY_ERR_MALFORMED;
+	}
+	if ((l = malloc(sizeof(*l))) == NULL)
+		return KY_ERR_NOMEM;
+	if ((r = ky_kms_rings_get(&x->kms, l)) != 0)
+		goto out;
+	x->reply = kp_rings_json(l, offset, limit, total);
+	x->status = 200;
+	r = x->reply ? 0 : KY_ERR_NOMEM;
+out:
+	free(l);
+	return r;
+}
+
+/* POST /key_rings/{ring} (201), DELETE /key_rings/{ring} (204). */
+static int api_ring_change(struct api_ctx *x, bool create)
+{
+	const char *id = x->q->ring;
+	size_t holding = 0;
+	bool present, force = false;
+	int r;
+
+	if ((r = api_no_body(x, create ? "key ring creation" : "key ring deletion")) != 0)
+		return r;
+	if (!ky_key_ring_valid(id)) {
+		api_detail(x, "'%.40s'", id[0] == '?' ? "(longer than 100 characters)" : id);
+		return KY_ERR_KEY_RING_INVALID;
+	}
+	/* force=true: the deleted keys in the ring move to 'default' (Key Protect's meaning). */
+	if (!create && kp_query_bool(api_query(x, "force"), &present, &force) != 0) {
+		api_detail(x, "query force must be true or false");
+		return KY_ERR_MALFORMED;
+	}
+	if (create)
+		r = ky_kms_ring_create(&x->kms, id, x->caller, x->now);
+	else
+		r = ky_kms_ring_delete(&x->kms, id, force, x->now, &holding);
+	if (r == KY_ERR_KEY_RING_NOT_EMPTY)
+		api_detail(x, "key ring '%s' holds %zu key%s", id, holding,
+		           holding == 1 ? "" : "s");
+	else if (r == KY_ERR_KEY_RING_EXISTS || r == KY_ERR_KEY_RING_NOT_FOUND)
+		api_detail(x, "key ring '%s'", id);
+	if (r != 0)
+		return r;
+	x->status = create ? 201 : 204;
+	return 0;
+}
+
+/* POST and DELETE /keys/{id}/aliases/{alias}: 201 with the alias, or 204. */
+static int api_key_alias(struct api_ctx *x, bool add)
+{
+	struct ky_key_act a = {.action = add ? KY_KEY_ALIAS_ADD : KY_KEY_ALIAS_DELETE,
+	                       .rotation_months = -1,
+	                       .dual_auth = -1,
+	                       .alias = x->q->alias};
+	struct ky_key *k = NULL;
+	int r;
+
+	if ((r = api_no_body(x, add ? "alias creation" : "alias deletion")) != 0)
+		return r;
+	if (add && !ky_key_alias_valid(x->q->alias)) {
+		api_detail(x, "'%.40s'",
+		           x->q->alias[0] == '?' ? "(longer than 90 characters)" : x->q->alias);
+		return KY_ERR_KEY_ALIAS_INVALID;
+	}
+	if ((r = api_key_id(x)) != 0)
+		return r;
+	a.actor = x->caller;
+	r = ky_kms_key_act(&x->kms, x->q->id, &a, x->now, &k);
+	/* Whatever happened, this unit's cached copy is not trusted any more. */
+	unitd_keystore_flush(x->api->ks);
+	if (r == KY_ERR_KEY_ALIAS_EXISTS)
+		api_detail(x, "alias '%s'", x->q->alias);
+	else if (r == KY_ERR_KEY_ALIAS_QUOTA)
+		api_detail(x, "key %s", x->q->id);
+	else if (r == KY_ERR_KEY_ALIAS_NOT_FOUND)
+		api_detail(x, "key %s has no alias '%.90s'", x->q->id, x->q->alias);
+	if (r != 0)
+		goto out;
+	if (add) {
+		x->reply = kp_alias_json(k, x->q->alias);
+		x->status = 201;
+		r = x->reply ? 0 : KY_ERR_NOMEM;
+	} else {
+		x->status = 204;
+	}
+out:
+	ky_key_free(k);
+	return r;
+}
 
 /* wrap, unwrap, rewrap: the hot path, through the key cache. */
 static int api_key_crypt(struct api_ctx *x, enum api_action act)
@@ -1701,12 +1935,17 @@ static int api_dispatch_route(struct api_ctx *x)
 
 	if ((r = api_query_check(x)) != 0)
 		return r;
-	/* Every key is in the key ring 'default': a request about another ring is refused. */
-	if ((ring = api_header(x, "X-Kms-Key-Ring")) != NULL && ring[0] != '\0' &&
-	    strcmp(ring, "default") != 0) {
-		api_detail(x, "header X-Kms-Key-Ring '%.40s': kyok has one key ring, 'default'",
-		           ring);
-		return KY_ERR_UNSUPPORTED;
+	/* The ring a request names must be one: a typo is refused, not taken as an empty ring. */
+	if ((ring = api_ring_header(x)) != NULL) {
+		if (!ky_key_ring_valid(ring)) {
+			api_detail(x, "header X-Kms-Key-Ring '%.40s'", ring);
+			return KY_ERR_KEY_RING_INVALID;
+		}
+		if ((r = ky_kms_ring_check(&x->kms, ring)) != 0) {
+			if (r == KY_ERR_KEY_RING_NOT_FOUND)
+				api_detail(x, "header X-Kms-Key-Ring '%s'", ring);
+			return r;
+		}
 	}
 	if (api_routes[route].route != ROUTE_KEY_ACTION &&
 	    (r = api_check(x, api_routes[route].perm)) != 0)
@@ -1764,6 +2003,17 @@ static int api_dispatch_route(struct api_ctx *x)
 		return api_instance_policies(x, false);
 	case ROUTE_INSTANCE_POLICIES_PUT:
 		return api_instance_policies(x, true);
+	case ROUTE_KEY_ALIAS_CREATE:
+		return api_key_alias(x, true);
+	case ROUTE_KEY_ALIAS_DELETE:
+		return api_key_alias(x, false);
+	case ROUTE_KEY_PATCH:
+		return api_key_patch(x);
+	case ROUTE_RINGS_LIST:
+		return api_rings_list(x);
+	case ROUTE_RING_CREATE:
+	case ROUTE_RING_DELETE:
+		return api_ring_change(x, api_routes[route].route == ROUTE_RING_CREATE);
 	case ROUTE_IMPORT_TOKEN_POST:
 		x->status = 200;
 		return kp_import_token_create(&x->kms, x->in_txn, x->q->body.data, x->q->body.len,

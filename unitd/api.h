@@ -24,6 +24,8 @@
 #define KP_TYPE_VERSION    "application/vnd.ibm.kms.key_version+json"
 #define KP_TYPE_POLICY     "application/vnd.ibm.kms.policy+json"
 #define KP_TYPE_ACTION     "application/vnd.ibm.kms.key_action+json"
+#define KP_TYPE_ALIAS      "application/vnd.ibm.kms.key_alias+json"
+#define KP_TYPE_RING       "application/vnd.ibm.kms.key_ring+json"
 #define KP_LIST_DEFAULT    200
 #define KP_LIST_MAX        5000
 #define KP_AAD_ITEMS_MAX   32
@@ -125,6 +127,10 @@ struct kp_create {
 	bool has_payload;
 	struct ky_buf payload; /* secret: ky_buf_free cleanses */
 	int64_t expires;       /* 0 = none */
+	/* member 'aliases': each ky_key_alias_valid (KY_ERR_KEY_ALIAS_INVALID), at most
+	 * KY_KEY_ALIASES_MAX (KY_ERR_KEY_ALIAS_QUOTA) */
+	char aliases[KY_KEY_ALIASES_MAX][KY_KEY_ALIAS_MAX + 1];
+	size_t naliases;
 	struct kp_secure secure;
 };
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
@@ -245,6 +251,15 @@ int kp_allowed_ip_check(const struct kp_instance_policies *p, const struct kp_ci
 
 /* Building replies. */
 json_t *kp_collection(const char *type, json_t *resources /* stolen */);
+/* The reply to a new alias of k: a collection of one alias resource (keyId, alias, createdBy,
+ * creationDate). NULL when k has no such alias, or out of memory. */
+json_t *kp_alias_json(const struct ky_key *k, const char *alias);
+/* PATCH /keys/{id}: {"keyRingID": "..."} (or a collection of one such object). */
+int kp_parse_patch(const uint8_t *body, size_t n, char ring[KY_KEY_RING_MAX + 1], char *detail,
+                   size_t detaillen) KY_WUR;
+/* The key rings page [offset, offset + limit): 'default' first, then l's in creation order.
+ * metadata.totalCount when total. */
+json_t *kp_rings_json(const struct ky_key_rings *l, uint64_t offset, uint64_t limit, bool total);
 /* The key as Key Protect shows it. payload: include the newest version's material (standard
  * keys only; callers check the role). crn names the instance. */
 json_t *kp_key_json(const struct ky_key *k, const char *instance, bool payload, int64_t now);

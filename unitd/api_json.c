@@ -390,7 +390,41 @@ void kp_create_release(struct kp_create *c)
 
 #define KP_CREATE_MEMBERS                                                             \
 	"type name description expirationDate extractable payload encryptedNonce iv " \
-	"encryptionAlgorithm"
+	"encryptionAlgorithm aliases"
+
+/* Member 'aliases' of a new key: an array of at most KY_KEY_ALIASES_MAX valid aliases. */
+static int kp_create_aliases(json_t *res, struct kp_create *out, char *detail, size_t detaillen)
+{
+	json_t *v = json_object_get(res, "aliases"), *item;
+	size_t i;
+
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_array(v)) {
+		kp_detail(detail, detaillen,
+		          "member 'resources[0].aliases' must be an array of "
+		          "strings");
+		return KY_ERR_MALFORMED;
+	}
+	if (json_array_size(v) > KY_KEY_ALIASES_MAX) {
+		kp_detail(detail, detaillen, "member 'resources[0].aliases' holds %zu",
+		          json_array_size(v));
+		return KY_ERR_KEY_ALIAS_QUOTA;
+	}
+	json_array_foreach(v, i, item)
+	{
+		const char *a = json_string_value(item);
+
+		if (a == NULL || !ky_key_alias_valid(a)) {
+			kp_detail(detail, detaillen, "member 'resources[0].aliases[%zu]'%s%.40s%s",
+			          i, a ? ": '" : " is not a string", a ? a : "", a ? "'" : "");
+			return KY_ERR_KEY_ALIAS_INVALID;
+		}
+		snprintf(out->aliases[i], sizeof(out->aliases[i]), "%s", a);
+	}
+	out->naliases = json_array_size(v);
+	return 0;
+}
 
 int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *detail,
                     size_t detaillen)
@@ -408,12 +442,8 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
 	    (r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
 		goto out;
-	if (json_object_get(res, "aliases") != NULL) {
-		kp_detail(detail, detaillen,
-		          "member 'resources[0].aliases': kyok keys have no aliases");
-		r = KY_ERR_UNSUPPORTED;
+	if ((r = kp_create_aliases(res, out, detail, detaillen)) != 0)
 		goto out;
-	}
 	if ((r = kp_members_known(res, KP_CREATE_MEMBERS, "resources[0]", detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_opt_str(res, "type", 128, &type, detail, detaillen)) != 0 ||
@@ -1347,7 +1377,13 @@ json_t *kp_key_json(const struct ky_key *k, const char *instance, bool payload, 
 	} else {
 		r |= kp_set(o, "dualAuthDelete", json_pack("{s:b}", "enabled", 0));
 	}
-	r |= kp_set(o, "keyRingID", json_string("default"));
+	if (k->naliases > 0) {
+		json_t *al = json_array();
+		for (uint32_t i = 0; al != NULL && i < k->naliases; i++)
+			r |= json_array_append_new(al, json_string(k->aliases[i].name));
+		r |= kp_set(o, "aliases", al);
+	}
+	r |= kp_set(o, "keyRingID", json_string(k->ring[0] ? k->ring : KY_KEY_RING_DEFAULT));
 	r |= kp_set(o, "deleted", json_boolean(st == KY_KEY_DESTROYED));
 	if (st == KY_KEY_DESTROYED) {
 		r |= kp_set_date(o, "deletionDate", k->deleted);
@@ -1506,4 +1542,103 @@ int kp_json_dump(const json_t *j, struct ky_buf *out)
 	if (json_dump_callback(j, kp_dump_cb, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0)
 		return KY_ERR_NOMEM;
 	return ky_buf_append(out, "\n", 1);
+}
+
+/* ---- key aliases ---- */
+
+json_t *kp_alias_json(const struct ky_key *k, const char *alias)
+{
+	const struct ky_key_alias *a = NULL;
+	char d[KP_DATE_LEN + 1];
+
+	for (uint32_t i = 0; i < k->naliases; i++)
+		if (strcmp(k->aliases[i].name, alias) == 0)
+			a = &k->aliases[i];
+	if (a == NULL)
+		return NULL;
+	kp_date(a->created, d);
+	return kp_collection(KP_TYPE_ALIAS,
+	                     json_pack("[{s:s, s:s, s:s, s:s}]", "keyId", k->id, "alias", a->name,
+	                               "createdBy", a->created_by, "creationDate", d));
+}
+
+/* ---- key rings ---- */
+
+int kp_parse_patch(const uint8_t *body, size_t n, char ring[KY_KEY_RING_MAX + 1], char *detail,
+                   size_t detaillen)
+{
+	int r = KY_ERR_INTERNAL;
+	json_t *j = NULL, *o;
+	const char *path = "", *id = NULL;
+
+	ring[0] = '\0';
+	if ((r = kp_load(body, n, false, &j, detail, detaillen)) != 0)
+		goto out;
+	o = j;
+	if (json_object_get(j, "resources") != NULL &&
+	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
+	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
+	     (r = kp_metadata(j, NULL, detail, detaillen)) != 0))
+		goto out;
+	if (o != j)
+		path = "resources[0]";
+	if ((r = kp_members_known(o, "keyRingID", path, detail, detaillen)) != 0 ||
+	    (r = kp_opt_str(o, "keyRingID", KY_KEY_RING_MAX + 1, &id, detail, detaillen)) != 0)
+		goto out;
+	if (id == NULL) {
+		kp_detail(detail, detaillen,
+		          "member 'keyRingID' is required: the key ring to move "
+		          "the key to");
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
+	if (!ky_key_ring_valid(id)) {
+		kp_detail(detail, detaillen, "member 'keyRingID': '%.40s'", id);
+		r = KY_ERR_KEY_RING_INVALID;
+		goto out;
+	}
+	snprintf(ring, KY_KEY_RING_MAX + 1, "%s", id);
+	r = 0;
+out:
+	json_decref(j);
+	return r;
+}
+
+static json_t *kp_ring_json(const struct ky_key_ring *g)
+{
+	json_t *o = json_pack("{s:s}", "id", g->id);
+
+	if (o != NULL && g->created > 0 &&
+	    (kp_set_date(o, "creationDate", g->created) != 0 ||
+	     kp_set(o, "createdBy", json_string(g->created_by)) != 0)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+json_t *kp_rings_json(const struct ky_key_rings *l, uint64_t offset, uint64_t limit, bool total)
+{
+	static const struct ky_key_ring def = {.id = KY_KEY_RING_DEFAULT};
+	json_t *a = json_array(), *c;
+	size_t all = l->n + 1;
+
+	if (a == NULL)
+		return NULL;
+	for (size_t i = 0; i < all; i++) {
+		if (i < offset || i - offset >= limit)
+			continue;
+		if (json_array_append_new(a, kp_ring_json(i == 0 ? &def : &l->rings[i - 1])) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	c = kp_collection(KP_TYPE_RING, a);
+	if (c != NULL && total &&
+	    json_object_set_new(json_object_get(c, "metadata"), "totalCount",
+	                        json_integer((json_int_t)all)) != 0) {
+		json_decref(c);
+		return NULL;
+	}
+	return c;
 }

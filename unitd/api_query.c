@@ -11,9 +11,9 @@
  *   sort    comma-separated properties, each optionally prefixed with '-' (descending):
  *           id, state, extractable, imported, creationDate, lastUpdateDate, lastRotateDate,
  *           deletionDate, expirationDate. Ties keep creation order.
- *   search  [not:][exact:][name:|alias:][escape:]<text>: keys whose name contains text (any
- *           case), or with exact: whose name or id equals it; alias: searches aliases, which
- *           kyok keys never have; not: keeps the keys that do not match.
+ *   search  [not:][exact:][name:|alias:][escape:]<text>: keys whose name or an alias contains
+ *           text (any case), or with exact: whose name, id or an alias equals it; name: and
+ *           alias: search names or aliases only; not: keeps the keys that do not match.
  */
 #include <stdio.h>
 #include <string.h>
@@ -353,23 +353,29 @@ int kp_search_parse(const char *s, struct kp_search *q, char *detail, size_t det
 	return 0;
 }
 
+/* text in s: equal (exact) or held in it, in any case. */
+static bool kp_search_text(const struct kp_search *q, const char *s)
+{
+	size_t n = strlen(q->text), sl = strlen(s);
+	bool m = false;
+
+	if (q->exact)
+		return strcmp(s, q->text) == 0;
+	for (size_t i = 0; !m && i + n <= sl; i++)
+		m = strncasecmp(s + i, q->text, n) == 0;
+	return m;
+}
+
 bool kp_search_match(const struct kp_search *q, const struct ky_key *k)
 {
 	bool m = false;
-	size_t n = strlen(q->text), kl = strlen(k->name);
 
 	if (!q->present)
 		return true;
-	if (q->scope == KP_SEARCH_ALIAS) {
-		m = false; /* kyok keys have no aliases */
-	} else if (q->exact) {
-		m = strcmp(k->name, q->text) == 0 ||
+	if (q->scope != KP_SEARCH_ALIAS)
+		m = kp_search_text(q, k->name) ||
 		    (q->scope == KP_SEARCH_ANY && strcasecmp(k->id, q->text) == 0);
-	} else {
-		for (size_t i = 0; !m && i + n <= kl; i++)
-			m = strncasecmp(k->name + i, q->text, n) == 0;
-		if (!m && q->scope == KP_SEARCH_ANY)
-			m = strcasecmp(k->id, q->text) == 0;
-	}
+	for (uint32_t i = 0; !m && q->scope != KP_SEARCH_NAME && i < k->naliases; i++)
+		m = kp_search_text(q, k->aliases[i].name);
 	return q->negate ? !m : m;
 }

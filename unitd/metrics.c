@@ -92,8 +92,13 @@ int unitd_metrics_route(const char *method, const char *prefix, const char *path
 		if (strcmp(metrics_routes[i].method, method) == 0 &&
 		    strcmp(metrics_routes[i].route, route) == 0)
 			return (int)i;
-	if (metrics_nroutes == UNITD_METRICS_ROUTES_MAX)
+	if (metrics_nroutes == UNITD_METRICS_ROUTES_MAX) {
+		/* A program error, said where it shows: raise UNITD_METRICS_ROUTES_MAX. */
+		unitd_log("error: metrics: no slot left for %s %s (UNITD_METRICS_ROUTES_MAX %d): "
+		          "its requests are counted as unmatched",
+		          method, route, UNITD_METRICS_ROUTES_MAX);
 		return UNITD_METRICS_UNMATCHED;
+	}
 	snprintf(metrics_routes[i].method, sizeof(metrics_routes[i].method), "%s", method);
 	memcpy(metrics_routes[i].route, route, sizeof(route));
 	metrics_nroutes++;

@@ -527,7 +527,7 @@ void unitd_policy_pass_counts(struct unitd_policy_pass_counts *c);
 
 /* ---- metrics.c: counters for GET /metrics, the storage check of GET /ready ---- */
 
-#define UNITD_METRICS_ROUTES_MAX 64
+#define UNITD_METRICS_ROUTES_MAX 192
 #define UNITD_METRICS_UNMATCHED  0 /* the slot of a path no route table knows */
 
 /* At start, before the server serves: the start time, and whether requests are counted

@@ -480,6 +480,30 @@
 	  "token (GET /api/v2/import_token) and encrypt the nonce it gives")                       \
 	X(SYNC_TOO_EARLY, "sync-too-early", KY_EXIT_STATE, 409,                                    \
 	  "a sync of associated resources can be asked only an hour after the key's last change")  \
+	X(KEY_ALIAS_INVALID, "key-alias-invalid", KY_EXIT_INPUT, 400,                              \
+	  "a key alias is 2 to 90 characters, letters, digits, '-' and '_', and not a UUID "       \
+	  "(aliases are case sensitive)")                                                          \
+	X(KEY_ALIAS_EXISTS, "key-alias-not-unique", KY_EXIT_STATE, 409,                            \
+	  "the alias is in use by a key of this instance (an alias names one key): choose "        \
+	  "another alias, or delete it from the key that has it first")                            \
+	X(KEY_ALIAS_QUOTA, "key-alias-quota", KY_EXIT_REFUSED, 400,                                \
+	  "the key has 5 aliases, as many as a key may have: delete one of them first")            \
+	X(KEY_ALIAS_NOT_FOUND, "key-alias-not-found", KY_EXIT_INPUT, 404,                          \
+	  "the key has no such alias: its aliases are in its metadata ('aliases')")                \
+	X(KEY_RING_INVALID, "key-ring-invalid", KY_EXIT_INPUT, 400,                                \
+	  "a key ring id is 2 to 100 characters: letters, digits and '-'")                         \
+	X(KEY_RING_EXISTS, "key-ring-exists", KY_EXIT_STATE, 409,                                  \
+	  "the instance has a key ring with this id already: choose another id")                   \
+	X(KEY_RING_NOT_FOUND, "key-ring-not-found", KY_EXIT_INPUT, 404,                            \
+	  "the instance has no key ring with this id: 'GET /api/v2/key_rings' lists them")         \
+	X(KEY_RING_NOT_EMPTY, "key-ring-not-empty", KY_EXIT_STATE, 409,                            \
+	  "the key ring holds keys (in any state, until purged): move them to another key ring "   \
+	  "(PATCH /api/v2/keys/{id}) or purge them first")                                         \
+	X(KEY_RING_DEFAULT, "key-ring-default", KY_EXIT_REFUSED, 400,                              \
+	  "the key ring 'default' is every instance's own: it is never deleted")                   \
+	X(KEY_RING_QUOTA, "key-ring-quota", KY_EXIT_REFUSED, 400,                                  \
+	  "the instance has 50 key rings besides 'default', as many as it may have: delete one "   \
+	  "first")                                                                                 \
 	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
 	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
 	  "never written again: make a new API key under another name, and revoke this one")

@@ -87,6 +87,13 @@ struct ky_key_version {
 	uint8_t *material; /* secure heap; NULL when loaded with KY_KMS_METADATA_ONLY */
 };
 
+/* A key alias: another name a key is addressed by, unique in the instance. */
+struct ky_key_alias {
+	char name[KY_KEY_ALIAS_MAX + 1];
+	char created_by[KY_KEY_ACTOR_MAX + 1];
+	int64_t created;
+};
+
 struct ky_key {
 	char id[KY_UUID_LEN + 1];
 	char name[KY_KEY_NAME_MAX + 1];
@@ -106,6 +113,9 @@ struct ky_key {
 	int64_t deletion_set_at;
 	uint32_t nversions;
 	struct ky_key_version *versions; /* ascending; versions[nversions - 1] is the newest */
+	uint32_t naliases;               /* 0..KY_KEY_ALIASES_MAX, in the order they were made */
+	struct ky_key_alias aliases[KY_KEY_ALIASES_MAX];
+	char ring[KY_KEY_RING_MAX + 1]; /* its key ring, KY_KEY_RING_DEFAULT unless moved */
 	/* storage bookkeeping, filled by ky_kms_record_open / _key_create */
 	int64_t seq;
 	int64_t rev;
@@ -116,10 +126,14 @@ struct ky_key_spec {
 	const char *name;
 	const char *description; /* NULL = "" */
 	int extractable;
-	const uint8_t *payload; /* imported material; NULL = generate 32 bytes */
-	size_t len;             /* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
-	int64_t expires;        /* 0 = never */
-	const char *actor;      /* created_by; NULL = "" */
+	const uint8_t *payload;     /* imported material; NULL = generate 32 bytes */
+	size_t len;                 /* root: 16, 24 or 32; standard: 1..KY_KEY_PAYLOAD_MAX */
+	int64_t expires;            /* 0 = never */
+	const char *actor;          /* created_by; NULL = "" */
+	const char *const *aliases; /* naliases of them (KY_ERR_KEY_ALIAS_INVALID, _QUOTA,
+	                               _EXISTS for one given twice) */
+	size_t naliases;
+	const char *ring; /* NULL = KY_KEY_RING_DEFAULT: ky_kms_key_create_in checks it exists */
 };
 
 enum ky_key_action {
@@ -132,6 +146,9 @@ enum ky_key_action {
 	KY_KEY_RESTORE,
 	KY_KEY_PURGE,
 	KY_KEY_SET_POLICY,
+	KY_KEY_ALIAS_ADD,    /* alias: KY_ERR_KEY_ALIAS_INVALID, _EXISTS (this key), _QUOTA */
+	KY_KEY_ALIAS_DELETE, /* alias: KY_ERR_KEY_ALIAS_NOT_FOUND */
+	KY_KEY_SET_RING,     /* ring (ky_kms_key_move checks that it exists) */
 };
 
 struct ky_key_act {
@@ -141,7 +158,14 @@ struct ky_key_act {
 	size_t len;
 	int rotation_months; /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1..12 */
 	int dual_auth;       /* KY_KEY_SET_POLICY: -1 unchanged, 0 off, 1 on */
+	const char *alias;   /* KY_KEY_ALIAS_ADD, KY_KEY_ALIAS_DELETE */
+	const char *ring;    /* KY_KEY_SET_RING */
 };
+
+/* What a key alias may be (Key Protect's rule): 2 to KY_KEY_ALIAS_MAX characters of
+ * A-Z a-z 0-9 '-' '_', not a UUID (in either case: it would read as a key id), and not
+ * "registrations" (GET /keys/registrations is another request). */
+bool ky_key_alias_valid(const char *alias);
 
 /* New key in memory (id and material generated unless imported). KY_ERR_KEY_NAME,
  * KY_ERR_KEY_MATERIAL. */
@@ -179,6 +203,12 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 
 /* ---- keys in the store ---- */
 
+/* The key that has alias: its id in id. KY_ERR_NOT_FOUND when no key has it;
+ * KY_ERR_RECORD_TAMPERED when the store's alias index names a key whose sealed record does not
+ * list the alias (the index was altered); the errors of ky_kms_key_get. */
+int ky_kms_alias_resolve(const struct ky_kms *kms, const char *alias, int64_t now,
+                         char id[KY_UUID_LEN + 1]) KY_WUR;
+
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
                       struct ky_key **out) KY_WUR;
 /* state is the state as of now (ky_key_state_at). */
@@ -203,6 +233,48 @@ int ky_kms_key_list(const struct ky_kms *kms, const struct ky_store_filter *f, u
  * deletes the row. out (may be NULL) receives the key as stored (NULL after a purge). */
 int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key_act *a,
                    int64_t now, struct ky_key **out) KY_WUR;
+
+/* ---- key rings (lib/kms/ring.c) ---- */
+
+#define KY_KEY_RINGS_MAX    50          /* key rings of an instance besides 'default' */
+#define KY_KMS_SECRET_RINGS "key-rings" /* the system secret that lists them */
+
+struct ky_key_ring {
+	char id[KY_KEY_RING_MAX + 1];
+	char created_by[KY_KEY_ACTOR_MAX + 1];
+	int64_t created;
+};
+/* The rings an instance made ('default' is never in the list: every instance has it). */
+struct ky_key_rings {
+	size_t n;
+	struct ky_key_ring rings[KY_KEY_RINGS_MAX];
+};
+
+/* What a key ring id may be (Key Protect's rule): 2 to KY_KEY_RING_MAX characters of
+ * A-Z a-z 0-9 '-'. */
+bool ky_key_ring_valid(const char *id);
+/* Parses the stored list (KY_ERR_MALFORMED). Pure. */
+int ky_kms_rings_decode(const uint8_t *p, size_t n, struct ky_key_rings *out) KY_WUR;
+/* The stored list (empty when no ring was ever made). */
+int ky_kms_rings_get(const struct ky_kms *kms, struct ky_key_rings *out) KY_WUR;
+/* 0 when ring id exists ('default' always does), else KY_ERR_KEY_RING_NOT_FOUND. */
+int ky_kms_ring_check(const struct ky_kms *kms, const char *id) KY_WUR;
+/* KY_ERR_KEY_RING_INVALID, KY_ERR_KEY_RING_EXISTS ('default' too), KY_ERR_KEY_RING_QUOTA. */
+int ky_kms_ring_create(const struct ky_kms *kms, const char *id, const char *actor,
+                       int64_t now) KY_WUR;
+/* KY_ERR_KEY_RING_DEFAULT, KY_ERR_KEY_RING_NOT_FOUND, KY_ERR_KEY_RING_NOT_EMPTY (*holding =
+ * how many keys are in it: in any state until purged; with force, those not deleted). force
+ * (Key Protect's force=true): the deleted keys in it are moved to 'default' first. */
+int ky_kms_ring_delete(const struct ky_kms *kms, const char *id, bool force, int64_t now,
+                       size_t *holding) KY_WUR;
+/* ky_kms_key_create in the ring spec->ring, which must exist (KY_ERR_KEY_RING_NOT_FOUND), in
+ * one write transaction with the check (or the caller's). */
+int ky_kms_key_create_in(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
+                         struct ky_key **out) KY_WUR;
+/* Moves key id to ring (KY_ERR_KEY_RING_INVALID, KY_ERR_KEY_RING_NOT_FOUND), in one write
+ * transaction with the check (or the caller's). */
+int ky_kms_key_move(const struct ky_kms *kms, const char *id, const char *ring, const char *actor,
+                    int64_t now, struct ky_key **out) KY_WUR;
 
 /* ---- system secrets (same sealing; AAD label "kyok-secret-v1", version 0) ---- */
 

@@ -24,10 +24,14 @@
 
 #include "kyok/common.h"
 
-#define KY_STORE_SCHEMA_VERSION    1
+#define KY_STORE_SCHEMA_VERSION    2
 #define KY_STORE_KEY_LIMIT_DEFAULT 5000
 #define KY_STORE_BUSY_MS_DEFAULT   10000
-#define KY_KEY_NAME_MAX            90 /* Key Protect: 2 to 90 characters */
+#define KY_KEY_NAME_MAX            90  /* Key Protect: 2 to 90 characters */
+#define KY_KEY_ALIAS_MAX           90  /* a key alias: 2 to 90 characters (ky_key_alias_valid) */
+#define KY_KEY_ALIASES_MAX         5   /* aliases of one key */
+#define KY_KEY_RING_MAX            100 /* a key ring id: 2 to 100 characters (ky_key_ring_valid) */
+#define KY_KEY_RING_DEFAULT        "default"
 #define KY_SECRET_NAME_MAX         64
 #define KY_APIKEY_ROLE_MAX         48 /* a role list (KY_ROLE_MAX) */
 #define KY_APIKEY_HASH_LEN         32
@@ -75,6 +79,11 @@ struct ky_store_row {
 	/* insert only: records under this VP count toward the key limit too (the other master
 	 * key register during a rotation); NULL = only those under vp. */
 	const uint8_t *limit_vp;
+	/* insert and update only: the key's aliases (the sealed record holds them; the store
+	 * keeps them in its alias index, unique in the store: KY_ERR_KEY_ALIAS_EXISTS when
+	 * another key has one). They point into the caller's key, which outlives the call. */
+	const char *aliases[KY_KEY_ALIASES_MAX];
+	size_t naliases;
 	bool stale; /* read only: not the record the storage digest holds (see below) */
 	/* listings only: this row could not be read (KY_ERR_RECORD_TAMPERED: a column of a
 	 * length or kind kyok never writes; KY_ERR_RECORD_STALE: a value its digest cannot
@@ -197,6 +206,7 @@ struct ky_store_ops {
 	int (*key_list)(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
 	                struct ky_store_row **rows, size_t *n);
 	int (*key_count)(void *be, const struct ky_store_filter *f, uint64_t *n);
+	int (*alias_find)(void *be, const char *alias, char id[KY_UUID_LEN + 1]);
 	int (*secret_put)(void *be, struct ky_store_secret *s, int64_t expect_rev);
 	int (*secret_get)(void *be, const char *name, struct ky_store_secret *s);
 	int (*secret_delete)(void *be, const char *name);
@@ -255,20 +265,27 @@ int ky_store_rollback(struct ky_store *s); /* no-op outside a transaction */
 /* ---- keys ---- */
 
 /* Inserts a new row: the key limit is checked in the same transaction (KY_ERR_KEY_LIMIT);
- * KY_ERR_EXISTS for a duplicate id. Sets row->seq and row->rev. */
+ * KY_ERR_EXISTS for a duplicate id, KY_ERR_KEY_ALIAS_EXISTS when another key has one of
+ * row->aliases. Sets row->seq and row->rev. */
 int ky_store_key_insert(struct ky_store *s, struct ky_store_row *row) KY_WUR;
 /* Replaces every column of row->id iff its rev is still row->rev (else KY_ERR_CONFLICT;
- * KY_ERR_NOT_FOUND if gone). Sets row->rev to the new rev. */
+ * KY_ERR_NOT_FOUND if gone), and its aliases in the alias index by row->aliases
+ * (KY_ERR_KEY_ALIAS_EXISTS when another key has one). Sets row->rev to the new rev. */
 int ky_store_key_update(struct ky_store *s, struct ky_store_row *row) KY_WUR;
 /* KY_ERR_NOT_FOUND. row is overwritten (release it before reuse). */
 int ky_store_key_get(struct ky_store *s, const char *id, struct ky_store_row *row) KY_WUR;
-/* Deletes (purges) row id iff its rev is rev (KY_ERR_CONFLICT / KY_ERR_NOT_FOUND). */
+/* Deletes (purges) row id iff its rev is rev (KY_ERR_CONFLICT / KY_ERR_NOT_FOUND), and its
+ * aliases. */
 int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev) KY_WUR;
 /* Rows in creation order, filtered; limit 0 = no limit. *rows is an array of *n rows. */
 int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
                       uint64_t offset, struct ky_store_row **rows, size_t *n) KY_WUR;
 /* Rows matching f (NULL = all: constant time). */
 int ky_store_key_count(struct ky_store *s, const struct ky_store_filter *f, uint64_t *n) KY_WUR;
+/* The key id the alias index names for alias (KY_ERR_NOT_FOUND: none). The index is not
+ * authenticated: it only finds the record, whose sealed copy must then list the alias
+ * (ky_kms_alias_resolve checks it). */
+int ky_store_alias_find(struct ky_store *s, const char *alias, char id[KY_UUID_LEN + 1]) KY_WUR;
 void ky_store_row_release(struct ky_store_row *row); /* frees the blob, keeps the struct */
 void ky_store_rows_free(struct ky_store_row *rows, size_t n);
 

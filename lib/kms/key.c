@@ -1,12 +1,16 @@
 /* Key objects: creation, the state rules, the authoritative record (encode, decode, seal,
  * open), keys and secrets in the store, and re-encipherment under a new master key.
  *
- * Record plaintext, version 1 (integers big-endian, str = u16 length + bytes):
- *   u8 1 | str id | str name | str description | u8 extractable | u8 imported | u8 state |
+ * Record plaintext, version 2 (integers big-endian, str = u16 length + bytes):
+ *   u8 2 | str id | str name | str description | u8 extractable | u8 imported | u8 state |
  *   u8 dual_auth | u32 rotation_months | i64 created | i64 updated | i64 expires |
  *   i64 deleted | str created_by | str deleted_by | str deletion_set_by |
  *   i64 deletion_set_at | u32 nversions | nversions x (u32 n | str id | i64 created |
- *   u16 len | material)
+ *   u16 len | material) | u8 naliases | naliases x (str alias | str created_by | i64 created) |
+ *   str key_ring
+ * Version 1 is version 2 without the aliases and the key ring (records written before them):
+ * read as a key without aliases in the ring 'default', and written as version 2 the next time
+ * the key changes.
  */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -18,13 +22,14 @@
 #include "kyok/err.h"
 #include "kyok/kms.h"
 
-#define KMS_RECORD_FORMAT 1
-#define KMS_LABEL_KEY     "kyok-record-v1"
-#define KMS_LABEL_SECRET  "kyok-secret-v1"
-#define KMS_AAD_MAX       (2 + 14 + 2 + KY_ID_MAX + 2 + KY_SECRET_NAME_MAX + 4 + 2 + KY_VP_LEN)
-#define KMS_SEAL_OVERHEAD (KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
-#define KMS_RETRIES       16
-#define KMS_SECRET_MAX    65536
+#define KMS_RECORD_FORMAT    2
+#define KMS_RECORD_FORMAT_V1 1 /* no aliases */
+#define KMS_LABEL_KEY        "kyok-record-v1"
+#define KMS_LABEL_SECRET     "kyok-secret-v1"
+#define KMS_AAD_MAX          (2 + 14 + 2 + KY_ID_MAX + 2 + KY_SECRET_NAME_MAX + 4 + 2 + KY_VP_LEN)
+#define KMS_SEAL_OVERHEAD    (KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
+#define KMS_RETRIES          16
+#define KMS_SECRET_MAX       65536
 
 /* ---- master keys ---- */
 
@@ -94,6 +99,53 @@ static int key_material_ok(int extractable, size_t len)
 	return len == 16 || len == 24 || len == 32;
 }
 
+bool ky_key_alias_valid(const char *alias)
+{
+	size_t n = alias ? strnlen(alias, KY_KEY_ALIAS_MAX + 1) : 0;
+
+	/* "registrations": /keys/registrations is a Key Protect endpoint, not a key */
+	if (n < 2 || n > KY_KEY_ALIAS_MAX || ky_uuid_valid(alias) ||
+	    strcmp(alias, "registrations") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = alias[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* The index of alias among k's aliases, -1 when k has no such alias (case sensitive). */
+static int key_alias_at(const struct ky_key *k, const char *alias)
+{
+	for (uint32_t i = 0; i < k->naliases; i++)
+		if (strcmp(k->aliases[i].name, alias) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* The rules for adding alias to k. */
+static int key_alias_add_check(const struct ky_key *k, const char *alias)
+{
+	if (!ky_key_alias_valid(alias))
+		return KY_ERR_KEY_ALIAS_INVALID;
+	if (key_alias_at(k, alias) >= 0)
+		return KY_ERR_KEY_ALIAS_EXISTS;
+	if (k->naliases >= KY_KEY_ALIASES_MAX)
+		return KY_ERR_KEY_ALIAS_QUOTA;
+	return 0;
+}
+
+static void key_alias_add(struct ky_key *k, const char *alias, const char *actor, int64_t now)
+{
+	struct ky_key_alias *a = &k->aliases[k->naliases++];
+
+	snprintf(a->name, sizeof(a->name), "%s", alias);
+	snprintf(a->created_by, sizeof(a->created_by), "%s", actor ? actor : "");
+	a->created = now;
+}
+
 /* Appends a version: payload copied, or 32 random bytes. */
 static int key_add_version(struct ky_key *k, const uint8_t *payload, size_t len, int64_t now)
 {
@@ -139,8 +191,16 @@ int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
 		return KY_ERR_KEY_MATERIAL;
 	if (spec->expires < 0)
 		return KY_ERR_USAGE;
+	if ((spec->naliases > 0 && spec->aliases == NULL) ||
+	    (spec->ring != NULL && !ky_key_ring_valid(spec->ring)))
+		return KY_ERR_USAGE;
 	if ((k = calloc(1, sizeof(*k))) == NULL)
 		return KY_ERR_NOMEM;
+	for (size_t i = 0; i < spec->naliases; i++) {
+		if ((r = key_alias_add_check(k, spec->aliases[i])) != 0)
+			goto out;
+		key_alias_add(k, spec->aliases[i], spec->actor, now);
+	}
 	if ((r = ky_uuid_new(k->id)) != 0)
 		goto out;
 	strcpy(k->name, spec->name);
@@ -150,6 +210,7 @@ int ky_key_new(const struct ky_key_spec *spec, int64_t now, struct ky_key **out)
 		strcpy(k->created_by, spec->actor);
 	k->extractable = spec->extractable ? 1 : 0;
 	k->imported = spec->payload != NULL;
+	snprintf(k->ring, sizeof(k->ring), "%s", spec->ring ? spec->ring : KY_KEY_RING_DEFAULT);
 	k->state = KY_KEY_ACTIVE;
 	k->created = k->updated = now;
 	k->expires = spec->expires;
@@ -243,6 +304,20 @@ int ky_key_check(const struct ky_key *k, const struct ky_key_act *a, int64_t now
 		if (a->rotation_months > 0 && k->extractable)
 			return KY_ERR_KEY_NOT_ROOT;
 		return 0;
+	case KY_KEY_ALIAS_ADD:
+		if (destroyed)
+			return KY_ERR_KEY_DESTROYED;
+		if (a->actor && !key_text_ok(a->actor, 0, KY_KEY_ACTOR_MAX))
+			return KY_ERR_USAGE;
+		return key_alias_add_check(k, a->alias);
+	case KY_KEY_ALIAS_DELETE:
+		if (a->alias == NULL || key_alias_at(k, a->alias) < 0)
+			return KY_ERR_KEY_ALIAS_NOT_FOUND;
+		return 0;
+	case KY_KEY_SET_RING:
+		if (!ky_key_ring_valid(a->ring))
+			return KY_ERR_KEY_RING_INVALID;
+		return 0;
 	}
 	return KY_ERR_USAGE;
 }
@@ -296,6 +371,20 @@ int ky_key_apply(struct ky_key *k, const struct ky_key_act *a, int64_t now)
 				k->deletion_set_at = 0;
 			}
 		}
+		break;
+	case KY_KEY_ALIAS_ADD:
+		key_alias_add(k, a->alias, a->actor, now);
+		break;
+	case KY_KEY_ALIAS_DELETE: {
+		int at = key_alias_at(k, a->alias);
+		memmove(&k->aliases[at], &k->aliases[at + 1],
+		        (k->naliases - (uint32_t)at - 1) * sizeof(k->aliases[0]));
+		k->naliases--;
+		memset(&k->aliases[k->naliases], 0, sizeof(k->aliases[0]));
+		break;
+	}
+	case KY_KEY_SET_RING:
+		snprintf(k->ring, sizeof(k->ring), "%s", a->ring);
 		break;
 	}
 	k->updated = now;
@@ -374,6 +463,13 @@ static void key_encode(struct enc *e, const struct ky_key *k)
 		enc_u16(e, (uint16_t)v->len);
 		enc_put(e, v->material, v->len);
 	}
+	enc_u8(e, (uint8_t)k->naliases);
+	for (uint32_t i = 0; i < k->naliases; i++) {
+		enc_str(e, k->aliases[i].name);
+		enc_str(e, k->aliases[i].created_by);
+		enc_i64(e, k->aliases[i].created);
+	}
+	enc_str(e, k->ring[0] ? k->ring : KY_KEY_RING_DEFAULT);
 }
 
 int ky_kms_record_encode(const struct ky_key *k, uint8_t **out, size_t *len)
@@ -382,7 +478,8 @@ int ky_kms_record_encode(const struct ky_key *k, uint8_t **out, size_t *len)
 
 	*out = NULL;
 	*len = 0;
-	if (k->nversions == 0 || k->nversions > KY_KEY_VERSIONS_MAX)
+	if (k->nversions == 0 || k->nversions > KY_KEY_VERSIONS_MAX ||
+	    k->naliases > KY_KEY_ALIASES_MAX)
 		return KY_ERR_USAGE;
 	for (uint32_t i = 0; i < k->nversions; i++)
 		if (k->versions[i].material == NULL || k->versions[i].len > UINT16_MAX)
@@ -484,13 +581,14 @@ int ky_kms_record_decode(const uint8_t *p, size_t n, int flags, struct ky_key **
 {
 	struct dec d = {.p = p, .n = n};
 	struct ky_key *k = NULL;
-	uint8_t b;
+	uint8_t b, format;
 	int r = KY_ERR_MALFORMED;
 
 	*out = NULL;
 	if ((k = calloc(1, sizeof(*k))) == NULL)
 		return KY_ERR_NOMEM;
-	if (dec_u8(&d) != KMS_RECORD_FORMAT)
+	format = dec_u8(&d);
+	if (format != KMS_RECORD_FORMAT && format != KMS_RECORD_FORMAT_V1)
 		goto out;
 	dec_str(&d, k->id, KY_UUID_LEN);
 	dec_str(&d, k->name, KY_KEY_NAME_MAX);
@@ -544,7 +642,27 @@ int ky_kms_record_decode(const uint8_t *p, size_t n, int flags, struct ky_key **
 		}
 		memcpy(v->material, m, v->len);
 	}
-	if (d.off != d.n || (k->extractable && nv != 1))
+	if (format == KMS_RECORD_FORMAT) {
+		uint8_t na = dec_u8(&d);
+		if (na > KY_KEY_ALIASES_MAX)
+			goto out;
+		for (uint8_t i = 0; i < na && !d.bad; i++) {
+			struct ky_key_alias *a = &k->aliases[i];
+			dec_str(&d, a->name, KY_KEY_ALIAS_MAX);
+			dec_str(&d, a->created_by, KY_KEY_ACTOR_MAX);
+			a->created = dec_i64(&d);
+			/* valid, and no alias twice */
+			if (d.bad || !ky_key_alias_valid(a->name) || key_alias_at(k, a->name) >= 0)
+				goto out;
+			k->naliases = (uint32_t)i + 1;
+		}
+		dec_str(&d, k->ring, KY_KEY_RING_MAX);
+		if (!d.bad && !ky_key_ring_valid(k->ring))
+			goto out;
+	} else {
+		snprintf(k->ring, sizeof(k->ring), "%s", KY_KEY_RING_DEFAULT);
+	}
+	if (d.bad || d.off != d.n || (k->extractable && nv != 1))
 		goto out;
 	*out = k;
 	k = NULL; /* transferred */
@@ -670,6 +788,10 @@ int ky_kms_record_seal(const struct ky_kms *kms, const struct ky_key *k, struct 
 	row->deleted = k->deleted;
 	row->version = k->nversions;
 	row->expires = k->expires;
+	/* The store's alias index: pointers into k, which outlives the insert or update. */
+	row->naliases = k->naliases;
+	for (uint32_t i = 0; i < k->naliases; i++)
+		row->aliases[i] = k->aliases[i].name;
 	memcpy(row->vp, mk->vp, KY_VP_LEN);
 	if ((r = kms_seal(mk, aad, aadlen, pt, ptlen, &row->blob, &row->bloblen)) != 0)
 		goto out;
@@ -779,6 +901,34 @@ int ky_kms_key_get(const struct ky_kms *kms, const char *id, int flags, int64_t 
 	ky_store_row_release(&row);
 	if (r == 0)
 		(*out)->state = ky_key_state_at(*out, now);
+	return r;
+}
+
+int ky_kms_alias_resolve(const struct ky_kms *kms, const char *alias, int64_t now,
+                         char id[KY_UUID_LEN + 1])
+{
+	struct ky_key *k = NULL;
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = ky_store_alias_find(kms->store, alias, id)) != 0)
+		goto out;
+	if ((r = ky_kms_key_get(kms, id, KY_KMS_METADATA_ONLY, now, &k)) != 0) {
+		/* The index names a key that is gone: altered, as the key's purge drops its
+		 * aliases in its transaction. */
+		if (r == KY_ERR_NOT_FOUND)
+			r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	/* The index only finds the record: the sealed copy says which aliases it has. */
+	if (key_alias_at(k, alias) < 0) {
+		r = KY_ERR_RECORD_TAMPERED;
+		goto out;
+	}
+	r = 0;
+out:
+	if (r != 0)
+		id[0] = '\0';
+	ky_key_free(k);
 	return r;
 }
 

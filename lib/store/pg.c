@@ -37,7 +37,8 @@
  * prepared on first use; writers of one process queue on a mutex. Inserts are not grouped:
  * each commits alone (no_group_commit is implied).
  *
- * Schema version 1 (meta.schema = '1'), in the connection's current schema (choose another
+ * Schema version 2 (meta.schema = '2'; version 1 is brought to 2 on open: it only lacks
+ * key_aliases), in the connection's current schema (choose another
  * with options=-csearch_path=NAME): the tables and columns of sqlite.c, with int8 for every
  * integer, bytea for every blob and text COLLATE "C" for ids (byte order, as SQLite's):
  *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>' (PL/pgSQL row triggers on keys) and
@@ -115,6 +116,9 @@ enum pg_stmt {
 	PG_REQUEST_GET,
 	PG_REQUEST_PUT,
 	PG_REQUEST_EXPIRE,
+	PG_ALIAS_FIND,
+	PG_ALIAS_INSERT,
+	PG_ALIAS_DROP,
 	PG__COUNT
 };
 
@@ -235,6 +239,9 @@ static const struct {
                         "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                         "ttbiibb"},
     [PG_REQUEST_EXPIRE] = {"DELETE FROM requests WHERE created < $1", "i"},
+    [PG_ALIAS_FIND] = {"SELECT id FROM key_aliases WHERE alias = $1", "t"},
+    [PG_ALIAS_INSERT] = {"INSERT INTO key_aliases (alias, id) VALUES ($1, $2)", "tt"},
+    [PG_ALIAS_DROP] = {"DELETE FROM key_aliases WHERE id = $1", "t"},
 };
 
 #define PG_ID "text COLLATE \"C\" NOT NULL"
@@ -265,6 +272,11 @@ static const struct {
 	"CREATE TRIGGER " t "_truncated AFTER TRUNCATE ON " t                 \
 	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_commits();"
 
+/* Schema 2: the alias index (sqlite.c's key_aliases). */
+#define PG_ALIASES_SCHEMA                                                                     \
+	"CREATE TABLE IF NOT EXISTS key_aliases (alias " PG_ID " PRIMARY KEY, id " PG_ID ");" \
+	"CREATE INDEX IF NOT EXISTS key_aliases_id ON key_aliases (id);"
+
 static const char pg_schema[] =
     "CREATE TABLE meta (k " PG_ID " PRIMARY KEY, v text NOT NULL);"
     "CREATE TABLE counters (k " PG_ID " PRIMARY KEY, n int8 NOT NULL);"
@@ -291,8 +303,8 @@ static const char pg_schema[] =
     "CREATE INDEX requests_created ON requests (created);" PG_COUNT_TRIGGERS PG_COMMITS_TRIGGER(
         "keys") PG_COMMITS_TRIGGER("secrets") PG_COMMITS_TRIGGER("api_keys")
         PG_COMMITS_TRIGGER("ledger") "INSERT INTO counters (k, n) VALUES ('keys', 0), "
-                                     "('commits', 0);"
-                                     "INSERT INTO meta (k, v) VALUES ('schema', '1');";
+                                     "('commits', 0);" PG_ALIASES_SCHEMA
+                                     "INSERT INTO meta (k, v) VALUES ('schema', '2');";
 
 struct pg_store;
 
@@ -1374,6 +1386,76 @@ static void pg_key_fault(const PGresult *res, int i, struct ky_store_row *row, i
 		snprintf(row->id, sizeof(row->id), "%.*s...", (int)sizeof(row->id) - 4, id);
 }
 
+/* The key the alias index names for alias: KY_ERR_NOT_FOUND when none. */
+static int pg_alias_owner(struct pg_conn *c, const char *alias, char id[KY_UUID_LEN + 1])
+{
+	struct pg_params p;
+	PGresult *res;
+	int r;
+
+	pg_p_init(&p);
+	pg_p_text(&p, alias);
+	if ((r = pg_run(c, PG_ALIAS_FIND, &p, &res)) != 0)
+		return r;
+	if (PQntuples(res) == 0)
+		r = KY_ERR_NOT_FOUND;
+	else
+		r = pg_col_text(res, 0, 0, id, KY_UUID_LEN + 1, 1);
+	PQclear(res);
+	return r;
+}
+
+/* Before a key row is written: KY_ERR_KEY_ALIAS_EXISTS when another key has one of its
+ * aliases. Writes nothing. */
+static int pg_aliases_check(struct pg_conn *c, const struct ky_store_row *row)
+{
+	char id[KY_UUID_LEN + 1];
+	int r;
+
+	for (size_t i = 0; i < row->naliases; i++) {
+		r = pg_alias_owner(c, row->aliases[i], id);
+		if (r == KY_ERR_NOT_FOUND)
+			continue;
+		if (r != 0)
+			return r;
+		if (strcmp(id, row->id) != 0)
+			return KY_ERR_KEY_ALIAS_EXISTS;
+	}
+	return 0;
+}
+
+/* The alias index rows of key id: dropped, then row's aliases (NULL row: none). */
+static int pg_aliases_write(struct pg_conn *c, const char *id, const struct ky_store_row *row)
+{
+	struct pg_params p;
+	int r;
+
+	pg_p_init(&p);
+	pg_p_text(&p, id);
+	if ((r = pg_exec(c, PG_ALIAS_DROP, &p, NULL)) != 0)
+		return r;
+	for (size_t i = 0; row != NULL && i < row->naliases; i++) {
+		pg_p_init(&p);
+		pg_p_text(&p, row->aliases[i]);
+		pg_p_text(&p, id);
+		/* pg_aliases_check saw it free under the same advisory lock: only a writer
+		 * outside kyok could have taken it since. */
+		if ((r = pg_exec(c, PG_ALIAS_INSERT, &p, NULL)) != 0)
+			return r == KY_ERR_EXISTS ? KY_ERR_CONFLICT : r;
+	}
+	return 0;
+}
+
+static int pg_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
+{
+	struct pg_conn *c;
+	int r;
+
+	if ((r = pg_conn(be, &c)) != 0)
+		return r;
+	return pg_alias_owner(c, alias, id);
+}
+
 static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 {
 	struct pg_params p;
@@ -1395,6 +1477,8 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 		return KY_ERR_STORE;
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
+	if ((r = pg_aliases_check(c, row)) != 0)
+		return r;
 
 	pg_p_init(&p);
 	pg_p_text(&p, row->id);
@@ -1418,6 +1502,10 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 	row->seq = PQntuples(res) == 1 ? pg_int(res, 0, 0) : 0;
 	row->rev = 1;
 	PQclear(res);
+	if (row->naliases > 0 && (r = pg_aliases_write(c, row->id, row)) != 0) {
+		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
+		return r;
+	}
 	if ((r = pg_sql_run(c, "RELEASE SAVEPOINT ins")) != 0)
 		return r;
 	return pg_touch(c, KY_LEDGER_KEYS, row->id);
@@ -1465,6 +1553,8 @@ static int pg_key_update(void *be, struct ky_store_row *row)
 		return r;
 	if ((r = pg_wbegin(c, &opened)) != 0)
 		return r;
+	if ((r = pg_aliases_check(c, row)) != 0)
+		goto out;
 	pg_p_init(&p);
 	pg_p_text(&p, row->id);
 	pg_p_text(&p, row->name);
@@ -1486,6 +1576,8 @@ static int pg_key_update(void *be, struct ky_store_row *row)
 	}
 	seq = pg_int(res, 0, 0);
 	rev = pg_int(res, 0, 1);
+	if ((r = pg_aliases_write(c, row->id, row)) != 0)
+		goto out;
 	r = pg_touch(c, KY_LEDGER_KEYS, row->id);
 out:
 	PQclear(res);
@@ -1567,7 +1659,7 @@ static int pg_key_delete(void *be, const char *id, int64_t rev)
 		goto out;
 	if (changes != 1)
 		r = pg_miss(c, PG_KEY_REV, id);
-	else
+	else if ((r = pg_aliases_write(c, id, NULL)) == 0)
 		r = pg_touch(c, KY_LEDGER_KEYS, id);
 out:
 	return pg_wend(c, opened, r);
@@ -2554,9 +2646,14 @@ static int pg_init_schema(struct pg_conn *c)
 		goto out;
 	}
 	r = pg_query_text(c, "SELECT v FROM meta WHERE k = 'schema'", NULL, v, sizeof(v));
-	if (r == KY_ERR_NOT_FOUND || (r == 0 && strcmp(v, "1") != 0))
+	if (r == KY_ERR_NOT_FOUND || (r == 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0))
 		r = KY_ERR_STORE_SCHEMA;
 	if (r != 0)
+		goto out;
+	/* Schema 1 to 2, in this transaction: none of its keys has an alias. */
+	if (strcmp(v, "1") == 0 &&
+	    (r = pg_sql_run(c, PG_ALIASES_SCHEMA "UPDATE meta SET v = '2' WHERE k = 'schema';")) !=
+	        0)
 		goto out;
 	if (instance != NULL) {
 		r = pg_query_text(c, "SELECT v FROM meta WHERE k = 'instance'", NULL, v, sizeof(v));
@@ -2728,7 +2825,7 @@ static int pg_open_short(const char *location, const struct ky_store_opts *opts,
 	.close = pg_close, .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback,    \
 	.key_insert = pg_key_insert, .key_update = pg_key_update, .key_get = pg_key_get,       \
 	.key_delete = pg_key_delete, .key_list = pg_key_list, .key_count = pg_key_count,       \
-	.secret_put = pg_secret_put, .secret_get = pg_secret_get,                              \
+	.alias_find = pg_alias_find, .secret_put = pg_secret_put, .secret_get = pg_secret_get, \
 	.secret_delete = pg_secret_delete, .vp_count = pg_vp_count, .vp_fetch = pg_vp_fetch,   \
 	.vp_swap = pg_vp_swap, .apikey_insert = pg_apikey_insert, .apikey_get = pg_apikey_get, \
 	.apikey_find = pg_apikey_find, .apikey_list = pg_apikey_list,                          \

@@ -15,7 +15,8 @@
  * commit in progress becomes the leader and inserts every queued row in one transaction,
  * each with its own result.
  *
- * Schema version 1 (meta.schema = '1'):
+ * Schema version 2 (meta.schema = '2'; a store of version 1 is brought to 2 on open: it only
+ * lacks key_aliases, and none of its keys has an alias):
  *   meta(k, v)               schema version, instance id
  *   counters(k, n)           'keys' = row count of keys, 'vp:<HEX>' = rows of keys under
  *                            that VP (both kept by triggers: O(1) limit check)
@@ -28,6 +29,10 @@
  *                            were made: added on open when missing)
  *   requests(apikey, id, hash, status, created, vp, body)  the replies of state changes by
  *                            request id (Idempotency-Key); made on open when missing
+ *   key_aliases(alias PK, id), key_aliases_id (id)   the alias index: which key has an alias
+ *                            (the sealed record holds the aliases; this table finds it, and its
+ *                            primary key keeps an alias to one key). Written with the key row
+ *                            in its transaction, under the write lock.
  *   changes(seq AUTOINCREMENT, rec, id)  the change log: one row per record written (rec 0
  *                            key, 1 secret, 2 API key), added by triggers on keys, secrets and
  *                            api_keys in the writing transaction (so writes by any program
@@ -100,6 +105,9 @@ enum sq_stmt {
 	SQ_LEDGER_CHANGED,
 	SQ_CHANGES_LAST,
 	SQ_CHANGES_FROM,
+	SQ_ALIAS_FIND,
+	SQ_ALIAS_INSERT,
+	SQ_ALIAS_DROP,
 	SQ__COUNT
 };
 
@@ -192,6 +200,9 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_CHANGES_LAST] = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
                         "'changes'), 0)",
     [SQ_CHANGES_FROM] = "SELECT seq, rec, id FROM changes WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+    [SQ_ALIAS_FIND] = "SELECT id FROM key_aliases WHERE alias = ?1",
+    [SQ_ALIAS_INSERT] = "INSERT INTO key_aliases (alias, id) VALUES (?1, ?2)",
+    [SQ_ALIAS_DROP] = "DELETE FROM key_aliases WHERE id = ?1",
     [SQ_LEDGER_CHANGED] = "SELECT gen, t, id, tag FROM ledger_log WHERE gen > ?1 AND gen <= ?2 "
                           "ORDER BY gen",
 };
@@ -265,7 +276,10 @@ static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS ledger_log (gen INTEGER NOT NULL, t INTEGER NOT NULL,"
     " id TEXT NOT NULL, tag BLOB, PRIMARY KEY (gen, t, id)) WITHOUT ROWID;"
     "INSERT OR IGNORE INTO counters (k, n) VALUES ('keys', 0);"
-    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '1');" SQ_CHANGES_SCHEMA;
+    "CREATE TABLE IF NOT EXISTS key_aliases (alias TEXT PRIMARY KEY NOT NULL,"
+    " id TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS key_aliases_id ON key_aliases (id);"
+    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', '2');" SQ_CHANGES_SCHEMA;
 
 struct sq_store;
 
@@ -1311,6 +1325,83 @@ static void sq_key_fault(sqlite3_stmt *st, struct ky_store_row *row, int fault)
 
 /* ---- keys ---- */
 
+/* The key the alias index names for alias: KY_ERR_NOT_FOUND when none. */
+static int sq_alias_owner(struct sq_conn *c, const char *alias, char id[KY_UUID_LEN + 1])
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, SQ_ALIAS_FIND, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, alias);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = sq_col_text(st, 0, id, KY_UUID_LEN + 1, 1);
+	else
+		r = rc == SQLITE_DONE ? KY_ERR_NOT_FOUND : sq_fail(rc);
+	sq_done(st);
+	return r;
+}
+
+/* Before a key row is written: KY_ERR_KEY_ALIAS_EXISTS when another key has one of its
+ * aliases. Writes nothing, so a refusal leaves the transaction as it was. */
+static int sq_aliases_check(struct sq_conn *c, const struct ky_store_row *row)
+{
+	char id[KY_UUID_LEN + 1];
+	int r;
+
+	for (size_t i = 0; i < row->naliases; i++) {
+		r = sq_alias_owner(c, row->aliases[i], id);
+		if (r == KY_ERR_NOT_FOUND)
+			continue;
+		if (r != 0)
+			return r;
+		if (strcmp(id, row->id) != 0)
+			return KY_ERR_KEY_ALIAS_EXISTS;
+	}
+	return 0;
+}
+
+/* The alias index rows of key id: dropped, then row's aliases (NULL row: none). */
+static int sq_aliases_write(struct sq_conn *c, const char *id, const struct ky_store_row *row)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, SQ_ALIAS_DROP, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if (rc != SQLITE_DONE)
+		return sq_fail(rc);
+	for (size_t i = 0; row != NULL && i < row->naliases; i++) {
+		if ((r = sq_stmt(c, SQ_ALIAS_INSERT, &st)) != 0)
+			return r;
+		sq_bind_text(st, 1, row->aliases[i]);
+		sq_bind_text(st, 2, id);
+		rc = sqlite3_step(st);
+		sq_done(st);
+		/* sq_aliases_check saw it free under the same write lock: only a writer outside
+		 * kyok could have taken it since. */
+		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+			return KY_ERR_CONFLICT;
+		if (rc != SQLITE_DONE)
+			return sq_fail(rc);
+	}
+	return 0;
+}
+
+static int sq_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
+{
+	struct sq_conn *c;
+	int r;
+
+	if ((r = sq_conn(be, &c)) != 0)
+		return r;
+	return sq_alias_owner(c, alias, id);
+}
+
 /* Limit check (records under the row's VP and limit_vp) and insert, inside the caller's write
  * transaction. */
 static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
@@ -1333,6 +1424,8 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 		return rc == SQLITE_ROW || rc == SQLITE_DONE ? KY_ERR_STORE : sq_fail(rc);
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
+	if ((r = sq_aliases_check(c, row)) != 0)
+		return r;
 
 	if ((r = sq_stmt(c, SQ_KEY_INSERT, &st)) != 0)
 		return r;
@@ -1356,6 +1449,8 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_fail(rc);
+	if (row->naliases > 0 && (r = sq_aliases_write(c, row->id, row)) != 0)
+		return r;
 	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
@@ -1370,7 +1465,8 @@ static void sq_key_insert_batch(struct sq_conn *c, struct sq_gc_req *batch)
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
 		/* A refusal of one row leaves the transaction usable; anything else ends it. */
-		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT) {
+		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT &&
+		    q->r != KY_ERR_KEY_ALIAS_EXISTS) {
 			r = q->r;
 			(void)sq_wend(c, opened, r);
 			goto fail;
@@ -1458,6 +1554,8 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 		return r;
 	if ((r = sq_wbegin(c, &opened)) != 0)
 		return r;
+	if ((r = sq_aliases_check(c, row)) != 0)
+		goto out;
 	if ((r = sq_stmt(c, SQ_KEY_UPDATE, &st)) != 0)
 		goto out;
 	sq_bind_text(st, 1, row->id);
@@ -1488,6 +1586,8 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 		r = sq_miss(c, SQ_KEY_REV, row->id);
 		goto out;
 	}
+	if ((r = sq_aliases_write(c, row->id, row)) != 0)
+		goto out;
 	r = sq_touch(c, KY_LEDGER_KEYS, row->id);
 out:
 	r = sq_wend(c, opened, r);
@@ -1567,7 +1667,7 @@ static int sq_key_delete(void *be, const char *id, int64_t rev)
 		r = sq_fail(rc);
 	else if (sqlite3_changes(c->db) != 1)
 		r = sq_miss(c, SQ_KEY_REV, id);
-	else
+	else if ((r = sq_aliases_write(c, id, NULL)) == 0)
 		r = sq_touch(c, KY_LEDGER_KEYS, id);
 out:
 	return sq_wend(c, opened, r);
@@ -2907,7 +3007,7 @@ static int sq_init_schema(struct sq_conn *c)
 		/* An existing store: refuse a schema this program does not know before touching
 		 * anything. */
 		r = sq_meta_get(c, "schema", v, sizeof(v));
-		if (r == KY_ERR_NOT_FOUND || (r == 0 && strcmp(v, "1") != 0))
+		if (r == KY_ERR_NOT_FOUND || (r == 0 && strcmp(v, "1") != 0 && strcmp(v, "2") != 0))
 			r = KY_ERR_STORE_SCHEMA;
 		if (r != 0)
 			goto out;
@@ -2922,6 +3022,9 @@ static int sq_init_schema(struct sq_conn *c)
 		goto out;
 	}
 	if ((r = sq_upgrade(c, had_vp_triggers)) != 0)
+		goto out;
+	/* Schema 1 to 2: sq_schema made key_aliases. */
+	if ((r = sq_run(c, "UPDATE meta SET v = '2' WHERE k = 'schema'")) != 0)
 		goto out;
 	if (instance != NULL) {
 		r = sq_meta_get(c, "instance", v, sizeof(v));
@@ -3056,6 +3159,7 @@ const struct ky_store_ops ky_store_sqlite_ops = {
     .key_delete = sq_key_delete,
     .key_list = sq_key_list,
     .key_count = sq_key_count,
+    .alias_find = sq_alias_find,
     .secret_put = sq_secret_put,
     .secret_get = sq_secret_get,
     .secret_delete = sq_secret_delete,

@@ -107,8 +107,13 @@ int ky_store_rollback(struct ky_store *s)
 
 static int store_check_row(const struct ky_store_row *row)
 {
-	if (row->blob == NULL || row->bloblen == 0 || strlen(row->id) != KY_UUID_LEN)
+	if (row->blob == NULL || row->bloblen == 0 || strlen(row->id) != KY_UUID_LEN ||
+	    row->naliases > KY_KEY_ALIASES_MAX)
 		return KY_ERR_USAGE;
+	for (size_t i = 0; i < row->naliases; i++)
+		if (row->aliases[i] == NULL || row->aliases[i][0] == '\0' ||
+		    strlen(row->aliases[i]) > KY_KEY_ALIAS_MAX)
+			return KY_ERR_USAGE;
 	return 0;
 }
 
@@ -143,6 +148,14 @@ int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev)
 	if (id == NULL || strlen(id) != KY_UUID_LEN)
 		return KY_ERR_NOT_FOUND;
 	return s->ops->key_delete(s->be, id, rev);
+}
+
+int ky_store_alias_find(struct ky_store *s, const char *alias, char id[KY_UUID_LEN + 1])
+{
+	id[0] = '\0';
+	if (alias == NULL || alias[0] == '\0' || strlen(alias) > KY_KEY_ALIAS_MAX)
+		return KY_ERR_NOT_FOUND;
+	return s->ops->alias_find(s->be, alias, id);
 }
 
 int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,

@@ -382,6 +382,10 @@ metrics_of() {
 	if ! awk -f "$(dirname "${BASH_SOURCE[0]}")/prom_check.awk" "$2" >"$T_DIR/prom.err"; then
 		fail "GET /metrics of unit $1 is not valid exposition format: $(head -5 "$T_DIR/prom.err")"
 	fi
+	# Every route of the unit has its own slot (a full table says so in the unit's log).
+	if grep -h "metrics: no slot left" "$KYOK_INSTANCE"/unit-*/unit.log 2>/dev/null | head -3 | grep .; then
+		fail "the metrics route table of a unit is full: raise UNITD_METRICS_ROUTES_MAX"
+	fi
 }
 # metric FILE 'name{labels}': its value in FILE, 0 when the sample is not there.
 metric() {

@@ -18,6 +18,14 @@
 #     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
 #     shredded records do not count; the API keys went with the master key)
 #   dual authorization: deletion set and delete by the same API key; no deletion set
+#   key rings: made twice, 'default', a bad id, by a Reader; a key made in a missing ring; a
+#     bad header; a key looked up, wrapped, moved under another ring's header; deleted while
+#     it holds a key, 'default', by a Writer; a key moved by a Writer, to a missing ring, with
+#     another member
+#   key aliases: every route kind by alias, on both units; alias in use, on its own key, a
+#     UUID, bad characters and lengths, by a Reader, deleted by a Writer, a 6th, unknown, in
+#     another case, not the key's; at creation: in use, twice, 6, invalid, not an array; the
+#     alias index altered in the database
 #   import tokens: none yet, roles, bad bodies, retrievals used up (one retrieval counted per
 #     GET, on either unit); secure import: payload not for the token, nonce under another
 #     key, another nonce, a nonce used again, a refused rotation leaves the nonce usable,
@@ -278,10 +286,12 @@ refused "POST /keys/{id} with no action" 400 MALFORMED_ERR $(auth "$W") $(json_b
 	-X POST "/api/v2/keys/$K"
 says "... says the action is missing and lists them" "no action named: POST /api/v2/keys/{id} takes ?action="
 refused "a key id in quotes" 400 MALFORMED_ERR $(auth "$W") "/api/v2/keys/%22$K%22"
-says "... says the id is not a UUID" "the key id in the path is not a UUID"
-refused "a key id of 60 characters" 400 MALFORMED_ERR $(auth "$W") \
+says "... says it is neither a key id nor an alias" "in the path is neither a key id nor a key alias"
+refused "a key id of 91 characters (longer than any alias)" 400 MALFORMED_ERR $(auth "$W") \
+	"/api/v2/keys/$(printf 'a%.0s' $(seq 91))"
+says "... says it is too long" "(longer than 90 characters)"
+refused "a key id of 60 characters (an alias no key has)" 404 NOT_FOUND_ERR $(auth "$W") \
 	"/api/v2/keys/$(printf 'a%.0s' $(seq 60))"
-says "... says the id is not a UUID" "the key id in the path is not a UUID"
 refused "wrap of an empty plaintext" 400 MALFORMED_ERR $(auth "$W") $(json_body '{"plaintext":""}') \
 	-X POST "/api/v2/keys/$K/actions/wrap"
 says "... says the plaintext is empty and what to give" "member 'plaintext' is empty: give 1 to 7500 bytes"
@@ -665,6 +675,124 @@ fi
 accepted "unit 2 deletes key $F" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$F"
 refused "... unit 1 refuses to unwrap with it at once" 410 KEY_DESTROYED_ERR 1 $(auth "$W") \
 	$(json_body "{\"ciphertext\":\"$FCT\"}") -X POST "/api/v2/keys/$F/actions/unwrap"
+
+# ---- key aliases ---------------------------------------------------------------------------
+# A key addressed by alias on every kind of route (read, action, policies, versions, delete),
+# through either unit; the refusals of alias creation and deletion; aliases at key creation;
+# the alias index altered in the database.
+create_aliased() { # create_aliased NAME ALIASES-JSON
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","name":"%s","aliases":%s}]}' \
+		"$KT" "$KT" "$1" "$2"
+}
+AL=$(mkkey aliased)
+accepted "alias 'app-key' for key $AL (Writer)" 201 $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app-key"
+expect_eq "... the reply is the alias resource" \
+	"$(jq -r '[.metadata.collectionType, .resources[0].keyId, .resources[0].alias, (.resources[0].createdBy | length > 0), (.resources[0].creationDate | test("Z$"))] | join(" ")' "$T_DIR/body")" \
+	"application/vnd.ibm.kms.key_alias+json $AL app-key true true"
+accepted "GET /keys/app-key on unit 2" 200 2 $(auth "$W") /api/v2/keys/app-key
+expect_eq "... is key $AL, listing its alias" "$(jq -r '.resources[0] | "\(.id) \(.aliases | join(","))"' "$T_DIR/body")" "$AL app-key"
+accepted "GET /keys/app-key/metadata" 200 $(auth "$W") /api/v2/keys/app-key/metadata
+accepted "GET /keys/app-key/versions" 200 $(auth "$W") /api/v2/keys/app-key/versions
+accepted "wrap with /keys/app-key/actions/wrap" 200 $(auth "$W") $(json_body '{}') -X POST /api/v2/keys/app-key/actions/wrap
+ALCT=$(jq -r .ciphertext "$T_DIR/body")
+accepted "... unwrap by id on unit 2" 200 2 $(auth "$W") $(json_body "{\"ciphertext\":\"$ALCT\"}") \
+	-X POST "/api/v2/keys/$AL/actions/unwrap"
+accepted "PUT /keys/app-key/policies (Manager)" 200 $(auth "$M") \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.policy+json","dualAuthDelete":{"enabled":false}}]}') \
+	-X PUT /api/v2/keys/app-key/policies
+accepted "GET /keys/app-key/policies (Manager)" 200 $(auth "$M") /api/v2/keys/app-key/policies
+accepted "search=alias:app- lists it" 200 $(auth "$W") "/api/v2/keys?search=alias:app-"
+expect_eq "... and only it" "$(jq -r '[.resources[].id] | join(" ")' "$T_DIR/body")" "$AL"
+accepted "search=exact:app-key lists it" 200 $(auth "$W") "/api/v2/keys?search=exact:app-key"
+expect_eq "... and only it" "$(jq -r '[.resources[].id] | join(" ")' "$T_DIR/body")" "$AL"
+AO=$(mkkey other-aliased)
+refused "alias in use by another key" 409 KEY_ALIAS_NOT_UNIQUE_ERR $(auth "$W") -X POST "/api/v2/keys/$AO/aliases/app-key"
+says "... names the alias" "alias 'app-key'"
+refused "the same alias again on its key" 409 KEY_ALIAS_NOT_UNIQUE_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app-key"
+refused "an alias that is a UUID" 400 KEY_ALIAS_INVALID_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/$AO"
+refused "an alias with a '.'" 400 KEY_ALIAS_INVALID_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app.key"
+refused "an alias of 1 character" 400 KEY_ALIAS_INVALID_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/a"
+refused "an alias of 91 characters" 400 KEY_ALIAS_INVALID_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/$(printf 'a%.0s' {1..91})"
+refused "alias creation by a Reader" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST "/api/v2/keys/$AL/aliases/by-reader"
+refused "alias deletion by a Writer (Manager only)" 403 FORBIDDEN_ERR $(auth "$W") -X DELETE "/api/v2/keys/$AL/aliases/app-key"
+for i in 2 3 4 5; do
+	accepted "alias $i of 5: app-key-$i (by alias)" 201 $(auth "$W") -X POST "/api/v2/keys/app-key/aliases/app-key-$i"
+done
+refused "a 6th alias" 400 KEY_ALIAS_QUOTA_ERR $(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app-key-6"
+refused "GET of an alias no key has" 404 NOT_FOUND_ERR $(auth "$W") /api/v2/keys/no-such-alias
+says "... names it" "no key has the alias 'no-such-alias'"
+refused "GET of an alias in another case" 404 NOT_FOUND_ERR $(auth "$W") /api/v2/keys/APP-KEY
+refused "a path segment neither id nor alias" 400 MALFORMED_ERR $(auth "$W") /api/v2/keys/not.an.alias
+refused "deletion of an alias the key does not have" 404 KEY_ALIAS_NOT_FOUND_ERR $(auth "$M") \
+	-X DELETE "/api/v2/keys/$AO/aliases/app-key"
+accepted "alias 'app-key' deleted (Manager, unit 2)" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$AL/aliases/app-key"
+refused "... unit 1 no longer finds it" 404 NOT_FOUND_ERR 1 $(auth "$W") /api/v2/keys/app-key
+accepted "... and gives it to another key" 201 $(auth "$W") -X POST "/api/v2/keys/$AO/aliases/app-key"
+# at creation
+accepted "key created with 2 aliases" 201 $(auth "$W") $(json_body "$(create_aliased born '["born-1","born_2"]')") -X POST /api/v2/keys
+expect_eq "... listed in the reply" "$(jq -r '.resources[0].aliases | join(",")' "$T_DIR/body")" "born-1,born_2"
+refused "key created with an alias in use" 409 KEY_ALIAS_NOT_UNIQUE_ERR $(auth "$W") \
+	$(json_body "$(create_aliased dup '["fresh-one","born-1"]')") -X POST /api/v2/keys
+refused "key created with the same alias twice" 409 KEY_ALIAS_NOT_UNIQUE_ERR $(auth "$W") \
+	$(json_body "$(create_aliased dup '["twice","twice"]')") -X POST /api/v2/keys
+refused "key created with 6 aliases" 400 KEY_ALIAS_QUOTA_ERR $(auth "$W") \
+	$(json_body "$(create_aliased dup '["s1","s2","s3","s4","s5","s6"]')") -X POST /api/v2/keys
+refused "key created with an invalid alias" 400 KEY_ALIAS_INVALID_ERR $(auth "$W") \
+	$(json_body "$(create_aliased dup '["fine","not fine"]')") -X POST /api/v2/keys
+refused "key created with aliases not an array" 400 MALFORMED_ERR $(auth "$W") \
+	$(json_body "$(create_aliased dup '"born-9"')") -X POST /api/v2/keys
+accepted "DELETE /keys/born_2 (the key, by alias)" 204 $(auth "$M") -X DELETE /api/v2/keys/born_2
+accepted "... its metadata by alias says deleted" 200 $(auth "$W") /api/v2/keys/born-1/metadata
+expect_eq "... state 5" "$(jq -r '.resources[0].state' "$T_DIR/body")" 5
+# The alias index is not the authority: pointed at another key, it is refused, not followed.
+sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AL' WHERE alias = 'app-key'"
+refused "alias index altered to name another key" 500 RECORD_TAMPERED_ERR $(auth "$W") /api/v2/keys/app-key
+says "... says so" "does not list it"
+sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AO' WHERE alias = 'app-key'"
+accepted "... put back, served again" 200 $(auth "$W") /api/v2/keys/app-key
+
+# ---- key rings -----------------------------------------------------------------------------
+# Rings made, listed and deleted; keys made in a ring (header X-Kms-Key-Ring), moved (PATCH),
+# listed and looked up through the header; the refusals, on both units.
+ring_hdr() { printf -- '-H\nX-Kms-Key-Ring: %s\n' "$1"; }
+patch_json() { json_body "{\"keyRingID\":\"$1\"}"; }
+accepted "key ring 'team-a' created (Writer)" 201 $(auth "$W") -X POST /api/v2/key_rings/team-a
+refused "... again" 409 KEY_RING_EXISTS_ERR 2 $(auth "$W") -X POST /api/v2/key_rings/team-a
+refused "key ring 'default' created" 409 KEY_RING_EXISTS_ERR $(auth "$W") -X POST /api/v2/key_rings/default
+refused "key ring id with '_'" 400 KEY_RING_INVALID_ERR $(auth "$W") -X POST /api/v2/key_rings/team_b
+refused "key ring creation by a Reader" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST /api/v2/key_rings/by-reader
+accepted "key rings listed (Reader, unit 2)" 200 2 $(auth "${TOK[Reader]}") "/api/v2/key_rings?totalCount=true"
+expect_eq "... default and team-a" "$(jq -r '[.metadata.collectionType, .metadata.totalCount, (.resources | map(.id) | join(","))] | join(" ")' "$T_DIR/body")" \
+	"application/vnd.ibm.kms.key_ring+json 2 default,team-a"
+accepted "key made in team-a (header)" 201 $(auth "$W") $(ring_hdr team-a) $(json_body "$(create_json in-ring)") -X POST /api/v2/keys
+RK=$(jq -r '.resources[0].id' "$T_DIR/body")
+expect_eq "... its keyRingID" "$(jq -r '.resources[0].keyRingID' "$T_DIR/body")" team-a
+refused "key made in a ring that does not exist" 404 KEY_RING_NOT_FOUND_ERR $(auth "$W") $(ring_hdr team-z) \
+	$(json_body "$(create_json nowhere)") -X POST /api/v2/keys
+refused "header naming no valid ring" 400 KEY_RING_INVALID_ERR $(auth "$W") $(ring_hdr 'a b') /api/v2/keys
+accepted "listing with header team-a (unit 2)" 200 2 $(auth "$W") $(ring_hdr team-a) /api/v2/keys
+expect_eq "... only its key" "$(jq -r '[.resources[].id] | join(" ")' "$T_DIR/body")" "$RK"
+accepted "listing with header default" 200 $(auth "$W") $(ring_hdr default) /api/v2/keys
+expect_eq "... not its key" "$(jq -r --arg k "$RK" '[.resources[].id | select(. == $k)] | length' "$T_DIR/body")" 0
+accepted "GET of the key with header team-a" 200 $(auth "$W") $(ring_hdr team-a) "/api/v2/keys/$RK"
+refused "GET of the key with header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
+refused "wrap with it under header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) $(json_body '{}') \
+	-X POST "/api/v2/keys/$RK/actions/wrap"
+refused "key ring deleted while it holds a key" 409 KEY_RING_NOT_EMPTY_ERR $(auth "$M") -X DELETE /api/v2/key_rings/team-a
+says "... says how many" "holds 1 key"
+refused "key ring 'default' deleted" 400 KEY_RING_DEFAULT_ERR $(auth "$M") -X DELETE /api/v2/key_rings/default
+refused "key ring deletion by a Writer" 403 FORBIDDEN_ERR $(auth "$W") -X DELETE /api/v2/key_rings/team-a
+refused "key moved by a Writer (Manager only)" 403 FORBIDDEN_ERR $(auth "$W") $(patch_json default) -X PATCH "/api/v2/keys/$RK"
+refused "key moved under a header naming another ring" 404 NOT_FOUND_ERR $(auth "$M") $(ring_hdr default) \
+	$(patch_json default) -X PATCH "/api/v2/keys/$RK"
+refused "key moved to a ring that does not exist" 404 KEY_RING_NOT_FOUND_ERR $(auth "$M") $(patch_json team-z) -X PATCH "/api/v2/keys/$RK"
+refused "key moved with another member" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$M") \
+	$(json_body '{"keyRingID":"default","name":"x"}') -X PATCH "/api/v2/keys/$RK"
+accepted "key moved to default (header team-a, unit 2)" 200 2 $(auth "$M") $(ring_hdr team-a) $(patch_json default) -X PATCH "/api/v2/keys/$RK"
+expect_eq "... its keyRingID" "$(jq -r '.resources[0].keyRingID' "$T_DIR/body")" default
+accepted "... unit 1 finds it under header default at once" 200 1 $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
+accepted "key ring 'team-a' deleted, empty now" 204 $(auth "$M") -X DELETE /api/v2/key_rings/team-a
+refused "... again" 404 KEY_RING_NOT_FOUND_ERR 2 $(auth "$M") -X DELETE /api/v2/key_rings/team-a
 
 # ---- records altered in the database -------------------------------------------------------
 db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }

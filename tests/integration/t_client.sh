@@ -182,7 +182,7 @@ expect_eq "search=exact:rid: none" "$(jq '.resources | length' "$T_DIR/api.json"
 api 1 "$WT" GET "keys?search=$only"
 expect_eq "search=<a key id>: that key" "$(names)" "dup-x"
 api 1 "$WT" GET "keys?search=$(uri 'alias:rid')"
-expect_eq "search=alias:rid: none (kyok keys have no aliases)" "$(jq '.resources | length' "$T_DIR/api.json")" 0
+expect_eq "search=alias:rid: none (no key here has an alias)" "$(jq '.resources | length' "$T_DIR/api.json")" 0
 # (keys made in the same second keep their creation order: compare dates, not names)
 api 1 "$WT" GET "keys?sort=-creationDate"
 expect_eq "sort=-creationDate: newest first" \
@@ -223,9 +223,9 @@ api 1 "$WT" GET "keys/$ida/versions?allKeyStates=true"
 expect_eq "... with allKeyStates=true: 200" "$code" 200
 api 1 "$WT" GET "keys/$ida/versions?allKeyStates=maybe"
 expect_eq "allKeyStates=maybe: 400" "$code" 400
-api 1 "$WT" POST keys "" '{"resources":[{"name":"with-alias","aliases":["a1"]}]}'
-expect_eq "create with aliases: 400 unsupported" "$code:$(reason)" "400:UNSUPPORTED_ERR"
-expect_ok "... names aliases" grep -qF "'resources[0].aliases'" "$T_DIR/api.json"
+api 1 "$WT" POST keys "" '{"resources":[{"name":"with-alias","aliases":["a"]}]}'
+expect_eq "create with an alias of 1 character: 400" "$code:$(reason)" "400:KEY_ALIAS_INVALID_ERR"
+expect_ok "... names it" grep -qF "'resources[0].aliases[0]'" "$T_DIR/api.json"
 api 1 "$WT" POST keys "" '{"resources":[{"name":"with-tags","tags":["t"]}]}'
 expect_eq "create with an unknown member: 400" "$code:$(reason)" "400:BODY_MEMBER_UNSUPPORTED_ERR"
 expect_ok "... names it" grep -qF "'resources[0].tags'" "$T_DIR/api.json"
@@ -247,7 +247,7 @@ code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer 
 expect_eq "X-Kms-Key-Ring: default: 200" "$code" 200
 code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer $WT" \
 	-H "Bluemix-Instance: $(instance_id)" -H "X-Kms-Key-Ring: ring-2" "$(unit_url 1)/api/v2/keys")
-expect_eq "X-Kms-Key-Ring naming another ring: 400 unsupported" "$code:$(reason)" "400:UNSUPPORTED_ERR"
+expect_eq "X-Kms-Key-Ring naming a ring the instance does not have: 404" "$code:$(reason)" "404:KEY_RING_NOT_FOUND_ERR"
 api 1 "$MT" DELETE "keys/$only?force=maybe" ""
 expect_eq "delete with force=maybe: 400" "$code" 400
 api 1 "$MT" DELETE "keys/$only?force=true" ""

@@ -1,6 +1,6 @@
 // The official Key Protect Node.js SDK, unchanged, against a kyok instance: token service,
 // keys, wrap/unwrap/rewrap, rotation, disable/enable, dual-authorization delete, restore,
-// policies, import tokens and secure import, registrations, sync. Run by tests/integration/t_sdk.sh; everything comes from the environment:
+// policies, key aliases, key rings, import tokens and secure import, registrations, sync. Run by tests/integration/t_sdk.sh; everything comes from the environment:
 //   KYOK_URL            a unit's base URL (also the token service: <url>/identity/token)
 //   KYOK_URL_2          optional: another unit of the same instance (cross-unit checks)
 //   KYOK_INSTANCE_ID    the service instance id (header Bluemix-Instance)
@@ -72,6 +72,102 @@ const keyBody = (fields) => ({
 });
 
 const b64 = (s) => Buffer.from(s).toString('base64');
+
+// Key aliases: created, used in place of the id, deleted, and their refusals.
+async function aliasChecks(p) {
+  const alias = `sdk-alias-${process.pid}`;
+  let keyId;
+
+  await check('key aliases: create an alias', async () => {
+    const k = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-aliased' }) });
+    keyId = k.result.resources[0].id;
+    const r = await writer.createKeyAlias({ ...p, id: keyId, alias });
+    assert.strictEqual(r.status, 201);
+    assert.strictEqual(r.result.resources[0].keyId, keyId);
+    assert.strictEqual(r.result.resources[0].alias, alias);
+  });
+
+  await check('key aliases: get and wrap by alias', async () => {
+    const r = await reader.getKey({ ...p, id: alias });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.resources[0].id, keyId);
+    assert.deepStrictEqual(r.result.resources[0].aliases, [alias]);
+    const w = await reader.wrapKey({ ...p, id: alias, keyActionWrapBody: {} });
+    const u = await reader.unwrapKey({
+      ...p,
+      id: keyId,
+      keyActionUnwrapBody: { ciphertext: w.result.ciphertext },
+    });
+    assert.strictEqual(u.result.plaintext, w.result.plaintext);
+  });
+
+  await check('key aliases: in use (409), 6th (400), a reader (403)', async () => {
+    const other = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-aliased-2' }) });
+    const e = await refused(
+      writer.createKeyAlias({ ...p, id: other.result.resources[0].id, alias }),
+      409
+    );
+    assert.ok(String(e.body).includes('KEY_ALIAS_NOT_UNIQUE_ERR'), e.body);
+    for (let i = 2; i <= 5; i++) await writer.createKeyAlias({ ...p, id: keyId, alias: `${alias}-${i}` });
+    await refused(writer.createKeyAlias({ ...p, id: keyId, alias: `${alias}-6` }), 400);
+    await refused(reader.createKeyAlias({ ...p, id: keyId, alias: `${alias}-r` }), 403);
+  });
+
+  await check('key aliases: delete', async () => {
+    const r = await manager.deleteKeyAlias({ ...p, id: keyId, alias });
+    assert.strictEqual(r.status, 204);
+    await refused(reader.getKey({ ...p, id: alias }), 404);
+    await refused(manager.deleteKeyAlias({ ...p, id: keyId, alias }), 404);
+  });
+}
+
+// Key rings: created, listed, a key moved in and out, deleted.
+async function ringChecks(p) {
+  const ring = `sdk-ring-${process.pid}`;
+  let keyId;
+
+  await check('key rings: create and list', async () => {
+    const r = await manager.createKeyRing({ ...p, keyRingId: ring });
+    assert.strictEqual(r.status, 201);
+    const l = await reader.listKeyRings({ ...p });
+    const ids = l.result.resources.map((g) => g.id);
+    assert.ok(ids.includes('default') && ids.includes(ring), ids.join(','));
+  });
+
+  // The pinned SDK (0.1.2) predates patchKey: the same request through the SDK's own request
+  // machinery (its authenticator, base URL and error handling), as later SDKs send it.
+  const patchKey = (c, id, keyRing, body) =>
+    c.createRequest({
+      options: { url: '/api/v2/keys/{id}', method: 'PATCH', body, path: { id } },
+      defaultOptions: {
+        ...c.baseOptions,
+        headers: {
+          'Accept': 'application/json',
+          'Content-Type': 'application/vnd.ibm.kms.key+json',
+          'Bluemix-Instance': instance,
+          'X-Kms-Key-Ring': keyRing,
+        },
+      },
+    });
+
+  await check('key rings: PATCH /keys/{id} moves a key in and out', async () => {
+    const k = await writer.createKey({ ...p, body: keyBody({ name: 'sdk-ringed' }) });
+    keyId = k.result.resources[0].id;
+    let r = await patchKey(manager, keyId, 'default', { keyRingID: ring });
+    assert.strictEqual(r.status, 200);
+    assert.strictEqual(r.result.resources[0].keyRingID, ring);
+    await refused(manager.deleteKeyRing({ ...p, keyRingId: ring }), 409);
+    await refused(patchKey(manager, keyId, 'default', { keyRingID: 'default' }), 404);
+    r = await patchKey(manager, keyId, ring, { keyRingID: 'default' });
+    assert.strictEqual(r.result.resources[0].keyRingID, 'default');
+  });
+
+  await check('key rings: delete', async () => {
+    const r = await manager.deleteKeyRing({ ...p, keyRingId: ring });
+    assert.strictEqual(r.status, 204);
+    await refused(manager.deleteKeyRing({ ...p, keyRingId: ring }), 404);
+  });
+}
 
 // Import tokens and secure import as a Key Protect client does them with node's crypto: the
 // key RSAES-OAEP encrypted to the token's public key, the token's nonce AES-GCM encrypted under
@@ -434,6 +530,9 @@ async function main() {
   await check('a bad API key gets no token', async () => {
     await refused(client('kyok_not-a-key').getKeys({ ...p }), 400);
   });
+
+  await aliasChecks(p);
+  await ringChecks(p);
 
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);

@@ -444,9 +444,13 @@ static void test_parse_create(void **state)
 	    {"{\"resources\":[{\"name\":\"ok\",\"name\":\"ok2\"}]}", KY_ERR_MALFORMED},
 	    /* every member is implemented or refused by name */
 	    {"{\"resources\":[{\"name\":\"ok\",\"tags\":[\"x\"]}]}", KY_ERR_BODY_MEMBER},
-	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_UNSUPPORTED},
-	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[]}]}", KY_ERR_UNSUPPORTED},
-	    {"{\"resources\":[{\"name\":\"ok\",\"iv\":\"abc\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a\"]}]}", KY_ERR_KEY_ALIAS_INVALID},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"ok-1\",2]}]}",
+	     KY_ERR_KEY_ALIAS_INVALID},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":\"ok-1\"}]}", KY_ERR_MALFORMED},
+	    {"{\"resources\":[{\"name\":\"ok\",\"aliases\":[\"a1\",\"a2\",\"a3\",\"a4\",\"a5\","
+	     "\"a6\"]}]}",
+	     KY_ERR_KEY_ALIAS_QUOTA},
 	    {"{\"resources\":[{\"name\":\"ok\",\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_256\"}]}",
 	     KY_ERR_MALFORMED},
 	    {"{\"resources\":[{\"name\":\"ok\"}],\"extra\":1}", KY_ERR_BODY_MEMBER},
@@ -472,7 +476,7 @@ static void test_parse_create(void **state)
 		if (strstr(bad[i].body, "\"extra\"") != NULL)
 			assert_non_null(strstr(d, "'extra'"));
 		if (strstr(bad[i].body, "aliases") != NULL)
-			assert_non_null(strstr(d, "'resources[0].aliases'"));
+			assert_non_null(strstr(d, "'resources[0].aliases"));
 		assert_false(c.has_payload);
 	}
 	/* Name and description lengths. */
@@ -1582,6 +1586,24 @@ static void test_list_sort_search(void **state)
 	assert_true(kp_search_match(&q, a));
 	assert_int_equal(kp_search_parse("alias:pay", &q, d, sizeof(d)), 0);
 	assert_false(kp_search_match(&q, a)); /* no aliases */
+	/* aliases: alias: looks at them only, the default scope too, exact: in their case */
+	snprintf(b->aliases[0].name, sizeof(b->aliases[0].name), "Billing-Key");
+	b->naliases = 1;
+	assert_int_equal(kp_search_parse("alias:bill", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, b));
+	assert_false(kp_search_match(&q, a));
+	assert_int_equal(kp_search_parse("bill", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("name:bill", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("exact:Billing-Key", &q, d, sizeof(d)), 0);
+	assert_true(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("exact:billing-key", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, b));
+	assert_int_equal(kp_search_parse("not:alias:Billing", &q, d, sizeof(d)), 0);
+	assert_false(kp_search_match(&q, b));
+	assert_true(kp_search_match(&q, a));
+	b->naliases = 0;
 	assert_int_equal(kp_search_parse("escape:not:", &q, d, sizeof(d)), 0);
 	assert_string_equal(q.text, "not:");
 	assert_false(q.negate);

@@ -741,9 +741,24 @@ static void test_record_roundtrip_and_truncation(void **state)
 	q[n] = 0;
 	assert_int_equal(ky_kms_record_decode(q, n + 1, 0, &d), KY_ERR_MALFORMED);
 	/* wrong format byte, bad state, bad boolean */
-	q[0] = 2;
+	q[0] = 3;
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	/* format 1 has no aliases and no key ring: they would be trailing bytes (u8 0, then
+	 * str "default") */
 	q[0] = 1;
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	assert_int_equal(q[n - 10], 0);
+	assert_memory_equal(q + n - 9, "\0\7default", 9);
+	assert_int_equal(ky_kms_record_decode(q, n - 10, 0, &d), 0);
+	assert_int_equal(d->naliases, 0);
+	assert_string_equal(d->ring, "default");
+	ky_key_free(d);
+	/* format 2 with a ring that is no ring id */
+	q[0] = 2;
+	q[n - 3] = '_';
+	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
+	q[n - 3] = 'u';
+	q[0] = 2;
 	size_t off_flags = 1 + 2 + KY_UUID_LEN + 2 + strlen(k->name) + 2 + strlen(k->description);
 	q[off_flags + 2] = 4; /* state 4 does not exist */
 	assert_int_equal(ky_kms_record_decode(q, n, 0, &d), KY_ERR_MALFORMED);
@@ -759,6 +774,244 @@ static void test_record_roundtrip_and_truncation(void **state)
 	assert_int_equal(ky_kms_key_get(&f->kms, k->id, KY_KMS_METADATA_ONLY, NOW, &d), 0);
 	assert_int_equal(ky_kms_record_encode(d, &p, &n), KY_ERR_USAGE);
 	ky_key_free(d);
+	ky_key_free(k);
+}
+
+/* ---- key aliases ---- */
+
+static int alias_act(struct fx *f, const char *id, enum ky_key_action a, const char *alias,
+                     struct ky_key **out)
+{
+	struct ky_key_act ka = {
+	    .action = a, .actor = "bob", .rotation_months = -1, .dual_auth = -1, .alias = alias};
+	return ky_kms_key_act(&f->kms, id, &ka, NOW + 9, out);
+}
+
+static void test_alias_rule(void **state)
+{
+	static const char *const good[] = {"ab", "US-South-Test-Key", "a_b-c9", "0123456789",
+	                                   "00000000-0000-0000-0000-00000000000"};
+	static const char *const bad[] = {"registrations",
+	                                  "",
+	                                  "a",
+	                                  "a b",
+	                                  "a.b",
+	                                  "a/b",
+	                                  "é-x",
+	                                  "key:1",
+	                                  "00000000-0000-0000-0000-000000000000",
+	                                  "ABCDEF01-2345-6789-abcd-ef0123456789"};
+	char longest[KY_KEY_ALIAS_MAX + 2];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(ky_key_alias_valid(good[i]));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(ky_key_alias_valid(bad[i]));
+	assert_false(ky_key_alias_valid(NULL));
+	memset(longest, 'a', sizeof(longest) - 1);
+	longest[KY_KEY_ALIAS_MAX] = '\0';
+	assert_true(ky_key_alias_valid(longest));
+	longest[KY_KEY_ALIAS_MAX] = 'a';
+	longest[KY_KEY_ALIAS_MAX + 1] = '\0';
+	assert_false(ky_key_alias_valid(longest));
+}
+
+/* Aliases given at creation and added later are in the sealed record, unique in the store,
+ * at most 5 a key; resolution finds the key and checks its record. */
+static void test_aliases(void **state)
+{
+	struct fx *f = *state;
+	const char *two[] = {"billing", "billing-eu"}, *twice[] = {"same", "same"};
+	const char *bad[] = {"ok-one", "not valid"}, *six[] = {"a1", "a2", "a3", "a4", "a5", "a6"};
+	const char *taken[] = {"fresh", "billing"};
+	struct ky_key_spec sp = {
+	    .name = "with-aliases", .actor = "alice", .aliases = two, .naliases = 2};
+	struct ky_key *k = NULL, *g = NULL, *o = create_root(f, "other");
+	char id[KY_UUID_LEN + 1];
+	uint8_t *p = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+	assert_int_equal(k->naliases, 2);
+	g = load(f, k->id);
+	assert_int_equal(g->naliases, 2);
+	assert_string_equal(g->aliases[0].name, "billing");
+	assert_string_equal(g->aliases[1].name, "billing-eu");
+	assert_string_equal(g->aliases[0].created_by, "alice");
+	assert_int_equal(g->aliases[1].created, NOW);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing-eu", NOW, id), 0);
+	assert_string_equal(id, k->id);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "Billing", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* refusals at creation: nothing stored */
+	sp.aliases = twice;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_EXISTS);
+	sp.aliases = bad;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_INVALID);
+	sp.aliases = six;
+	sp.naliases = 6;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_QUOTA);
+	sp.aliases = taken;
+	sp.naliases = 2;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_KEY_ALIAS_EXISTS);
+	assert_null(g);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "fresh", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* added and deleted one by one */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, "no spaces", NULL),
+	                 KY_ERR_KEY_ALIAS_INVALID);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, six[i], NULL), 0);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, six[3], &g), KY_ERR_KEY_ALIAS_QUOTA);
+	assert_null(g);
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_DELETE, "billing", &g), 0);
+	assert_int_equal(g->naliases, 4);
+	assert_string_equal(g->aliases[0].name, "billing-eu");
+	assert_string_equal(g->aliases[3].name, "a3");
+	assert_string_equal(g->aliases[3].created_by, "bob");
+	ky_key_free(g);
+	g = NULL;
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_DELETE, "billing", NULL),
+	                 KY_ERR_KEY_ALIAS_NOT_FOUND);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), KY_ERR_NOT_FOUND);
+	/* the freed alias goes to another key */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "billing", NULL), 0);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), 0);
+	assert_string_equal(id, o->id);
+
+	/* a destroyed key takes no new alias; it keeps its own until purged */
+	assert_int_equal(act(f, o->id, KY_KEY_DELETE, "alice", NOW + 10), 0);
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "late", NULL), KY_ERR_KEY_DESTROYED);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW + 11, id), 0);
+	assert_int_equal(act(f, o->id, KY_KEY_PURGE, "alice", NOW + 10 + KY_KMS_PURGE_DELAY), 0);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "billing", NOW, id), KY_ERR_NOT_FOUND);
+
+	/* the index is not the authority: a row naming a key whose record does not list the
+	 * alias is refused */
+	tfx_sql(f->path, "INSERT INTO key_aliases (alias, id) SELECT 'planted', id FROM keys");
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "planted", NOW, id), KY_ERR_RECORD_TAMPERED);
+	assert_string_equal(id, "");
+
+	/* the record round trip keeps every alias field */
+	g = load(f, k->id);
+	assert_int_equal(ky_kms_record_encode(g, &p, &n), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_record_decode(p, n, 0, &g), 0);
+	assert_int_equal(g->naliases, 4);
+	assert_string_equal(g->aliases[1].name, "a1");
+	assert_int_equal(g->aliases[1].created, NOW + 9);
+	ky_key_free(g);
+	ky_kms_buf_free(p, n);
+	ky_key_free(k);
+	ky_key_free(o);
+}
+
+/* ---- key rings ---- */
+
+static void test_rings(void **state)
+{
+	struct fx *f = *state;
+	struct ky_key_spec sp = {.name = "in-ring", .actor = "alice", .ring = "team-a"};
+	struct ky_key_rings l;
+	struct ky_key *k = NULL, *g = NULL, *o = NULL;
+	size_t holding = 9;
+	uint64_t count = 1;
+	char id[8];
+	uint8_t bad[] = {1, 0, 1, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+	assert_true(ky_key_ring_valid("team-a"));
+	assert_true(ky_key_ring_valid("AB"));
+	assert_false(ky_key_ring_valid("a"));
+	assert_false(ky_key_ring_valid("team_a"));
+	assert_false(ky_key_ring_valid("team a"));
+	assert_false(ky_key_ring_valid(NULL));
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "default"), 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "team-a"), KY_ERR_KEY_RING_NOT_FOUND);
+	/* a key in a ring that does not exist: nothing stored */
+	assert_int_equal(ky_kms_key_create_in(&f->kms, &sp, NOW, &k), KY_ERR_KEY_RING_NOT_FOUND);
+	assert_null(k);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &count), 0);
+	assert_int_equal(count, 0);
+
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-a", "alice", NOW), 0);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-a", "bob", NOW), KY_ERR_KEY_RING_EXISTS);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "default", "bob", NOW),
+	                 KY_ERR_KEY_RING_EXISTS);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "no_underscore", "bob", NOW),
+	                 KY_ERR_KEY_RING_INVALID);
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.rings[0].id, "team-a");
+	assert_string_equal(l.rings[0].created_by, "alice");
+	assert_int_equal(l.rings[0].created, NOW);
+
+	assert_int_equal(ky_kms_key_create_in(&f->kms, &sp, NOW, &k), 0);
+	assert_string_equal(k->ring, "team-a");
+	g = load(f, k->id);
+	assert_string_equal(g->ring, "team-a");
+	ky_key_free(g);
+	/* not deleted while it holds a key, in any state */
+	assert_int_equal(act(f, k->id, KY_KEY_DELETE, "alice", NOW + 1), 0);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", false, NOW + 2, &holding),
+	                 KY_ERR_KEY_RING_NOT_EMPTY);
+	assert_int_equal(holding, 1);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "default", false, NOW, &holding),
+	                 KY_ERR_KEY_RING_DEFAULT);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-b", false, NOW, &holding),
+	                 KY_ERR_KEY_RING_NOT_FOUND);
+	/* moved out: the ring can go */
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "team-b", "alice", NOW + 3, &g),
+	                 KY_ERR_KEY_RING_NOT_FOUND);
+	assert_null(g);
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "default", "alice", NOW + 3, &g), 0);
+	assert_string_equal(g->ring, "default");
+	ky_key_free(g);
+	/* force: a ring holding only deleted keys goes, they move to 'default' */
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-d", "alice", NOW), 0);
+	assert_int_equal(ky_kms_key_move(&f->kms, k->id, "team-d", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	o = create_root(f, "live");
+	assert_int_equal(ky_kms_key_move(&f->kms, o->id, "team-d", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-d", true, NOW + 4, &holding),
+	                 KY_ERR_KEY_RING_NOT_EMPTY);
+	assert_int_equal(holding, 1); /* the live one */
+	assert_int_equal(ky_kms_key_move(&f->kms, o->id, "default", "alice", NOW + 3, &g), 0);
+	ky_key_free(g);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-d", true, NOW + 4, &holding), 0);
+	g = load(f, k->id);
+	assert_string_equal(g->ring, "default");
+	assert_int_equal(g->state, KY_KEY_DESTROYED);
+	ky_key_free(g);
+	ky_key_free(o);
+	assert_int_equal(ky_kms_ring_delete(&f->kms, "team-a", false, NOW + 4, &holding), 0);
+	assert_int_equal(ky_kms_rings_get(&f->kms, &l), 0);
+	assert_int_equal(l.n, 0);
+	/* inside the caller's transaction: rolled back with it */
+	assert_int_equal(ky_store_begin(f->s), 0);
+	assert_int_equal(ky_kms_ring_create(&f->kms, "team-c", "alice", NOW), 0);
+	assert_int_equal(ky_store_rollback(f->s), 0);
+	assert_int_equal(ky_kms_ring_check(&f->kms, "team-c"), KY_ERR_KEY_RING_NOT_FOUND);
+	/* at most KY_KEY_RINGS_MAX */
+	for (int i = 0; i < KY_KEY_RINGS_MAX; i++) {
+		snprintf(id, sizeof(id), "r-%d", i);
+		assert_int_equal(ky_kms_ring_create(&f->kms, id, "alice", NOW), 0);
+	}
+	assert_int_equal(ky_kms_ring_create(&f->kms, "one-more", "alice", NOW),
+	                 KY_ERR_KEY_RING_QUOTA);
+	/* the stored list: what kyok never writes is refused */
+	assert_int_equal(ky_kms_rings_decode(bad, 2, &l), KY_ERR_MALFORMED);
+	assert_int_equal(ky_kms_rings_decode(bad, sizeof(bad), &l), KY_ERR_MALFORMED); /* 'x' */
+	bad[0] = 2;
+	assert_int_equal(ky_kms_rings_decode(bad, 3, &l), KY_ERR_MALFORMED);
 	ky_key_free(k);
 }
 
@@ -1905,6 +2158,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_transitions, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rotate_rules, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_alias_rule),
+	    cmocka_unit_test_setup_teardown(test_aliases, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_rings, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secret_compare_and_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),

@@ -192,7 +192,7 @@ static void test_open_schema_newer(void **state)
 	struct fx *f = *state;
 	struct ky_store *s = NULL;
 
-	sql(f->path, "UPDATE meta SET v = '2' WHERE k = 'schema'");
+	sql(f->path, "UPDATE meta SET v = '3' WHERE k = 'schema'");
 	assert_int_equal(ky_store_open(f->uri, NULL, &s), KY_ERR_STORE_SCHEMA);
 	assert_null(s);
 	sql(f->path, "DELETE FROM meta WHERE k = 'schema'");
@@ -509,6 +509,122 @@ static void test_upgrade_old_store(void **state)
 	assert_int_equal(ky_store_apikey_get(f->s, "old-1", &got), 0);
 	assert_string_equal(got.name, "");
 	assert_false(got.has_mac);
+}
+
+/* Aliases: the store's index finds a key by alias and keeps an alias to one key, on insert,
+ * update and delete; a refusal writes nothing. */
+static void alias_row(struct ky_store_row *row, int i, const char *a, const char *b)
+{
+	row_make(row, i, 1, 0, vp_a);
+	row->aliases[0] = a;
+	row->aliases[1] = b;
+	row->naliases = b != NULL ? 2 : (a != NULL ? 1 : 0);
+}
+
+static void alias_is(struct ky_store *s, const char *alias, const char *want)
+{
+	char id[KY_UUID_LEN + 1];
+
+	if (want == NULL) {
+		assert_int_equal(ky_store_alias_find(s, alias, id), KY_ERR_NOT_FOUND);
+		assert_string_equal(id, "");
+		return;
+	}
+	assert_int_equal(ky_store_alias_find(s, alias, id), 0);
+	assert_string_equal(id, want);
+}
+
+static void test_key_aliases(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row a, b, got;
+	int64_t rev;
+
+	alias_row(&a, 1, "app-key", "other_name");
+	assert_int_equal(ky_store_key_insert(f->s, &a), 0);
+	alias_is(f->s, "app-key", a.id);
+	alias_is(f->s, "other_name", a.id);
+	alias_is(f->s, "APP-KEY", NULL); /* case sensitive */
+	alias_is(f->s, "nobody", NULL);
+
+	/* another key with an alias in use: refused, and not inserted */
+	alias_row(&b, 2, "fresh", "app-key");
+	assert_int_equal(ky_store_key_insert(f->s, &b), KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(ky_store_key_get(f->s, b.id, &got), KY_ERR_NOT_FOUND);
+	alias_is(f->s, "fresh", NULL);
+	b.aliases[1] = "APP-KEY";
+	assert_int_equal(ky_store_key_insert(f->s, &b), 0);
+	alias_is(f->s, "APP-KEY", b.id);
+	alias_is(f->s, "fresh", b.id);
+
+	/* an update replaces the key's aliases */
+	a.aliases[0] = "other_name";
+	a.aliases[1] = "third";
+	assert_int_equal(ky_store_key_update(f->s, &a), 0);
+	alias_is(f->s, "app-key", NULL);
+	alias_is(f->s, "other_name", a.id);
+	alias_is(f->s, "third", a.id);
+	/* taking another key's alias: refused, nothing changed */
+	rev = b.rev;
+	b.aliases[1] = "third";
+	assert_int_equal(ky_store_key_update(f->s, &b), KY_ERR_KEY_ALIAS_EXISTS);
+	assert_int_equal(ky_store_key_get(f->s, b.id, &got), 0);
+	assert_int_equal(got.rev, rev);
+	ky_store_row_release(&got);
+	alias_is(f->s, "APP-KEY", b.id);
+	/* the alias freed by the update can be taken */
+	b.aliases[1] = "app-key";
+	assert_int_equal(ky_store_key_update(f->s, &b), 0);
+	alias_is(f->s, "app-key", b.id);
+	alias_is(f->s, "APP-KEY", NULL);
+
+	/* a purge drops the key's aliases */
+	assert_int_equal(ky_store_key_delete(f->s, a.id, a.rev), 0);
+	alias_is(f->s, "other_name", NULL);
+	alias_is(f->s, "third", NULL);
+	b.aliases[0] = "third";
+	assert_int_equal(ky_store_key_update(f->s, &b), 0);
+	alias_is(f->s, "third", b.id);
+	alias_is(f->s, "fresh", NULL);
+
+	/* what the store refuses before asking the backend */
+	b.naliases = KY_KEY_ALIASES_MAX + 1;
+	assert_int_equal(ky_store_key_update(f->s, &b), KY_ERR_USAGE);
+	b.naliases = 1;
+	b.aliases[0] = "";
+	assert_int_equal(ky_store_key_update(f->s, &b), KY_ERR_USAGE);
+	alias_is(f->s, "", NULL);
+	ky_store_row_release(&a);
+	ky_store_row_release(&b);
+}
+
+/* A store of schema version 1 (no alias index) opens, becomes version 2, and takes aliases;
+ * a version it does not know is still refused. */
+static void test_key_aliases_upgrade(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+	struct ky_store_row a;
+
+	insert_n(f->s, 0, 2, vp_a);
+	ky_store_close(f->s);
+	f->s = NULL;
+	sql(f->path, "DROP TABLE key_aliases; UPDATE meta SET v = '1' WHERE k = 'schema'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	alias_row(&a, 5, "after-upgrade", NULL);
+	assert_int_equal(ky_store_key_insert(f->s, &a), 0);
+	alias_is(f->s, "after-upgrade", a.id);
+	ky_store_row_release(&a);
+	ky_store_close(f->s);
+	f->s = NULL;
+	/* it is version 2 now: without that row the store is refused */
+	sql(f->path, "DELETE FROM meta WHERE k = 'schema' AND v = '2'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), KY_ERR_STORE_SCHEMA);
+	sql(f->path, "INSERT INTO meta VALUES ('schema', '2')");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	alias_is(f->s, "after-upgrade", a.id);
 }
 
 static void test_transactions(void **state)
@@ -1757,6 +1873,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_key_limit_per_vp, fx_setup_limit3, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_upgrade_old_store, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_aliases, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_aliases_upgrade, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_busy_other_writer, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_plan_uses_index, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_columns_refused, fx_setup, fx_teardown),
