@@ -678,9 +678,11 @@ int tke_apikeys_main(int argc, char **argv)
 	cli_table_print(t, stdout);
 	printf("%zu API key%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
 	if (altered > 0)
-		printf("%zu API key%s ALTERED in key storage: refused by every unit; make new ones "
-		       "with kyok tke apikey-create\n",
-		       altered, altered == 1 ? " was" : "s were");
+		printf(
+		    "%zu API key%s ALTERED in key storage: refused by every unit, and never "
+		    "written again; make new ones under other names with kyok tke apikey-create, "
+		    "and revoke these with kyok tke apikey-revoke\n",
+		    altered, altered == 1 ? " was" : "s were");
 out:
 	cli_table_free(t);
 	json_decref(list);

@@ -1020,28 +1020,50 @@ out:
 	return r;
 }
 
-/* Instance policies: a system secret, defaults when never set. */
-static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
+/* The stored instance policies record into *p (defaults first; r: what reading it gave). */
+static int api_ipolicies_decode(struct api_ctx *x, int r, const uint8_t *raw, size_t n,
+                                struct kp_instance_policies *p)
 {
-	uint8_t *raw = NULL;
-	size_t n = 0;
-	int r;
-
 	kp_instance_policies_init(p);
-	r = unitd_keystore_policies(x->api->ks, &x->kms, &raw, &n);
 	if (r == KY_ERR_NOT_FOUND)
 		return 0;
 	if (r == KY_ERR_MK_MISMATCH)
 		api_detail(x, "instance policies: " API_STALE_UNIT);
 	if (r != 0)
 		return r;
-	r = kp_instance_policies_decode(raw, n, p);
-	free(raw);
-	if (r != 0) {
+	if (kp_instance_policies_decode(raw, n, p) != 0) {
 		api_detail(x, "the stored instance policies do not parse");
 		return KY_ERR_RECORD_TAMPERED;
 	}
 	return 0;
+}
+
+/* Instance policies: a system secret, defaults when never set. Through the keystore's cache:
+ * for reads only, never for a change (api_ipolicies_read_rev). */
+static int api_ipolicies_read(struct api_ctx *x, struct kp_instance_policies *p)
+{
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	int r = KY_ERR_INTERNAL;
+
+	r = unitd_keystore_policies(x->api->ks, &x->kms, &raw, &n);
+	r = api_ipolicies_decode(x, r, raw, n, p);
+	free(raw);
+	return r;
+}
+
+/* The instance policies straight from storage, with the rev they are stored at (0 when never
+ * set): what a change is applied to and compared against. */
+static int api_ipolicies_read_rev(struct api_ctx *x, struct kp_instance_policies *p, int64_t *rev)
+{
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	int r = KY_ERR_INTERNAL;
+
+	r = ky_kms_secret_get_rev(&x->kms, API_SECRET_POLICIES, &raw, &n, rev);
+	r = api_ipolicies_decode(x, r, raw, n, p);
+	ky_kms_buf_free(raw, n);
+	return r;
 }
 
 /* The caller's address, as allowedIP ranges are matched against it. */
@@ -1752,42 +1774,80 @@ out:
 	return r;
 }
 
-static int api_instance_policies(struct api_ctx *x, bool put)
+/* One PUT /instance/policies applied to what storage holds now (p: read with rev), and
+ * written only if that is still what it holds (KY_ERR_CONFLICT if another writer came
+ * first). */
+static int api_ipolicies_apply(struct api_ctx *x, const char *only, struct kp_instance_policies *p,
+                               int64_t rev)
 {
-	const char *only = api_query(x, "policy");
-	struct kp_instance_policies p;
 	struct ky_buf enc = {0};
-	int r;
+	int r = KY_ERR_INTERNAL;
 
-	if (only != NULL && only[0] == '\0')
-		only = NULL;
-	if ((r = api_ipolicies_read(x, &p)) != 0)
-		return r;
-	if (!put) {
-		x->reply = kp_instance_policies_json(&p, only);
-		x->status = 200;
-		return x->reply ? 0 : KY_ERR_NOMEM;
-	}
 	if ((r = kp_parse_instance_policies(x->q->body.data, x->q->body.len, only, x->caller,
-	                                    x->now, &p, x->detail, sizeof(x->detail))) != 0)
-		return r;
-	if (p.allowed_ip) {
+	                                    x->now, p, x->detail, sizeof(x->detail))) != 0)
+		goto out;
+	if (p->allowed_ip) {
 		/* A list that leaves out its sender's address would lock the sender out. */
 		struct kp_cidr addr;
 		char a[KP_CIDR_TEXT_MAX + 1];
 		if ((r = api_caller_addr(x, &addr)) != 0)
-			return r;
-		if (kp_allowed_ip_check(&p, &addr, NULL, 0) != 0) {
+			goto out;
+		if (kp_allowed_ip_check(p, &addr, NULL, 0) != 0) {
 			kp_addr_format(&addr, a, sizeof(a));
 			api_detail(x, "this request comes from %s", a);
-			return KY_ERR_IP_POLICY_LOCKOUT;
+			r = KY_ERR_IP_POLICY_LOCKOUT;
+			goto out;
 		}
 	}
-	if ((r = kp_instance_policies_encode(&p, &enc)) == 0)
-		r = ky_kms_secret_put(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now);
+	if ((r = kp_instance_policies_encode(p, &enc)) != 0)
+		goto out;
+	if ((r = ky_kms_secret_put_rev(&x->kms, API_SECRET_POLICIES, enc.data, enc.len, x->now,
+	                               rev)) != 0)
+		goto out;
+	r = 0;
+out:
+	ky_buf_free(&enc);
+	return r;
+}
+
+/* How many times a PUT is applied again to what another writer stored before it gives up. */
+#define API_IPOLICIES_TRIES 5
+
+static int api_instance_policies(struct api_ctx *x, bool put)
+{
+	const char *only = api_query(x, "policy");
+	struct kp_instance_policies p;
+	int64_t rev = 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (only != NULL && only[0] == '\0')
+		only = NULL;
+	if (only != NULL && !kp_instance_policy_known(only)) {
+		api_detail(x, "query policy must be one of " KP_IPOLICY_TYPES);
+		return KY_ERR_MALFORMED;
+	}
+	if (!put) {
+		if ((r = api_ipolicies_read(x, &p)) != 0)
+			return r;
+		x->reply = kp_instance_policies_json(&p, only);
+		x->status = 200;
+		return x->reply ? 0 : KY_ERR_NOMEM;
+	}
+	/* Compare-and-swap: a PUT is a function of the stored policies and its body alone, so
+	 * when another unit or request wrote first it is applied again to what that left. */
+	for (int attempt = 0; attempt < API_IPOLICIES_TRIES; attempt++) {
+		if ((r = api_ipolicies_read_rev(x, &p, &rev)) != 0)
+			break;
+		if ((r = api_ipolicies_apply(x, only, &p, rev)) != KY_ERR_CONFLICT)
+			break;
+	}
 	/* Written or not, the next read is from the store. */
 	unitd_keystore_policies_drop(x->api->ks);
-	ky_buf_free(&enc);
+	if (r == KY_ERR_CONFLICT)
+		api_detail(x,
+		           "the instance policies were changed by other requests %d times while "
+		           "this one was applied: send it again",
+		           API_IPOLICIES_TRIES);
 	if (r == 0)
 		x->status = 204;
 	return r;

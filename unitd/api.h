@@ -215,6 +215,11 @@ int kp_instance_policies_encode(const struct kp_instance_policies *p, struct ky_
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen) KY_WUR;
+/* The instance policy types, as a message lists them; kp_instance_policy_known: whether type
+ * is one (what ?policy= may name). */
+#define KP_IPOLICY_TYPES \
+	"dualAuthDelete, rotation, keyCreateImportAccess, allowedNetwork, allowedIP, metrics"
+bool kp_instance_policy_known(const char *type);
 /* GET /instance/policies resources (only = one type or NULL). */
 json_t *kp_instance_policies_json(const struct kp_instance_policies *p, const char *only);
 /* Where a key's material comes from. */

@@ -904,13 +904,24 @@ static void kp_meta_touch(struct kp_ipolicy_meta *m, const char *actor, int64_t 
 	snprintf(m->updated_by, sizeof(m->updated_by), "%s", actor);
 }
 
+/* An attribute given as null is refused, not taken as left out: a policy stored is what its
+ * PUT said, member by member. */
 static int kp_attr_bool(json_t *attrs, const char *k, bool *out, char *detail, size_t detaillen)
 {
 	int v = *out ? 1 : 0;
-	int r = kp_opt_bool(attrs, k, &v, detail, detaillen);
+	int r = KY_ERR_INTERNAL;
 
+	if (json_is_null(json_object_get(attrs, k))) {
+		kp_detail(detail, detaillen,
+		          "member 'attributes.%s' is null: give true or false, or leave it out "
+		          "for its default",
+		          k);
+		return KY_ERR_MALFORMED;
+	}
+	if ((r = kp_opt_bool(attrs, k, &v, detail, detaillen)) != 0)
+		return r;
 	*out = v;
-	return r;
+	return 0;
 }
 
 /* One resource of type allowedNetwork, allowedIP or metrics (members already checked by
@@ -982,6 +993,17 @@ static int kp_ipolicy_net_apply(const char *type, int enabled, json_t *attrs, co
 	}
 }
 
+bool kp_instance_policy_known(const char *type)
+{
+	static const char *const types[] = {"dualAuthDelete", "rotation",  "keyCreateImportAccess",
+	                                    "allowedNetwork", "allowedIP", "metrics"};
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (strcmp(type, types[i]) == 0)
+			return true;
+	return false;
+}
+
 int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, const char *actor,
                                int64_t now, struct kp_instance_policies *p, char *detail,
                                size_t detaillen)
@@ -1048,9 +1070,7 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			seen = &seen_metrics;
 		} else {
 			kp_detail(detail, detaillen,
-			          "unknown policy_type '%.64s' (dualAuthDelete, rotation, "
-			          "keyCreateImportAccess, allowedNetwork, allowedIP, metrics)",
-			          type);
+			          "unknown policy_type '%.64s' (" KP_IPOLICY_TYPES ")", type);
 			goto out;
 		}
 		if (*seen) {

@@ -6,7 +6,9 @@
  * or with leading zeros, and an address with bits set beyond its prefix ("10.1.2.3/8") are
  * refused, naming the range and what to write instead, so that what is stored is what the
  * administrator meant. A caller reaching the unit over IPv6 with an IPv4-mapped address
- * (::ffff:a.b.c.d) is matched as the IPv4 address it is.
+ * (::ffff:a.b.c.d) is matched as the IPv4 address it is; so an IPv4-mapped range
+ * ("::ffff:127.0.0.1/128", "::ffff:0:0/96"), which would never match, is refused, naming
+ * the IPv4 range to write.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -30,6 +32,16 @@ static void kp_net_detail(char *d, size_t n, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(d, n, fmt, ap);
 	va_end(ap);
+}
+
+/* Whether a (16 bytes) is an IPv4-mapped IPv6 address, ::ffff:a.b.c.d: the one rule both the
+ * parser (which refuses such ranges) and kp_addr_of (which matches such callers as IPv4)
+ * read. */
+static bool kp_addr_v4mapped(const uint8_t a[16])
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	return memcmp(a, mapped, sizeof(mapped)) == 0;
 }
 
 int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detaillen)
@@ -79,6 +91,21 @@ int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detai
 		return KY_ERR_MALFORMED;
 	}
 	out->bits = (uint8_t)bits;
+	if (out->family == 6 && bits >= 96 && kp_addr_v4mapped(out->addr)) {
+		/* Callers are matched as IPv4 (kp_addr_of): such a range would never match. */
+		struct kp_cidr v4 = {.family = 4, .bits = (uint8_t)(bits - 96)};
+		char want[KP_CIDR_TEXT_MAX + 1];
+		memcpy(v4.addr, out->addr + 12, 4);
+		for (unsigned j = v4.bits; j < 32; j++)
+			v4.addr[j / 8] &= (uint8_t) ~(0x80u >> (j % 8));
+		kp_cidr_format(&v4, want, sizeof(want));
+		kp_net_detail(detail, detaillen,
+		              "'%.64s' is an IPv4-mapped IPv6 range, which never matches: callers "
+		              "are matched by their IPv4 address: write the IPv4 range '%s'",
+		              s, want);
+		memset(out, 0, sizeof(*out));
+		return KY_ERR_MALFORMED;
+	}
 	for (unsigned i = bits; i < max; i++) {
 		if (out->addr[i / 8] & (0x80u >> (i % 8))) {
 			struct kp_cidr net = *out;
@@ -114,8 +141,6 @@ void kp_addr_format(const struct kp_cidr *c, char *out, size_t cap)
 
 int kp_addr_of(const struct sockaddr *sa, struct kp_cidr *out)
 {
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
 	memset(out, 0, sizeof(*out));
 	if (sa == NULL)
 		return KY_ERR_USAGE;
@@ -129,7 +154,7 @@ int kp_addr_of(const struct sockaddr *sa, struct kp_cidr *out)
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
 		const uint8_t *b = in6->sin6_addr.s6_addr;
-		if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+		if (kp_addr_v4mapped(b)) {
 			memcpy(out->addr, b + 12, 4);
 			out->family = 4;
 			out->bits = 32;

@@ -5,7 +5,9 @@
  * compare-and-swap, so a due key is changed by one unit and the others skip it.
  *
  * Each key acted on is logged, written to the audit trail (a "key-api" line with method
- * "POLICY", action "rotate" or "purge", API key "-") and counted for /metrics.
+ * "POLICY", action "rotate" or "purge", API key "-": its intent before it is acted on, its
+ * outcome after) and counted for /metrics. When the audit log does not take the intent line,
+ * the pass stops there, says so in the unit log, and is tried again at the next interval.
  *
  * The pass reads its clock from the system: time(NULL), plus policy_pass_days_ahead days when
  * unit.conf sets it. That setting exists for tests (a key rotated a month from now, purged 90
@@ -86,6 +88,19 @@ static void pass_key(const char *id, const struct ky_key *before, const struct k
 		          pass_what(what));
 }
 
+/* Before a due key is acted on: its intent line in the audit log, as the key API writes one
+ * before it acts. The log refusing it stops the pass: nothing is done that the log would not
+ * show. */
+static int pass_gate(const char *id, const struct ky_key *k, enum ky_kms_due due, void *arg)
+{
+	(void)k;
+	(void)arg;
+	if (unitd_audit_api(UNITD_AUDIT_INTENT, "POLICY", "keys/{id}", pass_what(due), "-", id, 0,
+	                    0) != 0)
+		return KY_ERR_AUDIT_UNAVAILABLE;
+	return 0;
+}
+
 int unitd_policy_pass_run(struct unitd_keystore *ks, int64_t now, struct ky_kms_sched *st)
 {
 	struct ky_kms kms;
@@ -94,7 +109,7 @@ int unitd_policy_pass_run(struct unitd_keystore *ks, int64_t now, struct ky_kms_
 	memset(st, 0, sizeof(*st));
 	if ((r = unitd_keystore_enter(ks, &kms)) != 0)
 		return r;
-	r = ky_kms_schedule_pass(&kms, now, pass_key, NULL, st);
+	r = ky_kms_schedule_pass(&kms, now, pass_gate, pass_key, NULL, st);
 	if (st->rotated + st->purged > 0)
 		unitd_keystore_flush(ks); /* opened copies of changed keys */
 	unitd_keystore_leave(ks);
@@ -119,8 +134,13 @@ static void *pass_main(void *arg)
 
 		pthread_mutex_unlock(&pp->lock);
 		r = unitd_policy_pass_run(pp->ks, (int64_t)time(NULL) + pp->ahead, &st);
-		/* No master key yet, or key storage refused: said once, tried again later. */
-		if (r != 0 && r != last && r != KY_ERR_NO_MASTER_KEY)
+		/* No master key yet, key storage or the audit log refused: said once, tried
+		 * again later. */
+		if (r == KY_ERR_AUDIT_UNAVAILABLE && r != last)
+			unitd_log(
+			    "policy pass: skipped: the audit log does not take the intent line "
+			    "of a due key: no key is rotated or purged until it does");
+		else if (r != 0 && r != last && r != KY_ERR_NO_MASTER_KEY)
 			unitd_log("policy pass: not run: %s", ky_err_message(r));
 		last = r;
 		pthread_mutex_lock(&pp->lock);

@@ -180,6 +180,19 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 	snprintf(k.role, sizeof(k.role), "%s", c->role);
 	memcpy(k.hash, c->hash, KY_APIKEY_HASH_LEN);
 	k.created = now;
+	/* A row deleted by hand (the storage digest still holds it) is not made anew either:
+	 * it may have been a revoked one. */
+	if ((r = ky_store_apikey_get(st, k.id, &have)) == KY_ERR_RECORD_MISSING) {
+		snprintf(detail, detaillen,
+		         "API key '%s': its stored row was deleted from key storage by hand (the "
+		         "storage digest still holds it): it is not written again; make a new API "
+		         "key under another name",
+		         k.id);
+		r = KY_ERR_APIKEY_ROW_ALTERED;
+		goto out;
+	}
+	if (r != 0 && r != KY_ERR_NOT_FOUND)
+		goto out;
 	if ((r = unitd_keystore_apikey_seal(so->ks, &kms, now, &k)) != 0) {
 		storage_apikey_detail(r, k.id, detail, detaillen);
 		goto out;
@@ -212,21 +225,28 @@ static int storage_apikey_create(struct unitd_storage *so, const struct ky_domai
 		r = KY_ERR_EXISTS;
 		goto out;
 	}
-	if (r == 0) {
-		if (have.revoked != 0) {
-			snprintf(detail, detaillen, "API key '%s' exists already (revoked)", k.id);
-			r = KY_ERR_EXISTS;
-		}
+	if (r != 0) {
+		/* The same key, but its row does not verify: altered (a revocation undone, say), or
+		 * without a tag. Neither is written again: a row rewritten from the command would
+		 * drop whatever the row held before it was altered, a revocation first; and a row
+		 * without a tag cannot tell whether it was ever revoked (a tag removed and a
+		 * revocation undone look like a row made before rows were tagged). A new key
+		 * under another name is the way; apikey-revoke still revokes this row. */
+		snprintf(
+		    detail, detaillen,
+		    "API key '%s': its stored row does not verify (%s): it is not written again; "
+		    "make a new API key under another name, and revoke this one "
+		    "(kyok tke apikey-revoke --id %s)",
+		    k.id, have.has_mac ? "altered" : "it has no tag", k.id);
+		r = KY_ERR_APIKEY_ROW_ALTERED;
 		goto out;
 	}
-	/* The same key, but its row does not verify (altered, made before rows were tagged, or
-	 * tagged under an integrity key that was shredded): the administrators' signed command
-	 * makes it again. */
-	if ((r = storage_apikey_rewrite(so, &kms, now, &k, &have)) == 0)
-		unitd_log("apikey-create: the row of API key %s did not verify: written again",
-		          k.id);
-	else
-		storage_apikey_detail(r, k.id, detail, detaillen);
+	if (have.revoked != 0) {
+		snprintf(detail, detaillen, "API key '%s' exists already (revoked)", k.id);
+		r = KY_ERR_EXISTS;
+		goto out;
+	}
+	r = 0;
 out:
 	unitd_keystore_leave(so->ks);
 	if (r != 0 && detail[0] == '\0')

@@ -503,7 +503,10 @@
 	  "the key ring 'default' is every instance's own: it is never deleted")                   \
 	X(KEY_RING_QUOTA, "key-ring-quota", KY_EXIT_REFUSED, 400,                                  \
 	  "the instance has 50 key rings besides 'default', as many as it may have: delete one "   \
-	  "first")
+	  "first")                                                                                 \
+	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
+	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
+	  "never written again: make a new API key under another name, and revoke this one")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

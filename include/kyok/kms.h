@@ -285,6 +285,16 @@ int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8
                          int64_t now) KY_WUR;
 /* *p in the secure heap: ky_kms_buf_free(*p, *n). */
 int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n) KY_WUR;
+/* ky_kms_secret_get, and *rev the rev the record is stored at (0 when it is not read). */
+int ky_kms_secret_get_rev(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n,
+                          int64_t *rev) KY_WUR;
+/* Compare-and-swap: writes the secret only if it is still at expect_rev (from
+ * ky_kms_secret_get_rev; 0 = only if absent), else KY_ERR_CONFLICT and nothing is written,
+ * never retried here. For a read-modify-write: on KY_ERR_CONFLICT read again and re-apply the
+ * change to what is stored now. ky_kms_secret_put, by contrast, replaces whatever is stored
+ * (last writer wins): only for a whole value that depends on nothing stored. */
+int ky_kms_secret_put_rev(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                          int64_t now, int64_t expect_rev) KY_WUR;
 
 /* ---- replies kept by request id (lib/kms/request.c) ---- */
 
@@ -353,11 +363,17 @@ struct ky_kms_sched {
 typedef void (*ky_kms_sched_fn)(const char *id, const struct ky_key *before,
                                 const struct ky_key *after, enum ky_kms_due what, int err,
                                 void *arg);
+/* Asked before a due key is acted on (k: its metadata; due: what is to be done): 0 to go
+ * ahead, or an error that ends the pass with nothing more done (the caller's audit log
+ * refusing the intent line, say). */
+typedef int (*ky_kms_sched_gate_fn)(const char *id, const struct ky_key *k, enum ky_kms_due due,
+                                    void *arg);
 /* One pass over the keys this unit's registers open: each due key is acted on with
- * ky_kms_due_apply. A key that fails is counted and left; the pass goes on. 0, or the store's
- * error when it cannot list. */
-int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_fn fn, void *arg,
-                         struct ky_kms_sched *st) KY_WUR;
+ * ky_kms_due_apply, once gate (may be NULL) let it. A key that fails is counted and left; the
+ * pass goes on. 0, the store's error when it cannot list, or the error gate gave (the key it
+ * refused, and all after it, left alone). */
+int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gate_fn gate,
+                         ky_kms_sched_fn fn, void *arg, struct ky_kms_sched *st) KY_WUR;
 
 /* ---- master key rotation ---- */
 

@@ -1101,7 +1101,56 @@ int ky_kms_secret_create(const struct ky_kms *kms, const char *name, const uint8
 	return kms_secret_write(kms, name, p, n, now, 1);
 }
 
-int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n)
+int ky_kms_secret_put_rev(const struct ky_kms *kms, const char *name, const uint8_t *p, size_t n,
+                          int64_t now, int64_t expect_rev)
+{
+	const struct ky_mk *mk = kms_mk_write(kms);
+	struct ky_store_secret sec = {0}, old = {0};
+	uint8_t aad[KMS_AAD_MAX];
+	size_t aadlen = 0, nl = name ? strlen(name) : 0;
+	int r = KY_ERR_INTERNAL;
+
+	if (mk == NULL)
+		return KY_ERR_REGISTER_STATE;
+	if (nl == 0 || nl > KY_SECRET_NAME_MAX || n == 0 || n > KMS_SECRET_MAX || expect_rev < 0)
+		return KY_ERR_USAGE;
+	/* The row as it is now, for its creation time; the store's own compare-and-swap below
+	 * is what decides, this look only saves sealing for a write that would lose. */
+	r = ky_store_secret_get(kms->store, name, &old);
+	if (r == KY_ERR_NOT_FOUND) {
+		if (expect_rev != 0) {
+			r = KY_ERR_CONFLICT;
+			goto out;
+		}
+	} else if (r != 0) {
+		goto out;
+	} else if (old.rev != expect_rev) {
+		r = KY_ERR_CONFLICT;
+		goto out;
+	}
+	memcpy(sec.name, name, nl + 1);
+	sec.created = expect_rev != 0 ? old.created : now;
+	sec.updated = now;
+	memcpy(sec.vp, mk->vp, KY_VP_LEN);
+	if ((r = kms_aad(aad, &aadlen, KMS_LABEL_SECRET, kms->instance, name, 0, mk->vp)) != 0 ||
+	    (r = kms_seal(mk, aad, aadlen, p, n, &sec.blob, &sec.bloblen)) != 0)
+		goto out;
+	r = ky_store_secret_put(kms->store, &sec, expect_rev);
+	if (r == KY_ERR_EXISTS || r == KY_ERR_NOT_FOUND) {
+		r = KY_ERR_CONFLICT; /* made, or removed, by another writer since */
+		goto out;
+	}
+	if (r != 0)
+		goto out;
+	r = 0;
+out:
+	ky_store_secret_release(&old);
+	ky_store_secret_release(&sec);
+	return r;
+}
+
+int ky_kms_secret_get_rev(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n,
+                          int64_t *rev)
 {
 	struct ky_store_secret sec = {0};
 	const struct ky_mk *mk;
@@ -1112,6 +1161,7 @@ int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, s
 
 	*p = NULL;
 	*n = 0;
+	*rev = 0;
 	if ((r = ky_store_secret_get(kms->store, name, &sec)) != 0)
 		return r;
 	if ((mk = kms_mk_for(kms, sec.vp)) == NULL) {
@@ -1138,11 +1188,19 @@ int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, s
 	*p = pt;
 	*n = ptlen;
 	pt = NULL; /* transferred */
+	*rev = sec.rev;
 	r = 0;
 out:
 	ky_kms_buf_free(pt, ptlen);
 	ky_store_secret_release(&sec);
 	return r;
+}
+
+int ky_kms_secret_get(const struct ky_kms *kms, const char *name, uint8_t **p, size_t *n)
+{
+	int64_t rev = 0;
+
+	return ky_kms_secret_get_rev(kms, name, p, n, &rev);
 }
 
 /* ---- re-encipherment ---- */

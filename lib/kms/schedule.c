@@ -105,8 +105,8 @@ out:
 
 #define KMS_SCHED_PAGE 500
 
-int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_fn fn, void *arg,
-                         struct ky_kms_sched *st)
+int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gate_fn gate,
+                         ky_kms_sched_fn fn, void *arg, struct ky_kms_sched *st)
 {
 	struct ky_store_filter f = {.states = (1u << KY_KEY_ACTIVE) | (1u << KY_KEY_DESTROYED),
 	                            .extractable = -1};
@@ -135,6 +135,11 @@ int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_fn 
 			if (e == 0)
 				e = ky_kms_record_open(kms, &rows[i], KY_KMS_METADATA_ONLY, &k);
 			due = e == 0 ? ky_kms_due(k, now) : KY_KMS_DUE_NONE;
+			if (e == 0 && due != KY_KMS_DUE_NONE && gate != NULL &&
+			    (r = gate(rows[i].id, k, due, arg)) != 0) {
+				ky_key_free(k);
+				goto out; /* nothing done to this key or any after it */
+			}
 			if (e == 0 && due != KY_KMS_DUE_NONE)
 				e = ky_kms_due_apply(kms, &rows[i], now, &done, &after);
 			if (e == KY_ERR_CONFLICT || e == KY_ERR_NOT_FOUND) {

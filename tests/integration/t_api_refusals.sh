@@ -12,8 +12,8 @@
 #     database (sqlite3): detected, not served, by both units; API key rows altered (role
 #     raised, a key inserted with a copied / random / no tag, a hash swapped, a revocation
 #     undone): refused by the token service and the API of both units, listed ALTERED,
-#     revocable all the same; a row without a tag written again by apikey-create; a unit
-#     without the master key
+#     revocable all the same; an altered row (a revocation undone) or one without a tag never
+#     written again by apikey-create with the same name; a unit without the master key
 #     (a third unit never initialised; an instance not initialised): token service and API
 #     say so; the key limit (key_limit = 3), and after a zeroize and a new master key (the
 #     shredded records do not count; the API keys went with the master key)
@@ -37,7 +37,9 @@
 #     empty item: refused by the unit, nothing stored; a list out of order stored in order
 #   instance policies allowedNetwork, allowedIP, metrics: set, listed; allowedIP enforced by
 #     both units on a request from an address not listed (127.0.0.2), a PUT that would lock
-#     its sender out, ranges and values that do not parse
+#     its sender out, ranges and values that do not parse; two PUTs at once, one per unit:
+#     neither lost
+#   instance policies: an attribute given as null, ?policy= naming an unknown type (GET, PUT)
 #   body members: an unknown member at each level of key policies, instance policies, create,
 #     actions (plain and as a collection): 400 naming its path, the policies read back
 #     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
@@ -386,6 +388,15 @@ refused "instance policies: one policy given twice" 400 MALFORMED_ERR $(auth "$M
 	$(json_body "{\"resources\":[$kcia,{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":false}}]}") \
 	-X PUT /api/v2/instance/policies
 says "... says which" "policy_type 'keyCreateImportAccess' is given twice"
+refused "instance policies: an attribute given as null (not taken as left out)" 400 MALFORMED_ERR \
+	$(auth "$M") $(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":null}}}]}') \
+	-X PUT /api/v2/instance/policies
+says "... names it" "member 'attributes.create_root_key' is null"
+refused "instance policies: GET ?policy= an unknown type" 400 MALFORMED_ERR $(auth "$M") \
+	"/api/v2/instance/policies?policy=bogus"
+says "... names the types taken" "must be one of dualAuthDelete, rotation, keyCreateImportAccess, allowedNetwork, allowedIP, metrics"
+refused "... a PUT too" 400 MALFORMED_ERR $(auth "$M") $(json_body "{\"resources\":[$kcia]}") \
+	-X PUT "/api/v2/instance/policies?policy=bogus"
 call $(auth "$M") /api/v2/instance/policies
 expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$ipol_before"
 
@@ -430,6 +441,28 @@ accepted "allowedIP widened to 127.0.0.0/8" 204 $(auth "$M") \
 accepted "... a request from 127.0.0.2 is served" 200 --interface 127.0.0.2 $(auth "$W") /api/v2/keys
 accepted "allowedIP turned off" 204 $(auth "$M") \
 	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	-X PUT /api/v2/instance/policies
+# Two PUTs of different policies at once, one per unit: each is applied to what the other
+# stored (compare-and-swap), so both stand whatever the order.
+ipol_put() { # ipol_put N BODY: PUT to unit N in the background, its status in $T_DIR/put-N
+	curl -sS -o /dev/null -w '%{http_code}' $(auth "$M") $(json_body "$2") -X PUT \
+		"$(url_of "$A" "$1")/api/v2/instance/policies" >"$T_DIR/put-$1" &
+}
+lost=0
+for round in 1 2 3 4 5 6; do
+	call $(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
+		-X PUT /api/v2/instance/policies
+	ipol_put 1 '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}'
+	p1=$!
+	ipol_put 2 '{"resources":[{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
+	wait "$p1" $!
+	call 2 $(auth "$M") /api/v2/instance/policies
+	got="$(cat "$T_DIR/put-1") $(cat "$T_DIR/put-2") $(jq -c '[.resources[] | select(.policy_type == "allowedIP" or .policy_type == "metrics") | .policy_data.enabled]' "$T_DIR/body")"
+	[ "$got" = "204 204 [true,true]" ] || { lost=$((lost + 1)); echo "round $round: $got" >&2; }
+done
+expect_eq "two concurrent PUTs of instance policies, one per unit (6 rounds): rounds where one was lost" "$lost" 0
+accepted "allowedIP turned off again" 204 $(auth "$M") \
+	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 
 # Create, actions and requests without a body member.
@@ -889,14 +922,44 @@ if "$KYOK" tke apikeys | grep -qE "r-gone .*20[0-9-]+T[0-9:]+Z +ok$"; then
 else
 	fail "... listing: $("$KYOK" tke apikeys 2>&1)"
 fi
-# A row without a tag (made by hand, or before rows were tagged): apikey-create with the
-# same name sends the key in its file again, and the units write the row again.
+# The revocation undone again, then apikey-create with the same name (it sends the key in
+# its file again): the units never write an altered row again, so the revocation stands.
+db "UPDATE api_keys SET revoked = 0 WHERE id = '$gid'"
+settle
+before=$(digest "$A")
+expect_fail "revocation undone, then apikey-create with the same name: refused by the units" \
+	"$gid.*does not verify \(altered\).*another name" \
+	"$KYOK" tke apikey-create --name r-gone --role Writer --password-file "$pa"
+expect_eq "... the row is left as it was" "$(digest "$A")" "$before"
+token_refused "... the token service still refuses the key" 500 record-tampered "$AK/r-gone.apikey" 2
+if "$KYOK" tke apikeys | grep -q "make new ones under other names"; then
+	pass "... kyok tke apikeys says to make new keys under other names"
+else
+	fail "... kyok tke apikeys: $("$KYOK" tke apikeys 2>&1)"
+fi
+expect_ok "... apikey-revoke revokes it again" "$KYOK" tke apikey-revoke --id "$gid" --yes --password-file "$pa"
+# The revoked row deleted by hand: the storage digest still holds it, and apikey-create with
+# the same name does not make it anew.
+db "DELETE FROM api_keys WHERE id = '$gid'"
+settle
+before=$(digest "$A")
+expect_fail "revoked row deleted by hand, then apikey-create with the same name: refused" \
+	"$gid.*deleted from key storage by hand.*another name" \
+	"$KYOK" tke apikey-create --name r-gone --role Writer --password-file "$pa"
+expect_eq "... nothing written" "$(digest "$A")" "$before"
+# A row without a tag (made by hand, or before rows were tagged): it cannot show whether it
+# was revoked, so it is not written again either; a new key under another name replaces it.
 db "UPDATE api_keys SET mac = NULL WHERE name = 'r-ReaderPlus'"
 settle
 token_refused "API key row without a tag" 500 record-tampered "$AK/r-ReaderPlus.apikey" 1
-expect_ok "... apikey-create with the same name writes it again" \
+before=$(digest "$A")
+expect_fail "... apikey-create with the same name: refused, not written again" \
+	"does not verify \(it has no tag\).*another name" \
 	"$KYOK" tke apikey-create --name r-ReaderPlus --role ReaderPlus --password-file "$pa"
-accepted "... its token works again" 200 2 $(auth "$(token_of "$AK/r-ReaderPlus.apikey")") /api/v2/keys
+expect_eq "... the row is left as it was" "$(digest "$A")" "$before"
+expect_ok "... a new key under another name" \
+	"$KYOK" tke apikey-create --name r-ReaderPlus-2 --role ReaderPlus --password-file "$pa"
+accepted "... its token works" 200 2 $(auth "$(token_of "$AK/r-ReaderPlus-2.apikey")") /api/v2/keys
 
 # ---- key limit (instance B: key_limit = 3) --------------------------------------------------
 for i in 1 2 3; do

@@ -522,6 +522,13 @@ if grep -rqh --include='*.jsonl' "\"method\":\"POLICY\".*\"action\":\"rotate\".*
 else
 	fail "no audit line of the policy pass's rotation of $prk"
 fi
+# Its intent line first, as the key API writes one before it acts: a pass whose audit log
+# does not take it acts on nothing.
+if grep -rqh --include='*.jsonl' "\"phase\":\"intent\".*\"method\":\"POLICY\".*\"action\":\"rotate\".*\"key\":\"$prk\"" "$KYOK_INSTANCE"; then
+	pass "... its intent line was written before it"
+else
+	fail "no audit intent line of the policy pass's rotation of $prk"
+fi
 if grep -rqh "policy pass: key $pdk purged" "$KYOK_INSTANCE"; then
 	pass "... the purge is in a unit's log"
 else

@@ -822,6 +822,41 @@ static void test_instance_policies(void **state)
 	                                    "\"policy_data\":{\"enabled\":false}}]}"),
 	                               "rotation", "m", NOW, &p, d, sizeof(d)),
 	    KY_ERR_MALFORMED);
+	/* An attribute given as null is refused by name, not taken as left out. */
+	static const char *const kcia_attrs[] = {"create_root_key", "create_standard_key",
+	                                         "import_root_key", "import_standard_key",
+	                                         "enforce_token"};
+	for (size_t i = 0; i < sizeof(kcia_attrs) / sizeof(kcia_attrs[0]); i++) {
+		char body[256], want[96];
+		snprintf(body, sizeof(body),
+		         "{\"resources\":[{\"policy_type\":\"keyCreateImportAccess\","
+		         "\"policy_data\":{\"enabled\":true,\"attributes\":{\"%s\":null}}}]}",
+		         kcia_attrs[i]);
+		snprintf(want, sizeof(want), "member 'attributes.%s' is null", kcia_attrs[i]);
+		d[0] = '\0';
+		assert_int_equal(kp_parse_instance_policies((const uint8_t *)body, strlen(body),
+		                                            NULL, "m", NOW + 1, &p, d, sizeof(d)),
+		                 KY_ERR_MALFORMED);
+		assert_non_null(strstr(d, want));
+		assert_memory_equal(&p, &q, sizeof(p));
+	}
+	/* The types ?policy= may name, and the message that lists them. */
+	assert_true(kp_instance_policy_known("dualAuthDelete"));
+	assert_true(kp_instance_policy_known("rotation"));
+	assert_true(kp_instance_policy_known("keyCreateImportAccess"));
+	assert_true(kp_instance_policy_known("allowedNetwork"));
+	assert_true(kp_instance_policy_known("allowedIP"));
+	assert_true(kp_instance_policy_known("metrics"));
+	assert_false(kp_instance_policy_known("bogus"));
+	assert_false(kp_instance_policy_known("allowedip"));
+	assert_false(kp_instance_policy_known(""));
+	d[0] = '\0';
+	assert_int_equal(kp_parse_instance_policies(
+	                     BODY("{\"resources\":[{\"policy_type\":\"bogus\",\"policy_data\":{"
+	                          "\"enabled\":true}}]}"),
+	                     NULL, "m", NOW + 1, &p, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "unknown policy_type 'bogus' (" KP_IPOLICY_TYPES ")"));
 }
 
 /* allowedNetwork, allowedIP, metrics: parsed, stored, listed; allowedIP's ranges. */
@@ -917,6 +952,11 @@ static void test_instance_net_policies(void **state)
 	assert_true(kp_cidr_match(&c, &a));
 	assert_int_equal(kp_cidr_parse("::/0", &c, d, sizeof(d)), 0);
 	assert_false(kp_cidr_match(&c, &a));
+	/* Next to the mapped range, not in it: taken. */
+	assert_int_equal(kp_cidr_parse("::fffe:0:0/96", &c, d, sizeof(d)), 0);
+	assert_int_equal(kp_cidr_parse("::ffff:0:0/96", &c, d, sizeof(d)), KY_ERR_MALFORMED);
+	assert_int_equal(c.family, 0);
+	assert_int_equal(kp_cidr_parse("::/0", &c, d, sizeof(d)), 0);
 	kp_cidr_format(&c, t, sizeof(t));
 	assert_string_equal(t, "::/0");
 	/* Turned off: nothing is enforced, and the listing says so. */
@@ -951,6 +991,14 @@ static void test_instance_net_policies(void **state)
 	    {"[\"/8\"]", "not an address range"},
 	    {"[8]", "allowed_ip[0] must be a string"},
 	    {"[\"10.0.0.0/8\",\"10.0.0.0/8\"]", "lists '10.0.0.0/8' twice"},
+	    /* IPv4-mapped ranges never match (callers are matched as IPv4): the IPv4 range */
+	    {"[\"::ffff:127.0.0.1/128\"]", "IPv4-mapped IPv6 range, which never matches: "
+	                                   "callers are matched by their IPv4 address: write the "
+	                                   "IPv4 range '127.0.0.1/32'"},
+	    {"[\"::ffff:0:0/96\"]", "write the IPv4 range '0.0.0.0/0'"},
+	    {"[\"::ffff:10.1.0.0/112\"]", "write the IPv4 range '10.1.0.0/16'"},
+	    {"[\"::ffff:10.1.2.3/112\"]", "write the IPv4 range '10.1.0.0/16'"},
+	    {"[\"::ffff:0:0/80\"]", "write '::/80'"},
 	};
 	for (size_t i = 0; i < sizeof(badip) / sizeof(badip[0]); i++) {
 		char body[512];

@@ -1494,6 +1494,60 @@ static void test_secrets(void **state)
 	ky_kms_buf_free(p, n);
 }
 
+/* Two read-modify-writes from the same read: the second is refused, never written over the
+ * first; read again, it applies to what the first left. */
+static void test_secret_compare_and_swap(void **state)
+{
+	struct fx *f = *state;
+	const uint8_t v1[] = "base", a[] = "base+a", b[] = "base+b", ab[] = "base+a+b";
+	uint8_t *p = NULL;
+	size_t n = 0;
+	int64_t rev = 0, rev_a = 0, rev_b = 0;
+
+	/* absent: rev 0, and a write expecting 0 creates it */
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev),
+	                 KY_ERR_NOT_FOUND);
+	assert_null(p);
+	assert_int_equal(rev, 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", v1, sizeof(v1), NOW, 0), 0);
+	/* a second creator from the same (empty) read loses */
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW, 0),
+	                 KY_ERR_CONFLICT);
+
+	/* two writers read the same rev */
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_a), 0);
+	assert_memory_equal(p, v1, sizeof(v1));
+	ky_kms_buf_free(p, n);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_b), 0);
+	ky_kms_buf_free(p, n);
+	assert_true(rev_a > 0);
+	assert_int_equal(rev_a, rev_b);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", a, sizeof(a), NOW + 1, rev_a),
+	                 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 1, rev_b),
+	                 KY_ERR_CONFLICT);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev), 0);
+	assert_memory_equal(p, a, sizeof(a)); /* the first write stands */
+	assert_true(rev != rev_b);
+	ky_kms_buf_free(p, n);
+	/* the loser re-applies its change to what is stored now */
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", ab, sizeof(ab), NOW + 2, rev),
+	                 0);
+	assert_int_equal(ky_kms_secret_get_rev(&f->kms, "policies", &p, &n, &rev_a), 0);
+	assert_memory_equal(p, ab, sizeof(ab));
+	ky_kms_buf_free(p, n);
+	/* ky_kms_secret_put still replaces whatever is stored */
+	assert_int_equal(ky_kms_secret_put(&f->kms, "policies", v1, sizeof(v1), NOW + 3), 0);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 3, rev_a),
+	                 KY_ERR_CONFLICT);
+	/* gone since it was read: a conflict too */
+	sql(f->path, "DELETE FROM secrets WHERE name = 'policies'");
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 4, rev_a),
+	                 KY_ERR_CONFLICT);
+	assert_int_equal(ky_kms_secret_put_rev(&f->kms, "policies", b, sizeof(b), NOW + 4, -1),
+	                 KY_ERR_USAGE);
+}
+
 /* ---- re-encipherment ---- */
 
 static void create_many(struct fx *f, int n, char (*ids)[KY_UUID_LEN + 1])
@@ -1946,6 +2000,28 @@ static void test_rotation_due(void **state)
 	ky_key_free(k);
 }
 
+static int gate_calls;
+
+static int gate_refuse(const char *id, const struct ky_key *k, enum ky_kms_due due, void *arg)
+{
+	(void)arg;
+	assert_non_null(id);
+	assert_non_null(k);
+	assert_int_not_equal(due, KY_KMS_DUE_NONE);
+	gate_calls++;
+	return KY_ERR_AUDIT_UNAVAILABLE;
+}
+
+static int gate_allow(const char *id, const struct ky_key *k, enum ky_kms_due due, void *arg)
+{
+	(void)id;
+	(void)k;
+	(void)due;
+	(void)arg;
+	gate_calls++;
+	return 0;
+}
+
 static void test_policy_pass(void **state)
 {
 	struct fx *f = *state;
@@ -1990,10 +2066,25 @@ static void test_policy_pass(void **state)
 	ky_store_row_release(&ra);
 
 	/* Whole passes. */
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 27 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 27 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.keys, 3);
 	assert_int_equal(st.rotated + st.purged + st.raced + st.failed, 0);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	/* A gate that refuses (the audit log does not take the intent line): the pass ends
+	 * with its error, nothing rotated; one that lets it: rotated. */
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, gate_refuse, NULL, NULL, &st),
+	    KY_ERR_AUDIT_UNAVAILABLE);
+	assert_int_equal(gate_calls, 1);
+	assert_int_equal(st.rotated + st.purged, 0);
+	k = load(f, r->id);
+	assert_int_equal(k->nversions, 1);
+	ky_key_free(k);
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, gate_allow, NULL, NULL, &st), 0);
+	assert_int_equal(gate_calls, 1);
 	assert_int_equal(st.rotated, 1);
 	assert_int_equal(st.purged, 0);
 	k = load(f, r->id);
@@ -2001,18 +2092,30 @@ static void test_policy_pass(void **state)
 	assert_int_equal(k->versions[1].created, NOW + 31 * KY_KMS_DAY);
 	ky_key_free(k);
 	/* Run again at the same date (another unit): rotated once. */
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 31 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.rotated + st.purged, 0);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 89 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 89 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.purged, 0);
 	k = load(f, d->id);
 	ky_key_free(k);
-	assert_int_equal(ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, &st), 0);
+	gate_calls = 0;
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, gate_refuse, NULL, NULL, &st),
+	    KY_ERR_AUDIT_UNAVAILABLE);
+	assert_int_equal(gate_calls, 1);
+	assert_int_equal(st.purged, 0);
+	k = load(f, d->id); /* still there */
+	ky_key_free(k);
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
 	assert_int_equal(st.purged, 1);
 	assert_int_equal(ky_kms_key_get(&f->kms, d->id, 0, NOW, &k), KY_ERR_NOT_FOUND);
 	/* Without a master key there is nothing to open. */
 	struct ky_kms none = {.store = f->s, .instance = INSTANCE};
-	assert_int_equal(ky_kms_schedule_pass(&none, NOW, NULL, NULL, &st), KY_ERR_MK_MISMATCH);
+	assert_int_equal(ky_kms_schedule_pass(&none, NOW, NULL, NULL, NULL, &st),
+	                 KY_ERR_MK_MISMATCH);
 	ky_key_free(r);
 	ky_key_free(d);
 	ky_key_free(r2);
@@ -2059,6 +2162,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_aliases, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rings, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_secret_compare_and_swap, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_resume, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_cas_race, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_reencipher_updates_between_batches, fx_setup,
