@@ -73,6 +73,12 @@ if [ -z "$doc_bad" ]; then
 else
 	fail "docs/commands.md is out of date for$doc_bad: paste each one's --help output (without its common options) under its heading there"
 fi
+# Its error table has a row for every error code of include/kyok/err.h.
+err_missing=$(comm -23 \
+	<(sed -n 's/^[[:space:]]*X([A-Z0-9_]*, "\([a-z0-9-]*\)".*/\1/p' \
+		"$(dirname "$0")/../../include/kyok/err.h" | grep -vx ok | sort -u) \
+	<(sed -n 's/^| [0-9] | `\([a-z0-9-]*\)` | .*/\1/p' "$DOC" | sort -u) | tr '\n' ' ')
+expect_eq "docs/commands.md lists every error code of include/kyok/err.h (a row per code missing: exit, code, HTTP status, message as err.h has them)" "${err_missing:-none}" none
 expect_eq "docs/commands.md has kyok-unitd --help, verbatim" "$(doc_block "## kyok-unitd")" \
 	"$("$UNITD" --help)"
 
