@@ -46,6 +46,7 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
+#include "kyok/kms_import.h"
 #include "kyok/store.h"
 #include "unitd/api.h"
 #include "unitd/unitd.h"
@@ -274,6 +275,8 @@ struct api_ctx {
 	bool held;
 	bool acted;  /* its audit intent is written: it may have changed key storage */
 	bool in_txn; /* runs inside the write transaction of its request id */
+	/* POST /import_token under a request id: its token, made before that transaction */
+	struct ky_import_token *it_made;
 	int64_t now;
 	char caller[KY_ID_MAX + 1]; /* the token's API key, once the token verified */
 	unsigned role;
@@ -2029,7 +2032,8 @@ static int api_dispatch_route(struct api_ctx *x)
 	case ROUTE_IMPORT_TOKEN_POST:
 		x->status = 200;
 		return kp_import_token_create(&x->kms, x->in_txn, x->q->body.data, x->q->body.len,
-		                              x->now, &x->reply, x->detail, sizeof(x->detail));
+		                              x->now, &x->it_made, &x->reply, x->detail,
+		                              sizeof(x->detail));
 	case ROUTE_IMPORT_TOKEN_GET:
 		x->status = 200;
 		return kp_import_token_retrieve(&x->kms, x->in_txn, x->now, &x->reply, x->detail,
@@ -2197,8 +2201,14 @@ static int api_dispatch_once(struct api_ctx *x)
 	}
 	if ((r = api_request_hash(x, hash)) != 0)
 		return r;
-	if ((r = ky_store_begin(st)) != 0)
+	/* A new import token's RSA key takes a while: made before the write lock is taken (a
+	 * replay of the request id then throws it away). */
+	if (api_routes[x->q->route].route == ROUTE_IMPORT_TOKEN_POST &&
+	    (r = kp_import_token_make(x->q->body.data, x->q->body.len, x->now, &x->it_made,
+	                              x->detail, sizeof(x->detail))) != 0)
 		return r;
+	if ((r = ky_store_begin(st)) != 0)
+		goto out;
 	in_txn = true;
 	x->in_txn = true;
 	if ((r = ky_store_request_expire(st, x->now - API_REQUEST_TTL, &expired)) != 0)
@@ -2234,6 +2244,8 @@ out:
 	if (in_txn)
 		(void)ky_store_rollback(st);
 	x->in_txn = false;
+	ky_import_token_free(x->it_made);
+	x->it_made = NULL;
 	if (r != 0) {
 		ky_buf_free(&x->stored);
 		json_decref(x->reply);

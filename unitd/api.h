@@ -305,9 +305,16 @@ json_t *kp_registrations_json(bool total_count);
 int kp_txn_begin(const struct ky_kms *kms, bool in_txn, bool *mine) KY_WUR;
 int kp_txn_end(const struct ky_kms *kms, bool mine, int r) KY_WUR;
 /* POST /import_token: a new token replaces the instance's one. in_txn: the request runs in a
- * write transaction already (else these functions run their own). */
+ * write transaction already (else these functions run their own). made: the token
+ * kp_import_token_make made from this body before that transaction (its RSA key takes a
+ * while, and no lock may be held meanwhile), taken over (*made set to NULL); NULL or *made
+ * NULL: made here. */
+struct ky_import_token;
+int kp_import_token_make(const uint8_t *body, size_t n, int64_t now, struct ky_import_token **out,
+                         char *detail, size_t detaillen) KY_WUR;
 int kp_import_token_create(const struct ky_kms *kms, bool in_txn, const uint8_t *body, size_t n,
-                           int64_t now, json_t **reply, char *detail, size_t detaillen) KY_WUR;
+                           int64_t now, struct ky_import_token **made, json_t **reply, char *detail,
+                           size_t detaillen) KY_WUR;
 /* GET /import_token: counts one retrieval and answers the public key and nonce. */
 int kp_import_token_retrieve(const struct ky_kms *kms, bool in_txn, int64_t now, json_t **reply,
                              char *detail, size_t detaillen) KY_WUR;

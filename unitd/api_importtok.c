@@ -296,20 +296,34 @@ static int it_write(const struct ky_kms *kms, const struct ky_import_token *t, i
 	return r;
 }
 
+int kp_import_token_make(const uint8_t *body, size_t n, int64_t now, struct ky_import_token **out,
+                         char *detail, size_t detaillen)
+{
+	uint32_t expiration, max;
+	int r;
+
+	*out = NULL;
+	if ((r = kp_parse_import_token(body, n, &expiration, &max, detail, detaillen)) != 0)
+		return r;
+	return ky_import_token_new(now, expiration, max, out);
+}
+
 int kp_import_token_create(const struct ky_kms *kms, bool in_txn, const uint8_t *body, size_t n,
-                           int64_t now, json_t **reply, char *detail, size_t detaillen)
+                           int64_t now, struct ky_import_token **made, json_t **reply, char *detail,
+                           size_t detaillen)
 {
 	struct ky_import_token *t = NULL;
-	uint32_t expiration, max;
 	bool mine = false;
 	int r = KY_ERR_INTERNAL;
 
 	*reply = NULL;
-	if ((r = kp_parse_import_token(body, n, &expiration, &max, detail, detaillen)) != 0)
-		return r;
-	/* The key pair is made before the transaction: it takes a while, and holds no lock. */
-	if ((r = ky_import_token_new(now, expiration, max, &t)) != 0)
+	if (made != NULL && *made != NULL) {
+		t = *made;
+		*made = NULL; /* transferred */
+	} else if ((r = kp_import_token_make(body, n, now, &t, detail, detaillen)) != 0) {
 		goto out;
+	}
+	/* The key pair was made before the transaction: it takes a while, and holds no lock. */
 	if ((r = kp_txn_begin(kms, in_txn, &mine)) != 0)
 		goto out;
 	if ((r = it_write(kms, t, now)) == 0 &&

@@ -1066,6 +1066,12 @@ static int kms_secret_write(const struct ky_kms *kms, const char *name, const ui
 		r = ky_store_secret_get(kms->store, name, &old);
 		if (r != 0 && r != KY_ERR_NOT_FOUND)
 			goto out;
+		/* A record put back from an older copy is refused when read; written over, the
+		 * evidence would go without the administrators' storage-accept. */
+		if (r == 0 && old.stale) {
+			r = KY_ERR_RECORD_STALE;
+			goto out;
+		}
 		if (r == 0 && create_only) {
 			r = KY_ERR_EXISTS;
 			goto out;

@@ -627,10 +627,38 @@ cp "$T_DIR/it.pem" "$T_DIR/old.pem"
 accepted "Manager creates a new import token (defaults: 1 retrieval, 600 s)" 200 $(auth "$M") -X POST $IT
 expect_eq "... 1 retrieval, 600 s" \
 	"$(jq -r '"\(.maxAllowedRetrievals) \((.expirationDate | fromdate) - (.creationDate | fromdate))"' "$T_DIR/body")" "1 600"
+# Under a request id, the token's key pair is made before the write transaction; the request
+# sent again gets the kept reply, not a second token.
+accepted "a new import token under a request id" 200 $(auth "$M") -H "Idempotency-Key: it-once" \
+	-X POST $IT
+cp "$T_DIR/body" "$T_DIR/it-once.json"
+accepted "... the same request again, to unit 2" 200 2 $(auth "$M") -H "Idempotency-Key: it-once" \
+	-D "$T_DIR/it-once.hdr" -X POST $IT
+expect_eq "... answered with the kept reply" \
+	"$(jq -c . "$T_DIR/body") $(grep -ci '^Kyok-Replayed: true' "$T_DIR/it-once.hdr")" \
+	"$(jq -c . "$T_DIR/it-once.json") 1"
 it_get 2
 refused "secure import to the replaced token's public key" 400 IMPORT_PAYLOAD_UNDECRYPTABLE_ERR \
 	$(auth "$W") $(json_body "$(simport old "$(sealed "$T_DIR/imp.key" "$NONCE" sha256 "$T_DIR/old.pem")")") \
 	-X POST /api/v2/keys
+
+# A token record put back from an older copy is refused when read, and when written over.
+itrow() { sqlite3 "$A/keys.db" ".timeout 5000" "SELECT seq, rev, updated, hex(blob) FROM secrets WHERE name = 'import-token'"; }
+itput() {
+	local IFS='|'
+	set -- $1
+	sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE secrets SET seq = $1, rev = $2, updated = $3, blob = X'$4' WHERE name = 'import-token'"
+}
+it_old=$(itrow)
+accepted "a new import token (the older record kept aside)" 200 $(auth "$M") -X POST $IT
+it_new=$(itrow)
+itput "$it_old"
+refused "the older token record put back: its retrieval refused" 500 RECORD_ROLLED_BACK_ERR \
+	$(auth "$W") $IT
+refused "... and a new token over it refused too (written over, the evidence would go)" 500 \
+	RECORD_ROLLED_BACK_ERR 2 $(auth "$M") -X POST $IT
+itput "$it_new"
+accepted "the newer record back: served" 200 $(auth "$W") $IT
 
 # ---- sync, registrations, purge too early ---------------------------------------------------
 refused "sync of a key changed within the hour" 409 REQ_TOO_EARLY_ERR $(auth "$W") \
