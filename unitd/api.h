@@ -96,6 +96,9 @@ struct kp_search {
 	enum kp_search_scope scope;
 	char text[KY_KEY_NAME_MAX + 1];
 };
+/* Writes a request's detail (the part of an error message that names its subject) into d, n
+ * bytes; d NULL or n 0: nothing. The one formatter of the key API's parsers. */
+void kp_detail(char *d, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Parsers of the query values (NULL or "" = absent): KY_ERR_MALFORMED with a detail. */
 int kp_filter_parse(const char *s, struct kp_filter *f, char *detail, size_t detaillen) KY_WUR;
 int kp_sort_parse(const char *s, struct kp_sort *o, char *detail, size_t detaillen) KY_WUR;

@@ -25,20 +25,6 @@
 #define KP_ALG_OAEP_SHA256   "RSAES_OAEP_SHA_256"
 #define KP_ALG_OAEP_SHA1     "RSAES_OAEP_SHA_1"
 
-static void it_detail(char *d, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void it_detail(char *d, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (d == NULL || n == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(d, n, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- bodies ---- */
 
 void kp_secure_release(struct kp_secure *s)
@@ -61,7 +47,7 @@ static int it_b64(json_t *o, const char *k, const char *path, size_t max, struct
 	    json_string_length(v) > max / 3 * 4 + 8 ||
 	    ky_b64_decode(json_string_value(v), out) != 0 || out->len == 0 || out->len > max) {
 		ky_buf_free(out);
-		it_detail(detail, detaillen, "member '%s%s%s' must be base64 of 1 to %zu bytes",
+		kp_detail(detail, detaillen, "member '%s%s%s' must be base64 of 1 to %zu bytes",
 		          path, path[0] ? "." : "", k, max);
 		return KY_ERR_MALFORMED;
 	}
@@ -82,7 +68,7 @@ int kp_secure_parse(json_t *o, const char *path, bool has_payload, struct kp_sec
 		return 0;
 	r = KY_ERR_MALFORMED;
 	if (!nonce || !iv || !has_payload) {
-		it_detail(detail, detaillen,
+		kp_detail(detail, detaillen,
 		          "a secure import takes '%s%spayload' (the key encrypted to the import "
 		          "token), '%s%sencryptedNonce' and '%s%siv' together: %s is missing",
 		          path, dot, path, dot, path, dot,
@@ -96,7 +82,7 @@ int kp_secure_parse(json_t *o, const char *path, bool has_payload, struct kp_sec
 		if (a != NULL && strcmp(a, KP_ALG_OAEP_SHA1) == 0) {
 			out->oaep_sha1 = 1;
 		} else if (a == NULL || strcmp(a, KP_ALG_OAEP_SHA256) != 0) {
-			it_detail(detail, detaillen,
+			kp_detail(detail, detaillen,
 			          "member '%s%sencryptionAlgorithm' must be " KP_ALG_OAEP_SHA256
 			          " (the default) or " KP_ALG_OAEP_SHA1,
 			          path, dot);
@@ -129,23 +115,23 @@ int kp_parse_import_token(const uint8_t *body, size_t n, uint32_t *expiration,
 	if (n == 0)
 		return 0;
 	if (n > KP_BODY_MAX) {
-		it_detail(detail, detaillen, "the body is over %d bytes", KP_BODY_MAX);
+		kp_detail(detail, detaillen, "the body is over %d bytes", KP_BODY_MAX);
 		return KY_ERR_TOO_LARGE;
 	}
 	if ((j = json_loadb((const char *)body, n, JSON_REJECT_DUPLICATES, &err)) == NULL) {
-		it_detail(detail, detaillen, "the body is not valid JSON: %s (line %d)", err.text,
+		kp_detail(detail, detaillen, "the body is not valid JSON: %s (line %d)", err.text,
 		          err.line);
 		return KY_ERR_MALFORMED;
 	}
 	r = KY_ERR_MALFORMED;
 	if (!json_is_object(j)) {
-		it_detail(detail, detaillen, "the body must be a JSON object");
+		kp_detail(detail, detaillen, "the body must be a JSON object");
 		goto out;
 	}
 	json_object_foreach(j, k, v)
 	{
 		if (strcmp(k, "expiration") != 0 && strcmp(k, "maxAllowedRetrievals") != 0) {
-			it_detail(detail, detaillen,
+			kp_detail(detail, detaillen,
 			          "member '%.60s': an import token takes only expiration "
 			          "maxAllowedRetrievals",
 			          k);
@@ -158,7 +144,7 @@ int kp_parse_import_token(const uint8_t *body, size_t n, uint32_t *expiration,
 	if (e != NULL && !json_is_null(e)) {
 		if (!json_is_integer(e) || json_integer_value(e) < KY_IMPORT_EXPIRATION_MIN ||
 		    json_integer_value(e) > KY_IMPORT_EXPIRATION_MAX) {
-			it_detail(detail, detaillen,
+			kp_detail(detail, detaillen,
 			          "member 'expiration' must be a whole number of seconds, %d to %d "
 			          "(default %d)",
 			          KY_IMPORT_EXPIRATION_MIN, KY_IMPORT_EXPIRATION_MAX,
@@ -170,7 +156,7 @@ int kp_parse_import_token(const uint8_t *body, size_t n, uint32_t *expiration,
 	if (m != NULL && !json_is_null(m)) {
 		if (!json_is_integer(m) || json_integer_value(m) < 1 ||
 		    json_integer_value(m) > KY_IMPORT_RETRIEVALS_MAX) {
-			it_detail(detail, detaillen,
+			kp_detail(detail, detaillen,
 			          "member 'maxAllowedRetrievals' must be a whole number, 1 to %d "
 			          "(default %d)",
 			          KY_IMPORT_RETRIEVALS_MAX, KY_IMPORT_RETRIEVALS_DEFAULT);
@@ -213,7 +199,7 @@ int kp_sync_check(const char *id, int64_t updated, int64_t now, char *detail, si
 		return 0;
 	kp_date(updated, at);
 	kp_date(updated + KP_SYNC_WAIT, from);
-	it_detail(detail, detaillen, "key %s was changed at %s: a sync can be asked from %s", id,
+	kp_detail(detail, detaillen, "key %s was changed at %s: a sync can be asked from %s", id,
 	          at, from);
 	return KY_ERR_SYNC_TOO_EARLY;
 }
@@ -269,7 +255,7 @@ static int it_read(const struct ky_kms *kms, struct ky_import_token **t, char *d
 	if (r == KY_ERR_NOT_FOUND)
 		return KY_ERR_IMPORT_TOKEN_MISSING;
 	if (r == KY_ERR_MK_MISMATCH)
-		it_detail(detail, detaillen,
+		kp_detail(detail, detaillen,
 		          "the import token is under a master key this unit does not hold: load, "
 		          "commit and set the instance's master key on this unit");
 	if (r != 0)
@@ -277,7 +263,7 @@ static int it_read(const struct ky_kms *kms, struct ky_import_token **t, char *d
 	r = ky_import_token_decode(raw, n, t);
 	ky_kms_buf_free(raw, n);
 	if (r == KY_ERR_MALFORMED) {
-		it_detail(detail, detaillen, "the stored import token does not parse");
+		kp_detail(detail, detaillen, "the stored import token does not parse");
 		return KY_ERR_RECORD_TAMPERED;
 	}
 	return r;
@@ -374,10 +360,10 @@ out:
 	if (r == KY_ERR_IMPORT_TOKEN_EXPIRED && t != NULL) {
 		char d[KP_DATE_LEN + 1];
 		kp_date(t->expires, d);
-		it_detail(detail, detaillen, "it expired at %s", d);
+		kp_detail(detail, detaillen, "it expired at %s", d);
 	}
 	if (r == KY_ERR_IMPORT_TOKEN_USED_UP && t != NULL)
-		it_detail(detail, detaillen, "all %u retrievals were used", t->max_retrievals);
+		kp_detail(detail, detaillen, "all %u retrievals were used", t->max_retrievals);
 	if (nonce != NULL) {
 		OPENSSL_cleanse(nonce, strlen(nonce));
 		free(nonce);
@@ -414,14 +400,14 @@ int kp_import_token_unseal(const struct ky_kms *kms, const struct kp_secure *s,
 	r = 0;
 out:
 	if (r == KY_ERR_INCORRECT_NONCE && reused)
-		it_detail(detail, detaillen,
+		kp_detail(detail, detaillen,
 		          "this nonce imported a key already: a nonce imports one key");
 	if (r == KY_ERR_KEY_MATERIAL)
-		it_detail(detail, detaillen, "the decrypted payload is not 16, 24 or 32 bytes");
+		kp_detail(detail, detaillen, "the decrypted payload is not 16, 24 or 32 bytes");
 	if (r == KY_ERR_IMPORT_TOKEN_EXPIRED && t != NULL) {
 		char d[KP_DATE_LEN + 1];
 		kp_date(t->expires, d);
-		it_detail(detail, detaillen, "it expired at %s", d);
+		kp_detail(detail, detaillen, "it expired at %s", d);
 	}
 	if (r != 0 && *keylen > 0) {
 		OPENSSL_cleanse(key, *keylen);

@@ -21,10 +21,7 @@
 #include "kyok/err.h"
 #include "unitd/api.h"
 
-static void kp_detail(char *d, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void kp_detail(char *d, size_t n, const char *fmt, ...)
+void kp_detail(char *d, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 

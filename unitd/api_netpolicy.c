@@ -20,20 +20,6 @@
 #include "kyok/err.h"
 #include "unitd/api.h"
 
-static void kp_net_detail(char *d, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void kp_net_detail(char *d, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (d == NULL || n == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(d, n, fmt, ap);
-	va_end(ap);
-}
-
 /* Whether a (16 bytes) is an IPv4-mapped IPv6 address, ::ffff:a.b.c.d: the one rule both the
  * parser (which refuses such ranges) and kp_addr_of (which matches such callers as IPv4)
  * read. */
@@ -54,10 +40,10 @@ int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detai
 
 	memset(out, 0, sizeof(*out));
 	if (s == NULL || slash == NULL || alen == 0 || alen >= sizeof(addr)) {
-		kp_net_detail(detail, detaillen,
-		              "'%.64s' is not an address range: write address/prefix, e.g. "
-		              "'192.0.2.7/32' for one address or '192.0.2.0/24'",
-		              s != NULL ? s : "");
+		kp_detail(detail, detaillen,
+		          "'%.64s' is not an address range: write address/prefix, e.g. "
+		          "'192.0.2.7/32' for one address or '192.0.2.0/24'",
+		          s != NULL ? s : "");
 		return KY_ERR_MALFORMED;
 	}
 	memcpy(addr, s, alen);
@@ -69,25 +55,24 @@ int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detai
 		out->family = 6;
 		max = 128;
 	} else {
-		kp_net_detail(detail, detaillen, "'%.64s': '%s' is not an IPv4 or IPv6 address", s,
-		              addr);
+		kp_detail(detail, detaillen, "'%.64s': '%s' is not an IPv4 or IPv6 address", s,
+		          addr);
 		return KY_ERR_MALFORMED;
 	}
 	p = slash + 1;
 	if (*p == '\0' || strlen(p) > 3 || (p[0] == '0' && p[1] != '\0')) {
-		kp_net_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s, max);
+		kp_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s, max);
 		return KY_ERR_MALFORMED;
 	}
 	for (; *p != '\0'; p++) {
 		if (*p < '0' || *p > '9') {
-			kp_net_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s,
-			              max);
+			kp_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s, max);
 			return KY_ERR_MALFORMED;
 		}
 		bits = bits * 10 + (unsigned)(*p - '0');
 	}
 	if (bits > max) {
-		kp_net_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s, max);
+		kp_detail(detail, detaillen, "'%.64s': the prefix must be 0 to %u", s, max);
 		return KY_ERR_MALFORMED;
 	}
 	out->bits = (uint8_t)bits;
@@ -99,10 +84,10 @@ int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detai
 		for (unsigned j = v4.bits; j < 32; j++)
 			v4.addr[j / 8] &= (uint8_t) ~(0x80u >> (j % 8));
 		kp_cidr_format(&v4, want, sizeof(want));
-		kp_net_detail(detail, detaillen,
-		              "'%.64s' is an IPv4-mapped IPv6 range, which never matches: callers "
-		              "are matched by their IPv4 address: write the IPv4 range '%s'",
-		              s, want);
+		kp_detail(detail, detaillen,
+		          "'%.64s' is an IPv4-mapped IPv6 range, which never matches: callers "
+		          "are matched by their IPv4 address: write the IPv4 range '%s'",
+		          s, want);
 		memset(out, 0, sizeof(*out));
 		return KY_ERR_MALFORMED;
 	}
@@ -113,10 +98,10 @@ int kp_cidr_parse(const char *s, struct kp_cidr *out, char *detail, size_t detai
 			for (unsigned j = bits; j < max; j++)
 				net.addr[j / 8] &= (uint8_t) ~(0x80u >> (j % 8));
 			kp_cidr_format(&net, want, sizeof(want));
-			kp_net_detail(detail, detaillen,
-			              "'%.64s' has address bits set beyond its prefix: write '%s' "
-			              "for the range, or the address with /%u for it alone",
-			              s, want, max);
+			kp_detail(detail, detaillen,
+			          "'%.64s' has address bits set beyond its prefix: write '%s' "
+			          "for the range, or the address with /%u for it alone",
+			          s, want, max);
 			memset(out, 0, sizeof(*out));
 			return KY_ERR_MALFORMED;
 		}
@@ -192,9 +177,9 @@ int kp_allowed_ip_check(const struct kp_instance_policies *p, const struct kp_ci
 		if (kp_cidr_match(&p->ranges[i], addr))
 			return 0;
 	kp_addr_format(addr, a, sizeof(a));
-	kp_net_detail(detail, detaillen,
-	              "the instance policy allowedIP does not list the address %s this request "
-	              "comes from",
-	              a);
+	kp_detail(detail, detaillen,
+	          "the instance policy allowedIP does not list the address %s this request "
+	          "comes from",
+	          a);
 	return KY_ERR_IP_NOT_ALLOWED;
 }
