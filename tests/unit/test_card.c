@@ -809,7 +809,8 @@ static void test_copy_full_card(void **state)
 	assert_int_equal(tx(a.c, 0x80, 0x30, 0, 0, NULL, 0, NULL), 0x9000);
 	give_anchor(a.c, NULL);
 	for (i = 0; i < KC_MAX_PARTS; i++) {
-		snprintf(desc, sizeof(desc), "a description of part %d, long", i);
+		snprintf(desc, sizeof(desc), "a description of part %02u, long",
+		         (unsigned)(uint8_t)i);
 		assert_int_equal(tx(a.c, 0x80, 0x40, 0, 0, desc, strlen(desc), NULL), 0x9000);
 	}
 	assert_int_equal(verify(b.c, 1, PIN_EP11), 0x9000);
@@ -821,7 +822,8 @@ static void test_copy_full_card(void **state)
 		part_vp(a.c, (uint8_t)i, vpa, NULL, 0);
 		part_vp(b.c, (uint8_t)i, vpb, got, sizeof(got));
 		assert_memory_equal(vpa, vpb, 32);
-		snprintf(desc, sizeof(desc), "a description of part %d, long", i);
+		snprintf(desc, sizeof(desc), "a description of part %02u, long",
+		         (unsigned)(uint8_t)i);
 		assert_string_equal(got, desc);
 	}
 	ky_buf_free(&info);

@@ -922,7 +922,7 @@ static void test_rings(void **state)
 	struct ky_key *k = NULL, *g = NULL, *o = NULL;
 	size_t holding = 9;
 	uint64_t count = 1;
-	char id[8];
+	char id[16];
 	uint8_t bad[] = {1, 0, 1, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
 	assert_true(ky_key_ring_valid("team-a"));
