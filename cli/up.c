@@ -41,11 +41,11 @@
 #include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/up.h"
 #include "cli/up_tls.h"
 #include "kyok/crypto.h"
 #include "kyok/imprint.h"
 
-#define UP_MAX_UNITS     16
 #define UP_START_WAIT_MS 30000 /* more than a unit waits for storage (10 s) */
 #define UP_STOP_WAIT_MS  5000
 #define UP_POLL_MS       50
@@ -97,7 +97,7 @@ static int up_rm_one(const char *path, const struct stat *st, int flag, struct F
 	return remove(path) != 0 && errno != ENOENT ? -1 : 0;
 }
 
-static int up_rm_rf(const char *path)
+int up_rm_rf(const char *path)
 {
 	if (nftw(path, up_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
 		return KY_ERR_IO;
@@ -111,7 +111,7 @@ static int up_write_text(const char *path, const char *text)
 
 /* n distinct free TCP ports of host (an IPv4 address), picked by the kernel: all bound at
  * once, then released for the units to take. */
-static int up_free_ports(const char *host, int *ports, size_t n)
+int up_free_ports(const char *host, int *ports, size_t n)
 {
 	int r = KY_ERR_INTERNAL, fds[UP_MAX_UNITS];
 	size_t made = 0;
@@ -312,7 +312,7 @@ static bool up_executable(const char *path)
 }
 
 /* $KYOK_UNITD, next to this program, ../unitd/ from it (build tree), else $PATH. */
-static int up_find_unitd(char *out, size_t n)
+int up_find_unitd(char *out, size_t n)
 {
 	char self[PATH_MAX], *slash;
 	const char *env = getenv("KYOK_UNITD"), *path;
@@ -416,28 +416,7 @@ static bool up_pid_alive(pid_t pid)
 
 /* ---- one unit's files ---- */
 
-struct up_unit {
-	int number;
-	char id[KY_ID_MAX + 1];
-	char zone[KY_ID_MAX + 1];
-	char dir[PATH_MAX / 2];
-	char conf[PATH_MAX / 2 + 16];
-	char pidf[PATH_MAX / 2 + 16];
-	char portf[PATH_MAX / 2 + 16];
-	char log[PATH_MAX / 2 + 16];
-	pid_t pid;
-	int port;
-	char host[64]; /* the address it listens on, an IPv4 address (127.0.0.1 by default) */
-	bool remote;   /* a unit of another host, joined with 'kyok host join-accept': only its
-	                * entry of instance.json is here, kept as it is */
-	char url[256]; /* its URL as instance.json has it, when kept from there (remote) */
-	bool started;  /* by this run */
-	bool failed;   /* did not start in this run; why says why */
-	char why[256];
-	const char *status;
-};
-
-static void up_unit_paths(struct up_unit *u, const char *dir)
+void up_unit_paths(struct up_unit *u, const char *dir)
 {
 	snprintf(u->dir, sizeof(u->dir), "%s/unit-%d", dir, u->number);
 	snprintf(u->conf, sizeof(u->conf), "%s/unit.conf", u->dir);
@@ -479,7 +458,7 @@ static int up_store(const char *dir, char *out, size_t cap)
 
 /* --store: a PostgreSQL URI without a password (the units refuse one too; see
  * docs/storage.md), without spaces or control characters (one unit.conf line). */
-static int up_store_check(const char *uri)
+int up_store_check(const char *uri)
 {
 	const char *at, *rest;
 
@@ -514,8 +493,8 @@ static int up_store_check(const char *uri)
 
 /* dir: the instance directory, whose key storage (up_store) all its units share.
  * seal_conf: sealing settings to add (NULL: none, the file backend). */
-static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
-                         const char *seal_conf)
+int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
+                  const char *seal_conf)
 {
 	char text[4096 + UP_SEAL_CONF_MAX + UP_STORE_MAX], store[UP_STORE_MAX + PATH_MAX];
 	char tls[PATH_MAX + 128] = "", ca[PATH_MAX], own[PATH_MAX];
@@ -525,9 +504,10 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 		return r;
 
 	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. So does a unit
-	 * given the operator's certificate (--tls-cert, already in its directory). */
+	 * whose TLS key is in its directory already: the operator's (--tls-cert), or one made on
+	 * another host than the CA's (kyok host join-request). */
 	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
-	snprintf(own, sizeof(own), "%s/tls.crt", u->dir);
+	snprintf(own, sizeof(own), "%s/tls.key", u->dir);
 	if (access(ca, F_OK) == 0)
 		snprintf(tls, sizeof(tls),
 		         "# HTTPS, certificate issued by the instance's TLS CA (%s/ca.crt)\n"
@@ -535,7 +515,7 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 		         dir, u->dir, u->dir);
 	else if (access(own, F_OK) == 0)
 		snprintf(tls, sizeof(tls),
-		         "# HTTPS, the operator's certificate (kyok up --tls-cert)\n"
+		         "# HTTPS, with the certificate and key in the unit's directory\n"
 		         "api_tls_cert = %s/tls.crt\napi_tls_key = %s/tls.key\n",
 		         u->dir, u->dir);
 
@@ -767,8 +747,7 @@ static void up_unit_url(const struct up_unit *u, char *out, size_t n)
 	         host, u->port);
 }
 
-static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
-                             size_t n)
+int up_write_instance(const char *dir, const char *instance, const struct up_unit *units, size_t n)
 {
 	int r = KY_ERR_NOMEM;
 	json_t *arr = json_array(), *j = NULL;
@@ -868,7 +847,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 /* ---- the imprint credential ---- */
 
 /* The imprint_verifier value in a unit.conf: 1 and hex filled, 0 when the file has none. */
-static int up_imprint_conf_verifier(const char *conf, char hex[2 * KY_IMPRINT_PUB_LEN + 1])
+int up_imprint_conf_verifier(const char *conf, char *hex)
 {
 	struct ky_buf b = {0};
 	int found = 0;
@@ -892,7 +871,7 @@ static int up_imprint_conf_verifier(const char *conf, char hex[2 * KY_IMPRINT_PU
 }
 
 /* Appends "imprint_verifier = HEX" to a unit.conf (rewritten atomically). */
-static int up_imprint_conf_add(const char *conf, const char *hex)
+int up_imprint_conf_add(const char *conf, const char *hex)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf b = {0};
@@ -1083,7 +1062,7 @@ static const char up_usage[] =
     "else on PATH.\n"
     "\n" CLI_COMMON_HELP;
 
-static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
+int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
 {
 	char copy[2048], *save = NULL;
 	size_t count = 0;
@@ -1340,11 +1319,17 @@ fail:
 static int up_recertify(const char *dir, const char *unitd, const char *instance,
                         const struct up_unit *u)
 {
-	char state[PATH_MAX];
+	char state[PATH_MAX], crt[PATH_MAX];
 	int r;
 
 	snprintf(state, sizeof(state), "%s/data/state.sealed", u->dir);
 	if (up_exists(state))
+		return 0;
+	/* Certified but never started (a unit joined from another host): its first start makes
+	 * the state from its pending identity key and identity.crt. */
+	snprintf(state, sizeof(state), "%s/data/identity.pending", u->dir);
+	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
+	if (up_exists(state) && up_exists(crt))
 		return 0;
 	if ((r = up_certify(dir, unitd, instance, u)) != 0)
 		return r;
