@@ -79,6 +79,39 @@ expect_eq "... and TLS with the test's CA" \
 A="$T_DIR/inst-a" B="$T_DIR/inst-b"
 export KYOK_INSTANCE=$A
 
+# ---- kyok up --listen, --tls-cert / --tls-key (the operator's certificate) -------------------
+# A CA and a certificate for 127.0.0.1 made here; one for another address; a key of another pair.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=op CA" \
+	-keyout "$T_DIR/opca.key" -out "$T_DIR/opca.crt" 2>/dev/null
+op_cert() { # NAME IP
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+		-keyout "$T_DIR/$1.key" -out "$T_DIR/$1.csr" 2>/dev/null
+	openssl x509 -req -in "$T_DIR/$1.csr" -CA "$T_DIR/opca.crt" -CAkey "$T_DIR/opca.key" \
+		-CAcreateserial -days 2 -extfile <(printf 'subjectAltName=IP:%s\n' "$2") \
+		-out "$T_DIR/$1.crt" 2>/dev/null
+}
+op_cert op 127.0.0.1
+op_cert other 10.9.9.9
+O="$T_DIR/inst-op"
+expect_fail "up --listen 0.0.0.0: refused" "no address a client can reach" \
+	"$KYOK" up --dir "$O" --units 1 --tls --listen 0.0.0.0
+expect_fail "up --tls-cert without --tls-key: refused" "give both --tls-cert FILE and --tls-key" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt"
+expect_fail "up --tls-cert whose key is another: refused" "its key is not the one in" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt" --tls-key "$T_DIR/other.key"
+expect_fail "up --tls-cert that does not name the address: refused" "does not name 127.0.0.1" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/other.crt" --tls-key "$T_DIR/other.key"
+expect_eq "... nothing made" "$(ls -A "$T_DIR" | grep -c '^inst-op$')" 0
+expect_ok "up --tls-cert --tls-key (the operator's certificate)" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt" --tls-key "$T_DIR/op.key" \
+	--cacert "$T_DIR/opca.crt"
+expect_eq "... the unit serves it over https" \
+	"$(curl -fsS --cacert "$T_DIR/opca.crt" "$(jq -r '.units[0].url' "$O/instance.json")/health")" \
+	'{"status":"ok"}'
+expect_fail "up --listen on an instance that exists: refused" "keep the address" \
+	"$KYOK" up --dir "$O" --listen 127.0.0.2
+"$KYOK" down --dir "$O" >/dev/null 2>&1
+
 # ---- host A: the instance, its anchor and TLS CA ----------------------------------------------
 expect_fail "up --listen outside loopback without TLS: refused" 'serves HTTPS only.*10.91.1.2' \
 	on a "$KYOK" up --dir "$A" --units 1 --listen "$A_IP" --store "$STORE"
@@ -125,6 +158,8 @@ expect_ok "host A: join-accept" on a "$KYOK" host join-accept --request "$REQ" \
 expect_eq "instance.json lists host B's unit as unit 2, remote, https" \
 	"$(jq -r '.units[1] | "\(.number) \(.remote) \(.url)"' "$A/instance.json")" \
 	"2 true https://$B_IP:$(jq -r '.units[0].port' "$REQ")"
+expect_fail "unit-add --replace of host B's unit on host A: refused" 'runs on another host' \
+	on a "$KYOK" unit-add --replace 2 --yes
 expect_fail "the same request again: refused" 'in the instance already.*is crypto unit 2' \
 	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-x.json"
 
@@ -212,5 +247,12 @@ else
 	fail "no access token from host B's unit"
 fi
 ip link set "$N-a0" up
+
+# ---- host A restarts: its remote unit stays in instance.json, untouched -------------------------
+cp "$A/instance.json" "$T_DIR/inst-a.before"
+on a "$KYOK" down --dir "$A" >/dev/null 2>&1
+expect_rc_out=$(on a "$KYOK" up --dir "$A" 2>&1) && grep -qE '^2 .* remote' <<<"$expect_rc_out" &&
+	pass "host A's kyok up again: unit 2 shown remote" || fail "kyok up on host A: $expect_rc_out"
+expect_ok "... instance.json unchanged" cmp "$A/instance.json" "$T_DIR/inst-a.before"
 
 finish
