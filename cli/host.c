@@ -975,6 +975,7 @@ static int host_join_finish_main(int argc, char **argv)
 	struct host_finish_unit *fu = NULL;
 	size_t n = 0, i;
 	bool installed = false;
+	int status = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
@@ -1155,8 +1156,9 @@ static int host_join_finish_main(int argc, char **argv)
 	{
 		char *up_argv[] = {(char *)"up", (char *)"--dir", dir, NULL};
 		optind = 0;
-		return up_main(3, up_argv);
+		status = up_main(3, up_argv); /* an exit status, its errors printed */
 	}
+	r = 0;
 out:
 	if (!installed && fu != NULL) {
 		/* Back to the pending request, as it was. */
@@ -1186,7 +1188,7 @@ out:
 	json_decref(ans);
 	json_decref(req);
 	ky_buf_free(&raw);
-	return ky_err_exit(r);
+	return r != 0 ? ky_err_exit(r) : status;
 }
 
 /* ---- kyok host ---- */
