@@ -1076,6 +1076,15 @@ static int host_join_finish_main(int argc, char **argv)
 			         uid != NULL ? uid : "?", UP_MAX_UNITS);
 			goto out;
 		}
+		if (host_str(e, "zone", KY_ID_MAX) == NULL ||
+		    !ky_id_valid(host_str(e, "zone", KY_ID_MAX)) ||
+		    !json_is_integer(json_object_get(e, "port")) ||
+		    host_str(e, "identity_csr", HOST_PEM_MAX) == NULL) {
+			r = KY_ERR_MALFORMED;
+			cli_fail(r, dir, "%s is damaged: make a new request in a new directory",
+			         HOST_REQ_FILE);
+			goto out;
+		}
 		u->number = (int)json_integer_value(json_object_get(fu[i].au, "number"));
 		for (k = 0; k < i; k++)
 			if (fu[k].u.number == u->number) {

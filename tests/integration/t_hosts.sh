@@ -177,6 +177,13 @@ expect_fail "join-finish of an answer with a foreign identity certificate: refus
 jq '.request_sha256 = ("0" * 64)' "$T_DIR/answer.json" >"$T_DIR/ans-req.json"
 expect_fail "join-finish of the answer to another request: refused" 'does not verify.*answers another request' \
 	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-req.json"
+cp "$REQ" "$T_DIR/req.saved"
+jq '.units[0].zone = null' "$T_DIR/req.saved" >"$REQ"
+jq --arg h "$(sha256sum "$REQ" | cut -d' ' -f1)" '.request_sha256 = $h' "$T_DIR/answer.json" >"$T_DIR/ans-dmg.json"
+expect_fail "join-finish with a damaged request (and an answer made to match it): refused" \
+	'join-request.json is damaged' \
+	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-dmg.json"
+cp "$T_DIR/req.saved" "$REQ"
 expect_eq "... nothing installed on host B" "$(ls "$B" | grep -c -e '^unit-' -e '^instance.json$')" 0
 expect_ok "host B: join-finish" on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/answer.json"
 expect_eq "host B's unit runs as unit 2" "$(jq -r '.units[0].number' "$B/instance.json")" 2
