@@ -1,6 +1,6 @@
 /* The key-management API of a crypto unit, compatible with Key Protect v2, and its token
- * service. Handlers are thin: they parse (api_json.c), check the caller against the role
- * table below, and let lib/kms act.
+ * service (api_token.c). Handlers are thin: they parse (api_json.c), check the caller against
+ * the role table below, and let lib/kms act.
  *
  *   POST   /identity/token                      API key -> access token (no bearer needed)
  *   GET    /api/v2/keys                         list (limit, offset, state, extractable)
@@ -49,10 +49,9 @@
 #include "kyok/kms_import.h"
 #include "kyok/store.h"
 #include "unitd/api.h"
+#include "unitd/api_internal.h"
 #include "unitd/unitd.h"
 
-#define API_PREFIX          "/api/v2/"
-#define API_TOKEN_PATH      "/identity/token"
 #define API_CT_JSON         "application/json"
 #define API_SECRET_POLICIES UNITD_SECRET_POLICIES
 /* Request ids: the client's header, how long a reply is kept, the header on a replay. */
@@ -61,10 +60,6 @@
 /* A key listing that left out records failing their own checks says how many. */
 #define API_HDR_WITHHELD "Kyok-Keys-Withheld"
 #define API_REQUEST_TTL  (24 * 3600)
-/* A record the instance keeps under its master key does not open here. */
-#define API_STALE_UNIT                                                                    \
-	"this unit does not hold the instance's master key (left behind by a master key " \
-	"rotation?): load, commit and set it on this unit"
 
 /* ---- the role table: who may do what (hpcs-semantics.md, "Roles on the key API") ---- */
 
@@ -105,7 +100,7 @@ static const struct {
 
 /* The bits of a role list ("Manager,KeyPurge": the roles OR'd); 0 when it names a role this
  * table does not know (no role at all rather than some). */
-static unsigned api_role_bit(const char *role)
+unsigned api_role_bit(const char *role)
 {
 	unsigned bits = 0;
 
@@ -207,7 +202,8 @@ static const struct {
     {"GET", "keys/{id}/registrations", ROUTE_KEY_REGISTRATIONS, PERM_KEYS_READ, false,
      API_REG_QUERY},
 };
-#define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
+_Static_assert(sizeof(api_routes) / sizeof(api_routes[0]) == API_NROUTES,
+               "API_NROUTES (api_internal.h) is the number of rows of api_routes");
 
 enum api_action {
 	ACT_WRAP,
@@ -241,66 +237,12 @@ static const struct {
 };
 #define API_NACTIONS (sizeof(api_actions) / sizeof(api_actions[0]))
 
-struct unitd_api {
-	struct unitd_keystore *ks; /* NULL: no key storage configured */
-	char instance[KY_ID_MAX + 1];
-	uint32_t token_ttl;
-	/* metrics slots: each route, its path with another method; the token service */
-	int metric[API_NROUTES], metric_other[API_NROUTES];
-	int metric_token, metric_token_other;
-};
-
-/* One request. */
-struct api_req {
-	int route;  /* index into api_routes, -1 = token, -2 = not matched */
-	int metric; /* metrics slot (unitd_metrics_route) */
-	char method[8];
-	char *url; /* malloc'd */
-	/* the {id} segment: a key id or alias until api_key_id, then the key id */
-	char id[KY_KEY_ALIAS_MAX + 1];
-	char alias[KY_KEY_ALIAS_MAX + 1]; /* the {alias} segment */
-	char ring[KY_KEY_RING_MAX + 1];   /* the {ring} segment */
-	char action[32];
-	bool too_large, answered;
-	size_t drained;
-	struct ky_buf body;
-};
-
-/* What a handler works with and answers. */
-struct api_ctx {
-	struct unitd_api *api;
-	struct MHD_Connection *c;
-	struct api_req *q;
-	struct ky_kms kms;
-	bool held;
-	bool acted;  /* its audit intent is written: it may have changed key storage */
-	bool in_txn; /* runs inside the write transaction of its request id */
-	/* POST /import_token under a request id: its token, made before that transaction */
-	struct ky_import_token *it_made;
-	int64_t now;
-	char caller[KY_ID_MAX + 1]; /* the token's API key, once the token verified */
-	unsigned role;
-	enum kp_prefer prefer;
-	/* reply */
-	unsigned status;
-	json_t *reply;
-	char key_total[24];
-	char withheld[24]; /* a listing: records left out (API_HDR_WITHHELD) */
-	char detail[512];
-	/* a reply kept by request id, sent as it was stored (x->reply unused) */
-	bool replayed;
-	struct ky_buf stored; /* cleansed */
-};
-
-static int64_t api_now(void)
+int64_t api_now(void)
 {
 	return (int64_t)time(NULL);
 }
 
-static void api_detail(struct api_ctx *x, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void api_detail(struct api_ctx *x, const char *fmt, ...)
+void api_detail(struct api_ctx *x, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -314,7 +256,7 @@ static const char *api_query(struct api_ctx *x, const char *k)
 	return MHD_lookup_connection_value(x->c, MHD_GET_ARGUMENT_KIND, k);
 }
 
-static const char *api_header(struct api_ctx *x, const char *k)
+const char *api_header(struct api_ctx *x, const char *k)
 {
 	return MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, k);
 }
@@ -377,8 +319,8 @@ out:
 	return ret;
 }
 
-static enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, const json_t *j,
-                                     const char *key_total, const char *withheld)
+enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, const json_t *j,
+                              const char *key_total, const char *withheld)
 {
 	struct ky_buf body = {0};
 	enum MHD_Result ret;
@@ -422,9 +364,9 @@ static bool api_storage_err(int err);
  * is, its own message, the system's). Refusals are the client's business: not logged. */
 #define API_FAILURE_LOG_RATE 20 /* lines a second: a broken storage fails every request */
 
-static void api_log_failure(struct unitd_api *api, const char *method, const char *prefix,
-                            const char *path, const char *id, const char *caller, int r,
-                            const char *detail)
+void api_log_failure(struct unitd_api *api, const char *method, const char *prefix,
+                     const char *path, const char *id, const char *caller, int r,
+                     const char *detail)
 {
 	static struct unitd_log_rate rate = UNITD_LOG_RATE_INIT;
 	char why[512] = "";
@@ -552,148 +494,7 @@ static int api_route_of(const char *method, const char *url, struct api_req *q, 
 	return -2;
 }
 
-/* ---- authentication ---- */
-
-/* The last token each thread verified: a client sends the same token on every request of a
- * keep-alive connection, so the signature and claims are checked once, not per request. The
- * API key behind it is still looked up every time (revocation), and expiry re-checked. */
-struct api_token_memo {
-	size_t len; /* 0 = empty */
-	uint64_t epoch;
-	struct token_claims cl;
-	char tok[TOKEN_MAX_LEN];
-};
-static __thread struct api_token_memo *api_memo;
-static pthread_key_t api_memo_key;
-static pthread_once_t api_memo_once = PTHREAD_ONCE_INIT;
-static bool api_memo_key_made;
-
-static void api_memo_free(void *p)
-{
-	if (p != NULL) {
-		OPENSSL_cleanse(p, sizeof(struct api_token_memo));
-		free(p);
-	}
-}
-
-static void api_memo_init(void)
-{
-	api_memo_key_made = pthread_key_create(&api_memo_key, api_memo_free) == 0;
-}
-
-static bool api_memo_hit(const char *tok, size_t len, uint64_t epoch, int64_t now,
-                         struct token_claims *cl)
-{
-	struct api_token_memo *m = api_memo;
-
-	if (m == NULL || m->len != len || m->epoch != epoch || now >= m->cl.exp)
-		return false;
-	if (CRYPTO_memcmp(m->tok, tok, len) != 0)
-		return false;
-	*cl = m->cl;
-	return true;
-}
-
-static void api_memo_put(const char *tok, size_t len, uint64_t epoch, const struct token_claims *cl)
-{
-	struct api_token_memo *m = api_memo;
-
-	if (m == NULL) {
-		(void)pthread_once(&api_memo_once, api_memo_init);
-		/* Freed (cleansed) at thread exit through the key's destructor. */
-		if (!api_memo_key_made || (m = calloc(1, sizeof(*m))) == NULL)
-			return;
-		if (pthread_setspecific(api_memo_key, m) != 0) {
-			free(m);
-			return;
-		}
-		api_memo = m;
-	}
-	memcpy(m->tok, tok, len);
-	m->len = len;
-	m->epoch = epoch;
-	m->cl = *cl;
-}
-
-/* Why an API key record could not be used. */
-static void api_apikey_detail(char *detail, size_t len, int r, const char *id)
-{
-	if (r == KY_ERR_RECORD_TAMPERED)
-		snprintf(detail, len,
-		         "the record of API key '%s' in key storage does not verify (altered, or "
-		         "made without this instance's integrity key): refused",
-		         id);
-	else if (r == KY_ERR_RECORD_STALE)
-		snprintf(detail, len,
-		         "the record of API key '%s' in key storage is not the one last written "
-		         "(an older copy written back): refused",
-		         id);
-	else if (r == KY_ERR_MK_MISMATCH)
-		snprintf(detail, len, "API key integrity key: %s", API_STALE_UNIT);
-}
-
-static int api_authenticate(struct api_ctx *x)
-{
-	struct unitd_api *api = x->api;
-	const char *auth = api_header(x, MHD_HTTP_HEADER_AUTHORIZATION);
-	const char *inst = api_header(x, "Bluemix-Instance");
-	const char *tok;
-	size_t toklen;
-	uint8_t key[UNITD_TOKEN_KEY_LEN];
-	struct token_claims cl;
-	struct ky_store_apikey ak;
-	uint64_t epoch;
-	int r;
-
-	if (token_bearer(auth, &tok, &toklen) != 0) {
-		api_detail(x, "send header 'Authorization: Bearer <token>' with a token from "
-		              "POST /identity/token");
-		return KY_ERR_UNAUTHORIZED;
-	}
-	if (inst == NULL || inst[0] == '\0') {
-		api_detail(x, "send header 'Bluemix-Instance: %s'", api->instance);
-		return KY_ERR_INSTANCE_HEADER;
-	}
-	if (api->ks == NULL) {
-		api_detail(x, "the key API needs key storage");
-		return KY_ERR_NO_STORE;
-	}
-	if ((r = unitd_keystore_enter(api->ks, &x->kms)) != 0)
-		return r;
-	x->held = true;
-	epoch = unitd_keystore_epoch(api->ks);
-	if (!api_memo_hit(tok, toklen, epoch, x->now, &cl)) {
-		if ((r = unitd_keystore_token_key(api->ks, &x->kms, x->now, key)) != 0) {
-			api_detail(x, "%s",
-			           r == KY_ERR_MK_MISMATCH ? "token signing key: " API_STALE_UNIT
-			                                   : "cannot read the token signing key");
-			return r;
-		}
-		r = token_verify(key, tok, toklen, x->now, api->instance, &cl, x->detail,
-		                 sizeof(x->detail));
-		OPENSSL_cleanse(key, sizeof(key));
-		if (r != 0)
-			return r;
-		api_memo_put(tok, toklen, epoch, &cl);
-	}
-	memcpy(x->caller, cl.sub, sizeof(x->caller));
-	if (strcmp(inst, api->instance) != 0) {
-		api_detail(x, "header Bluemix-Instance names another service instance");
-		return KY_ERR_UNAUTHORIZED;
-	}
-	r = unitd_keystore_apikey(api->ks, &x->kms, cl.sub, x->now, &ak);
-	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
-		api_detail(x, "the API key of this token was revoked");
-		return KY_ERR_UNAUTHORIZED;
-	}
-	if (r != 0) {
-		api_apikey_detail(x->detail, sizeof(x->detail), r, cl.sub);
-		return r;
-	}
-	memcpy(x->caller, ak.id, sizeof(x->caller));
-	x->role = api_role_bit(ak.role);
-	return 0;
-}
+/* ---- the caller's role ---- */
 
 /* "Writer or Manager": the roles that allow perm, from the role table. */
 static void api_roles_allowing(enum api_perm perm, char *out, size_t outlen)
@@ -2259,118 +2060,14 @@ out:
 
 /* The audit line of a request answered outside a route handler (token, refusals before
  * routing): err, or KY_ERR_AUDIT_UNAVAILABLE (with detail) when it cannot be written. */
-static int api_audit_plain(const char *method, const char *path, const char *apikey, int err,
-                           char *detail, size_t detaillen)
+int api_audit_plain(const char *method, const char *path, const char *apikey, int err, char *detail,
+                    size_t detaillen)
 {
 	if (unitd_audit_api(UNITD_AUDIT_DONE, method, path, "", apikey, "",
 	                    (unsigned)ky_err_http(err), err) == 0)
 		return err;
 	snprintf(detail, detaillen, "the crypto unit cannot write its audit log");
 	return KY_ERR_AUDIT_UNAVAILABLE;
-}
-
-/* ---- the token service ---- */
-
-static enum MHD_Result api_token_error(struct MHD_Connection *c, int err, const char *detail)
-{
-	json_t *j;
-	enum MHD_Result ret;
-	char code[64];
-
-	/* IAM's error shape: errorCode, errorMessage (the SDK reports errorMessage). */
-	if (err == KY_ERR_APIKEY_INVALID)
-		snprintf(code, sizeof(code), "BXNIM0415E");
-	else
-		snprintf(code, sizeof(code), "KYOK-%s", ky_err_slug(err));
-	j = json_pack("{s:s, s:s+++, s:s}", "errorCode", code, "errorMessage", ky_err_message(err),
-	              detail && detail[0] ? ": " : "", detail ? detail : "", "", "kyokCode",
-	              ky_err_slug(err));
-	ret = api_send_json(c, (unsigned)ky_err_http(err), j, NULL, NULL);
-	json_decref(j);
-	return ret;
-}
-
-static enum MHD_Result api_token(struct unitd_api *api, struct MHD_Connection *c, struct api_req *q)
-{
-	char apikey[TOKEN_APIKEY_MAX + 1], detail[256] = "", tok[TOKEN_MAX_LEN + 1];
-	uint8_t hash[KY_APIKEY_HASH_LEN], key[UNITD_TOKEN_KEY_LEN];
-	struct ky_store_apikey ak;
-	struct token_claims cl = {0};
-	struct ky_kms kms;
-	bool held = false;
-	json_t *j = NULL;
-	int64_t now = api_now();
-	enum MHD_Result ret;
-	char who[KY_ID_MAX + 1] = "";
-	int r;
-
-	if (api->ks == NULL) {
-		r = KY_ERR_NO_STORE;
-		goto out;
-	}
-	ky_store_failure_clear(unitd_keystore_store(api->ks));
-	if ((r = token_form_parse((const char *)q->body.data, q->body.len, apikey, sizeof(apikey),
-	                          detail, sizeof(detail))) != 0)
-		goto out;
-	r = ky_apikey_hash(apikey, hash);
-	OPENSSL_cleanse(apikey, sizeof(apikey));
-	if (r != 0)
-		goto out;
-	if ((r = unitd_keystore_enter(api->ks, &kms)) != 0)
-		goto out;
-	held = true;
-	r = unitd_keystore_apikey_find(api->ks, &kms, hash, now, &ak);
-	if (r == 0)
-		memcpy(who, ak.id, sizeof(who));
-	if (r == KY_ERR_NOT_FOUND || (r == 0 && ak.revoked != 0)) {
-		r = KY_ERR_APIKEY_INVALID;
-		goto out;
-	}
-	if (r != 0) {
-		api_apikey_detail(detail, sizeof(detail), r, ak.id);
-		goto out;
-	}
-	if ((r = unitd_keystore_token_key(api->ks, &kms, now, key)) != 0) {
-		if (r == KY_ERR_MK_MISMATCH)
-			snprintf(detail, sizeof(detail), "token signing key: %s", API_STALE_UNIT);
-		goto out;
-	}
-	memcpy(cl.sub, ak.id, sizeof(cl.sub));
-	memcpy(cl.instance, api->instance, sizeof(cl.instance));
-	if (strlen(ak.role) >= sizeof(cl.role)) {
-		r = KY_ERR_RECORD_TAMPERED;
-		goto out;
-	}
-	memcpy(cl.role, ak.role, strlen(ak.role) + 1);
-	cl.iat = now;
-	cl.exp = now + api->token_ttl;
-	{
-		uint8_t jti[16];
-		if ((r = ky_random(jti, sizeof(jti))) != 0)
-			goto out;
-		ky_hex_encode(jti, sizeof(jti), cl.jti);
-	}
-	r = token_issue(key, &cl, tok, sizeof(tok));
-	OPENSSL_cleanse(key, sizeof(key));
-	if (r != 0)
-		goto out;
-	j = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s}", "access_token", tok, "refresh_token",
-	              "not_supported", "token_type", "Bearer", "expires_in", (int)api->token_ttl,
-	              "expiration", (json_int_t)cl.exp, "scope", "ibm openid");
-	OPENSSL_cleanse(tok, sizeof(tok));
-	r = j ? 0 : KY_ERR_NOMEM;
-out:
-	if (held)
-		unitd_keystore_leave(api->ks);
-	OPENSSL_cleanse(key, sizeof(key));
-	api_log_failure(api, "POST", "", API_TOKEN_PATH, "", who, r, detail);
-	r = api_audit_plain("POST", API_TOKEN_PATH, who, r, detail, sizeof(detail));
-	if (r != 0)
-		ret = api_token_error(c, r, detail);
-	else
-		ret = api_send_json(c, 200, j, NULL, NULL);
-	json_decref(j);
-	return ret;
 }
 
 /* ---- the audit line of each request ---- */
