@@ -1,9 +1,10 @@
 /* The key-management API of a crypto unit (Key Protect v2 compatible), its token service and
  * the small pure pieces they are made of.
  *
- *   api.c        HTTP: routes, the role table, handlers (thin: lib/kms acts)
+ *   api.c        HTTP: the route, action and role tables, the request life cycle
  *   api_token.c  the token service: POST /identity/token, the bearer token of each request
- *   api_internal.h   what those two share (private to them)
+ *   api_keys.c   the route handlers
+ *   api_internal.h   what those three share (private to them)
  *   api_json.c   pure: Key Protect bodies in and out, query values, dates, errors
  *   api_netpolicy.c  pure: allowedIP's address ranges
  *   api_importtok.c  import tokens and secure import: their bodies, and the token in storage
