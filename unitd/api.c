@@ -49,8 +49,13 @@
 #include "kyok/kms_import.h"
 #include "kyok/store.h"
 #include "unitd/api.h"
+#include "unitd/api_http.h"
 #include "unitd/api_internal.h"
-#include "unitd/unitd.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
 
 #define API_CT_JSON "application/json"
 /* Request ids: the client's header, how long a reply is kept, the header on a replay. */

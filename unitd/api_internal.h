@@ -1,7 +1,7 @@
 /* What the files of the key API share (api.c, api_token.c, api_keys.c): the API's state, the
  * role, route and action tables' types, one request and the context a handler works in, and
  * the functions each file gives the others. Private to those files;
- * what the rest of the daemon calls is in unitd.h.
+ * what the rest of the daemon calls is in api_http.h.
  */
 #ifndef KYOK_UNITD_API_INTERNAL_H
 #define KYOK_UNITD_API_INTERNAL_H

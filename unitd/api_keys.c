@@ -16,7 +16,8 @@
 #include "kyok/store.h"
 #include "unitd/api.h"
 #include "unitd/api_internal.h"
-#include "unitd/unitd.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
 
 #define API_SECRET_POLICIES UNITD_SECRET_POLICIES
 

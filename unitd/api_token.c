@@ -13,9 +13,9 @@
 #include "kyok/err.h"
 #include "kyok/kms.h"
 #include "kyok/store.h"
-#include "unitd/api.h"
 #include "unitd/api_internal.h"
-#include "unitd/unitd.h"
+#include "unitd/keystore.h"
+#include "unitd/token.h"
 
 /* ---- authentication ---- */
 

@@ -45,7 +45,11 @@
 #include "kyok/audit.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/seal.h"
 
 #ifndef KYOK_VERSION
 #define KYOK_VERSION "0.1.0"

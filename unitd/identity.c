@@ -19,9 +19,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/identity.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
 
 #define IDENTITY_AAD_LABEL "kyok-identity-pending-v1"
 #define IDENTITY_PENDING   "identity.pending"

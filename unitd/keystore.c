@@ -43,7 +43,12 @@
 #include "kyok/kms.h"
 #include "kyok/kms_import.h"
 #include "kyok/store.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/portholder.h"
+#include "unitd/seal.h"
 
 #define KS_APIKEY_BUCKETS 64
 #define KS_SECURE_ROUND   32 /* the secure heap's smallest block */

@@ -16,6 +16,14 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/harden.h"
+#include "unitd/identity.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
+#include "unitd/server.h"
 #include "unitd/unitd.h"
 
 #ifndef KYOK_VERSION

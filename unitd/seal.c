@@ -40,6 +40,11 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/identity.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
 #include "unitd/unitd.h"
 
 #define SEAL_KEY_LEN   32

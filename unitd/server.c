@@ -38,7 +38,19 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/wire.h"
-#include "unitd/unitd.h"
+#include "unitd/api_http.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/header_timer.h"
+#include "unitd/imprint.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/portholder.h"
+#include "unitd/scheduler.h"
+#include "unitd/seal.h"
+#include "unitd/server.h"
+#include "unitd/storage_ops.h"
 
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));

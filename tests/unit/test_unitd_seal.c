@@ -22,7 +22,8 @@
 
 #include "kyok/common.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/seal.h"
 
 #define INSTANCE "inst-1"
 #define UNIT     "unit-1"
