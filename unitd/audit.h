@@ -22,7 +22,7 @@
 #include "kyok/common.h"
 
 struct unitd_config;
-struct unitd_store;
+struct unitd_datadir;
 
 #define UNITD_AUDIT_CKPT_LINES 10000u
 
@@ -32,7 +32,7 @@ enum unitd_audit_phase {
 };
 /* Opens the log, writes the file, start and unseal lines (created: the state was made at
  * this start), starts the checkpoint thread. On error the unit must not start. */
-int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *st,
+int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_datadir *dd,
                      const struct ky_domain *d, bool created, char *err, size_t errlen) KY_WUR;
 /* Stop line and final checkpoint; stops the thread. */
 void unitd_audit_close(void);

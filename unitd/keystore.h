@@ -20,7 +20,7 @@
 
 struct ky_domain;
 struct unitd_config;
-struct unitd_store;
+struct unitd_datadir;
 
 /* Records the daemon keeps in key storage's secrets, under the master key. */
 #define UNITD_SECRET_TOKEN_KEY  "token-signing-key"
@@ -33,16 +33,16 @@ struct ky_key;
 struct ky_store;
 struct ky_store_apikey;
 
-/* st: the unit's data directory (its storage mark); it must outlive the keystore. Storage the
+/* dd: the unit's data directory (its storage mark); it must outlive the keystore. Storage the
  * mark says held records is refused when missing or empty (KY_ERR_STORAGE_MISSING). */
-int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_datadir *dd,
                         struct unitd_keystore **out, char *err, size_t errlen) KY_WUR;
 void unitd_keystore_free(struct unitd_keystore *ks);
 /* unitd_state_rekey (zeroize) with the storage mark kept in step: mark writes are held off,
  * the mark sealed under the old seal key is removed first, and written again under the new
  * one. A crash in between leaves no mark: the unit starts without a floor and takes the
  * storage's position again (it holds no master key after a zeroize anyway). */
-int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_store *st,
+int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_datadir *dd,
                                const struct ky_domain *d) KY_WUR;
 struct ky_store *unitd_keystore_store(struct unitd_keystore *ks);
 /* Changes whenever the registers change (what was verified under the old ones is stale). */

@@ -88,7 +88,7 @@ typedef void unitd_seal_observer_fn(void *ctx, enum unitd_seal_event ev, const c
                                     const char *key_id, int outcome);
 
 /* Holds the data directory: created 0700 when missing, locked against a second daemon. */
-struct unitd_store {
+struct unitd_datadir {
 	char *dir;
 	char *state_path;
 	char *key_path;  /* the seal key's reference */
@@ -104,35 +104,35 @@ struct unitd_store {
 
 /* Creates or checks cfg->data_dir, takes its lock, connects the sealing backend cfg->seal
  * names. The seal key is found or made by unitd_state_load. */
-int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, char *err,
-                     size_t errlen) KY_WUR;
-void unitd_store_release(struct unitd_store *st);
+int unitd_datadir_open(const struct unitd_config *cfg, struct unitd_datadir *dd, char *err,
+                       size_t errlen) KY_WUR;
+void unitd_datadir_release(struct unitd_datadir *dd);
 /* Every seal event (key made or destroyed, state sealed or unsealed or refused) is passed to
  * fn as well as logged; fn NULL stops that. */
-void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx);
+void unitd_datadir_set_observer(struct unitd_datadir *dd, unitd_seal_observer_fn *fn, void *ctx);
 /* Before the first state: finds the seal key a first start cut short left, or makes one
- * (st->key). Whatever is sealed before the state (the pending identity key) uses it. */
-int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen) KY_WUR;
+ * (dd->key). Whatever is sealed before the state (the pending identity key) uses it. */
+int unitd_seal_key_first(struct unitd_datadir *dd, char *err, size_t errlen) KY_WUR;
 /* Loads the unit state, or creates and writes a new one (and its seal key) on first start.
  * Refuses a state that does not open (never overwrites it), belongs to another unit or
  * instance, names another backend or a seal key that no longer exists. Finishes or undoes a
  * seal key switch that a crash cut short, once the state opened. */
-int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, struct ky_domain **out,
-                     char *err, size_t errlen) KY_WUR;
+int unitd_state_load(struct unitd_datadir *dd, const struct unitd_config *cfg,
+                     struct ky_domain **out, char *err, size_t errlen) KY_WUR;
 /* Seals d and writes it atomically: afterwards the file holds d, or on error the old state. */
-int unitd_state_write(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
+int unitd_state_write(struct unitd_datadir *dd, const struct ky_domain *d) KY_WUR;
 /* Same, under a new seal key, and destroys the old one (zeroize): no copy of an earlier
  * state opens afterwards. On error the file holds the old state under the old key. */
-int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d) KY_WUR;
+int unitd_state_rekey(struct unitd_datadir *dd, const struct ky_domain *d) KY_WUR;
 
 /* The highest position of key storage this unit has seen (data_dir/storage.mark, sealed):
  * 0/0 when there is no mark. The mark lets a restarted unit refuse storage older than it saw,
  * or missing. */
-int unitd_mark_load(struct unitd_store *st, const char *instance, const char *unit,
+int unitd_mark_load(struct unitd_datadir *dd, const char *instance, const char *unit,
                     struct ky_store_ledger_pos *pos) KY_WUR;
-int unitd_mark_write(struct unitd_store *st, const char *instance, const char *unit,
+int unitd_mark_write(struct unitd_datadir *dd, const char *instance, const char *unit,
                      const struct ky_store_ledger_pos *pos) KY_WUR;
 /* Removes the mark (before the seal key it is sealed under is replaced). */
-int unitd_mark_remove(struct unitd_store *st) KY_WUR;
+int unitd_mark_remove(struct unitd_datadir *dd) KY_WUR;
 
 #endif

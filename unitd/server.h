@@ -10,14 +10,14 @@
 struct ky_domain;
 struct unitd_config;
 struct unitd_keystore;
-struct unitd_store;
+struct unitd_datadir;
 
 struct unitd_server;
 
 /* Binds host:port (port 0 = a free one), starts serving. Takes ownership of *dom (set to
- * NULL) and of *ks (may be NULL: no key storage, no key API). The data directory store must
+ * NULL) and of *ks (may be NULL: no key storage, no key API). The data directory dd must
  * outlive the server. Refuses a non-loopback address without TLS. */
-int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
+int unitd_server_start(const struct unitd_config *cfg, struct unitd_datadir *dd,
                        struct ky_domain **dom, struct unitd_keystore **ks,
                        struct unitd_server **out, char *err, size_t errlen) KY_WUR;
 uint16_t unitd_server_port(const struct unitd_server *srv);
