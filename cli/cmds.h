@@ -6,6 +6,7 @@
 int up_main(int argc, char **argv);
 int down_main(int argc, char **argv);
 int unit_add_main(int argc, char **argv);
+int host_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
 int scup_main(int argc, char **argv); /* scup.c: kyok scup <cmd>, its table there */
