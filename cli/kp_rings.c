@@ -23,21 +23,8 @@ enum {
 	OPT_KEY,
 	OPT_EXPIRATION,
 	OPT_RETRIEVALS,
+	OPT_NEW_RING,
 };
-
-/* Key ring IDs go into URL paths: letters, digits and '-', 2 to 100 (Key Protect's rule). */
-static bool kp_ring_id_ok(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n < 2 || n > 100)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-		      (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
-			return false;
-	return true;
-}
 
 /* getopt over the common kp options and the ones in extra (each handled by on_opt, which
  * returns 0 or an exit status). Returns -1 after --help (printed), else 0 or an exit status. */
@@ -281,6 +268,67 @@ int kp_key_alias_delete_main(int argc, char **argv)
 	    "Removes the alias ALIAS of key ID (DELETE /api/v2/keys/ID/aliases/ALIAS). Needs\n"
 	    "the Writer or Manager role. Units that do not offer aliases are named as such.\n";
 	return kp_key_alias_change(argc, argv, usage, false);
+}
+
+/* ---- moving a key to another key ring ---- */
+
+static int kp_new_ring_opt(int opt, const char *arg, void *ctx)
+{
+	if (opt != 'r' && opt != OPT_NEW_RING)
+		return -1;
+	if (!kp_ring_id_ok(arg))
+		return cli_fail(KY_ERR_USAGE, "-r/--new-key-ring",
+		                "'%.100s' is not a key ring ID (2 to 100 letters, digits, '-')",
+		                arg);
+	*(const char **)ctx = arg;
+	return 0;
+}
+
+int kp_key_update_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-update ID -r RING\n"
+	    "       kyok kp key update ID -r RING\n\n"
+	    "Moves key ID to the key ring RING, which must exist (PATCH /api/v2/keys/ID with\n"
+	    "keyRingID). Needs the Manager role. Units that do not offer key rings are named as\n"
+	    "such.\n\n"
+	    "options:\n"
+	    "  -r, --new-key-ring RING the key ring to move the key to\n";
+	static const struct option longopts[] = {
+	    {"new-key-ring", required_argument, NULL, OPT_NEW_RING},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	static const char *const fields[] = {"id", "name", "keyRingID", NULL};
+	int status;
+	const char *id = NULL, *ring = NULL;
+	char path[KP_PATH_MAX], subject[200];
+	json_t *body = NULL;
+	struct kp_reply rep = {0};
+
+	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "r:", longopts,
+	                              kp_new_ring_opt, &ring)) != 0)
+		return status < 0 ? 0 : status;
+	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
+	                         &id)) != 0)
+		return status;
+	if (cli_no_operands(argc, argv) != 0)
+		return KY_EXIT_USAGE;
+	if (ring == NULL)
+		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+		                "give the key ring to move the key to: -r RING");
+	if ((body = json_pack("{s:s}", "keyRingID", ring)) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	snprintf(path, sizeof(path), "/api/v2/keys/%s", id);
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call_feature("PATCH", path, "application/json", body, subject, "key rings",
+	                              &rep)) != 0)
+		goto out;
+	snprintf(subject, sizeof(subject), "key %s: moved to key ring %s", id, ring);
+	kp_feature_print(&rep, subject, fields);
+	kp_reply_release(&rep);
+out:
+	json_decref(body);
+	return status;
 }
 
 /* ---- import tokens ---- */

@@ -506,7 +506,13 @@
 	  "first")                                                                                 \
 	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
 	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
-	  "never written again: make a new API key under another name, and revoke this one")
+	  "never written again: make a new API key under another name, and revoke this one")       \
+	X(KP_IMPORT_PUBKEY, "kp-import-pubkey", KY_EXIT_INPUT, 400,                                \
+	  "this is not an import token's public key: give the 'payload' that 'kyok kp "            \
+	  "import-token show' prints (base64 of a PEM RSA public key of 2048 bits or more)")       \
+	X(KP_IMPORT_NONCE, "kp-import-nonce", KY_EXIT_INPUT, 400,                                  \
+	  "this is not an import token's nonce: give the 'nonce' that 'kyok kp import-token "      \
+	  "show' prints (base64 of 12 bytes)")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
