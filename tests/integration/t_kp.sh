@@ -592,6 +592,9 @@ expect_rc "key create -a of no alias: refused here" 2 "^error: -a/--aliases: .*'
 	kpi Writer key create kp-refused -a b@d
 expect_eq "no key made by these refusals" \
 	"$(stdout_of kpi Reader keys --limit 5000 --state 1,2,3,5 -o json | jq '[.resources[] | select(.name == "kp-refused")] | length')" 0
+expect_eq "registrations -c CRN -r RING -o json: none (no service registers kyok keys)" \
+	"$(stdout_of kpi Reader registrations -c 'crn:v1:bluemix:public:cloud-object-storage:global:a/1:2:bucket:b' -r kp-ring-a -o json | jq '.resources // [] | length')" 0
+expect_rc "registrations -c of nothing: refused here" 2 '^error: -c/--crn-query: ' kpi Reader registrations -c ''
 # sync: the units refuse it within an hour of the key's last change, as Key Protect does
 expect_rc "key sync: within the hour, refused by the unit" 5 "^error: key $kr: " kpi Writer key sync "$kr"
 expect_rc "key-sync: the same" 5 "^error: key $kr: " kpi Writer key-sync "$kr"
