@@ -54,9 +54,15 @@ static int kp_key_file(const char *path, struct ky_buf *key)
 	return 0;
 }
 
-/* -i or $KP_INSTANCE_ID, when given, must name the instance even though nothing is sent. */
+/* -i or $KP_INSTANCE_ID, when given, must name the instance even though nothing is sent;
+ * --key-ring, which only a request can carry, is refused rather than dropped. */
 static int kp_import_instance(void)
 {
+	if (kp_o.key_ring != NULL)
+		return cli_err(
+		    KY_ERR_USAGE, "--key-ring",
+		    "this command sends nothing: give the key ring to 'kyok kp key create "
+		    "-r RING'");
 	if (kp_o.instance_id == NULL && getenv("KP_INSTANCE_ID") == NULL)
 		return 0;
 	return kp_instance_load();

@@ -537,6 +537,8 @@ expect_rc "import-token nonce-encrypt -n of 9 bytes" 3 "^error: -n/--nonce: this
 	"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$(head -c 9 /dev/zero | base64)"
 expect_rc "import-token key-encrypt -i of another instance: refused" 3 "^error: -i/--instance-ID: .*'not-$iid' is not this instance" \
 	"$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp.bin" -p "$pub" -i "not-$iid"
+expect_rc "import-token nonce-encrypt --key-ring: refused, nothing to send it with" 2 "^error: --key-ring: .*key create -r RING" \
+	"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$nonce" --key-ring kp-ring-a
 expect_rc "key create -k, -n, -v with -s: refused" 2 '^error: -k/--key-material: .*is a root key' \
 	kpi Writer key create kp-refused -k "$ek" -n "$en" -v "$niv" -s
 expect_rc "key create -k of material in the clear, with -n, -v: refused" 2 '^error: -k/--key-material: .*not key material in the clear' \
