@@ -5,7 +5,9 @@
 # dies; wrong and revoked API keys; malformed input files; an API key with two roles. Then
 # ibmcloud kp's spelling of every command beside kyok's, -o json, -i, "did you mean", the
 # ibmcloud options refused by name, and the features a unit may not offer (key rings, aliases,
-# import tokens, registrations). Last, the policy pass (rotation by policy, purge 90 days after
+# import tokens, registrations); a secure import through the CLI only (import-token
+# key-encrypt, nonce-encrypt, key create -k -n -v), keys created in and moved between key
+# rings, aliases on create, key sync. Last, the policy pass (rotation by policy, purge 90 days after
 # deletion) with the units' pass clock moved ahead.
 . "$(dirname "$0")/helpers.sh"
 setup
