@@ -74,6 +74,7 @@ int kp_key_delete_main(int argc, char **argv);
 int kp_key_restore_main(int argc, char **argv);
 int kp_key_purge_main(int argc, char **argv);
 int kp_key_versions_main(int argc, char **argv);
+int kp_key_sync_main(int argc, char **argv);
 /* kp_wrap.c */
 int kp_wrap_main(int argc, char **argv);
 int kp_unwrap_main(int argc, char **argv);
@@ -92,5 +93,9 @@ int kp_key_alias_delete_main(int argc, char **argv);
 int kp_import_token_create_main(int argc, char **argv);
 int kp_import_token_show_main(int argc, char **argv);
 int kp_registrations_main(int argc, char **argv);
+int kp_key_update_main(int argc, char **argv);
+/* kp_import.c */
+int kp_import_token_key_encrypt_main(int argc, char **argv);
+int kp_import_token_nonce_encrypt_main(int argc, char **argv);
 
 #endif

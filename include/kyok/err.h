@@ -522,7 +522,13 @@
 	  "the anchor's holder for the answer to this request")                                    \
 	X(JOIN_LOOPBACK, "join-address-loopback", KY_EXIT_USAGE, 400,                              \
 	  "units on another host must listen on an address the other hosts reach: give that "      \
-	  "host's own IPv4 address, not loopback or 0.0.0.0")
+	  "host's own IPv4 address, not loopback or 0.0.0.0")                                      \
+	X(KP_IMPORT_PUBKEY, "kp-import-pubkey", KY_EXIT_INPUT, 400,                                \
+	  "this is not an import token's public key: give the 'payload' that 'kyok kp "            \
+	  "import-token show' prints (base64 of a PEM RSA public key of 2048 bits or more)")       \
+	X(KP_IMPORT_NONCE, "kp-import-nonce", KY_EXIT_INPUT, 400,                                  \
+	  "this is not an import token's nonce: give the 'nonce' that 'kyok kp import-token "      \
+	  "show' prints (base64 of 12 bytes)")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,
