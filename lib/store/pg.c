@@ -47,8 +47,9 @@
  *   secrets, api_keys, requests, ledger, ledger_log, changes(seq, rec, id) (the change log;
  *   made on open when missing: see PG_CHANGES_SCHEMA).
  *
- * Change detection (ky_store_changed): one round trip per call reading counters 'commits' and
- * the digest's generation and epoch (a whole schema restored from a backup, or a failover to
+ * Change detection (ky_store_changed): one statement reading counters 'commits' and the
+ * digest's generation and epoch, shared by the threads that ask at once (pg_changed: each
+ * takes the answer of a read sent after it asked) (a whole schema restored from a backup, or a failover to
  * a replica that had not received the last commits, takes them back: also a change).
  * A notification channel (LISTEN/NOTIFY) would be cheaper but arrives after the writer's
  * COMMIT has returned: a unit could serve a cached row in between that another unit had
@@ -423,6 +424,24 @@ struct pg_conn {
 	size_t ntouched, ctouched;
 };
 
+/* A failure as the backend knew it (pg_last, below). */
+struct pg_failure_note {
+	int set;
+	char sqlstate[6];
+	char msg[256];
+};
+
+/* The commit counter read shared by threads that ask at once (pg_changed). */
+struct pg_check {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t started, done; /* reads sent, and the last one answered */
+	bool running;
+	int r; /* the last read answered: its result */
+	int64_t commits, gen, epoch;
+	struct pg_failure_note note;
+};
+
 struct pg_store {
 	char *conninfo; /* as given: holds the password if the URI does; never printed */
 	char *display;  /* user@host:port/dbname, for messages */
@@ -432,16 +451,13 @@ struct pg_store {
 	pthread_mutex_t wlock; /* one writer at a time in this process */
 	struct pg_conn *conns;
 	struct pg_ledger L;
+	struct pg_check check;
 };
 
 /* ---- errors ---- */
 
 /* The last failure on this thread, for ky_store_failure. */
-static _Thread_local struct {
-	int set;
-	char sqlstate[6];
-	char msg[256];
-} pg_last;
+static _Thread_local struct pg_failure_note pg_last;
 
 static void pg_note(const char *sqlstate, const char *msg)
 {
@@ -2450,17 +2466,12 @@ static int pg_request_expire(void *be, int64_t before, uint64_t *n)
 
 /* ---- change detection ---- */
 
-static int pg_changed(void *be, int *changed)
+/* The commit counter and the digest's position, as of now (one statement). */
+static int pg_commits_read(struct pg_conn *c, int64_t *v, int64_t *gen, int64_t *epoch)
 {
-	struct pg_store *s = be;
-	struct pg_conn *c;
 	PGresult *res;
-	int64_t v, gen, epoch;
 	int r;
 
-	*changed = 1;
-	if ((r = pg_conn(s, &c)) != 0)
-		return r;
 	if ((r = pg_run(c, PG_COMMITS, NULL, &res)) != 0)
 		return r;
 	if (PQntuples(res) != 1) {
@@ -2468,10 +2479,70 @@ static int pg_changed(void *be, int *changed)
 		pg_note("", "the commit counter row is missing");
 		return KY_ERR_STORE_DAMAGED;
 	}
-	v = pg_int(res, 0, 0);
-	gen = pg_int(res, 0, 1);
-	epoch = pg_int(res, 0, 2);
+	*v = pg_int(res, 0, 0);
+	*gen = pg_int(res, 0, 1);
+	*epoch = pg_int(res, 0, 2);
 	PQclear(res);
+	return 0;
+}
+
+/* One read of the commit counter serves every thread that asked before it was sent: a thread
+ * takes the answer of a read that began after it asked, never of one already under way (whose
+ * snapshot may predate a commit acknowledged before the thread asked). The first thread to
+ * find no read under way sends one for all who wait; the others wait for it. Under load one
+ * round trip serves many requests; alone, a request costs one round trip as before. A thread
+ * inside a transaction reads on its own. */
+static int pg_changed(void *be, int *changed)
+{
+	struct pg_store *s = be;
+	struct pg_check *k = &s->check;
+	struct pg_conn *c;
+	int64_t v = 0, gen = 0, epoch = 0;
+	uint64_t need;
+	int r;
+
+	*changed = 1;
+	if ((r = pg_conn(s, &c)) != 0)
+		return r;
+	if (c->in_txn || c->in_read) {
+		if ((r = pg_commits_read(c, &v, &gen, &epoch)) != 0)
+			return r;
+		goto answer;
+	}
+	pthread_mutex_lock(&k->mu);
+	need = k->started + 1;
+	while (k->done < need) {
+		uint64_t id;
+
+		if (k->running) {
+			pthread_cond_wait(&k->cv, &k->mu);
+			continue;
+		}
+		id = ++k->started;
+		k->running = true;
+		pthread_mutex_unlock(&k->mu);
+		r = pg_commits_read(c, &v, &gen, &epoch);
+		pthread_mutex_lock(&k->mu);
+		k->running = false;
+		k->done = id;
+		k->r = r;
+		k->commits = v;
+		k->gen = gen;
+		k->epoch = epoch;
+		if (r != 0)
+			k->note = pg_last;
+		pthread_cond_broadcast(&k->cv);
+	}
+	r = k->r;
+	v = k->commits;
+	gen = k->gen;
+	epoch = k->epoch;
+	if (r != 0)
+		pg_last = k->note; /* the cause, for this thread's ky_store_failure */
+	pthread_mutex_unlock(&k->mu);
+	if (r != 0)
+		return r;
+answer:
 	*changed = !c->commits_known || v != c->commits_seen || gen != c->gen_seen ||
 	           epoch != c->epoch_seen;
 	c->commits_known = 1;
@@ -2858,6 +2929,8 @@ static void pg_close(void *be)
 	ky_ledger_mac_release(&s->L.mac);
 	ky_ledger_index_release(&s->L.ix);
 	pthread_mutex_destroy(&s->L.mu);
+	pthread_cond_destroy(&s->check.cv);
+	pthread_mutex_destroy(&s->check.mu);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	free((char *)s->o.instance);
@@ -2889,7 +2962,11 @@ static int pg_open_scheme(const char *scheme, const char *location,
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->L.mu, NULL);
+	pthread_mutex_init(&s->check.mu, NULL);
+	pthread_cond_init(&s->check.cv, NULL);
 	if (pthread_key_create(&s->tls, pg_conn_destructor) != 0) {
+		pthread_cond_destroy(&s->check.cv);
+		pthread_mutex_destroy(&s->check.mu);
 		pthread_mutex_destroy(&s->L.mu);
 		pthread_mutex_destroy(&s->wlock);
 		pthread_mutex_destroy(&s->lock);
