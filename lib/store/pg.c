@@ -48,9 +48,10 @@
  *   made on open when missing: see PG_CHANGES_SCHEMA).
  *
  * Change detection (ky_store_changed): one statement reading counters 'commits' and the
- * digest's generation and epoch, shared by the threads that ask at once (pg_changed: each
- * takes the answer of a read sent after it asked) (a whole schema restored from a backup, or a failover to
- * a replica that had not received the last commits, takes them back: also a change).
+ * digest's generation and epoch (a whole schema restored from a backup, or a failover to a
+ * replica that had not received the last commits, takes them back: also a change), shared by
+ * the threads that ask at once (pg_changed: each takes the answer of a read sent after it
+ * asked).
  * A notification channel (LISTEN/NOTIFY) would be cheaper but arrives after the writer's
  * COMMIT has returned: a unit could serve a cached row in between that another unit had
  * already changed and acknowledged. The counter read cannot. What changed is then read from
