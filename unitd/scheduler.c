@@ -24,7 +24,11 @@
 
 #include "kyok/err.h"
 #include "kyok/kms.h"
-#include "unitd/unitd.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/scheduler.h"
 
 struct unitd_policy_pass {
 	struct unitd_keystore *ks;
@@ -150,7 +154,7 @@ static void *pass_main(void *arg)
 			;
 	}
 	pthread_mutex_unlock(&pp->lock);
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return NULL;
 }
 
