@@ -60,6 +60,7 @@ bench:
 	@[ -f $(BUILD)/build.ninja ] || $(MESON) setup $(BUILD)
 	ninja -C $(BUILD)
 	bench/run.sh $(BUILD)
+	bench/pg.sh $(BUILD)
 
 # Fuzzing (clang + libFuzzer, ASan + UBSan): each target for FUZZ_SECONDS (default 60).
 # make check replays every seed and kept corpus input without libFuzzer (test fuzz_replay).

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages kyok needs to build, run and test, when missing.
 # Usage: scripts/deps.sh [build|check|cards|bench|fuzz]
-#   cards: build's and the PC/SC stack of 'make demo-cards'; bench: build's and wrk for
-#   'make bench'; fuzz: build's and clang with libFuzzer
+#   cards: build's and the PC/SC stack of 'make demo-cards'; bench: build's, wrk and
+#   postgresql (its part of the figures) for 'make bench'; fuzz: build's and clang with libFuzzer
 set -eu
 
 mode=${1:-build}
@@ -26,7 +26,7 @@ if [ "$mode" = fuzz ]; then
 	pkgs="$pkgs clang libclang-rt-14-dev"
 fi
 if [ "$mode" = bench ]; then
-	pkgs="$pkgs wrk"
+	pkgs="$pkgs wrk postgresql"
 fi
 
 missing=""

@@ -7,9 +7,10 @@
 #
 # The cluster listens on a Unix socket in its own temp dir only (listen_addresses = ''), with
 # trust authentication for its one role, kyok: nothing outside the machine can reach it, and
-# the directory is readable by its owner only. initdb refuses to run as root: as root the
-# cluster belongs to 'nobody' (the temp dir is made for it), and root connects through the
-# socket all the same.
+# the directory is readable by its owner only. fsync is off (tests need no durability) unless
+# PG_FSYNC=on (bench/pg.sh: creations persisted as on a real server). initdb refuses to run as
+# root: as root the cluster belongs to 'nobody' (the temp dir is made for it), and root
+# connects through the socket all the same.
 #
 # Set before pg_start, for a test that reaches the cluster over the network (unset, as every
 # other caller leaves them: the Unix socket only, as above):
@@ -65,7 +66,7 @@ pg_start() {
 	fi
 	# -w: pg_ctl returns once the server accepts connections.
 	if ! pg_as "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 120 \
-		-o "-c listen_addresses=$listen -k $PG_DIR -c fsync=off -c max_connections=200 $net" \
+		-o "-c listen_addresses=$listen -k $PG_DIR -c fsync=${PG_FSYNC:-off} -c max_connections=200 $net" \
 		start >/dev/null; then
 		echo "error: the test PostgreSQL server did not start:" >&2
 		cat "$PG_DIR/server.log" >&2

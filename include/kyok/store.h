@@ -358,8 +358,9 @@ int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
 /* What changed since *pos, for caches above the store that drop only what changed.
  *
  * The backend logs every record change (keys, secrets, API keys) in the transaction that makes
- * it, whoever writes (any thread, process or host, and programs other than kyok: the SQLite
- * backend logs with triggers), and keeps at least the last KY_STORE_CHANGES_MAX changes.
+ * it, whoever writes (any thread, process or host, and programs other than kyok: both
+ * backends log with triggers), numbered in commit order without a gap, and keeps at least the
+ * last KY_STORE_CHANGES_MAX changes (lib/store/changelog.h: when the log can tell).
  * In: *pos, where the caller last was ({0, 0}: the start of the log). Out: *pos = where the
  * log is now, and either
  *   *all = 0, *out = the records changed after the old position up to the new one (*n of

@@ -41,16 +41,22 @@
  * key_aliases), in the connection's current schema (choose another
  * with options=-csearch_path=NAME): the tables and columns of sqlite.c, with int8 for every
  * integer, bytea for every blob and text COLLATE "C" for ids (byte order, as SQLite's):
- *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>' (PL/pgSQL row triggers on keys) and
+ *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>' (PL/pgSQL row triggers on keys),
  *   'commits' (row and TRUNCATE triggers on every table of records: bumped by any row
- *   written, kyok's or another program's), keys, secrets, api_keys, requests, ledger, ledger_log.
+ *   written, kyok's or another program's) and 'changes' (the change log's last seq), keys,
+ *   secrets, api_keys, requests, ledger, ledger_log, changes(seq, rec, id) (the change log;
+ *   made on open when missing: see PG_CHANGES_SCHEMA).
  *
- * Change detection (ky_store_changed): one round trip per call reading counters 'commits' and
- * the digest's generation and epoch (a whole schema restored from a backup, or a failover to
- * a replica that had not received the last commits, takes them back: also a change).
+ * Change detection (ky_store_changed): one statement reading counters 'commits' and the
+ * digest's generation and epoch (a whole schema restored from a backup, or a failover to a
+ * replica that had not received the last commits, takes them back: also a change), shared by
+ * the threads that ask at once (pg_changed: each takes the answer of a read sent after it
+ * asked).
  * A notification channel (LISTEN/NOTIFY) would be cheaper but arrives after the writer's
  * COMMIT has returned: a unit could serve a cached row in between that another unit had
- * already changed and acknowledged. The counter read cannot.
+ * already changed and acknowledged. The counter read cannot. What changed is then read from
+ * the change log (ky_store_changes): one statement, one snapshot, giving the counter 'changes'
+ * and the rows after the caller's position, checked as lib/store/changelog.h says.
  *
  * Storage digest: as sqlite.c (see its comment "storage digest"), with lib/store/ledger.c.
  * A field's kind in a tag comes from the column's type: int8 = integer, text = text, bytea =
@@ -68,6 +74,7 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "lib/store/changelog.h"
 #include "lib/store/ledger.h"
 
 /* PostgreSQL type oids (catalog/pg_type_d.h, stable) */
@@ -104,6 +111,7 @@ enum pg_stmt {
 	PG_APIKEY_IDS,
 	PG_APIKEY_UPDATE,
 	PG_COMMITS,
+	PG_CHANGES_READ,
 	PG_LEDGER_GET,
 	PG_LEDGER_PUT,
 	PG_LEDGER_LOG,
@@ -132,6 +140,8 @@ enum pg_stmt {
 #define PG_APIKEY_NCOLS 7
 #define PG_GEN_COL      ", (SELECT gen FROM ledger WHERE ledger.k = 1)"
 #define PG_LOG_KEEP     4096
+#define PG_STR_(x)      #x
+#define PG_STR(x)       PG_STR_(x)
 #define PG_FILTER                                                                      \
 	"($1 = 0 OR ((1::int8 << (CASE WHEN $7 > 0 AND state = 1 AND expires > 0 AND " \
 	"expires <= $7 THEN 3 ELSE state END)::int4) & $1) != 0) AND ($2 < 0 OR "      \
@@ -214,6 +224,15 @@ static const struct {
     [PG_COMMITS] = {"SELECT n, (SELECT gen FROM ledger WHERE ledger.k = 1), (SELECT epoch FROM "
                     "ledger WHERE ledger.k = 1) FROM counters WHERE k = 'commits'",
                     ""},
+    /* One snapshot: the log's last seq (its counter), the row at it (its fingerprint), and
+       the rows from $1 to it when there are at most KY_STORE_CHANGES_MAX after $1. */
+    [PG_CHANGES_READ] = {"SELECT c.n, l.rec, l.id, ch.seq, ch.rec, ch.id FROM counters AS c "
+                         "LEFT JOIN changes AS l ON l.seq = c.n LEFT JOIN changes AS ch ON "
+                         "c.n >= $1 AND c.n - $1 <= " PG_STR(
+                             KY_STORE_CHANGES_MAX) " AND "
+                                                   "ch.seq >= $1 AND ch.seq <= c.n WHERE c.k = "
+                                                   "'changes' ORDER BY ch.seq",
+                         "i"},
     [PG_LEDGER_GET] = {"SELECT gen, epoch, n, sum, mac FROM ledger WHERE k = 1", ""},
     [PG_LEDGER_PUT] = {"INSERT INTO ledger (k, gen, epoch, n, sum, mac) VALUES (1, $1, $2, $3, "
                        "$4, $5) ON CONFLICT (k) DO UPDATE SET gen = $1, epoch = $2, n = $3, "
@@ -272,6 +291,58 @@ static const struct {
 	"CREATE TRIGGER " t "_truncated AFTER TRUNCATE ON " t                 \
 	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_commits();"
 
+/* The change log (ky_store_changes; docs/formats.md section 13): row triggers on keys,
+ * secrets and api_keys log each record written (rec: enum ky_store_record; TRUNCATE logs rec
+ * -1, "every record", which no reader takes for a record), in the writing transaction, by
+ * any program. seq is 1 + the larger of counter 'changes' and the log's highest seq (as
+ * SQLite's AUTOINCREMENT: a counter put back by hand never numbers a change twice), given by
+ * the BEFORE INSERT trigger of changes, which writes it back to the counter: the counter's row
+ * lock, held until commit, hands out numbers one transaction at a time in commit order and
+ * without a gap (a rollback gives its numbers back), so a reader that sees seq n committed
+ * sees every change before it. Each insert prunes what is older than
+ * PG_CHANGES_KEEP changes. Made on open when missing (a store made before the log). */
+#define PG_CHANGES_KEEP 16384
+#define PG_CHANGE_TRIGGER(t, rec, col)                                                             \
+	"CREATE OR REPLACE FUNCTION kyok_" t "_changes() RETURNS trigger LANGUAGE plpgsql AS $$"   \
+	" BEGIN"                                                                                   \
+	"  IF TG_OP = 'TRUNCATE' THEN INSERT INTO changes (rec, id) VALUES (-1, ''); RETURN NULL;" \
+	"  END IF;"                                                                                \
+	"  IF TG_OP IN ('UPDATE', 'DELETE') THEN"                                                  \
+	"   INSERT INTO changes (rec, id) VALUES (" rec ", OLD." col ");"                          \
+	"  END IF;"                                                                                \
+	"  IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW." col " IS DISTINCT FROM OLD." col     \
+	") THEN"                                                                                   \
+	"   INSERT INTO changes (rec, id) VALUES (" rec ", NEW." col ");"                          \
+	"  END IF;"                                                                                \
+	"  RETURN NULL;"                                                                           \
+	" END $$;"                                                                                 \
+	"DROP TRIGGER IF EXISTS " t "_changes ON " t ";"                                           \
+	"CREATE TRIGGER " t "_changes AFTER INSERT OR UPDATE OR DELETE ON " t                      \
+	" FOR EACH ROW EXECUTE FUNCTION kyok_" t "_changes();"                                     \
+	"DROP TRIGGER IF EXISTS " t "_changes_truncated ON " t ";"                                 \
+	"CREATE TRIGGER " t "_changes_truncated AFTER TRUNCATE ON " t                              \
+	" FOR EACH STATEMENT EXECUTE FUNCTION kyok_" t "_changes();"
+#define PG_CHANGES_SCHEMA                                                                        \
+	"CREATE TABLE IF NOT EXISTS changes (seq int8 PRIMARY KEY, rec int8 NOT NULL, id " PG_ID \
+	");"                                                                                     \
+	"INSERT INTO counters (k, n) VALUES ('changes', 0) ON CONFLICT (k) DO NOTHING;"          \
+	"CREATE OR REPLACE FUNCTION kyok_changes_seq() RETURNS trigger LANGUAGE plpgsql AS $$"   \
+	" BEGIN"                                                                                 \
+	"  UPDATE counters SET n = greatest(n, (SELECT coalesce(max(seq), 0) FROM changes)) + 1" \
+	"   WHERE k = 'changes' RETURNING n INTO NEW.seq;"                                       \
+	"  IF NEW.seq IS NULL THEN RAISE EXCEPTION 'kyok: the change counter row is missing';"   \
+	"  END IF;"                                                                              \
+	"  DELETE FROM changes WHERE seq <= NEW.seq - " PG_STR(                                  \
+	    PG_CHANGES_KEEP) ";"                                                                 \
+	                     "  RETURN NEW;"                                                     \
+	                     " END $$;"                                                          \
+	                     "DROP TRIGGER IF EXISTS changes_seq ON changes;"                    \
+	                     "CREATE TRIGGER changes_seq BEFORE INSERT ON changes"               \
+	                     " FOR EACH ROW EXECUTE FUNCTION "                                   \
+	                     "kyok_changes_seq();" PG_CHANGE_TRIGGER("keys", "0", "id")          \
+	                         PG_CHANGE_TRIGGER("secrets", "1", "name")                       \
+	                             PG_CHANGE_TRIGGER("api_keys", "2", "id")
+
 /* Schema 2: the alias index (sqlite.c's key_aliases). */
 #define PG_ALIASES_SCHEMA                                                                     \
 	"CREATE TABLE IF NOT EXISTS key_aliases (alias " PG_ID " PRIMARY KEY, id " PG_ID ");" \
@@ -303,7 +374,7 @@ static const char pg_schema[] =
     "CREATE INDEX requests_created ON requests (created);" PG_COUNT_TRIGGERS PG_COMMITS_TRIGGER(
         "keys") PG_COMMITS_TRIGGER("secrets") PG_COMMITS_TRIGGER("api_keys")
         PG_COMMITS_TRIGGER("ledger") "INSERT INTO counters (k, n) VALUES ('keys', 0), "
-                                     "('commits', 0);" PG_ALIASES_SCHEMA
+                                     "('commits', 0);" PG_ALIASES_SCHEMA PG_CHANGES_SCHEMA
                                      "INSERT INTO meta (k, v) VALUES ('schema', '2');";
 
 struct pg_store;
@@ -354,6 +425,24 @@ struct pg_conn {
 	size_t ntouched, ctouched;
 };
 
+/* A failure as the backend knew it (pg_last, below). */
+struct pg_failure_note {
+	int set;
+	char sqlstate[6];
+	char msg[256];
+};
+
+/* The commit counter read shared by threads that ask at once (pg_changed). */
+struct pg_check {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t started, done; /* reads sent, and the last one answered */
+	bool running;
+	int r; /* the last read answered: its result */
+	int64_t commits, gen, epoch;
+	struct pg_failure_note note;
+};
+
 struct pg_store {
 	char *conninfo; /* as given: holds the password if the URI does; never printed */
 	char *display;  /* user@host:port/dbname, for messages */
@@ -363,16 +452,13 @@ struct pg_store {
 	pthread_mutex_t wlock; /* one writer at a time in this process */
 	struct pg_conn *conns;
 	struct pg_ledger L;
+	struct pg_check check;
 };
 
 /* ---- errors ---- */
 
 /* The last failure on this thread, for ky_store_failure. */
-static _Thread_local struct {
-	int set;
-	char sqlstate[6];
-	char msg[256];
-} pg_last;
+static _Thread_local struct pg_failure_note pg_last;
 
 static void pg_note(const char *sqlstate, const char *msg)
 {
@@ -2381,17 +2467,12 @@ static int pg_request_expire(void *be, int64_t before, uint64_t *n)
 
 /* ---- change detection ---- */
 
-static int pg_changed(void *be, int *changed)
+/* The commit counter and the digest's position, as of now (one statement). */
+static int pg_commits_read(struct pg_conn *c, int64_t *v, int64_t *gen, int64_t *epoch)
 {
-	struct pg_store *s = be;
-	struct pg_conn *c;
 	PGresult *res;
-	int64_t v, gen, epoch;
 	int r;
 
-	*changed = 1;
-	if ((r = pg_conn(s, &c)) != 0)
-		return r;
 	if ((r = pg_run(c, PG_COMMITS, NULL, &res)) != 0)
 		return r;
 	if (PQntuples(res) != 1) {
@@ -2399,10 +2480,70 @@ static int pg_changed(void *be, int *changed)
 		pg_note("", "the commit counter row is missing");
 		return KY_ERR_STORE_DAMAGED;
 	}
-	v = pg_int(res, 0, 0);
-	gen = pg_int(res, 0, 1);
-	epoch = pg_int(res, 0, 2);
+	*v = pg_int(res, 0, 0);
+	*gen = pg_int(res, 0, 1);
+	*epoch = pg_int(res, 0, 2);
 	PQclear(res);
+	return 0;
+}
+
+/* One read of the commit counter serves every thread that asked before it was sent: a thread
+ * takes the answer of a read that began after it asked, never of one already under way (whose
+ * snapshot may predate a commit acknowledged before the thread asked). The first thread to
+ * find no read under way sends one for all who wait; the others wait for it. Under load one
+ * round trip serves many requests; alone, a request costs one round trip as before. A thread
+ * inside a transaction reads on its own. */
+static int pg_changed(void *be, int *changed)
+{
+	struct pg_store *s = be;
+	struct pg_check *k = &s->check;
+	struct pg_conn *c;
+	int64_t v = 0, gen = 0, epoch = 0;
+	uint64_t need;
+	int r;
+
+	*changed = 1;
+	if ((r = pg_conn(s, &c)) != 0)
+		return r;
+	if (c->in_txn || c->in_read) {
+		if ((r = pg_commits_read(c, &v, &gen, &epoch)) != 0)
+			return r;
+		goto answer;
+	}
+	pthread_mutex_lock(&k->mu);
+	need = k->started + 1;
+	while (k->done < need) {
+		uint64_t id;
+
+		if (k->running) {
+			pthread_cond_wait(&k->cv, &k->mu);
+			continue;
+		}
+		id = ++k->started;
+		k->running = true;
+		pthread_mutex_unlock(&k->mu);
+		r = pg_commits_read(c, &v, &gen, &epoch);
+		pthread_mutex_lock(&k->mu);
+		k->running = false;
+		k->done = id;
+		k->r = r;
+		k->commits = v;
+		k->gen = gen;
+		k->epoch = epoch;
+		if (r != 0)
+			k->note = pg_last;
+		pthread_cond_broadcast(&k->cv);
+	}
+	r = k->r;
+	v = k->commits;
+	gen = k->gen;
+	epoch = k->epoch;
+	if (r != 0)
+		pg_last = k->note; /* the cause, for this thread's ky_store_failure */
+	pthread_mutex_unlock(&k->mu);
+	if (r != 0)
+		return r;
+answer:
 	*changed = !c->commits_known || v != c->commits_seen || gen != c->gen_seen ||
 	           epoch != c->epoch_seen;
 	c->commits_known = 1;
@@ -2410,6 +2551,53 @@ static int pg_changed(void *be, int *changed)
 	c->gen_seen = gen;
 	c->epoch_seen = epoch;
 	return 0;
+}
+
+/* What changed since *pos: one statement (PG_CHANGES_READ), one snapshot. */
+static int pg_changes(void *be, struct ky_store_change_pos *pos, struct ky_store_change **out,
+                      size_t *n, int *all)
+{
+	struct pg_store *s = be;
+	struct pg_conn *c;
+	struct pg_params p;
+	struct ky_changelog L;
+	struct ky_store_change_pos np = *pos;
+	PGresult *res = NULL;
+	uint64_t last = 0, last_check = 0;
+	int r = KY_ERR_INTERNAL, rows;
+
+	memset(&L, 0, sizeof(L));
+	if ((r = pg_conn(s, &c)) != 0)
+		goto out;
+	pg_p_init(&p);
+	pg_p_int(&p, (int64_t)pos->seq);
+	if ((r = pg_run(c, PG_CHANGES_READ, &p, &res)) != 0)
+		goto out;
+	if ((rows = PQntuples(res)) < 1 || pg_int(res, 0, 0) < 0) {
+		pg_note("", "the change counter row is missing");
+		r = KY_ERR_STORE_DAMAGED;
+		goto out;
+	}
+	last = (uint64_t)pg_int(res, 0, 0);
+	if (!pg_null(res, 0, 1))
+		last_check = ky_changelog_check(last, pg_int(res, 0, 1), PQgetvalue(res, 0, 2),
+		                                (size_t)PQgetlength(res, 0, 2));
+	if ((r = ky_changelog_begin(&L, pos, last)) != 0)
+		goto out;
+	for (int i = 0; i < rows && ky_changelog_wants(&L); i++)
+		if (!pg_null(res, i, 3))
+			ky_changelog_row(&L, (uint64_t)pg_int(res, i, 3), pg_int(res, i, 4),
+			                 pg_null(res, i, 5) ? NULL : PQgetvalue(res, i, 5),
+			                 (size_t)PQgetlength(res, i, 5));
+	ky_changelog_end(&L, &np, out, n, all);
+	if (*all)
+		np.check = last_check;
+	*pos = np;
+	r = 0;
+out:
+	ky_changelog_release(&L);
+	PQclear(res);
+	return r;
 }
 
 /* ---- diagnostics ---- */
@@ -2655,6 +2843,12 @@ static int pg_init_schema(struct pg_conn *c)
 	    (r = pg_sql_run(c, PG_ALIASES_SCHEMA "UPDATE meta SET v = '2' WHERE k = 'schema';")) !=
 	        0)
 		goto out;
+	/* The change log, in this transaction, for a store made before it. */
+	r = pg_query_text(c, "SELECT to_regclass('changes')::text", NULL, v, sizeof(v));
+	if (r == KY_ERR_NOT_FOUND)
+		r = pg_sql_run(c, PG_CHANGES_SCHEMA);
+	if (r != 0)
+		goto out;
 	if (instance != NULL) {
 		r = pg_query_text(c, "SELECT v FROM meta WHERE k = 'instance'", NULL, v, sizeof(v));
 		if (r == KY_ERR_NOT_FOUND) {
@@ -2736,6 +2930,8 @@ static void pg_close(void *be)
 	ky_ledger_mac_release(&s->L.mac);
 	ky_ledger_index_release(&s->L.ix);
 	pthread_mutex_destroy(&s->L.mu);
+	pthread_cond_destroy(&s->check.cv);
+	pthread_mutex_destroy(&s->check.mu);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	free((char *)s->o.instance);
@@ -2767,7 +2963,11 @@ static int pg_open_scheme(const char *scheme, const char *location,
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->L.mu, NULL);
+	pthread_mutex_init(&s->check.mu, NULL);
+	pthread_cond_init(&s->check.cv, NULL);
 	if (pthread_key_create(&s->tls, pg_conn_destructor) != 0) {
+		pthread_cond_destroy(&s->check.cv);
+		pthread_mutex_destroy(&s->check.mu);
 		pthread_mutex_destroy(&s->L.mu);
 		pthread_mutex_destroy(&s->wlock);
 		pthread_mutex_destroy(&s->lock);
@@ -2831,7 +3031,7 @@ static int pg_open_short(const char *location, const struct ky_store_opts *opts,
 	.apikey_find = pg_apikey_find, .apikey_list = pg_apikey_list,                          \
 	.apikey_purge = pg_apikey_purge, .apikey_update = pg_apikey_update,                    \
 	.request_get = pg_request_get, .request_put = pg_request_put,                          \
-	.request_expire = pg_request_expire, .changed = pg_changed,                            \
+	.request_expire = pg_request_expire, .changed = pg_changed, .changes = pg_changes,     \
 	.ledger_attach = pg_ledger_attach, .ledger_pos = pg_ledger_pos, .plan = pg_plan,       \
 	.failure = pg_failure, .failure_clear = pg_failure_clear, .open_failure = pg_open_failure
 

@@ -64,6 +64,7 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "lib/store/changelog.h"
 #include "lib/store/ledger.h"
 
 enum sq_stmt {
@@ -2557,17 +2558,6 @@ static int sq_changed(void *be, int *changed)
 	return 0;
 }
 
-/* The fingerprint of change seq (a consistency check, not a MAC). */
-static uint64_t sq_change_check(uint64_t seq, int rec, const unsigned char *id)
-{
-	uint64_t h = 14695981039346656037ull ^ seq;
-
-	h = (h ^ (uint8_t)rec) * 1099511628211ull;
-	for (; id != NULL && *id; id++)
-		h = (h ^ *id) * 1099511628211ull;
-	return h;
-}
-
 /* The fingerprint of the change at seq in the log, 0 when there is none. */
 static int sq_change_at(struct sq_conn *c, uint64_t seq, uint64_t *check)
 {
@@ -2580,25 +2570,25 @@ static int sq_change_at(struct sq_conn *c, uint64_t seq, uint64_t *check)
 	sqlite3_bind_int64(st, 1, (int64_t)seq);
 	sqlite3_bind_int64(st, 2, 1);
 	if ((rc = sqlite3_step(st)) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) == seq)
-		*check =
-		    sq_change_check(seq, sqlite3_column_int(st, 1), sqlite3_column_text(st, 2));
+		*check = ky_changelog_check(seq, sqlite3_column_int64(st, 1),
+		                            (const char *)sqlite3_column_text(st, 2),
+		                            (size_t)sqlite3_column_bytes(st, 2));
 	sq_done(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_fail(rc);
 }
 
-/* Reads the log from pos->seq on, in the caller's read transaction. The row at pos->seq (none
- * at 0) must be the one pos was taken at, and the rows after it must follow without a gap up
- * to the last sequence number handed out. */
+/* Reads the log from pos->seq on, in the caller's read transaction (changelog.h: what the
+ * log must hold to tell). */
 static int sq_changes_read(struct sq_conn *c, struct ky_store_change_pos *pos,
                            struct ky_store_change **out, size_t *n, int *all)
 {
-	struct ky_store_change *v = NULL;
+	struct ky_changelog L;
+	struct ky_store_change_pos np;
 	sqlite3_stmt *st;
-	uint64_t last = 0, expect = pos->seq, check = pos->check;
-	size_t cnt = 0;
-	int r = KY_ERR_INTERNAL, rc;
-	bool anchored = pos->seq == 0, broken = false;
+	uint64_t last = 0;
+	int r = KY_ERR_INTERNAL, rc = SQLITE_DONE;
 
+	memset(&L, 0, sizeof(L));
 	if ((r = sq_stmt(c, SQ_CHANGES_LAST, &st)) != 0)
 		goto out;
 	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
@@ -2608,63 +2598,31 @@ static int sq_changes_read(struct sq_conn *c, struct ky_store_change_pos *pos,
 	}
 	last = (uint64_t)sqlite3_column_int64(st, 0);
 	sq_done(st);
-	if (last < pos->seq || last - pos->seq > KY_STORE_CHANGES_MAX) {
-		broken = true;
-		goto answer;
-	}
-	if (last > pos->seq && (v = calloc(last - pos->seq, sizeof(*v))) == NULL) {
-		r = KY_ERR_NOMEM;
+	if ((r = ky_changelog_begin(&L, pos, last)) != 0)
 		goto out;
-	}
-	if ((r = sq_stmt(c, SQ_CHANGES_FROM, &st)) != 0)
-		goto out;
-	sqlite3_bind_int64(st, 1, (int64_t)pos->seq);
-	sqlite3_bind_int64(st, 2, (int64_t)(last - pos->seq + 1));
-	while (!broken && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-		int rec = sqlite3_column_int(st, 1);
-		const unsigned char *id = sqlite3_column_text(st, 2);
-
-		if (seq == pos->seq && seq > 0) {
-			anchored = sq_change_check(seq, rec, id) == pos->check;
-			continue;
-		}
-		if (!anchored || seq != expect + 1 || seq > last || id == NULL ||
-		    rec < KY_STORE_REC_KEY || rec > KY_STORE_REC_APIKEY ||
-		    (size_t)sqlite3_column_bytes(st, 2) > KY_STORE_CHANGE_ID_MAX) {
-			broken = true;
-			break;
-		}
-		v[cnt].rec = (enum ky_store_record)rec;
-		memcpy(v[cnt].id, id, (size_t)sqlite3_column_bytes(st, 2));
-		cnt++;
-		expect = seq;
-		check = sq_change_check(seq, rec, id);
-	}
-	sq_done(st);
-	if (!broken && rc != SQLITE_DONE) {
-		r = sq_fail(rc);
-		goto out;
-	}
-	if (!anchored || expect != last)
-		broken = true; /* the old position or changes after it are gone */
-answer:
-	if (broken) {
-		free(v);
-		v = NULL;
-		cnt = 0;
-		if ((r = sq_change_at(c, last, &check)) != 0)
+	if (ky_changelog_wants(&L)) {
+		if ((r = sq_stmt(c, SQ_CHANGES_FROM, &st)) != 0)
 			goto out;
+		sqlite3_bind_int64(st, 1, (int64_t)pos->seq);
+		sqlite3_bind_int64(st, 2, (int64_t)(last - pos->seq + 1));
+		while (ky_changelog_wants(&L) && (rc = sqlite3_step(st)) == SQLITE_ROW)
+			ky_changelog_row(&L, (uint64_t)sqlite3_column_int64(st, 0),
+			                 sqlite3_column_int64(st, 1),
+			                 (const char *)sqlite3_column_text(st, 2),
+			                 (size_t)sqlite3_column_bytes(st, 2));
+		sq_done(st);
+		if (ky_changelog_wants(&L) && rc != SQLITE_DONE) {
+			r = sq_fail(rc);
+			goto out;
+		}
 	}
-	pos->seq = last;
-	pos->check = check;
-	*all = broken;
-	*out = v;
-	*n = cnt;
-	v = NULL; /* transferred */
+	ky_changelog_end(&L, &np, out, n, all);
+	if (*all && (r = sq_change_at(c, last, &np.check)) != 0)
+		goto out;
+	*pos = np;
 	r = 0;
 out:
-	free(v);
+	ky_changelog_release(&L);
 	return r;
 }
 

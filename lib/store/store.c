@@ -351,7 +351,7 @@ int ky_store_changes(struct ky_store *s, struct ky_store_change_pos *pos,
 	*out = NULL;
 	*n = 0;
 	*all = 1;
-	/* A backend without a change log (PostgreSQL today) cannot tell what changed: everything
+	/* A backend without a change log cannot tell what changed: everything
 	 * is taken as changed, which is always safe. */
 	if (s->ops->changes == NULL)
 		return 0;

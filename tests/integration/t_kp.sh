@@ -157,6 +157,23 @@ expect_rc "a disabled key does not wrap" 5 "key $kid" kp Reader wrap "$kid" --sh
 expect_ok "Manager enables" kp Manager key-enable "$kid"
 expect_ok "... and it wraps again" kp Reader wrap "$kid" --show
 
+# ---- each unit's key cache: a change made through one unit is seen by the other at once ------
+# Unit 2 keeps the key opened (cache hits, on SQLite and on PostgreSQL alike); the key is
+# disabled, then deleted, through unit 1: unit 2's next request, straight after unit 1's reply,
+# is refused, never served from its cache.
+cached_unwrap() { kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --out "$T_DIR/dekc.bin" --unit 2; }
+metrics_of 2 "$T_DIR/kc0"
+cached_unwrap && cached_unwrap && cached_unwrap || fail "unwrap through unit 2"
+metrics_of 2 "$T_DIR/kc1"
+expect_eq "unit 2 serves repeated unwraps from its key cache (hits)" \
+	"$(($(metric "$T_DIR/kc1" kyok_key_cache_hits_total) - $(metric "$T_DIR/kc0" kyok_key_cache_hits_total) >= 2))" 1
+expect_rc "Manager disables the key through unit 1" 0 'served by crypto unit 1' \
+	kp Manager key-disable "$kid" --unit 1 --verbose
+expect_rc "... and unit 2, holding it opened, refuses it straight after" 5 "key $kid" \
+	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --show --unit 2
+expect_ok "Manager enables it through unit 1" kp Manager key-enable "$kid" --unit 1
+expect_ok "... and unit 2 unwraps with it again" cached_unwrap
+
 # ---- policies ------------------------------------------------------------------------------
 expect_rc "Writer cannot set policies" 4 "key $kid" kp Writer policies "$kid" --dual-auth on
 expect_rc "Manager sets rotation and dual authorization" 0 'every 3 months' \
@@ -177,9 +194,10 @@ expect_rc "delete without the second user: refused, the kyok kp command named" 5
 	"fix: .*'kyok kp key-schedule-delete ID'" kp Manager key-delete "$kid"
 expect_ok "Writer schedules the deletion" kp Writer key-schedule-delete "$kid"
 expect_rc "Writer cannot delete" 4 "key $kid" kp Writer key-delete "$kid"
-expect_ok "Manager (another user) deletes" kp Manager key-delete "$kid"
-expect_rc "a deleted key does not unwrap" 5 "key $kid" kp Reader unwrap "$kid" \
-	--ciphertext-file "$T_DIR/ct.txt" --show
+cached_unwrap || fail "unwrap through unit 2 before the deletion"
+expect_ok "Manager (another user) deletes, through unit 1" kp Manager key-delete "$kid" --unit 1
+expect_rc "a deleted key does not unwrap (unit 2, which held it opened, straight after)" 5 \
+	"key $kid" kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --show --unit 2
 expect_eq "listed as destroyed" \
 	"$(stdout_of kp Reader keys --state destroyed --output json | jq -r '[.resources[].id] | join(",")')" "$kid"
 expect_ok "Manager restores it" kp Manager key-restore "$kid"
