@@ -506,7 +506,11 @@
 	  "first")                                                                                 \
 	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
 	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
-	  "never written again: make a new API key under another name, and revoke this one")
+	  "never written again: make a new API key under another name, and revoke this one")       \
+	X(QUERY_PARAM_REPEATED, "query-parameter-repeated", KY_EXIT_USAGE, 400,                    \
+	  "a query parameter is given more than once: give each once")                             \
+	X(QUERY_PARAM_EMPTY, "query-parameter-empty", KY_EXIT_USAGE, 400,                          \
+	  "a query parameter is given without a value: give it a value, or leave it out")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

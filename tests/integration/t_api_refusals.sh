@@ -668,7 +668,7 @@ refused "Reader asks a sync" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST 
 refused "sync with a body member" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$W") $(json_body '{"color":1}') \
 	-X POST "/api/v2/keys/$SK/actions/sync"
 accepted "registrations of every key (not read as a key id)" 200 $(auth "${TOK[Reader]}") \
-	"/api/v2/keys/registrations?limit=&totalCount=true"
+	"/api/v2/keys/registrations?totalCount=true"
 expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .metadata.totalCount, .resources]' "$T_DIR/body")" '[0,0,[]]'
 accepted "registrations of key $SK" 200 2 $(auth "${TOK[Reader]}") "/api/v2/keys/$SK/registrations"
 expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .resources]' "$T_DIR/body")" '[0,[]]'
@@ -679,6 +679,22 @@ refused "POST /api/v2/keys/registrations (not read as a key id)" 405 METHOD_NOT_
 refused "registrations with limit=0" 400 MALFORMED_ERR $(auth "$W") "/api/v2/keys/registrations?limit=0"
 refused "registrations with an unknown query parameter" 400 QUERY_PARAMETER_UNSUPPORTED_ERR $(auth "$W") \
 	"/api/v2/keys/registrations?color=red"
+# A query parameter given twice (the second spelled with an escape) or without a value is
+# refused by name, never read as its first value or as left out.
+refused "a listing with limit given twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$W") \
+	"/api/v2/keys?limit=1&limit=2"
+says "... names it" "'limit' is given twice"
+refused "a listing with state given twice (once escaped)" 400 QUERY_PARAMETER_REPEATED_ERR \
+	$(auth "$W") "/api/v2/keys?state=1&%73tate=2"
+says "... names it" "'state'"
+refused "a listing with limit=" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$W") "/api/v2/keys?limit="
+says "... names it" "'limit' is given without a value"
+refused "a listing with limit and no '='" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$W") "/api/v2/keys?offset=0&limit"
+refused "a delete with force given twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$M") \
+	-X DELETE "/api/v2/keys/$SK?force=false&force=true"
+refused "an action named twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$SK?action=disable&action=enable"
+refused "key policies with policy=" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$M") "/api/v2/keys/$SK/policies?policy="
 refused "an unknown path under /api/v2/keys/{id}" 404 NOT_FOUND_ERR $(auth "$W") "/api/v2/keys/$SK/nothing-here"
 refused "KeyPurge purges a key deleted just now (Key Protect's code)" 409 REQ_TOO_EARLY_ERR \
 	$(auth "${TOK[KeyPurge]}") -X DELETE "/api/v2/keys/$P/purge"

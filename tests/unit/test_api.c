@@ -1808,6 +1808,67 @@ static void test_import_token_bodies(void **state)
 	json_decref(j);
 }
 
+/* kp_query_param_check: the names a route takes, each once, each with a value. */
+static void test_query_params(void **state)
+{
+	const char *keys = "limit offset state extractable search sort filter";
+	uint32_t seen = 0;
+	char d[300];
+
+	(void)state;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limit", "1", &seen, d, sizeof(d)), 0);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "state", "1,2", &seen, d, sizeof(d)), 0);
+	/* the same name again, with another value or the same */
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limit", "2", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_REPEATED);
+	assert_non_null(strstr(d, "'limit'"));
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "state", "1,2", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_REPEATED);
+	assert_non_null(strstr(d, "'state'"));
+	/* the last name of the list counts too */
+	assert_int_equal(kp_query_param_check(keys, "GET /api/v2/keys", "filter", "state=1", &seen,
+	                                      d, sizeof(d)),
+	                 0);
+	assert_int_equal(kp_query_param_check(keys, "GET /api/v2/keys", "filter", "state=2", &seen,
+	                                      d, sizeof(d)),
+	                 KY_ERR_QUERY_PARAM_REPEATED);
+	/* no value: "?offset=" and "?offset" */
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "offset", "", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_EMPTY);
+	assert_non_null(strstr(d, "'offset'"));
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "offset", NULL, &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_EMPTY);
+	/* a name the route does not take: a prefix, a longer name, any case but its own */
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "lim", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_non_null(strstr(d, "'lim': GET /api/v2/keys takes limit offset"));
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limits", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "Limit", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(seen, 0);
+	/* a route that takes none */
+	assert_int_equal(
+	    kp_query_param_check("", "GET /api/v2/keys/x", "limit", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_non_null(strstr(d, "takes none"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1832,6 +1893,7 @@ int main(void)
 	    cmocka_unit_test(test_config_imprint),
 	    cmocka_unit_test(test_imprint_rule),
 	    cmocka_unit_test(test_import_token_bodies),
+	    cmocka_unit_test(test_query_params),
 	};
 
 	if (ky_crypto_init() != 0)
