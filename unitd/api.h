@@ -161,7 +161,8 @@ struct kp_action_body {
 	struct ky_buf payload;   /* secret */
 	struct kp_secure secure; /* rotate with an import token */
 };
-/* Empty body (n == 0) = {}; a collection of one is taken too. action names the request in
+/* Empty body (n == 0) = {}; a collection of one is taken too (its metadata, when sent, of
+ * collectionType KP_TYPE_ACTION, KP_TYPE_KEY for "restore"). action names the request in
  * messages; takes is the space-separated list of the members it takes ("" for none): any other
  * member is KY_ERR_BODY_MEMBER naming its path. Members taken are type-checked; encryptedNonce,
  * iv and encryptionAlgorithm (when takes has them) go to secure. */
