@@ -1156,6 +1156,10 @@ static int api_key_create(struct api_ctx *x)
 	if (r == KY_ERR_KEY_ALIAS_EXISTS)
 		api_detail(x, "one of the aliases in member 'resources[0].aliases' (each may be "
 		              "given once, and none may be another key's)");
+	if (r == KY_ERR_RECORD_TAMPERED && sp.naliases > 0)
+		api_detail(x, "member 'resources[0].aliases': every key record was read, and "
+		              "another key's sealed record lists one of them while the alias index "
+		              "does not (altered by hand), or a record failed its own check");
 	if (r == KY_ERR_KEY_LIMIT)
 		api_detail(
 		    x,
@@ -1399,6 +1403,12 @@ static int api_key_alias(struct api_ctx *x, bool add)
 	unitd_keystore_flush(x->api->ks);
 	if (r == KY_ERR_KEY_ALIAS_EXISTS)
 		api_detail(x, "alias '%s'", x->q->alias);
+	else if (r == KY_ERR_RECORD_TAMPERED && add)
+		api_detail(x,
+		           "alias '%s': every key record was read, and another key's sealed record "
+		           "lists it while the alias index does not (altered by hand), or a record "
+		           "failed its own check",
+		           x->q->alias);
 	else if (r == KY_ERR_KEY_ALIAS_QUOTA)
 		api_detail(x, "key %s", x->q->id);
 	else if (r == KY_ERR_KEY_ALIAS_NOT_FOUND)

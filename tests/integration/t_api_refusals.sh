@@ -798,6 +798,15 @@ sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AL' WHERE al
 refused "alias index altered to name another key" 500 RECORD_TAMPERED_ERR $(auth "$W") /api/v2/keys/app-key
 says "... says so" "does not list it"
 sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AO' WHERE alias = 'app-key'"
+# A row of the index deleted by hand: the alias stays with the key whose sealed record lists
+# it, and is given to no other key.
+sqlite3 "$A/keys.db" ".timeout 5000" "DELETE FROM key_aliases WHERE alias = 'app-key'"
+refused "alias index row deleted: its alias asked for another key" 500 RECORD_TAMPERED_ERR \
+	$(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app-key"
+says "... says why" "alias 'app-key': every key record was read"
+refused "... and for a new key" 500 RECORD_TAMPERED_ERR $(auth "$W") \
+	$(json_body "$(create_aliased taker '["app-key"]')") -X POST /api/v2/keys
+sqlite3 "$A/keys.db" ".timeout 5000" "INSERT INTO key_aliases (alias, id) VALUES ('app-key', '$AO')"
 accepted "... put back, served again" 200 $(auth "$W") /api/v2/keys/app-key
 
 # ---- key rings -----------------------------------------------------------------------------
