@@ -341,7 +341,7 @@ static void *create_thread(void *p)
 			bench_die("create", r);
 		ky_key_free(k);
 	}
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return NULL;
 }
 
@@ -580,7 +580,7 @@ create:
 	ky_key_free(root);
 	ky_mk_free(a);
 	ky_mk_free(b);
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	OPENSSL_cleanse(ka, sizeof(ka));
 	OPENSSL_cleanse(kb, sizeof(kb));
 	if (bench_results != NULL && fclose(bench_results) != 0) {

@@ -150,7 +150,7 @@ static void *pass_main(void *arg)
 			;
 	}
 	pthread_mutex_unlock(&pp->lock);
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return NULL;
 }
 

@@ -490,7 +490,7 @@ static void *storage_worker(void *arg)
 		unitd_log("reencipher: stopped: %s: %s", ky_err_message(r), why);
 	}
 	/* Nothing secret stays in this thread's caches. */
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return NULL;
 }
 

@@ -276,6 +276,24 @@ int ky_aead_seal(const uint8_t key[32], const void *aad, size_t aadlen, const vo
 int ky_aead_open(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in, size_t n,
                  struct ky_buf *out) KY_WUR;
 
+/* AES-GCM (key of 16, 24 or 32 bytes) for the hot path (gcm.c): each thread keeps keyed
+ * contexts of its last few keys (a secure-heap copy of each), so a call with a cached key
+ * allocates nothing. aad = aad1 || aad2 (either may be empty). Open fails with KY_ERR_TAMPERED
+ * when the tag does not verify, KY_ERR_CRYPTO when OpenSSL fails; pt is cleansed then. */
+#define KY_GCM_IV_LEN  12
+#define KY_GCM_TAG_LEN 16
+int ky_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_GCM_IV_LEN],
+                const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2, const uint8_t *pt,
+                size_t n, uint8_t *ct, uint8_t tag[KY_GCM_TAG_LEN]) KY_WUR;
+int ky_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_GCM_IV_LEN],
+                const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2, const uint8_t *ct,
+                size_t n, const uint8_t tag[KY_GCM_TAG_LEN], uint8_t *pt) KY_WUR;
+/* A fresh random 96-bit nonce (from a per-thread block of DRBG output; a fork child never
+ * reuses its parent's block). */
+int ky_gcm_nonce(uint8_t out[KY_GCM_IV_LEN]) KY_WUR;
+/* Frees the calling thread's cached contexts and key copies (also done at thread exit). */
+void ky_gcm_thread_release(void);
+
 /* Base64 (no newlines) helpers. */
 int ky_b64_encode(const uint8_t *p, size_t n, char **out) KY_WUR;
 int ky_b64_decode(const char *s, struct ky_buf *out) KY_WUR; /* KY_ERR_MALFORMED */

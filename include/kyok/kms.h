@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "kyok/common.h"
+#include "kyok/crypto.h"
 #include "kyok/store.h"
 
 #define KY_KEY_DESC_MAX     240
@@ -39,8 +40,8 @@
 #define KY_KMS_SECURE_HEAP     (32 * 1024 * 1024)
 #define KY_DEK_LEN             32
 #define KY_WRAP_MAGIC          "KYW1"
-#define KY_WRAP_NONCE_LEN      12
-#define KY_WRAP_TAG_LEN        16
+#define KY_WRAP_NONCE_LEN      KY_GCM_IV_LEN
+#define KY_WRAP_TAG_LEN        KY_GCM_TAG_LEN
 #define KY_WRAP_OVERHEAD       (4 + 4 + KY_WRAP_NONCE_LEN + KY_WRAP_TAG_LEN)
 #define KY_WRAP_PT_MAX         7500
 #define KY_WRAP_AAD_MAX        65536
@@ -422,20 +423,5 @@ int ky_kms_rewrap(const struct ky_key *k, const uint8_t *ct, size_t ctlen, const
                   size_t aadlen, uint8_t *out, size_t outcap, size_t *outlen) KY_WUR;
 /* The version a ciphertext names, without any key (KY_ERR_WRAP_MALFORMED). */
 int ky_kms_wrap_version(const uint8_t *ct, size_t ctlen, uint32_t *version) KY_WUR;
-
-/* AES-GCM (key of 16, 24 or 32 bytes) with a per-thread cache of keyed contexts: no
- * allocation once a key is cached. aad = aad1 || aad2. Open fails with KY_ERR_TAMPERED. */
-int ky_kms_gcm_seal(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-                    const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[KY_WRAP_TAG_LEN]) KY_WUR;
-int ky_kms_gcm_open(const uint8_t *key, size_t keylen, const uint8_t iv[KY_WRAP_NONCE_LEN],
-                    const uint8_t *aad1, size_t n1, const uint8_t *aad2, size_t n2,
-                    const uint8_t *ct, size_t n, const uint8_t tag[KY_WRAP_TAG_LEN],
-                    uint8_t *pt) KY_WUR;
-/* A fresh random 96-bit nonce (from a per-thread block of DRBG output; a fork child never
- * reuses its parent's block). */
-int ky_kms_nonce(uint8_t out[KY_WRAP_NONCE_LEN]) KY_WUR;
-/* Frees the calling thread's cached contexts and key copies (also done at thread exit). */
-void ky_kms_thread_release(void);
 
 #endif

@@ -713,12 +713,12 @@ static int kms_seal(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, c
 	*bloblen = 0;
 	if ((b = malloc(n + KMS_SEAL_OVERHEAD)) == NULL)
 		return KY_ERR_NOMEM;
-	if ((r = ky_kms_nonce(b)) != 0) {
+	if ((r = ky_gcm_nonce(b)) != 0) {
 		free(b);
 		return r;
 	}
-	if ((r = ky_kms_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, pt, n,
-	                         b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
+	if ((r = ky_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, pt, n,
+	                     b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0) {
 		free(b);
 		return r;
 	}
@@ -737,8 +737,8 @@ static int kms_open(const struct ky_mk *mk, const uint8_t *aad, size_t aadlen, c
 	if (bloblen < KMS_SEAL_OVERHEAD)
 		return KY_ERR_RECORD_TAMPERED;
 	n = bloblen - KMS_SEAL_OVERHEAD;
-	r = ky_kms_gcm_open(mk->key, KY_MK_LEN, blob, aad, aadlen, NULL, 0,
-	                    blob + KY_WRAP_NONCE_LEN, n, blob + KY_WRAP_NONCE_LEN + n, pt);
+	r = ky_gcm_open(mk->key, KY_MK_LEN, blob, aad, aadlen, NULL, 0, blob + KY_WRAP_NONCE_LEN, n,
+	                blob + KY_WRAP_NONCE_LEN + n, pt);
 	return r == KY_ERR_TAMPERED ? KY_ERR_RECORD_TAMPERED : r;
 }
 

@@ -108,10 +108,10 @@ int ky_kms_request_seal(const struct ky_kms *kms, struct ky_store_request *req, 
 		return r;
 	if ((b = malloc(n + REQ_OVERHEAD)) == NULL)
 		return KY_ERR_NOMEM;
-	if ((r = ky_kms_nonce(b)) != 0)
+	if ((r = ky_gcm_nonce(b)) != 0)
 		goto out;
-	if ((r = ky_kms_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, body, n,
-	                         b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0)
+	if ((r = ky_gcm_seal(mk->key, KY_MK_LEN, b, aad, aadlen, NULL, 0, body, n,
+	                     b + KY_WRAP_NONCE_LEN, b + KY_WRAP_NONCE_LEN + n)) != 0)
 		goto out;
 	req->body = b;
 	req->bodylen = n + REQ_OVERHEAD;
@@ -146,9 +146,9 @@ int ky_kms_request_open(const struct ky_kms *kms, const struct ky_store_request 
 	/* The reply may hold a standard key's payload. */
 	if ((pt = OPENSSL_secure_malloc(ptlen + 1)) == NULL)
 		return KY_ERR_NOMEM;
-	r = ky_kms_gcm_open(mk->key, KY_MK_LEN, req->body, aad, aadlen, NULL, 0,
-	                    req->body + KY_WRAP_NONCE_LEN, ptlen,
-	                    req->body + KY_WRAP_NONCE_LEN + ptlen, pt);
+	r = ky_gcm_open(mk->key, KY_MK_LEN, req->body, aad, aadlen, NULL, 0,
+	                req->body + KY_WRAP_NONCE_LEN, ptlen, req->body + KY_WRAP_NONCE_LEN + ptlen,
+	                pt);
 	if (r != 0) {
 		r = r == KY_ERR_TAMPERED ? KY_ERR_RECORD_TAMPERED : r;
 		goto out;

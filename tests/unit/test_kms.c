@@ -96,7 +96,7 @@ static int fx_teardown(void **state)
 		tfx_pg_schema_drop(f->schema);
 		rmdir(f->dir);
 		free(f);
-		ky_kms_thread_release();
+		ky_gcm_thread_release();
 		return 0;
 	}
 	unlink(f->path);
@@ -109,7 +109,7 @@ static int fx_teardown(void **state)
 	if (rmdir(f->dir) != 0)
 		fprintf(stderr, "test directory '%s' not removed: %s\n", f->dir, strerror(errno));
 	free(f);
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return 0;
 }
 
@@ -1832,7 +1832,7 @@ static void *racer_thread(void *arg)
 			rc->errors++;
 		__atomic_store_n(&rc->writes, n + 1, __ATOMIC_RELEASE);
 	}
-	ky_kms_thread_release();
+	ky_gcm_thread_release();
 	return NULL;
 }
 
