@@ -836,6 +836,13 @@ accepted "GET of the key with header team-a" 200 $(auth "$W") $(ring_hdr team-a)
 refused "GET of the key with header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
 refused "wrap with it under header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) $(json_body '{}') \
 	-X POST "/api/v2/keys/$RK/actions/wrap"
+refused "GET of the key under a header naming no ring of the instance" 404 KEY_RING_NOT_FOUND_ERR \
+	$(auth "$W") $(ring_hdr team-z) "/api/v2/keys/$RK"
+refused "delete of the key under header default (nothing deleted)" 404 NOT_FOUND_ERR $(auth "$M") \
+	$(ring_hdr default) -X DELETE "/api/v2/keys/$RK"
+expect_eq "HEAD /keys with header team-a: Key-Total counts its key only" \
+	"$(curl -sS -I $(auth "$W") $(ring_hdr team-a) "$(url_of "$A" 1)/api/v2/keys" | tr -d '\r' |
+		awk -F': ' 'tolower($1) == "key-total" { print $2 }')" 1
 refused "key ring deleted while it holds a key" 409 KEY_RING_NOT_EMPTY_ERR $(auth "$M") -X DELETE /api/v2/key_rings/team-a
 says "... says how many" "holds 1 key"
 refused "key ring 'default' deleted" 400 KEY_RING_DEFAULT_ERR $(auth "$M") -X DELETE /api/v2/key_rings/default
