@@ -117,7 +117,7 @@ out:
 }
 
 /* Runs kyok-unitd --config conf --identity-request csr and waits for it. */
-static int anchor_run_request(const char *unitd, const char *conf, const char *csr, const char *log)
+int cli_anchor_request(const char *unitd, const char *conf, const char *csr, const char *log)
 {
 	pid_t pid;
 	int st;
@@ -154,25 +154,22 @@ static int anchor_run_request(const char *unitd, const char *conf, const char *c
 	return 0;
 }
 
-int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, const char *log,
-                       const char *csr, const char *crt, const char *instance, const char *unit)
+int cli_anchor_issue(const char *dir, const char *csr_pem, const char *what, const char *instance,
+                     const char *unit, char **cert_pem)
 {
 	int r = KY_ERR_INTERNAL;
-	struct ky_buf b = {0};
 	EVP_PKEY *anchor_key = NULL, *pub = NULL;
 	X509 *anchor = NULL, *identity = NULL;
-	char cn[KY_ID_MAX + 1], ou[KY_ID_MAX + 1], *pem = NULL;
+	char cn[KY_ID_MAX + 1], ou[KY_ID_MAX + 1];
 
-	if ((r = anchor_run_request(unitd, conf, csr, log)) != 0 ||
-	    (r = anchor_read_text(csr, &b)) != 0)
-		goto out;
-	if ((r = ky_csr_read((const char *)b.data, &pub, cn, ou)) != 0) {
-		cli_fail(r, csr, "not a valid P-521 certificate request");
+	*cert_pem = NULL;
+	if ((r = ky_csr_read(csr_pem, &pub, cn, ou)) != 0) {
+		cli_fail(r, what, "not a valid P-521 certificate request");
 		goto out;
 	}
 	if (strcmp(cn, unit) != 0 || strcmp(ou, instance) != 0) {
 		r = KY_ERR_BAD_CERT;
-		cli_fail(r, csr, "requests CN '%s' OU '%s', expected unit %s of instance %s", cn,
+		cli_fail(r, what, "requests CN '%s' OU '%s', expected unit %s of instance %s", cn,
 		         ou, unit, instance);
 		goto out;
 	}
@@ -180,10 +177,30 @@ int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, con
 		goto out;
 	if ((r = ky_cert_issue_identity(pub, unit, instance, anchor, anchor_key, ANCHOR_DAYS,
 	                                &identity)) != 0 ||
-	    (r = ky_cert_to_pem(identity, &pem)) != 0) {
-		cli_fail(r, csr, "cannot issue the identity certificate");
+	    (r = ky_cert_to_pem(identity, cert_pem)) != 0) {
+		cli_fail(r, what, "cannot issue the identity certificate");
 		goto out;
 	}
+	r = 0;
+out:
+	EVP_PKEY_free(anchor_key);
+	EVP_PKEY_free(pub);
+	X509_free(anchor);
+	X509_free(identity);
+	return r;
+}
+
+int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, const char *log,
+                       const char *csr, const char *crt, const char *instance, const char *unit)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf b = {0};
+	char *pem = NULL;
+
+	if ((r = cli_anchor_request(unitd, conf, csr, log)) != 0 ||
+	    (r = anchor_read_text(csr, &b)) != 0 ||
+	    (r = cli_anchor_issue(dir, (const char *)b.data, csr, instance, unit, &pem)) != 0)
+		goto out;
 	if ((r = ky_file_write_atomic(crt, pem, strlen(pem), 0644)) != 0) {
 		cli_fail(r, crt, "%s", strerror(errno));
 		goto out;
@@ -193,10 +210,6 @@ int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, con
 out:
 	free(pem);
 	ky_buf_free(&b);
-	EVP_PKEY_free(anchor_key);
-	EVP_PKEY_free(pub);
-	X509_free(anchor);
-	X509_free(identity);
 	return r;
 }
 

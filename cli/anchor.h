@@ -16,6 +16,14 @@ int cli_anchor_create(const char *dir, const char *instance) KY_WUR;
 int cli_anchor_certify(const char *dir, const char *unitd, const char *conf, const char *log,
                        const char *csr, const char *crt, const char *instance,
                        const char *unit) KY_WUR;
+/* Runs kyok-unitd --config conf --identity-request csr: the unit makes its identity key (kept
+ * sealed in its data_dir) and writes the request. Prints its errors. */
+int cli_anchor_request(const char *unitd, const char *conf, const char *csr,
+                       const char *log) KY_WUR;
+/* Issues with the anchor of dir the identity certificate of the request csr_pem, which must
+ * name unit of instance (what names it in errors). *cert_pem malloc'd. Prints its errors. */
+int cli_anchor_issue(const char *dir, const char *csr_pem, const char *what, const char *instance,
+                     const char *unit, char **cert_pem) KY_WUR;
 /* The anchor certificate of instance dir: KY_ERR_NOT_FOUND when it has none. Prints nothing. */
 int cli_anchor_cert(const char *dir, X509 **cert) KY_WUR;
 

@@ -190,6 +190,7 @@ struct cli_unit {
 	char id[KY_ID_MAX + 1];
 	char zone[KY_ID_MAX + 1];
 	char url[256];
+	bool remote; /* runs on another host ("remote": true in instance.json, 'kyok host') */
 };
 struct cli_instance {
 	char dir[512];

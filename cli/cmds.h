@@ -6,6 +6,7 @@
 int up_main(int argc, char **argv);
 int down_main(int argc, char **argv);
 int unit_add_main(int argc, char **argv);
+int host_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int tke_main(int argc, char **argv);
 int scup_main(int argc, char **argv); /* scup.c: kyok scup <cmd>, its table there */
@@ -73,6 +74,7 @@ int kp_key_delete_main(int argc, char **argv);
 int kp_key_restore_main(int argc, char **argv);
 int kp_key_purge_main(int argc, char **argv);
 int kp_key_versions_main(int argc, char **argv);
+int kp_key_sync_main(int argc, char **argv);
 /* kp_wrap.c */
 int kp_wrap_main(int argc, char **argv);
 int kp_unwrap_main(int argc, char **argv);
@@ -91,5 +93,9 @@ int kp_key_alias_delete_main(int argc, char **argv);
 int kp_import_token_create_main(int argc, char **argv);
 int kp_import_token_show_main(int argc, char **argv);
 int kp_registrations_main(int argc, char **argv);
+int kp_key_update_main(int argc, char **argv);
+/* kp_import.c */
+int kp_import_token_key_encrypt_main(int argc, char **argv);
+int kp_import_token_nonce_encrypt_main(int argc, char **argv);
 
 #endif

@@ -119,6 +119,12 @@ int cli_instance_parse(const char *text, size_t n, struct cli_instance *inst, ch
 			         i + 1);
 			goto out;
 		}
+		if (json_object_get(u, "remote") != NULL &&
+		    !json_is_boolean(json_object_get(u, "remote"))) {
+			snprintf(why, whylen, "unit %zu: 'remote' must be true or false", i + 1);
+			goto out;
+		}
+		cu->remote = json_is_true(json_object_get(u, "remote"));
 		cu->number = (int)json_integer_value(num);
 		for (size_t k = 0; k < i; k++) {
 			if (inst->units[k].number == cu->number) {

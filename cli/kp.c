@@ -31,6 +31,7 @@ static const struct kp_verb kp_verbs[] = {
     {"key-delete", "key delete", kp_key_delete_main, "delete a key: restorable for 30 days"},
     {"key-restore", "key restore", kp_key_restore_main, "restore a deleted key"},
     {"key-purge", "key purge", kp_key_purge_main, "remove a deleted key for good"},
+    {"key-sync", "key sync", kp_key_sync_main, "synchronize a key's associated resources"},
     /* envelope encryption (kp_wrap.c) */
     {"wrap", "key wrap", kp_wrap_main, "wrap a data key with a root key (or make one)"},
     {"unwrap", "key unwrap", kp_unwrap_main, "unwrap a wrapped data key"},
@@ -49,9 +50,15 @@ static const struct kp_verb kp_verbs[] = {
     {"key-ring-delete", "key-ring delete", kp_key_ring_delete_main, "delete a key ring"},
     {"key-alias-create", "key alias-create", kp_key_alias_create_main, "give a key an alias"},
     {"key-alias-delete", "key alias-delete", kp_key_alias_delete_main, "remove a key's alias"},
+    {"key-update", "key update", kp_key_update_main, "move a key to another key ring"},
     {"import-token-create", "import-token create", kp_import_token_create_main,
      "create the import token"},
     {"import-token-show", "import-token show", kp_import_token_show_main, "show the import token"},
+    /* secure import's client side, on this host (kp_import.c) */
+    {"import-token-key-encrypt", "import-token key-encrypt", kp_import_token_key_encrypt_main,
+     "encrypt key material to the import token"},
+    {"import-token-nonce-encrypt", "import-token nonce-encrypt", kp_import_token_nonce_encrypt_main,
+     "encrypt the import token's nonce"},
     {"registrations", "registrations", kp_registrations_main,
      "list registrations (of one key: -k)"},
     {NULL, NULL, NULL, NULL},

@@ -81,12 +81,32 @@ int kp_common_opt(int opt, const char *arg)
 			               "-i/--instance-ID needs an ID");
 		kp_o.instance_id = arg;
 		return 0;
+	case KP_OPT_KEY_RING:
+		if (!kp_ring_id_ok(arg))
+			return cli_err(
+			    KY_ERR_USAGE, "--key-ring",
+			    "'%.100s' is not a key ring ID (2 to 100 letters, digits, '-')", arg);
+		kp_o.key_ring = arg;
+		return 0;
 	case 'o':
 		/* -o json, as ibmcloud kp spells --output json (it accepts JSON too) */
 		return cli_common_opt(0x1001, strcasecmp(arg, "json") == 0 ? "json" : arg);
 	default:
 		return cli_common_opt(opt, arg);
 	}
+}
+
+bool kp_ring_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n < 2 || n > 100)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+		      (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
+			return false;
+	return true;
 }
 
 int kp_refuse_opt(const char *name, const char *why)
@@ -399,6 +419,11 @@ static int kp_load(void)
 		return cli_err(KY_ERR_INTERNAL, NULL, "cannot start the HTTP client");
 	kp_s.loaded = true;
 	return 0;
+}
+
+int kp_instance_load(void)
+{
+	return kp_load();
 }
 
 void kp_close(void)
@@ -731,6 +756,11 @@ static int kp_api_headers(const char *ctype, const char *prefer, const char *rid
 	}
 	if (ctype != NULL) {
 		snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+		if ((r = kp_slist_add(hdrs, line)) != 0)
+			return r;
+	}
+	if (kp_o.key_ring != NULL) {
+		snprintf(line, sizeof(line), "X-Kms-Key-Ring: %s", kp_o.key_ring);
 		if ((r = kp_slist_add(hdrs, line)) != 0)
 			return r;
 	}

@@ -17,6 +17,7 @@ struct kp_opts {
 	int unit;                /* --unit N: try that unit first (0 = the first) */
 	bool verbose;            /* --verbose: which unit served, failovers */
 	const char *instance_id; /* -i/--instance-ID: must be the instance's id */
+	const char *key_ring;    /* --key-ring RING: header X-Kms-Key-Ring of every request */
 };
 extern struct kp_opts kp_o;
 
@@ -24,12 +25,14 @@ enum {
 	KP_OPT_APIKEY_FILE = 0x1101,
 	KP_OPT_VERBOSE,
 	KP_OPT_UNIT,
+	KP_OPT_KEY_RING,
 };
 /* clang-format off */
 #define KP_LONGOPTS                                                                                \
 	{"apikey-file", required_argument, NULL, KP_OPT_APIKEY_FILE},                              \
 		{"verbose", no_argument, NULL, KP_OPT_VERBOSE},                                    \
 		{"unit", required_argument, NULL, KP_OPT_UNIT},                                    \
+		{"key-ring", required_argument, NULL, KP_OPT_KEY_RING},                            \
 		{"instance-ID", required_argument, NULL, 'i'},                                     \
 		{"instance-id", required_argument, NULL, 'i'}, CLI_COMMON_LONGOPTS
 /* The short options of every kp command (ibmcloud kp's -i and -o), to begin each optstring. */
@@ -46,6 +49,8 @@ enum {
 	"  --verbose               say which crypto unit served, and each failover\n"             \
 	"  -i, --instance-ID ID    refuse to run unless ID is the instance's id (as is\n"         \
 	"                          $KP_INSTANCE_ID when set)\n"                                    \
+	"  --key-ring RING         the key ring (header X-Kms-Key-Ring): keys are created in\n" \
+	"                          it, listed from it, and must be in it to be acted on\n"      \
 	"  -o, --output table|json output format (default table)\n"                               \
 	"  --yes                   answer yes to confirmations\n"                                 \
 	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
@@ -65,13 +70,21 @@ int kp_refuse_opt(const char *name, const char *why);
 #define KP_WHY_SECRET_ARGV                                                                      \
 	"key material on the command line is seen by every user of this host (ps, /proc): put " \
 	"the raw bytes in a file and give --payload-file FILE"
-#define KP_WHY_IMPORT_TOKEN \
-	"kyok kp imports key material over TLS from --payload-file FILE, without an import token"
+#define KP_WHY_IMPORT_TOKEN                                                               \
+	"kyok kp takes a key encrypted to the import token on key create only: give new " \
+	"material here with --payload-file FILE (raw bytes, over TLS)"
 /* The instance ID kp_load compares with the instance's (pure): 0, or
  * KY_ERR_KP_INSTANCE_MISMATCH when want is set and differs. */
 int kp_instance_check(const char *have, const char *want) KY_WUR;
 /* Prints usage and the common kp options on stdout. */
 void kp_print_help(const char *usage);
+
+/* Key ring IDs go into URL paths and headers: letters, digits and '-', 2 to 100 (Key
+ * Protect's rule). Pure. */
+bool kp_ring_id_ok(const char *id);
+/* Loads the instance and checks -i/--instance-ID or $KP_INSTANCE_ID against it, as the first
+ * request does; for commands that send none. 0, or the error (printed). */
+int kp_instance_load(void) KY_WUR;
 
 /* Key ids and aliases go into URL paths: letters, digits, '-', '_', 1 to 90. Pure. */
 bool kp_key_id_ok(const char *id);

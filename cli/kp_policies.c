@@ -22,11 +22,14 @@ enum {
 	OPT_ENABLE,
 	OPT_DISABLE,
 	OPT_MONTHLY,
+	OPT_NETWORK_TYPE,
 };
 
 struct kp_policy_args {
 	int rotation;  /* -1 unchanged, 0 off, 1..12 months */
 	int dual_auth; /* -1 unchanged, 0 off, 1 on */
+	/* allowedNetwork: NULL unchanged, "" disabled, else the network enabled */
+	const char *network;
 };
 
 /* Pure: "off" -> 0, "1".."12" -> months. */
@@ -57,6 +60,7 @@ static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_po
 	int opt;
 
 	p->rotation = p->dual_auth = -1;
+	p->network = NULL;
 	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
@@ -336,6 +340,16 @@ static int kp_instance_policies_run(const struct kp_policy_args *pp)
 	                                      "policy_data", "enabled", p.dual_auth),
 	                            "instance policies")) != 0)
 		return status;
+	if (p.network != NULL &&
+	    (status = kp_policy_put(base, "allowedNetwork",
+	                            p.network[0] != '\0'
+	                                ? json_pack("{s:s, s:{s:b, s:{s:s}}}", "policy_type",
+	                                            "allowedNetwork", "policy_data", "enabled", 1,
+	                                            "attributes", "allowed_network", p.network)
+	                                : json_pack("{s:s, s:{s:b}}", "policy_type",
+	                                            "allowedNetwork", "policy_data", "enabled", 0),
+	                            "instance policies")) != 0)
+		return status;
 	if ((status = kp_call("GET", base, NULL, NULL, NULL, "instance policies", &rep)) != 0)
 		return status;
 	if (cli_g.json)
@@ -351,8 +365,9 @@ static int kp_instance_policies_run(const struct kp_policy_args *pp)
 /* ---- policy-update, in ibmcloud kp's shape ---- */
 
 /* The options and operands of 'key policy-update' (key: TYPE ID) and 'instance
- * policy-update' (TYPE): TYPE rotation (-e/-d, -m MONTHS) or dual-auth-delete (-e/-d).
- * Fills p; -1 after --help (printed), else 0 or KY_ERR_USAGE (printed). */
+ * policy-update' (TYPE): TYPE rotation (-e/-d, -m MONTHS), dual-auth-delete (-e/-d), or, of
+ * the instance, allowed-network (-e -t NETWORK | -d). Fills p; -1 after --help (printed), else
+ * 0 or an error code (printed). */
 static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool key,
                                  struct kp_policy_args *p, const char **id)
 {
@@ -360,14 +375,16 @@ static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool 
 	    {"enable", no_argument, NULL, OPT_ENABLE},
 	    {"disable", no_argument, NULL, OPT_DISABLE},
 	    {"monthly-interval", required_argument, NULL, OPT_MONTHLY},
+	    {"network-type", required_argument, NULL, OPT_NETWORK_TYPE},
 	    KP_LONGOPTS,
 	    {NULL, 0, NULL, 0}};
 	int opt, months = -1;
 	bool enable = false, disable = false;
-	const char *type;
+	const char *type, *network = NULL;
 
 	p->rotation = p->dual_auth = -1;
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "edm:", longopts, NULL)) != -1) {
+	p->network = NULL;
+	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "edm:t:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
 			kp_print_help(usage);
@@ -386,28 +403,65 @@ static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool 
 				return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
 				               "takes 1 to 12 (months), not '%s'", optarg);
 			break;
+		case 't':
+		case OPT_NETWORK_TYPE:
+			if (strcmp(optarg, "public-and-private") != 0 &&
+			    strcmp(optarg, "private-only") != 0)
+				return cli_err(
+				    KY_ERR_USAGE, "-t/--network-type",
+				    "takes public-and-private or private-only, not '%.40s'",
+				    optarg);
+			network = optarg;
+			break;
 		default:
 			if (kp_common_opt(opt, optarg) != 0)
 				return KY_ERR_USAGE;
 		}
 	}
 	if (optind >= argc)
-		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
-		               "give the policy: rotation or dual-auth-delete");
+		return cli_err(
+		    KY_ERR_USAGE, cli_cmd_name(),
+		    key ? "give the policy: rotation or dual-auth-delete"
+		        : "give the policy: rotation, dual-auth-delete or allowed-network");
 	type = argv[optind++];
+	if (!key && strcmp(type, "allowed-network") == 0) {
+		if (cli_no_operands(argc, argv) != 0)
+			return KY_ERR_USAGE;
+		if (enable == disable)
+			return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+			               "give -e/--enable or -d/--disable (one of them)");
+		if (months >= 0)
+			return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
+			               "is for the rotation policy");
+		if (enable && network == NULL)
+			return cli_err(
+			    KY_ERR_USAGE, cli_cmd_name(),
+			    "give -t public-and-private or -t private-only: the networks "
+			    "to allow");
+		if (disable && network != NULL)
+			return cli_err(KY_ERR_USAGE, "-t/--network-type",
+			               "sets an enabled policy: leave it out with -d/--disable");
+		p->network = enable ? network : "";
+		return 0;
+	}
+	if (network != NULL)
+		return cli_err(KY_ERR_USAGE, "-t/--network-type",
+		               "is for the instance's allowed-network policy");
 	if (strcmp(type, "rotation") != 0 && strcmp(type, "dual-auth-delete") != 0) {
-		if (!key && (strcmp(type, "allowed-network") == 0 ||
-		             strcmp(type, "allowed-ip") == 0 || strcmp(type, "metrics") == 0 ||
+		if (!key && (strcmp(type, "allowed-ip") == 0 || strcmp(type, "metrics") == 0 ||
 		             strcmp(type, "key-create-import-access") == 0)) {
 			cli_fail(
 			    KY_ERR_KP_OPTION_NOT_OFFERED, type,
-			    "it sets rotation and dual-auth-delete only: set %s with the key API "
-			    "(PUT /api/v2/instance/policies, docs/api.md)",
+			    "ibmcloud kp has no such policy-update either: set %s with the key "
+			    "API (PUT /api/v2/instance/policies, docs/api.md)",
 			    type);
 			return KY_ERR_KP_OPTION_NOT_OFFERED;
 		}
 		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
-		               "'%.64s' is not a policy: give rotation or dual-auth-delete", type);
+		               key ? "'%.64s' is not a policy: give rotation or dual-auth-delete"
+		                   : "'%.64s' is not a policy: give rotation, dual-auth-delete or "
+		                     "allowed-network",
+		               type);
 	}
 	if (key) {
 		if (kp_key_operand(argc, argv, id) != 0)
@@ -464,19 +518,25 @@ int kp_instance_policy_update_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok kp instance-policy-update rotation (-m MONTHS [-e] | -d)\n"
 	    "       kyok kp instance-policy-update dual-auth-delete (-e | -d)\n"
-	    "       kyok kp instance policy-update rotation|dual-auth-delete ...\n\n"
+	    "       kyok kp instance-policy-update allowed-network (-e -t NETWORK | -d)\n"
+	    "       kyok kp instance policy-update (rotation|dual-auth-delete|allowed-network) "
+	    "...\n\n"
 	    "Sets one policy of the instance, as 'kyok kp instance-policies --rotation-months\n"
 	    "N|off' or '--dual-auth on|off' does, then shows the instance's policies. The\n"
-	    "policies allowed-network, allowed-ip, metrics and key-create-import-access are\n"
-	    "refused by name: set them with the key API (docs/api.md). Needs the Manager\n"
-	    "role.\n\n"
+	    "allowed-network policy is stored and listed, nothing more: a unit has one\n"
+	    "endpoint, and which networks reach it is its listen address and the firewall's\n"
+	    "business. allowed-ip, metrics and key-create-import-access, which ibmcloud kp does\n"
+	    "not set either, are refused by name: set them with the key API (docs/api.md).\n"
+	    "Needs the Manager role.\n\n"
 	    "options:\n"
 	    "  -e, --enable            enable the policy\n"
 	    "  -d, --disable           disable the policy\n"
 	    "  -m, --monthly-interval MONTHS\n"
 	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
 	    "                          (the crypto units rotate generated keys when it is due;\n"
-	    "                          imported ones need 'kyok kp key-rotate')\n";
+	    "                          imported ones need 'kyok kp key-rotate')\n"
+	    "  -t, --network-type NETWORK\n"
+	    "                          allowed-network: public-and-private or private-only\n";
 	struct kp_policy_args p;
 	int r;
 

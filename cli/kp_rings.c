@@ -23,21 +23,9 @@ enum {
 	OPT_KEY,
 	OPT_EXPIRATION,
 	OPT_RETRIEVALS,
+	OPT_NEW_RING,
+	OPT_CRN_QUERY,
 };
-
-/* Key ring IDs go into URL paths: letters, digits and '-', 2 to 100 (Key Protect's rule). */
-static bool kp_ring_id_ok(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n < 2 || n > 100)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-		      (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
-			return false;
-	return true;
-}
 
 /* getopt over the common kp options and the ones in extra (each handled by on_opt, which
  * returns 0 or an exit status). Returns -1 after --help (printed), else 0 or an exit status. */
@@ -283,6 +271,67 @@ int kp_key_alias_delete_main(int argc, char **argv)
 	return kp_key_alias_change(argc, argv, usage, false);
 }
 
+/* ---- moving a key to another key ring ---- */
+
+static int kp_new_ring_opt(int opt, const char *arg, void *ctx)
+{
+	if (opt != 'r' && opt != OPT_NEW_RING)
+		return -1;
+	if (!kp_ring_id_ok(arg))
+		return cli_fail(KY_ERR_USAGE, "-r/--new-key-ring",
+		                "'%.100s' is not a key ring ID (2 to 100 letters, digits, '-')",
+		                arg);
+	*(const char **)ctx = arg;
+	return 0;
+}
+
+int kp_key_update_main(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: kyok kp key-update ID -r RING\n"
+	    "       kyok kp key update ID -r RING\n\n"
+	    "Moves key ID to the key ring RING, which must exist (PATCH /api/v2/keys/ID with\n"
+	    "keyRingID). Needs the Manager role. Units that do not offer key rings are named as\n"
+	    "such.\n\n"
+	    "options:\n"
+	    "  -r, --new-key-ring RING the key ring to move the key to\n";
+	static const struct option longopts[] = {
+	    {"new-key-ring", required_argument, NULL, OPT_NEW_RING},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
+	static const char *const fields[] = {"id", "name", "keyRingID", NULL};
+	int status;
+	const char *id = NULL, *ring = NULL;
+	char path[KP_PATH_MAX], subject[200];
+	json_t *body = NULL;
+	struct kp_reply rep = {0};
+
+	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "r:", longopts,
+	                              kp_new_ring_opt, &ring)) != 0)
+		return status < 0 ? 0 : status;
+	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
+	                         &id)) != 0)
+		return status;
+	if (cli_no_operands(argc, argv) != 0)
+		return KY_EXIT_USAGE;
+	if (ring == NULL)
+		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
+		                "give the key ring to move the key to: -r RING");
+	if ((body = json_pack("{s:s}", "keyRingID", ring)) == NULL)
+		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
+	snprintf(path, sizeof(path), "/api/v2/keys/%s", id);
+	snprintf(subject, sizeof(subject), "key %s", id);
+	if ((status = kp_call_feature("PATCH", path, "application/json", body, subject, "key rings",
+	                              &rep)) != 0)
+		goto out;
+	snprintf(subject, sizeof(subject), "key %s: moved to key ring %s", id, ring);
+	kp_feature_print(&rep, subject, fields);
+	kp_reply_release(&rep);
+out:
+	json_decref(body);
+	return status;
+}
+
 /* ---- import tokens ---- */
 
 struct kp_token_args {
@@ -392,44 +441,93 @@ int kp_import_token_show_main(int argc, char **argv)
 
 /* ---- registrations ---- */
 
-static int kp_key_opt(int opt, const char *arg, void *ctx)
+struct kp_reg_args {
+	const char *id;  /* -k: one key's registrations */
+	const char *crn; /* -c: those of resources whose CRN matches */
+};
+
+static int kp_reg_opt(int opt, const char *arg, void *ctx)
 {
+	struct kp_reg_args *a = ctx;
+
+	if (opt == 'r')
+		return kp_common_opt(KP_OPT_KEY_RING, arg) != 0 ? KY_EXIT_USAGE : 0;
+	if (opt == 'c' || opt == OPT_CRN_QUERY) {
+		if (arg[0] == '\0' || strlen(arg) > 200)
+			return cli_fail(KY_ERR_USAGE, "-c/--crn-query",
+			                "takes a CRN of 1 to 200 "
+			                "characters");
+		a->crn = arg;
+		return 0;
+	}
 	if (opt != 'k' && opt != OPT_KEY)
 		return -1;
 	if (!kp_key_id_ok(arg))
 		return cli_fail(KY_ERR_USAGE, "-k/--key-id", "'%.100s' is not a key ID", arg);
-	*(const char **)ctx = arg;
+	a->id = arg;
 	return 0;
+}
+
+/* Percent-encodes s (all but RFC 3986's unreserved characters) at out; false when it does not
+ * fit in outlen. Pure. */
+static bool kp_url_encode(const char *s, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t k = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		             (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
+		if (k + (plain ? 1 : 3) >= outlen)
+			return false;
+		if (plain) {
+			out[k++] = (char)c;
+		} else {
+			out[k++] = '%';
+			out[k++] = hex[c >> 4];
+			out[k++] = hex[c & 15];
+		}
+	}
+	out[k] = '\0';
+	return true;
 }
 
 int kp_registrations_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp registrations [-k KEY_ID]\n\n"
+	    "usage: kyok kp registrations [-k KEY_ID] [-c CRN] [-r RING]\n\n"
 	    "Lists the registrations of key KEY_ID (GET /api/v2/keys/KEY_ID/registrations), or\n"
 	    "of every key: the cloud resources a key protects. Units that do not offer\n"
 	    "registrations are named as such.\n\n"
 	    "options:\n"
-	    "  -k, --key-id KEY_ID     the registrations of that key only\n";
+	    "  -k, --key-id KEY_ID     the registrations of that key only\n"
+	    "  -c, --crn-query CRN     those of the resources that CRN names (Key Protect's\n"
+	    "                          urlEncodedResourceCRNQuery)\n"
+	    "  -r, --key-ring RING     those of the keys in key ring RING\n";
 	static const struct option longopts[] = {
-	    {"key-id", required_argument, NULL, OPT_KEY}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	    {"key-id", required_argument, NULL, OPT_KEY},
+	    {"crn-query", required_argument, NULL, OPT_CRN_QUERY},
+	    KP_LONGOPTS,
+	    {NULL, 0, NULL, 0}};
 	static const char *const hdr[] = {"KEY ID", "RESOURCE CRN", "PREVENTS DELETION"};
 	int status;
-	const char *id = NULL;
-	char path[KP_PATH_MAX];
+	struct kp_reg_args a = {NULL, NULL};
+	char path[KP_PATH_MAX], crn[KP_PATH_MAX / 2];
 	struct kp_reply rep = {0};
 	const json_t *list;
 	struct cli_table *t = NULL;
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "k:", longopts, kp_key_opt,
-	                              &id)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "k:c:r:", longopts,
+	                              kp_reg_opt, &a)) != 0)
 		return status < 0 ? 0 : status;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
-	if (id != NULL)
-		snprintf(path, sizeof(path), "/api/v2/keys/%s/registrations", id);
-	else
-		snprintf(path, sizeof(path), "/api/v2/keys/registrations");
+	if (a.crn != NULL && !kp_url_encode(a.crn, crn, sizeof(crn)))
+		return cli_fail(KY_ERR_USAGE, "-c/--crn-query", "the CRN is too long");
+	snprintf(path, sizeof(path), "/api/v2/keys/%s%sregistrations%s%s", a.id != NULL ? a.id : "",
+	         a.id != NULL ? "/" : "", a.crn != NULL ? "?urlEncodedResourceCRNQuery=" : "",
+	         a.crn != NULL ? crn : "");
 	if ((status = kp_call_feature("GET", path, NULL, NULL, "registrations", "registrations",
 	                              &rep)) != 0)
 		return status;

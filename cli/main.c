@@ -27,6 +27,8 @@ static const struct cli_cmd kyok_cmds[] = {
     {"up", up_main, "start a local instance of crypto units (or restart its stopped units)"},
     {"unit-add", unit_add_main,
      "add a crypto unit to the local instance, or re-create a lost one (--replace N)"},
+    {"host", host_main,
+     "units of one instance on several hosts: invite, join-request, join-accept, join-finish"},
     {"down", down_main, "stop the local instance's crypto units (--purge deletes them)"},
     {"status", status_main, "show every crypto unit of the instance: reachable, mode, keys"},
     {"backup", backup_main, "copy key storage while the crypto units run, with a manifest"},

@@ -25,6 +25,7 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -40,11 +41,11 @@
 #include "cli/anchor.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/up.h"
 #include "cli/up_tls.h"
 #include "kyok/crypto.h"
 #include "kyok/imprint.h"
 
-#define UP_MAX_UNITS     16
 #define UP_START_WAIT_MS 30000 /* more than a unit waits for storage (10 s) */
 #define UP_STOP_WAIT_MS  5000
 #define UP_POLL_MS       50
@@ -96,7 +97,7 @@ static int up_rm_one(const char *path, const struct stat *st, int flag, struct F
 	return remove(path) != 0 && errno != ENOENT ? -1 : 0;
 }
 
-static int up_rm_rf(const char *path)
+int up_rm_rf(const char *path)
 {
 	if (nftw(path, up_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
 		return KY_ERR_IO;
@@ -108,22 +109,23 @@ static int up_write_text(const char *path, const char *text)
 	return ky_file_write_atomic(path, text, strlen(text), 0600);
 }
 
-/* n distinct free TCP ports of 127.0.0.1, picked by the kernel: all bound at once, then
- * released for the units to take. */
-static int up_free_ports(int *ports, size_t n)
+/* n distinct free TCP ports of host (an IPv4 address), picked by the kernel: all bound at
+ * once, then released for the units to take. */
+int up_free_ports(const char *host, int *ports, size_t n)
 {
 	int r = KY_ERR_INTERNAL, fds[UP_MAX_UNITS];
 	size_t made = 0;
 
 	for (; made < n && made < UP_MAX_UNITS; made++) {
-		struct sockaddr_in a = {.sin_family = AF_INET,
-		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		struct sockaddr_in a = {.sin_family = AF_INET};
 		socklen_t len = sizeof(a);
-		if ((fds[made] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+		fds[made] = -1;
+		if (inet_pton(AF_INET, host, &a.sin_addr) != 1 ||
+		    (fds[made] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 		    bind(fds[made], (struct sockaddr *)&a, sizeof(a)) != 0 ||
 		    getsockname(fds[made], (struct sockaddr *)&a, &len) != 0) {
 			r = KY_ERR_IO;
-			cli_fail(r, "127.0.0.1", "cannot find a free port: %s", strerror(errno));
+			cli_fail(r, host, "cannot find a free port: %s", strerror(errno));
 			if (fds[made] >= 0)
 				close(fds[made]);
 			goto out;
@@ -167,14 +169,41 @@ static int up_conf_port(const char *conf)
 	return port;
 }
 
-/* Rewrites the 'listen' line of a unit.conf (atomically) to 127.0.0.1:port. */
+/* Host of the 'listen' line of a unit.conf into out: "127.0.0.1" when it has none. */
+static void up_conf_host(const char *conf, char *out, size_t n)
+{
+	struct ky_buf b = {0};
+
+	snprintf(out, n, "127.0.0.1");
+	if (ky_file_read(conf, 64 * 1024, &b) != 0 || ky_buf_append(&b, "", 1) != 0) {
+		ky_buf_free(&b);
+		return;
+	}
+	for (char *line = (char *)b.data, *nl; line != NULL; line = nl != NULL ? nl + 1 : NULL) {
+		char value[128], *colon;
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		if (sscanf(line, " listen = %127s", value) != 1 ||
+		    (colon = strrchr(value, ':')) == NULL || colon == value)
+			continue;
+		*colon = '\0';
+		if ((size_t)(colon - value) < n)
+			memcpy(out, value, (size_t)(colon - value) + 1);
+		break;
+	}
+	ky_buf_free(&b);
+}
+
+/* Rewrites the 'listen' line of a unit.conf (atomically) to HOST:port, its host kept. */
 static int up_conf_set_port(const char *conf, int port)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf in = {0}, out = {0};
-	char listen[64];
+	char listen[128], host[64];
 
-	snprintf(listen, sizeof(listen), "listen = 127.0.0.1:%d\n", port);
+	up_conf_host(conf, host, sizeof(host));
+	snprintf(listen, sizeof(listen), "listen = %s:%d\n", host, port);
 	if ((r = ky_file_read(conf, 64 * 1024, &in)) != 0 || (r = ky_buf_append(&in, "", 1)) != 0) {
 		cli_fail(r, conf, "cannot read the unit configuration");
 		goto out;
@@ -283,7 +312,7 @@ static bool up_executable(const char *path)
 }
 
 /* $KYOK_UNITD, next to this program, ../unitd/ from it (build tree), else $PATH. */
-static int up_find_unitd(char *out, size_t n)
+int up_find_unitd(char *out, size_t n)
 {
 	char self[PATH_MAX], *slash;
 	const char *env = getenv("KYOK_UNITD"), *path;
@@ -387,24 +416,7 @@ static bool up_pid_alive(pid_t pid)
 
 /* ---- one unit's files ---- */
 
-struct up_unit {
-	int number;
-	char id[KY_ID_MAX + 1];
-	char zone[KY_ID_MAX + 1];
-	char dir[PATH_MAX / 2];
-	char conf[PATH_MAX / 2 + 16];
-	char pidf[PATH_MAX / 2 + 16];
-	char portf[PATH_MAX / 2 + 16];
-	char log[PATH_MAX / 2 + 16];
-	pid_t pid;
-	int port;
-	bool started; /* by this run */
-	bool failed;  /* did not start in this run; why says why */
-	char why[256];
-	const char *status;
-};
-
-static void up_unit_paths(struct up_unit *u, const char *dir)
+void up_unit_paths(struct up_unit *u, const char *dir)
 {
 	snprintf(u->dir, sizeof(u->dir), "%s/unit-%d", dir, u->number);
 	snprintf(u->conf, sizeof(u->conf), "%s/unit.conf", u->dir);
@@ -446,7 +458,7 @@ static int up_store(const char *dir, char *out, size_t cap)
 
 /* --store: a PostgreSQL URI without a password (the units refuse one too; see
  * docs/storage.md), without spaces or control characters (one unit.conf line). */
-static int up_store_check(const char *uri)
+int up_store_check(const char *uri)
 {
 	const char *at, *rest;
 
@@ -481,30 +493,38 @@ static int up_store_check(const char *uri)
 
 /* dir: the instance directory, whose key storage (up_store) all its units share.
  * seal_conf: sealing settings to add (NULL: none, the file backend). */
-static int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
-                         const char *seal_conf)
+int up_write_conf(const char *dir, const char *instance, const struct up_unit *u,
+                  const char *seal_conf)
 {
 	char text[4096 + UP_SEAL_CONF_MAX + UP_STORE_MAX], store[UP_STORE_MAX + PATH_MAX];
-	char tls[PATH_MAX + 128] = "", ca[PATH_MAX];
+	char tls[PATH_MAX + 128] = "", ca[PATH_MAX], own[PATH_MAX];
 	int n, r;
 
 	if ((r = up_store(dir, store, sizeof(store))) != 0)
 		return r;
 
-	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. */
+	/* An instance with its own TLS CA (kyok up --tls): each unit serves HTTPS. So does a unit
+	 * whose TLS key is in its directory already: the operator's (--tls-cert), or one made on
+	 * another host than the CA's (kyok host join-request). */
 	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
+	snprintf(own, sizeof(own), "%s/tls.key", u->dir);
 	if (access(ca, F_OK) == 0)
 		snprintf(tls, sizeof(tls),
 		         "# HTTPS, certificate issued by the instance's TLS CA (%s/ca.crt)\n"
 		         "api_tls_cert = %s/tls.crt\napi_tls_key = %s/tls.key\n",
 		         dir, u->dir, u->dir);
+	else if (access(own, F_OK) == 0)
+		snprintf(tls, sizeof(tls),
+		         "# HTTPS, with the certificate and key in the unit's directory\n"
+		         "api_tls_cert = %s/tls.crt\napi_tls_key = %s/tls.key\n",
+		         u->dir, u->dir);
 
 	n = snprintf(text, sizeof(text),
 	             "# crypto unit %d of a local kyok instance, written by 'kyok up'\n"
 	             "instance = %s\n"
 	             "unit = %s\n"
 	             "zone = %s\n"
-	             "listen = 127.0.0.1:%d\n"
+	             "listen = %s:%d\n"
 	             "data_dir = %s/data\n"
 	             "port_file = %s\n"
 	             "log_file = %s\n"
@@ -512,8 +532,8 @@ static int up_write_conf(const char *dir, const char *instance, const struct up_
 	             "anchor_cert = %s/anchor.crt\n"
 	             "identity_cert = %s/identity.crt\n"
 	             "%s%s",
-	             u->number, instance, u->id, u->zone, u->port, u->dir, u->portf, u->log, store,
-	             dir, u->dir, tls, seal_conf != NULL ? seal_conf : "");
+	             u->number, instance, u->id, u->zone, u->host, u->port, u->dir, u->portf,
+	             u->log, store, dir, u->dir, tls, seal_conf != NULL ? seal_conf : "");
 	if (n < 0 || n >= (int)sizeof(text))
 		return KY_ERR_USAGE;
 	return up_write_text(u->conf, text);
@@ -534,7 +554,7 @@ static int up_certify(const char *dir, const char *unitd, const char *instance,
 		return r;
 	snprintf(ca, sizeof(ca), "%s/ca.key", dir);
 	if (access(ca, F_OK) == 0)
-		return up_tls_unit(dir, u->dir, u->id);
+		return up_tls_unit(dir, u->dir, u->id, u->host);
 	return 0;
 }
 
@@ -712,15 +732,22 @@ static bool up_conf_has(const char *conf, const char *key)
 	return found;
 }
 
-/* The unit's URL: https when its unit.conf gives it a TLS certificate. */
+/* The unit's URL: https when its unit.conf gives it a TLS certificate, on the host of its
+ * listen line. A remote unit's URL is the one instance.json has. */
 static void up_unit_url(const struct up_unit *u, char *out, size_t n)
 {
-	snprintf(out, n, "%s://127.0.0.1:%d",
-	         up_conf_has(u->conf, "api_tls_cert") ? "https" : "http", u->port);
+	char host[64];
+
+	if (u->url[0] != '\0') {
+		snprintf(out, n, "%s", u->url);
+		return;
+	}
+	up_conf_host(u->conf, host, sizeof(host));
+	snprintf(out, n, "%s://%s:%d", up_conf_has(u->conf, "api_tls_cert") ? "https" : "http",
+	         host, u->port);
 }
 
-static int up_write_instance(const char *dir, const char *instance, const struct up_unit *units,
-                             size_t n)
+int up_write_instance(const char *dir, const char *instance, const struct up_unit *units, size_t n)
 {
 	int r = KY_ERR_NOMEM;
 	json_t *arr = json_array(), *j = NULL;
@@ -729,11 +756,17 @@ static int up_write_instance(const char *dir, const char *instance, const struct
 	if (arr == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		char url[64];
+		char url[256];
+		json_t *e;
 		up_unit_url(&units[i], url, sizeof(url));
-		if (json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s}", "number",
-		                                         units[i].number, "id", units[i].id, "zone",
-		                                         units[i].zone, "url", url)) != 0)
+		if ((e = json_pack("{s:i, s:s, s:s, s:s}", "number", units[i].number, "id",
+		                   units[i].id, "zone", units[i].zone, "url", url)) == NULL)
+			goto out;
+		if (units[i].remote && json_object_set_new(e, "remote", json_true()) != 0) {
+			json_decref(e);
+			goto out;
+		}
+		if (json_array_append_new(arr, e) != 0)
 			goto out;
 	}
 	if ((j = json_pack("{s:s, s:O}", "instance", instance, "units", arr)) == NULL ||
@@ -759,8 +792,8 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	const char *home = getenv("HOME"), *env = getenv("KYOK_INSTANCE");
 
 	for (size_t i = 0; i < n; i++) {
-		char url[64];
-		if (units[i].failed)
+		char url[256];
+		if (units[i].failed || units[i].remote)
 			continue;
 		up_unit_url(&units[i], url, sizeof(url));
 		struct cli_unit cu = {.number = units[i].number};
@@ -774,7 +807,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	if (cli_g.json) {
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++) {
-			char url[64];
+			char url[256];
 			up_unit_url(&units[i], url, sizeof(url));
 			json_array_append_new(arr, json_pack("{s:i, s:s, s:s, s:s, s:i, s:s}",
 			                                     "number", units[i].number, "id",
@@ -789,7 +822,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 	if ((t = cli_table_new(6, hdr)) == NULL)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		char num[16], url[64], pid[24];
+		char num[16], url[256], pid[24];
 		snprintf(num, sizeof(num), "%d", units[i].number);
 		up_unit_url(&units[i], url, sizeof(url));
 		if (units[i].pid > 0)
@@ -814,7 +847,7 @@ static void up_report(const char *dir, const char *instance, struct up_unit *uni
 /* ---- the imprint credential ---- */
 
 /* The imprint_verifier value in a unit.conf: 1 and hex filled, 0 when the file has none. */
-static int up_imprint_conf_verifier(const char *conf, char hex[2 * KY_IMPRINT_PUB_LEN + 1])
+int up_imprint_conf_verifier(const char *conf, char *hex)
 {
 	struct ky_buf b = {0};
 	int found = 0;
@@ -838,7 +871,7 @@ static int up_imprint_conf_verifier(const char *conf, char hex[2 * KY_IMPRINT_PU
 }
 
 /* Appends "imprint_verifier = HEX" to a unit.conf (rewritten atomically). */
-static int up_imprint_conf_add(const char *conf, const char *hex)
+int up_imprint_conf_add(const char *conf, const char *hex)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf b = {0};
@@ -935,7 +968,7 @@ static int up_imprint_upgrade(const char *dir, struct up_unit *units, size_t n)
 	bool missing = false;
 
 	for (size_t i = 0; i < n; i++)
-		if (!up_imprint_conf_verifier(units[i].conf, cur))
+		if (!units[i].remote && !up_imprint_conf_verifier(units[i].conf, cur))
 			missing = true;
 	if (!missing)
 		return 0;
@@ -948,7 +981,7 @@ static int up_imprint_upgrade(const char *dir, struct up_unit *units, size_t n)
 		        KY_IMPRINT_CREDENTIAL_FILE);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (up_imprint_conf_verifier(units[i].conf, cur))
+		if (units[i].remote || up_imprint_conf_verifier(units[i].conf, cur))
 			continue;
 		if ((r = up_imprint_conf_add(units[i].conf, hex)) != 0)
 			return r;
@@ -973,15 +1006,17 @@ static void up_imprint_note(const char *dir)
 
 static const char up_usage[] =
     "usage: kyok up [--dir DIR] [--units N] [--zones Z1,Z2,...] [--port BASE] [--tls]\n"
-    "               [--seal-config FILE] [options]\n"
+    "               [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--seal-config FILE]\n"
+    "               [options]\n"
     "\n"
-    "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1, each in its own\n"
-    "zone, with state kept in DIR. Run again after 'kyok down', it restarts the same\n"
-    "units with their state; units that are running are left alone. Each unit's port is\n"
-    "fixed when the unit is made (its unit.conf 'listen' line), so its URL in\n"
-    "instance.json never changes; a unit whose port is taken does not start and names\n"
-    "what holds it. A unit that cannot start is reported with its cause while the others\n"
-    "start; 'kyok up' then says which units serve and exits non-zero only when none does.\n"
+    "Starts a local instance: N crypto units (kyok-unitd) on 127.0.0.1 (or --listen),\n"
+    "each in its own zone, with state kept in DIR. Run again after 'kyok down', it\n"
+    "restarts the same units with their state; units that are running are left alone.\n"
+    "Each unit's port is fixed when the unit is made (its unit.conf 'listen' line), so\n"
+    "its URL in instance.json never changes; a unit whose port is taken does not start\n"
+    "and names what holds it. A unit that cannot start is reported with its cause while\n"
+    "the others start; 'kyok up' then says which units serve and exits non-zero only\n"
+    "when none does.\n"
     "\n"
     "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
     "                          else ~/.kyok/instance); created 0700\n"
@@ -1002,6 +1037,19 @@ static const char up_usage[] =
     "                          in a password file (PGPASSFILE), never in the URI (default:\n"
     "                          $KYOK_STORE, else DIR/keys.db, SQLite; see docs/storage.md);\n"
     "                          only when the instance is made\n"
+    "  --listen ADDR           the IPv4 address of this host the new units listen on\n"
+    "                          (default 127.0.0.1); one outside loopback needs --tls or\n"
+    "                          --tls-cert: plain HTTP is served on loopback only; only\n"
+    "                          when the instance is made\n"
+    "  --tls-cert FILE         serve HTTPS with your own certificate (PEM, with its chain;\n"
+    "  --tls-key FILE          it must name ADDR) and its key (PEM, no passphrase),\n"
+    "                          copied into each new unit's directory; commands that talk\n"
+    "                          to the units then need --cacert with its CA; only when the\n"
+    "                          instance is made\n"
+    "\n"
+    "Units on other hosts join the instance with 'kyok host' (docs/operations.md, \"Units\n"
+    "on several hosts\"); instance.json lists them with \"remote\": true, and 'kyok up'\n"
+    "leaves them alone.\n"
     "\n"
     "A new instance gets its imprint credential, DIR/imprint-credential.pem (mode 0600):\n"
     "its units in imprint mode run commands only with a claim made with it, and each\n"
@@ -1014,7 +1062,7 @@ static const char up_usage[] =
     "else on PATH.\n"
     "\n" CLI_COMMON_HELP;
 
-static int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
+int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
 {
 	char copy[2048], *save = NULL;
 	size_t count = 0;
@@ -1127,6 +1175,7 @@ out:
 
 static int up_create(const char *dir, const char *unitd, int nunits, const char *zones_arg,
                      int base_port, bool tls, const char *seal_conf, const char *store,
+                     const char *listen, const char *tls_cert, const char *tls_key,
                      struct up_unit *units)
 {
 	int r = KY_ERR_INTERNAL, ports[UP_MAX_UNITS];
@@ -1180,7 +1229,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 	/* Each unit's port is fixed now, in its unit.conf: its URL stays the same for good. */
 	for (int i = 0; i < nunits; i++)
 		ports[i] = base_port + i;
-	if (base_port == 0 && (r = up_free_ports(ports, (size_t)nunits)) != 0)
+	if (base_port == 0 && (r = up_free_ports(listen, ports, (size_t)nunits)) != 0)
 		goto fail;
 	if ((r = cli_anchor_create(dir, instance)) != 0 ||
 	    (r = up_imprint_create(dir, imprint_hex)) != 0 ||
@@ -1199,6 +1248,7 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 		struct up_unit *u = &units[i];
 		u->number = i + 1;
 		u->port = ports[i];
+		snprintf(u->host, sizeof(u->host), "%s", listen);
 		up_unit_paths(u, dir);
 		if ((r = ky_uuid_new(u->id)) != 0) {
 			cli_fail(r, NULL, "no random bytes");
@@ -1213,6 +1263,8 @@ static int up_create(const char *dir, const char *unitd, int nunits, const char 
 			cli_fail(r, u->dir, "cannot create directory: %s", strerror(errno));
 			goto fail;
 		}
+		if (tls_cert != NULL && (r = up_tls_own(tls_cert, tls_key, u->dir, u->host)) != 0)
+			goto fail;
 		if ((r = up_write_conf(dir, instance, u, seal_conf)) != 0) {
 			cli_fail(r, u->conf, "cannot write the unit configuration");
 			goto fail;
@@ -1267,11 +1319,17 @@ fail:
 static int up_recertify(const char *dir, const char *unitd, const char *instance,
                         const struct up_unit *u)
 {
-	char state[PATH_MAX];
+	char state[PATH_MAX], crt[PATH_MAX];
 	int r;
 
 	snprintf(state, sizeof(state), "%s/data/state.sealed", u->dir);
 	if (up_exists(state))
+		return 0;
+	/* Certified but never started (a unit joined from another host): its first start makes
+	 * the state from its pending identity key and identity.crt. */
+	snprintf(state, sizeof(state), "%s/data/identity.pending", u->dir);
+	snprintf(crt, sizeof(crt), "%s/identity.crt", u->dir);
+	if (up_exists(state) && up_exists(crt))
 		return 0;
 	if ((r = up_certify(dir, unitd, instance, u)) != 0)
 		return r;
@@ -1301,10 +1359,14 @@ static int up_url_port(const char *url)
 static int up_ports_upgrade(const struct cli_instance *inst, struct up_unit *units, size_t n)
 {
 	int r = KY_ERR_INTERNAL;
+	char host[64];
 
 	for (size_t i = 0; i < n; i++) {
 		struct up_unit *u = &units[i];
-		int port = up_conf_port(u->conf);
+		int port;
+		if (u->remote)
+			continue;
+		port = up_conf_port(u->conf);
 		if (port < 0) {
 			r = KY_ERR_CONFIG;
 			cli_fail(r, u->conf,
@@ -1315,7 +1377,8 @@ static int up_ports_upgrade(const struct cli_instance *inst, struct up_unit *uni
 		if (port > 0 || up_unit_running(u) > 0)
 			continue;
 		port = up_url_port(inst->units[i].url);
-		if (port == 0 && (r = up_free_ports(&port, 1)) != 0)
+		up_conf_host(u->conf, host, sizeof(host));
+		if (port == 0 && (r = up_free_ports(host, &port, 1)) != 0)
 			return r;
 		if ((r = up_conf_set_port(u->conf, port)) != 0)
 			return r;
@@ -1350,6 +1413,12 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		snprintf(u->id, sizeof(u->id), "%s", inst.units[i].id);
 		snprintf(u->zone, sizeof(u->zone), "%s", inst.units[i].zone);
 		up_unit_paths(u, dir);
+		if (inst.units[i].remote) {
+			u->remote = true;
+			snprintf(u->url, sizeof(u->url), "%s", inst.units[i].url);
+			u->status = "remote";
+			continue;
+		}
 		if (!up_exists(u->conf)) {
 			cli_fail(KY_ERR_CONFIG, u->conf,
 			         "missing: the instance directory is damaged");
@@ -1361,6 +1430,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct up_unit *u = &units[i];
+		if (u->remote)
+			continue;
 		if ((u->pid = up_unit_running(u)) > 0) {
 			long port = up_read_number(u->portf);
 			if (port <= 0 || port > 65535) {
@@ -1375,6 +1446,7 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		}
 		unlink(u->pidf);
 		u->port = up_conf_port(u->conf);
+		up_conf_host(u->conf, u->host, sizeof(u->host));
 		/* A unit that cannot start is reported; the others start all the same. */
 		if ((r = up_recertify(dir, unitd, inst.id, u)) != 0 ||
 		    (r = up_spawn(unitd, u)) != 0) {
@@ -1393,6 +1465,8 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		units[i].status = "started";
 	}
 	for (size_t i = 0; i < n; i++) {
+		if (units[i].remote)
+			continue;
 		if (!units[i].failed) {
 			serving++;
 			continue;
@@ -1425,7 +1499,7 @@ static int up_restart(const char *dir, const char *unitd, int nunits_arg, const 
 		char list[256] = "";
 		size_t len = 0;
 		for (size_t i = 0; i < n && len < sizeof(list); i++)
-			if (!units[i].failed)
+			if (!units[i].failed && !units[i].remote)
 				len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%d",
 				                        len > 0 ? ", " : "", units[i].number);
 		fprintf(
@@ -1440,6 +1514,43 @@ fail:
 	return r;
 }
 
+/* --listen ADDR: an IPv4 address of this host; one outside loopback needs TLS (the unit
+ * refuses it too). --tls-cert and --tls-key go together, without --tls. */
+static int up_listen_check(const char *listen, bool tls, const char *cert, const char *key)
+{
+	struct in_addr a;
+
+	if ((cert == NULL) != (key == NULL)) {
+		cli_fail(KY_ERR_USAGE, cert == NULL ? "--tls-key" : "--tls-cert",
+		         "give both --tls-cert FILE and --tls-key FILE");
+		return KY_ERR_USAGE;
+	}
+	if (cert != NULL && tls) {
+		cli_fail(KY_ERR_USAGE, "--tls",
+		         "--tls makes the units' certificates, --tls-cert gives yours: choose one");
+		return KY_ERR_USAGE;
+	}
+	if (listen == NULL)
+		return 0;
+	if (inet_pton(AF_INET, listen, &a) != 1) {
+		cli_fail(KY_ERR_USAGE, "--listen", "'%.64s': give an IPv4 address of this host",
+		         listen);
+		return KY_ERR_USAGE;
+	}
+	if (a.s_addr == htonl(INADDR_ANY)) {
+		cli_fail(KY_ERR_USAGE, "--listen",
+		         "'%s' is no address a client can reach: give this host's own address",
+		         listen);
+		return KY_ERR_USAGE;
+	}
+	if ((ntohl(a.s_addr) >> 24) != 127 && !tls && cert == NULL) {
+		cli_fail(KY_ERR_LISTEN_NEEDS_TLS, "--listen", "'%s' is not a loopback address",
+		         listen);
+		return KY_ERR_LISTEN_NEEDS_TLS;
+	}
+	return 0;
+}
+
 int up_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
@@ -1449,11 +1560,15 @@ int up_main(int argc, char **argv)
 	                                     {"port", required_argument, NULL, 'P'},
 	                                     {"tls", no_argument, NULL, 'T'},
 	                                     {"store", required_argument, NULL, 'R'},
+	                                     {"listen", required_argument, NULL, 'L'},
+	                                     {"tls-cert", required_argument, NULL, 'C'},
+	                                     {"tls-key", required_argument, NULL, 'K'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
 	bool tls = false;
 	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL, *store = NULL;
+	const char *listen = NULL, *tls_cert = NULL, *tls_key = NULL;
 	const char *store_env = getenv("KYOK_STORE");
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
@@ -1500,6 +1615,15 @@ int up_main(int argc, char **argv)
 		case 'R':
 			store = optarg;
 			break;
+		case 'L':
+			listen = optarg;
+			break;
+		case 'C':
+			tls_cert = optarg;
+			break;
+		case 'K':
+			tls_key = optarg;
+			break;
 		default:
 			if (cli_common_opt(c, optarg) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
@@ -1508,7 +1632,8 @@ int up_main(int argc, char **argv)
 	}
 	if (store != NULL && (r = up_store_check(store)) != 0)
 		return ky_err_exit(r);
-	if ((r = cli_no_operands(argc, argv)) != 0)
+	if ((r = cli_no_operands(argc, argv)) != 0 ||
+	    (r = up_listen_check(listen, tls, tls_cert, tls_key)) != 0)
 		return ky_err_exit(r);
 	if (base_port > 0 && base_port + (nunits > 0 ? nunits : 2) - 1 > 65535)
 		return cli_fail(KY_ERR_USAGE, "--port",
@@ -1542,6 +1667,15 @@ int up_main(int argc, char **argv)
 		         "give existing units api_tls_cert and api_tls_key in their unit.conf "
 		         "(docs/operations.md)",
 		         dir);
+	else if (up_exists(path) && (listen != NULL || tls_cert != NULL))
+		cli_fail(r = KY_ERR_USAGE, listen != NULL ? "--listen" : "--tls-cert",
+		         "the instance in %s exists: its units keep the address and certificate "
+		         "they were made with; to move a unit, stop it and edit 'listen' and "
+		         "'api_tls_cert' in its unit.conf",
+		         dir);
+	else if (tls_cert != NULL && (r = up_tls_own(tls_cert, tls_key, NULL,
+	                                             listen != NULL ? listen : "127.0.0.1")) != 0)
+		;
 	else if (up_exists(path) && base_port > 0)
 		cli_fail(r = KY_ERR_USAGE, "--port",
 		         "the instance in %s exists: its units keep the ports they were made "
@@ -1556,7 +1690,7 @@ int up_main(int argc, char **argv)
 		              store != NULL                               ? store
 		              : store_env != NULL && store_env[0] != '\0' ? store_env
 		                                                          : NULL,
-		              units);
+		              listen != NULL ? listen : "127.0.0.1", tls_cert, tls_key, units);
 	free(seal_conf);
 	free(units);
 	return ky_err_exit(r);
@@ -1630,7 +1764,7 @@ int unit_add_main(int argc, char **argv)
 	int r = KY_ERR_INTERNAL, replace = 0, maxnum = 0;
 	const char *zone = NULL;
 	char dir[PATH_MAX / 2 - 64], unitd[PATH_MAX], keyp[PATH_MAX], crtp[PATH_MAX];
-	char moved[PATH_MAX] = "", state[PATH_MAX];
+	char moved[PATH_MAX] = "", state[PATH_MAX], host[64] = "";
 	struct cli_instance inst;
 	struct up_unit *units = NULL, *u = NULL;
 	size_t n, idx;
@@ -1657,10 +1791,19 @@ int unit_add_main(int argc, char **argv)
 		snprintf(units[i].zone, sizeof(units[i].zone), "%s", inst.units[i].zone);
 		up_unit_paths(&units[i], dir);
 		units[i].port = up_url_port(inst.units[i].url);
-		units[i].pid = up_unit_running(&units[i]);
-		units[i].status = units[i].pid > 0 ? "running" : "stopped";
 		if (units[i].number > maxnum)
 			maxnum = units[i].number;
+		if (inst.units[i].remote) {
+			units[i].remote = true;
+			snprintf(units[i].url, sizeof(units[i].url), "%s", inst.units[i].url);
+			units[i].status = "remote";
+			continue;
+		}
+		units[i].pid = up_unit_running(&units[i]);
+		units[i].status = units[i].pid > 0 ? "running" : "stopped";
+		up_conf_host(units[i].conf, units[i].host, sizeof(units[i].host));
+		if (host[0] == '\0')
+			snprintf(host, sizeof(host), "%s", units[i].host);
 	}
 	if (replace > 0) {
 		for (idx = 0; idx < n && units[idx].number != replace; idx++)
@@ -1671,6 +1814,15 @@ int unit_add_main(int argc, char **argv)
 			goto out;
 		}
 		u = &units[idx];
+		if (u->remote) {
+			r = KY_ERR_USAGE;
+			cli_fail(r, "--replace",
+			         "crypto unit %d runs on another host (%s): replace it there, with "
+			         "'kyok host join-request' (docs/operations.md)",
+			         replace, u->url);
+			u = NULL;
+			goto out;
+		}
 		if (u->pid > 0) {
 			r = KY_ERR_EXISTS;
 			cli_fail(
@@ -1714,6 +1866,7 @@ int unit_add_main(int argc, char **argv)
 		u = &units[idx];
 		u->number = maxnum + 1;
 		up_unit_paths(u, dir);
+		snprintf(u->host, sizeof(u->host), "%s", host[0] != '\0' ? host : "127.0.0.1");
 		if (zone != NULL)
 			snprintf(u->zone, sizeof(u->zone), "%s", zone);
 		else
@@ -1722,7 +1875,7 @@ int unit_add_main(int argc, char **argv)
 	}
 	u->pid = 0;
 	/* A re-created unit keeps its port (and URL); a new one gets a free one. */
-	if (u->port == 0 && (r = up_free_ports(&u->port, 1)) != 0)
+	if (u->port == 0 && (r = up_free_ports(u->host, &u->port, 1)) != 0)
 		goto out;
 	if ((r = ky_uuid_new(u->id)) != 0) {
 		cli_fail(r, NULL, "no random bytes");

@@ -10,6 +10,15 @@
 # the directory is readable by its owner only. initdb refuses to run as root: as root the
 # cluster belongs to 'nobody' (the temp dir is made for it), and root connects through the
 # socket all the same.
+#
+# Set before pg_start, for a test that reaches the cluster over the network (unset, as every
+# other caller leaves them: the Unix socket only, as above):
+#   PG_LISTEN=ADDR            also listen on TCP ADDR:${PG_PORT:-5432}, trusting every client
+#                             address (a test network only); sets KYOK_PG_TCP_URI
+#                             (postgresql://kyok@ADDR:PORT/kyok)
+#   PG_SSL_CERT, PG_SSL_KEY   ssl = on with this server certificate and key (PEM, copied into
+#                             the cluster's directory); TCP clients are then taken over TLS only
+#   PG_NETNS=NAME             run the server in the network namespace NAME (ip netns exec)
 
 PG_BINDIR=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 PG_DIR=""
@@ -19,10 +28,12 @@ pg_available() {
 }
 
 pg_as() {
+	local ns=()
+	[ -n "${PG_NETNS:-}" ] && ns=(ip netns exec "$PG_NETNS")
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u nobody -- "$@"
+		"${ns[@]}" runuser -u nobody -- "$@"
 	else
-		"$@"
+		"${ns[@]}" "$@"
 	fi
 }
 
@@ -39,17 +50,35 @@ pg_start() {
 		cat "$PG_DIR/initdb.log" >&2
 		return 1
 	fi
+	local listen="''" net=""
+	if [ -n "${PG_LISTEN:-}" ]; then
+		listen="'$PG_LISTEN' -p ${PG_PORT:-5432}"
+		if [ -n "${PG_SSL_CERT:-}" ]; then
+			cp "$PG_SSL_CERT" "$PG_DIR/server.crt" && cp "$PG_SSL_KEY" "$PG_DIR/server.key" || return 1
+			chmod 600 "$PG_DIR/server.key"
+			[ "$(id -u)" -eq 0 ] && chown nobody "$PG_DIR/server.crt" "$PG_DIR/server.key"
+			net="-c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
+			echo "hostssl all kyok 0.0.0.0/0 trust" >>"$PG_DIR/data/pg_hba.conf"
+		else
+			echo "host all kyok 0.0.0.0/0 trust" >>"$PG_DIR/data/pg_hba.conf"
+		fi
+	fi
 	# -w: pg_ctl returns once the server accepts connections.
 	if ! pg_as "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 120 \
-		-o "-c listen_addresses='' -k $PG_DIR -c fsync=off -c max_connections=200" \
+		-o "-c listen_addresses=$listen -k $PG_DIR -c fsync=off -c max_connections=200 $net" \
 		start >/dev/null; then
 		echo "error: the test PostgreSQL server did not start:" >&2
 		cat "$PG_DIR/server.log" >&2
 		return 1
 	fi
-	"$PG_BINDIR/createdb" -h "$PG_DIR" -U kyok kyok || return 1
+	"$PG_BINDIR/createdb" -h "$PG_DIR" -p "${PG_PORT:-5432}" -U kyok kyok || return 1
 	KYOK_PG_URI="postgresql:///kyok?host=$PG_DIR&user=kyok"
+	[ -n "${PG_PORT:-}" ] && KYOK_PG_URI="$KYOK_PG_URI&port=$PG_PORT"
 	export KYOK_PG_URI
+	if [ -n "${PG_LISTEN:-}" ]; then
+		KYOK_PG_TCP_URI="postgresql://kyok@$PG_LISTEN:${PG_PORT:-5432}/kyok"
+		export KYOK_PG_TCP_URI
+	fi
 }
 
 pg_stop() {

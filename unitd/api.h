@@ -1,7 +1,10 @@
 /* The key-management API of a crypto unit (Key Protect v2 compatible), its token service and
  * the small pure pieces they are made of.
  *
- *   api.c        HTTP: routes, authentication, the role table, handlers (thin: lib/kms acts)
+ *   api.c        HTTP: the route, action and role tables, the request life cycle
+ *   api_token.c  the token service: POST /identity/token, the bearer token of each request
+ *   api_keys.c   the route handlers
+ *   api_internal.h   what those three share (private to them)
  *   api_json.c   pure: Key Protect bodies in and out, query values, dates, errors
  *   api_netpolicy.c  pure: allowedIP's address ranges
  *   api_importtok.c  import tokens and secure import: their bodies, and the token in storage
@@ -336,47 +339,5 @@ int kp_import_token_retrieve(const struct ky_kms *kms, bool in_txn, int64_t now,
 int kp_import_token_unseal(const struct ky_kms *kms, const struct kp_secure *s,
                            const struct ky_buf *payload, int64_t now, uint8_t *key, size_t cap,
                            size_t *keylen, char *detail, size_t detaillen) KY_WUR;
-
-/* ---- token.c ---- */
-
-#define TOKEN_MAX_LEN       2048
-#define TOKEN_KEY_LEN       32
-#define TOKEN_ROLE_MAX      KY_APIKEY_ROLE_MAX
-#define TOKEN_GRANT         "urn:ibm:params:oauth:grant-type:apikey"
-#define TOKEN_RESPONSE_TYPE "cloud_iam"
-#define TOKEN_APIKEY_MAX    256
-#define TOKEN_CLOCK_SKEW    60
-/* base64url of {"alg":"HS256","typ":"JWT","kid":"kyok-1"}: the only header accepted. */
-#define TOKEN_HEADER_B64 "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6Imt5b2stMSJ9"
-
-struct token_claims {
-	char sub[KY_ID_MAX + 1]; /* API key id */
-	char instance[KY_ID_MAX + 1];
-	char role[TOKEN_ROLE_MAX + 1];
-	int64_t iat, exp;
-	char jti[33];
-};
-
-/* base64url without padding. */
-int token_b64url_encode(const uint8_t *p, size_t n, char *out, size_t outcap) KY_WUR;
-int token_b64url_decode(const char *s, size_t n, uint8_t *out, size_t outcap,
-                        size_t *outlen) KY_WUR;
-/* The signed token, NUL-terminated in out. */
-int token_issue(const uint8_t key[TOKEN_KEY_LEN], const struct token_claims *c, char *out,
-                size_t outcap) KY_WUR;
-/* Checks form, signature (constant time), iss, instance, exp and iat against now.
- * KY_ERR_UNAUTHORIZED with a reason in detail. */
-int token_verify(const uint8_t key[TOKEN_KEY_LEN], const char *tok, size_t len, int64_t now,
-                 const char *instance, struct token_claims *out, char *detail,
-                 size_t detaillen) KY_WUR;
-/* The token request: application/x-www-form-urlencoded with grant_type (must be
- * TOKEN_GRANT), apikey and optionally response_type (must be TOKEN_RESPONSE_TYPE); any other
- * field is KY_ERR_BODY_MEMBER naming it, duplicates are refused. apikey is written to the
- * caller's buffer (a secret: cleanse it). KY_ERR_MALFORMED, KY_ERR_UNSUPPORTED (grant_type or
- * response_type of another value). */
-int token_form_parse(const char *body, size_t n, char *apikey, size_t apikeycap, char *detail,
-                     size_t detaillen) KY_WUR;
-/* "Bearer <token>" -> pointer and length of the token, or KY_ERR_UNAUTHORIZED. */
-int token_bearer(const char *header, const char **tok, size_t *len) KY_WUR;
 
 #endif

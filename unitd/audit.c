@@ -45,7 +45,11 @@
 #include "kyok/audit.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/seal.h"
 
 #ifndef KYOK_VERSION
 #define KYOK_VERSION "0.1.0"
@@ -804,7 +808,7 @@ static void audit_release_locked(void)
 	memset(audit.hash, 0, sizeof(audit.hash));
 }
 
-int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *st,
+int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_datadir *dd,
                      const struct ky_domain *d, bool created, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -817,7 +821,7 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 
 	pthread_mutex_lock(&audit.wlock);
 	pthread_mutex_lock(&audit.lock);
-	if (asprintf(&audit.dir, "%s/" AUDIT_SUBDIR, st->dir) < 0) {
+	if (asprintf(&audit.dir, "%s/" AUDIT_SUBDIR, dd->dir) < 0) {
 		audit.dir = NULL;
 		r = KY_ERR_NOMEM;
 		snprintf(err, errlen, "out of memory");
@@ -896,8 +900,8 @@ int unitd_audit_open(const struct unitd_config *cfg, const struct unitd_store *s
 	if ((r = audit_event("start", &m, AUDIT_TAKEN)) != 0)
 		goto fail_unlocked;
 	ky_audit_members(&m);
-	ky_audit_add_str(&m, "backend", st->seal->ops->name);
-	ky_audit_add_str(&m, "state", st->state_path);
+	ky_audit_add_str(&m, "backend", dd->seal->ops->name);
+	ky_audit_add_str(&m, "state", dd->state_path);
 	snprintf(state, sizeof(state), "%s", created ? "created" : "opened");
 	ky_audit_add_str(&m, "outcome", state);
 	ky_audit_add_uint(&m, "next_counter", d->next_counter);

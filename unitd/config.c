@@ -73,7 +73,7 @@
 #include <string.h>
 
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
 
 enum config_kind {
 	CONFIG_ID,

@@ -9,7 +9,9 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/kms.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/harden.h"
+#include "unitd/keystore.h"
 
 int unitd_harden(char *err, size_t errlen)
 {

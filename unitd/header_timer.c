@@ -19,13 +19,15 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/header_timer.h"
+#include "unitd/log.h"
 
 #define HEADER_TIMER_TICK_MS  200 /* how late a cut may come */
 #define HEADER_TIMER_LOG_RATE 20  /* lines a second naming a cut connection */

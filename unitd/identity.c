@@ -19,21 +19,25 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/identity.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
 
 #define IDENTITY_AAD_LABEL "kyok-identity-pending-v1"
 #define IDENTITY_PENDING   "identity.pending"
 #define IDENTITY_FILE_MAX  (64 * 1024)
 
-static int identity_pending_path(const struct unitd_store *st, char **out)
+static int identity_pending_path(const struct unitd_datadir *dd, char **out)
 {
-	size_t n = strlen(st->dir) + sizeof(IDENTITY_PENDING) + 2;
+	size_t n = strlen(dd->dir) + sizeof(IDENTITY_PENDING) + 2;
 
 	if ((*out = malloc(n)) == NULL)
 		return KY_ERR_NOMEM;
-	snprintf(*out, n, "%s/%s", st->dir, IDENTITY_PENDING);
+	snprintf(*out, n, "%s/%s", dd->dir, IDENTITY_PENDING);
 	return 0;
 }
 
@@ -47,7 +51,7 @@ static int identity_aad(const struct unitd_config *cfg, struct ky_buf *aad)
 }
 
 /* The pending identity key: KY_ERR_NOT_FOUND when there is none. */
-static int identity_pending_load(struct unitd_store *st, const struct unitd_config *cfg,
+static int identity_pending_load(struct unitd_datadir *dd, const struct unitd_config *cfg,
                                  EVP_PKEY **key, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -55,7 +59,7 @@ static int identity_pending_load(struct unitd_store *st, const struct unitd_conf
 	struct ky_buf file = {0}, aad = {0}, der = {0};
 
 	*key = NULL;
-	if ((r = identity_pending_path(st, &path)) != 0 || (r = identity_aad(cfg, &aad)) != 0) {
+	if ((r = identity_pending_path(dd, &path)) != 0 || (r = identity_aad(cfg, &aad)) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
@@ -64,9 +68,9 @@ static int identity_pending_load(struct unitd_store *st, const struct unitd_conf
 			snprintf(err, errlen, "cannot read '%s': %s", path, ky_err_message(r));
 		goto out;
 	}
-	if (st->key == NULL && (r = unitd_seal_key_first(st, err, errlen)) != 0)
+	if (dd->key == NULL && (r = unitd_seal_key_first(dd, err, errlen)) != 0)
 		goto out;
-	if ((r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file.data, file.len,
+	if ((r = dd->seal->ops->open(dd->seal, dd->key, aad.data, aad.len, file.data, file.len,
 	                             &der)) != 0 ||
 	    (r = ky_pkey_from_der(der.data, der.len, key)) != 0) {
 		snprintf(
@@ -86,7 +90,7 @@ out:
 	return r;
 }
 
-static int identity_pending_make(struct unitd_store *st, const struct unitd_config *cfg,
+static int identity_pending_make(struct unitd_datadir *dd, const struct unitd_config *cfg,
                                  EVP_PKEY **key, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -94,14 +98,14 @@ static int identity_pending_make(struct unitd_store *st, const struct unitd_conf
 	struct ky_buf aad = {0}, der = {0}, sealed = {0};
 	EVP_PKEY *k = NULL;
 
-	if ((r = identity_pending_path(st, &path)) != 0 || (r = identity_aad(cfg, &aad)) != 0) {
+	if ((r = identity_pending_path(dd, &path)) != 0 || (r = identity_aad(cfg, &aad)) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	if (st->key == NULL && (r = unitd_seal_key_first(st, err, errlen)) != 0)
+	if (dd->key == NULL && (r = unitd_seal_key_first(dd, err, errlen)) != 0)
 		goto out;
 	if ((r = ky_ec_generate(&k)) != 0 || (r = ky_pkey_to_der(k, &der)) != 0 ||
-	    (r = st->seal->ops->seal(st->seal, st->key, aad.data, aad.len, der.data, der.len,
+	    (r = dd->seal->ops->seal(dd->seal, dd->key, aad.data, aad.len, der.data, der.len,
 	                             &sealed)) != 0) {
 		snprintf(err, errlen, "cannot make the identity key: %s", ky_err_message(r));
 		goto out;
@@ -122,25 +126,25 @@ out:
 	return r;
 }
 
-int unitd_identity_request(struct unitd_store *st, const struct unitd_config *cfg,
+int unitd_identity_request(struct unitd_datadir *dd, const struct unitd_config *cfg,
                            const char *csr_path, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	EVP_PKEY *key = NULL;
 	char *pem = NULL;
 
-	if (access(st->state_path, F_OK) == 0) {
+	if (access(dd->state_path, F_OK) == 0) {
 		snprintf(
 		    err, errlen,
 		    "unit %s already has its state '%s' and its certified identity: no request "
 		    "made",
-		    cfg->unit, st->state_path);
+		    cfg->unit, dd->state_path);
 		r = KY_ERR_EXISTS;
 		goto out;
 	}
-	r = identity_pending_load(st, cfg, &key, err, errlen);
+	r = identity_pending_load(dd, cfg, &key, err, errlen);
 	if (r == KY_ERR_NOT_FOUND)
-		r = identity_pending_make(st, cfg, &key, err, errlen);
+		r = identity_pending_make(dd, cfg, &key, err, errlen);
 	if (r != 0)
 		goto out;
 	if ((r = ky_csr_create(key, cfg->unit, cfg->instance, &pem)) != 0) {
@@ -189,7 +193,7 @@ out:
 	return r;
 }
 
-int unitd_identity_new_state(struct unitd_store *st, const struct unitd_config *cfg,
+int unitd_identity_new_state(struct unitd_datadir *dd, const struct unitd_config *cfg,
                              struct ky_domain **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -199,7 +203,7 @@ int unitd_identity_new_state(struct unitd_store *st, const struct unitd_config *
 	*out = NULL;
 	if ((r = identity_cert_file("anchor_cert", cfg->anchor_cert, &anchor, err, errlen)) != 0)
 		goto out;
-	r = identity_pending_load(st, cfg, &key, err, errlen);
+	r = identity_pending_load(dd, cfg, &key, err, errlen);
 	if (r == KY_ERR_NOT_FOUND) {
 		snprintf(
 		    err, errlen,
@@ -232,11 +236,11 @@ out:
 	return r;
 }
 
-void unitd_identity_pending_drop(struct unitd_store *st)
+void unitd_identity_pending_drop(struct unitd_datadir *dd)
 {
 	char *path = NULL;
 
-	if (identity_pending_path(st, &path) != 0)
+	if (identity_pending_path(dd, &path) != 0)
 		return;
 	if (unlink(path) != 0 && errno != ENOENT)
 		unitd_log("warning: cannot remove '%s': %s", path, strerror(errno));

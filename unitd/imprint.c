@@ -6,7 +6,7 @@
 #include "kyok/ceremony.h"
 #include "kyok/err.h"
 #include "kyok/imprint.h"
-#include "unitd/unitd.h"
+#include "unitd/imprint.h"
 
 #define IMPRINT_CLAIM_MAX 128 /* base64 of a 64-byte signature is 88 characters */
 

@@ -43,7 +43,12 @@
 #include "kyok/kms.h"
 #include "kyok/kms_import.h"
 #include "kyok/store.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/portholder.h"
+#include "unitd/seal.h"
 
 #define KS_APIKEY_BUCKETS 64
 #define KS_SECURE_ROUND   32 /* the secure heap's smallest block */
@@ -96,7 +101,7 @@ struct unitd_keystore {
 	char unit[KY_ID_MAX + 1];
 
 	/* storage digest */
-	struct unitd_store *st;      /* the data directory: the storage mark */
+	struct unitd_datadir *dd;    /* the data directory: the storage mark */
 	pthread_mutex_t attach_lock; /* attach and mark writes */
 	atomic_bool attached;
 	struct ky_store_ledger_pos mark; /* as last written; under attach_lock */
@@ -346,7 +351,7 @@ static bool ks_lock_holder(const char *store, char *out, size_t n)
 	return unitd_lock_holder(shm, 120, out, n);
 }
 
-int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
+int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_datadir *dd,
                         struct unitd_keystore **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -374,12 +379,12 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_store *st,
 	}
 	snprintf(ks->instance, sizeof(ks->instance), "%s", cfg->instance);
 	snprintf(ks->unit, sizeof(ks->unit), "%s", cfg->unit);
-	ks->st = st;
-	if ((r = unitd_mark_load(st, cfg->instance, cfg->unit, &ks->mark)) != 0) {
+	ks->dd = dd;
+	if ((r = unitd_mark_load(dd, cfg->instance, cfg->unit, &ks->mark)) != 0) {
 		snprintf(err, errlen,
 		         "storage mark '%s/storage.mark' does not open (%s): it records how far "
 		         "this unit has seen key storage; restore it with the data directory",
-		         st->dir, ky_err_message(r));
+		         dd->dir, ky_err_message(r));
 		goto out;
 	}
 	if (pthread_mutex_init(&ks->attach_lock, NULL) != 0)
@@ -498,7 +503,7 @@ static void ks_mark_write(struct unitd_keystore *ks, bool force)
 	atomic_store(&ks->mark_ms, now);
 	if (ky_store_ledger_pos(ks->store, &pos) == 0 &&
 	    (pos.gen != ks->mark.gen || pos.epoch != ks->mark.epoch)) {
-		if ((r = unitd_mark_write(ks->st, ks->instance, ks->unit, &pos)) == 0)
+		if ((r = unitd_mark_write(ks->dd, ks->instance, ks->unit, &pos)) == 0)
 			ks->mark = pos;
 		else
 			unitd_log("storage mark: cannot write it: %s", ky_err_message(r));
@@ -506,21 +511,21 @@ static void ks_mark_write(struct unitd_keystore *ks, bool force)
 	pthread_mutex_unlock(&ks->attach_lock);
 }
 
-int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_store *st,
+int unitd_keystore_state_rekey(struct unitd_keystore *ks, struct unitd_datadir *dd,
                                const struct ky_domain *d)
 {
 	int r = KY_ERR_INTERNAL, w;
 
 	pthread_mutex_lock(&ks->attach_lock);
-	if ((r = unitd_mark_remove(st)) != 0) {
+	if ((r = unitd_mark_remove(dd)) != 0) {
 		unitd_log("storage mark: cannot remove it before the seal key is replaced: %s",
 		          ky_err_message(r));
 		goto out;
 	}
-	if ((r = unitd_state_rekey(st, d)) != 0)
+	if ((r = unitd_state_rekey(dd, d)) != 0)
 		goto out;
 	if (atomic_load(&ks->attached) &&
-	    (w = unitd_mark_write(st, ks->instance, ks->unit, &ks->mark)) != 0)
+	    (w = unitd_mark_write(dd, ks->instance, ks->unit, &ks->mark)) != 0)
 		unitd_log("storage mark: cannot write it under the new seal key: %s",
 		          ky_err_message(w));
 	r = 0;
@@ -634,7 +639,7 @@ static int ks_attach(struct unitd_keystore *ks, const struct ky_kms *kms, int ad
 		goto refused;
 	if ((r = ky_store_ledger_attach(ks->store, key, &ks->mark, adopt, &pos)) != 0)
 		goto refused;
-	if ((w = unitd_mark_write(ks->st, ks->instance, ks->unit, &pos)) == 0)
+	if ((w = unitd_mark_write(ks->dd, ks->instance, ks->unit, &pos)) == 0)
 		ks->mark = pos;
 	else
 		unitd_log("storage mark: cannot write it: %s", ky_err_message(w));

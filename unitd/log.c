@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/log.h"
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_fp;   /* NULL = stderr */

@@ -16,6 +16,14 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/harden.h"
+#include "unitd/identity.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
+#include "unitd/server.h"
 #include "unitd/unitd.h"
 
 #ifndef KYOK_VERSION
@@ -151,7 +159,7 @@ int main(int argc, char **argv)
 	const char *config_path = NULL, *csr_path = NULL;
 	char err[UNITD_ERR_MAX] = "";
 	struct unitd_config cfg;
-	struct unitd_store st = {.lock_fd = -1};
+	struct unitd_datadir dd = {.lock_fd = -1};
 	struct ky_domain *dom = NULL;
 	struct unitd_keystore *ks = NULL;
 	struct unitd_server *srv = NULL;
@@ -220,36 +228,36 @@ int main(int argc, char **argv)
 	}
 
 	if (csr_path != NULL) {
-		if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) != 0 ||
-		    (r = unitd_identity_request(&st, &cfg, csr_path, err, sizeof(err))) != 0) {
+		if ((r = unitd_datadir_open(&cfg, &dd, err, sizeof(err))) != 0 ||
+		    (r = unitd_identity_request(&dd, &cfg, csr_path, err, sizeof(err))) != 0) {
 			unitd_start_error(err);
 			status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 			goto out;
 		}
-		unitd_store_release(&st);
+		unitd_datadir_release(&dd);
 		unitd_config_release(&cfg);
 		unitd_log_close();
 		return 0;
 	}
 	/* The audit log opens once the state is unsealed: its lines are signed by the unit's
 	 * identity key. No audit log, no service. */
-	if ((r = unitd_store_open(&cfg, &st, err, sizeof(err))) == 0) {
-		created = access(st.state_path, F_OK) != 0;
-		r = unitd_state_load(&st, &cfg, &dom, err, sizeof(err));
+	if ((r = unitd_datadir_open(&cfg, &dd, err, sizeof(err))) == 0) {
+		created = access(dd.state_path, F_OK) != 0;
+		r = unitd_state_load(&dd, &cfg, &dom, err, sizeof(err));
 	}
 	if (r == 0)
-		r = unitd_audit_open(&cfg, &st, dom, created, err, sizeof(err));
+		r = unitd_audit_open(&cfg, &dd, dom, created, err, sizeof(err));
 	if (r != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
-	if (cfg.store != NULL && (r = unitd_keystore_open(&cfg, &st, &ks, err, sizeof(err))) != 0) {
+	if (cfg.store != NULL && (r = unitd_keystore_open(&cfg, &dd, &ks, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
-	if ((r = unitd_server_start(&cfg, &st, &dom, &ks, &srv, err, sizeof(err))) != 0) {
+	if ((r = unitd_server_start(&cfg, &dd, &dom, &ks, &srv, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
@@ -289,7 +297,7 @@ out:
 	ky_domain_free(dom);
 	if (port_written)
 		(void)unlink(cfg.port_file);
-	unitd_store_release(&st);
+	unitd_datadir_release(&dd);
 	if (status == 0)
 		unitd_log("kyok-unitd: unit %s stopped", cfg.unit);
 	unitd_config_release(&cfg);

@@ -26,7 +26,10 @@
 #include "kyok/err.h"
 #include "kyok/kms.h"
 #include "kyok/store.h"
-#include "unitd/unitd.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/scheduler.h"
 
 #define METRICS_LABEL_MAX 96
 #define METRICS_CODE_MIN  100

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "unitd/unitd.h"
+#include "unitd/portholder.h"
 
 #define PORTHOLDER_LISTEN_STATE 0x0a /* TCP_LISTEN in /proc/net/tcp */
 

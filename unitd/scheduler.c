@@ -24,7 +24,11 @@
 
 #include "kyok/err.h"
 #include "kyok/kms.h"
-#include "unitd/unitd.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/scheduler.h"
 
 struct unitd_policy_pass {
 	struct unitd_keystore *ks;

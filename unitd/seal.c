@@ -40,6 +40,11 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/identity.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
 #include "unitd/unitd.h"
 
 #define SEAL_KEY_LEN   32
@@ -71,22 +76,22 @@ static const char *seal_event_name(enum unitd_seal_event ev)
 
 /* Every seal event goes through here: the key events are logged, and all of them reach the
  * observer when one is set. */
-static void seal_event(struct unitd_store *st, enum unitd_seal_event ev, const char *key_id,
+static void seal_event(struct unitd_datadir *dd, enum unitd_seal_event ev, const char *key_id,
                        int outcome)
 {
-	const char *backend = st->seal != NULL ? st->seal->ops->name : "-";
+	const char *backend = dd->seal != NULL ? dd->seal->ops->name : "-";
 
 	if (ev == UNITD_SEAL_KEY_CREATED || ev == UNITD_SEAL_KEY_DESTROYED)
 		unitd_log("%s: backend=%s key=%s", seal_event_name(ev), backend,
 		          key_id ? key_id : "-");
-	if (st->observer != NULL)
-		st->observer(st->observer_ctx, ev, backend, key_id ? key_id : "-", outcome);
+	if (dd->observer != NULL)
+		dd->observer(dd->observer_ctx, ev, backend, key_id ? key_id : "-", outcome);
 }
 
-void unitd_store_set_observer(struct unitd_store *st, unitd_seal_observer_fn *fn, void *ctx)
+void unitd_datadir_set_observer(struct unitd_datadir *dd, unitd_seal_observer_fn *fn, void *ctx)
 {
-	st->observer = fn;
-	st->observer_ctx = ctx;
+	dd->observer = fn;
+	dd->observer_ctx = ctx;
 }
 
 /* ---- helpers for the backends ---- */
@@ -517,18 +522,18 @@ static void store_remove_stale(const char *dir)
 	closedir(d);
 }
 
-int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, char *err,
-                     size_t errlen)
+int unitd_datadir_open(const struct unitd_config *cfg, struct unitd_datadir *dd, char *err,
+                       size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	const char *data_dir = cfg->data_dir;
 	char *lock_path = NULL, at[PATH_MAX];
 	struct stat sb;
 
-	memset(st, 0, sizeof(*st));
-	st->lock_fd = -1;
-	if ((st->dir = strdup(data_dir)) == NULL ||
-	    asprintf(&st->state_path, "%s/state.sealed", data_dir) < 0 ||
+	memset(dd, 0, sizeof(*dd));
+	dd->lock_fd = -1;
+	if ((dd->dir = strdup(data_dir)) == NULL ||
+	    asprintf(&dd->state_path, "%s/state.sealed", data_dir) < 0 ||
 	    asprintf(&lock_path, "%s/lock", data_dir) < 0) {
 		lock_path = NULL;
 		r = KY_ERR_NOMEM;
@@ -560,13 +565,13 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 		          "is advised",
 		          data_dir, (unsigned)(sb.st_mode & 07777));
 
-	st->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
+	dd->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (dd->lock_fd < 0) {
 		r = KY_ERR_IO;
 		snprintf(err, errlen, "cannot open '%s': %s", lock_path, strerror(errno));
 		goto out;
 	}
-	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+	if (flock(dd->lock_fd, LOCK_EX | LOCK_NB) != 0) {
 		if (errno == EWOULDBLOCK) {
 			r = KY_ERR_CONFIG;
 			snprintf(err, errlen,
@@ -580,11 +585,11 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 		goto out;
 	}
 	store_remove_stale(data_dir);
-	if ((r = seal_backend_new(cfg, &st->seal, err, errlen)) != 0)
+	if ((r = seal_backend_new(cfg, &dd->seal, err, errlen)) != 0)
 		goto out;
-	if (asprintf(&st->key_path, "%s/%s", data_dir, st->seal->ops->ref_name) < 0 ||
-	    asprintf(&st->next_path, "%s/%s.next", data_dir, st->seal->ops->ref_name) < 0) {
-		st->next_path = NULL;
+	if (asprintf(&dd->key_path, "%s/%s", data_dir, dd->seal->ops->ref_name) < 0 ||
+	    asprintf(&dd->next_path, "%s/%s.next", data_dir, dd->seal->ops->ref_name) < 0) {
+		dd->next_path = NULL;
 		r = KY_ERR_NOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto out;
@@ -593,38 +598,38 @@ int unitd_store_open(const struct unitd_config *cfg, struct unitd_store *st, cha
 out:
 	free(lock_path);
 	if (r != 0)
-		unitd_store_release(st);
+		unitd_datadir_release(dd);
 	return r;
 }
 
-void unitd_store_release(struct unitd_store *st)
+void unitd_datadir_release(struct unitd_datadir *dd)
 {
-	if (st == NULL)
+	if (dd == NULL)
 		return;
-	if (st->seal != NULL) {
-		st->seal->ops->key_free(st->key);
-		st->seal->ops->key_free(st->old);
-		st->seal->ops->free(st->seal);
+	if (dd->seal != NULL) {
+		dd->seal->ops->key_free(dd->key);
+		dd->seal->ops->key_free(dd->old);
+		dd->seal->ops->free(dd->seal);
 	}
-	if (st->lock_fd >= 0)
-		close(st->lock_fd);
-	free(st->dir);
-	free(st->state_path);
-	free(st->key_path);
-	free(st->next_path);
-	memset(st, 0, sizeof(*st));
-	st->lock_fd = -1;
+	if (dd->lock_fd >= 0)
+		close(dd->lock_fd);
+	free(dd->dir);
+	free(dd->state_path);
+	free(dd->key_path);
+	free(dd->next_path);
+	memset(dd, 0, sizeof(*dd));
+	dd->lock_fd = -1;
 }
 
 /* ---- seal key switch ---- */
 
 /* Destroys k in its device and removes its reference at path. */
-static int seal_key_discard(struct unitd_store *st, struct unitd_seal_key *k, const char *path,
+static int seal_key_discard(struct unitd_datadir *dd, struct unitd_seal_key *k, const char *path,
                             char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 
-	if ((r = st->seal->ops->destroy(st->seal, k, err, errlen)) != 0)
+	if ((r = dd->seal->ops->destroy(dd->seal, k, err, errlen)) != 0)
 		return r;
 	if (unlink(path) != 0 && errno != ENOENT) {
 		snprintf(err, errlen, "cannot remove seal key '%s': %s", path, strerror(errno));
@@ -632,35 +637,35 @@ static int seal_key_discard(struct unitd_store *st, struct unitd_seal_key *k, co
 	}
 	if (unitd_seal_fsync_dir(path) != 0)
 		unitd_log("warning: cannot sync the directory of '%s'", path);
-	seal_event(st, UNITD_SEAL_KEY_DESTROYED, k->id, 0);
+	seal_event(dd, UNITD_SEAL_KEY_DESTROYED, k->id, 0);
 	return 0;
 }
 
-/* The state on disk is sealed under st->key, whose reference is still .next: destroys the
+/* The state on disk is sealed under dd->key, whose reference is still .next: destroys the
  * old key and moves .next over its reference. */
-static int seal_switch_finish(struct unitd_store *st, char *err, size_t errlen)
+static int seal_switch_finish(struct unitd_datadir *dd, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 
-	if (!st->key_in_next)
+	if (!dd->key_in_next)
 		return 0;
-	if (st->old != NULL) {
-		if ((r = st->seal->ops->destroy(st->seal, st->old, err, errlen)) != 0)
+	if (dd->old != NULL) {
+		if ((r = dd->seal->ops->destroy(dd->seal, dd->old, err, errlen)) != 0)
 			return r;
-		seal_event(st, UNITD_SEAL_KEY_DESTROYED, st->old->id, 0);
-		st->seal->ops->key_free(st->old);
-		st->old = NULL;
+		seal_event(dd, UNITD_SEAL_KEY_DESTROYED, dd->old->id, 0);
+		dd->seal->ops->key_free(dd->old);
+		dd->old = NULL;
 	}
-	if (rename(st->next_path, st->key_path) != 0) {
-		snprintf(err, errlen, "cannot rename '%s' to '%s': %s", st->next_path, st->key_path,
+	if (rename(dd->next_path, dd->key_path) != 0) {
+		snprintf(err, errlen, "cannot rename '%s' to '%s': %s", dd->next_path, dd->key_path,
 		         strerror(errno));
 		return KY_ERR_IO;
 	}
-	if ((r = unitd_seal_fsync_dir(st->key_path)) != 0) {
-		snprintf(err, errlen, "cannot sync the data directory '%s'", st->dir);
+	if ((r = unitd_seal_fsync_dir(dd->key_path)) != 0) {
+		snprintf(err, errlen, "cannot sync the data directory '%s'", dd->dir);
 		return r;
 	}
-	st->key_in_next = false;
+	dd->key_in_next = false;
 	return 0;
 }
 
@@ -681,11 +686,11 @@ static int state_aad(const char *instance, const char *unit, const char *backend
 }
 
 /* Seals d under k and writes it atomically. */
-static int state_write_under(struct unitd_store *st, struct unitd_seal_key *k,
+static int state_write_under(struct unitd_datadir *dd, struct unitd_seal_key *k,
                              const struct ky_domain *d)
 {
 	int r = KY_ERR_INTERNAL;
-	const char *backend = st->seal->ops->name;
+	const char *backend = dd->seal->ops->name;
 	struct ky_buf plain = {0}, aad = {0}, out = {0}, sealed = {0};
 
 	if ((r = ky_domain_serialize(d, &plain)) != 0)
@@ -702,17 +707,17 @@ static int state_write_under(struct unitd_store *st, struct unitd_seal_key *k,
 	    (r = ky_buf_append_str(&out, "\nkey=")) != 0 ||
 	    (r = ky_buf_append_str(&out, k->id)) != 0 || (r = ky_buf_append_str(&out, "\n\n")) != 0)
 		goto out;
-	if ((r = st->seal->ops->seal(st->seal, k, aad.data, aad.len, plain.data, plain.len,
+	if ((r = dd->seal->ops->seal(dd->seal, k, aad.data, aad.len, plain.data, plain.len,
 	                             &sealed)) != 0)
 		goto out;
 	if ((r = ky_buf_append(&out, sealed.data, sealed.len)) != 0)
 		goto out;
-	if ((r = ky_file_write_atomic(st->state_path, out.data, out.len, 0600)) != 0)
+	if ((r = ky_file_write_atomic(dd->state_path, out.data, out.len, 0600)) != 0)
 		goto out;
 	unitd_audit_seal(d);
 	r = 0;
 out:
-	seal_event(st, UNITD_SEAL_STATE_SEALED, k->id, r);
+	seal_event(dd, UNITD_SEAL_STATE_SEALED, k->id, r);
 	ky_buf_free(&plain);
 	ky_buf_free(&aad);
 	ky_buf_free(&out);
@@ -720,46 +725,46 @@ out:
 	return r;
 }
 
-int unitd_state_write(struct unitd_store *st, const struct ky_domain *d)
+int unitd_state_write(struct unitd_datadir *dd, const struct ky_domain *d)
 {
-	return state_write_under(st, st->key, d);
+	return state_write_under(dd, dd->key, d);
 }
 
-int unitd_state_rekey(struct unitd_store *st, const struct ky_domain *d)
+int unitd_state_rekey(struct unitd_datadir *dd, const struct ky_domain *d)
 {
 	int r = KY_ERR_INTERNAL;
 	char err[UNITD_ERR_MAX] = "";
 	struct unitd_seal_key *k = NULL;
 
 	/* A switch whose last step failed is finished first: .next is the live key then. */
-	if ((r = seal_switch_finish(st, err, sizeof(err))) != 0) {
+	if ((r = seal_switch_finish(dd, err, sizeof(err))) != 0) {
 		unitd_log("error: cannot finish replacing the seal key: %s", err);
 		goto out;
 	}
-	if ((r = st->seal->ops->create(st->seal, st->next_path, &k, err, sizeof(err))) != 0) {
+	if ((r = dd->seal->ops->create(dd->seal, dd->next_path, &k, err, sizeof(err))) != 0) {
 		unitd_log("error: cannot make a new seal key: %s", err);
 		goto out;
 	}
-	seal_event(st, UNITD_SEAL_KEY_CREATED, k->id, 0);
-	if ((r = state_write_under(st, k, d)) != 0) {
+	seal_event(dd, UNITD_SEAL_KEY_CREATED, k->id, 0);
+	if ((r = state_write_under(dd, k, d)) != 0) {
 		/* The state on disk is still the old one, under the old key. */
-		if (seal_key_discard(st, k, st->next_path, err, sizeof(err)) != 0)
+		if (seal_key_discard(dd, k, dd->next_path, err, sizeof(err)) != 0)
 			unitd_log("error: cannot remove the unused new seal key: %s", err);
 		goto out;
 	}
 	/* Committed: the state on disk is sealed under k. */
-	st->old = st->key;
-	st->key = k;
+	dd->old = dd->key;
+	dd->key = k;
 	k = NULL; /* transferred */
-	st->key_in_next = true;
-	if (seal_switch_finish(st, err, sizeof(err)) != 0)
+	dd->key_in_next = true;
+	if (seal_switch_finish(dd, err, sizeof(err)) != 0)
 		unitd_log("error: the state is sealed under the new seal key, but the old one is "
 		          "not destroyed yet (retried at the next zeroize and at start): %s",
 		          err);
 	r = 0;
 out:
 	if (k != NULL)
-		st->seal->ops->key_free(k);
+		dd->seal->ops->key_free(k);
 	return r;
 }
 
@@ -815,16 +820,16 @@ static int state_header_parse(const struct ky_buf *file, struct state_header *h)
 	return 0;
 }
 
-/* Which seal key opens the state of header h: st->key is set to it, attached to its device.
+/* Which seal key opens the state of header h: dd->key is set to it, attached to its device.
  * *other receives the other reference's key, to discard once the state opened
- * (*other_path: its path), and st->key_in_next says whether the kept key is .next. Touches
+ * (*other_path: its path), and dd->key_in_next says whether the kept key is .next. Touches
  * no file. */
-static int state_pick_key(struct unitd_store *st, const struct state_header *h,
+static int state_pick_key(struct unitd_datadir *dd, const struct state_header *h,
                           struct unitd_seal_key **other, const char **other_path, char *err,
                           size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
-	const struct unitd_seal_ops *ops = st->seal->ops;
+	const struct unitd_seal_ops *ops = dd->seal->ops;
 	struct unitd_seal_key *cur = NULL, *next = NULL;
 
 	*other = NULL;
@@ -835,29 +840,29 @@ static int state_pick_key(struct unitd_store *st, const struct state_header *h,
 		         "sealed state '%s' was sealed by the '%s' backend, but unit.conf says "
 		         "seal = %s: set seal = %s (a unit cannot change its sealing backend); "
 		         "refusing to start",
-		         st->state_path, h->backend, ops->name, h->backend);
+		         dd->state_path, h->backend, ops->name, h->backend);
 		goto out;
 	}
-	r = ops->read(st->seal, st->key_path, &cur, err, errlen);
+	r = ops->read(dd->seal, dd->key_path, &cur, err, errlen);
 	if (r != 0 && r != KY_ERR_NOT_FOUND)
 		goto out;
-	r = ops->read(st->seal, st->next_path, &next, err, errlen);
+	r = ops->read(dd->seal, dd->next_path, &next, err, errlen);
 	if (r != 0 && r != KY_ERR_NOT_FOUND)
 		goto out;
 	if (cur != NULL && strcmp(cur->id, h->key_id) == 0) {
-		st->key = cur;
+		dd->key = cur;
 		cur = NULL; /* transferred */
 		*other = next;
 		next = NULL; /* transferred */
-		*other_path = st->next_path;
-		st->key_in_next = false;
+		*other_path = dd->next_path;
+		dd->key_in_next = false;
 	} else if (next != NULL && strcmp(next->id, h->key_id) == 0) {
-		st->key = next;
+		dd->key = next;
 		next = NULL; /* transferred */
 		*other = cur;
 		cur = NULL; /* transferred */
-		*other_path = st->key_path;
-		st->key_in_next = true;
+		*other_path = dd->key_path;
+		dd->key_in_next = true;
 	} else if (cur != NULL || next != NULL) {
 		r = KY_ERR_SEAL_KEY_REPLACED;
 		snprintf(err, errlen,
@@ -865,23 +870,23 @@ static int state_pick_key(struct unitd_store *st, const struct state_header *h,
 		         "is %s: the state is older than the unit's last zeroize (restored from a "
 		         "backup?) or comes from another unit, and no seal key that could open it "
 		         "exists any more; refusing to start and leaving it as it is",
-		         st->state_path, h->key_id, cur != NULL ? cur->id : next->id);
+		         dd->state_path, h->key_id, cur != NULL ? cur->id : next->id);
 		goto out;
 	} else {
 		r = KY_ERR_STATE_CORRUPT;
 		snprintf(err, errlen,
 		         "seal key '%s' is missing but the sealed state '%s' exists: restore the "
 		         "seal key; refusing to start",
-		         st->key_path, st->state_path);
+		         dd->key_path, dd->state_path);
 		goto out;
 	}
-	if ((r = ops->attach(st->seal, st->key, err, errlen)) != 0)
+	if ((r = ops->attach(dd->seal, dd->key, err, errlen)) != 0)
 		goto out;
 	r = 0;
 out:
 	if (r != 0) {
-		ops->key_free(st->key);
-		st->key = NULL;
+		ops->key_free(dd->key);
+		dd->key = NULL;
 		ops->key_free(*other);
 		*other = NULL;
 	}
@@ -890,7 +895,7 @@ out:
 	return r;
 }
 
-static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
+static int state_open(struct unitd_datadir *dd, const struct unitd_config *cfg,
                       const struct ky_buf *file, struct ky_domain **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
@@ -907,7 +912,7 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		         "'%s' is a sealed state of the first format (KYOKSEAL1), which this kyok "
 		         "does not open: make the unit anew (kyok down --purge) or start it with "
 		         "the kyok that wrote it; refusing to start and leaving it as it is",
-		         st->state_path);
+		         dd->state_path);
 		goto out;
 	}
 	if (r != 0) {
@@ -915,7 +920,7 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		snprintf(err, errlen,
 		         "'%s' is not a kyok sealed state (bad header); refusing to start and "
 		         "leaving it as it is",
-		         st->state_path);
+		         dd->state_path);
 		goto out;
 	}
 	if (strcmp(h.instance, cfg->instance) != 0 || strcmp(h.unit, cfg->unit) != 0) {
@@ -923,35 +928,35 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		snprintf(err, errlen,
 		         "'%s': state belongs to unit %s of instance %s, but the config says unit "
 		         "%s of instance %s; refusing to start",
-		         st->state_path, h.unit, h.instance, cfg->unit, cfg->instance);
+		         dd->state_path, h.unit, h.instance, cfg->unit, cfg->instance);
 		goto out;
 	}
-	if ((r = state_pick_key(st, &h, &other, &other_path, err, errlen)) != 0) {
-		seal_event(st, UNITD_SEAL_UNSEAL_REFUSED, h.key_id, r);
+	if ((r = state_pick_key(dd, &h, &other, &other_path, err, errlen)) != 0) {
+		seal_event(dd, UNITD_SEAL_UNSEAL_REFUSED, h.key_id, r);
 		goto out;
 	}
 	if ((r = state_aad(h.instance, h.unit, h.backend, h.key_id, &aad)) != 0)
 		goto out;
-	r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file->data + h.body,
+	r = dd->seal->ops->open(dd->seal, dd->key, aad.data, aad.len, file->data + h.body,
 	                        file->len - h.body, &plain);
-	seal_event(st, r == 0 ? UNITD_SEAL_STATE_UNSEALED : UNITD_SEAL_UNSEAL_REFUSED, st->key->id,
+	seal_event(dd, r == 0 ? UNITD_SEAL_STATE_UNSEALED : UNITD_SEAL_UNSEAL_REFUSED, dd->key->id,
 	           r);
 	if (r == KY_ERR_STATE_CORRUPT) {
 		snprintf(err, errlen,
 		         "sealed state '%s' cannot be opened: wrong seal key or damaged file; "
 		         "refusing to start and leaving it as it is",
-		         st->state_path);
+		         dd->state_path);
 		goto out;
 	}
 	if (r != 0) {
-		snprintf(err, errlen, "cannot open sealed state '%s': %s", st->state_path,
+		snprintf(err, errlen, "cannot open sealed state '%s': %s", dd->state_path,
 		         ky_err_message(r));
 		goto out;
 	}
 	if ((r = ky_domain_parse(plain.data, plain.len, &d)) != 0) {
 		snprintf(err, errlen,
 		         "sealed state '%s' opens but does not parse (%s); refusing to start",
-		         st->state_path, ky_err_message(r));
+		         dd->state_path, ky_err_message(r));
 		r = KY_ERR_STATE_CORRUPT;
 		goto out;
 	}
@@ -960,19 +965,19 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 		snprintf(err, errlen,
 		         "sealed state '%s' names unit %s of instance %s inside but %s of %s "
 		         "outside; refusing to start",
-		         st->state_path, d->unit, d->instance, h.unit, h.instance);
+		         dd->state_path, d->unit, d->instance, h.unit, h.instance);
 		goto out;
 	}
 	/* The state opened: what an interrupted key switch left is resolved now. */
-	if (st->key_in_next) {
-		unitd_log("finishing a seal key switch cut short: keeping key %s", st->key->id);
-		st->old = other;
+	if (dd->key_in_next) {
+		unitd_log("finishing a seal key switch cut short: keeping key %s", dd->key->id);
+		dd->old = other;
 		other = NULL; /* transferred */
-		if ((r = seal_switch_finish(st, err, errlen)) != 0)
+		if ((r = seal_switch_finish(dd, err, errlen)) != 0)
 			goto out;
 	} else if (other != NULL) {
 		unitd_log("removing seal key %s, made by a seal key switch cut short", other->id);
-		if ((r = seal_key_discard(st, other, other_path, err, errlen)) != 0)
+		if ((r = seal_key_discard(dd, other, other_path, err, errlen)) != 0)
 			goto out;
 	}
 	*out = d;
@@ -980,7 +985,7 @@ static int state_open(struct unitd_store *st, const struct unitd_config *cfg,
 	r = 0;
 out:
 	if (other != NULL)
-		st->seal->ops->key_free(other);
+		dd->seal->ops->key_free(other);
 	ky_domain_free(d);
 	ky_buf_free(&aad);
 	ky_buf_free(&plain);
@@ -988,28 +993,28 @@ out:
 }
 
 /* First start: the seal key is made (or one left by a first start cut short is taken). */
-int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen)
+int unitd_seal_key_first(struct unitd_datadir *dd, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
-	const struct unitd_seal_ops *ops = st->seal->ops;
+	const struct unitd_seal_ops *ops = dd->seal->ops;
 	struct unitd_seal_key *next = NULL;
 
-	r = ops->read(st->seal, st->next_path, &next, err, errlen);
+	r = ops->read(dd->seal, dd->next_path, &next, err, errlen);
 	if (r == 0) {
 		/* No state was ever sealed under it. */
-		r = seal_key_discard(st, next, st->next_path, err, errlen);
+		r = seal_key_discard(dd, next, dd->next_path, err, errlen);
 		ops->key_free(next);
 		if (r != 0)
 			return r;
 	} else if (r != KY_ERR_NOT_FOUND) {
 		return r;
 	}
-	r = ops->read(st->seal, st->key_path, &st->key, err, errlen);
+	r = ops->read(dd->seal, dd->key_path, &dd->key, err, errlen);
 	if (r == 0) {
-		r = ops->attach(st->seal, st->key, err, errlen);
+		r = ops->attach(dd->seal, dd->key, err, errlen);
 		if (r == 0) {
 			unitd_log("no sealed state yet: using the existing seal key '%s'",
-			          st->key_path);
+			          dd->key_path);
 			return 0;
 		}
 		if (r != KY_ERR_SEAL_TPM_KEY_MISSING && r != KY_ERR_SEAL_TOKEN_KEY_MISSING)
@@ -1018,49 +1023,49 @@ int unitd_seal_key_first(struct unitd_store *st, char *err, size_t errlen)
 		 * state was ever sealed under it. */
 		unitd_log("no sealed state yet and the key of '%s' is not in the %s device: "
 		          "making a new seal key",
-		          st->key_path, ops->name);
+		          dd->key_path, ops->name);
 		err[0] = '\0';
-		if ((r = seal_key_discard(st, st->key, st->key_path, err, errlen)) != 0)
+		if ((r = seal_key_discard(dd, dd->key, dd->key_path, err, errlen)) != 0)
 			return r;
-		ops->key_free(st->key);
-		st->key = NULL;
+		ops->key_free(dd->key);
+		dd->key = NULL;
 	} else if (r != KY_ERR_NOT_FOUND) {
 		return r;
 	}
-	if ((r = ops->create(st->seal, st->key_path, &st->key, err, errlen)) != 0)
+	if ((r = ops->create(dd->seal, dd->key_path, &dd->key, err, errlen)) != 0)
 		return r;
-	seal_event(st, UNITD_SEAL_KEY_CREATED, st->key->id, 0);
+	seal_event(dd, UNITD_SEAL_KEY_CREATED, dd->key->id, 0);
 	return 0;
 }
 
-int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, struct ky_domain **out,
-                     char *err, size_t errlen)
+int unitd_state_load(struct unitd_datadir *dd, const struct unitd_config *cfg,
+                     struct ky_domain **out, char *err, size_t errlen)
 {
 	int r = KY_ERR_INTERNAL;
 	struct ky_buf file = {0};
 	struct ky_domain *d = NULL, *moved = NULL;
 
-	r = ky_file_read(st->state_path, SEAL_STATE_MAX, &file);
+	r = ky_file_read(dd->state_path, SEAL_STATE_MAX, &file);
 	if (r == KY_ERR_NOT_FOUND) {
-		if ((r = unitd_seal_key_first(st, err, errlen)) != 0)
+		if ((r = unitd_seal_key_first(dd, err, errlen)) != 0)
 			goto out;
-		if ((r = unitd_identity_new_state(st, cfg, &d, err, errlen)) != 0)
+		if ((r = unitd_identity_new_state(dd, cfg, &d, err, errlen)) != 0)
 			goto out;
-		if ((r = unitd_state_write(st, d)) != 0) {
-			snprintf(err, errlen, "cannot write sealed state '%s': %s", st->state_path,
+		if ((r = unitd_state_write(dd, d)) != 0) {
+			snprintf(err, errlen, "cannot write sealed state '%s': %s", dd->state_path,
 			         ky_err_message(r));
 			goto out;
 		}
-		unitd_identity_pending_drop(st);
+		unitd_identity_pending_drop(dd);
 		unitd_log("created new unit state in '%s' (imprint mode, seal = %s), identity "
 		          "certified by anchor '%s'",
-		          st->state_path, st->seal->ops->name, cfg->anchor_cert);
+		          dd->state_path, dd->seal->ops->name, cfg->anchor_cert);
 	} else if (r != 0) {
-		snprintf(err, errlen, "cannot read sealed state '%s': %s", st->state_path,
+		snprintf(err, errlen, "cannot read sealed state '%s': %s", dd->state_path,
 		         ky_err_message(r));
 		goto out;
 	} else {
-		if ((r = state_open(st, cfg, &file, &d, err, errlen)) != 0 ||
+		if ((r = state_open(dd, cfg, &file, &d, err, errlen)) != 0 ||
 		    (r = unitd_anchor_check(d, cfg, err, errlen)) != 0)
 			goto out;
 		if (strcmp(d->zone, cfg->zone) != 0 || !ky_domain_has_incarnation(d)) {
@@ -1078,9 +1083,9 @@ int unitd_state_load(struct unitd_store *st, const struct unitd_config *cfg, str
 				         ky_err_message(r));
 				goto out;
 			}
-			if ((r = unitd_state_write(st, moved)) != 0) {
+			if ((r = unitd_state_write(dd, moved)) != 0) {
 				snprintf(err, errlen, "cannot write sealed state '%s': %s",
-				         st->state_path, ky_err_message(r));
+				         dd->state_path, ky_err_message(r));
 				goto out;
 			}
 			if (strcmp(d->zone, moved->zone) != 0)
@@ -1125,12 +1130,12 @@ static int mark_aad(const char *instance, const char *unit, struct ky_buf *aad)
 	return 0;
 }
 
-static int mark_path(const struct unitd_store *st, char **out)
+static int mark_path(const struct unitd_datadir *dd, char **out)
 {
-	return asprintf(out, "%s/%s", st->dir, MARK_FILE) < 0 ? KY_ERR_NOMEM : 0;
+	return asprintf(out, "%s/%s", dd->dir, MARK_FILE) < 0 ? KY_ERR_NOMEM : 0;
 }
 
-int unitd_mark_load(struct unitd_store *st, const char *instance, const char *unit,
+int unitd_mark_load(struct unitd_datadir *dd, const char *instance, const char *unit,
                     struct ky_store_ledger_pos *pos)
 {
 	int r = KY_ERR_INTERNAL;
@@ -1139,7 +1144,7 @@ int unitd_mark_load(struct unitd_store *st, const char *instance, const char *un
 	size_t m = strlen(MARK_MAGIC);
 
 	memset(pos, 0, sizeof(*pos));
-	if ((r = mark_path(st, &path)) != 0)
+	if ((r = mark_path(dd, &path)) != 0)
 		goto out;
 	if (access(path, F_OK) != 0 && errno == ENOENT) {
 		r = 0; /* never saw key storage */
@@ -1153,7 +1158,7 @@ int unitd_mark_load(struct unitd_store *st, const char *instance, const char *un
 	}
 	if ((r = mark_aad(instance, unit, &aad)) != 0)
 		goto out;
-	if ((r = st->seal->ops->open(st->seal, st->key, aad.data, aad.len, file.data + m,
+	if ((r = dd->seal->ops->open(dd->seal, dd->key, aad.data, aad.len, file.data + m,
 	                             file.len - m, &plain)) != 0)
 		goto out;
 	if (plain.len != 16) {
@@ -1173,7 +1178,7 @@ out:
 	return r;
 }
 
-int unitd_mark_write(struct unitd_store *st, const char *instance, const char *unit,
+int unitd_mark_write(struct unitd_datadir *dd, const char *instance, const char *unit,
                      const struct ky_store_ledger_pos *pos)
 {
 	int r = KY_ERR_INTERNAL;
@@ -1185,8 +1190,8 @@ int unitd_mark_write(struct unitd_store *st, const char *instance, const char *u
 		plain[7 - i] = (uint8_t)(pos->gen >> (8 * i));
 		plain[15 - i] = (uint8_t)(pos->epoch >> (8 * i));
 	}
-	if ((r = mark_path(st, &path)) != 0 || (r = mark_aad(instance, unit, &aad)) != 0 ||
-	    (r = st->seal->ops->seal(st->seal, st->key, aad.data, aad.len, plain, sizeof(plain),
+	if ((r = mark_path(dd, &path)) != 0 || (r = mark_aad(instance, unit, &aad)) != 0 ||
+	    (r = dd->seal->ops->seal(dd->seal, dd->key, aad.data, aad.len, plain, sizeof(plain),
 	                             &sealed)) != 0 ||
 	    (r = ky_buf_append_str(&out, MARK_MAGIC)) != 0 ||
 	    (r = ky_buf_append(&out, sealed.data, sealed.len)) != 0 ||
@@ -1201,18 +1206,18 @@ out:
 	return r;
 }
 
-int unitd_mark_remove(struct unitd_store *st)
+int unitd_mark_remove(struct unitd_datadir *dd)
 {
 	int r = KY_ERR_INTERNAL;
 	char *path = NULL;
 
-	if ((r = mark_path(st, &path)) != 0)
+	if ((r = mark_path(dd, &path)) != 0)
 		return r;
 	if (unlink(path) != 0 && errno != ENOENT) {
 		r = KY_ERR_IO;
 		goto out;
 	}
-	if ((r = unitd_seal_fsync_dir(st->dir)) != 0)
+	if ((r = unitd_seal_fsync_dir(dd->dir)) != 0)
 		goto out;
 	r = 0;
 out:

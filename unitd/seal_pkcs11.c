@@ -29,7 +29,9 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/log.h"
+#include "unitd/seal.h"
 
 #define P11_MAGIC   "kyok-seal-pkcs11-v1\n"
 #define P11_ID_LEN  16

@@ -42,7 +42,8 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/seal.h"
 
 #define TPM_MAGIC       "kyok-seal-tpm2-v1\n"
 #define TPM_HANDLE_BASE 0x81000100u

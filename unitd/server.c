@@ -38,7 +38,19 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/wire.h"
-#include "unitd/unitd.h"
+#include "unitd/api_http.h"
+#include "unitd/audit.h"
+#include "unitd/config.h"
+#include "unitd/header_timer.h"
+#include "unitd/imprint.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/metrics.h"
+#include "unitd/portholder.h"
+#include "unitd/scheduler.h"
+#include "unitd/seal.h"
+#include "unitd/server.h"
+#include "unitd/storage_ops.h"
 
 static void server_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
@@ -70,7 +82,7 @@ struct unitd_server {
 	struct MHD_Daemon *mhd;
 	pthread_mutex_t lock; /* guards dom and every state write */
 	struct ky_domain *dom;
-	struct unitd_store *st;
+	struct unitd_datadir *dd;
 	struct unitd_keystore *ks;     /* NULL without key storage */
 	struct unitd_storage *storage; /* storage ops and re-encipherment */
 	struct unitd_api *api;
@@ -496,8 +508,8 @@ static void server_command_label(const struct ky_command_label *label, char *op,
 /* A zeroize replaces the seal key; the storage mark, sealed under it, follows. */
 static int server_rekey(struct unitd_server *srv, const struct ky_domain *d)
 {
-	return srv->ks != NULL ? unitd_keystore_state_rekey(srv->ks, srv->st, d)
-	                       : unitd_state_rekey(srv->st, d);
+	return srv->ks != NULL ? unitd_keystore_state_rekey(srv->ks, srv->dd, d)
+	                       : unitd_state_rekey(srv->dd, d);
 }
 
 /* Verifies a command against a snapshot of the state, outside the lock: nothing that is not
@@ -610,8 +622,8 @@ static enum MHD_Result server_command(struct unitd_server *srv, struct MHD_Conne
 		goto done;
 	/* A zeroize also replaces the seal key: no copy of an earlier state opens again. */
 	if ((r = ky_verified_op(v) == KY_OP_ZEROIZE ? server_rekey(srv, copy)
-	                                            : unitd_state_write(srv->st, copy)) != 0) {
-		unitd_log("error: cannot write sealed state '%s': %s", srv->st->state_path,
+	                                            : unitd_state_write(srv->dd, copy)) != 0) {
+		unitd_log("error: cannot write sealed state '%s': %s", srv->dd->state_path,
 		          ky_err_message(r));
 		snprintf(detail, sizeof(detail),
 		         "the unit cannot write its sealed state: nothing was changed");
@@ -1009,7 +1021,7 @@ static unsigned server_threads(void)
 	return n > 64 ? 64 : (unsigned)n;
 }
 
-int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
+int unitd_server_start(const struct unitd_config *cfg, struct unitd_datadir *dd,
                        struct ky_domain **dom, struct unitd_keystore **ks,
                        struct unitd_server **out, char *err, size_t errlen)
 {
@@ -1028,7 +1040,7 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_store *st,
 		snprintf(err, errlen, "cannot create a mutex");
 		return KY_ERR_INTERNAL;
 	}
-	srv->st = st;
+	srv->dd = dd;
 	srv->imprint = cfg->imprint;
 	unitd_metrics_init(cfg->metrics != 0);
 	for (size_t i = 0; i < SERVER_NROUTES; i++) {

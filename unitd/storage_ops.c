@@ -35,7 +35,10 @@
 #include "kyok/kms.h"
 #include "kyok/store.h"
 #include "unitd/api.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/keystore.h"
+#include "unitd/log.h"
+#include "unitd/storage_ops.h"
 
 #define STORAGE_VP_SHOWN      8
 #define STORAGE_PAUSE_TICK_MS 20 /* a pause looks at the stop flag this often */

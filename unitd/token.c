@@ -16,7 +16,7 @@
 
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-#include "unitd/api.h"
+#include "unitd/token.h"
 
 #define TOKEN_ISS         "kyok"
 #define TOKEN_MAC_LEN     KY_HMAC_SHA256_LEN

@@ -507,6 +507,28 @@
 	X(APIKEY_ROW_ALTERED, "apikey-row-altered", KY_EXIT_STATE, 409,                            \
 	  "the stored row of this API key does not verify (altered, or without a tag), and is "    \
 	  "never written again: make a new API key under another name, and revoke this one")       \
+	X(LISTEN_NEEDS_TLS, "listen-needs-tls", KY_EXIT_USAGE, 400,                                \
+	  "a crypto unit listening on an address other than loopback serves HTTPS only: add "      \
+	  "--tls (the instance's own CA) or --tls-cert FILE and --tls-key FILE")                   \
+	X(JOIN_OTHER_INSTANCE, "join-other-instance", KY_EXIT_INPUT, 400,                          \
+	  "the join file is for another instance: make the request from this instance's "          \
+	  "invitation ('kyok host invite' on the host holding its anchor)")                        \
+	X(JOIN_UNIT_EXISTS, "join-unit-exists", KY_EXIT_INPUT, 409,                                \
+	  "a crypto unit of the join request is in the instance already: a request is accepted "   \
+	  "once; make a new one for new units ('kyok host join-request')")                         \
+	X(JOIN_ANSWER_MISMATCH, "join-answer-mismatch", KY_EXIT_INPUT, 400,                        \
+	  "the join answer does not verify against this host's request, the instance's anchor "    \
+	  "and TLS CA (altered, or the answer to another request): nothing was installed; ask "    \
+	  "the anchor's holder for the answer to this request")                                    \
+	X(JOIN_LOOPBACK, "join-address-loopback", KY_EXIT_USAGE, 400,                              \
+	  "units on another host must listen on an address the other hosts reach: give that "      \
+	  "host's own IPv4 address, not loopback or 0.0.0.0")                                      \
+	X(KP_IMPORT_PUBKEY, "kp-import-pubkey", KY_EXIT_INPUT, 400,                                \
+	  "this is not an import token's public key: give the 'payload' that 'kyok kp "            \
+	  "import-token show' prints (base64 of a PEM RSA public key of 2048 bits or more)")       \
+	X(KP_IMPORT_NONCE, "kp-import-nonce", KY_EXIT_INPUT, 400,                                  \
+	  "this is not an import token's nonce: give the 'nonce' that 'kyok kp import-token "      \
+	  "show' prints (base64 of 12 bytes)")                                                     \
 	X(QUERY_PARAM_REPEATED, "query-parameter-repeated", KY_EXIT_USAGE, 400,                    \
 	  "a query parameter is given more than once: give each once")                             \
 	X(QUERY_PARAM_EMPTY, "query-parameter-empty", KY_EXIT_USAGE, 400,                          \

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "tests/fuzz/fuzz.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "tests/fuzz/fuzz.h"
-#include "unitd/api.h"
+#include "unitd/token.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

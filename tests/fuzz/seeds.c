@@ -18,7 +18,7 @@
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "tests/fuzz/fuzz.h"
-#include "unitd/api.h"
+#include "unitd/token.h"
 
 static const char *seeds_dir;
 

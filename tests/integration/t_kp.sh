@@ -5,7 +5,9 @@
 # dies; wrong and revoked API keys; malformed input files; an API key with two roles. Then
 # ibmcloud kp's spelling of every command beside kyok's, -o json, -i, "did you mean", the
 # ibmcloud options refused by name, and the features a unit may not offer (key rings, aliases,
-# import tokens, registrations). Last, the policy pass (rotation by policy, purge 90 days after
+# import tokens, registrations); a secure import through the CLI only (import-token
+# key-encrypt, nonce-encrypt, key create -k -n -v), keys created in and moved between key
+# rings, aliases on create, key sync. Last, the policy pass (rotation by policy, purge 90 days after
 # deletion) with the units' pass clock moved ahead.
 . "$(dirname "$0")/helpers.sh"
 setup
@@ -380,10 +382,24 @@ expect_rc "instance policy-update dual-auth-delete -d" 0 'dualAuthDelete +disabl
 expect_rc "instance-policy-update rotation -d" 0 '^rotation +disabled' kpi Manager instance-policy-update rotation -d
 expect_eq "instance-policies -o json" \
 	"$(stdout_of kpi Manager instance-policies -o json | jq -r '[.resources[] | select(.policy_type == "dualAuthDelete") | .policy_data.enabled] | join(",")')" false
-for t in allowed-network metrics key-create-import-access; do
-	expect_rc "instance policy-update $t: refused by name" 2 "^error: $t: this ibmcloud kp option is not offered by kyok kp: it sets rotation and dual-auth-delete only: set $t with the key API" \
+for t in allowed-ip metrics key-create-import-access; do
+	expect_rc "instance policy-update $t: refused by name" 2 "^error: $t: this ibmcloud kp option is not offered by kyok kp: ibmcloud kp has no such policy-update either: set $t with the key API" \
 		kpi Manager instance policy-update "$t" -e
 done
+expect_rc "instance policy-update allowed-network -e -t private-only" 0 \
+	'^allowedNetwork +enabled +allowed_network="private-only"' \
+	kpi Manager instance policy-update allowed-network -e -t private-only
+expect_eq "instance-policies -o json: allowedNetwork private-only" \
+	"$(stdout_of kpi Manager instance-policies -o json | jq -r '.resources[] | select(.policy_type == "allowedNetwork") | "\(.policy_data.enabled) \(.policy_data.attributes.allowed_network)"')" \
+	"true private-only"
+expect_rc "instance-policy-update allowed-network --disable" 0 '^allowedNetwork +disabled' \
+	kpi Manager instance-policy-update allowed-network --disable
+expect_rc "instance policy-update allowed-network -e without -t" 2 'give -t public-and-private' \
+	kpi Manager instance policy-update allowed-network -e
+expect_rc "instance policy-update allowed-network -t intranet" 2 "^error: -t/--network-type: .*not 'intranet'" \
+	kpi Manager instance policy-update allowed-network -e -t intranet
+expect_rc "key policy-update rotation -t: refused" 2 "^error: -t/--network-type: .*allowed-network" \
+	kpi Manager key policy-update rotation "$k2" -m 2 -t private-only
 # -i / --instance-ID / $KP_INSTANCE_ID
 expect_ok "keys -i (this instance)" kpi Reader keys -i "$iid"
 expect_ok "key show --instance-ID (this instance)" kpi Reader key show "$k2" --instance-ID "$iid"
@@ -394,14 +410,17 @@ expect_rc "\$KP_INSTANCE_ID of another instance: refused" 3 "KP_INSTANCE_ID.*'ot
 	env KP_INSTANCE_ID=other "$KYOK" kp keys --apikey-file "$AK/t-Reader.apikey"
 expect_ok "\$KP_INSTANCE_ID of this instance" env KP_INSTANCE_ID="$iid" "$KYOK" kp keys --apikey-file "$AK/t-Reader.apikey"
 # refused ibmcloud kp options: by name, with the reason, nothing sent
-for o in "-k AAAA" "--key-material AAAA" "-n AAAA" "--encrypted-nonce AAAA" "-v AAAA" "--iv AAAA" \
-	"-a al" "--aliases al" "-r ring" "--key-ring ring"; do
-	n=${o%% *}
+for o in "-k AAAA" "--key-material AAAA"; do
 	# shellcheck disable=SC2086
-	expect_rc "key create $n: refused by name" 2 "^error: -?.*${n#-}.*: this ibmcloud kp option is not offered by kyok kp: " \
+	expect_rc "key create $o (no -n, -v): key material in the clear, refused by name" 2 \
+		"^error: -k/--key-material: this ibmcloud kp option is not offered by kyok kp: without -n and -v it is key material in the clear.*seen by every user of this host.*--payload-file" \
 		kpi Writer key create kp-refused $o
 done
-expect_rc "key create -k: the reason" 2 'seen by every user of this host.*--payload-file' kpi Writer key create kp-refused -k AAAA
+for o in "-n AAAA" "--encrypted-nonce AAAA" "-v AAAA" "--iv AAAA"; do
+	# shellcheck disable=SC2086
+	expect_rc "key create $o without -k: refused" 2 "^error: -.*: wrong usage: imports a key encrypted to the import token: give -k ENCRYPTED_KEY" \
+		kpi Writer key create kp-refused $o
+done
 expect_rc "key rotate -k: refused" 2 '^error: -k/--key-material: this ibmcloud' kpi Writer key rotate "$k2" -k AAAA
 expect_rc "key restore --key-material: refused" 2 "restore takes none" kpi Manager key restore "$k3" --key-material AAAA
 expect_rc "key wrap -p: refused, the value not echoed" 2 '^error: -p/--plaintext: .*--plaintext-file FILE' \
@@ -409,7 +428,7 @@ expect_rc "key wrap -p: refused, the value not echoed" 2 '^error: -p/--plaintext
 if grep -q c2VjcmV0LWRhdGEta2V5 <<<"$out"; then fail "key wrap -p: the value echoed"; else pass "key wrap -p: the value not echoed"; fi
 expect_rc "wrap --plaintext: refused" 2 '^error: -p/--plaintext: this ibmcloud kp option' \
 	kpi Reader wrap "$k2" --plaintext c2VjcmV0LWRhdGEta2V5
-expect_rc "key rotate -n, -v: refused" 2 '^error: -n/--encrypted-nonce: .*without an import token' \
+expect_rc "key rotate -n, -v: refused" 2 '^error: -n/--encrypted-nonce: .*on key create only' \
 	kpi Writer key rotate "$k2" -n AAAA -v BBBB
 expect_rc "key wrap -a with a comma: refused" 2 "^error: -a: .*holds a comma" kpi Reader key wrap "$k2" --show -a a,b
 expect_rc "keys -c: refused" 2 '^error: -c/--crn: .*-o json' kpi Reader keys -c
@@ -466,7 +485,7 @@ feature "key alias-delete" kpi Manager key alias-delete "$k2" kp-alias-1
 feature "key-alias-delete" kpi Manager key-alias-delete "$k2" kp-alias-2
 feature "import-token create -e -m" kpi Manager import-token create -e 600 -m 2
 feature "import-token-create --expiration --max-retrievals" kpi Manager import-token-create \
-	--expiration 600 --max-retrievals 2
+	--expiration 600 --max-retrievals 3
 feature "import-token show" kpi Manager import-token show
 feature "import-token-show -o json" kpi Manager import-token-show -o json
 feature "registrations" kpi Manager registrations
@@ -477,6 +496,112 @@ expect_rc "import-token create -e 0" 2 '^error: -e/--expiration: ' kpi Manager i
 expect_rc "kp key-rnigs: did you mean" 2 "did you mean 'kyok kp key-rings'" "$KYOK" kp key-rnigs
 expect_rc "kp key-ring craete: did you mean" 2 "did you mean 'kyok kp key-ring create'" "$KYOK" kp key-ring craete r
 expect_eq "the key kept no alias" "$(stdout_of kpi Reader key show "$k2" -o json | jq -r '.resources[0].aliases // [] | length')" 0
+
+# ---- secure import through the CLI only; key rings and aliases on create; key update, sync -----
+# One import token for all of it (a unit makes an RSA-4096 key for each token): the one made
+# above, which has a retrieval left. The key material never goes on a command line.
+head -c 32 /dev/urandom >"$T_DIR/imp.bin"
+head -c 32 /dev/urandom >"$T_DIR/imp-other.bin"
+head -c 20 /dev/urandom >"$T_DIR/imp-20.bin"
+kpi Manager import-token show -o json >"$T_DIR/tok.json"
+pub=$(jq -r .payload "$T_DIR/tok.json")
+nonce=$(jq -r .nonce "$T_DIR/tok.json")
+ek=$(stdout_of "$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp.bin" -p "$pub" -o json | jq -r .encryptedKey)
+expect_eq "import-token key-encrypt -o json: 512 bytes (RSA-4096)" "$(base64 -d <<<"$ek" | wc -c)" 512
+expect_rc "import-token-key-encrypt --pubkey: the table" 0 '^encrypted key +[A-Za-z0-9+/]{680}' \
+	"$KYOK" kp import-token-key-encrypt --key-file "$T_DIR/imp.bin" --pubkey "$pub"
+"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$nonce" -o json >"$T_DIR/en.json"
+en=$(jq -r .encryptedNonce "$T_DIR/en.json")
+niv=$(jq -r .iv "$T_DIR/en.json")
+expect_eq "import-token nonce-encrypt -o json: 28 and 12 bytes" \
+	"$(base64 -d <<<"$en" | wc -c) $(base64 -d <<<"$niv" | wc -c)" "28 12"
+expect_rc "import-token-nonce-encrypt --nonce: the table" 0 '^iv +[A-Za-z0-9+/]{16}$' \
+	"$KYOK" kp import-token-nonce-encrypt --key-file "$T_DIR/imp.bin" --nonce "$nonce"
+# refusals on this host, before anything is sent
+k64=$(base64 -w0 "$T_DIR/imp.bin")
+expect_rc "import-token key-encrypt -k: refused, the material not echoed" 2 \
+	'^error: -k/--key: this ibmcloud kp option is not offered by kyok kp: key material on the command line is seen by every user.*--key-file FILE' \
+	"$KYOK" kp import-token key-encrypt -k "$k64" -p "$pub"
+if grep -qF "$k64" <<<"$out"; then fail "key-encrypt -k: the material echoed"; else pass "key-encrypt -k: the material not echoed"; fi
+expect_rc "import-token nonce-encrypt --key: refused" 2 '^error: -k/--key: .*--key-file FILE' \
+	"$KYOK" kp import-token nonce-encrypt --key "$k64" -n "$nonce"
+expect_rc "import-token nonce-encrypt -c: refused by name" 2 '^error: -c/--cbc: .*AES-GCM only' \
+	"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$nonce" -c
+expect_rc "import-token key-encrypt -a MD5" 2 "^error: -a/--hash: .*not 'MD5'" \
+	"$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp.bin" -p "$pub" -a MD5
+expect_rc "import-token key-encrypt -p of no key" 3 "^error: -p/--pubkey: this is not an import token's public key" \
+	"$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp.bin" -p "$(printf 'not a key' | base64)"
+expect_rc "import-token key-encrypt: 20 bytes of material" 3 "^error: --key-file .*imp-20.bin: key material has the wrong length.*20 bytes" \
+	"$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp-20.bin" -p "$pub"
+expect_rc "import-token key-encrypt without --key-file" 2 'give the key material to import: --key-file FILE' \
+	"$KYOK" kp import-token key-encrypt -p "$pub"
+expect_rc "import-token nonce-encrypt -n of 9 bytes" 3 "^error: -n/--nonce: this is not an import token's nonce" \
+	"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$(head -c 9 /dev/zero | base64)"
+expect_rc "import-token key-encrypt -i of another instance: refused" 3 "^error: -i/--instance-ID: .*'not-$iid' is not this instance" \
+	"$KYOK" kp import-token key-encrypt --key-file "$T_DIR/imp.bin" -p "$pub" -i "not-$iid"
+expect_rc "import-token nonce-encrypt --key-ring: refused, nothing to send it with" 2 "^error: --key-ring: .*key create -r RING" \
+	"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp.bin" -n "$nonce" --key-ring kp-ring-a
+expect_rc "key create -k, -n, -v with -s: refused" 2 '^error: -k/--key-material: .*is a root key' \
+	kpi Writer key create kp-refused -k "$ek" -n "$en" -v "$niv" -s
+expect_rc "key create -k of material in the clear, with -n, -v: refused" 2 '^error: -k/--key-material: .*not key material in the clear' \
+	kpi Writer key create kp-refused -k "$k64" -n "$en" -v "$niv"
+expect_rc "key create -v of 8 bytes: refused" 2 "^error: -v/--iv: .*is not an IV" \
+	kpi Writer key create kp-refused -k "$ek" -n "$en" -v "$(head -c 8 /dev/zero | base64)"
+# the unit's refusals: a nonce encrypted under other material, then the import, then a replay
+"$KYOK" kp import-token nonce-encrypt --key-file "$T_DIR/imp-other.bin" -n "$nonce" -o json >"$T_DIR/en2.json"
+expect_rc "key create: the nonce under other material, refused by the unit" 3 "^error: key 'kp-refused': " \
+	kpi Writer key create kp-refused -k "$ek" -n "$(jq -r .encryptedNonce "$T_DIR/en2.json")" -v "$(jq -r .iv "$T_DIR/en2.json")"
+kimp=$(stdout_of kpi Writer key create kp-imported -k "$ek" -n "$en" -v "$niv" -o json | jq -r '.resources[0].id')
+if [[ "$kimp" =~ ^[0-9a-f-]{36}$ ]]; then pass "key create -k -n -v: imported through the token ($kimp)"; else fail "key create -k -n -v: '$kimp'"; fi
+expect_eq "... a root key, imported" \
+	"$(stdout_of kpi Reader key show "$kimp" -o json | jq -r '.resources[0] | "\(.extractable) \(.imported)"')" "false true"
+expect_rc "key create with the same -k -n -v again: the nonce is used, refused" 3 "^error: key 'kp-imported2': " \
+	kpi Writer key-create --name kp-imported2 --key-material "$ek" --encrypted-nonce "$en" --iv "$niv"
+# The unit took the key only after the nonce decrypted under it with AES-GCM (tag checked):
+# it holds exactly the material of imp.bin. It wraps and unwraps.
+head -c 32 /dev/urandom >"$T_DIR/imp-dek.bin"
+kpi Reader key wrap "$kimp" --plaintext-file "$T_DIR/imp-dek.bin" -o json | jq -j .ciphertext >"$T_DIR/imp-ct.txt"
+expect_eq "wrap, unwrap with the imported key" \
+	"$(stdout_of kpi Reader key unwrap "$kimp" --ciphertext-file "$T_DIR/imp-ct.txt" --show)" \
+	"$(base64 -w0 <"$T_DIR/imp-dek.bin")"
+expect_eq "no key made by a refused import" \
+	"$(stdout_of kpi Reader keys --limit 5000 --state 1,2,3,5 -o json | jq '[.resources[] | select(.name == "kp-refused" or .name == "kp-imported2")] | length')" 0
+# key rings: create in one (-r), with aliases (-a, repeated and with commas), list it, move it
+expect_ok "key-ring create kp-ring-a" kpi Manager key-ring create kp-ring-a
+kr=$(stdout_of kpi Writer key create kp-ringed -r kp-ring-a -a kp-al-1 -a kp-al-2,kp-al-3 -o json | jq -r '.resources[0].id')
+expect_eq "key create -r RING -a -a: in that ring, with the aliases" \
+	"$(stdout_of kpi Reader key show "$kr" -o json | jq -r '.resources[0] | "\(.keyRingID) \(.aliases | sort | join(","))"')" \
+	"kp-ring-a kp-al-1,kp-al-2,kp-al-3"
+expect_eq "keys --key-ring RING: that key only" \
+	"$(stdout_of kpi Reader keys --key-ring kp-ring-a -o json | jq -r '[.resources[].id] | join(",")')" "$kr"
+expect_rc "key show --key-ring of another ring: refused by the unit" 3 "^error: key $kr: " \
+	kpi Reader key show "$kr" --key-ring default
+expect_rc "key update ID -r default" 0 "keyRingID +default" kpi Manager key update "$kr" -r default
+expect_eq "... seen in key show -o json" \
+	"$(stdout_of kpi Reader key show "$kr" -o json | jq -r '.resources[0].keyRingID')" default
+expect_eq "key-update ID --new-key-ring RING -o json: moved back" \
+	"$(stdout_of kpi Manager key-update "$kr" --new-key-ring kp-ring-a -o json | jq -r '.resources[0].keyRingID')" kp-ring-a
+expect_rc "key update -r of no ring: refused by the unit, naming it" 3 "^error: key $kr: .*kp-no-ring" \
+	kpi Manager key update "$kr" -r kp-no-ring
+expect_eq "... the key stayed in its ring" \
+	"$(stdout_of kpi Reader key show "$kr" -o json | jq -r '.resources[0].keyRingID')" kp-ring-a
+expect_rc "key update without -r" 2 'give the key ring to move the key to' kpi Manager key update "$kr"
+expect_rc "key update -r 'a/b': refused here" 2 "^error: -r/--new-key-ring: .*'a/b' is not a key ring ID" \
+	kpi Manager key update "$kr" -r a/b
+expect_rc "key create --key-ring of no ring: refused by the unit" 3 "^error: key 'kp-refused': .*kp-no-ring" \
+	kpi Writer key create kp-refused --key-ring kp-no-ring
+expect_rc "keys --key-ring 'a/b': refused here" 2 "^error: --key-ring: .*'a/b' is not a key ring ID" \
+	kpi Reader keys --key-ring a/b
+expect_rc "key create -a of no alias: refused here" 2 "^error: -a/--aliases: .*'b@d' is not an alias" \
+	kpi Writer key create kp-refused -a b@d
+expect_eq "no key made by these refusals" \
+	"$(stdout_of kpi Reader keys --limit 5000 --state 1,2,3,5 -o json | jq '[.resources[] | select(.name == "kp-refused")] | length')" 0
+expect_eq "registrations -c CRN -r RING -o json: none (no service registers kyok keys)" \
+	"$(stdout_of kpi Reader registrations -c 'crn:v1:bluemix:public:cloud-object-storage:global:a/1:2:bucket:b' -r kp-ring-a -o json | jq '.resources // [] | length')" 0
+expect_rc "registrations -c of nothing: refused here" 2 '^error: -c/--crn-query: ' kpi Reader registrations -c ''
+# sync: the units refuse it within an hour of the key's last change, as Key Protect does
+expect_rc "key sync: within the hour, refused by the unit" 5 "^error: key $kr: " kpi Writer key sync "$kr"
+expect_rc "key-sync: the same" 5 "^error: key $kr: " kpi Writer key-sync "$kr"
 
 # ---- policies acted on over time: the policy pass of both units -----------------------------
 # The units are restarted with the pass's clock some days ahead (policy_pass_days_ahead, a

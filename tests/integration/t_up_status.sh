@@ -46,10 +46,10 @@ doc_block() {
 # help_text CMD...: CMD --help without its common options.
 help_text() { "$@" --help | sed '/^common options:$/,$d' | trim_blank; }
 doc_bad=
-for group in "" tke scup kp audit; do
+for group in "" tke scup kp audit host; do
 	# shellcheck disable=SC2086
 	for c in $("$KYOK" $group --help | awk '/^  [a-z]/{print $1}'); do
-		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = scup ] || [ "$c" = kp ] || [ "$c" = audit ]; } && continue
+		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = scup ] || [ "$c" = kp ] || [ "$c" = audit ] || [ "$c" = host ]; } && continue
 		name="kyok${group:+ $group} $c"
 		# shellcheck disable=SC2086
 		if [ "$(doc_block "### \`$name\`")" != "$(help_text "$KYOK" $group "$c")" ]; then
@@ -59,7 +59,7 @@ for group in "" tke scup kp audit; do
 done
 # The command lists of kyok and of each group: each is one of the doc's code blocks, exactly.
 doc_blocks() { awk '/^```$/ {if (b) {printf "\036"; b = 0} else b = 1; next} b {print}' "$DOC"; }
-for group in "" tke scup kp audit; do
+for group in "" tke scup kp audit host; do
 	# shellcheck disable=SC2086
 	want=$(help_text "$KYOK" $group)
 	found=

@@ -17,12 +17,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kyok/ceremony.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
 #include "kyok/imprint.h"
 #include "kyok/kms.h"
 #include "kyok/kms_import.h"
 #include "unitd/api.h"
+#include "unitd/config.h"
+#include "unitd/imprint.h"
+#include "unitd/token.h"
 #include "unitd/unitd.h"
 
 #define NOW  ((int64_t)1800000000)

@@ -30,6 +30,8 @@
 #include "cli/workspace.c"
 #include "cli/tke_bundle.c"
 #include "cli/kp_verbs.c"
+#include "cli/kp_seal.c"
+#include <openssl/ec.h>
 #include "cli/token_part.h"
 
 static char tmpdir[256];
@@ -1494,6 +1496,175 @@ static void test_kp_verbs_usage(void **state)
 	free(text);
 }
 
+/* ---- kp_seal: the client's side of secure import ---- */
+
+/* A PEM public key of pk, NUL-terminated, in buf. */
+static size_t seal_pem(EVP_PKEY *pk, char *buf, size_t cap)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *p = NULL;
+	long n;
+
+	assert_non_null(bio);
+	assert_int_equal(PEM_write_bio_PUBKEY(bio, pk), 1);
+	n = BIO_get_mem_data(bio, &p);
+	assert_true(n > 0 && (size_t)n < cap);
+	memcpy(buf, p, (size_t)n);
+	buf[n] = '\0';
+	BIO_free(bio);
+	return (size_t)n;
+}
+
+/* RSAES-OAEP decryption with md for the OAEP hash and MGF1: what a unit does. */
+static int seal_oaep_open(EVP_PKEY *pk, const char *md, const uint8_t *ct, size_t ctlen,
+                          uint8_t *out, size_t *outlen)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+	int ok;
+
+	assert_non_null(ctx);
+	ok = EVP_PKEY_decrypt_init(ctx) == 1 &&
+	     EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1 &&
+	     EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, md, NULL) == 1 &&
+	     EVP_PKEY_CTX_set_rsa_mgf1_md_name(ctx, md, NULL) == 1 &&
+	     EVP_PKEY_decrypt(ctx, out, outlen, ct, ctlen) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+static void test_kp_seal_key(void **state)
+{
+	EVP_PKEY *pk = EVP_RSA_gen(2048), *small = EVP_RSA_gen(1024);
+	EVP_PKEY *ec = EVP_EC_gen("P-256");
+	char pem[4096], other[4096];
+	size_t pemlen, n = 0, outlen;
+	uint8_t key[32], ct[KP_SEAL_CIPHER_MAX], out[512];
+
+	(void)state;
+	assert_non_null(pk);
+	assert_non_null(small);
+	assert_non_null(ec);
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(i * 7 + 1);
+	pemlen = seal_pem(pk, pem, sizeof(pem));
+	/* SHA-256 (the default): opens with SHA-256, not with SHA-1 */
+	for (size_t klen = 16; klen <= 32; klen += 8) {
+		assert_int_equal(
+		    kp_seal_key((const uint8_t *)pem, pemlen, key, klen, 0, ct, sizeof(ct), &n), 0);
+		assert_int_equal(n, 256);
+		outlen = sizeof(out);
+		assert_int_equal(seal_oaep_open(pk, "SHA256", ct, n, out, &outlen), 0);
+		assert_int_equal(outlen, klen);
+		assert_memory_equal(out, key, klen);
+		outlen = sizeof(out);
+		assert_int_equal(seal_oaep_open(pk, "SHA1", ct, n, out, &outlen), -1);
+	}
+	/* SHA-1 when asked */
+	assert_int_equal(kp_seal_key((const uint8_t *)pem, pemlen, key, 24, 1, ct, sizeof(ct), &n),
+	                 0);
+	outlen = sizeof(out);
+	assert_int_equal(seal_oaep_open(pk, "SHA1", ct, n, out, &outlen), 0);
+	assert_int_equal(outlen, 24);
+	assert_memory_equal(out, key, 24);
+	/* two encryptions differ (OAEP is randomised) */
+	{
+		uint8_t ct2[KP_SEAL_CIPHER_MAX];
+		size_t n2 = 0;
+		assert_int_equal(
+		    kp_seal_key((const uint8_t *)pem, pemlen, key, 32, 0, ct, sizeof(ct), &n), 0);
+		assert_int_equal(
+		    kp_seal_key((const uint8_t *)pem, pemlen, key, 32, 0, ct2, sizeof(ct2), &n2),
+		    0);
+		assert_int_equal(n, n2);
+		assert_true(memcmp(ct, ct2, n) != 0);
+	}
+	/* refusals: key lengths, public keys that are not an import token's */
+	assert_int_equal(kp_seal_key((const uint8_t *)pem, pemlen, key, 15, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KEY_MATERIAL);
+	assert_int_equal(kp_seal_key((const uint8_t *)pem, pemlen, key, 0, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KEY_MATERIAL);
+	assert_int_equal(kp_seal_key((const uint8_t *)pem, pemlen, key, 33, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KEY_MATERIAL);
+	assert_int_equal(
+	    kp_seal_key((const uint8_t *)"not a key", 9, key, 32, 0, ct, sizeof(ct), &n),
+	    KY_ERR_KP_IMPORT_PUBKEY);
+	assert_int_equal(kp_seal_key((const uint8_t *)pem, 0, key, 32, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KP_IMPORT_PUBKEY);
+	assert_int_equal(
+	    kp_seal_key((const uint8_t *)pem, pemlen / 2, key, 32, 0, ct, sizeof(ct), &n),
+	    KY_ERR_KP_IMPORT_PUBKEY);
+	n = seal_pem(small, other, sizeof(other));
+	assert_int_equal(kp_seal_key((const uint8_t *)other, n, key, 32, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KP_IMPORT_PUBKEY);
+	n = seal_pem(ec, other, sizeof(other));
+	assert_int_equal(kp_seal_key((const uint8_t *)other, n, key, 32, 0, ct, sizeof(ct), &n),
+	                 KY_ERR_KP_IMPORT_PUBKEY);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_free(small);
+	EVP_PKEY_free(ec);
+}
+
+/* AES-GCM decryption of ct || tag under key and iv: what a unit does. */
+static int seal_gcm_open(const uint8_t *key, size_t keylen, const uint8_t *iv, const uint8_t ct[28],
+                         uint8_t pt[12])
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	const EVP_CIPHER *c = keylen == 16   ? EVP_aes_128_gcm()
+	                      : keylen == 24 ? EVP_aes_192_gcm()
+	                                     : EVP_aes_256_gcm();
+	uint8_t tag[16];
+	int len = 0, fin = 0, ok;
+
+	assert_non_null(ctx);
+	memcpy(tag, ct + 12, sizeof(tag));
+	ok = EVP_DecryptInit_ex2(ctx, c, NULL, NULL, NULL) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+	     EVP_DecryptInit_ex2(ctx, NULL, key, iv, NULL) == 1 &&
+	     EVP_DecryptUpdate(ctx, pt, &len, ct, 12) == 1 && len == 12 &&
+	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 &&
+	     EVP_DecryptFinal_ex(ctx, pt + len, &fin) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+static void test_kp_seal_nonce(void **state)
+{
+	uint8_t key[32], nonce[13], iv[12], iv2[12], out[28], pt[12];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(0xa0 ^ i);
+	for (size_t i = 0; i < sizeof(nonce); i++)
+		nonce[i] = (uint8_t)(i + 1);
+	memset(iv, 0x5c, sizeof(iv));
+	memcpy(iv2, iv, sizeof(iv2));
+	iv2[11] ^= 1;
+	for (size_t klen = 16; klen <= 32; klen += 8) {
+		assert_int_equal(kp_seal_nonce(key, klen, nonce, 12, iv, out), 0);
+		assert_int_equal(seal_gcm_open(key, klen, iv, out, pt), 0);
+		assert_memory_equal(pt, nonce, 12);
+		/* another IV, or another key, does not open it */
+		assert_int_equal(seal_gcm_open(key, klen, iv2, out, pt), -1);
+		key[0] ^= 1;
+		assert_int_equal(seal_gcm_open(key, klen, iv, out, pt), -1);
+		key[0] ^= 1;
+	}
+	/* a known answer: AES-256-GCM of this nonce under this key and IV, ciphertext || tag
+	 * (computed apart from this code, with Python's cryptography package) */
+	{
+		static const uint8_t want[28] = {0x41, 0x52, 0x92, 0x36, 0x47, 0xc9, 0x79,
+		                                 0x44, 0xb1, 0xe1, 0x49, 0xc3, 0x55, 0x98,
+		                                 0x82, 0xeb, 0x7f, 0x57, 0x70, 0xb7, 0x21,
+		                                 0xcd, 0x9b, 0x96, 0x25, 0xb3, 0x23, 0xe2};
+		assert_int_equal(kp_seal_nonce(key, 32, nonce, 12, iv, out), 0);
+		assert_memory_equal(out, want, sizeof(want));
+	}
+	assert_int_equal(kp_seal_nonce(key, 32, nonce, 11, iv, out), KY_ERR_KP_IMPORT_NONCE);
+	assert_int_equal(kp_seal_nonce(key, 32, nonce, 13, iv, out), KY_ERR_KP_IMPORT_NONCE);
+	assert_int_equal(kp_seal_nonce(key, 20, nonce, 12, iv, out), KY_ERR_KEY_MATERIAL);
+	assert_int_equal(kp_seal_nonce(key, 0, nonce, 12, iv, out), KY_ERR_KEY_MATERIAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1525,6 +1696,8 @@ int main(void)
 	    cmocka_unit_test(test_kp_edit_distance),
 	    cmocka_unit_test(test_kp_verb_suggest),
 	    cmocka_unit_test(test_kp_verbs_usage),
+	    cmocka_unit_test(test_kp_seal_key),
+	    cmocka_unit_test(test_kp_seal_nonce),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

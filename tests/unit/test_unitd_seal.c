@@ -22,7 +22,8 @@
 
 #include "kyok/common.h"
 #include "kyok/err.h"
-#include "unitd/unitd.h"
+#include "unitd/config.h"
+#include "unitd/seal.h"
 
 #define INSTANCE "inst-1"
 #define UNIT     "unit-1"
@@ -31,7 +32,7 @@ struct fixture {
 	char dir[64];
 	char data[128];
 	struct unitd_config cfg;
-	struct unitd_store st;
+	struct unitd_datadir dd;
 	char err[512];
 };
 
@@ -76,7 +77,7 @@ static int setup(void **state)
 	snprintf(f->data, sizeof(f->data), "%s/data", f->dir);
 	if (config_for(f->data, &f->cfg) != 0)
 		return -1;
-	f->st.lock_fd = -1;
+	f->dd.lock_fd = -1;
 	*state = f;
 	return 0;
 }
@@ -85,7 +86,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	unitd_store_release(&f->st);
+	unitd_datadir_release(&f->dd);
 	unitd_config_release(&f->cfg);
 	rm_tree(f->dir);
 	free(f);
@@ -95,9 +96,9 @@ static int teardown(void **state)
 /* Opens the store and makes (or finds) its seal key. */
 static void open_with_key(struct fixture *f)
 {
-	assert_int_equal(unitd_store_open(&f->cfg, &f->st, f->err, sizeof(f->err)), 0);
-	assert_int_equal(unitd_seal_key_first(&f->st, f->err, sizeof(f->err)), 0);
-	assert_non_null(f->st.key);
+	assert_int_equal(unitd_datadir_open(&f->cfg, &f->dd, f->err, sizeof(f->err)), 0);
+	assert_int_equal(unitd_seal_key_first(&f->dd, f->err, sizeof(f->err)), 0);
+	assert_non_null(f->dd.key);
 }
 
 static void test_open_makes_dir_and_key(void **state)
@@ -113,26 +114,27 @@ static void test_open_makes_dir_and_key(void **state)
 	path_in(f, "seal.key", key, sizeof(key));
 	assert_int_equal(stat(key, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	snprintf(id, sizeof(id), "%s", f->st.key->id);
+	snprintf(id, sizeof(id), "%s", f->dd.key->id);
 
 	/* The next start finds the same key. */
-	unitd_store_release(&f->st);
+	unitd_datadir_release(&f->dd);
 	open_with_key(f);
-	assert_string_equal(f->st.key->id, id);
+	assert_string_equal(f->dd.key->id, id);
 }
 
 static void test_lock_refuses_second_daemon(void **state)
 {
 	struct fixture *f = *state;
-	struct unitd_store other;
+	struct unitd_datadir other;
 
 	open_with_key(f);
-	assert_int_equal(unitd_store_open(&f->cfg, &other, f->err, sizeof(f->err)), KY_ERR_CONFIG);
+	assert_int_equal(unitd_datadir_open(&f->cfg, &other, f->err, sizeof(f->err)),
+	                 KY_ERR_CONFIG);
 	assert_non_null(strstr(f->err, "in use by another kyok-unitd"));
 	/* Released, the lock is free again. */
-	unitd_store_release(&f->st);
-	assert_int_equal(unitd_store_open(&f->cfg, &other, f->err, sizeof(f->err)), 0);
-	unitd_store_release(&other);
+	unitd_datadir_release(&f->dd);
+	assert_int_equal(unitd_datadir_open(&f->cfg, &other, f->err, sizeof(f->err)), 0);
+	unitd_datadir_release(&other);
 }
 
 static void test_data_dir_is_a_file(void **state)
@@ -142,7 +144,7 @@ static void test_data_dir_is_a_file(void **state)
 
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_not_equal(unitd_store_open(&f->cfg, &f->st, f->err, sizeof(f->err)), 0);
+	assert_int_not_equal(unitd_datadir_open(&f->cfg, &f->dd, f->err, sizeof(f->err)), 0);
 	assert_non_null(strstr(f->err, "is not a directory"));
 }
 
@@ -218,21 +220,21 @@ static void test_mark_round_trip(void **state)
 
 	open_with_key(f);
 	/* No mark: the unit never saw key storage. */
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	assert_true(got.gen == 0 && got.epoch == 0);
-	assert_int_equal(unitd_mark_write(&f->st, INSTANCE, UNIT, &pos), 0);
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_equal(unitd_mark_write(&f->dd, INSTANCE, UNIT, &pos), 0);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	assert_true(got.gen == pos.gen && got.epoch == pos.epoch);
 	/* After a restart too. */
-	unitd_store_release(&f->st);
+	unitd_datadir_release(&f->dd);
 	open_with_key(f);
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	assert_true(got.gen == pos.gen && got.epoch == pos.epoch);
 	/* Removed: back to none. */
-	assert_int_equal(unitd_mark_remove(&f->st), 0);
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_equal(unitd_mark_remove(&f->dd), 0);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	assert_true(got.gen == 0 && got.epoch == 0);
-	assert_int_equal(unitd_mark_remove(&f->st), 0);
+	assert_int_equal(unitd_mark_remove(&f->dd), 0);
 }
 
 static void test_mark_refusals(void **state)
@@ -243,10 +245,10 @@ static void test_mark_refusals(void **state)
 	char path[256];
 
 	open_with_key(f);
-	assert_int_equal(unitd_mark_write(&f->st, INSTANCE, UNIT, &pos), 0);
+	assert_int_equal(unitd_mark_write(&f->dd, INSTANCE, UNIT, &pos), 0);
 	/* Bound to its unit and instance: another's mark copied here does not open. */
-	assert_int_not_equal(unitd_mark_load(&f->st, INSTANCE, "unit-2", &got), 0);
-	assert_int_not_equal(unitd_mark_load(&f->st, "inst-2", UNIT, &got), 0);
+	assert_int_not_equal(unitd_mark_load(&f->dd, INSTANCE, "unit-2", &got), 0);
+	assert_int_not_equal(unitd_mark_load(&f->dd, "inst-2", UNIT, &got), 0);
 
 	/* A flipped bit anywhere in the sealed part. */
 	path_in(f, "storage.mark", path, sizeof(path));
@@ -254,29 +256,29 @@ static void test_mark_refusals(void **state)
 	for (size_t i = strlen("KYOKMARK1\n"); i < file.len; i += 7) {
 		file.data[i] ^= 0x01;
 		assert_int_equal(ky_file_write_atomic(path, file.data, file.len, 0600), 0);
-		assert_int_not_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+		assert_int_not_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 		file.data[i] ^= 0x01;
 	}
 	/* Cut short. */
 	assert_int_equal(ky_file_write_atomic(path, file.data, file.len - 1, 0600), 0);
-	assert_int_not_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_not_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	/* Another magic. */
 	file.data[0] = 'X';
 	assert_int_equal(ky_file_write_atomic(path, file.data, file.len, 0600), 0);
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), KY_ERR_STATE_CORRUPT);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), KY_ERR_STATE_CORRUPT);
 	file.data[0] = 'K';
 	/* Put back whole, it opens again. */
 	assert_int_equal(ky_file_write_atomic(path, file.data, file.len, 0600), 0);
-	assert_int_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 	assert_true(got.gen == 41 && got.epoch == 1);
 	ky_buf_free(&file);
 
 	/* Under another seal key (the data directory made again), the old mark does not open. */
-	unitd_store_release(&f->st);
+	unitd_datadir_release(&f->dd);
 	path_in(f, "seal.key", path, sizeof(path));
 	assert_int_equal(unlink(path), 0);
 	open_with_key(f);
-	assert_int_not_equal(unitd_mark_load(&f->st, INSTANCE, UNIT, &got), 0);
+	assert_int_not_equal(unitd_mark_load(&f->dd, INSTANCE, UNIT, &got), 0);
 }
 
 int main(void)
