@@ -498,24 +498,13 @@ int api_check(struct api_ctx *x, enum api_perm perm)
 	return KY_ERR_FORBIDDEN;
 }
 
-/* Whether name is one of the space-separated words of list. Pure. */
-static bool api_word_in(const char *name, const char *list)
-{
-	size_t n = strlen(name);
-
-	for (const char *p = list; *p != '\0';) {
-		size_t w = strcspn(p, " ");
-		if (w == n && strncmp(p, name, n) == 0)
-			return true;
-		p += w;
-		p += strspn(p, " ");
-	}
-	return false;
-}
-
 struct api_query_check {
 	const char *allowed;
-	char bad[64];
+	char label[128];
+	uint32_t seen;
+	int r;
+	char *detail;
+	size_t detaillen;
 };
 
 static enum MHD_Result api_query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -524,30 +513,22 @@ static enum MHD_Result api_query_check_one(void *cls, enum MHD_ValueKind kind, c
 	struct api_query_check *c = cls;
 
 	(void)kind;
-	(void)value;
-	if (api_word_in(key, c->allowed))
-		return MHD_YES;
-	snprintf(c->bad, sizeof(c->bad), "%s", key);
-	return MHD_NO;
+	c->r = kp_query_param_check(c->allowed, c->label, key, value, &c->seen, c->detail,
+	                            c->detaillen);
+	return c->r == 0 ? MHD_YES : MHD_NO;
 }
 
-/* Every query parameter is one the route takes (KY_ERR_QUERY_PARAM naming the first that is
- * not). */
+/* Every query parameter is one the route takes, given once, with a value: the first that is
+ * not is refused by name (kp_query_param_check). MHD gives every pair, repeats included. */
 static int api_query_check(struct api_ctx *x)
 {
-	const char *allowed = api_routes[x->q->route].query;
-	struct api_query_check c = {.allowed = allowed};
+	struct api_query_check c = {.allowed = api_routes[x->q->route].query,
+	                            .detail = x->detail,
+	                            .detaillen = sizeof(x->detail)};
 
+	snprintf(c.label, sizeof(c.label), "%s %.100s", api_routes[x->q->route].method, x->q->url);
 	MHD_get_connection_values(x->c, MHD_GET_ARGUMENT_KIND, api_query_check_one, &c);
-	if (c.bad[0] == '\0')
-		return 0;
-	if (allowed[0] == '\0')
-		api_detail(x, "'%.60s': %s %s takes none", c.bad, api_routes[x->q->route].method,
-		           x->q->url);
-	else
-		api_detail(x, "'%.60s': %s %s takes %s", c.bad, api_routes[x->q->route].method,
-		           x->q->url, allowed);
-	return KY_ERR_QUERY_PARAM;
+	return c.r;
 }
 
 static int api_dispatch_route(struct api_ctx *x)

@@ -44,8 +44,8 @@ void kp_date(int64_t t, char out[KP_DATE_LEN + 1]);
  * KY_ERR_MALFORMED. */
 int kp_date_parse(const char *s, int64_t *out) KY_WUR;
 
-/* Query values. An empty value counts as absent (the SDK sends "limit=" for an unset limit):
- * *present is false and *out untouched. KY_ERR_MALFORMED otherwise when not valid. */
+/* Query values. NULL or an empty value counts as absent (*present false, *out untouched);
+ * a request's empty values are refused before (kp_query_param_check). KY_ERR_MALFORMED otherwise when not valid. */
 int kp_query_uint(const char *v, uint64_t max, bool *present, uint64_t *out) KY_WUR;
 int kp_query_bool(const char *v, bool *present, bool *out) KY_WUR;
 /* "1,2,5" -> bits (1u << state); states 0..5; no blanks, no empty items. */
@@ -106,6 +106,14 @@ void kp_detail(char *d, size_t n, const char *fmt, ...) __attribute__((format(pr
 int kp_filter_parse(const char *s, struct kp_filter *f, char *detail, size_t detaillen) KY_WUR;
 int kp_sort_parse(const char *s, struct kp_sort *o, char *detail, size_t detaillen) KY_WUR;
 int kp_search_parse(const char *s, struct kp_search *q, char *detail, size_t detaillen) KY_WUR;
+/* One query parameter (name=value) of a request whose route takes the space-separated names
+ * of allowed (at most KP_QUERY_PARAMS_MAX); label names the request in a refusal ("GET
+ * /api/v2/keys"). *seen (0 before the first) holds the names met so far. KY_ERR_QUERY_PARAM:
+ * a name allowed lacks; KY_ERR_QUERY_PARAM_REPEATED: a name met before;
+ * KY_ERR_QUERY_PARAM_EMPTY: no value (NULL, as in "?limit", or "", as in "?limit="). Pure. */
+#define KP_QUERY_PARAMS_MAX 16
+int kp_query_param_check(const char *allowed, const char *label, const char *name,
+                         const char *value, uint32_t *seen, char *detail, size_t detaillen) KY_WUR;
 /* k's state must be its state as of now (ky_key_state_at). */
 bool kp_filter_match(const struct kp_filter *f, const struct ky_key *k);
 bool kp_search_match(const struct kp_search *q, const struct ky_key *k);
@@ -156,7 +164,8 @@ struct kp_action_body {
 	struct ky_buf payload;   /* secret */
 	struct kp_secure secure; /* rotate with an import token */
 };
-/* Empty body (n == 0) = {}; a collection of one is taken too. action names the request in
+/* Empty body (n == 0) = {}; a collection of one is taken too (its metadata, when sent, of
+ * collectionType KP_TYPE_ACTION, KP_TYPE_KEY for "restore"). action names the request in
  * messages; takes is the space-separated list of the members it takes ("" for none): any other
  * member is KY_ERR_BODY_MEMBER naming its path. Members taken are type-checked; encryptedNonce,
  * iv and encryptionAlgorithm (when takes has them) go to secure. */

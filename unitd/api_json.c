@@ -339,15 +339,21 @@ static int kp_members_known(json_t *o, const char *known, const char *path, char
 	return kp_members_check(o, known, path, NULL, detail, detaillen);
 }
 
-/* The optional "metadata" of a collection body: {"collectionType": type, "collectionTotal":
- * the number of resources}. type NULL: any string. */
+/* The "metadata" of a collection body, required as Key Protect requires it:
+ * {"collectionType": type, "collectionTotal": the number of resources}, both members. */
 static int kp_metadata(json_t *j, const char *type, char *detail, size_t detaillen)
 {
 	json_t *m = json_object_get(j, "metadata"), *t, *n;
+	size_t nres = json_array_size(json_object_get(j, "resources"));
 	int r;
 
-	if (m == NULL)
-		return 0;
+	if (m == NULL) {
+		kp_detail(detail, detaillen,
+		          "member 'metadata' is required: {\"collectionType\": \"%s\", "
+		          "\"collectionTotal\": %zu}",
+		          type, nres);
+		return KY_ERR_MALFORMED;
+	}
 	if (!json_is_object(m)) {
 		kp_detail(detail, detaillen, "member 'metadata' must be an object");
 		return KY_ERR_MALFORMED;
@@ -357,18 +363,16 @@ static int kp_metadata(json_t *j, const char *type, char *detail, size_t detaill
 		return r;
 	t = json_object_get(m, "collectionType");
 	n = json_object_get(m, "collectionTotal");
-	if (t != NULL &&
-	    (!json_is_string(t) || (type != NULL && strcmp(json_string_value(t), type) != 0))) {
-		kp_detail(detail, detaillen, "member 'metadata.collectionType' must be %s",
-		          type != NULL ? type : "a string");
+	if (!json_is_string(t) || strcmp(json_string_value(t), type) != 0) {
+		kp_detail(detail, detaillen, "member 'metadata.collectionType' must be %s%s", type,
+		          t == NULL ? " (it is missing)" : "");
 		return KY_ERR_MALFORMED;
 	}
-	if (n != NULL && (!json_is_integer(n) ||
-	                  json_integer_value(n) !=
-	                      (json_int_t)json_array_size(json_object_get(j, "resources")))) {
+	if (!json_is_integer(n) || json_integer_value(n) != (json_int_t)nres) {
 		kp_detail(detail, detaillen,
-		          "member 'metadata.collectionTotal' must be the number of resources, %zu",
-		          json_array_size(json_object_get(j, "resources")));
+		          "member 'metadata.collectionTotal' must be the number of resources, "
+		          "%zu%s",
+		          nres, n == NULL ? " (it is missing)" : "");
 		return KY_ERR_MALFORMED;
 	}
 	return 0;
@@ -436,8 +440,7 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 		goto out;
 	if ((r = kp_one_resource(j, &res, detail, detaillen)) != 0)
 		goto out;
-	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
-	    (r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
+	if ((r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0)
 		goto out;
 	if ((r = kp_create_aliases(res, out, detail, detaillen)) != 0)
 		goto out;
@@ -496,6 +499,9 @@ int kp_parse_create(const uint8_t *body, size_t n, struct kp_create *out, char *
 		r = KY_ERR_MALFORMED;
 		goto out;
 	}
+	/* last: a body wrong in its resources is refused for them first */
+	if ((r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
+		goto out;
 	r = 0;
 out:
 	json_decref(j);
@@ -571,8 +577,7 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 	o = j;
 	if (json_object_get(j, "resources") != NULL &&
 	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
-	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
-	     (r = kp_metadata(j, NULL, detail, detaillen)) != 0))
+	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0))
 		goto out;
 	if (o != j)
 		path = "resources[0]";
@@ -586,6 +591,10 @@ int kp_parse_action(const uint8_t *body, size_t n, const char *action, const cha
 	                    detail, detaillen)) != 0 ||
 	    (r = kp_aad(o, out, detail, detaillen)) != 0 ||
 	    (r = kp_secure_parse(o, path, out->has_payload, &out->secure, detail, detaillen)) != 0)
+		goto out;
+	if (o != j &&
+	    (r = kp_metadata(j, strcmp(action, "restore") == 0 ? KP_TYPE_KEY : KP_TYPE_ACTION,
+	                     detail, detaillen)) != 0)
 		goto out;
 	r = 0;
 out:
@@ -621,8 +630,6 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 		          "member 'resources' must be an array of 1 or 2 policies");
 		goto out;
 	}
-	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
-		goto out;
 	json_array_foreach(res, i, item)
 	{
 		json_t *rot = json_object_get(item, "rotation");
@@ -717,6 +724,8 @@ int kp_parse_key_policies(const uint8_t *body, size_t n, const char *only,
 			out->dual_auth = en;
 		}
 	}
+	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
+		goto out;
 	r = 0;
 out:
 	json_decref(j);
@@ -1023,8 +1032,6 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 		          "member 'resources' must be an array of 1 to 6 policies");
 		goto out;
 	}
-	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
-		goto out;
 	json_array_foreach(res, i, item)
 	{
 		const char *type = NULL;
@@ -1153,6 +1160,8 @@ int kp_parse_instance_policies(const uint8_t *body, size_t n, const char *only, 
 			kp_meta_touch(&np.kcia_meta, actor, now);
 		}
 	}
+	if ((r = kp_metadata(j, KP_TYPE_POLICY, detail, detaillen)) != 0)
+		goto out;
 	*p = np;
 	r = 0;
 out:
@@ -1574,8 +1583,7 @@ int kp_parse_patch(const uint8_t *body, size_t n, char ring[KY_KEY_RING_MAX + 1]
 	o = j;
 	if (json_object_get(j, "resources") != NULL &&
 	    ((r = kp_one_resource(j, &o, detail, detaillen)) != 0 ||
-	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0 ||
-	     (r = kp_metadata(j, NULL, detail, detaillen)) != 0))
+	     (r = kp_members_known(j, "metadata resources", "", detail, detaillen)) != 0))
 		goto out;
 	if (o != j)
 		path = "resources[0]";
@@ -1594,6 +1602,8 @@ int kp_parse_patch(const uint8_t *body, size_t n, char ring[KY_KEY_RING_MAX + 1]
 		r = KY_ERR_KEY_RING_INVALID;
 		goto out;
 	}
+	if (o != j && (r = kp_metadata(j, KP_TYPE_KEY, detail, detaillen)) != 0)
+		goto out;
 	snprintf(ring, KY_KEY_RING_MAX + 1, "%s", id);
 	r = 0;
 out:

@@ -102,7 +102,7 @@ static int api_reply_key(struct api_ctx *x, unsigned status, const struct ky_key
 	return x->reply ? 0 : KY_ERR_NOMEM;
 }
 
-/* A query value, NULL when absent or empty (the SDKs send "name=" for an unset option). */
+/* A query value, NULL when absent (an empty one was refused by api_query_check). */
 static const char *api_query_opt(struct api_ctx *x, const char *k)
 {
 	const char *v = api_query(x, k);
@@ -420,6 +420,10 @@ int api_key_create(struct api_ctx *x)
 	if (r == KY_ERR_KEY_ALIAS_EXISTS)
 		api_detail(x, "one of the aliases in member 'resources[0].aliases' (each may be "
 		              "given once, and none may be another key's)");
+	if (r == KY_ERR_RECORD_TAMPERED && sp.naliases > 0)
+		api_detail(x, "member 'resources[0].aliases': every key record was read, and "
+		              "another key's sealed record lists one of them while the alias index "
+		              "does not (altered by hand), or a record failed its own check");
 	if (r == KY_ERR_KEY_LIMIT)
 		api_detail(
 		    x,
@@ -660,6 +664,12 @@ int api_key_alias(struct api_ctx *x, bool add)
 	unitd_keystore_flush(x->api->ks);
 	if (r == KY_ERR_KEY_ALIAS_EXISTS)
 		api_detail(x, "alias '%s'", x->q->alias);
+	else if (r == KY_ERR_RECORD_TAMPERED && add)
+		api_detail(x,
+		           "alias '%s': every key record was read, and another key's sealed record "
+		           "lists it while the alias index does not (altered by hand), or a record "
+		           "failed its own check",
+		           x->q->alias);
 	else if (r == KY_ERR_KEY_ALIAS_QUOTA)
 		api_detail(x, "key %s", x->q->id);
 	else if (r == KY_ERR_KEY_ALIAS_NOT_FOUND)

@@ -379,3 +379,42 @@ bool kp_search_match(const struct kp_search *q, const struct ky_key *k)
 		m = kp_search_text(q, k->aliases[i].name);
 	return q->negate ? !m : m;
 }
+
+/* ---- the parameters of a request ---- */
+
+int kp_query_param_check(const char *allowed, const char *label, const char *name,
+                         const char *value, uint32_t *seen, char *detail, size_t detaillen)
+{
+	unsigned at = 0;
+	size_t n = strlen(name);
+	bool found = false;
+
+	for (const char *p = allowed; *p != '\0' && !found;) {
+		size_t w = strcspn(p, " ");
+		if (w == n && strncmp(p, name, n) == 0) {
+			found = true;
+		} else {
+			at++;
+			p += w;
+			p += strspn(p, " ");
+		}
+	}
+	if (!found || at >= KP_QUERY_PARAMS_MAX) {
+		if (allowed[0] == '\0')
+			kp_detail(detail, detaillen, "'%.60s': %s takes none", name, label);
+		else
+			kp_detail(detail, detaillen, "'%.60s': %s takes %s", name, label, allowed);
+		return KY_ERR_QUERY_PARAM;
+	}
+	if (*seen & (1u << at)) {
+		kp_detail(detail, detaillen, "'%s' is given twice: give it once", name);
+		return KY_ERR_QUERY_PARAM_REPEATED;
+	}
+	*seen |= 1u << at;
+	if (value == NULL || value[0] == '\0') {
+		kp_detail(detail, detaillen,
+		          "'%s' is given without a value: give one or leave '%s' out", name, name);
+		return KY_ERR_QUERY_PARAM_EMPTY;
+	}
+	return 0;
+}

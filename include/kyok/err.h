@@ -528,7 +528,11 @@
 	  "import-token show' prints (base64 of a PEM RSA public key of 2048 bits or more)")       \
 	X(KP_IMPORT_NONCE, "kp-import-nonce", KY_EXIT_INPUT, 400,                                  \
 	  "this is not an import token's nonce: give the 'nonce' that 'kyok kp import-token "      \
-	  "show' prints (base64 of 12 bytes)")
+	  "show' prints (base64 of 12 bytes)")                                                     \
+	X(QUERY_PARAM_REPEATED, "query-parameter-repeated", KY_EXIT_USAGE, 400,                    \
+	  "a query parameter is given more than once: give each once")                             \
+	X(QUERY_PARAM_EMPTY, "query-parameter-empty", KY_EXIT_USAGE, 400,                          \
+	  "a query parameter is given without a value: give it a value, or leave it out")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -210,6 +210,10 @@ int ky_kms_record_open(const struct ky_kms *kms, const struct ky_store_row *row,
 int ky_kms_alias_resolve(const struct ky_kms *kms, const char *alias, int64_t now,
                          char id[KY_UUID_LEN + 1]) KY_WUR;
 
+/* A new key with aliases, and KY_KEY_ALIAS_ADD (ky_kms_key_act), read every sealed record the
+ * unit opens first: an alias that one of another key lists is KY_ERR_KEY_ALIAS_EXISTS when the
+ * store's alias index names that key, KY_ERR_RECORD_TAMPERED when it does not (a row of the
+ * index was deleted by hand: the alias is not given to a second key). */
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
                       struct ky_key **out) KY_WUR;
 /* state is the state as of now (ky_key_state_at). */

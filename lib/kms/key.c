@@ -859,6 +859,56 @@ out:
 
 /* ---- keys in the store ---- */
 
+/* Records read per page by kms_aliases_free. */
+#define KMS_ALIAS_SCAN_PAGE 512
+
+/* Whether aliases (n of them) may be given to key id (NULL: a key not yet stored). The store's
+ * alias index keeps an alias to one key, but it is not authenticated: a row deleted by hand
+ * would let a second key take an alias the sealed record of a first still lists. So every
+ * sealed record the unit opens is read first: one of another key that lists an alias is
+ * KY_ERR_KEY_ALIAS_EXISTS when the index names that key (as the index would refuse it), and
+ * KY_ERR_RECORD_TAMPERED when it does not (the index lost its row). A record that fails its
+ * own checks fails this one too (its aliases cannot be known). */
+static int kms_aliases_free(const struct ky_kms *kms, const char *id, const char *const *aliases,
+                            size_t n, int64_t now)
+{
+	struct ky_key **keys = NULL;
+	size_t nkeys = 0;
+	uint64_t offset = 0, total = 0;
+	char owner[KY_UUID_LEN + 1];
+	int r = KY_ERR_INTERNAL;
+
+	if (n == 0)
+		return 0;
+	do {
+		ky_keys_free(keys, nkeys);
+		keys = NULL;
+		nkeys = 0;
+		if ((r = ky_kms_key_list(kms, NULL, KMS_ALIAS_SCAN_PAGE, offset, now, &keys, &nkeys,
+		                         &total, NULL)) != 0)
+			goto out;
+		for (size_t i = 0; i < nkeys; i++) {
+			if (id != NULL && strcmp(keys[i]->id, id) == 0)
+				continue;
+			for (size_t j = 0; j < n; j++) {
+				if (key_alias_at(keys[i], aliases[j]) < 0)
+					continue;
+				r = ky_store_alias_find(kms->store, aliases[j], owner);
+				if (r == 0 && strcmp(owner, keys[i]->id) == 0)
+					r = KY_ERR_KEY_ALIAS_EXISTS;
+				else if (r == 0 || r == KY_ERR_NOT_FOUND)
+					r = KY_ERR_RECORD_TAMPERED;
+				goto out;
+			}
+		}
+		offset += nkeys;
+	} while (nkeys == KMS_ALIAS_SCAN_PAGE);
+	r = 0;
+out:
+	ky_keys_free(keys, nkeys);
+	return r;
+}
+
 int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, int64_t now,
                       struct ky_key **out)
 {
@@ -868,6 +918,8 @@ int ky_kms_key_create(const struct ky_kms *kms, const struct ky_key_spec *spec, 
 
 	*out = NULL;
 	if ((r = ky_key_new(spec, now, &k)) != 0)
+		goto out;
+	if ((r = kms_aliases_free(kms, NULL, spec->aliases, spec->naliases, now)) != 0)
 		goto out;
 	if ((r = ky_kms_record_seal(kms, k, &row)) != 0)
 		goto out;
@@ -1002,6 +1054,9 @@ int ky_kms_key_act(const struct ky_kms *kms, const char *id, const struct ky_key
 
 	if (out)
 		*out = NULL;
+	if (a->action == KY_KEY_ALIAS_ADD && a->alias != NULL &&
+	    (r = kms_aliases_free(kms, id, &a->alias, 1, now)) != 0)
+		goto out;
 	for (int attempt = 0; attempt < KMS_RETRIES; attempt++) {
 		ky_key_free(k);
 		k = NULL;

@@ -324,22 +324,22 @@ call $(auth "$M") "/api/v2/keys/$K/policies"
 kpol_before=$(jq -cS .resources "$T_DIR/body")
 rot6="{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6}}"
 member_refused "key policies: unknown member in the body" color \
-	"{\"resources\":[$rot6],\"color\":1}" -X PUT "/api/v2/keys/$K/policies"
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[$rot6],\"color\":1}" -X PUT "/api/v2/keys/$K/policies"
 member_refused "key policies: unknown member in metadata" metadata.color \
 	"{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":1,\"color\":1},\"resources\":[$rot6]}" \
 	-X PUT "/api/v2/keys/$K/policies"
 member_refused "key policies: unknown member in a policy" "resources[0].color" \
-	"{\"resources\":[{\"type\":\"$PT\",\"color\":1,\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$PT\",\"color\":1,\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
 	-X PUT "/api/v2/keys/$K/policies"
 member_refused "key policies: a reply member (id) sent back" "resources[0].id" \
-	"{\"resources\":[{\"id\":\"$K\",\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[{\"id\":\"$K\",\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6}}]}" \
 	-X PUT "/api/v2/keys/$K/policies"
 member_refused "key policies: unknown member in rotation" "resources[0].rotation.color" \
-	"{\"resources\":[{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6,\"color\":\"red\"}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$PT\",\"rotation\":{\"enabled\":true,\"interval_month\":6,\"color\":\"red\"}}]}" \
 	-X PUT "/api/v2/keys/$K/policies"
 member_refused "key policies: unknown member in the second policy's dualAuthDelete" \
 	"resources[1].dualAuthDelete.color" \
-	"{\"resources\":[$rot6,{\"type\":\"$PT\",\"dualAuthDelete\":{\"enabled\":true,\"color\":1}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":2},\"resources\":[$rot6,{\"type\":\"$PT\",\"dualAuthDelete\":{\"enabled\":true,\"color\":1}}]}" \
 	-X PUT "/api/v2/keys/$K/policies"
 refused "key policies: collectionTotal not the number of resources" 400 MALFORMED_ERR $(auth "$M") \
 	$(json_body "{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":2},\"resources\":[$rot6]}") \
@@ -347,7 +347,7 @@ refused "key policies: collectionTotal not the number of resources" 400 MALFORME
 says "... names metadata.collectionTotal" "metadata.collectionTotal"
 refused "key policies: interval_month on a disabled rotation policy (it would be dropped)" 400 \
 	MALFORMED_ERR $(auth "$M") \
-	$(json_body "{\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":6}}]}") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[{\"rotation\":{\"enabled\":false,\"interval_month\":6}}]}") \
 	-X PUT "/api/v2/keys/$K/policies"
 says "... names it" "member 'resources[0].rotation.interval_month' with enabled false"
 call $(auth "$M") "/api/v2/keys/$K/policies"
@@ -356,46 +356,46 @@ expect_eq "key policies of $K read back unchanged" "$(jq -cS .resources "$T_DIR/
 # Instance policies: a known state, then one unknown member at each level (each body would
 # otherwise forbid creating root keys).
 accepted "control: Manager sets keyCreateImportAccess off" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 call $(auth "$M") /api/v2/instance/policies
 ipol_before=$(jq -cS .resources "$T_DIR/body")
 kcia='{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":false}}}'
 member_refused "instance policies: unknown member in the body" color \
-	"{\"resources\":[$kcia],\"color\":1}" -X PUT /api/v2/instance/policies
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[$kcia],\"color\":1}" -X PUT /api/v2/instance/policies
 member_refused "instance policies: unknown member in metadata" metadata.color \
 	"{\"metadata\":{\"collectionType\":\"$PT\",\"collectionTotal\":1,\"color\":1},\"resources\":[$kcia]}" \
 	-X PUT /api/v2/instance/policies
 member_refused "instance policies: unknown member in a policy" "resources[0].color" \
-	'{"resources":[{"policy_type":"keyCreateImportAccess","color":1,"policy_data":{"enabled":true,"attributes":{"create_root_key":false}}}]}' \
+	'{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","color":1,"policy_data":{"enabled":true,"attributes":{"create_root_key":false}}}]}' \
 	-X PUT /api/v2/instance/policies
 member_refused "instance policies: unknown member in policy_data" "resources[0].policy_data.color" \
-	'{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"color":1,"attributes":{"create_root_key":false}}}]}' \
+	'{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"color":1,"attributes":{"create_root_key":false}}}]}' \
 	-X PUT /api/v2/instance/policies
 member_refused "instance policies: unknown attribute of keyCreateImportAccess" \
 	"resources[0].policy_data.attributes.create_hsm_key" \
-	'{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":false,"create_hsm_key":true}}}]}' \
+	'{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":false,"create_hsm_key":true}}}]}' \
 	-X PUT /api/v2/instance/policies
 member_refused "instance policies: unknown attribute of rotation, second policy" \
 	"resources[1].policy_data.attributes.color" \
-	"{\"resources\":[$kcia,{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"interval_month\":2,\"color\":1}}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":2},\"resources\":[$kcia,{\"policy_type\":\"rotation\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"interval_month\":2,\"color\":1}}}]}" \
 	-X PUT /api/v2/instance/policies
 member_refused "instance policies: an attribute of dualAuthDelete (it takes none)" \
 	"resources[1].policy_data.attributes.color" \
-	"{\"resources\":[$kcia,{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"color\":1}}}]}" \
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":2},\"resources\":[$kcia,{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{\"enabled\":true,\"attributes\":{\"color\":1}}}]}" \
 	-X PUT /api/v2/instance/policies
 refused "instance policies: one policy given twice" 400 MALFORMED_ERR $(auth "$M") \
-	$(json_body "{\"resources\":[$kcia,{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":false}}]}") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":2},\"resources\":[$kcia,{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":false}}]}") \
 	-X PUT /api/v2/instance/policies
 says "... says which" "policy_type 'keyCreateImportAccess' is given twice"
 refused "instance policies: an attribute given as null (not taken as left out)" 400 MALFORMED_ERR \
-	$(auth "$M") $(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":null}}}]}') \
+	$(auth "$M") $(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"create_root_key":null}}}]}') \
 	-X PUT /api/v2/instance/policies
 says "... names it" "member 'attributes.create_root_key' is null"
 refused "instance policies: GET ?policy= an unknown type" 400 MALFORMED_ERR $(auth "$M") \
 	"/api/v2/instance/policies?policy=bogus"
 says "... names the types taken" "must be one of dualAuthDelete, rotation, keyCreateImportAccess, allowedNetwork, allowedIP, metrics"
-refused "... a PUT too" 400 MALFORMED_ERR $(auth "$M") $(json_body "{\"resources\":[$kcia]}") \
+refused "... a PUT too" 400 MALFORMED_ERR $(auth "$M") $(json_body "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.policy+json\",\"collectionTotal\":1},\"resources\":[$kcia]}") \
 	-X PUT "/api/v2/instance/policies?policy=bogus"
 call $(auth "$M") /api/v2/instance/policies
 expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/body")" "$ipol_before"
@@ -403,7 +403,7 @@ expect_eq "instance policies read back unchanged" "$(jq -cS .resources "$T_DIR/b
 # ---- instance policies allowedNetwork, allowedIP, metrics -----------------------------------
 # allowedIP is enforced on every request of the key API, by every unit: a request from
 # another loopback address (curl --interface 127.0.0.2) stands for a host not listed.
-netpol='{"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"private-only"}}},{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/32","::1/128"]}}},{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
+netpol='{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":3},"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"private-only"}}},{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/32","::1/128"]}}},{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
 accepted "Manager sets allowedNetwork, allowedIP and metrics in one PUT" 204 $(auth "$M") \
 	$(json_body "$netpol") -X PUT /api/v2/instance/policies
 call 2 $(auth "$M") /api/v2/instance/policies
@@ -419,28 +419,28 @@ says "... naming the address" "does not list the address 127.0.0.2 "
 refused "... by unit 2 too" 401 IP_NOT_ALLOWED_ERR 2 --interface 127.0.0.2 $(auth "$W") \
 	$(json_body "$(create_json from-elsewhere)") -X POST /api/v2/keys
 refused "... a Manager's change of the policy too" 401 IP_NOT_ALLOWED_ERR --interface 127.0.0.2 \
-	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	$(auth "$M") $(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 refused "allowedIP that leaves out its sender's own address: refused" 400 IP_POLICY_LOCKOUT_ERR \
-	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["10.0.0.0/8"]}}}]}') \
+	$(auth "$M") $(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["10.0.0.0/8"]}}}]}') \
 	-X PUT /api/v2/instance/policies
 says "... naming that address" "this request comes from 127.0.0.1"
 refused "allowedIP with a range that has bits beyond its prefix" 400 MALFORMED_ERR $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/8"]}}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.1/8"]}}}]}') \
 	-X PUT /api/v2/instance/policies
 says "... says what to write" "write '127.0.0.0/8'"
 refused "allowedIP with an attribute Key Protect's private endpoint port (not taken)" 400 BODY_MEMBER_UNSUPPORTED_ERR \
-	$(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"],"private_endpoint_port":8443}}}]}') \
+	$(auth "$M") $(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"],"private_endpoint_port":8443}}}]}') \
 	-X PUT /api/v2/instance/policies
 refused "allowedNetwork with another value" 400 MALFORMED_ERR $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"everywhere"}}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedNetwork","policy_data":{"enabled":true,"attributes":{"allowed_network":"everywhere"}}}]}') \
 	-X PUT /api/v2/instance/policies
 accepted "allowedIP widened to 127.0.0.0/8" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}') \
 	-X PUT "/api/v2/instance/policies?policy=allowedIP"
 accepted "... a request from 127.0.0.2 is served" 200 --interface 127.0.0.2 $(auth "$W") /api/v2/keys
 accepted "allowedIP turned off" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 # Two PUTs of different policies at once, one per unit: each is applied to what the other
 # stored (compare-and-swap), so both stand whatever the order.
@@ -450,11 +450,11 @@ ipol_put() { # ipol_put N BODY: PUT to unit N in the background, its status in $
 }
 lost=0
 for round in 1 2 3 4 5 6; do
-	call $(auth "$M") $(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
+	call $(auth "$M") $(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":2},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
 		-X PUT /api/v2/instance/policies
-	ipol_put 1 '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}'
+	ipol_put 1 '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["127.0.0.0/8"]}}}]}'
 	p1=$!
-	ipol_put 2 '{"resources":[{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
+	ipol_put 2 '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"metrics","policy_data":{"enabled":true}}]}'
 	wait "$p1" $!
 	call 2 $(auth "$M") /api/v2/instance/policies
 	got="$(cat "$T_DIR/put-1") $(cat "$T_DIR/put-2") $(jq -c '[.resources[] | select(.policy_type == "allowedIP" or .policy_type == "metrics") | .policy_data.enabled]' "$T_DIR/body")"
@@ -462,25 +462,25 @@ for round in 1 2 3 4 5 6; do
 done
 expect_eq "two concurrent PUTs of instance policies, one per unit (6 rounds): rounds where one was lost" "$lost" 0
 accepted "allowedIP turned off again" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":2},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":false}},{"policy_type":"metrics","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 
 # Create, actions and requests without a body member.
 member_refused "create: unknown member in the key" "resources[0].color" \
-	"{\"resources\":[{\"type\":\"$KT\",\"name\":\"colored\",\"color\":1}]}" -X POST /api/v2/keys
+	"{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$KT\",\"name\":\"colored\",\"color\":1}]}" -X POST /api/v2/keys
 member_refused "create: unknown member in metadata" metadata.color \
 	"{\"metadata\":{\"collectionType\":\"$KT\",\"collectionTotal\":1,\"color\":1},\"resources\":[{\"name\":\"colored\"}]}" \
 	-X POST /api/v2/keys
 member_refused "create: unknown member in the body" color \
-	'{"resources":[{"name":"colored"}],"color":1}' -X POST /api/v2/keys
+	'{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"colored"}],"color":1}' -X POST /api/v2/keys
 refused "create: a member of secure import alone (encryptionAlgorithm)" 400 MALFORMED_ERR $(auth "$M") \
-	$(json_body '{"resources":[{"name":"tokened","payload":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"tokened","payload":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"RSAES_OAEP_SHA_256"}]}') \
 	-X POST /api/v2/keys
 says "... says what is missing" "'resources[0].encryptedNonce' and 'resources[0].iv' together: encryptedNonce is missing"
 member_refused "wrap: unknown member" color '{"plaintext":"aGVsbG8=","color":1}' \
 	-X POST "/api/v2/keys/$K/actions/wrap"
 member_refused "wrap as a collection: unknown member in the action" "resources[0].color" \
-	'{"resources":[{"plaintext":"aGVsbG8=","color":1}]}' -X POST "/api/v2/keys/$K/actions/wrap"
+	'{"metadata":{"collectionType":"application/vnd.ibm.kms.key_action+json","collectionTotal":1},"resources":[{"plaintext":"aGVsbG8=","color":1}]}' -X POST "/api/v2/keys/$K/actions/wrap"
 member_refused "rotate: unknown member" color '{"color":1}' -X POST "/api/v2/keys/$K/actions/rotate"
 member_refused "setKeyForDeletion: unknown member" color '{"color":1}' \
 	-X POST "/api/v2/keys/$K/actions/setKeyForDeletion"
@@ -532,7 +532,7 @@ sealed() {
 	e=$("$NONCE_SEAL" "$1" "$2") || fail "nonce_seal $1"
 	printf '"payload":"%s","encryptedNonce":"%s","iv":"%s"' "$p" "${e% *}" "${e#* }"
 }
-simport() { printf '{"resources":[{"type":"%s","name":"%s","extractable":%s,%s}]}' "$KT" "$1" "${3:-false}" "$2"; }
+simport() { printf '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"%s","name":"%s","extractable":%s,%s}]}' "$KT" "$1" "${3:-false}" "$2"; }
 head -c 32 /dev/urandom >"$T_DIR/imp.key"
 head -c 32 /dev/urandom >"$T_DIR/other.key"
 head -c 16 /dev/urandom >"$T_DIR/imp16.key"
@@ -605,10 +605,10 @@ expect_eq "... a second version, 128 bits" "$(jq -r '.resources[0].algorithmBitS
 # enforce_token: an import in the clear is refused, one through the token goes.
 it_get 1
 accepted "Manager sets keyCreateImportAccess with enforce_token" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"enforce_token":true}}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":true,"attributes":{"enforce_token":true}}}]}') \
 	-X PUT /api/v2/instance/policies
 refused "enforce_token: a root key imported in the clear" 403 FORBIDDEN_ERR $(auth "$W") \
-	$(json_body "{\"resources\":[{\"name\":\"clear\",\"payload\":\"$(base64 -w0 "$T_DIR/imp.key")\"}]}") \
+	$(json_body "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"name\":\"clear\",\"payload\":\"$(base64 -w0 "$T_DIR/imp.key")\"}]}") \
 	-X POST /api/v2/keys
 says "... names the policy" "requires import tokens (enforce_token)"
 refused "enforce_token: new material in the clear for a rotation (an import too)" 403 FORBIDDEN_ERR \
@@ -619,7 +619,7 @@ expect_eq "... no version was added" "$(jq -r '.metadata.collectionTotal' "$T_DI
 accepted "enforce_token: a root key imported through the token" 201 $(auth "$W") \
 	$(json_body "$(simport enforced "$(sealed "$T_DIR/other.key" "$NONCE")")") -X POST /api/v2/keys
 accepted "Manager sets keyCreateImportAccess off again" 204 $(auth "$M") \
-	$(json_body '{"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
+	$(json_body '{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"keyCreateImportAccess","policy_data":{"enabled":false}}]}') \
 	-X PUT /api/v2/instance/policies
 refused "a fourth retrieval of a token of 3" 409 IMPORT_TOKEN_RETRIEVALS_USED_UP_ERR 2 $(auth "$W") $IT
 says "... says to make a new one" "create a new one (POST /api/v2/import_token)"
@@ -668,7 +668,7 @@ refused "Reader asks a sync" 403 FORBIDDEN_ERR $(auth "${TOK[Reader]}") -X POST 
 refused "sync with a body member" 400 BODY_MEMBER_UNSUPPORTED_ERR $(auth "$W") $(json_body '{"color":1}') \
 	-X POST "/api/v2/keys/$SK/actions/sync"
 accepted "registrations of every key (not read as a key id)" 200 $(auth "${TOK[Reader]}") \
-	"/api/v2/keys/registrations?limit=&totalCount=true"
+	"/api/v2/keys/registrations?totalCount=true"
 expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .metadata.totalCount, .resources]' "$T_DIR/body")" '[0,0,[]]'
 accepted "registrations of key $SK" 200 2 $(auth "${TOK[Reader]}") "/api/v2/keys/$SK/registrations"
 expect_eq "... none" "$(jq -c '[.metadata.collectionTotal, .resources]' "$T_DIR/body")" '[0,[]]'
@@ -679,6 +679,22 @@ refused "POST /api/v2/keys/registrations (not read as a key id)" 405 METHOD_NOT_
 refused "registrations with limit=0" 400 MALFORMED_ERR $(auth "$W") "/api/v2/keys/registrations?limit=0"
 refused "registrations with an unknown query parameter" 400 QUERY_PARAMETER_UNSUPPORTED_ERR $(auth "$W") \
 	"/api/v2/keys/registrations?color=red"
+# A query parameter given twice (the second spelled with an escape) or without a value is
+# refused by name, never read as its first value or as left out.
+refused "a listing with limit given twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$W") \
+	"/api/v2/keys?limit=1&limit=2"
+says "... names it" "'limit' is given twice"
+refused "a listing with state given twice (once escaped)" 400 QUERY_PARAMETER_REPEATED_ERR \
+	$(auth "$W") "/api/v2/keys?state=1&%73tate=2"
+says "... names it" "'state'"
+refused "a listing with limit=" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$W") "/api/v2/keys?limit="
+says "... names it" "'limit' is given without a value"
+refused "a listing with limit and no '='" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$W") "/api/v2/keys?offset=0&limit"
+refused "a delete with force given twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$M") \
+	-X DELETE "/api/v2/keys/$SK?force=false&force=true"
+refused "an action named twice" 400 QUERY_PARAMETER_REPEATED_ERR $(auth "$W") $(json_body '{}') \
+	-X POST "/api/v2/keys/$SK?action=disable&action=enable"
+refused "key policies with policy=" 400 QUERY_PARAMETER_EMPTY_ERR $(auth "$M") "/api/v2/keys/$SK/policies?policy="
 refused "an unknown path under /api/v2/keys/{id}" 404 NOT_FOUND_ERR $(auth "$W") "/api/v2/keys/$SK/nothing-here"
 refused "KeyPurge purges a key deleted just now (Key Protect's code)" 409 REQ_TOO_EARLY_ERR \
 	$(auth "${TOK[KeyPurge]}") -X DELETE "/api/v2/keys/$P/purge"
@@ -782,6 +798,15 @@ sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AL' WHERE al
 refused "alias index altered to name another key" 500 RECORD_TAMPERED_ERR $(auth "$W") /api/v2/keys/app-key
 says "... says so" "does not list it"
 sqlite3 "$A/keys.db" ".timeout 5000" "UPDATE key_aliases SET id = '$AO' WHERE alias = 'app-key'"
+# A row of the index deleted by hand: the alias stays with the key whose sealed record lists
+# it, and is given to no other key.
+sqlite3 "$A/keys.db" ".timeout 5000" "DELETE FROM key_aliases WHERE alias = 'app-key'"
+refused "alias index row deleted: its alias asked for another key" 500 RECORD_TAMPERED_ERR \
+	$(auth "$W") -X POST "/api/v2/keys/$AL/aliases/app-key"
+says "... says why" "alias 'app-key': every key record was read"
+refused "... and for a new key" 500 RECORD_TAMPERED_ERR $(auth "$W") \
+	$(json_body "$(create_aliased taker '["app-key"]')") -X POST /api/v2/keys
+sqlite3 "$A/keys.db" ".timeout 5000" "INSERT INTO key_aliases (alias, id) VALUES ('app-key', '$AO')"
 accepted "... put back, served again" 200 $(auth "$W") /api/v2/keys/app-key
 
 # ---- key rings -----------------------------------------------------------------------------
@@ -811,6 +836,13 @@ accepted "GET of the key with header team-a" 200 $(auth "$W") $(ring_hdr team-a)
 refused "GET of the key with header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) "/api/v2/keys/$RK"
 refused "wrap with it under header default" 404 NOT_FOUND_ERR $(auth "$W") $(ring_hdr default) $(json_body '{}') \
 	-X POST "/api/v2/keys/$RK/actions/wrap"
+refused "GET of the key under a header naming no ring of the instance" 404 KEY_RING_NOT_FOUND_ERR \
+	$(auth "$W") $(ring_hdr team-z) "/api/v2/keys/$RK"
+refused "delete of the key under header default (nothing deleted)" 404 NOT_FOUND_ERR $(auth "$M") \
+	$(ring_hdr default) -X DELETE "/api/v2/keys/$RK"
+expect_eq "HEAD /keys with header team-a: Key-Total counts its key only" \
+	"$(curl -sS -I $(auth "$W") $(ring_hdr team-a) "$(url_of "$A" 1)/api/v2/keys" | tr -d '\r' |
+		awk -F': ' 'tolower($1) == "key-total" { print $2 }')" 1
 refused "key ring deleted while it holds a key" 409 KEY_RING_NOT_EMPTY_ERR $(auth "$M") -X DELETE /api/v2/key_rings/team-a
 says "... says how many" "holds 1 key"
 refused "key ring 'default' deleted" 400 KEY_RING_DEFAULT_ERR $(auth "$M") -X DELETE /api/v2/key_rings/default

@@ -119,8 +119,8 @@ api() {
 	code=$(curl "${args[@]}" "$(unit_url "$n")/api/v2/$p")
 }
 reason() { jq -r '.resources[0].reasons[0].code' "$T_DIR/api.json"; }
-body_a='{"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"rid-a","extractable":false}]}'
-body_b='{"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"rid-b","extractable":false}]}'
+body_a='{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"rid-a","extractable":false}]}'
+body_b='{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"rid-b","extractable":false}]}'
 api 1 "$WT" POST keys req-0001 "$body_a"
 expect_eq "create with a request id: 201" "$code" 201
 ida=$(jq -r '.resources[0].id' "$T_DIR/api.json")
@@ -148,7 +148,7 @@ expect_eq "... request-id-invalid" "$(reason)" REQUEST_ID_INVALID_ERR
 api 1 "$WT" POST keys "$(head -c 129 /dev/zero | tr '\0' a)" "$body_b"
 expect_eq "a request id of 129 characters: 400" "$code" 400
 expect_eq "... nothing made" "$(names_count rid-b)" 0
-api 1 "$WT" POST keys req-0002 '{"resources":[{"name":"x"}]}'
+api 1 "$WT" POST keys req-0002 '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"x"}]}'
 expect_eq "a refused create (name too short) with a request id: 400" "$code" 400
 api 1 "$WT" POST keys req-0002 "$body_b"
 expect_eq "... a refusal is not kept: the id serves a corrected request (201)" "$code" 201
@@ -223,10 +223,10 @@ api 1 "$WT" GET "keys/$ida/versions?allKeyStates=true"
 expect_eq "... with allKeyStates=true: 200" "$code" 200
 api 1 "$WT" GET "keys/$ida/versions?allKeyStates=maybe"
 expect_eq "allKeyStates=maybe: 400" "$code" 400
-api 1 "$WT" POST keys "" '{"resources":[{"name":"with-alias","aliases":["a"]}]}'
+api 1 "$WT" POST keys "" '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"with-alias","aliases":["a"]}]}'
 expect_eq "create with an alias of 1 character: 400" "$code:$(reason)" "400:KEY_ALIAS_INVALID_ERR"
 expect_ok "... names it" grep -qF "'resources[0].aliases[0]'" "$T_DIR/api.json"
-api 1 "$WT" POST keys "" '{"resources":[{"name":"with-tags","tags":["t"]}]}'
+api 1 "$WT" POST keys "" '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"with-tags","tags":["t"]}]}'
 expect_eq "create with an unknown member: 400" "$code:$(reason)" "400:BODY_MEMBER_UNSUPPORTED_ERR"
 expect_ok "... names it" grep -qF "'resources[0].tags'" "$T_DIR/api.json"
 expect_eq "... nothing made" "$(names_count with-alias)$(names_count with-tags)" "00"
@@ -240,7 +240,7 @@ expect_ok "... named" grep -q "'plain'" "$T_DIR/api.json"
 api 1 "$MT" POST "keys/$only/actions/disable" "" '{"payload":"AAAA"}'
 expect_eq "disable with a body member: 400, the key stays Active" \
 	"$code:$(kp Reader keys --output json | jq -r --arg i "$only" '.resources[] | select(.id == $i) | .state')" "400:1"
-api 1 "$MT" POST "keys/$ida/restore" "" '{"resources":[{"payload":"AAAA"}]}'
+api 1 "$MT" POST "keys/$ida/restore" "" '{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"payload":"AAAA"}]}'
 expect_eq "restore with a payload: 400 (kyok keeps the material)" "$code" 400
 code=$(curl -s -o "$T_DIR/api.json" -w '%{http_code}' -H "Authorization: Bearer $WT" \
 	-H "Bluemix-Instance: $(instance_id)" -H "X-Kms-Key-Ring: default" "$(unit_url 1)/api/v2/keys")

@@ -391,6 +391,32 @@ static void test_dates_ids(void **state)
 /* ---- bodies ---- */
 
 #define BODY(s) (const uint8_t *)(s), strlen(s)
+/* body with the metadata Key Protect requires added (collectionType t, collectionTotal the
+ * number of its resources), for tests of other rules. A static buffer. */
+static const char *with_md(const char *t, const char *body)
+{
+	static char out[8192];
+	json_t *j = json_loads(body, 0, NULL);
+	char *s;
+
+	assert_non_null(j);
+	assert_int_equal(
+	    json_object_set_new(
+	        j, "metadata",
+	        json_pack("{s:s, s:I}", "collectionType", t, "collectionTotal",
+	                  (json_int_t)json_array_size(json_object_get(j, "resources")))),
+	    0);
+	s = json_dumps(j, JSON_COMPACT);
+	assert_non_null(s);
+	assert_true(strlen(s) < sizeof(out));
+	memcpy(out, s, strlen(s) + 1);
+	free(s);
+	json_decref(j);
+	return out;
+}
+
+/* The metadata Key Protect requires of a collection body: type t, n resources. */
+#define KMD(t, n) "\"metadata\":{\"collectionType\":\"" t "\",\"collectionTotal\":" #n "},"
 
 static void test_parse_create(void **state)
 {
@@ -411,10 +437,12 @@ static void test_parse_create(void **state)
 	assert_false(c.has_payload);
 	assert_true(c.expires > 0);
 	kp_create_release(&c);
-	assert_int_equal(kp_parse_create(BODY("{\"resources\":[{\"name\":\"std\",\"extractable\":"
-	                                      "true,\"payload\":\"c2VjcmV0\"}]}"),
-	                                 &c, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_create(
+	        BODY("{" KMD(KP_TYPE_KEY, 1) "\"resources\":[{\"name\":\"std\",\"extractable\":"
+	                                     "true,\"payload\":\"c2VjcmV0\"}]}"),
+	        &c, d, sizeof(d)),
+	    0);
 	assert_int_equal(c.extractable, 1);
 	assert_true(c.has_payload);
 	assert_int_equal(c.payload.len, 6);
@@ -491,7 +519,8 @@ static void test_parse_create(void **state)
 		snprintf(body, sizeof(body), "{\"resources\":[{\"name\":\"%s\"}]}", name);
 		assert_int_equal(kp_parse_create(BODY(body), &c, d, sizeof(d)), KY_ERR_KEY_NAME);
 		name[90] = '\0';
-		snprintf(body, sizeof(body), "{\"resources\":[{\"name\":\"%s\"}]}", name);
+		snprintf(body, sizeof(body),
+		         "{" KMD(KP_TYPE_KEY, 1) "\"resources\":[{\"name\":\"%s\"}]}", name);
 		assert_int_equal(kp_parse_create(BODY(body), &c, d, sizeof(d)), 0);
 		kp_create_release(&c);
 	}
@@ -530,8 +559,9 @@ static void test_parse_action(void **state)
 	assert_memory_equal(a.aad.data, "\0\0\0\2ab\0\0\0\0", 10);
 	kp_action_release(&a);
 	assert_int_equal(
-	    kp_parse_action(ALL_BODY("{\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"), &a, d,
-	                    sizeof(d)),
+	    kp_parse_action(ALL_BODY("{" KMD(KP_TYPE_ACTION,
+	                                     1) "\"resources\":[{\"ciphertext\":\"S1lXMQ==\"}]}"),
+	                    &a, d, sizeof(d)),
 	    0);
 	assert_true(a.has_ciphertext);
 	assert_int_equal(a.ciphertext.len, 4);
@@ -623,22 +653,27 @@ static void test_parse_key_policies(void **state)
 	char d[256];
 
 	(void)state;
-	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"type\":\"" KP_TYPE_POLICY
-	                                            "\",\"rotation\":{\"interval_month\":3}}]}"),
-	                                       NULL, &p, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_key_policies(
+	        BODY("{" KMD(KP_TYPE_POLICY, 1) "\"resources\":[{\"type\":\"" KP_TYPE_POLICY
+	                                        "\",\"rotation\":{\"interval_month\":3}}]}"),
+	        NULL, &p, d, sizeof(d)),
+	    0);
 	assert_int_equal(p.rotation_months, 3);
 	assert_int_equal(p.dual_auth, -1);
-	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"rotation\":{\"enabled\":"
-	                                            "false}},{\"dualAuthDelete\":{\"enabled\":"
-	                                            "true}}]}"),
-	                                       NULL, &p, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_key_policies(
+	        BODY("{" KMD(KP_TYPE_POLICY, 2) "\"resources\":[{\"rotation\":{\"enabled\":"
+	                                        "false}},{\"dualAuthDelete\":{\"enabled\":"
+	                                        "true}}]}"),
+	        NULL, &p, d, sizeof(d)),
+	    0);
 	assert_int_equal(p.rotation_months, 0);
 	assert_int_equal(p.dual_auth, 1);
-	assert_int_equal(kp_parse_key_policies(BODY("{\"resources\":[{\"dualAuthDelete\":{"
-	                                            "\"enabled\":false}}]}"),
-	                                       "dualAuthDelete", &p, d, sizeof(d)),
+	assert_int_equal(kp_parse_key_policies(
+	                     BODY("{" KMD(KP_TYPE_POLICY, 1) "\"resources\":[{\"dualAuthDelete\":{"
+	                                                     "\"enabled\":false}}]}"),
+	                     "dualAuthDelete", &p, d, sizeof(d)),
 	                 0);
 	assert_int_equal(p.dual_auth, 0);
 
@@ -715,12 +750,13 @@ static void test_instance_policies(void **state)
 	assert_int_equal(kp_instance_policies_allow(&p, 1, true, d, sizeof(d)), 0);
 	assert_int_equal(
 	    kp_parse_instance_policies(
-	        BODY(
+	        BODY(with_md(
+	            KP_TYPE_POLICY,
 	            "{\"resources\":[{\"policy_type\":\"dualAuthDelete\",\"policy_data\":{"
 	            "\"enabled\":true}},{\"policy_type\":\"keyCreateImportAccess\",\"policy_data\":"
 	            "{\"enabled\":true,\"attributes\":{\"create_standard_key\":false,"
 	            "\"import_root_key\":false}}},{\"policy_type\":\"rotation\",\"policy_data\":{"
-	            "\"enabled\":true,\"attributes\":{\"interval_month\":6}}}]}"),
+	            "\"enabled\":true,\"attributes\":{\"interval_month\":6}}}]}")),
 	        NULL, "ak-manager", NOW, &p, d, sizeof(d)),
 	    0);
 	assert_true(p.dual_auth && p.kcia && p.rotation);
@@ -750,9 +786,10 @@ static void test_instance_policies(void **state)
 
 	/* enforce_token: imports in the clear refused, imports through the token allowed. */
 	assert_int_equal(kp_parse_instance_policies(
-	                     BODY("{\"resources\":[{\"policy_type\":"
-	                          "\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":"
-	                          "true,\"attributes\":{\"enforce_token\":true}}}]}"),
+	                     BODY(with_md(KP_TYPE_POLICY,
+	                                  "{\"resources\":[{\"policy_type\":"
+	                                  "\"keyCreateImportAccess\",\"policy_data\":{\"enabled\":"
+	                                  "true,\"attributes\":{\"enforce_token\":true}}}]}")),
 	                     NULL, "m", NOW, &p, d, sizeof(d)),
 	                 0);
 	assert_int_equal(kp_instance_policies_allow(&p, 1, KP_IMPORTED, d, sizeof(d)),
@@ -878,12 +915,14 @@ static void test_instance_net_policies(void **state)
 	kp_instance_policies_init(&p);
 	assert_int_equal(
 	    kp_parse_instance_policies(
-	        BODY("{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{"
-	             "\"enabled\":true,\"attributes\":{\"allowed_network\":\"private-only\"}}},"
-	             "{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":true,"
-	             "\"attributes\":{\"allowed_ip\":[\"10.0.0.0/8\",\"2001:DB8::/32\","
-	             "\"192.0.2.7/32\"]}}},{\"policy_type\":\"metrics\",\"policy_data\":{"
-	             "\"enabled\":true}}]}"),
+	        BODY(with_md(
+	            KP_TYPE_POLICY,
+	            "{\"resources\":[{\"policy_type\":\"allowedNetwork\",\"policy_data\":{"
+	            "\"enabled\":true,\"attributes\":{\"allowed_network\":\"private-only\"}}},"
+	            "{\"policy_type\":\"allowedIP\",\"policy_data\":{\"enabled\":true,"
+	            "\"attributes\":{\"allowed_ip\":[\"10.0.0.0/8\",\"2001:DB8::/32\","
+	            "\"192.0.2.7/32\"]}}},{\"policy_type\":\"metrics\",\"policy_data\":{"
+	            "\"enabled\":true}}]}")),
 	        NULL, "ak-manager", NOW, &p, d, sizeof(d)),
 	    0);
 	assert_true(p.allowed_network && p.private_only && p.allowed_ip && p.metrics);
@@ -964,11 +1003,13 @@ static void test_instance_net_policies(void **state)
 	kp_cidr_format(&c, t, sizeof(t));
 	assert_string_equal(t, "::/0");
 	/* Turned off: nothing is enforced, and the listing says so. */
-	assert_int_equal(kp_parse_instance_policies(
-	                     BODY("{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{"
-	                          "\"enabled\":false}}]}"),
-	                     "allowedIP", "m", NOW, &p, d, sizeof(d)),
-	                 0);
+	assert_int_equal(
+	    kp_parse_instance_policies(
+	        BODY(with_md(KP_TYPE_POLICY,
+	                     "{\"resources\":[{\"policy_type\":\"allowedIP\",\"policy_data\":{"
+	                     "\"enabled\":false}}]}")),
+	        "allowedIP", "m", NOW, &p, d, sizeof(d)),
+	    0);
 	assert_int_equal(kp_allowed_ip_check(&p, &a, d, sizeof(d)), 0);
 	j = kp_instance_policies_json(&p, "allowedIP");
 	o = json_object_get(json_array_get(json_object_get(j, "resources"), 0), "policy_data");
@@ -1669,17 +1710,18 @@ static void test_import_token_bodies(void **state)
 	}
 
 	/* POST /keys with an import token */
-	assert_int_equal(kp_parse_create(BODY(ok_res), &c, d, sizeof(d)), 0);
+	assert_int_equal(kp_parse_create(BODY(with_md(KP_TYPE_KEY, ok_res)), &c, d, sizeof(d)), 0);
 	assert_true(c.secure.present);
 	assert_int_equal(c.secure.enc_nonce.len, 28);
 	assert_int_equal(c.secure.iv.len, 12);
 	assert_int_equal(c.secure.oaep_sha1, 0);
 	kp_create_release(&c);
 	assert_int_equal(
-	    kp_parse_create(BODY("{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\","
-	                         "\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\","
-	                         "\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_1\"}]}"),
-	                    &c, d, sizeof(d)),
+	    kp_parse_create(
+	        BODY(with_md(KP_TYPE_KEY, "{\"resources\":[{\"name\":\"imp\",\"payload\":\"AAAA\","
+	                                  "\"encryptedNonce\":\"AAAA\",\"iv\":\"AAAA\","
+	                                  "\"encryptionAlgorithm\":\"RSAES_OAEP_SHA_1\"}]}")),
+	        &c, d, sizeof(d)),
 	    0);
 	assert_int_equal(c.secure.oaep_sha1, 1);
 	kp_create_release(&c);
@@ -1812,6 +1854,145 @@ static void test_import_token_bodies(void **state)
 	json_decref(j);
 }
 
+/* kp_query_param_check: the names a route takes, each once, each with a value. */
+static void test_query_params(void **state)
+{
+	const char *keys = "limit offset state extractable search sort filter";
+	uint32_t seen = 0;
+	char d[300];
+
+	(void)state;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limit", "1", &seen, d, sizeof(d)), 0);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "state", "1,2", &seen, d, sizeof(d)), 0);
+	/* the same name again, with another value or the same */
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limit", "2", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_REPEATED);
+	assert_non_null(strstr(d, "'limit'"));
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "state", "1,2", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_REPEATED);
+	assert_non_null(strstr(d, "'state'"));
+	/* the last name of the list counts too */
+	assert_int_equal(kp_query_param_check(keys, "GET /api/v2/keys", "filter", "state=1", &seen,
+	                                      d, sizeof(d)),
+	                 0);
+	assert_int_equal(kp_query_param_check(keys, "GET /api/v2/keys", "filter", "state=2", &seen,
+	                                      d, sizeof(d)),
+	                 KY_ERR_QUERY_PARAM_REPEATED);
+	/* no value: "?offset=" and "?offset" */
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "offset", "", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_EMPTY);
+	assert_non_null(strstr(d, "'offset'"));
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "offset", NULL, &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM_EMPTY);
+	/* a name the route does not take: a prefix, a longer name, any case but its own */
+	seen = 0;
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "lim", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_non_null(strstr(d, "'lim': GET /api/v2/keys takes limit offset"));
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "limits", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "Limit", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(
+	    kp_query_param_check(keys, "GET /api/v2/keys", "", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_int_equal(seen, 0);
+	/* a route that takes none */
+	assert_int_equal(
+	    kp_query_param_check("", "GET /api/v2/keys/x", "limit", "1", &seen, d, sizeof(d)),
+	    KY_ERR_QUERY_PARAM);
+	assert_non_null(strstr(d, "takes none"));
+}
+
+/* The metadata of a collection body: when sent, the call's collectionType and the number of
+ * resources, both present; a wrong or missing one is refused naming it. */
+static void test_body_metadata(void **state)
+{
+	struct kp_action_body a;
+	struct kp_create c;
+	char ring[KY_KEY_RING_MAX + 1];
+	char d[256];
+#define MD(type, total) \
+	"{\"metadata\":{\"collectionType\":\"" type "\",\"collectionTotal\":" total "}"
+#define WRAP_RES ",\"resources\":[{\"plaintext\":\"aGVsbG8=\"}]}"
+#define BODY(s)  (const uint8_t *)(s), strlen(s)
+
+	(void)state;
+	/* actions: key_action+json */
+	assert_int_equal(kp_parse_action(BODY(MD(KP_TYPE_ACTION, "1") WRAP_RES), "wrap",
+	                                 "plaintext aad", &a, d, sizeof(d)),
+	                 0);
+	kp_action_release(&a);
+	assert_int_equal(kp_parse_action(BODY("{\"resources\":[{\"plaintext\":\"aGVsbG8=\"}]}"),
+	                                 "wrap", "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "member 'metadata' is required"));
+	assert_int_equal(kp_parse_action(BODY(MD(KP_TYPE_KEY, "1") WRAP_RES), "wrap",
+	                                 "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "'metadata.collectionType' must be " KP_TYPE_ACTION));
+	assert_int_equal(kp_parse_action(BODY(MD(KP_TYPE_ACTION, "2") WRAP_RES), "wrap",
+	                                 "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "'metadata.collectionTotal'"));
+	assert_int_equal(kp_parse_action(BODY("{\"metadata\":{\"collectionTotal\":1}" WRAP_RES),
+	                                 "wrap", "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "collectionType' must be " KP_TYPE_ACTION " (it is missing)"));
+	assert_int_equal(kp_parse_action(BODY("{\"metadata\":{\"collectionType\":\"" KP_TYPE_ACTION
+	                                      "\"}" WRAP_RES),
+	                                 "wrap", "plaintext aad", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	assert_non_null(
+	    strstr(d, "collectionTotal' must be the number of resources, 1 (it is missing)"));
+	/* restore: key+json */
+	assert_int_equal(kp_parse_action(BODY(MD(KP_TYPE_KEY, "1") ",\"resources\":[{}]}"),
+	                                 "restore", "", &a, d, sizeof(d)),
+	                 0);
+	kp_action_release(&a);
+	assert_int_equal(kp_parse_action(BODY(MD(KP_TYPE_ACTION, "1") ",\"resources\":[{}]}"),
+	                                 "restore", "", &a, d, sizeof(d)),
+	                 KY_ERR_MALFORMED);
+	/* create: key+json */
+	assert_int_equal(
+	    kp_parse_create(BODY(MD(KP_TYPE_POLICY, "1") ",\"resources\":[{\"name\":\"k1\"}]}"), &c,
+	                    d, sizeof(d)),
+	    KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, KP_TYPE_KEY));
+	assert_int_equal(
+	    kp_parse_create(BODY(MD(KP_TYPE_KEY, "0") ",\"resources\":[{\"name\":\"k1\"}]}"), &c, d,
+	                    sizeof(d)),
+	    KY_ERR_MALFORMED);
+	assert_int_equal(
+	    kp_parse_create(BODY(MD(KP_TYPE_KEY, "1") ",\"resources\":[{\"name\":\"k1\"}]}"), &c, d,
+	                    sizeof(d)),
+	    0);
+	kp_create_release(&c);
+	/* PATCH as a collection: key+json */
+	assert_int_equal(
+	    kp_parse_patch(BODY(MD(KP_TYPE_KEY, "1") ",\"resources\":[{\"keyRingID\":\"r1\"}]}"),
+	                   ring, d, sizeof(d)),
+	    0);
+	assert_int_equal(
+	    kp_parse_patch(BODY(MD(KP_TYPE_RING, "1") ",\"resources\":[{\"keyRingID\":\"r1\"}]}"),
+	                   ring, d, sizeof(d)),
+	    KY_ERR_MALFORMED);
+	assert_non_null(strstr(d, "'metadata.collectionType'"));
+#undef MD
+#undef WRAP_RES
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1836,6 +2017,8 @@ int main(void)
 	    cmocka_unit_test(test_config_imprint),
 	    cmocka_unit_test(test_imprint_rule),
 	    cmocka_unit_test(test_import_token_bodies),
+	    cmocka_unit_test(test_query_params),
+	    cmocka_unit_test(test_body_metadata),
 	};
 
 	if (ky_crypto_init() != 0)

@@ -912,6 +912,54 @@ static void test_aliases(void **state)
 	ky_key_free(o);
 }
 
+/* A row of the alias index deleted by hand: the alias stays with the key whose sealed record
+ * lists it. Giving it to another key, on create or added, is refused as tampering, and nothing
+ * is written; resolving it is not found (never another key). */
+static void test_alias_index_row_deleted(void **state)
+{
+	struct fx *f = *state;
+	const char *one[] = {"ledger-eu"}, *fresh_and_lost[] = {"fresh-one", "ledger-eu"};
+	struct ky_key_spec sp = {
+	    .name = "holds-alias", .actor = "alice", .aliases = one, .naliases = 1};
+	struct ky_key *k = NULL, *g = NULL, *o = create_root(f, "second");
+	char id[KY_UUID_LEN + 1];
+	const struct ky_store_filter all = {.states = 0, .extractable = -1};
+	uint64_t before = 0, after = 0;
+
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &k), 0);
+	/* untouched: the other key is refused by the index as before */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "ledger-eu", NULL),
+	                 KY_ERR_KEY_ALIAS_EXISTS);
+	tfx_sql(f->path, "DELETE FROM key_aliases WHERE alias = 'ledger-eu'");
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "ledger-eu", NOW, id), KY_ERR_NOT_FOUND);
+	/* added to another key */
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "ledger-eu", &g),
+	                 KY_ERR_RECORD_TAMPERED);
+	assert_null(g);
+	g = load(f, o->id);
+	assert_int_equal(g->naliases, 0);
+	ky_key_free(g);
+	g = NULL;
+	/* a new key that asks for it, with another alias that is free */
+	assert_int_equal(ky_store_key_count(f->s, &all, &before), 0);
+	sp.name = "third";
+	sp.aliases = fresh_and_lost;
+	sp.naliases = 2;
+	assert_int_equal(ky_kms_key_create(&f->kms, &sp, NOW, &g), KY_ERR_RECORD_TAMPERED);
+	assert_null(g);
+	assert_int_equal(ky_store_key_count(f->s, &all, &after), 0);
+	assert_int_equal(after, before);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "fresh-one", NOW, id), KY_ERR_NOT_FOUND);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "ledger-eu", NOW, id), KY_ERR_NOT_FOUND);
+	/* the key that holds it may still take other aliases, and the free ones go elsewhere */
+	assert_int_equal(alias_act(f, k->id, KY_KEY_ALIAS_ADD, "ledger-us", NULL), 0);
+	assert_int_equal(alias_act(f, o->id, KY_KEY_ALIAS_ADD, "fresh-one", NULL), 0);
+	assert_int_equal(ky_kms_alias_resolve(&f->kms, "fresh-one", NOW, id), 0);
+	assert_string_equal(id, o->id);
+	ky_key_free(k);
+	ky_key_free(o);
+}
+
 /* ---- key rings ---- */
 
 static void test_rings(void **state)
@@ -2160,6 +2208,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_dual_auth_delete, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_alias_rule),
 	    cmocka_unit_test_setup_teardown(test_aliases, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_alias_index_row_deleted, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rings, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_secret_compare_and_swap, fx_setup, fx_teardown),
