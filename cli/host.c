@@ -34,6 +34,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <openssl/evp.h>
@@ -41,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,6 +150,29 @@ static int host_address_check(const char *subject, const char *addr)
 	return 0;
 }
 
+/* The fingerprint of a join file: SHA-256 of its JSON, compact with sorted members (so the
+ * same members give the same fingerprint however the file is laid out), hex. */
+static int host_json_sha256(const json_t *j, char out[65])
+{
+	int r = KY_ERR_NOMEM;
+	char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+
+	if (text != NULL) {
+		r = host_sha256_hex(text, strlen(text), out);
+		free(text);
+	}
+	return r;
+}
+
+/* Exactly one PEM certificate, nothing else. */
+static bool host_one_pem_cert(const char *pem)
+{
+	const char *b = strstr(pem, "-----BEGIN ");
+
+	return b != NULL && strncmp(b, "-----BEGIN CERTIFICATE-----", 27) == 0 &&
+	       strstr(b + 11, "-----BEGIN ") == NULL;
+}
+
 /* SHA-256 of the anchor certificate's public key, hex. */
 static int host_anchor_sha256(X509 *anchor, char out[65])
 {
@@ -162,11 +188,81 @@ static const char invite_usage[] =
     "(ca.key, made with 'kyok up --tls'): writes the invitation another host needs to\n"
     "make crypto units of this instance, 'kyok host join-request'. It holds only public\n"
     "data: the instance id, the anchor's and the TLS CA's certificates and the public key\n"
-    "of the imprint credential. Hand it over so that it cannot be changed on the way (its\n"
-    "certificates decide which units and servers the other host trusts).\n"
+    "of the imprint credential. Prints its fingerprint (SHA-256): tell it to the other\n"
+    "host's operator by a channel you trust, not with the file; 'kyok host join-request'\n"
+    "refuses an invitation without it (its certificates decide which units and servers\n"
+    "the other host trusts, its imprint key who sets up the new units).\n"
     "\n"
     "  --out FILE              where to write the invitation (JSON)\n"
     "\n" CLI_COMMON_HELP;
+
+/* The invitation of this host's instance: the same members, in the same form, every time
+ * (join-accept makes it again to compare with the one a request was made from). */
+static int host_invite_json(const struct cli_instance *inst, json_t **out)
+{
+	int r = KY_ERR_INTERNAL;
+	struct ky_buf ca = {0};
+	X509 *anchor = NULL;
+	char *anchor_pem = NULL, path[PATH_MAX], hex[2 * KY_IMPRINT_PUB_LEN + 1] = "";
+	json_t *j = NULL;
+
+	*out = NULL;
+	snprintf(path, sizeof(path), "%s/anchor.key", inst->dir);
+	if (access(path, F_OK) != 0 || cli_anchor_cert(inst->dir, &anchor) != 0) {
+		r = KY_ERR_NOT_FOUND;
+		cli_fail(r, inst->dir,
+		         "no unit trust anchor (anchor.key, anchor.crt) here: invite from the host "
+		         "that made the instance");
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/ca.key", inst->dir);
+	if (access(path, F_OK) != 0) {
+		r = KY_ERR_USAGE;
+		cli_fail(r, inst->dir,
+		         "the instance has no TLS CA (ca.key, made with 'kyok up --tls'): units "
+		         "on other hosts are reached over HTTPS only");
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/ca.crt", inst->dir);
+	if ((r = ky_file_read(path, HOST_PEM_MAX, &ca)) != 0 ||
+	    (r = ky_buf_append(&ca, "", 1)) != 0) {
+		cli_fail(r, path, "cannot read the instance's TLS CA certificate");
+		goto out;
+	}
+	for (size_t i = 0; i < inst->nunits && hex[0] == '\0'; i++) {
+		char conf[PATH_MAX];
+		if (inst->units[i].remote)
+			continue;
+		snprintf(conf, sizeof(conf), "%s/unit-%d/unit.conf", inst->dir,
+		         inst->units[i].number);
+		if (!up_imprint_conf_verifier(conf, hex))
+			hex[0] = '\0';
+	}
+	if (hex[0] == '\0') {
+		r = KY_ERR_CONFIG;
+		cli_fail(r, inst->dir,
+		         "no unit.conf of this host has the instance's imprint_verifier: 'kyok up' "
+		         "adds it");
+		goto out;
+	}
+	if ((r = ky_cert_to_pem(anchor, &anchor_pem)) != 0 ||
+	    (j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "format", HOST_INVITE_FORMAT, "instance",
+	                   inst->id, "anchor_cert", anchor_pem, "tls_ca_cert",
+	                   (const char *)ca.data, "imprint_verifier", hex)) == NULL) {
+		r = r != 0 ? r : KY_ERR_NOMEM;
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	*out = j;
+	j = NULL; /* transferred */
+	r = 0;
+out:
+	json_decref(j);
+	free(anchor_pem);
+	X509_free(anchor);
+	ky_buf_free(&ca);
+	return r;
+}
 
 static int host_invite_main(int argc, char **argv)
 {
@@ -175,9 +271,7 @@ static int host_invite_main(int argc, char **argv)
 	int r = KY_ERR_INTERNAL, c;
 	const char *out_path = NULL;
 	struct cli_instance inst;
-	struct ky_buf ca = {0};
-	X509 *anchor = NULL;
-	char *anchor_pem = NULL, path[PATH_MAX], hex[2 * KY_IMPRINT_PUB_LEN + 1] = "";
+	char fp[65];
 	json_t *j = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -196,64 +290,23 @@ static int host_invite_main(int argc, char **argv)
 		return cli_fail(KY_ERR_USAGE, "--out", "give the file to write the invitation to");
 	if ((r = cli_instance_load(&inst)) != 0)
 		return ky_err_exit(r);
-	snprintf(path, sizeof(path), "%s/anchor.key", inst.dir);
-	if (access(path, F_OK) != 0 || cli_anchor_cert(inst.dir, &anchor) != 0) {
-		r = KY_ERR_NOT_FOUND;
-		cli_fail(r, inst.dir,
-		         "no unit trust anchor (anchor.key, anchor.crt) here: invite from the host "
-		         "that made the instance");
+	if ((r = host_invite_json(&inst, &j)) != 0 || (r = host_json_sha256(j, fp)) != 0)
 		goto out;
-	}
-	snprintf(path, sizeof(path), "%s/ca.key", inst.dir);
-	if (access(path, F_OK) != 0) {
-		r = KY_ERR_USAGE;
-		cli_fail(r, inst.dir,
-		         "the instance has no TLS CA (ca.key, made with 'kyok up --tls'): units "
-		         "on other hosts are reached over HTTPS only");
-		goto out;
-	}
-	snprintf(path, sizeof(path), "%s/ca.crt", inst.dir);
-	if ((r = ky_file_read(path, HOST_PEM_MAX, &ca)) != 0 ||
-	    (r = ky_buf_append(&ca, "", 1)) != 0) {
-		cli_fail(r, path, "cannot read the instance's TLS CA certificate");
-		goto out;
-	}
-	for (size_t i = 0; i < inst.nunits && hex[0] == '\0'; i++) {
-		char conf[PATH_MAX];
-		if (inst.units[i].remote)
-			continue;
-		snprintf(conf, sizeof(conf), "%s/unit-%d/unit.conf", inst.dir,
-		         inst.units[i].number);
-		if (!up_imprint_conf_verifier(conf, hex))
-			hex[0] = '\0';
-	}
-	if (hex[0] == '\0') {
-		r = KY_ERR_CONFIG;
-		cli_fail(r, inst.dir,
-		         "no unit.conf of this host has the instance's imprint_verifier: 'kyok up' "
-		         "adds it");
-		goto out;
-	}
-	if ((r = ky_cert_to_pem(anchor, &anchor_pem)) != 0 ||
-	    (j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "format", HOST_INVITE_FORMAT, "instance",
-	                   inst.id, "anchor_cert", anchor_pem, "tls_ca_cert", (const char *)ca.data,
-	                   "imprint_verifier", hex)) == NULL) {
-		r = r != 0 ? r : KY_ERR_NOMEM;
-		cli_fail(r, NULL, NULL);
-		goto out;
-	}
 	if ((r = host_write_json(out_path, j)) != 0)
 		goto out;
 	if (!cli_g.json)
-		printf("invitation to instance %s written to %s: on the other host, 'kyok host "
-		       "join-request --invite %s ...'\n",
-		       inst.id, out_path, out_path);
+		printf(
+		    "invitation to instance %s written to %s\nits fingerprint (SHA-256): %s\n"
+		    "tell the fingerprint to the other host's operator by a channel you trust "
+		    "(in person, on the phone: not with the file); there, 'kyok host join-request "
+		    "--invite FILE --invite-sha256 %s ...'\n",
+		    inst.id, out_path, fp, fp);
+	else
+		cli_print_json(json_pack("{s:s, s:s, s:s}", "instance", inst.id, "invitation",
+		                         out_path, "sha256", fp));
 	r = 0;
 out:
 	json_decref(j);
-	free(anchor_pem);
-	X509_free(anchor);
-	ky_buf_free(&ca);
 	return ky_err_exit(r);
 }
 
@@ -261,6 +314,7 @@ out:
 
 struct host_invite {
 	char instance[KY_ID_MAX + 1];
+	char sha256[65]; /* the invitation's fingerprint */
 	char verifier[2 * KY_IMPRINT_PUB_LEN + 1];
 	const char *anchor_pem, *ca_pem; /* in j */
 	X509 *anchor;
@@ -274,7 +328,7 @@ static void host_invite_release(struct host_invite *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int host_invite_read(const char *path, struct host_invite *v)
+static int host_invite_read(const char *path, const char *want_sha256, struct host_invite *v)
 {
 	int r = KY_ERR_INTERNAL;
 	const char *fmt, *id, *hex;
@@ -297,6 +351,20 @@ static int host_invite_read(const char *path, struct host_invite *v)
 		         "not an invitation of 'kyok host invite' (format %s: instance, "
 		         "anchor_cert, tls_ca_cert, imprint_verifier)",
 		         HOST_INVITE_FORMAT);
+		goto out;
+	}
+	if ((r = host_json_sha256(v->j, v->sha256)) != 0) {
+		cli_fail(r, NULL, NULL);
+		goto out;
+	}
+	if (strcasecmp(v->sha256, want_sha256) != 0) {
+		r = KY_ERR_JOIN_INVITE_ALTERED;
+		cli_fail(r, path, "its fingerprint is %s, not %.64s", v->sha256, want_sha256);
+		goto out;
+	}
+	r = KY_ERR_MALFORMED;
+	if (!host_one_pem_cert(v->anchor_pem) || !host_one_pem_cert(v->ca_pem)) {
+		cli_fail(r, path, "anchor_cert and tls_ca_cert must each be one PEM certificate");
 		goto out;
 	}
 	if (strlen(hex) != 2 * KY_IMPRINT_PUB_LEN || ky_hex_decode(hex, pub, sizeof(pub)) != 0 ||
@@ -323,8 +391,9 @@ out:
 /* ---- kyok host join-request ---- */
 
 static const char join_request_usage[] =
-    "usage: kyok host join-request --dir DIR --invite FILE --listen ADDR --store URI\n"
-    "                              [--units N] [--zones Z1,...] [--port BASE] [options]\n"
+    "usage: kyok host join-request --dir DIR --invite FILE --invite-sha256 HEX\n"
+    "                              --listen ADDR --store URI [--units N] [--zones Z1,...]\n"
+    "                              [--port BASE] [options]\n"
     "\n"
     "On another host than the one holding the instance's anchor: makes N crypto units of\n"
     "the instance of the invitation ('kyok host invite') in DIR, a new directory. Each\n"
@@ -336,6 +405,9 @@ static const char join_request_usage[] =
     "\n"
     "  --dir DIR               directory of this host's units (new or empty; created 0700)\n"
     "  --invite FILE           the invitation of the instance\n"
+    "  --invite-sha256 HEX     its fingerprint, as 'kyok host invite' printed it on the\n"
+    "                          anchor's host: ask its operator (an invitation changed on\n"
+    "                          the way is refused)\n"
     "  --listen ADDR           this host's IPv4 address the other hosts and the clients\n"
     "                          reach (not loopback)\n"
     "  --store URI             the instance's key storage as this host reaches it: a\n"
@@ -348,7 +420,7 @@ static const char join_request_usage[] =
     "\n" CLI_COMMON_HELP;
 
 struct host_req_opts {
-	const char *dir, *invite, *listen, *store, *zones;
+	const char *dir, *invite, *invite_sha256, *listen, *store, *zones;
 	int nunits, port;
 };
 
@@ -356,6 +428,7 @@ static int host_req_parse(int argc, char **argv, struct host_req_opts *o)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
 	                                     {"invite", required_argument, NULL, 'i'},
+	                                     {"invite-sha256", required_argument, NULL, 'I'},
 	                                     {"listen", required_argument, NULL, 'L'},
 	                                     {"store", required_argument, NULL, 'R'},
 	                                     {"units", required_argument, NULL, 'n'},
@@ -378,6 +451,9 @@ static int host_req_parse(int argc, char **argv, struct host_req_opts *o)
 			break;
 		case 'i':
 			o->invite = optarg;
+			break;
+		case 'I':
+			o->invite_sha256 = optarg;
 			break;
 		case 'L':
 			o->listen = optarg;
@@ -420,6 +496,13 @@ static int host_req_parse(int argc, char **argv, struct host_req_opts *o)
 		return KY_ERR_USAGE;
 	if (o->store == NULL && getenv("KYOK_STORE") != NULL && getenv("KYOK_STORE")[0] != '\0')
 		o->store = getenv("KYOK_STORE");
+	if (o->invite != NULL && o->invite_sha256 == NULL) {
+		cli_fail(
+		    KY_ERR_USAGE, "--invite-sha256",
+		    "required: the invitation's fingerprint as 'kyok host invite' printed it on "
+		    "the anchor's host, told by its operator (not read from the file)");
+		return KY_ERR_USAGE;
+	}
 	if (o->dir == NULL || o->invite == NULL || o->listen == NULL || o->store == NULL) {
 		cli_fail(KY_ERR_USAGE,
 		         o->dir == NULL      ? "--dir"
@@ -458,6 +541,17 @@ static int host_new_dir(const char *dir, bool *created)
 	*created = false;
 	if (d != NULL) {
 		bool empty = true;
+		struct stat st;
+		/* Others must not change what this host keeps there (the invitation and the
+		 * request join-finish relies on). */
+		if (fstat(dirfd(d), &st) != 0 || st.st_uid != geteuid() ||
+		    (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+			closedir(d);
+			cli_fail(KY_ERR_NOT_PRIVATE, dir,
+			         "the directory belongs to another user or others may write in it: "
+			         "give a new --dir (it is made 0700), or chmod 0700 this one");
+			return KY_ERR_NOT_PRIVATE;
+		}
 		while ((e = readdir(d)) != NULL)
 			if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
 				empty = false;
@@ -555,7 +649,7 @@ static int host_join_request_main(int argc, char **argv)
 		                "'%s': give %d comma separated zone names of A-Z a-z 0-9 . _ -",
 		                o.zones, o.nunits);
 	if ((r = up_find_unitd(unitd, sizeof(unitd))) != 0 ||
-	    (r = host_invite_read(o.invite, &inv)) != 0)
+	    (r = host_invite_read(o.invite, o.invite_sha256, &inv)) != 0)
 		return ky_err_exit(r);
 	if ((units = calloc(UP_MAX_UNITS, sizeof(*units))) == NULL ||
 	    (arr = json_array()) == NULL) {
@@ -598,9 +692,9 @@ static int host_join_request_main(int argc, char **argv)
 			goto out;
 	}
 	if ((r = host_anchor_sha256(inv.anchor, anchor_hex)) != 0 ||
-	    (req = json_pack("{s:s, s:s, s:s, s:s, s:O}", "format", HOST_REQ_FORMAT, "instance",
-	                     inv.instance, "anchor_sha256", anchor_hex, "address", o.listen,
-	                     "units", arr)) == NULL) {
+	    (req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "format", HOST_REQ_FORMAT,
+	                     "instance", inv.instance, "anchor_sha256", anchor_hex, "invite_sha256",
+	                     inv.sha256, "address", o.listen, "units", arr)) == NULL) {
 		r = r != 0 ? r : KY_ERR_NOMEM;
 		cli_fail(r, NULL, NULL);
 		goto out;
@@ -651,25 +745,46 @@ static const char join_accept_usage[] =
     "join-finish'.\n"
     "\n"
     "  --request FILE          the other host's join-request.json\n"
-    "  --out FILE              where to write the answer (JSON)\n"
+    "  --out FILE              where to write the answer (JSON): a new file\n"
+    "  --same-host             the request comes from a host that has units of the\n"
+    "                          instance already (its address is theirs); never for this\n"
+    "                          host's address\n"
+    "\n"
+    "Refused: a request made from another invitation than this instance's (its\n"
+    "fingerprint differs), an address of this host's units, or of another host's\n"
+    "without --same-host. One join-accept runs at a time (DIR/join.lock).\n"
     "\n" CLI_COMMON_HELP;
 
 /* The request's units, checked: new ids, URLs new to the instance. */
+/* The address in a unit's URL ("https://ADDR:PORT"), into out. */
+static void host_url_address(const char *url, char *out, size_t cap)
+{
+	const char *p = strstr(url, "://");
+	size_t n;
+
+	p = p != NULL ? p + 3 : url;
+	n = strcspn(p, ":/");
+	snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
+}
+
 static int host_accept_check(const char *path, const struct cli_instance *inst, json_t *req,
-                             const char **address, const char *anchor_hex)
+                             const char **address, const char *anchor_hex, const char *invite_hex,
+                             bool same_host)
 {
 	int r = KY_ERR_MALFORMED;
 	const char *fmt = host_str(req, "format", 64), *id = host_str(req, "instance", KY_ID_MAX);
-	const char *ah = host_str(req, "anchor_sha256", 64);
+	const char *ah = host_str(req, "anchor_sha256", 64),
+	           *ih = host_str(req, "invite_sha256", 64);
 	json_t *units = json_object_get(req, "units"), *u;
 	size_t i;
 
 	*address = host_str(req, "address", 64);
 	if (fmt == NULL || strcmp(fmt, HOST_REQ_FORMAT) != 0 || id == NULL || ah == NULL ||
-	    *address == NULL || !json_is_array(units) || json_array_size(units) == 0) {
+	    ih == NULL || *address == NULL || !json_is_array(units) ||
+	    json_array_size(units) == 0) {
 		cli_fail(r, path,
 		         "not a join request of 'kyok host join-request' (format %s: instance, "
-		         "anchor_sha256, address, units)",
+		         "anchor_sha256, invite_sha256, address, units)",
 		         HOST_REQ_FORMAT);
 		return r;
 	}
@@ -683,8 +798,35 @@ static int host_accept_check(const char *path, const struct cli_instance *inst, 
 		         id, inst->id);
 		return r;
 	}
+	/* The request was made from this instance's invitation as it is now: an invitation
+	 * changed on the way (another CA, another imprint key) was not this host's. */
+	if (strcasecmp(ih, invite_hex) != 0) {
+		r = KY_ERR_JOIN_INVITE_ALTERED;
+		cli_fail(r, path,
+		         "the request was made from an invitation whose fingerprint is %s; this "
+		         "instance's is %s",
+		         ih, invite_hex);
+		return r;
+	}
 	if ((r = host_address_check(path, *address)) != 0)
 		return r;
+	/* A certificate for an address names whoever holds it: never one of this host's units'
+	 * addresses, and another host's only when the operator says it is that host. */
+	for (size_t k = 0; k < inst->nunits; k++) {
+		char a[64];
+		host_url_address(inst->units[k].url, a, sizeof(a));
+		if (strcmp(a, *address) != 0 || (inst->units[k].remote && same_host))
+			continue;
+		r = KY_ERR_JOIN_ADDRESS_IN_USE;
+		cli_fail(
+		    r, path,
+		    inst->units[k].remote
+		        ? "%s is the address of crypto unit %d, on another host: if the request "
+		          "comes from that host, accept it with --same-host"
+		        : "%s is the address of crypto unit %d, on this host",
+		    *address, inst->units[k].number);
+		return r;
+	}
 	if (inst->nunits + json_array_size(units) > UP_MAX_UNITS) {
 		r = KY_ERR_USAGE;
 		cli_fail(r, path, "the instance has %zu crypto units: %zu more go past %d",
@@ -714,7 +856,7 @@ static int host_accept_check(const char *path, const struct cli_instance *inst, 
 		         (int)json_integer_value(port));
 		for (size_t k = 0; k < inst->nunits; k++) {
 			r = KY_ERR_JOIN_UNIT_EXISTS;
-			if (strcmp(inst->units[k].id, uid) == 0) {
+			if (strcasecmp(inst->units[k].id, uid) == 0) {
 				cli_fail(r, path, "unit '%s' is crypto unit %d of the instance",
 				         uid, inst->units[k].number);
 				return r;
@@ -728,7 +870,7 @@ static int host_accept_check(const char *path, const struct cli_instance *inst, 
 		}
 		for (size_t k = 0; k < i; k++) {
 			json_t *o = json_array_get(units, k);
-			if (strcmp(json_string_value(json_object_get(o, "id")), uid) == 0 ||
+			if (strcasecmp(json_string_value(json_object_get(o, "id")), uid) == 0 ||
 			    json_integer_value(json_object_get(o, "port")) ==
 			        json_integer_value(port)) {
 				r = KY_ERR_MALFORMED;
@@ -744,18 +886,19 @@ static int host_join_accept_main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"request", required_argument, NULL, 'r'},
 	                                     {"out", required_argument, NULL, 'o'},
+	                                     {"same-host", no_argument, NULL, 'S'},
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
-	int r = KY_ERR_INTERNAL, c, maxnum = 0;
+	int r = KY_ERR_INTERNAL, c, maxnum = 0, lock = -1;
 	const char *req_path = NULL, *out_path = NULL, *address = NULL;
 	struct cli_instance inst;
 	struct ky_buf raw = {0};
 	struct up_unit *units = NULL;
-	json_t *req = NULL, *answer = NULL, *arr = NULL, *u;
+	json_t *req = NULL, *answer = NULL, *arr = NULL, *u, *inv = NULL;
 	X509 *anchor = NULL;
-	char anchor_hex[65], req_hex[65], path[PATH_MAX];
+	char anchor_hex[65], req_hex[65], inv_hex[65], path[PATH_MAX];
 	size_t n = 0, i;
-	bool answer_written = false;
+	bool answer_written = false, same_host = false;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
@@ -766,6 +909,8 @@ static int host_join_accept_main(int argc, char **argv)
 			req_path = optarg;
 		else if (c == 'o')
 			out_path = optarg;
+		else if (c == 'S')
+			same_host = true;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
 	}
@@ -774,8 +919,23 @@ static int host_join_accept_main(int argc, char **argv)
 	if (req_path == NULL || out_path == NULL)
 		return cli_fail(KY_ERR_USAGE, req_path == NULL ? "--request" : "--out",
 		                "required: the join request to accept and where the answer goes");
+	if (access(out_path, F_OK) == 0)
+		return cli_fail(KY_ERR_EXISTS, out_path, "exists: give a new file for the answer");
 	if ((r = cli_instance_load(&inst)) != 0)
 		return ky_err_exit(r);
+	/* One join-accept at a time: two at once would give two units one number, and a
+	 * request accepted twice two identities. The instance is read again once locked. */
+	snprintf(path, sizeof(path), "%s/join.lock", inst.dir);
+	if ((lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
+	    flock(lock, LOCK_EX) != 0) {
+		r = KY_ERR_IO;
+		cli_fail(r, path, "cannot lock: %s", strerror(errno));
+		goto out;
+	}
+	if ((r = cli_instance_load(&inst)) != 0)
+		goto out;
+	if ((r = host_invite_json(&inst, &inv)) != 0 || (r = host_json_sha256(inv, inv_hex)) != 0)
+		goto out;
 	snprintf(path, sizeof(path), "%s/anchor.key", inst.dir);
 	if (access(path, F_OK) != 0 || cli_anchor_cert(inst.dir, &anchor) != 0) {
 		r = KY_ERR_NOT_FOUND;
@@ -797,7 +957,8 @@ static int host_join_accept_main(int argc, char **argv)
 		goto out;
 	}
 	if ((r = host_read_json(req_path, "join request", &req, &raw)) != 0 ||
-	    (r = host_accept_check(req_path, &inst, req, &address, anchor_hex)) != 0)
+	    (r = host_accept_check(req_path, &inst, req, &address, anchor_hex, inv_hex,
+	                           same_host)) != 0)
 		goto out;
 	if ((r = host_sha256_hex(raw.data, raw.len, req_hex)) != 0) {
 		cli_fail(r, NULL, NULL);
@@ -882,6 +1043,9 @@ static int host_join_accept_main(int argc, char **argv)
 out:
 	if (r != 0 && answer_written)
 		(void)unlink(out_path);
+	if (lock >= 0)
+		close(lock);
+	json_decref(inv);
 	json_decref(answer);
 	json_decref(arr);
 	json_decref(req);
@@ -966,7 +1130,7 @@ static int host_join_finish_main(int argc, char **argv)
 	                                     CLI_COMMON_LONGOPTS,
 	                                     {NULL, 0, NULL, 0}};
 	int r = KY_ERR_INTERNAL, c;
-	const char *dir_arg = NULL, *ans_path = NULL, *fmt, *aid, *ahex, *address = NULL,
+	const char *dir_arg = NULL, *ans_path = NULL, *fmt, *aid, *ahex, *ihex, *address = NULL,
 	           *instance = NULL;
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], req_hex[65], cwd[PATH_MAX];
 	struct ky_buf raw = {0};
@@ -1008,8 +1172,15 @@ static int host_join_finish_main(int argc, char **argv)
 	if ((r = host_read_json(path, "join request", &req, &raw)) != 0 ||
 	    (r = host_sha256_hex(raw.data, raw.len, req_hex)) != 0)
 		goto out;
+	if ((ihex = host_str(req, "invite_sha256", 64)) == NULL) {
+		r = KY_ERR_MALFORMED;
+		cli_fail(r, dir, "%s is damaged: make a new request in a new directory",
+		         HOST_REQ_FILE);
+		goto out;
+	}
+	/* The invitation kept here is the one the request was made from. */
 	snprintf(path, sizeof(path), "%s/%s", dir, HOST_INVITE_FILE);
-	if ((r = host_invite_read(path, &inv)) != 0 ||
+	if ((r = host_invite_read(path, ihex, &inv)) != 0 ||
 	    (r = host_read_json(ans_path, "join answer", &ans, NULL)) != 0)
 		goto out;
 	instance = json_string_value(json_object_get(req, "instance"));

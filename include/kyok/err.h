@@ -532,7 +532,15 @@
 	X(QUERY_PARAM_REPEATED, "query-parameter-repeated", KY_EXIT_USAGE, 400,                    \
 	  "a query parameter is given more than once: give each once")                             \
 	X(QUERY_PARAM_EMPTY, "query-parameter-empty", KY_EXIT_USAGE, 400,                          \
-	  "a query parameter is given without a value: give it a value, or leave it out")
+	  "a query parameter is given without a value: give it a value, or leave it out")          \
+	X(JOIN_INVITE_ALTERED, "join-invite-altered", KY_EXIT_INPUT, 400,                          \
+	  "the invitation is not the one the anchor's host made (its fingerprint differs): "       \
+	  "altered on the way, or another instance's; ask that host's operator for the "           \
+	  "invitation and its fingerprint again ('kyok host invite')")                             \
+	X(JOIN_ADDRESS_IN_USE, "join-address-in-use", KY_EXIT_INPUT, 409,                          \
+	  "the request's address is the address of crypto units of the instance already: a "       \
+	  "certificate for it would let its holder pass for them; give the joining host's own "    \
+	  "address")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -122,14 +122,45 @@ expect_eq "unit 1's URL is https on host A's address" \
 	"$(jq -r '.units[0].url' "$A/instance.json")" "https://$A_IP:$(cat "$A/unit-1/port")"
 expect_ok "host A: invite" on a "$KYOK" host invite --out "$T_DIR/invite.json"
 expect_eq "the invitation holds no private key" "$(grep -c 'PRIVATE' "$T_DIR/invite.json")" 0
+FP=$(on a "$KYOK" host invite --out "$T_DIR/invite.json" --output json | jq -r .sha256)
+expect_eq "its fingerprint: SHA-256 of its JSON, compact with sorted members" "$FP" \
+	"$(jq -jcS . "$T_DIR/invite.json" | sha256sum | cut -d' ' -f1)"
 
 # ---- host B: join -------------------------------------------------------------------------------
 expect_fail "join-request on a loopback address: refused" 'other hosts reach.*127.0.0.1' \
-	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/invite.json" --listen 127.0.0.1 \
+	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/invite.json" --invite-sha256 "$FP" \
+	--listen 127.0.0.1 --store "$STORE"
+expect_fail "join-request without the invitation's fingerprint: refused" 'invite-sha256.*required' \
+	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/invite.json" --listen "$B_IP" \
 	--store "$STORE"
-expect_eq "... nothing made" "$(ls -A "$T_DIR" | grep -c '^inst-b$')" 0
+# An invitation changed on the way: a CA of the attacker's added, or the imprint key swapped.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-subj "/CN=evil CA" -keyout "$T_DIR/evil.key" -out "$T_DIR/evil.crt" 2>/dev/null
+jq --rawfile c "$T_DIR/evil.crt" '.tls_ca_cert += $c' "$T_DIR/invite.json" >"$T_DIR/inv-ca.json"
+expect_fail "join-request from an invitation with a CA added: refused" \
+	'not the one the anchor.s host made.*fingerprint is [0-9a-f]{64}, not' \
+	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/inv-ca.json" --invite-sha256 "$FP" \
+	--listen "$B_IP" --store "$STORE"
+jq '.imprint_verifier = ("ab" * 32)' "$T_DIR/invite.json" >"$T_DIR/inv-imp.json"
+expect_fail "join-request from an invitation with another imprint key: refused" \
+	'not the one the anchor.s host made' \
+	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/inv-imp.json" --invite-sha256 "$FP" \
+	--listen "$B_IP" --store "$STORE"
+# ... and with a fingerprint to match (the file and its fingerprint both from the attacker):
+# one certificate each, or refused.
+expect_fail "join-request from an invitation with two CA certificates: refused" \
+	'must each be one PEM certificate' \
+	on b "$KYOK" host join-request --dir "$B" --invite "$T_DIR/inv-ca.json" \
+	--invite-sha256 "$(jq -jcS . "$T_DIR/inv-ca.json" | sha256sum | cut -d' ' -f1)" \
+	--listen "$B_IP" --store "$STORE"
+mkdir -m 777 "$T_DIR/loose"
+expect_fail "join-request into a directory others may write in: refused" 'others may write in it' \
+	on b "$KYOK" host join-request --dir "$T_DIR/loose" --invite "$T_DIR/invite.json" \
+	--invite-sha256 "$FP" --listen "$B_IP" --store "$STORE"
+expect_eq "... nothing made" "$(ls -A "$T_DIR" | grep -c '^inst-b$') $(ls -A "$T_DIR/loose" | wc -l)" "0 0"
 expect_ok "host B: join-request" on b "$KYOK" host join-request --dir "$B" \
-	--invite "$T_DIR/invite.json" --listen "$B_IP" --store "$STORE" --zones zone-b
+	--invite "$T_DIR/invite.json" --invite-sha256 "$FP" --listen "$B_IP" --store "$STORE" \
+	--zones zone-b
 REQ="$B/join-request.json"
 expect_eq "the request holds no private key" "$(grep -c 'PRIVATE' "$REQ")" 0
 expect_eq "... the unit's keys stay on host B" "$(ls "$B"/join-*/tls.key "$B"/join-*/data/identity.pending | wc -l)" 2
@@ -145,6 +176,20 @@ expect_fail "join-accept of a unit id already in the instance: refused" 'in the 
 jq '.address = "127.0.0.1"' "$REQ" >"$T_DIR/req-lo.json"
 expect_fail "join-accept of a loopback address: refused" 'other hosts reach.*127.0.0.1' \
 	on a "$KYOK" host join-accept --request "$T_DIR/req-lo.json" --out "$T_DIR/ans-x.json"
+jq '.invite_sha256 = ("0" * 64)' "$REQ" >"$T_DIR/req-inv.json"
+expect_fail "join-accept of a request made from another invitation: refused" \
+	'not the one the anchor.s host made.*invitation whose fingerprint is 0{64}' \
+	on a "$KYOK" host join-accept --request "$T_DIR/req-inv.json" --out "$T_DIR/ans-x.json"
+jq --arg a "$A_IP" '.address = $a' "$REQ" >"$T_DIR/req-addr.json"
+expect_fail "join-accept of a request for host A's own address: refused" \
+	"address of crypto units of the instance already.*$A_IP is the address of crypto unit 1, on this host" \
+	on a "$KYOK" host join-accept --request "$T_DIR/req-addr.json" --out "$T_DIR/ans-x.json"
+expect_fail "... even with --same-host" "$A_IP is the address of crypto unit 1, on this host" \
+	on a "$KYOK" host join-accept --request "$T_DIR/req-addr.json" --out "$T_DIR/ans-x.json" \
+	--same-host
+: >"$T_DIR/ans-exists.json"
+expect_fail "join-accept onto an existing answer file: refused" 'exists: give a new file' \
+	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-exists.json"
 jq '.units[0].identity_csr = .units[0].tls_csr' "$REQ" >"$T_DIR/req-csr.json"
 expect_fail "join-accept of a request whose identity request is not the unit's: refused" \
 	'P-521 certificate request' \
@@ -160,8 +205,16 @@ expect_eq "instance.json lists host B's unit as unit 2, remote, https" \
 	"2 true https://$B_IP:$(jq -r '.units[0].port' "$REQ")"
 expect_fail "unit-add --replace of host B's unit on host A: refused" 'runs on another host' \
 	on a "$KYOK" unit-add --replace 2 --yes
-expect_fail "the same request again: refused" 'in the instance already.*is crypto unit 2' \
+expect_fail "the same request again: host B's address is taken now" \
+	"$B_IP is the address of crypto unit 2, on another host: .*--same-host" \
 	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-x.json"
+expect_fail "... and with --same-host, its unit is in the instance already" \
+	'in the instance already.*is crypto unit 2' \
+	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-x.json" --same-host
+jq '.units[0].id |= ascii_upcase' "$REQ" >"$T_DIR/req-case.json"
+expect_fail "... its unit id in capitals: the same unit" 'in the instance already.*is crypto unit 2' \
+	on a "$KYOK" host join-accept --request "$T_DIR/req-case.json" --out "$T_DIR/ans-x.json" \
+	--same-host
 
 # Tampered answers: refused, nothing installed.
 jq '.units[0].tls_cert = .units[0].identity_cert' "$T_DIR/answer.json" >"$T_DIR/ans-tls.json"
