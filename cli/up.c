@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -487,6 +488,27 @@ int up_store_check(const char *uri)
 	    strstr(uri, "password=") != NULL) {
 		(void)cli_fail(KY_ERR_STORE_PASSWORD, "--store", NULL);
 		return KY_ERR_STORE_PASSWORD;
+	}
+	/* As libpq reads it: a parameter name may be percent-encoded (%70assword). */
+	{
+		char *err = NULL;
+		PQconninfoOption *opts = PQconninfoParse(uri, &err);
+		bool pw = false;
+
+		if (opts == NULL) {
+			(void)cli_fail(KY_ERR_USAGE, "--store", "not a PostgreSQL URI: %s",
+			               err != NULL ? err : "out of memory");
+			PQfreemem(err);
+			return KY_ERR_USAGE;
+		}
+		for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+			if (o->val != NULL && strcmp(o->keyword, "password") == 0)
+				pw = true;
+		PQconninfoFree(opts);
+		if (pw) {
+			(void)cli_fail(KY_ERR_STORE_PASSWORD, "--store", NULL);
+			return KY_ERR_STORE_PASSWORD;
+		}
 	}
 	return 0;
 }

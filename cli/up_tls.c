@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/bio.h>
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -396,6 +397,44 @@ out:
 	return r;
 }
 
+/* Replaces the PEM text in b (NUL-terminated) with its certificates only, PEM again. */
+static int up_tls_certs_only(struct ky_buf *b)
+{
+	int r = KY_ERR_CRYPTO, n = 0;
+	BIO *in = NULL, *out = NULL;
+	X509 *x = NULL;
+	BUF_MEM *mem = NULL;
+	struct ky_buf nb = {0};
+
+	if ((in = BIO_new_mem_buf(b->data, (int)(b->len - 1))) == NULL ||
+	    (out = BIO_new(BIO_s_mem())) == NULL)
+		goto out;
+	while ((x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL) {
+		if (PEM_write_bio_X509(out, x) != 1)
+			goto out;
+		X509_free(x);
+		x = NULL;
+		n++;
+	}
+	if (n == 0 || BIO_get_mem_ptr(out, &mem) != 1 || mem == NULL) {
+		r = KY_ERR_MALFORMED;
+		goto out;
+	}
+	if ((r = ky_buf_append(&nb, mem->data, mem->length)) != 0)
+		goto out;
+	ky_buf_free(b);
+	*b = nb;
+	nb = (struct ky_buf){0}; /* transferred */
+	r = 0;
+out:
+	X509_free(x);
+	BIO_free(in);
+	BIO_free(out);
+	ky_buf_free(&nb);
+	ERR_clear_error();
+	return r;
+}
+
 int up_tls_own(const char *cert_path, const char *key_path, const char *unit_dir, const char *ip)
 {
 	int r = KY_ERR_INTERNAL;
@@ -411,6 +450,9 @@ int up_tls_own(const char *cert_path, const char *key_path, const char *unit_dir
 		cli_fail(r, cert_path, "--tls-cert: not a PEM certificate");
 		goto out;
 	}
+	/* The key of a server others trust: readable by its owner only, as every secret. */
+	if ((r = cli_check_private("--tls-key", key_path)) != 0)
+		goto out;
 	if ((r = up_tls_read_key(key_path, &key)) != 0) {
 		r = KY_ERR_MALFORMED;
 		cli_fail(r, key_path, "--tls-key: not a PEM private key (without a passphrase)");
@@ -437,7 +479,13 @@ int up_tls_own(const char *cert_path, const char *key_path, const char *unit_dir
 	snprintf(keyp, sizeof(keyp), "%s/tls.key", unit_dir);
 	if ((r = up_tls_write_key(key, keyp)) != 0)
 		goto out;
-	if ((r = ky_file_write_atomic(crtp, cb.data, cb.len - 1, 0644)) != 0) {
+	/* The certificates of the file only (its chain), written again: whatever else the file
+	 * holds (a private key given in the same file) stays out of tls.crt, which is public. */
+	if ((r = up_tls_certs_only(&cb)) != 0) {
+		cli_fail(r, cert_path, "--tls-cert: cannot read its certificates");
+		goto out;
+	}
+	if ((r = ky_file_write_atomic(crtp, cb.data, cb.len, 0644)) != 0) {
 		cli_fail(r, crtp, "cannot write the TLS certificate");
 		goto out;
 	}

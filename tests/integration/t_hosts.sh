@@ -101,10 +101,21 @@ expect_fail "up --tls-cert whose key is another: refused" "its key is not the on
 	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt" --tls-key "$T_DIR/other.key"
 expect_fail "up --tls-cert that does not name the address: refused" "does not name 127.0.0.1" \
 	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/other.crt" --tls-key "$T_DIR/other.key"
+cp "$T_DIR/op.key" "$T_DIR/op-loose.key"
+chmod 644 "$T_DIR/op-loose.key"
+expect_fail "up --tls-key that others may read: refused" "tls-key.*chmod 600" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt" --tls-key "$T_DIR/op-loose.key"
+expect_fail "up --store with a password, its name percent-encoded: refused" 'storage URI holds a password' \
+	"$KYOK" up --dir "$O" --units 1 --store "postgresql://kyok@db.invalid/kyok?%70assword=x"
 expect_eq "... nothing made" "$(ls -A "$T_DIR" | grep -c '^inst-op$')" 0
+# The certificate and its key in one file: tls.crt gets the certificate only.
+cat "$T_DIR/op.crt" "$T_DIR/op.key" >"$T_DIR/op-both.pem"
 expect_ok "up --tls-cert --tls-key (the operator's certificate)" \
-	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op.crt" --tls-key "$T_DIR/op.key" \
+	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op-both.pem" --tls-key "$T_DIR/op.key" \
 	--cacert "$T_DIR/opca.crt"
+expect_eq "... tls.crt (0644) holds the certificate, not the key given with it" \
+	"$(grep -c 'PRIVATE' "$O/unit-1/tls.crt") $(openssl x509 -in "$O/unit-1/tls.crt" -noout -fingerprint)" \
+	"0 $(openssl x509 -in "$T_DIR/op.crt" -noout -fingerprint)"
 expect_eq "... the unit serves it over https" \
 	"$(curl -fsS --cacert "$T_DIR/opca.crt" "$(jq -r '.units[0].url' "$O/instance.json")/health")" \
 	'{"status":"ok"}'
