@@ -168,7 +168,7 @@ int cli_anchor_issue(const char *dir, const char *csr_pem, const char *what, con
 		goto out;
 	}
 	if (strcmp(cn, unit) != 0 || strcmp(ou, instance) != 0) {
-		r = KY_ERR_BAD_CERT;
+		r = KY_ERR_CERT_MISMATCH;
 		cli_fail(r, what, "requests CN '%s' OU '%s', expected unit %s of instance %s", cn,
 		         ou, unit, instance);
 		goto out;

@@ -134,7 +134,7 @@ static const char *host_str(const json_t *o, const char *key, size_t max)
 	return s != NULL && s[0] != '\0' && strlen(s) <= max ? s : NULL;
 }
 
-/* An IPv4 address other hosts can reach: not loopback, not 0.0.0.0. */
+/* An IPv4 address of one host that other hosts can reach. */
 static int host_address_check(const char *subject, const char *addr)
 {
 	struct in_addr a;
@@ -143,7 +143,10 @@ static int host_address_check(const char *subject, const char *addr)
 		cli_fail(KY_ERR_USAGE, subject, "'%.64s': give an IPv4 address", addr);
 		return KY_ERR_USAGE;
 	}
-	if ((ntohl(a.s_addr) >> 24) == 127 || a.s_addr == htonl(INADDR_ANY)) {
+	/* loopback, 0.0.0.0/8 ("this network"), multicast 224/4, reserved 240/4 (with the
+	 * broadcast address): none names one host that others reach */
+	if ((ntohl(a.s_addr) >> 24) == 127 || (ntohl(a.s_addr) >> 24) == 0 ||
+	    (ntohl(a.s_addr) >> 28) >= 0xe) {
 		cli_fail(KY_ERR_JOIN_LOOPBACK, subject, "'%s'", addr);
 		return KY_ERR_JOIN_LOOPBACK;
 	}

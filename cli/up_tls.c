@@ -379,7 +379,7 @@ int up_tls_check(const char *ca_path, const char *cert_pem, const char *key_path
 		r = KY_ERR_MALFORMED;
 		goto out;
 	}
-	r = KY_ERR_BAD_CERT;
+	r = KY_ERR_CERT_MISMATCH;
 	if ((store = X509_STORE_new()) == NULL || X509_STORE_add_cert(store, ca) != 1 ||
 	    (ctx = X509_STORE_CTX_new()) == NULL ||
 	    X509_STORE_CTX_init(ctx, store, cert, NULL) != 1 || X509_verify_cert(ctx) != 1 ||
@@ -459,12 +459,12 @@ int up_tls_own(const char *cert_path, const char *key_path, const char *unit_dir
 		goto out;
 	}
 	if (X509_check_private_key(cert, key) != 1) {
-		r = KY_ERR_BAD_CERT;
+		r = KY_ERR_CERT_MISMATCH;
 		cli_fail(r, cert_path, "--tls-cert: its key is not the one in '%s'", key_path);
 		goto out;
 	}
 	if (X509_check_ip_asc(cert, ip, 0) != 1) {
-		r = KY_ERR_BAD_CERT;
+		r = KY_ERR_CERT_MISMATCH;
 		cli_fail(r, cert_path,
 		         "--tls-cert: the certificate does not name %s (no subjectAltName IP "
 		         "entry for it): clients could not check it",

@@ -522,7 +522,7 @@
 	  "the anchor's holder for the answer to this request")                                    \
 	X(JOIN_LOOPBACK, "join-address-loopback", KY_EXIT_USAGE, 400,                              \
 	  "units on another host must listen on an address the other hosts reach: give that "      \
-	  "host's own IPv4 address, not loopback or 0.0.0.0")                                      \
+	  "host's own IPv4 address, not loopback, 0.0.0.0, multicast or broadcast")                \
 	X(KP_IMPORT_PUBKEY, "kp-import-pubkey", KY_EXIT_INPUT, 400,                                \
 	  "this is not an import token's public key: give the 'payload' that 'kyok kp "            \
 	  "import-token show' prints (base64 of a PEM RSA public key of 2048 bits or more)")       \
@@ -540,7 +540,10 @@
 	X(JOIN_ADDRESS_IN_USE, "join-address-in-use", KY_EXIT_INPUT, 409,                          \
 	  "the request's address is the address of crypto units of the instance already: a "       \
 	  "certificate for it would let its holder pass for them; give the joining host's own "    \
-	  "address")
+	  "address")                                                                               \
+	X(CERT_MISMATCH, "certificate-mismatch", KY_EXIT_INPUT, 400,                               \
+	  "the certificate (or certificate request) is not the one wanted: its key, its name or "  \
+	  "its address is not what was given")
 
 enum ky_err {
 #define KY_ERR_ENUM(name, slug, exitc, http, msg) KY_ERR_##name,

@@ -201,6 +201,9 @@ expect_fail "... even with --same-host" "$A_IP is the address of crypto unit 1, 
 : >"$T_DIR/ans-exists.json"
 expect_fail "join-accept onto an existing answer file: refused" 'exists: give a new file' \
 	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-exists.json"
+jq '.address = "255.255.255.255"' "$REQ" >"$T_DIR/req-bc.json"
+expect_fail "join-accept of the broadcast address: refused" 'other hosts reach.*255.255.255.255' \
+	on a "$KYOK" host join-accept --request "$T_DIR/req-bc.json" --out "$T_DIR/ans-x.json"
 jq '.units[0].identity_csr = .units[0].tls_csr' "$REQ" >"$T_DIR/req-csr.json"
 expect_fail "join-accept of a request whose identity request is not the unit's: refused" \
 	'P-521 certificate request' \
