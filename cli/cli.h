@@ -205,8 +205,8 @@ int cli_instance_load(struct cli_instance *inst) KY_WUR;
 int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
                        size_t whylen) KY_WUR;
 /* The crypto units of the local instance in dir whose kyok-unitd runs (pid file, and the
- * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap (up.c).
- * No unit directory at all: 0 and *n = 0. */
+ * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap
+ * (up_proc.c). No unit directory at all: 0 and *n = 0. */
 int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n) KY_WUR;
 /* The list of backups 'kyok backup' made of the instance in dir (<dir>/backups.json,
  * backup.c): {"backups": [{"file", "manifest", "created", "master_keys": [{"vp",
