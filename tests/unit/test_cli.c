@@ -28,6 +28,7 @@
 #include "cli/prompt.c"
 #include "cli/table.c"
 #include "cli/workspace.c"
+#include "cli/selection.c"
 #include "cli/tke_bundle.c"
 #include "cli/kp_verbs.c"
 #include "cli/kp_seal.c"
