@@ -205,8 +205,8 @@ int cli_instance_load(struct cli_instance *inst) KY_WUR;
 int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
                        size_t whylen) KY_WUR;
 /* The crypto units of the local instance in dir whose kyok-unitd runs (pid file, and the
- * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap (up.c).
- * No unit directory at all: 0 and *n = 0. */
+ * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap
+ * (up_proc.c). No unit directory at all: 0 and *n = 0. */
 int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n) KY_WUR;
 /* The list of backups 'kyok backup' made of the instance in dir (<dir>/backups.json,
  * backup.c): {"backups": [{"file", "manifest", "created", "master_keys": [{"vp",
@@ -228,6 +228,14 @@ const char *cli_workspace(void);
  * (does not fit in outlen); the file is not made. */
 int cli_sigkey_path_new(const char *name, char *out, size_t outlen) KY_WUR;
 int cli_workspace_ensure(void) KY_WUR;
+/* The workspace directory and its files are private to their owner (checked once per run; a
+ * workspace not created yet passes). */
+int cli_workspace_check(void) KY_WUR;
+/* A workspace file name: no '/', no leading '.', no control character, ending in suffix. */
+bool cli_file_name_ok(const char *s, const char *suffix);
+/* Loads selection.json (cli/selection.c): an empty object when there is none yet. Prints its
+ * errors. */
+int cli_selection_load(json_t **sel) KY_WUR;
 int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units,
                        size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */
 int cli_selection_set_units(const struct cli_instance *inst, const int *numbers, size_t n) KY_WUR;

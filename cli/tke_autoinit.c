@@ -3,6 +3,11 @@
  * first unit generate a random master key, sends it encrypted to the importer key of each
  * other unit, then commits and sets it as current everywhere.
  *
+ * Size: one command in one file, on purpose: choosing the administrators, unlocking their
+ * keys and the steps all fill one struct ai, and the steps' plan and fill functions are
+ * read in the order auto-init runs them, against the summary it prints before it changes
+ * anything.
+ *
  * Every step is an ordinary signed command, reported per unit. Signature keys needed for
  * the signed steps are unlocked once, at the start, before any unit is changed.
  */

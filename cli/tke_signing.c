@@ -1,6 +1,11 @@
 /* The signed-command engine shared by the tke commands that change crypto units: read each
  * unit's state, plan, check the signers, sign, submit (or prepare a bundle, cli/tke_bundle.c),
  * report. The bundle verbs cmd-show, cmd-sign and cmd-submit are in cli/tke_cmd.c.
+ *
+ * Size: the engine in one file, on purpose: loading, planning, checking signers, signing,
+ * submitting and reporting act on one struct tke_run in the order a command runs them; what
+ * stands apart is already apart (the bundle format in tke_bundle.c, the bundle verbs in
+ * tke_cmd.c).
  */
 #include <errno.h>
 #include <openssl/crypto.h>
