@@ -145,6 +145,22 @@ int cli_pick_number(const char *what, const char *flag, const char *question, si
                     int *num) KY_WUR;
 /* Deletes a workspace file: KY_ERR_IO naming it and why (printed). */
 int cli_unlink(const char *path) KY_WUR;
+/* Deletes one file of a numbered listing (mk-rm, sigkey-rm): the number picked as
+ * cli_pick_number picks it (what, flag, ask, n, print(list)); pick(ctx, num) gives the
+ * file's path and the confirmation question (it may print notes first, or refuse); the
+ * question is asked (cli_confirm); before_unlink(ctx), when set, runs; the file goes.
+ * *num is the number picked.
+ * Errors are printed. */
+struct cli_rm {
+	const char *what, *flag, *ask;
+	size_t n;
+	int (*print)(const void *list);
+	const void *list;
+	int (*pick)(void *ctx, int num, const char **path, char *question, size_t qlen);
+	int (*before_unlink)(void *ctx);
+	void *ctx;
+};
+int cli_rm_numbered(const struct cli_rm *rm, const char *arg, int *num) KY_WUR;
 
 /* ---- prompts ----
  * Password: from the next --password-file, else the next line of --password-fd, else the

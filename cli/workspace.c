@@ -752,3 +752,21 @@ int cli_unlink(const char *path)
 		return cli_err(KY_ERR_IO, path, "%s", strerror(errno));
 	return 0;
 }
+
+int cli_rm_numbered(const struct cli_rm *rm, const char *arg, int *num)
+{
+	int r = KY_ERR_INTERNAL;
+	const char *path = NULL;
+	char question[800];
+
+	if ((r = cli_pick_number(rm->what, rm->flag, rm->ask, rm->n, rm->print, rm->list, arg,
+	                         num)) != 0)
+		return r;
+	if ((r = rm->pick(rm->ctx, *num, &path, question, sizeof(question))) != 0)
+		return r;
+	if ((r = cli_confirm(question)) != 0)
+		return r;
+	if (rm->before_unlink != NULL && (r = rm->before_unlink(rm->ctx)) != 0)
+		return r;
+	return cli_unlink(path);
+}
