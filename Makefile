@@ -22,7 +22,7 @@ $(BUILD)/build.ninja:
 
 $(ASAN_BUILD)/build.ninja:
 	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false \
-		--buildtype=debug
+		--buildtype=debug -Dtest_kdf=true
 
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)

@@ -46,7 +46,13 @@ int main(int argc, char **argv)
 	int r;
 
 	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+#ifdef KY_TEST_KDF
+		printf(
+		    "kyok %s (test build: password KDF at a sixteenth of its cost, not for use)\n",
+		    KYOK_VERSION);
+#else
 		printf("kyok %s\n", KYOK_VERSION);
+#endif
 		return 0;
 	}
 	if ((r = cli_harden()) != 0)

@@ -17,6 +17,18 @@
 #ifndef KYOK_CRYPTO_H
 #define KYOK_CRYPTO_H
 
+/* scrypt N of the files kyok writes, and the least it reads: signature key files (r = 8,
+ * p = 5) and key part files (r = 8, p = 1). The sanitized test build of make check
+ * (meson option test_kdf, KY_TEST_KDF) uses a sixteenth: its tests start the kyok command
+ * thousands of times, and every other build refuses the files it writes. */
+#ifdef KY_TEST_KDF
+#define KY_SIGKEY_SCRYPT_N  1024u
+#define KY_KEYPART_SCRYPT_N 8192u
+#else
+#define KY_SIGKEY_SCRYPT_N  16384u
+#define KY_KEYPART_SCRYPT_N 131072u
+#endif
+
 #include <openssl/cms.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>

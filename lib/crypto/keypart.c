@@ -33,7 +33,7 @@
 #define KEYPART_MIN_PASSWORD 8
 #define KEYPART_SALT_LEN     16
 #define KEYPART_KEK_LEN      32
-#define KEYPART_N            131072u
+#define KEYPART_N            KY_KEYPART_SCRYPT_N
 #define KEYPART_R            8u
 #define KEYPART_P            1u
 /* Parameters accepted on reading: never weaker than the ones written, never so strong that

@@ -26,7 +26,7 @@
 #define SIGKEY_MIN_PASSWORD 8
 #define SIGKEY_CERT_DAYS    3650
 #define SIGKEY_OU           "kyok administration"
-#define SIGKEY_SCRYPT_N     16384
+#define SIGKEY_SCRYPT_N     KY_SIGKEY_SCRYPT_N
 #define SIGKEY_SCRYPT_R     8
 #define SIGKEY_SCRYPT_P     5
 #define SIGKEY_SALT_LEN     16

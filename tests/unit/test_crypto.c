@@ -582,13 +582,13 @@ static void test_sigkey_weak_kdf(void **state)
 	assert_null(key);
 	unlink(path);
 	/* scrypt with p = 1: a fifth of the work the format asks. */
-	sigkey_write_with(path,
-	                  PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 16384, 8, 1));
+	sigkey_write_with(path, PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL,
+	                                              KY_SIGKEY_SCRYPT_N, 8, 1));
 	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
 	unlink(path);
 	/* A 128-bit cipher. */
-	sigkey_write_with(path,
-	                  PKCS5_pbe2_set_scrypt(EVP_aes_128_cbc(), NULL, 0, NULL, 16384, 8, 5));
+	sigkey_write_with(path, PKCS5_pbe2_set_scrypt(EVP_aes_128_cbc(), NULL, 0, NULL,
+	                                              KY_SIGKEY_SCRYPT_N, 8, 5));
 	assert_int_equal(ky_sigkey_open(path, PW_ALICE, &cert, &key), KY_ERR_WEAK_KEY_FILE);
 	unlink(path);
 	/* PBKDF2-HMAC-SHA1 even with many iterations. */
@@ -931,12 +931,20 @@ static void test_keypart_salt_edit(void **state)
 
 static void test_keypart_not_key_part(void **state)
 {
-	static const char *edits[][2] = {
+	/* The kdf-n line as written (KY_KEYPART_SCRYPT_N: lower in the sanitized test build),
+	 * half of it with a leading zero, one more (not a power of two), an eighth. */
+	char n_is[32], n_half0[32], n_odd[32], n_nl[32], n_eighth[32];
+	snprintf(n_is, sizeof(n_is), "kdf-n: %u", KY_KEYPART_SCRYPT_N);
+	snprintf(n_half0, sizeof(n_half0), "kdf-n: 0%u", KY_KEYPART_SCRYPT_N / 2);
+	snprintf(n_odd, sizeof(n_odd), "kdf-n: %u", KY_KEYPART_SCRYPT_N + 1);
+	snprintf(n_nl, sizeof(n_nl), "kdf-n: %u\n", KY_KEYPART_SCRYPT_N);
+	snprintf(n_eighth, sizeof(n_eighth), "kdf-n: %u\n\n", KY_KEYPART_SCRYPT_N / 8);
+	const char *edits[][2] = {
 	    {"kyok-key-part: 1", "kyok-key-part: 2"},
 	    {"kdf: scrypt", "kdf: SCRYPT"},
-	    {"kdf-n: 131072", "kdf-n: 065536"},
-	    {"kdf-n: 131072", "kdf-n: 131073"},
-	    {"kdf-n: 131072\n", "kdf-n: 16384\n\n"},
+	    {n_is, n_half0},
+	    {n_is, n_odd},
+	    {n_nl, n_eighth},
 	    {"kdf-r: 8", "kdf-r: 7"},
 	    {"kdf-r: 8", "kdf-r: 9"}, /* within bounds: that one is accepted */
 	    {"kdf-p: 1", "kdf-p: 0"},
