@@ -146,6 +146,42 @@ finish() {
 	echo "$T_NAME: all checks passed"
 }
 
+# p11_tool LABEL PINFILE ARGS...: pkcs11-tool on the token labelled LABEL of $MODULE (the
+# SoftHSM2 configuration $SOFTHSM2_CONF names), logged in, its output on stdout. The PIN is
+# typed at its prompt through a terminal, never given on a command line. pkcs11-tool turns
+# the terminal's echo off after it prints the prompt, and that drops whatever was typed
+# before (TCSAFLUSH): the PIN goes in once the terminal says echo is off (waiting on that
+# state, bounded), never merely after the prompt.
+p11_tool() {
+	local label=$1 pinfile=$2 f="$T_DIR/p11tool" chunk="" sp pid tty i prompted=0
+	shift 2
+	rm -rf "$f" && mkdir "$f" && mkfifo "$f/in" "$f/out"
+	script -qfec "exec pkcs11-tool --module $MODULE --token-label $label --login $*" \
+		/dev/null <"$f/in" >"$f/out" 2>&1 &
+	sp=$!
+	exec 7>"$f/in" 8<"$f/out"
+	while read -r -d ':' -t 300 chunk <&8; do # up to "Please enter User PIN:"
+		case $chunk in *PIN) prompted=1 && break ;; esac
+	done
+	for i in $(seq 1 $((prompted * 1200))); do
+		[ -d "/proc/$sp" ] || break
+		# script's child, through sh -c's exec, is pkcs11-tool; its standard input the terminal
+		# (the file has no newline at its end: read's status would say end of file)
+		pid=$(cat "/proc/$sp/task/$sp/children" 2>/dev/null) || pid=""
+		pid=${pid%% *}
+		if [ -n "$pid" ] && tty=$(readlink "/proc/$pid/fd/0" 2>/dev/null) &&
+			[[ $(stty -F "$tty" -a 2>/dev/null) == *" -echo "* ]]; then
+			break
+		fi
+		sleep 0.05
+	done
+	printf '%s\n' "$(cat "$pinfile")" >&7
+	exec 7>&-
+	tr -d '\r' <&8
+	exec 8<&-
+	wait "$sp"
+}
+
 # ---- talking to units directly, the way a hostile or foreign client would ----------------
 
 inst_file() { echo "$KYOK_INSTANCE/instance.json"; }

@@ -36,18 +36,8 @@ mk_token() {
 # token_keys NAME: the secret key objects of token NAME as pkcs11-tool lists them. The PIN is
 # typed at its prompt through a terminal (pkcs11-tool drops what was typed before it).
 token_keys() {
-	local f="$T_DIR/p11tool"
-	rm -rf "$f" && mkdir "$f" && mkfifo "$f/in" "$f/out"
-	SOFTHSM2_CONF="$T_DIR/$1/softhsm2.conf" script -qfec \
-		"pkcs11-tool --module $MODULE --token-label $LABEL --login --list-objects --type secrkey" \
-		/dev/null <"$f/in" >"$f/out" 2>&1 &
-	exec 7>"$f/in" 8<"$f/out"
-	read -r -d ':' -t 60 _ <&8 || true # up to "Please enter User PIN:"
-	printf '%s\n' "$(cat "$T_DIR/pw/$1-pin")" >&7
-	exec 7>&-
-	tr -d '\r' <&8
-	exec 8<&-
-	wait $!
+	SOFTHSM2_CONF="$T_DIR/$1/softhsm2.conf" p11_tool "$LABEL" "$T_DIR/pw/$1-pin" \
+		--list-objects --type secrkey
 }
 mk_token hsm-a
 mk_token hsm-b

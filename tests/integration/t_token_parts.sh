@@ -232,23 +232,7 @@ run_rc() {
 	out=$("$@" 2>&1) || rc=$?
 }
 # p11 ARGS...: pkcs11-tool on token kyok-ops, logged in; the PIN typed at its prompt.
-p11() {
-	local f="$T_DIR/p11tool"
-	rm -rf "$f" && mkdir "$f" && mkfifo "$f/in" "$f/out"
-	script -qfec "pkcs11-tool --module $MODULE --token-label kyok-ops --login $*" \
-		/dev/null <"$f/in" >"$f/out" 2>&1 &
-	exec 7>"$f/in" 8<"$f/out"
-	local chunk=""
-	# up to "Please enter User PIN:" (not any earlier colon)
-	while read -r -d ':' -t 60 chunk <&8; do
-		case $chunk in *PIN) break ;; esac
-	done
-	printf '%s\n' "$(cat "$T_DIR/pw/pin-ops")" >&7
-	exec 7>&-
-	tr -d '\r' <&8
-	exec 8<&-
-	wait $!
-}
+p11() { p11_tool kyok-ops "$T_DIR/pw/pin-ops" "$@"; }
 so=$(cat "$(newpw so-two)")
 pin=$(cat "$(newpw pin-two)")
 printf '%s\n%s\n%s\n%s\n' "$so" "$so" "$pin" "$pin" |

@@ -55,18 +55,9 @@ mk_token() {
 # p11 NAME ARGS...: pkcs11-tool on token kyok-NAME, logged in; the PIN is typed at its
 # prompt through a terminal (pkcs11-tool drops what was typed before it).
 p11() {
-	local who=$1 f="$T_DIR/p11tool"
+	local who=$1
 	shift
-	rm -rf "$f" && mkdir "$f" && mkfifo "$f/in" "$f/out"
-	script -qfec "pkcs11-tool --module $MODULE --token-label kyok-$who --login $*" \
-		/dev/null <"$f/in" >"$f/out" 2>&1 &
-	exec 7>"$f/in" 8<"$f/out"
-	read -r -d ':' -t 60 _ <&8 || true # up to "Please enter User PIN:"
-	printf '%s\n' "$(cat "$T_DIR/pw/pin-$who")" >&7
-	exec 7>&-
-	tr -d '\r' <&8
-	exec 8<&-
-	wait $!
+	p11_tool "kyok-$who" "$T_DIR/pw/pin-$who" "$@"
 }
 for who in alice bob; do mk_token "$who"; done
 
