@@ -10,6 +10,7 @@
 #include "kyok/common.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "cli/opts.h"
 
 /* One row of a dispatch table: main.c and tke.c each hold one array of these;
  * usage text is generated from it. */
@@ -114,7 +115,6 @@ int cli_common_opt(int opt, const char *arg);
 
 /* --imprint-credential FILE, for the commands that act on crypto units in imprint mode:
  * they list it in their options and usage; cli_common_opt takes it. */
-#define CLI_IMPRINT_OPT 0x1101
 #define CLI_IMPRINT_LONGOPT                                                    \
 	{                                                                      \
 		"imprint-credential", required_argument, NULL, CLI_IMPRINT_OPT \

@@ -90,7 +90,7 @@ int kp_common_opt(int opt, const char *arg)
 		return 0;
 	case 'o':
 		/* -o json, as ibmcloud kp spells --output json (it accepts JSON too) */
-		return cli_common_opt(0x1001, strcasecmp(arg, "json") == 0 ? "json" : arg);
+		return cli_common_opt(CLI_OPT_OUTPUT, strcasecmp(arg, "json") == 0 ? "json" : arg);
 	default:
 		return cli_common_opt(opt, arg);
 	}

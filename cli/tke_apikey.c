@@ -632,7 +632,7 @@ int tke_apikeys_main(int argc, char **argv)
 	    "the unit verified the row's integrity tag (ok; ALTERED: changed in key storage\n"
 	    "by someone without the master key, refused by every unit; unknown: the unit holds\n"
 	    "no master key). Secrets are never stored, only their hash, which is not "
-	    "shown.\n\n" CLI_COMMON_HELP;
+	    "shown.\n";
 	static const char *const hdr[] = {"ID", "NAME", "ROLE", "CREATED", "REVOKED", "INTEGRITY"};
 	struct cli_instance inst;
 	json_t *list = NULL;

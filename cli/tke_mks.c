@@ -98,8 +98,7 @@ static const char mks_usage[] =
     "verification pattern (first 16 hex digits; --output json gives all), where the\n"
     "part is held (\"file\": in the file, under its password; \"token 'LABEL'\": in a\n"
     "PKCS#11 token; \"EP11 card\": on an EP11 smart card; never in clear here but in\n"
-    "a file) and file. No password or PIN is needed.\n"
-    "\n" CLI_COMMON_HELP;
+    "a file) and file. No password or PIN is needed.\n";
 
 int tke_mks_main(int argc, char **argv)
 {

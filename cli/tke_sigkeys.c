@@ -81,8 +81,7 @@ static const char sigkeys_usage[] =
     "\n"
     "Lists the signature key files of the workspace ($KYOK_TKE_FILES, default\n"
     "~/.kyok/tke): number, whether selected to sign, administrator name, subject key\n"
-    "identifier (first 16 hex digits) and file. No password is needed.\n"
-    "\n" CLI_COMMON_HELP;
+    "identifier (first 16 hex digits) and file. No password is needed.\n";
 
 int tke_sigkeys_main(int argc, char **argv)
 {

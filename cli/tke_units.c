@@ -135,8 +135,7 @@ static const char cryptounits_usage[] =
     "usage: kyok tke cryptounits [options]\n"
     "\n"
     "Lists the crypto units of the instance: whether later commands act on them\n"
-    "(SELECTED), their number, id, zone, type and URL.\n"
-    "\n" CLI_COMMON_HELP;
+    "(SELECTED), their number, id, zone, type and URL.\n";
 
 int tke_cryptounits_main(int argc, char **argv)
 {
@@ -458,15 +457,13 @@ static const char cryptounit_admins_usage[] =
     "usage: kyok tke cryptounit-admins [options]\n"
     "\n"
     "Shows the administrators installed in each selected crypto unit: name and subject\n"
-    "key identifier (SKI, first 16 hex digits; --output json gives all of it).\n"
-    "\n" CLI_COMMON_HELP;
+    "key identifier (SKI, first 16 hex digits; --output json gives all of it).\n";
 
 static const char cryptounit_thrhlds_usage[] =
     "usage: kyok tke cryptounit-thrhlds [options]\n"
     "\n"
     "Shows the mode (imprint or secure) and the signature and revocation thresholds of\n"
-    "each selected crypto unit.\n"
-    "\n" CLI_COMMON_HELP;
+    "each selected crypto unit.\n";
 
 static const char cryptounit_mk_usage[] =
     "usage: kyok tke cryptounit-mk [options]\n"
@@ -474,8 +471,7 @@ static const char cryptounit_mk_usage[] =
     "Shows the new and current master key registers of each selected crypto unit: state\n"
     "and verification pattern (VP). Under a full register, the VP of each key part the\n"
     "key was loaded from (compare them with 'kyok tke mks'), or 'none' for a key that\n"
-    "was generated on a unit or imported from one (--output json: \"part_vps\").\n"
-    "\n" CLI_COMMON_HELP;
+    "was generated on a unit or imported from one (--output json: \"part_vps\").\n";
 
 int tke_cryptounit_admins_main(int argc, char **argv)
 {
@@ -669,8 +665,7 @@ static const char cryptounit_compare_usage[] =
     "from: first 8 hex digits each, 'none' for a generated or imported key) and the unit\n"
     "trust anchor that certified each unit. All units of an instance must be configured\n"
     "the same.\n"
-    "Exits 0 whether or not they differ; the last line says which.\n"
-    "\n" CLI_COMMON_HELP;
+    "Exits 0 whether or not they differ; the last line says which.\n";
 
 int tke_cryptounit_compare_main(int argc, char **argv)
 {
