@@ -13,29 +13,15 @@
 
 struct cli_global cli_g = {.password_fd = -1, .card_pin_fd = -1, .card_wait = -1};
 
-enum {
-	CLI_OPT_PASSWORD_FILE = CLI_OPT_OUTPUT + 1,
-	CLI_OPT_PASSWORD_FD,
-	CLI_OPT_YES,
-	CLI_OPT_INSTANCE,
-	CLI_OPT_TIMEOUT,
-	CLI_OPT_CARD_PIN_FILE,
-	CLI_OPT_CARD_PIN_FD,
-	CLI_OPT_CARD_WAIT,
-	CLI_OPT_CACERT,
-};
-
 const struct cli_opt cli_common_opts[] = {
     {"output", CLI_OPT_OUTPUT, CLI_ARG_REQUIRED, "table|json", "listing format (default table)"},
     {"password-file", CLI_OPT_PASSWORD_FILE, CLI_ARG_REQUIRED, "PATH",
      "read the next password asked from PATH (repeatable)"},
     {"password-fd", CLI_OPT_PASSWORD_FD, CLI_ARG_REQUIRED, "N",
      "read passwords, one per line, from descriptor N"},
-    {"yes", CLI_OPT_YES, CLI_ARG_NONE, NULL, "answer yes to confirmations"},
-    {"instance", CLI_OPT_INSTANCE, CLI_ARG_REQUIRED, "DIR",
-     "instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)"},
-    {"timeout", CLI_OPT_TIMEOUT, CLI_ARG_REQUIRED, "SECONDS",
-     "wait at most this long for each crypto unit (default $KYOK_TIMEOUT, else 15)"},
+    CLI_OPT_ROW_YES,
+    CLI_OPT_ROW_INSTANCE,
+    CLI_OPT_ROW_TIMEOUT,
     {"card-pin-file", CLI_OPT_CARD_PIN_FILE, CLI_ARG_REQUIRED, "PATH",
      "the PIN of a signature card, read only when the card asks for it (repeatable: the next "
      "file for the next card asking)"},
@@ -44,10 +30,8 @@ const struct cli_opt cli_common_opts[] = {
     {"card-wait", CLI_OPT_CARD_WAIT, CLI_ARG_REQUIRED, "SECONDS",
      "wait at most this long for a signature card to be inserted into reader 1 (default 300; "
      "0: do not wait)"},
-    {"cacert", CLI_OPT_CACERT, CLI_ARG_REQUIRED, "FILE",
-     "CA certificates that crypto units on https must chain to (default $KYOK_CA_FILE, else "
-     "the instance's ca.crt)"},
-    {"help", 'h', CLI_ARG_NONE, NULL, "this text"},
+    CLI_OPT_ROW_CACERT,
+    CLI_OPT_ROW_HELP,
     CLI_OPT_END};
 
 /* The running command, for messages: "kyok tke sigkeys", and its argv for getopt errors. */

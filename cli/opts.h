@@ -58,7 +58,43 @@ struct cli_opt {
 /* The options every command accepts (cli/common.c: --output, --password-file, ...,
  * --help as 'h'); cli_common_opt takes them. */
 extern const struct cli_opt cli_common_opts[];
-#define CLI_OPT_OUTPUT 0x1001 /* --output table|json: the first of the common options' ids */
+enum cli_common_opt_id {
+	CLI_OPT_OUTPUT = 0x1001,
+	CLI_OPT_PASSWORD_FILE,
+	CLI_OPT_PASSWORD_FD,
+	CLI_OPT_YES,
+	CLI_OPT_INSTANCE,
+	CLI_OPT_TIMEOUT,
+	CLI_OPT_CARD_PIN_FILE,
+	CLI_OPT_CARD_PIN_FD,
+	CLI_OPT_CARD_WAIT,
+	CLI_OPT_CACERT,
+};
+/* Rows of cli_common_opts that 'kyok kp' lists in its own common table too. */
+#define CLI_OPT_ROW_YES                                                               \
+	{                                                                             \
+		"yes", CLI_OPT_YES, CLI_ARG_NONE, NULL, "answer yes to confirmations" \
+	}
+#define CLI_OPT_ROW_INSTANCE                                                          \
+	{                                                                             \
+		"instance", CLI_OPT_INSTANCE, CLI_ARG_REQUIRED, "DIR",                \
+		    "instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)" \
+	}
+#define CLI_OPT_ROW_TIMEOUT                                                                        \
+	{                                                                                          \
+		"timeout", CLI_OPT_TIMEOUT, CLI_ARG_REQUIRED, "SECONDS",                           \
+		    "wait at most this long for each crypto unit (default $KYOK_TIMEOUT, else 15)" \
+	}
+#define CLI_OPT_ROW_CACERT                                                               \
+	{                                                                                \
+		"cacert", CLI_OPT_CACERT, CLI_ARG_REQUIRED, "FILE",                      \
+		    "CA certificates that crypto units on https must chain to (default " \
+		    "$KYOK_CA_FILE, else the instance's ca.crt)"                         \
+	}
+#define CLI_OPT_ROW_HELP                                     \
+	{                                                    \
+		"help", 'h', CLI_ARG_NONE, NULL, "this text" \
+	}
 
 /* --imprint-credential FILE, for the commands that act on crypto units in imprint mode: a
  * row for their tables; cli_common_opt takes it. */
