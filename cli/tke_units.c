@@ -156,23 +156,27 @@ static const char cryptounit_add_usage[] =
     "\n"
     "Adds crypto units to the selection that later commands act on. Without --units,\n"
     "lists the units and asks for their numbers.\n"
-    "\n"
-    "  --units LIST            unit numbers to add, comma separated (e.g. 1,2)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static const char cryptounit_rm_usage[] =
     "usage: kyok tke cryptounit-rm [--units N[,N...]] [options]\n"
     "\n"
     "Removes crypto units from the selection. Without --units, lists the units and\n"
     "asks for their numbers.\n"
-    "\n"
-    "  --units LIST            unit numbers to remove, comma separated (e.g. 2)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static int units_select(int argc, char **argv, bool add)
 {
-	static const struct option opts[] = {
-	    {"units", required_argument, NULL, 'u'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_UNITS = 0x2001 };
+	static const struct cli_opt add_opts[] = {
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "LIST",
+	     "unit numbers to add, comma separated (e.g. 1,2)"},
+	    CLI_OPT_END};
+	static const struct cli_opt rm_opts[] = {
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "LIST",
+	     "unit numbers to remove, comma separated (e.g. 2)"},
+	    CLI_OPT_END};
+	const struct cli_opt *opts = add ? add_opts : rm_opts;
 	int r = KY_ERR_INTERNAL, c;
 	const char *list = NULL, *usage = add ? cryptounit_add_usage : cryptounit_rm_usage;
 	char *answer = NULL, why[160];
@@ -180,12 +184,12 @@ static int units_select(int argc, char **argv, bool add)
 	size_t nnums = 0, nsel = 0, nnext = 0;
 	struct cli_instance inst;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(usage, stdout);
+			cli_opts_help(stdout, usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'u')
+		if (c == OPT_UNITS)
 			list = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
