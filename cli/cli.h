@@ -145,6 +145,22 @@ int cli_pick_number(const char *what, const char *flag, const char *question, si
                     int *num) KY_WUR;
 /* Deletes a workspace file: KY_ERR_IO naming it and why (printed). */
 int cli_unlink(const char *path) KY_WUR;
+/* Deletes one file of a numbered listing (mk-rm, sigkey-rm): the number picked as
+ * cli_pick_number picks it (what, flag, ask, n, print(list)); pick(ctx, num) gives the
+ * file's path and the confirmation question (it may print notes first, or refuse); the
+ * question is asked (cli_confirm); before_unlink(ctx), when set, runs; the file goes.
+ * *num is the number picked.
+ * Errors are printed. */
+struct cli_rm {
+	const char *what, *flag, *ask;
+	size_t n;
+	int (*print)(const void *list);
+	const void *list;
+	int (*pick)(void *ctx, int num, const char **path, char *question, size_t qlen);
+	int (*before_unlink)(void *ctx);
+	void *ctx;
+};
+int cli_rm_numbered(const struct cli_rm *rm, const char *arg, int *num) KY_WUR;
 
 /* ---- prompts ----
  * Password: from the next --password-file, else the next line of --password-fd, else the
@@ -205,8 +221,8 @@ int cli_instance_load(struct cli_instance *inst) KY_WUR;
 int cli_instance_parse(const char *json, size_t n, struct cli_instance *inst, char *why,
                        size_t whylen) KY_WUR;
 /* The crypto units of the local instance in dir whose kyok-unitd runs (pid file, and the
- * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap (up.c).
- * No unit directory at all: 0 and *n = 0. */
+ * process runs kyok-unitd with that unit's unit.conf): numbers and pids, at most cap
+ * (up_proc.c). No unit directory at all: 0 and *n = 0. */
 int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size_t *n) KY_WUR;
 /* The list of backups 'kyok backup' made of the instance in dir (<dir>/backups.json,
  * backup.c): {"backups": [{"file", "manifest", "created", "master_keys": [{"vp",
@@ -228,6 +244,14 @@ const char *cli_workspace(void);
  * (does not fit in outlen); the file is not made. */
 int cli_sigkey_path_new(const char *name, char *out, size_t outlen) KY_WUR;
 int cli_workspace_ensure(void) KY_WUR;
+/* The workspace directory and its files are private to their owner (checked once per run; a
+ * workspace not created yet passes). */
+int cli_workspace_check(void) KY_WUR;
+/* A workspace file name: no '/', no leading '.', no control character, ending in suffix. */
+bool cli_file_name_ok(const char *s, const char *suffix);
+/* Loads selection.json (cli/selection.c): an empty object when there is none yet. Prints its
+ * errors. */
+int cli_selection_load(json_t **sel) KY_WUR;
 int cli_selected_units(const struct cli_instance *inst, struct cli_unit **units,
                        size_t *n) KY_WUR; /* KY_ERR_NO_UNITS when none; malloc'd array */
 int cli_selection_set_units(const struct cli_instance *inst, const int *numbers, size_t n) KY_WUR;

@@ -13,7 +13,7 @@ int scup_main(int argc, char **argv); /* scup.c: kyok scup <cmd>, its table ther
 int kp_main(int argc, char **argv);
 int audit_main(int argc, char **argv);
 int backup_main(int argc, char **argv);  /* backup.c */
-int restore_main(int argc, char **argv); /* backup.c */
+int restore_main(int argc, char **argv); /* restore.c */
 
 /* kyok tke <cmd>: tke_units.c */
 int tke_cryptounits_main(int argc, char **argv);

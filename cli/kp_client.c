@@ -4,6 +4,11 @@
  * between requests (keep-alive). Tokens from one unit are valid on every unit of the
  * instance.
  *
+ * Size: the client and what every kp command shares with it (options, files, JSON, the
+ * errors its replies map to) stay in one file: the client reads the option state (kp_o:
+ * --unit, --apikey-file, --instance-ID, --verbose) and the error mapping reads its replies,
+ * so either half would need the other's internals.
+ *
  * Failover: units are tried in instance.json order from --unit, those that failed in the
  * last minute last (cli/failover.c). A unit that cannot be reached, does not answer in time
  * or answers 5xx hands over to the next one. A request that changes something (anything but

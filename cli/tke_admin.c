@@ -199,7 +199,7 @@ int tke_admin_add_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	status = tke_run_command(&run, &op, &(struct tke_hooks){.prepare = prepare});
 out:
 	tke_run_release(&run);
 	X509_free(a.cert);
@@ -418,7 +418,7 @@ int tke_admin_rm_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	status = tke_run_command(&run, &op, &(struct tke_hooks){.prepare = prepare});
 out:
 	tke_run_release(&run);
 	return status;
@@ -559,7 +559,9 @@ int tke_thrhld_set_main(int argc, char **argv)
 		goto out;
 	}
 	tke_imprint_warning(&run, "setting thresholds", warning, sizeof(warning));
-	status = tke_run_finish(&run, prepare, warning[0] != '\0' ? warning : NULL, NULL);
+	status = tke_run_finish(
+	    &run, &(struct tke_hooks){.prepare = prepare,
+	                              .warning = warning[0] != '\0' ? warning : NULL});
 out:
 	tke_run_release(&run);
 	return status;
@@ -610,7 +612,9 @@ int tke_exit_impr_main(int argc, char **argv)
 		goto out;
 	}
 	tke_imprint_warning(&run, "this command", warning, sizeof(warning));
-	status = tke_run_finish(&run, prepare, warning[0] != '\0' ? warning : NULL, NULL);
+	status = tke_run_finish(
+	    &run, &(struct tke_hooks){.prepare = prepare,
+	                              .warning = warning[0] != '\0' ? warning : NULL});
 out:
 	tke_run_release(&run);
 	return status;
@@ -660,12 +664,15 @@ int tke_zeroize_main(int argc, char **argv)
 	n = tke_run_pending(&run, NULL);
 	snprintf(question, sizeof(question), "zeroize %zu crypto unit%s?", n, n == 1 ? "" : "s");
 	status = tke_run_finish(
-	    &run, prepare,
-	    "WARNING: zeroize clears the new and current master key registers, removes every "
-	    "administrator and returns the crypto units to imprint mode. Every key in key "
-	    "storage becomes unusable on these units until the master key is loaded again "
-	    "from its key parts; without the key parts, key storage is lost for good.",
-	    question);
+	    &run,
+	    &(struct tke_hooks){
+	        .prepare = prepare,
+	        .warning = "WARNING: zeroize clears the new and current master key registers, "
+	                   "removes every administrator and returns the crypto units to imprint "
+	                   "mode. Every key in key storage becomes unusable on these units until "
+	                   "the master key is loaded again from its key parts; without the key "
+	                   "parts, key storage is lost for good.",
+	        .question = question});
 out:
 	tke_run_release(&run);
 	return status;

@@ -229,10 +229,12 @@ static int apikey_revoke_fill(void *ctx, struct tke_run *run, struct tke_unit *u
 	return 0;
 }
 
-/* The units share key storage: the first unit that runs the command changes it, the
- * others run it (their transaction counters advance) and find it done. */
-static void apikey_mark_unchanged(struct tke_run *run, const char *what)
+/* After submitting (tke_hooks.after_submit; ctx: what the others report). The units share
+ * key storage: the first unit that runs the command changes it, the others run it (their
+ * transaction counters advance) and find it done. */
+static void apikey_mark_unchanged(void *ctx, struct tke_run *run)
 {
+	const char *what = ctx;
 	const struct tke_unit *first = NULL;
 
 	for (size_t i = 0; i < run->n; i++) {
@@ -248,39 +250,6 @@ static void apikey_mark_unchanged(struct tke_run *run, const char *what)
 		snprintf(u->detail, sizeof(u->detail), "%s (through crypto unit %d)", what,
 		         first->u.number);
 	}
-}
-
-/* Plans, checks signers, signs and submits (or prepares), like tke_run_finish, with a
- * look at each unit's result before the report. */
-static int apikey_send(struct tke_run *run, const struct tke_op *op, const char *prepare,
-                       const char *question, const char *unchanged_text, json_t *steps)
-{
-	int r = KY_ERR_INTERNAL;
-	struct cli_signer *signers = NULL;
-	size_t nsigners = 0;
-	int maxreq = 0;
-
-	if ((r = tke_run_plan(run, op)) != 0)
-		return ky_err_exit(r);
-	if (tke_run_pending(run, &maxreq) > 0) {
-		if (question != NULL && (r = cli_confirm(question)) != 0) {
-			tke_note("nothing was sent to any crypto unit");
-			return ky_err_exit(r);
-		}
-		if (prepare != NULL) {
-			if ((r = tke_run_prepare(run, prepare)) != 0)
-				return ky_err_exit(r);
-		} else {
-			if ((r = tke_run_check_signers(run)) != 0)
-				return ky_err_exit(r);
-			if (maxreq > 0 && (r = cli_signers_open(&signers, &nsigners)) != 0)
-				return ky_err_exit(r);
-			tke_run_submit(run, signers, nsigners);
-			cli_signers_free(signers, nsigners);
-		}
-	}
-	apikey_mark_unchanged(run, unchanged_text);
-	return tke_run_report(run, NULL, steps);
 }
 
 static bool apikey_is_revoked(const json_t *a)
@@ -526,7 +495,11 @@ int tke_apikey_create_main(int argc, char **argv)
 		status = cli_fail(KY_ERR_NOMEM, NULL, NULL);
 		goto out;
 	}
-	status = apikey_send(&run, &op, prepare, NULL, "API key already in key storage", steps);
+	status = tke_run_command(&run, &op,
+	                         &(struct tke_hooks){.prepare = prepare,
+	                                             .after_submit = apikey_mark_unchanged,
+	                                             .ctx = "API key already in key storage",
+	                                             .json_steps = steps});
 	if (apikey_done_units(&run) == 0) {
 		if (created_file && unlink(path) == 0)
 			tke_note("no crypto unit took the API key: %s removed", path);
@@ -776,8 +749,11 @@ int tke_apikey_revoke_main(int argc, char **argv)
 	snprintf(question, sizeof(question),
 	         "revoke API key %s%s%s%s? applications using it lose access", id,
 	         name != NULL ? " ('" : "", name != NULL ? name : "", name != NULL ? "')" : "");
-	status = apikey_send(&run, &op, prepare, c.revoked ? NULL : question,
-	                     "API key already revoked", NULL);
+	status = tke_run_command(&run, &op,
+	                         &(struct tke_hooks){.prepare = prepare,
+	                                             .question = c.revoked ? NULL : question,
+	                                             .after_submit = apikey_mark_unchanged,
+	                                             .ctx = "API key already revoked"});
 out:
 	json_decref(list);
 	tke_run_release(&run);

@@ -3,6 +3,11 @@
  * first unit generate a random master key, sends it encrypted to the importer key of each
  * other unit, then commits and sets it as current everywhere.
  *
+ * Size: one command in one file, on purpose: choosing the administrators, unlocking their
+ * keys and the steps all fill one struct ai, and the steps' plan and fill functions are
+ * read in the order auto-init runs them, against the summary it prints before it changes
+ * anything.
+ *
  * Every step is an ordinary signed command, reported per unit. Signature keys needed for
  * the signed steps are unlocked once, at the start, before any unit is changed.
  */
@@ -521,6 +526,15 @@ static int ai_check_signers(struct ai *ai)
 	return 0;
 }
 
+/* After a thresholds step (tke_hooks.after_submit): a unit that took it left imprint mode. */
+static void ai_note_left_imprint(void *ctx, struct tke_run *run)
+{
+	struct ai *ai = ctx;
+
+	for (size_t i = 0; i < run->n; i++)
+		ai->left_imprint = ai->left_imprint || run->units[i].result == TKE_CHANGED;
+}
+
 /* One step: fresh states, plan, sign, submit, report. Returns the exit status. */
 static int ai_step(struct ai *ai, const char *what, const struct tke_op *op)
 {
@@ -534,12 +548,16 @@ static int ai_step(struct ai *ai, const char *what, const struct tke_op *op)
 		ai_advice_stopped(ai, title);
 		return ky_err_exit(r);
 	}
-	tke_run_submit(&ai->run, ai->signers, ai->nsigners);
-	if (op->op == KY_OP_THRESHOLDS_SET)
-		for (size_t i = 0; i < ai->run.n; i++)
-			ai->left_imprint =
-			    ai->left_imprint || ai->run.units[i].result == TKE_CHANGED;
-	status = tke_run_report(&ai->run, title, ai->steps);
+	status = tke_run_finish(&ai->run,
+	                        &(struct tke_hooks){.signers_open = true,
+	                                            .signers = ai->signers,
+	                                            .nsigners = ai->nsigners,
+	                                            .after_submit = op->op == KY_OP_THRESHOLDS_SET
+	                                                                ? ai_note_left_imprint
+	                                                                : NULL,
+	                                            .ctx = ai,
+	                                            .title = title,
+	                                            .json_steps = ai->steps});
 	if (!cli_g.json)
 		printf("\n");
 	if (status != 0)

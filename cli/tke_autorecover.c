@@ -197,14 +197,16 @@ static int ar_step(struct ar *ar, const char *what, const struct tke_op *op, boo
 	ar->step++;
 	snprintf(title, sizeof(title), "step %d of %d: %s", ar->step, ar->nsteps, what);
 	ar_skip(ar, targets);
-	if ((r = tke_run_refresh(&ar->run)) != 0 || (r = tke_run_plan(&ar->run, op)) != 0 ||
-	    (r = tke_run_check_signers(&ar->run)) != 0) {
+	if ((r = tke_run_refresh(&ar->run)) != 0 || (r = tke_run_plan(&ar->run, op)) != 0) {
 		fprintf(stderr, "auto-recover stopped at %s: fix the cause and run it again\n",
 		        title);
 		return ky_err_exit(r);
 	}
-	tke_run_submit(&ar->run, ar->signers, ar->nsigners);
-	status = tke_run_report(&ar->run, title, ar->steps);
+	status = tke_run_finish(&ar->run, &(struct tke_hooks){.signers_open = true,
+	                                                      .signers = ar->signers,
+	                                                      .nsigners = ar->nsigners,
+	                                                      .title = title,
+	                                                      .json_steps = ar->steps});
 	if (!cli_g.json)
 		printf("\n");
 	if (status != 0)

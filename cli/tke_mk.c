@@ -502,7 +502,7 @@ int tke_mk_load_main(int argc, char **argv)
 	else
 		tke_note("the new master key's verification pattern is computed by the crypto "
 		         "units: each unit reports it");
-	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	status = tke_run_command(&run, &op, &(struct tke_hooks){.prepare = prepare});
 	if (!m.has_vp)
 		mk_load_print_vps(&run);
 	if ((r = mk_load_check_part_vps(&run, info, m.nparts)) != 0 && status == 0)
@@ -649,8 +649,10 @@ static int mk_reg_main(int argc, char **argv, enum ky_op opcode, const char *usa
 		         "set the new master key (vp %.16s...) as current on %zu crypto unit%s?",
 		         m.target, n, n == 1 ? "" : "s");
 	}
-	status =
-	    tke_run_finish(&run, prepare, warning, opcode == KY_OP_MK_SETIMM ? question : NULL);
+	status = tke_run_finish(
+	    &run, &(struct tke_hooks){.prepare = prepare,
+	                              .warning = warning,
+	                              .question = opcode == KY_OP_MK_SETIMM ? question : NULL});
 	if (opcode == KY_OP_MK_SETIMM && !cli_g.json) {
 		bool stale = false;
 		for (size_t i = 0; i < run.n; i++)
@@ -751,7 +753,7 @@ int tke_mk_clrnew_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	status = tke_run_command(&run, &op, &(struct tke_hooks){.prepare = prepare});
 out:
 	tke_run_release(&run);
 	return status;
@@ -787,11 +789,13 @@ int tke_mk_clrcur_main(int argc, char **argv)
 	snprintf(question, sizeof(question),
 	         "clear the current master key register on %zu crypto unit%s?", n,
 	         n == 1 ? "" : "s");
-	status = tke_run_finish(&run, prepare,
-	                        "warning: clearing the current master key register makes key "
-	                        "storage unusable on these crypto units until a master key is set "
-	                        "again (load, commit, set-immediate).",
-	                        question);
+	status = tke_run_finish(
+	    &run, &(struct tke_hooks){
+	              .prepare = prepare,
+	              .warning = "warning: clearing the current master key register makes key "
+	                         "storage unusable on these crypto units until a master key is "
+	                         "set again (load, commit, set-immediate).",
+	              .question = question});
 out:
 	tke_run_release(&run);
 	return status;
@@ -821,7 +825,7 @@ int tke_storage_accept_main(int argc, char **argv)
 		status = ky_err_exit(r);
 		goto out;
 	}
-	status = tke_run_command(&run, &op, prepare, NULL, NULL);
+	status = tke_run_command(&run, &op, &(struct tke_hooks){.prepare = prepare});
 out:
 	tke_run_release(&run);
 	return status;

@@ -553,6 +553,36 @@ static int mks_print_ctx(const void *ctx)
 	return mks_print(l->parts, l->n);
 }
 
+/* mk-rm's part of cli_rm_numbered: the listing, the token's record of the part picked (for
+ * the note). */
+struct mk_rm {
+	struct cli_keypart_list l;
+	struct cli_token_keypart tp;
+};
+
+static int mk_rm_pick(void *ctx, int num, const char **path, char *question, size_t qlen)
+{
+	struct mk_rm *m = ctx;
+	struct cli_keypart *p = &m->l.parts[num - 1];
+	char why[200];
+	int r = KY_ERR_INTERNAL;
+
+	if (p->in_token && (r = cli_token_keypart_read(p->path, &m->tp, why, sizeof(why))) != 0)
+		return cli_err(r, p->path, "%s", why);
+	if (p->on_card)
+		snprintf(question, qlen,
+		         "delete the record of key part %d '%s' (VP %.16s, %s)? the part stays on "
+		         "its EP11 card",
+		         p->number, p->description, p->vp_hex, mks_base(p->path));
+	else
+		snprintf(question, qlen,
+		         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
+		         p->description, p->vp_hex, mks_base(p->path));
+	mk_rm_warn_backups(p);
+	*path = p->path;
+	return 0;
+}
+
 int tke_mk_rm_main(int argc, char **argv)
 {
 	enum { OPT_MK = 0x2001 };
@@ -560,10 +590,16 @@ int tke_mk_rm_main(int argc, char **argv)
 	    {"mk", OPT_MK, CLI_ARG_REQUIRED, "N", "number of the key part to delete"}, CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
-	char why[200], question[800], id[2 * KY_TOKEN_ID_LEN + 1] = "";
-	struct cli_token_keypart tp;
-	struct cli_keypart_list l = {0};
-	struct cli_keypart *parts = NULL, *p;
+	char id[2 * KY_TOKEN_ID_LEN + 1] = "";
+	struct mk_rm m = {0};
+	struct cli_rm rm = {.what = "key parts",
+	                    .flag = "--mk",
+	                    .ask = "number of the key part to delete",
+	                    .print = mks_print_ctx,
+	                    .list = &m.l,
+	                    .pick = mk_rm_pick,
+	                    .ctx = &m};
+	struct cli_keypart *p;
 
 	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
@@ -577,31 +613,12 @@ int tke_mk_rm_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = cli_keyparts_list(&l.parts, &l.n)) != 0)
+	if ((r = cli_keyparts_list(&m.l.parts, &m.l.n)) != 0)
 		goto out;
-	parts = l.parts;
-	if ((r = cli_pick_number("key parts", "--mk", "number of the key part to delete", l.n,
-	                         mks_print_ctx, &l, arg, &num)) != 0)
+	rm.n = m.l.n;
+	if ((r = cli_rm_numbered(&rm, arg, &num)) != 0)
 		goto out;
-	p = &parts[num - 1];
-	if (p->in_token && (r = cli_token_keypart_read(p->path, &tp, why, sizeof(why))) != 0) {
-		cli_fail(r, p->path, "%s", why);
-		goto out;
-	}
-	if (p->on_card)
-		snprintf(question, sizeof(question),
-		         "delete the record of key part %d '%s' (VP %.16s, %s)? the part stays on "
-		         "its EP11 card",
-		         p->number, p->description, p->vp_hex, mks_base(p->path));
-	else
-		snprintf(question, sizeof(question),
-		         "delete key part %d '%s' (VP %.16s, %s)? this cannot be undone", p->number,
-		         p->description, p->vp_hex, mks_base(p->path));
-	mk_rm_warn_backups(p);
-	if ((r = cli_confirm(question)) != 0)
-		goto out;
-	if ((r = cli_unlink(p->path)) != 0)
-		goto out;
+	p = &m.l.parts[num - 1];
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s, s:s, s:s}", "deleted", p->number,
 		                         "description", p->description, "vp", p->vp_hex, "file",
@@ -609,18 +626,18 @@ int tke_mk_rm_main(int argc, char **argv)
 	else
 		printf("deleted key part %d '%s' (%s)\n", p->number, p->description, p->path);
 	if (p->in_token) {
-		ky_hex_encode(tp.where.id, KY_TOKEN_ID_LEN, id);
+		ky_hex_encode(m.tp.where.id, KY_TOKEN_ID_LEN, id);
 		fprintf(
 		    stderr,
 		    "note: the key stays in token '%s' (module %s, label '%s', id %s): delete it "
 		    "there with the token's own tools\n",
-		    tp.where.label, tp.where.module, tp.key_label, id);
+		    m.tp.where.label, m.tp.where.module, m.tp.key_label, id);
 	}
 	if (p->on_card && !cli_g.json)
 		printf("the part itself stays on its EP11 card: 'kyok scup show --reader 2' lists "
 		       "it\n");
 	r = 0;
 out:
-	free(parts);
+	free(m.l.parts);
 	return ky_err_exit(r);
 }

@@ -488,9 +488,12 @@ static int rot_setimm(struct rot *ro)
 		return ky_err_exit(r);
 	if ((r = tke_run_plan(&ro->run, &op)) != 0)
 		return ky_err_exit(r);
-	tke_run_submit(&ro->run, ro->signers, ro->nsigners);
-	status =
-	    tke_run_report(&ro->run, "step 2 of 2: make the new master key current", ro->steps);
+	status = tke_run_finish(
+	    &ro->run, &(struct tke_hooks){.signers_open = true,
+	                                  .signers = ro->signers,
+	                                  .nsigners = ro->nsigners,
+	                                  .title = "step 2 of 2: make the new master key current",
+	                                  .json_steps = ro->steps});
 	for (size_t i = 0; i < ro->run.n; i++) {
 		const struct tke_unit *u = &ro->run.units[i];
 		if (u->result == TKE_REFUSED &&

@@ -451,6 +451,33 @@ static int sigkeys_print_ctx(const void *ctx)
 	return sigkeys_print(l->keys, l->n);
 }
 
+/* sigkey-rm's part of cli_rm_numbered: the key picked. */
+struct sigkey_rm {
+	struct cli_sigkey_list l;
+	struct cli_sigkey *k;
+};
+
+static int sigkey_rm_pick(void *ctx, int num, const char **path, char *question, size_t qlen)
+{
+	struct sigkey_rm *s = ctx;
+	struct cli_sigkey *k = &s->l.keys[num - 1];
+
+	s->k = k;
+	snprintf(question, qlen,
+	         "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
+	         k->number, k->name, sigkeys_base(k->path));
+	*path = k->path;
+	return 0;
+}
+
+/* Before the file goes: a selection never names a missing file. */
+static int sigkey_rm_unselect(void *ctx)
+{
+	const struct sigkey_rm *s = ctx;
+
+	return s->k->selected ? cli_selection_drop_sigkey(s->k->path) : 0;
+}
+
 int tke_sigkey_rm_main(int argc, char **argv)
 {
 	enum { OPT_SIGKEY = 0x2001 };
@@ -459,8 +486,15 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
-	char question[700];
-	struct cli_sigkey_list l = {0};
+	struct sigkey_rm s = {0};
+	struct cli_rm rm = {.what = "signature keys",
+	                    .flag = "--sigkey",
+	                    .ask = "number of the signature key to delete",
+	                    .print = sigkeys_print_ctx,
+	                    .list = &s.l,
+	                    .pick = sigkey_rm_pick,
+	                    .before_unlink = sigkey_rm_unselect,
+	                    .ctx = &s};
 	struct cli_sigkey *k;
 
 	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
@@ -475,22 +509,12 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
-	if ((r = cli_sigkeys_list(&l.keys, &l.n)) != 0 ||
-	    (r = cli_pick_number("signature keys", "--sigkey",
-	                         "number of the signature key to delete", l.n, sigkeys_print_ctx,
-	                         &l, arg, &num)) != 0)
+	if ((r = cli_sigkeys_list(&s.l.keys, &s.l.n)) != 0)
 		goto out;
-	k = &l.keys[num - 1];
-	snprintf(question, sizeof(question),
-	         "delete signature key %d of administrator '%s' (%s)? this cannot be undone",
-	         k->number, k->name, sigkeys_base(k->path));
-	if ((r = cli_confirm(question)) != 0)
+	rm.n = s.l.n;
+	if ((r = cli_rm_numbered(&rm, arg, &num)) != 0)
 		goto out;
-	/* Drop it from the selection first: a selection never names a missing file. */
-	if (k->selected && (r = cli_selection_drop_sigkey(k->path)) != 0)
-		goto out;
-	if ((r = cli_unlink(k->path)) != 0)
-		goto out;
+	k = &s.l.keys[num - 1];
 	if (cli_g.json)
 		cli_print_json(json_pack("{s:i, s:s, s:s}", "deleted", k->number, "name", k->name,
 		                         "file", k->path));
@@ -499,6 +523,6 @@ int tke_sigkey_rm_main(int argc, char **argv)
 		       k->path);
 	r = 0;
 out:
-	free(l.keys);
+	free(s.l.keys);
 	return ky_err_exit(r);
 }

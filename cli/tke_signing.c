@@ -1,6 +1,11 @@
 /* The signed-command engine shared by the tke commands that change crypto units: read each
  * unit's state, plan, check the signers, sign, submit (or prepare a bundle, cli/tke_bundle.c),
  * report. The bundle verbs cmd-show, cmd-sign and cmd-submit are in cli/tke_cmd.c.
+ *
+ * Size: the engine in one file, on purpose: loading, planning, checking signers, signing,
+ * submitting and reporting act on one struct tke_run in the order a command runs them; what
+ * stands apart is already apart (the bundle format in tke_bundle.c, the bundle verbs in
+ * tke_cmd.c).
  */
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -540,16 +545,58 @@ int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[K
 	return count;
 }
 
+/* The largest signature count among the commands this run signs itself (a command that
+ * came signed, cmd-submit, is sent as it is). */
+static int tke_run_to_sign(const struct tke_run *run)
+{
+	int maxreq = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip || u->result != TKE_PENDING || !u->reachable || u->cms.len > 0)
+			continue;
+		if (u->required > maxreq)
+			maxreq = u->required;
+	}
+	return maxreq;
+}
+
+/* Each unit to sign for must have its required count of administrators among skis (the n
+ * signature keys that sign). Prints the units that fall short and returns the error. */
+static int tke_run_check_skis(struct tke_run *run, const uint8_t (*skis)[KY_SKI_LEN], size_t n)
+{
+	bool short_any = false;
+
+	for (size_t i = 0; i < run->n; i++) {
+		struct tke_unit *u = &run->units[i];
+		char names[256];
+		int have;
+
+		if (u->skip || u->result != TKE_PENDING || u->required == 0 || u->cms.len > 0)
+			continue;
+		have = tke_count_admin_skis(&u->st, skis, n, names, sizeof(names));
+		if (have >= u->required)
+			continue;
+		tke_unit_set(
+		    u, TKE_REFUSED, KY_ERR_NOT_ENOUGH_SIGNATURES,
+		    "%s needs %d signature%s; %d of the %zu selected signature keys %s an "
+		    "administrator of this unit%s%s%s: select more with 'kyok tke sigkey-sel'",
+		    "the command", u->required, u->required == 1 ? "" : "s", have, n,
+		    have == 1 ? "is" : "are", have > 0 ? " (" : "", names, have > 0 ? ")" : "");
+		short_any = true;
+	}
+	return short_any ? tke_print_local_refusals(run) : 0;
+}
+
 int tke_run_check_signers(struct tke_run *run)
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_sigkey *keys = NULL;
 	size_t nkeys = 0, nsel = 0, k = 0;
 	uint8_t(*skis)[KY_SKI_LEN] = NULL;
-	int maxreq = 0;
-	bool short_any = false;
+	int maxreq = tke_run_to_sign(run);
 
-	if (tke_run_pending(run, &maxreq) == 0 || maxreq == 0)
+	if (maxreq == 0)
 		return 0;
 	if ((r = tke_selected_sigkeys(&keys, &nkeys, &nsel)) != 0)
 		return r;
@@ -566,33 +613,32 @@ int tke_run_check_signers(struct tke_run *run)
 	for (size_t i = 0; i < nkeys; i++)
 		if (keys[i].selected)
 			memcpy(skis[k++], keys[i].ski, KY_SKI_LEN);
-	for (size_t i = 0; i < run->n; i++) {
-		struct tke_unit *u = &run->units[i];
-		char names[256];
-		int have;
-
-		if (u->skip || u->result != TKE_PENDING || u->required == 0)
-			continue;
-		have = tke_count_admin_skis(&u->st, (const uint8_t(*)[KY_SKI_LEN])skis, nsel, names,
-		                            sizeof(names));
-		if (have >= u->required)
-			continue;
-		tke_unit_set(
-		    u, TKE_REFUSED, KY_ERR_NOT_ENOUGH_SIGNATURES,
-		    "%s needs %d signature%s; %d of the %zu selected signature keys %s an "
-		    "administrator of this unit%s%s%s: select more with 'kyok tke sigkey-sel'",
-		    "the command", u->required, u->required == 1 ? "" : "s", have, nsel,
-		    have == 1 ? "is" : "are", have > 0 ? " (" : "", names, have > 0 ? ")" : "");
-		short_any = true;
-	}
-	if (short_any) {
-		r = tke_print_local_refusals(run);
+	if ((r = tke_run_check_skis(run, (const uint8_t(*)[KY_SKI_LEN])skis, nsel)) != 0)
 		goto out;
-	}
 	r = 0;
 out:
 	free(skis);
 	free(keys);
+	return r;
+}
+
+/* tke_run_check_signers for signers a verb opened itself. */
+static int tke_run_check_open_signers(struct tke_run *run, const struct cli_signer *signers,
+                                      size_t nsigners)
+{
+	int r = KY_ERR_INTERNAL;
+	uint8_t(*skis)[KY_SKI_LEN] = NULL;
+	size_t k = 0;
+
+	if (tke_run_to_sign(run) == 0)
+		return 0;
+	if ((skis = calloc(nsigners + 1, sizeof(*skis))) == NULL)
+		return cli_err(KY_ERR_NOMEM, NULL, NULL);
+	for (size_t i = 0; i < nsigners; i++)
+		if (ky_cert_ski(signers[i].cert, skis[k]) == 0)
+			k++;
+	r = tke_run_check_skis(run, (const uint8_t(*)[KY_SKI_LEN])skis, k);
+	free(skis);
 	return r;
 }
 
@@ -866,46 +912,64 @@ int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps)
 	return status;
 }
 
-int tke_run_command(struct tke_run *run, const struct tke_op *op, const char *prepare,
-                    const char *warning, const char *question)
+int tke_run_command(struct tke_run *run, const struct tke_op *op, const struct tke_hooks *hooks)
 {
 	int r = KY_ERR_INTERNAL;
 
 	if ((r = tke_run_plan(run, op)) != 0)
 		return ky_err_exit(r);
-	return tke_run_finish(run, prepare, warning, question);
+	return tke_run_finish(run, hooks);
 }
 
-int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning,
-                   const char *question)
+/* Signs (with the verb's signers, or the selected signature keys opened here) and submits;
+ * every check before any password. */
+static int tke_run_sign_submit(struct tke_run *run, const struct tke_hooks *h)
 {
 	int r = KY_ERR_INTERNAL;
 	struct cli_signer *signers = NULL;
 	size_t nsigners = 0;
-	int maxreq = 0;
 
-	if (tke_run_pending(run, &maxreq) > 0) {
-		if (warning != NULL)
-			tke_note("%s", warning);
-		if (question != NULL && (r = cli_confirm(question)) != 0) {
+	if ((r = tke_run_imprint_check(run)) != 0)
+		return r;
+	if (h->signers_open) {
+		if ((r = tke_run_check_open_signers(run, h->signers, h->nsigners)) != 0)
+			return r;
+		tke_run_submit(run, h->signers, h->nsigners);
+		return 0;
+	}
+	if ((r = tke_run_check_signers(run)) != 0)
+		return r;
+	if (tke_run_to_sign(run) > 0 && (r = cli_signers_open(&signers, &nsigners)) != 0)
+		return r;
+	tke_run_submit(run, signers, nsigners);
+	cli_signers_free(signers, nsigners);
+	return 0;
+}
+
+int tke_run_finish(struct tke_run *run, const struct tke_hooks *hooks)
+{
+	static const struct tke_hooks none = {0};
+	const struct tke_hooks *h = hooks != NULL ? hooks : &none;
+	int r = KY_ERR_INTERNAL;
+
+	if (tke_run_pending(run, NULL) > 0) {
+		if (h->warning != NULL)
+			tke_note("%s", h->warning);
+		if (h->question != NULL && (r = cli_confirm(h->question)) != 0) {
 			tke_note("nothing was sent to any crypto unit");
 			return ky_err_exit(r);
 		}
-		if (prepare != NULL) {
-			if ((r = tke_run_prepare(run, prepare)) != 0)
-				return ky_err_exit(r);
-		} else {
-			if ((r = tke_run_imprint_check(run)) != 0 ||
-			    (r = tke_run_check_signers(run)) != 0)
-				return ky_err_exit(r);
-			if (maxreq > 0 && (r = cli_signers_open(&signers, &nsigners)) != 0)
-				return ky_err_exit(r);
-			tke_run_submit(run, signers, nsigners);
-			cli_signers_free(signers, nsigners);
-		}
+		if (h->prepare != NULL)
+			r = tke_run_prepare(run, h->prepare);
+		else
+			r = tke_run_sign_submit(run, h);
+		if (r != 0)
+			return ky_err_exit(r);
 	}
-	r = tke_run_report(run, NULL, NULL);
-	if (prepare != NULL && r == 0 && tke_run_pending(run, NULL) == 0 && !cli_g.json) {
+	if (h->after_submit != NULL)
+		h->after_submit(h->ctx, run);
+	r = tke_run_report(run, h->title, h->json_steps);
+	if (h->prepare != NULL && r == 0 && tke_run_pending(run, NULL) == 0 && !cli_g.json) {
 		bool any = false;
 		for (size_t i = 0; i < run->n; i++)
 			any = any || run->units[i].result == TKE_PREPARED;
@@ -913,7 +977,7 @@ int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning
 			printf("wrote %s: sign it with 'kyok tke cmd-sign %s' (on each "
 			       "administrator's "
 			       "workstation), then 'kyok tke cmd-submit %s'\n",
-			       prepare, prepare, prepare);
+			       h->prepare, h->prepare, h->prepare);
 	}
 	return r;
 }

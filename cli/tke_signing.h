@@ -5,7 +5,8 @@
  * A command's life: tke_run_load (states of the selected units) -> tke_run_plan (per unit:
  * unchanged, to do, or refused before anything is sent; builds the command bytes) ->
  * tke_run_check_signers (before any password) -> cli_signers_open -> tke_run_submit or
- * tke_run_prepare -> tke_run_report. tke_run_command does all of it for the simple case.
+ * tke_run_prepare -> tke_run_report. tke_run_finish runs every part after the plan, with a
+ * verb's hooks (struct tke_hooks); tke_run_command plans first.
  */
 #ifndef KYOK_CLI_TKE_SIGNING_H
 #define KYOK_CLI_TKE_SIGNING_H
@@ -91,15 +92,32 @@ int tke_run_prepare(struct tke_run *run, const char *path) KY_WUR;
  * status: 0, or ky_err_exit of the first refusal / unreachable unit. */
 int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps);
 
-/* The whole sequence for a simple command: plan, optional confirmation (question printed
- * after warning, both may be NULL), signers, submit or prepare, report. Returns the exit
- * status. */
-int tke_run_command(struct tke_run *run, const struct tke_op *op, const char *prepare,
-                    const char *warning, const char *question);
+/* What a verb adds to the runner's sequence; every field may be left 0 (hooks NULL). */
+struct tke_hooks {
+	const char *prepare;  /* write the commands into this bundle: nothing is signed or sent */
+	const char *warning;  /* printed when a command is to be sent or prepared */
+	const char *question; /* then asked (cli_confirm): a no sends nothing */
+	/* signers_open: the verb opened signers and nsigners itself (a verb of several steps
+	 * opens them once); they sign as they are, checked against each unit's admins. Else
+	 * the selected signature keys are checked and opened when a command needs them. */
+	bool signers_open;
+	const struct cli_signer *signers;
+	size_t nsigners;
+	/* Called after the commands were sent (or not), before the report: may change what
+	 * units report (several units that share key storage). */
+	void (*after_submit)(void *ctx, struct tke_run *run);
+	void *ctx;
+	const char *title;  /* the report's title (a step of several), or NULL */
+	json_t *json_steps; /* with --output json: the report goes into this array */
+};
 
-/* tke_run_command after tke_run_plan (when the command looks at the plan first). */
-int tke_run_finish(struct tke_run *run, const char *prepare, const char *warning,
-                   const char *question);
+/* The one runner: after tke_run_plan, when a command is to be sent, the warning and
+ * question, then prepare, or: imprint credential, signers (before any password), sign and
+ * submit; then after_submit and the report (and how to go on with a prepared bundle).
+ * Returns the exit status. */
+int tke_run_finish(struct tke_run *run, const struct tke_hooks *hooks);
+/* tke_run_plan, then tke_run_finish. Returns the exit status. */
+int tke_run_command(struct tke_run *run, const struct tke_op *op, const struct tke_hooks *hooks);
 
 /* Signature requirement of c on a unit in state st, by the ceremony's own rule. */
 int tke_required(const struct ky_unit_state *st, const struct ky_command *c, int *required) KY_WUR;

@@ -2,6 +2,12 @@
  * service (api_token.c). Handlers are thin: they parse (api_json.c), check the caller against
  * the role table below, and let lib/kms act.
  *
+ * Size: the life cycle of a request in one file, on purpose: the route, action and role
+ * tables, the matching, the caller's role, the request id and the audit line are the steps
+ * every request takes, in this order, and a route is checked against its role and its audit
+ * line in one place. The handlers (api_keys.c), the token service (api_token.c) and the
+ * parsers (api_json.c, api_query.c, api_netpolicy.c) are apart.
+ *
  *   POST   /identity/token                      API key -> access token (no bearer needed)
  *   GET    /api/v2/keys                         list (limit, offset, state, extractable)
  *   HEAD   /api/v2/keys                         Key-Total header

@@ -2,6 +2,10 @@
  * actions, policies, aliases and rings, instance policies, registrations. Each parses
  * (api_json.c), checks the caller's role, lets lib/kms act and sets the reply in its
  * struct api_ctx.
+ *
+ * Size: every route handler in one file: they share one shape (parse, check the role, let
+ * lib/kms act, reply) and the helpers at the top (a key named by id or alias, its ring, the
+ * reply of a key, the instance policies read), and are read side by side.
  */
 #include <microhttpd.h>
 #include <openssl/crypto.h>

@@ -1,6 +1,10 @@
 /* The unit's audit trail: data_dir/audit/audit-NNNNNNNN.jsonl (include/kyok/audit.h has the
  * line format, docs/formats.md how to check it).
  *
+ * Size: the writer, its thread, its checkpoints, the start (a file left by a crash cut to
+ * its lines) and the events share the two locks and the file state described below; they
+ * stay in one file so that the lock order is checked in one place.
+ *
  * Two mutexes. `lock` orders the lines: a line takes the next seq and the hash of the line
  * before under it, with its room on disk reserved ahead (fallocate: a full disk refuses the
  * line, never loses it later), and is copied to the lines waiting to be written. `wlock` is

@@ -1,6 +1,10 @@
 /* The unit's view of key storage: the store, the master key registers of the live state and
  * the caches that keep the unwrap hot path off SQLite.
  *
+ * Size: the registers, the caches and the reading of the store's change log in one file, on
+ * purpose: they share the locks below and their order, and a cached key's freshness is
+ * checked against the code that fills the cache and the code that drops from it.
+ *
  * Locks, always taken in this order:
  *   regs   rwlock (writer-preferring): the registers. API requests read-hold it for the
  *          length of one request; a state swap write-holds it for the swap.
@@ -20,7 +24,7 @@
  * everything: generation check) keeps it from being linked, so a row changed by someone
  * else is never cached stale.
  *
- * Size: the material of unitd_key_cache keys (key_cache in unit.conf; each counted for at
+ * Capacity: the material of unitd_key_cache keys (key_cache in unit.conf; each counted for at
  * least KS_KEY_COST bytes of secure heap), in a hash table of about one chain per key. When
  * it is full the keys used least recently make room (CLOCK: a lookup marks a key; the hand
  * clears marks and closes the first key it finds without one), so a working set larger

@@ -1,5 +1,5 @@
-/* seal.c, seal_tpm2.c, seal_pkcs11.c: the data directory, the sealed unit state and the
- * storage mark, and the sealing backends.
+/* seal.c, seal_file.c, seal_tpm2.c, seal_pkcs11.c: the data directory, the sealed unit state
+ * and the storage mark, and the sealing backends.
  *
  * The unit state is sealed under a seal key that one backend makes, finds, uses and
  * destroys. Each key has a reference file in the data directory (ops->ref_name): the key
@@ -57,13 +57,15 @@ struct unitd_seal {
 	void *priv;
 };
 
+/* The file backend (seal_file.c): the key itself in its reference file. */
+int unitd_seal_file_new(struct unitd_seal **out, char *err, size_t errlen) KY_WUR;
 /* Backends other than file: connect to the device named in cfg. */
 int unitd_seal_tpm2_new(const struct unitd_config *cfg, struct unitd_seal **out, char *err,
                         size_t errlen) KY_WUR;
 int unitd_seal_pkcs11_new(const struct unitd_config *cfg, struct unitd_seal **out, char *err,
                           size_t errlen) KY_WUR;
 
-/* For the backends: a reference file written whole (temp file, fsync, link: an existing
+/* For the backends (seal_file.c): a reference file written whole (temp file, fsync, link: an existing
  * file is never replaced, KY_ERR_EXISTS) with mode 0600; read with the same checks as the
  * seal key always had (regular, owned by us, 0600 at most, no symlink, at most max bytes;
  * KY_ERR_NOT_FOUND when absent); one "name=value\n" line of a text reference. */

@@ -1,5 +1,11 @@
 /* The unit's HTTP endpoints (include/kyok/wire.h).
  *
+ * Size: the admin endpoints and the server around them in one file: every endpoint that
+ * reads or changes the state does so under the one mutex below, and the state change (apply
+ * to a copy, seal, write, swap) is read with the replies it signs and the readiness it
+ * reports. The key API (api.c), the header timeout (header_timer.c) and the long work
+ * (storage_ops.c) are apart.
+ *
  * One mutex serialises commands and state reads. A command runs on a private copy of the
  * state; the copy is sealed and written, and only then replaces the live state. Every reply
  * is signed by the unit identity key over method, path, the request's nonce and the body.

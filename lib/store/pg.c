@@ -74,6 +74,7 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "lib/store/alias.h"
 #include "lib/store/changelog.h"
 #include "lib/store/ledger.h"
 
@@ -1472,9 +1473,10 @@ static void pg_key_fault(const PGresult *res, int i, struct ky_store_row *row, i
 		snprintf(row->id, sizeof(row->id), "%.*s...", (int)sizeof(row->id) - 4, id);
 }
 
-/* The key the alias index names for alias: KY_ERR_NOT_FOUND when none. */
-static int pg_alias_owner(struct pg_conn *c, const char *alias, char id[KY_UUID_LEN + 1])
+/* The alias index in SQL (lib/store/alias.h has its rules). conn: a struct pg_conn. */
+static int pg_alias_owner(void *conn, const char *alias, char id[KY_UUID_LEN + 1])
 {
+	struct pg_conn *c = conn;
 	struct pg_params p;
 	PGresult *res;
 	int r;
@@ -1491,46 +1493,27 @@ static int pg_alias_owner(struct pg_conn *c, const char *alias, char id[KY_UUID_
 	return r;
 }
 
-/* Before a key row is written: KY_ERR_KEY_ALIAS_EXISTS when another key has one of its
- * aliases. Writes nothing. */
-static int pg_aliases_check(struct pg_conn *c, const struct ky_store_row *row)
-{
-	char id[KY_UUID_LEN + 1];
-	int r;
-
-	for (size_t i = 0; i < row->naliases; i++) {
-		r = pg_alias_owner(c, row->aliases[i], id);
-		if (r == KY_ERR_NOT_FOUND)
-			continue;
-		if (r != 0)
-			return r;
-		if (strcmp(id, row->id) != 0)
-			return KY_ERR_KEY_ALIAS_EXISTS;
-	}
-	return 0;
-}
-
-/* The alias index rows of key id: dropped, then row's aliases (NULL row: none). */
-static int pg_aliases_write(struct pg_conn *c, const char *id, const struct ky_store_row *row)
+static int pg_alias_drop(void *conn, const char *id)
 {
 	struct pg_params p;
-	int r;
 
 	pg_p_init(&p);
 	pg_p_text(&p, id);
-	if ((r = pg_exec(c, PG_ALIAS_DROP, &p, NULL)) != 0)
-		return r;
-	for (size_t i = 0; row != NULL && i < row->naliases; i++) {
-		pg_p_init(&p);
-		pg_p_text(&p, row->aliases[i]);
-		pg_p_text(&p, id);
-		/* pg_aliases_check saw it free under the same advisory lock: only a writer
-		 * outside kyok could have taken it since. */
-		if ((r = pg_exec(c, PG_ALIAS_INSERT, &p, NULL)) != 0)
-			return r == KY_ERR_EXISTS ? KY_ERR_CONFLICT : r;
-	}
-	return 0;
+	return pg_exec(conn, PG_ALIAS_DROP, &p, NULL);
 }
+
+static int pg_alias_insert(void *conn, const char *alias, const char *id)
+{
+	struct pg_params p;
+
+	pg_p_init(&p);
+	pg_p_text(&p, alias);
+	pg_p_text(&p, id);
+	return pg_exec(conn, PG_ALIAS_INSERT, &p, NULL); /* KY_ERR_EXISTS: taken */
+}
+
+static const struct ky_alias_index_ops pg_alias_ops = {
+    .owner = pg_alias_owner, .drop = pg_alias_drop, .insert = pg_alias_insert};
 
 static int pg_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
 {
@@ -1563,7 +1546,7 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 		return KY_ERR_STORE;
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
-	if ((r = pg_aliases_check(c, row)) != 0)
+	if ((r = ky_alias_index_check(&pg_alias_ops, c, row)) != 0)
 		return r;
 
 	pg_p_init(&p);
@@ -1588,7 +1571,7 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 	row->seq = PQntuples(res) == 1 ? pg_int(res, 0, 0) : 0;
 	row->rev = 1;
 	PQclear(res);
-	if (row->naliases > 0 && (r = pg_aliases_write(c, row->id, row)) != 0) {
+	if (row->naliases > 0 && (r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0) {
 		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
 		return r;
 	}
@@ -1639,7 +1622,7 @@ static int pg_key_update(void *be, struct ky_store_row *row)
 		return r;
 	if ((r = pg_wbegin(c, &opened)) != 0)
 		return r;
-	if ((r = pg_aliases_check(c, row)) != 0)
+	if ((r = ky_alias_index_check(&pg_alias_ops, c, row)) != 0)
 		goto out;
 	pg_p_init(&p);
 	pg_p_text(&p, row->id);
@@ -1662,7 +1645,7 @@ static int pg_key_update(void *be, struct ky_store_row *row)
 	}
 	seq = pg_int(res, 0, 0);
 	rev = pg_int(res, 0, 1);
-	if ((r = pg_aliases_write(c, row->id, row)) != 0)
+	if ((r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0)
 		goto out;
 	r = pg_touch(c, KY_LEDGER_KEYS, row->id);
 out:
@@ -1745,7 +1728,7 @@ static int pg_key_delete(void *be, const char *id, int64_t rev)
 		goto out;
 	if (changes != 1)
 		r = pg_miss(c, PG_KEY_REV, id);
-	else if ((r = pg_aliases_write(c, id, NULL)) == 0)
+	else if ((r = ky_alias_index_write(&pg_alias_ops, c, id, NULL)) == 0)
 		r = pg_touch(c, KY_LEDGER_KEYS, id);
 out:
 	return pg_wend(c, opened, r);

@@ -32,7 +32,8 @@
  *   key_aliases(alias PK, id), key_aliases_id (id)   the alias index: which key has an alias
  *                            (the sealed record holds the aliases; this table finds it, and its
  *                            primary key keeps an alias to one key). Written with the key row
- *                            in its transaction, under the write lock.
+ *                            in its transaction, under the write lock, by the rules of
+ *                            lib/store/alias.h (every backend's).
  *   changes(seq AUTOINCREMENT, rec, id)  the change log: one row per record written (rec 0
  *                            key, 1 secret, 2 API key), added by triggers on keys, secrets and
  *                            api_keys in the writing transaction (so writes by any program
@@ -64,6 +65,7 @@
 
 #include "kyok/err.h"
 #include "kyok/store.h"
+#include "lib/store/alias.h"
 #include "lib/store/changelog.h"
 #include "lib/store/ledger.h"
 
@@ -1326,9 +1328,10 @@ static void sq_key_fault(sqlite3_stmt *st, struct ky_store_row *row, int fault)
 
 /* ---- keys ---- */
 
-/* The key the alias index names for alias: KY_ERR_NOT_FOUND when none. */
-static int sq_alias_owner(struct sq_conn *c, const char *alias, char id[KY_UUID_LEN + 1])
+/* The alias index in SQL (lib/store/alias.h has its rules). conn: a struct sq_conn. */
+static int sq_alias_owner(void *conn, const char *alias, char id[KY_UUID_LEN + 1])
 {
+	struct sq_conn *c = conn;
 	sqlite3_stmt *st;
 	int r, rc;
 
@@ -1344,28 +1347,9 @@ static int sq_alias_owner(struct sq_conn *c, const char *alias, char id[KY_UUID_
 	return r;
 }
 
-/* Before a key row is written: KY_ERR_KEY_ALIAS_EXISTS when another key has one of its
- * aliases. Writes nothing, so a refusal leaves the transaction as it was. */
-static int sq_aliases_check(struct sq_conn *c, const struct ky_store_row *row)
+static int sq_alias_drop(void *conn, const char *id)
 {
-	char id[KY_UUID_LEN + 1];
-	int r;
-
-	for (size_t i = 0; i < row->naliases; i++) {
-		r = sq_alias_owner(c, row->aliases[i], id);
-		if (r == KY_ERR_NOT_FOUND)
-			continue;
-		if (r != 0)
-			return r;
-		if (strcmp(id, row->id) != 0)
-			return KY_ERR_KEY_ALIAS_EXISTS;
-	}
-	return 0;
-}
-
-/* The alias index rows of key id: dropped, then row's aliases (NULL row: none). */
-static int sq_aliases_write(struct sq_conn *c, const char *id, const struct ky_store_row *row)
-{
+	struct sq_conn *c = conn;
 	sqlite3_stmt *st;
 	int r, rc;
 
@@ -1374,24 +1358,28 @@ static int sq_aliases_write(struct sq_conn *c, const char *id, const struct ky_s
 	sq_bind_text(st, 1, id);
 	rc = sqlite3_step(st);
 	sq_done(st);
-	if (rc != SQLITE_DONE)
-		return sq_fail(rc);
-	for (size_t i = 0; row != NULL && i < row->naliases; i++) {
-		if ((r = sq_stmt(c, SQ_ALIAS_INSERT, &st)) != 0)
-			return r;
-		sq_bind_text(st, 1, row->aliases[i]);
-		sq_bind_text(st, 2, id);
-		rc = sqlite3_step(st);
-		sq_done(st);
-		/* sq_aliases_check saw it free under the same write lock: only a writer outside
-		 * kyok could have taken it since. */
-		if ((rc & 0xff) == SQLITE_CONSTRAINT)
-			return KY_ERR_CONFLICT;
-		if (rc != SQLITE_DONE)
-			return sq_fail(rc);
-	}
-	return 0;
+	return rc == SQLITE_DONE ? 0 : sq_fail(rc);
 }
+
+static int sq_alias_insert(void *conn, const char *alias, const char *id)
+{
+	struct sq_conn *c = conn;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if ((r = sq_stmt(c, SQ_ALIAS_INSERT, &st)) != 0)
+		return r;
+	sq_bind_text(st, 1, alias);
+	sq_bind_text(st, 2, id);
+	rc = sqlite3_step(st);
+	sq_done(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return KY_ERR_EXISTS;
+	return rc == SQLITE_DONE ? 0 : sq_fail(rc);
+}
+
+static const struct ky_alias_index_ops sq_alias_ops = {
+    .owner = sq_alias_owner, .drop = sq_alias_drop, .insert = sq_alias_insert};
 
 static int sq_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
 {
@@ -1425,7 +1413,7 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 		return rc == SQLITE_ROW || rc == SQLITE_DONE ? KY_ERR_STORE : sq_fail(rc);
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
-	if ((r = sq_aliases_check(c, row)) != 0)
+	if ((r = ky_alias_index_check(&sq_alias_ops, c, row)) != 0)
 		return r;
 
 	if ((r = sq_stmt(c, SQ_KEY_INSERT, &st)) != 0)
@@ -1450,7 +1438,7 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_fail(rc);
-	if (row->naliases > 0 && (r = sq_aliases_write(c, row->id, row)) != 0)
+	if (row->naliases > 0 && (r = ky_alias_index_write(&sq_alias_ops, c, row->id, row)) != 0)
 		return r;
 	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
@@ -1555,7 +1543,7 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 		return r;
 	if ((r = sq_wbegin(c, &opened)) != 0)
 		return r;
-	if ((r = sq_aliases_check(c, row)) != 0)
+	if ((r = ky_alias_index_check(&sq_alias_ops, c, row)) != 0)
 		goto out;
 	if ((r = sq_stmt(c, SQ_KEY_UPDATE, &st)) != 0)
 		goto out;
@@ -1587,7 +1575,7 @@ static int sq_key_update(void *be, struct ky_store_row *row)
 		r = sq_miss(c, SQ_KEY_REV, row->id);
 		goto out;
 	}
-	if ((r = sq_aliases_write(c, row->id, row)) != 0)
+	if ((r = ky_alias_index_write(&sq_alias_ops, c, row->id, row)) != 0)
 		goto out;
 	r = sq_touch(c, KY_LEDGER_KEYS, row->id);
 out:
@@ -1668,7 +1656,7 @@ static int sq_key_delete(void *be, const char *id, int64_t rev)
 		r = sq_fail(rc);
 	else if (sqlite3_changes(c->db) != 1)
 		r = sq_miss(c, SQ_KEY_REV, id);
-	else if ((r = sq_aliases_write(c, id, NULL)) == 0)
+	else if ((r = ky_alias_index_write(&sq_alias_ops, c, id, NULL)) == 0)
 		r = sq_touch(c, KY_LEDGER_KEYS, id);
 out:
 	return sq_wend(c, opened, r);

@@ -200,7 +200,11 @@ sigkey_file() {
 cmd_json() {
 	local n=$1 op=$2 extra=${3:-'{}'} counter=${4:-} inc=${5:-}
 	if [ -z "$counter" ] && [ -z "$inc" ]; then
-		IFS=' ' read -r counter inc < <(unit_state "$n" | jq -r '"\(.next_counter) \(.incarnation)"')
+		# The unit's counter and incarnation read by the same jq that writes the command.
+		unit_state "$n" | jq -c --arg i "$(instance_id)" --arg u "$(unit_id "$n")" --arg op "$op" \
+			--argjson x "$extra" '{kyok: "admin-command-v1", instance: $i, unit: $u,
+			  incarnation: .incarnation, counter: .next_counter, op: $op} + $x'
+		return
 	fi
 	[ -n "$counter" ] || counter=$(unit_counter "$n")
 	[ -n "$inc" ] || inc=$(unit_incarnation "$n")
@@ -214,10 +218,10 @@ cmd_json() {
 # directory (scrypt makes every decryption cost), for signing with plain openssl.
 plain_key() {
 	local k="$T_DIR/keys/$1.key" f
-	if [ ! -f "$k" ] || [ "$(stat -c %Y "$k")" -lt "$(stat -c %Y "$(sigkey_file "$1")")" ]; then
+	f=$(sigkey_file "$1") || return 1
+	if [ ! -f "$k" ] || [ "$k" -ot "$f" ]; then
 		mkdir -p "$T_DIR/keys"
 		chmod 700 "$T_DIR/keys"
-		f=$(sigkey_file "$1")
 		openssl pkey -in "$f" -passin "file:$T_DIR/pw/$1" -out "$k"
 		openssl x509 -in "$f" -out "$T_DIR/keys/$1.crt"
 	fi
@@ -271,17 +275,18 @@ post_cmd_bare() {
 # expect_refused DESC SLUG N DER [POSTER]: unit N must refuse with error code SLUG and change
 # nothing. POSTER (default post_cmd) sends the command, e.g. post_cmd_bare.
 expect_refused() {
-	local desc=$1 slug=$2 n=$3 der=$4 poster=${5:-post_cmd} before after reply code
+	local desc=$1 slug=$2 n=$3 der=$4 poster=${5:-post_cmd} before after reply code detail
 	before=$(unit_state "$n")
 	reply=$("$poster" "$n" "$der")
-	code=$(jq -r '.error.code // "none"' <<<"$reply")
+	{ IFS= read -r code && IFS= read -r detail; } < <(jq -r '(.error.code // "none"), (.error.detail | tostring)' <<<"$reply" 2>/dev/null) || true
+	[ -n "${code:-}" ] || code=none
 	after=$(unit_state "$n")
 	if [ "$code" != "$slug" ]; then
 		fail "$desc: unit $n answered '$code', want '$slug': $reply"
 	elif [ "$before" != "$after" ]; then
 		fail "$desc: refused but the state of unit $n changed"
 	else
-		pass "$desc ($slug: $(jq -r .error.detail <<<"$reply"))"
+		pass "$desc ($slug: $detail)"
 	fi
 }
 

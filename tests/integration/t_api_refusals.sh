@@ -55,8 +55,9 @@ KT="application/vnd.ibm.kms.key+json"
 ET="application/vnd.ibm.kms.error+json"
 pa=$(newpw ann)
 
-url_of() { jq -r ".units[] | select(.number==$2) | .url" "$1/instance.json"; } # url_of DIR N
-iid_of() { jq -r .instance "$1/instance.json"; }
+# url_of DIR N, iid_of DIR: from the copy of DIR/instance.json inst_get keeps (no process).
+url_of() { KYOK_INSTANCE=$1 inst_get "url$2"; }
+iid_of() { KYOK_INSTANCE=$1 inst_get instance; }
 # token_of FILE [URL]: an access token for the API key in FILE (JSON with .apikey).
 token_of() {
 	jq -j .apikey "$1" >"$T_DIR/ak.raw"
@@ -65,7 +66,8 @@ token_of() {
 		jq -r .access_token
 }
 # digest DIR: the whole key storage of instance DIR (read-only), as one hash.
-digest() { sqlite3 -readonly "$1/keys.db" .dump | sha256sum | cut -c1-16; }
+# (SHA3 of every table's rows and of the schema, by sqlite3 itself: one process.)
+digest() { sqlite3 -readonly "$1/keys.db" ".sha3sum --schema"; }
 # sel NAME...: selects the signature keys of those administrators.
 sel() {
 	local nums IFS=' '
@@ -107,11 +109,13 @@ refused() {
 	before=$(digest "$dir")
 	call "$@"
 	after=$(digest "$dir")
-	got=$(jq -r --arg et "$ET" 'if .metadata.collectionType == $et and .metadata.collectionTotal == 1
+	# One jq: the verdict on the first line, the message on the second.
+	{ IFS=$'\n' read -r got && IFS= read -r msg; } < <(jq -r --arg et "$ET" 'if .metadata.collectionType == $et and .metadata.collectionTotal == 1
 		and (.resources | length) == 1 and (.resources[0].errorMsg | type) == "string"
-		then "\(.resources[0].reasons[0].code) \(.resources[0].reasons[0].status)" else "not-a-kp-error" end' \
-		"$T_DIR/body" 2>/dev/null || echo "not-json")
-	msg=$(jq -r '.resources[0].reasons[0].message' "$T_DIR/body" 2>/dev/null || true)
+		then "\(.resources[0].reasons[0].code) \(.resources[0].reasons[0].status)" else "not-a-kp-error" end,
+		(.resources[0].reasons[0].message? // null | tostring)' \
+		"$T_DIR/body" 2>/dev/null || echo "not-json") || true
+	[ -n "${got:-}" ] || got=not-json
 	if [ "$status" != "$want" ] || [ "$got" != "$code $want" ]; then
 		fail "$desc: got $status '$got', want $want '$code $want': $(head -c 300 "$T_DIR/body")"
 	elif [ "$before" != "$after" ]; then

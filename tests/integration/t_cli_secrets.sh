@@ -99,35 +99,16 @@ kill -ABRT "$ctl"
 wait "$ctl" 2>/dev/null || true
 control_core=$(find "$D/control" -type f | head -n 1)
 
-TM=(tmux -S "$T_DIR/tmux.sock")
-tm_cleanup() {
-	local rc=$?
-	set +e
-	"${TM[@]}" kill-server 2>/dev/null
-	(exit $rc)
-	cleanup
+. "$(dirname "$0")/tty.sh"
+TTY_WAIT=600
+tty_start KYOK_TKE_FILES="$KYOK_TKE_FILES" KYOK_INSTANCE="$KYOK_INSTANCE" || {
+	finish
+	exit 0
 }
-trap tm_cleanup EXIT
-"${TM[@]}" new-session -d -s t -x 200 -y 50 \
-	"env -i HOME='$HOME' KYOK_TKE_FILES='$KYOK_TKE_FILES' KYOK_INSTANCE='$KYOK_INSTANCE' PATH='$PATH' TERM=xterm bash --norc --noprofile -c 'cd $D/kyok && ulimit -c unlimited && exec $KYOK tke cryptounit-mk-load --parts 1,2'"
-screen() { "${TM[@]}" capture-pane -p -J -S - -t t 2>/dev/null; }
-# wait_prompts N: until the screen shows N key part password prompts (60 s guard).
-wait_prompts() {
-	local _
-	for _ in $(seq 600); do
-		[ "$(screen | grep -c "^password for key part")" -ge "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "the CLI never asked its key part password number $1: $(screen | tail -n 5)"
-	return 1
-}
-if wait_prompts 1; then
-	"${TM[@]}" load-buffer -b pw "$T_DIR/pw/p1"
-	"${TM[@]}" paste-buffer -d -b pw -t t
-	"${TM[@]}" send-keys -t t Enter
-fi
-if wait_prompts 2; then
-	pid=$("${TM[@]}" display -p -t t '#{pane_pid}')
+type_line "cd $D/kyok && ulimit -c unlimited && exec $KYOK tke cryptounit-mk-load --parts 1,2"
+wait_n 1 "^password for key part" && type_file "$T_DIR/pw/p1"
+if wait_n 2 "^password for key part"; then
+	pid=$(tty_pid)
 	expect_eq "the CLI at its second key part password is kyok" "$(cat "/proc/$pid/comm")" kyok
 	expect_eq "its core file size limit is 0, though started under 'ulimit -c unlimited'" \
 		"$(awk '/^Max core file size/ {print $5, $6}' "/proc/$pid/limits")" "0 0"

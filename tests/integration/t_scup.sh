@@ -263,43 +263,19 @@ expect_eq "the blank card stays blank" "$(field 2 card)" "blank card (kyok softw
 # (reader 2 holds the blank card blank2.) The terminal is a tmux pane; the test waits on what
 # the pane shows, and on the file the command's exit status is written to.
 if command -v tmux >/dev/null; then
-	TM=(tmux -S "$T_DIR/tmux.sock")
-	scup_exit() {
-		local rc=$?
-		"${TM[@]}" kill-server 2>/dev/null || true
-		(exit $rc)
-		pcsc_exit
-	}
-	trap scup_exit EXIT
-	TS=0 # the pane of the latest at_tty: session t$TS
-	screen() { "${TM[@]}" capture-pane -p -J -S - -t "t$TS" 2>/dev/null || true; }
-	# wait_screen PATTERN N: until N lines of the pane match PATTERN (grep -E; 60 s guard).
-	wait_screen() {
-		local _
-		for _ in $(seq 600); do
-			[ "$(screen | grep -cE -- "$1")" -ge "$2" ] && return 0
-			sleep 0.1
-		done
-		fail "the terminal never showed '$1' $2 times: $(screen | tail -n 5)"
-		return 1
-	}
-	# type_pin FILE: the PIN in FILE typed at the pane, then Enter.
-	type_pin() {
-		"${TM[@]}" load-buffer -b pin "$1"
-		"${TM[@]}" paste-buffer -d -b pin -t "t$TS"
-		"${TM[@]}" send-keys -t "t$TS" Enter
-	}
-	# at_tty: 'kyok scup ca-init --reader 2' in a new session's pane; its output and exit
+	. "$(dirname "$0")/tty.sh"
+	TTY_EXIT=pcsc_exit TTY_WAIT=600
+	tty_start
+	# at_tty: 'kyok scup ca-init --reader 2' typed at a fresh screen; its output and exit
 	# status in files.
 	at_tty() {
 		rm -f "$T_DIR/tty.rc"
-		TS=$((TS + 1))
-		"${TM[@]}" new-session -d -s "t$TS" -x 200 -y 50 \
-			"bash --norc --noprofile -c '$KYOK scup ca-init --reader 2 >$T_DIR/tty.out 2>&1; echo \$? >$T_DIR/tty.rc; sleep 600'"
+		fresh_screen
+		type_line "$KYOK scup ca-init --reader 2 >$T_DIR/tty.out 2>&1; echo \$? >$T_DIR/tty.rc"
 	}
 	at_tty
-	wait_screen "^new CA card PIN 1" 1 && type_pin "$ca2_1"
-	wait_screen "^repeat new CA card PIN 1" 1 && type_pin "$ca2_2"
+	wait_n 1 "^new CA card PIN 1" && type_file "$ca2_1"
+	wait_n 1 "^repeat new CA card PIN 1" && type_file "$ca2_2"
 	for _ in $(seq 600); do [ -s "$T_DIR/tty.rc" ] && break; sleep 0.1; done
 	expect_eq "two different entries of a new PIN are refused" "$(cat "$T_DIR/tty.rc" 2>/dev/null)" 2
 	grep -q "the two entries of the new PIN differ" "$T_DIR/tty.out" &&
@@ -307,10 +283,10 @@ if command -v tmux >/dev/null; then
 	expect_eq "the card stays blank" "$(field 2 card)" "blank card (kyok software card)"
 
 	at_tty
-	wait_screen "^new CA card PIN 1" 1 && type_pin "$ca2_1"
-	wait_screen "^repeat new CA card PIN 1" 1 && type_pin "$ca2_1"
-	wait_screen "^new CA card PIN 2" 1 && type_pin "$ca2_2"
-	wait_screen "^repeat new CA card PIN 2" 1 && type_pin "$ca2_2"
+	wait_n 1 "^new CA card PIN 1" && type_file "$ca2_1"
+	wait_n 1 "^repeat new CA card PIN 1" && type_file "$ca2_1"
+	wait_n 1 "^new CA card PIN 2" && type_file "$ca2_2"
+	wait_n 1 "^repeat new CA card PIN 2" && type_file "$ca2_2"
 	for _ in $(seq 600); do [ -s "$T_DIR/tty.rc" ] && break; sleep 0.1; done
 	expect_eq "PINs typed twice at the terminal make a CA card" \
 		"$(cat "$T_DIR/tty.rc" 2>/dev/null) $(field 2 card)" "0 CA card (kyok software card)"

@@ -3,13 +3,18 @@
 #   tty_start VAR=VALUE...   a shell in a tmux terminal with only these variables (and HOME,
 #                            PATH, TERM); returns 1 (the caller skips) when tmux is missing
 #   type_line TEXT           types TEXT and Enter
+#   type_file FILE           types what FILE holds (a secret: through a tmux buffer, on no
+#                            command line) and Enter
 #   wait_n N PATTERN         until PATTERN (grep -E) is on N lines of the screen: a secret
-#                            is typed only once its prompt (echo off) is there. Bounded (15 s,
-#                            for a broken terminal); after one timeout the next fail at once
+#                            is typed only once its prompt (echo off) is there. Bounded
+#                            (TTY_WAIT tenths of a second, 150 unless set: for a broken
+#                            terminal); after one timeout the next fail at once
 #   screen                   everything the terminal showed since the last fresh_screen
 #   fresh_screen             clears the terminal and its history (SEEN keeps what it showed)
+#   tty_pid                  the process of the terminal (the shell, or what it exec'd)
 #
-# The terminal server is stopped at exit, before helpers.sh's cleanup.
+# The terminal server is stopped at exit, then TTY_EXIT runs (helpers.sh's cleanup unless
+# set, e.g. pcsc.sh's pcsc_exit).
 
 TM=(tmux -S "$T_DIR/tmux.sock")
 TM_BROKEN=0
@@ -33,7 +38,7 @@ tty_cleanup() {
 	set +e
 	"${TM[@]}" kill-server 2>/dev/null
 	(exit $rc)
-	cleanup
+	"${TTY_EXIT:-cleanup}"
 }
 
 screen() { "${TM[@]}" capture-pane -p -J -S - -t t 2>/dev/null; }
@@ -52,7 +57,7 @@ fresh_screen() {
 wait_n() {
 	local _
 	[ $TM_BROKEN -eq 0 ] || return 1
-	for _ in $(seq 150); do
+	for _ in $(seq "${TTY_WAIT:-150}"); do
 		[ "$(screen | grep -cE -- "$2")" -ge "$1" ] && return 0
 		sleep 0.1
 	done
@@ -65,3 +70,11 @@ type_line() {
 	"${TM[@]}" send-keys -t t -l "$1"
 	"${TM[@]}" send-keys -t t Enter
 }
+
+type_file() {
+	"${TM[@]}" load-buffer -b secret "$1"
+	"${TM[@]}" paste-buffer -d -b secret -t t
+	"${TM[@]}" send-keys -t t Enter
+}
+
+tty_pid() { "${TM[@]}" display -p -t t '#{pane_pid}'; }

@@ -3,7 +3,7 @@
  * listings with real key files.
  *
  * The cli/ sources are compiled into this test directly (they are not a library), so that
- * their file-local parsers can be tested too. client.c and up.c (libcurl, processes) are
+ * their file-local parsers can be tested too. client.c and up*.c (libcurl, processes) are
  * exercised by the integration tests instead.
  */
 #include <setjmp.h>
@@ -29,6 +29,7 @@
 #include "cli/prompt.c"
 #include "cli/table.c"
 #include "cli/workspace.c"
+#include "cli/selection.c"
 #include "cli/tke_bundle.c"
 #include "cli/kp_verbs.c"
 #include "cli/kp_seal.c"

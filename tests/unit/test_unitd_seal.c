@@ -1,6 +1,7 @@
-/* unitd/seal.c, file backend: the data directory and its lock, the seal key made on a first
- * start and found again on the next, the seal key file's rules, and the storage mark (the
- * highest position of key storage a unit has seen) sealed under the seal key.
+/* unitd/seal.c and seal_file.c, file backend: the data directory and its lock, the seal key
+ * made on a first start and found again on the next, the seal key file's rules, and the
+ * storage mark (the highest position of key storage a unit has seen) sealed under the seal
+ * key.
  *
  * What the unit state needs besides (an anchor and an identity) is the integration tests'
  * (t_seal_file.sh, t_anchor.sh).
