@@ -29,10 +29,7 @@ static const char audit_verify_usage[] =
     "The identity certificate comes from each file's first line and must hold the key\n"
     "pinned for that unit in the workspace's known_units (see 'kyok tke cryptounits'),\n"
     "unless --cert gives the certificate to check against.\n"
-    "\n"
-    "  --cert PEM              the unit's identity certificate (PEM, as served by\n"
-    "                          GET /v1/admin/identity); FILE... only\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 struct audit_trust {
 	const char *unit; /* expected unit id (instance mode), or NULL */
@@ -228,17 +225,20 @@ static int audit_verify_files(char **files, int nfiles, const char *cert_path)
 
 static int audit_verify_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"cert", required_argument, NULL, 'c'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_CERT = 0x2001 };
+	static const struct cli_opt opts[] = {{"cert", OPT_CERT, CLI_ARG_REQUIRED, "PEM",
+	                                       "the unit's identity certificate (PEM, as served by "
+	                                       "GET /v1/admin/identity); FILE... only"},
+	                                      CLI_OPT_END};
 	const char *cert = NULL;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(audit_verify_usage, stdout);
+			cli_opts_help(stdout, audit_verify_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'c')
+		if (c == OPT_CERT)
 			cert = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

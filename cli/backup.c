@@ -629,14 +629,15 @@ static const char backup_usage[] =
     "may be restored, also after a rotation. Each backup is listed in the instance\n"
     "directory's backups.json; 'kyok tke mk-rm' names those that need a part it deletes.\n"
     "'kyok restore --from FILE' puts a backup back.\n"
-    "\n"
-    "  --out FILE              the copy to write (FILE.manifest.json is written too)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 int backup_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"out", required_argument, NULL, 'o'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_OUT = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"out", OPT_OUT, CLI_ARG_REQUIRED, "FILE",
+	     "the copy to write (FILE.manifest.json is written too)"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, number = 0;
 	const char *out_arg = NULL;
 	char store[PATH_MAX], outp[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 32];
@@ -649,12 +650,12 @@ int backup_main(int argc, char **argv)
 	struct stat st;
 
 	tmp[0] = mtmp[0] = '\0';
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(backup_usage, stdout);
+			cli_opts_help(stdout, backup_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'o')
+		if (c == OPT_OUT)
 			out_arg = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -10,6 +10,7 @@
 #include "kyok/common.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
+#include "cli/opts.h"
 
 /* One row of a dispatch table: main.c and tke.c each hold one array of these;
  * usage text is generated from it. */
@@ -46,17 +47,10 @@ int cli_harden(void) KY_WUR;
 /* Full name of the running command, e.g. "kyok tke sigkeys" (set by cli_dispatch). */
 const char *cli_cmd_name(void);
 
-/* ---- global options every command accepts (parsed by cli_common_opt) ----
- *   --output table|json      listings
- *   --password-file PATH     repeatable: the k-th password asked is read from the k-th file
- *   --password-fd N          passwords asked are read one per line from descriptor N
- *   --yes                    answer yes to confirmations
- *   --instance DIR           instance directory (default $KYOK_INSTANCE or ~/.kyok/instance)
- *   --timeout SECONDS        wait for each crypto unit (default $KYOK_TIMEOUT, else 15)
- *   --card-pin-file PATH     a signature card's PIN, read only when a card asks (repeatable)
- *   --card-pin-fd N          card PINs, one a line, read only when a card asks
- *   --card-wait SECONDS      bound on waiting for a signature card in reader 1
- * Commands call cli_common_opt for each option getopt_long returns that they do not own. */
+/* ---- global options every command accepts: the table cli_common_opts (cli/opts.h), whose
+ * rows --help lists; cli_common_opt takes them (--password-file repeatable: the k-th password
+ * asked is read from the k-th file; --card-pin-file read only when a card asks). Commands
+ * call cli_common_opt for each option cli_getopt returns that they do not own. */
 #define CLI_CARD_WAIT_DEFAULT 300 /* seconds for a signature card to be inserted */
 #define CLI_CARD_WAIT_MAX     86400
 struct cli_global {
@@ -75,58 +69,12 @@ struct cli_global {
 	const char *cacert; /* --cacert FILE: CA certificates of units served over HTTPS */
 };
 extern struct cli_global cli_g;
-/* clang-format off */
-#define CLI_COMMON_LONGOPTS                                                                        \
-	{"output", required_argument, NULL, 0x1001},                                               \
-		{"password-file", required_argument, NULL, 0x1002},                                \
-		{"password-fd", required_argument, NULL, 0x1003},                                  \
-		{"yes", no_argument, NULL, 0x1004}, {"instance", required_argument, NULL, 0x1005}, \
-		{"timeout", required_argument, NULL, 0x1006},                                      \
-		{"card-pin-file", required_argument, NULL, 0x1007},                                \
-		{"card-pin-fd", required_argument, NULL, 0x1008},                                  \
-		{"card-wait", required_argument, NULL, 0x1009},                                    \
-		{"cacert", required_argument, NULL, 0x100a}, {"help", no_argument, NULL, 'h'}
-/* clang-format on */
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
 int cli_common_opt(int opt, const char *arg);
-/* clang-format off */
-/* Help lines for the common options, to end every command's usage text. */
-#define CLI_COMMON_HELP                                                                            \
-	"common options:\n"                                                                        \
-	"  --output table|json     listing format (default table)\n"                              \
-	"  --password-file PATH    read the next password asked from PATH (repeatable)\n"          \
-	"  --password-fd N         read passwords, one per line, from descriptor N\n"             \
-	"  --yes                   answer yes to confirmations\n"                                 \
-	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
-	"                          ~/.kyok/instance)\n"                                           \
-	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
-	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
-	"  --card-pin-file PATH    the PIN of a signature card, read only when the card asks\n"  \
-	"                          for it (repeatable: the next file for the next card asking)\n" \
-	"  --card-pin-fd N         card PINs, one per line, from descriptor N, when asked\n"     \
-	"  --card-wait SECONDS     wait at most this long for a signature card to be inserted\n" \
-	"                          into reader 1 (default 300; 0: do not wait)\n"               \
-	"  --cacert FILE           CA certificates that crypto units on https must chain to\n"  \
-	"                          (default $KYOK_CA_FILE, else the instance's ca.crt)\n"       \
-	"  --help                  this text\n"
-/* clang-format on */
-
-/* --imprint-credential FILE, for the commands that act on crypto units in imprint mode:
- * they list it in their options and usage; cli_common_opt takes it. */
-#define CLI_IMPRINT_OPT 0x1101
-#define CLI_IMPRINT_LONGOPT                                                    \
-	{                                                                      \
-		"imprint-credential", required_argument, NULL, CLI_IMPRINT_OPT \
-	}
-#define CLI_IMPRINT_HELP                                                                         \
-	"  --imprint-credential FILE\n"                                                          \
-	"                          the instance's imprint credential, which a unit in imprint\n" \
-	"                          mode demands (default: $KYOK_IMPRINT_CREDENTIAL_FILE, else\n" \
-	"                          imprint-credential.pem in the instance directory)\n"
-
 /* For commands that take only the common options and no operands: parses argv. Returns -1
- * to go on, else the exit status to return at once (0 after --help, which prints usage). */
+ * to go on, else the exit status to return at once (0 after --help, which prints usage and
+ * the common options). */
 int cli_opts_common_only(int argc, char **argv, const char *usage);
 /* After getopt: KY_ERR_USAGE (printed) when operands are left over. */
 int cli_no_operands(int argc, char **argv) KY_WUR;

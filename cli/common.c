@@ -13,6 +13,27 @@
 
 struct cli_global cli_g = {.password_fd = -1, .card_pin_fd = -1, .card_wait = -1};
 
+const struct cli_opt cli_common_opts[] = {
+    {"output", CLI_OPT_OUTPUT, CLI_ARG_REQUIRED, "table|json", "listing format (default table)"},
+    {"password-file", CLI_OPT_PASSWORD_FILE, CLI_ARG_REQUIRED, "PATH",
+     "read the next password asked from PATH (repeatable)"},
+    {"password-fd", CLI_OPT_PASSWORD_FD, CLI_ARG_REQUIRED, "N",
+     "read passwords, one per line, from descriptor N"},
+    CLI_OPT_ROW_YES,
+    CLI_OPT_ROW_INSTANCE,
+    CLI_OPT_ROW_TIMEOUT,
+    {"card-pin-file", CLI_OPT_CARD_PIN_FILE, CLI_ARG_REQUIRED, "PATH",
+     "the PIN of a signature card, read only when the card asks for it (repeatable: the next "
+     "file for the next card asking)"},
+    {"card-pin-fd", CLI_OPT_CARD_PIN_FD, CLI_ARG_REQUIRED, "N",
+     "card PINs, one per line, from descriptor N, when asked"},
+    {"card-wait", CLI_OPT_CARD_WAIT, CLI_ARG_REQUIRED, "SECONDS",
+     "wait at most this long for a signature card to be inserted into reader 1 (default 300; "
+     "0: do not wait)"},
+    CLI_OPT_ROW_CACERT,
+    CLI_OPT_ROW_HELP,
+    CLI_OPT_END};
+
 /* The running command, for messages: "kyok tke sigkeys", and its argv for getopt errors. */
 static char cli_cmd_full[128] = "kyok";
 static char **cli_cmd_argv;
@@ -177,7 +198,7 @@ int cli_common_opt(int opt, const char *arg)
 	const char *word = NULL;
 
 	switch (opt) {
-	case 0x1001:
+	case CLI_OPT_OUTPUT:
 		if (strcmp(arg, "json") == 0)
 			cli_g.json = true;
 		else if (strcmp(arg, "table") == 0)
@@ -188,7 +209,7 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		return 0;
-	case 0x1002:
+	case CLI_OPT_PASSWORD_FILE:
 		if (cli_g.npassword_files >=
 		    (int)(sizeof(cli_g.password_files) / sizeof(cli_g.password_files[0]))) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "too many --password-file options");
@@ -200,24 +221,24 @@ int cli_common_opt(int opt, const char *arg)
 		}
 		cli_g.password_files[cli_g.npassword_files++] = arg;
 		return 0;
-	case 0x1003:
+	case CLI_OPT_PASSWORD_FD:
 		if (cli_parse_fd(arg, &cli_g.password_fd) != 0) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
 			         "--password-fd takes a descriptor number, not '%s'", arg);
 			return KY_ERR_USAGE;
 		}
 		return 0;
-	case 0x1004:
+	case CLI_OPT_YES:
 		cli_g.yes = true;
 		return 0;
-	case 0x1005:
+	case CLI_OPT_INSTANCE:
 		if (arg[0] == '\0') {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--instance needs a directory");
 			return KY_ERR_USAGE;
 		}
 		cli_g.instance_dir = arg;
 		return 0;
-	case 0x1006:
+	case CLI_OPT_TIMEOUT:
 		if (cli_parse_timeout(arg, &cli_g.timeout) != 0) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
 			         "--timeout takes a whole number of seconds from 1 to %d, not '%s'",
@@ -225,7 +246,7 @@ int cli_common_opt(int opt, const char *arg)
 			return KY_ERR_USAGE;
 		}
 		return 0;
-	case 0x1007:
+	case CLI_OPT_CARD_PIN_FILE:
 		if (cli_g.ncard_pin_files >=
 		    (int)(sizeof(cli_g.card_pin_files) / sizeof(cli_g.card_pin_files[0]))) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "too many --card-pin-file options");
@@ -237,14 +258,14 @@ int cli_common_opt(int opt, const char *arg)
 		}
 		cli_g.card_pin_files[cli_g.ncard_pin_files++] = arg;
 		return 0;
-	case 0x1008:
+	case CLI_OPT_CARD_PIN_FD:
 		if (cli_parse_fd(arg, &cli_g.card_pin_fd) != 0) {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full,
 			         "--card-pin-fd takes a descriptor number, not '%s'", arg);
 			return KY_ERR_USAGE;
 		}
 		return 0;
-	case 0x1009: {
+	case CLI_OPT_CARD_WAIT: {
 		char *end;
 		long v;
 
@@ -260,7 +281,7 @@ int cli_common_opt(int opt, const char *arg)
 		cli_g.card_wait = v;
 		return 0;
 	}
-	case 0x100a:
+	case CLI_OPT_CACERT:
 		if (arg[0] == '\0') {
 			cli_fail(KY_ERR_USAGE, cli_cmd_full, "--cacert needs a file");
 			return KY_ERR_USAGE;
@@ -357,12 +378,11 @@ int cli_parse_numbers(const char *s, int max, int *out, size_t cap, size_t *n, c
 
 int cli_opts_common_only(int argc, char **argv, const char *usage)
 {
-	static const struct option opts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, NULL, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(usage, stdout);
+			cli_opts_help(stdout, usage, NULL, cli_common_opts);
 			return 0;
 		}
 		if (cli_common_opt(c, optarg) != 0)

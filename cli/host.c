@@ -188,9 +188,7 @@ static const char invite_usage[] =
     "host's operator by a channel you trust, not with the file; 'kyok host join-request'\n"
     "refuses an invitation without it (its certificates decide which units and servers\n"
     "the other host trusts, its imprint key who sets up the new units).\n"
-    "\n"
-    "  --out FILE              where to write the invitation (JSON)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 /* The invitation of this host's instance: the same members, in the same form, every time
  * (join-accept makes it again to compare with the one a request was made from). */
@@ -262,20 +260,22 @@ out:
 
 static int host_invite_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"out", required_argument, NULL, 'o'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_OUT = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"out", OPT_OUT, CLI_ARG_REQUIRED, "FILE", "where to write the invitation (JSON)"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *out_path = NULL;
 	struct cli_instance inst;
 	char fp[65];
 	json_t *j = NULL;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(invite_usage, stdout);
+			cli_opts_help(stdout, invite_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'o')
+		if (c == OPT_OUT)
 			out_path = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
@@ -322,17 +322,7 @@ static const char join_accept_usage[] =
     "true, https URLs). A refused request changes nothing. Give the new instance.json to\n"
     "the administrators' workstations; take the answer to the other host for 'kyok host\n"
     "join-finish'.\n"
-    "\n"
-    "  --request FILE          the other host's join-request.json\n"
-    "  --out FILE              where to write the answer (JSON): a new file\n"
-    "  --same-host             the request comes from a host that has units of the\n"
-    "                          instance already (its address is theirs); never for this\n"
-    "                          host's address\n"
-    "\n"
-    "Refused: a request made from another invitation than this instance's (its\n"
-    "fingerprint differs), an address of this host's units, or of another host's\n"
-    "without --same-host. One join-accept runs at a time (DIR/join.lock).\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 /* The request's units, checked: new ids, URLs new to the instance. */
 /* The address in a unit's URL ("https://ADDR:PORT"), into out. */
@@ -463,11 +453,20 @@ static int host_accept_check(const char *path, const struct cli_instance *inst, 
 
 static int host_join_accept_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"request", required_argument, NULL, 'r'},
-	                                     {"out", required_argument, NULL, 'o'},
-	                                     {"same-host", no_argument, NULL, 'S'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum { OPT_SAME_HOST = 0x2001, OPT_OUT, OPT_REQUEST };
+	static const struct cli_opt opts[] = {
+	    {"request", OPT_REQUEST, CLI_ARG_REQUIRED, "FILE",
+	     "the other host's join-request.json"},
+	    {"out", OPT_OUT, CLI_ARG_REQUIRED, "FILE",
+	     "where to write the answer (JSON): a new file"},
+	    {"same-host", OPT_SAME_HOST, CLI_ARG_NONE, NULL,
+	     "the request comes from a host that has units of the instance already (its address is "
+	     "theirs); never for this host's address"},
+	    CLI_OPT_TEXT(
+	        "\nRefused: a request made from another invitation than this instance's "
+	        "(its\nfingerprint differs), an address of this host's units, or of another "
+	        "host's\nwithout --same-host. One join-accept runs at a time (DIR/join.lock).\n"),
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, maxnum = 0, lock = -1;
 	const char *req_path = NULL, *out_path = NULL, *address = NULL;
 	struct cli_instance inst;
@@ -479,16 +478,16 @@ static int host_join_accept_main(int argc, char **argv)
 	size_t n = 0, i;
 	bool answer_written = false, same_host = false;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(join_accept_usage, stdout);
+			cli_opts_help(stdout, join_accept_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'r')
+		if (c == OPT_REQUEST)
 			req_path = optarg;
-		else if (c == 'o')
+		else if (c == OPT_OUT)
 			out_path = optarg;
-		else if (c == 'S')
+		else if (c == OPT_SAME_HOST)
 			same_host = true;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -119,22 +119,7 @@ static const char join_request_usage[] =
     "identity and TLS certificate requests): take it to the anchor's host for 'kyok host\n"
     "join-accept', and bring back its answer for 'kyok host join-finish'. The units\n"
     "listen on ADDR over HTTPS and seal their state with the file backend.\n"
-    "\n"
-    "  --dir DIR               directory of this host's units (new or empty; created 0700)\n"
-    "  --invite FILE           the invitation of the instance\n"
-    "  --invite-sha256 HEX     its fingerprint, as 'kyok host invite' printed it on the\n"
-    "                          anchor's host: ask its operator (an invitation changed on\n"
-    "                          the way is refused)\n"
-    "  --listen ADDR           this host's IPv4 address the other hosts and the clients\n"
-    "                          reach (not loopback)\n"
-    "  --store URI             the instance's key storage as this host reaches it: a\n"
-    "                          PostgreSQL URI, postgresql://USER@HOST/DB?sslmode=verify-full\n"
-    "                          &sslrootcert=FILE, its password in a password file\n"
-    "                          (PGPASSFILE), never in the URI (default: $KYOK_STORE)\n"
-    "  --units N               number of crypto units on this host, 1 to 16 (default 1)\n"
-    "  --zones LIST            zone names, one per unit (default zone-<address>-1, ...)\n"
-    "  --port BASE             ports: BASE, BASE+1, ... (default: free ports of ADDR)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 struct host_req_opts {
 	const char *dir, *invite, *invite_sha256, *listen, *store, *zones;
@@ -143,62 +128,82 @@ struct host_req_opts {
 
 static int host_req_parse(int argc, char **argv, struct host_req_opts *o)
 {
-	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-	                                     {"invite", required_argument, NULL, 'i'},
-	                                     {"invite-sha256", required_argument, NULL, 'I'},
-	                                     {"listen", required_argument, NULL, 'L'},
-	                                     {"store", required_argument, NULL, 'R'},
-	                                     {"units", required_argument, NULL, 'n'},
-	                                     {"zones", required_argument, NULL, 'z'},
-	                                     {"port", required_argument, NULL, 'P'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum {
+		OPT_INVITE_SHA256 = 0x2001,
+		OPT_LISTEN,
+		OPT_PORT,
+		OPT_STORE,
+		OPT_DIR,
+		OPT_INVITE,
+		OPT_UNITS,
+		OPT_ZONES
+	};
+	static const struct cli_opt opts[] = {
+	    {"dir", OPT_DIR, CLI_ARG_REQUIRED, "DIR",
+	     "directory of this host's units (new or empty; created 0700)"},
+	    {"invite", OPT_INVITE, CLI_ARG_REQUIRED, "FILE", "the invitation of the instance"},
+	    {"invite-sha256", OPT_INVITE_SHA256, CLI_ARG_REQUIRED, "HEX",
+	     "its fingerprint, as 'kyok host invite' printed it on the anchor's host: ask its "
+	     "operator (an invitation changed on the way is refused)"},
+	    {"listen", OPT_LISTEN, CLI_ARG_REQUIRED, "ADDR",
+	     "this host's IPv4 address the other hosts and the clients reach (not loopback)"},
+	    {"store", OPT_STORE, CLI_ARG_REQUIRED, "URI",
+	     "the instance's key storage as this host reaches it: a PostgreSQL URI, "
+	     "postgresql://USER@HOST/DB?sslmode=verify-full&sslrootcert=FILE, its password in a "
+	     "password file (PGPASSFILE), never in the URI (default: $KYOK_STORE)"},
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "N",
+	     "number of crypto units on this host, 1 to 16 (default 1)"},
+	    {"zones", OPT_ZONES, CLI_ARG_REQUIRED, "LIST",
+	     "zone names, one per unit (default zone-<address>-1, ...)"},
+	    {"port", OPT_PORT, CLI_ARG_REQUIRED, "BASE",
+	     "ports: BASE, BASE+1, ... (default: free ports of ADDR)"},
+	    CLI_OPT_END};
 	int c;
 	long v;
 	char *end;
 
 	o->nunits = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(join_request_usage, stdout);
+			cli_opts_help(stdout, join_request_usage, opts, cli_common_opts);
 			return -1;
-		case 'd':
+		case OPT_DIR:
 			o->dir = optarg;
 			break;
-		case 'i':
+		case OPT_INVITE:
 			o->invite = optarg;
 			break;
-		case 'I':
+		case OPT_INVITE_SHA256:
 			o->invite_sha256 = optarg;
 			break;
-		case 'L':
+		case OPT_LISTEN:
 			o->listen = optarg;
 			break;
-		case 'R':
+		case OPT_STORE:
 			o->store = optarg;
 			break;
-		case 'z':
+		case OPT_ZONES:
 			o->zones = optarg;
 			break;
-		case 'n':
-		case 'P':
+		case OPT_UNITS:
+		case OPT_PORT:
 			errno = 0;
 			v = strtol(optarg, &end, 10);
-			if (c == 'n' && (errno != 0 || end == optarg || *end != '\0' || v < 1 ||
-			                 v > UP_MAX_UNITS)) {
+			if (c == OPT_UNITS && (errno != 0 || end == optarg || *end != '\0' ||
+			                       v < 1 || v > UP_MAX_UNITS)) {
 				cli_fail(KY_ERR_USAGE, "--units",
 				         "'%s': give a number of units from 1 to %d", optarg,
 				         UP_MAX_UNITS);
 				return KY_ERR_USAGE;
 			}
-			if (c == 'P' &&
+			if (c == OPT_PORT &&
 			    (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 65535)) {
 				cli_fail(KY_ERR_USAGE, "--port",
 				         "'%s': give a port number from 1 to 65535", optarg);
 				return KY_ERR_USAGE;
 			}
-			if (c == 'n')
+			if (c == OPT_UNITS)
 				o->nunits = (int)v;
 			else
 				o->port = (int)v;
@@ -458,10 +463,7 @@ static const char join_finish_usage[] =
     "An answer that does not verify is refused and nothing changes. Then, from the\n"
     "administrators' workstation: 'kyok tke cryptounit-add', and 'kyok tke auto-recover'\n"
     "to give the new units the instance's administrators and master key.\n"
-    "\n"
-    "  --dir DIR               directory of the join request\n"
-    "  --answer FILE           the answer of the anchor's host\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 /* The answer's certificates of unit u (request entry ru) verify: identity issued by the anchor
  * for the key of the unit's identity request, CN/OU right; TLS issued by the CA for the key
@@ -514,10 +516,11 @@ struct host_finish_unit {
 
 int host_join_finish_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-	                                     {"answer", required_argument, NULL, 'a'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum { OPT_ANSWER = 0x2001, OPT_DIR };
+	static const struct cli_opt opts[] = {
+	    {"dir", OPT_DIR, CLI_ARG_REQUIRED, "DIR", "directory of the join request"},
+	    {"answer", OPT_ANSWER, CLI_ARG_REQUIRED, "FILE", "the answer of the anchor's host"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *dir_arg = NULL, *ans_path = NULL, *fmt, *aid, *ahex, *ihex, *address = NULL,
 	           *instance = NULL;
@@ -530,14 +533,14 @@ int host_join_finish_main(int argc, char **argv)
 	bool installed = false;
 	int status = 0;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(join_finish_usage, stdout);
+			cli_opts_help(stdout, join_finish_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'd')
+		if (c == OPT_DIR)
 			dir_arg = optarg;
-		else if (c == 'a')
+		else if (c == OPT_ANSWER)
 			ans_path = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -56,6 +56,34 @@ static struct {
 
 /* ---- options ---- */
 
+const struct cli_opt kp_common_opts[] = {
+    {"apikey-file", KP_OPT_APIKEY_FILE, CLI_ARG_REQUIRED, "FILE",
+     "API key file (from 'kyok tke apikey-create'); default $KYOK_APIKEY_FILE, else the key "
+     "itself in $KYOK_APIKEY"},
+    {"unit", KP_OPT_UNIT, CLI_ARG_REQUIRED, "N",
+     "try crypto unit N first (default: the first, a unit that failed in the last minute "
+     "last); the others are tried in turn when a unit fails"},
+    CLI_OPT_ROW_CACERT,
+    {"verbose", KP_OPT_VERBOSE, CLI_ARG_NONE, NULL,
+     "say which crypto unit served, and each failover"},
+    {"instance-ID", 'i', CLI_ARG_REQUIRED, "ID",
+     "refuse to run unless ID is the instance's id (as is $KP_INSTANCE_ID when set)"},
+    {"instance-id", 'i', CLI_ARG_REQUIRED, NULL, NULL},
+    {"key-ring", KP_OPT_KEY_RING, CLI_ARG_REQUIRED, "RING",
+     "the key ring (header X-Kms-Key-Ring): keys are created in it, listed from it, and must "
+     "be in it to be acted on"},
+    {"output", 'o', CLI_ARG_REQUIRED, "table|json", "output format (default table)"},
+    CLI_OPT_ROW_YES,
+    CLI_OPT_ROW_INSTANCE,
+    CLI_OPT_ROW_TIMEOUT,
+    CLI_OPT_ROW_HELP,
+    {"password-file", CLI_OPT_PASSWORD_FILE, CLI_ARG_REQUIRED, NULL, NULL},
+    {"password-fd", CLI_OPT_PASSWORD_FD, CLI_ARG_REQUIRED, NULL, NULL},
+    {"card-pin-file", CLI_OPT_CARD_PIN_FILE, CLI_ARG_REQUIRED, NULL, NULL},
+    {"card-pin-fd", CLI_OPT_CARD_PIN_FD, CLI_ARG_REQUIRED, NULL, NULL},
+    {"card-wait", CLI_OPT_CARD_WAIT, CLI_ARG_REQUIRED, NULL, NULL},
+    CLI_OPT_END};
+
 int kp_common_opt(int opt, const char *arg)
 {
 	char *end;
@@ -95,7 +123,7 @@ int kp_common_opt(int opt, const char *arg)
 		return 0;
 	case 'o':
 		/* -o json, as ibmcloud kp spells --output json (it accepts JSON too) */
-		return cli_common_opt(0x1001, strcasecmp(arg, "json") == 0 ? "json" : arg);
+		return cli_common_opt(CLI_OPT_OUTPUT, strcasecmp(arg, "json") == 0 ? "json" : arg);
 	default:
 		return cli_common_opt(opt, arg);
 	}
@@ -126,10 +154,9 @@ int kp_instance_check(const char *have, const char *want)
 	return KY_ERR_KP_INSTANCE_MISMATCH;
 }
 
-void kp_print_help(const char *usage)
+void kp_print_help(const char *usage, const struct cli_opt *opts)
 {
-	fputs(usage, stdout);
-	fputs("\n" KP_COMMON_HELP, stdout);
+	cli_opts_help(stdout, usage, opts, kp_common_opts);
 }
 
 bool kp_key_id_ok(const char *id)

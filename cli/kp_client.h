@@ -27,38 +27,10 @@ enum {
 	KP_OPT_UNIT,
 	KP_OPT_KEY_RING,
 };
-/* clang-format off */
-#define KP_LONGOPTS                                                                                \
-	{"apikey-file", required_argument, NULL, KP_OPT_APIKEY_FILE},                              \
-		{"verbose", no_argument, NULL, KP_OPT_VERBOSE},                                    \
-		{"unit", required_argument, NULL, KP_OPT_UNIT},                                    \
-		{"key-ring", required_argument, NULL, KP_OPT_KEY_RING},                            \
-		{"instance-ID", required_argument, NULL, 'i'},                                     \
-		{"instance-id", required_argument, NULL, 'i'}, CLI_COMMON_LONGOPTS
-/* The short options of every kp command (ibmcloud kp's -i and -o), to begin each optstring. */
-#define KP_SHORTOPTS "hi:o:"
-#define KP_COMMON_HELP                                                                             \
-	"common options:\n"                                                                        \
-	"  --apikey-file FILE      API key file (from 'kyok tke apikey-create'); default\n"        \
-	"                          $KYOK_APIKEY_FILE, else the key itself in $KYOK_APIKEY\n"      \
-	"  --unit N                try crypto unit N first (default: the first, a unit that\n"  \
-	"                          failed in the last minute last); the others are tried in\n" \
-	"                          turn when a unit fails\n"                                      \
-	"  --cacert FILE           CA certificates that crypto units on https must chain to\n"  \
-	"                          (default $KYOK_CA_FILE, else the instance's ca.crt)\n"       \
-	"  --verbose               say which crypto unit served, and each failover\n"             \
-	"  -i, --instance-ID ID    refuse to run unless ID is the instance's id (as is\n"         \
-	"                          $KP_INSTANCE_ID when set)\n"                                    \
-	"  --key-ring RING         the key ring (header X-Kms-Key-Ring): keys are created in\n" \
-	"                          it, listed from it, and must be in it to be acted on\n"      \
-	"  -o, --output table|json output format (default table)\n"                               \
-	"  --yes                   answer yes to confirmations\n"                                 \
-	"  --instance DIR          instance directory (default $KYOK_INSTANCE or\n"               \
-	"                          ~/.kyok/instance)\n"                                           \
-	"  --timeout SECONDS       wait at most this long for each crypto unit (default\n"       \
-	"                          $KYOK_TIMEOUT, else 15)\n"                                      \
-	"  --help                  this text\n"
-/* clang-format on */
+/* The options of every kp command (the kp ones, the common ones) and its common help: the
+ * common options a kp command takes, ibmcloud kp's -i and -o among them; password and card
+ * options are accepted but not listed. */
+extern const struct cli_opt kp_common_opts[];
 
 /* The kp options, then the common ones (cli_common_opt). KY_ERR_USAGE (printed). */
 int kp_common_opt(int opt, const char *arg) KY_WUR;
@@ -76,8 +48,8 @@ int kp_refuse_opt(const char *name, const char *why);
 /* The instance ID kp_load compares with the instance's (pure): 0, or
  * KY_ERR_KP_INSTANCE_MISMATCH when want is set and differs. */
 int kp_instance_check(const char *have, const char *want) KY_WUR;
-/* Prints usage and the common kp options on stdout. */
-void kp_print_help(const char *usage);
+/* Prints usage, the lines of opts and the common kp options on stdout. */
+void kp_print_help(const char *usage, const struct cli_opt *opts);
 
 /* Key ring IDs go into URL paths and headers: letters, digits and '-', 2 to 100 (Key
  * Protect's rule). Pure. */

@@ -24,9 +24,6 @@
 enum {
 	OPT_KEY_FILE = 0x2101,
 	OPT_KEY,
-	OPT_PUBKEY,
-	OPT_HASH,
-	OPT_NONCE,
 	OPT_CBC,
 };
 
@@ -72,27 +69,27 @@ int kp_import_token_key_encrypt_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp import-token-key-encrypt --key-file FILE -p PUBLIC_KEY [-a HASH]\n"
-	    "       kyok kp import-token key-encrypt --key-file FILE -p PUBLIC_KEY [-a HASH]\n\n"
+	    "       kyok kp import-token key-encrypt --key-file FILE -p PUBLIC_KEY [-a HASH]\n"
+	    "\n"
 	    "Encrypts the key material in FILE (raw bytes: 16, 24 or 32) to the import token's\n"
 	    "public key, on this host: nothing is sent. Give what it prints to 'kyok kp key\n"
 	    "create NAME -k ENCRYPTED_KEY -n ENCRYPTED_NONCE -v IV' ('import-token\n"
-	    "nonce-encrypt' makes the other two). With -o json: {\"encryptedKey\": ...}.\n\n"
-	    "options:\n"
-	    "  --key-file FILE         the key material to import (raw bytes; FILE may be\n"
-	    "                          /dev/fd/N); ibmcloud kp's -k/--key is refused: key\n"
-	    "                          material is never taken on the command line\n"
-	    "  -p, --pubkey PUBLIC_KEY the import token's public key: the 'payload' that\n"
-	    "                          'kyok kp import-token show' prints (base64 of a PEM key)\n"
-	    "  -a, --hash HASH         RSAES-OAEP with SHA256 (default) or SHA1; give 'key\n"
-	    "                          create' --encryption-algorithm " KP_ALG_SHA1 "\n"
-	    "                          with a key encrypted with SHA1\n";
-	static const struct option longopts[] = {
-	    {"key-file", required_argument, NULL, OPT_KEY_FILE},
-	    {"key", required_argument, NULL, OPT_KEY},
-	    {"pubkey", required_argument, NULL, OPT_PUBKEY},
-	    {"hash", required_argument, NULL, OPT_HASH},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "nonce-encrypt' makes the other two). With -o json: {\"encryptedKey\": ...}.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"key-file", OPT_KEY_FILE, CLI_ARG_REQUIRED, "FILE",
+	     "the key material to import (raw bytes; FILE may be /dev/fd/N); ibmcloud kp's "
+	     "-k/--key is refused: key material is never taken on the command line"},
+	    {"pubkey", 'p', CLI_ARG_REQUIRED, "PUBLIC_KEY",
+	     "the import token's public key: the 'payload' that 'kyok kp import-token show' prints "
+	     "(base64 of a PEM key)"},
+	    {"hash", 'a', CLI_ARG_REQUIRED, "HASH",
+	     "RSAES-OAEP with SHA256 (default) or SHA1; give 'key create' "
+	     "--encryption-algorithm " KP_ALG_SHA1 " with a key encrypted with SHA1"},
+	    {"key", OPT_KEY, CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'k', CLI_ARG_REQUIRED, NULL, NULL},
+	    CLI_OPT_END};
 	int opt, r, sha1 = 0, status = 0;
 	const char *key_file = NULL, *pub_b64 = NULL;
 	struct ky_buf key = {0}, pem = {0};
@@ -100,10 +97,10 @@ int kp_import_token_key_encrypt_main(int argc, char **argv)
 	size_t ctlen = 0;
 	char *b64 = NULL;
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "k:p:a:", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		case OPT_KEY_FILE:
 			key_file = optarg;
@@ -112,11 +109,9 @@ int kp_import_token_key_encrypt_main(int argc, char **argv)
 		case OPT_KEY:
 			return kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV);
 		case 'p':
-		case OPT_PUBKEY:
 			pub_b64 = optarg;
 			break;
 		case 'a':
-		case OPT_HASH:
 			if (strcasecmp(optarg, "SHA256") == 0 || strcasecmp(optarg, "SHA-256") == 0)
 				sha1 = 0;
 			else if (strcasecmp(optarg, "SHA1") == 0 ||
@@ -173,37 +168,40 @@ int kp_import_token_nonce_encrypt_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp import-token-nonce-encrypt --key-file FILE -n NONCE\n"
-	    "       kyok kp import-token nonce-encrypt --key-file FILE -n NONCE\n\n"
+	    "       kyok kp import-token nonce-encrypt --key-file FILE -n NONCE\n"
+	    "\n"
 	    "Encrypts the import token's nonce under the key material in FILE (raw bytes: 16,\n"
 	    "24 or 32) with AES-GCM and a new random IV, on this host: nothing is sent. Prints\n"
 	    "the encrypted nonce and the IV, for 'kyok kp key create NAME -k ENCRYPTED_KEY -n\n"
 	    "ENCRYPTED_NONCE -v IV'. With -o json: {\"encryptedNonce\": ..., \"iv\": ...}. A "
 	    "nonce\n"
-	    "imports one key: the token has a new one after each import.\n\n"
-	    "options:\n"
-	    "  --key-file FILE         the key material to import (raw bytes; FILE may be\n"
-	    "                          /dev/fd/N); ibmcloud kp's -k/--key is refused: key\n"
-	    "                          material is never taken on the command line\n"
-	    "  -n, --nonce NONCE       the import token's nonce: the 'nonce' that 'kyok kp\n"
-	    "                          import-token show' prints (base64 of 12 bytes)\n"
-	    "  (ibmcloud kp's -c/--cbc is refused: the units take the nonce in AES-GCM only)\n";
-	static const struct option longopts[] = {
-	    {"key-file", required_argument, NULL, OPT_KEY_FILE},
-	    {"key", required_argument, NULL, OPT_KEY},
-	    {"nonce", required_argument, NULL, OPT_NONCE},
-	    {"cbc", no_argument, NULL, OPT_CBC},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "imports one key: the token has a new one after each import.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"key-file", OPT_KEY_FILE, CLI_ARG_REQUIRED, "FILE",
+	     "the key material to import (raw bytes; FILE may be /dev/fd/N); ibmcloud kp's "
+	     "-k/--key is refused: key material is never taken on the command line"},
+	    {"nonce", 'n', CLI_ARG_REQUIRED, "NONCE",
+	     "the import token's nonce: the 'nonce' that 'kyok kp import-token show' prints "
+	     "(base64 of 12 bytes)"},
+	    CLI_OPT_TEXT("  (ibmcloud kp's -c/--cbc is refused: the units take the nonce in "
+	                 "AES-GCM only)\n"),
+	    {"key", OPT_KEY, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"cbc", OPT_CBC, CLI_ARG_NONE, NULL, NULL},
+	    {NULL, 'k', CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'c', CLI_ARG_NONE, NULL, NULL},
+	    CLI_OPT_END};
 	int opt, r, status = 0;
 	const char *key_file = NULL, *nonce_b64 = NULL;
 	struct ky_buf key = {0}, nonce = {0};
 	uint8_t iv[KP_SEAL_IV_LEN], enc[KP_SEAL_NONCE_LEN + KP_SEAL_TAG_LEN];
 	char *enc_b64 = NULL, *iv_b64 = NULL;
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "k:n:c", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		case OPT_KEY_FILE:
 			key_file = optarg;
@@ -212,7 +210,6 @@ int kp_import_token_nonce_encrypt_main(int argc, char **argv)
 		case OPT_KEY:
 			return kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV);
 		case 'n':
-		case OPT_NONCE:
 			nonce_b64 = optarg;
 			break;
 		case 'c':

@@ -27,33 +27,17 @@
 #define KP_PATH_MAX    512
 
 enum {
-	OPT_LIMIT = 0x2001,
-	OPT_OFFSET,
-	OPT_STATE,
-	OPT_EXTRACTABLE,
+	OPT_EXTRACTABLE = 0x2001,
 	OPT_NAME,
-	OPT_STANDARD,
 	OPT_PAYLOAD_FILE,
-	OPT_DESCRIPTION,
 	OPT_SHOW_PAYLOAD,
-	OPT_EXPIRATION,
-	OPT_FORCE,
 	/* ibmcloud kp options kyok kp refuses, with the reason */
 	OPT_KEY_MATERIAL,
 	OPT_NONCE,
 	OPT_IV,
-	OPT_ALIASES,
 	OPT_CRN,
 	OPT_ENC_ALG,
 };
-
-/* The ibmcloud kp options of key create, rotate and restore that kyok kp refuses. */
-/* clang-format off */
-#define KP_IMPORT_LONGOPTS                                                                         \
-	{"key-material", required_argument, NULL, OPT_KEY_MATERIAL},                               \
-		{"encrypted-nonce", required_argument, NULL, OPT_NONCE},                           \
-		{"iv", required_argument, NULL, OPT_IV}
-/* clang-format on */
 
 /* Refuses -k, -n, -v (OPT_KEY_MATERIAL, OPT_NONCE, OPT_IV); returns 0 for other options. */
 static int kp_import_refused(int opt, const char *why_material)
@@ -203,12 +187,12 @@ static int kp_print_key_reply(struct kp_reply *rep, const char *line_if_none)
  * --help (printed), else 0 or KY_ERR_USAGE. */
 static int kp_id_only_opts(int argc, char **argv, const char *usage, const char **id)
 {
-	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {CLI_OPT_END};
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return -1;
 		}
 		if (kp_common_opt(opt, optarg) != 0)
@@ -297,29 +281,30 @@ static int kp_uint_opt(const char *flag, const char *s, unsigned long max, unsig
 int kp_keys_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp keys [--limit N] [--offset N] [--state LIST] [--extractable BOOL]\n\n"
+	    "usage: kyok kp keys [--limit N] [--offset N] [--state LIST] [--extractable BOOL]\n"
+	    "\n"
 	    "Lists the keys of the instance: ID, NAME, STATE, TYPE (root or standard), CREATED.\n"
-	    "Any API key role but KeyPurge may list.\n\n"
-	    "options:\n"
-	    "  -n, --limit N           at most N keys (1 to 5000; the service's default: 200);\n"
-	    "                          also spelled --number-of-keys\n"
-	    "  -s, --offset N          skip the first N keys; also spelled --starting-offset\n"
-	    "  -t, --state LIST        states to list: active, suspended, deactivated,\n"
-	    "                          destroyed, or their numbers 1,2,3,5 (default 1,2,3);\n"
-	    "                          also spelled --key-states\n"
-	    "  --extractable BOOL      true: standard keys only; false: root keys only\n"
-	    "  (ibmcloud kp's -c/--crn is refused: -o json shows each key's crn)\n";
-	static const struct option longopts[] = {
-	    {"limit", required_argument, NULL, OPT_LIMIT},
-	    {"number-of-keys", required_argument, NULL, OPT_LIMIT},
-	    {"offset", required_argument, NULL, OPT_OFFSET},
-	    {"starting-offset", required_argument, NULL, OPT_OFFSET},
-	    {"state", required_argument, NULL, OPT_STATE},
-	    {"key-states", required_argument, NULL, OPT_STATE},
-	    {"extractable", required_argument, NULL, OPT_EXTRACTABLE},
-	    {"crn", no_argument, NULL, OPT_CRN},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "Any API key role but KeyPurge may list.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"limit", 'n', CLI_ARG_REQUIRED, "N",
+	     "at most N keys (1 to 5000; the service's default: 200); also spelled "
+	     "--number-of-keys"},
+	    {"offset", 's', CLI_ARG_REQUIRED, "N",
+	     "skip the first N keys; also spelled --starting-offset"},
+	    {"state", 't', CLI_ARG_REQUIRED, "LIST",
+	     "states to list: active, suspended, deactivated, destroyed, or their numbers 1,2,3,5 "
+	     "(default 1,2,3); also spelled --key-states"},
+	    {"extractable", OPT_EXTRACTABLE, CLI_ARG_REQUIRED, "BOOL",
+	     "true: standard keys only; false: root keys only"},
+	    CLI_OPT_TEXT("  (ibmcloud kp's -c/--crn is refused: -o json shows each key's crn)\n"),
+	    {"number-of-keys", 'n', CLI_ARG_REQUIRED, NULL, NULL},
+	    {"starting-offset", 's', CLI_ARG_REQUIRED, NULL, NULL},
+	    {"key-states", 't', CLI_ARG_REQUIRED, NULL, NULL},
+	    {"crn", OPT_CRN, CLI_ARG_NONE, NULL, NULL},
+	    {NULL, 'c', CLI_ARG_NONE, NULL, NULL},
+	    CLI_OPT_END};
 	int opt, status = 0;
 	unsigned long limit = 0, offset = 0;
 	bool have_limit = false, have_offset = false;
@@ -329,10 +314,10 @@ int kp_keys_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const json_t *meta, *list, *total;
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "n:s:t:c", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		case 'c':
 		case OPT_CRN:
@@ -340,7 +325,6 @@ int kp_keys_main(int argc, char **argv)
 			                     "kyok kp lists key IDs: -o json shows each "
 			                     "key's crn");
 		case 'n':
-		case OPT_LIMIT:
 			if (kp_uint_opt("--limit", optarg, 5000, &limit) != 0 || limit == 0)
 				return limit == 0 ? cli_fail(KY_ERR_USAGE, "--limit",
 				                             "takes a number from 1 to 5000")
@@ -348,13 +332,11 @@ int kp_keys_main(int argc, char **argv)
 			have_limit = true;
 			break;
 		case 's':
-		case OPT_OFFSET:
 			if (kp_uint_opt("--offset", optarg, 1000000000UL, &offset) != 0)
 				return KY_EXIT_USAGE;
 			have_offset = true;
 			break;
 		case 't':
-		case OPT_STATE:
 			if (kp_states_parse(optarg, states, sizeof(states)) != 0)
 				return cli_fail(KY_ERR_USAGE, "--state",
 				                "'%s': give states like active,suspended or 1,2",
@@ -519,46 +501,43 @@ int kp_key_create_main(int argc, char **argv)
 	    "                          [-a ALIAS...] [-r RING]\n"
 	    "       kyok kp key create NAME [-s] [-D TEXT] [-e DATE] [--payload-file FILE]\n"
 	    "                          [-a ALIAS...] [-r RING]\n"
-	    "       kyok kp key create NAME -k ENCRYPTED_KEY -n ENCRYPTED_NONCE -v IV\n\n"
+	    "       kyok kp key create NAME -k ENCRYPTED_KEY -n ENCRYPTED_NONCE -v IV\n"
+	    "\n"
 	    "Creates a root key (wraps data keys; never leaves the service) or, with\n"
 	    "--standard, a standard key (its payload can be read back). The key material is\n"
 	    "generated by the service, or imported: from FILE (raw bytes: 16, 24 or 32 for a\n"
 	    "root key), or encrypted to the import token (-k, -n, -v: a root key; see 'kyok kp\n"
-	    "import-token key-encrypt' and 'nonce-encrypt'). Needs the Writer or Manager role.\n\n"
-	    "options:\n"
-	    "  --name NAME             2 to 90 characters (or NAME as the operand)\n"
-	    "  -s, --standard          a standard key instead of a root key (also spelled\n"
-	    "                          --standard-key)\n"
-	    "  --payload-file FILE     import the key material from FILE (raw bytes)\n"
-	    "  -k, --key-material ENCRYPTED_KEY\n"
-	    "                          the key encrypted to the import token (from 'kyok kp\n"
-	    "                          import-token key-encrypt'); only with -n and -v: key\n"
-	    "                          material in the clear is refused here\n"
-	    "  -n, --encrypted-nonce ENCRYPTED_NONCE\n"
-	    "  -v, --iv IV             the token's nonce encrypted under the key, and its IV\n"
-	    "                          (from 'kyok kp import-token nonce-encrypt')\n"
-	    "  --encryption-algorithm ALG\n"
-	    "                          how -k was encrypted: RSAES_OAEP_SHA_256 (default) or\n"
-	    "                          RSAES_OAEP_SHA_1 (key-encrypt -a SHA1)\n"
-	    "  -a, --aliases ALIAS     give the key this alias (2 to 90 letters, digits, '-',\n"
-	    "                          '_'); repeat it, or separate aliases with commas\n"
-	    "  -r, --key-ring RING     create the key in key ring RING (default: 'default')\n"
-	    "  -D, --description TEXT  at most 240 characters\n"
-	    "  -e, --expiration-date DATE\n"
-	    "                          the key expires then (RFC 3339, e.g.\n"
-	    "                          2030-01-31T00:00:00Z): it no longer wraps from that date\n";
-	static const struct option longopts[] = {
-	    {"name", required_argument, NULL, OPT_NAME},
-	    {"standard", no_argument, NULL, OPT_STANDARD},
-	    {"standard-key", no_argument, NULL, OPT_STANDARD},
-	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
-	    {"description", required_argument, NULL, OPT_DESCRIPTION},
-	    {"expiration-date", required_argument, NULL, OPT_EXPIRATION},
-	    {"aliases", required_argument, NULL, OPT_ALIASES},
-	    {"encryption-algorithm", required_argument, NULL, OPT_ENC_ALG},
-	    KP_IMPORT_LONGOPTS,
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "import-token key-encrypt' and 'nonce-encrypt'). Needs the Writer or Manager role.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"name", OPT_NAME, CLI_ARG_REQUIRED, "NAME",
+	     "2 to 90 characters (or NAME as the operand)"},
+	    {"standard", 's', CLI_ARG_NONE, NULL,
+	     "a standard key instead of a root key (also spelled --standard-key)"},
+	    {"payload-file", OPT_PAYLOAD_FILE, CLI_ARG_REQUIRED, "FILE",
+	     "import the key material from FILE (raw bytes)"},
+	    {"key-material", 'k', CLI_ARG_REQUIRED, "ENCRYPTED_KEY",
+	     "the key encrypted to the import token (from 'kyok kp import-token key-encrypt'); "
+	     "only with -n and -v: key material in the clear is refused here"},
+	    {"encrypted-nonce", 'n', CLI_ARG_REQUIRED, "ENCRYPTED_NONCE",
+	     "the token's nonce encrypted under the key (from 'kyok kp import-token "
+	     "nonce-encrypt')"},
+	    {"iv", 'v', CLI_ARG_REQUIRED, "IV", "the IV it was encrypted with (from the same)"},
+	    {"encryption-algorithm", OPT_ENC_ALG, CLI_ARG_REQUIRED, "ALG",
+	     "how -k was encrypted: RSAES_OAEP_SHA_256 (default) or RSAES_OAEP_SHA_1 (key-encrypt "
+	     "-a SHA1)"},
+	    {"aliases", 'a', CLI_ARG_REQUIRED, "ALIAS",
+	     "give the key this alias (2 to 90 letters, digits, '-', '_'); repeat it, or separate "
+	     "aliases with commas"},
+	    {NULL, 'r', CLI_ARG_REQUIRED, "RING",
+	     "create the key in key ring RING (default: 'default'), as --key-ring does"},
+	    {"description", 'D', CLI_ARG_REQUIRED, "TEXT", "at most 240 characters"},
+	    {"expiration-date", 'e', CLI_ARG_REQUIRED, "DATE",
+	     "the key expires then (RFC 3339, e.g. 2030-01-31T00:00:00Z): it no longer wraps from "
+	     "that date"},
+	    {"standard-key", 's', CLI_ARG_NONE, NULL, NULL},
+	    CLI_OPT_END};
 	int opt, status = 0;
 	const char *name = NULL, *payload_file = NULL, *desc = NULL, *expires = NULL;
 	struct kp_sealed_args sealed = {NULL, NULL, NULL, NULL};
@@ -569,32 +548,27 @@ int kp_key_create_main(int argc, char **argv)
 
 	if (aliases == NULL)
 		return cli_fail(KY_ERR_NOMEM, NULL, NULL);
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "sD:e:k:n:v:a:r:", longopts, NULL)) !=
-	       -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			goto out;
 		case OPT_NAME:
 			name = optarg;
 			break;
 		case 's':
-		case OPT_STANDARD:
 			standard = true;
 			break;
 		case OPT_PAYLOAD_FILE:
 			payload_file = optarg;
 			break;
 		case 'D':
-		case OPT_DESCRIPTION:
 			desc = optarg;
 			break;
 		case 'e':
-		case OPT_EXPIRATION:
 			expires = optarg;
 			break;
 		case 'a':
-		case OPT_ALIASES:
 			if (kp_aliases_add(aliases, optarg) != 0) {
 				status = KY_EXIT_USAGE;
 				goto out;
@@ -607,15 +581,12 @@ int kp_key_create_main(int argc, char **argv)
 			}
 			break;
 		case 'k':
-		case OPT_KEY_MATERIAL:
 			sealed.key = optarg;
 			break;
 		case 'n':
-		case OPT_NONCE:
 			sealed.nonce = optarg;
 			break;
 		case 'v':
-		case OPT_IV:
 			sealed.iv = optarg;
 			break;
 		case OPT_ENC_ALG:
@@ -699,13 +670,16 @@ int kp_key_show_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp key-show ID [--show-payload]\n"
-	    "       kyok kp key show ID [--show-payload]\n\n"
+	    "       kyok kp key show ID [--show-payload]\n"
+	    "\n"
 	    "Shows a key's metadata. With --show-payload, also the payload of a standard key\n"
-	    "(base64; needs ReaderPlus, Writer or Manager); root keys never leave the service.\n\n"
-	    "options:\n"
-	    "  --show-payload          fetch and print a standard key's payload\n";
-	static const struct option longopts[] = {
-	    {"show-payload", no_argument, NULL, OPT_SHOW_PAYLOAD}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	    "(base64; needs ReaderPlus, Writer or Manager); root keys never leave the service.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {{"show-payload", OPT_SHOW_PAYLOAD, CLI_ARG_NONE,
+	                                           NULL,
+	                                           "fetch and print a standard key's payload"},
+	                                          CLI_OPT_END};
 	int opt, status = 0;
 	bool show = false;
 	const char *id = NULL;
@@ -713,9 +687,9 @@ int kp_key_show_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const json_t *k;
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		}
 		if (opt == OPT_SHOW_PAYLOAD) {
@@ -800,22 +774,26 @@ out:
 static int kp_key_action(int argc, char **argv, const char *usage, const char *action,
                          bool takes_payload, const char *done)
 {
-	static const struct option with_payload[] = {
-	    {"payload-file", required_argument, NULL, OPT_PAYLOAD_FILE},
-	    KP_IMPORT_LONGOPTS,
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
-	static const struct option without[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	/* rotate: --payload-file (described in its usage); ibmcloud kp's -k, -n, -v refused */
+	static const struct cli_opt with_payload[] = {
+	    {"payload-file", OPT_PAYLOAD_FILE, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"key-material", OPT_KEY_MATERIAL, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"encrypted-nonce", OPT_NONCE, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"iv", OPT_IV, CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'k', CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'n', CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'v', CLI_ARG_REQUIRED, NULL, NULL},
+	    CLI_OPT_END};
+	const struct cli_opt *opts = takes_payload ? with_payload : NULL;
 	int opt, status = 0;
 	const char *id = NULL, *payload_file = NULL;
 	char path[KP_PATH_MAX], subject[160], ctype[96], *payload = NULL;
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, takes_payload ? KP_SHORTOPTS "k:n:v:" : KP_SHORTOPTS,
-	                          takes_payload ? with_payload : without, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, opts);
 			return 0;
 		}
 		if (opt == 'k' || opt == 'n' || opt == 'v')
@@ -929,29 +907,31 @@ int kp_key_delete_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp key-delete ID [--force]\n"
-	    "       kyok kp key delete ID [-f]\n\n"
+	    "       kyok kp key delete ID [-f]\n"
+	    "\n"
 	    "Deletes a key: its material is destroyed (state 5, Destroyed); it can be restored\n"
 	    "within 30 days ('kyok kp key-restore') and purged after 4 hours. A key under the\n"
 	    "dual-authorization policy must first be scheduled for deletion by another user.\n"
-	    "Needs the Manager role.\n\n"
-	    "options:\n"
-	    "  -f, --force             delete even a key that protects registered resources (as\n"
-	    "                          Key Protect's force=true; kyok has no registrations, so\n"
-	    "                          it is the same delete)\n";
-	static const struct option longopts[] = {
-	    {"force", no_argument, NULL, OPT_FORCE}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	    "Needs the Manager role.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"force", 'f', CLI_ARG_NONE, NULL,
+	     "delete even a key that protects registered resources (as Key Protect's force=true; "
+	     "kyok has no registrations, so it is the same delete)"},
+	    CLI_OPT_END};
 	int opt, status = 0;
 	bool force = false;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "f", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		}
-		if (opt == 'f' || opt == OPT_FORCE) {
+		if (opt == 'f') {
 			force = true;
 			continue;
 		}
@@ -976,20 +956,27 @@ int kp_key_restore_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp key-restore ID\n"
-	    "       kyok kp key restore ID\n\n"
+	    "       kyok kp key restore ID\n"
+	    "\n"
 	    "Restores a deleted key within 30 days of its deletion, with the material it had\n"
 	    "(kyok keeps it until the key is purged). Needs the Manager role.\n";
-	static const struct option longopts[] = {
-	    KP_IMPORT_LONGOPTS, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {
+	    {"key-material", OPT_KEY_MATERIAL, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"encrypted-nonce", OPT_NONCE, CLI_ARG_REQUIRED, NULL, NULL},
+	    {"iv", OPT_IV, CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'k', CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'n', CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'v', CLI_ARG_REQUIRED, NULL, NULL},
+	    CLI_OPT_END};
 	int opt, status = 0;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "k:n:v:", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return 0;
 		}
 		if (opt == 'k' || opt == 'n' || opt == 'v')

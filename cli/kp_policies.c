@@ -19,10 +19,6 @@
 enum {
 	OPT_ROTATION = 0x2001,
 	OPT_DUAL_AUTH,
-	OPT_ENABLE,
-	OPT_DISABLE,
-	OPT_MONTHLY,
-	OPT_NETWORK_TYPE,
 };
 
 struct kp_policy_args {
@@ -50,21 +46,19 @@ static int kp_rotation_parse(const char *s, int *out)
 	return 0;
 }
 
-static int kp_policy_opts(int argc, char **argv, const char *usage, struct kp_policy_args *p)
+/* The options of policies and instance-policies: opts holds --rotation-months and
+ * --dual-auth. */
+static int kp_policy_opts(int argc, char **argv, const char *usage, const struct cli_opt *opts,
+                          struct kp_policy_args *p)
 {
-	static const struct option longopts[] = {
-	    {"rotation-months", required_argument, NULL, OPT_ROTATION},
-	    {"dual-auth", required_argument, NULL, OPT_DUAL_AUTH},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
 	int opt;
 
 	p->rotation = p->dual_auth = -1;
 	p->network = NULL;
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, opts);
 			return -1;
 		case OPT_ROTATION:
 			if (kp_rotation_parse(optarg, &p->rotation) != 0)
@@ -188,20 +182,25 @@ int kp_policies_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp policies ID [--rotation-months N|off] [--dual-auth on|off]\n"
-	    "       kyok kp key policies ID [--rotation-months N|off] [--dual-auth on|off]\n\n"
+	    "       kyok kp key policies ID [--rotation-months N|off] [--dual-auth on|off]\n"
+	    "\n"
 	    "Shows the policies of key ID: rotation (the key is rotated every N months) and\n"
 	    "dual-authorization delete (two different users are needed to delete it). With an\n"
-	    "option, sets that policy first. Needs the Manager role.\n\n"
-	    "options:\n"
-	    "  --rotation-months N|off rotate the root key every N months (1 to 12), or never\n"
-	    "                          (the crypto units rotate generated keys when it is due;\n"
-	    "                          imported ones need 'kyok kp key-rotate')\n"
-	    "  --dual-auth on|off      require a second user to delete the key\n";
+	    "option, sets that policy first. Needs the Manager role.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    {"rotation-months", OPT_ROTATION, CLI_ARG_REQUIRED, "N|off",
+	     "rotate the root key every N months (1 to 12), or never (the crypto units rotate "
+	     "generated keys when it is due; imported ones need 'kyok kp key-rotate')"},
+	    {"dual-auth", OPT_DUAL_AUTH, CLI_ARG_REQUIRED, "on|off",
+	     "require a second user to delete the key"},
+	    CLI_OPT_END};
 	struct kp_policy_args p;
 	int r;
 	const char *id = NULL;
 
-	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
+	if ((r = kp_policy_opts(argc, argv, usage, opts, &p)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (kp_key_operand(argc, argv, &id) != 0)
 		return KY_EXIT_USAGE;
@@ -301,15 +300,18 @@ int kp_instance_policies_main(int argc, char **argv)
 	    "       kyok kp instance policies [--rotation-months N|off] [--dual-auth on|off]\n\n"
 	    "Shows the policies of the instance, which apply to keys created from then on. With\n"
 	    "an option, sets that policy first. Needs the Manager role.\n\n"
-	    "options:\n"
-	    "  --rotation-months N|off rotate new root keys every N months (1 to 12), or never\n"
-	    "                          (the crypto units rotate generated keys when it is due;\n"
-	    "                          imported ones need 'kyok kp key-rotate')\n"
-	    "  --dual-auth on|off      require a second user to delete new keys\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    {"rotation-months", OPT_ROTATION, CLI_ARG_REQUIRED, "N|off",
+	     "rotate new root keys every N months (1 to 12), or never (the crypto units rotate "
+	     "generated keys when it is due; imported ones need 'kyok kp key-rotate')"},
+	    {"dual-auth", OPT_DUAL_AUTH, CLI_ARG_REQUIRED, "on|off",
+	     "require a second user to delete new keys"},
+	    CLI_OPT_END};
 	struct kp_policy_args p;
 	int r;
 
-	if ((r = kp_policy_opts(argc, argv, usage, &p)) != 0)
+	if ((r = kp_policy_opts(argc, argv, usage, opts, &p)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
@@ -368,43 +370,34 @@ static int kp_instance_policies_run(const struct kp_policy_args *pp)
  * policy-update' (TYPE): TYPE rotation (-e/-d, -m MONTHS), dual-auth-delete (-e/-d), or, of
  * the instance, allowed-network (-e -t NETWORK | -d). Fills p; -1 after --help (printed), else
  * 0 or an error code (printed). */
-static int kp_policy_update_opts(int argc, char **argv, const char *usage, bool key,
-                                 struct kp_policy_args *p, const char **id)
+/* The options of key-policy-update and instance-policy-update: opts holds -e, -d, -m, -t. */
+static int kp_policy_update_opts(int argc, char **argv, const char *usage,
+                                 const struct cli_opt *opts, bool key, struct kp_policy_args *p,
+                                 const char **id)
 {
-	static const struct option longopts[] = {
-	    {"enable", no_argument, NULL, OPT_ENABLE},
-	    {"disable", no_argument, NULL, OPT_DISABLE},
-	    {"monthly-interval", required_argument, NULL, OPT_MONTHLY},
-	    {"network-type", required_argument, NULL, OPT_NETWORK_TYPE},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
 	int opt, months = -1;
 	bool enable = false, disable = false;
 	const char *type, *network = NULL;
 
 	p->rotation = p->dual_auth = -1;
 	p->network = NULL;
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "edm:t:", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, opts);
 			return -1;
 		case 'e':
-		case OPT_ENABLE:
 			enable = true;
 			break;
 		case 'd':
-		case OPT_DISABLE:
 			disable = true;
 			break;
 		case 'm':
-		case OPT_MONTHLY:
 			if (kp_rotation_parse(optarg, &months) != 0 || months == 0)
 				return cli_err(KY_ERR_USAGE, "-m/--monthly-interval",
 				               "takes 1 to 12 (months), not '%s'", optarg);
 			break;
 		case 't':
-		case OPT_NETWORK_TYPE:
 			if (strcmp(optarg, "public-and-private") != 0 &&
 			    strcmp(optarg, "private-only") != 0)
 				return cli_err(
@@ -497,18 +490,20 @@ int kp_key_policy_update_main(int argc, char **argv)
 	    "       kyok kp key policy-update rotation|dual-auth-delete ID ...\n\n"
 	    "Sets one policy of key ID, as 'kyok kp policies ID --rotation-months N|off' or\n"
 	    "'--dual-auth on|off' does, then shows the key's policies. Needs the Manager role.\n\n"
-	    "options:\n"
-	    "  -e, --enable            enable the policy\n"
-	    "  -d, --disable           disable the policy\n"
-	    "  -m, --monthly-interval MONTHS\n"
-	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
-	    "                          (the crypto units rotate generated keys when it is due;\n"
-	    "                          imported ones need 'kyok kp key-rotate')\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    {"enable", 'e', CLI_ARG_NONE, NULL, "enable the policy"},
+	    {"disable", 'd', CLI_ARG_NONE, NULL, "disable the policy"},
+	    {"monthly-interval", 'm', CLI_ARG_REQUIRED, "MONTHS",
+	     "rotation: every MONTHS months (1 to 12); enables it (the crypto units rotate "
+	     "generated keys when it is due; imported ones need 'kyok kp key-rotate')"},
+	    {"network-type", 't', CLI_ARG_REQUIRED, NULL, NULL}, /* refused for a key */
+	    CLI_OPT_END};
 	struct kp_policy_args p;
 	const char *id = NULL;
 	int r;
 
-	if ((r = kp_policy_update_opts(argc, argv, usage, true, &p, &id)) != 0)
+	if ((r = kp_policy_update_opts(argc, argv, usage, opts, true, &p, &id)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	return kp_key_policies_run(id, &p);
 }
@@ -528,19 +523,20 @@ int kp_instance_policy_update_main(int argc, char **argv)
 	    "business. allowed-ip, metrics and key-create-import-access, which ibmcloud kp does\n"
 	    "not set either, are refused by name: set them with the key API (docs/api.md).\n"
 	    "Needs the Manager role.\n\n"
-	    "options:\n"
-	    "  -e, --enable            enable the policy\n"
-	    "  -d, --disable           disable the policy\n"
-	    "  -m, --monthly-interval MONTHS\n"
-	    "                          rotation: every MONTHS months (1 to 12); enables it\n"
-	    "                          (the crypto units rotate generated keys when it is due;\n"
-	    "                          imported ones need 'kyok kp key-rotate')\n"
-	    "  -t, --network-type NETWORK\n"
-	    "                          allowed-network: public-and-private or private-only\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    {"enable", 'e', CLI_ARG_NONE, NULL, "enable the policy"},
+	    {"disable", 'd', CLI_ARG_NONE, NULL, "disable the policy"},
+	    {"monthly-interval", 'm', CLI_ARG_REQUIRED, "MONTHS",
+	     "rotation: every MONTHS months (1 to 12); enables it (the crypto units rotate "
+	     "generated keys when it is due; imported ones need 'kyok kp key-rotate')"},
+	    {"network-type", 't', CLI_ARG_REQUIRED, "NETWORK",
+	     "allowed-network: public-and-private or private-only"},
+	    CLI_OPT_END};
 	struct kp_policy_args p;
 	int r;
 
-	if ((r = kp_policy_update_opts(argc, argv, usage, false, &p, NULL)) != 0)
+	if ((r = kp_policy_update_opts(argc, argv, usage, opts, false, &p, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	return kp_instance_policies_run(&p);
 }

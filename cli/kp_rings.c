@@ -18,26 +18,19 @@
 #define KP_PATH_MAX 512
 
 enum {
-	OPT_FORCE = 0x2001,
-	OPT_ALIAS,
-	OPT_KEY,
-	OPT_EXPIRATION,
-	OPT_RETRIEVALS,
-	OPT_NEW_RING,
-	OPT_CRN_QUERY,
+	OPT_ALIAS = 0x2001,
 };
 
 /* getopt over the common kp options and the ones in extra (each handled by on_opt, which
  * returns 0 or an exit status). Returns -1 after --help (printed), else 0 or an exit status. */
-static int kp_feature_opts(int argc, char **argv, const char *usage, const char *shortopts,
-                           const struct option *longopts,
+static int kp_feature_opts(int argc, char **argv, const char *usage, const struct cli_opt *longopts,
                            int (*on_opt)(int opt, const char *arg, void *ctx), void *ctx)
 {
 	int opt, status;
 
-	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, kp_common_opts)) != -1) {
 		if (opt == 'h') {
-			kp_print_help(usage);
+			kp_print_help(usage, longopts);
 			return -1;
 		}
 		if (on_opt != NULL && (status = on_opt(opt, optarg, ctx)) >= 0) {
@@ -94,17 +87,18 @@ static void kp_feature_print(const struct kp_reply *rep, const char *line,
 int kp_key_rings_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp key-rings\n\n"
+	    "usage: kyok kp key-rings\n"
+	    "\n"
 	    "Lists the instance's key rings (GET /api/v2/key_rings): ID, CREATED, CREATED BY.\n"
 	    "Units that do not offer key rings are named as such.\n";
-	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {CLI_OPT_END};
 	static const char *const hdr[] = {"ID", "CREATED", "CREATED BY"};
 	int status;
 	struct kp_reply rep = {0};
 	const json_t *list;
 	struct cli_table *t = NULL;
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS, longopts, NULL, NULL)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, NULL, NULL)) != 0)
 		return status < 0 ? 0 : status;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
@@ -139,7 +133,7 @@ out:
 static int kp_force_opt(int opt, const char *arg, void *ctx)
 {
 	(void)arg;
-	if (opt != 'f' && opt != OPT_FORCE)
+	if (opt != 'f')
 		return -1;
 	*(bool *)ctx = true;
 	return 0;
@@ -148,17 +142,17 @@ static int kp_force_opt(int opt, const char *arg, void *ctx)
 /* key-ring-create and key-ring-delete. */
 static int kp_key_ring_change(int argc, char **argv, const char *usage, bool create)
 {
-	static const struct option create_opts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
-	static const struct option delete_opts[] = {
-	    {"force", no_argument, NULL, OPT_FORCE}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt delete_opts[] = {
+	    {"force", 'f', CLI_ARG_NONE, NULL,
+	     "delete it even when it holds deleted keys (force=true)"},
+	    CLI_OPT_END};
 	int status;
 	bool force = false;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
 	struct kp_reply rep = {0};
 
-	if ((status = kp_feature_opts(argc, argv, usage, create ? KP_SHORTOPTS : KP_SHORTOPTS "f",
-	                              create ? create_opts : delete_opts,
+	if ((status = kp_feature_opts(argc, argv, usage, create ? NULL : delete_opts,
 	                              create ? NULL : kp_force_opt, &force)) != 0)
 		return status < 0 ? 0 : status;
 	if ((status = kp_operand(argc, argv, "key ring ID", kp_ring_id_ok,
@@ -194,8 +188,7 @@ int kp_key_ring_delete_main(int argc, char **argv)
 	    "       kyok kp key-ring delete RING [-f]\n\n"
 	    "Deletes the key ring RING (DELETE /api/v2/key_rings/RING). Needs the Manager role.\n"
 	    "Units that do not offer key rings are named as such.\n\n"
-	    "options:\n"
-	    "  -f, --force             delete it even when it holds deleted keys (force=true)\n";
+	    "options:\n";
 	return kp_key_ring_change(argc, argv, usage, false);
 }
 
@@ -212,15 +205,16 @@ static int kp_alias_opt(int opt, const char *arg, void *ctx)
 /* key-alias-create and key-alias-delete: KEY_ID ALIAS, or KEY_ID -a ALIAS. */
 static int kp_key_alias_change(int argc, char **argv, const char *usage, bool create)
 {
-	static const struct option longopts[] = {
-	    {"alias", required_argument, NULL, OPT_ALIAS}, KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {
+	    {"alias", OPT_ALIAS, CLI_ARG_REQUIRED, NULL, NULL},
+	    {NULL, 'a', CLI_ARG_REQUIRED, NULL, NULL},
+	    CLI_OPT_END};
 	int status;
 	const char *id = NULL, *alias = NULL;
 	char path[KP_PATH_MAX], subject[200];
 	struct kp_reply rep = {0};
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "a:", longopts, kp_alias_opt,
-	                              &alias)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_alias_opt, &alias)) != 0)
 		return status < 0 ? 0 : status;
 	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
 	                         &id)) != 0)
@@ -275,7 +269,7 @@ int kp_key_alias_delete_main(int argc, char **argv)
 
 static int kp_new_ring_opt(int opt, const char *arg, void *ctx)
 {
-	if (opt != 'r' && opt != OPT_NEW_RING)
+	if (opt != 'r')
 		return -1;
 	if (!kp_ring_id_ok(arg))
 		return cli_fail(KY_ERR_USAGE, "-r/--new-key-ring",
@@ -289,16 +283,16 @@ int kp_key_update_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp key-update ID -r RING\n"
-	    "       kyok kp key update ID -r RING\n\n"
+	    "       kyok kp key update ID -r RING\n"
+	    "\n"
 	    "Moves key ID to the key ring RING, which must exist (PATCH /api/v2/keys/ID with\n"
 	    "keyRingID). Needs the Manager role. Units that do not offer key rings are named as\n"
-	    "such.\n\n"
-	    "options:\n"
-	    "  -r, --new-key-ring RING the key ring to move the key to\n";
-	static const struct option longopts[] = {
-	    {"new-key-ring", required_argument, NULL, OPT_NEW_RING},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "such.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"new-key-ring", 'r', CLI_ARG_REQUIRED, "RING", "the key ring to move the key to"},
+	    CLI_OPT_END};
 	static const char *const fields[] = {"id", "name", "keyRingID", NULL};
 	int status;
 	const char *id = NULL, *ring = NULL;
@@ -306,8 +300,7 @@ int kp_key_update_main(int argc, char **argv)
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "r:", longopts,
-	                              kp_new_ring_opt, &ring)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_new_ring_opt, &ring)) != 0)
 		return status < 0 ? 0 : status;
 	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
 	                         &id)) != 0)
@@ -345,16 +338,15 @@ static int kp_token_opt(int opt, const char *arg, void *ctx)
 	char *end;
 	long v;
 
-	if (opt != 'e' && opt != 'm' && opt != OPT_EXPIRATION && opt != OPT_RETRIEVALS)
+	if (opt != 'e' && opt != 'm')
 		return -1;
 	errno = 0;
 	v = strtol(arg, &end, 10);
 	if (errno != 0 || end == arg || *end != '\0' || v < 1 || v > 86400)
 		return cli_fail(KY_ERR_USAGE,
-		                opt == 'e' || opt == OPT_EXPIRATION ? "-e/--expiration"
-		                                                    : "-m/--max-retrievals",
+		                opt == 'e' ? "-e/--expiration" : "-m/--max-retrievals",
 		                "takes a whole number from 1 to 86400, not '%.40s'", arg);
-	if (opt == 'e' || opt == OPT_EXPIRATION)
+	if (opt == 'e')
 		a->expiration = v;
 	else
 		a->retrievals = v;
@@ -365,19 +357,17 @@ int kp_import_token_create_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp import-token-create [--expiration SECONDS] [--max-retrievals N]\n"
-	    "       kyok kp import-token create [-e SECONDS] [-m N]\n\n"
+	    "       kyok kp import-token create [-e SECONDS] [-m N]\n"
+	    "\n"
 	    "Creates the instance's import token (POST /api/v2/import_token). Needs the Manager\n"
-	    "role. Units that do not offer import tokens are named as such.\n\n"
-	    "options:\n"
-	    "  -e, --expiration SECONDS\n"
-	    "                          how long the token is valid (the service's default\n"
-	    "                          without it)\n"
-	    "  -m, --max-retrievals N  how often it may be retrieved\n";
-	static const struct option longopts[] = {
-	    {"expiration", required_argument, NULL, OPT_EXPIRATION},
-	    {"max-retrievals", required_argument, NULL, OPT_RETRIEVALS},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "role. Units that do not offer import tokens are named as such.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"expiration", 'e', CLI_ARG_REQUIRED, "SECONDS",
+	     "how long the token is valid (the service's default without it)"},
+	    {"max-retrievals", 'm', CLI_ARG_REQUIRED, "N", "how often it may be retrieved"},
+	    CLI_OPT_END};
 	static const char *const fields[] = {"creationDate", "expirationDate",
 	                                     "maxAllowedRetrievals", "remainingRetrievals", NULL};
 	struct kp_token_args a = {0, 0};
@@ -385,8 +375,7 @@ int kp_import_token_create_main(int argc, char **argv)
 	json_t *body = NULL;
 	struct kp_reply rep = {0};
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "e:m:", longopts,
-	                              kp_token_opt, &a)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_token_opt, &a)) != 0)
 		return status < 0 ? 0 : status;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
@@ -412,11 +401,12 @@ int kp_import_token_show_main(int argc, char **argv)
 {
 	static const char usage[] =
 	    "usage: kyok kp import-token-show\n"
-	    "       kyok kp import-token show\n\n"
+	    "       kyok kp import-token show\n"
+	    "\n"
 	    "Shows the instance's import token (GET /api/v2/import_token): its public key and\n"
 	    "nonce, which wrap key material for import. Needs the Reader role or more. Units\n"
 	    "that do not offer import tokens are named as such.\n";
-	static const struct option longopts[] = {KP_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {CLI_OPT_END};
 	static const char *const fields[] = {"creationDate",
 	                                     "expirationDate",
 	                                     "maxAllowedRetrievals",
@@ -427,7 +417,7 @@ int kp_import_token_show_main(int argc, char **argv)
 	int status;
 	struct kp_reply rep = {0};
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS, longopts, NULL, NULL)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, NULL, NULL)) != 0)
 		return status < 0 ? 0 : status;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
@@ -452,7 +442,7 @@ static int kp_reg_opt(int opt, const char *arg, void *ctx)
 
 	if (opt == 'r')
 		return kp_common_opt(KP_OPT_KEY_RING, arg) != 0 ? KY_EXIT_USAGE : 0;
-	if (opt == 'c' || opt == OPT_CRN_QUERY) {
+	if (opt == 'c') {
 		if (arg[0] == '\0' || strlen(arg) > 200)
 			return cli_fail(KY_ERR_USAGE, "-c/--crn-query",
 			                "takes a CRN of 1 to 200 "
@@ -460,7 +450,7 @@ static int kp_reg_opt(int opt, const char *arg, void *ctx)
 		a->crn = arg;
 		return 0;
 	}
-	if (opt != 'k' && opt != OPT_KEY)
+	if (opt != 'k')
 		return -1;
 	if (!kp_key_id_ok(arg))
 		return cli_fail(KY_ERR_USAGE, "-k/--key-id", "'%.100s' is not a key ID", arg);
@@ -496,20 +486,20 @@ static bool kp_url_encode(const char *s, char *out, size_t outlen)
 int kp_registrations_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok kp registrations [-k KEY_ID] [-c CRN] [-r RING]\n\n"
+	    "usage: kyok kp registrations [-k KEY_ID] [-c CRN] [-r RING]\n"
+	    "\n"
 	    "Lists the registrations of key KEY_ID (GET /api/v2/keys/KEY_ID/registrations), or\n"
 	    "of every key: the cloud resources a key protects. Units that do not offer\n"
-	    "registrations are named as such.\n\n"
-	    "options:\n"
-	    "  -k, --key-id KEY_ID     the registrations of that key only\n"
-	    "  -c, --crn-query CRN     those of the resources that CRN names (Key Protect's\n"
-	    "                          urlEncodedResourceCRNQuery)\n"
-	    "  -r, --key-ring RING     those of the keys in key ring RING\n";
-	static const struct option longopts[] = {
-	    {"key-id", required_argument, NULL, OPT_KEY},
-	    {"crn-query", required_argument, NULL, OPT_CRN_QUERY},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "registrations are named as such.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"key-id", 'k', CLI_ARG_REQUIRED, "KEY_ID", "the registrations of that key only"},
+	    {"crn-query", 'c', CLI_ARG_REQUIRED, "CRN",
+	     "those of the resources that CRN names (Key Protect's urlEncodedResourceCRNQuery)"},
+	    {NULL, 'r', CLI_ARG_REQUIRED, "RING",
+	     "those of the keys in key ring RING, as --key-ring gives it"},
+	    CLI_OPT_END};
 	static const char *const hdr[] = {"KEY ID", "RESOURCE CRN", "PREVENTS DELETION"};
 	int status;
 	struct kp_reg_args a = {NULL, NULL};
@@ -518,8 +508,7 @@ int kp_registrations_main(int argc, char **argv)
 	const json_t *list;
 	struct cli_table *t = NULL;
 
-	if ((status = kp_feature_opts(argc, argv, usage, KP_SHORTOPTS "k:c:r:", longopts,
-	                              kp_reg_opt, &a)) != 0)
+	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_reg_opt, &a)) != 0)
 		return status < 0 ? 0 : status;
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;

@@ -43,28 +43,54 @@ struct kp_wrap_args {
 	size_t naad;
 };
 
-/* Options of wrap, unwrap, rewrap; then the key ID, and with ct_operand an optional
+/* The rows of the options wrap, unwrap and rewrap share: each takes all of them (those that
+ * it does not list are refused or unused), ibmcloud kp's -p refused by all. */
+#define KP_ROW_PLAINTEXT_FILE(help)                                                  \
+	{                                                                            \
+		"plaintext-file", OPT_PLAINTEXT_FILE, CLI_ARG_REQUIRED, "FILE", help \
+	}
+#define KP_ROW_CIPHERTEXT_FILE(help)                                                   \
+	{                                                                              \
+		"ciphertext-file", OPT_CIPHERTEXT_FILE, CLI_ARG_REQUIRED, "FILE", help \
+	}
+#define KP_ROW_DEK_OUT(help)                                           \
+	{                                                              \
+		"dek-out", OPT_DEK_OUT, CLI_ARG_REQUIRED, "FILE", help \
+	}
+#define KP_ROW_OUT(help)                                       \
+	{                                                      \
+		"out", OPT_OUT, CLI_ARG_REQUIRED, "FILE", help \
+	}
+#define KP_ROW_SHOW(help)                                  \
+	{                                                  \
+		"show", OPT_SHOW, CLI_ARG_NONE, NULL, help \
+	}
+/* --aad and ibmcloud kp's -a, which refuses a comma */
+#define KP_ROWS_AAD                                                                               \
+	{"aad", OPT_AAD, CLI_ARG_REQUIRED, "TEXT", "additional authenticated data (repeatable)"}, \
+	{                                                                                         \
+		NULL, 'a', CLI_ARG_REQUIRED, "TEXT",                                              \
+		    "the same, one value each: a comma is refused, which ibmcloud kp reads as a " \
+		    "separator"                                                                   \
+	}
+#define KP_ROWS_PLAINTEXT_REFUSED                                   \
+	{"plaintext", OPT_PLAINTEXT, CLI_ARG_REQUIRED, NULL, NULL}, \
+	{                                                           \
+		NULL, 'p', CLI_ARG_REQUIRED, NULL, NULL             \
+	}
+
+/* Options of wrap, unwrap, rewrap (opts: one of their tables); then the key ID, and with ct_operand an optional
  * ciphertext after it. Returns -1 after --help (printed), else 0 or an error (printed). */
-static int kp_wrap_opts(int argc, char **argv, const char *usage, bool ct_operand,
-                        struct kp_wrap_args *a)
+static int kp_wrap_opts(int argc, char **argv, const char *usage, const struct cli_opt *opts,
+                        bool ct_operand, struct kp_wrap_args *a)
 {
-	static const struct option longopts[] = {
-	    {"plaintext-file", required_argument, NULL, OPT_PLAINTEXT_FILE},
-	    {"ciphertext-file", required_argument, NULL, OPT_CIPHERTEXT_FILE},
-	    {"aad", required_argument, NULL, OPT_AAD},
-	    {"dek-out", required_argument, NULL, OPT_DEK_OUT},
-	    {"out", required_argument, NULL, OPT_OUT},
-	    {"show", no_argument, NULL, OPT_SHOW},
-	    {"plaintext", required_argument, NULL, OPT_PLAINTEXT},
-	    KP_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
 	int opt;
 
 	memset(a, 0, sizeof(*a));
-	while ((opt = getopt_long(argc, argv, KP_SHORTOPTS "a:p:", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, kp_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			kp_print_help(usage);
+			kp_print_help(usage, opts);
 			return -1;
 		case 'p':
 		case OPT_PLAINTEXT:
@@ -252,14 +278,19 @@ int kp_wrap_main(int argc, char **argv)
 	    "key: it is written to --dek-out FILE (0600), and printed on a second line only\n"
 	    "with --show. Every --aad given here must be given again to unwrap. Any role but\n"
 	    "KeyPurge may wrap.\n\n"
-	    "options:\n"
-	    "  --plaintext-file FILE   the data key to wrap (raw bytes, at most 7500)\n"
-	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
-	    "                          comma, which ibmcloud kp reads as a separator)\n"
-	    "  --dek-out FILE          where to write a generated data key (raw bytes, 0600)\n"
-	    "  --show                  print a generated data key (base64) after the wrapped key\n"
-	    "  (ibmcloud kp's -p/--plaintext is refused: a data key on the command line is seen\n"
-	    "  by other users of the host)\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    KP_ROW_PLAINTEXT_FILE("the data key to wrap (raw bytes, at most 7500)"),
+	    KP_ROWS_AAD,
+	    KP_ROW_DEK_OUT("where to write a generated data key (raw bytes, 0600)"),
+	    KP_ROW_SHOW("print a generated data key (base64) after the wrapped key"),
+	    CLI_OPT_TEXT(
+	        "  (ibmcloud kp's -p/--plaintext is refused: a data key on the command line is "
+	        "seen\n  by other users of the host)\n"),
+	    KP_ROW_CIPHERTEXT_FILE(NULL),
+	    KP_ROW_OUT(NULL),
+	    KP_ROWS_PLAINTEXT_REFUSED,
+	    CLI_OPT_END};
 	struct kp_wrap_args a;
 	int r, status = 0;
 	struct ky_buf pt = {0};
@@ -268,7 +299,7 @@ int kp_wrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *ct, *dek;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, false, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, opts, false, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.ciphertext_file != NULL || a.out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
@@ -342,12 +373,16 @@ int kp_unwrap_main(int argc, char **argv)
 	    "base64 text 'wrap' printed: in a file, or as the operand CIPHERTEXT. The plaintext\n"
 	    "goes to --out FILE (raw bytes, 0600), or with --show to stdout in base64. Give the\n"
 	    "same AAD values as to wrap, in the same order. Any role but KeyPurge may unwrap.\n\n"
-	    "options:\n"
-	    "  --ciphertext-file FILE  the wrapped key: the base64 text 'wrap' printed\n"
-	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
-	    "                          comma, which ibmcloud kp reads as a separator)\n"
-	    "  --out FILE              where to write the plaintext (raw bytes, 0600)\n"
-	    "  --show                  print the plaintext (base64) on stdout\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    KP_ROW_CIPHERTEXT_FILE("the wrapped key: the base64 text 'wrap' printed"),
+	    KP_ROWS_AAD,
+	    KP_ROW_OUT("where to write the plaintext (raw bytes, 0600)"),
+	    KP_ROW_SHOW("print the plaintext (base64) on stdout"),
+	    KP_ROW_PLAINTEXT_FILE(NULL),
+	    KP_ROW_DEK_OUT(NULL),
+	    KP_ROWS_PLAINTEXT_REFUSED,
+	    CLI_OPT_END};
 	struct kp_wrap_args a;
 	int r, status = 0;
 	char *ct64 = NULL, path[KP_PATH_MAX], subject[160];
@@ -355,7 +390,7 @@ int kp_unwrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *pt, *rewrapped;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, true, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, opts, true, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.plaintext_file != NULL || a.dek_out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
@@ -430,10 +465,16 @@ int kp_rewrap_main(int argc, char **argv)
 	    "Re-wraps a wrapped data key with the newest version of the root key ID (after\n"
 	    "'key-rotate') and prints the new wrapped key (base64) on stdout. The data key does\n"
 	    "not leave the service. Any role but KeyPurge may rewrap.\n\n"
-	    "options:\n"
-	    "  --ciphertext-file FILE  the wrapped key: the base64 text 'wrap' printed\n"
-	    "  -a, --aad TEXT          additional authenticated data (repeatable; -a refuses a\n"
-	    "                          comma, which ibmcloud kp reads as a separator)\n";
+	    "options:\n";
+	static const struct cli_opt opts[] = {
+	    KP_ROW_CIPHERTEXT_FILE("the wrapped key: the base64 text 'wrap' printed"),
+	    KP_ROWS_AAD,
+	    KP_ROW_PLAINTEXT_FILE(NULL),
+	    KP_ROW_DEK_OUT(NULL),
+	    KP_ROW_OUT(NULL),
+	    KP_ROW_SHOW(NULL),
+	    KP_ROWS_PLAINTEXT_REFUSED,
+	    CLI_OPT_END};
 	struct kp_wrap_args a;
 	int r, status = 0;
 	char *ct64 = NULL, path[KP_PATH_MAX], subject[160];
@@ -441,7 +482,7 @@ int kp_rewrap_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 	const char *ct;
 
-	if ((r = kp_wrap_opts(argc, argv, usage, false, &a)) != 0)
+	if ((r = kp_wrap_opts(argc, argv, usage, opts, false, &a)) != 0)
 		return r < 0 ? 0 : KY_EXIT_USAGE;
 	if (a.plaintext_file != NULL || a.dek_out != NULL || a.out != NULL || a.show)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),

@@ -269,14 +269,15 @@ static const char restore_usage[] =
     "storage that was in place (a rotation since the backup), restore says so with both\n"
     "VPs and prints the way back: load the backup's key parts into the new register\n"
     "(cryptounit-mk-load), commit, storage-accept, cryptounit-mk-rotate.\n"
-    "\n"
-    "  --from FILE             the backup to restore (FILE.manifest.json beside it)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 int restore_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"from", required_argument, NULL, 'f'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_FROM = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"from", OPT_FROM, CLI_ARG_REQUIRED, "FILE",
+	     "the backup to restore (FILE.manifest.json beside it)"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *from = NULL;
 	char mpath[PATH_MAX + 32], why[256], sha[65], store[PATH_MAX], tmp[PATH_MAX + 32];
@@ -291,12 +292,12 @@ int restore_main(int argc, char **argv)
 
 	tmp[0] = '\0';
 	memset(&before, 0, sizeof(before));
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(restore_usage, stdout);
+			cli_opts_help(stdout, restore_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'f')
+		if (c == OPT_FROM)
 			from = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -38,28 +38,43 @@ struct scup_opts {
 	"PINs asked, one per file, in the order above, for scripts.\n"                             \
 	"A kyok-card is a software card: it is only as safe as the machine it runs on\n"          \
 	"and its two files.\n"
-#define SCUP_PIN_OPTS                                                                              \
-	"  --pin-file FILE         the next PIN asked is read from FILE (repeatable)\n"            \
-	"  --help                  this text\n"
 /* clang-format on */
 
-static int scup_parse(int argc, char **argv, const char *usage, bool reader_opt, bool pin_opt,
-                      struct scup_opts *o)
+/* The options of the scup commands. Each command's table lists its own and keeps the others
+ * unlisted, so that they are refused with a reason (scup_parse). */
+enum {
+	OPT_READER = 0x2001,
+	OPT_PIN,
+	OPT_PIN_FILE,
+};
+#define SCUP_ROW_READER(help)                                     \
+	{                                                         \
+		"reader", OPT_READER, CLI_ARG_REQUIRED, "N", help \
+	}
+#define SCUP_READER_HELP "the reader, numbered as pcscd lists them (default 1)"
+#define SCUP_ROW_PIN(help)                                    \
+	{                                                     \
+		"pin", OPT_PIN, CLI_ARG_REQUIRED, "1|2", help \
+	}
+#define SCUP_ROW_PIN_FILE(help)                                          \
+	{                                                                \
+		"pin-file", OPT_PIN_FILE, CLI_ARG_REQUIRED, "FILE", help \
+	}
+#define SCUP_PIN_FILE_HELP "the next PIN asked is read from FILE (repeatable)"
+
+/* opts: the command's table (SCUP_ROW_*: every one of them, those it does not take unlisted). */
+static int scup_parse(int argc, char **argv, const char *usage, const struct cli_opt *opts,
+                      bool reader_opt, bool pin_opt, struct scup_opts *o)
 {
-	static const struct option with_reader[] = {{"reader", required_argument, NULL, 'r'},
-	                                            {"pin", required_argument, NULL, 'p'},
-	                                            {"pin-file", required_argument, NULL, 'f'},
-	                                            {"help", no_argument, NULL, 'h'},
-	                                            {NULL, 0, NULL, 0}};
 	int opt;
 
 	memset(o, 0, sizeof(*o));
-	while ((opt = getopt_long(argc, argv, "h", with_reader, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
-			fputs(usage, stdout);
+			cli_opts_help(stdout, usage, opts, NULL);
 			return 0;
-		case 'r': {
+		case OPT_READER: {
 			char *end;
 			long v;
 			errno = 0;
@@ -81,7 +96,7 @@ static int scup_parse(int argc, char **argv, const char *usage, bool reader_opt,
 			o->reader = (unsigned)v;
 			break;
 		}
-		case 'p':
+		case OPT_PIN:
 			if (!pin_opt) {
 				cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 				         "--pin is not an option of this command");
@@ -95,7 +110,7 @@ static int scup_parse(int argc, char **argv, const char *usage, bool reader_opt,
 			}
 			o->pin = (unsigned)(optarg[0] - '0');
 			break;
-		case 'f':
+		case OPT_PIN_FILE:
 			if (o->npin_files == SCUP_PIN_FILES) {
 				cli_fail(KY_ERR_USAGE, cli_cmd_name(), "at most %d --pin-file",
 				         SCUP_PIN_FILES);
@@ -343,9 +358,10 @@ static const char scup_show_usage[] =
     "description) with the slots left of 85. No PIN is needed.\n"
     "A kyok-card is a software card: it is only as safe as the machine it runs on\n"
     "and its two files.\n"
-    "\n"
-    "  --reader N              the reader, numbered as pcscd lists them (default 1)\n"
-    "  --help                  this text\n";
+    "\n";
+static const struct cli_opt scup_show_opts[] = {SCUP_ROW_READER(SCUP_READER_HELP), CLI_OPT_ROW_HELP,
+                                                SCUP_ROW_PIN(NULL), SCUP_ROW_PIN_FILE(NULL),
+                                                CLI_OPT_END};
 
 static int scup_show_sigkey(struct scup_card *sc)
 {
@@ -412,7 +428,7 @@ static int scup_show_main(int argc, char **argv)
 	struct scup_card sc = {0};
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1], dev[2 * KY_CARD_ID_LEN + 1];
 
-	if ((r = scup_parse(argc, argv, scup_show_usage, true, false, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_show_usage, scup_show_opts, true, false, &o)) >= 0)
 		return r;
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -462,9 +478,10 @@ static const char scup_verify_usage[] =
     "EP11 card's PIN, or a CA card's PIN 1 and PIN 2 (--pin: only that one). Every\n"
     "wrong PIN counts: an EP11 card blocks at the third (a CA card of its zone\n"
     "unblocks it), a CA card at the fifth wrong PIN 1 or PIN 2, for ever. Nothing\n"
-    "else changes on the card.\n" SCUP_PIN_NOTE "\n"
-    "  --reader N              the reader, numbered as pcscd lists them (default 1)\n"
-    "  --pin 1|2               a CA card: verify only PIN 1 or PIN 2\n" SCUP_PIN_OPTS;
+    "else changes on the card.\n" SCUP_PIN_NOTE "\n";
+static const struct cli_opt scup_verify_opts[] = {
+    SCUP_ROW_READER(SCUP_READER_HELP), SCUP_ROW_PIN("a CA card: verify only PIN 1 or PIN 2"),
+    SCUP_ROW_PIN_FILE(SCUP_PIN_FILE_HELP), CLI_OPT_ROW_HELP, CLI_OPT_END};
 
 static int scup_pin_verify_main(int argc, char **argv)
 {
@@ -474,7 +491,7 @@ static int scup_pin_verify_main(int argc, char **argv)
 	struct scup_card sc = {0};
 	char err[SCUP_ERR];
 
-	if ((r = scup_parse(argc, argv, scup_verify_usage, true, true, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_verify_usage, scup_verify_opts, true, true, &o)) >= 0)
 		return r;
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -522,9 +539,10 @@ static const char scup_change_usage[] =
     "their own, without the other). The PIN is verified first; a wrong one counts\n"
     "as a wrong try. The new PIN has the card's full tries. A blocked card changes\n"
     "no PIN.\n"
-    "PINs asked: the PIN, then its new value.\n" SCUP_PIN_NOTE "\n"
-    "  --reader N              the reader, numbered as pcscd lists them (default 1)\n"
-    "  --pin 1|2               a CA card: the PIN to change\n" SCUP_PIN_OPTS;
+    "PINs asked: the PIN, then its new value.\n" SCUP_PIN_NOTE "\n";
+static const struct cli_opt scup_change_opts[] = {
+    SCUP_ROW_READER(SCUP_READER_HELP), SCUP_ROW_PIN("a CA card: the PIN to change"),
+    SCUP_ROW_PIN_FILE(SCUP_PIN_FILE_HELP), CLI_OPT_ROW_HELP, CLI_OPT_END};
 
 static int scup_pin_change_main(int argc, char **argv)
 {
@@ -536,7 +554,7 @@ static int scup_pin_change_main(int argc, char **argv)
 	char *pin = NULL;
 	uint8_t ref;
 
-	if ((r = scup_parse(argc, argv, scup_change_usage, true, true, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_change_usage, scup_change_opts, true, true, &o)) >= 0)
 		return r;
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -598,9 +616,10 @@ static const char scup_ca_init_usage[] =
     "card zone (its zone key) and takes two PINs, which every later use of the CA\n"
     "card needs both of (two people, one PIN each). Five wrong tries of either PIN\n"
     "block the CA card for ever: make a backup at once ('kyok scup ca-backup').\n"
-    "PINs asked: the new PIN 1, the new PIN 2.\n" SCUP_PIN_NOTE "\n"
-    "  --reader N              the reader, numbered as pcscd lists them (default "
-    "1)\n" SCUP_PIN_OPTS;
+    "PINs asked: the new PIN 1, the new PIN 2.\n" SCUP_PIN_NOTE "\n";
+static const struct cli_opt scup_ca_init_opts[] = {
+    SCUP_ROW_READER(SCUP_READER_HELP), SCUP_ROW_PIN_FILE(SCUP_PIN_FILE_HELP), CLI_OPT_ROW_HELP,
+    SCUP_ROW_PIN(NULL), CLI_OPT_END};
 
 static int scup_ca_init_main(int argc, char **argv)
 {
@@ -611,7 +630,8 @@ static int scup_ca_init_main(int argc, char **argv)
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1];
 	char *pin1 = NULL, *pin2 = NULL;
 
-	if ((r = scup_parse(argc, argv, scup_ca_init_usage, true, false, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_ca_init_usage, scup_ca_init_opts, true, false, &o)) >=
+	    0)
 		return r;
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
@@ -688,6 +708,11 @@ out:
 
 /* ---- ep11-init ---- */
 
+/* ep11-init, ep11-unblock, ca-backup: the readers are fixed, no --pin. */
+static const struct cli_opt scup_two_card_opts[] = {SCUP_ROW_PIN_FILE(SCUP_PIN_FILE_HELP),
+                                                    CLI_OPT_ROW_HELP, SCUP_ROW_READER(NULL),
+                                                    SCUP_ROW_PIN(NULL), CLI_OPT_END};
+
 static const char scup_ep11_init_usage[] =
     "usage: kyok scup ep11-init [--pin-file FILE]...\n"
     "\n"
@@ -695,8 +720,7 @@ static const char scup_ep11_init_usage[] =
     "becomes an EP11 card of that zone, with a PIN of its own. An EP11 card holds an\n"
     "administrator signature key and up to 85 master key parts; three wrong PINs\n"
     "block it until a CA card of its zone unblocks it.\n"
-    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE
-    "\n" SCUP_PIN_OPTS;
+    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE "\n";
 
 static int scup_ep11_init_main(int argc, char **argv)
 {
@@ -707,7 +731,8 @@ static int scup_ep11_init_main(int argc, char **argv)
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1];
 	char *pin = NULL;
 
-	if ((r = scup_parse(argc, argv, scup_ep11_init_usage, false, false, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_ep11_init_usage, scup_two_card_opts, false, false,
+	                    &o)) >= 0)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the card to enrol", false)) != 0)
 		goto out;
@@ -742,8 +767,7 @@ static const char scup_ep11_unblock_usage[] =
     "gives it a new PIN (its tries are back to three). A CA card of another zone is\n"
     "refused, by this command and by the card. The EP11 card need not be blocked: a\n"
     "forgotten PIN is replaced the same way.\n"
-    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE
-    "\n" SCUP_PIN_OPTS;
+    "PINs asked: the CA card's PIN 1 and PIN 2, the new EP11 card PIN.\n" SCUP_PIN_NOTE "\n";
 
 static int scup_ep11_unblock_main(int argc, char **argv)
 {
@@ -754,7 +778,8 @@ static int scup_ep11_unblock_main(int argc, char **argv)
 	char err[SCUP_ERR];
 	char *pin = NULL;
 
-	if ((r = scup_parse(argc, argv, scup_ep11_unblock_usage, false, false, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_ep11_unblock_usage, scup_two_card_opts, false, false,
+	                    &o)) >= 0)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &ep11, KY_CARD_EP11, "the card to unblock", true)) != 0)
 		goto out;
@@ -789,7 +814,7 @@ static const char scup_ca_backup_usage[] =
     "unblocks the zone's EP11 cards as the first one does. The zone key passes\n"
     "between the cards sealed to the blank card's device key, never in the clear.\n"
     "PINs asked: the CA card's PIN 1 and PIN 2, the backup's new PIN 1 and PIN 2.\n" SCUP_PIN_NOTE
-    "\n" SCUP_PIN_OPTS;
+    "\n";
 
 static int scup_ca_backup_main(int argc, char **argv)
 {
@@ -800,7 +825,8 @@ static int scup_ca_backup_main(int argc, char **argv)
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1];
 	char *pin1 = NULL, *pin2 = NULL;
 
-	if ((r = scup_parse(argc, argv, scup_ca_backup_usage, false, false, &o)) >= 0)
+	if ((r = scup_parse(argc, argv, scup_ca_backup_usage, scup_two_card_opts, false, false,
+	                    &o)) >= 0)
 		return r;
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the backup card", false)) != 0)
 		goto out;

@@ -20,25 +20,17 @@ enum {
 	OPT_REVOCATION,
 };
 
-#define TKE_PREPARE_HELP                                                                          \
-	"  --prepare FILE          do not sign or submit: write the unsigned commands into the\n" \
-	"                          command bundle FILE, to be signed with 'kyok tke cmd-sign'\n"  \
-	"                          (on other workstations too) and sent with 'kyok tke\n"         \
-	"                          cmd-submit'\n"
-
 /* Options of a command without flags of its own but --prepare (and the imprint credential). */
 static int tke_admin_opts_prepare(int argc, char **argv, const char *usage, const char **prepare)
 {
-	static const struct option longopts[] = {{"prepare", required_argument, NULL, OPT_PREPARE},
-	                                         CLI_IMPRINT_LONGOPT,
-	                                         CLI_COMMON_LONGOPTS,
-	                                         {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_IMPRINT,
+	                                          CLI_OPT_END};
 	int opt;
 
 	*prepare = NULL;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		if (opt == 'h') {
-			tke_print_help(usage);
+			tke_print_help(usage, longopts);
 			return -1;
 		}
 		if (opt == OPT_PREPARE) {
@@ -152,18 +144,19 @@ out:
 int tke_admin_add_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cryptounit-admin-add [--sigkey N] [--prepare FILE]\n\n"
+	    "usage: kyok tke cryptounit-admin-add [--sigkey N] [--prepare FILE]\n"
+	    "\n"
 	    "Installs an administrator in every selected crypto unit: the certificate of a\n"
 	    "signature key of the workspace (no password needed for it). In imprint mode no\n"
-	    "signature is needed; afterwards as many as the signature threshold.\n\n"
-	    "options:\n"
-	    "  --sigkey N              the signature key to install (number from 'sigkeys');\n"
-	    "                          asked when missing\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
-	static const struct option longopts[] = {{"sigkey", required_argument, NULL, OPT_SIGKEY},
-	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
-	                                         CLI_IMPRINT_LONGOPT,
-	                                         CLI_COMMON_LONGOPTS,
-	                                         {NULL, 0, NULL, 0}};
+	    "signature is needed; afterwards as many as the signature threshold.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"sigkey", OPT_SIGKEY, CLI_ARG_REQUIRED, "N",
+	     "the signature key to install (number from 'sigkeys'); asked when missing"},
+	    TKE_OPT_PREPARE(OPT_PREPARE),
+	    CLI_OPT_IMPRINT,
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, opt, status;
 	const char *sigkey = NULL, *prepare = NULL;
 	struct cli_sigkey key;
@@ -171,10 +164,10 @@ int tke_admin_add_main(int argc, char **argv)
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_ADMIN_ADD, admin_add_plan, admin_add_fill, &a};
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			tke_print_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		case OPT_SIGKEY:
 			sigkey = optarg;
@@ -354,31 +347,31 @@ static int admin_rm_choose(const struct tke_run *run, struct admin_rm_ctx *a)
 int tke_admin_rm_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cryptounit-admin-rm [--admin NAME | --ski HEX] [--prepare FILE]\n\n"
+	    "usage: kyok tke cryptounit-admin-rm [--admin NAME | --ski HEX] [--prepare FILE]\n"
+	    "\n"
 	    "Removes an administrator from every selected crypto unit. Refused when fewer\n"
 	    "administrators than a threshold would remain. In imprint mode no signature is\n"
-	    "needed; afterwards as many as the revocation threshold.\n\n"
-	    "options:\n"
-	    "  --admin NAME            the administrator's name\n"
-	    "  --ski HEX               the administrator's key identifier (64 hex digits)\n"
-	    "                          (without either: choose from the installed "
-	    "ones)\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
-	static const struct option longopts[] = {{"admin", required_argument, NULL, OPT_ADMIN},
-	                                         {"ski", required_argument, NULL, OPT_SKI},
-	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
-	                                         CLI_IMPRINT_LONGOPT,
-	                                         CLI_COMMON_LONGOPTS,
-	                                         {NULL, 0, NULL, 0}};
+	    "needed; afterwards as many as the revocation threshold.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"admin", OPT_ADMIN, CLI_ARG_REQUIRED, "NAME", "the administrator's name"},
+	    {"ski", OPT_SKI, CLI_ARG_REQUIRED, "HEX",
+	     "the administrator's key identifier (64 hex digits) (without either: choose from the "
+	     "installed ones)"},
+	    TKE_OPT_PREPARE(OPT_PREPARE),
+	    CLI_OPT_IMPRINT,
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, opt, status;
 	const char *name = NULL, *ski = NULL, *prepare = NULL;
 	struct admin_rm_ctx a = {0};
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_ADMIN_RM, admin_rm_plan, admin_rm_fill, &a};
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			tke_print_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		case OPT_ADMIN:
 			name = optarg;
@@ -496,24 +489,24 @@ static void tke_imprint_warning(const struct tke_run *run, const char *what, cha
 int tke_thrhld_set_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cryptounit-thrhld-set [--signature N --revocation N] "
-	    "[--prepare FILE]\n\n"
+	    "usage: kyok tke cryptounit-thrhld-set [--signature N --revocation N] [--prepare "
+	    "FILE]\n"
+	    "\n"
 	    "Sets the signature threshold (signatures needed by most commands) and the\n"
 	    "revocation threshold (signatures needed to remove an administrator) of every\n"
 	    "selected crypto unit, each 1 to 8 and at most the number of administrators.\n"
 	    "In imprint mode this exits imprint mode and needs as many signatures as the new\n"
-	    "signature threshold; afterwards as many as the present signature threshold.\n\n"
-	    "options:\n"
-	    "  --signature N           new signature threshold (asked when missing)\n"
-	    "  --revocation N          new revocation threshold (asked when "
-	    "missing)\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
-	static const struct option longopts[] = {
-	    {"signature", required_argument, NULL, OPT_SIGNATURE},
-	    {"revocation", required_argument, NULL, OPT_REVOCATION},
-	    {"prepare", required_argument, NULL, OPT_PREPARE},
-	    CLI_IMPRINT_LONGOPT,
-	    CLI_COMMON_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	    "signature threshold; afterwards as many as the present signature threshold.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"signature", OPT_SIGNATURE, CLI_ARG_REQUIRED, "N",
+	     "new signature threshold (asked when missing)"},
+	    {"revocation", OPT_REVOCATION, CLI_ARG_REQUIRED, "N",
+	     "new revocation threshold (asked when missing)"},
+	    TKE_OPT_PREPARE(OPT_PREPARE),
+	    CLI_OPT_IMPRINT,
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, opt, status;
 	const char *sig = NULL, *rev = NULL, *prepare = NULL;
 	struct thrhld_ctx t = {0};
@@ -521,10 +514,10 @@ int tke_thrhld_set_main(int argc, char **argv)
 	struct tke_op op = {KY_OP_THRESHOLDS_SET, thrhld_plan, thrhld_fill, &t};
 	char warning[512];
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			tke_print_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		case OPT_SIGNATURE:
 			sig = optarg;
@@ -601,7 +594,7 @@ int tke_exit_impr_main(int argc, char **argv)
 	    "usage: kyok tke cryptounit-exit-impr [--prepare FILE]\n\n"
 	    "Exits imprint mode on every selected crypto unit: both thresholds become 1.\n"
 	    "(cryptounit-thrhld-set does the same with thresholds of your choice.)\n\n"
-	    "options:\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};
@@ -650,7 +643,7 @@ int tke_zeroize_main(int argc, char **argv)
 	    "every administrator and returns the unit to imprint mode. Key storage cannot be\n"
 	    "used by the unit until the master key is loaded again from its key parts.\n"
 	    "Asks for confirmation (--yes answers it).\n\n"
-	    "options:\n" TKE_PREPARE_HELP CLI_IMPRINT_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};

@@ -252,11 +252,6 @@ static void apikey_mark_unchanged(void *ctx, struct tke_run *run)
 	}
 }
 
-static void apikey_help(const char *usage)
-{
-	tke_print_help(usage);
-}
-
 static bool apikey_is_revoked(const json_t *a)
 {
 	const json_t *v = json_object_get(a, "revoked");
@@ -336,31 +331,30 @@ int tke_apikey_create_main(int argc, char **argv)
 	static const char usage[] =
 	    "usage: kyok tke apikey-create --name NAME --role ROLE[,ROLE...] [--out FILE] "
 	    "[--show]\n"
-	    "                              [--prepare FILE]\n\n"
+	    "                              [--prepare FILE]\n"
+	    "\n"
 	    "Creates an API key for the key-management API ('kyok kp', the Key Protect SDKs).\n"
 	    "The secret is generated here and written to a file readable by you only (default\n"
 	    "<workspace>/apikeys/NAME.apikey); the crypto units receive only its SHA-256, in a\n"
 	    "signed command sent to every selected unit (signature threshold), which tags the\n"
 	    "row under a key kept under the master key: the units need their master key\n"
 	    "first. If the command is interrupted, run it again with the same name: the key\n"
-	    "in the file is sent again.\n\n"
-	    "options:\n"
-	    "  --name NAME             1 to 64 letters, digits, '.', '_', '-'\n"
-	    "  --role ROLE[,ROLE...]   Reader, ReaderPlus, Writer, Manager or KeyPurge; several\n"
-	    "                          separated by commas (Manager,KeyPurge: delete and purge)\n"
-	    "  --out FILE              where to write the secret (never overwritten)\n"
-	    "  --show                  also print the secret (only when stdout is a terminal)\n"
-	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "
-	    "the\n"
-	    "                          command bundle FILE (cmd-sign, cmd-submit); the secret\n"
-	    "                          file is written now\n";
-	static const struct option longopts[] = {{"name", required_argument, NULL, OPT_NAME},
-	                                         {"role", required_argument, NULL, OPT_ROLE},
-	                                         {"out", required_argument, NULL, OPT_OUT},
-	                                         {"show", no_argument, NULL, OPT_SHOW},
-	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
-	                                         CLI_COMMON_LONGOPTS,
-	                                         {NULL, 0, NULL, 0}};
+	    "in the file is sent again.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"name", OPT_NAME, CLI_ARG_REQUIRED, "NAME", "1 to 64 letters, digits, '.', '_', '-'"},
+	    {"role", OPT_ROLE, CLI_ARG_REQUIRED, "ROLE[,ROLE...]",
+	     "Reader, ReaderPlus, Writer, Manager or KeyPurge; several separated by commas "
+	     "(Manager,KeyPurge: delete and purge)"},
+	    {"out", OPT_OUT, CLI_ARG_REQUIRED, "FILE",
+	     "where to write the secret (never overwritten)"},
+	    {"show", OPT_SHOW, CLI_ARG_NONE, NULL,
+	     "also print the secret (only when stdout is a terminal)"},
+	    {"prepare", OPT_PREPARE, CLI_ARG_REQUIRED, "FILE",
+	     "do not sign or submit: write the unsigned commands into the command bundle FILE "
+	     "(cmd-sign, cmd-submit); the secret file is written now"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	const char *name = NULL, *role = NULL, *out = NULL, *prepare = NULL;
 	bool show = false, created_file = false;
@@ -373,10 +367,10 @@ int tke_apikey_create_main(int argc, char **argv)
 	json_t *steps = NULL, *list = NULL;
 	const json_t *found;
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			apikey_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		case OPT_NAME:
 			name = optarg;
@@ -605,7 +599,7 @@ int tke_apikeys_main(int argc, char **argv)
 	    "the unit verified the row's integrity tag (ok; ALTERED: changed in key storage\n"
 	    "by someone without the master key, refused by every unit; unknown: the unit holds\n"
 	    "no master key). Secrets are never stored, only their hash, which is not "
-	    "shown.\n\n" CLI_COMMON_HELP;
+	    "shown.\n";
 	static const char *const hdr[] = {"ID", "NAME", "ROLE", "CREATED", "REVOKED", "INTEGRITY"};
 	struct cli_instance inst;
 	json_t *list = NULL;
@@ -684,20 +678,20 @@ static int apikey_revoke_plan(void *ctx, struct tke_run *run, struct tke_unit *u
 int tke_apikey_revoke_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke apikey-revoke --id ID [--prepare FILE]\n\n"
+	    "usage: kyok tke apikey-revoke --id ID [--prepare FILE]\n"
+	    "\n"
 	    "Revokes an API key on every selected crypto unit: tokens issued for it are\n"
 	    "refused within seconds, and it cannot get new ones. Asks for confirmation (--yes\n"
 	    "answers it). 'kyok tke apikeys' lists the ids. Needs one administrator\n"
-	    "signature; every selected signature key signs, each asking its password.\n\n"
-	    "options:\n"
-	    "  --id ID                 the API key's id\n"
-	    "  --prepare FILE          do not sign or submit: write the unsigned commands into "
-	    "the\n"
-	    "                          command bundle FILE (cmd-sign, cmd-submit)\n";
-	static const struct option longopts[] = {{"id", required_argument, NULL, OPT_ID},
-	                                         {"prepare", required_argument, NULL, OPT_PREPARE},
-	                                         CLI_COMMON_LONGOPTS,
-	                                         {NULL, 0, NULL, 0}};
+	    "signature; every selected signature key signs, each asking its password.\n"
+	    "\n"
+	    "options:\n";
+	static const struct cli_opt longopts[] = {
+	    {"id", OPT_ID, CLI_ARG_REQUIRED, "ID", "the API key's id"},
+	    {"prepare", OPT_PREPARE, CLI_ARG_REQUIRED, "FILE",
+	     "do not sign or submit: write the unsigned commands into the command bundle FILE "
+	     "(cmd-sign, cmd-submit)"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	const char *id = NULL, *prepare = NULL, *name = NULL;
 	struct apikey_revoke_ctx c = {0};
@@ -706,10 +700,10 @@ int tke_apikey_revoke_main(int argc, char **argv)
 	json_t *list = NULL;
 	char question[256];
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			apikey_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		case OPT_ID:
 			id = optarg;

@@ -59,7 +59,8 @@ struct ai {
 
 static const char ai_usage[] =
     "usage: kyok tke auto-init [--signature N --revocation N] [--admins N]\n"
-    "                          [--sigkeys N,N,...] [--new-admins NAME,NAME,...]\n\n"
+    "                          [--sigkeys N,N,...] [--new-admins NAME,NAME,...]\n"
+    "\n"
     "Initialises every selected crypto unit in one run. All of them must be in imprint\n"
     "mode. Installs the administrators (existing signature keys of the workspace, or new\n"
     "ones created here), sets the signature and revocation thresholds, generates a random\n"
@@ -67,19 +68,9 @@ static const char ai_usage[] =
     "importer key, commits it and sets it as current on every unit. Passwords of the\n"
     "signature keys that sign (as many as the signature threshold) are asked once, at the\n"
     "start; a key on an EP11 card signs with the card in reader 1 instead, its PIN asked\n"
-    "when the card wants it.\n\n"
-    "options:\n"
-    "  --signature N           signature threshold, 1 to 8 (asked when missing, after\n"
-    "                          the administrators; an empty answer is 2, or 1 with one\n"
-    "                          administrator)\n"
-    "  --revocation N          revocation threshold, 1 to 8 (asked the same way)\n"
-    "  --admins N              number of administrators (default: the keys given; asked\n"
-    "                          without --sigkeys and --new-admins, an empty answer being\n"
-    "                          the workspace's number of signature keys)\n"
-    "  --sigkeys N,N,...       existing signature keys to install (numbers from 'sigkeys')\n"
-    "  --new-admins NAME,...   create a signature key for each name (passwords asked twice)\n"
-    "                          (without --sigkeys and --new-admins, both are "
-    "asked)\n" CLI_IMPRINT_HELP;
+    "when the card wants it.\n"
+    "\n"
+    "options:\n";
 
 static void ai_release(struct ai *ai)
 {
@@ -972,24 +963,31 @@ out:
 
 int tke_auto_init_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"signature", required_argument, NULL, OPT_SIGNATURE},
-	    {"revocation", required_argument, NULL, OPT_REVOCATION},
-	    {"admins", required_argument, NULL, OPT_ADMINS},
-	    {"sigkeys", required_argument, NULL, OPT_SIGKEYS},
-	    {"new-admins", required_argument, NULL, OPT_NEW_ADMINS},
-	    CLI_IMPRINT_LONGOPT,
-	    CLI_COMMON_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {
+	    {"signature", OPT_SIGNATURE, CLI_ARG_REQUIRED, "N",
+	     "signature threshold, 1 to 8 (asked when missing, after the administrators; an empty "
+	     "answer is 2, or 1 with one administrator)"},
+	    {"revocation", OPT_REVOCATION, CLI_ARG_REQUIRED, "N",
+	     "revocation threshold, 1 to 8 (asked the same way)"},
+	    {"admins", OPT_ADMINS, CLI_ARG_REQUIRED, "N",
+	     "number of administrators (default: the keys given; asked without --sigkeys and "
+	     "--new-admins, an empty answer being the workspace's number of signature keys)"},
+	    {"sigkeys", OPT_SIGKEYS, CLI_ARG_REQUIRED, "N,N,...",
+	     "existing signature keys to install (numbers from 'sigkeys')"},
+	    {"new-admins", OPT_NEW_ADMINS, CLI_ARG_REQUIRED, "NAME,...",
+	     "create a signature key for each name (passwords asked twice) (without --sigkeys and "
+	     "--new-admins, both are asked)"},
+	    CLI_OPT_IMPRINT,
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, opt, status = 0, admins = 0;
 	const char *sig = NULL, *rev = NULL, *nadm = NULL, *sigkeys = NULL, *new_admins = NULL;
 	struct ai ai;
 
 	memset(&ai, 0, sizeof(ai));
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		switch (opt) {
 		case 'h':
-			tke_print_help(ai_usage);
+			tke_print_help(ai_usage, longopts);
 			return 0;
 		case OPT_SIGNATURE:
 			sig = optarg;

@@ -26,7 +26,8 @@
 #define AR_MAX_UNITS 16
 
 static const char ar_usage[] =
-    "usage: kyok tke auto-recover [options]\n\n"
+    "usage: kyok tke auto-recover [options]\n"
+    "\n"
     "Brings the selected crypto units that lack the instance's master key (added or\n"
     "re-created with 'kyok unit-add') to the state of the selected live units: same\n"
     "administrators, same thresholds, same current master key. The master key goes from\n"
@@ -514,14 +515,14 @@ static int ar_run(struct ar *ar)
 
 int tke_auto_recover_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, opt, status = 0;
 	struct ar ar;
 
 	memset(&ar, 0, sizeof(ar));
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		if (opt == 'h') {
-			tke_print_help(ar_usage);
+			tke_print_help(ar_usage, longopts);
 			return 0;
 		}
 		if (cli_common_opt(opt, optarg) != 0)

@@ -27,8 +27,7 @@ static const char cardcopy_usage[] =
     "confirmed first (--yes). Each card keeps its own PIN. Asked: the PIN of the\n"
     "card in reader 1, then of the card in reader 2 (the reader's PIN pad, else\n"
     "--card-pin-file in that order, --card-pin-fd, or the terminal). A copy of an\n"
-    "administrator's card signs for that administrator like the card itself.\n"
-    "\n" CLI_COMMON_HELP;
+    "administrator's card signs for that administrator like the card itself.\n";
 
 struct cardcopy_card {
 	unsigned reader_no;
@@ -164,15 +163,15 @@ out:
 
 int tke_card_copy_main(int argc, char **argv)
 {
-	static const struct option opts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt opts[] = {CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	struct ky_pcsc *p = NULL;
 	struct cardcopy_card src = {0}, dst = {0};
 	char err[CARDCOPY_ERR], question[256], zone[2 * KY_CARD_ID_LEN + 1];
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(cardcopy_usage, stdout);
+			cli_opts_help(stdout, cardcopy_usage, opts, cli_common_opts);
 			return 0;
 		}
 		if (cli_common_opt(c, optarg) != 0)

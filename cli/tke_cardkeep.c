@@ -38,9 +38,7 @@ static const char cardkeep_usage[] =
     "can use the card as if they had the PIN (sign, change the PIN): run it only on a\n"
     "workstation nobody else uses, with the same workspace as the commands\n"
     "($KYOK_TKE_FILES), and keep the card in your sight.\n"
-    "\n"
-    "  --reader N              the reader to watch (default 1)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static volatile sig_atomic_t cardkeep_stop;
 
@@ -103,8 +101,10 @@ static int cardkeep_pid_write(unsigned reader)
 
 int tke_card_keep_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"reader", required_argument, NULL, 'r'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_READER = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"reader", OPT_READER, CLI_ARG_REQUIRED, "N", "the reader to watch (default 1)"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	unsigned number = 1;
 	struct ky_pcsc *p = NULL;
@@ -113,12 +113,12 @@ int tke_card_keep_main(int argc, char **argv)
 	struct sigaction sa;
 	bool pid_written = false;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(cardkeep_usage, stdout);
+			cli_opts_help(stdout, cardkeep_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'r') {
+		if (c == OPT_READER) {
 			char *end = NULL;
 			unsigned long v = strtoul(optarg, &end, 10);
 			if (end == optarg || *end != '\0' || v < 1 || v > 16) {

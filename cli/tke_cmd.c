@@ -138,16 +138,14 @@ static void tke_show_bundle(FILE *f, const struct tke_bundle *b, const struct tk
 static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprint,
                            const char **file)
 {
-	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
-	static const struct option longopts_imprint[] = {
-	    CLI_IMPRINT_LONGOPT, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts_imprint[] = {CLI_OPT_IMPRINT, CLI_OPT_END};
+	const struct cli_opt *opts = imprint ? longopts_imprint : NULL;
 	int opt;
 
 	*file = NULL;
-	while ((opt = getopt_long(argc, argv, "h", imprint ? longopts_imprint : longopts, NULL)) !=
-	       -1) {
+	while ((opt = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (opt == 'h') {
-			tke_print_help(usage);
+			tke_print_help(usage, opts);
 			return -1;
 		}
 		if (cli_common_opt(opt, optarg) != 0)
@@ -409,7 +407,7 @@ int tke_cmd_submit_main(int argc, char **argv)
 	    "counter is out of date (another command ran since it was prepared), or that was\n"
 	    "prepared for an earlier incarnation of the unit (its state was created again\n"
 	    "since): prepare the command again then.\n\n"
-	    "options:\n" CLI_IMPRINT_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL;
 	const char *file;
 	struct tke_bundle b = {0};

@@ -19,33 +19,24 @@ enum {
 	OPT_PARTS,
 };
 
-#define TKE_PREPARE_HELP                                                                          \
-	"  --prepare FILE          do not sign or submit: write the unsigned commands into the\n" \
-	"                          command bundle FILE, to be signed with 'kyok tke cmd-sign'\n"  \
-	"                          (on other workstations too) and sent with 'kyok tke\n"         \
-	"                          cmd-submit'\n"
-
 static int tke_mk_opts(int argc, char **argv, const char *usage, const char **prepare,
                        const char **parts)
 {
-	static const struct option with_parts[] = {
-	    {"prepare", required_argument, NULL, OPT_PREPARE},
-	    {"parts", required_argument, NULL, OPT_PARTS},
-	    CLI_COMMON_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
-	static const struct option without_parts[] = {
-	    {"prepare", required_argument, NULL, OPT_PREPARE},
-	    CLI_COMMON_LONGOPTS,
-	    {NULL, 0, NULL, 0}};
+	static const struct cli_opt with_parts[] = {
+	    {"parts", OPT_PARTS, CLI_ARG_REQUIRED, "N,N,...",
+	     "key part numbers (from 'mks'); asked when missing"},
+	    TKE_OPT_PREPARE(OPT_PREPARE),
+	    CLI_OPT_END};
+	static const struct cli_opt without_parts[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_END};
+	const struct cli_opt *opts = parts != NULL ? with_parts : without_parts;
 	int opt;
 
 	*prepare = NULL;
 	if (parts != NULL)
 		*parts = NULL;
-	while ((opt = getopt_long(argc, argv, "h", parts != NULL ? with_parts : without_parts,
-	                          NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (opt == 'h') {
-			tke_print_help(usage);
+			tke_print_help(usage, opts);
 			return -1;
 		}
 		if (opt == OPT_PREPARE) {
@@ -458,9 +449,7 @@ int tke_mk_load_main(int argc, char **argv)
 	    "PINs are asked in the order of the parts, before the signers'. Needs one\n"
 	    "administrator signature per key part; every selected signature key signs,\n"
 	    "each asking its password.\n\n"
-	    "options:\n"
-	    "  --parts N,N,...         key part numbers (from 'mks'); asked when "
-	    "missing\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status = 0;
 	const char *prepare = NULL, *parts_flag = NULL;
 	struct cli_keypart *parts = NULL;
@@ -690,7 +679,7 @@ int tke_mk_commit_main(int argc, char **argv)
 	    "UNCOMMITTED -> FULL COMMITTED). The command carries the verification pattern\n"
 	    "read from the unit's new register; the selected units must all hold the same new\n"
 	    "key. Needs as many signatures as the signature threshold.\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	return mk_reg_main(argc, argv, KY_OP_MK_COMMIT, usage);
 }
 
@@ -703,7 +692,7 @@ int tke_mk_setimm_main(int argc, char **argv)
 	    "cryptounit-mk-rotate). Asks for confirmation (--yes answers it). Needs one\n"
 	    "administrator signature; every selected signature key signs, each asking its\n"
 	    "password.\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	return mk_reg_main(argc, argv, KY_OP_MK_SETIMM, usage);
 }
 
@@ -752,7 +741,7 @@ int tke_mk_clrnew_main(int argc, char **argv)
 	    "Clears the new master key register of every selected crypto unit. Needs one\n"
 	    "administrator signature; every selected signature key signs, each asking its\n"
 	    "password.\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};
@@ -778,7 +767,7 @@ int tke_mk_clrcur_main(int argc, char **argv)
 	    "cannot use key storage until a master key is set again. Asks for confirmation\n"
 	    "(--yes answers it). Needs one administrator signature; every selected signature\n"
 	    "key signs, each asking its password.\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};
@@ -824,7 +813,7 @@ int tke_storage_accept_main(int argc, char **argv)
 	    "unit then takes the records as they are, writes a new storage digest past every\n"
 	    "position it has seen and serves them; keys made or changed after the backup are\n"
 	    "gone. Needs the signature threshold.\n\n"
-	    "options:\n" TKE_PREPARE_HELP;
+	    "options:\n";
 	int r = KY_ERR_INTERNAL, status;
 	const char *prepare = NULL;
 	struct tke_run run = {0};

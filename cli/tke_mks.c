@@ -98,8 +98,7 @@ static const char mks_usage[] =
     "verification pattern (first 16 hex digits; --output json gives all), where the\n"
     "part is held (\"file\": in the file, under its password; \"token 'LABEL'\": in a\n"
     "PKCS#11 token; \"EP11 card\": on an EP11 smart card; never in clear here but in\n"
-    "a file) and file. No password or PIN is needed.\n"
-    "\n" CLI_COMMON_HELP;
+    "a file) and file. No password or PIN is needed.\n";
 
 int tke_mks_main(int argc, char **argv)
 {
@@ -129,32 +128,7 @@ static const char mk_add_usage[] =
     "password (asked twice; at least 8 characters). The description and the part's\n"
     "verification pattern stay readable without the password. With --card the part\n"
     "is made and kept on an EP11 smart card instead, and the file only records it.\n"
-    "\n"
-    "  --random                a new random part\n"
-    "  --card                  a new random part generated on the EP11 card in reader 2,\n"
-    "                          where it stays: the file records the card and the part's\n"
-    "                          slot, description (1 to 64 characters) and VP, no secret.\n"
-    "                          The card's PIN is typed on the reader's PIN pad, or read\n"
-    "                          from --card-pin-file, --card-pin-fd or the terminal\n"
-    "  --value                 a known part: 64 hex digits, asked without echo, or read\n"
-    "                          from --value-file or --value-fd (never give it on the\n"
-    "                          command line); one byte repeated (all zero included) is\n"
-    "                          refused\n"
-    "  --value-file PATH       file holding the 64 hex digits (one line)\n"
-    "  --value-fd N            read the 64 hex digits as one line from descriptor N\n"
-    "  --description TEXT      1 to 127 printable characters; asked when missing\n"
-    "\n"
-    "With --token-module and --token-label (and neither --random nor --value), the\n"
-    "part is generated inside a PKCS#11 token as a sensitive AES-256 key that is never\n"
-    "read in clear, and the file holds only where it is and its verification pattern,\n"
-    "computed by the token. The token's user PIN is asked (or read like a password,\n"
-    "from --password-file or --password-fd) here and when the part is loaded.\n"
-    "\n"
-    "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
-    "  --token-label LABEL     the token's label\n"
-    "  --key-label TEXT        the key's label in the token (CKA_LABEL; 1 to 32\n"
-    "                          printable characters); default 'kyok key part'\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static bool mks_desc_ok(const char *s)
 {
@@ -330,17 +304,47 @@ out:
 
 int tke_mk_add_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"random", no_argument, NULL, 'r'},
-	                                     {"value", no_argument, NULL, 'v'},
-	                                     {"card", no_argument, NULL, 'c'},
-	                                     {"value-file", required_argument, NULL, 'f'},
-	                                     {"value-fd", required_argument, NULL, 'F'},
-	                                     {"description", required_argument, NULL, 'd'},
-	                                     {"token-module", required_argument, NULL, 'M'},
-	                                     {"token-label", required_argument, NULL, 'L'},
-	                                     {"key-label", required_argument, NULL, 'K'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum {
+		OPT_VALUE_FD = 0x2001,
+		OPT_KEY_LABEL,
+		OPT_TOKEN_LABEL,
+		OPT_TOKEN_MODULE,
+		OPT_CARD,
+		OPT_DESCRIPTION,
+		OPT_VALUE_FILE,
+		OPT_RANDOM,
+		OPT_VALUE
+	};
+	static const struct cli_opt opts[] = {
+	    {"random", OPT_RANDOM, CLI_ARG_NONE, NULL, "a new random part"},
+	    {"card", OPT_CARD, CLI_ARG_NONE, NULL,
+	     "a new random part generated on the EP11 card in reader 2, where it stays: the file "
+	     "records the card and the part's slot, description (1 to 64 characters) and VP, no "
+	     "secret. The card's PIN is typed on the reader's PIN pad, or read from "
+	     "--card-pin-file, --card-pin-fd or the terminal"},
+	    {"value", OPT_VALUE, CLI_ARG_NONE, NULL,
+	     "a known part: 64 hex digits, asked without echo, or read from --value-file or "
+	     "--value-fd (never give it on the command line); one byte repeated (all zero "
+	     "included) is refused"},
+	    {"value-file", OPT_VALUE_FILE, CLI_ARG_REQUIRED, "PATH",
+	     "file holding the 64 hex digits (one line)"},
+	    {"value-fd", OPT_VALUE_FD, CLI_ARG_REQUIRED, "N",
+	     "read the 64 hex digits as one line from descriptor N"},
+	    {"description", OPT_DESCRIPTION, CLI_ARG_REQUIRED, "TEXT",
+	     "1 to 127 printable characters; asked when missing"},
+	    CLI_OPT_TEXT("\nWith --token-module and --token-label (and neither --random nor "
+	                 "--value), the\npart is generated inside a PKCS#11 token as a sensitive "
+	                 "AES-256 key that is never\nread in clear, and the file holds only where "
+	                 "it is and its verification pattern,\ncomputed by the token. The token's "
+	                 "user PIN is asked (or read like a password,\nfrom --password-file or "
+	                 "--password-fd) here and when the part is loaded.\n\n"),
+	    {"token-module", OPT_TOKEN_MODULE, CLI_ARG_REQUIRED, "PATH",
+	     "the token's PKCS#11 module (absolute path)"},
+	    {"token-label", OPT_TOKEN_LABEL, CLI_ARG_REQUIRED, "LABEL", "the token's label"},
+	    {"key-label", OPT_KEY_LABEL, CLI_ARG_REQUIRED, "TEXT",
+	     "the key's label in the token (CKA_LABEL; 1 to 32 printable characters); default "
+	     "'kyok key part'"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, value_fd = -1;
 	bool random = false, value = false, card = false;
 	const char *value_file = NULL, *desc = NULL;
@@ -349,37 +353,37 @@ int tke_mk_add_main(int argc, char **argv)
 	char path[700], prompt[200];
 	uint8_t *part = NULL;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(mk_add_usage, stdout);
+			cli_opts_help(stdout, mk_add_usage, opts, cli_common_opts);
 			return 0;
-		case 'r':
+		case OPT_RANDOM:
 			random = true;
 			break;
-		case 'v':
+		case OPT_VALUE:
 			value = true;
 			break;
-		case 'c':
+		case OPT_CARD:
 			card = true;
 			break;
-		case 'f':
+		case OPT_VALUE_FILE:
 			value_file = optarg;
 			break;
-		case 'F':
+		case OPT_VALUE_FD:
 			if (mks_parse_fd(optarg, &value_fd) != 0)
 				return ky_err_exit(KY_ERR_USAGE);
 			break;
-		case 'd':
+		case OPT_DESCRIPTION:
 			desc = optarg;
 			break;
-		case 'M':
+		case OPT_TOKEN_MODULE:
 			module = optarg;
 			break;
-		case 'L':
+		case OPT_TOKEN_LABEL:
 			label = optarg;
 			break;
-		case 'K':
+		case OPT_KEY_LABEL:
 			key_label = optarg;
 			break;
 		default:
@@ -540,9 +544,7 @@ static const char mk_rm_usage[] =
     "For a part held in a token, only the file is deleted: the key stays in the token\n"
     "(its id is printed) until it is deleted there with the token's own tools, e.g.\n"
     "'pkcs11-tool --module MODULE --login --delete-object --type secrkey --id ID'.\n"
-    "\n"
-    "  --mk N                  number of the key part to delete\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static int mks_print_ctx(const void *ctx)
 {
@@ -583,8 +585,9 @@ static int mk_rm_pick(void *ctx, int num, const char **path, char *question, siz
 
 int tke_mk_rm_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"mk", required_argument, NULL, 'm'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_MK = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"mk", OPT_MK, CLI_ARG_REQUIRED, "N", "number of the key part to delete"}, CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
 	char id[2 * KY_TOKEN_ID_LEN + 1] = "";
@@ -598,12 +601,12 @@ int tke_mk_rm_main(int argc, char **argv)
 	                    .ctx = &m};
 	struct cli_keypart *p;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(mk_rm_usage, stdout);
+			cli_opts_help(stdout, mk_rm_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'm')
+		if (c == OPT_MK)
 			arg = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

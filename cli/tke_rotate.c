@@ -507,7 +507,8 @@ static int rot_setimm(struct rot *ro)
 int tke_mk_rotate_main(int argc, char **argv)
 {
 	static const char usage[] =
-	    "usage: kyok tke cryptounit-mk-rotate [--yes]\n\n"
+	    "usage: kyok tke cryptounit-mk-rotate [--yes]\n"
+	    "\n"
 	    "Rotates the master key of every selected crypto unit to the new master key\n"
 	    "committed in their new registers (load and commit it first: cryptounit-mk-load,\n"
 	    "cryptounit-mk-commit). Key storage is re-enciphered from the current to the new\n"
@@ -516,16 +517,16 @@ int tke_mk_rotate_main(int argc, char **argv)
 	    "command, a unit), run it again: it continues where things stand. Asks for\n"
 	    "confirmation (--yes answers it). Needs one administrator signature per unit and\n"
 	    "step; every selected signature key signs each of them.\n";
-	static const struct option longopts[] = {CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	static const struct cli_opt longopts[] = {CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, status = 0, opt;
 	struct rot ro = {0};
 	struct tke_op probe = {KY_OP_MK_SETIMM, rot_setimm_plan, rot_vp_fill, &ro};
 	size_t npending = 0;
 	char question[200];
 
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
 		if (opt == 'h') {
-			tke_print_help(usage);
+			tke_print_help(usage, longopts);
 			return 0;
 		}
 		if (cli_common_opt(opt, optarg) != 0)

@@ -81,8 +81,7 @@ static const char sigkeys_usage[] =
     "\n"
     "Lists the signature key files of the workspace ($KYOK_TKE_FILES, default\n"
     "~/.kyok/tke): number, whether selected to sign, administrator name, subject key\n"
-    "identifier (first 16 hex digits) and file. No password is needed.\n"
-    "\n" CLI_COMMON_HELP;
+    "identifier (first 16 hex digits) and file. No password is needed.\n";
 
 int tke_sigkeys_main(int argc, char **argv)
 {
@@ -121,13 +120,7 @@ static const char sigkey_add_usage[] =
     "The card is left powered, its PIN entered, until it is removed or pcscd powers it\n"
     "off ('kyok tke card-keep' keeps it powered). Commands signed with the key later ask\n"
     "for the card in reader 1, and its PIN only if it wants it.\n"
-    "\n"
-    "  --name NAME             administrator name: 1 to 30 printable characters\n"
-    "  --token-module PATH     the token's PKCS#11 module (absolute path)\n"
-    "  --token-label LABEL     the token's label\n"
-    "  --token-curve CURVE     P-521 (default), or P-384 for a token without P-521\n"
-    "  --card                  the key on the EP11 smart card in reader 1\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static bool sigkeys_name_ok(const char *s)
 {
@@ -186,13 +179,17 @@ out:
 
 int tke_sigkey_add_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
-	                                     {"token-module", required_argument, NULL, 'm'},
-	                                     {"token-label", required_argument, NULL, 'l'},
-	                                     {"token-curve", required_argument, NULL, 'c'},
-	                                     {"card", no_argument, NULL, 'C'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum { OPT_CARD = 0x2001, OPT_TOKEN_CURVE, OPT_TOKEN_LABEL, OPT_TOKEN_MODULE, OPT_NAME };
+	static const struct cli_opt opts[] = {
+	    {"name", OPT_NAME, CLI_ARG_REQUIRED, "NAME",
+	     "administrator name: 1 to 30 printable characters"},
+	    {"token-module", OPT_TOKEN_MODULE, CLI_ARG_REQUIRED, "PATH",
+	     "the token's PKCS#11 module (absolute path)"},
+	    {"token-label", OPT_TOKEN_LABEL, CLI_ARG_REQUIRED, "LABEL", "the token's label"},
+	    {"token-curve", OPT_TOKEN_CURVE, CLI_ARG_REQUIRED, "CURVE",
+	     "P-521 (default), or P-384 for a token without P-521"},
+	    {"card", OPT_CARD, CLI_ARG_NONE, NULL, "the key on the EP11 smart card in reader 1"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *name = NULL, *module = NULL, *label = NULL, *curve = NULL;
 	int bits = 521;
@@ -204,20 +201,20 @@ int tke_sigkey_add_main(int argc, char **argv)
 	struct cli_sigkey *keys = NULL;
 	size_t n = 0;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(sigkey_add_usage, stdout);
+			cli_opts_help(stdout, sigkey_add_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'n')
+		if (c == OPT_NAME)
 			name = optarg;
-		else if (c == 'm')
+		else if (c == OPT_TOKEN_MODULE)
 			module = optarg;
-		else if (c == 'l')
+		else if (c == OPT_TOKEN_LABEL)
 			label = optarg;
-		else if (c == 'c')
+		else if (c == OPT_TOKEN_CURVE)
 			curve = optarg;
-		else if (c == 'C')
+		else if (c == OPT_CARD)
 			on_card = true;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
@@ -364,14 +361,14 @@ static const char sigkey_sel_usage[] =
     "Selects the signature keys that sign the next commands, replacing the present\n"
     "selection. Passwords are asked when a command is signed, not here. Without\n"
     "--sigkeys, lists the keys and asks for their numbers.\n"
-    "\n"
-    "  --sigkeys LIST          signature key numbers, comma separated (e.g. 1,2)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 int tke_sigkey_sel_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"sigkeys", required_argument, NULL, 's'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_SIGKEYS = 0x2001 };
+	static const struct cli_opt opts[] = {{"sigkeys", OPT_SIGKEYS, CLI_ARG_REQUIRED, "LIST",
+	                                       "signature key numbers, comma separated (e.g. 1,2)"},
+	                                      CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *list = NULL;
 	char *answer = NULL, why[160];
@@ -380,12 +377,12 @@ int tke_sigkey_sel_main(int argc, char **argv)
 	int nums[SIGKEYS_MAX_SELECTED];
 	const char *paths[SIGKEYS_MAX_SELECTED];
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(sigkey_sel_usage, stdout);
+			cli_opts_help(stdout, sigkey_sel_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 's')
+		if (c == OPT_SIGKEYS)
 			list = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
@@ -445,9 +442,7 @@ static const char sigkey_rm_usage[] =
     "Deletes a signature key file after confirmation (--yes skips it) and drops it\n"
     "from the selection. An administrator whose only key is deleted can no longer\n"
     "sign. Without --sigkey, lists the keys and asks for the number.\n"
-    "\n"
-    "  --sigkey N              number of the signature key to delete\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static int sigkeys_print_ctx(const void *ctx)
 {
@@ -485,8 +480,10 @@ static int sigkey_rm_unselect(void *ctx)
 
 int tke_sigkey_rm_main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"sigkey", required_argument, NULL, 's'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_SIGKEY = 0x2001 };
+	static const struct cli_opt opts[] = {
+	    {"sigkey", OPT_SIGKEY, CLI_ARG_REQUIRED, "N", "number of the signature key to delete"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, num = 0;
 	const char *arg = NULL;
 	struct sigkey_rm s = {0};
@@ -500,12 +497,12 @@ int tke_sigkey_rm_main(int argc, char **argv)
 	                    .ctx = &s};
 	struct cli_sigkey *k;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(sigkey_rm_usage, stdout);
+			cli_opts_help(stdout, sigkey_rm_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 's')
+		if (c == OPT_SIGKEY)
 			arg = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -36,10 +36,9 @@ void tke_note(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-void tke_print_help(const char *usage)
+void tke_print_help(const char *usage, const struct cli_opt *opts)
 {
-	fputs(usage, stdout);
-	fputs("\n" CLI_COMMON_HELP, stdout);
+	cli_opts_help(stdout, usage, opts, cli_common_opts);
 }
 
 int tke_int_parse(const char *s, int lo, int hi, int *out)

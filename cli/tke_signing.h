@@ -147,7 +147,15 @@ int tke_ask_int(const char *prompt, const char *flag, int lo, int hi, int def, i
 /* Asks a threshold (1..hi): KY_ERR_THRESHOLD_RANGE otherwise; def as for tke_ask_int. */
 int tke_ask_threshold(const char *prompt, const char *flag, int hi, int def, int *out) KY_WUR;
 /* Prints usage text plus the common options on stdout. */
-void tke_print_help(const char *usage);
+void tke_print_help(const char *usage, const struct cli_opt *opts);
+/* The --prepare FILE row of the commands that can prepare a bundle (id: the file's own). */
+#define TKE_OPT_PREPARE(id)                                                                        \
+	{                                                                                          \
+		"prepare", id, CLI_ARG_REQUIRED, "FILE",                                           \
+		    "do not sign or submit: write the unsigned commands into the command bundle "  \
+		    "FILE, to be signed with 'kyok tke cmd-sign' (on other workstations too) and " \
+		    "sent with 'kyok tke cmd-submit'"                                              \
+	}
 /* Number of selected signature keys and their SKIs (no password needed). */
 int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected) KY_WUR;
 /* Opens one signature key file with a password, the token it names with the PIN, or the

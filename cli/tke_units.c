@@ -135,8 +135,7 @@ static const char cryptounits_usage[] =
     "usage: kyok tke cryptounits [options]\n"
     "\n"
     "Lists the crypto units of the instance: whether later commands act on them\n"
-    "(SELECTED), their number, id, zone, type and URL.\n"
-    "\n" CLI_COMMON_HELP;
+    "(SELECTED), their number, id, zone, type and URL.\n";
 
 int tke_cryptounits_main(int argc, char **argv)
 {
@@ -157,23 +156,27 @@ static const char cryptounit_add_usage[] =
     "\n"
     "Adds crypto units to the selection that later commands act on. Without --units,\n"
     "lists the units and asks for their numbers.\n"
-    "\n"
-    "  --units LIST            unit numbers to add, comma separated (e.g. 1,2)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static const char cryptounit_rm_usage[] =
     "usage: kyok tke cryptounit-rm [--units N[,N...]] [options]\n"
     "\n"
     "Removes crypto units from the selection. Without --units, lists the units and\n"
     "asks for their numbers.\n"
-    "\n"
-    "  --units LIST            unit numbers to remove, comma separated (e.g. 2)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static int units_select(int argc, char **argv, bool add)
 {
-	static const struct option opts[] = {
-	    {"units", required_argument, NULL, 'u'}, CLI_COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	enum { OPT_UNITS = 0x2001 };
+	static const struct cli_opt add_opts[] = {
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "LIST",
+	     "unit numbers to add, comma separated (e.g. 1,2)"},
+	    CLI_OPT_END};
+	static const struct cli_opt rm_opts[] = {
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "LIST",
+	     "unit numbers to remove, comma separated (e.g. 2)"},
+	    CLI_OPT_END};
+	const struct cli_opt *opts = add ? add_opts : rm_opts;
 	int r = KY_ERR_INTERNAL, c;
 	const char *list = NULL, *usage = add ? cryptounit_add_usage : cryptounit_rm_usage;
 	char *answer = NULL, why[160];
@@ -181,12 +184,12 @@ static int units_select(int argc, char **argv, bool add)
 	size_t nnums = 0, nsel = 0, nnext = 0;
 	struct cli_instance inst;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(usage, stdout);
+			cli_opts_help(stdout, usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'u')
+		if (c == OPT_UNITS)
 			list = optarg;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);
@@ -458,15 +461,13 @@ static const char cryptounit_admins_usage[] =
     "usage: kyok tke cryptounit-admins [options]\n"
     "\n"
     "Shows the administrators installed in each selected crypto unit: name and subject\n"
-    "key identifier (SKI, first 16 hex digits; --output json gives all of it).\n"
-    "\n" CLI_COMMON_HELP;
+    "key identifier (SKI, first 16 hex digits; --output json gives all of it).\n";
 
 static const char cryptounit_thrhlds_usage[] =
     "usage: kyok tke cryptounit-thrhlds [options]\n"
     "\n"
     "Shows the mode (imprint or secure) and the signature and revocation thresholds of\n"
-    "each selected crypto unit.\n"
-    "\n" CLI_COMMON_HELP;
+    "each selected crypto unit.\n";
 
 static const char cryptounit_mk_usage[] =
     "usage: kyok tke cryptounit-mk [options]\n"
@@ -474,8 +475,7 @@ static const char cryptounit_mk_usage[] =
     "Shows the new and current master key registers of each selected crypto unit: state\n"
     "and verification pattern (VP). Under a full register, the VP of each key part the\n"
     "key was loaded from (compare them with 'kyok tke mks'), or 'none' for a key that\n"
-    "was generated on a unit or imported from one (--output json: \"part_vps\").\n"
-    "\n" CLI_COMMON_HELP;
+    "was generated on a unit or imported from one (--output json: \"part_vps\").\n";
 
 int tke_cryptounit_admins_main(int argc, char **argv)
 {
@@ -669,8 +669,7 @@ static const char cryptounit_compare_usage[] =
     "from: first 8 hex digits each, 'none' for a generated or imported key) and the unit\n"
     "trust anchor that certified each unit. All units of an instance must be configured\n"
     "the same.\n"
-    "Exits 0 whether or not they differ; the last line says which.\n"
-    "\n" CLI_COMMON_HELP;
+    "Exits 0 whether or not they differ; the last line says which.\n";
 
 int tke_cryptounit_compare_main(int argc, char **argv)
 {

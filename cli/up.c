@@ -212,50 +212,7 @@ static const char up_usage[] =
     "and names what holds it. A unit that cannot start is reported with its cause while\n"
     "the others start; 'kyok up' then says which units serve and exits non-zero only\n"
     "when none does.\n"
-    "\n"
-    "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
-    "                          else ~/.kyok/instance); created 0700\n"
-    "  --units N               number of crypto units, 1 to 16 (default 2)\n"
-    "  --zones LIST            zone names, one per unit (default zone-1, zone-2, ...)\n"
-    "  --port BASE             ports of the new units: BASE, BASE+1, ... (default: free\n"
-    "                          ports picked once); only when the instance is made\n"
-    "  --tls                   serve HTTPS: make the instance's TLS CA (DIR/ca.crt, its\n"
-    "                          key DIR/ca.key 0600) and a certificate for each unit\n"
-    "                          (unit-N/tls.crt, for 127.0.0.1); commands that talk to\n"
-    "                          the units trust DIR/ca.crt; only when the instance is made\n"
-    "  --seal-config FILE      sealing settings for every new unit's unit.conf: 'seal =\n"
-    "                          tpm2' or 'seal = pkcs11' and that backend's tpm2_* or\n"
-    "                          pkcs11_* lines, paths absolute (default: seal = file; see\n"
-    "                          docs/sealing.md); only when the instance is made\n"
-    "  --store URI             key storage the units share: a PostgreSQL URI,\n"
-    "                          postgresql://USER@HOST/DB?sslmode=verify-full, its password\n"
-    "                          in a password file (PGPASSFILE), never in the URI (default:\n"
-    "                          $KYOK_STORE, else DIR/keys.db, SQLite; see docs/storage.md);\n"
-    "                          only when the instance is made\n"
-    "  --listen ADDR           the IPv4 address of this host the new units listen on\n"
-    "                          (default 127.0.0.1); one outside loopback needs --tls or\n"
-    "                          --tls-cert: plain HTTP is served on loopback only; only\n"
-    "                          when the instance is made\n"
-    "  --tls-cert FILE         serve HTTPS with your own certificate (PEM, with its chain;\n"
-    "  --tls-key FILE          it must name ADDR) and its key (PEM, no passphrase),\n"
-    "                          copied into each new unit's directory; commands that talk\n"
-    "                          to the units then need --cacert with its CA; only when the\n"
-    "                          instance is made\n"
-    "\n"
-    "Units on other hosts join the instance with 'kyok host' (docs/operations.md, \"Units\n"
-    "on several hosts\"); instance.json lists them with \"remote\": true, and 'kyok up'\n"
-    "leaves them alone.\n"
-    "\n"
-    "A new instance gets its imprint credential, DIR/imprint-credential.pem (mode 0600):\n"
-    "its units in imprint mode run commands only with a claim made with it, and each\n"
-    "unit.conf holds its public key (imprint_verifier). Hand it to the administrators\n"
-    "over a secure channel; delete it once the units left imprint mode if you like\n"
-    "(zeroize needs it again). An instance whose unit.conf files have no\n"
-    "imprint_verifier gets one (and a credential when there is none) when it starts.\n"
-    "\n"
-    "kyok-unitd is found through $KYOK_UNITD, next to kyok, in ../unitd (build tree),\n"
-    "else on PATH.\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 int up_parse_zones(const char *list, char zones[][KY_ID_MAX + 1], size_t cap, size_t *n)
 {
@@ -748,18 +705,64 @@ static int up_listen_check(const char *listen, bool tls, const char *cert, const
 
 int up_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-	                                     {"units", required_argument, NULL, 'n'},
-	                                     {"zones", required_argument, NULL, 'z'},
-	                                     {"seal-config", required_argument, NULL, 'S'},
-	                                     {"port", required_argument, NULL, 'P'},
-	                                     {"tls", no_argument, NULL, 'T'},
-	                                     {"store", required_argument, NULL, 'R'},
-	                                     {"listen", required_argument, NULL, 'L'},
-	                                     {"tls-cert", required_argument, NULL, 'C'},
-	                                     {"tls-key", required_argument, NULL, 'K'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum {
+		OPT_TLS_CERT = 0x2001,
+		OPT_TLS_KEY,
+		OPT_LISTEN,
+		OPT_PORT,
+		OPT_STORE,
+		OPT_SEAL_CONFIG,
+		OPT_TLS,
+		OPT_DIR,
+		OPT_UNITS,
+		OPT_ZONES
+	};
+	static const struct cli_opt opts[] = {
+	    {"dir", OPT_DIR, CLI_ARG_REQUIRED, "DIR",
+	     "instance directory (default: --instance, $KYOK_INSTANCE, else ~/.kyok/instance); "
+	     "created 0700"},
+	    {"units", OPT_UNITS, CLI_ARG_REQUIRED, "N",
+	     "number of crypto units, 1 to 16 (default 2)"},
+	    {"zones", OPT_ZONES, CLI_ARG_REQUIRED, "LIST",
+	     "zone names, one per unit (default zone-1, zone-2, ...)"},
+	    {"port", OPT_PORT, CLI_ARG_REQUIRED, "BASE",
+	     "ports of the new units: BASE, BASE+1, ... (default: free ports picked once); only "
+	     "when the instance is made"},
+	    {"tls", OPT_TLS, CLI_ARG_NONE, NULL,
+	     "serve HTTPS: make the instance's TLS CA (DIR/ca.crt, its key DIR/ca.key 0600) and a "
+	     "certificate for each unit (unit-N/tls.crt, for 127.0.0.1); commands that talk to the "
+	     "units trust DIR/ca.crt; only when the instance is made"},
+	    {"seal-config", OPT_SEAL_CONFIG, CLI_ARG_REQUIRED, "FILE",
+	     "sealing settings for every new unit's unit.conf: 'seal = tpm2' or 'seal = pkcs11' "
+	     "and that backend's tpm2_* or pkcs11_* lines, paths absolute (default: seal = file; "
+	     "see docs/sealing.md); only when the instance is made"},
+	    {"store", OPT_STORE, CLI_ARG_REQUIRED, "URI",
+	     "key storage the units share: a PostgreSQL URI, "
+	     "postgresql://USER@HOST/DB?sslmode=verify-full, its password in a password file "
+	     "(PGPASSFILE), never in the URI (default: $KYOK_STORE, else DIR/keys.db, SQLite; see "
+	     "docs/storage.md); only when the instance is made"},
+	    {"listen", OPT_LISTEN, CLI_ARG_REQUIRED, "ADDR",
+	     "the IPv4 address of this host the new units listen on (default 127.0.0.1); one "
+	     "outside loopback needs --tls or --tls-cert: plain HTTP is served on loopback only; "
+	     "only when the instance is made"},
+	    {"tls-cert", OPT_TLS_CERT, CLI_ARG_REQUIRED, "FILE",
+	     "serve HTTPS with your own certificate (PEM, with its chain; it must name ADDR), "
+	     "copied into each new unit's directory; commands that talk to the units then need "
+	     "--cacert with its CA; only when the instance is made"},
+	    {"tls-key", OPT_TLS_KEY, CLI_ARG_REQUIRED, "FILE",
+	     "the certificate's key (PEM, no passphrase), copied with it"},
+	    CLI_OPT_TEXT(
+	        "\nUnits on other hosts join the instance with 'kyok host' (docs/operations.md, "
+	        "\"Units\non several hosts\"); instance.json lists them with \"remote\": true, and "
+	        "'kyok up'\nleaves them alone.\n\nA new instance gets its imprint credential, "
+	        "DIR/imprint-credential.pem (mode 0600):\nits units in imprint mode run commands "
+	        "only with a claim made with it, and each\nunit.conf holds its public key "
+	        "(imprint_verifier). Hand it to the administrators\nover a secure channel; delete "
+	        "it once the units left imprint mode if you like\n(zeroize needs it again). An "
+	        "instance whose unit.conf files have no\nimprint_verifier gets one (and a "
+	        "credential when there is none) when it starts.\n\nkyok-unitd is found through "
+	        "$KYOK_UNITD, next to kyok, in ../unitd (build tree),\nelse on PATH.\n"),
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, nunits = 0, base_port = 0;
 	bool tls = false;
 	const char *dir_arg = NULL, *zones = NULL, *seal_path = NULL, *store = NULL;
@@ -768,15 +771,15 @@ int up_main(int argc, char **argv)
 	char dir[PATH_MAX / 2 - 64], path[PATH_MAX], unitd[PATH_MAX], *end, *seal_conf = NULL;
 	struct up_unit *units = NULL;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(up_usage, stdout);
+			cli_opts_help(stdout, up_usage, opts, cli_common_opts);
 			return 0;
-		case 'd':
+		case OPT_DIR:
 			dir_arg = optarg;
 			break;
-		case 'n': {
+		case OPT_UNITS: {
 			long v;
 			errno = 0;
 			v = strtol(optarg, &end, 10);
@@ -788,16 +791,16 @@ int up_main(int argc, char **argv)
 			nunits = (int)v;
 			break;
 		}
-		case 'z':
+		case OPT_ZONES:
 			zones = optarg;
 			break;
-		case 'S':
+		case OPT_SEAL_CONFIG:
 			seal_path = optarg;
 			break;
-		case 'T':
+		case OPT_TLS:
 			tls = true;
 			break;
-		case 'P': {
+		case OPT_PORT: {
 			long v;
 			errno = 0;
 			v = strtol(optarg, &end, 10);
@@ -807,16 +810,16 @@ int up_main(int argc, char **argv)
 			base_port = (int)v;
 			break;
 		}
-		case 'R':
+		case OPT_STORE:
 			store = optarg;
 			break;
-		case 'L':
+		case OPT_LISTEN:
 			listen = optarg;
 			break;
-		case 'C':
+		case OPT_TLS_CERT:
 			tls_cert = optarg;
 			break;
-		case 'K':
+		case OPT_TLS_KEY:
 			tls_key = optarg;
 			break;
 		default:

@@ -375,13 +375,7 @@ static const char down_usage[] =
     "\n"
     "Stops the crypto units of a local instance (SIGTERM, SIGKILL after 5 seconds).\n"
     "Their state stays in DIR: 'kyok up' brings the same units back.\n"
-    "\n"
-    "  --dir DIR               instance directory (default: --instance, $KYOK_INSTANCE,\n"
-    "                          else ~/.kyok/instance)\n"
-    "  --purge                 also delete DIR with every unit's state, after\n"
-    "                          confirmation (--yes): administrators and master keys in\n"
-    "                          it are lost for good\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 /* Unit directories "unit-<n>" of dir, by number. */
 static int up_scan_units(const char *dir, struct up_unit *units, size_t *n)
@@ -440,10 +434,14 @@ int up_running_units(const char *dir, int *numbers, long *pids, size_t cap, size
 
 int down_main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-	                                     {"purge", no_argument, NULL, 'p'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum { OPT_DIR = 0x2001, OPT_PURGE };
+	static const struct cli_opt opts[] = {
+	    {"dir", OPT_DIR, CLI_ARG_REQUIRED, "DIR",
+	     "instance directory (default: --instance, $KYOK_INSTANCE, else ~/.kyok/instance)"},
+	    {"purge", OPT_PURGE, CLI_ARG_NONE, NULL,
+	     "also delete DIR with every unit's state, after confirmation (--yes): administrators "
+	     "and master keys in it are lost for good"},
+	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c;
 	const char *dir_arg = NULL;
 	bool purge = false;
@@ -453,14 +451,14 @@ int down_main(int argc, char **argv)
 	size_t n = 0;
 	json_t *arr = NULL;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		if (c == 'h') {
-			fputs(down_usage, stdout);
+			cli_opts_help(stdout, down_usage, opts, cli_common_opts);
 			return 0;
 		}
-		if (c == 'd')
+		if (c == OPT_DIR)
 			dir_arg = optarg;
-		else if (c == 'p')
+		else if (c == OPT_PURGE)
 			purge = true;
 		else if (cli_common_opt(c, optarg) != 0)
 			return ky_err_exit(KY_ERR_USAGE);

@@ -20,8 +20,7 @@ static const char status_usage[] =
     "'not ready' and every reason (docs/operations.md, Monitoring), as its GET /ready\n"
     "answers. --output json gives each unit's full public state (readiness in\n"
     "\"ready\"). Exits non-zero when a unit does not answer; a unit not ready does not\n"
-    "change the exit status.\n"
-    "\n" CLI_COMMON_HELP;
+    "change the exit status.\n";
 
 /* "ready", "not ready: code, code", or why it is not known. */
 static void status_ready(const json_t *st, char *out, size_t n)

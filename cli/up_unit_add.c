@@ -25,28 +25,27 @@ static const char unit_add_usage[] =
     "certifies it. The unit gets a new unit id and starts in imprint mode: select it\n"
     "('kyok tke cryptounit-add') and run 'kyok tke auto-recover' to give it the\n"
     "administrators, thresholds and master key of the live units.\n"
-    "\n"
-    "  --replace N             re-create unit N: it must not be running; what is left\n"
-    "                          of its state is deleted, after confirmation (--yes)\n"
-    "  --zone ZONE             zone of the new unit (default zone-N, or the zone of the\n"
-    "                          unit replaced)\n"
-    "\n" CLI_COMMON_HELP;
+    "\n";
 
 static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 {
-	static const struct option opts[] = {{"replace", required_argument, NULL, 'r'},
-	                                     {"zone", required_argument, NULL, 'z'},
-	                                     CLI_COMMON_LONGOPTS,
-	                                     {NULL, 0, NULL, 0}};
+	enum { OPT_REPLACE = 0x2001, OPT_ZONE };
+	static const struct cli_opt opts[] = {
+	    {"replace", OPT_REPLACE, CLI_ARG_REQUIRED, "N",
+	     "re-create unit N: it must not be running; what is left of its state is deleted, "
+	     "after confirmation (--yes)"},
+	    {"zone", OPT_ZONE, CLI_ARG_REQUIRED, "ZONE",
+	     "zone of the new unit (default zone-N, or the zone of the unit replaced)"},
+	    CLI_OPT_END};
 	int c;
 	char *end;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(unit_add_usage, stdout);
+			cli_opts_help(stdout, unit_add_usage, opts, cli_common_opts);
 			return -1;
-		case 'r': {
+		case OPT_REPLACE: {
 			long v;
 			errno = 0;
 			v = strtol(optarg, &end, 10);
@@ -60,7 +59,7 @@ static int up_add_parse(int argc, char **argv, int *replace, const char **zone)
 			*replace = (int)v;
 			break;
 		}
-		case 'z':
+		case OPT_ZONE:
 			if (!ky_id_valid(optarg)) {
 				cli_fail(KY_ERR_USAGE, "--zone",
 				         "'%s': use 1 to 64 of A-Z a-z 0-9 . _ -", optarg);

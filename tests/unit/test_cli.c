@@ -22,6 +22,7 @@
 
 #include "kyok/imprint.h"
 #include "cli/common.c"
+#include "cli/opts.c"
 #include "cli/failover.c"
 #include "cli/imprint.c"
 #include "cli/instance.c"
@@ -1497,6 +1498,199 @@ static void test_kp_verbs_usage(void **state)
 	free(text);
 }
 
+/* ---- option tables (cli/opts.c) ---- */
+
+enum { TOPT_SIGKEY = 0x2001, TOPT_QUIET };
+static const struct cli_opt test_opts[] = {
+    {"sigkey", TOPT_SIGKEY, CLI_ARG_REQUIRED, "N", "the signature key to install"},
+    {"limit", 'n', CLI_ARG_REQUIRED, "N", "at most N keys"},
+    {"number-of-keys", 'n', CLI_ARG_REQUIRED, NULL, NULL}, /* another spelling */
+    CLI_OPT_TEXT("\nA paragraph between groups.\n\n"),
+    {"force", 'f', CLI_ARG_NONE, NULL, "no question asked"},
+    {NULL, 'k', CLI_ARG_REQUIRED, "KEY", "a short option only"},
+    {"quiet", TOPT_QUIET, CLI_ARG_NONE, NULL, NULL}, /* accepted, not listed */
+    CLI_OPT_END};
+static const struct cli_opt test_common[] = {{"yes", 0x1004, CLI_ARG_NONE, NULL, "answer yes"},
+                                             {"help", 'h', CLI_ARG_NONE, NULL, "this text"},
+                                             CLI_OPT_END};
+
+static void test_opts_build(void **state)
+{
+	struct option longs[16];
+	char shorts[16];
+
+	(void)state;
+	assert_int_equal(cli_opts_build(test_opts, test_common, longs, 16, shorts, 16), 0);
+	/* one short letter per option, ':' after those that take a value, in table order */
+	assert_string_equal(shorts, "n:fk:h");
+	assert_string_equal(longs[0].name, "sigkey");
+	assert_int_equal(longs[0].has_arg, required_argument);
+	assert_int_equal(longs[0].val, TOPT_SIGKEY);
+	assert_null(longs[0].flag);
+	assert_string_equal(longs[1].name, "limit");
+	assert_int_equal(longs[1].val, 'n');
+	assert_string_equal(longs[2].name, "number-of-keys");
+	assert_int_equal(longs[2].val, 'n');
+	assert_string_equal(longs[3].name, "force");
+	assert_int_equal(longs[3].has_arg, no_argument);
+	assert_string_equal(longs[4].name, "quiet"); /* the short-only row has no long entry */
+	assert_string_equal(longs[5].name, "yes");
+	assert_int_equal(longs[5].val, 0x1004);
+	assert_string_equal(longs[6].name, "help");
+	assert_int_equal(longs[6].val, 'h');
+	assert_null(longs[7].name);
+	assert_int_equal(longs[7].val, 0);
+	/* no command table: the common options alone */
+	assert_int_equal(cli_opts_build(NULL, test_common, longs, 16, shorts, 16), 0);
+	assert_string_equal(shorts, "h");
+	assert_string_equal(longs[0].name, "yes");
+	assert_null(longs[2].name);
+	/* the real common table builds, and fits the room cli_getopt has */
+	{
+		struct option big[CLI_OPTS_MAX + 1];
+		char bigs[CLI_OPTS_SHORT_MAX];
+		assert_int_equal(cli_opts_build(test_opts, cli_common_opts, big, CLI_OPTS_MAX + 1,
+		                                bigs, sizeof(bigs)),
+		                 0);
+		assert_string_equal(bigs, "n:fk:h");
+	}
+}
+
+static void test_opts_build_refused(void **state)
+{
+	struct option longs[16];
+	char shorts[16];
+	const struct cli_opt twice[] = {{"force", 0x2001, CLI_ARG_NONE, NULL, "a"},
+	                                {"force", 0x2002, CLI_ARG_NONE, NULL, "b"},
+	                                CLI_OPT_END};
+	const struct cli_opt letter_args[] = {{"limit", 'n', CLI_ARG_REQUIRED, "N", "a"},
+	                                      {"no", 'n', CLI_ARG_NONE, NULL, "b"},
+	                                      CLI_OPT_END};
+	const struct cli_opt low_id[] = {{"odd", 0x7f, CLI_ARG_NONE, NULL, "a"}, CLI_OPT_END};
+	const struct cli_opt colon[] = {{"colon", ':', CLI_ARG_NONE, NULL, "a"}, CLI_OPT_END};
+	const struct cli_opt nameless[] = {{NULL, 0x2001, CLI_ARG_NONE, NULL, "a"}, CLI_OPT_END};
+	const struct cli_opt empty[] = {{"", 0x2001, CLI_ARG_NONE, NULL, "a"}, CLI_OPT_END};
+
+	(void)state;
+	/* a long name twice, even across the two tables */
+	assert_int_equal(cli_opts_build(twice, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	assert_null(longs[0].name);
+	assert_string_equal(shorts, "");
+	assert_int_equal(cli_opts_build(test_common, test_common, longs, 16, shorts, 16),
+	                 KY_ERR_INTERNAL);
+	/* a short letter for two options, one with a value and one without */
+	assert_int_equal(cli_opts_build(letter_args, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	/* an id that is neither a letter for getopt nor a long-only value */
+	assert_int_equal(cli_opts_build(low_id, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	assert_int_equal(cli_opts_build(colon, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	assert_int_equal(cli_opts_build(nameless, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	assert_int_equal(cli_opts_build(empty, NULL, longs, 16, shorts, 16), KY_ERR_INTERNAL);
+	/* no room: the long array needs its end row, the short string its NUL */
+	assert_int_equal(cli_opts_build(test_opts, test_common, longs, 7, shorts, 16),
+	                 KY_ERR_INTERNAL);
+	assert_int_equal(cli_opts_build(test_opts, test_common, longs, 8, shorts, 16), 0);
+	assert_int_equal(cli_opts_build(test_opts, test_common, longs, 16, shorts, 6),
+	                 KY_ERR_INTERNAL);
+}
+
+static void test_opts_help(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	const struct cli_opt wrap[] = {
+	    {"imprint-credential", 0x2001, CLI_ARG_REQUIRED, "FILE",
+	     "the instance's imprint credential, which a unit in imprint mode demands (default: "
+	     "$KYOK_IMPRINT_CREDENTIAL_FILE, else imprint-credential.pem in the instance "
+	     "directory)"},
+	    {"output", 'o', CLI_ARG_REQUIRED, "table|json", "output format (default table)"},
+	    {"ab", 0x2002, CLI_ARG_NONE, NULL,
+	     "first line\nsecond line, "
+	     "a_word_far_longer_than_the_room_a_line_has_for_help_text_which_gets_its_own_line "
+	     "end"},
+	    CLI_OPT_END};
+
+	(void)state;
+	assert_non_null(f = open_memstream(&text, &len));
+	cli_opts_help(f, "usage: kyok test [options]\n\noptions:\n", test_opts, test_common);
+	assert_int_equal(fclose(f), 0);
+	assert_string_equal(text, "usage: kyok test [options]\n\noptions:\n"
+	                          "  --sigkey N              the signature key to install\n"
+	                          "  -n, --limit N           at most N keys\n"
+	                          "\nA paragraph between groups.\n\n"
+	                          "  -f, --force             no question asked\n"
+	                          "  -k KEY                  a short option only\n"
+	                          "\ncommon options:\n"
+	                          "  --yes                   answer yes\n"
+	                          "  -h, --help              this text\n");
+	free(text);
+	/* wrapped at CLI_OPTS_WIDTH, continuation lines from the help column; a name that
+	 * reaches the column gets a line of its own; "-o, --output table|json" (23 characters)
+	 * still fits before it */
+	assert_non_null(f = open_memstream(&text, &len));
+	cli_opts_help(f, "", wrap, NULL);
+	assert_int_equal(fclose(f), 0);
+	assert_string_equal(
+	    text,
+	    "  --imprint-credential FILE\n"
+	    "                          the instance's imprint credential, which a unit in imprint\n"
+	    "                          mode demands (default: $KYOK_IMPRINT_CREDENTIAL_FILE, else\n"
+	    "                          imprint-credential.pem in the instance directory)\n"
+	    "  -o, --output table|json output format (default table)\n"
+	    "  --ab                    first line\n"
+	    "                          second line,\n"
+	    "                          "
+	    "a_word_far_longer_than_the_room_a_line_has_for_help_text_which_gets_its_own_line\n"
+	    "                          end\n");
+	for (char *p = text, *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
+		if (strncmp(p, "                          a_word", 32) != 0)
+			assert_true(nl - p <= CLI_OPTS_WIDTH);
+	free(text);
+}
+
+static void test_opts_getopt(void **state)
+{
+	char a0[] = "test", a1[] = "-n", a2[] = "5", a3[] = "--sigkey=2", a4[] = "--number-of-keys",
+	     a5[] = "7", a6[] = "-fk", a7[] = "K", a8[] = "--quiet", a9[] = "operand";
+	char *argv[] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, NULL};
+	char m0[] = "test", m1[] = "--sigkey";
+	char *missing[] = {m0, m1, NULL};
+	char s0[] = "test", s1[] = "-k";
+	char *missing_short[] = {s0, s1, NULL};
+	char u0[] = "test", u1[] = "--nope";
+	char *unknown[] = {u0, u1, NULL};
+
+	(void)state;
+	optind = 0;
+	opterr = 0;
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), 'n');
+	assert_string_equal(optarg, "5");
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), TOPT_SIGKEY);
+	assert_string_equal(optarg, "2");
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), 'n');
+	assert_string_equal(optarg, "7");
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), 'f');
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), 'k');
+	assert_string_equal(optarg, "K");
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), TOPT_QUIET);
+	assert_int_equal(cli_getopt(10, argv, test_opts, test_common), -1);
+	assert_int_equal(optind, 9);
+	/* a required argument missing, long and short: '?', which cli_common_opt reports */
+	optind = 0;
+	assert_int_equal(cli_getopt(2, missing, test_opts, test_common), '?');
+	cli_cmd_argv = missing;
+	assert_int_equal(cli_common_opt('?', NULL), KY_ERR_USAGE);
+	cli_cmd_argv = NULL;
+	optind = 0;
+	assert_int_equal(cli_getopt(2, missing_short, test_opts, test_common), '?');
+	optind = 0;
+	assert_int_equal(cli_getopt(2, unknown, test_opts, test_common), '?');
+	/* the common table alone: --sigkey is unknown there */
+	optind = 0;
+	assert_int_equal(cli_getopt(2, missing, NULL, cli_common_opts), '?');
+	optind = 0;
+}
+
 /* ---- kp_seal: the client's side of secure import ---- */
 
 /* A PEM public key of pk, NUL-terminated, in buf. */
@@ -1697,6 +1891,10 @@ int main(void)
 	    cmocka_unit_test(test_kp_edit_distance),
 	    cmocka_unit_test(test_kp_verb_suggest),
 	    cmocka_unit_test(test_kp_verbs_usage),
+	    cmocka_unit_test(test_opts_build),
+	    cmocka_unit_test(test_opts_build_refused),
+	    cmocka_unit_test(test_opts_help),
+	    cmocka_unit_test(test_opts_getopt),
 	    cmocka_unit_test(test_kp_seal_key),
 	    cmocka_unit_test(test_kp_seal_nonce),
 	};
