@@ -49,16 +49,35 @@ trim_blank() { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'; }
 doc_block() {
 	awk -v h="$1" '$0 == h {f = 1; next} f && /^```$/ {if (b) exit; b = 1; next} b {print}' "$DOC"
 }
-# help_text CMD...: CMD --help without its common options.
-help_text() { "$@" --help | sed '/^common options:$/,$d' | trim_blank; }
+# help_text CMD...: CMD --help without its common options (and without blank lines at its end).
+help_text() {
+	local out
+	out=$("$@" --help)
+	case $out in *$'\n'"common options:"$'\n'*) out=${out%%$'\n'"common options:"$'\n'*} ;; esac
+	while [[ $out == *$'\n' ]]; do out=${out%$'\n'}; done
+	printf '%s' "$out"
+}
+# Every heading's first code block, read once: DOC_BLOCK["### `kyok up`"] (one awk run, not
+# one per command: the sanitized run starts every process at several times the cost).
+declare -A DOC_BLOCK
+while IFS= read -r -d $'\036' rec; do
+	DOC_BLOCK[${rec%%$'\037'*}]=${rec#*$'\037'}
+done < <(awk '/^```$/ {
+		if (inb) { inb = 0; if (cap) { printf "%s\037%s\036", h, t; cap = 0; f = 0 } }
+		else { inb = 1; if (f) { cap = 1; t = ""; n = 0 } }
+		next }
+	inb { if (cap) t = n++ ? t "\n" $0 : $0; next }
+	/^#+ / { h = $0; f = 1 }' "$DOC")
 doc_bad=
 for group in "" tke scup kp audit host; do
 	# shellcheck disable=SC2086
 	for c in $("$KYOK" $group --help | awk '/^  [a-z]/{print $1}'); do
 		[ -z "$group" ] && { [ "$c" = tke ] || [ "$c" = scup ] || [ "$c" = kp ] || [ "$c" = audit ] || [ "$c" = host ]; } && continue
 		name="kyok${group:+ $group} $c"
+		got=${DOC_BLOCK["### \`$name\`"]:-}
+		while [[ $got == *$'\n' ]]; do got=${got%$'\n'}; done
 		# shellcheck disable=SC2086
-		if [ "$(doc_block "### \`$name\`")" != "$(help_text "$KYOK" $group "$c")" ]; then
+		if [ "$got" != "$(help_text "$KYOK" $group "$c")" ]; then
 			doc_bad+=" '$name'"
 		fi
 	done
