@@ -465,7 +465,8 @@ static int host_join_accept_main(int argc, char **argv)
 	    CLI_OPT_TEXT(
 	        "\nRefused: a request made from another invitation than this instance's "
 	        "(its\nfingerprint differs), an address of this host's units, or of another "
-	        "host's\nwithout --same-host. One join-accept runs at a time (DIR/join.lock).\n"),
+	        "host's\nwithout --same-host, or while another join-accept of the instance "
+	        "runs\n(DIR/join.lock).\n"),
 	    CLI_OPT_END};
 	int r = KY_ERR_INTERNAL, c, maxnum = 0, lock = -1;
 	const char *req_path = NULL, *out_path = NULL, *address = NULL;
@@ -502,12 +503,25 @@ static int host_join_accept_main(int argc, char **argv)
 	if ((r = cli_instance_load(&inst)) != 0)
 		return ky_err_exit(r);
 	/* One join-accept at a time: two at once would give two units one number, and a
-	 * request accepted twice two identities. The instance is read again once locked. */
+	 * request accepted twice two identities. Another one running is refused, not waited
+	 * for (its operator may be reading a fingerprint). The instance is read again once
+	 * locked. */
 	snprintf(path, sizeof(path), "%s/join.lock", inst.dir);
-	if ((lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
-	    flock(lock, LOCK_EX) != 0) {
+	if ((lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
 		r = KY_ERR_IO;
-		cli_fail(r, path, "cannot lock: %s", strerror(errno));
+		cli_fail(r, path, "cannot open: %s", strerror(errno));
+		goto out;
+	}
+	if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK) {
+			r = KY_ERR_CONFLICT;
+			cli_fail(r, path,
+			         "another 'kyok host join-accept' of this instance is running: "
+			         "run this one again once it has finished");
+		} else {
+			r = KY_ERR_IO;
+			cli_fail(r, path, "cannot lock: %s", strerror(errno));
+		}
 		goto out;
 	}
 	if ((r = cli_instance_load(&inst)) != 0)

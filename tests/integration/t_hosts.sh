@@ -198,6 +198,13 @@ expect_fail "join-accept of a request for host A's own address: refused" \
 expect_fail "... even with --same-host" "$A_IP is the address of crypto unit 1, on this host" \
 	on a "$KYOK" host join-accept --request "$T_DIR/req-addr.json" --out "$T_DIR/ans-x.json" \
 	--same-host
+# Another join-accept running (its lock held here by flock, until the refusal is seen).
+exec 9>"$A/join.lock"
+flock -x 9
+expect_fail "join-accept while another one runs: refused, not waited for" \
+	"join.lock: .*another 'kyok host join-accept' of this instance is running" \
+	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-x.json"
+exec 9>&-
 : >"$T_DIR/ans-exists.json"
 expect_fail "join-accept onto an existing answer file: refused" 'exists: give a new file' \
 	on a "$KYOK" host join-accept --request "$REQ" --out "$T_DIR/ans-exists.json"
