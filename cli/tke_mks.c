@@ -142,6 +142,25 @@ static bool mks_desc_ok(const char *s)
 	return true;
 }
 
+/* The key part's description: given (--description), else asked; checked (mks_desc_ok).
+ * *asked holds what was asked (free it). Errors printed. */
+static int mks_desc_get(const char *given, char **asked, const char **desc)
+{
+	int r = KY_ERR_INTERNAL;
+
+	*asked = NULL;
+	*desc = given;
+	if (given == NULL) {
+		if ((r = cli_prompt_line("key part description", "--description", asked)) != 0)
+			return r;
+		*desc = *asked;
+	}
+	if (!mks_desc_ok(*desc))
+		return cli_err(KY_ERR_USAGE, "--description",
+		               "use 1 to %d printable ASCII characters", MKS_DESC_MAX);
+	return 0;
+}
+
 /* Reads the part value: exactly 64 hex digits, into part (secure memory). */
 static int mks_read_value(const char *file, int fd, uint8_t *part)
 {
@@ -276,16 +295,8 @@ static int mks_add_token(bool with_value, const char *module, const char *label,
 	if (!mks_desc_ok(key_label) || strlen(key_label) > KY_TOKEN_LABEL_MAX)
 		return cli_err(KY_ERR_USAGE, "--key-label",
 		               "use 1 to %d printable ASCII characters", KY_TOKEN_LABEL_MAX);
-	if (desc == NULL) {
-		if ((r = cli_prompt_line("key part description", "--description", &asked)) != 0)
-			goto out;
-		desc = asked;
-	}
-	if (!mks_desc_ok(desc)) {
-		r = cli_err(KY_ERR_USAGE, "--description", "use 1 to %d printable ASCII characters",
-		            MKS_DESC_MAX);
+	if ((r = mks_desc_get(desc, &asked, &desc)) != 0)
 		goto out;
-	}
 	if ((r = cli_workspace_ensure()) != 0)
 		goto out;
 	if ((r = mks_new_path(path, sizeof(path))) != 0)
@@ -412,17 +423,8 @@ int tke_mk_add_main(int argc, char **argv)
 	if (value_file != NULL && value_fd >= 0)
 		return cli_fail(KY_ERR_USAGE, "mk-add",
 		                "give --value-file or --value-fd, not both");
-	if (desc == NULL) {
-		if ((r = cli_prompt_line("key part description", "--description", &asked)) != 0)
-			goto out;
-		desc = asked;
-	}
-	if (!mks_desc_ok(desc)) {
-		r = KY_ERR_USAGE;
-		cli_fail(r, "--description", "use 1 to %d printable ASCII characters",
-		         MKS_DESC_MAX);
+	if ((r = mks_desc_get(desc, &asked, &desc)) != 0)
 		goto out;
-	}
 	if ((r = cli_workspace_ensure()) != 0)
 		goto out;
 	if (card) {
