@@ -87,10 +87,7 @@ static int admin_add_fill(void *ctx, struct tke_run *run, struct tke_unit *u, st
 
 	(void)run;
 	(void)u;
-	if (X509_up_ref(a->cert) != 1)
-		return KY_ERR_CRYPTO;
-	c->cert = a->cert;
-	return 0;
+	return tke_fill_admin_cert(a->cert, c);
 }
 
 /* Lists the workspace's signature keys on stderr and asks for one. */

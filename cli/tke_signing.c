@@ -56,6 +56,14 @@ int tke_int_parse(const char *s, int lo, int hi, int *out)
 	return 0;
 }
 
+int tke_fill_admin_cert(X509 *cert, struct ky_command *c)
+{
+	if (X509_up_ref(cert) != 1)
+		return KY_ERR_CRYPTO;
+	c->cert = cert;
+	return 0;
+}
+
 int tke_parse_int(const char *s, const char *flag, int lo, int hi, int *out)
 {
 	if (tke_int_parse(s, lo, hi, out) != 0)

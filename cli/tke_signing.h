@@ -137,6 +137,9 @@ int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[K
 
 /* ---- helpers shared by the command files ---- */
 
+/* The fill of an admin-add command (cryptounit-admin-add, auto-init, auto-recover): the
+ * new administrator's certificate, a reference taken (KY_ERR_CRYPTO when it cannot be). */
+int tke_fill_admin_cert(X509 *cert, struct ky_command *c) KY_WUR;
 /* Pure: a decimal integer in [lo, hi] (KY_ERR_USAGE, nothing printed). */
 int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
 /* Parses an integer flag value in [lo, hi]; prints the error. */
