@@ -106,8 +106,8 @@ int tke_mks_main(int argc, char **argv)
 	struct cli_keypart *parts = NULL;
 	size_t n = 0;
 
-	if ((r = cli_opts_common_only(argc, argv, mks_usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, mks_usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = cli_keyparts_list(&parts, &n)) == 0)
 		r = mks_print(parts, n);
 	free(parts);
