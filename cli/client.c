@@ -520,34 +520,58 @@ int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const ch
 	return 0;
 }
 
-/* What unit_importer and unit_identity_cert share: GET path, a PEM certificate (what names
- * it in why: "importer", "identity"), in *cert; *pub is the unit's pinned identity key
- * (cached, not to be freed). Prints nothing: the reason in why. */
-static int client_cert_get(const struct cli_instance *inst, const struct cli_unit *u,
-                           const char *path, const char *what, X509 **cert, EVP_PKEY **pub,
-                           char *why, size_t whylen)
+/* GET path, a PEM certificate: the importer's (importer set: it must be issued by the unit's
+ * pinned identity) or the identity's (it must hold the pinned identity key). Errors printed
+ * (client_unit_fail). */
+static int client_unit_cert(const struct cli_instance *inst, const struct cli_unit *u,
+                            bool importer, X509 **cert)
 {
 	int r = KY_ERR_INTERNAL;
 	struct client_reply rep;
+	char why[CLIENT_WHY_MAX] = "";
+	const char *what = importer ? "importer" : "identity";
 	char *pem = NULL;
+	X509 *c = NULL;
+	EVP_PKEY *pub = NULL;
 
 	*cert = NULL;
-	if ((r = client_exchange(inst, u, "GET", path, NULL, NULL, 0, &rep, why, whylen)) != 0)
-		return r;
-	if ((r = client_identity(inst, u, pub, why, whylen)) != 0)
-		goto out;
+	if ((r = client_exchange(inst, u, "GET",
+	                         importer ? "/v1/admin/importer" : "/v1/admin/identity", NULL, NULL,
+	                         0, &rep, why, sizeof(why))) != 0)
+		return client_unit_fail(r, u, why);
+	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
+		goto fail;
 	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
 		r = KY_ERR_NOMEM;
-		snprintf(why, whylen, "out of memory");
-		goto out;
+		snprintf(why, sizeof(why), "out of memory");
+		goto fail;
 	}
-	if (ky_cert_from_pem(pem, cert) != 0) {
+	if (ky_cert_from_pem(pem, &c) != 0) {
 		r = KY_ERR_BAD_REPLY;
-		snprintf(why, whylen, "%s reply is not a PEM certificate", what);
-		goto out;
+		snprintf(why, sizeof(why), "%s reply is not a PEM certificate", what);
+		goto fail;
 	}
+	if (importer && ky_cert_verify_by(c, pub) != 0) {
+		r = KY_ERR_BAD_REPLY;
+		snprintf(why, sizeof(why),
+		         "importer certificate is not issued by the unit's pinned identity");
+		goto fail;
+	}
+	if (!importer &&
+	    (X509_get0_pubkey(c) == NULL || EVP_PKEY_eq(X509_get0_pubkey(c), pub) != 1)) {
+		r = KY_ERR_IDENTITY_CHANGED;
+		snprintf(why, sizeof(why),
+		         "identity certificate is not the unit's pinned identity");
+		goto fail;
+	}
+	*cert = c;
+	c = NULL; /* transferred */
 	r = 0;
+	goto out;
+fail:
+	client_unit_fail(r, u, why);
 out:
+	X509_free(c);
 	free(pem);
 	ky_buf_free(&rep.body);
 	return r;
@@ -555,43 +579,12 @@ out:
 
 int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
 {
-	int r = KY_ERR_INTERNAL;
-	char why[CLIENT_WHY_MAX] = "";
-	X509 *c = NULL;
-	EVP_PKEY *pub = NULL;
-
-	*cert = NULL;
-	if ((r = client_cert_get(inst, u, "/v1/admin/importer", "importer", &c, &pub, why,
-	                         sizeof(why))) != 0)
-		return client_unit_fail(r, u, why);
-	if (ky_cert_verify_by(c, pub) != 0) {
-		X509_free(c);
-		return client_unit_fail(
-		    KY_ERR_BAD_REPLY, u,
-		    "importer certificate is not issued by the unit's pinned identity");
-	}
-	*cert = c; /* transferred */
-	return 0;
+	return client_unit_cert(inst, u, true, cert);
 }
 
 int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
 {
-	int r = KY_ERR_INTERNAL;
-	char why[CLIENT_WHY_MAX] = "";
-	X509 *c = NULL;
-	EVP_PKEY *pub = NULL;
-
-	*cert = NULL;
-	if ((r = client_cert_get(inst, u, "/v1/admin/identity", "identity", &c, &pub, why,
-	                         sizeof(why))) != 0)
-		return client_unit_fail(r, u, why);
-	if (X509_get0_pubkey(c) == NULL || EVP_PKEY_eq(X509_get0_pubkey(c), pub) != 1) {
-		X509_free(c);
-		return client_unit_fail(KY_ERR_IDENTITY_CHANGED, u,
-		                        "identity certificate is not the unit's pinned identity");
-	}
-	*cert = c; /* transferred */
-	return 0;
+	return client_unit_cert(inst, u, false, cert);
 }
 
 /* A unit wanted an imprint claim and none was sent: say where the credential was looked for. */
