@@ -124,8 +124,8 @@ static int audit_report(const char *label, struct ky_audit_verifier *v, int r, c
 	struct ky_audit_summary s;
 
 	if (r != 0) /* why names the file and line */
-		return cli_fail(r, strncmp(why, label, strlen(label)) == 0 ? NULL : label, "%s",
-		                why);
+		return cli_err(r, strncmp(why, label, strlen(label)) == 0 ? NULL : label, "%s",
+		               why);
 	ky_audit_verifier_summary(v, &s);
 	printf("%s: ok: %llu lines (seq %llu to %llu), %llu signed checkpoints, %s\n", label,
 	       (unsigned long long)s.lines, (unsigned long long)s.first_seq,
@@ -151,7 +151,7 @@ static int audit_verify_instance(void)
 	char dir[700], path[1000], why[1024], label[128];
 
 	if ((r = cli_instance_load(&inst)) != 0)
-		return ky_err_exit(r);
+		return r;
 	for (size_t i = 0; i < inst.nunits; i++) {
 		const struct cli_unit *u = &inst.units[i];
 		struct audit_trust t = {.unit = u->id, .instance = inst.id};
@@ -182,11 +182,11 @@ static int audit_verify_instance(void)
 		for (int k = 0; k < n; k++)
 			free(names[k]);
 		free(names);
-		if (audit_report(label, v, r, why) != 0 && first == 0)
+		if ((r = audit_report(label, v, r, why)) != 0 && first == 0)
 			first = r;
 		ky_audit_verifier_free(v);
 	}
-	return first ? ky_err_exit(first) : 0;
+	return first;
 }
 
 /* Some files of one unit, in the order given. */
@@ -202,10 +202,10 @@ static int audit_verify_files(char **files, int nfiles, const char *cert_path)
 	if (cert_path != NULL) {
 		if ((r = ky_file_read(cert_path, 64 * 1024, &pem)) != 0 ||
 		    (r = ky_buf_append(&pem, "", 1)) != 0)
-			return cli_fail(r, cert_path, "cannot read the certificate");
+			return cli_err(r, cert_path, "cannot read the certificate");
 		if ((r = ky_cert_from_pem((const char *)pem.data, &cert)) != 0) {
 			ky_buf_free(&pem);
-			return cli_fail(r, cert_path, "not a PEM certificate");
+			return cli_err(r, cert_path, "not a PEM certificate");
 		}
 		ky_buf_free(&pem);
 	}
@@ -213,7 +213,7 @@ static int audit_verify_files(char **files, int nfiles, const char *cert_path)
 	                          false, &v);
 	X509_free(cert);
 	if (r != 0)
-		return cli_fail(r, NULL, NULL);
+		return cli_err(r, NULL, NULL);
 	for (int i = 0; i < nfiles && r == 0; i++)
 		r = audit_verify_file(v, files[i], why, sizeof(why));
 	if (r == 0)
@@ -244,12 +244,12 @@ static int audit_verify_main(int argc, char **argv)
 			return ky_err_exit(KY_ERR_USAGE);
 	}
 	if (optind < argc)
-		return audit_verify_files(argv + optind, argc - optind, cert);
+		return ky_err_exit(audit_verify_files(argv + optind, argc - optind, cert));
 	if (cert != NULL)
 		return cli_fail(KY_ERR_USAGE, "kyok audit verify",
 		                "--cert goes with FILE...: an instance's units each have their own "
 		                "certificate, pinned in known_units");
-	return audit_verify_instance();
+	return ky_err_exit(audit_verify_instance());
 }
 
 static const struct cli_cmd audit_cmds[] = {

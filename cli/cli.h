@@ -26,10 +26,18 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * status for err (ky_err_exit). subject and detail may be NULL (an empty detail is left out).
  *
  * Convention: the cli_* and unit_* helpers below print their own error line (through
- * cli_fail) before returning an error code, so a command just returns ky_err_exit(r).
+ * cli_fail or cli_err) before returning an error code, so a command just returns ky_err_exit(r).
  * Exceptions: the pure parsers (cli_parse_numbers, cli_instance_parse) write a reason into
  * their why buffer, and unit_command prints nothing: it hands every failure back in *detail.
- * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave). */
+ * Command entry points return an exit status (0, or what cli_fail / ky_err_exit gave), and
+ * so do the functions that end a command for it: the body several entry points share
+ * (kp_key_action, units_select, ...), the kp client (kp_call, kp_call_feature: cli/kp_client.h)
+ * and the ceremony runner (tke_run_finish, tke_run_command, tke_run_report) with the
+ * steps built on it (auto-init, auto-recover, mk-rotate). Option parsers return -1 after
+ * --help (nothing more to do), 0 to go on, or an error code (printed): the caller returns
+ * r < 0 ? 0 : ky_err_exit(r); those of kyok kp, part of its client, give the exit status in
+ * place of the error code. A helper never returns 1 or -1 for an error (1 is
+ * KY_ERR_INTERNAL); -1 says "nothing more to do" (help printed, stopped, already done). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same line, returning err itself (not the exit status): for functions that return
@@ -72,10 +80,10 @@ extern struct cli_global cli_g;
 /* Returns 0 when opt was a common option, KY_ERR_USAGE otherwise (message printed).
  * 'h' is not handled here: each command prints its own usage for --help. */
 int cli_common_opt(int opt, const char *arg);
-/* For commands that take only the common options and no operands: parses argv. Returns -1
- * to go on, else the exit status to return at once (0 after --help, which prints usage and
- * the common options). */
-int cli_opts_common_only(int argc, char **argv, const char *usage);
+/* For commands that take only the common options and no operands: parses argv. Returns 0
+ * to go on, -1 after --help (which prints usage and the common options), or KY_ERR_USAGE
+ * (printed). */
+int cli_opts_common_only(int argc, char **argv, const char *usage) KY_WUR;
 /* After getopt: KY_ERR_USAGE (printed) when operands are left over. */
 int cli_no_operands(int argc, char **argv) KY_WUR;
 

@@ -520,75 +520,45 @@ int unit_get(const struct cli_instance *inst, const struct cli_unit *u, const ch
 	return 0;
 }
 
-int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
+/* GET path, a PEM certificate: the importer's (importer set: it must be issued by the unit's
+ * pinned identity) or the identity's (it must hold the pinned identity key). Errors printed
+ * (client_unit_fail). */
+static int client_unit_cert(const struct cli_instance *inst, const struct cli_unit *u,
+                            bool importer, X509 **cert)
 {
 	int r = KY_ERR_INTERNAL;
 	struct client_reply rep;
 	char why[CLIENT_WHY_MAX] = "";
+	const char *what = importer ? "importer" : "identity";
 	char *pem = NULL;
 	X509 *c = NULL;
 	EVP_PKEY *pub = NULL;
 
 	*cert = NULL;
-	if ((r = client_exchange(inst, u, "GET", "/v1/admin/importer", NULL, NULL, 0, &rep, why,
-	                         sizeof(why))) != 0)
+	if ((r = client_exchange(inst, u, "GET",
+	                         importer ? "/v1/admin/importer" : "/v1/admin/identity", NULL, NULL,
+	                         0, &rep, why, sizeof(why))) != 0)
 		return client_unit_fail(r, u, why);
 	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
 		goto fail;
-	r = KY_ERR_BAD_REPLY;
 	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
 		r = KY_ERR_NOMEM;
 		snprintf(why, sizeof(why), "out of memory");
 		goto fail;
 	}
 	if (ky_cert_from_pem(pem, &c) != 0) {
-		snprintf(why, sizeof(why), "importer reply is not a PEM certificate");
+		r = KY_ERR_BAD_REPLY;
+		snprintf(why, sizeof(why), "%s reply is not a PEM certificate", what);
 		goto fail;
 	}
-	if (ky_cert_verify_by(c, pub) != 0) {
+	if (importer && ky_cert_verify_by(c, pub) != 0) {
+		r = KY_ERR_BAD_REPLY;
 		snprintf(why, sizeof(why),
 		         "importer certificate is not issued by the unit's pinned identity");
 		goto fail;
 	}
-	*cert = c;
-	c = NULL; /* transferred */
-	r = 0;
-	goto out;
-fail:
-	client_unit_fail(r, u, why);
-out:
-	X509_free(c);
-	free(pem);
-	ky_buf_free(&rep.body);
-	return r;
-}
-
-int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
-{
-	int r = KY_ERR_INTERNAL;
-	struct client_reply rep;
-	char why[CLIENT_WHY_MAX] = "";
-	char *pem = NULL;
-	X509 *c = NULL;
-	EVP_PKEY *pub = NULL;
-
-	*cert = NULL;
-	if ((r = client_exchange(inst, u, "GET", "/v1/admin/identity", NULL, NULL, 0, &rep, why,
-	                         sizeof(why))) != 0)
-		return client_unit_fail(r, u, why);
-	if ((r = client_identity(inst, u, &pub, why, sizeof(why))) != 0)
-		goto fail;
-	r = KY_ERR_BAD_REPLY;
-	if ((pem = client_text_dup(rep.body.data, rep.body.len)) == NULL) {
-		r = KY_ERR_NOMEM;
-		snprintf(why, sizeof(why), "out of memory");
-		goto fail;
-	}
-	if (ky_cert_from_pem(pem, &c) != 0) {
-		snprintf(why, sizeof(why), "identity reply is not a PEM certificate");
-		goto fail;
-	}
-	if (X509_get0_pubkey(c) == NULL || EVP_PKEY_eq(X509_get0_pubkey(c), pub) != 1) {
+	if (!importer &&
+	    (X509_get0_pubkey(c) == NULL || EVP_PKEY_eq(X509_get0_pubkey(c), pub) != 1)) {
 		r = KY_ERR_IDENTITY_CHANGED;
 		snprintf(why, sizeof(why),
 		         "identity certificate is not the unit's pinned identity");
@@ -605,6 +575,16 @@ out:
 	free(pem);
 	ky_buf_free(&rep.body);
 	return r;
+}
+
+int unit_importer(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
+{
+	return client_unit_cert(inst, u, true, cert);
+}
+
+int unit_identity_cert(const struct cli_instance *inst, const struct cli_unit *u, X509 **cert)
+{
+	return client_unit_cert(inst, u, false, cert);
 }
 
 /* A unit wanted an imprint claim and none was sent: say where the credential was looked for. */

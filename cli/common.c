@@ -383,14 +383,12 @@ int cli_opts_common_only(int argc, char **argv, const char *usage)
 	while ((c = cli_getopt(argc, argv, NULL, cli_common_opts)) != -1) {
 		if (c == 'h') {
 			cli_opts_help(stdout, usage, NULL, cli_common_opts);
-			return 0;
+			return -1;
 		}
 		if (cli_common_opt(c, optarg) != 0)
-			return ky_err_exit(KY_ERR_USAGE);
+			return KY_ERR_USAGE;
 	}
-	if (cli_no_operands(argc, argv) != 0)
-		return ky_err_exit(KY_ERR_USAGE);
-	return -1;
+	return cli_no_operands(argc, argv);
 }
 
 int cli_no_operands(int argc, char **argv)

@@ -139,6 +139,24 @@ static int kp_force_opt(int opt, const char *arg, void *ctx)
 	return 0;
 }
 
+/* What key-ring-create, -delete and key-alias-create, -delete end with: POST (create) or
+ * DELETE path, then "<subject><sep>created" (or "deleted"). Errors printed (exit status). */
+static int kp_feature_change(bool create, const char *path, const char *subject,
+                             const char *feature, const char *sep)
+{
+	int status;
+	char done[256];
+	struct kp_reply rep = {0};
+
+	if ((status = kp_call_feature(create ? "POST" : "DELETE", path, NULL, NULL, subject,
+	                              feature, &rep)) != 0)
+		return status;
+	snprintf(done, sizeof(done), "%s%s%s", subject, sep, create ? "created" : "deleted");
+	kp_feature_print(&rep, done, NULL);
+	kp_reply_release(&rep);
+	return 0;
+}
+
 /* key-ring-create and key-ring-delete. */
 static int kp_key_ring_change(int argc, char **argv, const char *usage, bool create)
 {
@@ -150,7 +168,6 @@ static int kp_key_ring_change(int argc, char **argv, const char *usage, bool cre
 	bool force = false;
 	const char *id = NULL;
 	char path[KP_PATH_MAX], subject[160];
-	struct kp_reply rep = {0};
 
 	if ((status = kp_feature_opts(argc, argv, usage, create ? NULL : delete_opts,
 	                              create ? NULL : kp_force_opt, &force)) != 0)
@@ -162,13 +179,7 @@ static int kp_key_ring_change(int argc, char **argv, const char *usage, bool cre
 		return KY_EXIT_USAGE;
 	snprintf(path, sizeof(path), "/api/v2/key_rings/%s%s", id, force ? "?force=true" : "");
 	snprintf(subject, sizeof(subject), "key ring %s", id);
-	if ((status = kp_call_feature(create ? "POST" : "DELETE", path, NULL, NULL, subject,
-	                              "key rings", &rep)) != 0)
-		return status;
-	snprintf(path, sizeof(path), "key ring %s: %s", id, create ? "created" : "deleted");
-	kp_feature_print(&rep, path, NULL);
-	kp_reply_release(&rep);
-	return 0;
+	return kp_feature_change(create, path, subject, "key rings", ": ");
 }
 
 int kp_key_ring_create_main(int argc, char **argv)
@@ -212,7 +223,6 @@ static int kp_key_alias_change(int argc, char **argv, const char *usage, bool cr
 	int status;
 	const char *id = NULL, *alias = NULL;
 	char path[KP_PATH_MAX], subject[200];
-	struct kp_reply rep = {0};
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_alias_opt, &alias)) != 0)
 		return status < 0 ? 0 : status;
@@ -235,14 +245,7 @@ static int kp_key_alias_change(int argc, char **argv, const char *usage, bool cr
 		return KY_EXIT_USAGE;
 	snprintf(path, sizeof(path), "/api/v2/keys/%s/aliases/%s", id, alias);
 	snprintf(subject, sizeof(subject), "key %s: alias %s", id, alias);
-	if ((status = kp_call_feature(create ? "POST" : "DELETE", path, NULL, NULL, subject,
-	                              "key aliases", &rep)) != 0)
-		return status;
-	snprintf(subject, sizeof(subject), "key %s: alias %s %s", id, alias,
-	         create ? "created" : "deleted");
-	kp_feature_print(&rep, subject, NULL);
-	kp_reply_release(&rep);
-	return 0;
+	return kp_feature_change(create, path, subject, "key aliases", " ");
 }
 
 int kp_key_alias_create_main(int argc, char **argv)

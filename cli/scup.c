@@ -62,7 +62,8 @@ enum {
 	}
 #define SCUP_PIN_FILE_HELP "the next PIN asked is read from FILE (repeatable)"
 
-/* opts: the command's table (SCUP_ROW_*: every one of them, those it does not take unlisted). */
+/* opts: the command's table (SCUP_ROW_*: every one of them, those it does not take unlisted).
+ * Returns -1 after --help, 0 to go on, or KY_ERR_USAGE (printed). */
 static int scup_parse(int argc, char **argv, const char *usage, const struct cli_opt *opts,
                       bool reader_opt, bool pin_opt, struct scup_opts *o)
 {
@@ -73,62 +74,55 @@ static int scup_parse(int argc, char **argv, const char *usage, const struct cli
 		switch (opt) {
 		case 'h':
 			cli_opts_help(stdout, usage, opts, NULL);
-			return 0;
+			return -1;
 		case OPT_READER: {
 			char *end;
 			long v;
 			errno = 0;
 			v = strtol(optarg, &end, 10);
 			if (!reader_opt) {
-				cli_fail(
+				return cli_err(
 				    KY_ERR_USAGE, cli_cmd_name(),
 				    "--reader is not an option of this command: it uses reader "
 				    "1 for the CA card and reader 2 for the other card");
-				return KY_EXIT_USAGE;
 			}
 			if (errno != 0 || end == optarg || *end != '\0' || v < 1 ||
 			    v > KY_CARD_READERS_MAX) {
-				cli_fail(KY_ERR_USAGE, cli_cmd_name(),
-				         "--reader takes a reader number from 1 to %d, not '%s'",
-				         KY_CARD_READERS_MAX, optarg);
-				return KY_EXIT_USAGE;
+				return cli_err(
+				    KY_ERR_USAGE, cli_cmd_name(),
+				    "--reader takes a reader number from 1 to %d, not '%s'",
+				    KY_CARD_READERS_MAX, optarg);
 			}
 			o->reader = (unsigned)v;
 			break;
 		}
 		case OPT_PIN:
 			if (!pin_opt) {
-				cli_fail(KY_ERR_USAGE, cli_cmd_name(),
-				         "--pin is not an option of this command");
-				return KY_EXIT_USAGE;
+				return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+				               "--pin is not an option of this command");
 			}
 			if (strcmp(optarg, "1") != 0 && strcmp(optarg, "2") != 0) {
-				cli_fail(KY_ERR_USAGE, cli_cmd_name(),
-				         "--pin takes 1 or 2 (the PIN of a CA card), not '%s'",
-				         optarg);
-				return KY_EXIT_USAGE;
+				return cli_err(
+				    KY_ERR_USAGE, cli_cmd_name(),
+				    "--pin takes 1 or 2 (the PIN of a CA card), not '%s'", optarg);
 			}
 			o->pin = (unsigned)(optarg[0] - '0');
 			break;
 		case OPT_PIN_FILE:
 			if (o->npin_files == SCUP_PIN_FILES) {
-				cli_fail(KY_ERR_USAGE, cli_cmd_name(), "at most %d --pin-file",
-				         SCUP_PIN_FILES);
-				return KY_EXIT_USAGE;
+				return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+				               "at most %d --pin-file", SCUP_PIN_FILES);
 			}
 			o->pin_files[o->npin_files++] = optarg;
 			break;
 		default:
 			if (cli_common_opt(opt, optarg) != 0)
-				return KY_EXIT_USAGE;
-			cli_fail(KY_ERR_USAGE, cli_cmd_name(), "unknown option: see '%s --help'",
-			         cli_cmd_name());
-			return KY_EXIT_USAGE;
+				return KY_ERR_USAGE;
+			return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+			               "unknown option: see '%s --help'", cli_cmd_name());
 		}
 	}
-	if (cli_no_operands(argc, argv) != 0)
-		return KY_EXIT_USAGE;
-	return -1;
+	return cli_no_operands(argc, argv);
 }
 
 /* No more --pin-file than the command asks PINs (asks): checked before any PIN is verified,
@@ -428,8 +422,8 @@ static int scup_show_main(int argc, char **argv)
 	struct scup_card sc = {0};
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1], dev[2 * KY_CARD_ID_LEN + 1];
 
-	if ((r = scup_parse(argc, argv, scup_show_usage, scup_show_opts, true, false, &o)) >= 0)
-		return r;
+	if ((r = scup_parse(argc, argv, scup_show_usage, scup_show_opts, true, false, &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
@@ -491,8 +485,8 @@ static int scup_pin_verify_main(int argc, char **argv)
 	struct scup_card sc = {0};
 	char err[SCUP_ERR];
 
-	if ((r = scup_parse(argc, argv, scup_verify_usage, scup_verify_opts, true, true, &o)) >= 0)
-		return r;
+	if ((r = scup_parse(argc, argv, scup_verify_usage, scup_verify_opts, true, true, &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
@@ -554,8 +548,8 @@ static int scup_pin_change_main(int argc, char **argv)
 	char *pin = NULL;
 	uint8_t ref;
 
-	if ((r = scup_parse(argc, argv, scup_change_usage, scup_change_opts, true, true, &o)) >= 0)
-		return r;
+	if ((r = scup_parse(argc, argv, scup_change_usage, scup_change_opts, true, true, &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
@@ -630,9 +624,9 @@ static int scup_ca_init_main(int argc, char **argv)
 	char err[SCUP_ERR], zone[2 * KY_CARD_ID_LEN + 1];
 	char *pin1 = NULL, *pin2 = NULL;
 
-	if ((r = scup_parse(argc, argv, scup_ca_init_usage, scup_ca_init_opts, true, false, &o)) >=
+	if ((r = scup_parse(argc, argv, scup_ca_init_usage, scup_ca_init_opts, true, false, &o)) !=
 	    0)
-		return r;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = ky_pcsc_open(&p, err, sizeof(err))) != 0) {
 		cli_fail(r, NULL, "%s", err);
 		goto out;
@@ -732,8 +726,8 @@ static int scup_ep11_init_main(int argc, char **argv)
 	char *pin = NULL;
 
 	if ((r = scup_parse(argc, argv, scup_ep11_init_usage, scup_two_card_opts, false, false,
-	                    &o)) >= 0)
-		return r;
+	                    &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the card to enrol", false)) != 0)
 		goto out;
 	if ((r = scup_pin_files_fit(&o, 3)) != 0)
@@ -779,8 +773,8 @@ static int scup_ep11_unblock_main(int argc, char **argv)
 	char *pin = NULL;
 
 	if ((r = scup_parse(argc, argv, scup_ep11_unblock_usage, scup_two_card_opts, false, false,
-	                    &o)) >= 0)
-		return r;
+	                    &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = scup_open_two(&p, &ca, &ep11, KY_CARD_EP11, "the card to unblock", true)) != 0)
 		goto out;
 	if ((r = scup_pin_files_fit(&o, 3)) != 0)
@@ -826,8 +820,8 @@ static int scup_ca_backup_main(int argc, char **argv)
 	char *pin1 = NULL, *pin2 = NULL;
 
 	if ((r = scup_parse(argc, argv, scup_ca_backup_usage, scup_two_card_opts, false, false,
-	                    &o)) >= 0)
-		return r;
+	                    &o)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = scup_open_two(&p, &ca, &blank, KY_CARD_BLANK, "the backup card", false)) != 0)
 		goto out;
 	if ((r = scup_pin_files_fit(&o, 4)) != 0)

@@ -20,33 +20,6 @@ enum {
 	OPT_REVOCATION,
 };
 
-/* Options of a command without flags of its own but --prepare (and the imprint credential). */
-static int tke_admin_opts_prepare(int argc, char **argv, const char *usage, const char **prepare)
-{
-	static const struct cli_opt longopts[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_IMPRINT,
-	                                          CLI_OPT_END};
-	int opt;
-
-	*prepare = NULL;
-	while ((opt = cli_getopt(argc, argv, longopts, cli_common_opts)) != -1) {
-		if (opt == 'h') {
-			tke_print_help(usage, longopts);
-			return -1;
-		}
-		if (opt == OPT_PREPARE) {
-			*prepare = optarg;
-			continue;
-		}
-		if (cli_common_opt(opt, optarg) != 0)
-			return KY_ERR_USAGE;
-	}
-	if (optind != argc)
-		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
-		               "unexpected argument '%s': see '%s --help'", argv[optind],
-		               cli_cmd_name());
-	return 0;
-}
-
 /* ---- cryptounit-admin-add ---- */
 
 struct admin_add_ctx {
@@ -87,10 +60,7 @@ static int admin_add_fill(void *ctx, struct tke_run *run, struct tke_unit *u, st
 
 	(void)run;
 	(void)u;
-	if (X509_up_ref(a->cert) != 1)
-		return KY_ERR_CRYPTO;
-	c->cert = a->cert;
-	return 0;
+	return tke_fill_admin_cert(a->cert, c);
 }
 
 /* Lists the workspace's signature keys on stderr and asks for one. */
@@ -601,7 +571,7 @@ int tke_exit_impr_main(int argc, char **argv)
 	struct tke_op op = {KY_OP_EXIT_IMPRINT, exit_impr_plan, NULL, NULL};
 	char warning[512];
 
-	if ((r = tke_admin_opts_prepare(argc, argv, usage, &prepare)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, true, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);
@@ -651,7 +621,7 @@ int tke_zeroize_main(int argc, char **argv)
 	char question[128];
 	size_t n;
 
-	if ((r = tke_admin_opts_prepare(argc, argv, usage, &prepare)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, true, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);

@@ -607,8 +607,8 @@ int tke_apikeys_main(int argc, char **argv)
 	size_t altered = 0;
 	int r, status = 0;
 
-	if ((r = cli_opts_common_only(argc, argv, usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = apikey_list_fetch(&inst, &list, NULL)) != 0)
 		return ky_err_exit(r);
 	if (cli_g.json) {

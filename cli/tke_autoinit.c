@@ -584,10 +584,7 @@ static int ai_admin_fill(void *ctx, struct tke_run *run, struct tke_unit *u, str
 
 	(void)run;
 	(void)u;
-	if (X509_up_ref(a->cert) != 1)
-		return KY_ERR_CRYPTO;
-	c->cert = a->cert;
-	return 0;
+	return tke_fill_admin_cert(a->cert, c);
 }
 
 static int ai_thr_fill(void *ctx, struct tke_run *run, struct tke_unit *u, struct ky_command *c)

@@ -243,10 +243,7 @@ static int ar_admin_fill(void *ctx, struct tke_run *run, struct tke_unit *u, str
 
 	(void)run;
 	(void)u;
-	if (X509_up_ref(a->cert) != 1)
-		return KY_ERR_CRYPTO;
-	c->cert = a->cert;
-	return 0;
+	return tke_fill_admin_cert(a->cert, c);
 }
 
 static int ar_thr_plan(void *ctx, struct tke_run *run, struct tke_unit *u)

@@ -49,7 +49,7 @@ static void cardkeep_on_signal(int sig)
 }
 
 /* Waits for the reader to hold a card (present) or to be empty, until a stop request:
- * 0 when it does, 1 when stopped, an error code when pcscd fails. */
+ * 0 when it does, -1 when stopped, an error code (printed) when pcscd fails. */
 static int cardkeep_wait(struct ky_pcsc *p, const char *reader, bool present)
 {
 	char err[CARDKEEP_ERR];
@@ -59,11 +59,10 @@ static int cardkeep_wait(struct ky_pcsc *p, const char *reader, bool present)
 		if (r == 0)
 			return 0;
 		if (r != KY_ERR_CARD_ABSENT && r != KY_ERR_CARD_REMOVED) {
-			cli_fail(r, NULL, "%s", err);
-			return r;
+			return cli_err(r, NULL, "%s", err);
 		}
 	}
-	return 1;
+	return -1;
 }
 
 /* Writes this process's pid file; refuses when another card-keep of the reader runs. */
@@ -170,7 +169,7 @@ int tke_card_keep_main(int argc, char **argv)
 		printf("card removed from reader %u: its PIN is forgotten\n", number);
 		fflush(stdout);
 	}
-	if (r == 1) {
+	if (r == -1) {
 		/* Printed before the reset: another program's PC/SC transaction makes it wait. */
 		if (held != NULL)
 			printf("stopped: the card in reader %u is reset, its PIN forgotten (when "

@@ -158,6 +158,25 @@ static int tke_bundle_opts(int argc, char **argv, const char *usage, bool imprin
 	return 0;
 }
 
+/* What cmd-show, -sign and -submit start with: their options, then the bundle FILE read and
+ * each of its commands decoded. Returns -1 after --help, 0 with *file, *b and *pc set (the
+ * caller releases b and pc), or an error code (printed; nothing to release). */
+static int tke_bundle_load(int argc, char **argv, const char *usage, bool imprint,
+                           const char **file, struct tke_bundle *b, struct tke_parsed_cmd **pc)
+{
+	int r = KY_ERR_INTERNAL;
+
+	if ((r = tke_bundle_opts(argc, argv, usage, imprint, file)) != 0)
+		return r;
+	if ((r = tke_bundle_read(*file, b)) != 0)
+		return r;
+	if ((r = tke_bundle_decode(*file, b, pc)) != 0) {
+		tke_bundle_release(b);
+		return r;
+	}
+	return 0;
+}
+
 int tke_cmd_show_main(int argc, char **argv)
 {
 	static const char usage[] =
@@ -174,12 +193,8 @@ int tke_cmd_show_main(int argc, char **argv)
 	struct tke_bundle b = {0};
 	struct tke_parsed_cmd *pc = NULL;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
+	if ((r = tke_bundle_load(argc, argv, usage, false, &file, &b, &pc)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
 	if (cli_g.json) {
 		json_t *a = json_array();
 		for (size_t i = 0; a != NULL && i < b.n; i++) {
@@ -205,11 +220,9 @@ int tke_cmd_show_main(int argc, char **argv)
 		tke_show_bundle(stdout, &b, pc);
 		printf("signatures are checked by the unit when the bundle is submitted\n");
 	}
-	r = 0;
-out:
 	tke_parsed_release(pc, b.n);
 	tke_bundle_release(&b);
-	return ky_err_exit(r);
+	return 0;
 }
 
 /* Before any password: some selected key has not signed some command yet.
@@ -332,12 +345,8 @@ int tke_cmd_sign_main(int argc, char **argv)
 	struct cli_signer *signers = NULL;
 	size_t nsigners = 0, added = 0;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, false, &file)) != 0)
+	if ((r = tke_bundle_load(argc, argv, usage, false, &file, &b, &pc)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
 	/* Whoever signs sees what they sign before giving a password. */
 	fprintf(stderr, "signing %s:\n", file);
 	tke_show_bundle(stderr, &b, pc);
@@ -416,12 +425,8 @@ int tke_cmd_submit_main(int argc, char **argv)
 	const char **ids = NULL;
 	bool short_any = false;
 
-	if ((r = tke_bundle_opts(argc, argv, usage, true, &file)) != 0)
+	if ((r = tke_bundle_load(argc, argv, usage, true, &file, &b, &pc)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
-	if ((r = tke_bundle_read(file, &b)) != 0)
-		return ky_err_exit(r);
-	if ((r = tke_bundle_decode(file, &b, &pc)) != 0)
-		goto out;
 	if ((ids = calloc(b.n, sizeof(*ids))) == NULL) {
 		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out;

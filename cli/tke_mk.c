@@ -1,6 +1,5 @@
 /* kyok tke cryptounit-mk-load, -mk-commit, -mk-setimm, -mk-clrnew, -mk-clrcur: the master
  * key registers of the selected crypto units. */
-#include <getopt.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,49 +12,6 @@
 #include "cli/token_part.h"
 #include "kyok/crypto.h"
 #include "kyok/err.h"
-
-enum {
-	OPT_PREPARE = 0x2001,
-	OPT_PARTS,
-};
-
-static int tke_mk_opts(int argc, char **argv, const char *usage, const char **prepare,
-                       const char **parts)
-{
-	static const struct cli_opt with_parts[] = {
-	    {"parts", OPT_PARTS, CLI_ARG_REQUIRED, "N,N,...",
-	     "key part numbers (from 'mks'); asked when missing"},
-	    TKE_OPT_PREPARE(OPT_PREPARE),
-	    CLI_OPT_END};
-	static const struct cli_opt without_parts[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_END};
-	const struct cli_opt *opts = parts != NULL ? with_parts : without_parts;
-	int opt;
-
-	*prepare = NULL;
-	if (parts != NULL)
-		*parts = NULL;
-	while ((opt = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
-		if (opt == 'h') {
-			tke_print_help(usage, opts);
-			return -1;
-		}
-		if (opt == OPT_PREPARE) {
-			*prepare = optarg;
-			continue;
-		}
-		if (opt == OPT_PARTS) {
-			*parts = optarg;
-			continue;
-		}
-		if (cli_common_opt(opt, optarg) != 0)
-			return KY_ERR_USAGE;
-	}
-	if (optind != argc)
-		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
-		               "unexpected argument '%s': see '%s --help'", argv[optind],
-		               cli_cmd_name());
-	return 0;
-}
 
 /* ---- cryptounit-mk-load ---- */
 
@@ -460,7 +416,7 @@ int tke_mk_load_main(int argc, char **argv)
 	struct tke_op op = {KY_OP_MK_LOAD, mk_load_plan, mk_load_fill, &m};
 	struct ky_keypart_info info[KY_MAX_PARTS];
 
-	if ((r = tke_mk_opts(argc, argv, usage, &prepare, &parts_flag)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, false, &prepare, &parts_flag)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = cli_keyparts_list(&parts, &nparts_ws)) != 0)
 		return ky_err_exit(r);
@@ -624,7 +580,7 @@ static int mk_reg_main(int argc, char **argv, enum ky_op opcode, const char *usa
 	char question[128];
 	const char *warning = NULL;
 
-	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, false, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);
@@ -747,7 +703,7 @@ int tke_mk_clrnew_main(int argc, char **argv)
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_MK_CLRNEW, mk_clrnew_plan, NULL, NULL};
 
-	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, false, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);
@@ -775,7 +731,7 @@ int tke_mk_clrcur_main(int argc, char **argv)
 	char question[128];
 	size_t n;
 
-	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, false, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);
@@ -819,7 +775,7 @@ int tke_storage_accept_main(int argc, char **argv)
 	struct tke_run run = {0};
 	struct tke_op op = {KY_OP_STORAGE_ACCEPT, NULL, NULL, NULL};
 
-	if ((r = tke_mk_opts(argc, argv, usage, &prepare, NULL)) != 0)
+	if ((r = tke_opts_prepare(argc, argv, usage, false, &prepare, NULL)) != 0)
 		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = tke_run_load(&run)) != 0) {
 		status = ky_err_exit(r);

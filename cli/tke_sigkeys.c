@@ -89,8 +89,8 @@ int tke_sigkeys_main(int argc, char **argv)
 	struct cli_sigkey *keys = NULL;
 	size_t n = 0;
 
-	if ((r = cli_opts_common_only(argc, argv, sigkeys_usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, sigkeys_usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = cli_sigkeys_list(&keys, &n)) == 0)
 		r = sigkeys_print(keys, n);
 	free(keys);

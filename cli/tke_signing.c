@@ -8,6 +8,7 @@
  * tke_cmd.c).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,6 +54,57 @@ int tke_int_parse(const char *s, int lo, int hi, int *out)
 	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
 		return KY_ERR_USAGE;
 	*out = (int)v;
+	return 0;
+}
+
+int tke_opts_prepare(int argc, char **argv, const char *usage, bool imprint, const char **prepare,
+                     const char **parts)
+{
+	enum { OPT_PREPARE = 0x2001, OPT_PARTS };
+	static const struct cli_opt with_parts[] = {
+	    {"parts", OPT_PARTS, CLI_ARG_REQUIRED, "N,N,...",
+	     "key part numbers (from 'mks'); asked when missing"},
+	    TKE_OPT_PREPARE(OPT_PREPARE),
+	    CLI_OPT_END};
+	static const struct cli_opt with_imprint[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_IMPRINT,
+	                                              CLI_OPT_END};
+	static const struct cli_opt prepare_only[] = {TKE_OPT_PREPARE(OPT_PREPARE), CLI_OPT_END};
+	const struct cli_opt *opts = parts != NULL ? with_parts
+	                             : imprint     ? with_imprint
+	                                           : prepare_only;
+	int opt;
+
+	*prepare = NULL;
+	if (parts != NULL)
+		*parts = NULL;
+	while ((opt = cli_getopt(argc, argv, opts, cli_common_opts)) != -1) {
+		if (opt == 'h') {
+			tke_print_help(usage, opts);
+			return -1;
+		}
+		if (opt == OPT_PREPARE) {
+			*prepare = optarg;
+			continue;
+		}
+		if (opt == OPT_PARTS) {
+			*parts = optarg;
+			continue;
+		}
+		if (cli_common_opt(opt, optarg) != 0)
+			return KY_ERR_USAGE;
+	}
+	if (optind != argc)
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
+		               "unexpected argument '%s': see '%s --help'", argv[optind],
+		               cli_cmd_name());
+	return 0;
+}
+
+int tke_fill_admin_cert(X509 *cert, struct ky_command *c)
+{
+	if (X509_up_ref(cert) != 1)
+		return KY_ERR_CRYPTO;
+	c->cert = cert;
 	return 0;
 }
 

@@ -137,6 +137,9 @@ int tke_count_admin_skis(const struct ky_unit_state *st, const uint8_t (*skis)[K
 
 /* ---- helpers shared by the command files ---- */
 
+/* The fill of an admin-add command (cryptounit-admin-add, auto-init, auto-recover): the
+ * new administrator's certificate, a reference taken (KY_ERR_CRYPTO when it cannot be). */
+int tke_fill_admin_cert(X509 *cert, struct ky_command *c) KY_WUR;
 /* Pure: a decimal integer in [lo, hi] (KY_ERR_USAGE, nothing printed). */
 int tke_int_parse(const char *s, int lo, int hi, int *out) KY_WUR;
 /* Parses an integer flag value in [lo, hi]; prints the error. */
@@ -156,6 +159,11 @@ void tke_print_help(const char *usage, const struct cli_opt *opts);
 		    "FILE, to be signed with 'kyok tke cmd-sign' (on other workstations too) and " \
 		    "sent with 'kyok tke cmd-submit'"                                              \
 	}
+/* Options of a ceremony command that takes no operand and, of its own, only --prepare FILE;
+ * with parts not NULL --parts N,N,... too; with imprint --imprint-credential FILE too (not
+ * both). Returns -1 after --help, 0 to go on, or KY_ERR_USAGE (printed). */
+int tke_opts_prepare(int argc, char **argv, const char *usage, bool imprint, const char **prepare,
+                     const char **parts) KY_WUR;
 /* Number of selected signature keys and their SKIs (no password needed). */
 int tke_selected_sigkeys(struct cli_sigkey **keys, size_t *n, size_t *nselected) KY_WUR;
 /* Opens one signature key file with a password, the token it names with the PIN, or the

@@ -142,8 +142,8 @@ int tke_cryptounits_main(int argc, char **argv)
 	int r;
 	struct cli_instance inst;
 
-	if ((r = cli_opts_common_only(argc, argv, cryptounits_usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, cryptounits_usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = cli_instance_load(&inst)) != 0 || (r = units_list(&inst)) != 0)
 		return ky_err_exit(r);
 	return 0;
@@ -438,8 +438,8 @@ static int units_view_main(int argc, char **argv, const char *usage, enum units_
 	size_t n = 0;
 	json_t *states[UNITS_MAX] = {NULL};
 
-	if ((r = cli_opts_common_only(argc, argv, usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = units_load(&inst, &units, &n, states, &state_err)) != 0)
 		goto out;
 	if (cli_g.json) {
@@ -686,8 +686,8 @@ int tke_cryptounit_compare_main(int argc, char **argv)
 	json_t *jdiffs = NULL, *junits = NULL;
 	const size_t cap = UNITS_MAX * 8 + 8;
 
-	if ((r = cli_opts_common_only(argc, argv, cryptounit_compare_usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, cryptounit_compare_usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = units_load(&inst, &units, &n, states, &state_err)) != 0)
 		goto out;
 	if ((r = state_err) != 0) {

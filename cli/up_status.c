@@ -74,8 +74,8 @@ int status_main(int argc, char **argv)
 	json_t *arr = NULL;
 	char(*ready)[256] = NULL;
 
-	if ((r = cli_opts_common_only(argc, argv, status_usage)) >= 0)
-		return r;
+	if ((r = cli_opts_common_only(argc, argv, status_usage)) != 0)
+		return r < 0 ? 0 : ky_err_exit(r);
 	if ((r = cli_instance_load(&inst)) != 0)
 		return ky_err_exit(r);
 	r = KY_ERR_NOMEM;

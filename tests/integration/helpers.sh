@@ -113,6 +113,27 @@ expect_ok() {
 	fi
 }
 
+# run_rc CMD...: runs the command; its exit status in rc, its output (stdout and stderr) in out.
+run_rc() {
+	rc=0
+	out=$("$@" 2>&1) || rc=$?
+}
+
+# expect_rc DESC STATUS PATTERN CMD...: the command must exit with STATUS and its output match
+# PATTERN (grep -E).
+expect_rc() {
+	local desc=$1 want=$2 pat=$3
+	shift 3
+	run_rc "$@"
+	if [ "$rc" -ne "$want" ]; then
+		fail "$desc: exit $rc, want $want: $out"
+	elif ! grep -qE -- "$pat" <<<"$out"; then
+		fail "$desc: output does not match /$pat/: $out"
+	else
+		pass "$desc"
+	fi
+}
+
 # expect_fail DESC PATTERN CMD...: the command must fail and its output match PATTERN (grep -E).
 expect_fail() {
 	local desc=$1 pat=$2 rc=0

@@ -13,10 +13,6 @@ setup
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: /$2/ not in: $3"; fi
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # fp_of PEM: sha256 of the certificate's public key (DER SubjectPublicKeyInfo), as the units
 # and known_units show it.
 fp_of() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -c1-64; }

@@ -73,10 +73,6 @@ expect_eq "... then the card's PIN is no longer verified: no other program finds
 card_remove 1 || fail "card a did not end cleanly"
 pcsc_wait_card 1 absent
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 run_rc "$KYOK" tke card-keep --reader 9
 expect_eq "card-keep --reader 9 (no such reader): exit 3" "$rc" 3
 grep -q "reader" <<<"$out" && pass "... names the reader" || fail "... said: $out"

@@ -42,10 +42,6 @@ put() {
 	card_insert "$1" "$2"
 	pcsc_wait_card "$1" present
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 nparts_files() { find "$KYOK_TKE_FILES/keyparts" -type f 2>/dev/null | wc -l; }
 card_nparts() { "$KYOK" scup show --reader "${1:-2}" | sed -n 's/^key parts: *\([0-9]*\) of.*/\1/p'; }
 # the parts card NAME holds, hex, one a line (read from its EEPROM with its chip key)

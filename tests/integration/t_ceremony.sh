@@ -13,10 +13,6 @@ expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: /$2/ not in: $3"; fi
 }
 # run_rc CMD...: runs CMD, output in $out, exit status in $rc (never fails the script).
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # pw_args NAME...: PWARGS gets --password-file arguments for the passwords of NAME...
 pw_args() {
 	local n

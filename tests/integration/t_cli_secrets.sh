@@ -10,10 +10,6 @@
 . "$(dirname "$0")/helpers.sh"
 setup
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # expect_private_refusal DESC PATH CHMOD CMD...: refused, the message names PATH and the fix.
 expect_private_refusal() {
 	local desc=$1 path=$2 mode=$3

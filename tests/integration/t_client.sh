@@ -7,22 +7,6 @@
 setup
 PROXY="$KYOK_BUILD/tests/holdproxy"
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
-expect_rc() {
-	local desc=$1 want=$2 pat=$3
-	shift 3
-	run_rc "$@"
-	if [ "$rc" -ne "$want" ]; then
-		fail "$desc: exit $rc, want $want: $out"
-	elif ! grep -qE -- "$pat" <<<"$out"; then
-		fail "$desc: output does not match /$pat/: $out"
-	else
-		pass "$desc"
-	fi
-}
 AK="$KYOK_TKE_FILES/apikeys"
 kp() {
 	local role=$1 cmd=$2

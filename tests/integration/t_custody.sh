@@ -25,10 +25,6 @@ curl -fsS "$(unit_url 1)/v1/admin/importer" >"$C/importer.pem"
 SIGNERS=(alice bob carol dave)
 
 # run_rc CMD...: runs CMD, its output in $out and its exit status in $rc.
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # expect_out DESC PATTERN: a line of $out matches PATTERN (grep -E).
 expect_out() {
 	if grep -qE -- "$2" <<<"$out"; then pass "$1"; else fail "$1: no line matches /$2/: $out"; fi

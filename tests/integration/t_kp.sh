@@ -13,23 +13,7 @@
 setup
 
 # run_rc CMD...: runs CMD, output (stdout and stderr) in $out, exit status in $rc.
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # expect_rc DESC EXIT PATTERN CMD...: CMD exits with EXIT and its output matches PATTERN.
-expect_rc() {
-	local desc=$1 want=$2 pat=$3
-	shift 3
-	run_rc "$@"
-	if [ "$rc" -ne "$want" ]; then
-		fail "$desc: exit $rc, want $want: $out"
-	elif ! grep -qE -- "$pat" <<<"$out"; then
-		fail "$desc: output does not match /$pat/: $out"
-	else
-		pass "$desc"
-	fi
-}
 AK="$KYOK_TKE_FILES/apikeys"
 # kp ROLE CMD ARGS...: kyok kp CMD with the API key of ROLE (file t-ROLE.apikey).
 kp() {

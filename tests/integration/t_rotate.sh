@@ -10,22 +10,6 @@ setup
 
 N=${KYOK_ROTATE_KEYS:-200}
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
-expect_rc() {
-	local desc=$1 want=$2 pat=$3
-	shift 3
-	run_rc "$@"
-	if [ "$rc" -ne "$want" ]; then
-		fail "$desc: exit $rc, want $want: $out"
-	elif ! grep -qE -- "$pat" <<<"$out"; then
-		fail "$desc: output does not match /$pat/: $out"
-	else
-		pass "$desc"
-	fi
-}
 pwf() {
 	local n
 	for n in "$@"; do printf -- '--password-file\n%s\n' "$T_DIR/pw/$n"; done

@@ -20,10 +20,6 @@ ROUNDS=$((${KYOK_CRASH_ROUNDS:-25} * 10 / 25))
 PAR=4 # client connections for the bulk requests
 START=$SECONDS
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 pwf() {
 	local n
 	for n in "$@"; do printf -- '--password-file\n%s\n' "$T_DIR/pw/$n"; done

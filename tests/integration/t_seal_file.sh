@@ -8,10 +8,6 @@
 setup
 
 # run_rc CMD...: runs CMD, output (stdout and stderr) in $out, exit status in $rc.
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # expect_match DESC PATTERN TEXT: TEXT holds PATTERN (an extended regex).
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: no /$2/ in: $3"; fi

@@ -6,10 +6,6 @@
 . "$(dirname "$0")/helpers.sh"
 setup
 
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: no /$2/ in: $3"; fi
 }

@@ -49,10 +49,6 @@ put() {
 	card_insert "$1" "$2"
 	pcsc_wait_card "$1" present
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 nfiles() { find "$KYOK_TKE_FILES/sigkeys" -type f 2>/dev/null | wc -l; }
 
 # ---- a zone: its CA card enrols two EP11 cards -------------------------------------------------

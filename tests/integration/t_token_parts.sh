@@ -227,10 +227,6 @@ expect_eq "unit 2: the key is not unit 1's (its second part differs)" \
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: /$2/ not in: $3"; fi
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # p11 ARGS...: pkcs11-tool on token kyok-ops, logged in; the PIN typed at its prompt.
 p11() { p11_tool kyok-ops "$T_DIR/pw/pin-ops" "$@"; }
 so=$(cat "$(newpw so-two)")

@@ -11,10 +11,6 @@ setup
 expect_match() {
 	if grep -qE -- "$2" <<<"$3"; then pass "$1"; else fail "$1: /$2/ not in: $3"; fi
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 # wait_gone PID: waits up to 5 s for the process to end.
 wait_gone() {
 	local _

@@ -13,10 +13,6 @@ expect_match() {
 expect_nomatch() {
 	if grep -qF -- "$2" <<<"$3"; then fail "$1: '$2' found"; else pass "$1"; fi
 }
-run_rc() {
-	rc=0
-	out=$("$@" 2>&1) || rc=$?
-}
 nfiles() { find "$KYOK_TKE_FILES/$1" -type f 2>/dev/null | wc -l; }
 # expect_refused_ws DESC PATTERN EXIT CMD...: refused with PATTERN and EXIT, no file created.
 expect_refused_ws() {
