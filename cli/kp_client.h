@@ -21,8 +21,10 @@ struct kp_opts {
 };
 extern struct kp_opts kp_o;
 
+/* Ids from 0x1201: past the common options' (0x10xx) and --imprint-credential's (0x1101), as
+ * a kp table holds the common rows too. */
 enum {
-	KP_OPT_APIKEY_FILE = 0x1101,
+	KP_OPT_APIKEY_FILE = 0x1201,
 	KP_OPT_VERBOSE,
 	KP_OPT_UNIT,
 	KP_OPT_KEY_RING,
