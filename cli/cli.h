@@ -35,8 +35,7 @@ void cli_usage_table(FILE *f, const char *prog, const struct cli_cmd *cmds);
  * and the ceremony runner (tke_run_finish, tke_run_command, tke_run_report) with the
  * steps built on it (auto-init, auto-recover, mk-rotate). Option parsers return -1 after
  * --help (nothing more to do), 0 to go on, or an error code (printed): the caller returns
- * r < 0 ? 0 : ky_err_exit(r); those of kyok kp, part of its client, give the exit status in
- * place of the error code. A helper never returns 1 or -1 for an error (1 is
+ * r < 0 ? 0 : ky_err_exit(r). A helper never returns 1 or -1 for an error (1 is
  * KY_ERR_INTERNAL); -1 says "nothing more to do" (help printed, stopped, already done). */
 int cli_fail(int err, const char *subject, const char *detail_fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -144,7 +144,7 @@ bool kp_ring_id_ok(const char *id)
 
 int kp_refuse_opt(const char *name, const char *why)
 {
-	return cli_fail(KY_ERR_KP_OPTION_NOT_OFFERED, name, "%s", why);
+	return cli_err(KY_ERR_KP_OPTION_NOT_OFFERED, name, "%s", why);
 }
 
 int kp_instance_check(const char *have, const char *want)

@@ -38,7 +38,7 @@ extern const struct cli_opt kp_common_opts[];
 int kp_common_opt(int opt, const char *arg) KY_WUR;
 /* Refuses an ibmcloud kp option that kyok kp does not offer, by name, with the reason:
  * prints "error: <name>: this ibmcloud kp option is not offered by kyok kp: <why>" and
- * returns the exit status. */
+ * returns the error code KY_ERR_KP_OPTION_NOT_OFFERED (its exit status is KY_EXIT_USAGE). */
 int kp_refuse_opt(const char *name, const char *why);
 /* Reasons shared by several commands. */
 #define KP_WHY_SECRET_ARGV                                                                      \

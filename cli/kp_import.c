@@ -107,7 +107,7 @@ int kp_import_token_key_encrypt_main(int argc, char **argv)
 			break;
 		case 'k':
 		case OPT_KEY:
-			return kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV);
+			return ky_err_exit(kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV));
 		case 'p':
 			pub_b64 = optarg;
 			break;
@@ -208,15 +208,15 @@ int kp_import_token_nonce_encrypt_main(int argc, char **argv)
 			break;
 		case 'k':
 		case OPT_KEY:
-			return kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV);
+			return ky_err_exit(kp_refuse_opt("-k/--key", KP_WHY_KEY_ARGV));
 		case 'n':
 			nonce_b64 = optarg;
 			break;
 		case 'c':
 		case OPT_CBC:
-			return kp_refuse_opt(
+			return ky_err_exit(kp_refuse_opt(
 			    "-c/--cbc", "the crypto units take the nonce encrypted with AES-GCM "
-			                "only, as Key Protect does: leave -c out");
+			                "only, as Key Protect does: leave -c out"));
 		default:
 			if (kp_common_opt(opt, optarg) != 0)
 				return KY_EXIT_USAGE;

@@ -39,7 +39,8 @@ enum {
 	OPT_ENC_ALG,
 };
 
-/* Refuses -k, -n, -v (OPT_KEY_MATERIAL, OPT_NONCE, OPT_IV); returns 0 for other options. */
+/* Refuses -k, -n, -v (OPT_KEY_MATERIAL, OPT_NONCE, OPT_IV): the error code (printed); 0 for
+ * other options. */
 static int kp_import_refused(int opt, const char *why_material)
 {
 	switch (opt) {
@@ -321,9 +322,9 @@ int kp_keys_main(int argc, char **argv)
 			return 0;
 		case 'c':
 		case OPT_CRN:
-			return kp_refuse_opt("-c/--crn",
-			                     "kyok kp lists key IDs: -o json shows each "
-			                     "key's crn");
+			return ky_err_exit(kp_refuse_opt("-c/--crn",
+			                                 "kyok kp lists key IDs: -o json "
+			                                 "shows each key's crn"));
 		case 'n':
 			if (kp_uint_opt("--limit", optarg, 5000, &limit) != 0 || limit == 0)
 				return limit == 0 ? cli_fail(KY_ERR_USAGE, "--limit",
@@ -444,14 +445,13 @@ static int kp_sealed_check(const struct kp_sealed_args *s, bool standard, bool p
 	if (s->key == NULL)
 		return 0;
 	if (s->nonce == NULL || s->iv == NULL) {
-		cli_fail(
-		    KY_ERR_KP_OPTION_NOT_OFFERED, "-k/--key-material",
+		return kp_refuse_opt(
+		    "-k/--key-material",
 		    "without -n and -v it is key material in the clear, and key material on "
 		    "the command line is seen by every user of this host (ps, /proc): give the "
 		    "raw bytes with --payload-file FILE, or the key encrypted to the import "
 		    "token with -n ENCRYPTED_NONCE and -v IV ('kyok kp import-token "
 		    "key-encrypt' and 'nonce-encrypt')");
-		return KY_ERR_KP_OPTION_NOT_OFFERED;
 	}
 	if (standard)
 		return cli_err(KY_ERR_USAGE, "-k/--key-material",
@@ -738,7 +738,7 @@ int kp_key_versions_main(int argc, char **argv)
 	struct cli_table *t = NULL;
 
 	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	(void)kp_key_path(path, sizeof(path), id, "/versions");
 	snprintf(subject, sizeof(subject), "key %s", id);
 	if ((status = kp_call("GET", path, NULL, NULL, NULL, subject, &rep)) != 0)
@@ -799,7 +799,7 @@ static int kp_key_action(int argc, char **argv, const char *usage, const char *a
 		if (opt == 'k' || opt == 'n' || opt == 'v')
 			opt = opt == 'k' ? OPT_KEY_MATERIAL : opt == 'n' ? OPT_NONCE : OPT_IV;
 		if (opt == OPT_KEY_MATERIAL || opt == OPT_NONCE || opt == OPT_IV)
-			return kp_import_refused(opt, KP_WHY_SECRET_ARGV);
+			return ky_err_exit(kp_import_refused(opt, KP_WHY_SECRET_ARGV));
 		if (opt == OPT_PAYLOAD_FILE) {
 			payload_file = optarg;
 			continue;
@@ -982,9 +982,9 @@ int kp_key_restore_main(int argc, char **argv)
 		if (opt == 'k' || opt == 'n' || opt == 'v')
 			opt = opt == 'k' ? OPT_KEY_MATERIAL : opt == 'n' ? OPT_NONCE : OPT_IV;
 		if (opt == OPT_KEY_MATERIAL || opt == OPT_NONCE || opt == OPT_IV)
-			return kp_import_refused(opt,
-			                         "kyok keeps a deleted key's material until it is "
-			                         "purged: restore takes none");
+			return ky_err_exit(kp_import_refused(
+			    opt, "kyok keeps a deleted key's material until it is purged: restore "
+			         "takes none"));
 		if (kp_common_opt(opt, optarg) != 0)
 			return KY_EXIT_USAGE;
 	}
@@ -1024,7 +1024,7 @@ int kp_key_purge_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 
 	if ((r = kp_id_only_opts(argc, argv, usage, &id)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	snprintf(question, sizeof(question), "purge key %s for good? it cannot be restored after",
 	         id);
 	if ((r = cli_confirm(question)) != 0)

@@ -201,7 +201,7 @@ int kp_policies_main(int argc, char **argv)
 	const char *id = NULL;
 
 	if ((r = kp_policy_opts(argc, argv, usage, opts, &p)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if (kp_key_operand(argc, argv, &id) != 0)
 		return KY_EXIT_USAGE;
 	return kp_key_policies_run(id, &p);
@@ -312,7 +312,7 @@ int kp_instance_policies_main(int argc, char **argv)
 	int r;
 
 	if ((r = kp_policy_opts(argc, argv, usage, opts, &p)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	return kp_instance_policies_run(&p);
@@ -443,12 +443,11 @@ static int kp_policy_update_opts(int argc, char **argv, const char *usage,
 	if (strcmp(type, "rotation") != 0 && strcmp(type, "dual-auth-delete") != 0) {
 		if (!key && (strcmp(type, "allowed-ip") == 0 || strcmp(type, "metrics") == 0 ||
 		             strcmp(type, "key-create-import-access") == 0)) {
-			cli_fail(
+			return cli_err(
 			    KY_ERR_KP_OPTION_NOT_OFFERED, type,
 			    "ibmcloud kp has no such policy-update either: set %s with the key "
 			    "API (PUT /api/v2/instance/policies, docs/api.md)",
 			    type);
-			return KY_ERR_KP_OPTION_NOT_OFFERED;
 		}
 		return cli_err(KY_ERR_USAGE, cli_cmd_name(),
 		               key ? "'%.64s' is not a policy: give rotation or dual-auth-delete"

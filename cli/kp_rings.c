@@ -22,7 +22,8 @@ enum {
 };
 
 /* getopt over the common kp options and the ones in extra (each handled by on_opt, which
- * returns 0 or an exit status). Returns -1 after --help (printed), else 0 or an exit status. */
+ * returns -1 for an option not its own, else 0 or an error code, printed). Returns -1 after
+ * --help (printed), else 0 or an error code (printed). */
 static int kp_feature_opts(int argc, char **argv, const char *usage, const struct cli_opt *longopts,
                            int (*on_opt)(int opt, const char *arg, void *ctx), void *ctx)
 {
@@ -39,21 +40,22 @@ static int kp_feature_opts(int argc, char **argv, const char *usage, const struc
 			continue;
 		}
 		if (kp_common_opt(opt, optarg) != 0)
-			return KY_EXIT_USAGE;
+			return KY_ERR_USAGE;
 	}
 	return 0;
 }
 
-/* The operand at optind, checked with ok; what names it in messages. */
+/* The operand at optind, checked with ok; what names it in messages. 0, or KY_ERR_USAGE
+ * (printed). */
 static int kp_operand(int argc, char **argv, const char *what, bool (*ok)(const char *),
                       const char *rule, const char **out)
 {
 	if (optind >= argc)
-		return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "give the %s: see '%s --help'", what,
-		                cli_cmd_name());
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(), "give the %s: see '%s --help'", what,
+		               cli_cmd_name());
 	if (!ok(argv[optind]))
-		return cli_fail(KY_ERR_USAGE, cli_cmd_name(), "'%.100s' is not a %s (%s)",
-		                argv[optind], what, rule);
+		return cli_err(KY_ERR_USAGE, cli_cmd_name(), "'%.100s' is not a %s (%s)",
+		               argv[optind], what, rule);
 	*out = argv[optind++];
 	return 0;
 }
@@ -99,7 +101,7 @@ int kp_key_rings_main(int argc, char **argv)
 	struct cli_table *t = NULL;
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, NULL, NULL)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if ((status = kp_call_feature("GET", "/api/v2/key_rings", NULL, NULL, "key rings",
@@ -171,10 +173,10 @@ static int kp_key_ring_change(int argc, char **argv, const char *usage, bool cre
 
 	if ((status = kp_feature_opts(argc, argv, usage, create ? NULL : delete_opts,
 	                              create ? NULL : kp_force_opt, &force)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if ((status = kp_operand(argc, argv, "key ring ID", kp_ring_id_ok,
 	                         "2 to 100 letters, digits, '-'", &id)) != 0)
-		return status;
+		return ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	snprintf(path, sizeof(path), "/api/v2/key_rings/%s%s", id, force ? "?force=true" : "");
@@ -225,10 +227,10 @@ static int kp_key_alias_change(int argc, char **argv, const char *usage, bool cr
 	char path[KP_PATH_MAX], subject[200];
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_alias_opt, &alias)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
 	                         &id)) != 0)
-		return status;
+		return ky_err_exit(status);
 	if (optind < argc && alias != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "the alias is given twice ('%.100s' and -a '%.100s'): give it once",
@@ -236,7 +238,7 @@ static int kp_key_alias_change(int argc, char **argv, const char *usage, bool cr
 	if (alias == NULL &&
 	    (status = kp_operand(argc, argv, "alias", kp_key_id_ok,
 	                         "2 to 90 letters, digits, '-', '_'", &alias)) != 0)
-		return status;
+		return ky_err_exit(status);
 	if (!kp_key_id_ok(alias))
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "'%.100s' is not an alias (2 to 90 letters, digits, '-', '_')",
@@ -275,9 +277,9 @@ static int kp_new_ring_opt(int opt, const char *arg, void *ctx)
 	if (opt != 'r')
 		return -1;
 	if (!kp_ring_id_ok(arg))
-		return cli_fail(KY_ERR_USAGE, "-r/--new-key-ring",
-		                "'%.100s' is not a key ring ID (2 to 100 letters, digits, '-')",
-		                arg);
+		return cli_err(KY_ERR_USAGE, "-r/--new-key-ring",
+		               "'%.100s' is not a key ring ID (2 to 100 letters, digits, '-')",
+		               arg);
 	*(const char **)ctx = arg;
 	return 0;
 }
@@ -304,10 +306,10 @@ int kp_key_update_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_new_ring_opt, &ring)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if ((status = kp_operand(argc, argv, "key ID", kp_key_id_ok, "letters, digits, '-', '_'",
 	                         &id)) != 0)
-		return status;
+		return ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if (ring == NULL)
@@ -346,9 +348,8 @@ static int kp_token_opt(int opt, const char *arg, void *ctx)
 	errno = 0;
 	v = strtol(arg, &end, 10);
 	if (errno != 0 || end == arg || *end != '\0' || v < 1 || v > 86400)
-		return cli_fail(KY_ERR_USAGE,
-		                opt == 'e' ? "-e/--expiration" : "-m/--max-retrievals",
-		                "takes a whole number from 1 to 86400, not '%.40s'", arg);
+		return cli_err(KY_ERR_USAGE, opt == 'e' ? "-e/--expiration" : "-m/--max-retrievals",
+		               "takes a whole number from 1 to 86400, not '%.40s'", arg);
 	if (opt == 'e')
 		a->expiration = v;
 	else
@@ -379,7 +380,7 @@ int kp_import_token_create_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_token_opt, &a)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if ((body = json_object()) == NULL ||
@@ -421,7 +422,7 @@ int kp_import_token_show_main(int argc, char **argv)
 	struct kp_reply rep = {0};
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, NULL, NULL)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if ((status = kp_call_feature("GET", "/api/v2/import_token", NULL, NULL, "import token",
@@ -444,19 +445,19 @@ static int kp_reg_opt(int opt, const char *arg, void *ctx)
 	struct kp_reg_args *a = ctx;
 
 	if (opt == 'r')
-		return kp_common_opt(KP_OPT_KEY_RING, arg) != 0 ? KY_EXIT_USAGE : 0;
+		return kp_common_opt(KP_OPT_KEY_RING, arg) != 0 ? KY_ERR_USAGE : 0;
 	if (opt == 'c') {
 		if (arg[0] == '\0' || strlen(arg) > 200)
-			return cli_fail(KY_ERR_USAGE, "-c/--crn-query",
-			                "takes a CRN of 1 to 200 "
-			                "characters");
+			return cli_err(KY_ERR_USAGE, "-c/--crn-query",
+			               "takes a CRN of 1 to 200 "
+			               "characters");
 		a->crn = arg;
 		return 0;
 	}
 	if (opt != 'k')
 		return -1;
 	if (!kp_key_id_ok(arg))
-		return cli_fail(KY_ERR_USAGE, "-k/--key-id", "'%.100s' is not a key ID", arg);
+		return cli_err(KY_ERR_USAGE, "-k/--key-id", "'%.100s' is not a key ID", arg);
 	a->id = arg;
 	return 0;
 }
@@ -512,7 +513,7 @@ int kp_registrations_main(int argc, char **argv)
 	struct cli_table *t = NULL;
 
 	if ((status = kp_feature_opts(argc, argv, usage, longopts, kp_reg_opt, &a)) != 0)
-		return status < 0 ? 0 : status;
+		return status < 0 ? 0 : ky_err_exit(status);
 	if (cli_no_operands(argc, argv) != 0)
 		return KY_EXIT_USAGE;
 	if (a.crn != NULL && !kp_url_encode(a.crn, crn, sizeof(crn)))

@@ -94,12 +94,11 @@ static int kp_wrap_opts(int argc, char **argv, const char *usage, const struct c
 			return -1;
 		case 'p':
 		case OPT_PLAINTEXT:
-			kp_refuse_opt(
+			return kp_refuse_opt(
 			    "-p/--plaintext",
 			    "a data key on the command line is seen by every user of this "
 			    "host (ps, /proc): put the raw bytes in a file and give "
 			    "--plaintext-file FILE");
-			return KY_ERR_KP_OPTION_NOT_OFFERED;
 		case 'a':
 			/* ibmcloud kp's -a: one string each here; a comma would be read otherwise */
 			if (strchr(optarg, ',') != NULL)
@@ -300,7 +299,7 @@ int kp_wrap_main(int argc, char **argv)
 	const char *ct, *dek;
 
 	if ((r = kp_wrap_opts(argc, argv, usage, opts, false, &a)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if (a.ciphertext_file != NULL || a.out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "--ciphertext-file and --out are for unwrap");
@@ -391,7 +390,7 @@ int kp_unwrap_main(int argc, char **argv)
 	const char *pt, *rewrapped;
 
 	if ((r = kp_wrap_opts(argc, argv, usage, opts, true, &a)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if (a.plaintext_file != NULL || a.dek_out != NULL)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "--plaintext-file and --dek-out are for wrap");
@@ -483,7 +482,7 @@ int kp_rewrap_main(int argc, char **argv)
 	const char *ct;
 
 	if ((r = kp_wrap_opts(argc, argv, usage, opts, false, &a)) != 0)
-		return r < 0 ? 0 : KY_EXIT_USAGE;
+		return r < 0 ? 0 : ky_err_exit(r);
 	if (a.plaintext_file != NULL || a.dek_out != NULL || a.out != NULL || a.show)
 		return cli_fail(KY_ERR_USAGE, cli_cmd_name(),
 		                "rewrap takes --ciphertext-file and --aad only");
