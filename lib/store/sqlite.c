@@ -67,6 +67,7 @@
 #include "kyok/store.h"
 #include "lib/store/alias.h"
 #include "lib/store/changelog.h"
+#include "lib/store/groupcommit.h"
 #include "lib/store/ledger.h"
 
 enum sq_stmt {
@@ -342,25 +343,14 @@ struct sq_conn {
 	int ro_errno;
 };
 
-/* A queued insert waiting for a group commit. */
-struct sq_gc_req {
-	struct ky_store_row *row;
-	int r;
-	int done;
-	struct sq_gc_req *next;
-};
-
 struct sq_store {
 	char *path;
 	struct ky_store_opts o;
 	pthread_key_t tls;
-	pthread_mutex_t lock;  /* conns list and group-commit queue */
+	pthread_mutex_t lock;  /* conns list */
 	pthread_mutex_t wlock; /* one writer at a time in this process */
-	pthread_cond_t gc_cond;
 	struct sq_conn *conns;
-	struct sq_gc_req *gc_head;
-	struct sq_gc_req **gc_tail;
-	int gc_busy;
+	struct ky_gc gc;       /* inserts waiting for a group commit */
 	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
 	struct sq_ledger L;
 };
@@ -1443,10 +1433,11 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
-/* Leader of a group commit: all queued rows in one transaction. */
-static void sq_key_insert_batch(struct sq_conn *c, struct sq_gc_req *batch)
+/* Leader of a group commit (ky_gc_lead_fn): all queued rows in one transaction. */
+static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
-	struct sq_gc_req *q;
+	struct sq_conn *c = ctx;
+	struct ky_gc_req *q;
 	int r, opened;
 
 	if ((r = sq_wbegin(c, &opened)) != 0)
@@ -1473,7 +1464,6 @@ static int sq_key_insert(void *be, struct ky_store_row *row)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
-	struct sq_gc_req req = {.row = row};
 	int r, opened;
 
 	if ((r = sq_conn(s, &c)) != 0)
@@ -1484,33 +1474,7 @@ static int sq_key_insert(void *be, struct ky_store_row *row)
 		r = sq_key_insert_one(c, row);
 		return sq_wend(c, opened, r);
 	}
-
-	pthread_mutex_lock(&s->lock);
-	*s->gc_tail = &req;
-	s->gc_tail = &req.next;
-	while (!req.done) {
-		if (s->gc_busy) {
-			pthread_cond_wait(&s->gc_cond, &s->lock);
-			continue;
-		}
-		/* No commit in progress: lead one for everything queued (ours included). */
-		struct sq_gc_req *batch = s->gc_head, *q;
-		s->gc_head = NULL;
-		s->gc_tail = &s->gc_head;
-		s->gc_busy = 1;
-		pthread_mutex_unlock(&s->lock);
-		sq_key_insert_batch(c, batch);
-		pthread_mutex_lock(&s->lock);
-		for (q = batch; q != NULL;) {
-			struct sq_gc_req *next = q->next;
-			q->done = 1; /* q may be gone as soon as its owner sees this */
-			q = next;
-		}
-		s->gc_busy = 0;
-		pthread_cond_broadcast(&s->gc_cond);
-	}
-	pthread_mutex_unlock(&s->lock);
-	return req.r;
+	return ky_gc_insert(&s->gc, row, sq_key_insert_batch, c);
 }
 
 /* After a CAS statement changed nothing: was the row changed or is it gone? */
@@ -3016,7 +2980,7 @@ static void sq_close(void *be)
 	ky_ledger_mac_release(&s->L.mac);
 	ky_ledger_index_release(&s->L.ix);
 	pthread_mutex_destroy(&s->L.mu);
-	pthread_cond_destroy(&s->gc_cond);
+	ky_gc_destroy(&s->gc);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	free((char *)s->o.instance);
@@ -3042,14 +3006,16 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 		return KY_ERR_NOMEM;
 	s->o = *opts;
 	s->o.instance = NULL;
-	s->gc_tail = &s->gc_head;
+	if (ky_gc_init(&s->gc) != 0) {
+		free(s);
+		return KY_ERR_NOMEM;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->L.mu, NULL);
-	pthread_cond_init(&s->gc_cond, NULL);
 	if (pthread_key_create(&s->tls, sq_conn_destructor) != 0) {
 		pthread_mutex_destroy(&s->L.mu);
-		pthread_cond_destroy(&s->gc_cond);
+		ky_gc_destroy(&s->gc);
 		pthread_mutex_destroy(&s->wlock);
 		pthread_mutex_destroy(&s->lock);
 		free(s);

@@ -1261,6 +1261,47 @@ static void test_changed(void **state)
 	assert_int_equal(a.changed, 1);
 }
 
+/* With a check window (PostgreSQL: one read answers the calls made within it), a write
+ * through another handle returns only once the window has passed since its commit, so the
+ * next call is answered by a newer read and reports it. With a window this long the call
+ * right after the write would still be inside the window of the read before it. */
+static void test_changed_window(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_opts o = {.check_window_us = 400 * 1000};
+	struct ky_store *a = NULL, *b = NULL;
+	struct ky_store_secret sec = {0};
+	uint8_t blob[40] = {2};
+	int changed = 0;
+
+	assert_int_equal(ky_store_open(f->uri, &o, &a), 0);
+	assert_int_equal(ky_store_open(f->uri, &o, &b), 0);
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 0);
+	strcpy(sec.name, "w1");
+	memcpy(sec.vp, vp_a, KY_VP_LEN);
+	sec.blob = blob;
+	sec.bloblen = sizeof(blob);
+	assert_int_equal(ky_store_secret_put(b, &sec, 0), 0);
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 0);
+	/* the same for a key created through the group commit */
+	{
+		struct ky_store_row row;
+		row_make(&row, 77, 1, 0, vp_a);
+		assert_int_equal(ky_store_key_insert(b, &row), 0);
+		ky_store_row_release(&row);
+	}
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 1);
+	ky_store_close(b);
+	ky_store_close(a);
+}
+
 /* Many threads asking at once (a unit's request threads), while others keep asking all the
  * time (so that a read of the counter is under way when a write commits): after a write by
  * another handle has returned, every thread that asks is told, and without one none is. The
@@ -1803,6 +1844,56 @@ static void test_group_commit_limit(void **state)
 	ky_store_close(s);
 }
 
+/* A refused row in a group commit costs the other rows of its batch nothing: every other
+ * id is taken before the threads start, so most batches hold both kinds. */
+static void *gc_dup_thread(void *p)
+{
+	struct gc_arg *a = p;
+	struct ky_store_row row;
+
+	for (int i = 0; i < GC_EACH; i++) {
+		row_make(&row, a->base + i, 1, 0, vp_a);
+		int r = ky_store_key_insert(a->s, &row);
+		if (r == 0 && i % 2 == 1)
+			a->ok++;
+		else if (r == KY_ERR_EXISTS && i % 2 == 0)
+			a->limit_hits++; /* here: refused as taken, as it should be */
+		else
+			a->other++;
+		ky_store_row_release(&row);
+	}
+	return NULL;
+}
+
+static void test_group_commit_refused_row(void **state)
+{
+	struct fx *f = *state;
+	struct gc_arg args[GC_THREADS];
+	pthread_t th[GC_THREADS];
+	struct ky_store_row row;
+	uint64_t total = 0;
+
+	for (int t = 0; t < GC_THREADS; t++)
+		for (int i = 0; i < GC_EACH; i += 2) {
+			row_make(&row, t * 1000 + i, 1, 0, vp_a);
+			assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+			ky_store_row_release(&row);
+		}
+	for (int t = 0; t < GC_THREADS; t++) {
+		args[t] = (struct gc_arg){.s = f->s, .base = t * 1000};
+		assert_int_equal(pthread_create(&th[t], NULL, gc_dup_thread, &args[t]), 0);
+	}
+	for (int t = 0; t < GC_THREADS; t++)
+		pthread_join(th[t], NULL);
+	for (int t = 0; t < GC_THREADS; t++) {
+		assert_int_equal(args[t].other, 0);
+		assert_int_equal(args[t].ok, GC_EACH / 2);
+		assert_int_equal(args[t].limit_hits, GC_EACH / 2);
+	}
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, GC_THREADS * GC_EACH);
+}
+
 static void test_no_group_commit_threads(void **state)
 {
 	struct fx *f = *state;
@@ -2070,6 +2161,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_apikeys, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_threads, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_limit, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_refused_row, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_window, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),

@@ -1,0 +1,58 @@
+/* Group commit of key inserts: see groupcommit.h. */
+#include "lib/store/groupcommit.h"
+
+#include "kyok/err.h"
+
+int ky_gc_init(struct ky_gc *g)
+{
+	g->head = NULL;
+	g->tail = &g->head;
+	g->busy = false;
+	if (pthread_mutex_init(&g->mu, NULL) != 0)
+		return KY_ERR_INTERNAL;
+	if (pthread_cond_init(&g->cv, NULL) != 0) {
+		pthread_mutex_destroy(&g->mu);
+		return KY_ERR_INTERNAL;
+	}
+	return 0;
+}
+
+void ky_gc_destroy(struct ky_gc *g)
+{
+	pthread_cond_destroy(&g->cv);
+	pthread_mutex_destroy(&g->mu);
+}
+
+int ky_gc_insert(struct ky_gc *g, struct ky_store_row *row, ky_gc_lead_fn lead, void *ctx)
+{
+	struct ky_gc_req req = {.row = row, .r = KY_ERR_INTERNAL};
+
+	pthread_mutex_lock(&g->mu);
+	*g->tail = &req;
+	g->tail = &req.next;
+	while (!req.done) {
+		struct ky_gc_req *batch, *q;
+
+		if (g->busy) {
+			pthread_cond_wait(&g->cv, &g->mu);
+			continue;
+		}
+		/* No commit under way: lead one for everything queued (ours included). */
+		batch = g->head;
+		g->head = NULL;
+		g->tail = &g->head;
+		g->busy = true;
+		pthread_mutex_unlock(&g->mu);
+		lead(ctx, batch);
+		pthread_mutex_lock(&g->mu);
+		for (q = batch; q != NULL;) {
+			struct ky_gc_req *next = q->next;
+			q->done = true; /* q may be gone as soon as its owner sees this */
+			q = next;
+		}
+		g->busy = false;
+		pthread_cond_broadcast(&g->cv);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return req.r;
+}
