@@ -53,7 +53,15 @@ struct ky_store_opts {
 				       another one later (KY_ERR_WRONG_INSTANCE); NULL = no check */
 	int must_exist;       /* 1: refuse (KY_ERR_STORAGE_MISSING) a store that does not exist
 				       or is empty, instead of making a new one */
+	int check_window_us;  /* PostgreSQL, ky_store_changed: 0 = KY_STORE_CHECK_WINDOW_US; < 0
+				       = none (a read per call). Every handle on one store must
+				       use the same: only tests set it */
 };
+
+/* PostgreSQL (ky_store_changed): a read of the commit counter answers the calls made within
+ * this many microseconds after it was sent, and every commit returns only that long (and a
+ * margin for clock rates) after the server confirmed it. */
+#define KY_STORE_CHECK_WINDOW_US 2000
 
 enum ky_store_table {
 	KY_STORE_KEYS,
@@ -350,9 +358,12 @@ void ky_store_request_release(struct ky_store_request *req); /* frees body, keep
 
 /* *changed = 1 when anything may have been committed to the store since the calling thread
  * last asked (by any thread or process; the thread's own writes may be reported too), and on
- * a thread's first call; else 0. Commits made through kyok are seen at once; writes by other
- * programs within a fraction of a second. Cheap (usually no system call): meant to be called
- * once per request by caches above the store. */
+ * a thread's first call; else 0. A commit made through kyok is seen by every call made after
+ * the write returned; writes by other programs within a fraction of a second. Cheap: on
+ * SQLite usually no system call; on PostgreSQL one read of the server shared by the calls
+ * made within KY_STORE_CHECK_WINDOW_US of when it was sent (a write through kyok returns
+ * only once that window has passed since its commit, so no call after it takes an older
+ * answer). Meant to be called once per request by caches above the store. */
 int ky_store_changed(struct ky_store *s, int *changed) KY_WUR;
 
 /* What changed since *pos, for caches above the store that drop only what changed.

@@ -34,8 +34,9 @@
  * A program that writes without the lock (by hand) is what the digest is there to catch.
  *
  * Threads: every thread gets its own connection (a pthread key per store) with its statements
- * prepared on first use; writers of one process queue on a mutex. Inserts are not grouped:
- * each commits alone (no_group_commit is implied).
+ * prepared on first use; writers of one process queue on a mutex. Concurrent inserts share
+ * one commit (lib/store/groupcommit.h), as in sqlite.c: a commit is a WAL flush and several
+ * round trips under the advisory lock, so without it creations would run one commit at a time.
  *
  * Schema version 2 (meta.schema = '2'; version 1 is brought to 2 on open: it only lacks
  * key_aliases), in the connection's current schema (choose another
@@ -49,14 +50,18 @@
  *
  * Change detection (ky_store_changed): one statement reading counters 'commits' and the
  * digest's generation and epoch (a whole schema restored from a backup, or a failover to a
- * replica that had not received the last commits, takes them back: also a change), shared by
- * the threads that ask at once (pg_changed: each takes the answer of a read sent after it
- * asked).
- * A notification channel (LISTEN/NOTIFY) would be cheaper but arrives after the writer's
- * COMMIT has returned: a unit could serve a cached row in between that another unit had
- * already changed and acknowledged. The counter read cannot. What changed is then read from
- * the change log (ky_store_changes): one statement, one snapshot, giving the counter 'changes'
- * and the rows after the caller's position, checked as lib/store/changelog.h says.
+ * replica that had not received the last commits, takes them back: also a change). One read
+ * answers the calls made within the check window after it was sent (KY_STORE_CHECK_WINDOW_US,
+ * 2 ms), and every write returns only once that window (and a margin) has passed since its
+ * COMMIT was confirmed, so a call made after a write returned never takes an answer older than
+ * that write (pg_changed gives the argument). Under load a unit then sends a few hundred reads
+ * a second instead of one per request, and its requests seldom wait for one; a write costs
+ * the window in latency, not in throughput (the wait holds no lock). Writes by other programs
+ * (by hand) are seen within the window. A notification channel (LISTEN/NOTIFY) alone would not
+ * do: it arrives after the writer's COMMIT has returned, with no bound on how long after.
+ * What changed is then read from the change log (ky_store_changes): one statement, one
+ * snapshot, giving the counter 'changes' and the rows after the caller's position, checked as
+ * lib/store/changelog.h says.
  *
  * Storage digest: as sqlite.c (see its comment "storage digest"), with lib/store/ledger.c.
  * A field's kind in a tag comes from the column's type: int8 = integer, text = text, bytea =
@@ -64,6 +69,7 @@
  */
 #include <arpa/inet.h>
 #include <endian.h>
+#include <errno.h>
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -71,11 +77,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kyok/err.h"
 #include "kyok/store.h"
 #include "lib/store/alias.h"
 #include "lib/store/changelog.h"
+#include "lib/store/groupcommit.h"
 #include "lib/store/ledger.h"
 
 /* PostgreSQL type oids (catalog/pg_type_d.h, stable) */
@@ -417,8 +425,9 @@ struct pg_conn {
 	bool prepared[PG__COUNT];
 	struct pg_store *s;
 	struct pg_conn *prev, *next;
-	int in_txn;  /* inside ky_store_begin: holds s->wlock */
-	int in_read; /* inside a read transaction of pg_ledger_sync */
+	int in_txn;      /* inside ky_store_begin: holds s->wlock */
+	int in_read;     /* inside a read transaction of pg_ledger_sync */
+	bool gc_leading; /* leading a group commit: each inserter waits (pg_commit_wait) */
 	int commits_known;
 	int64_t commits_seen; /* with the digest's position: storage restored from a backup */
 	int64_t gen_seen, epoch_seen;
@@ -433,13 +442,15 @@ struct pg_failure_note {
 	char msg[256];
 };
 
-/* The commit counter read shared by threads that ask at once (pg_changed). */
+/* The commit counter read shared by the calls within its window (pg_changed). Times are
+ * CLOCK_MONOTONIC nanoseconds. */
 struct pg_check {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	uint64_t started, done; /* reads sent, and the last one answered */
-	bool running;
-	int r; /* the last read answered: its result */
+	bool running; /* a read is under way */
+	bool have;    /* a read was answered: the fields below are its */
+	int64_t sent; /* when the last answered read was sent */
+	int r;        /* its result */
 	int64_t commits, gen, epoch;
 	struct pg_failure_note note;
 };
@@ -454,6 +465,9 @@ struct pg_store {
 	struct pg_conn *conns;
 	struct pg_ledger L;
 	struct pg_check check;
+	int64_t window_ns;         /* the check window (KY_STORE_CHECK_WINDOW_US), 0 = none */
+	_Atomic int64_t ack_after; /* a write returns no earlier (pg_commit_wait) */
+	struct ky_gc gc;           /* inserts waiting for a group commit */
 };
 
 /* ---- errors ---- */
@@ -849,6 +863,37 @@ static void pg_ledger_apply(struct pg_conn *c, const struct pg_seen *v, size_t n
                             const struct pg_ledger_meta *m);
 static int pg_ledger_unattached_write(struct pg_conn *c);
 
+/* The wait of a write before it returns (pg_changed says why): the check window and a margin
+ * for clocks that run at slightly different rates on two hosts. */
+#define PG_WINDOW_MARGIN(w) ((w) / 4 + 100000)
+
+static int64_t pg_now_ns(void);
+
+/* After a COMMIT the server confirmed: no write returns before ack_after. */
+static void pg_commit_note(struct pg_store *s)
+{
+	int64_t until, cur;
+
+	if (s->window_ns <= 0)
+		return;
+	until = pg_now_ns() + s->window_ns + PG_WINDOW_MARGIN(s->window_ns);
+	cur = atomic_load(&s->ack_after);
+	while (cur < until && !atomic_compare_exchange_weak(&s->ack_after, &cur, until))
+		;
+}
+
+/* Waits until ack_after, when the calls of pg_changed made from now on take a newer read. */
+static void pg_commit_wait(struct pg_store *s)
+{
+	int64_t until = atomic_load(&s->ack_after);
+	struct timespec ts = {until / 1000000000, until % 1000000000};
+
+	if (s->window_ns <= 0 || until <= pg_now_ns())
+		return;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
 /* 1803120491 = 0x6b796f6b, "kyok": the advisory lock's first key */
 #define PG_BEGIN                                                                         \
 	"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SELECT pg_advisory_xact_lock(" \
@@ -889,7 +934,7 @@ static int pg_wend(struct pg_conn *c, int opened, int r)
 	struct pg_seen *tags = NULL;
 	size_t ntags = 0;
 	struct pg_ledger_meta m;
-	bool ledger = false;
+	bool ledger = false, committed = false;
 
 	if (!opened)
 		return r;
@@ -905,6 +950,8 @@ static int pg_wend(struct pg_conn *c, int opened, int r)
 		if (PQresultStatus(res) == PGRES_COMMAND_OK &&
 		    strcmp(PQcmdStatus(res), "COMMIT") == 0) {
 			PQclear(res);
+			committed = true;
+			pg_commit_note(c->s);
 			if (ledger)
 				pg_ledger_apply(c, tags, ntags, &m);
 			goto out;
@@ -918,6 +965,8 @@ out:
 	c->ntouched = 0;
 	free(tags);
 	pthread_mutex_unlock(&c->s->wlock);
+	if (committed && !c->gc_leading)
+		pg_commit_wait(c->s);
 	return r;
 }
 
@@ -1580,6 +1629,45 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 	return pg_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
+/* The rows of a group commit in one transaction: 0 (each row has its result), or an error for
+ * every row (none written). Each row's insert runs under its own savepoint
+ * (pg_key_insert_one), so a refused row leaves the transaction usable for the others. */
+static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
+{
+	struct ky_gc_req *q;
+	int r, opened;
+
+	if ((r = pg_wbegin(c, &opened)) != 0)
+		return r;
+	for (q = batch; q != NULL; q = q->next) {
+		q->r = pg_key_insert_one(c, q->row);
+		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT &&
+		    q->r != KY_ERR_KEY_ALIAS_EXISTS) {
+			r = q->r;
+			(void)pg_wend(c, opened, r);
+			return r;
+		}
+	}
+	return pg_wend(c, opened, 0);
+}
+
+/* Leader of a group commit (ky_gc_lead_fn). Its thread does not wait after the COMMIT: every
+ * inserter of the batch waits in its own (pg_key_insert). */
+static void pg_key_insert_batch(void *ctx, struct ky_gc_req *batch)
+{
+	struct pg_conn *c = ctx;
+	struct ky_gc_req *q;
+	int r;
+
+	c->gc_leading = true;
+	r = pg_key_insert_lead(c, batch);
+	c->gc_leading = false;
+	if (r == 0)
+		return;
+	for (q = batch; q != NULL; q = q->next)
+		q->r = r;
+}
+
 static int pg_key_insert(void *be, struct ky_store_row *row)
 {
 	struct pg_store *s = be;
@@ -1588,10 +1676,16 @@ static int pg_key_insert(void *be, struct ky_store_row *row)
 
 	if ((r = pg_conn(s, &c)) != 0)
 		return r;
-	if ((r = pg_wbegin(c, &opened)) != 0)
-		return r;
-	r = pg_key_insert_one(c, row);
-	return pg_wend(c, opened, r);
+	if (c->in_txn || s->o.no_group_commit) {
+		if ((r = pg_wbegin(c, &opened)) != 0)
+			return r;
+		r = pg_key_insert_one(c, row);
+		return pg_wend(c, opened, r);
+	}
+	r = ky_gc_insert(&s->gc, row, pg_key_insert_batch, c);
+	if (r == 0)
+		pg_commit_wait(s);
+	return r;
 }
 
 static int pg_miss(struct pg_conn *c, enum pg_stmt i, const char *name)
@@ -2470,19 +2564,55 @@ static int pg_commits_read(struct pg_conn *c, int64_t *v, int64_t *gen, int64_t 
 	return 0;
 }
 
-/* One read of the commit counter serves every thread that asked before it was sent: a thread
- * takes the answer of a read that began after it asked, never of one already under way (whose
- * snapshot may predate a commit acknowledged before the thread asked). The first thread to
- * find no read under way sends one for all who wait; the others wait for it. Under load one
- * round trip serves many requests; alone, a request costs one round trip as before. A thread
- * inside a transaction reads on its own. */
+/* One read of the commit counter answers every call made within the window after it was
+ * sent (s->window_ns; with none, only the calls made before it was sent and answered after:
+ * each takes the answer of a read sent after it asked). Why that is enough: a write through
+ * kyok returns only once the window has passed since the server confirmed its COMMIT
+ * (pg_commit_wait), so a call made after the write returned is more than the window after that
+ * COMMIT, and any read sent no earlier than the window before the call was sent after the
+ * COMMIT and sees it. Clock rates on two hosts differ by far less than the margin
+ * PG_WINDOW_MARGIN adds. A call that finds the last answer older than the window waits for a
+ * read sent within it, or sends one; one that finds it older than half the window sends the
+ * next read after taking its answer, so that under load calls seldom wait. A thread inside a
+ * transaction reads on its own. */
+static int64_t pg_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sends one read for every caller (k->mu held on entry and on return). */
+static void pg_check_read(struct pg_conn *c, struct pg_check *k)
+{
+	int64_t v = 0, gen = 0, epoch = 0, sent;
+	int r;
+
+	k->running = true;
+	pthread_mutex_unlock(&k->mu);
+	sent = pg_now_ns();
+	r = pg_commits_read(c, &v, &gen, &epoch);
+	pthread_mutex_lock(&k->mu);
+	k->running = false;
+	k->have = true;
+	k->sent = sent;
+	k->r = r;
+	k->commits = v;
+	k->gen = gen;
+	k->epoch = epoch;
+	if (r != 0)
+		k->note = pg_last;
+	pthread_cond_broadcast(&k->cv);
+}
+
 static int pg_changed(void *be, int *changed)
 {
 	struct pg_store *s = be;
 	struct pg_check *k = &s->check;
 	struct pg_conn *c;
-	int64_t v = 0, gen = 0, epoch = 0;
-	uint64_t need;
+	int64_t v = 0, gen = 0, epoch = 0, asked;
+	bool refresh = false;
 	int r;
 
 	*changed = 1;
@@ -2493,29 +2623,17 @@ static int pg_changed(void *be, int *changed)
 			return r;
 		goto answer;
 	}
+	asked = pg_now_ns();
 	pthread_mutex_lock(&k->mu);
-	need = k->started + 1;
-	while (k->done < need) {
-		uint64_t id;
-
-		if (k->running) {
+	for (;;) {
+		/* an answer of a read sent after asked - window: taken (sent > asked when none) */
+		if (k->have && k->sent + s->window_ns >= asked &&
+		    (s->window_ns > 0 || k->sent > asked))
+			break;
+		if (k->running)
 			pthread_cond_wait(&k->cv, &k->mu);
-			continue;
-		}
-		id = ++k->started;
-		k->running = true;
-		pthread_mutex_unlock(&k->mu);
-		r = pg_commits_read(c, &v, &gen, &epoch);
-		pthread_mutex_lock(&k->mu);
-		k->running = false;
-		k->done = id;
-		k->r = r;
-		k->commits = v;
-		k->gen = gen;
-		k->epoch = epoch;
-		if (r != 0)
-			k->note = pg_last;
-		pthread_cond_broadcast(&k->cv);
+		else
+			pg_check_read(c, k);
 	}
 	r = k->r;
 	v = k->commits;
@@ -2523,6 +2641,10 @@ static int pg_changed(void *be, int *changed)
 	epoch = k->epoch;
 	if (r != 0)
 		pg_last = k->note; /* the cause, for this thread's ky_store_failure */
+	refresh =
+	    s->window_ns > 0 && !k->running && r == 0 && pg_now_ns() - k->sent > s->window_ns / 2;
+	if (refresh)
+		pg_check_read(c, k); /* for the calls to come: this one has its answer */
 	pthread_mutex_unlock(&k->mu);
 	if (r != 0)
 		return r;
@@ -2915,6 +3037,7 @@ static void pg_close(void *be)
 	pthread_mutex_destroy(&s->L.mu);
 	pthread_cond_destroy(&s->check.cv);
 	pthread_mutex_destroy(&s->check.mu);
+	ky_gc_destroy(&s->gc);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	free((char *)s->o.instance);
@@ -2943,12 +3066,20 @@ static int pg_open_scheme(const char *scheme, const char *location,
 		return KY_ERR_NOMEM;
 	s->o = *opts;
 	s->o.instance = NULL;
+	s->window_ns = opts->check_window_us < 0   ? 0
+	               : opts->check_window_us > 0 ? (int64_t)opts->check_window_us * 1000
+	                                           : (int64_t)KY_STORE_CHECK_WINDOW_US * 1000;
+	if (ky_gc_init(&s->gc) != 0) {
+		free(s);
+		return KY_ERR_NOMEM;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->L.mu, NULL);
 	pthread_mutex_init(&s->check.mu, NULL);
 	pthread_cond_init(&s->check.cv, NULL);
 	if (pthread_key_create(&s->tls, pg_conn_destructor) != 0) {
+		ky_gc_destroy(&s->gc);
 		pthread_cond_destroy(&s->check.cv);
 		pthread_mutex_destroy(&s->check.mu);
 		pthread_mutex_destroy(&s->L.mu);
