@@ -280,34 +280,22 @@ static int rot_setimm_plan(void *ctx, struct tke_run *run, struct tke_unit *u)
 	return 0;
 }
 
-/* Sends mk-reencipher to the unit at index k only. Returns 0 when the unit took it. */
+/* Sends mk-reencipher to the unit at index k only, one signed command: reported in full
+ * (report), or when the unit took it in one line. Returns the exit status: 0 when the unit
+ * took it. */
 static int rot_send_reencipher(struct rot *ro, size_t k, bool report)
 {
-	int r = KY_ERR_INTERNAL;
-	struct tke_op op = {KY_OP_MK_REENCIPHER, NULL, rot_vp_fill, ro};
-	struct tke_unit *u = &ro->run.units[k];
+	const struct tke_op op = {KY_OP_MK_REENCIPHER, NULL, rot_vp_fill, ro};
 
-	for (size_t i = 0; i < ro->run.n; i++)
-		ro->run.units[i].skip = i != k;
-	if ((r = tke_run_refresh(&ro->run)) != 0)
-		goto out;
-	if (!u->reachable) {
-		r = KY_ERR_UNREACHABLE;
-		goto out;
-	}
-	if ((r = tke_run_plan(&ro->run, &op)) != 0)
-		goto out;
-	tke_run_submit(&ro->run, ro->signers, ro->nsigners);
-	r = u->result == TKE_CHANGED ? 0 : u->err != 0 ? u->err : KY_ERR_INTERNAL;
-	if (report || r != 0)
-		(void)tke_run_report(&ro->run, "step 1 of 2: re-encipher key storage", ro->steps);
-	else if (!cli_g.json)
-		tke_note("crypto unit %d (%s) took the re-encipherment over", u->u.number,
-		         u->u.zone);
-out:
-	for (size_t i = 0; i < ro->run.n; i++)
-		ro->run.units[i].skip = false;
-	return r;
+	return tke_run_command(
+	    &ro->run, &op,
+	    &(struct tke_hooks){.signers_open = true,
+	                        .signers = ro->signers,
+	                        .nsigners = ro->nsigners,
+	                        .title = "step 1 of 2: re-encipher key storage",
+	                        .json_steps = ro->steps,
+	                        .changed_note = report ? NULL : "took the re-encipherment over",
+	                        .only = &ro->run.units[k]});
 }
 
 static void rot_bar(uint64_t done, uint64_t total, bool final)
@@ -348,10 +336,10 @@ static long rot_other_unit(struct rot *ro, size_t k)
 }
 
 /* Step 1: re-encipherment on one pending unit, followed until nothing is left under the
- * old key. Returns an error code (printed). */
+ * old key. Returns the exit status (what went wrong printed). */
 static int rot_reencipher(struct rot *ro)
 {
-	int r = KY_ERR_INTERNAL;
+	int r = KY_ERR_INTERNAL, status = 0;
 	size_t k = 0;
 	struct rot_storage s;
 	bool tty = isatty(STDERR_FILENO) != 0, sent = false;
@@ -365,7 +353,7 @@ static int rot_reencipher(struct rot *ro)
 	if (k == ro->run.n) /* every unit is done already */
 		return 0;
 	if ((r = rot_storage_read(ro, &ro->run.units[k], &s)) != 0)
-		return r;
+		return ky_err_exit(r);
 	if (!s.have) {
 		tke_note("crypto unit %d (%s) has no key storage configured: nothing to "
 		         "re-encipher",
@@ -380,8 +368,8 @@ static int rot_reencipher(struct rot *ro)
 	}
 	start_total = s.under_current;
 	if (!s.running) {
-		if ((r = rot_send_reencipher(ro, k, true)) != 0)
-			return r;
+		if ((status = rot_send_reencipher(ro, k, true)) != 0)
+			return status;
 		sent = true;
 	} else {
 		tke_note("crypto unit %d (%s) is already re-enciphering key storage: following it",
@@ -400,25 +388,25 @@ static int rot_reencipher(struct rot *ro)
 			if ((other = rot_other_unit(ro, k)) < 0 || restarts >= ROT_RESTARTS_MAX) {
 				char subject[128];
 				rot_subject(&ro->run.units[k], subject, sizeof(subject));
-				return cli_err(
-				    r, subject,
-				    "it stopped answering during re-encipherment and no "
-				    "other selected unit can take over: run 'kyok tke "
-				    "cryptounit-mk-rotate' again when a unit is back (it "
-				    "continues where it stopped)");
+				return ky_err_exit(
+				    cli_err(r, subject,
+				            "it stopped answering during re-encipherment and no "
+				            "other selected unit can take over: run 'kyok tke "
+				            "cryptounit-mk-rotate' again when a unit is back (it "
+				            "continues where it stopped)"));
 			}
 			restarts++;
 			k = (size_t)other;
-			if ((r = rot_send_reencipher(ro, k, false)) != 0)
-				return r;
+			if ((status = rot_send_reencipher(ro, k, false)) != 0)
+				return status;
 			stalled = 0;
 			continue;
 		}
 		if (r != 0)
-			return r;
+			return ky_err_exit(r);
 		if (!s.have)
-			return cli_err(KY_ERR_BAD_REPLY, NULL,
-			               "the unit's state no longer shows key storage");
+			return ky_err_exit(cli_err(KY_ERR_BAD_REPLY, NULL,
+			                           "the unit's state no longer shows key storage"));
 		total = start_total > s.total ? start_total : s.total;
 		if (s.under_current > total)
 			total = s.under_current;
@@ -434,10 +422,11 @@ static int rot_reencipher(struct rot *ro)
 			if (tty)
 				fputc('\n', stderr);
 			rot_subject(&ro->run.units[k], subject, sizeof(subject));
-			return cli_err(ky_err_from_slug(s.error), subject,
-			               "re-encipherment stopped (%s) with %llu records still under "
-			               "the current master key",
-			               s.error, (unsigned long long)s.under_current);
+			return ky_err_exit(
+			    cli_err(ky_err_from_slug(s.error), subject,
+			            "re-encipherment stopped (%s) with %llu records still under "
+			            "the current master key",
+			            s.error, (unsigned long long)s.under_current));
 		}
 		if (!s.running && s.under_current >= last_left) {
 			/* Stopped with records left (the unit restarted?): send it again. */
@@ -447,17 +436,18 @@ static int rot_reencipher(struct rot *ro)
 					if (tty)
 						fputc('\n', stderr);
 					rot_subject(&ro->run.units[k], subject, sizeof(subject));
-					return cli_err(KY_ERR_INTERNAL, subject,
-					               "re-encipherment keeps stopping with %llu "
-					               "records left: see the unit's log",
-					               (unsigned long long)s.under_current);
+					return ky_err_exit(
+					    cli_err(KY_ERR_INTERNAL, subject,
+					            "re-encipherment keeps stopping with %llu "
+					            "records left: see the unit's log",
+					            (unsigned long long)s.under_current));
 				}
 				restarts++;
 				stalled = 0;
 				if (tty)
 					fputc('\n', stderr);
-				if ((r = rot_send_reencipher(ro, k, !sent)) != 0)
-					return r;
+				if ((status = rot_send_reencipher(ro, k, !sent)) != 0)
+					return status;
 				sent = true;
 				continue;
 			}
@@ -564,10 +554,9 @@ int tke_mk_rotate_main(int argc, char **argv)
 		r = cli_err(KY_ERR_NOMEM, NULL, NULL);
 		goto out_r;
 	}
-	if ((r = rot_reencipher(&ro)) != 0) {
+	if ((status = rot_reencipher(&ro)) != 0) {
 		tke_note("the new master key was not made current anywhere: run 'kyok tke "
 		         "cryptounit-mk-rotate' again to continue");
-		status = ky_err_exit(r);
 		goto out_json;
 	}
 	status = rot_setimm(&ro);

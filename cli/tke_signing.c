@@ -966,11 +966,43 @@ int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps)
 
 int tke_run_command(struct tke_run *run, const struct tke_op *op, const struct tke_hooks *hooks)
 {
-	int r = KY_ERR_INTERNAL;
+	const struct tke_unit *only = hooks != NULL ? hooks->only : NULL;
+	int r = KY_ERR_INTERNAL, status = 0;
 
+	if (only != NULL) {
+		for (size_t i = 0; i < run->n; i++)
+			run->units[i].skip = &run->units[i] != only;
+		if ((r = tke_run_refresh(run)) != 0)
+			goto out;
+		if (!only->reachable) {
+			r = KY_ERR_UNREACHABLE; /* nothing sent, nothing printed: the verb goes on */
+			goto out;
+		}
+	}
 	if ((r = tke_run_plan(run, op)) != 0)
-		return ky_err_exit(r);
-	return tke_run_finish(run, hooks);
+		goto out;
+	status = tke_run_finish(run, hooks);
+	r = 0;
+out:
+	for (size_t i = 0; only != NULL && i < run->n; i++)
+		run->units[i].skip = false;
+	return r != 0 ? ky_err_exit(r) : status;
+}
+
+/* Every unit of the run (at least one) took the command. */
+static bool tke_run_all_changed(const struct tke_run *run)
+{
+	size_t changed = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		const struct tke_unit *u = &run->units[i];
+		if (u->skip)
+			continue;
+		if (u->result != TKE_CHANGED)
+			return false;
+		changed++;
+	}
+	return changed > 0;
 }
 
 /* Signs (with the verb's signers, or the selected signature keys opened here) and submits;
@@ -1020,6 +1052,17 @@ int tke_run_finish(struct tke_run *run, const struct tke_hooks *hooks)
 	}
 	if (h->after_submit != NULL)
 		h->after_submit(h->ctx, run);
+	if (h->changed_note != NULL && tke_run_all_changed(run)) {
+		for (size_t i = 0; i < run->n && !cli_g.json; i++) {
+			char subject[128];
+
+			if (run->units[i].skip)
+				continue;
+			tke_unit_subject(&run->units[i], subject, sizeof(subject));
+			tke_note("%s %s", subject, h->changed_note);
+		}
+		return 0;
+	}
 	r = tke_run_report(run, h->title, h->json_steps);
 	if (h->prepare != NULL && r == 0 && tke_run_pending(run, NULL) == 0 && !cli_g.json) {
 		bool any = false;

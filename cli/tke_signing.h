@@ -92,7 +92,10 @@ int tke_run_prepare(struct tke_run *run, const char *path) KY_WUR;
  * status: 0, or ky_err_exit of the first refusal / unreachable unit. */
 int tke_run_report(struct tke_run *run, const char *title, json_t *json_steps);
 
-/* What a verb adds to the runner's sequence; every field may be left 0 (hooks NULL). */
+/* What a verb adds to the runner's sequence; every field may be left 0 (hooks NULL). Every
+ * verb that signs goes through the runner with its hooks: the admin, master key and API key
+ * verbs, and the steps of auto-init, auto-recover and mk-rotate (its re-encipherment on one
+ * unit too). */
 struct tke_hooks {
 	const char *prepare;  /* write the commands into this bundle: nothing is signed or sent */
 	const char *warning;  /* printed when a command is to be sent or prepared */
@@ -109,14 +112,24 @@ struct tke_hooks {
 	void *ctx;
 	const char *title;  /* the report's title (a step of several), or NULL */
 	json_t *json_steps; /* with --output json: the report goes into this array */
+	/* changed_note: when every unit of the run took the command, a line "crypto unit N
+	 * (ZONE) " changed_note on stderr for each instead of the report (nothing with --output
+	 * json): a step that hands work on from one unit to another. */
+	const char *changed_note;
+	/* only (tke_run_command, not tke_run_finish): the run is this unit's alone (one of
+	 * run->units): the others are skipped and its state is read again before the plan.
+	 * When it does not answer, nothing is sent or printed and the exit status is that of
+	 * KY_ERR_UNREACHABLE (the verb says what to do). Afterwards no unit is skipped. */
+	const struct tke_unit *only;
 };
 
 /* The one runner: after tke_run_plan, when a command is to be sent, the warning and
  * question, then prepare, or: imprint credential, signers (before any password), sign and
- * submit; then after_submit and the report (and how to go on with a prepared bundle).
- * Returns the exit status. */
+ * submit; then after_submit and the report (or the changed_note lines), and how to go on
+ * with a prepared bundle. Returns the exit status. */
 int tke_run_finish(struct tke_run *run, const struct tke_hooks *hooks);
-/* tke_run_plan, then tke_run_finish. Returns the exit status. */
+/* tke_run_plan, then tke_run_finish (on hooks->only alone when set). Returns the exit
+ * status. */
 int tke_run_command(struct tke_run *run, const struct tke_op *op, const struct tke_hooks *hooks);
 
 /* Signature requirement of c on a unit in state st, by the ceremony's own rule. */

@@ -36,6 +36,30 @@ for b in "$KYOK" "$UNITD"; do
 	fi
 done
 
+# ---- the build: test_kdf only with a sanitizer ---------------------------------------------------
+# meson.build refuses -Dtest_kdf without a sanitizer; with one the same setup succeeds (so the
+# refusal is the option's, not a broken setup). Setup only, nothing is built.
+if ! command -v meson >/dev/null; then
+	fail "meson not found on PATH: cannot check that the build refuses test_kdf without a sanitizer"
+else
+	: "${KYOK_SRC:?KYOK_SRC must name the source directory}"
+	run_rc meson setup "$T_DIR/meson-plain" "$KYOK_SRC" -Dtest_kdf=true
+	rm -rf "$T_DIR/meson-plain"
+	if [ "$rc" -eq 0 ]; then
+		fail "meson setup -Dtest_kdf=true without a sanitizer succeeded: $out"
+	else
+		expect_match "meson setup refuses test_kdf without a sanitizer" \
+			"ERROR: .*test_kdf lowers the password KDF cost: it is for the sanitized test build only" "$out"
+	fi
+	run_rc meson setup "$T_DIR/meson-asan" "$KYOK_SRC" -Db_sanitize=address,undefined -Dtest_kdf=true
+	rm -rf "$T_DIR/meson-asan"
+	if [ "$rc" -eq 0 ]; then
+		pass "meson setup takes test_kdf with -Db_sanitize=address,undefined"
+	else
+		fail "meson setup -Db_sanitize=address,undefined -Dtest_kdf=true failed (exit $rc): $out"
+	fi
+fi
+
 # ---- docs/commands.md is the real --help text ------------------------------------------------------
 # Each command's block there is its --help output, the common options left out; every command
 # the group helps list has its block. When a help text changes, regenerate docs/commands.md.
