@@ -31,6 +31,9 @@
  *                               kyok-seal by default
  *   pkcs11_pin_file = PATH      seal = pkcs11: file holding the user PIN, required
  *                               (a setting of another backend than 'seal' is refused)
+ *   threads = N                 optional, threads serving requests, 1..256 (default 4 per
+ *                               CPU, at least 4, at most 64: a request waiting on key
+ *                               storage holds its thread)
  *   max_connections = 1000      optional, open connections of all clients, 1..100,000 (also
  *                               bounded by the process's file descriptor limit)
  *   max_connections_per_client = 64
@@ -115,6 +118,7 @@ static const struct config_key config_keys[] = {
     {"pkcs11_token", CONFIG_TEXT, false, 1, UNITD_TOKEN_LABEL_MAX},
     {"pkcs11_key_label", CONFIG_TEXT, false, 1, UNITD_KEY_LABEL_MAX},
     {"pkcs11_pin_file", CONFIG_PATH, false, 0, 0},
+    {"threads", CONFIG_UINT, false, 1, UNITD_THREADS_MAX},
     {"max_connections", CONFIG_UINT, false, 1, UNITD_CONN_MAX},
     {"max_connections_per_client", CONFIG_UINT, false, 0, UNITD_CONN_MAX},
     {"idle_timeout", CONFIG_UINT, false, 1, UNITD_TIMEOUT_MAX},
@@ -326,6 +330,8 @@ static uint32_t *config_uint_slot(struct unitd_config *cfg, const char *name)
 		return &cfg->reencipher_batch;
 	if (strcmp(name, "reencipher_pause_ms") == 0)
 		return &cfg->reencipher_pause_ms;
+	if (strcmp(name, "threads") == 0)
+		return &cfg->threads;
 	if (strcmp(name, "max_connections") == 0)
 		return &cfg->max_connections;
 	if (strcmp(name, "max_connections_per_client") == 0)
@@ -448,7 +454,7 @@ static int config_line(const char *name, const char *base_dir, size_t lineno, ch
 		           "api_tls_key, "
 		           "token_ttl, reencipher_batch, reencipher_pause_ms, seal, tpm2_tcti, "
 		           "pkcs11_module, pkcs11_token, pkcs11_key_label, pkcs11_pin_file, "
-		           "max_connections, max_connections_per_client, idle_timeout, "
+		           "threads, max_connections, max_connections_per_client, idle_timeout, "
 		           "body_timeout, header_timeout, anchor_cert, identity_cert, "
 		           "audit_max_bytes, audit_checkpoint_ms, imprint_verifier, metrics, "
 		           "store_lock_wait_ms, policy_pass_interval, policy_pass_days_ahead)",

@@ -23,6 +23,7 @@
 #define UNITD_POLICY_PASS_INTERVAL_MAX     86400u /* s */
 #define UNITD_POLICY_PASS_AHEAD_MAX        36500u /* days */
 /* Connections: total and per client address, and how long one may take (seconds). */
+#define UNITD_THREADS_MAX            256u
 #define UNITD_CONN_DEFAULT           1000u
 #define UNITD_CONN_MAX               100000u
 #define UNITD_CONN_CLIENT_DEFAULT    64u
@@ -70,6 +71,7 @@ struct unitd_config {
 	char *pkcs11_token;       /* pkcs11: token label */
 	char *pkcs11_key_label;   /* pkcs11: CKA_LABEL of the seal keys (default kyok-seal) */
 	char *pkcs11_pin_file;    /* pkcs11: file holding the user PIN */
+	uint32_t threads;         /* request threads; 0 = 4 per CPU, 4..64 */
 	uint32_t max_connections; /* open connections, all clients together */
 	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */

@@ -86,6 +86,8 @@ static void unitd_usage(FILE *fp)
 	        "                      seal = pkcs11: label of the seal keys (default kyok-seal)\n"
 	        "  pkcs11_pin_file = PATH\n"
 	        "                      seal = pkcs11: file holding the token's user PIN\n"
+	        "  threads = N         optional: threads serving requests (default 4 per CPU,\n"
+	        "                      4 to 64)\n"
 	        "  max_connections = N optional: open connections, all clients (default 1000)\n"
 	        "  max_connections_per_client = N\n"
 	        "                      optional: open connections from one client address;\n"

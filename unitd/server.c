@@ -1018,13 +1018,19 @@ static unsigned server_conn_limit(unsigned want)
 	return lim;
 }
 
-static unsigned server_threads(void)
+/* Request threads: threads in unit.conf, else 4 per CPU (4 to 64). A request that waits on
+ * key storage (a commit, a PostgreSQL round trip) holds its thread, so more threads than CPUs
+ * keep the CPUs busy meanwhile: with one per CPU, 64 connections creating keys on PostgreSQL
+ * ran at half the rate of 4 per CPU (docs/performance.md). */
+static unsigned server_threads(const struct unitd_config *cfg)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	if (n < 2)
-		return 2;
-	return n > 64 ? 64 : (unsigned)n;
+	if (cfg->threads > 0)
+		return cfg->threads;
+	if (n < 1)
+		n = 1;
+	return n >= 16 ? 64 : (unsigned)(4 * n);
 }
 
 int unitd_server_start(const struct unitd_config *cfg, struct unitd_datadir *dd,
@@ -1099,7 +1105,7 @@ int unitd_server_start(const struct unitd_config *cfg, struct unitd_datadir *dd,
 		    MHD_OPTION_CONNECTION_LIMIT, server_conn_limit(cfg->max_connections),
 		    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_client,
 		    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-		    MHD_OPTION_THREAD_POOL_SIZE, server_threads(), MHD_OPTION_ARRAY, tls_opts,
+		    MHD_OPTION_THREAD_POOL_SIZE, server_threads(cfg), MHD_OPTION_ARRAY, tls_opts,
 		    MHD_OPTION_END);
 	}
 	if (srv->mhd == NULL) {

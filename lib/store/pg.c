@@ -168,7 +168,7 @@ static const struct {
                       "bb"},
     [PG_KEY_INSERT] = {"INSERT INTO keys (" PG_KEY_COLS ") VALUES ($1, "
                        "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, $2, $3, $4, $5, $6, "
-                       "$7, $8, $9, $10, $11) RETURNING seq",
+                       "$7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING RETURNING seq",
                        "ttiiiiiibbi"},
     [PG_KEY_UPDATE] = {"UPDATE keys SET rev = rev + 1, name = $2, state = $3, "
                        "extractable = $4, created = $5, updated = $6, deleted = $7, "
@@ -1610,28 +1610,37 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 	pg_p_blob(&p, row->vp, KY_VP_LEN);
 	pg_p_blob(&p, row->blob, row->bloblen);
 	pg_p_int(&p, row->expires);
-	/* A duplicate id must not end the transaction: a savepoint keeps it usable. */
-	if ((r = pg_sql_run(c, "SAVEPOINT ins")) != 0)
+	/* A duplicate id must not end the transaction: the insert does nothing then (ON
+	 * CONFLICT). The alias index is written under a savepoint, which keeps the transaction
+	 * usable should that fail. */
+	if (row->naliases > 0 && (r = pg_sql_run(c, "SAVEPOINT ins")) != 0)
 		return r;
-	if ((r = pg_run(c, PG_KEY_INSERT, &p, &res)) != 0) {
-		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
-		return r;
+	if ((r = pg_run(c, PG_KEY_INSERT, &p, &res)) != 0)
+		goto undo;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		r = KY_ERR_EXISTS;
+		goto undo;
 	}
-	row->seq = PQntuples(res) == 1 ? pg_int(res, 0, 0) : 0;
+	row->seq = pg_int(res, 0, 0);
 	row->rev = 1;
 	PQclear(res);
-	if (row->naliases > 0 && (r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0) {
-		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
-		return r;
+	if (row->naliases > 0) {
+		if ((r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0)
+			goto undo;
+		if ((r = pg_sql_run(c, "RELEASE SAVEPOINT ins")) != 0)
+			return r;
 	}
-	if ((r = pg_sql_run(c, "RELEASE SAVEPOINT ins")) != 0)
-		return r;
 	return pg_touch(c, KY_LEDGER_KEYS, row->id);
+undo:
+	if (row->naliases > 0)
+		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
+	return r;
 }
 
 /* The rows of a group commit in one transaction: 0 (each row has its result), or an error for
- * every row (none written). Each row's insert runs under its own savepoint
- * (pg_key_insert_one), so a refused row leaves the transaction usable for the others. */
+ * every row (none written). A refused row leaves the transaction usable for the others
+ * (pg_key_insert_one). */
 static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 {
 	struct ky_gc_req *q;
@@ -1651,8 +1660,9 @@ static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 	return pg_wend(c, opened, 0);
 }
 
-/* Leader of a group commit (ky_gc_lead_fn). Its thread does not wait after the COMMIT: every
- * inserter of the batch waits in its own (pg_key_insert). */
+/* Leader of a group commit (ky_gc_lead_fn). Its thread does not wait after the COMMIT
+ * (pg_commit_wait) while the next batch waits for it: each inserter waits in its own
+ * (pg_key_insert). */
 static void pg_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
 	struct pg_conn *c = ctx;

@@ -132,6 +132,12 @@ cp "$KYOK_INSTANCE/unit-2/unit.conf" "$C/bad.conf"
 printf 'max_connections = 0\n' >>"$C/bad.conf"
 expect_fail "max_connections 0 is refused" "bad value for 'max_connections'" \
 	"$UNITD" --config "$C/bad.conf"
+for v in 0 257; do
+	cp "$KYOK_INSTANCE/unit-2/unit.conf" "$C/bad.conf"
+	printf 'threads = %s\n' "$v" >>"$C/bad.conf"
+	expect_fail "threads = $v is refused (1 to 256)" "bad value for 'threads'" \
+		"$UNITD" --config "$C/bad.conf"
+done
 
 # Units stopped cleanly: a sanitizer build reports what it found in their logs.
 "$KYOK" down >/dev/null 2>&1 || true
