@@ -2,6 +2,7 @@
 # make bench, the PostgreSQL part: key storage in PostgreSQL against SQLite, over HTTP.
 #
 #   bench/pg.sh [BUILD_DIR]        (default: build; 'make bench' runs it after bench/run.sh)
+#   BENCH_THREADS=N bench/pg.sh    the same with 'threads = N' in both units' unit.conf
 #
 # Two instances of one unit each, made and initialised alike ('kyok up', 'kyok tke auto-init'):
 # one keeps its keys in keys.db (SQLite), the other in a throw-away PostgreSQL cluster
@@ -134,6 +135,9 @@ setup() {
 		"$KYOK" down
 		printf 'key_limit = 10000000\nmax_connections_per_client = %d\n' $((2 * WRK_CONNS)) \
 			>>"$KYOK_INSTANCE/unit-1/unit.conf"
+		if [ -n "${BENCH_THREADS:-}" ]; then
+			printf 'threads = %d\n' "$BENCH_THREADS" >>"$KYOK_INSTANCE/unit-1/unit.conf"
+		fi
 		"$KYOK" up
 		"$KYOK" tke cryptounit-add --units 1
 		"$KYOK" tke auto-init --signature 1 --revocation 1 --new-admins bench-admin \

@@ -66,7 +66,7 @@ pg_start() {
 	fi
 	# -w: pg_ctl returns once the server accepts connections.
 	if ! pg_as "$PG_BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 120 \
-		-o "-c listen_addresses=$listen -k $PG_DIR -c fsync=${PG_FSYNC:-off} -c max_connections=200 $net" \
+		-o "-c listen_addresses=$listen -k $PG_DIR -c fsync=${PG_FSYNC:-off} -c max_connections=200 $net ${PG_EXTRA_OPTS:-}" \
 		start >/dev/null; then
 		echo "error: the test PostgreSQL server did not start:" >&2
 		cat "$PG_DIR/server.log" >&2

@@ -31,9 +31,9 @@
  *                               kyok-seal by default
  *   pkcs11_pin_file = PATH      seal = pkcs11: file holding the user PIN, required
  *                               (a setting of another backend than 'seal' is refused)
- *   threads = N                 optional, threads serving requests, 1..256 (default 4 per
- *                               CPU, at least 4, at most 64: a request waiting on key
- *                               storage holds its thread)
+ *   threads = N                 optional, threads serving requests, 1..256 (default 8 per
+ *                               CPU, at most 128: a request waiting on key storage holds
+ *                               its thread)
  *   max_connections = 1000      optional, open connections of all clients, 1..100,000 (also
  *                               bounded by the process's file descriptor limit)
  *   max_connections_per_client = 64

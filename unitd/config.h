@@ -71,7 +71,7 @@ struct unitd_config {
 	char *pkcs11_token;       /* pkcs11: token label */
 	char *pkcs11_key_label;   /* pkcs11: CKA_LABEL of the seal keys (default kyok-seal) */
 	char *pkcs11_pin_file;    /* pkcs11: file holding the user PIN */
-	uint32_t threads;         /* request threads; 0 = 4 per CPU, 4..64 */
+	uint32_t threads;         /* request threads; 0 = 8 per CPU, at most 128 */
 	uint32_t max_connections; /* open connections, all clients together */
 	uint32_t max_connections_per_client; /* open connections from one address, 0 = any */
 	uint32_t idle_timeout;               /* s without a byte before a connection is closed */

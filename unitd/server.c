@@ -1018,10 +1018,10 @@ static unsigned server_conn_limit(unsigned want)
 	return lim;
 }
 
-/* Request threads: threads in unit.conf, else 4 per CPU (4 to 64). A request that waits on
+/* Request threads: threads in unit.conf, else 8 per CPU (8 to 128). A request that waits on
  * key storage (a commit, a PostgreSQL round trip) holds its thread, so more threads than CPUs
  * keep the CPUs busy meanwhile: with one per CPU, 64 connections creating keys on PostgreSQL
- * ran at half the rate of 4 per CPU (docs/performance.md). */
+ * ran at a third of the rate of 8 per CPU (docs/performance.md). */
 static unsigned server_threads(const struct unitd_config *cfg)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1030,7 +1030,7 @@ static unsigned server_threads(const struct unitd_config *cfg)
 		return cfg->threads;
 	if (n < 1)
 		n = 1;
-	return n >= 16 ? 64 : (unsigned)(4 * n);
+	return n >= 16 ? 128 : (unsigned)(8 * n);
 }
 
 int unitd_server_start(const struct unitd_config *cfg, struct unitd_datadir *dd,

@@ -168,7 +168,7 @@ static const struct {
                       "bb"},
     [PG_KEY_INSERT] = {"INSERT INTO keys (" PG_KEY_COLS ") VALUES ($1, "
                        "(SELECT coalesce(max(seq), 0) + 1 FROM keys), 1, $2, $3, $4, $5, $6, "
-                       "$7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING RETURNING seq",
+                       "$7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING RETURNING " PG_KEY_COLS,
                        "ttiiiiiibbi"},
     [PG_KEY_UPDATE] = {"UPDATE keys SET rev = rev + 1, name = $2, state = $3, "
                        "extractable = $4, created = $5, updated = $6, deleted = $7, "
@@ -393,6 +393,7 @@ struct pg_store;
 struct pg_touch {
 	uint8_t t;
 	char id[PG_LID_MAX + 1];
+	PGresult *res; /* the record as written (RETURNING), or NULL: read it before COMMIT */
 };
 
 struct pg_seen {
@@ -428,6 +429,11 @@ struct pg_conn {
 	int in_txn;      /* inside ky_store_begin: holds s->wlock */
 	int in_read;     /* inside a read transaction of pg_ledger_sync */
 	bool gc_leading; /* leading a group commit: each inserter waits (pg_commit_wait) */
+	/* While leading a group commit: the count PG_KEY_UNDER gave for (vp, limit_vp) and the
+	 * rows inserted under vp since, so that it is read once per batch, not once per row. */
+	bool under_ok, under_lvp_set;
+	uint8_t under_vp[KY_VP_LEN], under_lvp[KY_VP_LEN];
+	int64_t under_total;
 	int commits_known;
 	int64_t commits_seen; /* with the digest's position: storage restored from a backup */
 	int64_t gen_seen, epoch_seen;
@@ -446,11 +452,16 @@ struct pg_failure_note {
  * CLOCK_MONOTONIC nanoseconds. */
 struct pg_check {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool running; /* a read is under way */
-	bool have;    /* a read was answered: the fields below are its */
-	int64_t sent; /* when the last answered read was sent */
-	int r;        /* its result */
+	pthread_cond_t cv;   /* a read was answered */
+	pthread_cond_t wake; /* for the refresher: want or stop was set */
+	pthread_t refresher;
+	bool refresher_on; /* started (on the first call that wants it) */
+	bool want;         /* a refresh is wanted */
+	bool stop;         /* the store is closing */
+	bool running;      /* a read is under way */
+	bool have;         /* a read was answered: the fields below are its */
+	int64_t sent;      /* when the last answered read was sent */
+	int r;             /* its result */
 	int64_t commits, gen, epoch;
 	struct pg_failure_note note;
 };
@@ -623,6 +634,8 @@ static void pg_conn_close(struct pg_conn *c)
 	if (c == NULL)
 		return;
 	PQfinish(c->db);
+	for (size_t i = 0; i < c->ntouched; i++)
+		PQclear(c->touched[i].res);
 	free(c->touched);
 	free(c);
 }
@@ -789,6 +802,31 @@ static int pg_run(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p, 
 	return r;
 }
 
+/* Prepares statement i on this connection, once; name receives its name. */
+static int pg_prepare(struct pg_conn *c, enum pg_stmt i, char name[16])
+{
+	Oid types[PG_MAX_PARAMS];
+	int n = (int)strlen(pg_sql[i].types), r;
+	PGresult *pr;
+
+	snprintf(name, 16, "k%d", (int)i);
+	if (c->prepared[i])
+		return 0;
+	for (int k = 0; k < n; k++)
+		types[k] = pg_sql[i].types[k] == 't'   ? PG_OID_TEXT
+		           : pg_sql[i].types[k] == 'i' ? PG_OID_INT8
+		                                       : PG_OID_BYTEA;
+	pr = PQprepare(c->db, name, pg_sql[i].sql, n, types);
+	if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
+		r = pg_fail(c, pr);
+		PQclear(pr);
+		return r;
+	}
+	PQclear(pr);
+	c->prepared[i] = true;
+	return 0;
+}
+
 static int pg_run_once(struct pg_conn *c, enum pg_stmt i, const struct pg_params *p, PGresult **res)
 {
 	char name[16];
@@ -796,24 +834,8 @@ static int pg_run_once(struct pg_conn *c, enum pg_stmt i, const struct pg_params
 	int r;
 
 	*res = NULL;
-	snprintf(name, sizeof(name), "k%d", (int)i);
-	if (!c->prepared[i]) {
-		Oid types[PG_MAX_PARAMS];
-		int n = (int)strlen(pg_sql[i].types);
-		PGresult *pr;
-		for (int k = 0; k < n; k++)
-			types[k] = pg_sql[i].types[k] == 't'   ? PG_OID_TEXT
-			           : pg_sql[i].types[k] == 'i' ? PG_OID_INT8
-			                                       : PG_OID_BYTEA;
-		pr = PQprepare(c->db, name, pg_sql[i].sql, n, types);
-		if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
-			r = pg_fail(c, pr);
-			PQclear(pr);
-			return r;
-		}
-		PQclear(pr);
-		c->prepared[i] = true;
-	}
+	if ((r = pg_prepare(c, i, name)) != 0)
+		return r;
 	*res = PQexecPrepared(c->db, name, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
 	                      p ? p->fmt : NULL, 1);
 	st = PQresultStatus(*res);
@@ -822,6 +844,81 @@ static int pg_run_once(struct pg_conn *c, enum pg_stmt i, const struct pg_params
 	r = pg_fail(c, *res);
 	PQclear(*res);
 	*res = NULL;
+	return r;
+}
+
+/* Runs prepared statement i once per params ps[0..n-1] in one round trip (libpq's pipeline
+ * mode), inside a transaction only: out[k] receives each result, or NULL once one failed
+ * (then the transaction is aborted, and the first failure is returned). At most
+ * PG_PIPELINE_MAX at a time, so that neither side's socket buffer fills while the other
+ * waits. */
+#define PG_PIPELINE_MAX 32
+
+static int pg_run_many(struct pg_conn *c, enum pg_stmt i, const struct pg_params *ps, size_t n,
+                       PGresult **out)
+{
+	char name[16];
+	size_t sent = 0;
+	int r;
+
+	for (size_t k = 0; k < n; k++)
+		out[k] = NULL;
+	if (n == 0)
+		return 0;
+	if (n > PG_PIPELINE_MAX || PQtransactionStatus(c->db) != PQTRANS_INTRANS)
+		return KY_ERR_USAGE;
+	if ((r = pg_prepare(c, i, name)) != 0)
+		return r;
+	if (PQenterPipelineMode(c->db) != 1) {
+		pg_note("", PQerrorMessage(c->db));
+		return KY_ERR_STORE_UNREACHABLE;
+	}
+	for (; sent < n; sent++)
+		if (PQsendQueryPrepared(c->db, name, ps[sent].n, ps[sent].v, ps[sent].len,
+		                        ps[sent].fmt, 1) != 1)
+			break;
+	if (sent < n || PQpipelineSync(c->db) != 1) {
+		pg_note("", PQerrorMessage(c->db));
+		r = KY_ERR_STORE_UNREACHABLE;
+		if (sent == 0 || PQpipelineSync(c->db) != 1)
+			goto out; /* nothing to read back: the connection is gone */
+	}
+	for (size_t k = 0; k < sent; k++) {
+		PGresult *res = PQgetResult(c->db), *end;
+		ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+		if (res == NULL) {
+			pg_note("", PQerrorMessage(c->db));
+			r = r != 0 ? r : KY_ERR_STORE_UNREACHABLE;
+			goto out;
+		}
+		if ((st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && r == 0) {
+			out[k] = res;
+		} else {
+			if (r == 0)
+				r = st == PGRES_PIPELINE_ABORTED ? KY_ERR_STORE : pg_fail(c, res);
+			PQclear(res);
+		}
+		while ((end = PQgetResult(c->db)) != NULL) /* each query's results end with NULL */
+			PQclear(end);
+	}
+	for (;;) { /* up to the sync point */
+		PGresult *res = PQgetResult(c->db);
+		ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+		PQclear(res);
+		if (res == NULL || st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+out:
+	if (PQexitPipelineMode(c->db) != 1 && r == 0) {
+		pg_note("", PQerrorMessage(c->db));
+		r = KY_ERR_STORE_UNREACHABLE;
+	}
+	if (r != 0)
+		for (size_t k = 0; k < n; k++) {
+			PQclear(out[k]);
+			out[k] = NULL;
+		}
 	return r;
 }
 
@@ -862,6 +959,14 @@ static int pg_ledger_prepare(struct pg_conn *c, struct pg_seen **tags, size_t *n
 static void pg_ledger_apply(struct pg_conn *c, const struct pg_seen *v, size_t n,
                             const struct pg_ledger_meta *m);
 static int pg_ledger_unattached_write(struct pg_conn *c);
+
+/* Forgets the records touched in this transaction (and the copies kept of them). */
+static void pg_touch_clear(struct pg_conn *c)
+{
+	for (size_t i = 0; i < c->ntouched; i++)
+		PQclear(c->touched[i].res);
+	c->ntouched = 0;
+}
 
 /* The wait of a write before it returns (pg_changed says why): the check window and a margin
  * for clocks that run at slightly different rates on two hosts. */
@@ -914,7 +1019,7 @@ static int pg_wbegin(struct pg_conn *c, int *opened)
 		pthread_mutex_unlock(&c->s->wlock);
 		return r;
 	}
-	c->ntouched = 0;
+	pg_touch_clear(c);
 	if (L->on) {
 		pthread_mutex_lock(&L->mu);
 		r = pg_ledger_sync(c);
@@ -962,7 +1067,7 @@ static int pg_wend(struct pg_conn *c, int opened, int r)
 	if (PQtransactionStatus(c->db) != PQTRANS_IDLE && PQstatus(c->db) == CONNECTION_OK)
 		(void)pg_sql_run(c, "ROLLBACK");
 out:
-	c->ntouched = 0;
+	pg_touch_clear(c);
 	free(tags);
 	pthread_mutex_unlock(&c->s->wlock);
 	if (committed && !c->gc_leading)
@@ -1341,25 +1446,36 @@ out:
 	return r;
 }
 
-static int pg_touch(struct pg_conn *c, uint8_t t, const char *id)
+/* Notes a record written in this transaction, for the digest (pg_ledger_prepare). res: the
+ * record as written, in the columns of pg_ledger_get[t] (taken over: cleared in any case), or
+ * NULL to read it back before COMMIT. */
+static int pg_touch_res(struct pg_conn *c, uint8_t t, const char *id, PGresult *res)
 {
 	struct pg_touch *nv;
 
-	if (pg_ledger_exempt(t, id))
-		return 0;
-	if (strlen(id) > PG_LID_MAX)
-		return KY_ERR_USAGE;
+	if (pg_ledger_exempt(t, id) || strlen(id) > PG_LID_MAX) {
+		PQclear(res);
+		return pg_ledger_exempt(t, id) ? 0 : KY_ERR_USAGE;
+	}
 	if (c->ntouched == c->ctouched) {
 		size_t cap = c->ctouched ? 2 * c->ctouched : 8;
-		if ((nv = realloc(c->touched, cap * sizeof(*nv))) == NULL)
+		if ((nv = realloc(c->touched, cap * sizeof(*nv))) == NULL) {
+			PQclear(res);
 			return KY_ERR_NOMEM;
+		}
 		c->touched = nv;
 		c->ctouched = cap;
 	}
 	c->touched[c->ntouched].t = t;
 	snprintf(c->touched[c->ntouched].id, sizeof(c->touched[c->ntouched].id), "%s", id);
+	c->touched[c->ntouched].res = res;
 	c->ntouched++;
 	return 0;
+}
+
+static int pg_touch(struct pg_conn *c, uint8_t t, const char *id)
+{
+	return pg_touch_res(c, t, id, NULL);
 }
 
 static int pg_touch_cmp(const void *a, const void *b)
@@ -1401,9 +1517,17 @@ static int pg_ledger_prepare(struct pg_conn *c, struct pg_seen **tags, size_t *n
 	m->n = L->ix.n;
 	for (size_t i = 0; i < c->ntouched; i++) {
 		const struct ky_ledger_entry *e;
+		bool once;
 		if (i > 0 && pg_touch_cmp(&c->touched[i - 1], &c->touched[i]) == 0)
 			continue;
-		if ((r = pg_ledger_read(c, c->touched[i].t, c->touched[i].id, &v[n])) != 0)
+		/* A record written once in this transaction is as its write returned it. */
+		once =
+		    i + 1 == c->ntouched || pg_touch_cmp(&c->touched[i], &c->touched[i + 1]) != 0;
+		if (once && c->touched[i].res != NULL)
+			r = pg_ledger_row(L, c->touched[i].res, 0, c->touched[i].t, 0, &v[n]);
+		else
+			r = pg_ledger_read(c, c->touched[i].t, c->touched[i].id, &v[n]);
+		if (r != 0)
 			goto out;
 		v[n].t = c->touched[i].t;
 		snprintf(v[n].id, sizeof(v[n].id), "%s", c->touched[i].id);
@@ -1421,23 +1545,32 @@ static int pg_ledger_prepare(struct pg_conn *c, struct pg_seen **tags, size_t *n
 	m->gen = cur.gen + 1;
 	if ((r = pg_ledger_meta_write(c, m)) != 0)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		uint8_t hidden[KY_LEDGER_TAG_LEN];
-		pg_p_init(&p);
-		pg_p_int(&p, (int64_t)m->gen);
-		pg_p_int(&p, v[i].t);
-		pg_p_text(&p, v[i].id);
-		if (v[i].present) {
-			if ((r = ky_ledger_log_pad(&L->mac, m->gen, v[i].t, v[i].id, hidden)) != 0)
+	/* the log rows, PG_PIPELINE_MAX to a round trip */
+	for (size_t i0 = 0; i0 < n; i0 += PG_PIPELINE_MAX) {
+		size_t k = n - i0 < PG_PIPELINE_MAX ? n - i0 : PG_PIPELINE_MAX;
+		struct pg_params ps[PG_PIPELINE_MAX];
+		uint8_t hidden[PG_PIPELINE_MAX][KY_LEDGER_TAG_LEN];
+		PGresult *res[PG_PIPELINE_MAX];
+		for (size_t j = 0; j < k; j++) {
+			const struct pg_seen *e = &v[i0 + j];
+			pg_p_init(&ps[j]);
+			pg_p_int(&ps[j], (int64_t)m->gen);
+			pg_p_int(&ps[j], e->t);
+			pg_p_text(&ps[j], e->id);
+			if (!e->present) {
+				pg_p_null(&ps[j]);
+				continue;
+			}
+			if ((r = ky_ledger_log_pad(&L->mac, m->gen, e->t, e->id, hidden[j])) != 0)
 				goto out;
-			for (size_t j = 0; j < KY_LEDGER_TAG_LEN; j++)
-				hidden[j] ^= v[i].tag[j];
-			pg_p_blob(&p, hidden, KY_LEDGER_TAG_LEN);
-		} else {
-			pg_p_null(&p);
+			for (size_t b = 0; b < KY_LEDGER_TAG_LEN; b++)
+				hidden[j][b] ^= e->tag[b];
+			pg_p_blob(&ps[j], hidden[j], KY_LEDGER_TAG_LEN);
 		}
-		if ((r = pg_exec(c, PG_LEDGER_LOG, &p, NULL)) != 0)
+		if ((r = pg_run_many(c, PG_LEDGER_LOG, ps, k, res)) != 0)
 			goto out;
+		for (size_t j = 0; j < k; j++)
+			PQclear(res[j]);
 	}
 	if (m->gen > PG_LOG_KEEP) {
 		pg_p_init(&p);
@@ -1574,13 +1707,20 @@ static int pg_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
 	return pg_alias_owner(c, alias, id);
 }
 
-static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
+/* *total = the keys under row->vp and row->limit_vp (PG_KEY_UNDER), read once per batch while
+ * leading a group commit (pg_conn's under_* fields). */
+static int pg_key_under(struct pg_conn *c, const struct ky_store_row *row, int64_t *total)
 {
 	struct pg_params p;
 	PGresult *res;
 	int r;
-	int64_t total;
 
+	if (c->gc_leading && c->under_ok && memcmp(c->under_vp, row->vp, KY_VP_LEN) == 0 &&
+	    c->under_lvp_set == (row->limit_vp != NULL) &&
+	    (row->limit_vp == NULL || memcmp(c->under_lvp, row->limit_vp, KY_VP_LEN) == 0)) {
+		*total = c->under_total;
+		return 0;
+	}
 	pg_p_init(&p);
 	pg_p_blob(&p, row->vp, KY_VP_LEN);
 	if (row->limit_vp != NULL)
@@ -1589,27 +1729,59 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 		pg_p_null(&p);
 	if ((r = pg_run(c, PG_KEY_UNDER, &p, &res)) != 0)
 		return r;
-	total = PQntuples(res) == 1 ? pg_int(res, 0, 0) : -1;
+	*total = PQntuples(res) == 1 ? pg_int(res, 0, 0) : -1;
 	PQclear(res);
-	if (total < 0)
+	if (*total < 0)
 		return KY_ERR_STORE;
+	c->under_ok = c->gc_leading;
+	memcpy(c->under_vp, row->vp, KY_VP_LEN);
+	c->under_lvp_set = row->limit_vp != NULL;
+	if (row->limit_vp != NULL)
+		memcpy(c->under_lvp, row->limit_vp, KY_VP_LEN);
+	c->under_total = *total;
+	return 0;
+}
+
+static void pg_key_params(struct pg_params *p, const struct ky_store_row *row)
+{
+	pg_p_init(p);
+	pg_p_text(p, row->id);
+	pg_p_text(p, row->name);
+	pg_p_int(p, row->state);
+	pg_p_int(p, row->extractable ? 1 : 0);
+	pg_p_int(p, row->created);
+	pg_p_int(p, row->updated);
+	pg_p_int(p, row->deleted);
+	pg_p_int(p, row->version);
+	pg_p_blob(p, row->vp, KY_VP_LEN);
+	pg_p_blob(p, row->blob, row->bloblen);
+	pg_p_int(p, row->expires);
+}
+
+/* After PG_KEY_INSERT wrote row: res (its RETURNING, one row) is taken over. */
+static int pg_key_inserted(struct pg_conn *c, struct ky_store_row *row, PGresult *res)
+{
+	row->seq = pg_int(res, 0, 1);
+	row->rev = 1;
+	c->under_total++;                                     /* a row more under row->vp */
+	return pg_touch_res(c, KY_LEDGER_KEYS, row->id, res); /* res transferred */
+}
+
+static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
+{
+	struct pg_params p;
+	PGresult *res;
+	int r;
+	int64_t total;
+
+	if ((r = pg_key_under(c, row, &total)) != 0)
+		return r;
 	if ((uint64_t)total >= c->s->o.key_limit)
 		return KY_ERR_KEY_LIMIT;
 	if ((r = ky_alias_index_check(&pg_alias_ops, c, row)) != 0)
 		return r;
 
-	pg_p_init(&p);
-	pg_p_text(&p, row->id);
-	pg_p_text(&p, row->name);
-	pg_p_int(&p, row->state);
-	pg_p_int(&p, row->extractable ? 1 : 0);
-	pg_p_int(&p, row->created);
-	pg_p_int(&p, row->updated);
-	pg_p_int(&p, row->deleted);
-	pg_p_int(&p, row->version);
-	pg_p_blob(&p, row->vp, KY_VP_LEN);
-	pg_p_blob(&p, row->blob, row->bloblen);
-	pg_p_int(&p, row->expires);
+	pg_key_params(&p, row);
 	/* A duplicate id must not end the transaction: the insert does nothing then (ON
 	 * CONFLICT). The alias index is written under a savepoint, which keeps the transaction
 	 * usable should that fail. */
@@ -1622,20 +1794,72 @@ static int pg_key_insert_one(struct pg_conn *c, struct ky_store_row *row)
 		r = KY_ERR_EXISTS;
 		goto undo;
 	}
-	row->seq = pg_int(res, 0, 0);
-	row->rev = 1;
-	PQclear(res);
 	if (row->naliases > 0) {
-		if ((r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0)
+		if ((r = ky_alias_index_write(&pg_alias_ops, c, row->id, row)) != 0) {
+			PQclear(res);
 			goto undo;
-		if ((r = pg_sql_run(c, "RELEASE SAVEPOINT ins")) != 0)
+		}
+		if ((r = pg_sql_run(c, "RELEASE SAVEPOINT ins")) != 0) {
+			PQclear(res);
 			return r;
+		}
 	}
-	return pg_touch(c, KY_LEDGER_KEYS, row->id);
+	return pg_key_inserted(c, row, res);
 undo:
 	if (row->naliases > 0)
 		(void)pg_sql_run(c, "ROLLBACK TO SAVEPOINT ins");
 	return r;
+}
+
+/* The rows of a batch in one round trip (pg_run_many), when nothing can refuse one of them
+ * but a duplicate id: none has aliases, all go under one (vp, limit_vp), and the key limit
+ * has room for all. Sets *done when it inserted them (each row has its result); else the
+ * caller inserts them one by one. An error: the transaction is aborted. */
+static int pg_key_insert_many(struct pg_conn *c, struct ky_gc_req *batch, bool *done)
+{
+	struct pg_params *ps = NULL;
+	PGresult *res[PG_PIPELINE_MAX];
+	struct ky_gc_req *q;
+	size_t n = 0, k;
+	int64_t total;
+	int r;
+
+	*done = false;
+	for (q = batch; q != NULL; q = q->next, n++) {
+		const struct ky_store_row *a = batch->row, *b = q->row;
+		if (n == PG_PIPELINE_MAX || b->naliases > 0 ||
+		    memcmp(a->vp, b->vp, KY_VP_LEN) != 0 ||
+		    (a->limit_vp == NULL) != (b->limit_vp == NULL) ||
+		    (a->limit_vp != NULL && memcmp(a->limit_vp, b->limit_vp, KY_VP_LEN) != 0))
+			return 0;
+	}
+	if (n < 2)
+		return 0;
+	if ((r = pg_key_under(c, batch->row, &total)) != 0)
+		return r;
+	if ((uint64_t)total + n > c->s->o.key_limit)
+		return 0;
+	if ((ps = calloc(n, sizeof(*ps))) == NULL)
+		return KY_ERR_NOMEM;
+	for (q = batch, k = 0; q != NULL; q = q->next, k++)
+		pg_key_params(&ps[k], q->row);
+	r = pg_run_many(c, PG_KEY_INSERT, ps, n, res);
+	free(ps);
+	if (r != 0)
+		return r;
+	for (q = batch, k = 0; q != NULL; q = q->next, k++) {
+		if (PQntuples(res[k]) != 1) {
+			PQclear(res[k]);
+			q->r = KY_ERR_EXISTS;
+		} else if ((q->r = pg_key_inserted(c, q->row, res[k])) != 0) {
+			r = q->r;
+			while (++k < n)
+				PQclear(res[k]);
+			return r;
+		}
+	}
+	*done = true;
+	return 0;
 }
 
 /* The rows of a group commit in one transaction: 0 (each row has its result), or an error for
@@ -1644,11 +1868,17 @@ undo:
 static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 {
 	struct ky_gc_req *q;
+	bool done;
 	int r, opened;
 
 	if ((r = pg_wbegin(c, &opened)) != 0)
 		return r;
-	for (q = batch; q != NULL; q = q->next) {
+	c->under_ok = false;
+	if ((r = pg_key_insert_many(c, batch, &done)) != 0) {
+		(void)pg_wend(c, opened, r);
+		return r;
+	}
+	for (q = batch; !done && q != NULL; q = q->next) {
 		q->r = pg_key_insert_one(c, q->row);
 		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT &&
 		    q->r != KY_ERR_KEY_ALIAS_EXISTS) {
@@ -2582,9 +2812,9 @@ static int pg_commits_read(struct pg_conn *c, int64_t *v, int64_t *gen, int64_t 
  * COMMIT, and any read sent no earlier than the window before the call was sent after the
  * COMMIT and sees it. Clock rates on two hosts differ by far less than the margin
  * PG_WINDOW_MARGIN adds. A call that finds the last answer older than the window waits for a
- * read sent within it, or sends one; one that finds it older than half the window sends the
- * next read after taking its answer, so that under load calls seldom wait. A thread inside a
- * transaction reads on its own. */
+ * read sent within it, or sends one; one that finds it older than half the window takes it and
+ * asks the refresher thread (pg_refresher) for the next, so that under load calls seldom wait
+ * and never send the read themselves. A thread inside a transaction reads on its own. */
 static int64_t pg_now_ns(void)
 {
 	struct timespec ts;
@@ -2616,13 +2846,44 @@ static void pg_check_read(struct pg_conn *c, struct pg_check *k)
 	pthread_cond_broadcast(&k->cv);
 }
 
+/* The refresher: one thread per store, started on the first call of pg_changed that wants it,
+ * that reads the counter when asked, so that the request threads seldom wait for a read. It
+ * has its own connection. */
+static void *pg_refresher(void *arg)
+{
+	struct pg_store *s = arg;
+	struct pg_check *k = &s->check;
+	struct pg_conn *c = NULL;
+
+	pthread_mutex_lock(&k->mu);
+	while (!k->stop) {
+		if (!k->want || k->running) {
+			pthread_cond_wait(&k->wake, &k->mu);
+			continue;
+		}
+		k->want = false;
+		if (c == NULL) {
+			int r;
+			pthread_mutex_unlock(&k->mu);
+			r = pg_conn(s, &c);
+			pthread_mutex_lock(&k->mu);
+			if (r != 0) { /* the request threads read themselves meanwhile */
+				c = NULL;
+				continue;
+			}
+		}
+		pg_check_read(c, k);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return NULL;
+}
+
 static int pg_changed(void *be, int *changed)
 {
 	struct pg_store *s = be;
 	struct pg_check *k = &s->check;
 	struct pg_conn *c;
 	int64_t v = 0, gen = 0, epoch = 0, asked;
-	bool refresh = false;
 	int r;
 
 	*changed = 1;
@@ -2651,10 +2912,14 @@ static int pg_changed(void *be, int *changed)
 	epoch = k->epoch;
 	if (r != 0)
 		pg_last = k->note; /* the cause, for this thread's ky_store_failure */
-	refresh =
-	    s->window_ns > 0 && !k->running && r == 0 && pg_now_ns() - k->sent > s->window_ns / 2;
-	if (refresh)
-		pg_check_read(c, k); /* for the calls to come: this one has its answer */
+	/* The answer is past half the window: the refresher reads the next one meanwhile. */
+	if (s->window_ns > 0 && !k->running && !k->stop && r == 0 &&
+	    pg_now_ns() - k->sent > s->window_ns / 2) {
+		if (!k->refresher_on)
+			k->refresher_on = pthread_create(&k->refresher, NULL, pg_refresher, s) == 0;
+		k->want = true;
+		pthread_cond_signal(&k->wake);
+	}
 	pthread_mutex_unlock(&k->mu);
 	if (r != 0)
 		return r;
@@ -3031,6 +3296,12 @@ static void pg_close(void *be)
 
 	if (s == NULL)
 		return;
+	pthread_mutex_lock(&s->check.mu);
+	s->check.stop = true;
+	pthread_cond_signal(&s->check.wake);
+	pthread_mutex_unlock(&s->check.mu);
+	if (s->check.refresher_on)
+		pthread_join(s->check.refresher, NULL); /* its connection is closed as it ends */
 	c = pthread_getspecific(s->tls);
 	if (c != NULL && c->in_txn) {
 		(void)pg_sql_run(c, "ROLLBACK");
@@ -3046,6 +3317,7 @@ static void pg_close(void *be)
 	ky_ledger_index_release(&s->L.ix);
 	pthread_mutex_destroy(&s->L.mu);
 	pthread_cond_destroy(&s->check.cv);
+	pthread_cond_destroy(&s->check.wake);
 	pthread_mutex_destroy(&s->check.mu);
 	ky_gc_destroy(&s->gc);
 	pthread_mutex_destroy(&s->wlock);
@@ -3088,9 +3360,11 @@ static int pg_open_scheme(const char *scheme, const char *location,
 	pthread_mutex_init(&s->L.mu, NULL);
 	pthread_mutex_init(&s->check.mu, NULL);
 	pthread_cond_init(&s->check.cv, NULL);
+	pthread_cond_init(&s->check.wake, NULL);
 	if (pthread_key_create(&s->tls, pg_conn_destructor) != 0) {
 		ky_gc_destroy(&s->gc);
 		pthread_cond_destroy(&s->check.cv);
+		pthread_cond_destroy(&s->check.wake);
 		pthread_mutex_destroy(&s->check.mu);
 		pthread_mutex_destroy(&s->L.mu);
 		pthread_mutex_destroy(&s->wlock);
