@@ -184,7 +184,7 @@ p11_tool() {
 	while read -r -d ':' -t 300 chunk <&8; do # up to "Please enter User PIN:"
 		case $chunk in *PIN) prompted=1 && break ;; esac
 	done
-	for i in $(seq 1 $((prompted * 1200))); do
+	for ((i = 1; i <= prompted * 1200; i++)); do
 		[ -d "/proc/$sp" ] || break
 		# script's child, through sh -c's exec, is pkcs11-tool; its standard input the terminal
 		# (the file has no newline at its end: read's status would say end of file)
@@ -421,7 +421,7 @@ kp_message() { jq -r '.resources[0].reasons[0].message // empty' "$T_DIR/body" 2
 answers() {
 	local desc=$1 n=$2 want=$3 code=$4 got="" i
 	shift 4
-	for i in $(seq 1 100); do
+	for ((i = 1; i <= 100; i++)); do
 		call "$n" "$@"
 		got="$status $(kp_code)"
 		[ "$got" = "$want $code" ] && break
@@ -460,7 +460,7 @@ ready_is() {
 	local desc=$1 n=$2 want=$3 got="" i IFS=' '
 	shift 3
 	local codes="$*"
-	for i in $(seq 1 300); do
+	for ((i = 1; i <= 300; i++)); do
 		got="$(curl -sS -o "$T_DIR/ready" -w '%{http_code}' "$(unit_url "$n")/ready") $(jq -r '[.reasons[].code] | join(" ")' "$T_DIR/ready" 2>/dev/null || echo not-json)"
 		[ "$got" = "$want $codes" ] && break
 		sleep 0.1
