@@ -775,9 +775,18 @@ static int pg_conn(struct pg_store *s, struct pg_conn **out)
  * inside one, so such a statement is a read or a BEGIN, and nothing happened. One inside a
  * transaction fails with it (the caller cannot know what the server did before the
  * connection went). */
+/* A statement outside a transaction that failed because the connection was lost is sent once
+ * more on a new one: libpq marks the connection bad, or (a write to a socket the server had
+ * closed) only says so in the error, with no SQLSTATE or one of class 08, or the server's
+ * "terminating connection" (57P01, 57P02). Nothing was done by it: it is sent again. */
 static bool pg_retry(struct pg_conn *c, bool was_idle, int *tries)
 {
-	if (!was_idle || c->in_txn || (*tries)++ > 0 || PQstatus(c->db) != CONNECTION_BAD)
+	const char *st = pg_last.set ? pg_last.sqlstate : "";
+	bool lost = st[0] == '\0' || strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 ||
+	            strcmp(st, "57P02") == 0;
+
+	if (!was_idle || c->in_txn || (*tries)++ > 0 ||
+	    (PQstatus(c->db) != CONNECTION_BAD && !lost))
 		return false;
 	PQreset(c->db);
 	if (PQstatus(c->db) != CONNECTION_OK) {
@@ -2854,6 +2863,7 @@ static void *pg_refresher(void *arg)
 	struct pg_store *s = arg;
 	struct pg_check *k = &s->check;
 	struct pg_conn *c = NULL;
+	int r;
 
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
@@ -2862,16 +2872,12 @@ static void *pg_refresher(void *arg)
 			continue;
 		}
 		k->want = false;
-		if (c == NULL) {
-			int r;
-			pthread_mutex_unlock(&k->mu);
-			r = pg_conn(s, &c);
-			pthread_mutex_lock(&k->mu);
-			if (r != 0) { /* the request threads read themselves meanwhile */
-				c = NULL;
-				continue;
-			}
-		}
+		/* Each time through pg_conn: a connection the server dropped is opened again. */
+		pthread_mutex_unlock(&k->mu);
+		r = pg_conn(s, &c);
+		pthread_mutex_lock(&k->mu);
+		if (r != 0 || k->running) /* the request threads read themselves meanwhile */
+			continue;
 		pg_check_read(c, k);
 	}
 	pthread_mutex_unlock(&k->mu);
