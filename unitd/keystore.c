@@ -10,7 +10,8 @@
  *          length of one request; a state swap write-holds it for the swap.
  *   lock   mutex: the caches. Held for lookups and inserts only, never across store I/O.
  *
- *   chg    mutex: reading the store's change log and applying it. Taken before lock.
+ *   chg    mutex: who reads the store's change log and applies it (one thread at a time,
+ *          for every thread that asks meanwhile). Never held across store I/O.
  *
  * A cached key is shared by reference count: the cache holds one reference while the entry is
  * linked, each user one more. Dropping an entry unlinks it; the last user frees it.
@@ -118,7 +119,11 @@ struct unitd_keystore {
 	atomic_uint_fast64_t epoch; /* bumped when the registers change */
 
 	pthread_mutex_t chg;
-	struct ky_store_change_pos chg_pos; /* the change log as applied; under chg */
+	pthread_cond_t chg_cv;              /* a read of the change log was applied */
+	uint64_t chg_started, chg_done;     /* reads begun, and the last one applied */
+	bool chg_running;                   /* a read is under way */
+	int chg_r;                          /* the last read's result */
+	struct ky_store_change_pos chg_pos; /* the change log as applied; by the reader */
 
 	pthread_mutex_t lock;
 	uint64_t gen;                /* bumped by every drop of everything */
@@ -275,15 +280,14 @@ static void ks_drop_locked(struct unitd_keystore *ks)
 	ks->gen++;
 }
 
-/* Applies what the store's change log says changed since the last call. */
-static int ks_changes_apply(struct unitd_keystore *ks)
+/* Reads the store's change log since the last read and drops what it names. */
+static int ks_changes_read(struct unitd_keystore *ks)
 {
 	struct ky_store_change *v = NULL;
 	size_t n = 0;
 	int r = KY_ERR_INTERNAL, all = 1;
 	bool small = false;
 
-	pthread_mutex_lock(&ks->chg);
 	r = ky_store_changes(ks->store, &ks->chg_pos, &v, &n, &all);
 	pthread_mutex_lock(&ks->lock);
 	if (r != 0 || all) {
@@ -299,8 +303,40 @@ static int ks_changes_apply(struct unitd_keystore *ks)
 			ks_drop_small_locked(ks);
 	}
 	pthread_mutex_unlock(&ks->lock);
-	pthread_mutex_unlock(&ks->chg);
 	free(v);
+	return r;
+}
+
+/* Applies what the store's change log says changed, for a thread that the store told of a
+ * change: a read begun after the thread asked sees that change, so one read serves every
+ * thread that asks while another is under way (they take the next one). Many request
+ * threads told of one commit then cost one or two reads of the log, not one each. */
+static int ks_changes_apply(struct unitd_keystore *ks)
+{
+	uint64_t need;
+	int r;
+
+	pthread_mutex_lock(&ks->chg);
+	need = ks->chg_started + 1;
+	while (ks->chg_done < need) {
+		uint64_t id;
+
+		if (ks->chg_running) {
+			pthread_cond_wait(&ks->chg_cv, &ks->chg);
+			continue;
+		}
+		id = ++ks->chg_started;
+		ks->chg_running = true;
+		pthread_mutex_unlock(&ks->chg);
+		r = ks_changes_read(ks);
+		pthread_mutex_lock(&ks->chg);
+		ks->chg_running = false;
+		ks->chg_done = id;
+		ks->chg_r = r;
+		pthread_cond_broadcast(&ks->chg_cv);
+	}
+	r = ks->chg_r;
+	pthread_mutex_unlock(&ks->chg);
 	return r;
 }
 
@@ -408,6 +444,10 @@ int unitd_keystore_open(const struct unitd_config *cfg, struct unitd_datadir *dd
 	lock_made = true;
 	if (pthread_mutex_init(&ks->chg, NULL) != 0)
 		goto lockfail;
+	if (pthread_cond_init(&ks->chg_cv, NULL) != 0) {
+		pthread_mutex_destroy(&ks->chg);
+		goto lockfail;
+	}
 	chg_made = true;
 
 	o.key_limit = cfg->key_limit;
@@ -478,8 +518,10 @@ out:
 			pthread_rwlock_destroy(&ks->regs);
 		if (lock_made)
 			pthread_mutex_destroy(&ks->lock);
-		if (chg_made)
+		if (chg_made) {
+			pthread_cond_destroy(&ks->chg_cv);
 			pthread_mutex_destroy(&ks->chg);
+		}
 		if (attach_made)
 			pthread_mutex_destroy(&ks->attach_lock);
 		ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
@@ -552,6 +594,7 @@ void unitd_keystore_free(struct unitd_keystore *ks)
 	pthread_mutex_destroy(&ks->attach_lock);
 	ky_secret_free(ks->secret, KS__NSECRETS * KS_SECRET_LEN);
 	pthread_mutex_destroy(&ks->lock);
+	pthread_cond_destroy(&ks->chg_cv);
 	pthread_mutex_destroy(&ks->chg);
 	pthread_rwlock_destroy(&ks->regs);
 	free(ks->keys);
