@@ -213,6 +213,26 @@ out:
 	return r;
 }
 
+int cli_anchor_sign(const char *dir, const void *msg, size_t n, char **sig_b64)
+{
+	int r = KY_ERR_INTERNAL;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	struct ky_buf sig = {0};
+
+	*sig_b64 = NULL;
+	if ((r = anchor_load(dir, &key, &cert)) != 0)
+		goto out;
+	if ((r = ky_sign(key, msg, n, &sig)) != 0 ||
+	    (r = ky_b64_encode(sig.data, sig.len, sig_b64)) != 0)
+		cli_fail(r, dir, "cannot sign with the unit trust anchor");
+out:
+	ky_buf_free(&sig);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return r;
+}
+
 int cli_anchor_cert(const char *dir, X509 **cert)
 {
 	char keyp[1024], crtp[1024];

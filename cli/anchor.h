@@ -24,6 +24,9 @@ int cli_anchor_request(const char *unitd, const char *conf, const char *csr,
  * name unit of instance (what names it in errors). *cert_pem malloc'd. Prints its errors. */
 int cli_anchor_issue(const char *dir, const char *csr_pem, const char *what, const char *instance,
                      const char *unit, char **cert_pem) KY_WUR;
+/* Signs msg with the anchor key of dir (ky_sign), *sig_b64 malloc'd base64. Prints its
+ * errors. */
+int cli_anchor_sign(const char *dir, const void *msg, size_t n, char **sig_b64) KY_WUR;
 /* The anchor certificate of instance dir: KY_ERR_NOT_FOUND when it has none. Prints nothing. */
 int cli_anchor_cert(const char *dir, X509 **cert) KY_WUR;
 

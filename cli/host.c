@@ -21,7 +21,8 @@
  *                   the anchor and its TLS certificate (subjectAltName IP ADDR) with the CA,
  *                   numbers the units after the instance's, writes the answer
  *                   {"format": "kyok-join-answer-1", "instance", "request_sha256",
- *                    "units": [{"id", "number", "identity_cert", "tls_cert"}]}
+ *                    "units": [{"id", "number", "number_sig", "identity_cert", "tls_cert"}]}
+ *                   (number_sig: the anchor's signature of the number, host_number_msg)
  *                   and adds the units to its instance.json, "remote": true, https URLs
  *   other host    kyok host join-finish --dir DIR --answer join-answer.json
  *                   checks the answer against its own request and the anchor and CA of the
@@ -170,6 +171,15 @@ bool host_one_pem_cert(const char *pem)
 }
 
 /* SHA-256 of the anchor certificate's public key, hex. */
+int host_number_msg(const char *instance, const char *req_hex, const char *uid, int number,
+                    char *out, size_t outlen)
+{
+	int n = snprintf(out, outlen, "kyok-join-number-1\n%s\n%s\n%s\n%d", instance, req_hex, uid,
+	                 number);
+
+	return n > 0 && (size_t)n < outlen ? 0 : KY_ERR_USAGE;
+}
+
 int host_anchor_sha256(X509 *anchor, char out[65])
 {
 	return ky_pubkey_fingerprint(X509_get0_pubkey(anchor), out);
@@ -575,7 +585,7 @@ static int host_join_accept_main(int argc, char **argv)
 	json_array_foreach(json_object_get(req, "units"), i, u)
 	{
 		struct up_unit *nu = &units[n++];
-		char *idc = NULL, *tlsc = NULL, what[KY_ID_MAX + 32];
+		char *idc = NULL, *tlsc = NULL, *nsig = NULL, what[KY_ID_MAX + 32], msg[512];
 		const char *uid = json_string_value(json_object_get(u, "id"));
 
 		nu->number = ++maxnum;
@@ -590,16 +600,22 @@ static int host_join_accept_main(int argc, char **argv)
 		                          json_string_value(json_object_get(u, "identity_csr")),
 		                          what, inst.id, uid, &idc)) != 0 ||
 		    (r = up_tls_issue(inst.dir, json_string_value(json_object_get(u, "tls_csr")),
-		                      uid, address, &tlsc)) != 0) {
+		                      uid, address, &tlsc)) != 0 ||
+		    (r = host_number_msg(inst.id, req_hex, uid, nu->number, msg, sizeof(msg))) !=
+		        0 ||
+		    (r = cli_anchor_sign(inst.dir, msg, strlen(msg), &nsig)) != 0) {
 			free(idc);
+			free(tlsc);
 			goto out;
 		}
-		if (json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s}", "id", uid,
-		                                         "number", nu->number, "identity_cert", idc,
-		                                         "tls_cert", tlsc)) != 0)
+		if (json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s, s:s}", "id", uid,
+		                                         "number", nu->number, "number_sig", nsig,
+		                                         "identity_cert", idc, "tls_cert", tlsc)) !=
+		    0)
 			r = KY_ERR_NOMEM;
 		free(idc);
 		free(tlsc);
+		free(nsig);
 		if (r != 0) {
 			cli_fail(r, NULL, NULL);
 			goto out;

@@ -35,6 +35,12 @@ int host_json_sha256(const json_t *j, char out[65]) KY_WUR;
 bool host_one_pem_cert(const char *pem);
 /* SHA-256 of the anchor certificate's public key, hex. */
 int host_anchor_sha256(X509 *anchor, char out[65]) KY_WUR;
+/* What the anchor signs for each unit of a join answer (its "number_sig"): the number the
+ * anchor's host gave that unit, bound to the instance, the request and the unit id:
+ *   "kyok-join-number-1\n" INSTANCE "\n" REQUEST_SHA256 "\n" UNIT_ID "\n" NUMBER
+ * so that a changed answer cannot renumber the joining host's units. */
+int host_number_msg(const char *instance, const char *req_hex, const char *uid, int number,
+                    char *out, size_t outlen) KY_WUR;
 
 /* host_join.c */
 int host_join_request_main(int argc, char **argv);

@@ -507,6 +507,28 @@ out:
 	return r;
 }
 
+/* The number the answer gives unit uid is the one the anchor signed (number_sig). */
+static int host_number_check(const char *instance, const char *req_hex, const char *uid, int number,
+                             const json_t *au, X509 *anchor, const char *ans_path)
+{
+	const char *b64 = host_str(au, "number_sig", 1024);
+	struct ky_buf sig = {0};
+	char msg[512];
+	int r = KY_ERR_JOIN_ANSWER_MISMATCH;
+
+	if (b64 != NULL && host_number_msg(instance, req_hex, uid, number, msg, sizeof(msg)) == 0 &&
+	    ky_b64_decode(b64, &sig) == 0 &&
+	    ky_verify(X509_get0_pubkey(anchor), msg, strlen(msg), sig.data, sig.len) == 0)
+		r = 0;
+	else
+		cli_fail(r, ans_path,
+		         "unit '%s': number %d is not signed by the instance's unit trust anchor "
+		         "(number_sig): use the answer exactly as 'kyok host join-accept' wrote it",
+		         uid, number);
+	ky_buf_free(&sig);
+	return r;
+}
+
 struct host_finish_unit {
 	struct up_unit u;
 	char pending[PATH_MAX / 2];
@@ -649,6 +671,10 @@ int host_join_finish_main(int argc, char **argv)
 			goto out;
 		}
 		u->number = (int)json_integer_value(json_object_get(fu[i].au, "number"));
+		if ((r = host_number_check(instance, ahex, uid, u->number, fu[i].au, inv.anchor,
+		                           ans_path)) != 0)
+			goto out;
+		r = KY_ERR_JOIN_ANSWER_MISMATCH;
 		for (k = 0; k < i; k++)
 			if (fu[k].u.number == u->number) {
 				cli_fail(r, ans_path, "number %d is given twice", u->number);

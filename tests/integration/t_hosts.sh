@@ -248,6 +248,12 @@ jq --rawfile c "$T_DIR/x.crt" '.units[0].identity_cert = $c' "$T_DIR/answer.json
 expect_fail "join-finish of an answer with a foreign identity certificate: refused" \
 	'does not verify.*identity certificate is not the anchor' \
 	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-id.json"
+jq '.units[0].number += 5' "$T_DIR/answer.json" >"$T_DIR/ans-num.json"
+expect_fail "join-finish of an answer with a unit renumbered: refused" 'is not signed by the instance.s unit trust anchor' \
+	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-num.json"
+jq 'del(.units[0].number_sig)' "$T_DIR/answer.json" >"$T_DIR/ans-nosig.json"
+expect_fail "join-finish of an answer without the number's signature: refused" 'is not signed by the instance.s unit trust anchor' \
+	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-nosig.json"
 jq '.request_sha256 = ("0" * 64)' "$T_DIR/answer.json" >"$T_DIR/ans-req.json"
 expect_fail "join-finish of the answer to another request: refused" 'does not verify.*answers another request' \
 	on b "$KYOK" host join-finish --dir "$B" --answer "$T_DIR/ans-req.json"
