@@ -3,6 +3,11 @@
 
 #include "kyok/err.h"
 
+bool ky_gc_row_refused(int r)
+{
+	return r == KY_ERR_EXISTS || r == KY_ERR_KEY_LIMIT || r == KY_ERR_KEY_ALIAS_EXISTS;
+}
+
 int ky_gc_init(struct ky_gc *g)
 {
 	g->head = NULL;

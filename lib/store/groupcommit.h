@@ -37,6 +37,10 @@ struct ky_gc {
  * in list order, and set each one's r. ctx is what ky_gc_insert was given. */
 typedef void (*ky_gc_lead_fn)(void *ctx, struct ky_gc_req *batch);
 
+/* A result that refuses one row and leaves the batch's transaction usable for the others: the
+ * id taken, the key limit reached, an alias taken. Anything else but 0 ends the transaction. */
+bool ky_gc_row_refused(int r);
+
 int ky_gc_init(struct ky_gc *g);
 void ky_gc_destroy(struct ky_gc *g);
 

@@ -1889,8 +1889,7 @@ static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 	}
 	for (q = batch; !done && q != NULL; q = q->next) {
 		q->r = pg_key_insert_one(c, q->row);
-		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT &&
-		    q->r != KY_ERR_KEY_ALIAS_EXISTS) {
+		if (q->r != 0 && !ky_gc_row_refused(q->r)) {
 			r = q->r;
 			(void)pg_wend(c, opened, r);
 			return r;

@@ -1444,9 +1444,7 @@ static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 		goto fail;
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
-		/* A refusal of one row leaves the transaction usable; anything else ends it. */
-		if (q->r != 0 && q->r != KY_ERR_EXISTS && q->r != KY_ERR_KEY_LIMIT &&
-		    q->r != KY_ERR_KEY_ALIAS_EXISTS) {
+		if (q->r != 0 && !ky_gc_row_refused(q->r)) {
 			r = q->r;
 			(void)sq_wend(c, opened, r);
 			goto fail;
