@@ -1965,6 +1965,43 @@ static void held_batch(struct fx *f, struct ky_store *s, const int *n, size_t co
 	free(h);
 }
 
+/* A row the server refuses for its own content (PostgreSQL: a name not valid UTF-8; SQLite
+ * stores it) costs the other rows of its batch nothing, as it costs nothing to a row inserted
+ * alone. */
+static void test_group_commit_bad_row(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *x = NULL;
+	struct held_insert h[4];
+	pthread_t th[4];
+	uint64_t total = 0;
+
+	assert_int_equal(ky_store_open(f->uri, NULL, &x), 0);
+	assert_int_equal(ky_store_begin(x), 0);
+	for (int i = 0; i < 4; i++) {
+		memset(&h[i], 0, sizeof(h[i]));
+		h[i].s = f->s;
+		row_make(&h[i].row, 30 + i, 1, 0, vp_a);
+		if (i == 2)
+			strcpy(h[i].row.name, "bad \xff\xfe");
+		assert_int_equal(pthread_create(&th[i], NULL, held_insert_thread, &h[i]), 0);
+		usleep(i == 0 ? 200 * 1000 : 20 * 1000); /* the first leads and waits alone */
+	}
+	usleep(200 * 1000);
+	assert_int_equal(ky_store_rollback(x), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		if (i == 2)
+			assert_true(h[i].r == 0 || (f->pg && h[i].r == KY_ERR_STORE));
+		else
+			assert_int_equal(h[i].r, 0);
+		ky_store_row_release(&h[i].row);
+	}
+	ky_store_close(x);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, f->pg ? 3 : 4);
+}
+
 /* The key limit in a batch: a row refused as a duplicate takes no room, and the limit is
  * reached exactly, whether the batch is sent at once (room for all its rows) or row by row
  * (not room for all). Keys 0 and 1 exist; the batch after key 2 holds a duplicate of key 0. */
@@ -2340,6 +2377,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit_refused_row, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_window, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_bad_row, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_batch_limit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_batch_limit_room, fx_setup,
 	                                    fx_teardown),
