@@ -2124,6 +2124,27 @@ static void test_changed_window_writes(void **state)
 	ky_store_close(a);
 }
 
+/* The storage digest over the rows of one batch (PostgreSQL: sent at once, each tag from what
+ * its insert returned), a duplicate among them: another handle reads every row as written. */
+static void test_ledger_group_commit_batch(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store *s2;
+	static const int ids[] = {10, 11, 0, 12, 13};
+	int r[5];
+
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 1, vp_a);
+	held_batch(f, f->s, ids, 5, r, NULL, &(struct timespec){0});
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(r[i], ids[i] == 0 ? KY_ERR_EXISTS : 0);
+	s2 = ledger_open(f, NULL, 0, 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(key_get_r(s2, ids[i]), 0);
+	ky_store_close(s2);
+}
+
 /* Two processes (as two crypto units on one host) writing the same file. */
 static void test_two_processes(void **state)
 {
@@ -2382,6 +2403,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit_batch_limit_room, fx_setup,
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_window_writes, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_group_commit_batch, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
