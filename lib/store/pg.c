@@ -1873,17 +1873,20 @@ static int pg_key_insert_many(struct pg_conn *c, struct ky_gc_req *batch, bool *
 
 /* The rows of a group commit in one transaction: 0 (each row has its result), or an error for
  * every row (none written). A refused row leaves the transaction usable for the others
- * (pg_key_insert_one). */
-static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
+ * (pg_key_insert_one). *own: the error is a statement of a row that the server refused
+ * (KY_ERR_STORE), which ended the transaction before its COMMIT. */
+static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch, bool *own)
 {
 	struct ky_gc_req *q;
 	bool done;
 	int r, opened;
 
+	*own = false;
 	if ((r = pg_wbegin(c, &opened)) != 0)
 		return r;
 	c->under_ok = false;
 	if ((r = pg_key_insert_many(c, batch, &done)) != 0) {
+		*own = r == KY_ERR_STORE;
 		(void)pg_wend(c, opened, r);
 		return r;
 	}
@@ -1891,6 +1894,7 @@ static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 		q->r = pg_key_insert_one(c, q->row);
 		if (q->r != 0 && !ky_gc_row_refused(q->r)) {
 			r = q->r;
+			*own = r == KY_ERR_STORE;
 			(void)pg_wend(c, opened, r);
 			return r;
 		}
@@ -1898,17 +1902,37 @@ static int pg_key_insert_lead(struct pg_conn *c, struct ky_gc_req *batch)
 	return pg_wend(c, opened, 0);
 }
 
+/* One row of a group commit in a transaction of its own (its key count read in it). */
+static int pg_key_insert_alone(struct pg_conn *c, struct ky_store_row *row)
+{
+	int r, opened;
+
+	if ((r = pg_wbegin(c, &opened)) != 0)
+		return r;
+	c->under_ok = false;
+	r = pg_key_insert_one(c, row);
+	return pg_wend(c, opened, r);
+}
+
 /* Leader of a group commit (ky_gc_lead_fn). Its thread does not wait after the COMMIT
  * (pg_commit_wait) while the next batch waits for it: each inserter waits in its own
- * (pg_key_insert). */
+ * (pg_key_insert). A row whose statement the server refused (its content: a name not valid
+ * in the database's encoding) would end the transaction of the whole batch, which wrote
+ * nothing then: the rows go again one transaction each, so that it costs only itself. */
 static void pg_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
 	struct pg_conn *c = ctx;
 	struct ky_gc_req *q;
+	bool own;
 	int r;
 
 	c->gc_leading = true;
-	r = pg_key_insert_lead(c, batch);
+	r = pg_key_insert_lead(c, batch, &own);
+	if (r != 0 && own && batch->next != NULL) {
+		for (q = batch; q != NULL; q = q->next)
+			q->r = pg_key_insert_alone(c, q->row);
+		r = 0;
+	}
 	c->gc_leading = false;
 	if (r == 0)
 		return;

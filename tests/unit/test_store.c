@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kyok/err.h"
@@ -1911,6 +1912,239 @@ static void test_no_group_commit_threads(void **state)
 	ky_store_close(s);
 }
 
+/* One batch on purpose: a second handle holds the write lock (its open transaction) while a
+ * first insert waits for it as leader of a batch of its own, so that the inserts started
+ * meanwhile all queue for the next batch. */
+struct held_insert {
+	struct ky_store *s;
+	struct ky_store_row row;
+	int r;
+	struct timespec back; /* CLOCK_MONOTONIC when the insert returned */
+};
+
+static void *held_insert_thread(void *p)
+{
+	struct held_insert *h = p;
+
+	h->r = ky_store_key_insert(h->s, &h->row);
+	clock_gettime(CLOCK_MONOTONIC, &h->back);
+	return NULL;
+}
+
+/* Inserts rows (ids n[0..count-1]) on s: n[0] alone, the others in one batch after it. The
+ * results go to r[], the return times to back[]; *released: when the lock was given up. */
+static void held_batch(struct fx *f, struct ky_store *s, const int *n, size_t count, int *r,
+                       struct timespec *back, struct timespec *released)
+{
+	struct ky_store *x = NULL;
+	struct held_insert *h = calloc(count, sizeof(*h));
+	pthread_t *th = calloc(count, sizeof(*th));
+
+	assert_non_null(h);
+	assert_non_null(th);
+	assert_int_equal(ky_store_open(f->uri, NULL, &x), 0);
+	assert_int_equal(ky_store_begin(x), 0);
+	for (size_t i = 0; i < count; i++) {
+		h[i].s = s;
+		row_make(&h[i].row, n[i], 1, 0, vp_a);
+		assert_int_equal(pthread_create(&th[i], NULL, held_insert_thread, &h[i]), 0);
+		usleep(i == 0 ? 200 * 1000 : 20 * 1000); /* the first leads and waits alone */
+	}
+	usleep(200 * 1000);
+	clock_gettime(CLOCK_MONOTONIC, released);
+	assert_int_equal(ky_store_rollback(x), 0);
+	for (size_t i = 0; i < count; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		r[i] = h[i].r;
+		if (back != NULL)
+			back[i] = h[i].back;
+		ky_store_row_release(&h[i].row);
+	}
+	ky_store_close(x);
+	free(th);
+	free(h);
+}
+
+/* A row the server refuses for its own content (PostgreSQL: a name not valid UTF-8; SQLite
+ * stores it) costs the other rows of its batch nothing, as it costs nothing to a row inserted
+ * alone. */
+static void test_group_commit_bad_row(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *x = NULL;
+	struct held_insert h[4];
+	pthread_t th[4];
+	uint64_t total = 0;
+
+	assert_int_equal(ky_store_open(f->uri, NULL, &x), 0);
+	assert_int_equal(ky_store_begin(x), 0);
+	for (int i = 0; i < 4; i++) {
+		memset(&h[i], 0, sizeof(h[i]));
+		h[i].s = f->s;
+		row_make(&h[i].row, 30 + i, 1, 0, vp_a);
+		if (i == 2)
+			strcpy(h[i].row.name, "bad \xff\xfe");
+		assert_int_equal(pthread_create(&th[i], NULL, held_insert_thread, &h[i]), 0);
+		usleep(i == 0 ? 200 * 1000 : 20 * 1000); /* the first leads and waits alone */
+	}
+	usleep(200 * 1000);
+	assert_int_equal(ky_store_rollback(x), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		if (i == 2)
+			assert_true(h[i].r == 0 || (f->pg && h[i].r == KY_ERR_STORE));
+		else
+			assert_int_equal(h[i].r, 0);
+		ky_store_row_release(&h[i].row);
+	}
+	ky_store_close(x);
+	assert_int_equal(ky_store_key_count(f->s, NULL, &total), 0);
+	assert_int_equal(total, f->pg ? 3 : 4);
+}
+
+/* The key limit in a batch: a row refused as a duplicate takes no room, and the limit is
+ * reached exactly, whether the batch is sent at once (room for all its rows) or row by row
+ * (not room for all). Keys 0 and 1 exist; the batch after key 2 holds a duplicate of key 0. */
+static void batch_limit(struct fx *f, uint32_t limit, int want_ok)
+{
+	struct ky_store *s = NULL;
+	struct ky_store_opts o = {.key_limit = limit};
+	static const int ids[] = {2, 0, 3, 4, 5};
+	int r[5], ok = 0, full = 0;
+	uint64_t total = 0;
+	struct ky_store_row row;
+
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	insert_n(s, 0, 2, vp_a);
+	held_batch(f, s, ids, 5, r, NULL, &(struct timespec){0});
+	assert_int_equal(r[0], 0);
+	assert_int_equal(r[1], KY_ERR_EXISTS);
+	for (int i = 2; i < 5; i++) {
+		ok += r[i] == 0;
+		full += r[i] == KY_ERR_KEY_LIMIT;
+	}
+	assert_int_equal(ok, want_ok);
+	assert_int_equal(full, 3 - want_ok);
+	assert_int_equal(ky_store_key_count(s, NULL, &total), 0);
+	assert_int_equal(total, 3 + (uint64_t)want_ok);
+	/* one more fills the limit (when not full yet), then none */
+	row_make(&row, 9, 1, 0, vp_a);
+	if (total < limit) {
+		assert_int_equal(ky_store_key_insert(s, &row), 0);
+		ky_store_row_release(&row);
+		row_make(&row, 10, 1, 0, vp_a);
+	}
+	assert_int_equal(ky_store_key_insert(s, &row), KY_ERR_KEY_LIMIT);
+	ky_store_row_release(&row);
+	assert_int_equal(ky_store_key_count(s, NULL, &total), 0);
+	assert_int_equal(total, limit);
+	ky_store_close(s);
+}
+
+static void test_group_commit_batch_limit(void **state)
+{
+	batch_limit(*state, 5, 2); /* 3 + 4 rows > 5: row by row; 2 of the 3 new ones fit */
+}
+
+static void test_group_commit_batch_limit_room(void **state)
+{
+	batch_limit(*state, 7, 3); /* 3 + 4 rows = 7: all at once; the duplicate takes none */
+}
+
+/* PostgreSQL, rule of ky_store_changed: every kind of write through kyok returns only once
+ * the check window has passed since its commit, so a call after it on another handle never
+ * takes the answer of a read sent before the commit. With a window this long a write that
+ * skipped the wait would leave the next call inside the window of the read before it. */
+#define CW_US (400 * 1000)
+
+static int64_t ts_us(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000 + t->tv_nsec / 1000;
+}
+
+static void changed_ready(struct ky_store *a)
+{
+	int changed = 0;
+
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	assert_int_equal(changed, 0);
+}
+
+static void changed_after(struct ky_store *a, const char *what)
+{
+	int changed = 0;
+
+	assert_int_equal(ky_store_changed(a, &changed), 0);
+	if (changed != 1)
+		fprintf(stderr, "%s: a write not reported\n", what);
+	assert_int_equal(changed, 1);
+}
+
+static void test_changed_window_writes(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_opts o = {.check_window_us = CW_US};
+	struct ky_store *a = NULL, *b = NULL;
+	struct ky_store_row row;
+	struct timespec back[4], released;
+	static const int ids[] = {20, 21, 22, 23};
+	int r[4];
+
+	TFX_PG_ONLY(f);
+	assert_int_equal(ky_store_open(f->uri, &o, &a), 0);
+	assert_int_equal(ky_store_open(f->uri, &o, &b), 0);
+	changed_ready(a);
+	/* an explicit transaction */
+	assert_int_equal(ky_store_begin(b), 0);
+	row_make(&row, 1, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(b, &row), 0);
+	assert_int_equal(ky_store_commit(b), 0);
+	changed_after(a, "ky_store_commit");
+	changed_ready(a);
+	row.state = 2;
+	assert_int_equal(ky_store_key_update(b, &row), 0);
+	changed_after(a, "ky_store_key_update");
+	changed_ready(a);
+	assert_int_equal(ky_store_key_delete(b, row.id, row.rev), 0);
+	changed_after(a, "ky_store_key_delete");
+	ky_store_row_release(&row);
+	/* the leader and the members of one group commit: each returns the window after it */
+	changed_ready(a);
+	held_batch(f, b, ids, 4, r, back, &released);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(r[i], 0);
+		if (ts_us(&back[i]) - ts_us(&released) < CW_US)
+			fprintf(stderr, "insert %d returned %lld us after the lock was released\n",
+			        i, (long long)(ts_us(&back[i]) - ts_us(&released)));
+		assert_true(ts_us(&back[i]) - ts_us(&released) >= CW_US);
+	}
+	changed_after(a, "group commit");
+	ky_store_close(b);
+	ky_store_close(a);
+}
+
+/* The storage digest over the rows of one batch (PostgreSQL: sent at once, each tag from what
+ * its insert returned), a duplicate among them: another handle reads every row as written. */
+static void test_ledger_group_commit_batch(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_ledger_pos pos;
+	struct ky_store *s2;
+	static const int ids[] = {10, 11, 0, 12, 13};
+	int r[5];
+
+	ledger_attach(f->s, &pos);
+	insert_n(f->s, 0, 1, vp_a);
+	held_batch(f, f->s, ids, 5, r, NULL, &(struct timespec){0});
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(r[i], ids[i] == 0 ? KY_ERR_EXISTS : 0);
+	s2 = ledger_open(f, NULL, 0, 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(key_get_r(s2, ids[i]), 0);
+	ky_store_close(s2);
+}
+
 /* Two processes (as two crypto units on one host) writing the same file. */
 static void test_two_processes(void **state)
 {
@@ -2164,6 +2398,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit_refused_row, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_window, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_no_group_commit_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_bad_row, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_batch_limit, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_batch_limit_room, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_window_writes, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_ledger_group_commit_batch, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_two_processes, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
