@@ -351,6 +351,7 @@ struct sq_store {
 	pthread_mutex_t wlock; /* one writer at a time in this process */
 	struct sq_conn *conns;
 	struct ky_gc gc;       /* inserts waiting for a group commit */
+	bool made;             /* opened: the file is WAL and has its schema */
 	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
 	struct sq_ledger L;
 };
@@ -471,10 +472,17 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 	/* No writable_schema, no file-level tricks through SQL. */
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
 	sqlite3_db_config(c->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	/* Setting WAL writes the file when it is not WAL yet: only while the store is being
+	 * opened. A connection opened later (a request thread's first) only checks it: on a file
+	 * emptied or replaced under the running unit it must refuse, not make a new database
+	 * (nor wait for the locks that would take). */
 	rc = sqlite3_exec(c->db,
-	                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-	                  "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
-	                  "PRAGMA cache_size = " SQ_STR(SQ_CACHE_KIB) ";",
+	                  s->made ? "PRAGMA synchronous = FULL;"
+	                            "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+	                            "PRAGMA cache_size = " SQ_STR(SQ_CACHE_KIB) ";"
+	                          : "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+	                            "PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF;"
+	                            "PRAGMA cache_size = " SQ_STR(SQ_CACHE_KIB) ";",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_fail(rc);
@@ -487,7 +495,10 @@ static int sq_conn_open(struct sq_store *s, struct sq_conn **out)
 		goto out;
 	}
 	if (sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") != 0) {
-		r = KY_ERR_STORE;
+		struct stat sb;
+		/* Emptied under the running unit (no header left): not a database any more. */
+		r = s->made && stat(s->path, &sb) == 0 && sb.st_size < 100 ? sq_fail(SQLITE_NOTADB)
+		                                                           : KY_ERR_STORE;
 		goto out;
 	}
 	*out = c;
@@ -3048,6 +3059,7 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	}
 	if (r != 0)
 		goto out;
+	s->made = true;
 	*be = s;
 	s = NULL; /* transferred */
 	r = 0;
