@@ -34,7 +34,7 @@ cleanup() {
 			echo "---- unit logs ($T_NAME) ----" >&2
 			tail -n 20 "$T_DIR"/inst*/unit-*/unit.log >&2 2>/dev/null || true
 		fi
-		rm -rf "$T_DIR"
+		[ -n "${KYOK_TEST_KEEP:-}" ] || rm -rf "$T_DIR"
 	fi
 	if store_is_pg; then
 		pg_stop
