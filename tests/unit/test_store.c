@@ -1932,7 +1932,10 @@ static void *held_insert_thread(void *p)
 }
 
 /* Inserts rows (ids n[0..count-1]) on s: n[0] alone, the others in one batch after it. The
- * results go to r[], the return times to back[]; *released: when the lock was given up. */
+ * results go to r[], the return times to back[]; *released: when the lock was given up.
+ * The pauses only shape the batches (which path a batch takes): every caller's assertions
+ * hold for any order in which the threads reach the store, so a loaded machine that runs
+ * them in another order makes the test cover less, never fail. */
 static void held_batch(struct fx *f, struct ky_store *s, const int *n, size_t count, int *r,
                        struct timespec *back, struct timespec *released)
 {
@@ -2017,13 +2020,14 @@ static void batch_limit(struct fx *f, uint32_t limit, int want_ok)
 	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
 	insert_n(s, 0, 2, vp_a);
 	held_batch(f, s, ids, 5, r, NULL, &(struct timespec){0});
-	assert_int_equal(r[0], 0);
-	assert_int_equal(r[1], KY_ERR_EXISTS);
-	for (int i = 2; i < 5; i++) {
+	assert_int_equal(r[1], KY_ERR_EXISTS); /* key 0: taken, whenever it comes */
+	for (int i = 0; i < 5; i++) {          /* the new keys 2 to 5, in whatever order */
+		if (i == 1)
+			continue;
 		ok += r[i] == 0;
 		full += r[i] == KY_ERR_KEY_LIMIT;
 	}
-	assert_int_equal(ok, want_ok);
+	assert_int_equal(ok, want_ok + 1);
 	assert_int_equal(full, 3 - want_ok);
 	assert_int_equal(ky_store_key_count(s, NULL, &total), 0);
 	assert_int_equal(total, 3 + (uint64_t)want_ok);
