@@ -1718,15 +1718,22 @@ static int pg_alias_find(void *be, const char *alias, char id[KY_UUID_LEN + 1])
 
 /* *total = the keys under row->vp and row->limit_vp (PG_KEY_UNDER), read once per batch while
  * leading a group commit (pg_conn's under_* fields). */
+/* Whether a row under (vp, lvp) counts against the key limit as row does: the same VP and
+ * the same limit VP (lvp NULL: none). VPs are public (kyok status shows them). */
+static bool pg_same_count(const uint8_t *vp, const uint8_t *lvp, const struct ky_store_row *row)
+{
+	return memcmp(vp, row->vp, KY_VP_LEN) == 0 && (lvp == NULL) == (row->limit_vp == NULL) &&
+	       (lvp == NULL || memcmp(lvp, row->limit_vp, KY_VP_LEN) == 0);
+}
+
 static int pg_key_under(struct pg_conn *c, const struct ky_store_row *row, int64_t *total)
 {
 	struct pg_params p;
 	PGresult *res;
 	int r;
 
-	if (c->gc_leading && c->under_ok && memcmp(c->under_vp, row->vp, KY_VP_LEN) == 0 &&
-	    c->under_lvp_set == (row->limit_vp != NULL) &&
-	    (row->limit_vp == NULL || memcmp(c->under_lvp, row->limit_vp, KY_VP_LEN) == 0)) {
+	if (c->gc_leading && c->under_ok &&
+	    pg_same_count(c->under_vp, c->under_lvp_set ? c->under_lvp : NULL, row)) {
 		*total = c->under_total;
 		return 0;
 	}
@@ -1835,11 +1842,8 @@ static int pg_key_insert_many(struct pg_conn *c, struct ky_gc_req *batch, bool *
 
 	*done = false;
 	for (q = batch; q != NULL; q = q->next, n++) {
-		const struct ky_store_row *a = batch->row, *b = q->row;
-		if (n == PG_PIPELINE_MAX || b->naliases > 0 ||
-		    memcmp(a->vp, b->vp, KY_VP_LEN) != 0 ||
-		    (a->limit_vp == NULL) != (b->limit_vp == NULL) ||
-		    (a->limit_vp != NULL && memcmp(a->limit_vp, b->limit_vp, KY_VP_LEN) != 0))
+		if (n == PG_PIPELINE_MAX || q->row->naliases > 0 ||
+		    !pg_same_count(batch->row->vp, batch->row->limit_vp, q->row))
 			return 0;
 	}
 	if (n < 2)
