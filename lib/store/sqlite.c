@@ -350,9 +350,10 @@ struct sq_store {
 	pthread_mutex_t lock;  /* conns list */
 	pthread_mutex_t wlock; /* one writer at a time in this process */
 	struct sq_conn *conns;
-	struct ky_gc gc;       /* inserts waiting for a group commit */
-	bool made;             /* opened: the file is WAL and has its schema */
-	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
+	struct ky_gc gc;         /* inserts waiting for a group commit */
+	struct sq_conn *gc_conn; /* the group commit's (sq_gc_conn), NULL until its first */
+	bool made;               /* opened: the file is WAL and has its schema */
+	_Atomic uint64_t *gen;   /* shared commit counter (mmapped), NULL when unavailable */
 	struct sq_ledger L;
 };
 
@@ -426,6 +427,16 @@ static void sq_unlink(struct sq_store *s, struct sq_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
+}
+
+static void sq_link(struct sq_store *s, struct sq_conn *c)
+{
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* Thread exit: the thread's connection goes with it. */
@@ -545,12 +556,36 @@ static int sq_conn(struct sq_store *s, struct sq_conn **out)
 		sq_conn_close(c);
 		return KY_ERR_NOMEM;
 	}
-	pthread_mutex_lock(&s->lock);
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	pthread_mutex_unlock(&s->lock);
+	sq_link(s, c);
+	*out = c;
+	return 0;
+}
+
+/* The connection of the group commit's leaders. They take turns (ky_gc runs one batch at a
+ * time), so it is never used by two threads at once, and its page cache stays good from one
+ * batch to the next: a leader's own connection would find its cache stale after every commit
+ * made by another thread's, and read the B-tree pages again from the file. Opened again, as
+ * sq_conn does, when it was opened read-only and the file may be writable now. */
+static int sq_gc_conn(struct sq_store *s, struct sq_conn **out)
+{
+	struct sq_conn *c = s->gc_conn;
+	int r;
+
+	if (c != NULL && !c->readonly) {
+		*out = c;
+		return 0;
+	}
+	if (c != NULL) {
+		s->gc_conn = NULL;
+		pthread_mutex_lock(&s->lock);
+		sq_unlink(s, c);
+		pthread_mutex_unlock(&s->lock);
+		sq_conn_close(c);
+	}
+	if ((r = sq_conn_open(s, &c)) != 0)
+		return r;
+	sq_link(s, c);
+	s->gc_conn = c;
 	*out = c;
 	return 0;
 }
@@ -1447,11 +1482,11 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 /* Leader of a group commit (ky_gc_lead_fn): all queued rows in one transaction. */
 static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
-	struct sq_conn *c = ctx;
+	struct sq_conn *c;
 	struct ky_gc_req *q;
 	int r, opened;
 
-	if ((r = sq_wbegin(c, &opened)) != 0)
+	if ((r = sq_gc_conn(ctx, &c)) != 0 || (r = sq_wbegin(c, &opened)) != 0)
 		goto fail;
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
@@ -1483,7 +1518,7 @@ static int sq_key_insert(void *be, struct ky_store_row *row)
 		r = sq_key_insert_one(c, row);
 		return sq_wend(c, opened, r);
 	}
-	return ky_gc_insert(&s->gc, row, sq_key_insert_batch, c);
+	return ky_gc_insert(&s->gc, row, sq_key_insert_batch, s);
 }
 
 /* After a CAS statement changed nothing: was the row changed or is it gone? */
