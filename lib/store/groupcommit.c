@@ -15,16 +15,11 @@ int ky_gc_init(struct ky_gc *g)
 	g->busy = false;
 	if (pthread_mutex_init(&g->mu, NULL) != 0)
 		return KY_ERR_INTERNAL;
-	if (pthread_cond_init(&g->cv, NULL) != 0) {
-		pthread_mutex_destroy(&g->mu);
-		return KY_ERR_INTERNAL;
-	}
 	return 0;
 }
 
 void ky_gc_destroy(struct ky_gc *g)
 {
-	pthread_cond_destroy(&g->cv);
 	pthread_mutex_destroy(&g->mu);
 }
 
@@ -32,6 +27,8 @@ int ky_gc_insert(struct ky_gc *g, struct ky_store_row *row, ky_gc_lead_fn lead, 
 {
 	struct ky_gc_req req = {.row = row, .r = KY_ERR_INTERNAL};
 
+	if (pthread_cond_init(&req.cv, NULL) != 0)
+		return KY_ERR_INTERNAL;
 	pthread_mutex_lock(&g->mu);
 	*g->tail = &req;
 	g->tail = &req.next;
@@ -39,7 +36,7 @@ int ky_gc_insert(struct ky_gc *g, struct ky_store_row *row, ky_gc_lead_fn lead, 
 		struct ky_gc_req *batch, *q;
 
 		if (g->busy) {
-			pthread_cond_wait(&g->cv, &g->mu);
+			pthread_cond_wait(&req.cv, &g->mu);
 			continue;
 		}
 		/* No commit under way: lead one for everything queued (ours included). */
@@ -50,14 +47,19 @@ int ky_gc_insert(struct ky_gc *g, struct ky_store_row *row, ky_gc_lead_fn lead, 
 		pthread_mutex_unlock(&g->mu);
 		lead(ctx, batch);
 		pthread_mutex_lock(&g->mu);
+		/* Each owner waits for g->mu before it can see done and leave: its q and cv last
+		 * until this thread lets go of the mutex. */
 		for (q = batch; q != NULL;) {
 			struct ky_gc_req *next = q->next;
-			q->done = true; /* q may be gone as soon as its owner sees this */
+			q->done = true;
+			pthread_cond_signal(&q->cv);
 			q = next;
 		}
 		g->busy = false;
-		pthread_cond_broadcast(&g->cv);
+		if (g->head != NULL) /* rows came meanwhile: the first one's thread leads them */
+			pthread_cond_signal(&g->head->cv);
 	}
 	pthread_mutex_unlock(&g->mu);
+	pthread_cond_destroy(&req.cv);
 	return req.r;
 }

@@ -18,17 +18,19 @@
 
 struct ky_store_row;
 
-/* A queued insert: the row and, once done, its result. */
+/* A queued insert: the row and, once done, its result. Its thread waits on cv, signalled
+ * only when its row is done or when it is first in the queue and the commit under way ends:
+ * a commit wakes its own rows' threads and the next leader, no one else. */
 struct ky_gc_req {
 	struct ky_store_row *row;
 	int r;
 	bool done;
+	pthread_cond_t cv;
 	struct ky_gc_req *next;
 };
 
 struct ky_gc {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	struct ky_gc_req *head, **tail;
 	bool busy; /* a leader is inserting a batch */
 };
