@@ -461,17 +461,30 @@ out:
 	return r;
 }
 
+/* GET /keys/ID and /keys/ID/metadata. The key comes from the unit's key cache, as for the
+ * key actions (kept fresh by the change log: keystore.c), so a lookup costs the same with 50 or
+ * with millions of keys in storage; key storage is read (and the key opened into the cache)
+ * on a miss only. A key the cache does not give (a destroyed key, a key that cannot be
+ * opened, no such key) is read from key storage as before, with that path's own errors. */
 int api_key_get(struct api_ctx *x, bool metadata)
 {
-	struct ky_key *k = NULL;
+	struct unitd_key_ref *ref = NULL;
+	struct ky_key *read = NULL;
+	const struct ky_key *k;
 	int r;
 
 	if ((r = api_key_id(x)) != 0)
 		return r;
-	if ((r = ky_kms_key_get(&x->kms, x->q->id, metadata ? KY_KMS_METADATA_ONLY : 0, x->now,
-	                        &k)) != 0)
-		return r;
-	if (!metadata && k->state == KY_KEY_DESTROYED) {
+	if (unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref) == 0) {
+		k = unitd_key_ref_key(ref);
+	} else {
+		if ((r = ky_kms_key_get(&x->kms, x->q->id, metadata ? KY_KMS_METADATA_ONLY : 0,
+		                        x->now, &read)) != 0)
+			return r;
+		k = read;
+	}
+	/* A cached key keeps the state it was read with: the state at this request's time. */
+	if (!metadata && ky_key_state_at(k, x->now) == KY_KEY_DESTROYED) {
 		api_detail(x, "key %s was deleted: its metadata is at /keys/%s/metadata", k->id,
 		           k->id);
 		r = KY_ERR_KEY_DESTROYED;
@@ -479,7 +492,8 @@ int api_key_get(struct api_ctx *x, bool metadata)
 	}
 	r = api_reply_key(x, 200, k, !metadata && api_allowed(x->role, PERM_PAYLOAD));
 out:
-	ky_key_free(k);
+	unitd_keystore_key_put(x->api->ks, ref);
+	ky_key_free(read);
 	return r;
 }
 

@@ -151,10 +151,17 @@ cached_unwrap && cached_unwrap && cached_unwrap || fail "unwrap through unit 2"
 metrics_of 2 "$T_DIR/kc1"
 expect_eq "unit 2 serves repeated unwraps from its key cache (hits)" \
 	"$(($(metric "$T_DIR/kc1" kyok_key_cache_hits_total) - $(metric "$T_DIR/kc0" kyok_key_cache_hits_total) >= 2))" 1
+# Key reads (GET /keys/ID) come from the same cache.
+expect_rc "unit 2 shows the key: Active" 0 '^state +Active \(1\)' kp Reader key-show "$kid" --unit 2
+metrics_of 2 "$T_DIR/kc2"
+expect_eq "... read from its key cache (hits moved, no miss)" \
+	"$(($(metric "$T_DIR/kc2" kyok_key_cache_hits_total) > $(metric "$T_DIR/kc1" kyok_key_cache_hits_total))) $(($(metric "$T_DIR/kc2" kyok_key_cache_misses_total) - $(metric "$T_DIR/kc1" kyok_key_cache_misses_total)))" "1 0"
 expect_rc "Manager disables the key through unit 1" 0 'served by crypto unit 1' \
 	kp Manager key-disable "$kid" --unit 1 --verbose
 expect_rc "... and unit 2, holding it opened, refuses it straight after" 5 "key $kid" \
 	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --show --unit 2
+expect_rc "... and shows it Suspended straight after" 0 '^state +Suspended \(2\)' \
+	kp Reader key-show "$kid" --unit 2
 expect_ok "Manager enables it through unit 1" kp Manager key-enable "$kid" --unit 1
 expect_ok "... and unit 2 unwraps with it again" cached_unwrap
 
