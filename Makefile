@@ -63,6 +63,7 @@ bench:
 	ninja -C $(BUILD)
 	bench/run.sh $(BUILD)
 	bench/pg.sh $(BUILD)
+	@if [ "$(BENCH_1M)" = 1 ]; then bench/big.sh $(BUILD); fi
 
 # Fuzzing (clang + libFuzzer, ASan + UBSan): each target for FUZZ_SECONDS (default 60).
 # make check replays every seed and kept corpus input without libFuzzer (test fuzz_replay).
