@@ -132,6 +132,10 @@ struct ky_store_filter {
 	/* NULL: records under any master key; else only records under vp_a or vp_b (vp_b may
 	 * be NULL): those the unit's registers can open. */
 	const uint8_t *vp_a, *vp_b;
+	/* > 0: only records whose seq is above it. A walk over every key resumes after the last
+	 * row of its previous page this way: no page costs more than its own rows (an offset
+	 * would read again every row before it). */
+	int64_t after_seq;
 };
 
 /* API keys: only a hash of the key is kept. The store keeps mac as it is given: computing

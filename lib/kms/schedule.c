@@ -112,7 +112,6 @@ int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gat
 	                            .extractable = -1};
 	struct ky_store_row *rows = NULL;
 	size_t nrows = 0;
-	uint64_t offset = 0;
 	int r = KY_ERR_INTERNAL;
 
 	memset(st, 0, sizeof(*st));
@@ -121,10 +120,9 @@ int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gat
 	f.vp_b = kms->next ? kms->next->vp : NULL;
 	if (f.vp_a == NULL)
 		return KY_ERR_MK_MISMATCH;
+	/* Page after page in seq order, each resuming after the last row of the one before. */
 	for (;;) {
-		uint64_t gone = 0;
-		if ((r = ky_store_key_list(kms->store, &f, KMS_SCHED_PAGE, offset, &rows,
-		                           &nrows)) != 0)
+		if ((r = ky_store_key_list(kms->store, &f, KMS_SCHED_PAGE, 0, &rows, &nrows)) != 0)
 			goto out;
 		for (size_t i = 0; i < nrows; i++) {
 			struct ky_key *k = NULL, *after = NULL;
@@ -150,7 +148,6 @@ int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gat
 				st->rotated++;
 			} else if (done == KY_KMS_DUE_PURGE) {
 				st->purged++;
-				gone++;
 			}
 			if (fn != NULL && (e != 0 || done != KY_KMS_DUE_NONE))
 				fn(rows[i].id, k, after, done != KY_KMS_DUE_NONE ? done : due, e,
@@ -158,11 +155,12 @@ int ky_kms_schedule_pass(const struct ky_kms *kms, int64_t now, ky_kms_sched_gat
 			ky_key_free(k);
 			ky_key_free(after);
 		}
+		if (nrows > 0)
+			f.after_seq = rows[nrows - 1].seq;
 		ky_store_rows_free(rows, nrows);
 		rows = NULL;
 		if (nrows < KMS_SCHED_PAGE)
 			break;
-		offset += nrows - gone; /* the rows purged moved the next ones up */
 		nrows = 0;
 	}
 	r = 0;

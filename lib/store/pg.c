@@ -154,7 +154,7 @@ enum pg_stmt {
 #define PG_FILTER                                                                      \
 	"($1 = 0 OR ((1::int8 << (CASE WHEN $7 > 0 AND state = 1 AND expires > 0 AND " \
 	"expires <= $7 THEN 3 ELSE state END)::int4) & $1) != 0) AND ($2 < 0 OR "      \
-	"extractable = $2) AND ($5::bytea IS NULL OR vp = $5 OR vp = $6)"
+	"extractable = $2) AND ($5::bytea IS NULL OR vp = $5 OR vp = $6) AND seq > $8"
 
 /* A statement and the types of its parameters: t text, i int8, b bytea. */
 static const struct {
@@ -182,8 +182,8 @@ static const struct {
     [PG_KEY_DELETE] = {"DELETE FROM keys WHERE id = $1 AND rev = $2", "ti"},
     [PG_KEY_LIST] = {"SELECT " PG_KEY_COLS PG_GEN_COL " FROM keys WHERE " PG_FILTER
                      " ORDER BY seq LIMIT $3 OFFSET $4",
-                     "iiiibbi"},
-    [PG_KEY_COUNT] = {"SELECT count(*) FROM keys WHERE " PG_FILTER, "iiiibbi"},
+                     "iiiibbii"},
+    [PG_KEY_COUNT] = {"SELECT count(*) FROM keys WHERE " PG_FILTER, "iiiibbii"},
     [PG_SECRET_INSERT] = {"INSERT INTO secrets (" PG_SECRET_COLS ") VALUES ($1, "
                           "(SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, $2, $3, $4, "
                           "$5) RETURNING seq, rev",
@@ -2123,6 +2123,7 @@ static void pg_p_filter(struct pg_params *p, const struct ky_store_filter *f, ui
 		pg_p_null(p);
 	}
 	pg_p_int(p, f != NULL && f->now > 0 ? f->now : 0);
+	pg_p_int(p, f != NULL && f->after_seq > 0 ? f->after_seq : 0);
 }
 
 static int pg_key_list(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
@@ -2227,9 +2228,10 @@ static int pg_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 
 	if ((r = pg_conn(s, &c)) != 0)
 		return r;
-	if (f == NULL || (f->states == 0 && f->extractable < 0 && f->vp_a == NULL))
+	if (f == NULL ||
+	    (f->states == 0 && f->extractable < 0 && f->vp_a == NULL && f->after_seq <= 0))
 		return pg_count(c, PG_KEY_TOTAL, NULL, n);
-	if (f->states == 0 && f->extractable < 0) {
+	if (f->states == 0 && f->extractable < 0 && f->after_seq <= 0) {
 		pg_p_init(&p);
 		pg_p_blob(&p, f->vp_a, KY_VP_LEN);
 		if (f->vp_b != NULL)

@@ -140,7 +140,7 @@ enum sq_stmt {
 #define SQ_FILTER                                                                              \
 	"(?1 = 0 OR ((1 << (CASE WHEN ?7 > 0 AND state = 1 AND expires > 0 AND expires <= ?7 " \
 	"THEN 3 ELSE state END)) & ?1) != 0) AND (?2 < 0 OR extractable = ?2) AND "            \
-	"(?5 IS NULL OR vp = ?5 OR vp = ?6)"
+	"(?5 IS NULL OR vp = ?5 OR vp = ?6) AND seq > ?8"
 
 static const char *const sq_sql[SQ__COUNT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
@@ -1683,6 +1683,7 @@ static void sq_bind_filter(sqlite3_stmt *st, const struct ky_store_filter *f)
 		sqlite3_bind_null(st, 6);
 	}
 	sqlite3_bind_int64(st, 7, f != NULL && f->now > 0 ? f->now : 0);
+	sqlite3_bind_int64(st, 8, f != NULL && f->after_seq > 0 ? f->after_seq : 0);
 }
 
 static int sq_key_list(void *be, const struct ky_store_filter *f, uint32_t limit, uint64_t offset,
@@ -1826,9 +1827,10 @@ static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
-	if (f == NULL || (f->states == 0 && f->extractable < 0 && f->vp_a == NULL))
+	if (f == NULL ||
+	    (f->states == 0 && f->extractable < 0 && f->vp_a == NULL && f->after_seq <= 0))
 		return sq_count(c, SQ_KEY_TOTAL, NULL, NULL, n);
-	if (f->states == 0 && f->extractable < 0)
+	if (f->states == 0 && f->extractable < 0 && f->after_seq <= 0)
 		return sq_count_under(c, f->vp_a, f->vp_b, n);
 	return sq_count(c, SQ_KEY_COUNT, f, NULL, n);
 }

@@ -2170,12 +2170,52 @@ static void test_policy_pass(void **state)
 	ky_key_free(d2);
 }
 
+/* A pass over more keys than one page holds (pages of 500, each resuming after the last row
+ * of the one before): every key is looked at once, the keys it purges on the way included,
+ * and a second pass finds what is left. */
+static void test_policy_pass_pages(void **state)
+{
+	struct fx *f = *state;
+	struct ky_kms_sched st;
+	char(*ids)[KY_UUID_LEN + 1] = calloc(1203, KY_UUID_LEN + 1);
+	struct ky_key *k;
+
+	assert_non_null(ids);
+	assert_int_equal(ky_store_begin(f->s), 0);
+	for (int i = 0; i < 1203; i++) {
+		k = create_root(f, "paged");
+		memcpy(ids[i], k->id, sizeof(ids[i]));
+		ky_key_free(k);
+	}
+	for (int i = 0; i < 1203; i += 3) /* 401 keys, across all three pages */
+		assert_int_equal(act(f, ids[i], KY_KEY_DELETE, "bob", NOW), 0);
+	assert_int_equal(ky_store_commit(f->s), 0);
+
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
+	assert_int_equal(st.keys, 1203);
+	assert_int_equal(st.purged, 401);
+	assert_int_equal(st.rotated + st.raced + st.failed, 0);
+	for (int i = 0; i < 1203; i++) {
+		int r = ky_kms_key_get(&f->kms, ids[i], 0, NOW, &k);
+		assert_int_equal(r, i % 3 == 0 ? KY_ERR_NOT_FOUND : 0);
+		if (r == 0)
+			ky_key_free(k);
+	}
+	assert_int_equal(
+	    ky_kms_schedule_pass(&f->kms, NOW + 90 * KY_KMS_DAY, NULL, NULL, NULL, &st), 0);
+	assert_int_equal(st.keys, 802);
+	assert_int_equal(st.purged, 0);
+	free(ids);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_mk_vp, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_rotation_due),
 	    cmocka_unit_test_setup_teardown(test_policy_pass, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_policy_pass_pages, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_create_get_root, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_create_imported_and_refusals, fx_setup,
 	                                    fx_teardown),

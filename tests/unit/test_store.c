@@ -379,6 +379,29 @@ static void test_key_list_filters(void **state)
 	assert_string_equal(rows[0].name, "key-3");
 	assert_string_equal(rows[1].name, "key-9");
 	ky_store_rows_free(rows, n);
+
+	/* after_seq: only the rows after it, with the other filters, in the list and the count */
+	flt = (struct ky_store_filter){.states = 0, .extractable = -1, .after_seq = 7};
+	assert_int_equal(ky_store_key_list(f->s, &flt, 3, 0, &rows, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(rows[0].seq, 8);
+	assert_int_equal(rows[2].seq, 10);
+	ky_store_rows_free(rows, n);
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 5);
+	flt.vp_a = vp_a;
+	assert_int_equal(ky_store_key_count(f->s, &flt, &total), 0);
+	assert_int_equal(total, 5);
+	flt.states = 1u << 2; /* odd i (seq i + 1 > 7): 7, 9, 11 */
+	assert_int_equal(ky_store_key_list(f->s, &flt, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].name, "key-7");
+	assert_string_equal(rows[2].name, "key-11");
+	ky_store_rows_free(rows, n);
+	flt.after_seq = 12;
+	assert_int_equal(ky_store_key_list(f->s, &flt, 0, 0, &rows, &n), 0);
+	assert_int_equal(n, 0);
+	ky_store_rows_free(rows, n);
 }
 
 static void test_key_limit(void **state)
