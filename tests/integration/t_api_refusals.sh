@@ -44,6 +44,11 @@
 #     actions (plain and as a collection): 400 naming its path, the policies read back
 #     unchanged; a GET with a member; the token form's fields (response_type=cloud_iam
 #     taken, others refused)
+#   key reads from a unit's key cache: GET /keys/ID and .../metadata on unit 1, holding the
+#     key opened, right after each change through unit 2 (disable, enable, rotate, dual-auth
+#     policy, deletion set and cancelled, delete, restore, alias made and deleted, key ring
+#     moves), by role (payload or not), past its expiration, altered by hand, purged by unit
+#     2's policy pass: the status and body unit 2 answers
 . "$(dirname "$0")/helpers.sh"
 setup
 IFS=$'\n' # $(auth ...) and $(json_body ...) expand to one curl argument a line
@@ -728,6 +733,173 @@ fi
 accepted "unit 2 deletes key $F" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$F"
 refused "... unit 1 refuses to unwrap with it at once" 410 KEY_DESTROYED_ERR 1 $(auth "$W") \
 	$(json_body "{\"ciphertext\":\"$FCT\"}") -X POST "/api/v2/keys/$F/actions/unwrap"
+
+# GET /keys/ID and .../metadata answer from the unit's key cache: after each change made
+# through unit 2 (acknowledged), unit 1, holding the key opened, answers exactly what unit 2
+# answers (it read the key anew from key storage): status and body, role by role.
+# seen1 DESC STATUS ARGS... PATH: the GET on unit 1 first, then on unit 2; unit 1's body in
+# $T_DIR/body.
+seen1() {
+	local desc=$1 want=$2 one two
+	shift 2
+	call 1 "$@"
+	one="$status $(jq -S -c . "$T_DIR/body" 2>/dev/null || head -c 300 "$T_DIR/body")"
+	cp "$T_DIR/body" "$T_DIR/body1"
+	call 2 "$@"
+	two="$status $(jq -S -c . "$T_DIR/body" 2>/dev/null || head -c 300 "$T_DIR/body")"
+	cp "$T_DIR/body1" "$T_DIR/body"
+	if [ "${one%% *}" != "$want" ]; then
+		fail "$desc: unit 1 answered ${one:0:300}, want $want"
+	elif [ "$one" != "$two" ]; then
+		fail "$desc: unit 1 answered ${one:0:300}, unit 2 ${two:0:300}"
+	else
+		pass "$desc: unit 1 answers $want as unit 2 does"
+	fi
+}
+# warm ID: unit 1 opens key ID into its cache (a GET, as the Writer).
+warm() {
+	call 1 $(auth "$W") "/api/v2/keys/$1/metadata"
+	[ "$status" = 200 ] || fail "warm: GET /keys/$1/metadata on unit 1: $status"
+}
+# r0 FILTER: jq over unit 1's last body (first resource).
+r0() { jq -r ".resources[0] | $1" "$T_DIR/body"; }
+pol_json() {
+	printf '{"metadata":{"collectionType":"%s","collectionTotal":1},"resources":[{"type":"%s","dualAuthDelete":{"enabled":%s}}]}' \
+		"$PT" "$PT" "$1"
+}
+R=${TOK[Reader]}
+G=$(mkkey get-fresh)
+warm "$G"
+seen1 "control: GET /keys/$G" 200 $(auth "$W") "/api/v2/keys/$G"
+accepted "unit 2 disables key $G" 204 2 $(auth "$M") $(json_body '{}') -X POST "/api/v2/keys/$G/actions/disable"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... Suspended" "$(r0 .state)" 2
+seen1 "... GET metadata (Reader)" 200 $(auth "$R") "/api/v2/keys/$G/metadata"
+warm "$G"
+accepted "unit 2 enables key $G" 204 2 $(auth "$M") $(json_body '{}') -X POST "/api/v2/keys/$G/actions/enable"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... Active" "$(r0 .state)" 1
+gv1=$(r0 .keyVersion.id)
+warm "$G"
+accepted "unit 2 rotates key $G" 204 2 $(auth "$W") $(json_body '{}') -X POST "/api/v2/keys/$G/actions/rotate"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... a new version, lastRotateDate" "$(r0 '"\(.keyVersion.id != "'"$gv1"'") \(has("lastRotateDate"))"')" "true true"
+warm "$G"
+accepted "unit 2 sets dual-auth delete on key $G" 200 2 $(auth "$M") $(json_body "$(pol_json true)") \
+	-X PUT "/api/v2/keys/$G/policies"
+seen1 "... GET metadata" 200 $(auth "$W") "/api/v2/keys/$G/metadata"
+expect_eq "... dualAuthDelete enabled" "$(r0 .dualAuthDelete.enabled)" true
+warm "$G"
+accepted "unit 2 sets key $G for deletion" 204 2 $(auth "$M") -H 'Prefer: return=minimal' $(json_body '{}') \
+	-X POST "/api/v2/keys/$G/actions/setKeyForDeletion"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... keySetForDeletion" "$(r0 .dualAuthDelete.keySetForDeletion)" true
+warm "$G"
+accepted "unit 2 cancels it" 204 2 $(auth "$M") -H 'Prefer: return=minimal' $(json_body '{}') \
+	-X POST "/api/v2/keys/$G/actions/unsetKeyForDeletion"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... not set for deletion" "$(r0 .dualAuthDelete.keySetForDeletion)" false
+accepted "unit 2 sets it for deletion again" 204 2 $(auth "$M") -H 'Prefer: return=minimal' $(json_body '{}') \
+	-X POST "/api/v2/keys/$G/actions/setKeyForDeletion"
+warm "$G"
+accepted "unit 2 deletes key $G (second Manager)" 204 2 $(auth "${TOK[Manager2]}") -X DELETE "/api/v2/keys/$G"
+refused "... unit 1: GET refused at once" 410 KEY_DESTROYED_ERR 1 $(auth "$W") "/api/v2/keys/$G"
+seen1 "... GET, as unit 2" 410 $(auth "$W") "/api/v2/keys/$G"
+seen1 "... GET metadata" 200 $(auth "$W") "/api/v2/keys/$G/metadata"
+expect_eq "... Destroyed, deleted" "$(r0 '"\(.state) \(.deleted) \(has("payload"))"')" "5 true false"
+accepted "unit 2 restores key $G" 201 2 $(auth "$M") -X POST "/api/v2/keys/$G/restore"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... Active again" "$(r0 '"\(.state) \(.deleted)"')" "1 false"
+warm "$G"
+accepted "unit 2 gives key $G the alias 'get-fresh'" 201 2 $(auth "$W") -X POST "/api/v2/keys/$G/aliases/get-fresh"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... lists it" "$(r0 '.aliases | join(",")')" get-fresh
+seen1 "... GET by the alias" 200 $(auth "$W") /api/v2/keys/get-fresh
+warm "$G"
+accepted "unit 2 deletes the alias" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$G/aliases/get-fresh"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... no alias" "$(r0 '.aliases // [] | length')" 0
+seen1 "... GET by the alias" 404 $(auth "$W") /api/v2/keys/get-fresh
+accepted "key ring 'get-ring' created" 201 2 $(auth "$W") -X POST /api/v2/key_rings/get-ring
+warm "$G"
+accepted "unit 2 moves key $G to it" 200 2 $(auth "$M") $(printf -- '-H\nX-Kms-Key-Ring: default\n') \
+	$(json_body '{"keyRingID":"get-ring"}') -X PATCH "/api/v2/keys/$G"
+seen1 "... GET" 200 $(auth "$W") "/api/v2/keys/$G"
+expect_eq "... keyRingID" "$(r0 .keyRingID)" get-ring
+seen1 "... GET under header default" 404 $(auth "$W") $(printf -- '-H\nX-Kms-Key-Ring: default\n') \
+	"/api/v2/keys/$G"
+seen1 "... GET metadata under header get-ring" 200 $(auth "$W") $(printf -- '-H\nX-Kms-Key-Ring: get-ring\n') \
+	"/api/v2/keys/$G/metadata"
+warm "$G"
+accepted "unit 2 moves it back to default" 200 2 $(auth "$M") $(json_body '{"keyRingID":"default"}') \
+	-X PATCH "/api/v2/keys/$G"
+seen1 "... GET under header default" 200 $(auth "$W") $(printf -- '-H\nX-Kms-Key-Ring: default\n') \
+	"/api/v2/keys/$G"
+accepted "key ring 'get-ring' deleted" 204 2 $(auth "$M") -X DELETE /api/v2/key_rings/get-ring
+# A standard key: its payload goes to the roles that may see it, never after its deletion.
+GS=$(call 1 $(auth "$W") $(json_body "$(create_json get-std true)") -X POST /api/v2/keys &&
+	jq -r '.resources[0].id' "$T_DIR/body")
+seen1 "standard key $GS: GET (Writer)" 200 $(auth "$W") "/api/v2/keys/$GS"
+expect_eq "... with its payload" "$(r0 'has("payload")')" true
+seen1 "... GET (Reader), unit 1 holding it opened" 200 $(auth "$R") "/api/v2/keys/$GS"
+expect_eq "... without" "$(r0 'has("payload")')" false
+seen1 "... GET (ReaderPlus)" 200 $(auth "${TOK[ReaderPlus]}") "/api/v2/keys/$GS"
+expect_eq "... with" "$(r0 'has("payload")')" true
+seen1 "... GET metadata (Writer)" 200 $(auth "$W") "/api/v2/keys/$GS/metadata"
+expect_eq "... without" "$(r0 'has("payload")')" false
+refused "... GET by KeyPurge" 403 FORBIDDEN_ERR 1 $(auth "${TOK[KeyPurge]}") "/api/v2/keys/$GS"
+warm "$GS"
+accepted "unit 2 deletes key $GS" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$GS"
+seen1 "... GET" 410 $(auth "$W") "/api/v2/keys/$GS"
+if grep -q '"payload"' "$T_DIR/body"; then fail "... a deleted key's payload served"; else pass "... no payload"; fi
+seen1 "... GET metadata" 200 $(auth "$W") "/api/v2/keys/$GS/metadata"
+expect_eq "... Destroyed, no payload" "$(r0 '"\(.state) \(has("payload"))"')" "5 false"
+# Expiration: the state at the time of the request, not when unit 1 opened the key.
+ge=$(($(date +%s) + 4))
+call 1 $(auth "$W") $(json_body "{\"metadata\":{\"collectionType\":\"$KT\",\"collectionTotal\":1},\"resources\":[{\"type\":\"$KT\",\"name\":\"get-exp\",\"expirationDate\":\"$(date -u -d "@$ge" +%Y-%m-%dT%H:%M:%SZ)\"}]}") \
+	-X POST /api/v2/keys
+GE=$(jq -r '.resources[0].id' "$T_DIR/body")
+seen1 "key $GE expiring in 4 s: GET" 200 $(auth "$W") "/api/v2/keys/$GE"
+expect_eq "... Active" "$(r0 .state)" 1
+while [ "$(date +%s)" -le "$ge" ]; do sleep 0.2; done
+seen1 "... expired: GET" 200 $(auth "$W") "/api/v2/keys/$GE"
+expect_eq "... Deactivated" "$(r0 .state)" 3
+# Altered by hand in keys.db: refused once the units notice writes by other programs (250 ms).
+warm "$G"
+db() { sqlite3 "$A/keys.db" ".timeout 5000" "$@"; }
+db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$G'"
+sleep 0.4
+refused "key $G's clear column altered by hand: unit 1 refuses the GET" 500 RECORD_TAMPERED_ERR 1 \
+	$(auth "$W") "/api/v2/keys/$G"
+refused "... and the metadata" 500 RECORD_TAMPERED_ERR 1 $(auth "$W") "/api/v2/keys/$G/metadata"
+db "UPDATE keys SET extractable = 1 - extractable WHERE id = '$G'"
+sleep 0.4
+seen1 "... put back: served again" 200 $(auth "$W") "/api/v2/keys/$G"
+# Purge: by unit 2's policy pass (restarted with its clock 91 days ahead), while unit 1, left
+# running, holds the deleted key opened.
+GP=$(mkkey get-purged)
+accepted "unit 2 deletes key $GP" 204 2 $(auth "$M") -X DELETE "/api/v2/keys/$GP"
+seen1 "... GET metadata (unit 1 opens it)" 200 $(auth "$W") "/api/v2/keys/$GP/metadata"
+# restart2 [DAYS]: unit 2 stopped and started again (unit 1 left running), its policy pass
+# DAYS ahead each second (none: as before).
+restart2() {
+	local p i
+	p=$(cat "$A/unit-2/pid")
+	kill "$p"
+	for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	sed -i '/^policy_pass_/d' "$A/unit-2/unit.conf"
+	[ -z "${1:-}" ] || printf 'policy_pass_interval = 1\npolicy_pass_days_ahead = %s\n' "$1" >>"$A/unit-2/unit.conf"
+	"$KYOK" up --instance "$A" >/dev/null 2>&1 || fail "kyok up (unit 2 restarted)"
+}
+restart2 91
+for i in $(seq 1 100); do
+	[ "$(db "SELECT count(*) FROM keys WHERE id = '$GP'")" = 0 ] && break
+	sleep 0.1
+done
+expect_eq "unit 2's policy pass purged key $GP" "$(db "SELECT count(*) FROM keys WHERE id = '$GP'")" 0
+restart2
+refused "... unit 1: GET metadata" 404 NOT_FOUND_ERR 1 $(auth "$W") "/api/v2/keys/$GP/metadata"
+refused "... GET" 404 NOT_FOUND_ERR 1 $(auth "$W") "/api/v2/keys/$GP"
 
 # ---- key aliases ---------------------------------------------------------------------------
 # A key addressed by alias on every kind of route (read, action, policies, versions, delete),
