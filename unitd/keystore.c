@@ -86,6 +86,7 @@ struct unitd_key_ref {
 	bool used;   /* looked up since the clock hand last passed it */
 	size_t cost; /* secure heap bytes counted for its material */
 	struct ky_key *key;
+	char id[KY_UUID_LEN + 1]; /* key->id: a chain is searched without reading the keys */
 };
 
 /* A key being read from the store, not linked yet. */
@@ -222,7 +223,7 @@ static void ks_drop_key_locked(struct unitd_keystore *ks, const char *id)
 		if (strcmp(l->id, id) == 0)
 			l->dead = true;
 	for (; (e = *pp) != NULL; pp = &e->next) {
-		if (strcmp(e->key->id, id) == 0) {
+		if (strcmp(e->id, id) == 0) {
 			ks_unlink_locked(ks, pp, e);
 			return;
 		}
@@ -242,7 +243,7 @@ static void ks_evict_locked(struct unitd_keystore *ks, size_t need)
 			ks->hand = e->clk_next;
 			continue;
 		}
-		for (pp = ks_bucket(ks, e->key->id); *pp != e; pp = &(*pp)->next)
+		for (pp = ks_bucket(ks, e->id); *pp != e; pp = &(*pp)->next)
 			;
 		ks_unlink_locked(ks, pp, e);
 	}
@@ -794,7 +795,7 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 	*ref = NULL;
 	pthread_mutex_lock(&ks->lock);
 	for (e = *bucket; e != NULL; e = e->next) {
-		if (strcmp(e->key->id, id) == 0) {
+		if (strcmp(e->id, id) == 0) {
 			atomic_fetch_add(&e->refs, 1);
 			e->used = true;
 			pthread_mutex_unlock(&ks->lock);
@@ -814,6 +815,7 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 		r = KY_ERR_NOMEM;
 	if (made != NULL) {
 		made->key = k;
+		memcpy(made->id, k->id, sizeof(made->id));
 		made->cost = ks_key_cost(k);
 		atomic_init(&made->refs, 1);
 		k = NULL; /* transferred */
@@ -825,7 +827,7 @@ int unitd_keystore_key_get(struct unitd_keystore *ks, const struct ky_kms *kms, 
 	*pp = load.next;
 	if (r == 0 && ks->gen == gen && !load.dead && made->cost <= ks->budget) {
 		for (e = *bucket; e != NULL; e = e->next)
-			if (strcmp(e->key->id, id) == 0)
+			if (strcmp(e->id, id) == 0)
 				break;
 		if (e == NULL) {
 			if (ks->material + made->cost > ks->budget && !ks->evicting) {
