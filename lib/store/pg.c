@@ -1958,7 +1958,7 @@ static int pg_key_insert(void *be, struct ky_store_row *row)
 		r = pg_key_insert_one(c, row);
 		return pg_wend(c, opened, r);
 	}
-	r = ky_gc_insert(&s->gc, row, pg_key_insert_batch, c);
+	r = ky_gc_insert(&s->gc, row, pg_key_insert_batch, c, NULL);
 	if (r == 0)
 		pg_commit_wait(s);
 	return r;

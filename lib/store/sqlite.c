@@ -1479,7 +1479,9 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
 	return sq_touch(c, KY_LEDGER_KEYS, row->id);
 }
 
-/* Leader of a group commit (ky_gc_lead_fn): all queued rows in one transaction. */
+/* A group commit (ky_gc_lead_fn, on the committer's thread): all queued rows in one
+ * transaction. A failure's SQLite result and errno go to each row's note, for its thread's
+ * ky_store_failure. */
 static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
 	struct sq_conn *c;
@@ -1498,17 +1500,20 @@ static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 	}
 	if ((r = sq_wend(c, opened, 0)) != 0)
 		goto fail;
-	return;
+	return; /* a refused row (id or alias taken, key limit) has no failure to tell of */
 fail:
-	for (q = batch; q != NULL; q = q->next)
+	for (q = batch; q != NULL; q = q->next) {
 		q->r = r;
+		q->note[0] = sq_last.rc;
+		q->note[1] = sq_last.sys_errno;
+	}
 }
 
 static int sq_key_insert(void *be, struct ky_store_row *row)
 {
 	struct sq_store *s = be;
 	struct sq_conn *c;
-	int r, opened;
+	int r, opened, note[2];
 
 	if ((r = sq_conn(s, &c)) != 0)
 		return r;
@@ -1518,7 +1523,12 @@ static int sq_key_insert(void *be, struct ky_store_row *row)
 		r = sq_key_insert_one(c, row);
 		return sq_wend(c, opened, r);
 	}
-	return ky_gc_insert(&s->gc, row, sq_key_insert_batch, s);
+	/* On the committer's thread: a failure's details come back in note. */
+	if ((r = ky_gc_insert(&s->gc, row, sq_key_insert_batch, s, note)) != 0) {
+		sq_last.rc = note[0];
+		sq_last.sys_errno = note[1];
+	}
+	return r;
 }
 
 /* After a CAS statement changed nothing: was the row changed or is it gone? */
@@ -3003,6 +3013,7 @@ static void sq_close(void *be)
 
 	if (s == NULL)
 		return;
+	ky_gc_destroy(&s->gc); /* its committer first: it uses a connection closed below */
 	c = pthread_getspecific(s->tls);
 	if (c != NULL && c->in_txn) {
 		(void)sq_exec(c, SQ_ROLLBACK);
@@ -3026,7 +3037,6 @@ static void sq_close(void *be)
 	ky_ledger_mac_release(&s->L.mac);
 	ky_ledger_index_release(&s->L.ix);
 	pthread_mutex_destroy(&s->L.mu);
-	ky_gc_destroy(&s->gc);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	free((char *)s->o.instance);
@@ -3052,7 +3062,13 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 		return KY_ERR_NOMEM;
 	s->o = *opts;
 	s->o.instance = NULL;
+	/* The inserts' commits run on the store's own thread, at a lower priority. */
 	if (ky_gc_init(&s->gc) != 0) {
+		free(s);
+		return KY_ERR_NOMEM;
+	}
+	if (ky_gc_committer(&s->gc, sq_key_insert_batch, s) != 0) {
+		ky_gc_destroy(&s->gc);
 		free(s);
 		return KY_ERR_NOMEM;
 	}

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1845,6 +1847,59 @@ static void test_group_commit_threads(void **state)
 	ky_store_rows_free(rows, n);
 }
 
+/* Threads of this process at nice value nice (field 19 of /proc/self/task/TID/stat). */
+static int threads_at_nice(int nice)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char path[300], buf[1024], *p;
+		FILE *fp;
+		int field = 3, v = 0;
+		size_t len;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+		if ((fp = fopen(path, "r")) == NULL)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, fp);
+		fclose(fp);
+		buf[len] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL) /* the name may hold spaces */
+			continue;
+		for (p += 2; *p != '\0' && field < 19; p++)
+			if (*p == ' ')
+				field++;
+		if (field == 19 && sscanf(p, "%d", &v) == 1 && v == nice)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* SQLite: the commits of a group run on one thread of the store's, at nice KY_GC_NICE (the
+ * requests that write nothing go first on busy CPUs), started by the first insert and ended
+ * with the store; the caller's thread keeps its own priority. PostgreSQL: its leaders. */
+static void test_group_commit_committer(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_row row;
+	int before = threads_at_nice(10);
+
+	row_make(&row, 0, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
+	ky_store_row_release(&row);
+	assert_int_equal(threads_at_nice(10) - before, f->pg ? 0 : 1);
+	assert_int_equal(getpriority(PRIO_PROCESS, 0), 0);
+	ky_store_close(f->s);
+	f->s = NULL;
+	assert_int_equal(threads_at_nice(10), before);
+}
+
 static void test_group_commit_limit(void **state)
 {
 	struct fx *f = *state;
@@ -2421,6 +2476,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_secrets, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_apikeys, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_committer, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_limit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_refused_row, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_window, fx_setup, fx_teardown),
