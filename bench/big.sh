@@ -22,6 +22,7 @@
 # starts is stopped at exit; passwords, API keys and tokens stay in a temporary directory
 # (0700), never in argv.
 set -euo pipefail
+. "$(dirname "$0")/instance.sh"
 
 BUILD=${1:-build}
 NKEYS=${BENCH_KEYS:-1000000}
@@ -55,8 +56,8 @@ cleanup() {
 	for i in "$T"/*/inst; do
 		[ -f "$i/instance.json" ] && "$KYOK" down --instance "$i" >/dev/null 2>&1
 	done
-	if [ $rc -ne 0 ] && [ -f "$T/setup.log" ]; then
-		tail -n 30 "$T/setup.log" >&2 || true
+	if [ $rc -ne 0 ]; then
+		tail -n 30 "$T"/*/setup.log >&2 2>/dev/null || true
 		tail -n 20 "$T"/*/inst/unit-*/unit.log >&2 2>/dev/null || true
 	fi
 	rm -rf "$T"
@@ -72,35 +73,12 @@ CREATE_BODY='{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","c
 # 0700). NAME.env holds URL and PID.
 make_instance() {
 	local d="$T/$1" url instance
-	mkdir -p "$d/home" "$d/http" "$d/ids" "$d/pw"
-	chmod 700 "$d"
-	head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$d/pw/admin"
-	chmod 600 "$d/pw/admin"
-	(
-		export HOME="$d/home" KYOK_TKE_FILES="$d/ws" KYOK_INSTANCE="$d/inst"
-		"$KYOK" up --dir "$KYOK_INSTANCE" --units 1
-		"$KYOK" down
-		printf 'key_limit = 10000000\nkey_cache = %d\nmax_connections_per_client = %d\n' \
-			"$2" $((2 * WRK_CONNS)) >>"$KYOK_INSTANCE/unit-1/unit.conf"
-		"$KYOK" up
-		"$KYOK" tke cryptounit-add --units 1
-		"$KYOK" tke auto-init --signature 1 --revocation 1 --new-admins bench-admin \
-			--password-file "$d/pw/admin"
-		"$KYOK" tke sigkey-sel --sigkeys 1
-		"$KYOK" tke apikey-create --name bench --role Writer --password-file "$d/pw/admin" \
-			--out "$d/http/bench.apikey"
-	) >>"$T/setup.log" 2>&1
-	url=$(jq -r '.units[0].url' "$d/inst/instance.json")
-	instance=$(jq -r .instance "$d/inst/instance.json")
+	bench_instance "$d" "$(printf 'key_limit = 10000000\nkey_cache = %d\nmax_connections_per_client = %d\n' \
+		"$2" $((2 * WRK_CONNS)))"$'\n'
+	url=$BENCH_URL
+	instance=$BENCH_INSTANCE
+	mkdir -p "$d/ids"
 	printf 'URL=%s\nPID=%s\n' "$url" "$(cat "$d/inst/unit-1/pid")" >"$d.env"
-	jq -j .apikey "$d/http/bench.apikey" >"$d/http/apikey.raw"
-	curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-		--data-urlencode "apikey@$d/http/apikey.raw" "$url/identity/token" |
-		jq -j .access_token >"$d/http/token"
-	{
-		printf 'Authorization: Bearer %s\n' "$(cat "$d/http/token")"
-		printf 'Bluemix-Instance: %s\n' "$instance"
-	} >"$d/http/headers"
 	# Every script sets the same headers. setup() numbers the threads; a thread reads its
 	# share (line number modulo the threads) of the files it needs.
 	{

@@ -39,6 +39,7 @@ ROUNDS=5
 SLICE=1s
 
 . "$SRC/tests/pg.sh"
+. "$SRC/bench/instance.sh"
 if ! pg_available; then
 	echo "PostgreSQL part skipped: PostgreSQL's server programs are not installed" \
 		"('scripts/deps.sh bench' installs the Debian package postgresql)"
@@ -119,43 +120,13 @@ PG_FSYNC=on pg_start >"$T/pg-start.log" 2>&1 || {
 # setup NAME [STORE]: instance NAME (dir $T/NAME) of one unit, initialised, an API key of
 # role Writer, a root key, one wrapped data key, and wrk scripts for unwrap and creation.
 setup() {
-	local name=$1 store=${2:-} d="$T/$1" url inst kid ct body
-	mkdir -p "$d/home" "$d/pw" "$d/http"
-	chmod 700 "$d/pw" "$d/http"
-	head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$d/pw/admin"
-	chmod 600 "$d/pw/admin"
-	(
-		export HOME="$d/home" KYOK_TKE_FILES="$d/ws" KYOK_INSTANCE="$d/inst"
-		if [ -n "$store" ]; then
-			"$KYOK" up --dir "$KYOK_INSTANCE" --units 1 --store "$store"
-		else
-			"$KYOK" up --dir "$KYOK_INSTANCE" --units 1
-		fi
-		# Room for the keys the creation runs make, and for two runs' connections at once.
-		"$KYOK" down
-		printf 'key_limit = 10000000\nmax_connections_per_client = %d\n' $((2 * WRK_CONNS)) \
-			>>"$KYOK_INSTANCE/unit-1/unit.conf"
-		if [ -n "${BENCH_THREADS:-}" ]; then
-			printf 'threads = %d\n' "$BENCH_THREADS" >>"$KYOK_INSTANCE/unit-1/unit.conf"
-		fi
-		"$KYOK" up
-		"$KYOK" tke cryptounit-add --units 1
-		"$KYOK" tke auto-init --signature 1 --revocation 1 --new-admins bench-admin \
-			--password-file "$d/pw/admin"
-		"$KYOK" tke sigkey-sel --sigkeys 1
-		"$KYOK" tke apikey-create --name bench --role Writer --password-file "$d/pw/admin" \
-			--out "$d/http/bench.apikey"
-	) >"$d/setup.log" 2>&1
-	url=$(jq -r '.units[0].url' "$d/inst/instance.json")
-	inst=$(jq -r .instance "$d/inst/instance.json")
-	jq -j .apikey "$d/http/bench.apikey" >"$d/http/apikey.raw"
-	curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-		--data-urlencode "apikey@$d/http/apikey.raw" "$url/identity/token" |
-		jq -j .access_token >"$d/http/token"
-	{
-		printf 'Authorization: Bearer %s\n' "$(cat "$d/http/token")"
-		printf 'Bluemix-Instance: %s\n' "$inst"
-	} >"$d/http/headers"
+	local name=$1 store=${2:-} d="$T/$1" url inst kid ct body conf
+	# Room for the keys the creation runs make, and for two runs' connections at once.
+	conf=$(printf 'key_limit = 10000000\nmax_connections_per_client = %d\n' $((2 * WRK_CONNS)))
+	[ -z "${BENCH_THREADS:-}" ] || conf="$conf"$'\n'"threads = $BENCH_THREADS"
+	bench_instance "$d" "$conf"$'\n' "$store"
+	url=$BENCH_URL
+	inst=$BENCH_INSTANCE
 	kid=$(curl -fsS -H "@$d/http/headers" -H "Content-Type: $CT_KEY" \
 		--data-binary "$CREATE_BODY" "$url/api/v2/keys" | jq -r '.resources[0].id')
 	ct=$(curl -fsS -H "@$d/http/headers" -H "Content-Type: $CT_ACTION" --data-binary '{}' \
