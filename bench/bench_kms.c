@@ -3,7 +3,8 @@
  *   bench-kms [--results FILE] [--only PART] [DIR]
  *       DIR      for the temporary SQLite files (default $TMPDIR or /tmp)
  *       FILE     also writes "name value..." lines there, for bench/run.sh
- *       PART     crypto, create, lookup, lookup-big or reencipher alone (for profiling)
+ *       PART     crypto, create, lookup (50 and 50,000 keys, alternating rounds; lookup-big
+ *                the same), lookup-1m or reencipher alone (for profiling)
  *
  * Baseline: raw OpenSSL AES-256-GCM on 32-byte payloads with one reused context and a fixed
  * key, next to kyok's wrap/unwrap of 32-byte data keys (header, AAD, version lookup, cached
@@ -417,15 +418,14 @@ static double bench_cpu(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Lookups by random id for CRYPTO_SECS: the rate, and the CPU time each took (this thread's
- * CPU: what other work on the machine takes leaves it alone). */
-static void bench_lookup_run(const char *what, const char *id, int nkeys, bool open,
-                             const struct ky_kms *kms, char (*ids)[KY_UUID_LEN + 1])
+/* Lookups by random id for secs: how many, the time, and this thread's CPU time (what other
+ * work on the machine leaves alone). */
+static void bench_lookup_round(double secs, int nkeys, bool open, const struct ky_kms *kms,
+                               char (*ids)[KY_UUID_LEN + 1], double out[3])
 {
 	struct ky_store_row row;
 	struct ky_key *k;
-	char name[96], note[96];
-	double t0, c0, t, cpu;
+	double t0, c0, t;
 	long n = 0;
 	int r;
 
@@ -445,30 +445,70 @@ static void bench_lookup_run(const char *what, const char *id, int nkeys, bool o
 			}
 		}
 		t = bench_now() - t0;
-	} while (t < CRYPTO_SECS);
-	cpu = bench_cpu() - c0;
-	snprintf(name, sizeof(name), "lookup by id (%s), %d keys", what, nkeys);
-	snprintf(note, sizeof(note), "%.2f us CPU each; %s", cpu / (double)n * 1e6,
-	         open ? "row + GCM open + checks" : "store only");
-	bench_row(name, (double)n, t, note);
-	snprintf(name, sizeof(name), "lookup_%s_%d", id, nkeys);
-	bench_result(name, 3, (double[]){(double)n / t, t, cpu / (double)n * 1e6});
+	} while (t < secs);
+	out[0] = (double)n;
+	out[1] = t;
+	out[2] = bench_cpu() - c0;
 }
 
-static void bench_lookup(const struct ky_mk *mk, int nkeys)
+static double bench_median(double *v, int n)
 {
-	struct bench_db db;
-	struct ky_kms kms;
-	char(*ids)[KY_UUID_LEN + 1];
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double x = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = x;
+		}
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
-	bench_db_open(&db, 1);
-	kms = (struct ky_kms){.store = db.s, .instance = INSTANCE, .current = mk};
-	ids = bulk_create(&kms, nkeys);
+#define LOOKUP_ROUNDS 5
+
+/* Lookups in stores of each size of nkeys[0..nsizes), in LOOKUP_ROUNDS rounds of CRYPTO_SECS
+ * / LOOKUP_ROUNDS per store and kind, the stores alternating (load from elsewhere weighs on
+ * all alike). Per store and kind: the rate over all rounds and the median CPU per lookup. */
+static void bench_lookup(const struct ky_mk *mk, const int *nkeys, int nsizes)
+{
+	struct bench_db db[2];
+	struct ky_kms kms[2];
+	char(*ids[2])[KY_UUID_LEN + 1];
+	double got[2][2][LOOKUP_ROUNDS][3];
+
+	for (int z = 0; z < nsizes; z++) {
+		bench_db_open(&db[z], 1);
+		kms[z] = (struct ky_kms){.store = db[z].s, .instance = INSTANCE, .current = mk};
+		ids[z] = bulk_create(&kms[z], nkeys[z]);
+	}
 	srand(7);
-	bench_lookup_run("row", "row", nkeys, false, &kms, ids);
-	bench_lookup_run("opened key", "key", nkeys, true, &kms, ids);
-	free(ids);
-	bench_db_close(&db);
+	for (int r = 0; r < LOOKUP_ROUNDS; r++)
+		for (int open = 0; open < 2; open++)
+			for (int z = 0; z < nsizes; z++)
+				bench_lookup_round(CRYPTO_SECS / LOOKUP_ROUNDS, nkeys[z], open,
+				                   &kms[z], ids[z], got[z][open][r]);
+	for (int open = 0; open < 2; open++)
+		for (int z = 0; z < nsizes; z++) {
+			double n = 0, t = 0, us[LOOKUP_ROUNDS], cpu;
+			char name[96], note[96];
+
+			for (int r = 0; r < LOOKUP_ROUNDS; r++) {
+				n += got[z][open][r][0];
+				t += got[z][open][r][1];
+				us[r] = got[z][open][r][2] / got[z][open][r][0] * 1e6;
+			}
+			cpu = bench_median(us, LOOKUP_ROUNDS);
+			snprintf(name, sizeof(name), "lookup by id (%s), %d keys",
+			         open ? "opened key" : "row", nkeys[z]);
+			snprintf(note, sizeof(note), "%.2f us CPU each (median of %d); %s", cpu,
+			         LOOKUP_ROUNDS, open ? "row + GCM open + checks" : "store only");
+			bench_row(name, n, t, note);
+			snprintf(name, sizeof(name), "lookup_%s_%d", open ? "key" : "row",
+			         nkeys[z]);
+			bench_result(name, 3, (double[]){n / t, t, cpu});
+		}
+	for (int z = 0; z < nsizes; z++) {
+		free(ids[z]);
+		bench_db_close(&db[z]);
+	}
 }
 
 static void bench_reencipher(const struct ky_mk *a, const struct ky_mk *b, int nkeys)
@@ -565,12 +605,10 @@ create:
 		bench_create(a, 8, 250, 1);
 		bench_create(a, 8, 250, 0);
 	}
-	if (PART("lookup"))
-		bench_lookup(a, 50);
 	if (PART("lookup") || PART("lookup-big"))
-		bench_lookup(a, 50000);
+		bench_lookup(a, (const int[]){50, 50000}, 2);
 	if (only != NULL && strcmp(only, "lookup-1m") == 0) /* minutes: only when asked */
-		bench_lookup(a, 1000000);
+		bench_lookup(a, (const int[]){1000000}, 1);
 	if (PART("reencipher")) {
 		bench_reencipher(a, b, 5000);
 		bench_reencipher(a, b, 50000);

@@ -4,9 +4,9 @@
 #   bench/run.sh [BUILD_DIR]        (default: build; 'make bench' builds it first)
 #
 # 1. in-process (bench-kms): wrap/unwrap against raw OpenSSL AES-256-GCM, persisted creations
-#    with group commit, lookup by id with 50 and 50,000 keys (CPU time per lookup; with
-#    BENCH_1M=1 also 1,000,000 keys, a few minutes more), re-encipherment of 5,000 and
-#    50,000 keys;
+#    with group commit, lookup by id with 50 and 50,000 keys in alternating rounds (median
+#    CPU time per lookup; with BENCH_1M=1 also 1,000,000 keys, a few minutes more),
+#    re-encipherment of 5,000 and 50,000 keys;
 # 2. over HTTP, against a real 'kyok up' instance initialised with 'kyok tke auto-init': wrk
 #    (2 threads, 64 keep-alive connections, 1 s warm-up each) on GET /health and
 #    POST .../actions/unwrap in 5 alternating rounds of 1 s (5 s each: load from elsewhere
