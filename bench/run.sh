@@ -25,6 +25,7 @@
 # machine, not counted); perf.data files in DIR.
 # The exit status says whether the benchmark ran, not whether the targets were met.
 set -euo pipefail
+. "$(dirname "$0")/instance.sh"
 
 BUILD=${1:-build}
 KYOK="$BUILD/cli/kyok"
@@ -158,38 +159,17 @@ echo
 # ---- 2. over HTTP: a real instance ---------------------------------------------------------
 echo "== over HTTP (wrk: $WRK_THREADS threads, $WRK_CONNS connections, keep-alive) =="
 echo "setting up: kyok up (1 unit), kyok tke auto-init, kyok tke apikey-create"
-{
-	head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$T/pw/admin"
-	chmod 600 "$T/pw/admin"
-	"$KYOK" up --dir "$KYOK_INSTANCE" --units 1
-	# More keys than the default limit of 5,000: the creation runs make thousands. And room
-	# for two runs' connections at once: when a creation run starts, the warm-up's last
-	# creations may still hold their connections, and the default limit of 64 connections
-	# per client would refuse the surplus (wrk counts them as read errors).
-	"$KYOK" down
-	printf 'key_limit = 10000000\nmax_connections_per_client = %d\n' $((2 * WRK_CONNS)) \
-		>>"$KYOK_INSTANCE/unit-1/unit.conf"
-	"$KYOK" up
-	"$KYOK" tke cryptounit-add --units 1
-	"$KYOK" tke auto-init --signature 1 --revocation 1 --new-admins bench-admin \
-		--password-file "$T/pw/admin"
-	"$KYOK" tke sigkey-sel --sigkeys 1
-	"$KYOK" tke apikey-create --name bench --role Writer --password-file "$T/pw/admin" \
-		--out "$T/http/bench.apikey"
-} >"$T/setup.log" 2>&1
-URL=$(jq -r '.units[0].url' "$KYOK_INSTANCE/instance.json")
-INSTANCE=$(jq -r .instance "$KYOK_INSTANCE/instance.json")
+# More keys than the default limit of 5,000: the creation runs make thousands. And room for
+# two runs' connections at once: when a creation run starts, the warm-up's last creations may
+# still hold their connections, and the default limit of 64 connections per client would
+# refuse the surplus (wrk counts them as read errors). The instance is made in $T itself
+# (KYOK_INSTANCE, HOME and KYOK_TKE_FILES above); its token comes from /identity/token, as
+# the SDKs get it.
+bench_instance "$T" "$(printf 'key_limit = 10000000\nmax_connections_per_client = %d' \
+	$((2 * WRK_CONNS)))"$'\n'
+URL=$BENCH_URL
+INSTANCE=$BENCH_INSTANCE
 PID=$(cat "$KYOK_INSTANCE/unit-1/pid")
-
-# The token: from /identity/token, as the SDKs get it.
-jq -j .apikey "$T/http/bench.apikey" >"$T/http/apikey.raw"
-curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-	--data-urlencode "apikey@$T/http/apikey.raw" "$URL/identity/token" |
-	jq -j .access_token >"$T/http/token"
-{
-	printf 'Authorization: Bearer %s\n' "$(cat "$T/http/token")"
-	printf 'Bluemix-Instance: %s\n' "$INSTANCE"
-} >"$T/http/headers"
 api() { # api METHOD PATH CONTENT-TYPE BODY: the reply body on stdout
 	curl -fsS -X "$1" -H "@$T/http/headers" -H "Content-Type: $3" --data-binary "$4" \
 		"$URL$2"
