@@ -350,10 +350,9 @@ struct sq_store {
 	pthread_mutex_t lock;  /* conns list */
 	pthread_mutex_t wlock; /* one writer at a time in this process */
 	struct sq_conn *conns;
-	struct ky_gc gc;         /* inserts waiting for a group commit */
-	struct sq_conn *gc_conn; /* the group commit's (sq_gc_conn), NULL until its first */
-	bool made;               /* opened: the file is WAL and has its schema */
-	_Atomic uint64_t *gen;   /* shared commit counter (mmapped), NULL when unavailable */
+	struct ky_gc gc;       /* inserts waiting for a group commit */
+	bool made;             /* opened: the file is WAL and has its schema */
+	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
 	struct sq_ledger L;
 };
 
@@ -427,16 +426,6 @@ static void sq_unlink(struct sq_store *s, struct sq_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-}
-
-static void sq_link(struct sq_store *s, struct sq_conn *c)
-{
-	pthread_mutex_lock(&s->lock);
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	pthread_mutex_unlock(&s->lock);
 }
 
 /* Thread exit: the thread's connection goes with it. */
@@ -556,36 +545,12 @@ static int sq_conn(struct sq_store *s, struct sq_conn **out)
 		sq_conn_close(c);
 		return KY_ERR_NOMEM;
 	}
-	sq_link(s, c);
-	*out = c;
-	return 0;
-}
-
-/* The connection of the group commit's leaders. They take turns (ky_gc runs one batch at a
- * time), so it is never used by two threads at once, and its page cache stays good from one
- * batch to the next: a leader's own connection would find its cache stale after every commit
- * made by another thread's, and read the B-tree pages again from the file. Opened again, as
- * sq_conn does, when it was opened read-only and the file may be writable now. */
-static int sq_gc_conn(struct sq_store *s, struct sq_conn **out)
-{
-	struct sq_conn *c = s->gc_conn;
-	int r;
-
-	if (c != NULL && !c->readonly) {
-		*out = c;
-		return 0;
-	}
-	if (c != NULL) {
-		s->gc_conn = NULL;
-		pthread_mutex_lock(&s->lock);
-		sq_unlink(s, c);
-		pthread_mutex_unlock(&s->lock);
-		sq_conn_close(c);
-	}
-	if ((r = sq_conn_open(s, &c)) != 0)
-		return r;
-	sq_link(s, c);
-	s->gc_conn = c;
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	pthread_mutex_unlock(&s->lock);
 	*out = c;
 	return 0;
 }
@@ -1488,7 +1453,9 @@ static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 	struct ky_gc_req *q;
 	int r, opened;
 
-	if ((r = sq_gc_conn(ctx, &c)) != 0 || (r = sq_wbegin(c, &opened)) != 0)
+	/* The committer's own connection: its page cache outlives each batch (another thread's
+	 * connection finds its cache stale after every commit and reads the pages again). */
+	if ((r = sq_conn(ctx, &c)) != 0 || (r = sq_wbegin(c, &opened)) != 0)
 		goto fail;
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
