@@ -1,5 +1,5 @@
-# bench/instance.sh: sourced by the benchmarks that make their own instances (bench/pg.sh,
-# bench/big.sh). Needs KYOK (the kyok program) set.
+# bench/instance.sh: sourced by the benchmarks that make their own instances (bench/run.sh,
+# bench/pg.sh, bench/big.sh, bench/metrics_ab.sh). Needs KYOK (the kyok program) set.
 #
 # bench_instance DIR CONF [STORE]: an instance of one unit in DIR, made by 'kyok up' (given
 # --store STORE when STORE is set), CONF (unit.conf lines) added to its unit.conf, initialised
@@ -32,12 +32,19 @@ bench_instance() {
 	) >"$d/setup.log" 2>&1
 	BENCH_URL=$(jq -r '.units[0].url' "$d/inst/instance.json")
 	BENCH_INSTANCE=$(jq -r .instance "$d/inst/instance.json")
-	jq -j .apikey "$d/http/bench.apikey" >"$d/http/apikey.raw"
+	bench_token "$d/http" "$BENCH_URL" "$BENCH_INSTANCE"
+}
+
+# bench_token HTTPDIR URL INSTANCE: the token of the API key in HTTPDIR/bench.apikey from
+# URL's /identity/token, as the SDKs get it, in HTTPDIR/token; the request headers in
+# HTTPDIR/headers.
+bench_token() {
+	jq -j .apikey "$1/bench.apikey" >"$1/apikey.raw"
 	curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-		--data-urlencode "apikey@$d/http/apikey.raw" "$BENCH_URL/identity/token" |
-		jq -j .access_token >"$d/http/token"
+		--data-urlencode "apikey@$1/apikey.raw" "$2/identity/token" |
+		jq -j .access_token >"$1/token"
 	{
-		printf 'Authorization: Bearer %s\n' "$(cat "$d/http/token")"
-		printf 'Bluemix-Instance: %s\n' "$BENCH_INSTANCE"
-	} >"$d/http/headers"
+		printf 'Authorization: Bearer %s\n' "$(cat "$1/token")"
+		printf 'Bluemix-Instance: %s\n' "$3"
+	} >"$1/headers"
 }

@@ -15,6 +15,7 @@
 # Everything it starts is stopped at exit; the password, API key and token live in a temp dir
 # (0700) removed at exit and reach curl and wrk through files, never through argv.
 set -euo pipefail
+. "$(dirname "$0")/instance.sh"
 
 BUILD=${1:-build}
 ROUNDS=${AB_ROUNDS:-10} # each round: one slice per side
@@ -80,14 +81,7 @@ if [ "${AB_SWAP:-0}" = 1 ]; then # A is always the side that counts
 	t=$URL1 URL1=$URL2 URL2=$t t=$PID1 PID1=$PID2 PID2=$t AU=2
 fi
 
-jq -j .apikey "$T/http/bench.apikey" >"$T/http/apikey.raw"
-curl -fsS --data-urlencode 'grant_type=urn:ibm:params:oauth:grant-type:apikey' \
-	--data-urlencode "apikey@$T/http/apikey.raw" "$URL1/identity/token" |
-	jq -j .access_token >"$T/http/token"
-{
-	printf 'Authorization: Bearer %s\n' "$(cat "$T/http/token")"
-	printf 'Bluemix-Instance: %s\n' "$INSTANCE"
-} >"$T/http/headers"
+bench_token "$T/http" "$URL1" "$INSTANCE"
 CT_KEY='application/vnd.ibm.kms.key+json'
 CT_ACTION='application/vnd.ibm.kms.key_action+json'
 CREATE='{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"ab-key","extractable":false}]}'
