@@ -62,6 +62,7 @@
 #include "unitd/keystore.h"
 #include "unitd/log.h"
 #include "unitd/metrics.h"
+#include "unitd/nice.h"
 
 #define API_CT_JSON "application/json"
 /* Request ids: the client's header, how long a reply is kept, the header on a replay. */
@@ -929,8 +930,15 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 		ky_store_failure_clear(unitd_keystore_store(api->ks));
 	if ((r = api_authenticate(&x)) == 0 && (r = api_allowed_ip(&x)) == 0 &&
 	    (r = api_audit(&x, UNITD_AUDIT_INTENT, 0)) == 0) {
+		int prev = UNITD_NICE_NONE;
+
 		x.acted = !api_reads_only(&x);
+		/* Only the handler: the audit lines and the reply, which a reader may wait for, are
+		 * written at the thread's own priority (nice.h). */
+		if (x.acted)
+			prev = unitd_nice_lower();
 		r = api_dispatch_once(&x);
+		unitd_nice_restore(prev);
 	}
 	if (x.held)
 		unitd_keystore_leave(api->ks);

@@ -22,6 +22,7 @@
 #include "unitd/identity.h"
 #include "unitd/keystore.h"
 #include "unitd/log.h"
+#include "unitd/nice.h"
 #include "unitd/seal.h"
 #include "unitd/server.h"
 #include "unitd/unitd.h"
@@ -259,6 +260,8 @@ int main(int argc, char **argv)
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
 		goto out;
 	}
+	if (cfg.store != NULL)
+		(void)unitd_nice_init(); /* before the first request */
 	if ((r = unitd_server_start(&cfg, &dd, &dom, &ks, &srv, err, sizeof(err))) != 0) {
 		unitd_start_error(err);
 		status = r == KY_ERR_CONFIG ? KY_EXIT_USAGE : ky_err_exit(r);
@@ -278,6 +281,15 @@ int main(int argc, char **argv)
 	          cfg.zone, cfg.instance, cfg.tls_cert ? "https" : "http", unitd_server_addr(srv),
 	          (unsigned)unitd_server_port(srv),
 	          cfg.store ? "" : " (no key storage: no key API)");
+	if (cfg.store != NULL && unitd_nice_available())
+		unitd_log("requests that change key storage run at nice %d while they work: reads "
+		          "come first when the CPUs are all busy",
+		          KY_STORE_WRITE_NICE);
+	else if (cfg.store != NULL)
+		unitd_log(
+		    "requests that change key storage run at the priority of reads: this unit "
+		    "cannot give a thread its priority back once lowered (it needs an "
+		    "RLIMIT_NICE of 20, LimitNICE=+0 in a systemd service, or CAP_SYS_NICE)");
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)

@@ -27,6 +27,7 @@
 #define KY_STORE_SCHEMA_VERSION    2
 #define KY_STORE_KEY_LIMIT_DEFAULT 5000
 #define KY_STORE_BUSY_MS_DEFAULT   10000
+#define KY_STORE_WRITE_NICE        10  /* storage writes' nice: groupcommit.h, unitd/nice.h */
 #define KY_KEY_NAME_MAX            90  /* Key Protect: 2 to 90 characters */
 #define KY_KEY_ALIAS_MAX           90  /* a key alias: 2 to 90 characters (ky_key_alias_valid) */
 #define KY_KEY_ALIASES_MAX         5   /* aliases of one key */

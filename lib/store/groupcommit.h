@@ -27,7 +27,9 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#define KY_GC_NICE 10
+#include "kyok/store.h"
+
+#define KY_GC_NICE KY_STORE_WRITE_NICE
 
 struct ky_store_row;
 

@@ -386,6 +386,22 @@ certify_unit() {
 # curl argument a line), KT (the key content type) and, for db, DB (the keys.db path).
 
 db() { sqlite3 "$DB" ".timeout 5000" "$@"; }
+# hold_store_lock FILE: a sqlite3 shell (pid in $sqlpid) holds FILE's write lock (BEGIN
+# IMMEDIATE) until told through fd 7: 'echo "COMMIT;" >&7; exec 7>&-; wait "$sqlpid"'.
+hold_store_lock() {
+	rm -f "$T_DIR/sql.fifo"
+	mkfifo "$T_DIR/sql.fifo"
+	sqlite3 "$1" <"$T_DIR/sql.fifo" >/dev/null 2>&1 &
+	sqlpid=$!
+	exec 7>"$T_DIR/sql.fifo"
+	echo "BEGIN IMMEDIATE;" >&7
+	local i
+	for ((i = 0; i < 100; i++)); do
+		sqlite3 -cmd ".timeout 0" "$1" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || return 0
+		sleep 0.1
+	done
+	fail "sqlite3 did not take the write lock of $1"
+}
 # token_of FILE [N]: an access token for the API key in FILE from unit N (default 1); the
 # token service's answer in $T_DIR/tok.
 token_of() {

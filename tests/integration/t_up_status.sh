@@ -338,21 +338,7 @@ expect_eq "... alice still installed on both" \
 # ---- key storage locked by another writer at start -------------------------------------------------
 # The sqlite3 shell holds the write lock (BEGIN IMMEDIATE) through a fifo until told to commit.
 expect_ok "down" "$KYOK" down
-mkfifo "$T_DIR/sql.fifo"
-# hold_store_lock: sqlite3 (pid in $sqlpid) holds keys.db's write lock; fd 7 drives it.
-hold_store_lock() {
-	sqlite3 "$I/keys.db" <"$T_DIR/sql.fifo" >/dev/null 2>&1 &
-	sqlpid=$!
-	exec 7>"$T_DIR/sql.fifo"
-	echo "BEGIN IMMEDIATE;" >&7
-	local _
-	for _ in $(seq 100); do
-		sqlite3 -cmd ".timeout 0" "$I/keys.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1 || return 0
-		sleep 0.1
-	done
-	fail "sqlite3 did not take the write lock"
-}
-hold_store_lock
+hold_store_lock "$I/keys.db"
 "$KYOK" up >"$T_DIR/up.out" 2>&1 &
 up_pid=$!
 for _ in $(seq 200); do
@@ -370,7 +356,7 @@ expect_eq "... lock released: up exits 0" "$rc" 0
 expect_eq "... both units started" "$(grep -c ' started$' "$T_DIR/up.out")" 2
 expect_ok "down" "$KYOK" down
 sed -i 's/^zone = .*/&\nstore_lock_wait_ms = 500/' "$I"/unit-*/unit.conf
-hold_store_lock
+hold_store_lock "$I/keys.db"
 run_rc "$KYOK" up
 echo "ROLLBACK;" >&7
 exec 7>&-
