@@ -176,6 +176,85 @@ static void test_cache_over_budget(void **state)
 	unitd_keystore_key_put(f->u[0].ks, c);
 }
 
+/* Unit i rotates key id n times. */
+static void rotate(struct fx *f, size_t i, const char *id, int n)
+{
+	struct ky_key_act a = {
+	    .action = KY_KEY_ROTATE, .actor = "test", .rotation_months = -1, .dual_auth = -1};
+	struct ky_kms kms;
+	struct ky_key *k = NULL;
+
+	for (int j = 0; j < n; j++) {
+		assert_int_equal(unitd_keystore_enter(f->u[i].ks, &kms), 0);
+		assert_int_equal(ky_kms_key_act(&kms, id, &a, (int64_t)time(NULL), &k), 0);
+		unitd_keystore_leave(f->u[i].ks);
+		ky_key_free(k);
+		k = NULL;
+	}
+}
+
+/* The cached key is the stored one: every version, its material. */
+static void same_as_stored(struct fx *f, const struct unitd_key_ref *ref, uint32_t nversions)
+{
+	const struct ky_key *c = unitd_key_ref_key(ref);
+	struct ky_key *k = NULL;
+	struct ky_kms kms;
+
+	assert_int_equal(unitd_keystore_enter(f->u[1].ks, &kms), 0);
+	assert_int_equal(ky_kms_key_get(&kms, c->id, 0, (int64_t)time(NULL), &k), 0);
+	unitd_keystore_leave(f->u[1].ks);
+	assert_int_equal(c->nversions, nversions);
+	assert_int_equal(k->nversions, nversions);
+	for (uint32_t v = 0; v < nversions; v++) {
+		assert_int_equal(c->versions[v].n, k->versions[v].n);
+		assert_int_equal(c->versions[v].len, k->versions[v].len);
+		assert_memory_equal(c->versions[v].material, k->versions[v].material,
+		                    k->versions[v].len);
+	}
+	assert_string_equal(c->name, k->name);
+	ky_key_free(k);
+}
+
+/* Keys of 1, 2 and 3 versions are served from the cache whole (every version's material), and
+ * opened again with one more once another unit rotates them. */
+static void test_cached_key_versions(void **state)
+{
+	struct fx *f = *state;
+	char id[3][KY_UUID_LEN + 1], other[KY_UUID_LEN + 1];
+	struct unitd_key_ref *r[3], *again;
+
+	fx_unit_open(f, 0, "", true);
+	fx_unit_open(f, 1, "", true);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "v%d", i + 1);
+		fx_key_create(f, 0, name, id[i]);
+		rotate(f, 0, id[i], i);
+	}
+	for (int i = 0; i < 3; i++) {
+		r[i] = get(f, 0, id[i]);
+		same_as_stored(f, r[i], (uint32_t)i + 1);
+		again = get(f, 0, id[i]);
+		assert_ptr_equal(again, r[i]);
+		unitd_keystore_key_put(f->u[0].ks, again);
+	}
+	/* A key opened after them leaves them whole. */
+	fx_key_create(f, 0, "after", other);
+	again = get(f, 0, other);
+	for (int i = 0; i < 3; i++)
+		same_as_stored(f, r[i], (uint32_t)i + 1);
+	unitd_keystore_key_put(f->u[0].ks, again);
+	/* Another unit rotates each once more: dropped, opened again with one version more. */
+	for (int i = 0; i < 3; i++) {
+		rotate(f, 1, id[i], 1);
+		again = get(f, 0, id[i]);
+		assert_ptr_not_equal(again, r[i]);
+		same_as_stored(f, again, (uint32_t)i + 2);
+		unitd_keystore_key_put(f->u[0].ks, again);
+		unitd_keystore_key_put(f->u[0].ks, r[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +265,7 @@ int main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_record_not_served, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cache_over_budget, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_cached_key_versions, fx_setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
