@@ -933,9 +933,9 @@ static enum MHD_Result api_run(struct unitd_api *api, struct MHD_Connection *c, 
 		int prev = UNITD_NICE_NONE;
 
 		x.acted = !api_reads_only(&x);
-		/* Only the handler: the audit lines and the reply, which a reader may wait for, are
-		 * written at the thread's own priority (nice.h). */
-		if (x.acted)
+		/* A creation's handler only: the audit lines and the reply, which a reader may wait
+		 * for, are written at the thread's own priority (nice.h says why creations only). */
+		if (api_routes[q->route].route == ROUTE_KEY_CREATE)
 			prev = unitd_nice_lower();
 		r = api_dispatch_once(&x);
 		unitd_nice_restore(prev);

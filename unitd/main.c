@@ -282,14 +282,16 @@ int main(int argc, char **argv)
 	          (unsigned)unitd_server_port(srv),
 	          cfg.store ? "" : " (no key storage: no key API)");
 	if (cfg.store != NULL && unitd_nice_available())
-		unitd_log("requests that change key storage run at nice %d while they work: reads "
-		          "come first when the CPUs are all busy",
+		unitd_log("key creations run at nice %d while they work: reads come first when the "
+		          "CPUs are all busy",
 		          KY_STORE_WRITE_NICE);
 	else if (cfg.store != NULL)
 		unitd_log(
-		    "requests that change key storage run at the priority of reads: this unit "
-		    "cannot give a thread its priority back once lowered (it needs an "
-		    "RLIMIT_NICE of 20, LimitNICE=+0 in a systemd service, or CAP_SYS_NICE)");
+		    "key creations run at the priority of reads: this unit cannot give a thread "
+		    "its priority back once lowered (it needs an RLIMIT_NICE of 20, "
+		    "LimitNICE=+0 in a systemd service, or CAP_SYS_NICE), or it runs at nice "
+		    "%d or more already",
+		    KY_STORE_WRITE_NICE);
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)

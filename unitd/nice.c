@@ -1,4 +1,4 @@
-/* Write requests at a lower priority: see nice.h. */
+/* Key creations at a lower priority: see nice.h. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -73,10 +73,10 @@ void unitd_nice_restore(int prev)
 	if (prev == UNITD_NICE_NONE || setpriority(PRIO_PROCESS, nice_tid(), prev) == 0)
 		return;
 	/* The probe said it could: a limit changed under the unit. The thread keeps serving, at
-	 * the lower priority; later writes are no longer lowered. */
+	 * the lower priority; later creations are no longer lowered. */
 	if (atomic_exchange(&nice_ok, false))
 		unitd_log(
 		    "warning: a request thread cannot raise its priority back to nice %d (%s): "
-		    "writes now run at the requests' priority",
+		    "creations now run at the requests' priority",
 		    prev, strerror(errno));
 }

@@ -25,12 +25,21 @@ static int my_nice(void)
 	return v;
 }
 
-/* Whether this process may raise a thread's priority back (what the probe must find). */
+/* Whether this thread may go to KY_STORE_WRITE_NICE and back (what the probe must find): below
+ * it now, and CAP_SYS_NICE in effect or an RLIMIT_NICE that allows the way back. */
 static bool may_raise(void)
 {
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2];
 	struct rlimit rl;
+	int base = my_nice();
 
-	return geteuid() == 0 || (getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= 20);
+	if (base >= KY_STORE_WRITE_NICE)
+		return false;
+	if (syscall(SYS_capget, &h, d) == 0 &&
+	    (d[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0)
+		return true;
+	return getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= (rlim_t)(20 - base);
 }
 
 /* No CAP_SYS_NICE and no RLIMIT_NICE from here on (this process only). */
@@ -70,7 +79,7 @@ static void test_lower_and_back(void **state)
 	assert_int_equal(my_nice(), base);
 }
 
-/* A thread already at the write priority or lower is left as it is. */
+/* A thread already at the write priority (or lower) is left as it is. */
 static void test_already_low(void **state)
 {
 	(void)state;
@@ -80,14 +89,34 @@ static void test_already_low(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), KY_STORE_WRITE_NICE + 2) !=
-		    0)
+		if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), KY_STORE_WRITE_NICE) != 0)
 			_exit(2);
-		_exit(unitd_nice_lower() == UNITD_NICE_NONE && my_nice() == KY_STORE_WRITE_NICE + 2
+		_exit(unitd_nice_lower() == UNITD_NICE_NONE && my_nice() == KY_STORE_WRITE_NICE
 		          ? 0
 		          : 1);
 	}
 	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A unit started at the write priority already: the probe says no, nothing is lowered. */
+static void test_probe_already_low(void **state)
+{
+	int st;
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setpriority(PRIO_PROCESS, 0, KY_STORE_WRITE_NICE) != 0)
+			_exit(2);
+		if (unitd_nice_init() || unitd_nice_lower() != UNITD_NICE_NONE)
+			_exit(3);
+		_exit(my_nice() == KY_STORE_WRITE_NICE ? 0 : 4);
+	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
@@ -152,9 +181,8 @@ static void test_way_back_lost(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_lower_and_back),
-	    cmocka_unit_test(test_already_low),
-	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_lower_and_back),    cmocka_unit_test(test_already_low),
+	    cmocka_unit_test(test_probe_already_low), cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_way_back_lost),
 	};
 
