@@ -79,6 +79,28 @@ static void test_lower_and_back(void **state)
 	assert_int_equal(my_nice(), base);
 }
 
+/* Runs body in a child process (its priority and limits changes stay there); its result, 0
+ * or the number of the step that failed, must be 0. */
+static void in_child(int (*body)(void))
+{
+	int st;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(body());
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static int already_low(void)
+{
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), KY_STORE_WRITE_NICE) != 0)
+		return 2;
+	return unitd_nice_lower() == UNITD_NICE_NONE && my_nice() == KY_STORE_WRITE_NICE ? 0 : 1;
+}
+
 /* A thread already at the write priority (or lower) is left as it is. */
 static void test_already_low(void **state)
 {
@@ -86,96 +108,69 @@ static void test_already_low(void **state)
 	if (!may_raise())
 		skip();
 	assert_true(unitd_nice_init());
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), KY_STORE_WRITE_NICE) != 0)
-			_exit(2);
-		_exit(unitd_nice_lower() == UNITD_NICE_NONE && my_nice() == KY_STORE_WRITE_NICE
-		          ? 0
-		          : 1);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	in_child(already_low);
+}
+
+static int probe_already_low(void)
+{
+	if (setpriority(PRIO_PROCESS, 0, KY_STORE_WRITE_NICE) != 0)
+		return 2;
+	if (unitd_nice_init() || unitd_nice_lower() != UNITD_NICE_NONE)
+		return 3;
+	return my_nice() == KY_STORE_WRITE_NICE ? 0 : 4;
 }
 
 /* A unit started at the write priority already: the probe says no, nothing is lowered. */
 static void test_probe_already_low(void **state)
 {
-	int st;
-	pid_t pid;
-
 	(void)state;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (setpriority(PRIO_PROCESS, 0, KY_STORE_WRITE_NICE) != 0)
-			_exit(2);
-		if (unitd_nice_init() || unitd_nice_lower() != UNITD_NICE_NONE)
-			_exit(3);
-		_exit(my_nice() == KY_STORE_WRITE_NICE ? 0 : 4);
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	in_child(probe_already_low);
+}
+
+static int refused(void)
+{
+	int base = getpriority(PRIO_PROCESS, 0);
+
+	give_up_raising();
+	if (unitd_nice_init() || unitd_nice_available())
+		return 3;
+	if (unitd_nice_lower() != UNITD_NICE_NONE || my_nice() != base)
+		return 4;
+	return 0;
 }
 
 /* Without a way back, the probe says so and no thread is lowered. */
 static void test_refused(void **state)
 {
-	int st;
-	pid_t pid;
-
 	(void)state;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int base = getpriority(PRIO_PROCESS, 0);
+	in_child(refused);
+}
 
-		give_up_raising();
-		if (unitd_nice_init() || unitd_nice_available())
-			_exit(3);
-		if (unitd_nice_lower() != UNITD_NICE_NONE || my_nice() != base)
-			_exit(4);
-		_exit(0);
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+static int way_back_lost(void)
+{
+	int base = my_nice(), prev;
+
+	if (!unitd_nice_init())
+		return 5;
+	if ((prev = unitd_nice_lower()) != base || my_nice() != KY_STORE_WRITE_NICE)
+		return 6;
+	give_up_raising();
+	unitd_nice_restore(prev);
+	if (my_nice() != KY_STORE_WRITE_NICE || unitd_nice_available())
+		return 7;
+	if (unitd_nice_lower() != UNITD_NICE_NONE)
+		return 8;
+	return 0;
 }
 
 /* The way back taken away after the probe: the thread stays lowered, the unit says so once
- * (stderr here), and later writes are not lowered. */
+ * (stderr here), and later creations are not lowered. */
 static void test_way_back_lost(void **state)
 {
-	int st;
-	pid_t pid;
-
 	(void)state;
 	if (!may_raise())
 		skip();
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int base = my_nice(), prev;
-
-		if (!unitd_nice_init())
-			_exit(5);
-		if ((prev = unitd_nice_lower()) != base || my_nice() != KY_STORE_WRITE_NICE)
-			_exit(6);
-		give_up_raising();
-		unitd_nice_restore(prev);
-		if (my_nice() != KY_STORE_WRITE_NICE || unitd_nice_available())
-			_exit(7);
-		if (unitd_nice_lower() != UNITD_NICE_NONE)
-			_exit(8);
-		_exit(0);
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	in_child(way_back_lost);
 }
 
 int main(void)
