@@ -1881,23 +1881,27 @@ static int threads_at_nice(int nice)
 	return n;
 }
 
-/* SQLite: the commits of a group run on one thread of the store's, at nice KY_GC_NICE (the
- * requests that write nothing go first on busy CPUs), started by the first insert and ended
- * with the store; the caller's thread keeps its own priority. PostgreSQL: its leaders. */
+/* SQLite: the commits of a group run on one thread of the store's, at nice
+ * KY_STORE_WRITE_NICE (the requests that write nothing go first on busy CPUs), started by the
+ * first insert and ended with the store; the caller's thread keeps its own priority.
+ * PostgreSQL: its leaders. */
 static void test_group_commit_committer(void **state)
 {
 	struct fx *f = *state;
 	struct ky_store_row row;
-	int before = threads_at_nice(10);
+	int own = getpriority(PRIO_PROCESS, 0), before;
 
+	if (own >= KY_STORE_WRITE_NICE)
+		skip(); /* run at that nice or lower already: nothing to tell apart */
+	before = threads_at_nice(KY_STORE_WRITE_NICE);
 	row_make(&row, 0, 1, 0, vp_a);
 	assert_int_equal(ky_store_key_insert(f->s, &row), 0);
 	ky_store_row_release(&row);
-	assert_int_equal(threads_at_nice(10) - before, f->pg ? 0 : 1);
-	assert_int_equal(getpriority(PRIO_PROCESS, 0), 0);
+	assert_int_equal(threads_at_nice(KY_STORE_WRITE_NICE) - before, f->pg ? 0 : 1);
+	assert_int_equal(getpriority(PRIO_PROCESS, 0), own);
 	ky_store_close(f->s);
 	f->s = NULL;
-	assert_int_equal(threads_at_nice(10), before);
+	assert_int_equal(threads_at_nice(KY_STORE_WRITE_NICE), before);
 }
 
 static void test_group_commit_limit(void **state)
