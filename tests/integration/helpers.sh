@@ -381,6 +381,17 @@ certify_unit() {
 		2>/dev/null
 }
 
+# flip_byte FILE OFFSET: changes the byte at OFFSET (negative: from the end) to another value,
+# whatever it was, so a tampering test always tampers.
+flip_byte() {
+	local off=$2 b
+	[ "$off" -lt 0 ] && off=$(($(stat -c %s "$1") + off))
+	b=$(od -An -tu1 -j "$off" -N1 "$1" 2>/dev/null | tr -d ' ')
+	[ -n "$b" ] || { fail "flip_byte: $1 has no byte at $off"; return 1; }
+	printf '%b' "\\$(printf '%03o' $(((b + 1) % 256)))" |
+		dd of="$1" bs=1 seek="$off" conv=notrunc status=none
+}
+
 # ---- the key API over curl, as an application calls it --------------------------------------
 # For a test that sets IFS=$'\n' (so that $(kp_auth ...) and $(json_body ...) expand to one
 # curl argument a line), KT (the key content type) and, for db, DB (the keys.db path).

@@ -152,7 +152,7 @@ printf '%s' "$sig" | xxd -r -p >"$T_DIR/card-sig.sig"
 expect_ok "SIGN: an ECDSA signature of the digest under the card's public key" \
 	openssl pkeyutl -verify -pubin -keyform DER -inkey "$T_DIR/card-sig.spki" \
 	-in "$T_DIR/card-sig.digest" -sigfile "$T_DIR/card-sig.sig"
-printf '\001' | dd of="$T_DIR/card-sig.digest" bs=1 seek=5 conv=notrunc 2>/dev/null
+flip_byte "$T_DIR/card-sig.digest" 5
 expect_fail "that signature does not verify for another digest" "Verification Failure" \
 	openssl pkeyutl -verify -pubin -keyform DER -inkey "$T_DIR/card-sig.spki" \
 	-in "$T_DIR/card-sig.digest" -sigfile "$T_DIR/card-sig.sig"

@@ -135,10 +135,7 @@ load_cmd 1 "$C/l.der" "$C/tok1for2.der" "$C/env2.der"
 expect_refused "a token part made for unit 2, sent to unit 1" token-part-other-unit 1 "$C/l.der"
 
 cp "$C/tok1.der" "$C/tok1alt.der"
-size=$(stat -c %s "$C/tok1alt.der")
-last=$(od -An -tu1 -j $((size - 1)) -N1 "$C/tok1alt.der" | tr -d ' ')
-printf "$(printf '\\%03o' $(((last + 1) % 256)))" |
-	dd of="$C/tok1alt.der" bs=1 seek=$((size - 1)) conv=notrunc status=none
+flip_byte "$C/tok1alt.der" -1
 load_cmd 1 "$C/l.der" "$C/tok1alt.der" "$C/env2.der"
 expect_refused "a token part whose wrapped part was altered" token-part-unwrap 1 "$C/l.der"
 

@@ -293,9 +293,7 @@ expect_ok "... status accepts unit 2 again" "$KYOK" status
 expect_ok "down" "$KYOK" down
 S=$I/unit-2/data/state.sealed
 cp -p "$S" "$T_DIR/state.saved"
-size=$(stat -c %s "$S")
-b=$(od -An -tu1 -j $((size - 40)) -N1 "$S" | tr -d ' ')
-printf '%b' "\\$(printf '%03o' $(((b + 1) % 256)))" | dd of="$S" bs=1 seek=$((size - 40)) conv=notrunc status=none
+flip_byte "$S" -40
 sum=$(sha256sum <"$S")
 # data_dir_listing: name, size, mode and time of the data dir and everything in it.
 data_dir_listing() { find "$I/unit-2/data" -printf '%P %s %m %T@\n' | sort; }
