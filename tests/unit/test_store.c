@@ -1243,6 +1243,21 @@ static void test_ledger_vp_swap(void **state)
 	                 KY_ERR_RECORD_STALE);
 }
 
+/* The call after one that reported a change through another handle's commit says 0. On
+ * SQLite it may say 1 once more: the report came from the commit counter and left
+ * data_version unread, and a call SQ_DV_INTERVAL_MS (250 ms) or more after the last read of
+ * it (a stall: an fsync, a busy machine) reads it, finds it moved, and reports the same
+ * change again. That read brings it up to date: the call after it says 0. */
+static void assert_change_seen(struct fx *f, struct ky_store *s)
+{
+	int changed = -1;
+
+	assert_int_equal(ky_store_changed(s, &changed), 0);
+	if (!f->pg && changed == 1)
+		assert_int_equal(ky_store_changed(s, &changed), 0);
+	assert_int_equal(changed, 0);
+}
+
 static void test_changed(void **state)
 {
 	struct fx *f = *state;
@@ -1272,8 +1287,7 @@ static void test_changed(void **state)
 	assert_int_equal(ky_store_secret_put(other, &sec, 0), 0);
 	assert_int_equal(ky_store_changed(f->s, &changed), 0);
 	assert_int_equal(changed, 1);
-	assert_int_equal(ky_store_changed(f->s, &changed), 0);
-	assert_int_equal(changed, 0);
+	assert_change_seen(f, f->s);
 	ky_store_close(other);
 	/* A write by another program (no commit counter) within the safety-net interval. */
 	sql(f->path, "UPDATE secrets SET updated = 99 WHERE name = 's1'");
@@ -1313,8 +1327,7 @@ static void test_changed_window(void **state)
 	assert_int_equal(ky_store_secret_put(b, &sec, 0), 0);
 	assert_int_equal(ky_store_changed(a, &changed), 0);
 	assert_int_equal(changed, 1);
-	assert_int_equal(ky_store_changed(a, &changed), 0);
-	assert_int_equal(changed, 0);
+	assert_change_seen(f, a);
 	/* the same for a key created through the group commit */
 	{
 		struct ky_store_row row;
