@@ -203,6 +203,23 @@ p11_tool() {
 	wait "$sp"
 }
 
+# wait_gone PID [SECONDS]: waits until process PID has ended (no longer there, or a zombie
+# not yet reaped), polling, at most SECONDS (default 10); past that the test fails, naming
+# it, and the call returns 1. After a kill: the next step must not find the process alive.
+wait_gone() {
+	local st end=$((${EPOCHREALTIME/./} + ${2:-10} * 1000000))
+	while kill -0 "$1" 2>/dev/null; do
+		{ read -r st <"/proc/$1/stat"; } 2>/dev/null || return 0
+		st=${st##*) }
+		[ "${st:0:1}" = Z ] && return 0
+		if [ "${EPOCHREALTIME/./}" -ge "$end" ]; then
+			fail "process $1 still runs ${2:-10} s after it was told to end: $(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)"
+			return 1
+		fi
+		sleep 0.01
+	done
+}
+
 # ---- talking to units directly, the way a hostile or foreign client would ----------------
 
 inst_file() { echo "$KYOK_INSTANCE/instance.json"; }

@@ -252,8 +252,9 @@ run_rc "$KYOK" kp unwrap "$kid" --apikey-file "$AKF" --unit 2 --verbose \
 	--ciphertext-file "$C/ct.txt" --show
 expect_match "unwrap through the new unit" "served by crypto unit 2" "$out"
 expect_match "... gives the data key back" "$(base64 -w0 "$C/dek.bin" | sed 's/[+/]/./g')" "$out"
-kill "$(cat "$I/unit-1/pid")"
-while kill -0 "$(cat "$I/unit-1/pid")" 2>/dev/null; do sleep 0.05; done # until it is gone
+pid1=$(cat "$I/unit-1/pid")
+kill "$pid1"
+wait_gone "$pid1"
 run_rc "$KYOK" kp unwrap "$kid" --apikey-file "$AKF" --ciphertext-file "$C/ct.txt" --show
 expect_match "unit 1 stopped: the new unit alone unwraps" "$(base64 -w0 "$C/dek.bin" | sed 's/[+/]/./g')" "$out"
 expect_ok "unit 1 back" "$KYOK" up

@@ -904,7 +904,7 @@ restart2() {
 	local p i
 	p=$(cat "$A/unit-2/pid")
 	kill "$p"
-	for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	wait_gone "$p"
 	sed -i '/^policy_pass_/d' "$A/unit-2/unit.conf"
 	[ -z "${1:-}" ] || printf 'policy_pass_interval = 1\npolicy_pass_days_ahead = %s\n' "$1" >>"$A/unit-2/unit.conf"
 	"$KYOK" up --instance "$A" >/dev/null 2>&1 || fail "kyok up (unit 2 restarted)"

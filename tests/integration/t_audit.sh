@@ -287,7 +287,7 @@ expect_accepted "writable again: the same admin command runs" 1 "$T_DIR/cmd.der"
 # ---- a unit killed: the reserved zero tail, and a line cut short, are cut off at restart ------
 pid=$(cat "$KYOK_INSTANCE/unit-1/pid")
 kill -9 "$pid"
-while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+wait_gone "$pid"
 last=$(ls "$A1"/audit-*.jsonl | tail -n 1)
 if [ "$(tail -c 1 "$last" | od -An -tx1 | tr -d ' ')" = 00 ]; then
 	pass "a killed unit's file ends in reserved zeros"

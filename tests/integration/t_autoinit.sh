@@ -13,8 +13,9 @@ pa=$(newpw ann)
 pb=$(newpw ben)
 pc=$(newpw cid)
 
-kill "$(cat "$KYOK_INSTANCE/unit-3/pid")"
-sleep 0.3
+pid3=$(cat "$KYOK_INSTANCE/unit-3/pid")
+kill "$pid3"
+wait_gone "$pid3"
 expect_fail "a unit down: nothing done" "does not answer; nothing was done" \
 	"$KYOK" tke auto-init --signature 2 --revocation 1 --new-admins ann,ben \
 	--password-file "$pa" --password-file "$pb"

@@ -179,7 +179,7 @@ expect_eq "status json: VP of both units" \
 expect_ok "sigkey-add dave" "$KYOK" tke sigkey-add --name dave --password-file "$(newpw dave)"
 pid2=$(cat "$KYOK_INSTANCE/unit-2/pid")
 kill "$pid2"
-for _ in $(seq 50); do kill -0 "$pid2" 2>/dev/null || break; sleep 0.1; done
+wait_gone "$pid2"
 before1=$(unit_state 1)
 pw_args alice bob
 run_rc "$KYOK" tke cryptounit-admin-add --sigkey 4 "${PWARGS[@]}"

@@ -123,9 +123,7 @@ if wait_n 2 "^password for key part"; then
 			"$(awk '/^Max core file size/ {print $5, $6}' "/proc/$pid/limits")" "unlimited unlimited"
 	fi
 	kill -ABRT "$pid"
-	while kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
-		sleep 0.05
-	done
+	wait_gone "$pid"
 	if [ -n "$control_core" ]; then
 		expect_eq "killed with SIGABRT (core limit raised back: $raised), the CLI left no core file where the control process left $(basename "$control_core")" \
 			"$(find "$D/kyok" -type f | wc -l)" 0

@@ -204,8 +204,9 @@ expect_ok "... deletes" kp MgrPurge key-delete "$sid"
 expect_rc "... and lists keys (KeyPurge alone cannot)" 0 "$sid" kp MgrPurge keys --state destroyed
 
 # ---- failover ------------------------------------------------------------------------------
-kill -9 "$(cat "$KYOK_INSTANCE/unit-1/pid")"
-sleep 0.2
+pid1=$(cat "$KYOK_INSTANCE/unit-1/pid")
+kill -9 "$pid1"
+wait_gone "$pid1"
 expect_rc "unit 1 dead: unwrap served by unit 2" 0 'served by crypto unit 2' \
 	kp Reader unwrap "$kid" --ciphertext-file "$T_DIR/ct.txt" --out "$T_DIR/dek5.bin" --verbose
 expect_ok "... the same data key" cmp "$T_DIR/dek.bin" "$T_DIR/dek5.bin"

@@ -233,9 +233,7 @@ expect_eq "keys.db copied alone after 'kyok down' (another connection open) has 
 expect_ok "zeroize both units" "$KYOK" tke cryptounit-zeroize --yes --password-file "$pa" \
 	--password-file "$pb"
 for n in 1 2; do kill -9 "$(cat "$A/unit-$n/pid")" 2>/dev/null || true; done
-for n in 1 2; do
-	while kill -0 "$(cat "$A/unit-$n/pid")" 2>/dev/null; do sleep 0.1; done
-done
+for n in 1 2; do wait_gone "$(cat "$A/unit-$n/pid")"; done
 expect_ok "kyok up after a zeroize and kill -9" "$KYOK" up
 expect_eq "unit 1 in imprint mode after the zeroize" "$(unit_state 1 | jq -r .imprint)" true
 "$KYOK" down >/dev/null 2>&1 || true

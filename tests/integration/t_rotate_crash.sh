@@ -97,12 +97,11 @@ view() {
 		(.new_mk.state | gsub(" "; "_"))] | join(" ")' <<<"$s"
 }
 unit_pid() { cat "$KYOK_INSTANCE/unit-$1/pid"; }
-gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 kill_unit() {
 	local p
 	p=$(unit_pid "$1")
 	kill -9 "$p" 2>/dev/null || true
-	while ! gone "$p"; do sleep 0.005; done
+	wait_gone "$p"
 }
 restart() {
 	run_rc "$KYOK" up
