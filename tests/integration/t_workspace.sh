@@ -204,8 +204,7 @@ if tty_start KYOK_TKE_FILES="$KYOK_TKE_FILES"; then
 	wait_n 1 "^password for the new signature key of 'gina': ?$"
 	"${TM[@]}" send-keys -t t C-c
 	type_line 'echo "rc=$?"; stty -a | grep -oE "(^| )-?echo( |$)"'
-	wait_n 1 "^rc=[0-9]+$"
-	sleep 0.3
+	wait_n 1 "^rc=[0-9]+$" && wait_n 1 "^ ?-?echo ?$"
 	expect_match "Ctrl-C at a password prompt: exit 130" "^rc=130$" "$(screen)"
 	expect_match "... echo is on again" "^ ?echo ?$" "$(screen)"
 	expect_eq "... nothing written" "$(find "$KYOK_TKE_FILES" -type f | sort)" "$before"
