@@ -863,12 +863,18 @@ static void test_keypart_tampered(void **state)
 	path_in_tmp(path, sizeof(path), "tampered.keypart");
 	keypart_split(&header, &der, &derlen);
 
-	/* encryptedContent [0] IMPLICIT, as long as header + part: flip one byte of it. */
+	/* encryptedContent [0] IMPLICIT, as long as header + part: flip one byte of it. It
+	 * ends where the MAC (OCTET STRING of 16 bytes, the end of the structure) begins: its
+	 * place comes from that layout, and its tag and length are checked there. (A search
+	 * for them could stop inside the random bytes before: the wrapped key, the nonce.) */
 	assert_true(header.len + KY_MK_LEN >= 128 && header.len + KY_MK_LEN < 256);
-	pat[0] = 0x80;
-	pat[1] = 0x81;
-	pat[2] = (uint8_t)(header.len + KY_MK_LEN);
-	ct = der_find(der, derlen, pat, 3) + 3;
+	assert_true((size_t)derlen > 18 + 3 + header.len + KY_MK_LEN);
+	assert_int_equal(der[derlen - 18], 0x04);
+	assert_int_equal(der[derlen - 17], 16);
+	ct = (size_t)derlen - 18 - (header.len + KY_MK_LEN);
+	assert_int_equal(der[ct - 3], 0x80);
+	assert_int_equal(der[ct - 2], 0x81);
+	assert_int_equal(der[ct - 1], header.len + KY_MK_LEN);
 	der[ct + 20] ^= 0x01;
 	keypart_rebuild(path, &header, der, derlen);
 	assert_int_equal(ky_keypart_open(path, PW_PART, &info, part), KY_ERR_TAMPERED);
