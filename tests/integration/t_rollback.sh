@@ -120,7 +120,8 @@ on_both "control: key two is served" 200 none $(auth "$M") "/api/v2/keys/$K2"
 db "DELETE FROM keys WHERE id = '$K2'"
 on_both "key row deleted by hand: GET" 500 RECORD_DELETED_ERR $(auth "$M") "/api/v2/keys/$K2"
 
-K9=$(printf '%s' "$K3" | sed 's/^......../99999999/')
+# Another id: its first hex digit moved on by one (f to 0), so it never equals key three's.
+K9=$(printf '%s' "${K3:0:1}" | tr '0-9a-f' '1-9a-f0')${K3:1}
 db "INSERT INTO keys SELECT '$K9', seq + 1000, rev, name, state, extractable, created, updated, \
 deleted, version, vp, blob, expires FROM keys WHERE id = '$K3'"
 # Its seal names the other id: refused as tampered before the digest is asked.
