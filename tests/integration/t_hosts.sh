@@ -114,7 +114,7 @@ expect_ok "up --tls-cert --tls-key (the operator's certificate)" \
 	"$KYOK" up --dir "$O" --units 1 --tls-cert "$T_DIR/op-both.pem" --tls-key "$T_DIR/op.key" \
 	--cacert "$T_DIR/opca.crt"
 expect_eq "... tls.crt (0644) holds the certificate, not the key given with it" \
-	"$(grep -c 'PRIVATE' "$O/unit-1/tls.crt") $(openssl x509 -in "$O/unit-1/tls.crt" -noout -fingerprint)" \
+	"$(grep -cE -- '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$O/unit-1/tls.crt") $(openssl x509 -in "$O/unit-1/tls.crt" -noout -fingerprint)" \
 	"0 $(openssl x509 -in "$T_DIR/op.crt" -noout -fingerprint)"
 expect_eq "... the unit serves it over https" \
 	"$(curl -fsS --cacert "$T_DIR/opca.crt" "$(jq -r '.units[0].url' "$O/instance.json")/health")" \
@@ -132,7 +132,7 @@ expect_ok "host A: kyok up --tls --listen --store (PostgreSQL, verify-full)" \
 expect_eq "unit 1's URL is https on host A's address" \
 	"$(jq -r '.units[0].url' "$A/instance.json")" "https://$A_IP:$(cat "$A/unit-1/port")"
 expect_ok "host A: invite" on a "$KYOK" host invite --out "$T_DIR/invite.json"
-expect_eq "the invitation holds no private key" "$(grep -c 'PRIVATE' "$T_DIR/invite.json")" 0
+expect_eq "the invitation holds no private key" "$(grep -cE -- '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$T_DIR/invite.json")" 0
 FP=$(on a "$KYOK" host invite --out "$T_DIR/invite.json" --output json | jq -r .sha256)
 expect_eq "its fingerprint: SHA-256 of its JSON, compact with sorted members" "$FP" \
 	"$(jq -jcS . "$T_DIR/invite.json" | sha256sum | cut -d' ' -f1)"
@@ -173,7 +173,7 @@ expect_ok "host B: join-request" on b "$KYOK" host join-request --dir "$B" \
 	--invite "$T_DIR/invite.json" --invite-sha256 "$FP" --listen "$B_IP" --store "$STORE" \
 	--zones zone-b
 REQ="$B/join-request.json"
-expect_eq "the request holds no private key" "$(grep -c 'PRIVATE' "$REQ")" 0
+expect_eq "the request holds no private key" "$(grep -cE -- '-----BEGIN [A-Z ]*PRIVATE KEY-----' "$REQ")" 0
 expect_eq "... the unit's keys stay on host B" "$(ls "$B"/join-*/tls.key "$B"/join-*/data/identity.pending | wc -l)" 2
 
 # Refusals of join-accept: each changes nothing.
