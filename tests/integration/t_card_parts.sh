@@ -33,7 +33,11 @@ ca_2=$(newpin ca-2)
 ep_a=$(newpin ep-a)
 ep_b=$(newpin ep-b)
 ep_c=$(newpin ep-c)
-wrong=$(newpin wrong)
+# The wrong PIN has 7 digits: the card takes it (6 to 16 characters), and newpin's PINs have 8
+# or more, so it is never one of them by chance.
+wrong="$T_DIR/pw/wrong"
+printf '%07d' $(((RANDOM * 32768 + RANDOM) % 10000000)) >"$wrong"
+chmod 600 "$wrong"
 put() {
 	if [ -f "$PCSC_DIR/card-$1.pid" ]; then
 		card_remove "$1" || fail "kyok-card in reader $1 did not end cleanly"

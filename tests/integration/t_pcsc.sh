@@ -64,7 +64,11 @@ pin_a1=$(newpin alice-1)
 pin_a2=$(newpin alice-2)
 pin_b1=$(newpin bob-1)
 pin_b2=$(newpin bob-2)
-wrong=$(newpin wrong)
+# The wrong PIN has 7 digits: the card takes it (6 to 16 characters), and newpin's PINs have 8
+# or more, so it is never one of them by chance.
+wrong="$T_DIR/pw/wrong"
+printf '%07d' $(((RANDOM * 32768 + RANDOM) % 10000000)) >"$wrong"
+chmod 600 "$wrong"
 hex() { xxd -p "$1" | tr -d '\n' | tr '[:lower:]' '[:upper:]'; }
 # fields HEX...: the card's field list, each a 2-byte length then its bytes.
 fields() {

@@ -41,7 +41,11 @@ ep_a2=$(newpin ep-a2)
 ep_b=$(newpin ep-b)
 ep_b2=$(newpin ep-b2)
 bk_2n=$(newpin bk-2n)
-wrong=$(newpin wrong)
+# The wrong PIN has 7 digits: the card takes it (6 to 16 characters), and newpin's PINs have 8
+# or more, so it is never one of them by chance.
+wrong="$T_DIR/pw/wrong"
+printf '%07d' $(((RANDOM * 32768 + RANDOM) % 10000000)) >"$wrong"
+chmod 600 "$wrong"
 printf '12345' >"$T_DIR/pw/short"
 short="$T_DIR/pw/short"
 
