@@ -119,27 +119,53 @@ expect_refused "signed mk-setimm sent by hand: refused" not-reenciphered 1 "$T_D
 expect_rc "rotate without --yes and no terminal: cancelled, nothing sent" 2 'cancelled' \
 	"$KYOK" tke cryptounit-mk-rotate $(pwf ann ben) </dev/null
 : >"$T_DIR/traffic"
+# usec: the time in microseconds, an integer whatever the locale's decimal point.
+usec() { echo "${EPOCHREALTIME/[.,]/}"; }
+# One line a request: its status, the time it was sent, the time its answer came (usec).
 (
 	while [ ! -f "$T_DIR/stop" ]; do
 		read -r id ct pt < <(shuf -n1 "$T_DIR/wrapped")
-		api 2 POST "/api/v2/keys/$id/actions/unwrap" "{\"ciphertext\":\"$ct\"}" | tail -n1 >>"$T_DIR/traffic"
-		api 1 POST /api/v2/keys "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"during\",\"extractable\":false}]}" |
-			tail -n1 >>"$T_DIR/traffic"
+		s=${EPOCHREALTIME/[.,]/}
+		st=$(api 2 POST "/api/v2/keys/$id/actions/unwrap" "{\"ciphertext\":\"$ct\"}" | tail -n1)
+		echo "$st $s ${EPOCHREALTIME/[.,]/}" >>"$T_DIR/traffic"
+		s=${EPOCHREALTIME/[.,]/}
+		st=$(api 1 POST /api/v2/keys "{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.key+json\",\"collectionTotal\":1},\"resources\":[{\"type\":\"application/vnd.ibm.kms.key+json\",\"name\":\"during\",\"extractable\":false}]}" |
+			tail -n1)
+		echo "$st $s ${EPOCHREALTIME/[.,]/}" >>"$T_DIR/traffic"
 	done
 ) &
 traffic=$!
-sleep 0.3
+# The traffic runs before the rotation starts (a request answered) and after it ends (one sent
+# after it): waited for, 30 s at most each. Requests then follow each other all through the
+# rotation command's run, which is much longer than the pause between two of them (the
+# command decrypts two signature keys, then the units re-encipher some 200 records).
+# after USEC: until a request sent after USEC is answered; fails if the traffic stopped or
+# none was within 30 s.
+after() {
+	local end=$(($(usec) + 30000000))
+	while [ "$(usec)" -lt "$end" ] && kill -0 "$traffic" 2>/dev/null; do
+		awk -v t="$1" '$2 > t {f = 1} END {exit !f}' "$T_DIR/traffic" && return 0
+		sleep 0.05
+	done
+	fail "the API traffic: no request sent after $1 answered within 30 s"
+}
+after 0
+t0=$(usec)
 expect_rc "cryptounit-mk-rotate --yes" 0 'current on 2 of 2 crypto units' \
 	"$KYOK" tke cryptounit-mk-rotate --yes $(pwf ann ben)
-sleep 0.3
+t1=$(usec)
+after "$t1"
 touch "$T_DIR/stop"
 wait "$traffic" || true
 total=$(wc -l <"$T_DIR/traffic")
-bad=$(grep -cvE '^20[01]$' "$T_DIR/traffic" || true)
-if [ "$total" -gt 0 ] && [ "$bad" -eq 0 ]; then
-	pass "API served all $total requests during the rotation"
+bad=$(awk '$1 !~ /^20[01]$/' "$T_DIR/traffic" | wc -l)
+# Requests whose time overlaps the rotation command's run.
+during=$(awk -v a="$t0" -v b="$t1" '$2 <= b && $3 >= a' "$T_DIR/traffic" | wc -l)
+secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b - a) / 1e6}')
+if [ "$bad" -eq 0 ] && [ "$during" -gt 0 ]; then
+	pass "API served all $total requests, $during of them while the rotation ran ($secs s)"
 else
-	fail "during the rotation: $bad of $total requests failed: $(sort "$T_DIR/traffic" | uniq -c | tr '\n' ' ')"
+	fail "during the rotation ($secs s): $bad of $total requests failed, $during overlapped it: $(awk '{print $1}' "$T_DIR/traffic" | sort | uniq -c | tr '\n' ' ')"
 fi
 for n in 1 2; do
 	expect_eq "unit $n: the new key is current, new register EMPTY" \
