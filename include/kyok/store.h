@@ -57,6 +57,8 @@ struct ky_store_opts {
 	int check_window_us;  /* PostgreSQL, ky_store_changed: 0 = KY_STORE_CHECK_WINDOW_US; < 0
 				       = none (a read per call). Every handle on one store must
 				       use the same: only tests set it */
+	int data_version_ms;  /* SQLite, ky_store_changed: how often the safety net (PRAGMA
+				       data_version) is read; 0 = 250 ms. Only tests set it */
 };
 
 /* PostgreSQL (ky_store_changed): a read of the commit counter answers the calls made within
@@ -364,7 +366,10 @@ void ky_store_request_release(struct ky_store_request *req); /* frees body, keep
 /* *changed = 1 when anything may have been committed to the store since the calling thread
  * last asked (by any thread or process; the thread's own writes may be reported too), and on
  * a thread's first call; else 0. A commit made through kyok is seen by every call made after
- * the write returned; writes by other programs within a fraction of a second. Cheap: on
+ * the write returned; writes by other programs within a fraction of a second. Not reported
+ * on SQLite: a commit by this handle's group commit, which only inserts key rows that did not
+ * exist (no cache above can hold a record before it exists); the handle's other writes and
+ * every write by another handle, process or program are. Cheap: on
  * SQLite usually no system call; on PostgreSQL one read of the server shared by the calls
  * made within KY_STORE_CHECK_WINDOW_US of when it was sent (a write through kyok returns
  * only once that window has passed since its commit, so no call after it takes an older

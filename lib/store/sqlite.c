@@ -48,6 +48,11 @@
  * is then read from the change log (ky_store_changes): the rows after the caller's position,
  * which must still hold the row it was taken at (its fingerprint) and follow it without a
  * gap up to sqlite_sequence's last number; anything else is "everything changed".
+ * A group commit only inserts key rows that did not exist, so the handle notes the counter
+ * value its bump made (quiet[], by value modulo SQ_QUIET_SLOTS) and its own threads are not
+ * told of it: a unit creating keys does not make every request read the log after each
+ * commit. A reader that loads the counter before the note is stored, or finds any value in
+ * between not noted (another handle's or process's commit, a slot reused), is told.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -122,6 +127,7 @@ enum sq_stmt {
 #define SQ_GEN_SUFFIX     "-kyokgen"
 #define SQ_GEN_SIZE       4096
 #define SQ_DV_INTERVAL_MS 250
+#define SQ_QUIET_SLOTS    1024 /* group commits noted as only inserting (sq_changed) */
 
 #define SQ_KEY_COLS                                                                              \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob, " \
@@ -341,6 +347,7 @@ struct sq_conn {
 	 * that they work once the cause is removed. */
 	int readonly;
 	int ro_errno;
+	bool quiet; /* the open write transaction is a group commit (sq_changed) */
 };
 
 struct sq_store {
@@ -353,6 +360,9 @@ struct sq_store {
 	struct ky_gc gc;       /* inserts waiting for a group commit */
 	bool made;             /* opened: the file is WAL and has its schema */
 	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
+	/* quiet[v % SQ_QUIET_SLOTS] == v: the bump to v was a group commit of this handle */
+	_Atomic uint64_t quiet[SQ_QUIET_SLOTS];
+	int64_t dv_interval_ms;
 	struct sq_ledger L;
 };
 
@@ -659,14 +669,21 @@ static int sq_wend(struct sq_conn *c, int opened, int r)
 	if (r == 0 && (r = sq_exec(c, SQ_COMMIT)) == 0) {
 		if (ledger)
 			sq_ledger_apply(c, tags, ntags, &m);
-		if (c->s->gen != NULL)
-			atomic_fetch_add_explicit(c->s->gen, 1, memory_order_release);
+		if (c->s->gen != NULL) {
+			uint64_t v =
+			    atomic_fetch_add_explicit(c->s->gen, 1, memory_order_acq_rel) + 1;
+
+			if (c->quiet)
+				atomic_store_explicit(&c->s->quiet[v % SQ_QUIET_SLOTS], v,
+				                      memory_order_release);
+		}
 		goto out;
 	}
 	if (!sqlite3_get_autocommit(c->db))
 		(void)sq_exec(c, SQ_ROLLBACK);
 out:
 	c->ntouched = 0;
+	c->quiet = false;
 	free(tags);
 	pthread_mutex_unlock(&c->s->wlock);
 	return r;
@@ -1457,6 +1474,7 @@ static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 	 * connection finds its cache stale after every commit and reads the pages again). */
 	if ((r = sq_conn(ctx, &c)) != 0 || (r = sq_wbegin(c, &opened)) != 0)
 		goto fail;
+	c->quiet = opened; /* only key rows that did not exist: see sq_changed */
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
 		if (q->r != 0 && !ky_gc_row_refused(q->r)) {
@@ -2493,6 +2511,18 @@ static int64_t sq_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Whether every bump of the shared counter after from up to to was a group commit of this
+ * handle. */
+static bool sq_quiet_since(struct sq_store *s, uint64_t from, uint64_t to)
+{
+	if (to - from > SQ_QUIET_SLOTS)
+		return false;
+	for (uint64_t v = from + 1; v <= to; v++)
+		if (atomic_load_explicit(&s->quiet[v % SQ_QUIET_SLOTS], memory_order_acquire) != v)
+			return false;
+	return true;
+}
+
 static int sq_changed(void *be, int *changed)
 {
 	struct sq_store *s = be;
@@ -2507,12 +2537,12 @@ static int sq_changed(void *be, int *changed)
 	if (s->gen != NULL) {
 		uint64_t g = atomic_load_explicit(s->gen, memory_order_acquire);
 
-		moved = !c->gen_known || g != c->gen_seen;
+		moved = !c->gen_known || (g != c->gen_seen && !sq_quiet_since(s, c->gen_seen, g));
 		c->gen_seen = g;
 		c->gen_known = 1;
 		if (moved && c->dv_known)
 			return 0;
-		if (!moved && c->dv_known && now - c->dv_checked < SQ_DV_INTERVAL_MS) {
+		if (!moved && c->dv_known && now - c->dv_checked < s->dv_interval_ms) {
 			*changed = 0;
 			return 0;
 		}
@@ -3028,6 +3058,7 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return KY_ERR_NOMEM;
 	s->o = *opts;
+	s->dv_interval_ms = opts->data_version_ms > 0 ? opts->data_version_ms : SQ_DV_INTERVAL_MS;
 	s->o.instance = NULL;
 	/* The inserts' commits run on the store's own thread, at a lower priority. */
 	if (ky_gc_init(&s->gc) != 0) {

@@ -1301,6 +1301,75 @@ static void test_changed(void **state)
 	assert_int_equal(a.changed, 1);
 }
 
+/* SQLite: a group commit only inserts key rows that did not exist, so the handle's own threads
+ * are not told of it (no cache can hold a record before it exists). They are told of every
+ * other write of the handle, and of another handle's group commit, alone or between two of
+ * the handle's own. The safety net's interval is long here: only the counter tells. */
+static void quiet_insert(struct ky_store *s, int i)
+{
+	struct ky_store_row row;
+
+	row_make(&row, i, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(s, &row), 0);
+	ky_store_row_release(&row);
+}
+
+static void changed_is(struct ky_store *s, int want)
+{
+	int changed = -1;
+
+	assert_int_equal(ky_store_changed(s, &changed), 0);
+	assert_int_equal(changed, want);
+}
+
+static void test_changed_quiet_inserts(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_opts o = {.data_version_ms = 600 * 1000};
+	struct ky_store *s = NULL, *other = NULL;
+	struct ky_store_row row, got;
+
+	TFX_SQLITE_ONLY(f);
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	assert_int_equal(ky_store_open(f->uri, &o, &other), 0);
+	changed_is(s, 1); /* the thread's first call */
+	changed_is(s, 0);
+	for (int i = 100; i < 103; i++)
+		quiet_insert(s, i);
+	changed_is(s, 0);
+	/* another handle's group commit */
+	quiet_insert(other, 110);
+	changed_is(s, 1);
+	changed_is(s, 0);
+	/* ... between two of this handle's */
+	quiet_insert(s, 111);
+	quiet_insert(other, 112);
+	quiet_insert(s, 113);
+	changed_is(s, 1);
+	changed_is(s, 0);
+	/* an update of a key row */
+	row_make(&row, 100, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_get(s, row.id, &got), 0);
+	ky_store_row_release(&row);
+	got.state = 2;
+	assert_int_equal(ky_store_key_update(s, &got), 0);
+	ky_store_row_release(&got);
+	changed_is(s, 1);
+	changed_is(s, 0);
+	/* an insert in the caller's own transaction, not the group commit's */
+	assert_int_equal(ky_store_begin(s), 0);
+	quiet_insert(s, 120);
+	assert_int_equal(ky_store_commit(s), 0);
+	changed_is(s, 1);
+	/* a group commit whose row was refused (the id exists) still wrote nothing else */
+	row_make(&row, 120, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_insert(s, &row), KY_ERR_EXISTS);
+	ky_store_row_release(&row);
+	changed_is(s, 0);
+	ky_store_close(other);
+	ky_store_close(s);
+}
+
 /* With a check window (PostgreSQL: one read answers the calls made within it), a write
  * through another handle returns only once the window has passed since its commit, so the
  * next call is answered by a newer read and reports it. With a window this long the call
@@ -2508,6 +2577,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_thread_exit, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_threads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_quiet_inserts, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_every_write, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_too_old, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_other_handle, fx_setup, fx_teardown),
