@@ -174,9 +174,10 @@ struct ky_store_request {
 };
 
 enum ky_store_plan {
-	KY_STORE_PLAN_GET,      /* key lookup by id */
-	KY_STORE_PLAN_VP_FETCH, /* re-encipherment batch fetch */
-	KY_STORE_PLAN_APIKEY,   /* api key lookup by hash */
+	KY_STORE_PLAN_GET,         /* key lookup by id */
+	KY_STORE_PLAN_VP_FETCH,    /* re-encipherment batch fetch */
+	KY_STORE_PLAN_APIKEY,      /* api key lookup by hash */
+	KY_STORE_PLAN_STATE_COUNT, /* count by states as of a date (counters, keys_expiring) */
 };
 
 /* A position in the storage's history: generation (bumped by every write transaction) and
@@ -295,7 +296,9 @@ int ky_store_key_delete(struct ky_store *s, const char *id, int64_t rev) KY_WUR;
 /* Rows in creation order, filtered; limit 0 = no limit. *rows is an array of *n rows. */
 int ky_store_key_list(struct ky_store *s, const struct ky_store_filter *f, uint32_t limit,
                       uint64_t offset, struct ky_store_row **rows, size_t *n) KY_WUR;
-/* Rows matching f (NULL = all: constant time). */
+/* Rows matching f. Constant time for NULL (all) and a filter by VPs alone; a filter by states
+ * alone (and a date) reads per-state counters and, with a date, the Active keys expired by
+ * then (lib/store/count.h); any other filter reads the table. */
 int ky_store_key_count(struct ky_store *s, const struct ky_store_filter *f, uint64_t *n) KY_WUR;
 /* The key id the alias index names for alias (KY_ERR_NOT_FOUND: none). The index is not
  * authenticated: it only finds the record, whose sealed copy must then list the alias

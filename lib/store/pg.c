@@ -42,11 +42,13 @@
  * key_aliases), in the connection's current schema (choose another
  * with options=-csearch_path=NAME): the tables and columns of sqlite.c, with int8 for every
  * integer, bytea for every blob and text COLLATE "C" for ids (byte order, as SQLite's):
- *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>' (PL/pgSQL row triggers on keys),
- *   'commits' (row and TRUNCATE triggers on every table of records: bumped by any row
- *   written, kyok's or another program's) and 'changes' (the change log's last seq), keys,
- *   secrets, api_keys, requests, ledger, ledger_log, changes(seq, rec, id) (the change log;
- *   made on open when missing: see PG_CHANGES_SCHEMA).
+ *   meta(k, v), counters(k, n): 'keys', 'vp:<hex>', 'state:<N>' (PL/pgSQL row triggers on
+ *   keys), 'commits' (row and TRUNCATE triggers on every table of records: bumped by any row
+ *   written, kyok's or another program's) and 'changes' (the change log's last seq), keys
+ *   (with the partial index keys_expiring: Active keys by expiration date), secrets,
+ *   api_keys, requests, ledger, ledger_log, changes(seq, rec, id) (the change log; made on
+ *   open when missing: see PG_CHANGES_SCHEMA). The 'state:' counters, their trigger and
+ *   keys_expiring came later too: made on open when missing, the counters counted then.
  *
  * Change detection (ky_store_changed): one statement reading counters 'commits' and the
  * digest's generation and epoch (a whole schema restored from a backup, or a failover to a
@@ -83,6 +85,7 @@
 #include "kyok/store.h"
 #include "lib/store/alias.h"
 #include "lib/store/changelog.h"
+#include "lib/store/count.h"
 #include "lib/store/groupcommit.h"
 #include "lib/store/ledger.h"
 
@@ -101,6 +104,7 @@ enum pg_stmt {
 	PG_KEY_DELETE,
 	PG_KEY_LIST,
 	PG_KEY_COUNT,
+	PG_KEY_BY_STATE,
 	PG_SECRET_INSERT,
 	PG_SECRET_UPDATE,
 	PG_SECRET_REV,
@@ -184,6 +188,14 @@ static const struct {
                      " ORDER BY seq LIMIT $3 OFFSET $4",
                      "iiiibbii"},
     [PG_KEY_COUNT] = {"SELECT count(*) FROM keys WHERE " PG_FILTER, "iiiibbii"},
+    /* PG_KEY_COUNT of a filter by states only, without a scan (lib/store/count.h): the
+     * 'state:' counters of the states in $1, plus $2 (-1, 0 or 1) times the Active keys
+     * expired at $3 (keys_expiring). One statement: one snapshot. */
+    [PG_KEY_BY_STATE] = {"SELECT (SELECT coalesce(sum(n), 0) FROM counters WHERE k IN (SELECT "
+                         "'state:' || b FROM generate_series(0, 63) AS b WHERE ($1 >> b) & 1 = "
+                         "1))::int8 + CASE WHEN $2 = 0 THEN 0 ELSE $2 * (SELECT count(*) FROM "
+                         "keys WHERE state = 1 AND expires > 0 AND expires <= $3) END",
+                         "iii"},
     [PG_SECRET_INSERT] = {"INSERT INTO secrets (" PG_SECRET_COLS ") VALUES ($1, "
                           "(SELECT coalesce(max(seq), 0) + 1 FROM secrets), 1, $2, $3, $4, "
                           "$5) RETURNING seq, rev",
@@ -293,6 +305,32 @@ static const struct {
 	"CREATE TRIGGER keys_counters AFTER INSERT OR DELETE OR UPDATE OF vp ON keys"            \
 	" FOR EACH ROW EXECUTE FUNCTION kyok_keys_counters();"
 
+/* Rows of keys per stored state ('state:<N>'), for counts by state without a scan
+ * (pg_key_count); a counter that drops to 0 stays. An update that leaves the state as it was
+ * changes nothing. Made on open when missing, and counted then from the table. */
+#define PG_STATE_COUNTERS                                                                        \
+	"CREATE OR REPLACE FUNCTION kyok_keys_state_counters() RETURNS trigger LANGUAGE plpgsql" \
+	" AS $$"                                                                                 \
+	" BEGIN"                                                                                 \
+	"  IF TG_OP = 'UPDATE' AND NEW.state = OLD.state THEN RETURN NULL; END IF;"              \
+	"  IF TG_OP IN ('DELETE', 'UPDATE') THEN"                                                \
+	"   UPDATE counters SET n = n - 1 WHERE k = 'state:' || OLD.state;"                      \
+	"  END IF;"                                                                              \
+	"  IF TG_OP IN ('INSERT', 'UPDATE') THEN"                                                \
+	"   INSERT INTO counters (k, n) VALUES ('state:' || NEW.state, 1)"                       \
+	"    ON CONFLICT (k) DO UPDATE SET n = counters.n + 1;"                                  \
+	"  END IF;"                                                                              \
+	"  RETURN NULL;"                                                                         \
+	" END $$;"                                                                               \
+	"DROP TRIGGER IF EXISTS keys_state_counters ON keys;"                                    \
+	"CREATE TRIGGER keys_state_counters AFTER INSERT OR DELETE OR UPDATE OF state ON keys"   \
+	" FOR EACH ROW EXECUTE FUNCTION kyok_keys_state_counters();"
+/* The Active keys with an expiration date, by date: what PG_KEY_BY_STATE reads of keys (the
+ * index of sqlite.c, where state makes it a covering index). */
+#define PG_EXPIRING_INDEX                                                                        \
+	"CREATE INDEX IF NOT EXISTS keys_expiring ON keys (expires, state) WHERE state = 1 AND " \
+	"expires > 0;"
+
 /* Per row (a statement that changes no row is no change), and per TRUNCATE. */
 #define PG_COMMITS_TRIGGER(t)                                                 \
 	"CREATE TRIGGER " t "_commits AFTER INSERT OR UPDATE OR DELETE ON " t \
@@ -380,11 +418,12 @@ static const char pg_schema[] =
     "CREATE TABLE requests (apikey " PG_ID ", id " PG_ID ", hash bytea NOT NULL,"
     " status int8 NOT NULL, created int8 NOT NULL, vp bytea NOT NULL, body bytea NOT NULL,"
     " PRIMARY KEY (apikey, id));"
-    "CREATE INDEX requests_created ON requests (created);" PG_COUNT_TRIGGERS PG_COMMITS_TRIGGER(
-        "keys") PG_COMMITS_TRIGGER("secrets") PG_COMMITS_TRIGGER("api_keys")
-        PG_COMMITS_TRIGGER("ledger") "INSERT INTO counters (k, n) VALUES ('keys', 0), "
-                                     "('commits', 0);" PG_ALIASES_SCHEMA PG_CHANGES_SCHEMA
-                                     "INSERT INTO meta (k, v) VALUES ('schema', '2');";
+    "CREATE INDEX requests_created ON requests (created);" PG_COUNT_TRIGGERS PG_STATE_COUNTERS
+        PG_EXPIRING_INDEX PG_COMMITS_TRIGGER("keys") PG_COMMITS_TRIGGER("secrets")
+            PG_COMMITS_TRIGGER("api_keys")
+                PG_COMMITS_TRIGGER("ledger") "INSERT INTO counters (k, n) VALUES ('keys', 0), "
+                                             "('commits', 0);" PG_ALIASES_SCHEMA PG_CHANGES_SCHEMA
+                                             "INSERT INTO meta (k, v) VALUES ('schema', '2');";
 
 struct pg_store;
 
@@ -2240,6 +2279,13 @@ static int pg_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
 			pg_p_null(&p);
 		return pg_count(c, PG_KEY_UNDER, &p, n);
 	}
+	if (ky_count_by_states(f)) {
+		pg_p_init(&p);
+		pg_p_int(&p, (int64_t)f->states);
+		pg_p_int(&p, ky_count_expired_sign(f));
+		pg_p_int(&p, f->now > 0 ? f->now : 0);
+		return pg_count(c, PG_KEY_BY_STATE, &p, n);
+	}
 	pg_p_filter(&p, f, 0, 0);
 	return pg_count(c, PG_KEY_COUNT, &p, n);
 }
@@ -3067,6 +3113,12 @@ static int pg_plan(void *be, enum ky_store_plan what, char *out, size_t outlen)
 		i = PG_APIKEY_FIND;
 		pg_p_blob(&p, zero, KY_APIKEY_HASH_LEN);
 		break;
+	case KY_STORE_PLAN_STATE_COUNT:
+		i = PG_KEY_BY_STATE;
+		pg_p_int(&p, 1 << 1);
+		pg_p_int(&p, -1);
+		pg_p_int(&p, 100);
+		break;
 	}
 	if ((r = pg_conn(s, &c)) != 0)
 		return r;
@@ -3262,6 +3314,25 @@ static int pg_init_schema(struct pg_conn *c)
 	r = pg_query_text(c, "SELECT to_regclass('changes')::text", NULL, v, sizeof(v));
 	if (r == KY_ERR_NOT_FOUND)
 		r = pg_sql_run(c, PG_CHANGES_SCHEMA);
+	if (r != 0)
+		goto out;
+	/* The 'state:' counters and keys_expiring, in this transaction, for a store made before
+	 * them (still schema 2: older programs never read them, and their writes run the
+	 * trigger too). Counted from the table once, when the trigger was missing. */
+	r = pg_query_text(c,
+	                  "SELECT tgname::text FROM pg_trigger WHERE tgrelid = to_regclass('keys') "
+	                  "AND tgname = 'keys_state_counters'",
+	                  NULL, v, sizeof(v));
+	if (r == KY_ERR_NOT_FOUND)
+		r = pg_sql_run(c,
+		               PG_STATE_COUNTERS "DELETE FROM counters WHERE k LIKE 'state:%';"
+		                                 "INSERT INTO counters (k, n) SELECT 'state:' || "
+		                                 "state, count(*) FROM keys GROUP BY state;");
+	if (r != 0)
+		goto out;
+	r = pg_query_text(c, "SELECT to_regclass('keys_expiring')::text", NULL, v, sizeof(v));
+	if (r == KY_ERR_NOT_FOUND)
+		r = pg_sql_run(c, PG_EXPIRING_INDEX);
 	if (r != 0)
 		goto out;
 	if (instance != NULL) {

@@ -508,6 +508,226 @@ static void test_key_limit_per_vp(void **state)
 	assert_int_equal(cnt, 6);
 }
 
+/* ---- counts by state (lib/store/count.h) ---- */
+
+/* Dates of the rows below: expired before ST_BETWEEN, or after it, or never (0). */
+#define ST_PAST    1000
+#define ST_BETWEEN 1500
+#define ST_FUTURE  5000
+#define ST_AFTER   1000000
+
+static void state_row(struct ky_store *s, int i, int st, int64_t expires)
+{
+	struct ky_store_row row;
+
+	row_make(&row, i, st, i % 2, vp_a);
+	row.expires = expires;
+	assert_int_equal(ky_store_key_insert(s, &row), 0);
+	ky_store_row_release(&row);
+}
+
+/* Rows in states 1, 2, 3 and 5; Active ones expired in the past, in the future and never;
+ * others with dates that must not move them. Row i is key-i. */
+static void state_rows(struct ky_store *s)
+{
+	static const struct {
+		int state;
+		int64_t expires;
+	} rows[] = {
+	    {1, 0},         {1, 0},         {1, ST_PAST},   {1, ST_PAST}, {1, ST_PAST + 100},
+	    {1, ST_FUTURE}, {1, ST_FUTURE}, {2, 0},         {2, ST_PAST}, {2, ST_FUTURE},
+	    {3, 0},         {3, ST_PAST},   {5, ST_FUTURE}, {5, 0},       {5, ST_PAST},
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		state_row(s, (int)i, rows[i].state, rows[i].expires);
+}
+
+/* For every non-empty set of states among 0..5 and each date (none, between the expiration
+ * dates, after all), the count equals the rows the listing gives for the same filter (the
+ * listing reads the table: the oracle). The count of state 2 is off by `off`. */
+static void state_counts_check_off(struct ky_store *s, int64_t off)
+{
+	static const int64_t nows[] = {0, ST_BETWEEN, ST_AFTER};
+
+	for (unsigned m = 1; m < 64; m++)
+		for (size_t t = 0; t < sizeof(nows) / sizeof(nows[0]); t++) {
+			struct ky_store_filter flt = {
+			    .states = m, .extractable = -1, .now = nows[t]};
+			struct ky_store_row *rows = NULL;
+			size_t n = 0;
+			uint64_t cnt = 0;
+
+			assert_int_equal(ky_store_key_list(s, &flt, 0, 0, &rows, &n), 0);
+			ky_store_rows_free(rows, n);
+			assert_int_equal(ky_store_key_count(s, &flt, &cnt), 0);
+			if (cnt != (uint64_t)((int64_t)n + ((m & (1u << 2)) ? off : 0)))
+				fprintf(stderr, "states 0x%x now %lld: counted %llu, listed %zu\n",
+				        m, (long long)nows[t], (unsigned long long)cnt, n);
+			assert_int_equal(cnt, (int64_t)n + ((m & (1u << 2)) ? off : 0));
+		}
+}
+
+static void state_counts_check(struct ky_store *s)
+{
+	state_counts_check_off(s, 0);
+}
+
+static uint64_t state_count(struct ky_store *s, unsigned states, int64_t now)
+{
+	struct ky_store_filter flt = {.states = states, .extractable = -1, .now = now};
+	uint64_t cnt = 0;
+
+	assert_int_equal(ky_store_key_count(s, &flt, &cnt), 0);
+	return cnt;
+}
+
+/* key-i from state `from` to `to`, through the store. */
+static void state_change(struct ky_store *s, int i, int from, int to)
+{
+	struct ky_store_row row, got;
+
+	row_make(&row, i, from, i % 2, vp_a);
+	assert_int_equal(ky_store_key_get(s, row.id, &got), 0);
+	assert_int_equal(got.state, from);
+	got.state = to;
+	got.updated += 10;
+	assert_int_equal(ky_store_key_update(s, &got), 0);
+	ky_store_row_release(&got);
+	ky_store_row_release(&row);
+}
+
+static void state_delete(struct ky_store *s, int i)
+{
+	struct ky_store_row row, got;
+
+	row_make(&row, i, 1, 0, vp_a);
+	assert_int_equal(ky_store_key_get(s, row.id, &got), 0);
+	assert_int_equal(ky_store_key_delete(s, got.id, got.rev), 0);
+	ky_store_row_release(&got);
+	ky_store_row_release(&row);
+}
+
+/* A count by states (and a date) answers what the scan answered, after writes through the
+ * store and by another program; and it is the counters that answer it. */
+static void test_key_count_by_state(void **state)
+{
+	struct fx *f = *state;
+
+	state_counts_check(f->s);
+	state_rows(f->s);
+	state_counts_check(f->s);
+	/* the figures themselves, for a reader of this test */
+	assert_int_equal(state_count(f->s, 1u << 1, 0), 7);
+	assert_int_equal(state_count(f->s, 1u << 1, ST_BETWEEN), 4);
+	assert_int_equal(state_count(f->s, 1u << 1, ST_AFTER), 2);
+	assert_int_equal(state_count(f->s, 1u << 3, ST_AFTER), 7);
+	assert_int_equal(state_count(f->s, (1u << 1) | (1u << 3), ST_BETWEEN), 9);
+	assert_int_equal(state_count(f->s, 1u << 2, ST_AFTER), 3);
+
+	/* through the store: an Active key (expired) suspended, one (not expiring) deactivated
+	 * and back, a destroyed key purged */
+	state_change(f->s, 2, 1, 2);
+	state_change(f->s, 0, 1, 3);
+	state_counts_check(f->s);
+	state_change(f->s, 0, 3, 1);
+	state_delete(f->s, 13);
+	state_counts_check(f->s);
+	/* by another program */
+	sql(f->path, "UPDATE keys SET state = 3 WHERE name = 'key-5'");
+	sql(f->path, "UPDATE keys SET state = 1 WHERE name IN ('key-8', 'key-11')");
+	state_counts_check(f->s);
+	sql(f->path, "DELETE FROM keys WHERE name IN ('key-3', 'key-9')");
+	sql(f->path, "UPDATE keys SET expires = 1200 WHERE name = 'key-1'");
+	state_counts_check(f->s);
+	assert_int_equal(state_count(f->s, 1u << 1, ST_BETWEEN), 2); /* key-0, key-6 */
+
+	/* the counters are what is read: one put wrong by hand shows in every count of state 2 */
+	sql(f->path, "UPDATE counters SET n = n + 100 WHERE k = 'state:2'");
+	state_counts_check_off(f->s, 100);
+	sql(f->path, "UPDATE counters SET n = n - 100 WHERE k = 'state:2'");
+	state_counts_check(f->s);
+	/* other filters still read the table */
+	{
+		struct ky_store_filter flt = {.states = 1u << 2, .extractable = 1};
+		struct ky_store_row *rows = NULL;
+		size_t n = 0;
+		uint64_t cnt = 0;
+
+		sql(f->path, "UPDATE counters SET n = n + 100 WHERE k = 'state:2'");
+		assert_int_equal(ky_store_key_list(f->s, &flt, 0, 0, &rows, &n), 0);
+		ky_store_rows_free(rows, n);
+		assert_int_equal(ky_store_key_count(f->s, &flt, &cnt), 0);
+		assert_int_equal(cnt, n);
+		flt = (struct ky_store_filter){.states = 1u << 2, .extractable = -1, .vp_a = vp_a};
+		assert_int_equal(ky_store_key_count(f->s, &flt, &cnt), 0);
+		assert_int_equal(cnt, state_count(f->s, 1u << 2, 0) - 100);
+		sql(f->path, "UPDATE counters SET n = n - 100 WHERE k = 'state:2'");
+	}
+}
+
+/* A store made before the 'state:' counters and keys_expiring (or whose counters were put
+ * wrong while a trigger was missing): opening it makes them and counts the counters from the
+ * rows; later writes keep them right. */
+static void test_key_count_by_state_upgrade(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store *s = NULL;
+
+	state_rows(f->s);
+	ky_store_close(f->s);
+	f->s = NULL;
+	if (f->pg)
+		sql(f->path, "DROP TRIGGER keys_state_counters ON keys;"
+		             "DROP FUNCTION kyok_keys_state_counters();");
+	else
+		sql(f->path, "DROP TRIGGER keys_state_ins; DROP TRIGGER keys_state_del;"
+		             "DROP TRIGGER keys_state_upd;");
+	sql(f->path, "DROP INDEX keys_expiring;"
+	             "DELETE FROM counters WHERE k LIKE 'state:%';"
+	             "INSERT INTO counters (k, n) VALUES ('state:1', 999), ('state:9', 5);");
+	/* an old program's writes, made without the triggers */
+	sql(f->path, "UPDATE keys SET state = 2 WHERE name = 'key-0';"
+	             "DELETE FROM keys WHERE name = 'key-12'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	state_counts_check(f->s);
+	assert_int_equal(state_count(f->s, 1u << 9, 0), 0);
+	/* the index is there again (its use: test_plan_uses_index; on so few rows PostgreSQL,
+	 * which knows the table's size once an index was made, may rather read the table) */
+	assert_int_equal(sql_int(f->path, f->pg ? "SELECT count(*) FROM pg_indexes WHERE "
+	                                          "schemaname = current_schema() AND "
+	                                          "indexname = 'keys_expiring'"
+	                                        : "SELECT count(*) FROM sqlite_master WHERE "
+	                                          "type = 'index' AND name = 'keys_expiring'"),
+	                 1);
+	state_change(f->s, 1, 1, 5);
+	state_row(f->s, 40, 1, ST_PAST);
+	state_delete(f->s, 14);
+	sql(f->path, "UPDATE keys SET state = 1 WHERE name = 'key-7'");
+	state_counts_check(f->s);
+	/* opened again: the counters are not counted anew (one put wrong stays wrong) */
+	sql(f->path, "UPDATE counters SET n = n + 100 WHERE k = 'state:2'");
+	ky_store_close(f->s);
+	f->s = NULL;
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	state_counts_check_off(f->s, 100);
+	sql(f->path, "UPDATE counters SET n = n - 100 WHERE k = 'state:2'");
+	if (f->pg)
+		return;
+	/* SQLite: one trigger of three missing is enough to count them again */
+	ky_store_close(f->s);
+	f->s = NULL;
+	sql(f->path, "DROP TRIGGER keys_state_upd;"
+	             "UPDATE counters SET n = n + 7 WHERE k = 'state:5'");
+	assert_int_equal(ky_store_open(f->uri, NULL, &s), 0);
+	f->s = s;
+	state_counts_check(f->s);
+	state_change(f->s, 4, 1, 5);
+	state_counts_check(f->s);
+}
+
 /* A store made before the per-VP counters and the api_keys tag: opening it adds both, with
  * the counters counted from the rows. */
 static void test_upgrade_old_store(void **state)
@@ -523,6 +743,9 @@ static void test_upgrade_old_store(void **state)
 	ky_store_close(f->s);
 	f->s = NULL;
 	sql(f->path, "DROP TRIGGER keys_vp_ins; DROP TRIGGER keys_vp_del; DROP TRIGGER keys_vp_upd;"
+	             "DROP TRIGGER keys_state_ins; DROP TRIGGER keys_state_del;"
+	             "DROP TRIGGER keys_state_upd; DROP INDEX keys_expiring;"
+	             "DELETE FROM counters WHERE k LIKE 'state:%';"
 	             "ALTER TABLE keys DROP COLUMN expires;"
 	             "DELETE FROM counters WHERE k LIKE 'vp:%';"
 	             "DROP TABLE api_keys;"
@@ -550,6 +773,10 @@ static void test_upgrade_old_store(void **state)
 	assert_int_equal(ky_store_apikey_get(f->s, "old-1", &got), 0);
 	assert_string_equal(got.name, "");
 	assert_false(got.has_mac);
+	/* the 'state:' counters too (insert_n: state 1 for even i, 2 for odd; row 8 Active) */
+	assert_int_equal(state_count(f->s, 1u << 1, 0), 3);
+	assert_int_equal(state_count(f->s, 1u << 2, 2000), 1);
+	assert_int_equal(state_count(f->s, 1u << 3, 2000), 1);
 }
 
 /* Aliases: the store's index finds a key by alias and keeps an alias to one key, on insert,
@@ -730,7 +957,7 @@ static void test_busy_other_writer(void **state)
 static void test_plan_uses_index(void **state)
 {
 	struct fx *f = *state;
-	char plan[512];
+	char plan[1024];
 
 	insert_n(f->s, 0, 50, vp_a);
 	if (f->pg) {
@@ -748,6 +975,11 @@ static void test_plan_uses_index(void **state)
 		fprintf(stderr, "plan: %s\n", plan);
 		assert_non_null(strstr(plan, "api_keys_hash_key"));
 		assert_null(strstr(plan, "Seq Scan on api_keys"));
+		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_STATE_COUNT, plan, sizeof(plan)),
+		                 0);
+		fprintf(stderr, "plan: %s\n", plan);
+		assert_non_null(strstr(plan, "keys_expiring"));
+		assert_null(strstr(plan, "Seq Scan on keys"));
 		assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
 		return;
 	}
@@ -762,6 +994,13 @@ static void test_plan_uses_index(void **state)
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_APIKEY, plan, sizeof(plan)), 0);
 	assert_true(strstr(plan, "USING INDEX") != NULL || strstr(plan, "PRIMARY KEY"));
 	assert_null(strstr(plan, "SCAN api_keys"));
+	/* a count by states as of a date: the counters, and the expired Active keys from the
+	 * partial index alone */
+	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_STATE_COUNT, plan, sizeof(plan)), 0);
+	fprintf(stderr, "plan: %s\n", plan);
+	assert_non_null(strstr(plan, "COVERING INDEX keys_expiring"));
+	assert_null(strstr(plan, "SCAN keys"));
+	assert_null(strstr(plan, "SCAN counters"));
 	/* too small an output buffer */
 	assert_int_equal(ky_store_plan(f->s, KY_STORE_PLAN_GET, plan, 4), KY_ERR_TOO_LARGE);
 }
@@ -2551,6 +2790,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_key_limit_counter_tracks_sql_delete,
 	                                    fx_setup_limit3, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_key_limit_per_vp, fx_setup_limit3, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_count_by_state, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_count_by_state_upgrade, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_upgrade_old_store, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_transactions, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_key_aliases, fx_setup, fx_teardown),
