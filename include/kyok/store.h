@@ -206,6 +206,10 @@ struct ky_store_change_pos {
 	uint64_t check;
 };
 #define KY_STORE_CHANGES_MAX 4096 /* longer answers are "everything changed" */
+/* SQLite: rows a handle's group commits insert without telling its threads (ky_store_changed)
+ * between two of its ky_store_changes; past it, its commits are told again, so the log read
+ * next stays well within KY_STORE_CHANGES_MAX. */
+#define KY_STORE_QUIET_ROWS 512
 
 /* The backend function table. be is the backend's handle from open. */
 struct ky_store_ops {
@@ -369,10 +373,11 @@ void ky_store_request_release(struct ky_store_request *req); /* frees body, keep
 /* *changed = 1 when anything may have been committed to the store since the calling thread
  * last asked (by any thread or process; the thread's own writes may be reported too), and on
  * a thread's first call; else 0. A commit made through kyok is seen by every call made after
- * the write returned; writes by other programs within a fraction of a second. Not reported
- * on SQLite: a commit by this handle's group commit, which only inserts key rows that did not
- * exist (no cache above can hold a record before it exists); the handle's other writes and
- * every write by another handle, process or program are. Cheap: on
+ * the write returned; writes by other programs within a fraction of a second. On SQLite, a
+ * commit by this handle's group commit need not be reported to the handle's threads: it
+ * changes no key, secret or API key row that existed (it inserts key rows: no cache above can
+ * hold a record before it exists); the handle's other writes and every write by another
+ * handle, process or program are reported. Cheap: on
  * SQLite usually no system call; on PostgreSQL one read of the server shared by the calls
  * made within KY_STORE_CHECK_WINDOW_US of when it was sent (a write through kyok returns
  * only once that window has passed since its commit, so no call after it takes an older

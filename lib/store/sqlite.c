@@ -54,11 +54,17 @@
  * is then read from the change log (ky_store_changes): the rows after the caller's position,
  * which must still hold the row it was taken at (its fingerprint) and follow it without a
  * gap up to sqlite_sequence's last number; anything else is "everything changed".
- * A group commit only inserts key rows that did not exist, so the handle notes the counter
- * value its bump made (quiet[], by value modulo SQ_QUIET_SLOTS) and its own threads are not
- * told of it: a unit creating keys does not make every request read the log after each
- * commit. A reader that loads the counter before the note is stored, or finds any value in
- * between not noted (another handle's or process's commit, a slot reused), is told.
+ * A group commit changes no row of keys, secrets or api_keys that existed (it inserts key
+ * rows, and what goes with them: alias index, counters, log, digest), so the handle notes the
+ * counter value its bump made (quiet[], by value modulo SQ_QUIET_SLOTS) and its own threads
+ * need not be told of it: a unit creating keys does not make every request read the log
+ * after each commit. A reader that loads the counter before the note is stored, or finds any
+ * value in between not noted (another handle's or process's commit, a slot reused), is
+ * told. So that the log read at last (told of another write, or by the data_version net)
+ * never spans more than it can tell (KY_STORE_CHANGES_MAX), a handle stops noting once
+ * KY_STORE_QUIET_ROWS rows were inserted quietly since its last ky_store_changes. The
+ * counter file is the units' own: one edited or reset by another program is a write by
+ * another program (seen through data_version).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -136,6 +142,11 @@ enum sq_stmt {
 #define SQ_GEN_SIZE       4096
 #define SQ_DV_INTERVAL_MS 250
 #define SQ_QUIET_SLOTS    1024 /* group commits noted as only inserting (sq_changed) */
+
+/* The counter is shared through a mapping with other processes: its atomics must not be
+ * emulated with a lock of this process's. */
+_Static_assert(ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
+               "the shared commit counter needs lock-free 64-bit atomics");
 
 #define SQ_KEY_COLS                                                                              \
 	"id, seq, rev, name, state, extractable, created, updated, deleted, version, vp, blob, " \
@@ -400,7 +411,8 @@ struct sq_store {
 	bool made;             /* opened: the file is WAL and has its schema */
 	_Atomic uint64_t *gen; /* shared commit counter (mmapped), NULL when unavailable */
 	/* quiet[v % SQ_QUIET_SLOTS] == v: the bump to v was a group commit of this handle */
-	_Atomic uint64_t quiet[SQ_QUIET_SLOTS];
+	_Atomic uint64_t quiet[SQ_QUIET_SLOTS]; /* slot i starts at i + 1: no value of its */
+	_Atomic uint64_t quiet_rows;            /* inserted quietly since the last sq_changes */
 	int64_t dv_interval_ms;
 	struct sq_ledger L;
 };
@@ -1505,15 +1517,16 @@ static int sq_key_insert_one(struct sq_conn *c, struct ky_store_row *row)
  * ky_store_failure. */
 static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 {
+	struct sq_store *s = ctx;
 	struct sq_conn *c;
 	struct ky_gc_req *q;
+	uint64_t rows = 0;
 	int r, opened;
 
 	/* The committer's own connection: its page cache outlives each batch (another thread's
 	 * connection finds its cache stale after every commit and reads the pages again). */
 	if ((r = sq_conn(ctx, &c)) != 0 || (r = sq_wbegin(c, &opened)) != 0)
 		goto fail;
-	c->quiet = opened; /* only key rows that did not exist: see sq_changed */
 	for (q = batch; q != NULL; q = q->next) {
 		q->r = sq_key_insert_one(c, q->row);
 		if (q->r != 0 && !ky_gc_row_refused(q->r)) {
@@ -1521,7 +1534,10 @@ static void sq_key_insert_batch(void *ctx, struct ky_gc_req *batch)
 			(void)sq_wend(c, opened, r);
 			goto fail;
 		}
+		rows += q->r == 0;
 	}
+	/* only key rows that did not exist: see sq_changed */
+	c->quiet = opened && atomic_fetch_add(&s->quiet_rows, rows) + rows <= KY_STORE_QUIET_ROWS;
 	if ((r = sq_wend(c, opened, 0)) != 0)
 		goto fail;
 	return; /* a refused row (id or alias taken, key limit) has no failure to tell of */
@@ -2582,8 +2598,9 @@ static bool sq_quiet_since(struct sq_store *s, uint64_t from, uint64_t to)
 {
 	if (to - from > SQ_QUIET_SLOTS)
 		return false;
-	for (uint64_t v = from + 1; v <= to; v++)
-		if (atomic_load_explicit(&s->quiet[v % SQ_QUIET_SLOTS], memory_order_acquire) != v)
+	for (uint64_t i = 1; i <= to - from; i++) /* by offset: the counter may wrap */
+		if (atomic_load_explicit(&s->quiet[(from + i) % SQ_QUIET_SLOTS],
+		                         memory_order_acquire) != from + i)
 			return false;
 	return true;
 }
@@ -2708,6 +2725,7 @@ static int sq_changes(void *be, struct ky_store_change_pos *pos, struct ky_store
 	own = sqlite3_get_autocommit(c->db);
 	if (own && (r = sq_run(c, "BEGIN")) != 0)
 		return r;
+	atomic_store(&s->quiet_rows, 0); /* before the snapshot: what comes after is counted */
 	r = sq_changes_read(c, pos, out, n, all);
 	if (own)
 		(void)sq_run(c, "COMMIT"); /* read only */
@@ -3136,6 +3154,8 @@ static int sq_open(const char *location, const struct ky_store_opts *opts, void 
 		return KY_ERR_CONFIG;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return KY_ERR_NOMEM;
+	for (uint64_t i = 0; i < SQ_QUIET_SLOTS; i++)
+		atomic_init(&s->quiet[i], i + 1);
 	s->o = *opts;
 	s->dv_interval_ms = opts->data_version_ms > 0 ? opts->data_version_ms : SQ_DV_INTERVAL_MS;
 	s->o.instance = NULL;

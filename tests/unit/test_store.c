@@ -2,6 +2,7 @@
  * the PostgreSQL backend when KYOK_TEST_PG names a database (tests/pg_run.sh; see
  * store_fixture.h). The tests that read SQLite files with SQLite itself are skipped there. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1605,7 +1606,92 @@ static void test_changed_quiet_inserts(void **state)
 	assert_int_equal(ky_store_key_insert(s, &row), KY_ERR_EXISTS);
 	ky_store_row_release(&row);
 	changed_is(s, 0);
+	/* a key with an alias: its index row goes with it */
+	row_make(&row, 121, 1, 0, vp_a);
+	row.aliases[0] = "quiet-alias";
+	row.naliases = 1;
+	assert_int_equal(ky_store_key_insert(s, &row), 0);
+	ky_store_row_release(&row);
+	changed_is(s, 0);
 	ky_store_close(other);
+	ky_store_close(s);
+}
+
+/* SQLite: once KY_STORE_QUIET_ROWS rows were inserted quietly since the handle last read the
+ * change log, its group commits are told again, so that the log read next can still tell
+ * what changed; reading the log starts the count again. */
+static void test_changed_quiet_rows(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_opts o = {.data_version_ms = 600 * 1000};
+	struct ky_store *s = NULL;
+	struct ky_store_change_pos pos = {0};
+	struct ky_store_change *v = NULL;
+	size_t n = 0;
+	int all = 1;
+
+	TFX_SQLITE_ONLY(f);
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	changed_is(s, 1);
+	for (int i = 0; i < KY_STORE_QUIET_ROWS; i++)
+		quiet_insert(s, 1000 + i);
+	changed_is(s, 0);
+	quiet_insert(s, 1000 + KY_STORE_QUIET_ROWS);
+	changed_is(s, 1);
+	assert_int_equal(ky_store_changes(s, &pos, &v, &n, &all), 0);
+	assert_int_equal(all, 0);
+	assert_int_equal(n, KY_STORE_QUIET_ROWS + 1);
+	free(v);
+	quiet_insert(s, 1001 + KY_STORE_QUIET_ROWS);
+	changed_is(s, 0);
+	ky_store_close(s);
+}
+
+/* SQLite: a handle without group commit reports its own inserts, as every write; and a
+ * counter that wraps past 2^64 between two calls is told (the range is walked by offset, and
+ * no slot holds a value it was not given). */
+static void test_changed_quiet_edges(void **state)
+{
+	struct fx *f = *state;
+	struct ky_store_opts o = {.data_version_ms = 600 * 1000}, og = o;
+	struct ky_store *s = NULL, *alone = NULL;
+	struct ky_store_secret sec = {0};
+	uint8_t blob[40] = {3};
+	char gen[TFX_URI_MAX + 16];
+	int fd;
+
+	TFX_SQLITE_ONLY(f);
+	og.no_group_commit = 1;
+	assert_int_equal(ky_store_open(f->uri, &og, &alone), 0);
+	changed_is(alone, 1);
+	changed_is(alone, 0);
+	quiet_insert(alone, 200);
+	changed_is(alone, 1);
+	ky_store_close(alone);
+
+	assert_int_equal(ky_store_open(f->uri, &o, &s), 0);
+	assert_int_equal(ky_store_open(f->uri, &o, &alone), 0);
+	snprintf(gen, sizeof(gen), "%s-kyokgen", f->path);
+	memcpy(sec.vp, vp_a, KY_VP_LEN);
+	sec.blob = blob;
+	sec.bloblen = sizeof(blob);
+	/* commits of another handle from 2^64 - 2 (two: to 2^64 - 1, then 0) and from 2^64 - 1
+	 * (one: to 0, which an unset slot would hold) */
+	for (int k = 2; k >= 1; k--) {
+		uint64_t top = UINT64_MAX - (uint64_t)(k - 1);
+
+		assert_true((fd = open(gen, O_WRONLY)) >= 0);
+		assert_int_equal(pwrite(fd, &top, sizeof(top), 0), (ssize_t)sizeof(top));
+		close(fd);
+		changed_is(s, 1);
+		changed_is(s, 0);
+		for (int w = 0; w < k; w++) {
+			snprintf(sec.name, sizeof(sec.name), "w%d-%d", k, w);
+			assert_int_equal(ky_store_secret_put(alone, &sec, 0), 0);
+		}
+		changed_is(s, 1);
+	}
+	ky_store_close(alone);
 	ky_store_close(s);
 }
 
@@ -2819,6 +2905,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_changed, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_threads, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changed_quiet_inserts, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_quiet_rows, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_changed_quiet_edges, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_every_write, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_too_old, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_changes_other_handle, fx_setup, fx_teardown),

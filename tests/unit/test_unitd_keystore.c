@@ -131,8 +131,9 @@ static void test_tampered_record_not_served(void **state)
 	assert_int_equal(unitd_keystore_enter(f->u[1].ks, &kms), 0);
 	unitd_keystore_leave(f->u[1].ks);
 
-	/* Its row altered by hand (disabled without kyok), then any commit through kyok: the
-	 * cached copy is dropped and the row read again fails its check. */
+	/* Its row altered by hand (disabled without kyok), then a change through kyok (any but
+	 * the unit's own creations, which need not tell it): the cached copy is dropped and the
+	 * row read again fails its check. */
 	fx_sql(f, "UPDATE keys SET state = %d WHERE id = '%s'", KY_KEY_SUSPENDED, id);
 	disable(f, 1, other);
 	assert_int_equal(unitd_keystore_enter(f->u[0].ks, &kms), 0);
