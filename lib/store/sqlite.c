@@ -1820,23 +1820,14 @@ out:
 	return r;
 }
 
-static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_filter *f,
-                    const uint8_t *vp, uint64_t *n)
+/* Steps a statement that answers one count, and finishes it: *n (never below 0). */
+static int sq_count_step(sqlite3_stmt *st, uint64_t *n)
 {
-	sqlite3_stmt *st;
-	int r, rc;
+	int rc = sqlite3_step(st), r = 0;
 
-	if ((r = sq_stmt(c, i, &st)) != 0)
-		return r;
-	if (vp != NULL)
-		sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
-	else if (i == SQ_KEY_COUNT)
-		sq_bind_filter(st, f);
-	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		int64_t v = sqlite3_column_int64(st, 0);
 		*n = v < 0 ? 0 : (uint64_t)v;
-		r = 0;
 	} else {
 		r = sq_fail(rc);
 	}
@@ -1844,11 +1835,26 @@ static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_fil
 	return r;
 }
 
+static int sq_count(struct sq_conn *c, enum sq_stmt i, const struct ky_store_filter *f,
+                    const uint8_t *vp, uint64_t *n)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = sq_stmt(c, i, &st)) != 0)
+		return r;
+	if (vp != NULL)
+		sqlite3_bind_blob(st, 1, vp, KY_VP_LEN, SQLITE_STATIC);
+	else if (i == SQ_KEY_COUNT)
+		sq_bind_filter(st, f);
+	return sq_count_step(st, n);
+}
+
 /* Rows under vp_a or vp_b (may be NULL): constant time, from the per-VP counters. */
 static int sq_count_under(struct sq_conn *c, const uint8_t *vp_a, const uint8_t *vp_b, uint64_t *n)
 {
 	sqlite3_stmt *st;
-	int r, rc;
+	int r;
 
 	if ((r = sq_stmt(c, SQ_KEY_UNDER, &st)) != 0)
 		return r;
@@ -1857,16 +1863,7 @@ static int sq_count_under(struct sq_conn *c, const uint8_t *vp_a, const uint8_t 
 		sqlite3_bind_blob(st, 2, vp_b, KY_VP_LEN, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(st, 2);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		int64_t v = sqlite3_column_int64(st, 0);
-		*n = v < 0 ? 0 : (uint64_t)v;
-		r = 0;
-	} else {
-		r = sq_fail(rc);
-	}
-	sq_done(st);
-	return r;
+	return sq_count_step(st, n);
 }
 
 /* Rows in the states of f->states as of f->now, from the 'state:' counters and keys_expiring
@@ -1874,23 +1871,14 @@ static int sq_count_under(struct sq_conn *c, const uint8_t *vp_a, const uint8_t 
 static int sq_count_by_state(struct sq_conn *c, const struct ky_store_filter *f, uint64_t *n)
 {
 	sqlite3_stmt *st;
-	int r, rc;
+	int r;
 
 	if ((r = sq_stmt(c, SQ_KEY_BY_STATE, &st)) != 0)
 		return r;
 	sqlite3_bind_int64(st, 1, (int64_t)f->states);
 	sqlite3_bind_int(st, 2, ky_count_expired_sign(f));
 	sqlite3_bind_int64(st, 3, f->now > 0 ? f->now : 0);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		int64_t v = sqlite3_column_int64(st, 0);
-		*n = v < 0 ? 0 : (uint64_t)v;
-		r = 0;
-	} else {
-		r = sq_fail(rc);
-	}
-	sq_done(st);
-	return r;
+	return sq_count_step(st, n);
 }
 
 static int sq_key_count(void *be, const struct ky_store_filter *f, uint64_t *n)
