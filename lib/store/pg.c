@@ -3280,6 +3280,32 @@ static int pg_query_text(struct pg_conn *c, const char *q, const char *arg, char
 	return r;
 }
 
+/* What came after the first stores of schema 2 were made (still schema 2: older programs
+ * never read it, and their writes run its triggers too), made on open when its probe
+ * answers nothing: the change log; the 'state:' counters, counted from the table once, when
+ * their trigger is missing; keys_expiring. */
+static const struct {
+	const char *probe, *make;
+} pg_later[] = {
+    {"SELECT to_regclass('changes')::text", PG_CHANGES_SCHEMA},
+    {"SELECT tgname::text FROM pg_trigger WHERE tgrelid = to_regclass('keys') AND "
+     "tgname = 'keys_state_counters'",
+     PG_STATE_COUNTERS "DELETE FROM counters WHERE k LIKE 'state:%';"
+                       "INSERT INTO counters (k, n) SELECT 'state:' || state, count(*) FROM "
+                       "keys GROUP BY state;"},
+    {"SELECT to_regclass('keys_expiring')::text", PG_EXPIRING_INDEX},
+};
+
+/* Runs make, in the caller's transaction, when probe (a query of one text value) answers
+ * nothing: a part of the schema that a store made before it lacks (pg_later). */
+static int pg_make_missing(struct pg_conn *c, const char *probe, const char *make)
+{
+	char v[KY_ID_MAX + 1];
+	int r = pg_query_text(c, probe, NULL, v, sizeof(v));
+
+	return r == KY_ERR_NOT_FOUND ? pg_sql_run(c, make) : r;
+}
+
 static int pg_init_schema(struct pg_conn *c)
 {
 	char v[KY_ID_MAX + 1];
@@ -3310,31 +3336,9 @@ static int pg_init_schema(struct pg_conn *c)
 	    (r = pg_sql_run(c, PG_ALIASES_SCHEMA "UPDATE meta SET v = '2' WHERE k = 'schema';")) !=
 	        0)
 		goto out;
-	/* The change log, in this transaction, for a store made before it. */
-	r = pg_query_text(c, "SELECT to_regclass('changes')::text", NULL, v, sizeof(v));
-	if (r == KY_ERR_NOT_FOUND)
-		r = pg_sql_run(c, PG_CHANGES_SCHEMA);
-	if (r != 0)
-		goto out;
-	/* The 'state:' counters and keys_expiring, in this transaction, for a store made before
-	 * them (still schema 2: older programs never read them, and their writes run the
-	 * trigger too). Counted from the table once, when the trigger was missing. */
-	r = pg_query_text(c,
-	                  "SELECT tgname::text FROM pg_trigger WHERE tgrelid = to_regclass('keys') "
-	                  "AND tgname = 'keys_state_counters'",
-	                  NULL, v, sizeof(v));
-	if (r == KY_ERR_NOT_FOUND)
-		r = pg_sql_run(c,
-		               PG_STATE_COUNTERS "DELETE FROM counters WHERE k LIKE 'state:%';"
-		                                 "INSERT INTO counters (k, n) SELECT 'state:' || "
-		                                 "state, count(*) FROM keys GROUP BY state;");
-	if (r != 0)
-		goto out;
-	r = pg_query_text(c, "SELECT to_regclass('keys_expiring')::text", NULL, v, sizeof(v));
-	if (r == KY_ERR_NOT_FOUND)
-		r = pg_sql_run(c, PG_EXPIRING_INDEX);
-	if (r != 0)
-		goto out;
+	for (size_t i = 0; i < sizeof(pg_later) / sizeof(pg_later[0]); i++)
+		if ((r = pg_make_missing(c, pg_later[i].probe, pg_later[i].make)) != 0)
+			goto out;
 	if (instance != NULL) {
 		r = pg_query_text(c, "SELECT v FROM meta WHERE k = 'instance'", NULL, v, sizeof(v));
 		if (r == KY_ERR_NOT_FOUND) {
