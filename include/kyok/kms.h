@@ -95,32 +95,34 @@ struct ky_key_alias {
 	int64_t created;
 };
 
+/* The fields every key request reads come first, the long texts last: a key the unit keeps
+ * opened in its cache is read from a few cache lines (unitd/keystore.c). */
 struct ky_key {
 	char id[KY_UUID_LEN + 1];
-	char name[KY_KEY_NAME_MAX + 1];
-	char description[KY_KEY_DESC_MAX + 1];
 	int extractable; /* 1 = standard key, 0 = root key */
 	int imported;    /* material came from the client */
 	int state;       /* enum ky_key_state */
-	int64_t created;
-	int64_t updated;
-	int64_t expires; /* 0 = never */
-	int64_t deleted; /* deletion date, 0 = not deleted */
-	char created_by[KY_KEY_ACTOR_MAX + 1];
-	char deleted_by[KY_KEY_ACTOR_MAX + 1];
-	uint32_t rotation_months;                   /* rotation policy, 0 = none */
-	int dual_auth;                              /* dual-authorization delete policy */
-	char deletion_set_by[KY_KEY_ACTOR_MAX + 1]; /* "" = not set for deletion */
-	int64_t deletion_set_at;
 	uint32_t nversions;
 	struct ky_key_version *versions; /* ascending; versions[nversions - 1] is the newest */
-	uint32_t naliases;               /* 0..KY_KEY_ALIASES_MAX, in the order they were made */
-	struct ky_key_alias aliases[KY_KEY_ALIASES_MAX];
+	int64_t created;
+	int64_t updated;
+	int64_t expires;          /* 0 = never */
+	int64_t deleted;          /* deletion date, 0 = not deleted */
+	uint32_t rotation_months; /* rotation policy, 0 = none */
+	int dual_auth;            /* dual-authorization delete policy */
+	int64_t deletion_set_at;
+	uint32_t naliases;              /* 0..KY_KEY_ALIASES_MAX, in the order they were made */
 	char ring[KY_KEY_RING_MAX + 1]; /* its key ring, KY_KEY_RING_DEFAULT unless moved */
 	/* storage bookkeeping, filled by ky_kms_record_open / _key_create */
 	int64_t seq;
 	int64_t rev;
 	uint8_t vp[KY_VP_LEN];
+	char name[KY_KEY_NAME_MAX + 1];
+	char description[KY_KEY_DESC_MAX + 1];
+	char created_by[KY_KEY_ACTOR_MAX + 1];
+	char deleted_by[KY_KEY_ACTOR_MAX + 1];
+	char deletion_set_by[KY_KEY_ACTOR_MAX + 1]; /* "" = not set for deletion */
+	struct ky_key_alias aliases[KY_KEY_ALIASES_MAX];
 };
 
 struct ky_key_spec {
