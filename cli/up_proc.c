@@ -17,10 +17,10 @@
 
 #include "cli/cli.h"
 #include "cli/cmds.h"
+#include "cli/failover.h"
 #include "cli/up_internal.h"
 
 #define UP_START_WAIT_MS 30000 /* more than a unit waits for storage (10 s) */
-#define UP_STOP_WAIT_MS  5000
 #define UP_POLL_MS       50
 
 /* ---- small helpers ---- */
@@ -308,10 +308,23 @@ int up_wait_port(struct up_unit *u)
 	return r;
 }
 
-/* SIGTERM, then SIGKILL after UP_STOP_WAIT_MS. Returns the number still alive. */
+/* How long a unit gets to stop before SIGKILL: --timeout, $KYOK_TIMEOUT, else 15 s. A unit
+ * with millions of keys cached takes seconds to wipe and free them. */
+static long up_stop_wait_ms(void)
+{
+	long connect_s, total_s;
+	char why[160];
+
+	if (cli_timeouts(&connect_s, &total_s, why, sizeof(why)) != 0)
+		total_s = CLI_TIMEOUT_DEFAULT; /* kyok down checked it first */
+	return total_s * 1000;
+}
+
+/* SIGTERM, then SIGKILL after up_stop_wait_ms. Returns the number still alive. */
 static size_t up_stop_pids(const pid_t *pids, size_t n)
 {
 	size_t alive = 0;
+	long wait_ms = up_stop_wait_ms();
 
 	for (size_t i = 0; i < n; i++)
 		if (pids[i] > 0)
@@ -327,17 +340,20 @@ static size_t up_stop_pids(const pid_t *pids, size_t n)
 		}
 		if (alive == 0)
 			return 0;
-		if (waited >= UP_STOP_WAIT_MS)
+		if (waited >= wait_ms)
 			break;
 		up_sleep_ms(UP_POLL_MS);
 	}
 	for (size_t i = 0; i < n; i++)
 		if (pids[i] > 0 && up_pid_alive(pids[i])) {
-			fprintf(stderr, "warning: pid %ld did not stop in %d seconds: killing it\n",
-			        (long)pids[i], UP_STOP_WAIT_MS / 1000);
+			fprintf(
+			    stderr,
+			    "warning: pid %ld did not stop in %ld seconds: killing it (--timeout "
+			    "gives a unit longer)\n",
+			    (long)pids[i], wait_ms / 1000);
 			kill(pids[i], SIGKILL);
 		}
-	for (long waited = 0; waited <= 2000; waited += UP_POLL_MS) {
+	for (long waited = 0; waited <= 5000; waited += UP_POLL_MS) { /* a large heap to unmap */
 		alive = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (pids[i] <= 0)
@@ -373,7 +389,8 @@ void up_undo_started(struct up_unit *units, size_t n)
 static const char down_usage[] =
     "usage: kyok down [--dir DIR] [--purge] [options]\n"
     "\n"
-    "Stops the crypto units of a local instance (SIGTERM, SIGKILL after 5 seconds).\n"
+    "Stops the crypto units of a local instance (SIGTERM; SIGKILL when a unit has not\n"
+    "stopped within --timeout seconds, default 15).\n"
     "Their state stays in DIR: 'kyok up' brings the same units back.\n"
     "\n";
 
@@ -465,6 +482,12 @@ int down_main(int argc, char **argv)
 	}
 	if ((r = cli_no_operands(argc, argv)) != 0)
 		return ky_err_exit(r);
+	{ /* the stop timeout: refused before anything is stopped */
+		long connect_s, total_s;
+		char why[160];
+		if ((r = cli_timeouts(&connect_s, &total_s, why, sizeof(why))) != 0)
+			return cli_fail(r, NULL, "%s", why);
+	}
 	if ((r = up_abs_dir(dir_arg != NULL ? dir_arg : cli_instance_dir(), dir, sizeof(dir))) != 0)
 		return cli_fail(r, dir_arg != NULL ? dir_arg : cli_instance_dir(),
 		                "cannot use this directory path");

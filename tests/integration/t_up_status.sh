@@ -186,6 +186,12 @@ expect_eq "... error code too-large" "$(jq -r .error.code "$T_DIR/big.reply")" "
 expect_eq "... state unchanged" "$(unit_state 1)" "$before"
 expect_ok "... unit still answers" "$KYOK" status
 
+# ---- down: its stop timeout ---------------------------------------------------------------------
+run_rc env KYOK_TIMEOUT=abc "$KYOK" down
+expect_eq "down with KYOK_TIMEOUT=abc: exit 2" "$rc" 2
+expect_match "... names the variable" "KYOK_TIMEOUT must be a whole number of seconds" "$out"
+expect_ok "... nothing stopped" "$KYOK" status
+
 # ---- down, status fails, up brings the same units back -------------------------------------------
 run_rc "$KYOK" down
 expect_eq "down: exit 0" "$rc" 0
@@ -226,6 +232,15 @@ run_rc "$KYOK" up
 expect_eq "up after kill -9 of unit 1: exit 0" "$rc" 0
 expect_match "... unit 1 started on its port again" "^1 .* http://127\.0\.0\.1:$port1 +[0-9]+ +started$" "$out"
 expect_eq "... same URLs" "$(jq -c '[.units[].url]' "$I/instance.json")" "$urls_before"
+# A unit that does not stop (stopped by SIGSTOP here) is killed after --timeout seconds.
+pid1=$(cat "$I/unit-1/pid")
+kill -STOP "$pid1"
+run_rc "$KYOK" down --timeout 1
+expect_eq "down of a unit that does not stop: exit 0" "$rc" 0
+expect_match "... killed after --timeout" "warning: pid $pid1 did not stop in 1 seconds: killing it" "$out"
+wait_gone "$pid1" && pass "... the process ended"
+run_rc "$KYOK" up
+expect_eq "... up again: exit 0" "$rc" 0
 "$KYOK" down >/dev/null
 # hold_port PORT: another program listens on PORT (pid in $holder) until killed.
 hold_port() {
