@@ -34,24 +34,36 @@ const char *api_ring_header(struct api_ctx *x)
 }
 
 /* With header X-Kms-Key-Ring, the key x->q->id must be in that ring: a key of another ring is
- * not found there (as Key Protect answers). */
+ * not found there (as Key Protect answers). The key comes from the unit's key cache (kept fresh
+ * by the change log), as it does for the request itself: a client that sends the header on
+ * every request costs no read of key storage. A key the cache does not give is read. */
 static int api_key_ring(struct api_ctx *x)
 {
 	const char *ring = api_ring_header(x);
-	struct ky_key *k = NULL;
+	struct unitd_key_ref *ref = NULL;
+	struct ky_key *read = NULL;
+	const struct ky_key *k;
 	int r;
 
 	if (ring == NULL)
 		return 0;
-	if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &k)) != 0)
-		return r;
+	if (unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref) == 0) {
+		k = unitd_key_ref_key(ref);
+	} else {
+		if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &read)) !=
+		    0)
+			return r;
+		k = read;
+	}
+	r = 0;
 	if (strcmp(k->ring, ring) != 0) {
 		api_detail(
 		    x, "key %s is not in the key ring '%.100s' that header X-Kms-Key-Ring names",
 		    x->q->id, ring);
 		r = KY_ERR_NOT_FOUND;
 	}
-	ky_key_free(k);
+	unitd_keystore_key_put(x->api->ks, ref);
+	ky_key_free(read);
 	return r;
 }
 
