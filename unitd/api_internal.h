@@ -134,6 +134,9 @@ struct api_ctx {
 	bool held;
 	bool acted;  /* its audit intent is written: it may have changed key storage */
 	bool in_txn; /* runs inside the write transaction of its request id */
+	/* the route serves its key from the unit's key cache (GET, wrap, unwrap, rewrap): the
+	 * X-Kms-Key-Ring check takes the key from there too */
+	bool key_cached;
 	/* POST /import_token under a request id: its token, made before that transaction */
 	struct ky_import_token *it_made;
 	int64_t now;

@@ -34,9 +34,11 @@ const char *api_ring_header(struct api_ctx *x)
 }
 
 /* With header X-Kms-Key-Ring, the key x->q->id must be in that ring: a key of another ring is
- * not found there (as Key Protect answers). The key comes from the unit's key cache (kept fresh
- * by the change log), as it does for the request itself: a client that sends the header on
- * every request costs no read of key storage. A key the cache does not give is read. */
+ * not found there (as Key Protect answers). A route that serves the key from the unit's key
+ * cache (x->key_cached, outside a write transaction) checks the ring of that same cached key,
+ * so such requests read no key row from storage for the check. Every other route reads the
+ * key's metadata from storage, inside its transaction when it has one: the check and the
+ * change then see the same row. A key the cache does not give is read too. */
 static int api_key_ring(struct api_ctx *x)
 {
 	const char *ring = api_ring_header(x);
@@ -47,7 +49,8 @@ static int api_key_ring(struct api_ctx *x)
 
 	if (ring == NULL)
 		return 0;
-	if (unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref) == 0) {
+	if (x->key_cached && !x->in_txn &&
+	    unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref) == 0) {
 		k = unitd_key_ref_key(ref);
 	} else {
 		if ((r = ky_kms_key_get(&x->kms, x->q->id, KY_KMS_METADATA_ONLY, x->now, &read)) !=
@@ -485,6 +488,7 @@ int api_key_get(struct api_ctx *x, bool metadata)
 	const struct ky_key *k;
 	int r;
 
+	x->key_cached = true;
 	if ((r = api_key_id(x)) != 0)
 		return r;
 	if (unitd_keystore_key_get(x->api->ks, &x->kms, x->q->id, x->now, &ref) == 0) {
@@ -731,6 +735,7 @@ static int api_key_crypt(struct api_ctx *x, enum api_action act)
 	const struct ky_key_version *used = NULL, *newest;
 	int r;
 
+	x->key_cached = true;
 	if ((r = api_key_id(x)) != 0)
 		return r;
 	if ((r = kp_parse_action(x->q->body.data, x->q->body.len, api_action_name(act),
