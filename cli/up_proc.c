@@ -315,8 +315,10 @@ static long up_stop_wait_ms(void)
 	long connect_s, total_s;
 	char why[160];
 
+	/* A bad $KYOK_TIMEOUT: kyok down refuses it before this; an undo of kyok up takes the
+	 * default. */
 	if (cli_timeouts(&connect_s, &total_s, why, sizeof(why)) != 0)
-		total_s = CLI_TIMEOUT_DEFAULT; /* kyok down checked it first */
+		total_s = CLI_TIMEOUT_DEFAULT;
 	return total_s * 1000;
 }
 
