@@ -177,6 +177,54 @@ static void test_cache_over_budget(void **state)
 	unitd_keystore_key_put(f->u[0].ks, c);
 }
 
+/* Dropping everything cuts the chains and the clock ring whole: keys held by requests stay
+ * readable, the room of the dropped keys is given back, and eviction works on the ring built
+ * again. */
+static void test_drop_everything_then_evict(void **state)
+{
+	struct fx *f = *state;
+	char id1[KY_UUID_LEN + 1], id2[KY_UUID_LEN + 1], id3[KY_UUID_LEN + 1];
+	struct unitd_key_ref *a, *b, *a2, *b2, *again, *c;
+
+	fx_unit_open(f, 0, "key_cache = 2\n", true);
+	fx_key_create(f, 0, "k1", id1);
+	fx_key_create(f, 0, "k2", id2);
+	fx_key_create(f, 0, "k3", id3);
+	a = get(f, 0, id1);
+	b = get(f, 0, id2);
+	unitd_keystore_flush(f->u[0].ks);
+	assert_int_equal(key_state(a), KY_KEY_ACTIVE); /* still held */
+	assert_string_equal(unitd_key_ref_key(b)->id, id2);
+
+	/* Both fit again: nothing is evicted to make room for them. */
+	a2 = get(f, 0, id1);
+	b2 = get(f, 0, id2);
+	assert_ptr_not_equal(a2, a);
+	assert_ptr_not_equal(b2, b);
+	again = get(f, 0, id1);
+	assert_ptr_equal(again, a2);
+	unitd_keystore_key_put(f->u[0].ks, again);
+	again = get(f, 0, id2);
+	assert_ptr_equal(again, b2);
+	unitd_keystore_key_put(f->u[0].ks, again);
+
+	/* A third key makes room on the new ring: one of the two is opened again. */
+	c = get(f, 0, id3);
+	assert_int_equal(key_state(c), KY_KEY_ACTIVE);
+	again = get(f, 0, id1);
+	if (again == a2) {
+		unitd_keystore_key_put(f->u[0].ks, again);
+		again = get(f, 0, id2);
+		assert_ptr_not_equal(again, b2);
+	}
+	unitd_keystore_key_put(f->u[0].ks, again);
+	unitd_keystore_key_put(f->u[0].ks, a);
+	unitd_keystore_key_put(f->u[0].ks, b);
+	unitd_keystore_key_put(f->u[0].ks, a2);
+	unitd_keystore_key_put(f->u[0].ks, b2);
+	unitd_keystore_key_put(f->u[0].ks, c);
+}
+
 /* Unit i rotates key id n times. */
 static void rotate(struct fx *f, size_t i, const char *id, int n)
 {
@@ -266,6 +314,7 @@ int main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_tampered_record_not_served, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cache_over_budget, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_drop_everything_then_evict, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cached_key_versions, fx_setup, fx_teardown),
 	};
 
